@@ -1,0 +1,3 @@
+//! The domain model: XML documents to typed definitions and back.
+
+pub mod xml;
