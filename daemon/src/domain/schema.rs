@@ -1288,6 +1288,24 @@ mod tests {
                 "<vcpu> has no attribute 'pinned'",
             ),
             (
+                "empty-memory",
+                lxc("  <currentMemory unit='MiB'/>\n"),
+                5,
+                "<currentMemory> needs a value: a whole number",
+            ),
+            (
+                "cdrom-in-kvm-boot",
+                "<domain type='kvm'>\n <name>v</name><memory>1</memory>\n <os><type>hvm</type><boot dev='floppy'/></os>\n</domain>".into(),
+                3,
+                "dev='floppy' is not valid; expected one of hd, cdrom, network",
+            ),
+            (
+                "exe-in-kvm",
+                "<domain type='kvm'>\n <name>v</name><memory>1</memory>\n <os><type>exe</type></os>\n</domain>".into(),
+                3,
+                "'exe' is not valid in <type>; expected 'hvm'",
+            ),
+            (
                 "wrong-root",
                 "<container/>".into(),
                 1,
@@ -1311,9 +1329,10 @@ mod tests {
                 "<domain type='lxc'><devices><console type='pty'/></devices><os><init>/i</init><type>exe</type></os><memory unit='GiB'>1</memory><name>x</name></domain>".into(),
             ),
             (
-                "live-ids-and-labels",
-                "<domain type='lxc' id='4242'><name>x</name><memory>1</memory><os><type>exe</type><init>/i</init></os>\
-                 <devices><console type='pty' tty='/dev/pts/3'><source path='/dev/pts/3'/><target type='lxc' port='0'/></console></devices>\
+                "live-labels",
+                "<domain type='lxc'><name>x</name><memory>1</memory><os><type>exe</type><init>/i</init></os>\
+                 <devices><console><target type='lxc' port='0'/></console>\
+                 <hostdev mode='subsystem' type='usb'><source><vendor id='0x1d6b'/><product id='0x0002'/></source></hostdev></devices>\
                  <seclabel type='dynamic' model='selinux' relabel='yes'><label>system_u:system_r:container_t:s0:c1,c2</label>\
                  <imagelabel>system_u:object_r:container_file_t:s0:c1,c2</imagelabel></seclabel></domain>".into(),
             ),
@@ -1334,6 +1353,10 @@ mod tests {
                 "<domain type='qemu'><name>q</name><memory unit='KiB'>1024</memory><os><type>hvm</type><boot dev='cdrom'/><boot dev='hd'/></os>\
                  <devices><disk type='block' device='cdrom'><source dev='/dev/sr0'/><target dev='hdc' bus='ide'/><readonly/></disk>\
                  <disk type='file'><driver name='qemu' type='raw'/><source file='/x.img'/><target dev='vda'/></disk></devices></domain>".into(),
+            ),
+            (
+                "empty-text-elements",
+                lxc("<title/><description></description><metadata>\n</metadata>"),
             ),
             (
                 "whitespace-around-values",
@@ -1363,6 +1386,20 @@ mod tests {
             let text = std::fs::read_to_string(&file).unwrap();
             if let Err(e) = validate_str(&text) {
                 panic!("{} should be valid:\n{e}", file.display());
+            }
+        }
+    }
+
+    /// What the typed layer writes back must pass the schema too.
+    #[test]
+    fn formatted_examples_are_valid() {
+        for file in xml_files(&examples_dir()) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let def = crate::domain::DomainDef::from_xml(&text).unwrap();
+            for out in [def.to_xml(), def.to_live_xml()] {
+                if let Err(e) = validate_str(&out) {
+                    panic!("{} formatted is not valid:\n{e}\n{out}", file.display());
+                }
             }
         }
     }
