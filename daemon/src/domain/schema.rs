@@ -1404,6 +1404,149 @@ mod tests {
         }
     }
 
+    /// The values the schema allows at `path` for attribute `attr` (or for
+    /// the text, when `None`), over all alternatives.
+    fn schema_values(path: &[(&str, &str)], attr: Option<&str>) -> BTreeSet<String> {
+        let compiled = COMPILED.as_ref().unwrap();
+        let key: Vec<Name> = path
+            .iter()
+            .map(|(ns, local)| ((!ns.is_empty()).then(|| ns.to_string()), local.to_string()))
+            .collect();
+        let mut values = BTreeSet::new();
+        for v in compiled.hints.variants(None, &key) {
+            let expect = match attr {
+                Some(a) => v.attributes.get(a),
+                None => v.text.as_ref(),
+            };
+            if let Some(e) = expect {
+                values.extend(e.values.0.iter().cloned());
+            }
+        }
+        values
+    }
+
+    /// Every keyword the typed layer knows is spelled the same in the
+    /// schema, and the other way round.
+    #[test]
+    fn keywords_agree_with_the_typed_layer() {
+        use crate::domain::*;
+        const LXC: &str = crate::domain::LXC_NAMESPACE_URI;
+        let p = |names: &[&'static str]| -> Vec<(&'static str, &'static str)> {
+            names.iter().map(|n| ("", *n)).collect()
+        };
+        let cases: Vec<(Vec<(&str, &str)>, Option<&str>, &[&str])> = vec![
+            (p(&["domain"]), Some("type"), DomainType::NAMES),
+            (
+                p(&["domain", "vcpu"]),
+                Some("placement"),
+                VcpuPlacement::NAMES,
+            ),
+            (
+                p(&["domain", "numatune", "memory"]),
+                Some("mode"),
+                NumaMode::NAMES,
+            ),
+            (p(&["domain", "os", "boot"]), Some("dev"), BootDev::NAMES),
+            (
+                p(&["domain", "features", "capabilities"]),
+                Some("policy"),
+                CapsPolicy::NAMES,
+            ),
+            (p(&["domain", "clock"]), Some("offset"), ClockOffset::NAMES),
+            (
+                p(&["domain", "clock", "timer"]),
+                Some("name"),
+                TimerName::NAMES,
+            ),
+            (p(&["domain", "on_poweroff"]), None, LifecycleAction::NAMES),
+            (p(&["domain", "on_reboot"]), None, LifecycleAction::NAMES),
+            (p(&["domain", "on_crash"]), None, LifecycleAction::NAMES),
+            (
+                p(&["domain", "devices", "filesystem"]),
+                Some("accessmode"),
+                AccessMode::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "filesystem", "driver"]),
+                Some("type"),
+                FsDriverType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "filesystem", "driver"]),
+                Some("format"),
+                ImageFormat::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "disk"]),
+                Some("device"),
+                DiskDevice::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "disk", "driver"]),
+                Some("type"),
+                ImageFormat::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "disk", "driver"]),
+                Some("name"),
+                DiskDriverName::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "disk", "target"]),
+                Some("bus"),
+                DiskBus::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "interface", "model"]),
+                Some("type"),
+                NicModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "console", "target"]),
+                Some("type"),
+                ConsoleTargetType::NAMES,
+            ),
+            (
+                p(&["domain", "seclabel"]),
+                Some("type"),
+                SecLabelType::NAMES,
+            ),
+            (p(&["domain", "seclabel"]), Some("model"), SecModel::NAMES),
+            (
+                vec![("", "domain"), (LXC, "namespace"), (LXC, "sharenet")],
+                Some("type"),
+                NsShareType::NAMES,
+            ),
+        ];
+        for (path, attr, names) in cases {
+            let ours: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+            assert_eq!(schema_values(&path, attr), ours, "{path:?} {attr:?}");
+        }
+        // The source mode of a direct interface.
+        assert!(DirectMode::NAMES.iter().all(|m| {
+            schema_values(
+                &p(&["domain", "devices", "interface", "source"]),
+                Some("mode"),
+            )
+            .contains(*m)
+        }));
+        // Capability names are the children of <capabilities>.
+        let compiled = COMPILED.as_ref().unwrap();
+        let mut children = BTreeSet::new();
+        for v in compiled.hints.variants(
+            None,
+            &[
+                (None, "domain".into()),
+                (None, "features".into()),
+                (None, "capabilities".into()),
+            ],
+        ) {
+            children.extend(v.children.iter().map(|(_, local)| local.clone()));
+        }
+        let caps: BTreeSet<String> = Capability::NAMES.iter().map(|n| n.to_string()).collect();
+        assert_eq!(children, caps);
+    }
+
     #[test]
     fn inline_valid_documents_are_valid() {
         for (name, doc) in valid_documents() {
