@@ -1,0 +1,724 @@
+//! The typed domain definition.
+//!
+//! Sizes are bytes (whole KiB), paths are absolute and normalised, keywords
+//! are enums. Optional XML elements are `Option`s; defaults that libvirt
+//! fills in when it formats a definition (current memory, vCPU count and
+//! placement, lifecycle actions, clock offset, console ports) are filled in
+//! at parse time so that a definition always formats the same way.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::cpuset::CpuSet;
+use super::values::{Capability, DomainName, IdRef, MacAddr, keyword_enum};
+
+/// The namespace of libvirt's LXC extension elements (`<lxc:namespace>`).
+pub const LXC_NAMESPACE_URI: &str = "http://libvirt.org/schemas/domain/lxc/1.0";
+
+/// The cgroup partition used when `<resource>` names none.
+pub const DEFAULT_PARTITION: &str = "/machine";
+
+keyword_enum! {
+    /// The driver a domain is for.
+    pub enum DomainType {
+        Lxc = "lxc",
+        Kvm = "kvm",
+        Qemu = "qemu",
+    }
+}
+
+impl DomainType {
+    /// Whether the domain is a container (as opposed to a virtual machine).
+    pub fn is_container(self) -> bool {
+        self == DomainType::Lxc
+    }
+}
+
+/// A complete domain definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainDef {
+    pub domain_type: DomainType,
+    pub name: DomainName,
+    /// Generated (version 4) when the document has none.
+    pub uuid: Uuid,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<Metadata>,
+    /// Maximum memory, bytes.
+    pub memory: u64,
+    /// Memory at start, bytes; equals `memory` when not given.
+    pub current_memory: u64,
+    pub memtune: Option<MemTune>,
+    pub vcpu: Vcpu,
+    pub cputune: Option<CpuTune>,
+    pub numatune: Option<NumaTune>,
+    pub blkiotune: Option<BlkioTune>,
+    /// `<resource><partition>`; `None` means [`DEFAULT_PARTITION`], see
+    /// [`DomainDef::partition`].
+    pub partition: Option<PathBuf>,
+    pub os: Os,
+    pub idmap: Option<IdMap>,
+    pub features: Features,
+    pub clock: Clock,
+    pub on_poweroff: LifecycleAction,
+    pub on_reboot: LifecycleAction,
+    pub on_crash: LifecycleAction,
+    pub devices: Devices,
+    pub seclabel: Option<SecLabel>,
+    /// `<lxc:namespace>`: namespaces shared with other processes.
+    pub lxc_namespace: Option<LxcNamespace>,
+}
+
+impl DomainDef {
+    /// The name as a string.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The container's host name, derived from the domain name.
+    pub fn hostname(&self) -> String {
+        self.name.hostname()
+    }
+
+    /// The cgroup partition the domain lives in.
+    pub fn partition(&self) -> &Path {
+        self.partition
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_PARTITION))
+    }
+
+    /// The `<filesystem>` mounted on `/`, if any; without one an LXC domain
+    /// shares the host's root.
+    pub fn root_filesystem(&self) -> Option<&Filesystem> {
+        self.devices
+            .filesystems
+            .iter()
+            .find(|fs| fs.target == Path::new("/"))
+    }
+
+    /// The `exe` OS section of a container, `None` for virtual machines.
+    pub fn exe_os(&self) -> Option<&ExeOs> {
+        match &self.os {
+            Os::Exe(os) => Some(os),
+            Os::Hvm(_) => None,
+        }
+    }
+
+    /// Sets the live labels (for `dumpxml` of a running domain). Does
+    /// nothing without a `<seclabel>`.
+    pub fn set_live_labels(&mut self, label: Option<String>, imagelabel: Option<String>) {
+        if let Some(sec) = &mut self.seclabel {
+            sec.live = LiveLabels { label, imagelabel };
+        }
+    }
+
+    /// Drops the live labels, e.g. when the domain stops.
+    pub fn clear_live_labels(&mut self) {
+        if let Some(sec) = &mut self.seclabel {
+            sec.live = LiveLabels::default();
+        }
+    }
+
+    /// The persistent definition: this one without live-only data.
+    pub fn persistent(&self) -> DomainDef {
+        let mut def = self.clone();
+        def.clear_live_labels();
+        def
+    }
+}
+
+/// `<metadata>`: the inner XML text, kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata(pub String);
+
+impl Metadata {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `<memtune>`; every value in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemTune {
+    pub hard_limit: Option<u64>,
+    pub soft_limit: Option<u64>,
+    pub swap_hard_limit: Option<u64>,
+    /// Accepted and kept; not acted on (as in libvirt's LXC driver).
+    pub min_guarantee: Option<u64>,
+}
+
+keyword_enum! {
+    pub enum VcpuPlacement {
+        Static = "static",
+        Auto = "auto",
+    }
+}
+
+/// `<vcpu>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vcpu {
+    /// Number of vCPUs, at least 1; reported only for containers.
+    pub count: u32,
+    pub placement: VcpuPlacement,
+    /// Host CPUs the domain may run on.
+    pub cpuset: Option<CpuSet>,
+}
+
+impl Default for Vcpu {
+    fn default() -> Self {
+        Vcpu {
+            count: 1,
+            placement: VcpuPlacement::Static,
+            cpuset: None,
+        }
+    }
+}
+
+/// `<cputune>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuTune {
+    /// Relative weight, 2..=262144.
+    pub shares: Option<u64>,
+    /// Microseconds, 1000..=1000000.
+    pub period: Option<u64>,
+    /// Microseconds per period; -1 for unlimited, otherwise at least 1000.
+    pub quota: Option<i64>,
+}
+
+/// Largest accepted `<quota>` (the kernel's limit).
+pub const MAX_QUOTA: i64 = 17_592_186_044_415;
+
+keyword_enum! {
+    pub enum NumaMode {
+        Strict = "strict",
+        Preferred = "preferred",
+        Interleave = "interleave",
+        Restrictive = "restrictive",
+    }
+}
+
+/// `<numatune><memory mode= nodeset=/>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaTune {
+    pub mode: NumaMode,
+    pub nodeset: CpuSet,
+}
+
+/// `<blkiotune>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlkioTune {
+    /// 100..=1000.
+    pub weight: Option<u32>,
+    pub devices: Vec<BlkioDevice>,
+}
+
+/// `<blkiotune><device>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlkioDevice {
+    pub path: PathBuf,
+    /// 100..=1000.
+    pub weight: Option<u32>,
+    pub read_bytes_sec: Option<u64>,
+    pub write_bytes_sec: Option<u64>,
+    pub read_iops_sec: Option<u64>,
+    pub write_iops_sec: Option<u64>,
+}
+
+/// `<os>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Os {
+    /// A container running an init program (`<type>exe</type>`).
+    Exe(ExeOs),
+    /// A virtual machine (`<type>hvm</type>`).
+    Hvm(HvmOs),
+}
+
+/// `<os>` of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExeOs {
+    pub arch: Option<String>,
+    /// Absolute path of the program run as PID 1.
+    pub init: PathBuf,
+    pub initargs: Vec<String>,
+    /// Extra environment variables, in document order.
+    pub initenv: Vec<(String, String)>,
+    pub initdir: Option<PathBuf>,
+    pub inituser: Option<IdRef>,
+    pub initgroup: Option<IdRef>,
+    /// Passed to init as `LIBVIRT_LXC_CMDLINE`.
+    pub cmdline: Option<String>,
+}
+
+keyword_enum! {
+    pub enum BootDev {
+        Hd = "hd",
+        Cdrom = "cdrom",
+        Network = "network",
+        Fd = "fd",
+    }
+}
+
+/// `<os>` of a virtual machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HvmOs {
+    pub arch: Option<String>,
+    pub machine: Option<String>,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+    pub boot: Vec<BootDev>,
+}
+
+/// `<idmap>`: user namespace mappings, each list sorted by `start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMap {
+    pub uid: Vec<IdMapEntry>,
+    pub gid: Vec<IdMapEntry>,
+}
+
+/// One `<uid>` or `<gid>` mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMapEntry {
+    /// First id inside the container.
+    pub start: u32,
+    /// First id on the host.
+    pub target: u32,
+    pub count: u32,
+}
+
+keyword_enum! {
+    pub enum CapsPolicy {
+        Default = "default",
+        Allow = "allow",
+        Deny = "deny",
+    }
+}
+
+/// `<features><capabilities>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    pub policy: CapsPolicy,
+    /// Per-capability overrides: `true` keeps it, `false` drops it.
+    pub states: BTreeMap<Capability, bool>,
+}
+
+/// `<features>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Features {
+    /// LXC: a private network namespace even without interfaces.
+    pub privnet: bool,
+    /// LXC: capability policy.
+    pub capabilities: Option<Capabilities>,
+    /// Virtual machines only.
+    pub acpi: bool,
+    pub apic: bool,
+    pub pae: bool,
+}
+
+impl Features {
+    pub fn is_empty(&self) -> bool {
+        *self == Features::default()
+    }
+}
+
+keyword_enum! {
+    pub enum ClockOffset {
+        Utc = "utc",
+        Localtime = "localtime",
+    }
+}
+
+keyword_enum! {
+    pub enum TimerName {
+        Rtc = "rtc",
+        Hpet = "hpet",
+        Pit = "pit",
+        Tsc = "tsc",
+        Kvmclock = "kvmclock",
+    }
+}
+
+/// `<clock>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clock {
+    pub offset: ClockOffset,
+    pub timers: Vec<Timer>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            offset: ClockOffset::Utc,
+            timers: Vec::new(),
+        }
+    }
+}
+
+/// `<clock><timer>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    pub name: TimerName,
+    pub present: Option<bool>,
+}
+
+keyword_enum! {
+    /// What to do when the domain powers off, reboots or crashes. Accepted
+    /// as libvirt does; the LXC driver (like libvirt's) only acts on
+    /// `on_reboot` destroy/restart.
+    pub enum LifecycleAction {
+        Destroy = "destroy",
+        Restart = "restart",
+        Preserve = "preserve",
+        RenameRestart = "rename-restart",
+        /// `on_crash` only.
+        CoredumpDestroy = "coredump-destroy",
+        /// `on_crash` only.
+        CoredumpRestart = "coredump-restart",
+    }
+}
+
+/// `<devices>`, each kind in document order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Devices {
+    pub emulator: Option<PathBuf>,
+    pub filesystems: Vec<Filesystem>,
+    pub disks: Vec<Disk>,
+    pub interfaces: Vec<Interface>,
+    pub hostdevs: Vec<Hostdev>,
+    /// Virtual machines only.
+    pub serials: Vec<Serial>,
+    pub consoles: Vec<Console>,
+}
+
+keyword_enum! {
+    pub enum AccessMode {
+        Passthrough = "passthrough",
+        Mapped = "mapped",
+        Squash = "squash",
+    }
+}
+
+keyword_enum! {
+    /// How a `file` filesystem's image is attached.
+    pub enum FsDriverType {
+        Loop = "loop",
+        Nbd = "nbd",
+    }
+}
+
+keyword_enum! {
+    pub enum ImageFormat {
+        Raw = "raw",
+        Qcow2 = "qcow2",
+        Qcow = "qcow",
+        Qed = "qed",
+        Vmdk = "vmdk",
+        Vdi = "vdi",
+        Vpc = "vpc",
+        Vhdx = "vhdx",
+    }
+}
+
+/// `<filesystem><driver>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsDriver {
+    pub driver_type: FsDriverType,
+    pub format: Option<ImageFormat>,
+}
+
+/// What a `<filesystem>` mounts, by `type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsSource {
+    /// `mount`: a host directory bound into the container.
+    Mount { dir: PathBuf },
+    /// `bind`: a directory of the container bound elsewhere in it.
+    Bind { dir: PathBuf },
+    /// `ram`: a tmpfs of `usage` bytes.
+    Ram { usage: u64 },
+    /// `block`: a host block device.
+    Block { dev: PathBuf },
+    /// `file`: an image file attached through loop or nbd.
+    File {
+        file: PathBuf,
+        driver: Option<FsDriver>,
+    },
+}
+
+impl FsSource {
+    /// The `type` attribute.
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            FsSource::Mount { .. } => "mount",
+            FsSource::Bind { .. } => "bind",
+            FsSource::Ram { .. } => "ram",
+            FsSource::Block { .. } => "block",
+            FsSource::File { .. } => "file",
+        }
+    }
+}
+
+/// `<filesystem>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filesystem {
+    pub source: FsSource,
+    pub accessmode: Option<AccessMode>,
+    /// Mount point inside the container.
+    pub target: PathBuf,
+    pub readonly: bool,
+}
+
+keyword_enum! {
+    pub enum DiskDevice {
+        Disk = "disk",
+        Cdrom = "cdrom",
+    }
+}
+
+keyword_enum! {
+    pub enum DiskBus {
+        Virtio = "virtio",
+        Scsi = "scsi",
+        Sata = "sata",
+        Ide = "ide",
+        Usb = "usb",
+        Fdc = "fdc",
+        Sd = "sd",
+    }
+}
+
+keyword_enum! {
+    pub enum DiskDriverName {
+        Qemu = "qemu",
+    }
+}
+
+/// Where a `<disk>` comes from, by `type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// `type='file'`; `None` for an empty CD-ROM drive.
+    File(Option<PathBuf>),
+    /// `type='block'`; `None` for an empty CD-ROM drive.
+    Block(Option<PathBuf>),
+}
+
+/// `<disk><driver>` (virtual machines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskDriver {
+    pub name: Option<DiskDriverName>,
+    pub format: Option<ImageFormat>,
+}
+
+/// `<disk>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub source: DiskSource,
+    pub device: DiskDevice,
+    pub driver: Option<DiskDriver>,
+    /// Device name in the guest (`vdb`, `sda`).
+    pub target_dev: String,
+    pub target_bus: Option<DiskBus>,
+    pub readonly: bool,
+}
+
+keyword_enum! {
+    /// macvtap modes of a `direct` interface.
+    pub enum DirectMode {
+        Vepa = "vepa",
+        Bridge = "bridge",
+        Private = "private",
+        Passthrough = "passthrough",
+    }
+}
+
+/// How an `<interface>` connects, by `type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceSource {
+    /// A virtual network by name.
+    Network { network: String },
+    /// A host bridge.
+    Bridge { bridge: String },
+    /// A veth pair with no further plumbing.
+    Ethernet,
+    /// macvlan/macvtap on a host device.
+    Direct { dev: String, mode: DirectMode },
+}
+
+impl InterfaceSource {
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            InterfaceSource::Network { .. } => "network",
+            InterfaceSource::Bridge { .. } => "bridge",
+            InterfaceSource::Ethernet => "ethernet",
+            InterfaceSource::Direct { .. } => "direct",
+        }
+    }
+}
+
+/// `<interface><ip>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpConfig {
+    pub address: IpAddr,
+    pub prefix: Option<u8>,
+    pub peer: Option<IpAddr>,
+}
+
+/// `<interface><route>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub address: IpAddr,
+    pub prefix: Option<u8>,
+    pub gateway: IpAddr,
+}
+
+keyword_enum! {
+    /// Virtual NIC models (virtual machines).
+    pub enum NicModel {
+        Virtio = "virtio",
+        E1000 = "e1000",
+        E1000e = "e1000e",
+        Rtl8139 = "rtl8139",
+    }
+}
+
+/// `<interface>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub source: InterfaceSource,
+    pub mac: Option<MacAddr>,
+    /// Host-side device name.
+    pub target_dev: Option<String>,
+    /// Device name inside the container (LXC).
+    pub guest_dev: Option<String>,
+    /// Virtual machines only.
+    pub model: Option<NicModel>,
+    /// LXC only.
+    pub ips: Vec<IpConfig>,
+    /// LXC only.
+    pub routes: Vec<Route>,
+}
+
+/// A USB device selected by vendor and product id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsbIds {
+    pub vendor: u16,
+    pub product: u16,
+}
+
+/// A USB device selected by bus and device number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsbAddress {
+    pub bus: u32,
+    pub device: u32,
+}
+
+/// `<hostdev>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hostdev {
+    /// `mode='capabilities' type='storage'`: a host block device node.
+    Storage { block: PathBuf },
+    /// `mode='capabilities' type='misc'`: a host character device node.
+    Misc { char_dev: PathBuf },
+    /// `mode='capabilities' type='net'`: a host network interface moved in.
+    Net { interface: String },
+    /// `mode='subsystem' type='usb'`: at least one of the two is set.
+    Usb {
+        ids: Option<UsbIds>,
+        address: Option<UsbAddress>,
+    },
+}
+
+keyword_enum! {
+    pub enum ConsoleTargetType {
+        Lxc = "lxc",
+        Serial = "serial",
+        Virtio = "virtio",
+    }
+}
+
+/// `<console type='pty'>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Console {
+    pub target_type: ConsoleTargetType,
+    /// Assigned in document order when not given.
+    pub port: u32,
+}
+
+/// `<serial type='pty'>` (virtual machines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serial {
+    pub port: u32,
+}
+
+keyword_enum! {
+    pub enum SecLabelType {
+        Dynamic = "dynamic",
+        Static = "static",
+        None = "none",
+    }
+}
+
+keyword_enum! {
+    pub enum SecModel {
+        Selinux = "selinux",
+        None = "none",
+    }
+}
+
+/// `<seclabel>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecLabel {
+    pub label_type: SecLabelType,
+    /// `None`: the host's default security driver, chosen at start.
+    pub model: Option<SecModel>,
+    /// Whether files are relabelled; always true for dynamic labels.
+    pub relabel: bool,
+    /// Dynamic: the context the generated label is based on.
+    pub baselabel: Option<String>,
+    /// Static: the process label.
+    pub label: Option<String>,
+    /// Labels of a running domain; never in the persistent definition.
+    pub live: LiveLabels,
+}
+
+/// Labels that exist only while a domain runs: the generated process label
+/// of a dynamic seclabel and the image label of any seclabel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveLabels {
+    pub label: Option<String>,
+    pub imagelabel: Option<String>,
+}
+
+impl LiveLabels {
+    pub fn is_empty(&self) -> bool {
+        self.label.is_none() && self.imagelabel.is_none()
+    }
+}
+
+keyword_enum! {
+    pub enum NsShareType {
+        /// A named network namespace (`ip netns`), sharenet only.
+        Netns = "netns",
+        /// The namespace of another lxvirt domain, by name.
+        Name = "name",
+        /// The namespace of a host process.
+        Pid = "pid",
+    }
+}
+
+/// One `<lxc:share*>` element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsShare {
+    pub share_type: NsShareType,
+    pub value: String,
+}
+
+/// `<lxc:namespace>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LxcNamespace {
+    pub sharenet: Option<NsShare>,
+    pub shareipc: Option<NsShare>,
+    pub shareuts: Option<NsShare>,
+}

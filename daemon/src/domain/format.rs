@@ -1,0 +1,571 @@
+//! From a [`DomainDef`] to canonical XML.
+//!
+//! Canonical: two-space indentation, attributes in single quotes, elements
+//! in the order of `xml-schemas/examples/lxc-everything.xml`, sizes in KiB,
+//! defaults written out. Formatting a parsed definition and parsing the
+//! result gives the same definition, and formatting is a fixed point.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::def::*;
+
+/// Which data to include.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// Include live-only data (generated security labels).
+    pub live: bool,
+}
+
+/// Escapes text content.
+fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes an attribute value for single quotes; whitespace other than
+/// spaces is written as character references so that it survives
+/// attribute-value normalisation.
+fn attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A small indenting writer.
+struct Out {
+    buf: String,
+    depth: usize,
+}
+
+impl Out {
+    fn indent(&mut self) {
+        for _ in 0..self.depth {
+            self.buf.push_str("  ");
+        }
+    }
+
+    fn attrs(&mut self, attrs: &[(&str, String)]) {
+        for (k, v) in attrs {
+            let _ = write!(self.buf, " {k}='{}'", attr(v));
+        }
+    }
+
+    /// `<name attrs/>`.
+    fn empty(&mut self, name: &str, attrs: &[(&str, String)]) {
+        self.indent();
+        self.buf.push('<');
+        self.buf.push_str(name);
+        self.attrs(attrs);
+        self.buf.push_str("/>\n");
+    }
+
+    /// `<name attrs>text</name>`.
+    fn leaf(&mut self, name: &str, attrs: &[(&str, String)], content: &str) {
+        self.indent();
+        self.buf.push('<');
+        self.buf.push_str(name);
+        self.attrs(attrs);
+        let _ = writeln!(self.buf, ">{}</{name}>", text(content));
+    }
+
+    fn open(&mut self, name: &str, attrs: &[(&str, String)]) {
+        self.indent();
+        self.buf.push('<');
+        self.buf.push_str(name);
+        self.attrs(attrs);
+        self.buf.push_str(">\n");
+        self.depth += 1;
+    }
+
+    fn close(&mut self, name: &str) {
+        self.depth = self.depth.saturating_sub(1);
+        self.indent();
+        let _ = writeln!(self.buf, "</{name}>");
+    }
+
+    fn size(&mut self, name: &str, bytes: u64) {
+        self.leaf(name, &[("unit", "KiB".into())], &(bytes / 1024).to_string());
+    }
+}
+
+fn a(k: &str, v: impl ToString) -> (&str, String) {
+    (k, v.to_string())
+}
+
+/// Formats `def`.
+pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
+    let mut o = Out {
+        buf: String::new(),
+        depth: 0,
+    };
+    let mut root = vec![a("type", def.domain_type)];
+    if def.lxc_namespace.is_some() {
+        root.push(a("xmlns:lxc", LXC_NAMESPACE_URI));
+    }
+    o.open("domain", &root);
+    o.leaf("name", &[], def.name.as_str());
+    o.leaf("uuid", &[], &def.uuid.hyphenated().to_string());
+    if let Some(t) = &def.title {
+        o.leaf("title", &[], t);
+    }
+    if let Some(d) = &def.description {
+        o.leaf("description", &[], d);
+    }
+    if let Some(m) = &def.metadata {
+        o.indent();
+        let _ = writeln!(o.buf, "<metadata>{}</metadata>", m.as_str());
+    }
+    o.size("memory", def.memory);
+    o.size("currentMemory", def.current_memory);
+    if let Some(m) = &def.memtune {
+        o.open("memtune", &[]);
+        for (name, v) in [
+            ("hard_limit", m.hard_limit),
+            ("soft_limit", m.soft_limit),
+            ("swap_hard_limit", m.swap_hard_limit),
+            ("min_guarantee", m.min_guarantee),
+        ] {
+            if let Some(v) = v {
+                o.size(name, v);
+            }
+        }
+        o.close("memtune");
+    }
+    let mut vcpu = vec![a("placement", def.vcpu.placement)];
+    if let Some(c) = &def.vcpu.cpuset {
+        vcpu.push(a("cpuset", c));
+    }
+    o.leaf("vcpu", &vcpu, &def.vcpu.count.to_string());
+    if let Some(c) = &def.cputune {
+        o.open("cputune", &[]);
+        if let Some(v) = c.shares {
+            o.leaf("shares", &[], &v.to_string());
+        }
+        if let Some(v) = c.period {
+            o.leaf("period", &[], &v.to_string());
+        }
+        if let Some(v) = c.quota {
+            o.leaf("quota", &[], &v.to_string());
+        }
+        o.close("cputune");
+    }
+    if let Some(n) = &def.numatune {
+        o.open("numatune", &[]);
+        o.empty("memory", &[a("mode", n.mode), a("nodeset", &n.nodeset)]);
+        o.close("numatune");
+    }
+    if let Some(b) = &def.blkiotune {
+        format_blkiotune(&mut o, b);
+    }
+    if let Some(p) = &def.partition {
+        o.open("resource", &[]);
+        o.leaf("partition", &[], &path(p));
+        o.close("resource");
+    }
+    format_os(&mut o, &def.os);
+    if let Some(m) = &def.idmap {
+        o.open("idmap", &[]);
+        for (kind, list) in [("uid", &m.uid), ("gid", &m.gid)] {
+            for e in list {
+                o.empty(
+                    kind,
+                    &[
+                        a("start", e.start),
+                        a("target", e.target),
+                        a("count", e.count),
+                    ],
+                );
+            }
+        }
+        o.close("idmap");
+    }
+    format_features(&mut o, &def.features);
+    let clock = [a("offset", def.clock.offset)];
+    if def.clock.timers.is_empty() {
+        o.empty("clock", &clock);
+    } else {
+        o.open("clock", &clock);
+        for t in &def.clock.timers {
+            let mut attrs = vec![a("name", t.name)];
+            if let Some(p) = t.present {
+                attrs.push(a("present", if p { "yes" } else { "no" }));
+            }
+            o.empty("timer", &attrs);
+        }
+        o.close("clock");
+    }
+    o.leaf("on_poweroff", &[], def.on_poweroff.as_str());
+    o.leaf("on_reboot", &[], def.on_reboot.as_str());
+    o.leaf("on_crash", &[], def.on_crash.as_str());
+    format_devices(&mut o, &def.devices);
+    if let Some(s) = &def.seclabel {
+        format_seclabel(&mut o, s, opts);
+    }
+    if let Some(ns) = &def.lxc_namespace {
+        let shares = [
+            ("lxc:sharenet", &ns.sharenet),
+            ("lxc:shareipc", &ns.shareipc),
+            ("lxc:shareuts", &ns.shareuts),
+        ];
+        if shares.iter().all(|(_, s)| s.is_none()) {
+            o.empty("lxc:namespace", &[]);
+        } else {
+            o.open("lxc:namespace", &[]);
+            for (name, share) in shares {
+                if let Some(s) = share {
+                    o.empty(name, &[a("type", s.share_type), a("value", &s.value)]);
+                }
+            }
+            o.close("lxc:namespace");
+        }
+    }
+    o.close("domain");
+    o.buf
+}
+
+fn format_blkiotune(o: &mut Out, b: &BlkioTune) {
+    if b.weight.is_none() && b.devices.is_empty() {
+        o.empty("blkiotune", &[]);
+        return;
+    }
+    o.open("blkiotune", &[]);
+    if let Some(w) = b.weight {
+        o.leaf("weight", &[], &w.to_string());
+    }
+    for d in &b.devices {
+        o.open("device", &[]);
+        o.leaf("path", &[], &path(&d.path));
+        if let Some(w) = d.weight {
+            o.leaf("weight", &[], &w.to_string());
+        }
+        for (name, v) in [
+            ("read_bytes_sec", d.read_bytes_sec),
+            ("write_bytes_sec", d.write_bytes_sec),
+            ("read_iops_sec", d.read_iops_sec),
+            ("write_iops_sec", d.write_iops_sec),
+        ] {
+            if let Some(v) = v {
+                o.leaf(name, &[], &v.to_string());
+            }
+        }
+        o.close("device");
+    }
+    o.close("blkiotune");
+}
+
+fn format_os(o: &mut Out, os: &Os) {
+    o.open("os", &[]);
+    match os {
+        Os::Exe(e) => {
+            let mut t = Vec::new();
+            if let Some(arch) = &e.arch {
+                t.push(a("arch", arch));
+            }
+            o.leaf("type", &t, "exe");
+            o.leaf("init", &[], &path(&e.init));
+            for arg in &e.initargs {
+                o.leaf("initarg", &[], arg);
+            }
+            for (k, v) in &e.initenv {
+                o.leaf("initenv", &[a("name", k)], v);
+            }
+            if let Some(d) = &e.initdir {
+                o.leaf("initdir", &[], &path(d));
+            }
+            if let Some(u) = &e.inituser {
+                o.leaf("inituser", &[], &u.to_string());
+            }
+            if let Some(g) = &e.initgroup {
+                o.leaf("initgroup", &[], &g.to_string());
+            }
+            if let Some(c) = &e.cmdline {
+                o.leaf("cmdline", &[], c);
+            }
+        }
+        Os::Hvm(h) => {
+            let mut t = Vec::new();
+            if let Some(arch) = &h.arch {
+                t.push(a("arch", arch));
+            }
+            if let Some(m) = &h.machine {
+                t.push(a("machine", m));
+            }
+            o.leaf("type", &t, "hvm");
+            if let Some(k) = &h.kernel {
+                o.leaf("kernel", &[], &path(k));
+            }
+            if let Some(i) = &h.initrd {
+                o.leaf("initrd", &[], &path(i));
+            }
+            if let Some(c) = &h.cmdline {
+                o.leaf("cmdline", &[], c);
+            }
+            for b in &h.boot {
+                o.empty("boot", &[a("dev", b)]);
+            }
+        }
+    }
+    o.close("os");
+}
+
+fn format_features(o: &mut Out, f: &Features) {
+    if f.is_empty() {
+        return;
+    }
+    o.open("features", &[]);
+    for (flag, name) in [
+        (f.acpi, "acpi"),
+        (f.apic, "apic"),
+        (f.pae, "pae"),
+        (f.privnet, "privnet"),
+    ] {
+        if flag {
+            o.empty(name, &[]);
+        }
+    }
+    if let Some(c) = &f.capabilities {
+        let policy = [a("policy", c.policy)];
+        if c.states.is_empty() {
+            o.empty("capabilities", &policy);
+        } else {
+            o.open("capabilities", &policy);
+            for (cap, on) in &c.states {
+                o.empty(cap.as_str(), &[a("state", if *on { "on" } else { "off" })]);
+            }
+            o.close("capabilities");
+        }
+    }
+    o.close("features");
+}
+
+fn format_devices(o: &mut Out, d: &Devices) {
+    if *d == Devices::default() {
+        o.empty("devices", &[]);
+        return;
+    }
+    o.open("devices", &[]);
+    if let Some(e) = &d.emulator {
+        o.leaf("emulator", &[], &path(e));
+    }
+    for fs in &d.filesystems {
+        format_filesystem(o, fs);
+    }
+    for disk in &d.disks {
+        format_disk(o, disk);
+    }
+    for i in &d.interfaces {
+        format_interface(o, i);
+    }
+    for h in &d.hostdevs {
+        format_hostdev(o, h);
+    }
+    for s in &d.serials {
+        o.open("serial", &[a("type", "pty")]);
+        o.empty("target", &[a("port", s.port)]);
+        o.close("serial");
+    }
+    for c in &d.consoles {
+        o.open("console", &[a("type", "pty")]);
+        o.empty("target", &[a("type", c.target_type), a("port", c.port)]);
+        o.close("console");
+    }
+    o.close("devices");
+}
+
+fn format_filesystem(o: &mut Out, fs: &Filesystem) {
+    let mut attrs = vec![a("type", fs.source.type_str())];
+    if let Some(m) = fs.accessmode {
+        attrs.push(a("accessmode", m));
+    }
+    o.open("filesystem", &attrs);
+    match &fs.source {
+        FsSource::Mount { dir } | FsSource::Bind { dir } => {
+            o.empty("source", &[a("dir", path(dir))]);
+        }
+        FsSource::Ram { usage } => {
+            o.empty("source", &[a("usage", usage / 1024), a("units", "KiB")]);
+        }
+        FsSource::Block { dev } => o.empty("source", &[a("dev", path(dev))]),
+        FsSource::File { file, driver } => {
+            if let Some(d) = driver {
+                let mut attrs = vec![a("type", d.driver_type)];
+                if let Some(f) = d.format {
+                    attrs.push(a("format", f));
+                }
+                o.empty("driver", &attrs);
+            }
+            o.empty("source", &[a("file", path(file))]);
+        }
+    }
+    o.empty("target", &[a("dir", path(&fs.target))]);
+    if fs.readonly {
+        o.empty("readonly", &[]);
+    }
+    o.close("filesystem");
+}
+
+fn format_disk(o: &mut Out, d: &Disk) {
+    let (kind, src_attr, src) = match &d.source {
+        DiskSource::File(p) => ("file", "file", p),
+        DiskSource::Block(p) => ("block", "dev", p),
+    };
+    o.open("disk", &[a("type", kind), a("device", d.device)]);
+    if let Some(drv) = &d.driver {
+        let mut attrs = Vec::new();
+        if let Some(n) = drv.name {
+            attrs.push(a("name", n));
+        }
+        if let Some(f) = drv.format {
+            attrs.push(a("type", f));
+        }
+        o.empty("driver", &attrs);
+    }
+    if let Some(p) = src {
+        o.empty("source", &[a(src_attr, path(p))]);
+    }
+    let mut target = vec![a("dev", &d.target_dev)];
+    if let Some(b) = d.target_bus {
+        target.push(a("bus", b));
+    }
+    o.empty("target", &target);
+    if d.readonly {
+        o.empty("readonly", &[]);
+    }
+    o.close("disk");
+}
+
+fn family(ip: &std::net::IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ipv4" } else { "ipv6" }
+}
+
+fn format_interface(o: &mut Out, i: &Interface) {
+    o.open("interface", &[a("type", i.source.type_str())]);
+    if let Some(m) = &i.mac {
+        o.empty("mac", &[a("address", m)]);
+    }
+    match &i.source {
+        InterfaceSource::Network { network } => o.empty("source", &[a("network", network)]),
+        InterfaceSource::Bridge { bridge } => o.empty("source", &[a("bridge", bridge)]),
+        InterfaceSource::Ethernet => {}
+        InterfaceSource::Direct { dev, mode } => {
+            o.empty("source", &[a("dev", dev), a("mode", mode)]);
+        }
+    }
+    if let Some(t) = &i.target_dev {
+        o.empty("target", &[a("dev", t)]);
+    }
+    if let Some(g) = &i.guest_dev {
+        o.empty("guest", &[a("dev", g)]);
+    }
+    if let Some(m) = i.model {
+        o.empty("model", &[a("type", m)]);
+    }
+    for ip in &i.ips {
+        let mut attrs = vec![a("address", ip.address), a("family", family(&ip.address))];
+        if let Some(p) = ip.prefix {
+            attrs.push(a("prefix", p));
+        }
+        if let Some(p) = ip.peer {
+            attrs.push(a("peer", p));
+        }
+        o.empty("ip", &attrs);
+    }
+    for r in &i.routes {
+        let mut attrs = vec![a("address", r.address), a("family", family(&r.address))];
+        if let Some(p) = r.prefix {
+            attrs.push(a("prefix", p));
+        }
+        attrs.push(a("gateway", r.gateway));
+        o.empty("route", &attrs);
+    }
+    o.close("interface");
+}
+
+fn format_hostdev(o: &mut Out, h: &Hostdev) {
+    let (mode, kind) = match h {
+        Hostdev::Storage { .. } => ("capabilities", "storage"),
+        Hostdev::Misc { .. } => ("capabilities", "misc"),
+        Hostdev::Net { .. } => ("capabilities", "net"),
+        Hostdev::Usb { .. } => ("subsystem", "usb"),
+    };
+    o.open("hostdev", &[a("mode", mode), a("type", kind)]);
+    o.open("source", &[]);
+    match h {
+        Hostdev::Storage { block } => o.leaf("block", &[], &path(block)),
+        Hostdev::Misc { char_dev } => o.leaf("char", &[], &path(char_dev)),
+        Hostdev::Net { interface } => o.leaf("interface", &[], interface),
+        Hostdev::Usb { ids, address } => {
+            if let Some(ids) = ids {
+                o.empty("vendor", &[a("id", format!("{:#06x}", ids.vendor))]);
+                o.empty("product", &[a("id", format!("{:#06x}", ids.product))]);
+            }
+            if let Some(ad) = address {
+                o.empty("address", &[a("bus", ad.bus), a("device", ad.device)]);
+            }
+        }
+    }
+    o.close("source");
+    o.close("hostdev");
+}
+
+fn format_seclabel(o: &mut Out, s: &SecLabel, opts: FormatOptions) {
+    let mut attrs = vec![a("type", s.label_type)];
+    if let Some(m) = s.model {
+        attrs.push(a("model", m));
+    }
+    if s.label_type != SecLabelType::None {
+        attrs.push(a("relabel", if s.relabel { "yes" } else { "no" }));
+    }
+    let mut children: Vec<(&str, &str)> = Vec::new();
+    if let Some(b) = &s.baselabel {
+        children.push(("baselabel", b));
+    }
+    let live_label = if opts.live {
+        s.live.label.as_deref()
+    } else {
+        None
+    };
+    if let Some(l) = s.label.as_deref().or(live_label) {
+        children.push(("label", l));
+    }
+    if opts.live
+        && let Some(l) = &s.live.imagelabel
+    {
+        children.push(("imagelabel", l));
+    }
+    if children.is_empty() {
+        o.empty("seclabel", &attrs);
+    } else {
+        o.open("seclabel", &attrs);
+        for (name, value) in children {
+            o.leaf(name, &[], value);
+        }
+        o.close("seclabel");
+    }
+}

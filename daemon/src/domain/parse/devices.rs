@@ -1,0 +1,811 @@
+//! `<devices>`.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::super::def::*;
+use super::super::error::DomainError;
+use super::super::values::{MacAddr, check_ifname, check_name};
+use super::super::xml::{Attribute, Element};
+use super::Ctx;
+use super::helpers::*;
+
+pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
+    check_attrs(el, &[])?;
+    check_children(
+        el,
+        &["emulator"],
+        &[
+            "filesystem",
+            "disk",
+            "interface",
+            "hostdev",
+            "serial",
+            "console",
+        ],
+    )?;
+    let mut d = Devices {
+        emulator: el.element("emulator").map(text_path).transpose()?,
+        ..Devices::default()
+    };
+    let mut console_ports = PortAssigner::default();
+    let mut serial_ports = PortAssigner::default();
+    let mut consoles = Vec::new();
+    let mut serials = Vec::new();
+    for child in el.elements() {
+        match child.name.as_str() {
+            "filesystem" => {
+                ctx.lxc_only(child)?;
+                let fs = parse_filesystem(child)?;
+                check_fs_target(&d.filesystems, &fs, child)?;
+                d.filesystems.push(fs);
+            }
+            "disk" => {
+                let disk = parse_disk(ctx, child)?;
+                if d.disks.iter().any(|o| o.target_dev == disk.target_dev) {
+                    return Err(DomainError::duplicate(
+                        child.pos,
+                        "devices",
+                        format!("disk target '{}'", disk.target_dev),
+                    ));
+                }
+                d.disks.push(disk);
+            }
+            "interface" => d.interfaces.push(parse_interface(ctx, child)?),
+            "hostdev" => {
+                ctx.lxc_only(child)?;
+                d.hostdevs.push(parse_hostdev(child)?);
+            }
+            "serial" => {
+                ctx.vm_only(child)?;
+                let (_, port) = parse_chardev(child, &["port"])?;
+                serials.push(port);
+                serial_ports.reserve(child, port)?;
+            }
+            "console" => {
+                let (target_type, port) = parse_console(ctx, child)?;
+                consoles.push((target_type, port));
+                console_ports.reserve(child, port)?;
+            }
+            _ => {} // emulator, handled above
+        }
+    }
+    for port in serials {
+        d.serials.push(Serial {
+            port: serial_ports.assign(port),
+        });
+    }
+    for (target_type, port) in consoles {
+        d.consoles.push(Console {
+            target_type,
+            port: console_ports.assign(port),
+        });
+    }
+    Ok(d)
+}
+
+/// Gives ports to consoles that name none: the lowest free one, in
+/// document order.
+#[derive(Default)]
+struct PortAssigner {
+    used: Vec<u32>,
+}
+
+impl PortAssigner {
+    fn reserve(&mut self, el: &Element, port: Option<u32>) -> Result<()> {
+        if let Some(p) = port {
+            if self.used.contains(&p) {
+                return Err(DomainError::duplicate(
+                    el.pos,
+                    "devices",
+                    format!("<{}> port {p}", el.qname),
+                ));
+            }
+            self.used.push(p);
+        }
+        Ok(())
+    }
+
+    fn assign(&mut self, port: Option<u32>) -> u32 {
+        match port {
+            Some(p) => p,
+            None => {
+                let mut p = 0;
+                while self.used.contains(&p) {
+                    p += 1;
+                }
+                self.used.push(p);
+                p
+            }
+        }
+    }
+}
+
+fn check_fs_target(existing: &[Filesystem], fs: &Filesystem, el: &Element) -> Result<()> {
+    if existing.iter().any(|o| o.target == fs.target) {
+        let pos = el.element("target").map_or(el.pos, |t| t.pos);
+        return Err(if fs.target == Path::new("/") {
+            DomainError::invalid(
+                pos,
+                "filesystem",
+                "more than one filesystem has target '/'",
+                "keep one root filesystem",
+            )
+        } else {
+            DomainError::duplicate(
+                pos,
+                "devices",
+                format!("filesystem target '{}'", fs.target.display()),
+            )
+        });
+    }
+    Ok(())
+}
+
+fn parse_filesystem(el: &Element) -> Result<Filesystem> {
+    check_attrs(el, &["type", "accessmode"])?;
+    check_children(el, &["driver", "source", "target", "readonly"], &[])?;
+    let fs_type = match el.attribute("type") {
+        None => "mount",
+        Some(a) => match a.value.as_str() {
+            t @ ("mount" | "bind" | "ram" | "block" | "file") => t,
+            other => {
+                return Err(DomainError::invalid(
+                    a.pos,
+                    "filesystem",
+                    format!("filesystem type '{other}' is not known"),
+                    "use one of 'mount', 'bind', 'ram', 'block', 'file'",
+                ));
+            }
+        },
+    };
+    let accessmode = attr_keyword(el, "accessmode", AccessMode::parse, AccessMode::NAMES)?;
+    if let Some(mode) = accessmode
+        && mode != AccessMode::Passthrough
+    {
+        let pos = el.attribute("accessmode").map_or(el.pos, |a| a.pos);
+        return Err(DomainError::invalid(
+            pos,
+            "filesystem",
+            format!("accessmode '{mode}' is not supported for containers"),
+            "use accessmode='passthrough' or leave it out",
+        ));
+    }
+    let (attr, example) = match fs_type {
+        "mount" | "bind" => ("dir", "<source dir='/srv/data'/>"),
+        "ram" => ("usage", "<source usage='64' units='MiB'/>"),
+        "block" => ("dev", "<source dev='/dev/sdb1'/>"),
+        _ => ("file", "<source file='/var/lib/lxvirt/disks/data.img'/>"),
+    };
+    let source_el = req_child(
+        el,
+        "source",
+        &format!("a '{fs_type}' filesystem needs {example}"),
+    )?;
+    check_children(source_el, &[], &[])?;
+    if fs_type == "ram" {
+        check_attrs(source_el, &["usage", "units"])?;
+    } else {
+        check_attrs(source_el, &[attr])?;
+    }
+    let src = req_attr(source_el, attr, &format!("write {example}"))?;
+    let driver = match el.element("driver") {
+        None => None,
+        Some(d) if fs_type == "file" => Some(parse_fs_driver(d)?),
+        Some(d) => {
+            return Err(DomainError::invalid(
+                d.pos,
+                "driver",
+                format!("a '{fs_type}' filesystem takes no <driver>"),
+                "remove it; drivers apply to type='file' only",
+            ));
+        }
+    };
+    let source = match fs_type {
+        "mount" => FsSource::Mount {
+            dir: attr_path(source_el, src)?,
+        },
+        "bind" => FsSource::Bind {
+            dir: attr_path(source_el, src)?,
+        },
+        "ram" => {
+            let usage = size_value(source_el, src.pos, &src.value, source_el.attribute("units"))?;
+            if usage == 0 {
+                return Err(DomainError::invalid(
+                    src.pos,
+                    "source",
+                    "a ram filesystem of size zero",
+                    "give a positive usage, e.g. usage='64' units='MiB'",
+                ));
+            }
+            FsSource::Ram { usage }
+        }
+        "block" => FsSource::Block {
+            dev: attr_path(source_el, src)?,
+        },
+        _ => FsSource::File {
+            file: attr_path(source_el, src)?,
+            driver,
+        },
+    };
+    let target_el = req_child(el, "target", "add <target dir='/mnt/data'/>")?;
+    check_attrs(target_el, &["dir"])?;
+    check_children(target_el, &[], &[])?;
+    let target = attr_path(
+        target_el,
+        req_attr(target_el, "dir", "add dir='/mnt/data'")?,
+    )?;
+    let readonly = match el.element("readonly") {
+        None => false,
+        Some(r) => {
+            check_flag(r)?;
+            true
+        }
+    };
+    Ok(Filesystem {
+        source,
+        accessmode,
+        target,
+        readonly,
+    })
+}
+
+fn parse_fs_driver(d: &Element) -> Result<FsDriver> {
+    check_attrs(d, &["type", "format"])?;
+    check_children(d, &[], &[])?;
+    let t = req_attr(d, "type", "add type='loop' (raw images) or type='nbd'")?;
+    let driver_type = keyword(
+        t.pos,
+        "driver",
+        "driver type",
+        &t.value,
+        FsDriverType::parse,
+        FsDriverType::NAMES,
+    )?;
+    let format = attr_keyword(d, "format", ImageFormat::parse, ImageFormat::NAMES)?;
+    if driver_type == FsDriverType::Loop
+        && let Some(f) = format
+        && f != ImageFormat::Raw
+    {
+        let pos = d.attribute("format").map_or(d.pos, |a| a.pos);
+        return Err(DomainError::invalid(
+            pos,
+            "driver",
+            format!("the loop driver cannot read '{f}' images"),
+            "use format='raw', or type='nbd' for other formats",
+        ));
+    }
+    Ok(FsDriver {
+        driver_type,
+        format,
+    })
+}
+
+fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
+    check_attrs(el, &["type", "device"])?;
+    check_children(el, &["driver", "source", "target", "readonly"], &[])?;
+    let t = req_attr(el, "type", "add type='block'")?;
+    let is_file = match t.value.as_str() {
+        "file" if !ctx.lxc() => true,
+        "block" => false,
+        other => {
+            return Err(DomainError::invalid(
+                t.pos,
+                "disk",
+                format!(
+                    "disk type '{other}' is not supported in a {} domain",
+                    ctx.kind
+                ),
+                if ctx.lxc() {
+                    "use type='block'"
+                } else {
+                    "use type='file' or type='block'"
+                },
+            ));
+        }
+    };
+    let device = attr_keyword(el, "device", DiskDevice::parse, DiskDevice::NAMES)?
+        .unwrap_or(DiskDevice::Disk);
+    if ctx.lxc() && device != DiskDevice::Disk {
+        return Err(DomainError::invalid(
+            el.attribute("device").map_or(el.pos, |a| a.pos),
+            "disk",
+            format!("device '{device}' is not supported in an lxc domain"),
+            "use device='disk'",
+        ));
+    }
+    let driver = match el.element("driver") {
+        None => None,
+        Some(d) => {
+            ctx.vm_only(d)?;
+            check_attrs(d, &["name", "type"])?;
+            check_children(d, &[], &[])?;
+            Some(DiskDriver {
+                name: attr_keyword(d, "name", DiskDriverName::parse, DiskDriverName::NAMES)?,
+                format: attr_keyword(d, "type", ImageFormat::parse, ImageFormat::NAMES)?,
+            })
+        }
+    };
+    let src_attr = if is_file { "file" } else { "dev" };
+    let path = match el.element("source") {
+        None if device == DiskDevice::Cdrom => None,
+        None => {
+            return Err(DomainError::missing(
+                el.pos,
+                "disk",
+                "<source>",
+                format!("add <source {src_attr}='…'/>"),
+            ));
+        }
+        Some(s) => {
+            check_attrs(s, &[src_attr])?;
+            check_children(s, &[], &[])?;
+            let a = req_attr(s, src_attr, &format!("add {src_attr}='…'"))?;
+            Some(attr_path(s, a)?)
+        }
+    };
+    let source = if is_file {
+        DiskSource::File(path)
+    } else {
+        DiskSource::Block(path)
+    };
+    let target = req_child(el, "target", "add <target dev='vdb' bus='virtio'/>")?;
+    check_attrs(target, &["dev", "bus"])?;
+    check_children(target, &[], &[])?;
+    let dev = req_attr(target, "dev", "add dev='vdb'")?;
+    let dev_ok = dev.value.len() <= 32
+        && dev.value.starts_with(|c: char| c.is_ascii_lowercase())
+        && dev
+            .value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !dev_ok {
+        return Err(DomainError::invalid(
+            dev.pos,
+            "target",
+            format!("'{}' is not a disk device name", dev.value),
+            "use a name such as vdb or sda",
+        ));
+    }
+    let readonly = match el.element("readonly") {
+        None => false,
+        Some(r) => {
+            check_flag(r)?;
+            true
+        }
+    };
+    Ok(Disk {
+        source,
+        device,
+        driver,
+        target_dev: dev.value.clone(),
+        target_bus: attr_keyword(target, "bus", DiskBus::parse, DiskBus::NAMES)?,
+        readonly,
+    })
+}
+
+fn ifname(el: &Element, a: &Attribute) -> Result<String> {
+    check_ifname(&a.value).map_err(|e| {
+        DomainError::invalid(
+            a.pos,
+            &el.qname,
+            format!("{} '{}': {e}", a.name, a.value),
+            "use a network interface name of at most 15 characters, such as eth0",
+        )
+    })?;
+    Ok(a.value.clone())
+}
+
+/// An element with one required interface-name attribute `attr`.
+fn ifname_child(el: &Element, attr: &str) -> Result<String> {
+    check_attrs(el, &[attr])?;
+    check_children(el, &[], &[])?;
+    ifname(el, req_attr(el, attr, &format!("add {attr}='eth0'"))?)
+}
+
+fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
+    check_attrs(el, &["type"])?;
+    check_children(
+        el,
+        &["mac", "source", "target", "guest", "model"],
+        &["ip", "route"],
+    )?;
+    let t = req_attr(
+        el,
+        "type",
+        "add type='network' (or bridge, ethernet, direct)",
+    )?;
+    let source_el = el.element("source");
+    let need_source = |example: &str| {
+        source_el.ok_or_else(|| {
+            DomainError::missing(el.pos, "interface", "<source>", format!("add {example}"))
+        })
+    };
+    let source = match t.value.as_str() {
+        "network" => {
+            let s = need_source("<source network='default'/>")?;
+            check_attrs(s, &["network"])?;
+            check_children(s, &[], &[])?;
+            let a = req_attr(s, "network", "add network='default'")?;
+            check_name(&a.value, 64).map_err(|e| {
+                DomainError::invalid(
+                    a.pos,
+                    "source",
+                    format!("network '{}': {e}", a.value),
+                    "name an existing network",
+                )
+            })?;
+            InterfaceSource::Network {
+                network: a.value.clone(),
+            }
+        }
+        "bridge" => InterfaceSource::Bridge {
+            bridge: ifname_child(need_source("<source bridge='br0'/>")?, "bridge")?,
+        },
+        "ethernet" => {
+            if let Some(s) = source_el {
+                return Err(DomainError::invalid(
+                    s.pos,
+                    "source",
+                    "an 'ethernet' interface takes no <source>",
+                    "remove it",
+                ));
+            }
+            InterfaceSource::Ethernet
+        }
+        "direct" => {
+            let s = need_source("<source dev='eth0' mode='bridge'/>")?;
+            check_attrs(s, &["dev", "mode"])?;
+            check_children(s, &[], &[])?;
+            InterfaceSource::Direct {
+                dev: ifname(s, req_attr(s, "dev", "add dev='eth0'")?)?,
+                mode: attr_keyword(s, "mode", DirectMode::parse, DirectMode::NAMES)?
+                    .unwrap_or(DirectMode::Vepa),
+            }
+        }
+        other => {
+            return Err(DomainError::invalid(
+                t.pos,
+                "interface",
+                format!("interface type '{other}' is not supported"),
+                "use one of 'network', 'bridge', 'ethernet', 'direct'",
+            ));
+        }
+    };
+    let mac = match el.element("mac") {
+        None => None,
+        Some(m) => {
+            check_attrs(m, &["address"])?;
+            check_children(m, &[], &[])?;
+            let a = req_attr(m, "address", "add address='52:54:00:12:34:56'")?;
+            Some(MacAddr::parse(&a.value).map_err(|e| {
+                DomainError::invalid(
+                    a.pos,
+                    "mac",
+                    e,
+                    "use a unicast address (even first byte) like 52:54:00:12:34:56",
+                )
+            })?)
+        }
+    };
+    let target_dev = el
+        .element("target")
+        .map(|e| ifname_child(e, "dev"))
+        .transpose()?;
+    let guest_dev = match el.element("guest") {
+        None => None,
+        Some(g) => {
+            ctx.lxc_only(g)?;
+            Some(ifname_child(g, "dev")?)
+        }
+    };
+    let model = match el.element("model") {
+        None => None,
+        Some(m) => {
+            ctx.vm_only(m)?;
+            check_attrs(m, &["type"])?;
+            check_children(m, &[], &[])?;
+            let a = req_attr(m, "type", "add type='virtio'")?;
+            Some(keyword(
+                a.pos,
+                "model",
+                "model",
+                &a.value,
+                NicModel::parse,
+                NicModel::NAMES,
+            )?)
+        }
+    };
+    let mut ips = Vec::new();
+    for ip in el.elements_named("ip") {
+        ctx.lxc_only(ip)?;
+        check_attrs(ip, &["address", "family", "prefix", "peer"])?;
+        check_children(ip, &[], &[])?;
+        let address = ip_attr(ip, req_attr(ip, "address", "add address='192.168.122.10'")?)?;
+        check_family(ip, address)?;
+        let prefix = prefix_attr(ip, address)?;
+        let peer = match ip.attribute("peer") {
+            None => None,
+            Some(a) => {
+                let p = ip_attr(ip, a)?;
+                same_family(ip, a, address, p)?;
+                Some(p)
+            }
+        };
+        ips.push(IpConfig {
+            address,
+            prefix,
+            peer,
+        });
+    }
+    let mut routes = Vec::new();
+    for r in el.elements_named("route") {
+        ctx.lxc_only(r)?;
+        check_attrs(r, &["address", "family", "prefix", "gateway"])?;
+        check_children(r, &[], &[])?;
+        let address = ip_attr(r, req_attr(r, "address", "add address='0.0.0.0'")?)?;
+        check_family(r, address)?;
+        let g = req_attr(r, "gateway", "add gateway='192.168.122.1'")?;
+        let gateway = ip_attr(r, g)?;
+        same_family(r, g, address, gateway)?;
+        routes.push(Route {
+            address,
+            prefix: prefix_attr(r, address)?,
+            gateway,
+        });
+    }
+    Ok(Interface {
+        source,
+        mac,
+        target_dev,
+        guest_dev,
+        model,
+        ips,
+        routes,
+    })
+}
+
+fn ip_attr(el: &Element, a: &Attribute) -> Result<IpAddr> {
+    a.value.trim().parse().map_err(|_| {
+        DomainError::invalid(
+            a.pos,
+            &el.qname,
+            format!("{} '{}' is not an IP address", a.name, a.value),
+            "write an IPv4 address like 192.168.122.10 or an IPv6 address like fd00::10",
+        )
+    })
+}
+
+fn family_of(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ipv4" } else { "ipv6" }
+}
+
+fn check_family(el: &Element, address: IpAddr) -> Result<()> {
+    if let Some(f) = el.attribute("family") {
+        let fam = keyword(
+            f.pos,
+            &el.qname,
+            "family",
+            &f.value,
+            |s| matches!(s, "ipv4" | "ipv6").then_some(()),
+            &["ipv4", "ipv6"],
+        );
+        fam?;
+        if f.value.trim() != family_of(address) {
+            return Err(DomainError::invalid(
+                f.pos,
+                &el.qname,
+                format!("family '{}' does not match address {address}", f.value),
+                format!("write family='{}' or leave it out", family_of(address)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn same_family(el: &Element, a: &Attribute, address: IpAddr, other: IpAddr) -> Result<()> {
+    if address.is_ipv4() != other.is_ipv4() {
+        return Err(DomainError::invalid(
+            a.pos,
+            &el.qname,
+            format!("{} {other} is not in the same family as {address}", a.name),
+            "use addresses of one family (IPv4 or IPv6) in one element",
+        ));
+    }
+    Ok(())
+}
+
+fn prefix_attr(el: &Element, address: IpAddr) -> Result<Option<u8>> {
+    let max = if address.is_ipv4() { 32u8 } else { 128 };
+    el.attribute("prefix")
+        .map(|a| number(a.pos, &el.qname, "prefix", &a.value, 0u8, max))
+        .transpose()
+}
+
+fn parse_hostdev(el: &Element) -> Result<Hostdev> {
+    check_attrs(el, &["mode", "type"])?;
+    check_children(el, &["source"], &[])?;
+    let mode = req_attr(el, "mode", "add mode='capabilities' or mode='subsystem'")?;
+    let t = req_attr(el, "type", "add type='storage', 'misc', 'net' or 'usb'")?;
+    let source = req_child(el, "source", "add <source>…</source>")?;
+    check_attrs(source, &[])?;
+    match (mode.value.as_str(), t.value.as_str()) {
+        ("capabilities", kind @ ("storage" | "misc" | "net")) => {
+            let child = match kind {
+                "storage" => "block",
+                "misc" => "char",
+                _ => "interface",
+            };
+            check_children(source, &[child], &[])?;
+            let c = req_child(
+                source,
+                child,
+                &format!("add <{child}>…</{child}> naming the host device"),
+            )?;
+            Ok(match kind {
+                "storage" => Hostdev::Storage {
+                    block: text_path(c)?,
+                },
+                "misc" => Hostdev::Misc {
+                    char_dev: text_path(c)?,
+                },
+                _ => {
+                    check_attrs(c, &[])?;
+                    let name = text(c)?.trim().to_owned();
+                    check_ifname(&name).map_err(|e| {
+                        DomainError::invalid(
+                            c.pos,
+                            "interface",
+                            e,
+                            "name a host interface, such as eth4",
+                        )
+                    })?;
+                    Hostdev::Net { interface: name }
+                }
+            })
+        }
+        ("subsystem", "usb") => {
+            check_children(source, &["vendor", "product", "address"], &[])?;
+            let id = |name: &str| -> Result<Option<u16>> {
+                let Some(e) = source.element(name) else {
+                    return Ok(None);
+                };
+                check_attrs(e, &["id"])?;
+                check_children(e, &[], &[])?;
+                let a = req_attr(e, "id", "add id='0x1234'")?;
+                Ok(Some(parse_hex_or_dec(e, a, u16::MAX.into())? as u16))
+            };
+            let ids = match (id("vendor")?, id("product")?) {
+                (Some(vendor), Some(product)) => Some(UsbIds { vendor, product }),
+                (None, None) => None,
+                _ => {
+                    return Err(DomainError::missing(
+                        source.pos,
+                        "source",
+                        "<vendor> or <product>",
+                        "give both <vendor id='0x…'/> and <product id='0x…'/>",
+                    ));
+                }
+            };
+            let address = match source.element("address") {
+                None => None,
+                Some(a) => {
+                    check_attrs(a, &["bus", "device"])?;
+                    check_children(a, &[], &[])?;
+                    let get = |n: &str| -> Result<u32> {
+                        let at = req_attr(a, n, "give bus='1' device='3'")?;
+                        Ok(parse_hex_or_dec(a, at, u32::MAX.into())? as u32)
+                    };
+                    Some(UsbAddress {
+                        bus: get("bus")?,
+                        device: get("device")?,
+                    })
+                }
+            };
+            if ids.is_none() && address.is_none() {
+                return Err(DomainError::missing(
+                    source.pos,
+                    "source",
+                    "the USB device",
+                    "add <address bus='1' device='3'/> or <vendor id='0x…'/><product id='0x…'/>",
+                ));
+            }
+            Ok(Hostdev::Usb { ids, address })
+        }
+        (m, k) => Err(DomainError::invalid(
+            el.pos,
+            "hostdev",
+            format!("hostdev mode '{m}' type '{k}' is not supported"),
+            "use mode='capabilities' with type storage, misc or net, or mode='subsystem' type='usb'",
+        )),
+    }
+}
+
+/// A number written in decimal or as 0x hex, at most `max`.
+fn parse_hex_or_dec(el: &Element, a: &Attribute, max: u64) -> Result<u64> {
+    let v = a.value.trim();
+    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u64::from_str_radix(hex, 16).ok()
+        }
+        Some(_) => None,
+        None if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
+        None => None,
+    };
+    match parsed {
+        Some(n) if n <= max => Ok(n),
+        _ => Err(DomainError::invalid(
+            a.pos,
+            &el.qname,
+            format!("{} '{}' is not a number up to {max:#x}", a.name, a.value),
+            "write it in decimal or as 0x hex",
+        )),
+    }
+}
+
+/// `<serial>`/`<console>` common part: `type='pty'` and an optional
+/// `<target port=>`; returns the target element and port.
+fn parse_chardev<'a>(
+    el: &'a Element,
+    target_attrs: &[&str],
+) -> Result<(Option<&'a Element>, Option<u32>)> {
+    check_attrs(el, &["type"])?;
+    check_children(el, &["target"], &[])?;
+    if let Some(t) = el.attribute("type")
+        && t.value != "pty"
+    {
+        return Err(DomainError::invalid(
+            t.pos,
+            &el.qname,
+            format!("{} type '{}' is not supported", el.qname, t.value),
+            "use type='pty'",
+        ));
+    }
+    let target = el.element("target");
+    let mut port = None;
+    if let Some(t) = target {
+        check_attrs(t, target_attrs)?;
+        check_children(t, &[], &[])?;
+        port = t
+            .attribute("port")
+            .map(|a| number(a.pos, "target", "port", &a.value, 0u32, 4095))
+            .transpose()?;
+    }
+    Ok((target, port))
+}
+
+fn parse_console(ctx: Ctx, el: &Element) -> Result<(ConsoleTargetType, Option<u32>)> {
+    let (target, port) = parse_chardev(el, &["type", "port"])?;
+    let default = if ctx.lxc() {
+        ConsoleTargetType::Lxc
+    } else {
+        ConsoleTargetType::Serial
+    };
+    let Some(t) = target else {
+        return Ok((default, port));
+    };
+    let tt = attr_keyword(
+        t,
+        "type",
+        ConsoleTargetType::parse,
+        ConsoleTargetType::NAMES,
+    )?
+    .unwrap_or(default);
+    if ctx.lxc() != (tt == ConsoleTargetType::Lxc) {
+        let pos = t.attribute("type").map_or(t.pos, |a| a.pos);
+        return Err(DomainError::invalid(
+            pos,
+            "target",
+            format!(
+                "console target type '{tt}' does not fit a {} domain",
+                ctx.kind
+            ),
+            if ctx.lxc() {
+                "use type='lxc'"
+            } else {
+                "use type='serial' or type='virtio'"
+            },
+        ));
+    }
+    Ok((tt, port))
+}
