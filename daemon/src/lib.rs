@@ -1,1 +1,14 @@
+//! lxvirtd: the lxvirt daemon as a library.
+//!
+//! - [`domain`]: the domain XML model (raw tree, typed definition, schema).
+//! - [`core`]: the lifecycle core — the single owner of domain state, the
+//!   transition table and the persistent store.
+//! - [`dbus`]: the D-Bus adapter and the client proxies.
+//! - [`host`]: what the host supports.
+//! - [`daemon`]: wiring it all together; `lxvirtd`'s main is a thin shell.
+
+pub mod core;
+pub mod daemon;
+pub mod dbus;
 pub mod domain;
+pub mod host;

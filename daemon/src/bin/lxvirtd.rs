@@ -1,1 +1,92 @@
-fn main() {}
+//! `lxvirtd`: the lxvirt system daemon.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use lxvirtd::daemon::{self, Bus, Config};
+use tracing_subscriber::EnvFilter;
+
+/// Manages Linux containers (and KVM guests) defined by domain XML, over D-Bus.
+#[derive(Debug, Parser)]
+#[command(name = "lxvirtd", version)]
+struct Args {
+    /// Serve on this D-Bus address instead of the system bus.
+    #[arg(long, value_name = "ADDR", env = "LXVIRTD_BUS_ADDRESS")]
+    bus_address: Option<String>,
+    /// Persistent definitions.
+    #[arg(long, value_name = "DIR", default_value = "/etc/lxvirt")]
+    config_dir: PathBuf,
+    /// Live state, sockets and the instance lock.
+    #[arg(long, value_name = "DIR", default_value = "/run/lxvirt")]
+    run_dir: PathBuf,
+    /// Images and writable layers.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/lxvirt")]
+    state_dir: PathBuf,
+    /// Group whose members may change domains besides root ("" for none).
+    #[arg(long, value_name = "GROUP", default_value = "lxvirt")]
+    admin_group: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "lxvirtd=debug".
+    #[arg(
+        long,
+        value_name = "FILTER",
+        env = "LXVIRTD_LOG",
+        default_value = "info"
+    )]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = Config {
+        bus: args.bus_address.map_or(Bus::System, Bus::Address),
+        config_dir: args.config_dir,
+        run_dir: args.run_dir,
+        state_dir: args.state_dir,
+        admin_group: Some(args.admin_group).filter(|g| !g.is_empty()),
+        ..Config::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("lxvirtd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let error = anyhow::Error::from(error);
+            tracing::error!("{error:#}");
+            eprintln!("lxvirtd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon can still be stopped with SIGKILL.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,309 @@
+//! The persistent store: domain definitions and autostart marks under the
+//! config directory (`domains/NAME.xml`, `autostart/NAME`).
+//!
+//! Files are written atomically and never rewritten behind the user's back:
+//! a file that cannot be read at load time is reported and skipped, and its
+//! name stays blocked so that a define cannot overwrite it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::persist::{self, TEMP_PREFIX};
+use crate::domain::{DomainDef, DomainError};
+
+/// A failure to read or write the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot remove {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read directory {path}")]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A file found at load time that could not become a domain.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadProblem {
+    #[error("{path}: cannot read")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: invalid definition")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: DomainError,
+    },
+    #[error(
+        "{path}: file is named '{file_name}' but defines domain '{name}'; rename the file to {name}.xml"
+    )]
+    NameMismatch {
+        path: PathBuf,
+        file_name: String,
+        name: String,
+    },
+    #[error(
+        "{path}: uuid {uuid} is already used by domain '{other}' ({other_path}); give one of them a new uuid"
+    )]
+    DuplicateUuid {
+        path: PathBuf,
+        uuid: Uuid,
+        other: String,
+        other_path: PathBuf,
+    },
+    #[error(
+        "{path}: left over from an interrupted write; compare it with the definition beside it and remove it"
+    )]
+    Leftover { path: PathBuf },
+}
+
+impl LoadProblem {
+    pub fn path(&self) -> &Path {
+        match self {
+            LoadProblem::Unreadable { path, .. }
+            | LoadProblem::Invalid { path, .. }
+            | LoadProblem::NameMismatch { path, .. }
+            | LoadProblem::DuplicateUuid { path, .. }
+            | LoadProblem::Leftover { path } => path,
+        }
+    }
+}
+
+/// A definition read from the store.
+#[derive(Debug)]
+pub struct Stored {
+    pub def: DomainDef,
+    pub autostart: bool,
+}
+
+/// What [`Store::load`] found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub domains: Vec<Stored>,
+    pub problems: Vec<LoadProblem>,
+    /// Names whose file exists but could not be loaded: defining them again
+    /// would overwrite the user's file, so the manager refuses that.
+    pub blocked: HashMap<String, PathBuf>,
+}
+
+/// Domain definitions on disk.
+#[derive(Debug, Clone)]
+pub struct Store {
+    domains_dir: PathBuf,
+    autostart_dir: PathBuf,
+}
+
+const DEF_MODE: u32 = 0o600;
+
+impl Store {
+    /// Opens the store under `config_dir`, creating its directories.
+    pub fn open(config_dir: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            domains_dir: config_dir.join("domains"),
+            autostart_dir: config_dir.join("autostart"),
+        };
+        for dir in [&store.domains_dir, &store.autostart_dir] {
+            fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(store)
+    }
+
+    pub fn definition_path(&self, name: &str) -> PathBuf {
+        self.domains_dir.join(format!("{name}.xml"))
+    }
+
+    fn autostart_path(&self, name: &str) -> PathBuf {
+        self.autostart_dir.join(name)
+    }
+
+    /// Reads every definition. Never fails as a whole: each bad file becomes
+    /// a [`LoadProblem`] and is left untouched.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let mut loaded = Loaded::default();
+        let entries = fs::read_dir(&self.domains_dir).map_err(|source| StoreError::ReadDir {
+            path: self.domains_dir.clone(),
+            source,
+        })?;
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        // Deterministic order: the first file wins a uuid conflict.
+        paths.sort();
+        let mut by_uuid: HashMap<Uuid, (String, PathBuf)> = HashMap::new();
+        for path in paths {
+            let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if file_name.starts_with(TEMP_PREFIX) {
+                loaded.problems.push(LoadProblem::Leftover { path });
+                continue;
+            }
+            let Some(stem) = file_name.strip_suffix(".xml") else {
+                continue;
+            };
+            let stem = stem.to_owned();
+            match self.load_one(&path, &stem) {
+                Ok(def) => {
+                    if let Some((other, other_path)) = by_uuid.get(&def.uuid) {
+                        loaded.blocked.insert(stem, path.clone());
+                        loaded.problems.push(LoadProblem::DuplicateUuid {
+                            path,
+                            uuid: def.uuid,
+                            other: other.clone(),
+                            other_path: other_path.clone(),
+                        });
+                        continue;
+                    }
+                    by_uuid.insert(def.uuid, (stem.clone(), path));
+                    let autostart = self.autostart_path(&stem).exists();
+                    loaded.domains.push(Stored { def, autostart });
+                }
+                Err(problem) => {
+                    loaded.blocked.insert(stem, path);
+                    loaded.problems.push(problem);
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    fn load_one(&self, path: &Path, stem: &str) -> Result<DomainDef, LoadProblem> {
+        let bytes = fs::read(path).map_err(|source| LoadProblem::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
+        let def = DomainDef::from_bytes(&bytes).map_err(|source| LoadProblem::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
+        if def.name.as_str() != stem {
+            return Err(LoadProblem::NameMismatch {
+                path: path.to_owned(),
+                file_name: stem.to_owned(),
+                name: def.name.to_string(),
+            });
+        }
+        Ok(def)
+    }
+
+    /// Writes a definition atomically (creates or replaces `NAME.xml`).
+    pub fn save(&self, def: &DomainDef) -> Result<(), StoreError> {
+        let path = self.definition_path(def.name.as_str());
+        persist::write_atomic(&path, def.to_xml().as_bytes(), DEF_MODE)
+            .map_err(|source| StoreError::Write { path, source })
+    }
+
+    /// Removes a definition and its autostart mark.
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        self.set_autostart(name, false)?;
+        let path = self.definition_path(name);
+        match persist::remove_durable(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Remove { path, source }),
+        }
+    }
+
+    /// Creates or removes the autostart mark of `name`.
+    pub fn set_autostart(&self, name: &str, enabled: bool) -> Result<(), StoreError> {
+        let path = self.autostart_path(name);
+        if enabled {
+            persist::write_atomic(&path, b"", 0o644)
+                .map_err(|source| StoreError::Write { path, source })
+        } else {
+            match persist::remove_durable(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(StoreError::Remove { path, source }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str, uuid: &str) -> DomainDef {
+        DomainDef::from_xml(&format!(
+            "<domain type='lxc'><name>{name}</name><uuid>{uuid}</uuid><memory>65536</memory>\
+             <os><type>exe</type><init>/bin/sh</init></os><devices><console type='pty'/></devices></domain>"
+        ))
+        .unwrap()
+    }
+
+    const U1: &str = "11111111-2222-3333-4444-555555555555";
+    const U2: &str = "11111111-2222-3333-4444-666666666666";
+
+    #[test]
+    fn save_load_remove_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.save(&def("web", U1)).unwrap();
+        store.set_autostart("web", true).unwrap();
+        let loaded = store.load().unwrap();
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        assert_eq!(loaded.domains.len(), 1);
+        assert_eq!(loaded.domains[0].def, def("web", U1));
+        assert!(loaded.domains[0].autostart);
+        store.remove("web").unwrap();
+        let loaded = store.load().unwrap();
+        assert!(loaded.domains.is_empty());
+        assert!(!dir.path().join("autostart/web").exists());
+    }
+
+    #[test]
+    fn bad_files_are_reported_skipped_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.save(&def("good", U1)).unwrap();
+        let domains = dir.path().join("domains");
+        let torn = b"<domain type='lxc'><name>torn</name><uui";
+        fs::write(domains.join("torn.xml"), torn).unwrap();
+        fs::write(domains.join("other.xml"), def("named", U2).to_xml()).unwrap();
+        fs::write(domains.join("dup.xml"), def("dup", U1).to_xml()).unwrap();
+        fs::write(domains.join(".tmp-x.xml-1"), b"half").unwrap();
+        let loaded = store.load().unwrap();
+        let names: Vec<_> = loaded
+            .domains
+            .iter()
+            .map(|d| d.def.name.to_string())
+            .collect();
+        // "dup.xml" sorts before "good.xml" and so wins the uuid.
+        assert_eq!(names, vec!["dup"]);
+        assert_eq!(loaded.problems.len(), 4, "{:?}", loaded.problems);
+        assert!(loaded.blocked.contains_key("torn"));
+        assert!(loaded.blocked.contains_key("other"));
+        assert!(loaded.blocked.contains_key("good"));
+        for problem in &loaded.problems {
+            assert!(problem.path().exists(), "{problem} deleted");
+        }
+        assert_eq!(fs::read(domains.join("torn.xml")).unwrap(), torn);
+    }
+}

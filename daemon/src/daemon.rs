@@ -1,0 +1,218 @@
+//! The daemon as a library: everything `lxvirtd`'s main does, so that
+//! tests can run a real daemon in-process.
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use nix::fcntl::{Flock, FlockArg};
+use tokio::sync::mpsc;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+
+use crate::core::Manager;
+use crate::core::store::{Store, StoreError};
+use crate::dbus::{self, Authorizer};
+use crate::host::{HostCapabilities, HostPaths};
+
+/// Which bus to serve on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    System,
+    Address(String),
+}
+
+/// Daemon settings; every path is configurable.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bus: Bus,
+    /// Persistent definitions (`/etc/lxvirt`).
+    pub config_dir: PathBuf,
+    /// Live state, sockets, lock (`/run/lxvirt`).
+    pub run_dir: PathBuf,
+    /// Images and writable layers (`/var/lib/lxvirt`).
+    pub state_dir: PathBuf,
+    /// Group whose members may mutate besides root.
+    pub admin_group: Option<String>,
+    pub host: HostPaths,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bus: Bus::System,
+            config_dir: "/etc/lxvirt".into(),
+            run_dir: "/run/lxvirt".into(),
+            state_dir: "/var/lib/lxvirt".into(),
+            admin_group: Some("lxvirt".into()),
+            host: HostPaths::default(),
+        }
+    }
+}
+
+/// Why the daemon could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open lock file {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another lxvirtd is running with run directory {run_dir} (lock {path} is held); stop it or pass another --run-dir"
+    )]
+    AlreadyRunning { run_dir: PathBuf, path: PathBuf },
+    #[error("cannot open the domain store")]
+    Store(#[from] StoreError),
+    #[error("cannot connect to {bus}; {hint}")]
+    Connect {
+        bus: String,
+        hint: &'static str,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("cannot export objects on the bus")]
+    Export(#[source] zbus::Error),
+    #[error("cannot own bus name {name}")]
+    RequestName {
+        name: &'static str,
+        #[source]
+        source: zbus::fdo::Error,
+    },
+    #[error("bus name {name} is owned by another process (another lxvirtd?); stop it first")]
+    NameTaken { name: &'static str },
+}
+
+/// Holds the single-instance lock for the daemon's lifetime.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _lock: Flock<File>,
+}
+
+impl InstanceLock {
+    pub fn acquire(run_dir: &std::path::Path) -> Result<InstanceLock, DaemonError> {
+        let path = run_dir.join("lxvirtd.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| DaemonError::Lock {
+                path: path.clone(),
+                source,
+            })?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                DaemonError::AlreadyRunning {
+                    run_dir: run_dir.to_owned(),
+                    path: path.clone(),
+                }
+            } else {
+                DaemonError::Lock {
+                    path: path.clone(),
+                    source: errno.into(),
+                }
+            }
+        })?;
+        Ok(InstanceLock { _lock: lock })
+    }
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    for dir in [&config.config_dir, &config.run_dir, &config.state_dir] {
+        fs::create_dir_all(dir).map_err(|source| DaemonError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let _lock = InstanceLock::acquire(&config.run_dir)?;
+
+    let store = Store::open(&config.config_dir)?;
+    let loaded = store.load()?;
+    for problem in &loaded.problems {
+        tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a domain definition");
+    }
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let manager = Manager::new(store, loaded, events_tx);
+    let initial = manager.summaries();
+    tracing::info!(domains = initial.len(), "loaded domain definitions");
+    let (handle, manager_task) = manager.spawn();
+
+    let connection = connect(&config.bus).await?;
+    let capabilities = HostCapabilities::probe(&config.host).to_xml();
+    let adapter = dbus::serve(
+        &connection,
+        handle,
+        Authorizer::new(config.admin_group.clone()),
+        initial,
+        capabilities,
+        events_rx,
+    )
+    .await
+    .map_err(DaemonError::Export)?;
+    let reply = connection
+        .request_name_with_flags(dbus::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+        .map_err(|e| DaemonError::RequestName {
+            name: dbus::BUS_NAME,
+            source: e.into(),
+        })?;
+    if reply == RequestNameReply::Exists {
+        return Err(DaemonError::NameTaken {
+            name: dbus::BUS_NAME,
+        });
+    }
+    tracing::info!(name = dbus::BUS_NAME, "lxvirtd ready");
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    // Releasing the name first tells clients at once that we are gone.
+    let _ = connection.release_name(dbus::BUS_NAME).await;
+    drop(connection);
+    adapter.abort();
+    manager_task.abort();
+    Ok(())
+}
+
+async fn connect(bus: &Bus) -> Result<zbus::Connection, DaemonError> {
+    let (builder, description, hint) = match bus {
+        Bus::System => (
+            zbus::connection::Builder::system(),
+            "the system bus".to_owned(),
+            "start dbus-daemon (systemctl start dbus) or pass --bus-address ADDR",
+        ),
+        Bus::Address(address) => (
+            zbus::connection::Builder::address(address.as_str()),
+            format!("bus {address}"),
+            "check that a dbus-daemon listens there",
+        ),
+    };
+    builder
+        .build()
+        .await
+        .map_err(|source| DaemonError::Connect {
+            bus: description,
+            hint,
+            source,
+        })
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

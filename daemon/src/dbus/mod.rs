@@ -1,0 +1,105 @@
+//! The D-Bus adapter: decodes calls, sends commands to the core, maps the
+//! results, and turns core events into objects and signals.
+//!
+//! Bus name `org.lxvirt.lxvirt1`; the manager at `/org/lxvirt/lxvirt1` with
+//! `org.lxvirt.lxvirt1.Manager` and `org.freedesktop.DBus.ObjectManager`;
+//! one object per domain at `/org/lxvirt/lxvirt1/domain/_<uuid>` with
+//! `org.lxvirt.lxvirt1.Domain`. The contract is committed in
+//! `daemon/data/org.lxvirt.lxvirt1.xml`.
+
+mod auth;
+mod domain;
+mod error;
+mod events;
+mod manager;
+pub mod proxy;
+
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+use zbus::{ObjectPath, OwnedObjectPath};
+
+pub use auth::Authorizer;
+pub use domain::DomainObject;
+pub use error::Error;
+pub use manager::ManagerObject;
+
+use crate::core::{DomainSummary, Event, ManagerHandle, Seq};
+
+/// The well-known bus name.
+pub const BUS_NAME: &str = "org.lxvirt.lxvirt1";
+/// Path of the manager object (and the ObjectManager).
+pub const MANAGER_PATH: &str = "/org/lxvirt/lxvirt1";
+pub const MANAGER_INTERFACE: &str = "org.lxvirt.lxvirt1.Manager";
+pub const DOMAIN_INTERFACE: &str = "org.lxvirt.lxvirt1.Domain";
+/// Prefix of domain object paths.
+pub const DOMAIN_PATH_PREFIX: &str = "/org/lxvirt/lxvirt1/domain/_";
+/// The committed introspection contract of both interfaces.
+pub const INTROSPECTION_XML: &str = include_str!("../../data/org.lxvirt.lxvirt1.xml");
+
+/// Object path of a domain: its uuid with `-` as `_`, behind a `_` so the
+/// element never starts with a digit.
+pub fn domain_path(uuid: Uuid) -> OwnedObjectPath {
+    let path = format!("{DOMAIN_PATH_PREFIX}{}", uuid.as_hyphenated()).replace('-', "_");
+    // Hex digits and '_' are valid in object path elements.
+    OwnedObjectPath::from(ObjectPath::from_string_unchecked(path))
+}
+
+/// The uuid in a domain object path, if it is one.
+pub fn uuid_from_path(path: &ObjectPath<'_>) -> Option<Uuid> {
+    let tail = path.as_str().strip_prefix(DOMAIN_PATH_PREFIX)?;
+    Uuid::parse_str(&tail.replace('_', "-")).ok()
+}
+
+/// State shared by every exported object.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub handle: ManagerHandle,
+    pub authorizer: Authorizer,
+    /// Sequence number of the last core event the adapter has published.
+    pub published: watch::Receiver<Seq>,
+}
+
+impl Shared {
+    /// Waits until the adapter has published event `seq`, so that objects
+    /// and signals a reply refers to exist before the client gets it.
+    pub async fn published(&self, seq: Seq) {
+        let mut rx = self.published.clone();
+        // An error means the adapter ended: the daemon is going down.
+        let _ = rx.wait_for(|s| *s >= seq).await;
+    }
+}
+
+/// Exports the manager and the initial domains on `connection`, then
+/// applies core events until the event channel closes.
+pub async fn serve(
+    connection: &zbus::Connection,
+    handle: ManagerHandle,
+    authorizer: Authorizer,
+    initial: Vec<DomainSummary>,
+    capabilities_xml: String,
+    events: mpsc::UnboundedReceiver<Event>,
+) -> zbus::Result<tokio::task::JoinHandle<()>> {
+    let (published_tx, published) = watch::channel(0);
+    let shared = Shared {
+        handle,
+        authorizer,
+        published,
+    };
+    let server = connection.object_server();
+    // Domains first, then the ObjectManager: it announces them all at once.
+    for summary in initial {
+        let path = domain_path(summary.uuid);
+        server
+            .at(path, DomainObject::new(summary, shared.clone()))
+            .await?;
+    }
+    server
+        .at(
+            MANAGER_PATH,
+            ManagerObject::new(shared.clone(), capabilities_xml),
+        )
+        .await?;
+    server.at(MANAGER_PATH, zbus::fdo::ObjectManager).await?;
+    let adapter = events::Adapter::new(connection.clone(), shared, published_tx);
+    Ok(tokio::spawn(adapter.run(events)))
+}

@@ -1,0 +1,371 @@
+//! What this host supports, probed once at daemon start and described as
+//! XML by `Manager.GetCapabilities`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Where the probes look; tests point these at temporary trees.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    pub proc: PathBuf,
+    pub sys: PathBuf,
+    pub dev: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        HostPaths {
+            proc: "/proc".into(),
+            sys: "/sys".into(),
+            dev: "/dev".into(),
+        }
+    }
+}
+
+/// The cgroup hierarchy layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupLayout {
+    /// Only cgroup v1 controllers.
+    V1 {
+        controllers: Vec<String>,
+    },
+    /// v1 controllers plus a cgroup2 mount (often with no controllers).
+    Hybrid {
+        controllers: Vec<String>,
+        unified: PathBuf,
+    },
+    /// Pure cgroup v2 (unified) at the given mount point.
+    V2 {
+        mount: PathBuf,
+        controllers: Vec<String>,
+    },
+    None,
+}
+
+impl CgroupLayout {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CgroupLayout::V1 { .. } => "v1",
+            CgroupLayout::Hybrid { .. } => "hybrid",
+            CgroupLayout::V2 { .. } => "v2",
+            CgroupLayout::None => "none",
+        }
+    }
+}
+
+/// SELinux as the host has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelinuxStatus {
+    /// selinuxfs is not mounted or no policy is loaded.
+    Disabled,
+    Permissive,
+    Enforcing,
+}
+
+/// Everything `GetCapabilities` reports.
+#[derive(Debug, Clone)]
+pub struct HostCapabilities {
+    pub kernel: String,
+    pub arch: String,
+    pub namespaces: Vec<String>,
+    pub cgroups: CgroupLayout,
+    pub selinux: SelinuxStatus,
+    pub overlayfs: bool,
+    pub device_mapper: bool,
+    pub kvm_device: bool,
+}
+
+const NAMESPACES: [&str; 8] = ["mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"];
+
+impl HostCapabilities {
+    pub fn probe(paths: &HostPaths) -> HostCapabilities {
+        let kernel = read_trimmed(&paths.proc.join("sys/kernel/osrelease")).unwrap_or_default();
+        let namespaces = NAMESPACES
+            .iter()
+            .filter(|ns| paths.proc.join("self/ns").join(ns).exists())
+            .map(|ns| (*ns).to_owned())
+            .collect();
+        let mountinfo = fs::read_to_string(paths.proc.join("self/mountinfo")).unwrap_or_default();
+        let filesystems = fs::read_to_string(paths.proc.join("filesystems")).unwrap_or_default();
+        HostCapabilities {
+            kernel,
+            arch: std::env::consts::ARCH.to_owned(),
+            namespaces,
+            cgroups: cgroup_layout(&mountinfo),
+            selinux: selinux_status(&mountinfo),
+            overlayfs: filesystems
+                .lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay")),
+            device_mapper: fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(paths.dev.join("mapper/control"))
+                .is_ok(),
+            kvm_device: paths.dev.join("kvm").exists(),
+        }
+    }
+
+    /// The capabilities document.
+    pub fn to_xml(&self) -> String {
+        let mut x = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_xml(&mut x);
+        x
+    }
+
+    fn write_xml(&self, x: &mut String) -> std::fmt::Result {
+        writeln!(x, "<capabilities>")?;
+        writeln!(x, "  <host>")?;
+        writeln!(x, "    <arch>{}</arch>", esc(&self.arch))?;
+        writeln!(x, "    <kernel>{}</kernel>", esc(&self.kernel))?;
+        writeln!(x, "    <namespaces>")?;
+        for ns in &self.namespaces {
+            writeln!(x, "      <namespace name='{}'/>", esc(ns))?;
+        }
+        writeln!(x, "    </namespaces>")?;
+        match &self.cgroups {
+            CgroupLayout::V1 { controllers } => {
+                writeln!(x, "    <cgroups layout='v1'>")?;
+                write_controllers(x, controllers)?;
+                writeln!(x, "    </cgroups>")?;
+            }
+            CgroupLayout::Hybrid {
+                controllers,
+                unified,
+            } => {
+                writeln!(
+                    x,
+                    "    <cgroups layout='hybrid' unified='{}'>",
+                    esc(&unified.display().to_string())
+                )?;
+                write_controllers(x, controllers)?;
+                writeln!(x, "    </cgroups>")?;
+            }
+            CgroupLayout::V2 { mount, controllers } => {
+                writeln!(
+                    x,
+                    "    <cgroups layout='v2' mount='{}'>",
+                    esc(&mount.display().to_string())
+                )?;
+                write_controllers(x, controllers)?;
+                writeln!(x, "    </cgroups>")?;
+            }
+            CgroupLayout::None => writeln!(x, "    <cgroups layout='none'/>")?,
+        }
+        writeln!(x, "    <secmodels>")?;
+        let (available, mode) = match self.selinux {
+            SelinuxStatus::Disabled => ("no", "disabled"),
+            SelinuxStatus::Permissive => ("yes", "permissive"),
+            SelinuxStatus::Enforcing => ("yes", "enforcing"),
+        };
+        writeln!(
+            x,
+            "      <secmodel model='selinux' available='{available}' mode='{mode}'/>"
+        )?;
+        writeln!(x, "      <secmodel model='none' available='yes'/>")?;
+        writeln!(x, "    </secmodels>")?;
+        writeln!(x, "    <storage>")?;
+        writeln!(
+            x,
+            "      <backend name='overlay' available='{}'/>",
+            yes_no(self.overlayfs)
+        )?;
+        writeln!(
+            x,
+            "      <backend name='devicemapper' available='{}'/>",
+            yes_no(self.device_mapper)
+        )?;
+        writeln!(x, "    </storage>")?;
+        writeln!(x, "  </host>")?;
+        writeln!(x, "  <guest>")?;
+        writeln!(x, "    <os_type>exe</os_type>")?;
+        writeln!(
+            x,
+            "    <domain type='lxc' available='no' reason='the LXC driver is not built yet'/>"
+        )?;
+        writeln!(x, "  </guest>")?;
+        writeln!(x, "  <guest>")?;
+        writeln!(x, "    <os_type>hvm</os_type>")?;
+        writeln!(
+            x,
+            "    <domain type='kvm' available='no' reason='the KVM driver is not built yet' device='{}'/>",
+            yes_no(self.kvm_device)
+        )?;
+        writeln!(x, "  </guest>")?;
+        writeln!(x, "</capabilities>")
+    }
+}
+
+fn write_controllers(x: &mut String, controllers: &[String]) -> std::fmt::Result {
+    for c in controllers {
+        writeln!(x, "      <controller name='{}'/>", esc(c))?;
+    }
+    Ok(())
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(s)
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+}
+
+/// Fields of a mountinfo line: (mount point, filesystem type, super options).
+fn mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    mountinfo.lines().filter_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split(' ').nth(4)?;
+        let mut right = right.split(' ');
+        let fstype = right.next()?;
+        let _source = right.next();
+        let super_options = right.next().unwrap_or("");
+        Some((mount_point, fstype, super_options))
+    })
+}
+
+/// Classifies the cgroup layout from `/proc/self/mountinfo`.
+pub fn cgroup_layout(mountinfo: &str) -> CgroupLayout {
+    const V1_CONTROLLERS: [&str; 12] = [
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "devices",
+        "freezer",
+        "blkio",
+        "pids",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "hugetlb",
+    ];
+    let mut v1: Vec<String> = Vec::new();
+    let mut v2: Option<PathBuf> = None;
+    for (mount_point, fstype, options) in mounts(mountinfo) {
+        match fstype {
+            "cgroup" => {
+                for option in options.split(',') {
+                    if V1_CONTROLLERS.contains(&option) && !v1.iter().any(|c| c == option) {
+                        v1.push(option.to_owned());
+                    }
+                }
+            }
+            "cgroup2" if v2.is_none() => v2 = Some(PathBuf::from(unescape_mount(mount_point))),
+            _ => {}
+        }
+    }
+    v1.sort();
+    match (v1.is_empty(), v2) {
+        (true, None) => CgroupLayout::None,
+        (false, None) => CgroupLayout::V1 { controllers: v1 },
+        (false, Some(unified)) => CgroupLayout::Hybrid {
+            controllers: v1,
+            unified,
+        },
+        (true, Some(mount)) => {
+            let controllers = fs::read_to_string(mount.join("cgroup.controllers"))
+                .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default();
+            CgroupLayout::V2 { mount, controllers }
+        }
+    }
+}
+
+/// Whether SELinux is active: selinuxfs mounted and a policy loaded.
+fn selinux_status(mountinfo: &str) -> SelinuxStatus {
+    let Some((mount_point, _, _)) = mounts(mountinfo).find(|(_, fstype, _)| *fstype == "selinuxfs")
+    else {
+        return SelinuxStatus::Disabled;
+    };
+    let root = PathBuf::from(unescape_mount(mount_point));
+    if !root.join("policyvers").exists() {
+        return SelinuxStatus::Disabled;
+    }
+    match read_trimmed(&root.join("enforce")).as_deref() {
+        Some("1") => SelinuxStatus::Enforcing,
+        Some("0") => SelinuxStatus::Permissive,
+        _ => SelinuxStatus::Disabled,
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mount(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+33 25 0:28 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+34 33 0:29 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw
+36 33 0:31 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,memory
+37 33 0:32 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,cpu,cpuacct
+";
+
+    #[test]
+    fn classifies_cgroup_layouts() {
+        assert_eq!(
+            cgroup_layout(HYBRID),
+            CgroupLayout::Hybrid {
+                controllers: vec!["cpu".into(), "cpuacct".into(), "memory".into()],
+                unified: "/sys/fs/cgroup/unified".into(),
+            }
+        );
+        let v1: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("cgroup2"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(matches!(cgroup_layout(&v1), CgroupLayout::V1 { .. }));
+        let v2 = "34 33 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert!(
+            matches!(cgroup_layout(v2), CgroupLayout::V2 { mount, .. } if mount == Path::new("/sys/fs/cgroup"))
+        );
+        assert_eq!(cgroup_layout(""), CgroupLayout::None);
+    }
+
+    #[test]
+    fn selinux_is_disabled_without_selinuxfs() {
+        assert_eq!(selinux_status(HYBRID), SelinuxStatus::Disabled);
+    }
+
+    #[test]
+    fn capabilities_document_is_well_formed_and_names_the_layout() {
+        let caps = HostCapabilities {
+            kernel: "6.18 <test>".into(),
+            arch: "x86_64".into(),
+            namespaces: vec!["mnt".into(), "pid".into()],
+            cgroups: cgroup_layout(HYBRID),
+            selinux: SelinuxStatus::Disabled,
+            overlayfs: true,
+            device_mapper: false,
+            kvm_device: true,
+        };
+        let xml = caps.to_xml();
+        let root = crate::domain::xml::parse_str(&xml).unwrap();
+        let host = root.element("host").unwrap();
+        assert_eq!(host.element("kernel").unwrap().text(), "6.18 <test>");
+        assert_eq!(
+            host.element("cgroups").unwrap().attr("layout"),
+            Some("hybrid")
+        );
+        let secmodel = host
+            .element("secmodels")
+            .unwrap()
+            .element("secmodel")
+            .unwrap();
+        assert_eq!(secmodel.attr("available"), Some("no"));
+    }
+}

@@ -1,0 +1,250 @@
+//! The D-Bus API of the real `lxvirtd` on a real `dbus-daemon` configured
+//! with lxvirt's policy file.
+
+use std::collections::HashMap;
+use std::fs;
+
+use futures_util::StreamExt;
+use lxvirt_tests::{TestBus, TestDaemon, example_files, shared_tempdir};
+use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
+use lxvirtd::dbus::{DOMAIN_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH};
+
+const APP: &str = "<domain type='lxc'><name>app</name><memory unit='MiB'>64</memory>\
+    <os><type>exe</type><init>/bin/sh</init></os><devices><console type='pty'/></devices></domain>";
+
+fn error_name(error: &zbus::Error) -> String {
+    match error {
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        zbus::Error::FDO(e) => format!("fdo:{e}"),
+        other => format!("other:{other}"),
+    }
+}
+
+async fn domain<'a>(connection: &zbus::Connection, path: zbus::OwnedObjectPath) -> DomainProxy<'a> {
+    DomainProxy::builder(connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn define_list_lookup_getxml_undefine() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+
+    let path = manager.define_xml(APP).await.unwrap();
+    assert!(path.as_str().starts_with("/org/lxvirt/lxvirt1/domain/_"));
+    let app = domain(&connection, path.clone()).await;
+    assert_eq!(app.name().await.unwrap(), "app");
+    assert_eq!(app.type_().await.unwrap(), "lxc");
+    assert_eq!(app.state().await.unwrap(), "shutoff");
+    assert_eq!(app.state_reason().await.unwrap(), "unknown");
+    assert!(app.persistent().await.unwrap());
+    assert!(!app.autostart().await.unwrap());
+    let uuid = app.uuid().await.unwrap();
+    assert_eq!(manager.lookup_by_name("app").await.unwrap(), path);
+    assert_eq!(manager.lookup_by_uuid(&uuid).await.unwrap(), path);
+    assert_eq!(manager.list_domains().await.unwrap(), vec![path.clone()]);
+
+    // The stored file is the canonical XML, and defining it again is a no-op update.
+    let xml = app.get_xml(0).await.unwrap();
+    let stored = fs::read_to_string(root.path().join("etc/domains/app.xml")).unwrap();
+    assert_eq!(xml, stored);
+    assert_eq!(manager.define_xml(&xml).await.unwrap(), path);
+    assert_eq!(app.get_xml(0).await.unwrap(), xml);
+    // Without <uuid>, the same name updates the same domain (idempotent apply).
+    assert_eq!(manager.define_xml(APP).await.unwrap(), path);
+
+    app.set_autostart(true).await.unwrap();
+    assert!(app.autostart().await.unwrap());
+    assert!(root.path().join("etc/autostart/app").exists());
+
+    app.undefine().await.unwrap();
+    assert!(manager.list_domains().await.unwrap().is_empty());
+    assert!(!root.path().join("etc/domains/app.xml").exists());
+    assert!(!root.path().join("etc/autostart/app").exists());
+    let err = manager.lookup_by_name("app").await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchDomain");
+}
+
+#[tokio::test]
+async fn errors_are_typed() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+
+    let err = manager
+        .define_xml("<domain type='lxc'><name>x</nam")
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidXml");
+    let err = manager.lookup_by_name("nope").await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchDomain");
+    assert!(err.to_string().contains("'nope'"), "{err}");
+    let err = manager.lookup_by_uuid("not-a-uuid").await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidArgument");
+
+    let first = manager
+        .define_xml(&APP.replace(
+            "<name>app</name>",
+            "<name>app</name><uuid>11111111-2222-3333-4444-555555555555</uuid>",
+        ))
+        .await
+        .unwrap();
+    // Same name, another uuid.
+    let err = manager
+        .define_xml(&APP.replace(
+            "<name>app</name>",
+            "<name>app</name><uuid>11111111-2222-3333-4444-666666666666</uuid>",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.AlreadyExists");
+    // Same uuid, another name.
+    let err = manager
+        .define_xml(&APP.replace(
+            "<name>app</name>",
+            "<name>other</name><uuid>11111111-2222-3333-4444-555555555555</uuid>",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.AlreadyExists");
+    assert!(err.to_string().contains("'app'"), "{err}");
+
+    let app = domain(&connection, first).await;
+    let err = app.get_xml(0x80).await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidArgument");
+
+    // A KVM domain is stored and listed, but its driver is not available yet.
+    let kvm = fs::read_to_string(
+        lxvirt_tests::repo_root().join("xml-schemas/examples/kvm-direct-kernel.xml"),
+    )
+    .unwrap();
+    let kvm_path = manager.define_xml(&kvm).await.unwrap();
+    let kvm = domain(&connection, kvm_path).await;
+    assert_eq!(kvm.type_().await.unwrap(), "kvm");
+    let err = kvm.start().await.unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "org.lxvirt.lxvirt1.Error.DriverUnavailable"
+    );
+    assert!(err.to_string().contains("kvm"), "{err}");
+    assert_eq!(manager.list_domains().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn examples_round_trip_through_the_daemon() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let files = example_files();
+    assert!(files.len() >= 5, "examples missing: {files:?}");
+    for file in files {
+        let text = fs::read_to_string(&file).unwrap();
+        let path = manager
+            .define_xml(&text)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let proxy = domain(&connection, path.clone()).await;
+        let dumped = proxy.get_xml(0).await.unwrap();
+        // define → dumpxml → define is a fixed point.
+        assert_eq!(manager.define_xml(&dumped).await.unwrap(), path);
+        assert_eq!(
+            proxy.get_xml(0).await.unwrap(),
+            dumped,
+            "{}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn signals_announce_domains_and_changes() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let object_manager = zbus::fdo::ObjectManagerProxy::builder(&connection)
+        .destination(lxvirtd::dbus::BUS_NAME)
+        .path(MANAGER_PATH)
+        .build()
+        .await
+        .unwrap();
+    let mut added = object_manager.receive_interfaces_added().await.unwrap();
+    let mut removed = object_manager.receive_interfaces_removed().await.unwrap();
+
+    let path = manager.define_xml(APP).await.unwrap();
+    let signal = added.next().await.unwrap();
+    let args = signal.args().unwrap();
+    assert_eq!(args.object_path().as_str(), path.as_str());
+    assert!(
+        args.interfaces_and_properties()
+            .contains_key(DOMAIN_INTERFACE)
+    );
+
+    let app = domain(&connection, path.clone()).await;
+    let mut lifecycle = app.receive_lifecycle().await.unwrap();
+    let mut autostart = app.receive_autostart_changed().await;
+    let _ = autostart.next().await; // the current value
+    app.set_autostart(true).await.unwrap();
+    let changed = autostart.next().await.unwrap();
+    assert!(changed.get().await.unwrap());
+
+    manager.define_xml(APP).await.unwrap();
+    let event = lifecycle.next().await.unwrap();
+    let args = event.args().unwrap();
+    assert_eq!((args.event(), args.detail()), (&"defined", &"updated"));
+
+    // GetManagedObjects returns every domain with its properties in one call.
+    let objects = object_manager.get_managed_objects().await.unwrap();
+    let props: &HashMap<String, zbus::OwnedVariant> = &objects[&path][DOMAIN_INTERFACE];
+    assert_eq!(String::try_from(props["Name"].clone()).unwrap(), "app");
+    assert!(
+        objects
+            .keys()
+            .all(|p| p.as_str() != MANAGER_PATH || objects[p].contains_key(MANAGER_INTERFACE))
+    );
+
+    app.undefine().await.unwrap();
+    let signal = removed.next().await.unwrap();
+    assert_eq!(signal.args().unwrap().object_path().as_str(), path.as_str());
+}
+
+#[tokio::test]
+async fn introspection_matches_the_committed_contract() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let path = manager.define_xml(APP).await.unwrap();
+
+    let committed = lxvirt_tests::interfaces_of(lxvirtd::dbus::INTROSPECTION_XML);
+    let mut live = lxvirt_tests::interfaces_of(
+        &lxvirt_tests::introspect(&connection, MANAGER_PATH)
+            .await
+            .unwrap(),
+    );
+    live.extend(lxvirt_tests::interfaces_of(
+        &lxvirt_tests::introspect(&connection, path.as_str())
+            .await
+            .unwrap(),
+    ));
+    for name in [MANAGER_INTERFACE, DOMAIN_INTERFACE] {
+        assert_eq!(
+            live.get(name),
+            committed.get(name),
+            "interface {name} differs from daemon/data/org.lxvirt.lxvirt1.xml; update the contract deliberately"
+        );
+    }
+    assert!(live.contains_key("org.freedesktop.DBus.ObjectManager"));
+}
