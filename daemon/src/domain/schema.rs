@@ -1434,7 +1434,13 @@ mod tests {
         let p = |names: &[&'static str]| -> Vec<(&'static str, &'static str)> {
             names.iter().map(|n| ("", *n)).collect()
         };
-        let cases: Vec<(Vec<(&str, &str)>, Option<&str>, &[&str])> = vec![
+        /// Element path, attribute (`None`: text), the typed layer's names.
+        type Case = (
+            Vec<(&'static str, &'static str)>,
+            Option<&'static str>,
+            &'static [&'static str],
+        );
+        let cases: Vec<Case> = vec![
             (p(&["domain"]), Some("type"), DomainType::NAMES),
             (
                 p(&["domain", "vcpu"]),
