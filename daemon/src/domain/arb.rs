@@ -1,1 +1,771 @@
+//! proptest strategies producing valid domain definitions, for round-trip
+//! properties here and elsewhere in the crate's tests.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use proptest::collection::{btree_map, btree_set, vec};
+use proptest::option;
+use proptest::prelude::*;
+use proptest::sample::{select, subsequence};
+use uuid::Uuid;
+
+use super::*;
+
+/// Any valid definition, LXC or KVM/QEMU, without live data.
+pub fn arb_domain_def() -> impl Strategy<Value = DomainDef> {
+    prop_oneof![3 => arb_lxc_def(), 1 => arb_vm_def()]
+}
+
+pub fn arb_name() -> impl Strategy<Value = DomainName> {
+    "[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,20}".prop_map(|s| DomainName::new(&s).unwrap())
+}
+
+fn arb_uuid() -> impl Strategy<Value = Uuid> {
+    any::<u128>().prop_map(|n| Uuid::from_u128(n | 1))
+}
+
+/// One line of text exercising escaping.
+fn arb_line() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 <>&'\".,;:!?é€_=-]{0,24}"
+}
+
+/// Text that may span lines.
+fn arb_text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 <>&'\"\n\t.,;:!?é€_-]{0,40}"
+}
+
+fn arb_path() -> impl Strategy<Value = PathBuf> {
+    vec("[a-z0-9_][a-z0-9_.-]{0,7}", 1..4).prop_map(|parts| {
+        let mut p = PathBuf::from("/");
+        for part in parts {
+            p.push(part);
+        }
+        p
+    })
+}
+
+fn arb_ifname() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9_.-]{0,14}"
+}
+
+fn arb_size(max_kib: u64) -> impl Strategy<Value = u64> {
+    (1..=max_kib).prop_map(|k| k * 1024)
+}
+
+fn arb_cpuset() -> impl Strategy<Value = CpuSet> {
+    btree_set(0u32..64, 1..6).prop_map(|ids| CpuSet::from_ids(ids).unwrap())
+}
+
+fn arb_context() -> impl Strategy<Value = String> {
+    (
+        select(vec!["system_u", "unconfined_u"]),
+        select(vec!["system_r", "object_r"]),
+        "[a-z_]{1,12}_t",
+        option::of((0u32..1024, 0u32..1024)),
+    )
+        .prop_map(|(u, r, t, cats)| match cats {
+            None => format!("{u}:{r}:{t}:s0"),
+            Some((a, b)) => format!("{u}:{r}:{t}:s0:c{a},c{b}"),
+        })
+}
+
+fn arb_metadata() -> impl Strategy<Value = Option<Metadata>> {
+    option::of(
+        select(vec![
+            "<a:x xmlns:a='urn:a'>v &amp; w</a:x>",
+            "\n    <app:info xmlns:app='https://example.org/app/1'>\n      <app:owner>web</app:owner>\n    </app:info>\n  ",
+            "<b:y xmlns:b=\"urn:b\" b:k='1'/><!-- note --><c:z xmlns:c='urn:c'><![CDATA[<raw>]]></c:z>",
+        ])
+        .prop_map(|s| Metadata(s.to_owned())),
+    )
+}
+
+/// Name, uuid, title, description, metadata, memory, current memory, vcpu.
+#[allow(clippy::type_complexity)]
+fn arb_common() -> impl Strategy<
+    Value = (
+        DomainName,
+        Uuid,
+        Option<String>,
+        Option<String>,
+        Option<Metadata>,
+        (u64, u64),
+        Vcpu,
+    ),
+> {
+    (
+        arb_name(),
+        arb_uuid(),
+        option::of(arb_line()),
+        option::of(arb_text()),
+        arb_metadata(),
+        (1u64..=(1 << 24))
+            .prop_flat_map(|mem| (Just(mem * 1024), (1..=mem).prop_map(|c| c * 1024))),
+        (
+            1u32..=64,
+            select(VcpuPlacement::ALL.to_vec()),
+            option::of(arb_cpuset()),
+        )
+            .prop_map(|(count, placement, cpuset)| Vcpu {
+                count,
+                placement,
+                cpuset,
+            }),
+    )
+}
+
+fn arb_lifecycle() -> impl Strategy<Value = (LifecycleAction, LifecycleAction, LifecycleAction)> {
+    let plain = LifecycleAction::ALL[..4].to_vec();
+    (
+        select(plain.clone()),
+        select(plain),
+        select(LifecycleAction::ALL.to_vec()),
+    )
+}
+
+fn arb_clock(names: Vec<TimerName>) -> impl Strategy<Value = Clock> {
+    let n = names.len();
+    (
+        select(ClockOffset::ALL.to_vec()),
+        subsequence(names, 0..=n).prop_flat_map(|names| {
+            let len = names.len();
+            (Just(names), vec(option::of(any::<bool>()), len))
+        }),
+    )
+        .prop_map(|(offset, (names, present))| Clock {
+            offset,
+            timers: names
+                .into_iter()
+                .zip(present)
+                .map(|(name, present)| Timer { name, present })
+                .collect(),
+        })
+}
+
+fn arb_seclabel() -> impl Strategy<Value = Option<SecLabel>> {
+    let models = || option::of(Just(SecModel::Selinux));
+    option::of(prop_oneof![
+        (models(), option::of(arb_context())).prop_map(|(model, baselabel)| SecLabel {
+            label_type: SecLabelType::Dynamic,
+            model,
+            relabel: true,
+            baselabel,
+            label: None,
+            live: LiveLabels::default(),
+        }),
+        (models(), any::<bool>(), arb_context()).prop_map(|(model, relabel, label)| SecLabel {
+            label_type: SecLabelType::Static,
+            model,
+            relabel,
+            baselabel: None,
+            label: Some(label),
+            live: LiveLabels::default(),
+        }),
+        option::of(select(SecModel::ALL.to_vec())).prop_map(|model| SecLabel {
+            label_type: SecLabelType::None,
+            model,
+            relabel: false,
+            baselabel: None,
+            label: None,
+            live: LiveLabels::default(),
+        }),
+    ])
+}
+
+fn arb_idref() -> impl Strategy<Value = IdRef> {
+    prop_oneof![
+        "[a-z_][a-z0-9_.-]{0,10}".prop_map(IdRef::Name),
+        any::<u32>().prop_map(IdRef::Id),
+    ]
+}
+
+fn arb_exe_os() -> impl Strategy<Value = Os> {
+    (
+        option::of(select(vec!["x86_64".to_owned(), "aarch64".to_owned()])),
+        arb_path(),
+        vec(arb_line(), 0..3),
+        btree_map("[A-Z_][A-Z0-9_]{0,8}", arb_line(), 0..3),
+        option::of(arb_path()),
+        option::of(arb_idref()),
+        option::of(arb_idref()),
+        option::of(arb_text()),
+    )
+        .prop_map(
+            |(arch, init, initargs, env, initdir, inituser, initgroup, cmdline)| {
+                Os::Exe(ExeOs {
+                    arch,
+                    init,
+                    initargs,
+                    initenv: env.into_iter().collect(),
+                    initdir,
+                    inituser,
+                    initgroup,
+                    cmdline,
+                })
+            },
+        )
+}
+
+fn arb_idmap_list() -> impl Strategy<Value = Vec<IdMapEntry>> {
+    vec((1u32..1000, 1u32..70000, 0u32..1_000_000), 1..4).prop_map(|parts| {
+        let mut start = 0u32;
+        let mut out = Vec::new();
+        for (gap, count, target) in parts {
+            out.push(IdMapEntry {
+                start,
+                target,
+                count,
+            });
+            start += count + gap;
+        }
+        out
+    })
+}
+
+fn arb_features_lxc() -> impl Strategy<Value = Features> {
+    (
+        any::<bool>(),
+        option::of((
+            select(CapsPolicy::ALL.to_vec()),
+            btree_map(select(Capability::ALL.to_vec()), any::<bool>(), 0..5),
+        )),
+    )
+        .prop_map(|(privnet, caps)| Features {
+            privnet,
+            capabilities: caps.map(|(policy, states)| Capabilities { policy, states }),
+            ..Features::default()
+        })
+}
+
+fn arb_fs_source() -> impl Strategy<Value = FsSource> {
+    prop_oneof![
+        arb_path().prop_map(|dir| FsSource::Mount { dir }),
+        arb_path().prop_map(|dir| FsSource::Bind { dir }),
+        arb_size(1 << 20).prop_map(|usage| FsSource::Ram { usage }),
+        arb_path().prop_map(|dev| FsSource::Block { dev }),
+        (
+            arb_path(),
+            option::of(prop_oneof![
+                option::of(Just(ImageFormat::Raw)).prop_map(|format| FsDriver {
+                    driver_type: FsDriverType::Loop,
+                    format
+                }),
+                option::of(select(ImageFormat::ALL.to_vec())).prop_map(|format| FsDriver {
+                    driver_type: FsDriverType::Nbd,
+                    format
+                }),
+            ])
+        )
+            .prop_map(|(file, driver)| FsSource::File { file, driver }),
+    ]
+}
+
+fn arb_filesystems() -> impl Strategy<Value = Vec<Filesystem>> {
+    (
+        option::of(arb_path()),
+        vec(
+            (
+                arb_fs_source(),
+                option::of(Just(AccessMode::Passthrough)),
+                arb_path(),
+                any::<bool>(),
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(|(root, list)| {
+            let mut seen = BTreeSet::new();
+            let mut out = Vec::new();
+            if let Some(dir) = root {
+                seen.insert(PathBuf::from("/"));
+                out.push(Filesystem {
+                    source: FsSource::Mount { dir },
+                    accessmode: None,
+                    target: PathBuf::from("/"),
+                    readonly: false,
+                });
+            }
+            for (source, accessmode, target, readonly) in list {
+                if seen.insert(target.clone()) {
+                    out.push(Filesystem {
+                        source,
+                        accessmode,
+                        target,
+                        readonly,
+                    });
+                }
+            }
+            out
+        })
+}
+
+fn arb_mac() -> impl Strategy<Value = MacAddr> {
+    any::<[u8; 6]>().prop_map(|mut b| {
+        b[0] &= 0xfe;
+        MacAddr(b)
+    })
+}
+
+fn arb_ip_pair() -> impl Strategy<Value = (IpAddr, u8, IpAddr)> {
+    prop_oneof![
+        (any::<u32>(), 0u8..=32, any::<u32>()).prop_map(|(a, p, b)| (
+            IpAddr::V4(Ipv4Addr::from(a)),
+            p,
+            IpAddr::V4(Ipv4Addr::from(b))
+        )),
+        (any::<u128>(), 0u8..=128, any::<u128>()).prop_map(|(a, p, b)| (
+            IpAddr::V6(Ipv6Addr::from(a)),
+            p,
+            IpAddr::V6(Ipv6Addr::from(b))
+        )),
+    ]
+}
+
+fn arb_interface(lxc: bool) -> impl Strategy<Value = Interface> {
+    let source = prop_oneof![
+        "[a-z][a-z0-9_-]{0,10}".prop_map(|network| InterfaceSource::Network { network }),
+        arb_ifname().prop_map(|bridge| InterfaceSource::Bridge { bridge }),
+        Just(InterfaceSource::Ethernet),
+        (arb_ifname(), select(DirectMode::ALL.to_vec()))
+            .prop_map(|(dev, mode)| InterfaceSource::Direct { dev, mode }),
+    ];
+    let lxc_parts = if lxc {
+        (
+            option::of(arb_ifname()),
+            vec(
+                (arb_ip_pair(), any::<bool>(), any::<bool>()).prop_map(
+                    |((address, prefix, peer), has_prefix, has_peer)| IpConfig {
+                        address,
+                        prefix: has_prefix.then_some(prefix),
+                        peer: has_peer.then_some(peer),
+                    },
+                ),
+                0..3,
+            ),
+            vec(
+                (arb_ip_pair(), any::<bool>()).prop_map(|((address, prefix, gateway), has)| {
+                    Route {
+                        address,
+                        prefix: has.then_some(prefix),
+                        gateway,
+                    }
+                }),
+                0..2,
+            ),
+            Just(None),
+        )
+            .boxed()
+    } else {
+        (
+            Just(None),
+            Just(Vec::new()),
+            Just(Vec::new()),
+            option::of(select(NicModel::ALL.to_vec())),
+        )
+            .boxed()
+    };
+    (
+        source,
+        option::of(arb_mac()),
+        option::of(arb_ifname()),
+        lxc_parts,
+    )
+        .prop_map(
+            |(source, mac, target_dev, (guest_dev, ips, routes, model))| Interface {
+                source,
+                mac,
+                target_dev,
+                guest_dev,
+                model,
+                ips,
+                routes,
+            },
+        )
+}
+
+fn arb_hostdev() -> impl Strategy<Value = Hostdev> {
+    let ids = option::of(
+        (any::<u16>(), any::<u16>()).prop_map(|(vendor, product)| UsbIds { vendor, product }),
+    );
+    let addr = (any::<u32>(), any::<u32>()).prop_map(|(bus, device)| UsbAddress { bus, device });
+    prop_oneof![
+        arb_path().prop_map(|block| Hostdev::Storage { block }),
+        arb_path().prop_map(|char_dev| Hostdev::Misc { char_dev }),
+        arb_ifname().prop_map(|interface| Hostdev::Net { interface }),
+        (ids, option::of(addr.clone())).prop_map(|(ids, address)| match (ids, address) {
+            (None, None) => Hostdev::Usb {
+                ids: None,
+                address: Some(UsbAddress { bus: 1, device: 2 }),
+            },
+            (ids, address) => Hostdev::Usb { ids, address },
+        }),
+    ]
+}
+
+fn arb_ports() -> impl Strategy<Value = Vec<u32>> {
+    btree_set(0u32..16, 0..3).prop_shuffle_vec()
+}
+
+/// `prop_shuffle` for a set turned into a vector.
+trait ShuffleSet {
+    fn prop_shuffle_vec(self) -> BoxedStrategy<Vec<u32>>;
+}
+
+impl<S: Strategy<Value = BTreeSet<u32>> + 'static> ShuffleSet for S {
+    fn prop_shuffle_vec(self) -> BoxedStrategy<Vec<u32>> {
+        self.prop_map(|s| s.into_iter().collect::<Vec<_>>())
+            .prop_shuffle()
+            .boxed()
+    }
+}
+
+fn unique_disks(list: Vec<Disk>) -> Vec<Disk> {
+    let mut seen = BTreeSet::new();
+    list.into_iter()
+        .filter(|d| seen.insert(d.target_dev.clone()))
+        .collect()
+}
+
+fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
+    (
+        option::of(arb_path()),
+        arb_filesystems(),
+        vec(
+            (
+                arb_path(),
+                "vd[a-z]",
+                option::of(select(DiskBus::ALL.to_vec())),
+            )
+                .prop_map(|(dev, target_dev, target_bus)| Disk {
+                    source: DiskSource::Block(Some(dev)),
+                    device: DiskDevice::Disk,
+                    driver: None,
+                    target_dev,
+                    target_bus,
+                    readonly: false,
+                }),
+            0..3,
+        ),
+        vec(arb_interface(true), 0..3),
+        vec(arb_hostdev(), 0..3),
+        arb_ports(),
+    )
+        .prop_map(
+            |(emulator, filesystems, disks, interfaces, hostdevs, ports)| Devices {
+                emulator,
+                filesystems,
+                disks: unique_disks(disks),
+                interfaces,
+                hostdevs,
+                serials: Vec::new(),
+                consoles: ports
+                    .into_iter()
+                    .map(|port| Console {
+                        target_type: ConsoleTargetType::Lxc,
+                        port,
+                    })
+                    .collect(),
+            },
+        )
+}
+
+fn arb_lxc_namespace() -> impl Strategy<Value = Option<LxcNamespace>> {
+    let share = |netns: bool| {
+        let mut kinds = vec![
+            (NsShareType::Name, "[a-z][a-z0-9_-]{0,10}".boxed()),
+            (
+                NsShareType::Pid,
+                (1u32..).prop_map(|n| n.to_string()).boxed(),
+            ),
+        ];
+        if netns {
+            kinds.push((NsShareType::Netns, "[a-z][a-z0-9_.-]{0,10}".boxed()));
+        }
+        let strategies: Vec<BoxedStrategy<NsShare>> = kinds
+            .into_iter()
+            .map(|(share_type, value)| {
+                value
+                    .prop_map(move |value| NsShare { share_type, value })
+                    .boxed()
+            })
+            .collect();
+        option::of(proptest::strategy::Union::new(strategies))
+    };
+    option::of((share(true), share(false), share(false)).prop_map(
+        |(sharenet, shareipc, shareuts)| LxcNamespace {
+            sharenet,
+            shareipc,
+            shareuts,
+        },
+    ))
+}
+
+#[allow(clippy::type_complexity)]
+fn arb_lxc_tuning() -> impl Strategy<
+    Value = (
+        Option<MemTune>,
+        Option<CpuTune>,
+        Option<NumaTune>,
+        Option<BlkioTune>,
+        Option<PathBuf>,
+    ),
+> {
+    let memtune = option::of(
+        (
+            option::of(arb_size(1 << 30)),
+            option::of(arb_size(1 << 30)),
+            option::of(arb_size(1 << 30)),
+            option::of(arb_size(1 << 30)),
+        )
+            .prop_map(|(hard_limit, soft_limit, swap, min_guarantee)| MemTune {
+                hard_limit,
+                soft_limit,
+                // swap_hard_limit must not be below hard_limit.
+                swap_hard_limit: match (hard_limit, swap) {
+                    (Some(h), Some(s)) => Some(h.max(s)),
+                    (_, s) => s,
+                },
+                min_guarantee,
+            }),
+    );
+    let cputune = option::of(
+        (
+            option::of(2u64..=262_144),
+            option::of(1000u64..=1_000_000),
+            option::of(prop_oneof![Just(-1i64), 1000i64..=MAX_QUOTA]),
+        )
+            .prop_map(|(shares, period, quota)| CpuTune {
+                shares,
+                period,
+                quota,
+            }),
+    );
+    let numatune = option::of(
+        (select(NumaMode::ALL.to_vec()), arb_cpuset())
+            .prop_map(|(mode, nodeset)| NumaTune { mode, nodeset }),
+    );
+    let blkio = option::of(
+        (
+            option::of(100u32..=1000),
+            btree_map(
+                arb_path(),
+                (
+                    option::of(100u32..=1000),
+                    option::of(any::<u64>()),
+                    option::of(any::<u64>()),
+                    option::of(any::<u64>()),
+                    option::of(any::<u64>()),
+                ),
+                0..3,
+            ),
+        )
+            .prop_map(|(weight, devs): (_, BTreeMap<PathBuf, _>)| BlkioTune {
+                weight,
+                devices: devs
+                    .into_iter()
+                    .map(|(path, (weight, rb, wb, ri, wi))| BlkioDevice {
+                        path,
+                        weight,
+                        read_bytes_sec: rb,
+                        write_bytes_sec: wb,
+                        read_iops_sec: ri,
+                        write_iops_sec: wi,
+                    })
+                    .collect(),
+            }),
+    );
+    (memtune, cputune, numatune, blkio, option::of(arb_path()))
+}
+
+fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
+    (
+        arb_common(),
+        arb_lxc_tuning(),
+        arb_exe_os(),
+        option::of((arb_idmap_list(), arb_idmap_list()).prop_map(|(uid, gid)| IdMap { uid, gid })),
+        arb_features_lxc(),
+        arb_clock(vec![TimerName::Rtc, TimerName::Hpet]),
+        arb_lifecycle(),
+        arb_lxc_devices(),
+        arb_seclabel(),
+        arb_lxc_namespace(),
+    )
+        .prop_map(
+            |(
+                (name, uuid, title, description, metadata, (memory, current_memory), vcpu),
+                (memtune, cputune, numatune, blkiotune, partition),
+                os,
+                idmap,
+                features,
+                clock,
+                (on_poweroff, on_reboot, on_crash),
+                devices,
+                seclabel,
+                lxc_namespace,
+            )| DomainDef {
+                domain_type: DomainType::Lxc,
+                name,
+                uuid,
+                title,
+                description,
+                metadata,
+                memory,
+                current_memory,
+                memtune,
+                vcpu,
+                cputune,
+                numatune,
+                blkiotune,
+                partition,
+                os,
+                idmap,
+                features,
+                clock,
+                on_poweroff,
+                on_reboot,
+                on_crash,
+                devices,
+                seclabel,
+                lxc_namespace,
+            },
+        )
+}
+
+fn arb_vm_devices() -> impl Strategy<Value = Devices> {
+    let disk = (
+        any::<bool>(),
+        select(DiskDevice::ALL.to_vec()),
+        option::of(arb_path()),
+        option::of(
+            (
+                option::of(Just(DiskDriverName::Qemu)),
+                option::of(select(ImageFormat::ALL.to_vec())),
+            )
+                .prop_map(|(name, format)| DiskDriver { name, format }),
+        ),
+        "[sv]d[a-z]",
+        option::of(select(DiskBus::ALL.to_vec())),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(file, device, path, driver, target_dev, target_bus, readonly)| {
+                let path = match (device, path) {
+                    (DiskDevice::Disk, None) => Some(PathBuf::from("/var/lib/img")),
+                    (_, p) => p,
+                };
+                Disk {
+                    source: if file {
+                        DiskSource::File(path)
+                    } else {
+                        DiskSource::Block(path)
+                    },
+                    device,
+                    driver,
+                    target_dev,
+                    target_bus,
+                    readonly,
+                }
+            },
+        );
+    (
+        option::of(arb_path()),
+        vec(disk, 0..3),
+        vec(arb_interface(false), 0..2),
+        arb_ports(),
+        arb_ports(),
+        vec(
+            select(vec![ConsoleTargetType::Serial, ConsoleTargetType::Virtio]),
+            16,
+        ),
+    )
+        .prop_map(
+            |(emulator, disks, interfaces, serials, consoles, types)| Devices {
+                emulator,
+                filesystems: Vec::new(),
+                disks: unique_disks(disks),
+                interfaces,
+                hostdevs: Vec::new(),
+                serials: serials.into_iter().map(|port| Serial { port }).collect(),
+                consoles: consoles
+                    .into_iter()
+                    .zip(types)
+                    .map(|(port, target_type)| Console { target_type, port })
+                    .collect(),
+            },
+        )
+}
+
+fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
+    let os = (
+        option::of(select(vec!["x86_64".to_owned(), "aarch64".to_owned()])),
+        option::of(select(vec!["q35".to_owned(), "pc-i440fx-9.0".to_owned()])),
+        option::of(arb_path()),
+        option::of(arb_path()),
+        option::of(arb_text()),
+        subsequence(BootDev::ALL.to_vec(), 0..=BootDev::ALL.len()).prop_shuffle(),
+    )
+        .prop_map(|(arch, machine, kernel, initrd, cmdline, boot)| {
+            Os::Hvm(HvmOs {
+                arch,
+                machine,
+                kernel,
+                initrd,
+                cmdline,
+                boot,
+            })
+        });
+    (
+        arb_common(),
+        select(vec![DomainType::Kvm, DomainType::Qemu]),
+        os,
+        (any::<bool>(), any::<bool>(), any::<bool>()),
+        arb_clock(TimerName::ALL.to_vec()),
+        arb_lifecycle(),
+        arb_vm_devices(),
+        arb_seclabel(),
+    )
+        .prop_map(
+            |(
+                (name, uuid, title, description, metadata, (memory, current_memory), vcpu),
+                domain_type,
+                os,
+                (acpi, apic, pae),
+                clock,
+                (on_poweroff, on_reboot, on_crash),
+                devices,
+                seclabel,
+            )| DomainDef {
+                domain_type,
+                name,
+                uuid,
+                title,
+                description,
+                metadata,
+                memory,
+                current_memory,
+                memtune: None,
+                vcpu,
+                cputune: None,
+                numatune: None,
+                blkiotune: None,
+                partition: None,
+                os,
+                idmap: None,
+                features: Features {
+                    acpi,
+                    apic,
+                    pae,
+                    ..Features::default()
+                },
+                clock,
+                on_poweroff,
+                on_reboot,
+                on_crash,
+                devices,
+                seclabel,
+                lxc_namespace: None,
+            },
+        )
+}

@@ -107,11 +107,22 @@ impl DomainDef {
         }
     }
 
-    /// Sets the live labels (for `dumpxml` of a running domain). Does
-    /// nothing without a `<seclabel>`.
+    /// Sets the live labels (for the XML of a running domain): the
+    /// generated process label of a dynamic seclabel and the image label of
+    /// a dynamic or static one. Labels that do not apply are ignored: a
+    /// static seclabel's process label is its configured `<label>`, and a
+    /// seclabel of type `none` has no labels. Does nothing without a
+    /// `<seclabel>`.
     pub fn set_live_labels(&mut self, label: Option<String>, imagelabel: Option<String>) {
         if let Some(sec) = &mut self.seclabel {
-            sec.live = LiveLabels { label, imagelabel };
+            sec.live = match sec.label_type {
+                SecLabelType::Dynamic => LiveLabels { label, imagelabel },
+                SecLabelType::Static => LiveLabels {
+                    label: None,
+                    imagelabel,
+                },
+                SecLabelType::None => LiveLabels::default(),
+            };
         }
     }
 

@@ -1,24 +1,1142 @@
 //! Tests of the typed layer as a whole: examples, invalid documents,
 //! semantic checks, hostile input and the round-trip property.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use proptest::prelude::*;
+
+use super::arb::arb_domain_def;
+use super::xml::{MAX_DOCUMENT_BYTES, Pos, XmlError};
 use super::*;
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../xml-schemas/examples")
 }
 
+fn xml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Parse → format → parse gives the same definition, and formatting twice
+/// gives the same text.
+fn assert_fixed_point(def: &DomainDef) {
+    let first = def.to_xml();
+    let again = DomainDef::from_xml(&first)
+        .unwrap_or_else(|e| panic!("formatted XML does not parse: {e}\n{first}"));
+    assert_eq!(
+        again,
+        def.persistent(),
+        "round trip changed the definition\n{first}"
+    );
+    assert_eq!(again.to_xml(), first, "formatting is not a fixed point");
+}
+
 #[test]
-fn dump_examples() {
-    for entry in std::fs::read_dir(examples_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "xml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            match DomainDef::from_xml(&text) {
-                Ok(d) => println!("== {}\n{}", path.display(), d.to_xml()),
-                Err(e) => println!("== {}: {e}", path.display()),
-            }
+fn every_example_parses_and_is_a_fixed_point() {
+    let files = xml_files(&examples_dir());
+    assert!(files.len() >= 7, "examples missing: {files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let def = DomainDef::from_xml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_fixed_point(&def);
+        assert_eq!(DomainDef::from_bytes(text.as_bytes()).unwrap(), def);
+    }
+}
+
+/// The line an invalid example's first comment names: `<!-- line N: … -->`.
+fn expected_line(text: &str) -> u32 {
+    let first = text.lines().next().unwrap_or_default();
+    let rest = first
+        .strip_prefix("<!-- line ")
+        .unwrap_or_else(|| panic!("first line must be '<!-- line N: …': {first}"));
+    rest.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn every_invalid_example_fails_at_the_stated_line() {
+    let files = xml_files(&examples_dir().join("invalid"));
+    assert!(files.len() >= 4);
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let err = DomainDef::from_xml(&text)
+            .err()
+            .unwrap_or_else(|| panic!("{} parsed", path.display()));
+        assert_eq!(
+            err.pos().map(|p| p.line),
+            Some(expected_line(&text)),
+            "{}: {err}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn everything_example_is_understood() {
+    let text = std::fs::read_to_string(examples_dir().join("lxc-everything.xml")).unwrap();
+    let d = DomainDef::from_xml(&text).unwrap();
+    assert_eq!(d.domain_type, DomainType::Lxc);
+    assert_eq!(d.name.as_str(), "everything");
+    assert_eq!(d.memory, 256 << 20);
+    assert_eq!(d.current_memory, 128 << 20);
+    let mt = d.memtune.as_ref().unwrap();
+    assert_eq!(mt.swap_hard_limit, Some(1 << 30));
+    assert_eq!(d.vcpu.cpuset.as_ref().unwrap().to_string(), "0-1");
+    assert_eq!(d.cputune.as_ref().unwrap().quota, Some(50000));
+    assert_eq!(d.partition(), Path::new("/machine"));
+    let os = d.exe_os().unwrap();
+    assert_eq!(os.init, Path::new("/sbin/init"));
+    assert_eq!(os.initargs.len(), 2);
+    assert_eq!(os.initenv, vec![("APP_MODE".into(), "production".into())]);
+    assert_eq!(os.inituser, Some(IdRef::Name("1000".into())));
+    assert_eq!(os.initgroup, Some(IdRef::Id(1000)));
+    let caps = d.features.capabilities.as_ref().unwrap();
+    assert_eq!(caps.states.get(&Capability::SysAdmin), Some(&false));
+    assert_eq!(caps.states.get(&Capability::Mknod), Some(&true));
+    assert!(d.features.privnet);
+    assert_eq!(d.on_crash, LifecycleAction::Preserve);
+    assert_eq!(d.devices.filesystems.len(), 6);
+    assert!(d.root_filesystem().is_some());
+    assert_eq!(
+        d.devices.filesystems[3].source,
+        FsSource::Ram { usage: 64 << 20 }
+    );
+    assert_eq!(d.devices.interfaces.len(), 4);
+    assert_eq!(d.devices.hostdevs.len(), 4);
+    assert_eq!(d.devices.consoles.len(), 2);
+    let ns = d.lxc_namespace.as_ref().unwrap();
+    assert_eq!(ns.sharenet.as_ref().unwrap().share_type, NsShareType::Netns);
+    let md = d.metadata.as_ref().unwrap().as_str();
+    assert!(md.contains("<app:owner>web team</app:owner>"));
+    assert!(d.to_xml().contains(md), "metadata not kept verbatim");
+    assert!(d.to_xml().starts_with(
+        "<domain type='lxc' xmlns:lxc='http://libvirt.org/schemas/domain/lxc/1.0'>\n  <name>"
+    ));
+}
+
+// ---- helpers for the semantic checks ----
+
+const BASE: &str = "<domain type='lxc'>
+  <name>t</name>
+  <memory unit='MiB'>64</memory>
+  <os>
+    <type>exe</type>
+    <init>/sbin/init</init>
+  </os>
+  <devices>
+    <console type='pty'/>
+  </devices>
+</domain>
+";
+
+/// BASE with `extra` added at the end of the root element.
+fn root(extra: &str) -> String {
+    BASE.replace("</domain>", &format!("{extra}\n</domain>"))
+}
+
+/// BASE with `extra` added at the end of `<devices>`.
+fn devices(extra: &str) -> String {
+    BASE.replace("</devices>", &format!("{extra}\n  </devices>"))
+}
+
+/// BASE with `extra` added at the end of `<os>`.
+fn os(extra: &str) -> String {
+    BASE.replace("</os>", &format!("{extra}\n  </os>"))
+}
+
+fn ok(doc: &str) -> DomainDef {
+    DomainDef::from_xml(doc).unwrap_or_else(|e| panic!("{e}\n{doc}"))
+}
+
+/// Asserts that `doc` fails with a message containing `needle`.
+fn fails(doc: &str, needle: &str) -> DomainError {
+    match DomainDef::from_xml(doc) {
+        Ok(_) => panic!("accepted:\n{doc}"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+            assert!(e.pos().is_some(), "no position: {msg}");
+            e
+        }
+    }
+}
+
+#[test]
+fn base_document_parses_with_defaults() {
+    let d = ok(BASE);
+    assert_eq!(d.current_memory, d.memory);
+    assert_eq!(d.vcpu, Vcpu::default());
+    assert_eq!(d.on_poweroff, LifecycleAction::Destroy);
+    assert_eq!(d.on_reboot, LifecycleAction::Restart);
+    assert_eq!(d.on_crash, LifecycleAction::Destroy);
+    assert_eq!(d.clock.offset, ClockOffset::Utc);
+    assert_eq!(d.partition, None);
+    assert_eq!(d.partition(), Path::new(DEFAULT_PARTITION));
+    assert_eq!(
+        d.devices.consoles,
+        vec![Console {
+            target_type: ConsoleTargetType::Lxc,
+            port: 0
+        }]
+    );
+    assert_eq!(d.uuid.get_version_num(), 4);
+    assert_ne!(ok(BASE).uuid, d.uuid, "uuids are generated afresh");
+    assert_eq!(d.hostname(), "t");
+    assert_fixed_point(&d);
+}
+
+#[test]
+fn error_messages_name_position_element_and_fix() {
+    let e = fails(
+        &BASE.replace("    <init>/sbin/init</init>\n", ""),
+        "<os>: missing <init>",
+    );
+    assert_eq!(
+        e.to_string(),
+        "4:3: <os>: missing <init>, which an 'exe' domain needs; add <init>/sbin/init</init>"
+    );
+    assert_eq!(e.pos(), Some(Pos { line: 4, column: 3 }));
+    assert_eq!(e.element(), Some("os"));
+}
+
+#[test]
+fn domain_type_and_name_are_checked() {
+    fails(&BASE.replace(" type='lxc'", ""), "missing attribute 'type'");
+    fails(
+        &BASE.replace("type='lxc'", "type='xen'"),
+        "domain type 'xen' is not known",
+    );
+    fails(&BASE.replace("  <name>t</name>\n", ""), "missing <name>");
+    for bad in ["", ".", "..", "-x", ".x", "a/b", "a b", &"n".repeat(65)] {
+        fails(
+            &BASE.replace("<name>t</name>", &format!("<name>{bad}</name>")),
+            "not a valid domain name",
+        );
+    }
+    fails(
+        &BASE
+            .replace("<domain type='lxc'>", "<domian type='lxc'>")
+            .replace("</domain>", "</domian>"),
+        "root element",
+    );
+}
+
+#[test]
+fn uuids_are_checked() {
+    let with = |u: &str| root(&format!("  <uuid>{u}</uuid>"));
+    let d = ok(&with("6c0a3a522c4e4a8f9d0e2b7c1d9f4a11"));
+    assert_eq!(d.uuid.to_string(), "6c0a3a52-2c4e-4a8f-9d0e-2b7c1d9f4a11");
+    fails(&with("6c0a3a52-2c4e-4a8f-9d0e"), "is not a UUID");
+    fails(
+        &with("{6c0a3a52-2c4e-4a8f-9d0e-2b7c1d9f4a11}"),
+        "is not a UUID",
+    );
+    fails(&with("00000000-0000-0000-0000-000000000000"), "nil UUID");
+}
+
+#[test]
+fn memory_is_checked() {
+    let mem = |m: &str| BASE.replace("<memory unit='MiB'>64</memory>", m);
+    assert_eq!(ok(&mem("<memory>1000</memory>")).memory, 1000 * 1024);
+    assert_eq!(ok(&mem("<memory unit='G'>2</memory>")).memory, 2 << 30);
+    assert_eq!(ok(&mem("<memory unit='MB'>1</memory>")).memory, 1_000_448);
+    assert!(
+        ok(&mem("<memory unit='GiB'>1</memory>"))
+            .to_xml()
+            .contains("<memory unit='KiB'>1048576</memory>")
+    );
+    fails(&mem("<memory>0</memory>"), "memory is zero");
+    fails(
+        &mem("<memory unit='XiB'>1</memory>"),
+        "unit 'XiB' is not known",
+    );
+    fails(&mem("<memory unit='EiB'>16</memory>"), "too large");
+    fails(&mem("<memory>-1</memory>"), "not a whole number");
+    fails(&mem("<memory>lots</memory>"), "not a whole number");
+    fails(
+        &root("  <currentMemory unit='MiB'>65</currentMemory>"),
+        "more than <memory>",
+    );
+    assert_eq!(
+        ok(&root("  <currentMemory unit='MiB'>32</currentMemory>")).current_memory,
+        32 << 20
+    );
+    fails(
+        &root(
+            "  <memtune><hard_limit>2048</hard_limit><swap_hard_limit>1024</swap_hard_limit></memtune>",
+        ),
+        "below hard_limit",
+    );
+}
+
+#[test]
+fn cpu_tuning_is_checked() {
+    fails(&root("  <vcpu>0</vcpu>"), "out of range");
+    let d = ok(&root("  <vcpu placement='auto' cpuset='0-3,^2,5'>4</vcpu>"));
+    assert_eq!(d.vcpu.placement, VcpuPlacement::Auto);
+    assert!(
+        d.to_xml()
+            .contains("<vcpu placement='auto' cpuset='0-1,3,5'>4</vcpu>")
+    );
+    fails(&root("  <vcpu cpuset='3-1'>1</vcpu>"), "not a valid list");
+    fails(
+        &root("  <vcpu placement='dynamic'>1</vcpu>"),
+        "placement 'dynamic'",
+    );
+    let tune = |inner: &str| root(&format!("  <cputune>{inner}</cputune>"));
+    ok(&tune(
+        "<shares>2</shares><period>1000</period><quota>-1</quota>",
+    ));
+    ok(&tune(
+        "<shares>262144</shares><period>1000000</period><quota>1000</quota>",
+    ));
+    fails(&tune("<shares>1</shares>"), "out of range");
+    fails(&tune("<shares>262145</shares>"), "out of range");
+    fails(&tune("<period>999</period>"), "out of range");
+    fails(&tune("<period>1000001</period>"), "out of range");
+    fails(&tune("<quota>-2</quota>"), "use -1 for unlimited");
+    fails(&tune("<quota>999</quota>"), "use -1 for unlimited");
+    fails(
+        &tune("<shares>1</shares><shares>2</shares>"),
+        "more than once",
+    );
+    ok(&root(
+        "  <numatune><memory mode='interleave' nodeset='0-1'/></numatune>",
+    ));
+    fails(
+        &root("  <numatune><memory mode='strict'/></numatune>"),
+        "nodeset",
+    );
+}
+
+#[test]
+fn blkiotune_is_checked() {
+    let blk = |inner: &str| root(&format!("  <blkiotune>{inner}</blkiotune>"));
+    ok(&blk("<weight>100</weight>"));
+    ok(&blk("<weight>1000</weight>"));
+    fails(&blk("<weight>99</weight>"), "out of range");
+    fails(&blk("<weight>1001</weight>"), "out of range");
+    fails(
+        &blk("<device><path>/dev/sda</path><weight>50</weight></device>"),
+        "out of range",
+    );
+    fails(
+        &blk("<device><path>/dev/sda</path></device><device><path>/dev/sda</path></device>"),
+        "more than once",
+    );
+    fails(
+        &blk("<device><weight>500</weight></device>"),
+        "missing <path>",
+    );
+}
+
+#[test]
+fn resource_partition_is_checked() {
+    let d = ok(&root(
+        "  <resource><partition>/machine/web</partition></resource>",
+    ));
+    assert_eq!(d.partition(), Path::new("/machine/web"));
+    assert!(d.to_xml().contains("<partition>/machine/web</partition>"));
+    fails(
+        &root("  <resource><partition>machine</partition></resource>"),
+        "absolute",
+    );
+    fails(&root("  <resource/>"), "missing <partition>");
+}
+
+#[test]
+fn os_is_checked() {
+    fails(
+        &BASE.replace("<init>/sbin/init</init>", "<init>sbin/init</init>"),
+        "absolute",
+    );
+    fails(
+        &BASE.replace("<type>exe</type>", "<type>hvm</type>"),
+        "cannot run OS type 'hvm'",
+    );
+    fails(
+        &BASE.replace("    <type>exe</type>\n", ""),
+        "missing <type>",
+    );
+    fails(
+        &os("<initenv name='1BAD'>x</initenv>"),
+        "environment variable name",
+    );
+    fails(
+        &os("<initenv name='A-B'>x</initenv>"),
+        "environment variable name",
+    );
+    fails(&os("<initenv>x</initenv>"), "missing attribute 'name'");
+    fails(
+        &os("<initenv name='A'>x</initenv><initenv name='A'>y</initenv>"),
+        "more than once",
+    );
+    fails(&os("<inituser>+x</inituser>"), "+NUMBER");
+    fails(
+        &os("<kernel>/boot/vmlinuz</kernel>"),
+        "not supported in a lxc domain",
+    );
+    fails(
+        &BASE.replace("<type>exe</type>", "<type machine='q35'>exe</type>"),
+        "unknown attribute 'machine'",
+    );
+    let d = ok(&os(
+        "<initarg> spaced  arg </initarg><initarg/><initenv name='E'>a &amp; b</initenv><inituser>+0</inituser><initgroup>wheel</initgroup><initdir>/srv/./app/</initdir>",
+    ));
+    let e = d.exe_os().unwrap();
+    assert_eq!(e.initargs, vec![" spaced  arg ".to_owned(), String::new()]);
+    assert_eq!(e.initenv, vec![("E".into(), "a & b".into())]);
+    assert_eq!(e.inituser, Some(IdRef::Id(0)));
+    assert_eq!(e.initgroup, Some(IdRef::Name("wheel".into())));
+    assert_eq!(e.initdir.as_deref(), Some(Path::new("/srv/app")));
+    assert_fixed_point(&d);
+}
+
+#[test]
+fn idmap_is_checked() {
+    let map = |inner: &str| root(&format!("  <idmap>{inner}</idmap>"));
+    let uid0 = "<uid start='0' target='1000' count='10'/>";
+    let gid0 = "<gid start='0' target='1000' count='10'/>";
+    ok(&map(&format!("{uid0}{gid0}")));
+    fails(&map(uid0), "missing <gid>");
+    fails(&map(gid0), "missing <uid>");
+    fails(
+        &map(&format!("<uid start='1' target='1000' count='10'/>{gid0}")),
+        "no <uid> mapping has start='0'",
+    );
+    fails(
+        &map(&format!(
+            "{uid0}<uid start='5' target='5000' count='10'/>{gid0}"
+        )),
+        "overlaps",
+    );
+    fails(
+        &map(&format!("{uid0}<gid start='0' target='1000' count='0'/>")),
+        "out of range",
+    );
+    fails(
+        &map(&format!(
+            "{uid0}<gid start='0' target='4294967290' count='10'/>"
+        )),
+        "past the largest id",
+    );
+    fails(
+        &map(&format!("{uid0}<gid start='0' count='10'/>")),
+        "missing attribute 'target'",
+    );
+    // Sorted by start on output.
+    let d = ok(&map(&format!(
+        "<uid start='100' target='5000' count='10'/>{uid0}{gid0}"
+    )));
+    assert_eq!(d.idmap.as_ref().unwrap().uid[0].start, 0);
+}
+
+#[test]
+fn features_and_capabilities_are_checked() {
+    let feat = |inner: &str| root(&format!("  <features>{inner}</features>"));
+    let d = ok(&feat(
+        "<capabilities policy='deny'><mknod state='on'/><chown state='off'/></capabilities>",
+    ));
+    let caps = d.features.capabilities.as_ref().unwrap();
+    assert_eq!(caps.policy, CapsPolicy::Deny);
+    // Kernel order on output.
+    let xml = d.to_xml();
+    assert!(xml.find("<chown").unwrap() < xml.find("<mknod").unwrap());
+    fails(
+        &feat("<capabilities><cap_chown state='on'/></capabilities>"),
+        "unknown element <cap_chown>",
+    );
+    fails(
+        &feat("<capabilities><chown/></capabilities>"),
+        "missing attribute 'state'",
+    );
+    fails(
+        &feat("<capabilities><chown state='yes'/></capabilities>"),
+        "state 'yes'",
+    );
+    fails(
+        &feat("<capabilities><chown state='on'/><chown state='off'/></capabilities>"),
+        "more than once",
+    );
+    fails(&feat("<capabilities policy='some'/>"), "policy 'some'");
+    fails(&feat("<acpi/>"), "not supported in a lxc domain");
+    fails(&feat("<privnet>yes</privnet>"), "unexpected text");
+    fails(&feat("<privnet/><privnet/>"), "more than once");
+}
+
+#[test]
+fn clock_and_lifecycle_are_checked() {
+    ok(&root(
+        "  <clock offset='localtime'><timer name='rtc' present='no'/></clock>",
+    ));
+    fails(&root("  <clock offset='variable'/>"), "offset 'variable'");
+    fails(
+        &root("  <clock><timer name='kvmclock'/></clock>"),
+        "not supported in an lxc domain",
+    );
+    fails(
+        &root("  <clock><timer name='rtc'/><timer name='rtc'/></clock>"),
+        "more than once",
+    );
+    fails(
+        &root("  <clock><timer name='rtc' present='maybe'/></clock>"),
+        "present 'maybe'",
+    );
+    ok(&root("  <on_crash>coredump-restart</on_crash>"));
+    ok(&root("  <on_reboot>rename-restart</on_reboot>"));
+    fails(
+        &root("  <on_reboot>coredump-restart</on_reboot>"),
+        "applies to <on_crash> only",
+    );
+    fails(
+        &root("  <on_poweroff>explode</on_poweroff>"),
+        "action 'explode'",
+    );
+}
+
+#[test]
+fn filesystems_are_checked() {
+    let fs =
+        |t: &str, inner: &str| devices(&format!("<filesystem type='{t}'>{inner}</filesystem>"));
+    let d = ok(&fs(
+        "mount",
+        "<source dir='/srv//x/'/><target dir='/data/./y/'/>",
+    ));
+    let f = &d.devices.filesystems[0];
+    assert_eq!(
+        f.source,
+        FsSource::Mount {
+            dir: "/srv/x".into()
+        }
+    );
+    assert_eq!(f.target, Path::new("/data/y"));
+    fails(
+        &fs("mount", "<source dir='/srv'/><target dir='data'/>"),
+        "absolute",
+    );
+    fails(
+        &fs("mount", "<source dir='/srv'/><target dir='/a/../etc'/>"),
+        "'..'",
+    );
+    fails(&fs("mount", "<source dir='/srv'/>"), "missing <target>");
+    fails(&fs("mount", "<target dir='/x'/>"), "missing <source>");
+    fails(
+        &fs("mount", "<source dev='/dev/sda'/><target dir='/x'/>"),
+        "unknown attribute 'dev'",
+    );
+    fails(
+        &fs("ram", "<source/><target dir='/tmp'/>"),
+        "missing attribute 'usage'",
+    );
+    fails(
+        &fs("ram", "<source usage='0'/><target dir='/tmp'/>"),
+        "size zero",
+    );
+    fails(
+        &fs("nfs", "<source dir='/x'/><target dir='/x'/>"),
+        "filesystem type 'nfs'",
+    );
+    fails(
+        &fs(
+            "file",
+            "<driver type='loop' format='qcow2'/><source file='/i'/><target dir='/x'/>",
+        ),
+        "loop driver cannot read 'qcow2'",
+    );
+    ok(&fs(
+        "file",
+        "<driver type='nbd' format='qcow2'/><source file='/i'/><target dir='/x'/>",
+    ));
+    fails(
+        &fs(
+            "mount",
+            "<driver type='loop'/><source dir='/i'/><target dir='/x'/>",
+        ),
+        "takes no <driver>",
+    );
+    let two = |a: &str, b: &str| {
+        devices(&format!(
+            "<filesystem><source dir='/a'/><target dir='{a}'/></filesystem>\
+             <filesystem><source dir='/b'/><target dir='{b}'/></filesystem>"
+        ))
+    };
+    fails(&two("/", "/"), "more than one filesystem has target '/'");
+    fails(
+        &two("/x", "/x/"),
+        "filesystem target '/x' appears more than once",
+    );
+    fails(
+        &devices(
+            "<filesystem accessmode='mapped'><source dir='/a'/><target dir='/x'/></filesystem>",
+        ),
+        "accessmode 'mapped'",
+    );
+    // type defaults to mount, ram sizes are written in KiB.
+    let d = ok(&devices(
+        "<filesystem><source dir='/a'/><target dir='/'/></filesystem>\
+         <filesystem type='ram'><source usage='1' units='GiB'/><target dir='/tmp'/></filesystem>",
+    ));
+    assert!(d.root_filesystem().is_some());
+    assert!(d.to_xml().contains("<source usage='1048576' units='KiB'/>"));
+}
+
+#[test]
+fn disks_are_checked() {
+    ok(&devices(
+        "<disk type='block' device='disk'><source dev='/dev/sdb'/><target dev='sdb'/></disk>",
+    ));
+    fails(
+        &devices("<disk type='file'><source file='/i'/><target dev='vdb'/></disk>"),
+        "disk type 'file' is not supported in a lxc domain",
+    );
+    fails(
+        &devices("<disk type='block' device='cdrom'><target dev='hdc'/></disk>"),
+        "device 'cdrom'",
+    );
+    fails(
+        &devices("<disk type='block'><source dev='/dev/sdb'/><target dev='sd b'/></disk>"),
+        "not a disk device name",
+    );
+    fails(
+        &devices(
+            "<disk type='block'><source dev='/dev/sdb'/><target dev='sdb'/></disk>\
+             <disk type='block'><source dev='/dev/sdc'/><target dev='sdb'/></disk>",
+        ),
+        "disk target 'sdb' appears more than once",
+    );
+    fails(
+        &devices("<disk type='block'><target dev='sdb'/></disk>"),
+        "missing <source>",
+    );
+}
+
+#[test]
+fn interfaces_are_checked() {
+    let net = |inner: &str| {
+        devices(&format!(
+            "<interface type='network'><source network='default'/>{inner}</interface>"
+        ))
+    };
+    let d = ok(&net(
+        "<mac address='52:54:00:AA:BB:CC'/><ip address='fd00::1' prefix='64'/><route address='::' prefix='0' gateway='fd00::fe'/>",
+    ));
+    let i = &d.devices.interfaces[0];
+    assert_eq!(i.mac.unwrap().to_string(), "52:54:00:aa:bb:cc");
+    fails(&net("<mac address='01:00:5e:00:00:01'/>"), "multicast");
+    fails(&net("<mac address='52:54:00'/>"), "not a MAC address");
+    fails(&net("<ip address='10.0.0.300'/>"), "not an IP address");
+    fails(&net("<ip address='10.0.0.3' prefix='33'/>"), "out of range");
+    fails(&net("<ip address='fd00::3' prefix='129'/>"), "out of range");
+    fails(
+        &net("<ip address='10.0.0.3' family='ipv6'/>"),
+        "does not match",
+    );
+    fails(
+        &net("<ip address='10.0.0.3' peer='fd00::1'/>"),
+        "same family",
+    );
+    fails(
+        &net("<route address='10.0.0.0' prefix='8'/>"),
+        "missing attribute 'gateway'",
+    );
+    fails(
+        &net("<route address='10.0.0.0' gateway='fd00::1'/>"),
+        "same family",
+    );
+    fails(&net("<guest dev='a/b'/>"), "contains '/'");
+    fails(
+        &net("<target dev='averyveryverylongname'/>"),
+        "longer than 15",
+    );
+    fails(
+        &net("<model type='virtio'/>"),
+        "not supported in a lxc domain",
+    );
+    fails(&devices("<interface type='network'/>"), "missing <source>");
+    fails(
+        &devices("<interface type='user'/>"),
+        "interface type 'user'",
+    );
+    fails(
+        &devices("<interface type='ethernet'><source dev='x'/></interface>"),
+        "takes no <source>",
+    );
+    fails(
+        &devices("<interface type='direct'><source dev='eth0' mode='tap'/></interface>"),
+        "mode 'tap'",
+    );
+    let d = ok(&devices(
+        "<interface type='direct'><source dev='eth0'/></interface>",
+    ));
+    assert!(d.to_xml().contains("<source dev='eth0' mode='vepa'/>"));
+}
+
+#[test]
+fn hostdevs_are_checked() {
+    let usb = |inner: &str| {
+        devices(&format!(
+            "<hostdev mode='subsystem' type='usb'><source>{inner}</source></hostdev>"
+        ))
+    };
+    let d = ok(&usb("<vendor id='0x1d6B'/><product id='2'/>"));
+    assert!(d.to_xml().contains("<vendor id='0x1d6b'/>\n"));
+    assert!(d.to_xml().contains("<product id='0x0002'/>\n"));
+    ok(&usb("<address bus='0x1' device='3'/>"));
+    fails(&usb(""), "missing the USB device");
+    fails(
+        &usb("<vendor id='0x1d6b'/>"),
+        "missing <vendor> or <product>",
+    );
+    fails(
+        &usb("<vendor id='0x10000'/><product id='1'/>"),
+        "not a number up to 0xffff",
+    );
+    fails(
+        &devices("<hostdev mode='subsystem' type='pci'><source/></hostdev>"),
+        "mode 'subsystem' type 'pci'",
+    );
+    fails(
+        &devices(
+            "<hostdev mode='capabilities' type='storage'><source><char>/dev/x</char></source></hostdev>",
+        ),
+        "unknown element <char>",
+    );
+    fails(
+        &devices(
+            "<hostdev mode='capabilities' type='net'><source><interface>a b</interface></source></hostdev>",
+        ),
+        "interface name contains",
+    );
+}
+
+#[test]
+fn consoles_get_ports_in_order() {
+    let d = ok(&devices(
+        "<console type='pty'><target type='lxc' port='0'/></console>\
+         <console type='pty'><target port='1'/></console>",
+    )
+    .replace("    <console type='pty'/>\n", ""));
+    let ports: Vec<u32> = d.devices.consoles.iter().map(|c| c.port).collect();
+    assert_eq!(ports, vec![0, 1]);
+    let d = ok(&devices("<console><target port='0'/></console><console/>"));
+    let ports: Vec<u32> = d.devices.consoles.iter().map(|c| c.port).collect();
+    assert_eq!(ports, vec![1, 0, 2]);
+    fails(
+        &devices(
+            "<console type='pty'><target port='0'/></console><console><target port='0'/></console>",
+        ),
+        "port 0 appears more than once",
+    );
+    fails(&devices("<console type='file'/>"), "console type 'file'");
+    fails(
+        &devices("<console><target type='serial'/></console>"),
+        "does not fit a lxc domain",
+    );
+    fails(
+        &devices("<serial type='pty'/>"),
+        "not supported in a lxc domain",
+    );
+}
+
+#[test]
+fn seclabels_are_checked() {
+    let sec = |s: &str| root(&format!("  {s}"));
+    let d = ok(&sec("<seclabel/>"));
+    let s = d.seclabel.as_ref().unwrap();
+    assert_eq!(s.label_type, SecLabelType::Dynamic);
+    assert!(s.relabel);
+    assert!(
+        d.to_xml()
+            .contains("<seclabel type='dynamic' relabel='yes'/>")
+    );
+    fails(
+        &sec("<seclabel type='dynamic' relabel='no'/>"),
+        "must relabel",
+    );
+    fails(
+        &sec("<seclabel type='dynamic' model='none'/>"),
+        "needs a security model",
+    );
+    fails(
+        &sec("<seclabel type='static' model='selinux'/>"),
+        "missing <label>",
+    );
+    let d = ok(&sec(
+        "<seclabel type='static'><label>u:r:t:s0</label></seclabel>",
+    ));
+    assert!(!d.seclabel.as_ref().unwrap().relabel);
+    fails(
+        &sec("<seclabel type='none' relabel='yes'/>"),
+        "cannot relabel",
+    );
+    fails(
+        &sec("<seclabel type='none'><label>u:r:t:s0</label></seclabel>"),
+        "takes no labels",
+    );
+    fails(&sec("<seclabel model='apparmor'/>"), "model 'apparmor'");
+    fails(&sec("<seclabel type='sometimes'/>"), "type 'sometimes'");
+    fails(
+        &sec("<seclabel><baselabel>not a label</baselabel></seclabel>"),
+        "not a security context",
+    );
+    fails(
+        &sec(
+            "<seclabel type='static'><baselabel>u:r:t</baselabel><label>u:r:t:s0</label></seclabel>",
+        ),
+        "dynamic labels only",
+    );
+    fails(&sec("<seclabel/><seclabel/>"), "more than once");
+}
+
+#[test]
+fn live_labels_stay_out_of_the_persistent_definition() {
+    let doc = root(
+        "  <seclabel type='dynamic' model='selinux' relabel='yes'>\
+         <label>system_u:system_r:svirt_lxc_net_t:s0:c1,c2</label>\
+         <imagelabel>system_u:object_r:svirt_sandbox_file_t:s0:c1,c2</imagelabel>\
+         </seclabel>",
+    );
+    let d = ok(&doc);
+    let s = d.seclabel.as_ref().unwrap();
+    assert_eq!(s.label, None);
+    assert_eq!(
+        s.live.label.as_deref(),
+        Some("system_u:system_r:svirt_lxc_net_t:s0:c1,c2")
+    );
+    assert!(!d.to_xml().contains("<label>"));
+    assert!(!d.to_xml().contains("imagelabel"));
+    let live = d.to_live_xml();
+    assert!(live.contains("<label>system_u:system_r:svirt_lxc_net_t:s0:c1,c2</label>"));
+    assert!(live.contains("<imagelabel>"));
+    assert_eq!(DomainDef::from_xml(&live).unwrap(), d);
+    assert_fixed_point(&d);
+
+    let mut d = d.persistent();
+    assert!(d.seclabel.as_ref().unwrap().live.is_empty());
+    d.set_live_labels(Some("a:b:c:s0:c3,c4".into()), Some("a:b:d:s0:c3,c4".into()));
+    assert_eq!(DomainDef::from_xml(&d.to_live_xml()).unwrap(), d);
+    d.clear_live_labels();
+    assert!(!d.to_live_xml().contains("c3,c4"));
+}
+
+#[test]
+fn lxc_namespace_is_checked() {
+    const NS: &str = "xmlns:lxc='http://libvirt.org/schemas/domain/lxc/1.0'";
+    let with = |inner: &str| {
+        root(&format!("  <lxc:namespace>{inner}</lxc:namespace>"))
+            .replace("<domain type='lxc'>", &format!("<domain type='lxc' {NS}>"))
+    };
+    let d = ok(&with("<lxc:shareuts type='name' value='other'/>"));
+    assert!(d.to_xml().starts_with(&format!("<domain type='lxc' {NS}>")));
+    fails(
+        &with("<lxc:shareipc type='netns' value='red'/>"),
+        "applies to lxc:sharenet only",
+    );
+    fails(
+        &with("<lxc:sharepid type='pid' value='1'/>"),
+        "unknown element <lxc:sharepid>",
+    );
+    fails(
+        &with("<lxc:sharenet type='pid' value='0'/>"),
+        "not a process id",
+    );
+    fails(
+        &with("<lxc:sharenet type='pid' value='x'/>"),
+        "not a process id",
+    );
+    fails(
+        &with("<lxc:sharenet type='name' value='a/b'/>"),
+        "not a domain name",
+    );
+    fails(
+        &with("<lxc:sharenet type='name' value='a'/><lxc:sharenet type='name' value='b'/>"),
+        "more than once",
+    );
+    fails(
+        &with("<shareuts type='name' value='a'/>"),
+        "unknown element <shareuts>",
+    );
+    fails(
+        &root(&format!("  <lxc:other {NS}/>")),
+        "in namespace 'http://libvirt.org/schemas/domain/lxc/1.0'",
+    );
+    // No xmlns:lxc on output without <lxc:namespace>.
+    let d = ok(&BASE.replace("<domain type='lxc'>", &format!("<domain type='lxc' {NS}>")));
+    assert!(!d.to_xml().contains("xmlns"));
+}
+
+#[test]
+fn unknown_and_foreign_content_is_refused() {
+    let e = fails(&root("  <bootloader/>"), "unknown element <bootloader>");
+    assert!(matches!(e, DomainError::UnknownElement { .. }));
+    assert_eq!(e.pos().unwrap().line, 11);
+    let e = fails(
+        &BASE.replace("<name>", "<name lang='en'>"),
+        "unknown attribute 'lang'",
+    );
+    assert!(matches!(e, DomainError::UnknownAttribute { .. }));
+    fails(
+        &BASE
+            .replace("<domain type='lxc'>", "<domain type='lxc' xmlns:x='urn:x'>")
+            .replace("</domain>", "<x:extra/></domain>"),
+        "elements of other namespaces belong inside <metadata>",
+    );
+    fails(
+        &BASE.replace(
+            "<domain type='lxc'>",
+            "<domain type='lxc' xmlns:x='urn:x' x:a='1'>",
+        ),
+        "unknown attribute 'x:a'",
+    );
+    fails(&root("  stray text"), "unexpected text 'stray text'");
+    fails(
+        &BASE.replace("<name>t</name>", "<name>t<b/></name>"),
+        "unknown element <b>",
+    );
+    fails(
+        &root("  <title>a</title><title>b</title>"),
+        "more than once",
+    );
+    fails(&root("  <title>two\nlines</title>"), "more than one line");
+    fails(
+        &root("  <description>bell &#7;</description>"),
+        "control character",
+    );
+}
+
+#[test]
+fn metadata_is_kept_verbatim_and_must_stand_alone() {
+    let content = "<a:x xmlns:a='urn:a' a:k=\"v\">1 &amp; 2<!-- c --></a:x>";
+    let d = ok(&root(&format!("  <metadata>{content}</metadata>")));
+    assert_eq!(d.metadata.as_ref().unwrap().as_str(), content);
+    assert!(
+        d.to_xml()
+            .contains(&format!("<metadata>{content}</metadata>"))
+    );
+    assert_fixed_point(&d);
+    assert_eq!(ok(&root("  <metadata>  </metadata>")).metadata, None);
+    fails(
+        &root("  <metadata><plain/></metadata>"),
+        "is in no namespace",
+    );
+    fails(&root("  <metadata>text</metadata>"), "unexpected text");
+    fails(
+        &BASE
+            .replace("<domain type='lxc'>", "<domain type='lxc' xmlns:a='urn:a'>")
+            .replace("</domain>", "<metadata><a:x/></metadata></domain>"),
+        "prefix 'a' is declared outside <metadata>",
+    );
+}
+
+// ---- kvm ----
+
+const KVM: &str = "<domain type='kvm'>
+  <name>vm</name>
+  <memory unit='GiB'>1</memory>
+  <os>
+    <type>hvm</type>
+  </os>
+</domain>
+";
+
+#[test]
+fn kvm_domains_are_stored_and_checked() {
+    let d = ok(KVM);
+    assert_eq!(d.domain_type, DomainType::Kvm);
+    assert_eq!(d.domain_type.as_str(), "kvm");
+    assert!(d.exe_os().is_none());
+    assert_fixed_point(&d);
+    assert_eq!(
+        ok(&KVM.replace("'kvm'", "'qemu'")).domain_type,
+        DomainType::Qemu
+    );
+    let kroot = |extra: &str| KVM.replace("</domain>", &format!("{extra}\n</domain>"));
+    let kdev = |extra: &str| kroot(&format!("<devices>{extra}</devices>"));
+    fails(&KVM.replace("hvm", "exe"), "cannot run OS type 'exe'");
+    fails(
+        &KVM.replace(
+            "<type>hvm</type>",
+            "<type>hvm</type><init>/sbin/init</init>",
+        ),
+        "applies to lxc domains only",
+    );
+    fails(
+        &KVM.replace("<type>hvm</type>", "<type>hvm</type><boot dev='floppy'/>"),
+        "boot device 'floppy'",
+    );
+    fails(
+        &KVM.replace(
+            "<type>hvm</type>",
+            "<type>hvm</type><boot dev='hd'/><boot dev='hd'/>",
+        ),
+        "more than once",
+    );
+    fails(&kroot("<idmap/>"), "not supported in a kvm domain");
+    fails(&kroot("<cputune/>"), "not supported in a kvm domain");
+    fails(
+        &kroot("<features><privnet/></features>"),
+        "not supported in a kvm domain",
+    );
+    fails(&kdev("<filesystem/>"), "not supported in a kvm domain");
+    fails(&kdev("<hostdev/>"), "not supported in a kvm domain");
+    fails(
+        &kdev("<console><target type='lxc'/></console>"),
+        "does not fit a kvm domain",
+    );
+    fails(
+        &kdev("<disk type='file'><target dev='vda'/></disk>"),
+        "missing <source>",
+    );
+    fails(
+        &kdev("<disk type='network'><target dev='vda'/></disk>"),
+        "disk type 'network'",
+    );
+    fails(
+        &kdev("<interface type='network'><source network='n'/><guest dev='e'/></interface>"),
+        "not supported in a kvm domain",
+    );
+    fails(
+        &kdev(
+            "<disk type='file'><driver name='qemu' type='vhd'/><source file='/i'/><target dev='vda'/></disk>",
+        ),
+        "type 'vhd'",
+    );
+    fails(
+        &kroot("<lxc:namespace xmlns:lxc='http://libvirt.org/schemas/domain/lxc/1.0'/>"),
+        "not supported in a kvm domain",
+    );
+    let d = ok(&kdev(
+        "<disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><readonly/></disk>\
+         <serial/><console><target type='virtio'/></console>",
+    ));
+    assert_eq!(d.devices.disks[0].source, DiskSource::File(None));
+    assert_eq!(d.devices.serials, vec![Serial { port: 0 }]);
+    assert_fixed_point(&d);
+}
+
+// ---- hostile input ----
+
+#[test]
+fn hostile_input_is_refused_without_panicking() {
+    let cases: Vec<Vec<u8>> = vec![
+        b"<!DOCTYPE domain [<!ENTITY x 'y'>]><domain type='lxc'/>".to_vec(),
+        b"<domain type='lxc'><name>&x;</name></domain>".to_vec(),
+        b"<domain type='lxc'><name>\xff</name></domain>".to_vec(),
+        format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000)).into_bytes(),
+        root(&format!(
+            "<metadata><m:x xmlns:m='u'>{}</m:x></metadata>",
+            "<m:y>".repeat(100)
+        ))
+        .into_bytes(),
+        format!(
+            "<domain type='lxc'>{}</domain>",
+            "x".repeat(MAX_DOCUMENT_BYTES)
+        )
+        .into_bytes(),
+        Vec::new(),
+        b"\0\0\0".to_vec(),
+        b"<domain".to_vec(),
+        b"<?xml version='1.0' encoding='UTF-16'?><domain/>".to_vec(),
+    ];
+    for c in &cases {
+        assert!(DomainDef::from_bytes(c).is_err());
+    }
+    assert!(matches!(
+        DomainDef::from_bytes(&cases[0]),
+        Err(DomainError::Xml(XmlError::Doctype { .. }))
+    ));
+    assert!(matches!(
+        DomainDef::from_bytes(&cases[2]),
+        Err(DomainError::Xml(XmlError::InvalidUtf8 { .. }))
+    ));
+    // 10 MB of attributes: refused by size before any parsing.
+    let mut attrs = String::from("<domain type='lxc'");
+    let mut i = 0;
+    while attrs.len() < 10_000_000 {
+        attrs.push_str(&format!(" a{i}='{i}'"));
+        i += 1;
+    }
+    attrs.push_str("/>");
+    assert!(matches!(
+        DomainDef::from_xml(&attrs),
+        Err(DomainError::Xml(XmlError::TooLarge { .. }))
+    ));
+    // Many attributes on one element: refused as unknown.
+    let mut attrs = String::from("<domain type='lxc'><name");
+    for i in 0..2000 {
+        attrs.push_str(&format!(" a{i}='{i}'"));
+    }
+    attrs.push_str(">x</name></domain>");
+    assert!(matches!(
+        DomainDef::from_xml(&attrs),
+        Err(DomainError::UnknownAttribute { .. })
+    ));
+}
+
+/// The raw layer spends time quadratic in the number of attributes of one
+/// element (locating each attribute's position, and duplicate checks), so a
+/// 1 MiB document of attributes takes minutes in a debug build. Ignored
+/// until xml.rs caps attributes per element or scans linearly.
+#[test]
+#[ignore = "xml.rs is quadratic in attributes per element"]
+fn attribute_flood_near_the_size_limit_is_fast() {
+    let mut attrs = String::from("<domain type='lxc'><name");
+    let mut i = 0;
+    while attrs.len() < MAX_DOCUMENT_BYTES - 100 {
+        attrs.push_str(&format!(" a{i}='{i}'"));
+        i += 1;
+    }
+    attrs.push_str(">x</name></domain>");
+    let start = std::time::Instant::now();
+    assert!(DomainDef::from_xml(&attrs).is_err());
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn every_truncation_of_a_valid_document_is_handled() {
+    let text = std::fs::read_to_string(examples_dir().join("lxc-everything.xml")).unwrap();
+    for end in (0..text.len()).step_by(7) {
+        if let Some(prefix) = text.get(..end) {
+            let _ = DomainDef::from_xml(prefix);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_definitions_round_trip(def in arb_domain_def()) {
+        let text = def.to_xml();
+        let parsed = DomainDef::from_xml(&text);
+        prop_assert!(parsed.is_ok(), "{:?}\n{}", parsed.err(), text);
+        let parsed = parsed.unwrap();
+        prop_assert_eq!(&parsed, &def, "{}", text);
+        prop_assert_eq!(parsed.to_xml(), text);
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics(s in "\\PC{0,200}") {
+        let _ = DomainDef::from_xml(&s);
+        let _ = DomainDef::from_xml(&format!("<domain type='lxc'>{s}</domain>"));
+    }
+
+    #[test]
+    fn mutated_documents_never_panic(
+        def in arb_domain_def(),
+        at in any::<prop::sample::Index>(),
+        insert in "[<>&'\"/=a-z ]{0,3}",
+    ) {
+        let text = def.to_xml();
+        let i = at.index(text.len());
+        if text.is_char_boundary(i) {
+            let mutated = format!("{}{insert}{}", &text[..i], &text[i..]);
+            let _ = DomainDef::from_xml(&mutated);
         }
     }
 }
