@@ -58,14 +58,33 @@ pub struct TestBus {
     child: Child,
     pub address: String,
     _dir: tempfile::TempDir,
+    _policy_dir: Option<tempfile::TempDir>,
 }
 
 impl TestBus {
     pub fn start() -> Result<TestBus> {
+        Self::start_with_policy(&bus_policy_file())
+    }
+
+    /// A bus whose policy lets anyone call anything, as a misconfigured or
+    /// private bus would: lxvirtd's own caller check is all that is left.
+    pub fn start_open() -> Result<TestBus> {
+        let dir = shared_tempdir()?;
+        let policy = dir.path().join("open.conf");
+        fs::write(
+            &policy,
+            "<busconfig><policy context=\"default\"><allow own=\"*\"/><allow send_destination=\"*\"/></policy></busconfig>",
+        )?;
+        let mut bus = Self::start_with_policy(&policy)?;
+        bus._policy_dir = Some(dir);
+        Ok(bus)
+    }
+
+    fn start_with_policy(policy: &Path) -> Result<TestBus> {
         let dir = shared_tempdir()?;
         let socket = dir.path().join("bus");
         let config = dir.path().join("bus.conf");
-        fs::write(&config, bus_config(&socket, &bus_policy_file()))?;
+        fs::write(&config, bus_config(&socket, policy))?;
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .arg("--nofork")
@@ -86,6 +105,7 @@ impl TestBus {
             child,
             address,
             _dir: dir,
+            _policy_dir: None,
         })
     }
 
@@ -236,13 +256,13 @@ pub fn lxvirt(address: &str, args: &[&str]) -> Result<Output> {
 
 /// Runs a command as uid/gid 65534 (nobody) with no supplementary groups.
 pub fn as_nobody(program: &Path, args: &[&str]) -> Result<Output> {
-    Ok(Command::new("setpriv")
+    Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .context("cannot run setpriv (util-linux)")?)
+        .context("cannot run setpriv (util-linux)")
 }
 
 /// The example domain documents shipped in `xml-schemas/examples`.

@@ -1,6 +1,8 @@
 //! The D-Bus API of the real `lxvirtd` on a real `dbus-daemon` configured
 //! with lxvirt's policy file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use std::collections::HashMap;
 use std::fs;
 

@@ -61,9 +61,7 @@ impl Authorizer {
         let Ok(Some(user)) = User::from_uid(uid) else {
             return false;
         };
-        user.gid == group.gid
-            || group.mem.iter().any(|m| *m == user.name)
-            || in_group(&user, group.gid)
+        user.gid == group.gid || group.mem.contains(&user.name) || in_group(&user, group.gid)
     }
 }
 

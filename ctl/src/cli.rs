@@ -1,0 +1,83 @@
+//! The command-line grammar; also the source of completions and the man page.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Manage lxvirt domains: Linux containers (and KVM guests) defined by domain XML.
+///
+/// Exit status: 0 success; 1 the operation failed; 2 usage error; 3 cannot
+/// reach lxvirtd; 4 invalid domain XML; 5 no such domain; 6 permission denied;
+/// 7 operation not valid in the domain's current state.
+#[derive(Debug, Parser)]
+#[command(name = "lxvirt", version, propagate_version = true)]
+pub struct Cli {
+    /// D-Bus address of the bus lxvirtd is on (default: the system bus).
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        value_name = "ADDR",
+        env = "LXVIRT_BUS_ADDRESS"
+    )]
+    pub connect: Option<String>,
+
+    /// Output format of listing and info commands.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Define (or update) a persistent domain from an XML file ('-' reads stdin).
+    Define { file: PathBuf },
+    /// Remove a domain's persistent definition.
+    Undefine { domain: String },
+    /// Start a defined domain.
+    Start { domain: String },
+    /// List domains (running ones; --all for every defined domain).
+    List {
+        /// Include inactive domains.
+        #[arg(long, short = 'a')]
+        all: bool,
+    },
+    /// Show a domain's identity, state and settings.
+    Dominfo { domain: String },
+    /// Print a domain's XML.
+    Dumpxml {
+        domain: String,
+        /// The persistent definition rather than the live one.
+        #[arg(long)]
+        inactive: bool,
+        /// Include security-sensitive data.
+        #[arg(long)]
+        security_info: bool,
+    },
+    /// Check domain XML files offline, against the schema and lxvirt's rules.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Mark a domain to start when lxvirtd starts (or unmark it).
+    Autostart {
+        domain: String,
+        /// Remove the mark.
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Print what this host supports (XML).
+    Capabilities,
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
+}

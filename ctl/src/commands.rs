@@ -1,0 +1,352 @@
+//! The commands: each decodes its arguments, makes D-Bus calls through the
+//! daemon library's proxies, and prints.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use clap::CommandFactory;
+use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
+use lxvirtd::dbus::{BUS_NAME, DOMAIN_INTERFACE, MANAGER_PATH};
+use lxvirtd::domain::{DomainDef, schema, xml};
+use zbus::OwnedObjectPath;
+
+use crate::cli::{Cli, Command, Format};
+use crate::output::{self, DomainRow};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_CONNECT: u8 = 3;
+pub const EXIT_INVALID_XML: u8 = 4;
+pub const EXIT_NO_SUCH_DOMAIN: u8 = 5;
+pub const EXIT_ACCESS_DENIED: u8 = 6;
+pub const EXIT_INVALID_STATE: u8 = 7;
+
+/// A command that failed: one line for the user and the exit status.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub exit_code: u8,
+}
+
+impl Failure {
+    fn new(exit_code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            exit_code,
+        }
+    }
+}
+
+impl From<zbus::Error> for Failure {
+    fn from(error: zbus::Error) -> Failure {
+        match &error {
+            zbus::Error::MethodError(name, description, _) => {
+                let message = description.clone().unwrap_or_else(|| name.to_string());
+                let code = match name.as_str() {
+                    "org.lxvirt.lxvirt1.Error.NoSuchDomain" => EXIT_NO_SUCH_DOMAIN,
+                    "org.lxvirt.lxvirt1.Error.InvalidXml" => EXIT_INVALID_XML,
+                    "org.lxvirt.lxvirt1.Error.AccessDenied"
+                    | "org.freedesktop.DBus.Error.AccessDenied" => EXIT_ACCESS_DENIED,
+                    "org.lxvirt.lxvirt1.Error.InvalidState" => EXIT_INVALID_STATE,
+                    "org.freedesktop.DBus.Error.ServiceUnknown"
+                    | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                        return Failure::new(
+                            EXIT_CONNECT,
+                            "lxvirtd is not running on this bus; start it (lxvirtd, or systemctl start lxvirtd)",
+                        );
+                    }
+                    _ => EXIT_FAILURE,
+                };
+                Failure::new(code, message)
+            }
+            zbus::Error::FDO(fdo) => match fdo.as_ref() {
+                zbus::fdo::Error::AccessDenied(m) => Failure::new(EXIT_ACCESS_DENIED, m.clone()),
+                zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_) => {
+                    Failure::new(
+                        EXIT_CONNECT,
+                        "lxvirtd is not running on this bus; start it (lxvirtd, or systemctl start lxvirtd)",
+                    )
+                }
+                other => Failure::new(EXIT_FAILURE, other.to_string()),
+            },
+            _ => Failure::new(EXIT_FAILURE, error.to_string()),
+        }
+    }
+}
+
+impl From<zbus::fdo::Error> for Failure {
+    fn from(error: zbus::fdo::Error) -> Failure {
+        Failure::from(zbus::Error::from(error))
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        // Offline commands first: they need no bus.
+        Command::Validate { files } => return Ok(validate(&files)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "lxvirt", &mut std::io::stdout());
+            return Ok(EXIT_OK);
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+            print_bytes(&page)?;
+            return Ok(EXIT_OK);
+        }
+        _ => {}
+    }
+    let connection = connect(cli.connect.as_deref()).await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    match cli.command {
+        Command::Define { file } => {
+            let xml = read_input(&file)?;
+            let path = manager.define_xml(&xml).await?;
+            let name = domain(&connection, path).await?.name().await?;
+            println!("Domain '{name}' defined from {}", file.display());
+        }
+        Command::Undefine { domain: name } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            // Read the name first: the object is gone after the call.
+            let name = proxy.name().await?;
+            proxy.undefine().await?;
+            println!("Domain '{name}' has been undefined");
+        }
+        Command::Start { domain: name } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            proxy.start().await?;
+            println!("Domain '{}' started", proxy.name().await?);
+        }
+        Command::List { all } => {
+            let rows: Vec<DomainRow> = list(&connection)
+                .await?
+                .into_iter()
+                .filter(|r| all || r.is_active())
+                .collect();
+            match cli.output {
+                Format::Text => print!("{}", output::list_text(&rows)),
+                Format::Json => print_json(&rows)?,
+            }
+        }
+        Command::Dominfo { domain: name } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let row = row_of(&proxy).await?;
+            match cli.output {
+                Format::Text => print!("{}", output::info_text(&row)),
+                Format::Json => print_json(&row)?,
+            }
+        }
+        Command::Dumpxml {
+            domain: name,
+            inactive,
+            security_info,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let flags = u32::from(security_info) | (u32::from(inactive) << 1);
+            print!("{}", proxy.get_xml(flags).await?);
+        }
+        Command::Autostart {
+            domain: name,
+            disable,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            proxy.set_autostart(!disable).await?;
+            let name = proxy.name().await?;
+            if disable {
+                println!("Domain '{name}' unmarked as autostarted");
+            } else {
+                println!("Domain '{name}' marked as autostarted");
+            }
+        }
+        Command::Capabilities => print!("{}", manager.get_capabilities().await?),
+        Command::Validate { .. } | Command::Completions { .. } | Command::Man => {}
+    }
+    Ok(EXIT_OK)
+}
+
+async fn connect(address: Option<&str>) -> Result<zbus::Connection> {
+    let (builder, what) = match address {
+        Some(address) => (
+            zbus::connection::Builder::address(address),
+            format!("bus {address}"),
+        ),
+        None => (
+            zbus::connection::Builder::system(),
+            "the system bus".to_owned(),
+        ),
+    };
+    builder.build().await.map_err(|e| {
+        Failure::new(
+            EXIT_CONNECT,
+            format!("cannot connect to {what}: {e}; is dbus-daemon running? (--connect ADDR or LXVIRT_BUS_ADDRESS choose another bus)"),
+        )
+    })
+}
+
+async fn domain(
+    connection: &zbus::Connection,
+    path: OwnedObjectPath,
+) -> Result<DomainProxy<'static>> {
+    Ok(DomainProxy::builder(connection).path(path).build().await?)
+}
+
+/// Finds a domain by name, or by uuid when no domain has that name.
+async fn lookup(
+    connection: &zbus::Connection,
+    manager: &ManagerProxy<'_>,
+    name_or_uuid: &str,
+) -> Result<DomainProxy<'static>> {
+    let path = match manager.lookup_by_name(name_or_uuid).await {
+        Ok(path) => path,
+        Err(by_name) => {
+            if uuid::Uuid::parse_str(name_or_uuid).is_err() {
+                return Err(by_name.into());
+            }
+            manager.lookup_by_uuid(name_or_uuid).await?
+        }
+    };
+    domain(connection, path).await
+}
+
+async fn row_of(proxy: &DomainProxy<'_>) -> Result<DomainRow> {
+    Ok(DomainRow {
+        name: proxy.name().await?,
+        uuid: proxy.uuid().await?,
+        domain_type: proxy.type_().await?,
+        state: proxy.state().await?,
+        state_reason: proxy.state_reason().await?,
+        persistent: proxy.persistent().await?,
+        autostart: proxy.autostart().await?,
+    })
+}
+
+/// Every domain with its summary, in one round trip (GetManagedObjects).
+async fn list(connection: &zbus::Connection) -> Result<Vec<DomainRow>> {
+    let object_manager = zbus::fdo::ObjectManagerProxy::builder(connection)
+        .destination(BUS_NAME)
+        .path(MANAGER_PATH)
+        .build()
+        .await?;
+    let objects = object_manager.get_managed_objects().await?;
+    let mut rows: Vec<DomainRow> = objects
+        .values()
+        .filter_map(|interfaces| interfaces.get(DOMAIN_INTERFACE))
+        .map(row_from_properties)
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+fn row_from_properties(props: &HashMap<String, zbus::OwnedVariant>) -> DomainRow {
+    let string = |key: &str| {
+        props
+            .get(key)
+            .and_then(|v| String::try_from(v.clone()).ok())
+            .unwrap_or_default()
+    };
+    let boolean = |key: &str| {
+        props
+            .get(key)
+            .and_then(|v| bool::try_from(v.clone()).ok())
+            .unwrap_or_default()
+    };
+    DomainRow {
+        name: string("Name"),
+        uuid: string("UUID"),
+        domain_type: string("Type"),
+        state: string("State"),
+        state_reason: string("StateReason"),
+        persistent: boolean("Persistent"),
+        autostart: boolean("Autostart"),
+    }
+}
+
+fn read_input(file: &Path) -> Result<String> {
+    let mut bytes = Vec::new();
+    let read = if file == Path::new("-") {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
+    };
+    read.map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot read {}: {e}", file.display())))?;
+    String::from_utf8(bytes).map_err(|e| {
+        Failure::new(
+            EXIT_INVALID_XML,
+            format!(
+                "{}: not UTF-8 (byte {})",
+                file.display(),
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Validates each file offline; prints one line per problem.
+fn validate(files: &[std::path::PathBuf]) -> u8 {
+    let mut failed = false;
+    for file in files {
+        let problems = match std::fs::read(file) {
+            Ok(bytes) => problems_of(&bytes),
+            Err(e) => vec![format!("cannot read: {e}")],
+        };
+        if problems.is_empty() {
+            println!("{}: valid", file.display());
+        } else {
+            failed = true;
+            for problem in problems {
+                println!("{}:{problem}", file.display());
+            }
+        }
+    }
+    if failed { EXIT_INVALID_XML } else { EXIT_OK }
+}
+
+/// Schema violations and semantic errors of a document, each starting with
+/// `LINE:COL: ` where known.
+fn problems_of(bytes: &[u8]) -> Vec<String> {
+    let root = match xml::parse_bytes(bytes) {
+        Ok(root) => root,
+        Err(e) => return vec![with_pos(e.pos(), &e.to_string())],
+    };
+    if let Err(errors) = schema::validate(&root) {
+        return errors
+            .violations
+            .iter()
+            .map(|v| match v.pos {
+                Some(pos) => format!("{pos}: {}: {}", v.path, v.message),
+                None => format!(" {}: {}", v.path, v.message),
+            })
+            .collect();
+    }
+    let text = std::str::from_utf8(bytes).unwrap_or_default();
+    match DomainDef::from_element(&root, text) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![with_pos(e.pos(), &e.to_string())],
+    }
+}
+
+/// Messages of the model already start with the position; others get a space.
+fn with_pos(pos: Option<xml::Pos>, message: &str) -> String {
+    match pos {
+        Some(_) => message.to_owned(),
+        None => format!(" {message}"),
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn print_bytes(bytes: &[u8]) -> Result<()> {
+    std::io::stdout()
+        .write_all(bytes)
+        .map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))
+}

@@ -1,0 +1,167 @@
+//! The `lxvirt` CLI against a real daemon, and its offline commands.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::fs;
+
+use lxvirt_tests::{TestBus, TestDaemon, example_files, lxvirt, repo_root, shared_tempdir};
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn define_list_info_dumpxml_autostart_undefine() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let a = bus.address.as_str();
+    for file in example_files() {
+        let out = lxvirt(a, &["define", file.to_str().unwrap()]).unwrap();
+        assert!(out.status.success(), "{}: {:?}", file.display(), text(&out));
+    }
+    let out = lxvirt(a, &["list", "--all"]).unwrap();
+    let (stdout, _) = text(&out);
+    assert!(stdout.lines().next().unwrap().contains("Name"));
+    for name in ["app-shell", "sys1", "everything", "vm-direct"] {
+        assert!(stdout.contains(name), "{name} missing from\n{stdout}");
+    }
+    // Without --all only active domains are listed: none yet.
+    let (stdout, _) = text(&lxvirt(a, &["list"]).unwrap());
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+
+    let out = lxvirt(a, &["--output", "json", "list", "--all"]).unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), example_files().len());
+    assert_eq!(rows[0]["state"], "shutoff");
+
+    let out = lxvirt(a, &["-o", "json", "dominfo", "sys1"]).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["name"], "sys1");
+    assert_eq!(info["type"], "lxc");
+    // By uuid too.
+    let uuid = info["uuid"].as_str().unwrap().to_owned();
+    let (stdout, _) = text(&lxvirt(a, &["dominfo", &uuid]).unwrap());
+    assert!(stdout.contains("sys1"), "{stdout}");
+
+    let out = lxvirt(a, &["dumpxml", "sys1"]).unwrap();
+    let dumped = root.path().join("sys1.xml");
+    fs::write(&dumped, &out.stdout).unwrap();
+    let out = lxvirt(a, &["define", dumped.to_str().unwrap()]).unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        lxvirt(a, &["dumpxml", "sys1"]).unwrap().stdout,
+        fs::read(&dumped).unwrap()
+    );
+
+    let out = lxvirt(a, &["autostart", "sys1"]).unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let info: serde_json::Value = serde_json::from_slice(
+        &lxvirt(a, &["-o", "json", "dominfo", "sys1"])
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(info["autostart"], true);
+    assert!(
+        lxvirt(a, &["autostart", "--disable", "sys1"])
+            .unwrap()
+            .status
+            .success()
+    );
+
+    let out = lxvirt(a, &["start", "vm-direct"]).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("kvm driver is not available"),
+        "{:?}",
+        text(&out)
+    );
+
+    let out = lxvirt(a, &["undefine", "sys1"]).unwrap();
+    assert!(out.status.success());
+    let out = lxvirt(a, &["dominfo", "sys1"]).unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let (_, stderr) = text(&out);
+    assert_eq!(stderr.lines().count(), 1, "one-line errors: {stderr}");
+
+    let out = lxvirt(a, &["capabilities"]).unwrap();
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("<cgroups layout="), "{stdout}");
+    assert!(stdout.contains("model='selinux'"), "{stdout}");
+}
+
+#[test]
+fn validate_names_file_line_and_problem() {
+    let dir = shared_tempdir().unwrap();
+    let broken = dir.path().join("broken.xml");
+    fs::write(
+        &broken,
+        "<domain type='lxc'>\n  <name>b</name>\n  <memory>1024</memory>\n  <os>\n    <type>exe</type>\n  </os>\n</domain>\n",
+    )
+    .unwrap();
+    let good = repo_root().join("xml-schemas/examples/lxc-app-hostroot.xml");
+    // No daemon or bus needed: point at a bus that does not exist.
+    let out = lxvirt(
+        "unix:path=/nonexistent",
+        &["validate", good.to_str().unwrap(), broken.to_str().unwrap()],
+    )
+    .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(&format!("{}: valid", good.display())),
+        "{stdout}"
+    );
+    let expected = format!("{}:4:", broken.display());
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&expected) && l.contains("init")),
+        "{stdout}"
+    );
+
+    // Semantic errors (not expressible in the schema) are found too.
+    fs::write(
+        &broken,
+        fs::read_to_string(repo_root().join("xml-schemas/examples/lxc-system-rootdir.xml"))
+            .unwrap()
+            .replace("<uid start='0'", "<uid start='5'"),
+    )
+    .unwrap();
+    let out = lxvirt(
+        "unix:path=/nonexistent",
+        &["validate", broken.to_str().unwrap()],
+    )
+    .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{:?}", text(&out));
+
+    for file in example_files() {
+        let out = lxvirt(
+            "unix:path=/nonexistent",
+            &["validate", file.to_str().unwrap()],
+        )
+        .unwrap();
+        assert!(out.status.success(), "{:?}", text(&out));
+    }
+}
+
+#[test]
+fn unreachable_bus_is_exit_3_with_advice() {
+    let out = lxvirt("unix:path=/nonexistent/bus", &["list"]).unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).1.contains("cannot connect"), "{:?}", text(&out));
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let out = lxvirt("unix:path=/nonexistent", &["completions", "bash"]).unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dumpxml"));
+    let out = lxvirt("unix:path=/nonexistent", &["man"]).unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH lxvirt"));
+}
