@@ -7,8 +7,10 @@
 //! - [`host`]: what the host supports.
 //! - [`daemon`]: wiring it all together; `lxvirtd`'s main is a thin shell.
 
+pub mod cgroup;
 pub mod core;
 pub mod daemon;
 pub mod dbus;
 pub mod domain;
 pub mod host;
+pub mod lxc;

@@ -1,0 +1,185 @@
+//! The launch spec: everything the per-container monitor needs to build a
+//! container, resolved by the daemon from the domain definition and the
+//! host (device numbers, capability sets, cgroup paths).
+//!
+//! The daemon writes it as JSON for the monitor; the monitor never parses
+//! domain XML, so it stays small and its input is already checked.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::cgroup::CgroupSpec;
+
+/// Format version of [`ContainerSpec`]; a monitor refuses other versions.
+pub const SPEC_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub version: u32,
+    pub name: String,
+    pub uuid: Uuid,
+    /// The domain name filtered to `[A-Za-z0-9-]`.
+    pub hostname: String,
+    pub namespaces: Namespaces,
+    pub root: RootFs,
+    /// Mounts inside the container, in order, after the root.
+    pub mounts: Vec<MountSpec>,
+    /// Device nodes to create in the private /dev (disks, hostdevs).
+    pub devices: Vec<DeviceNode>,
+    pub init: InitSpec,
+    /// Capabilities kept in the bounding set (kernel numbers); all others
+    /// are dropped before init runs.
+    pub capabilities: Vec<u8>,
+    /// Set `no_new_privs` before exec.
+    pub no_new_privs: bool,
+    /// Paths inside the container hidden from it (an empty read-only file
+    /// or directory is mounted over them).
+    pub masked_paths: Vec<PathBuf>,
+    /// Paths inside the container remounted read-only.
+    pub readonly_paths: Vec<PathBuf>,
+    /// Number of consoles; console 0 is init's stdio and /dev/console,
+    /// console N>0 is /dev/ttyN.
+    pub consoles: u32,
+    pub cgroup: CgroupSpec,
+    /// SELinux labels, when a security driver confines the container.
+    pub security: Option<SecuritySpec>,
+    /// Directory for the monitor's per-container files (socket, exit
+    /// record, staging mount point).
+    pub run_dir: PathBuf,
+}
+
+/// Which namespaces the container gets. Mount, UTS, IPC, PID and cgroup
+/// namespaces are always new unless shared here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub net: NsChoice,
+    pub ipc: NsChoice,
+    pub uts: NsChoice,
+    /// A user namespace with these mappings, or none (host ids).
+    pub user: Option<IdMapping>,
+}
+
+/// A namespace: a new one, the host's, or another process's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NsChoice {
+    New,
+    Host,
+    /// A bind-mounted namespace file, such as `/run/netns/red`.
+    Path(PathBuf),
+    /// The namespace of a running process (another domain's init).
+    Pid(i32),
+}
+
+/// uid and gid maps as written to `/proc/PID/{uid,gid}_map`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    /// (inside, outside, count)
+    pub uid: Vec<(u32, u32, u32)>,
+    pub gid: Vec<(u32, u32, u32)>,
+}
+
+impl IdMapping {
+    /// The host uid that root inside maps to.
+    pub fn root_uid(&self) -> Option<u32> {
+        self.uid.iter().find(|(inside, _, _)| *inside == 0).map(|e| e.1)
+    }
+
+    /// The host gid that root inside maps to.
+    pub fn root_gid(&self) -> Option<u32> {
+        self.gid.iter().find(|(inside, _, _)| *inside == 0).map(|e| e.1)
+    }
+}
+
+/// Where the container's `/` comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootFs {
+    /// The host's root, shared (libvirt's default without a `/` filesystem).
+    Host,
+    /// A host directory.
+    Dir { path: PathBuf, readonly: bool },
+    /// A host block device with a filesystem.
+    Block { dev: PathBuf, readonly: bool },
+    /// A raw image file, attached through a loop device.
+    File { path: PathBuf, readonly: bool },
+}
+
+/// A mount inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub source: MountSource,
+    /// Absolute path inside the container.
+    pub target: PathBuf,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountSource {
+    /// Bind a host directory.
+    HostDir(PathBuf),
+    /// Bind a directory of the container's own tree.
+    ContainerDir(PathBuf),
+    /// A tmpfs of this many bytes.
+    Tmpfs { size: u64 },
+    /// A host block device with a filesystem.
+    Block(PathBuf),
+    /// A raw image file through a loop device.
+    File(PathBuf),
+}
+
+/// A device node in the container's /dev.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    /// Absolute path inside the container (under /dev).
+    pub path: PathBuf,
+    pub kind: DeviceKind,
+    pub major: u32,
+    pub minor: u32,
+    pub mode: u32,
+    /// The host node, bind-mounted where mknod is not allowed (user namespace).
+    pub host_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Char,
+    Block,
+}
+
+/// How init is run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitSpec {
+    /// Absolute path inside the container.
+    pub path: PathBuf,
+    /// argv, `path` first.
+    pub args: Vec<String>,
+    /// The complete environment, `KEY=value`.
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub user: Option<IdSpec>,
+    pub group: Option<IdSpec>,
+}
+
+/// A user or group: a name to look up in the container's files, or a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdSpec {
+    Name(String),
+    Id(u32),
+}
+
+/// SELinux labels applied by the monitor and the container setup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecuritySpec {
+    /// Set with `setexeccon` right before init is executed.
+    pub process_label: String,
+    /// `context=` of every tmpfs, devpts and image mount.
+    pub image_label: String,
+    /// Relabel the container's own root directory to `image_label`.
+    pub relabel_root: bool,
+}
