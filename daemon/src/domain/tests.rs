@@ -1140,3 +1140,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn many_repeated_elements_are_handled_in_linear_time() {
+    // One element a line: the raw layer's column computation is linear in
+    // the line length, so single-line documents are slower there.
+    let n = 12_000;
+    let many = |item: &dyn Fn(usize) -> String| (0..n).map(|i| item(i) + "\n").collect::<String>();
+    let docs = [
+        devices(&many(&|_| "<console/>".to_owned())),
+        devices(&many(&|i| {
+            format!("<filesystem><source dir='/a'/><target dir='/t{i}'/></filesystem>")
+        })),
+        devices(&many(&|i| {
+            format!("<disk type='block'><source dev='/d'/><target dev='vd{i}'/></disk>")
+        })),
+        os(&many(&|i| format!("<initenv name='E{i}'>v</initenv>"))),
+        root(&format!(
+            "<blkiotune>{}</blkiotune>",
+            many(&|i| format!("<device><path>/dev/d{i}</path></device>"))
+        )),
+    ];
+    for doc in docs {
+        assert!(doc.len() < MAX_DOCUMENT_BYTES);
+        let start = std::time::Instant::now();
+        let d = DomainDef::from_xml(&doc);
+        assert!(d.is_ok() || matches!(d, Err(DomainError::Invalid { .. })));
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
+}

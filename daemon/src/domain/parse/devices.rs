@@ -1,7 +1,8 @@
 //! `<devices>`.
 
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::super::def::*;
 use super::super::error::DomainError;
@@ -28,6 +29,8 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
         emulator: el.element("emulator").map(text_path).transpose()?,
         ..Devices::default()
     };
+    let mut fs_targets: HashSet<PathBuf> = HashSet::new();
+    let mut disk_targets: HashSet<String> = HashSet::new();
     let mut console_ports = PortAssigner::default();
     let mut serial_ports = PortAssigner::default();
     let mut consoles = Vec::new();
@@ -37,12 +40,12 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             "filesystem" => {
                 ctx.lxc_only(child)?;
                 let fs = parse_filesystem(child)?;
-                check_fs_target(&d.filesystems, &fs, child)?;
+                check_fs_target(&mut fs_targets, &fs, child)?;
                 d.filesystems.push(fs);
             }
             "disk" => {
                 let disk = parse_disk(ctx, child)?;
-                if d.disks.iter().any(|o| o.target_dev == disk.target_dev) {
+                if !disk_targets.insert(disk.target_dev.clone()) {
                     return Err(DomainError::duplicate(
                         child.pos,
                         "devices",
@@ -88,41 +91,39 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
 /// document order.
 #[derive(Default)]
 struct PortAssigner {
-    used: Vec<u32>,
+    used: BTreeSet<u32>,
+    /// No port below this is free.
+    next: u32,
 }
 
 impl PortAssigner {
     fn reserve(&mut self, el: &Element, port: Option<u32>) -> Result<()> {
-        if let Some(p) = port {
-            if self.used.contains(&p) {
-                return Err(DomainError::duplicate(
-                    el.pos,
-                    "devices",
-                    format!("<{}> port {p}", el.qname),
-                ));
-            }
-            self.used.push(p);
+        if let Some(p) = port
+            && !self.used.insert(p)
+        {
+            return Err(DomainError::duplicate(
+                el.pos,
+                "devices",
+                format!("<{}> port {p}", el.qname),
+            ));
         }
         Ok(())
     }
 
     fn assign(&mut self, port: Option<u32>) -> u32 {
-        match port {
-            Some(p) => p,
-            None => {
-                let mut p = 0;
-                while self.used.contains(&p) {
-                    p += 1;
-                }
-                self.used.push(p);
-                p
-            }
+        if let Some(p) = port {
+            return p;
         }
+        while self.used.contains(&self.next) {
+            self.next += 1;
+        }
+        self.used.insert(self.next);
+        self.next
     }
 }
 
-fn check_fs_target(existing: &[Filesystem], fs: &Filesystem, el: &Element) -> Result<()> {
-    if existing.iter().any(|o| o.target == fs.target) {
+fn check_fs_target(seen: &mut HashSet<PathBuf>, fs: &Filesystem, el: &Element) -> Result<()> {
+    if !seen.insert(fs.target.clone()) {
         let pos = el.element("target").map_or(el.pos, |t| t.pos);
         return Err(if fs.target == Path::new("/") {
             DomainError::invalid(

@@ -9,7 +9,7 @@ mod devices;
 mod helpers;
 mod security;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use uuid::Uuid;
 
@@ -497,6 +497,7 @@ fn parse_blkiotune(el: &Element) -> Result<BlkioTune> {
     check_children(el, &["weight"], &["device"])?;
     let weight = opt(el, "weight", blkio_weight)?;
     let mut devices: Vec<BlkioDevice> = Vec::new();
+    let mut paths = HashSet::new();
     for d in el.elements_named("device") {
         check_attrs(d, &[])?;
         check_children(
@@ -513,7 +514,7 @@ fn parse_blkiotune(el: &Element) -> Result<BlkioTune> {
         )?;
         let path_el = req_child(d, "path", "add <path>/dev/sda</path>")?;
         let path = text_path(path_el)?;
-        if devices.iter().any(|o| o.path == path) {
+        if !paths.insert(path.clone()) {
             return Err(DomainError::duplicate(
                 path_el.pos,
                 "blkiotune",
@@ -648,6 +649,7 @@ fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
             initargs.push(t);
         }
         let mut initenv: Vec<(String, String)> = Vec::new();
+        let mut env_names = HashSet::new();
         for e in el.elements_named("initenv") {
             check_attrs(e, &["name"])?;
             let n = req_attr(e, "name", "add name='VARIABLE'")?;
@@ -659,7 +661,7 @@ fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
                     "use letters, digits and '_', not starting with a digit",
                 ));
             }
-            if initenv.iter().any(|(k, _)| *k == n.value) {
+            if !env_names.insert(n.value.clone()) {
                 return Err(DomainError::duplicate(
                     e.pos,
                     "os",
