@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lxvirtd::cgroup::{CgroupError, CgroupSpec, Cgroups, ContainerCgroup, Controller, DeviceRule};
+use lxvirtd::cgroup::{
+    CgroupError, CgroupSpec, Cgroups, ContainerCgroup, Controller, DeviceRule, Hierarchies,
+};
 
 /// The layer over this host's hierarchies, or `None` (printed) when the
 /// test cannot run here.
@@ -281,6 +283,58 @@ fn a_create_the_kernel_refuses_leaves_nothing_behind() {
             dir.parent().unwrap().display()
         );
     }
+}
+
+/// The cgroup2 core (`cgroup.freeze`, `cgroup.events`, `cgroup.kill`)
+/// alone, as on a pure v2 host: on a hybrid host the v1 hierarchies are
+/// left out so the unified one does everything.
+#[test]
+fn cgroup2_core_freezes_kills_and_tracks_processes() {
+    let Some(host) = host_cgroups() else {
+        return;
+    };
+    let Some(unified) = host.hierarchies().unified.clone() else {
+        eprintln!("skipped: no cgroup2 mount");
+        return;
+    };
+    let cgroups = Cgroups::new(Hierarchies {
+        v1: Vec::new(),
+        unified: Some(unified),
+    });
+    let path = unique_path("v2core");
+    let mut guard = Cleanup::new(&cgroups, &path);
+    let cg = cgroups
+        .create(&CgroupSpec {
+            path: path.clone(),
+            ..CgroupSpec::default()
+        })
+        .unwrap();
+    assert!(!cg.devices_enforced());
+    assert_eq!(cg.paths().len(), 1);
+    let pid = guard.spawn_sleep();
+    cg.add_process(i32::try_from(pid).unwrap()).unwrap();
+    assert!(!cg.is_empty().unwrap());
+    cg.freeze().unwrap();
+    assert!(cg.is_frozen().unwrap());
+    eprintln!(
+        "cgroup2-frozen sleep: /proc/{pid}/stat state {}",
+        proc_state(pid)
+    );
+    cg.thaw().unwrap();
+    assert!(!cg.is_frozen().unwrap());
+    assert!(cg.stats().cpu_time_ns.is_some());
+    cg.kill_all().unwrap();
+    assert_eq!(guard.children[0].wait().unwrap().signal(), Some(9));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !cg.is_empty().unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "processes left after cgroup.kill"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cg.remove().unwrap();
+    assert!(!cg.paths()[0].exists());
 }
 
 /// Not a benchmark with a threshold: prints the cost of the three calls a
