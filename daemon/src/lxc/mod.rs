@@ -1,4 +1,6 @@
 //! The LXC driver: containers from domain definitions, each under a small
 //! per-container monitor process that survives daemon restarts.
 
+pub mod launch;
+pub mod setup;
 pub mod spec;
