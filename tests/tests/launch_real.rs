@@ -37,7 +37,7 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 const APPLETS: &[&str] = &[
     "sh", "hostname", "cat", "ls", "id", "mount", "sleep", "ps", "readlink", "echo", "touch",
-    "grep", "wc", "test", "true", "stat", "tr",
+    "grep", "wc", "test", "true", "stat", "tr", "cut",
 ];
 
 fn root_or_skip() -> bool {
@@ -583,4 +583,143 @@ fn launch_latency() {
         "launch() to init exec'd: median {e:.2} ms; to init exited: {t:.2} ms; unshare floor: {f:.2} ms; ratio {:.2}x",
         t / f
     );
+}
+
+/// Loop devices whose backing file is `image`.
+fn loops_backed_by(image: &Path) -> Vec<String> {
+    let image = image.to_string_lossy().into_owned();
+    let Ok(entries) = fs::read_dir("/sys/block") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let backing = fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            (backing.trim() == image).then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn image_file_root_on_a_loop_device() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let image = fx.path("root.img");
+    let made = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(fx.path("rootfs"))
+        .arg(&image)
+        .arg("16M")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !matches!(made, Ok(s) if s.success()) {
+        println!("skipped: needs mkfs.ext4 (e2fsprogs)");
+        return;
+    }
+    let mut spec = fx.spec(
+        "image",
+        "touch /x 2>/dev/null && echo root=rw || echo root=ro\necho \"fs=$(grep ' / ' /proc/mounts | cut -d' ' -f3)\"\necho scratch > /scratch/f && cat /scratch/f",
+    );
+    spec.root = RootFs::File {
+        path: image.clone(),
+        readonly: true,
+    };
+    spec.mounts.truncate(1);
+    let out = run(&spec, None);
+    assert_eq!(line_after(&out, "exit="), "0", "{out}");
+    assert_eq!(line_after(&out, "root="), "ro");
+    assert_eq!(line_after(&out, "fs="), "ext4");
+    assert!(out.lines().any(|l| l == "scratch"), "{out}");
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+    // The loop device detaches itself once the container's mount namespace
+    // is gone; the kernel may finish that just after init is reaped.
+    let mut left = loops_backed_by(&image);
+    for _ in 0..200 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        left = loops_backed_by(&image);
+    }
+    assert!(left.is_empty(), "loop devices left attached: {left:?}");
+
+    // A failed start detaches it too.
+    spec.init.path = "/nonexistent".into();
+    let err = in_monitor(|| {
+        let (_master, slave) = pty(None);
+        match start(&spec, &slave) {
+            Ok(_) => Ok("started".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .expect_err("init does not exist");
+    assert!(err.contains("/nonexistent"), "{err}");
+    for _ in 0..200 {
+        if loops_backed_by(&image).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(loops_backed_by(&image).is_empty());
+}
+
+#[test]
+fn shared_network_namespace_of_another_container() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut first = fx.spec("first", "");
+    first.init.path = "/bin/sleep".into();
+    first.init.args = vec!["sleep".into(), "30".into()];
+    first.mounts.clear();
+    let out = in_monitor(|| {
+        let (_m1, s1) = pty(None);
+        let a = start(&first, &s1).map_err(|e| e.to_string())?;
+        let a_net = fs::read_link(format!("/proc/{}/ns/net", a.pid)).map_err(|e| e.to_string())?;
+        let own_net = fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
+        let mut second = fx.spec("second", "echo \"net=$(readlink /proc/self/ns/net)\"");
+        second.mounts.clear();
+        second.namespaces.net = NsChoice::Pid(a.pid.as_raw());
+        let (m2, s2) = pty(None);
+        let result = start(&second, &s2);
+        let after = fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
+        let text = match result {
+            Ok(b) => {
+                let output = read_console(m2);
+                let _ = waitpid(b.pid, None);
+                output
+            }
+            Err(e) => format!("error={e}"),
+        };
+        let _ = kill(a.pid, Signal::SIGKILL);
+        let _ = waitpid(a.pid, None);
+        Ok(format!(
+            "{text}\nfirst={}\nmonitor_before={}\nmonitor_after={}\n",
+            a_net.display(),
+            own_net.display(),
+            after.display()
+        ))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        line_after(&out, "net="),
+        line_after(&out, "first="),
+        "{out}"
+    );
+    assert_ne!(
+        line_after(&out, "first="),
+        line_after(&out, "monitor_before=")
+    );
+    assert_eq!(
+        line_after(&out, "monitor_before="),
+        line_after(&out, "monitor_after="),
+        "the monitor is back in its own network namespace"
+    );
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
 }

@@ -379,3 +379,116 @@ fn child(spec: &ContainerSpec, console_slaves: &[PathBuf], sync_r: OwnedFd, err_
     }
     linux::exit_now(127)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::lxc::spec::{InitSpec, Namespaces, RootFs};
+
+    fn spec(ns: Namespaces) -> ContainerSpec {
+        ContainerSpec {
+            version: SPEC_VERSION,
+            name: "web".into(),
+            uuid: uuid::Uuid::nil(),
+            hostname: "web".into(),
+            namespaces: ns,
+            root: RootFs::Host,
+            mounts: vec![],
+            devices: vec![],
+            init: InitSpec {
+                path: "/sbin/init".into(),
+                args: vec![],
+                env: vec![],
+                cwd: "/".into(),
+                user: None,
+                group: None,
+            },
+            capabilities: vec![],
+            no_new_privs: false,
+            masked_paths: vec![],
+            readonly_paths: vec![],
+            consoles: 1,
+            cgroup: Default::default(),
+            security: None,
+            run_dir: "/run/lxvirt".into(),
+        }
+    }
+
+    #[test]
+    fn clone_flags_follow_the_namespace_choices() {
+        let all_new = spec(Namespaces {
+            net: NsChoice::New,
+            ipc: NsChoice::New,
+            uts: NsChoice::New,
+            user: Some(IdMapping {
+                uid: vec![(0, 100000, 65536)],
+                gid: vec![(0, 100000, 65536)],
+            }),
+        });
+        assert_eq!(
+            clone_flags(&all_new),
+            CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWPID
+                | CloneFlags::CLONE_NEWUTS
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWNET
+                | CloneFlags::CLONE_NEWUSER
+        );
+        let shared = spec(Namespaces {
+            net: NsChoice::Host,
+            ipc: NsChoice::Pid(42),
+            uts: NsChoice::Path("/run/uts/x".into()),
+            user: None,
+        });
+        assert_eq!(
+            clone_flags(&shared),
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID
+        );
+    }
+
+    #[test]
+    fn id_map_text() {
+        assert_eq!(
+            map_text(&[(0, 100000, 1000), (1000, 1000, 1)]),
+            "0 100000 1000\n1000 1000 1\n"
+        );
+    }
+
+    #[test]
+    fn launch_refuses_another_spec_version() {
+        let mut s = spec(Namespaces {
+            net: NsChoice::New,
+            ipc: NsChoice::New,
+            uts: NsChoice::New,
+            user: None,
+        });
+        s.version = SPEC_VERSION + 1;
+        let mut place = |_: Pid| Ok(());
+        let err = launch(LaunchContext {
+            spec: &s,
+            console_slaves: &[],
+            place_in_cgroup: &mut place,
+        })
+        .unwrap_err();
+        assert!(matches!(err, LaunchError::SpecVersion { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_childs_error_is_shown_with_the_domain() {
+        let err = LaunchError::Setup {
+            domain: "web".into(),
+            error: SetupError {
+                step: Step::Exec,
+                path: Some("/sbin/init".into()),
+                errno: Errno::ENOENT as i32,
+                detail: None,
+            },
+        };
+        assert_eq!(
+            err.to_string(),
+            "container 'web': cannot execute init /sbin/init inside the container: No such file or directory (ENOENT); check <init> and the root filesystem"
+        );
+        assert_eq!(err.setup_error().map(|e| e.step), Some(Step::Exec));
+    }
+}
