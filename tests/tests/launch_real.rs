@@ -723,3 +723,39 @@ fn shared_network_namespace_of_another_container() {
     );
     assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
 }
+
+#[test]
+fn mount_targets_cannot_escape_the_root_through_symlinks() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let rootfs = fx.path("rootfs");
+    let probe = format!("lxvirt-probe-{}", std::process::id());
+    // An absolute and a relative symlink that point outside the root when
+    // followed on the host.
+    symlink("/tmp", rootfs.join("abs")).unwrap();
+    symlink("../../../../../../../../tmp", rootfs.join("rel")).unwrap();
+    let mut spec = fx.spec("escape", "ls -d /tmp/* && echo done");
+    spec.mounts = ["abs", "rel"]
+        .iter()
+        .map(|link| MountSpec {
+            source: MountSource::Tmpfs { size: 4096 },
+            target: PathBuf::from(format!("/{link}/{probe}-{link}")),
+            readonly: false,
+        })
+        .collect();
+    let out = run(&spec, None);
+    assert_eq!(line_after(&out, "exit="), "0", "{out}");
+    for link in ["abs", "rel"] {
+        let name = format!("{probe}-{link}");
+        assert!(
+            !Path::new("/tmp").join(&name).exists(),
+            "{name} was created on the host"
+        );
+        assert!(rootfs.join("tmp").join(&name).is_dir(), "{name} is inside");
+        assert!(out.contains(&format!("/tmp/{name}")), "{out}");
+    }
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+}

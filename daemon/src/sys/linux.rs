@@ -251,11 +251,13 @@ impl Syscalls for Linux {
         let fd = Errno::result(fd)?;
         // SAFETY: openat2 succeeded, so `fd` is a new descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        let resolved =
-            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(io_errno)?;
+        let real_path = |fd: &OwnedFd| {
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(io_errno)
+        };
+        let resolved = real_path(&fd)?;
         // The kernel guarantees the result is under `root`; check anyway,
-        // as the magic link shows a path relative to our own root.
-        if resolved.starts_with(root) {
+        // against the root's own real path (`root` may contain symlinks).
+        if resolved.starts_with(real_path(&root_fd)?) {
             Ok(resolved)
         } else {
             Err(Errno::EXDEV)
