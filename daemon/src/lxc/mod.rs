@@ -2,4 +2,5 @@
 //! per-container monitor process that survives daemon restarts.
 
 pub mod convert;
+pub mod protocol;
 pub mod spec;
