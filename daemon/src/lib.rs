@@ -14,3 +14,4 @@ pub mod dbus;
 pub mod domain;
 pub mod host;
 pub mod lxc;
+pub mod sys;

@@ -93,6 +93,12 @@ async fn emit_changes(
     if old.reason != new.reason {
         object.state_reason_changed(emitter).await?;
     }
+    if old.init_pid != new.init_pid {
+        object.pid_changed(emitter).await?;
+    }
+    if old.start_time != new.start_time {
+        object.start_time_changed(emitter).await?;
+    }
     Ok(())
 }
 

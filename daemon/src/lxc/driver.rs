@@ -151,7 +151,11 @@ impl LxcDriver {
     }
 }
 
-fn launch_monitor(monitor_exe: &Path, files: &RunFiles, name: &str) -> Result<Started, DriverError> {
+fn launch_monitor(
+    monitor_exe: &Path,
+    files: &RunFiles,
+    name: &str,
+) -> Result<Started, DriverError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -239,7 +243,9 @@ fn ask(
 /// Completes when the process behind `pidfd` has exited; reaps it if it
 /// is the daemon's child (a monitor adopted after a restart is not).
 pub async fn wait_exit(pidfd: OwnedFd) {
-    match AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE) {
+    // SAFETY: an OwnedFd is a valid, open descriptor that keeps referring
+    // to the same pidfd for as long as the AsyncFd owns it.
+    match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
         Ok(fd) => {
             if let Ok(guard) = fd.readable().await {
                 drop(guard);

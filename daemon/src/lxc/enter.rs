@@ -60,8 +60,8 @@ pub fn spawn(command: EnterCommand<'_>) -> Result<(Pid, OwnedFd), String> {
         if same_namespace(&path, name) {
             continue;
         }
-        let fd = open_namespace(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let fd =
+            open_namespace(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         namespaces.push((fd, flag));
     }
     match clone_fork(CloneFlags::empty()).map_err(|e| format!("cannot fork: {e}"))? {
@@ -136,16 +136,22 @@ fn join_and_run(
 /// identity and confinement, then exec. Returns only on failure.
 fn exec(command: &EnterCommand<'_>) -> String {
     let sys = Linux;
-    for (target, fd) in command.stdio.iter().enumerate() {
-        if let Err(e) = nix::unistd::dup2_raw(fd, target as i32) {
-            return format!("cannot set up stdio: {e}");
-        }
+    let [stdin, stdout, stderr] = &command.stdio;
+    if let Err(e) = nix::unistd::dup2_stdin(stdin)
+        .and_then(|()| nix::unistd::dup2_stdout(stdout))
+        .and_then(|()| nix::unistd::dup2_stderr(stderr))
+    {
+        return format!("cannot set up stdio: {e}");
     }
     let _ = sys.setsid();
     let spec = command.spec;
     if spec.namespaces.user.is_some() {
         // Root of the container, not the host's root (unmapped inside).
-        if let Err(e) = sys.setgroups(&[]).and_then(|()| sys.setresgid(0)).and_then(|()| sys.setresuid(0)) {
+        if let Err(e) = sys
+            .setgroups(&[])
+            .and_then(|()| sys.setresgid(0))
+            .and_then(|()| sys.setresuid(0))
+        {
             return format!("cannot become the container's root: {e}");
         }
     }
@@ -224,7 +230,14 @@ impl std::fmt::Debug for EnterCommand<'_> {
             .field("domain", &self.spec.name)
             .field("init_pid", &self.init_pid)
             .field("argv", &self.argv)
-            .field("stdio", &self.stdio.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>())
+            .field(
+                "stdio",
+                &self
+                    .stdio
+                    .iter()
+                    .map(AsRawFd::as_raw_fd)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

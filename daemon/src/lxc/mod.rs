@@ -2,5 +2,10 @@
 //! per-container monitor process that survives daemon restarts.
 
 pub mod convert;
+pub mod driver;
+pub mod enter;
+pub mod launch;
+pub mod monitor;
 pub mod protocol;
+pub mod setup;
 pub mod spec;

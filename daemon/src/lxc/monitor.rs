@@ -17,8 +17,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, listen, socket,
-    socketpair,
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, listen, socket, socketpair,
 };
 use nix::unistd::Pid;
 
@@ -130,7 +129,7 @@ impl<'a> Monitor<'a> {
         let cgroups = Cgroups::detect().map_err(|e| chain(&e))?;
         let cgroup = cgroups.create(&spec.cgroup).map_err(|e| {
             let _ = std::fs::remove_file(&files.socket);
-            format!("domain '{}': {}", spec.name, chain(&e))
+            chain(&e)
         })?;
         let result = Self::launch(spec, &cgroup);
         match result {
@@ -167,13 +166,17 @@ impl<'a> Monitor<'a> {
         let mut consoles = Vec::new();
         let mut slaves = Vec::new();
         for _ in 0..spec.consoles {
-            let (master, slave) = proc::open_pty().map_err(|e| format!("cannot open a console pty: {e}"))?;
+            let (master, slave) =
+                proc::open_pty().map_err(|e| format!("cannot open a console pty: {e}"))?;
             if let Some((uid, gid)) = root_ids {
                 nix::unistd::chown(&slave, Some(uid.into()), Some(gid.into()))
                     .map_err(|e| format!("cannot chown console {}: {e}", slave.display()))?;
             }
-            nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
-                .map_err(|e| format!("cannot set up console: {e}"))?;
+            nix::fcntl::fcntl(
+                &master,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .map_err(|e| format!("cannot set up console: {e}"))?;
             consoles.push(Console {
                 master,
                 client: None,
@@ -193,7 +196,7 @@ impl<'a> Monitor<'a> {
             console_slaves: &slaves,
             place_in_cgroup: &mut place,
         })
-        .map_err(|e| format!("domain '{}': {e}", spec.name))?;
+        .map_err(|e| e.to_string())?;
         Ok((launched.pid, launched.pidfd, consoles))
     }
 
@@ -305,13 +308,9 @@ impl<'a> Monitor<'a> {
     }
 
     fn accept(&mut self) {
-        let Ok(fd) = accept4(
-            self.listener.as_raw_fd(),
-            SockFlag::SOCK_CLOEXEC,
-        ) else {
+        let Ok(connection) = accept4(&self.listener, SockFlag::SOCK_CLOEXEC) else {
             return;
         };
-        let connection = owned(fd);
         // One request per connection; the daemon sends it right away. A
         // short receive timeout keeps a stuck client from stalling the loop.
         let _ = nix::sys::socket::setsockopt(
@@ -324,9 +323,7 @@ impl<'a> Monitor<'a> {
             Err(e) => {
                 let _ = protocol::send(
                     connection.as_fd(),
-                    &Reply::Error {
-                        message: chain(&e),
-                    },
+                    &Reply::Error { message: chain(&e) },
                     &[],
                 );
                 return;
@@ -391,7 +388,10 @@ impl<'a> Monitor<'a> {
             Err(e) => return error_reply(format!("cannot create a console channel: {e}")),
         };
         // The client's end blocks, as a terminal would.
-        let _ = nix::fcntl::fcntl(&theirs, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
+        let _ = nix::fcntl::fcntl(
+            &theirs,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        );
         console.client = Some(ours);
         (Reply::Ok, vec![theirs])
     }
@@ -450,7 +450,9 @@ impl<'a> Monitor<'a> {
     ) -> (Reply, Vec<OwnedFd>) {
         let [stdin, stdout, stderr]: [OwnedFd; 3] = match fds.try_into() {
             Ok(fds) => fds,
-            Err(_) => return error_reply("enter needs stdin, stdout and stderr descriptors".into()),
+            Err(_) => {
+                return error_reply("enter needs stdin, stdout and stderr descriptors".into());
+            }
         };
         let (exit_read, exit_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
             Ok(pipe) => pipe,
@@ -472,12 +474,7 @@ impl<'a> Monitor<'a> {
                     pidfd,
                     exit_pipe: exit_write,
                 });
-                (
-                    Reply::Entered {
-                        pid: pid.as_raw(),
-                    },
-                    vec![exit_read],
-                )
+                (Reply::Entered { pid: pid.as_raw() }, vec![exit_read])
             }
             Err(message) => error_reply(message),
         }
@@ -550,12 +547,6 @@ fn listen_on(path: &Path) -> Result<OwnedFd, String> {
     listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     Ok(fd)
-}
-
-fn owned(fd: RawFd) -> OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: `fd` was just returned by accept4 and is owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 fn write_all_nonblocking(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
