@@ -85,10 +85,17 @@ pub enum Request {
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     Ok,
-    Status { init_pid: i32, monitor_pid: i32 },
+    Status {
+        init_pid: i32,
+        monitor_pid: i32,
+    },
     /// The command runs as this host pid.
-    Entered { pid: i32 },
-    Error { message: String },
+    Entered {
+        pid: i32,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// How an `enter`ed command ended, written to its exit pipe.
@@ -151,7 +158,13 @@ pub fn send<T: Serialize>(
     let iov = [IoSlice::new(&bytes)];
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
-    sendmsg::<()>(socket.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
     Ok(())
 }
 
@@ -221,7 +234,10 @@ mod tests {
         nix::unistd::read(&r, &mut buf).unwrap();
         assert_eq!(&buf, b"x");
         drop(a);
-        assert!(matches!(recv::<Request>(b.as_fd()), Err(ProtocolError::Closed)));
+        assert!(matches!(
+            recv::<Request>(b.as_fd()),
+            Err(ProtocolError::Closed)
+        ));
     }
 
     #[test]
