@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::cgroup::{Hierarchies, Layout};
+
 /// Where the probes look; tests point these at temporary trees.
 #[derive(Debug, Clone)]
 pub struct HostPaths {
@@ -229,51 +231,22 @@ fn mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str)> {
     })
 }
 
-/// Classifies the cgroup layout from `/proc/self/mountinfo`.
+/// Classifies the cgroup layout from `/proc/self/mountinfo`, with the
+/// cgroup layer's own detection.
 pub fn cgroup_layout(mountinfo: &str) -> CgroupLayout {
-    const V1_CONTROLLERS: [&str; 12] = [
-        "cpu",
-        "cpuacct",
-        "cpuset",
-        "memory",
-        "devices",
-        "freezer",
-        "blkio",
-        "pids",
-        "net_cls",
-        "net_prio",
-        "perf_event",
-        "hugetlb",
-    ];
-    let mut v1: Vec<String> = Vec::new();
-    let mut v2: Option<PathBuf> = None;
-    for (mount_point, fstype, options) in mounts(mountinfo) {
-        match fstype {
-            "cgroup" => {
-                for option in options.split(',') {
-                    if V1_CONTROLLERS.contains(&option) && !v1.iter().any(|c| c == option) {
-                        v1.push(option.to_owned());
-                    }
-                }
-            }
-            "cgroup2" if v2.is_none() => v2 = Some(PathBuf::from(unescape_mount(mount_point))),
-            _ => {}
-        }
-    }
-    v1.sort();
-    match (v1.is_empty(), v2) {
-        (true, None) => CgroupLayout::None,
-        (false, None) => CgroupLayout::V1 { controllers: v1 },
-        (false, Some(unified)) => CgroupLayout::Hybrid {
-            controllers: v1,
-            unified,
+    let hierarchies = Hierarchies::from_mountinfo(mountinfo, Path::new("/"));
+    let controllers = hierarchies.v1_controller_names();
+    match (hierarchies.layout(), hierarchies.unified) {
+        (Layout::V1, _) => CgroupLayout::V1 { controllers },
+        (Layout::Hybrid, Some(unified)) => CgroupLayout::Hybrid {
+            controllers,
+            unified: unified.mount,
         },
-        (true, Some(mount)) => {
-            let controllers = fs::read_to_string(mount.join("cgroup.controllers"))
-                .map(|s| s.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default();
-            CgroupLayout::V2 { mount, controllers }
-        }
+        (Layout::V2, Some(unified)) => CgroupLayout::V2 {
+            mount: unified.mount,
+            controllers: unified.controllers,
+        },
+        _ => CgroupLayout::None,
     }
 }
 

@@ -1,9 +1,37 @@
 //! cgroups for containers: the project's own small layer over cgroup v1,
 //! v2 and the hybrid layout (v1 controllers plus a cgroup2 mount).
+//!
+//! [`Hierarchies`] says what the host has mounted; [`Cgroups::create`]
+//! makes a container's cgroup in every hierarchy and applies a
+//! [`CgroupSpec`] to whichever version handles each controller;
+//! [`ContainerCgroup`] then moves processes in, freezes, kills, reports
+//! and removes. Synchronous `std::fs` only: the single-threaded
+//! per-container monitor calls this without an async runtime.
+//!
+//! Known gap: on cgroup2 the device allow-list needs an eBPF program
+//! (`BPF_CGROUP_DEVICE`), which is not loaded yet; such a cgroup reports
+//! [`ContainerCgroup::devices_enforced`] false and the daemon says so.
 
-use std::path::PathBuf;
+mod container;
+mod error;
+mod fs;
+mod hierarchy;
+mod limits;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use container::{CgroupStats, ContainerCgroup, FREEZE_TIMEOUT};
+pub use error::CgroupError;
+pub use fs::{CgroupFs, HostFs};
+pub use hierarchy::{
+    Controller, ControllerSet, Hierarchies, Layout, UnifiedHierarchy, V1Hierarchy,
+};
+pub use limits::shares_to_weight;
 
 /// What a container's cgroup should look like; resolved by the daemon from
 /// `<memory>`, `<memtune>`, `<cputune>`, `<vcpu cpuset>`, `<numatune>`,
@@ -32,10 +60,13 @@ pub struct CgroupSpec {
     pub blkio_devices: Vec<BlkioDeviceLimit>,
     /// Maximum number of tasks.
     pub pids_max: Option<u64>,
-    /// Device access allow-list; everything else is denied.
+    /// Device access allow-list; everything else is denied (an empty list
+    /// denies every device). Enforced by the v1 devices controller; not
+    /// enforced on cgroup2 yet (see [`ContainerCgroup::devices_enforced`]).
     pub devices: Vec<DeviceRule>,
 }
 
+/// `<blkiotune><device>`: weight and throttles of one block device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlkioDeviceLimit {
     pub major: u32,
@@ -57,4 +88,294 @@ pub struct DeviceRule {
     pub minor: Option<u32>,
     /// Some of "rwm".
     pub access: String,
+}
+
+/// One of a container's cgroup directories, in one hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dir {
+    /// The hierarchy's mount point.
+    mount: PathBuf,
+    /// The container's directory in it.
+    path: PathBuf,
+    /// Whether this is the unified (cgroup2) hierarchy.
+    v2: bool,
+    /// The controllers this hierarchy handles for the container.
+    handles: ControllerSet,
+}
+
+/// The host's cgroup hierarchies, and the file-system seam to drive them.
+#[derive(Debug, Clone)]
+pub struct Cgroups<F: CgroupFs = HostFs> {
+    hierarchies: Hierarchies,
+    fs: F,
+}
+
+impl Cgroups<HostFs> {
+    pub fn new(hierarchies: Hierarchies) -> Cgroups<HostFs> {
+        Cgroups {
+            hierarchies,
+            fs: HostFs,
+        }
+    }
+
+    /// The calling process's hierarchies, on the real cgroup file systems.
+    pub fn detect() -> Result<Cgroups<HostFs>, CgroupError> {
+        Ok(Cgroups::new(Hierarchies::detect()?))
+    }
+}
+
+impl<F: CgroupFs + Clone> Cgroups<F> {
+    pub fn with_fs(hierarchies: Hierarchies, fs: F) -> Cgroups<F> {
+        Cgroups { hierarchies, fs }
+    }
+
+    pub fn hierarchies(&self) -> &Hierarchies {
+        &self.hierarchies
+    }
+
+    /// Creates the container's cgroup (`spec.path`, parents too) in every
+    /// hierarchy and applies every limit of `spec`. A limit the host cannot
+    /// apply is an error, except the device allow-list on cgroup2 (see
+    /// [`ContainerCgroup::devices_enforced`]). On error nothing created is
+    /// left behind. An existing cgroup at `spec.path` is an error
+    /// ([`CgroupError::Exists`]): remove a stale one with
+    /// [`Cgroups::open`] and [`ContainerCgroup::remove`] first.
+    pub fn create(&self, spec: &CgroupSpec) -> Result<ContainerCgroup<F>, CgroupError> {
+        let relative = relative_path(&spec.path)?;
+        let dirs = self.dirs(&relative);
+        if dirs.is_empty() {
+            return Err(CgroupError::NoHierarchy);
+        }
+        let (writes, devices_enforced) = limits::plan(spec, &dirs)?;
+        let mut created = Vec::new();
+        let built = self.build(spec, &relative, &dirs, &writes, &mut created);
+        if let Err(e) = built {
+            // Deepest first; a parent another container uses meanwhile
+            // stays (EBUSY), which is right.
+            for path in created.iter().rev() {
+                let _ = self.fs.rmdir(path);
+            }
+            return Err(e);
+        }
+        Ok(ContainerCgroup::new(
+            relative,
+            dirs,
+            devices_enforced,
+            self.fs.clone(),
+        ))
+    }
+
+    /// The existing cgroup at `path` (after a daemon restart); no I/O:
+    /// [`ContainerCgroup::exists`] checks it is there.
+    pub fn open(&self, path: &Path) -> Result<ContainerCgroup<F>, CgroupError> {
+        let relative = relative_path(path)?;
+        let dirs = self.dirs(&relative);
+        if dirs.is_empty() {
+            return Err(CgroupError::NoHierarchy);
+        }
+        let devices_enforced = dirs
+            .iter()
+            .any(|d| !d.v2 && d.handles.contains(Controller::Devices));
+        Ok(ContainerCgroup::new(
+            relative,
+            dirs,
+            devices_enforced,
+            self.fs.clone(),
+        ))
+    }
+
+    /// The container's directory in each hierarchy: v1 ones with a known
+    /// controller, then the unified one.
+    fn dirs(&self, relative: &Path) -> Vec<Dir> {
+        let mut dirs: Vec<Dir> = self
+            .hierarchies
+            .v1
+            .iter()
+            .filter(|h| !h.known.is_empty())
+            .map(|h| Dir {
+                mount: h.mount.clone(),
+                path: h.mount.join(relative),
+                v2: false,
+                handles: h.known,
+            })
+            .collect();
+        if let Some(unified) = &self.hierarchies.unified {
+            dirs.push(Dir {
+                mount: unified.mount.clone(),
+                path: unified.mount.join(relative),
+                v2: true,
+                handles: self.hierarchies.v2_controllers(),
+            });
+        }
+        dirs
+    }
+
+    fn build(
+        &self,
+        spec: &CgroupSpec,
+        relative: &Path,
+        dirs: &[Dir],
+        writes: &[limits::Write],
+        created: &mut Vec<PathBuf>,
+    ) -> Result<(), CgroupError> {
+        for dir in dirs {
+            let first_new = created.len();
+            self.make_levels(dir, relative, created)?;
+            if dir.v2 {
+                self.enable_controllers(dir, relative)?;
+            } else if dir.handles.contains(Controller::Cpuset) {
+                self.init_cpuset(spec, &created[first_new..])?;
+            }
+        }
+        for write in writes {
+            self.apply(&dirs[write.dir], write)?;
+        }
+        Ok(())
+    }
+
+    /// mkdir each level of `relative` below the mount, recording the new
+    /// ones; the last level must be new.
+    fn make_levels(
+        &self,
+        dir: &Dir,
+        relative: &Path,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<(), CgroupError> {
+        let mut path = dir.mount.clone();
+        let mut levels = relative.components().peekable();
+        while let Some(level) = levels.next() {
+            path.push(level);
+            match self.fs.mkdir(&path) {
+                Ok(()) => created.push(path.clone()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if levels.peek().is_none() {
+                        return Err(CgroupError::Exists { path });
+                    }
+                }
+                Err(source) => return Err(CgroupError::Create { path, source }),
+            }
+        }
+        Ok(())
+    }
+
+    /// A new v1 cpuset cgroup has empty `cpuset.cpus` and `cpuset.mems`
+    /// and takes no task: copy the parent's into each new level (the
+    /// spec's own values go to the leaf later and are not copied).
+    fn init_cpuset(&self, spec: &CgroupSpec, new_levels: &[PathBuf]) -> Result<(), CgroupError> {
+        let Some(parent) = new_levels.first().and_then(|p| p.parent()) else {
+            return Ok(());
+        };
+        let intermediate = new_levels.len() > 1;
+        for (file, from_spec) in [
+            ("cpuset.cpus", spec.cpuset_cpus.is_some()),
+            ("cpuset.mems", spec.cpuset_mems.is_some()),
+        ] {
+            if from_spec && !intermediate {
+                continue;
+            }
+            let from = parent.join(file);
+            let value = self.fs.read(&from).map_err(|source| CgroupError::Read {
+                path: from.clone(),
+                source,
+            })?;
+            let value = value.trim();
+            let count = if from_spec {
+                new_levels.len() - 1
+            } else {
+                new_levels.len()
+            };
+            for level in &new_levels[..count] {
+                let path = level.join(file);
+                self.fs
+                    .write(&path, value)
+                    .map_err(|source| CgroupError::Write {
+                        path,
+                        value: value.to_owned(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// cgroup2 offers a child only the controllers its parent enables in
+    /// `cgroup.subtree_control`: enable every controller cgroup2 handles
+    /// from the root down to the container's parent, so the container's
+    /// limits, statistics and own sub-cgroups can use them.
+    fn enable_controllers(&self, dir: &Dir, relative: &Path) -> Result<(), CgroupError> {
+        let mut names: Vec<&str> = dir.handles.iter().filter_map(Controller::v2_name).collect();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let value = names
+            .iter()
+            .map(|n| format!("+{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        // The root, then each ancestor of the container's directory.
+        let mut level = dir.mount.clone();
+        let mut ancestors = relative.components();
+        ancestors.next_back();
+        for component in std::iter::once(None).chain(ancestors.map(Some)) {
+            if let Some(component) = component {
+                level.push(component);
+            }
+            let path = level.join("cgroup.subtree_control");
+            self.fs
+                .write(&path, &value)
+                .map_err(|source| CgroupError::Write {
+                    path,
+                    value: value.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, dir: &Dir, write: &limits::Write) -> Result<(), CgroupError> {
+        for file in write.files {
+            let path = dir.path.join(file);
+            match self.fs.write(&path, &write.value) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(CgroupError::Write {
+                        path,
+                        value: write.value.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        let files = write.files.join(" and ");
+        let verb = if write.files.len() > 1 { "are" } else { "is" };
+        Err(CgroupError::Unsupported {
+            element: write.element,
+            reason: format!("{files} {verb} missing{}", write.hint),
+        })
+    }
+}
+
+/// `path` as a relative path of normal components (`/machine/x` and
+/// `machine/x` are the same cgroup); empty or `..` is refused.
+fn relative_path(path: &Path) -> Result<PathBuf, CgroupError> {
+    let mut relative = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(c) => relative.push(c),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(CgroupError::InvalidPath {
+                    path: path.to_owned(),
+                });
+            }
+        }
+    }
+    if relative.as_os_str().is_empty() {
+        return Err(CgroupError::InvalidPath {
+            path: path.to_owned(),
+        });
+    }
+    Ok(relative)
 }

@@ -1,0 +1,418 @@
+//! One container's cgroup, across every hierarchy.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use super::fs::{CgroupFs, HostFs};
+use super::hierarchy::Controller;
+use super::{CgroupError, Dir};
+
+/// How long [`ContainerCgroup::freeze`] waits by default for the kernel to
+/// report the cgroup frozen before it thaws it again and fails.
+pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The files of a container's own cgroup handed to its root by
+/// [`ContainerCgroup::chown`]: enough to move processes and create and
+/// manage sub-cgroups, but not the limit files, which stay the host's.
+const DELEGATED_FILES: [&str; 4] = [
+    "cgroup.procs",
+    "cgroup.threads",
+    "cgroup.subtree_control",
+    "tasks",
+];
+
+/// Usage figures of a container's cgroup; `None` where the host does not
+/// provide a figure or it cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// Memory in use, bytes (v1 `memory.usage_in_bytes`, v2 `memory.current`).
+    pub memory_bytes: Option<u64>,
+    /// CPU time consumed, nanoseconds (v1 `cpuacct.usage`, v2 `cpu.stat`
+    /// `usage_usec`).
+    pub cpu_time_ns: Option<u64>,
+    /// Tasks (`pids.current`, or the number of processes without the pids
+    /// controller).
+    pub pids: Option<u64>,
+}
+
+/// A container's cgroup: one directory in each hierarchy.
+#[derive(Debug, Clone)]
+pub struct ContainerCgroup<F: CgroupFs = HostFs> {
+    relative: PathBuf,
+    dirs: Vec<Dir>,
+    devices_enforced: bool,
+    freeze_timeout: Duration,
+    fs: F,
+}
+
+impl<F: CgroupFs> ContainerCgroup<F> {
+    pub(super) fn new(
+        relative: PathBuf,
+        dirs: Vec<Dir>,
+        devices_enforced: bool,
+        fs: F,
+    ) -> ContainerCgroup<F> {
+        ContainerCgroup {
+            relative,
+            dirs,
+            devices_enforced,
+            freeze_timeout: FREEZE_TIMEOUT,
+            fs,
+        }
+    }
+
+    /// Sets how long [`ContainerCgroup::freeze`] waits ([`FREEZE_TIMEOUT`]
+    /// by default).
+    pub fn with_freeze_timeout(mut self, timeout: Duration) -> ContainerCgroup<F> {
+        self.freeze_timeout = timeout;
+        self
+    }
+
+    /// The cgroup's path below each hierarchy root (`machine/lxvirt-web`).
+    pub fn path(&self) -> &Path {
+        &self.relative
+    }
+
+    /// The cgroup's directory in every hierarchy, absolute.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.path.clone()).collect()
+    }
+
+    /// Whether the device allow-list is enforced. It is with a v1 devices
+    /// hierarchy; on cgroup2 it would take an eBPF program, which is not
+    /// loaded yet, so it is not: the daemon reports that to the user.
+    pub fn devices_enforced(&self) -> bool {
+        self.devices_enforced
+    }
+
+    /// Whether the cgroup's directory exists (in the hierarchy that tracks
+    /// processes).
+    pub fn exists(&self) -> bool {
+        self.tracking()
+            .is_some_and(|d| self.fs.read(&d.path.join("cgroup.procs")).is_ok())
+    }
+
+    /// Moves a process (all its threads) into the cgroup, in every hierarchy.
+    pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
+        let value = pid.to_string();
+        for dir in &self.dirs {
+            let path = dir.path.join("cgroup.procs");
+            self.fs
+                .write(&path, &value)
+                .map_err(|source| CgroupError::AddProcess { pid, path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Hands the cgroup's directories, and the files needed to move
+    /// processes and manage sub-cgroups, to the container's (mapped) root.
+    pub fn chown(&self, uid: u32, gid: u32) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            self.fs
+                .chown(&dir.path, uid, gid)
+                .map_err(|source| CgroupError::Chown {
+                    path: dir.path.clone(),
+                    source,
+                })?;
+            for file in DELEGATED_FILES {
+                let path = dir.path.join(file);
+                match self.fs.chown(&path, uid, gid) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(CgroupError::Chown { path, source: e });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Freezes every process and waits until the kernel says so (at most
+    /// the freeze timeout, polling with a growing pause). Uses the v1 freezer if mounted, else cgroup2's
+    /// `cgroup.freeze`.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        let (path, frozen): (PathBuf, fn(&str) -> bool) = match self.freezer()? {
+            Freezer::V1(dir) => {
+                let state = dir.join("freezer.state");
+                self.write(&state, "FROZEN")?;
+                (state, |s| s.trim() == "FROZEN")
+            }
+            Freezer::V2(dir) => {
+                self.write_freeze(dir, "1")?;
+                (dir.join("cgroup.events"), |s| {
+                    s.lines().any(|l| l == "frozen 1")
+                })
+            }
+        };
+        let deadline = Instant::now() + self.freeze_timeout;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if frozen(&self.read(&path)?) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                // Do not leave the container half frozen.
+                self.thaw()?;
+                return Err(CgroupError::FreezeTimeout {
+                    path,
+                    timeout: self.freeze_timeout,
+                });
+            }
+            thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        match self.freezer()? {
+            Freezer::V1(dir) => self.write(&dir.join("freezer.state"), "THAWED"),
+            Freezer::V2(dir) => self.write_freeze(dir, "0"),
+        }
+    }
+
+    /// Whether the kernel reports the cgroup frozen (not merely freezing).
+    pub fn is_frozen(&self) -> Result<bool, CgroupError> {
+        match self.freezer()? {
+            Freezer::V1(dir) => Ok(self.read(&dir.join("freezer.state"))?.trim() == "FROZEN"),
+            Freezer::V2(dir) => {
+                let events = self.read(&dir.join("cgroup.events"))?;
+                match events.lines().find_map(|l| l.strip_prefix("frozen ")) {
+                    Some(value) => Ok(value == "1"),
+                    // No `frozen` key: a kernel before 5.2.
+                    None => Err(CgroupError::NoFreezer),
+                }
+            }
+        }
+    }
+
+    /// The processes in the cgroup and its sub-cgroups, from the hierarchy
+    /// that tracks processes (the unified one if mounted). A cgroup that is
+    /// gone has none.
+    pub fn procs(&self) -> Result<Vec<i32>, CgroupError> {
+        let mut pids = Vec::new();
+        if let Some(dir) = self.tracking() {
+            self.collect_procs(&dir.path, &mut pids)?;
+        }
+        Ok(pids)
+    }
+
+    /// Whether no process is left in the cgroup or its sub-cgroups.
+    pub fn is_empty(&self) -> Result<bool, CgroupError> {
+        match self.tracking() {
+            Some(dir) if dir.v2 => {
+                let path = dir.path.join("cgroup.events");
+                match self.fs.read(&path) {
+                    Ok(events) => Ok(!events.lines().any(|l| l == "populated 1")),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+                    Err(source) => Err(CgroupError::Read { path, source }),
+                }
+            }
+            _ => Ok(self.procs()?.is_empty()),
+        }
+    }
+
+    /// Sends SIGKILL to every process of the cgroup and its sub-cgroups:
+    /// with cgroup2's `cgroup.kill` (5.14) where it exists, else by
+    /// freezing (so nothing forks meanwhile), killing each process and
+    /// thawing. Returns once the signals are sent; processes leave the
+    /// cgroup as they exit (see [`ContainerCgroup::is_empty`]).
+    pub fn kill_all(&self) -> Result<(), CgroupError> {
+        if let Some(dir) = self.dirs.iter().find(|d| d.v2) {
+            let path = dir.path.join("cgroup.kill");
+            match self.fs.write(&path, "1") {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(CgroupError::Write {
+                        path,
+                        value: "1".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        // Without a freezer (or if freezing times out) kill in rounds
+        // until no process is left, as forks may race the signals.
+        let frozen = self.freeze().is_ok();
+        let rounds = if frozen { 1 } else { 10 };
+        let mut result = Ok(());
+        for _ in 0..rounds {
+            let pids = match self.procs() {
+                Ok(pids) => pids,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                match self.fs.kill(pid) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(source) => {
+                        result = Err(CgroupError::Kill { pid, source });
+                    }
+                }
+            }
+        }
+        if frozen {
+            // A frozen process dies once thawed.
+            self.thaw()?;
+        }
+        result
+    }
+
+    /// Removes the cgroup (and any sub-cgroups the container made) from
+    /// every hierarchy, deepest first; the partition above it stays.
+    /// Removing a cgroup that is gone succeeds; one with processes left is
+    /// [`CgroupError::Busy`].
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            self.remove_tree(&dir.path)?;
+        }
+        Ok(())
+    }
+
+    /// Memory, CPU time and task count; cheap enough for every status query.
+    pub fn stats(&self) -> CgroupStats {
+        let number =
+            |path: PathBuf| -> Option<u64> { self.fs.read(&path).ok()?.trim().parse().ok() };
+        let memory_bytes = self.handler(Controller::Memory).and_then(|d| {
+            number(d.path.join(if d.v2 {
+                "memory.current"
+            } else {
+                "memory.usage_in_bytes"
+            }))
+        });
+        // cgroup2's cpu.stat is a core file: usage needs no controller.
+        let cpu_time_ns = match self.handler(Controller::Cpuacct) {
+            Some(d) if !d.v2 => number(d.path.join("cpuacct.usage")),
+            _ => self.dirs.iter().find(|d| d.v2).and_then(|d| {
+                let stat = self.fs.read(&d.path.join("cpu.stat")).ok()?;
+                let usec: u64 = stat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                usec.checked_mul(1000)
+            }),
+        };
+        let pids = match self.handler(Controller::Pids) {
+            Some(d) => number(d.path.join("pids.current")),
+            None => self.procs().ok().map(|p| p.len() as u64),
+        };
+        CgroupStats {
+            memory_bytes,
+            cpu_time_ns,
+            pids,
+        }
+    }
+
+    /// The directory whose `cgroup.procs` is read for the process list.
+    fn tracking(&self) -> Option<&Dir> {
+        self.dirs.iter().find(|d| d.v2).or(self.dirs.first())
+    }
+
+    fn handler(&self, c: Controller) -> Option<&Dir> {
+        self.dirs.iter().find(|d| d.handles.contains(c))
+    }
+
+    fn freezer(&self) -> Result<Freezer<'_>, CgroupError> {
+        if let Some(dir) = self.handler(Controller::Freezer) {
+            return Ok(Freezer::V1(&dir.path));
+        }
+        match self.dirs.iter().find(|d| d.v2) {
+            Some(dir) => Ok(Freezer::V2(&dir.path)),
+            None => Err(CgroupError::NoFreezer),
+        }
+    }
+
+    /// Writes cgroup2's `cgroup.freeze`, which kernels before 5.2 lack.
+    fn write_freeze(&self, dir: &Path, value: &str) -> Result<(), CgroupError> {
+        let path = dir.join("cgroup.freeze");
+        match self.fs.write(&path, value) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CgroupError::NoFreezer),
+            Err(source) => Err(CgroupError::Write {
+                path,
+                value: value.into(),
+                source,
+            }),
+        }
+    }
+
+    fn write(&self, path: &Path, value: &str) -> Result<(), CgroupError> {
+        self.fs
+            .write(path, value)
+            .map_err(|source| CgroupError::Write {
+                path: path.to_owned(),
+                value: value.into(),
+                source,
+            })
+    }
+
+    fn read(&self, path: &Path) -> Result<String, CgroupError> {
+        self.fs.read(path).map_err(|source| CgroupError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn collect_procs(&self, dir: &Path, pids: &mut Vec<i32>) -> Result<(), CgroupError> {
+        let path = dir.join("cgroup.procs");
+        match self.fs.read(&path) {
+            Ok(text) => pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(CgroupError::Read { path, source }),
+        }
+        for child in self.subdirs(dir)? {
+            self.collect_procs(&child, pids)?;
+        }
+        Ok(())
+    }
+
+    fn subdirs(&self, dir: &Path) -> Result<Vec<PathBuf>, CgroupError> {
+        match self.fs.subdirs(dir) {
+            Ok(dirs) => Ok(dirs),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(CgroupError::Read {
+                path: dir.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn remove_tree(&self, dir: &Path) -> Result<(), CgroupError> {
+        for child in self.subdirs(dir)? {
+            self.remove_tree(&child)?;
+        }
+        match self.fs.rmdir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) => Err(CgroupError::Busy {
+                path: dir.to_owned(),
+            }),
+            Err(source) => Err(CgroupError::Remove {
+                path: dir.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Where freezing happens.
+enum Freezer<'a> {
+    /// The v1 freezer hierarchy's directory (`freezer.state`).
+    V1(&'a Path),
+    /// The unified hierarchy's directory (`cgroup.freeze`).
+    V2(&'a Path),
+}

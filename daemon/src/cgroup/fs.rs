@@ -1,0 +1,72 @@
+//! The seam between the cgroup logic and the kernel: every directory and
+//! file operation on the cgroup file systems, and the signal `kill_all`
+//! sends, go through [`CgroupFs`], so unit tests stand in for the kernel
+//! with a temporary tree of plain files.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::chown;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The file operations the cgroup layer needs.
+pub trait CgroupFs {
+    /// Creates one directory (not its parents); `AlreadyExists` if it is there.
+    fn mkdir(&self, path: &Path) -> io::Result<()>;
+    /// Removes one empty cgroup directory.
+    fn rmdir(&self, path: &Path) -> io::Result<()>;
+    /// Writes `value` with a single `write(2)` to an existing file; a
+    /// missing file is `NotFound` (it is never created).
+    fn write(&self, path: &Path, value: &str) -> io::Result<()>;
+    fn read(&self, path: &Path) -> io::Result<String>;
+    /// The child directories (child cgroups) of a directory.
+    fn subdirs(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
+    /// Sends SIGKILL to a process.
+    fn kill(&self, pid: i32) -> nix::Result<()>;
+}
+
+/// The real cgroup file systems.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostFs;
+
+impl CgroupFs for HostFs {
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir(path)
+    }
+
+    fn rmdir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+
+    fn write(&self, path: &Path, value: &str) -> io::Result<()> {
+        // No O_CREAT: a missing interface file means a missing controller.
+        let mut file = fs::OpenOptions::new().write(true).open(path)?;
+        file.write_all(value.as_bytes())
+    }
+
+    fn read(&self, path: &Path) -> io::Result<String> {
+        fs::read_to_string(path)
+    }
+
+    fn subdirs(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut dirs = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+        Ok(dirs)
+    }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        chown(path, Some(uid), Some(gid))
+    }
+
+    fn kill(&self, pid: i32) -> nix::Result<()> {
+        kill(Pid::from_raw(pid), Signal::SIGKILL)
+    }
+}

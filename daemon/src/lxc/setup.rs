@@ -1,0 +1,1485 @@
+//! The container's own setup, run by the cloned child once the monitor
+//! has released it: mounts, the new root, /proc, /sys, /dev, the console,
+//! hostname, identity, capabilities and finally execve of init.
+//!
+//! Every kernel call goes through [`Syscalls`], so the sequence for a given
+//! [`ContainerSpec`] is unit-tested with the recording double. A failing
+//! step becomes a [`SetupError`] naming the step, the path and the errno,
+//! which the child sends to the monitor (see `launch`).
+
+use std::cell::OnceCell;
+use std::convert::Infallible;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::lxc::spec::{
+    ContainerSpec, DeviceKind, IdSpec, MountSource, MountSpec, NsChoice, RootFs,
+};
+use crate::sys::{CloneFlags, Errno, FileKind, MntFlags, MsFlags, NodeKind, Syscalls};
+
+/// The step of the setup that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Waiting for the monitor's go-ahead.
+    Release,
+    Signals,
+    CgroupNamespace,
+    BecomeRoot,
+    MakePrivate,
+    RootFs,
+    LoopDevice,
+    Mount,
+    Proc,
+    Sys,
+    Dev,
+    DeviceNode,
+    Devpts,
+    Console,
+    ReadonlyPath,
+    MaskPath,
+    PivotRoot,
+    Hostname,
+    ConsoleStdio,
+    InitUser,
+    InitGroup,
+    Capabilities,
+    SetIds,
+    NoNewPrivs,
+    SecurityLabel,
+    Chdir,
+    Exec,
+    /// The setup code itself failed (a bug).
+    Internal,
+}
+
+/// Why the container's setup failed: the step, the path it concerned (as
+/// seen inside the container where that applies), the errno and any
+/// detail. Sent from the child to the monitor as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupError {
+    pub step: Step,
+    pub path: Option<PathBuf>,
+    /// The raw errno; 0 when the failure is not a system call's.
+    pub errno: i32,
+    pub detail: Option<String>,
+}
+
+impl SetupError {
+    fn new(step: Step, path: Option<&Path>, errno: Errno) -> SetupError {
+        SetupError {
+            step,
+            path: path.map(Path::to_path_buf),
+            errno: errno as i32,
+            detail: None,
+        }
+    }
+
+    fn detail(step: Step, detail: String) -> SetupError {
+        SetupError {
+            step,
+            path: None,
+            errno: 0,
+            detail: Some(detail),
+        }
+    }
+
+    /// The errno, when the failure was a system call's.
+    pub fn errno(&self) -> Option<Errno> {
+        (self.errno != 0).then(|| Errno::from_raw(self.errno))
+    }
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self
+            .path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let detail = self.detail.as_deref().unwrap_or("");
+        let (what, hint) = match self.step {
+            Step::Release => (
+                "the monitor went away before the container was set up".to_string(),
+                "",
+            ),
+            Step::Signals => ("cannot reset init's signal handlers".into(), ""),
+            Step::CgroupNamespace => ("cannot create the container's cgroup namespace".into(), ""),
+            Step::BecomeRoot => (
+                "cannot become root in the container's user namespace".into(),
+                "; check that <idmap> maps uid and gid 0",
+            ),
+            Step::MakePrivate => ("cannot make the container's mounts private".into(), ""),
+            Step::RootFs => (
+                format!("cannot mount the root filesystem {path}"),
+                "; check the <filesystem> whose target is '/' (block and file filesystems cannot be mounted inside a user namespace)",
+            ),
+            Step::LoopDevice => (
+                format!("cannot attach {path} to a loop device"),
+                "; check the image file and that loop devices are available",
+            ),
+            Step::Mount => (
+                format!("cannot mount {path} inside the container"),
+                "; check its <filesystem> element",
+            ),
+            Step::Proc => (format!("cannot mount /proc at {path}"), ""),
+            Step::Sys => (format!("cannot mount /sys at {path}"), ""),
+            Step::Dev => (format!("cannot set up the container's /dev at {path}"), ""),
+            Step::DeviceNode => (
+                format!("cannot create device node {path} inside the container"),
+                "; check the device's <disk> or <hostdev> element",
+            ),
+            Step::Devpts => (format!("cannot mount devpts at {path}"), ""),
+            Step::Console => (
+                format!("cannot set up the console {path}"),
+                "; check the <console> elements",
+            ),
+            Step::ReadonlyPath => (format!("cannot make {path} read-only"), ""),
+            Step::MaskPath => (format!("cannot mask {path}"), ""),
+            Step::PivotRoot => (format!("cannot switch to the container's root {path}"), ""),
+            Step::Hostname => (format!("cannot set the hostname '{detail}'"), ""),
+            Step::ConsoleStdio => (format!("cannot attach init's stdio to {path}"), ""),
+            Step::InitUser => (
+                detail.to_string(),
+                "; check <inituser> and the container's /etc/passwd",
+            ),
+            Step::InitGroup => (
+                detail.to_string(),
+                "; check <initgroup> and the container's /etc/group",
+            ),
+            Step::Capabilities => ("cannot set init's capabilities".into(), ""),
+            Step::SetIds => (
+                format!("cannot switch init to {detail}"),
+                "; check <inituser>, <initgroup> and <idmap>",
+            ),
+            Step::NoNewPrivs => ("cannot set no_new_privs".into(), ""),
+            Step::SecurityLabel => (
+                format!("cannot set the SELinux label '{detail}' for init"),
+                "; check the <seclabel> and that SELinux is enabled",
+            ),
+            Step::Chdir => (
+                format!("cannot change to init's directory {path} inside the container"),
+                "; check <initdir>",
+            ),
+            Step::Exec => (
+                format!("cannot execute init {path} inside the container"),
+                "; check <init> and the root filesystem",
+            ),
+            Step::Internal => (format!("the container setup failed: {detail}"), ""),
+        };
+        write!(f, "{what}")?;
+        if let Some(errno) = self.errno() {
+            write!(f, ": {} ({errno:?})", errno.desc())?;
+        }
+        write!(f, "{hint}")
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// The host directory where the container's root is assembled before
+/// pivot_root: `run_dir/NAME.root`.
+pub fn staging_root(spec: &ContainerSpec) -> PathBuf {
+    spec.run_dir.join(format!("{}.root", spec.name))
+}
+
+/// The basic device nodes of every container: name, major, minor.
+const BASIC_NODES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Filesystem types tried first on block devices and image files, in this
+/// order; the other block filesystems the kernel knows follow.
+const PREFERRED_FS: [&str; 6] = ["ext4", "xfs", "btrfs", "squashfs", "erofs", "vfat"];
+
+/// What to create at a missing mount target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    Dir,
+    File,
+}
+
+/// The container setup for one spec, driven through a [`Syscalls`].
+#[derive(Debug)]
+pub struct Setup<'a, S: Syscalls + ?Sized> {
+    sys: &'a S,
+    spec: &'a ContainerSpec,
+    console_slaves: &'a [PathBuf],
+    /// The staging directory the new root is assembled at.
+    root: PathBuf,
+    block_types: OnceCell<Vec<String>>,
+}
+
+impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
+    pub fn new(sys: &'a S, spec: &'a ContainerSpec, console_slaves: &'a [PathBuf]) -> Self {
+        Setup {
+            sys,
+            spec,
+            console_slaves,
+            root: staging_root(spec),
+            block_types: OnceCell::new(),
+        }
+    }
+
+    /// Everything from the child's release to execve of init. Returns only
+    /// on failure (with the double: always, with `Step::Exec`).
+    pub fn run(&self) -> Result<Infallible, SetupError> {
+        let sys = self.sys;
+        sys.reset_signals()
+            .map_err(|e| SetupError::new(Step::Signals, None, e))?;
+        let umask = sys.umask(0);
+        // After the monitor placed us in the container's cgroups, so that
+        // they are the root of the new cgroup namespace.
+        sys.unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| SetupError::new(Step::CgroupNamespace, None, e))?;
+        if self.spec.namespaces.user.is_some() {
+            sys.setresgid(0)
+                .and_then(|()| sys.setresuid(0))
+                .map_err(|e| SetupError::new(Step::BecomeRoot, None, e))?;
+        }
+        sys.mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        )
+        .map_err(|e| SetupError::new(Step::MakePrivate, Some(Path::new("/")), e))?;
+
+        self.mount_root()?;
+        self.mount_proc()?;
+        self.mount_sys()?;
+        self.mount_dev()?;
+        for mount in &self.spec.mounts {
+            self.mount_one(mount)?;
+        }
+        // Last, so that no mount above can undo them.
+        for path in &self.spec.readonly_paths {
+            self.readonly_path(path)?;
+        }
+        for path in &self.spec.masked_paths {
+            self.mask_path(path)?;
+        }
+        self.pivot()?;
+
+        if self.spec.namespaces.uts == NsChoice::New {
+            sys.sethostname(&self.spec.hostname).map_err(|e| {
+                let mut err = SetupError::new(Step::Hostname, None, e);
+                err.detail = Some(self.spec.hostname.clone());
+                err
+            })?;
+        }
+        if !self.console_slaves.is_empty() {
+            let console = Path::new("/dev/console");
+            sys.setsid()
+                .and_then(|()| sys.console_stdio(console))
+                .map_err(|e| SetupError::new(Step::ConsoleStdio, Some(console), e))?;
+        }
+        self.identity_and_capabilities()?;
+        if let Some(security) = &self.spec.security {
+            sys.write_file(
+                Path::new("/proc/thread-self/attr/exec"),
+                security.process_label.as_bytes(),
+            )
+            .map_err(|e| {
+                let mut err = SetupError::new(Step::SecurityLabel, None, e);
+                err.detail = Some(security.process_label.clone());
+                err
+            })?;
+        }
+        sys.umask(umask);
+        let init = &self.spec.init;
+        sys.chdir(&init.cwd)
+            .map_err(|e| SetupError::new(Step::Chdir, Some(&init.cwd), e))?;
+        // The error pipe is close-on-exec already; everything else the
+        // monitor had open must not reach init.
+        sys.cloexec_from(3)
+            .map_err(|e| SetupError::new(Step::Exec, Some(&init.path), e))?;
+        let errno = sys.execve(&init.path, &init.args, &init.env);
+        Err(SetupError::new(Step::Exec, Some(&init.path), errno))
+    }
+
+    /// `context="LABEL"` for mount options, when a label applies.
+    fn context_option(&self) -> Option<String> {
+        self.spec
+            .security
+            .as_ref()
+            .map(|s| format!("context=\"{}\"", s.image_label))
+    }
+
+    /// Mount options with the context appended when one applies.
+    fn options(&self, base: &str) -> String {
+        match (base.is_empty(), self.context_option()) {
+            (_, None) => base.to_string(),
+            (true, Some(ctx)) => ctx,
+            (false, Some(ctx)) => format!("{base},{ctx}"),
+        }
+    }
+
+    /// The host path of `inside` (absolute, inside the container) under
+    /// the staging root, resolved so that symlinks cannot leave the root;
+    /// missing components are created (the last as `create`).
+    fn ensure(&self, inside: &Path, create: Create) -> Result<PathBuf, Errno> {
+        let components: Vec<&std::ffi::OsStr> = inside
+            .components()
+            .map(|c| match c {
+                Component::RootDir => Ok(None),
+                Component::CurDir => Ok(None),
+                Component::Normal(name) => Ok(Some(name)),
+                Component::ParentDir | Component::Prefix(_) => Err(Errno::EINVAL),
+            })
+            .filter_map(Result::transpose)
+            .collect::<Result<_, _>>()?;
+        if !inside.is_absolute() {
+            return Err(Errno::EINVAL);
+        }
+        let prefix = |n: usize| -> PathBuf {
+            let mut p = PathBuf::from("/");
+            p.extend(&components[..n]);
+            p
+        };
+        match self.sys.resolve_in_root(&self.root, inside) {
+            Ok(host) => return Ok(host),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        // The deepest existing ancestor ("/" always exists).
+        let mut base = self.root.clone();
+        let mut existing = 0;
+        for n in (0..components.len()).rev() {
+            match self.sys.resolve_in_root(&self.root, &prefix(n)) {
+                Ok(host) => {
+                    base = host;
+                    existing = n;
+                    break;
+                }
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        for i in existing..components.len() {
+            let path = base.join(components[i]);
+            let last = i + 1 == components.len();
+            let made = if last && create == Create::File {
+                self.sys.create_file(&path, 0o644)
+            } else {
+                self.sys.mkdir(&path, 0o755)
+            };
+            base = match made {
+                Ok(()) => path,
+                // Something appeared there, or a dangling symlink: resolve
+                // it again, inside the root.
+                Err(Errno::EEXIST) => self.sys.resolve_in_root(&self.root, &prefix(i + 1))?,
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(base)
+    }
+
+    fn mount_root(&self) -> Result<(), SetupError> {
+        let sys = self.sys;
+        let root = &self.root;
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        match &self.spec.root {
+            RootFs::Host => {
+                let host = Path::new("/");
+                sys.mount(Some(host), root, None, bind, None)
+                    .map_err(|e| SetupError::new(Step::RootFs, Some(host), e))?;
+            }
+            RootFs::Dir { path, readonly } => {
+                sys.mount(Some(path), root, None, bind, None)
+                    .map_err(|e| SetupError::new(Step::RootFs, Some(path), e))?;
+                if *readonly {
+                    sys.set_readonly(root, true)
+                        .map_err(|e| SetupError::new(Step::RootFs, Some(path), e))?;
+                }
+            }
+            RootFs::Block { dev, readonly } => {
+                self.mount_filesystem(dev, root, *readonly)
+                    .map_err(|e| SetupError::new(Step::RootFs, Some(dev), e))?;
+            }
+            RootFs::File { path, readonly } => {
+                let device = sys
+                    .loop_attach(path, *readonly)
+                    .map_err(|e| SetupError::new(Step::LoopDevice, Some(path), e))?;
+                self.mount_filesystem(&device.path, root, *readonly)
+                    .map_err(|e| SetupError::new(Step::RootFs, Some(path), e))?;
+                // The mount holds the device now; autoclear detaches it
+                // when the mount goes away.
+                drop(device);
+            }
+        }
+        Ok(())
+    }
+
+    /// The block filesystem types to try, preferred ones first.
+    fn block_types(&self) -> &[String] {
+        self.block_types.get_or_init(|| {
+            let known = self
+                .sys
+                .read_file(Path::new("/proc/filesystems"))
+                .unwrap_or_default();
+            let known = String::from_utf8_lossy(&known);
+            let block: Vec<&str> = known
+                .lines()
+                .filter(|l| !l.starts_with("nodev"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let mut types: Vec<String> = PREFERRED_FS
+                .iter()
+                .filter(|t| block.is_empty() || block.contains(t))
+                .map(|t| t.to_string())
+                .collect();
+            types.extend(
+                block
+                    .iter()
+                    .filter(|t| !PREFERRED_FS.contains(t))
+                    .map(|t| t.to_string()),
+            );
+            types
+        })
+    }
+
+    /// Mount the filesystem on `device` at `target`, trying the known
+    /// types until one recognises it.
+    fn mount_filesystem(&self, device: &Path, target: &Path, readonly: bool) -> Result<(), Errno> {
+        let mut flags = MsFlags::empty();
+        if readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        let data = self.context_option();
+        let mut last = Errno::EINVAL;
+        for fstype in self.block_types() {
+            match self
+                .sys
+                .mount(Some(device), target, Some(fstype), flags, data.as_deref())
+            {
+                Ok(()) => return Ok(()),
+                // Not this type.
+                Err(e @ (Errno::EINVAL | Errno::ENODEV | Errno::ENOTBLK)) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn mount_proc(&self) -> Result<(), SetupError> {
+        let inside = Path::new("/proc");
+        let target = self
+            .ensure(inside, Create::Dir)
+            .map_err(|e| SetupError::new(Step::Proc, Some(inside), e))?;
+        self.sys
+            .mount(
+                Some(Path::new("proc")),
+                &target,
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None,
+            )
+            .map_err(|e| SetupError::new(Step::Proc, Some(inside), e))
+    }
+
+    fn mount_sys(&self) -> Result<(), SetupError> {
+        let inside = Path::new("/sys");
+        let err = |e| SetupError::new(Step::Sys, Some(inside), e);
+        let target = self.ensure(inside, Create::Dir).map_err(err)?;
+        if self.spec.namespaces.net == NsChoice::New {
+            // A fresh sysfs shows the container's own network devices.
+            self.sys
+                .mount(
+                    Some(Path::new("sysfs")),
+                    &target,
+                    Some("sysfs"),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    None,
+                )
+                .map_err(err)
+        } else {
+            // Without its own network namespace a container may not mount
+            // sysfs (inside a user namespace): show the host's, read-only.
+            self.sys
+                .mount(
+                    Some(Path::new("/sys")),
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )
+                .and_then(|()| self.sys.set_readonly(&target, true))
+                .map_err(err)
+        }
+    }
+
+    fn in_userns(&self) -> bool {
+        self.spec.namespaces.user.is_some()
+    }
+
+    /// A device node at `path` (a host path under the new /dev): mknod
+    /// where allowed, else a bind mount of the host node (user namespace).
+    fn device_node(
+        &self,
+        path: &Path,
+        kind: NodeKind,
+        mode: u32,
+        (major, minor): (u32, u32),
+        host: &Path,
+    ) -> Result<(), Errno> {
+        if self.in_userns() {
+            match self.sys.create_file(path, 0o666) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            self.sys
+                .mount(Some(host), path, None, MsFlags::MS_BIND, None)
+        } else {
+            self.sys.mknod(path, kind, mode, major, minor)
+        }
+    }
+
+    fn mount_dev(&self) -> Result<(), SetupError> {
+        let sys = self.sys;
+        let inside = Path::new("/dev");
+        let dev = self
+            .ensure(inside, Create::Dir)
+            .map_err(|e| SetupError::new(Step::Dev, Some(inside), e))?;
+        let err_at = |step: Step, name: &str| {
+            let path = inside.join(name);
+            move |e| SetupError::new(step, Some(&path), e)
+        };
+        sys.mount(
+            Some(Path::new("devfs")),
+            &dev,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            Some(&self.options("mode=755,size=65536")),
+        )
+        .map_err(|e| SetupError::new(Step::Dev, Some(inside), e))?;
+
+        // A fresh tmpfs: plain joins below cannot meet a symlink.
+        for (name, major, minor) in BASIC_NODES {
+            let host = Path::new("/dev").join(name);
+            self.device_node(
+                &dev.join(name),
+                NodeKind::Char,
+                0o666,
+                (major, minor),
+                &host,
+            )
+            .map_err(err_at(Step::DeviceNode, name))?;
+        }
+        for node in &self.spec.devices {
+            let err = |e| SetupError::new(Step::DeviceNode, Some(&node.path), e);
+            let parent = node.path.parent().unwrap_or(Path::new("/"));
+            let name = node.path.file_name().ok_or_else(|| err(Errno::EINVAL))?;
+            let dir = self.ensure(parent, Create::Dir).map_err(err)?;
+            let kind = match node.kind {
+                DeviceKind::Char => NodeKind::Char,
+                DeviceKind::Block => NodeKind::Block,
+            };
+            self.device_node(
+                &dir.join(name),
+                kind,
+                node.mode,
+                (node.major, node.minor),
+                &node.host_path,
+            )
+            .map_err(err)?;
+        }
+
+        let pts = dev.join("pts");
+        sys.mkdir(&pts, 0o755)
+            .map_err(err_at(Step::Devpts, "pts"))?;
+        let mut options = String::from("newinstance,ptmxmode=0666,mode=0620");
+        if self.tty_gid_mapped() {
+            options.push_str(",gid=5");
+        }
+        sys.mount(
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(&self.options(&options)),
+        )
+        .map_err(err_at(Step::Devpts, "pts"))?;
+        sys.symlink(Path::new("pts/ptmx"), &dev.join("ptmx"))
+            .map_err(err_at(Step::Dev, "ptmx"))?;
+
+        let shm = dev.join("shm");
+        sys.mkdir(&shm, 0o1777)
+            .and_then(|()| {
+                sys.mount(
+                    Some(Path::new("shm")),
+                    &shm,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(&self.options("mode=1777")),
+                )
+            })
+            .map_err(err_at(Step::Dev, "shm"))?;
+
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            sys.symlink(Path::new(target), &dev.join(name))
+                .map_err(err_at(Step::Dev, name))?;
+        }
+
+        for (n, slave) in self.console_slaves.iter().enumerate() {
+            let name = if n == 0 {
+                "console".to_string()
+            } else {
+                format!("tty{n}")
+            };
+            let path = dev.join(&name);
+            sys.create_file(&path, 0o600)
+                .and_then(|()| sys.mount(Some(slave), &path, None, MsFlags::MS_BIND, None))
+                .map_err(err_at(Step::Console, &name))?;
+        }
+        Ok(())
+    }
+
+    /// Whether gid 5 (tty) exists inside the container.
+    fn tty_gid_mapped(&self) -> bool {
+        match &self.spec.namespaces.user {
+            None => true,
+            Some(map) => map
+                .gid
+                .iter()
+                .any(|&(inside, _, count)| inside <= 5 && 5 - inside < count),
+        }
+    }
+
+    fn mount_one(&self, mount: &MountSpec) -> Result<(), SetupError> {
+        let sys = self.sys;
+        let target = &mount.target;
+        let err = |e| SetupError::new(Step::Mount, Some(target), e);
+        let bind = |source: &Path| -> Result<(), SetupError> {
+            let create = match sys.file_kind(source).map_err(err)? {
+                FileKind::Dir => Create::Dir,
+                _ => Create::File,
+            };
+            let host = self.ensure(target, create).map_err(err)?;
+            sys.mount(
+                Some(source),
+                &host,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .map_err(err)?;
+            if mount.readonly {
+                sys.set_readonly(&host, true).map_err(err)?;
+            }
+            Ok(())
+        };
+        let mut ro = MsFlags::empty();
+        if mount.readonly {
+            ro |= MsFlags::MS_RDONLY;
+        }
+        match &mount.source {
+            MountSource::HostDir(source) => bind(source),
+            MountSource::ContainerDir(source) => {
+                let host = sys
+                    .resolve_in_root(&self.root, source)
+                    .map_err(|e| SetupError::new(Step::Mount, Some(source), e))?;
+                bind(&host)
+            }
+            MountSource::Tmpfs { size } => {
+                let host = self.ensure(target, Create::Dir).map_err(err)?;
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    &host,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | ro,
+                    Some(&self.options(&format!("size={size}"))),
+                )
+                .map_err(err)
+            }
+            MountSource::Block(device) => {
+                let host = self.ensure(target, Create::Dir).map_err(err)?;
+                self.mount_filesystem(device, &host, mount.readonly)
+                    .map_err(err)
+            }
+            MountSource::File(file) => {
+                let host = self.ensure(target, Create::Dir).map_err(err)?;
+                let device = sys
+                    .loop_attach(file, mount.readonly)
+                    .map_err(|e| SetupError::new(Step::LoopDevice, Some(file), e))?;
+                self.mount_filesystem(&device.path, &host, mount.readonly)
+                    .map_err(err)?;
+                drop(device);
+                Ok(())
+            }
+        }
+    }
+
+    /// Bind `inside` onto itself and make it read-only; skipped when the
+    /// path does not exist.
+    fn readonly_path(&self, inside: &Path) -> Result<(), SetupError> {
+        let err = |e| SetupError::new(Step::ReadonlyPath, Some(inside), e);
+        let host = match self.sys.resolve_in_root(&self.root, inside) {
+            Ok(host) => host,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(err(e)),
+        };
+        self.sys
+            .mount(
+                Some(&host),
+                &host,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .and_then(|()| self.sys.set_readonly(&host, true))
+            .map_err(err)
+    }
+
+    /// Hide `inside`: /dev/null over a file, an empty read-only tmpfs over
+    /// a directory; skipped when the path does not exist.
+    fn mask_path(&self, inside: &Path) -> Result<(), SetupError> {
+        let err = |e| SetupError::new(Step::MaskPath, Some(inside), e);
+        let host = match self.sys.resolve_in_root(&self.root, inside) {
+            Ok(host) => host,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(err(e)),
+        };
+        match self.sys.file_kind(&host) {
+            Ok(FileKind::Dir) => self.sys.mount(
+                Some(Path::new("tmpfs")),
+                &host,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some(&self.options("mode=555,size=4k")),
+            ),
+            Ok(_) => self.sys.mount(
+                Some(Path::new("/dev/null")),
+                &host,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            ),
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => Err(e),
+        }
+        .map_err(err)
+    }
+
+    /// Make the staging root `/`: pivot_root(".", ".") stacks the old root
+    /// on the new one, so no put_old directory is needed (the root may be
+    /// read-only), then the old root is detached.
+    fn pivot(&self) -> Result<(), SetupError> {
+        let sys = self.sys;
+        let dot = Path::new(".");
+        sys.chdir(&self.root)
+            .and_then(|()| sys.pivot_root(dot, dot))
+            .and_then(|()| sys.umount2(dot, MntFlags::MNT_DETACH))
+            .and_then(|()| sys.chdir(Path::new("/")))
+            .map_err(|e| SetupError::new(Step::PivotRoot, Some(&self.root), e))
+    }
+
+    /// Look `spec` up in a passwd- or group-format file of the container:
+    /// (id, primary gid for passwd). libvirt's rule: a name that is not
+    /// found but is all digits is used as a number.
+    fn lookup(&self, file: &str, spec: &IdSpec) -> Result<(u32, Option<u32>), String> {
+        let name = match spec {
+            IdSpec::Id(id) => return Ok((*id, None)),
+            IdSpec::Name(name) => name,
+        };
+        let contents = self.sys.read_file(Path::new(file)).unwrap_or_default();
+        let contents = String::from_utf8_lossy(&contents);
+        for line in contents.lines() {
+            let mut fields = line.split(':');
+            if fields.next() != Some(name.as_str()) {
+                continue;
+            }
+            let id = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+            let gid = fields.next().and_then(|f| f.parse::<u32>().ok());
+            if let Some(id) = id {
+                return Ok((id, gid));
+            }
+        }
+        if !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(id) = name.parse()
+        {
+            return Ok((id, None));
+        }
+        Err(format!("'{name}' is not in the container's {file}"))
+    }
+
+    fn identity_and_capabilities(&self) -> Result<(), SetupError> {
+        let sys = self.sys;
+        let init = &self.spec.init;
+        let (uid, primary_gid) = match &init.user {
+            None => (0, None),
+            Some(user) => self
+                .lookup("/etc/passwd", user)
+                .map_err(|m| SetupError::detail(Step::InitUser, format!("init user {m}")))?,
+        };
+        let gid = match &init.group {
+            Some(group) => {
+                self.lookup("/etc/group", group)
+                    .map_err(|m| SetupError::detail(Step::InitGroup, format!("init group {m}")))?
+                    .0
+            }
+            None => primary_gid.unwrap_or(0),
+        };
+
+        let caps_err = |e| SetupError::new(Step::Capabilities, None, e);
+        let last_cap = sys
+            .read_file(Path::new("/proc/sys/kernel/cap_last_cap"))
+            .ok()
+            .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u8>().ok())
+            .unwrap_or(40)
+            .min(63);
+        let mut keep: u64 = 0;
+        for &cap in &self.spec.capabilities {
+            if cap <= last_cap {
+                keep |= 1 << cap;
+            }
+        }
+        for cap in 0..=last_cap {
+            if keep & (1 << cap) == 0 {
+                sys.cap_bounding_drop(cap).map_err(caps_err)?;
+            }
+        }
+        sys.cap_ambient_clear().map_err(caps_err)?;
+
+        sys.setgroups(&[])
+            .and_then(|()| sys.setresgid(gid))
+            .and_then(|()| sys.setresuid(uid))
+            .map_err(|e| {
+                let mut err = SetupError::new(Step::SetIds, None, e);
+                err.detail = Some(format!("uid {uid}, gid {gid}"));
+                err
+            })?;
+        // A non-root init lost its capabilities with setresuid; a root
+        // init keeps the kept set, less what the monitor itself lacks.
+        if uid == 0 {
+            let keep = keep & sys.cap_permitted().map_err(caps_err)?;
+            sys.capset(keep, keep, keep).map_err(caps_err)?;
+        }
+        if self.spec.no_new_privs {
+            sys.set_no_new_privs()
+                .map_err(|e| SetupError::new(Step::NoNewPrivs, None, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::cgroup::CgroupSpec;
+    use crate::lxc::spec::{
+        DeviceNode, IdMapping, InitSpec, Namespaces, SPEC_VERSION, SecuritySpec,
+    };
+    use crate::sys::recorder::Recorder;
+
+    const ROOT: &str = "/run/lxvirt/web.root";
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            version: SPEC_VERSION,
+            name: "web".into(),
+            uuid: uuid::Uuid::nil(),
+            hostname: "web".into(),
+            namespaces: Namespaces {
+                net: NsChoice::New,
+                ipc: NsChoice::New,
+                uts: NsChoice::New,
+                user: None,
+            },
+            root: RootFs::Dir {
+                path: "/srv/web".into(),
+                readonly: false,
+            },
+            mounts: vec![],
+            devices: vec![],
+            init: InitSpec {
+                path: "/sbin/init".into(),
+                args: vec!["/sbin/init".into()],
+                env: vec!["PATH=/bin:/sbin".into()],
+                cwd: "/".into(),
+                user: None,
+                group: None,
+            },
+            capabilities: vec![0, 21],
+            no_new_privs: false,
+            masked_paths: vec![],
+            readonly_paths: vec![],
+            consoles: 1,
+            cgroup: CgroupSpec::default(),
+            security: None,
+            run_dir: "/run/lxvirt".into(),
+        }
+    }
+
+    fn userns() -> IdMapping {
+        IdMapping {
+            uid: vec![(0, 100000, 65536)],
+            gid: vec![(0, 100000, 65536)],
+        }
+    }
+
+    fn slaves() -> Vec<PathBuf> {
+        vec!["/dev/pts/7".into(), "/dev/pts/8".into()]
+    }
+
+    /// Run the setup against the double; the double's execve "fails" with
+    /// an unknown errno, which is the end of a complete run.
+    fn run(sys: &Recorder, spec: &ContainerSpec) -> SetupError {
+        let slaves = slaves();
+        match Setup::new(sys, spec, &slaves).run() {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    fn run_ok(sys: &Recorder, spec: &ContainerSpec) {
+        let err = run(sys, spec);
+        assert_eq!(err.step, Step::Exec, "{err}\n{:#?}", sys.calls());
+        assert_eq!(err.errno(), None, "the double's execve returns no errno");
+    }
+
+    fn exact(sys: &Recorder, line: &str) -> bool {
+        sys.calls().iter().any(|c| c == line)
+    }
+
+    fn before(sys: &Recorder, a: &str, b: &str) {
+        let pa = sys
+            .position(a)
+            .unwrap_or_else(|| panic!("no {a}: {:#?}", sys.calls()));
+        let pb = sys
+            .position(b)
+            .unwrap_or_else(|| panic!("no {b}: {:#?}", sys.calls()));
+        assert!(pa < pb, "{a} should come before {b}: {:#?}", sys.calls());
+    }
+
+    #[test]
+    fn dir_root_without_user_namespace() {
+        let sys = Recorder::new().file("/proc/sys/kernel/cap_last_cap", "40\n");
+        run_ok(&sys, &spec());
+        let calls = sys.calls();
+        assert_eq!(calls[0], "reset_signals");
+        before(
+            &sys,
+            "unshare CLONE_NEWCGROUP",
+            "mount - / type=- flags=MS_REC|MS_PRIVATE",
+        );
+        assert!(
+            sys.position("setresuid").unwrap() > sys.position("pivot_root").unwrap(),
+            "no early setresuid without a user namespace"
+        );
+        before(
+            &sys,
+            "mount - / type=- flags=MS_REC|MS_PRIVATE",
+            &format!("mount /srv/web {ROOT} type=- flags=MS_BIND|MS_REC"),
+        );
+        assert!(!sys.has(&format!("readonly {ROOT} ")));
+        assert!(sys.has(&format!(
+            "mount proc {ROOT}/proc type=proc flags=MS_NOSUID|MS_NODEV|MS_NOEXEC"
+        )));
+        assert!(sys.has(&format!(
+            "mount sysfs {ROOT}/sys type=sysfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC"
+        )));
+        assert!(sys.has(&format!(
+            "mount devfs {ROOT}/dev type=tmpfs flags=MS_NOSUID|MS_STRICTATIME data=mode=755,size=65536"
+        )));
+        for (name, node) in [
+            ("null", "c 1:3"),
+            ("zero", "c 1:5"),
+            ("full", "c 1:7"),
+            ("random", "c 1:8"),
+            ("urandom", "c 1:9"),
+            ("tty", "c 5:0"),
+        ] {
+            assert!(
+                exact(&sys, &format!("mknod {ROOT}/dev/{name} {node} 666")),
+                "{name}"
+            );
+        }
+        assert!(sys.has(&format!(
+            "mount devpts {ROOT}/dev/pts type=devpts flags=MS_NOSUID|MS_NOEXEC data=newinstance,ptmxmode=0666,mode=0620,gid=5"
+        )));
+        assert!(sys.has(&format!("symlink {ROOT}/dev/ptmx -> pts/ptmx")));
+        assert!(sys.has(&format!("mount shm {ROOT}/dev/shm type=tmpfs")));
+        assert!(sys.has(&format!("symlink {ROOT}/dev/fd -> /proc/self/fd")));
+        assert!(sys.has(&format!("symlink {ROOT}/dev/stderr -> /proc/self/fd/2")));
+        assert!(sys.has(&format!(
+            "mount /dev/pts/7 {ROOT}/dev/console type=- flags=MS_BIND"
+        )));
+        assert!(sys.has(&format!(
+            "mount /dev/pts/8 {ROOT}/dev/tty1 type=- flags=MS_BIND"
+        )));
+        before(&sys, "mount /dev/pts/8", &format!("chdir {ROOT}"));
+        before(&sys, &format!("chdir {ROOT}"), "pivot_root . .");
+        before(&sys, "pivot_root . .", "umount2 . MNT_DETACH");
+        before(&sys, "umount2 . MNT_DETACH", "sethostname web");
+        before(&sys, "sethostname web", "setsid");
+        before(&sys, "setsid", "console_stdio /dev/console");
+        before(&sys, "console_stdio /dev/console", "capbset_drop 1");
+        assert!(!exact(&sys, "capbset_drop 0"));
+        assert!(!exact(&sys, "capbset_drop 21"));
+        assert!(exact(&sys, "capbset_drop 40"));
+        assert!(!exact(&sys, "capbset_drop 41"));
+        before(&sys, "capbset_drop 40", "ambient_clear");
+        before(&sys, "ambient_clear", "setgroups []");
+        before(&sys, "setgroups []", "setresgid 0");
+        before(
+            &sys,
+            "setresuid 0",
+            "capset e=0x200001 p=0x200001 i=0x200001",
+        );
+        assert!(!sys.has("no_new_privs"));
+        assert!(!sys.has("write /proc/thread-self/attr/exec"));
+        let n = calls.len();
+        assert_eq!(calls[n - 4], "umask 22");
+        assert_eq!(calls[n - 3], "chdir /");
+        assert_eq!(calls[n - 2], "cloexec_from 3");
+        assert_eq!(
+            calls[n - 1],
+            "execve /sbin/init [\"/sbin/init\"] env=PATH=/bin:/sbin"
+        );
+    }
+
+    #[test]
+    fn host_root_and_readonly_dir_root() {
+        let mut s = spec();
+        s.root = RootFs::Host;
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        assert!(sys.has(&format!("mount / {ROOT} type=- flags=MS_BIND|MS_REC")));
+        assert!(!sys.has(&format!("readonly {ROOT} ")));
+
+        s.root = RootFs::Dir {
+            path: "/srv/web".into(),
+            readonly: true,
+        };
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        before(
+            &sys,
+            &format!("mount /srv/web {ROOT} type=- flags=MS_BIND|MS_REC"),
+            &format!("readonly {ROOT} recursive"),
+        );
+        before(&sys, &format!("readonly {ROOT} recursive"), "mount proc");
+    }
+
+    #[test]
+    fn user_namespace_binds_nodes_and_becomes_root_first() {
+        let mut s = spec();
+        s.namespaces.user = Some(userns());
+        s.devices = vec![DeviceNode {
+            path: "/dev/disk/data".into(),
+            kind: DeviceKind::Block,
+            major: 8,
+            minor: 16,
+            mode: 0o660,
+            host_path: "/dev/sdb".into(),
+        }];
+        let sys = Recorder::new().missing(format!("{ROOT}/dev/disk"));
+        run_ok(&sys, &s);
+        before(&sys, "setresgid 0", "setresuid 0");
+        before(
+            &sys,
+            "setresuid 0",
+            "mount - / type=- flags=MS_REC|MS_PRIVATE",
+        );
+        assert!(!sys.has("mknod"), "{:#?}", sys.calls());
+        before(
+            &sys,
+            &format!("create {ROOT}/dev/null 666"),
+            &format!("mount /dev/null {ROOT}/dev/null type=- flags=MS_BIND"),
+        );
+        assert!(sys.has(&format!(
+            "mount /dev/tty {ROOT}/dev/tty type=- flags=MS_BIND"
+        )));
+        before(
+            &sys,
+            &format!("mkdir {ROOT}/dev/disk 755"),
+            &format!("mount /dev/sdb {ROOT}/dev/disk/data type=- flags=MS_BIND"),
+        );
+        assert!(sys.has("data=newinstance,ptmxmode=0666,mode=0620,gid=5"));
+    }
+
+    #[test]
+    fn devpts_gid_only_when_mapped() {
+        let mut s = spec();
+        s.namespaces.user = Some(IdMapping {
+            uid: vec![(0, 100000, 1)],
+            gid: vec![(0, 100000, 1)],
+        });
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        assert!(sys.has("data=newinstance,ptmxmode=0666,mode=0620"));
+        assert!(!sys.has("gid=5"));
+    }
+
+    #[test]
+    fn device_nodes_without_user_namespace_use_mknod() {
+        let mut s = spec();
+        s.devices = vec![DeviceNode {
+            path: "/dev/sdb".into(),
+            kind: DeviceKind::Block,
+            major: 8,
+            minor: 16,
+            mode: 0o660,
+            host_path: "/dev/sdb".into(),
+        }];
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        assert!(exact(&sys, &format!("mknod {ROOT}/dev/sdb b 8:16 660")));
+    }
+
+    #[test]
+    fn mounts_in_order_with_readonly_honoured_and_targets_created() {
+        let mut s = spec();
+        s.mounts = vec![
+            MountSpec {
+                source: MountSource::HostDir("/srv/data".into()),
+                target: "/data".into(),
+                readonly: true,
+            },
+            MountSpec {
+                source: MountSource::Tmpfs { size: 1 << 20 },
+                target: "/scratch/tmp".into(),
+                readonly: false,
+            },
+            MountSpec {
+                source: MountSource::Tmpfs { size: 4096 },
+                target: "/ro".into(),
+                readonly: true,
+            },
+            MountSpec {
+                source: MountSource::ContainerDir("/var/lib/x".into()),
+                target: "/x".into(),
+                readonly: false,
+            },
+            MountSpec {
+                source: MountSource::HostDir("/etc/resolv.conf".into()),
+                target: "/etc/resolv.conf".into(),
+                readonly: false,
+            },
+        ];
+        let sys = Recorder::new()
+            .missing(format!("{ROOT}/data"))
+            .missing(format!("{ROOT}/scratch"))
+            .missing(format!("{ROOT}/etc/resolv.conf"))
+            .kind("/etc/resolv.conf", FileKind::File);
+        run_ok(&sys, &s);
+        before(&sys, &format!("mkdir {ROOT}/data 755"), "mount /srv/data");
+        before(
+            &sys,
+            &format!("mount /srv/data {ROOT}/data type=- flags=MS_BIND|MS_REC"),
+            &format!("readonly {ROOT}/data recursive"),
+        );
+        before(
+            &sys,
+            &format!("mkdir {ROOT}/scratch 755"),
+            &format!("mkdir {ROOT}/scratch/tmp 755"),
+        );
+        assert!(sys.has(&format!(
+            "mount tmpfs {ROOT}/scratch/tmp type=tmpfs flags=MS_NOSUID|MS_NODEV data=size=1048576"
+        )));
+        assert!(sys.has(&format!(
+            "mount tmpfs {ROOT}/ro type=tmpfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV data=size=4096"
+        )));
+        assert!(!sys.has(&format!("readonly {ROOT}/scratch")));
+        assert!(sys.has(&format!(
+            "mount {ROOT}/var/lib/x {ROOT}/x type=- flags=MS_BIND|MS_REC"
+        )));
+        before(
+            &sys,
+            &format!("create {ROOT}/etc/resolv.conf 644"),
+            &format!("mount /etc/resolv.conf {ROOT}/etc/resolv.conf"),
+        );
+        // User mounts come after the basic ones, in spec order.
+        before(&sys, "mount devpts", "mount /srv/data");
+        before(
+            &sys,
+            "mount /srv/data",
+            &format!("{ROOT}/scratch/tmp type=tmpfs"),
+        );
+        before(
+            &sys,
+            &format!("{ROOT}/scratch/tmp type=tmpfs"),
+            &format!("{ROOT}/x type"),
+        );
+    }
+
+    #[test]
+    fn target_with_parent_component_is_refused() {
+        let mut s = spec();
+        s.mounts = vec![MountSpec {
+            source: MountSource::Tmpfs { size: 4096 },
+            target: "/../../etc".into(),
+            readonly: false,
+        }];
+        let sys = Recorder::new();
+        let err = run(&sys, &s);
+        assert_eq!(err.step, Step::Mount);
+        assert_eq!(err.errno(), Some(Errno::EINVAL));
+        assert!(!sys.has("data=size=4096"));
+    }
+
+    #[test]
+    fn readonly_and_masked_paths_after_user_mounts() {
+        let mut s = spec();
+        s.mounts = vec![MountSpec {
+            source: MountSource::Tmpfs { size: 4096 },
+            target: "/tmp".into(),
+            readonly: false,
+        }];
+        s.readonly_paths = vec!["/proc/sys".into(), "/proc/bus".into()];
+        s.masked_paths = vec![
+            "/proc/kcore".into(),
+            "/proc/acpi".into(),
+            "/sys/firmware".into(),
+        ];
+        let sys = Recorder::new()
+            .missing(format!("{ROOT}/proc/bus"))
+            .missing(format!("{ROOT}/sys/firmware"))
+            .kind(format!("{ROOT}/proc/kcore"), FileKind::File);
+        run_ok(&sys, &s);
+        before(
+            &sys,
+            &format!("{ROOT}/tmp type=tmpfs"),
+            &format!("mount {ROOT}/proc/sys"),
+        );
+        before(
+            &sys,
+            &format!("mount {ROOT}/proc/sys {ROOT}/proc/sys type=- flags=MS_BIND|MS_REC"),
+            &format!("readonly {ROOT}/proc/sys recursive"),
+        );
+        assert!(!sys.has("proc/bus"));
+        assert!(sys.has(&format!(
+            "mount /dev/null {ROOT}/proc/kcore type=- flags=MS_BIND"
+        )));
+        assert!(sys.has(&format!(
+            "mount tmpfs {ROOT}/proc/acpi type=tmpfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC data=mode=555,size=4k"
+        )));
+        assert!(!sys.has("sys/firmware"));
+        before(&sys, &format!("{ROOT}/proc/acpi"), "pivot_root");
+    }
+
+    #[test]
+    fn shared_namespaces_skip_hostname_and_bind_sys() {
+        let mut s = spec();
+        s.namespaces.uts = NsChoice::Host;
+        s.namespaces.net = NsChoice::Path("/run/netns/red".into());
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        assert!(!sys.has("sethostname"));
+        assert!(!sys.has("type=sysfs"));
+        before(
+            &sys,
+            &format!("mount /sys {ROOT}/sys type=- flags=MS_BIND|MS_REC"),
+            &format!("readonly {ROOT}/sys recursive"),
+        );
+    }
+
+    #[test]
+    fn security_label_is_quoted_in_mount_options_and_set_for_exec() {
+        let mut s = spec();
+        s.security = Some(SecuritySpec {
+            process_label: "system_u:system_r:svirt_lxc_net_t:s0:c1,c2".into(),
+            image_label: "system_u:object_r:svirt_sandbox_file_t:s0:c1,c2".into(),
+            relabel_root: false,
+        });
+        s.mounts = vec![MountSpec {
+            source: MountSource::Tmpfs { size: 4096 },
+            target: "/tmp".into(),
+            readonly: false,
+        }];
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        let ctx = "context=\"system_u:object_r:svirt_sandbox_file_t:s0:c1,c2\"";
+        assert!(sys.has(&format!("data=mode=755,size=65536,{ctx}")));
+        assert!(sys.has(&format!(
+            "data=newinstance,ptmxmode=0666,mode=0620,gid=5,{ctx}"
+        )));
+        assert!(sys.has(&format!("data=mode=1777,{ctx}")));
+        assert!(sys.has(&format!("data=size=4096,{ctx}")));
+        before(
+            &sys,
+            "capset",
+            "write /proc/thread-self/attr/exec system_u:system_r:svirt_lxc_net_t:s0:c1,c2",
+        );
+        before(&sys, "write /proc/thread-self/attr/exec", "execve");
+    }
+
+    #[test]
+    fn missing_selinux_fails_only_with_a_label() {
+        let mut s = spec();
+        s.security = Some(SecuritySpec {
+            process_label: "system_u:system_r:svirt_lxc_net_t:s0:c1,c2".into(),
+            image_label: "system_u:object_r:svirt_sandbox_file_t:s0:c1,c2".into(),
+            relabel_root: false,
+        });
+        let sys = Recorder::new().fail("write /proc/thread-self/attr/exec", Errno::EINVAL);
+        let err = run(&sys, &s);
+        assert_eq!(err.step, Step::SecurityLabel);
+        assert!(
+            err.to_string().contains("svirt_lxc_net_t:s0:c1,c2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn block_and_file_filesystems_try_types_in_order() {
+        let mut s = spec();
+        s.root = RootFs::File {
+            path: "/var/lib/lxvirt/web.img".into(),
+            readonly: true,
+        };
+        s.mounts = vec![MountSpec {
+            source: MountSource::Block("/dev/sdc1".into()),
+            target: "/srv".into(),
+            readonly: false,
+        }];
+        let sys = Recorder::new()
+            .file(
+                "/proc/filesystems",
+                "nodev\tproc\n\text3\n\text4\n\txfs\n\tbtrfs\n\tvfat\n",
+            )
+            .fail(&format!("mount /dev/loop0 {ROOT} type=ext4"), Errno::EINVAL)
+            .fail(
+                &format!("mount /dev/sdc1 {ROOT}/srv type=ext4"),
+                Errno::EINVAL,
+            )
+            .fail(
+                &format!("mount /dev/sdc1 {ROOT}/srv type=xfs"),
+                Errno::EINVAL,
+            );
+        run_ok(&sys, &s);
+        before(
+            &sys,
+            "loop_attach /var/lib/lxvirt/web.img ro=true",
+            &format!("mount /dev/loop0 {ROOT} type=ext4 flags=MS_RDONLY"),
+        );
+        before(
+            &sys,
+            &format!("mount /dev/loop0 {ROOT} type=ext4"),
+            &format!("mount /dev/loop0 {ROOT} type=xfs flags=MS_RDONLY"),
+        );
+        assert!(!sys.has(&format!("mount /dev/loop0 {ROOT} type=btrfs")));
+        assert!(sys.has(&format!("mount /dev/sdc1 {ROOT}/srv type=btrfs flags=0")));
+        assert!(
+            !sys.has("type=ext3"),
+            "ext3 is not tried after ext4 succeeded"
+        );
+    }
+
+    #[test]
+    fn block_mount_permission_error_stops_the_search() {
+        let mut s = spec();
+        s.root = RootFs::Block {
+            dev: "/dev/sdc".into(),
+            readonly: false,
+        };
+        let sys = Recorder::new().fail("mount /dev/sdc", Errno::EPERM);
+        let err = run(&sys, &s);
+        assert_eq!(err.step, Step::RootFs);
+        assert_eq!(err.errno(), Some(Errno::EPERM));
+        let tries = sys
+            .calls()
+            .iter()
+            .filter(|c| c.contains("mount /dev/sdc"))
+            .count();
+        assert_eq!(tries, 1);
+        assert!(
+            err.to_string().starts_with(
+                "cannot mount the root filesystem /dev/sdc: Operation not permitted (EPERM)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn failing_mount_names_the_target_and_errno() {
+        let mut s = spec();
+        s.mounts = vec![MountSpec {
+            source: MountSource::Tmpfs { size: 4096 },
+            target: "/data".into(),
+            readonly: false,
+        }];
+        let sys = Recorder::new().fail(&format!("mount tmpfs {ROOT}/data"), Errno::EACCES);
+        let err = run(&sys, &s);
+        assert_eq!(err.step, Step::Mount);
+        assert_eq!(err.path.as_deref(), Some(Path::new("/data")));
+        assert_eq!(err.errno(), Some(Errno::EACCES));
+        assert_eq!(
+            err.to_string(),
+            "cannot mount /data inside the container: Permission denied (EACCES); check its <filesystem> element"
+        );
+        assert!(!sys.has("pivot_root"), "nothing after the failure");
+    }
+
+    #[test]
+    fn exec_failure_message_is_actionable() {
+        let sys = Recorder::new().fail("execve", Errno::ENOENT);
+        let err = run(&sys, &spec());
+        assert_eq!(
+            err.to_string(),
+            "cannot execute init /sbin/init inside the container: No such file or directory (ENOENT); check <init> and the root filesystem"
+        );
+        let json = serde_json::to_string(&err).unwrap();
+        assert_eq!(serde_json::from_str::<SetupError>(&json).unwrap(), err);
+    }
+
+    #[test]
+    fn init_user_by_name_number_and_unknown() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        let group = "root:x:0:\nusers:x:100:alice\n";
+        let mut s = spec();
+        s.no_new_privs = true;
+        s.init.user = Some(IdSpec::Name("alice".into()));
+        let sys = Recorder::new()
+            .file("/etc/passwd", passwd)
+            .file("/etc/group", group);
+        run_ok(&sys, &s);
+        before(&sys, "setgroups []", "setresgid 1000");
+        before(&sys, "setresgid 1000", "setresuid 1000");
+        assert!(!sys.has("capset"), "a non-root init keeps no capabilities");
+        before(&sys, "setresuid 1000", "no_new_privs");
+
+        s.init.group = Some(IdSpec::Name("users".into()));
+        let sys = Recorder::new()
+            .file("/etc/passwd", passwd)
+            .file("/etc/group", group);
+        run_ok(&sys, &s);
+        assert!(exact(&sys, "setresgid 100"));
+
+        s.init.user = Some(IdSpec::Name("4242".into()));
+        s.init.group = Some(IdSpec::Id(7));
+        let sys = Recorder::new().file("/etc/passwd", passwd);
+        run_ok(&sys, &s);
+        assert!(exact(&sys, "setresuid 4242") && exact(&sys, "setresgid 7"));
+
+        s.init.user = Some(IdSpec::Name("bob".into()));
+        let sys = Recorder::new().file("/etc/passwd", passwd);
+        let err = run(&sys, &s);
+        assert_eq!(err.step, Step::InitUser);
+        assert_eq!(
+            err.to_string(),
+            "init user 'bob' is not in the container's /etc/passwd; check <inituser> and the container's /etc/passwd"
+        );
+        assert!(!sys.has("setresuid"));
+    }
+}

@@ -1,0 +1,586 @@
+//! Privileged end-to-end tests of the container launch path: real
+//! containers from a busybox root directory (and the host root), launched
+//! in-process with `lxvirtd::lxc::launch::launch`, their console read from
+//! a pty master. They need root; without it they say so and return.
+//!
+//! `launch` must run in a single-threaded process, as the monitor is: its
+//! fork-like clone copies the calling thread only, and a lock another
+//! thread holds (the allocator's, the test harness's output) would stay
+//! locked in the child. So each test forks a single-threaded "monitor"
+//! (glibc's fork resets the allocator's locks) which launches the
+//! container, reads its console, reaps it and reports back over a pipe.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use lxvirtd::cgroup::CgroupSpec;
+use lxvirtd::lxc::launch::{LaunchContext, LaunchError, Launched, launch};
+use lxvirtd::lxc::spec::{
+    ContainerSpec, IdMapping, InitSpec, MountSource, MountSpec, Namespaces, NsChoice, RootFs,
+    SPEC_VERSION,
+};
+use lxvirtd::sys::linux::exit_now;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::ForkResult;
+use nix::unistd::{Gid, Pid, Uid};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+const APPLETS: &[&str] = &[
+    "sh", "hostname", "cat", "ls", "id", "mount", "sleep", "ps", "readlink", "echo", "touch",
+    "grep", "wc", "test", "true", "stat", "tr",
+];
+
+fn root_or_skip() -> bool {
+    if Uid::effective().is_root() {
+        true
+    } else {
+        println!("skipped: needs root");
+        false
+    }
+}
+
+/// A root filesystem from Debian's busybox-static.
+fn busybox_root(dir: &Path) {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    for applet in APPLETS {
+        symlink("busybox", bin.join(applet)).unwrap();
+    }
+    let etc = dir.join("etc");
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(etc.join("group"), "root:x:0:\ntty:x:5:\nuser:x:1000:\n").unwrap();
+    // Mount points exist in the image: a container in a user namespace
+    // cannot create them in a root owned by unmapped host root.
+    for d in ["proc", "sys", "dev", "tmp", "root", "scratch", "data"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = lxvirt_tests::shared_tempdir().unwrap();
+        busybox_root(&dir.path().join("rootfs"));
+        fs::create_dir_all(dir.path().join("run")).unwrap();
+        let host = dir.path().join("hostdata");
+        fs::create_dir_all(&host).unwrap();
+        fs::write(host.join("hello"), "from the host\n").unwrap();
+        Fixture { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn spec(&self, name: &str, script: &str) -> ContainerSpec {
+        ContainerSpec {
+            version: SPEC_VERSION,
+            name: name.into(),
+            // (the tests crate does not depend on uuid itself)
+            uuid: serde_json::from_str("\"00000000-0000-0000-0000-000000000000\"").unwrap(),
+            hostname: format!("{name}-host"),
+            namespaces: Namespaces {
+                net: NsChoice::New,
+                ipc: NsChoice::New,
+                uts: NsChoice::New,
+                user: None,
+            },
+            root: RootFs::Dir {
+                path: self.path("rootfs"),
+                readonly: false,
+            },
+            mounts: vec![
+                MountSpec {
+                    source: MountSource::Tmpfs { size: 1 << 20 },
+                    target: "/scratch".into(),
+                    readonly: false,
+                },
+                MountSpec {
+                    source: MountSource::HostDir(self.path("hostdata")),
+                    target: "/data".into(),
+                    readonly: true,
+                },
+            ],
+            devices: vec![],
+            init: InitSpec {
+                path: "/bin/sh".into(),
+                args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                env: vec![
+                    "PATH=/bin:/sbin".into(),
+                    "TERM=linux".into(),
+                    "container=lxvirt".into(),
+                    "HOME=/".into(),
+                ],
+                cwd: "/".into(),
+                user: None,
+                group: None,
+            },
+            // Keep the usual container set: everything but sys_module (16),
+            // sys_time (25), mknod (27), audit_control (30), mac_admin (33).
+            capabilities: (0..=40u8)
+                .filter(|c| ![16, 25, 27, 30, 33].contains(c))
+                .collect(),
+            no_new_privs: false,
+            masked_paths: [
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/timer_list",
+                "/proc/sched_debug",
+                "/proc/acpi",
+                "/sys/firmware",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+            readonly_paths: [
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+                "/proc/irq",
+                "/proc/bus",
+                "/proc/fs",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+            consoles: 1,
+            cgroup: CgroupSpec::default(),
+            security: None,
+            run_dir: self.path("run"),
+        }
+    }
+
+    /// Lines of the host's mountinfo that mention this fixture.
+    fn host_mounts(&self) -> Vec<String> {
+        let here = self.dir.path().to_string_lossy().into_owned();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&here))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Run `f` in a forked, single-threaded copy of this process, the way the
+/// monitor runs `launch`, and return what it returned (`Err` on a panic).
+fn in_monitor(f: impl FnOnce() -> Result<String, String>) -> Result<String, String> {
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child only runs `f` (which launches, reads and waits),
+    // writes to the pipe and leaves with `_exit`; glibc's fork makes the
+    // allocator usable in the child, and the child touches no lock another
+    // thread of the test harness could hold.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        ForkResult::Child => {
+            drop(read_end);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err("the monitor side panicked".into()));
+            let encoded = match result {
+                Ok(text) => format!("O{text}"),
+                Err(text) => format!("E{text}"),
+            };
+            let mut file = fs::File::from(write_end);
+            let code = i32::from(file.write_all(encoded.as_bytes()).is_err());
+            drop(file);
+            exit_now(code)
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut text = String::new();
+            fs::File::from(read_end).read_to_string(&mut text).unwrap();
+            assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+            match text.split_at_checked(1) {
+                Some(("O", rest)) => Ok(rest.to_string()),
+                Some((_, rest)) => Err(rest.to_string()),
+                None => Err("the monitor side reported nothing".into()),
+            }
+        }
+    }
+}
+
+/// A pty pair: the master and the slave's path. The slave fd is closed.
+fn pty(owner: Option<u32>) -> (OwnedFd, PathBuf) {
+    let pair = nix::pty::openpty(None, None).unwrap();
+    let slave = fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd())).unwrap();
+    if let Some(id) = owner {
+        nix::unistd::chown(&slave, Some(Uid::from_raw(id)), Some(Gid::from_raw(id))).unwrap();
+    }
+    drop(pair.slave);
+    (pair.master, slave)
+}
+
+fn start(spec: &ContainerSpec, slave: &Path) -> Result<Launched, LaunchError> {
+    let slaves = [slave.to_path_buf()];
+    let mut placed = None;
+    let mut place = |pid: Pid| {
+        placed = Some(pid);
+        Ok(())
+    };
+    let launched = launch(LaunchContext {
+        spec,
+        console_slaves: &slaves,
+        place_in_cgroup: &mut place,
+    });
+    if let Ok(l) = &launched {
+        assert_eq!(placed, Some(l.pid), "place_in_cgroup got init's pid");
+    }
+    launched
+}
+
+/// Everything init writes to its console until the last slave closes.
+fn read_console(master: OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut file = fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // EIO: every slave fd is closed.
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).replace('\r', "")
+}
+
+/// Run a container to completion (in a forked monitor): its console
+/// output, then a line `exit=STATUS`.
+fn run(spec: &ContainerSpec, owner: Option<u32>) -> String {
+    in_monitor(|| {
+        let (master, slave) = pty(owner);
+        let launched = start(spec, &slave).map_err(|e| format!("launch failed: {e}"))?;
+        let output = read_console(master);
+        let status = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
+        Ok(format!("{output}\nexit={}\n", exit_text(status)))
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn exit_text(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => code.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn line_after<'a>(output: &'a str, key: &str) -> &'a str {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no '{key}' in output:\n{output}"))
+}
+
+const CHECKS: &str = r#"
+echo "pid=$$"
+echo "hostname=$(hostname)"
+echo "procs=$(ls /proc | grep -c '^[0-9]')"
+touch /sys/x 2>/dev/null && echo "sys=rw" || echo "sys=ro"
+(echo lxvirt > /proc/sys/kernel/domainname) 2>/dev/null && echo "procsys=rw" || echo "procsys=ro"
+test -e /proc/kcore && ! test -c /proc/kcore && echo "kcore=visible" || echo "kcore=hidden"
+test -c /proc/keys && echo "keys=masked" || echo "keys=visible"
+echo "acpi=$(ls -A /proc/acpi | wc -l)"
+echo "firmware=$(ls -A /sys/firmware | wc -l)"
+echo "dev=$(ls /dev | grep -v '^tty[0-9]' | tr '\n' ' ')"
+echo "devpts=$(ls -d /dev/pts/ptmx)"
+test -t 0 && test -t 1 && echo "console=tty" || echo "console=notty"
+test -c /dev/console && echo "consolenode=char"
+touch /data/x 2>/dev/null && echo "data=rw" || echo "data=ro"
+echo "hello=$(cat /data/hello)"
+echo hi > /scratch/f && echo "scratch=$(cat /scratch/f)"
+echo "uid=$(id -u)"
+"#;
+
+#[test]
+fn busybox_container_without_user_namespace() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let spec = fx.spec("bb", CHECKS);
+    let out = run(&spec, None);
+    assert_eq!(line_after(&out, "exit="), "0", "{out}");
+    assert_eq!(line_after(&out, "pid="), "1", "{out}");
+    assert_eq!(line_after(&out, "hostname="), "bb-host");
+    let procs: u32 = line_after(&out, "procs=").parse().unwrap();
+    assert!(procs <= 4, "only the container's processes in /proc: {out}");
+    assert_eq!(line_after(&out, "sys="), "ro");
+    assert_eq!(line_after(&out, "procsys="), "ro");
+    assert_eq!(line_after(&out, "kcore="), "hidden");
+    assert_eq!(line_after(&out, "keys="), "masked");
+    assert_eq!(line_after(&out, "acpi="), "0");
+    assert_eq!(line_after(&out, "firmware="), "0");
+    let dev: Vec<&str> = line_after(&out, "dev=").split_whitespace().collect();
+    for node in [
+        "console", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+        "stdout", "tty", "urandom", "zero",
+    ] {
+        assert!(dev.contains(&node), "/dev has {node}: {dev:?}");
+    }
+    assert_eq!(line_after(&out, "devpts="), "/dev/pts/ptmx");
+    assert_eq!(line_after(&out, "console="), "tty");
+    assert_eq!(line_after(&out, "consolenode="), "char");
+    assert_eq!(line_after(&out, "data="), "ro");
+    assert_eq!(line_after(&out, "hello="), "from the host");
+    assert_eq!(line_after(&out, "scratch="), "hi");
+    assert_eq!(line_after(&out, "uid="), "0");
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+}
+
+#[test]
+fn missing_init_is_reported_and_nothing_stays() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec("missing", "");
+    spec.init.path = "/nonexistent".into();
+    spec.init.args = vec!["/nonexistent".into()];
+    let out = in_monitor(|| {
+        let (_master, slave) = pty(None);
+        let err = match start(&spec, &slave) {
+            Ok(_) => return Err("init /nonexistent was started".into()),
+            Err(err) => err,
+        };
+        let path = err.setup_error().and_then(|e| e.path.clone());
+        // launch reaped its child: nothing is left to wait for.
+        let reaped = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG));
+        Ok(format!(
+            "message={err}\npath={}\nreaped={}\n",
+            path.map(|p| p.display().to_string()).unwrap_or_default(),
+            reaped == Err(nix::errno::Errno::ECHILD)
+        ))
+    })
+    .unwrap();
+    let message = line_after(&out, "message=");
+    assert!(
+        message.contains("cannot execute init /nonexistent inside the container")
+            && message.contains("No such file or directory (ENOENT)")
+            && message.contains("check <init>"),
+        "{message}"
+    );
+    assert_eq!(line_after(&out, "path="), "/nonexistent");
+    assert_eq!(line_after(&out, "reaped="), "true");
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+
+    // A failing mount names its target.
+    let mut spec = fx.spec("badmount", "true");
+    spec.mounts.push(MountSpec {
+        source: MountSource::HostDir(fx.path("does-not-exist")),
+        target: "/nothere".into(),
+        readonly: false,
+    });
+    let err = in_monitor(|| {
+        let (_master, slave) = pty(None);
+        match start(&spec, &slave) {
+            Ok(_) => Ok("started".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .expect_err("the bind source is missing");
+    assert!(err.contains("/nothere"), "{err}");
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+}
+
+#[test]
+fn user_namespace_maps_root() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let script = format!(
+        "{CHECKS}\necho \"uidmap=$(cat /proc/self/uid_map | tr -s ' ')\"\necho \"gidmap=$(cat /proc/self/gid_map | tr -s ' ')\"\ntouch /scratch/owned && echo \"owner=$(stat -c %u:%g /scratch/owned)\"\necho \"devowner=$(stat -c %u /dev)\"\necho \"ptsowner=$(stat -c %u /dev/pts)\"\nsleep 1\n"
+    );
+    let mut spec = fx.spec("userns", &script);
+    spec.namespaces.user = Some(IdMapping {
+        uid: vec![(0, 100000, 65536)],
+        gid: vec![(0, 100000, 65536)],
+    });
+    let out = in_monitor(|| {
+        let (master, slave) = pty(Some(100000));
+        let launched = start(&spec, &slave).map_err(|e| format!("launch failed: {e}"))?;
+        // Read on the host while init runs (or is a zombie, still ours).
+        let status = fs::read_to_string(format!("/proc/{}/status", launched.pid))
+            .map_err(|e| e.to_string())?;
+        let host_uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let output = read_console(master);
+        let st = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "hostuid={host_uid}\n{output}\nexit={}\n",
+            exit_text(st)
+        ))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        line_after(&out, "hostuid="),
+        "100000 100000 100000 100000",
+        "root inside is uid 100000 on the host"
+    );
+    assert_eq!(line_after(&out, "exit="), "0", "{out}");
+    assert_eq!(line_after(&out, "pid="), "1");
+    assert_eq!(line_after(&out, "uid="), "0");
+    assert_eq!(line_after(&out, "uidmap=").trim(), "0 100000 65536");
+    assert_eq!(line_after(&out, "gidmap=").trim(), "0 100000 65536");
+    assert_eq!(line_after(&out, "owner="), "0:0");
+    assert_eq!(line_after(&out, "devowner="), "0");
+    assert_eq!(line_after(&out, "ptsowner="), "0");
+    assert_eq!(line_after(&out, "hostname="), "userns-host");
+    assert_eq!(line_after(&out, "sys="), "ro");
+    assert_eq!(line_after(&out, "procsys="), "ro");
+    assert_eq!(line_after(&out, "kcore="), "hidden");
+    assert_eq!(line_after(&out, "keys="), "masked");
+    assert_eq!(line_after(&out, "firmware="), "0");
+    assert_eq!(line_after(&out, "console="), "tty");
+    assert_eq!(line_after(&out, "data="), "ro");
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+}
+
+#[test]
+fn host_root_runs_the_hosts_binaries() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec("hostroot", "echo ok; echo \"pid=$$\"");
+    spec.root = RootFs::Host;
+    spec.mounts.clear();
+    let out = run(&spec, None);
+    assert_eq!(line_after(&out, "exit="), "0", "{out}");
+    assert!(out.lines().any(|l| l == "ok"), "{out}");
+    assert_eq!(line_after(&out, "pid="), "1");
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+}
+
+#[test]
+fn init_user_from_the_containers_passwd() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec("user", "echo \"ids=$(id -u):$(id -g)\"");
+    spec.init.user = Some(lxvirtd::lxc::spec::IdSpec::Name("user".into()));
+    spec.no_new_privs = true;
+    let out = run(&spec, None);
+    assert_eq!(line_after(&out, "exit="), "0", "{out}");
+    assert_eq!(line_after(&out, "ids="), "1000:1000");
+}
+
+#[test]
+fn sleeping_init_can_be_killed_from_the_host() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec("sleeper", "");
+    spec.init.path = "/bin/sleep".into();
+    spec.init.args = vec!["sleep".into(), "30".into()];
+    let out = in_monitor(|| {
+        let (_master, slave) = pty(None);
+        let launched = start(&spec, &slave).map_err(|e| e.to_string())?;
+        let cmdline = fs::read(format!("/proc/{}/cmdline", launched.pid)).unwrap_or_default();
+        let _ = kill(launched.pid, Signal::SIGKILL);
+        let st = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "cmdline={}\nexit={}\n",
+            String::from_utf8_lossy(&cmdline).replace('\0', " ").trim(),
+            exit_text(st)
+        ))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(line_after(&out, "cmdline="), "sleep 30");
+    assert!(line_after(&out, "exit=").contains("SIGKILL"), "{out}");
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Start latency: `launch()` until init has been executed, and until a
+/// `/bin/true` init has exited, against `unshare ... /bin/true` measured
+/// the same way. Prints figures; asserts nothing about time.
+/// `cargo test -p lxvirt-tests --test launch_real -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn launch_latency() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    const RUNS: usize = 50;
+    let fx = Fixture::new();
+    let mut spec = fx.spec("bench", "");
+    spec.mounts.clear();
+    spec.init.path = "/bin/true".into();
+    spec.init.args = vec!["true".into()];
+    let figures = in_monitor(|| {
+        let (_master, slave) = pty(None);
+        let mut exec = Vec::new();
+        let mut total = Vec::new();
+        for _ in 0..RUNS {
+            let t0 = Instant::now();
+            let launched = start(&spec, &slave).map_err(|e| e.to_string())?;
+            exec.push(t0.elapsed().as_secs_f64() * 1e3);
+            waitpid(launched.pid, None).map_err(|e| e.to_string())?;
+            total.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(format!("{} {}", median(exec), median(total)))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (e, t) = figures.split_once(' ').unwrap();
+    let (e, t): (f64, f64) = (e.parse().unwrap(), t.parse().unwrap());
+    let mut floor = Vec::new();
+    for _ in 0..RUNS {
+        let t0 = Instant::now();
+        let st = Command::new("unshare")
+            .args([
+                "--pid",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--net",
+                "--fork",
+                "--mount-proc",
+                "/bin/true",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        floor.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let f = median(floor);
+    println!(
+        "launch() to init exec'd: median {e:.2} ms; to init exited: {t:.2} ms; unshare floor: {f:.2} ms; ratio {:.2}x",
+        t / f
+    );
+}
