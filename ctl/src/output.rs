@@ -139,7 +139,7 @@ mod tests {
         );
         assert_eq!(
             text,
-            " Name     State\n web      running\n database shutoff\n"
+            " Name      State\n web       running\n database  shutoff\n"
         );
     }
 }

@@ -12,30 +12,51 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 use zbus::{OwnedFd as DbusFd, OwnedVariant as OwnedValue, Variant as Value};
 
+use std::sync::{Arc, RwLock};
+
+use uuid::Uuid;
+
 use super::{Shared, error::Error};
 use crate::core::{DomainSummary, XmlFlags};
 
 /// Grace period of `Shutdown(0)` and `Reboot(0)`, as Docker and Podman use.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
+/// The summary a domain object serves, shared with the event adapter. A
+/// plain lock held only to copy or replace it: the adapter must never
+/// need the object's own (async) lock for writing, which a method call in
+/// progress holds for reading while it waits for the adapter.
+pub(crate) type SharedSummary = Arc<RwLock<DomainSummary>>;
+
 /// A domain's object.
 #[derive(Debug)]
 pub struct DomainObject {
-    summary: DomainSummary,
+    uuid: Uuid,
+    summary: SharedSummary,
     shared: Shared,
 }
 
 impl DomainObject {
     pub(crate) fn new(summary: DomainSummary, shared: Shared) -> Self {
-        DomainObject { summary, shared }
+        DomainObject {
+            uuid: summary.uuid,
+            summary: Arc::new(RwLock::new(summary)),
+            shared,
+        }
     }
 
-    pub(crate) fn summary(&self) -> &DomainSummary {
-        &self.summary
+    pub(crate) fn shared_summary(&self) -> SharedSummary {
+        Arc::clone(&self.summary)
     }
 
-    pub(crate) fn set_summary(&mut self, summary: DomainSummary) {
-        self.summary = summary;
+    /// A copy of the current summary.
+    pub(crate) fn summary(&self) -> DomainSummary {
+        // A poisoned lock still holds a complete summary (writers only
+        // assign whole values).
+        match self.summary.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     async fn authorize(
@@ -78,28 +99,28 @@ fn console_index(devname: &str) -> Result<u32, Error> {
 impl DomainObject {
     #[zbus(property(emits_changed_signal = "const"))]
     fn name(&self) -> String {
-        self.summary.name.clone()
+        self.summary().name
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
     fn uuid(&self) -> String {
-        self.summary.uuid.to_string()
+        self.uuid.to_string()
     }
 
     /// The driver: `lxc`, `kvm` or `qemu`.
     #[zbus(property(emits_changed_signal = "const"))]
     fn type_(&self) -> String {
-        self.summary.domain_type.as_str().to_owned()
+        self.summary().domain_type.as_str().to_owned()
     }
 
     #[zbus(property)]
     fn persistent(&self) -> bool {
-        self.summary.persistent
+        self.summary().persistent
     }
 
     #[zbus(property)]
     fn autostart(&self) -> bool {
-        self.summary.autostart
+        self.summary().autostart
     }
 
     #[zbus(property)]
@@ -115,32 +136,35 @@ impl DomainObject {
         }
         self.shared
             .handle
-            .set_autostart(self.summary.uuid, enabled)
+            .set_autostart(self.uuid, enabled)
             .await
             .map_err(Error::from)?;
         // zbus emits PropertiesChanged for a setter; updating this copy now
         // lets the adapter see no difference and stay quiet. (Waiting for
         // the adapter here would deadlock: it needs this object mutably.)
-        self.summary.autostart = enabled;
+        match self.summary.write() {
+            Ok(mut guard) => guard.autostart = enabled,
+            Err(poisoned) => poisoned.into_inner().autostart = enabled,
+        }
         Ok(())
     }
 
     /// `shutoff`, `running`, `paused` or `crashed`.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.summary.state.as_str().to_owned()
+        self.summary().state.as_str().to_owned()
     }
 
     /// Why the domain is in its state (`booted`, `shutdown`, `destroyed`, …).
     #[zbus(property)]
     fn state_reason(&self) -> String {
-        self.summary.reason.as_str().to_owned()
+        self.summary().reason.as_str().to_owned()
     }
 
     /// Host pid of the container's init; 0 when not running.
     #[zbus(property)]
     fn pid(&self) -> u32 {
-        self.summary
+        self.summary()
             .init_pid
             .and_then(|p| u32::try_from(p).ok())
             .unwrap_or(0)
@@ -149,7 +173,7 @@ impl DomainObject {
     /// When the running instance started, seconds since the epoch; 0 when not running.
     #[zbus(property)]
     fn start_time(&self) -> u64 {
-        self.summary.start_time.unwrap_or(0)
+        self.summary().start_time.unwrap_or(0)
     }
 
     /// The domain's XML; flags: 1 = secure, 2 = inactive (the persistent definition).
@@ -158,7 +182,7 @@ impl DomainObject {
         Ok(self
             .shared
             .handle
-            .get_xml(self.summary.uuid, XmlFlags(flags))
+            .get_xml(self.uuid, XmlFlags(flags))
             .await?)
     }
 
@@ -169,7 +193,7 @@ impl DomainObject {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
         self.authorize(connection, &header, "start domains").await?;
-        let seq = self.shared.handle.start(self.summary.uuid).await?;
+        let seq = self.shared.handle.start(self.uuid).await?;
         self.shared.published(seq).await;
         Ok(())
     }
@@ -187,7 +211,7 @@ impl DomainObject {
         let seq = self
             .shared
             .handle
-            .shutdown(self.summary.uuid, grace(grace_seconds))
+            .shutdown(self.uuid, grace(grace_seconds))
             .await?;
         self.shared.published(seq).await;
         Ok(())
@@ -201,7 +225,7 @@ impl DomainObject {
     ) -> Result<(), Error> {
         self.authorize(connection, &header, "destroy domains")
             .await?;
-        let seq = self.shared.handle.destroy(self.summary.uuid).await?;
+        let seq = self.shared.handle.destroy(self.uuid).await?;
         self.shared.published(seq).await;
         Ok(())
     }
@@ -219,7 +243,7 @@ impl DomainObject {
         let seq = self
             .shared
             .handle
-            .reboot(self.summary.uuid, grace(grace_seconds))
+            .reboot(self.uuid, grace(grace_seconds))
             .await?;
         self.shared.published(seq).await;
         Ok(())
@@ -233,7 +257,7 @@ impl DomainObject {
     ) -> Result<(), Error> {
         self.authorize(connection, &header, "suspend domains")
             .await?;
-        let seq = self.shared.handle.suspend(self.summary.uuid).await?;
+        let seq = self.shared.handle.suspend(self.uuid).await?;
         self.shared.published(seq).await;
         Ok(())
     }
@@ -246,7 +270,7 @@ impl DomainObject {
     ) -> Result<(), Error> {
         self.authorize(connection, &header, "resume domains")
             .await?;
-        let seq = self.shared.handle.resume(self.summary.uuid).await?;
+        let seq = self.shared.handle.resume(self.uuid).await?;
         self.shared.published(seq).await;
         Ok(())
     }
@@ -262,11 +286,7 @@ impl DomainObject {
     ) -> Result<DbusFd, Error> {
         self.authorize(connection, &header, "open consoles").await?;
         let index = console_index(&devname)?;
-        let fd = self
-            .shared
-            .handle
-            .open_console(self.summary.uuid, index)
-            .await?;
+        let fd = self.shared.handle.open_console(self.uuid, index).await?;
         Ok(DbusFd::from(fd))
     }
 
@@ -274,6 +294,7 @@ impl DomainObject {
     /// the three descriptors as its stdin, stdout and stderr. Options:
     /// `cwd` (s), `noseclabel` (b). Returns the command's host pid and a
     /// pipe that yields one JSON line with its exit status when it ends.
+    #[allow(clippy::too_many_arguments)] // the D-Bus signature
     async fn enter(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -310,7 +331,7 @@ impl DomainObject {
         let (pid, exit) = self
             .shared
             .handle
-            .enter(self.summary.uuid, command, env, cwd, noseclabel, stdio)
+            .enter(self.uuid, command, env, cwd, noseclabel, stdio)
             .await?;
         Ok((u32::try_from(pid).unwrap_or(0), DbusFd::from(exit)))
     }
@@ -319,7 +340,7 @@ impl DomainObject {
     /// `memory.limit` (bytes), `cpu.time` (ns), `pids.current`; only the
     /// figures the host provides, none when not running.
     async fn get_stats(&self) -> Result<HashMap<String, OwnedValue>, Error> {
-        let stats = self.shared.handle.stats(self.summary.uuid).await?;
+        let stats = self.shared.handle.stats(self.uuid).await?;
         let mut map = HashMap::new();
         let mut put = |key: &str, value: Option<u64>| {
             if let Some(value) = value
@@ -343,7 +364,7 @@ impl DomainObject {
     ) -> Result<(), Error> {
         self.authorize(connection, &header, "undefine domains")
             .await?;
-        let seq = self.shared.handle.undefine(self.summary.uuid).await?;
+        let seq = self.shared.handle.undefine(self.uuid).await?;
         self.shared.published(seq).await;
         Ok(())
     }

@@ -435,7 +435,7 @@ fn cgroup_spec(
         blkio_weight = blkio.weight;
         for device in &blkio.devices {
             let node = device_node(
-                &def.name.to_string(),
+                def.name.as_ref(),
                 "<blkiotune><device>",
                 &device.path,
                 device.path.clone(),

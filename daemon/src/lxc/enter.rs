@@ -202,7 +202,8 @@ fn drop_capabilities(sys: &impl Syscalls, kept: &[u8]) -> nix::Result<()> {
         }
     }
     sys.cap_ambient_clear()?;
-    let mask = kept.iter().fold(0u64, |m, &c| m | (1u64 << c));
+    // Less whatever the monitor itself lacks (a restricted host).
+    let mask = kept.iter().fold(0u64, |m, &c| m | (1u64 << c)) & sys.cap_permitted()?;
     sys.capset(mask, mask, mask)
 }
 

@@ -127,9 +127,8 @@ impl<'a> Monitor<'a> {
         let _ = std::fs::remove_file(&files.exit_record);
         let listener = listen_on(&files.socket)?;
         let cgroups = Cgroups::detect().map_err(|e| chain(&e))?;
-        let cgroup = cgroups.create(&spec.cgroup).map_err(|e| {
+        let cgroup = create_cgroup(&cgroups, spec).inspect_err(|_| {
             let _ = std::fs::remove_file(&files.socket);
-            chain(&e)
         })?;
         let result = Self::launch(spec, &cgroup);
         match result {
@@ -512,6 +511,26 @@ impl<'a> Monitor<'a> {
             let _ = persist::write_atomic(&self.files.exit_record, &bytes, 0o600);
         }
         let _ = std::fs::remove_file(&self.files.socket);
+    }
+}
+
+/// Creates the container's cgroup; an empty one left by a monitor that
+/// died is removed first, a populated one is refused.
+fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgroup, String> {
+    match cgroups.create(&spec.cgroup) {
+        Err(crate::cgroup::CgroupError::Exists { .. }) => {
+            let stale = cgroups.open(&spec.cgroup.path).map_err(|e| chain(&e))?;
+            if !stale.is_empty().unwrap_or(false) {
+                return Err(format!(
+                    "cgroup {} still has processes: another instance of '{}' runs outside lxvirtd's control; stop it first",
+                    spec.cgroup.path.display(),
+                    spec.name
+                ));
+            }
+            stale.remove().map_err(|e| chain(&e))?;
+            cgroups.create(&spec.cgroup).map_err(|e| chain(&e))
+        }
+        result => result.map_err(|e| chain(&e)),
     }
 }
 

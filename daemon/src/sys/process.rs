@@ -85,6 +85,7 @@ mod tests {
 
     #[test]
     fn pidfd_reaps_a_child_and_start_time_names_it() {
+        #[allow(clippy::zombie_processes)] // reaped through the pidfd below
         let child = std::process::Command::new("/bin/sh")
             .args(["-c", "exit 7"])
             .spawn()
