@@ -44,6 +44,53 @@ pub enum Command {
     Undefine { domain: String },
     /// Start a defined domain.
     Start { domain: String },
+    /// Create and start a transient domain from an XML file (forgotten when it stops).
+    Create { file: PathBuf },
+    /// Ask a domain to stop: SIGTERM to init, SIGKILL after the grace period.
+    Shutdown {
+        domain: String,
+        /// Seconds before the container is killed (default 10).
+        #[arg(long, default_value_t = 10)]
+        grace: u32,
+    },
+    /// Stop a domain at once: SIGKILL to every process.
+    Destroy { domain: String },
+    /// Stop a domain as shutdown does and start it again.
+    Reboot {
+        domain: String,
+        /// Seconds before the container is killed (default 10).
+        #[arg(long, default_value_t = 10)]
+        grace: u32,
+    },
+    /// Freeze every process of a domain.
+    Suspend { domain: String },
+    /// Thaw a suspended domain.
+    Resume { domain: String },
+    /// Attach to a domain's console (Ctrl-] detaches).
+    Console {
+        domain: String,
+        /// Which console: console0 (default), console1, …
+        #[arg(long)]
+        devname: Option<String>,
+    },
+    /// Run a command inside a running domain, confined as the domain is.
+    Enter {
+        domain: String,
+        /// Do not apply the domain's SELinux label to the command.
+        #[arg(long)]
+        noseclabel: bool,
+        /// Working directory inside the domain.
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// Extra environment variables (KEY=VALUE).
+        #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show a running domain's resource use.
+    Domstats { domain: String },
     /// List domains (running ones; --all for every defined domain).
     List {
         /// Include inactive domains.

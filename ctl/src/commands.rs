@@ -122,6 +122,79 @@ pub async fn run(cli: Cli) -> Result<u8> {
             proxy.start().await?;
             println!("Domain '{}' started", proxy.name().await?);
         }
+        Command::Create { file } => {
+            let xml = read_input(&file)?;
+            let path = manager.create_xml(&xml).await?;
+            let name = domain(&connection, path).await?.name().await?;
+            println!("Domain '{name}' created from {}", file.display());
+        }
+        Command::Shutdown {
+            domain: name,
+            grace,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let name = proxy.name().await?;
+            proxy.shutdown(grace.max(1)).await?;
+            println!("Domain '{name}' is shut down");
+        }
+        Command::Destroy { domain: name } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let name = proxy.name().await?;
+            proxy.destroy().await?;
+            println!("Domain '{name}' destroyed");
+        }
+        Command::Reboot {
+            domain: name,
+            grace,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            proxy.reboot(grace.max(1)).await?;
+            println!("Domain '{}' rebooted", proxy.name().await?);
+        }
+        Command::Suspend { domain: name } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            proxy.suspend().await?;
+            println!("Domain '{}' suspended", proxy.name().await?);
+        }
+        Command::Resume { domain: name } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            proxy.resume().await?;
+            println!("Domain '{}' resumed", proxy.name().await?);
+        }
+        Command::Console {
+            domain: name,
+            devname,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let fd = proxy.open_console(devname.as_deref().unwrap_or("")).await?;
+            let name = proxy.name().await?;
+            drop(proxy);
+            return crate::terminal::attach(&name, fd.into())
+                .map(|()| EXIT_OK)
+                .map_err(|e| Failure::new(EXIT_FAILURE, format!("console: {e}")));
+        }
+        Command::Enter {
+            domain: name,
+            noseclabel,
+            cwd,
+            env,
+            command,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            return enter(&proxy, command, env, cwd, noseclabel).await;
+        }
+        Command::Domstats { domain: name } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let stats = stats_of(&proxy).await?;
+            match cli.output {
+                Format::Text => {
+                    for (key, value) in &stats {
+                        println!("{key:<16}{value}");
+                    }
+                }
+                Format::Json => print_json(&stats)?,
+            }
+        }
         Command::List { all } => {
             let rows: Vec<DomainRow> = list(&connection)
                 .await?
@@ -135,10 +208,15 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Dominfo { domain: name } => {
             let proxy = lookup(&connection, &manager, &name).await?;
-            let row = row_of(&proxy).await?;
+            let info = output::DomainInfo {
+                row: row_of(&proxy).await?,
+                pid: Some(proxy.pid().await?).filter(|p| *p != 0),
+                start_time: Some(proxy.start_time().await?).filter(|t| *t != 0),
+                stats: stats_of(&proxy).await?,
+            };
             match cli.output {
-                Format::Text => print!("{}", output::info_text(&row)),
-                Format::Json => print_json(&row)?,
+                Format::Text => print!("{}", output::info_text(&info)),
+                Format::Json => print_json(&info)?,
             }
         }
         Command::Dumpxml {
@@ -240,6 +318,95 @@ async fn list(connection: &zbus::Connection) -> Result<Vec<DomainRow>> {
         .collect();
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(rows)
+}
+
+async fn stats_of(proxy: &DomainProxy<'_>) -> Result<std::collections::BTreeMap<String, u64>> {
+    Ok(proxy
+        .get_stats()
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| u64::try_from(v).ok().map(|v| (k, v)))
+        .collect())
+}
+
+/// Runs a command in the domain with this process's stdio and exits with
+/// its status.
+async fn enter(
+    proxy: &DomainProxy<'_>,
+    command: Vec<String>,
+    extra_env: Vec<String>,
+    cwd: Option<std::path::PathBuf>,
+    noseclabel: bool,
+) -> Result<u8> {
+    let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        format!("TERM={term}"),
+        "HOME=/root".to_owned(),
+        "container=lxvirt".to_owned(),
+    ];
+    for var in extra_env {
+        if !var.contains('=') {
+            return Err(Failure::new(2, format!("--env {var}: expected KEY=VALUE")));
+        }
+        let key = var.split('=').next().unwrap_or_default().to_owned();
+        env.retain(|e| !e.starts_with(&format!("{key}=")));
+        env.push(var);
+    }
+    let mut options = HashMap::new();
+    options.insert("noseclabel", zbus::Variant::from(noseclabel));
+    let cwd_text = cwd.map(|c| c.display().to_string());
+    if let Some(cwd) = &cwd_text {
+        options.insert("cwd", zbus::Variant::from(cwd.as_str()));
+    }
+    let argv: Vec<&str> = command.iter().map(String::as_str).collect();
+    let envs: Vec<&str> = env.iter().map(String::as_str).collect();
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let (_pid, exit) = proxy
+        .enter(
+            &argv,
+            &envs,
+            zbus::Fd::from(&stdin),
+            zbus::Fd::from(&stdout),
+            zbus::Fd::from(&stderr),
+            options,
+        )
+        .await?;
+    let exit: std::os::fd::OwnedFd = exit.into();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(std::fs::File::from(exit)),
+            &mut line,
+        );
+        line
+    })
+    .await
+    .map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+    let status: serde_json::Value = serde_json::from_str(&line).map_err(|_| {
+        Failure::new(
+            EXIT_FAILURE,
+            "the command's exit status was lost (the domain stopped?)",
+        )
+    })?;
+    if let Some(code) = status
+        .pointer("/exited/code")
+        .and_then(serde_json::Value::as_i64)
+    {
+        return Ok(u8::try_from(code & 0xff).unwrap_or(EXIT_FAILURE));
+    }
+    if let Some(signal) = status
+        .pointer("/signaled/signal")
+        .and_then(serde_json::Value::as_i64)
+    {
+        return Ok(u8::try_from((128 + signal) & 0xff).unwrap_or(EXIT_FAILURE));
+    }
+    Err(Failure::new(
+        EXIT_FAILURE,
+        format!("unexpected exit status {line}"),
+    ))
 }
 
 fn row_from_properties(props: &HashMap<String, zbus::OwnedVariant>) -> DomainRow {

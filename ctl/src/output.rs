@@ -71,8 +71,23 @@ pub fn list_text(rows: &[DomainRow]) -> String {
     table(&["Name", "State", "Type", "Autostart", "Persistent"], &body)
 }
 
-pub fn info_text(row: &DomainRow) -> String {
-    let fields = [
+/// What `lxvirt dominfo` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainInfo {
+    #[serde(flatten)]
+    pub row: DomainRow,
+    pub pid: Option<u32>,
+    pub start_time: Option<u64>,
+    pub stats: std::collections::BTreeMap<String, u64>,
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub fn info_text(info: &DomainInfo) -> String {
+    let row = &info.row;
+    let mut fields = vec![
         ("Name", row.name.clone()),
         ("UUID", row.uuid.clone()),
         ("Type", row.domain_type.clone()),
@@ -81,6 +96,28 @@ pub fn info_text(row: &DomainRow) -> String {
         ("Persistent", yes_no(row.persistent).to_owned()),
         ("Autostart", yes_no(row.autostart).to_owned()),
     ];
+    if let Some(pid) = info.pid {
+        fields.push(("Init pid", pid.to_string()));
+    }
+    if let Some(start) = info.start_time {
+        fields.push(("Started", format!("{start} (seconds since the epoch)")));
+    }
+    match (
+        info.stats.get("memory.current"),
+        info.stats.get("memory.limit"),
+    ) {
+        (Some(used), Some(limit)) => {
+            fields.push(("Memory", format!("{} / {}", mib(*used), mib(*limit))))
+        }
+        (Some(used), None) => fields.push(("Memory", mib(*used))),
+        _ => {}
+    }
+    if let Some(ns) = info.stats.get("cpu.time") {
+        fields.push(("CPU time", format!("{:.3} s", *ns as f64 / 1e9)));
+    }
+    if let Some(pids) = info.stats.get("pids.current") {
+        fields.push(("Processes", pids.to_string()));
+    }
     fields
         .iter()
         .map(|(k, v)| format!("{:<15}{v}\n", format!("{k}:")))
@@ -102,7 +139,7 @@ mod tests {
         );
         assert_eq!(
             text,
-            " Name     State\n web      running\n database shutoff\n"
+            " Name      State\n web       running\n database  shutoff\n"
         );
     }
 }

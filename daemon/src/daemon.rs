@@ -10,10 +10,11 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::mpsc;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
-use crate::core::Manager;
 use crate::core::store::{Store, StoreError};
+use crate::core::{Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
 use crate::host::{HostCapabilities, HostPaths};
+use crate::lxc::driver::LxcDriver;
 
 /// Which bus to serve on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub struct Config {
     /// Group whose members may mutate besides root.
     pub admin_group: Option<String>,
     pub host: HostPaths,
+    /// The per-container monitor program.
+    pub monitor_exe: PathBuf,
+    /// pids.max of each container.
+    pub pids_max: Option<u64>,
 }
 
 impl Default for Config {
@@ -46,6 +51,8 @@ impl Default for Config {
             state_dir: "/var/lib/lxvirt".into(),
             admin_group: Some("lxvirt".into()),
             host: HostPaths::default(),
+            monitor_exe: LxcDriver::default_monitor_exe(),
+            pids_max: Some(16384),
         }
     }
 }
@@ -142,7 +149,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a domain definition");
     }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let manager = Manager::new(store, loaded, events_tx);
+    let manager_config = ManagerConfig {
+        run_dir: config.run_dir.clone(),
+        monitor_exe: config.monitor_exe.clone(),
+        pids_max: config.pids_max,
+    };
+    let manager = Manager::new(store, loaded, manager_config, events_tx);
     let initial = manager.summaries();
     tracing::info!(domains = initial.len(), "loaded domain definitions");
     let (handle, manager_task) = manager.spawn();
@@ -151,7 +163,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let capabilities = HostCapabilities::probe(&config.host).to_xml();
     let adapter = dbus::serve(
         &connection,
-        handle,
+        handle.clone(),
         Authorizer::new(config.admin_group.clone()),
         initial,
         capabilities,
@@ -172,11 +184,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         });
     }
     tracing::info!(name = dbus::BUS_NAME, "lxvirtd ready");
+    let _ = handle.autostart().await;
 
     shutdown.await;
     tracing::info!("shutting down");
     // Releasing the name first tells clients at once that we are gone.
     let _ = connection.release_name(dbus::BUS_NAME).await;
+    // Containers keep running under their monitors; the next lxvirtd finds
+    // them through their status files.
     drop(connection);
     adapter.abort();
     manager_task.abort();

@@ -1,140 +1,33 @@
-//! The manager task and its handle.
+//! The manager task: the single owner of every domain's state.
+//!
+//! Commands arrive on a channel and are applied one at a time. Work that
+//! waits on a container (launching its monitor, a shutdown, a freeze) runs
+//! in a spawned task that reports back on an internal channel, so the
+//! manager never blocks on one domain while others wait.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::lifecycle::{self, InvalidState, Operation, Reason, State};
-use super::store::{Loaded, Store, StoreError};
-use crate::domain::{DomainDef, DomainError, DomainType};
+use super::lifecycle::{self, Operation, Reason, State};
+use super::live::LiveStatus;
+use super::store::{Loaded, Store};
+use super::types::{
+    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, XmlFlags,
+};
+use crate::cgroup::Cgroups;
+use crate::domain::{DomainDef, DomainType, LifecycleAction};
+use crate::lxc::convert::{self, ConvertSettings};
+use crate::lxc::driver::{self, LxcDriver, Started};
+use crate::lxc::protocol::{InitExit, Reply as MonitorReply, Request, Requested};
+use crate::lxc::spec::ContainerSpec;
 
-/// Sequence number of an [`Event`]; replies to mutating commands carry the
-/// number of the last event they caused, so a front end can wait until it
-/// has published that event before it answers its client.
-pub type Seq = u64;
-
-/// What clients see of a domain without asking for its XML.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainSummary {
-    pub uuid: Uuid,
-    pub name: String,
-    pub domain_type: DomainType,
-    pub persistent: bool,
-    pub autostart: bool,
-    pub state: State,
-    pub reason: Reason,
-}
-
-/// A lifecycle event, as published in the Domain's lifecycle signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    Defined { updated: bool },
-    Undefined,
-}
-
-impl Lifecycle {
-    /// The event's name and its detail.
-    pub fn names(self) -> (&'static str, &'static str) {
-        match self {
-            Lifecycle::Defined { updated: false } => ("defined", "added"),
-            Lifecycle::Defined { updated: true } => ("defined", "updated"),
-            Lifecycle::Undefined => ("undefined", "removed"),
-        }
-    }
-}
-
-/// Something that changed in the manager's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub seq: Seq,
-    pub kind: EventKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventKind {
-    /// A domain appeared or one of its summary fields changed.
-    Changed {
-        summary: DomainSummary,
-        lifecycle: Option<Lifecycle>,
-    },
-    /// A domain is gone.
-    Removed { uuid: Uuid, lifecycle: Lifecycle },
-}
-
-/// Flags of `GetXML`, as libvirt numbers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct XmlFlags(pub u32);
-
-impl XmlFlags {
-    /// Include security-sensitive data (accepted; lxvirt keeps none yet).
-    pub const SECURE: u32 = 1;
-    /// The persistent definition rather than the live one.
-    pub const INACTIVE: u32 = 2;
-    pub const ALL: u32 = Self::SECURE | Self::INACTIVE;
-
-    pub fn inactive(self) -> bool {
-        self.0 & Self::INACTIVE != 0
-    }
-}
-
-/// How a client names a domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    Name(String),
-    Uuid(Uuid),
-}
-
-impl std::fmt::Display for Lookup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Lookup::Name(name) => write!(f, "'{name}'"),
-            Lookup::Uuid(uuid) => write!(f, "with uuid {uuid}"),
-        }
-    }
-}
-
-/// Why the core refused or failed a command.
-#[derive(Debug, thiserror::Error)]
-pub enum CoreError {
-    #[error("no domain {0}; see 'lxvirt list --all'")]
-    NoSuchDomain(Lookup),
-    #[error("invalid domain XML: {0}")]
-    InvalidXml(#[from] DomainError),
-    #[error(
-        "domain '{name}' already exists with uuid {existing}; keep that uuid or choose another name"
-    )]
-    NameTaken { name: String, existing: Uuid },
-    #[error("uuid {uuid} is already used by domain '{other}'; remove <uuid> or choose another one")]
-    UuidTaken { uuid: Uuid, other: String },
-    #[error("domain '{name}': its file {path} could not be loaded; fix or remove that file first")]
-    Blocked { name: String, path: PathBuf },
-    #[error(transparent)]
-    InvalidState(#[from] InvalidState),
-    #[error(
-        "domain '{0}' is transient; it cannot be undefined or marked for autostart, define it first"
-    )]
-    NotPersistent(String),
-    #[error("domain '{domain}': the {driver} driver is not available on this host{hint}")]
-    DriverUnavailable {
-        domain: String,
-        driver: &'static str,
-        hint: &'static str,
-    },
-    #[error("invalid flags {0:#x}")]
-    InvalidFlags(u32),
-    #[error("domain '{name}': cannot save its definition")]
-    Store {
-        name: String,
-        #[source]
-        source: StoreError,
-    },
-    #[error("the daemon is shutting down")]
-    ShuttingDown,
-}
-
-type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
 /// A request to the manager task.
 #[derive(Debug)]
@@ -142,6 +35,11 @@ pub enum Command {
     Define {
         xml: String,
         reply: Reply<(DomainSummary, Seq)>,
+    },
+    /// Define a transient domain and start it.
+    Create {
+        xml: String,
+        reply: Reply<(Uuid, Seq)>,
     },
     Undefine {
         uuid: Uuid,
@@ -156,6 +54,46 @@ pub enum Command {
         uuid: Uuid,
         reply: Reply<Seq>,
     },
+    Shutdown {
+        uuid: Uuid,
+        grace: Duration,
+        reply: Reply<Seq>,
+    },
+    Destroy {
+        uuid: Uuid,
+        reply: Reply<Seq>,
+    },
+    Reboot {
+        uuid: Uuid,
+        grace: Duration,
+        reply: Reply<Seq>,
+    },
+    Suspend {
+        uuid: Uuid,
+        reply: Reply<Seq>,
+    },
+    Resume {
+        uuid: Uuid,
+        reply: Reply<Seq>,
+    },
+    OpenConsole {
+        uuid: Uuid,
+        index: u32,
+        reply: Reply<OwnedFd>,
+    },
+    Enter {
+        uuid: Uuid,
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: Option<PathBuf>,
+        noseclabel: bool,
+        stdio: [OwnedFd; 3],
+        reply: Reply<(i32, OwnedFd)>,
+    },
+    GetStats {
+        uuid: Uuid,
+        reply: Reply<DomainStats>,
+    },
     Lookup {
         lookup: Lookup,
         reply: Reply<DomainSummary>,
@@ -168,6 +106,41 @@ pub enum Command {
         flags: XmlFlags,
         reply: Reply<String>,
     },
+    /// Start every autostart domain (once per host boot).
+    Autostart,
+}
+
+/// Reports from the manager's own tasks.
+#[derive(Debug)]
+enum Internal {
+    Launched {
+        uuid: Uuid,
+        generation: u64,
+        spec: Box<ContainerSpec>,
+        result: Result<Started, CoreError>,
+    },
+    MonitorExited {
+        uuid: Uuid,
+        generation: u64,
+    },
+    Frozen {
+        uuid: Uuid,
+        generation: u64,
+        frozen: bool,
+        result: Result<(), CoreError>,
+        reply: Reply<Seq>,
+    },
+}
+
+/// A running instance.
+#[derive(Debug)]
+struct Runtime {
+    init_pid: i32,
+    monitor_pid: i32,
+    monitor_start_time: u64,
+    started_at: u64,
+    cgroup_path: PathBuf,
+    memory_limit: Option<u64>,
 }
 
 /// A domain as the manager holds it.
@@ -181,9 +154,37 @@ struct Entry {
     autostart: bool,
     state: State,
     reason: Reason,
+    runtime: Option<Runtime>,
+    /// A start in flight (only one at a time).
+    starting: bool,
+    /// Bumped at each start, so reports about an older instance are ignored.
+    generation: u64,
+    /// Replied when the running instance stops.
+    stop_waiters: Vec<Reply<Seq>>,
+    /// Replied when the domain runs again after a reboot.
+    start_waiters: Vec<Reply<Seq>>,
+    /// Start again once the instance stops (a requested reboot).
+    restart_after_exit: bool,
 }
 
 impl Entry {
+    fn new(def: DomainDef, persistent: bool, autostart: bool) -> Entry {
+        Entry {
+            def,
+            live: None,
+            persistent,
+            autostart,
+            state: State::Shutoff,
+            reason: Reason::Unknown,
+            runtime: None,
+            starting: false,
+            generation: 0,
+            stop_waiters: Vec::new(),
+            start_waiters: Vec::new(),
+            restart_after_exit: false,
+        }
+    }
+
     fn summary(&self) -> DomainSummary {
         DomainSummary {
             uuid: self.def.uuid,
@@ -193,62 +194,182 @@ impl Entry {
             autostart: self.autostart,
             state: self.state,
             reason: self.reason,
+            init_pid: self.runtime.as_ref().map(|r| r.init_pid),
+            start_time: self.runtime.as_ref().map(|r| r.started_at),
         }
     }
 
     fn name(&self) -> &str {
         self.def.name.as_str()
     }
+
+    /// The definition of the running instance.
+    fn live_def(&self) -> &DomainDef {
+        self.live.as_ref().unwrap_or(&self.def)
+    }
+
+    fn check(&self, operation: Operation) -> Result<State, CoreError> {
+        if self.starting {
+            return Err(CoreError::Busy {
+                domain: self.name().to_owned(),
+                operation: "start",
+            });
+        }
+        Ok(lifecycle::check(self.name(), self.state, operation)?)
+    }
+}
+
+/// Settings of the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub run_dir: PathBuf,
+    pub monitor_exe: PathBuf,
+    pub pids_max: Option<u64>,
 }
 
 /// The owner of all domain state. Runs as one task; see [`Manager::spawn`].
 #[derive(Debug)]
 pub struct Manager {
     store: Store,
+    config: ManagerConfig,
+    driver: LxcDriver,
+    cgroups: Option<Arc<Cgroups>>,
     domains: HashMap<Uuid, Entry>,
     names: HashMap<String, Uuid>,
     blocked: HashMap<String, PathBuf>,
     events: mpsc::UnboundedSender<Event>,
+    internal: mpsc::UnboundedSender<Internal>,
+    internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
+    /// Monitors found running at start-up, to watch once the task runs.
+    recovered: Vec<(Uuid, OwnedFd)>,
     seq: Seq,
 }
 
 /// A cheap, cloneable way to talk to the manager task.
 #[derive(Debug, Clone)]
 pub struct ManagerHandle {
-    tx: mpsc::Sender<Command>,
+    pub(super) tx: mpsc::Sender<Command>,
 }
 
 /// Commands waiting for the manager; bounded so that a flood of clients
 /// waits instead of growing memory without limit.
 const COMMAND_QUEUE: usize = 256;
 
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 impl Manager {
-    /// Builds the manager from what the store loaded. Problems in `loaded`
-    /// are the caller's to report; their names stay blocked here.
-    pub fn new(store: Store, loaded: Loaded, events: mpsc::UnboundedSender<Event>) -> Manager {
+    /// Builds the manager from what the store loaded and what runs. Problems
+    /// in `loaded` are the caller's to report; their names stay blocked.
+    pub fn new(
+        store: Store,
+        loaded: Loaded,
+        config: ManagerConfig,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Manager {
+        let (internal, internal_rx) = mpsc::unbounded_channel();
+        let driver = LxcDriver::new(config.run_dir.clone(), config.monitor_exe.clone());
+        let cgroups = match Cgroups::detect() {
+            Ok(c) => Some(Arc::new(c)),
+            Err(error) => {
+                tracing::warn!(error = %error, "no usable cgroup hierarchy: containers cannot start");
+                None
+            }
+        };
         let mut manager = Manager {
             store,
+            config,
+            driver,
+            cgroups,
             domains: HashMap::new(),
             names: HashMap::new(),
             blocked: loaded.blocked,
             events,
+            internal,
+            internal_rx: Some(internal_rx),
+            recovered: Vec::new(),
             seq: 0,
         };
         for stored in loaded.domains {
-            let entry = Entry {
-                def: stored.def,
-                live: None,
-                persistent: true,
-                autostart: stored.autostart,
-                state: State::Shutoff,
-                reason: Reason::Unknown,
-            };
-            manager
-                .names
-                .insert(entry.name().to_owned(), entry.def.uuid);
-            manager.domains.insert(entry.def.uuid, entry);
+            let entry = Entry::new(stored.def, true, stored.autostart);
+            manager.insert(entry);
         }
+        manager.recover();
         manager
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        self.names.insert(entry.name().to_owned(), entry.def.uuid);
+        self.domains.insert(entry.def.uuid, entry);
+    }
+
+    /// Finds the containers that ran before this daemon started: alive ones
+    /// are running again, gone ones get their exit applied.
+    fn recover(&mut self) {
+        for path in LiveStatus::scan(&self.config.run_dir) {
+            let status = match LiveStatus::load(&path) {
+                Ok(status) => status,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), error = %error_chain(&error), "ignoring a live status file");
+                    continue;
+                }
+            };
+            let live_def = match DomainDef::from_xml(&status.live_xml) {
+                Ok(def) => def,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), error = %error, "ignoring a live status file with an unreadable definition");
+                    continue;
+                }
+            };
+            if !self.domains.contains_key(&status.uuid) {
+                // A transient domain, or one undefined while it ran.
+                self.insert(Entry::new(live_def.clone(), false, false));
+            }
+            let Some(entry) = self.domains.get_mut(&status.uuid) else {
+                continue;
+            };
+            if entry.def != live_def {
+                entry.live = Some(live_def);
+            }
+            entry.generation += 1;
+            entry.runtime = Some(Runtime {
+                init_pid: status.init_pid,
+                monitor_pid: status.monitor_pid,
+                monitor_start_time: status.monitor_start_time,
+                started_at: status.started_at,
+                cgroup_path: status.cgroup_path.clone(),
+                memory_limit: None,
+            });
+            match driver::find_process(status.monitor_pid, status.monitor_start_time) {
+                Some(pidfd) => {
+                    entry.state = if status.paused {
+                        State::Paused
+                    } else {
+                        State::Running
+                    };
+                    entry.reason = if status.paused {
+                        Reason::User
+                    } else {
+                        Reason::Reconnected
+                    };
+                    tracing::info!(domain = %status.name, pid = status.init_pid, "reconnected to a running container");
+                    self.recovered.push((status.uuid, pidfd));
+                }
+                None => {
+                    // It ended while no daemon watched: apply its exit now.
+                    entry.state = State::Running;
+                    let uuid = status.uuid;
+                    let generation = entry.generation;
+                    let _ = self
+                        .internal
+                        .send(Internal::MonitorExited { uuid, generation });
+                }
+            }
+        }
     }
 
     /// Summaries of every domain, for front ends that need the initial set.
@@ -266,8 +387,21 @@ impl Manager {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(command) = rx.recv().await {
-            self.handle(command);
+        let Some(mut internal_rx) = self.internal_rx.take() else {
+            return;
+        };
+        for (uuid, pidfd) in std::mem::take(&mut self.recovered) {
+            let generation = self.domains.get(&uuid).map_or(0, |e| e.generation);
+            self.watch(uuid, generation, pidfd);
+        }
+        loop {
+            tokio::select! {
+                command = rx.recv() => match command {
+                    Some(command) => self.handle(command),
+                    None => break,
+                },
+                Some(report) = internal_rx.recv() => self.handle_internal(report),
+            }
         }
     }
 
@@ -277,6 +411,7 @@ impl Manager {
             Command::Define { xml, reply } => {
                 let _ = reply.send(self.define(&xml));
             }
+            Command::Create { xml, reply } => self.create(&xml, reply),
             Command::Undefine { uuid, reply } => {
                 let _ = reply.send(self.undefine(uuid));
             }
@@ -288,8 +423,27 @@ impl Manager {
                 let _ = reply.send(self.set_autostart(uuid, enabled));
             }
             Command::Start { uuid, reply } => {
-                let _ = reply.send(self.start(uuid));
+                if let Err(e) = self.start(uuid, Some(reply)) {
+                    // `start` replied already when it took the reply.
+                    tracing::debug!(error = %e, "start refused");
+                }
             }
+            Command::Shutdown { uuid, grace, reply } => self.stop(uuid, Some(grace), false, reply),
+            Command::Destroy { uuid, reply } => self.stop(uuid, None, false, reply),
+            Command::Reboot { uuid, grace, reply } => self.stop(uuid, Some(grace), true, reply),
+            Command::Suspend { uuid, reply } => self.freeze(uuid, true, reply),
+            Command::Resume { uuid, reply } => self.freeze(uuid, false, reply),
+            Command::OpenConsole { uuid, index, reply } => self.open_console(uuid, index, reply),
+            Command::Enter {
+                uuid,
+                argv,
+                env,
+                cwd,
+                noseclabel,
+                stdio,
+                reply,
+            } => self.enter(uuid, argv, env, cwd, noseclabel, stdio, reply),
+            Command::GetStats { uuid, reply } => self.stats(uuid, reply),
             Command::Lookup { lookup, reply } => {
                 let _ = reply.send(self.lookup(&lookup).map(Entry::summary));
             }
@@ -299,6 +453,26 @@ impl Manager {
             Command::GetXml { uuid, flags, reply } => {
                 let _ = reply.send(self.get_xml(uuid, flags));
             }
+            Command::Autostart => self.autostart(),
+        }
+    }
+
+    fn handle_internal(&mut self, report: Internal) {
+        match report {
+            Internal::Launched {
+                uuid,
+                generation,
+                spec,
+                result,
+            } => self.launched(uuid, generation, &spec, result),
+            Internal::MonitorExited { uuid, generation } => self.exited(uuid, generation),
+            Internal::Frozen {
+                uuid,
+                generation,
+                frozen,
+                result,
+                reply,
+            } => self.frozen(uuid, generation, frozen, result, reply),
         }
     }
 
@@ -311,6 +485,16 @@ impl Manager {
             kind,
         });
         self.seq
+    }
+
+    fn publish_change(&mut self, uuid: Uuid, lifecycle: Option<Lifecycle>) -> Seq {
+        match self.domains.get(&uuid) {
+            Some(entry) => {
+                let summary = entry.summary();
+                self.publish(EventKind::Changed { summary, lifecycle })
+            }
+            None => self.seq,
+        }
     }
 
     fn lookup(&self, lookup: &Lookup) -> Result<&Entry, CoreError> {
@@ -327,6 +511,8 @@ impl Manager {
             .get_mut(&uuid)
             .ok_or(CoreError::NoSuchDomain(Lookup::Uuid(uuid)))
     }
+
+    // ---- definitions ------------------------------------------------------
 
     fn define(&mut self, xml: &str) -> Result<(DomainSummary, Seq), CoreError> {
         let mut def = DomainDef::from_xml(xml)?;
@@ -361,37 +547,63 @@ impl Manager {
             source,
         })?;
         let updated = existing.is_some();
-        let entry = match existing {
+        let uuid = def.uuid;
+        match existing {
             Some(uuid) => {
                 let entry = self.entry_mut(uuid)?;
-                if entry.state.is_active() && entry.live.is_none() {
+                if (entry.state.is_active() || entry.starting) && entry.live.is_none() {
                     // The running instance keeps the definition it started with.
                     entry.live = Some(std::mem::replace(&mut entry.def, def));
                 } else {
                     entry.def = def;
                 }
                 entry.persistent = true;
-                entry
             }
-            None => {
-                let uuid = def.uuid;
-                self.names.insert(name, uuid);
-                self.domains.entry(uuid).or_insert(Entry {
-                    def,
-                    live: None,
-                    persistent: true,
-                    autostart: false,
-                    state: State::Shutoff,
-                    reason: Reason::Unknown,
-                })
+            None => self.insert(Entry::new(def, true, false)),
+        }
+        let seq = self.publish_change(uuid, Some(Lifecycle::Defined { updated }));
+        let summary = self.lookup(&Lookup::Uuid(uuid))?.summary();
+        Ok((summary, seq))
+    }
+
+    fn create(&mut self, xml: &str, reply: Reply<(Uuid, Seq)>) {
+        let def = match DomainDef::from_xml(xml) {
+            Ok(def) => def,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
             }
         };
-        let summary = entry.summary();
-        let seq = self.publish(EventKind::Changed {
-            summary: summary.clone(),
-            lifecycle: Some(Lifecycle::Defined { updated }),
+        let name = def.name.to_string();
+        if let Some(&existing) = self.names.get(&name) {
+            let _ = reply.send(Err(CoreError::NameTaken { name, existing }));
+            return;
+        }
+        if let Some(other) = self.domains.get(&def.uuid) {
+            let _ = reply.send(Err(CoreError::UuidTaken {
+                uuid: def.uuid,
+                other: other.name().to_owned(),
+            }));
+            return;
+        }
+        let uuid = def.uuid;
+        self.insert(Entry::new(def, false, false));
+        self.publish_change(uuid, Some(Lifecycle::Defined { updated: false }));
+        // Answer once the start has finished, either way; a transient
+        // domain that fails to start is forgotten again.
+        let (start_reply, started) = oneshot::channel();
+        if self.start(uuid, Some(start_reply)).is_err()
+            && !self.domains.get(&uuid).is_some_and(|e| e.starting)
+        {
+            self.remove(uuid, Lifecycle::Stopped(Reason::Failed));
+        }
+        tokio::spawn(async move {
+            let result = match started.await {
+                Ok(result) => result.map(|seq| (uuid, seq)),
+                Err(_) => Err(CoreError::ShuttingDown),
+            };
+            let _ = reply.send(result);
         });
-        Ok((summary, seq))
     }
 
     fn undefine(&mut self, uuid: Uuid) -> Result<Seq, CoreError> {
@@ -408,21 +620,19 @@ impl Manager {
                 source,
             })?;
         let entry = self.entry_mut(uuid)?;
-        if entry.state.is_active() {
+        if entry.state.is_active() || entry.starting {
             entry.persistent = false;
             entry.autostart = false;
-            let summary = entry.summary();
-            return Ok(self.publish(EventKind::Changed {
-                summary,
-                lifecycle: Some(Lifecycle::Undefined),
-            }));
+            return Ok(self.publish_change(uuid, Some(Lifecycle::Undefined)));
         }
-        self.domains.remove(&uuid);
-        self.names.remove(&name);
-        Ok(self.publish(EventKind::Removed {
-            uuid,
-            lifecycle: Lifecycle::Undefined,
-        }))
+        Ok(self.remove(uuid, Lifecycle::Undefined))
+    }
+
+    fn remove(&mut self, uuid: Uuid, lifecycle: Lifecycle) -> Seq {
+        if let Some(entry) = self.domains.remove(&uuid) {
+            self.names.remove(entry.name());
+        }
+        self.publish(EventKind::Removed { uuid, lifecycle })
     }
 
     fn set_autostart(&mut self, uuid: Uuid, enabled: bool) -> Result<Seq, CoreError> {
@@ -437,31 +647,8 @@ impl Manager {
         self.store
             .set_autostart(&name, enabled)
             .map_err(|source| CoreError::Store { name, source })?;
-        let entry = self.entry_mut(uuid)?;
-        entry.autostart = enabled;
-        let summary = entry.summary();
-        Ok(self.publish(EventKind::Changed {
-            summary,
-            lifecycle: None,
-        }))
-    }
-
-    fn start(&mut self, uuid: Uuid) -> Result<Seq, CoreError> {
-        let entry = self.entry_mut(uuid)?;
-        let name = entry.name().to_owned();
-        lifecycle::check(&name, entry.state, Operation::Start)?;
-        let (driver, hint) = match entry.def.domain_type {
-            DomainType::Lxc => ("lxc", "; this build of lxvirtd does not run containers yet"),
-            _ => (
-                "kvm",
-                "; this build of lxvirtd stores and lists KVM domains but cannot run them yet",
-            ),
-        };
-        Err(CoreError::DriverUnavailable {
-            domain: name,
-            driver,
-            hint,
-        })
+        self.entry_mut(uuid)?.autostart = enabled;
+        Ok(self.publish_change(uuid, None))
     }
 
     fn get_xml(&self, uuid: Uuid, flags: XmlFlags) -> Result<String, CoreError> {
@@ -471,12 +658,626 @@ impl Manager {
         let entry = self.lookup(&Lookup::Uuid(uuid))?;
         // While running, the live definition is shown; the persistent one
         // (perhaps updated since the start) with INACTIVE.
-        let def = if flags.inactive() {
-            &entry.def
+        if flags.inactive() {
+            Ok(entry.def.to_xml())
+        } else if entry.state.is_active() {
+            Ok(entry.live_def().to_live_xml())
         } else {
-            entry.live.as_ref().unwrap_or(&entry.def)
+            Ok(entry.def.to_xml())
+        }
+    }
+
+    // ---- start ------------------------------------------------------------
+
+    fn autostart(&mut self) {
+        let marker = self.config.run_dir.join("autostarted");
+        if marker.exists() {
+            // Once per host boot (the run directory is a tmpfs): a daemon
+            // restart must not start what the user stopped since.
+            return;
+        }
+        let _ = std::fs::write(&marker, b"");
+        let mut todo: Vec<(String, Uuid)> = self
+            .domains
+            .values()
+            .filter(|e| e.autostart && e.state == State::Shutoff && !e.starting)
+            .map(|e| (e.name().to_owned(), e.def.uuid))
+            .collect();
+        todo.sort();
+        for (name, uuid) in todo {
+            tracing::info!(domain = %name, "autostarting");
+            if let Err(error) = self.start(uuid, None) {
+                tracing::error!(domain = %name, error = %error_chain(&error), "autostart failed");
+            }
+        }
+    }
+
+    /// Begins a start; the reply (if any) is sent when it is done. An error
+    /// is also sent to the reply before being returned.
+    fn start(&mut self, uuid: Uuid, reply: Option<Reply<Seq>>) -> Result<(), CoreError> {
+        let result = self.begin_start(uuid);
+        match result {
+            Ok(()) => {
+                if let (Some(reply), Some(entry)) = (reply, self.domains.get_mut(&uuid)) {
+                    entry.start_waiters.push(reply);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                let message = error_chain(&error);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+                Err(CoreError::Failed {
+                    domain: self
+                        .domains
+                        .get(&uuid)
+                        .map_or_else(|| uuid.to_string(), |e| e.name().to_owned()),
+                    message,
+                })
+            }
+        }
+    }
+
+    fn begin_start(&mut self, uuid: Uuid) -> Result<(), CoreError> {
+        let running_inits: HashMap<String, i32> = self
+            .domains
+            .values()
+            .filter_map(|e| {
+                e.runtime
+                    .as_ref()
+                    .map(|r| (e.name().to_owned(), r.init_pid))
+            })
+            .collect();
+        let settings = ConvertSettings {
+            run_dir: self.config.run_dir.clone(),
+            pids_max: self.config.pids_max,
         };
-        Ok(def.to_xml())
+        let have_cgroups = self.cgroups.is_some();
+        let entry = self.entry_mut(uuid)?;
+        entry.check(Operation::Start)?;
+        let name = entry.name().to_owned();
+        if entry.def.domain_type != DomainType::Lxc {
+            return Err(CoreError::DriverUnavailable {
+                domain: name,
+                driver: "kvm",
+                hint: "; this build of lxvirtd stores and lists KVM domains but cannot run them yet",
+            });
+        }
+        if entry.def.devices.consoles.is_empty() {
+            return Err(CoreError::Failed {
+                domain: name,
+                message: "a container needs a <console type='pty'/> in <devices>; add one".into(),
+            });
+        }
+        // A start uses the persistent definition; the live copy goes.
+        let def = entry.def.clone();
+        let spec =
+            convert::container_spec(&def, &settings, &|other| running_inits.get(other).copied())?;
+        if !have_cgroups {
+            return Err(CoreError::Failed {
+                domain: name,
+                message: "this host has no usable cgroup hierarchy; mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup".into(),
+            });
+        }
+        let entry = self.entry_mut(uuid)?;
+        entry.live = None;
+        entry.starting = true;
+        entry.generation += 1;
+        let generation = entry.generation;
+        let driver = self.driver.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = driver
+                .start(&spec)
+                .await
+                .map_err(|source| CoreError::Driver {
+                    domain: spec.name.clone(),
+                    source,
+                });
+            let _ = internal.send(Internal::Launched {
+                uuid,
+                generation,
+                spec: Box::new(spec),
+                result,
+            });
+        });
+        Ok(())
+    }
+
+    fn launched(
+        &mut self,
+        uuid: Uuid,
+        generation: u64,
+        spec: &ContainerSpec,
+        result: Result<Started, CoreError>,
+    ) {
+        let run_dir = self.config.run_dir.clone();
+        let Some(entry) = self.domains.get_mut(&uuid) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        entry.starting = false;
+        let waiters = std::mem::take(&mut entry.start_waiters);
+        let rebooted = std::mem::take(&mut entry.restart_after_exit);
+        match result {
+            Ok(started) => {
+                let runtime = Runtime {
+                    init_pid: started.init_pid,
+                    monitor_pid: started.monitor_pid,
+                    monitor_start_time: started.monitor_start_time,
+                    started_at: now_secs(),
+                    cgroup_path: spec.cgroup.path.clone(),
+                    memory_limit: spec.cgroup.memory_limit,
+                };
+                let status = LiveStatus {
+                    version: super::live::LIVE_STATUS_VERSION,
+                    uuid,
+                    name: entry.name().to_owned(),
+                    persistent: entry.persistent,
+                    live_xml: entry.live_def().to_xml(),
+                    init_pid: runtime.init_pid,
+                    monitor_pid: runtime.monitor_pid,
+                    monitor_start_time: runtime.monitor_start_time,
+                    started_at: runtime.started_at,
+                    cgroup_path: runtime.cgroup_path.clone(),
+                    paused: false,
+                    rebooted,
+                };
+                if let Err(error) = status.save(&run_dir) {
+                    // The container runs; only a daemon restart would lose it.
+                    tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot record the live status");
+                }
+                entry.runtime = Some(runtime);
+                entry.state = State::Running;
+                entry.reason = if rebooted {
+                    Reason::Rebooted
+                } else {
+                    Reason::Booted
+                };
+                tracing::info!(domain = %entry.name(), pid = started.init_pid, "started");
+                self.watch(uuid, generation, started.monitor_pidfd);
+                let lifecycle = if rebooted {
+                    Lifecycle::Rebooted
+                } else {
+                    Lifecycle::Started
+                };
+                let seq = self.publish_change(uuid, Some(lifecycle));
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(seq));
+                }
+            }
+            Err(error) => {
+                entry.state = State::Shutoff;
+                entry.reason = Reason::Failed;
+                let name = entry.name().to_owned();
+                let transient = !entry.persistent;
+                self.driver.remove_files(&name);
+                let seq = if transient {
+                    self.remove(uuid, Lifecycle::Stopped(Reason::Failed))
+                } else {
+                    self.publish_change(uuid, Some(Lifecycle::Stopped(Reason::Failed)))
+                };
+                let _ = seq;
+                let message = error_chain(&error);
+                let mut waiters = waiters.into_iter();
+                if let Some(first) = waiters.next() {
+                    let _ = first.send(Err(error));
+                }
+                for waiter in waiters {
+                    let _ = waiter.send(Err(CoreError::Failed {
+                        domain: name.clone(),
+                        message: message.clone(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Watches a monitor; its exit comes back as `MonitorExited`.
+    fn watch(&self, uuid: Uuid, generation: u64, pidfd: OwnedFd) {
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            driver::wait_exit(pidfd).await;
+            let _ = internal.send(Internal::MonitorExited { uuid, generation });
+        });
+    }
+
+    // ---- stop -------------------------------------------------------------
+
+    /// Shutdown (grace given), destroy (no grace), or reboot.
+    fn stop(&mut self, uuid: Uuid, grace: Option<Duration>, reboot: bool, reply: Reply<Seq>) {
+        let operation = match (grace, reboot) {
+            (_, true) => Operation::Reboot,
+            (Some(_), false) => Operation::Shutdown,
+            (None, false) => Operation::Destroy,
+        };
+        let entry = match self
+            .entry_mut(uuid)
+            .and_then(|e| e.check(operation).map(|_| e))
+        {
+            Ok(entry) => entry,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let name = entry.name().to_owned();
+        if entry.state == State::Crashed {
+            // Preserved remains: the processes are gone already.
+            entry.state = State::Shutoff;
+            entry.reason = Reason::Destroyed;
+            entry.runtime = None;
+            self.driver.remove_files(&name);
+            let seq = self.finish_stopped(uuid, Reason::Destroyed);
+            let _ = reply.send(Ok(seq));
+            return;
+        }
+        if reboot {
+            entry.restart_after_exit = true;
+            entry.start_waiters.push(reply);
+        } else {
+            entry.stop_waiters.push(reply);
+        }
+        let init_pid = entry.runtime.as_ref().map(|r| r.init_pid);
+        let request = match grace {
+            Some(grace) => Request::Shutdown {
+                grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            },
+            None => Request::Destroy,
+        };
+        let driver = self.driver.clone();
+        tokio::spawn(async move {
+            if let Err(error) = driver.request(&name, request, Vec::new()).await {
+                // The monitor is unreachable: kill init directly; the exit
+                // watcher finishes the job either way.
+                tracing::warn!(domain = %name, error = %error_chain(&error), "monitor unreachable, killing init");
+                if let Some(pid) = init_pid {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        });
+    }
+
+    fn exited(&mut self, uuid: Uuid, generation: u64) {
+        let Some(entry) = self.domains.get_mut(&uuid) else {
+            return;
+        };
+        if entry.generation != generation || entry.runtime.is_none() {
+            return;
+        }
+        let name = entry.name().to_owned();
+        let record = self.driver.take_exit_record(&name);
+        let Some(entry) = self.domains.get_mut(&uuid) else {
+            return;
+        };
+        let def = entry.live_def();
+        let (reason, action) = match &record {
+            None => (Reason::Crashed, def.on_crash),
+            Some(record) => match (record.requested, record.init) {
+                (Some(Requested::Destroy), _) => (Reason::Destroyed, LifecycleAction::Destroy),
+                (Some(Requested::Shutdown), _) => (Reason::Shutdown, LifecycleAction::Destroy),
+                // reboot(2) in a PID namespace ends its init with SIGHUP
+                // (restart) or SIGINT (halt, power off).
+                (None, InitExit::Signaled { signal }) if signal == libc::SIGHUP => {
+                    (Reason::Shutdown, def.on_reboot)
+                }
+                (None, InitExit::Signaled { signal }) if signal == libc::SIGINT => {
+                    (Reason::Shutdown, def.on_poweroff)
+                }
+                (None, InitExit::Exited { .. }) => (Reason::Shutdown, def.on_poweroff),
+                (None, InitExit::Signaled { .. }) => (Reason::Crashed, def.on_crash),
+            },
+        };
+        if let Some(record) = &record {
+            for problem in &record.cleanup_errors {
+                tracing::warn!(domain = %name, problem = %problem, "cleanup after the container left something");
+            }
+        } else {
+            tracing::warn!(domain = %name, "the monitor vanished without an exit record");
+            self.cleanup_cgroup(uuid);
+        }
+        let Some(entry) = self.domains.get_mut(&uuid) else {
+            return;
+        };
+        let restart = entry.restart_after_exit
+            || matches!(
+                action,
+                LifecycleAction::Restart
+                    | LifecycleAction::RenameRestart
+                    | LifecycleAction::CoredumpRestart
+            );
+        tracing::info!(domain = %name, reason = %reason, restart, "stopped");
+        entry.runtime = None;
+        self.driver.remove_files(&name);
+        let Some(entry) = self.domains.get_mut(&uuid) else {
+            return;
+        };
+        if action == LifecycleAction::Preserve && !entry.restart_after_exit {
+            entry.state = State::Crashed;
+            entry.reason = Reason::Crashed;
+            let seq = self.publish_change(uuid, Some(Lifecycle::Crashed));
+            self.reply_stop_waiters(uuid, seq);
+            return;
+        }
+        if restart {
+            entry.state = State::Shutoff;
+            entry.reason = reason;
+            entry.restart_after_exit = true;
+            let seq = self.publish_change(uuid, Some(Lifecycle::Stopped(reason)));
+            self.reply_stop_waiters(uuid, seq);
+            if let Err(error) = self.start(uuid, None) {
+                tracing::error!(domain = %name, error = %error_chain(&error), "restart failed");
+                let waiters = self
+                    .domains
+                    .get_mut(&uuid)
+                    .map(|e| std::mem::take(&mut e.start_waiters))
+                    .unwrap_or_default();
+                for waiter in waiters {
+                    let _ = waiter.send(Err(CoreError::Failed {
+                        domain: name.clone(),
+                        message: error_chain(&error),
+                    }));
+                }
+            }
+            return;
+        }
+        self.finish_stopped(uuid, reason);
+    }
+
+    /// Marks a domain shut off (removing a transient one) and answers
+    /// everyone waiting for that.
+    fn finish_stopped(&mut self, uuid: Uuid, reason: Reason) -> Seq {
+        let Some(entry) = self.domains.get_mut(&uuid) else {
+            return self.seq;
+        };
+        entry.state = State::Shutoff;
+        entry.reason = reason;
+        entry.live = None;
+        let waiters: Vec<_> = std::mem::take(&mut entry.stop_waiters)
+            .into_iter()
+            .chain(std::mem::take(&mut entry.start_waiters))
+            .collect();
+        let seq = if entry.persistent {
+            self.publish_change(uuid, Some(Lifecycle::Stopped(reason)))
+        } else {
+            self.remove(uuid, Lifecycle::Stopped(reason))
+        };
+        for waiter in waiters {
+            let _ = waiter.send(Ok(seq));
+        }
+        seq
+    }
+
+    fn reply_stop_waiters(&mut self, uuid: Uuid, seq: Seq) {
+        if let Some(entry) = self.domains.get_mut(&uuid) {
+            for waiter in std::mem::take(&mut entry.stop_waiters) {
+                let _ = waiter.send(Ok(seq));
+            }
+        }
+    }
+
+    /// Removes a container's cgroup when its monitor could not.
+    fn cleanup_cgroup(&self, uuid: Uuid) {
+        let (Some(cgroups), Some(entry)) = (&self.cgroups, self.domains.get(&uuid)) else {
+            return;
+        };
+        let Some(runtime) = &entry.runtime else {
+            return;
+        };
+        if let Ok(cgroup) = cgroups.open(&runtime.cgroup_path) {
+            let _ = cgroup.kill_all();
+            if let Err(error) = cgroup.remove() {
+                tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot remove the cgroup of a vanished container");
+            }
+        }
+    }
+
+    // ---- pause ------------------------------------------------------------
+
+    fn freeze(&mut self, uuid: Uuid, freeze: bool, reply: Reply<Seq>) {
+        let operation = if freeze {
+            Operation::Suspend
+        } else {
+            Operation::Resume
+        };
+        let cgroups = self.cgroups.clone();
+        let entry = match self
+            .entry_mut(uuid)
+            .and_then(|e| e.check(operation).map(|_| e))
+        {
+            Ok(entry) => entry,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let name = entry.name().to_owned();
+        let generation = entry.generation;
+        let (Some(cgroups), Some(runtime)) = (cgroups, entry.runtime.as_ref()) else {
+            let _ = reply.send(Err(CoreError::Failed {
+                domain: name,
+                message: "no cgroup to freeze".into(),
+            }));
+            return;
+        };
+        let path = runtime.cgroup_path.clone();
+        let internal = self.internal.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = cgroups
+                .open(&path)
+                .and_then(|cgroup| {
+                    if freeze {
+                        cgroup.freeze()
+                    } else {
+                        cgroup.thaw()
+                    }
+                })
+                .map_err(|e| CoreError::Failed {
+                    domain: name,
+                    message: error_chain(&e),
+                });
+            let _ = internal.send(Internal::Frozen {
+                uuid,
+                generation,
+                frozen: freeze,
+                result,
+                reply,
+            });
+        });
+    }
+
+    fn frozen(
+        &mut self,
+        uuid: Uuid,
+        generation: u64,
+        frozen: bool,
+        result: Result<(), CoreError>,
+        reply: Reply<Seq>,
+    ) {
+        let run_dir = self.config.run_dir.clone();
+        let Some(entry) = self.domains.get_mut(&uuid) else {
+            let _ = reply.send(Err(CoreError::NoSuchDomain(Lookup::Uuid(uuid))));
+            return;
+        };
+        if let Err(error) = result {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        if entry.generation != generation || entry.runtime.is_none() {
+            let _ = reply.send(Err(CoreError::Failed {
+                domain: entry.name().to_owned(),
+                message: "the container stopped meanwhile".into(),
+            }));
+            return;
+        }
+        let (state, reason, lifecycle) = if frozen {
+            (State::Paused, Reason::User, Lifecycle::Suspended)
+        } else {
+            (State::Running, Reason::Unpaused, Lifecycle::Resumed)
+        };
+        entry.state = state;
+        entry.reason = reason;
+        let path = LiveStatus::path(&run_dir, entry.name());
+        if let Ok(mut status) = LiveStatus::load(&path) {
+            status.paused = frozen;
+            let _ = status.save(&run_dir);
+        }
+        let seq = self.publish_change(uuid, Some(lifecycle));
+        let _ = reply.send(Ok(seq));
+    }
+
+    // ---- console, enter, stats ---------------------------------------------
+
+    fn open_console(&mut self, uuid: Uuid, index: u32, reply: Reply<OwnedFd>) {
+        let entry = match self
+            .entry_mut(uuid)
+            .and_then(|e| e.check(Operation::OpenConsole).map(|_| e))
+        {
+            Ok(entry) => entry,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let name = entry.name().to_owned();
+        let driver = self.driver.clone();
+        tokio::spawn(async move {
+            let result = driver
+                .request(&name, Request::Console { index }, Vec::new())
+                .await
+                .map_err(|source| CoreError::Driver {
+                    domain: name.clone(),
+                    source,
+                })
+                .and_then(|(_, mut fds)| {
+                    fds.pop().ok_or_else(|| CoreError::Failed {
+                        domain: name,
+                        message: "the monitor sent no console descriptor".into(),
+                    })
+                });
+            let _ = reply.send(result);
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &mut self,
+        uuid: Uuid,
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: Option<PathBuf>,
+        noseclabel: bool,
+        stdio: [OwnedFd; 3],
+        reply: Reply<(i32, OwnedFd)>,
+    ) {
+        let entry = match self
+            .entry_mut(uuid)
+            .and_then(|e| e.check(Operation::Enter).map(|_| e))
+        {
+            Ok(entry) => entry,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let name = entry.name().to_owned();
+        let driver = self.driver.clone();
+        tokio::spawn(async move {
+            let request = Request::Enter {
+                argv,
+                env,
+                cwd,
+                noseclabel,
+            };
+            let result = driver
+                .request(&name, request, stdio.into())
+                .await
+                .map_err(|source| CoreError::Driver {
+                    domain: name.clone(),
+                    source,
+                })
+                .and_then(|(reply, mut fds)| match (reply, fds.pop()) {
+                    (MonitorReply::Entered { pid }, Some(exit)) => Ok((pid, exit)),
+                    _ => Err(CoreError::Failed {
+                        domain: name,
+                        message: "the monitor gave no exit channel".into(),
+                    }),
+                });
+            let _ = reply.send(result);
+        });
+    }
+
+    fn stats(&mut self, uuid: Uuid, reply: Reply<DomainStats>) {
+        let cgroups = self.cgroups.clone();
+        let entry = match self.entry_mut(uuid) {
+            Ok(entry) => entry,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let (Some(cgroups), Some(runtime)) = (cgroups, entry.runtime.as_ref()) else {
+            // Not running: no figures.
+            let _ = reply.send(Ok(DomainStats::default()));
+            return;
+        };
+        let path = runtime.cgroup_path.clone();
+        let memory_limit = runtime.memory_limit.or(Some(entry.live_def().memory));
+        tokio::task::spawn_blocking(move || {
+            let stats = cgroups.open(&path).map(|c| c.stats()).ok();
+            let _ = reply.send(Ok(DomainStats {
+                memory_bytes: stats.as_ref().and_then(|s| s.memory_bytes),
+                memory_limit,
+                cpu_time_ns: stats.as_ref().and_then(|s| s.cpu_time_ns),
+                pids: stats.as_ref().and_then(|s| s.pids),
+            }));
+        });
     }
 }
 
@@ -487,50 +1288,14 @@ fn has_explicit_uuid(xml: &str) -> bool {
         .unwrap_or(false)
 }
 
-impl ManagerHandle {
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, CoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| CoreError::ShuttingDown)?;
-        rx.await.map_err(|_| CoreError::ShuttingDown)
+/// An error and its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
     }
-
-    pub async fn define_xml(&self, xml: String) -> Result<(DomainSummary, Seq), CoreError> {
-        self.ask(|reply| Command::Define { xml, reply }).await?
-    }
-
-    pub async fn undefine(&self, uuid: Uuid) -> Result<Seq, CoreError> {
-        self.ask(|reply| Command::Undefine { uuid, reply }).await?
-    }
-
-    pub async fn set_autostart(&self, uuid: Uuid, enabled: bool) -> Result<Seq, CoreError> {
-        self.ask(|reply| Command::SetAutostart {
-            uuid,
-            enabled,
-            reply,
-        })
-        .await?
-    }
-
-    pub async fn start(&self, uuid: Uuid) -> Result<Seq, CoreError> {
-        self.ask(|reply| Command::Start { uuid, reply }).await?
-    }
-
-    pub async fn lookup(&self, lookup: Lookup) -> Result<DomainSummary, CoreError> {
-        self.ask(|reply| Command::Lookup { lookup, reply }).await?
-    }
-
-    pub async fn list(&self) -> Result<Vec<DomainSummary>, CoreError> {
-        self.ask(|reply| Command::List { reply }).await
-    }
-
-    pub async fn get_xml(&self, uuid: Uuid, flags: XmlFlags) -> Result<String, CoreError> {
-        self.ask(|reply| Command::GetXml { uuid, flags, reply })
-            .await?
-    }
+    message
 }

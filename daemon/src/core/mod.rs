@@ -1,17 +1,21 @@
 //! The lifecycle core: the single owner of domain state.
 //!
 //! Front ends (the D-Bus adapter, tests) hold a [`ManagerHandle`] and send
-//! [`Command`]s; the [`Manager`] task applies them one at a time, persists
-//! through the [`store`], and publishes [`Event`]s that the front ends turn
-//! into signals. Nothing else mutates domain state.
+//! commands; the [`Manager`] task applies them one at a time, persists
+//! through the [`store`], drives containers through the LXC driver, and
+//! publishes [`Event`]s that the front ends turn into signals. Nothing else
+//! mutates domain state.
 
+mod handle;
 pub mod lifecycle;
+pub mod live;
 pub mod manager;
 pub mod persist;
 pub mod store;
+pub mod types;
 
 pub use lifecycle::{InvalidState, Operation, Reason, State};
-pub use manager::{
-    CoreError, DomainSummary, Event, EventKind, Lifecycle, Lookup, Manager, ManagerHandle, Seq,
-    XmlFlags,
+pub use manager::{Manager, ManagerConfig, ManagerHandle, error_chain};
+pub use types::{
+    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, XmlFlags,
 };

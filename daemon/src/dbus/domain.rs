@@ -3,60 +3,124 @@
 //! Properties are served from a summary the event adapter keeps current;
 //! methods go to the core.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
+use zbus::{OwnedFd as DbusFd, OwnedVariant as OwnedValue, Variant as Value};
+
+use std::sync::{Arc, RwLock};
+
+use uuid::Uuid;
 
 use super::{Shared, error::Error};
 use crate::core::{DomainSummary, XmlFlags};
 
+/// Grace period of `Shutdown(0)` and `Reboot(0)`, as Docker and Podman use.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The summary a domain object serves, shared with the event adapter. A
+/// plain lock held only to copy or replace it: the adapter must never
+/// need the object's own (async) lock for writing, which a method call in
+/// progress holds for reading while it waits for the adapter.
+pub(crate) type SharedSummary = Arc<RwLock<DomainSummary>>;
+
 /// A domain's object.
 #[derive(Debug)]
 pub struct DomainObject {
-    summary: DomainSummary,
+    uuid: Uuid,
+    summary: SharedSummary,
     shared: Shared,
 }
 
 impl DomainObject {
     pub(crate) fn new(summary: DomainSummary, shared: Shared) -> Self {
-        DomainObject { summary, shared }
+        DomainObject {
+            uuid: summary.uuid,
+            summary: Arc::new(RwLock::new(summary)),
+            shared,
+        }
     }
 
-    pub(crate) fn summary(&self) -> &DomainSummary {
-        &self.summary
+    pub(crate) fn shared_summary(&self) -> SharedSummary {
+        Arc::clone(&self.summary)
     }
 
-    pub(crate) fn set_summary(&mut self, summary: DomainSummary) {
-        self.summary = summary;
+    /// A copy of the current summary.
+    pub(crate) fn summary(&self) -> DomainSummary {
+        // A poisoned lock still holds a complete summary (writers only
+        // assign whole values).
+        match self.summary.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
+
+    async fn authorize(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+        action: &str,
+    ) -> Result<(), Error> {
+        self.shared
+            .authorizer
+            .check(connection, header, action)
+            .await
+    }
+}
+
+fn grace(seconds: u32) -> Duration {
+    if seconds == 0 {
+        DEFAULT_GRACE
+    } else {
+        Duration::from_secs(u64::from(seconds))
+    }
+}
+
+/// `console0` (or empty) is console 0, `consoleN` console N.
+fn console_index(devname: &str) -> Result<u32, Error> {
+    if devname.is_empty() {
+        return Ok(0);
+    }
+    devname
+        .strip_prefix("console")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "unknown console '{devname}'; use console0, console1, …"
+            ))
+        })
 }
 
 #[interface(name = "org.lxvirt.lxvirt1.Domain")]
 impl DomainObject {
     #[zbus(property(emits_changed_signal = "const"))]
     fn name(&self) -> String {
-        self.summary.name.clone()
+        self.summary().name
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
     fn uuid(&self) -> String {
-        self.summary.uuid.to_string()
+        self.uuid.to_string()
     }
 
     /// The driver: `lxc`, `kvm` or `qemu`.
     #[zbus(property(emits_changed_signal = "const"))]
     fn type_(&self) -> String {
-        self.summary.domain_type.as_str().to_owned()
+        self.summary().domain_type.as_str().to_owned()
     }
 
     #[zbus(property)]
     fn persistent(&self) -> bool {
-        self.summary.persistent
+        self.summary().persistent
     }
 
     #[zbus(property)]
     fn autostart(&self) -> bool {
-        self.summary.autostart
+        self.summary().autostart
     }
 
     #[zbus(property)]
@@ -67,33 +131,49 @@ impl DomainObject {
         #[zbus(connection)] connection: &Connection,
     ) -> zbus::fdo::Result<()> {
         if let Some(header) = &header {
-            self.shared
-                .authorizer
-                .check(connection, header, "change autostart")
+            self.authorize(connection, header, "change autostart")
                 .await?;
         }
         self.shared
             .handle
-            .set_autostart(self.summary.uuid, enabled)
+            .set_autostart(self.uuid, enabled)
             .await
             .map_err(Error::from)?;
         // zbus emits PropertiesChanged for a setter; updating this copy now
         // lets the adapter see no difference and stay quiet. (Waiting for
         // the adapter here would deadlock: it needs this object mutably.)
-        self.summary.autostart = enabled;
+        match self.summary.write() {
+            Ok(mut guard) => guard.autostart = enabled,
+            Err(poisoned) => poisoned.into_inner().autostart = enabled,
+        }
         Ok(())
     }
 
     /// `shutoff`, `running`, `paused` or `crashed`.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.summary.state.as_str().to_owned()
+        self.summary().state.as_str().to_owned()
     }
 
     /// Why the domain is in its state (`booted`, `shutdown`, `destroyed`, …).
     #[zbus(property)]
     fn state_reason(&self) -> String {
-        self.summary.reason.as_str().to_owned()
+        self.summary().reason.as_str().to_owned()
+    }
+
+    /// Host pid of the container's init; 0 when not running.
+    #[zbus(property)]
+    fn pid(&self) -> u32 {
+        self.summary()
+            .init_pid
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(0)
+    }
+
+    /// When the running instance started, seconds since the epoch; 0 when not running.
+    #[zbus(property)]
+    fn start_time(&self) -> u64 {
+        self.summary().start_time.unwrap_or(0)
     }
 
     /// The domain's XML; flags: 1 = secure, 2 = inactive (the persistent definition).
@@ -102,23 +182,178 @@ impl DomainObject {
         Ok(self
             .shared
             .handle
-            .get_xml(self.summary.uuid, XmlFlags(flags))
+            .get_xml(self.uuid, XmlFlags(flags))
             .await?)
     }
 
-    /// Starts the domain.
+    /// Starts the domain; returns once init runs.
     async fn start(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
-        self.shared
-            .authorizer
-            .check(connection, &header, "start domains")
-            .await?;
-        let seq = self.shared.handle.start(self.summary.uuid).await?;
+        self.authorize(connection, &header, "start domains").await?;
+        let seq = self.shared.handle.start(self.uuid).await?;
         self.shared.published(seq).await;
         Ok(())
+    }
+
+    /// SIGTERM to init, SIGKILL to the container after `grace_seconds`
+    /// (0: 10 s); returns once it stopped.
+    async fn shutdown(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        grace_seconds: u32,
+    ) -> Result<(), Error> {
+        self.authorize(connection, &header, "shut down domains")
+            .await?;
+        let seq = self
+            .shared
+            .handle
+            .shutdown(self.uuid, grace(grace_seconds))
+            .await?;
+        self.shared.published(seq).await;
+        Ok(())
+    }
+
+    /// SIGKILL to every process of the container; returns once it stopped.
+    async fn destroy(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.authorize(connection, &header, "destroy domains")
+            .await?;
+        let seq = self.shared.handle.destroy(self.uuid).await?;
+        self.shared.published(seq).await;
+        Ok(())
+    }
+
+    /// Stops the container as Shutdown does and starts it again with the
+    /// same definition; returns once it runs again.
+    async fn reboot(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        grace_seconds: u32,
+    ) -> Result<(), Error> {
+        self.authorize(connection, &header, "reboot domains")
+            .await?;
+        let seq = self
+            .shared
+            .handle
+            .reboot(self.uuid, grace(grace_seconds))
+            .await?;
+        self.shared.published(seq).await;
+        Ok(())
+    }
+
+    /// Freezes every process of the container.
+    async fn suspend(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.authorize(connection, &header, "suspend domains")
+            .await?;
+        let seq = self.shared.handle.suspend(self.uuid).await?;
+        self.shared.published(seq).await;
+        Ok(())
+    }
+
+    /// Thaws a suspended container.
+    async fn resume(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.authorize(connection, &header, "resume domains")
+            .await?;
+        let seq = self.shared.handle.resume(self.uuid).await?;
+        self.shared.published(seq).await;
+        Ok(())
+    }
+
+    /// A stream socket relayed to console `devname` (`console0`, `console1`,
+    /// …; empty for the first): bytes written are typed into the console,
+    /// its output can be read. A new attach replaces the previous one.
+    async fn open_console(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        devname: String,
+    ) -> Result<DbusFd, Error> {
+        self.authorize(connection, &header, "open consoles").await?;
+        let index = console_index(&devname)?;
+        let fd = self.shared.handle.open_console(self.uuid, index).await?;
+        Ok(DbusFd::from(fd))
+    }
+
+    /// Runs `command` inside the container, confined as its init is, with
+    /// the three descriptors as its stdin, stdout and stderr. Options:
+    /// `cwd` (s), `noseclabel` (b). Returns the command's host pid and a
+    /// pipe that yields one JSON line with its exit status when it ends.
+    #[allow(clippy::too_many_arguments)] // the D-Bus signature
+    async fn enter(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        command: Vec<String>,
+        env: Vec<String>,
+        stdin: DbusFd,
+        stdout: DbusFd,
+        stderr: DbusFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(u32, DbusFd), Error> {
+        self.authorize(connection, &header, "enter domains").await?;
+        let cwd = match options.get("cwd") {
+            Some(value) => Some(PathBuf::from(String::try_from(value.clone()).map_err(
+                |_| Error::InvalidArgument("option 'cwd' must be a string".into()),
+            )?)),
+            None => None,
+        };
+        let noseclabel = match options.get("noseclabel") {
+            Some(value) => bool::try_from(value.clone()).map_err(|_| {
+                Error::InvalidArgument("option 'noseclabel' must be a boolean".into())
+            })?,
+            None => false,
+        };
+        if let Some(unknown) = options
+            .keys()
+            .find(|k| !["cwd", "noseclabel"].contains(&k.as_str()))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "unknown option '{unknown}'; known: cwd, noseclabel"
+            )));
+        }
+        let stdio = [stdin.into(), stdout.into(), stderr.into()];
+        let (pid, exit) = self
+            .shared
+            .handle
+            .enter(self.uuid, command, env, cwd, noseclabel, stdio)
+            .await?;
+        Ok((u32::try_from(pid).unwrap_or(0), DbusFd::from(exit)))
+    }
+
+    /// Resource use from the container's cgroup: `memory.current` and
+    /// `memory.limit` (bytes), `cpu.time` (ns), `pids.current`; only the
+    /// figures the host provides, none when not running.
+    async fn get_stats(&self) -> Result<HashMap<String, OwnedValue>, Error> {
+        let stats = self.shared.handle.stats(self.uuid).await?;
+        let mut map = HashMap::new();
+        let mut put = |key: &str, value: Option<u64>| {
+            if let Some(value) = value
+                && let Ok(value) = OwnedValue::try_from(Value::U64(value))
+            {
+                map.insert(key.to_owned(), value);
+            }
+        };
+        put("memory.current", stats.memory_bytes);
+        put("memory.limit", stats.memory_limit);
+        put("cpu.time", stats.cpu_time_ns);
+        put("pids.current", stats.pids);
+        Ok(map)
     }
 
     /// Removes the persistent definition; a running domain becomes transient.
@@ -127,16 +362,17 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
-        self.shared
-            .authorizer
-            .check(connection, &header, "undefine domains")
+        self.authorize(connection, &header, "undefine domains")
             .await?;
-        let seq = self.shared.handle.undefine(self.summary.uuid).await?;
+        let seq = self.shared.handle.undefine(self.uuid).await?;
         self.shared.published(seq).await;
         Ok(())
     }
 
-    /// A lifecycle event: `defined` (`added`, `updated`), `undefined` (`removed`), …
+    /// A lifecycle event: `defined` (`added`, `updated`), `undefined`
+    /// (`removed`), `started` (`booted`), `rebooted`, `stopped` (`shutdown`,
+    /// `destroyed`, `crashed`, `failed`), `suspended`, `resumed`, `crashed`
+    /// (`preserved`).
     #[zbus(signal)]
     pub(crate) async fn lifecycle(
         emitter: &SignalEmitter<'_>,

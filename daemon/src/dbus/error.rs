@@ -53,12 +53,16 @@ impl From<CoreError> for Error {
             CoreError::NameTaken { .. }
             | CoreError::UuidTaken { .. }
             | CoreError::Blocked { .. } => Error::AlreadyExists(message),
-            CoreError::InvalidState(_) | CoreError::NotPersistent(_) => {
+            CoreError::InvalidState(_) | CoreError::NotPersistent(_) | CoreError::Busy { .. } => {
                 Error::InvalidState(message)
             }
             CoreError::DriverUnavailable { .. } => Error::DriverUnavailable(message),
+            CoreError::NotSupported(_) => Error::NotSupported(message),
             CoreError::InvalidFlags(_) => Error::InvalidArgument(message),
-            CoreError::Store { .. } | CoreError::ShuttingDown => Error::Failed(message),
+            CoreError::Driver { .. }
+            | CoreError::Failed { .. }
+            | CoreError::Store { .. }
+            | CoreError::ShuttingDown => Error::Failed(message),
         }
     }
 }

@@ -45,13 +45,15 @@ impl Adapter {
                 let path = domain_path(summary.uuid);
                 match server.interface::<_, DomainObject>(&path).await {
                     Ok(iface) => {
-                        let old = {
-                            let mut object = iface.get_mut().await;
-                            let old = object.summary().clone();
-                            object.set_summary(summary.clone());
-                            old
-                        };
                         let object = iface.get().await;
+                        let shared = object.shared_summary();
+                        let old = {
+                            let mut guard = match shared.write() {
+                                Ok(guard) => guard,
+                                Err(poisoned) => poisoned.into_inner(),
+                            };
+                            std::mem::replace(&mut *guard, summary.clone())
+                        };
                         let emitter = iface.signal_emitter();
                         emit_changes(&object, emitter, &old, &summary).await?;
                     }
@@ -92,6 +94,12 @@ async fn emit_changes(
     }
     if old.reason != new.reason {
         object.state_reason_changed(emitter).await?;
+    }
+    if old.init_pid != new.init_pid {
+        object.pid_changed(emitter).await?;
+    }
+    if old.start_time != new.start_time {
+        object.start_time_changed(emitter).await?;
     }
     Ok(())
 }

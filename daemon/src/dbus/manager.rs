@@ -43,6 +43,24 @@ impl ManagerObject {
         Ok(domain_path(summary.uuid))
     }
 
+    /// Creates and starts a transient domain (forgotten when it stops);
+    /// returns its object path once it runs.
+    #[zbus(name = "CreateXML")]
+    async fn create_xml(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        xml: String,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.shared
+            .authorizer
+            .check(connection, &header, "create domains")
+            .await?;
+        let (uuid, seq) = self.shared.handle.create_xml(xml).await?;
+        self.shared.published(seq).await;
+        Ok(domain_path(uuid))
+    }
+
     /// Object paths of every domain, sorted by name.
     async fn list_domains(&self) -> Result<Vec<OwnedObjectPath>, Error> {
         let list = self.shared.handle.list().await?;

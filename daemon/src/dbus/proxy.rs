@@ -17,6 +17,8 @@ pub trait Manager {
     #[zbus(name = "LookupByUUID")]
     fn lookup_by_uuid(&self, uuid: &str) -> zbus::Result<OwnedObjectPath>;
     fn get_capabilities(&self) -> zbus::Result<String>;
+    #[zbus(name = "CreateXML")]
+    fn create_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
 }
@@ -42,9 +44,30 @@ pub trait Domain {
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn state_reason(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn start_time(&self) -> zbus::Result<u64>;
     #[zbus(name = "GetXML")]
     fn get_xml(&self, flags: u32) -> zbus::Result<String>;
     fn start(&self) -> zbus::Result<()>;
+    fn shutdown(&self, grace_seconds: u32) -> zbus::Result<()>;
+    fn destroy(&self) -> zbus::Result<()>;
+    fn reboot(&self, grace_seconds: u32) -> zbus::Result<()>;
+    fn suspend(&self) -> zbus::Result<()>;
+    fn resume(&self) -> zbus::Result<()>;
+    fn open_console(&self, devname: &str) -> zbus::Result<zbus::OwnedFd>;
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &self,
+        command: &[&str],
+        env: &[&str],
+        stdin: zbus::Fd<'_>,
+        stdout: zbus::Fd<'_>,
+        stderr: zbus::Fd<'_>,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<(u32, zbus::OwnedFd)>;
+    fn get_stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     fn undefine(&self) -> zbus::Result<()>;
     #[zbus(signal)]
     fn lifecycle(&self, event: &str, detail: &str) -> zbus::Result<()>;

@@ -1066,9 +1066,9 @@ fn hostile_input_is_refused_without_panicking() {
         DomainDef::from_xml(&attrs),
         Err(DomainError::Xml(XmlError::TooLarge { .. }))
     ));
-    // Many attributes on one element: refused as unknown.
+    // Many attributes on one element (under the raw layer's cap): refused as unknown.
     let mut attrs = String::from("<domain type='lxc'><name");
-    for i in 0..2000 {
+    for i in 0..200 {
         attrs.push_str(&format!(" a{i}='{i}'"));
     }
     attrs.push_str(">x</name></domain>");
@@ -1078,13 +1078,10 @@ fn hostile_input_is_refused_without_panicking() {
     ));
 }
 
-/// The raw layer spends time quadratic in the number of attributes of one
-/// element (locating each attribute's position, and duplicate checks), so a
-/// 1 MiB document of attributes takes minutes in a debug build. Ignored
-/// until xml.rs caps attributes per element or scans linearly.
+/// A start tag flooded with attributes up to the size limit is refused
+/// at the attribute cap instead of being worked through.
 #[test]
-#[ignore = "xml.rs is quadratic in attributes per element"]
-fn attribute_flood_near_the_size_limit_is_fast() {
+fn attribute_flood_near_the_size_limit_is_refused() {
     let mut attrs = String::from("<domain type='lxc'><name");
     let mut i = 0;
     while attrs.len() < MAX_DOCUMENT_BYTES - 100 {
@@ -1092,9 +1089,11 @@ fn attribute_flood_near_the_size_limit_is_fast() {
         i += 1;
     }
     attrs.push_str(">x</name></domain>");
-    let start = std::time::Instant::now();
-    assert!(DomainDef::from_xml(&attrs).is_err());
-    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    let err = DomainDef::from_xml(&attrs).unwrap_err();
+    assert!(
+        matches!(err, DomainError::Xml(XmlError::TooManyAttributes { .. })),
+        "{err}"
+    );
 }
 
 #[test]

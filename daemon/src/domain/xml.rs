@@ -24,6 +24,9 @@ pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Deepest element nesting accepted. Domain documents need about six levels;
 /// `<metadata>` content gets the rest.
 pub const MAX_DEPTH: usize = 64;
+/// Most attributes accepted on one element (domain elements have at most a
+/// handful; this bounds the work per start tag).
+pub const MAX_ATTRIBUTES: usize = 256;
 
 /// A 1-based line and column (in characters) in the source document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +95,8 @@ pub enum XmlError {
         "{pos}: unknown entity '&{name};'; only &lt; &gt; &amp; &apos; &quot; and character references are accepted"
     )]
     UnknownEntity { pos: Pos, name: String },
+    #[error("{pos}: element has more than {limit} attributes")]
+    TooManyAttributes { pos: Pos, limit: usize },
     #[error("{pos}: elements nest deeper than {limit} levels")]
     TooDeep { pos: Pos, limit: usize },
     #[error("{pos}: unknown namespace prefix '{prefix}'; declare it with xmlns:{prefix}=\"…\"")]
@@ -111,6 +116,7 @@ impl XmlError {
             | XmlError::Doctype { pos }
             | XmlError::UnknownEntity { pos, .. }
             | XmlError::TooDeep { pos, .. }
+            | XmlError::TooManyAttributes { pos, .. }
             | XmlError::UnknownPrefix { pos, .. }
             | XmlError::Malformed { pos, .. } => Some(*pos),
         }
@@ -122,23 +128,39 @@ impl XmlError {
 pub struct LineIndex<'a> {
     text: &'a str,
     line_starts: Vec<usize>,
+    /// The last position computed (offset, line index, column), so that
+    /// positions asked in document order cost the distance walked, not the
+    /// length of the line again.
+    cursor: std::cell::Cell<(usize, usize, usize)>,
 }
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { text, line_starts }
+        LineIndex {
+            text,
+            line_starts,
+            cursor: std::cell::Cell::new((0, 0, 0)),
+        }
     }
 
     pub fn pos(&self, offset: usize) -> Pos {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
         let start = self.line_starts[line];
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
+        let (last_offset, last_line, last_column) = self.cursor.get();
+        let (from, base) = if last_line == line && last_offset >= start && last_offset <= offset {
+            (last_offset, last_column)
+        } else {
+            (start, 0)
+        };
+        let column = base
+            + self
+                .text
+                .get(from..offset)
+                .map_or(offset - from, |s| s.chars().count());
+        self.cursor.set((offset, line, column));
         Pos {
             line: saturating_u32(line + 1),
             column: saturating_u32(column + 1),
@@ -227,7 +249,15 @@ pub fn parse_str(text: &str) -> Result<Element, XmlError> {
                         limit: MAX_DEPTH,
                     });
                 }
-                let element = element_from(&reader, &index, &start, namespace, pos, event_start)?;
+                let element = element_from(
+                    &reader,
+                    &index,
+                    &start,
+                    namespace,
+                    pos,
+                    event_start,
+                    content_start,
+                )?;
                 stack.push((element, content_start));
             }
             Event::Empty(start) => {
@@ -237,8 +267,15 @@ pub fn parse_str(text: &str) -> Result<Element, XmlError> {
                         limit: MAX_DEPTH,
                     });
                 }
-                let mut element =
-                    element_from(&reader, &index, &start, namespace, pos, event_start)?;
+                let mut element = element_from(
+                    &reader,
+                    &index,
+                    &start,
+                    namespace,
+                    pos,
+                    event_start,
+                    content_start,
+                )?;
                 element.content_span = content_start..content_start;
                 attach(&mut stack, &mut root, element);
             }
@@ -327,19 +364,32 @@ fn element_from(
     namespace: Option<String>,
     pos: Pos,
     event_start: usize,
+    tag_end: usize,
 ) -> Result<Element, XmlError> {
     let qname = start.name().as_ref().to_owned();
     let name = start.local_name().as_ref().to_owned();
     let mut attributes = Vec::new();
+    let mut search_from = event_start + 1 + qname.len();
     for attr in start.attributes() {
+        if attributes.len() == MAX_ATTRIBUTES {
+            return Err(XmlError::TooManyAttributes {
+                pos,
+                limit: MAX_ATTRIBUTES,
+            });
+        }
         let attr = attr.map_err(|e| XmlError::Malformed {
             pos,
             message: e.to_string(),
         })?;
         let attr_qname = attr.key.as_ref().to_owned();
         // Locate the attribute inside the start tag for a precise position.
-        let attr_pos = text_offset(index, event_start, &qname, &attr_qname)
-            .map_or(pos, |offset| index.pos(offset));
+        let attr_pos = match attribute_offset(index.text, search_from, tag_end, &attr_qname) {
+            Some(offset) => {
+                search_from = offset + attr_qname.len();
+                index.pos(offset)
+            }
+            None => pos,
+        };
         let value =
             attr.normalized_value(quick_xml::XmlVersion::Implicit1_0)
                 .map_err(|e| match e {
@@ -390,20 +440,18 @@ fn element_from(
     })
 }
 
-/// Byte offset of attribute `attr` within the start tag that begins at
-/// `tag_start`, found by a plain search: good enough for error positions.
-fn text_offset(index: &LineIndex<'_>, tag_start: usize, qname: &str, attr: &str) -> Option<usize> {
-    let tag = index.text.get(tag_start..)?;
-    let tag_end = tag.find('>')?;
-    let tag = &tag[..tag_end];
-    let after_name = 1 + qname.len();
-    let mut from = after_name.min(tag.len());
+/// Byte offset of attribute `attr` in `text[from..tag_end]` (a start tag,
+/// searched from just after the previous attribute): good enough for error
+/// positions, and linear in the tag's length over all its attributes.
+fn attribute_offset(text: &str, from: usize, tag_end: usize, attr: &str) -> Option<usize> {
+    let tag = text.get(..tag_end)?;
+    let mut from = from;
     while let Some(found) = tag.get(from..)?.find(attr) {
         let at = from + found;
         let before_ok = tag[..at].ends_with(|c: char| c.is_ascii_whitespace());
         let after_ok = tag[at + attr.len()..].trim_start().starts_with('=');
         if before_ok && after_ok {
-            return Some(tag_start + at);
+            return Some(at);
         }
         from = at + attr.len();
     }

@@ -1,6 +1,11 @@
 //! The LXC driver: containers from domain definitions, each under a small
 //! per-container monitor process that survives daemon restarts.
 
+pub mod convert;
+pub mod driver;
+pub mod enter;
 pub mod launch;
+pub mod monitor;
+pub mod protocol;
 pub mod setup;
 pub mod spec;

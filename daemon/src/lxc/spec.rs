@@ -84,12 +84,18 @@ pub struct IdMapping {
 impl IdMapping {
     /// The host uid that root inside maps to.
     pub fn root_uid(&self) -> Option<u32> {
-        self.uid.iter().find(|(inside, _, _)| *inside == 0).map(|e| e.1)
+        self.uid
+            .iter()
+            .find(|(inside, _, _)| *inside == 0)
+            .map(|e| e.1)
     }
 
     /// The host gid that root inside maps to.
     pub fn root_gid(&self) -> Option<u32> {
-        self.gid.iter().find(|(inside, _, _)| *inside == 0).map(|e| e.1)
+        self.gid
+            .iter()
+            .find(|(inside, _, _)| *inside == 0)
+            .map(|e| e.1)
     }
 }
 

@@ -1,0 +1,29 @@
+//! `lxvirt-monitor`: the per-container monitor, started by lxvirtd.
+//!
+//! Usage: `lxvirt-monitor SPEC-FILE`. It writes one launch report line to
+//! its stdout, then runs until the container's init is gone.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+
+fn main() {
+    let Some(spec) = std::env::args_os().nth(1) else {
+        eprintln!("usage: lxvirt-monitor SPEC-FILE (started by lxvirtd, not by hand)");
+        std::process::exit(2);
+    };
+    // The report goes to the pipe on stdout; afterwards stdout is /dev/null
+    // so that nothing blocks on a pipe the daemon no longer reads.
+    let report = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            eprintln!("lxvirt-monitor: cannot use stdout: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let null = OwnedFd::from(null);
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    let code = lxvirtd::lxc::monitor::run(std::path::Path::new(&spec), report);
+    std::process::exit(code);
+}

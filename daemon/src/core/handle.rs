@@ -1,0 +1,129 @@
+//! The front ends' side of the manager: one async method per command.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::manager::{Command, ManagerHandle};
+use super::types::{CoreError, DomainStats, DomainSummary, Lookup, Seq, XmlFlags};
+
+impl ManagerHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, CoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| CoreError::ShuttingDown)?;
+        rx.await.map_err(|_| CoreError::ShuttingDown)
+    }
+
+    pub async fn define_xml(&self, xml: String) -> Result<(DomainSummary, Seq), CoreError> {
+        self.ask(|reply| Command::Define { xml, reply }).await?
+    }
+
+    /// Creates and starts a transient domain; returns its uuid.
+    pub async fn create_xml(&self, xml: String) -> Result<(Uuid, Seq), CoreError> {
+        self.ask(|reply| Command::Create { xml, reply }).await?
+    }
+
+    pub async fn undefine(&self, uuid: Uuid) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Undefine { uuid, reply }).await?
+    }
+
+    pub async fn set_autostart(&self, uuid: Uuid, enabled: bool) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::SetAutostart {
+            uuid,
+            enabled,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn start(&self, uuid: Uuid) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Start { uuid, reply }).await?
+    }
+
+    /// SIGTERM to init, SIGKILL after `grace`; returns once it stopped.
+    pub async fn shutdown(&self, uuid: Uuid, grace: Duration) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Shutdown { uuid, grace, reply })
+            .await?
+    }
+
+    /// SIGKILL to the container; returns once it stopped.
+    pub async fn destroy(&self, uuid: Uuid) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Destroy { uuid, reply }).await?
+    }
+
+    /// Stops (as shutdown) and starts again; returns once it runs.
+    pub async fn reboot(&self, uuid: Uuid, grace: Duration) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Reboot { uuid, grace, reply })
+            .await?
+    }
+
+    pub async fn suspend(&self, uuid: Uuid) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Suspend { uuid, reply }).await?
+    }
+
+    pub async fn resume(&self, uuid: Uuid) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Resume { uuid, reply }).await?
+    }
+
+    pub async fn open_console(&self, uuid: Uuid, index: u32) -> Result<OwnedFd, CoreError> {
+        self.ask(|reply| Command::OpenConsole { uuid, index, reply })
+            .await?
+    }
+
+    /// Runs a command in the container; returns its host pid and a pipe
+    /// that yields its exit status.
+    pub async fn enter(
+        &self,
+        uuid: Uuid,
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: Option<PathBuf>,
+        noseclabel: bool,
+        stdio: [OwnedFd; 3],
+    ) -> Result<(i32, OwnedFd), CoreError> {
+        self.ask(|reply| Command::Enter {
+            uuid,
+            argv,
+            env,
+            cwd,
+            noseclabel,
+            stdio,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn stats(&self, uuid: Uuid) -> Result<DomainStats, CoreError> {
+        self.ask(|reply| Command::GetStats { uuid, reply }).await?
+    }
+
+    pub async fn lookup(&self, lookup: Lookup) -> Result<DomainSummary, CoreError> {
+        self.ask(|reply| Command::Lookup { lookup, reply }).await?
+    }
+
+    pub async fn list(&self) -> Result<Vec<DomainSummary>, CoreError> {
+        self.ask(|reply| Command::List { reply }).await
+    }
+
+    pub async fn get_xml(&self, uuid: Uuid, flags: XmlFlags) -> Result<String, CoreError> {
+        self.ask(|reply| Command::GetXml { uuid, flags, reply })
+            .await?
+    }
+
+    /// Starts the autostart domains (once per host boot).
+    pub async fn autostart(&self) -> Result<(), CoreError> {
+        self.tx
+            .send(Command::Autostart)
+            .await
+            .map_err(|_| CoreError::ShuttingDown)
+    }
+}

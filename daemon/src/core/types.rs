@@ -1,0 +1,187 @@
+//! What the core tells its front ends: summaries, events, errors.
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use super::lifecycle::{InvalidState, Reason, State};
+use super::store::StoreError;
+use crate::domain::{DomainError, DomainType};
+use crate::lxc::convert::ConvertError;
+use crate::lxc::driver::DriverError;
+
+/// Sequence number of an [`Event`]; replies to mutating commands carry the
+/// number of the last event they caused, so a front end can wait until it
+/// has published that event before it answers its client.
+pub type Seq = u64;
+
+/// What clients see of a domain without asking for its XML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSummary {
+    pub uuid: Uuid,
+    pub name: String,
+    pub domain_type: DomainType,
+    pub persistent: bool,
+    pub autostart: bool,
+    pub state: State,
+    pub reason: Reason,
+    /// Host pid of init while the domain runs.
+    pub init_pid: Option<i32>,
+    /// When the running instance started (seconds since the epoch).
+    pub start_time: Option<u64>,
+}
+
+/// A lifecycle event, as published in the Domain's lifecycle signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Defined {
+        updated: bool,
+    },
+    Undefined,
+    Started,
+    /// Started again by a reboot (a request or init's own `reboot(2)`).
+    Rebooted,
+    Stopped(Reason),
+    Suspended,
+    Resumed,
+    /// Init crashed and `on_crash='preserve'` kept the domain as crashed.
+    Crashed,
+}
+
+impl Lifecycle {
+    /// The event's name and its detail.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Lifecycle::Defined { updated: false } => ("defined", "added"),
+            Lifecycle::Defined { updated: true } => ("defined", "updated"),
+            Lifecycle::Undefined => ("undefined", "removed"),
+            Lifecycle::Started => ("started", "booted"),
+            Lifecycle::Rebooted => ("rebooted", "restarted"),
+            Lifecycle::Stopped(reason) => ("stopped", reason.as_str()),
+            Lifecycle::Suspended => ("suspended", "paused"),
+            Lifecycle::Resumed => ("resumed", "unpaused"),
+            Lifecycle::Crashed => ("crashed", "preserved"),
+        }
+    }
+}
+
+/// Something that changed in the manager's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: Seq,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A domain appeared or one of its summary fields changed.
+    Changed {
+        summary: DomainSummary,
+        lifecycle: Option<Lifecycle>,
+    },
+    /// A domain is gone.
+    Removed { uuid: Uuid, lifecycle: Lifecycle },
+}
+
+/// Flags of `GetXML`, as libvirt numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct XmlFlags(pub u32);
+
+impl XmlFlags {
+    /// Include security-sensitive data (accepted; lxvirt keeps none yet).
+    pub const SECURE: u32 = 1;
+    /// The persistent definition rather than the live one.
+    pub const INACTIVE: u32 = 2;
+    pub const ALL: u32 = Self::SECURE | Self::INACTIVE;
+
+    pub fn inactive(self) -> bool {
+        self.0 & Self::INACTIVE != 0
+    }
+}
+
+/// How a client names a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Name(String),
+    Uuid(Uuid),
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Name(name) => write!(f, "'{name}'"),
+            Lookup::Uuid(uuid) => write!(f, "with uuid {uuid}"),
+        }
+    }
+}
+
+/// Resource use of a running domain, from its cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainStats {
+    pub memory_bytes: Option<u64>,
+    pub memory_limit: Option<u64>,
+    pub cpu_time_ns: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// Why the core refused or failed a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("no domain {0}; see 'lxvirt list --all'")]
+    NoSuchDomain(Lookup),
+    #[error("invalid domain XML: {0}")]
+    InvalidXml(#[from] DomainError),
+    #[error(
+        "domain '{name}' already exists with uuid {existing}; keep that uuid or choose another name"
+    )]
+    NameTaken { name: String, existing: Uuid },
+    #[error("uuid {uuid} is already used by domain '{other}'; remove <uuid> or choose another one")]
+    UuidTaken { uuid: Uuid, other: String },
+    #[error("domain '{name}': its file {path} could not be loaded; fix or remove that file first")]
+    Blocked { name: String, path: PathBuf },
+    #[error(transparent)]
+    InvalidState(#[from] InvalidState),
+    #[error(
+        "domain '{0}' is transient; it cannot be undefined or marked for autostart, define it first"
+    )]
+    NotPersistent(String),
+    #[error(
+        "domain '{domain}': another operation ({operation}) is in progress; try again when it is done"
+    )]
+    Busy {
+        domain: String,
+        operation: &'static str,
+    },
+    #[error("domain '{domain}': the {driver} driver is not available on this host{hint}")]
+    DriverUnavailable {
+        domain: String,
+        driver: &'static str,
+        hint: &'static str,
+    },
+    #[error(transparent)]
+    NotSupported(ConvertError),
+    #[error("domain '{domain}'")]
+    Driver {
+        domain: String,
+        #[source]
+        source: DriverError,
+    },
+    #[error("domain '{domain}': {message}")]
+    Failed { domain: String, message: String },
+    #[error("invalid flags {0:#x}")]
+    InvalidFlags(u32),
+    #[error("domain '{name}': cannot save its definition")]
+    Store {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl From<ConvertError> for CoreError {
+    fn from(error: ConvertError) -> Self {
+        CoreError::NotSupported(error)
+    }
+}

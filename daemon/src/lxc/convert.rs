@@ -1,0 +1,601 @@
+//! From a domain definition to a [`ContainerSpec`]: libvirt's LXC semantics
+//! (namespaces, filesystems, init environment, capability policy, cgroup
+//! limits) resolved against the host.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::cgroup::{BlkioDeviceLimit, CgroupSpec, DeviceRule};
+use crate::domain::{
+    Capability, CapsPolicy, DomainDef, FsDriverType, FsSource, Hostdev, IdRef, ImageFormat,
+    NsShare, NsShareType,
+};
+
+use super::spec::{
+    ContainerSpec, DeviceKind, DeviceNode, IdMapping, IdSpec, InitSpec, MountSource, MountSpec,
+    Namespaces, NsChoice, RootFs, SPEC_VERSION,
+};
+
+/// Why a definition cannot become a container on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("domain '{domain}': {what} is not supported by the LXC driver yet; remove {element}")]
+    NotSupported {
+        domain: String,
+        element: &'static str,
+        what: String,
+    },
+    #[error(
+        "domain '{domain}': {element} names {path}, which is not a usable device node on this host"
+    )]
+    Device {
+        domain: String,
+        element: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    #[error(
+        "domain '{domain}': <lxc:{which} type='name' value='{other}'> needs domain '{other}' running; start it first"
+    )]
+    ShareTargetNotRunning {
+        domain: String,
+        which: &'static str,
+        other: String,
+    },
+    #[error("domain '{domain}': <lxc:{which}> value '{value}' is not a process id")]
+    BadPid {
+        domain: String,
+        which: &'static str,
+        value: String,
+    },
+    #[error("domain '{domain}' is not a container (type {domain_type}); it needs the KVM driver")]
+    NotContainer {
+        domain: String,
+        domain_type: &'static str,
+    },
+}
+
+/// Daemon settings that shape every container.
+#[derive(Debug, Clone)]
+pub struct ConvertSettings {
+    /// Directory for per-container runtime files.
+    pub run_dir: PathBuf,
+    /// pids.max of each container.
+    pub pids_max: Option<u64>,
+}
+
+/// Capabilities libvirt drops under the default policy.
+const DEFAULT_DROPPED: [Capability; 5] = [
+    Capability::SysModule,
+    Capability::SysTime,
+    Capability::Mknod,
+    Capability::AuditControl,
+    Capability::MacAdmin,
+];
+
+/// Kernel interfaces a container may read but not change.
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+
+/// Kernel interfaces hidden from containers.
+const MASKED_PATHS: [&str; 10] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/acpi",
+    "/proc/latency_stats",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/proc/kmsg",
+];
+
+/// The capability set init keeps, by libvirt's policy rules.
+pub fn kept_capabilities(def: &DomainDef) -> Vec<u8> {
+    let (policy, states) = match &def.features.capabilities {
+        Some(caps) => (caps.policy, Some(&caps.states)),
+        None => (CapsPolicy::Default, None),
+    };
+    Capability::ALL
+        .iter()
+        .copied()
+        .filter(|cap| {
+            let base = match policy {
+                CapsPolicy::Default => !DEFAULT_DROPPED.contains(cap),
+                CapsPolicy::Allow => true,
+                CapsPolicy::Deny => false,
+            };
+            states.and_then(|s| s.get(cap).copied()).unwrap_or(base)
+        })
+        .filter_map(|cap| u8::try_from(cap.number()).ok())
+        .collect()
+}
+
+/// Builds the launch spec. `running_init` gives the host pid of a running
+/// domain's init, for `<lxc:share* type='name'>`.
+pub fn container_spec(
+    def: &DomainDef,
+    settings: &ConvertSettings,
+    running_init: &dyn Fn(&str) -> Option<i32>,
+) -> Result<ContainerSpec, ConvertError> {
+    let name = def.name.to_string();
+    let Some(os) = def.exe_os() else {
+        return Err(ConvertError::NotContainer {
+            domain: name,
+            domain_type: def.domain_type.as_str(),
+        });
+    };
+    let not_supported = |element: &'static str, what: String| ConvertError::NotSupported {
+        domain: name.clone(),
+        element,
+        what,
+    };
+    if let Some(interface) = def.devices.interfaces.first() {
+        return Err(not_supported(
+            "the <interface> elements (or use <features><privnet/> for a private loopback-only network)",
+            format!("networking ({} interface)", interface.source.type_str()),
+        ));
+    }
+
+    let shares = def.lxc_namespace.clone().unwrap_or_default();
+    let share = |which: &'static str, share: &Option<NsShare>, default: NsChoice| {
+        share_choice(&name, which, share.as_ref(), running_init).map(|c| c.unwrap_or(default))
+    };
+    let net_default = if def.features.privnet {
+        NsChoice::New
+    } else {
+        NsChoice::Host
+    };
+    let namespaces = Namespaces {
+        net: share("sharenet", &shares.sharenet, net_default)?,
+        ipc: share("shareipc", &shares.shareipc, NsChoice::New)?,
+        uts: share("shareuts", &shares.shareuts, NsChoice::New)?,
+        user: def.idmap.as_ref().map(|m| IdMapping {
+            uid: m.uid.iter().map(|e| (e.start, e.target, e.count)).collect(),
+            gid: m.gid.iter().map(|e| (e.start, e.target, e.count)).collect(),
+        }),
+    };
+
+    let mut root = RootFs::Host;
+    let mut mounts = Vec::new();
+    for fs in &def.devices.filesystems {
+        let is_root = fs.target == Path::new("/");
+        let source = match &fs.source {
+            FsSource::Mount { dir } => MountSource::HostDir(dir.clone()),
+            FsSource::Bind { dir } => MountSource::ContainerDir(dir.clone()),
+            FsSource::Ram { usage } => MountSource::Tmpfs { size: *usage },
+            FsSource::Block { dev } => MountSource::Block(dev.clone()),
+            FsSource::File { file, driver } => {
+                let loop_raw = driver.as_ref().is_none_or(|d| {
+                    d.driver_type == FsDriverType::Loop
+                        && d.format.is_none_or(|f| f == ImageFormat::Raw)
+                });
+                if !loop_raw {
+                    return Err(not_supported(
+                        "<driver> or use type='loop' format='raw'",
+                        format!("the file filesystem driver for {}", file.display()),
+                    ));
+                }
+                MountSource::File(file.clone())
+            }
+        };
+        if is_root {
+            root = match source {
+                MountSource::HostDir(path) => RootFs::Dir {
+                    path,
+                    readonly: fs.readonly,
+                },
+                MountSource::Block(dev) => RootFs::Block {
+                    dev,
+                    readonly: fs.readonly,
+                },
+                MountSource::File(path) => RootFs::File {
+                    path,
+                    readonly: fs.readonly,
+                },
+                MountSource::ContainerDir(_) | MountSource::Tmpfs { .. } => {
+                    return Err(not_supported(
+                        "the <filesystem> with target '/'",
+                        format!("a '{}' root filesystem", fs.source.type_str()),
+                    ));
+                }
+            };
+        } else {
+            mounts.push(MountSpec {
+                source,
+                target: fs.target.clone(),
+                readonly: fs.readonly,
+            });
+        }
+    }
+
+    let mut devices = Vec::new();
+    for disk in &def.devices.disks {
+        if let crate::domain::DiskSource::Block(Some(dev)) = &disk.source {
+            let target = PathBuf::from("/dev").join(&disk.target_dev);
+            devices.push(device_node(&name, "<disk>", dev, target)?);
+        } else {
+            return Err(not_supported("the <disk>", "a file-backed <disk>".into()));
+        }
+    }
+    for hostdev in &def.devices.hostdevs {
+        match hostdev {
+            Hostdev::Storage { block } => devices.push(device_node(
+                &name,
+                "<hostdev type='storage'>",
+                block,
+                block.clone(),
+            )?),
+            Hostdev::Misc { char_dev } => devices.push(device_node(
+                &name,
+                "<hostdev type='misc'>",
+                char_dev,
+                char_dev.clone(),
+            )?),
+            Hostdev::Net { interface } => {
+                return Err(not_supported(
+                    "the <hostdev type='net'>",
+                    format!("moving host interface {interface}"),
+                ));
+            }
+            Hostdev::Usb { .. } => {
+                return Err(not_supported(
+                    "the <hostdev type='usb'>",
+                    "USB passthrough".into(),
+                ));
+            }
+        }
+    }
+
+    let init = InitSpec {
+        path: os.init.clone(),
+        args: std::iter::once(os.init.display().to_string())
+            .chain(os.initargs.iter().cloned())
+            .collect(),
+        env: init_env(def, os.cmdline.as_deref(), &os.initenv),
+        cwd: os.initdir.clone().unwrap_or_else(|| PathBuf::from("/")),
+        user: os.inituser.as_ref().map(id_spec),
+        group: os.initgroup.as_ref().map(id_spec),
+    };
+    let consoles = u32::try_from(def.devices.consoles.len())
+        .unwrap_or(1)
+        .max(1);
+    let cgroup = cgroup_spec(def, settings, &devices)?;
+
+    Ok(ContainerSpec {
+        version: SPEC_VERSION,
+        name: name.clone(),
+        uuid: def.uuid,
+        hostname: def.hostname(),
+        namespaces,
+        root,
+        mounts,
+        devices,
+        init,
+        capabilities: kept_capabilities(def),
+        no_new_privs: false,
+        masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
+        readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
+        consoles,
+        cgroup,
+        security: None,
+        run_dir: settings.run_dir.clone(),
+    })
+}
+
+fn share_choice(
+    domain: &str,
+    which: &'static str,
+    share: Option<&NsShare>,
+    running_init: &dyn Fn(&str) -> Option<i32>,
+) -> Result<Option<NsChoice>, ConvertError> {
+    let Some(share) = share else {
+        return Ok(None);
+    };
+    Ok(Some(match share.share_type {
+        NsShareType::Netns => NsChoice::Path(PathBuf::from("/run/netns").join(&share.value)),
+        NsShareType::Name => {
+            let pid =
+                running_init(&share.value).ok_or_else(|| ConvertError::ShareTargetNotRunning {
+                    domain: domain.to_owned(),
+                    which,
+                    other: share.value.clone(),
+                })?;
+            NsChoice::Pid(pid)
+        }
+        NsShareType::Pid => {
+            NsChoice::Pid(share.value.parse().map_err(|_| ConvertError::BadPid {
+                domain: domain.to_owned(),
+                which,
+                value: share.value.clone(),
+            })?)
+        }
+    }))
+}
+
+fn id_spec(id: &IdRef) -> IdSpec {
+    match id {
+        IdRef::Name(name) => IdSpec::Name(name.clone()),
+        IdRef::Id(id) => IdSpec::Id(*id),
+    }
+}
+
+/// The environment init starts with: libvirt's variables under lxvirt's
+/// names, then `<initenv>` (which may override them).
+fn init_env(def: &DomainDef, cmdline: Option<&str>, initenv: &[(String, String)]) -> Vec<String> {
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("TERM".into(), "linux".into()),
+        ("HOME".into(), "/".into()),
+        ("container".into(), "lxvirt".into()),
+        ("container_uuid".into(), def.uuid.to_string()),
+        ("LXVIRT_NAME".into(), def.name.to_string()),
+        ("LXVIRT_UUID".into(), def.uuid.to_string()),
+    ];
+    if let Some(cmdline) = cmdline {
+        env.push(("LXVIRT_CMDLINE".into(), cmdline.to_owned()));
+    }
+    for (key, value) in initenv {
+        match env.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.clone(),
+            None => env.push((key.clone(), value.clone())),
+        }
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+fn device_node(
+    domain: &str,
+    element: &'static str,
+    host_path: &Path,
+    target: PathBuf,
+) -> Result<DeviceNode, ConvertError> {
+    let error = |source| ConvertError::Device {
+        domain: domain.to_owned(),
+        element,
+        path: host_path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(host_path).map_err(|e| error(Some(e)))?;
+    let kind = if meta.file_type().is_block_device() {
+        DeviceKind::Block
+    } else if meta.file_type().is_char_device() {
+        DeviceKind::Char
+    } else {
+        return Err(error(None));
+    };
+    let rdev = meta.rdev();
+    Ok(DeviceNode {
+        path: target,
+        kind,
+        major: nix::sys::stat::major(rdev) as u32,
+        minor: nix::sys::stat::minor(rdev) as u32,
+        mode: meta.mode() & 0o7777,
+        host_path: host_path.to_owned(),
+    })
+}
+
+/// Devices every container may use: null, zero, full, random, urandom,
+/// tty, console, ptmx, and the pty slaves.
+fn base_device_rules() -> Vec<DeviceRule> {
+    let char_dev = |major, minor: Option<u32>| DeviceRule {
+        kind: 'c',
+        major: Some(major),
+        minor,
+        access: "rwm".into(),
+    };
+    vec![
+        char_dev(1, Some(3)),
+        char_dev(1, Some(5)),
+        char_dev(1, Some(7)),
+        char_dev(1, Some(8)),
+        char_dev(1, Some(9)),
+        char_dev(5, Some(0)),
+        char_dev(5, Some(1)),
+        char_dev(5, Some(2)),
+        char_dev(136, None),
+    ]
+}
+
+fn cgroup_spec(
+    def: &DomainDef,
+    settings: &ConvertSettings,
+    devices: &[DeviceNode],
+) -> Result<CgroupSpec, ConvertError> {
+    let partition = def
+        .partition
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/machine"));
+    let partition = partition.strip_prefix("/").unwrap_or(&partition).to_owned();
+    let memtune = def.memtune.clone().unwrap_or_default();
+    let cputune = def.cputune.clone().unwrap_or_default();
+    let mut rules = base_device_rules();
+    rules.extend(devices.iter().map(|d| DeviceRule {
+        kind: match d.kind {
+            DeviceKind::Char => 'c',
+            DeviceKind::Block => 'b',
+        },
+        major: Some(d.major),
+        minor: Some(d.minor),
+        access: "rwm".into(),
+    }));
+    let mut blkio_devices = Vec::new();
+    let mut blkio_weight = None;
+    if let Some(blkio) = &def.blkiotune {
+        blkio_weight = blkio.weight;
+        for device in &blkio.devices {
+            let node = device_node(
+                def.name.as_ref(),
+                "<blkiotune><device>",
+                &device.path,
+                device.path.clone(),
+            )?;
+            blkio_devices.push(BlkioDeviceLimit {
+                major: node.major,
+                minor: node.minor,
+                weight: device.weight,
+                read_bytes_sec: device.read_bytes_sec,
+                write_bytes_sec: device.write_bytes_sec,
+                read_iops_sec: device.read_iops_sec,
+                write_iops_sec: device.write_iops_sec,
+            });
+        }
+    }
+    Ok(CgroupSpec {
+        path: partition.join(format!("lxvirt-{}", def.name)),
+        memory_limit: Some(memtune.hard_limit.unwrap_or(def.memory)),
+        memory_soft_limit: memtune.soft_limit,
+        memory_swap_limit: memtune.swap_hard_limit,
+        cpu_shares: cputune.shares,
+        cpu_period: cputune.period,
+        cpu_quota: cputune.quota,
+        cpuset_cpus: def.vcpu.cpuset.as_ref().map(ToString::to_string),
+        cpuset_mems: def.numatune.as_ref().map(|n| n.nodeset.to_string()),
+        blkio_weight,
+        blkio_devices,
+        pids_max: settings.pids_max,
+        devices: rules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(extra: &str) -> DomainDef {
+        DomainDef::from_xml(&format!(
+            "<domain type='lxc'><name>web_1</name><uuid>6c0a3a52-2c4e-4a8f-9d0e-2b7c1d9f4a11</uuid>\
+             <memory unit='MiB'>64</memory><os><type>exe</type><init>/bin/sh</init>\
+             <initarg>-c</initarg><initarg>echo hi</initarg><initenv name='TERM'>xterm</initenv></os>\
+             {extra}<devices><console type='pty'/></devices></domain>"
+        ))
+        .unwrap()
+    }
+
+    fn settings() -> ConvertSettings {
+        ConvertSettings {
+            run_dir: "/run/lxvirt".into(),
+            pids_max: Some(16384),
+        }
+    }
+
+    fn none(_: &str) -> Option<i32> {
+        None
+    }
+
+    #[test]
+    fn application_container_on_the_host_root() {
+        let spec = container_spec(&def(""), &settings(), &none).unwrap();
+        assert_eq!(spec.root, RootFs::Host);
+        assert_eq!(spec.hostname, "web1");
+        assert_eq!(spec.namespaces.net, NsChoice::Host);
+        assert_eq!(spec.namespaces.ipc, NsChoice::New);
+        assert!(spec.namespaces.user.is_none());
+        assert_eq!(spec.init.args, vec!["/bin/sh", "-c", "echo hi"]);
+        assert!(
+            spec.init.env.contains(&"TERM=xterm".to_owned()),
+            "initenv overrides"
+        );
+        assert!(spec.init.env.contains(&"container=lxvirt".to_owned()));
+        assert!(spec.init.env.contains(&"LXVIRT_NAME=web_1".to_owned()));
+        assert_eq!(spec.cgroup.path, PathBuf::from("machine/lxvirt-web_1"));
+        assert_eq!(spec.cgroup.memory_limit, Some(64 << 20));
+        assert_eq!(spec.consoles, 1);
+        assert!(spec.masked_paths.contains(&PathBuf::from("/proc/kcore")));
+    }
+
+    #[test]
+    fn default_capability_policy_drops_libvirts_five() {
+        let kept = kept_capabilities(&def(""));
+        for cap in DEFAULT_DROPPED {
+            assert!(!kept.contains(&(cap.number() as u8)), "{cap:?} kept");
+        }
+        assert!(kept.contains(&(Capability::SysAdmin.number() as u8)));
+        assert!(kept.contains(&(Capability::SysBoot.number() as u8)));
+        assert_eq!(kept.len(), Capability::ALL.len() - 5);
+    }
+
+    #[test]
+    fn capability_states_override_the_policy() {
+        let d = def(
+            "<features><capabilities policy='deny'><chown state='on'/></capabilities></features>",
+        );
+        assert_eq!(
+            kept_capabilities(&d),
+            vec![Capability::Chown.number() as u8]
+        );
+        let d = def(
+            "<features><capabilities policy='allow'><sys_admin state='off'/></capabilities></features>",
+        );
+        let kept = kept_capabilities(&d);
+        assert!(!kept.contains(&(Capability::SysAdmin.number() as u8)));
+        assert!(kept.contains(&(Capability::SysModule.number() as u8)));
+        let d = def(
+            "<features><capabilities policy='default'><mknod state='on'/><sys_admin state='off'/></capabilities></features>",
+        );
+        let kept = kept_capabilities(&d);
+        assert!(kept.contains(&(Capability::Mknod.number() as u8)));
+        assert!(!kept.contains(&(Capability::SysAdmin.number() as u8)));
+    }
+
+    #[test]
+    fn filesystems_idmap_privnet_and_shares() {
+        let d = def(
+            "<idmap><uid start='0' target='100000' count='65536'/><gid start='0' target='100000' count='65536'/></idmap>\
+             <features><privnet/></features>",
+        );
+        let spec = container_spec(&d, &settings(), &none).unwrap();
+        assert_eq!(spec.namespaces.net, NsChoice::New);
+        let user = spec.namespaces.user.unwrap();
+        assert_eq!(user.root_uid(), Some(100000));
+
+        let xml = "<domain type='lxc' xmlns:lxc='http://libvirt.org/schemas/domain/lxc/1.0'><name>s</name>\
+             <memory>65536</memory><os><type>exe</type><init>/sbin/init</init></os><devices>\
+             <filesystem type='mount'><source dir='/srv/root'/><target dir='/'/></filesystem>\
+             <filesystem type='ram'><source usage='1024'/><target dir='/tmp'/></filesystem>\
+             <filesystem type='mount'><source dir='/srv/data'/><target dir='/data'/><readonly/></filesystem>\
+             </devices><lxc:namespace><lxc:sharenet type='netns' value='red'/><lxc:shareuts type='name' value='other'/></lxc:namespace></domain>";
+        let d = DomainDef::from_xml(xml).unwrap();
+        assert!(matches!(
+            container_spec(&d, &settings(), &none),
+            Err(ConvertError::ShareTargetNotRunning { .. })
+        ));
+        let spec = container_spec(&d, &settings(), &|n| (n == "other").then_some(42)).unwrap();
+        assert_eq!(spec.namespaces.net, NsChoice::Path("/run/netns/red".into()));
+        assert_eq!(spec.namespaces.uts, NsChoice::Pid(42));
+        assert_eq!(
+            spec.root,
+            RootFs::Dir {
+                path: "/srv/root".into(),
+                readonly: false
+            }
+        );
+        assert_eq!(spec.mounts.len(), 2);
+        assert_eq!(
+            spec.mounts[0].source,
+            MountSource::Tmpfs { size: 1024 * 1024 }
+        );
+        assert!(spec.mounts[1].readonly);
+    }
+
+    #[test]
+    fn interfaces_and_kvm_domains_are_refused_clearly() {
+        let d = def("").to_xml().replace(
+            "<console type='pty'",
+            "<interface type='bridge'><source bridge='br0'/></interface><console type='pty'",
+        );
+        let err =
+            container_spec(&DomainDef::from_xml(&d).unwrap(), &settings(), &none).unwrap_err();
+        assert!(err.to_string().contains("privnet"), "{err}");
+    }
+}

@@ -1,0 +1,268 @@
+//! The daemon's side of the LXC driver: start a monitor per container,
+//! talk to it, notice when it is gone.
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+
+use super::protocol::{self, ExitRecord, LaunchReport, ProtocolError, Reply, Request, RunFiles};
+use super::spec::ContainerSpec;
+use crate::core::persist;
+use crate::sys::process::{pidfd_open, reap_pidfd, start_time};
+
+/// Why the driver could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("cannot write {path}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run the monitor {path}; is lxvirt installed completely?")]
+    SpawnMonitor {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container did not start; the message is the monitor's, naming
+    /// the step and the fix.
+    #[error("{0}")]
+    LaunchFailed(String),
+    #[error("the monitor of domain '{name}' exited without a report; see {log}")]
+    MonitorDied { name: String, log: PathBuf },
+    #[error("cannot reach the monitor of domain '{name}' at {path}")]
+    Connect {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("monitor of domain '{name}' did not answer")]
+    Protocol {
+        name: String,
+        #[source]
+        source: ProtocolError,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error("internal task failed: {0}")]
+    Join(String),
+}
+
+/// A container whose init runs under a monitor.
+#[derive(Debug)]
+pub struct Started {
+    pub init_pid: i32,
+    pub monitor_pid: i32,
+    /// With the pid, identifies the monitor across pid reuse.
+    pub monitor_start_time: u64,
+    pub monitor_pidfd: OwnedFd,
+}
+
+/// Starts monitors and talks to them.
+#[derive(Debug, Clone)]
+pub struct LxcDriver {
+    run_dir: PathBuf,
+    monitor_exe: PathBuf,
+}
+
+impl LxcDriver {
+    pub fn new(run_dir: PathBuf, monitor_exe: PathBuf) -> LxcDriver {
+        LxcDriver {
+            run_dir,
+            monitor_exe,
+        }
+    }
+
+    /// The monitor program: beside the running executable, else the
+    /// installed location.
+    pub fn default_monitor_exe() -> PathBuf {
+        let beside = std::env::current_exe()
+            .ok()
+            .map(|exe| exe.with_file_name("lxvirt-monitor"));
+        match beside {
+            Some(path) if path.exists() => path,
+            _ => PathBuf::from("/usr/libexec/lxvirt/lxvirt-monitor"),
+        }
+    }
+
+    pub fn files(&self, name: &str) -> RunFiles {
+        RunFiles::new(&self.run_dir, name)
+    }
+
+    /// Writes the spec, starts the monitor and waits for its launch report.
+    pub async fn start(&self, spec: &ContainerSpec) -> Result<Started, DriverError> {
+        let files = self.files(&spec.name);
+        let bytes = serde_json::to_vec(spec).map_err(|e| DriverError::WriteFile {
+            path: files.spec.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        persist::write_atomic(&files.spec, &bytes, 0o600).map_err(|source| {
+            DriverError::WriteFile {
+                path: files.spec.clone(),
+                source,
+            }
+        })?;
+        let monitor_exe = self.monitor_exe.clone();
+        let name = spec.name.clone();
+        tokio::task::spawn_blocking(move || launch_monitor(&monitor_exe, &files, &name))
+            .await
+            .map_err(|e| DriverError::Join(e.to_string()))?
+    }
+
+    /// Sends one request to the monitor of `name` and returns its reply.
+    pub async fn request(
+        &self,
+        name: &str,
+        request: Request,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Reply, Vec<OwnedFd>), DriverError> {
+        let socket_path = self.files(name).socket;
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || ask(&name, &socket_path, &request, &fds))
+            .await
+            .map_err(|e| DriverError::Join(e.to_string()))?
+    }
+
+    /// Reads and removes the exit record the monitor left, if any.
+    pub fn take_exit_record(&self, name: &str) -> Option<ExitRecord> {
+        let path = self.files(name).exit_record;
+        let record = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let _ = std::fs::remove_file(&path);
+        record
+    }
+
+    /// Removes the per-container files of a stopped container.
+    pub fn remove_files(&self, name: &str) {
+        let files = self.files(name);
+        for path in [&files.spec, &files.socket, &files.status] {
+            let _ = std::fs::remove_file(path);
+        }
+        let _ = std::fs::remove_dir(self.run_dir.join(format!("{name}.root")));
+    }
+}
+
+fn launch_monitor(
+    monitor_exe: &Path,
+    files: &RunFiles,
+    name: &str,
+) -> Result<Started, DriverError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&files.log)
+        .map_err(|source| DriverError::WriteFile {
+            path: files.log.clone(),
+            source,
+        })?;
+    let mut child = Command::new(monitor_exe)
+        .arg(&files.spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        // Its own process group: signals meant for the daemon (a Ctrl-C on
+        // its terminal) must not reach monitors, which outlive it.
+        .process_group(0)
+        .spawn()
+        .map_err(|source| DriverError::SpawnMonitor {
+            path: monitor_exe.to_owned(),
+            source,
+        })?;
+    let monitor_pid = Pid::from_raw(child.id() as i32);
+    let pidfd = pidfd_open(monitor_pid).map_err(|e| DriverError::SpawnMonitor {
+        path: monitor_exe.to_owned(),
+        source: e.into(),
+    })?;
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = BufReader::new(stdout).read_line(&mut line);
+    }
+    match serde_json::from_str::<LaunchReport>(&line) {
+        Ok(LaunchReport::Started { init_pid }) => Ok(Started {
+            init_pid,
+            monitor_pid: monitor_pid.as_raw(),
+            monitor_start_time: start_time(monitor_pid).unwrap_or(0),
+            monitor_pidfd: pidfd,
+        }),
+        Ok(LaunchReport::Failed { message }) => {
+            let _ = child.wait();
+            Err(DriverError::LaunchFailed(message))
+        }
+        Err(_) => {
+            let _ = child.wait();
+            Err(DriverError::MonitorDied {
+                name: name.to_owned(),
+                log: files.log.clone(),
+            })
+        }
+    }
+}
+
+fn ask(
+    name: &str,
+    path: &Path,
+    request: &Request,
+    fds: &[OwnedFd],
+) -> Result<(Reply, Vec<OwnedFd>), DriverError> {
+    let connect_error = |source| DriverError::Connect {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let socket = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(connect_error)?;
+    let address = UnixAddr::new(path).map_err(connect_error)?;
+    connect(socket.as_raw_fd(), &address).map_err(connect_error)?;
+    let protocol_error = |source| DriverError::Protocol {
+        name: name.to_owned(),
+        source,
+    };
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    protocol::send(socket.as_fd(), request, &raw).map_err(protocol_error)?;
+    let (reply, fds) = protocol::recv::<Reply>(socket.as_fd()).map_err(protocol_error)?;
+    match reply {
+        Reply::Error { message } => Err(DriverError::Refused(message)),
+        reply => Ok((reply, fds)),
+    }
+}
+
+/// Completes when the process behind `pidfd` has exited; reaps it if it
+/// is the daemon's child (a monitor adopted after a restart is not).
+pub async fn wait_exit(pidfd: OwnedFd) {
+    // SAFETY: an OwnedFd is a valid, open descriptor that keeps referring
+    // to the same pidfd for as long as the AsyncFd owns it.
+    match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
+        Ok(fd) => {
+            if let Ok(guard) = fd.readable().await {
+                drop(guard);
+            }
+            let _ = reap_pidfd(fd.get_ref().as_fd());
+        }
+        Err(_) => {
+            // Cannot watch it: treat as gone; the exit record tells the rest.
+        }
+    }
+}
+
+/// Whether the process `pid` started at `start` still runs; if so, a
+/// pidfd for it.
+pub fn find_process(pid: i32, start: u64) -> Option<OwnedFd> {
+    let pid = Pid::from_raw(pid);
+    let fd = pidfd_open(pid).ok()?;
+    // Check after opening the pidfd: then the pidfd refers to that process.
+    (start_time(pid) == Some(start)).then_some(fd)
+}

@@ -1,0 +1,592 @@
+//! The per-container monitor: the parent of the container's init.
+//!
+//! One small, single-threaded process per running container, without an
+//! async runtime. It creates the cgroup and the consoles, launches init,
+//! then waits in one `poll(2)` loop: for init to exit (pidfd), for requests
+//! on its socket, and for console traffic. It outlives daemon restarts:
+//! the daemon finds it again through the status file and its pidfd. When
+//! init is gone it cleans up, writes the exit record and exits.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, listen, socket, socketpair,
+};
+use nix::unistd::Pid;
+
+use super::enter;
+use super::launch::{self, LaunchContext};
+use super::protocol::{
+    self, EXIT_RECORD_VERSION, EnterExit, ExitRecord, InitExit, LaunchReport, Reply, Request,
+    Requested, RunFiles,
+};
+use super::spec::{ContainerSpec, SPEC_VERSION};
+use crate::cgroup::{Cgroups, ContainerCgroup};
+use crate::core::persist;
+use crate::sys::process as proc;
+
+/// Bytes moved per read on a console.
+const CONSOLE_CHUNK: usize = 4096;
+
+/// Runs the monitor for the spec at `spec_path`; `report` receives the one
+/// [`LaunchReport`] line. Returns the process exit status.
+pub fn run(spec_path: &Path, mut report: File) -> i32 {
+    let spec = match read_spec(spec_path) {
+        Ok(spec) => spec,
+        Err(message) => {
+            let _ = write_report(&mut report, &LaunchReport::Failed { message });
+            return 1;
+        }
+    };
+    let files = RunFiles::new(&spec.run_dir, &spec.name);
+    let mut monitor = match Monitor::start(&spec, &files) {
+        Ok(monitor) => monitor,
+        Err(message) => {
+            let _ = write_report(&mut report, &LaunchReport::Failed { message });
+            return 1;
+        }
+    };
+    if write_report(
+        &mut report,
+        &LaunchReport::Started {
+            init_pid: monitor.init_pid.as_raw(),
+        },
+    )
+    .is_err()
+    {
+        // The daemon is gone before it heard of the start; it will find the
+        // container through the status file it wrote... or not at all, since
+        // it never wrote one. Do not leave an orphan.
+        monitor.kill_init();
+    }
+    drop(report);
+    monitor.serve();
+    monitor.finish();
+    0
+}
+
+fn read_spec(path: &Path) -> Result<ContainerSpec, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let spec: ContainerSpec = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
+    if spec.version != SPEC_VERSION {
+        return Err(format!(
+            "{} has launch spec version {}, this monitor reads version {SPEC_VERSION}; restart lxvirtd after an upgrade",
+            path.display(),
+            spec.version
+        ));
+    }
+    Ok(spec)
+}
+
+fn write_report(report: &mut File, message: &LaunchReport) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    report.write_all(&line)
+}
+
+/// One console: the pty master and the client attached to it, if any.
+struct Console {
+    master: OwnedFd,
+    client: Option<OwnedFd>,
+    /// The slave side went away (EIO): stop polling the master.
+    closed: bool,
+}
+
+/// A command started with `enter`.
+struct Entered {
+    pidfd: OwnedFd,
+    exit_pipe: OwnedFd,
+}
+
+struct Monitor<'a> {
+    spec: &'a ContainerSpec,
+    files: &'a RunFiles,
+    cgroup: ContainerCgroup,
+    init_pid: Pid,
+    init_pidfd: OwnedFd,
+    listener: OwnedFd,
+    consoles: Vec<Console>,
+    entered: Vec<Entered>,
+    requested: Option<Requested>,
+    /// When a shutdown's grace period ends.
+    kill_deadline: Option<Instant>,
+    init_exit: Option<InitExit>,
+}
+
+impl<'a> Monitor<'a> {
+    fn start(spec: &'a ContainerSpec, files: &'a RunFiles) -> Result<Monitor<'a>, String> {
+        // A record from an earlier run must not be mistaken for this one's.
+        let _ = std::fs::remove_file(&files.exit_record);
+        let listener = listen_on(&files.socket)?;
+        let cgroups = Cgroups::detect().map_err(|e| chain(&e))?;
+        let cgroup = create_cgroup(&cgroups, spec).inspect_err(|_| {
+            let _ = std::fs::remove_file(&files.socket);
+        })?;
+        let result = Self::launch(spec, &cgroup);
+        match result {
+            Ok((init_pid, init_pidfd, consoles)) => Ok(Monitor {
+                spec,
+                files,
+                cgroup,
+                init_pid,
+                init_pidfd,
+                listener,
+                consoles,
+                entered: Vec::new(),
+                requested: None,
+                kill_deadline: None,
+                init_exit: None,
+            }),
+            Err(message) => {
+                let _ = cgroup.remove();
+                let _ = std::fs::remove_file(&files.socket);
+                Err(message)
+            }
+        }
+    }
+
+    fn launch(
+        spec: &ContainerSpec,
+        cgroup: &ContainerCgroup,
+    ) -> Result<(Pid, OwnedFd, Vec<Console>), String> {
+        let root_ids = spec
+            .namespaces
+            .user
+            .as_ref()
+            .map(|m| (m.root_uid().unwrap_or(0), m.root_gid().unwrap_or(0)));
+        let mut consoles = Vec::new();
+        let mut slaves = Vec::new();
+        for _ in 0..spec.consoles {
+            let (master, slave) =
+                proc::open_pty().map_err(|e| format!("cannot open a console pty: {e}"))?;
+            if let Some((uid, gid)) = root_ids {
+                nix::unistd::chown(&slave, Some(uid.into()), Some(gid.into()))
+                    .map_err(|e| format!("cannot chown console {}: {e}", slave.display()))?;
+            }
+            nix::fcntl::fcntl(
+                &master,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .map_err(|e| format!("cannot set up console: {e}"))?;
+            consoles.push(Console {
+                master,
+                client: None,
+                closed: false,
+            });
+            slaves.push(slave);
+        }
+        let mut place = |pid: Pid| -> Result<(), String> {
+            cgroup.add_process(pid.as_raw()).map_err(|e| chain(&e))?;
+            if let Some((uid, gid)) = root_ids {
+                cgroup.chown(uid, gid).map_err(|e| chain(&e))?;
+            }
+            Ok(())
+        };
+        let launched = launch::launch(LaunchContext {
+            spec,
+            console_slaves: &slaves,
+            place_in_cgroup: &mut place,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok((launched.pid, launched.pidfd, consoles))
+    }
+
+    fn kill_init(&self) {
+        let _ = kill(self.init_pid, Signal::SIGKILL);
+    }
+
+    /// The event loop; returns when init has exited.
+    fn serve(&mut self) {
+        while self.init_exit.is_none() {
+            let timeout = match self.kill_deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    PollTimeout::try_from(left.as_millis().min(60_000) as u64)
+                        .unwrap_or(PollTimeout::MAX)
+                }
+                None => PollTimeout::NONE,
+            };
+            let events = self.poll_once(timeout);
+            if let Some(deadline) = self.kill_deadline
+                && Instant::now() >= deadline
+            {
+                self.kill_deadline = None;
+                self.kill_all();
+            }
+            self.dispatch(events);
+        }
+    }
+
+    /// Which descriptors are ready, as indices into the order of `fds()`.
+    fn poll_once(&self, timeout: PollTimeout) -> Vec<(Source, PollFlags)> {
+        let sources = self.sources();
+        let mut fds: Vec<PollFd<'_>> = sources
+            .iter()
+            .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => Vec::new(),
+            Ok(_) => fds
+                .iter()
+                .zip(&sources)
+                .filter_map(|(pfd, (source, _))| {
+                    pfd.revents()
+                        .filter(|r| !r.is_empty())
+                        .map(|r| (*source, r))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn sources(&self) -> Vec<(Source, BorrowedFd<'_>)> {
+        let mut sources = vec![
+            (Source::Init, self.init_pidfd.as_fd()),
+            (Source::Listener, self.listener.as_fd()),
+        ];
+        for (i, console) in self.consoles.iter().enumerate() {
+            if !console.closed {
+                sources.push((Source::ConsoleMaster(i), console.master.as_fd()));
+            }
+            if let Some(client) = &console.client {
+                sources.push((Source::ConsoleClient(i), client.as_fd()));
+            }
+        }
+        for (i, entered) in self.entered.iter().enumerate() {
+            sources.push((Source::Entered(i), entered.pidfd.as_fd()));
+        }
+        sources
+    }
+
+    fn dispatch(&mut self, events: Vec<(Source, PollFlags)>) {
+        // Entered commands are removed by index: handle them last, highest first.
+        let mut finished = Vec::new();
+        for (source, flags) in events {
+            match source {
+                Source::Init => self.reap_init(),
+                Source::Listener => self.accept(),
+                Source::ConsoleMaster(i) => self.console_output(i, flags),
+                Source::ConsoleClient(i) => self.console_input(i),
+                Source::Entered(i) => finished.push(i),
+            }
+        }
+        finished.sort_unstable_by(|a, b| b.cmp(a));
+        for i in finished {
+            let entered = self.entered.swap_remove(i);
+            let status = proc::reap_pidfd(entered.pidfd.as_fd());
+            let exit = match status {
+                Ok(proc::ExitStatus::Exited(code)) => EnterExit::Exited { code },
+                Ok(proc::ExitStatus::Signaled(signal)) => EnterExit::Signaled { signal },
+                Err(_) => EnterExit::Exited { code: 255 },
+            };
+            if let Ok(mut line) = serde_json::to_vec(&exit) {
+                line.push(b'\n');
+                let _ = nix::unistd::write(&entered.exit_pipe, &line);
+            }
+        }
+    }
+
+    fn reap_init(&mut self) {
+        match proc::reap_pidfd(self.init_pidfd.as_fd()) {
+            Ok(proc::ExitStatus::Exited(code)) => self.init_exit = Some(InitExit::Exited { code }),
+            Ok(proc::ExitStatus::Signaled(signal)) => {
+                self.init_exit = Some(InitExit::Signaled { signal })
+            }
+            // Not exited after all (spurious wake-up).
+            Err(Errno::EAGAIN) => {}
+            Err(_) => self.init_exit = Some(InitExit::Signaled { signal: 9 }),
+        }
+    }
+
+    fn accept(&mut self) {
+        let Ok(connection) = accept4(&self.listener, SockFlag::SOCK_CLOEXEC) else {
+            return;
+        };
+        // One request per connection; the daemon sends it right away. A
+        // short receive timeout keeps a stuck client from stalling the loop.
+        let _ = nix::sys::socket::setsockopt(
+            &connection,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(1, 0),
+        );
+        let (request, fds) = match protocol::recv::<Request>(connection.as_fd()) {
+            Ok(message) => message,
+            Err(e) => {
+                let _ = protocol::send(
+                    connection.as_fd(),
+                    &Reply::Error { message: chain(&e) },
+                    &[],
+                );
+                return;
+            }
+        };
+        let (reply, reply_fds) = self.handle(request, fds);
+        let raw: Vec<RawFd> = reply_fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let _ = protocol::send(connection.as_fd(), &reply, &raw);
+    }
+
+    fn handle(&mut self, request: Request, fds: Vec<OwnedFd>) -> (Reply, Vec<OwnedFd>) {
+        match request {
+            Request::Status => (
+                Reply::Status {
+                    init_pid: self.init_pid.as_raw(),
+                    monitor_pid: std::process::id() as i32,
+                },
+                Vec::new(),
+            ),
+            Request::Destroy => {
+                self.requested = Some(Requested::Destroy);
+                self.kill_all();
+                (Reply::Ok, Vec::new())
+            }
+            Request::Shutdown { grace_ms } => {
+                if self.requested.is_none() {
+                    self.requested = Some(Requested::Shutdown);
+                }
+                let _ = kill(self.init_pid, Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_millis(grace_ms);
+                self.kill_deadline = Some(match self.kill_deadline {
+                    Some(earlier) => earlier.min(deadline),
+                    None => deadline,
+                });
+                (Reply::Ok, Vec::new())
+            }
+            Request::Console { index } => self.attach_console(index),
+            Request::Enter {
+                argv,
+                env,
+                cwd,
+                noseclabel,
+            } => self.enter(argv, env, cwd, noseclabel, fds),
+        }
+    }
+
+    fn attach_console(&mut self, index: u32) -> (Reply, Vec<OwnedFd>) {
+        let Some(console) = self.consoles.get_mut(index as usize) else {
+            return error_reply(format!(
+                "domain '{}' has no console {index}; it has {}",
+                self.spec.name,
+                self.consoles.len()
+            ));
+        };
+        let (ours, theirs) = match socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        ) {
+            Ok(pair) => pair,
+            Err(e) => return error_reply(format!("cannot create a console channel: {e}")),
+        };
+        // The client's end blocks, as a terminal would.
+        let _ = nix::fcntl::fcntl(
+            &theirs,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        );
+        console.client = Some(ours);
+        (Reply::Ok, vec![theirs])
+    }
+
+    fn console_output(&mut self, index: usize, flags: PollFlags) {
+        let Some(console) = self.consoles.get_mut(index) else {
+            return;
+        };
+        let mut buffer = [0u8; CONSOLE_CHUNK];
+        match nix::unistd::read(&console.master, &mut buffer) {
+            Ok(0) => console.closed = true,
+            Ok(n) => {
+                if let Some(client) = &console.client
+                    && matches!(nix::unistd::write(client, &buffer[..n]), Err(e) if e != Errno::EAGAIN)
+                {
+                    console.client = None;
+                }
+                // Without a client the output is dropped, so the container
+                // never blocks on a full console.
+            }
+            Err(Errno::EAGAIN) => {}
+            Err(_) => {
+                // EIO: no process holds the slave open (yet, or any more).
+                if flags.contains(PollFlags::POLLHUP) {
+                    console.closed = true;
+                }
+            }
+        }
+    }
+
+    fn console_input(&mut self, index: usize) {
+        let Some(console) = self.consoles.get_mut(index) else {
+            return;
+        };
+        let Some(client) = &console.client else {
+            return;
+        };
+        let mut buffer = [0u8; CONSOLE_CHUNK];
+        match nix::unistd::read(client, &mut buffer) {
+            Ok(0) => console.client = None,
+            Ok(n) => {
+                let _ = write_all_nonblocking(&console.master, &buffer[..n]);
+            }
+            Err(Errno::EAGAIN) => {}
+            Err(_) => console.client = None,
+        }
+    }
+
+    fn enter(
+        &mut self,
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: Option<PathBuf>,
+        noseclabel: bool,
+        fds: Vec<OwnedFd>,
+    ) -> (Reply, Vec<OwnedFd>) {
+        let [stdin, stdout, stderr]: [OwnedFd; 3] = match fds.try_into() {
+            Ok(fds) => fds,
+            Err(_) => {
+                return error_reply("enter needs stdin, stdout and stderr descriptors".into());
+            }
+        };
+        let (exit_read, exit_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(pipe) => pipe,
+            Err(e) => return error_reply(format!("cannot create the exit pipe: {e}")),
+        };
+        let command = enter::EnterCommand {
+            spec: self.spec,
+            init_pid: self.init_pid,
+            cgroup: &self.cgroup,
+            argv,
+            env,
+            cwd,
+            noseclabel,
+            stdio: [stdin, stdout, stderr],
+        };
+        match enter::spawn(command) {
+            Ok((pid, pidfd)) => {
+                self.entered.push(Entered {
+                    pidfd,
+                    exit_pipe: exit_write,
+                });
+                (Reply::Entered { pid: pid.as_raw() }, vec![exit_read])
+            }
+            Err(message) => error_reply(message),
+        }
+    }
+
+    /// SIGKILL to init (which takes its whole PID namespace along) and to
+    /// anything else left in the cgroup.
+    fn kill_all(&mut self) {
+        self.kill_init();
+        let _ = self.cgroup.kill_all();
+    }
+
+    /// After init's exit: make sure nothing of the container is left, write
+    /// the exit record, remove the socket.
+    fn finish(self) {
+        let mut cleanup_errors = Vec::new();
+        // Processes that escaped init's PID namespace cannot exist, but
+        // entered ones outlive a crashed init until the namespace is torn
+        // down: wait a little for the cgroup to empty.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.cgroup.is_empty().unwrap_or(true) && Instant::now() < deadline {
+            let _ = self.cgroup.kill_all();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Err(e) = self.cgroup.remove() {
+            cleanup_errors.push(chain(&e));
+        }
+        let record = ExitRecord {
+            version: EXIT_RECORD_VERSION,
+            init: self.init_exit.unwrap_or(InitExit::Signaled { signal: 9 }),
+            requested: self.requested,
+            cleanup_errors,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&record) {
+            let _ = persist::write_atomic(&self.files.exit_record, &bytes, 0o600);
+        }
+        let _ = std::fs::remove_file(&self.files.socket);
+    }
+}
+
+/// Creates the container's cgroup; an empty one left by a monitor that
+/// died is removed first, a populated one is refused.
+fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgroup, String> {
+    match cgroups.create(&spec.cgroup) {
+        Err(crate::cgroup::CgroupError::Exists { .. }) => {
+            let stale = cgroups.open(&spec.cgroup.path).map_err(|e| chain(&e))?;
+            if !stale.is_empty().unwrap_or(false) {
+                return Err(format!(
+                    "cgroup {} still has processes: another instance of '{}' runs outside lxvirtd's control; stop it first",
+                    spec.cgroup.path.display(),
+                    spec.name
+                ));
+            }
+            stale.remove().map_err(|e| chain(&e))?;
+            cgroups.create(&spec.cgroup).map_err(|e| chain(&e))
+        }
+        result => result.map_err(|e| chain(&e)),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Init,
+    Listener,
+    ConsoleMaster(usize),
+    ConsoleClient(usize),
+    Entered(usize),
+}
+
+fn error_reply(message: String) -> (Reply, Vec<OwnedFd>) {
+    (Reply::Error { message }, Vec::new())
+}
+
+fn listen_on(path: &Path) -> Result<OwnedFd, String> {
+    let _ = std::fs::remove_file(path);
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("cannot create the monitor socket: {e}"))?;
+    let address =
+        UnixAddr::new(path).map_err(|e| format!("bad socket path {}: {e}", path.display()))?;
+    // Only root may talk to the monitor: the socket is created 0600.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = bind(fd.as_raw_fd(), &address);
+    nix::sys::stat::umask(old);
+    bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    Ok(fd)
+}
+
+fn write_all_nonblocking(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            // A full pty input queue: drop the rest rather than stall.
+            Err(Errno::EAGAIN) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -1,0 +1,111 @@
+//! Process plumbing of the monitor and the daemon: ptys, pidfds, reaping,
+//! process identity. Raw calls live here, each with its safety argument.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::unistd::Pid;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// A new pty from the host's devpts: the master (close-on-exec) and the
+/// path of its slave.
+pub fn open_pty() -> nix::Result<(OwnedFd, PathBuf)> {
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let slave = ptsname_r(&master)?;
+    Ok((master.into(), PathBuf::from(slave)))
+}
+
+/// A pidfd for `pid` (pidfd_open(2)); fails with `ESRCH` when it is gone.
+pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    let fd = i32::try_from(fd).map_err(|_| Errno::EBADF)?;
+    // SAFETY: the kernel just returned this new descriptor; we own it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reaps the child behind `pidfd` if it has exited (`EAGAIN` if not yet;
+/// `ECHILD` if it is not our child).
+pub fn reap_pidfd(pidfd: BorrowedFd<'_>) -> nix::Result<ExitStatus> {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable siginfo_t for the call's duration;
+    // P_PIDFD takes the descriptor number as the id.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: waitid filled `info` (or left it zeroed under WNOHANG, which
+    // si_pid() == 0 tells apart).
+    let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+    if pid == 0 {
+        return Err(Errno::EAGAIN);
+    }
+    Ok(match code {
+        libc::CLD_EXITED => ExitStatus::Exited(status),
+        _ => ExitStatus::Signaled(status),
+    })
+}
+
+/// The start time of `pid` in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`): with the pid, it names a process uniquely.
+pub fn start_time(pid: Pid) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw())).ok()?;
+    // The command name may contain spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn pidfd_reaps_a_child_and_start_time_names_it() {
+        #[allow(clippy::zombie_processes)] // reaped through the pidfd below
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let fd = pidfd_open(pid).unwrap();
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16)).unwrap();
+        assert_eq!(reap_pidfd(fd.as_fd()), Ok(ExitStatus::Exited(7)));
+        assert!(start_time(Pid::this()).is_some());
+        assert!(start_time(pid).is_none(), "reaped");
+    }
+
+    #[test]
+    fn ptys_come_with_a_slave_path() {
+        let (_master, slave) = open_pty().unwrap();
+        assert!(slave.starts_with("/dev/pts/"));
+        assert!(slave.exists());
+    }
+}
