@@ -85,12 +85,14 @@ impl TestBus {
         let socket = dir.path().join("bus");
         let config = dir.path().join("bus.conf");
         fs::write(&config, bus_config(&socket, policy))?;
+        // Its complaints (no group 'lxvirt' here, fd limits) go to a file.
+        let log = fs::File::create(dir.path().join("dbus.log"))?;
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .arg("--nofork")
             .arg("--print-address=1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .context("cannot run dbus-daemon; install the dbus-daemon package")?;
         let stdout = child.stdout.take().context("no stdout")?;
@@ -321,4 +323,43 @@ pub fn interfaces_of(xml: &str) -> std::collections::BTreeMap<String, String> {
         map.insert(interface.attr("name").unwrap_or_default().to_owned(), text);
     }
     map
+}
+
+/// Applets linked into the busybox test root.
+pub const BUSYBOX_APPLETS: &[&str] = &[
+    "sh", "hostname", "cat", "ls", "id", "mount", "sleep", "ps", "readlink", "echo", "touch",
+    "grep", "wc", "test", "true", "stat", "tr", "cut", "reboot", "poweroff", "kill", "trap",
+];
+
+/// Whether the test runs as root; prints why it skips otherwise.
+pub fn root_or_skip() -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        true
+    } else {
+        println!("skipped: needs root");
+        false
+    }
+}
+
+/// A root filesystem from Debian's busybox-static (`/bin/busybox`).
+pub fn busybox_root(dir: &Path) {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    fs::copy("/bin/busybox", bin.join("busybox"))
+        .unwrap_or_else(|e| panic!("/bin/busybox (install busybox-static): {e}"));
+    for applet in BUSYBOX_APPLETS {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    let etc = dir.join("etc");
+    fs::create_dir_all(&etc).unwrap_or_else(|e| panic!("{}: {e}", etc.display()));
+    let _ = fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    );
+    let _ = fs::write(etc.join("group"), "root:x:0:\ntty:x:5:\nuser:x:1000:\n");
+    // Mount points exist in the image: a container in a user namespace
+    // cannot create them in a root owned by unmapped host root.
+    for d in ["proc", "sys", "dev", "tmp", "root", "scratch", "data"] {
+        let _ = fs::create_dir_all(dir.join(d));
+    }
 }

@@ -35,42 +35,7 @@ use nix::unistd::{Gid, Pid, Uid};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
-const APPLETS: &[&str] = &[
-    "sh", "hostname", "cat", "ls", "id", "mount", "sleep", "ps", "readlink", "echo", "touch",
-    "grep", "wc", "test", "true", "stat", "tr", "cut",
-];
-
-fn root_or_skip() -> bool {
-    if Uid::effective().is_root() {
-        true
-    } else {
-        println!("skipped: needs root");
-        false
-    }
-}
-
-/// A root filesystem from Debian's busybox-static.
-fn busybox_root(dir: &Path) {
-    let bin = dir.join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for applet in APPLETS {
-        symlink("busybox", bin.join(applet)).unwrap();
-    }
-    let etc = dir.join("etc");
-    fs::create_dir_all(&etc).unwrap();
-    fs::write(
-        etc.join("passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(etc.join("group"), "root:x:0:\ntty:x:5:\nuser:x:1000:\n").unwrap();
-    // Mount points exist in the image: a container in a user namespace
-    // cannot create them in a root owned by unmapped host root.
-    for d in ["proc", "sys", "dev", "tmp", "root", "scratch", "data"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-}
+use lxvirt_tests::{busybox_root, root_or_skip};
 
 struct Fixture {
     dir: tempfile::TempDir,

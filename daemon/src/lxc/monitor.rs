@@ -281,16 +281,7 @@ impl<'a> Monitor<'a> {
         finished.sort_unstable_by(|a, b| b.cmp(a));
         for i in finished {
             let entered = self.entered.swap_remove(i);
-            let status = proc::reap_pidfd(entered.pidfd.as_fd());
-            let exit = match status {
-                Ok(proc::ExitStatus::Exited(code)) => EnterExit::Exited { code },
-                Ok(proc::ExitStatus::Signaled(signal)) => EnterExit::Signaled { signal },
-                Err(_) => EnterExit::Exited { code: 255 },
-            };
-            if let Ok(mut line) = serde_json::to_vec(&exit) {
-                line.push(b'\n');
-                let _ = nix::unistd::write(&entered.exit_pipe, &line);
-            }
+            report_entered_exit(&entered);
         }
     }
 
@@ -498,6 +489,13 @@ impl<'a> Monitor<'a> {
             let _ = self.cgroup.kill_all();
             std::thread::sleep(Duration::from_millis(1));
         }
+        // Entered commands died with the PID namespace; their waiting
+        // parents exit right after: report each one's status.
+        for entered in &self.entered {
+            let mut fds = [PollFd::new(entered.pidfd.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(1000u16));
+            report_entered_exit(entered);
+        }
         if let Err(e) = self.cgroup.remove() {
             cleanup_errors.push(chain(&e));
         }
@@ -541,6 +539,19 @@ enum Source {
     ConsoleMaster(usize),
     ConsoleClient(usize),
     Entered(usize),
+}
+
+/// Reaps an entered command and writes its status to its exit pipe.
+fn report_entered_exit(entered: &Entered) {
+    let exit = match proc::reap_pidfd(entered.pidfd.as_fd()) {
+        Ok(proc::ExitStatus::Exited(code)) => EnterExit::Exited { code },
+        Ok(proc::ExitStatus::Signaled(signal)) => EnterExit::Signaled { signal },
+        Err(_) => EnterExit::Signaled { signal: 9 },
+    };
+    if let Ok(mut line) = serde_json::to_vec(&exit) {
+        line.push(b'\n');
+        let _ = nix::unistd::write(&entered.exit_pipe, &line);
+    }
 }
 
 fn error_reply(message: String) -> (Reply, Vec<OwnedFd>) {

@@ -1,0 +1,603 @@
+//! Real containers through the real daemon: the whole lifecycle over D-Bus,
+//! isolation seen from inside and from the host, restarts of the daemon,
+//! errors. Needs root (CI runs as root); says so and returns otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lxvirt_tests::{TestBus, TestDaemon, busybox_root, root_or_skip, shared_tempdir};
+use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
+
+/// A daemon on a private bus with a busybox root under a temp dir.
+struct Env {
+    bus: TestBus,
+    dir: tempfile::TempDir,
+    daemon: TestDaemon,
+    connection: zbus::Connection,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let bus = TestBus::start().unwrap();
+        let dir = shared_tempdir().unwrap();
+        busybox_root(&dir.path().join("rootfs"));
+        let daemon = TestDaemon::start(&bus, dir.path()).await.unwrap();
+        let connection = bus.connect().await.unwrap();
+        Env {
+            bus,
+            dir,
+            daemon,
+            connection,
+        }
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    async fn manager(&self) -> ManagerProxy<'static> {
+        ManagerProxy::new(&self.connection).await.unwrap()
+    }
+
+    async fn domain(&self, path: zbus::OwnedObjectPath) -> DomainProxy<'static> {
+        DomainProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// A busybox container running `script` as init.
+    fn xml(&self, name: &str, script: &str, extra: &str) -> String {
+        format!(
+            "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+             <os><type>exe</type><init>/bin/sh</init><initarg>-c</initarg><initarg>{script}</initarg></os>\
+             {extra}<devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
+             <console type='pty'/></devices></domain>",
+            root = self.rootfs().display()
+        )
+    }
+
+    async fn define(&self, name: &str, script: &str, extra: &str) -> DomainProxy<'static> {
+        let path = self
+            .manager()
+            .await
+            .define_xml(&self.xml(name, script, extra))
+            .await
+            .unwrap();
+        self.domain(path).await
+    }
+
+    /// Runs a command inside; returns (exit code, stdout).
+    async fn enter(&self, domain: &DomainProxy<'_>, argv: &[&str]) -> (i32, String) {
+        let (out_read, out_write) = nix::unistd::pipe().unwrap();
+        let devnull = fs::File::open("/dev/null").unwrap();
+        let stderr = std::io::stderr();
+        let (_pid, exit) = domain
+            .enter(
+                argv,
+                &["PATH=/bin"],
+                zbus::Fd::from(&devnull),
+                zbus::Fd::from(&out_write),
+                zbus::Fd::from(&stderr),
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+        drop(out_write);
+        let exit: OwnedFd = exit.into();
+        tokio::task::spawn_blocking(move || {
+            let mut status = String::new();
+            fs::File::from(exit).read_to_string(&mut status).unwrap();
+            let mut output = String::new();
+            fs::File::from(out_read)
+                .read_to_string(&mut output)
+                .unwrap();
+            let status: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+            let code = status
+                .pointer("/exited/code")
+                .and_then(serde_json::Value::as_i64)
+                .map_or(-1, |c| c as i32);
+            (code, output)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Env {
+    /// Containers outlive their daemon by design: a test that fails half
+    /// way must not leave its containers running for the next run.
+    fn drop(&mut self) {
+        // First the daemon, so that it cannot restart what is killed here.
+        let _ = self.daemon.kill();
+        let Ok(entries) = fs::read_dir(self.run_dir()) else {
+            return;
+        };
+        let mut monitors = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "status")
+                && let Ok(status) = lxvirtd::core::live::LiveStatus::load(&path)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(status.init_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                monitors.push(status.monitor_pid);
+            }
+        }
+        // The monitors clean up (cgroups) and exit on their own.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while monitors
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn error_name(error: &zbus::Error) -> String {
+    match error {
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        other => format!("other:{other}"),
+    }
+}
+
+/// Waits until `f` holds, polling (for state the test cannot be told of).
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn cgroup_dir(controller: &str, name: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/cgroup/{controller}/machine/lxvirt-{name}"))
+}
+
+fn host_uid(pid: u32) -> u32 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_container_is_isolated_and_limited() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    let web = env.define("web", "sleep 1000", "").await;
+    web.start().await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "running");
+    assert_eq!(web.state_reason().await.unwrap(), "booted");
+    let pid = web.pid().await.unwrap();
+    assert!(pid > 0);
+    assert!(web.start_time().await.unwrap() > 0);
+
+    // Init is PID 1 inside (busybox sh execs the last command of -c).
+    let (code, out) = env.enter(&web, &["cat", "/proc/1/cmdline"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "sleep\u{0}1000\u{0}");
+    // The hostname is the domain's name.
+    let (_, out) = env.enter(&web, &["hostname"]).await;
+    assert_eq!(out.trim(), "web");
+    // /proc shows only the container's processes: init, sh, ls and grep.
+    let (_, out) = env
+        .enter(&web, &["sh", "-c", "ls /proc | grep -c '^[0-9]'"])
+        .await;
+    assert_eq!(out.trim(), "4", "{out}");
+    // /sys and /proc/sys are read-only; /proc/keys is masked.
+    let (code, _) = env.enter(&web, &["touch", "/sys/kernel/x"]).await;
+    assert_ne!(code, 0);
+    let (code, _) = env
+        .enter(&web, &["sh", "-c", "echo 1 > /proc/sys/kernel/sysrq"])
+        .await;
+    assert_ne!(code, 0);
+    let (_, out) = env
+        .enter(&web, &["sh", "-c", "cat /proc/keys | wc -c"])
+        .await;
+    assert_eq!(out.trim(), "0");
+    // The exit status of entered commands comes back.
+    let (code, _) = env.enter(&web, &["sh", "-c", "exit 42"]).await;
+    assert_eq!(code, 42);
+
+    // The memory limit is in the cgroup, and init is in that cgroup.
+    let limit =
+        fs::read_to_string(cgroup_dir("memory", "web").join("memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    let procs = fs::read_to_string(cgroup_dir("memory", "web").join("cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
+    let stats = web.get_stats().await.unwrap();
+    assert!(stats.contains_key("pids.current"), "{stats:?}");
+    assert_eq!(
+        u64::try_from(stats["memory.limit"].clone()).unwrap(),
+        64 << 20
+    );
+
+    // Suspend freezes every process; resume thaws.
+    web.suspend().await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "paused");
+    let freezer = fs::read_to_string(cgroup_dir("freezer", "web").join("freezer.state")).unwrap();
+    assert_eq!(freezer.trim(), "FROZEN");
+    let err = web.suspend().await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidState");
+    web.resume().await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "running");
+    assert_eq!(web.state_reason().await.unwrap(), "unpaused");
+
+    // Typed refusals by state.
+    let err = web.start().await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidState");
+    assert!(err.to_string().contains("already started"), "{err}");
+
+    web.destroy().await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "shutoff");
+    assert_eq!(web.state_reason().await.unwrap(), "destroyed");
+    assert_eq!(web.pid().await.unwrap(), 0);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!cgroup_dir("memory", "web").exists());
+    let err = web.destroy().await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidState");
+    let leftovers: Vec<_> = fs::read_dir(env.run_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("web.") && n != "web.log")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn user_namespace_maps_root_and_owns_dev() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    let idmap = "<idmap><uid start='0' target='200000' count='65536'/><gid start='0' target='200000' count='65536'/></idmap>";
+    let mapped = env.define("mapped", "sleep 1000", idmap).await;
+    mapped.start().await.unwrap();
+    let pid = mapped.pid().await.unwrap();
+    assert_eq!(host_uid(pid), 200000, "root inside is uid 200000 outside");
+    let (code, out) = env.enter(&mapped, &["id", "-u"]).await;
+    assert_eq!((code, out.trim()), (0, "0"));
+    let (_, out) = env
+        .enter(&mapped, &["stat", "-c", "%u", "/dev", "/dev/pts"])
+        .await;
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), vec!["0", "0"]);
+    // The entered command is in the user namespace too: same uid outside.
+    let (_, out) = env
+        .enter(&mapped, &["sh", "-c", "cat /proc/self/uid_map"])
+        .await;
+    assert!(out.contains("200000"), "{out}");
+    mapped.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn host_root_application_container() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    let xml = "<domain type='lxc'><name>app</name><memory unit='MiB'>32</memory>\
+        <os><type>exe</type><init>/bin/sleep</init><initarg>1000</initarg></os>\
+        <devices><console type='pty'/></devices></domain>";
+    let path = env.manager().await.define_xml(xml).await.unwrap();
+    let app = env.domain(path).await;
+    app.start().await.unwrap();
+    // The host's binaries, the container's own pid namespace and hostname.
+    let (code, out) = env
+        .enter(&app, &["/bin/sh", "-c", "hostname; echo $$"])
+        .await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["app", "2"]);
+    app.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn console_round_trip_over_dbus() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    // An interactive shell on the console.
+    let shell = env.define("shell", "exec sh -i", "").await;
+    shell.start().await.unwrap();
+    let fd: OwnedFd = shell.open_console("console0").await.unwrap().into();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut console = fs::File::from(fd);
+        console.write_all(b"echo round-$((20+22))-trip\n").unwrap();
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 1024];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&seen).contains("round-42-trip") && Instant::now() < deadline
+        {
+            let n = console.read(&mut buffer).unwrap();
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buffer[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(output.contains("round-42-trip"), "{output}");
+    let err = shell.open_console("console7").await.unwrap_err();
+    assert!(err.to_string().contains("no console 7"), "{err}");
+    shell.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_reboot_and_lifecycle_actions() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    // sh as init ignores SIGTERM: shutdown kills it after the grace period.
+    let stubborn = env.define("stubborn", "sleep 1000", "").await;
+    let mut events = stubborn.receive_lifecycle().await.unwrap();
+    stubborn.start().await.unwrap();
+    let started = events.next().await.unwrap();
+    assert_eq!(started.args().unwrap().event(), &"started");
+    stubborn.shutdown(1).await.unwrap();
+    assert_eq!(stubborn.state().await.unwrap(), "shutoff");
+    assert_eq!(stubborn.state_reason().await.unwrap(), "shutdown");
+    let stopped = events.next().await.unwrap();
+    let args = stopped.args().unwrap();
+    assert_eq!((args.event(), args.detail()), (&"stopped", &"shutdown"));
+
+    // A polite init that handles SIGTERM exits at once.
+    let polite = env
+        .define(
+            "polite",
+            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+            "",
+        )
+        .await;
+    polite.start().await.unwrap();
+    let begin = Instant::now();
+    polite.shutdown(30).await.unwrap();
+    assert!(begin.elapsed() < Duration::from_secs(20));
+    assert_eq!(polite.state_reason().await.unwrap(), "shutdown");
+
+    // Reboot: a new init, running again.
+    let rebooter = env.define("rebooter", "sleep 1000", "").await;
+    rebooter.start().await.unwrap();
+    let first = rebooter.pid().await.unwrap();
+    rebooter.reboot(1).await.unwrap();
+    assert_eq!(rebooter.state().await.unwrap(), "running");
+    assert_eq!(rebooter.state_reason().await.unwrap(), "rebooted");
+    assert_ne!(rebooter.pid().await.unwrap(), first);
+
+    // reboot(2) inside the PID namespace restarts it (on_reboot='restart').
+    let (_, _) = env.enter(&rebooter, &["reboot", "-f"]).await;
+    let second = rebooter.pid().await.unwrap();
+    eventually("the container to come back after reboot(2)", async || {
+        let pid = rebooter.pid().await.unwrap();
+        pid != 0 && pid != second
+    })
+    .await;
+    assert_eq!(rebooter.state().await.unwrap(), "running");
+    rebooter.destroy().await.unwrap();
+
+    // init exiting on its own: shut off, reason shutdown (on_poweroff='destroy').
+    let quick = env.define("quick", "exit 0", "").await;
+    quick.start().await.unwrap();
+    eventually("init to exit", async || {
+        quick.state().await.unwrap() == "shutoff"
+    })
+    .await;
+    assert_eq!(quick.state_reason().await.unwrap(), "shutdown");
+
+    // A crash with on_crash='preserve' stays crashed until destroyed.
+    let crashy = env
+        .define("crashy", "sleep 1000", "<on_crash>preserve</on_crash>")
+        .await;
+    crashy.start().await.unwrap();
+    let pid = crashy.pid().await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("the crash to be seen", async || {
+        crashy.state().await.unwrap() == "crashed"
+    })
+    .await;
+    assert_eq!(crashy.state_reason().await.unwrap(), "crashed");
+    let err = crashy.start().await.unwrap_err();
+    assert!(err.to_string().contains("destroy it first"), "{err}");
+    crashy.destroy().await.unwrap();
+    assert_eq!(crashy.state().await.unwrap(), "shutoff");
+}
+
+#[tokio::test]
+async fn transient_domains_are_forgotten_when_they_stop() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    let manager = env.manager().await;
+    let path = manager
+        .create_xml(&env.xml("fleeting", "sleep 1000", ""))
+        .await
+        .unwrap();
+    let fleeting = env.domain(path).await;
+    assert_eq!(fleeting.state().await.unwrap(), "running");
+    assert!(!fleeting.persistent().await.unwrap());
+    assert!(!env.dir.path().join("etc/domains/fleeting.xml").exists());
+    fleeting.destroy().await.unwrap();
+    let err = manager.lookup_by_name("fleeting").await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchDomain");
+}
+
+#[tokio::test]
+async fn containers_survive_a_killed_daemon() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut env = Env::new().await;
+    let keeper = env.define("keeper", "sleep 1000", "").await;
+    keeper.start().await.unwrap();
+    let ender = env.define("ender", "sleep 1000", "").await;
+    ender.start().await.unwrap();
+    let keeper_pid = keeper.pid().await.unwrap();
+    let ender_pid = ender.pid().await.unwrap();
+    let before = lxvirt_tests::lxvirt(&env.bus.address, &["list", "--all"])
+        .unwrap()
+        .stdout;
+
+    env.daemon.kill().unwrap();
+    // While no daemon runs, one container ends.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ender_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("the monitor of 'ender' to finish", async || {
+        !env.run_dir().join("ender.sock").exists()
+    })
+    .await;
+    env.daemon = TestDaemon::start(&env.bus, env.dir.path()).await.unwrap();
+
+    let manager = env.manager().await;
+    let keeper = env
+        .domain(manager.lookup_by_name("keeper").await.unwrap())
+        .await;
+    assert_eq!(keeper.state().await.unwrap(), "running");
+    assert_eq!(keeper.state_reason().await.unwrap(), "reconnected");
+    assert_eq!(keeper.pid().await.unwrap(), keeper_pid);
+    let ender = env
+        .domain(manager.lookup_by_name("ender").await.unwrap())
+        .await;
+    eventually("'ender' to show shut off", async || {
+        ender.state().await.unwrap() == "shutoff"
+    })
+    .await;
+    assert_eq!(ender.state_reason().await.unwrap(), "crashed");
+    // The same listing, but for the one that ended.
+    let after = String::from_utf8(
+        lxvirt_tests::lxvirt(&env.bus.address, &["list", "--all"])
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let before = String::from_utf8(before).unwrap();
+    let words = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    };
+    let mut expected = words(&before);
+    for row in &mut expected {
+        if row[0] == "ender" {
+            row[1] = "shutoff".into();
+        }
+    }
+    assert_eq!(
+        expected,
+        words(&after),
+        "before:\n{before}\nafter:\n{after}"
+    );
+    // The reconnected container is fully manageable.
+    let (_, out) = env.enter(&keeper, &["hostname"]).await;
+    assert_eq!(out.trim(), "keeper");
+    keeper.destroy().await.unwrap();
+    assert!(!Path::new(&format!("/proc/{keeper_pid}")).exists());
+}
+
+#[tokio::test]
+async fn failed_starts_say_why_and_leave_nothing() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    // An init that does not exist inside the container.
+    let path = env
+        .manager()
+        .await
+        .define_xml(
+            &env.xml("noinit", "x", "")
+                .replace("<init>/bin/sh</init>", "<init>/sbin/nonexistent</init>"),
+        )
+        .await
+        .unwrap();
+    let noinit = env.domain(path).await;
+    let err = noinit.start().await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.Failed");
+    assert!(err.to_string().contains("/sbin/nonexistent"), "{err}");
+    assert_eq!(noinit.state().await.unwrap(), "shutoff");
+    assert_eq!(noinit.state_reason().await.unwrap(), "failed");
+    assert!(!cgroup_dir("memory", "noinit").exists());
+
+    // A root directory that does not exist.
+    let xml = env
+        .xml("noroot", "sleep 1", "")
+        .replace(&env.rootfs().display().to_string(), "/nonexistent/root");
+    let path = env.manager().await.define_xml(&xml).await.unwrap();
+    let noroot = env.domain(path).await;
+    let err = noroot.start().await.unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/root"), "{err}");
+
+    // Networking is not there yet: refused before anything starts.
+    let xml = env.xml("net", "sleep 1", "").replace(
+        "<console type='pty'/>",
+        "<interface type='bridge'><source bridge='br0'/></interface><console type='pty'/>",
+    );
+    let path = env.manager().await.define_xml(&xml).await.unwrap();
+    let err = env.domain(path).await.start().await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NotSupported");
+
+    let leftovers: Vec<_> = fs::read_dir(env.run_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.ends_with(".log") && n != "lxvirtd.lock" && n != "autostarted")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn autostart_starts_marked_domains_once_per_boot() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut env = Env::new().await;
+    let auto = env.define("auto", "sleep 1000", "").await;
+    auto.set_autostart(true).await.unwrap();
+    env.daemon.stop().unwrap();
+    // A new boot: the run directory is empty again.
+    fs::remove_file(env.run_dir().join("autostarted")).unwrap();
+    env.daemon = TestDaemon::start(&env.bus, env.dir.path()).await.unwrap();
+    let manager = env.manager().await;
+    let auto = env
+        .domain(manager.lookup_by_name("auto").await.unwrap())
+        .await;
+    eventually("autostart", async || {
+        auto.state().await.unwrap() == "running"
+    })
+    .await;
+    auto.destroy().await.unwrap();
+    // A daemon restart in the same boot does not start it again.
+    env.daemon.stop().unwrap();
+    env.daemon = TestDaemon::start(&env.bus, env.dir.path()).await.unwrap();
+    let auto = env
+        .domain(env.manager().await.lookup_by_name("auto").await.unwrap())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(auto.state().await.unwrap(), "shutoff");
+}
