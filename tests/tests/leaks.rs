@@ -1,0 +1,184 @@
+//! Nothing leaks: however containers end, over hundreds of cycles and a
+//! daemon restart in between, no mount, cgroup, monitor process, file or
+//! daemon descriptor stays behind. Needs root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lxvirt_tests::{TestBus, TestDaemon, busybox_root, root_or_skip, shared_tempdir};
+use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
+
+const CYCLES: usize = 300;
+
+fn mount_count() -> usize {
+    fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
+}
+
+fn lxvirt_cgroups() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for hierarchy in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let machine = hierarchy.path().join("machine");
+        if let Ok(entries) = fs::read_dir(&machine) {
+            found.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("lxvirt-leak"))),
+            );
+        }
+    }
+    found
+}
+
+fn monitors_for(run_dir: &Path) -> usize {
+    let needle = run_dir.display().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("lxvirt-monitor") && c.contains(&needle)
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+fn daemon_pid(run_dir: &Path) -> u32 {
+    // The daemon is the process whose cmdline names the run dir and is not a monitor.
+    let needle = format!("--run-dir={}", run_dir.display());
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .find(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .unwrap()
+}
+
+async fn settle(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn hundreds_of_cycles_leave_nothing_behind() {
+    if !root_or_skip() {
+        return;
+    }
+    let bus = TestBus::start().unwrap();
+    let dir = shared_tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_root(&rootfs);
+    let run_dir = dir.path().join("run");
+    let mut daemon = TestDaemon::start(&bus, dir.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let xml = |name: &str, script: &str| {
+        format!(
+            "<domain type='lxc'><name>{name}</name><memory unit='MiB'>32</memory>\
+             <os><type>exe</type><init>/bin/sh</init><initarg>-c</initarg><initarg>{script}</initarg></os>\
+             <features><privnet/></features><devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
+             <filesystem type='ram'><source usage='1024'/><target dir='/tmp'/></filesystem>\
+             <console type='pty'/></devices></domain>",
+            root = rootfs.display()
+        )
+    };
+    let domain = |path| async {
+        DomainProxy::builder(&connection)
+            .path(path)
+            .build()
+            .await
+            .unwrap()
+    };
+    let killed = domain(manager.define_xml(&xml("leak-kill", "sleep 1000")).await.unwrap()).await;
+    let exits = domain(manager.define_xml(&xml("leak-exit", "exit 0")).await.unwrap()).await;
+    let polite = domain(
+        manager
+            .define_xml(&xml("leak-term", "trap 'exit 0' TERM; while true; do sleep 0.05; done"))
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let mounts_before = mount_count();
+    let fds_before = fd_count(daemon_pid(&run_dir));
+
+    for cycle in 0..CYCLES {
+        match cycle % 6 {
+            // Destroy, the common case.
+            0..=2 => {
+                killed.start().await.unwrap();
+                killed.destroy().await.unwrap();
+            }
+            // Init exits by itself.
+            3 => {
+                exits.start().await.unwrap();
+                settle("init to exit", || {
+                    !run_dir.join("leak-exit.status").exists()
+                })
+                .await;
+            }
+            // Graceful shutdown.
+            4 => {
+                polite.start().await.unwrap();
+                polite.shutdown(5).await.unwrap();
+            }
+            // A crash: init killed from the host.
+            _ => {
+                killed.start().await.unwrap();
+                let pid = killed.pid().await.unwrap();
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .unwrap();
+                settle("the crash to be handled", || {
+                    !run_dir.join("leak-kill.status").exists()
+                })
+                .await;
+            }
+        }
+        if cycle == CYCLES / 2 {
+            // A daemon restart with a container running in between.
+            killed.start().await.unwrap();
+            daemon.kill().unwrap();
+            daemon = TestDaemon::start(&bus, dir.path()).await.unwrap();
+            let killed = domain(manager.lookup_by_name("leak-kill").await.unwrap()).await;
+            killed.destroy().await.unwrap();
+        }
+    }
+    settle("the last container to be cleaned up", || monitors_for(&run_dir) == 0).await;
+
+    assert_eq!(mount_count(), mounts_before, "mounts leaked on the host");
+    assert!(lxvirt_cgroups().is_empty(), "cgroups leaked: {:?}", lxvirt_cgroups());
+    let files: Vec<String> = fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.ends_with(".log") && n != "lxvirtd.lock" && n != "autostarted")
+        .collect();
+    assert!(files.is_empty(), "run files left: {files:?}");
+    // The restarted daemon ran half the cycles: its descriptors stay flat.
+    let fds_after = fd_count(daemon_pid(&run_dir));
+    assert!(
+        fds_after <= fds_before + 4,
+        "daemon descriptors grew from {fds_before} to {fds_after}"
+    );
+    drop(daemon);
+}
