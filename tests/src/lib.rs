@@ -22,13 +22,13 @@ pub fn repo_root() -> PathBuf {
 /// A workspace binary (`lxvirtd`, `lxvirt`), built by `cargo build` before
 /// the tests run (the README's test command does that).
 pub fn binary(name: &str) -> PathBuf {
-    // Test executables live in target/<profile>/deps; binaries one level up.
+    // Test executables live in target/<profile>/deps, other binaries (the
+    // bench) in target/<profile>: the workspace's binaries are in the latter.
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -1,16 +1,17 @@
 //! `lxvirt-monitor`: the per-container monitor, started by lxvirtd.
 //!
-//! Usage: `lxvirt-monitor SPEC-FILE`. It writes one launch report line to
-//! its stdout, then runs until the container's init is gone.
+//! Usage: `lxvirt-monitor NAME`, the launch spec on stdin. It writes one
+//! launch report line to its stdout, then runs until the container's init
+//! is gone. The name is only there to tell monitors apart in `ps`.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 
 fn main() {
-    let Some(spec) = std::env::args_os().nth(1) else {
-        eprintln!("usage: lxvirt-monitor SPEC-FILE (started by lxvirtd, not by hand)");
+    if std::env::args_os().nth(1).is_none() {
+        eprintln!("usage: lxvirt-monitor NAME < SPEC (started by lxvirtd, not by hand)");
         std::process::exit(2);
-    };
+    }
     // The report goes to the pipe on stdout; afterwards stdout is /dev/null
     // so that nothing blocks on a pipe the daemon no longer reads.
     let report = match std::io::stdout().as_fd().try_clone_to_owned() {
@@ -24,6 +25,17 @@ fn main() {
         let null = OwnedFd::from(null);
         let _ = nix::unistd::dup2_stdout(&null);
     }
-    let code = lxvirtd::lxc::monitor::run(std::path::Path::new(&spec), report);
+    // The spec arrives on stdin; afterwards stdin is /dev/null too.
+    let spec = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            eprintln!("lxvirt-monitor: cannot use stdin: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&OwnedFd::from(null));
+    }
+    let code = lxvirtd::lxc::monitor::run(spec, report);
     std::process::exit(code);
 }

@@ -72,7 +72,7 @@ impl LiveStatus {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        persist::write_atomic(&path, &bytes, 0o600)
+        persist::replace_file(&path, &bytes, 0o600)
             .map_err(|source| LiveStatusError::Write { path, source })
     }
 

@@ -13,6 +13,18 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 /// sees either the old or the new file, never a torn one, also after a
 /// power loss.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    write_via_temp(path, contents, mode, true)
+}
+
+/// Replaces `path` atomically for readers and against crashes of the
+/// process, without forcing it to disk: for runtime state in the run
+/// directory, which lives in memory (`/run`) and ends with the boot anyway.
+/// Keeps fsync off the container start path.
+pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    write_via_temp(path, contents, mode, false)
+}
+
+fn write_via_temp(path: &Path, contents: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -31,9 +43,11 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&temp)?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&temp, path)?;
-        sync_dir(dir)
+        if durable { sync_dir(dir) } else { Ok(()) }
     })();
     if result.is_err() {
         // Best effort: the temp file is ours and holds nothing anyone needs.

@@ -13,7 +13,6 @@ use tokio::io::unix::AsyncFd;
 
 use super::protocol::{self, ExitRecord, LaunchReport, ProtocolError, Reply, Request, RunFiles};
 use super::spec::ContainerSpec;
-use crate::core::persist;
 use crate::sys::process::{pidfd_open, reap_pidfd, start_time};
 
 /// Why the driver could not do what was asked.
@@ -97,22 +96,17 @@ impl LxcDriver {
         RunFiles::new(&self.run_dir, name)
     }
 
-    /// Writes the spec, starts the monitor and waits for its launch report.
+    /// Starts the monitor with the spec on its stdin and waits for its
+    /// launch report.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<Started, DriverError> {
         let files = self.files(&spec.name);
-        let bytes = serde_json::to_vec(spec).map_err(|e| DriverError::WriteFile {
-            path: files.spec.clone(),
+        let bytes = serde_json::to_vec(spec).map_err(|e| DriverError::SpawnMonitor {
+            path: self.monitor_exe.clone(),
             source: std::io::Error::other(e),
-        })?;
-        persist::write_atomic(&files.spec, &bytes, 0o600).map_err(|source| {
-            DriverError::WriteFile {
-                path: files.spec.clone(),
-                source,
-            }
         })?;
         let monitor_exe = self.monitor_exe.clone();
         let name = spec.name.clone();
-        tokio::task::spawn_blocking(move || launch_monitor(&monitor_exe, &files, &name))
+        tokio::task::spawn_blocking(move || launch_monitor(&monitor_exe, &files, &name, &bytes))
             .await
             .map_err(|e| DriverError::Join(e.to_string()))?
     }
@@ -144,7 +138,7 @@ impl LxcDriver {
     /// Removes the per-container files of a stopped container.
     pub fn remove_files(&self, name: &str) {
         let files = self.files(name);
-        for path in [&files.spec, &files.socket, &files.status] {
+        for path in [&files.socket, &files.status] {
             let _ = std::fs::remove_file(path);
         }
         let _ = std::fs::remove_dir(self.run_dir.join(format!("{name}.root")));
@@ -155,6 +149,7 @@ fn launch_monitor(
     monitor_exe: &Path,
     files: &RunFiles,
     name: &str,
+    spec: &[u8],
 ) -> Result<Started, DriverError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -165,8 +160,8 @@ fn launch_monitor(
             source,
         })?;
     let mut child = Command::new(monitor_exe)
-        .arg(&files.spec)
-        .stdin(Stdio::null())
+        .arg(name)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log)
         // Its own process group: signals meant for the daemon (a Ctrl-C on
@@ -182,6 +177,11 @@ fn launch_monitor(
         path: monitor_exe.to_owned(),
         source: e.into(),
     })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A monitor that died early closes the pipe: its report (or its
+        // absence) below tells what happened.
+        let _ = std::io::Write::write_all(&mut stdin, spec);
+    }
     let mut line = String::new();
     if let Some(stdout) = child.stdout.take() {
         let _ = BufReader::new(stdout).read_line(&mut line);

@@ -35,10 +35,11 @@ use crate::sys::process as proc;
 /// Bytes moved per read on a console.
 const CONSOLE_CHUNK: usize = 4096;
 
-/// Runs the monitor for the spec at `spec_path`; `report` receives the one
-/// [`LaunchReport`] line. Returns the process exit status.
-pub fn run(spec_path: &Path, mut report: File) -> i32 {
-    let spec = match read_spec(spec_path) {
+/// Runs the monitor for the spec read from `spec_input` (the daemon's
+/// pipe); `report` receives the one [`LaunchReport`] line. Returns the
+/// process exit status.
+pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
+    let spec = match read_spec(spec_input) {
         Ok(spec) => spec,
         Err(message) => {
             let _ = write_report(&mut report, &LaunchReport::Failed { message });
@@ -72,14 +73,16 @@ pub fn run(spec_path: &Path, mut report: File) -> i32 {
     0
 }
 
-fn read_spec(path: &Path) -> Result<ContainerSpec, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_spec(mut input: impl std::io::Read) -> Result<ContainerSpec, String> {
+    let mut bytes = Vec::new();
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the launch spec: {e}"))?;
     let spec: ContainerSpec = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot parse the launch spec: {e}"))?;
     if spec.version != SPEC_VERSION {
         return Err(format!(
-            "{} has launch spec version {}, this monitor reads version {SPEC_VERSION}; restart lxvirtd after an upgrade",
-            path.display(),
+            "launch spec version {}, this monitor reads version {SPEC_VERSION}; restart lxvirtd after an upgrade",
             spec.version
         ));
     }
@@ -506,7 +509,7 @@ impl<'a> Monitor<'a> {
             cleanup_errors,
         };
         if let Ok(bytes) = serde_json::to_vec(&record) {
-            let _ = persist::write_atomic(&self.files.exit_record, &bytes, 0o600);
+            let _ = persist::replace_file(&self.files.exit_record, &bytes, 0o600);
         }
         let _ = std::fs::remove_file(&self.files.socket);
     }

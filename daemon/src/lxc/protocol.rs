@@ -28,7 +28,6 @@ pub const EXIT_RECORD_VERSION: u32 = 1;
 pub struct RunFiles {
     pub socket: PathBuf,
     pub exit_record: PathBuf,
-    pub spec: PathBuf,
     pub log: PathBuf,
     pub status: PathBuf,
 }
@@ -38,7 +37,6 @@ impl RunFiles {
         RunFiles {
             socket: run_dir.join(format!("{name}.sock")),
             exit_record: run_dir.join(format!("{name}.exit")),
-            spec: run_dir.join(format!("{name}.spec")),
             log: run_dir.join(format!("{name}.log")),
             status: run_dir.join(format!("{name}.status")),
         }
