@@ -173,7 +173,10 @@ impl TestDaemon {
     pub async fn start(bus: &TestBus, root: &Path) -> Result<TestDaemon> {
         let child = Command::new(binary("lxvirtd"))
             .args(Self::args(&bus.address, root))
-            .env("LXVIRTD_LOG", "info")
+            .env(
+                "LXVIRTD_LOG",
+                std::env::var("LXVIRTD_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .context("cannot run lxvirtd")?;

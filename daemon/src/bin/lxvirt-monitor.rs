@@ -1,15 +1,16 @@
 //! `lxvirt-monitor`: the per-container monitor, started by lxvirtd.
 //!
-//! Usage: `lxvirt-monitor NAME`, the launch spec on stdin. It writes one
-//! launch report line to its stdout, then runs until the container's init
-//! is gone. The name is only there to tell monitors apart in `ps`.
+//! Usage: `lxvirt-monitor RUN-DIR`, the launch spec on stdin. lxvirtd starts
+//! one ahead of need; it waits for a spec, writes one launch report line to
+//! its stdout, then runs until the container's init is gone. It logs to
+//! `RUN-DIR/NAME.log`.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 
 fn main() {
     if std::env::args_os().nth(1).is_none() {
-        eprintln!("usage: lxvirt-monitor NAME < SPEC (started by lxvirtd, not by hand)");
+        eprintln!("usage: lxvirt-monitor RUN-DIR < SPEC (started by lxvirtd, not by hand)");
         std::process::exit(2);
     }
     // The report goes to the pipe on stdout; afterwards stdout is /dev/null
@@ -34,7 +35,7 @@ fn main() {
         }
     };
     if let Ok(null) = File::open("/dev/null") {
-        let _ = nix::unistd::dup2_stdin(&OwnedFd::from(null));
+        let _ = nix::unistd::dup2_stdin(OwnedFd::from(null));
     }
     let code = lxvirtd::lxc::monitor::run(spec, report);
     std::process::exit(code);

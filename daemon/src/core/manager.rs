@@ -390,6 +390,7 @@ impl Manager {
         let Some(mut internal_rx) = self.internal_rx.take() else {
             return;
         };
+        self.driver.prepare_spare();
         for (uuid, pidfd) in std::mem::take(&mut self.recovered) {
             let generation = self.domains.get(&uuid).map_or(0, |e| e.generation);
             self.watch(uuid, generation, pidfd);
@@ -768,6 +769,7 @@ impl Manager {
         let driver = self.driver.clone();
         let internal = self.internal.clone();
         tokio::spawn(async move {
+            let begin = std::time::Instant::now();
             let result = driver
                 .start(&spec)
                 .await
@@ -775,6 +777,7 @@ impl Manager {
                     domain: spec.name.clone(),
                     source,
                 });
+            tracing::debug!(domain = %spec.name, elapsed_us = begin.elapsed().as_micros() as u64, "monitor reported");
             let _ = internal.send(Internal::Launched {
                 uuid,
                 generation,

@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use nix::unistd::Pid;
@@ -65,11 +66,21 @@ pub struct Started {
     pub monitor_pidfd: OwnedFd,
 }
 
+/// A monitor started ahead of need, waiting for a spec on its stdin: a
+/// start then costs no exec. If the daemon goes away its stdin closes and
+/// it exits.
+#[derive(Debug)]
+struct Spare {
+    child: std::process::Child,
+    pidfd: OwnedFd,
+}
+
 /// Starts monitors and talks to them.
 #[derive(Debug, Clone)]
 pub struct LxcDriver {
     run_dir: PathBuf,
     monitor_exe: PathBuf,
+    spare: Arc<Mutex<Option<Spare>>>,
 }
 
 impl LxcDriver {
@@ -77,7 +88,35 @@ impl LxcDriver {
         LxcDriver {
             run_dir,
             monitor_exe,
+            spare: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Makes sure a spare monitor is waiting (in the background).
+    pub fn prepare_spare(&self) {
+        let driver = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut slot = driver.spare.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                match spawn_monitor(&driver.monitor_exe, &driver.run_dir) {
+                    Ok(spare) => *slot = Some(spare),
+                    Err(error) => {
+                        tracing::warn!(error = %crate::core::error_chain(&error), "cannot start a spare monitor");
+                    }
+                }
+            }
+        });
+    }
+
+    /// The spare monitor if it is still alive, else a new one.
+    fn take_monitor(&self) -> Result<Spare, DriverError> {
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut spare) = spare
+            && matches!(spare.child.try_wait(), Ok(None))
+        {
+            return Ok(spare);
+        }
+        spawn_monitor(&self.monitor_exe, &self.run_dir)
     }
 
     /// The monitor program: beside the running executable, else the
@@ -104,11 +143,16 @@ impl LxcDriver {
             path: self.monitor_exe.clone(),
             source: std::io::Error::other(e),
         })?;
-        let monitor_exe = self.monitor_exe.clone();
         let name = spec.name.clone();
-        tokio::task::spawn_blocking(move || launch_monitor(&monitor_exe, &files, &name, &bytes))
-            .await
-            .map_err(|e| DriverError::Join(e.to_string()))?
+        let driver = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let monitor = driver.take_monitor()?;
+            hand_over(monitor, &files, &name, &bytes)
+        })
+        .await
+        .map_err(|e| DriverError::Join(e.to_string()))?;
+        self.prepare_spare();
+        result
     }
 
     /// Sends one request to the monitor of `name` and returns its reply.
@@ -145,45 +189,42 @@ impl LxcDriver {
     }
 }
 
-fn launch_monitor(
-    monitor_exe: &Path,
-    files: &RunFiles,
-    name: &str,
-    spec: &[u8],
-) -> Result<Started, DriverError> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&files.log)
-        .map_err(|source| DriverError::WriteFile {
-            path: files.log.clone(),
-            source,
-        })?;
-    let mut child = Command::new(monitor_exe)
-        .arg(name)
+/// Starts a monitor that waits for its spec. It writes its own log
+/// (`NAME.log` in the run directory) once it knows its name.
+fn spawn_monitor(monitor_exe: &Path, run_dir: &Path) -> Result<Spare, DriverError> {
+    let spawn_error = |source| DriverError::SpawnMonitor {
+        path: monitor_exe.to_owned(),
+        source,
+    };
+    let child = Command::new(monitor_exe)
+        .arg(run_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(log)
+        .stderr(Stdio::null())
         // Its own process group: signals meant for the daemon (a Ctrl-C on
         // its terminal) must not reach monitors, which outlive it.
         .process_group(0)
         .spawn()
-        .map_err(|source| DriverError::SpawnMonitor {
-            path: monitor_exe.to_owned(),
-            source,
-        })?;
-    let monitor_pid = Pid::from_raw(child.id() as i32);
-    let pidfd = pidfd_open(monitor_pid).map_err(|e| DriverError::SpawnMonitor {
-        path: monitor_exe.to_owned(),
-        source: e.into(),
-    })?;
-    if let Some(mut stdin) = child.stdin.take() {
+        .map_err(spawn_error)?;
+    let pidfd = pidfd_open(Pid::from_raw(child.id() as i32)).map_err(|e| spawn_error(e.into()))?;
+    Ok(Spare { child, pidfd })
+}
+
+/// Gives a waiting monitor its spec and reads its launch report.
+fn hand_over(
+    mut monitor: Spare,
+    files: &RunFiles,
+    name: &str,
+    spec: &[u8],
+) -> Result<Started, DriverError> {
+    let monitor_pid = Pid::from_raw(monitor.child.id() as i32);
+    if let Some(mut stdin) = monitor.child.stdin.take() {
         // A monitor that died early closes the pipe: its report (or its
         // absence) below tells what happened.
         let _ = std::io::Write::write_all(&mut stdin, spec);
     }
     let mut line = String::new();
-    if let Some(stdout) = child.stdout.take() {
+    if let Some(stdout) = monitor.child.stdout.take() {
         let _ = BufReader::new(stdout).read_line(&mut line);
     }
     match serde_json::from_str::<LaunchReport>(&line) {
@@ -191,14 +232,14 @@ fn launch_monitor(
             init_pid,
             monitor_pid: monitor_pid.as_raw(),
             monitor_start_time: start_time(monitor_pid).unwrap_or(0),
-            monitor_pidfd: pidfd,
+            monitor_pidfd: monitor.pidfd,
         }),
         Ok(LaunchReport::Failed { message }) => {
-            let _ = child.wait();
+            let _ = monitor.child.wait();
             Err(DriverError::LaunchFailed(message))
         }
         Err(_) => {
-            let _ = child.wait();
+            let _ = monitor.child.wait();
             Err(DriverError::MonitorDied {
                 name: name.to_owned(),
                 log: files.log.clone(),

@@ -47,6 +47,7 @@ pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
         }
     };
     let files = RunFiles::new(&spec.run_dir, &spec.name);
+    log_to(&files.log);
     let mut monitor = match Monitor::start(&spec, &files) {
         Ok(monitor) => monitor,
         Err(message) => {
@@ -73,13 +74,24 @@ pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
     0
 }
 
+/// Sends stderr to the container's log file.
+fn log_to(path: &Path) {
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = nix::unistd::dup2_stderr(OwnedFd::from(file));
+    }
+}
+
 fn read_spec(mut input: impl std::io::Read) -> Result<ContainerSpec, String> {
     let mut bytes = Vec::new();
     input
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read the launch spec: {e}"))?;
-    let spec: ContainerSpec = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("cannot parse the launch spec: {e}"))?;
+    let spec: ContainerSpec =
+        serde_json::from_slice(&bytes).map_err(|e| format!("cannot parse the launch spec: {e}"))?;
     if spec.version != SPEC_VERSION {
         return Err(format!(
             "launch spec version {}, this monitor reads version {SPEC_VERSION}; restart lxvirtd after an upgrade",

@@ -36,7 +36,16 @@ fn floor(runs: usize) -> Result<Vec<f64>> {
     for _ in 0..runs {
         let begin = Instant::now();
         let status = Command::new("unshare")
-            .args(["--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "--mount-proc", "/bin/true"])
+            .args([
+                "--pid",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--net",
+                "--fork",
+                "--mount-proc",
+                "/bin/true",
+            ])
             .stdin(Stdio::null())
             .status()
             .context("cannot run unshare")?;
@@ -70,7 +79,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn monitor_pid(run_dir: &Path, name: &str) -> Option<u32> {
-    let status = lxvirtd::core::live::LiveStatus::load(&run_dir.join(format!("{name}.status"))).ok()?;
+    let status =
+        lxvirtd::core::live::LiveStatus::load(&run_dir.join(format!("{name}.status"))).ok()?;
     u32::try_from(status.monitor_pid).ok()
 }
 
@@ -126,7 +136,12 @@ async fn main() -> Result<()> {
     for i in 0..resident {
         let name = format!("resident{i}");
         let path = manager.define_xml(&xml(&name)).await?;
-        DomainProxy::builder(&connection).path(path).build().await?.start().await?;
+        DomainProxy::builder(&connection)
+            .path(path)
+            .build()
+            .await?
+            .start()
+            .await?;
         names.push(name);
     }
     let mut pss: Vec<f64> = Vec::new();
@@ -138,22 +153,38 @@ async fn main() -> Result<()> {
     }
     for name in &names {
         let path = manager.lookup_by_name(name).await?;
-        DomainProxy::builder(&connection).path(path).build().await?.destroy().await?;
+        DomainProxy::builder(&connection)
+            .path(path)
+            .build()
+            .await?
+            .destroy()
+            .await?;
     }
 
     let floor_median = median(&mut floor_ms.clone());
-    println!("lxvirt-bench: {runs} runs, {resident} resident containers, busybox root, private netns");
+    println!(
+        "lxvirt-bench: {runs} runs, {resident} resident containers, busybox root, private netns"
+    );
     println!();
     println!("| measure | median | p90 | ratio to floor |");
     println!("| --- | --- | --- | --- |");
-    let mut row = |label: &str, v: &mut Vec<f64>| {
+    let row = |label: &str, v: &mut Vec<f64>| {
         let m = median(v);
         let p90 = percentile(v, 0.9);
-        println!("| {label} | {m:.2} ms | {p90:.2} ms | {:.2}× |", m / floor_median);
+        println!(
+            "| {label} | {m:.2} ms | {p90:.2} ms | {:.2}× |",
+            m / floor_median
+        );
     };
-    row("floor: unshare --pid --mount --uts --ipc --net --fork --mount-proc /bin/true", &mut floor_ms.clone());
+    row(
+        "floor: unshare --pid --mount --uts --ipc --net --fork --mount-proc /bin/true",
+        &mut floor_ms.clone(),
+    );
     row("lxvirt start (D-Bus Start → init running)", &mut start_ms);
-    row("lxvirt destroy (D-Bus Destroy → cleaned up)", &mut destroy_ms);
+    row(
+        "lxvirt destroy (D-Bus Destroy → cleaned up)",
+        &mut destroy_ms,
+    );
     println!();
     println!(
         "monitor per container: PSS median {:.0} KiB ({:.2} MiB), max {:.0} KiB; RSS median {:.0} KiB",
