@@ -108,6 +108,21 @@ impl HostCapabilities {
         }
     }
 
+    /// Why containers cannot run here, if they cannot.
+    pub fn lxc_unavailable(&self) -> Option<&'static str> {
+        const NEEDED: [&str; 5] = ["mnt", "uts", "ipc", "pid", "cgroup"];
+        if NEEDED
+            .iter()
+            .any(|ns| !self.namespaces.iter().any(|n| n == ns))
+        {
+            return Some("the kernel lacks mount, UTS, IPC, PID or cgroup namespaces");
+        }
+        if self.cgroups == CgroupLayout::None {
+            return Some("no cgroup hierarchy is mounted");
+        }
+        None
+    }
+
     /// The capabilities document.
     pub fn to_xml(&self) -> String {
         let mut x = String::new();
@@ -151,6 +166,8 @@ impl HostCapabilities {
                     esc(&mount.display().to_string())
                 )?;
                 write_controllers(x, controllers)?;
+                // No eBPF device program yet: the allow-list is not enforced.
+                writeln!(x, "      <devices enforced='no'/>")?;
                 writeln!(x, "    </cgroups>")?;
             }
             CgroupLayout::None => writeln!(x, "    <cgroups layout='none'/>")?,
@@ -182,10 +199,14 @@ impl HostCapabilities {
         writeln!(x, "  </host>")?;
         writeln!(x, "  <guest>")?;
         writeln!(x, "    <os_type>exe</os_type>")?;
-        writeln!(
-            x,
-            "    <domain type='lxc' available='no' reason='the LXC driver is not built yet'/>"
-        )?;
+        match self.lxc_unavailable() {
+            None => writeln!(x, "    <domain type='lxc' available='yes'/>")?,
+            Some(reason) => writeln!(
+                x,
+                "    <domain type='lxc' available='no' reason='{}'/>",
+                esc(reason)
+            )?,
+        }
         writeln!(x, "  </guest>")?;
         writeln!(x, "  <guest>")?;
         writeln!(x, "    <os_type>hvm</os_type>")?;

@@ -334,10 +334,13 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "grep", "wc", "test", "true", "stat", "tr", "cut", "reboot", "poweroff", "kill", "trap",
 ];
 
-/// Whether the test runs as root; prints why it skips otherwise.
+/// Whether the test runs as root; prints why it skips otherwise. Under CI
+/// (`CI` set) a missing privilege is a failure, not a skip.
 pub fn root_or_skip() -> bool {
     if nix::unistd::Uid::effective().is_root() {
         true
+    } else if std::env::var_os("CI").is_some() {
+        panic!("this test needs root, and CI must run it: run the suite as root");
     } else {
         println!("skipped: needs root");
         false

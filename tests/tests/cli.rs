@@ -92,6 +92,10 @@ async fn define_list_info_dumpxml_autostart_undefine() {
     let (stdout, _) = text(&out);
     assert!(stdout.contains("<cgroups layout="), "{stdout}");
     assert!(stdout.contains("model='selinux'"), "{stdout}");
+    assert!(
+        stdout.contains("<domain type='lxc' available='yes'/>"),
+        "{stdout}"
+    );
 }
 
 #[test]

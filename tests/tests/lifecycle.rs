@@ -182,7 +182,9 @@ async fn a_container_is_isolated_and_limited() {
         return;
     }
     let env = Env::new().await;
-    let web = env.define("web", "sleep 1000", "").await;
+    let web = env
+        .define("web", "sleep 1000", "<features><privnet/></features>")
+        .await;
     web.start().await.unwrap();
     assert_eq!(web.state().await.unwrap(), "running");
     assert_eq!(web.state_reason().await.unwrap(), "booted");
@@ -213,6 +215,12 @@ async fn a_container_is_isolated_and_limited() {
         .enter(&web, &["sh", "-c", "cat /proc/keys | wc -c"])
         .await;
     assert_eq!(out.trim(), "0");
+    // A private network namespace: only the loopback, and it is up.
+    let (_, out) = env.enter(&web, &["ls", "/sys/class/net"]).await;
+    assert_eq!(out.trim(), "lo");
+    let (_, out) = env.enter(&web, &["cat", "/sys/class/net/lo/flags"]).await;
+    let flags = u32::from_str_radix(out.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is down: {out}");
     // The exit status of entered commands comes back.
     let (code, _) = env.enter(&web, &["sh", "-c", "exit 42"]).await;
     assert_eq!(code, 42);
@@ -240,6 +248,16 @@ async fn a_container_is_isolated_and_limited() {
     web.resume().await.unwrap();
     assert_eq!(web.state().await.unwrap(), "running");
     assert_eq!(web.state_reason().await.unwrap(), "unpaused");
+
+    // A suspended container can be destroyed (frozen tasks must be thawed to die).
+    let frozen = env.define("frozen", "sleep 1000", "").await;
+    frozen.start().await.unwrap();
+    frozen.suspend().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), frozen.destroy())
+        .await
+        .expect("destroy of a paused domain hangs")
+        .unwrap();
+    assert_eq!(frozen.state().await.unwrap(), "shutoff");
 
     // Typed refusals by state.
     let err = web.start().await.unwrap_err();
@@ -375,14 +393,41 @@ async fn shutdown_reboot_and_lifecycle_actions() {
     assert!(begin.elapsed() < Duration::from_secs(20));
     assert_eq!(polite.state_reason().await.unwrap(), "shutdown");
 
-    // Reboot: a new init, running again.
+    // Reboot: a new init, running again, with the same live definition
+    // even if the persistent one changed meanwhile.
     let rebooter = env.define("rebooter", "sleep 1000", "").await;
     rebooter.start().await.unwrap();
     let first = rebooter.pid().await.unwrap();
+    let bigger = env.xml("rebooter", "sleep 1000", "").replace(
+        "<memory unit='MiB'>64</memory>",
+        "<memory unit='MiB'>128</memory>",
+    );
+    env.manager().await.define_xml(&bigger).await.unwrap();
     rebooter.reboot(1).await.unwrap();
     assert_eq!(rebooter.state().await.unwrap(), "running");
     assert_eq!(rebooter.state_reason().await.unwrap(), "rebooted");
     assert_ne!(rebooter.pid().await.unwrap(), first);
+    let limit = |name: &str| {
+        fs::read_to_string(cgroup_dir("memory", name).join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(limit("rebooter"), (64u64 << 20).to_string());
+    assert!(
+        rebooter
+            .get_xml(0)
+            .await
+            .unwrap()
+            .contains("<memory unit='KiB'>65536</memory>")
+    );
+    assert!(
+        rebooter
+            .get_xml(2)
+            .await
+            .unwrap()
+            .contains("<memory unit='KiB'>131072</memory>")
+    );
 
     // reboot(2) inside the PID namespace restarts it (on_reboot='restart').
     let (_, _) = env.enter(&rebooter, &["reboot", "-f"]).await;
@@ -393,6 +438,10 @@ async fn shutdown_reboot_and_lifecycle_actions() {
     })
     .await;
     assert_eq!(rebooter.state().await.unwrap(), "running");
+    rebooter.destroy().await.unwrap();
+    // A fresh start takes the new persistent definition.
+    rebooter.start().await.unwrap();
+    assert_eq!(limit("rebooter"), (128u64 << 20).to_string());
     rebooter.destroy().await.unwrap();
 
     // init exiting on its own: shut off, reason shutdown (on_poweroff='destroy').

@@ -27,6 +27,13 @@ struct Args {
     /// Group whose members may change domains besides root ("" for none).
     #[arg(long, value_name = "GROUP", default_value = "lxvirt")]
     admin_group: String,
+    /// Most processes in one container (cgroup pids.max; 0 for no limit).
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    pids_max: u64,
+    /// The per-container monitor program (default: beside lxvirtd, else
+    /// /usr/libexec/lxvirt/lxvirt-monitor).
+    #[arg(long, value_name = "PATH")]
+    monitor: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "lxvirtd=debug".
     #[arg(
         long,
@@ -50,6 +57,10 @@ fn main() -> ExitCode {
         run_dir: args.run_dir,
         state_dir: args.state_dir,
         admin_group: Some(args.admin_group).filter(|g| !g.is_empty()),
+        pids_max: Some(args.pids_max).filter(|n| *n > 0),
+        monitor_exe: args
+            .monitor
+            .unwrap_or_else(lxvirtd::lxc::driver::LxcDriver::default_monitor_exe),
         ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -224,7 +224,13 @@ impl<F: CgroupFs> ContainerCgroup<F> {
         if let Some(dir) = self.dirs.iter().find(|d| d.v2) {
             let path = dir.path.join("cgroup.kill");
             match self.fs.write(&path, "1") {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // A task frozen by the v1 freezer dies only once thawed.
+                    if matches!(self.freezer(), Ok(Freezer::V1(_))) {
+                        self.thaw()?;
+                    }
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(source) => {
                     return Err(CgroupError::Write {

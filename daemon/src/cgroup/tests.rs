@@ -1032,12 +1032,19 @@ fn kill_all_uses_cgroup_kill_where_it_exists() {
     cg.add_process(4242).unwrap();
     fake.clear_log();
     cg.kill_all().unwrap();
+    // Then a thaw: tasks frozen by the v1 freezer only die once thawed.
     assert_eq!(
         fake.log(),
-        [Op::Write(
-            "sys/fs/cgroup/unified/machine/web/cgroup.kill".into(),
-            "1".into()
-        )]
+        [
+            Op::Write(
+                "sys/fs/cgroup/unified/machine/web/cgroup.kill".into(),
+                "1".into()
+            ),
+            Op::Write(
+                "sys/fs/cgroup/freezer/machine/web/freezer.state".into(),
+                "THAWED".into()
+            )
+        ]
     );
 }
 

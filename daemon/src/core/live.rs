@@ -29,6 +29,9 @@ pub struct LiveStatus {
     pub started_at: u64,
     /// The container's cgroup below each hierarchy root.
     pub cgroup_path: PathBuf,
+    /// The memory limit applied to the cgroup, bytes.
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
     pub paused: bool,
     /// The instance was started by a reboot.
     pub rebooted: bool,
@@ -135,6 +138,7 @@ mod tests {
             monitor_start_time: 1234,
             started_at: 1_700_000_000,
             cgroup_path: "machine/lxvirt-web".into(),
+            memory_limit: Some(64 << 20),
             paused: false,
             rebooted: false,
         }

@@ -342,7 +342,7 @@ impl Manager {
                 monitor_start_time: status.monitor_start_time,
                 started_at: status.started_at,
                 cgroup_path: status.cgroup_path.clone(),
-                memory_limit: None,
+                memory_limit: status.memory_limit,
             });
             match driver::find_process(status.monitor_pid, status.monitor_start_time) {
                 Some(pidfd) => {
@@ -424,9 +424,9 @@ impl Manager {
                 let _ = reply.send(self.set_autostart(uuid, enabled));
             }
             Command::Start { uuid, reply } => {
-                if let Err(e) = self.start(uuid, Some(reply)) {
-                    // `start` replied already when it took the reply.
-                    tracing::debug!(error = %e, "start refused");
+                if let Err(error) = self.start(uuid, Some(reply)) {
+                    // `start` replied already; the edge logs it once.
+                    tracing::error!(error = %error_chain(&error), "start refused");
                 }
             }
             Command::Shutdown { uuid, grace, reply } => self.stop(uuid, Some(grace), false, reply),
@@ -562,6 +562,7 @@ impl Manager {
             }
             None => self.insert(Entry::new(def, true, false)),
         }
+        tracing::info!(domain = %name_for_log(&self.domains, uuid), updated, "defined");
         let seq = self.publish_change(uuid, Some(Lifecycle::Defined { updated }));
         let summary = self.lookup(&Lookup::Uuid(uuid))?.summary();
         Ok((summary, seq))
@@ -751,8 +752,14 @@ impl Manager {
                 message: "a container needs a <console type='pty'/> in <devices>; add one".into(),
             });
         }
-        // A start uses the persistent definition; the live copy goes.
-        let def = entry.def.clone();
+        // A start uses the persistent definition (the live copy goes); a
+        // restart (reboot, on_reboot/on_crash='restart') the live one.
+        let restarting = entry.restart_after_exit;
+        let def = if restarting {
+            entry.live_def().clone()
+        } else {
+            entry.def.clone()
+        };
         let spec =
             convert::container_spec(&def, &settings, &|other| running_inits.get(other).copied())?;
         if !have_cgroups {
@@ -762,7 +769,9 @@ impl Manager {
             });
         }
         let entry = self.entry_mut(uuid)?;
-        entry.live = None;
+        if !restarting {
+            entry.live = None;
+        }
         entry.starting = true;
         entry.generation += 1;
         let generation = entry.generation;
@@ -770,13 +779,7 @@ impl Manager {
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let begin = std::time::Instant::now();
-            let result = driver
-                .start(&spec)
-                .await
-                .map_err(|source| CoreError::Driver {
-                    domain: spec.name.clone(),
-                    source,
-                });
+            let result = driver.start(&spec).await.map_err(CoreError::Driver);
             tracing::debug!(domain = %spec.name, elapsed_us = begin.elapsed().as_micros() as u64, "monitor reported");
             let _ = internal.send(Internal::Launched {
                 uuid,
@@ -826,6 +829,7 @@ impl Manager {
                     monitor_start_time: runtime.monitor_start_time,
                     started_at: runtime.started_at,
                     cgroup_path: runtime.cgroup_path.clone(),
+                    memory_limit: runtime.memory_limit,
                     paused: false,
                     rebooted,
                 };
@@ -856,6 +860,7 @@ impl Manager {
                 entry.state = State::Shutoff;
                 entry.reason = Reason::Failed;
                 let name = entry.name().to_owned();
+                tracing::error!(domain = %name, error = %error_chain(&error), "start failed");
                 let transient = !entry.persistent;
                 self.driver.remove_files(&name);
                 let seq = if transient {
@@ -1166,6 +1171,7 @@ impl Manager {
         };
         entry.state = state;
         entry.reason = reason;
+        tracing::info!(domain = %entry.name(), state = %state, "{}", if frozen { "suspended" } else { "resumed" });
         let path = LiveStatus::path(&run_dir, entry.name());
         if let Ok(mut status) = LiveStatus::load(&path) {
             status.paused = frozen;
@@ -1194,10 +1200,7 @@ impl Manager {
             let result = driver
                 .request(&name, Request::Console { index }, Vec::new())
                 .await
-                .map_err(|source| CoreError::Driver {
-                    domain: name.clone(),
-                    source,
-                })
+                .map_err(CoreError::Driver)
                 .and_then(|(_, mut fds)| {
                     fds.pop().ok_or_else(|| CoreError::Failed {
                         domain: name,
@@ -1241,10 +1244,7 @@ impl Manager {
             let result = driver
                 .request(&name, request, stdio.into())
                 .await
-                .map_err(|source| CoreError::Driver {
-                    domain: name.clone(),
-                    source,
-                })
+                .map_err(CoreError::Driver)
                 .and_then(|(reply, mut fds)| match (reply, fds.pop()) {
                     (MonitorReply::Entered { pid }, Some(exit)) => Ok((pid, exit)),
                     _ => Err(CoreError::Failed {
@@ -1282,6 +1282,12 @@ impl Manager {
             }));
         });
     }
+}
+
+fn name_for_log(domains: &HashMap<Uuid, Entry>, uuid: Uuid) -> String {
+    domains
+        .get(&uuid)
+        .map_or_else(|| uuid.to_string(), |e| e.name().to_owned())
 }
 
 /// Whether a document names its uuid (the parser generates one otherwise).

@@ -129,7 +129,7 @@ pub struct DomainStats {
 pub enum CoreError {
     #[error("no domain {0}; see 'lxvirt list --all'")]
     NoSuchDomain(Lookup),
-    #[error("invalid domain XML: {0}")]
+    #[error("invalid domain XML")]
     InvalidXml(#[from] DomainError),
     #[error(
         "domain '{name}' already exists with uuid {existing}; keep that uuid or choose another name"
@@ -158,14 +158,12 @@ pub enum CoreError {
         driver: &'static str,
         hint: &'static str,
     },
+    /// The definition cannot run here as it is (what and why in the source).
     #[error(transparent)]
-    NotSupported(ConvertError),
-    #[error("domain '{domain}'")]
-    Driver {
-        domain: String,
-        #[source]
-        source: DriverError,
-    },
+    Convert(ConvertError),
+    /// The driver's errors name the domain themselves.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
     #[error("domain '{domain}': {message}")]
     Failed { domain: String, message: String },
     #[error("invalid flags {0:#x}")]
@@ -182,6 +180,6 @@ pub enum CoreError {
 
 impl From<ConvertError> for CoreError {
     fn from(error: ConvertError) -> Self {
-        CoreError::NotSupported(error)
+        CoreError::Convert(error)
     }
 }

@@ -1,6 +1,7 @@
 //! Typed D-Bus errors: clients match on these names, never on message text.
 
 use crate::core::CoreError;
+use crate::lxc::convert::ConvertError;
 
 /// Errors returned by lxvirt's D-Bus methods, named
 /// `org.lxvirt.lxvirt1.Error.<Variant>`.
@@ -57,9 +58,14 @@ impl From<CoreError> for Error {
                 Error::InvalidState(message)
             }
             CoreError::DriverUnavailable { .. } => Error::DriverUnavailable(message),
-            CoreError::NotSupported(_) => Error::NotSupported(message),
+            CoreError::Convert(error) => match error {
+                ConvertError::NotSupported { .. } => Error::NotSupported(message),
+                ConvertError::NotContainer { .. } => Error::DriverUnavailable(message),
+                ConvertError::ShareTargetNotRunning { .. } => Error::InvalidState(message),
+                ConvertError::Device { .. } | ConvertError::BadPid { .. } => Error::Failed(message),
+            },
             CoreError::InvalidFlags(_) => Error::InvalidArgument(message),
-            CoreError::Driver { .. }
+            CoreError::Driver(_)
             | CoreError::Failed { .. }
             | CoreError::Store { .. }
             | CoreError::ShuttingDown => Error::Failed(message),

@@ -220,7 +220,12 @@ pub fn container_spec(
     for disk in &def.devices.disks {
         if let crate::domain::DiskSource::Block(Some(dev)) = &disk.source {
             let target = PathBuf::from("/dev").join(&disk.target_dev);
-            devices.push(device_node(&name, "<disk>", dev, target)?);
+            let mut node = device_node(&name, "<disk>", dev, target)?;
+            if disk.readonly {
+                // Read-only for the devices controller too (no 'w').
+                node.mode &= !0o222;
+            }
+            devices.push(node);
         } else {
             return Err(not_supported("the <disk>", "a file-backed <disk>".into()));
         }
@@ -427,7 +432,7 @@ fn cgroup_spec(
         },
         major: Some(d.major),
         minor: Some(d.minor),
-        access: "rwm".into(),
+        access: if d.mode & 0o222 == 0 { "rm" } else { "rwm" }.into(),
     }));
     let mut blkio_devices = Vec::new();
     let mut blkio_weight = None;

@@ -50,8 +50,8 @@ pub enum DriverError {
         #[source]
         source: ProtocolError,
     },
-    #[error("{0}")]
-    Refused(String),
+    #[error("domain '{name}': {message}")]
+    Refused { name: String, message: String },
     #[error("internal task failed: {0}")]
     Join(String),
 }
@@ -276,7 +276,10 @@ fn ask(
     protocol::send(socket.as_fd(), request, &raw).map_err(protocol_error)?;
     let (reply, fds) = protocol::recv::<Reply>(socket.as_fd()).map_err(protocol_error)?;
     match reply {
-        Reply::Error { message } => Err(DriverError::Refused(message)),
+        Reply::Error { message } => Err(DriverError::Refused {
+            name: name.to_owned(),
+            message,
+        }),
         reply => Ok((reply, fds)),
     }
 }

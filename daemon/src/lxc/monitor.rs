@@ -142,9 +142,17 @@ impl<'a> Monitor<'a> {
         let _ = std::fs::remove_file(&files.exit_record);
         let listener = listen_on(&files.socket)?;
         let cgroups = Cgroups::detect().map_err(|e| chain(&e))?;
-        let cgroup = create_cgroup(&cgroups, spec).inspect_err(|_| {
-            let _ = std::fs::remove_file(&files.socket);
-        })?;
+        let cgroup = create_cgroup(&cgroups, spec)
+            .map_err(|e| format!("domain '{}': {e}", spec.name))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&files.socket);
+            })?;
+        if !cgroup.devices_enforced() {
+            eprintln!(
+                "warning: domain '{}': the device allow-list is not enforced (cgroup2 without a device program)",
+                spec.name
+            );
+        }
         let result = Self::launch(spec, &cgroup);
         match result {
             Ok((init_pid, init_pidfd, consoles)) => Ok(Monitor {
@@ -378,8 +386,7 @@ impl<'a> Monitor<'a> {
     fn attach_console(&mut self, index: u32) -> (Reply, Vec<OwnedFd>) {
         let Some(console) = self.consoles.get_mut(index as usize) else {
             return error_reply(format!(
-                "domain '{}' has no console {index}; it has {}",
-                self.spec.name,
+                "no console {index}; it has {}",
                 self.consoles.len()
             ));
         };

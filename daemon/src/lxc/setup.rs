@@ -42,6 +42,7 @@ pub enum Step {
     MaskPath,
     PivotRoot,
     Hostname,
+    Loopback,
     ConsoleStdio,
     InitUser,
     InitGroup,
@@ -140,6 +141,7 @@ impl fmt::Display for SetupError {
             Step::MaskPath => (format!("cannot mask {path}"), ""),
             Step::PivotRoot => (format!("cannot switch to the container's root {path}"), ""),
             Step::Hostname => (format!("cannot set the hostname '{detail}'"), ""),
+            Step::Loopback => ("cannot bring the loopback interface up".to_owned(), ""),
             Step::ConsoleStdio => (format!("cannot attach init's stdio to {path}"), ""),
             Step::InitUser => (
                 detail.to_string(),
@@ -269,6 +271,10 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         }
         self.pivot()?;
 
+        if self.spec.namespaces.net == NsChoice::New {
+            sys.loopback_up()
+                .map_err(|e| SetupError::new(Step::Loopback, None, e))?;
+        }
         if self.spec.namespaces.uts == NsChoice::New {
             sys.sethostname(&self.spec.hostname).map_err(|e| {
                 let mut err = SetupError::new(Step::Hostname, None, e);

@@ -285,6 +285,31 @@ impl Syscalls for Linux {
         nix::unistd::sethostname(name)
     }
 
+    fn loopback_up(&self) -> SysResult<()> {
+        let socket = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // SAFETY: ifreq is plain data; all-zero is a valid value.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: `request` is a valid ifreq naming "lo" that outlives the
+        // call; SIOCGIFFLAGS fills in its flags.
+        let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) };
+        Errno::result(rc)?;
+        // SAFETY: the ioctl above initialised the flags member of the union.
+        unsafe {
+            request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        }
+        // SAFETY: as above; SIOCSIFFLAGS reads the request.
+        let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) };
+        Errno::result(rc).map(drop)
+    }
+
     fn unshare(&self, flags: CloneFlags) -> SysResult<()> {
         nix::sched::unshare(flags)
     }

@@ -105,6 +105,8 @@ pub trait Syscalls {
     fn write_file(&self, path: &Path, data: &[u8]) -> SysResult<()>;
     /// sethostname(2).
     fn sethostname(&self, name: &str) -> SysResult<()>;
+    /// Bring the loopback interface of the current network namespace up.
+    fn loopback_up(&self) -> SysResult<()>;
     /// unshare(2).
     fn unshare(&self, flags: CloneFlags) -> SysResult<()>;
     /// umask(2); returns the previous mask.

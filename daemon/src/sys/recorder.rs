@@ -217,6 +217,10 @@ impl Syscalls for Recorder {
         self.log(format!("sethostname {name}"))
     }
 
+    fn loopback_up(&self) -> SysResult<()> {
+        self.log("loopback_up".to_owned())
+    }
+
     fn unshare(&self, flags: CloneFlags) -> SysResult<()> {
         let names: Vec<&str> = flags.iter_names().map(|(n, _)| n).collect();
         self.log(format!("unshare {}", names.join("|")))
