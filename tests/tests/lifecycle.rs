@@ -332,9 +332,26 @@ async fn console_round_trip_over_dbus() {
         return;
     }
     let env = Env::new().await;
-    // An interactive shell on the console.
+    // An interactive shell on the console; a second console as /dev/tty1.
     let shell = env.define("shell", "exec sh -i", "").await;
+    let two = env.xml("shell", "exec sh -i", "").replace(
+        "<console type='pty'/>",
+        "<console type='pty'/><console type='pty'/>",
+    );
+    env.manager().await.define_xml(&two).await.unwrap();
+    let mut state_changes = shell.receive_state_changed().await;
+    let _ = state_changes.next().await; // the current value
     shell.start().await.unwrap();
+    let change = state_changes.next().await.unwrap();
+    assert_eq!(
+        change.get().await.unwrap(),
+        "running",
+        "PropertiesChanged on State"
+    );
+    let (_, out) = env.enter(&shell, &["ls", "/dev/tty1"]).await;
+    assert_eq!(out.trim(), "/dev/tty1");
+    let second: OwnedFd = shell.open_console("console1").await.unwrap().into();
+    drop(second);
     let fd: OwnedFd = shell.open_console("console0").await.unwrap().into();
     let output = tokio::task::spawn_blocking(move || {
         let mut console = fs::File::from(fd);
@@ -356,7 +373,7 @@ async fn console_round_trip_over_dbus() {
     .unwrap();
     assert!(output.contains("round-42-trip"), "{output}");
     let err = shell.open_console("console7").await.unwrap_err();
-    assert!(err.to_string().contains("no console 7"), "{err}");
+    assert!(err.to_string().contains("no console 7; it has 2"), "{err}");
     shell.destroy().await.unwrap();
 }
 
