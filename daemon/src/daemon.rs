@@ -10,6 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::mpsc;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
+use crate::core::error_chain;
 use crate::core::store::{Store, StoreError};
 use crate::core::{Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
@@ -219,15 +220,4 @@ async fn connect(bus: &Bus) -> Result<zbus::Connection, DaemonError> {
             hint,
             source,
         })
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

@@ -1,6 +1,7 @@
 //! Typed D-Bus errors: clients match on these names, never on message text.
 
 use crate::core::CoreError;
+use crate::core::error_chain;
 use crate::lxc::convert::ConvertError;
 
 /// Errors returned by lxvirt's D-Bus methods, named
@@ -32,22 +33,9 @@ pub enum Error {
     Failed(String),
 }
 
-/// The whole error chain in one line: D-Bus carries one message, and the
-/// cause (an errno, a path) is what the user needs to act.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 impl From<CoreError> for Error {
     fn from(error: CoreError) -> Self {
-        let message = chain(&error);
+        let message = error_chain(&error);
         match error {
             CoreError::NoSuchDomain(_) => Error::NoSuchDomain(message),
             CoreError::InvalidXml(_) => Error::InvalidXml(message),

@@ -29,6 +29,7 @@ use super::protocol::{
 };
 use super::spec::{ContainerSpec, SPEC_VERSION};
 use crate::cgroup::{Cgroups, ContainerCgroup};
+use crate::core::error_chain;
 use crate::core::persist;
 use crate::sys::process as proc;
 
@@ -141,7 +142,7 @@ impl<'a> Monitor<'a> {
         // A record from an earlier run must not be mistaken for this one's.
         let _ = std::fs::remove_file(&files.exit_record);
         let listener = listen_on(&files.socket)?;
-        let cgroups = Cgroups::detect().map_err(|e| chain(&e))?;
+        let cgroups = Cgroups::detect().map_err(|e| error_chain(&e))?;
         let cgroup = create_cgroup(&cgroups, spec)
             .map_err(|e| format!("domain '{}': {e}", spec.name))
             .inspect_err(|_| {
@@ -207,9 +208,11 @@ impl<'a> Monitor<'a> {
             slaves.push(slave);
         }
         let mut place = |pid: Pid| -> Result<(), String> {
-            cgroup.add_process(pid.as_raw()).map_err(|e| chain(&e))?;
+            cgroup
+                .add_process(pid.as_raw())
+                .map_err(|e| error_chain(&e))?;
             if let Some((uid, gid)) = root_ids {
-                cgroup.chown(uid, gid).map_err(|e| chain(&e))?;
+                cgroup.chown(uid, gid).map_err(|e| error_chain(&e))?;
             }
             Ok(())
         };
@@ -336,7 +339,9 @@ impl<'a> Monitor<'a> {
             Err(e) => {
                 let _ = protocol::send(
                     connection.as_fd(),
-                    &Reply::Error { message: chain(&e) },
+                    &Reply::Error {
+                        message: error_chain(&e),
+                    },
                     &[],
                 );
                 return;
@@ -519,7 +524,7 @@ impl<'a> Monitor<'a> {
             report_entered_exit(entered);
         }
         if let Err(e) = self.cgroup.remove() {
-            cleanup_errors.push(chain(&e));
+            cleanup_errors.push(error_chain(&e));
         }
         let record = ExitRecord {
             version: EXIT_RECORD_VERSION,
@@ -539,7 +544,9 @@ impl<'a> Monitor<'a> {
 fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgroup, String> {
     match cgroups.create(&spec.cgroup) {
         Err(crate::cgroup::CgroupError::Exists { .. }) => {
-            let stale = cgroups.open(&spec.cgroup.path).map_err(|e| chain(&e))?;
+            let stale = cgroups
+                .open(&spec.cgroup.path)
+                .map_err(|e| error_chain(&e))?;
             if !stale.is_empty().unwrap_or(false) {
                 return Err(format!(
                     "cgroup {} still has processes: another instance of '{}' runs outside lxvirtd's control; stop it first",
@@ -547,10 +554,10 @@ fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgr
                     spec.name
                 ));
             }
-            stale.remove().map_err(|e| chain(&e))?;
-            cgroups.create(&spec.cgroup).map_err(|e| chain(&e))
+            stale.remove().map_err(|e| error_chain(&e))?;
+            cgroups.create(&spec.cgroup).map_err(|e| error_chain(&e))
         }
-        result => result.map_err(|e| chain(&e)),
+        result => result.map_err(|e| error_chain(&e)),
     }
 }
 
@@ -611,15 +618,4 @@ fn write_all_nonblocking(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
         }
     }
     Ok(())
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
