@@ -196,6 +196,25 @@ async fn a_container_is_isolated_and_limited() {
     let (code, out) = env.enter(&web, &["cat", "/proc/1/cmdline"]).await;
     assert_eq!(code, 0);
     assert_eq!(out, "sleep\u{0}1000\u{0}");
+    // libvirt's default capability policy: sys_module (16), sys_time (25),
+    // mknod (27), audit_control (30) and mac_admin (33) are gone.
+    let (_, out) = env.enter(&web, &["grep", "CapBnd", "/proc/1/status"]).await;
+    let bounding = u64::from_str_radix(out.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    for cap in [16, 25, 27, 30, 33] {
+        assert_eq!(bounding & (1 << cap), 0, "capability {cap} kept: {out}");
+    }
+    assert_ne!(bounding & (1 << 21), 0, "sys_admin dropped: {out}");
+    // Init's environment as libvirt gives it, under lxvirt's names.
+    let (_, out) = env.enter(&web, &["cat", "/proc/1/environ"]).await;
+    let environ: Vec<&str> = out.split('\0').collect();
+    for var in [
+        "container=lxvirt",
+        "LXVIRT_NAME=web",
+        "TERM=linux",
+        "HOME=/",
+    ] {
+        assert!(environ.contains(&var), "{var} missing from {environ:?}");
+    }
     // The hostname is the domain's name.
     let (_, out) = env.enter(&web, &["hostname"]).await;
     assert_eq!(out.trim(), "web");
