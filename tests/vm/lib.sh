@@ -1,0 +1,33 @@
+# Shared settings of lxvirt's nested-VM harness (sourced, not run).
+# Everything the harness writes goes to $LXVIRT_VM_WORK; the repository is
+# only read (the guest sees it read-only through the shared host root).
+VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$VM_DIR/../.." && pwd)
+WORK=${LXVIRT_VM_WORK:-/var/tmp/lxvirt-vm}
+KROOT=$WORK/kernel                   # the linux-image .deb, unpacked (not installed)
+INITRD=$WORK/initrd.cpio.gz
+SEROOT=$WORK/selinux-root            # a copy of the stock policy store with lxvirt's modules linked in
+POLICY_BIN=$SEROOT/etc/selinux/default/policy/policy.33
+# Where lxvirtd, lxvirt and lxvirt-monitor are (the workspace's target/debug by default).
+LXVIRT_BIN_DIR=${LXVIRT_BIN_DIR:-$REPO/target/debug}
+
+# What the VM stage needs on the host (Debian 12 package names).
+VM_PACKAGES=(
+  qemu-system-x86        # qemu-system-x86_64 (TCG: the machine's /dev/kvm cannot run a stock kernel)
+  busybox-static         # the initrd's only program, and the containers' root filesystems
+  kmod                   # modprobe --show-depends, depmod for the unpacked kernel
+  cpio                   # the initrd archive
+  selinux-policy-default # Debian's refpolicy (MCS): the guest's base policy
+  selinux-policy-dev     # /usr/share/selinux/devel/Makefile to build policy/
+  selinux-utils          # load_policy, setenforce, getenforce, runcon (guest)
+  policycoreutils        # semodule (host: link the module into a store copy), restorecon
+  checkpolicy            # the module compiler
+  semodule-utils         # semodule_package
+  e2fsprogs              # chattr etc. for the guest's tools
+  dbus-daemon            # the private bus in the guest
+  coreutils              # chcon, runcon
+)
+
+kernel_version() { ls "$KROOT/lib/modules" 2>/dev/null | sort -V | tail -1; }
+
+log() { printf '%s %s\n' "[vm $(date +%T)]" "$*" >&2; }
