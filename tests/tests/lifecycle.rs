@@ -429,6 +429,28 @@ async fn shutdown_reboot_and_lifecycle_actions() {
     assert!(begin.elapsed() < Duration::from_secs(20));
     assert_eq!(polite.state_reason().await.unwrap(), "shutdown");
 
+    // A host shutdown sends SIGTERM to every process: the monitor takes it
+    // as a shutdown request for its container instead of dying.
+    polite.start().await.unwrap();
+    let status =
+        lxvirtd::core::live::LiveStatus::load(&env.run_dir().join("polite.status")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(status.monitor_pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(status.monitor_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    eventually(
+        "SIGTERM to the monitor to shut the container down",
+        async || polite.state().await.unwrap() == "shutoff",
+    )
+    .await;
+    assert_eq!(polite.state_reason().await.unwrap(), "shutdown");
+
     // Reboot: a new init, running again, with the same live definition
     // even if the persistent one changed meanwhile.
     let rebooter = env.define("rebooter", "sleep 1000", "").await;

@@ -621,12 +621,15 @@ impl Manager {
                 name: name.clone(),
                 source,
             })?;
+        tracing::info!(domain = %name, "undefined");
         let entry = self.entry_mut(uuid)?;
         if entry.state.is_active() || entry.starting {
             entry.persistent = false;
             entry.autostart = false;
             return Ok(self.publish_change(uuid, Some(Lifecycle::Undefined)));
         }
+        // Its monitor's log goes with the definition.
+        let _ = std::fs::remove_file(self.driver.files(&name).log);
         Ok(self.remove(uuid, Lifecycle::Undefined))
     }
 

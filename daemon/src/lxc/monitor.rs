@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, listen, socket, socketpair,
 };
@@ -33,6 +34,9 @@ use crate::core::error_chain;
 use crate::core::persist;
 use crate::sys::process as proc;
 
+/// How long a container gets to shut down when its monitor is sent SIGTERM.
+const HOST_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Bytes moved per read on a console.
 const CONSOLE_CHUNK: usize = 4096;
 
@@ -40,6 +44,15 @@ const CONSOLE_CHUNK: usize = 4096;
 /// pipe); `report` receives the one [`LaunchReport`] line. Returns the
 /// process exit status.
 pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
+    // Signals arrive through a descriptor in the event loop; the container
+    // and entered commands reset their masks before they exec.
+    let signals = match termination_signals() {
+        Ok(signals) => signals,
+        Err(message) => {
+            let _ = write_report(&mut report, &LaunchReport::Failed { message });
+            return 1;
+        }
+    };
     let spec = match read_spec(spec_input) {
         Ok(spec) => spec,
         Err(message) => {
@@ -49,7 +62,7 @@ pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
     };
     let files = RunFiles::new(&spec.run_dir, &spec.name);
     log_to(&files.log);
-    let mut monitor = match Monitor::start(&spec, &files) {
+    let mut monitor = match Monitor::start(&spec, &files, signals) {
         Ok(monitor) => monitor,
         Err(message) => {
             let _ = write_report(&mut report, &LaunchReport::Failed { message });
@@ -129,6 +142,8 @@ struct Monitor<'a> {
     init_pid: Pid,
     init_pidfd: OwnedFd,
     listener: OwnedFd,
+    /// SIGTERM (host shutdown: shut the container down), SIGINT, SIGHUP.
+    signals: SignalFd,
     consoles: Vec<Console>,
     entered: Vec<Entered>,
     requested: Option<Requested>,
@@ -138,7 +153,11 @@ struct Monitor<'a> {
 }
 
 impl<'a> Monitor<'a> {
-    fn start(spec: &'a ContainerSpec, files: &'a RunFiles) -> Result<Monitor<'a>, String> {
+    fn start(
+        spec: &'a ContainerSpec,
+        files: &'a RunFiles,
+        signals: SignalFd,
+    ) -> Result<Monitor<'a>, String> {
         // A record from an earlier run must not be mistaken for this one's.
         let _ = std::fs::remove_file(&files.exit_record);
         let listener = listen_on(&files.socket)?;
@@ -163,6 +182,7 @@ impl<'a> Monitor<'a> {
                 init_pid,
                 init_pidfd,
                 listener,
+                signals,
                 consoles,
                 entered: Vec::new(),
                 requested: None,
@@ -277,6 +297,7 @@ impl<'a> Monitor<'a> {
         let mut sources = vec![
             (Source::Init, self.init_pidfd.as_fd()),
             (Source::Listener, self.listener.as_fd()),
+            (Source::Signal, self.signals.as_fd()),
         ];
         for (i, console) in self.consoles.iter().enumerate() {
             if !console.closed {
@@ -299,6 +320,7 @@ impl<'a> Monitor<'a> {
             match source {
                 Source::Init => self.reap_init(),
                 Source::Listener => self.accept(),
+                Source::Signal => self.signal(),
                 Source::ConsoleMaster(i) => self.console_output(i, flags),
                 Source::ConsoleClient(i) => self.console_input(i),
                 Source::Entered(i) => finished.push(i),
@@ -320,6 +342,22 @@ impl<'a> Monitor<'a> {
             // Not exited after all (spurious wake-up).
             Err(Errno::EAGAIN) => {}
             Err(_) => self.init_exit = Some(InitExit::Signaled { signal: 9 }),
+        }
+    }
+
+    /// SIGTERM, as a host shutdown sends it, shuts the container down as
+    /// `lxvirt shutdown` does; SIGINT and SIGHUP are ignored (a monitor must
+    /// not die of its session ending).
+    fn signal(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            if info.ssi_signo == Signal::SIGTERM as u32 {
+                self.handle(
+                    Request::Shutdown {
+                        grace_ms: HOST_SHUTDOWN_GRACE.as_millis() as u64,
+                    },
+                    Vec::new(),
+                );
+            }
         }
     }
 
@@ -565,6 +603,7 @@ fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgr
 enum Source {
     Init,
     Listener,
+    Signal,
     ConsoleMaster(usize),
     ConsoleClient(usize),
     Entered(usize),
@@ -581,6 +620,18 @@ fn report_entered_exit(entered: &Entered) {
         line.push(b'\n');
         let _ = nix::unistd::write(&entered.exit_pipe, &line);
     }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP and returns a descriptor to read them.
+fn termination_signals() -> Result<SignalFd, String> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGHUP);
+    mask.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("cannot create a signalfd: {e}"))
 }
 
 fn error_reply(message: String) -> (Reply, Vec<OwnedFd>) {
