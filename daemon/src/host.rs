@@ -240,7 +240,7 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 /// Fields of a mountinfo line: (mount point, filesystem type, super options).
-fn mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+pub(crate) fn mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str)> {
     mountinfo.lines().filter_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         let mount_point = left.split(' ').nth(4)?;
@@ -289,7 +289,7 @@ fn selinux_status(mountinfo: &str) -> SelinuxStatus {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mount(s: &str) -> String {
+pub(crate) fn unescape_mount(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\012", "\n")

@@ -5,6 +5,7 @@
 //!   transition table and the persistent store.
 //! - [`dbus`]: the D-Bus adapter and the client proxies.
 //! - [`host`]: what the host supports.
+//! - [`security`]: sVirt, the SELinux labels of containers.
 //! - [`daemon`]: wiring it all together; `lxvirtd`'s main is a thin shell.
 
 pub mod cgroup;
@@ -14,4 +15,5 @@ pub mod dbus;
 pub mod domain;
 pub mod host;
 pub mod lxc;
+pub mod security;
 pub mod sys;

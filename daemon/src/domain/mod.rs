@@ -27,6 +27,7 @@ pub use cpuset::CpuSet;
 pub use def::*;
 pub use error::DomainError;
 pub use format::FormatOptions;
+pub(crate) use parse::is_context;
 pub use units::{parse_size, unit_scale};
 pub use values::{Capability, DomainName, IdRef, MacAddr};
 

@@ -624,3 +624,51 @@ pub fn errno_name(errno: Errno) -> String {
 pub fn errno_desc(errno: Errno) -> &'static str {
     errno.desc()
 }
+
+/// The xattr holding a file's SELinux label.
+const SELINUX_XATTR: &[u8] = b"security.selinux\0";
+
+/// Sets `path`'s SELinux label (`lsetxattr`: a symlink itself, never
+/// what it points to).
+pub fn set_file_label(path: &Path, label: &str) -> std::io::Result<()> {
+    let path = cstr(path).map_err(std::io::Error::from)?;
+    // SAFETY: `path` and the xattr name are NUL-terminated strings, and the
+    // value pointer and length describe `label`'s bytes, which outlive the
+    // call; lsetxattr only reads them.
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            SELINUX_XATTR.as_ptr().cast(),
+            label.as_ptr().cast(),
+            label.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `path`'s SELinux label (`lgetxattr`), without a trailing NUL.
+pub fn file_label(path: &Path) -> std::io::Result<String> {
+    let path = cstr(path).map_err(std::io::Error::from)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `path` and the name are NUL-terminated strings and `buf` is
+    // writable for its whole length, which is what we pass.
+    let rc = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            SELINUX_XATTR.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let len = usize::try_from(rc).map_err(|_| std::io::Error::last_os_error())?;
+    buf.truncate(len);
+    while buf.last() == Some(&0) {
+        buf.pop();
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
