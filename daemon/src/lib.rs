@@ -15,5 +15,6 @@ pub mod dbus;
 pub mod domain;
 pub mod host;
 pub mod lxc;
+pub mod seccomp;
 pub mod security;
 pub mod sys;
