@@ -215,7 +215,9 @@ fn limits_processes_freeze_kill_and_remove_on_the_real_kernel() {
     eprintln!("frozen sleep: /proc/{pid}/stat state {}", proc_state(pid));
     cg.thaw().unwrap();
     assert!(!cg.is_frozen().unwrap());
-    assert_eq!(proc_state(pid), "S");
+    // Thawed: sleeping again, or running for a moment on its way back.
+    let state = proc_state(pid);
+    assert!(state == "S" || state == "R", "state {state} after thaw");
 
     // Kill everything, then remove.
     cg.kill_all().unwrap();
