@@ -300,6 +300,7 @@ async fn row_of(proxy: &DomainProxy<'_>) -> Result<DomainRow> {
         state_reason: proxy.state_reason().await?,
         persistent: proxy.persistent().await?,
         autostart: proxy.autostart().await?,
+        security_label: proxy.security_label().await?,
     })
 }
 
@@ -430,6 +431,7 @@ fn row_from_properties(props: &HashMap<String, zbus::OwnedVariant>) -> DomainRow
         state_reason: string("StateReason"),
         persistent: boolean("Persistent"),
         autostart: boolean("Autostart"),
+        security_label: string("SecurityLabel"),
     }
 }
 

@@ -13,6 +13,8 @@ pub struct DomainRow {
     pub state_reason: String,
     pub persistent: bool,
     pub autostart: bool,
+    /// The SELinux process label while running; empty when unconfined.
+    pub security_label: String,
 }
 
 impl DomainRow {
@@ -65,10 +67,22 @@ pub fn list_text(rows: &[DomainRow]) -> String {
                 r.domain_type.clone(),
                 yes_no(r.autostart).to_owned(),
                 yes_no(r.persistent).to_owned(),
+                label_or_dash(&r.security_label),
             ]
         })
         .collect();
-    table(&["Name", "State", "Type", "Autostart", "Persistent"], &body)
+    table(
+        &["Name", "State", "Type", "Autostart", "Persistent", "Label"],
+        &body,
+    )
+}
+
+fn label_or_dash(label: &str) -> String {
+    if label.is_empty() {
+        "-".to_owned()
+    } else {
+        label.to_owned()
+    }
 }
 
 /// What `lxvirt dominfo` shows.
@@ -96,6 +110,9 @@ pub fn info_text(info: &DomainInfo) -> String {
         ("Persistent", yes_no(row.persistent).to_owned()),
         ("Autostart", yes_no(row.autostart).to_owned()),
     ];
+    if row.is_active() {
+        fields.push(("Security label", label_or_dash(&row.security_label)));
+    }
     if let Some(pid) = info.pid {
         fields.push(("Init pid", pid.to_string()));
     }
@@ -120,13 +137,44 @@ pub fn info_text(info: &DomainInfo) -> String {
     }
     fields
         .iter()
-        .map(|(k, v)| format!("{:<15}{v}\n", format!("{k}:")))
+        .map(|(k, v)| format!("{:<16}{v}\n", format!("{k}:")))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_and_info_show_the_label() {
+        let mut row = DomainRow {
+            name: "web".into(),
+            uuid: "u".into(),
+            domain_type: "lxc".into(),
+            state: "running".into(),
+            state_reason: "booted".into(),
+            persistent: true,
+            autostart: false,
+            security_label: "system_u:system_r:svirt_lxc_net_t:s0:c13,c721".into(),
+        };
+        let list = list_text(std::slice::from_ref(&row));
+        assert!(list.lines().next().unwrap().ends_with("Label"), "{list}");
+        assert!(list.contains("svirt_lxc_net_t:s0:c13,c721"), "{list}");
+        let info = DomainInfo {
+            row: row.clone(),
+            pid: None,
+            start_time: None,
+            stats: Default::default(),
+        };
+        assert!(
+            info_text(&info)
+                .contains("Security label: system_u:system_r:svirt_lxc_net_t:s0:c13,c721\n"),
+            "{}",
+            info_text(&info)
+        );
+        row.security_label.clear();
+        assert!(list_text(&[row]).lines().nth(1).unwrap().ends_with(" -"));
+    }
 
     #[test]
     fn table_aligns_columns() {

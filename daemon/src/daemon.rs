@@ -16,6 +16,7 @@ use crate::core::{Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
 use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::driver::LxcDriver;
+use crate::security::{HostSelinux, SecurityConfig};
 
 /// Which bus to serve on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct Config {
     pub monitor_exe: PathBuf,
     /// pids.max of each container.
     pub pids_max: Option<u64>,
+    /// SELinux paths, default base labels, default confinement.
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             host: HostPaths::default(),
             monitor_exe: LxcDriver::default_monitor_exe(),
             pids_max: Some(16384),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -154,14 +158,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         run_dir: config.run_dir.clone(),
         monitor_exe: config.monitor_exe.clone(),
         pids_max: config.pids_max,
+        security: config.security.clone(),
     };
     let manager = Manager::new(store, loaded, manager_config, events_tx);
     let initial = manager.summaries();
+    let security = manager.security_report().clone();
+    match &security.selinux {
+        HostSelinux::Ready => tracing::info!(
+            mode = security.mode.map_or("", |m| m.as_str()),
+            default_confinement = security.default_confinement,
+            "SELinux is active: containers get sVirt labels"
+        ),
+        HostSelinux::Absent(reason) => {
+            tracing::info!(reason = %reason, "SELinux is not available: containers run unconfined")
+        }
+        HostSelinux::Unusable(_) => {}
+    }
     tracing::info!(domains = initial.len(), "loaded domain definitions");
     let (handle, manager_task) = manager.spawn();
 
     let connection = connect(&config.bus).await?;
-    let capabilities = HostCapabilities::probe(&config.host).to_xml();
+    let capabilities = HostCapabilities::probe(&config.host, security).to_xml();
     let adapter = dbus::serve(
         &connection,
         handle.clone(),

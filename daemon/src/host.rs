@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{Hierarchies, Layout};
+use crate::security::{HostSelinux, SecurityReport};
 
 /// Where the probes look; tests point these at temporary trees.
 #[derive(Debug, Clone)]
@@ -56,15 +57,6 @@ impl CgroupLayout {
     }
 }
 
-/// SELinux as the host has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SelinuxStatus {
-    /// selinuxfs is not mounted or no policy is loaded.
-    Disabled,
-    Permissive,
-    Enforcing,
-}
-
 /// Everything `GetCapabilities` reports.
 #[derive(Debug, Clone)]
 pub struct HostCapabilities {
@@ -72,7 +64,8 @@ pub struct HostCapabilities {
     pub arch: String,
     pub namespaces: Vec<String>,
     pub cgroups: CgroupLayout,
-    pub selinux: SelinuxStatus,
+    /// The security layer's findings (SELinux mode, policy, range).
+    pub security: SecurityReport,
     pub overlayfs: bool,
     pub device_mapper: bool,
     pub kvm_device: bool,
@@ -81,7 +74,7 @@ pub struct HostCapabilities {
 const NAMESPACES: [&str; 8] = ["mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"];
 
 impl HostCapabilities {
-    pub fn probe(paths: &HostPaths) -> HostCapabilities {
+    pub fn probe(paths: &HostPaths, security: SecurityReport) -> HostCapabilities {
         let kernel = read_trimmed(&paths.proc.join("sys/kernel/osrelease")).unwrap_or_default();
         let namespaces = NAMESPACES
             .iter()
@@ -95,7 +88,7 @@ impl HostCapabilities {
             arch: std::env::consts::ARCH.to_owned(),
             namespaces,
             cgroups: cgroup_layout(&mountinfo),
-            selinux: selinux_status(&mountinfo),
+            security,
             overlayfs: filesystems
                 .lines()
                 .any(|l| l.split_whitespace().last() == Some("overlay")),
@@ -172,18 +165,7 @@ impl HostCapabilities {
             }
             CgroupLayout::None => writeln!(x, "    <cgroups layout='none'/>")?,
         }
-        writeln!(x, "    <secmodels>")?;
-        let (available, mode) = match self.selinux {
-            SelinuxStatus::Disabled => ("no", "disabled"),
-            SelinuxStatus::Permissive => ("yes", "permissive"),
-            SelinuxStatus::Enforcing => ("yes", "enforcing"),
-        };
-        writeln!(
-            x,
-            "      <secmodel model='selinux' available='{available}' mode='{mode}'/>"
-        )?;
-        writeln!(x, "      <secmodel model='none' available='yes'/>")?;
-        writeln!(x, "    </secmodels>")?;
+        self.write_secmodels(x)?;
         writeln!(x, "    <storage>")?;
         writeln!(
             x,
@@ -217,6 +199,82 @@ impl HostCapabilities {
         )?;
         writeln!(x, "  </guest>")?;
         writeln!(x, "</capabilities>")
+    }
+}
+
+impl HostCapabilities {
+    /// `<secmodels>`: SELinux's availability, mode, policy type, the
+    /// daemon's context and category range, and the base labels; `none`.
+    fn write_secmodels(&self, x: &mut String) -> std::fmt::Result {
+        let sec = &self.security;
+        let confined = if sec.default_confinement { "yes" } else { "no" };
+        writeln!(x, "    <secmodels>")?;
+        match (&sec.selinux, &sec.host) {
+            (HostSelinux::Ready, Some(host)) => {
+                write!(
+                    x,
+                    "      <secmodel model='selinux' available='yes' default='yes' mode='{}'",
+                    host.mode.as_str()
+                )?;
+                if let Some(policy) = &host.policy_type {
+                    write!(x, " policytype='{}'", esc(policy))?;
+                }
+                writeln!(x, " confine_by_default='{confined}'>")?;
+                writeln!(x, "        <context>{}</context>", esc(&host.context))?;
+                writeln!(
+                    x,
+                    "        <categories sensitivity='{}'>{}</categories>",
+                    esc(&host.range.sensitivity),
+                    host.range.categories_text()
+                )?;
+                for (kind, label) in [
+                    ("process", &host.base.process),
+                    ("file", &host.base.file),
+                    ("content", &host.base.content),
+                ] {
+                    writeln!(
+                        x,
+                        "        <baselabel kind='{kind}'>{}</baselabel>",
+                        esc(label)
+                    )?;
+                }
+                if let Some(path) = &host.lxc_contexts {
+                    writeln!(
+                        x,
+                        "        <lxc_contexts>{}</lxc_contexts>",
+                        esc(&path.display().to_string())
+                    )?;
+                }
+                writeln!(x, "      </secmodel>")?;
+            }
+            (HostSelinux::Absent(reason), _) => writeln!(
+                x,
+                "      <secmodel model='selinux' available='no' mode='disabled' reason='{}'/>",
+                esc(reason)
+            )?,
+            (HostSelinux::Unusable(_), _) | (HostSelinux::Ready, None) => {
+                let mode = sec.mode.map_or("enabled", |m| m.as_str());
+                let reason = match &sec.selinux {
+                    HostSelinux::Unusable(reason) => reason.as_str(),
+                    _ => "unknown",
+                };
+                writeln!(
+                    x,
+                    "      <secmodel model='selinux' available='no' mode='{mode}' reason='{}'/>",
+                    esc(reason)
+                )?;
+            }
+        }
+        let none_default = if matches!(sec.selinux, HostSelinux::Ready) {
+            "no"
+        } else {
+            "yes"
+        };
+        writeln!(
+            x,
+            "      <secmodel model='none' available='yes' default='{none_default}'/>"
+        )?;
+        writeln!(x, "    </secmodels>")
     }
 }
 
@@ -271,23 +329,6 @@ pub fn cgroup_layout(mountinfo: &str) -> CgroupLayout {
     }
 }
 
-/// Whether SELinux is active: selinuxfs mounted and a policy loaded.
-fn selinux_status(mountinfo: &str) -> SelinuxStatus {
-    let Some((mount_point, _, _)) = mounts(mountinfo).find(|(_, fstype, _)| *fstype == "selinuxfs")
-    else {
-        return SelinuxStatus::Disabled;
-    };
-    let root = PathBuf::from(unescape_mount(mount_point));
-    if !root.join("policyvers").exists() {
-        return SelinuxStatus::Disabled;
-    }
-    match read_trimmed(&root.join("enforce")).as_deref() {
-        Some("1") => SelinuxStatus::Enforcing,
-        Some("0") => SelinuxStatus::Permissive,
-        _ => SelinuxStatus::Disabled,
-    }
-}
-
 /// mountinfo escapes space, tab, newline and backslash as octal.
 pub(crate) fn unescape_mount(s: &str) -> String {
     s.replace("\\040", " ")
@@ -331,18 +372,18 @@ mod tests {
     }
 
     #[test]
-    fn selinux_is_disabled_without_selinuxfs() {
-        assert_eq!(selinux_status(HYBRID), SelinuxStatus::Disabled);
-    }
-
-    #[test]
     fn capabilities_document_is_well_formed_and_names_the_layout() {
         let caps = HostCapabilities {
             kernel: "6.18 <test>".into(),
             arch: "x86_64".into(),
             namespaces: vec!["mnt".into(), "pid".into()],
             cgroups: cgroup_layout(HYBRID),
-            selinux: SelinuxStatus::Disabled,
+            security: SecurityReport {
+                selinux: HostSelinux::Absent("selinuxfs is not mounted".into()),
+                host: None,
+                mode: None,
+                default_confinement: true,
+            },
             overlayfs: true,
             device_mapper: false,
             kvm_device: true,
@@ -361,5 +402,43 @@ mod tests {
             .element("secmodel")
             .unwrap();
         assert_eq!(secmodel.attr("available"), Some("no"));
+        assert_eq!(secmodel.attr("reason"), Some("selinuxfs is not mounted"));
+    }
+
+    #[test]
+    fn selinux_capabilities_name_mode_policy_and_range() {
+        use crate::security::{BaseLabels, CategoryRange, Mode, SelinuxHost};
+        let context = "system_u:system_r:lxvirtd_t:s0-s0:c0.c1023";
+        let mut caps = HostCapabilities::probe(
+            &HostPaths::default(),
+            SecurityReport {
+                selinux: HostSelinux::Ready,
+                host: Some(SelinuxHost {
+                    mount: "/sys/fs/selinux".into(),
+                    mode: Mode::Enforcing,
+                    policy_type: Some("default".into()),
+                    context: context.into(),
+                    range: CategoryRange::from_context(context).unwrap(),
+                    lxc_contexts: Some("/etc/selinux/default/contexts/lxc_contexts".into()),
+                    base: BaseLabels::default(),
+                }),
+                mode: Some(Mode::Enforcing),
+                default_confinement: true,
+            },
+        );
+        caps.kernel = "6.1".into();
+        let xml = caps.to_xml();
+        let root = crate::domain::xml::parse_str(&xml).unwrap();
+        let models = root.element("host").unwrap().element("secmodels").unwrap();
+        let selinux = models.element("secmodel").unwrap();
+        assert_eq!(selinux.attr("available"), Some("yes"));
+        assert_eq!(selinux.attr("mode"), Some("enforcing"));
+        assert_eq!(selinux.attr("policytype"), Some("default"));
+        assert_eq!(selinux.element("context").unwrap().text(), context);
+        assert_eq!(selinux.element("categories").unwrap().text(), "c0.c1023");
+        assert!(xml.contains(
+            "<baselabel kind='process'>system_u:system_r:svirt_lxc_net_t:s0</baselabel>"
+        ));
+        assert!(xml.contains("<secmodel model='none' available='yes' default='no'/>"));
     }
 }

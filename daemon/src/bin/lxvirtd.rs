@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lxvirtd::daemon::{self, Bus, Config};
+use lxvirtd::security::detect::{DEFAULT_FILE_LABEL, DEFAULT_PROCESS_LABEL};
+use lxvirtd::security::{BaseLabels, SecurityConfig, SelinuxPaths};
 use tracing_subscriber::EnvFilter;
 
 /// Manages Linux containers (and KVM guests) defined by domain XML, over D-Bus.
@@ -34,6 +36,20 @@ struct Args {
     /// /usr/libexec/lxvirt/lxvirt-monitor).
     #[arg(long, value_name = "PATH")]
     monitor: Option<PathBuf>,
+    /// On an SELinux host, run domains without <seclabel> unconfined
+    /// instead of giving them a dynamic label.
+    #[arg(long)]
+    no_default_confinement: bool,
+    /// Container process context where the policy's lxc_contexts has no
+    /// "process" key (the level is replaced by the domain's pair).
+    #[arg(long, value_name = "CONTEXT", default_value = DEFAULT_PROCESS_LABEL)]
+    default_process_label: String,
+    /// Container file context where lxc_contexts has no "file" key.
+    #[arg(long, value_name = "CONTEXT", default_value = DEFAULT_FILE_LABEL)]
+    default_file_label: String,
+    /// SELinux configuration directory (config, <type>/contexts/lxc_contexts).
+    #[arg(long, value_name = "DIR", default_value = "/etc/selinux")]
+    selinux_config_dir: PathBuf,
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "lxvirtd=debug".
     #[arg(
         long,
@@ -61,6 +77,18 @@ fn main() -> ExitCode {
         monitor_exe: args
             .monitor
             .unwrap_or_else(lxvirtd::lxc::driver::LxcDriver::default_monitor_exe),
+        security: SecurityConfig {
+            paths: SelinuxPaths {
+                etc_selinux: args.selinux_config_dir,
+                ..SelinuxPaths::default()
+            },
+            defaults: BaseLabels {
+                process: args.default_process_label,
+                file: args.default_file_label,
+                ..BaseLabels::default()
+            },
+            default_confinement: !args.no_default_confinement,
+        },
         ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

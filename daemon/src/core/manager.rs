@@ -25,7 +25,8 @@ use crate::domain::{DomainDef, DomainType, LifecycleAction};
 use crate::lxc::convert::{self, ConvertSettings};
 use crate::lxc::driver::{self, LxcDriver, Started};
 use crate::lxc::protocol::{InitExit, Reply as MonitorReply, Request, Requested};
-use crate::lxc::spec::ContainerSpec;
+use crate::lxc::spec::{ContainerSpec, RootFs};
+use crate::security::{self, Security, SecurityConfig, SecurityReport};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
@@ -196,6 +197,12 @@ impl Entry {
             reason: self.reason,
             init_pid: self.runtime.as_ref().map(|r| r.init_pid),
             start_time: self.runtime.as_ref().map(|r| r.started_at),
+            security_label: match self.state {
+                State::Running | State::Paused => {
+                    security::process_label(self.live_def()).map(str::to_owned)
+                }
+                _ => None,
+            },
         }
     }
 
@@ -225,6 +232,7 @@ pub struct ManagerConfig {
     pub run_dir: PathBuf,
     pub monitor_exe: PathBuf,
     pub pids_max: Option<u64>,
+    pub security: SecurityConfig,
 }
 
 /// The owner of all domain state. Runs as one task; see [`Manager::spawn`].
@@ -234,6 +242,9 @@ pub struct Manager {
     config: ManagerConfig,
     driver: LxcDriver,
     cgroups: Option<Arc<Cgroups>>,
+    /// The security driver; only the manager task generates, reserves and
+    /// releases labels.
+    security: Security,
     domains: HashMap<Uuid, Entry>,
     names: HashMap<String, Uuid>,
     blocked: HashMap<String, PathBuf>,
@@ -280,11 +291,13 @@ impl Manager {
                 None
             }
         };
+        let security = Security::detect(&config.security);
         let mut manager = Manager {
             store,
             config,
             driver,
             cgroups,
+            security,
             domains: HashMap::new(),
             names: HashMap::new(),
             blocked: loaded.blocked,
@@ -300,6 +313,11 @@ impl Manager {
         }
         manager.recover();
         manager
+    }
+
+    /// What the security layer found on this host, for the capabilities.
+    pub fn security_report(&self) -> &SecurityReport {
+        self.security.report()
     }
 
     fn insert(&mut self, entry: Entry) {
@@ -325,6 +343,12 @@ impl Manager {
                     continue;
                 }
             };
+            if let Err(error) = self.security.reserve_running(&live_def) {
+                // Two running containers share a level: they are not
+                // separated from each other. Say so loudly; stopping one
+                // of them is the fix.
+                tracing::error!(domain = %status.name, error = %error_chain(&error), "cannot reserve the security label of a running container");
+            }
             if !self.domains.contains_key(&status.uuid) {
                 // A transient domain, or one undefined while it ran.
                 self.insert(Entry::new(live_def.clone(), false, false));
@@ -763,7 +787,7 @@ impl Manager {
         } else {
             entry.def.clone()
         };
-        let spec =
+        let mut spec =
             convert::container_spec(&def, &settings, &|other| running_inits.get(other).copied())?;
         if !have_cgroups {
             return Err(CoreError::Failed {
@@ -771,10 +795,22 @@ impl Manager {
                 message: "this host has no usable cgroup hierarchy; mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup".into(),
             });
         }
+        // Last, so that nothing after it can fail: the labels stay
+        // reserved until the instance stops or its launch fails.
+        let mut live = def;
+        live.clear_live_labels();
+        let prepared = self.security.prepare(&live)?;
+        live.seclabel = Some(prepared.seclabel);
+        spec.security = prepared.spec;
+        let relabel = match (&spec.security, &spec.root, self.security.file_labeler()) {
+            (Some(labels), RootFs::Dir { path, .. }, Some(labeler)) if labels.relabel_root => {
+                Some((path.clone(), labels.image_label.clone(), labeler))
+            }
+            _ => None,
+        };
         let entry = self.entry_mut(uuid)?;
-        if !restarting {
-            entry.live = None;
-        }
+        // The running instance's definition, with its labels.
+        entry.live = Some(live);
         entry.starting = true;
         entry.generation += 1;
         let generation = entry.generation;
@@ -782,7 +818,33 @@ impl Manager {
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let begin = std::time::Instant::now();
-            let result = driver.start(&spec).await.map_err(CoreError::Driver);
+            let relabelled = match relabel {
+                Some((root, label, labeler)) => {
+                    let domain = spec.name.clone();
+                    tokio::task::spawn_blocking(move || {
+                        security::relabel::relabel_tree(&domain, &root, &label, &mut |p, l| {
+                            labeler(p, l)
+                        })
+                    })
+                    .await
+                    .unwrap_or_else(|join| {
+                        Err(security::SecurityError::RelabelWrite {
+                            domain: spec.name.clone(),
+                            path: PathBuf::new(),
+                            source: std::io::Error::other(join.to_string()),
+                        })
+                    })
+                    .map(|count| {
+                        tracing::debug!(domain = %spec.name, files = count, "relabelled the root directory");
+                    })
+                    .map_err(CoreError::Security)
+                }
+                None => Ok(()),
+            };
+            let result = match relabelled {
+                Ok(()) => driver.start(&spec).await.map_err(CoreError::Driver),
+                Err(error) => Err(error),
+            };
             tracing::debug!(domain = %spec.name, elapsed_us = begin.elapsed().as_micros() as u64, "monitor reported");
             let _ = internal.send(Internal::Launched {
                 uuid,
@@ -826,7 +888,8 @@ impl Manager {
                     uuid,
                     name: entry.name().to_owned(),
                     persistent: entry.persistent,
-                    live_xml: entry.live_def().to_xml(),
+                    // With the labels, which a restarted daemon reserves again.
+                    live_xml: entry.live_def().to_live_xml(),
                     init_pid: runtime.init_pid,
                     monitor_pid: runtime.monitor_pid,
                     monitor_start_time: runtime.monitor_start_time,
@@ -865,6 +928,8 @@ impl Manager {
                 let name = entry.name().to_owned();
                 tracing::error!(domain = %name, error = %error_chain(&error), "start failed");
                 let transient = !entry.persistent;
+                entry.live = None;
+                self.security.release(&name);
                 self.driver.remove_files(&name);
                 let seq = if transient {
                     self.remove(uuid, Lifecycle::Stopped(Reason::Failed))
@@ -1005,6 +1070,8 @@ impl Manager {
             );
         tracing::info!(domain = %name, reason = %reason, restart, "stopped");
         entry.runtime = None;
+        // The pair is free for the next start; files keep their labels.
+        self.security.release(&name);
         self.driver.remove_files(&name);
         let Some(entry) = self.domains.get_mut(&uuid) else {
             return;

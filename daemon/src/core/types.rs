@@ -29,6 +29,8 @@ pub struct DomainSummary {
     pub init_pid: Option<i32>,
     /// When the running instance started (seconds since the epoch).
     pub start_time: Option<u64>,
+    /// The SELinux process label of the running instance, if confined.
+    pub security_label: Option<String>,
 }
 
 /// A lifecycle event, as published in the Domain's lifecycle signal.
@@ -166,6 +168,9 @@ pub enum CoreError {
     Driver(#[from] DriverError),
     #[error("domain '{domain}': {message}")]
     Failed { domain: String, message: String },
+    /// The security driver refused or failed (the message names the domain).
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     #[error("invalid flags {0:#x}")]
     InvalidFlags(u32),
     #[error("domain '{name}': cannot save its definition")]

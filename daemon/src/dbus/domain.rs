@@ -176,6 +176,13 @@ impl DomainObject {
         self.summary().start_time.unwrap_or(0)
     }
 
+    /// The SELinux process label of the running instance (init's and
+    /// entered processes' context); empty when unconfined or not running.
+    #[zbus(property)]
+    fn security_label(&self) -> String {
+        self.summary().security_label.unwrap_or_default()
+    }
+
     /// The domain's XML; flags: 1 = secure, 2 = inactive (the persistent definition).
     #[zbus(name = "GetXML")]
     async fn get_xml(&self, flags: u32) -> Result<String, Error> {

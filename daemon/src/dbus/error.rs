@@ -52,8 +52,12 @@ impl From<CoreError> for Error {
                 ConvertError::ShareTargetNotRunning { .. } => Error::InvalidState(message),
                 ConvertError::Device { .. } | ConvertError::BadPid { .. } => Error::Failed(message),
             },
+            CoreError::Security(error) if error.is_unavailable() => {
+                Error::SecurityUnavailable(message)
+            }
             CoreError::InvalidFlags(_) => Error::InvalidArgument(message),
             CoreError::Driver(_)
+            | CoreError::Security(_)
             | CoreError::Failed { .. }
             | CoreError::Store { .. }
             | CoreError::ShuttingDown => Error::Failed(message),

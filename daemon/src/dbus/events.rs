@@ -101,6 +101,9 @@ async fn emit_changes(
     if old.start_time != new.start_time {
         object.start_time_changed(emitter).await?;
     }
+    if old.security_label != new.security_label {
+        object.security_label_changed(emitter).await?;
+    }
     Ok(())
 }
 

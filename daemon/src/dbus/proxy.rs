@@ -48,6 +48,8 @@ pub trait Domain {
     fn pid(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn start_time(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn security_label(&self) -> zbus::Result<String>;
     #[zbus(name = "GetXML")]
     fn get_xml(&self, flags: u32) -> zbus::Result<String>;
     fn start(&self) -> zbus::Result<()>;
