@@ -47,6 +47,10 @@ pub enum SecurityError {
         "SELinux is enabled but the daemon's own context cannot be read from {path}; check that /proc is mounted"
     )]
     NoContext { path: PathBuf },
+    #[error(
+        "the default label '{label}' is not a security context; pass user:role:type:level to --default-process-label or --default-file-label"
+    )]
+    BadDefault { label: String },
     #[error("the daemon's context '{context}' has an unusable category range: {why}")]
     BadRange { context: String, why: String },
     #[error(
@@ -292,10 +296,17 @@ pub struct Prepared {
 impl Security {
     /// Detects the host and picks the driver.
     pub fn detect(config: &SecurityConfig) -> Security {
-        let (driver, selinux, host, mode): (Box<dyn SecurityDriver>, _, _, _) = match detect::detect(
-            &config.paths,
-            &config.defaults,
-        ) {
+        let bad_default = [&config.defaults.process, &config.defaults.file]
+            .into_iter()
+            .find(|label| !crate::domain::is_context(label));
+        // Only an SELinux host uses the defaults.
+        let detected = match (detect::detect(&config.paths, &config.defaults), bad_default) {
+            (Ok(Detected::Selinux(_)), Some(label)) => Err(SecurityError::BadDefault {
+                label: label.clone(),
+            }),
+            (detected, _) => detected,
+        };
+        let (driver, selinux, host, mode): (Box<dyn SecurityDriver>, _, _, _) = match detected {
             Ok(Detected::Selinux(host)) => {
                 let mode = Some(host.mode);
                 (

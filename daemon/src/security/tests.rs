@@ -449,4 +449,24 @@ fn detect_on_this_kind_of_host_reports_why() {
     assert_eq!(security.model(), SecModel::Selinux);
     assert_eq!(security.report().mode, Some(Mode::Enforcing));
     assert!(security.file_labeler().is_some());
+
+    // A malformed default label makes SELinux unusable rather than
+    // producing broken labels.
+    let security = Security::detect(&SecurityConfig {
+        paths: SelinuxPaths {
+            proc_self: f.join("proc"),
+            etc_selinux: PathBuf::from("/nonexistent"),
+        },
+        defaults: BaseLabels {
+            process: "svirt_lxc_net_t".into(),
+            ..BaseLabels::default()
+        },
+        ..SecurityConfig::default()
+    });
+    match &security.report().selinux {
+        HostSelinux::Unusable(reason) => {
+            assert!(reason.contains("--default-process-label"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
