@@ -129,6 +129,7 @@ impl Fixture {
             consoles: 1,
             cgroup: CgroupSpec::default(),
             security: None,
+            seccomp: None,
             run_dir: self.path("run"),
         }
     }

@@ -13,7 +13,7 @@ use crate::domain::{
 
 use super::spec::{
     ContainerSpec, DeviceKind, DeviceNode, IdMapping, IdSpec, InitSpec, MountSource, MountSpec,
-    Namespaces, NsChoice, RootFs, SPEC_VERSION,
+    Namespaces, NsChoice, RootFs, SPEC_VERSION, SeccompSpec,
 };
 
 /// Why a definition cannot become a container on this host.
@@ -273,6 +273,12 @@ pub fn container_spec(
         .unwrap_or(1)
         .max(1);
     let cgroup = cgroup_spec(def, settings, &devices)?;
+    // Without a user namespace nothing else stops init from undoing the
+    // read-only and masked paths with a mount call: see docs/seccomp.md.
+    let seccomp = Some(SeccompSpec {
+        deny_mount: namespaces.user.is_none(),
+        deny: Vec::new(),
+    });
 
     Ok(ContainerSpec {
         version: SPEC_VERSION,
@@ -291,6 +297,7 @@ pub fn container_spec(
         consoles,
         cgroup,
         security: None,
+        seccomp,
         run_dir: settings.run_dir.clone(),
     })
 }

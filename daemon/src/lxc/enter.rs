@@ -1,7 +1,7 @@
 //! Running a command inside a running container (`lxvirt enter`), with the
 //! container's own confinement: its namespaces (user namespace included),
-//! its cgroup, its capability bounding set, `no_new_privs`, and its SELinux
-//! label unless the caller asks to skip it. libvirt's lxc-enter-namespace
+//! its cgroup, its capability bounding set, `no_new_privs`, its seccomp
+//! filter, and its SELinux label unless the caller asks to skip it. libvirt's lxc-enter-namespace
 //! keeps the caller's full capabilities; lxvirt does not.
 //!
 //! Runs in the monitor, which is single-threaded, so forking is safe.
@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::spec::ContainerSpec;
 use crate::cgroup::ContainerCgroup;
+use crate::seccomp::{Placement, Policy, SockFilter, placement};
 use crate::sys::linux::{Forked, clone_fork, exit_now, open_namespace, setns};
 use crate::sys::process::{ExitStatus, reap_pidfd};
 use crate::sys::{Linux, Syscalls};
@@ -54,6 +55,14 @@ pub fn spawn(command: EnterCommand<'_>) -> Result<(Pid, OwnedFd), String> {
         return Err("enter needs a command to run".into());
     }
     // Open everything that can fail in the monitor, so errors reach the caller.
+    let filter = match &command.spec.seccomp {
+        Some(s) => Some(
+            Policy::new(s.deny_mount, &s.deny)
+                .and_then(|policy| policy.program())
+                .map_err(|e| format!("cannot build the seccomp filter: {e}"))?,
+        ),
+        None => None,
+    };
     let mut namespaces = Vec::new();
     for (name, flag) in NAMESPACES {
         let path = PathBuf::from(format!("/proc/{}/ns/{name}", command.init_pid));
@@ -67,7 +76,7 @@ pub fn spawn(command: EnterCommand<'_>) -> Result<(Pid, OwnedFd), String> {
     match clone_fork(CloneFlags::empty()).map_err(|e| format!("cannot fork: {e}"))? {
         Forked::Parent { pid, pidfd } => Ok((pid, pidfd)),
         Forked::Child => {
-            let code = match join_and_run(&command, namespaces) {
+            let code = match join_and_run(&command, namespaces, filter.as_deref()) {
                 Ok(code) => code,
                 Err(message) => {
                     let line = format!("lxvirt enter: {message}\n");
@@ -98,6 +107,7 @@ fn same_namespace(path: &Path, name: &str) -> bool {
 fn join_and_run(
     command: &EnterCommand<'_>,
     namespaces: Vec<(OwnedFd, CloneFlags)>,
+    filter: Option<&[SockFilter]>,
 ) -> Result<i32, String> {
     command
         .cgroup
@@ -108,7 +118,7 @@ fn join_and_run(
     }
     match clone_fork(CloneFlags::empty()).map_err(|e| format!("cannot fork: {e}"))? {
         Forked::Child => {
-            let error = exec(command);
+            let error = exec(command, filter);
             let line = format!("lxvirt enter: {error}\n");
             let _ = nix::unistd::write(&command.stdio[2], line.as_bytes());
             exit_now(EXIT_CANNOT_RUN)
@@ -134,7 +144,7 @@ fn join_and_run(
 
 /// In the grandchild, inside every namespace: take the container's
 /// identity and confinement, then exec. Returns only on failure.
-fn exec(command: &EnterCommand<'_>) -> String {
+fn exec(command: &EnterCommand<'_>, filter: Option<&[SockFilter]>) -> String {
     let sys = Linux;
     let [stdin, stdout, stderr] = &command.stdio;
     if let Err(e) = nix::unistd::dup2_stdin(stdin)
@@ -158,6 +168,18 @@ fn exec(command: &EnterCommand<'_>) -> String {
     let cwd = command.cwd.clone().unwrap_or_else(|| PathBuf::from("/"));
     if let Err(e) = sys.chdir(&cwd) {
         return format!("cannot change to directory {}: {e}", cwd.display());
+    }
+    // As for init (see `placement`): before the capabilities go when that
+    // takes CAP_SYS_ADMIN away without no_new_privs, else last.
+    let kept = spec.capabilities.iter().fold(0u64, |m, &c| m | (1u64 << c));
+    let mut filter = filter;
+    if let Some(program) = filter
+        && placement(spec.no_new_privs, 0, kept) == Placement::BeforeIdentity
+    {
+        if let Err(e) = sys.install_seccomp(program) {
+            return format!("cannot install the seccomp filter: {e}");
+        }
+        filter = None;
     }
     if let Err(e) = drop_capabilities(&sys, &spec.capabilities) {
         return format!("cannot drop capabilities: {e}");
@@ -185,6 +207,11 @@ fn exec(command: &EnterCommand<'_>) -> String {
         Some(program) => program,
         None => return format!("{}: command not found in the container", command.argv[0]),
     };
+    if let Some(program) = filter
+        && let Err(e) = sys.install_seccomp(program)
+    {
+        return format!("cannot install the seccomp filter: {e}");
+    }
     let errno = sys.execve(&program, &command.argv, &command.env);
     format!("cannot execute {}: {errno}", program.display())
 }

@@ -411,6 +411,7 @@ mod tests {
             consoles: 1,
             cgroup: Default::default(),
             security: None,
+            seccomp: None,
             run_dir: "/run/lxvirt".into(),
         }
     }

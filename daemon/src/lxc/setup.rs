@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::lxc::spec::{
     ContainerSpec, DeviceKind, IdSpec, MountSource, MountSpec, NsChoice, RootFs,
 };
+use crate::seccomp::{Placement, Policy, SockFilter, placement};
 use crate::sys::{CloneFlags, Errno, FileKind, MntFlags, MsFlags, NodeKind, Syscalls};
 
 /// The step of the setup that failed.
@@ -49,6 +50,7 @@ pub enum Step {
     Capabilities,
     SetIds,
     NoNewPrivs,
+    Seccomp,
     SecurityLabel,
     Chdir,
     Exec,
@@ -157,6 +159,13 @@ impl fmt::Display for SetupError {
                 "; check <inituser>, <initgroup> and <idmap>",
             ),
             Step::NoNewPrivs => ("cannot set no_new_privs".into(), ""),
+            Step::Seccomp => (
+                match detail {
+                    "" => "cannot install the seccomp filter".to_owned(),
+                    detail => format!("cannot build the seccomp filter: {detail}"),
+                },
+                "; check <lxvirt:seccomp>, or turn the filter off with mode='off'",
+            ),
             Step::SecurityLabel => (
                 format!("cannot set the SELinux label '{detail}' for init"),
                 "; check the <seclabel> and that SELinux is enabled",
@@ -234,6 +243,8 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
     /// on failure (with the double: always, with `Step::Exec`).
     pub fn run(&self) -> Result<Infallible, SetupError> {
         let sys = self.sys;
+        // Built first, so that a bad filter fails before anything is done.
+        let filter = self.seccomp_program()?;
         sys.reset_signals()
             .map_err(|e| SetupError::new(Step::Signals, None, e))?;
         let umask = sys.umask(0);
@@ -288,7 +299,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 .and_then(|()| sys.console_stdio(console))
                 .map_err(|e| SetupError::new(Step::ConsoleStdio, Some(console), e))?;
         }
-        self.identity_and_capabilities()?;
+        let pending = self.identity_and_capabilities(filter.as_deref())?;
         if let Some(security) = &self.spec.security {
             sys.write_file(
                 Path::new("/proc/thread-self/attr/exec"),
@@ -308,6 +319,9 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         // monitor had open must not reach init.
         sys.cloexec_from(3)
             .map_err(|e| SetupError::new(Step::Exec, Some(&init.path), e))?;
+        if let Some(program) = pending {
+            self.install_seccomp(program)?;
+        }
         let errno = sys.execve(&init.path, &init.args, &init.env);
         Err(SetupError::new(Step::Exec, Some(&init.path), errno))
     }
@@ -827,7 +841,33 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         Err(format!("'{name}' is not in the container's {file}"))
     }
 
-    fn identity_and_capabilities(&self) -> Result<(), SetupError> {
+    /// The compiled filter, when the spec asks for one.
+    fn seccomp_program(
+        &self,
+    ) -> Result<Option<std::borrow::Cow<'static, [SockFilter]>>, SetupError> {
+        let Some(seccomp) = &self.spec.seccomp else {
+            return Ok(None);
+        };
+        Policy::new(seccomp.deny_mount, &seccomp.deny)
+            .and_then(|policy| policy.program())
+            .map(Some)
+            .map_err(|e| SetupError::detail(Step::Seccomp, e.to_string()))
+    }
+
+    fn install_seccomp(&self, program: &[SockFilter]) -> Result<(), SetupError> {
+        self.sys
+            .install_seccomp(program)
+            .map_err(|e| SetupError::new(Step::Seccomp, None, e))
+    }
+
+    /// Init's user, groups, capabilities and `no_new_privs`; the seccomp
+    /// `filter` goes in here when the switch would take away the right to
+    /// install it (see [`placement`]). Returns the filter when it is
+    /// still to be installed, last.
+    fn identity_and_capabilities<'f>(
+        &self,
+        filter: Option<&'f [SockFilter]>,
+    ) -> Result<Option<&'f [SockFilter]>, SetupError> {
         let sys = self.sys;
         let init = &self.spec.init;
         let (uid, primary_gid) = match &init.user {
@@ -865,6 +905,13 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         }
         sys.cap_ambient_clear().map_err(caps_err)?;
 
+        let mut pending = filter;
+        if let Some(program) = filter
+            && placement(self.spec.no_new_privs, uid, keep) == Placement::BeforeIdentity
+        {
+            self.install_seccomp(program)?;
+            pending = None;
+        }
         sys.setgroups(&[])
             .and_then(|()| sys.setresgid(gid))
             .and_then(|()| sys.setresuid(uid))
@@ -883,7 +930,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             sys.set_no_new_privs()
                 .map_err(|e| SetupError::new(Step::NoNewPrivs, None, e))?;
         }
-        Ok(())
+        Ok(pending)
     }
 }
 
@@ -893,7 +940,7 @@ mod tests {
     use super::*;
     use crate::cgroup::CgroupSpec;
     use crate::lxc::spec::{
-        DeviceNode, IdMapping, InitSpec, Namespaces, SPEC_VERSION, SecuritySpec,
+        DeviceNode, IdMapping, InitSpec, Namespaces, SPEC_VERSION, SeccompSpec, SecuritySpec,
     };
     use crate::sys::recorder::Recorder;
 
@@ -932,6 +979,7 @@ mod tests {
             consoles: 1,
             cgroup: CgroupSpec::default(),
             security: None,
+            seccomp: None,
             run_dir: "/run/lxvirt".into(),
         }
     }
@@ -1487,5 +1535,103 @@ mod tests {
             "init user 'bob' is not in the container's /etc/passwd; check <inituser> and the container's /etc/passwd"
         );
         assert!(!sys.has("setresuid"));
+    }
+
+    fn with_filter(deny: &[&str]) -> ContainerSpec {
+        let mut s = spec();
+        s.seccomp = Some(SeccompSpec {
+            deny_mount: true,
+            deny: deny.iter().map(|d| d.to_string()).collect(),
+        });
+        s
+    }
+
+    /// The position of the last logged call containing `needle`.
+    fn last(sys: &Recorder, needle: &str) -> usize {
+        sys.calls()
+            .iter()
+            .rposition(|c| c.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle}: {:#?}", sys.calls()))
+    }
+
+    #[test]
+    fn seccomp_goes_in_last_when_init_keeps_sys_admin() {
+        let mut s = with_filter(&[]);
+        s.capabilities = vec![0, 21];
+        s.security = Some(SecuritySpec {
+            process_label: "system_u:system_r:svirt_lxc_net_t:s0:c1,c2".into(),
+            image_label: "system_u:object_r:svirt_sandbox_file_t:s0:c1,c2".into(),
+            relabel_root: false,
+        });
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        let seccomp = last(&sys, "seccomp ");
+        assert_eq!(seccomp + 1, last(&sys, "execve"), "{:#?}", sys.calls());
+        before(&sys, "capset", "seccomp ");
+        before(&sys, "write /proc/thread-self/attr/exec", "seccomp ");
+        before(&sys, "cloexec_from", "seccomp ");
+        assert_eq!(
+            sys.calls()
+                .iter()
+                .filter(|c| c.starts_with("seccomp "))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn seccomp_goes_in_before_the_identity_switch_that_drops_sys_admin() {
+        // Root without CAP_SYS_ADMIN and without no_new_privs: the kernel
+        // would refuse the filter after capset.
+        let mut s = with_filter(&["uname"]);
+        s.capabilities = vec![0];
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        before(&sys, "ambient_clear", "seccomp ");
+        before(&sys, "seccomp ", "setgroups");
+        before(&sys, "seccomp ", "capset");
+
+        // A non-root init loses every capability with setresuid.
+        let mut s = with_filter(&[]);
+        s.init.user = Some(IdSpec::Id(1000));
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        before(&sys, "seccomp ", "setresuid 1000");
+
+        // With no_new_privs, last again.
+        s.no_new_privs = true;
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        before(&sys, "no_new_privs", "seccomp ");
+        assert_eq!(last(&sys, "seccomp ") + 1, last(&sys, "execve"));
+    }
+
+    #[test]
+    fn no_filter_without_a_seccomp_spec() {
+        let sys = Recorder::new();
+        run_ok(&sys, &spec());
+        assert!(!sys.has("seccomp "));
+    }
+
+    #[test]
+    fn bad_filters_fail_before_anything_is_done() {
+        let sys = Recorder::new();
+        let err = run(&sys, &with_filter(&["uname", "nosuchcall"]));
+        assert_eq!(err.step, Step::Seccomp);
+        assert!(sys.calls().is_empty(), "{:#?}", sys.calls());
+        assert!(
+            err.to_string()
+                .starts_with("cannot build the seccomp filter: unknown syscall 'nosuchcall' on "),
+            "{err}"
+        );
+
+        let sys = Recorder::new().fail("seccomp ", Errno::EACCES);
+        let err = run(&sys, &with_filter(&[]));
+        assert_eq!(err.step, Step::Seccomp);
+        assert_eq!(
+            err.to_string(),
+            "cannot install the seccomp filter: Permission denied (EACCES); check <lxvirt:seccomp>, or turn the filter off with mode='off'"
+        );
+        assert!(!sys.has("execve"));
     }
 }

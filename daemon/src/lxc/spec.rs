@@ -45,6 +45,9 @@ pub struct ContainerSpec {
     pub cgroup: CgroupSpec,
     /// SELinux labels, when a security driver confines the container.
     pub security: Option<SecuritySpec>,
+    /// The seccomp filter of init and of entered processes; `None`: none.
+    #[serde(default)]
+    pub seccomp: Option<SeccompSpec>,
     /// Directory for the monitor's per-container files (socket, exit
     /// record, staging mount point).
     pub run_dir: PathBuf,
@@ -188,4 +191,15 @@ pub struct SecuritySpec {
     pub image_label: String,
     /// Relabel the container's own root directory to `image_label`.
     pub relabel_root: bool,
+}
+
+/// The seccomp filter: the default classes plus what the domain adds. The
+/// monitor compiles it (microseconds; see `crate::seccomp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompSpec {
+    /// Block the mount family too.
+    pub deny_mount: bool,
+    /// Syscalls the domain blocks besides the default, by name.
+    #[serde(default)]
+    pub deny: Vec<String>,
 }

@@ -19,6 +19,7 @@ use nix::unistd::{Gid, Pid, Uid};
 use super::{
     CloneFlags, Errno, FileKind, LoopDevice, MntFlags, MsFlags, NodeKind, SysResult, Syscalls,
 };
+use crate::seccomp::SockFilter;
 
 /// The real kernel.
 #[derive(Debug, Clone, Copy, Default)]
@@ -440,6 +441,30 @@ impl Syscalls for Linux {
 
     fn set_no_new_privs(&self) -> SysResult<()> {
         nix::sys::prctl::set_no_new_privs()
+    }
+
+    fn install_seccomp(&self, program: &[SockFilter]) -> SysResult<()> {
+        const _: () = assert!(
+            std::mem::size_of::<SockFilter>() == std::mem::size_of::<libc::sock_filter>()
+                && std::mem::align_of::<SockFilter>() == std::mem::align_of::<libc::sock_filter>()
+        );
+        let prog = libc::sock_fprog {
+            len: u16::try_from(program.len()).map_err(|_| Errno::EINVAL)?,
+            filter: program.as_ptr().cast_mut().cast(),
+        };
+        // SAFETY: `SockFilter` is `#[repr(C)]` with the fields, size and
+        // alignment of `struct sock_filter`; `prog` points at `program`,
+        // which outlives the call, with its length; the kernel only reads
+        // (copies) the program.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &raw const prog,
+            )
+        };
+        Errno::result(rc).map(drop)
     }
 
     fn chdir(&self, path: &Path) -> SysResult<()> {

@@ -20,6 +20,8 @@ pub use nix::sched::CloneFlags;
 
 pub use linux::Linux;
 
+use crate::seccomp::SockFilter;
+
 /// The result of one system call.
 pub type SysResult<T> = Result<T, Errno>;
 
@@ -137,6 +139,10 @@ pub trait Syscalls {
     fn setresuid(&self, uid: u32) -> SysResult<()>;
     /// `PR_SET_NO_NEW_PRIVS`.
     fn set_no_new_privs(&self) -> SysResult<()>;
+    /// Install a seccomp filter on the calling thread (seccomp(2)
+    /// `SECCOMP_SET_MODE_FILTER`, no flags). Needs `no_new_privs` or
+    /// `CAP_SYS_ADMIN` in the thread's user namespace.
+    fn install_seccomp(&self, program: &[SockFilter]) -> SysResult<()>;
     /// chdir(2).
     fn chdir(&self, path: &Path) -> SysResult<()>;
     /// Mark every fd from `first` up close-on-exec.

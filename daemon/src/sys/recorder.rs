@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{
     CloneFlags, Errno, FileKind, LoopDevice, MntFlags, MsFlags, NodeKind, SysResult, Syscalls,
 };
+use crate::seccomp::SockFilter;
 
 /// Records calls; see the module documentation.
 #[derive(Debug, Default)]
@@ -275,6 +276,10 @@ impl Syscalls for Recorder {
 
     fn set_no_new_privs(&self) -> SysResult<()> {
         self.log("no_new_privs".into())
+    }
+
+    fn install_seccomp(&self, program: &[SockFilter]) -> SysResult<()> {
+        self.log(format!("seccomp {} instructions", program.len()))
     }
 
     fn chdir(&self, path: &Path) -> SysResult<()> {

@@ -1,0 +1,343 @@
+//! The seccomp filter seen from inside real containers, through the real
+//! daemon: a small static probe (compiled here with `cc -static`) makes
+//! the blocked calls and prints what each returned. Needs root and a C
+//! compiler with a static libc; says so and returns otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lxvirt_tests::{TestBus, TestDaemon, busybox_root, root_or_skip, shared_tempdir};
+use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
+
+/// Makes each call the default filter should block, with arguments that
+/// are harmless if it does not: `settimeofday(NULL, NULL)` sets nothing
+/// (but needs CAP_SYS_TIME), `CLOCK_MONOTONIC` cannot be set (EINVAL
+/// without a filter), the key goes to the probe's own process keyring,
+/// the tmpfs into the container's own mount namespace.
+const PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+static void report(const char *name, long rc) {
+    if (rc < 0) printf("%s=%s\n", name, strerrorname_np(errno));
+    else printf("%s=ok\n", name);
+}
+
+int main(void) {
+    struct timespec ts = {0, 0};
+    char params[120];
+    struct utsname u;
+    memset(params, 0, sizeof params);
+    report("settimeofday", syscall(SYS_settimeofday, NULL, NULL));
+    report("clock_settime", syscall(SYS_clock_settime, CLOCK_MONOTONIC, &ts));
+    report("add_key", syscall(SYS_add_key, "user", "lxvirt-probe", "x", 1, -2));
+    report("keyctl", syscall(SYS_keyctl, 0, -3, 0));
+    report("personality", syscall(SYS_personality, 0xffffffffUL));
+    report("personality_rie", syscall(SYS_personality, 0x0400000UL));
+    report("io_uring_setup", syscall(SYS_io_uring_setup, 1, params));
+    report("x32_getpid", syscall(0x40000000 | SYS_getpid));
+    mkdir("/tmp/probe-mnt", 0755);
+    report("mount", syscall(SYS_mount, "none", "/tmp/probe-mnt", "tmpfs", 0, NULL));
+    report("uname", syscall(SYS_uname, &u));
+    printf("done\n");
+    return 0;
+}
+"#;
+
+/// Keep CAP_SYS_TIME, which libvirt's default policy drops: the filter
+/// must block clock setting even then.
+const KEEP_SYS_TIME: &str =
+    "<features><capabilities policy='default'><sys_time state='on'/></capabilities></features>";
+
+const IDMAP: &str = "<idmap><uid start='0' target='300000' count='65536'/><gid start='0' target='300000' count='65536'/></idmap>";
+
+struct Env {
+    _bus: TestBus,
+    dir: tempfile::TempDir,
+    daemon: TestDaemon,
+    connection: zbus::Connection,
+}
+
+impl Env {
+    /// `None` (skipped) without root or without a static C toolchain.
+    async fn new() -> Option<Env> {
+        if !root_or_skip() {
+            return None;
+        }
+        let dir = shared_tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        busybox_root(&rootfs);
+        let source = dir.path().join("probe.c");
+        fs::write(&source, PROBE).unwrap();
+        let built = Command::new("cc")
+            .args(["-static", "-O1", "-o"])
+            .arg(rootfs.join("probe"))
+            .arg(&source)
+            .status();
+        if !built.is_ok_and(|s| s.success()) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs cc and a static libc (libc6-dev) for the seccomp tests"
+            );
+            println!("skipped: needs cc -static (gcc and libc6-dev)");
+            return None;
+        }
+        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        let bus = TestBus::start().unwrap();
+        let daemon = TestDaemon::start(&bus, dir.path()).await.unwrap();
+        let connection = bus.connect().await.unwrap();
+        Some(Env {
+            _bus: bus,
+            dir,
+            daemon,
+            connection,
+        })
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// Defines and starts a busybox container running `script` as init,
+    /// with `extra` in <domain> (before <devices>).
+    async fn start(&self, name: &str, script: &str, extra: &str) -> DomainProxy<'static> {
+        let xml = format!(
+            "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+             <os><type>exe</type><init>/bin/sh</init><initarg>-c</initarg><initarg>{script}</initarg></os>\
+             {extra}<devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
+             <console type='pty'/></devices></domain>",
+            root = self.rootfs().display()
+        );
+        let manager = ManagerProxy::new(&self.connection).await.unwrap();
+        let path = manager.define_xml(&xml).await.unwrap();
+        let domain = DomainProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await
+            .unwrap();
+        domain.start().await.unwrap();
+        domain
+    }
+
+    /// Runs a command inside; returns (exit code, stdout).
+    async fn enter(&self, domain: &DomainProxy<'_>, argv: &[&str]) -> (i32, String) {
+        let (out_read, out_write) = nix::unistd::pipe().unwrap();
+        let devnull = fs::File::open("/dev/null").unwrap();
+        let stderr = std::io::stderr();
+        let (_pid, exit) = domain
+            .enter(
+                argv,
+                &["PATH=/bin"],
+                zbus::Fd::from(&devnull),
+                zbus::Fd::from(&out_write),
+                zbus::Fd::from(&stderr),
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+        drop(out_write);
+        let exit: OwnedFd = exit.into();
+        tokio::task::spawn_blocking(move || {
+            let mut status = String::new();
+            fs::File::from(exit).read_to_string(&mut status).unwrap();
+            let mut output = String::new();
+            fs::File::from(out_read)
+                .read_to_string(&mut output)
+                .unwrap();
+            let status: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+            let code = status
+                .pointer("/exited/code")
+                .and_then(serde_json::Value::as_i64)
+                .map_or(-1, |c| c as i32);
+            (code, output)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Env {
+    /// Containers outlive their daemon by design: kill what the test left.
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let Ok(entries) = fs::read_dir(self.dir.path().join("run")) else {
+            return;
+        };
+        let mut monitors = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "status")
+                && let Ok(status) = lxvirtd::core::live::LiveStatus::load(&path)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(status.init_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                monitors.push(status.monitor_pid);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while monitors
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The probe's report: call → `ok` or the errno's name.
+fn parse(report: &str) -> BTreeMap<String, String> {
+    assert!(
+        report.contains("done"),
+        "the probe did not finish: {report}"
+    );
+    report
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Waits for the file init writes (seen from the host through init's root).
+async fn init_report(pid: u32, path: &str) -> BTreeMap<String, String> {
+    let file = PathBuf::from(format!("/proc/{pid}/root{path}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(text) = fs::read_to_string(&file)
+            && text.contains("done")
+        {
+            return parse(&text);
+        }
+        assert!(Instant::now() < deadline, "no report at {}", file.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `Seccomp` and `Seccomp_filters` of /proc/PID/status.
+fn seccomp_status(status: &str) -> (String, String) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    (field("Seccomp:"), field("Seccomp_filters:"))
+}
+
+fn expect(report: &BTreeMap<String, String>, expected: &[(&str, &str)]) {
+    for (call, result) in expected {
+        assert_eq!(
+            report.get(*call).map(String::as_str),
+            Some(*result),
+            "{call}: {report:?}"
+        );
+    }
+}
+
+/// What the default filter returns, in a container without a user
+/// namespace (the mount family blocked too).
+const DEFAULT_BLOCKED: &[(&str, &str)] = &[
+    ("settimeofday", "EPERM"),
+    ("clock_settime", "EPERM"),
+    ("add_key", "EPERM"),
+    ("keyctl", "EPERM"),
+    ("personality", "ok"),
+    ("personality_rie", "EPERM"),
+    ("io_uring_setup", "ENOSYS"),
+    ("x32_getpid", "ENOSYS"),
+    ("mount", "EPERM"),
+    ("uname", "ok"),
+];
+
+#[tokio::test]
+async fn init_runs_under_the_default_filter() {
+    let Some(env) = Env::new().await else { return };
+    let web = env
+        .start(
+            "web",
+            "/probe > /tmp/init.report; exec sleep 1000",
+            KEEP_SYS_TIME,
+        )
+        .await;
+    let pid = web.pid().await.unwrap();
+    let report = init_report(pid, "/tmp/init.report").await;
+    expect(&report, DEFAULT_BLOCKED);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(
+        seccomp_status(&status),
+        ("2".to_owned(), "1".to_owned()),
+        "init: mode 2 (filter), one filter"
+    );
+    web.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn entered_processes_get_the_same_filter() {
+    let Some(env) = Env::new().await else { return };
+    let web = env.start("web", "exec sleep 1000", KEEP_SYS_TIME).await;
+    let (code, out) = env.enter(&web, &["/probe"]).await;
+    assert_eq!(code, 0, "{out}");
+    expect(&parse(&out), DEFAULT_BLOCKED);
+    let (_, status) = env.enter(&web, &["cat", "/proc/self/status"]).await;
+    assert_eq!(seccomp_status(&status), ("2".to_owned(), "1".to_owned()));
+    web.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_filter_goes_in_when_init_loses_sys_admin() {
+    // Without CAP_SYS_ADMIN and without no_new_privs the kernel refuses a
+    // filter: it must go in before the capabilities are dropped.
+    let Some(env) = Env::new().await else { return };
+    let web = env
+        .start(
+            "nosysadmin",
+            "/probe > /tmp/nosysadmin.report; exec sleep 1000",
+            "<features><capabilities policy='default'><sys_admin state='off'/></capabilities></features>",
+        )
+        .await;
+    let pid = web.pid().await.unwrap();
+    let report = init_report(pid, "/tmp/nosysadmin.report").await;
+    expect(&report, &[("keyctl", "EPERM"), ("uname", "ok")]);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(seccomp_status(&status), ("2".to_owned(), "1".to_owned()));
+    let (code, out) = env.enter(&web, &["/probe"]).await;
+    assert_eq!(code, 0, "{out}");
+    expect(&parse(&out), &[("keyctl", "EPERM"), ("uname", "ok")]);
+    web.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_user_namespace_may_mount() {
+    // The kernel's own rules for mounts in a user namespace apply; the
+    // rest of the default filter stays.
+    let Some(env) = Env::new().await else { return };
+    let web = env.start("mapped", "exec sleep 1000", IDMAP).await;
+    let (code, out) = env.enter(&web, &["/probe"]).await;
+    assert_eq!(code, 0, "{out}");
+    let mut expected = DEFAULT_BLOCKED.to_vec();
+    expected.retain(|(call, _)| *call != "mount" && *call != "settimeofday");
+    expected.push(("mount", "ok"));
+    expect(&parse(&out), &expected);
+    let pid = web.pid().await.unwrap();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(seccomp_status(&status), ("2".to_owned(), "1".to_owned()));
+    web.destroy().await.unwrap();
+}
