@@ -117,7 +117,7 @@ impl Env {
     /// with `extra` in <domain> (before <devices>).
     async fn start(&self, name: &str, script: &str, extra: &str) -> DomainProxy<'static> {
         let xml = format!(
-            "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+            "<domain type='lxc' xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'><name>{name}</name><memory unit='MiB'>64</memory>\
              <os><type>exe</type><init>/bin/sh</init><initarg>-c</initarg><initarg>{script}</initarg></os>\
              {extra}<devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
              <console type='pty'/></devices></domain>",
@@ -298,6 +298,8 @@ async fn entered_processes_get_the_same_filter() {
     expect(&parse(&out), DEFAULT_BLOCKED);
     let (_, status) = env.enter(&web, &["cat", "/proc/self/status"]).await;
     assert_eq!(seccomp_status(&status), ("2".to_owned(), "1".to_owned()));
+    let (code, out) = env.enter(&web, &["busybox", "uname"]).await;
+    assert_eq!((code, out.trim()), (0, "Linux"));
     web.destroy().await.unwrap();
 }
 
@@ -339,5 +341,61 @@ async fn a_user_namespace_may_mount() {
     let pid = web.pid().await.unwrap();
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert_eq!(seccomp_status(&status), ("2".to_owned(), "1".to_owned()));
+    web.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_domain_can_turn_the_filter_off() {
+    let Some(env) = Env::new().await else { return };
+    let web = env
+        .start(
+            "off",
+            "exec sleep 1000",
+            &format!("{KEEP_SYS_TIME}<lxvirt:seccomp mode='off'/>"),
+        )
+        .await;
+    let pid = web.pid().await.unwrap();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(seccomp_status(&status), ("0".to_owned(), "0".to_owned()));
+    let (_, status) = env.enter(&web, &["cat", "/proc/self/status"]).await;
+    assert_eq!(seccomp_status(&status), ("0".to_owned(), "0".to_owned()));
+    // With CAP_SYS_TIME and no filter, the harmless settimeofday(NULL,
+    // NULL) succeeds: the EPERM of the other tests is the filter's.
+    let (code, out) = env.enter(&web, &["/probe"]).await;
+    assert_eq!(code, 0, "{out}");
+    expect(
+        &parse(&out),
+        &[
+            ("settimeofday", "ok"),
+            ("clock_settime", "EINVAL"),
+            ("keyctl", "ok"),
+            ("uname", "ok"),
+        ],
+    );
+    web.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_domain_can_block_more() {
+    let Some(env) = Env::new().await else { return };
+    let web = env
+        .start(
+            "more",
+            "/probe > /tmp/more.report; exec sleep 1000",
+            "<lxvirt:seccomp mount='allow'><lxvirt:deny syscall='uname'/></lxvirt:seccomp>",
+        )
+        .await;
+    let pid = web.pid().await.unwrap();
+    let report = init_report(pid, "/tmp/more.report").await;
+    expect(
+        &report,
+        &[("uname", "EPERM"), ("keyctl", "EPERM"), ("mount", "ok")],
+    );
+    let (code, out) = env.enter(&web, &["/probe"]).await;
+    assert_eq!(code, 0, "{out}");
+    expect(&parse(&out), &[("uname", "EPERM"), ("keyctl", "EPERM")]);
+    // busybox's uname ignores the error and prints an empty name.
+    let (_, out) = env.enter(&web, &["busybox", "uname"]).await;
+    assert_eq!(out.trim(), "", "{out:?}");
     web.destroy().await.unwrap();
 }

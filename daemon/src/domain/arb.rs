@@ -502,6 +502,33 @@ fn arb_lxc_namespace() -> impl Strategy<Value = Option<LxcNamespace>> {
     ))
 }
 
+fn arb_seccomp() -> impl Strategy<Value = Option<Seccomp>> {
+    let names = [
+        "uname",
+        "keyctl",
+        "ptrace",
+        "sethostname",
+        "mount",
+        "personality",
+    ];
+    option::of(prop_oneof![
+        Just(Seccomp {
+            mode: SeccompMode::Off,
+            mount: SeccompMount::Auto,
+            deny: Vec::new(),
+        }),
+        (
+            select(SeccompMount::ALL.to_vec()),
+            subsequence(names.to_vec(), 0..=names.len()).prop_shuffle(),
+        )
+            .prop_map(|(mount, deny)| Seccomp {
+                mode: SeccompMode::Default,
+                mount,
+                deny: deny.into_iter().map(String::from).collect(),
+            }),
+    ])
+}
+
 #[allow(clippy::type_complexity)]
 fn arb_lxc_tuning() -> impl Strategy<
     Value = (
@@ -591,6 +618,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
         arb_lxc_devices(),
         arb_seclabel(),
         arb_lxc_namespace(),
+        arb_seccomp(),
     )
         .prop_map(
             |(
@@ -604,6 +632,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 devices,
                 seclabel,
                 lxc_namespace,
+                seccomp,
             )| DomainDef {
                 domain_type: DomainType::Lxc,
                 name,
@@ -629,6 +658,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 devices,
                 seclabel,
                 lxc_namespace,
+                seccomp,
             },
         )
 }
@@ -766,6 +796,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 devices,
                 seclabel,
                 lxc_namespace: None,
+                seccomp: None,
             },
         )
 }

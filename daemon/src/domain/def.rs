@@ -18,6 +18,12 @@ use super::values::{Capability, DomainName, IdRef, MacAddr, keyword_enum};
 /// The namespace of libvirt's LXC extension elements (`<lxc:namespace>`).
 pub const LXC_NAMESPACE_URI: &str = "http://libvirt.org/schemas/domain/lxc/1.0";
 
+/// The namespace of lxvirt's own extension elements (`<lxvirt:seccomp>`).
+pub const LXVIRT_NAMESPACE_URI: &str = "https://lxvirt.org/schemas/domain/1";
+
+/// At most this many `<lxvirt:deny>` in one `<lxvirt:seccomp>`.
+pub const MAX_SECCOMP_DENY: usize = 512;
+
 /// The cgroup partition used when `<resource>` names none.
 pub const DEFAULT_PARTITION: &str = "/machine";
 
@@ -70,6 +76,8 @@ pub struct DomainDef {
     pub seclabel: Option<SecLabel>,
     /// `<lxc:namespace>`: namespaces shared with other processes.
     pub lxc_namespace: Option<LxcNamespace>,
+    /// `<lxvirt:seccomp>`; `None`: the default filter.
+    pub seccomp: Option<Seccomp>,
 }
 
 impl DomainDef {
@@ -732,4 +740,32 @@ pub struct LxcNamespace {
     pub sharenet: Option<NsShare>,
     pub shareipc: Option<NsShare>,
     pub shareuts: Option<NsShare>,
+}
+
+keyword_enum! {
+    /// Whether a container gets lxvirt's seccomp filter.
+    pub enum SeccompMode {
+        Default = "default",
+        Off = "off",
+    }
+}
+
+keyword_enum! {
+    /// Whether the filter blocks the mount family.
+    pub enum SeccompMount {
+        /// Only for containers without a user namespace.
+        Auto = "auto",
+        Allow = "allow",
+        Deny = "deny",
+    }
+}
+
+/// `<lxvirt:seccomp>`: the container's seccomp filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seccomp {
+    pub mode: SeccompMode,
+    pub mount: SeccompMount,
+    /// Syscalls blocked besides the default, by name, in document order
+    /// (`<lxvirt:deny syscall='NAME'/>`); known on this host, no repeats.
+    pub deny: Vec<String>,
 }

@@ -128,6 +128,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     if def.lxc_namespace.is_some() {
         root.push(a("xmlns:lxc", LXC_NAMESPACE_URI));
     }
+    if def.seccomp.is_some() {
+        root.push(a("xmlns:lxvirt", LXVIRT_NAMESPACE_URI));
+    }
     o.open("domain", &root);
     o.leaf("name", &[], def.name.as_str());
     o.leaf("uuid", &[], &def.uuid.hyphenated().to_string());
@@ -243,6 +246,21 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
                 }
             }
             o.close("lxc:namespace");
+        }
+    }
+    if let Some(s) = &def.seccomp {
+        let mut attrs = vec![a("mode", s.mode)];
+        if s.mount != SeccompMount::Auto {
+            attrs.push(a("mount", s.mount));
+        }
+        if s.deny.is_empty() {
+            o.empty("lxvirt:seccomp", &attrs);
+        } else {
+            o.open("lxvirt:seccomp", &attrs);
+            for name in &s.deny {
+                o.empty("lxvirt:deny", &[a("syscall", name)]);
+            }
+            o.close("lxvirt:seccomp");
         }
     }
     o.close("domain");

@@ -1447,6 +1447,7 @@ mod tests {
     fn keywords_agree_with_the_typed_layer() {
         use crate::domain::*;
         const LXC: &str = crate::domain::LXC_NAMESPACE_URI;
+        const LXVIRT: &str = crate::domain::LXVIRT_NAMESPACE_URI;
         let p = |names: &[&'static str]| -> Vec<(&'static str, &'static str)> {
             names.iter().map(|n| ("", *n)).collect()
         };
@@ -1538,6 +1539,16 @@ mod tests {
                 vec![("", "domain"), (LXC, "namespace"), (LXC, "sharenet")],
                 Some("type"),
                 NsShareType::NAMES,
+            ),
+            (
+                vec![("", "domain"), (LXVIRT, "seccomp")],
+                Some("mode"),
+                SeccompMode::NAMES,
+            ),
+            (
+                vec![("", "domain"), (LXVIRT, "seccomp")],
+                Some("mount"),
+                SeccompMount::NAMES,
             ),
         ];
         for (path, attr, names) in cases {

@@ -871,6 +871,95 @@ fn lxc_namespace_is_checked() {
 }
 
 #[test]
+fn lxvirt_seccomp_is_checked() {
+    const NS: &str = "xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'";
+    let with = |element: &str| {
+        root(&format!("  {element}"))
+            .replace("<domain type='lxc'>", &format!("<domain type='lxc' {NS}>"))
+    };
+    let d = ok(&with(
+        "<lxvirt:seccomp mount='allow'><lxvirt:deny syscall='uname'/><lxvirt:deny syscall=' keyctl '/></lxvirt:seccomp>",
+    ));
+    let s = d.seccomp.as_ref().unwrap();
+    assert_eq!(
+        (s.mode, s.mount, s.deny.clone()),
+        (
+            SeccompMode::Default,
+            SeccompMount::Allow,
+            vec!["uname".to_owned(), "keyctl".to_owned()]
+        )
+    );
+    let xml = d.to_xml();
+    assert!(
+        xml.starts_with(&format!("<domain type='lxc' {NS}>")),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<lxvirt:seccomp mode='default' mount='allow'>"),
+        "{xml}"
+    );
+    assert_fixed_point(&d);
+    let d = ok(&with("<lxvirt:seccomp/>"));
+    assert!(d.to_xml().contains("<lxvirt:seccomp mode='default'/>"));
+    assert_fixed_point(&d);
+    let d = ok(&with("<lxvirt:seccomp mode='off'/>"));
+    assert_eq!(d.seccomp.as_ref().unwrap().mode, SeccompMode::Off);
+
+    let e = fails(
+        &with(
+            "<lxvirt:seccomp><lxvirt:deny syscall='uname'/><lxvirt:deny syscall='frob'/><lxvirt:deny syscall='SYS_read'/></lxvirt:seccomp>",
+        ),
+        "unknown syscall 'frob', 'SYS_read' on",
+    );
+    assert!(e.to_string().contains("<lxvirt:seccomp>"), "{e}");
+    fails(
+        &with(
+            "<lxvirt:seccomp><lxvirt:deny syscall='uname'/><lxvirt:deny syscall='uname'/></lxvirt:seccomp>",
+        ),
+        "more than once",
+    );
+    fails(
+        &with("<lxvirt:seccomp mode='off'><lxvirt:deny syscall='uname'/></lxvirt:seccomp>"),
+        "mode='off' turns the filter off",
+    );
+    fails(
+        &with("<lxvirt:seccomp mode='strict'/>"),
+        "mode 'strict' is not known",
+    );
+    fails(
+        &with("<lxvirt:seccomp><lxvirt:deny/></lxvirt:seccomp>"),
+        "missing",
+    );
+    fails(
+        &with("<lxvirt:seccomp><lxvirt:allow syscall='uname'/></lxvirt:seccomp>"),
+        "unknown element <lxvirt:allow>",
+    );
+    fails(
+        &with("<lxvirt:seccomp/><lxvirt:seccomp/>"),
+        "more than once",
+    );
+    fails(
+        &with("<lxvirt:other/>"),
+        "in namespace 'https://lxvirt.org/schemas/domain/1'",
+    );
+    let many: String = (0..=MAX_SECCOMP_DENY)
+        .map(|i| format!("<lxvirt:deny syscall='x{i}'/>"))
+        .collect();
+    fails(
+        &with(&format!("<lxvirt:seccomp>{many}</lxvirt:seccomp>")),
+        "more than 512",
+    );
+    // Containers only.
+    let kvm = format!(
+        "<domain type='kvm' {NS}><name>v</name><memory>1024</memory><os><type>hvm</type></os><lxvirt:seccomp/></domain>"
+    );
+    fails(&kvm, "lxc");
+    // No xmlns:lxvirt on output without the element.
+    let d = ok(&BASE.replace("<domain type='lxc'>", &format!("<domain type='lxc' {NS}>")));
+    assert!(!d.to_xml().contains("xmlns"));
+}
+
+#[test]
 fn unknown_and_foreign_content_is_refused() {
     let e = fails(&root("  <bootloader/>"), "unknown element <bootloader>");
     assert!(matches!(e, DomainError::UnknownElement { .. }));

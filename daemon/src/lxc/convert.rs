@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::cgroup::{BlkioDeviceLimit, CgroupSpec, DeviceRule};
 use crate::domain::{
     Capability, CapsPolicy, DomainDef, FsDriverType, FsSource, Hostdev, IdRef, ImageFormat,
-    NsShare, NsShareType,
+    NsShare, NsShareType, SeccompMode, SeccompMount,
 };
 
 use super::spec::{
@@ -273,12 +273,7 @@ pub fn container_spec(
         .unwrap_or(1)
         .max(1);
     let cgroup = cgroup_spec(def, settings, &devices)?;
-    // Without a user namespace nothing else stops init from undoing the
-    // read-only and masked paths with a mount call: see docs/seccomp.md.
-    let seccomp = Some(SeccompSpec {
-        deny_mount: namespaces.user.is_none(),
-        deny: Vec::new(),
-    });
+    let seccomp = seccomp_spec(def, &namespaces);
 
     Ok(ContainerSpec {
         version: SPEC_VERSION,
@@ -300,6 +295,24 @@ pub fn container_spec(
         seccomp,
         run_dir: settings.run_dir.clone(),
     })
+}
+
+/// The filter `<lxvirt:seccomp>` asks for (the default without one).
+fn seccomp_spec(def: &DomainDef, namespaces: &Namespaces) -> Option<SeccompSpec> {
+    let (mount, deny) = match &def.seccomp {
+        Some(s) if s.mode == SeccompMode::Off => return None,
+        Some(s) => (s.mount, s.deny.clone()),
+        None => (SeccompMount::Auto, Vec::new()),
+    };
+    let deny_mount = match mount {
+        // Without a user namespace nothing else stops init from undoing
+        // the read-only and masked paths with a mount call: see
+        // docs/seccomp.md.
+        SeccompMount::Auto => namespaces.user.is_none(),
+        SeccompMount::Allow => false,
+        SeccompMount::Deny => true,
+    };
+    Some(SeccompSpec { deny_mount, deny })
 }
 
 fn share_choice(
@@ -609,5 +622,40 @@ mod tests {
         let err =
             container_spec(&DomainDef::from_xml(&d).unwrap(), &settings(), &none).unwrap_err();
         assert!(err.to_string().contains("privnet"), "{err}");
+    }
+
+    #[test]
+    fn seccomp_follows_the_element_and_the_user_namespace() {
+        let idmap = "<idmap><uid start='0' target='100000' count='65536'/><gid start='0' target='100000' count='65536'/></idmap>";
+        let ns = "xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'";
+        let with = |extra: &str, seccomp: &str| {
+            let xml = format!(
+                "<domain type='lxc' {ns}><name>web</name><memory unit='MiB'>64</memory>\
+                 <os><type>exe</type><init>/bin/sh</init></os>{extra}{seccomp}</domain>"
+            );
+            container_spec(&DomainDef::from_xml(&xml).unwrap(), &settings(), &none)
+                .unwrap()
+                .seccomp
+        };
+        let spec = |deny_mount, deny: &[&str]| {
+            Some(SeccompSpec {
+                deny_mount,
+                deny: deny.iter().map(|d| d.to_string()).collect(),
+            })
+        };
+        assert_eq!(with("", ""), spec(true, &[]));
+        assert_eq!(with(idmap, ""), spec(false, &[]));
+        assert_eq!(with("", "<lxvirt:seccomp mode='off'/>"), None);
+        assert_eq!(
+            with(
+                idmap,
+                "<lxvirt:seccomp mount='deny'><lxvirt:deny syscall='uname'/></lxvirt:seccomp>"
+            ),
+            spec(true, &["uname"])
+        );
+        assert_eq!(
+            with("", "<lxvirt:seccomp mode='default' mount='allow'/>"),
+            spec(false, &[])
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! From the raw XML tree to a validated [`DomainDef`].
 //!
 //! Elements may come in any order. Unknown elements and attributes, and
-//! elements of foreign namespaces outside `<metadata>` (but `<lxc:namespace>`),
+//! elements of foreign namespaces outside `<metadata>` (but `<lxc:namespace>`
+//! and `<lxvirt:seccomp>`),
 //! are errors: a definition kept in git must not lose fields silently.
 //! Semantic checks run here too, where the positions are at hand.
 
@@ -98,10 +99,11 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     )?;
     let ctx = Ctx { kind };
 
-    // Everything in no namespace, plus <lxc:namespace>.
+    // Everything in no namespace, plus <lxc:namespace> and <lxvirt:seccomp>.
     let mut plain = root.clone();
     let mut lxc_namespace = None;
     let mut lxc_ns_seen = false;
+    let mut seccomp = None;
     plain.children.retain(|n| match n {
         Node::Element(e) => e.namespace.is_none(),
         Node::Text(_) => true,
@@ -119,6 +121,16 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
             }
             lxc_ns_seen = true;
             lxc_namespace = Some(security::parse_lxc_namespace(child)?);
+        } else if ns == LXVIRT_NAMESPACE_URI && child.name == "seccomp" {
+            ctx.lxc_only(child)?;
+            if seccomp.is_some() {
+                return Err(DomainError::duplicate(
+                    child.pos,
+                    "domain",
+                    "<lxvirt:seccomp>",
+                ));
+            }
+            seccomp = Some(security::parse_seccomp(child)?);
         } else {
             return Err(foreign(root, child, ns));
         }
@@ -292,6 +304,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         devices,
         seclabel,
         lxc_namespace,
+        seccomp,
     })
 }
 

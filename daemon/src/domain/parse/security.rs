@@ -225,3 +225,76 @@ pub(super) fn parse_lxc_namespace(el: &Element) -> Result<LxcNamespace> {
     }
     Ok(ns)
 }
+
+/// `<lxvirt:seccomp mode='default|off' mount='auto|allow|deny'>` with
+/// `<lxvirt:deny syscall='NAME'/>` children.
+pub(super) fn parse_seccomp(el: &Element) -> Result<Seccomp> {
+    check_attrs(el, &["mode", "mount"])?;
+    let mode = attr_keyword(el, "mode", SeccompMode::parse, SeccompMode::NAMES)?
+        .unwrap_or(SeccompMode::Default);
+    let mount = attr_keyword(el, "mount", SeccompMount::parse, SeccompMount::NAMES)?
+        .unwrap_or(SeccompMount::Auto);
+    let mut deny: Vec<String> = Vec::new();
+    let mut unknown = Vec::new();
+    let mut first_unknown = None;
+    for node in &el.children {
+        let c = match node {
+            Node::Text(t) if t.trim().is_empty() => continue,
+            Node::Text(t) => return Err(unexpected_text(el, t)),
+            Node::Element(c) => c,
+        };
+        if c.namespace.as_deref() != Some(LXVIRT_NAMESPACE_URI) || c.name != "deny" {
+            return Err(DomainError::UnknownElement {
+                pos: c.pos,
+                element: el.qname.clone(),
+                child: c.qname.clone(),
+                hint: " (known here: lxvirt:deny)".into(),
+            });
+        }
+        check_attrs(c, &["syscall"])?;
+        check_children(c, &[], &[])?;
+        let a = req_attr(c, "syscall", "add syscall='NAME', such as syscall='uname'")?;
+        let name = a.value.trim();
+        if deny.iter().any(|d| d == name) {
+            return Err(DomainError::duplicate(
+                c.pos,
+                &el.qname,
+                format!("<{} syscall='{name}'>", c.qname),
+            ));
+        }
+        if deny.len() == MAX_SECCOMP_DENY {
+            return Err(DomainError::invalid(
+                c.pos,
+                &el.qname,
+                format!("more than {MAX_SECCOMP_DENY} <{}> elements", c.qname),
+                "block fewer syscalls, or turn the default filter off with mode='off'",
+            ));
+        }
+        if crate::seccomp::syscall_number(name).is_none() {
+            first_unknown.get_or_insert(a.pos);
+            unknown.push(format!("'{name}'"));
+        }
+        deny.push(name.to_owned());
+    }
+    if let Some(pos) = first_unknown {
+        return Err(DomainError::invalid(
+            pos,
+            &el.qname,
+            format!(
+                "unknown syscall {} on {}",
+                unknown.join(", "),
+                std::env::consts::ARCH
+            ),
+            "use the kernel's names, as in 'man 2 syscalls'",
+        ));
+    }
+    if mode == SeccompMode::Off && (!deny.is_empty() || mount != SeccompMount::Auto) {
+        return Err(DomainError::invalid(
+            el.pos,
+            &el.qname,
+            "mode='off' turns the filter off, so its mount attribute and deny elements do nothing",
+            "remove them, or use mode='default'",
+        ));
+    }
+    Ok(Seccomp { mode, mount, deny })
+}
