@@ -17,4 +17,5 @@ pub mod host;
 pub mod lxc;
 pub mod seccomp;
 pub mod security;
+pub mod storage;
 pub mod sys;
