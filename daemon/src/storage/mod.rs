@@ -16,6 +16,7 @@ mod error;
 mod extract;
 mod id;
 mod meta;
+mod oci;
 mod pack;
 mod store;
 mod sys;
@@ -31,8 +32,8 @@ pub use id::ImageId;
 pub use meta::{ContainerMeta, ImageMeta, Source};
 pub use pack::PackStats;
 pub use store::{
-    CommitReport, ExportOptions, ImageInfo, ImportOptions, ImportReport, OpenReport, Phase,
-    Progress, Store, WritableInfo,
+    CommitReport, ExportOptions, ImageInfo, ImportOptions, ImportReport, OciImportOptions,
+    OpenReport, Phase, Progress, Store, WritableInfo,
 };
 
 /// Writes the directory tree `dir` as a tarball (a root file system for

@@ -23,10 +23,11 @@ use std::time::Instant;
 
 use super::backend::{Availability, Backend, RootMount};
 use super::compress::{self, Compression, CountingReader};
-use super::error::{Result, StorageError};
+use super::error::{OciProblem, Result, StorageError};
 use super::extract::{self, DevicePolicy, ExtractOptions, ExtractStats};
 use super::id::{ImageId, check_domain_name, check_image_name, hex, sha256_hex};
 use super::meta::{self, ContainerMeta, FORMAT_VERSION, ImageMeta, Source, Tags};
+use super::oci::OciImage;
 
 /// The deepest parent chain followed (overlayfs stacks at most 500 layers).
 const MAX_CHAIN: usize = 500;
@@ -63,6 +64,17 @@ pub struct ImportOptions {
     pub name: Option<String>,
     /// The parent image (name or id); `None` makes a platform image.
     pub parent: Option<String>,
+    pub devices: DevicePolicy,
+}
+
+/// Options of [`Store::import_oci`].
+#[derive(Debug, Clone, Default)]
+pub struct OciImportOptions {
+    /// The manifest to import, by its `org.opencontainers.image.ref.name`
+    /// annotation; `None` takes the only one.
+    pub reference: Option<String>,
+    /// A name (tag) for the top image.
+    pub name: Option<String>,
     pub devices: DevicePolicy,
 }
 
@@ -456,6 +468,146 @@ impl Store {
             id: id.clone(),
             layers: vec![(id, present)],
             stats,
+            source_bytes: total,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Imports an image from an OCI image layout directory: every layer
+    /// becomes an image whose parent is the layer below; the top one gets
+    /// the name and keeps the image config. Blobs are verified (size and
+    /// sha256) before use and each layer's unpacked content against the
+    /// config's diff_id; layers already in the store are reused. Nothing is
+    /// installed until every missing layer has unpacked.
+    pub fn import_oci(
+        &self,
+        layout: &Path,
+        options: &OciImportOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ImportReport> {
+        let started = Instant::now();
+        if let Some(name) = &options.name {
+            check_image_name(name)?;
+        }
+        let image = OciImage::open(layout, options.reference.as_deref())?;
+        if image.layers.is_empty() {
+            return Err(StorageError::Oci {
+                layout: layout.to_owned(),
+                problem: OciProblem::Malformed("the manifest has no layers".to_owned()),
+            });
+        }
+        let mut ids: Vec<ImageId> = Vec::new();
+        for layer in &image.layers {
+            ids.push(ImageId::chain(ids.last(), &layer.diff_id));
+        }
+        let top = ids.len() - 1;
+        if let Some(name) = &options.name {
+            self.check_tag_free(name, Some(&ids[top]))?;
+        }
+
+        let total: u64 = image.layers.iter().map(|l| l.descriptor.size).sum();
+        let (mut done, mut reported) = (0u64, 0u64);
+        for layer in &image.layers {
+            image.verify_blob(&layer.descriptor, &mut |n| {
+                done += n;
+                if done - reported >= PROGRESS_STEP {
+                    reported = done;
+                    progress(Progress {
+                        phase: Phase::Verify,
+                        done,
+                        total,
+                    });
+                }
+            })?;
+        }
+        progress(Progress {
+            phase: Phase::Verify,
+            done,
+            total,
+        });
+
+        let mut pending = Vec::new();
+        let mut totals = ExtractStats::default();
+        let layers = image.layers.len();
+        for (i, layer) in image.layers.iter().enumerate() {
+            if self.image_dir(&ids[i]).exists() {
+                continue;
+            }
+            let file = image.layer_reader(&layer.descriptor)?;
+            let size = layer.descriptor.size;
+            let mut report = |done| {
+                progress(Progress {
+                    phase: Phase::Unpack {
+                        layer: i + 1,
+                        layers,
+                    },
+                    done,
+                    total: size,
+                })
+            };
+            let counting = CountingReader::new(file, PROGRESS_STEP, &mut report);
+            let blob_path = layout.join(layer.descriptor.digest.replacen(
+                "sha256:",
+                "blobs/sha256/",
+                1,
+            ));
+            let (stats, tmp) = self.unpack_layer(
+                BufReader::with_capacity(256 * 1024, counting),
+                &blob_path,
+                i > 0,
+                options.devices,
+            )?;
+            if stats.diff_id != layer.diff_id {
+                return Err(StorageError::Oci {
+                    layout: layout.to_owned(),
+                    problem: OciProblem::DiffIdMismatch {
+                        layer: layer.descriptor.digest.clone(),
+                        expected: format!("sha256:{}", layer.diff_id),
+                        actual: format!("sha256:{}", stats.diff_id),
+                    },
+                });
+            }
+            let meta = ImageMeta {
+                version: FORMAT_VERSION,
+                id: ids[i].clone(),
+                parent: i.checked_sub(1).map(|p| ids[p].clone()),
+                created: meta::now(),
+                size: stats.size,
+                diff_id: Some(stats.diff_id.clone()),
+                source: Source::Oci {
+                    layout: layout.to_owned(),
+                    manifest: image.manifest_digest.clone(),
+                    layer: layer.descriptor.digest.clone(),
+                },
+                config: (i == top).then(|| image.config.clone()),
+            };
+            meta::write_new(&tmp.path.join("meta.json"), &meta)?;
+            totals.tar_bytes += stats.tar_bytes;
+            totals.size += stats.size;
+            totals.entries += stats.entries;
+            totals.whiteouts += stats.whiteouts;
+            totals.skipped_devices += stats.skipped_devices;
+            totals.dropped_xattrs += stats.dropped_xattrs;
+            pending.push((i, tmp));
+        }
+        let mut fresh = vec![false; ids.len()];
+        for (i, mut tmp) in pending {
+            let name = if i == top {
+                options.name.as_deref()
+            } else {
+                None
+            };
+            fresh[i] = !self.install(&mut tmp, &ids[i], name)?;
+        }
+        if let Some(name) = &options.name
+            && !fresh[top]
+        {
+            self.tag(ids[top].as_str(), name)?;
+        }
+        Ok(ImportReport {
+            id: ids[top].clone(),
+            layers: ids.iter().cloned().zip(fresh.iter().map(|f| !f)).collect(),
+            stats: totals,
             source_bytes: total,
             seconds: started.elapsed().as_secs_f64(),
         })

@@ -870,3 +870,303 @@ fn progress_is_reported_in_steps() {
     assert!(reports.windows(2).all(|w| w[0].done < w[1].done));
     let _ = Cursor::new(Vec::<u8>::new());
 }
+
+/// Writes an OCI image layout with `layers` (uncompressed tars, bottom
+/// first, stored with `compression`) under the name `reference`.
+fn oci_layout(
+    dir: &Path,
+    layers: &[Vec<u8>],
+    compression: Compression,
+    reference: &str,
+) -> PathBuf {
+    use super::id::sha256_hex;
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let blob = |bytes: &[u8]| -> (String, u64) {
+        let digest = sha256_hex(bytes);
+        fs::write(blobs.join(&digest), bytes).unwrap();
+        (format!("sha256:{digest}"), bytes.len() as u64)
+    };
+    let media = match compression {
+        Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+    };
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for layer in layers {
+        diff_ids.push(format!("sha256:{}", sha256_hex(layer)));
+        let (digest, size) = blob(&compress(layer, compression));
+        descriptors.push(serde_json::json!({"mediaType": media, "digest": digest, "size": size}));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (config_digest, config_size) = blob(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": descriptors,
+    });
+    let (manifest_digest, manifest_size) = blob(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": reference},
+        }],
+    });
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(
+        dir.join("oci-layout"),
+        br#"{"imageLayoutVersion": "1.0.0"}"#,
+    )
+    .unwrap();
+    dir.to_owned()
+}
+
+fn oci_layers() -> Vec<Vec<u8>> {
+    let mut top = tar::Builder::new(Vec::new());
+    file(&mut top, "etc/.wh.passwd", b"", 0o644);
+    dir_entry(&mut top, "etc/ro/", 0o755);
+    file(&mut top, "etc/ro/.wh..wh..opq", b"", 0o644);
+    file(&mut top, "etc/ro/fresh", b"fresh", 0o644);
+    file(&mut top, "etc/motd", b"from the top layer\n", 0o644);
+    vec![rootfs_tar(), top.into_inner().unwrap()]
+}
+
+#[test]
+fn oci_import_makes_a_chain_and_verifies_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    let layout = oci_layout(
+        &tmp.path().join("oci"),
+        &oci_layers(),
+        Compression::Gzip,
+        "v1",
+    );
+    let options = OciImportOptions {
+        name: Some("app".into()),
+        ..Default::default()
+    };
+    let report = store.import_oci(&layout, &options, &mut |_| {}).unwrap();
+    assert_eq!(report.layers.len(), 2);
+    assert!(report.layers.iter().all(|(_, present)| !present));
+    let info = store.inspect("app").unwrap();
+    assert_eq!(info.chain.len(), 2);
+    assert_eq!(info.chain[1], report.layers[0].0);
+    assert_eq!(info.config.as_ref().unwrap()["config"]["Cmd"][0], "/bin/sh");
+    assert!(matches!(&info.source, Source::Oci { layer, .. } if layer.starts_with("sha256:")));
+    // The bottom layer's id is its diff_id: the same as the tarball import.
+    let bottom = store.inspect(report.layers[0].0.as_str()).unwrap();
+    assert_eq!(bottom.id.as_str(), bottom.diff_id.as_deref().unwrap());
+    assert!(bottom.config.is_none());
+    if is_root() {
+        let top = store.layer_dir(&report.id);
+        assert_eq!(
+            fs::symlink_metadata(top.join("etc/passwd")).unwrap().rdev(),
+            0
+        );
+        assert!(
+            super::sys::lgetxattr(&top.join("etc/ro"), "trusted.overlay.opaque".as_ref())
+                .unwrap()
+                .is_some()
+        );
+    }
+    // Again, by name: everything is reused.
+    let again = store
+        .import_oci(
+            &layout,
+            &OciImportOptions {
+                reference: Some("v1".into()),
+                ..Default::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    assert!(again.layers.iter().all(|(_, present)| *present));
+    assert_eq!(again.id, report.id);
+    let err = store
+        .import_oci(
+            &layout,
+            &OciImportOptions {
+                reference: Some("v2".into()),
+                ..Default::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Oci { problem: OciProblem::NoManifest(m), .. } if m.contains("names: v1")),
+        "{err}"
+    );
+    // Removing the top removes the whole unnamed chain.
+    assert_eq!(store.remove("app", &[]).unwrap().len(), 2);
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn corrupt_oci_layouts_are_refused_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let store = new_store(tmp.path());
+    let fresh = |name: &str| {
+        oci_layout(
+            &tmp.path().join(name),
+            &oci_layers(),
+            Compression::Zstd,
+            "v1",
+        )
+    };
+    let blob_of = |layout: &Path, index: usize| -> PathBuf {
+        let index_json: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let digest = index_json["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .replace("sha256:", "");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(digest)).unwrap())
+                .unwrap();
+        let layer = manifest["layers"][index]["digest"]
+            .as_str()
+            .unwrap()
+            .replace("sha256:", "");
+        layout.join("blobs/sha256").join(layer)
+    };
+    let import =
+        |layout: &Path| store.import_oci(layout, &OciImportOptions::default(), &mut |_| {});
+
+    // A flipped byte in the top layer: digest mismatch, bottom not installed.
+    let layout = fresh("flipped");
+    let blob = blob_of(&layout, 1);
+    let mut bytes = fs::read(&blob).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 0xff;
+    fs::write(&blob, &bytes).unwrap();
+    let err = import(&layout).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StorageError::Oci {
+                problem: OciProblem::DigestMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is corrupt"), "{err}");
+
+    // Truncated: size mismatch.
+    let layout = fresh("short");
+    let blob = blob_of(&layout, 0);
+    let bytes = fs::read(&blob).unwrap();
+    fs::write(&blob, &bytes[..bytes.len() - 1]).unwrap();
+    let err = import(&layout).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StorageError::Oci {
+                problem: OciProblem::SizeMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Missing blob; a blob replaced by a symlink to a file outside.
+    let layout = fresh("missing");
+    fs::remove_file(blob_of(&layout, 1)).unwrap();
+    let err = import(&layout).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StorageError::Oci {
+                problem: OciProblem::Missing(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let layout = fresh("symlinked");
+    let blob = blob_of(&layout, 0);
+    let outside = tmp.path().join("outside-blob");
+    fs::rename(&blob, &outside).unwrap();
+    symlink(&outside, &blob).unwrap();
+    let err = import(&layout).unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Oci { problem: OciProblem::Malformed(m), .. } if m.contains("symbolic link")),
+        "{err}"
+    );
+
+    // A config whose diff_id does not match the layer (digests all right).
+    let mut layers = oci_layers();
+    let real_top = layers[1].clone();
+    let mut fake = tar::Builder::new(Vec::new());
+    file(&mut fake, "fake", b"the config's idea of the layer", 0o644);
+    layers[1] = fake.into_inner().unwrap();
+    let layout = oci_layout(&tmp.path().join("diffid"), &layers, Compression::None, "v1");
+    // Swap the top blob for other (valid, hashed) content under the same
+    // descriptor: rewrite the manifest so the digests match but diff_ids lie.
+    let blob = blob_of(&layout, 1);
+    fs::write(&blob, &real_top).unwrap();
+    let digest = super::id::sha256_hex(&real_top);
+    let new_blob = layout.join("blobs/sha256").join(&digest);
+    fs::rename(&blob, &new_blob).unwrap();
+    let index_json: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest_path = layout.join("blobs/sha256").join(
+        index_json["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .replace("sha256:", ""),
+    );
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["layers"][1]["digest"] = format!("sha256:{digest}").into();
+    manifest["layers"][1]["size"] = real_top.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = super::id::sha256_hex(&manifest_bytes);
+    fs::write(
+        layout.join("blobs/sha256").join(&manifest_digest),
+        &manifest_bytes,
+    )
+    .unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{manifest_digest}"), "size": manifest_bytes.len()}]});
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let err = import(&layout).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StorageError::Oci {
+                problem: OciProblem::DiffIdMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Not a layout at all.
+    let err = import(tmp.path()).unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Oci { problem: OciProblem::Missing(m), .. } if m == "oci-layout"),
+        "{err}"
+    );
+
+    assert!(leftovers(&state).is_empty());
+    assert!(
+        store.list().unwrap().is_empty(),
+        "nothing installed: {:?}",
+        store.list().unwrap()
+    );
+}
