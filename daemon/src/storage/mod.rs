@@ -28,7 +28,7 @@ pub use compress::Compression;
 pub use copy::CopyStats;
 pub use error::{OciProblem, Result, StorageError, UnsafeEntry};
 pub use extract::{DevicePolicy, ExtractStats};
-pub use id::ImageId;
+pub use id::{ImageId, sha256_hex};
 pub use meta::{ContainerMeta, ImageMeta, Source};
 pub use pack::PackStats;
 pub use store::{
