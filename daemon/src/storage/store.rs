@@ -822,10 +822,13 @@ impl Store {
         {
             let entry = entry.map_err(|e| StorageError::io(&self.containers, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            let path = entry.path().join("meta.json");
+            // Not a writable layer (the store writes meta.json before the
+            // rename that makes one appear).
+            if name.starts_with('.') || !path.exists() {
                 continue;
             }
-            let meta: ContainerMeta = meta::read(&entry.path().join("meta.json"))?;
+            let meta: ContainerMeta = meta::read(&path)?;
             out.push(WritableInfo {
                 domain: meta.domain,
                 image: meta.image,
