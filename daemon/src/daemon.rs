@@ -42,6 +42,8 @@ pub struct Config {
     pub monitor_exe: PathBuf,
     /// pids.max of each container.
     pub pids_max: Option<u64>,
+    /// The cgroup partition of domains without `<resource><partition>`.
+    pub default_partition: PathBuf,
     /// SELinux paths, default base labels, default confinement.
     pub security: SecurityConfig,
 }
@@ -57,6 +59,7 @@ impl Default for Config {
             host: HostPaths::default(),
             monitor_exe: LxcDriver::default_monitor_exe(),
             pids_max: Some(16384),
+            default_partition: "/machine".into(),
             security: SecurityConfig::default(),
         }
     }
@@ -158,6 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         run_dir: config.run_dir.clone(),
         monitor_exe: config.monitor_exe.clone(),
         pids_max: config.pids_max,
+        default_partition: config.default_partition.clone(),
         security: config.security.clone(),
     };
     let manager = Manager::new(store, loaded, manager_config, events_tx);

@@ -196,7 +196,39 @@ impl TestDaemon {
             format!("--config-dir={}", root.join("etc").display()),
             format!("--run-dir={}", root.join("run").display()),
             format!("--state-dir={}", root.join("lib").display()),
+            format!("--default-partition={}", Self::partition_of(root).display()),
         ]
+    }
+
+    /// The cgroup partition of a test daemon rooted at `root`: its own, so
+    /// that test suites running side by side never share a cgroup path.
+    pub fn partition_of(root: &Path) -> PathBuf {
+        let tag = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "lxvirt-test".into());
+        PathBuf::from("/").join(tag)
+    }
+
+    /// The container's cgroup directory in one hierarchy (`memory`, …).
+    pub fn cgroup_dir(&self, controller: &str, name: &str) -> PathBuf {
+        let partition = Self::partition_of(&self.root);
+        let relative = partition.strip_prefix("/").unwrap_or(&partition);
+        PathBuf::from("/sys/fs/cgroup")
+            .join(controller)
+            .join(relative)
+            .join(format!("lxvirt-{name}"))
+    }
+
+    /// Removes the daemon's (empty) partition from every hierarchy.
+    pub fn remove_partition(root: &Path) {
+        let partition = Self::partition_of(root);
+        let relative = partition.strip_prefix("/").unwrap_or(&partition).to_owned();
+        if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
+            for hierarchy in hierarchies.flatten() {
+                let _ = fs::remove_dir(hierarchy.path().join(&relative));
+            }
+        }
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -247,6 +279,8 @@ impl Drop for TestDaemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Fails (and is left) while containers still run in it.
+        Self::remove_partition(&self.root);
     }
 }
 

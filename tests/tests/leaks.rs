@@ -20,10 +20,12 @@ fn mount_count() -> usize {
         .count()
 }
 
-fn lxvirt_cgroups() -> Vec<PathBuf> {
+fn lxvirt_cgroups(root: &Path) -> Vec<PathBuf> {
+    let partition = TestDaemon::partition_of(root);
+    let relative = partition.strip_prefix("/").unwrap().to_owned();
     let mut found = Vec::new();
     for hierarchy in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let machine = hierarchy.path().join("machine");
+        let machine = hierarchy.path().join(&relative);
         if let Ok(entries) = fs::read_dir(&machine) {
             found.extend(entries.flatten().map(|e| e.path()).filter(|p| {
                 p.file_name()
@@ -204,9 +206,9 @@ async fn hundreds_of_cycles_leave_nothing_behind() {
 
     assert_eq!(mount_count(), mounts_before, "mounts leaked on the host");
     assert!(
-        lxvirt_cgroups().is_empty(),
+        lxvirt_cgroups(dir.path()).is_empty(),
         "cgroups leaked: {:?}",
-        lxvirt_cgroups()
+        lxvirt_cgroups(dir.path())
     );
     let files: Vec<String> = fs::read_dir(&run_dir)
         .unwrap()

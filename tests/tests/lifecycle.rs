@@ -166,10 +166,6 @@ async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
     }
 }
 
-fn cgroup_dir(controller: &str, name: &str) -> PathBuf {
-    PathBuf::from(format!("/sys/fs/cgroup/{controller}/machine/lxvirt-{name}"))
-}
-
 fn host_uid(pid: u32) -> u32 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -245,10 +241,15 @@ async fn a_container_is_isolated_and_limited() {
     assert_eq!(code, 42);
 
     // The memory limit is in the cgroup, and init is in that cgroup.
-    let limit =
-        fs::read_to_string(cgroup_dir("memory", "web").join("memory.limit_in_bytes")).unwrap();
+    let limit = fs::read_to_string(
+        env.daemon
+            .cgroup_dir("memory", "web")
+            .join("memory.limit_in_bytes"),
+    )
+    .unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
-    let procs = fs::read_to_string(cgroup_dir("memory", "web").join("cgroup.procs")).unwrap();
+    let procs =
+        fs::read_to_string(env.daemon.cgroup_dir("memory", "web").join("cgroup.procs")).unwrap();
     assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
     let stats = web.get_stats().await.unwrap();
     assert!(stats.contains_key("pids.current"), "{stats:?}");
@@ -260,7 +261,12 @@ async fn a_container_is_isolated_and_limited() {
     // Suspend freezes every process; resume thaws.
     web.suspend().await.unwrap();
     assert_eq!(web.state().await.unwrap(), "paused");
-    let freezer = fs::read_to_string(cgroup_dir("freezer", "web").join("freezer.state")).unwrap();
+    let freezer = fs::read_to_string(
+        env.daemon
+            .cgroup_dir("freezer", "web")
+            .join("freezer.state"),
+    )
+    .unwrap();
     assert_eq!(freezer.trim(), "FROZEN");
     let err = web.suspend().await.unwrap_err();
     assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidState");
@@ -288,7 +294,7 @@ async fn a_container_is_isolated_and_limited() {
     assert_eq!(web.state_reason().await.unwrap(), "destroyed");
     assert_eq!(web.pid().await.unwrap(), 0);
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
-    assert!(!cgroup_dir("memory", "web").exists());
+    assert!(!env.daemon.cgroup_dir("memory", "web").exists());
     let err = web.destroy().await.unwrap_err();
     assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidState");
     let leftovers: Vec<_> = fs::read_dir(env.run_dir())
@@ -466,10 +472,14 @@ async fn shutdown_reboot_and_lifecycle_actions() {
     assert_eq!(rebooter.state_reason().await.unwrap(), "rebooted");
     assert_ne!(rebooter.pid().await.unwrap(), first);
     let limit = |name: &str| {
-        fs::read_to_string(cgroup_dir("memory", name).join("memory.limit_in_bytes"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        fs::read_to_string(
+            env.daemon
+                .cgroup_dir("memory", name)
+                .join("memory.limit_in_bytes"),
+        )
+        .unwrap()
+        .trim()
+        .to_owned()
     };
     assert_eq!(limit("rebooter"), (64u64 << 20).to_string());
     assert!(
@@ -650,7 +660,7 @@ async fn failed_starts_say_why_and_leave_nothing() {
     assert!(err.to_string().contains("/sbin/nonexistent"), "{err}");
     assert_eq!(noinit.state().await.unwrap(), "shutoff");
     assert_eq!(noinit.state_reason().await.unwrap(), "failed");
-    assert!(!cgroup_dir("memory", "noinit").exists());
+    assert!(!env.daemon.cgroup_dir("memory", "noinit").exists());
 
     // A root directory that does not exist.
     let xml = env

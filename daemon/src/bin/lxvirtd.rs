@@ -29,6 +29,9 @@ struct Args {
     /// Group whose members may change domains besides root ("" for none).
     #[arg(long, value_name = "GROUP", default_value = "lxvirt")]
     admin_group: String,
+    /// The cgroup partition of domains without <resource><partition>.
+    #[arg(long, value_name = "PATH", default_value = "/machine")]
+    default_partition: PathBuf,
     /// Most processes in one container (cgroup pids.max; 0 for no limit).
     #[arg(long, value_name = "N", default_value_t = 16384)]
     pids_max: u64,
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         state_dir: args.state_dir,
         admin_group: Some(args.admin_group).filter(|g| !g.is_empty()),
         pids_max: Some(args.pids_max).filter(|n| *n > 0),
+        default_partition: args.default_partition,
         monitor_exe: args
             .monitor
             .unwrap_or_else(lxvirtd::lxc::driver::LxcDriver::default_monitor_exe),

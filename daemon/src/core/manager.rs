@@ -232,6 +232,8 @@ pub struct ManagerConfig {
     pub run_dir: PathBuf,
     pub monitor_exe: PathBuf,
     pub pids_max: Option<u64>,
+    /// The cgroup partition of domains without `<resource><partition>`.
+    pub default_partition: PathBuf,
     pub security: SecurityConfig,
 }
 
@@ -761,6 +763,7 @@ impl Manager {
         let settings = ConvertSettings {
             run_dir: self.config.run_dir.clone(),
             pids_max: self.config.pids_max,
+            default_partition: self.config.default_partition.clone(),
         };
         let have_cgroups = self.cgroups.is_some();
         let entry = self.entry_mut(uuid)?;

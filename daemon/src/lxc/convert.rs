@@ -63,6 +63,8 @@ pub struct ConvertSettings {
     pub run_dir: PathBuf,
     /// pids.max of each container.
     pub pids_max: Option<u64>,
+    /// The cgroup partition of domains without `<resource><partition>`.
+    pub default_partition: PathBuf,
 }
 
 /// Capabilities libvirt drops under the default policy.
@@ -440,7 +442,7 @@ fn cgroup_spec(
     let partition = def
         .partition
         .clone()
-        .unwrap_or_else(|| PathBuf::from("/machine"));
+        .unwrap_or_else(|| settings.default_partition.clone());
     let partition = partition.strip_prefix("/").unwrap_or(&partition).to_owned();
     let memtune = def.memtune.clone().unwrap_or_default();
     let cputune = def.cputune.clone().unwrap_or_default();
@@ -511,6 +513,7 @@ mod tests {
         ConvertSettings {
             run_dir: "/run/lxvirt".into(),
             pids_max: Some(16384),
+            default_partition: "/machine".into(),
         }
     }
 
