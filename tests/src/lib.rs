@@ -403,3 +403,72 @@ pub fn busybox_root(dir: &Path) {
         let _ = fs::create_dir_all(dir.join(d));
     }
 }
+
+/// Runs a command inside a running domain through `Domain.Enter`, with
+/// stdin from /dev/null and stdout captured; returns (exit code, stdout).
+/// The exit code is -1 when the command was killed.
+pub async fn enter_capture(
+    domain: &lxvirtd::dbus::proxy::DomainProxy<'_>,
+    argv: &[&str],
+) -> Result<(i32, String)> {
+    use std::io::Read;
+    let (out_read, out_write) = nix::unistd::pipe()?;
+    let devnull = fs::File::open("/dev/null")?;
+    let stderr = std::io::stderr();
+    let (_pid, exit) = domain
+        .enter(
+            argv,
+            &["PATH=/bin"],
+            zbus::Fd::from(&devnull),
+            zbus::Fd::from(&out_write),
+            zbus::Fd::from(&stderr),
+            std::collections::HashMap::new(),
+        )
+        .await?;
+    drop(out_write);
+    let exit: std::os::fd::OwnedFd = exit.into();
+    tokio::task::spawn_blocking(move || -> Result<(i32, String)> {
+        let mut status = String::new();
+        fs::File::from(exit).read_to_string(&mut status)?;
+        let mut output = String::new();
+        fs::File::from(out_read).read_to_string(&mut output)?;
+        let status: serde_json::Value = serde_json::from_str(status.trim())?;
+        let code = status
+            .pointer("/exited/code")
+            .and_then(serde_json::Value::as_i64)
+            .map_or(-1, |c| c as i32);
+        Ok((code, output))
+    })
+    .await?
+}
+
+/// Kills the containers a test left running under the daemon whose run
+/// directory is `run_dir` (containers outlive their daemon by design), and
+/// waits for their monitors to clean up. Kill the daemon first, so that it
+/// cannot restart what is killed here.
+pub fn kill_leftover_containers(run_dir: &Path) {
+    let Ok(entries) = fs::read_dir(run_dir) else {
+        return;
+    };
+    let mut monitors = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "status")
+            && let Ok(status) = lxvirtd::core::live::LiveStatus::load(&path)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(status.init_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            monitors.push(status.monitor_pid);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while monitors
+        .iter()
+        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -137,3 +137,45 @@ fn no_bus_is_a_clear_failure() {
         "{stderr}"
     );
 }
+
+#[test]
+fn monitors_keep_no_inherited_descriptors() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    // A pipe whose write end is inherited by the monitor, as a client's
+    // descriptor held by the daemon at the wrong moment would be.
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    nix::fcntl::fcntl(
+        &write_end,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    let dir = shared_tempdir().unwrap();
+    let mut monitor = Command::new(binary("lxvirt-monitor"))
+        .arg(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let inherited = write_end.as_raw_fd();
+    drop(write_end);
+    // Once the monitor has closed its copy, the pipe reports end of file.
+    let reader = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        std::fs::File::from(read_end)
+            .read_to_end(&mut buffer)
+            .map(|_| ())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !reader.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lxvirt-monitor kept inherited fd {inherited}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    reader.join().unwrap().unwrap();
+    // Without a spec (stdin closes) it exits by itself.
+    drop(monitor.stdin.take());
+    monitor.wait().unwrap();
+}

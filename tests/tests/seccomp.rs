@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -136,69 +134,16 @@ impl Env {
 
     /// Runs a command inside; returns (exit code, stdout).
     async fn enter(&self, domain: &DomainProxy<'_>, argv: &[&str]) -> (i32, String) {
-        let (out_read, out_write) = nix::unistd::pipe().unwrap();
-        let devnull = fs::File::open("/dev/null").unwrap();
-        let stderr = std::io::stderr();
-        let (_pid, exit) = domain
-            .enter(
-                argv,
-                &["PATH=/bin"],
-                zbus::Fd::from(&devnull),
-                zbus::Fd::from(&out_write),
-                zbus::Fd::from(&stderr),
-                HashMap::new(),
-            )
-            .await
-            .unwrap();
-        drop(out_write);
-        let exit: OwnedFd = exit.into();
-        tokio::task::spawn_blocking(move || {
-            let mut status = String::new();
-            fs::File::from(exit).read_to_string(&mut status).unwrap();
-            let mut output = String::new();
-            fs::File::from(out_read)
-                .read_to_string(&mut output)
-                .unwrap();
-            let status: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
-            let code = status
-                .pointer("/exited/code")
-                .and_then(serde_json::Value::as_i64)
-                .map_or(-1, |c| c as i32);
-            (code, output)
-        })
-        .await
-        .unwrap()
+        lxvirt_tests::enter_capture(domain, argv).await.unwrap()
     }
 }
 
 impl Drop for Env {
-    /// Containers outlive their daemon by design: kill what the test left.
+    /// Containers outlive their daemon by design: a test that fails half
+    /// way must not leave its containers running for the next run.
     fn drop(&mut self) {
         let _ = self.daemon.kill();
-        let Ok(entries) = fs::read_dir(self.dir.path().join("run")) else {
-            return;
-        };
-        let mut monitors = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "status")
-                && let Ok(status) = lxvirtd::core::live::LiveStatus::load(&path)
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(status.init_pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                monitors.push(status.monitor_pid);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while monitors
-            .iter()
-            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        lxvirt_tests::kill_leftover_containers(&self.dir.path().join("run"));
     }
 }
 

@@ -13,6 +13,11 @@ fn main() {
         eprintln!("usage: lxvirt-monitor RUN-DIR < SPEC (started by lxvirtd, not by hand)");
         std::process::exit(2);
     }
+    // Only stdin, stdout and stderr are meant for us.
+    if let Err(e) = lxvirtd::sys::process::close_from(3) {
+        eprintln!("lxvirt-monitor: cannot close inherited descriptors: {e}");
+        std::process::exit(1);
+    }
     // The report goes to the pipe on stdout; afterwards stdout is /dev/null
     // so that nothing blocks on a pipe the daemon no longer reads.
     let report = match std::io::stdout().as_fd().try_clone_to_owned() {

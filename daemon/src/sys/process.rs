@@ -26,6 +26,19 @@ pub fn open_pty() -> nix::Result<(OwnedFd, PathBuf)> {
     Ok((master.into(), PathBuf::from(slave)))
 }
 
+/// Closes every descriptor from `first` up: a process started by another
+/// (the monitor by lxvirtd) must not keep descriptors it inherited by
+/// accident, such as a client's pipe the daemon held at that moment.
+pub fn close_from(first: u32) -> nix::Result<()> {
+    // SAFETY: close_range only closes descriptors of this process; the
+    // caller owns none from `first` up (it runs before opening any).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// A pidfd for `pid` (pidfd_open(2)); fails with `ESRCH` when it is gone.
 pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
