@@ -291,6 +291,11 @@ async fn host_root_application_container() {
         .await;
     assert_eq!(code, 0);
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["app", "2"]);
+    // No privilege through setuid binaries of the host: no_new_privs.
+    let (_, out) = env
+        .enter(&app, &["/bin/grep", "NoNewPrivs", "/proc/1/status"])
+        .await;
+    assert_eq!(out.split_whitespace().nth(1), Some("1"), "{out}");
     app.destroy().await.unwrap();
 }
 

@@ -277,6 +277,9 @@ pub fn container_spec(
     let cgroup = cgroup_spec(def, settings, &devices)?;
     let seccomp = seccomp_spec(def, &namespaces);
 
+    // An application container shares the host's files, setuid binaries
+    // included: nothing in it may gain privileges through exec.
+    let no_new_privs = root == RootFs::Host;
     Ok(ContainerSpec {
         version: SPEC_VERSION,
         name: name.clone(),
@@ -288,7 +291,7 @@ pub fn container_spec(
         devices,
         init,
         capabilities: kept_capabilities(def),
-        no_new_privs: false,
+        no_new_privs,
         masked_paths: MASKED_PATHS.iter().map(PathBuf::from).collect(),
         readonly_paths: READONLY_PATHS.iter().map(PathBuf::from).collect(),
         consoles,
@@ -525,6 +528,7 @@ mod tests {
     fn application_container_on_the_host_root() {
         let spec = container_spec(&def(""), &settings(), &none).unwrap();
         assert_eq!(spec.root, RootFs::Host);
+        assert!(spec.no_new_privs, "application containers get no_new_privs");
         assert_eq!(spec.hostname, "web1");
         assert_eq!(spec.namespaces.net, NsChoice::Host);
         assert_eq!(spec.namespaces.ipc, NsChoice::New);
@@ -600,6 +604,10 @@ mod tests {
         ));
         let spec = container_spec(&d, &settings(), &|n| (n == "other").then_some(42)).unwrap();
         assert_eq!(spec.namespaces.net, NsChoice::Path("/run/netns/red".into()));
+        assert!(
+            !spec.no_new_privs,
+            "system containers keep libvirt's semantics"
+        );
         assert_eq!(spec.namespaces.uts, NsChoice::Pid(42));
         assert_eq!(
             spec.root,
