@@ -1256,32 +1256,53 @@ impl Manager {
 
     // ---- console, enter, stats ---------------------------------------------
 
-    fn open_console(&mut self, uuid: Uuid, index: u32, reply: Reply<OwnedFd>) {
-        let entry = match self
+    /// Sends `request` to the monitor of a domain whose state allows
+    /// `operation`; `answer` turns the monitor's reply into the result.
+    fn ask_monitor<T: Send + 'static>(
+        &mut self,
+        uuid: Uuid,
+        operation: Operation,
+        request: Request,
+        fds: Vec<OwnedFd>,
+        reply: Reply<T>,
+        answer: impl FnOnce(String, MonitorReply, Vec<OwnedFd>) -> Result<T, CoreError> + Send + 'static,
+    ) {
+        let name = match self
             .entry_mut(uuid)
-            .and_then(|e| e.check(Operation::OpenConsole).map(|_| e))
+            .and_then(|e| e.check(operation).map(|_| e.name().to_owned()))
         {
-            Ok(entry) => entry,
+            Ok(name) => name,
             Err(error) => {
                 let _ = reply.send(Err(error));
                 return;
             }
         };
-        let name = entry.name().to_owned();
         let driver = self.driver.clone();
         tokio::spawn(async move {
             let result = driver
-                .request(&name, Request::Console { index }, Vec::new())
+                .request(&name, request, fds)
                 .await
                 .map_err(CoreError::Driver)
-                .and_then(|(_, mut fds)| {
-                    fds.pop().ok_or_else(|| CoreError::Failed {
-                        domain: name,
-                        message: "the monitor sent no console descriptor".into(),
-                    })
-                });
+                .and_then(|(monitor_reply, fds)| answer(name, monitor_reply, fds));
             let _ = reply.send(result);
         });
+    }
+
+    fn open_console(&mut self, uuid: Uuid, index: u32, reply: Reply<OwnedFd>) {
+        let request = Request::Console { index };
+        self.ask_monitor(
+            uuid,
+            Operation::OpenConsole,
+            request,
+            Vec::new(),
+            reply,
+            |name, _, mut fds| {
+                fds.pop().ok_or_else(|| CoreError::Failed {
+                    domain: name,
+                    message: "the monitor sent no console descriptor".into(),
+                })
+            },
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1295,38 +1316,26 @@ impl Manager {
         stdio: [OwnedFd; 3],
         reply: Reply<(i32, OwnedFd)>,
     ) {
-        let entry = match self
-            .entry_mut(uuid)
-            .and_then(|e| e.check(Operation::Enter).map(|_| e))
-        {
-            Ok(entry) => entry,
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                return;
-            }
+        let request = Request::Enter {
+            argv,
+            env,
+            cwd,
+            noseclabel,
         };
-        let name = entry.name().to_owned();
-        let driver = self.driver.clone();
-        tokio::spawn(async move {
-            let request = Request::Enter {
-                argv,
-                env,
-                cwd,
-                noseclabel,
-            };
-            let result = driver
-                .request(&name, request, stdio.into())
-                .await
-                .map_err(CoreError::Driver)
-                .and_then(|(reply, mut fds)| match (reply, fds.pop()) {
-                    (MonitorReply::Entered { pid }, Some(exit)) => Ok((pid, exit)),
-                    _ => Err(CoreError::Failed {
-                        domain: name,
-                        message: "the monitor gave no exit channel".into(),
-                    }),
-                });
-            let _ = reply.send(result);
-        });
+        self.ask_monitor(
+            uuid,
+            Operation::Enter,
+            request,
+            stdio.into(),
+            reply,
+            |name, answer, mut fds| match (answer, fds.pop()) {
+                (MonitorReply::Entered { pid }, Some(exit)) => Ok((pid, exit)),
+                _ => Err(CoreError::Failed {
+                    domain: name,
+                    message: "the monitor gave no exit channel".into(),
+                }),
+            },
+        );
     }
 
     fn stats(&mut self, uuid: Uuid, reply: Reply<DomainStats>) {
