@@ -472,3 +472,149 @@ pub fn kill_leftover_containers(run_dir: &Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Compiles a small C program with `cc -static` (probes that run inside a
+/// busybox root, where there is no libc). Returns false, after saying why,
+/// when the toolchain is missing; under CI that is a failure instead.
+pub fn build_static_probe(source: &str, output: &Path) -> Result<bool> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("probe.c");
+    fs::write(&file, source)?;
+    let built = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(output)
+        .arg(&file)
+        .status();
+    if built.is_ok_and(|s| s.success()) {
+        return Ok(true);
+    }
+    if std::env::var_os("CI").is_some() {
+        bail!("CI needs cc and a static libc (gcc and libc6-dev) to build the test probes");
+    }
+    println!("skipped: needs cc -static (gcc and libc6-dev)");
+    Ok(false)
+}
+
+/// Waits until the file at `path` (typically `/proc/PID/root/...`, a file
+/// a container writes) contains `marker`, and returns its text.
+pub async fn wait_for_file(path: &Path, marker: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(text) = fs::read_to_string(path)
+            && text.contains(marker)
+        {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!("no '{marker}' in {} within 15 s", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real daemon on a private bus with a busybox root (with the probe a
+/// suite compiled into it) under a temporary directory; containers left
+/// running are killed when it is dropped.
+#[derive(Debug)]
+pub struct ContainerEnv {
+    _bus: TestBus,
+    pub dir: tempfile::TempDir,
+    pub daemon: TestDaemon,
+    pub connection: zbus::Connection,
+}
+
+impl ContainerEnv {
+    /// `None` (skipped, or failed under CI) without root or without a
+    /// static C toolchain; the probe `source` is compiled to `/probe` of
+    /// the busybox root.
+    pub async fn with_probe(source: &str) -> Option<ContainerEnv> {
+        if !root_or_skip() {
+            return None;
+        }
+        let dir = shared_tempdir().ok()?;
+        let rootfs = dir.path().join("rootfs");
+        busybox_root(&rootfs);
+        match build_static_probe(source, &rootfs.join("probe")) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => panic!("{e:#}"),
+        }
+        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).ok()?;
+        let bus = TestBus::start().unwrap_or_else(|e| panic!("{e:#}"));
+        let daemon = TestDaemon::start(&bus, dir.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let connection = bus.connect().await.unwrap_or_else(|e| panic!("{e:#}"));
+        Some(ContainerEnv {
+            _bus: bus,
+            dir,
+            daemon,
+            connection,
+        })
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// A busybox domain running `script` as init, with `extra` in
+    /// `<domain>` before `<devices>` (lxvirt's XML namespace declared).
+    pub fn busybox_xml(&self, name: &str, script: &str, extra: &str) -> String {
+        format!(
+            "<domain type='lxc' xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'><name>{name}</name><memory unit='MiB'>64</memory>\
+             <os><type>exe</type><init>/bin/sh</init><initarg>-c</initarg><initarg>{script}</initarg></os>\
+             {extra}<devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
+             <console type='pty'/></devices></domain>",
+            root = self.rootfs().display()
+        )
+    }
+
+    /// Defines and starts `xml`.
+    pub async fn define_and_start(&self, xml: &str) -> lxvirtd::dbus::proxy::DomainProxy<'static> {
+        let manager = lxvirtd::dbus::proxy::ManagerProxy::new(&self.connection)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let path = manager
+            .define_xml(xml)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let domain = lxvirtd::dbus::proxy::DomainProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        domain.start().await.unwrap_or_else(|e| panic!("{e}"));
+        domain
+    }
+
+    /// Defines and starts a busybox container (see `busybox_xml`).
+    pub async fn start(
+        &self,
+        name: &str,
+        script: &str,
+        extra: &str,
+    ) -> lxvirtd::dbus::proxy::DomainProxy<'static> {
+        self.define_and_start(&self.busybox_xml(name, script, extra))
+            .await
+    }
+
+    /// Runs a command inside; returns (exit code, stdout).
+    pub async fn enter(
+        &self,
+        domain: &lxvirtd::dbus::proxy::DomainProxy<'_>,
+        argv: &[&str],
+    ) -> (i32, String) {
+        enter_capture(domain, argv)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+}
+
+impl Drop for ContainerEnv {
+    /// Containers outlive their daemon by design: a test that fails half
+    /// way must not leave its containers running for the next run.
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        kill_leftover_containers(&self.dir.path().join("run"));
+    }
+}

@@ -7,13 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
-use lxvirt_tests::{TestBus, TestDaemon, busybox_root, root_or_skip, shared_tempdir};
-use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
+use lxvirt_tests::{ContainerEnv, wait_for_file};
 
 /// Makes each call the default filter should block, with arguments that
 /// are harmless if it does not: `settimeofday(NULL, NULL)` sets nothing
@@ -64,88 +60,7 @@ const KEEP_SYS_TIME: &str =
 
 const IDMAP: &str = "<idmap><uid start='0' target='300000' count='65536'/><gid start='0' target='300000' count='65536'/></idmap>";
 
-struct Env {
-    _bus: TestBus,
-    dir: tempfile::TempDir,
-    daemon: TestDaemon,
-    connection: zbus::Connection,
-}
-
-impl Env {
-    /// `None` (skipped) without root or without a static C toolchain.
-    async fn new() -> Option<Env> {
-        if !root_or_skip() {
-            return None;
-        }
-        let dir = shared_tempdir().unwrap();
-        let rootfs = dir.path().join("rootfs");
-        busybox_root(&rootfs);
-        let source = dir.path().join("probe.c");
-        fs::write(&source, PROBE).unwrap();
-        let built = Command::new("cc")
-            .args(["-static", "-O1", "-o"])
-            .arg(rootfs.join("probe"))
-            .arg(&source)
-            .status();
-        if !built.is_ok_and(|s| s.success()) {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI needs cc and a static libc (libc6-dev) for the seccomp tests"
-            );
-            println!("skipped: needs cc -static (gcc and libc6-dev)");
-            return None;
-        }
-        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-        let bus = TestBus::start().unwrap();
-        let daemon = TestDaemon::start(&bus, dir.path()).await.unwrap();
-        let connection = bus.connect().await.unwrap();
-        Some(Env {
-            _bus: bus,
-            dir,
-            daemon,
-            connection,
-        })
-    }
-
-    fn rootfs(&self) -> PathBuf {
-        self.dir.path().join("rootfs")
-    }
-
-    /// Defines and starts a busybox container running `script` as init,
-    /// with `extra` in <domain> (before <devices>).
-    async fn start(&self, name: &str, script: &str, extra: &str) -> DomainProxy<'static> {
-        let xml = format!(
-            "<domain type='lxc' xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'><name>{name}</name><memory unit='MiB'>64</memory>\
-             <os><type>exe</type><init>/bin/sh</init><initarg>-c</initarg><initarg>{script}</initarg></os>\
-             {extra}<devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
-             <console type='pty'/></devices></domain>",
-            root = self.rootfs().display()
-        );
-        let manager = ManagerProxy::new(&self.connection).await.unwrap();
-        let path = manager.define_xml(&xml).await.unwrap();
-        let domain = DomainProxy::builder(&self.connection)
-            .path(path)
-            .build()
-            .await
-            .unwrap();
-        domain.start().await.unwrap();
-        domain
-    }
-
-    /// Runs a command inside; returns (exit code, stdout).
-    async fn enter(&self, domain: &DomainProxy<'_>, argv: &[&str]) -> (i32, String) {
-        lxvirt_tests::enter_capture(domain, argv).await.unwrap()
-    }
-}
-
-impl Drop for Env {
-    /// Containers outlive their daemon by design: a test that fails half
-    /// way must not leave its containers running for the next run.
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        lxvirt_tests::kill_leftover_containers(&self.dir.path().join("run"));
-    }
-}
+type Env = ContainerEnv;
 
 /// The probe's report: call → `ok` or the errno's name.
 fn parse(report: &str) -> BTreeMap<String, String> {
@@ -163,16 +78,7 @@ fn parse(report: &str) -> BTreeMap<String, String> {
 /// Waits for the file init writes (seen from the host through init's root).
 async fn init_report(pid: u32, path: &str) -> BTreeMap<String, String> {
     let file = PathBuf::from(format!("/proc/{pid}/root{path}"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(text) = fs::read_to_string(&file)
-            && text.contains("done")
-        {
-            return parse(&text);
-        }
-        assert!(Instant::now() < deadline, "no report at {}", file.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    parse(&wait_for_file(&file, "done").await.unwrap())
 }
 
 /// `Seccomp` and `Seccomp_filters` of /proc/PID/status.
@@ -214,7 +120,9 @@ const DEFAULT_BLOCKED: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn init_runs_under_the_default_filter() {
-    let Some(env) = Env::new().await else { return };
+    let Some(env) = Env::with_probe(PROBE).await else {
+        return;
+    };
     let web = env
         .start(
             "web",
@@ -236,7 +144,9 @@ async fn init_runs_under_the_default_filter() {
 
 #[tokio::test]
 async fn entered_processes_get_the_same_filter() {
-    let Some(env) = Env::new().await else { return };
+    let Some(env) = Env::with_probe(PROBE).await else {
+        return;
+    };
     let web = env.start("web", "exec sleep 1000", KEEP_SYS_TIME).await;
     let (code, out) = env.enter(&web, &["/probe"]).await;
     assert_eq!(code, 0, "{out}");
@@ -252,7 +162,9 @@ async fn entered_processes_get_the_same_filter() {
 async fn the_filter_goes_in_when_init_loses_sys_admin() {
     // Without CAP_SYS_ADMIN and without no_new_privs the kernel refuses a
     // filter: it must go in before the capabilities are dropped.
-    let Some(env) = Env::new().await else { return };
+    let Some(env) = Env::with_probe(PROBE).await else {
+        return;
+    };
     let web = env
         .start(
             "nosysadmin",
@@ -275,7 +187,9 @@ async fn the_filter_goes_in_when_init_loses_sys_admin() {
 async fn a_user_namespace_may_mount() {
     // The kernel's own rules for mounts in a user namespace apply; the
     // rest of the default filter stays.
-    let Some(env) = Env::new().await else { return };
+    let Some(env) = Env::with_probe(PROBE).await else {
+        return;
+    };
     let web = env.start("mapped", "exec sleep 1000", IDMAP).await;
     let (code, out) = env.enter(&web, &["/probe"]).await;
     assert_eq!(code, 0, "{out}");
@@ -291,7 +205,9 @@ async fn a_user_namespace_may_mount() {
 
 #[tokio::test]
 async fn a_domain_can_turn_the_filter_off() {
-    let Some(env) = Env::new().await else { return };
+    let Some(env) = Env::with_probe(PROBE).await else {
+        return;
+    };
     let web = env
         .start(
             "off",
@@ -322,7 +238,9 @@ async fn a_domain_can_turn_the_filter_off() {
 
 #[tokio::test]
 async fn a_domain_can_block_more() {
-    let Some(env) = Env::new().await else { return };
+    let Some(env) = Env::with_probe(PROBE).await else {
+        return;
+    };
     let web = env
         .start(
             "more",
