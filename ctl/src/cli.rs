@@ -40,8 +40,13 @@ pub enum Format {
 pub enum Command {
     /// Define (or update) a persistent domain from an XML file ('-' reads stdin).
     Define { file: PathBuf },
-    /// Remove a domain's persistent definition.
-    Undefine { domain: String },
+    /// Remove a domain's persistent definition (and its writable layer).
+    Undefine {
+        domain: String,
+        /// Keep the domain's writable layer (its changes to its image).
+        #[arg(long)]
+        keep_writable_layer: bool,
+    },
     /// Start a defined domain.
     Start { domain: String },
     /// Create and start a transient domain from an XML file (forgotten when it stops).

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use clap::CommandFactory;
+use lxvirtd::core::UndefineFlags;
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
 use lxvirtd::dbus::{BUS_NAME, DOMAIN_INTERFACE, MANAGER_PATH};
 use lxvirtd::domain::{DomainDef, schema, xml};
@@ -110,11 +111,19 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let name = domain(&connection, path).await?.name().await?;
             println!("Domain '{name}' defined from {}", file.display());
         }
-        Command::Undefine { domain: name } => {
+        Command::Undefine {
+            domain: name,
+            keep_writable_layer,
+        } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             // Read the name first: the object is gone after the call.
             let name = proxy.name().await?;
-            proxy.undefine().await?;
+            let flags = if keep_writable_layer {
+                UndefineFlags::KEEP_WRITABLE_LAYER
+            } else {
+                0
+            };
+            proxy.undefine(flags).await?;
             println!("Domain '{name}' has been undefined");
         }
         Command::Start { domain: name } => {

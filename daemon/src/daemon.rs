@@ -12,11 +12,12 @@ use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::core::error_chain;
 use crate::core::store::{Store, StoreError};
-use crate::core::{Manager, ManagerConfig};
+use crate::core::{ImageStore, Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
 use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::driver::LxcDriver;
 use crate::security::{HostSelinux, SecurityConfig};
+use crate::storage::BackendKind;
 
 /// Which bus to serve on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct Config {
     pub default_partition: PathBuf,
     /// SELinux paths, default base labels, default confinement.
     pub security: SecurityConfig,
+    /// The image store's backend.
+    pub storage_backend: BackendKind,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             pids_max: Some(16384),
             default_partition: "/machine".into(),
             security: SecurityConfig::default(),
+            storage_backend: BackendKind::Overlay,
         }
     }
 }
@@ -156,6 +160,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for problem in &loaded.problems {
         tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a domain definition");
     }
+    let (images, opened) = ImageStore::open(&config.state_dir, config.storage_backend);
+    match (&images, opened) {
+        (ImageStore::Unavailable(why), _) => {
+            tracing::warn!(backend = %why.backend, reason = %why.reason, "the image store is not available: image operations and image-rooted domains will fail; choose another --storage-backend");
+        }
+        (ImageStore::Ready(_), Some(report)) => {
+            for path in &report.removed {
+                tracing::warn!(path = %path.display(), "removed unfinished image store work of an earlier run");
+            }
+            for tag in &report.dangling_tags {
+                tracing::warn!(name = %tag, "dropped an image name whose image is gone");
+            }
+            tracing::info!(backend = %config.storage_backend, "image store ready");
+        }
+        (ImageStore::Ready(_), None) => {}
+    }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let manager_config = ManagerConfig {
         run_dir: config.run_dir.clone(),
@@ -163,6 +183,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         pids_max: config.pids_max,
         default_partition: config.default_partition.clone(),
         security: config.security.clone(),
+        images: images.clone(),
     };
     let manager = Manager::new(store, loaded, manager_config, events_tx);
     let initial = manager.summaries();
@@ -182,7 +203,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (handle, manager_task) = manager.spawn();
 
     let connection = connect(&config.bus).await?;
-    let capabilities = HostCapabilities::probe(&config.host, security).to_xml();
+    let mut capabilities = HostCapabilities::probe(&config.host, security);
+    capabilities.storage_in_use = (images.backend(), images.get().err().map(|why| why.reason));
+    let capabilities = capabilities.to_xml();
     let adapter = dbus::serve(
         &connection,
         handle.clone(),

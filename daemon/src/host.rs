@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cgroup::{Hierarchies, Layout};
 use crate::security::{HostSelinux, SecurityReport};
+use crate::storage::{Availability, BackendKind};
 
 /// Where the probes look; tests point these at temporary trees.
 #[derive(Debug, Clone)]
@@ -66,8 +67,10 @@ pub struct HostCapabilities {
     pub cgroups: CgroupLayout,
     /// The security layer's findings (SELinux mode, policy, range).
     pub security: SecurityReport,
-    pub overlayfs: bool,
-    pub device_mapper: bool,
+    /// Every storage backend and whether it works here.
+    pub storage: Vec<(BackendKind, Availability)>,
+    /// The image store's backend, and why it is unusable if it is.
+    pub storage_in_use: (BackendKind, Option<String>),
     pub kvm_device: bool,
 }
 
@@ -82,21 +85,15 @@ impl HostCapabilities {
             .map(|ns| (*ns).to_owned())
             .collect();
         let mountinfo = fs::read_to_string(paths.proc.join("self/mountinfo")).unwrap_or_default();
-        let filesystems = fs::read_to_string(paths.proc.join("filesystems")).unwrap_or_default();
         HostCapabilities {
             kernel,
             arch: std::env::consts::ARCH.to_owned(),
             namespaces,
             cgroups: cgroup_layout(&mountinfo),
             security,
-            overlayfs: filesystems
-                .lines()
-                .any(|l| l.split_whitespace().last() == Some("overlay")),
-            device_mapper: fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(paths.dev.join("mapper/control"))
-                .is_ok(),
+            // The backends probe the host's own paths.
+            storage: crate::storage::backend::probe_all(),
+            storage_in_use: (BackendKind::Overlay, None),
             kvm_device: paths.dev.join("kvm").exists(),
         }
     }
@@ -166,17 +163,27 @@ impl HostCapabilities {
             CgroupLayout::None => writeln!(x, "    <cgroups layout='none'/>")?,
         }
         self.write_secmodels(x)?;
-        writeln!(x, "    <storage>")?;
-        writeln!(
-            x,
-            "      <backend name='overlay' available='{}'/>",
-            yes_no(self.overlayfs)
-        )?;
-        writeln!(
-            x,
-            "      <backend name='devicemapper' available='{}'/>",
-            yes_no(self.device_mapper)
-        )?;
+        let (in_use, unusable) = &self.storage_in_use;
+        match unusable {
+            None => writeln!(x, "    <storage backend='{in_use}' available='yes'>")?,
+            Some(reason) => writeln!(
+                x,
+                "    <storage backend='{in_use}' available='no' reason='{}'>",
+                esc(reason)
+            )?,
+        }
+        for (kind, availability) in &self.storage {
+            match availability {
+                Availability::Available => {
+                    writeln!(x, "      <backend name='{kind}' available='yes'/>")?
+                }
+                Availability::Unavailable(reason) => writeln!(
+                    x,
+                    "      <backend name='{kind}' available='no' reason='{}'/>",
+                    esc(reason)
+                )?,
+            }
+        }
         writeln!(x, "    </storage>")?;
         writeln!(x, "  </host>")?;
         writeln!(x, "  <guest>")?;
@@ -384,8 +391,14 @@ mod tests {
                 mode: None,
                 default_confinement: true,
             },
-            overlayfs: true,
-            device_mapper: false,
+            storage: vec![
+                (BackendKind::Overlay, Availability::Available),
+                (
+                    BackendKind::DeviceMapper,
+                    Availability::Unavailable("no <device-mapper>".into()),
+                ),
+            ],
+            storage_in_use: (BackendKind::Overlay, None),
             kvm_device: true,
         };
         let xml = caps.to_xml();
@@ -403,6 +416,14 @@ mod tests {
             .unwrap();
         assert_eq!(secmodel.attr("available"), Some("no"));
         assert_eq!(secmodel.attr("reason"), Some("selinuxfs is not mounted"));
+        let storage = host.element("storage").unwrap();
+        assert_eq!(storage.attr("backend"), Some("overlay"));
+        assert_eq!(storage.attr("available"), Some("yes"));
+        let backends: Vec<_> = storage.elements().collect();
+        assert_eq!(backends.len(), 2);
+        assert_eq!(backends[1].attr("name"), Some("devicemapper"));
+        assert_eq!(backends[1].attr("available"), Some("no"));
+        assert_eq!(backends[1].attr("reason"), Some("no <device-mapper>"));
     }
 
     #[test]

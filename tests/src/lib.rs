@@ -171,8 +171,14 @@ impl TestDaemon {
     /// Starts `lxvirtd` with config, run and state directories under `root`
     /// and waits until it owns its bus name.
     pub async fn start(bus: &TestBus, root: &Path) -> Result<TestDaemon> {
+        Self::start_with(bus, root, &[]).await
+    }
+
+    /// As [`TestDaemon::start`], with more command-line arguments.
+    pub async fn start_with(bus: &TestBus, root: &Path, extra: &[&str]) -> Result<TestDaemon> {
         let child = Command::new(binary("lxvirtd"))
             .args(Self::args(&bus.address, root))
+            .args(extra)
             .env(
                 "LXVIRTD_LOG",
                 std::env::var("LXVIRTD_LOG").unwrap_or_else(|_| "info".into()),
@@ -512,15 +518,88 @@ pub async fn wait_for_file(path: &Path, marker: &str) -> Result<String> {
     }
 }
 
-/// A real daemon on a private bus with a busybox root (with the probe a
-/// suite compiled into it) under a temporary directory; containers left
-/// running are killed when it is dropped.
+/// A real daemon on a private bus, rooted in a temporary directory, with a
+/// client connection. Dropping it kills the daemon and the containers it
+/// left running: containers outlive their daemon by design, and a test
+/// that fails half way must not leave them running for the next run.
 #[derive(Debug)]
-pub struct ContainerEnv {
-    _bus: TestBus,
+pub struct DaemonEnv {
+    pub bus: TestBus,
     pub dir: tempfile::TempDir,
     pub daemon: TestDaemon,
     pub connection: zbus::Connection,
+}
+
+impl DaemonEnv {
+    /// Starts it in a new temporary directory with `extra` daemon arguments.
+    pub async fn start(extra: &[&str]) -> Result<DaemonEnv> {
+        Self::start_in(shared_tempdir()?, extra).await
+    }
+
+    /// Starts it rooted in `dir` (prepared by the caller).
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Result<DaemonEnv> {
+        let bus = TestBus::start()?;
+        let daemon = TestDaemon::start_with(&bus, dir.path(), extra).await?;
+        let connection = bus.connect().await?;
+        Ok(DaemonEnv {
+            bus,
+            dir,
+            daemon,
+            connection,
+        })
+    }
+
+    /// Kills the daemon (as a crash would) and starts it again.
+    pub async fn crash_and_restart(&mut self) -> Result<()> {
+        self.daemon.kill()?;
+        self.daemon = TestDaemon::start(&self.bus, self.dir.path()).await?;
+        Ok(())
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub async fn manager(&self) -> Result<lxvirtd::dbus::proxy::ManagerProxy<'static>> {
+        Ok(lxvirtd::dbus::proxy::ManagerProxy::new(&self.connection).await?)
+    }
+
+    pub async fn domain(
+        &self,
+        path: zbus::OwnedObjectPath,
+    ) -> Result<lxvirtd::dbus::proxy::DomainProxy<'static>> {
+        Ok(lxvirtd::dbus::proxy::DomainProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await?)
+    }
+}
+
+impl Drop for DaemonEnv {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        kill_leftover_containers(&self.run_dir());
+    }
+}
+
+/// A [`DaemonEnv`] with a busybox root (with the probe a suite compiled
+/// into it).
+#[derive(Debug)]
+pub struct ContainerEnv {
+    env: DaemonEnv,
+}
+
+impl std::ops::Deref for ContainerEnv {
+    type Target = DaemonEnv;
+    fn deref(&self) -> &DaemonEnv {
+        &self.env
+    }
+}
+
+impl std::ops::DerefMut for ContainerEnv {
+    fn deref_mut(&mut self) -> &mut DaemonEnv {
+        &mut self.env
+    }
 }
 
 impl ContainerEnv {
@@ -540,17 +619,10 @@ impl ContainerEnv {
             Err(e) => panic!("{e:#}"),
         }
         fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).ok()?;
-        let bus = TestBus::start().unwrap_or_else(|e| panic!("{e:#}"));
-        let daemon = TestDaemon::start(&bus, dir.path())
+        let env = DaemonEnv::start_in(dir, &[])
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
-        let connection = bus.connect().await.unwrap_or_else(|e| panic!("{e:#}"));
-        Some(ContainerEnv {
-            _bus: bus,
-            dir,
-            daemon,
-            connection,
-        })
+        Some(ContainerEnv { env })
     }
 
     pub fn rootfs(&self) -> PathBuf {
@@ -571,18 +643,12 @@ impl ContainerEnv {
 
     /// Defines and starts `xml`.
     pub async fn define_and_start(&self, xml: &str) -> lxvirtd::dbus::proxy::DomainProxy<'static> {
-        let manager = lxvirtd::dbus::proxy::ManagerProxy::new(&self.connection)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let manager = self.manager().await.unwrap_or_else(|e| panic!("{e}"));
         let path = manager
             .define_xml(xml)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let domain = lxvirtd::dbus::proxy::DomainProxy::builder(&self.connection)
-            .path(path)
-            .build()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let domain = self.domain(path).await.unwrap_or_else(|e| panic!("{e}"));
         domain.start().await.unwrap_or_else(|e| panic!("{e}"));
         domain
     }
@@ -607,14 +673,5 @@ impl ContainerEnv {
         enter_capture(domain, argv)
             .await
             .unwrap_or_else(|e| panic!("{e:#}"))
-    }
-}
-
-impl Drop for ContainerEnv {
-    /// Containers outlive their daemon by design: a test that fails half
-    /// way must not leave its containers running for the next run.
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        kill_leftover_containers(&self.dir.path().join("run"));
     }
 }

@@ -65,7 +65,7 @@ async fn define_list_lookup_getxml_undefine() {
     assert!(app.autostart().await.unwrap());
     assert!(root.path().join("etc/autostart/app").exists());
 
-    app.undefine().await.unwrap();
+    app.undefine(0).await.unwrap();
     assert!(manager.list_domains().await.unwrap().is_empty());
     assert!(!root.path().join("etc/domains/app.xml").exists());
     assert!(!root.path().join("etc/autostart/app").exists());
@@ -216,7 +216,7 @@ async fn signals_announce_domains_and_changes() {
             .all(|p| p.as_str() != MANAGER_PATH || objects[p].contains_key(MANAGER_INTERFACE))
     );
 
-    app.undefine().await.unwrap();
+    app.undefine(0).await.unwrap();
     let signal = removed.next().await.unwrap();
     assert_eq!(signal.args().unwrap().object_path().as_str(), path.as_str());
 }

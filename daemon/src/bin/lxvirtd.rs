@@ -8,6 +8,7 @@ use clap::Parser;
 use lxvirtd::daemon::{self, Bus, Config};
 use lxvirtd::security::detect::{DEFAULT_FILE_LABEL, DEFAULT_PROCESS_LABEL};
 use lxvirtd::security::{BaseLabels, SecurityConfig, SelinuxPaths};
+use lxvirtd::storage::BackendKind;
 use tracing_subscriber::EnvFilter;
 
 /// Manages Linux containers (and KVM guests) defined by domain XML, over D-Bus.
@@ -29,6 +30,11 @@ struct Args {
     /// Group whose members may change domains besides root ("" for none).
     #[arg(long, value_name = "GROUP", default_value = "lxvirt")]
     admin_group: String,
+    /// Image store backend: overlay or devicemapper. When it cannot work
+    /// on this host the daemon still manages domains; image operations
+    /// fail and say why.
+    #[arg(long, value_name = "BACKEND", default_value = "overlay")]
+    storage_backend: BackendKind,
     /// The cgroup partition of domains without <resource><partition>.
     #[arg(long, value_name = "PATH", default_value = "/machine")]
     default_partition: PathBuf,
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         admin_group: Some(args.admin_group).filter(|g| !g.is_empty()),
         pids_max: Some(args.pids_max).filter(|n| *n > 0),
         default_partition: args.default_partition,
+        storage_backend: args.storage_backend,
         monitor_exe: args
             .monitor
             .unwrap_or_else(lxvirtd::lxc::driver::LxcDriver::default_monitor_exe),

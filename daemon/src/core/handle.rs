@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::manager::{Command, ManagerHandle};
-use super::types::{CoreError, DomainStats, DomainSummary, Lookup, Seq, XmlFlags};
+use super::types::{CoreError, DomainStats, DomainSummary, Lookup, Seq, UndefineFlags, XmlFlags};
 
 impl ManagerHandle {
     async fn ask<T>(
@@ -32,8 +32,9 @@ impl ManagerHandle {
         self.ask(|reply| Command::Create { xml, reply }).await?
     }
 
-    pub async fn undefine(&self, uuid: Uuid) -> Result<Seq, CoreError> {
-        self.ask(|reply| Command::Undefine { uuid, reply }).await?
+    pub async fn undefine(&self, uuid: Uuid, flags: UndefineFlags) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Undefine { uuid, flags, reply })
+            .await?
     }
 
     pub async fn set_autostart(&self, uuid: Uuid, enabled: bool) -> Result<Seq, CoreError> {

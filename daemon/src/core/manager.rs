@@ -5,7 +5,7 @@
 //! in a spawned task that reports back on an internal channel, so the
 //! manager never blocks on one domain while others wait.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,11 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::images::ImageStore;
 use super::lifecycle::{self, Operation, Reason, State};
 use super::live::LiveStatus;
 use super::store::{Loaded, Store};
 use super::types::{
-    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, XmlFlags,
+    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, UndefineFlags,
+    XmlFlags,
 };
 use crate::cgroup::Cgroups;
 use crate::domain::{DomainDef, DomainType, LifecycleAction};
@@ -27,6 +29,7 @@ use crate::lxc::driver::{self, LxcDriver, Started};
 use crate::lxc::protocol::{InitExit, Reply as MonitorReply, Request, Requested};
 use crate::lxc::spec::{ContainerSpec, RootFs};
 use crate::security::{self, Security, SecurityConfig, SecurityReport};
+use crate::storage::RootMount;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
@@ -44,6 +47,7 @@ pub enum Command {
     },
     Undefine {
         uuid: Uuid,
+        flags: UndefineFlags,
         reply: Reply<Seq>,
     },
     SetAutostart {
@@ -131,6 +135,17 @@ enum Internal {
         result: Result<(), CoreError>,
         reply: Reply<Seq>,
     },
+    /// The writable layer of an image-rooted domain is ready (or not).
+    Prepared {
+        uuid: Uuid,
+        generation: u64,
+        def: Box<DomainDef>,
+        result: Result<RootMount, CoreError>,
+    },
+    /// A writable layer removal has finished.
+    LayerRemoved {
+        domain: String,
+    },
 }
 
 /// A running instance.
@@ -166,6 +181,11 @@ struct Entry {
     start_waiters: Vec<Reply<Seq>>,
     /// Start again once the instance stops (a requested reboot).
     restart_after_exit: bool,
+    /// A commit of the writable layer in flight: start and resume wait.
+    committing: bool,
+    /// Keep the writable layer when the (transient) domain goes away: it
+    /// was undefined with `UndefineFlags::KEEP_WRITABLE_LAYER` while active.
+    keep_writable: bool,
 }
 
 impl Entry {
@@ -183,6 +203,8 @@ impl Entry {
             stop_waiters: Vec::new(),
             start_waiters: Vec::new(),
             restart_after_exit: false,
+            committing: false,
+            keep_writable: false,
         }
     }
 
@@ -222,6 +244,13 @@ impl Entry {
                 operation: "start",
             });
         }
+        if self.committing {
+            // Nothing may run in the container while its layer is copied.
+            return Err(CoreError::Busy {
+                domain: self.name().to_owned(),
+                operation: "commit",
+            });
+        }
         Ok(lifecycle::check(self.name(), self.state, operation)?)
     }
 }
@@ -235,6 +264,8 @@ pub struct ManagerConfig {
     /// The cgroup partition of domains without `<resource><partition>`.
     pub default_partition: PathBuf,
     pub security: SecurityConfig,
+    /// The image store, for domains whose root is an image.
+    pub images: ImageStore,
 }
 
 /// The owner of all domain state. Runs as one task; see [`Manager::spawn`].
@@ -255,6 +286,9 @@ pub struct Manager {
     internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
     /// Monitors found running at start-up, to watch once the task runs.
     recovered: Vec<(Uuid, OwnedFd)>,
+    /// Domains whose writable layer is being removed: they cannot start
+    /// until it is gone, or the start would reuse the layer going away.
+    removing_layers: HashSet<String>,
     seq: Seq,
 }
 
@@ -307,6 +341,7 @@ impl Manager {
             internal,
             internal_rx: Some(internal_rx),
             recovered: Vec::new(),
+            removing_layers: HashSet::new(),
             seq: 0,
         };
         for stored in loaded.domains {
@@ -439,8 +474,8 @@ impl Manager {
                 let _ = reply.send(self.define(&xml));
             }
             Command::Create { xml, reply } => self.create(&xml, reply),
-            Command::Undefine { uuid, reply } => {
-                let _ = reply.send(self.undefine(uuid));
+            Command::Undefine { uuid, flags, reply } => {
+                let _ = reply.send(self.undefine(uuid, flags));
             }
             Command::SetAutostart {
                 uuid,
@@ -500,6 +535,15 @@ impl Manager {
                 result,
                 reply,
             } => self.frozen(uuid, generation, frozen, result, reply),
+            Internal::Prepared {
+                uuid,
+                generation,
+                def,
+                result,
+            } => self.prepared(uuid, generation, *def, result),
+            Internal::LayerRemoved { domain } => {
+                self.removing_layers.remove(&domain);
+            }
         }
     }
 
@@ -634,13 +678,23 @@ impl Manager {
         });
     }
 
-    fn undefine(&mut self, uuid: Uuid) -> Result<Seq, CoreError> {
+    fn undefine(&mut self, uuid: Uuid, flags: UndefineFlags) -> Result<Seq, CoreError> {
+        if flags.0 & !UndefineFlags::ALL != 0 {
+            return Err(CoreError::InvalidFlags(flags.0));
+        }
         let entry = self.entry_mut(uuid)?;
         let name = entry.name().to_owned();
         if !entry.persistent {
             return Err(CoreError::NotPersistent(name));
         }
         lifecycle::check(&name, entry.state, Operation::Undefine)?;
+        if entry.committing {
+            // The commit reads the writable layer this would remove.
+            return Err(CoreError::Busy {
+                domain: name,
+                operation: "commit",
+            });
+        }
         self.store
             .remove(&name)
             .map_err(|source| CoreError::Store {
@@ -650,20 +704,48 @@ impl Manager {
         tracing::info!(domain = %name, "undefined");
         let entry = self.entry_mut(uuid)?;
         if entry.state.is_active() || entry.starting {
+            // Transient now: its writable layer goes when it stops.
             entry.persistent = false;
             entry.autostart = false;
+            entry.keep_writable = flags.keep_writable_layer();
             return Ok(self.publish_change(uuid, Some(Lifecycle::Undefined)));
         }
+        entry.keep_writable = flags.keep_writable_layer();
         // Its monitor's log goes with the definition.
         let _ = std::fs::remove_file(self.driver.files(&name).log);
         Ok(self.remove(uuid, Lifecycle::Undefined))
     }
 
+    /// Forgets a domain; its writable layer goes too unless it was kept.
     fn remove(&mut self, uuid: Uuid, lifecycle: Lifecycle) -> Seq {
         if let Some(entry) = self.domains.remove(&uuid) {
             self.names.remove(entry.name());
+            if !entry.keep_writable {
+                self.remove_writable_layer(entry.name());
+            }
         }
         self.publish(EventKind::Removed { uuid, lifecycle })
+    }
+
+    /// Removes a domain's writable layer, if the store has one, off the
+    /// manager task; the domain cannot start again until it is gone.
+    fn remove_writable_layer(&mut self, domain: &str) {
+        let Ok(store) = self.config.images.get() else {
+            return;
+        };
+        let domain = domain.to_owned();
+        self.removing_layers.insert(domain.clone());
+        let internal = self.internal.clone();
+        tokio::task::spawn_blocking(move || {
+            match store.remove_writable(&domain) {
+                Ok(true) => tracing::info!(domain = %domain, "removed the writable layer"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(domain = %domain, error = %error_chain(&error), "cannot remove the writable layer")
+                }
+            }
+            let _ = internal.send(Internal::LayerRemoved { domain });
+        });
     }
 
     fn set_autostart(&mut self, uuid: Uuid, enabled: bool) -> Result<Seq, CoreError> {
@@ -751,20 +833,6 @@ impl Manager {
     }
 
     fn begin_start(&mut self, uuid: Uuid) -> Result<(), CoreError> {
-        let running_inits: HashMap<String, i32> = self
-            .domains
-            .values()
-            .filter_map(|e| {
-                e.runtime
-                    .as_ref()
-                    .map(|r| (e.name().to_owned(), r.init_pid))
-            })
-            .collect();
-        let settings = ConvertSettings {
-            run_dir: self.config.run_dir.clone(),
-            pids_max: self.config.pids_max,
-            default_partition: self.config.default_partition.clone(),
-        };
         let have_cgroups = self.cgroups.is_some();
         let entry = self.entry_mut(uuid)?;
         entry.check(Operation::Start)?;
@@ -790,14 +858,97 @@ impl Manager {
         } else {
             entry.def.clone()
         };
-        let mut spec =
-            convert::container_spec(&def, &settings, &|other| running_inits.get(other).copied())?;
         if !have_cgroups {
             return Err(CoreError::Failed {
                 domain: name,
                 message: "this host has no usable cgroup hierarchy; mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup".into(),
             });
         }
+        let Some(image) = def.root_image().map(str::to_owned) else {
+            return self.launch(uuid, def, None);
+        };
+        // The root is an image: its writable layer is made (or found)
+        // first, off this task; the launch continues in `prepared`.
+        let store = self.config.images.get()?;
+        if self.removing_layers.contains(&name) {
+            return Err(CoreError::Busy {
+                domain: name,
+                operation: "removal of its old writable layer",
+            });
+        }
+        let entry = self.entry_mut(uuid)?;
+        entry.starting = true;
+        entry.generation += 1;
+        let generation = entry.generation;
+        let internal = self.internal.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = store
+                .prepare(&image, &name)
+                .map_err(|source| CoreError::DomainStorage {
+                    domain: name,
+                    action: format!(
+                        "cannot use image '{image}' as its root; see 'lxvirt image list'"
+                    ),
+                    source: Box::new(source),
+                });
+            let _ = internal.send(Internal::Prepared {
+                uuid,
+                generation,
+                def: Box::new(def),
+                result,
+            });
+        });
+        Ok(())
+    }
+
+    /// Continues an image-rooted start once its writable layer is ready.
+    fn prepared(
+        &mut self,
+        uuid: Uuid,
+        generation: u64,
+        def: DomainDef,
+        result: Result<RootMount, CoreError>,
+    ) {
+        if self
+            .domains
+            .get(&uuid)
+            .is_none_or(|e| e.generation != generation)
+        {
+            return;
+        }
+        if let Err(error) = result.and_then(|root| self.launch(uuid, def, Some(root))) {
+            self.start_failed(uuid, error);
+        }
+    }
+
+    /// Converts `def` and launches the container; the result comes back as
+    /// `Launched`. `image_root` is the prepared root of an image domain.
+    fn launch(
+        &mut self,
+        uuid: Uuid,
+        def: DomainDef,
+        image_root: Option<RootMount>,
+    ) -> Result<(), CoreError> {
+        let running_inits: HashMap<String, i32> = self
+            .domains
+            .values()
+            .filter_map(|e| {
+                e.runtime
+                    .as_ref()
+                    .map(|r| (e.name().to_owned(), r.init_pid))
+            })
+            .collect();
+        let settings = ConvertSettings {
+            run_dir: self.config.run_dir.clone(),
+            pids_max: self.config.pids_max,
+            default_partition: self.config.default_partition.clone(),
+        };
+        let mut spec = convert::container_spec(
+            &def,
+            &settings,
+            &|other| running_inits.get(other).copied(),
+            image_root.as_ref(),
+        )?;
         // Last, so that nothing after it can fail: the labels stay
         // reserved until the instance stops or its launch fails.
         let mut live = def;
@@ -814,8 +965,11 @@ impl Manager {
         let entry = self.entry_mut(uuid)?;
         // The running instance's definition, with its labels.
         entry.live = Some(live);
-        entry.starting = true;
-        entry.generation += 1;
+        if !entry.starting {
+            // An image domain counted this start when it began preparing.
+            entry.starting = true;
+            entry.generation += 1;
+        }
         let generation = entry.generation;
         let driver = self.driver.clone();
         let internal = self.internal.clone();
@@ -873,11 +1027,11 @@ impl Manager {
         if entry.generation != generation {
             return;
         }
-        entry.starting = false;
-        let waiters = std::mem::take(&mut entry.start_waiters);
-        let rebooted = std::mem::take(&mut entry.restart_after_exit);
         match result {
             Ok(started) => {
+                entry.starting = false;
+                let waiters = std::mem::take(&mut entry.start_waiters);
+                let rebooted = std::mem::take(&mut entry.restart_after_exit);
                 let runtime = Runtime {
                     init_pid: started.init_pid,
                     monitor_pid: started.monitor_pid,
@@ -925,33 +1079,42 @@ impl Manager {
                     let _ = waiter.send(Ok(seq));
                 }
             }
-            Err(error) => {
-                entry.state = State::Shutoff;
-                entry.reason = Reason::Failed;
-                let name = entry.name().to_owned();
-                tracing::error!(domain = %name, error = %error_chain(&error), "start failed");
-                let transient = !entry.persistent;
-                entry.live = None;
-                self.security.release(&name);
-                self.driver.remove_files(&name);
-                let seq = if transient {
-                    self.remove(uuid, Lifecycle::Stopped(Reason::Failed))
-                } else {
-                    self.publish_change(uuid, Some(Lifecycle::Stopped(Reason::Failed)))
-                };
-                let _ = seq;
-                let message = error_chain(&error);
-                let mut waiters = waiters.into_iter();
-                if let Some(first) = waiters.next() {
-                    let _ = first.send(Err(error));
-                }
-                for waiter in waiters {
-                    let _ = waiter.send(Err(CoreError::Failed {
-                        domain: name.clone(),
-                        message: message.clone(),
-                    }));
-                }
-            }
+            Err(error) => self.start_failed(uuid, error),
+        }
+    }
+
+    /// A start in flight failed: the domain is shut off again (a transient
+    /// one goes away) and everyone waiting for the start gets the error.
+    fn start_failed(&mut self, uuid: Uuid, error: CoreError) {
+        let Some(entry) = self.domains.get_mut(&uuid) else {
+            return;
+        };
+        entry.starting = false;
+        entry.restart_after_exit = false;
+        let waiters = std::mem::take(&mut entry.start_waiters);
+        entry.state = State::Shutoff;
+        entry.reason = Reason::Failed;
+        let name = entry.name().to_owned();
+        tracing::error!(domain = %name, error = %error_chain(&error), "start failed");
+        let transient = !entry.persistent;
+        entry.live = None;
+        self.security.release(&name);
+        self.driver.remove_files(&name);
+        if transient {
+            self.remove(uuid, Lifecycle::Stopped(Reason::Failed));
+        } else {
+            self.publish_change(uuid, Some(Lifecycle::Stopped(Reason::Failed)));
+        }
+        let message = error_chain(&error);
+        let mut waiters = waiters.into_iter();
+        if let Some(first) = waiters.next() {
+            let _ = first.send(Err(error));
+        }
+        for waiter in waiters {
+            let _ = waiter.send(Err(CoreError::Failed {
+                domain: name.clone(),
+                message: message.clone(),
+            }));
         }
     }
 

@@ -7,6 +7,7 @@
 //! mutates domain state.
 
 mod handle;
+pub mod images;
 pub mod lifecycle;
 pub mod live;
 pub mod manager;
@@ -14,8 +15,10 @@ pub mod persist;
 pub mod store;
 pub mod types;
 
+pub use images::{ImageStore, StorageUnavailable};
 pub use lifecycle::{InvalidState, Operation, Reason, State};
 pub use manager::{Manager, ManagerConfig, ManagerHandle, error_chain};
 pub use types::{
-    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, XmlFlags,
+    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, UndefineFlags,
+    XmlFlags,
 };

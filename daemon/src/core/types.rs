@@ -101,6 +101,22 @@ impl XmlFlags {
     }
 }
 
+/// Flags of `Undefine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UndefineFlags(pub u32);
+
+impl UndefineFlags {
+    /// Keep the domain's writable layer (lxvirt's own bit, clear of
+    /// libvirt's undefine flags): its files stay in the image store, and a
+    /// domain defined again with the same name and image starts on them.
+    pub const KEEP_WRITABLE_LAYER: u32 = 1 << 16;
+    pub const ALL: u32 = Self::KEEP_WRITABLE_LAYER;
+
+    pub fn keep_writable_layer(self) -> bool {
+        self.0 & Self::KEEP_WRITABLE_LAYER != 0
+    }
+}
+
 /// How a client names a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -181,6 +197,26 @@ pub enum CoreError {
     },
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// The image store cannot be used on this host.
+    #[error(transparent)]
+    StorageUnavailable(#[from] super::images::StorageUnavailable),
+    /// An image operation failed (the store's error names the image).
+    #[error(transparent)]
+    Storage(Box<crate::storage::StorageError>),
+    /// A domain's image or writable layer failed it.
+    #[error("domain '{domain}': {action}")]
+    DomainStorage {
+        domain: String,
+        action: String,
+        #[source]
+        source: Box<crate::storage::StorageError>,
+    },
+}
+
+impl From<crate::storage::StorageError> for CoreError {
+    fn from(error: crate::storage::StorageError) -> Self {
+        CoreError::Storage(Box::new(error))
+    }
 }
 
 impl From<ConvertError> for CoreError {

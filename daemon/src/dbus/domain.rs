@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 use super::{Shared, error::Error};
-use crate::core::{DomainSummary, XmlFlags};
+use crate::core::{DomainSummary, UndefineFlags, XmlFlags};
 
 /// Grace period of `Shutdown(0)` and `Reboot(0)`, as Docker and Podman use.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -363,15 +363,22 @@ impl DomainObject {
         Ok(map)
     }
 
-    /// Removes the persistent definition; a running domain becomes transient.
+    /// Removes the persistent definition; a running domain becomes
+    /// transient. Its writable layer (image domains) goes with it, when it
+    /// stops if it runs; flags: 0x10000 = keep the writable layer.
     async fn undefine(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
+        flags: u32,
     ) -> Result<(), Error> {
         self.authorize(connection, &header, "undefine domains")
             .await?;
-        let seq = self.shared.handle.undefine(self.uuid).await?;
+        let seq = self
+            .shared
+            .handle
+            .undefine(self.uuid, UndefineFlags(flags))
+            .await?;
         self.shared.published(seq).await;
         Ok(())
     }

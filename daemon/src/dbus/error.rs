@@ -3,6 +3,7 @@
 use crate::core::CoreError;
 use crate::core::error_chain;
 use crate::lxc::convert::ConvertError;
+use crate::storage::StorageError;
 
 /// Errors returned by lxvirt's D-Bus methods, named
 /// `org.lxvirt.lxvirt1.Error.<Variant>`.
@@ -31,6 +32,42 @@ pub enum Error {
     InvalidArgument(String),
     /// The daemon failed to do something it should be able to (I/O, …).
     Failed(String),
+    /// The image store's backend cannot be used on this host.
+    StorageUnavailable(String),
+    /// No image has the given name or id (or several ids start with it).
+    NoSuchImage(String),
+    /// The image is used by a domain or a child image.
+    ImageInUse(String),
+}
+
+/// The D-Bus error for an image store error.
+fn storage(error: &StorageError, message: String) -> Error {
+    match error {
+        StorageError::NoSuchImage(_) | StorageError::AmbiguousImage { .. } => {
+            Error::NoSuchImage(message)
+        }
+        StorageError::ImageInUse { .. } => Error::ImageInUse(message),
+        StorageError::TagExists { .. } => Error::AlreadyExists(message),
+        StorageError::BackendUnavailable { .. } => Error::StorageUnavailable(message),
+        StorageError::NoWritableLayer(_) | StorageError::WritableLayerMismatch { .. } => {
+            Error::InvalidState(message)
+        }
+        StorageError::InvalidName { .. }
+        | StorageError::InvalidDomain { .. }
+        | StorageError::UnsafeEntry { .. }
+        | StorageError::BadArchive { .. }
+        | StorageError::UnsupportedCompression { .. }
+        | StorageError::Oci { .. }
+        | StorageError::ChainTooLong { .. } => Error::InvalidArgument(message),
+        _ => Error::Failed(message),
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(error: StorageError) -> Self {
+        let message = error_chain(&error);
+        storage(&error, message)
+    }
 }
 
 impl From<CoreError> for Error {
@@ -50,12 +87,18 @@ impl From<CoreError> for Error {
                 ConvertError::NotSupported { .. } => Error::NotSupported(message),
                 ConvertError::NotContainer { .. } => Error::DriverUnavailable(message),
                 ConvertError::ShareTargetNotRunning { .. } => Error::InvalidState(message),
-                ConvertError::Device { .. } | ConvertError::BadPid { .. } => Error::Failed(message),
+                ConvertError::Device { .. }
+                | ConvertError::BadPid { .. }
+                | ConvertError::ImageRootMissing { .. } => Error::Failed(message),
             },
             CoreError::Security(error) if error.is_unavailable() => {
                 Error::SecurityUnavailable(message)
             }
             CoreError::InvalidFlags(_) => Error::InvalidArgument(message),
+            CoreError::StorageUnavailable(_) => Error::StorageUnavailable(message),
+            CoreError::Storage(error) | CoreError::DomainStorage { source: error, .. } => {
+                storage(&error, message)
+            }
             CoreError::Driver(_)
             | CoreError::Security(_)
             | CoreError::Failed { .. }
@@ -78,6 +121,9 @@ impl From<Error> for zbus::fdo::Error {
             | Error::InvalidState(m)
             | Error::DriverUnavailable(m)
             | Error::SecurityUnavailable(m)
+            | Error::StorageUnavailable(m)
+            | Error::NoSuchImage(m)
+            | Error::ImageInUse(m)
             | Error::Failed(m) => zbus::fdo::Error::Failed(m),
         }
     }

@@ -70,7 +70,7 @@ pub trait Domain {
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<(u32, zbus::OwnedFd)>;
     fn get_stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
-    fn undefine(&self) -> zbus::Result<()>;
+    fn undefine(&self, flags: u32) -> zbus::Result<()>;
     #[zbus(signal)]
     fn lifecycle(&self, event: &str, detail: &str) -> zbus::Result<()>;
 }

@@ -264,7 +264,13 @@ fn arb_fs_source() -> impl Strategy<Value = FsSource> {
 
 fn arb_filesystems() -> impl Strategy<Value = Vec<Filesystem>> {
     (
-        option::of(arb_path()),
+        option::of(prop_oneof![
+            arb_path().prop_map(|dir| FsSource::Mount { dir }),
+            "[a-z][a-z0-9._-]{0,20}".prop_map(|volume| FsSource::Volume {
+                pool: IMAGE_POOL.to_owned(),
+                volume,
+            }),
+        ]),
         vec(
             (
                 arb_fs_source(),
@@ -278,10 +284,10 @@ fn arb_filesystems() -> impl Strategy<Value = Vec<Filesystem>> {
         .prop_map(|(root, list)| {
             let mut seen = BTreeSet::new();
             let mut out = Vec::new();
-            if let Some(dir) = root {
+            if let Some(source) = root {
                 seen.insert(PathBuf::from("/"));
                 out.push(Filesystem {
-                    source: FsSource::Mount { dir },
+                    source,
                     accessmode: None,
                     target: PathBuf::from("/"),
                     readonly: false,

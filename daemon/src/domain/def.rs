@@ -107,6 +107,15 @@ impl DomainDef {
             .find(|fs| fs.target == Path::new("/"))
     }
 
+    /// The image (name or id) the root filesystem comes from, when the root
+    /// is a `volume` of the image store.
+    pub fn root_image(&self) -> Option<&str> {
+        match &self.root_filesystem()?.source {
+            FsSource::Volume { volume, .. } => Some(volume),
+            _ => None,
+        }
+    }
+
     /// The `exe` OS section of a container, `None` for virtual machines.
     pub fn exe_os(&self) -> Option<&ExeOs> {
         match &self.os {
@@ -464,7 +473,14 @@ pub enum FsSource {
         file: PathBuf,
         driver: Option<FsDriver>,
     },
+    /// `volume`: an image of lxvirt's image store (`pool` is always
+    /// [`IMAGE_POOL`]), under the container's own writable layer; only as
+    /// the root filesystem.
+    Volume { pool: String, volume: String },
 }
+
+/// The only storage pool a `volume` filesystem may name: the image store.
+pub const IMAGE_POOL: &str = "images";
 
 impl FsSource {
     /// The `type` attribute.
@@ -475,6 +491,7 @@ impl FsSource {
             FsSource::Ram { .. } => "ram",
             FsSource::Block { .. } => "block",
             FsSource::File { .. } => "file",
+            FsSource::Volume { .. } => "volume",
         }
     }
 }

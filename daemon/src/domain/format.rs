@@ -440,6 +440,9 @@ fn format_filesystem(o: &mut Out, fs: &Filesystem) {
             }
             o.empty("source", &[a("file", path(file))]);
         }
+        FsSource::Volume { pool, volume } => {
+            o.empty("source", &[a("pool", pool), a("volume", volume)]);
+        }
     }
     o.empty("target", &[a("dir", path(&fs.target))]);
     if fs.readonly {

@@ -586,6 +586,59 @@ fn filesystems_are_checked() {
 }
 
 #[test]
+fn volume_filesystems_name_an_image_for_the_root() {
+    let fs = |inner: &str| devices(&format!("<filesystem type='volume'>{inner}</filesystem>"));
+    let d = ok(&fs(
+        "<source pool='images' volume='busybox'/><target dir='/'/>",
+    ));
+    assert_eq!(d.root_image(), Some("busybox"));
+    assert_eq!(
+        d.devices.filesystems[0].source,
+        FsSource::Volume {
+            pool: "images".into(),
+            volume: "busybox".into()
+        }
+    );
+    assert!(
+        d.to_xml()
+            .contains("<filesystem type='volume'>\n      <source pool='images' volume='busybox'/>")
+    );
+    assert_fixed_point(&d);
+    let e = fails(
+        &fs("<source pool='default' volume='busybox'/><target dir='/'/>"),
+        "pool 'default' is not known",
+    );
+    assert!(e.to_string().contains("pool='images'"), "{e}");
+    fails(
+        &fs("<source volume='busybox'/><target dir='/'/>"),
+        "missing attribute 'pool'",
+    );
+    fails(
+        &fs("<source pool='images'/><target dir='/'/>"),
+        "missing attribute 'volume'",
+    );
+    fails(
+        &fs("<source pool='images' volume='../etc'/><target dir='/'/>"),
+        "volume '../etc' is not an image name or id",
+    );
+    let e = fails(
+        &fs("<source pool='images' volume='busybox'/><target dir='/srv'/>"),
+        "must be the root filesystem",
+    );
+    assert!(e.to_string().contains("image 'busybox'"), "{e}");
+    fails(
+        &fs("<source pool='images' volume='busybox'/><target dir='/'/><readonly/>"),
+        "remove <readonly/>",
+    );
+    fails(
+        &fs("<source pool='images' volume='busybox' dir='/x'/><target dir='/'/>"),
+        "unknown attribute 'dir'",
+    );
+    // A domain on a host directory has no image.
+    assert_eq!(ok(BASE).root_image(), None);
+}
+
+#[test]
 fn disks_are_checked() {
     ok(&devices(
         "<disk type='block' device='disk'><source dev='/dev/sdb'/><target dev='sdb'/></disk>",

@@ -11,6 +11,8 @@ use crate::domain::{
     NsShare, NsShareType, SeccompMode, SeccompMount,
 };
 
+use crate::storage::RootMount;
+
 use super::spec::{
     ContainerSpec, DeviceKind, DeviceNode, IdMapping, IdSpec, InitSpec, MountSource, MountSpec,
     Namespaces, NsChoice, RootFs, SPEC_VERSION, SeccompSpec,
@@ -49,6 +51,10 @@ pub enum ConvertError {
         which: &'static str,
         value: String,
     },
+    #[error(
+        "domain '{domain}': the root filesystem from image '{image}' was not prepared before the start; this is a bug in lxvirtd"
+    )]
+    ImageRootMissing { domain: String, image: String },
     #[error("domain '{domain}' is not a container (type {domain_type}); it needs the KVM driver")]
     NotContainer {
         domain: String,
@@ -120,12 +126,36 @@ pub fn kept_capabilities(def: &DomainDef) -> Vec<u8> {
         .collect()
 }
 
+/// The container's root from the prepared mount of its image.
+fn image_rootfs(
+    domain: &str,
+    image: &str,
+    image_root: Option<&RootMount>,
+) -> Result<RootFs, ConvertError> {
+    match image_root {
+        Some(RootMount::Overlay(mount)) => Ok(RootFs::Overlay {
+            lowerdir: mount.lowerdir.clone(),
+            upperdir: mount.upperdir.clone(),
+            workdir: mount.workdir.clone(),
+        }),
+        // A device-mapper root (a block device) will map to RootFs::Block.
+        None => Err(ConvertError::ImageRootMissing {
+            domain: domain.to_owned(),
+            image: image.to_owned(),
+        }),
+    }
+}
+
 /// Builds the launch spec. `running_init` gives the host pid of a running
-/// domain's init, for `<lxc:share* type='name'>`.
+/// domain's init, for `<lxc:share* type='name'>`. `image_root` is the
+/// prepared root of a domain whose root is an image (`<filesystem
+/// type='volume'>`): its writable layer on the image's layers, made by
+/// [`crate::storage::Store::prepare`] before the conversion.
 pub fn container_spec(
     def: &DomainDef,
     settings: &ConvertSettings,
     running_init: &dyn Fn(&str) -> Option<i32>,
+    image_root: Option<&RootMount>,
 ) -> Result<ContainerSpec, ConvertError> {
     let name = def.name.to_string();
     let Some(os) = def.exe_os() else {
@@ -186,6 +216,11 @@ pub fn container_spec(
                     ));
                 }
                 MountSource::File(file.clone())
+            }
+            FsSource::Volume { volume, .. } => {
+                // The parser admits a volume only as the root.
+                root = image_rootfs(&name, volume, image_root)?;
+                continue;
             }
         };
         if is_root {
@@ -526,7 +561,7 @@ mod tests {
 
     #[test]
     fn application_container_on_the_host_root() {
-        let spec = container_spec(&def(""), &settings(), &none).unwrap();
+        let spec = container_spec(&def(""), &settings(), &none, None).unwrap();
         assert_eq!(spec.root, RootFs::Host);
         assert!(spec.no_new_privs, "application containers get no_new_privs");
         assert_eq!(spec.hostname, "web1");
@@ -586,7 +621,7 @@ mod tests {
             "<idmap><uid start='0' target='100000' count='65536'/><gid start='0' target='100000' count='65536'/></idmap>\
              <features><privnet/></features>",
         );
-        let spec = container_spec(&d, &settings(), &none).unwrap();
+        let spec = container_spec(&d, &settings(), &none, None).unwrap();
         assert_eq!(spec.namespaces.net, NsChoice::New);
         let user = spec.namespaces.user.unwrap();
         assert_eq!(user.root_uid(), Some(100000));
@@ -599,10 +634,11 @@ mod tests {
              </devices><lxc:namespace><lxc:sharenet type='netns' value='red'/><lxc:shareuts type='name' value='other'/></lxc:namespace></domain>";
         let d = DomainDef::from_xml(xml).unwrap();
         assert!(matches!(
-            container_spec(&d, &settings(), &none),
+            container_spec(&d, &settings(), &none, None),
             Err(ConvertError::ShareTargetNotRunning { .. })
         ));
-        let spec = container_spec(&d, &settings(), &|n| (n == "other").then_some(42)).unwrap();
+        let spec =
+            container_spec(&d, &settings(), &|n| (n == "other").then_some(42), None).unwrap();
         assert_eq!(spec.namespaces.net, NsChoice::Path("/run/netns/red".into()));
         assert!(
             !spec.no_new_privs,
@@ -630,8 +666,8 @@ mod tests {
             "<console type='pty'",
             "<interface type='bridge'><source bridge='br0'/></interface><console type='pty'",
         );
-        let err =
-            container_spec(&DomainDef::from_xml(&d).unwrap(), &settings(), &none).unwrap_err();
+        let err = container_spec(&DomainDef::from_xml(&d).unwrap(), &settings(), &none, None)
+            .unwrap_err();
         assert!(err.to_string().contains("privnet"), "{err}");
     }
 
@@ -644,9 +680,14 @@ mod tests {
                 "<domain type='lxc' {ns}><name>web</name><memory unit='MiB'>64</memory>\
                  <os><type>exe</type><init>/bin/sh</init></os>{extra}{seccomp}</domain>"
             );
-            container_spec(&DomainDef::from_xml(&xml).unwrap(), &settings(), &none)
-                .unwrap()
-                .seccomp
+            container_spec(
+                &DomainDef::from_xml(&xml).unwrap(),
+                &settings(),
+                &none,
+                None,
+            )
+            .unwrap()
+            .seccomp
         };
         let spec = |deny_mount, deny: &[&str]| {
             Some(SeccompSpec {
@@ -668,5 +709,39 @@ mod tests {
             with("", "<lxvirt:seccomp mode='default' mount='allow'/>"),
             spec(false, &[])
         );
+    }
+
+    #[test]
+    fn image_root_becomes_an_overlay() {
+        use crate::storage::{OverlayMount, RootMount};
+        let d = def("").to_xml().replace(
+            "</devices>",
+            "<filesystem type='volume'><source pool='images' volume='busybox'/><target dir='/'/></filesystem></devices>",
+        );
+        let d = DomainDef::from_xml(&d).unwrap();
+        let err = container_spec(&d, &settings(), &none, None).unwrap_err();
+        assert!(
+            matches!(err, ConvertError::ImageRootMissing { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("image 'busybox'"), "{err}");
+        let mount = RootMount::Overlay(OverlayMount {
+            lowerdir: vec!["/s/images/b/layer".into(), "/s/images/a/layer".into()],
+            upperdir: "/s/containers/web/upper".into(),
+            workdir: "/s/containers/web/work".into(),
+            target: "/s/containers/web/merged".into(),
+        });
+        let spec = container_spec(&d, &settings(), &none, Some(&mount)).unwrap();
+        assert_eq!(
+            spec.root,
+            RootFs::Overlay {
+                lowerdir: vec!["/s/images/b/layer".into(), "/s/images/a/layer".into()],
+                upperdir: "/s/containers/web/upper".into(),
+                workdir: "/s/containers/web/work".into(),
+            }
+        );
+        assert!(spec.mounts.is_empty());
+        // Its own root: not an application container on the host's files.
+        assert!(!spec.no_new_privs);
     }
 }

@@ -18,6 +18,7 @@ use crate::lxc::spec::{
     ContainerSpec, DeviceKind, IdSpec, MountSource, MountSpec, NsChoice, RootFs,
 };
 use crate::seccomp::{Placement, Policy, SockFilter, placement};
+use crate::storage::OverlayMount;
 use crate::sys::{CloneFlags, Errno, FileKind, MntFlags, MsFlags, NodeKind, Syscalls};
 
 /// The step of the setup that failed.
@@ -435,8 +436,41 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 // when the mount goes away.
                 drop(device);
             }
+            RootFs::Overlay {
+                lowerdir,
+                upperdir,
+                workdir,
+            } => {
+                self.mount_overlay(lowerdir, upperdir, workdir)
+                    .map_err(|e| SetupError::new(Step::RootFs, Some(upperdir), e))?;
+            }
         }
         Ok(())
+    }
+
+    /// Mounts an image's layers under the domain's writable layer on the
+    /// staging root, labelled with the container's file context. The one
+    /// place the overlay root is mounted (user namespaces will adapt it).
+    fn mount_overlay(
+        &self,
+        lowerdir: &[PathBuf],
+        upperdir: &Path,
+        workdir: &Path,
+    ) -> Result<(), Errno> {
+        let layers = OverlayMount {
+            lowerdir: lowerdir.to_vec(),
+            upperdir: upperdir.to_owned(),
+            workdir: workdir.to_owned(),
+            target: self.root.clone(),
+        };
+        let data = self.options(&layers.options(None));
+        self.sys.mount(
+            Some(Path::new("overlay")),
+            &self.root,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(&data),
+        )
     }
 
     /// The block filesystem types to try, preferred ones first.
@@ -1351,11 +1385,7 @@ mod tests {
     #[test]
     fn security_label_is_quoted_in_mount_options_and_set_for_exec() {
         let mut s = spec();
-        s.security = Some(SecuritySpec {
-            process_label: "system_u:system_r:svirt_lxc_net_t:s0:c1,c2".into(),
-            image_label: "system_u:object_r:svirt_sandbox_file_t:s0:c1,c2".into(),
-            relabel_root: false,
-        });
+        s.security = Some(labels_c1_c2());
         s.mounts = vec![MountSpec {
             source: MountSource::Tmpfs { size: 4096 },
             target: "/tmp".into(),
@@ -1379,13 +1409,36 @@ mod tests {
     }
 
     #[test]
+    fn image_root_is_an_overlay_with_the_context() {
+        let mut s = spec();
+        s.root = RootFs::Overlay {
+            lowerdir: vec!["/s/images/b/layer".into(), "/s/images/a/layer".into()],
+            upperdir: "/s/containers/web/upper".into(),
+            workdir: "/s/containers/web/work".into(),
+        };
+        s.security = Some(labels_c1_c2());
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        let mount = format!(
+            "mount overlay {ROOT} type=overlay flags=0 \
+             data=lowerdir=/s/images/b/layer:/s/images/a/layer,upperdir=/s/containers/web/upper,\
+             workdir=/s/containers/web/work,redirect_dir=off,metacopy=off,index=off,xino=off,\
+             context=\"system_u:object_r:svirt_sandbox_file_t:s0:c1,c2\""
+        );
+        assert!(sys.has(&mount), "{:#?}", sys.calls());
+        before(&sys, &mount, "mount proc");
+        // Without a label, no context option.
+        s.security = None;
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        assert!(sys.has("xino=off"), "{:#?}", sys.calls());
+        assert!(!sys.has("context="));
+    }
+
+    #[test]
     fn missing_selinux_fails_only_with_a_label() {
         let mut s = spec();
-        s.security = Some(SecuritySpec {
-            process_label: "system_u:system_r:svirt_lxc_net_t:s0:c1,c2".into(),
-            image_label: "system_u:object_r:svirt_sandbox_file_t:s0:c1,c2".into(),
-            relabel_root: false,
-        });
+        s.security = Some(labels_c1_c2());
         let sys = Recorder::new().fail("write /proc/thread-self/attr/exec", Errno::EINVAL);
         let err = run(&sys, &s);
         assert_eq!(err.step, Step::SecurityLabel);
@@ -1547,6 +1600,15 @@ mod tests {
     }
 
     /// The position of the last logged call containing `needle`.
+    /// The labels of a container with the category pair c1,c2.
+    fn labels_c1_c2() -> SecuritySpec {
+        SecuritySpec {
+            process_label: "system_u:system_r:svirt_lxc_net_t:s0:c1,c2".into(),
+            image_label: "system_u:object_r:svirt_sandbox_file_t:s0:c1,c2".into(),
+            relabel_root: false,
+        }
+    }
+
     fn last(sys: &Recorder, needle: &str) -> usize {
         sys.calls()
             .iter()
@@ -1558,11 +1620,7 @@ mod tests {
     fn seccomp_goes_in_last_when_init_keeps_sys_admin() {
         let mut s = with_filter(&[]);
         s.capabilities = vec![0, 21];
-        s.security = Some(SecuritySpec {
-            process_label: "system_u:system_r:svirt_lxc_net_t:s0:c1,c2".into(),
-            image_label: "system_u:object_r:svirt_sandbox_file_t:s0:c1,c2".into(),
-            relabel_root: false,
-        });
+        s.security = Some(labels_c1_c2());
         let sys = Recorder::new();
         run_ok(&sys, &s);
         let seccomp = last(&sys, "seccomp ");

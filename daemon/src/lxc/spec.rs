@@ -114,6 +114,13 @@ pub enum RootFs {
     Block { dev: PathBuf, readonly: bool },
     /// A raw image file, attached through a loop device.
     File { path: PathBuf, readonly: bool },
+    /// An image of the image store: its layers (top first) read-only under
+    /// the domain's writable layer, stacked with overlayfs.
+    Overlay {
+        lowerdir: Vec<PathBuf>,
+        upperdir: PathBuf,
+        workdir: PathBuf,
+    },
 }
 
 /// A mount inside the container.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::super::def::*;
 use super::super::error::DomainError;
-use super::super::values::{MacAddr, check_ifname, check_name};
+use super::super::values::{DomainName, MacAddr, check_ifname, check_name};
 use super::super::xml::{Attribute, Element};
 use super::Ctx;
 use super::helpers::*;
@@ -149,13 +149,13 @@ fn parse_filesystem(el: &Element) -> Result<Filesystem> {
     let fs_type = match el.attribute("type") {
         None => "mount",
         Some(a) => match a.value.as_str() {
-            t @ ("mount" | "bind" | "ram" | "block" | "file") => t,
+            t @ ("mount" | "bind" | "ram" | "block" | "file" | "volume") => t,
             other => {
                 return Err(DomainError::invalid(
                     a.pos,
                     "filesystem",
                     format!("filesystem type '{other}' is not known"),
-                    "use one of 'mount', 'bind', 'ram', 'block', 'file'",
+                    "use one of 'mount', 'bind', 'ram', 'block', 'file', 'volume'",
                 ));
             }
         },
@@ -176,6 +176,7 @@ fn parse_filesystem(el: &Element) -> Result<Filesystem> {
         "mount" | "bind" => ("dir", "<source dir='/srv/data'/>"),
         "ram" => ("usage", "<source usage='64' units='MiB'/>"),
         "block" => ("dev", "<source dev='/dev/sdb1'/>"),
+        "volume" => ("volume", "<source pool='images' volume='busybox'/>"),
         _ => ("file", "<source file='/var/lib/lxvirt/disks/data.img'/>"),
     };
     let source_el = req_child(
@@ -186,6 +187,8 @@ fn parse_filesystem(el: &Element) -> Result<Filesystem> {
     check_children(source_el, &[], &[])?;
     if fs_type == "ram" {
         check_attrs(source_el, &["usage", "units"])?;
+    } else if fs_type == "volume" {
+        check_attrs(source_el, &["pool", "volume"])?;
     } else {
         check_attrs(source_el, &[attr])?;
     }
@@ -224,6 +227,7 @@ fn parse_filesystem(el: &Element) -> Result<Filesystem> {
         "block" => FsSource::Block {
             dev: attr_path(source_el, src)?,
         },
+        "volume" => parse_volume_source(source_el, src)?,
         _ => FsSource::File {
             file: attr_path(source_el, src)?,
             driver,
@@ -243,11 +247,65 @@ fn parse_filesystem(el: &Element) -> Result<Filesystem> {
             true
         }
     };
+    if let FsSource::Volume { volume, .. } = &source {
+        // An image is the container's root, under its own writable layer;
+        // a read-only image mount elsewhere is not built yet.
+        if target != Path::new("/") {
+            return Err(DomainError::invalid(
+                target_el.pos,
+                "target",
+                format!("a 'volume' filesystem (image '{volume}') must be the root filesystem"),
+                "use <target dir='/'/>, or export the image and mount it with type='mount'",
+            ));
+        }
+        if let Some(r) = el.element("readonly") {
+            return Err(DomainError::invalid(
+                r.pos,
+                "readonly",
+                "a root filesystem from an image is writable through the domain's own layer",
+                "remove <readonly/>",
+            ));
+        }
+    }
     Ok(Filesystem {
         source,
         accessmode,
         target,
         readonly,
+    })
+}
+
+/// `<source pool='images' volume='NAME-OR-ID'/>`: the pool must be the
+/// image store; the volume an image name or id (whether it exists is
+/// checked at start, as libvirt checks volumes).
+fn parse_volume_source(source_el: &Element, volume: &Attribute) -> Result<FsSource> {
+    let pool = req_attr(
+        source_el,
+        "pool",
+        &format!("add pool='{IMAGE_POOL}' (the image store)"),
+    )?;
+    if pool.value != IMAGE_POOL {
+        return Err(DomainError::invalid(
+            pool.pos,
+            "source",
+            format!("pool '{}' is not known", pool.value),
+            format!("use pool='{IMAGE_POOL}', lxvirt's image store"),
+        ));
+    }
+    if let Err(reason) = DomainName::new(&volume.value) {
+        return Err(DomainError::invalid(
+            volume.pos,
+            "source",
+            format!(
+                "volume '{}' is not an image name or id: {reason}",
+                volume.value
+            ),
+            "name an image from 'lxvirt image list'",
+        ));
+    }
+    Ok(FsSource::Volume {
+        pool: pool.value.clone(),
+        volume: volume.value.clone(),
     })
 }
 
