@@ -15,6 +15,7 @@
  * means the kernel has no such call, and says nothing).
  *
  * Usage: escape [--disk MAJ:MIN] [--disk-path PATH] [--host-pid PID]
+ *               [--host-netns net:[INODE]]   (readlink /proc/self/ns/net on the host)
  *
  * Built by tests/tests/escape.rs and tests/compare-escapes with
  * `cc -static`, so that it runs in a root with nothing else in it.
@@ -280,16 +281,24 @@ static void cgroup1(const char *prefix, const char *controller, const char *data
     snprintf(leaf, sizeof leaf, "cg1-%s", controller);
     fresh_mount(prefix, name, leaf, "cgroup", data);
     if (!is_mount_point(in_scratch(leaf))) {
-        snprintf(name, sizeof name, "cgroup1_%s_release_agent", controller);
-        line(prefix, name, "not-mounted", NULL);
+        static const char *after[] = {"release_agent", "notify_on_release", "move_root", NULL};
+        for (const char **a = after; *a; a++) {
+            snprintf(name, sizeof name, "cgroup1_%s_%s", controller, *a);
+            line(prefix, name, "not-mounted", NULL);
+        }
         return;
     }
     snprintf(path, sizeof path, "%s/release_agent", in_scratch(leaf));
     snprintf(name, sizeof name, "cgroup1_%s_release_agent", controller);
+    /* Only a hierarchy's real root has a release_agent; a mount made in a
+     * cgroup namespace is rooted at the container's own cgroup, where
+     * notify_on_release alone runs nothing. */
+    int root = access(path, F_OK) == 0;
     open_for_write(prefix, name, path);
     snprintf(path, sizeof path, "%s/notify_on_release", in_scratch(leaf));
     snprintf(name, sizeof name, "cgroup1_%s_notify_on_release", controller);
-    open_for_write(prefix, name, path);
+    if (root) open_for_write(prefix, name, path);
+    else line(prefix, name, "not-hierarchy-root", NULL);
     snprintf(name, sizeof name, "cgroup1_%s_move_root", controller);
     move_to(prefix, name, in_scratch(leaf));
     unmount(leaf);
@@ -431,6 +440,9 @@ static void visible_cgroups(void) {
         int first = 0;
         snprintf(name, sizeof name, "cgroup_visible_%s", *f);
         for (int i = 0; i < n; i++) {
+            /* notify_on_release matters only next to a release_agent. */
+            snprintf(path, sizeof path, "%s/release_agent", m[i].point);
+            if (access(path, F_OK) < 0) continue;
             snprintf(path, sizeof path, "%s/%s", m[i].point, *f);
             int fd = open(path, O_WRONLY | O_CLOEXEC);
             if (fd >= 0) {
@@ -574,7 +586,7 @@ static void shocker(void) {
 
 /* ---- host processes, network, roots ---- */
 
-static void host_view(pid_t host_pid) {
+static void host_view(pid_t host_pid, const char *host_netns) {
     char path[64];
     struct stat st;
     if (host_pid > 0) {
@@ -604,7 +616,15 @@ static void host_view(pid_t host_pid) {
                 strcat(names, name);
             }
         }
-        line("", "host_net_interfaces", *names ? "ok" : "only-lo", names);
+        /* A private namespace may have interfaces of its own (a veth):
+         * only the host's namespace is the escape, when it is known. */
+        char ns[64] = "";
+        ssize_t len = readlink("/proc/self/ns/net", ns, sizeof ns - 1);
+        ns[len > 0 ? len : 0] = 0;
+        if (host_netns && *host_netns)
+            line("", "host_net_interfaces", !strcmp(ns, host_netns) ? "ok" : "own-netns", names);
+        else
+            line("", "host_net_interfaces", *names ? "ok" : "only-lo", names);
     }
 }
 
@@ -668,10 +688,12 @@ int main(int argc, char **argv) {
     unsigned maj = 0, min = 0;
     const char *disk_path = NULL;
     pid_t host_pid = 0;
+    const char *host_netns = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--disk")) sscanf(argv[i + 1], "%u:%u", &maj, &min);
         else if (!strcmp(argv[i], "--disk-path")) disk_path = argv[i + 1];
         else if (!strcmp(argv[i], "--host-pid")) host_pid = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--host-netns")) host_netns = argv[i + 1];
     }
     stat("/", &own_root);
     snprintf(scratch, sizeof scratch, "/tmp/lxvirt-escape-XXXXXX");
@@ -697,7 +719,7 @@ int main(int argc, char **argv) {
     device("dev_mem", "/dev/mem", S_IFCHR, makedev(1, 1), 0);
     device("dev_kmem", "/dev/kmem", S_IFCHR, makedev(1, 2), 0);
     device("dev_port", "/dev/port", S_IFCHR, makedev(1, 4), 0);
-    host_view(host_pid);
+    host_view(host_pid, host_netns);
     chroot_breakout();
     nested_user_namespace();
     /* Last: these may change our mounts and cgroups for good. */

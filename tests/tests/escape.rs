@@ -150,7 +150,13 @@ fn parse(report: &str) -> BTreeMap<String, (String, String)> {
 }
 
 /// Every attempt failed but the known gaps of `case`, which all got through.
+/// With `LXVIRT_ESCAPE_REPORTS` set (`tests/compare-escapes` sets it), the
+/// report is kept there as `lxvirt-CASE.report` too.
 fn check(case: Case, report: &str) {
+    if let Some(dir) = std::env::var_os("LXVIRT_ESCAPE_REPORTS") {
+        let name = format!("lxvirt-{case:?}.report").to_lowercase();
+        fs::write(Path::new(&dir).join(name), report).unwrap();
+    }
     let attempts = parse(report);
     let escaped: BTreeSet<&str> = attempts
         .iter()
@@ -229,7 +235,8 @@ impl HostState {
     }
 }
 
-/// The probe's arguments: the host's root disk and a host process.
+/// The probe's arguments: the host's root disk, a host process and the
+/// host's network namespace.
 fn probe_args() -> Vec<String> {
     let dev = nix::sys::stat::stat("/").unwrap().st_dev;
     let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
@@ -249,14 +256,20 @@ fn probe_args() -> Vec<String> {
         disk_path,
         "--host-pid".into(),
         std::process::id().to_string(),
+        "--host-netns".into(),
+        fs::read_link("/proc/self/ns/net")
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
     ]
 }
 
 fn shell_command(probe: &Path, report: &Path) -> String {
+    let args: Vec<String> = probe_args().iter().map(|a| format!("'{a}'")).collect();
     format!(
         "{} {} > {}; exec sleep 1000",
         probe.display(),
-        probe_args().join(" "),
+        args.join(" "),
         report.display()
     )
 }
