@@ -381,6 +381,7 @@ fn user_namespace_maps_root() {
     spec.namespaces.user = Some(IdMapping {
         uid: vec![(0, 100000, 65536)],
         gid: vec![(0, 100000, 65536)],
+        idmapped_root: false,
     });
     let out = in_monitor(|| {
         let (master, slave) = pty(Some(100000));
@@ -415,7 +416,9 @@ fn user_namespace_maps_root() {
     assert_eq!(line_after(&out, "gidmap=").trim(), "0 100000 65536");
     assert_eq!(line_after(&out, "owner="), "0:0");
     assert_eq!(line_after(&out, "devowner="), "0");
-    assert_eq!(line_after(&out, "ptsowner="), "0");
+    // devpts is mounted from the host's user namespace: its root belongs
+    // to host root, which is nobody inside.
+    assert_eq!(line_after(&out, "ptsowner="), "65534");
     assert_eq!(line_after(&out, "hostname="), "userns-host");
     assert_eq!(line_after(&out, "sys="), "ro");
     assert_eq!(line_after(&out, "procsys="), "ro");
@@ -424,6 +427,68 @@ fn user_namespace_maps_root() {
     assert_eq!(line_after(&out, "firmware="), "0");
     assert_eq!(line_after(&out, "console="), "tty");
     assert_eq!(line_after(&out, "data="), "ro");
+    assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+}
+
+/// What root inside tries against the locked mounts.
+const LOCKED_CHECKS: &str = r#"
+echo "binowner=$(stat -c %u:%g /bin/busybox)"
+touch /made-inside && echo "madeinside=yes"
+umount /proc/kcore 2>/dev/null && echo "umountmask=ok" || echo "umountmask=denied"
+umount -l /proc/sys 2>/dev/null && echo "umountro=ok" || echo "umountro=denied"
+mount -o remount,rw /proc/sys 2>/dev/null && echo "remountprocsys=ok" || echo "remountprocsys=denied"
+mount -o remount,rw /sys 2>/dev/null && echo "remountsys=ok" || echo "remountsys=denied"
+mkdir -p /tmp/p /tmp/s
+mount -t proc proc /tmp/p 2>/dev/null && echo "freshproc=ok" || echo "freshproc=denied"
+mount -t sysfs sysfs /tmp/s 2>/dev/null && echo "freshsys=ok" || echo "freshsys=denied"
+mount -t tmpfs tmpfs /tmp/p 2>/dev/null && echo "tmpfs=ok" || echo "tmpfs=denied"
+hostname renamed 2>/dev/null && echo "sethostname=$(hostname)" || echo "sethostname=denied"
+"#;
+
+#[test]
+fn allocated_range_shows_the_root_idmapped_and_locks_the_masks() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec("locked", &format!("{CHECKS}{LOCKED_CHECKS}"));
+    spec.namespaces.user = Some(IdMapping {
+        uid: vec![(0, 200000, 65536)],
+        gid: vec![(0, 200000, 65536)],
+        idmapped_root: true,
+    });
+    let out = run(&spec, Some(200000));
+    assert_eq!(line_after(&out, "exit="), "0", "{out}");
+    assert_eq!(line_after(&out, "uid="), "0", "{out}");
+    // The image belongs to host root and was not chowned: the idmapped
+    // mount shows it as root's inside, and what root inside writes is
+    // host root's on disk.
+    assert_eq!(line_after(&out, "binowner="), "0:0", "{out}");
+    assert_eq!(line_after(&out, "madeinside="), "yes", "{out}");
+    let made = fs::metadata(fx.path("rootfs/made-inside")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((made.uid(), made.gid()), (0, 0));
+    let bin = fs::symlink_metadata(fx.path("rootfs/bin/busybox")).unwrap();
+    assert_eq!(bin.uid(), 0, "the image was not chowned");
+    // Root inside has CAP_SYS_ADMIN in its user namespace, yet the masks
+    // and read-only mounts made from outside are locked.
+    for key in [
+        "umountmask=",
+        "umountro=",
+        "remountprocsys=",
+        "remountsys=",
+        "freshproc=",
+        "freshsys=",
+    ] {
+        assert_eq!(line_after(&out, key), "denied", "{key}\n{out}");
+    }
+    assert_eq!(line_after(&out, "procsys="), "ro");
+    assert_eq!(line_after(&out, "kcore="), "hidden");
+    // What a user namespace owns stays root's to change.
+    assert_eq!(line_after(&out, "tmpfs="), "ok", "{out}");
+    assert_eq!(line_after(&out, "sethostname="), "renamed", "{out}");
+    assert_eq!(line_after(&out, "scratch="), "hi", "{out}");
     assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
 }
 

@@ -190,6 +190,7 @@ pub fn container_spec(
         ipc: share("shareipc", &shares.shareipc, NsChoice::New)?,
         uts: share("shareuts", &shares.shareuts, NsChoice::New)?,
         user: def.idmap.as_ref().map(|m| IdMapping {
+            idmapped_root: false,
             uid: m.uid.iter().map(|e| (e.start, e.target, e.count)).collect(),
             gid: m.gid.iter().map(|e| (e.start, e.target, e.count)).collect(),
         }),

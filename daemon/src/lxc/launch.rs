@@ -1,33 +1,53 @@
-//! Launching a container's init: one fork-like clone with every namespace
-//! flag, the monitor's part (id maps, cgroup placement, release) and the
-//! child's part ([`setup`](crate::lxc::setup)), with the child's failure
-//! carried back over a close-on-exec pipe.
+//! Launching a container's init: one fork-like clone, the monitor's part
+//! (cgroup placement, release) and the child's part
+//! ([`setup`](crate::lxc::setup)), with the child's failure carried back
+//! over a close-on-exec pipe.
+//!
+//! The clone carries every namespace flag, so that a user namespace owns
+//! the others (root inside may set its hostname, configure its network,
+//! `reboot(2)`). With a user namespace the child cannot mount in a way
+//! the host trusts, so a second, short-lived child, the *mounter*, cloned
+//! into a new mount namespace with host root's credentials and joined to
+//! the container's PID and network namespaces (for /proc and /sys), makes
+//! every mount, pivots, then joins the user namespace and unshares a mount
+//! namespace it owns: the kernel locks every mount of that copy (masks
+//! cannot be unmounted, read-only flags cannot be cleared). The container's
+//! init joins that mount namespace and goes on.
 //!
 //! ```text
-//! monitor                               child
-//! clone3(NEWNS|NEWPID|...|PIDFD)  ──►   wait on the sync pipe
+//! monitor                        init                     mounter
+//! clone3(NEWUSER|NEWPID|...) ──► wait (sync socket)
 //! write uid_map / gid_map
 //! place_in_cgroup(pid)
-//! release (sync pipe)             ──►   setup: mounts, /proc, /sys, /dev,
-//!                                       pivot_root, hostname, console, ids,
-//!                                       capabilities, label, execve(init)
-//! read the error pipe: EOF = exec'd ◄── (or a JSON SetupError, _exit(127))
+//! setns(init's pid, net)
+//! clone3(NEWNS) ─────────────────────────────────────────► mounts, pivot_root,
+//!                                                          setns(user),
+//! report: ready ◄───────────────────────────────────────── unshare(NEWNS)
+//! release + mount ns fd ─────► setns(mnt); hostname,
+//!                              console, ids, caps, label,
+//!                              execve(init)
+//! error pipe: EOF = exec'd ◄── (or a JSON SetupError)
+//! let the mounter go ────────────────────────────────────► exit
 //! ```
+//!
+//! Without a user namespace the init makes its mounts itself.
 //!
 //! [`launch`] must run in a single-threaded process (the monitor): the
 //! child is a copy of the calling thread only and allocates.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use thiserror::Error;
 
+use crate::lxc::protocol::{self, ProtocolError};
 use crate::lxc::setup::{self, Setup, SetupError, Step};
 use crate::lxc::spec::{ContainerSpec, IdMapping, NsChoice, SPEC_VERSION};
 use crate::sys::linux::{self, Forked};
@@ -103,6 +123,13 @@ pub enum LaunchError {
         #[source]
         source: Errno,
     },
+    #[error("container '{domain}': cannot create its {kind} namespace inside its user namespace")]
+    UserNamespace {
+        domain: String,
+        kind: &'static str,
+        #[source]
+        source: Errno,
+    },
     #[error("container '{domain}': cannot write {path}; check <idmap>")]
     IdMap {
         domain: String,
@@ -134,13 +161,19 @@ impl LaunchError {
     }
 }
 
-/// The clone flags for a spec: new mount and PID namespaces always, UTS,
-/// IPC and network when they are new, a user namespace with an id map.
-/// Shared namespaces are joined by the monitor around the clone, so the
-/// child inherits them.
+/// The clone flags for a spec: new PID namespace always, a new mount
+/// namespace without a user namespace (with one, init joins the
+/// mounter's), UTS, IPC and network when they are new, a user namespace
+/// with an id map. Shared namespaces are joined by the monitor around the
+/// clone, so the child inherits them.
 pub fn clone_flags(spec: &ContainerSpec) -> CloneFlags {
     let ns = &spec.namespaces;
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+    let mut flags = CloneFlags::CLONE_NEWPID;
+    if ns.user.is_some() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    } else {
+        flags |= CloneFlags::CLONE_NEWNS;
+    }
     for (choice, flag) in [
         (&ns.uts, CloneFlags::CLONE_NEWUTS),
         (&ns.ipc, CloneFlags::CLONE_NEWIPC),
@@ -149,9 +182,6 @@ pub fn clone_flags(spec: &ContainerSpec) -> CloneFlags {
         if *choice == NsChoice::New {
             flags |= flag;
         }
-    }
-    if ns.user.is_some() {
-        flags |= CloneFlags::CLONE_NEWUSER;
     }
     flags
 }
@@ -170,6 +200,20 @@ struct Joined {
 }
 
 impl Joined {
+    /// Join `target` (of `kind`, `flag`), remembering the monitor's own.
+    /// For PID this changes only where the monitor's next child goes.
+    fn join(
+        &mut self,
+        target: BorrowedFd<'_>,
+        flag: CloneFlags,
+        kind: &'static str,
+    ) -> Result<(), Errno> {
+        let own = linux::open_namespace(Path::new(&format!("/proc/thread-self/ns/{kind}")))?;
+        linux::setns(target, flag)?;
+        self.saved.push((own, flag, kind));
+        Ok(())
+    }
+
     fn restore(self, domain: &str) -> Result<(), LaunchError> {
         for (fd, flag, kind) in self.saved.into_iter().rev() {
             linux::setns(&fd, flag).map_err(|source| LaunchError::RestoreNamespace {
@@ -204,13 +248,10 @@ fn join_shared(spec: &ContainerSpec) -> Result<Joined, LaunchError> {
             path: path.clone(),
             source,
         };
-        let result = linux::open_namespace(&path).and_then(|target| {
-            let own = linux::open_namespace(Path::new(&format!("/proc/thread-self/ns/{kind}")))?;
-            linux::setns(&target, flag)?;
-            Ok(own)
-        });
+        let result =
+            linux::open_namespace(&path).and_then(|target| joined.join(target.as_fd(), flag, kind));
         match result {
-            Ok(own) => joined.saved.push((own, flag, kind)),
+            Ok(()) => {}
             Err(e) => {
                 joined.restore(&spec.name)?;
                 return Err(err(e));
@@ -254,7 +295,13 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         domain: domain(),
         source,
     };
-    let (sync_r, sync_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
+    let (sync_r, sync_w) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(pipe_err)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
 
     let joined = join_shared(spec)?;
@@ -294,10 +341,23 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
             message,
         });
     }
-    // Release the child. If it died already the write fails (EPIPE); its
-    // report, if any, is read below either way.
-    let _ = nix::unistd::write(sync_w.as_fd(), &[1]);
+    let mounter = match &spec.namespaces.user {
+        Some(_) => match Mounter::start(spec, ctx.console_slaves, pid) {
+            Ok(mounter) => Some(mounter),
+            Err(e) => {
+                abandon(pid);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    // Release the child, with the mount namespace to join. If it died
+    // already the send fails; its report, if any, is read below either way.
+    let mounts: Vec<RawFd> = mounter.iter().map(|m| m.mnt.as_raw_fd()).collect();
+    let _ = protocol::send(sync_w.as_fd(), &true, &mounts);
     drop(sync_w);
+    // Init holds the mount namespace now (or failed): the mounter can go.
+    drop(mounter);
 
     let mut report = Vec::new();
     if let Err(source) = File::from(err_r).read_to_end(&mut report) {
@@ -312,15 +372,168 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         return Ok(Launched { pid, pidfd });
     }
     let _ = waitpid(pid, None);
-    match serde_json::from_slice::<SetupError>(&report) {
-        Ok(error) => Err(LaunchError::Setup {
+    Err(setup_failure(spec, &report))
+}
+
+/// The mounter of a container with a user namespace, waiting to be let
+/// go, and its mount namespace (every mount locked) for init to join.
+struct Mounter {
+    pid: Pid,
+    mnt: OwnedFd,
+    hold: Option<OwnedFd>,
+}
+
+impl Mounter {
+    /// Clone the mounter into init's PID and network namespaces (so that
+    /// its /proc and /sys are the container's), let it make the mounts and
+    /// wait for its report.
+    fn start(
+        spec: &ContainerSpec,
+        console_slaves: &[PathBuf],
+        init: Pid,
+    ) -> Result<Mounter, LaunchError> {
+        let domain = || spec.name.clone();
+        let pipe_err = |source| LaunchError::Pipe {
             domain: domain(),
+            source,
+        };
+        let ns_err = |kind: &'static str| {
+            move |source| LaunchError::UserNamespace {
+                domain: domain(),
+                kind,
+                source,
+            }
+        };
+        let open = |kind: &'static str| {
+            linux::open_namespace(Path::new(&format!("/proc/{init}/ns/{kind}")))
+                .map_err(ns_err(kind))
+        };
+        let userns = open("user")?;
+        let mut joined = Joined { saved: Vec::new() };
+        let mut joins = vec![(CloneFlags::CLONE_NEWPID, "pid")];
+        if spec.namespaces.net == NsChoice::New {
+            joins.push((CloneFlags::CLONE_NEWNET, "net"));
+        }
+        for (flag, kind) in joins {
+            if let Err(e) =
+                open(kind).and_then(|ns| joined.join(ns.as_fd(), flag, kind).map_err(ns_err(kind)))
+            {
+                joined.restore(&spec.name)?;
+                return Err(e);
+            }
+        }
+        let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
+        let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
+        let forked = linux::clone_fork(CloneFlags::CLONE_NEWNS);
+        let pid = match forked {
+            Ok(Forked::Child) => {
+                drop(report_r);
+                drop(hold_w);
+                mounter(spec, console_slaves, userns, report_w, hold_r)
+            }
+            Ok(Forked::Parent { pid, .. }) => pid,
+            Err(source) => {
+                joined.restore(&spec.name)?;
+                return Err(LaunchError::Clone {
+                    domain: domain(),
+                    source,
+                });
+            }
+        };
+        drop(report_w);
+        drop(hold_r);
+        let mut mounter = Mounter {
+            pid,
+            // Replaced below; a placeholder that is closed on drop.
+            mnt: userns,
+            hold: Some(hold_w),
+        };
+        joined.restore(&spec.name)?;
+        let mut report = Vec::new();
+        File::from(report_r)
+            .read_to_end(&mut report)
+            .map_err(|source| LaunchError::Report {
+                domain: domain(),
+                source,
+            })?;
+        if report != [READY] {
+            return Err(setup_failure(spec, &report));
+        }
+        mounter.mnt = linux::open_namespace(Path::new(&format!("/proc/{pid}/ns/mnt")))
+            .map_err(ns_err("mount"))?;
+        Ok(mounter)
+    }
+}
+
+impl Drop for Mounter {
+    fn drop(&mut self) {
+        // EOF on its hold pipe lets it exit.
+        drop(self.hold.take());
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+/// The mounter's "all mounts made" report (a JSON error otherwise).
+const READY: u8 = 0;
+
+/// The mounter: make every mount, pivot, enter the user namespace, report
+/// and wait to be let go. Never returns.
+fn mounter(
+    spec: &ContainerSpec,
+    console_slaves: &[PathBuf],
+    userns: OwnedFd,
+    report_w: OwnedFd,
+    hold_r: OwnedFd,
+) -> ! {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Setup::new(&Linux, spec, console_slaves)
+            .with_userns(userns.as_fd())
+            .make_mounts()
+    }));
+    let report = match outcome {
+        Ok(Ok(())) => vec![READY],
+        Ok(Err(error)) => serde_json::to_vec(&error).unwrap_or_default(),
+        Err(_) => serde_json::to_vec(&panicked()).unwrap_or_default(),
+    };
+    write_all(report_w.as_fd(), &report);
+    drop(report_w);
+    // Until init has joined the mount namespace (the monitor closes the
+    // pipe): an empty mount namespace would be freed with its mounts.
+    let mut byte = [0u8; 1];
+    while let Err(Errno::EINTR) = nix::unistd::read(hold_r.as_fd(), &mut byte) {}
+    linux::exit_now(0)
+}
+
+fn panicked() -> SetupError {
+    SetupError {
+        step: Step::Internal,
+        path: None,
+        errno: 0,
+        detail: Some("the setup code panicked".into()),
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut rest: &[u8]) {
+    while !rest.is_empty() {
+        match nix::unistd::write(fd, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+/// The error a child's setup report stands for.
+fn setup_failure(spec: &ContainerSpec, report: &[u8]) -> LaunchError {
+    match serde_json::from_slice::<SetupError>(report) {
+        Ok(error) => LaunchError::Setup {
+            domain: spec.name.clone(),
             error,
-        }),
-        Err(_) => Err(LaunchError::BadReport {
-            domain: domain(),
-            report: String::from_utf8_lossy(&report).into_owned(),
-        }),
+        },
+        Err(_) => LaunchError::BadReport {
+            domain: spec.name.clone(),
+            report: String::from_utf8_lossy(report).into_owned(),
+        },
     }
 }
 
@@ -343,39 +556,32 @@ fn write_id_maps(spec: &ContainerSpec, pid: Pid, map: &IdMapping) -> Result<(), 
 /// up the monitor's stack, not even on a panic.
 fn child(spec: &ContainerSpec, console_slaves: &[PathBuf], sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut byte = [0u8; 1];
         let released = loop {
-            match nix::unistd::read(sync_r.as_fd(), &mut byte) {
-                Err(Errno::EINTR) => continue,
-                Ok(1) => break true,
-                _ => break false,
+            match protocol::recv::<bool>(sync_r.as_fd()) {
+                Err(ProtocolError::Io(Errno::EINTR)) => continue,
+                Ok((true, fds)) => break Some(fds),
+                _ => break None,
             }
         };
         drop(sync_r);
-        if !released {
+        let Some(mut fds) = released else {
             // The monitor failed or went away; it has no use for a report.
             linux::exit_now(1);
-        }
-        match Setup::new(&Linux, spec, console_slaves).run() {
+        };
+        let setup = Setup::new(&Linux, spec, console_slaves);
+        let mounts = fds.pop();
+        let setup = match &mounts {
+            Some(mnt) => setup.with_mounts(mnt.as_fd()),
+            None => setup,
+        };
+        match setup.run() {
             Ok(never) => match never {},
             Err(error) => error,
         }
     }));
-    let error = outcome.unwrap_or_else(|_| SetupError {
-        step: Step::Internal,
-        path: None,
-        errno: 0,
-        detail: Some("the setup code panicked".into()),
-    });
+    let error = outcome.unwrap_or_else(|_| panicked());
     if let Ok(bytes) = serde_json::to_vec(&error) {
-        let mut rest: &[u8] = &bytes;
-        while !rest.is_empty() {
-            match nix::unistd::write(err_w.as_fd(), rest) {
-                Ok(n) => rest = &rest[n..],
-                Err(Errno::EINTR) => continue,
-                Err(_) => break,
-            }
-        }
+        write_all(err_w.as_fd(), &bytes);
     }
     linux::exit_now(127)
 }
@@ -422,10 +628,7 @@ mod tests {
             net: NsChoice::New,
             ipc: NsChoice::New,
             uts: NsChoice::New,
-            user: Some(IdMapping {
-                uid: vec![(0, 100000, 65536)],
-                gid: vec![(0, 100000, 65536)],
-            }),
+            user: None,
         });
         assert_eq!(
             clone_flags(&all_new),
@@ -434,7 +637,22 @@ mod tests {
                 | CloneFlags::CLONE_NEWUTS
                 | CloneFlags::CLONE_NEWIPC
                 | CloneFlags::CLONE_NEWNET
-                | CloneFlags::CLONE_NEWUSER
+        );
+        // With a user namespace, which owns the others, init joins the
+        // mounter's mount namespace instead of making its own.
+        let mut userns = all_new.clone();
+        userns.namespaces.user = Some(IdMapping {
+            uid: vec![(0, 100000, 65536)],
+            gid: vec![(0, 100000, 65536)],
+            idmapped_root: true,
+        });
+        assert_eq!(
+            clone_flags(&userns),
+            CloneFlags::CLONE_NEWUSER
+                | CloneFlags::CLONE_NEWPID
+                | CloneFlags::CLONE_NEWUTS
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWNET
         );
         let shared = spec(Namespaces {
             net: NsChoice::Host,

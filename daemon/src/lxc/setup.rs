@@ -10,6 +10,7 @@
 use std::cell::OnceCell;
 use std::convert::Infallible;
 use std::fmt;
+use std::os::fd::BorrowedFd;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,13 @@ pub enum Step {
     Release,
     Signals,
     CgroupNamespace,
+    /// Joining the container's user namespace.
+    UserNamespace,
+    /// The mount namespace that locks the mounts (owned by the user
+    /// namespace).
+    LockMounts,
+    /// Showing the root through an idmapped mount.
+    IdmapRoot,
     BecomeRoot,
     MakePrivate,
     RootFs,
@@ -111,6 +119,18 @@ impl fmt::Display for SetupError {
             ),
             Step::Signals => ("cannot reset init's signal handlers".into(), ""),
             Step::CgroupNamespace => ("cannot create the container's cgroup namespace".into(), ""),
+            Step::UserNamespace => (
+                "cannot join the container's user namespace".into(),
+                "; check the daemon's --userns-range and <idmap>",
+            ),
+            Step::LockMounts => (
+                "cannot create the container's mount namespace inside its user namespace".into(),
+                "",
+            ),
+            Step::IdmapRoot => (
+                format!("cannot show the root {path} through an idmapped mount"),
+                "; its filesystem may not support idmapped mounts (ext4, xfs, btrfs, tmpfs do): use one that does, or <lxvirt:userns mode='host'/>",
+            ),
             Step::BecomeRoot => (
                 "cannot become root in the container's user namespace".into(),
                 "; check that <idmap> maps uid and gid 0",
@@ -224,6 +244,11 @@ pub struct Setup<'a, S: Syscalls + ?Sized> {
     sys: &'a S,
     spec: &'a ContainerSpec,
     console_slaves: &'a [PathBuf],
+    /// The mounter's: the container's user namespace, joined once every
+    /// mount is made.
+    userns: Option<BorrowedFd<'a>>,
+    /// Init's, in a user namespace: the mount namespace the mounter made.
+    mounts: Option<BorrowedFd<'a>>,
     /// The staging directory the new root is assembled at.
     root: PathBuf,
     block_types: OnceCell<Vec<String>>,
@@ -235,9 +260,33 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             sys,
             spec,
             console_slaves,
+            userns: None,
+            mounts: None,
             root: staging_root(spec),
             block_types: OnceCell::new(),
         }
+    }
+
+    /// For the mounter: the user namespace to join after the mounts.
+    pub fn with_userns(mut self, userns: BorrowedFd<'a>) -> Self {
+        self.userns = Some(userns);
+        self
+    }
+
+    /// For init in a user namespace: the mounter's mount namespace.
+    pub fn with_mounts(mut self, mounts: BorrowedFd<'a>) -> Self {
+        self.mounts = Some(mounts);
+        self
+    }
+
+    /// The mounter's part (user namespace only): every mount, as host root
+    /// in a mount namespace of the host's user namespace (block devices,
+    /// idmapped mounts and masks all work), pivot_root, then into the
+    /// container's user namespace and a mount namespace it owns.
+    pub fn make_mounts(&self) -> Result<(), SetupError> {
+        self.sys.umask(0);
+        self.mount_all()?;
+        self.enter_user_namespace()
     }
 
     /// Everything from the child's release to execve of init. Returns only
@@ -249,39 +298,23 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         sys.reset_signals()
             .map_err(|e| SetupError::new(Step::Signals, None, e))?;
         let umask = sys.umask(0);
-        // After the monitor placed us in the container's cgroups, so that
-        // they are the root of the new cgroup namespace.
-        sys.unshare(CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| SetupError::new(Step::CgroupNamespace, None, e))?;
         if self.spec.namespaces.user.is_some() {
             sys.setresgid(0)
                 .and_then(|()| sys.setresuid(0))
                 .map_err(|e| SetupError::new(Step::BecomeRoot, None, e))?;
+            // Made by the mounter; joining also makes its root ours.
+            let mounts = self
+                .mounts
+                .ok_or_else(|| SetupError::new(Step::LockMounts, None, Errno::EBADF))?;
+            sys.setns(mounts, CloneFlags::CLONE_NEWNS)
+                .map_err(|e| SetupError::new(Step::LockMounts, None, e))?;
+        } else {
+            self.mount_all()?;
         }
-        sys.mount(
-            None,
-            Path::new("/"),
-            None,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None,
-        )
-        .map_err(|e| SetupError::new(Step::MakePrivate, Some(Path::new("/")), e))?;
-
-        self.mount_root()?;
-        self.mount_proc()?;
-        self.mount_sys()?;
-        self.mount_dev()?;
-        for mount in &self.spec.mounts {
-            self.mount_one(mount)?;
-        }
-        // Last, so that no mount above can undo them.
-        for path in &self.spec.readonly_paths {
-            self.readonly_path(path)?;
-        }
-        for path in &self.spec.masked_paths {
-            self.mask_path(path)?;
-        }
-        self.pivot()?;
+        // After the monitor placed us in the container's cgroups, so that
+        // they are the root of the new cgroup namespace.
+        sys.unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| SetupError::new(Step::CgroupNamespace, None, e))?;
 
         if self.spec.namespaces.net == NsChoice::New {
             sys.loopback_up()
@@ -325,6 +358,75 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         }
         let errno = sys.execve(&init.path, &init.args, &init.env);
         Err(SetupError::new(Step::Exec, Some(&init.path), errno))
+    }
+
+    /// Every mount of the container, then pivot_root into its root.
+    fn mount_all(&self) -> Result<(), SetupError> {
+        self.sys
+            .mount(
+                None,
+                Path::new("/"),
+                None,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None,
+            )
+            .map_err(|e| SetupError::new(Step::MakePrivate, Some(Path::new("/")), e))?;
+
+        self.mount_root()?;
+        self.mount_proc()?;
+        self.mount_sys()?;
+        self.mount_dev()?;
+        for mount in &self.spec.mounts {
+            self.mount_one(mount)?;
+        }
+        // Last, so that no mount above can undo them.
+        for path in &self.spec.readonly_paths {
+            self.readonly_path(path)?;
+        }
+        for path in &self.spec.masked_paths {
+            self.mask_path(path)?;
+        }
+        self.pivot()
+    }
+
+    /// Join the container's user namespace and leave every mount made so
+    /// far in a mount namespace it does not own: the copy the kernel makes
+    /// for the new one marks each mount locked (it cannot be unmounted to
+    /// reveal what it covers) and locks its read-only, nosuid, nodev and
+    /// noexec flags, so root inside cannot undo masks and read-only paths.
+    fn enter_user_namespace(&self) -> Result<(), SetupError> {
+        let sys = self.sys;
+        let userns = self
+            .userns
+            .ok_or_else(|| SetupError::new(Step::UserNamespace, None, Errno::EBADF))?;
+        sys.setns(userns, CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| SetupError::new(Step::UserNamespace, None, e))?;
+        sys.unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|e| SetupError::new(Step::LockMounts, None, e))
+    }
+
+    /// The user namespace and its mapping when the root is shown through
+    /// an idmapped mount.
+    fn idmapped_root(&self) -> Option<BorrowedFd<'a>> {
+        match &self.spec.namespaces.user {
+            Some(map) if map.idmapped_root => self.userns,
+            _ => None,
+        }
+    }
+
+    /// Mount options for a tmpfs root inside can write to: `uid=`/`gid=`
+    /// of the container's root on the host, in a user namespace.
+    fn owned_by_root(&self, base: &str) -> String {
+        let owner = self
+            .spec
+            .namespaces
+            .user
+            .as_ref()
+            .and_then(|map| Some((map.root_uid()?, map.root_gid()?)));
+        match owner {
+            Some((uid, gid)) => self.options(&format!("{base},uid={uid},gid={gid}")),
+            None => self.options(base),
+        }
     }
 
     /// `context="LABEL"` for mount options, when a label applies.
@@ -415,8 +517,14 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                     .map_err(|e| SetupError::new(Step::RootFs, Some(host), e))?;
             }
             RootFs::Dir { path, readonly } => {
-                sys.mount(Some(path), root, None, bind, None)
-                    .map_err(|e| SetupError::new(Step::RootFs, Some(path), e))?;
+                match self.idmapped_root() {
+                    Some(userns) => sys
+                        .idmap_bind(path, root, userns, true)
+                        .map_err(|e| SetupError::new(Step::IdmapRoot, Some(path), e))?,
+                    None => sys
+                        .mount(Some(path), root, None, bind, None)
+                        .map_err(|e| SetupError::new(Step::RootFs, Some(path), e))?,
+                }
                 if *readonly {
                     sys.set_readonly(root, true)
                         .map_err(|e| SetupError::new(Step::RootFs, Some(path), e))?;
@@ -425,6 +533,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             RootFs::Block { dev, readonly } => {
                 self.mount_filesystem(dev, root, *readonly)
                     .map_err(|e| SetupError::new(Step::RootFs, Some(dev), e))?;
+                self.idmap_in_place(root, dev)?;
             }
             RootFs::File { path, readonly } => {
                 let device = sys
@@ -435,6 +544,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 // The mount holds the device now; autoclear detaches it
                 // when the mount goes away.
                 drop(device);
+                self.idmap_in_place(root, path)?;
             }
             RootFs::Overlay {
                 lowerdir,
@@ -471,6 +581,19 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             MsFlags::empty(),
             Some(&data),
         )
+    }
+
+    /// Cover the mount at `target` with an idmapped copy of itself when the
+    /// root is idmapped (the copy is what the container sees; the original
+    /// stays locked beneath it).
+    fn idmap_in_place(&self, target: &Path, source: &Path) -> Result<(), SetupError> {
+        match self.idmapped_root() {
+            Some(userns) => self
+                .sys
+                .idmap_bind(target, target, userns, false)
+                .map_err(|e| SetupError::new(Step::IdmapRoot, Some(source), e)),
+            None => Ok(()),
+        }
     }
 
     /// The block filesystem types to try, preferred ones first.
@@ -575,29 +698,24 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         }
     }
 
-    fn in_userns(&self) -> bool {
-        self.spec.namespaces.user.is_some()
-    }
-
-    /// A device node at `path` (a host path under the new /dev): mknod
-    /// where allowed, else a bind mount of the host node (user namespace).
+    /// A device node at `path` (a host path under the new /dev). Made by
+    /// host root in a tmpfs of the host's user namespace, so it works
+    /// inside a user namespace too.
     fn device_node(
         &self,
         path: &Path,
         kind: NodeKind,
         mode: u32,
         (major, minor): (u32, u32),
-        host: &Path,
     ) -> Result<(), Errno> {
-        if self.in_userns() {
-            match self.sys.create_file(path, 0o666) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(e),
-            }
-            self.sys
-                .mount(Some(host), path, None, MsFlags::MS_BIND, None)
-        } else {
-            self.sys.mknod(path, kind, mode, major, minor)
+        self.sys.mknod(path, kind, mode, major, minor)?;
+        match &self.spec.namespaces.user {
+            // Root inside owns its nodes, as it would have made them.
+            Some(map) => match (map.root_uid(), map.root_gid()) {
+                (Some(uid), Some(gid)) => self.sys.chown(path, uid, gid),
+                _ => Ok(()),
+            },
+            None => Ok(()),
         }
     }
 
@@ -616,21 +734,14 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             &dev,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-            Some(&self.options("mode=755,size=65536")),
+            Some(&self.owned_by_root("mode=755,size=65536")),
         )
         .map_err(|e| SetupError::new(Step::Dev, Some(inside), e))?;
 
         // A fresh tmpfs: plain joins below cannot meet a symlink.
         for (name, major, minor) in BASIC_NODES {
-            let host = Path::new("/dev").join(name);
-            self.device_node(
-                &dev.join(name),
-                NodeKind::Char,
-                0o666,
-                (major, minor),
-                &host,
-            )
-            .map_err(err_at(Step::DeviceNode, name))?;
+            self.device_node(&dev.join(name), NodeKind::Char, 0o666, (major, minor))
+                .map_err(err_at(Step::DeviceNode, name))?;
         }
         for node in &self.spec.devices {
             let err = |e| SetupError::new(Step::DeviceNode, Some(&node.path), e);
@@ -641,22 +752,18 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 DeviceKind::Char => NodeKind::Char,
                 DeviceKind::Block => NodeKind::Block,
             };
-            self.device_node(
-                &dir.join(name),
-                kind,
-                node.mode,
-                (node.major, node.minor),
-                &node.host_path,
-            )
-            .map_err(err)?;
+            self.device_node(&dir.join(name), kind, node.mode, (node.major, node.minor))
+                .map_err(err)?;
         }
 
         let pts = dev.join("pts");
         sys.mkdir(&pts, 0o755)
             .map_err(err_at(Step::Devpts, "pts"))?;
         let mut options = String::from("newinstance,ptmxmode=0666,mode=0620");
-        if self.tty_gid_mapped() {
-            options.push_str(",gid=5");
+        // devpts takes the host's gid of the container's tty group (the
+        // mount is made from the host's user namespace).
+        if let Some(gid) = self.host_tty_gid() {
+            options.push_str(&format!(",gid={gid}"));
         }
         sys.mount(
             Some(Path::new("devpts")),
@@ -677,7 +784,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                     &shm,
                     Some("tmpfs"),
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some(&self.options("mode=1777")),
+                    Some(&self.owned_by_root("mode=1777")),
                 )
             })
             .map_err(err_at(Step::Dev, "shm"))?;
@@ -706,14 +813,11 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         Ok(())
     }
 
-    /// Whether gid 5 (tty) exists inside the container.
-    fn tty_gid_mapped(&self) -> bool {
+    /// The host gid of the container's tty group (5), if it is mapped.
+    fn host_tty_gid(&self) -> Option<u32> {
         match &self.spec.namespaces.user {
-            None => true,
-            Some(map) => map
-                .gid
-                .iter()
-                .any(|&(inside, _, count)| inside <= 5 && 5 - inside < count),
+            None => Some(5),
+            Some(map) => map.host_gid(5),
         }
     }
 
@@ -759,7 +863,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                     &host,
                     Some("tmpfs"),
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV | ro,
-                    Some(&self.options(&format!("size={size}"))),
+                    Some(&self.owned_by_root(&format!("size={size}"))),
                 )
                 .map_err(err)
             }
@@ -1022,6 +1126,7 @@ mod tests {
         IdMapping {
             uid: vec![(0, 100000, 65536)],
             gid: vec![(0, 100000, 65536)],
+            idmapped_root: false,
         }
     }
 
@@ -1033,10 +1138,25 @@ mod tests {
     /// an unknown errno, which is the end of a complete run.
     fn run(sys: &Recorder, spec: &ContainerSpec) -> SetupError {
         let slaves = slaves();
-        match Setup::new(sys, spec, &slaves).run() {
+        // Any descriptor stands for the user namespace: the double does
+        // not use it.
+        let userns = std::fs::File::open("/dev/null").unwrap();
+        match Setup::new(sys, spec, &slaves)
+            .with_mounts(std::os::fd::AsFd::as_fd(&userns))
+            .run()
+        {
             Ok(never) => match never {},
             Err(e) => e,
         }
+    }
+
+    /// The mounter's part, for a spec with a user namespace.
+    fn make_mounts(sys: &Recorder, spec: &ContainerSpec) -> Result<(), SetupError> {
+        let slaves = slaves();
+        let userns = std::fs::File::open("/dev/null").unwrap();
+        Setup::new(sys, spec, &slaves)
+            .with_userns(std::os::fd::AsFd::as_fd(&userns))
+            .make_mounts()
     }
 
     fn run_ok(sys: &Recorder, spec: &ContainerSpec) {
@@ -1067,8 +1187,8 @@ mod tests {
         assert_eq!(calls[0], "reset_signals");
         before(
             &sys,
-            "unshare CLONE_NEWCGROUP",
             "mount - / type=- flags=MS_REC|MS_PRIVATE",
+            "unshare CLONE_NEWCGROUP",
         );
         assert!(
             sys.position("setresuid").unwrap() > sys.position("pivot_root").unwrap(),
@@ -1170,9 +1290,11 @@ mod tests {
     }
 
     #[test]
-    fn user_namespace_binds_nodes_and_becomes_root_first() {
+    fn user_namespace_is_joined_after_every_mount_and_locks_them() {
         let mut s = spec();
         s.namespaces.user = Some(userns());
+        s.readonly_paths = vec!["/proc/sys".into()];
+        s.masked_paths = vec!["/proc/kcore".into()];
         s.devices = vec![DeviceNode {
             path: "/dev/disk/data".into(),
             kind: DeviceKind::Block,
@@ -1181,29 +1303,96 @@ mod tests {
             mode: 0o660,
             host_path: "/dev/sdb".into(),
         }];
-        let sys = Recorder::new().missing(format!("{ROOT}/dev/disk"));
+        let sys = Recorder::new()
+            .missing(format!("{ROOT}/dev/disk"))
+            .kind(format!("{ROOT}/proc/kcore"), FileKind::File);
+        make_mounts(&sys, &s).unwrap();
+        // Host root makes the mounts, nodes included (mknod works outside
+        // the user namespace), owned by root inside.
+        before(&sys, "mount - / type=- flags=MS_REC|MS_PRIVATE", "mknod");
+        assert!(sys.has(&format!("chown {ROOT}/dev/null 100000:100000")));
+        assert!(sys.has(&format!("chown {ROOT}/dev/disk/data 100000:100000")));
+        assert!(sys.has("data=mode=755,size=65536,uid=100000,gid=100000"));
+        // The tty group's host gid.
+        assert!(sys.has("data=newinstance,ptmxmode=0666,mode=0620,gid=100005"));
+        // Then the user namespace, and a mount namespace it owns: the
+        // kernel locks every mount made before.
+        before(&sys, &format!("readonly {ROOT}/proc/sys"), "pivot_root");
+        before(
+            &sys,
+            &format!("mount /dev/null {ROOT}/proc/kcore"),
+            "pivot_root",
+        );
+        before(&sys, "pivot_root", "setns CLONE_NEWUSER");
+        before(&sys, "setns CLONE_NEWUSER", "unshare CLONE_NEWNS");
+        assert!(!sys.has("execve"));
+
+        // Init, already in the user namespace, joins that mount namespace
+        // and mounts nothing itself.
+        let sys = Recorder::new();
         run_ok(&sys, &s);
+        assert!(!sys.has("mount "), "{:#?}", sys.calls());
         before(&sys, "setresgid 0", "setresuid 0");
-        before(
-            &sys,
-            "setresuid 0",
-            "mount - / type=- flags=MS_REC|MS_PRIVATE",
-        );
-        assert!(!sys.has("mknod"), "{:#?}", sys.calls());
-        before(
-            &sys,
-            &format!("create {ROOT}/dev/null 666"),
-            &format!("mount /dev/null {ROOT}/dev/null type=- flags=MS_BIND"),
-        );
-        assert!(sys.has(&format!(
-            "mount /dev/tty {ROOT}/dev/tty type=- flags=MS_BIND"
-        )));
-        before(
-            &sys,
-            &format!("mkdir {ROOT}/dev/disk 755"),
-            &format!("mount /dev/sdb {ROOT}/dev/disk/data type=- flags=MS_BIND"),
-        );
+        before(&sys, "setresuid 0", "setns CLONE_NEWNS");
+        // The cgroup namespace is owned by the user namespace.
+        before(&sys, "setns CLONE_NEWNS", "unshare CLONE_NEWCGROUP");
+        before(&sys, "unshare CLONE_NEWCGROUP", "sethostname");
+    }
+
+    #[test]
+    fn without_a_user_namespace_nothing_is_joined() {
+        let s = spec();
+        let sys = Recorder::new();
+        run_ok(&sys, &s);
+        assert!(!sys.has("setns"), "{:#?}", sys.calls());
+        assert!(!sys.has("unshare CLONE_NEWNS"));
+        assert!(!sys.has("chown"));
         assert!(sys.has("data=newinstance,ptmxmode=0666,mode=0620,gid=5"));
+        before(&sys, "pivot_root", "unshare CLONE_NEWCGROUP");
+    }
+
+    #[test]
+    fn allocated_ranges_show_the_root_through_an_idmapped_mount() {
+        let mut s = spec();
+        s.namespaces.user = Some(IdMapping {
+            idmapped_root: true,
+            ..userns()
+        });
+        let sys = Recorder::new();
+        make_mounts(&sys, &s).unwrap();
+        assert!(sys.has(&format!("idmap_bind /srv/web {ROOT} recursive")));
+        assert!(!sys.has(&format!("mount /srv/web {ROOT}")));
+        before(&sys, "idmap_bind", "pivot_root");
+
+        // A block root is mounted, then covered by its idmapped copy.
+        s.root = RootFs::Block {
+            dev: "/dev/vdb".into(),
+            readonly: false,
+        };
+        let sys = Recorder::new();
+        make_mounts(&sys, &s).unwrap();
+        before(
+            &sys,
+            &format!("mount /dev/vdb {ROOT} type=ext4"),
+            &format!("idmap_bind {ROOT} {ROOT} single"),
+        );
+
+        // The host's root is never idmapped: root inside must not gain
+        // write access to the host's files.
+        s.root = RootFs::Host;
+        let sys = Recorder::new();
+        make_mounts(&sys, &s).unwrap();
+        assert!(!sys.has("idmap_bind"), "{:#?}", sys.calls());
+
+        // A filesystem without idmapped mounts: the error says what to do.
+        s.root = RootFs::Dir {
+            path: "/srv/web".into(),
+            readonly: false,
+        };
+        let sys = Recorder::new().fail("idmap_bind", Errno::EINVAL);
+        let err = make_mounts(&sys, &s).unwrap_err();
+        assert_eq!(err.step, Step::IdmapRoot);
+        assert!(err.to_string().contains("lxvirt:userns"), "{err}");
     }
 
     #[test]
@@ -1212,9 +1401,10 @@ mod tests {
         s.namespaces.user = Some(IdMapping {
             uid: vec![(0, 100000, 1)],
             gid: vec![(0, 100000, 1)],
+            idmapped_root: false,
         });
         let sys = Recorder::new();
-        run_ok(&sys, &s);
+        make_mounts(&sys, &s).unwrap();
         assert!(sys.has("data=newinstance,ptmxmode=0666,mode=0620"));
         assert!(!sys.has("gid=5"));
     }

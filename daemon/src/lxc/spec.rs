@@ -82,9 +82,23 @@ pub struct IdMapping {
     /// (inside, outside, count)
     pub uid: Vec<(u32, u32, u32)>,
     pub gid: Vec<(u32, u32, u32)>,
+    /// Show the root file system through an idmapped mount, so that files
+    /// owned by host root appear as the container's root without being
+    /// chowned (ranges lxvirt allocated). False for libvirt's `<idmap>`:
+    /// the root's files must already belong to the mapped ids.
+    #[serde(default)]
+    pub idmapped_root: bool,
 }
 
 impl IdMapping {
+    /// The host gid of `gid` inside, if it is mapped.
+    pub fn host_gid(&self, gid: u32) -> Option<u32> {
+        self.gid
+            .iter()
+            .find(|&&(inside, _, count)| inside <= gid && gid - inside < count)
+            .map(|&(inside, outside, _)| outside + (gid - inside))
+    }
+
     /// The host uid that root inside maps to.
     pub fn root_uid(&self) -> Option<u32> {
         self.uid

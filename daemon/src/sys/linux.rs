@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,9 @@ struct MountAttr {
     userns_fd: u64,
 }
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// `struct open_how` of openat2(2).
 #[repr(C)]
@@ -156,6 +159,70 @@ impl Syscalls for Linux {
             )
         };
         Errno::result(rc).map(drop)
+    }
+
+    fn idmap_bind(
+        &self,
+        source: &Path,
+        target: &Path,
+        userns: BorrowedFd<'_>,
+        recursive: bool,
+    ) -> SysResult<()> {
+        let source = cstr(source)?;
+        let target = cstr(target)?;
+        let recursive = if recursive { libc::AT_RECURSIVE } else { 0 };
+        // SAFETY: `source` is a valid NUL-terminated string that outlives
+        // the call; the flags are plain integers.
+        let tree = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                source.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | recursive as libc::c_uint,
+            )
+        };
+        let tree = Errno::result(tree)?;
+        // SAFETY: open_tree(2) returned a new file descriptor that nothing
+        // else owns.
+        let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        };
+        let empty = c"";
+        // SAFETY: `tree` is an open mount fd, `empty` a NUL-terminated
+        // string and `attr` a properly laid out `struct mount_attr` whose
+        // size is passed; all outlive the call and are only read.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_EMPTY_PATH | recursive,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        Errno::result(rc)?;
+        // SAFETY: `tree` is an open detached mount, `empty` and `target`
+        // valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    fn setns(&self, ns: BorrowedFd<'_>, kind: CloneFlags) -> SysResult<()> {
+        nix::sched::setns(ns, kind)
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()> {

@@ -11,7 +11,7 @@ pub mod process;
 #[cfg(test)]
 pub mod recorder;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub use nix::errno::Errno;
@@ -73,6 +73,20 @@ pub trait Syscalls {
     /// (possibly locked) flags; with `recursive`, its submounts too
     /// (mount_setattr(2) with `MOUNT_ATTR_RDONLY`).
     fn set_readonly(&self, target: &Path, recursive: bool) -> SysResult<()>;
+    /// A copy of the mount tree at `source` (its submounts too with
+    /// `recursive`) shown through the id mapping of the user namespace
+    /// `userns` (an idmapped mount: files owned by host id N appear as the
+    /// id N maps to inside), attached at `target` (open_tree(2),
+    /// mount_setattr(2) with `MOUNT_ATTR_IDMAP`, move_mount(2)).
+    fn idmap_bind(
+        &self,
+        source: &Path,
+        target: &Path,
+        userns: BorrowedFd<'_>,
+        recursive: bool,
+    ) -> SysResult<()>;
+    /// setns(2) of the calling thread into the namespace `ns`.
+    fn setns(&self, ns: BorrowedFd<'_>, kind: CloneFlags) -> SysResult<()>;
     /// pivot_root(2).
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()>;
     /// mkdir(2); `EEXIST` when it exists.

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -136,6 +137,26 @@ impl Syscalls for Recorder {
     fn set_readonly(&self, target: &Path, recursive: bool) -> SysResult<()> {
         let how = if recursive { "recursive" } else { "single" };
         self.log(format!("readonly {} {how}", target.display()))
+    }
+
+    fn idmap_bind(
+        &self,
+        source: &Path,
+        target: &Path,
+        _userns: BorrowedFd<'_>,
+        recursive: bool,
+    ) -> SysResult<()> {
+        let how = if recursive { "recursive" } else { "single" };
+        self.log(format!(
+            "idmap_bind {} {} {how}",
+            source.display(),
+            target.display()
+        ))
+    }
+
+    fn setns(&self, _ns: BorrowedFd<'_>, kind: CloneFlags) -> SysResult<()> {
+        let names: Vec<&str> = kind.iter_names().map(|(n, _)| n).collect();
+        self.log(format!("setns {}", names.join("|")))
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()> {
