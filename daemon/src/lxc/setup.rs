@@ -414,16 +414,17 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         }
     }
 
+    /// The host uid and gid of root inside, in a user namespace that maps
+    /// root.
+    fn mapped_root(&self) -> Option<(u32, u32)> {
+        let map = self.spec.namespaces.user.as_ref()?;
+        Some((map.root_uid()?, map.root_gid()?))
+    }
+
     /// Mount options for a tmpfs root inside can write to: `uid=`/`gid=`
     /// of the container's root on the host, in a user namespace.
     fn owned_by_root(&self, base: &str) -> String {
-        let owner = self
-            .spec
-            .namespaces
-            .user
-            .as_ref()
-            .and_then(|map| Some((map.root_uid()?, map.root_gid()?)));
-        match owner {
+        match self.mapped_root() {
             Some((uid, gid)) => self.options(&format!("{base},uid={uid},gid={gid}")),
             None => self.options(base),
         }
@@ -709,12 +710,9 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         (major, minor): (u32, u32),
     ) -> Result<(), Errno> {
         self.sys.mknod(path, kind, mode, major, minor)?;
-        match &self.spec.namespaces.user {
-            // Root inside owns its nodes, as it would have made them.
-            Some(map) => match (map.root_uid(), map.root_gid()) {
-                (Some(uid), Some(gid)) => self.sys.chown(path, uid, gid),
-                _ => Ok(()),
-            },
+        // Root inside owns its nodes, as it would have made them.
+        match self.mapped_root() {
+            Some((uid, gid)) => self.sys.chown(path, uid, gid),
             None => Ok(()),
         }
     }
@@ -773,6 +771,12 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             Some(&self.options(&options)),
         )
         .map_err(err_at(Step::Devpts, "pts"))?;
+        // Root inside owns its devpts, as if it had mounted it.
+        if let Some((uid, gid)) = self.mapped_root() {
+            sys.chown(&pts, uid, gid)
+                .and_then(|()| sys.chown(&pts.join("ptmx"), uid, gid))
+                .map_err(err_at(Step::Devpts, "pts"))?;
+        }
         sys.symlink(Path::new("pts/ptmx"), &dev.join("ptmx"))
             .map_err(err_at(Step::Dev, "ptmx"))?;
 
