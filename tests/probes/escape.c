@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -628,6 +629,15 @@ static void host_view(pid_t host_pid, const char *host_netns) {
     }
 }
 
+/* Pushes a character into the input of the terminal on stdin, as if typed
+ * there: through `lxvirt enter` from a shell, that is the host shell's
+ * terminal. A space: harmless where it lands. */
+static void tiocsti(void) {
+    char c = ' ';
+    if (!isatty(0)) line("", "tiocsti_stdin", "not-a-tty", NULL);
+    else result("", "tiocsti_stdin", ioctl(0, TIOCSTI, &c));
+}
+
 /* chroot into a subdirectory while holding a directory outside it, then
  * climb: a runtime that only chroots lets this reach the host's root. */
 static void chroot_breakout(void) {
@@ -721,6 +731,7 @@ int main(int argc, char **argv) {
     device("dev_port", "/dev/port", S_IFCHR, makedev(1, 4), 0);
     host_view(host_pid, host_netns);
     chroot_breakout();
+    tiocsti();
     nested_user_namespace();
     /* Last: these may change our mounts and cgroups for good. */
     visible_cgroups();

@@ -417,15 +417,25 @@ pub async fn enter_capture(
     domain: &lxvirtd::dbus::proxy::DomainProxy<'_>,
     argv: &[&str],
 ) -> Result<(i32, String)> {
+    let devnull = fs::File::open("/dev/null")?;
+    enter_capture_with_stdin(domain, argv, std::os::fd::AsFd::as_fd(&devnull)).await
+}
+
+/// `enter_capture` with `stdin` as the command's standard input (a
+/// terminal, say).
+pub async fn enter_capture_with_stdin(
+    domain: &lxvirtd::dbus::proxy::DomainProxy<'_>,
+    argv: &[&str],
+    stdin: std::os::fd::BorrowedFd<'_>,
+) -> Result<(i32, String)> {
     use std::io::Read;
     let (out_read, out_write) = nix::unistd::pipe()?;
-    let devnull = fs::File::open("/dev/null")?;
     let stderr = std::io::stderr();
     let (_pid, exit) = domain
         .enter(
             argv,
             &["PATH=/bin"],
-            zbus::Fd::from(&devnull),
+            zbus::Fd::from(stdin),
             zbus::Fd::from(&out_write),
             zbus::Fd::from(&stderr),
             std::collections::HashMap::new(),

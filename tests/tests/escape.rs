@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use lxvirt_tests::{ContainerEnv, wait_for_file};
@@ -28,6 +29,9 @@ enum Case {
     Application,
     /// `lxvirt enter` into a running default system container.
     Enter,
+    /// The same, from a terminal (as `lxvirt enter` from a shell passes
+    /// the shell's terminal in).
+    EnterFromTerminal,
 }
 
 /// An attempt that gets through with the current defaults.
@@ -37,7 +41,12 @@ struct Gap {
     why: &'static str,
 }
 
-const ALL: &[Case] = &[Case::System, Case::Application, Case::Enter];
+const ALL: &[Case] = &[
+    Case::System,
+    Case::Application,
+    Case::Enter,
+    Case::EnterFromTerminal,
+];
 
 /// The known gaps of the current defaults. The suite fails when one of
 /// them no longer gets through, so that this list shrinks as the defaults
@@ -56,6 +65,15 @@ const KNOWN_GAPS: &[Gap] = &[
         attempt: "host_net_interfaces",
         why: "without <privnet/> (or an <interface>) a container shares the host's network \
               namespace, as in libvirt; a user namespace does not change that",
+    },
+    Gap {
+        cases: &[Case::EnterFromTerminal],
+        attempt: "tiocsti_stdin",
+        why: "`lxvirt enter` hands the caller's terminal to the command, and root with \
+              CAP_SYS_ADMIN in the host's user namespace may push input into any terminal \
+              it holds (TIOCSTI): typed into the caller's host shell. Closed by a user \
+              namespace (the capability must be the host's), a seccomp rule on \
+              ioctl(TIOCSTI), or a pty of the monitor's between caller and command",
     },
 ];
 
@@ -103,6 +121,7 @@ const ATTEMPTS: &[&str] = &[
     "proc1_root",
     "host_net_interfaces",
     "chroot_breakout",
+    "tiocsti_stdin",
     "userns_unshare",
     "cgroup_write_own_limits",
     "cgroup_visible_release_agent",
@@ -264,10 +283,13 @@ fn probe_args() -> Vec<String> {
     ]
 }
 
+/// The shell command (escaped for XML text) that runs the probe.
 fn shell_command(probe: &Path, report: &Path) -> String {
     let args: Vec<String> = probe_args().iter().map(|a| format!("'{a}'")).collect();
+    // Not on init's console: that terminal is the container's own, and
+    // pushing input into it (tiocsti_stdin) reaches nothing of the host.
     format!(
-        "{} {} > {}; exec sleep 1000",
+        "{} {} &lt; /dev/null &gt; {}; exec sleep 1000",
         probe.display(),
         args.join(" "),
         report.display()
@@ -321,21 +343,55 @@ async fn a_default_application_container_does_not_escape() {
     check(Case::Application, &text);
 }
 
+/// Runs the probe through `lxvirt enter` (the D-Bus call it makes) into a
+/// running default container, with `stdin`; returns its report once the
+/// host is found unchanged.
+async fn probe_through_enter(env: &ContainerEnv, name: &str, stdin: BorrowedFd<'_>) -> String {
+    let host = HostState::read();
+    let domain = env.start(name, "exec sleep 1000", "").await;
+    let args = probe_args();
+    let mut argv = vec!["/probe"];
+    argv.extend(args.iter().map(String::as_str));
+    let (code, report) = lxvirt_tests::enter_capture_with_stdin(&domain, &argv, stdin)
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{report}");
+    domain.destroy().await.unwrap();
+    host.assert_unchanged_since();
+    report
+}
+
 #[tokio::test]
 async fn enter_does_not_escape() {
     let Some(env) = ContainerEnv::with_probe(PROBE).await else {
         return;
     };
-    let host = HostState::read();
-    let domain = env.start("entered", "exec sleep 1000", "").await;
-    let args = probe_args();
-    let mut argv = vec!["/probe"];
-    argv.extend(args.iter().map(String::as_str));
-    let (code, report) = env.enter(&domain, &argv).await;
-    assert_eq!(code, 0, "{report}");
-    domain.destroy().await.unwrap();
-    host.assert_unchanged_since();
+    let devnull = fs::File::open("/dev/null").unwrap();
+    let report = probe_through_enter(&env, "entered", devnull.as_fd()).await;
     check(Case::Enter, &report);
+}
+
+#[tokio::test]
+async fn enter_from_a_terminal_does_not_escape() {
+    let Some(env) = ContainerEnv::with_probe(PROBE).await else {
+        return;
+    };
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let report = probe_through_enter(&env, "terminal", pty.slave.as_fd()).await;
+    // What the probe pushed is there to read on the terminal, as the
+    // caller's shell would read it.
+    let injected = report.lines().any(|l| l.starts_with("tiocsti_stdin ok"));
+    let mut termios = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
+    termios
+        .local_flags
+        .remove(nix::sys::termios::LocalFlags::ICANON);
+    termios.control_chars[nix::sys::termios::SpecialCharacterIndices::VMIN as usize] = 0;
+    termios.control_chars[nix::sys::termios::SpecialCharacterIndices::VTIME as usize] = 0;
+    nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &termios).unwrap();
+    let mut buffer = [0u8; 16];
+    let read = nix::unistd::read(&pty.slave, &mut buffer).unwrap_or(0);
+    assert_eq!(&buffer[..read], if injected { &b" "[..] } else { &b""[..] });
+    check(Case::EnterFromTerminal, &report);
 }
 
 /// The control: with the filter off and every capability kept (libvirt's
