@@ -212,6 +212,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Authorizer::new(config.admin_group.clone()),
         initial,
         capabilities,
+        images,
         events_rx,
     )
     .await

@@ -175,3 +175,51 @@ async fn the_daemon_checks_callers_itself_on_an_open_bus() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn images_may_be_listed_by_anyone_and_changed_by_admins_only() {
+    for (bus, what) in [
+        (TestBus::start().unwrap(), "denied"),
+        (
+            TestBus::start_open().unwrap(),
+            "uid 65534 may not remove images",
+        ),
+    ] {
+        let root = shared_tempdir().unwrap();
+        let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+        let images = |member: &str, args: &[&str]| {
+            let mut all = vec![
+                "call",
+                "org.lxvirt.lxvirt1",
+                "/org/lxvirt/lxvirt1",
+                "org.lxvirt.lxvirt1.Images",
+                member,
+            ];
+            all.extend_from_slice(args);
+            as_nobody_busctl(&bus.address, &all)
+        };
+        let out = images("ListImages", &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = images("Remove", &["s", "busybox"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(what), "{stderr}");
+        for (member, args) in [
+            ("Tag", &["ss", "a", "b"][..]),
+            ("Untag", &["s", "b"][..]),
+            ("ImportOCI", &["sa{sv}", "/tmp", "0"][..]),
+        ] {
+            let out = images(member, args);
+            assert!(!out.status.success(), "{member} allowed");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("denied") || stderr.contains("may not"),
+                "{member}: {stderr}"
+            );
+        }
+    }
+}

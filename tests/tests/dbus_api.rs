@@ -9,7 +9,7 @@ use std::fs;
 use futures_util::StreamExt;
 use lxvirt_tests::{TestBus, TestDaemon, example_files, shared_tempdir};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
-use lxvirtd::dbus::{DOMAIN_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH};
+use lxvirtd::dbus::{DOMAIN_INTERFACE, IMAGES_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH};
 
 const APP: &str = "<domain type='lxc'><name>app</name><memory unit='MiB'>64</memory>\
     <os><type>exe</type><init>/bin/sh</init></os><devices><console type='pty'/></devices></domain>";
@@ -241,7 +241,7 @@ async fn introspection_matches_the_committed_contract() {
             .await
             .unwrap(),
     ));
-    for name in [MANAGER_INTERFACE, DOMAIN_INTERFACE] {
+    for name in [MANAGER_INTERFACE, IMAGES_INTERFACE, DOMAIN_INTERFACE] {
         assert_eq!(
             live.get(name),
             committed.get(name),

@@ -1,19 +1,25 @@
-//! Domains on images, through the real daemon, as root: a busybox-static
-//! image, a domain defined on it, its writable layer kept across stops,
-//! daemon crashes and undefine with the keep flag, removed otherwise; a
-//! transient domain's layer gone when it stops; an unknown image and an
-//! unusable backend as typed errors.
+//! Images and domains on them, through the real daemon, as root: a
+//! busybox-static tarball and an OCI layout imported over D-Bus (with
+//! progress signals), a domain defined on an image, its writable layer kept
+//! across stops, daemon crashes and undefine with the keep flag, removed
+//! otherwise; commit into a new image that a second domain starts from;
+//! removal refused while a domain or a child uses an image; a transient
+//! domain's layer gone when it stops; an unknown image and an unusable
+//! backend as typed errors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lxvirt_tests::{DaemonEnv, busybox_root, root_or_skip};
+use futures_util::StreamExt;
+use lxvirt_tests::{DaemonEnv, busybox_root, oci_fixture, root_or_skip};
 use lxvirtd::core::UndefineFlags;
-use lxvirtd::dbus::proxy::DomainProxy;
-use lxvirtd::storage::{Compression, ImportOptions, Overlay, Store, pack_dir};
+use lxvirtd::dbus::proxy::{DomainProxy, ImagesProxy};
+use lxvirtd::storage::{Compression, pack_dir};
+use zbus::Variant as Value;
 
 /// A daemon on a private bus; its image store in `DIR/lib/storage`.
 struct Env(DaemonEnv);
@@ -39,11 +45,24 @@ impl Env {
         self.store_dir().join("containers").join(domain)
     }
 
-    /// Imports a busybox-static root as image `name` (through the store
-    /// library, beside the daemon: the store's changes are renames).
-    fn import_busybox(&self, name: &str) -> String {
+    /// A busybox-static root packed as a tarball, with `extra_mib` MiB of
+    /// incompressible data in /data/blob.
+    fn busybox_tarball(&self, name: &str, extra_mib: usize) -> PathBuf {
         let root = self.dir.path().join(format!("src-{name}"));
         busybox_root(&root);
+        if extra_mib > 0 {
+            let mut state = 0x2545_f491_4f6c_dd1d_u64;
+            let data: Vec<u8> = (0..extra_mib << 20)
+                .map(|_| {
+                    // xorshift: cheap bytes gzip cannot shrink
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            fs::write(root.join("data/blob"), data).unwrap();
+        }
         let tarball = self.dir.path().join(format!("{name}.tar"));
         pack_dir(
             &root,
@@ -51,18 +70,25 @@ impl Env {
             &mut fs::File::create(&tarball).unwrap(),
         )
         .unwrap();
-        let (store, _) = Store::open(&self.store_dir(), Box::new(Overlay::default())).unwrap();
-        let report = store
+        tarball
+    }
+
+    async fn images(&self) -> ImagesProxy<'static> {
+        ImagesProxy::new(&self.connection).await.unwrap()
+    }
+
+    /// Imports a busybox-static root as image `name` over D-Bus.
+    async fn import_busybox(&self, name: &str) -> String {
+        let tarball = self.busybox_tarball(name, 0);
+        let file = fs::File::open(&tarball).unwrap();
+        self.images()
+            .await
             .import_tarball(
-                &tarball,
-                &ImportOptions {
-                    name: Some(name.to_owned()),
-                    ..ImportOptions::default()
-                },
-                &mut |_| {},
+                zbus::Fd::from(&file),
+                HashMap::from([("name", Value::from(name))]),
             )
-            .unwrap();
-        report.id.to_string()
+            .await
+            .unwrap()
     }
 
     fn layer_dir(&self, id: &str) -> PathBuf {
@@ -123,7 +149,7 @@ async fn an_image_domain_keeps_its_writable_layer_until_undefined() {
         return;
     }
     let mut env = Env::new(&[]).await;
-    let id = env.import_busybox("busybox");
+    let id = env.import_busybox("busybox").await;
     let web = env.define("web", "busybox").await;
     web.start().await.unwrap();
     let (code, _) = env
@@ -188,7 +214,7 @@ async fn a_transient_image_domain_loses_its_layer_when_it_stops() {
         return;
     }
     let env = Env::new(&[]).await;
-    env.import_busybox("busybox");
+    env.import_busybox("busybox").await;
     let path = env
         .manager()
         .await
@@ -258,4 +284,211 @@ async fn an_unusable_backend_fails_image_domains_only() {
     );
     assert!(message.contains("'devicemapper'"), "{message}");
     assert!(message.contains("--storage-backend"), "{message}");
+}
+
+#[tokio::test]
+async fn commit_makes_an_image_a_second_domain_starts_from() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new(&[]).await;
+    let base = env.import_busybox("busybox").await;
+    let web = env.define("web", "busybox").await;
+    let images = env.images().await;
+
+    // Nothing to commit before the first start; not while running.
+    let err = web.commit("too-early", 0).await.unwrap_err();
+    assert_eq!(error_of(&err).0, "org.lxvirt.lxvirt1.Error.InvalidState");
+    web.start().await.unwrap();
+    let (code, _) = env
+        .enter(
+            &web,
+            &[
+                "/bin/sh",
+                "-c",
+                "echo committed > /etc/motd && /bin/busybox rm /bin/hostname",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0);
+    let err = web.commit("web-v1", 0).await.unwrap_err();
+    let (name, message) = error_of(&err);
+    assert_eq!(name, "org.lxvirt.lxvirt1.Error.InvalidState", "{message}");
+    assert!(message.contains("suspend or stop it first"), "{message}");
+
+    // Paused: allowed, and the domain resumes afterwards.
+    web.suspend().await.unwrap();
+    let paused_id = web.commit("web-paused", 0).await.unwrap();
+    web.resume().await.unwrap();
+    web.destroy().await.unwrap();
+    let id = web.commit("web-v1", 0).await.unwrap();
+    assert_ne!(id, paused_id);
+    let info = images.inspect("web-v1").await.unwrap();
+    assert_eq!(
+        (info.id.as_str(), info.parent.as_str()),
+        (id.as_str(), base.as_str())
+    );
+    assert_eq!(info.source, "commit:web");
+    let err = web.commit("web-v2", 1).await.unwrap_err();
+    assert_eq!(error_of(&err).0, "org.lxvirt.lxvirt1.Error.InvalidArgument");
+
+    // A second domain on the new image sees the change; the base does not.
+    let api = env.define("api", "web-v1").await;
+    api.start().await.unwrap();
+    let (_, motd) = env.enter(&api, &["/bin/cat", "/etc/motd"]).await;
+    assert_eq!(motd, "committed\n");
+    let (code, _) = env.enter(&api, &["/bin/ls", "/bin/hostname"]).await;
+    assert_ne!(code, 0, "the deletion carried over");
+    assert!(!env.layer_dir(&base).join("etc/motd").exists());
+    assert!(
+        env.layer_dir(&base)
+            .join("bin/hostname")
+            .symlink_metadata()
+            .is_ok()
+    );
+    let plain = env.define("plain", "busybox").await;
+    plain.start().await.unwrap();
+    let (code, _) = env.enter(&plain, &["/bin/cat", "/etc/motd"]).await;
+    assert_ne!(code, 0);
+    plain.destroy().await.unwrap();
+
+    // Removal is refused while used: by a running domain (api on web-v1),
+    // by a child image (web-v1 on busybox), by a defined-only domain.
+    let err = images.remove("web-v1").await.unwrap_err();
+    let (name, message) = error_of(&err);
+    assert_eq!(name, "org.lxvirt.lxvirt1.Error.ImageInUse", "{message}");
+    assert!(message.contains("api"), "{message}");
+    let err = images.remove("busybox").await.unwrap_err();
+    assert_eq!(error_of(&err).0, "org.lxvirt.lxvirt1.Error.ImageInUse");
+    let idle = env.define("idle", "web-paused").await;
+    let err = images.remove("web-paused").await.unwrap_err();
+    let (name, message) = error_of(&err);
+    assert_eq!(name, "org.lxvirt.lxvirt1.Error.ImageInUse", "{message}");
+    assert!(message.contains("idle"), "{message}");
+    idle.undefine(0).await.unwrap();
+    let removed = images.remove("web-paused").await.unwrap();
+    assert_eq!(removed, vec![paused_id.clone()]);
+    let err = images.inspect(&paused_id).await.unwrap_err();
+    assert_eq!(error_of(&err).0, "org.lxvirt.lxvirt1.Error.NoSuchImage");
+
+    // Tags and the typed list.
+    assert_eq!(images.tag("web-v1", "web-latest").await.unwrap(), id);
+    let err = images.tag("busybox", "web-latest").await.unwrap_err();
+    assert_eq!(error_of(&err).0, "org.lxvirt.lxvirt1.Error.AlreadyExists");
+    let list = images.list_images().await.unwrap();
+    let v1 = list.iter().find(|i| i.id == id).unwrap();
+    assert_eq!(v1.names, vec!["web-latest".to_owned(), "web-v1".to_owned()]);
+    assert_eq!(v1.domains, vec!["api".to_owned()]);
+    assert_eq!(v1.chain, vec![id.clone(), base.clone()]);
+    assert_eq!(images.untag("web-latest").await.unwrap(), id);
+}
+
+#[tokio::test]
+async fn a_large_import_reports_progress_and_exports_round_trip() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new(&[]).await;
+    let images = env.images().await;
+    let tarball = env.busybox_tarball("big", 24);
+    let mut progress = images.receive_progress().await.unwrap();
+    let file = fs::File::open(&tarball).unwrap();
+    let id = images
+        .import_tarball(
+            zbus::Fd::from(&file),
+            HashMap::from([
+                ("name", Value::from("big")),
+                ("token", Value::from("t-42")),
+                ("source", Value::from(tarball.to_str().unwrap())),
+            ]),
+        )
+        .await
+        .unwrap();
+    let total = fs::metadata(&tarball).unwrap().len();
+    let mut seen = Vec::new();
+    while let Ok(Some(signal)) = tokio::time::timeout(Duration::from_secs(5), progress.next()).await
+    {
+        let args = signal.args().unwrap();
+        assert_eq!(*args.token(), "t-42");
+        assert_eq!(*args.phase(), "unpack 1/1");
+        assert_eq!(*args.total(), total);
+        seen.push(*args.done());
+        if *args.done() == total {
+            break;
+        }
+    }
+    assert!(seen.len() >= 2, "progress steps: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&total));
+    let info = images.inspect("big").await.unwrap();
+    assert_eq!(info.source, format!("tarball:{}", tarball.display()));
+
+    // Export (gzip) and import again: the same content is the same image.
+    let exported = env.dir.path().join("big-export.tar.gz");
+    let out = fs::File::create(&exported).unwrap();
+    images
+        .export(
+            "big",
+            zbus::Fd::from(&out),
+            HashMap::from([("compression", Value::from("gzip"))]),
+        )
+        .await
+        .unwrap();
+    drop(out);
+    images.untag("big").await.unwrap();
+    let file = fs::File::open(&exported).unwrap();
+    let again = images
+        .import_tarball(zbus::Fd::from(&file), HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+    let err = images
+        .import_tarball(
+            zbus::Fd::from(&file),
+            HashMap::from([("colour", Value::from("red"))]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error_of(&err).0, "org.lxvirt.lxvirt1.Error.InvalidArgument");
+}
+
+#[tokio::test]
+async fn an_oci_layout_imports_and_starts() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new(&[]).await;
+    let images = env.images().await;
+    let layout = oci_fixture(env.dir.path());
+    let err = images
+        .import_oci(layout.to_str().unwrap(), HashMap::new())
+        .await
+        .unwrap_err();
+    let (name, message) = error_of(&err);
+    assert_eq!(
+        name, "org.lxvirt.lxvirt1.Error.InvalidArgument",
+        "{message}"
+    );
+    assert!(message.contains("1.0"), "{message}");
+    let id = images
+        .import_oci(
+            layout.to_str().unwrap(),
+            HashMap::from([
+                ("reference", Value::from("1.0")),
+                ("name", Value::from("app")),
+            ]),
+        )
+        .await
+        .unwrap();
+    let info = images.inspect("app").await.unwrap();
+    assert_eq!((info.id, info.chain.len()), (id, 2));
+    let app = env.define("app", "app").await;
+    app.start().await.unwrap();
+    let (_, out) = env
+        .enter(
+            &app,
+            &["/bin/sh", "-c", "cat /etc/motd; ls /opt/dir; ls /etc/gone"],
+        )
+        .await;
+    assert_eq!(out, "welcome\nupper\n");
 }

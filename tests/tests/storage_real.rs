@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use lxvirt_tests::{busybox_root, root_or_skip};
+use lxvirt_tests::{busybox_root, oci_fixture, root_or_skip};
 use lxvirtd::storage::{
     Compression, DevicePolicy, ExportOptions, ImportOptions, OciImportOptions, OciProblem, Overlay,
-    OverlayMount, RootMount, StorageError, Store, UnsafeEntry, pack_dir, sha256_hex,
+    OverlayMount, RootMount, StorageError, Store, UnsafeEntry, pack_dir,
 };
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -138,84 +138,6 @@ fn busybox_tarballs_import_and_run_from_an_overlay() {
         store.inspect("busybox").unwrap().domains,
         vec!["bb".to_owned()]
     );
-}
-
-/// Builds an OCI layout with two layers: the busybox root plus a few files,
-/// and a top layer that deletes /etc/gone (whiteout), makes /opt/dir opaque
-/// and adds files.
-fn oci_fixture(dir: &Path) -> PathBuf {
-    let base = dir.join("layer0");
-    busybox_root(&base);
-    fs::write(base.join("etc/gone"), "deleted by the top layer\n").unwrap();
-    fs::create_dir_all(base.join("opt/dir")).unwrap();
-    fs::write(base.join("opt/dir/lower1"), "hidden\n").unwrap();
-    fs::write(base.join("opt/dir/lower2"), "hidden\n").unwrap();
-    fs::write(base.join("opt/kept"), "kept\n").unwrap();
-    let top = dir.join("layer1");
-    fs::create_dir_all(top.join("etc")).unwrap();
-    fs::create_dir_all(top.join("opt/dir")).unwrap();
-    fs::write(top.join("etc/.wh.gone"), "").unwrap();
-    fs::write(top.join("opt/dir/.wh..wh..opq"), "").unwrap();
-    fs::write(top.join("opt/dir/upper"), "from the top\n").unwrap();
-    fs::write(top.join("etc/motd"), "welcome\n").unwrap();
-
-    let layout = dir.join("oci");
-    let blobs = layout.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let blob = |bytes: &[u8]| {
-        let digest = sha256_hex(bytes);
-        fs::write(blobs.join(&digest), bytes).unwrap();
-        (format!("sha256:{digest}"), bytes.len())
-    };
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (layer, c, media) in [
-        (
-            &base,
-            Compression::Gzip,
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-        ),
-        (
-            &top,
-            Compression::Zstd,
-            "application/vnd.oci.image.layer.v1.tar+zstd",
-        ),
-    ] {
-        let mut plain = Vec::new();
-        diff_ids.push(format!(
-            "sha256:{}",
-            pack_dir(layer, Compression::None, &mut plain)
-                .unwrap()
-                .diff_id
-        ));
-        let mut packed = Vec::new();
-        pack_dir(layer, c, &mut packed).unwrap();
-        let (digest, size) = blob(&packed);
-        layers.push(serde_json::json!({"mediaType": media, "digest": digest, "size": size}));
-    }
-    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}});
-    let (config_digest, config_size) = blob(&serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": layers});
-    let (manifest_digest, manifest_size) = blob(&serde_json::to_vec(&manifest).unwrap());
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size,
-         "annotations": {"org.opencontainers.image.ref.name": "1.0"}},
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": config_digest, "size": config_size,
-         "annotations": {"org.opencontainers.image.ref.name": "not-a-manifest"}}]});
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    layout
 }
 
 #[test]

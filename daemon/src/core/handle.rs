@@ -120,6 +120,25 @@ impl ManagerHandle {
             .await?
     }
 
+    /// Copies a shut off or paused domain's writable layer into image `name`.
+    pub async fn commit(
+        &self,
+        uuid: Uuid,
+        name: String,
+    ) -> Result<crate::storage::CommitReport, CoreError> {
+        self.ask(|reply| Command::Commit { uuid, name, reply })
+            .await?
+    }
+
+    /// Removes an image no domain uses; returns the ids removed.
+    pub async fn remove_image(
+        &self,
+        reference: String,
+    ) -> Result<Vec<crate::storage::ImageId>, CoreError> {
+        self.ask(|reply| Command::RemoveImage { reference, reply })
+            .await?
+    }
+
     /// Starts the autostart domains (once per host boot).
     pub async fn autostart(&self) -> Result<(), CoreError> {
         self.tx

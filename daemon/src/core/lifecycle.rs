@@ -107,10 +107,13 @@ pub enum Operation {
     Undefine,
     OpenConsole,
     Enter,
+    /// Copy the writable layer into a new image: the container must not
+    /// change it meanwhile.
+    Commit,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 10] = [
+    pub const ALL: [Operation; 11] = [
         Operation::Start,
         Operation::Shutdown,
         Operation::Destroy,
@@ -121,6 +124,7 @@ impl Operation {
         Operation::Undefine,
         Operation::OpenConsole,
         Operation::Enter,
+        Operation::Commit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -135,6 +139,7 @@ impl Operation {
             Operation::Undefine => "undefine",
             Operation::OpenConsole => "open a console of",
             Operation::Enter => "enter",
+            Operation::Commit => "commit",
         }
     }
 }
@@ -193,6 +198,8 @@ fn hint(state: State, operation: Operation) -> &'static str {
         (S::Paused, O::Shutdown | O::Reboot | O::Enter) => "resume it first",
         (S::Paused, O::Suspend) => "it is already paused",
         (S::Running, O::Resume) => "it is not paused",
+        (S::Running, O::Commit) => "suspend or stop it first",
+        (S::Crashed, O::Commit) => "destroy it first",
         _ => "",
     }
 }
@@ -215,6 +222,8 @@ pub fn transition(state: State, operation: Operation) -> Option<State> {
         (_, O::Undefine) => Some(state),
         (S::Running | S::Paused, O::OpenConsole) => Some(state),
         (S::Running, O::Enter) => Some(state),
+        // The layer is copied while nothing in the container can change it.
+        (S::Shutoff | S::Paused, O::Commit) => Some(state),
         _ => None,
     }
 }
@@ -233,8 +242,8 @@ mod tests {
     /// The whole matrix, written out: every state against every operation.
     #[test]
     fn transition_matrix() {
-        let expected: [(State, [Option<State>; 10]); 4] = [
-            //            start          shutdown       destroy        reboot          suspend        resume         define          undefine        console         enter
+        let expected: [(State, [Option<State>; 11]); 4] = [
+            //            start          shutdown       destroy        reboot          suspend        resume         define          undefine        console         enter           commit
             (
                 S::Shutoff,
                 [
@@ -248,6 +257,7 @@ mod tests {
                     Some(S::Shutoff),
                     None,
                     None,
+                    Some(S::Shutoff),
                 ],
             ),
             (
@@ -263,6 +273,7 @@ mod tests {
                     Some(S::Running),
                     Some(S::Running),
                     Some(S::Running),
+                    None,
                 ],
             ),
             (
@@ -278,6 +289,7 @@ mod tests {
                     Some(S::Paused),
                     Some(S::Paused),
                     None,
+                    Some(S::Paused),
                 ],
             ),
             (
@@ -291,6 +303,7 @@ mod tests {
                     None,
                     Some(S::Crashed),
                     Some(S::Crashed),
+                    None,
                     None,
                     None,
                 ],

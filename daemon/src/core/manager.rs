@@ -29,7 +29,7 @@ use crate::lxc::driver::{self, LxcDriver, Started};
 use crate::lxc::protocol::{InitExit, Reply as MonitorReply, Request, Requested};
 use crate::lxc::spec::{ContainerSpec, RootFs};
 use crate::security::{self, Security, SecurityConfig, SecurityReport};
-use crate::storage::RootMount;
+use crate::storage::{CommitReport, ImageId, RootMount};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
@@ -113,6 +113,17 @@ pub enum Command {
     },
     /// Start every autostart domain (once per host boot).
     Autostart,
+    /// Copy a stopped or paused domain's writable layer into a new image.
+    Commit {
+        uuid: Uuid,
+        name: String,
+        reply: Reply<CommitReport>,
+    },
+    /// Remove an image that no domain uses (by definition or by layer).
+    RemoveImage {
+        reference: String,
+        reply: Reply<Vec<ImageId>>,
+    },
 }
 
 /// Reports from the manager's own tasks.
@@ -145,6 +156,12 @@ enum Internal {
     /// A writable layer removal has finished.
     LayerRemoved {
         domain: String,
+    },
+    /// A commit has finished.
+    Committed {
+        uuid: Uuid,
+        result: Result<CommitReport, CoreError>,
+        reply: Reply<CommitReport>,
     },
 }
 
@@ -516,6 +533,8 @@ impl Manager {
                 let _ = reply.send(self.get_xml(uuid, flags));
             }
             Command::Autostart => self.autostart(),
+            Command::Commit { uuid, name, reply } => self.commit(uuid, name, reply),
+            Command::RemoveImage { reference, reply } => self.remove_image(reference, reply),
         }
     }
 
@@ -543,6 +562,16 @@ impl Manager {
             } => self.prepared(uuid, generation, *def, result),
             Internal::LayerRemoved { domain } => {
                 self.removing_layers.remove(&domain);
+            }
+            Internal::Committed {
+                uuid,
+                result,
+                reply,
+            } => {
+                if let Some(entry) = self.domains.get_mut(&uuid) {
+                    entry.committing = false;
+                }
+                let _ = reply.send(result);
             }
         }
     }
@@ -1499,6 +1528,94 @@ impl Manager {
                 }),
             },
         );
+    }
+
+    // ---- images -------------------------------------------------------------
+
+    /// Commits a shut off or paused domain's writable layer as image
+    /// `name`. The copy runs off this task; until it is done the domain
+    /// cannot start, resume or be undefined (`committing`).
+    fn commit(&mut self, uuid: Uuid, name: String, reply: Reply<CommitReport>) {
+        let store = match self.config.images.get() {
+            Ok(store) => store,
+            Err(error) => {
+                let _ = reply.send(Err(error.into()));
+                return;
+            }
+        };
+        let entry = match self
+            .entry_mut(uuid)
+            .and_then(|e| e.check(Operation::Commit).map(|_| e))
+        {
+            Ok(entry) => entry,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        entry.committing = true;
+        let domain = entry.name().to_owned();
+        let internal = self.internal.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = store.commit(&domain, &name, &mut |_| {}).map_err(|source| {
+                CoreError::DomainStorage {
+                    action: format!("cannot commit its writable layer as image '{name}'"),
+                    domain: domain.clone(),
+                    source: Box::new(source),
+                }
+            });
+            match &result {
+                Ok(report) => {
+                    tracing::info!(domain = %domain, image = %report.id, name = %name, bytes = report.size, seconds = report.seconds, "committed")
+                }
+                Err(error) => tracing::error!(error = %error_chain(error), "commit failed"),
+            }
+            let _ = internal.send(Internal::Committed {
+                uuid,
+                result,
+                reply,
+            });
+        });
+    }
+
+    /// Removes an image, refused while a domain uses it: with a writable
+    /// layer on it (the store knows those) or naming it as its root in a
+    /// definition (this task knows those).
+    fn remove_image(&mut self, reference: String, reply: Reply<Vec<ImageId>>) {
+        let store = match self.config.images.get() {
+            Ok(store) => store,
+            Err(error) => {
+                let _ = reply.send(Err(error.into()));
+                return;
+            }
+        };
+        let mut users: Vec<(String, String)> = Vec::new();
+        for entry in self.domains.values() {
+            for def in [Some(&entry.def), entry.live.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(image) = def.root_image() {
+                    users.push((entry.name().to_owned(), image.to_owned()));
+                }
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            let result = store.resolve(&reference).and_then(|id| {
+                let mut also: Vec<String> = users
+                    .into_iter()
+                    .filter(|(_, image)| store.resolve(image).is_ok_and(|i| i == id))
+                    .map(|(domain, _)| domain)
+                    .collect();
+                also.sort();
+                also.dedup();
+                store.remove(id.as_str(), &also)
+            });
+            if let Ok(removed) = &result {
+                tracing::info!(image = %reference, removed = removed.len(), "removed an image");
+            }
+            let _ = reply.send(result.map_err(CoreError::from));
+        });
     }
 
     fn stats(&mut self, uuid: Uuid, reply: Reply<DomainStats>) {

@@ -383,6 +383,29 @@ impl DomainObject {
         Ok(())
     }
 
+    /// Copies the writable layer of this domain (its root is an image;
+    /// shut off or paused) into a new image named `name`, whose parent is
+    /// the domain's image; the domain keeps its layer and its image. It
+    /// cannot start or resume until the copy is done. `flags` must be 0.
+    /// Returns the new image's id.
+    async fn commit(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+        flags: u32,
+    ) -> Result<String, Error> {
+        self.authorize(connection, &header, "commit domains")
+            .await?;
+        if flags != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "invalid flags {flags:#x}; Commit takes none"
+            )));
+        }
+        let report = self.shared.handle.commit(self.uuid, name).await?;
+        Ok(report.id.to_string())
+    }
+
     /// A lifecycle event: `defined` (`added`, `updated`), `undefined`
     /// (`removed`), `started` (`booted`), `rebooted`, `stopped` (`shutdown`,
     /// `destroyed`, `crashed`, `failed`), `suspended`, `resumed`, `crashed`

@@ -11,6 +11,7 @@ mod auth;
 mod domain;
 mod error;
 mod events;
+mod images;
 mod manager;
 pub mod proxy;
 
@@ -21,9 +22,10 @@ use zbus::{ObjectPath, OwnedObjectPath};
 pub use auth::Authorizer;
 pub use domain::DomainObject;
 pub use error::Error;
+pub use images::{ImageRecord, ImagesObject};
 pub use manager::ManagerObject;
 
-use crate::core::{DomainSummary, Event, ManagerHandle, Seq};
+use crate::core::{DomainSummary, Event, ImageStore, ManagerHandle, Seq};
 
 /// The well-known bus name.
 pub const BUS_NAME: &str = "org.lxvirt.lxvirt1";
@@ -31,6 +33,8 @@ pub const BUS_NAME: &str = "org.lxvirt.lxvirt1";
 pub const MANAGER_PATH: &str = "/org/lxvirt/lxvirt1";
 pub const MANAGER_INTERFACE: &str = "org.lxvirt.lxvirt1.Manager";
 pub const DOMAIN_INTERFACE: &str = "org.lxvirt.lxvirt1.Domain";
+/// The image store's interface, on the manager's object.
+pub const IMAGES_INTERFACE: &str = "org.lxvirt.lxvirt1.Images";
 /// Prefix of domain object paths.
 pub const DOMAIN_PATH_PREFIX: &str = "/org/lxvirt/lxvirt1/domain/_";
 /// The committed introspection contract of both interfaces.
@@ -77,6 +81,7 @@ pub async fn serve(
     authorizer: Authorizer,
     initial: Vec<DomainSummary>,
     capabilities_xml: String,
+    images: ImageStore,
     events: mpsc::UnboundedReceiver<Event>,
 ) -> zbus::Result<tokio::task::JoinHandle<()>> {
     let (published_tx, published) = watch::channel(0);
@@ -98,6 +103,9 @@ pub async fn serve(
             MANAGER_PATH,
             ManagerObject::new(shared.clone(), capabilities_xml),
         )
+        .await?;
+    server
+        .at(MANAGER_PATH, ImagesObject::new(shared.clone(), images))
         .await?;
     server.at(MANAGER_PATH, zbus::fdo::ObjectManager).await?;
     let adapter = events::Adapter::new(connection.clone(), shared, published_tx);

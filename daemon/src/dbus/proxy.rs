@@ -24,6 +24,38 @@ pub trait Manager {
 }
 
 #[proxy(
+    interface = "org.lxvirt.lxvirt1.Images",
+    default_service = "org.lxvirt.lxvirt1",
+    default_path = "/org/lxvirt/lxvirt1"
+)]
+pub trait Images {
+    fn import_tarball(
+        &self,
+        tarball: zbus::Fd<'_>,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<String>;
+    #[zbus(name = "ImportOCI")]
+    fn import_oci(
+        &self,
+        layout: &str,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<String>;
+    fn list_images(&self) -> zbus::Result<Vec<super::ImageRecord>>;
+    fn inspect(&self, reference: &str) -> zbus::Result<super::ImageRecord>;
+    fn remove(&self, reference: &str) -> zbus::Result<Vec<String>>;
+    fn tag(&self, reference: &str, name: &str) -> zbus::Result<String>;
+    fn untag(&self, name: &str) -> zbus::Result<String>;
+    fn export(
+        &self,
+        reference: &str,
+        out: zbus::Fd<'_>,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<u64>;
+    #[zbus(signal)]
+    fn progress(&self, token: &str, phase: &str, done: u64, total: u64) -> zbus::Result<()>;
+}
+
+#[proxy(
     interface = "org.lxvirt.lxvirt1.Domain",
     default_service = "org.lxvirt.lxvirt1"
 )]
@@ -71,6 +103,7 @@ pub trait Domain {
     ) -> zbus::Result<(u32, zbus::OwnedFd)>;
     fn get_stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     fn undefine(&self, flags: u32) -> zbus::Result<()>;
+    fn commit(&self, name: &str, flags: u32) -> zbus::Result<String>;
     #[zbus(signal)]
     fn lifecycle(&self, event: &str, detail: &str) -> zbus::Result<()>;
 }

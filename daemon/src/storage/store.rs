@@ -419,6 +419,20 @@ impl Store {
         options: &ImportOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ImportReport> {
+        let file = File::open(tarball).map_err(|e| StorageError::io(tarball, e))?;
+        self.import_tarball_file(file, tarball, options, progress)
+    }
+
+    /// As [`Store::import_tarball`], from an open file (or pipe: the
+    /// progress total is then unknown); `tarball` names it in errors and
+    /// in the image's source.
+    pub fn import_tarball_file(
+        &self,
+        file: File,
+        tarball: &Path,
+        options: &ImportOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ImportReport> {
         let started = Instant::now();
         if let Some(name) = &options.name {
             // Whether the name is free is known once the id is: the same
@@ -429,8 +443,11 @@ impl Store {
             Some(p) => Some(self.resolve(p)?),
             None => None,
         };
-        let file = File::open(tarball).map_err(|e| StorageError::io(tarball, e))?;
-        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let total = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map_or(0, |m| m.len());
         let mut report = |done| {
             progress(Progress {
                 phase: Phase::Unpack {
