@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 ///
 /// Exit status: 0 success; 1 the operation failed; 2 usage error; 3 cannot
 /// reach lxvirtd; 4 invalid domain XML; 5 no such domain; 6 permission denied;
-/// 7 operation not valid in the domain's current state.
+/// 7 operation not valid in the domain's current state (or image in use);
+/// 8 no such image.
 #[derive(Debug, Parser)]
 #[command(name = "lxvirt", version, propagate_version = true)]
 pub struct Cli {
@@ -28,6 +29,51 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import a root-filesystem tarball (plain, gzip, zstd; '-' reads stdin).
+    Import {
+        file: PathBuf,
+        /// A name for the image.
+        #[arg(long)]
+        name: Option<String>,
+        /// The image this tarball is a layer of (its whiteouts apply to it).
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Import an OCI image layout directory.
+    ImportOci {
+        dir: PathBuf,
+        /// The manifest to import (its org.opencontainers.image.ref.name).
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+        /// A name for the image.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List images.
+    List,
+    /// Show an image: names, parent chain, sizes, users.
+    Inspect { image: String },
+    /// Remove an image (refused while a domain or a child image uses it).
+    Rm { image: String },
+    /// Give an image a name.
+    Tag { image: String, name: String },
+    /// Remove a name.
+    Untag { name: String },
+    /// Write an image as a tarball ('-' for stdout).
+    Export {
+        image: String,
+        file: PathBuf,
+        /// Only the image's own layer (whiteouts as .wh. entries).
+        #[arg(long)]
+        layer_only: bool,
+        /// none, gzip or zstd.
+        #[arg(long, default_value = "none", value_parser = ["none", "gzip", "zstd"])]
+        compression: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +174,17 @@ pub enum Command {
     },
     /// Print what this host supports (XML).
     Capabilities,
+    /// Manage images: the root filesystems domains start from.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Copy a shut off or paused domain's writable layer into a new image.
+    Commit {
+        domain: String,
+        /// The new image's name.
+        image: String,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).

@@ -22,6 +22,7 @@ pub const EXIT_INVALID_XML: u8 = 4;
 pub const EXIT_NO_SUCH_DOMAIN: u8 = 5;
 pub const EXIT_ACCESS_DENIED: u8 = 6;
 pub const EXIT_INVALID_STATE: u8 = 7;
+pub const EXIT_NO_SUCH_IMAGE: u8 = 8;
 
 /// A command that failed: one line for the user and the exit status.
 #[derive(Debug)]
@@ -31,7 +32,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(exit_code: u8, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(exit_code: u8, message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
             exit_code,
@@ -49,7 +50,9 @@ impl From<zbus::Error> for Failure {
                     "org.lxvirt.lxvirt1.Error.InvalidXml" => EXIT_INVALID_XML,
                     "org.lxvirt.lxvirt1.Error.AccessDenied"
                     | "org.freedesktop.DBus.Error.AccessDenied" => EXIT_ACCESS_DENIED,
-                    "org.lxvirt.lxvirt1.Error.InvalidState" => EXIT_INVALID_STATE,
+                    "org.lxvirt.lxvirt1.Error.InvalidState"
+                    | "org.lxvirt.lxvirt1.Error.ImageInUse" => EXIT_INVALID_STATE,
+                    "org.lxvirt.lxvirt1.Error.NoSuchImage" => EXIT_NO_SUCH_IMAGE,
                     "org.freedesktop.DBus.Error.ServiceUnknown"
                     | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
                         return Failure::new(
@@ -82,7 +85,7 @@ impl From<zbus::fdo::Error> for Failure {
     }
 }
 
-type Result<T> = std::result::Result<T, Failure>;
+pub(crate) type Result<T> = std::result::Result<T, Failure>;
 
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
@@ -251,6 +254,19 @@ pub async fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::Capabilities => print!("{}", manager.get_capabilities().await?),
+        Command::Image { command } => crate::images::run(&connection, cli.output, command).await?,
+        Command::Commit {
+            domain: name,
+            image,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let id = proxy.commit(&image, 0).await?;
+            let name = proxy.name().await?;
+            match cli.output {
+                Format::Text => println!("Domain '{name}' committed as image '{image}': {id}"),
+                Format::Json => print_json(&serde_json::json!({"id": id, "name": image}))?,
+            }
+        }
         Command::Validate { .. } | Command::Completions { .. } | Command::Man => {}
     }
     Ok(EXIT_OK)
@@ -516,7 +532,7 @@ fn with_pos(pos: Option<xml::Pos>, message: &str) -> String {
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     println!("{text}");

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod images;
 mod output;
 mod terminal;
 

@@ -492,3 +492,106 @@ async fn an_oci_layout_imports_and_starts() {
         .await;
     assert_eq!(out, "welcome\nupper\n");
 }
+
+/// Runs `lxvirt ARGS` with `stdin` (a file) against the env's daemon.
+fn cli(env: &Env, args: &[&str], stdin: Option<&Path>) -> std::process::Output {
+    let mut command = std::process::Command::new(lxvirt_tests::binary("lxvirt"));
+    command
+        .arg(format!("--connect={}", env.daemon.bus_address))
+        .args(args);
+    command.stdin(match stdin {
+        Some(path) => std::process::Stdio::from(fs::File::open(path).unwrap()),
+        None => std::process::Stdio::null(),
+    });
+    command.output().unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_cli_manages_images_and_commits() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new(&[]).await;
+    let big = env.busybox_tarball("big", 12);
+    let big = big.to_str().unwrap();
+
+    // A file, with progress lines on a stderr that is not a terminal.
+    let out = cli(&env, &["image", "import", big, "--name", "busybox"], None);
+    let stdout = ok(&out);
+    assert!(stdout.starts_with("Image 'busybox' imported: "), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unpack 1/1: 100% ("), "{stderr}");
+    assert!(!stderr.contains('\r'), "{stderr}");
+    // stdin, as JSON: the same content is the same image.
+    let json: serde_json::Value = serde_json::from_str(&ok(&cli(
+        &env,
+        &["-o", "json", "image", "import", "-", "--name", "again"],
+        Some(Path::new(big)),
+    )))
+    .unwrap();
+    let id = json["id"].as_str().unwrap().to_owned();
+
+    let list = ok(&cli(&env, &["image", "list"], None));
+    assert!(list.starts_with(" ID "), "{list}");
+    assert!(list.contains("again,busybox"), "{list}");
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&env, &["-o", "json", "image", "list"], None))).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["names"], serde_json::json!(["again", "busybox"]));
+    let inspect = ok(&cli(&env, &["image", "inspect", &id[..12]], None));
+    assert!(
+        inspect.contains(&format!("Source:     tarball:{big}")),
+        "{inspect}"
+    );
+    ok(&cli(&env, &["image", "untag", "again"], None));
+    ok(&cli(&env, &["image", "tag", "busybox", "bb"], None));
+
+    // Export, layer only, zstd: imports as the same layer.
+    let exported = env.dir.path().join("bb.tar.zst");
+    let exported = exported.to_str().unwrap();
+    ok(&cli(
+        &env,
+        &[
+            "image",
+            "export",
+            "bb",
+            exported,
+            "--layer-only",
+            "--compression",
+            "zstd",
+        ],
+        None,
+    ));
+    let again = ok(&cli(&env, &["image", "import", exported], None));
+    assert!(again.ends_with(&format!("{id}\n")), "{again}");
+
+    // A domain on it, committed by the CLI; the exit codes of misuse.
+    let web = env.define("web", "bb").await;
+    web.start().await.unwrap();
+    let out = cli(&env, &["commit", "web", "web-v1"], None);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    web.destroy().await.unwrap();
+    let committed = ok(&cli(&env, &["commit", "web", "web-v1"], None));
+    assert!(
+        committed.starts_with("Domain 'web' committed as image 'web-v1': "),
+        "{committed}"
+    );
+    let out = cli(&env, &["image", "rm", "bb"], None);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("web"));
+    let out = cli(&env, &["image", "inspect", "nothing-here"], None);
+    assert_eq!(out.status.code(), Some(8), "{out:?}");
+    web.undefine(0).await.unwrap();
+    let removed = ok(&cli(&env, &["image", "rm", "web-v1"], None));
+    assert!(removed.starts_with("Removed image "), "{removed}");
+}
