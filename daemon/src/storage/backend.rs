@@ -4,16 +4,18 @@
 //! overlayfs format (whiteouts as character devices 0:0, opaque directories
 //! marked with `trusted.overlay.opaque=y`) — and the backend decides how a
 //! container's root is made from them: overlayfs stacks the directories
-//! directly; device-mapper thin provisioning (later, in the nested VM)
-//! materialises each layer in a thin volume snapshotted from its parent's.
+//! directly; device-mapper thin provisioning ([`super::thin`]) materialises
+//! each image in a thin volume snapshotted from its parent's.
 
 use std::fmt;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use super::copy::{CopyStats, copy_layer};
 use super::error::{Result, StorageError};
+use super::id::ImageId;
+pub use super::thin::DeviceMapper;
 
 /// The backends lxvirt knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +74,48 @@ impl Availability {
 #[non_exhaustive]
 pub enum RootMount {
     Overlay(OverlayMount),
+    /// A block device holding the container's whole root (a thin snapshot).
+    Block(BlockMount),
+}
+
+/// A file system on a block device: `mount -t <fs_type> -o <options>
+/// <device> <target>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockMount {
+    /// The device node (`/dev/dm-N`).
+    pub device: PathBuf,
+    /// `ext4` or `xfs`.
+    pub fs_type: String,
+    /// Mount options the file system needs (without `context=`).
+    pub data: String,
+    /// Where to mount it (an empty directory next to the writable layer's
+    /// state; the container setup may mount elsewhere).
+    pub target: PathBuf,
+}
+
+impl BlockMount {
+    /// The mount options, with `context="…"` when the container has an
+    /// SELinux label (quoted: the label's `c1,c2` has a comma): every file
+    /// of the volume then carries the container's label, whatever the
+    /// volume holds.
+    pub fn options(&self, context: Option<&str>) -> String {
+        let mut options = self.data.clone();
+        if let Some(context) = context {
+            if !options.is_empty() {
+                options.push(',');
+            }
+            options.push_str(&format!("context=\"{context}\""));
+        }
+        options
+    }
+}
+
+/// One image of a chain, as the store hands it to a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub id: ImageId,
+    /// Its read-only layer directory (overlay format).
+    pub dir: PathBuf,
 }
 
 /// An overlayfs mount: `mount -t overlay overlay -o <options> <target>`.
@@ -118,23 +162,90 @@ impl OverlayMount {
 }
 
 /// A storage backend.
+///
+/// `container` arguments are a writable layer's directory,
+/// `<state>/containers/<domain>`; `chain` arguments are an image and its
+/// ancestors, top first.
 pub trait Backend: Send + Sync + fmt::Debug {
     fn kind(&self) -> BackendKind;
 
     /// Whether it works on this host; checked when the store opens.
     fn availability(&self) -> Availability;
 
+    /// Called once by [`super::Store::open`] with the state directory,
+    /// after [`Backend::availability`] said yes.
+    fn open(&self, _state_dir: &Path) -> Result<()> {
+        Ok(())
+    }
+
     /// Creates the writable layer's directories in the new, empty
-    /// directory `container`.
+    /// directory `container` (renamed into place afterwards).
     fn create_writable(&self, container: &Path) -> Result<()>;
 
-    /// The directory holding the container's changes in overlay format
-    /// (what commit copies into a new layer).
-    fn changes(&self, container: &Path) -> PathBuf;
+    /// The mount of a container's root.
+    fn root_mount(&self, chain: &[Layer], container: &Path) -> Result<RootMount>;
 
-    /// The mount of a container's root: `layers` top first, the writable
-    /// layer in `container`.
-    fn root_mount(&self, layers: Vec<PathBuf>, container: &Path) -> Result<RootMount>;
+    /// Writes the container's changes against its image, in overlay
+    /// format, into the new directory `dest`: the layer of the new image
+    /// `new`, whose parent is `chain[0]`.
+    fn commit(
+        &self,
+        container: &Path,
+        chain: &[Layer],
+        new: &ImageId,
+        dest: &Path,
+        owners: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<CopyStats>;
+
+    /// Releases what the backend holds for a writable layer about to be
+    /// removed (the container is stopped, its root unmounted).
+    fn remove_writable(&self, _container: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Releases what the backend holds for an image about to be removed
+    /// (no child image or writable layer uses it).
+    fn remove_image(&self, _id: &ImageId) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A shared backend is a backend (the daemon or a test keeps a handle to
+/// the one the store uses).
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn kind(&self) -> BackendKind {
+        (**self).kind()
+    }
+    fn availability(&self) -> Availability {
+        (**self).availability()
+    }
+    fn open(&self, state_dir: &Path) -> Result<()> {
+        (**self).open(state_dir)
+    }
+    fn create_writable(&self, container: &Path) -> Result<()> {
+        (**self).create_writable(container)
+    }
+    fn root_mount(&self, chain: &[Layer], container: &Path) -> Result<RootMount> {
+        (**self).root_mount(chain, container)
+    }
+    fn commit(
+        &self,
+        container: &Path,
+        chain: &[Layer],
+        new: &ImageId,
+        dest: &Path,
+        owners: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<CopyStats> {
+        (**self).commit(container, chain, new, dest, owners, progress)
+    }
+    fn remove_writable(&self, container: &Path) -> Result<()> {
+        (**self).remove_writable(container)
+    }
+    fn remove_image(&self, id: &ImageId) -> Result<()> {
+        (**self).remove_image(id)
+    }
 }
 
 /// The overlayfs backend (the default).
@@ -190,11 +301,21 @@ impl Backend for Overlay {
         Ok(())
     }
 
-    fn changes(&self, container: &Path) -> PathBuf {
-        container.join("upper")
+    fn commit(
+        &self,
+        container: &Path,
+        _chain: &[Layer],
+        _new: &ImageId,
+        dest: &Path,
+        owners: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<CopyStats> {
+        // The upper directory is the change set already.
+        copy_layer(&container.join("upper"), dest, owners, progress)
     }
 
-    fn root_mount(&self, layers: Vec<PathBuf>, container: &Path) -> Result<RootMount> {
+    fn root_mount(&self, chain: &[Layer], container: &Path) -> Result<RootMount> {
+        let layers: Vec<PathBuf> = chain.iter().map(|l| l.dir.clone()).collect();
         for path in layers.iter().map(|p| p.as_path()).chain([container]) {
             let text = path.as_os_str().as_encoded_bytes();
             if text.iter().any(|b| matches!(b, b',' | b':' | b'\\' | b'"')) {
@@ -219,79 +340,17 @@ impl Backend for Overlay {
     }
 }
 
-/// The device-mapper thin-provisioning backend. Not implemented on hosts
-/// without device-mapper: it reports itself unavailable, with the reason.
-#[derive(Debug, Clone)]
-pub struct DeviceMapper {
-    control: PathBuf,
-}
-
-impl DeviceMapper {
-    /// `control` is `/dev/mapper/control` on a real host.
-    pub fn new(control: impl Into<PathBuf>) -> DeviceMapper {
-        DeviceMapper {
-            control: control.into(),
-        }
-    }
-
-    fn unavailable(&self) -> StorageError {
-        let reason = match self.availability() {
-            Availability::Unavailable(reason) => reason,
-            Availability::Available => String::new(),
-        };
-        StorageError::BackendUnavailable {
-            backend: BackendKind::DeviceMapper.to_string(),
-            reason,
-        }
-    }
-}
-
-impl Default for DeviceMapper {
-    fn default() -> DeviceMapper {
-        DeviceMapper::new("/dev/mapper/control")
-    }
-}
-
-impl Backend for DeviceMapper {
-    fn kind(&self) -> BackendKind {
-        BackendKind::DeviceMapper
-    }
-
-    fn availability(&self) -> Availability {
-        let control = self.control.display();
-        match fs::OpenOptions::new().read(true).write(true).open(&self.control) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Availability::Unavailable(format!(
-                "{control} does not exist: this kernel has no device-mapper; use the overlay backend"
-            )),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Availability::Unavailable(format!(
-                "{control}: no device-mapper in this kernel (ENODEV); use the overlay backend"
-            )),
-            Err(e) => Availability::Unavailable(format!("{control}: {e}")),
-            Ok(_) => Availability::Unavailable(
-                "device-mapper is present but the thin-provisioning backend is not built yet; use the overlay backend"
-                    .to_owned(),
-            ),
-        }
-    }
-
-    fn create_writable(&self, _container: &Path) -> Result<()> {
-        Err(self.unavailable())
-    }
-
-    fn changes(&self, container: &Path) -> PathBuf {
-        container.join("upper")
-    }
-
-    fn root_mount(&self, _layers: Vec<PathBuf>, _container: &Path) -> Result<RootMount> {
-        Err(self.unavailable())
-    }
-}
-
-/// The backend of `kind` with the host's real paths.
+/// The backend of `kind` with the host's real paths and the default
+/// device-mapper configuration.
 pub fn backend(kind: BackendKind) -> Box<dyn Backend> {
+    backend_with(kind, &super::thin::ThinConfig::default())
+}
+
+/// The backend of `kind`; `dm` configures the device-mapper backend.
+pub fn backend_with(kind: BackendKind, dm: &super::thin::ThinConfig) -> Box<dyn Backend> {
     match kind {
         BackendKind::Overlay => Box::new(Overlay::default()),
-        BackendKind::DeviceMapper => Box::new(DeviceMapper::default()),
+        BackendKind::DeviceMapper => Box::new(DeviceMapper::new(dm.clone())),
     }
 }
 
@@ -318,12 +377,20 @@ mod tests {
         fs::write(&procfs, "nodev\tsysfs\n").unwrap();
         assert!(!overlay.availability().is_available());
 
-        let RootMount::Overlay(mount) = overlay
-            .root_mount(
-                vec!["/s/images/b/layer".into(), "/s/images/a/layer".into()],
-                Path::new("/s/containers/web"),
-            )
-            .unwrap();
+        let id = |c: char| ImageId::parse(&c.to_string().repeat(64)).unwrap();
+        let layer = |c: char, dir: &str| Layer {
+            id: id(c),
+            dir: dir.into(),
+        };
+        let Ok(RootMount::Overlay(mount)) = overlay.root_mount(
+            &[
+                layer('b', "/s/images/b/layer"),
+                layer('a', "/s/images/a/layer"),
+            ],
+            Path::new("/s/containers/web"),
+        ) else {
+            panic!("not an overlay")
+        };
         assert_eq!(
             mount.options(Some("system_u:object_r:container_file_t:s0:c1,c2")),
             "lowerdir=/s/images/b/layer:/s/images/a/layer,upperdir=/s/containers/web/upper,\
@@ -332,32 +399,35 @@ mod tests {
         );
         assert_eq!(mount.target, Path::new("/s/containers/web/merged"));
         assert!(matches!(
-            overlay.root_mount(vec!["/a:b/layer".into()], Path::new("/s/c")),
+            overlay.root_mount(&[layer('a', "/a:b/layer")], Path::new("/s/c")),
             Err(StorageError::UnusablePath { .. })
         ));
-        let many = (0..100)
-            .map(|i| PathBuf::from(format!("/var/lib/lxvirt/images/{i:064}/layer")))
+        let many: Vec<Layer> = (0..100)
+            .map(|i| layer('c', &format!("/var/lib/lxvirt/images/{i:064}/layer")))
             .collect();
         assert!(matches!(
-            overlay.root_mount(many, Path::new("/s/c")),
+            overlay.root_mount(&many, Path::new("/s/c")),
             Err(StorageError::ChainTooLong { layers: 100 })
         ));
     }
 
     #[test]
-    fn devicemapper_says_why_it_is_unavailable() {
-        let dir = tempfile::tempdir().unwrap();
-        let dm = DeviceMapper::new(dir.path().join("control"));
-        let Availability::Unavailable(reason) = dm.availability() else {
-            panic!("available")
+    fn block_mount_options_quote_the_context() {
+        let mount = BlockMount {
+            device: "/dev/dm-3".into(),
+            fs_type: "ext4".into(),
+            data: "noinit_itable".into(),
+            target: "/s/containers/web/merged".into(),
         };
-        assert!(reason.contains("no device-mapper"), "{reason}");
-        let err = dm.root_mount(vec![], dir.path()).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("storage backend 'devicemapper' is not available: "),
-            "{err}"
+        assert_eq!(mount.options(None), "noinit_itable");
+        assert_eq!(
+            mount.options(Some("system_u:object_r:svirt_sandbox_file_t:s0:c1,c2")),
+            "noinit_itable,context=\"system_u:object_r:svirt_sandbox_file_t:s0:c1,c2\""
         );
+    }
+
+    #[test]
+    fn backend_kinds_parse() {
         assert_eq!(
             "devicemapper".parse::<BackendKind>().unwrap(),
             BackendKind::DeviceMapper

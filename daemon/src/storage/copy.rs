@@ -23,7 +23,7 @@ use nix::sys::stat::{
     FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens, mkdirat, mknodat, utimensat,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, fchown, fchownat, linkat, symlinkat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
 use super::error::{Result, StorageError};
 use super::extract::xattr_allowed;
@@ -59,17 +59,133 @@ fn times(st: &FileStat) -> (TimeSpec, TimeSpec) {
     )
 }
 
-struct Copier<'p> {
+/// What a [`Copier`] does with the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A new, empty layer directory: whiteouts and opaque markers are
+    /// copied as they are.
+    Layer,
+    /// A file system holding the layers below (a thin volume): the layer
+    /// is applied to it, whiteouts delete what they name, an opaque
+    /// directory empties its counterpart, and an entry replaces what was
+    /// there (a directory over a directory merges).
+    Apply,
+}
+
+pub(crate) struct Copier<'p> {
     src_root: PathBuf,
     dst_root: OwnedFd,
     owners: bool,
+    target: Target,
     links: HashMap<(u64, u64), PathBuf>,
     stats: CopyStats,
     reported: u64,
     progress: &'p mut dyn FnMut(u64),
 }
 
-impl Copier<'_> {
+impl std::fmt::Debug for Copier<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Copier")
+            .field("src_root", &self.src_root)
+            .field("target", &self.target)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes `name` in `dir`, a whole tree if it is a directory, following
+/// nothing; a missing name is not an error.
+pub(crate) fn remove_tree_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::result::Result<(), Errno> {
+    let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if kind(&st) == SFlag::S_IFDIR {
+        let sub = sys::open_dir_at(dir, name)?;
+        clear_dir(sub.as_fd())?;
+        unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+    } else {
+        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+    }
+}
+
+/// Removes everything in the directory open as `dir`.
+pub(crate) fn clear_dir(dir: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
+    let entries = sys::read_dir_fd(dir)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    for (name, _) in entries {
+        remove_tree_at(dir, &name)?;
+    }
+    Ok(())
+}
+
+impl<'p> Copier<'p> {
+    /// A copier from the tree at `src_root` into the directory open as
+    /// `dst_root`.
+    pub(crate) fn new(
+        src_root: &Path,
+        dst_root: OwnedFd,
+        owners: bool,
+        target: Target,
+        progress: &'p mut dyn FnMut(u64),
+    ) -> Copier<'p> {
+        Copier {
+            src_root: src_root.to_owned(),
+            dst_root,
+            owners,
+            target,
+            links: HashMap::new(),
+            stats: CopyStats::default(),
+            reported: 0,
+            progress,
+        }
+    }
+
+    pub(crate) fn into_stats(self) -> CopyStats {
+        self.stats
+    }
+
+    /// Writes an overlay whiteout `name` in `dst`.
+    pub(crate) fn whiteout(&mut self, dst: BorrowedFd<'_>, name: &OsStr, rel: &Path) -> Result<()> {
+        mknodat(dst, name, SFlag::S_IFCHR, Mode::empty(), 0)
+            .map_err(|e| self.err(&rel.join(name), e))?;
+        self.stats.files += 1;
+        self.stats.whiteouts += 1;
+        Ok(())
+    }
+
+    /// Gives the directory open as `dst` the owner, mode, times and kept
+    /// attributes of the directory `name` in `src` (stat `st`).
+    pub(crate) fn copy_dir_meta(
+        &mut self,
+        src: BorrowedFd<'_>,
+        name: &OsStr,
+        dst: BorrowedFd<'_>,
+        st: &FileStat,
+        rel: &Path,
+    ) -> Result<()> {
+        let path = rel.join(name);
+        let xattrs = self.xattrs(src, name, &path)?;
+        self.finish_meta(dst, st, &xattrs, &path)?;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    /// Copies the owner, mode, times and kept attributes of the source
+    /// root to the destination root, and reports the final progress.
+    pub(crate) fn finish_root(&mut self, src: BorrowedFd<'_>) -> Result<()> {
+        let st = nix::sys::stat::fstat(src).map_err(|e| StorageError::errno(&self.src_root, e))?;
+        let xattrs = self.xattrs(src, OsStr::new(""), Path::new(""))?;
+        let dst = self
+            .dst_root
+            .try_clone()
+            .map_err(|e| StorageError::io(&self.src_root, e))?;
+        self.finish_meta(dst.as_fd(), &st, &xattrs, Path::new(""))?;
+        (self.progress)(self.stats.size);
+        Ok(())
+    }
+
     fn err(&self, rel: &Path, errno: Errno) -> StorageError {
         StorageError::errno(self.src_root.join(rel), errno)
     }
@@ -86,7 +202,8 @@ impl Copier<'_> {
         for key in sys::llistxattr(&path).map_err(|e| self.err(rel, e))? {
             let bytes = key.as_bytes();
             let keep = if bytes == OPAQUE.as_bytes() {
-                true
+                // Applied, an opaque directory has emptied its counterpart.
+                self.target == Target::Layer
             } else if bytes == b"trusted.overlay.redirect" || bytes == b"trusted.overlay.metacopy" {
                 return Err(StorageError::UnsupportedOverlay {
                     path: self.src_root.join(rel),
@@ -129,22 +246,70 @@ impl Copier<'_> {
         futimens(fd, &atime, &mtime).map_err(|e| self.err(rel, e))
     }
 
-    fn copy_dir(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &Path) -> Result<()> {
+    /// Copies (or applies) every entry of the directory `src` into `dst`;
+    /// `rel` is their path below the roots.
+    pub(crate) fn copy_dir(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &Path) -> Result<()> {
         let entries = sys::read_dir_fd(src.as_fd())
             .map_err(|e| StorageError::io(self.src_root.join(rel), e))?;
         for (name, _) in entries {
-            let name = name.as_os_str();
-            let path = rel.join(name);
-            let st = match fstatat(src.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::ENOENT) => continue,
+            self.copy_entry(src, dst, &name, rel)?;
+        }
+        Ok(())
+    }
+
+    /// Copies (or applies) the entry `name` of `src` into `dst`, a whole
+    /// tree for a directory.
+    pub(crate) fn copy_entry(
+        &mut self,
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+    ) -> Result<()> {
+        let path = rel.join(name);
+        let st = match fstatat(src.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(self.err(&path, e)),
+        };
+        // Applied: make room (or merge a directory into a directory).
+        let mut merge = false;
+        if self.target == Target::Apply {
+            let existing = match fstatat(dst.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(existing) => Some(existing),
+                Err(Errno::ENOENT) => None,
                 Err(e) => return Err(self.err(&path, e)),
             };
-            self.stats.files += 1;
+            if is_whiteout(&st) {
+                self.stats.whiteouts += 1;
+                return remove_tree_at(dst.as_fd(), name).map_err(|e| self.err(&path, e));
+            }
+            match existing {
+                Some(existing)
+                    if kind(&existing) == SFlag::S_IFDIR && kind(&st) == SFlag::S_IFDIR =>
+                {
+                    merge = true;
+                    let opaque =
+                        sys::lgetxattr(&sys::proc_path(src.as_fd(), name), OsStr::new(OPAQUE))
+                            .map_err(|e| self.err(&path, e))?;
+                    if opaque.as_deref() == Some(b"y") {
+                        let d =
+                            sys::open_dir_at(dst.as_fd(), name).map_err(|e| self.err(&path, e))?;
+                        clear_dir(d.as_fd()).map_err(|e| self.err(&path, e))?;
+                    }
+                }
+                Some(_) => remove_tree_at(dst.as_fd(), name).map_err(|e| self.err(&path, e))?,
+                None => {}
+            }
+        }
+        self.stats.files += 1;
+        {
             match kind(&st) {
                 SFlag::S_IFDIR => {
-                    mkdirat(dst.as_fd(), name, Mode::from_bits_truncate(0o700))
-                        .map_err(|e| self.err(&path, e))?;
+                    if !merge {
+                        mkdirat(dst.as_fd(), name, Mode::from_bits_truncate(0o700))
+                            .map_err(|e| self.err(&path, e))?;
+                    }
                     let s = sys::open_dir_at(src.as_fd(), name).map_err(|e| self.err(&path, e))?;
                     let d = sys::open_dir_at(dst.as_fd(), name).map_err(|e| self.err(&path, e))?;
                     self.copy_dir(&s, &d, &path)?;
@@ -164,7 +329,7 @@ impl Copier<'_> {
                             .map_err(|e| self.err(&path, e))?;
                         linkat(fd.as_fd(), first_name, dst.as_fd(), name, AtFlags::empty())
                             .map_err(|e| self.err(&path, e))?;
-                        continue;
+                        return Ok(());
                     }
                     let mut from =
                         sys::open_file_at(src.as_fd(), name).map_err(|e| self.err(&path, e))?;
@@ -258,19 +423,14 @@ pub fn copy_layer(
     let dst_fd: OwnedFd = File::open(dest)
         .map_err(|e| StorageError::io(dest, e))?
         .into();
-    let mut copier = Copier {
-        src_root: src.to_owned(),
-        dst_root: dst_fd.try_clone().map_err(|e| StorageError::io(dest, e))?,
+    let mut copier = Copier::new(
+        src,
+        dst_fd.try_clone().map_err(|e| StorageError::io(dest, e))?,
         owners,
-        links: HashMap::new(),
-        stats: CopyStats::default(),
-        reported: 0,
+        Target::Layer,
         progress,
-    };
+    );
     copier.copy_dir(&src_fd, &dst_fd, Path::new(""))?;
-    let st = nix::sys::stat::fstat(src_fd.as_fd()).map_err(|e| StorageError::errno(src, e))?;
-    let xattrs = copier.xattrs(src_fd.as_fd(), OsStr::new(""), Path::new(""))?;
-    copier.finish_meta(dst_fd.as_fd(), &st, &xattrs, Path::new(""))?;
-    (copier.progress)(copier.stats.size);
+    copier.finish_root(src_fd.as_fd())?;
     Ok(copier.stats)
 }

@@ -196,6 +196,15 @@ pub enum StorageError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("device-mapper pool '{pool}': {action}: {reason}; {fix}")]
+    Thin {
+        pool: String,
+        action: String,
+        reason: String,
+        fix: String,
+    },
+    #[error("{what}; {fix}")]
+    ThinTool { what: String, fix: String },
     #[error("storage backend '{backend}' is not available: {reason}")]
     BackendUnavailable { backend: String, reason: String },
     #[error("{}: {what} in the writable layer cannot be committed; mount it with redirect_dir=off,metacopy=off", path.display())]

@@ -71,7 +71,7 @@ pub struct ContainerMeta {
     pub created: u64,
 }
 
-trait Versioned {
+pub(crate) trait Versioned {
     fn version(&self) -> u32;
 }
 

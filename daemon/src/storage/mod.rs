@@ -4,8 +4,8 @@
 //!
 //! - [`Store`]: the store in a state directory — import, list, inspect,
 //!   tag, remove, export, and the writable layers (prepare, commit, remove).
-//! - [`backend`]: how layers become a container's root (overlayfs; the
-//!   device-mapper backend reports itself unavailable here).
+//! - [`backend`]: how layers become a container's root: overlayfs, or
+//!   device-mapper thin volumes ([`thin`]).
 //!
 //! See `docs/images.md` for the on-disk layout and the rules.
 
@@ -20,9 +20,11 @@ mod oci;
 mod pack;
 mod store;
 mod sys;
+pub mod thin;
 
 pub use backend::{
-    Availability, Backend, BackendKind, DeviceMapper, Overlay, OverlayMount, RootMount,
+    Availability, Backend, BackendKind, BlockMount, DeviceMapper, Layer, Overlay, OverlayMount,
+    RootMount,
 };
 pub use compress::Compression;
 pub use copy::CopyStats;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::backend::{Availability, Backend, RootMount};
+use super::backend::{Availability, Backend, Layer, RootMount};
 use super::compress::{self, Compression, CountingReader};
 use super::error::{OciProblem, Result, StorageError};
 use super::extract::{self, DevicePolicy, ExtractOptions, ExtractStats};
@@ -217,6 +217,7 @@ impl Store {
         for dir in [&images, &containers] {
             fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         }
+        backend.open(state_dir)?;
         let store = Store {
             images,
             containers,
@@ -351,6 +352,19 @@ impl Store {
             };
         }
         Err(StorageError::NoSuchImage(reference.to_owned()))
+    }
+
+    /// The image and its ancestors with their layer directories, top
+    /// first, as a backend takes them.
+    fn layers(&self, id: &ImageId) -> Result<Vec<Layer>> {
+        Ok(self
+            .chain(id)?
+            .into_iter()
+            .map(|id| Layer {
+                dir: self.layer_dir(&id),
+                id,
+            })
+            .collect())
     }
 
     /// The image and its ancestors, top first.
@@ -807,6 +821,7 @@ impl Store {
         let mut next = Some(id);
         while let Some(victim) = next.take() {
             tags.tags.retain(|_, v| *v != victim);
+            self.backend.remove_image(&victim)?;
             self.write_tags(&tags)?;
             let dir = self.image_dir(&victim);
             let gone = self.images.join(format!(".tmp-rm-{}", victim.short()));
@@ -881,7 +896,7 @@ impl Store {
         check_domain_name(domain)?;
         let _guard = self.guard();
         let id = self.resolve(image)?;
-        let chain = self.chain(&id)?;
+        let chain = self.layers(&id)?;
         let dir = self.container_dir(domain);
         match self.writable_layer(domain)? {
             Some(existing) if existing.image != id => {
@@ -909,8 +924,7 @@ impl Store {
                 fsync_dir(&self.containers)?;
             }
         }
-        let layers = chain.iter().map(|id| self.layer_dir(id)).collect();
-        self.backend.root_mount(layers, &dir)
+        self.backend.root_mount(&chain, &dir)
     }
 
     /// Removes a domain's writable layer (the container must be stopped and
@@ -922,6 +936,7 @@ impl Store {
         if !dir.exists() {
             return Ok(false);
         }
+        self.backend.remove_writable(&dir)?;
         let gone = self
             .containers
             .join(format!(".tmp-rm-{domain}-{}", random_hex(4)));
@@ -950,14 +965,6 @@ impl Store {
         self.check_tag_free(name, None)?;
         let mut tmp = TmpDir::new(&self.images, "commit")?;
         let layer = tmp.path.join("layer");
-        let changes = self.backend.changes(&writable.dir);
-        let stats = super::copy::copy_layer(&changes, &layer, self.owners, &mut |done| {
-            progress(Progress {
-                phase: Phase::Copy,
-                done,
-                total: 0,
-            })
-        })?;
         let id = ImageId::parse(&sha256_hex(
             format!(
                 "commit {} {} {} {}",
@@ -969,6 +976,21 @@ impl Store {
             .as_bytes(),
         ))
         .unwrap_or_else(|| unreachable!("sha256_hex gives 64 hex digits"));
+        let chain = self.layers(&writable.image)?;
+        let stats = self.backend.commit(
+            &writable.dir,
+            &chain,
+            &id,
+            &layer,
+            self.owners,
+            &mut |done| {
+                progress(Progress {
+                    phase: Phase::Copy,
+                    done,
+                    total: 0,
+                })
+            },
+        )?;
         let meta = ImageMeta {
             version: FORMAT_VERSION,
             id: id.clone(),

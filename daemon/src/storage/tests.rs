@@ -678,13 +678,17 @@ fn writable_layers_prepare_commit_and_refuse() {
     let base = import_bytes(&store, tmp.path(), Some("base"), None, &rootfs_tar())
         .unwrap()
         .id;
-    let RootMount::Overlay(mount) = store.prepare("base", "web").unwrap();
+    let RootMount::Overlay(mount) = store.prepare("base", "web").unwrap() else {
+        panic!("not an overlay")
+    };
     assert_eq!(mount.lowerdir, vec![store.layer_dir(&base)]);
     assert_eq!(mount.upperdir, state.join("containers/web/upper"));
     assert!(mount.workdir.is_dir() && mount.target.is_dir());
     // Again: the same layer, its content kept.
     fs::write(mount.upperdir.join("kept"), b"1").unwrap();
-    let RootMount::Overlay(again) = store.prepare(base.as_str(), "web").unwrap();
+    let RootMount::Overlay(again) = store.prepare(base.as_str(), "web").unwrap() else {
+        panic!("not an overlay")
+    };
     assert_eq!(again, mount);
     assert!(again.upperdir.join("kept").exists());
     assert!(matches!(
@@ -800,14 +804,19 @@ fn writable_layers_prepare_commit_and_refuse() {
         "{err}"
     );
     // A container on the committed image sees both layers.
-    let RootMount::Overlay(db) = store.prepare("web-snap", "db").unwrap();
+    let RootMount::Overlay(db) = store.prepare("web-snap", "db").unwrap() else {
+        panic!("not an overlay")
+    };
     assert_eq!(db.lowerdir, vec![layer.clone(), store.layer_dir(&base)]);
 }
 
 #[test]
 fn unavailable_backend_refuses_to_open() {
     let tmp = tempfile::tempdir().unwrap();
-    let dm = DeviceMapper::new(tmp.path().join("no-control"));
+    let dm = DeviceMapper::new(crate::storage::thin::ThinConfig {
+        control: tmp.path().join("no-control"),
+        ..Default::default()
+    });
     let err = Store::open(&tmp.path().join("state"), Box::new(dm)).unwrap_err();
     assert!(
         matches!(err, StorageError::BackendUnavailable { .. }),
