@@ -26,8 +26,16 @@ VM_PACKAGES=(
   e2fsprogs              # chattr etc. for the guest's tools
   dbus-daemon            # the private bus in the guest
   coreutils              # chcon, runcon
+  dmsetup                # the dm suite's look at what is left in the kernel
 )
 
 kernel_version() { ls "$KROOT/lib/modules" 2>/dev/null | sort -V | tail -1; }
 
 log() { printf '%s %s\n' "[vm $(date +%T)]" "$*" >&2; }
+
+# The daemon crate's unit-test binary (the dm suite runs it in the guest),
+# built if needed; empty when cargo cannot say.
+dm_test_binary() {
+  (cd "$REPO" && cargo test -p lxvirtd --lib --locked --no-run --message-format=json 2>/dev/null) \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+}
