@@ -18,6 +18,7 @@ use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::driver::LxcDriver;
 use crate::security::{HostSelinux, SecurityConfig};
 use crate::storage::BackendKind;
+use crate::storage::thin::ThinConfig;
 
 /// Which bus to serve on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// The image store's backend.
     pub storage_backend: BackendKind,
+    /// The device-mapper backend's pool, file system and volume size.
+    pub dm: ThinConfig,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             default_partition: "/machine".into(),
             security: SecurityConfig::default(),
             storage_backend: BackendKind::Overlay,
+            dm: ThinConfig::default(),
         }
     }
 }
@@ -160,7 +164,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for problem in &loaded.problems {
         tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a domain definition");
     }
-    let (images, opened) = ImageStore::open(&config.state_dir, config.storage_backend);
+    let (images, opened) = ImageStore::open(&config.state_dir, config.storage_backend, &config.dm);
     match (&images, opened) {
         (ImageStore::Unavailable(why), _) => {
             tracing::warn!(backend = %why.backend, reason = %why.reason, "the image store is not available: image operations and image-rooted domains will fail; choose another --storage-backend");

@@ -27,6 +27,7 @@ VM_PACKAGES=(
   dbus-daemon            # the private bus in the guest
   coreutils              # chcon, runcon
   dmsetup                # the dm suite's look at what is left in the kernel
+  xfsprogs               # the dm suite's xfs volumes (mkfs.xfs, xfs_admin)
 )
 
 kernel_version() { ls "$KROOT/lib/modules" 2>/dev/null | sort -V | tail -1; }

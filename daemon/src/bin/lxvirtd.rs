@@ -9,6 +9,7 @@ use lxvirtd::daemon::{self, Bus, Config};
 use lxvirtd::security::detect::{DEFAULT_FILE_LABEL, DEFAULT_PROCESS_LABEL};
 use lxvirtd::security::{BaseLabels, SecurityConfig, SelinuxPaths};
 use lxvirtd::storage::BackendKind;
+use lxvirtd::storage::thin::{FsType, PoolSource, ThinConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Manages Linux containers (and KVM guests) defined by domain XML, over D-Bus.
@@ -35,6 +36,25 @@ struct Args {
     /// fail and say why.
     #[arg(long, value_name = "BACKEND", default_value = "overlay")]
     storage_backend: BackendKind,
+    /// devicemapper: the directory of the thin pool's sparse data and
+    /// metadata files (default STATE_DIR/storage/thin).
+    #[arg(long, value_name = "DIR", conflicts_with = "dm_pool_device")]
+    dm_pool_file: Option<PathBuf>,
+    /// devicemapper: the pool's data size (sparse; K, M, G, T), fixed when
+    /// the pool is created.
+    #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = parse_size)]
+    dm_pool_size: u64,
+    /// devicemapper: a block device given whole to the pool, instead of
+    /// files.
+    #[arg(long, value_name = "DEV")]
+    dm_pool_device: Option<PathBuf>,
+    /// devicemapper: the file system of image volumes, ext4 or xfs.
+    #[arg(long, value_name = "FS", default_value = "ext4")]
+    dm_fs: FsType,
+    /// devicemapper: each volume's virtual size, the most a container's
+    /// root holds (K, M, G, T).
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    dm_volume_size: u64,
     /// The cgroup partition of domains without <resource><partition>.
     #[arg(long, value_name = "PATH", default_value = "/machine")]
     default_partition: PathBuf,
@@ -69,6 +89,10 @@ struct Args {
     log: String,
 }
 
+fn parse_size(text: &str) -> Result<u64, String> {
+    lxvirtd::storage::thin::parse_size(text)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -85,6 +109,18 @@ fn main() -> ExitCode {
         pids_max: Some(args.pids_max).filter(|n| *n > 0),
         default_partition: args.default_partition,
         storage_backend: args.storage_backend,
+        dm: ThinConfig {
+            pool: match args.dm_pool_device {
+                Some(device) => PoolSource::Device(device),
+                None => PoolSource::Files {
+                    dir: args.dm_pool_file,
+                    size: args.dm_pool_size,
+                },
+            },
+            fs: args.dm_fs,
+            volume_size: args.dm_volume_size,
+            ..ThinConfig::default()
+        },
         monitor_exe: args
             .monitor
             .unwrap_or_else(lxvirtd::lxc::driver::LxcDriver::default_monitor_exe),

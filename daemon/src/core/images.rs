@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::storage::thin::ThinConfig;
 use crate::storage::{self, Availability, BackendKind, OpenReport, Store};
 
 /// Where in the state directory the store lives.
@@ -28,10 +29,15 @@ pub struct StorageUnavailable {
 }
 
 impl ImageStore {
-    /// Opens the store in `STATE_DIR/storage` with the `kind` backend.
-    /// Returns what opening cleaned up, for the caller to log.
-    pub fn open(state_dir: &Path, kind: BackendKind) -> (ImageStore, Option<OpenReport>) {
-        let backend = storage::backend::backend(kind);
+    /// Opens the store in `STATE_DIR/storage` with the `kind` backend (`dm`
+    /// configures the device-mapper one). Returns what opening cleaned up,
+    /// for the caller to log.
+    pub fn open(
+        state_dir: &Path,
+        kind: BackendKind,
+        dm: &ThinConfig,
+    ) -> (ImageStore, Option<OpenReport>) {
+        let backend = storage::backend::backend_with(kind, dm);
         if let Availability::Unavailable(reason) = backend.availability() {
             return (
                 ImageStore::Unavailable(StorageUnavailable {
@@ -87,9 +93,13 @@ mod tests {
     #[test]
     fn unavailable_backend_says_which_and_why() {
         let dir = tempfile::tempdir().unwrap();
-        // This host has no device-mapper (and the thin backend refuses
-        // elsewhere too until it is built), so it is unavailable.
-        let (store, report) = ImageStore::open(dir.path(), BackendKind::DeviceMapper);
+        // On a host without device-mapper (these machines) it is
+        // unavailable; where it works, the store opens.
+        let (store, report) = ImageStore::open(
+            dir.path(),
+            BackendKind::DeviceMapper,
+            &ThinConfig::default(),
+        );
         if let ImageStore::Unavailable(why) = &store {
             assert!(report.is_none());
             let text = why.to_string();
@@ -98,7 +108,7 @@ mod tests {
             assert!(store.get().is_err());
             assert_eq!(store.backend(), BackendKind::DeviceMapper);
         }
-        let (store, _) = ImageStore::open(dir.path(), BackendKind::Overlay);
+        let (store, _) = ImageStore::open(dir.path(), BackendKind::Overlay, &ThinConfig::default());
         if storage::backend::backend(BackendKind::Overlay)
             .availability()
             .is_available()

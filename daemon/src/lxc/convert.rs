@@ -138,7 +138,13 @@ fn image_rootfs(
             upperdir: mount.upperdir.clone(),
             workdir: mount.workdir.clone(),
         }),
-        // A device-mapper root (a block device) will map to RootFs::Block.
+        // A thin snapshot: the setup mounts it like any block device, with
+        // the container's context= (the backend gave it a file system
+        // that mounts without options).
+        Some(RootMount::Block(block)) => Ok(RootFs::Block {
+            dev: block.device.clone(),
+            readonly: false,
+        }),
         None => Err(ConvertError::ImageRootMissing {
             domain: domain.to_owned(),
             image: image.to_owned(),

@@ -415,14 +415,14 @@ mod tests {
     fn block_mount_options_quote_the_context() {
         let mount = BlockMount {
             device: "/dev/dm-3".into(),
-            fs_type: "ext4".into(),
-            data: "noinit_itable".into(),
+            fs_type: "xfs".into(),
+            data: "nouuid".into(),
             target: "/s/containers/web/merged".into(),
         };
-        assert_eq!(mount.options(None), "noinit_itable");
+        assert_eq!(mount.options(None), "nouuid");
         assert_eq!(
             mount.options(Some("system_u:object_r:svirt_sandbox_file_t:s0:c1,c2")),
-            "noinit_itable,context=\"system_u:object_r:svirt_sandbox_file_t:s0:c1,c2\""
+            "nouuid,context=\"system_u:object_r:svirt_sandbox_file_t:s0:c1,c2\""
         );
     }
 

@@ -35,15 +35,13 @@ impl FsType {
         }
     }
 
-    /// Mount options every mount of a volume needs. ext4: the volumes are
-    /// made with uninitialised inode tables (cheap on a thin pool), and
-    /// `noinit_itable` keeps the kernel from zeroing them in the
-    /// background, which would allocate pool space in every snapshot. xfs:
-    /// a snapshot has its origin's UUID, which xfs otherwise refuses to
-    /// mount twice.
+    /// Mount options the backend's own mounts need: xfs refuses to mount
+    /// a second file system with the same UUID, which a snapshot has. (The
+    /// containers' snapshots get a UUID of their own, see [`fresh_uuid`],
+    /// so that the container setup mounts them without options.)
     pub fn mount_data(self) -> &'static str {
         match self {
-            FsType::Ext4 => "noinit_itable",
+            FsType::Ext4 => "",
             FsType::Xfs => "nouuid",
         }
     }
@@ -76,21 +74,47 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Makes a file system of type `fs` on `device` (a new, empty volume).
-pub fn mkfs(fs: FsType, device: &Path) -> Result<()> {
-    let (program, package) = fs.mkfs();
+/// Runs `program` (from `package`) with `args` on `device`; a failure
+/// says what failed and `fix`.
+fn run_tool(program: &str, package: &str, args: &[&str], device: &Path, fix: &str) -> Result<()> {
     let Some(exe) = find_program(program) else {
         return Err(StorageError::ThinTool {
             what: format!("{program} is not installed"),
-            fix: format!("install {package}, or choose the other file system"),
+            fix: format!("install {package}, or use the other file system (--dm-fs)"),
         });
     };
-    let mut command = Command::new(&exe);
-    match fs {
+    let output = Command::new(&exe)
+        .args(args)
+        .arg(device)
+        .output()
+        .map_err(|e| StorageError::io(&exe, e))?;
+    if !output.status.success() {
+        return Err(StorageError::ThinTool {
+            what: format!(
+                "{program} {} {} failed ({}): {}",
+                args.join(" "),
+                device.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            fix: fix.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Makes a file system of type `fs` on `device` (a new, empty volume).
+pub fn mkfs(fs: FsType, device: &Path) -> Result<()> {
+    let (program, package) = fs.mkfs();
+    let args: &[&str] = match fs {
         // Few inodes (one per 64 KiB), no discard (a new thin volume is
-        // unmapped already), inode tables and journal left to initialise
-        // lazily: a few MiB written instead of the whole tables.
-        FsType::Ext4 => command.args([
+        // unmapped already). The inode tables are written now, once, in
+        // the platform image's volume that every snapshot shares: left
+        // uninitialised, the kernel would zero them in the background at
+        // every container's first mount, taking pool space per container.
+        // The journal needs no zeroing: an unwritten thin block reads as
+        // zeros.
+        FsType::Ext4 => &[
             "-q",
             "-F",
             "-m",
@@ -98,26 +122,33 @@ pub fn mkfs(fs: FsType, device: &Path) -> Result<()> {
             "-i",
             "65536",
             "-E",
-            "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-        ]),
-        FsType::Xfs => command.args(["-q", "-f", "-K"]),
+            "lazy_itable_init=0,lazy_journal_init=1,nodiscard",
+        ],
+        FsType::Xfs => &["-q", "-f", "-K"],
     };
-    let output = command
-        .arg(device)
-        .output()
-        .map_err(|e| StorageError::io(&exe, e))?;
-    if !output.status.success() {
-        return Err(StorageError::ThinTool {
-            what: format!(
-                "{program} {} failed ({}): {}",
-                device.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-            fix: "check the pool's free space (dmsetup status)".to_owned(),
-        });
+    run_tool(
+        program,
+        package,
+        args,
+        device,
+        "check the pool's free space (dmsetup status)",
+    )
+}
+
+/// Gives the file system on `device` (a new snapshot, not mounted) a UUID
+/// of its own where the file system needs one to be mounted beside its
+/// origin: xfs (`xfs_admin -U generate`); ext4 mounts either way.
+pub fn fresh_uuid(fs: FsType, device: &Path) -> Result<()> {
+    match fs {
+        FsType::Ext4 => Ok(()),
+        FsType::Xfs => run_tool(
+            "xfs_admin",
+            "xfsprogs",
+            &["-U", "generate"],
+            device,
+            "see the kernel log (dmesg)",
+        ),
     }
-    Ok(())
 }
 
 /// A mount of a volume for the backend's own work, unmounted on drop.

@@ -436,7 +436,14 @@ impl Inner {
         let mut volume = self.next_volume(image.sectors)?;
         self.state.containers.insert(domain.to_owned(), volume);
         self.save()?;
-        if let Err(e) = self.pool()?.snapshot(&image, &volume) {
+        let made = self
+            .pool()?
+            .snapshot(&image, &volume)
+            .and_then(|node| fs::fresh_uuid(config.fs, &node));
+        if let Err(e) = made {
+            if let Some(pool) = self.pool.as_mut() {
+                pool.discard(&volume);
+            }
             self.state.containers.remove(domain);
             let _ = self.save();
             return Err(e);

@@ -169,13 +169,15 @@ fn import(store: &Store, tarball: &Path, name: &str, parent: Option<&str>) -> Im
         .id
 }
 
-fn small_config() -> ThinConfig {
+fn small_config(fs: FsType) -> ThinConfig {
     ThinConfig {
         pool: PoolSource::Files {
             dir: None,
             size: 1 << 30,
         },
-        volume_size: 256 << 20,
+        // xfs's smallest file system is 300 MiB.
+        volume_size: 320 << 20,
+        fs,
         ..ThinConfig::default()
     }
 }
@@ -187,8 +189,8 @@ fn open(state: &Path, config: &ThinConfig) -> (Store, Arc<DeviceMapper>) {
     (store, dm)
 }
 
-/// The container's root, mounted as the container setup mounts it (with
-/// `context=` when SELinux is on), unmounted on drop.
+/// The container's root, mounted as the container setup mounts it (only
+/// `context=` as data, when SELinux is on), unmounted on drop.
 struct Root(PathBuf);
 
 impl Root {
@@ -202,7 +204,14 @@ impl Root {
             at,
             Some(block.fs_type.as_str()),
             MsFlags::empty(),
-            Some(block.options(context).as_str()),
+            Some(
+                BlockMount {
+                    data: String::new(),
+                    ..block.clone()
+                }
+                .options(context)
+                .as_str(),
+            ),
         )
         .unwrap_or_else(|e| panic!("mount {} on {}: {e}", block.device.display(), at.display()));
         Root(at.to_owned())
@@ -245,13 +254,26 @@ fn label(path: &Path) -> String {
 }
 
 #[test]
-fn vm_images_containers_commit_remove_restart() {
-    if !dm_tests() {
-        return;
+fn vm_ext4_images_containers_commit_remove_restart() {
+    if dm_tests() {
+        images_containers_commit_remove_restart(FsType::Ext4);
     }
+}
+
+#[test]
+fn vm_xfs_images_containers_commit_remove_restart() {
+    if dm_tests() {
+        images_containers_commit_remove_restart(FsType::Xfs);
+    }
+}
+
+/// The whole life of images and containers on thin volumes: several
+/// volumes of one origin mounted at once (xfs needs their UUIDs told
+/// apart), commit, remove, restart and reboot of the pool.
+fn images_containers_commit_remove_restart(fs_type: FsType) {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let config = small_config();
+    let config = small_config(fs_type);
     let (store, dm) = open(&state, &config);
 
     // Import: the layers are directories as with overlay; no volume yet.
@@ -411,7 +433,7 @@ fn vm_timings() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let (store, dm) = open(&state, &small_config());
+    let (store, dm) = open(&state, &small_config(FsType::Ext4));
     import(&store, &busybox_tar(tmp.path()), "busybox", None);
     let t = std::time::Instant::now();
     store.prepare("busybox", "first").unwrap();
