@@ -5,6 +5,10 @@
 //! Every figure is wall time of a complete call as a D-Bus client sees it:
 //! `Start()` returns once init has been executed, `Destroy()` once the
 //! container is gone and cleaned up.
+//!
+//! `lxvirt-bench images [RUNS]` measures the image store instead: start
+//! from a 1 GiB image against a 1 MiB one, commit time against the size of
+//! the change, import throughput.
 
 use std::fs;
 use std::path::Path;
@@ -87,6 +91,13 @@ fn monitor_pid(run_dir: &Path, name: &str) -> Option<u32> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("images") {
+        if !nix::unistd::Uid::effective().is_root() {
+            bail!("lxvirt-bench needs root (it starts real containers)");
+        }
+        let runs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30);
+        return images::bench(runs).await;
+    }
     let runs: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100);
     let resident: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
     if !nix::unistd::Uid::effective().is_root() {
@@ -194,4 +205,190 @@ async fn main() -> Result<()> {
         median(&mut rss)
     );
     Ok(())
+}
+
+/// The image store's figures.
+mod images {
+    use std::collections::HashMap;
+    use std::fs;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
+
+    use anyhow::Result;
+    use lxvirt_tests::{DaemonEnv, busybox_root};
+    use lxvirtd::dbus::proxy::{DomainProxy, ImagesProxy};
+    use lxvirtd::storage::{Compression, pack_dir};
+    use zbus::Variant;
+
+    use super::{median, ms, percentile};
+
+    const MIB: usize = 1 << 20;
+
+    /// Writes `mib` files of 1 MiB of incompressible bytes under `dir`.
+    fn fill(dir: &Path, mib: usize, seed: u64) -> Result<()> {
+        fs::create_dir_all(dir)?;
+        let mut state = seed | 1;
+        let mut block = vec![0u8; MIB];
+        for i in 0..mib {
+            for chunk in block.chunks_mut(8) {
+                // xorshift64: cheap bytes no compressor shrinks
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            }
+            fs::File::create(dir.join(format!("f{i:04}")))?.write_all(&block)?;
+        }
+        Ok(())
+    }
+
+    /// A busybox root with `mib` MiB of data in /data, packed as a plain
+    /// tarball; the tree is removed again.
+    fn tarball(base: &Path, name: &str, mib: usize) -> Result<PathBuf> {
+        let root = base.join(name);
+        busybox_root(&root);
+        fill(&root.join("data/blob"), mib, mib as u64)?;
+        let path = base.join(format!("{name}.tar"));
+        pack_dir(&root, Compression::None, &mut fs::File::create(&path)?)?;
+        fs::remove_dir_all(&root)?;
+        Ok(path)
+    }
+
+    fn xml(name: &str, image: &str) -> String {
+        format!(
+            "<domain type='lxc'><name>{name}</name><memory unit='MiB'>256</memory>\
+             <os><type>exe</type><init>/bin/sleep</init><initarg>1000</initarg></os>\
+             <features><privnet/></features>\
+             <devices><filesystem type='volume'><source pool='images' volume='{image}'/>\
+             <target dir='/'/></filesystem><console type='pty'/></devices></domain>"
+        )
+    }
+
+    async fn define(env: &DaemonEnv, name: &str, image: &str) -> Result<DomainProxy<'static>> {
+        let path = env.manager().await?.define_xml(&xml(name, image)).await?;
+        env.domain(path).await
+    }
+
+    pub async fn bench(runs: usize) -> Result<()> {
+        let env = DaemonEnv::start(&[]).await?;
+        let images = ImagesProxy::new(&env.connection).await?;
+
+        // Import: throughput of the uncompressed tar, D-Bus round trip.
+        let mut imports = Vec::new();
+        for (name, mib) in [("small", 1), ("large", 1024)] {
+            let tar = tarball(env.dir.path(), name, mib)?;
+            let bytes = fs::metadata(&tar)?.len();
+            let file = fs::File::open(&tar)?;
+            let begin = Instant::now();
+            images
+                .import_tarball(
+                    zbus::Fd::from(&file),
+                    HashMap::from([("name", Variant::from(name))]),
+                )
+                .await?;
+            let seconds = begin.elapsed().as_secs_f64();
+            fs::remove_file(&tar)?;
+            imports.push((name, bytes, seconds));
+        }
+
+        // Start from each image: the writable layer exists after the
+        // first start, as for any domain started again.
+        let small = define(&env, "on-small", "small").await?;
+        let large = define(&env, "on-large", "large").await?;
+        for domain in [&small, &large] {
+            for _ in 0..3 {
+                domain.start().await?;
+                domain.destroy().await?;
+            }
+        }
+        let (mut small_ms, mut large_ms) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            for (domain, times) in [(&small, &mut small_ms), (&large, &mut large_ms)] {
+                let begin = Instant::now();
+                domain.start().await?;
+                times.push(ms(begin.elapsed()));
+                domain.destroy().await?;
+            }
+        }
+        // And the very first start, which makes the writable layer.
+        let fresh = define(&env, "fresh-large", "large").await?;
+        let begin = Instant::now();
+        fresh.start().await?;
+        let first_ms = ms(begin.elapsed());
+        fresh.destroy().await?;
+
+        // Commit against the size of the change, written in the container.
+        let mut commits = Vec::new();
+        for mib in [1usize, 10, 100] {
+            let name = format!("writer{mib}");
+            let writer = define(&env, &name, "small").await?;
+            writer.start().await?;
+            let script = format!(
+                "for i in $(/bin/busybox seq {mib}); do \
+                 /bin/busybox dd if=/data/blob/f0000 of=/root/c$i bs=1048576 count=1 2>/dev/null; done"
+            );
+            let (code, _) =
+                lxvirt_tests::enter_capture(&writer, &["/bin/sh", "-c", &script]).await?;
+            anyhow::ensure!(code == 0, "writing {mib} MiB in the container failed");
+            writer.destroy().await?;
+            let begin = Instant::now();
+            writer.commit(&format!("{name}-img"), 0).await?;
+            commits.push((mib, ms(begin.elapsed())));
+        }
+        let layer = env.dir.path().join("lib/storage");
+        let fs_type = fs_type(&layer).unwrap_or_else(|| "?".into());
+
+        println!("lxvirt-bench images: {runs} starts of each, overlay backend, store on {fs_type}");
+        println!();
+        println!("| import (plain tar, D-Bus ImportTarball) | tar size | time | throughput |");
+        println!("| --- | --- | --- | --- |");
+        for (name, bytes, seconds) in &imports {
+            println!(
+                "| {name} | {:.1} MB | {seconds:.2} s | {:.0} MB/s |",
+                *bytes as f64 / 1e6,
+                *bytes as f64 / 1e6 / seconds
+            );
+        }
+        println!();
+        let s = median(&mut small_ms.clone());
+        let l = median(&mut large_ms.clone());
+        println!("| start (D-Bus Start, layer exists) | median | p90 |");
+        println!("| --- | --- | --- |");
+        println!(
+            "| image of 1 MiB + busybox | {s:.2} ms | {:.2} ms |",
+            percentile(&mut small_ms, 0.9)
+        );
+        println!(
+            "| image of 1 GiB + busybox | {l:.2} ms | {:.2} ms |",
+            percentile(&mut large_ms, 0.9)
+        );
+        println!();
+        println!(
+            "start ratio 1 GiB / 1 MiB: {:.2}×; first start on 1 GiB (makes the layer): {first_ms:.2} ms",
+            l / s
+        );
+        println!();
+        println!("| change written in the container | commit (D-Bus Commit) |");
+        println!("| --- | --- |");
+        for (mib, t) in &commits {
+            println!("| {mib} MiB ({mib} files) | {t:.1} ms |");
+        }
+        Ok(())
+    }
+
+    /// The file system type of the mount holding `path`.
+    fn fs_type(path: &Path) -> Option<String> {
+        let path = fs::canonicalize(path).ok()?;
+        let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+        mounts
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
+                path.starts_with(dir).then(|| (dir.len(), kind.to_owned()))
+            })
+            .max()
+            .map(|(_, kind)| kind)
+    }
 }
