@@ -617,18 +617,24 @@ impl ContainerEnv {
     /// static C toolchain; the probe `source` is compiled to `/probe` of
     /// the busybox root.
     pub async fn with_probe(source: &str) -> Option<ContainerEnv> {
+        let env = Self::new().await?;
+        match build_static_probe(source, &env.rootfs().join("probe")) {
+            Ok(true) => Some(env),
+            Ok(false) => None,
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    /// `None` (skipped, or failed under CI) without root.
+    pub async fn new() -> Option<ContainerEnv> {
         if !root_or_skip() {
             return None;
         }
-        let dir = shared_tempdir().ok()?;
+        let dir = shared_tempdir().unwrap_or_else(|e| panic!("{e:#}"));
         let rootfs = dir.path().join("rootfs");
         busybox_root(&rootfs);
-        match build_static_probe(source, &rootfs.join("probe")) {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => panic!("{e:#}"),
-        }
-        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).ok()?;
+        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
+            .unwrap_or_else(|e| panic!("{e}"));
         let env = DaemonEnv::start_in(dir, &[])
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
