@@ -21,6 +21,7 @@ pub mod detect;
 pub mod mcs;
 pub mod relabel;
 pub mod selinux;
+pub mod userns;
 
 use std::path::{Path, PathBuf};
 
