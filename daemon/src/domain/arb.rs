@@ -535,6 +535,30 @@ fn arb_seccomp() -> impl Strategy<Value = Option<Seccomp>> {
     ])
 }
 
+/// `<idmap>` or `<lxvirt:userns>` (they exclude each other), or neither.
+fn arb_ids() -> impl Strategy<Value = (Option<IdMap>, Option<Userns>)> {
+    prop_oneof![
+        Just((None, None)),
+        (arb_idmap_list(), arb_idmap_list())
+            .prop_map(|(uid, gid)| (Some(IdMap { uid, gid }), None)),
+        Just((
+            None,
+            Some(Userns {
+                mode: UsernsMode::Host,
+                allocated: None
+            })
+        )),
+        // (The live-only block is tested on its own.)
+        Just((
+            None,
+            Some(Userns {
+                mode: UsernsMode::Auto,
+                allocated: None
+            })
+        )),
+    ]
+}
+
 #[allow(clippy::type_complexity)]
 fn arb_lxc_tuning() -> impl Strategy<
     Value = (
@@ -617,7 +641,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
         arb_common(),
         arb_lxc_tuning(),
         arb_exe_os(),
-        option::of((arb_idmap_list(), arb_idmap_list()).prop_map(|(uid, gid)| IdMap { uid, gid })),
+        arb_ids(),
         arb_features_lxc(),
         arb_clock(vec![TimerName::Rtc, TimerName::Hpet]),
         arb_lifecycle(),
@@ -631,7 +655,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 (name, uuid, title, description, metadata, (memory, current_memory), vcpu),
                 (memtune, cputune, numatune, blkiotune, partition),
                 os,
-                idmap,
+                (idmap, userns),
                 features,
                 clock,
                 (on_poweroff, on_reboot, on_crash),
@@ -665,6 +689,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 seclabel,
                 lxc_namespace,
                 seccomp,
+                userns,
             },
         )
 }
@@ -803,6 +828,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 seclabel,
                 lxc_namespace: None,
                 seccomp: None,
+                userns: None,
             },
         )
 }

@@ -78,6 +78,9 @@ pub struct DomainDef {
     pub lxc_namespace: Option<LxcNamespace>,
     /// `<lxvirt:seccomp>`; `None`: the default filter.
     pub seccomp: Option<Seccomp>,
+    /// `<lxvirt:userns>`; `None`: the daemon's default (an allocated range
+    /// unless the daemon is configured otherwise), or `<idmap>` when given.
+    pub userns: Option<Userns>,
 }
 
 impl DomainDef {
@@ -147,6 +150,9 @@ impl DomainDef {
     pub fn clear_live_labels(&mut self) {
         if let Some(sec) = &mut self.seclabel {
             sec.live = LiveLabels::default();
+        }
+        if let Some(userns) = &mut self.userns {
+            userns.allocated = None;
         }
     }
 
@@ -775,6 +781,26 @@ keyword_enum! {
         Allow = "allow",
         Deny = "deny",
     }
+}
+
+keyword_enum! {
+    /// How a container's ids relate to the host's.
+    pub enum UsernsMode {
+        /// A user namespace with a block of host ids lxvirt allocates.
+        Auto = "auto",
+        /// No user namespace: root inside is host root (libvirt's LXC
+        /// default without `<idmap>`).
+        Host = "host",
+    }
+}
+
+/// `<lxvirt:userns mode='auto|host'/>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Userns {
+    pub mode: UsernsMode,
+    /// Live definitions only: the block the running container has, as
+    /// (first host id, count) — `target` and `count` attributes.
+    pub allocated: Option<(u32, u32)>,
 }
 
 /// `<lxvirt:seccomp>`: the container's seccomp filter.

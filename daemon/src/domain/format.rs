@@ -128,7 +128,7 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     if def.lxc_namespace.is_some() {
         root.push(a("xmlns:lxc", LXC_NAMESPACE_URI));
     }
-    if def.seccomp.is_some() {
+    if def.seccomp.is_some() || def.userns.is_some() {
         root.push(a("xmlns:lxvirt", LXVIRT_NAMESPACE_URI));
     }
     o.open("domain", &root);
@@ -262,6 +262,14 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
             }
             o.close("lxvirt:seccomp");
         }
+    }
+    if let Some(u) = &def.userns {
+        let mut attrs = vec![a("mode", u.mode)];
+        if let (true, Some((target, count))) = (opts.live, u.allocated) {
+            attrs.push(a("target", target));
+            attrs.push(a("count", count));
+        }
+        o.empty("lxvirt:userns", &attrs);
     }
     o.close("domain");
     o.buf

@@ -1314,3 +1314,65 @@ fn many_repeated_elements_are_handled_in_linear_time() {
         );
     }
 }
+
+#[test]
+fn lxvirt_userns_is_checked() {
+    const NS: &str = "xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'";
+    let with = |element: &str| {
+        root(&format!("  {element}"))
+            .replace("<domain type='lxc'>", &format!("<domain type='lxc' {NS}>"))
+    };
+    let d = ok(&with("<lxvirt:userns mode='host'/>"));
+    assert_eq!(
+        d.userns,
+        Some(Userns {
+            mode: UsernsMode::Host,
+            allocated: None
+        })
+    );
+    assert!(d.to_xml().contains("<lxvirt:userns mode='host'/>"));
+    assert_fixed_point(&d);
+
+    // A live definition shows the block; the persistent one drops it.
+    let d = ok(&with(
+        "<lxvirt:userns mode='auto' target='1065536' count='65536'/>",
+    ));
+    assert_eq!(d.userns.unwrap().allocated, Some((1_065_536, 65536)));
+    let live = d.to_live_xml();
+    assert!(
+        live.contains("<lxvirt:userns mode='auto' target='1065536' count='65536'/>"),
+        "{live}"
+    );
+    assert_eq!(ok(&live), d, "the live XML round-trips");
+    assert!(d.to_xml().contains("<lxvirt:userns mode='auto'/>"));
+    assert_eq!(d.persistent().userns.unwrap().allocated, None);
+
+    fails(&with("<lxvirt:userns/>"), "add mode='auto'");
+    fails(
+        &with("<lxvirt:userns mode='root'/>"),
+        "mode 'root' is not known",
+    );
+    fails(
+        &with("<lxvirt:userns mode='host' target='1' count='65536'/>"),
+        "give both with mode='auto'",
+    );
+    fails(
+        &with("<lxvirt:userns mode='auto' target='1'/>"),
+        "give both with mode='auto'",
+    );
+    fails(
+        &with("<lxvirt:userns mode='auto' target='x' count='65536'/>"),
+        "not a whole number",
+    );
+    fails(
+        &with("<lxvirt:userns mode='auto'/><lxvirt:userns mode='host'/>"),
+        "more than once",
+    );
+    let e = fails(
+        &with(
+            "<lxvirt:userns mode='auto'/><idmap><uid start='0' target='100000' count='65536'/><gid start='0' target='100000' count='65536'/></idmap>",
+        ),
+        "both say how the container's ids map",
+    );
+    assert!(e.to_string().contains("remove one"), "{e}");
+}

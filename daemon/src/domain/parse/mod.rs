@@ -104,6 +104,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     let mut lxc_namespace = None;
     let mut lxc_ns_seen = false;
     let mut seccomp = None;
+    let mut userns = None;
     plain.children.retain(|n| match n {
         Node::Element(e) => e.namespace.is_none(),
         Node::Text(_) => true,
@@ -131,6 +132,16 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
                 ));
             }
             seccomp = Some(security::parse_seccomp(child)?);
+        } else if ns == LXVIRT_NAMESPACE_URI && child.name == "userns" {
+            ctx.lxc_only(child)?;
+            if userns.is_some() {
+                return Err(DomainError::duplicate(
+                    child.pos,
+                    "domain",
+                    "<lxvirt:userns>",
+                ));
+            }
+            userns = Some((security::parse_userns(child)?, child.pos));
         } else {
             return Err(foreign(root, child, ns));
         }
@@ -262,6 +273,14 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         ctx.lxc_only(el)?;
         parse_idmap(el)
     })?;
+    if let (Some((_, pos)), Some(_)) = (&userns, &idmap) {
+        return Err(DomainError::invalid(
+            *pos,
+            "lxvirt:userns",
+            "<lxvirt:userns> and <idmap> both say how the container's ids map",
+            "remove one: <idmap> for ranges you choose, <lxvirt:userns mode='auto'/> for a range lxvirt allocates, mode='host' for none",
+        ));
+    }
     let features = match root.element("features") {
         None => Features::default(),
         Some(el) => parse_features(ctx, el)?,
@@ -305,6 +324,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         seclabel,
         lxc_namespace,
         seccomp,
+        userns: userns.map(|(u, _)| u),
     })
 }
 

@@ -226,6 +226,42 @@ pub(super) fn parse_lxc_namespace(el: &Element) -> Result<LxcNamespace> {
     Ok(ns)
 }
 
+/// `<lxvirt:userns mode='auto|host' [target='N' count='N']/>`; the block
+/// attributes appear in live definitions, with mode='auto' only.
+pub(super) fn parse_userns(el: &Element) -> Result<Userns> {
+    check_attrs(el, &["mode", "target", "count"])?;
+    check_children(el, &[], &[])?;
+    let mode = attr_keyword(el, "mode", UsernsMode::parse, UsernsMode::NAMES)?
+        .ok_or_else(|| {
+            DomainError::invalid(
+                el.pos,
+                &el.qname,
+                "missing attribute 'mode'",
+                "add mode='auto' (a user namespace with ids lxvirt allocates) or mode='host' (none)",
+            )
+        })?;
+    let number = |name: &str| -> Result<Option<u32>> {
+        el.attribute(name)
+            .map(|a| number(a.pos, &el.qname, name, &a.value, 0u32, u32::MAX))
+            .transpose()
+    };
+    let allocated = match (number("target")?, number("count")?) {
+        (None, None) => None,
+        (Some(target), Some(count)) if mode == UsernsMode::Auto && count > 0 => {
+            Some((target, count))
+        }
+        _ => {
+            return Err(DomainError::invalid(
+                el.pos,
+                &el.qname,
+                "target and count describe the ids a running container was given",
+                "remove them (lxvirt allocates the ids), or give both with mode='auto'",
+            ));
+        }
+    };
+    Ok(Userns { mode, allocated })
+}
+
 /// `<lxvirt:seccomp mode='default|off' mount='auto|allow|deny'>` with
 /// `<lxvirt:deny syscall='NAME'/>` children.
 pub(super) fn parse_seccomp(el: &Element) -> Result<Seccomp> {
