@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::cgroup::{BlkioDeviceLimit, CgroupSpec, DeviceRule};
 use crate::domain::{
     Capability, CapsPolicy, DomainDef, FsDriverType, FsSource, Hostdev, IdRef, ImageFormat,
-    NsShare, NsShareType, SeccompMode, SeccompMount,
+    NsShare, NsShareType, SeccompMode, SeccompMount, Userns, UsernsMode,
 };
 
 use crate::storage::RootMount;
@@ -105,6 +105,31 @@ const MASKED_PATHS: [&str; 10] = [
     "/proc/kmsg",
 ];
 
+/// The container's user namespace: libvirt's `<idmap>` as given (the
+/// root's files must already belong to the mapped ids), or the block
+/// lxvirt allocated for `<lxvirt:userns mode='auto'>` (the manager puts it
+/// in the live definition), shown through an idmapped root.
+fn user_namespace(def: &DomainDef) -> Option<IdMapping> {
+    if let Some(m) = &def.idmap {
+        return Some(IdMapping {
+            idmapped_root: false,
+            uid: m.uid.iter().map(|e| (e.start, e.target, e.count)).collect(),
+            gid: m.gid.iter().map(|e| (e.start, e.target, e.count)).collect(),
+        });
+    }
+    match def.userns {
+        Some(Userns {
+            mode: UsernsMode::Auto,
+            allocated: Some((target, count)),
+        }) => Some(IdMapping {
+            uid: vec![(0, target, count)],
+            gid: vec![(0, target, count)],
+            idmapped_root: true,
+        }),
+        _ => None,
+    }
+}
+
 /// The capability set init keeps, by libvirt's policy rules.
 pub fn kept_capabilities(def: &DomainDef) -> Vec<u8> {
     let (policy, states) = match &def.features.capabilities {
@@ -195,11 +220,7 @@ pub fn container_spec(
         net: share("sharenet", &shares.sharenet, net_default)?,
         ipc: share("shareipc", &shares.shareipc, NsChoice::New)?,
         uts: share("shareuts", &shares.shareuts, NsChoice::New)?,
-        user: def.idmap.as_ref().map(|m| IdMapping {
-            idmapped_root: false,
-            uid: m.uid.iter().map(|e| (e.start, e.target, e.count)).collect(),
-            gid: m.gid.iter().map(|e| (e.start, e.target, e.count)).collect(),
-        }),
+        user: user_namespace(def),
     };
 
     let mut root = RootFs::Host;
@@ -716,6 +737,38 @@ mod tests {
             with("", "<lxvirt:seccomp mode='default' mount='allow'/>"),
             spec(false, &[])
         );
+    }
+
+    #[test]
+    fn allocated_blocks_map_root_through_an_idmapped_root() {
+        let ns = "xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'";
+        let user = |userns: &str| {
+            let xml = format!(
+                "<domain type='lxc' {ns}><name>web</name><memory unit='MiB'>64</memory>\
+                 <os><type>exe</type><init>/bin/sh</init></os>{userns}</domain>"
+            );
+            container_spec(
+                &DomainDef::from_xml(&xml).unwrap(),
+                &settings(),
+                &none,
+                None,
+            )
+            .unwrap()
+            .namespaces
+            .user
+        };
+        assert_eq!(
+            user("<lxvirt:userns mode='auto' target='1065536' count='65536'/>"),
+            Some(IdMapping {
+                uid: vec![(0, 1_065_536, 65536)],
+                gid: vec![(0, 1_065_536, 65536)],
+                idmapped_root: true,
+            })
+        );
+        // Not allocated (the manager does that at start) or opted out.
+        assert_eq!(user("<lxvirt:userns mode='auto'/>"), None);
+        assert_eq!(user("<lxvirt:userns mode='host'/>"), None);
+        assert_eq!(user(""), None);
     }
 
     #[test]
