@@ -16,6 +16,8 @@ use crate::core::{ImageStore, Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
 use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::driver::LxcDriver;
+use crate::domain::UsernsMode;
+use crate::security::userns::{IdRange, IdRanges, UsernsError};
 use crate::security::{HostSelinux, SecurityConfig};
 use crate::storage::BackendKind;
 use crate::storage::thin::ThinConfig;
@@ -52,6 +54,10 @@ pub struct Config {
     pub storage_backend: BackendKind,
     /// The device-mapper backend's pool, file system and volume size.
     pub dm: ThinConfig,
+    /// The host ids handed out to containers' user namespaces.
+    pub userns_range: IdRange,
+    /// How domains without `<idmap>` or `<lxvirt:userns>` run.
+    pub default_userns: UsernsMode,
 }
 
 impl Default for Config {
@@ -69,6 +75,8 @@ impl Default for Config {
             security: SecurityConfig::default(),
             storage_backend: BackendKind::Overlay,
             dm: ThinConfig::default(),
+            userns_range: IdRange::DEFAULT,
+            default_userns: UsernsMode::Auto,
         }
     }
 }
@@ -94,6 +102,8 @@ pub enum DaemonError {
     AlreadyRunning { run_dir: PathBuf, path: PathBuf },
     #[error("cannot open the domain store")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Userns(#[from] UsernsError),
     #[error("cannot connect to {bus}; {hint}")]
     Connect {
         bus: String,
@@ -149,6 +159,9 @@ impl InstanceLock {
     }
 }
 
+/// The id blocks of persistent domains, in the state directory.
+const USERNS_STATE: &str = "userns.json";
+
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     for dir in [&config.config_dir, &config.run_dir, &config.state_dir] {
@@ -180,6 +193,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         (ImageStore::Ready(_), None) => {}
     }
+    let (id_ranges, ids_report) =
+        IdRanges::open(config.userns_range, Some(&config.state_dir.join(USERNS_STATE)))?;
+    for (domain, start) in &ids_report.dropped {
+        tracing::warn!(domain = %domain, start, range = %config.userns_range, "forgot a domain's host ids outside --userns-range; it gets new ones at its next start");
+    }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let manager_config = ManagerConfig {
         run_dir: config.run_dir.clone(),
@@ -188,8 +206,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         default_partition: config.default_partition.clone(),
         security: config.security.clone(),
         images: images.clone(),
+        default_userns: config.default_userns,
     };
-    let manager = Manager::new(store, loaded, manager_config, events_tx);
+    let manager = Manager::new(store, loaded, manager_config, id_ranges, events_tx);
     let initial = manager.summaries();
     let security = manager.security_report().clone();
     match &security.selinux {

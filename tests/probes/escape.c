@@ -242,15 +242,23 @@ static int is_mount_point(const char *path) {
     return stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
 
-static void fresh_mount(const char *prefix, const char *name, const char *leaf,
-                        const char *type, const char *data) {
+/* Mounts a fresh TYPE at LEAF; reports the errno, or "ok" unless QUIET
+ * (the caller reports). Returns whether it is mounted. */
+static int try_mount(const char *prefix, const char *name, const char *leaf,
+                     const char *type, const char *data, int quiet) {
     const char *target = in_scratch(leaf);
     mkdir(target, 0700);
     if (mount(type, target, type, 0, data) < 0) {
         line(prefix, name, ename(errno), NULL);
-        return;
+        return 0;
     }
-    line(prefix, name, "ok", NULL);
+    if (!quiet) line(prefix, name, "ok", NULL);
+    return 1;
+}
+
+static void fresh_mount(const char *prefix, const char *name, const char *leaf,
+                        const char *type, const char *data) {
+    try_mount(prefix, name, leaf, type, data, 0);
 }
 
 static void unmount(const char *leaf) {
@@ -280,8 +288,14 @@ static void cgroup1(const char *prefix, const char *controller, const char *data
     char name[64], leaf[64], path[256];
     snprintf(name, sizeof name, "cgroup1_mount_%s", controller);
     snprintf(leaf, sizeof leaf, "cg1-%s", controller);
-    fresh_mount(prefix, name, leaf, "cgroup", data);
-    if (!is_mount_point(in_scratch(leaf))) {
+    int mounted = try_mount(prefix, name, leaf, "cgroup", data, 1);
+    if (mounted) {
+        /* A mount made in a cgroup namespace is rooted at the container's
+         * own cgroup, which has no release_agent: its own subtree only. */
+        snprintf(path, sizeof path, "%s/release_agent", in_scratch(leaf));
+        line(prefix, name, access(path, F_OK) == 0 ? "ok" : "own-subtree", NULL);
+    }
+    if (!mounted || !is_mount_point(in_scratch(leaf))) {
         static const char *after[] = {"release_agent", "notify_on_release", "move_root", NULL};
         for (const char **a = after; *a; a++) {
             snprintf(name, sizeof name, "cgroup1_%s_%s", controller, *a);
@@ -345,7 +359,12 @@ static void mount_attempts(const char *prefix) {
     cgroup1(prefix, "memory", "memory");
     cgroup1(prefix, "net_cls", "net_cls");
     cgroup1(prefix, "named", "none,name=lxvirtescape");
-    fresh_mount(prefix, "cgroup2_mount", "cg2", "cgroup2", NULL);
+    if (try_mount(prefix, "cgroup2_mount", "cg2", "cgroup2", NULL, 1)) {
+        /* Every cgroup but the root has cgroup.type. */
+        char path[256];
+        snprintf(path, sizeof path, "%s/cgroup.type", in_scratch("cg2"));
+        line(prefix, "cgroup2_mount", access(path, F_OK) == 0 ? "own-subtree" : "ok", NULL);
+    }
     if (is_mount_point(in_scratch("cg2"))) {
         move_to(prefix, "cgroup2_move_root", in_scratch("cg2"));
         unmount("cg2");

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lxvirtd::daemon::{self, Bus, Config};
+use lxvirtd::domain::UsernsMode;
 use lxvirtd::security::detect::{DEFAULT_FILE_LABEL, DEFAULT_PROCESS_LABEL};
+use lxvirtd::security::userns::IdRange;
 use lxvirtd::security::{BaseLabels, SecurityConfig, SelinuxPaths};
 use lxvirtd::storage::BackendKind;
 use lxvirtd::storage::thin::{FsType, PoolSource, ThinConfig};
@@ -58,6 +60,15 @@ struct Args {
     /// The cgroup partition of domains without <resource><partition>.
     #[arg(long, value_name = "PATH", default_value = "/machine")]
     default_partition: PathBuf,
+    /// How domains without <idmap> or <lxvirt:userns> run: "auto", in a
+    /// user namespace with host ids lxvirt allocates, or "host", root
+    /// inside is host root (libvirt's default).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_userns_mode)]
+    default_userns: UsernsMode,
+    /// The host ids handed out to user namespaces, START:COUNT, in blocks
+    /// of 65536 per container.
+    #[arg(long, value_name = "START:COUNT", default_value = "1000000:1000000000")]
+    userns_range: IdRange,
     /// Most processes in one container (cgroup pids.max; 0 for no limit).
     #[arg(long, value_name = "N", default_value_t = 16384)]
     pids_max: u64,
@@ -89,6 +100,10 @@ struct Args {
     log: String,
 }
 
+fn parse_userns_mode(text: &str) -> Result<UsernsMode, String> {
+    UsernsMode::parse(text).ok_or_else(|| format!("'{text}' is not a mode; use 'auto' or 'host'"))
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     lxvirtd::storage::thin::parse_size(text)
 }
@@ -108,6 +123,8 @@ fn main() -> ExitCode {
         admin_group: Some(args.admin_group).filter(|g| !g.is_empty()),
         pids_max: Some(args.pids_max).filter(|n| *n > 0),
         default_partition: args.default_partition,
+        default_userns: args.default_userns,
+        userns_range: args.userns_range,
         storage_backend: args.storage_backend,
         dm: ThinConfig {
             pool: match args.dm_pool_device {

@@ -23,11 +23,12 @@ use super::types::{
     XmlFlags,
 };
 use crate::cgroup::Cgroups;
-use crate::domain::{DomainDef, DomainType, LifecycleAction};
+use crate::domain::{DomainDef, DomainType, LifecycleAction, Userns, UsernsMode};
 use crate::lxc::convert::{self, ConvertSettings};
 use crate::lxc::driver::{self, LxcDriver, Started};
 use crate::lxc::protocol::{InitExit, Reply as MonitorReply, Request, Requested};
 use crate::lxc::spec::{ContainerSpec, RootFs};
+use crate::security::userns::{self, IdRanges};
 use crate::security::{self, Security, SecurityConfig, SecurityReport};
 use crate::storage::{CommitReport, ImageId, RootMount};
 
@@ -283,6 +284,8 @@ pub struct ManagerConfig {
     pub security: SecurityConfig,
     /// The image store, for domains whose root is an image.
     pub images: ImageStore,
+    /// How domains without `<idmap>` or `<lxvirt:userns>` run.
+    pub default_userns: UsernsMode,
 }
 
 /// The owner of all domain state. Runs as one task; see [`Manager::spawn`].
@@ -295,6 +298,9 @@ pub struct Manager {
     /// The security driver; only the manager task generates, reserves and
     /// releases labels.
     security: Security,
+    /// The id blocks of user namespaces; only the manager task assigns,
+    /// reserves and releases them.
+    id_ranges: IdRanges,
     domains: HashMap<Uuid, Entry>,
     names: HashMap<String, Uuid>,
     blocked: HashMap<String, PathBuf>,
@@ -333,6 +339,7 @@ impl Manager {
         store: Store,
         loaded: Loaded,
         config: ManagerConfig,
+        id_ranges: IdRanges,
         events: mpsc::UnboundedSender<Event>,
     ) -> Manager {
         let (internal, internal_rx) = mpsc::unbounded_channel();
@@ -351,6 +358,7 @@ impl Manager {
             driver,
             cgroups,
             security,
+            id_ranges,
             domains: HashMap::new(),
             names: HashMap::new(),
             blocked: loaded.blocked,
@@ -402,6 +410,18 @@ impl Manager {
                 // separated from each other. Say so loudly; stopping one
                 // of them is the fix.
                 tracing::error!(domain = %status.name, error = %error_chain(&error), "cannot reserve the security label of a running container");
+            }
+            if let Some(Userns {
+                allocated: Some((start, _)),
+                ..
+            }) = live_def.userns
+                && let Err(error) =
+                    self.id_ranges
+                        .reserve(status.uuid, &status.name, start, status.persistent)
+            {
+                // As with labels: two containers share host ids, so they
+                // are not separated from each other. Stopping one fixes it.
+                tracing::error!(domain = %status.name, error = %error_chain(&error), "cannot reserve the host ids of a running container");
             }
             if !self.domains.contains_key(&status.uuid) {
                 // A transient domain, or one undefined while it ran.
@@ -658,6 +678,7 @@ impl Manager {
                     entry.def = def;
                 }
                 entry.persistent = true;
+                self.keep_ids(uuid, true);
             }
             None => self.insert(Entry::new(def, true, false)),
         }
@@ -733,10 +754,11 @@ impl Manager {
         tracing::info!(domain = %name, "undefined");
         let entry = self.entry_mut(uuid)?;
         if entry.state.is_active() || entry.starting {
-            // Transient now: its writable layer goes when it stops.
+            // Transient now: its writable layer and ids go when it stops.
             entry.persistent = false;
             entry.autostart = false;
             entry.keep_writable = flags.keep_writable_layer();
+            self.keep_ids(uuid, false);
             return Ok(self.publish_change(uuid, Some(Lifecycle::Undefined)));
         }
         entry.keep_writable = flags.keep_writable_layer();
@@ -745,10 +767,43 @@ impl Manager {
         Ok(self.remove(uuid, Lifecycle::Undefined))
     }
 
+    /// How the instance about to start maps its ids, written into its live
+    /// definition: `<idmap>` as given; else the domain's `<lxvirt:userns>`
+    /// or the daemon's default, with the domain's block of host ids for
+    /// mode='auto' (kept while a persistent domain is defined).
+    fn resolve_userns(&mut self, uuid: Uuid, def: &mut DomainDef) -> Result<(), CoreError> {
+        if def.domain_type != DomainType::Lxc || def.idmap.is_some() {
+            return Ok(());
+        }
+        let mode = def
+            .userns
+            .map_or(self.config.default_userns, |u| u.mode);
+        let allocated = match mode {
+            UsernsMode::Host => None,
+            UsernsMode::Auto => {
+                let persistent = self.domains.get(&uuid).is_some_and(|e| e.persistent);
+                let start = self.id_ranges.assign(uuid, def.name(), persistent)?;
+                Some((start, userns::BLOCK))
+            }
+        };
+        def.userns = Some(Userns { mode, allocated });
+        Ok(())
+    }
+
+    /// Whether a domain's id block outlives its instance.
+    fn keep_ids(&mut self, uuid: Uuid, persistent: bool) {
+        if let Err(error) = self.id_ranges.set_persistent(&uuid, persistent) {
+            tracing::warn!(domain = %name_for_log(&self.domains, uuid), error = %error_chain(&error), "cannot record its host ids");
+        }
+    }
+
     /// Forgets a domain; its writable layer goes too unless it was kept.
     fn remove(&mut self, uuid: Uuid, lifecycle: Lifecycle) -> Seq {
         if let Some(entry) = self.domains.remove(&uuid) {
             self.names.remove(entry.name());
+            if let Err(error) = self.id_ranges.release(&uuid) {
+                tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot record the release of its host ids");
+            }
             if !entry.keep_writable {
                 self.remove_writable_layer(entry.name());
             }
@@ -972,6 +1027,10 @@ impl Manager {
             pids_max: self.config.pids_max,
             default_partition: self.config.default_partition.clone(),
         };
+        // Fresh labels and ids for this instance.
+        let mut def = def;
+        def.clear_live_labels();
+        self.resolve_userns(uuid, &mut def)?;
         let mut spec = convert::container_spec(
             &def,
             &settings,
@@ -981,7 +1040,6 @@ impl Manager {
         // Last, so that nothing after it can fail: the labels stay
         // reserved until the instance stops or its launch fails.
         let mut live = def;
-        live.clear_live_labels();
         let prepared = self.security.prepare(&live)?;
         live.seclabel = Some(prepared.seclabel);
         spec.security = prepared.spec;

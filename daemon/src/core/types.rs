@@ -187,6 +187,9 @@ pub enum CoreError {
     /// The security driver refused or failed (the message names the domain).
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// No id block for the user namespace (the message names the domain).
+    #[error(transparent)]
+    Userns(#[from] crate::security::userns::UsernsError),
     #[error("invalid flags {0:#x}")]
     InvalidFlags(u32),
     #[error("domain '{name}': cannot save its definition")]

@@ -101,6 +101,7 @@ impl From<CoreError> for Error {
             }
             CoreError::Driver(_)
             | CoreError::Security(_)
+            | CoreError::Userns(_)
             | CoreError::Failed { .. }
             | CoreError::Store { .. }
             | CoreError::ShuttingDown => Error::Failed(message),
