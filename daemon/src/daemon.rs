@@ -14,9 +14,9 @@ use crate::core::error_chain;
 use crate::core::store::{Store, StoreError};
 use crate::core::{ImageStore, Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
+use crate::domain::UsernsMode;
 use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::driver::LxcDriver;
-use crate::domain::UsernsMode;
 use crate::security::userns::{IdRange, IdRanges, UsernsError};
 use crate::security::{HostSelinux, SecurityConfig};
 use crate::storage::BackendKind;
@@ -193,8 +193,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         (ImageStore::Ready(_), None) => {}
     }
-    let (id_ranges, ids_report) =
-        IdRanges::open(config.userns_range, Some(&config.state_dir.join(USERNS_STATE)))?;
+    let (id_ranges, ids_report) = IdRanges::open(
+        config.userns_range,
+        Some(&config.state_dir.join(USERNS_STATE)),
+    )?;
     for (domain, start) in &ids_report.dropped {
         tracing::warn!(domain = %domain, start, range = %config.userns_range, "forgot a domain's host ids outside --userns-range; it gets new ones at its next start");
     }

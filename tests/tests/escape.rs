@@ -51,14 +51,12 @@ const ALL: &[Case] = &[
 /// The known gaps of the current defaults. The suite fails when one of
 /// them no longer gets through, so that this list shrinks as the defaults
 /// close them: remove an entry when its attempt starts failing.
-const KNOWN_GAPS: &[Gap] = &[
-    Gap {
-        cases: ALL,
-        attempt: "host_net_interfaces",
-        why: "without <privnet/> (or an <interface>) a container shares the host's network \
+const KNOWN_GAPS: &[Gap] = &[Gap {
+    cases: ALL,
+    attempt: "host_net_interfaces",
+    why: "without <privnet/> (or an <interface>) a container shares the host's network \
               namespace, as in libvirt; a user namespace does not change that",
-    },
-];
+}];
 
 /// Attempts the probe must report (a probe that stops early is a failure
 /// too, but this also catches a renamed attempt).

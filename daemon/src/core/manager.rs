@@ -775,9 +775,7 @@ impl Manager {
         if def.domain_type != DomainType::Lxc || def.idmap.is_some() {
             return Ok(());
         }
-        let mode = def
-            .userns
-            .map_or(self.config.default_userns, |u| u.mode);
+        let mode = def.userns.map_or(self.config.default_userns, |u| u.mode);
         let allocated = match mode {
             UsernsMode::Host => None,
             UsernsMode::Auto => {
