@@ -30,7 +30,7 @@ use crate::lxc::protocol::{InitExit, Reply as MonitorReply, Request, Requested};
 use crate::lxc::spec::{ContainerSpec, RootFs};
 use crate::security::userns::{self, IdRanges};
 use crate::security::{self, Security, SecurityConfig, SecurityReport};
-use crate::storage::{CommitReport, ImageId, RootMount};
+use crate::storage::{CommitReport, IdShift, ImageId, RootMount};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
@@ -1611,15 +1611,28 @@ impl Manager {
         };
         entry.committing = true;
         let domain = entry.name().to_owned();
+        // The host ids its writable layer holds files in: those of the
+        // paused instance, or the block a stopped domain keeps.
+        let shift = entry
+            .live
+            .as_ref()
+            .and_then(|live| live.userns)
+            .and_then(|u| u.allocated)
+            .or_else(|| {
+                self.id_ranges
+                    .assigned(&uuid)
+                    .map(|base| (base, userns::BLOCK))
+            })
+            .map(|(base, count)| IdShift { base, count });
         let internal = self.internal.clone();
         tokio::task::spawn_blocking(move || {
-            let result = store.commit(&domain, &name, &mut |_| {}).map_err(|source| {
-                CoreError::DomainStorage {
+            let result = store
+                .commit_from(&domain, &name, shift, &mut |_| {})
+                .map_err(|source| CoreError::DomainStorage {
                     action: format!("cannot commit its writable layer as image '{name}'"),
                     domain: domain.clone(),
                     source: Box::new(source),
-                }
-            });
+                });
             match &result {
                 Ok(report) => {
                     tracing::info!(domain = %domain, image = %report.id, name = %name, bytes = report.size, seconds = report.seconds, "committed")

@@ -561,15 +561,47 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
 
     /// Mounts an image's layers under the domain's writable layer on the
     /// staging root, labelled with the container's file context. The one
-    /// place the overlay root is mounted (user namespaces will adapt it).
+    /// place the overlay root is mounted.
+    ///
+    /// With an allocated id range the image's layers (owned by host root)
+    /// are shown through idmapped mounts: overlayfs itself cannot be
+    /// idmapped, its layers can. They sit in a scratch tmpfs on the staging
+    /// root that the overlay then covers, so they go with the mount
+    /// namespace. The writable layer is not idmapped (overlayfs would
+    /// create its work files as host root through it and fail), so it
+    /// holds the container's files in its host ids; commit maps them back.
     fn mount_overlay(
         &self,
         lowerdir: &[PathBuf],
         upperdir: &Path,
         workdir: &Path,
     ) -> Result<(), Errno> {
+        let lowerdir = match self.idmapped_root() {
+            None => lowerdir.to_vec(),
+            Some(userns) => {
+                self.sys.mount(
+                    Some(Path::new("tmpfs")),
+                    &self.root,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    Some("mode=700,size=64k"),
+                )?;
+                let mut mapped = Vec::with_capacity(lowerdir.len());
+                for (n, layer) in lowerdir.iter().enumerate() {
+                    let at = self.root.join(n.to_string());
+                    self.sys.mkdir(&at, 0o700)?;
+                    self.sys.idmap_bind(layer, &at, userns, false)?;
+                    mapped.push(at);
+                }
+                // Root inside owns the top of its writable layer.
+                if let Some((uid, gid)) = self.mapped_root() {
+                    self.sys.chown(upperdir, uid, gid)?;
+                }
+                mapped
+            }
+        };
         let layers = OverlayMount {
-            lowerdir: lowerdir.to_vec(),
+            lowerdir,
             upperdir: upperdir.to_owned(),
             workdir: workdir.to_owned(),
             target: self.root.clone(),

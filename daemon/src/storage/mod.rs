@@ -15,6 +15,7 @@ mod copy;
 mod error;
 mod extract;
 mod id;
+mod ids;
 mod meta;
 mod oci;
 mod pack;
@@ -31,6 +32,7 @@ pub use copy::CopyStats;
 pub use error::{OciProblem, Result, StorageError, UnsafeEntry};
 pub use extract::{DevicePolicy, ExtractStats};
 pub use id::{ImageId, sha256_hex};
+pub use ids::IdShift;
 pub use meta::{ContainerMeta, ImageMeta, Source};
 pub use pack::PackStats;
 pub use store::{

@@ -26,6 +26,7 @@ use super::compress::{self, Compression, CountingReader};
 use super::error::{OciProblem, Result, StorageError};
 use super::extract::{self, DevicePolicy, ExtractOptions, ExtractStats};
 use super::id::{ImageId, check_domain_name, check_image_name, hex, sha256_hex};
+use super::ids::IdShift;
 use super::meta::{self, ContainerMeta, FORMAT_VERSION, ImageMeta, Source, Tags};
 use super::oci::OciImage;
 
@@ -957,6 +958,19 @@ impl Store {
         name: &str,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<CommitReport> {
+        self.commit_from(domain, name, None, progress)
+    }
+
+    /// [`commit`](Self::commit) of a writable layer whose files are stored
+    /// in the host ids `shift` (a container with an allocated id range on
+    /// the overlay backend): the new layer holds them as ids inside.
+    pub fn commit_from(
+        &self,
+        domain: &str,
+        name: &str,
+        shift: Option<IdShift>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<CommitReport> {
         let started = Instant::now();
         check_image_name(name)?;
         let writable = self
@@ -991,6 +1005,9 @@ impl Store {
                 })
             },
         )?;
+        if let Some(shift) = shift {
+            super::ids::unshift_tree(&layer, shift)?;
+        }
         let meta = ImageMeta {
             version: FORMAT_VERSION,
             id: id.clone(),
