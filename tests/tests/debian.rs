@@ -1,13 +1,16 @@
 //! A Debian userland inside default containers: a bookworm root made by
 //! `debootstrap --variant=minbase` (with systemd-sysv), cached under
-//! /var/tmp so that re-runs are fast, each test on an overlay of its own
-//! over it; `apt-get update` and an install from Debian's mirror, and
+//! /var/tmp so that re-runs are fast, imported into each test daemon's
+//! image store (the container runs on its own writable layer, in a user
+//! namespace with lxvirt's ids, the image's files shown through idmapped
+//! mounts); `apt-get update` and an install from Debian's mirror, and
 //! systemd as init. Needs root, debootstrap and the mirror. Without the
 //! mirror it skips saying so (under CI too); without debootstrap it
 //! skips, or fails under CI when the mirror is reachable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -16,7 +19,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lxvirt_tests::ContainerEnv;
-use nix::mount::{MntFlags, MsFlags};
+use lxvirtd::dbus::proxy::ImagesProxy;
+use lxvirtd::storage::{Compression, pack_dir};
 
 const MIRROR_HOST: &str = "deb.debian.org";
 const MIRROR: &str = "http://deb.debian.org/debian";
@@ -83,96 +87,30 @@ fn debian_root() -> Option<PathBuf> {
     Some(cache)
 }
 
-/// Host ids of the container's ids 0–65535 in the systemd test.
-const SHIFT: u32 = 400_000;
-const IDMAP: &str = "<idmap><uid start='0' target='400000' count='65536'/>\
-                     <gid start='0' target='400000' count='65536'/></idmap>";
-
-/// The cached root with every owner moved up by `SHIFT`, for a container
-/// with `IDMAP` (lxvirt does not shift a root for `<idmap>`), cached too.
-fn shifted_root(plain: &Path) -> PathBuf {
-    let shifted = PathBuf::from(format!("{CACHE}-idmap-{SHIFT}"));
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if shifted.join(COMPLETE).exists() {
-        return shifted;
-    }
-    let partial = PathBuf::from(format!(
-        "{}.partial-{}",
-        shifted.display(),
-        std::process::id()
-    ));
-    let _ = fs::remove_dir_all(&partial);
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(plain)
-        .arg(&partial)
-        .status()
-        .unwrap();
-    assert!(copied.success(), "cp -a {} failed", plain.display());
-    shift_owners(&partial);
-    if fs::rename(&partial, &shifted).is_err() {
-        let _ = fs::remove_dir_all(&partial);
-    }
-    shifted
-}
-
-fn shift_owners(path: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta = fs::symlink_metadata(path).unwrap();
-    std::os::unix::fs::lchown(path, Some(meta.uid() + SHIFT), Some(meta.gid() + SHIFT)).unwrap();
-    if meta.file_type().is_symlink() {
-        return;
-    }
-    // chown clears the setuid and setgid bits: put them back.
-    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777)).unwrap();
-    if meta.is_dir() {
-        for entry in fs::read_dir(path).unwrap() {
-            shift_owners(&entry.unwrap().path());
-        }
-    }
-}
-
-/// A writable overlay over the cached root, unmounted when dropped.
-struct Overlay {
-    merged: PathBuf,
-}
-
-impl Overlay {
-    /// The overlay's own directories belong to `owner` (the root of the
-    /// merged tree is the upper directory's).
-    fn new(lower: &Path, dir: &Path, owner: u32) -> Overlay {
-        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
-        for d in [&upper, &work, &merged] {
-            fs::create_dir_all(d).unwrap();
-            std::os::unix::fs::chown(d, Some(owner), Some(owner)).unwrap();
-        }
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).unwrap();
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        nix::mount::mount(
-            Some("overlay"),
-            &merged,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(options.as_str()),
+/// Imports the cached root as image `debian` into `env`'s image store.
+async fn import_debian(env: &ContainerEnv, root: &Path) {
+    let tarball = env.dir.path().join("debian.tar");
+    pack_dir(
+        root,
+        Compression::None,
+        &mut fs::File::create(&tarball).unwrap(),
+    )
+    .unwrap();
+    let file = fs::File::open(&tarball).unwrap();
+    ImagesProxy::new(&env.connection)
+        .await
+        .unwrap()
+        .import_tarball(
+            zbus::Fd::from(&file),
+            HashMap::from([("name", zbus::Variant::from("debian"))]),
         )
+        .await
         .unwrap();
-        Overlay { merged }
-    }
+    fs::remove_file(&tarball).unwrap();
 }
 
-impl Drop for Overlay {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.merged, MntFlags::MNT_DETACH);
-    }
-}
-
-fn debian_xml(name: &str, root: &Path, init: &[&str], extra: &str) -> String {
+/// A domain on image `debian` running `init`.
+fn debian_xml(name: &str, init: &[&str], extra: &str) -> String {
     let args: String = init[1..]
         .iter()
         .map(|a| format!("<initarg>{a}</initarg>"))
@@ -180,10 +118,9 @@ fn debian_xml(name: &str, root: &Path, init: &[&str], extra: &str) -> String {
     format!(
         "<domain type='lxc' xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'><name>{name}</name>\
          <memory unit='MiB'>512</memory><os><type>exe</type><init>{}</init>{args}</os>{extra}\
-         <devices><filesystem type='mount'><source dir='{}'/><target dir='/'/></filesystem>\
-         <console type='pty'/></devices></domain>",
+         <devices><filesystem type='volume'><source pool='images' volume='debian'/>\
+         <target dir='/'/></filesystem><console type='pty'/></devices></domain>",
         init[0],
-        root.display()
     )
 }
 
@@ -202,15 +139,10 @@ async fn apt_installs_a_package_in_a_default_container() {
     let Some(env) = ContainerEnv::new().await else {
         return;
     };
-    let Some(lower) = debian_root() else { return };
-    let overlay = Overlay::new(&lower, &env.dir.path().join("apt"), 0);
+    let Some(root) = debian_root() else { return };
+    import_debian(&env, &root).await;
     let domain = env
-        .define_and_start(&debian_xml(
-            "apt",
-            &overlay.merged,
-            &["/bin/sleep", "infinity"],
-            "",
-        ))
+        .define_and_start(&debian_xml("apt", &["/bin/sleep", "infinity"], ""))
         .await;
     let (code, out) = sh(
         &env,
@@ -240,26 +172,24 @@ async fn wait_for_boot(
     }
 }
 
-/// systemd as init boots to multi-user.target in a container with a user
-/// namespace and its own network namespace: it mounts its API file
-/// systems (allowed in a user namespace), a fresh sysfs without the
-/// host's cgroup mounts lets it mount its own, services start. Two units
-/// fail (debugfs and tracefs may not be mounted there), so the system is
-/// `degraded`.
+/// systemd as init boots to multi-user.target in a default container
+/// (a user namespace with lxvirt's ids) with its own network namespace:
+/// it mounts its API file systems (allowed in a user namespace, the masks
+/// stay locked), a fresh sysfs without the host's cgroup mounts lets it
+/// mount its own, services start. Two units fail (debugfs and tracefs may
+/// not be mounted there), so the system is `degraded`.
 #[tokio::test]
-async fn systemd_boots_to_multi_user_with_a_user_namespace() {
+async fn systemd_boots_to_multi_user_in_a_default_container() {
     let Some(env) = ContainerEnv::new().await else {
         return;
     };
-    let Some(plain) = debian_root() else { return };
-    let lower = shifted_root(&plain);
-    let overlay = Overlay::new(&lower, &env.dir.path().join("systemd"), SHIFT);
+    let Some(root) = debian_root() else { return };
+    import_debian(&env, &root).await;
     let domain = env
         .define_and_start(&debian_xml(
             "systemd",
-            &overlay.merged,
             &["/lib/systemd/systemd"],
-            &format!("{IDMAP}<features><privnet/></features>"),
+            "<features><privnet/></features>",
         ))
         .await;
     let state = wait_for_boot(&env, &domain).await;
@@ -285,23 +215,21 @@ async fn systemd_boots_to_multi_user_with_a_user_namespace() {
     domain.destroy().await.unwrap();
 }
 
-/// Without a user namespace (today's default) the filter blocks the mount
-/// family, and systemd exits at once ("Failed to mount API filesystems").
-/// This changes when user namespaces become the default: then this test
-/// fails and goes, and the test above runs on defaults.
+/// Without a user namespace (`<lxvirt:userns mode='host'/>`, libvirt's
+/// semantics) the filter blocks the mount family, and systemd exits at
+/// once ("Failed to mount API filesystems").
 #[tokio::test]
-async fn systemd_cannot_boot_without_a_user_namespace() {
+async fn systemd_cannot_boot_as_host_root() {
     let Some(env) = ContainerEnv::new().await else {
         return;
     };
-    let Some(lower) = debian_root() else { return };
-    let overlay = Overlay::new(&lower, &env.dir.path().join("blocked"), 0);
+    let Some(root) = debian_root() else { return };
+    import_debian(&env, &root).await;
     let domain = env
         .define_and_start(&debian_xml(
             "blocked",
-            &overlay.merged,
             &["/lib/systemd/systemd"],
-            "<features><privnet/></features>",
+            "<features><privnet/></features><lxvirt:userns mode='host'/>",
         ))
         .await;
     let deadline = Instant::now() + Duration::from_secs(15);
