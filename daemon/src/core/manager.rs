@@ -1041,12 +1041,16 @@ impl Manager {
         let prepared = self.security.prepare(&live)?;
         live.seclabel = Some(prepared.seclabel);
         spec.security = prepared.spec;
-        let relabel = match (&spec.security, &spec.root, self.security.file_labeler()) {
-            (Some(labels), RootFs::Dir { path, .. }, Some(labeler)) if labels.relabel_root => {
-                Some((path.clone(), labels.image_label.clone(), labeler))
-            }
-            _ => None,
-        };
+        let content_label = self
+            .security
+            .report()
+            .host
+            .as_ref()
+            .map(|h| h.base.content.clone());
+        let relabel = self
+            .security
+            .file_labeler()
+            .map(|labeler| (relabel_jobs(&spec, content_label.as_deref()), labeler));
         let entry = self.entry_mut(uuid)?;
         // The running instance's definition, with its labels.
         entry.live = Some(live);
@@ -1061,12 +1065,37 @@ impl Manager {
         tokio::spawn(async move {
             let begin = std::time::Instant::now();
             let relabelled = match relabel {
-                Some((root, label, labeler)) => {
+                Some((jobs, labeler)) if !jobs.is_empty() => {
                     let domain = spec.name.clone();
                     tokio::task::spawn_blocking(move || {
-                        security::relabel::relabel_tree(&domain, &root, &label, &mut |p, l| {
-                            labeler(p, l)
-                        })
+                        let mut count = 0;
+                        for job in jobs {
+                            // An image layer is labelled once; its
+                            // directory's label, set last, says it is done.
+                            let done = job.once.then(|| job.root.parent()).flatten();
+                            if let Some(done) = done
+                                && crate::storage::selinux_label(done).as_deref()
+                                    == Some(job.label.as_str())
+                            {
+                                continue;
+                            }
+                            count += security::relabel::relabel_tree(
+                                &domain,
+                                &job.root,
+                                &job.label,
+                                &mut |p, l| labeler(p, l),
+                            )?;
+                            if let Some(done) = done {
+                                labeler(done, &job.label).map_err(|source| {
+                                    security::SecurityError::RelabelWrite {
+                                        domain: domain.clone(),
+                                        path: done.to_owned(),
+                                        source,
+                                    }
+                                })?;
+                            }
+                        }
+                        Ok(count)
                     })
                     .await
                     .unwrap_or_else(|join| {
@@ -1081,7 +1110,7 @@ impl Manager {
                     })
                     .map_err(CoreError::Security)
                 }
-                None => Ok(()),
+                _ => Ok(()),
             };
             let result = match relabelled {
                 Ok(()) => driver.start(&spec).await.map_err(CoreError::Driver),
@@ -1712,6 +1741,58 @@ impl Manager {
                 pids: stats.as_ref().and_then(|s| s.pids),
             }));
         });
+    }
+}
+
+/// A tree to give one label before the container starts.
+#[derive(Debug)]
+struct RelabelJob {
+    root: PathBuf,
+    label: String,
+    /// Label it once: an image layer never changes, so when the directory
+    /// holding it has the label (set after the tree) it is skipped.
+    once: bool,
+}
+
+/// What to relabel before a start: a root directory of the container's
+/// own (dynamic labels, or relabel='yes') gets its image label; an image
+/// root's layers get the shared read-only content label once, and its
+/// writable layer the container's image label at every start (overlayfs
+/// checks the real files too, and the writable layer is the container's
+/// own, its level new with each dynamic label).
+fn relabel_jobs(spec: &ContainerSpec, content_label: Option<&str>) -> Vec<RelabelJob> {
+    let Some(labels) = &spec.security else {
+        return Vec::new();
+    };
+    let own = |root: &PathBuf| RelabelJob {
+        root: root.clone(),
+        label: labels.image_label.clone(),
+        once: false,
+    };
+    match &spec.root {
+        RootFs::Dir { path, .. } if labels.relabel_root => vec![own(path)],
+        RootFs::Overlay {
+            lowerdir,
+            upperdir,
+            workdir,
+        } => {
+            let mut jobs: Vec<RelabelJob> = content_label
+                .map(|content| {
+                    lowerdir
+                        .iter()
+                        .map(|layer| RelabelJob {
+                            root: layer.clone(),
+                            label: content.to_owned(),
+                            once: true,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            jobs.push(own(upperdir));
+            jobs.push(own(workdir));
+            jobs
+        }
+        _ => Vec::new(),
     }
 }
 
