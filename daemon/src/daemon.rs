@@ -17,6 +17,7 @@ use crate::dbus::{self, Authorizer};
 use crate::domain::UsernsMode;
 use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::driver::LxcDriver;
+use crate::security::detect::Detected;
 use crate::security::userns::{IdRange, IdRanges, UsernsError};
 use crate::security::{HostSelinux, SecurityConfig};
 use crate::storage::BackendKind;
@@ -177,7 +178,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for problem in &loaded.problems {
         tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a domain definition");
     }
-    let (images, opened) = ImageStore::open(&config.state_dir, config.storage_backend, &config.dm);
+    // Under SELinux the thin backend's own mounts of volumes get the base
+    // container file label, which the daemon's domain may write.
+    let mut dm = config.dm.clone();
+    if let Ok(Detected::Selinux(host)) =
+        crate::security::detect::detect(&config.security.paths, &config.security.defaults)
+    {
+        dm.mount_context.get_or_insert(host.base.file);
+    }
+    let (images, opened) = ImageStore::open(&config.state_dir, config.storage_backend, &dm);
     match (&images, opened) {
         (ImageStore::Unavailable(why), _) => {
             tracing::warn!(backend = %why.backend, reason = %why.reason, "the image store is not available: image operations and image-rooted domains will fail; choose another --storage-backend");

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::super::error::{Result, StorageError};
+use super::ThinConfig;
 
 /// The file system made in image volumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -159,9 +160,23 @@ pub struct Mounted {
 }
 
 impl Mounted {
-    /// Mounts `device` (a `fs` file system) on the existing directory
-    /// `target`, read-only unless `writable`.
-    pub fn new(device: &Path, fs: FsType, target: &Path, writable: bool) -> Result<Mounted> {
+    /// Mounts `device` (a file system of `config.fs`, with its
+    /// `mount_context`) on the existing directory `target`, read-only
+    /// unless `writable`.
+    pub fn new(
+        device: &Path,
+        config: &ThinConfig,
+        target: &Path,
+        writable: bool,
+    ) -> Result<Mounted> {
+        let fs = config.fs;
+        let mut data = fs.mount_data().to_owned();
+        if let Some(context) = &config.mount_context {
+            if !data.is_empty() {
+                data.push(',');
+            }
+            data.push_str(&format!("context=\"{context}\""));
+        }
         let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         if !writable {
             flags |= MsFlags::MS_RDONLY;
@@ -171,9 +186,19 @@ impl Mounted {
             target,
             Some(fs.as_str()),
             flags,
-            Some(fs.mount_data()),
+            Some(data.as_str()),
         )
-        .map_err(|e| StorageError::errno(device, e))?;
+        .map_err(|e| StorageError::ThinTool {
+            what: format!(
+                "mounting {} ({fs}) on {}: {e}",
+                device.display(),
+                target.display()
+            ),
+            fix: match e {
+                nix::errno::Errno::ENODEV => format!("the kernel has no {fs} (modprobe {fs})"),
+                _ => "see the kernel log (dmesg)".to_owned(),
+            },
+        })?;
         Ok(Mounted {
             target: target.to_owned(),
             mounted: true,

@@ -59,6 +59,11 @@ pub struct ThinConfig {
     pub volume_size: u64,
     /// `/dev/mapper/control` on a real host.
     pub control: PathBuf,
+    /// The SELinux context (`context=`) of the backend's own mounts of
+    /// volumes (filling an image's, comparing for a commit), when SELinux
+    /// is active: the base container file label, which a confined daemon
+    /// may write. Containers mount their volumes with their own label.
+    pub mount_context: Option<String>,
 }
 
 /// Default pool size (sparse: taken only when written).
@@ -76,6 +81,7 @@ impl Default for ThinConfig {
             fs: FsType::Ext4,
             volume_size: DEFAULT_VOLUME_SIZE,
             control: PathBuf::from("/dev/mapper/control"),
+            mount_context: None,
         }
     }
 }
@@ -400,7 +406,7 @@ impl Inner {
                 }
             };
             let target = self.mount_point(&format!("fill-{}", volume.thin_id))?;
-            let mounted = Mounted::new(&node, config.fs, &target, true)?;
+            let mounted = Mounted::new(&node, config, &target, true)?;
             apply_layer(&layer.dir, mounted.path())?;
             mounted.unmount()?;
             let _ = stdfs::remove_dir(&target);
@@ -598,8 +604,8 @@ impl Backend for DeviceMapper {
                 let old_node = inner.pool()?.devnode(&image)?;
                 let new_mnt = inner.mount_point(&format!("commit-{}", volume.thin_id))?;
                 let old_mnt = inner.mount_point(&format!("base-{}", volume.thin_id))?;
-                let new_fs = Mounted::new(&new_node, config.fs, &new_mnt, false)?;
-                let old_fs = Mounted::new(&old_node, config.fs, &old_mnt, false)?;
+                let new_fs = Mounted::new(&new_node, config, &new_mnt, false)?;
+                let old_fs = Mounted::new(&old_node, config, &old_mnt, false)?;
                 let stats = diff::diff(new_fs.path(), old_fs.path(), dest, owners, progress)?;
                 new_fs.unmount()?;
                 old_fs.unmount()?;

@@ -118,8 +118,14 @@ fn loop_on(file: &Path) -> Result<(PathBuf, File, u64)> {
         None => loopdev::attach(file).map_err(|e| StorageError::Thin {
             pool: file.display().to_string(),
             action: "attaching a loop device".to_owned(),
+            fix: match e.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => {
+                    "lxvirtd needs /dev/loop-control and /dev/loop* (root; under SELinux, lxvirt's policy module)"
+                }
+                _ => "load the loop module (modprobe loop) or free a loop device",
+            }
+            .to_owned(),
             reason: e.to_string(),
-            fix: "load the loop module (modprobe loop) or free a loop device".to_owned(),
         })?,
     };
     Ok((device, handle, size))

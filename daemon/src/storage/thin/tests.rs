@@ -178,6 +178,9 @@ fn small_config(fs: FsType) -> ThinConfig {
         // xfs's smallest file system is 300 MiB.
         volume_size: 320 << 20,
         fs,
+        // As the daemon does under SELinux.
+        mount_context: selinux_context()
+            .map(|_| "system_u:object_r:svirt_sandbox_file_t:s0".to_owned()),
         ..ThinConfig::default()
     }
 }
