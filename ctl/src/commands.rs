@@ -326,6 +326,8 @@ async fn row_of(proxy: &DomainProxy<'_>) -> Result<DomainRow> {
         persistent: proxy.persistent().await?,
         autostart: proxy.autostart().await?,
         security_label: proxy.security_label().await?,
+        user_namespace: proxy.user_namespace().await?,
+        host_ids: Some(proxy.host_ids().await?).filter(|(_, count)| *count > 0),
     })
 }
 
@@ -457,6 +459,11 @@ fn row_from_properties(props: &HashMap<String, zbus::OwnedVariant>) -> DomainRow
         persistent: boolean("Persistent"),
         autostart: boolean("Autostart"),
         security_label: string("SecurityLabel"),
+        user_namespace: string("UserNamespace"),
+        host_ids: props
+            .get("HostIds")
+            .and_then(|v| <(u32, u32)>::try_from(v.clone()).ok())
+            .filter(|(_, count)| *count > 0),
     }
 }
 

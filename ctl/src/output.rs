@@ -15,6 +15,10 @@ pub struct DomainRow {
     pub autostart: bool,
     /// The SELinux process label while running; empty when unconfined.
     pub security_label: String,
+    /// `auto`, `host` or `idmap`.
+    pub user_namespace: String,
+    /// The running instance's host ids (first, count) in mode auto.
+    pub host_ids: Option<(u32, u32)>,
 }
 
 impl DomainRow {
@@ -95,6 +99,20 @@ pub struct DomainInfo {
     pub stats: std::collections::BTreeMap<String, u64>,
 }
 
+/// `auto (host ids 1065536-1131071)`, `host (root inside is host root)`…
+fn user_namespace_text(row: &DomainRow) -> String {
+    match (row.user_namespace.as_str(), row.host_ids) {
+        ("auto", Some((first, count))) if count > 0 => format!(
+            "auto (host ids {first}-{})",
+            u64::from(first) + u64::from(count) - 1
+        ),
+        ("auto", _) => "auto (host ids allocated at start)".to_owned(),
+        ("host", _) => "host (root inside is host root)".to_owned(),
+        ("idmap", _) => "idmap (the ranges of <idmap>)".to_owned(),
+        (other, _) => label_or_dash(other),
+    }
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -113,6 +131,7 @@ pub fn info_text(info: &DomainInfo) -> String {
     if row.is_active() {
         fields.push(("Security label", label_or_dash(&row.security_label)));
     }
+    fields.push(("User namespace", user_namespace_text(row)));
     if let Some(pid) = info.pid {
         fields.push(("Init pid", pid.to_string()));
     }
@@ -156,6 +175,8 @@ mod tests {
             persistent: true,
             autostart: false,
             security_label: "system_u:system_r:svirt_lxc_net_t:s0:c13,c721".into(),
+            user_namespace: "auto".into(),
+            host_ids: Some((1_065_536, 65536)),
         };
         let list = list_text(std::slice::from_ref(&row));
         assert!(list.lines().next().unwrap().ends_with("Label"), "{list}");
@@ -174,6 +195,35 @@ mod tests {
         );
         row.security_label.clear();
         assert!(list_text(&[row]).lines().nth(1).unwrap().ends_with(" -"));
+    }
+
+    #[test]
+    fn info_shows_the_user_namespace() {
+        let mut info = DomainInfo {
+            row: DomainRow {
+                name: "web".into(),
+                uuid: "u".into(),
+                domain_type: "lxc".into(),
+                state: "running".into(),
+                state_reason: "booted".into(),
+                persistent: true,
+                autostart: false,
+                security_label: String::new(),
+                user_namespace: "auto".into(),
+                host_ids: Some((1_065_536, 65536)),
+            },
+            pid: None,
+            start_time: None,
+            stats: Default::default(),
+        };
+        let text = info_text(&info);
+        assert!(
+            text.contains("User namespace: auto (host ids 1065536-1131071)\n"),
+            "{text}"
+        );
+        info.row.user_namespace = "host".into();
+        info.row.host_ids = None;
+        assert!(info_text(&info).contains("User namespace: host (root inside is host root)\n"));
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Env {
     /// A busybox container running `script` as init.
     fn xml(&self, name: &str, script: &str, extra: &str) -> String {
         format!(
-            "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+            "<domain type='lxc' xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'><name>{name}</name><memory unit='MiB'>64</memory>\
              <os><type>exe</type><init>/bin/sh</init><initarg>-c</initarg><initarg>{script}</initarg></os>\
              {extra}<devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
              <console type='pty'/></devices></domain>",
@@ -296,6 +296,14 @@ async fn host_root_application_container() {
     // namespace, 3 with one: its mounter came and went).
     let pid: u32 = lines.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     assert!((2..=3).contains(&pid), "{out}");
+    // Root inside is an unprivileged host user: the host's files stay
+    // read-only to it (the host root is never idmapped).
+    let (code, _) = env
+        .enter(&app, &["/bin/sh", "-c", "touch /etc/lxvirt-app-probe"])
+        .await;
+    assert_ne!(code, 0, "root inside wrote to the host's /etc");
+    assert!(!Path::new("/etc/lxvirt-app-probe").exists());
+    assert_ne!(host_uid(app.pid().await.unwrap()), 0);
     // No privilege through setuid binaries of the host: no_new_privs.
     let (_, out) = env
         .enter(&app, &["/bin/grep", "NoNewPrivs", "/proc/1/status"])
@@ -514,6 +522,91 @@ async fn transient_domains_are_forgotten_when_they_stop() {
     fleeting.destroy().await.unwrap();
     let err = manager.lookup_by_name("fleeting").await.unwrap_err();
     assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchDomain");
+}
+
+/// The host ids of a running domain, from its D-Bus property and its live
+/// XML, which must agree.
+async fn host_ids(domain: &DomainProxy<'_>) -> (u32, u32) {
+    let ids = domain.host_ids().await.unwrap();
+    let live = domain.get_xml(0).await.unwrap();
+    assert!(
+        live.contains(&format!(
+            "<lxvirt:userns mode='auto' target='{}' count='{}'/>",
+            ids.0, ids.1
+        )),
+        "{ids:?}\n{live}"
+    );
+    ids
+}
+
+#[tokio::test]
+async fn default_containers_get_their_own_host_ids() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut env = Env::new().await;
+    let a = env.define("a", "sleep 1000", "").await;
+    let b = env.define("b", "sleep 1000", "").await;
+    assert_eq!(a.user_namespace().await.unwrap(), "auto");
+    assert_eq!(a.host_ids().await.unwrap(), (0, 0), "not running");
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let (a_ids, b_ids) = (host_ids(&a).await, host_ids(&b).await);
+    assert_eq!((a_ids.1, b_ids.1), (65536, 65536));
+    assert!(a_ids.0.abs_diff(b_ids.0) >= 65536, "{a_ids:?} {b_ids:?}");
+    // Root inside is the block's first id outside.
+    assert_eq!(host_uid(a.pid().await.unwrap()), a_ids.0);
+    assert_eq!(host_uid(b.pid().await.unwrap()), b_ids.0);
+    // The persistent definition does not carry the block.
+    assert!(!a.get_xml(2).await.unwrap().contains("target="));
+    // A persistent domain keeps its block from one start to the next.
+    a.destroy().await.unwrap();
+    a.start().await.unwrap();
+    assert_eq!(host_ids(&a).await, a_ids);
+
+    // A restarted daemon reserves the running blocks again, and knows the
+    // block a stopped persistent domain keeps.
+    a.destroy().await.unwrap();
+    env.daemon.kill().unwrap();
+    env.daemon = TestDaemon::start(&env.bus, env.dir.path()).await.unwrap();
+    let manager = env.manager().await;
+    let b = env.domain(manager.lookup_by_name("b").await.unwrap()).await;
+    assert_eq!(host_ids(&b).await, b_ids);
+    let c = env.define("c", "sleep 1000", "").await;
+    c.start().await.unwrap();
+    let c_ids = host_ids(&c).await;
+    assert!(
+        c_ids.0 != a_ids.0 && c_ids.0 != b_ids.0,
+        "{a_ids:?} {b_ids:?} {c_ids:?}"
+    );
+    // Undefining gives the block back.
+    let a = env.domain(manager.lookup_by_name("a").await.unwrap()).await;
+    a.undefine(0).await.unwrap();
+    let d = env.define("d", "sleep 1000", "").await;
+    d.start().await.unwrap();
+    assert_eq!(host_ids(&d).await, a_ids, "the first free block");
+
+    // Opting out: host root, no block.
+    let root = env
+        .define("root", "sleep 1000", "<lxvirt:userns mode='host'/>")
+        .await;
+    root.start().await.unwrap();
+    assert_eq!(root.user_namespace().await.unwrap(), "host");
+    assert_eq!(root.host_ids().await.unwrap(), (0, 0));
+    assert_eq!(host_uid(root.pid().await.unwrap()), 0);
+    let info = lxvirt_tests::lxvirt(&env.bus.address, &["dominfo", "b"]).unwrap();
+    let info = String::from_utf8(info.stdout).unwrap();
+    assert!(
+        info.contains(&format!(
+            "User namespace: auto (host ids {}-{})",
+            b_ids.0,
+            b_ids.0 + 65535
+        )),
+        "{info}"
+    );
+    for domain in [&b, &c, &d, &root] {
+        domain.destroy().await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -226,7 +226,9 @@ impl Entry {
         }
     }
 
-    fn summary(&self) -> DomainSummary {
+    fn summary(&self, default_userns: UsernsMode) -> DomainSummary {
+        let active = matches!(self.state, State::Running | State::Paused);
+        let ids_def = if active { self.live_def() } else { &self.def };
         DomainSummary {
             uuid: self.def.uuid,
             name: self.def.name.to_string(),
@@ -243,6 +245,12 @@ impl Entry {
                 }
                 _ => None,
             },
+            user_namespace: if ids_def.idmap.is_some() {
+                "idmap"
+            } else {
+                ids_def.userns.map_or(default_userns, |u| u.mode).as_str()
+            },
+            host_ids: ids_def.userns.and_then(|u| u.allocated).filter(|_| active),
         }
     }
 
@@ -472,7 +480,12 @@ impl Manager {
 
     /// Summaries of every domain, for front ends that need the initial set.
     pub fn summaries(&self) -> Vec<DomainSummary> {
-        let mut list: Vec<_> = self.domains.values().map(Entry::summary).collect();
+        let default_userns = self.config.default_userns;
+        let mut list: Vec<_> = self
+            .domains
+            .values()
+            .map(|e| e.summary(default_userns))
+            .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
     }
@@ -544,7 +557,8 @@ impl Manager {
             } => self.enter(uuid, argv, env, cwd, noseclabel, stdio, reply),
             Command::GetStats { uuid, reply } => self.stats(uuid, reply),
             Command::Lookup { lookup, reply } => {
-                let _ = reply.send(self.lookup(&lookup).map(Entry::summary));
+                let default_userns = self.config.default_userns;
+                let _ = reply.send(self.lookup(&lookup).map(|e| e.summary(default_userns)));
             }
             Command::List { reply } => {
                 let _ = reply.send(self.summaries());
@@ -610,7 +624,7 @@ impl Manager {
     fn publish_change(&mut self, uuid: Uuid, lifecycle: Option<Lifecycle>) -> Seq {
         match self.domains.get(&uuid) {
             Some(entry) => {
-                let summary = entry.summary();
+                let summary = entry.summary(self.config.default_userns);
                 self.publish(EventKind::Changed { summary, lifecycle })
             }
             None => self.seq,
@@ -684,7 +698,9 @@ impl Manager {
         }
         tracing::info!(domain = %name_for_log(&self.domains, uuid), updated, "defined");
         let seq = self.publish_change(uuid, Some(Lifecycle::Defined { updated }));
-        let summary = self.lookup(&Lookup::Uuid(uuid))?.summary();
+        let summary = self
+            .lookup(&Lookup::Uuid(uuid))?
+            .summary(self.config.default_userns);
         Ok((summary, seq))
     }
 

@@ -31,6 +31,12 @@ pub struct DomainSummary {
     pub start_time: Option<u64>,
     /// The SELinux process label of the running instance, if confined.
     pub security_label: Option<String>,
+    /// How its ids map: `auto` (a user namespace with ids lxvirt
+    /// allocates), `host` (none) or `idmap` (`<idmap>`): the running
+    /// instance's, else what its next start gets.
+    pub user_namespace: &'static str,
+    /// The running instance's block of host ids (first, count), mode auto.
+    pub host_ids: Option<(u32, u32)>,
 }
 
 /// A lifecycle event, as published in the Domain's lifecycle signal.

@@ -183,6 +183,22 @@ impl DomainObject {
         self.summary().security_label.unwrap_or_default()
     }
 
+    /// How the domain's ids map: "auto" (a user namespace with host ids
+    /// lxvirt allocates), "host" (no user namespace: root inside is host
+    /// root) or "idmap" (the ranges of its <idmap>); the running
+    /// instance's, else what its next start gets.
+    #[zbus(property)]
+    fn user_namespace(&self) -> String {
+        self.summary().user_namespace.to_owned()
+    }
+
+    /// The running instance's block of host ids: (first, count); (0, 0)
+    /// when it is not running in mode "auto".
+    #[zbus(property)]
+    fn host_ids(&self) -> (u32, u32) {
+        self.summary().host_ids.unwrap_or((0, 0))
+    }
+
     /// The domain's XML; flags: 1 = secure, 2 = inactive (the persistent definition).
     #[zbus(name = "GetXML")]
     async fn get_xml(&self, flags: u32) -> Result<String, Error> {

@@ -104,6 +104,12 @@ async fn emit_changes(
     if old.security_label != new.security_label {
         object.security_label_changed(emitter).await?;
     }
+    if old.user_namespace != new.user_namespace {
+        object.user_namespace_changed(emitter).await?;
+    }
+    if old.host_ids != new.host_ids {
+        object.host_ids_changed(emitter).await?;
+    }
     Ok(())
 }
 

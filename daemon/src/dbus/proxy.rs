@@ -82,6 +82,10 @@ pub trait Domain {
     fn start_time(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn security_label(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn user_namespace(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn host_ids(&self) -> zbus::Result<(u32, u32)>;
     #[zbus(name = "GetXML")]
     fn get_xml(&self, flags: u32) -> zbus::Result<String>;
     fn start(&self) -> zbus::Result<()>;

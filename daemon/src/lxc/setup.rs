@@ -129,7 +129,7 @@ impl fmt::Display for SetupError {
             ),
             Step::IdmapRoot => (
                 format!("cannot show the root {path} through an idmapped mount"),
-                "; its filesystem may not support idmapped mounts (ext4, xfs, btrfs, tmpfs do): use one that does, or <lxvirt:userns mode='host'/>",
+                "; its filesystem may not support idmapped mounts (ext4, xfs and btrfs do, tmpfs since Linux 6.3; overlayfs, NFS and 9p do not): put the root on one that does, use an image root, or <lxvirt:userns mode='host'/>",
             ),
             Step::BecomeRoot => (
                 "cannot become root in the container's user namespace".into(),
