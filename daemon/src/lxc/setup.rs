@@ -138,7 +138,7 @@ impl fmt::Display for SetupError {
             Step::MakePrivate => ("cannot make the container's mounts private".into(), ""),
             Step::RootFs => (
                 format!("cannot mount the root filesystem {path}"),
-                "; check the <filesystem> whose target is '/' (block and file filesystems cannot be mounted inside a user namespace)",
+                "; check the <filesystem> whose target is '/' (and, for an image, that its store is on a filesystem with idmapped mounts)",
             ),
             Step::LoopDevice => (
                 format!("cannot attach {path} to a loop device"),
@@ -552,8 +552,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 upperdir,
                 workdir,
             } => {
-                self.mount_overlay(lowerdir, upperdir, workdir)
-                    .map_err(|e| SetupError::new(Step::RootFs, Some(upperdir), e))?;
+                self.mount_overlay(lowerdir, upperdir, workdir)?;
             }
         }
         Ok(())
@@ -575,27 +574,32 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         lowerdir: &[PathBuf],
         upperdir: &Path,
         workdir: &Path,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), SetupError> {
+        let failed = |e| SetupError::new(Step::RootFs, Some(upperdir), e);
         let lowerdir = match self.idmapped_root() {
             None => lowerdir.to_vec(),
             Some(userns) => {
-                self.sys.mount(
-                    Some(Path::new("tmpfs")),
-                    &self.root,
-                    Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                    Some("mode=700,size=64k"),
-                )?;
+                self.sys
+                    .mount(
+                        Some(Path::new("tmpfs")),
+                        &self.root,
+                        Some("tmpfs"),
+                        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                        Some("mode=700,size=64k"),
+                    )
+                    .map_err(failed)?;
                 let mut mapped = Vec::with_capacity(lowerdir.len());
                 for (n, layer) in lowerdir.iter().enumerate() {
                     let at = self.root.join(n.to_string());
-                    self.sys.mkdir(&at, 0o700)?;
-                    self.sys.idmap_bind(layer, &at, userns, false)?;
+                    self.sys.mkdir(&at, 0o700).map_err(failed)?;
+                    self.sys
+                        .idmap_bind(layer, &at, userns, false)
+                        .map_err(|e| SetupError::new(Step::IdmapRoot, Some(layer), e))?;
                     mapped.push(at);
                 }
                 // Root inside owns the top of its writable layer.
                 if let Some((uid, gid)) = self.mapped_root() {
-                    self.sys.chown(upperdir, uid, gid)?;
+                    self.sys.chown(upperdir, uid, gid).map_err(failed)?;
                 }
                 mapped
             }
@@ -607,13 +611,15 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             target: self.root.clone(),
         };
         let data = self.options(&layers.options(None));
-        self.sys.mount(
-            Some(Path::new("overlay")),
-            &self.root,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(&data),
-        )
+        self.sys
+            .mount(
+                Some(Path::new("overlay")),
+                &self.root,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )
+            .map_err(failed)
     }
 
     /// Cover the mount at `target` with an idmapped copy of itself when the
@@ -1659,6 +1665,44 @@ mod tests {
         run_ok(&sys, &s);
         assert!(sys.has("xino=off"), "{:#?}", sys.calls());
         assert!(!sys.has("context="));
+    }
+
+    #[test]
+    fn image_layers_are_idmapped_for_an_allocated_range() {
+        let mut s = spec();
+        s.root = RootFs::Overlay {
+            lowerdir: vec!["/s/images/b/layer".into(), "/s/images/a/layer".into()],
+            upperdir: "/s/containers/web/upper".into(),
+            workdir: "/s/containers/web/work".into(),
+        };
+        s.namespaces.user = Some(IdMapping {
+            idmapped_root: true,
+            ..userns()
+        });
+        let sys = Recorder::new();
+        make_mounts(&sys, &s).unwrap();
+        // Each layer through an idmapped mount in a scratch tmpfs the
+        // overlay covers; the writable layer as it is, its top owned by
+        // root inside.
+        before(
+            &sys,
+            &format!("mount tmpfs {ROOT} type=tmpfs"),
+            &format!("idmap_bind /s/images/b/layer {ROOT}/0 single"),
+        );
+        assert!(sys.has(&format!("idmap_bind /s/images/a/layer {ROOT}/1 single")));
+        assert!(sys.has("chown /s/containers/web/upper 100000:100000"));
+        before(
+            &sys,
+            "chown /s/containers/web/upper",
+            &format!(
+                "mount overlay {ROOT} type=overlay flags=0 data=lowerdir={ROOT}/0:{ROOT}/1,upperdir=/s/containers/web/upper,"
+            ),
+        );
+        // A store on a filesystem without idmapped mounts: named.
+        let sys = Recorder::new().fail("idmap_bind", Errno::EINVAL);
+        let err = make_mounts(&sys, &s).unwrap_err();
+        assert_eq!(err.step, Step::IdmapRoot);
+        assert_eq!(err.path.as_deref(), Some(Path::new("/s/images/b/layer")));
     }
 
     #[test]
