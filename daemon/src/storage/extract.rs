@@ -488,6 +488,11 @@ impl Layer<'_> {
                     )
                     .map_err(|e| self.write_error(&rel, e))?;
                 }
+                // As for every other entry: an export of the layer gives
+                // back the same bytes.
+                let t = timespec(mtime);
+                utimensat(dir.as_fd(), name, &t, &t, UtimensatFlags::NoFollowSymlink)
+                    .map_err(|e| self.write_error(&rel, e))?;
             }
             other => {
                 return Err(self.unsafe_entry(
