@@ -34,12 +34,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// `unshare` of the same namespaces running /bin/true: the kernel's floor.
-fn floor(runs: usize) -> Result<Vec<f64>> {
+/// `unshare` of the same namespaces running /bin/true: the kernel's floor;
+/// with `userns`, in a user namespace too (root mapped).
+fn floor(runs: usize, userns: bool) -> Result<Vec<f64>> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let begin = Instant::now();
         let status = Command::new("unshare")
+            .args(if userns {
+                &["--user", "--map-root-user"][..]
+            } else {
+                &[][..]
+            })
             .args([
                 "--pid",
                 "--mount",
@@ -112,35 +118,49 @@ async fn main() -> Result<()> {
     let _daemon = TestDaemon::start(&bus, dir.path()).await?;
     let connection = bus.connect().await?;
     let manager = ManagerProxy::new(&connection).await?;
-    let xml = |name: &str| {
+    let xml_in = |name: &str, userns: &str| {
         format!(
-            "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+            "<domain type='lxc' xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'><name>{name}</name><memory unit='MiB'>64</memory>\
              <os><type>exe</type><init>/bin/sleep</init><initarg>1000</initarg></os>\
-             <features><privnet/></features>\
+             <features><privnet/></features>{userns}\
              <devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
              <console type='pty'/></devices></domain>",
             root = rootfs.display()
         )
     };
-    let path = manager.define_xml(&xml("bench")).await?;
-    let bench = DomainProxy::builder(&connection).path(path).build().await?;
-
-    // Warm-up: page cache, first-use costs.
-    for _ in 0..5 {
-        bench.start().await?;
-        bench.destroy().await?;
+    let xml = |name: &str| xml_in(name, "");
+    // The default (a user namespace with allocated ids, an idmapped root,
+    // the mounter) and host root (libvirt's semantics).
+    let mut modes = Vec::new();
+    for (name, userns) in [
+        ("bench", ""),
+        ("bench-host", "<lxvirt:userns mode='host'/>"),
+    ] {
+        let path = manager.define_xml(&xml_in(name, userns)).await?;
+        let domain = DomainProxy::builder(&connection).path(path).build().await?;
+        // Warm-up: page cache, first-use costs.
+        for _ in 0..5 {
+            domain.start().await?;
+            domain.destroy().await?;
+        }
+        modes.push(domain);
     }
-    let floor_ms = floor(runs)?;
-    let mut start_ms = Vec::with_capacity(runs);
-    let mut destroy_ms = Vec::with_capacity(runs);
+    let floor_ms = floor(runs, false)?;
+    let userns_floor_ms = floor(runs, true)?;
+    let mut times: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); modes.len()];
     for _ in 0..runs {
-        let begin = Instant::now();
-        bench.start().await?;
-        start_ms.push(ms(begin.elapsed()));
-        let begin = Instant::now();
-        bench.destroy().await?;
-        destroy_ms.push(ms(begin.elapsed()));
+        // Interleaved, so that both modes see the same machine.
+        for (domain, (start, destroy)) in modes.iter().zip(times.iter_mut()) {
+            let begin = Instant::now();
+            domain.start().await?;
+            start.push(ms(begin.elapsed()));
+            let begin = Instant::now();
+            domain.destroy().await?;
+            destroy.push(ms(begin.elapsed()));
+        }
     }
+    let (mut start_ms, mut destroy_ms) = times.remove(0);
+    let (mut host_start_ms, mut host_destroy_ms) = times.remove(0);
 
     // Many containers at once: the monitor's memory.
     let mut names = Vec::new();
@@ -191,10 +211,25 @@ async fn main() -> Result<()> {
         "floor: unshare --pid --mount --uts --ipc --net --fork --mount-proc /bin/true",
         &mut floor_ms.clone(),
     );
-    row("lxvirt start (D-Bus Start → init running)", &mut start_ms);
     row(
-        "lxvirt destroy (D-Bus Destroy → cleaned up)",
+        "floor with a user namespace: unshare --user --map-root-user … /bin/true",
+        &mut userns_floor_ms.clone(),
+    );
+    row(
+        "lxvirt start, default: user namespace (D-Bus Start → init running)",
+        &mut start_ms,
+    );
+    row(
+        "lxvirt destroy, default (D-Bus Destroy → cleaned up)",
         &mut destroy_ms,
+    );
+    row(
+        "lxvirt start, <lxvirt:userns mode='host'/>",
+        &mut host_start_ms,
+    );
+    row(
+        "lxvirt destroy, <lxvirt:userns mode='host'/>",
+        &mut host_destroy_ms,
     );
     println!();
     println!(
