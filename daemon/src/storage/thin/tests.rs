@@ -428,6 +428,51 @@ fn images_containers_commit_remove_restart(fs_type: FsType) {
     dm.deactivate().unwrap();
 }
 
+/// `--dm-pool-device`: the pool on a whole block device (here a loop
+/// device the test attaches), created, used, taken down and reopened.
+#[test]
+fn vm_pool_on_a_block_device() {
+    if !dm_tests() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let backing = tmp.path().join("disk");
+    fs::File::create(&backing)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    let (disk, handle) = loopdev::attach(&backing).unwrap();
+    let config = ThinConfig {
+        pool: PoolSource::Device(disk.clone()),
+        ..small_config(FsType::Ext4)
+    };
+    let state = tmp.path().join("state");
+    let (store, dm) = open(&state, &config);
+    import(&store, &busybox_tar(tmp.path()), "busybox", None);
+    let root = store.prepare("busybox", "web").unwrap();
+    let id = dm.container_volume("web").unwrap();
+    {
+        let r = Root::mount(&root, &tmp.path().join("web"), None);
+        fs::write(r.path("mark"), "on the device\n").unwrap();
+    }
+    dm.deactivate().unwrap();
+    drop(store);
+    drop(dm);
+    // Reopened from the device's metadata, not recreated.
+    let (store, dm) = open(&state, &config);
+    let root = store.prepare("busybox", "web").unwrap();
+    assert_eq!(dm.container_volume("web"), Some(id));
+    {
+        let r = Root::mount(&root, &tmp.path().join("web"), None);
+        assert_eq!(
+            fs::read_to_string(r.path("mark")).unwrap(),
+            "on the device\n"
+        );
+    }
+    dm.deactivate().unwrap();
+    drop(handle);
+}
+
 #[test]
 fn vm_timings() {
     if !dm_tests() || std::env::var_os("LXVIRT_DM_FIGURES").is_none_or(|v| v.is_empty()) {
