@@ -272,13 +272,6 @@ fn modprobe(module: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether the kernel lists the `thin-pool` target.
-fn has_thin_target() -> std::result::Result<bool, String> {
-    let dm = devicemapper::DM::new().map_err(|e| e.to_string())?;
-    let targets = dm.list_versions().map_err(|e| e.to_string())?;
-    Ok(targets.iter().any(|(name, ..)| name == "thin-pool"))
-}
-
 impl Inner {
     fn pool_dir(&self, config: &ThinConfig) -> PathBuf {
         match &config.pool {
@@ -517,9 +510,9 @@ impl Backend for DeviceMapper {
             }
             Ok(_) => {}
         }
-        match has_thin_target() {
+        match pool::has_thin_target() {
             Ok(true) => {}
-            Ok(false) if modprobe("dm_thin_pool") && has_thin_target() == Ok(true) => {}
+            Ok(false) if modprobe("dm_thin_pool") && pool::has_thin_target() == Ok(true) => {}
             Ok(false) => {
                 return Availability::Unavailable(
                     "the kernel has no thin-pool target and 'modprobe dm_thin_pool' failed; \

@@ -33,6 +33,13 @@ pub fn metadata_bytes(data: u64) -> u64 {
     (data / 256).clamp(16 << 20, 16 << 30) & !4095
 }
 
+/// Whether the kernel lists the `thin-pool` target.
+pub fn has_thin_target() -> std::result::Result<bool, String> {
+    let dm = DM::new().map_err(|e| e.to_string())?;
+    let targets = dm.list_versions().map_err(|e| e.to_string())?;
+    Ok(targets.iter().any(|(name, ..)| name == "thin-pool"))
+}
+
 /// A device-mapper error as the store reports it, naming the pool.
 pub(crate) fn dm_error(
     pool: &str,
