@@ -124,6 +124,20 @@ fn debian_xml(name: &str, init: &[&str], extra: &str) -> String {
     )
 }
 
+/// A daemon with the Debian root as image `debian`, and domain `name` on
+/// it started; `None` (said why) when the test cannot run here.
+async fn debian_domain(
+    name: &str,
+    init: &[&str],
+    extra: &str,
+) -> Option<(ContainerEnv, lxvirtd::dbus::proxy::DomainProxy<'static>)> {
+    let env = ContainerEnv::new().await?;
+    let root = debian_root()?;
+    import_debian(&env, &root).await;
+    let domain = env.define_and_start(&debian_xml(name, init, extra)).await;
+    Some((env, domain))
+}
+
 /// Runs `script` with sh inside, with a full PATH.
 async fn sh(
     env: &ContainerEnv,
@@ -136,14 +150,9 @@ async fn sh(
 
 #[tokio::test]
 async fn apt_installs_a_package_in_a_default_container() {
-    let Some(env) = ContainerEnv::new().await else {
+    let Some((env, domain)) = debian_domain("apt", &["/bin/sleep", "infinity"], "").await else {
         return;
     };
-    let Some(root) = debian_root() else { return };
-    import_debian(&env, &root).await;
-    let domain = env
-        .define_and_start(&debian_xml("apt", &["/bin/sleep", "infinity"], ""))
-        .await;
     let (code, out) = sh(
         &env,
         &domain,
@@ -180,18 +189,15 @@ async fn wait_for_boot(
 /// not be mounted there), so the system is `degraded`.
 #[tokio::test]
 async fn systemd_boots_to_multi_user_in_a_default_container() {
-    let Some(env) = ContainerEnv::new().await else {
+    let Some((env, domain)) = debian_domain(
+        "systemd",
+        &["/lib/systemd/systemd"],
+        "<features><privnet/></features>",
+    )
+    .await
+    else {
         return;
     };
-    let Some(root) = debian_root() else { return };
-    import_debian(&env, &root).await;
-    let domain = env
-        .define_and_start(&debian_xml(
-            "systemd",
-            &["/lib/systemd/systemd"],
-            "<features><privnet/></features>",
-        ))
-        .await;
     let state = wait_for_boot(&env, &domain).await;
     let (_, report) = sh(
         &env,
@@ -220,18 +226,15 @@ async fn systemd_boots_to_multi_user_in_a_default_container() {
 /// once ("Failed to mount API filesystems").
 #[tokio::test]
 async fn systemd_cannot_boot_as_host_root() {
-    let Some(env) = ContainerEnv::new().await else {
+    let Some((_env, domain)) = debian_domain(
+        "blocked",
+        &["/lib/systemd/systemd"],
+        "<features><privnet/></features><lxvirt:userns mode='host'/>",
+    )
+    .await
+    else {
         return;
     };
-    let Some(root) = debian_root() else { return };
-    import_debian(&env, &root).await;
-    let domain = env
-        .define_and_start(&debian_xml(
-            "blocked",
-            &["/lib/systemd/systemd"],
-            "<features><privnet/></features><lxvirt:userns mode='host'/>",
-        ))
-        .await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while domain.state().await.unwrap() != "shutoff" {
         assert!(Instant::now() < deadline, "systemd is still running");
