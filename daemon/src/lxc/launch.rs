@@ -23,11 +23,12 @@
 //! clone3(NEWNS) ─────────────────────────────────────────► mounts, pivot_root,
 //!                                                          setns(user),
 //! report: ready ◄───────────────────────────────────────── unshare(NEWNS)
+//! open its mount ns; let it go ──────────────────────────► exit
 //! release + mount ns fd ─────► setns(mnt); hostname,
 //!                              console, ids, caps, label,
 //!                              execve(init)
 //! error pipe: EOF = exec'd ◄── (or a JSON SetupError)
-//! let the mounter go ────────────────────────────────────► exit
+//! reap the mounter
 //! ```
 //!
 //! Without a user namespace the init makes its mounts itself.
@@ -356,11 +357,13 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
     let mounts: Vec<RawFd> = mounter.iter().map(|m| m.mnt.as_raw_fd()).collect();
     let _ = protocol::send(sync_w.as_fd(), &true, &mounts);
     drop(sync_w);
-    // Init holds the mount namespace now (or failed): the mounter can go.
-    drop(mounter);
 
     let mut report = Vec::new();
-    if let Err(source) = File::from(err_r).read_to_end(&mut report) {
+    let read = File::from(err_r).read_to_end(&mut report);
+    // Reaped once init has exec'd: its exit (which tears its own mount
+    // namespace down) ran meanwhile.
+    drop(mounter);
+    if let Err(source) = read {
         abandon(pid);
         return Err(LaunchError::Report {
             domain: domain(),
@@ -461,13 +464,15 @@ impl Mounter {
         }
         mounter.mnt = linux::open_namespace(Path::new(&format!("/proc/{pid}/ns/mnt")))
             .map_err(ns_err("mount"))?;
+        // The descriptor keeps the mount namespace: the mounter may exit.
+        drop(mounter.hold.take());
         Ok(mounter)
     }
 }
 
 impl Drop for Mounter {
     fn drop(&mut self) {
-        // EOF on its hold pipe lets it exit.
+        // EOF on its hold pipe lets it exit (already, once it reported).
         drop(self.hold.take());
         let _ = waitpid(self.pid, None);
     }
@@ -497,8 +502,8 @@ fn mounter(
     };
     write_all(report_w.as_fd(), &report);
     drop(report_w);
-    // Until init has joined the mount namespace (the monitor closes the
-    // pipe): an empty mount namespace would be freed with its mounts.
+    // Until the monitor holds the mount namespace (it closes the pipe):
+    // a mount namespace without a process or a descriptor is freed.
     let mut byte = [0u8; 1];
     while let Err(Errno::EINTR) = nix::unistd::read(hold_r.as_fd(), &mut byte) {}
     linux::exit_now(0)
