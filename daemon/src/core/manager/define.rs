@@ -1,0 +1,272 @@
+//! Definitions: define, create (transient), undefine, autostart, the XML,
+//! and the id block a start resolves.
+
+use super::*;
+
+impl Manager {
+    pub(super) fn define(&mut self, xml: &str) -> Result<(DomainSummary, Seq), CoreError> {
+        let mut def = DomainDef::from_xml(xml)?;
+        let name = def.name.to_string();
+        if let Some(path) = self.blocked.get(&name) {
+            return Err(CoreError::Blocked {
+                name,
+                path: path.clone(),
+            });
+        }
+        let existing = self.names.get(&name).copied();
+        if let Some(existing) = existing {
+            // A document without <uuid> updates the domain of that name, so
+            // that applying the same file twice is idempotent.
+            if !has_explicit_uuid(xml) {
+                def.uuid = existing;
+            }
+            if def.uuid != existing {
+                return Err(CoreError::NameTaken { name, existing });
+            }
+        } else if let Some(other) = self.domains.get(&def.uuid) {
+            return Err(CoreError::UuidTaken {
+                uuid: def.uuid,
+                other: other.name().to_owned(),
+            });
+        }
+        if let Some(entry) = existing.and_then(|u| self.domains.get(&u)) {
+            lifecycle::check(&name, entry.state, Operation::Define)?;
+        }
+        self.store.save(&def).map_err(|source| CoreError::Store {
+            name: name.clone(),
+            source,
+        })?;
+        let updated = existing.is_some();
+        let uuid = def.uuid;
+        match existing {
+            Some(uuid) => {
+                let entry = self.entry_mut(uuid)?;
+                if (entry.state.is_active() || entry.starting) && entry.live.is_none() {
+                    // The running instance keeps the definition it started with.
+                    entry.live = Some(std::mem::replace(&mut entry.def, def));
+                } else {
+                    entry.def = def;
+                }
+                entry.persistent = true;
+                self.keep_ids(uuid, true);
+            }
+            None => self.insert(Entry::new(def, true, false)),
+        }
+        tracing::info!(domain = %name_for_log(&self.domains, uuid), updated, "defined");
+        let seq = self.publish_change(uuid, Some(Lifecycle::Defined { updated }));
+        let summary = self
+            .lookup(&Lookup::Uuid(uuid))?
+            .summary(self.config.default_userns);
+        Ok((summary, seq))
+    }
+
+    pub(super) fn create(&mut self, xml: &str, reply: Reply<(Uuid, Seq)>) {
+        let def = match DomainDef::from_xml(xml) {
+            Ok(def) => def,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        let name = def.name.to_string();
+        if let Some(&existing) = self.names.get(&name) {
+            let _ = reply.send(Err(CoreError::NameTaken { name, existing }));
+            return;
+        }
+        if let Some(other) = self.domains.get(&def.uuid) {
+            let _ = reply.send(Err(CoreError::UuidTaken {
+                uuid: def.uuid,
+                other: other.name().to_owned(),
+            }));
+            return;
+        }
+        let uuid = def.uuid;
+        self.insert(Entry::new(def, false, false));
+        self.publish_change(uuid, Some(Lifecycle::Defined { updated: false }));
+        // Answer once the start has finished, either way; a transient
+        // domain that fails to start is forgotten again.
+        let (start_reply, started) = oneshot::channel();
+        if self.start(uuid, Some(start_reply)).is_err()
+            && !self.domains.get(&uuid).is_some_and(|e| e.starting)
+        {
+            self.remove(uuid, Lifecycle::Stopped(Reason::Failed));
+        }
+        tokio::spawn(async move {
+            let result = match started.await {
+                Ok(result) => result.map(|seq| (uuid, seq)),
+                Err(_) => Err(CoreError::ShuttingDown),
+            };
+            let _ = reply.send(result);
+        });
+    }
+
+    pub(super) fn undefine(&mut self, uuid: Uuid, flags: UndefineFlags) -> Result<Seq, CoreError> {
+        if flags.0 & !UndefineFlags::ALL != 0 {
+            return Err(CoreError::InvalidFlags(flags.0));
+        }
+        let entry = self.entry_mut(uuid)?;
+        let name = entry.name().to_owned();
+        if !entry.persistent {
+            return Err(CoreError::NotPersistent(name));
+        }
+        lifecycle::check(&name, entry.state, Operation::Undefine)?;
+        if entry.committing {
+            // The commit reads the writable layer this would remove.
+            return Err(CoreError::Busy {
+                domain: name,
+                operation: "commit",
+            });
+        }
+        self.store
+            .remove(&name)
+            .map_err(|source| CoreError::Store {
+                name: name.clone(),
+                source,
+            })?;
+        tracing::info!(domain = %name, "undefined");
+        let entry = self.entry_mut(uuid)?;
+        if entry.state.is_active() || entry.starting {
+            // Transient now: its writable layer and ids go when it stops.
+            entry.persistent = false;
+            entry.autostart = false;
+            entry.keep_writable = flags.keep_writable_layer();
+            self.keep_ids(uuid, false);
+            return Ok(self.publish_change(uuid, Some(Lifecycle::Undefined)));
+        }
+        entry.keep_writable = flags.keep_writable_layer();
+        // Its monitor's log goes with the definition.
+        let _ = std::fs::remove_file(self.driver.files(&name).log);
+        Ok(self.remove(uuid, Lifecycle::Undefined))
+    }
+
+    /// How the instance about to start maps its ids, written into its live
+    /// definition: `<idmap>` as given; else the domain's `<lxvirt:userns>`
+    /// or the daemon's default, with the domain's block of host ids for
+    /// mode='auto' (kept while a persistent domain is defined).
+    pub(super) fn resolve_userns(
+        &mut self,
+        uuid: Uuid,
+        def: &mut DomainDef,
+    ) -> Result<(), CoreError> {
+        if def.domain_type != DomainType::Lxc || def.idmap.is_some() {
+            return Ok(());
+        }
+        let mode = def.userns.map_or(self.config.default_userns, |u| u.mode);
+        let allocated = match mode {
+            UsernsMode::Host => None,
+            UsernsMode::Auto => {
+                let persistent = self.domains.get(&uuid).is_some_and(|e| e.persistent);
+                let start = self.id_ranges.assign(uuid, def.name(), persistent)?;
+                Some((start, userns::BLOCK))
+            }
+        };
+        def.userns = Some(Userns { mode, allocated });
+        Ok(())
+    }
+
+    /// Whether a domain's id block outlives its instance.
+    pub(super) fn keep_ids(&mut self, uuid: Uuid, persistent: bool) {
+        if let Err(error) = self.id_ranges.set_persistent(&uuid, persistent) {
+            tracing::warn!(domain = %name_for_log(&self.domains, uuid), error = %error_chain(&error), "cannot record its host ids");
+        }
+    }
+
+    /// Forgets a domain; its writable layer goes too unless it was kept.
+    pub(super) fn remove(&mut self, uuid: Uuid, lifecycle: Lifecycle) -> Seq {
+        if let Some(entry) = self.domains.remove(&uuid) {
+            self.names.remove(entry.name());
+            if let Err(error) = self.id_ranges.release(&uuid) {
+                tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot record the release of its host ids");
+            }
+            if !entry.keep_writable {
+                self.remove_writable_layer(entry.name());
+            }
+        }
+        self.publish(EventKind::Removed { uuid, lifecycle })
+    }
+
+    /// Removes a domain's writable layer, if the store has one, off the
+    /// manager task; the domain cannot start again until it is gone.
+    pub(super) fn remove_writable_layer(&mut self, domain: &str) {
+        let Ok(store) = self.config.images.get() else {
+            return;
+        };
+        let domain = domain.to_owned();
+        self.removing_layers.insert(domain.clone());
+        let internal = self.internal.clone();
+        tokio::task::spawn_blocking(move || {
+            match store.remove_writable(&domain) {
+                Ok(true) => tracing::info!(domain = %domain, "removed the writable layer"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(domain = %domain, error = %error_chain(&error), "cannot remove the writable layer")
+                }
+            }
+            let _ = internal.send(Internal::LayerRemoved { domain });
+        });
+    }
+
+    pub(super) fn set_autostart(&mut self, uuid: Uuid, enabled: bool) -> Result<Seq, CoreError> {
+        let entry = self.entry_mut(uuid)?;
+        let name = entry.name().to_owned();
+        if !entry.persistent {
+            return Err(CoreError::NotPersistent(name));
+        }
+        if entry.autostart == enabled {
+            return Ok(self.seq);
+        }
+        self.store
+            .set_autostart(&name, enabled)
+            .map_err(|source| CoreError::Store { name, source })?;
+        self.entry_mut(uuid)?.autostart = enabled;
+        Ok(self.publish_change(uuid, None))
+    }
+
+    pub(super) fn get_xml(&self, uuid: Uuid, flags: XmlFlags) -> Result<String, CoreError> {
+        if flags.0 & !XmlFlags::ALL != 0 {
+            return Err(CoreError::InvalidFlags(flags.0));
+        }
+        let entry = self.lookup(&Lookup::Uuid(uuid))?;
+        // While running, the live definition is shown; the persistent one
+        // (perhaps updated since the start) with INACTIVE.
+        if flags.inactive() {
+            Ok(entry.def.to_xml())
+        } else if entry.state.is_active() {
+            Ok(entry.live_def().to_live_xml())
+        } else {
+            Ok(entry.def.to_xml())
+        }
+    }
+
+    // ---- start ------------------------------------------------------------
+
+    pub(super) fn autostart(&mut self) {
+        let marker = self.config.run_dir.join("autostarted");
+        if marker.exists() {
+            // Once per host boot (the run directory is a tmpfs): a daemon
+            // restart must not start what the user stopped since.
+            return;
+        }
+        let _ = std::fs::write(&marker, b"");
+        let mut todo: Vec<(String, Uuid)> = self
+            .domains
+            .values()
+            .filter(|e| e.autostart && e.state == State::Shutoff && !e.starting)
+            .map(|e| (e.name().to_owned(), e.def.uuid))
+            .collect();
+        todo.sort();
+        for (name, uuid) in todo {
+            tracing::info!(domain = %name, "autostarting");
+            if let Err(error) = self.start(uuid, None) {
+                tracing::error!(domain = %name, error = %error_chain(&error), "autostart failed");
+            }
+        }
+    }
+}
+
+/// Whether a document names its uuid (the parser generates one otherwise).
+pub(super) fn has_explicit_uuid(xml: &str) -> bool {
+    crate::domain::xml::parse_str(xml)
+        .map(|root| root.element("uuid").is_some())
+        .unwrap_or(false)
+}

@@ -1,0 +1,569 @@
+//! The manager task: the single owner of every domain's state.
+//!
+//! Commands arrive on a channel and are applied one at a time. Work that
+//! waits on a container (launching its monitor, a shutdown, a freeze) runs
+//! in a spawned task that reports back on an internal channel, so the
+//! manager never blocks on one domain while others wait.
+//!
+//! This file holds the task itself (commands in, events out, recovery of
+//! running containers at start-up); the operations are split by concern,
+//! each an `impl Manager` block of its own: `define` (definitions, XML,
+//! autostart, id blocks), `start`, `stop`, `running` (requests to a
+//! running container's monitor), `image_ops` (commit, image removal);
+//! `entry` is a domain as the manager holds it.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::images::ImageStore;
+use super::lifecycle::{self, Operation, Reason, State};
+use super::live::LiveStatus;
+use super::store::{Loaded, Store};
+use super::types::{
+    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, UndefineFlags,
+    XmlFlags,
+};
+use crate::cgroup::Cgroups;
+use crate::domain::{DomainDef, DomainType, LifecycleAction, Userns, UsernsMode};
+use crate::lxc::convert::{self, ConvertSettings};
+use crate::lxc::driver::{self, LxcDriver, Started};
+use crate::lxc::protocol::{InitExit, Reply as MonitorReply, Request, Requested};
+use crate::lxc::spec::{ContainerSpec, RootFs};
+use crate::security::userns::{self, IdRanges};
+use crate::security::{self, Security, SecurityConfig, SecurityReport};
+use crate::storage::{CommitReport, IdShift, ImageId, RootMount};
+
+mod define;
+mod entry;
+mod image_ops;
+mod running;
+mod start;
+mod stop;
+
+use entry::{Entry, Runtime};
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
+
+/// A request to the manager task.
+#[derive(Debug)]
+pub enum Command {
+    Define {
+        xml: String,
+        reply: Reply<(DomainSummary, Seq)>,
+    },
+    /// Define a transient domain and start it.
+    Create {
+        xml: String,
+        reply: Reply<(Uuid, Seq)>,
+    },
+    Undefine {
+        uuid: Uuid,
+        flags: UndefineFlags,
+        reply: Reply<Seq>,
+    },
+    SetAutostart {
+        uuid: Uuid,
+        enabled: bool,
+        reply: Reply<Seq>,
+    },
+    Start {
+        uuid: Uuid,
+        reply: Reply<Seq>,
+    },
+    Shutdown {
+        uuid: Uuid,
+        grace: Duration,
+        reply: Reply<Seq>,
+    },
+    Destroy {
+        uuid: Uuid,
+        reply: Reply<Seq>,
+    },
+    Reboot {
+        uuid: Uuid,
+        grace: Duration,
+        reply: Reply<Seq>,
+    },
+    Suspend {
+        uuid: Uuid,
+        reply: Reply<Seq>,
+    },
+    Resume {
+        uuid: Uuid,
+        reply: Reply<Seq>,
+    },
+    OpenConsole {
+        uuid: Uuid,
+        index: u32,
+        reply: Reply<OwnedFd>,
+    },
+    Enter {
+        uuid: Uuid,
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: Option<PathBuf>,
+        noseclabel: bool,
+        stdio: [OwnedFd; 3],
+        reply: Reply<(i32, OwnedFd)>,
+    },
+    GetStats {
+        uuid: Uuid,
+        reply: Reply<DomainStats>,
+    },
+    Lookup {
+        lookup: Lookup,
+        reply: Reply<DomainSummary>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<DomainSummary>>,
+    },
+    GetXml {
+        uuid: Uuid,
+        flags: XmlFlags,
+        reply: Reply<String>,
+    },
+    /// Start every autostart domain (once per host boot).
+    Autostart,
+    /// Copy a stopped or paused domain's writable layer into a new image.
+    Commit {
+        uuid: Uuid,
+        name: String,
+        reply: Reply<CommitReport>,
+    },
+    /// Remove an image that no domain uses (by definition or by layer).
+    RemoveImage {
+        reference: String,
+        reply: Reply<Vec<ImageId>>,
+    },
+}
+
+/// Reports from the manager's own tasks.
+#[derive(Debug)]
+enum Internal {
+    Launched {
+        uuid: Uuid,
+        generation: u64,
+        spec: Box<ContainerSpec>,
+        result: Result<Started, CoreError>,
+    },
+    MonitorExited {
+        uuid: Uuid,
+        generation: u64,
+    },
+    Frozen {
+        uuid: Uuid,
+        generation: u64,
+        frozen: bool,
+        result: Result<(), CoreError>,
+        reply: Reply<Seq>,
+    },
+    /// The writable layer of an image-rooted domain is ready (or not).
+    Prepared {
+        uuid: Uuid,
+        generation: u64,
+        def: Box<DomainDef>,
+        result: Result<RootMount, CoreError>,
+    },
+    /// A writable layer removal has finished.
+    LayerRemoved {
+        domain: String,
+    },
+    /// A commit has finished.
+    Committed {
+        uuid: Uuid,
+        result: Result<CommitReport, CoreError>,
+        reply: Reply<CommitReport>,
+    },
+}
+
+/// Settings of the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub run_dir: PathBuf,
+    pub monitor_exe: PathBuf,
+    pub pids_max: Option<u64>,
+    /// The cgroup partition of domains without `<resource><partition>`.
+    pub default_partition: PathBuf,
+    pub security: SecurityConfig,
+    /// The image store, for domains whose root is an image.
+    pub images: ImageStore,
+    /// How domains without `<idmap>` or `<lxvirt:userns>` run.
+    pub default_userns: UsernsMode,
+}
+
+/// The owner of all domain state. Runs as one task; see [`Manager::spawn`].
+#[derive(Debug)]
+pub struct Manager {
+    store: Store,
+    config: ManagerConfig,
+    driver: LxcDriver,
+    cgroups: Option<Arc<Cgroups>>,
+    /// The security driver; only the manager task generates, reserves and
+    /// releases labels.
+    security: Security,
+    /// The id blocks of user namespaces; only the manager task assigns,
+    /// reserves and releases them.
+    id_ranges: IdRanges,
+    domains: HashMap<Uuid, Entry>,
+    names: HashMap<String, Uuid>,
+    blocked: HashMap<String, PathBuf>,
+    events: mpsc::UnboundedSender<Event>,
+    internal: mpsc::UnboundedSender<Internal>,
+    internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
+    /// Monitors found running at start-up, to watch once the task runs.
+    recovered: Vec<(Uuid, OwnedFd)>,
+    /// Domains whose writable layer is being removed: they cannot start
+    /// until it is gone, or the start would reuse the layer going away.
+    removing_layers: HashSet<String>,
+    seq: Seq,
+}
+
+/// A cheap, cloneable way to talk to the manager task.
+#[derive(Debug, Clone)]
+pub struct ManagerHandle {
+    pub(super) tx: mpsc::Sender<Command>,
+}
+
+/// Commands waiting for the manager; bounded so that a flood of clients
+/// waits instead of growing memory without limit.
+const COMMAND_QUEUE: usize = 256;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Manager {
+    /// Builds the manager from what the store loaded and what runs. Problems
+    /// in `loaded` are the caller's to report; their names stay blocked.
+    pub fn new(
+        store: Store,
+        loaded: Loaded,
+        config: ManagerConfig,
+        id_ranges: IdRanges,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Manager {
+        let (internal, internal_rx) = mpsc::unbounded_channel();
+        let driver = LxcDriver::new(config.run_dir.clone(), config.monitor_exe.clone());
+        let cgroups = match Cgroups::detect() {
+            Ok(c) => Some(Arc::new(c)),
+            Err(error) => {
+                tracing::warn!(error = %error, "no usable cgroup hierarchy: containers cannot start");
+                None
+            }
+        };
+        let security = Security::detect(&config.security);
+        let mut manager = Manager {
+            store,
+            config,
+            driver,
+            cgroups,
+            security,
+            id_ranges,
+            domains: HashMap::new(),
+            names: HashMap::new(),
+            blocked: loaded.blocked,
+            events,
+            internal,
+            internal_rx: Some(internal_rx),
+            recovered: Vec::new(),
+            removing_layers: HashSet::new(),
+            seq: 0,
+        };
+        for stored in loaded.domains {
+            let entry = Entry::new(stored.def, true, stored.autostart);
+            manager.insert(entry);
+        }
+        manager.recover();
+        manager
+    }
+
+    /// What the security layer found on this host, for the capabilities.
+    pub fn security_report(&self) -> &SecurityReport {
+        self.security.report()
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        self.names.insert(entry.name().to_owned(), entry.def.uuid);
+        self.domains.insert(entry.def.uuid, entry);
+    }
+
+    /// Finds the containers that ran before this daemon started: alive ones
+    /// are running again, gone ones get their exit applied.
+    fn recover(&mut self) {
+        for path in LiveStatus::scan(&self.config.run_dir) {
+            let status = match LiveStatus::load(&path) {
+                Ok(status) => status,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), error = %error_chain(&error), "ignoring a live status file");
+                    continue;
+                }
+            };
+            let live_def = match DomainDef::from_xml(&status.live_xml) {
+                Ok(def) => def,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), error = %error, "ignoring a live status file with an unreadable definition");
+                    continue;
+                }
+            };
+            if let Err(error) = self.security.reserve_running(&live_def) {
+                // Two running containers share a level: they are not
+                // separated from each other. Say so loudly; stopping one
+                // of them is the fix.
+                tracing::error!(domain = %status.name, error = %error_chain(&error), "cannot reserve the security label of a running container");
+            }
+            if let Some(Userns {
+                allocated: Some((start, _)),
+                ..
+            }) = live_def.userns
+                && let Err(error) =
+                    self.id_ranges
+                        .reserve(status.uuid, &status.name, start, status.persistent)
+            {
+                // As with labels: two containers share host ids, so they
+                // are not separated from each other. Stopping one fixes it.
+                tracing::error!(domain = %status.name, error = %error_chain(&error), "cannot reserve the host ids of a running container");
+            }
+            if !self.domains.contains_key(&status.uuid) {
+                // A transient domain, or one undefined while it ran.
+                self.insert(Entry::new(live_def.clone(), false, false));
+            }
+            let Some(entry) = self.domains.get_mut(&status.uuid) else {
+                continue;
+            };
+            if entry.def != live_def {
+                entry.live = Some(live_def);
+            }
+            entry.generation += 1;
+            entry.runtime = Some(Runtime {
+                init_pid: status.init_pid,
+                monitor_pid: status.monitor_pid,
+                monitor_start_time: status.monitor_start_time,
+                started_at: status.started_at,
+                cgroup_path: status.cgroup_path.clone(),
+                memory_limit: status.memory_limit,
+            });
+            match driver::find_process(status.monitor_pid, status.monitor_start_time) {
+                Some(pidfd) => {
+                    entry.state = if status.paused {
+                        State::Paused
+                    } else {
+                        State::Running
+                    };
+                    entry.reason = if status.paused {
+                        Reason::User
+                    } else {
+                        Reason::Reconnected
+                    };
+                    tracing::info!(domain = %status.name, pid = status.init_pid, "reconnected to a running container");
+                    self.recovered.push((status.uuid, pidfd));
+                }
+                None => {
+                    // It ended while no daemon watched: apply its exit now.
+                    entry.state = State::Running;
+                    let uuid = status.uuid;
+                    let generation = entry.generation;
+                    let _ = self
+                        .internal
+                        .send(Internal::MonitorExited { uuid, generation });
+                }
+            }
+        }
+    }
+
+    /// Summaries of every domain, for front ends that need the initial set.
+    pub fn summaries(&self) -> Vec<DomainSummary> {
+        let default_userns = self.config.default_userns;
+        let mut list: Vec<_> = self
+            .domains
+            .values()
+            .map(|e| e.summary(default_userns))
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Starts the manager task; it ends when every handle is dropped.
+    pub fn spawn(self) -> (ManagerHandle, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let task = tokio::spawn(self.run(rx));
+        (ManagerHandle { tx }, task)
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let Some(mut internal_rx) = self.internal_rx.take() else {
+            return;
+        };
+        self.driver.prepare_spare();
+        for (uuid, pidfd) in std::mem::take(&mut self.recovered) {
+            let generation = self.domains.get(&uuid).map_or(0, |e| e.generation);
+            self.watch(uuid, generation, pidfd);
+        }
+        loop {
+            tokio::select! {
+                command = rx.recv() => match command {
+                    Some(command) => self.handle(command),
+                    None => break,
+                },
+                Some(report) = internal_rx.recv() => self.handle_internal(report),
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        // A dropped reply channel means the client went away; nothing to do.
+        match command {
+            Command::Define { xml, reply } => {
+                let _ = reply.send(self.define(&xml));
+            }
+            Command::Create { xml, reply } => self.create(&xml, reply),
+            Command::Undefine { uuid, flags, reply } => {
+                let _ = reply.send(self.undefine(uuid, flags));
+            }
+            Command::SetAutostart {
+                uuid,
+                enabled,
+                reply,
+            } => {
+                let _ = reply.send(self.set_autostart(uuid, enabled));
+            }
+            Command::Start { uuid, reply } => {
+                if let Err(error) = self.start(uuid, Some(reply)) {
+                    // `start` replied already; the edge logs it once.
+                    tracing::error!(error = %error_chain(&error), "start refused");
+                }
+            }
+            Command::Shutdown { uuid, grace, reply } => self.stop(uuid, Some(grace), false, reply),
+            Command::Destroy { uuid, reply } => self.stop(uuid, None, false, reply),
+            Command::Reboot { uuid, grace, reply } => self.stop(uuid, Some(grace), true, reply),
+            Command::Suspend { uuid, reply } => self.freeze(uuid, true, reply),
+            Command::Resume { uuid, reply } => self.freeze(uuid, false, reply),
+            Command::OpenConsole { uuid, index, reply } => self.open_console(uuid, index, reply),
+            Command::Enter {
+                uuid,
+                argv,
+                env,
+                cwd,
+                noseclabel,
+                stdio,
+                reply,
+            } => self.enter(uuid, argv, env, cwd, noseclabel, stdio, reply),
+            Command::GetStats { uuid, reply } => self.stats(uuid, reply),
+            Command::Lookup { lookup, reply } => {
+                let default_userns = self.config.default_userns;
+                let _ = reply.send(self.lookup(&lookup).map(|e| e.summary(default_userns)));
+            }
+            Command::List { reply } => {
+                let _ = reply.send(self.summaries());
+            }
+            Command::GetXml { uuid, flags, reply } => {
+                let _ = reply.send(self.get_xml(uuid, flags));
+            }
+            Command::Autostart => self.autostart(),
+            Command::Commit { uuid, name, reply } => self.commit(uuid, name, reply),
+            Command::RemoveImage { reference, reply } => self.remove_image(reference, reply),
+        }
+    }
+
+    fn handle_internal(&mut self, report: Internal) {
+        match report {
+            Internal::Launched {
+                uuid,
+                generation,
+                spec,
+                result,
+            } => self.launched(uuid, generation, &spec, result),
+            Internal::MonitorExited { uuid, generation } => self.exited(uuid, generation),
+            Internal::Frozen {
+                uuid,
+                generation,
+                frozen,
+                result,
+                reply,
+            } => self.frozen(uuid, generation, frozen, result, reply),
+            Internal::Prepared {
+                uuid,
+                generation,
+                def,
+                result,
+            } => self.prepared(uuid, generation, *def, result),
+            Internal::LayerRemoved { domain } => {
+                self.removing_layers.remove(&domain);
+            }
+            Internal::Committed {
+                uuid,
+                result,
+                reply,
+            } => {
+                if let Some(entry) = self.domains.get_mut(&uuid) {
+                    entry.committing = false;
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn publish(&mut self, kind: EventKind) -> Seq {
+        self.seq += 1;
+        // The receiver lives as long as the daemon; after it is gone nobody
+        // is left to tell.
+        let _ = self.events.send(Event {
+            seq: self.seq,
+            kind,
+        });
+        self.seq
+    }
+
+    fn publish_change(&mut self, uuid: Uuid, lifecycle: Option<Lifecycle>) -> Seq {
+        match self.domains.get(&uuid) {
+            Some(entry) => {
+                let summary = entry.summary(self.config.default_userns);
+                self.publish(EventKind::Changed { summary, lifecycle })
+            }
+            None => self.seq,
+        }
+    }
+
+    fn lookup(&self, lookup: &Lookup) -> Result<&Entry, CoreError> {
+        let uuid = match lookup {
+            Lookup::Name(name) => self.names.get(name),
+            Lookup::Uuid(uuid) => Some(uuid),
+        };
+        uuid.and_then(|u| self.domains.get(u))
+            .ok_or_else(|| CoreError::NoSuchDomain(lookup.clone()))
+    }
+
+    fn entry_mut(&mut self, uuid: Uuid) -> Result<&mut Entry, CoreError> {
+        self.domains
+            .get_mut(&uuid)
+            .ok_or(CoreError::NoSuchDomain(Lookup::Uuid(uuid)))
+    }
+
+    // ---- definitions ------------------------------------------------------
+}
+
+fn name_for_log(domains: &HashMap<Uuid, Entry>, uuid: Uuid) -> String {
+    domains
+        .get(&uuid)
+        .map_or_else(|| uuid.to_string(), |e| e.name().to_owned())
+}
+
+/// An error and its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
