@@ -167,6 +167,13 @@ pub struct TestDaemon {
     pub root: PathBuf,
 }
 
+/// Test daemons alive per root. A test that restarts its daemon
+/// (`env.daemon = TestDaemon::start(..)`) drops the old one after the new
+/// one started: only the last one of a root may remove the partition, or it
+/// would pull it from under the new daemon's first container.
+static DAEMONS_PER_ROOT: std::sync::Mutex<std::collections::BTreeMap<PathBuf, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 impl TestDaemon {
     /// Starts `lxvirtd` with config, run and state directories under `root`
     /// and waits until it owns its bus name.
@@ -186,6 +193,11 @@ impl TestDaemon {
             .stdin(Stdio::null())
             .spawn()
             .context("cannot run lxvirtd")?;
+        *DAEMONS_PER_ROOT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(root.to_owned())
+            .or_default() += 1;
         let mut daemon = TestDaemon {
             child: Some(child),
             bus_address: bus.address.clone(),
@@ -285,8 +297,20 @@ impl Drop for TestDaemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let last = {
+            let mut daemons = DAEMONS_PER_ROOT.lock().unwrap_or_else(|e| e.into_inner());
+            let count = daemons.entry(self.root.clone()).or_default();
+            *count = count.saturating_sub(1);
+            let last = *count == 0;
+            if last {
+                daemons.remove(&self.root);
+            }
+            last
+        };
         // Fails (and is left) while containers still run in it.
-        Self::remove_partition(&self.root);
+        if last {
+            Self::remove_partition(&self.root);
+        }
     }
 }
 
