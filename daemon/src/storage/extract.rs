@@ -185,6 +185,32 @@ impl Layer<'_> {
         StorageError::errno(self.archive.join(rel), errno)
     }
 
+    /// The owner (when owners are kept) and the mtime of the entry `name`
+    /// in `dir`, not following a symlink: every entry gets its archive's
+    /// mtime, so an export of the layer gives back the same bytes.
+    fn set_owner_and_mtime(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        (uid, gid): (u64, u64),
+        mtime: (i64, i64),
+        rel: &Path,
+    ) -> Result<()> {
+        if self.opts.owners {
+            fchownat(
+                dir.as_fd(),
+                name,
+                Some(Uid::from_raw(uid as u32)),
+                Some(Gid::from_raw(gid as u32)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.write_error(rel, e))?;
+        }
+        let t = timespec(mtime);
+        utimensat(dir.as_fd(), name, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| self.write_error(rel, e))
+    }
+
     /// Opens (creating as needed, mode 0755) the directory `rel` of the
     /// layer.
     fn parent(&mut self, entry: &[u8], rel: &Path, create: bool) -> Result<OwnedFd> {
@@ -397,19 +423,7 @@ impl Layer<'_> {
                 self.clear(&dir, name, &rel)?;
                 symlinkat(OsStr::from_bytes(&target), dir.as_fd(), name)
                     .map_err(|e| self.write_error(&rel, e))?;
-                if self.opts.owners {
-                    fchownat(
-                        dir.as_fd(),
-                        name,
-                        Some(Uid::from_raw(uid as u32)),
-                        Some(Gid::from_raw(gid as u32)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| self.write_error(&rel, e))?;
-                }
-                let t = timespec(mtime);
-                utimensat(dir.as_fd(), name, &t, &t, UtimensatFlags::NoFollowSymlink)
-                    .map_err(|e| self.write_error(&rel, e))?;
+                self.set_owner_and_mtime(&dir, name, (uid, gid), mtime, &rel)?;
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -478,21 +492,7 @@ impl Layer<'_> {
                     0,
                 )
                 .map_err(|e| self.write_error(&rel, e))?;
-                if self.opts.owners {
-                    fchownat(
-                        dir.as_fd(),
-                        name,
-                        Some(Uid::from_raw(uid as u32)),
-                        Some(Gid::from_raw(gid as u32)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| self.write_error(&rel, e))?;
-                }
-                // As for every other entry: an export of the layer gives
-                // back the same bytes.
-                let t = timespec(mtime);
-                utimensat(dir.as_fd(), name, &t, &t, UtimensatFlags::NoFollowSymlink)
-                    .map_err(|e| self.write_error(&rel, e))?;
+                self.set_owner_and_mtime(&dir, name, (uid, gid), mtime, &rel)?;
             }
             other => {
                 return Err(self.unsafe_entry(
