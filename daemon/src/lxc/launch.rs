@@ -381,8 +381,14 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
 /// The mounter of a container with a user namespace, waiting to be let
 /// go, and its mount namespace (every mount locked) for init to join.
 struct Mounter {
-    pid: Pid,
+    /// Held to reap the process when the launch is done with it.
+    _process: MounterProcess,
     mnt: OwnedFd,
+}
+
+/// The mounter process: let go (its hold pipe closed) and reaped on drop.
+struct MounterProcess {
+    pid: Pid,
     hold: Option<OwnedFd>,
 }
 
@@ -445,10 +451,8 @@ impl Mounter {
         };
         drop(report_w);
         drop(hold_r);
-        let mut mounter = Mounter {
+        let mut process = MounterProcess {
             pid,
-            // Replaced below; a placeholder that is closed on drop.
-            mnt: userns,
             hold: Some(hold_w),
         };
         joined.restore(&spec.name)?;
@@ -462,15 +466,18 @@ impl Mounter {
         if report != [READY] {
             return Err(setup_failure(spec, &report));
         }
-        mounter.mnt = linux::open_namespace(Path::new(&format!("/proc/{pid}/ns/mnt")))
+        let mnt = linux::open_namespace(Path::new(&format!("/proc/{pid}/ns/mnt")))
             .map_err(ns_err("mount"))?;
         // The descriptor keeps the mount namespace: the mounter may exit.
-        drop(mounter.hold.take());
-        Ok(mounter)
+        drop(process.hold.take());
+        Ok(Mounter {
+            _process: process,
+            mnt,
+        })
     }
 }
 
-impl Drop for Mounter {
+impl Drop for MounterProcess {
     fn drop(&mut self) {
         // EOF on its hold pipe lets it exit (already, once it reported).
         drop(self.hold.take());
