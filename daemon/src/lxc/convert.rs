@@ -474,7 +474,6 @@ fn device_node(
         major: nix::sys::stat::major(rdev) as u32,
         minor: nix::sys::stat::minor(rdev) as u32,
         mode: meta.mode() & 0o7777,
-        host_path: host_path.to_owned(),
     })
 }
 

@@ -1343,7 +1343,6 @@ mod tests {
             major: 8,
             minor: 16,
             mode: 0o660,
-            host_path: "/dev/sdb".into(),
         }];
         let sys = Recorder::new()
             .missing(format!("{ROOT}/dev/disk"))
@@ -1460,7 +1459,6 @@ mod tests {
             major: 8,
             minor: 16,
             mode: 0o660,
-            host_path: "/dev/sdb".into(),
         }];
         let sys = Recorder::new();
         run_ok(&sys, &s);

@@ -170,8 +170,6 @@ pub struct DeviceNode {
     pub major: u32,
     pub minor: u32,
     pub mode: u32,
-    /// The host node, bind-mounted where mknod is not allowed (user namespace).
-    pub host_path: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
