@@ -10,13 +10,18 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::mpsc;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
+use crate::cgroup::Cgroups;
 use crate::core::error_chain;
 use crate::core::store::{Store, StoreError};
 use crate::core::{ImageStore, Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
+use crate::domain::DomainType;
 use crate::domain::UsernsMode;
+use crate::driver::Drivers;
 use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::driver::LxcDriver;
+use crate::lxc::instance::LxcConfig;
+use crate::security::Security;
 use crate::security::detect::Detected;
 use crate::security::userns::{IdRange, IdRanges, UsernsError};
 use crate::security::{HostSelinux, SecurityConfig};
@@ -212,14 +217,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let manager_config = ManagerConfig {
         run_dir: config.run_dir.clone(),
-        monitor_exe: config.monitor_exe.clone(),
-        pids_max: config.pids_max,
-        default_partition: config.default_partition.clone(),
-        security: config.security.clone(),
         images: images.clone(),
         default_userns: config.default_userns,
     };
-    let manager = Manager::new(store, loaded, manager_config, id_ranges, events_tx);
+    let cgroups = match Cgroups::detect() {
+        Ok(cgroups) => Some(std::sync::Arc::new(cgroups)),
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "no usable cgroup hierarchy: containers cannot start");
+            None
+        }
+    };
+    let lxc = LxcDriver::new(LxcConfig {
+        run_dir: config.run_dir.clone(),
+        monitor_exe: config.monitor_exe.clone(),
+        pids_max: config.pids_max,
+        default_partition: config.default_partition.clone(),
+        cgroups,
+    });
+    let drivers = Drivers::default().with(DomainType::Lxc, std::sync::Arc::new(lxc));
+    let security = Security::detect(&config.security);
+    let manager = Manager::new(
+        store,
+        loaded,
+        manager_config,
+        drivers,
+        security,
+        id_ranges,
+        events_tx,
+    );
     let initial = manager.summaries();
     let security = manager.security_report().clone();
     match &security.selinux {

@@ -3,6 +3,7 @@
 //! - [`domain`]: the domain XML model (raw tree, typed definition, schema).
 //! - [`core`]: the lifecycle core — the single owner of domain state, the
 //!   transition table and the persistent store.
+//! - [`driver`]: the seam between the core and the drivers ([`lxc`]).
 //! - [`dbus`]: the D-Bus adapter and the client proxies.
 //! - [`host`]: what the host supports.
 //! - [`security`]: sVirt, the SELinux labels of containers.
@@ -13,6 +14,7 @@ pub mod core;
 pub mod daemon;
 pub mod dbus;
 pub mod domain;
+pub mod driver;
 pub mod host;
 pub mod lxc;
 pub mod seccomp;

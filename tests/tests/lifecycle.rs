@@ -312,6 +312,45 @@ async fn host_root_application_container() {
     app.destroy().await.unwrap();
 }
 
+/// One transition, one `PropertiesChanged`, carrying every property that
+/// changed (clients must not see a half-updated domain).
+#[tokio::test]
+async fn a_start_publishes_one_properties_changed() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    let domain = env.define("props", "exec sleep 1000", "").await;
+    let properties = zbus::fdo::PropertiesProxy::builder(&env.connection)
+        .destination(lxvirtd::dbus::BUS_NAME)
+        .path(domain.inner().path().to_owned())
+        .build()
+        .await
+        .unwrap();
+    let mut changes = properties.receive_properties_changed().await.unwrap();
+    domain.start().await.unwrap();
+    // The reply waits until the adapter has published the transition.
+    let first = changes.next().await.unwrap();
+    let args = first.args().unwrap();
+    let mut names: Vec<&str> = args.changed_properties().keys().copied().collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["HostIds", "Pid", "StartTime", "State", "StateReason"],
+        "one signal with every changed property"
+    );
+    // Nothing else for this start: the next signal is the destroy's.
+    domain.destroy().await.unwrap();
+    let second = changes.next().await.unwrap();
+    let args = second.args().unwrap();
+    assert_eq!(
+        args.changed_properties()
+            .get("State")
+            .map(|v| v.to_string()),
+        Some("\"shutoff\"".to_owned())
+    );
+}
+
 #[tokio::test]
 async fn console_round_trip_over_dbus() {
     if !root_or_skip() {

@@ -1,7 +1,9 @@
-//! The lifecycle of a domain: one state enum, one operation enum, one
-//! transition table. Every operation asks [`check`] first; a refusal is a
-//! typed [`InvalidState`] error naming the domain, its state and the
-//! operation.
+//! The lifecycle of a domain: the state clients see and the operation in
+//! flight beside it ([`Status`]), and one transition table in two halves:
+//! [`request`] for what clients ask (a refusal is a typed [`Refusal`]
+//! naming the domain, its state and the operation) and [`report`] for what
+//! drivers and the core's own tasks report back. The manager changes a
+//! domain's status only through these two functions.
 
 use std::fmt;
 
@@ -110,10 +112,13 @@ pub enum Operation {
     /// Copy the writable layer into a new image: the container must not
     /// change it meanwhile.
     Commit,
+    /// The core's own start of an instance that rebooted (a reboot asked,
+    /// or an `on_*` restart action); clients cannot ask for it.
+    Restart,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
         Operation::Start,
         Operation::Shutdown,
         Operation::Destroy,
@@ -125,6 +130,7 @@ impl Operation {
         Operation::OpenConsole,
         Operation::Enter,
         Operation::Commit,
+        Operation::Restart,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +146,7 @@ impl Operation {
             Operation::OpenConsole => "open a console of",
             Operation::Enter => "enter",
             Operation::Commit => "commit",
+            Operation::Restart => "restart",
         }
     }
 }
@@ -204,122 +211,374 @@ fn hint(state: State, operation: Operation) -> &'static str {
     }
 }
 
-/// The transition table: the state an operation leads to, or `None` when it
-/// is not allowed from `state`. Operations that do not change the state
-/// (define, console, enter) map to `state` itself.
-pub fn transition(state: State, operation: Operation) -> Option<State> {
+/// An operation in flight beside the state: while one runs, the domain
+/// refuses what would race with it ([`Refusal::Busy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InFlight {
+    /// A start (or the restart after a reboot) until the driver reports.
+    Start { restart: bool },
+    /// A reboot was asked: the instance starts again once it has stopped.
+    Reboot,
+    /// The writable layer is being copied into an image.
+    Commit,
+}
+
+impl InFlight {
+    pub const ALL: [InFlight; 4] = [
+        InFlight::Start { restart: false },
+        InFlight::Start { restart: true },
+        InFlight::Reboot,
+        InFlight::Commit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InFlight::Start { .. } => "start",
+            InFlight::Reboot => "reboot",
+            InFlight::Commit => "commit",
+        }
+    }
+}
+
+/// A domain's place in the lifecycle: what clients see, and what is in
+/// flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Status {
+    pub state: State,
+    pub in_flight: Option<InFlight>,
+}
+
+impl Status {
+    pub const SHUTOFF: Status = Status::idle(State::Shutoff);
+
+    pub const fn idle(state: State) -> Status {
+        Status {
+            state,
+            in_flight: None,
+        }
+    }
+
+    /// Every status the table knows, for the full-matrix test.
+    pub fn all() -> Vec<Status> {
+        let mut all = Vec::new();
+        for state in State::ALL {
+            all.push(Status::idle(state));
+            for in_flight in InFlight::ALL {
+                all.push(Status {
+                    state,
+                    in_flight: Some(in_flight),
+                });
+            }
+        }
+        all
+    }
+}
+
+/// How an instance ended, as the core decided from the driver's report
+/// and the domain's `on_*` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ending {
+    /// Shut off (a transient domain goes away).
+    Shutoff,
+    /// `on_crash='preserve'`: the remains stay until `Destroy`.
+    Preserve,
+    /// Start again (a reboot, or an `on_*` restart action).
+    Restart,
+}
+
+/// A driver's or a task's report about an operation in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Report {
+    Launched,
+    LaunchFailed,
+    /// The instance is gone.
+    Exited(Ending),
+    Frozen,
+    Thawed,
+    Committed,
+}
+
+impl Report {
+    pub const ALL: [Report; 8] = [
+        Report::Launched,
+        Report::LaunchFailed,
+        Report::Exited(Ending::Shutoff),
+        Report::Exited(Ending::Preserve),
+        Report::Exited(Ending::Restart),
+        Report::Frozen,
+        Report::Thawed,
+        Report::Committed,
+    ];
+}
+
+/// Why the table refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    InvalidState(#[from] InvalidState),
+    #[error(
+        "domain '{domain}': another operation ({in_flight}) is in progress; try again when it is done"
+    )]
+    Busy {
+        domain: String,
+        in_flight: &'static str,
+    },
+}
+
+/// The transition table of client operations: the status `operation`
+/// leads to at once (its end comes as a [`Report`]), or a refusal.
+/// `Restart` is the core's own: the start after a reboot.
+pub fn request(name: &str, status: Status, operation: Operation) -> Result<Status, Refusal> {
+    use InFlight as F;
     use Operation as O;
     use State as S;
-    match (state, operation) {
-        (S::Shutoff, O::Start) => Some(S::Running),
-        (S::Running, O::Shutdown) => Some(S::Shutoff),
-        (S::Running | S::Paused | S::Crashed, O::Destroy) => Some(S::Shutoff),
-        (S::Running, O::Reboot) => Some(S::Running),
-        (S::Running, O::Suspend) => Some(S::Paused),
-        (S::Paused, O::Resume) => Some(S::Running),
-        (_, O::Define) => Some(state),
-        // Undefining an active domain makes it transient; it goes away when it stops.
-        (_, O::Undefine) => Some(state),
-        (S::Running | S::Paused, O::OpenConsole) => Some(state),
-        (S::Running, O::Enter) => Some(state),
+    let busy = |in_flight: InFlight| Refusal::Busy {
+        domain: name.to_owned(),
+        in_flight: in_flight.as_str(),
+    };
+    let state = status.state;
+    let in_flight = match (status.in_flight, operation) {
+        // Definitions may change under anything; the instance keeps its own.
+        (_, O::Define) => status.in_flight,
+        // The commit reads the writable layer an undefine would remove.
+        (Some(F::Commit), O::Undefine) => return Err(busy(F::Commit)),
+        (_, O::Undefine) => status.in_flight,
+        (Some(f @ (F::Start { .. } | F::Commit)), _) => return Err(busy(f)),
+        // A shutdown or destroy asked during a reboot wins over it.
+        (Some(F::Reboot), O::Shutdown | O::Destroy) => None,
+        (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter) => Some(F::Reboot),
+        (Some(F::Reboot), _) => return Err(busy(F::Reboot)),
+        (None, O::Start) => Some(F::Start { restart: false }),
+        (None, O::Restart) => Some(F::Start { restart: true }),
+        (None, O::Reboot) => Some(F::Reboot),
+        (None, O::Commit) => Some(F::Commit),
+        (None, _) => None,
+    };
+    let allowed = match (state, operation) {
+        (S::Shutoff, O::Start | O::Restart) => true,
+        (S::Running, O::Shutdown | O::Reboot | O::Suspend | O::Enter) => true,
+        (S::Running | S::Paused | S::Crashed, O::Destroy) => true,
+        (S::Paused, O::Resume) => true,
+        (_, O::Define | O::Undefine) => true,
+        (S::Running | S::Paused, O::OpenConsole) => true,
         // The layer is copied while nothing in the container can change it.
-        (S::Shutoff | S::Paused, O::Commit) => Some(state),
+        (S::Shutoff | S::Paused, O::Commit) => true,
+        _ => false,
+    };
+    if !allowed {
+        return Err(InvalidState::new(name, state, operation).into());
+    }
+    // Crashed remains need no process to end: destroy is done at once.
+    let state = match (state, operation) {
+        (S::Crashed, O::Destroy) => S::Shutoff,
+        _ => state,
+    };
+    Ok(Status { state, in_flight })
+}
+
+/// The transition table of reports: the status a report leads to, or
+/// `None` when it cannot happen in `status` (a stale report, ignored).
+pub fn report(status: Status, report: Report) -> Option<Status> {
+    use InFlight as F;
+    use State as S;
+    let kept = |in_flight: Option<InFlight>| in_flight.filter(|f| *f == F::Commit);
+    match (status.state, status.in_flight, report) {
+        (S::Shutoff, Some(F::Start { .. }), Report::Launched) => Some(Status::idle(S::Running)),
+        (S::Shutoff, Some(F::Start { .. }), Report::LaunchFailed) => Some(Status::SHUTOFF),
+        (S::Running | S::Paused, in_flight, Report::Exited(ending)) => Some(Status {
+            state: match ending {
+                Ending::Shutoff | Ending::Restart => S::Shutoff,
+                Ending::Preserve => S::Crashed,
+            },
+            // A commit of a paused domain goes on; a reboot is done.
+            in_flight: kept(in_flight),
+        }),
+        (S::Running, None, Report::Frozen) => Some(Status::idle(S::Paused)),
+        (S::Paused, None, Report::Thawed) => Some(Status::idle(S::Running)),
+        (state, Some(F::Commit), Report::Committed) => Some(Status::idle(state)),
         _ => None,
     }
 }
 
-/// Asks the table whether `operation` is allowed on domain `name` in `state`.
+/// Asks the table whether `operation` is allowed on domain `name` in
+/// `state`, with nothing in flight.
 pub fn check(name: &str, state: State, operation: Operation) -> Result<State, InvalidState> {
-    transition(state, operation).ok_or_else(|| InvalidState::new(name, state, operation))
+    match request(name, Status::idle(state), operation) {
+        Ok(status) => Ok(status.state),
+        Err(Refusal::InvalidState(error)) => Err(error),
+        // Nothing is in flight, so nothing can be busy.
+        Err(Refusal::Busy { .. }) => Err(InvalidState::new(name, state, operation)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use InFlight as F;
     use Operation as O;
     use State as S;
 
-    /// The whole matrix, written out: every state against every operation.
+    fn st(state: State, in_flight: Option<InFlight>) -> Status {
+        Status { state, in_flight }
+    }
+
+    const START: Option<InFlight> = Some(F::Start { restart: false });
+    const RESTART: Option<InFlight> = Some(F::Start { restart: true });
+
+    /// The expected outcome of a request: the next status, invalid state,
+    /// or busy with what is in flight.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Want {
+        To(State, Option<InFlight>),
+        Invalid,
+        Busy,
+    }
+    use Want::{Busy, Invalid, To};
+
+    /// What the table must say for an idle domain, every state against
+    /// every operation, written out.
+    fn idle_row(state: State) -> [Want; 12] {
+        // start shutdown destroy reboot suspend resume define undefine console enter commit restart
+        match state {
+            S::Shutoff => [
+                To(S::Shutoff, START),
+                Invalid,
+                Invalid,
+                Invalid,
+                Invalid,
+                Invalid,
+                To(S::Shutoff, None),
+                To(S::Shutoff, None),
+                Invalid,
+                Invalid,
+                To(S::Shutoff, Some(F::Commit)),
+                To(S::Shutoff, RESTART),
+            ],
+            S::Running => [
+                Invalid,
+                To(S::Running, None),
+                To(S::Running, None),
+                To(S::Running, Some(F::Reboot)),
+                To(S::Running, None),
+                Invalid,
+                To(S::Running, None),
+                To(S::Running, None),
+                To(S::Running, None),
+                To(S::Running, None),
+                Invalid,
+                Invalid,
+            ],
+            S::Paused => [
+                Invalid,
+                Invalid,
+                To(S::Paused, None),
+                Invalid,
+                Invalid,
+                To(S::Paused, None),
+                To(S::Paused, None),
+                To(S::Paused, None),
+                To(S::Paused, None),
+                Invalid,
+                To(S::Paused, Some(F::Commit)),
+                Invalid,
+            ],
+            S::Crashed => [
+                Invalid,
+                Invalid,
+                To(S::Shutoff, None),
+                Invalid,
+                Invalid,
+                Invalid,
+                To(S::Crashed, None),
+                To(S::Crashed, None),
+                Invalid,
+                Invalid,
+                Invalid,
+                Invalid,
+            ],
+        }
+    }
+
+    /// With an operation in flight: define always passes and keeps it;
+    /// undefine passes unless a commit runs; a start or commit makes
+    /// everything else busy; a reboot lets shutdown and destroy win over
+    /// it, allows another reboot, consoles and enter, and nothing else.
+    fn want(status: Status, op: Operation) -> Want {
+        let idle = idle_row(status.state)[O::ALL.iter().position(|o| *o == op).unwrap()];
+        let keep = |w: Want, in_flight| match w {
+            To(state, _) => To(state, in_flight),
+            other => other,
+        };
+        match (status.in_flight, op) {
+            (None, _) => idle,
+            (f, O::Define) => keep(idle, f),
+            (Some(F::Commit), O::Undefine) => Busy,
+            (f, O::Undefine) => keep(idle, f),
+            (Some(F::Start { .. } | F::Commit), _) => Busy,
+            (Some(F::Reboot), O::Shutdown | O::Destroy) => keep(idle, None),
+            (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter) => keep(idle, Some(F::Reboot)),
+            (Some(F::Reboot), _) => Busy,
+        }
+    }
+
+    /// The whole request matrix: every status against every operation.
     #[test]
-    fn transition_matrix() {
-        let expected: [(State, [Option<State>; 11]); 4] = [
-            //            start          shutdown       destroy        reboot          suspend        resume         define          undefine        console         enter           commit
-            (
-                S::Shutoff,
-                [
-                    Some(S::Running),
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some(S::Shutoff),
-                    Some(S::Shutoff),
-                    None,
-                    None,
-                    Some(S::Shutoff),
-                ],
-            ),
-            (
-                S::Running,
-                [
-                    None,
-                    Some(S::Shutoff),
-                    Some(S::Shutoff),
-                    Some(S::Running),
-                    Some(S::Paused),
-                    None,
-                    Some(S::Running),
-                    Some(S::Running),
-                    Some(S::Running),
-                    Some(S::Running),
-                    None,
-                ],
-            ),
-            (
-                S::Paused,
-                [
-                    None,
-                    None,
-                    Some(S::Shutoff),
-                    None,
-                    None,
-                    Some(S::Running),
-                    Some(S::Paused),
-                    Some(S::Paused),
-                    Some(S::Paused),
-                    None,
-                    Some(S::Paused),
-                ],
-            ),
-            (
-                S::Crashed,
-                [
-                    None,
-                    None,
-                    Some(S::Shutoff),
-                    None,
-                    None,
-                    None,
-                    Some(S::Crashed),
-                    Some(S::Crashed),
-                    None,
-                    None,
-                    None,
-                ],
-            ),
-        ];
-        for (state, row) in expected {
-            for (op, want) in O::ALL.into_iter().zip(row) {
-                assert_eq!(transition(state, op), want, "{state} × {op:?}");
-                match want {
-                    Some(next) => assert_eq!(check("d", state, op), Ok(next)),
-                    None => {
-                        let err = check("d", state, op).unwrap_err();
-                        assert_eq!((err.state, err.operation), (state, op));
-                        assert!(err.to_string().contains("'d'"));
+    fn request_matrix() {
+        let mut checked = 0;
+        for status in Status::all() {
+            for op in O::ALL {
+                let got = request("d", status, op);
+                match want(status, op) {
+                    To(state, in_flight) => {
+                        assert_eq!(got, Ok(st(state, in_flight)), "{status:?} × {op:?}")
                     }
+                    Invalid => match got {
+                        Err(Refusal::InvalidState(e)) => {
+                            assert_eq!((e.state, e.operation), (status.state, op));
+                            assert!(e.to_string().contains("'d'"));
+                        }
+                        other => panic!("{status:?} × {op:?}: want invalid state, got {other:?}"),
+                    },
+                    Busy => match got {
+                        Err(Refusal::Busy { domain, in_flight }) => {
+                            assert_eq!(domain, "d");
+                            assert_eq!(Some(in_flight), status.in_flight.map(InFlight::as_str));
+                        }
+                        other => panic!("{status:?} × {op:?}: want busy, got {other:?}"),
+                    },
                 }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 20 * 12);
+    }
+
+    /// The whole report matrix: every status against every report.
+    #[test]
+    fn report_matrix() {
+        use Ending as E;
+        use Report as R;
+        for status in Status::all() {
+            for r in R::ALL {
+                let want = match (status.state, status.in_flight, r) {
+                    (S::Shutoff, Some(F::Start { .. }), R::Launched) => Some(st(S::Running, None)),
+                    (S::Shutoff, Some(F::Start { .. }), R::LaunchFailed) => {
+                        Some(st(S::Shutoff, None))
+                    }
+                    (S::Running | S::Paused, f, R::Exited(e)) => Some(st(
+                        if e == E::Preserve {
+                            S::Crashed
+                        } else {
+                            S::Shutoff
+                        },
+                        f.filter(|f| *f == F::Commit),
+                    )),
+                    (S::Running, None, R::Frozen) => Some(st(S::Paused, None)),
+                    (S::Paused, None, R::Thawed) => Some(st(S::Running, None)),
+                    (s, Some(F::Commit), R::Committed) => Some(st(s, None)),
+                    _ => None,
+                };
+                assert_eq!(report(status, r), want, "{status:?} × {r:?}");
             }
         }
     }
@@ -335,6 +594,11 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "cannot destroy domain 'web': it is shutoff; start it first"
+        );
+        let busy = request("web", st(S::Shutoff, START), O::Destroy).unwrap_err();
+        assert_eq!(
+            busy.to_string(),
+            "domain 'web': another operation (start) is in progress; try again when it is done"
         );
     }
 }

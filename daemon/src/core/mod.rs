@@ -2,9 +2,9 @@
 //!
 //! Front ends (the D-Bus adapter, tests) hold a [`ManagerHandle`] and send
 //! commands; the [`Manager`] task applies them one at a time, persists
-//! through the [`store`], drives containers through the LXC driver, and
-//! publishes [`Event`]s that the front ends turn into signals. Nothing else
-//! mutates domain state.
+//! through the [`store`], runs instances through the drivers it is given
+//! (the seam in [`crate::driver`]), and publishes [`Event`]s that the
+//! front ends turn into signals. Nothing else mutates domain state.
 
 mod handle;
 pub mod images;

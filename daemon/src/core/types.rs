@@ -7,8 +7,6 @@ use uuid::Uuid;
 use super::lifecycle::{InvalidState, Reason, State};
 use super::store::StoreError;
 use crate::domain::{DomainError, DomainType};
-use crate::lxc::convert::ConvertError;
-use crate::lxc::driver::DriverError;
 
 /// Sequence number of an [`Event`]; replies to mutating commands carry the
 /// number of the last event they caused, so a front end can wait until it
@@ -139,14 +137,7 @@ impl std::fmt::Display for Lookup {
     }
 }
 
-/// Resource use of a running domain, from its cgroup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DomainStats {
-    pub memory_bytes: Option<u64>,
-    pub memory_limit: Option<u64>,
-    pub cpu_time_ns: Option<u64>,
-    pub pids: Option<u64>,
-}
+pub use crate::driver::DomainStats;
 
 /// Why the core refused or failed a command.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +156,7 @@ pub enum CoreError {
     Blocked { name: String, path: PathBuf },
     #[error(transparent)]
     InvalidState(#[from] InvalidState),
+
     #[error(
         "domain '{0}' is transient; it cannot be undefined or marked for autostart, define it first"
     )]
@@ -182,14 +174,16 @@ pub enum CoreError {
         driver: &'static str,
         hint: &'static str,
     },
-    /// The definition cannot run here as it is (what and why in the source).
+    /// The driver refused or failed; its errors name the domain, the step
+    /// and the fix themselves, and their kind decides the D-Bus error.
     #[error(transparent)]
-    Convert(ConvertError),
-    /// The driver's errors name the domain themselves.
-    #[error(transparent)]
-    Driver(#[from] DriverError),
-    #[error("domain '{domain}': {message}")]
-    Failed { domain: String, message: String },
+    Driver(#[from] crate::driver::Error),
+    /// A start failed; every waiter but the first gets this copy of the
+    /// error the first one got.
+    #[error("domain '{domain}': the start failed: {message}")]
+    StartFailed { domain: String, message: String },
+    #[error("domain '{domain}' stopped while the request was carried out")]
+    StoppedMeanwhile { domain: String },
     /// The security driver refused or failed (the message names the domain).
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
@@ -228,8 +222,14 @@ impl From<crate::storage::StorageError> for CoreError {
     }
 }
 
-impl From<ConvertError> for CoreError {
-    fn from(error: ConvertError) -> Self {
-        CoreError::Convert(error)
+impl From<super::lifecycle::Refusal> for CoreError {
+    fn from(refusal: super::lifecycle::Refusal) -> Self {
+        match refusal {
+            super::lifecycle::Refusal::InvalidState(error) => CoreError::InvalidState(error),
+            super::lifecycle::Refusal::Busy { domain, in_flight } => CoreError::Busy {
+                domain,
+                operation: in_flight,
+            },
+        }
     }
 }

@@ -80,6 +80,52 @@ fn grace(seconds: u32) -> Duration {
     }
 }
 
+/// The `Pid` property of a summary.
+fn pid_of(summary: &DomainSummary) -> u32 {
+    summary
+        .init_pid
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(0)
+}
+
+/// The properties that differ between two summaries of one domain, by
+/// name, with their new values: one `PropertiesChanged` carries them all.
+pub(crate) fn changed_properties(
+    old: &DomainSummary,
+    new: &DomainSummary,
+) -> Vec<(&'static str, Value<'static>)> {
+    let mut changed: Vec<(&'static str, Value<'static>)> = Vec::new();
+    if old.persistent != new.persistent {
+        changed.push(("Persistent", new.persistent.into()));
+    }
+    if old.autostart != new.autostart {
+        changed.push(("Autostart", new.autostart.into()));
+    }
+    if old.state != new.state {
+        changed.push(("State", new.state.as_str().into()));
+    }
+    if old.reason != new.reason {
+        changed.push(("StateReason", new.reason.as_str().into()));
+    }
+    if old.init_pid != new.init_pid {
+        changed.push(("Pid", pid_of(new).into()));
+    }
+    if old.start_time != new.start_time {
+        changed.push(("StartTime", new.start_time.unwrap_or(0).into()));
+    }
+    if old.security_label != new.security_label {
+        let label = new.security_label.clone().unwrap_or_default();
+        changed.push(("SecurityLabel", label.into()));
+    }
+    if old.user_namespace != new.user_namespace {
+        changed.push(("UserNamespace", new.user_namespace.into()));
+    }
+    if old.host_ids != new.host_ids {
+        changed.push(("HostIds", new.host_ids.unwrap_or((0, 0)).into()));
+    }
+    changed
+}
+
 /// `console0` (or empty) is console 0, `consoleN` console N.
 fn console_index(devname: &str) -> Result<u32, Error> {
     if devname.is_empty() {
@@ -164,10 +210,7 @@ impl DomainObject {
     /// Host pid of the container's init; 0 when not running.
     #[zbus(property)]
     fn pid(&self) -> u32 {
-        self.summary()
-            .init_pid
-            .and_then(|p| u32::try_from(p).ok())
-            .unwrap_or(0)
+        pid_of(&self.summary())
     }
 
     /// When the running instance started, seconds since the epoch; 0 when not running.

@@ -2,7 +2,7 @@
 
 use crate::core::CoreError;
 use crate::core::error_chain;
-use crate::lxc::convert::ConvertError;
+use crate::driver::ErrorKind;
 use crate::storage::StorageError;
 
 /// Errors returned by lxvirt's D-Bus methods, named
@@ -83,14 +83,14 @@ impl From<CoreError> for Error {
                 Error::InvalidState(message)
             }
             CoreError::DriverUnavailable { .. } => Error::DriverUnavailable(message),
-            CoreError::Convert(error) => match error {
-                ConvertError::NotSupported { .. } => Error::NotSupported(message),
-                ConvertError::NotContainer { .. } => Error::DriverUnavailable(message),
-                ConvertError::ShareTargetNotRunning { .. } => Error::InvalidState(message),
-                ConvertError::Device { .. }
-                | ConvertError::BadPid { .. }
-                | ConvertError::ImageRootMissing { .. } => Error::Failed(message),
+            CoreError::Driver(error) => match error.kind {
+                ErrorKind::NotSupported => Error::NotSupported(message),
+                ErrorKind::Unavailable => Error::DriverUnavailable(message),
+                ErrorKind::InvalidState => Error::InvalidState(message),
+                ErrorKind::SecurityUnavailable => Error::SecurityUnavailable(message),
+                ErrorKind::Failed => Error::Failed(message),
             },
+            CoreError::StoppedMeanwhile { .. } => Error::InvalidState(message),
             CoreError::Security(error) if error.is_unavailable() => {
                 Error::SecurityUnavailable(message)
             }
@@ -99,10 +99,9 @@ impl From<CoreError> for Error {
             CoreError::Storage(error) | CoreError::DomainStorage { source: error, .. } => {
                 storage(&error, message)
             }
-            CoreError::Driver(_)
-            | CoreError::Security(_)
+            CoreError::Security(_)
             | CoreError::Userns(_)
-            | CoreError::Failed { .. }
+            | CoreError::StartFailed { .. }
             | CoreError::Store { .. }
             | CoreError::ShuttingDown => Error::Failed(message),
         }

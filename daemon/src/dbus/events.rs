@@ -4,8 +4,11 @@
 use tokio::sync::{mpsc, watch};
 use zbus::Connection;
 
-use super::domain::DomainObject;
-use super::{Shared, domain_path};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::domain::{DomainObject, changed_properties};
+use super::{DOMAIN_INTERFACE, Shared, domain_path};
 use crate::core::{DomainSummary, Event, EventKind, Lifecycle, Seq};
 
 pub(crate) struct Adapter {
@@ -54,8 +57,7 @@ impl Adapter {
                             };
                             std::mem::replace(&mut *guard, summary.clone())
                         };
-                        let emitter = iface.signal_emitter();
-                        emit_changes(&object, emitter, &old, &summary).await?;
+                        emit_changes(iface.signal_emitter(), &old, &summary).await?;
                     }
                     Err(_) => {
                         server
@@ -77,40 +79,20 @@ impl Adapter {
     }
 }
 
+/// One `PropertiesChanged` with every property that changed, as clients
+/// expect of one transition (zbus's per-property helpers send one each).
 async fn emit_changes(
-    object: &DomainObject,
     emitter: &zbus::object_server::SignalEmitter<'static>,
     old: &DomainSummary,
     new: &DomainSummary,
 ) -> zbus::Result<()> {
-    if old.persistent != new.persistent {
-        object.persistent_changed(emitter).await?;
+    let changed = changed_properties(old, new);
+    if changed.is_empty() {
+        return Ok(());
     }
-    if old.autostart != new.autostart {
-        object.autostart_changed(emitter).await?;
-    }
-    if old.state != new.state {
-        object.state_changed(emitter).await?;
-    }
-    if old.reason != new.reason {
-        object.state_reason_changed(emitter).await?;
-    }
-    if old.init_pid != new.init_pid {
-        object.pid_changed(emitter).await?;
-    }
-    if old.start_time != new.start_time {
-        object.start_time_changed(emitter).await?;
-    }
-    if old.security_label != new.security_label {
-        object.security_label_changed(emitter).await?;
-    }
-    if old.user_namespace != new.user_namespace {
-        object.user_namespace_changed(emitter).await?;
-    }
-    if old.host_ids != new.host_ids {
-        object.host_ids_changed(emitter).await?;
-    }
-    Ok(())
+    let changed: HashMap<&str, zbus::Variant<'_>> = changed.into_iter().collect();
+    let interface = zbus::names::InterfaceName::from_static_str_unchecked(DOMAIN_INTERFACE);
+    zbus::fdo::Properties::properties_changed(emitter, interface, changed, Cow::Borrowed(&[])).await
 }
 
 async fn emit_lifecycle(

@@ -12,6 +12,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, soc
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
+use super::instance::LxcConfig;
 use super::protocol::{self, ExitRecord, LaunchReport, ProtocolError, Reply, Request, RunFiles};
 use super::spec::ContainerSpec;
 use crate::sys::process::{pidfd_open, reap_pidfd, start_time};
@@ -75,21 +76,28 @@ struct Spare {
     pidfd: OwnedFd,
 }
 
-/// Starts monitors and talks to them.
+/// The LXC driver: starts monitors and talks to them (its side of the
+/// core's seam is in `instance.rs`).
 #[derive(Debug, Clone)]
 pub struct LxcDriver {
+    config: Arc<LxcConfig>,
     run_dir: PathBuf,
     monitor_exe: PathBuf,
     spare: Arc<Mutex<Option<Spare>>>,
 }
 
 impl LxcDriver {
-    pub fn new(run_dir: PathBuf, monitor_exe: PathBuf) -> LxcDriver {
+    pub fn new(config: LxcConfig) -> LxcDriver {
         LxcDriver {
-            run_dir,
-            monitor_exe,
+            run_dir: config.run_dir.clone(),
+            monitor_exe: config.monitor_exe.clone(),
+            config: Arc::new(config),
             spare: Arc::new(Mutex::new(None)),
         }
+    }
+
+    pub fn config(&self) -> &LxcConfig {
+        &self.config
     }
 
     /// Makes sure a spare monitor is waiting (in the background).
@@ -137,7 +145,7 @@ impl LxcDriver {
 
     /// Starts the monitor with the spec on its stdin and waits for its
     /// launch report.
-    pub async fn start(&self, spec: &ContainerSpec) -> Result<Started, DriverError> {
+    pub async fn launch(&self, spec: &ContainerSpec) -> Result<Started, DriverError> {
         let files = self.files(&spec.name);
         let bytes = serde_json::to_vec(spec).map_err(|e| DriverError::SpawnMonitor {
             path: self.monitor_exe.clone(),
@@ -156,7 +164,7 @@ impl LxcDriver {
     }
 
     /// Sends one request to the monitor of `name` and returns its reply.
-    pub async fn request(
+    pub async fn ask(
         &self,
         name: &str,
         request: Request,

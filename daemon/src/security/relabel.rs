@@ -53,6 +53,47 @@ pub fn check_root(domain: &str, root: &Path) -> Result<PathBuf, SecurityError> {
     }
 }
 
+/// A tree to give one label before an instance starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelabelJob {
+    pub root: PathBuf,
+    pub label: String,
+    /// Label it once: an image layer never changes, so when the directory
+    /// holding it has the label (set after the tree) it is skipped.
+    pub once: bool,
+}
+
+/// Runs `jobs` for `domain` with `set` (the security driver's labeler);
+/// `get` reads a file's current label (for the `once` jobs). Returns how
+/// many files were labelled.
+pub fn run_jobs(
+    domain: &str,
+    jobs: &[RelabelJob],
+    set: &mut dyn FnMut(&Path, &str) -> std::io::Result<()>,
+    get: &dyn Fn(&Path) -> Option<String>,
+) -> Result<u64, SecurityError> {
+    let mut count = 0;
+    for job in jobs {
+        // The directory holding a layer says it is done: its label is set
+        // after the whole tree.
+        let done = job.once.then(|| job.root.parent()).flatten();
+        if let Some(done) = done
+            && get(done).as_deref() == Some(job.label.as_str())
+        {
+            continue;
+        }
+        count += relabel_tree(domain, &job.root, &job.label, set)?;
+        if let Some(done) = done {
+            set(done, &job.label).map_err(|source| SecurityError::RelabelWrite {
+                domain: domain.to_owned(),
+                path: done.to_owned(),
+                source,
+            })?;
+        }
+    }
+    Ok(count)
+}
+
 /// Sets `label` on `root` and everything below it on the same filesystem,
 /// symlinks themselves but never what they point to. `set` applies one
 /// label (`lsetxattr` of `security.selinux` on a real host). Returns how
@@ -99,6 +140,38 @@ pub fn relabel_tree(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn once_jobs_are_skipped_when_their_directory_is_labelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer").join("fs");
+        std::fs::create_dir_all(layer.join("etc")).unwrap();
+        let upper = dir.path().join("upper");
+        std::fs::create_dir_all(&upper).unwrap();
+        let jobs = [
+            RelabelJob {
+                root: layer.clone(),
+                label: "content".into(),
+                once: true,
+            },
+            RelabelJob {
+                root: upper.clone(),
+                label: "own".into(),
+                once: false,
+            },
+        ];
+        let labels = std::cell::RefCell::new(BTreeMap::<PathBuf, String>::new());
+        let get = |p: &Path| labels.borrow().get(p).cloned();
+        let mut set = |p: &Path, l: &str| {
+            labels.borrow_mut().insert(p.to_owned(), l.to_owned());
+            Ok(())
+        };
+        // layer/fs, layer/fs/etc, upper; then the layer's directory.
+        assert_eq!(run_jobs("web", &jobs, &mut set, &get).unwrap(), 3);
+        assert_eq!(get(&dir.path().join("layer")).as_deref(), Some("content"));
+        // Again: the layer is done, the container's own tree is not.
+        assert_eq!(run_jobs("web", &jobs, &mut set, &get).unwrap(), 1);
+    }
 
     #[test]
     fn system_directories_are_refused() {

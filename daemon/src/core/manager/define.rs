@@ -1,7 +1,18 @@
 //! Definitions: define, create (transient), undefine, autostart, the XML,
 //! and the id block a start resolves.
 
-use super::*;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::entry::Entry;
+use super::{Internal, Manager, Reply, name_for_log};
+use crate::core::error_chain;
+use crate::core::lifecycle::{Operation, Reason, Status};
+use crate::core::types::{
+    CoreError, DomainSummary, EventKind, Lifecycle, Lookup, Seq, UndefineFlags, XmlFlags,
+};
+use crate::domain::{DomainDef, DomainType, Userns, UsernsMode};
+use crate::security::userns;
 
 impl Manager {
     pub(super) fn define(&mut self, xml: &str) -> Result<(DomainSummary, Seq), CoreError> {
@@ -30,7 +41,7 @@ impl Manager {
             });
         }
         if let Some(entry) = existing.and_then(|u| self.domains.get(&u)) {
-            lifecycle::check(&name, entry.state, Operation::Define)?;
+            entry.check(Operation::Define)?;
         }
         self.store.save(&def).map_err(|source| CoreError::Store {
             name: name.clone(),
@@ -41,7 +52,7 @@ impl Manager {
         match existing {
             Some(uuid) => {
                 let entry = self.entry_mut(uuid)?;
-                if (entry.state.is_active() || entry.starting) && entry.live.is_none() {
+                if (entry.state().is_active() || entry.starting()) && entry.live.is_none() {
                     // The running instance keeps the definition it started with.
                     entry.live = Some(std::mem::replace(&mut entry.def, def));
                 } else {
@@ -86,8 +97,8 @@ impl Manager {
         // Answer once the start has finished, either way; a transient
         // domain that fails to start is forgotten again.
         let (start_reply, started) = oneshot::channel();
-        if self.start(uuid, Some(start_reply)).is_err()
-            && !self.domains.get(&uuid).is_some_and(|e| e.starting)
+        if !self.start(uuid, false, Some(start_reply))
+            && !self.domains.get(&uuid).is_some_and(|e| e.starting())
         {
             self.remove(uuid, Lifecycle::Stopped(Reason::Failed));
         }
@@ -109,14 +120,8 @@ impl Manager {
         if !entry.persistent {
             return Err(CoreError::NotPersistent(name));
         }
-        lifecycle::check(&name, entry.state, Operation::Undefine)?;
-        if entry.committing {
-            // The commit reads the writable layer this would remove.
-            return Err(CoreError::Busy {
-                domain: name,
-                operation: "commit",
-            });
-        }
+        // The table refuses it while a commit reads the writable layer.
+        entry.check(Operation::Undefine)?;
         self.store
             .remove(&name)
             .map_err(|source| CoreError::Store {
@@ -125,7 +130,7 @@ impl Manager {
             })?;
         tracing::info!(domain = %name, "undefined");
         let entry = self.entry_mut(uuid)?;
-        if entry.state.is_active() || entry.starting {
+        if entry.state().is_active() || entry.starting() {
             // Transient now: its writable layer and ids go when it stops.
             entry.persistent = false;
             entry.autostart = false;
@@ -134,8 +139,10 @@ impl Manager {
             return Ok(self.publish_change(uuid, Some(Lifecycle::Undefined)));
         }
         entry.keep_writable = flags.keep_writable_layer();
-        // Its monitor's log goes with the definition.
-        let _ = std::fs::remove_file(self.driver.files(&name).log);
+        // What its driver keeps (logs) goes with the definition.
+        if let Ok(driver) = self.driver_of(uuid) {
+            driver.forget(&name);
+        }
         Ok(self.remove(uuid, Lifecycle::Undefined))
     }
 
@@ -231,14 +238,12 @@ impl Manager {
         // (perhaps updated since the start) with INACTIVE.
         if flags.inactive() {
             Ok(entry.def.to_xml())
-        } else if entry.state.is_active() {
+        } else if entry.state().is_active() {
             Ok(entry.live_def().to_live_xml())
         } else {
             Ok(entry.def.to_xml())
         }
     }
-
-    // ---- start ------------------------------------------------------------
 
     pub(super) fn autostart(&mut self) {
         let marker = self.config.run_dir.join("autostarted");
@@ -251,15 +256,14 @@ impl Manager {
         let mut todo: Vec<(String, Uuid)> = self
             .domains
             .values()
-            .filter(|e| e.autostart && e.state == State::Shutoff && !e.starting)
+            .filter(|e| e.autostart && e.status() == Status::SHUTOFF)
             .map(|e| (e.name().to_owned(), e.def.uuid))
             .collect();
         todo.sort();
         for (name, uuid) in todo {
             tracing::info!(domain = %name, "autostarting");
-            if let Err(error) = self.start(uuid, None) {
-                tracing::error!(domain = %name, error = %error_chain(&error), "autostart failed");
-            }
+            // A refusal is logged by `start`.
+            self.start(uuid, false, None);
         }
     }
 }

@@ -1,18 +1,14 @@
 //! A domain as the manager holds it: its definition, the live copy of a
-//! running instance, its runtime facts and the requests waiting on it.
+//! running instance, its place in the lifecycle, its runtime facts and
+//! the requests waiting on it.
 
-use super::*;
+use crate::core::lifecycle::{self, InFlight, Operation, Reason, Report, State, Status};
+use crate::core::types::{CoreError, DomainSummary, Seq};
+use crate::domain::{DomainDef, UsernsMode};
+use crate::driver::Runtime;
+use crate::security;
 
-/// A running instance.
-#[derive(Debug)]
-pub(super) struct Runtime {
-    pub(super) init_pid: i32,
-    pub(super) monitor_pid: i32,
-    pub(super) monitor_start_time: u64,
-    pub(super) started_at: u64,
-    pub(super) cgroup_path: PathBuf,
-    pub(super) memory_limit: Option<u64>,
-}
+use super::Reply;
 
 /// A domain as the manager holds it.
 #[derive(Debug)]
@@ -23,21 +19,17 @@ pub(super) struct Entry {
     pub(super) live: Option<DomainDef>,
     pub(super) persistent: bool,
     pub(super) autostart: bool,
-    pub(super) state: State,
+    /// Changed only through the lifecycle table ([`Entry::request`],
+    /// [`Entry::report`]).
+    status: Status,
     pub(super) reason: Reason,
     pub(super) runtime: Option<Runtime>,
-    /// A start in flight (only one at a time).
-    pub(super) starting: bool,
     /// Bumped at each start, so reports about an older instance are ignored.
     pub(super) generation: u64,
     /// Replied when the running instance stops.
     pub(super) stop_waiters: Vec<Reply<Seq>>,
-    /// Replied when the domain runs again after a reboot.
+    /// Replied when the domain has started (again, after a reboot).
     pub(super) start_waiters: Vec<Reply<Seq>>,
-    /// Start again once the instance stops (a requested reboot).
-    pub(super) restart_after_exit: bool,
-    /// A commit of the writable layer in flight: start and resume wait.
-    pub(super) committing: bool,
     /// Keep the writable layer when the (transient) domain goes away: it
     /// was undefined with `UndefineFlags::KEEP_WRITABLE_LAYER` while active.
     pub(super) keep_writable: bool,
@@ -50,21 +42,18 @@ impl Entry {
             live: None,
             persistent,
             autostart,
-            state: State::Shutoff,
+            status: Status::SHUTOFF,
             reason: Reason::Unknown,
             runtime: None,
-            starting: false,
             generation: 0,
             stop_waiters: Vec::new(),
             start_waiters: Vec::new(),
-            restart_after_exit: false,
-            committing: false,
             keep_writable: false,
         }
     }
 
     pub(super) fn summary(&self, default_userns: UsernsMode) -> DomainSummary {
-        let active = matches!(self.state, State::Running | State::Paused);
+        let active = matches!(self.state(), State::Running | State::Paused);
         let ids_def = if active { self.live_def() } else { &self.def };
         DomainSummary {
             uuid: self.def.uuid,
@@ -72,15 +61,14 @@ impl Entry {
             domain_type: self.def.domain_type,
             persistent: self.persistent,
             autostart: self.autostart,
-            state: self.state,
+            state: self.state(),
             reason: self.reason,
             init_pid: self.runtime.as_ref().map(|r| r.init_pid),
             start_time: self.runtime.as_ref().map(|r| r.started_at),
-            security_label: match self.state {
-                State::Running | State::Paused => {
-                    security::process_label(self.live_def()).map(str::to_owned)
-                }
-                _ => None,
+            security_label: if active {
+                security::process_label(self.live_def()).map(str::to_owned)
+            } else {
+                None
             },
             user_namespace: if ids_def.idmap.is_some() {
                 "idmap"
@@ -100,20 +88,48 @@ impl Entry {
         self.live.as_ref().unwrap_or(&self.def)
     }
 
-    pub(super) fn check(&self, operation: Operation) -> Result<State, CoreError> {
-        if self.starting {
-            return Err(CoreError::Busy {
-                domain: self.name().to_owned(),
-                operation: "start",
-            });
+    pub(super) fn status(&self) -> Status {
+        self.status
+    }
+
+    pub(super) fn state(&self) -> State {
+        self.status.state
+    }
+
+    /// A start (or restart) is in flight.
+    pub(super) fn starting(&self) -> bool {
+        matches!(self.status.in_flight, Some(InFlight::Start { .. }))
+    }
+
+    /// Asks the table for `operation` without applying it.
+    pub(super) fn check(&self, operation: Operation) -> Result<Status, CoreError> {
+        Ok(lifecycle::request(self.name(), self.status, operation)?)
+    }
+
+    /// Asks the table for `operation` and applies the status it gives.
+    pub(super) fn request(&mut self, operation: Operation) -> Result<(), CoreError> {
+        self.status = self.check(operation)?;
+        Ok(())
+    }
+
+    /// Applies a report through the table; `false` when the table says it
+    /// cannot happen now (a stale report), and nothing changed.
+    pub(super) fn report(&mut self, report: Report) -> bool {
+        match lifecycle::report(self.status, report) {
+            Some(status) => {
+                self.status = status;
+                true
+            }
+            None => {
+                tracing::debug!(domain = %self.name(), status = ?self.status, report = ?report, "ignored a stale report");
+                false
+            }
         }
-        if self.committing {
-            // Nothing may run in the container while its layer is copied.
-            return Err(CoreError::Busy {
-                domain: self.name().to_owned(),
-                operation: "commit",
-            });
-        }
-        Ok(lifecycle::check(self.name(), self.state, operation)?)
+    }
+
+    /// Sets the status of an instance found running after a restart of
+    /// the daemon, where the table has no history to go by.
+    pub(super) fn recovered(&mut self, state: State) {
+        self.status = Status::idle(state);
     }
 }

@@ -1,7 +1,14 @@
 //! Image operations that need domain state: commit of a domain's
 //! writable layer, removal of an image no domain uses.
 
-use super::*;
+use uuid::Uuid;
+
+use super::{Internal, Manager, Reply};
+use crate::core::error_chain;
+use crate::core::lifecycle::Operation;
+use crate::core::types::CoreError;
+use crate::security::userns;
+use crate::storage::{CommitReport, IdShift, ImageId};
 
 impl Manager {
     /// Commits a shut off or paused domain's writable layer as image
@@ -17,7 +24,7 @@ impl Manager {
         };
         let entry = match self
             .entry_mut(uuid)
-            .and_then(|e| e.check(Operation::Commit).map(|_| e))
+            .and_then(|e| e.request(Operation::Commit).map(|()| e))
         {
             Ok(entry) => entry,
             Err(error) => {
@@ -25,7 +32,6 @@ impl Manager {
                 return;
             }
         };
-        entry.committing = true;
         let domain = entry.name().to_owned();
         // The host ids its writable layer holds files in: those of the
         // paused instance, or the block a stopped domain keeps.

@@ -1,43 +1,41 @@
 //! The manager task: the single owner of every domain's state.
 //!
 //! Commands arrive on a channel and are applied one at a time. Work that
-//! waits on a container (launching its monitor, a shutdown, a freeze) runs
-//! in a spawned task that reports back on an internal channel, so the
-//! manager never blocks on one domain while others wait.
+//! waits on an instance (a driver's start, a shutdown, a freeze) runs in a
+//! spawned task that reports back on an internal channel, so the manager
+//! never blocks on one domain while others wait. Instances are run by the
+//! drivers it is given ([`crate::driver::Driver`], one per domain type);
+//! every change of a domain's status goes through the lifecycle table.
 //!
 //! This file holds the task itself (commands in, events out, recovery of
-//! running containers at start-up); the operations are split by concern,
+//! running instances at start-up); the operations are split by concern,
 //! each an `impl Manager` block of its own: `define` (definitions, XML,
 //! autostart, id blocks), `start`, `stop`, `running` (requests to a
-//! running container's monitor), `image_ops` (commit, image removal);
-//! `entry` is a domain as the manager holds it.
+//! running instance through its driver), `image_ops` (commit, image
+//! removal); `entry` is a domain as the manager holds it; `tests` drive
+//! it through a test driver, without root.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::images::ImageStore;
-use super::lifecycle::{self, Operation, Reason, State};
+use super::lifecycle::{Reason, Report, State};
 use super::live::LiveStatus;
 use super::store::{Loaded, Store};
 use super::types::{
     CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, UndefineFlags,
     XmlFlags,
 };
-use crate::cgroup::Cgroups;
-use crate::domain::{DomainDef, DomainType, LifecycleAction, Userns, UsernsMode};
-use crate::lxc::convert::{self, ConvertSettings};
-use crate::lxc::driver::{self, LxcDriver, Started};
-use crate::lxc::protocol::{InitExit, Reply as MonitorReply, Request, Requested};
-use crate::lxc::spec::{ContainerSpec, RootFs};
-use crate::security::userns::{self, IdRanges};
-use crate::security::{self, Security, SecurityConfig, SecurityReport};
-use crate::storage::{CommitReport, IdShift, ImageId, RootMount};
+use crate::domain::{DomainDef, Userns, UsernsMode};
+use crate::driver::{BoxFuture, Driver, Drivers, Runtime, Started};
+use crate::security::userns::IdRanges;
+use crate::security::{Security, SecurityReport};
+use crate::storage::{CommitReport, ImageId, RootMount};
 
 mod define;
 mod entry;
@@ -45,8 +43,10 @@ mod image_ops;
 mod running;
 mod start;
 mod stop;
+#[cfg(test)]
+mod tests;
 
-use entry::{Entry, Runtime};
+use entry::Entry;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
@@ -149,13 +149,10 @@ enum Internal {
     Launched {
         uuid: Uuid,
         generation: u64,
-        spec: Box<ContainerSpec>,
         result: Result<Started, CoreError>,
     },
-    MonitorExited {
-        uuid: Uuid,
-        generation: u64,
-    },
+    /// The instance of that generation is gone.
+    Exited { uuid: Uuid, generation: u64 },
     Frozen {
         uuid: Uuid,
         generation: u64,
@@ -171,9 +168,7 @@ enum Internal {
         result: Result<RootMount, CoreError>,
     },
     /// A writable layer removal has finished.
-    LayerRemoved {
-        domain: String,
-    },
+    LayerRemoved { domain: String },
     /// A commit has finished.
     Committed {
         uuid: Uuid,
@@ -185,12 +180,8 @@ enum Internal {
 /// Settings of the manager.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
+    /// Live status files and the autostart marker (`/run/lxvirt`).
     pub run_dir: PathBuf,
-    pub monitor_exe: PathBuf,
-    pub pids_max: Option<u64>,
-    /// The cgroup partition of domains without `<resource><partition>`.
-    pub default_partition: PathBuf,
-    pub security: SecurityConfig,
     /// The image store, for domains whose root is an image.
     pub images: ImageStore,
     /// How domains without `<idmap>` or `<lxvirt:userns>` run.
@@ -202,8 +193,8 @@ pub struct ManagerConfig {
 pub struct Manager {
     store: Store,
     config: ManagerConfig,
-    driver: LxcDriver,
-    cgroups: Option<Arc<Cgroups>>,
+    /// The drivers, by domain type: everything that runs an instance.
+    drivers: Drivers,
     /// The security driver; only the manager task generates, reserves and
     /// releases labels.
     security: Security,
@@ -216,12 +207,23 @@ pub struct Manager {
     events: mpsc::UnboundedSender<Event>,
     internal: mpsc::UnboundedSender<Internal>,
     internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
-    /// Monitors found running at start-up, to watch once the task runs.
-    recovered: Vec<(Uuid, OwnedFd)>,
+    /// Instances found running at start-up, to watch once the task runs.
+    recovered: Vec<Recovered>,
     /// Domains whose writable layer is being removed: they cannot start
     /// until it is gone, or the start would reuse the layer going away.
     removing_layers: HashSet<String>,
     seq: Seq,
+}
+
+/// An instance found running at start-up, with its exit future.
+struct Recovered(Uuid, BoxFuture<()>);
+
+impl std::fmt::Debug for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Recovered")
+            .field(&self.0)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cheap, cloneable way to talk to the manager task.
@@ -242,30 +244,24 @@ fn now_secs() -> u64 {
 }
 
 impl Manager {
-    /// Builds the manager from what the store loaded and what runs. Problems
-    /// in `loaded` are the caller's to report; their names stay blocked.
+    /// Builds the manager from what the store loaded and what runs, with
+    /// the drivers and the security layer the caller made. Problems in
+    /// `loaded` are the caller's to report; their names stay blocked.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         loaded: Loaded,
         config: ManagerConfig,
+        drivers: Drivers,
+        security: Security,
         id_ranges: IdRanges,
         events: mpsc::UnboundedSender<Event>,
     ) -> Manager {
         let (internal, internal_rx) = mpsc::unbounded_channel();
-        let driver = LxcDriver::new(config.run_dir.clone(), config.monitor_exe.clone());
-        let cgroups = match Cgroups::detect() {
-            Ok(c) => Some(Arc::new(c)),
-            Err(error) => {
-                tracing::warn!(error = %error, "no usable cgroup hierarchy: containers cannot start");
-                None
-            }
-        };
-        let security = Security::detect(&config.security);
         let mut manager = Manager {
             store,
             config,
-            driver,
-            cgroups,
+            drivers,
             security,
             id_ranges,
             domains: HashMap::new(),
@@ -343,37 +339,38 @@ impl Manager {
                 entry.live = Some(live_def);
             }
             entry.generation += 1;
-            entry.runtime = Some(Runtime {
+            let runtime = Runtime {
                 init_pid: status.init_pid,
                 monitor_pid: status.monitor_pid,
                 monitor_start_time: status.monitor_start_time,
                 started_at: status.started_at,
                 cgroup_path: status.cgroup_path.clone(),
                 memory_limit: status.memory_limit,
-            });
-            match driver::find_process(status.monitor_pid, status.monitor_start_time) {
-                Some(pidfd) => {
-                    entry.state = if status.paused {
-                        State::Paused
+            };
+            let Some(driver) = self.drivers.get(entry.def.domain_type) else {
+                tracing::error!(domain = %status.name, domain_type = %entry.def.domain_type.as_str(), "no driver for a running domain's type: it is not managed");
+                continue;
+            };
+            let exited = driver.reconnect(&status.name, &runtime);
+            entry.runtime = Some(runtime);
+            match exited {
+                Some(exited) => {
+                    let (state, reason) = if status.paused {
+                        (State::Paused, Reason::User)
                     } else {
-                        State::Running
+                        (State::Running, Reason::Reconnected)
                     };
-                    entry.reason = if status.paused {
-                        Reason::User
-                    } else {
-                        Reason::Reconnected
-                    };
-                    tracing::info!(domain = %status.name, pid = status.init_pid, "reconnected to a running container");
-                    self.recovered.push((status.uuid, pidfd));
+                    entry.recovered(state);
+                    entry.reason = reason;
+                    tracing::info!(domain = %status.name, pid = status.init_pid, "reconnected to a running instance");
+                    self.recovered.push(Recovered(status.uuid, exited));
                 }
                 None => {
                     // It ended while no daemon watched: apply its exit now.
-                    entry.state = State::Running;
+                    entry.recovered(State::Running);
                     let uuid = status.uuid;
                     let generation = entry.generation;
-                    let _ = self
-                        .internal
-                        .send(Internal::MonitorExited { uuid, generation });
+                    let _ = self.internal.send(Internal::Exited { uuid, generation });
                 }
             }
         }
@@ -402,10 +399,12 @@ impl Manager {
         let Some(mut internal_rx) = self.internal_rx.take() else {
             return;
         };
-        self.driver.prepare_spare();
-        for (uuid, pidfd) in std::mem::take(&mut self.recovered) {
+        for driver in self.drivers.all() {
+            driver.warm_up();
+        }
+        for Recovered(uuid, exited) in std::mem::take(&mut self.recovered) {
             let generation = self.domains.get(&uuid).map_or(0, |e| e.generation);
-            self.watch(uuid, generation, pidfd);
+            self.watch(uuid, generation, exited);
         }
         loop {
             tokio::select! {
@@ -436,10 +435,7 @@ impl Manager {
                 let _ = reply.send(self.set_autostart(uuid, enabled));
             }
             Command::Start { uuid, reply } => {
-                if let Err(error) = self.start(uuid, Some(reply)) {
-                    // `start` replied already; the edge logs it once.
-                    tracing::error!(error = %error_chain(&error), "start refused");
-                }
+                self.start(uuid, false, Some(reply));
             }
             Command::Shutdown { uuid, grace, reply } => self.stop(uuid, Some(grace), false, reply),
             Command::Destroy { uuid, reply } => self.stop(uuid, None, false, reply),
@@ -478,10 +474,9 @@ impl Manager {
             Internal::Launched {
                 uuid,
                 generation,
-                spec,
                 result,
-            } => self.launched(uuid, generation, &spec, result),
-            Internal::MonitorExited { uuid, generation } => self.exited(uuid, generation),
+            } => self.launched(uuid, generation, result),
+            Internal::Exited { uuid, generation } => self.exited(uuid, generation),
             Internal::Frozen {
                 uuid,
                 generation,
@@ -504,7 +499,7 @@ impl Manager {
                 reply,
             } => {
                 if let Some(entry) = self.domains.get_mut(&uuid) {
-                    entry.committing = false;
+                    entry.report(Report::Committed);
                 }
                 let _ = reply.send(result);
             }
@@ -547,7 +542,22 @@ impl Manager {
             .ok_or(CoreError::NoSuchDomain(Lookup::Uuid(uuid)))
     }
 
-    // ---- definitions ------------------------------------------------------
+    /// The driver of a domain's type.
+    fn driver_of(&self, uuid: Uuid) -> Result<std::sync::Arc<dyn Driver>, CoreError> {
+        let entry = self
+            .domains
+            .get(&uuid)
+            .ok_or(CoreError::NoSuchDomain(Lookup::Uuid(uuid)))?;
+        let domain_type = entry.def.domain_type;
+        self.drivers
+            .get(domain_type)
+            .cloned()
+            .ok_or_else(|| CoreError::DriverUnavailable {
+                domain: entry.name().to_owned(),
+                driver: domain_type.as_str(),
+                hint: "; this build of lxvirtd stores and lists these domains but cannot run them yet",
+            })
+    }
 }
 
 fn name_for_log(domains: &HashMap<Uuid, Entry>, uuid: Uuid) -> String {

@@ -1,7 +1,17 @@
-//! Requests to a running container's monitor: freeze and thaw, consoles,
-//! enter, statistics.
+//! Requests to a running instance through its driver: freeze and thaw,
+//! consoles, enter, statistics.
 
-use super::*;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use super::{Internal, Manager, Reply};
+use crate::core::error_chain;
+use crate::core::lifecycle::{Operation, Reason, Report};
+use crate::core::live::LiveStatus;
+use crate::core::types::{CoreError, DomainStats, Lifecycle, Lookup, Seq};
+use crate::driver::{self, Request, Response};
 
 impl Manager {
     pub(super) fn freeze(&mut self, uuid: Uuid, freeze: bool, reply: Reply<Seq>) {
@@ -10,47 +20,19 @@ impl Manager {
         } else {
             Operation::Resume
         };
-        let cgroups = self.cgroups.clone();
-        let entry = match self
-            .entry_mut(uuid)
-            .and_then(|e| e.check(operation).map(|_| e))
-        {
-            Ok(entry) => entry,
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                return;
-            }
+        let request = if freeze {
+            Request::Freeze
+        } else {
+            Request::Thaw
         };
-        let name = entry.name().to_owned();
-        let generation = entry.generation;
-        let (Some(cgroups), Some(runtime)) = (cgroups, entry.runtime.as_ref()) else {
-            let _ = reply.send(Err(CoreError::Failed {
-                domain: name,
-                message: "no cgroup to freeze".into(),
-            }));
-            return;
-        };
-        let path = runtime.cgroup_path.clone();
+        let generation = self.domains.get(&uuid).map_or(0, |e| e.generation);
         let internal = self.internal.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = cgroups
-                .open(&path)
-                .and_then(|cgroup| {
-                    if freeze {
-                        cgroup.freeze()
-                    } else {
-                        cgroup.thaw()
-                    }
-                })
-                .map_err(|e| CoreError::Failed {
-                    domain: name,
-                    message: error_chain(&e),
-                });
+        self.ask_driver(uuid, operation, request, move |result| {
             let _ = internal.send(Internal::Frozen {
                 uuid,
                 generation,
                 frozen: freeze,
-                result,
+                result: result.map(|_| ()),
                 reply,
             });
         });
@@ -73,79 +55,77 @@ impl Manager {
             let _ = reply.send(Err(error));
             return;
         }
-        if entry.generation != generation || entry.runtime.is_none() {
-            let _ = reply.send(Err(CoreError::Failed {
+        let report = if frozen {
+            Report::Frozen
+        } else {
+            Report::Thawed
+        };
+        if entry.generation != generation || entry.runtime.is_none() || !entry.report(report) {
+            let _ = reply.send(Err(CoreError::StoppedMeanwhile {
                 domain: entry.name().to_owned(),
-                message: "the container stopped meanwhile".into(),
             }));
             return;
         }
-        let (state, reason, lifecycle) = if frozen {
-            (State::Paused, Reason::User, Lifecycle::Suspended)
+        let (reason, lifecycle) = if frozen {
+            (Reason::User, Lifecycle::Suspended)
         } else {
-            (State::Running, Reason::Unpaused, Lifecycle::Resumed)
+            (Reason::Unpaused, Lifecycle::Resumed)
         };
-        entry.state = state;
         entry.reason = reason;
-        tracing::info!(domain = %entry.name(), state = %state, "{}", if frozen { "suspended" } else { "resumed" });
+        tracing::info!(domain = %entry.name(), state = %entry.state(), "{}", if frozen { "suspended" } else { "resumed" });
         let path = LiveStatus::path(&run_dir, entry.name());
-        if let Ok(mut status) = LiveStatus::load(&path) {
-            status.paused = frozen;
-            let _ = status.save(&run_dir);
+        match LiveStatus::load(&path) {
+            Ok(mut status) => {
+                status.paused = frozen;
+                if let Err(error) = status.save(&run_dir) {
+                    tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot record the pause in the live status");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot record the pause in the live status")
+            }
         }
         let seq = self.publish_change(uuid, Some(lifecycle));
         let _ = reply.send(Ok(seq));
     }
 
-    // ---- console, enter, stats ---------------------------------------------
-
-    /// Sends `request` to the monitor of a domain whose state allows
-    /// `operation`; `answer` turns the monitor's reply into the result.
-    pub(super) fn ask_monitor<T: Send + 'static>(
+    /// Sends `request` to the driver of a domain whose status allows
+    /// `operation` (through the table); `done` gets the driver's answer,
+    /// off the manager's task. A refusal goes to `done` at once.
+    pub(super) fn ask_driver(
         &mut self,
         uuid: Uuid,
         operation: Operation,
         request: Request,
-        fds: Vec<OwnedFd>,
-        reply: Reply<T>,
-        answer: impl FnOnce(String, MonitorReply, Vec<OwnedFd>) -> Result<T, CoreError> + Send + 'static,
+        done: impl FnOnce(Result<Response, CoreError>) + Send + 'static,
     ) {
-        let name = match self
-            .entry_mut(uuid)
-            .and_then(|e| e.check(operation).map(|_| e.name().to_owned()))
-        {
-            Ok(name) => name,
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                return;
-            }
-        };
-        let driver = self.driver.clone();
-        tokio::spawn(async move {
-            let result = driver
-                .request(&name, request, fds)
-                .await
-                .map_err(CoreError::Driver)
-                .and_then(|(monitor_reply, fds)| answer(name, monitor_reply, fds));
-            let _ = reply.send(result);
+        let asked = self.driver_of(uuid).and_then(|driver| {
+            let entry = self.entry_mut(uuid)?;
+            entry.request(operation)?;
+            let runtime = entry
+                .runtime
+                .clone()
+                .ok_or_else(|| CoreError::StoppedMeanwhile {
+                    domain: entry.name().to_owned(),
+                })?;
+            Ok(driver.request(entry.name(), &runtime, request))
         });
+        match asked {
+            Ok(work) => {
+                tokio::spawn(async move { done(work.await.map_err(CoreError::Driver)) });
+            }
+            Err(error) => done(Err(error)),
+        }
     }
 
     pub(super) fn open_console(&mut self, uuid: Uuid, index: u32, reply: Reply<OwnedFd>) {
         let request = Request::Console { index };
-        self.ask_monitor(
-            uuid,
-            Operation::OpenConsole,
-            request,
-            Vec::new(),
-            reply,
-            |name, _, mut fds| {
-                fds.pop().ok_or_else(|| CoreError::Failed {
-                    domain: name,
-                    message: "the monitor sent no console descriptor".into(),
-                })
-            },
-        );
+        self.ask_driver(uuid, Operation::OpenConsole, request, move |result| {
+            let _ = reply.send(result.and_then(|response| match response {
+                Response::Console(fd) => Ok(fd),
+                other => Err(unexpected(other)),
+            }));
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -164,27 +144,17 @@ impl Manager {
             env,
             cwd,
             noseclabel,
+            stdio,
         };
-        self.ask_monitor(
-            uuid,
-            Operation::Enter,
-            request,
-            stdio.into(),
-            reply,
-            |name, answer, mut fds| match (answer, fds.pop()) {
-                (MonitorReply::Entered { pid }, Some(exit)) => Ok((pid, exit)),
-                _ => Err(CoreError::Failed {
-                    domain: name,
-                    message: "the monitor gave no exit channel".into(),
-                }),
-            },
-        );
+        self.ask_driver(uuid, Operation::Enter, request, move |result| {
+            let _ = reply.send(result.and_then(|response| match response {
+                Response::Entered { pid, exit } => Ok((pid, exit)),
+                other => Err(unexpected(other)),
+            }));
+        });
     }
 
-    // ---- images -------------------------------------------------------------
-
     pub(super) fn stats(&mut self, uuid: Uuid, reply: Reply<DomainStats>) {
-        let cgroups = self.cgroups.clone();
         let entry = match self.entry_mut(uuid) {
             Ok(entry) => entry,
             Err(error) => {
@@ -192,21 +162,37 @@ impl Manager {
                 return;
             }
         };
-        let (Some(cgroups), Some(runtime)) = (cgroups, entry.runtime.as_ref()) else {
+        let Some(runtime) = entry.runtime.clone() else {
             // Not running: no figures.
             let _ = reply.send(Ok(DomainStats::default()));
             return;
         };
-        let path = runtime.cgroup_path.clone();
-        let memory_limit = runtime.memory_limit.or(Some(entry.live_def().memory));
-        tokio::task::spawn_blocking(move || {
-            let stats = cgroups.open(&path).map(|c| c.stats()).ok();
-            let _ = reply.send(Ok(DomainStats {
-                memory_bytes: stats.as_ref().and_then(|s| s.memory_bytes),
-                memory_limit,
-                cpu_time_ns: stats.as_ref().and_then(|s| s.cpu_time_ns),
-                pids: stats.as_ref().and_then(|s| s.pids),
+        let name = entry.name().to_owned();
+        let memory = entry.live_def().memory;
+        let driver = match self.driver_of(uuid) {
+            Ok(driver) => driver,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let work = driver.request(&name, &runtime, Request::Stats);
+        tokio::spawn(async move {
+            let result = work.await.map_err(CoreError::Driver);
+            let _ = reply.send(result.and_then(|response| match response {
+                Response::Stats(mut stats) => {
+                    stats.memory_limit = stats.memory_limit.or(Some(memory));
+                    Ok(stats)
+                }
+                other => Err(unexpected(other)),
             }));
         });
     }
+}
+
+/// A driver answered a request with the answer to another: a bug in it.
+fn unexpected(response: Response) -> CoreError {
+    CoreError::Driver(driver::Error::failed(format!(
+        "the driver gave an unexpected answer ({response:?}); this is a bug in lxvirtd"
+    )))
 }

@@ -1,0 +1,721 @@
+//! The manager through the driver seam, without root: a test driver
+//! whose instances are channels, driven by the tests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::{Manager, ManagerConfig, ManagerHandle};
+use crate::core::images::ImageStore;
+use crate::core::lifecycle::{Reason, State};
+use crate::core::store::Store;
+use crate::core::types::{CoreError, Event, EventKind, Lifecycle, Lookup, UndefineFlags, XmlFlags};
+use crate::domain::{DomainType, UsernsMode};
+use crate::driver::{
+    self, BoxFuture, DomainStats, Driver, Drivers, Ended, ErrorKind, Exit, Request, Response,
+    Runtime, StartRequest, Started,
+};
+use crate::security::userns::{IdRange, IdRanges};
+use crate::security::{HostSelinux, NoneDriver, Security};
+use crate::storage::BackendKind;
+
+/// One instance of the test driver: its exit is a watch channel, so a
+/// restarted manager can wait on it again.
+#[derive(Debug)]
+struct Instance {
+    init_pid: i32,
+    gone: watch::Sender<bool>,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    next_pid: i32,
+    running: HashMap<String, Instance>,
+    /// How each instance ended, for `collect_exit`.
+    exits: HashMap<String, Exit>,
+    /// Starts refused before anything happens.
+    refuse: HashSet<String>,
+    /// Launches that fail.
+    fail: HashSet<String>,
+    /// Launches that wait until the sender is used or dropped.
+    hold: HashMap<String, oneshot::Receiver<()>>,
+    /// Shutdown requests the instance ignores (a stuck init).
+    ignore_shutdown: HashSet<String>,
+    /// What the driver was asked, in order: "start web", "destroy web", …
+    log: Vec<String>,
+    /// The definitions instances were started from, by name.
+    started_defs: HashMap<String, crate::domain::DomainDef>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TestDriver(Arc<Mutex<World>>);
+
+impl TestDriver {
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.0.lock().unwrap()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.world().log.clone()
+    }
+
+    /// The instance `name` ends by itself, as `exit` says.
+    fn end(&self, name: &str, exit: Exit) {
+        let mut world = self.world();
+        world.exits.insert(name.to_owned(), exit);
+        if let Some(instance) = world.running.get(name) {
+            instance.gone.send_replace(true);
+        }
+    }
+
+    fn hold(&self, name: &str) -> oneshot::Sender<()> {
+        let (tx, rx) = oneshot::channel();
+        self.world().hold.insert(name.to_owned(), rx);
+        tx
+    }
+
+    fn init_pid(&self, name: &str) -> Option<i32> {
+        self.world().running.get(name).map(|i| i.init_pid)
+    }
+}
+
+fn exit_future(mut gone: watch::Receiver<bool>) -> BoxFuture<()> {
+    Box::pin(async move {
+        let _ = gone.wait_for(|g| *g).await;
+    })
+}
+
+impl Driver for TestDriver {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+
+    fn start(
+        &self,
+        request: StartRequest,
+    ) -> Result<BoxFuture<Result<Started, driver::Error>>, driver::Error> {
+        let name = request.def.name().to_owned();
+        let mut world = self.world();
+        if world.refuse.contains(&name) {
+            return Err(driver::Error::new(
+                ErrorKind::NotSupported,
+                format!("domain '{name}': refused by the test driver"),
+            ));
+        }
+        world.log.push(format!("start {name}"));
+        world.started_defs.insert(name.clone(), request.def);
+        let hold = world.hold.remove(&name);
+        let fail = world.fail.contains(&name);
+        let this = self.clone();
+        Ok(Box::pin(async move {
+            if let Some(hold) = hold {
+                let _ = hold.await;
+            }
+            if fail {
+                return Err(driver::Error::failed(format!(
+                    "domain '{name}': the test driver failed it"
+                )));
+            }
+            let mut world = this.world();
+            world.next_pid += 10;
+            let init_pid = 1000 + world.next_pid;
+            let (gone, rx) = watch::channel(false);
+            world
+                .running
+                .insert(name.clone(), Instance { init_pid, gone });
+            world.exits.remove(&name);
+            Ok(Started {
+                runtime: Runtime {
+                    init_pid,
+                    monitor_pid: init_pid - 1,
+                    monitor_start_time: 7,
+                    started_at: 0,
+                    cgroup_path: format!("test/{name}").into(),
+                    memory_limit: None,
+                },
+                exited: exit_future(rx),
+            })
+        }))
+    }
+
+    fn reconnect(&self, name: &str, runtime: &Runtime) -> Option<BoxFuture<()>> {
+        let world = self.world();
+        let instance = world.running.get(name)?;
+        if instance.init_pid != runtime.init_pid || *instance.gone.borrow() {
+            return None;
+        }
+        Some(exit_future(instance.gone.subscribe()))
+    }
+
+    fn request(
+        &self,
+        name: &str,
+        _runtime: &Runtime,
+        request: Request,
+    ) -> BoxFuture<Result<Response, driver::Error>> {
+        let mut world = self.world();
+        let verb = match &request {
+            Request::Shutdown { .. } => "shutdown",
+            Request::Destroy => "destroy",
+            Request::Freeze => "freeze",
+            Request::Thaw => "thaw",
+            Request::Console { .. } => "console",
+            Request::Enter { .. } => "enter",
+            Request::Stats => "stats",
+        };
+        world.log.push(format!("{verb} {name}"));
+        let result = if !world.running.contains_key(name) {
+            Err(driver::Error::failed(format!(
+                "domain '{name}': not running"
+            )))
+        } else {
+            match request {
+                Request::Shutdown { .. } if world.ignore_shutdown.contains(name) => {
+                    Ok(Response::Done)
+                }
+                Request::Shutdown { .. } | Request::Destroy => {
+                    let exit = if verb == "shutdown" {
+                        Exit::Shutdown
+                    } else {
+                        Exit::Destroyed
+                    };
+                    world.exits.insert(name.to_owned(), exit);
+                    if let Some(instance) = world.running.get(name) {
+                        instance.gone.send_replace(true);
+                    }
+                    Ok(Response::Done)
+                }
+                Request::Freeze | Request::Thaw => Ok(Response::Done),
+                Request::Console { .. } => std::fs::File::open("/dev/null")
+                    .map(|f| Response::Console(f.into()))
+                    .map_err(|e| driver::Error::failed(e.to_string())),
+                Request::Enter { .. } => std::fs::File::open("/dev/null")
+                    .map(|f| Response::Entered {
+                        pid: 4242,
+                        exit: f.into(),
+                    })
+                    .map_err(|e| driver::Error::failed(e.to_string())),
+                Request::Stats => Ok(Response::Stats(DomainStats {
+                    memory_bytes: Some(4096),
+                    ..DomainStats::default()
+                })),
+            }
+        };
+        Box::pin(async move { result })
+    }
+
+    fn collect_exit(&self, name: &str, _runtime: &Runtime) -> Ended {
+        let mut world = self.world();
+        world.running.remove(name);
+        let exit = world.exits.remove(name).unwrap_or(Exit::Vanished);
+        world.log.push(format!("exit {name} {exit:?}"));
+        Ended {
+            exit,
+            problems: Vec::new(),
+        }
+    }
+
+    fn release(&self, name: &str) {
+        self.world().log.push(format!("release {name}"));
+    }
+
+    fn forget(&self, name: &str) {
+        self.world().log.push(format!("forget {name}"));
+    }
+}
+
+/// A manager on temporary directories with the test driver.
+struct Harness {
+    dir: tempfile::TempDir,
+    driver: TestDriver,
+    handle: ManagerHandle,
+    events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        Harness::on(dir, TestDriver::default())
+    }
+
+    fn on(dir: tempfile::TempDir, driver: TestDriver) -> Harness {
+        let store = Store::open(&dir.path().join("config")).unwrap();
+        let loaded = store.load().unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let config = ManagerConfig {
+            run_dir,
+            images: ImageStore::unavailable(BackendKind::Overlay, "not in unit tests"),
+            default_userns: UsernsMode::Auto,
+        };
+        let drivers = Drivers::default().with(DomainType::Lxc, Arc::new(driver.clone()));
+        let security = Security::with_driver(
+            Box::new(NoneDriver),
+            HostSelinux::Absent("unit tests".into()),
+            false,
+        );
+        let (ids, _) =
+            IdRanges::open(IdRange::DEFAULT, Some(&dir.path().join("userns.json"))).unwrap();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let manager = Manager::new(store, loaded, config, drivers, security, ids, events_tx);
+        let (handle, task) = manager.spawn();
+        Harness {
+            dir,
+            driver,
+            handle,
+            events,
+            task,
+        }
+    }
+
+    /// The daemon is killed and started again on the same state; the
+    /// driver's instances live on.
+    fn restart(self) -> Harness {
+        self.task.abort();
+        Harness::on(self.dir, self.driver)
+    }
+
+    async fn define(&self, name: &str, extra: &str) -> Uuid {
+        let xml = domain_xml(name, extra);
+        self.handle.define_xml(xml).await.unwrap().0.uuid
+    }
+
+    async fn summary(&self, uuid: Uuid) -> crate::core::types::DomainSummary {
+        self.handle.lookup(Lookup::Uuid(uuid)).await.unwrap()
+    }
+
+    async fn state(&self, uuid: Uuid) -> (State, Reason) {
+        let s = self.summary(uuid).await;
+        (s.state, s.reason)
+    }
+
+    /// Waits until `uuid` is in `state` (a report arrives asynchronously).
+    async fn wait_state(&self, uuid: Uuid, state: State) -> Reason {
+        for _ in 0..500 {
+            match self.handle.lookup(Lookup::Uuid(uuid)).await {
+                Ok(s) if s.state == state => return s.reason,
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+        panic!(
+            "domain {uuid} never became {state}: {:?}",
+            self.state(uuid).await
+        );
+    }
+
+    /// Lifecycle events published so far (drained).
+    fn lifecycles(&mut self) -> Vec<Lifecycle> {
+        let mut out = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            match event.kind {
+                EventKind::Changed {
+                    lifecycle: Some(l), ..
+                } => out.push(l),
+                EventKind::Removed { lifecycle, .. } => out.push(lifecycle),
+                EventKind::Changed {
+                    lifecycle: None, ..
+                } => {}
+            }
+        }
+        out
+    }
+}
+
+fn domain_xml(name: &str, extra: &str) -> String {
+    format!(
+        "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+         <os><type>exe</type><init>/bin/sh</init></os>{extra}\
+         <devices><console type='pty'/></devices></domain>"
+    )
+}
+
+fn is_busy(error: &CoreError, with: &str) -> bool {
+    matches!(error, CoreError::Busy { operation, .. } if *operation == with)
+}
+
+#[tokio::test]
+async fn start_and_destroy_publish_one_event_each() {
+    let mut h = Harness::new();
+    let uuid = h.define("web", "").await;
+    h.handle.start(uuid).await.unwrap();
+    assert_eq!(h.state(uuid).await, (State::Running, Reason::Booted));
+    let summary = h.summary(uuid).await;
+    assert_eq!(summary.init_pid, h.driver.init_pid("web"));
+    // Allocated ids are in the live definition and the summary.
+    assert!(summary.host_ids.is_some());
+    let live = h.handle.get_xml(uuid, XmlFlags(0)).await.unwrap();
+    assert!(live.contains("mode='auto'"), "{live}");
+    h.handle.destroy(uuid).await.unwrap();
+    assert_eq!(h.state(uuid).await, (State::Shutoff, Reason::Destroyed));
+    assert_eq!(
+        h.lifecycles(),
+        [
+            Lifecycle::Defined { updated: false },
+            Lifecycle::Started,
+            Lifecycle::Stopped(Reason::Destroyed),
+        ]
+    );
+    assert_eq!(
+        h.driver.log(),
+        ["start web", "destroy web", "exit web Destroyed"]
+    );
+}
+
+#[tokio::test]
+async fn a_second_start_while_one_is_in_flight_is_busy() {
+    let h = Harness::new();
+    let uuid = h.define("web", "").await;
+    let release = h.driver.hold("web");
+    let first = {
+        let handle = h.handle.clone();
+        tokio::spawn(async move { handle.start(uuid).await })
+    };
+    // The first start is in flight once the driver has been asked.
+    while h.driver.log().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let second = h.handle.start(uuid).await.unwrap_err();
+    assert!(is_busy(&second, "start"), "{second}");
+    let destroy = h.handle.destroy(uuid).await.unwrap_err();
+    assert!(is_busy(&destroy, "start"), "{destroy}");
+    // A definition may change meanwhile; the instance keeps its own.
+    h.handle
+        .define_xml(domain_xml("web", "<vcpu>2</vcpu>"))
+        .await
+        .unwrap();
+    release.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(h.state(uuid).await, (State::Running, Reason::Booted));
+    let live = h.handle.get_xml(uuid, XmlFlags(0)).await.unwrap();
+    let inactive = h
+        .handle
+        .get_xml(uuid, XmlFlags(XmlFlags::INACTIVE))
+        .await
+        .unwrap();
+    assert!(!live.contains(">2</vcpu>"), "{live}");
+    assert!(inactive.contains(">2</vcpu>"), "{inactive}");
+}
+
+#[tokio::test]
+async fn a_refused_start_leaves_no_trace() {
+    let mut h = Harness::new();
+    let uuid = h.define("web", "").await;
+    h.driver.world().refuse.insert("web".into());
+    let error = h.handle.start(uuid).await.unwrap_err();
+    match &error {
+        CoreError::Driver(e) => assert_eq!(e.kind, ErrorKind::NotSupported),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.state(uuid).await, (State::Shutoff, Reason::Unknown));
+    assert_eq!(h.lifecycles(), [Lifecycle::Defined { updated: false }]);
+    // Nothing holds it back: the next start goes through.
+    h.driver.world().refuse.clear();
+    h.handle.start(uuid).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_launch_shuts_off_and_forgets_a_transient_domain() {
+    let mut h = Harness::new();
+    let uuid = h.define("web", "").await;
+    h.driver.world().fail.insert("web".into());
+    h.driver.world().fail.insert("tmp".into());
+    let error = h.handle.start(uuid).await.unwrap_err();
+    assert!(
+        error.to_string().contains("the test driver failed it"),
+        "{error}"
+    );
+    assert_eq!(h.state(uuid).await, (State::Shutoff, Reason::Failed));
+    assert!(h.driver.log().contains(&"release web".to_owned()));
+    let error = h
+        .handle
+        .create_xml(domain_xml("tmp", ""))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("failed it"), "{error}");
+    assert!(matches!(
+        h.handle.lookup(Lookup::Name("tmp".into())).await,
+        Err(CoreError::NoSuchDomain(_))
+    ));
+    let lifecycles = h.lifecycles();
+    assert_eq!(
+        lifecycles.last(),
+        Some(&Lifecycle::Stopped(Reason::Failed)),
+        "{lifecycles:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_transient_domain_goes_away_when_it_stops() {
+    let mut h = Harness::new();
+    let (uuid, _) = h.handle.create_xml(domain_xml("tmp", "")).await.unwrap();
+    let summary = h.summary(uuid).await;
+    assert!(!summary.persistent);
+    assert_eq!(summary.state, State::Running);
+    h.handle
+        .shutdown(uuid, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.handle.lookup(Lookup::Uuid(uuid)).await,
+        Err(CoreError::NoSuchDomain(_))
+    ));
+    assert_eq!(
+        h.lifecycles(),
+        [
+            Lifecycle::Defined { updated: false },
+            Lifecycle::Started,
+            Lifecycle::Stopped(Reason::Shutdown),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reboot_restarts_from_the_live_definition() {
+    let mut h = Harness::new();
+    let uuid = h.define("web", "").await;
+    h.handle.start(uuid).await.unwrap();
+    let first_pid = h.driver.init_pid("web");
+    h.handle
+        .define_xml(domain_xml("web", "<vcpu>3</vcpu>"))
+        .await
+        .unwrap();
+    h.handle.reboot(uuid, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(h.state(uuid).await, (State::Running, Reason::Rebooted));
+    assert_ne!(h.driver.init_pid("web"), first_pid);
+    // The restart ran the instance's definition, not the updated one.
+    assert_eq!(h.driver.world().started_defs["web"].vcpu.count, 1);
+    let lifecycles = h.lifecycles();
+    assert_eq!(
+        lifecycles[lifecycles.len() - 2..],
+        [Lifecycle::Stopped(Reason::Shutdown), Lifecycle::Rebooted]
+    );
+    // A plain stop and start takes the new definition.
+    h.handle.destroy(uuid).await.unwrap();
+    h.handle.start(uuid).await.unwrap();
+    assert_eq!(h.driver.world().started_defs["web"].vcpu.count, 3);
+}
+
+#[tokio::test]
+async fn destroy_wins_over_a_reboot_in_flight() {
+    let h = Harness::new();
+    let uuid = h.define("web", "").await;
+    h.handle.start(uuid).await.unwrap();
+    h.driver.world().ignore_shutdown.insert("web".into());
+    let reboot = {
+        let handle = h.handle.clone();
+        tokio::spawn(async move { handle.reboot(uuid, Duration::from_secs(60)).await })
+    };
+    while !h.driver.log().contains(&"shutdown web".to_owned()) {
+        tokio::task::yield_now().await;
+    }
+    // Suspending a domain that is rebooting is refused.
+    let error = h.handle.suspend(uuid).await.unwrap_err();
+    assert!(is_busy(&error, "reboot"), "{error}");
+    h.handle.destroy(uuid).await.unwrap();
+    reboot.await.unwrap().unwrap();
+    assert_eq!(h.state(uuid).await, (State::Shutoff, Reason::Destroyed));
+    let starts = h
+        .driver
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("start"))
+        .count();
+    assert_eq!(starts, 1);
+}
+
+#[tokio::test]
+async fn on_actions_follow_how_the_instance_ended() {
+    let h = Harness::new();
+    let actions = "<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot>\
+                   <on_crash>preserve</on_crash>";
+    let uuid = h.define("web", actions).await;
+    h.handle.start(uuid).await.unwrap();
+
+    // reboot(2) inside: on_reboot='restart'.
+    let pid = h.driver.init_pid("web");
+    h.driver.end("web", Exit::Rebooted);
+    for _ in 0..500 {
+        if h.driver.init_pid("web").is_some_and(|p| Some(p) != pid)
+            && h.state(uuid).await.0 == State::Running
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(h.state(uuid).await, (State::Running, Reason::Rebooted));
+
+    // A crash: on_crash='preserve' keeps the remains.
+    h.driver.end("web", Exit::Crashed);
+    assert_eq!(h.wait_state(uuid, State::Crashed).await, Reason::Crashed);
+    let error = h.handle.start(uuid).await.unwrap_err();
+    assert!(matches!(error, CoreError::InvalidState(_)), "{error}");
+    // Destroying the remains needs no driver request.
+    let before = h.driver.log().len();
+    h.handle.destroy(uuid).await.unwrap();
+    assert_eq!(h.state(uuid).await, (State::Shutoff, Reason::Destroyed));
+    assert_eq!(h.driver.log()[before..], ["release web"]);
+
+    // Powered off: on_poweroff='destroy'.
+    h.handle.start(uuid).await.unwrap();
+    h.driver.end("web", Exit::PoweredOff);
+    assert_eq!(h.wait_state(uuid, State::Shutoff).await, Reason::Shutdown);
+}
+
+#[tokio::test]
+async fn a_vanished_instance_counts_as_a_crash() {
+    let h = Harness::new();
+    let uuid = h.define("web", "<on_crash>destroy</on_crash>").await;
+    h.handle.start(uuid).await.unwrap();
+    // Gone without an exit record.
+    h.driver.world().running["web"].gone.send_replace(true);
+    assert_eq!(h.wait_state(uuid, State::Shutoff).await, Reason::Crashed);
+}
+
+#[tokio::test]
+async fn suspend_resume_and_requests_go_through_the_table() {
+    let mut h = Harness::new();
+    let uuid = h.define("web", "").await;
+    let error = h.handle.suspend(uuid).await.unwrap_err();
+    assert!(matches!(error, CoreError::InvalidState(_)), "{error}");
+    h.handle.start(uuid).await.unwrap();
+    h.handle.suspend(uuid).await.unwrap();
+    assert_eq!(h.state(uuid).await, (State::Paused, Reason::User));
+    let error = h
+        .handle
+        .enter(uuid, vec!["true".into()], Vec::new(), None, false, stdio())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CoreError::InvalidState(_)), "{error}");
+    h.handle.open_console(uuid, 0).await.unwrap();
+    h.handle.resume(uuid).await.unwrap();
+    assert_eq!(h.state(uuid).await, (State::Running, Reason::Unpaused));
+    let (pid, _) = h
+        .handle
+        .enter(uuid, vec!["true".into()], Vec::new(), None, false, stdio())
+        .await
+        .unwrap();
+    assert_eq!(pid, 4242);
+    let stats = h.handle.stats(uuid).await.unwrap();
+    assert_eq!(stats.memory_bytes, Some(4096));
+    assert_eq!(stats.memory_limit, Some(64 << 20));
+    let lifecycles = h.lifecycles();
+    assert_eq!(
+        lifecycles[lifecycles.len() - 2..],
+        [Lifecycle::Suspended, Lifecycle::Resumed]
+    );
+}
+
+fn stdio() -> [std::os::fd::OwnedFd; 3] {
+    std::array::from_fn(|_| std::fs::File::open("/dev/null").unwrap().into())
+}
+
+#[tokio::test]
+async fn concurrent_requests_to_one_domain_all_get_answers() {
+    let h = Harness::new();
+    let uuid = h.define("web", "").await;
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let handle = h.handle.clone();
+        tasks.push(tokio::spawn(async move {
+            match i % 4 {
+                0 => handle.start(uuid).await.map(|_| ()),
+                1 => handle.destroy(uuid).await.map(|_| ()),
+                2 => handle.suspend(uuid).await.map(|_| ()),
+                _ => handle.resume(uuid).await.map(|_| ()),
+            }
+        }));
+    }
+    for task in tasks {
+        // Every request is answered: done, or refused with a typed error.
+        match task.await.unwrap() {
+            Ok(()) | Err(CoreError::InvalidState(_) | CoreError::Busy { .. }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    // And the domain is in a state the table allows, with nothing in flight.
+    let (state, _) = h.state(uuid).await;
+    assert!(matches!(
+        state,
+        State::Shutoff | State::Running | State::Paused
+    ));
+    h.handle.destroy(uuid).await.ok();
+}
+
+#[tokio::test]
+async fn a_restarted_daemon_finds_its_instances_again() {
+    let h = Harness::new();
+    let running = h.define("running", "").await;
+    let paused = h.define("paused", "").await;
+    let ended = h
+        .define("ended", "<on_poweroff>destroy</on_poweroff>")
+        .await;
+    let (transient, _) = h.handle.create_xml(domain_xml("tmp", "")).await.unwrap();
+    for uuid in [running, paused, ended] {
+        h.handle.start(uuid).await.unwrap();
+    }
+    h.handle.suspend(paused).await.unwrap();
+    let label_pid = h.summary(running).await.init_pid;
+
+    // Killed; one instance ends while no daemon watches.
+    let driver = h.driver.clone();
+    h.task.abort();
+    driver.end("ended", Exit::PoweredOff);
+    let h = Harness::on(h.dir, driver);
+
+    assert_eq!(
+        h.state(running).await,
+        (State::Running, Reason::Reconnected)
+    );
+    assert_eq!(h.summary(running).await.init_pid, label_pid);
+    assert_eq!(h.state(paused).await, (State::Paused, Reason::User));
+    assert_eq!(h.wait_state(ended, State::Shutoff).await, Reason::Shutdown);
+    let tmp = h.summary(transient).await;
+    assert!(!tmp.persistent);
+    assert_eq!(tmp.state, State::Running);
+    // The reconnected instances are managed: they stop through the driver.
+    h.handle.destroy(running).await.unwrap();
+    h.handle.destroy(transient).await.unwrap();
+    assert!(matches!(
+        h.handle.lookup(Lookup::Uuid(transient)).await,
+        Err(CoreError::NoSuchDomain(_))
+    ));
+    // And the id block of a persistent domain is the same after restart.
+    let h = h.restart();
+    h.handle.resume(paused).await.unwrap();
+}
+
+#[tokio::test]
+async fn undefine_of_a_running_domain_makes_it_transient() {
+    let mut h = Harness::new();
+    let uuid = h.define("web", "").await;
+    h.handle.start(uuid).await.unwrap();
+    h.handle.undefine(uuid, UndefineFlags(0)).await.unwrap();
+    assert!(!h.summary(uuid).await.persistent);
+    h.handle.destroy(uuid).await.unwrap();
+    assert!(matches!(
+        h.handle.lookup(Lookup::Uuid(uuid)).await,
+        Err(CoreError::NoSuchDomain(_))
+    ));
+    assert_eq!(
+        h.lifecycles()[2..],
+        [Lifecycle::Undefined, Lifecycle::Stopped(Reason::Destroyed)]
+    );
+}
+
+#[tokio::test]
+async fn a_domain_type_without_a_driver_is_refused() {
+    let h = Harness::new();
+    let xml = "<domain type='kvm'><name>vm</name><memory unit='MiB'>64</memory>\
+               <os><type>hvm</type></os></domain>";
+    let (summary, _) = h.handle.define_xml(xml.into()).await.unwrap();
+    let error = h.handle.start(summary.uuid).await.unwrap_err();
+    assert!(
+        matches!(error, CoreError::DriverUnavailable { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("kvm driver"), "{error}");
+}

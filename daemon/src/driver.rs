@@ -1,0 +1,270 @@
+//! The seam between the core and the drivers that run domains.
+//!
+//! This module holds only the interface, so that both sides depend on it
+//! and neither on the other: `core` uses it, `lxc` implements it. The core owns every domain's state, the lifecycle table, the store,
+//! events, `on_*` actions, and the allocators of labels and ids. A driver
+//! turns a definition (labels and ids already resolved) into a running
+//! instance and carries the core's requests to it; it keeps no domain
+//! state of its own beyond what lets it find an instance again. The LXC
+//! driver (a monitor per container) is the first implementation; the
+//! manager's unit tests use a driver of their own.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::domain::{DomainDef, DomainType};
+use crate::security::{FileLabeler, Prepared as PreparedLabels};
+use crate::storage::RootMount;
+
+/// A future a driver hands back to the core; `'static` so the core can
+/// run it off its own task.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Everything a driver needs to start an instance.
+#[derive(Debug)]
+pub struct StartRequest {
+    /// The instance's definition, with its live labels and id block.
+    pub def: DomainDef,
+    /// What the security driver prepared for it.
+    pub labels: PreparedLabels,
+    /// Sets file labels where the host has a security driver that uses
+    /// them; the driver labels the instance's own files with it.
+    pub labeler: Option<FileLabeler>,
+    /// The host's label for shared read-only content (image layers).
+    pub content_label: Option<String>,
+    /// The prepared root of an image-rooted domain.
+    pub image_root: Option<RootMount>,
+    /// Init pids of the running domains, by name (for sharing namespaces).
+    pub running_inits: HashMap<String, i32>,
+}
+
+/// What the core remembers of a running instance, in its live status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// The instance's first process (a container's init).
+    pub init_pid: i32,
+    /// The process the core watches: when it is gone, so is the instance.
+    pub monitor_pid: i32,
+    /// With the pid, identifies the watched process across pid reuse.
+    pub monitor_start_time: u64,
+    /// Seconds since the epoch.
+    pub started_at: u64,
+    /// The instance's cgroup below each hierarchy root.
+    pub cgroup_path: PathBuf,
+    /// The memory limit applied to the cgroup, bytes.
+    pub memory_limit: Option<u64>,
+}
+
+/// A started instance.
+pub struct Started {
+    /// Without `started_at`, which the core sets.
+    pub runtime: Runtime,
+    /// Completes when the instance is gone.
+    pub exited: BoxFuture<()>,
+}
+
+impl fmt::Debug for Started {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Started")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a running instance is asked.
+#[derive(Debug)]
+pub enum Request {
+    /// Ask it to stop; forcibly after `grace`.
+    Shutdown {
+        grace: std::time::Duration,
+    },
+    /// Stop it now.
+    Destroy,
+    Freeze,
+    Thaw,
+    /// A descriptor relayed to console `index`.
+    Console {
+        index: u32,
+    },
+    /// Run a command inside with `stdio` as its stdin, stdout and stderr.
+    Enter {
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: Option<PathBuf>,
+        noseclabel: bool,
+        stdio: [OwnedFd; 3],
+    },
+    Stats,
+}
+
+/// A driver's answer to a [`Request`].
+#[derive(Debug)]
+pub enum Response {
+    Done,
+    Console(OwnedFd),
+    /// The command runs as `pid` (a host pid); `exit` yields how it ended.
+    Entered {
+        pid: i32,
+        exit: OwnedFd,
+    },
+    Stats(DomainStats),
+}
+
+/// How an instance ended, as its driver found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped as the core asked.
+    Destroyed,
+    Shutdown,
+    /// It powered off (or its init exited) by itself.
+    PoweredOff,
+    /// It asked to be rebooted.
+    Rebooted,
+    /// It died abnormally.
+    Crashed,
+    /// Whatever watched it is gone without a word; the driver cleaned up
+    /// what it could.
+    Vanished,
+}
+
+/// An instance that ended, with the problems met while cleaning up after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub exit: Exit,
+    /// One line each, for the log: the instance is gone either way.
+    pub problems: Vec<String>,
+}
+
+/// Resource use of a running instance, from its cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainStats {
+    pub memory_bytes: Option<u64>,
+    pub memory_limit: Option<u64>,
+    pub cpu_time_ns: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// What kind of failure a driver met, for the core's typed errors: the
+/// kind decides the D-Bus error name, the source the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The definition asks for something this driver cannot do (yet).
+    NotSupported,
+    /// The driver cannot run this domain on this host.
+    Unavailable,
+    /// Something the definition needs is not in the right state (a domain
+    /// whose namespaces it shares is not running).
+    InvalidState,
+    /// A security driver is needed and unavailable.
+    SecurityUnavailable,
+    /// Anything else: I/O, a process that died, a bug.
+    Failed,
+}
+
+/// A driver's error: its kind, and the driver's own error, whose message
+/// names the domain, the step and the fix. It shows as that error (its
+/// causes included), so the message does not change across the seam.
+#[derive(Debug)]
+pub struct Error {
+    pub kind: ErrorKind,
+    inner: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Error {
+    pub fn new(
+        kind: ErrorKind,
+        inner: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error {
+            kind,
+            inner: inner.into(),
+        }
+    }
+
+    /// A failure with a message of its own.
+    pub fn failed(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Failed, message.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+/// The drivers of a daemon, by the domain type each runs.
+#[derive(Debug, Clone, Default)]
+pub struct Drivers {
+    by_type: Vec<(DomainType, Arc<dyn Driver>)>,
+}
+
+impl Drivers {
+    /// Adds `driver` for domains of `domain_type`.
+    pub fn with(mut self, domain_type: DomainType, driver: Arc<dyn Driver>) -> Drivers {
+        self.by_type.retain(|(t, _)| *t != domain_type);
+        self.by_type.push((domain_type, driver));
+        self
+    }
+
+    pub fn get(&self, domain_type: DomainType) -> Option<&Arc<dyn Driver>> {
+        self.by_type
+            .iter()
+            .find(|(t, _)| *t == domain_type)
+            .map(|(_, d)| d)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Driver>> {
+        self.by_type.iter().map(|(_, d)| d)
+    }
+}
+
+/// A driver: runs the domains of one type.
+pub trait Driver: Send + Sync + fmt::Debug {
+    /// Its name in messages (`lxc`).
+    fn name(&self) -> &'static str;
+
+    /// Readies anything that makes the next start fast (called once the
+    /// core runs, and cheap to call again).
+    fn warm_up(&self) {}
+
+    /// Checks and converts `request` on the core's task (cheap, no side
+    /// effects): an error refuses the start before anything happened.
+    /// The returned future does the work; its error means nothing of the
+    /// instance is left.
+    fn start(&self, request: StartRequest) -> Result<BoxFuture<Result<Started, Error>>, Error>;
+
+    /// Finds an instance that ran before the daemon restarted: `Some`
+    /// with its exit future when it still runs.
+    fn reconnect(&self, name: &str, runtime: &Runtime) -> Option<BoxFuture<()>>;
+
+    /// Carries a request to the running instance `name`.
+    fn request(
+        &self,
+        name: &str,
+        runtime: &Runtime,
+        request: Request,
+    ) -> BoxFuture<Result<Response, Error>>;
+
+    /// After the exit future completed: how the instance ended, with
+    /// everything it held on the host released.
+    fn collect_exit(&self, name: &str, runtime: &Runtime) -> Ended;
+
+    /// Removes the files of a start that failed or of an instance whose
+    /// remains were destroyed.
+    fn release(&self, name: &str);
+
+    /// Removes what the driver keeps of a domain that is undefined (logs).
+    fn forget(&self, name: &str);
+}

@@ -1,0 +1,362 @@
+//! The LXC driver behind the core's seam ([`crate::driver::Driver`]): a
+//! start converts the definition into a launch spec, labels the
+//! container's own files and hands the spec to a monitor; requests go to
+//! the monitor or to the container's cgroup; an exit is read from the
+//! record the monitor leaves.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::convert::{self, ConvertError, ConvertSettings};
+use super::driver::{DriverError, LxcDriver, find_process, wait_exit};
+use super::protocol::{self, InitExit, Reply, Requested};
+use super::spec::{ContainerSpec, RootFs};
+use crate::cgroup::{CgroupError, Cgroups};
+use crate::core::error_chain;
+use crate::driver::{
+    BoxFuture, DomainStats, Driver, Ended, Error, ErrorKind, Exit, Request, Response, Runtime,
+    StartRequest, Started,
+};
+use crate::security::relabel::{self, RelabelJob};
+
+/// What the LXC driver needs besides its monitors.
+#[derive(Debug, Clone)]
+pub struct LxcConfig {
+    pub run_dir: PathBuf,
+    pub monitor_exe: PathBuf,
+    /// pids.max of each container.
+    pub pids_max: Option<u64>,
+    /// The cgroup partition of domains without `<resource><partition>`.
+    pub default_partition: PathBuf,
+    /// `None` when the host has no usable hierarchy: starts are refused.
+    pub cgroups: Option<Arc<Cgroups>>,
+}
+
+impl From<DriverError> for Error {
+    fn from(error: DriverError) -> Self {
+        Error::new(ErrorKind::Failed, error)
+    }
+}
+
+impl From<ConvertError> for Error {
+    fn from(error: ConvertError) -> Self {
+        let kind = match &error {
+            ConvertError::NotSupported { .. } => ErrorKind::NotSupported,
+            ConvertError::NotContainer { .. } => ErrorKind::Unavailable,
+            ConvertError::ShareTargetNotRunning { .. } => ErrorKind::InvalidState,
+            ConvertError::Device { .. }
+            | ConvertError::BadPid { .. }
+            | ConvertError::ImageRootMissing { .. } => ErrorKind::Failed,
+        };
+        Error::new(kind, error)
+    }
+}
+
+/// A failure naming the domain, as the driver's own refusals read.
+fn failed(domain: &str, message: &str) -> Error {
+    Error::failed(format!("domain '{domain}': {message}"))
+}
+
+fn cgroup_failed(domain: &str, error: &CgroupError) -> Error {
+    failed(domain, &error_chain(error))
+}
+
+impl LxcDriver {
+    fn settings(&self) -> ConvertSettings {
+        ConvertSettings {
+            run_dir: self.config().run_dir.clone(),
+            pids_max: self.config().pids_max,
+            default_partition: self.config().default_partition.clone(),
+        }
+    }
+
+    fn cgroups(&self, domain: &str) -> Result<Arc<Cgroups>, Error> {
+        self.config().cgroups.clone().ok_or_else(|| {
+            failed(
+                domain,
+                "this host has no usable cgroup hierarchy; mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup",
+            )
+        })
+    }
+
+    /// Kills every process of the container through its cgroup: no pid
+    /// to go stale. The monitor then sees init gone and cleans up.
+    fn kill_cgroup(&self, domain: &str, runtime: &Runtime) -> Result<(), Error> {
+        let cgroups = self.cgroups(domain)?;
+        cgroups
+            .open(&runtime.cgroup_path)
+            .and_then(|cgroup| cgroup.kill_all())
+            .map_err(|e| cgroup_failed(domain, &e))
+    }
+}
+
+impl Driver for LxcDriver {
+    fn name(&self) -> &'static str {
+        "lxc"
+    }
+
+    fn warm_up(&self) {
+        self.prepare_spare();
+    }
+
+    fn start(&self, request: StartRequest) -> Result<BoxFuture<Result<Started, Error>>, Error> {
+        let StartRequest {
+            def,
+            labels,
+            labeler,
+            content_label,
+            image_root,
+            running_inits,
+        } = request;
+        let name = def.name().to_owned();
+        if def.devices.consoles.is_empty() {
+            return Err(failed(
+                &name,
+                "a container needs a <console type='pty'/> in <devices>; add one",
+            ));
+        }
+        self.cgroups(&name)?;
+        let mut spec = convert::container_spec(
+            &def,
+            &self.settings(),
+            &|other| running_inits.get(other).copied(),
+            image_root.as_ref(),
+        )?;
+        spec.security = labels.spec;
+        let relabel = labeler.and_then(|labeler| {
+            relabel_jobs(&spec, content_label.as_deref()).map(|jobs| (jobs, labeler))
+        });
+        let driver = self.clone();
+        Ok(Box::pin(async move {
+            if let Some((jobs, labeler)) = relabel {
+                let domain = name.clone();
+                let count = tokio::task::spawn_blocking(move || {
+                    relabel::run_jobs(&domain, &jobs, &mut |p, l| labeler(p, l), &|p| {
+                        crate::sys::linux::file_label(p).ok()
+                    })
+                })
+                .await
+                .map_err(|join| failed(&name, &format!("the relabel task failed: {join}")))?
+                .map_err(|e| {
+                    let kind = if e.is_unavailable() {
+                        ErrorKind::SecurityUnavailable
+                    } else {
+                        ErrorKind::Failed
+                    };
+                    Error::new(kind, e)
+                })?;
+                tracing::debug!(domain = %name, files = count, "relabelled the container's files");
+            }
+            let started = driver.launch(&spec).await?;
+            Ok(Started {
+                runtime: Runtime {
+                    init_pid: started.init_pid,
+                    monitor_pid: started.monitor_pid,
+                    monitor_start_time: started.monitor_start_time,
+                    started_at: 0,
+                    cgroup_path: spec.cgroup.path.clone(),
+                    memory_limit: spec.cgroup.memory_limit,
+                },
+                exited: Box::pin(wait_exit(started.monitor_pidfd)),
+            })
+        }))
+    }
+
+    fn reconnect(&self, _name: &str, runtime: &Runtime) -> Option<BoxFuture<()>> {
+        let pidfd = find_process(runtime.monitor_pid, runtime.monitor_start_time)?;
+        Some(Box::pin(wait_exit(pidfd)))
+    }
+
+    fn request(
+        &self,
+        name: &str,
+        runtime: &Runtime,
+        request: Request,
+    ) -> BoxFuture<Result<Response, Error>> {
+        let driver = self.clone();
+        let name = name.to_owned();
+        let runtime = runtime.clone();
+        Box::pin(async move {
+            match request {
+                Request::Shutdown { grace } => driver.stop(&name, &runtime, Some(grace)).await,
+                Request::Destroy => driver.stop(&name, &runtime, None).await,
+                Request::Freeze | Request::Thaw => {
+                    let freeze = matches!(request, Request::Freeze);
+                    let cgroups = driver.cgroups(&name)?;
+                    tokio::task::spawn_blocking(move || {
+                        cgroups
+                            .open(&runtime.cgroup_path)
+                            .and_then(|cgroup| {
+                                if freeze {
+                                    cgroup.freeze()
+                                } else {
+                                    cgroup.thaw()
+                                }
+                            })
+                            .map(|()| Response::Done)
+                            .map_err(|e| cgroup_failed(&name, &e))
+                    })
+                    .await
+                    .map_err(|join| Error::failed(join.to_string()))?
+                }
+                Request::Console { index } => {
+                    let (_, mut fds) = driver
+                        .ask(&name, protocol::Request::Console { index }, Vec::new())
+                        .await?;
+                    fds.pop()
+                        .map(Response::Console)
+                        .ok_or_else(|| failed(&name, "the monitor sent no console descriptor"))
+                }
+                Request::Enter {
+                    argv,
+                    env,
+                    cwd,
+                    noseclabel,
+                    stdio,
+                } => {
+                    let request = protocol::Request::Enter {
+                        argv,
+                        env,
+                        cwd,
+                        noseclabel,
+                    };
+                    match driver.ask(&name, request, stdio.into()).await? {
+                        (Reply::Entered { pid }, mut fds) if !fds.is_empty() => {
+                            let exit = fds.remove(fds.len() - 1);
+                            Ok(Response::Entered { pid, exit })
+                        }
+                        _ => Err(failed(&name, "the monitor gave no exit channel")),
+                    }
+                }
+                Request::Stats => {
+                    let cgroups = driver.cgroups(&name)?;
+                    tokio::task::spawn_blocking(move || {
+                        let stats = cgroups.open(&runtime.cgroup_path).map(|c| c.stats()).ok();
+                        Response::Stats(DomainStats {
+                            memory_bytes: stats.as_ref().and_then(|s| s.memory_bytes),
+                            memory_limit: runtime.memory_limit,
+                            cpu_time_ns: stats.as_ref().and_then(|s| s.cpu_time_ns),
+                            pids: stats.as_ref().and_then(|s| s.pids),
+                        })
+                    })
+                    .await
+                    .map_err(|join| Error::failed(join.to_string()))
+                }
+            }
+        })
+    }
+
+    fn collect_exit(&self, name: &str, runtime: &Runtime) -> Ended {
+        let mut problems = Vec::new();
+        let exit = match self.take_exit_record(name) {
+            Some(record) => {
+                problems.extend(record.cleanup_errors);
+                match (record.requested, record.init) {
+                    (Some(Requested::Destroy), _) => Exit::Destroyed,
+                    (Some(Requested::Shutdown), _) => Exit::Shutdown,
+                    // reboot(2) in a PID namespace ends its init with
+                    // SIGHUP (restart) or SIGINT (halt, power off).
+                    (None, InitExit::Signaled { signal }) if signal == libc::SIGHUP => {
+                        Exit::Rebooted
+                    }
+                    (None, InitExit::Signaled { signal }) if signal == libc::SIGINT => {
+                        Exit::PoweredOff
+                    }
+                    (None, InitExit::Exited { .. }) => Exit::PoweredOff,
+                    (None, InitExit::Signaled { .. }) => Exit::Crashed,
+                }
+            }
+            None => {
+                // The monitor could not clean up: what it held goes here.
+                if let Some(cgroups) = &self.config().cgroups
+                    && let Ok(cgroup) = cgroups.open(&runtime.cgroup_path)
+                {
+                    let _ = cgroup.kill_all();
+                    if let Err(error) = cgroup.remove() {
+                        problems.push(format!(
+                            "cannot remove the cgroup of a vanished container: {}",
+                            error_chain(&error)
+                        ));
+                    }
+                }
+                Exit::Vanished
+            }
+        };
+        self.remove_files(name);
+        Ended { exit, problems }
+    }
+
+    fn release(&self, name: &str) {
+        self.remove_files(name);
+    }
+
+    fn forget(&self, name: &str) {
+        let _ = std::fs::remove_file(self.files(name).log);
+    }
+}
+
+impl LxcDriver {
+    /// Shutdown (with a grace) or destroy through the monitor; when the
+    /// monitor cannot be reached, the container is killed through its
+    /// cgroup, and the monitor's exit (or its absence) finishes the job.
+    async fn stop(
+        &self,
+        name: &str,
+        runtime: &Runtime,
+        grace: Option<Duration>,
+    ) -> Result<Response, Error> {
+        let request = match grace {
+            Some(grace) => protocol::Request::Shutdown {
+                grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            },
+            None => protocol::Request::Destroy,
+        };
+        if let Err(error) = self.ask(name, request, Vec::new()).await {
+            tracing::warn!(domain = %name, error = %error_chain(&error), "monitor unreachable, killing the container through its cgroup");
+            self.kill_cgroup(name, runtime)?;
+        }
+        Ok(Response::Done)
+    }
+}
+
+/// What to relabel before a start: a root directory of the container's
+/// own (dynamic labels, or relabel='yes') gets its image label; an image
+/// root's layers get the shared read-only content label once, and its
+/// writable layer the container's image label at every start (overlayfs
+/// checks the real files too, and the writable layer is the container's
+/// own, its level new with each dynamic label).
+pub fn relabel_jobs(spec: &ContainerSpec, content_label: Option<&str>) -> Option<Vec<RelabelJob>> {
+    let labels = spec.security.as_ref()?;
+    let own = |root: &PathBuf| RelabelJob {
+        root: root.clone(),
+        label: labels.image_label.clone(),
+        once: false,
+    };
+    let jobs = match &spec.root {
+        RootFs::Dir { path, .. } if labels.relabel_root => vec![own(path)],
+        RootFs::Overlay {
+            lowerdir,
+            upperdir,
+            workdir,
+        } => {
+            let mut jobs: Vec<RelabelJob> = content_label
+                .map(|content| {
+                    lowerdir
+                        .iter()
+                        .map(|layer| RelabelJob {
+                            root: layer.clone(),
+                            label: content.to_owned(),
+                            once: true,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            jobs.push(own(upperdir));
+            jobs.push(own(workdir));
+            jobs
+        }
+        _ => Vec::new(),
+    };
+    (!jobs.is_empty()).then_some(jobs)
+}
