@@ -40,8 +40,8 @@ pub trait Images {
         layout: &str,
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<String>;
-    fn list_images(&self) -> zbus::Result<Vec<super::ImageRecord>>;
-    fn inspect(&self, reference: &str) -> zbus::Result<super::ImageRecord>;
+    fn list_images(&self) -> zbus::Result<Vec<crate::ImageRecord>>;
+    fn inspect(&self, reference: &str) -> zbus::Result<crate::ImageRecord>;
     fn remove(&self, reference: &str) -> zbus::Result<Vec<String>>;
     fn tag(&self, reference: &str, name: &str) -> zbus::Result<String>;
     fn untag(&self, name: &str) -> zbus::Result<String>;
