@@ -1,5 +1,10 @@
 //! Client-side proxies of lxvirt's interfaces, for `lxvirt` and tests.
-//! A test checks them against the committed introspection XML.
+//!
+//! Written by hand, for types a client wants (`ImageRecord`, object
+//! paths, descriptors), and checked against the committed introspection
+//! XML by `tests/proxy_contract.rs`: every method, property and signal of
+//! the contract must have a member here with the same signature, and
+//! every member here must be in the contract.
 
 use zbus::OwnedObjectPath;
 use zbus::proxy;
