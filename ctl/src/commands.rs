@@ -1,15 +1,14 @@
 //! The commands: each decodes its arguments, makes D-Bus calls through the
-//! daemon library's proxies, and prints.
+//! proxies of `lxvirt_api`, and prints.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
 use clap::CommandFactory;
-use lxvirtd::core::UndefineFlags;
-use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
-use lxvirtd::dbus::{BUS_NAME, DOMAIN_INTERFACE, MANAGER_PATH};
-use lxvirtd::domain::{DomainDef, schema, xml};
+use lxvirt_api::proxy::{DomainProxy, ManagerProxy};
+use lxvirt_api::{BUS_NAME, DOMAIN_INTERFACE, MANAGER_PATH, UndefineFlags, XmlFlags};
+use lxvirt_domain::{DomainDef, schema, xml};
 use zbus::OwnedObjectPath;
 
 use crate::cli::{Cli, Command, Format};
@@ -237,7 +236,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
             security_info,
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
-            let flags = u32::from(security_info) | (u32::from(inactive) << 1);
+            let flags = if security_info { XmlFlags::SECURE } else { 0 }
+                | if inactive { XmlFlags::INACTIVE } else { 0 };
             print!("{}", proxy.get_xml(flags).await?);
         }
         Command::Autostart {

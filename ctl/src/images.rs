@@ -7,8 +7,8 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use futures_util::StreamExt;
-use lxvirtd::dbus::ImageRecord;
-use lxvirtd::dbus::proxy::ImagesProxy;
+use lxvirt_api::ImageRecord;
+use lxvirt_api::proxy::ImagesProxy;
 use serde::Serialize;
 use zbus::Variant;
 

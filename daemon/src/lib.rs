@@ -1,6 +1,7 @@
 //! lxvirtd: the lxvirt daemon as a library.
 //!
-//! - [`domain`]: the domain XML model (raw tree, typed definition, schema).
+//! - [`domain`]: the domain XML model (raw tree, typed definition, schema),
+//!   the crate `lxvirt_domain`.
 //! - [`core`]: the lifecycle core — the single owner of domain state, the
 //!   transition table and the persistent store.
 //! - [`driver`]: the seam between the core and the drivers ([`lxc`]).
@@ -13,7 +14,7 @@ pub mod cgroup;
 pub mod core;
 pub mod daemon;
 pub mod dbus;
-pub mod domain;
+pub use lxvirt_domain as domain;
 pub mod driver;
 pub mod host;
 pub mod lxc;

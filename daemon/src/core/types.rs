@@ -8,6 +8,9 @@ use super::lifecycle::{InvalidState, Reason, State};
 use super::store::StoreError;
 use crate::domain::{DomainError, DomainType};
 
+/// The flag words of `GetXML` and `Undefine`, part of the D-Bus contract.
+pub use lxvirt_api::{UndefineFlags, XmlFlags};
+
 /// Sequence number of an [`Event`]; replies to mutating commands carry the
 /// number of the last event they caused, so a front end can wait until it
 /// has published that event before it answers its client.
@@ -87,38 +90,6 @@ pub enum EventKind {
     },
     /// A domain is gone.
     Removed { uuid: Uuid, lifecycle: Lifecycle },
-}
-
-/// Flags of `GetXML`, as libvirt numbers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct XmlFlags(pub u32);
-
-impl XmlFlags {
-    /// Include security-sensitive data (accepted; lxvirt keeps none yet).
-    pub const SECURE: u32 = 1;
-    /// The persistent definition rather than the live one.
-    pub const INACTIVE: u32 = 2;
-    pub const ALL: u32 = Self::SECURE | Self::INACTIVE;
-
-    pub fn inactive(self) -> bool {
-        self.0 & Self::INACTIVE != 0
-    }
-}
-
-/// Flags of `Undefine`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct UndefineFlags(pub u32);
-
-impl UndefineFlags {
-    /// Keep the domain's writable layer (lxvirt's own bit, clear of
-    /// libvirt's undefine flags): its files stay in the image store, and a
-    /// domain defined again with the same name and image starts on them.
-    pub const KEEP_WRITABLE_LAYER: u32 = 1 << 16;
-    pub const ALL: u32 = Self::KEEP_WRITABLE_LAYER;
-
-    pub fn keep_writable_layer(self) -> bool {
-        self.0 & Self::KEEP_WRITABLE_LAYER != 0
-    }
 }
 
 /// How a client names a domain.

@@ -16,11 +16,10 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use lxvirt_api::ImageRecord;
 use tokio::sync::mpsc;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::Type;
 use zbus::{Connection, interface};
 use zbus::{OwnedFd as DbusFd, OwnedVariant as OwnedValue};
 
@@ -30,30 +29,6 @@ use crate::storage::{
     Compression, DevicePolicy, ExportOptions, ImageInfo, ImportOptions, OciImportOptions, Phase,
     Progress, Source, StorageError, Store,
 };
-
-/// One image as `ListImages` and `Inspect` return it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
-pub struct ImageRecord {
-    /// The image id (64 hex digits).
-    pub id: String,
-    /// Its names, sorted.
-    pub names: Vec<String>,
-    /// The parent's id, "" for a platform image.
-    pub parent: String,
-    /// The image and its ancestors, top first.
-    pub chain: Vec<String>,
-    /// Seconds since the epoch.
-    pub created: u64,
-    /// Bytes of file content in this layer, and in the whole chain.
-    pub size: u64,
-    pub total_size: u64,
-    /// Images whose parent this is.
-    pub children: Vec<String>,
-    /// Domains with a writable layer on this image.
-    pub domains: Vec<String>,
-    /// Where it came from: `tarball:PATH`, `oci:LAYOUT`, `commit:DOMAIN`.
-    pub source: String,
-}
 
 impl From<ImageInfo> for ImageRecord {
     fn from(info: ImageInfo) -> Self {

@@ -5,7 +5,8 @@
 //! `org.lxvirt.lxvirt1.Manager` and `org.freedesktop.DBus.ObjectManager`;
 //! one object per domain at `/org/lxvirt/lxvirt1/domain/_<uuid>` with
 //! `org.lxvirt.lxvirt1.Domain`. The contract is committed in
-//! `daemon/data/org.lxvirt.lxvirt1.xml`.
+//! `daemon/data/org.lxvirt.lxvirt1.xml`; the `lxvirt_api` crate holds it
+//! with the names, errors and client proxies.
 
 mod auth;
 mod domain;
@@ -13,46 +14,22 @@ mod error;
 mod events;
 mod images;
 mod manager;
-pub mod proxy;
 
 use tokio::sync::{mpsc, watch};
-use uuid::Uuid;
-use zbus::{ObjectPath, OwnedObjectPath};
 
 pub use auth::Authorizer;
 pub use domain::DomainObject;
 pub use error::Error;
-pub use images::{ImageRecord, ImagesObject};
+pub use images::ImagesObject;
+/// The contract's names, paths and types, from `lxvirt_api` (name that
+/// crate in new code; these keep the daemon's old paths working).
+pub use lxvirt_api::{
+    BUS_NAME, DOMAIN_INTERFACE, DOMAIN_PATH_PREFIX, IMAGES_INTERFACE, INTROSPECTION_XML,
+    ImageRecord, MANAGER_INTERFACE, MANAGER_PATH, domain_path, proxy, uuid_from_path,
+};
 pub use manager::ManagerObject;
 
 use crate::core::{DomainSummary, Event, ImageStore, ManagerHandle, Seq};
-
-/// The well-known bus name.
-pub const BUS_NAME: &str = "org.lxvirt.lxvirt1";
-/// Path of the manager object (and the ObjectManager).
-pub const MANAGER_PATH: &str = "/org/lxvirt/lxvirt1";
-pub const MANAGER_INTERFACE: &str = "org.lxvirt.lxvirt1.Manager";
-pub const DOMAIN_INTERFACE: &str = "org.lxvirt.lxvirt1.Domain";
-/// The image store's interface, on the manager's object.
-pub const IMAGES_INTERFACE: &str = "org.lxvirt.lxvirt1.Images";
-/// Prefix of domain object paths.
-pub const DOMAIN_PATH_PREFIX: &str = "/org/lxvirt/lxvirt1/domain/_";
-/// The committed introspection contract of both interfaces.
-pub const INTROSPECTION_XML: &str = include_str!("../../data/org.lxvirt.lxvirt1.xml");
-
-/// Object path of a domain: its uuid with `-` as `_`, behind a `_` so the
-/// element never starts with a digit.
-pub fn domain_path(uuid: Uuid) -> OwnedObjectPath {
-    let path = format!("{DOMAIN_PATH_PREFIX}{}", uuid.as_hyphenated()).replace('-', "_");
-    // Hex digits and '_' are valid in object path elements.
-    OwnedObjectPath::from(ObjectPath::from_string_unchecked(path))
-}
-
-/// The uuid in a domain object path, if it is one.
-pub fn uuid_from_path(path: &ObjectPath<'_>) -> Option<Uuid> {
-    let tail = path.as_str().strip_prefix(DOMAIN_PATH_PREFIX)?;
-    Uuid::parse_str(&tail.replace('_', "-")).ok()
-}
 
 /// State shared by every exported object.
 #[derive(Debug, Clone)]

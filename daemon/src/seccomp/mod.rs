@@ -15,13 +15,12 @@ mod bpf;
 #[cfg(test)]
 pub(crate) mod interp;
 mod policy;
-mod syscalls;
 #[cfg(test)]
 mod tests;
 
+pub use crate::domain::syscalls::{name as syscall_name, number as syscall_number};
 pub use bpf::{Action, SockFilter};
 pub use policy::{Class, DEFAULT_CLASSES, MOUNT_CLASS, PERSONALITIES, Policy, compile};
-pub use syscalls::{name as syscall_name, number as syscall_number};
 
 /// Why a filter cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use super::bpf::{ARCH, ARG0_LOW, Action, NR, SockFilter};
-use super::{SeccompError, arch, syscalls};
+use super::{SeccompError, arch};
+use crate::domain::syscalls;
 
 /// A group of syscalls the default filter blocks, for one reason.
 #[derive(Debug, Clone, Copy)]

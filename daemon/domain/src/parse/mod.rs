@@ -9,7 +9,7 @@
 mod devices;
 mod helpers;
 mod security;
-pub(crate) use security::is_context;
+pub use security::is_context;
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -7,7 +7,7 @@ use super::super::xml::{Element, Node};
 use super::helpers::*;
 
 /// Whether `label` looks like an SELinux context `user:role:type[:level]`.
-pub(crate) fn is_context(label: &str) -> bool {
+pub fn is_context(label: &str) -> bool {
     let mut parts = label.splitn(4, ':');
     label.len() <= 4096
         && label
@@ -306,7 +306,7 @@ pub(super) fn parse_seccomp(el: &Element) -> Result<Seccomp> {
                 "block fewer syscalls, or turn the default filter off with mode='off'",
             ));
         }
-        if crate::seccomp::syscall_number(name).is_none() {
+        if crate::syscalls::number(name).is_none() {
             first_unknown.get_or_insert(a.pos);
             unknown.push(format!("'{name}'"));
         }

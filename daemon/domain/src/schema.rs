@@ -1106,11 +1106,11 @@ mod tests {
     use std::process::Command;
 
     fn examples_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../xml-schemas/examples")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xml-schemas/examples")
     }
 
     fn schema_path() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../xml-schemas/domain.rng")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xml-schemas/domain.rng")
     }
 
     fn xml_files(dir: &Path) -> Vec<PathBuf> {
@@ -1411,7 +1411,7 @@ mod tests {
     fn formatted_examples_are_valid() {
         for file in xml_files(&examples_dir()) {
             let text = std::fs::read_to_string(&file).unwrap();
-            let def = crate::domain::DomainDef::from_xml(&text).unwrap();
+            let def = crate::DomainDef::from_xml(&text).unwrap();
             for out in [def.to_xml(), def.to_live_xml()] {
                 if let Err(e) = validate_str(&out) {
                     panic!("{} formatted is not valid:\n{e}\n{out}", file.display());
@@ -1445,9 +1445,9 @@ mod tests {
     /// schema, and the other way round.
     #[test]
     fn keywords_agree_with_the_typed_layer() {
-        use crate::domain::*;
-        const LXC: &str = crate::domain::LXC_NAMESPACE_URI;
-        const LXVIRT: &str = crate::domain::LXVIRT_NAMESPACE_URI;
+        use crate::*;
+        const LXC: &str = crate::LXC_NAMESPACE_URI;
+        const LXVIRT: &str = crate::LXVIRT_NAMESPACE_URI;
         let p = |names: &[&'static str]| -> Vec<(&'static str, &'static str)> {
             names.iter().map(|n| ("", *n)).collect()
         };
@@ -1694,7 +1694,7 @@ mod tests {
             "{LXC_HEAD}<devices><filesystem><source dev='/dev/vdb'/><target dir='/mnt'/></filesystem></devices></domain>"
         );
         assert!(validate_str(&doc).is_ok());
-        assert!(crate::domain::DomainDef::from_xml(&doc).is_err());
+        assert!(crate::DomainDef::from_xml(&doc).is_err());
     }
 
     /// Documents the typed layer writes for a fixed sample of arbitrary
@@ -1702,7 +1702,7 @@ mod tests {
     fn generated_files(dir: &Path) -> Vec<PathBuf> {
         use proptest::strategy::{Strategy, ValueTree};
         let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let strategy = crate::domain::arb::arb_domain_def();
+        let strategy = crate::arb::arb_domain_def();
         (0..16)
             .map(|i| {
                 let def = strategy.new_tree(&mut runner).unwrap().current();
@@ -1842,7 +1842,7 @@ mod formatted {
         #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
         #[test]
-        fn formatted_definitions_pass_the_schema(def in crate::domain::arb::arb_domain_def()) {
+        fn formatted_definitions_pass_the_schema(def in crate::arb::arb_domain_def()) {
             for out in [def.to_xml(), def.to_live_xml()] {
                 let verdict = super::validate_str(&out);
                 prop_assert!(verdict.is_ok(), "{}\n{}", verdict.err().map(|e| e.to_string()).unwrap_or_default(), out);

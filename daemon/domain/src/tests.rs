@@ -10,7 +10,7 @@ use super::xml::{MAX_DOCUMENT_BYTES, Pos, XmlError};
 use super::*;
 
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../xml-schemas/examples")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../xml-schemas/examples")
 }
 
 fn xml_files(dir: &Path) -> Vec<PathBuf> {

@@ -2,7 +2,12 @@
 //!
 //! [`xml`] reads bytes into a position-carrying tree and refuses hostile
 //! input; `parse` turns that tree into a validated [`DomainDef`]; `format`
-//! writes a definition back as canonical XML.
+//! writes a definition back as canonical XML; [`schema`] validates a tree
+//! against the RELAX NG schema.
+//!
+//! A crate of its own, below the daemon: the `lxvirt` client checks and
+//! edits definitions with it without building the daemon (device-mapper
+//! bindings, drivers). It knows nothing of D-Bus or the host.
 
 mod cpuset;
 mod def;
@@ -10,6 +15,7 @@ mod error;
 mod format;
 mod parse;
 pub mod schema;
+pub mod syscalls;
 mod units;
 mod values;
 // The raw layer's tests unwrap freely.
@@ -27,7 +33,7 @@ pub use cpuset::CpuSet;
 pub use def::*;
 pub use error::DomainError;
 pub use format::FormatOptions;
-pub(crate) use parse::is_context;
+pub use parse::is_context;
 pub use units::{parse_size, unit_scale};
 pub use values::{Capability, DomainName, IdRef, MacAddr};
 

@@ -1,5 +1,10 @@
 //! Client-side proxies of lxvirt's interfaces, for `lxvirt` and tests.
-//! A test checks them against the committed introspection XML.
+//!
+//! Written by hand, for types a client wants (`ImageRecord`, object
+//! paths, descriptors), and checked against the committed introspection
+//! XML by `tests/proxy_contract.rs`: every method, property and signal of
+//! the contract must have a member here with the same signature, and
+//! every member here must be in the contract.
 
 use zbus::OwnedObjectPath;
 use zbus::proxy;
@@ -40,8 +45,8 @@ pub trait Images {
         layout: &str,
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<String>;
-    fn list_images(&self) -> zbus::Result<Vec<super::ImageRecord>>;
-    fn inspect(&self, reference: &str) -> zbus::Result<super::ImageRecord>;
+    fn list_images(&self) -> zbus::Result<Vec<crate::ImageRecord>>;
+    fn inspect(&self, reference: &str) -> zbus::Result<crate::ImageRecord>;
     fn remove(&self, reference: &str) -> zbus::Result<Vec<String>>;
     fn tag(&self, reference: &str, name: &str) -> zbus::Result<String>;
     fn untag(&self, name: &str) -> zbus::Result<String>;
