@@ -10,11 +10,11 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::mpsc;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
-use crate::core::error_chain;
 use crate::core::store::{Store, StoreError};
 use crate::core::{ImageStore, Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
 use crate::domain::UsernsMode;
+use crate::error_chain::error_chain;
 use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::driver::LxcDriver;
 use crate::security::detect::Detected;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::persist;
+use crate::persist;
 
 /// Format version of [`LiveStatus`]; other versions are refused.
 pub const LIVE_STATUS_VERSION: u32 = 1;

@@ -1,7 +1,7 @@
 //! Typed D-Bus errors: clients match on these names, never on message text.
 
 use crate::core::CoreError;
-use crate::core::error_chain;
+use crate::error_chain::error_chain;
 use crate::lxc::convert::ConvertError;
 use crate::storage::StorageError;
 

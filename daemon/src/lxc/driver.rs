@@ -101,7 +101,7 @@ impl LxcDriver {
                 match spawn_monitor(&driver.monitor_exe, &driver.run_dir) {
                     Ok(spare) => *slot = Some(spare),
                     Err(error) => {
-                        tracing::warn!(error = %crate::core::error_chain(&error), "cannot start a spare monitor");
+                        tracing::warn!(error = %crate::error_chain::error_chain(&error), "cannot start a spare monitor");
                     }
                 }
             }

@@ -30,8 +30,8 @@ use super::protocol::{
 };
 use super::spec::{ContainerSpec, SPEC_VERSION};
 use crate::cgroup::{Cgroups, ContainerCgroup};
-use crate::core::error_chain;
-use crate::core::persist;
+use crate::error_chain::error_chain;
+use crate::persist;
 use crate::sys::process as proc;
 
 /// How long a container gets to shut down when its monitor is sent SIGTERM.

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::core::persist;
+use crate::persist;
 
 /// Ids per container: a full 16-bit range, what a Debian userland expects
 /// (nobody is 65534).

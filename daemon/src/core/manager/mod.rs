@@ -31,6 +31,7 @@ use super::types::{
 };
 use crate::cgroup::Cgroups;
 use crate::domain::{DomainDef, DomainType, LifecycleAction, Userns, UsernsMode};
+use crate::error_chain::error_chain;
 use crate::lxc::convert::{self, ConvertSettings};
 use crate::lxc::driver::{self, LxcDriver, Started};
 use crate::lxc::protocol::{InitExit, Reply as MonitorReply, Request, Requested};
@@ -554,16 +555,4 @@ fn name_for_log(domains: &HashMap<Uuid, Entry>, uuid: Uuid) -> String {
     domains
         .get(&uuid)
         .map_or_else(|| uuid.to_string(), |e| e.name().to_owned())
-}
-
-/// An error and its causes on one line, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
