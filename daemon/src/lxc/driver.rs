@@ -14,6 +14,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::protocol::{self, ExitRecord, LaunchReport, ProtocolError, Reply, Request, RunFiles};
 use super::spec::ContainerSpec;
+use crate::persist::{self, PersistError};
 use crate::sys::process::{pidfd_open, reap_pidfd, start_time};
 
 /// Why the driver could not do what was asked.
@@ -52,6 +53,12 @@ pub enum DriverError {
     },
     #[error("domain '{name}': {message}")]
     Refused { name: String, message: String },
+    #[error("domain '{name}': cannot use the exit record of its monitor")]
+    ExitRecord {
+        name: String,
+        #[source]
+        source: PersistError,
+    },
     #[error("internal task failed: {0}")]
     Join(String),
 }
@@ -169,14 +176,17 @@ impl LxcDriver {
             .map_err(|e| DriverError::Join(e.to_string()))?
     }
 
-    /// Reads and removes the exit record the monitor left, if any.
-    pub fn take_exit_record(&self, name: &str) -> Option<ExitRecord> {
+    /// Reads and removes the exit record the monitor left: `None` when it
+    /// left none; an error when the record is unreadable (also removed,
+    /// it would only be misread again).
+    pub fn take_exit_record(&self, name: &str) -> Result<Option<ExitRecord>, DriverError> {
         let path = self.files(name).exit_record;
-        let record = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let record = persist::read_versioned_if_present(&path);
         let _ = std::fs::remove_file(&path);
-        record
+        record.map_err(|source| DriverError::ExitRecord {
+            name: name.to_owned(),
+            source,
+        })
     }
 
     /// Removes the per-container files of a stopped container.
@@ -309,4 +319,54 @@ pub fn find_process(pid: i32, start: u64) -> Option<OwnedFd> {
     let fd = pidfd_open(pid).ok()?;
     // Check after opening the pidfd: then the pidfd refers to that process.
     (start_time(pid) == Some(start)).then_some(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DriverError, LxcDriver};
+    use crate::lxc::protocol::{ExitRecord, InitExit, Requested};
+    use crate::persist::PersistError;
+
+    #[test]
+    fn exit_records_are_taken_once_and_a_newer_format_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = LxcDriver::new(dir.path().to_owned(), "/nonexistent".into());
+        let path = driver.files("web").exit_record;
+        assert!(driver.take_exit_record("web").unwrap().is_none());
+
+        // As every monitor so far has written it.
+        std::fs::write(
+            &path,
+            r#"{"version":1,"init":{"exited":{"code":0}},"requested":"shutdown","cleanup_errors":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            driver.take_exit_record("web").unwrap(),
+            Some(ExitRecord {
+                init: InitExit::Exited { code: 0 },
+                requested: Some(Requested::Shutdown),
+                cleanup_errors: vec![],
+            })
+        );
+        assert!(!path.exists());
+
+        // A monitor of a newer lxvirtd: not "no record" (a crash), an error.
+        std::fs::write(&path, r#"{"version":2,"init":"other"}"#).unwrap();
+        let err = driver.take_exit_record("web").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                DriverError::ExitRecord {
+                    source: PersistError::Newer { found: 2, .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "domain 'web': cannot use the exit record of its monitor"
+        );
+        assert!(!path.exists());
+    }
 }

@@ -25,13 +25,12 @@ use nix::unistd::Pid;
 use super::enter;
 use super::launch::{self, LaunchContext};
 use super::protocol::{
-    self, EXIT_RECORD_VERSION, EnterExit, ExitRecord, InitExit, LaunchReport, Reply, Request,
-    Requested, RunFiles,
+    self, EnterExit, ExitRecord, InitExit, LaunchReport, Reply, Request, Requested, RunFiles,
 };
 use super::spec::{ContainerSpec, SPEC_VERSION};
 use crate::cgroup::{Cgroups, ContainerCgroup};
 use crate::error_chain::error_chain;
-use crate::persist;
+use crate::persist::{self, Durability};
 use crate::sys::process as proc;
 
 /// How long a container gets to shut down when its monitor is sent SIGTERM.
@@ -565,14 +564,18 @@ impl<'a> Monitor<'a> {
             cleanup_errors.push(error_chain(&e));
         }
         let record = ExitRecord {
-            version: EXIT_RECORD_VERSION,
             init: self.init_exit.unwrap_or(InitExit::Signaled { signal: 9 }),
             requested: self.requested,
             cleanup_errors,
         };
-        if let Ok(bytes) = serde_json::to_vec(&record) {
-            let _ = persist::replace_file(&self.files.exit_record, &bytes, 0o600);
-        }
+        // Nobody to tell if this fails: the daemon finds no record and
+        // takes the container for crashed.
+        let _ = persist::write_versioned(
+            &self.files.exit_record,
+            &record,
+            0o600,
+            Durability::Volatile,
+        );
         let _ = std::fs::remove_file(&self.files.socket);
     }
 }

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
 
+use crate::persist::Versioned;
+
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors in one message (an `enter` passes stdin, stdout, stderr).
 pub const MAX_FDS: usize = 3;
-/// Version of [`ExitRecord`].
-pub const EXIT_RECORD_VERSION: u32 = 1;
 
 /// Files of one container in the run directory.
 #[derive(Debug, Clone)]
@@ -123,11 +123,14 @@ pub enum Requested {
 /// Written by the monitor when init is gone and the container cleaned up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
-    pub version: u32,
     pub init: InitExit,
     pub requested: Option<Requested>,
     /// Problems while cleaning up (a cgroup that would not go away, …).
     pub cleanup_errors: Vec<String>,
+}
+
+impl Versioned for ExitRecord {
+    const VERSION: u32 = 1;
 }
 
 /// Why a message could not be sent or received.

@@ -272,7 +272,6 @@ impl Manager {
                     memory_limit: spec.cgroup.memory_limit,
                 };
                 let status = LiveStatus {
-                    version: crate::core::live::LIVE_STATUS_VERSION,
                     uuid,
                     name: entry.name().to_owned(),
                     persistent: entry.persistent,

@@ -75,7 +75,13 @@ impl Manager {
             return;
         }
         let name = entry.name().to_owned();
-        let record = self.driver.take_exit_record(&name);
+        let record = match self.driver.take_exit_record(&name) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::error!(domain = %name, error = %error_chain(&error), "cannot read the exit record");
+                None
+            }
+        };
         let Some(entry) = self.domains.get_mut(&uuid) else {
             return;
         };
