@@ -11,13 +11,13 @@ use tokio::sync::mpsc;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::cgroup::Cgroups;
-use crate::core::error_chain;
 use crate::core::store::{Store, StoreError};
 use crate::core::{ImageStore, Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
 use crate::domain::DomainType;
 use crate::domain::UsernsMode;
 use crate::driver::Drivers;
+use crate::error_chain::error_chain;
 use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::driver::LxcDriver;
 use crate::lxc::instance::LxcConfig;

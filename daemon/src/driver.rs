@@ -130,6 +130,9 @@ pub enum Exit {
     /// Whatever watched it is gone without a word; the driver cleaned up
     /// what it could.
     Vanished,
+    /// It ended and was cleaned up, but how cannot be read (the problems
+    /// say why): no lifecycle action is taken.
+    Unknown,
 }
 
 /// An instance that ended, with the problems met while cleaning up after it.

@@ -27,44 +27,14 @@ impl Default for HostPaths {
     }
 }
 
-/// The cgroup hierarchy layout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CgroupLayout {
-    /// Only cgroup v1 controllers.
-    V1 {
-        controllers: Vec<String>,
-    },
-    /// v1 controllers plus a cgroup2 mount (often with no controllers).
-    Hybrid {
-        controllers: Vec<String>,
-        unified: PathBuf,
-    },
-    /// Pure cgroup v2 (unified) at the given mount point.
-    V2 {
-        mount: PathBuf,
-        controllers: Vec<String>,
-    },
-    None,
-}
-
-impl CgroupLayout {
-    pub fn name(&self) -> &'static str {
-        match self {
-            CgroupLayout::V1 { .. } => "v1",
-            CgroupLayout::Hybrid { .. } => "hybrid",
-            CgroupLayout::V2 { .. } => "v2",
-            CgroupLayout::None => "none",
-        }
-    }
-}
-
 /// Everything `GetCapabilities` reports.
 #[derive(Debug, Clone)]
 pub struct HostCapabilities {
     pub kernel: String,
     pub arch: String,
     pub namespaces: Vec<String>,
-    pub cgroups: CgroupLayout,
+    /// The cgroup hierarchies mounted here (their layout, controllers).
+    pub cgroups: Hierarchies,
     /// The security layer's findings (SELinux mode, policy, range).
     pub security: SecurityReport,
     /// Every storage backend and whether it works here.
@@ -84,12 +54,12 @@ impl HostCapabilities {
             .filter(|ns| paths.proc.join("self/ns").join(ns).exists())
             .map(|ns| (*ns).to_owned())
             .collect();
-        let mountinfo = fs::read_to_string(paths.proc.join("self/mountinfo")).unwrap_or_default();
+        let mountinfo = fs::read(paths.proc.join("self/mountinfo")).unwrap_or_default();
         HostCapabilities {
             kernel,
             arch: std::env::consts::ARCH.to_owned(),
             namespaces,
-            cgroups: cgroup_layout(&mountinfo),
+            cgroups: Hierarchies::from_mountinfo(mountinfo, Path::new("/")),
             security,
             // The backends probe the host's own paths.
             storage: crate::storage::backend::probe_all(),
@@ -107,7 +77,7 @@ impl HostCapabilities {
         {
             return Some("the kernel lacks mount, UTS, IPC, PID or cgroup namespaces");
         }
-        if self.cgroups == CgroupLayout::None {
+        if self.cgroups.layout() == Layout::None {
             return Some("no cgroup hierarchy is mounted");
         }
         None
@@ -131,37 +101,7 @@ impl HostCapabilities {
             writeln!(x, "      <namespace name='{}'/>", esc(ns))?;
         }
         writeln!(x, "    </namespaces>")?;
-        match &self.cgroups {
-            CgroupLayout::V1 { controllers } => {
-                writeln!(x, "    <cgroups layout='v1'>")?;
-                write_controllers(x, controllers)?;
-                writeln!(x, "    </cgroups>")?;
-            }
-            CgroupLayout::Hybrid {
-                controllers,
-                unified,
-            } => {
-                writeln!(
-                    x,
-                    "    <cgroups layout='hybrid' unified='{}'>",
-                    esc(&unified.display().to_string())
-                )?;
-                write_controllers(x, controllers)?;
-                writeln!(x, "    </cgroups>")?;
-            }
-            CgroupLayout::V2 { mount, controllers } => {
-                writeln!(
-                    x,
-                    "    <cgroups layout='v2' mount='{}'>",
-                    esc(&mount.display().to_string())
-                )?;
-                write_controllers(x, controllers)?;
-                // No eBPF device program yet: the allow-list is not enforced.
-                writeln!(x, "      <devices enforced='no'/>")?;
-                writeln!(x, "    </cgroups>")?;
-            }
-            CgroupLayout::None => writeln!(x, "    <cgroups layout='none'/>")?,
-        }
+        self.write_cgroups(x)?;
         self.write_secmodels(x)?;
         let (in_use, unusable) = &self.storage_in_use;
         match unusable {
@@ -210,6 +150,38 @@ impl HostCapabilities {
 }
 
 impl HostCapabilities {
+    /// `<cgroups>`: the layout, the cgroup2 mount, the controllers.
+    fn write_cgroups(&self, x: &mut String) -> std::fmt::Result {
+        let layout = self.cgroups.layout();
+        let unified = self.cgroups.unified.as_ref();
+        match (layout, unified) {
+            (Layout::Hybrid, Some(unified)) => writeln!(
+                x,
+                "    <cgroups layout='hybrid' unified='{}'>",
+                esc(&unified.mount.display().to_string())
+            )?,
+            (Layout::V2, Some(unified)) => writeln!(
+                x,
+                "    <cgroups layout='v2' mount='{}'>",
+                esc(&unified.mount.display().to_string())
+            )?,
+            (Layout::V1, _) => writeln!(x, "    <cgroups layout='v1'>")?,
+            _ => return writeln!(x, "    <cgroups layout='none'/>"),
+        }
+        let controllers = match (layout, unified) {
+            (Layout::V2, Some(unified)) => unified.controllers.clone(),
+            _ => self.cgroups.v1_controller_names(),
+        };
+        for c in &controllers {
+            writeln!(x, "      <controller name='{}'/>", esc(c))?;
+        }
+        if layout == Layout::V2 {
+            // No eBPF device program yet: the allow-list is not enforced.
+            writeln!(x, "      <devices enforced='no'/>")?;
+        }
+        writeln!(x, "    </cgroups>")
+    }
+
     /// `<secmodels>`: SELinux's availability, mode, policy type, the
     /// daemon's context and category range, and the base labels; `none`.
     fn write_secmodels(&self, x: &mut String) -> std::fmt::Result {
@@ -285,13 +257,6 @@ impl HostCapabilities {
     }
 }
 
-fn write_controllers(x: &mut String, controllers: &[String]) -> std::fmt::Result {
-    for c in controllers {
-        writeln!(x, "      <controller name='{}'/>", esc(c))?;
-    }
-    Ok(())
-}
-
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
@@ -302,46 +267,6 @@ fn esc(s: &str) -> std::borrow::Cow<'_, str> {
 
 fn read_trimmed(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
-}
-
-/// Fields of a mountinfo line: (mount point, filesystem type, super options).
-pub(crate) fn mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str)> {
-    mountinfo.lines().filter_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mount_point = left.split(' ').nth(4)?;
-        let mut right = right.split(' ');
-        let fstype = right.next()?;
-        let _source = right.next();
-        let super_options = right.next().unwrap_or("");
-        Some((mount_point, fstype, super_options))
-    })
-}
-
-/// Classifies the cgroup layout from `/proc/self/mountinfo`, with the
-/// cgroup layer's own detection.
-pub fn cgroup_layout(mountinfo: &str) -> CgroupLayout {
-    let hierarchies = Hierarchies::from_mountinfo(mountinfo, Path::new("/"));
-    let controllers = hierarchies.v1_controller_names();
-    match (hierarchies.layout(), hierarchies.unified) {
-        (Layout::V1, _) => CgroupLayout::V1 { controllers },
-        (Layout::Hybrid, Some(unified)) => CgroupLayout::Hybrid {
-            controllers,
-            unified: unified.mount,
-        },
-        (Layout::V2, Some(unified)) => CgroupLayout::V2 {
-            mount: unified.mount,
-            controllers: unified.controllers,
-        },
-        _ => CgroupLayout::None,
-    }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-pub(crate) fn unescape_mount(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 #[cfg(test)]
@@ -356,35 +281,12 @@ mod tests {
 37 33 0:32 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,cpu,cpuacct
 ";
 
-    #[test]
-    fn classifies_cgroup_layouts() {
-        assert_eq!(
-            cgroup_layout(HYBRID),
-            CgroupLayout::Hybrid {
-                controllers: vec!["cpu".into(), "cpuacct".into(), "memory".into()],
-                unified: "/sys/fs/cgroup/unified".into(),
-            }
-        );
-        let v1: String = HYBRID
-            .lines()
-            .filter(|l| !l.contains("cgroup2"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert!(matches!(cgroup_layout(&v1), CgroupLayout::V1 { .. }));
-        let v2 = "34 33 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        assert!(
-            matches!(cgroup_layout(v2), CgroupLayout::V2 { mount, .. } if mount == Path::new("/sys/fs/cgroup"))
-        );
-        assert_eq!(cgroup_layout(""), CgroupLayout::None);
-    }
-
-    #[test]
-    fn capabilities_document_is_well_formed_and_names_the_layout() {
-        let caps = HostCapabilities {
+    fn caps(cgroups: Hierarchies) -> HostCapabilities {
+        HostCapabilities {
             kernel: "6.18 <test>".into(),
             arch: "x86_64".into(),
             namespaces: vec!["mnt".into(), "pid".into()],
-            cgroups: cgroup_layout(HYBRID),
+            cgroups,
             security: SecurityReport {
                 selinux: HostSelinux::Absent("selinuxfs is not mounted".into()),
                 host: None,
@@ -400,7 +302,71 @@ mod tests {
             ],
             storage_in_use: (BackendKind::Overlay, None),
             kvm_device: true,
-        };
+        }
+    }
+
+    /// The `<cgroups>` element of the capabilities of a host with this
+    /// mountinfo (and no controllers in a cgroup2 root).
+    fn cgroups_xml(mountinfo: &str) -> String {
+        let xml = caps(Hierarchies::parse(mountinfo, Path::new("/"))).to_xml();
+        let mut lines = xml.lines().skip_while(|l| !l.starts_with("    <cgroups"));
+        let first = lines.next().unwrap();
+        let mut element = format!("{first}\n");
+        if !first.ends_with("/>") {
+            for line in lines {
+                element.push_str(line);
+                element.push('\n');
+                if line == "    </cgroups>" {
+                    break;
+                }
+            }
+        }
+        element
+    }
+
+    #[test]
+    fn cgroups_name_the_layout_mounts_and_controllers() {
+        assert_eq!(
+            cgroups_xml(HYBRID),
+            "    <cgroups layout='hybrid' unified='/sys/fs/cgroup/unified'>
+      <controller name='cpu'/>
+      <controller name='cpuacct'/>
+      <controller name='memory'/>
+    </cgroups>
+"
+        );
+        let v1: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("cgroup2"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            cgroups_xml(&v1)
+                .starts_with("    <cgroups layout='v1'>\n      <controller name='cpu'/>"),
+            "{}",
+            cgroups_xml(&v1)
+        );
+        assert_eq!(
+            cgroups_xml("34 33 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"),
+            "    <cgroups layout='v2' mount='/sys/fs/cgroup'>
+      <devices enforced='no'/>
+    </cgroups>
+"
+        );
+        assert_eq!(cgroups_xml(""), "    <cgroups layout='none'/>\n");
+        let mut none = caps(Hierarchies::default());
+        none.namespaces = ["mnt", "uts", "ipc", "pid", "cgroup"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            none.lxc_unavailable(),
+            Some("no cgroup hierarchy is mounted")
+        );
+    }
+
+    #[test]
+    fn capabilities_document_is_well_formed_and_names_the_layout() {
+        let caps = caps(Hierarchies::parse(HYBRID, Path::new("/")));
         let xml = caps.to_xml();
         let root = crate::domain::xml::parse_str(&xml).unwrap();
         let host = root.element("host").unwrap();

@@ -9,6 +9,8 @@
 //! - [`host`]: what the host supports.
 //! - [`security`]: sVirt, the SELinux labels of containers.
 //! - [`daemon`]: wiring it all together; `lxvirtd`'s main is a thin shell.
+//! - [`persist`], [`error_chain`]: the bottom layer every other module may
+//!   use (crash-safe and versioned files; errors on one line).
 
 pub mod cgroup;
 pub mod core;
@@ -16,8 +18,10 @@ pub mod daemon;
 pub mod dbus;
 pub use lxvirt_domain as domain;
 pub mod driver;
+pub mod error_chain;
 pub mod host;
 pub mod lxc;
+pub mod persist;
 pub mod seccomp;
 pub mod security;
 pub mod storage;

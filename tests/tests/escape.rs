@@ -17,6 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use lxvirt_tests::{ContainerEnv, wait_for_file};
+use lxvirtd::sys::mountinfo;
 
 const PROBE: &str = include_str!("../probes/escape.c");
 
@@ -207,14 +208,13 @@ impl HostState {
             .into_iter()
             .filter_map(|p| fs::read_to_string(&p).ok().map(|v| (p, v)))
             .collect();
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mounts = mountinfo
-            .lines()
-            .filter_map(|l| {
-                let point = l.split(' ').nth(4)?;
-                let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
-                let kernel = matches!(fstype, "proc" | "sysfs" | "cgroup" | "cgroup2");
-                (kernel || point.contains("lxvirt-escape")).then(|| format!("{fstype} {point}"))
+        let mounts = mountinfo::read(Path::new("/proc/self/mountinfo"))
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| {
+                let point = m.mount_point.display().to_string();
+                let kernel = matches!(m.fstype.as_str(), "proc" | "sysfs" | "cgroup" | "cgroup2");
+                (kernel || point.contains("lxvirt-escape")).then(|| format!("{} {point}", m.fstype))
             })
             .collect();
         HostState { files, mounts }

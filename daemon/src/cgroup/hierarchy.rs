@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use super::CgroupError;
+use crate::sys::mountinfo::{self, MountInfo};
 
 /// A controller this layer applies limits with or reads statistics from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,18 +190,18 @@ impl Hierarchies {
     /// The hierarchies of the calling process (`/proc/self/mountinfo`).
     pub fn detect() -> Result<Hierarchies, CgroupError> {
         let path = Path::new("/proc/self/mountinfo");
-        let mountinfo = fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        let mountinfo = fs::read(path).map_err(|source| CgroupError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Ok(Hierarchies::from_mountinfo(&mountinfo, Path::new("/")))
+        Ok(Hierarchies::from_mountinfo(mountinfo, Path::new("/")))
     }
 
     /// The hierarchies a mountinfo text describes, with every mount point
     /// placed below `root` (`/` on a real host, a temporary directory in
     /// tests); reads the unified root's `cgroup.controllers` (a missing or
     /// unreadable file means no controllers).
-    pub fn from_mountinfo(mountinfo: &str, root: &Path) -> Hierarchies {
+    pub fn from_mountinfo(mountinfo: impl AsRef<[u8]>, root: &Path) -> Hierarchies {
         let mut hierarchies = Hierarchies::parse(mountinfo, root);
         if let Some(unified) = &mut hierarchies.unified {
             unified.controllers = fs::read_to_string(unified.mount.join("cgroup.controllers"))
@@ -212,14 +213,14 @@ impl Hierarchies {
 
     /// Like [`Hierarchies::from_mountinfo`] without reading any file: the
     /// unified hierarchy, if any, has no controllers.
-    pub fn parse(mountinfo: &str, root: &Path) -> Hierarchies {
+    pub fn parse(mountinfo: impl AsRef<[u8]>, root: &Path) -> Hierarchies {
         let mut hierarchies = Hierarchies::default();
-        for (mount_point, fstype, options) in cgroup_mounts(mountinfo) {
-            let mount = under_root(root, &unescape_octal(mount_point));
-            match fstype {
+        for mount in mountinfo::parse(mountinfo).iter().filter(is_cgroup) {
+            let place = under_root(root, &mount.mount_point);
+            match mount.fstype.as_str() {
                 "cgroup" => {
-                    let controllers: Vec<String> = options
-                        .split(',')
+                    let controllers: Vec<String> = mount
+                        .super_options()
                         .filter(|o| V1_CONTROLLER_NAMES.contains(o))
                         .map(str::to_owned)
                         .collect();
@@ -238,14 +239,14 @@ impl Hierarchies {
                         known.insert(c);
                     }
                     hierarchies.v1.push(V1Hierarchy {
-                        mount,
+                        mount: place,
                         controllers,
                         known,
                     });
                 }
                 _ if hierarchies.unified.is_none() => {
                     hierarchies.unified = Some(UnifiedHierarchy {
-                        mount,
+                        mount: place,
                         controllers: Vec::new(),
                     });
                 }
@@ -305,49 +306,16 @@ impl Hierarchies {
     }
 }
 
-/// (mount point, filesystem type, super options) of every cgroup and
-/// cgroup2 mount in a mountinfo text.
-fn cgroup_mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str)> {
-    mountinfo.lines().filter_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mount_point = left.split(' ').nth(4)?;
-        let mut right = right.split(' ');
-        let fstype = right.next()?;
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            return None;
-        }
-        let _source = right.next();
-        Some((mount_point, fstype, right.next().unwrap_or("")))
-    })
+/// A cgroup v1 or cgroup2 mount.
+fn is_cgroup(mount: &&MountInfo) -> bool {
+    mount.fstype == "cgroup" || mount.fstype == "cgroup2"
 }
 
 /// `root` joined with an absolute mount point.
-fn under_root(root: &Path, mount_point: &str) -> PathBuf {
-    let relative: PathBuf = Path::new(mount_point)
+fn under_root(root: &Path, mount_point: &Path) -> PathBuf {
+    let relative: PathBuf = mount_point
         .components()
         .filter(|c| matches!(c, Component::Normal(_)))
         .collect();
     root.join(relative)
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let digits = bytes.get(i + 1..i + 4);
-        match digits {
-            Some(d) if bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)) => {
-                let value = d.iter().fold(0u32, |v, b| v * 8 + u32::from(b - b'0'));
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                i += 4;
-            }
-            _ => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -52,7 +52,7 @@ impl ImageStore {
             Err(error) => (
                 ImageStore::Unavailable(StorageUnavailable {
                     backend: kind,
-                    reason: crate::core::error_chain(&error),
+                    reason: crate::error_chain::error_chain(&error),
                 }),
                 None,
             ),

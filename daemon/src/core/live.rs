@@ -6,15 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::persist;
-
-/// Format version of [`LiveStatus`]; other versions are refused.
-pub const LIVE_STATUS_VERSION: u32 = 1;
+use crate::persist::{self, Durability, PersistError, Versioned};
 
 /// What the daemon must remember about a running domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveStatus {
-    pub version: u32,
     pub uuid: Uuid,
     pub name: String,
     /// Transient domains exist only here while they run.
@@ -37,31 +33,8 @@ pub struct LiveStatus {
     pub rebooted: bool,
 }
 
-/// A status file that could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum LiveStatusError {
-    #[error("{path}: cannot read")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: not a valid status file")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(
-        "{path}: status format version {found}, this lxvirtd reads version {LIVE_STATUS_VERSION}; use the lxvirtd that started these containers"
-    )]
-    Version { path: PathBuf, found: u32 },
-    #[error("cannot write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+impl Versioned for LiveStatus {
+    const VERSION: u32 = 1;
 }
 
 impl LiveStatus {
@@ -69,42 +42,13 @@ impl LiveStatus {
         run_dir.join(format!("{name}.status"))
     }
 
-    pub fn save(&self, run_dir: &Path) -> Result<(), LiveStatusError> {
+    pub fn save(&self, run_dir: &Path) -> Result<(), PersistError> {
         let path = Self::path(run_dir, &self.name);
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| LiveStatusError::Write {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        persist::replace_file(&path, &bytes, 0o600)
-            .map_err(|source| LiveStatusError::Write { path, source })
+        persist::write_versioned(&path, self, 0o600, Durability::Volatile)
     }
 
-    pub fn load(path: &Path) -> Result<LiveStatus, LiveStatusError> {
-        let bytes = std::fs::read(path).map_err(|source| LiveStatusError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        // Check the version before the shape, so an old or new format gets
-        // the version message rather than a parse error.
-        #[derive(Deserialize)]
-        struct Versioned {
-            version: u32,
-        }
-        let versioned: Versioned =
-            serde_json::from_slice(&bytes).map_err(|source| LiveStatusError::Parse {
-                path: path.to_owned(),
-                source,
-            })?;
-        if versioned.version != LIVE_STATUS_VERSION {
-            return Err(LiveStatusError::Version {
-                path: path.to_owned(),
-                found: versioned.version,
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|source| LiveStatusError::Parse {
-            path: path.to_owned(),
-            source,
-        })
+    pub fn load(path: &Path) -> Result<LiveStatus, PersistError> {
+        persist::read_versioned(path)
     }
 
     /// Every status file in `run_dir`.
@@ -128,7 +72,6 @@ mod tests {
 
     fn sample() -> LiveStatus {
         LiveStatus {
-            version: LIVE_STATUS_VERSION,
             uuid: Uuid::nil(),
             name: "web".into(),
             persistent: true,
@@ -145,7 +88,7 @@ mod tests {
     }
 
     #[test]
-    fn saves_loads_and_refuses_other_versions() {
+    fn saves_loads_and_refuses_newer_versions() {
         let dir = tempfile::tempdir().unwrap();
         sample().save(dir.path()).unwrap();
         let path = LiveStatus::path(dir.path(), "web");
@@ -153,14 +96,39 @@ mod tests {
         assert_eq!(LiveStatus::scan(dir.path()), vec![path.clone()]);
         std::fs::write(&path, br#"{"version": 2, "whatever": true}"#).unwrap();
         let err = LiveStatus::load(&path).unwrap_err();
-        assert!(
-            matches!(err, LiveStatusError::Version { found: 2, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, PersistError::Newer { found: 2, .. }), "{err}");
         std::fs::write(&path, b"{\"version\": 1, \"uu").unwrap();
         assert!(matches!(
             LiveStatus::load(&path),
-            Err(LiveStatusError::Parse { .. })
+            Err(PersistError::Corrupt { .. })
         ));
+    }
+
+    /// A status file as lxvirtd 0.1 wrote it: a daemon upgrade finds the
+    /// containers the old one started.
+    #[test]
+    fn reads_the_files_of_earlier_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.status");
+        std::fs::write(
+            &path,
+            r#"{
+  "version": 1,
+  "uuid": "00000000-0000-0000-0000-000000000000",
+  "name": "web",
+  "persistent": true,
+  "live_xml": "<domain/>",
+  "init_pid": 10,
+  "monitor_pid": 9,
+  "monitor_start_time": 1234,
+  "started_at": 1700000000,
+  "cgroup_path": "machine/lxvirt-web",
+  "memory_limit": 67108864,
+  "paused": false,
+  "rebooted": false
+}"#,
+        )
+        .unwrap();
+        assert_eq!(LiveStatus::load(&path).unwrap(), sample());
     }
 }

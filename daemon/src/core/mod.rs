@@ -11,13 +11,12 @@ pub mod images;
 pub mod lifecycle;
 pub mod live;
 pub mod manager;
-pub mod persist;
 pub mod store;
 pub mod types;
 
 pub use images::{ImageStore, StorageUnavailable};
 pub use lifecycle::{InvalidState, Operation, Reason, State};
-pub use manager::{Manager, ManagerConfig, ManagerHandle, error_chain};
+pub use manager::{Manager, ManagerConfig, ManagerHandle};
 pub use types::{
     CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, UndefineFlags,
     XmlFlags,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::persist::{self, TEMP_PREFIX};
 use crate::domain::{DomainDef, DomainError};
+use crate::persist::{self, TEMP_PREFIX};
 
 /// A failure to read or write the store.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,8 @@
 pub use lxvirt_api::Error;
 
 use crate::core::CoreError;
-use crate::core::error_chain;
 use crate::driver::ErrorKind;
+use crate::error_chain::error_chain;
 use crate::storage::StorageError;
 
 /// The D-Bus error for an image store error.

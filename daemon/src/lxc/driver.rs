@@ -13,8 +13,11 @@ use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
 use super::instance::LxcConfig;
-use super::protocol::{self, ExitRecord, LaunchReport, ProtocolError, Reply, Request, RunFiles};
+use super::protocol::{
+    self, ExitRecord, LaunchReport, MonitorError, ProtocolError, Reply, Request, RunFiles,
+};
 use super::spec::ContainerSpec;
+use crate::persist::{self, PersistError};
 use crate::sys::process::{pidfd_open, reap_pidfd, start_time};
 
 /// Why the driver could not do what was asked.
@@ -32,12 +35,20 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
-    /// The container did not start; the message is the monitor's, naming
-    /// the step and the fix.
-    #[error("{0}")]
-    LaunchFailed(String),
+    /// The container did not start; the monitor's error names the step,
+    /// its details and the fix.
+    #[error("domain '{name}'")]
+    LaunchFailed {
+        name: String,
+        #[source]
+        error: MonitorError,
+    },
     #[error("the monitor of domain '{name}' exited without a report; see {log}")]
     MonitorDied { name: String, log: PathBuf },
+    #[error(
+        "domain '{name}': its monitor sent a launch report this lxvirtd cannot read ({report}); lxvirtd and lxvirt-monitor must come from the same build, restart lxvirtd after an upgrade"
+    )]
+    UnreadableReport { name: String, report: String },
     #[error("cannot reach the monitor of domain '{name}' at {path}")]
     Connect {
         name: String,
@@ -51,8 +62,22 @@ pub enum DriverError {
         #[source]
         source: ProtocolError,
     },
+    /// The monitor could not do what was asked; its error says why.
+    #[error("domain '{name}'")]
+    Refused {
+        name: String,
+        #[source]
+        error: MonitorError,
+    },
+    /// The same, from a monitor of an earlier lxvirtd (a message only).
     #[error("domain '{name}': {message}")]
-    Refused { name: String, message: String },
+    RefusedByEarlierMonitor { name: String, message: String },
+    #[error("domain '{name}': cannot use the exit record of its monitor")]
+    ExitRecord {
+        name: String,
+        #[source]
+        source: PersistError,
+    },
     #[error("internal task failed: {0}")]
     Join(String),
 }
@@ -109,7 +134,7 @@ impl LxcDriver {
                 match spawn_monitor(&driver.monitor_exe, &driver.run_dir) {
                     Ok(spare) => *slot = Some(spare),
                     Err(error) => {
-                        tracing::warn!(error = %crate::core::error_chain(&error), "cannot start a spare monitor");
+                        tracing::warn!(error = %crate::error_chain::error_chain(&error), "cannot start a spare monitor");
                     }
                 }
             }
@@ -177,14 +202,17 @@ impl LxcDriver {
             .map_err(|e| DriverError::Join(e.to_string()))?
     }
 
-    /// Reads and removes the exit record the monitor left, if any.
-    pub fn take_exit_record(&self, name: &str) -> Option<ExitRecord> {
+    /// Reads and removes the exit record the monitor left: `None` when it
+    /// left none; an error when the record is unreadable (also removed,
+    /// it would only be misread again).
+    pub fn take_exit_record(&self, name: &str) -> Result<Option<ExitRecord>, DriverError> {
         let path = self.files(name).exit_record;
-        let record = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let record = persist::read_versioned_if_present(&path);
         let _ = std::fs::remove_file(&path);
-        record
+        record.map_err(|source| DriverError::ExitRecord {
+            name: name.to_owned(),
+            source,
+        })
     }
 
     /// Removes the per-container files of a stopped container.
@@ -242,16 +270,27 @@ fn hand_over(
             monitor_start_time: start_time(monitor_pid).unwrap_or(0),
             monitor_pidfd: monitor.pidfd,
         }),
-        Ok(LaunchReport::Failed { message }) => {
+        Ok(LaunchReport::Failed { error }) => {
             let _ = monitor.child.wait();
-            Err(DriverError::LaunchFailed(message))
+            Err(DriverError::LaunchFailed {
+                name: name.to_owned(),
+                error,
+            })
         }
         Err(_) => {
             let _ = monitor.child.wait();
-            Err(DriverError::MonitorDied {
-                name: name.to_owned(),
-                log: files.log.clone(),
-            })
+            let report = line.trim_end();
+            if report.is_empty() {
+                Err(DriverError::MonitorDied {
+                    name: name.to_owned(),
+                    log: files.log.clone(),
+                })
+            } else {
+                Err(DriverError::UnreadableReport {
+                    name: name.to_owned(),
+                    report: report.to_owned(),
+                })
+            }
         }
     }
 }
@@ -284,7 +323,11 @@ fn ask(
     protocol::send(socket.as_fd(), request, &raw).map_err(protocol_error)?;
     let (reply, fds) = protocol::recv::<Reply>(socket.as_fd()).map_err(protocol_error)?;
     match reply {
-        Reply::Error { message } => Err(DriverError::Refused {
+        Reply::Failed { error } => Err(DriverError::Refused {
+            name: name.to_owned(),
+            error,
+        }),
+        Reply::Error { message } => Err(DriverError::RefusedByEarlierMonitor {
             name: name.to_owned(),
             message,
         }),
@@ -317,4 +360,86 @@ pub fn find_process(pid: i32, start: u64) -> Option<OwnedFd> {
     let fd = pidfd_open(pid).ok()?;
     // Check after opening the pidfd: then the pidfd refers to that process.
     (start_time(pid) == Some(start)).then_some(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DriverError, LxcDriver};
+    use crate::error_chain::error_chain;
+    use crate::lxc::launch::LaunchError;
+    use crate::lxc::protocol::{ExitRecord, InitExit, MonitorError, Requested};
+    use crate::persist::PersistError;
+    use crate::sys::Errno;
+
+    /// What the user sees of a monitor's error: the domain, then the
+    /// monitor's step, details and fix.
+    #[test]
+    fn monitor_errors_are_shown_with_the_domain() {
+        let err = DriverError::LaunchFailed {
+            name: "web".into(),
+            error: LaunchError::IdMap {
+                path: "/proc/42/uid_map".into(),
+                source: Errno::EPERM,
+            }
+            .into(),
+        };
+        assert_eq!(
+            error_chain(&err),
+            "domain 'web': cannot write /proc/42/uid_map; check <idmap>: EPERM: Operation not permitted"
+        );
+        let err = DriverError::Refused {
+            name: "shell".into(),
+            error: MonitorError::NoConsole { index: 7, count: 2 },
+        };
+        assert_eq!(error_chain(&err), "domain 'shell': no console 7; it has 2");
+    }
+
+    #[test]
+    fn exit_records_are_taken_once_and_a_newer_format_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = LxcDriver::new(crate::lxc::instance::LxcConfig {
+            run_dir: dir.path().to_owned(),
+            monitor_exe: "/nonexistent".into(),
+            pids_max: None,
+            default_partition: "/machine".into(),
+            cgroups: None,
+        });
+        let path = driver.files("web").exit_record;
+        assert!(driver.take_exit_record("web").unwrap().is_none());
+
+        // As every monitor so far has written it.
+        std::fs::write(
+            &path,
+            r#"{"version":1,"init":{"exited":{"code":0}},"requested":"shutdown","cleanup_errors":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            driver.take_exit_record("web").unwrap(),
+            Some(ExitRecord {
+                init: InitExit::Exited { code: 0 },
+                requested: Some(Requested::Shutdown),
+                cleanup_errors: vec![],
+            })
+        );
+        assert!(!path.exists());
+
+        // A monitor of a newer lxvirtd: not "no record" (a crash), an error.
+        std::fs::write(&path, r#"{"version":2,"init":"other"}"#).unwrap();
+        let err = driver.take_exit_record("web").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                DriverError::ExitRecord {
+                    source: PersistError::Newer { found: 2, .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "domain 'web': cannot use the exit record of its monitor"
+        );
+        assert!(!path.exists());
+    }
 }

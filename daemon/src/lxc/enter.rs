@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
+use super::protocol::{MonitorError, MonitorStep};
 use super::spec::ContainerSpec;
 use crate::cgroup::ContainerCgroup;
 use crate::seccomp::{Placement, Policy, SockFilter, placement};
@@ -50,16 +51,18 @@ const NAMESPACES: [(&str, CloneFlags); 7] = [
 
 /// Starts the command; returns the pid and a pidfd of the process the
 /// monitor reaps (it exits with the command's status).
-pub fn spawn(command: EnterCommand<'_>) -> Result<(Pid, OwnedFd), String> {
+pub fn spawn(command: EnterCommand<'_>) -> Result<(Pid, OwnedFd), MonitorError> {
     if command.argv.is_empty() {
-        return Err("enter needs a command to run".into());
+        return Err(MonitorError::NoCommand);
     }
     // Open everything that can fail in the monitor, so errors reach the caller.
     let filter = match &command.spec.seccomp {
         Some(s) => Some(
             Policy::new(s.deny_mount, &s.deny)
                 .and_then(|policy| policy.program())
-                .map_err(|e| format!("cannot build the seccomp filter: {e}"))?,
+                .map_err(|e| MonitorError::Seccomp {
+                    reason: e.to_string(),
+                })?,
         ),
         None => None,
     };
@@ -69,11 +72,11 @@ pub fn spawn(command: EnterCommand<'_>) -> Result<(Pid, OwnedFd), String> {
         if same_namespace(&path, name) {
             continue;
         }
-        let fd =
-            open_namespace(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let fd = open_namespace(&path)
+            .map_err(|e| MonitorError::system_at(MonitorStep::OpenNamespace, &path, e))?;
         namespaces.push((fd, flag));
     }
-    match clone_fork(CloneFlags::empty()).map_err(|e| format!("cannot fork: {e}"))? {
+    match clone_fork(CloneFlags::empty()).map_err(|e| MonitorError::system(MonitorStep::Fork, e))? {
         Forked::Parent { pid, pidfd } => Ok((pid, pidfd)),
         Forked::Child => {
             let code = match join_and_run(&command, namespaces, filter.as_deref()) {

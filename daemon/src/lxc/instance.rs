@@ -13,11 +13,11 @@ use super::driver::{DriverError, LxcDriver, find_process, wait_exit};
 use super::protocol::{self, InitExit, Reply, Requested};
 use super::spec::{ContainerSpec, RootFs};
 use crate::cgroup::{CgroupError, Cgroups};
-use crate::core::error_chain;
 use crate::driver::{
     BoxFuture, DomainStats, Driver, Ended, Error, ErrorKind, Exit, Request, Response, Runtime,
     StartRequest, Started,
 };
+use crate::error_chain::error_chain;
 use crate::security::relabel::{self, RelabelJob};
 
 /// What the LXC driver needs besides its monitors.
@@ -250,7 +250,13 @@ impl Driver for LxcDriver {
     fn collect_exit(&self, name: &str, runtime: &Runtime) -> Ended {
         let mut problems = Vec::new();
         let exit = match self.take_exit_record(name) {
-            Some(record) => {
+            // The monitor ended and cleaned up, but what it wrote cannot
+            // be read (a newer format): say so, assume nothing.
+            Err(error) => {
+                problems.push(error_chain(&error));
+                Exit::Unknown
+            }
+            Ok(Some(record)) => {
                 problems.extend(record.cleanup_errors);
                 match (record.requested, record.init) {
                     (Some(Requested::Destroy), _) => Exit::Destroyed,
@@ -267,7 +273,7 @@ impl Driver for LxcDriver {
                     (None, InitExit::Signaled { .. }) => Exit::Crashed,
                 }
             }
-            None => {
+            Ok(None) => {
                 // The monitor could not clean up: what it held goes here.
                 if let Some(cgroups) = &self.config().cgroups
                     && let Ok(cgroup) = cgroups.open(&runtime.cgroup_path)

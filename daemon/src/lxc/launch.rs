@@ -46,9 +46,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::lxc::protocol::{self, ProtocolError};
+use crate::cgroup::CgroupError;
+use crate::error_chain::error_chain;
+use crate::lxc::protocol::{self, ProtocolError, errno_number};
 use crate::lxc::setup::{self, Setup, SetupError, Step};
 use crate::lxc::spec::{ContainerSpec, IdMapping, NsChoice, SPEC_VERSION};
 use crate::sys::linux::{self, Forked};
@@ -64,7 +67,7 @@ pub struct LaunchContext<'a> {
     /// Called in the monitor (the parent) with the child's host pid after
     /// clone and before the child is released to set itself up: the
     /// monitor puts it into the container's cgroups there.
-    pub place_in_cgroup: &'a mut dyn FnMut(Pid) -> Result<(), String>,
+    pub place_in_cgroup: &'a mut dyn FnMut(Pid) -> Result<(), CgroupError>,
 }
 
 impl std::fmt::Debug for LaunchContext<'_> {
@@ -84,79 +87,83 @@ pub struct Launched {
     pub pidfd: OwnedFd,
 }
 
-/// Why a container's init could not be started.
-#[derive(Debug, Error)]
+/// Why a container's init could not be started. Serializable: the monitor
+/// sends it to the daemon inside its [`MonitorError`](protocol::MonitorError),
+/// which names the domain.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LaunchError {
     #[error(
-        "container '{domain}': launch spec version {found} is not supported (expected {SPEC_VERSION}); restart the monitor with a matching lxvirtd"
+        "launch spec version {found} is not supported (expected {SPEC_VERSION}); restart the monitor with a matching lxvirtd"
     )]
-    SpecVersion { domain: String, found: u32 },
-    #[error("container '{domain}': cannot create the staging directory {path}")]
+    SpecVersion { found: u32 },
+    #[error("cannot create the staging directory {}", path.display())]
     Staging {
-        domain: String,
         path: PathBuf,
         #[source]
+        #[serde(with = "errno_number")]
         source: Errno,
     },
-    #[error("container '{domain}': cannot create the launch pipes")]
+    #[error("cannot create the launch pipes")]
     Pipe {
-        domain: String,
         #[source]
+        #[serde(with = "errno_number")]
         source: Errno,
     },
-    #[error("container '{domain}': cannot join the shared namespace {path}; check <lxc:namespace>")]
+    #[error("cannot join the shared namespace {}; check <lxc:namespace>", path.display())]
     JoinNamespace {
-        domain: String,
         path: PathBuf,
         #[source]
+        #[serde(with = "errno_number")]
         source: Errno,
     },
-    #[error("container '{domain}': cannot return the monitor to its own {kind} namespace")]
+    #[error("cannot return the monitor to its own {namespace} namespace")]
     RestoreNamespace {
-        domain: String,
-        kind: &'static str,
+        namespace: String,
         #[source]
+        #[serde(with = "errno_number")]
         source: Errno,
     },
-    #[error("container '{domain}': cannot clone the container's init")]
+    #[error("cannot clone the container's init")]
     Clone {
-        domain: String,
         #[source]
+        #[serde(with = "errno_number")]
         source: Errno,
     },
-    #[error("container '{domain}': cannot create its {kind} namespace inside its user namespace")]
+    #[error("cannot create its {namespace} namespace inside its user namespace")]
     UserNamespace {
-        domain: String,
-        kind: &'static str,
+        namespace: String,
         #[source]
+        #[serde(with = "errno_number")]
         source: Errno,
     },
-    #[error("container '{domain}': cannot write {path}; check <idmap>")]
+    #[error("cannot write {}; check <idmap>", path.display())]
     IdMap {
-        domain: String,
         path: PathBuf,
         #[source]
+        #[serde(with = "errno_number")]
         source: Errno,
     },
-    #[error("container '{domain}': cannot place init in its cgroups: {message}")]
-    Cgroup { domain: String, message: String },
-    #[error("container '{domain}': cannot read the setup report of init")]
+    /// The cgroup layer's message, causes included.
+    #[error("cannot place init in its cgroups: {reason}")]
+    Cgroup { reason: String },
+    #[error("cannot read the setup report of init")]
     Report {
-        domain: String,
         #[source]
-        source: std::io::Error,
+        #[serde(with = "errno_number")]
+        source: Errno,
     },
-    #[error("container '{domain}': init's setup sent an unreadable report: {report:?}")]
-    BadReport { domain: String, report: String },
-    #[error("container '{domain}': {error}")]
-    Setup { domain: String, error: SetupError },
+    #[error("init's setup sent an unreadable report: {report:?}")]
+    BadReport { report: String },
+    #[error(transparent)]
+    Setup { error: SetupError },
 }
 
 impl LaunchError {
     /// The child's own failure, when the setup inside the container failed.
     pub fn setup_error(&self) -> Option<&SetupError> {
         match self {
-            LaunchError::Setup { error, .. } => Some(error),
+            LaunchError::Setup { error } => Some(error),
             _ => None,
         }
     }
@@ -215,11 +222,10 @@ impl Joined {
         Ok(())
     }
 
-    fn restore(self, domain: &str) -> Result<(), LaunchError> {
+    fn restore(self) -> Result<(), LaunchError> {
         for (fd, flag, kind) in self.saved.into_iter().rev() {
             linux::setns(&fd, flag).map_err(|source| LaunchError::RestoreNamespace {
-                domain: domain.to_string(),
-                kind,
+                namespace: kind.to_owned(),
                 source,
             })?;
         }
@@ -245,7 +251,6 @@ fn join_shared(spec: &ContainerSpec) -> Result<Joined, LaunchError> {
             NsChoice::Pid(pid) => PathBuf::from(format!("/proc/{pid}/ns/{kind}")),
         };
         let err = |source| LaunchError::JoinNamespace {
-            domain: spec.name.clone(),
             path: path.clone(),
             source,
         };
@@ -254,7 +259,7 @@ fn join_shared(spec: &ContainerSpec) -> Result<Joined, LaunchError> {
         match result {
             Ok(()) => {}
             Err(e) => {
-                joined.restore(&spec.name)?;
+                joined.restore()?;
                 return Err(err(e));
             }
         }
@@ -272,10 +277,8 @@ fn abandon(pid: Pid) {
 /// with the reason it could not be, the child reaped.
 pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
     let spec = ctx.spec;
-    let domain = || spec.name.clone();
     if spec.version != SPEC_VERSION {
         return Err(LaunchError::SpecVersion {
-            domain: domain(),
             found: spec.version,
         });
     }
@@ -286,16 +289,12 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         Ok(()) | Err(Errno::EEXIST) => {}
         Err(source) => {
             return Err(LaunchError::Staging {
-                domain: domain(),
                 path: staging,
                 source,
             });
         }
     }
-    let pipe_err = |source| LaunchError::Pipe {
-        domain: domain(),
-        source,
-    };
+    let pipe_err = |source| LaunchError::Pipe { source };
     let (sync_r, sync_w) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -315,31 +314,27 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         }
         Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
         Err(source) => {
-            joined.restore(&spec.name)?;
-            return Err(LaunchError::Clone {
-                domain: domain(),
-                source,
-            });
+            joined.restore()?;
+            return Err(LaunchError::Clone { source });
         }
     };
     drop(sync_r);
     drop(err_w);
-    if let Err(e) = joined.restore(&spec.name) {
+    if let Err(e) = joined.restore() {
         abandon(pid);
         return Err(e);
     }
 
     if let Some(map) = &spec.namespaces.user
-        && let Err(e) = write_id_maps(spec, pid, map)
+        && let Err(e) = write_id_maps(pid, map)
     {
         abandon(pid);
         return Err(e);
     }
-    if let Err(message) = (ctx.place_in_cgroup)(pid) {
+    if let Err(error) = (ctx.place_in_cgroup)(pid) {
         abandon(pid);
         return Err(LaunchError::Cgroup {
-            domain: domain(),
-            message,
+            reason: error_chain(&error),
         });
     }
     let mounter = match &spec.namespaces.user {
@@ -366,8 +361,7 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
     if let Err(source) = read {
         abandon(pid);
         return Err(LaunchError::Report {
-            domain: domain(),
-            source,
+            source: linux::io_errno(source),
         });
     }
     if report.is_empty() {
@@ -375,7 +369,7 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         return Ok(Launched { pid, pidfd });
     }
     let _ = waitpid(pid, None);
-    Err(setup_failure(spec, &report))
+    Err(setup_failure(&report))
 }
 
 /// The mounter of a container with a user namespace, waiting to be let
@@ -401,15 +395,10 @@ impl Mounter {
         console_slaves: &[PathBuf],
         init: Pid,
     ) -> Result<Mounter, LaunchError> {
-        let domain = || spec.name.clone();
-        let pipe_err = |source| LaunchError::Pipe {
-            domain: domain(),
-            source,
-        };
+        let pipe_err = |source| LaunchError::Pipe { source };
         let ns_err = |kind: &'static str| {
             move |source| LaunchError::UserNamespace {
-                domain: domain(),
-                kind,
+                namespace: kind.to_owned(),
                 source,
             }
         };
@@ -427,7 +416,7 @@ impl Mounter {
             if let Err(e) =
                 open(kind).and_then(|ns| joined.join(ns.as_fd(), flag, kind).map_err(ns_err(kind)))
             {
-                joined.restore(&spec.name)?;
+                joined.restore()?;
                 return Err(e);
             }
         }
@@ -442,11 +431,8 @@ impl Mounter {
             }
             Ok(Forked::Parent { pid, .. }) => pid,
             Err(source) => {
-                joined.restore(&spec.name)?;
-                return Err(LaunchError::Clone {
-                    domain: domain(),
-                    source,
-                });
+                joined.restore()?;
+                return Err(LaunchError::Clone { source });
             }
         };
         drop(report_w);
@@ -455,16 +441,15 @@ impl Mounter {
             pid,
             hold: Some(hold_w),
         };
-        joined.restore(&spec.name)?;
+        joined.restore()?;
         let mut report = Vec::new();
         File::from(report_r)
             .read_to_end(&mut report)
             .map_err(|source| LaunchError::Report {
-                domain: domain(),
-                source,
+                source: linux::io_errno(source),
             })?;
         if report != [READY] {
-            return Err(setup_failure(spec, &report));
+            return Err(setup_failure(&report));
         }
         let mnt = linux::open_namespace(Path::new(&format!("/proc/{pid}/ns/mnt")))
             .map_err(ns_err("mount"))?;
@@ -536,29 +521,21 @@ fn write_all(fd: BorrowedFd<'_>, mut rest: &[u8]) {
 }
 
 /// The error a child's setup report stands for.
-fn setup_failure(spec: &ContainerSpec, report: &[u8]) -> LaunchError {
+fn setup_failure(report: &[u8]) -> LaunchError {
     match serde_json::from_slice::<SetupError>(report) {
-        Ok(error) => LaunchError::Setup {
-            domain: spec.name.clone(),
-            error,
-        },
+        Ok(error) => LaunchError::Setup { error },
         Err(_) => LaunchError::BadReport {
-            domain: spec.name.clone(),
             report: String::from_utf8_lossy(report).into_owned(),
         },
     }
 }
 
-fn write_id_maps(spec: &ContainerSpec, pid: Pid, map: &IdMapping) -> Result<(), LaunchError> {
+fn write_id_maps(pid: Pid, map: &IdMapping) -> Result<(), LaunchError> {
     for (file, entries) in [("uid_map", &map.uid), ("gid_map", &map.gid)] {
         let path = PathBuf::from(format!("/proc/{pid}/{file}"));
         Linux
             .write_file(&path, map_text(entries).as_bytes())
-            .map_err(|source| LaunchError::IdMap {
-                domain: spec.name.clone(),
-                path,
-                source,
-            })?;
+            .map_err(|source| LaunchError::IdMap { path, source })?;
     }
     Ok(())
 }
@@ -706,9 +683,8 @@ mod tests {
     }
 
     #[test]
-    fn the_childs_error_is_shown_with_the_domain() {
+    fn the_childs_error_names_the_step_the_path_the_errno_and_the_fix() {
         let err = LaunchError::Setup {
-            domain: "web".into(),
             error: SetupError {
                 step: Step::Exec,
                 path: Some("/sbin/init".into()),
@@ -718,8 +694,29 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "container 'web': cannot execute init /sbin/init inside the container: No such file or directory (ENOENT); check <init> and the root filesystem"
+            "cannot execute init /sbin/init inside the container: No such file or directory (ENOENT); check <init> and the root filesystem"
         );
         assert_eq!(err.setup_error().map(|e| e.step), Some(Step::Exec));
+    }
+
+    /// The monitor sends these to the daemon: they come back whole, the
+    /// errno of their source included.
+    #[test]
+    fn launch_errors_cross_as_json_with_their_errno() {
+        let err = LaunchError::JoinNamespace {
+            path: "/run/netns/red".into(),
+            source: Errno::EPERM,
+        };
+        let json = serde_json::to_string(&err).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"join_namespace","path":"/run/netns/red","source":1}"#
+        );
+        let back: LaunchError = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, err);
+        assert_eq!(
+            crate::error_chain::error_chain(&back),
+            "cannot join the shared namespace /run/netns/red; check <lxc:namespace>: EPERM: Operation not permitted"
+        );
     }
 }

@@ -23,15 +23,16 @@ use nix::sys::socket::{
 use nix::unistd::Pid;
 
 use super::enter;
-use super::launch::{self, LaunchContext};
+use super::launch::{self, LaunchContext, LaunchError};
 use super::protocol::{
-    self, EXIT_RECORD_VERSION, EnterExit, ExitRecord, InitExit, LaunchReport, Reply, Request,
+    self, EnterExit, ExitRecord, InitExit, LaunchReport, MonitorError, MonitorStep, Reply, Request,
     Requested, RunFiles,
 };
 use super::spec::{ContainerSpec, SPEC_VERSION};
-use crate::cgroup::{Cgroups, ContainerCgroup};
-use crate::core::error_chain;
-use crate::core::persist;
+use crate::cgroup::{CgroupError, Cgroups, ContainerCgroup};
+use crate::error_chain::error_chain;
+use crate::persist::{self, Durability};
+use crate::sys::linux::io_errno;
 use crate::sys::process as proc;
 
 /// How long a container gets to shut down when its monitor is sent SIGTERM.
@@ -46,17 +47,14 @@ const CONSOLE_CHUNK: usize = 4096;
 pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
     // Signals arrive through a descriptor in the event loop; the container
     // and entered commands reset their masks before they exec.
-    let signals = match termination_signals() {
-        Ok(signals) => signals,
-        Err(message) => {
-            let _ = write_report(&mut report, &LaunchReport::Failed { message });
-            return 1;
-        }
-    };
-    let spec = match read_spec(spec_input) {
-        Ok(spec) => spec,
-        Err(message) => {
-            let _ = write_report(&mut report, &LaunchReport::Failed { message });
+    let started = termination_signals().and_then(|signals| {
+        let spec = read_spec(spec_input)?;
+        Ok((signals, spec))
+    });
+    let (signals, spec) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            let _ = write_report(&mut report, &LaunchReport::Failed { error });
             return 1;
         }
     };
@@ -64,8 +62,8 @@ pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
     log_to(&files.log);
     let mut monitor = match Monitor::start(&spec, &files, signals) {
         Ok(monitor) => monitor,
-        Err(message) => {
-            let _ = write_report(&mut report, &LaunchReport::Failed { message });
+        Err(error) => {
+            let _ = write_report(&mut report, &LaunchReport::Failed { error });
             return 1;
         }
     };
@@ -99,18 +97,19 @@ fn log_to(path: &Path) {
     }
 }
 
-fn read_spec(mut input: impl std::io::Read) -> Result<ContainerSpec, String> {
+fn read_spec(mut input: impl std::io::Read) -> Result<ContainerSpec, MonitorError> {
     let mut bytes = Vec::new();
     input
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read the launch spec: {e}"))?;
-    let spec: ContainerSpec =
-        serde_json::from_slice(&bytes).map_err(|e| format!("cannot parse the launch spec: {e}"))?;
+        .map_err(|e| MonitorError::system(MonitorStep::ReadSpec, io_errno(e)))?;
+    let spec: ContainerSpec = serde_json::from_slice(&bytes).map_err(|e| MonitorError::Spec {
+        reason: e.to_string(),
+    })?;
     if spec.version != SPEC_VERSION {
-        return Err(format!(
-            "launch spec version {}, this monitor reads version {SPEC_VERSION}; restart lxvirtd after an upgrade",
-            spec.version
-        ));
+        return Err(LaunchError::SpecVersion {
+            found: spec.version,
+        }
+        .into());
     }
     Ok(spec)
 }
@@ -157,13 +156,13 @@ impl<'a> Monitor<'a> {
         spec: &'a ContainerSpec,
         files: &'a RunFiles,
         signals: SignalFd,
-    ) -> Result<Monitor<'a>, String> {
+    ) -> Result<Monitor<'a>, MonitorError> {
         // A record from an earlier run must not be mistaken for this one's.
         let _ = std::fs::remove_file(&files.exit_record);
         let listener = listen_on(&files.socket)?;
-        let cgroups = Cgroups::detect().map_err(|e| error_chain(&e))?;
-        let cgroup = create_cgroup(&cgroups, spec)
-            .map_err(|e| format!("domain '{}': {e}", spec.name))
+        let cgroup = Cgroups::detect()
+            .map_err(cgroup_error)
+            .and_then(|cgroups| create_cgroup(&cgroups, spec))
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&files.socket);
             })?;
@@ -189,10 +188,10 @@ impl<'a> Monitor<'a> {
                 kill_deadline: None,
                 init_exit: None,
             }),
-            Err(message) => {
+            Err(error) => {
                 let _ = cgroup.remove();
                 let _ = std::fs::remove_file(&files.socket);
-                Err(message)
+                Err(error)
             }
         }
     }
@@ -200,7 +199,7 @@ impl<'a> Monitor<'a> {
     fn launch(
         spec: &ContainerSpec,
         cgroup: &ContainerCgroup,
-    ) -> Result<(Pid, OwnedFd, Vec<Console>), String> {
+    ) -> Result<(Pid, OwnedFd, Vec<Console>), MonitorError> {
         let root_ids = spec
             .namespaces
             .user
@@ -210,16 +209,16 @@ impl<'a> Monitor<'a> {
         let mut slaves = Vec::new();
         for _ in 0..spec.consoles {
             let (master, slave) =
-                proc::open_pty().map_err(|e| format!("cannot open a console pty: {e}"))?;
+                proc::open_pty().map_err(|e| MonitorError::system(MonitorStep::OpenPty, e))?;
             if let Some((uid, gid)) = root_ids {
                 nix::unistd::chown(&slave, Some(uid.into()), Some(gid.into()))
-                    .map_err(|e| format!("cannot chown console {}: {e}", slave.display()))?;
+                    .map_err(|e| MonitorError::system_at(MonitorStep::ChownConsole, &slave, e))?;
             }
             nix::fcntl::fcntl(
                 &master,
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
             )
-            .map_err(|e| format!("cannot set up console: {e}"))?;
+            .map_err(|e| MonitorError::system(MonitorStep::SetUpConsole, e))?;
             consoles.push(Console {
                 master,
                 client: None,
@@ -227,12 +226,10 @@ impl<'a> Monitor<'a> {
             });
             slaves.push(slave);
         }
-        let mut place = |pid: Pid| -> Result<(), String> {
-            cgroup
-                .add_process(pid.as_raw())
-                .map_err(|e| error_chain(&e))?;
+        let mut place = |pid: Pid| -> Result<(), CgroupError> {
+            cgroup.add_process(pid.as_raw())?;
             if let Some((uid, gid)) = root_ids {
-                cgroup.chown(uid, gid).map_err(|e| error_chain(&e))?;
+                cgroup.chown(uid, gid)?;
             }
             Ok(())
         };
@@ -240,8 +237,7 @@ impl<'a> Monitor<'a> {
             spec,
             console_slaves: &slaves,
             place_in_cgroup: &mut place,
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         Ok((launched.pid, launched.pidfd, consoles))
     }
 
@@ -375,13 +371,10 @@ impl<'a> Monitor<'a> {
         let (request, fds) = match protocol::recv::<Request>(connection.as_fd()) {
             Ok(message) => message,
             Err(e) => {
-                let _ = protocol::send(
-                    connection.as_fd(),
-                    &Reply::Error {
-                        message: error_chain(&e),
-                    },
-                    &[],
-                );
+                let error = MonitorError::BadRequest {
+                    reason: error_chain(&e),
+                };
+                let _ = protocol::send(connection.as_fd(), &Reply::Failed { error }, &[]);
                 return;
             }
         };
@@ -427,11 +420,9 @@ impl<'a> Monitor<'a> {
     }
 
     fn attach_console(&mut self, index: u32) -> (Reply, Vec<OwnedFd>) {
+        let count = self.consoles.len() as u32;
         let Some(console) = self.consoles.get_mut(index as usize) else {
-            return error_reply(format!(
-                "no console {index}; it has {}",
-                self.consoles.len()
-            ));
+            return error_reply(MonitorError::NoConsole { index, count });
         };
         let (ours, theirs) = match socketpair(
             AddressFamily::Unix,
@@ -440,7 +431,7 @@ impl<'a> Monitor<'a> {
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         ) {
             Ok(pair) => pair,
-            Err(e) => return error_reply(format!("cannot create a console channel: {e}")),
+            Err(e) => return error_reply(MonitorError::system(MonitorStep::ConsoleChannel, e)),
         };
         // The client's end blocks, as a terminal would.
         let _ = nix::fcntl::fcntl(
@@ -505,13 +496,11 @@ impl<'a> Monitor<'a> {
     ) -> (Reply, Vec<OwnedFd>) {
         let [stdin, stdout, stderr]: [OwnedFd; 3] = match fds.try_into() {
             Ok(fds) => fds,
-            Err(_) => {
-                return error_reply("enter needs stdin, stdout and stderr descriptors".into());
-            }
+            Err(_) => return error_reply(MonitorError::NoStdio),
         };
         let (exit_read, exit_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
             Ok(pipe) => pipe,
-            Err(e) => return error_reply(format!("cannot create the exit pipe: {e}")),
+            Err(e) => return error_reply(MonitorError::system(MonitorStep::ExitPipe, e)),
         };
         let command = enter::EnterCommand {
             spec: self.spec,
@@ -531,7 +520,7 @@ impl<'a> Monitor<'a> {
                 });
                 (Reply::Entered { pid: pid.as_raw() }, vec![exit_read])
             }
-            Err(message) => error_reply(message),
+            Err(error) => error_reply(error),
         }
     }
 
@@ -565,37 +554,44 @@ impl<'a> Monitor<'a> {
             cleanup_errors.push(error_chain(&e));
         }
         let record = ExitRecord {
-            version: EXIT_RECORD_VERSION,
             init: self.init_exit.unwrap_or(InitExit::Signaled { signal: 9 }),
             requested: self.requested,
             cleanup_errors,
         };
-        if let Ok(bytes) = serde_json::to_vec(&record) {
-            let _ = persist::replace_file(&self.files.exit_record, &bytes, 0o600);
-        }
+        // Nobody to tell if this fails: the daemon finds no record and
+        // takes the container for crashed.
+        let _ = persist::write_versioned(
+            &self.files.exit_record,
+            &record,
+            0o600,
+            Durability::Volatile,
+        );
         let _ = std::fs::remove_file(&self.files.socket);
     }
 }
 
 /// Creates the container's cgroup; an empty one left by a monitor that
 /// died is removed first, a populated one is refused.
-fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgroup, String> {
+fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgroup, MonitorError> {
     match cgroups.create(&spec.cgroup) {
-        Err(crate::cgroup::CgroupError::Exists { .. }) => {
-            let stale = cgroups
-                .open(&spec.cgroup.path)
-                .map_err(|e| error_chain(&e))?;
+        Err(CgroupError::Exists { .. }) => {
+            let stale = cgroups.open(&spec.cgroup.path).map_err(cgroup_error)?;
             if !stale.is_empty().unwrap_or(false) {
-                return Err(format!(
-                    "cgroup {} still has processes: another instance of '{}' runs outside lxvirtd's control; stop it first",
-                    spec.cgroup.path.display(),
-                    spec.name
-                ));
+                return Err(MonitorError::CgroupBusy {
+                    path: spec.cgroup.path.clone(),
+                });
             }
-            stale.remove().map_err(|e| error_chain(&e))?;
-            cgroups.create(&spec.cgroup).map_err(|e| error_chain(&e))
+            stale.remove().map_err(cgroup_error)?;
+            cgroups.create(&spec.cgroup).map_err(cgroup_error)
         }
-        result => result.map_err(|e| error_chain(&e)),
+        result => result.map_err(cgroup_error),
+    }
+}
+
+/// A cgroup layer's error for the daemon: its message with its causes.
+fn cgroup_error(error: CgroupError) -> MonitorError {
+    MonitorError::Cgroup {
+        reason: error_chain(&error),
     }
 }
 
@@ -623,22 +619,22 @@ fn report_entered_exit(entered: &Entered) {
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP and returns a descriptor to read them.
-fn termination_signals() -> Result<SignalFd, String> {
+fn termination_signals() -> Result<SignalFd, MonitorError> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
     mask.add(Signal::SIGHUP);
     mask.thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+        .map_err(|e| MonitorError::system(MonitorStep::BlockSignals, e))?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| format!("cannot create a signalfd: {e}"))
+        .map_err(|e| MonitorError::system(MonitorStep::SignalFd, e))
 }
 
-fn error_reply(message: String) -> (Reply, Vec<OwnedFd>) {
-    (Reply::Error { message }, Vec::new())
+fn error_reply(error: MonitorError) -> (Reply, Vec<OwnedFd>) {
+    (Reply::Failed { error }, Vec::new())
 }
 
-fn listen_on(path: &Path) -> Result<OwnedFd, String> {
+fn listen_on(path: &Path) -> Result<OwnedFd, MonitorError> {
     let _ = std::fs::remove_file(path);
     let fd = socket(
         AddressFamily::Unix,
@@ -646,16 +642,16 @@ fn listen_on(path: &Path) -> Result<OwnedFd, String> {
         SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .map_err(|e| format!("cannot create the monitor socket: {e}"))?;
-    let address =
-        UnixAddr::new(path).map_err(|e| format!("bad socket path {}: {e}", path.display()))?;
+    .map_err(|e| MonitorError::system(MonitorStep::CreateSocket, e))?;
+    let address = UnixAddr::new(path)
+        .map_err(|e| MonitorError::system_at(MonitorStep::SocketPath, path, e))?;
     // Only root may talk to the monitor: the socket is created 0600.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = bind(fd.as_raw_fd(), &address);
     nix::sys::stat::umask(old);
-    bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    bound.map_err(|e| MonitorError::system_at(MonitorStep::BindSocket, path, e))?;
     listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        .map_err(|e| MonitorError::system_at(MonitorStep::ListenSocket, path, e))?;
     Ok(fd)
 }
 

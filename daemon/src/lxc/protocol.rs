@@ -8,6 +8,19 @@
 //! - When init is gone, the monitor writes an [`ExitRecord`] (`NAME.exit`)
 //!   atomically and exits; the daemon learns of it through a pidfd, also
 //!   after a daemon restart.
+//!
+//! Failures cross as a [`MonitorError`]: the step and its details (errno,
+//! path, init's own setup report) as fields, never a preformatted message,
+//! so the daemon keeps the kind and names the domain itself.
+//!
+//! Compatibility: the daemon starts monitors from its own build (a spare
+//! monitor of the daemon that started it exits with it), so launch spec
+//! and launch report always match; the spec carries [`SPEC_VERSION`]
+//! anyway. A running monitor outlives daemon upgrades, though: a daemon
+//! reads every [`Reply`] an earlier monitor sends (see [`Reply::Error`])
+//! and the [`ExitRecord`] is versioned.
+//!
+//! [`SPEC_VERSION`]: super::spec::SPEC_VERSION
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -16,12 +29,14 @@ use std::path::{Path, PathBuf};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
 
+use super::launch::LaunchError;
+use crate::persist::Versioned;
+use crate::sys::Errno;
+
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors in one message (an `enter` passes stdin, stdout, stderr).
 pub const MAX_FDS: usize = 3;
-/// Version of [`ExitRecord`].
-pub const EXIT_RECORD_VERSION: u32 = 1;
 
 /// Files of one container in the run directory.
 #[derive(Debug, Clone)]
@@ -50,7 +65,7 @@ pub enum LaunchReport {
     /// Init has been executed.
     Started { init_pid: i32 },
     /// The container could not start; nothing is left behind.
-    Failed { message: String },
+    Failed { error: MonitorError },
 }
 
 /// A request to a monitor.
@@ -91,9 +106,160 @@ pub enum Reply {
     Entered {
         pid: i32,
     },
+    /// The request failed.
+    Failed {
+        error: MonitorError,
+    },
+    /// The request failed, as monitors of lxvirtd before [`MonitorError`]
+    /// say it. Never sent any more; read because such a monitor may still
+    /// run its container after a daemon upgrade.
     Error {
         message: String,
     },
+}
+
+/// Why a monitor could not start its container or do what a request
+/// asked. Serialized with its kind and details; the daemon names the
+/// domain (the monitor's errors are all about its one container).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MonitorError {
+    /// The launch spec on stdin does not decode.
+    #[error(
+        "cannot decode the launch spec ({reason}); lxvirtd and lxvirt-monitor must come from the same build, restart lxvirtd after an upgrade"
+    )]
+    Spec { reason: String },
+    /// A system call of the monitor itself failed.
+    #[error("{}", step.describe(path.as_deref()))]
+    System {
+        step: MonitorStep,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
+        #[source]
+        #[serde(with = "errno_number")]
+        errno: Errno,
+    },
+    /// The cgroup layer failed; its message, causes included.
+    #[error("{reason}")]
+    Cgroup { reason: String },
+    #[error(
+        "cgroup {} still has processes: another instance of this domain runs outside lxvirtd's control; stop it first",
+        path.display()
+    )]
+    CgroupBusy { path: PathBuf },
+    /// Launching init failed: the step with its errno, or init's own
+    /// setup report.
+    #[error(transparent)]
+    Launch { error: LaunchError },
+    #[error("no console {index}; it has {count}")]
+    NoConsole { index: u32, count: u32 },
+    #[error("enter needs a command to run")]
+    NoCommand,
+    #[error("enter needs stdin, stdout and stderr descriptors")]
+    NoStdio,
+    #[error("cannot build the seccomp filter: {reason}")]
+    Seccomp { reason: String },
+    #[error("the monitor cannot read the request: {reason}")]
+    BadRequest { reason: String },
+}
+
+impl MonitorError {
+    /// A failed system call of the monitor at `step`.
+    pub fn system(step: MonitorStep, errno: Errno) -> MonitorError {
+        MonitorError::System {
+            step,
+            path: None,
+            errno,
+        }
+    }
+
+    /// A failed system call of the monitor at `step`, on `path`.
+    pub fn system_at(step: MonitorStep, path: &Path, errno: Errno) -> MonitorError {
+        MonitorError::System {
+            step,
+            path: Some(path.to_owned()),
+            errno,
+        }
+    }
+
+    /// Init's own failure, when the setup inside the container failed.
+    pub fn setup_error(&self) -> Option<&super::setup::SetupError> {
+        match self {
+            MonitorError::Launch { error } => error.setup_error(),
+            _ => None,
+        }
+    }
+}
+
+impl From<LaunchError> for MonitorError {
+    fn from(error: LaunchError) -> MonitorError {
+        MonitorError::Launch { error }
+    }
+}
+
+/// The steps of the monitor's own work that can fail with an errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MonitorStep {
+    BlockSignals,
+    SignalFd,
+    ReadSpec,
+    CreateSocket,
+    SocketPath,
+    BindSocket,
+    ListenSocket,
+    OpenPty,
+    ChownConsole,
+    SetUpConsole,
+    ConsoleChannel,
+    ExitPipe,
+    OpenNamespace,
+    Fork,
+}
+
+impl MonitorStep {
+    /// What failed, with the path it concerned.
+    fn describe(self, path: Option<&Path>) -> String {
+        let path = path.map(|p| p.display().to_string()).unwrap_or_default();
+        match self {
+            MonitorStep::BlockSignals => "cannot block the termination signals".into(),
+            MonitorStep::SignalFd => "cannot create a signalfd".into(),
+            MonitorStep::ReadSpec => "cannot read the launch spec from lxvirtd".into(),
+            MonitorStep::CreateSocket => "cannot create the monitor socket".into(),
+            MonitorStep::SocketPath => {
+                format!("cannot use {path} as the monitor socket; use a shorter run directory")
+            }
+            MonitorStep::BindSocket => format!("cannot bind the monitor socket {path}"),
+            MonitorStep::ListenSocket => format!("cannot listen on the monitor socket {path}"),
+            MonitorStep::OpenPty => "cannot open a console pty".into(),
+            MonitorStep::ChownConsole => {
+                format!("cannot hand console {path} to the container's root")
+            }
+            MonitorStep::SetUpConsole => "cannot set up a console".into(),
+            MonitorStep::ConsoleChannel => "cannot create a console channel".into(),
+            MonitorStep::ExitPipe => "cannot create the exit pipe of the command".into(),
+            MonitorStep::OpenNamespace => {
+                format!("cannot open the container's namespace {path}")
+            }
+            MonitorStep::Fork => "cannot fork the command".into(),
+        }
+    }
+}
+
+/// serde for an [`Errno`] as its number, so that it crosses to the daemon
+/// and shows there as it would here.
+pub mod errno_number {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::sys::Errno;
+
+    pub fn serialize<S: Serializer>(errno: &Errno, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i32(*errno as i32)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Errno, D::Error> {
+        i32::deserialize(deserializer).map(Errno::from_raw)
+    }
 }
 
 /// How an `enter`ed command ended, written to its exit pipe.
@@ -123,11 +289,14 @@ pub enum Requested {
 /// Written by the monitor when init is gone and the container cleaned up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
-    pub version: u32,
     pub init: InitExit,
     pub requested: Option<Requested>,
     /// Problems while cleaning up (a cgroup that would not go away, …).
     pub cleanup_errors: Vec<String>,
+}
+
+impl Versioned for ExitRecord {
+    const VERSION: u32 = 1;
 }
 
 /// Why a message could not be sent or received.
@@ -248,5 +417,86 @@ mod tests {
             serde_json::to_string(&LaunchReport::Started { init_pid: 7 }).unwrap(),
             r#"{"started":{"init_pid":7}}"#
         );
+    }
+
+    /// Errors cross with their kind, step and details, and read back the
+    /// same, causes included.
+    #[test]
+    fn errors_cross_typed() {
+        let setup = crate::lxc::setup::SetupError {
+            step: crate::lxc::setup::Step::Exec,
+            path: Some("/sbin/init".into()),
+            errno: Errno::ENOENT as i32,
+            detail: None,
+        };
+        let cases = [
+            (
+                MonitorError::from(LaunchError::Setup {
+                    error: setup.clone(),
+                }),
+                r#"{"kind":"launch","error":{"kind":"setup","error":{"step":"exec","path":"/sbin/init","errno":2,"detail":null}}}"#,
+                "cannot execute init /sbin/init inside the container: No such file or directory (ENOENT); check <init> and the root filesystem",
+            ),
+            (
+                MonitorError::system_at(
+                    MonitorStep::BindSocket,
+                    Path::new("/run/lxvirt/web.sock"),
+                    Errno::EADDRINUSE,
+                ),
+                r#"{"kind":"system","step":"bind_socket","path":"/run/lxvirt/web.sock","errno":98}"#,
+                "cannot bind the monitor socket /run/lxvirt/web.sock: EADDRINUSE: Address already in use",
+            ),
+            (
+                MonitorError::system(MonitorStep::OpenPty, Errno::EMFILE),
+                r#"{"kind":"system","step":"open_pty","errno":24}"#,
+                "cannot open a console pty: EMFILE: Too many open files",
+            ),
+            (
+                MonitorError::NoConsole { index: 7, count: 2 },
+                r#"{"kind":"no_console","index":7,"count":2}"#,
+                "no console 7; it has 2",
+            ),
+        ];
+        for (error, json, message) in cases {
+            let reply = Reply::Failed {
+                error: error.clone(),
+            };
+            let wire = serde_json::to_string(&reply).unwrap();
+            assert_eq!(wire, format!(r#"{{"failed":{{"error":{json}}}}}"#));
+            let back: Reply = serde_json::from_str(&wire).unwrap();
+            assert_eq!(back, reply);
+            let Reply::Failed { error: back } = back else {
+                unreachable!()
+            };
+            assert_eq!(crate::error_chain::error_chain(&back), message);
+        }
+        assert_eq!(
+            MonitorError::from(LaunchError::Setup {
+                error: setup.clone()
+            })
+            .setup_error(),
+            Some(&setup)
+        );
+    }
+
+    /// A monitor of an earlier lxvirtd still runs its container after an
+    /// upgrade: its replies must still read.
+    #[test]
+    fn replies_of_earlier_monitors_still_read() {
+        let reply: Reply =
+            serde_json::from_str(r#"{"error":{"message":"no console 7; it has 2"}}"#).unwrap();
+        assert_eq!(
+            reply,
+            Reply::Error {
+                message: "no console 7; it has 2".into()
+            }
+        );
+        for old in [
+            r#""ok""#,
+            r#"{"status":{"init_pid":10,"monitor_pid":9}}"#,
+            r#"{"entered":{"pid":12}}"#,
+        ] {
+            serde_json::from_str::<Reply>(old).unwrap();
+        }
     }
 }

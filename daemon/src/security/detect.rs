@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::SecurityError;
-use crate::host::{mounts, unescape_mount};
+use crate::sys::mountinfo;
 
 /// Where detection looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,10 +202,11 @@ pub enum Detected {
 /// Detects SELinux; `defaults` fill in what `lxc_contexts` lacks. An error
 /// means SELinux is active but lxvirt cannot label containers under it.
 pub fn detect(paths: &SelinuxPaths, defaults: &BaseLabels) -> Result<Detected, SecurityError> {
-    let mountinfo = fs::read_to_string(paths.proc_self.join("mountinfo")).unwrap_or_default();
-    let Some(mount) = mounts(&mountinfo)
-        .find(|(_, fstype, _)| *fstype == "selinuxfs")
-        .map(|(mount_point, _, _)| PathBuf::from(unescape_mount(mount_point)))
+    let mounts = mountinfo::read(&paths.proc_self.join("mountinfo")).unwrap_or_default();
+    let Some(mount) = mounts
+        .into_iter()
+        .find(|m| m.fstype == "selinuxfs")
+        .map(|m| m.mount_point)
     else {
         return Ok(Detected::Absent("selinuxfs is not mounted".into()));
     };

@@ -324,7 +324,7 @@ impl Security {
                 None,
             ),
             Err(error) => {
-                let reason = crate::core::error_chain(&error);
+                let reason = crate::error_chain::error_chain(&error);
                 tracing::warn!(error = %reason, "SELinux is enabled but unusable: confined domains cannot start");
                 (
                     Box::new(NoneDriver),

@@ -18,14 +18,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::core::persist;
+use crate::persist::{self, Durability, PersistError, Versioned};
 
 /// Ids per container: a full 16-bit range, what a Debian userland expects
 /// (nobody is 65534).
 pub const BLOCK: u32 = 65536;
-
-/// Format version of the state file; other versions are refused.
-const STATE_VERSION: u32 = 1;
 
 /// The host ids lxvirt hands out: `start:count`, at least one [`BLOCK`];
 /// the ids after the last whole block are not used.
@@ -111,28 +108,8 @@ pub enum UsernsError {
         start: u32,
         end: u64,
     },
-    #[error("cannot read the id ranges state {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: not a valid id ranges state file; move it aside to start afresh")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(
-        "{path}: id ranges state version {found}, this lxvirtd reads version {STATE_VERSION}; use the lxvirtd that wrote it"
-    )]
-    Version { path: PathBuf, found: u32 },
-    #[error("cannot write the id ranges state {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot use the id ranges state")]
+    State(#[source] PersistError),
 }
 
 /// One domain's block.
@@ -147,9 +124,12 @@ struct Assignment {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StateFile {
-    version: u32,
     /// Persistent domains' blocks, by uuid.
     ranges: BTreeMap<Uuid, Assignment>,
+}
+
+impl Versioned for StateFile {
+    const VERSION: u32 = 1;
 }
 
 /// What loading the state found that the daemon should log.
@@ -188,27 +168,11 @@ impl IdRanges {
         let Some(path) = state else {
             return Ok((ranges, report));
         };
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ranges, report)),
-            Err(source) => {
-                return Err(UsernsError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+        let Some(file) =
+            persist::read_versioned_if_present::<StateFile>(path).map_err(UsernsError::State)?
+        else {
+            return Ok((ranges, report));
         };
-        let file: StateFile =
-            serde_json::from_slice(&bytes).map_err(|source| UsernsError::Parse {
-                path: path.to_owned(),
-                source,
-            })?;
-        if file.version != STATE_VERSION {
-            return Err(UsernsError::Version {
-                path: path.to_owned(),
-                found: file.version,
-            });
-        }
         for (uuid, assignment) in file.ranges {
             match range.block_of(assignment.start) {
                 Some(block) if !ranges.by_block.contains_key(&block) => {
@@ -333,7 +297,6 @@ impl IdRanges {
             return Ok(());
         };
         let file = StateFile {
-            version: STATE_VERSION,
             ranges: self
                 .by_domain
                 .iter()
@@ -341,14 +304,8 @@ impl IdRanges {
                 .map(|(u, a)| (*u, a.clone()))
                 .collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| UsernsError::Write {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        persist::write_atomic(path, &bytes, 0o600).map_err(|source| UsernsError::Write {
-            path: path.clone(),
-            source,
-        })
+        persist::write_versioned(path, &file, 0o600, Durability::Durable)
+            .map_err(UsernsError::State)
     }
 }
 
@@ -455,10 +412,20 @@ mod tests {
         let state = dir.path().join("userns.json");
         std::fs::write(&state, b"{").unwrap();
         let err = IdRanges::open(small(), Some(&state)).unwrap_err();
-        assert!(err.to_string().contains("userns.json"), "{err}");
+        let text = crate::error_chain::error_chain(&err);
+        assert!(
+            text.starts_with("cannot use the id ranges state: ") && text.contains("userns.json"),
+            "{text}"
+        );
         std::fs::write(&state, br#"{"version":9,"ranges":{}}"#).unwrap();
         let err = IdRanges::open(small(), Some(&state)).unwrap_err();
-        assert!(err.to_string().contains("version 9"), "{err}");
+        assert!(
+            matches!(
+                err,
+                UsernsError::State(PersistError::Newer { found: 9, .. })
+            ),
+            "{err}"
+        );
     }
 
     proptest! {

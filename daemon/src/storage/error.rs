@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::id::ImageId;
+use crate::persist::PersistError;
 
 /// Why an archive entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,18 +185,9 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
-    #[error("{}: format version {found}, this lxvirtd reads version {supported}", path.display())]
-    UnsupportedVersion {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
-    #[error("{}: corrupt state file", path.display())]
-    CorruptState {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
+    /// A state file of the store (the message names it).
+    #[error(transparent)]
+    State(PersistError),
     #[error("device-mapper pool '{pool}': {action}: {reason}; {fix}")]
     Thin {
         pool: String,
@@ -248,6 +240,16 @@ impl StorageError {
     /// An errno from a `*at` call on `path`.
     pub(crate) fn errno(path: impl Into<PathBuf>, errno: nix::errno::Errno) -> StorageError {
         StorageError::io(path, io::Error::from_raw_os_error(errno as i32))
+    }
+}
+
+impl From<PersistError> for StorageError {
+    /// A full device is [`StorageError::NoSpace`] here too.
+    fn from(error: PersistError) -> StorageError {
+        match error {
+            PersistError::Write { path, source } => StorageError::io(path, source),
+            error => StorageError::State(error),
+        }
     }
 }
 

@@ -27,8 +27,9 @@ use super::error::{OciProblem, Result, StorageError};
 use super::extract::{self, DevicePolicy, ExtractOptions, ExtractStats};
 use super::id::{ImageId, check_domain_name, check_image_name, hex, sha256_hex};
 use super::ids::IdShift;
-use super::meta::{self, ContainerMeta, FORMAT_VERSION, ImageMeta, Source, Tags};
+use super::meta::{self, ContainerMeta, ImageMeta, Source, Tags};
 use super::oci::OciImage;
+use crate::persist;
 
 /// The deepest parent chain followed (overlayfs stacks at most 500 layers).
 const MAX_CHAIN: usize = 500;
@@ -197,9 +198,7 @@ fn random_hex(bytes: usize) -> String {
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
+    persist::sync_dir(dir).map_err(|e| StorageError::io(dir, e))
 }
 
 impl Store {
@@ -291,16 +290,13 @@ impl Store {
     fn read_tags(&self) -> Result<Tags> {
         let path = self.tags_path();
         if !path.exists() {
-            return Ok(Tags {
-                version: FORMAT_VERSION,
-                tags: BTreeMap::new(),
-            });
+            return Ok(Tags::default());
         }
         meta::read(&path)
     }
 
     fn write_tags(&self, tags: &Tags) -> Result<()> {
-        meta::write_atomic(&self.tags_path(), tags)
+        meta::write(&self.tags_path(), tags)
     }
 
     fn read_meta(&self, id: &ImageId) -> Result<ImageMeta> {
@@ -483,7 +479,6 @@ impl Store {
         let id = ImageId::chain(parent.as_ref(), &stats.diff_id);
         let mut tmp = tmp;
         let meta = ImageMeta {
-            version: FORMAT_VERSION,
             id: id.clone(),
             parent: parent.clone(),
             created: meta::now(),
@@ -494,7 +489,7 @@ impl Store {
             },
             config: None,
         };
-        meta::write_new(&tmp.path.join("meta.json"), &meta)?;
+        meta::write(&tmp.path.join("meta.json"), &meta)?;
         let present = self.install(&mut tmp, &id, options.name.as_deref())?;
         Ok(ImportReport {
             id: id.clone(),
@@ -600,7 +595,6 @@ impl Store {
                 });
             }
             let meta = ImageMeta {
-                version: FORMAT_VERSION,
                 id: ids[i].clone(),
                 parent: i.checked_sub(1).map(|p| ids[p].clone()),
                 created: meta::now(),
@@ -613,7 +607,7 @@ impl Store {
                 },
                 config: (i == top).then(|| image.config.clone()),
             };
-            meta::write_new(&tmp.path.join("meta.json"), &meta)?;
+            meta::write(&tmp.path.join("meta.json"), &meta)?;
             totals.tar_bytes += stats.tar_bytes;
             totals.size += stats.size;
             totals.entries += stats.entries;
@@ -911,10 +905,9 @@ impl Store {
             None => {
                 let mut tmp = TmpDir::new(&self.containers, domain)?;
                 self.backend.create_writable(&tmp.path)?;
-                meta::write_new(
+                meta::write(
                     &tmp.path.join("meta.json"),
                     &ContainerMeta {
-                        version: FORMAT_VERSION,
                         domain: domain.to_owned(),
                         image: id.clone(),
                         created: meta::now(),
@@ -1009,7 +1002,6 @@ impl Store {
             super::ids::unshift_tree(&layer, shift)?;
         }
         let meta = ImageMeta {
-            version: FORMAT_VERSION,
             id: id.clone(),
             parent: Some(writable.image.clone()),
             created: meta::now(),
@@ -1020,7 +1012,7 @@ impl Store {
             },
             config: None,
         };
-        meta::write_new(&tmp.path.join("meta.json"), &meta)?;
+        meta::write(&tmp.path.join("meta.json"), &meta)?;
         self.install(&mut tmp, &id, Some(name))?;
         Ok(CommitReport {
             id,

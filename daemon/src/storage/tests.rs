@@ -845,11 +845,11 @@ fn state_files_of_another_version_are_refused() {
     assert!(
         matches!(
             err,
-            StorageError::UnsupportedVersion {
+            StorageError::State(crate::persist::PersistError::Newer {
                 found: 2,
                 supported: 1,
                 ..
-            }
+            })
         ),
         "{err}"
     );

@@ -29,7 +29,8 @@ fn cstr(path: &Path) -> SysResult<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
-fn io_errno(err: std::io::Error) -> Errno {
+/// The errno of an I/O error (EIO when it has none).
+pub fn io_errno(err: std::io::Error) -> Errno {
     err.raw_os_error()
         .map(Errno::from_raw)
         .unwrap_or(Errno::EIO)

@@ -7,6 +7,7 @@
 //! clone, `_exit`) are free functions there rather than trait methods.
 
 pub mod linux;
+pub mod mountinfo;
 pub mod process;
 #[cfg(test)]
 pub mod recorder;

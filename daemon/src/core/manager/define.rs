@@ -6,12 +6,12 @@ use uuid::Uuid;
 
 use super::entry::Entry;
 use super::{Internal, Manager, Reply, name_for_log};
-use crate::core::error_chain;
 use crate::core::lifecycle::{Operation, Reason, Status};
 use crate::core::types::{
     CoreError, DomainSummary, EventKind, Lifecycle, Lookup, Seq, UndefineFlags, XmlFlags,
 };
 use crate::domain::{DomainDef, DomainType, Userns, UsernsMode};
+use crate::error_chain::error_chain;
 use crate::security::userns;
 
 impl Manager {

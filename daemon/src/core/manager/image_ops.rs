@@ -4,9 +4,9 @@
 use uuid::Uuid;
 
 use super::{Internal, Manager, Reply};
-use crate::core::error_chain;
 use crate::core::lifecycle::Operation;
 use crate::core::types::CoreError;
+use crate::error_chain::error_chain;
 use crate::security::userns;
 use crate::storage::{CommitReport, IdShift, ImageId};
 

@@ -33,6 +33,7 @@ use super::types::{
 };
 use crate::domain::{DomainDef, Userns, UsernsMode};
 use crate::driver::{BoxFuture, Driver, Drivers, Runtime, Started};
+use crate::error_chain::error_chain;
 use crate::security::userns::IdRanges;
 use crate::security::{Security, SecurityReport};
 use crate::storage::{CommitReport, ImageId, RootMount};
@@ -564,16 +565,4 @@ fn name_for_log(domains: &HashMap<Uuid, Entry>, uuid: Uuid) -> String {
     domains
         .get(&uuid)
         .map_or_else(|| uuid.to_string(), |e| e.name().to_owned())
-}
-
-/// An error and its causes on one line, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use uuid::Uuid;
 
 use super::{Internal, Manager, Reply};
-use crate::core::error_chain;
 use crate::core::lifecycle::{Operation, Reason, Report};
 use crate::core::live::LiveStatus;
 use crate::core::types::{CoreError, DomainStats, Lifecycle, Lookup, Seq};
 use crate::driver::{self, Request, Response};
+use crate::error_chain::error_chain;
 
 impl Manager {
     pub(super) fn freeze(&mut self, uuid: Uuid, freeze: bool, reply: Reply<Seq>) {

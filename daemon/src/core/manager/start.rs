@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::{Internal, Manager, Reply, now_secs};
-use crate::core::error_chain;
 use crate::core::lifecycle::{InFlight, Operation, Reason, Report};
-use crate::core::live::{LIVE_STATUS_VERSION, LiveStatus};
+use crate::core::live::LiveStatus;
 use crate::core::types::{CoreError, Lifecycle, Seq};
 use crate::domain::DomainDef;
 use crate::driver::{BoxFuture, StartRequest, Started};
+use crate::error_chain::error_chain;
 use crate::storage::RootMount;
 
 impl Manager {
@@ -229,7 +229,6 @@ impl Manager {
         let mut runtime = started.runtime;
         runtime.started_at = now_secs();
         let status = LiveStatus {
-            version: LIVE_STATUS_VERSION,
             uuid,
             name: entry.name().to_owned(),
             persistent: entry.persistent,

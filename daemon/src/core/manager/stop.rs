@@ -6,12 +6,12 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{Manager, Reply};
-use crate::core::error_chain;
 use crate::core::lifecycle::{Ending, InFlight, Operation, Reason, Report, State};
 use crate::core::live::LiveStatus;
 use crate::core::types::{Lifecycle, Seq};
 use crate::domain::LifecycleAction;
 use crate::driver::{Exit, Request};
+use crate::error_chain::error_chain;
 
 impl Manager {
     /// Shutdown (grace given), destroy (no grace), or reboot.
@@ -111,6 +111,7 @@ impl Manager {
             Exit::PoweredOff => (Reason::Shutdown, def.on_poweroff),
             Exit::Rebooted => (Reason::Shutdown, def.on_reboot),
             Exit::Crashed | Exit::Vanished => (Reason::Crashed, def.on_crash),
+            Exit::Unknown => (Reason::Unknown, LifecycleAction::Destroy),
         };
         let ending = if entry.status().in_flight == Some(InFlight::Reboot) {
             Ending::Restart

@@ -719,3 +719,26 @@ async fn a_domain_type_without_a_driver_is_refused() {
     );
     assert!(error.to_string().contains("kvm driver"), "{error}");
 }
+
+#[tokio::test]
+async fn an_unreadable_exit_takes_no_action() {
+    let h = Harness::new();
+    let uuid = h
+        .define(
+            "web",
+            "<on_poweroff>restart</on_poweroff><on_crash>restart</on_crash>",
+        )
+        .await;
+    h.handle.start(uuid).await.unwrap();
+    // A record from a newer monitor: how it ended is unknown, so no
+    // restart action applies and nothing claims it crashed.
+    h.driver.end("web", Exit::Unknown);
+    assert_eq!(h.wait_state(uuid, State::Shutoff).await, Reason::Unknown);
+    let starts = h
+        .driver
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("start"))
+        .count();
+    assert_eq!(starts, 1);
+}

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::super::error::Result;
 use super::super::id::ImageId;
-use super::super::meta::{self, FORMAT_VERSION, Versioned};
+use super::super::meta::{self, FORMAT_VERSION};
+use crate::persist::{self, Versioned};
 
 /// One thin volume of the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +27,6 @@ pub struct Volume {
 /// The pool's persistent state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThinState {
-    pub version: u32,
     /// The pool's metadata has been formatted: reopen it, never recreate.
     pub pool_created: bool,
     /// The pool's data size in bytes when it was created.
@@ -41,15 +41,12 @@ pub struct ThinState {
 }
 
 impl Versioned for ThinState {
-    fn version(&self) -> u32 {
-        self.version
-    }
+    const VERSION: u32 = FORMAT_VERSION;
 }
 
 impl Default for ThinState {
     fn default() -> ThinState {
         ThinState {
-            version: FORMAT_VERSION,
             pool_created: false,
             pool_bytes: 0,
             next_id: 1,
@@ -74,21 +71,19 @@ impl StateFile {
 
     /// The saved state, or a fresh one when there is none.
     pub fn load(&self) -> Result<ThinState> {
-        if !self.path.exists() {
-            return Ok(ThinState::default());
-        }
-        meta::read(&self.path)
+        Ok(persist::read_versioned_if_present(&self.path)?.unwrap_or_default())
     }
 
     pub fn save(&self, state: &ThinState) -> Result<()> {
-        meta::write_atomic(&self.path, state)
+        meta::write(&self.path, state)
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::*;
+    use super::{ImageId, StateFile, ThinState, Volume};
+    use crate::persist::PersistError;
     use crate::storage::StorageError;
 
     #[test]
@@ -122,7 +117,7 @@ mod tests {
         std::fs::write(dir.path().join("volumes.json"), r#"{"version": 9}"#).unwrap();
         assert!(matches!(
             file.load(),
-            Err(StorageError::UnsupportedVersion { found: 9, .. })
+            Err(StorageError::State(PersistError::Newer { found: 9, .. }))
         ));
     }
 }
