@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, listen, socket, socketpair,
@@ -242,7 +242,7 @@ impl<'a> Monitor<'a> {
     }
 
     fn kill_init(&self) {
-        let _ = kill(self.init_pid, Signal::SIGKILL);
+        let _ = proc::pidfd_kill(self.init_pidfd.as_fd(), Signal::SIGKILL);
     }
 
     /// The event loop; returns when init has exited.
@@ -401,7 +401,7 @@ impl<'a> Monitor<'a> {
                 if self.requested.is_none() {
                     self.requested = Some(Requested::Shutdown);
                 }
-                let _ = kill(self.init_pid, Signal::SIGTERM);
+                let _ = proc::pidfd_kill(self.init_pidfd.as_fd(), Signal::SIGTERM);
                 let deadline = Instant::now() + Duration::from_millis(grace_ms);
                 self.kill_deadline = Some(match self.kill_deadline {
                     Some(earlier) => earlier.min(deadline),
