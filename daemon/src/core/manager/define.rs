@@ -1,6 +1,8 @@
 //! Definitions: define, create (transient), undefine, autostart, the XML,
 //! and the id block a start resolves.
 
+use std::collections::HashSet;
+
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -10,7 +12,7 @@ use crate::core::lifecycle::{Operation, Reason, Status};
 use crate::core::types::{
     CoreError, DomainSummary, EventKind, Lifecycle, Lookup, Seq, UndefineFlags, XmlFlags,
 };
-use crate::domain::{DomainDef, DomainType, Userns, UsernsMode};
+use crate::domain::{DomainDef, DomainType, MacAddr, Userns, UsernsMode};
 use crate::error_chain::error_chain;
 use crate::security::userns;
 
@@ -43,6 +45,9 @@ impl Manager {
         if let Some(entry) = existing.and_then(|u| self.domains.get(&u)) {
             entry.check(Operation::Define)?;
         }
+        let previous = existing.and_then(|u| self.domains.get(&u)).map(|e| &e.def);
+        let macs = self.macs_in_use(def.uuid);
+        fill_macs(&mut def, previous, &macs);
         self.store.save(&def).map_err(|source| CoreError::Store {
             name: name.clone(),
             source,
@@ -72,13 +77,15 @@ impl Manager {
     }
 
     pub(super) fn create(&mut self, xml: &str, reply: Reply<(Uuid, Seq)>) {
-        let def = match DomainDef::from_xml(xml) {
+        let mut def = match DomainDef::from_xml(xml) {
             Ok(def) => def,
             Err(e) => {
                 let _ = reply.send(Err(e.into()));
                 return;
             }
         };
+        let macs = self.macs_in_use(def.uuid);
+        fill_macs(&mut def, None, &macs);
         let name = def.name.to_string();
         if let Some(&existing) = self.names.get(&name) {
             let _ = reply.send(Err(CoreError::NameTaken { name, existing }));
@@ -265,6 +272,56 @@ impl Manager {
             // A refusal is logged by `start`.
             self.start(uuid, false, None);
         }
+    }
+}
+
+impl Manager {
+    /// The MAC addresses of every other domain's interfaces.
+    fn macs_in_use(&self, except: Uuid) -> HashSet<MacAddr> {
+        self.domains
+            .values()
+            .filter(|e| e.def.uuid != except)
+            .flat_map(|e| [Some(&e.def), e.live.as_ref()].into_iter().flatten())
+            .flat_map(|def| def.devices.interfaces.iter().filter_map(|i| i.mac))
+            .collect()
+    }
+}
+
+/// Gives every interface without a `<mac>` one, kept in the persistent
+/// definition as libvirt does: the one the same interface had in the
+/// previous definition (same position and type), so that applying the same
+/// document again changes nothing, else a new `52:54:00:xx:xx:xx` that no
+/// other interface has.
+pub(super) fn fill_macs(
+    def: &mut DomainDef,
+    previous: Option<&DomainDef>,
+    taken: &HashSet<MacAddr>,
+) {
+    let mut taken: HashSet<MacAddr> = taken
+        .iter()
+        .copied()
+        .chain(def.devices.interfaces.iter().filter_map(|i| i.mac))
+        .collect();
+    for (index, interface) in def.devices.interfaces.iter_mut().enumerate() {
+        if interface.mac.is_some() {
+            continue;
+        }
+        let kept = previous
+            .and_then(|p| p.devices.interfaces.get(index))
+            .filter(|old| old.source.type_str() == interface.source.type_str())
+            .and_then(|old| old.mac)
+            .filter(|mac| !taken.contains(mac));
+        let mac = kept.unwrap_or_else(|| {
+            loop {
+                let tail: [u8; 3] = rand::random();
+                let mac = MacAddr([0x52, 0x54, 0x00, tail[0], tail[1], tail[2]]);
+                if !taken.contains(&mac) {
+                    break mac;
+                }
+            }
+        });
+        taken.insert(mac);
+        interface.mac = Some(mac);
     }
 }
 

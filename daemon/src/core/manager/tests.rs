@@ -742,3 +742,48 @@ async fn an_unreadable_exit_takes_no_action() {
         .count();
     assert_eq!(starts, 1);
 }
+
+#[tokio::test]
+async fn interfaces_without_a_mac_get_one_that_stays() {
+    let h = Harness::new();
+    let nics = "<devices><interface type='bridge'><source bridge='br0'/></interface>\
+                <interface type='ethernet'/><interface type='bridge'><source bridge='br1'/>\
+                <mac address='52:54:00:00:00:01'/></interface>";
+    let xml = |name: &str| domain_xml(name, "").replace("<devices>", nics);
+    let (first, _) = h.handle.define_xml(xml("web")).await.unwrap();
+    let macs = |text: &str| -> Vec<String> {
+        text.match_indices("<mac address='")
+            .map(|(i, m)| text[i + m.len()..i + m.len() + 17].to_owned())
+            .collect()
+    };
+    let defined = h
+        .handle
+        .get_xml(first.uuid, XmlFlags(XmlFlags::INACTIVE))
+        .await
+        .unwrap();
+    let generated = macs(&defined);
+    assert_eq!(generated.len(), 3, "{defined}");
+    assert!(
+        generated[..2].iter().all(|m| m.starts_with("52:54:00:")),
+        "{generated:?}"
+    );
+    assert_ne!(generated[0], generated[1]);
+    assert_eq!(generated[2], "52:54:00:00:00:01");
+    // The same document again changes nothing: the generated ones stay.
+    h.handle.define_xml(xml("web")).await.unwrap();
+    let again = h
+        .handle
+        .get_xml(first.uuid, XmlFlags(XmlFlags::INACTIVE))
+        .await
+        .unwrap();
+    assert_eq!(macs(&again), generated);
+    // Another domain gets other addresses.
+    let (other, _) = h.handle.define_xml(xml("db")).await.unwrap();
+    let theirs = macs(
+        &h.handle
+            .get_xml(other.uuid, XmlFlags(XmlFlags::INACTIVE))
+            .await
+            .unwrap(),
+    );
+    assert!(!generated[..2].contains(&theirs[0]) && !generated[..2].contains(&theirs[1]));
+}
