@@ -1,5 +1,6 @@
-//! The persistent store: domain definitions and autostart marks under the
-//! config directory (`domains/NAME.xml`, `autostart/NAME`).
+//! The persistent store: definitions and autostart marks under the config
+//! directory, one [`Store`] per kind of document: domains
+//! (`domains/NAME.xml`, `autostart/NAME`), and any other [`Definition`].
 //!
 //! Files are written atomically and never rewritten behind the user's back:
 //! a file that cannot be read at load time is reported and skipped, and its
@@ -14,6 +15,44 @@ use uuid::Uuid;
 
 use crate::domain::{DomainDef, DomainError};
 use crate::persist::{self, TEMP_PREFIX};
+
+/// A kind of definition the store keeps: a document with a name and a
+/// uuid, read and written as canonical XML.
+pub trait Definition: Sized {
+    /// What it is called in messages (`domain`).
+    const KIND: &'static str;
+    /// Its directory below the config directory.
+    const DIR: &'static str;
+    /// The directory of its autostart marks below the config directory.
+    const AUTOSTART_DIR: &'static str;
+
+    fn name(&self) -> &str;
+    fn uuid(&self) -> Uuid;
+    fn from_bytes(bytes: &[u8]) -> Result<Self, DomainError>;
+    fn to_xml(&self) -> String;
+}
+
+impl Definition for DomainDef {
+    const KIND: &'static str = "domain";
+    const DIR: &'static str = "domains";
+    const AUTOSTART_DIR: &'static str = "autostart";
+
+    fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, DomainError> {
+        DomainDef::from_bytes(bytes)
+    }
+
+    fn to_xml(&self) -> String {
+        DomainDef::to_xml(self)
+    }
+}
 
 /// A failure to read or write the store.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +83,7 @@ pub enum StoreError {
     },
 }
 
-/// A file found at load time that could not become a domain.
+/// A file found at load time that could not become a definition.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadProblem {
     #[error("{path}: cannot read")]
@@ -60,18 +99,20 @@ pub enum LoadProblem {
         source: DomainError,
     },
     #[error(
-        "{path}: file is named '{file_name}' but defines domain '{name}'; rename the file to {name}.xml"
+        "{path}: file is named '{file_name}' but defines {kind} '{name}'; rename the file to {name}.xml"
     )]
     NameMismatch {
         path: PathBuf,
+        kind: &'static str,
         file_name: String,
         name: String,
     },
     #[error(
-        "{path}: uuid {uuid} is already used by domain '{other}' ({other_path}); give one of them a new uuid"
+        "{path}: uuid {uuid} is already used by {kind} '{other}' ({other_path}); give one of them a new uuid"
     )]
     DuplicateUuid {
         path: PathBuf,
+        kind: &'static str,
         uuid: Uuid,
         other: String,
         other_path: PathBuf,
@@ -96,36 +137,58 @@ impl LoadProblem {
 
 /// A definition read from the store.
 #[derive(Debug)]
-pub struct Stored {
-    pub def: DomainDef,
+pub struct Stored<D = DomainDef> {
+    pub def: D,
     pub autostart: bool,
 }
 
 /// What [`Store::load`] found.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub domains: Vec<Stored>,
+#[derive(Debug)]
+pub struct Loaded<D = DomainDef> {
+    pub definitions: Vec<Stored<D>>,
     pub problems: Vec<LoadProblem>,
     /// Names whose file exists but could not be loaded: defining them again
     /// would overwrite the user's file, so the manager refuses that.
     pub blocked: HashMap<String, PathBuf>,
 }
 
-/// Domain definitions on disk.
-#[derive(Debug, Clone)]
-pub struct Store {
+impl<D> Default for Loaded<D> {
+    fn default() -> Self {
+        Loaded {
+            definitions: Vec::new(),
+            problems: Vec::new(),
+            blocked: HashMap::new(),
+        }
+    }
+}
+
+/// Definitions of one kind on disk.
+#[derive(Debug)]
+pub struct Store<D = DomainDef> {
     domains_dir: PathBuf,
     autostart_dir: PathBuf,
+    kind: std::marker::PhantomData<fn() -> D>,
+}
+
+impl<D> Clone for Store<D> {
+    fn clone(&self) -> Self {
+        Store {
+            domains_dir: self.domains_dir.clone(),
+            autostart_dir: self.autostart_dir.clone(),
+            kind: std::marker::PhantomData,
+        }
+    }
 }
 
 const DEF_MODE: u32 = 0o600;
 
-impl Store {
+impl<D: Definition> Store<D> {
     /// Opens the store under `config_dir`, creating its directories.
-    pub fn open(config_dir: &Path) -> Result<Store, StoreError> {
+    pub fn open(config_dir: &Path) -> Result<Store<D>, StoreError> {
         let store = Store {
-            domains_dir: config_dir.join("domains"),
-            autostart_dir: config_dir.join("autostart"),
+            domains_dir: config_dir.join(D::DIR),
+            autostart_dir: config_dir.join(D::AUTOSTART_DIR),
+            kind: std::marker::PhantomData,
         };
         for dir in [&store.domains_dir, &store.autostart_dir] {
             fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -146,7 +209,7 @@ impl Store {
 
     /// Reads every definition. Never fails as a whole: each bad file becomes
     /// a [`LoadProblem`] and is left untouched.
-    pub fn load(&self) -> Result<Loaded, StoreError> {
+    pub fn load(&self) -> Result<Loaded<D>, StoreError> {
         let mut loaded = Loaded::default();
         let entries = fs::read_dir(&self.domains_dir).map_err(|source| StoreError::ReadDir {
             path: self.domains_dir.clone(),
@@ -170,19 +233,20 @@ impl Store {
             let stem = stem.to_owned();
             match self.load_one(&path, &stem) {
                 Ok(def) => {
-                    if let Some((other, other_path)) = by_uuid.get(&def.uuid) {
+                    if let Some((other, other_path)) = by_uuid.get(&def.uuid()) {
                         loaded.blocked.insert(stem, path.clone());
                         loaded.problems.push(LoadProblem::DuplicateUuid {
                             path,
-                            uuid: def.uuid,
+                            kind: D::KIND,
+                            uuid: def.uuid(),
                             other: other.clone(),
                             other_path: other_path.clone(),
                         });
                         continue;
                     }
-                    by_uuid.insert(def.uuid, (stem.clone(), path));
+                    by_uuid.insert(def.uuid(), (stem.clone(), path));
                     let autostart = self.autostart_path(&stem).exists();
-                    loaded.domains.push(Stored { def, autostart });
+                    loaded.definitions.push(Stored { def, autostart });
                 }
                 Err(problem) => {
                     loaded.blocked.insert(stem, path);
@@ -193,28 +257,29 @@ impl Store {
         Ok(loaded)
     }
 
-    fn load_one(&self, path: &Path, stem: &str) -> Result<DomainDef, LoadProblem> {
+    fn load_one(&self, path: &Path, stem: &str) -> Result<D, LoadProblem> {
         let bytes = fs::read(path).map_err(|source| LoadProblem::Unreadable {
             path: path.to_owned(),
             source,
         })?;
-        let def = DomainDef::from_bytes(&bytes).map_err(|source| LoadProblem::Invalid {
+        let def = D::from_bytes(&bytes).map_err(|source| LoadProblem::Invalid {
             path: path.to_owned(),
             source,
         })?;
-        if def.name.as_str() != stem {
+        if def.name() != stem {
             return Err(LoadProblem::NameMismatch {
                 path: path.to_owned(),
+                kind: D::KIND,
                 file_name: stem.to_owned(),
-                name: def.name.to_string(),
+                name: def.name().to_owned(),
             });
         }
         Ok(def)
     }
 
     /// Writes a definition atomically (creates or replaces `NAME.xml`).
-    pub fn save(&self, def: &DomainDef) -> Result<(), StoreError> {
-        let path = self.definition_path(def.name.as_str());
+    pub fn save(&self, def: &D) -> Result<(), StoreError> {
+        let path = self.definition_path(def.name());
         persist::write_atomic(&path, def.to_xml().as_bytes(), DEF_MODE)
             .map_err(|source| StoreError::Write { path, source })
     }
@@ -264,24 +329,24 @@ mod tests {
     #[test]
     fn save_load_remove_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store: Store = Store::open(dir.path()).unwrap();
         store.save(&def("web", U1)).unwrap();
         store.set_autostart("web", true).unwrap();
         let loaded = store.load().unwrap();
         assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
-        assert_eq!(loaded.domains.len(), 1);
-        assert_eq!(loaded.domains[0].def, def("web", U1));
-        assert!(loaded.domains[0].autostart);
+        assert_eq!(loaded.definitions.len(), 1);
+        assert_eq!(loaded.definitions[0].def, def("web", U1));
+        assert!(loaded.definitions[0].autostart);
         store.remove("web").unwrap();
         let loaded = store.load().unwrap();
-        assert!(loaded.domains.is_empty());
+        assert!(loaded.definitions.is_empty());
         assert!(!dir.path().join("autostart/web").exists());
     }
 
     #[test]
     fn bad_files_are_reported_skipped_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store: Store = Store::open(dir.path()).unwrap();
         store.save(&def("good", U1)).unwrap();
         let domains = dir.path().join("domains");
         let torn = b"<domain type='lxc'><name>torn</name><uui";
@@ -291,7 +356,7 @@ mod tests {
         fs::write(domains.join(".tmp-x.xml-1"), b"half").unwrap();
         let loaded = store.load().unwrap();
         let names: Vec<_> = loaded
-            .domains
+            .definitions
             .iter()
             .map(|d| d.def.name.to_string())
             .collect();

@@ -275,7 +275,7 @@ impl Manager {
             removing_layers: HashSet::new(),
             seq: 0,
         };
-        for stored in loaded.domains {
+        for stored in loaded.definitions {
             let entry = Entry::new(stored.def, true, stored.autostart);
             manager.insert(entry);
         }
