@@ -15,7 +15,9 @@ use super::*;
 
 /// Any valid definition, LXC or KVM/QEMU, without live data.
 pub fn arb_domain_def() -> impl Strategy<Value = DomainDef> {
-    prop_oneof![3 => arb_lxc_def(), 1 => arb_vm_def()]
+    // Boxed parts: unboxed, the value trees of a whole domain outgrow a
+    // test thread's stack.
+    prop_oneof![3 => arb_lxc_def().boxed(), 1 => arb_vm_def().boxed()]
 }
 
 pub fn arb_name() -> impl Strategy<Value = DomainName> {
@@ -314,7 +316,7 @@ fn arb_mac() -> impl Strategy<Value = MacAddr> {
     })
 }
 
-fn arb_ip_pair() -> impl Strategy<Value = (IpAddr, u8, IpAddr)> {
+pub(crate) fn arb_ip_pair() -> impl Strategy<Value = (IpAddr, u8, IpAddr)> {
     prop_oneof![
         (any::<u32>(), 0u8..=32, any::<u32>()).prop_map(|(a, p, b)| (
             IpAddr::V4(Ipv4Addr::from(a)),
@@ -329,66 +331,177 @@ fn arb_ip_pair() -> impl Strategy<Value = (IpAddr, u8, IpAddr)> {
     ]
 }
 
-fn arb_interface(lxc: bool) -> impl Strategy<Value = Interface> {
-    let source = prop_oneof![
-        "[a-z][a-z0-9_-]{0,10}".prop_map(|network| InterfaceSource::Network { network }),
+/// Addresses and routes of one device; route addresses are network
+/// addresses for their prefix.
+fn arb_ips_and_routes(max: usize) -> impl Strategy<Value = (Vec<IpConfig>, Vec<Route>)> {
+    (
+        vec(
+            (arb_ip_pair(), any::<bool>(), any::<bool>()).prop_map(
+                |((address, prefix, peer), has_prefix, has_peer)| IpConfig {
+                    address,
+                    prefix: has_prefix.then_some(prefix),
+                    peer: has_peer.then_some(peer),
+                },
+            ),
+            0..=max,
+        ),
+        vec(
+            (arb_ip_pair(), any::<bool>()).prop_map(|((address, prefix, gateway), has)| {
+                let prefix = has.then_some(prefix);
+                Route {
+                    address: addr::network_address(address, prefix.unwrap_or(0)),
+                    prefix,
+                    gateway,
+                }
+            }),
+            0..max,
+        ),
+    )
+}
+
+fn arb_rate(floor_allowed: bool) -> impl Strategy<Value = BandwidthRate> {
+    let value = || 1..=MAX_BANDWIDTH;
+    (
+        option::of(value()),
+        option::of(0..=1_000_000u64),
+        option::of(value()),
+        option::of(value()),
+    )
+        .prop_map(move |(average, extra, burst, floor)| {
+            let floor = floor.filter(|_| floor_allowed);
+            let average = match (average, floor) {
+                (None, None) => Some(1000),
+                (a, _) => a,
+            };
+            BandwidthRate {
+                average,
+                peak: average
+                    .zip(extra)
+                    .map(|(a, e)| a.saturating_add(e).min(MAX_BANDWIDTH)),
+                burst: burst.filter(|_| average.is_some()),
+                floor,
+            }
+        })
+}
+
+fn arb_bandwidth(floor_allowed: bool) -> impl Strategy<Value = Option<Bandwidth>> {
+    (
+        option::of(arb_rate(floor_allowed)),
+        option::of(arb_rate(false)),
+    )
+        .prop_map(|(inbound, outbound)| {
+            let bw = Bandwidth { inbound, outbound };
+            (bw != Bandwidth::default()).then_some(bw)
+        })
+}
+
+fn arb_vlan() -> impl Strategy<Value = Vlan> {
+    btree_set(0..=MAX_VLAN_ID, 1..4)
+        .prop_flat_map(|ids| {
+            (
+                Just(ids.into_iter().collect::<Vec<_>>()).prop_shuffle(),
+                any::<bool>(),
+                option::of((
+                    any::<prop::sample::Index>(),
+                    select(NativeMode::ALL.to_vec()),
+                )),
+            )
+        })
+        .prop_map(|(ids, trunk, native)| {
+            let native_at = native.map(|(i, mode)| (i.index(ids.len()), mode));
+            Vlan {
+                trunk: trunk || ids.len() > 1,
+                tags: ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &id)| VlanTag {
+                        id,
+                        native_mode: native_at.filter(|(at, _)| *at == i).map(|(_, m)| m),
+                    })
+                    .collect(),
+            }
+        })
+}
+
+fn arb_interface_source() -> impl Strategy<Value = InterfaceSource> {
+    prop_oneof![
+        (
+            "[a-z][a-z0-9_-]{0,10}",
+            option::of("[a-z][a-z0-9_.-]{0,10}")
+        )
+            .prop_map(|(network, portgroup)| InterfaceSource::Network { network, portgroup }),
         arb_ifname().prop_map(|bridge| InterfaceSource::Bridge { bridge }),
-        Just(InterfaceSource::Ethernet),
+        arb_ips_and_routes(2).prop_map(|(ips, routes)| InterfaceSource::Ethernet { ips, routes }),
         (arb_ifname(), select(DirectMode::ALL.to_vec()))
             .prop_map(|(dev, mode)| InterfaceSource::Direct { dev, mode }),
-    ];
+    ]
+}
+
+fn arb_interface(lxc: bool) -> BoxedStrategy<Interface> {
     let lxc_parts = if lxc {
-        (
-            option::of(arb_ifname()),
-            vec(
-                (arb_ip_pair(), any::<bool>(), any::<bool>()).prop_map(
-                    |((address, prefix, peer), has_prefix, has_peer)| IpConfig {
-                        address,
-                        prefix: has_prefix.then_some(prefix),
-                        peer: has_peer.then_some(peer),
-                    },
-                ),
-                0..3,
-            ),
-            vec(
-                (arb_ip_pair(), any::<bool>()).prop_map(|((address, prefix, gateway), has)| {
-                    Route {
-                        address,
-                        prefix: has.then_some(prefix),
-                        gateway,
-                    }
-                }),
-                0..2,
-            ),
-            Just(None),
-        )
-            .boxed()
+        (option::of(arb_ifname()), arb_ips_and_routes(2), Just(None)).boxed()
     } else {
         (
             Just(None),
-            Just(Vec::new()),
-            Just(Vec::new()),
+            Just((Vec::new(), Vec::new())),
             option::of(select(NicModel::ALL.to_vec())),
         )
             .boxed()
     };
-    (
-        source,
-        option::of(arb_mac()),
-        option::of(arb_ifname()),
-        lxc_parts,
-    )
-        .prop_map(
-            |(source, mac, target_dev, (guest_dev, ips, routes, model))| Interface {
-                source,
-                mac,
-                target_dev,
-                guest_dev,
-                model,
-                ips,
-                routes,
-            },
-        )
+    arb_interface_source()
+        .prop_flat_map(move |source| {
+            let network = matches!(source, InterfaceSource::Network { .. });
+            let shaped = !(lxc && matches!(source, InterfaceSource::Direct { .. }));
+            let tagged = !matches!(source, InterfaceSource::Ethernet { .. });
+            (
+                Just(source),
+                option::of(arb_mac()),
+                option::of(arb_ifname()),
+                lxc_parts.clone(),
+                option::of(MIN_MTU..=u16::MAX),
+                option::of(select(LinkState::ALL.to_vec())),
+                arb_bandwidth(network).prop_map(move |b| b.filter(|_| shaped)),
+                option::of(arb_vlan()).prop_map(move |v| v.filter(|_| tagged)),
+            )
+                .prop_map(
+                    |(
+                        source,
+                        mac,
+                        target_dev,
+                        (guest_dev, (ips, routes), model),
+                        mtu,
+                        link_state,
+                        bandwidth,
+                        vlan,
+                    )| Interface {
+                        source,
+                        mac,
+                        target_dev,
+                        guest_dev,
+                        model,
+                        ips,
+                        routes,
+                        mtu,
+                        link_state,
+                        bandwidth,
+                        vlan,
+                    },
+                )
+        })
+        .boxed()
+}
+
+/// Drops the MAC addresses and device names an earlier interface has.
+fn unique_interfaces(mut list: Vec<Interface>) -> Vec<Interface> {
+    let mut macs = BTreeSet::new();
+    let mut targets = BTreeSet::new();
+    let mut guests = BTreeSet::new();
+    for i in &mut list {
+        i.mac = i.mac.filter(|m| macs.insert(*m));
+        i.target_dev = i.target_dev.take().filter(|t| targets.insert(t.clone()));
+        i.guest_dev = i.guest_dev.take().filter(|g| guests.insert(g.clone()));
+    }
+    list
 }
 
 fn arb_hostdev() -> impl Strategy<Value = Hostdev> {
@@ -399,7 +512,13 @@ fn arb_hostdev() -> impl Strategy<Value = Hostdev> {
     prop_oneof![
         arb_path().prop_map(|block| Hostdev::Storage { block }),
         arb_path().prop_map(|char_dev| Hostdev::Misc { char_dev }),
-        arb_ifname().prop_map(|interface| Hostdev::Net { interface }),
+        (arb_ifname(), arb_ips_and_routes(2)).prop_map(|(interface, (ips, routes))| {
+            Hostdev::Net {
+                interface,
+                ips,
+                routes,
+            }
+        }),
         (ids, option::of(addr.clone())).prop_map(|(ids, address)| match (ids, address) {
             (None, None) => Hostdev::Usb {
                 ids: None,
@@ -425,6 +544,17 @@ impl<S: Strategy<Value = BTreeSet<u32>> + 'static> ShuffleSet for S {
             .prop_shuffle()
             .boxed()
     }
+}
+
+/// Keeps the first network hostdev of each host interface.
+fn unique_hostdevs(list: Vec<Hostdev>) -> Vec<Hostdev> {
+    let mut seen = BTreeSet::new();
+    list.into_iter()
+        .filter(|h| match h {
+            Hostdev::Net { interface, .. } => seen.insert(interface.clone()),
+            _ => true,
+        })
+        .collect()
 }
 
 fn unique_disks(list: Vec<Disk>) -> Vec<Disk> {
@@ -463,8 +593,8 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                 emulator,
                 filesystems,
                 disks: unique_disks(disks),
-                interfaces,
-                hostdevs,
+                interfaces: unique_interfaces(interfaces),
+                hostdevs: unique_hostdevs(hostdevs),
                 serials: Vec::new(),
                 consoles: ports
                     .into_iter()
@@ -746,7 +876,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                 emulator,
                 filesystems: Vec::new(),
                 disks: unique_disks(disks),
-                interfaces,
+                interfaces: unique_interfaces(interfaces),
                 hostdevs: Vec::new(),
                 serials: serials.into_iter().map(|port| Serial { port }).collect(),
                 consoles: consoles

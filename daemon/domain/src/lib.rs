@@ -9,6 +9,7 @@
 //! edits definitions with it without building the daemon (device-mapper
 //! bindings, drivers). It knows nothing of D-Bus or the host.
 
+pub mod addr;
 mod cpuset;
 mod def;
 mod error;
@@ -35,7 +36,7 @@ pub use error::DomainError;
 pub use format::FormatOptions;
 pub use parse::is_context;
 pub use units::{parse_size, unit_scale};
-pub use values::{Capability, DomainName, IdRef, MacAddr};
+pub use values::{Capability, DomainName, IdRef, MacAddr, NetworkName};
 
 impl DomainDef {
     /// Parses and validates a domain document.

@@ -1078,6 +1078,9 @@ fn describe_datatype(define: Option<&str>, datatype: &str) -> String {
         Some("mac-address") => "a MAC address such as 52:54:00:12:34:56",
         Some("ip-address") => "an IPv4 or IPv6 address",
         Some("ip-prefix") => "a prefix length from 0 to 128",
+        Some("mtu-size") => "an MTU from 68 to 65535",
+        Some("bandwidth-value") => "a whole number from 1 (KiB/s, or KiB for burst)",
+        Some("vlan-id") => "a VLAN id from 0 to 4095",
         Some("device-name") => "a device name such as eth0 or vda",
         Some("object-name") => "a network name",
         Some("usb-number") => "a USB bus or device number",
@@ -1314,6 +1317,42 @@ mod tests {
                 "'exe' is not valid in <type>; expected 'hvm'",
             ),
             (
+                "vlan-id-too-large",
+                lxc("  <devices>\n    <interface type='bridge'><source bridge='br0'/>\n<vlan><tag id='4096'/></vlan></interface>\n  </devices>\n"),
+                7,
+                "id='4096' is not valid; expected a VLAN id from 0 to 4095",
+            ),
+            (
+                "mtu-too-small",
+                lxc("  <devices>\n    <interface type='bridge'><source bridge='br0'/>\n<mtu size='67'/></interface>\n  </devices>\n"),
+                7,
+                "size='67' is not valid; expected an MTU from 68 to 65535",
+            ),
+            (
+                "zero-bandwidth",
+                lxc("  <devices>\n    <interface type='bridge'><source bridge='br0'/><bandwidth>\n<outbound average='0'/></bandwidth></interface>\n  </devices>\n"),
+                7,
+                "average='0' is not valid; expected a whole number from 1",
+            ),
+            (
+                "floor-outbound",
+                lxc("  <devices>\n    <interface type='network'><source network='n'/><bandwidth>\n<outbound average='1' floor='1'/></bandwidth></interface>\n  </devices>\n"),
+                7,
+                "<outbound> has no attribute 'floor'",
+            ),
+            (
+                "bad-link-state",
+                lxc("  <devices>\n    <interface type='bridge'><source bridge='br0'/>\n<link state='sideways'/></interface>\n  </devices>\n"),
+                7,
+                "state='sideways' is not valid; expected one of up, down",
+            ),
+            (
+                "ip-in-storage-hostdev",
+                lxc("  <devices>\n    <hostdev mode='capabilities' type='storage'><source><block>/dev/sdb</block></source>\n<ip address='10.0.0.1'/></hostdev>\n  </devices>\n"),
+                7,
+                "<ip> is not allowed in <hostdev",
+            ),
+            (
                 "wrong-root",
                 "<container/>".into(),
                 1,
@@ -1369,6 +1408,24 @@ mod tests {
                 lxc("<devices><interface type='network'><target dev='v'/><ip address='10.0.0.2'/>\
                      <source network='default'/><ip address='fd00::2'/><mac address='52:54:00:12:34:56'/>\
                      <guest dev='eth0'/></interface></devices>"),
+            ),
+            (
+                "network-interface-extras",
+                lxc("<devices><interface type='network'><link state='up'/><source network='default' portgroup='web'/>\
+                     <vlan trunk='yes'><tag id='1' nativeMode='tagged'/><tag id='2'/></vlan><mtu size='1500'/>\
+                     <bandwidth><outbound average='5'/><inbound floor='1'/></bandwidth></interface></devices>"),
+            ),
+            (
+                "ethernet-host-side-in-any-order",
+                lxc("<devices><interface type='ethernet'><ip address='10.0.0.2'/><source>\
+                     <route address='0.0.0.0' gateway='10.0.0.1'/><ip address='10.0.0.1' prefix='32' peer='10.0.0.2'/>\
+                     </source></interface><interface type='ethernet'><source/></interface></devices>"),
+            ),
+            (
+                "net-hostdev-with-addresses-in-any-order",
+                lxc("<devices><hostdev mode='capabilities' type='net'><ip address='10.1.0.5' prefix='24'/>\
+                     <source><interface>eth4</interface></source><route address='0.0.0.0' gateway='10.1.0.1'/>\
+                     <ip address='fd00::5' family='ipv6'/></hostdev></devices>"),
             ),
             (
                 "empty-text-elements",
@@ -1523,6 +1580,16 @@ mod tests {
                 p(&["domain", "devices", "interface", "model"]),
                 Some("type"),
                 NicModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "interface", "link"]),
+                Some("state"),
+                LinkState::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "interface", "vlan", "tag"]),
+                Some("nativeMode"),
+                NativeMode::NAMES,
             ),
             (
                 p(&["domain", "devices", "console", "target"]),

@@ -43,23 +43,54 @@ pub(crate) use keyword_enum;
 /// Longest domain name accepted.
 pub const MAX_NAME_LEN: usize = 64;
 
-/// A domain name: 1 to 64 characters of `[A-Za-z0-9_.+-]`, not starting with
-/// `.` or `-`. Such names are safe as file names, in D-Bus object paths once
-/// escaped, in cgroup and machined names, and on command lines.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DomainName(String);
+/// Defines a name type that holds a string checked by [`check_name`].
+macro_rules! object_name {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `name`; the error says what is wrong.
+            pub fn new(name: &str) -> Result<$name, String> {
+                check_name(name, MAX_NAME_LEN)?;
+                Ok($name(name.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+object_name! {
+    /// A domain name: 1 to 64 characters of `[A-Za-z0-9_.+-]`, not starting
+    /// with `.` or `-`. Such names are safe as file names, in D-Bus object
+    /// paths once escaped, in cgroup and machined names, and on command
+    /// lines.
+    DomainName
+}
+
+object_name! {
+    /// A network name: the same rule as [`DomainName`], for the same reasons
+    /// (file names, object paths, command lines).
+    NetworkName
+}
 
 impl DomainName {
-    /// Checks `name`; the error says what is wrong.
-    pub fn new(name: &str) -> Result<DomainName, String> {
-        check_name(name, MAX_NAME_LEN)?;
-        Ok(DomainName(name.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The host name derived from the domain name as libvirt does: only
     /// `[A-Za-z0-9-]` are kept, leading dashes are dropped, at most 63
     /// characters; `localhost` when nothing is left.
@@ -75,18 +106,6 @@ impl DomainName {
         } else {
             trimmed
         }
-    }
-}
-
-impl fmt::Display for DomainName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for DomainName {
-    fn as_ref(&self) -> &str {
-        &self.0
     }
 }
 
@@ -353,6 +372,16 @@ mod tests {
         ] {
             assert!(DomainName::new(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn network_names_follow_the_domain_rule() {
+        assert!(NetworkName::new("default").is_ok());
+        assert!(NetworkName::new(".x").is_err());
+        assert_eq!(
+            NetworkName::new("a b").unwrap_err(),
+            DomainName::new("a b").unwrap_err()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! are errors: a definition kept in git must not lose fields silently.
 //! Semantic checks run here too, where the positions are at hand.
 
+mod addresses;
 mod devices;
 mod helpers;
 mod security;
