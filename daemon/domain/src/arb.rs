@@ -11,6 +11,10 @@ use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use uuid::Uuid;
 
+use super::network::{
+    Bridge, Dhcp, DhcpHost, DhcpRange, Dns, DnsForwarder, DnsHost, Forward, ForwardMode, Ipv4Range,
+    MAX_BRIDGE_DELAY, Nat, NetworkDomain, NetworkIp, PortRange,
+};
 use super::*;
 
 /// Any valid definition, LXC or KVM/QEMU, without live data.
@@ -961,4 +965,246 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 userns: None,
             },
         )
+}
+
+// ---------------------------------------------------------------------------
+// Networks
+// ---------------------------------------------------------------------------
+
+/// Host names (DNS labels, possibly dotted).
+fn arb_dns_name() -> impl Strategy<Value = String> {
+    "[a-z]([a-z0-9-]{0,6}[a-z0-9])?(\\.[a-z]([a-z0-9-]{0,6}[a-z0-9])?){0,2}"
+}
+
+fn arb_forward() -> impl Strategy<Value = Option<Forward>> {
+    let nat = (
+        option::of((any::<u32>(), any::<u32>()).prop_map(|(x, y)| Ipv4Range {
+            start: Ipv4Addr::from(x.min(y)),
+            end: Ipv4Addr::from(x.max(y)),
+        })),
+        option::of((1..=u16::MAX, 1..=u16::MAX).prop_map(|(x, y)| PortRange {
+            start: x.min(y),
+            end: x.max(y),
+        })),
+    )
+        .prop_map(|(addresses, ports)| Nat { addresses, ports });
+    option::of(
+        (
+            select(ForwardMode::ALL.to_vec()),
+            option::of(arb_ifname()),
+            nat,
+        )
+            .prop_map(|(mode, dev, nat)| Forward {
+                mode,
+                dev: dev.filter(|_| mode != ForwardMode::Open),
+                nat: if mode == ForwardMode::Nat {
+                    nat
+                } else {
+                    Nat::default()
+                },
+            }),
+    )
+}
+
+fn arb_dns() -> impl Strategy<Value = Dns> {
+    let forwarder = (
+        option::of(arb_ip_pair().prop_map(|(ip, _, _)| ip)),
+        option::of(arb_dns_name()),
+    )
+        .prop_map(|(addr, domain)| match (addr, domain) {
+            (None, None) => DnsForwarder {
+                addr: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53))),
+                domain: None,
+            },
+            (addr, domain) => DnsForwarder { addr, domain },
+        });
+    let host = btree_set(arb_dns_name(), 1..3)
+        .prop_flat_map(|names| Just(names.into_iter().collect::<Vec<_>>()).prop_shuffle());
+    prop_oneof![
+        1 => Just(Dns {
+            enable: false,
+            forwarders: Vec::new(),
+            hosts: Vec::new(),
+        }),
+        4 => (
+            vec(forwarder, 0..3),
+            btree_map(arb_ip_pair().prop_map(|(ip, _, _)| ip), host, 0..3),
+        )
+            .prop_map(|(forwarders, hosts)| {
+                let mut unique: Vec<DnsForwarder> = Vec::new();
+                for f in forwarders {
+                    if !unique.contains(&f) {
+                        unique.push(f);
+                    }
+                }
+                Dns {
+                    enable: true,
+                    forwarders: unique,
+                    hosts: hosts
+                        .into_iter()
+                        .map(|(ip, hostnames)| DnsHost { ip, hostnames })
+                        .collect(),
+                }
+            }),
+    ]
+}
+
+/// The address `offset` after the start of `subnet`.
+fn nth_address(subnet: addr::Subnet, offset: u128) -> IpAddr {
+    match subnet.network() {
+        IpAddr::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n) + offset as u32)),
+        IpAddr::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n) + offset)),
+    }
+}
+
+/// A DHCP service for `subnet`, whose usable host offsets are
+/// `1..=last`: up to two disjoint ranges and a few hosts, none on the
+/// bridge's address.
+fn arb_dhcp(subnet: addr::Subnet, last: u128) -> impl Strategy<Value = Option<Dhcp>> {
+    let bridge = addr::ordinal(subnet.address) - addr::ordinal(subnet.network());
+    let v4 = subnet.address.is_ipv4();
+    let offset = move || (1..=last).prop_filter("not the bridge", move |o| *o != bridge);
+    (
+        btree_set(offset(), 0..=4),
+        btree_map(
+            offset(),
+            (option::of(arb_mac()), option::of("[a-z][a-z0-9]{0,6}")),
+            0..4,
+        ),
+    )
+        .prop_map(move |(cuts, hosts)| {
+            let cuts: Vec<u128> = cuts.into_iter().collect();
+            let ranges = cuts
+                .chunks_exact(2)
+                .filter(|p| !(p[0]..=p[1]).contains(&bridge))
+                .map(|p| DhcpRange {
+                    start: nth_address(subnet, p[0]),
+                    end: nth_address(subnet, p[1]),
+                })
+                .collect();
+            let mut macs = BTreeSet::new();
+            let mut names = BTreeSet::new();
+            let hosts = hosts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (offset, (mac, name)))| {
+                    let mac = mac.filter(|m| v4 && macs.insert(*m));
+                    let name = name
+                        .filter(|n| names.insert(n.clone()))
+                        .or_else(|| (!v4 || mac.is_none()).then(|| format!("host{i}")));
+                    DhcpHost {
+                        mac,
+                        name,
+                        ip: nth_address(subnet, offset),
+                    }
+                })
+                .collect();
+            let dhcp = Dhcp { ranges, hosts };
+            (dhcp != Dhcp::default()).then_some(dhcp)
+        })
+}
+
+/// `<ip>`s in distinct blocks (so their subnets never overlap): IPv4 in
+/// distinct 10.x.y.0/24 blocks, IPv6 in distinct fd00:N::/64 blocks; DHCP
+/// on at most the first of each family.
+fn arb_network_ips() -> impl Strategy<Value = Vec<NetworkIp>> {
+    let v4 = btree_set(0u32..65536, 0..3).prop_flat_map(|blocks| {
+        let strategies: Vec<_> = blocks
+            .into_iter()
+            .map(|block| {
+                (24u8..=30).prop_flat_map(move |prefix| {
+                    let last = (1u128 << (32 - prefix)) - 2;
+                    (Just(prefix), 1..=last).prop_map(move |(prefix, host)| {
+                        let base = u32::from(Ipv4Addr::new(10, 0, 0, 0)) | (block << 8);
+                        addr::Subnet {
+                            address: IpAddr::V4(Ipv4Addr::from(base + host as u32)),
+                            prefix,
+                        }
+                    })
+                })
+            })
+            .collect();
+        strategies
+    });
+    let v6 = btree_set(0u16..=u16::MAX, 0..3).prop_flat_map(|blocks| {
+        let strategies: Vec<_> = blocks
+            .into_iter()
+            .map(|block| {
+                (64u8..=120, 1u16..=200).prop_map(move |(prefix, host)| addr::Subnet {
+                    address: IpAddr::V6(Ipv6Addr::new(0xfd00, block, 0, 0, 0, 0, 0, host)),
+                    prefix,
+                })
+            })
+            .collect();
+        strategies
+    });
+    (v4, v6)
+        .prop_flat_map(|(v4, v6)| {
+            let with_dhcp = |subnets: Vec<addr::Subnet>| {
+                subnets
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let last = if s.address.is_ipv4() {
+                            (1u128 << (32 - s.prefix)) - 2
+                        } else {
+                            (1u128 << (128 - s.prefix).min(12)) - 1
+                        };
+                        let dhcp = if i == 0 {
+                            option::of(arb_dhcp(s, last))
+                                .prop_map(Option::flatten)
+                                .boxed()
+                        } else {
+                            Just(None).boxed()
+                        };
+                        dhcp.prop_map(move |dhcp| NetworkIp {
+                            address: s.address,
+                            prefix: s.prefix,
+                            dhcp,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let mut all = with_dhcp(v4);
+            all.extend(with_dhcp(v6));
+            all
+        })
+        .prop_shuffle()
+}
+
+/// Any valid network definition.
+pub fn arb_network_def() -> impl Strategy<Value = NetworkDef> {
+    (
+        "[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,20}".prop_map(|s| NetworkName::new(&s).unwrap()),
+        arb_uuid(),
+        arb_forward(),
+        (
+            option::of(arb_ifname()),
+            any::<bool>(),
+            0..=MAX_BRIDGE_DELAY,
+        )
+            .prop_map(|(name, stp, delay)| Bridge { name, stp, delay }),
+        option::of(arb_mac()),
+        option::of(MIN_MTU..=u16::MAX),
+        option::of(
+            (arb_dns_name(), any::<bool>())
+                .prop_map(|(name, local_only)| NetworkDomain { name, local_only }),
+        ),
+        arb_dns(),
+        arb_network_ips(),
+    )
+        .prop_map(
+            |(name, uuid, forward, bridge, mac, mtu, domain, dns, ips)| NetworkDef {
+                name,
+                uuid,
+                forward,
+                bridge,
+                mac,
+                mtu,
+                domain,
+                dns,
+                ips,
+            },
+        )
+        .boxed()
 }

@@ -14,6 +14,7 @@ mod cpuset;
 mod def;
 mod error;
 mod format;
+pub mod network;
 mod parse;
 pub mod schema;
 pub mod syscalls;
@@ -28,12 +29,19 @@ pub mod xml;
 pub(crate) mod arb;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
+mod network_tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod test_support;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
 pub use cpuset::CpuSet;
 pub use def::*;
 pub use error::DomainError;
 pub use format::FormatOptions;
+pub use network::NetworkDef;
 pub use parse::is_context;
 pub use units::{parse_size, unit_scale};
 pub use values::{Capability, DomainName, IdRef, MacAddr, NetworkName};

@@ -1105,25 +1105,12 @@ fn describe_datatype(define: Option<&str>, datatype: &str) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::test_support::{examples_dir, xml_files};
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    fn examples_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xml-schemas/examples")
-    }
-
     fn schema_path() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xml-schemas/domain.rng")
-    }
-
-    fn xml_files(dir: &Path) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "xml"))
-            .collect();
-        files.sort();
-        files
     }
 
     /// The files in examples/invalid/ and whether the schema itself rejects

@@ -150,6 +150,41 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest DNS name accepted, in bytes (RFC 1035, without the final dot).
+pub const MAX_DNS_NAME_LEN: usize = 253;
+
+/// A DNS name such as `example.org` or a host name such as `web1`: labels
+/// of 1 to 63 letters, digits and `-`, not starting or ending with `-`,
+/// separated by single dots; at most 253 bytes; no trailing dot.
+pub fn check_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.len() > MAX_DNS_NAME_LEN {
+        return Err(format!("the name is longer than {MAX_DNS_NAME_LEN} bytes"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(
+                "the name has an empty label (two dots in a row, or a dot at an end)".into(),
+            );
+        }
+        if label.len() > 63 {
+            return Err(format!("the label '{label}' is longer than 63 bytes"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(format!("the name contains {c:?}"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("the label '{label}' starts or ends with '-'"));
+        }
+    }
+    Ok(())
+}
+
 /// An Ethernet MAC address; never multicast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MacAddr(pub [u8; 6]);
@@ -382,6 +417,30 @@ mod tests {
             NetworkName::new("a b").unwrap_err(),
             DomainName::new("a b").unwrap_err()
         );
+    }
+
+    #[test]
+    fn dns_names() {
+        for ok in ["a", "web-1", "example.org", "a.b-c.d", &"x".repeat(63)] {
+            assert!(check_dns_name(ok).is_ok(), "{ok:?} refused");
+        }
+        let long = ["a"; 127].join(".") + "bc";
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a.",
+            ".a",
+            "-a",
+            "a-",
+            "a_b",
+            "a b",
+            "é",
+            &"x".repeat(64),
+            &long,
+        ] {
+            assert!(check_dns_name(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

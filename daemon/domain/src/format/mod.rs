@@ -1,9 +1,14 @@
-//! From a [`DomainDef`] to canonical XML.
+//! From a [`DomainDef`] (and, in [`network`], a network definition) to
+//! canonical XML.
 //!
 //! Canonical: two-space indentation, attributes in single quotes, elements
 //! in the order of `xml-schemas/examples/lxc-everything.xml`, sizes in KiB,
 //! defaults written out. Formatting a parsed definition and parsing the
 //! result gives the same definition, and formatting is a fixed point.
+
+mod network;
+
+pub use network::format_network;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -65,6 +70,13 @@ struct Out {
 }
 
 impl Out {
+    fn new() -> Out {
+        Out {
+            buf: String::new(),
+            depth: 0,
+        }
+    }
+
     fn indent(&mut self) {
         for _ in 0..self.depth {
             self.buf.push_str("  ");
@@ -121,10 +133,7 @@ fn a(k: &str, v: impl ToString) -> (&str, String) {
 
 /// Formats `def`.
 pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
-    let mut o = Out {
-        buf: String::new(),
-        depth: 0,
-    };
+    let mut o = Out::new();
     let mut root = vec![a("type", def.domain_type)];
     if def.lxc_namespace.is_some() {
         root.push(a("xmlns:lxc", LXC_NAMESPACE_URI));

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use super::super::addr::{self, max_prefix};
 use super::super::error::DomainError;
-use super::super::values::{MacAddr, check_ifname};
-use super::super::xml::{Attribute, Element};
+use super::super::values::{MacAddr, check_dns_name, check_ifname};
+use super::super::xml::{Attribute, Element, Pos};
 use super::helpers::{Result, check_attrs, check_children, keyword, number, req_attr};
 
 /// An IPv4 or IPv6 address.
@@ -126,6 +126,20 @@ pub(super) fn mac_element(el: &Element) -> Result<MacAddr> {
         el,
         req_attr(el, "address", "add address='52:54:00:12:34:56'")?,
     )
+}
+
+/// A DNS name (`example.org`) or host name (`web1`).
+pub(super) fn dns_name(el: &Element, pos: Pos, what: &str, value: &str) -> Result<String> {
+    let v = value.trim();
+    check_dns_name(v).map_err(|e| {
+        DomainError::invalid(
+            pos,
+            &el.qname,
+            format!("{what} '{value}' is not a DNS name: {e}"),
+            "use labels of letters, digits and '-' separated by dots, such as web1 or lxvirt.example.org",
+        )
+    })?;
+    Ok(v.to_owned())
 }
 
 /// `<mtu size=…/>`.
