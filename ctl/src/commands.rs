@@ -514,7 +514,7 @@ fn problems_of(bytes: &[u8]) -> Vec<String> {
         Ok(root) => root,
         Err(e) => return vec![with_pos(e.pos(), &e.to_string())],
     };
-    if let Err(errors) = schema::validate(&root) {
+    if let Err(errors) = schema::validate(lxvirt_domain::DocumentKind::Domain, &root) {
         return errors
             .violations
             .iter()

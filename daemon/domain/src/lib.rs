@@ -12,6 +12,7 @@
 pub mod addr;
 mod cpuset;
 mod def;
+mod document;
 mod error;
 mod format;
 pub mod network;
@@ -39,6 +40,7 @@ mod tests;
 
 pub use cpuset::CpuSet;
 pub use def::*;
+pub use document::{Document, DocumentKind};
 pub use error::DomainError;
 pub use format::FormatOptions;
 pub use network::NetworkDef;

@@ -7,8 +7,11 @@ use proptest::prelude::*;
 
 use super::arb::arb_network_def;
 use super::network::*;
-use super::test_support::{self, assert_fixed_point, check_round_trip, parse_mutated};
-use super::{DomainError, MacAddr};
+use super::test_support::{
+    self, assert_fixed_point, check_round_trip, examples_dir, is_network_example, parse_mutated,
+    xml_files,
+};
+use super::{Document, DocumentKind, DomainError, MacAddr};
 
 const BASE: &str = "<network>
   <name>n</name>
@@ -45,6 +48,65 @@ fn fails(doc: &str, needle: &str) -> DomainError {
 
 fn addr(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+#[test]
+fn every_network_example_parses_and_is_a_fixed_point() {
+    let files: Vec<_> = xml_files(&examples_dir())
+        .into_iter()
+        .filter(|p| is_network_example(p))
+        .collect();
+    assert!(files.len() >= 4, "network examples missing: {files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let def = NetworkDef::from_xml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_fixed_point(&def);
+        let again = NetworkDef::from_bytes(text.as_bytes()).unwrap();
+        assert_eq!(
+            NetworkDef {
+                uuid: def.uuid,
+                ..again
+            },
+            def,
+            "the same but for a generated UUID"
+        );
+    }
+}
+
+#[test]
+fn default_example_is_understood() {
+    let text = std::fs::read_to_string(examples_dir().join("network-default.xml")).unwrap();
+    let n = ok(&text);
+    assert_eq!(n.name(), "default");
+    assert_eq!(n.forward_mode(), Some(ForwardMode::Nat));
+    assert_eq!(n.bridge.name.as_deref(), Some("lxvirtbr0"));
+    assert_eq!(n.ips[0].subnet().to_string(), "10.213.0.0/24");
+    let dhcp = n.ips[0].dhcp.as_ref().unwrap();
+    assert_eq!(dhcp.hosts.len(), 2);
+    assert_eq!(n.dns.hosts[0].hostnames, ["web", "www"]);
+}
+
+#[test]
+fn documents_are_told_apart_by_their_root() {
+    let network = Document::from_xml(BASE).unwrap();
+    assert_eq!(network.kind(), DocumentKind::Network);
+    let Document::Network(n) = &network else {
+        panic!("not a network: {network:?}");
+    };
+    assert_eq!(network.to_xml(), n.to_xml());
+    let domain = Document::from_xml(
+        "<domain type='lxc'><name>d</name><memory>1024</memory><os><type>exe</type><init>/sbin/init</init></os></domain>",
+    )
+    .unwrap();
+    assert_eq!(domain.kind(), DocumentKind::Domain);
+    let err = Document::from_xml("<container/>").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("lxvirt reads <domain> and <network> documents"),
+        "{err}"
+    );
+    // A namespaced root is no lxvirt document either.
+    assert!(Document::from_xml("<x:network xmlns:x='urn:x'/>").is_err());
 }
 
 #[test]

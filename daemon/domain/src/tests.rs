@@ -43,7 +43,7 @@ fn every_invalid_example_fails_at_the_stated_line() {
     assert!(files.len() >= 4);
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
-        let err = DomainDef::from_xml(&text)
+        let err = Document::from_xml(&text)
             .err()
             .unwrap_or_else(|| panic!("{} parsed", path.display()));
         assert_eq!(
