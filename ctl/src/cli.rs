@@ -160,7 +160,7 @@ pub enum Command {
         #[arg(long)]
         security_info: bool,
     },
-    /// Check domain XML files offline, against the schema and lxvirt's rules.
+    /// Check domain and network XML files offline, against their schema and lxvirt's rules.
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,

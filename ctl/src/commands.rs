@@ -8,7 +8,7 @@ use std::path::Path;
 use clap::CommandFactory;
 use lxvirt_api::proxy::{DomainProxy, ManagerProxy};
 use lxvirt_api::{BUS_NAME, DOMAIN_INTERFACE, MANAGER_PATH, UndefineFlags, XmlFlags};
-use lxvirt_domain::{DomainDef, schema, xml};
+use lxvirt_domain::{Document, DocumentKind, schema, xml};
 use zbus::OwnedObjectPath;
 
 use crate::cli::{Cli, Command, Format};
@@ -508,13 +508,17 @@ fn validate(files: &[std::path::PathBuf]) -> u8 {
 }
 
 /// Schema violations and semantic errors of a document, each starting with
-/// `LINE:COL: ` where known.
+/// `LINE:COL: ` where known. The root element says which kind of document
+/// it is (`<domain>` or `<network>`), and so which schema and parser apply.
 fn problems_of(bytes: &[u8]) -> Vec<String> {
     let root = match xml::parse_bytes(bytes) {
         Ok(root) => root,
         Err(e) => return vec![with_pos(e.pos(), &e.to_string())],
     };
-    if let Err(errors) = schema::validate(&root) {
+    // An unknown root has no schema: the parser says what is wrong.
+    if let Some(kind) = DocumentKind::of(&root)
+        && let Err(errors) = schema::validate(kind, &root)
+    {
         return errors
             .violations
             .iter()
@@ -525,7 +529,7 @@ fn problems_of(bytes: &[u8]) -> Vec<String> {
             .collect();
     }
     let text = std::str::from_utf8(bytes).unwrap_or_default();
-    match DomainDef::from_element(&root, text) {
+    match Document::from_element(&root, text) {
         Ok(_) => Vec::new(),
         Err(e) => vec![with_pos(e.pos(), &e.to_string())],
     }

@@ -336,10 +336,26 @@ pub fn as_nobody(program: &Path, args: &[&str]) -> Result<Output> {
 
 /// The example domain documents shipped in `xml-schemas/examples`.
 pub fn example_files() -> Vec<PathBuf> {
+    examples(false)
+}
+
+/// The example network documents shipped in `xml-schemas/examples`
+/// (`network-*.xml`).
+pub fn network_example_files() -> Vec<PathBuf> {
+    examples(true)
+}
+
+fn examples(networks: bool) -> Vec<PathBuf> {
+    let is_network = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("network-"))
+    };
     let mut files: Vec<PathBuf> = fs::read_dir(repo_root().join("xml-schemas/examples"))
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+                .filter(|p| is_network(p) == networks)
                 .collect()
         })
         .unwrap_or_default();

@@ -4,7 +4,9 @@
 
 use std::fs;
 
-use lxvirt_tests::{TestBus, TestDaemon, example_files, lxvirt, repo_root, shared_tempdir};
+use lxvirt_tests::{
+    TestBus, TestDaemon, example_files, lxvirt, network_example_files, repo_root, shared_tempdir,
+};
 
 fn text(out: &std::process::Output) -> (String, String) {
     (
@@ -151,6 +153,74 @@ fn validate_names_file_line_and_problem() {
         .unwrap();
         assert!(out.status.success(), "{:?}", text(&out));
     }
+}
+
+#[test]
+fn validate_tells_networks_from_domains() {
+    let dir = shared_tempdir().unwrap();
+    let offline = |files: &[&std::path::Path]| {
+        let mut args = vec!["validate"];
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        lxvirt("unix:path=/nonexistent", &args).unwrap()
+    };
+    // Both kinds in one call, each judged by its own schema and parser.
+    let networks = network_example_files();
+    assert!(
+        networks.len() >= 4,
+        "network examples missing: {networks:?}"
+    );
+    let domain = repo_root().join("xml-schemas/examples/lxc-app-hostroot.xml");
+    let mut all: Vec<&std::path::Path> = networks.iter().map(|p| p.as_path()).collect();
+    all.push(&domain);
+    let out = offline(&all);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let (stdout, _) = text(&out);
+    assert_eq!(
+        stdout.lines().filter(|l| l.ends_with(": valid")).count(),
+        all.len(),
+        "{stdout}"
+    );
+
+    // A schema violation of a network, with its line.
+    let broken = dir.path().join("net.xml");
+    fs::write(
+        &broken,
+        "<network>\n  <name>n</name>\n  <forward mode='route'>\n    <nat/>\n  </forward>\n</network>\n",
+    )
+    .unwrap();
+    let out = offline(&[&broken]);
+    assert_eq!(out.status.code(), Some(4), "{:?}", text(&out));
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.starts_with(&format!("{}:4:5: /network/forward:", broken.display())),
+        "{stdout}"
+    );
+
+    // A semantic error (not expressible in the schema).
+    fs::write(
+        &broken,
+        fs::read_to_string(repo_root().join("xml-schemas/examples/network-default.xml"))
+            .unwrap()
+            .replace("end='10.213.0.254'", "end='10.213.1.254'"),
+    )
+    .unwrap();
+    let out = offline(&[&broken]);
+    assert_eq!(out.status.code(), Some(4), "{:?}", text(&out));
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("outside the subnet 10.213.0.0/24"),
+        "{stdout}"
+    );
+
+    // Neither kind.
+    fs::write(&broken, "<container/>\n").unwrap();
+    let out = offline(&[&broken]);
+    assert_eq!(out.status.code(), Some(4), "{:?}", text(&out));
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("lxvirt reads <domain> and <network> documents"),
+        "{stdout}"
+    );
 }
 
 #[test]

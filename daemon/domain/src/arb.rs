@@ -11,11 +11,17 @@ use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use uuid::Uuid;
 
+use super::network::{
+    Bridge, Dhcp, DhcpHost, DhcpRange, Dns, DnsForwarder, DnsHost, Forward, ForwardMode, Ipv4Range,
+    MAX_BRIDGE_DELAY, Nat, NetworkDomain, NetworkIp, PortRange,
+};
 use super::*;
 
 /// Any valid definition, LXC or KVM/QEMU, without live data.
 pub fn arb_domain_def() -> impl Strategy<Value = DomainDef> {
-    prop_oneof![3 => arb_lxc_def(), 1 => arb_vm_def()]
+    // Boxed parts: unboxed, the value trees of a whole domain outgrow a
+    // test thread's stack.
+    prop_oneof![3 => arb_lxc_def().boxed(), 1 => arb_vm_def().boxed()]
 }
 
 pub fn arb_name() -> impl Strategy<Value = DomainName> {
@@ -314,7 +320,7 @@ fn arb_mac() -> impl Strategy<Value = MacAddr> {
     })
 }
 
-fn arb_ip_pair() -> impl Strategy<Value = (IpAddr, u8, IpAddr)> {
+pub(crate) fn arb_ip_pair() -> impl Strategy<Value = (IpAddr, u8, IpAddr)> {
     prop_oneof![
         (any::<u32>(), 0u8..=32, any::<u32>()).prop_map(|(a, p, b)| (
             IpAddr::V4(Ipv4Addr::from(a)),
@@ -329,66 +335,177 @@ fn arb_ip_pair() -> impl Strategy<Value = (IpAddr, u8, IpAddr)> {
     ]
 }
 
-fn arb_interface(lxc: bool) -> impl Strategy<Value = Interface> {
-    let source = prop_oneof![
-        "[a-z][a-z0-9_-]{0,10}".prop_map(|network| InterfaceSource::Network { network }),
+/// Addresses and routes of one device; route addresses are network
+/// addresses for their prefix.
+fn arb_ips_and_routes(max: usize) -> impl Strategy<Value = (Vec<IpConfig>, Vec<Route>)> {
+    (
+        vec(
+            (arb_ip_pair(), any::<bool>(), any::<bool>()).prop_map(
+                |((address, prefix, peer), has_prefix, has_peer)| IpConfig {
+                    address,
+                    prefix: has_prefix.then_some(prefix),
+                    peer: has_peer.then_some(peer),
+                },
+            ),
+            0..=max,
+        ),
+        vec(
+            (arb_ip_pair(), any::<bool>()).prop_map(|((address, prefix, gateway), has)| {
+                let prefix = has.then_some(prefix);
+                Route {
+                    address: addr::network_address(address, prefix.unwrap_or(0)),
+                    prefix,
+                    gateway,
+                }
+            }),
+            0..max,
+        ),
+    )
+}
+
+fn arb_rate(floor_allowed: bool) -> impl Strategy<Value = BandwidthRate> {
+    let value = || 1..=MAX_BANDWIDTH;
+    (
+        option::of(value()),
+        option::of(0..=1_000_000u64),
+        option::of(value()),
+        option::of(value()),
+    )
+        .prop_map(move |(average, extra, burst, floor)| {
+            let floor = floor.filter(|_| floor_allowed);
+            let average = match (average, floor) {
+                (None, None) => Some(1000),
+                (a, _) => a,
+            };
+            BandwidthRate {
+                average,
+                peak: average
+                    .zip(extra)
+                    .map(|(a, e)| a.saturating_add(e).min(MAX_BANDWIDTH)),
+                burst: burst.filter(|_| average.is_some()),
+                floor,
+            }
+        })
+}
+
+fn arb_bandwidth(floor_allowed: bool) -> impl Strategy<Value = Option<Bandwidth>> {
+    (
+        option::of(arb_rate(floor_allowed)),
+        option::of(arb_rate(false)),
+    )
+        .prop_map(|(inbound, outbound)| {
+            let bw = Bandwidth { inbound, outbound };
+            (bw != Bandwidth::default()).then_some(bw)
+        })
+}
+
+fn arb_vlan() -> impl Strategy<Value = Vlan> {
+    btree_set(0..=MAX_VLAN_ID, 1..4)
+        .prop_flat_map(|ids| {
+            (
+                Just(ids.into_iter().collect::<Vec<_>>()).prop_shuffle(),
+                any::<bool>(),
+                option::of((
+                    any::<prop::sample::Index>(),
+                    select(NativeMode::ALL.to_vec()),
+                )),
+            )
+        })
+        .prop_map(|(ids, trunk, native)| {
+            let native_at = native.map(|(i, mode)| (i.index(ids.len()), mode));
+            Vlan {
+                trunk: trunk || ids.len() > 1,
+                tags: ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &id)| VlanTag {
+                        id,
+                        native_mode: native_at.filter(|(at, _)| *at == i).map(|(_, m)| m),
+                    })
+                    .collect(),
+            }
+        })
+}
+
+fn arb_interface_source() -> impl Strategy<Value = InterfaceSource> {
+    prop_oneof![
+        (
+            "[a-z][a-z0-9_-]{0,10}",
+            option::of("[a-z][a-z0-9_.-]{0,10}")
+        )
+            .prop_map(|(network, portgroup)| InterfaceSource::Network { network, portgroup }),
         arb_ifname().prop_map(|bridge| InterfaceSource::Bridge { bridge }),
-        Just(InterfaceSource::Ethernet),
+        arb_ips_and_routes(2).prop_map(|(ips, routes)| InterfaceSource::Ethernet { ips, routes }),
         (arb_ifname(), select(DirectMode::ALL.to_vec()))
             .prop_map(|(dev, mode)| InterfaceSource::Direct { dev, mode }),
-    ];
+    ]
+}
+
+fn arb_interface(lxc: bool) -> BoxedStrategy<Interface> {
     let lxc_parts = if lxc {
-        (
-            option::of(arb_ifname()),
-            vec(
-                (arb_ip_pair(), any::<bool>(), any::<bool>()).prop_map(
-                    |((address, prefix, peer), has_prefix, has_peer)| IpConfig {
-                        address,
-                        prefix: has_prefix.then_some(prefix),
-                        peer: has_peer.then_some(peer),
-                    },
-                ),
-                0..3,
-            ),
-            vec(
-                (arb_ip_pair(), any::<bool>()).prop_map(|((address, prefix, gateway), has)| {
-                    Route {
-                        address,
-                        prefix: has.then_some(prefix),
-                        gateway,
-                    }
-                }),
-                0..2,
-            ),
-            Just(None),
-        )
-            .boxed()
+        (option::of(arb_ifname()), arb_ips_and_routes(2), Just(None)).boxed()
     } else {
         (
             Just(None),
-            Just(Vec::new()),
-            Just(Vec::new()),
+            Just((Vec::new(), Vec::new())),
             option::of(select(NicModel::ALL.to_vec())),
         )
             .boxed()
     };
-    (
-        source,
-        option::of(arb_mac()),
-        option::of(arb_ifname()),
-        lxc_parts,
-    )
-        .prop_map(
-            |(source, mac, target_dev, (guest_dev, ips, routes, model))| Interface {
-                source,
-                mac,
-                target_dev,
-                guest_dev,
-                model,
-                ips,
-                routes,
-            },
-        )
+    arb_interface_source()
+        .prop_flat_map(move |source| {
+            let network = matches!(source, InterfaceSource::Network { .. });
+            let shaped = !(lxc && matches!(source, InterfaceSource::Direct { .. }));
+            let tagged = !matches!(source, InterfaceSource::Ethernet { .. });
+            (
+                Just(source),
+                option::of(arb_mac()),
+                option::of(arb_ifname()),
+                lxc_parts.clone(),
+                option::of(MIN_MTU..=u16::MAX),
+                option::of(select(LinkState::ALL.to_vec())),
+                arb_bandwidth(network).prop_map(move |b| b.filter(|_| shaped)),
+                option::of(arb_vlan()).prop_map(move |v| v.filter(|_| tagged)),
+            )
+                .prop_map(
+                    |(
+                        source,
+                        mac,
+                        target_dev,
+                        (guest_dev, (ips, routes), model),
+                        mtu,
+                        link_state,
+                        bandwidth,
+                        vlan,
+                    )| Interface {
+                        source,
+                        mac,
+                        target_dev,
+                        guest_dev,
+                        model,
+                        ips,
+                        routes,
+                        mtu,
+                        link_state,
+                        bandwidth,
+                        vlan,
+                    },
+                )
+        })
+        .boxed()
+}
+
+/// Drops the MAC addresses and device names an earlier interface has.
+fn unique_interfaces(mut list: Vec<Interface>) -> Vec<Interface> {
+    let mut macs = BTreeSet::new();
+    let mut targets = BTreeSet::new();
+    let mut guests = BTreeSet::new();
+    for i in &mut list {
+        i.mac = i.mac.filter(|m| macs.insert(*m));
+        i.target_dev = i.target_dev.take().filter(|t| targets.insert(t.clone()));
+        i.guest_dev = i.guest_dev.take().filter(|g| guests.insert(g.clone()));
+    }
+    list
 }
 
 fn arb_hostdev() -> impl Strategy<Value = Hostdev> {
@@ -399,7 +516,13 @@ fn arb_hostdev() -> impl Strategy<Value = Hostdev> {
     prop_oneof![
         arb_path().prop_map(|block| Hostdev::Storage { block }),
         arb_path().prop_map(|char_dev| Hostdev::Misc { char_dev }),
-        arb_ifname().prop_map(|interface| Hostdev::Net { interface }),
+        (arb_ifname(), arb_ips_and_routes(2)).prop_map(|(interface, (ips, routes))| {
+            Hostdev::Net {
+                interface,
+                ips,
+                routes,
+            }
+        }),
         (ids, option::of(addr.clone())).prop_map(|(ids, address)| match (ids, address) {
             (None, None) => Hostdev::Usb {
                 ids: None,
@@ -425,6 +548,17 @@ impl<S: Strategy<Value = BTreeSet<u32>> + 'static> ShuffleSet for S {
             .prop_shuffle()
             .boxed()
     }
+}
+
+/// Keeps the first network hostdev of each host interface.
+fn unique_hostdevs(list: Vec<Hostdev>) -> Vec<Hostdev> {
+    let mut seen = BTreeSet::new();
+    list.into_iter()
+        .filter(|h| match h {
+            Hostdev::Net { interface, .. } => seen.insert(interface.clone()),
+            _ => true,
+        })
+        .collect()
 }
 
 fn unique_disks(list: Vec<Disk>) -> Vec<Disk> {
@@ -463,8 +597,8 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                 emulator,
                 filesystems,
                 disks: unique_disks(disks),
-                interfaces,
-                hostdevs,
+                interfaces: unique_interfaces(interfaces),
+                hostdevs: unique_hostdevs(hostdevs),
                 serials: Vec::new(),
                 consoles: ports
                     .into_iter()
@@ -746,7 +880,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                 emulator,
                 filesystems: Vec::new(),
                 disks: unique_disks(disks),
-                interfaces,
+                interfaces: unique_interfaces(interfaces),
                 hostdevs: Vec::new(),
                 serials: serials.into_iter().map(|port| Serial { port }).collect(),
                 consoles: consoles
@@ -831,4 +965,246 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 userns: None,
             },
         )
+}
+
+// ---------------------------------------------------------------------------
+// Networks
+// ---------------------------------------------------------------------------
+
+/// Host names (DNS labels, possibly dotted).
+fn arb_dns_name() -> impl Strategy<Value = String> {
+    "[a-z]([a-z0-9-]{0,6}[a-z0-9])?(\\.[a-z]([a-z0-9-]{0,6}[a-z0-9])?){0,2}"
+}
+
+fn arb_forward() -> impl Strategy<Value = Option<Forward>> {
+    let nat = (
+        option::of((any::<u32>(), any::<u32>()).prop_map(|(x, y)| Ipv4Range {
+            start: Ipv4Addr::from(x.min(y)),
+            end: Ipv4Addr::from(x.max(y)),
+        })),
+        option::of((1..=u16::MAX, 1..=u16::MAX).prop_map(|(x, y)| PortRange {
+            start: x.min(y),
+            end: x.max(y),
+        })),
+    )
+        .prop_map(|(addresses, ports)| Nat { addresses, ports });
+    option::of(
+        (
+            select(ForwardMode::ALL.to_vec()),
+            option::of(arb_ifname()),
+            nat,
+        )
+            .prop_map(|(mode, dev, nat)| Forward {
+                mode,
+                dev: dev.filter(|_| mode != ForwardMode::Open),
+                nat: if mode == ForwardMode::Nat {
+                    nat
+                } else {
+                    Nat::default()
+                },
+            }),
+    )
+}
+
+fn arb_dns() -> impl Strategy<Value = Dns> {
+    let forwarder = (
+        option::of(arb_ip_pair().prop_map(|(ip, _, _)| ip)),
+        option::of(arb_dns_name()),
+    )
+        .prop_map(|(addr, domain)| match (addr, domain) {
+            (None, None) => DnsForwarder {
+                addr: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53))),
+                domain: None,
+            },
+            (addr, domain) => DnsForwarder { addr, domain },
+        });
+    let host = btree_set(arb_dns_name(), 1..3)
+        .prop_flat_map(|names| Just(names.into_iter().collect::<Vec<_>>()).prop_shuffle());
+    prop_oneof![
+        1 => Just(Dns {
+            enable: false,
+            forwarders: Vec::new(),
+            hosts: Vec::new(),
+        }),
+        4 => (
+            vec(forwarder, 0..3),
+            btree_map(arb_ip_pair().prop_map(|(ip, _, _)| ip), host, 0..3),
+        )
+            .prop_map(|(forwarders, hosts)| {
+                let mut unique: Vec<DnsForwarder> = Vec::new();
+                for f in forwarders {
+                    if !unique.contains(&f) {
+                        unique.push(f);
+                    }
+                }
+                Dns {
+                    enable: true,
+                    forwarders: unique,
+                    hosts: hosts
+                        .into_iter()
+                        .map(|(ip, hostnames)| DnsHost { ip, hostnames })
+                        .collect(),
+                }
+            }),
+    ]
+}
+
+/// The address `offset` after the start of `subnet`.
+fn nth_address(subnet: addr::Subnet, offset: u128) -> IpAddr {
+    match subnet.network() {
+        IpAddr::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n) + offset as u32)),
+        IpAddr::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n) + offset)),
+    }
+}
+
+/// A DHCP service for `subnet`, whose usable host offsets are
+/// `1..=last`: up to two disjoint ranges and a few hosts, none on the
+/// bridge's address.
+fn arb_dhcp(subnet: addr::Subnet, last: u128) -> impl Strategy<Value = Option<Dhcp>> {
+    let bridge = addr::ordinal(subnet.address) - addr::ordinal(subnet.network());
+    let v4 = subnet.address.is_ipv4();
+    let offset = move || (1..=last).prop_filter("not the bridge", move |o| *o != bridge);
+    (
+        btree_set(offset(), 0..=4),
+        btree_map(
+            offset(),
+            (option::of(arb_mac()), option::of("[a-z][a-z0-9]{0,6}")),
+            0..4,
+        ),
+    )
+        .prop_map(move |(cuts, hosts)| {
+            let cuts: Vec<u128> = cuts.into_iter().collect();
+            let ranges = cuts
+                .chunks_exact(2)
+                .filter(|p| !(p[0]..=p[1]).contains(&bridge))
+                .map(|p| DhcpRange {
+                    start: nth_address(subnet, p[0]),
+                    end: nth_address(subnet, p[1]),
+                })
+                .collect();
+            let mut macs = BTreeSet::new();
+            let mut names = BTreeSet::new();
+            let hosts = hosts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (offset, (mac, name)))| {
+                    let mac = mac.filter(|m| v4 && macs.insert(*m));
+                    let name = name
+                        .filter(|n| names.insert(n.clone()))
+                        .or_else(|| (!v4 || mac.is_none()).then(|| format!("host{i}")));
+                    DhcpHost {
+                        mac,
+                        name,
+                        ip: nth_address(subnet, offset),
+                    }
+                })
+                .collect();
+            let dhcp = Dhcp { ranges, hosts };
+            (dhcp != Dhcp::default()).then_some(dhcp)
+        })
+}
+
+/// `<ip>`s in distinct blocks (so their subnets never overlap): IPv4 in
+/// distinct 10.x.y.0/24 blocks, IPv6 in distinct fd00:N::/64 blocks; DHCP
+/// on at most the first of each family.
+fn arb_network_ips() -> impl Strategy<Value = Vec<NetworkIp>> {
+    let v4 = btree_set(0u32..65536, 0..3).prop_flat_map(|blocks| {
+        let strategies: Vec<_> = blocks
+            .into_iter()
+            .map(|block| {
+                (24u8..=30).prop_flat_map(move |prefix| {
+                    let last = (1u128 << (32 - prefix)) - 2;
+                    (Just(prefix), 1..=last).prop_map(move |(prefix, host)| {
+                        let base = u32::from(Ipv4Addr::new(10, 0, 0, 0)) | (block << 8);
+                        addr::Subnet {
+                            address: IpAddr::V4(Ipv4Addr::from(base + host as u32)),
+                            prefix,
+                        }
+                    })
+                })
+            })
+            .collect();
+        strategies
+    });
+    let v6 = btree_set(0u16..=u16::MAX, 0..3).prop_flat_map(|blocks| {
+        let strategies: Vec<_> = blocks
+            .into_iter()
+            .map(|block| {
+                (64u8..=120, 1u16..=200).prop_map(move |(prefix, host)| addr::Subnet {
+                    address: IpAddr::V6(Ipv6Addr::new(0xfd00, block, 0, 0, 0, 0, 0, host)),
+                    prefix,
+                })
+            })
+            .collect();
+        strategies
+    });
+    (v4, v6)
+        .prop_flat_map(|(v4, v6)| {
+            let with_dhcp = |subnets: Vec<addr::Subnet>| {
+                subnets
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let last = if s.address.is_ipv4() {
+                            (1u128 << (32 - s.prefix)) - 2
+                        } else {
+                            (1u128 << (128 - s.prefix).min(12)) - 1
+                        };
+                        let dhcp = if i == 0 {
+                            option::of(arb_dhcp(s, last))
+                                .prop_map(Option::flatten)
+                                .boxed()
+                        } else {
+                            Just(None).boxed()
+                        };
+                        dhcp.prop_map(move |dhcp| NetworkIp {
+                            address: s.address,
+                            prefix: s.prefix,
+                            dhcp,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let mut all = with_dhcp(v4);
+            all.extend(with_dhcp(v6));
+            all
+        })
+        .prop_shuffle()
+}
+
+/// Any valid network definition.
+pub fn arb_network_def() -> impl Strategy<Value = NetworkDef> {
+    (
+        "[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,20}".prop_map(|s| NetworkName::new(&s).unwrap()),
+        arb_uuid(),
+        arb_forward(),
+        (
+            option::of(arb_ifname()),
+            any::<bool>(),
+            0..=MAX_BRIDGE_DELAY,
+        )
+            .prop_map(|(name, stp, delay)| Bridge { name, stp, delay }),
+        option::of(arb_mac()),
+        option::of(MIN_MTU..=u16::MAX),
+        option::of(
+            (arb_dns_name(), any::<bool>())
+                .prop_map(|(name, local_only)| NetworkDomain { name, local_only }),
+        ),
+        arb_dns(),
+        arb_network_ips(),
+    )
+        .prop_map(
+            |(name, uuid, forward, bridge, mac, mtu, domain, dns, ips)| NetworkDef {
+                name,
+                uuid,
+                forward,
+                bridge,
+                mac,
+                mtu,
+                domain,
+                dns,
+                ips,
+            },
+        )
+        .boxed()
 }

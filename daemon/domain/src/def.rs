@@ -578,12 +578,22 @@ keyword_enum! {
 /// How an `<interface>` connects, by `type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InterfaceSource {
-    /// A virtual network by name.
-    Network { network: String },
+    /// A virtual network by name (`<source network= portgroup=>`).
+    Network {
+        network: String,
+        /// A port group of that network; stored, the network decides what
+        /// it means.
+        portgroup: Option<String>,
+    },
     /// A host bridge.
     Bridge { bridge: String },
-    /// A veth pair with no further plumbing.
-    Ethernet,
+    /// A veth pair with no bridge. `<source>` may give addresses and routes
+    /// for the host side of the pair (libvirt's host-side IP information,
+    /// which it accepts for `ethernet` interfaces only).
+    Ethernet {
+        ips: Vec<IpConfig>,
+        routes: Vec<Route>,
+    },
     /// macvlan/macvtap on a host device.
     Direct { dev: String, mode: DirectMode },
 }
@@ -593,25 +603,33 @@ impl InterfaceSource {
         match self {
             InterfaceSource::Network { .. } => "network",
             InterfaceSource::Bridge { .. } => "bridge",
-            InterfaceSource::Ethernet => "ethernet",
+            InterfaceSource::Ethernet { .. } => "ethernet",
             InterfaceSource::Direct { .. } => "direct",
         }
     }
 }
 
-/// `<interface><ip>`.
+/// `<ip>` of an interface or a network `<hostdev>`: an address set on the
+/// device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpConfig {
     pub address: IpAddr,
+    /// 0..=32 or 0..=128 by family; `None`: the kernel's default for the
+    /// address.
     pub prefix: Option<u8>,
+    /// Point-to-point peer, of the same family.
     pub peer: Option<IpAddr>,
 }
 
-/// `<interface><route>`.
+/// `<route>` of an interface or a network `<hostdev>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
+    /// A network address: no bits set after `prefix` (so `0.0.0.0` or `::`
+    /// when there is no prefix, a default route), as libvirt requires.
     pub address: IpAddr,
+    /// `None` counts as 0.
     pub prefix: Option<u8>,
+    /// Of the same family as `address`.
     pub gateway: IpAddr,
 }
 
@@ -625,21 +643,101 @@ keyword_enum! {
     }
 }
 
+keyword_enum! {
+    /// `<link state=>`: whether the guest side of the link starts up.
+    pub enum LinkState {
+        Up = "up",
+        Down = "down",
+    }
+}
+
+/// Smallest accepted `<mtu size=>`: the least IPv4 needs.
+pub const MIN_MTU: u16 = 68;
+
+/// Largest value accepted for a bandwidth attribute (KiB/s or KiB).
+pub const MAX_BANDWIDTH: u64 = u32::MAX as u64;
+
+/// One direction of `<bandwidth>`: `<inbound>` or `<outbound>`. Rates are
+/// in KiB/s and `burst` in KiB, libvirt's units, as written; every value
+/// is 1..=[`MAX_BANDWIDTH`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BandwidthRate {
+    /// Average rate, KiB/s. Required unless `floor` is given.
+    pub average: Option<u64>,
+    /// Highest rate, KiB/s; at least `average`, and only with it.
+    pub peak: Option<u64>,
+    /// How much may be sent at `peak`, KiB; only with `average`.
+    pub burst: Option<u64>,
+    /// Guaranteed rate, KiB/s: `<inbound>` of `type='network'` interfaces
+    /// only.
+    pub floor: Option<u64>,
+}
+
+/// `<bandwidth>`: traffic shaping, each direction optional (but not both
+/// absent: an empty `<bandwidth/>` reads as none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bandwidth {
+    /// Traffic towards the domain.
+    pub inbound: Option<BandwidthRate>,
+    /// Traffic from the domain.
+    pub outbound: Option<BandwidthRate>,
+}
+
+keyword_enum! {
+    /// How a trunk's native VLAN is carried.
+    pub enum NativeMode {
+        Tagged = "tagged",
+        Untagged = "untagged",
+    }
+}
+
+/// Largest VLAN id.
+pub const MAX_VLAN_ID: u16 = 4095;
+
+/// `<vlan><tag id= nativeMode=>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanTag {
+    /// 0..=[`MAX_VLAN_ID`].
+    pub id: u16,
+    /// At most one tag of a `<vlan>` has one.
+    pub native_mode: Option<NativeMode>,
+}
+
+/// `<vlan>`: at least one tag, ids distinct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vlan {
+    /// `trunk='yes'`; always true with more than one tag.
+    pub trunk: bool,
+    pub tags: Vec<VlanTag>,
+}
+
 /// `<interface>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
     pub source: InterfaceSource,
+    /// Unique among the domain's interfaces.
     pub mac: Option<MacAddr>,
-    /// Host-side device name.
+    /// Host-side device name; unique among the domain's interfaces.
     pub target_dev: Option<String>,
-    /// Device name inside the container (LXC).
+    /// Device name inside the container (LXC); unique among the domain's
+    /// interfaces.
     pub guest_dev: Option<String>,
     /// Virtual machines only.
     pub model: Option<NicModel>,
-    /// LXC only.
+    /// Guest-side addresses (LXC only).
     pub ips: Vec<IpConfig>,
-    /// LXC only.
+    /// Guest-side routes (LXC only).
     pub routes: Vec<Route>,
+    /// `<mtu size=>`, [`MIN_MTU`]..=65535.
+    pub mtu: Option<u16>,
+    /// `<link state=>`; `None`: libvirt's default (for a container: the
+    /// guest side comes up when it has an address).
+    pub link_state: Option<LinkState>,
+    /// Not on `direct` interfaces of containers (nothing on the host side
+    /// to shape).
+    pub bandwidth: Option<Bandwidth>,
+    /// Not on `ethernet` interfaces (no switch port to tag).
+    pub vlan: Option<Vlan>,
 }
 
 /// A USB device selected by vendor and product id.
@@ -663,8 +761,14 @@ pub enum Hostdev {
     Storage { block: PathBuf },
     /// `mode='capabilities' type='misc'`: a host character device node.
     Misc { char_dev: PathBuf },
-    /// `mode='capabilities' type='net'`: a host network interface moved in.
-    Net { interface: String },
+    /// `mode='capabilities' type='net'`: a host network interface moved
+    /// into the container under its own name, with the addresses and
+    /// routes to set on it there (`<ip>`, `<route>` next to `<source>`).
+    Net {
+        interface: String,
+        ips: Vec<IpConfig>,
+        routes: Vec<Route>,
+    },
     /// `mode='subsystem' type='usb'`: at least one of the two is set.
     Usb {
         ids: Option<UsbIds>,

@@ -2,7 +2,7 @@
 
 use super::xml::{Pos, XmlError};
 
-/// Why a document is not a valid domain definition.
+/// Why a document is not a valid domain (or network) definition.
 ///
 /// Every variant but [`DomainError::Xml`] names the position and the element
 /// at fault; `Display` gives `LINE:COL: <element>: problem; fix`.

@@ -9,10 +9,13 @@
 //! edits definitions with it without building the daemon (device-mapper
 //! bindings, drivers). It knows nothing of D-Bus or the host.
 
+pub mod addr;
 mod cpuset;
 mod def;
+mod document;
 mod error;
 mod format;
+pub mod network;
 mod parse;
 pub mod schema;
 pub mod syscalls;
@@ -27,15 +30,23 @@ pub mod xml;
 pub(crate) mod arb;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
+mod network_tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod test_support;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
 pub use cpuset::CpuSet;
 pub use def::*;
+pub use document::{Document, DocumentKind};
 pub use error::DomainError;
 pub use format::FormatOptions;
+pub use network::NetworkDef;
 pub use parse::is_context;
 pub use units::{parse_size, unit_scale};
-pub use values::{Capability, DomainName, IdRef, MacAddr};
+pub use values::{Capability, DomainName, IdRef, MacAddr, NetworkName};
 
 impl DomainDef {
     /// Parses and validates a domain document.

@@ -1,6 +1,8 @@
-//! RELAX NG validation of domain documents against `xml-schemas/domain.rng`.
+//! RELAX NG validation of documents against their schema: domains against
+//! `xml-schemas/domain.rng`, networks against `xml-schemas/network.rng`.
 //!
-//! The schema is embedded in the binary and compiled once, on first use.
+//! Each schema is embedded in the binary and compiled once, on first use;
+//! one implementation serves both (the [`DocumentKind`] picks the schema).
 //! Validation runs the `relax-ng` crate over the project's own
 //! position-carrying tree ([`xml::Element`]), so every violation carries a
 //! line and column.
@@ -35,13 +37,22 @@ use relax_ng::{
     SchemaSyntax, ValidationError, ValidationErrorKind,
 };
 
+use super::document::DocumentKind;
 use super::xml;
 
 /// The domain schema's text, as shipped in `xml-schemas/domain.rng`.
 pub const DOMAIN_SCHEMA: &str = include_str!("../../../xml-schemas/domain.rng");
 
-/// Base URI the embedded schema is compiled under.
-const SCHEMA_URI: &str = "lxvirt:xml-schemas/domain.rng";
+/// The network schema's text, as shipped in `xml-schemas/network.rng`.
+pub const NETWORK_SCHEMA: &str = include_str!("../../../xml-schemas/network.rng");
+
+/// The schema text of a kind of document.
+pub fn schema_text(kind: DocumentKind) -> &'static str {
+    match kind {
+        DocumentKind::Domain => DOMAIN_SCHEMA,
+        DocumentKind::Network => NETWORK_SCHEMA,
+    }
+}
 /// The RELAX NG structure namespace.
 const RNG_NS: &str = "http://relaxng.org/ns/structure/1.0";
 /// Longest text or attribute value quoted back in a message.
@@ -83,7 +94,7 @@ fn render_violations(violations: &[SchemaViolation]) -> String {
         .join("\n")
 }
 
-/// Why a document given as text is not a valid domain document.
+/// Why a document given as text is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaError {
     #[error(transparent)]
@@ -99,27 +110,38 @@ struct Compiled {
     hints: Hints,
 }
 
-static COMPILED: LazyLock<Result<Compiled, String>> = LazyLock::new(|| compile(DOMAIN_SCHEMA));
+static DOMAIN: LazyLock<Result<Compiled, String>> =
+    LazyLock::new(|| compile(DOMAIN_SCHEMA, DocumentKind::Domain));
+static NETWORK: LazyLock<Result<Compiled, String>> =
+    LazyLock::new(|| compile(NETWORK_SCHEMA, DocumentKind::Network));
 
-/// The embedded schema has no `include` or `externalRef`: refuse any.
+fn compiled(kind: DocumentKind) -> &'static Result<Compiled, String> {
+    match kind {
+        DocumentKind::Domain => &DOMAIN,
+        DocumentKind::Network => &NETWORK,
+    }
+}
+
+/// The embedded schemas have no `include` or `externalRef`: refuse any.
 struct NoResolver;
 
 impl SchemaResolver for NoResolver {
     fn resolve(&self, href: &str, _base_uri: &str) -> Result<SchemaSource, ResolveError> {
         Err(ResolveError::new(format!(
-            "the domain schema must be self-contained; it refers to '{href}'"
+            "the built-in schemas must be self-contained; this one refers to '{href}'"
         )))
     }
 }
 
-fn compile(text: &str) -> Result<Compiled, String> {
-    let source = SchemaSource::new(text, SCHEMA_URI, SchemaSyntax::Xml);
+fn compile(text: &str, kind: DocumentKind) -> Result<Compiled, String> {
+    let uri = format!("lxvirt:xml-schemas/{kind}.rng");
+    let source = SchemaSource::new(text, &uri, SchemaSyntax::Xml);
     let schema = Schema::compile(&source, &NoResolver).map_err(|e| e.to_string())?;
     let registry = DatatypeRegistry::new();
     // Validating any document checks every datatype the schema uses
     // against the registry first; do it once here so a later validation
     // cannot fail for that reason.
-    let probe = xml::parse_str("<domain/>").map_err(|e| e.to_string())?;
+    let probe = xml::parse_str(&format!("<{kind}/>")).map_err(|e| e.to_string())?;
     schema
         .validate(&registry, &Doc(&probe))
         .map_err(|e| e.to_string())?;
@@ -132,37 +154,39 @@ fn compile(text: &str) -> Result<Compiled, String> {
     })
 }
 
-fn internal_error(message: &str) -> SchemaErrors {
+fn internal_error(kind: DocumentKind, message: &str) -> SchemaErrors {
     SchemaErrors {
         violations: vec![SchemaViolation {
             pos: None,
             path: "/".into(),
-            message: format!("the built-in domain schema is unusable (a bug in lxvirt): {message}"),
+            message: format!("the built-in {kind} schema is unusable (a bug in lxvirt): {message}"),
         }],
     }
 }
 
-/// Checks a parsed document against the domain schema.
-pub fn validate(root: &xml::Element) -> Result<(), SchemaErrors> {
-    let compiled = COMPILED.as_ref().map_err(|e| internal_error(e))?;
+/// Checks a parsed document against the schema of `kind`.
+pub fn validate(kind: DocumentKind, root: &xml::Element) -> Result<(), SchemaErrors> {
+    let compiled = compiled(kind)
+        .as_ref()
+        .map_err(|e| internal_error(kind, e))?;
     let errors = compiled
         .schema
         .validate(&compiled.registry, &Doc(root))
-        .map_err(|e| internal_error(&e.to_string()))?;
+        .map_err(|e| internal_error(kind, &e.to_string()))?;
     if errors.is_empty() {
         return Ok(());
     }
-    let index = TreeIndex::new(root);
+    let index = TreeIndex::new(root, kind);
     let mut violations = explain(&errors, &index, &compiled.hints);
     violations.sort_by_key(|v| v.pos.map(|p| (p.line, p.column)));
     violations.dedup();
     Err(SchemaErrors { violations })
 }
 
-/// Parses `text` and checks it against the domain schema.
-pub fn validate_str(text: &str) -> Result<(), SchemaError> {
+/// Parses `text` and checks it against the schema of `kind`.
+pub fn validate_str(kind: DocumentKind, text: &str) -> Result<(), SchemaError> {
     let root = xml::parse_str(text)?;
-    validate(&root)?;
+    validate(kind, &root)?;
     Ok(())
 }
 
@@ -219,6 +243,8 @@ struct TreeIndex<'a> {
     by_pos: HashMap<(u32, u32), usize>,
     /// The root's `type` attribute: selects the schema's alternatives.
     domain_type: Option<&'a str>,
+    /// The kind of document the schema is for.
+    kind: DocumentKind,
 }
 
 struct Entry<'a> {
@@ -231,11 +257,12 @@ struct Entry<'a> {
 }
 
 impl<'a> TreeIndex<'a> {
-    fn new(root: &'a xml::Element) -> Self {
+    fn new(root: &'a xml::Element, kind: DocumentKind) -> Self {
         let mut index = TreeIndex {
             entries: Vec::new(),
             by_pos: HashMap::new(),
             domain_type: root.attr("type"),
+            kind,
         };
         let mut stack: Vec<(&'a xml::Element, Option<usize>)> = vec![(root, None)];
         while let Some((element, parent)) = stack.pop() {
@@ -328,7 +355,7 @@ fn explain_one(
                 return Some(SchemaViolation {
                     pos,
                     path: "/".into(),
-                    message: format!("the document must be a <domain>, not {tag}"),
+                    message: format!("the document must be a <{}>, not {tag}", index.kind),
                 });
             };
             let variants = hints.variants(index.domain_type, &parent.names);
@@ -1071,13 +1098,21 @@ fn describe_datatype(define: Option<&str>, datatype: &str) -> String {
         Some("absolute-path") => "an absolute path",
         Some("unsigned-long" | "unsigned-int") => "a whole number",
         Some("signed-long") => "a whole number, possibly negative",
-        Some("domain-name") => {
+        Some("domain-name" | "network-name") => {
             "a name of 1 to 64 letters, digits and _ . + - that does not start with '.' or '-'"
         }
+        Some("dns-name") => "a DNS name such as web1 or lxvirt.example.org",
+        Some("ipv4-address") => "an IPv4 address",
+        Some("network-prefix") => "a prefix length from 1 to 128",
+        Some("port-number") => "a port from 1 to 65535",
+        Some("bridge-delay") => "a delay from 0 to 30 seconds",
         Some("uuid-value") => "a UUID such as 6c0a3a52-2c4e-4a8f-9d0e-2b7c1d9f4a11",
         Some("mac-address") => "a MAC address such as 52:54:00:12:34:56",
         Some("ip-address") => "an IPv4 or IPv6 address",
         Some("ip-prefix") => "a prefix length from 0 to 128",
+        Some("mtu-size") => "an MTU from 68 to 65535",
+        Some("bandwidth-value") => "a whole number from 1 (KiB/s, or KiB for burst)",
+        Some("vlan-id") => "a VLAN id from 0 to 4095",
         Some("device-name") => "a device name such as eth0 or vda",
         Some("object-name") => "a network name",
         Some("usb-number") => "a USB bus or device number",
@@ -1102,25 +1137,26 @@ fn describe_datatype(define: Option<&str>, datatype: &str) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::test_support::{examples_dir, xml_files};
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    fn examples_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xml-schemas/examples")
+    fn schema_path(kind: DocumentKind) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../xml-schemas/{kind}.rng"))
     }
 
-    fn schema_path() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xml-schemas/domain.rng")
+    /// The kind of document `text` is, by its root (domain when unknown,
+    /// so that a wrong root is judged by the domain schema).
+    fn kind_of(text: &str) -> DocumentKind {
+        xml::parse_str(text)
+            .ok()
+            .and_then(|root| DocumentKind::of(&root))
+            .unwrap_or(DocumentKind::Domain)
     }
 
-    fn xml_files(dir: &Path) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "xml"))
-            .collect();
-        files.sort();
-        files
+    /// Checks `text` against the schema of its kind.
+    fn check(text: &str) -> Result<(), SchemaError> {
+        validate_str(kind_of(text), text)
     }
 
     /// The files in examples/invalid/ and whether the schema itself rejects
@@ -1129,6 +1165,9 @@ mod tests {
         ("bad-idmap.xml", Some(9)),
         ("dynamic-norelabel.xml", Some(12)),
         ("missing-init.xml", Some(5)),
+        ("network-nat-in-route.xml", Some(5)),
+        ("network-range-outside.xml", None),
+        ("network-two-dhcp.xml", None),
         ("unknown-element.xml", Some(8)),
     ];
 
@@ -1138,6 +1177,7 @@ mod tests {
     /// message of the first violation.
     fn invalid_documents() -> Vec<(&'static str, String, u32, &'static str)> {
         let lxc = |body: &str| format!("{LXC_HEAD}{body}</domain>");
+        let net = |body: &str| format!("<network>\n<name>n</name>\n{body}</network>");
         vec![
             (
                 "missing-name",
@@ -1314,6 +1354,96 @@ mod tests {
                 "'exe' is not valid in <type>; expected 'hvm'",
             ),
             (
+                "vlan-id-too-large",
+                lxc("  <devices>\n    <interface type='bridge'><source bridge='br0'/>\n<vlan><tag id='4096'/></vlan></interface>\n  </devices>\n"),
+                7,
+                "id='4096' is not valid; expected a VLAN id from 0 to 4095",
+            ),
+            (
+                "mtu-too-small",
+                lxc("  <devices>\n    <interface type='bridge'><source bridge='br0'/>\n<mtu size='67'/></interface>\n  </devices>\n"),
+                7,
+                "size='67' is not valid; expected an MTU from 68 to 65535",
+            ),
+            (
+                "zero-bandwidth",
+                lxc("  <devices>\n    <interface type='bridge'><source bridge='br0'/><bandwidth>\n<outbound average='0'/></bandwidth></interface>\n  </devices>\n"),
+                7,
+                "average='0' is not valid; expected a whole number from 1",
+            ),
+            (
+                "floor-outbound",
+                lxc("  <devices>\n    <interface type='network'><source network='n'/><bandwidth>\n<outbound average='1' floor='1'/></bandwidth></interface>\n  </devices>\n"),
+                7,
+                "<outbound> has no attribute 'floor'",
+            ),
+            (
+                "bad-link-state",
+                lxc("  <devices>\n    <interface type='bridge'><source bridge='br0'/>\n<link state='sideways'/></interface>\n  </devices>\n"),
+                7,
+                "state='sideways' is not valid; expected one of up, down",
+            ),
+            (
+                "ip-in-storage-hostdev",
+                lxc("  <devices>\n    <hostdev mode='capabilities' type='storage'><source><block>/dev/sdb</block></source>\n<ip address='10.0.0.1'/></hostdev>\n  </devices>\n"),
+                7,
+                "<ip> is not allowed in <hostdev",
+            ),
+            (
+                "network-nat-in-route",
+                net("<forward mode='route'>\n<nat/></forward>"),
+                4,
+                "<nat> is not allowed in <forward mode='route'>",
+            ),
+            (
+                "network-device-mode",
+                net("<forward mode='bridge'/>"),
+                3,
+                "mode='bridge' is not valid; expected one of nat, route, open",
+            ),
+            (
+                "network-port-zero",
+                net("<forward><nat>\n<port start='0' end='10'/></nat></forward>"),
+                4,
+                "start='0' is not valid; expected a port from 1 to 65535",
+            ),
+            (
+                "network-dns-disabled-with-host",
+                net("<dns enable='no'>\n<host ip='10.0.0.2'><hostname>a</hostname></host></dns>"),
+                4,
+                "<host> is not allowed in <dns enable='no'>",
+            ),
+            (
+                "network-dns-host-without-name",
+                net("<dns><host ip='10.0.0.2'/></dns>"),
+                3,
+                "<hostname> is missing",
+            ),
+            (
+                "network-bridge-delay",
+                net("<bridge delay='31'/>"),
+                3,
+                "delay='31' is not valid; expected a delay from 0 to 30 seconds",
+            ),
+            (
+                "network-domain-name",
+                net("<domain name='-x'/>"),
+                3,
+                "name='-x' is not valid; expected a DNS name",
+            ),
+            (
+                "network-prefix-zero",
+                net("<ip address='10.0.0.1' prefix='0'/>"),
+                3,
+                "prefix='0' is not valid; expected a prefix length from 1 to 128",
+            ),
+            (
+                "network-ip-without-prefix",
+                net("<ip address='10.0.0.1'/>"),
+                3,
+                "attribute 'prefix' is missing",
+            ),
+            (
                 "wrong-root",
                 "<container/>".into(),
                 1,
@@ -1332,6 +1462,18 @@ mod tests {
     fn valid_documents() -> Vec<(&'static str, String)> {
         let lxc = |body: &str| format!("{LXC_HEAD}{body}</domain>");
         vec![
+            (
+                "network-minimal",
+                "<network><name>n</name></network>".into(),
+            ),
+            (
+                "network-children-in-any-order",
+                "<network><ip address='fd00::1' prefix='64' family='ipv6'><dhcp><host name='a' ip='fd00::5'/>\
+                 <range start='fd00::10' end='fd00::20'/></dhcp></ip><dns><host ip='10.0.0.5'><hostname>a</hostname></host>\
+                 <forwarder domain='example.org'/></dns><forward dev='eth0'><interface dev='eth0'/><nat><port start='1' end='2'/>\
+                 <address start='192.0.2.1' end='192.0.2.2'/></nat></forward><name>n</name><mtu size='1500'/>\
+                 <bridge delay='30' stp='on' name='br9'/></network>".into(),
+            ),
             (
                 "children-in-any-order",
                 "<domain type='lxc'><devices><console type='pty'/></devices><os><init>/i</init><type>exe</type></os><memory unit='GiB'>1</memory><name>x</name></domain>".into(),
@@ -1371,6 +1513,24 @@ mod tests {
                      <guest dev='eth0'/></interface></devices>"),
             ),
             (
+                "network-interface-extras",
+                lxc("<devices><interface type='network'><link state='up'/><source network='default' portgroup='web'/>\
+                     <vlan trunk='yes'><tag id='1' nativeMode='tagged'/><tag id='2'/></vlan><mtu size='1500'/>\
+                     <bandwidth><outbound average='5'/><inbound floor='1'/></bandwidth></interface></devices>"),
+            ),
+            (
+                "ethernet-host-side-in-any-order",
+                lxc("<devices><interface type='ethernet'><ip address='10.0.0.2'/><source>\
+                     <route address='0.0.0.0' gateway='10.0.0.1'/><ip address='10.0.0.1' prefix='32' peer='10.0.0.2'/>\
+                     </source></interface><interface type='ethernet'><source/></interface></devices>"),
+            ),
+            (
+                "net-hostdev-with-addresses-in-any-order",
+                lxc("<devices><hostdev mode='capabilities' type='net'><ip address='10.1.0.5' prefix='24'/>\
+                     <source><interface>eth4</interface></source><route address='0.0.0.0' gateway='10.1.0.1'/>\
+                     <ip address='fd00::5' family='ipv6'/></hostdev></devices>"),
+            ),
+            (
                 "empty-text-elements",
                 lxc("<title/><description></description><metadata>\n</metadata>"),
             ),
@@ -1382,16 +1542,37 @@ mod tests {
     }
 
     #[test]
-    fn schema_compiles() {
-        let compiled = COMPILED.as_ref().unwrap();
-        assert!(compiled.schema.compiled().has_start());
-        assert!(!compiled.hints.paths.is_empty());
+    fn schemas_compile() {
+        for kind in DocumentKind::ALL {
+            let compiled = compiled(kind).as_ref().unwrap();
+            assert!(compiled.schema.compiled().has_start(), "{kind}");
+            assert!(!compiled.hints.paths.is_empty(), "{kind}");
+        }
     }
 
     #[test]
     fn broken_schema_is_reported_not_panicked() {
-        assert!(compile("<grammar xmlns='http://relaxng.org/ns/structure/1.0'/>").is_err());
-        assert!(compile("not xml").is_err());
+        let empty = "<grammar xmlns='http://relaxng.org/ns/structure/1.0'/>";
+        assert!(compile(empty, DocumentKind::Domain).is_err());
+        assert!(compile("not xml", DocumentKind::Network).is_err());
+    }
+
+    #[test]
+    fn each_kind_is_judged_by_its_own_schema() {
+        let network = "<network><name>n</name></network>";
+        assert!(validate_str(DocumentKind::Network, network).is_ok());
+        let err = validate_str(DocumentKind::Domain, network).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the document must be a <domain>, not <network>"),
+            "{err}"
+        );
+        let err = validate_str(DocumentKind::Network, "<domain type='lxc'/>").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the document must be a <network>, not <domain>"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1400,7 +1581,7 @@ mod tests {
         assert!(files.len() >= 7, "examples missing: {files:?}");
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
-            if let Err(e) = validate_str(&text) {
+            if let Err(e) = check(&text) {
                 panic!("{} should be valid:\n{e}", file.display());
             }
         }
@@ -1411,9 +1592,13 @@ mod tests {
     fn formatted_examples_are_valid() {
         for file in xml_files(&examples_dir()) {
             let text = std::fs::read_to_string(&file).unwrap();
-            let def = crate::DomainDef::from_xml(&text).unwrap();
-            for out in [def.to_xml(), def.to_live_xml()] {
-                if let Err(e) = validate_str(&out) {
+            let doc = crate::Document::from_xml(&text).unwrap();
+            let mut outputs = vec![doc.to_xml()];
+            if let crate::Document::Domain(def) = &doc {
+                outputs.push(def.to_live_xml());
+            }
+            for out in outputs {
+                if let Err(e) = validate_str(doc.kind(), &out) {
                     panic!("{} formatted is not valid:\n{e}\n{out}", file.display());
                 }
             }
@@ -1423,7 +1608,12 @@ mod tests {
     /// The values the schema allows at `path` for attribute `attr` (or for
     /// the text, when `None`), over all alternatives.
     fn schema_values(path: &[(&str, &str)], attr: Option<&str>) -> BTreeSet<String> {
-        let compiled = COMPILED.as_ref().unwrap();
+        let kind = if path.first() == Some(&("", "network")) {
+            DocumentKind::Network
+        } else {
+            DocumentKind::Domain
+        };
+        let compiled = compiled(kind).as_ref().unwrap();
         let key: Vec<Name> = path
             .iter()
             .map(|(ns, local)| ((!ns.is_empty()).then(|| ns.to_string()), local.to_string()))
@@ -1525,6 +1715,16 @@ mod tests {
                 NicModel::NAMES,
             ),
             (
+                p(&["domain", "devices", "interface", "link"]),
+                Some("state"),
+                LinkState::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "interface", "vlan", "tag"]),
+                Some("nativeMode"),
+                NativeMode::NAMES,
+            ),
+            (
                 p(&["domain", "devices", "console", "target"]),
                 Some("type"),
                 ConsoleTargetType::NAMES,
@@ -1550,6 +1750,11 @@ mod tests {
                 Some("mount"),
                 SeccompMount::NAMES,
             ),
+            (
+                p(&["network", "forward"]),
+                Some("mode"),
+                crate::network::ForwardMode::NAMES,
+            ),
         ];
         for (path, attr, names) in cases {
             let ours: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
@@ -1564,7 +1769,7 @@ mod tests {
             .contains(*m)
         }));
         // Capability names are the children of <capabilities>.
-        let compiled = COMPILED.as_ref().unwrap();
+        let compiled = compiled(DocumentKind::Domain).as_ref().unwrap();
         let mut children = BTreeSet::new();
         for v in compiled.hints.variants(
             None,
@@ -1583,7 +1788,7 @@ mod tests {
     #[test]
     fn inline_valid_documents_are_valid() {
         for (name, doc) in valid_documents() {
-            if let Err(e) = validate_str(&doc) {
+            if let Err(e) = check(&doc) {
                 panic!("{name} should be valid:\n{e}");
             }
         }
@@ -1598,7 +1803,7 @@ mod tests {
                 panic!("{file_name}: add it to INVALID_EXAMPLES in schema.rs");
             };
             let text = std::fs::read_to_string(&file).unwrap();
-            match (validate_str(&text), expected) {
+            match (check(&text), expected) {
                 (Ok(()), None) => {}
                 (Ok(()), Some(line)) => panic!("{file_name}: expected a violation on line {line}"),
                 (Err(e), None) => panic!("{file_name}: the schema should accept it:\n{e}"),
@@ -1614,7 +1819,7 @@ mod tests {
     #[test]
     fn invalid_documents_are_rejected_with_line_and_message() {
         for (name, doc, line, message) in invalid_documents() {
-            let errors = match validate_str(&doc) {
+            let errors = match check(&doc) {
                 Ok(()) => panic!("{name} should be invalid"),
                 Err(SchemaError::Xml(e)) => panic!("{name}: not well-formed: {e}"),
                 Err(SchemaError::Invalid(e)) => e,
@@ -1631,7 +1836,7 @@ mod tests {
     #[test]
     fn violations_render_with_position_and_path() {
         let doc = "<domain type='lxc'>\n  <name>a</name>\n  <memory>1</memory>\n  <os>\n    <type>exe</type>\n  </os>\n</domain>";
-        let err = validate_str(doc).unwrap_err();
+        let err = check(doc).unwrap_err();
         assert_eq!(err.to_string(), "4:3: /domain/os: <init> is missing");
         let SchemaError::Invalid(errors) = err else {
             panic!("expected schema errors");
@@ -1649,7 +1854,7 @@ mod tests {
     #[test]
     fn several_violations_are_all_reported_in_order() {
         let doc = "<domain type='lxc'>\n<name>a</name>\n<memory unit='x'>1</memory>\n<os><type>exe</type></os>\n<on_reboot>never</on_reboot>\n</domain>";
-        let SchemaError::Invalid(errors) = validate_str(doc).unwrap_err() else {
+        let SchemaError::Invalid(errors) = check(doc).unwrap_err() else {
             panic!("expected schema errors");
         };
         let lines: Vec<u32> = errors
@@ -1662,7 +1867,7 @@ mod tests {
 
     #[test]
     fn xml_errors_are_kept_apart() {
-        assert!(matches!(validate_str("<domain>"), Err(SchemaError::Xml(_))));
+        assert!(matches!(check("<domain>"), Err(SchemaError::Xml(_))));
     }
 
     /// Writes the inline documents to a temporary directory for xmllint.
@@ -1693,24 +1898,31 @@ mod tests {
         let doc = format!(
             "{LXC_HEAD}<devices><filesystem><source dev='/dev/vdb'/><target dir='/mnt'/></filesystem></devices></domain>"
         );
-        assert!(validate_str(&doc).is_ok());
+        assert!(check(&doc).is_ok());
         assert!(crate::DomainDef::from_xml(&doc).is_err());
     }
 
     /// Documents the typed layer writes for a fixed sample of arbitrary
-    /// definitions.
+    /// definitions of both kinds.
     fn generated_files(dir: &Path) -> Vec<PathBuf> {
         use proptest::strategy::{Strategy, ValueTree};
         let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let strategy = crate::arb::arb_domain_def();
-        (0..16)
-            .map(|i| {
-                let def = strategy.new_tree(&mut runner).unwrap().current();
-                let path = dir.join(format!("generated-{i}.xml"));
-                std::fs::write(&path, def.to_live_xml()).unwrap();
-                path
-            })
-            .collect()
+        let domains = crate::arb::arb_domain_def();
+        let networks = crate::arb::arb_network_def();
+        let mut files = Vec::new();
+        for i in 0..16 {
+            let domain = domains.new_tree(&mut runner).unwrap().current();
+            let network = networks.new_tree(&mut runner).unwrap().current();
+            for (name, text) in [
+                (format!("generated-{i}.xml"), domain.to_live_xml()),
+                (format!("generated-network-{i}.xml"), network.to_xml()),
+            ] {
+                let path = dir.join(name);
+                std::fs::write(&path, text).unwrap();
+                files.push(path);
+            }
+        }
+        files
     }
 
     /// Writes `element` back as XML (namespace declarations are kept as
@@ -1761,7 +1973,12 @@ mod tests {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(20);
         let mut files = Vec::new();
-        for example in ["lxc-everything.xml", "kvm-direct-kernel.xml"] {
+        for example in [
+            "lxc-everything.xml",
+            "kvm-direct-kernel.xml",
+            "network-default.xml",
+            "network-routed.xml",
+        ] {
             let text = std::fs::read_to_string(examples_dir().join(example)).unwrap();
             for i in 0..8 {
                 let mut root = xml::parse_str(&text).unwrap();
@@ -1795,18 +2012,37 @@ mod tests {
         files.extend(generated_files(tmp.path()));
         files.extend(shuffled_files(tmp.path()));
 
-        let output = Command::new("xmllint")
-            .arg("--noout")
-            .arg("--relaxng")
-            .arg(schema_path())
-            .args(&files)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        // Each file against the schema of its root element.
+        let kinds: Vec<DocumentKind> = files
+            .iter()
+            .map(|f| kind_of(&std::fs::read_to_string(f).unwrap()))
+            .collect();
         assert!(
-            !stderr.contains("failed to compile") && !stderr.contains("Relax-NG parser error"),
-            "xmllint could not use the schema:\n{stderr}"
+            kinds.contains(&DocumentKind::Network),
+            "no network documents to compare"
         );
+        let mut stderr = String::new();
+        for kind in DocumentKind::ALL {
+            let output = Command::new("xmllint")
+                .arg("--noout")
+                .arg("--relaxng")
+                .arg(schema_path(kind))
+                .args(
+                    files
+                        .iter()
+                        .zip(&kinds)
+                        .filter(|(_, k)| **k == kind)
+                        .map(|(f, _)| f),
+                )
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                !text.contains("failed to compile") && !text.contains("Relax-NG parser error"),
+                "xmllint could not use the {kind} schema:\n{text}"
+            );
+            stderr.push_str(&text);
+        }
         let mut disagreements = Vec::new();
         for file in &files {
             let shown = file.display().to_string();
@@ -1819,7 +2055,7 @@ mod tests {
                 "no verdict from xmllint for {shown}:\n{stderr}"
             );
             let text = std::fs::read_to_string(file).unwrap();
-            let ours = validate_str(&text);
+            let ours = check(&text);
             if ours.is_ok() != xmllint_valid {
                 disagreements.push(format!(
                     "{shown}: xmllint says {}, lxvirt says {:?}",
@@ -1836,6 +2072,7 @@ mod tests {
 /// schema accepts. Few cases: each validation is slow in a debug build.
 #[cfg(test)]
 mod formatted {
+    use crate::DocumentKind;
     use proptest::prelude::*;
 
     proptest! {
@@ -1844,9 +2081,16 @@ mod formatted {
         #[test]
         fn formatted_definitions_pass_the_schema(def in crate::arb::arb_domain_def()) {
             for out in [def.to_xml(), def.to_live_xml()] {
-                let verdict = super::validate_str(&out);
+                let verdict = super::validate_str(DocumentKind::Domain, &out);
                 prop_assert!(verdict.is_ok(), "{}\n{}", verdict.err().map(|e| e.to_string()).unwrap_or_default(), out);
             }
+        }
+
+        #[test]
+        fn formatted_networks_pass_the_schema(def in crate::arb::arb_network_def()) {
+            let out = def.to_xml();
+            let verdict = super::validate_str(DocumentKind::Network, &out);
+            prop_assert!(verdict.is_ok(), "{}\n{}", verdict.err().map(|e| e.to_string()).unwrap_or_default(), out);
         }
     }
 }

@@ -43,23 +43,54 @@ pub(crate) use keyword_enum;
 /// Longest domain name accepted.
 pub const MAX_NAME_LEN: usize = 64;
 
-/// A domain name: 1 to 64 characters of `[A-Za-z0-9_.+-]`, not starting with
-/// `.` or `-`. Such names are safe as file names, in D-Bus object paths once
-/// escaped, in cgroup and machined names, and on command lines.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DomainName(String);
+/// Defines a name type that holds a string checked by [`check_name`].
+macro_rules! object_name {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `name`; the error says what is wrong.
+            pub fn new(name: &str) -> Result<$name, String> {
+                check_name(name, MAX_NAME_LEN)?;
+                Ok($name(name.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+object_name! {
+    /// A domain name: 1 to 64 characters of `[A-Za-z0-9_.+-]`, not starting
+    /// with `.` or `-`. Such names are safe as file names, in D-Bus object
+    /// paths once escaped, in cgroup and machined names, and on command
+    /// lines.
+    DomainName
+}
+
+object_name! {
+    /// A network name: the same rule as [`DomainName`], for the same reasons
+    /// (file names, object paths, command lines).
+    NetworkName
+}
 
 impl DomainName {
-    /// Checks `name`; the error says what is wrong.
-    pub fn new(name: &str) -> Result<DomainName, String> {
-        check_name(name, MAX_NAME_LEN)?;
-        Ok(DomainName(name.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The host name derived from the domain name as libvirt does: only
     /// `[A-Za-z0-9-]` are kept, leading dashes are dropped, at most 63
     /// characters; `localhost` when nothing is left.
@@ -75,18 +106,6 @@ impl DomainName {
         } else {
             trimmed
         }
-    }
-}
-
-impl fmt::Display for DomainName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for DomainName {
-    fn as_ref(&self) -> &str {
-        &self.0
     }
 }
 
@@ -127,6 +146,41 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
         .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control() || !c.is_ascii())
     {
         return Err(format!("the interface name contains {c:?}"));
+    }
+    Ok(())
+}
+
+/// Longest DNS name accepted, in bytes (RFC 1035, without the final dot).
+pub const MAX_DNS_NAME_LEN: usize = 253;
+
+/// A DNS name such as `example.org` or a host name such as `web1`: labels
+/// of 1 to 63 letters, digits and `-`, not starting or ending with `-`,
+/// separated by single dots; at most 253 bytes; no trailing dot.
+pub fn check_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.len() > MAX_DNS_NAME_LEN {
+        return Err(format!("the name is longer than {MAX_DNS_NAME_LEN} bytes"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(
+                "the name has an empty label (two dots in a row, or a dot at an end)".into(),
+            );
+        }
+        if label.len() > 63 {
+            return Err(format!("the label '{label}' is longer than 63 bytes"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(format!("the name contains {c:?}"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("the label '{label}' starts or ends with '-'"));
+        }
     }
     Ok(())
 }
@@ -352,6 +406,40 @@ mod tests {
             &"x".repeat(65),
         ] {
             assert!(DomainName::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn network_names_follow_the_domain_rule() {
+        assert!(NetworkName::new("default").is_ok());
+        assert!(NetworkName::new(".x").is_err());
+        assert_eq!(
+            NetworkName::new("a b").unwrap_err(),
+            DomainName::new("a b").unwrap_err()
+        );
+    }
+
+    #[test]
+    fn dns_names() {
+        for ok in ["a", "web-1", "example.org", "a.b-c.d", &"x".repeat(63)] {
+            assert!(check_dns_name(ok).is_ok(), "{ok:?} refused");
+        }
+        let long = ["a"; 127].join(".") + "bc";
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a.",
+            ".a",
+            "-a",
+            "a-",
+            "a_b",
+            "a b",
+            "é",
+            &"x".repeat(64),
+            &long,
+        ] {
+            assert!(check_dns_name(bad).is_err(), "{bad:?} accepted");
         }
     }
 

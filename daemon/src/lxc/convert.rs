@@ -309,7 +309,7 @@ pub fn container_spec(
                 char_dev,
                 char_dev.clone(),
             )?),
-            Hostdev::Net { interface } => {
+            Hostdev::Net { interface, .. } => {
                 return Err(not_supported(
                     "the <hostdev type='net'>",
                     format!("moving host interface {interface}"),

@@ -1,14 +1,18 @@
 //! `<devices>`.
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use super::super::addr;
 use super::super::def::*;
 use super::super::error::DomainError;
 use super::super::values::{DomainName, MacAddr, check_ifname, check_name};
 use super::super::xml::{Attribute, Element};
 use super::Ctx;
+use super::addresses::{
+    check_family, ifname, ifname_child, ip_attr, mac_element, mtu_element, prefix_attr, req_ip,
+    same_family,
+};
 use super::helpers::*;
 
 pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
@@ -31,6 +35,8 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
     };
     let mut fs_targets: HashSet<PathBuf> = HashSet::new();
     let mut disk_targets: HashSet<String> = HashSet::new();
+    let mut interface_names = InterfaceNames::default();
+    let mut net_hostdevs: HashSet<String> = HashSet::new();
     let mut console_ports = PortAssigner::default();
     let mut serial_ports = PortAssigner::default();
     let mut consoles = Vec::new();
@@ -54,10 +60,24 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
                 }
                 d.disks.push(disk);
             }
-            "interface" => d.interfaces.push(parse_interface(ctx, child)?),
+            "interface" => {
+                let iface = parse_interface(ctx, child)?;
+                interface_names.check(child, &iface)?;
+                d.interfaces.push(iface);
+            }
             "hostdev" => {
                 ctx.lxc_only(child)?;
-                d.hostdevs.push(parse_hostdev(child)?);
+                let hostdev = parse_hostdev(child)?;
+                if let Hostdev::Net { interface, .. } = &hostdev
+                    && !net_hostdevs.insert(interface.clone())
+                {
+                    return Err(DomainError::duplicate(
+                        child.pos,
+                        "devices",
+                        format!("<hostdev type='net'> of host interface '{interface}'"),
+                    ));
+                }
+                d.hostdevs.push(hostdev);
             }
             "serial" => {
                 ctx.vm_only(child)?;
@@ -85,6 +105,47 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
         });
     }
     Ok(d)
+}
+
+/// What must be unique among a domain's interfaces: MAC addresses and
+/// device names on either side.
+#[derive(Default)]
+struct InterfaceNames {
+    macs: HashSet<MacAddr>,
+    targets: HashSet<String>,
+    guests: HashSet<String>,
+}
+
+impl InterfaceNames {
+    fn check(&mut self, el: &Element, iface: &Interface) -> Result<()> {
+        let clash = |child: &str, what: String| {
+            let pos = el.element(child).map_or(el.pos, |c| c.pos);
+            Err(DomainError::invalid(
+                pos,
+                "interface",
+                format!("another interface already has {what}"),
+                format!(
+                    "give each interface its own <{child}>, or leave it out to get one assigned"
+                ),
+            ))
+        };
+        if let Some(mac) = iface.mac
+            && !self.macs.insert(mac)
+        {
+            return clash("mac", format!("MAC address {mac}"));
+        }
+        if let Some(dev) = &iface.target_dev
+            && !self.targets.insert(dev.clone())
+        {
+            return clash("target", format!("target dev '{dev}'"));
+        }
+        if let Some(dev) = &iface.guest_dev
+            && !self.guests.insert(dev.clone())
+        {
+            return clash("guest", format!("guest dev '{dev}'"));
+        }
+        Ok(())
+    }
 }
 
 /// Gives ports to consoles that name none: the lowest free one, in
@@ -443,30 +504,21 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
     })
 }
 
-fn ifname(el: &Element, a: &Attribute) -> Result<String> {
-    check_ifname(&a.value).map_err(|e| {
-        DomainError::invalid(
-            a.pos,
-            &el.qname,
-            format!("{} '{}': {e}", a.name, a.value),
-            "use a network interface name of at most 15 characters, such as eth0",
-        )
-    })?;
-    Ok(a.value.clone())
-}
-
-/// An element with one required interface-name attribute `attr`.
-fn ifname_child(el: &Element, attr: &str) -> Result<String> {
-    check_attrs(el, &[attr])?;
-    check_children(el, &[], &[])?;
-    ifname(el, req_attr(el, attr, &format!("add {attr}='eth0'"))?)
-}
-
 fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
     check_attrs(el, &["type"])?;
     check_children(
         el,
-        &["mac", "source", "target", "guest", "model"],
+        &[
+            "mac",
+            "source",
+            "target",
+            "guest",
+            "model",
+            "mtu",
+            "link",
+            "bandwidth",
+            "vlan",
+        ],
         &["ip", "route"],
     )?;
     let t = req_attr(
@@ -483,35 +535,45 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
     let source = match t.value.as_str() {
         "network" => {
             let s = need_source("<source network='default'/>")?;
-            check_attrs(s, &["network"])?;
+            check_attrs(s, &["network", "portgroup"])?;
             check_children(s, &[], &[])?;
-            let a = req_attr(s, "network", "add network='default'")?;
-            check_name(&a.value, 64).map_err(|e| {
-                DomainError::invalid(
-                    a.pos,
-                    "source",
-                    format!("network '{}': {e}", a.value),
-                    "name an existing network",
-                )
-            })?;
+            let object = |a: &Attribute, fix: &str| {
+                check_name(&a.value, 64).map_err(|e| {
+                    DomainError::invalid(
+                        a.pos,
+                        "source",
+                        format!("{} '{}': {e}", a.name, a.value),
+                        fix,
+                    )
+                })?;
+                Ok::<_, DomainError>(a.value.clone())
+            };
             InterfaceSource::Network {
-                network: a.value.clone(),
+                network: object(
+                    req_attr(s, "network", "add network='default'")?,
+                    "name an existing network",
+                )?,
+                portgroup: s
+                    .attribute("portgroup")
+                    .map(|a| object(a, "name a port group of the network"))
+                    .transpose()?,
             }
         }
         "bridge" => InterfaceSource::Bridge {
             bridge: ifname_child(need_source("<source bridge='br0'/>")?, "bridge")?,
         },
-        "ethernet" => {
-            if let Some(s) = source_el {
-                return Err(DomainError::invalid(
-                    s.pos,
-                    "source",
-                    "an 'ethernet' interface takes no <source>",
-                    "remove it",
-                ));
+        "ethernet" => match source_el {
+            None => InterfaceSource::Ethernet {
+                ips: Vec::new(),
+                routes: Vec::new(),
+            },
+            Some(s) => {
+                check_attrs(s, &[])?;
+                check_children(s, &[], &["ip", "route"])?;
+                let (ips, routes) = ips_and_routes(s)?;
+                InterfaceSource::Ethernet { ips, routes }
             }
-            InterfaceSource::Ethernet
-        }
+        },
         "direct" => {
             let s = need_source("<source dev='eth0' mode='bridge'/>")?;
             check_attrs(s, &["dev", "mode"])?;
@@ -531,22 +593,7 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
             ));
         }
     };
-    let mac = match el.element("mac") {
-        None => None,
-        Some(m) => {
-            check_attrs(m, &["address"])?;
-            check_children(m, &[], &[])?;
-            let a = req_attr(m, "address", "add address='52:54:00:12:34:56'")?;
-            Some(MacAddr::parse(&a.value).map_err(|e| {
-                DomainError::invalid(
-                    a.pos,
-                    "mac",
-                    e,
-                    "use a unicast address (even first byte) like 52:54:00:12:34:56",
-                )
-            })?)
-        }
-    };
+    let mac = el.element("mac").map(mac_element).transpose()?;
     let target_dev = el
         .element("target")
         .map(|e| ifname_child(e, "dev"))
@@ -575,14 +622,79 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
             )?)
         }
     };
+    for child in el.elements_named("ip").chain(el.elements_named("route")) {
+        ctx.lxc_only(child)?;
+    }
+    let (ips, routes) = ips_and_routes(el)?;
+    let link_state = match el.element("link") {
+        None => None,
+        Some(l) => {
+            check_attrs(l, &["state"])?;
+            check_children(l, &[], &[])?;
+            let a = req_attr(l, "state", "add state='up' or state='down'")?;
+            Some(keyword(
+                a.pos,
+                "link",
+                "link state",
+                &a.value,
+                LinkState::parse,
+                LinkState::NAMES,
+            )?)
+        }
+    };
+    let bandwidth = match el.element("bandwidth") {
+        None => None,
+        Some(b) => {
+            if ctx.lxc() && matches!(source, InterfaceSource::Direct { .. }) {
+                return Err(DomainError::invalid(
+                    b.pos,
+                    "bandwidth",
+                    "a container's 'direct' interface cannot be shaped: its device moves into the container and leaves nothing on the host side",
+                    "remove <bandwidth>, or use a 'bridge' or 'network' interface",
+                ));
+            }
+            parse_bandwidth(b, matches!(source, InterfaceSource::Network { .. }))?
+        }
+    };
+    let vlan = match el.element("vlan") {
+        None => None,
+        Some(v) => {
+            if matches!(source, InterfaceSource::Ethernet { .. }) {
+                return Err(DomainError::invalid(
+                    v.pos,
+                    "vlan",
+                    "an 'ethernet' interface has no switch port to tag",
+                    "remove <vlan>, or connect the interface to a bridge or network that filters VLANs",
+                ));
+            }
+            Some(parse_vlan(v)?)
+        }
+    };
+    Ok(Interface {
+        source,
+        mac,
+        target_dev,
+        guest_dev,
+        model,
+        ips,
+        routes,
+        mtu: el.element("mtu").map(mtu_element).transpose()?,
+        link_state,
+        bandwidth,
+        vlan,
+    })
+}
+
+/// The `<ip>` and `<route>` children of `el`: the addresses and routes of
+/// one device (an interface's guest or host side, a network hostdev).
+fn ips_and_routes(el: &Element) -> Result<(Vec<IpConfig>, Vec<Route>)> {
     let mut ips = Vec::new();
     for ip in el.elements_named("ip") {
-        ctx.lxc_only(ip)?;
         check_attrs(ip, &["address", "family", "prefix", "peer"])?;
         check_children(ip, &[], &[])?;
-        let address = ip_attr(ip, req_attr(ip, "address", "add address='192.168.122.10'")?)?;
+        let address = req_ip(ip, "address", "192.168.122.10")?;
         check_family(ip, address)?;
-        let prefix = prefix_attr(ip, address)?;
+        let prefix = prefix_attr(ip, address, 0)?;
         let peer = match ip.attribute("peer") {
             None => None,
             Some(a) => {
@@ -599,93 +711,212 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
     }
     let mut routes = Vec::new();
     for r in el.elements_named("route") {
-        ctx.lxc_only(r)?;
         check_attrs(r, &["address", "family", "prefix", "gateway"])?;
         check_children(r, &[], &[])?;
-        let address = ip_attr(r, req_attr(r, "address", "add address='0.0.0.0'")?)?;
+        let address = req_ip(r, "address", "0.0.0.0")?;
         check_family(r, address)?;
         let g = req_attr(r, "gateway", "add gateway='192.168.122.1'")?;
         let gateway = ip_attr(r, g)?;
         same_family(r, g, address, gateway)?;
+        let prefix = prefix_attr(r, address, 0)?;
+        let bits = prefix.unwrap_or(0);
+        if !addr::is_network_address(address, bits) {
+            let pos = r.attribute("address").map_or(r.pos, |a| a.pos);
+            return Err(DomainError::invalid(
+                pos,
+                "route",
+                format!(
+                    "{address} has bits set after the prefix of {bits} bits, so it is not a network address"
+                ),
+                format!(
+                    "write the network's address, {}, or give the prefix that goes with {address}{}",
+                    addr::network_address(address, bits),
+                    if prefix.is_none() {
+                        " (without prefix= a route is a default route)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
         routes.push(Route {
             address,
-            prefix: prefix_attr(r, address)?,
+            prefix,
             gateway,
         });
     }
-    Ok(Interface {
-        source,
-        mac,
-        target_dev,
-        guest_dev,
-        model,
-        ips,
-        routes,
-    })
+    Ok((ips, routes))
 }
 
-fn ip_attr(el: &Element, a: &Attribute) -> Result<IpAddr> {
-    a.value.trim().parse().map_err(|_| {
-        DomainError::invalid(
-            a.pos,
-            &el.qname,
-            format!("{} '{}' is not an IP address", a.name, a.value),
-            "write an IPv4 address like 192.168.122.10 or an IPv6 address like fd00::10",
-        )
-    })
+/// A bandwidth value: 1..=MAX_BANDWIDTH.
+fn bandwidth_value(el: &Element, name: &str) -> Result<Option<u64>> {
+    el.attribute(name)
+        .map(|a| number(a.pos, &el.qname, name, &a.value, 1u64, MAX_BANDWIDTH))
+        .transpose()
 }
 
-fn family_of(ip: IpAddr) -> &'static str {
-    if ip.is_ipv4() { "ipv4" } else { "ipv6" }
-}
-
-fn check_family(el: &Element, address: IpAddr) -> Result<()> {
-    if let Some(f) = el.attribute("family") {
-        let fam = keyword(
-            f.pos,
-            &el.qname,
-            "family",
-            &f.value,
-            |s| matches!(s, "ipv4" | "ipv6").then_some(()),
-            &["ipv4", "ipv6"],
-        );
-        fam?;
-        if f.value.trim() != family_of(address) {
-            return Err(DomainError::invalid(
-                f.pos,
-                &el.qname,
-                format!("family '{}' does not match address {address}", f.value),
-                format!("write family='{}' or leave it out", family_of(address)),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn same_family(el: &Element, a: &Attribute, address: IpAddr, other: IpAddr) -> Result<()> {
-    if address.is_ipv4() != other.is_ipv4() {
+/// `<inbound>` or `<outbound>`.
+fn parse_rate(el: &Element, floor_allowed: bool) -> Result<BandwidthRate> {
+    let inbound = el.name == "inbound";
+    check_attrs(
+        el,
+        if inbound {
+            &["average", "peak", "burst", "floor"]
+        } else {
+            &["average", "peak", "burst"]
+        },
+    )?;
+    check_children(el, &[], &[])?;
+    let rate = BandwidthRate {
+        average: bandwidth_value(el, "average")?,
+        peak: bandwidth_value(el, "peak")?,
+        burst: bandwidth_value(el, "burst")?,
+        floor: bandwidth_value(el, "floor")?,
+    };
+    if let (Some(_), false) = (rate.floor, floor_allowed) {
+        let pos = el.attribute("floor").map_or(el.pos, |a| a.pos);
         return Err(DomainError::invalid(
-            a.pos,
-            &el.qname,
-            format!("{} {other} is not in the same family as {address}", a.name),
-            "use addresses of one family (IPv4 or IPv6) in one element",
+            pos,
+            "inbound",
+            "floor= needs a virtual network that shapes all its traffic",
+            "remove floor=, or connect the interface with type='network'",
         ));
     }
-    Ok(())
+    match rate.average {
+        None if rate.floor.is_none() => {
+            return Err(DomainError::missing(
+                el.pos,
+                &el.qname,
+                "attribute 'average'",
+                if inbound {
+                    "add average='1000' (KiB/s), or floor= on a type='network' interface"
+                } else {
+                    "add average='1000' (KiB/s)"
+                },
+            ));
+        }
+        None if rate.peak.is_some() || rate.burst.is_some() => {
+            return Err(DomainError::missing(
+                el.pos,
+                &el.qname,
+                "attribute 'average', which peak= and burst= need",
+                "add average='1000' (KiB/s)",
+            ));
+        }
+        Some(average) if rate.peak.is_some_and(|p| p < average) => {
+            let pos = el.attribute("peak").map_or(el.pos, |a| a.pos);
+            return Err(DomainError::invalid(
+                pos,
+                &el.qname,
+                "peak is below average",
+                "make peak at least average (both in KiB/s), or leave peak out",
+            ));
+        }
+        _ => {}
+    }
+    Ok(rate)
 }
 
-fn prefix_attr(el: &Element, address: IpAddr) -> Result<Option<u8>> {
-    let max = if address.is_ipv4() { 32u8 } else { 128 };
-    el.attribute("prefix")
-        .map(|a| number(a.pos, &el.qname, "prefix", &a.value, 0u8, max))
-        .transpose()
+/// `<bandwidth>`; `None` when it has neither direction.
+fn parse_bandwidth(el: &Element, floor_allowed: bool) -> Result<Option<Bandwidth>> {
+    check_attrs(el, &[])?;
+    check_children(el, &["inbound", "outbound"], &[])?;
+    let bw = Bandwidth {
+        inbound: el
+            .element("inbound")
+            .map(|e| parse_rate(e, floor_allowed))
+            .transpose()?,
+        outbound: el
+            .element("outbound")
+            .map(|e| parse_rate(e, false))
+            .transpose()?,
+    };
+    Ok((bw != Bandwidth::default()).then_some(bw))
+}
+
+fn parse_vlan(el: &Element) -> Result<Vlan> {
+    check_attrs(el, &["trunk"])?;
+    check_children(el, &[], &["tag"])?;
+    let mut tags: Vec<VlanTag> = Vec::new();
+    let mut native: Option<&Element> = None;
+    for t in el.elements_named("tag") {
+        check_attrs(t, &["id", "nativeMode"])?;
+        check_children(t, &[], &[])?;
+        let a = req_attr(t, "id", "add id='42'")?;
+        let id = number(a.pos, "tag", "VLAN id", &a.value, 0u16, MAX_VLAN_ID)?;
+        if tags.iter().any(|o| o.id == id) {
+            return Err(DomainError::duplicate(
+                t.pos,
+                "vlan",
+                format!("<tag id='{id}'>"),
+            ));
+        }
+        let native_mode = attr_keyword(t, "nativeMode", NativeMode::parse, NativeMode::NAMES)?;
+        if native_mode.is_some() {
+            if let Some(first) = native {
+                return Err(DomainError::invalid(
+                    t.pos,
+                    "tag",
+                    format!(
+                        "a second native VLAN (the first is on line {})",
+                        first.pos.line
+                    ),
+                    "give nativeMode= to one tag only",
+                ));
+            }
+            native = Some(t);
+        }
+        tags.push(VlanTag { id, native_mode });
+    }
+    if tags.is_empty() {
+        return Err(DomainError::missing(
+            el.pos,
+            "vlan",
+            "<tag>",
+            "add <tag id='42'/>",
+        ));
+    }
+    let trunk = match attr_yes_no(el, "trunk")? {
+        Some(false) if tags.len() > 1 => {
+            return Err(DomainError::invalid(
+                el.pos,
+                "vlan",
+                "trunk='no' with more than one tag",
+                "write trunk='yes' to carry several VLANs, or keep one <tag>",
+            ));
+        }
+        Some(false) if native.is_some() => {
+            return Err(DomainError::invalid(
+                el.pos,
+                "vlan",
+                "trunk='no' with a native VLAN",
+                "write trunk='yes', or remove nativeMode=",
+            ));
+        }
+        Some(trunk) => trunk || tags.len() > 1,
+        None => tags.len() > 1,
+    };
+    Ok(Vlan { trunk, tags })
 }
 
 fn parse_hostdev(el: &Element) -> Result<Hostdev> {
     check_attrs(el, &["mode", "type"])?;
-    check_children(el, &["source"], &[])?;
+    check_children(el, &["source"], &["ip", "route"])?;
     let mode = req_attr(el, "mode", "add mode='capabilities' or mode='subsystem'")?;
     let t = req_attr(el, "type", "add type='storage', 'misc', 'net' or 'usb'")?;
+    if t.value != "net"
+        && let Some(c) = el
+            .elements_named("ip")
+            .chain(el.elements_named("route"))
+            .next()
+    {
+        return Err(DomainError::invalid(
+            c.pos,
+            "hostdev",
+            format!("<{}> belongs to network devices only", c.name),
+            "remove it; only a <hostdev type='net'> takes <ip> and <route>",
+        ));
+    }
     let source = req_child(el, "source", "add <source>…</source>")?;
     check_attrs(source, &[])?;
     match (mode.value.as_str(), t.value.as_str()) {
@@ -719,7 +950,12 @@ fn parse_hostdev(el: &Element) -> Result<Hostdev> {
                             "name a host interface, such as eth4",
                         )
                     })?;
-                    Hostdev::Net { interface: name }
+                    let (ips, routes) = ips_and_routes(el)?;
+                    Hostdev::Net {
+                        interface: name,
+                        ips,
+                        routes,
+                    }
                 }
             })
         }

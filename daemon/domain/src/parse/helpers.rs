@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use uuid::Uuid;
+
 use super::super::error::DomainError;
 use super::super::units::{self, SizeError};
 use super::super::values::normalize_abs_path;
@@ -329,4 +331,54 @@ pub(super) fn not_for(el: &Element, kind: &str, only: &str) -> DomainError {
         format!("<{}> is not supported in a {kind} domain", el.qname),
         format!("remove it; it applies to {only} domains only"),
     )
+}
+
+/// The `<name>` child of a document's root: `what` is `domain` or
+/// `network`, `new` the name type's checked constructor.
+pub(super) fn object_name<T>(
+    root: &Element,
+    what: &str,
+    example: &str,
+    new: fn(&str) -> std::result::Result<T, String>,
+) -> Result<T> {
+    let el = req_child(root, "name", &format!("add <name>{example}</name>"))?;
+    let t = plain_text(el)?;
+    new(&t).map_err(|e| {
+        DomainError::invalid(
+            el.pos,
+            "name",
+            format!("'{t}' is not a valid {what} name: {e}"),
+            "use 1 to 64 letters, digits, '_', '.', '+' or '-', not starting with '.' or '-'",
+        )
+    })
+}
+
+/// The `<uuid>` child of a document's root, or a new random UUID.
+pub(super) fn uuid_or_new(root: &Element, what: &str) -> Result<Uuid> {
+    let Some(el) = root.element("uuid") else {
+        return Ok(Uuid::new_v4());
+    };
+    let t = plain_text(el)?;
+    let well_formed =
+        (t.len() == 36 || t.len() == 32) && t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let uuid = if well_formed {
+        Uuid::try_parse(&t).ok()
+    } else {
+        None
+    };
+    match uuid {
+        Some(u) if !u.is_nil() => Ok(u),
+        Some(_) => Err(DomainError::invalid(
+            el.pos,
+            "uuid",
+            format!("the nil UUID is not a {what} UUID"),
+            "remove <uuid> to get a generated one",
+        )),
+        None => Err(DomainError::invalid(
+            el.pos,
+            "uuid",
+            format!("'{t}' is not a UUID"),
+            "write one like 6c0a3a52-2c4e-4a8f-9d0e-2b7c1d9f4a11, or remove <uuid> to get a generated one",
+        )),
+    }
 }

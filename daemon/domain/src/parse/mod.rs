@@ -6,14 +6,15 @@
 //! are errors: a definition kept in git must not lose fields silently.
 //! Semantic checks run here too, where the positions are at hand.
 
+mod addresses;
 mod devices;
 mod helpers;
+mod network;
 mod security;
+pub use network::parse_network;
 pub use security::is_context;
 
 use std::collections::{BTreeMap, HashSet};
-
-use uuid::Uuid;
 
 use super::def::*;
 use super::error::DomainError;
@@ -148,21 +149,8 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     }
     check_children(&plain, ROOT_CHILDREN, &[])?;
 
-    let name_el = req_child(root, "name", "add <name>my-domain</name>")?;
-    let name_text = plain_text(name_el)?;
-    let name = DomainName::new(&name_text).map_err(|e| {
-        DomainError::invalid(
-            name_el.pos,
-            "name",
-            format!("'{name_text}' is not a valid domain name: {e}"),
-            "use 1 to 64 letters, digits, '_', '.', '+' or '-', not starting with '.' or '-'",
-        )
-    })?;
-
-    let uuid = match root.element("uuid") {
-        None => Uuid::new_v4(),
-        Some(el) => parse_uuid(el)?,
-    };
+    let name = object_name(root, "domain", "my-domain", DomainName::new)?;
+    let uuid = uuid_or_new(root, "domain")?;
     let title = match root.element("title") {
         None => None,
         Some(el) => {
@@ -331,32 +319,6 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
 /// Applies `f` to the child `name` when present.
 fn opt<T>(el: &Element, name: &str, f: impl FnOnce(&Element) -> Result<T>) -> Result<Option<T>> {
     el.element(name).map(f).transpose()
-}
-
-fn parse_uuid(el: &Element) -> Result<Uuid> {
-    let t = plain_text(el)?;
-    let well_formed =
-        (t.len() == 36 || t.len() == 32) && t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    let uuid = if well_formed {
-        Uuid::try_parse(&t).ok()
-    } else {
-        None
-    };
-    match uuid {
-        Some(u) if !u.is_nil() => Ok(u),
-        Some(_) => Err(DomainError::invalid(
-            el.pos,
-            "uuid",
-            "the nil UUID is not a domain UUID",
-            "remove <uuid> to get a generated one",
-        )),
-        None => Err(DomainError::invalid(
-            el.pos,
-            "uuid",
-            format!("'{t}' is not a UUID"),
-            "write one like 6c0a3a52-2c4e-4a8f-9d0e-2b7c1d9f4a11, or remove <uuid> to get a generated one",
-        )),
-    }
 }
 
 fn parse_metadata(el: &Element, source: &str) -> Result<Option<Metadata>> {

@@ -1,13 +1,19 @@
-//! From a [`DomainDef`] to canonical XML.
+//! From a [`DomainDef`] (and, in [`network`], a network definition) to
+//! canonical XML.
 //!
 //! Canonical: two-space indentation, attributes in single quotes, elements
 //! in the order of `xml-schemas/examples/lxc-everything.xml`, sizes in KiB,
 //! defaults written out. Formatting a parsed definition and parsing the
 //! result gives the same definition, and formatting is a fixed point.
 
+mod network;
+
+pub use network::format_network;
+
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::addr;
 use super::def::*;
 
 /// Which data to include.
@@ -64,6 +70,13 @@ struct Out {
 }
 
 impl Out {
+    fn new() -> Out {
+        Out {
+            buf: String::new(),
+            depth: 0,
+        }
+    }
+
     fn indent(&mut self) {
         for _ in 0..self.depth {
             self.buf.push_str("  ");
@@ -120,10 +133,7 @@ fn a(k: &str, v: impl ToString) -> (&str, String) {
 
 /// Formats `def`.
 pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
-    let mut o = Out {
-        buf: String::new(),
-        depth: 0,
-    };
+    let mut o = Out::new();
     let mut root = vec![a("type", def.domain_type)];
     if def.lxc_namespace.is_some() {
         root.push(a("xmlns:lxc", LXC_NAMESPACE_URI));
@@ -489,19 +499,27 @@ fn format_disk(o: &mut Out, d: &Disk) {
     o.close("disk");
 }
 
-fn family(ip: &std::net::IpAddr) -> &'static str {
-    if ip.is_ipv4() { "ipv4" } else { "ipv6" }
-}
-
 fn format_interface(o: &mut Out, i: &Interface) {
     o.open("interface", &[a("type", i.source.type_str())]);
     if let Some(m) = &i.mac {
         o.empty("mac", &[a("address", m)]);
     }
     match &i.source {
-        InterfaceSource::Network { network } => o.empty("source", &[a("network", network)]),
+        InterfaceSource::Network { network, portgroup } => {
+            let mut attrs = vec![a("network", network)];
+            if let Some(p) = portgroup {
+                attrs.push(a("portgroup", p));
+            }
+            o.empty("source", &attrs);
+        }
         InterfaceSource::Bridge { bridge } => o.empty("source", &[a("bridge", bridge)]),
-        InterfaceSource::Ethernet => {}
+        InterfaceSource::Ethernet { ips, routes } => {
+            if !ips.is_empty() || !routes.is_empty() {
+                o.open("source", &[]);
+                format_ips_and_routes(o, ips, routes);
+                o.close("source");
+            }
+        }
         InterfaceSource::Direct { dev, mode } => {
             o.empty("source", &[a("dev", dev), a("mode", mode)]);
         }
@@ -515,8 +533,61 @@ fn format_interface(o: &mut Out, i: &Interface) {
     if let Some(m) = i.model {
         o.empty("model", &[a("type", m)]);
     }
-    for ip in &i.ips {
-        let mut attrs = vec![a("address", ip.address), a("family", family(&ip.address))];
+    format_ips_and_routes(o, &i.ips, &i.routes);
+    if let Some(b) = &i.bandwidth {
+        o.open("bandwidth", &[]);
+        for (name, rate) in [("inbound", &b.inbound), ("outbound", &b.outbound)] {
+            if let Some(r) = rate {
+                let mut attrs = Vec::new();
+                for (k, v) in [
+                    ("average", r.average),
+                    ("peak", r.peak),
+                    ("burst", r.burst),
+                    ("floor", r.floor),
+                ] {
+                    if let Some(v) = v {
+                        attrs.push(a(k, v));
+                    }
+                }
+                o.empty(name, &attrs);
+            }
+        }
+        o.close("bandwidth");
+    }
+    if let Some(v) = &i.vlan {
+        o.open(
+            "vlan",
+            &if v.trunk {
+                vec![a("trunk", "yes")]
+            } else {
+                Vec::new()
+            },
+        );
+        for t in &v.tags {
+            let mut attrs = vec![a("id", t.id)];
+            if let Some(m) = t.native_mode {
+                attrs.push(a("nativeMode", m));
+            }
+            o.empty("tag", &attrs);
+        }
+        o.close("vlan");
+    }
+    if let Some(l) = i.link_state {
+        o.empty("link", &[a("state", l)]);
+    }
+    if let Some(m) = i.mtu {
+        o.empty("mtu", &[a("size", m)]);
+    }
+    o.close("interface");
+}
+
+/// `<ip>` and `<route>` elements, family always written.
+fn format_ips_and_routes(o: &mut Out, ips: &[IpConfig], routes: &[Route]) {
+    for ip in ips {
+        let mut attrs = vec![
+            a("address", ip.address),
+            a("family", addr::family(ip.address)),
+        ];
         if let Some(p) = ip.prefix {
             attrs.push(a("prefix", p));
         }
@@ -525,15 +596,17 @@ fn format_interface(o: &mut Out, i: &Interface) {
         }
         o.empty("ip", &attrs);
     }
-    for r in &i.routes {
-        let mut attrs = vec![a("address", r.address), a("family", family(&r.address))];
+    for r in routes {
+        let mut attrs = vec![
+            a("address", r.address),
+            a("family", addr::family(r.address)),
+        ];
         if let Some(p) = r.prefix {
             attrs.push(a("prefix", p));
         }
         attrs.push(a("gateway", r.gateway));
         o.empty("route", &attrs);
     }
-    o.close("interface");
 }
 
 fn format_hostdev(o: &mut Out, h: &Hostdev) {
@@ -548,7 +621,7 @@ fn format_hostdev(o: &mut Out, h: &Hostdev) {
     match h {
         Hostdev::Storage { block } => o.leaf("block", &[], &path(block)),
         Hostdev::Misc { char_dev } => o.leaf("char", &[], &path(char_dev)),
-        Hostdev::Net { interface } => o.leaf("interface", &[], interface),
+        Hostdev::Net { interface, .. } => o.leaf("interface", &[], interface),
         Hostdev::Usb { ids, address } => {
             if let Some(ids) = ids {
                 o.empty("vendor", &[a("id", format!("{:#06x}", ids.vendor))]);
@@ -560,6 +633,9 @@ fn format_hostdev(o: &mut Out, h: &Hostdev) {
         }
     }
     o.close("source");
+    if let Hostdev::Net { ips, routes, .. } = h {
+        format_ips_and_routes(o, ips, routes);
+    }
     o.close("hostdev");
 }
 
