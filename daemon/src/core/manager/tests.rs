@@ -48,6 +48,8 @@ struct World {
     log: Vec<String>,
     /// The definitions instances were started from, by name.
     started_defs: HashMap<String, crate::domain::DomainDef>,
+    /// The init pids each start was given, by name.
+    started_inits: HashMap<String, HashMap<String, i32>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -107,6 +109,9 @@ impl Driver for TestDriver {
         }
         world.log.push(format!("start {name}"));
         world.started_defs.insert(name.clone(), request.def);
+        world
+            .started_inits
+            .insert(name.clone(), request.running_inits);
         let hold = world.hold.remove(&name);
         let fail = world.fail.contains(&name);
         let this = self.clone();
@@ -786,4 +791,25 @@ async fn interfaces_without_a_mac_get_one_that_stays() {
             .unwrap(),
     );
     assert!(!generated[..2].contains(&theirs[0]) && !generated[..2].contains(&theirs[1]));
+}
+
+#[tokio::test]
+async fn a_start_is_given_the_inits_of_the_domains_it_shares_with() {
+    let h = Harness::new();
+    let a = h.define("a", "").await;
+    h.define("bystander", "").await;
+    h.handle.start(a).await.unwrap();
+    let shares = "<lxc:namespace xmlns:lxc='http://libvirt.org/schemas/domain/lxc/1.0'>\
+                  <lxc:sharenet type='name' value='a'/><lxc:shareuts type='name' value='a'/>\
+                  </lxc:namespace>";
+    let xml = domain_xml("b", "").replace("<devices>", &format!("{shares}<devices>"));
+    let (b, _) = h.handle.define_xml(xml).await.unwrap();
+    h.handle.start(b.uuid).await.unwrap();
+    let inits = h.driver.world().started_inits["b"].clone();
+    assert_eq!(
+        inits,
+        HashMap::from([("a".to_owned(), h.driver.init_pid("a").unwrap())])
+    );
+    // Nothing else running is handed over.
+    assert!(h.driver.world().started_inits["a"].is_empty());
 }
