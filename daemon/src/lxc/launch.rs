@@ -19,6 +19,7 @@
 //! clone3(NEWUSER|NEWPID|...) ──► wait (sync socket)
 //! write uid_map / gid_map
 //! place_in_cgroup(pid)
+//! network devices (netlink; see network.rs)
 //! setns(init's pid, net)
 //! clone3(NEWNS) ─────────────────────────────────────────► mounts, pivot_root,
 //!                                                          setns(user),
@@ -51,6 +52,7 @@ use thiserror::Error;
 
 use crate::cgroup::CgroupError;
 use crate::error_chain::error_chain;
+use crate::lxc::network::{ContainerNetwork, NetworkError};
 use crate::lxc::protocol::{self, ProtocolError, errno_number};
 use crate::lxc::setup::{self, Setup, SetupError, Step};
 use crate::lxc::spec::{ContainerSpec, IdMapping, NsChoice, SPEC_VERSION};
@@ -80,11 +82,13 @@ impl std::fmt::Debug for LaunchContext<'_> {
 }
 
 /// A running init: its host pid (a child of the caller, to be reaped by
-/// it) and a pidfd for it.
+/// it) and a pidfd for it, and the container's network devices, to tear
+/// down when it has ended.
 #[derive(Debug)]
 pub struct Launched {
     pub pid: Pid,
     pub pidfd: OwnedFd,
+    pub network: Option<ContainerNetwork>,
 }
 
 /// Why a container's init could not be started. Serializable: the monitor
@@ -157,6 +161,9 @@ pub enum LaunchError {
     BadReport { report: String },
     #[error(transparent)]
     Setup { error: SetupError },
+    /// An `<interface>` or `<hostdev type='net'>` could not be set up.
+    #[error(transparent)]
+    Network { error: Box<NetworkError> },
 }
 
 impl LaunchError {
@@ -337,6 +344,17 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
             reason: error_chain(&error),
         });
     }
+    // In init's new network namespace, before init goes on: its devices
+    // (undone on drop if the launch fails from here on).
+    let network = match ContainerNetwork::set_up(spec, pid) {
+        Ok(network) => network,
+        Err(error) => {
+            abandon(pid);
+            return Err(LaunchError::Network {
+                error: Box::new(error),
+            });
+        }
+    };
     let mounter = match &spec.namespaces.user {
         Some(_) => match Mounter::start(spec, ctx.console_slaves, pid) {
             Ok(mounter) => Some(mounter),
@@ -366,7 +384,11 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
     }
     if report.is_empty() {
         // EOF without a word: the pipe closed on exec.
-        return Ok(Launched { pid, pidfd });
+        return Ok(Launched {
+            pid,
+            pidfd,
+            network,
+        });
     }
     let _ = waitpid(pid, None);
     Err(setup_failure(&report))
@@ -608,6 +630,8 @@ mod tests {
             security: None,
             seccomp: None,
             run_dir: "/run/lxvirt".into(),
+            interfaces: vec![],
+            host_interfaces: vec![],
         }
     }
 
