@@ -19,10 +19,9 @@
 //! clone3(NEWUSER|NEWPID|...) ──► wait (sync socket)
 //! write uid_map / gid_map
 //! place_in_cgroup(pid)
-//! network devices (netlink; see network.rs)
 //! setns(init's pid, net)
 //! clone3(NEWNS) ─────────────────────────────────────────► mounts, pivot_root,
-//!                                                          setns(user),
+//! network devices (netlink; network.rs)                    setns(user),
 //! report: ready ◄───────────────────────────────────────── unshare(NEWNS)
 //! open its mount ns; let it go ──────────────────────────► exit
 //! release + mount ns fd ─────► setns(mnt); hostname,
@@ -32,7 +31,8 @@
 //! reap the mounter
 //! ```
 //!
-//! Without a user namespace the init makes its mounts itself.
+//! Without a user namespace the init makes its mounts itself, and the
+//! monitor makes the network devices before it releases init.
 //!
 //! [`launch`] must run in a single-threaded process (the monitor): the
 //! child is a copy of the calling thread only and allocates.
@@ -345,25 +345,24 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         });
     }
     // In init's new network namespace, before init goes on: its devices
-    // (undone on drop if the launch fails from here on).
-    let network = match ContainerNetwork::set_up(spec, pid) {
-        Ok(network) => network,
-        Err(error) => {
-            abandon(pid);
-            return Err(LaunchError::Network {
-                error: Box::new(error),
-            });
-        }
+    // (undone on drop if the launch fails from here on). With a user
+    // namespace, made while the mounter makes the mounts.
+    let set_up_network = || {
+        ContainerNetwork::set_up(spec, pid).map_err(|error| LaunchError::Network {
+            error: Box::new(error),
+        })
     };
-    let mounter = match &spec.namespaces.user {
-        Some(_) => match Mounter::start(spec, ctx.console_slaves, pid) {
-            Ok(mounter) => Some(mounter),
-            Err(e) => {
-                abandon(pid);
-                return Err(e);
-            }
-        },
-        None => None,
+    let started = match &spec.namespaces.user {
+        Some(_) => Mounter::start(spec, ctx.console_slaves, pid, set_up_network)
+            .map(|(mounter, network)| (Some(mounter), network)),
+        None => set_up_network().map(|network| (None, network)),
+    };
+    let (mounter, network) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            abandon(pid);
+            return Err(e);
+        }
     };
     // Release the child, with the mount namespace to join. If it died
     // already the send fails; its report, if any, is read below either way.
@@ -411,12 +410,14 @@ struct MounterProcess {
 impl Mounter {
     /// Clone the mounter into init's PID and network namespaces (so that
     /// its /proc and /sys are the container's), let it make the mounts and
-    /// wait for its report.
-    fn start(
+    /// wait for its report; `meanwhile` runs in the monitor, back in its
+    /// own namespaces, while the mounter works.
+    fn start<T>(
         spec: &ContainerSpec,
         console_slaves: &[PathBuf],
         init: Pid,
-    ) -> Result<Mounter, LaunchError> {
+        meanwhile: impl FnOnce() -> Result<T, LaunchError>,
+    ) -> Result<(Mounter, T), LaunchError> {
         let pipe_err = |source| LaunchError::Pipe { source };
         let ns_err = |kind: &'static str| {
             move |source| LaunchError::UserNamespace {
@@ -464,6 +465,7 @@ impl Mounter {
             hold: Some(hold_w),
         };
         joined.restore()?;
+        let done = meanwhile()?;
         let mut report = Vec::new();
         File::from(report_r)
             .read_to_end(&mut report)
@@ -477,10 +479,13 @@ impl Mounter {
             .map_err(ns_err("mount"))?;
         // The descriptor keeps the mount namespace: the mounter may exit.
         drop(process.hold.take());
-        Ok(Mounter {
-            _process: process,
-            mnt,
-        })
+        Ok((
+            Mounter {
+                _process: process,
+                mnt,
+            },
+            done,
+        ))
     }
 }
 

@@ -9,11 +9,11 @@
 //!
 //! ```text
 //! host namespace (monitor)                  container namespace
-//! <hostdev type='net'> NAME ── moved in ───► NAME (kept down, as on the host)
-//! bridge/ethernet: veth HOST_END ◄─ pair ──► GUEST_NAME (made here, MAC set)
+//! <hostdev type='net'> NAME ── moved in ───► NAME (down, as the move leaves it)
+//! bridge/ethernet: veth HOST_END ◄─ pair ──► GUEST_NAME (made here: MAC)
 //!   (on the bridge for 'bridge'; up)          up, addresses, routes
-//! direct: on host device DEV ─ macvlan ────► GUEST_NAME (made here, MAC set)
-//!                                             up, addresses, routes
+//! direct: on host device DEV ─ macvlan ────► GUEST_NAME (made here: MAC, up)
+//!                                             addresses, routes
 //! ```
 //!
 //! The container ends of veths and macvlans are created in the
@@ -126,6 +126,7 @@ pub enum NetStep {
     SetUp {
         name: String,
     },
+
     AddAddress {
         name: String,
         address: IpAddress,
@@ -242,6 +243,7 @@ impl NetworkError {
             NetStep::FindInside { name } => {
                 format!("'{name}' is missing inside the container after its creation")
             }
+
             NetStep::SetUp { name } => format!("cannot bring '{name}' up inside the container"),
             NetStep::AddAddress { name, address } if errno == Some(Errno::EEXIST) => format!(
                 "address {}/{} is given twice on '{name}'; remove the duplicate <ip>",
@@ -397,6 +399,7 @@ fn plumb_into(
                     mode: *mode,
                     mac: Some(interface.mac),
                     netns: Some(container),
+                    up: true,
                 };
                 host.create_macvlan(&macvlan).map_err(|e| {
                     let step = NetStep::CreateMacvlan {
@@ -434,22 +437,29 @@ fn make_veth(
     let create_step = || NetStep::CreateVeth {
         host_name: host_name.to_owned(),
     };
-    host.create_veth(&veth)
+    let echoed = host
+        .create_veth(&veth)
         .map_err(|e| NetworkError::new(device, create_step(), Some(e)))?;
-    // Its index, to delete this very link at the end (not a namesake).
-    let found = host
-        .find(host_name)
-        .map_err(|e| NetworkError::new(device, create_step(), Some(e)))?
-        .ok_or_else(|| {
-            let gone = LinkError {
-                errno: Errno::ENODEV,
-                message: None,
-            };
-            NetworkError::new(device, create_step(), Some(gone))
-        })?;
+    // Its index, to delete this very link at the end (not a namesake):
+    // from the kernel's echo, or asked for on a kernel without one.
+    let index = match echoed {
+        Some(index) => index,
+        None => {
+            host.find(host_name)
+                .map_err(|e| NetworkError::new(device, create_step(), Some(e)))?
+                .ok_or_else(|| {
+                    let gone = LinkError {
+                        errno: Errno::ENODEV,
+                        message: None,
+                    };
+                    NetworkError::new(device, create_step(), Some(gone))
+                })?
+                .index
+        }
+    };
     plumbed
         .host_ends
-        .push((found.index, host_name.to_owned(), device.clone()));
+        .push((index, host_name.to_owned(), device.clone()));
     Ok(())
 }
 
@@ -464,8 +474,9 @@ fn find_inside(inside: &impl Links, device: &Device, name: &str) -> Result<u32, 
         .ok_or_else(|| NetworkError::new(device, step(), None))
 }
 
-/// Inside the container: up, then the addresses, then the routes (a
-/// gateway must be in a subnet of the interface's addresses).
+/// Inside the container: up (a macvlan is made up; a veth's peer cannot
+/// be), then the addresses, then the routes (a gateway must be in a
+/// subnet of the interface's addresses).
 fn configure_inside(
     inside: &impl Links,
     interface: &InterfaceSpec,
@@ -473,13 +484,15 @@ fn configure_inside(
 ) -> Result<(), NetworkError> {
     let name = &interface.guest_name;
     let index = find_inside(inside, device, name)?;
-    let up = LinkChange {
-        up: Some(true),
-        ..LinkChange::default()
-    };
-    inside
-        .change(index, &up)
-        .map_err(|e| NetworkError::new(device, NetStep::SetUp { name: name.clone() }, Some(e)))?;
+    if interface.kind.host_name().is_some() {
+        let up = LinkChange {
+            up: Some(true),
+            ..LinkChange::default()
+        };
+        inside.change(index, &up).map_err(|e| {
+            NetworkError::new(device, NetStep::SetUp { name: name.clone() }, Some(e))
+        })?;
+    }
     for address in &interface.addresses {
         inside.add_address(index, address).map_err(|e| {
             let step = NetStep::AddAddress {
@@ -714,7 +727,7 @@ mod tests {
             Ok(world.links.get(&(self.ns, name.to_owned())).cloned())
         }
 
-        fn create_veth(&self, veth: &Veth<'_>) -> Result<(), LinkError> {
+        fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError> {
             self.call(format!(
                 "veth {} master={:?} up={} peer={} mac={:02x?}",
                 veth.name, veth.master, veth.up, veth.peer_name, veth.peer_mac
@@ -724,15 +737,16 @@ mod tests {
             let end = world.add(self.ns, veth.name, Some("veth"));
             let peer = world.add(peer_ns, veth.peer_name, Some("veth"));
             world.peers.push((end, peer));
-            Ok(())
+            Ok(Some(end))
         }
 
         fn create_macvlan(&self, macvlan: &Macvlan<'_>) -> Result<(), LinkError> {
             self.call(format!(
-                "macvlan {} lower={} mode={}",
+                "macvlan {} lower={} mode={} up={}",
                 macvlan.name,
                 macvlan.lower,
-                macvlan.mode.as_str()
+                macvlan.mode.as_str(),
+                macvlan.up
             ))?;
             let ns = self.target(macvlan.netns);
             self.world
@@ -908,8 +922,7 @@ mod tests {
                 "inside: change 8 name=None up=Some(true) move=false",
                 "inside: address 8 10.251.1.2/24",
                 "inside: route 8 0.0.0.0/0 via 10.251.1.1",
-                "host: macvlan eth2 lower=2 mode=bridge",
-                "inside: change 9 name=None up=Some(true) move=false",
+                "host: macvlan eth2 lower=2 mode=bridge up=true",
                 "inside: address 9 10.251.2.2/24",
                 "inside: route 9 0.0.0.0/0 via 10.251.2.1",
             ]

@@ -13,13 +13,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
+    NLM_F_ACK, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE,
+    NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkFlags, LinkHeader, LinkInfo,
-    LinkMessage, MacVlanMode,
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags,
+    LinkHeader, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -59,7 +59,9 @@ impl LinkError {
 /// Bytes read per `recv`: a link's description is a few KiB.
 const RECV_BUFFER: usize = 32 * 1024;
 
-/// `IFLA_LINKINFO` and its `IFLA_INFO_KIND`, read from replies.
+/// `IFLA_IFNAME`, `IFLA_LINKINFO` and its `IFLA_INFO_KIND`, read from
+/// replies.
+const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 /// `NLMSGERR_ATTR_MSG` of an extended acknowledgement.
@@ -68,6 +70,8 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 /// `sizeof(struct nlmsghdr)`.
 const NLMSG_HEADER_LEN: usize = 16;
+/// `RTM_NEWLINK`.
+const RTM_NEWLINK: u16 = 16;
 
 /// A synchronous rtnetlink client in one network namespace.
 #[derive(Debug)]
@@ -112,8 +116,12 @@ impl Netlink {
     }
 
     /// Sends `message` and waits for its acknowledgement; returns the
-    /// replies that came before it.
-    fn request(&self, message: RouteNetlinkMessage, flags: u16) -> Result<Vec<Vec<u8>>, LinkError> {
+    /// replies that came before it: (message type, payload).
+    fn request(
+        &self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<(u16, Vec<u8>)>, LinkError> {
         let sequence = self.sequence.get().wrapping_add(1);
         self.sequence.set(sequence);
         let bytes = serialize(message, flags, sequence);
@@ -150,7 +158,7 @@ impl Netlink {
                         };
                     }
                     NLMSG_DONE => return Ok(replies),
-                    _ => replies.push(message.payload().to_vec()),
+                    kind => replies.push((kind, message.payload().to_vec())),
                 }
             }
         }
@@ -211,34 +219,38 @@ fn extended_message(tlvs: &[u8]) -> Option<String> {
     NlasIterator::new(tlvs)
         .filter_map(Result::ok)
         .find(|nla| nla.kind() == NLMSGERR_ATTR_MSG)
-        .map(|nla| {
-            let value = nla.value();
-            let text = value.split(|&b| b == 0).next().unwrap_or(value);
-            String::from_utf8_lossy(text).into_owned()
-        })
+        .map(|nla| text(nla.value()))
 }
 
-/// The index and kind of a link from an `RTM_NEWLINK` reply.
-fn found_link(payload: &[u8]) -> Result<FoundLink, LinkError> {
+/// The text of a string attribute (NUL-terminated or not).
+fn text(value: &[u8]) -> String {
+    let text = value.split(|&b| b == 0).next().unwrap_or(value);
+    String::from_utf8_lossy(text).into_owned()
+}
+
+/// The name, index and kind of a link from an `RTM_NEWLINK` reply.
+fn found_link(payload: &[u8]) -> Result<(String, FoundLink), LinkError> {
     let header = LinkHeader::parse(payload).map_err(|_| bad_reply("a short link header"))?;
+    let attribute = |nlas: &[u8], kind: u16| {
+        NlasIterator::new(nlas)
+            .filter_map(Result::ok)
+            .find(|nla| nla.kind() & 0x3fff == kind)
+            .map(|nla| nla.value().to_vec())
+    };
     let attributes = payload.get(16..).unwrap_or_default();
-    let kind = NlasIterator::new(attributes)
-        .filter_map(Result::ok)
-        .find(|nla| nla.kind() & 0x3fff == IFLA_LINKINFO)
-        .and_then(|info| {
-            NlasIterator::new(info.value())
-                .filter_map(Result::ok)
-                .find(|nla| nla.kind() & 0x3fff == IFLA_INFO_KIND)
-                .map(|nla| {
-                    let value = nla.value();
-                    let text = value.split(|&b| b == 0).next().unwrap_or(value);
-                    String::from_utf8_lossy(text).into_owned()
-                })
-        });
-    Ok(FoundLink {
-        index: header.index,
-        kind,
-    })
+    let name = attribute(attributes, IFLA_IFNAME)
+        .map(|v| text(&v))
+        .unwrap_or_default();
+    let kind = attribute(attributes, IFLA_LINKINFO)
+        .and_then(|info| attribute(&info, IFLA_INFO_KIND))
+        .map(|v| text(&v));
+    Ok((
+        name,
+        FoundLink {
+            index: header.index,
+            kind,
+        },
+    ))
 }
 
 fn netns_attribute(netns: Netns<'_>) -> LinkAttribute {
@@ -257,18 +269,21 @@ fn up_header(header: &mut LinkHeader, up: bool) {
     }
 }
 
-/// `RTM_GETLINK` of one link by name.
+/// `RTM_GETLINK` of one link by name, without its statistics.
 pub fn get_link(name: &str) -> RouteNetlinkMessage {
     let mut message = LinkMessage::default();
     message
         .attributes
         .push(LinkAttribute::IfName(name.to_owned()));
+    message
+        .attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
     RouteNetlinkMessage::GetLink(message)
 }
 
 /// `RTM_NEWLINK` of a veth pair (`ip link add NAME [master M] [up] type
-/// veth peer name PEER [address MAC] [netns NS]`). The peer is created in
-/// its namespace directly, under its final name.
+/// veth peer name PEER [address MAC] [netns NS]`). The peer is created
+/// in its namespace directly, under its final name.
 pub fn new_veth(veth: &Veth<'_>) -> RouteNetlinkMessage {
     let mut peer = LinkMessage::default();
     peer.attributes
@@ -306,6 +321,9 @@ pub fn new_macvlan(macvlan: &Macvlan<'_>) -> RouteNetlinkMessage {
         Mode::Passthrough => MacVlanMode::Passthrough,
     };
     let mut message = LinkMessage::default();
+    if macvlan.up {
+        up_header(&mut message.header, true);
+    }
     message
         .attributes
         .push(LinkAttribute::IfName(macvlan.name.to_owned()));
@@ -426,16 +444,23 @@ impl Links for Netlink {
     fn find(&self, name: &str) -> Result<Option<FoundLink>, LinkError> {
         match self.request(get_link(name), 0) {
             Ok(replies) => replies
-                .first()
-                .map(|payload| found_link(payload))
+                .iter()
+                .find(|(kind, _)| *kind == RTM_NEWLINK)
+                .map(|(_, payload)| found_link(payload).map(|(_, link)| link))
                 .transpose(),
             Err(e) if e.errno == Errno::ENODEV => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    fn create_veth(&self, veth: &Veth<'_>) -> Result<(), LinkError> {
-        self.request(new_veth(veth), CREATE).map(drop)
+    fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError> {
+        let replies = self.request(new_veth(veth), CREATE | NLM_F_ECHO)?;
+        Ok(replies
+            .iter()
+            .filter(|(kind, _)| *kind == RTM_NEWLINK)
+            .filter_map(|(_, payload)| found_link(payload).ok())
+            .find(|(name, _)| name == veth.name)
+            .map(|(_, link)| link.index))
     }
 
     fn create_macvlan(&self, macvlan: &Macvlan<'_>) -> Result<(), LinkError> {
@@ -551,6 +576,7 @@ mod tests {
             mode: Mode::Bridge,
             mac: None,
             netns: None,
+            up: false,
         };
         let bytes = serialize(new_macvlan(&macvlan), CREATE, 1);
         let attrs = attributes(&bytes, 16);
@@ -745,15 +771,7 @@ mod tests {
                 peer_netns: None,
             })
             .unwrap();
-            let peer = host.find("lxvtd0p").unwrap().unwrap();
-            host.change(
-                peer.index,
-                &LinkChange {
-                    up: Some(true),
-                    ..LinkChange::default()
-                },
-            )
-            .unwrap();
+
             let bridge = host.find("lxvtbr0").unwrap().unwrap();
             assert_eq!(bridge.kind.as_deref(), Some("bridge"));
             assert_eq!(host.find("lxvtnone").unwrap(), None);
@@ -767,11 +785,16 @@ mod tests {
                 peer_mac: Some(mac),
                 peer_netns: Some(Netns::Fd(container.as_fd())),
             };
-            host.create_veth(&veth).unwrap();
+            let echoed = host.create_veth(&veth).unwrap();
             let again = host.create_veth(&veth).unwrap_err();
             assert_eq!(again.errno, Errno::EEXIST);
             let host_end = host.find("lxvth0").unwrap().unwrap();
             assert_eq!(host_end.kind.as_deref(), Some("veth"));
+            assert_eq!(
+                echoed,
+                Some(host_end.index),
+                "the kernel echoes the new link"
+            );
             assert!(
                 ip_in(host_ns.as_fd(), &["-o", "link", "show", "lxvth0"])
                     .contains("master lxvtbr0")
@@ -846,12 +869,15 @@ mod tests {
                 mode: Mode::Bridge,
                 mac: Some([0x52, 0x54, 0, 1, 1, 1]),
                 netns: Some(Netns::Fd(container.as_fd())),
+                up: true,
             })
             .unwrap();
             assert_eq!(
                 inside.find("eth1").unwrap().unwrap().kind.as_deref(),
                 Some("macvlan")
             );
+            let macvlan = ip_in(container.as_fd(), &["-o", "link", "show", "eth1"]);
+            assert!(macvlan.contains(",UP"), "made up: {macvlan}");
 
             // A device moved in, renamed inside, and moved back by index
             // under its own name.

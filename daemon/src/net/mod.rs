@@ -93,6 +93,8 @@ pub struct Veth<'a> {
     pub master: Option<u32>,
     /// Bring this end up.
     pub up: bool,
+    /// The peer's name. It cannot be brought up as it is made (the kernel
+    /// refuses it with `ENOTCONN`: the pair is not linked yet).
     pub peer_name: &'a str,
     pub peer_mac: Option<[u8; 6]>,
     pub peer_netns: Option<Netns<'a>>,
@@ -106,6 +108,8 @@ pub struct Macvlan<'a> {
     pub mode: MacvlanMode,
     pub mac: Option<[u8; 6]>,
     pub netns: Option<Netns<'a>>,
+    /// Bring it up as it is made.
+    pub up: bool,
 }
 
 /// Changes to one link; `None` leaves a property alone.
@@ -125,7 +129,9 @@ pub struct LinkChange<'a> {
 pub trait Links {
     /// The link named `name`, or `None`.
     fn find(&self, name: &str) -> Result<Option<FoundLink>, LinkError>;
-    fn create_veth(&self, veth: &Veth<'_>) -> Result<(), LinkError>;
+    /// Returns the index of the end made here when the kernel says it
+    /// (it echoes the new link since Linux 6.3), else `None`.
+    fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError>;
     fn create_macvlan(&self, macvlan: &Macvlan<'_>) -> Result<(), LinkError>;
     fn change(&self, index: u32, change: &LinkChange<'_>) -> Result<(), LinkError>;
     fn add_address(&self, index: u32, address: &IpAddress) -> Result<(), LinkError>;
