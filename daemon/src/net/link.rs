@@ -12,10 +12,12 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
+use netlink_packet_core::Emitable;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE,
-    NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
+    NLMSG_ERROR, NetlinkBuffer, NlasIterator,
 };
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags,
@@ -24,7 +26,6 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::{
@@ -70,8 +71,22 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 /// `sizeof(struct nlmsghdr)`.
 const NLMSG_HEADER_LEN: usize = 16;
-/// `RTM_NEWLINK`.
+/// rtnetlink message types.
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+
+/// One rtnetlink request: its message type and message. (Not
+/// `RouteNetlinkMessage`, whose serializer brings every rtnetlink family
+/// into the monitor's binary.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Link(u16, LinkMessage),
+    Address(u16, AddressMessage),
+    Route(u16, RouteMessage),
+}
 
 /// A synchronous rtnetlink client in one network namespace.
 #[derive(Debug)]
@@ -117,11 +132,7 @@ impl Netlink {
 
     /// Sends `message` and waits for its acknowledgement; returns the
     /// replies that came before it: (message type, payload).
-    fn request(
-        &self,
-        message: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<(u16, Vec<u8>)>, LinkError> {
+    fn request(&self, message: Request, flags: u16) -> Result<Vec<(u16, Vec<u8>)>, LinkError> {
         let sequence = self.sequence.get().wrapping_add(1);
         self.sequence.set(sequence);
         let bytes = serialize(message, flags, sequence);
@@ -173,14 +184,20 @@ fn bad_reply(what: &str) -> LinkError {
 }
 
 /// The message with its netlink header, ready to send.
-pub fn serialize(message: RouteNetlinkMessage, flags: u16, sequence: u32) -> Vec<u8> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-    header.sequence_number = sequence;
-    let mut message = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-    message.finalize();
-    let mut bytes = vec![0u8; message.buffer_len()];
-    message.serialize(&mut bytes);
+pub fn serialize(message: Request, flags: u16, sequence: u32) -> Vec<u8> {
+    let (kind, payload): (u16, &dyn Emitable) = match &message {
+        Request::Link(kind, m) => (*kind, m),
+        Request::Address(kind, m) => (*kind, m),
+        Request::Route(kind, m) => (*kind, m),
+    };
+    let length = NLMSG_HEADER_LEN + payload.buffer_len();
+    let mut bytes = vec![0u8; length];
+    payload.emit(&mut bytes[NLMSG_HEADER_LEN..]);
+    let mut header = NetlinkBuffer::new(&mut bytes[..]);
+    header.set_length(length as u32);
+    header.set_message_type(kind);
+    header.set_flags(NLM_F_REQUEST | NLM_F_ACK | flags);
+    header.set_sequence_number(sequence);
     bytes
 }
 
@@ -270,7 +287,7 @@ fn up_header(header: &mut LinkHeader, up: bool) {
 }
 
 /// `RTM_GETLINK` of one link by name, without its statistics.
-pub fn get_link(name: &str) -> RouteNetlinkMessage {
+pub fn get_link(name: &str) -> Request {
     let mut message = LinkMessage::default();
     message
         .attributes
@@ -278,13 +295,13 @@ pub fn get_link(name: &str) -> RouteNetlinkMessage {
     message
         .attributes
         .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-    RouteNetlinkMessage::GetLink(message)
+    Request::Link(RTM_GETLINK, message)
 }
 
 /// `RTM_NEWLINK` of a veth pair (`ip link add NAME [master M] [up] type
 /// veth peer name PEER [address MAC] [netns NS]`). The peer is created
 /// in its namespace directly, under its final name.
-pub fn new_veth(veth: &Veth<'_>) -> RouteNetlinkMessage {
+pub fn new_veth(veth: &Veth<'_>) -> Request {
     let mut peer = LinkMessage::default();
     peer.attributes
         .push(LinkAttribute::IfName(veth.peer_name.to_owned()));
@@ -308,12 +325,12 @@ pub fn new_veth(veth: &Veth<'_>) -> RouteNetlinkMessage {
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
-    RouteNetlinkMessage::NewLink(message)
+    Request::Link(RTM_NEWLINK, message)
 }
 
 /// `RTM_NEWLINK` of a macvlan (`ip link add link LOWER name NAME [address
 /// MAC] [netns NS] type macvlan mode MODE`).
-pub fn new_macvlan(macvlan: &Macvlan<'_>) -> RouteNetlinkMessage {
+pub fn new_macvlan(macvlan: &Macvlan<'_>) -> Request {
     let mode = match macvlan.mode {
         Mode::Private => MacVlanMode::Private,
         Mode::Vepa => MacVlanMode::Vepa,
@@ -340,11 +357,11 @@ pub fn new_macvlan(macvlan: &Macvlan<'_>) -> RouteNetlinkMessage {
         LinkInfo::Kind(InfoKind::MacVlan),
         LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode)])),
     ]));
-    RouteNetlinkMessage::NewLink(message)
+    Request::Link(RTM_NEWLINK, message)
 }
 
 /// `RTM_NEWLINK` changing an existing link (`ip link set`).
-pub fn change_link(index: u32, change: &LinkChange<'_>) -> RouteNetlinkMessage {
+pub fn change_link(index: u32, change: &LinkChange<'_>) -> Request {
     let mut message = LinkMessage::default();
     message.header.index = index;
     if let Some(netns) = change.netns {
@@ -366,14 +383,14 @@ pub fn change_link(index: u32, change: &LinkChange<'_>) -> RouteNetlinkMessage {
     if let Some(up) = change.up {
         up_header(&mut message.header, up);
     }
-    RouteNetlinkMessage::NewLink(message)
+    Request::Link(RTM_NEWLINK, message)
 }
 
 /// `RTM_DELLINK`.
-pub fn delete_link(index: u32) -> RouteNetlinkMessage {
+pub fn delete_link(index: u32) -> Request {
     let mut message = LinkMessage::default();
     message.header.index = index;
-    RouteNetlinkMessage::DelLink(message)
+    Request::Link(RTM_DELLINK, message)
 }
 
 fn family(address: IpAddr) -> AddressFamily {
@@ -385,7 +402,7 @@ fn family(address: IpAddr) -> AddressFamily {
 
 /// `RTM_NEWADDR` (`ip address add ADDRESS/PREFIX [peer PEER] dev INDEX`);
 /// an IPv4 address without a peer gets its subnet's broadcast address.
-pub fn new_address(index: u32, address: &IpAddress) -> RouteNetlinkMessage {
+pub fn new_address(index: u32, address: &IpAddress) -> Request {
     let mut message = AddressMessage::default();
     message.header.family = family(address.address);
     message.header.prefix_len = address.prefix;
@@ -404,12 +421,12 @@ pub fn new_address(index: u32, address: &IpAddress) -> RouteNetlinkMessage {
             .attributes
             .push(AddressAttribute::Broadcast(broadcast));
     }
-    RouteNetlinkMessage::NewAddress(message)
+    Request::Address(RTM_NEWADDR, message)
 }
 
 /// `RTM_NEWROUTE` in the main table (`ip route add DEST/PREFIX [via GW]
 /// dev INDEX`): a gateway route, or a link-scope route without one.
-pub fn new_route(index: u32, route: &IpRoute) -> RouteNetlinkMessage {
+pub fn new_route(index: u32, route: &IpRoute) -> Request {
     let mut message = RouteMessage::default();
     message.header.address_family = family(route.destination);
     message.header.destination_prefix_length = route.prefix;
@@ -434,7 +451,7 @@ pub fn new_route(index: u32, route: &IpRoute) -> RouteNetlinkMessage {
             .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
     }
     message.attributes.push(RouteAttribute::Oif(index));
-    RouteNetlinkMessage::NewRoute(message)
+    Request::Route(RTM_NEWROUTE, message)
 }
 
 /// Flags of a request that creates something that must not exist yet.
@@ -727,7 +744,7 @@ mod tests {
             .attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
         netlink
-            .request(RouteNetlinkMessage::NewLink(message), CREATE)
+            .request(Request::Link(RTM_NEWLINK, message), CREATE)
             .unwrap();
     }
 
