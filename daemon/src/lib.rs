@@ -21,6 +21,7 @@ pub mod driver;
 pub mod error_chain;
 pub mod host;
 pub mod lxc;
+pub mod net;
 pub mod persist;
 pub mod seccomp;
 pub mod security;

@@ -131,6 +131,8 @@ impl Fixture {
             security: None,
             seccomp: None,
             run_dir: self.path("run"),
+            interfaces: vec![],
+            host_interfaces: vec![],
         }
     }
 

@@ -1,6 +1,6 @@
 //! Nothing leaks: however containers end, over hundreds of cycles and a
-//! daemon restart in between, no mount, cgroup, monitor process, file or
-//! daemon descriptor stays behind. Needs root.
+//! daemon restart in between, no mount, cgroup, monitor process, file,
+//! daemon descriptor or network interface stays behind. Needs root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -106,14 +106,19 @@ async fn hundreds_of_cycles_leave_nothing_behind() {
     let mut daemon = TestDaemon::start(&bus, dir.path()).await.unwrap();
     let connection = bus.connect().await.unwrap();
     let manager = ManagerProxy::new(&connection).await.unwrap();
+    // Each with an ethernet interface whose host end (`lxvt` and the
+    // domain's suffix) must be gone whenever the domain is.
+    let host_end = |name: &str| format!("lxvt{}", name.trim_start_matches("leak-"));
     let xml = |name: &str, script: &str| {
         format!(
             "<domain type='lxc'><name>{name}</name><memory unit='MiB'>32</memory>\
              <os><type>exe</type><init>/bin/sh</init><initarg>-c</initarg><initarg>{script}</initarg></os>\
              <features><privnet/></features><devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
              <filesystem type='ram'><source usage='1024'/><target dir='/tmp'/></filesystem>\
+             <interface type='ethernet'><target dev='{dev}'/><ip address='10.251.250.2' prefix='24'/></interface>\
              <console type='pty'/></devices></domain>",
-            root = rootfs.display()
+            root = rootfs.display(),
+            dev = host_end(name),
         )
     };
     let domain = |path| async {
@@ -185,6 +190,10 @@ async fn hundreds_of_cycles_leave_nothing_behind() {
                 })
                 .await;
             }
+        }
+        for name in ["leak-kill", "leak-exit", "leak-term"] {
+            let link = Path::new("/sys/class/net").join(host_end(name));
+            assert!(!link.exists(), "cycle {cycle}: {} left", link.display());
         }
         if cycle == CYCLES / 2 {
             // A daemon restart with a container running in between.

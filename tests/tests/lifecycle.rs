@@ -756,10 +756,11 @@ async fn failed_starts_say_why_and_leave_nothing() {
     let err = noroot.start().await.unwrap_err();
     assert!(err.to_string().contains("/nonexistent/root"), "{err}");
 
-    // Networking is not there yet: refused before anything starts.
+    // Virtual networks are not there yet: refused before anything starts
+    // (host bridges are: see networking.rs).
     let xml = env.xml("net", "sleep 1", "").replace(
         "<console type='pty'/>",
-        "<interface type='bridge'><source bridge='br0'/></interface><console type='pty'/>",
+        "<interface type='network'><source network='default'/></interface><console type='pty'/>",
     );
     let path = env.manager().await.define_xml(&xml).await.unwrap();
     let err = env.domain(path).await.start().await.unwrap_err();

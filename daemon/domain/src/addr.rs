@@ -45,6 +45,24 @@ fn host_mask(ip: IpAddr, prefix: u8) -> u128 {
 }
 
 /// `ip` with its host bits (those after `prefix`) cleared.
+/// The prefix libvirt gives an address written without one: 0 for the
+/// unspecified address (a default route), the class of an IPv4 address
+/// (A /8, B /16, C /24, else /32), /64 for IPv6.
+pub fn natural_prefix(ip: IpAddr) -> u8 {
+    if ip.is_unspecified() {
+        return 0;
+    }
+    match ip {
+        IpAddr::V4(v4) => match v4.octets()[0] {
+            0..=127 => 8,
+            128..=191 => 16,
+            192..=223 => 24,
+            _ => 32,
+        },
+        IpAddr::V6(_) => 64,
+    }
+}
+
 pub fn network_address(ip: IpAddr, prefix: u8) -> IpAddr {
     from_bits(ip, bits(ip) & !host_mask(ip, prefix))
 }

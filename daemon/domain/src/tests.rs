@@ -713,8 +713,8 @@ fn interfaces_are_checked() {
         "<interface type='direct'><source dev='eth0'/></interface>",
     ));
     assert!(d.to_xml().contains("<source dev='eth0' mode='vepa'/>"));
-    // Routes name networks: no host bits after the prefix; no prefix is a
-    // default route.
+    // Routes name networks: no host bits after the prefix; without a
+    // prefix, libvirt's natural one (the IPv4 class, /0 for 0.0.0.0).
     ok(&net(
         "<route address='192.168.124.0' prefix='24' gateway='10.0.0.1'/>",
     ));
@@ -723,9 +723,10 @@ fn interfaces_are_checked() {
         &net("<route address='192.168.124.1' prefix='24' gateway='10.0.0.1'/>"),
         "not a network address; write the network's address, 192.168.124.0",
     );
+    ok(&net("<route address='10.0.0.0' gateway='10.0.0.1'/>"));
     fails(
-        &net("<route address='10.0.0.0' gateway='10.0.0.1'/>"),
-        "without prefix= a route is a default route",
+        &net("<route address='10.9.0.0' gateway='10.0.0.1'/>"),
+        "without prefix= it is the address's class",
     );
     // Names and addresses are unique among the interfaces.
     let two = |a: &str, b: &str| {

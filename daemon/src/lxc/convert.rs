@@ -6,16 +6,20 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{BlkioDeviceLimit, CgroupSpec, DeviceRule};
-use crate::domain::{
-    Capability, CapsPolicy, DomainDef, FsDriverType, FsSource, Hostdev, IdRef, ImageFormat,
-    NsShare, NsShareType, SeccompMode, SeccompMount, Userns, UsernsMode,
-};
 
+use crate::domain::{
+    Capability, CapsPolicy, DirectMode, DomainDef, FsDriverType, FsSource, Hostdev, IdRef,
+    ImageFormat, InterfaceSource, NsShare, NsShareType, SeccompMode, SeccompMount, Userns,
+    UsernsMode,
+};
+use crate::net::{IpAddress, IpRoute, MacvlanMode};
+
+use crate::domain::addr::natural_prefix;
 use crate::storage::RootMount;
 
 use super::spec::{
-    ContainerSpec, DeviceKind, DeviceNode, IdMapping, IdSpec, InitSpec, MountSource, MountSpec,
-    Namespaces, NsChoice, RootFs, SPEC_VERSION, SeccompSpec,
+    ContainerSpec, DeviceKind, DeviceNode, IdMapping, IdSpec, InitSpec, InterfaceKind,
+    InterfaceSpec, MountSource, MountSpec, Namespaces, NsChoice, RootFs, SPEC_VERSION, SeccompSpec,
 };
 
 /// Why a definition cannot become a container on this host.
@@ -59,6 +63,22 @@ pub enum ConvertError {
     NotContainer {
         domain: String,
         domain_type: &'static str,
+    },
+    #[error(
+        "domain '{domain}': <interface type='network'> (network '{network}'): virtual networks are not supported yet; use <interface type='bridge'> with a host bridge (see docs/networking.md)"
+    )]
+    VirtualNetwork { domain: String, network: String },
+    #[error(
+        "domain '{domain}': <interface> and <hostdev type='net'> need a network namespace of the container's own; remove <lxc:sharenet> or them"
+    )]
+    SharedNetwork { domain: String },
+    #[error(
+        "domain '{domain}': interface name '{name}' is used twice ({what}); give each <guest dev>, <target dev> and <hostdev> interface its own name"
+    )]
+    InterfaceName {
+        domain: String,
+        name: String,
+        what: &'static str,
     },
 }
 
@@ -200,18 +220,27 @@ pub fn container_spec(
         element,
         what,
     };
-    if let Some(interface) = def.devices.interfaces.first() {
-        return Err(not_supported(
-            "the <interface> elements (or use <features><privnet/> for a private loopback-only network)",
-            format!("networking ({} interface)", interface.source.type_str()),
-        ));
-    }
-
     let shares = def.lxc_namespace.clone().unwrap_or_default();
     let share = |which: &'static str, share: &Option<NsShare>, default: NsChoice| {
         share_choice(&name, which, share.as_ref(), running_init).map(|c| c.unwrap_or(default))
     };
-    let net_default = if def.features.privnet {
+    let host_interfaces: Vec<String> = def
+        .devices
+        .hostdevs
+        .iter()
+        .filter_map(|h| match h {
+            Hostdev::Net { interface, .. } => Some(interface.clone()),
+            _ => None,
+        })
+        .collect();
+    not_applied_yet(def).map_err(|(element, what)| not_supported(element, what))?;
+    let interfaces = interfaces(def, &host_interfaces)?;
+    let networked = !interfaces.is_empty() || !host_interfaces.is_empty();
+    if networked && shares.sharenet.is_some() {
+        return Err(ConvertError::SharedNetwork { domain: name });
+    }
+    // Interfaces imply a network namespace of the container's own.
+    let net_default = if def.features.privnet || networked {
         NsChoice::New
     } else {
         NsChoice::Host
@@ -309,12 +338,8 @@ pub fn container_spec(
                 char_dev,
                 char_dev.clone(),
             )?),
-            Hostdev::Net { interface, .. } => {
-                return Err(not_supported(
-                    "the <hostdev type='net'>",
-                    format!("moving host interface {interface}"),
-                ));
-            }
+            // Moved in by the monitor (`host_interfaces`).
+            Hostdev::Net { .. } => {}
             Hostdev::Usb { .. } => {
                 return Err(not_supported(
                     "the <hostdev type='usb'>",
@@ -362,7 +387,175 @@ pub fn container_spec(
         security: None,
         seccomp,
         run_dir: settings.run_dir.clone(),
+        interfaces,
+        host_interfaces,
     })
+}
+
+/// The container's interfaces: each with its host end's name (`<target
+/// dev>`, else a generated `lxvXXXXXXXX`), its MAC (`<mac>`, else a
+/// generated `52:54:00:…`), its name inside (`<guest dev>`, else the
+/// first free `ethN`), addresses and routes. `hostdevs` are the names of
+/// the host interfaces moved in, which the names inside must not repeat.
+///
+/// The generated host names and MACs are not written back to the
+/// definition: the core keeps the live definition, and this conversion
+/// does not reach it.
+fn interfaces(def: &DomainDef, hostdevs: &[String]) -> Result<Vec<InterfaceSpec>, ConvertError> {
+    let domain = def.name.to_string();
+    let duplicate = |name: &str, what| ConvertError::InterfaceName {
+        domain: domain.clone(),
+        name: name.to_owned(),
+        what,
+    };
+    let mut inside: Vec<String> = hostdevs.to_vec();
+    for (i, name) in hostdevs.iter().enumerate() {
+        if hostdevs[..i].contains(name) {
+            return Err(duplicate(name, "two <hostdev type='net'>"));
+        }
+    }
+    for interface in &def.devices.interfaces {
+        if let Some(guest) = &interface.guest_dev {
+            if inside.contains(guest) || guest == "lo" {
+                return Err(duplicate(guest, "a <guest dev> inside the container"));
+            }
+            inside.push(guest.clone());
+        }
+    }
+    let mut host_names: Vec<String> = Vec::new();
+    let mut specs = Vec::new();
+    for (index, interface) in def.devices.interfaces.iter().enumerate() {
+        let mut host_name = || -> Result<String, ConvertError> {
+            let name = interface
+                .target_dev
+                .clone()
+                .unwrap_or_else(generated_host_name);
+            if host_names.contains(&name) {
+                return Err(duplicate(&name, "a <target dev> on the host"));
+            }
+            host_names.push(name.clone());
+            Ok(name)
+        };
+        let kind = match &interface.source {
+            InterfaceSource::Network { network, .. } => {
+                return Err(ConvertError::VirtualNetwork {
+                    domain,
+                    network: network.clone(),
+                });
+            }
+            InterfaceSource::Bridge { bridge } => InterfaceKind::Bridge {
+                bridge: bridge.clone(),
+                host_name: host_name()?,
+            },
+            InterfaceSource::Ethernet { .. } => InterfaceKind::Ethernet {
+                host_name: host_name()?,
+            },
+            InterfaceSource::Direct { dev, mode } => InterfaceKind::Direct {
+                dev: dev.clone(),
+                mode: match mode {
+                    DirectMode::Vepa => MacvlanMode::Vepa,
+                    DirectMode::Bridge => MacvlanMode::Bridge,
+                    DirectMode::Private => MacvlanMode::Private,
+                    DirectMode::Passthrough => MacvlanMode::Passthrough,
+                },
+            },
+        };
+        let guest_name = match &interface.guest_dev {
+            Some(name) => name.clone(),
+            None => {
+                let name = (0..)
+                    .map(|n| format!("eth{n}"))
+                    .find(|n| !inside.contains(n))
+                    .unwrap_or_default();
+                inside.push(name.clone());
+                name
+            }
+        };
+        specs.push(InterfaceSpec {
+            index,
+            kind,
+            mac: interface.mac.map(|m| m.0).unwrap_or_else(generated_mac),
+            guest_name,
+            addresses: interface
+                .ips
+                .iter()
+                .map(|ip| IpAddress {
+                    address: ip.address,
+                    prefix: ip.prefix.unwrap_or_else(|| natural_prefix(ip.address)),
+                    peer: ip.peer,
+                })
+                .collect(),
+            routes: interface
+                .routes
+                .iter()
+                .map(|route| IpRoute {
+                    destination: route.address,
+                    prefix: route
+                        .prefix
+                        .unwrap_or_else(|| natural_prefix(route.address)),
+                    gateway: Some(route.gateway),
+                })
+                .collect(),
+        });
+    }
+    Ok(specs)
+}
+
+/// The first network setting the definition asks for that this driver
+/// does not apply yet: refused at start, never ignored (the element, what).
+fn not_applied_yet(def: &DomainDef) -> Result<(), (&'static str, String)> {
+    for (index, interface) in def.devices.interfaces.iter().enumerate() {
+        let what = |setting: &str| format!("{setting} of interface #{}", index + 1);
+        if let InterfaceSource::Ethernet { ips, routes } = &interface.source
+            && (!ips.is_empty() || !routes.is_empty())
+        {
+            return Err((
+                "the <ip> and <route> under <source> (host side)",
+                what("host-side addresses and routes"),
+            ));
+        }
+        if interface.mtu.is_some() {
+            return Err(("<mtu>", what("the MTU")));
+        }
+        if interface.link_state.is_some() {
+            return Err(("<link state>", what("the link state")));
+        }
+        if interface.bandwidth.is_some() {
+            return Err(("<bandwidth>", what("bandwidth limits")));
+        }
+        if interface.vlan.is_some() {
+            return Err(("<vlan>", what("VLAN tags")));
+        }
+    }
+    for hostdev in &def.devices.hostdevs {
+        if let Hostdev::Net {
+            interface,
+            ips,
+            routes,
+        } = hostdev
+            && (!ips.is_empty() || !routes.is_empty())
+        {
+            return Err((
+                "the <ip> and <route> of the <hostdev type='net'>",
+                format!(
+                    "addresses and routes on host interface {interface} (configure it inside the container)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `lxv` and 8 random hex digits: unique among the host's interfaces with
+/// overwhelming odds (a clash fails the start with "exists already").
+fn generated_host_name() -> String {
+    format!("lxv{:08x}", rand::random::<u32>())
+}
+
+/// A random address under the 52:54:00 prefix libvirt uses.
+fn generated_mac() -> [u8; 6] {
+    let [a, b, c] = rand::random::<[u8; 3]>();
+    [0x52, 0x54, 0x00, a, b, c]
 }
 
 /// The filter `<lxvirt:seccomp>` asks for (the default without one).
@@ -687,15 +880,138 @@ mod tests {
         assert!(spec.mounts[1].readonly);
     }
 
-    #[test]
-    fn interfaces_and_kvm_domains_are_refused_clearly() {
-        let d = def("").to_xml().replace(
+    fn with_devices(devices: &str) -> DomainDef {
+        let xml = def("").to_xml().replace(
             "<console type='pty'",
-            "<interface type='bridge'><source bridge='br0'/></interface><console type='pty'",
+            &format!("{devices}<console type='pty'"),
         );
-        let err = container_spec(&DomainDef::from_xml(&d).unwrap(), &settings(), &none, None)
-            .unwrap_err();
-        assert!(err.to_string().contains("privnet"), "{err}");
+        DomainDef::from_xml(&xml).unwrap()
+    }
+
+    #[test]
+    fn interfaces_become_links_with_names_macs_addresses_and_routes() {
+        let d = with_devices(
+            "<interface type='bridge'><source bridge='br0'/><mac address='52:54:00:aa:bb:cc'/>\
+             <target dev='web0'/><ip address='10.251.1.2' prefix='24'/>\
+             <ip address='fd00:251::2' prefix='64'/><route address='0.0.0.0' prefix='0' gateway='10.251.1.1'/></interface>\
+             <interface type='ethernet'><guest dev='eth0'/><ip address='192.168.7.2'/>\
+             <route address='10.0.0.0' gateway='192.168.7.1'/></interface>\
+             <interface type='direct'><source dev='lxvtlo0' mode='bridge'/></interface>\
+             <hostdev mode='capabilities' type='net'><source><interface>eth1</interface></source></hostdev>",
+        );
+        let spec = container_spec(&d, &settings(), &none, None).unwrap();
+        assert_eq!(
+            spec.namespaces.net,
+            NsChoice::New,
+            "interfaces imply a netns"
+        );
+        assert_eq!(spec.host_interfaces, vec!["eth1".to_owned()]);
+        let [bridge, ethernet, direct] = &spec.interfaces[..] else {
+            panic!("{:?}", spec.interfaces);
+        };
+        assert_eq!(
+            bridge.kind,
+            InterfaceKind::Bridge {
+                bridge: "br0".into(),
+                host_name: "web0".into()
+            }
+        );
+        assert_eq!(bridge.mac, [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]);
+        // eth0 is taken by the second's <guest dev>, eth1 by the hostdev.
+        assert_eq!(bridge.guest_name, "eth2");
+        assert_eq!(bridge.addresses.len(), 2);
+        assert_eq!(bridge.routes[0].prefix, 0);
+        assert_eq!(
+            bridge.routes[0].gateway,
+            Some("10.251.1.1".parse().unwrap())
+        );
+
+        assert_eq!(ethernet.index, 1);
+        assert_eq!(ethernet.guest_name, "eth0");
+        let host = ethernet.kind.host_name().unwrap();
+        assert!(host.starts_with("lxv") && host.len() == 11, "{host}");
+        assert_eq!(&ethernet.mac[..3], &[0x52, 0x54, 0], "a generated MAC");
+        assert_eq!(ethernet.addresses[0].prefix, 24, "class C without a prefix");
+        assert_eq!(ethernet.routes[0].prefix, 8, "class A without a prefix");
+
+        assert_eq!(
+            direct.kind,
+            InterfaceKind::Direct {
+                dev: "lxvtlo0".into(),
+                mode: MacvlanMode::Bridge
+            }
+        );
+        assert_eq!(direct.guest_name, "eth3");
+        assert_eq!(direct.kind.host_name(), None);
+        // The spec crosses to the monitor as JSON.
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<ContainerSpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn settings_not_applied_yet_are_refused_not_ignored() {
+        for (device, element) in [
+            (
+                "<interface type='bridge'><source bridge='br0'/><mtu size='9000'/></interface>",
+                "<mtu>",
+            ),
+            (
+                "<interface type='bridge'><source bridge='br0'/><link state='down'/></interface>",
+                "<link state>",
+            ),
+            (
+                "<interface type='ethernet'><source><ip address='10.0.0.1' prefix='24'/></source></interface>",
+                "host side",
+            ),
+            (
+                "<hostdev mode='capabilities' type='net'><source><interface>eth9</interface></source>\
+                 <ip address='10.0.0.2' prefix='24'/></hostdev>",
+                "<hostdev type='net'>",
+            ),
+        ] {
+            let d = with_devices(device);
+            let err = container_spec(&d, &settings(), &none, None).unwrap_err();
+            assert!(matches!(err, ConvertError::NotSupported { .. }), "{err}");
+            assert!(err.to_string().contains(element), "{element}: {err}");
+        }
+    }
+
+    #[test]
+    fn networks_shared_namespaces_and_name_clashes_are_refused_clearly() {
+        let d = with_devices("<interface type='network'><source network='default'/></interface>");
+        let err = container_spec(&d, &settings(), &none, None).unwrap_err();
+        assert!(matches!(err, ConvertError::VirtualNetwork { .. }), "{err}");
+        assert!(
+            err.to_string().contains("use <interface type='bridge'>"),
+            "{err}"
+        );
+
+        let xml = with_devices("<interface type='ethernet'/>")
+            .to_xml()
+            .replace(
+                "<domain type='lxc'>",
+                "<domain type='lxc' xmlns:lxc='http://libvirt.org/schemas/domain/lxc/1.0'>",
+            )
+            .replace(
+                "</domain>",
+                "<lxc:namespace><lxc:sharenet type='netns' value='red'/></lxc:namespace></domain>",
+            );
+        let err = container_spec(
+            &DomainDef::from_xml(&xml).unwrap(),
+            &settings(),
+            &none,
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConvertError::SharedNetwork { .. }), "{err}");
+
+        // Two interfaces with one guest or target name are refused by the
+        // parser already; a guest name that a moved host interface has is
+        // refused here.
+        let devices = "<interface type='ethernet'><guest dev='eth7'/></interface>\
+             <hostdev mode='capabilities' type='net'><source><interface>eth7</interface></source></hostdev>";
+        let err = container_spec(&with_devices(devices), &settings(), &none, None).unwrap_err();
+        assert!(matches!(err, ConvertError::InterfaceName { .. }), "{err}");
     }
 
     #[test]

@@ -42,12 +42,15 @@ impl From<DriverError> for Error {
 impl From<ConvertError> for Error {
     fn from(error: ConvertError) -> Self {
         let kind = match &error {
-            ConvertError::NotSupported { .. } => ErrorKind::NotSupported,
+            ConvertError::NotSupported { .. }
+            | ConvertError::VirtualNetwork { .. }
+            | ConvertError::SharedNetwork { .. } => ErrorKind::NotSupported,
             ConvertError::NotContainer { .. } => ErrorKind::Unavailable,
             ConvertError::ShareTargetNotRunning { .. } => ErrorKind::InvalidState,
             ConvertError::Device { .. }
             | ConvertError::BadPid { .. }
-            | ConvertError::ImageRootMissing { .. } => ErrorKind::Failed,
+            | ConvertError::ImageRootMissing { .. }
+            | ConvertError::InterfaceName { .. } => ErrorKind::Failed,
         };
         Error::new(kind, error)
     }

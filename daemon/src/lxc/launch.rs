@@ -21,7 +21,7 @@
 //! place_in_cgroup(pid)
 //! setns(init's pid, net)
 //! clone3(NEWNS) ─────────────────────────────────────────► mounts, pivot_root,
-//!                                                          setns(user),
+//! network devices (netlink; network.rs)                    setns(user),
 //! report: ready ◄───────────────────────────────────────── unshare(NEWNS)
 //! open its mount ns; let it go ──────────────────────────► exit
 //! release + mount ns fd ─────► setns(mnt); hostname,
@@ -31,7 +31,8 @@
 //! reap the mounter
 //! ```
 //!
-//! Without a user namespace the init makes its mounts itself.
+//! Without a user namespace the init makes its mounts itself, and the
+//! monitor makes the network devices before it releases init.
 //!
 //! [`launch`] must run in a single-threaded process (the monitor): the
 //! child is a copy of the calling thread only and allocates.
@@ -51,6 +52,7 @@ use thiserror::Error;
 
 use crate::cgroup::CgroupError;
 use crate::error_chain::error_chain;
+use crate::lxc::network::{ContainerNetwork, NetworkError};
 use crate::lxc::protocol::{self, ProtocolError, errno_number};
 use crate::lxc::setup::{self, Setup, SetupError, Step};
 use crate::lxc::spec::{ContainerSpec, IdMapping, NsChoice, SPEC_VERSION};
@@ -80,11 +82,13 @@ impl std::fmt::Debug for LaunchContext<'_> {
 }
 
 /// A running init: its host pid (a child of the caller, to be reaped by
-/// it) and a pidfd for it.
+/// it) and a pidfd for it, and the container's network devices, to tear
+/// down when it has ended.
 #[derive(Debug)]
 pub struct Launched {
     pub pid: Pid,
     pub pidfd: OwnedFd,
+    pub network: Option<ContainerNetwork>,
 }
 
 /// Why a container's init could not be started. Serializable: the monitor
@@ -157,6 +161,9 @@ pub enum LaunchError {
     BadReport { report: String },
     #[error(transparent)]
     Setup { error: SetupError },
+    /// An `<interface>` or `<hostdev type='net'>` could not be set up.
+    #[error(transparent)]
+    Network { error: Box<NetworkError> },
 }
 
 impl LaunchError {
@@ -337,15 +344,25 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
             reason: error_chain(&error),
         });
     }
-    let mounter = match &spec.namespaces.user {
-        Some(_) => match Mounter::start(spec, ctx.console_slaves, pid) {
-            Ok(mounter) => Some(mounter),
-            Err(e) => {
-                abandon(pid);
-                return Err(e);
-            }
-        },
-        None => None,
+    // In init's new network namespace, before init goes on: its devices
+    // (undone on drop if the launch fails from here on). With a user
+    // namespace, made while the mounter makes the mounts.
+    let set_up_network = || {
+        ContainerNetwork::set_up(spec, pid).map_err(|error| LaunchError::Network {
+            error: Box::new(error),
+        })
+    };
+    let started = match &spec.namespaces.user {
+        Some(_) => Mounter::start(spec, ctx.console_slaves, pid, set_up_network)
+            .map(|(mounter, network)| (Some(mounter), network)),
+        None => set_up_network().map(|network| (None, network)),
+    };
+    let (mounter, network) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            abandon(pid);
+            return Err(e);
+        }
     };
     // Release the child, with the mount namespace to join. If it died
     // already the send fails; its report, if any, is read below either way.
@@ -366,7 +383,11 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
     }
     if report.is_empty() {
         // EOF without a word: the pipe closed on exec.
-        return Ok(Launched { pid, pidfd });
+        return Ok(Launched {
+            pid,
+            pidfd,
+            network,
+        });
     }
     let _ = waitpid(pid, None);
     Err(setup_failure(&report))
@@ -389,12 +410,14 @@ struct MounterProcess {
 impl Mounter {
     /// Clone the mounter into init's PID and network namespaces (so that
     /// its /proc and /sys are the container's), let it make the mounts and
-    /// wait for its report.
-    fn start(
+    /// wait for its report; `meanwhile` runs in the monitor, back in its
+    /// own namespaces, while the mounter works.
+    fn start<T>(
         spec: &ContainerSpec,
         console_slaves: &[PathBuf],
         init: Pid,
-    ) -> Result<Mounter, LaunchError> {
+        meanwhile: impl FnOnce() -> Result<T, LaunchError>,
+    ) -> Result<(Mounter, T), LaunchError> {
         let pipe_err = |source| LaunchError::Pipe { source };
         let ns_err = |kind: &'static str| {
             move |source| LaunchError::UserNamespace {
@@ -442,6 +465,7 @@ impl Mounter {
             hold: Some(hold_w),
         };
         joined.restore()?;
+        let done = meanwhile()?;
         let mut report = Vec::new();
         File::from(report_r)
             .read_to_end(&mut report)
@@ -455,10 +479,13 @@ impl Mounter {
             .map_err(ns_err("mount"))?;
         // The descriptor keeps the mount namespace: the mounter may exit.
         drop(process.hold.take());
-        Ok(Mounter {
-            _process: process,
-            mnt,
-        })
+        Ok((
+            Mounter {
+                _process: process,
+                mnt,
+            },
+            done,
+        ))
     }
 }
 
@@ -608,6 +635,8 @@ mod tests {
             security: None,
             seccomp: None,
             run_dir: "/run/lxvirt".into(),
+            interfaces: vec![],
+            host_interfaces: vec![],
         }
     }
 

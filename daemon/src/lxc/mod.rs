@@ -7,6 +7,7 @@ pub mod enter;
 pub mod instance;
 pub mod launch;
 pub mod monitor;
+pub mod network;
 pub mod protocol;
 pub mod setup;
 pub mod spec;

@@ -24,6 +24,7 @@ use nix::unistd::Pid;
 
 use super::enter;
 use super::launch::{self, LaunchContext, LaunchError};
+use super::network::ContainerNetwork;
 use super::protocol::{
     self, EnterExit, ExitRecord, InitExit, LaunchReport, MonitorError, MonitorStep, Reply, Request,
     Requested, RunFiles,
@@ -149,6 +150,8 @@ struct Monitor<'a> {
     /// When a shutdown's grace period ends.
     kill_deadline: Option<Instant>,
     init_exit: Option<InitExit>,
+    /// The container's network devices, torn down once it has ended.
+    network: Option<ContainerNetwork>,
 }
 
 impl<'a> Monitor<'a> {
@@ -174,12 +177,13 @@ impl<'a> Monitor<'a> {
         }
         let result = Self::launch(spec, &cgroup);
         match result {
-            Ok((init_pid, init_pidfd, consoles)) => Ok(Monitor {
+            Ok((launched, consoles)) => Ok(Monitor {
                 spec,
                 files,
                 cgroup,
-                init_pid,
-                init_pidfd,
+                init_pid: launched.pid,
+                init_pidfd: launched.pidfd,
+                network: launched.network,
                 listener,
                 signals,
                 consoles,
@@ -199,7 +203,7 @@ impl<'a> Monitor<'a> {
     fn launch(
         spec: &ContainerSpec,
         cgroup: &ContainerCgroup,
-    ) -> Result<(Pid, OwnedFd, Vec<Console>), MonitorError> {
+    ) -> Result<(launch::Launched, Vec<Console>), MonitorError> {
         let root_ids = spec
             .namespaces
             .user
@@ -238,7 +242,7 @@ impl<'a> Monitor<'a> {
             console_slaves: &slaves,
             place_in_cgroup: &mut place,
         })?;
-        Ok((launched.pid, launched.pidfd, consoles))
+        Ok((launched, consoles))
     }
 
     fn kill_init(&self) {
@@ -549,6 +553,11 @@ impl<'a> Monitor<'a> {
             let mut fds = [PollFd::new(entered.pidfd.as_fd(), PollFlags::POLLIN)];
             let _ = poll(&mut fds, PollTimeout::from(1000u16));
             report_entered_exit(entered);
+        }
+        // Host interfaces back to the host, veth host ends deleted, while
+        // the sockets still hold the container's network namespace.
+        if let Some(network) = self.network {
+            cleanup_errors.extend(network.tear_down().iter().map(|e| error_chain(e)));
         }
         if let Err(e) = self.cgroup.remove() {
             cleanup_errors.push(error_chain(&e));

@@ -1161,6 +1161,8 @@ mod tests {
             security: None,
             seccomp: None,
             run_dir: "/run/lxvirt".into(),
+            interfaces: vec![],
+            host_interfaces: vec![],
         }
     }
 

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cgroup::CgroupSpec;
+use crate::net::{IpAddress, IpRoute, MacvlanMode};
 
 /// Format version of [`ContainerSpec`]; a monitor refuses other versions.
-pub const SPEC_VERSION: u32 = 1;
+/// 2: network interfaces (a monitor of version 1 would ignore them).
+pub const SPEC_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -51,6 +53,66 @@ pub struct ContainerSpec {
     /// Directory for the monitor's per-container files (socket, exit
     /// record, staging mount point).
     pub run_dir: PathBuf,
+    /// Network interfaces the monitor makes before init runs, in the
+    /// order of the domain's `<interface>` elements; they need a new
+    /// network namespace.
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceSpec>,
+    /// Host interfaces moved into the container (`<hostdev type='net'>`)
+    /// and back to the host when it ends.
+    #[serde(default)]
+    pub host_interfaces: Vec<String>,
+}
+
+/// One `<interface>` of the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceSpec {
+    /// Its position among the domain's `<interface>` elements, from 0
+    /// (for messages).
+    pub index: usize,
+    pub kind: InterfaceKind,
+    /// The container end's MAC address.
+    pub mac: [u8; 6],
+    /// Its name inside the container.
+    pub guest_name: String,
+    pub addresses: Vec<IpAddress>,
+    pub routes: Vec<IpRoute>,
+}
+
+/// How an interface connects to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum InterfaceKind {
+    /// A veth pair whose host end `host_name` is attached to `bridge`
+    /// (`type='bridge'`).
+    Bridge { bridge: String, host_name: String },
+    /// A veth pair whose host end `host_name` is only brought up
+    /// (`type='ethernet'`).
+    Ethernet { host_name: String },
+    /// A macvlan on the host device `dev` (`type='direct'`), made in the
+    /// container's namespace.
+    Direct { dev: String, mode: MacvlanMode },
+}
+
+impl InterfaceKind {
+    /// The `type` of its `<interface>`.
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            InterfaceKind::Bridge { .. } => "bridge",
+            InterfaceKind::Ethernet { .. } => "ethernet",
+            InterfaceKind::Direct { .. } => "direct",
+        }
+    }
+
+    /// The veth's host end, if it has one.
+    pub fn host_name(&self) -> Option<&str> {
+        match self {
+            InterfaceKind::Bridge { host_name, .. } | InterfaceKind::Ethernet { host_name } => {
+                Some(host_name)
+            }
+            InterfaceKind::Direct { .. } => None,
+        }
+    }
 }
 
 /// Which namespaces the container gets. Mount, UTS, IPC, PID and cgroup

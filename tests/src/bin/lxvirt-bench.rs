@@ -6,6 +6,12 @@
 //! `Start()` returns once init has been executed, `Destroy()` once the
 //! container is gone and cleaned up.
 //!
+//! A third mode adds one `<interface type='bridge'>` on a bridge the bench
+//! makes (`lxvtbench0`, no address, removed at the end), so the cost of an
+//! interface shows beside the default; a fourth, the default again, starts
+//! right after it is destroyed (while the kernel tears its network
+//! namespace down).
+//!
 //! `lxvirt-bench images [RUNS]` measures the image store instead: start
 //! from a 1 GiB image against a 1 MiB one, commit time against the size of
 //! the change, import throughput.
@@ -18,6 +24,37 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use lxvirt_tests::{TestBus, TestDaemon, busybox_root, shared_tempdir};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
+
+/// The bench's own bridge, removed on drop (also when the bench fails).
+struct BenchBridge;
+
+const BENCH_BRIDGE: &str = "lxvtbench0";
+
+impl BenchBridge {
+    fn create() -> Result<BenchBridge> {
+        let _ = Command::new("ip")
+            .args(["link", "del", BENCH_BRIDGE])
+            .status();
+        for args in [
+            &["link", "add", BENCH_BRIDGE, "type", "bridge"][..],
+            &["link", "set", BENCH_BRIDGE, "up"][..],
+        ] {
+            let status = Command::new("ip").args(args).status()?;
+            if !status.success() {
+                bail!("ip {}: {status}", args.join(" "));
+            }
+        }
+        Ok(BenchBridge)
+    }
+}
+
+impl Drop for BenchBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", BENCH_BRIDGE])
+            .status();
+    }
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -118,25 +155,35 @@ async fn main() -> Result<()> {
     let _daemon = TestDaemon::start(&bus, dir.path()).await?;
     let connection = bus.connect().await?;
     let manager = ManagerProxy::new(&connection).await?;
-    let xml_in = |name: &str, userns: &str| {
+    let _bridge = BenchBridge::create()?;
+    let xml_in = |name: &str, userns: &str, devices: &str| {
         format!(
             "<domain type='lxc' xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'><name>{name}</name><memory unit='MiB'>64</memory>\
              <os><type>exe</type><init>/bin/sleep</init><initarg>1000</initarg></os>\
              <features><privnet/></features>{userns}\
              <devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
-             <console type='pty'/></devices></domain>",
+             {devices}<console type='pty'/></devices></domain>",
             root = rootfs.display()
         )
     };
-    let xml = |name: &str| xml_in(name, "");
+    let xml = |name: &str| xml_in(name, "", "");
+    let interface = format!(
+        "<interface type='bridge'><source bridge='{BENCH_BRIDGE}'/><ip address='10.251.200.2' prefix='24'/>\
+         <route address='10.251.201.0' prefix='24' gateway='10.251.200.1'/></interface>"
+    );
     // The default (a user namespace with allocated ids, an idmapped root,
     // the mounter) and host root (libvirt's semantics).
     let mut modes = Vec::new();
-    for (name, userns) in [
-        ("bench", ""),
-        ("bench-host", "<lxvirt:userns mode='host'/>"),
+    for (name, userns, devices) in [
+        ("bench", "", ""),
+        ("bench-host", "<lxvirt:userns mode='host'/>", ""),
+        ("bench-net", "", interface.as_str()),
+        // The default again, right after the one with an interface: the
+        // kernel tears that one's network namespace down asynchronously,
+        // and this start meets it.
+        ("bench-next", "", ""),
     ] {
-        let path = manager.define_xml(&xml_in(name, userns)).await?;
+        let path = manager.define_xml(&xml_in(name, userns, devices)).await?;
         let domain = DomainProxy::builder(&connection).path(path).build().await?;
         // Warm-up: page cache, first-use costs.
         for _ in 0..5 {
@@ -147,9 +194,16 @@ async fn main() -> Result<()> {
     }
     let floor_ms = floor(runs, false)?;
     let userns_floor_ms = floor(runs, true)?;
+    // LXVIRT_BENCH_SETTLE_MS: a pause after each destroy, so that the
+    // kernel's asynchronous teardown of one container's network namespace
+    // does not land on the next start (back to back by default).
+    let settle = std::env::var("LXVIRT_BENCH_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
     let mut times: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); modes.len()];
     for _ in 0..runs {
-        // Interleaved, so that both modes see the same machine.
+        // Interleaved, so that every mode sees the same machine.
         for (domain, (start, destroy)) in modes.iter().zip(times.iter_mut()) {
             let begin = Instant::now();
             domain.start().await?;
@@ -157,10 +211,15 @@ async fn main() -> Result<()> {
             let begin = Instant::now();
             domain.destroy().await?;
             destroy.push(ms(begin.elapsed()));
+            if let Some(settle) = settle {
+                tokio::time::sleep(settle).await;
+            }
         }
     }
     let (mut start_ms, mut destroy_ms) = times.remove(0);
     let (mut host_start_ms, mut host_destroy_ms) = times.remove(0);
+    let (mut net_start_ms, mut net_destroy_ms) = times.remove(0);
+    let (mut next_start_ms, _) = times.remove(0);
 
     // Many containers at once: the monitor's memory.
     let mut names = Vec::new();
@@ -230,6 +289,23 @@ async fn main() -> Result<()> {
     row(
         "lxvirt destroy, <lxvirt:userns mode='host'/>",
         &mut host_destroy_ms,
+    );
+    row(
+        "lxvirt start, default + one <interface type='bridge'> (address, route)",
+        &mut net_start_ms,
+    );
+    row(
+        "lxvirt destroy, default + one <interface type='bridge'>",
+        &mut net_destroy_ms,
+    );
+    row(
+        "lxvirt start, default, right after that destroy",
+        &mut next_start_ms,
+    );
+    println!();
+    println!(
+        "one bridge interface adds {:.2} ms to a start (median against median)",
+        median(&mut net_start_ms.clone()) - median(&mut start_ms.clone())
     );
     println!();
     println!(

@@ -719,7 +719,7 @@ fn ips_and_routes(el: &Element) -> Result<(Vec<IpConfig>, Vec<Route>)> {
         let gateway = ip_attr(r, g)?;
         same_family(r, g, address, gateway)?;
         let prefix = prefix_attr(r, address, 0)?;
-        let bits = prefix.unwrap_or(0);
+        let bits = prefix.unwrap_or_else(|| addr::natural_prefix(address));
         if !addr::is_network_address(address, bits) {
             let pos = r.attribute("address").map_or(r.pos, |a| a.pos);
             return Err(DomainError::invalid(
@@ -732,7 +732,7 @@ fn ips_and_routes(el: &Element) -> Result<(Vec<IpConfig>, Vec<Route>)> {
                     "write the network's address, {}, or give the prefix that goes with {address}{}",
                     addr::network_address(address, bits),
                     if prefix.is_none() {
-                        " (without prefix= a route is a default route)"
+                        " (without prefix= it is the address's class: /8, /16 or /24 for IPv4, /64 for IPv6, /0 for 0.0.0.0)"
                     } else {
                         ""
                     }

@@ -1,0 +1,389 @@
+//! Container networking with real packets: `<interface>` of type bridge,
+//! ethernet and direct, and `<hostdev type='net'>`, through the real
+//! daemon. Needs root.
+//!
+//! Packets only go between namespaces the tests make: the test bridges,
+//! veths and ifb devices are the tests' own (named `lxvt…`, removed by a
+//! guard even when a test fails), their addresses in 10.251.0.0/16, and
+//! nothing is routed to the host's uplink. The kernel these run on has no
+//! dummy driver: an ifb device is the stand-alone virtual device, and a
+//! veth end (its peer up) the macvlan's lower device.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lxvirt_tests::ContainerEnv;
+use lxvirtd::dbus::proxy::DomainProxy;
+
+/// Busybox applets these tests use inside, beyond the common ones.
+const NET_APPLETS: [&str; 3] = ["ip", "ping", "nc"];
+
+/// Host devices a test made; deleted on drop (a veth takes its peer, a
+/// bridge releases its ports).
+struct HostDevices(Vec<String>);
+
+impl HostDevices {
+    fn new() -> HostDevices {
+        HostDevices(Vec::new())
+    }
+
+    /// `ip link add NAME ARGS…`, then up.
+    fn add(&mut self, name: &str, args: &[&str]) {
+        let _ = ip(&["link", "del", name]);
+        let mut all = vec!["link", "add", name];
+        all.extend_from_slice(args);
+        let out = ip(&all);
+        assert!(out.0, "ip link add {name}: {}", out.1);
+        self.0.push(name.to_owned());
+        set_up(name);
+    }
+}
+
+impl Drop for HostDevices {
+    fn drop(&mut self) {
+        for name in self.0.iter().rev() {
+            let _ = ip(&["link", "del", name]);
+        }
+    }
+}
+
+fn set_up(name: &str) {
+    let out = ip(&["link", "set", name, "up"]);
+    assert!(out.0, "ip link set {name} up: {}", out.1);
+}
+
+/// `ip ARGS…` on the host: (success, stdout and stderr).
+fn ip(args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn host_link_exists(name: &str) -> bool {
+    ip(&["-o", "link", "show", "dev", name]).0
+}
+
+/// The names of the bridge's ports on the host.
+fn bridge_ports(bridge: &str) -> Vec<String> {
+    let (_, text) = ip(&["-o", "link", "show", "master", bridge]);
+    text.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn env() -> Option<ContainerEnv> {
+    let env = ContainerEnv::new().await?;
+    for applet in NET_APPLETS {
+        let _ = std::os::unix::fs::symlink("busybox", env.rootfs().join("bin").join(applet));
+    }
+    Some(env)
+}
+
+/// A busybox domain that sleeps, with `devices` before its console.
+fn xml(env: &ContainerEnv, name: &str, devices: &str) -> String {
+    env.busybox_xml(name, "sleep 1000", "").replace(
+        "<console type='pty'/>",
+        &format!("{devices}<console type='pty'/>"),
+    )
+}
+
+async fn define(env: &ContainerEnv, xml: &str) -> DomainProxy<'static> {
+    let manager = env.manager().await.unwrap();
+    env.domain(manager.define_xml(xml).await.unwrap())
+        .await
+        .unwrap()
+}
+
+/// Runs `argv` inside; panics with its output unless it succeeds.
+async fn inside(env: &ContainerEnv, domain: &DomainProxy<'_>, argv: &[&str]) -> String {
+    let (code, out) = env.enter(domain, argv).await;
+    assert_eq!(code, 0, "{argv:?} inside: {out}");
+    out
+}
+
+#[tokio::test]
+async fn containers_on_a_host_bridge_ping_each_other() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    // No address on the bridge: the containers talk only to each other.
+    devices.add("lxvtbr1", &["type", "bridge"]);
+    let a = define(
+        &env,
+        &xml(
+            &env,
+            "neta",
+            "<interface type='bridge'><source bridge='lxvtbr1'/><mac address='52:54:00:fb:01:02'/>\
+             <target dev='lxvtc1a'/><guest dev='net0'/>\
+             <ip address='10.251.1.2' prefix='24'/><ip address='fd00:251:1::2' prefix='64'/>\
+             <route address='10.251.9.0' prefix='24' gateway='10.251.1.1'/></interface>",
+        ),
+    )
+    .await;
+    // One container without a user namespace: the same plumbing.
+    let b = define(
+        &env,
+        &env.busybox_xml("netb", "sleep 1000", "<lxvirt:userns mode='host'/>")
+            .replace(
+                "<console type='pty'/>",
+                "<interface type='bridge'><source bridge='lxvtbr1'/><ip address='10.251.1.3' prefix='24'/></interface>\
+                 <console type='pty'/>",
+            ),
+    )
+    .await;
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+
+    let ports = bridge_ports("lxvtbr1");
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert!(
+        ports.contains(&"lxvtc1a".to_owned()),
+        "<target dev>: {ports:?}"
+    );
+    let generated = ports.iter().find(|p| *p != "lxvtc1a").unwrap().clone();
+    assert!(
+        generated.starts_with("lxv") && generated.len() == 11,
+        "{generated}"
+    );
+
+    inside(&env, &a, &["ping", "-c", "1", "-W", "5", "10.251.1.3"]).await;
+    inside(&env, &b, &["ping", "-c", "1", "-W", "5", "10.251.1.2"]).await;
+    // <guest dev>, <mac>, both addresses and the route inside.
+    let link = inside(&env, &a, &["ip", "-o", "link", "show", "net0"]).await;
+    assert!(
+        link.contains("52:54:00:fb:01:02") && link.contains("UP"),
+        "{link}"
+    );
+    let addresses = inside(&env, &a, &["ip", "-o", "addr", "show", "dev", "net0"]).await;
+    assert!(addresses.contains("10.251.1.2/24"), "{addresses}");
+    assert!(addresses.contains("fd00:251:1::2/64"), "{addresses}");
+    let routes = inside(&env, &a, &["ip", "route"]).await;
+    assert!(
+        routes.contains("10.251.9.0/24 via 10.251.1.1 dev net0"),
+        "{routes}"
+    );
+    // The default name is eth0, the first free ethN.
+    inside(&env, &b, &["ip", "link", "show", "eth0"]).await;
+
+    a.destroy().await.unwrap();
+    b.destroy().await.unwrap();
+    assert_eq!(bridge_ports("lxvtbr1"), Vec::<String>::new());
+    assert!(!host_link_exists("lxvtc1a") && !host_link_exists(&generated));
+}
+
+#[tokio::test]
+async fn an_ethernet_interface_reaches_its_host_end() {
+    let Some(env) = env().await else { return };
+    let eth = define(
+        &env,
+        &xml(
+            &env,
+            "neteth",
+            "<interface type='ethernet'><target dev='lxvtc2'/><ip address='10.251.2.2' prefix='24'/></interface>",
+        ),
+    )
+    .await;
+    eth.start().await.unwrap();
+    // The host end is the test's now: an address of its own on it.
+    let mut devices = HostDevices::new();
+    devices.0.push("lxvtc2".into());
+    let (ok, out) = ip(&["addr", "add", "10.251.2.1/24", "dev", "lxvtc2"]);
+    assert!(ok, "{out}");
+    assert!(ip(&["-o", "link", "show", "lxvtc2"]).1.contains("UP"));
+    inside(&env, &eth, &["ping", "-c", "1", "-W", "5", "10.251.2.1"]).await;
+    eth.destroy().await.unwrap();
+    assert!(!host_link_exists("lxvtc2"));
+}
+
+#[tokio::test]
+async fn macvlan_containers_on_one_device_ping_each_other() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    devices.add("lxvtm3a", &["type", "veth", "peer", "name", "lxvtm3b"]);
+    set_up("lxvtm3b");
+    let direct = |address: &str| {
+        format!(
+            "<interface type='direct'><source dev='lxvtm3a' mode='bridge'/><ip address='{address}' prefix='24'/></interface>"
+        )
+    };
+    let a = define(&env, &xml(&env, "netmva", &direct("10.251.3.2"))).await;
+    let b = define(&env, &xml(&env, "netmvb", &direct("10.251.3.3"))).await;
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    inside(&env, &a, &["ping", "-c", "1", "-W", "5", "10.251.3.3"]).await;
+    let link = inside(&env, &b, &["ip", "-o", "link", "show", "eth0"]).await;
+    assert!(link.contains("UP"), "{link}");
+    a.destroy().await.unwrap();
+    b.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_host_interface_moves_in_and_back() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    devices.add("lxvtifb4", &["type", "ifb"]);
+    // ifb has no settable MAC: its own is what must show inside.
+    let (_, host_view) = ip(&["-o", "link", "show", "lxvtifb4"]);
+    let mac = host_view
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let hostdev = "<hostdev mode='capabilities' type='net'><source><interface>lxvtifb4</interface></source></hostdev>";
+    let dev = define(&env, &xml(&env, "nethostdev", hostdev)).await;
+    dev.start().await.unwrap();
+    assert!(!host_link_exists("lxvtifb4"), "moved into the container");
+    let link = inside(&env, &dev, &["ip", "-o", "link", "show", "lxvtifb4"]).await;
+    assert!(link.contains(&mac), "{mac}: {link}");
+    // The container owns it: it configures and even renames it.
+    inside(
+        &env,
+        &dev,
+        &["ip", "addr", "add", "10.251.4.2/24", "dev", "lxvtifb4"],
+    )
+    .await;
+    inside(
+        &env,
+        &dev,
+        &["ip", "link", "set", "lxvtifb4", "name", "moved0"],
+    )
+    .await;
+    let addresses = inside(&env, &dev, &["ip", "-o", "addr", "show", "dev", "moved0"]).await;
+    assert!(addresses.contains("10.251.4.2/24"), "{addresses}");
+    dev.destroy().await.unwrap();
+    let link = ip(&["-o", "link", "show", "lxvtifb4"]);
+    assert!(link.0, "back on the host under its own name: {}", link.1);
+    assert!(link.1.contains(&mac), "{}", link.1);
+
+    // When init exits by itself, too.
+    let quick = define(
+        &env,
+        &env.busybox_xml("nethostquick", "sleep 0.3", "").replace(
+            "<console type='pty'/>",
+            &format!("{hostdev}<console type='pty'/>"),
+        ),
+    )
+    .await;
+    quick.start().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while quick.state().await.unwrap() != "shutoff" {
+        assert!(Instant::now() < deadline, "init did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(host_link_exists("lxvtifb4"), "back after init's exit");
+}
+
+#[tokio::test]
+async fn a_bad_source_refuses_the_start_clearly_and_leaves_nothing() {
+    let Some(env) = env().await else { return };
+    let bad = define(
+        &env,
+        &xml(
+            &env,
+            "netbad",
+            "<interface type='ethernet'><target dev='lxvtc5e'/></interface>\
+             <interface type='bridge'><source bridge='lxvtnobr5'/><target dev='lxvtc5b'/></interface>",
+        ),
+    )
+    .await;
+    let err = bad.start().await.unwrap_err().to_string();
+    assert!(
+        err.contains("domain 'netbad'")
+            && err.contains("<interface type='bridge'> #2 (bridge 'lxvtnobr5')")
+            && err
+                .contains("bridge 'lxvtnobr5' does not exist; create it or change <source bridge>"),
+        "{err}"
+    );
+    assert_eq!(bad.state().await.unwrap(), "shutoff");
+    assert!(
+        !host_link_exists("lxvtc5e"),
+        "the first interface was undone"
+    );
+    assert!(!host_link_exists("lxvtc5b"));
+
+    let network = define(
+        &env,
+        &xml(
+            &env,
+            "netvirt",
+            "<interface type='network'><source network='default'/></interface>",
+        ),
+    )
+    .await;
+    let err = network.start().await.unwrap_err().to_string();
+    assert!(
+        err.contains("NotSupported") && err.contains("virtual networks are not supported yet"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn killing_the_monitor_leaves_no_veth() {
+    let Some(env) = env().await else { return };
+    let victim = define(
+        &env,
+        &xml(
+            &env,
+            "netkill",
+            "<interface type='ethernet'><target dev='lxvtc6'/><ip address='10.251.6.2' prefix='24'/></interface>",
+        ),
+    )
+    .await;
+    victim.start().await.unwrap();
+    assert!(host_link_exists("lxvtc6"));
+    let status =
+        lxvirtd::core::live::LiveStatus::load(&env.run_dir().join("netkill.status")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(status.monitor_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The daemon kills what is left of the container; its network
+    // namespace goes with its last process, and the veth pair with it.
+    eventually("the veth to go with the namespace", || {
+        !host_link_exists("lxvtc6")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fifty_cycles_leave_no_links() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    devices.add("lxvtbr7", &["type", "bridge"]);
+    let cycler = define(
+        &env,
+        &xml(
+            &env,
+            "netcycle",
+            "<interface type='bridge'><source bridge='lxvtbr7'/><ip address='10.251.7.2' prefix='24'/></interface>\
+             <interface type='ethernet'><target dev='lxvtc7e'/><ip address='10.251.8.2' prefix='24'/></interface>",
+        ),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        cycler.start().await.unwrap();
+        let ports = bridge_ports("lxvtbr7");
+        assert_eq!(ports.len(), 1, "{ports:?}");
+        seen.extend(ports);
+        assert!(host_link_exists("lxvtc7e"));
+        cycler.destroy().await.unwrap();
+        assert_eq!(bridge_ports("lxvtbr7"), Vec::<String>::new());
+        assert!(!host_link_exists("lxvtc7e"));
+    }
+    let left: Vec<&String> = seen.iter().filter(|n| host_link_exists(n)).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
