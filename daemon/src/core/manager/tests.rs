@@ -79,6 +79,11 @@ impl TestDriver {
         tx
     }
 
+    /// How many starts the driver was asked for.
+    fn starts(&self) -> usize {
+        self.log().iter().filter(|l| l.starts_with("start")).count()
+    }
+
     fn init_pid(&self, name: &str) -> Option<i32> {
         self.world().running.get(name).map(|i| i.init_pid)
     }
@@ -523,13 +528,7 @@ async fn destroy_wins_over_a_reboot_in_flight() {
     h.handle.destroy(uuid).await.unwrap();
     reboot.await.unwrap().unwrap();
     assert_eq!(h.state(uuid).await, (State::Shutoff, Reason::Destroyed));
-    let starts = h
-        .driver
-        .log()
-        .iter()
-        .filter(|l| l.starts_with("start"))
-        .count();
-    assert_eq!(starts, 1);
+    assert_eq!(h.driver.starts(), 1);
 }
 
 #[tokio::test]
@@ -739,13 +738,7 @@ async fn an_unreadable_exit_takes_no_action() {
     // restart action applies and nothing claims it crashed.
     h.driver.end("web", Exit::Unknown);
     assert_eq!(h.wait_state(uuid, State::Shutoff).await, Reason::Unknown);
-    let starts = h
-        .driver
-        .log()
-        .iter()
-        .filter(|l| l.starts_with("start"))
-        .count();
-    assert_eq!(starts, 1);
+    assert_eq!(h.driver.starts(), 1);
 }
 
 #[tokio::test]
