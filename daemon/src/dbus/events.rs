@@ -74,6 +74,8 @@ impl Adapter {
                 emit_lifecycle(&self.connection, &path, lifecycle).await?;
                 server.remove::<DomainObject, _>(&path).await?;
             }
+            // Networks are not exported on the bus yet.
+            EventKind::NetworkChanged { .. } | EventKind::NetworkRemoved { .. } => {}
         }
         Ok(())
     }
