@@ -251,7 +251,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         id_ranges,
         events_tx,
     );
-    let initial = manager.summaries();
+    let initial = dbus::Initial {
+        domains: manager.summaries(),
+        networks: manager.network_summaries(),
+    };
     let security = manager.security_report().clone();
     match &security.selinux {
         HostSelinux::Ready => tracing::info!(
@@ -264,7 +267,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         HostSelinux::Unusable(_) => {}
     }
-    tracing::info!(domains = initial.len(), "loaded domain definitions");
+    tracing::info!(
+        domains = initial.domains.len(),
+        networks = initial.networks.len(),
+        "loaded definitions"
+    );
     let (handle, manager_task) = manager.spawn();
 
     let connection = connect(&config.bus).await?;
