@@ -325,6 +325,27 @@ async fn networks_may_be_read_by_anyone_and_changed_by_admins_only() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(stderr.contains(what), "{args:?}: {stderr}");
         }
+        // The same through the CLI: reading works, changing is exit 6.
+        let address = format!("--connect={}", bus.address);
+        let lxvirt = binary("lxvirt");
+        for args in [&["net-list", "--all"][..], &["net-dumpxml", "lan"][..]] {
+            let out = as_nobody(&lxvirt, &[&[address.as_str()][..], args].concat()).unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains("lan"));
+        }
+        for args in [&["net-undefine", "lan"][..], &["net-autostart", "lan"][..]] {
+            let out = as_nobody(&lxvirt, &[&[address.as_str()][..], args].concat()).unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(6),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         assert!(root.path().join("etc/networks/lan.xml").exists());
         assert!(!root.path().join("etc/networks/autostart/lan").exists());
     }
