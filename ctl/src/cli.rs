@@ -174,6 +174,8 @@ pub enum Command {
     },
     /// Print what this host supports (XML).
     Capabilities,
+    #[command(flatten)]
+    Net(NetCommand),
     /// Manage images: the root filesystems domains start from.
     Image {
         #[command(subcommand)]
@@ -189,4 +191,37 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Man,
+}
+
+/// Virtual networks (defined only: they cannot be started yet).
+#[derive(Debug, Subcommand)]
+pub enum NetCommand {
+    /// Define (or update) a network from an XML file ('-' reads stdin).
+    #[command(name = "net-define")]
+    Define { file: PathBuf },
+    /// Remove a network's definition.
+    #[command(name = "net-undefine")]
+    Undefine { network: String },
+    /// List networks (active ones; --all for every defined network).
+    #[command(name = "net-list")]
+    List {
+        /// Include inactive networks (for now, every network).
+        #[arg(long, short = 'a')]
+        all: bool,
+    },
+    /// Show a network's identity, state and bridge.
+    #[command(name = "net-info")]
+    Info { network: String },
+    /// Print a network's XML.
+    #[command(name = "net-dumpxml")]
+    Dumpxml { network: String },
+    /// Mark a network to start with the host (or unmark it); kept, but
+    /// networks cannot start yet.
+    #[command(name = "net-autostart")]
+    Autostart {
+        network: String,
+        /// Remove the mark.
+        #[arg(long)]
+        disable: bool,
+    },
 }

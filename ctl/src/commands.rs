@@ -45,7 +45,8 @@ impl From<zbus::Error> for Failure {
             zbus::Error::MethodError(name, description, _) => {
                 let message = description.clone().unwrap_or_else(|| name.to_string());
                 let code = match name.as_str() {
-                    "org.lxvirt.lxvirt1.Error.NoSuchDomain" => EXIT_NO_SUCH_DOMAIN,
+                    "org.lxvirt.lxvirt1.Error.NoSuchDomain"
+                    | "org.lxvirt.lxvirt1.Error.NoSuchNetwork" => EXIT_NO_SUCH_DOMAIN,
                     "org.lxvirt.lxvirt1.Error.InvalidXml" => EXIT_INVALID_XML,
                     "org.lxvirt.lxvirt1.Error.AccessDenied"
                     | "org.freedesktop.DBus.Error.AccessDenied" => EXIT_ACCESS_DENIED,
@@ -254,6 +255,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::Capabilities => print!("{}", manager.get_capabilities().await?),
+        Command::Net(command) => {
+            crate::networks::run(&connection, &manager, cli.output, command).await?
+        }
         Command::Image { command } => crate::images::run(&connection, cli.output, command).await?,
         Command::Commit {
             domain: name,
@@ -304,16 +308,28 @@ async fn lookup(
     manager: &ManagerProxy<'_>,
     name_or_uuid: &str,
 ) -> Result<DomainProxy<'static>> {
-    let path = match manager.lookup_by_name(name_or_uuid).await {
-        Ok(path) => path,
-        Err(by_name) => {
-            if uuid::Uuid::parse_str(name_or_uuid).is_err() {
-                return Err(by_name.into());
-            }
-            manager.lookup_by_uuid(name_or_uuid).await?
-        }
-    };
+    let path = by_name_or_uuid(name_or_uuid, manager.lookup_by_name(name_or_uuid), || {
+        manager.lookup_by_uuid(name_or_uuid)
+    })
+    .await?;
     domain(connection, path).await
+}
+
+/// The path `by_name` finds, or, when that fails and `name_or_uuid` is a
+/// uuid, the one `by_uuid` finds.
+pub(crate) async fn by_name_or_uuid<G>(
+    name_or_uuid: &str,
+    by_name: impl Future<Output = zbus::Result<OwnedObjectPath>>,
+    by_uuid: impl FnOnce() -> G,
+) -> Result<OwnedObjectPath>
+where
+    G: Future<Output = zbus::Result<OwnedObjectPath>>,
+{
+    match by_name.await {
+        Ok(path) => Ok(path),
+        Err(_) if uuid::Uuid::parse_str(name_or_uuid).is_ok() => Ok(by_uuid().await?),
+        Err(by_name) => Err(by_name.into()),
+    }
 }
 
 async fn row_of(proxy: &DomainProxy<'_>) -> Result<DomainRow> {
@@ -333,19 +349,29 @@ async fn row_of(proxy: &DomainProxy<'_>) -> Result<DomainRow> {
 
 /// Every domain with its summary, in one round trip (GetManagedObjects).
 async fn list(connection: &zbus::Connection) -> Result<Vec<DomainRow>> {
+    let mut rows = managed(connection, DOMAIN_INTERFACE, row_from_properties).await?;
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+/// Every object with `interface`, made into rows from its properties by
+/// `row`, in one round trip (GetManagedObjects).
+pub(crate) async fn managed<T>(
+    connection: &zbus::Connection,
+    interface: &str,
+    row: impl Fn(&HashMap<String, zbus::OwnedVariant>) -> T,
+) -> Result<Vec<T>> {
     let object_manager = zbus::fdo::ObjectManagerProxy::builder(connection)
         .destination(BUS_NAME)
         .path(MANAGER_PATH)
         .build()
         .await?;
     let objects = object_manager.get_managed_objects().await?;
-    let mut rows: Vec<DomainRow> = objects
+    Ok(objects
         .values()
-        .filter_map(|interfaces| interfaces.get(DOMAIN_INTERFACE))
-        .map(row_from_properties)
-        .collect();
-    rows.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(rows)
+        .filter_map(|interfaces| interfaces.get(interface))
+        .map(row)
+        .collect())
 }
 
 async fn stats_of(proxy: &DomainProxy<'_>) -> Result<std::collections::BTreeMap<String, u64>> {
@@ -437,19 +463,30 @@ async fn enter(
     ))
 }
 
-fn row_from_properties(props: &HashMap<String, zbus::OwnedVariant>) -> DomainRow {
-    let string = |key: &str| {
-        props
+/// The properties of one object, as `GetManagedObjects` returns them.
+pub(crate) struct Props<'a>(pub &'a HashMap<String, zbus::OwnedVariant>);
+
+impl Props<'_> {
+    /// A string property; empty when missing.
+    pub(crate) fn string(&self, key: &str) -> String {
+        self.0
             .get(key)
             .and_then(|v| String::try_from(v.clone()).ok())
             .unwrap_or_default()
-    };
-    let boolean = |key: &str| {
-        props
+    }
+
+    /// A boolean property; false when missing.
+    pub(crate) fn boolean(&self, key: &str) -> bool {
+        self.0
             .get(key)
             .and_then(|v| bool::try_from(v.clone()).ok())
             .unwrap_or_default()
-    };
+    }
+}
+
+fn row_from_properties(props: &HashMap<String, zbus::OwnedVariant>) -> DomainRow {
+    let string = |key: &str| Props(props).string(key);
+    let boolean = |key: &str| Props(props).boolean(key);
     DomainRow {
         name: string("Name"),
         uuid: string("UUID"),
@@ -467,7 +504,7 @@ fn row_from_properties(props: &HashMap<String, zbus::OwnedVariant>) -> DomainRow
     }
 }
 
-fn read_input(file: &Path) -> Result<String> {
+pub(crate) fn read_input(file: &Path) -> Result<String> {
     let mut bytes = Vec::new();
     let read = if file == Path::new("-") {
         std::io::stdin().read_to_end(&mut bytes).map(|_| ())

@@ -61,24 +61,74 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A table of `rows`, each made into cells by `cells`.
+fn table_of<T>(headers: &[&str], rows: &[T], cells: impl Fn(&T) -> Vec<String>) -> String {
+    let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    table(headers, &body)
+}
+
 pub fn list_text(rows: &[DomainRow]) -> String {
-    let body: Vec<Vec<String>> = rows
+    let headers = ["Name", "State", "Type", "Autostart", "Persistent", "Label"];
+    table_of(&headers, rows, |r| {
+        vec![
+            r.name.clone(),
+            r.state.clone(),
+            r.domain_type.clone(),
+            yes_no(r.autostart).to_owned(),
+            yes_no(r.persistent).to_owned(),
+            label_or_dash(&r.security_label),
+        ]
+    })
+}
+
+/// One row of `lxvirt net-list`, and the body of `lxvirt net-info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkRow {
+    pub name: String,
+    pub uuid: String,
+    /// `active` or `inactive`.
+    pub state: String,
+    pub persistent: bool,
+    pub autostart: bool,
+    pub bridge: String,
+}
+
+impl NetworkRow {
+    pub fn is_active(&self) -> bool {
+        self.state == "active"
+    }
+}
+
+pub fn net_list_text(rows: &[NetworkRow]) -> String {
+    let headers = ["Name", "State", "Autostart", "Persistent", "Bridge"];
+    table_of(&headers, rows, |r| {
+        vec![
+            r.name.clone(),
+            r.state.clone(),
+            yes_no(r.autostart).to_owned(),
+            yes_no(r.persistent).to_owned(),
+            r.bridge.clone(),
+        ]
+    })
+}
+
+pub fn net_info_text(row: &NetworkRow) -> String {
+    fields_text(&[
+        ("Name", row.name.clone()),
+        ("UUID", row.uuid.clone()),
+        ("Active", yes_no(row.is_active()).to_owned()),
+        ("Persistent", yes_no(row.persistent).to_owned()),
+        ("Autostart", yes_no(row.autostart).to_owned()),
+        ("Bridge", row.bridge.clone()),
+    ])
+}
+
+/// `Key:` and value lines, the values aligned.
+fn fields_text(fields: &[(&str, String)]) -> String {
+    fields
         .iter()
-        .map(|r| {
-            vec![
-                r.name.clone(),
-                r.state.clone(),
-                r.domain_type.clone(),
-                yes_no(r.autostart).to_owned(),
-                yes_no(r.persistent).to_owned(),
-                label_or_dash(&r.security_label),
-            ]
-        })
-        .collect();
-    table(
-        &["Name", "State", "Type", "Autostart", "Persistent", "Label"],
-        &body,
-    )
+        .map(|(k, v)| format!("{:<16}{v}\n", format!("{k}:")))
+        .collect()
 }
 
 fn label_or_dash(label: &str) -> String {
@@ -154,10 +204,7 @@ pub fn info_text(info: &DomainInfo) -> String {
     if let Some(pids) = info.stats.get("pids.current") {
         fields.push(("Processes", pids.to_string()));
     }
-    fields
-        .iter()
-        .map(|(k, v)| format!("{:<16}{v}\n", format!("{k}:")))
-        .collect()
+    fields_text(&fields)
 }
 
 #[cfg(test)]
@@ -224,6 +271,25 @@ mod tests {
         info.row.user_namespace = "host".into();
         info.row.host_ids = None;
         assert!(info_text(&info).contains("User namespace: host (root inside is host root)\n"));
+    }
+
+    #[test]
+    fn networks_list_and_info() {
+        let row = NetworkRow {
+            name: "lan".into(),
+            uuid: "u".into(),
+            state: "inactive".into(),
+            persistent: true,
+            autostart: false,
+            bridge: "virbr0".into(),
+        };
+        assert_eq!(
+            net_list_text(std::slice::from_ref(&row)),
+            " Name  State     Autostart  Persistent  Bridge\n lan   inactive  no         yes         virbr0\n"
+        );
+        let info = net_info_text(&row);
+        assert!(info.contains("Active:         no\n"), "{info}");
+        assert!(info.contains("Bridge:         virbr0\n"), "{info}");
     }
 
     #[test]

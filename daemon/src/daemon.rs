@@ -14,8 +14,8 @@ use crate::cgroup::Cgroups;
 use crate::core::store::{Store, StoreError};
 use crate::core::{ImageStore, Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
-use crate::domain::DomainType;
 use crate::domain::UsernsMode;
+use crate::domain::{DomainType, NetworkDef};
 use crate::driver::Drivers;
 use crate::error_chain::error_chain;
 use crate::host::{HostCapabilities, HostPaths};
@@ -106,7 +106,7 @@ pub enum DaemonError {
         "another lxvirtd is running with run directory {run_dir} (lock {path} is held); stop it or pass another --run-dir"
     )]
     AlreadyRunning { run_dir: PathBuf, path: PathBuf },
-    #[error("cannot open the domain store")]
+    #[error("cannot open the definition store")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Userns(#[from] UsernsError),
@@ -183,6 +183,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for problem in &loaded.problems {
         tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a domain definition");
     }
+    let network_store = Store::<NetworkDef>::open(&config.config_dir)?;
+    let networks = network_store.load()?;
+    for problem in &networks.problems {
+        tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a network definition");
+    }
     // Under SELinux the thin backend's own mounts of volumes get the base
     // container file label, which the daemon's domain may write.
     let mut dm = config.dm.clone();
@@ -239,13 +244,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let manager = Manager::new(
         store,
         loaded,
+        (network_store, networks),
         manager_config,
         drivers,
         security,
         id_ranges,
         events_tx,
     );
-    let initial = manager.summaries();
+    let initial = dbus::Initial {
+        domains: manager.summaries(),
+        networks: manager.network_summaries(),
+    };
     let security = manager.security_report().clone();
     match &security.selinux {
         HostSelinux::Ready => tracing::info!(
@@ -258,7 +267,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         HostSelinux::Unusable(_) => {}
     }
-    tracing::info!(domains = initial.len(), "loaded domain definitions");
+    tracing::info!(
+        domains = initial.domains.len(),
+        networks = initial.networks.len(),
+        "loaded definitions"
+    );
     let (handle, manager_task) = manager.spawn();
 
     let connection = connect(&config.bus).await?;

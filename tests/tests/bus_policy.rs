@@ -223,3 +223,130 @@ async fn images_may_be_listed_by_anyone_and_changed_by_admins_only() {
         }
     }
 }
+
+#[tokio::test]
+async fn networks_may_be_read_by_anyone_and_changed_by_admins_only() {
+    const LAN: &str = "<network><name>lan</name></network>";
+    for (bus, denied) in [
+        (TestBus::start().unwrap(), ["denied"; 3]),
+        (
+            TestBus::start_open().unwrap(),
+            [
+                "uid 65534 may not define networks",
+                "uid 65534 may not undefine networks",
+                // busctl prints the error name of a refused Set only.
+                "Access denied",
+            ],
+        ),
+    ] {
+        let root = shared_tempdir().unwrap();
+        let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+        let manager = |member: &str, args: &[&str]| {
+            let mut all = vec![
+                "call",
+                "org.lxvirt.lxvirt1",
+                "/org/lxvirt/lxvirt1",
+                "org.lxvirt.lxvirt1.Manager",
+                member,
+            ];
+            all.extend_from_slice(args);
+            busctl(&bus.address, &all)
+        };
+        // Root defines.
+        let out = std::process::Command::new("busctl")
+            .args(manager("NetworkDefineXML", &["s", LAN]))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let path = stdout.trim().trim_start_matches("o ").trim_matches('"');
+        let nobody = |args: Vec<String>| {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            as_nobody(std::path::Path::new("/usr/bin/busctl"), &refs).unwrap()
+        };
+        let network = |member: &str, args: &[&str]| {
+            let mut all = vec![
+                "call",
+                "org.lxvirt.lxvirt1",
+                path,
+                "org.lxvirt.lxvirt1.Network",
+                member,
+            ];
+            all.extend_from_slice(args);
+            busctl(&bus.address, &all)
+        };
+        // Nobody lists, looks up and reads.
+        for args in [
+            manager("ListNetworks", &[]),
+            manager("NetworkLookupByName", &["s", "lan"]),
+            network("GetXML", &["u", "0"]),
+            busctl(
+                &bus.address,
+                &[
+                    "get-property",
+                    "org.lxvirt.lxvirt1",
+                    path,
+                    "org.lxvirt.lxvirt1.Network",
+                    "Bridge",
+                ],
+            ),
+        ] {
+            let out = nobody(args.clone());
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Nobody cannot define, undefine or mark for autostart.
+        let set_autostart = busctl(
+            &bus.address,
+            &[
+                "set-property",
+                "org.lxvirt.lxvirt1",
+                path,
+                "org.lxvirt.lxvirt1.Network",
+                "Autostart",
+                "b",
+                "true",
+            ],
+        );
+        for (args, what) in [
+            (manager("NetworkDefineXML", &["s", LAN]), denied[0]),
+            (network("Undefine", &[]), denied[1]),
+            (set_autostart, denied[2]),
+        ] {
+            let out = nobody(args.clone());
+            assert!(!out.status.success(), "{args:?} allowed");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(what), "{args:?}: {stderr}");
+        }
+        // The same through the CLI: reading works, changing is exit 6.
+        let address = format!("--connect={}", bus.address);
+        let lxvirt = binary("lxvirt");
+        for args in [&["net-list", "--all"][..], &["net-dumpxml", "lan"][..]] {
+            let out = as_nobody(&lxvirt, &[&[address.as_str()][..], args].concat()).unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains("lan"));
+        }
+        for args in [&["net-undefine", "lan"][..], &["net-autostart", "lan"][..]] {
+            let out = as_nobody(&lxvirt, &[&[address.as_str()][..], args].concat()).unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(6),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(root.path().join("etc/networks/lan.xml").exists());
+        assert!(!root.path().join("etc/networks/autostart/lan").exists());
+    }
+}

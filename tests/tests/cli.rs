@@ -223,6 +223,125 @@ fn validate_tells_networks_from_domains() {
     );
 }
 
+#[tokio::test]
+async fn net_define_list_info_dumpxml_autostart_undefine() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let a = bus.address.as_str();
+    let files = network_example_files();
+    assert!(files.len() >= 2, "network examples missing: {files:?}");
+    for file in &files {
+        let out = lxvirt(a, &["net-define", file.to_str().unwrap()]).unwrap();
+        assert!(out.status.success(), "{}: {:?}", file.display(), text(&out));
+        assert!(text(&out).0.starts_with("Network '"), "{:?}", text(&out));
+    }
+    // Networks cannot start yet: every one is inactive, so only --all
+    // lists them.
+    let (stdout, _) = text(&lxvirt(a, &["net-list"]).unwrap());
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let (stdout, _) = text(&lxvirt(a, &["net-list", "--all"]).unwrap());
+    let header = stdout.lines().next().unwrap();
+    for column in ["Name", "State", "Autostart", "Persistent", "Bridge"] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert_eq!(stdout.lines().count(), files.len() + 1, "{stdout}");
+    assert!(stdout.contains("inactive"), "{stdout}");
+    // Networks are not domains.
+    let (stdout, _) = text(&lxvirt(a, &["list", "--all"]).unwrap());
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+
+    let out = lxvirt(a, &["-o", "json", "net-list", "--all"]).unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), files.len());
+    let name = rows[0]["name"].as_str().unwrap().to_owned();
+    assert_eq!(rows[0]["state"], "inactive");
+
+    let out = lxvirt(a, &["-o", "json", "net-info", &name]).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["name"], name.as_str());
+    assert!(!info["bridge"].as_str().unwrap().is_empty());
+    // By uuid too.
+    let uuid = info["uuid"].as_str().unwrap().to_owned();
+    let (stdout, _) = text(&lxvirt(a, &["net-info", &uuid]).unwrap());
+    assert!(
+        stdout.contains(&format!("Name:           {name}\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Active:         no\n"), "{stdout}");
+
+    // define → dumpxml → define is a fixed point.
+    let out = lxvirt(a, &["net-dumpxml", &name]).unwrap();
+    let dumped = root.path().join("net.xml");
+    fs::write(&dumped, &out.stdout).unwrap();
+    let out = lxvirt(a, &["net-define", dumped.to_str().unwrap()]).unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        lxvirt(a, &["net-dumpxml", &name]).unwrap().stdout,
+        fs::read(&dumped).unwrap()
+    );
+
+    let out = lxvirt(a, &["net-autostart", &name]).unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        root.path()
+            .join(format!("etc/networks/autostart/{name}"))
+            .exists()
+    );
+    let out = lxvirt(a, &["-o", "json", "net-info", &name]).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["autostart"], true);
+    let out = lxvirt(a, &["net-autostart", "--disable", &name]).unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        !root
+            .path()
+            .join(format!("etc/networks/autostart/{name}"))
+            .exists()
+    );
+
+    // The same file again under another name clashes on bridge or subnet.
+    let clash = fs::read_to_string(&dumped)
+        .unwrap()
+        .replace(&format!("<name>{name}</name>"), "<name>clash</name>")
+        .replace(&format!("<uuid>{uuid}</uuid>"), "");
+    let clash_file = root.path().join("clash.xml");
+    fs::write(&clash_file, clash).unwrap();
+    let out = lxvirt(a, &["net-define", clash_file.to_str().unwrap()]).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("'clash'") && stderr.contains(&format!("'{name}'")),
+        "{stderr}"
+    );
+
+    // Exit codes as for domains: 4 bad XML, 5 no such network.
+    let bad = root.path().join("bad.xml");
+    fs::write(&bad, "<network><name>x</nam").unwrap();
+    let out = lxvirt(a, &["net-define", bad.to_str().unwrap()]).unwrap();
+    assert_eq!(out.status.code(), Some(4), "{:?}", text(&out));
+    for args in [
+        &["net-info", "nope"][..],
+        &["net-dumpxml", "nope"][..],
+        &["net-undefine", "nope"][..],
+        &["net-autostart", "nope"][..],
+    ] {
+        let out = lxvirt(a, args).unwrap();
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {:?}", text(&out));
+        assert!(text(&out).1.contains("net-list"), "{:?}", text(&out));
+    }
+
+    let out = lxvirt(a, &["net-undefine", &name]).unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        text(&out).0,
+        format!("Network '{name}' has been undefined\n")
+    );
+    let (stdout, _) = text(&lxvirt(a, &["net-list", "--all"]).unwrap());
+    assert_eq!(stdout.lines().count(), files.len(), "{stdout}");
+}
+
 #[test]
 fn unreachable_bus_is_exit_3_with_advice() {
     let out = lxvirt("unix:path=/nonexistent/bus", &["list"]).unwrap();
@@ -235,7 +354,9 @@ fn completions_and_man_page_are_generated() {
     let out = lxvirt("unix:path=/nonexistent", &["completions", "bash"]).unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("dumpxml"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("net-define"));
     let out = lxvirt("unix:path=/nonexistent", &["man"]).unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH lxvirt"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("net\\-list"));
 }

@@ -8,8 +8,10 @@ use std::fs;
 
 use futures_util::StreamExt;
 use lxvirt_tests::{TestBus, TestDaemon, example_files, shared_tempdir};
-use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
-use lxvirtd::dbus::{DOMAIN_INTERFACE, IMAGES_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH};
+use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy, NetworkProxy};
+use lxvirtd::dbus::{
+    DOMAIN_INTERFACE, IMAGES_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, NETWORK_INTERFACE,
+};
 
 const APP: &str = "<domain type='lxc'><name>app</name><memory unit='MiB'>64</memory>\
     <os><type>exe</type><init>/bin/sh</init></os><devices><console type='pty'/></devices></domain>";
@@ -20,6 +22,79 @@ fn error_name(error: &zbus::Error) -> String {
         zbus::Error::FDO(e) => format!("fdo:{e}"),
         other => format!("other:{other}"),
     }
+}
+
+/// Setting `Autostart` of a domain or network proxy emits one change.
+macro_rules! autostart_is_announced {
+    ($proxy:expr) => {
+        let mut autostart = $proxy.receive_autostart_changed().await;
+        let _ = autostart.next().await; // the current value
+        $proxy.set_autostart(true).await.unwrap();
+        let changed = autostart.next().await.unwrap();
+        assert!(changed.get().await.unwrap());
+    };
+}
+
+/// The next `Lifecycle` signal on a stream of a domain or network proxy.
+macro_rules! next_lifecycle {
+    ($stream:expr, $event:expr, $detail:expr) => {
+        let signal = $stream.next().await.unwrap();
+        let args = signal.args().unwrap();
+        assert_eq!((*args.event(), *args.detail()), ($event, $detail));
+    };
+}
+
+/// The ObjectManager and its signals, watched from before a test's first
+/// change.
+struct Announcements<'a> {
+    proxy: zbus::fdo::ObjectManagerProxy<'a>,
+    added: zbus::fdo::InterfacesAddedStream,
+    removed: zbus::fdo::InterfacesRemovedStream,
+}
+
+impl Announcements<'_> {
+    async fn new(connection: &zbus::Connection) -> Self {
+        let proxy = zbus::fdo::ObjectManagerProxy::builder(connection)
+            .destination(lxvirtd::dbus::BUS_NAME)
+            .path(MANAGER_PATH)
+            .build()
+            .await
+            .unwrap();
+        let added = proxy.receive_interfaces_added().await.unwrap();
+        let removed = proxy.receive_interfaces_removed().await.unwrap();
+        Announcements {
+            proxy,
+            added,
+            removed,
+        }
+    }
+
+    /// The next object announced is `path`, with `interface`.
+    async fn added(&mut self, path: &zbus::OwnedObjectPath, interface: &str) {
+        let signal = self.added.next().await.unwrap();
+        let args = signal.args().unwrap();
+        assert_eq!(args.object_path().as_str(), path.as_str());
+        assert!(args.interfaces_and_properties().contains_key(interface));
+    }
+
+    /// The next object removed is `path`.
+    async fn removed(&mut self, path: &zbus::OwnedObjectPath) {
+        let signal = self.removed.next().await.unwrap();
+        assert_eq!(signal.args().unwrap().object_path().as_str(), path.as_str());
+    }
+}
+
+const LAN: &str = "<network><name>lan</name><ip address='192.168.150.1' prefix='24'/></network>";
+
+async fn network<'a>(
+    connection: &zbus::Connection,
+    path: zbus::OwnedObjectPath,
+) -> NetworkProxy<'a> {
+    NetworkProxy::builder(connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap()
 }
 
 async fn domain<'a>(connection: &zbus::Connection, path: zbus::OwnedObjectPath) -> DomainProxy<'a> {
@@ -175,39 +250,20 @@ async fn signals_announce_domains_and_changes() {
     let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
     let connection = bus.connect().await.unwrap();
     let manager = ManagerProxy::new(&connection).await.unwrap();
-    let object_manager = zbus::fdo::ObjectManagerProxy::builder(&connection)
-        .destination(lxvirtd::dbus::BUS_NAME)
-        .path(MANAGER_PATH)
-        .build()
-        .await
-        .unwrap();
-    let mut added = object_manager.receive_interfaces_added().await.unwrap();
-    let mut removed = object_manager.receive_interfaces_removed().await.unwrap();
+    let mut announced = Announcements::new(&connection).await;
 
     let path = manager.define_xml(APP).await.unwrap();
-    let signal = added.next().await.unwrap();
-    let args = signal.args().unwrap();
-    assert_eq!(args.object_path().as_str(), path.as_str());
-    assert!(
-        args.interfaces_and_properties()
-            .contains_key(DOMAIN_INTERFACE)
-    );
+    announced.added(&path, DOMAIN_INTERFACE).await;
 
     let app = domain(&connection, path.clone()).await;
     let mut lifecycle = app.receive_lifecycle().await.unwrap();
-    let mut autostart = app.receive_autostart_changed().await;
-    let _ = autostart.next().await; // the current value
-    app.set_autostart(true).await.unwrap();
-    let changed = autostart.next().await.unwrap();
-    assert!(changed.get().await.unwrap());
+    autostart_is_announced!(app);
 
     manager.define_xml(APP).await.unwrap();
-    let event = lifecycle.next().await.unwrap();
-    let args = event.args().unwrap();
-    assert_eq!((args.event(), args.detail()), (&"defined", &"updated"));
+    next_lifecycle!(lifecycle, "defined", "updated");
 
     // GetManagedObjects returns every domain with its properties in one call.
-    let objects = object_manager.get_managed_objects().await.unwrap();
+    let objects = announced.proxy.get_managed_objects().await.unwrap();
     let props: &HashMap<String, zbus::OwnedVariant> = &objects[&path][DOMAIN_INTERFACE];
     assert_eq!(String::try_from(props["Name"].clone()).unwrap(), "app");
     assert!(
@@ -217,8 +273,7 @@ async fn signals_announce_domains_and_changes() {
     );
 
     app.undefine(0).await.unwrap();
-    let signal = removed.next().await.unwrap();
-    assert_eq!(signal.args().unwrap().object_path().as_str(), path.as_str());
+    announced.removed(&path).await;
 }
 
 #[tokio::test]
@@ -229,6 +284,7 @@ async fn introspection_matches_the_committed_contract() {
     let connection = bus.connect().await.unwrap();
     let manager = ManagerProxy::new(&connection).await.unwrap();
     let path = manager.define_xml(APP).await.unwrap();
+    let network = manager.network_define_xml(LAN).await.unwrap();
 
     let committed = lxvirt_tests::interfaces_of(lxvirtd::dbus::INTROSPECTION_XML);
     let mut live = lxvirt_tests::interfaces_of(
@@ -236,12 +292,19 @@ async fn introspection_matches_the_committed_contract() {
             .await
             .unwrap(),
     );
-    live.extend(lxvirt_tests::interfaces_of(
-        &lxvirt_tests::introspect(&connection, path.as_str())
-            .await
-            .unwrap(),
-    ));
-    for name in [MANAGER_INTERFACE, IMAGES_INTERFACE, DOMAIN_INTERFACE] {
+    for object in [&path, &network] {
+        live.extend(lxvirt_tests::interfaces_of(
+            &lxvirt_tests::introspect(&connection, object.as_str())
+                .await
+                .unwrap(),
+        ));
+    }
+    for name in [
+        MANAGER_INTERFACE,
+        IMAGES_INTERFACE,
+        DOMAIN_INTERFACE,
+        NETWORK_INTERFACE,
+    ] {
         assert_eq!(
             live.get(name),
             committed.get(name),
@@ -249,4 +312,146 @@ async fn introspection_matches_the_committed_contract() {
         );
     }
     assert!(live.contains_key("org.freedesktop.DBus.ObjectManager"));
+}
+
+#[tokio::test]
+async fn networks_define_list_lookup_getxml_undefine() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+
+    let path = manager.network_define_xml(LAN).await.unwrap();
+    assert!(path.as_str().starts_with("/org/lxvirt/lxvirt1/network/_"));
+    let lan = network(&connection, path.clone()).await;
+    assert_eq!(lan.name().await.unwrap(), "lan");
+    assert!(!lan.active().await.unwrap());
+    assert!(lan.persistent().await.unwrap());
+    assert!(!lan.autostart().await.unwrap());
+    assert_eq!(lan.bridge().await.unwrap(), "virbr0");
+    let uuid = lan.uuid().await.unwrap();
+    assert_eq!(manager.network_lookup_by_name("lan").await.unwrap(), path);
+    assert_eq!(manager.network_lookup_by_uuid(&uuid).await.unwrap(), path);
+    assert_eq!(manager.list_networks().await.unwrap(), vec![path.clone()]);
+    // Networks are not domains.
+    assert!(manager.list_domains().await.unwrap().is_empty());
+
+    let xml = lan.get_xml(0).await.unwrap();
+    let stored = fs::read_to_string(root.path().join("etc/networks/lan.xml")).unwrap();
+    assert_eq!(xml, stored);
+    assert!(xml.contains("name='virbr0'"), "{xml}");
+    // Defining the dump again, or the document without <uuid>, updates it.
+    assert_eq!(manager.network_define_xml(&xml).await.unwrap(), path);
+    assert_eq!(manager.network_define_xml(LAN).await.unwrap(), path);
+    assert_eq!(lan.get_xml(0).await.unwrap(), xml);
+
+    lan.set_autostart(true).await.unwrap();
+    assert!(lan.autostart().await.unwrap());
+    assert!(root.path().join("etc/networks/autostart/lan").exists());
+
+    lan.undefine().await.unwrap();
+    assert!(manager.list_networks().await.unwrap().is_empty());
+    assert!(!root.path().join("etc/networks/lan.xml").exists());
+    assert!(!root.path().join("etc/networks/autostart/lan").exists());
+    let err = manager.network_lookup_by_name("lan").await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchNetwork");
+}
+
+#[tokio::test]
+async fn network_errors_are_typed() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+
+    let err = manager
+        .network_define_xml("<network><name>x</nam")
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidXml");
+    let err = manager.network_lookup_by_name("nope").await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchNetwork");
+    assert!(err.to_string().contains("'nope'"), "{err}");
+    let err = manager
+        .network_lookup_by_uuid("not-a-uuid")
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidArgument");
+    // A domain's uuid is not a network's.
+    let app = manager.define_xml(APP).await.unwrap();
+    let app_uuid = domain(&connection, app).await.uuid().await.unwrap();
+    let err = manager.network_lookup_by_uuid(&app_uuid).await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchNetwork");
+
+    let lan = manager.network_define_xml(LAN).await.unwrap();
+    // Overlapping subnets and a taken bridge name both networks.
+    let err = manager
+        .network_define_xml(
+            "<network><name>dmz</name><ip address='192.168.150.129' prefix='25'/></network>",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.AlreadyExists");
+    let message = err.to_string();
+    assert!(
+        message.contains("'dmz'") && message.contains("'lan'"),
+        "{message}"
+    );
+    let err = manager
+        .network_define_xml("<network><name>dmz</name><bridge name='virbr0'/></network>")
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.AlreadyExists");
+    assert!(err.to_string().contains("virbr0"), "{err}");
+
+    let lan = network(&connection, lan).await;
+    let err = lan.get_xml(0x80).await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidArgument");
+    assert_eq!(manager.list_networks().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn signals_announce_networks_and_changes() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let mut announced = Announcements::new(&connection).await;
+
+    let path = manager.network_define_xml(LAN).await.unwrap();
+    announced.added(&path, NETWORK_INTERFACE).await;
+
+    let lan = network(&connection, path.clone()).await;
+    let mut lifecycle = lan.receive_lifecycle().await.unwrap();
+    autostart_is_announced!(lan);
+
+    manager.network_define_xml(LAN).await.unwrap();
+    next_lifecycle!(lifecycle, "defined", "updated");
+
+    let objects = announced.proxy.get_managed_objects().await.unwrap();
+    let props: &HashMap<String, zbus::OwnedVariant> = &objects[&path][NETWORK_INTERFACE];
+    assert_eq!(String::try_from(props["Bridge"].clone()).unwrap(), "virbr0");
+    assert!(bool::try_from(props["Autostart"].clone()).unwrap());
+
+    lan.undefine().await.unwrap();
+    next_lifecycle!(lifecycle, "undefined", "removed");
+    announced.removed(&path).await;
+}
+
+#[tokio::test]
+async fn networks_are_exported_again_after_a_restart() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let mut daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let path = manager.network_define_xml(LAN).await.unwrap();
+    assert!(daemon.stop().unwrap().success());
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    assert_eq!(manager.list_networks().await.unwrap(), vec![path.clone()]);
+    let lan = network(&connection, path).await;
+    assert_eq!(lan.bridge().await.unwrap(), "virbr0");
 }

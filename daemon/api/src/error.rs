@@ -13,9 +13,10 @@ pub enum Error {
     ZBus(zbus::Error),
     /// No domain has the given name, uuid or object path.
     NoSuchDomain(String),
-    /// The document is not valid domain XML.
+    /// The document is not valid domain (or network) XML.
     InvalidXml(String),
-    /// The name or uuid is taken, or the name's file is unreadable.
+    /// The name or uuid is taken, or the name's file is unreadable; for a
+    /// network also its bridge name or a subnet another network has.
     AlreadyExists(String),
     /// The operation is not allowed in the domain's state.
     InvalidState(String),
@@ -37,6 +38,8 @@ pub enum Error {
     NoSuchImage(String),
     /// The image is used by a domain or a child image.
     ImageInUse(String),
+    /// No network has the given name, uuid or object path.
+    NoSuchNetwork(String),
 }
 
 impl From<Error> for zbus::fdo::Error {
@@ -45,7 +48,7 @@ impl From<Error> for zbus::fdo::Error {
         match error {
             Error::ZBus(e) => zbus::fdo::Error::ZBus(e),
             Error::AccessDenied(m) => zbus::fdo::Error::AccessDenied(m),
-            Error::NoSuchDomain(m) => zbus::fdo::Error::UnknownObject(m),
+            Error::NoSuchDomain(m) | Error::NoSuchNetwork(m) => zbus::fdo::Error::UnknownObject(m),
             Error::InvalidArgument(m) | Error::InvalidXml(m) => zbus::fdo::Error::InvalidArgs(m),
             Error::NotSupported(m) => zbus::fdo::Error::NotSupported(m),
             Error::AlreadyExists(m)

@@ -4,7 +4,8 @@
 //! paths, descriptors), and checked against the committed introspection
 //! XML by `tests/proxy_contract.rs`: every method, property and signal of
 //! the contract must have a member here with the same signature, and
-//! every member here must be in the contract.
+//! every member here must be in the contract (the test reads the traits
+//! at the top level and in inline modules).
 
 use zbus::OwnedObjectPath;
 use zbus::proxy;
@@ -24,6 +25,12 @@ pub trait Manager {
     fn get_capabilities(&self) -> zbus::Result<String>;
     #[zbus(name = "CreateXML")]
     fn create_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(name = "NetworkDefineXML")]
+    fn network_define_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
+    fn list_networks(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+    fn network_lookup_by_name(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(name = "NetworkLookupByUUID")]
+    fn network_lookup_by_uuid(&self, uuid: &str) -> zbus::Result<OwnedObjectPath>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
 }
@@ -115,4 +122,38 @@ pub trait Domain {
     fn commit(&self, name: &str, flags: u32) -> zbus::Result<String>;
     #[zbus(signal)]
     fn lifecycle(&self, event: &str, detail: &str) -> zbus::Result<()>;
+}
+
+pub use network::NetworkProxy;
+
+/// The network proxy in a module of its own: its `Lifecycle` signal's
+/// types would clash with the domain's.
+pub mod network {
+    use zbus::proxy;
+
+    #[proxy(
+        interface = "org.lxvirt.lxvirt1.Network",
+        default_service = "org.lxvirt.lxvirt1"
+    )]
+    pub trait Network {
+        #[zbus(property)]
+        fn name(&self) -> zbus::Result<String>;
+        #[zbus(property, name = "UUID")]
+        fn uuid(&self) -> zbus::Result<String>;
+        #[zbus(property)]
+        fn active(&self) -> zbus::Result<bool>;
+        #[zbus(property)]
+        fn persistent(&self) -> zbus::Result<bool>;
+        #[zbus(property)]
+        fn autostart(&self) -> zbus::Result<bool>;
+        #[zbus(property)]
+        fn set_autostart(&self, enabled: bool) -> zbus::Result<()>;
+        #[zbus(property)]
+        fn bridge(&self) -> zbus::Result<String>;
+        #[zbus(name = "GetXML")]
+        fn get_xml(&self, flags: u32) -> zbus::Result<String>;
+        fn undefine(&self) -> zbus::Result<()>;
+        #[zbus(signal)]
+        fn lifecycle(&self, event: &str, detail: &str) -> zbus::Result<()>;
+    }
 }

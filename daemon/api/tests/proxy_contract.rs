@@ -42,8 +42,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use lxvirt_api::proxy::{DomainProxy, ImagesProxy, ManagerProxy};
-use lxvirt_api::{BUS_NAME, INTROSPECTION_XML, MANAGER_PATH, domain_path};
+use lxvirt_api::proxy::{DomainProxy, ImagesProxy, ManagerProxy, NetworkProxy};
+use lxvirt_api::{BUS_NAME, INTROSPECTION_XML, MANAGER_PATH, domain_path, network_path};
 use lxvirt_domain::xml::{self, Element};
 use zbus::connection::Builder;
 use zbus::message::Type as MessageType;
@@ -120,9 +120,17 @@ fn proxy_source() -> Vec<(String, String, Vec<String>)> {
     let source = std::fs::read_to_string(path).unwrap();
     let file = syn::parse_file(&source).unwrap();
     let mut traits = Vec::new();
-    for item in file.items {
-        let syn::Item::Trait(item) = item else {
-            continue;
+    // Top-level items, and those of inline modules (whose signal types
+    // would clash at the top level).
+    let mut items = file.items;
+    while let Some(item) = items.pop() {
+        let item = match item {
+            syn::Item::Trait(item) => item,
+            syn::Item::Mod(module) => {
+                items.extend(module.content.map(|(_, inner)| inner).unwrap_or_default());
+                continue;
+            }
+            _ => continue,
         };
         let mut interface = None;
         for attr in item.attrs.iter().filter(|a| a.path().is_ident("proxy")) {
@@ -501,6 +509,13 @@ async fn proxies_match_the_committed_contract() {
         .build()
         .await
         .unwrap();
+    let net_path = network_path(uuid::Uuid::nil());
+    let network = NetworkProxy::builder(&client)
+        .path(net_path.clone())
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
     // The default path and service of the proxies that have them.
     for proxy in [manager.inner(), images.inner()] {
         assert_eq!(proxy.path().as_str(), MANAGER_PATH);
@@ -516,6 +531,13 @@ async fn proxies_match_the_committed_contract() {
     );
     call!(run, manager.get_capabilities());
     call!(run, manager.version());
+    call!(run, manager.network_define_xml("<network/>"));
+    call!(run, manager.list_networks());
+    call!(run, manager.network_lookup_by_name("lan"));
+    call!(
+        run,
+        manager.network_lookup_by_uuid("00000000-0000-0000-0000-000000000000")
+    );
 
     let null = File::open("/dev/null").unwrap();
     let fd = || Fd::from(null.as_fd());
@@ -557,6 +579,16 @@ async fn proxies_match_the_committed_contract() {
     call!(run, domain.undefine(0));
     call!(run, domain.commit("snapshot", 0));
 
+    call!(run, network.name());
+    call!(run, network.uuid());
+    call!(run, network.active());
+    call!(run, network.persistent());
+    call!(run, network.autostart());
+    call!(run, network.set_autostart(true));
+    call!(run, network.bridge());
+    call!(run, network.get_xml(0));
+    call!(run, network.undefine());
+
     let progress = images.receive_progress().await.unwrap();
     let interface = images.inner().interface().to_string();
     run.signal(
@@ -575,6 +607,19 @@ async fn proxies_match_the_committed_contract() {
         "domain",
         "lifecycle",
         path.as_str(),
+        &interface,
+        "Lifecycle",
+        lifecycle,
+        |s| s.args().map(drop),
+    )
+    .await;
+
+    let lifecycle = network.receive_lifecycle().await.unwrap();
+    let interface = network.inner().interface().to_string();
+    run.signal(
+        "network",
+        "lifecycle",
+        net_path.as_str(),
         &interface,
         "Lifecycle",
         lifecycle,

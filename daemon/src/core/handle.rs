@@ -8,7 +8,9 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::manager::{Command, ManagerHandle};
-use super::types::{CoreError, DomainStats, DomainSummary, Lookup, Seq, UndefineFlags, XmlFlags};
+use super::types::{
+    CoreError, DomainStats, DomainSummary, Lookup, NetworkSummary, Seq, UndefineFlags, XmlFlags,
+};
 
 impl ManagerHandle {
     async fn ask<T>(
@@ -145,5 +147,43 @@ impl ManagerHandle {
             .send(Command::Autostart)
             .await
             .map_err(|_| CoreError::ShuttingDown)
+    }
+
+    /// Defines a network, or updates the one of that name.
+    pub async fn network_define_xml(
+        &self,
+        xml: String,
+    ) -> Result<(NetworkSummary, Seq), CoreError> {
+        self.ask(|reply| Command::NetworkDefine { xml, reply })
+            .await?
+    }
+
+    pub async fn network_undefine(&self, uuid: Uuid) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::NetworkUndefine { uuid, reply })
+            .await?
+    }
+
+    pub async fn network_set_autostart(&self, uuid: Uuid, enabled: bool) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::NetworkSetAutostart {
+            uuid,
+            enabled,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn network_lookup(&self, lookup: Lookup) -> Result<NetworkSummary, CoreError> {
+        self.ask(|reply| Command::NetworkLookup { lookup, reply })
+            .await?
+    }
+
+    /// Every network, by name.
+    pub async fn list_networks(&self) -> Result<Vec<NetworkSummary>, CoreError> {
+        self.ask(|reply| Command::NetworkList { reply }).await
+    }
+
+    pub async fn network_get_xml(&self, uuid: Uuid, flags: XmlFlags) -> Result<String, CoreError> {
+        self.ask(|reply| Command::NetworkGetXml { uuid, flags, reply })
+            .await?
     }
 }

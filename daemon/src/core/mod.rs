@@ -1,4 +1,4 @@
-//! The lifecycle core: the single owner of domain state.
+//! The lifecycle core: the single owner of domain and network state.
 //!
 //! Front ends (the D-Bus adapter, tests) hold a [`ManagerHandle`] and send
 //! commands; the [`Manager`] task applies them one at a time, persists
@@ -18,6 +18,6 @@ pub use images::{ImageStore, StorageUnavailable};
 pub use lifecycle::{InvalidState, Operation, Reason, State};
 pub use manager::{Manager, ManagerConfig, ManagerHandle};
 pub use types::{
-    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, UndefineFlags,
-    XmlFlags,
+    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, NetworkSummary,
+    Seq, UndefineFlags, XmlFlags,
 };

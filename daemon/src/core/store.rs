@@ -1,6 +1,7 @@
 //! The persistent store: definitions and autostart marks under the config
 //! directory, one [`Store`] per kind of document: domains
-//! (`domains/NAME.xml`, `autostart/NAME`), and any other [`Definition`].
+//! (`domains/NAME.xml`, `autostart/NAME`), networks (`networks/NAME.xml`,
+//! `networks/autostart/NAME`), and any other [`Definition`].
 //!
 //! Files are written atomically and never rewritten behind the user's back:
 //! a file that cannot be read at load time is reported and skipped, and its
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::domain::{DomainDef, DomainError};
+use crate::domain::{DomainDef, DomainError, NetworkDef};
 use crate::persist::{self, TEMP_PREFIX};
 
 /// A kind of definition the store keeps: a document with a name and a
@@ -51,6 +52,28 @@ impl Definition for DomainDef {
 
     fn to_xml(&self) -> String {
         DomainDef::to_xml(self)
+    }
+}
+
+impl Definition for NetworkDef {
+    const KIND: &'static str = "network";
+    const DIR: &'static str = "networks";
+    const AUTOSTART_DIR: &'static str = "networks/autostart";
+
+    fn name(&self) -> &str {
+        NetworkDef::name(self)
+    }
+
+    fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, DomainError> {
+        NetworkDef::from_bytes(bytes)
+    }
+
+    fn to_xml(&self) -> String {
+        NetworkDef::to_xml(self)
     }
 }
 
@@ -370,5 +393,60 @@ mod tests {
             assert!(problem.path().exists(), "{problem} deleted");
         }
         assert_eq!(fs::read(domains.join("torn.xml")).unwrap(), torn);
+    }
+
+    fn network(name: &str, uuid: &str) -> NetworkDef {
+        NetworkDef::from_xml(&format!(
+            "<network><name>{name}</name><uuid>{uuid}</uuid><bridge name='br-{name}'/>\
+             <ip address='192.168.150.1' prefix='24'/></network>"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn networks_are_kept_beside_domains() {
+        let dir = tempfile::tempdir().unwrap();
+        let domains: Store = Store::open(dir.path()).unwrap();
+        let networks: Store<NetworkDef> = Store::open(dir.path()).unwrap();
+        domains.save(&def("web", U1)).unwrap();
+        networks.save(&network("lan", U2)).unwrap();
+        networks.set_autostart("lan", true).unwrap();
+        assert!(dir.path().join("networks/lan.xml").exists());
+        assert!(dir.path().join("networks/autostart/lan").exists());
+        // Neither kind sees the other's files (networks/autostart is not a
+        // definition either).
+        assert_eq!(domains.load().unwrap().definitions.len(), 1);
+        let loaded = networks.load().unwrap();
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        assert_eq!(loaded.definitions.len(), 1);
+        assert_eq!(loaded.definitions[0].def, network("lan", U2));
+        assert!(loaded.definitions[0].autostart);
+        networks.remove("lan").unwrap();
+        assert!(networks.load().unwrap().definitions.is_empty());
+        assert!(!dir.path().join("networks/autostart/lan").exists());
+        assert_eq!(domains.load().unwrap().definitions.len(), 1);
+    }
+
+    #[test]
+    fn bad_network_files_are_reported_and_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Store<NetworkDef> = Store::open(dir.path()).unwrap();
+        let networks = dir.path().join("networks");
+        fs::write(networks.join("torn.xml"), b"<network><name>torn</na").unwrap();
+        fs::write(networks.join("other.xml"), network("named", U1).to_xml()).unwrap();
+        let loaded = store.load().unwrap();
+        assert!(loaded.definitions.is_empty());
+        assert_eq!(loaded.problems.len(), 2, "{:?}", loaded.problems);
+        assert!(loaded.blocked.contains_key("torn"));
+        assert!(loaded.blocked.contains_key("other"));
+        let mismatch = loaded
+            .problems
+            .iter()
+            .find(|p| matches!(p, LoadProblem::NameMismatch { .. }))
+            .unwrap();
+        assert!(
+            mismatch.to_string().contains("defines network 'named'"),
+            "{mismatch}"
+        );
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use uuid::Uuid;
 
 use super::lifecycle::{InvalidState, Reason, State};
+#[cfg(doc)]
+use super::store::Definition;
 use super::store::StoreError;
 use crate::domain::{DomainError, DomainType};
 
@@ -38,6 +40,19 @@ pub struct DomainSummary {
     pub user_namespace: &'static str,
     /// The running instance's block of host ids (first, count), mode auto.
     pub host_ids: Option<(u32, u32)>,
+}
+
+/// What clients see of a network without asking for its XML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSummary {
+    pub uuid: Uuid,
+    pub name: String,
+    /// Whether its bridge is up; always false until networks can start.
+    pub active: bool,
+    pub persistent: bool,
+    pub autostart: bool,
+    /// The bridge's name (given, or picked at define time).
+    pub bridge: String,
 }
 
 /// A lifecycle event, as published in the Domain's lifecycle signal.
@@ -90,9 +105,16 @@ pub enum EventKind {
     },
     /// A domain is gone.
     Removed { uuid: Uuid, lifecycle: Lifecycle },
+    /// A network appeared or one of its summary fields changed.
+    NetworkChanged {
+        summary: NetworkSummary,
+        lifecycle: Option<Lifecycle>,
+    },
+    /// A network is gone.
+    NetworkRemoved { uuid: Uuid, lifecycle: Lifecycle },
 }
 
-/// How a client names a domain.
+/// How a client names a domain or a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     Name(String),
@@ -115,16 +137,50 @@ pub use crate::driver::DomainStats;
 pub enum CoreError {
     #[error("no domain {0}; see 'lxvirt list --all'")]
     NoSuchDomain(Lookup),
+    #[error("no network {0}; see 'lxvirt net-list --all'")]
+    NoSuchNetwork(Lookup),
     #[error("invalid domain XML")]
     InvalidXml(#[from] DomainError),
+    #[error("invalid network XML")]
+    InvalidNetworkXml(#[source] DomainError),
+    /// `kind`: domain or network, as in [`Definition::KIND`].
     #[error(
-        "domain '{name}' already exists with uuid {existing}; keep that uuid or choose another name"
+        "{kind} '{name}' already exists with uuid {existing}; keep that uuid or choose another name"
     )]
-    NameTaken { name: String, existing: Uuid },
-    #[error("uuid {uuid} is already used by domain '{other}'; remove <uuid> or choose another one")]
-    UuidTaken { uuid: Uuid, other: String },
-    #[error("domain '{name}': its file {path} could not be loaded; fix or remove that file first")]
-    Blocked { name: String, path: PathBuf },
+    NameTaken {
+        kind: &'static str,
+        name: String,
+        existing: Uuid,
+    },
+    #[error("uuid {uuid} is already used by {kind} '{other}'; remove <uuid> or choose another one")]
+    UuidTaken {
+        kind: &'static str,
+        uuid: Uuid,
+        other: String,
+    },
+    #[error("{kind} '{name}': its file {path} could not be loaded; fix or remove that file first")]
+    Blocked {
+        kind: &'static str,
+        name: String,
+        path: PathBuf,
+    },
+    #[error(
+        "network '{network}': bridge '{bridge}' is already used by network '{other}'; choose another <bridge name=> or remove it to have one picked"
+    )]
+    BridgeTaken {
+        network: String,
+        bridge: String,
+        other: String,
+    },
+    #[error(
+        "network '{network}': subnet {subnet} overlaps {other_subnet} of network '{other}'; choose a subnet that neither network uses"
+    )]
+    SubnetOverlap {
+        network: String,
+        subnet: String,
+        other: String,
+        other_subnet: String,
+    },
     #[error(transparent)]
     InvalidState(#[from] InvalidState),
 
@@ -163,8 +219,9 @@ pub enum CoreError {
     Userns(#[from] crate::security::userns::UsernsError),
     #[error("invalid flags {0:#x}")]
     InvalidFlags(u32),
-    #[error("domain '{name}': cannot save its definition")]
+    #[error("{kind} '{name}': cannot save its definition")]
     Store {
+        kind: &'static str,
         name: String,
         #[source]
         source: StoreError,

@@ -9,54 +9,30 @@ use std::time::Duration;
 
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, interface};
+use zbus::{Connection, OwnedObjectPath, interface};
 use zbus::{OwnedFd as DbusFd, OwnedVariant as OwnedValue, Variant as Value};
-
-use std::sync::{Arc, RwLock};
 
 use uuid::Uuid;
 
-use super::{Shared, error::Error};
+use super::exported::{Changes, Exported, SharedSummary, set_property};
+use super::{DOMAIN_INTERFACE, Shared, domain_path, error::Error};
 use crate::core::{DomainSummary, UndefineFlags, XmlFlags};
 
 /// Grace period of `Shutdown(0)` and `Reboot(0)`, as Docker and Podman use.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
-/// The summary a domain object serves, shared with the event adapter. A
-/// plain lock held only to copy or replace it: the adapter must never
-/// need the object's own (async) lock for writing, which a method call in
-/// progress holds for reading while it waits for the adapter.
-pub(crate) type SharedSummary = Arc<RwLock<DomainSummary>>;
-
 /// A domain's object.
 #[derive(Debug)]
 pub struct DomainObject {
     uuid: Uuid,
-    summary: SharedSummary,
+    summary: SharedSummary<DomainSummary>,
     shared: Shared,
 }
 
 impl DomainObject {
-    pub(crate) fn new(summary: DomainSummary, shared: Shared) -> Self {
-        DomainObject {
-            uuid: summary.uuid,
-            summary: Arc::new(RwLock::new(summary)),
-            shared,
-        }
-    }
-
-    pub(crate) fn shared_summary(&self) -> SharedSummary {
-        Arc::clone(&self.summary)
-    }
-
     /// A copy of the current summary.
     pub(crate) fn summary(&self) -> DomainSummary {
-        // A poisoned lock still holds a complete summary (writers only
-        // assign whole values).
-        match self.summary.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.summary.get()
     }
 
     async fn authorize(
@@ -88,42 +64,65 @@ fn pid_of(summary: &DomainSummary) -> u32 {
         .unwrap_or(0)
 }
 
+impl Exported for DomainObject {
+    type Summary = DomainSummary;
+    const INTERFACE: &'static str = DOMAIN_INTERFACE;
+
+    fn path(uuid: Uuid) -> OwnedObjectPath {
+        domain_path(uuid)
+    }
+
+    fn uuid_of(summary: &DomainSummary) -> Uuid {
+        summary.uuid
+    }
+
+    fn new(summary: DomainSummary, shared: Shared) -> Self {
+        DomainObject {
+            uuid: summary.uuid,
+            summary: SharedSummary::new(summary),
+            shared,
+        }
+    }
+
+    fn shared_summary(&self) -> SharedSummary<DomainSummary> {
+        self.summary.clone()
+    }
+
+    fn changed_properties(
+        old: &DomainSummary,
+        new: &DomainSummary,
+    ) -> Vec<(&'static str, Value<'static>)> {
+        changed_properties(old, new)
+    }
+
+    fn lifecycle<'a>(
+        emitter: &'a SignalEmitter<'a>,
+        event: &'a str,
+        detail: &'a str,
+    ) -> impl std::future::Future<Output = zbus::Result<()>> + Send + 'a {
+        DomainObject::lifecycle(emitter, event, detail)
+    }
+}
+
 /// The properties that differ between two summaries of one domain, by
 /// name, with their new values: one `PropertiesChanged` carries them all.
-pub(crate) fn changed_properties(
+fn changed_properties(
     old: &DomainSummary,
     new: &DomainSummary,
 ) -> Vec<(&'static str, Value<'static>)> {
-    let mut changed: Vec<(&'static str, Value<'static>)> = Vec::new();
-    if old.persistent != new.persistent {
-        changed.push(("Persistent", new.persistent.into()));
-    }
-    if old.autostart != new.autostart {
-        changed.push(("Autostart", new.autostart.into()));
-    }
-    if old.state != new.state {
-        changed.push(("State", new.state.as_str().into()));
-    }
-    if old.reason != new.reason {
-        changed.push(("StateReason", new.reason.as_str().into()));
-    }
-    if old.init_pid != new.init_pid {
-        changed.push(("Pid", pid_of(new).into()));
-    }
-    if old.start_time != new.start_time {
-        changed.push(("StartTime", new.start_time.unwrap_or(0).into()));
-    }
-    if old.security_label != new.security_label {
-        let label = new.security_label.clone().unwrap_or_default();
-        changed.push(("SecurityLabel", label.into()));
-    }
-    if old.user_namespace != new.user_namespace {
-        changed.push(("UserNamespace", new.user_namespace.into()));
-    }
-    if old.host_ids != new.host_ids {
-        changed.push(("HostIds", new.host_ids.unwrap_or((0, 0)).into()));
-    }
-    changed
+    let mut changes = Changes::new(old, new);
+    changes.property("Persistent", |s| s.persistent);
+    changes.property("Autostart", |s| s.autostart);
+    changes.property("State", |s| s.state.as_str());
+    changes.property("StateReason", |s| s.reason.as_str());
+    changes.property("Pid", pid_of);
+    changes.property("StartTime", |s| s.start_time.unwrap_or(0));
+    changes.property("SecurityLabel", |s| {
+        s.security_label.clone().unwrap_or_default()
+    });
+    changes.property("UserNamespace", |s| s.user_namespace);
+    changes.property("HostIds", |s| s.host_ids.unwrap_or((0, 0)));
+    changes.into_vec()
 }
 
 /// `console0` (or empty) is console 0, `consoleN` console N.
@@ -176,22 +175,9 @@ impl DomainObject {
         #[zbus(header)] header: Option<Header<'_>>,
         #[zbus(connection)] connection: &Connection,
     ) -> zbus::fdo::Result<()> {
-        if let Some(header) = &header {
-            self.authorize(connection, header, "change autostart")
-                .await?;
-        }
-        self.shared
-            .handle
-            .set_autostart(self.uuid, enabled)
-            .await
-            .map_err(Error::from)?;
-        // zbus emits PropertiesChanged for a setter; updating this copy now
-        // lets the adapter see no difference and stay quiet. (Waiting for
-        // the adapter here would deadlock: it needs this object mutably.)
-        match self.summary.write() {
-            Ok(mut guard) => guard.autostart = enabled,
-            Err(poisoned) => poisoned.into_inner().autostart = enabled,
-        }
+        let call = self.shared.handle.set_autostart(self.uuid, enabled);
+        set_property(&self.shared, connection, header, "change autostart", call).await?;
+        self.summary.update(|s| s.autostart = enabled);
         Ok(())
     }
 

@@ -43,10 +43,15 @@ impl From<CoreError> for Error {
         let message = error_chain(&error);
         match error {
             CoreError::NoSuchDomain(_) => Error::NoSuchDomain(message),
-            CoreError::InvalidXml(_) => Error::InvalidXml(message),
+            CoreError::NoSuchNetwork(_) => Error::NoSuchNetwork(message),
+            CoreError::InvalidXml(_) | CoreError::InvalidNetworkXml(_) => {
+                Error::InvalidXml(message)
+            }
             CoreError::NameTaken { .. }
             | CoreError::UuidTaken { .. }
-            | CoreError::Blocked { .. } => Error::AlreadyExists(message),
+            | CoreError::Blocked { .. }
+            | CoreError::BridgeTaken { .. }
+            | CoreError::SubnetOverlap { .. } => Error::AlreadyExists(message),
             CoreError::InvalidState(_) | CoreError::NotPersistent(_) | CoreError::Busy { .. } => {
                 Error::InvalidState(message)
             }

@@ -7,9 +7,13 @@ use zbus::Connection;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::domain::{DomainObject, changed_properties};
-use super::{DOMAIN_INTERFACE, Shared, domain_path};
-use crate::core::{DomainSummary, Event, EventKind, Lifecycle, Seq};
+use uuid::Uuid;
+
+use super::Shared;
+use super::domain::DomainObject;
+use super::exported::Exported;
+use super::network::NetworkObject;
+use crate::core::{Event, EventKind, Lifecycle, Seq};
 
 pub(crate) struct Adapter {
     connection: Connection,
@@ -35,46 +39,65 @@ impl Adapter {
             let seq = event.seq;
             if let Err(error) = self.apply(event).await {
                 // The bus connection is failing; clients will notice too.
-                tracing::warn!(%error, seq, "cannot publish a domain event on D-Bus");
+                tracing::warn!(%error, seq, "cannot publish a core event on D-Bus");
             }
             self.published.send_replace(seq);
         }
     }
 
     async fn apply(&self, event: Event) -> zbus::Result<()> {
-        let server = self.connection.object_server();
         match event.kind {
             EventKind::Changed { summary, lifecycle } => {
-                let path = domain_path(summary.uuid);
-                match server.interface::<_, DomainObject>(&path).await {
-                    Ok(iface) => {
-                        let object = iface.get().await;
-                        let shared = object.shared_summary();
-                        let old = {
-                            let mut guard = match shared.write() {
-                                Ok(guard) => guard,
-                                Err(poisoned) => poisoned.into_inner(),
-                            };
-                            std::mem::replace(&mut *guard, summary.clone())
-                        };
-                        emit_changes(iface.signal_emitter(), &old, &summary).await?;
-                    }
-                    Err(_) => {
-                        server
-                            .at(&path, DomainObject::new(summary, self.shared.clone()))
-                            .await?;
-                    }
-                }
-                if let Some(lifecycle) = lifecycle {
-                    emit_lifecycle(&self.connection, &path, lifecycle).await?;
-                }
+                self.changed::<DomainObject>(summary, lifecycle).await
             }
             EventKind::Removed { uuid, lifecycle } => {
-                let path = domain_path(uuid);
-                emit_lifecycle(&self.connection, &path, lifecycle).await?;
-                server.remove::<DomainObject, _>(&path).await?;
+                self.removed::<DomainObject>(uuid, lifecycle).await
+            }
+            EventKind::NetworkChanged { summary, lifecycle } => {
+                self.changed::<NetworkObject>(summary, lifecycle).await
+            }
+            EventKind::NetworkRemoved { uuid, lifecycle } => {
+                self.removed::<NetworkObject>(uuid, lifecycle).await
             }
         }
+    }
+
+    /// Exports the object, or updates its summary and emits one
+    /// `PropertiesChanged`; then the lifecycle signal, if any.
+    async fn changed<O: Exported>(
+        &self,
+        summary: O::Summary,
+        lifecycle: Option<Lifecycle>,
+    ) -> zbus::Result<()> {
+        let server = self.connection.object_server();
+        let path = O::path(O::uuid_of(&summary));
+        match server.interface::<_, O>(&path).await {
+            Ok(iface) => {
+                let shared = iface.get().await.shared_summary();
+                let old = shared.replace(summary.clone());
+                let changed = O::changed_properties(&old, &summary);
+                emit_changes(iface.signal_emitter(), O::INTERFACE, changed).await?;
+            }
+            Err(_) => {
+                server
+                    .at(&path, O::new(summary, self.shared.clone()))
+                    .await?;
+            }
+        }
+        if let Some(lifecycle) = lifecycle {
+            emit_lifecycle::<O>(&self.connection, &path, lifecycle).await?;
+        }
+        Ok(())
+    }
+
+    /// Emits the lifecycle signal, then removes the object.
+    async fn removed<O: Exported>(&self, uuid: Uuid, lifecycle: Lifecycle) -> zbus::Result<()> {
+        let path = O::path(uuid);
+        emit_lifecycle::<O>(&self.connection, &path, lifecycle).await?;
+        self.connection
+            .object_server()
+            .remove::<O, _>(&path)
+            .await?;
         Ok(())
     }
 }
@@ -83,24 +106,23 @@ impl Adapter {
 /// expect of one transition (zbus's per-property helpers send one each).
 async fn emit_changes(
     emitter: &zbus::object_server::SignalEmitter<'static>,
-    old: &DomainSummary,
-    new: &DomainSummary,
+    interface: &'static str,
+    changed: Vec<(&'static str, zbus::Variant<'static>)>,
 ) -> zbus::Result<()> {
-    let changed = changed_properties(old, new);
     if changed.is_empty() {
         return Ok(());
     }
     let changed: HashMap<&str, zbus::Variant<'_>> = changed.into_iter().collect();
-    let interface = zbus::names::InterfaceName::from_static_str_unchecked(DOMAIN_INTERFACE);
+    let interface = zbus::names::InterfaceName::from_static_str_unchecked(interface);
     zbus::fdo::Properties::properties_changed(emitter, interface, changed, Cow::Borrowed(&[])).await
 }
 
-async fn emit_lifecycle(
+async fn emit_lifecycle<O: Exported>(
     connection: &Connection,
     path: &zbus::OwnedObjectPath,
     lifecycle: Lifecycle,
 ) -> zbus::Result<()> {
     let (event, detail) = lifecycle.names();
     let emitter = zbus::object_server::SignalEmitter::new(connection, path.as_ref())?;
-    DomainObject::lifecycle(&emitter, event, detail).await
+    O::lifecycle(&emitter, event, detail).await
 }

@@ -5,7 +5,7 @@ use zbus::OwnedObjectPath;
 use zbus::message::Header;
 use zbus::{Connection, interface};
 
-use super::{Shared, domain_path, error::Error};
+use super::{Shared, domain_path, error::Error, network_path};
 use crate::core::Lookup;
 
 /// The manager object at `/org/lxvirt/lxvirt1`.
@@ -34,12 +34,10 @@ impl ManagerObject {
         #[zbus(connection)] connection: &Connection,
         xml: String,
     ) -> Result<OwnedObjectPath, Error> {
-        self.shared
-            .authorizer
-            .check(connection, &header, "define domains")
+        let define = self.shared.handle.define_xml(xml);
+        let summary = (self.shared)
+            .mutate(connection, &header, "define domains", define)
             .await?;
-        let (summary, seq) = self.shared.handle.define_xml(xml).await?;
-        self.shared.published(seq).await;
         Ok(domain_path(summary.uuid))
     }
 
@@ -74,10 +72,42 @@ impl ManagerObject {
 
     #[zbus(name = "LookupByUUID")]
     async fn lookup_by_uuid(&self, uuid: String) -> Result<OwnedObjectPath, Error> {
-        let uuid = Uuid::parse_str(&uuid)
-            .map_err(|e| Error::InvalidArgument(format!("'{uuid}' is not a uuid: {e}")))?;
-        let summary = self.shared.handle.lookup(Lookup::Uuid(uuid)).await?;
+        let summary = self.shared.handle.lookup(parse_uuid(&uuid)?).await?;
         Ok(domain_path(summary.uuid))
+    }
+
+    /// Defines (or updates) a network from its XML; returns its object path.
+    #[zbus(name = "NetworkDefineXML")]
+    async fn network_define_xml(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        xml: String,
+    ) -> Result<OwnedObjectPath, Error> {
+        let define = self.shared.handle.network_define_xml(xml);
+        let summary = (self.shared)
+            .mutate(connection, &header, "define networks", define)
+            .await?;
+        Ok(network_path(summary.uuid))
+    }
+
+    /// Object paths of every network, sorted by name.
+    async fn list_networks(&self) -> Result<Vec<OwnedObjectPath>, Error> {
+        let list = self.shared.handle.list_networks().await?;
+        Ok(list.into_iter().map(|s| network_path(s.uuid)).collect())
+    }
+
+    async fn network_lookup_by_name(&self, name: String) -> Result<OwnedObjectPath, Error> {
+        let lookup = Lookup::Name(name);
+        let summary = self.shared.handle.network_lookup(lookup).await?;
+        Ok(network_path(summary.uuid))
+    }
+
+    #[zbus(name = "NetworkLookupByUUID")]
+    async fn network_lookup_by_uuid(&self, uuid: String) -> Result<OwnedObjectPath, Error> {
+        let lookup = parse_uuid(&uuid)?;
+        let summary = self.shared.handle.network_lookup(lookup).await?;
+        Ok(network_path(summary.uuid))
     }
 
     /// An XML description of what this host supports.
@@ -90,4 +120,11 @@ impl ManagerObject {
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()
     }
+}
+
+/// A uuid argument as a lookup.
+fn parse_uuid(uuid: &str) -> Result<Lookup, Error> {
+    Uuid::parse_str(uuid)
+        .map(Lookup::Uuid)
+        .map_err(|e| Error::InvalidArgument(format!("'{uuid}' is not a uuid: {e}")))
 }

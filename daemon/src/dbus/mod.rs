@@ -4,7 +4,9 @@
 //! Bus name `org.lxvirt.lxvirt1`; the manager at `/org/lxvirt/lxvirt1` with
 //! `org.lxvirt.lxvirt1.Manager` and `org.freedesktop.DBus.ObjectManager`;
 //! one object per domain at `/org/lxvirt/lxvirt1/domain/_<uuid>` with
-//! `org.lxvirt.lxvirt1.Domain`. The contract is committed in
+//! `org.lxvirt.lxvirt1.Domain`; one object per network at
+//! `/org/lxvirt/lxvirt1/network/_<uuid>` with `org.lxvirt.lxvirt1.Network`.
+//! The contract is committed in
 //! `daemon/data/org.lxvirt.lxvirt1.xml`; the `lxvirt_api` crate holds it
 //! with the names, errors and client proxies.
 
@@ -12,24 +14,31 @@ mod auth;
 mod domain;
 mod error;
 mod events;
+mod exported;
 mod images;
 mod manager;
+mod network;
 
 use tokio::sync::{mpsc, watch};
 
 pub use auth::Authorizer;
 pub use domain::DomainObject;
 pub use error::Error;
+use exported::Exported;
 pub use images::ImagesObject;
 /// The contract's names, paths and types, from `lxvirt_api` (name that
 /// crate in new code; these keep the daemon's old paths working).
 pub use lxvirt_api::{
     BUS_NAME, DOMAIN_INTERFACE, DOMAIN_PATH_PREFIX, IMAGES_INTERFACE, INTROSPECTION_XML,
-    ImageRecord, MANAGER_INTERFACE, MANAGER_PATH, domain_path, proxy, uuid_from_path,
+    ImageRecord, MANAGER_INTERFACE, MANAGER_PATH, NETWORK_INTERFACE, domain_path, network_path,
+    proxy, uuid_from_path,
 };
 pub use manager::ManagerObject;
+pub use network::NetworkObject;
 
-use crate::core::{DomainSummary, Event, ImageStore, ManagerHandle, Seq};
+use crate::core::{
+    CoreError, DomainSummary, Event, ImageStore, ManagerHandle, NetworkSummary, Seq,
+};
 
 /// State shared by every exported object.
 #[derive(Debug, Clone)]
@@ -48,15 +57,38 @@ impl Shared {
         // An error means the adapter ended: the daemon is going down.
         let _ = rx.wait_for(|s| *s >= seq).await;
     }
+
+    /// A mutating call: checks the caller (`action` names what it may not
+    /// do), runs `call` on the core, and answers once the events it caused
+    /// are published.
+    pub async fn mutate<T>(
+        &self,
+        connection: &zbus::Connection,
+        header: &zbus::message::Header<'_>,
+        action: &str,
+        call: impl Future<Output = Result<(T, Seq), CoreError>>,
+    ) -> Result<T, Error> {
+        self.authorizer.check(connection, header, action).await?;
+        let (value, seq) = call.await?;
+        self.published(seq).await;
+        Ok(value)
+    }
 }
 
-/// Exports the manager and the initial domains on `connection`, then
-/// applies core events until the event channel closes.
+/// The domains and networks the manager holds when the adapter starts.
+#[derive(Debug, Default)]
+pub struct Initial {
+    pub domains: Vec<DomainSummary>,
+    pub networks: Vec<NetworkSummary>,
+}
+
+/// Exports the manager and the initial domains and networks on
+/// `connection`, then applies core events until the event channel closes.
 pub async fn serve(
     connection: &zbus::Connection,
     handle: ManagerHandle,
     authorizer: Authorizer,
-    initial: Vec<DomainSummary>,
+    initial: Initial,
     capabilities_xml: String,
     images: ImageStore,
     events: mpsc::UnboundedReceiver<Event>,
@@ -68,11 +100,18 @@ pub async fn serve(
         published,
     };
     let server = connection.object_server();
-    // Domains first, then the ObjectManager: it announces them all at once.
-    for summary in initial {
+    // Domains and networks first, then the ObjectManager: it announces
+    // them all at once.
+    for summary in initial.domains {
         let path = domain_path(summary.uuid);
         server
             .at(path, DomainObject::new(summary, shared.clone()))
+            .await?;
+    }
+    for summary in initial.networks {
+        let path = network_path(summary.uuid);
+        server
+            .at(path, NetworkObject::new(summary, shared.clone()))
             .await?;
     }
     server

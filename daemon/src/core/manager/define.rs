@@ -20,28 +20,7 @@ impl Manager {
     pub(super) fn define(&mut self, xml: &str) -> Result<(DomainSummary, Seq), CoreError> {
         let mut def = DomainDef::from_xml(xml)?;
         let name = def.name.to_string();
-        if let Some(path) = self.blocked.get(&name) {
-            return Err(CoreError::Blocked {
-                name,
-                path: path.clone(),
-            });
-        }
-        let existing = self.names.get(&name).copied();
-        if let Some(existing) = existing {
-            // A document without <uuid> updates the domain of that name, so
-            // that applying the same file twice is idempotent.
-            if !has_explicit_uuid(xml) {
-                def.uuid = existing;
-            }
-            if def.uuid != existing {
-                return Err(CoreError::NameTaken { name, existing });
-            }
-        } else if let Some(other) = self.domains.get(&def.uuid) {
-            return Err(CoreError::UuidTaken {
-                uuid: def.uuid,
-                other: other.name().to_owned(),
-            });
-        }
+        let existing = self.index().claim(xml, &name, &mut def.uuid)?;
         if let Some(entry) = existing.and_then(|u| self.domains.get(&u)) {
             entry.check(Operation::Define)?;
         }
@@ -49,6 +28,7 @@ impl Manager {
         let macs = self.macs_in_use(def.uuid);
         fill_macs(&mut def, previous, &macs);
         self.store.save(&def).map_err(|source| CoreError::Store {
+            kind: "domain",
             name: name.clone(),
             source,
         })?;
@@ -88,11 +68,16 @@ impl Manager {
         fill_macs(&mut def, None, &macs);
         let name = def.name.to_string();
         if let Some(&existing) = self.names.get(&name) {
-            let _ = reply.send(Err(CoreError::NameTaken { name, existing }));
+            let _ = reply.send(Err(CoreError::NameTaken {
+                kind: "domain",
+                name,
+                existing,
+            }));
             return;
         }
         if let Some(other) = self.domains.get(&def.uuid) {
             let _ = reply.send(Err(CoreError::UuidTaken {
+                kind: "domain",
                 uuid: def.uuid,
                 other: other.name().to_owned(),
             }));
@@ -132,6 +117,7 @@ impl Manager {
         self.store
             .remove(&name)
             .map_err(|source| CoreError::Store {
+                kind: "domain",
                 name: name.clone(),
                 source,
             })?;
@@ -231,7 +217,11 @@ impl Manager {
         }
         self.store
             .set_autostart(&name, enabled)
-            .map_err(|source| CoreError::Store { name, source })?;
+            .map_err(|source| CoreError::Store {
+                kind: "domain",
+                name,
+                source,
+            })?;
         self.entry_mut(uuid)?.autostart = enabled;
         Ok(self.publish_change(uuid, None))
     }
@@ -323,11 +313,4 @@ pub(super) fn fill_macs(
         taken.insert(mac);
         interface.mac = Some(mac);
     }
-}
-
-/// Whether a document names its uuid (the parser generates one otherwise).
-pub(super) fn has_explicit_uuid(xml: &str) -> bool {
-    crate::domain::xml::parse_str(xml)
-        .map(|root| root.element("uuid").is_some())
-        .unwrap_or(false)
 }

@@ -1,4 +1,5 @@
-//! The manager task: the single owner of every domain's state.
+//! The manager task: the single owner of every domain's and network's
+//! state.
 //!
 //! Commands arrive on a channel and are applied one at a time. Work that
 //! waits on an instance (a driver's start, a shutdown, a freeze) runs in a
@@ -12,8 +13,10 @@
 //! each an `impl Manager` block of its own: `define` (definitions, XML,
 //! autostart, id blocks), `start`, `stop`, `running` (requests to a
 //! running instance through its driver), `image_ops` (commit, image
-//! removal); `entry` is a domain as the manager holds it; `tests` drive
-//! it through a test driver, without root.
+//! removal), `networks` (network definitions); `entry` is a domain as the
+//! manager holds it; `identity` what domains and networks share (lookup,
+//! the name and uuid checks of a define); `tests` drive it through a test
+//! driver, without root.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -28,10 +31,10 @@ use super::lifecycle::{Reason, Report, State};
 use super::live::LiveStatus;
 use super::store::{Loaded, Store};
 use super::types::{
-    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, Seq, UndefineFlags,
-    XmlFlags,
+    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, NetworkSummary,
+    Seq, UndefineFlags, XmlFlags,
 };
-use crate::domain::{DomainDef, Userns, UsernsMode};
+use crate::domain::{DomainDef, NetworkDef, Userns, UsernsMode};
 use crate::driver::{BoxFuture, Driver, Drivers, Runtime, Started};
 use crate::error_chain::error_chain;
 use crate::security::userns::IdRanges;
@@ -40,7 +43,9 @@ use crate::storage::{CommitReport, ImageId, RootMount};
 
 mod define;
 mod entry;
+mod identity;
 mod image_ops;
+mod networks;
 mod running;
 mod start;
 mod stop;
@@ -48,6 +53,8 @@ mod stop;
 mod tests;
 
 use entry::Entry;
+use identity::Index;
+use networks::Networks;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
@@ -142,6 +149,31 @@ pub enum Command {
         reference: String,
         reply: Reply<Vec<ImageId>>,
     },
+    NetworkDefine {
+        xml: String,
+        reply: Reply<(NetworkSummary, Seq)>,
+    },
+    NetworkUndefine {
+        uuid: Uuid,
+        reply: Reply<Seq>,
+    },
+    NetworkSetAutostart {
+        uuid: Uuid,
+        enabled: bool,
+        reply: Reply<Seq>,
+    },
+    NetworkLookup {
+        lookup: Lookup,
+        reply: Reply<NetworkSummary>,
+    },
+    NetworkList {
+        reply: oneshot::Sender<Vec<NetworkSummary>>,
+    },
+    NetworkGetXml {
+        uuid: Uuid,
+        flags: XmlFlags,
+        reply: Reply<String>,
+    },
 }
 
 /// Reports from the manager's own tasks.
@@ -205,6 +237,8 @@ pub struct Manager {
     domains: HashMap<Uuid, Entry>,
     names: HashMap<String, Uuid>,
     blocked: HashMap<String, PathBuf>,
+    /// Every network definition, with its own store.
+    networks: Networks,
     events: mpsc::UnboundedSender<Event>,
     internal: mpsc::UnboundedSender<Internal>,
     internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
@@ -245,13 +279,15 @@ fn now_secs() -> u64 {
 }
 
 impl Manager {
-    /// Builds the manager from what the store loaded and what runs, with
+    /// Builds the manager from what the stores loaded and what runs, with
     /// the drivers and the security layer the caller made. Problems in
-    /// `loaded` are the caller's to report; their names stay blocked.
+    /// `loaded` and `networks` are the caller's to report; their names
+    /// stay blocked.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         loaded: Loaded,
+        networks: (Store<NetworkDef>, Loaded<NetworkDef>),
         config: ManagerConfig,
         drivers: Drivers,
         security: Security,
@@ -268,6 +304,7 @@ impl Manager {
             domains: HashMap::new(),
             names: HashMap::new(),
             blocked: loaded.blocked,
+            networks: Networks::new(networks.0, networks.1),
             events,
             internal,
             internal_rx: Some(internal_rx),
@@ -389,6 +426,11 @@ impl Manager {
         list
     }
 
+    /// Summaries of every network, by name.
+    pub fn network_summaries(&self) -> Vec<NetworkSummary> {
+        self.networks.summaries()
+    }
+
     /// Starts the manager task; it ends when every handle is dropped.
     pub fn spawn(self) -> (ManagerHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -467,6 +509,28 @@ impl Manager {
             Command::Autostart => self.autostart(),
             Command::Commit { uuid, name, reply } => self.commit(uuid, name, reply),
             Command::RemoveImage { reference, reply } => self.remove_image(reference, reply),
+            Command::NetworkDefine { xml, reply } => {
+                let _ = reply.send(self.define_network(&xml));
+            }
+            Command::NetworkUndefine { uuid, reply } => {
+                let _ = reply.send(self.undefine_network(uuid));
+            }
+            Command::NetworkSetAutostart {
+                uuid,
+                enabled,
+                reply,
+            } => {
+                let _ = reply.send(self.set_network_autostart(uuid, enabled));
+            }
+            Command::NetworkLookup { lookup, reply } => {
+                let _ = reply.send(self.lookup_network(&lookup));
+            }
+            Command::NetworkList { reply } => {
+                let _ = reply.send(self.network_summaries());
+            }
+            Command::NetworkGetXml { uuid, flags, reply } => {
+                let _ = reply.send(self.network_xml(uuid, flags));
+            }
         }
     }
 
@@ -528,12 +592,20 @@ impl Manager {
         }
     }
 
+    /// The domains, for what they share with networks.
+    fn index(&self) -> Index<'_, Entry> {
+        Index {
+            kind: "domain",
+            by_uuid: &self.domains,
+            names: &self.names,
+            blocked: &self.blocked,
+            name_of: Entry::name,
+        }
+    }
+
     fn lookup(&self, lookup: &Lookup) -> Result<&Entry, CoreError> {
-        let uuid = match lookup {
-            Lookup::Name(name) => self.names.get(name),
-            Lookup::Uuid(uuid) => Some(uuid),
-        };
-        uuid.and_then(|u| self.domains.get(u))
+        self.index()
+            .find(lookup)
             .ok_or_else(|| CoreError::NoSuchDomain(lookup.clone()))
     }
 

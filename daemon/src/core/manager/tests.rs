@@ -255,6 +255,8 @@ impl Harness {
     fn on(dir: tempfile::TempDir, driver: TestDriver) -> Harness {
         let store = Store::open(&dir.path().join("config")).unwrap();
         let loaded = store.load().unwrap();
+        let network_store = Store::open(&dir.path().join("config")).unwrap();
+        let networks = network_store.load().unwrap();
         let run_dir = dir.path().join("run");
         std::fs::create_dir_all(&run_dir).unwrap();
         let config = ManagerConfig {
@@ -271,7 +273,16 @@ impl Harness {
         let (ids, _) =
             IdRanges::open(IdRange::DEFAULT, Some(&dir.path().join("userns.json"))).unwrap();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let manager = Manager::new(store, loaded, config, drivers, security, ids, events_tx);
+        let manager = Manager::new(
+            store,
+            loaded,
+            (network_store, networks),
+            config,
+            drivers,
+            security,
+            ids,
+            events_tx,
+        );
         let (handle, task) = manager.spawn();
         Harness {
             dir,
@@ -328,7 +339,9 @@ impl Harness {
                 EventKind::Removed { lifecycle, .. } => out.push(lifecycle),
                 EventKind::Changed {
                     lifecycle: None, ..
-                } => {}
+                }
+                | EventKind::NetworkChanged { .. }
+                | EventKind::NetworkRemoved { .. } => {}
             }
         }
         out
@@ -805,4 +818,277 @@ async fn a_start_is_given_the_inits_of_the_domains_it_shares_with() {
     );
     // Nothing else running is handed over.
     assert!(h.driver.world().started_inits["a"].is_empty());
+}
+
+fn network_xml(name: &str, extra: &str) -> String {
+    format!("<network><name>{name}</name>{extra}</network>")
+}
+
+/// Every network as `name:bridge`, in the order listed.
+async fn network_names(h: &Harness) -> Vec<String> {
+    let list = h.handle.list_networks().await.unwrap();
+    list.into_iter()
+        .map(|n| format!("{}:{}", n.name, n.bridge))
+        .collect()
+}
+
+/// Network events published so far (drained): (name or uuid, lifecycle).
+fn network_events(h: &mut Harness) -> Vec<(String, Option<Lifecycle>)> {
+    let mut out = Vec::new();
+    while let Ok(event) = h.events.try_recv() {
+        match event.kind {
+            EventKind::NetworkChanged { summary, lifecycle } => out.push((summary.name, lifecycle)),
+            EventKind::NetworkRemoved { uuid, lifecycle } => {
+                out.push((uuid.to_string(), Some(lifecycle)))
+            }
+            EventKind::Changed { .. } | EventKind::Removed { .. } => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn networks_are_defined_looked_up_and_undefined() {
+    let mut h = Harness::new();
+    let ip = "<ip address='192.168.150.1' prefix='24'/>";
+    let (lan, _) = h
+        .handle
+        .network_define_xml(network_xml("lan", ip))
+        .await
+        .unwrap();
+    assert_eq!(lan.name, "lan");
+    assert!(!lan.active && lan.persistent && !lan.autostart);
+    // No <bridge name=>: one is picked, and kept by a define of the same
+    // document (without <uuid>, the same network).
+    assert_eq!(lan.bridge, "virbr0");
+    let (again, _) = h
+        .handle
+        .network_define_xml(network_xml("lan", ip))
+        .await
+        .unwrap();
+    assert_eq!(again, lan);
+    let (other, _) = h
+        .handle
+        .network_define_xml(network_xml("dmz", "<bridge name='br-dmz'/>"))
+        .await
+        .unwrap();
+    assert_eq!(other.bridge, "br-dmz");
+    assert_eq!(network_names(&h).await, ["dmz:br-dmz", "lan:virbr0"]);
+    let by_name = h
+        .handle
+        .network_lookup(Lookup::Name("lan".into()))
+        .await
+        .unwrap();
+    assert_eq!(by_name, lan);
+    let by_uuid = h
+        .handle
+        .network_lookup(Lookup::Uuid(lan.uuid))
+        .await
+        .unwrap();
+    assert_eq!(by_uuid, lan);
+    // The XML carries the picked bridge and reads back the same.
+    let xml = h
+        .handle
+        .network_get_xml(lan.uuid, XmlFlags(0))
+        .await
+        .unwrap();
+    assert!(xml.contains("name='virbr0'"), "{xml}");
+    assert!(xml.contains(&lan.uuid.to_string()), "{xml}");
+    let error = h
+        .handle
+        .network_get_xml(lan.uuid, XmlFlags(0x100))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CoreError::InvalidFlags(0x100)), "{error}");
+    // Networks and domains are apart: no domain is called lan.
+    let error = h
+        .handle
+        .lookup(Lookup::Name("lan".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CoreError::NoSuchDomain(_)), "{error}");
+    let path = h.dir.path().join("config/networks/lan.xml");
+    assert!(path.exists());
+
+    h.handle.network_undefine(lan.uuid).await.unwrap();
+    assert!(!path.exists());
+    let error = h
+        .handle
+        .network_lookup(Lookup::Name("lan".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CoreError::NoSuchNetwork(_)), "{error}");
+    assert!(error.to_string().contains("net-list"), "{error}");
+    let error = h.handle.network_undefine(lan.uuid).await.unwrap_err();
+    assert!(matches!(error, CoreError::NoSuchNetwork(_)), "{error}");
+    assert_eq!(
+        network_events(&mut h),
+        [
+            (
+                "lan".to_owned(),
+                Some(Lifecycle::Defined { updated: false })
+            ),
+            ("lan".to_owned(), Some(Lifecycle::Defined { updated: true })),
+            (
+                "dmz".to_owned(),
+                Some(Lifecycle::Defined { updated: false })
+            ),
+            (lan.uuid.to_string(), Some(Lifecycle::Undefined)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn network_autostart_is_saved_and_survives_a_restart() {
+    let mut h = Harness::new();
+    let (lan, _) = h
+        .handle
+        .network_define_xml(network_xml("lan", ""))
+        .await
+        .unwrap();
+    network_events(&mut h);
+    h.handle
+        .network_set_autostart(lan.uuid, true)
+        .await
+        .unwrap();
+    // Setting it again changes nothing and publishes nothing.
+    h.handle
+        .network_set_autostart(lan.uuid, true)
+        .await
+        .unwrap();
+    assert!(h.dir.path().join("config/networks/autostart/lan").exists());
+    assert_eq!(network_events(&mut h), [("lan".to_owned(), None)]);
+    // A redefine keeps the mark.
+    h.handle
+        .network_define_xml(network_xml("lan", "<bridge stp='off'/>"))
+        .await
+        .unwrap();
+    let h = h.restart();
+    let after = h
+        .handle
+        .network_lookup(Lookup::Name("lan".into()))
+        .await
+        .unwrap();
+    assert!(after.autostart);
+    assert_eq!((after.uuid, after.bridge.as_str()), (lan.uuid, "virbr0"));
+    h.handle
+        .network_set_autostart(lan.uuid, false)
+        .await
+        .unwrap();
+    assert!(!h.dir.path().join("config/networks/autostart/lan").exists());
+    let error = h
+        .handle
+        .network_set_autostart(Uuid::new_v4(), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CoreError::NoSuchNetwork(_)), "{error}");
+}
+
+#[tokio::test]
+async fn network_clashes_are_refused_naming_both_networks() {
+    let h = Harness::new();
+    let u1 = "11111111-2222-3333-4444-555555555555";
+    let u2 = "11111111-2222-3333-4444-666666666666";
+    let lan = network_xml(
+        "lan",
+        &format!(
+            "<uuid>{u1}</uuid><bridge name='br0'/><ip address='10.1.0.1' prefix='16'/>\
+             <ip family='ipv6' address='fd00:1::1' prefix='64'/>"
+        ),
+    );
+    h.handle.network_define_xml(lan).await.unwrap();
+    let refuse = |xml: String| {
+        let handle = h.handle.clone();
+        async move { handle.network_define_xml(xml).await.unwrap_err() }
+    };
+    // The name with another uuid.
+    let error = refuse(network_xml("lan", &format!("<uuid>{u2}</uuid>"))).await;
+    assert!(
+        matches!(&error, CoreError::NameTaken { kind: "network", name, .. } if name == "lan"),
+        "{error}"
+    );
+    assert!(error.to_string().starts_with("network 'lan'"), "{error}");
+    // The uuid under another name.
+    let error = refuse(network_xml("dmz", &format!("<uuid>{u1}</uuid>"))).await;
+    assert!(
+        matches!(&error, CoreError::UuidTaken { kind: "network", other, .. } if other == "lan"),
+        "{error}"
+    );
+    // The bridge.
+    let error = refuse(network_xml("dmz", "<bridge name='br0'/>")).await;
+    assert!(
+        matches!(&error, CoreError::BridgeTaken { network, bridge, other }
+            if network == "dmz" && bridge == "br0" && other == "lan"),
+        "{error}"
+    );
+    // A subnet inside lan's, of either family.
+    let error = refuse(network_xml("dmz", "<ip address='10.1.5.1' prefix='24'/>")).await;
+    assert!(
+        matches!(&error, CoreError::SubnetOverlap { network, subnet, other, other_subnet }
+            if network == "dmz" && subnet == "10.1.5.0/24" && other == "lan" && other_subnet == "10.1.0.0/16"),
+        "{error}"
+    );
+    let error = refuse(network_xml(
+        "dmz",
+        "<ip family='ipv6' address='fd00::1' prefix='16'/>",
+    ))
+    .await;
+    assert!(
+        matches!(&error, CoreError::SubnetOverlap { other, .. } if other == "lan"),
+        "{error}"
+    );
+    // The network itself may keep its bridge and subnets; a subnet beside
+    // lan's is fine.
+    h.handle
+        .network_define_xml(network_xml(
+            "lan",
+            "<bridge name='br0'/><ip address='10.1.0.1' prefix='16'/>",
+        ))
+        .await
+        .unwrap();
+    h.handle
+        .network_define_xml(network_xml("dmz", "<ip address='10.2.0.1' prefix='16'/>"))
+        .await
+        .unwrap();
+    // Nothing refused was saved.
+    assert_eq!(network_names(&h).await, ["dmz:virbr0", "lan:br0"]);
+    let lan = Lookup::Name("lan".into());
+    assert_eq!(
+        h.handle.network_lookup(lan).await.unwrap().uuid.to_string(),
+        u1
+    );
+    // Invalid XML is a network error, not a domain one.
+    let error = refuse("<network><name>x</name><bridge delay='99'/></network>".into()).await;
+    assert!(matches!(error, CoreError::InvalidNetworkXml(_)), "{error}");
+    assert!(error.to_string().contains("network"), "{error}");
+}
+
+#[tokio::test]
+async fn a_network_whose_file_is_bad_stays_blocked() {
+    let h = Harness::new();
+    let dir = h.dir.path().join("config/networks");
+    std::fs::write(dir.join("lan.xml"), "<network><name>lan</na").unwrap();
+    std::fs::write(
+        dir.join("old.xml"),
+        network_xml("old", "<ip address='10.9.0.1' prefix='16'/>"),
+    )
+    .unwrap();
+    let h = h.restart();
+    let error = h
+        .handle
+        .network_define_xml(network_xml("lan", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, CoreError::Blocked { kind: "network", name, .. } if name == "lan"),
+        "{error}"
+    );
+    // A file written by hand without a bridge name gets one.
+    let old = h
+        .handle
+        .network_lookup(Lookup::Name("old".into()))
+        .await
+        .unwrap();
+    assert_eq!(old.bridge, "virbr0");
+    assert_eq!(h.handle.list_networks().await.unwrap().len(), 1);
 }
