@@ -15,8 +15,8 @@ use crate::core::store::{Loaded, Store};
 use crate::core::types::{CoreError, EventKind, Lifecycle, Lookup, NetworkSummary, Seq, XmlFlags};
 use crate::domain::NetworkDef;
 
-/// The prefix of the bridge names the daemon picks (libvirt's).
-const BRIDGE_PREFIX: &str = "virbr";
+/// The prefix of the bridge names the daemon picks.
+const BRIDGE_PREFIX: &str = "lxvirtbr";
 
 /// A network as the manager holds it.
 #[derive(Debug)]
@@ -124,7 +124,8 @@ impl Networks {
         others
     }
 
-    /// The first `virbrN` no network has.
+    /// The first `lxvirtbrN` no network has (not libvirt's `virbrN`,
+    /// which a libvirt on the same host would take).
     fn free_bridge(&self) -> String {
         (0u32..)
             .map(|n| format!("{BRIDGE_PREFIX}{n}"))

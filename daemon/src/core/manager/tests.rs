@@ -860,7 +860,7 @@ async fn networks_are_defined_looked_up_and_undefined() {
     assert!(!lan.active && lan.persistent && !lan.autostart);
     // No <bridge name=>: one is picked, and kept by a define of the same
     // document (without <uuid>, the same network).
-    assert_eq!(lan.bridge, "virbr0");
+    assert_eq!(lan.bridge, "lxvirtbr0");
     let (again, _) = h
         .handle
         .network_define_xml(network_xml("lan", ip))
@@ -873,7 +873,7 @@ async fn networks_are_defined_looked_up_and_undefined() {
         .await
         .unwrap();
     assert_eq!(other.bridge, "br-dmz");
-    assert_eq!(network_names(&h).await, ["dmz:br-dmz", "lan:virbr0"]);
+    assert_eq!(network_names(&h).await, ["dmz:br-dmz", "lan:lxvirtbr0"]);
     let by_name = h
         .handle
         .network_lookup(Lookup::Name("lan".into()))
@@ -892,7 +892,7 @@ async fn networks_are_defined_looked_up_and_undefined() {
         .network_get_xml(lan.uuid, XmlFlags(0))
         .await
         .unwrap();
-    assert!(xml.contains("name='virbr0'"), "{xml}");
+    assert!(xml.contains("name='lxvirtbr0'"), "{xml}");
     assert!(xml.contains(&lan.uuid.to_string()), "{xml}");
     let error = h
         .handle
@@ -970,7 +970,7 @@ async fn network_autostart_is_saved_and_survives_a_restart() {
         .await
         .unwrap();
     assert!(after.autostart);
-    assert_eq!((after.uuid, after.bridge.as_str()), (lan.uuid, "virbr0"));
+    assert_eq!((after.uuid, after.bridge.as_str()), (lan.uuid, "lxvirtbr0"));
     h.handle
         .network_set_autostart(lan.uuid, false)
         .await
@@ -1051,7 +1051,7 @@ async fn network_clashes_are_refused_naming_both_networks() {
         .await
         .unwrap();
     // Nothing refused was saved.
-    assert_eq!(network_names(&h).await, ["dmz:virbr0", "lan:br0"]);
+    assert_eq!(network_names(&h).await, ["dmz:lxvirtbr0", "lan:br0"]);
     let lan = Lookup::Name("lan".into());
     assert_eq!(
         h.handle.network_lookup(lan).await.unwrap().uuid.to_string(),
@@ -1089,6 +1089,6 @@ async fn a_network_whose_file_is_bad_stays_blocked() {
         .network_lookup(Lookup::Name("old".into()))
         .await
         .unwrap();
-    assert_eq!(old.bridge, "virbr0");
+    assert_eq!(old.bridge, "lxvirtbr0");
     assert_eq!(h.handle.list_networks().await.unwrap().len(), 1);
 }
