@@ -281,15 +281,15 @@ mod tests {
             state: "inactive".into(),
             persistent: true,
             autostart: false,
-            bridge: "virbr0".into(),
+            bridge: "lxvirtbr0".into(),
         };
         assert_eq!(
             net_list_text(std::slice::from_ref(&row)),
-            " Name  State     Autostart  Persistent  Bridge\n lan   inactive  no         yes         virbr0\n"
+            " Name  State     Autostart  Persistent  Bridge\n lan   inactive  no         yes         lxvirtbr0\n"
         );
         let info = net_info_text(&row);
         assert!(info.contains("Active:         no\n"), "{info}");
-        assert!(info.contains("Bridge:         virbr0\n"), "{info}");
+        assert!(info.contains("Bridge:         lxvirtbr0\n"), "{info}");
     }
 
     #[test]

@@ -329,7 +329,7 @@ async fn networks_define_list_lookup_getxml_undefine() {
     assert!(!lan.active().await.unwrap());
     assert!(lan.persistent().await.unwrap());
     assert!(!lan.autostart().await.unwrap());
-    assert_eq!(lan.bridge().await.unwrap(), "virbr0");
+    assert_eq!(lan.bridge().await.unwrap(), "lxvirtbr0");
     let uuid = lan.uuid().await.unwrap();
     assert_eq!(manager.network_lookup_by_name("lan").await.unwrap(), path);
     assert_eq!(manager.network_lookup_by_uuid(&uuid).await.unwrap(), path);
@@ -340,7 +340,7 @@ async fn networks_define_list_lookup_getxml_undefine() {
     let xml = lan.get_xml(0).await.unwrap();
     let stored = fs::read_to_string(root.path().join("etc/networks/lan.xml")).unwrap();
     assert_eq!(xml, stored);
-    assert!(xml.contains("name='virbr0'"), "{xml}");
+    assert!(xml.contains("name='lxvirtbr0'"), "{xml}");
     // Defining the dump again, or the document without <uuid>, updates it.
     assert_eq!(manager.network_define_xml(&xml).await.unwrap(), path);
     assert_eq!(manager.network_define_xml(LAN).await.unwrap(), path);
@@ -400,11 +400,11 @@ async fn network_errors_are_typed() {
         "{message}"
     );
     let err = manager
-        .network_define_xml("<network><name>dmz</name><bridge name='virbr0'/></network>")
+        .network_define_xml("<network><name>dmz</name><bridge name='lxvirtbr0'/></network>")
         .await
         .unwrap_err();
     assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.AlreadyExists");
-    assert!(err.to_string().contains("virbr0"), "{err}");
+    assert!(err.to_string().contains("lxvirtbr0"), "{err}");
 
     let lan = network(&connection, lan).await;
     let err = lan.get_xml(0x80).await.unwrap_err();
@@ -433,7 +433,10 @@ async fn signals_announce_networks_and_changes() {
 
     let objects = announced.proxy.get_managed_objects().await.unwrap();
     let props: &HashMap<String, zbus::OwnedVariant> = &objects[&path][NETWORK_INTERFACE];
-    assert_eq!(String::try_from(props["Bridge"].clone()).unwrap(), "virbr0");
+    assert_eq!(
+        String::try_from(props["Bridge"].clone()).unwrap(),
+        "lxvirtbr0"
+    );
     assert!(bool::try_from(props["Autostart"].clone()).unwrap());
 
     lan.undefine().await.unwrap();
@@ -453,5 +456,5 @@ async fn networks_are_exported_again_after_a_restart() {
     let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
     assert_eq!(manager.list_networks().await.unwrap(), vec![path.clone()]);
     let lan = network(&connection, path).await;
-    assert_eq!(lan.bridge().await.unwrap(), "virbr0");
+    assert_eq!(lan.bridge().await.unwrap(), "lxvirtbr0");
 }

@@ -139,7 +139,7 @@ pub struct PortRange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bridge {
     /// A valid interface name; `None`: the daemon picks one when the
-    /// network is defined (libvirt's `virbrN`).
+    /// network is defined (`lxvirtbrN`).
     pub name: Option<String>,
     /// Spanning tree; on by default.
     pub stp: bool,
