@@ -19,6 +19,7 @@ use crate::domain::{DomainType, NetworkDef};
 use crate::driver::Drivers;
 use crate::error_chain::error_chain;
 use crate::host::{HostCapabilities, HostPaths};
+use crate::lxc::convert::ConvertSettings;
 use crate::lxc::driver::LxcDriver;
 use crate::lxc::instance::LxcConfig;
 use crate::security::Security;
@@ -233,10 +234,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     let lxc = LxcDriver::new(LxcConfig {
-        run_dir: config.run_dir.clone(),
         monitor_exe: config.monitor_exe.clone(),
-        pids_max: config.pids_max,
-        default_partition: config.default_partition.clone(),
+        settings: ConvertSettings {
+            run_dir: config.run_dir.clone(),
+            pids_max: config.pids_max,
+            default_partition: config.default_partition.clone(),
+        },
         cgroups,
     });
     let drivers = Drivers::default().with(DomainType::Lxc, std::sync::Arc::new(lxc));

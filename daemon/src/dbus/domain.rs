@@ -88,11 +88,25 @@ impl Exported for DomainObject {
         self.summary.clone()
     }
 
+    /// The properties that differ between two summaries of one domain, by
+    /// name, with their new values: one `PropertiesChanged` carries them all.
     fn changed_properties(
         old: &DomainSummary,
         new: &DomainSummary,
     ) -> Vec<(&'static str, Value<'static>)> {
-        changed_properties(old, new)
+        let mut changes = Changes::new(old, new);
+        changes.property("Persistent", |s| s.persistent);
+        changes.property("Autostart", |s| s.autostart);
+        changes.property("State", |s| s.state.as_str());
+        changes.property("StateReason", |s| s.reason.as_str());
+        changes.property("Pid", pid_of);
+        changes.property("StartTime", |s| s.start_time.unwrap_or(0));
+        changes.property("SecurityLabel", |s| {
+            s.security_label.clone().unwrap_or_default()
+        });
+        changes.property("UserNamespace", |s| s.user_namespace);
+        changes.property("HostIds", |s| s.host_ids.unwrap_or((0, 0)));
+        changes.into_vec()
     }
 
     fn lifecycle<'a>(
@@ -102,27 +116,6 @@ impl Exported for DomainObject {
     ) -> impl std::future::Future<Output = zbus::Result<()>> + Send + 'a {
         DomainObject::lifecycle(emitter, event, detail)
     }
-}
-
-/// The properties that differ between two summaries of one domain, by
-/// name, with their new values: one `PropertiesChanged` carries them all.
-fn changed_properties(
-    old: &DomainSummary,
-    new: &DomainSummary,
-) -> Vec<(&'static str, Value<'static>)> {
-    let mut changes = Changes::new(old, new);
-    changes.property("Persistent", |s| s.persistent);
-    changes.property("Autostart", |s| s.autostart);
-    changes.property("State", |s| s.state.as_str());
-    changes.property("StateReason", |s| s.reason.as_str());
-    changes.property("Pid", pid_of);
-    changes.property("StartTime", |s| s.start_time.unwrap_or(0));
-    changes.property("SecurityLabel", |s| {
-        s.security_label.clone().unwrap_or_default()
-    });
-    changes.property("UserNamespace", |s| s.user_namespace);
-    changes.property("HostIds", |s| s.host_ids.unwrap_or((0, 0)));
-    changes.into_vec()
 }
 
 /// `console0` (or empty) is console 0, `consoleN` console N.

@@ -106,16 +106,12 @@ struct Spare {
 #[derive(Debug, Clone)]
 pub struct LxcDriver {
     config: Arc<LxcConfig>,
-    run_dir: PathBuf,
-    monitor_exe: PathBuf,
     spare: Arc<Mutex<Option<Spare>>>,
 }
 
 impl LxcDriver {
     pub fn new(config: LxcConfig) -> LxcDriver {
         LxcDriver {
-            run_dir: config.run_dir.clone(),
-            monitor_exe: config.monitor_exe.clone(),
             config: Arc::new(config),
             spare: Arc::new(Mutex::new(None)),
         }
@@ -125,13 +121,21 @@ impl LxcDriver {
         &self.config
     }
 
+    fn run_dir(&self) -> &Path {
+        &self.config.settings.run_dir
+    }
+
+    fn monitor_exe(&self) -> &Path {
+        &self.config.monitor_exe
+    }
+
     /// Makes sure a spare monitor is waiting (in the background).
     pub fn prepare_spare(&self) {
         let driver = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut slot = driver.spare.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
-                match spawn_monitor(&driver.monitor_exe, &driver.run_dir) {
+                match spawn_monitor(driver.monitor_exe(), driver.run_dir()) {
                     Ok(spare) => *slot = Some(spare),
                     Err(error) => {
                         tracing::warn!(error = %crate::error_chain::error_chain(&error), "cannot start a spare monitor");
@@ -149,7 +153,7 @@ impl LxcDriver {
         {
             return Ok(spare);
         }
-        spawn_monitor(&self.monitor_exe, &self.run_dir)
+        spawn_monitor(self.monitor_exe(), self.run_dir())
     }
 
     /// The monitor program: beside the running executable, else the
@@ -165,7 +169,7 @@ impl LxcDriver {
     }
 
     pub fn files(&self, name: &str) -> RunFiles {
-        RunFiles::new(&self.run_dir, name)
+        RunFiles::new(self.run_dir(), name)
     }
 
     /// Starts the monitor with the spec on its stdin and waits for its
@@ -173,7 +177,7 @@ impl LxcDriver {
     pub async fn launch(&self, spec: &ContainerSpec) -> Result<Started, DriverError> {
         let files = self.files(&spec.name);
         let bytes = serde_json::to_vec(spec).map_err(|e| DriverError::SpawnMonitor {
-            path: self.monitor_exe.clone(),
+            path: self.monitor_exe().to_owned(),
             source: std::io::Error::other(e),
         })?;
         let name = spec.name.clone();
@@ -216,12 +220,10 @@ impl LxcDriver {
     }
 
     /// Removes the per-container files of a stopped container.
+    /// (The live status `NAME.status` is the core's, which removes it.)
     pub fn remove_files(&self, name: &str) {
-        let files = self.files(name);
-        for path in [&files.socket, &files.status] {
-            let _ = std::fs::remove_file(path);
-        }
-        let _ = std::fs::remove_dir(self.run_dir.join(format!("{name}.root")));
+        let _ = std::fs::remove_file(self.files(name).socket);
+        let _ = std::fs::remove_dir(self.run_dir().join(format!("{name}.root")));
     }
 }
 
@@ -398,10 +400,12 @@ mod tests {
     fn exit_records_are_taken_once_and_a_newer_format_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let driver = LxcDriver::new(crate::lxc::instance::LxcConfig {
-            run_dir: dir.path().to_owned(),
             monitor_exe: "/nonexistent".into(),
-            pids_max: None,
-            default_partition: "/machine".into(),
+            settings: crate::lxc::convert::ConvertSettings {
+                run_dir: dir.path().to_owned(),
+                pids_max: None,
+                default_partition: "/machine".into(),
+            },
             cgroups: None,
         });
         let path = driver.files("web").exit_record;

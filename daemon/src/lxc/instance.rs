@@ -23,12 +23,10 @@ use crate::security::relabel::{self, RelabelJob};
 /// What the LXC driver needs besides its monitors.
 #[derive(Debug, Clone)]
 pub struct LxcConfig {
-    pub run_dir: PathBuf,
     pub monitor_exe: PathBuf,
-    /// pids.max of each container.
-    pub pids_max: Option<u64>,
-    /// The cgroup partition of domains without `<resource><partition>`.
-    pub default_partition: PathBuf,
+    /// The run directory, pids.max and the default partition of every
+    /// container.
+    pub settings: ConvertSettings,
     /// `None` when the host has no usable hierarchy: starts are refused.
     pub cgroups: Option<Arc<Cgroups>>,
 }
@@ -66,14 +64,6 @@ fn cgroup_failed(domain: &str, error: &CgroupError) -> Error {
 }
 
 impl LxcDriver {
-    fn settings(&self) -> ConvertSettings {
-        ConvertSettings {
-            run_dir: self.config().run_dir.clone(),
-            pids_max: self.config().pids_max,
-            default_partition: self.config().default_partition.clone(),
-        }
-    }
-
     fn cgroups(&self, domain: &str) -> Result<Arc<Cgroups>, Error> {
         self.config().cgroups.clone().ok_or_else(|| {
             failed(
@@ -122,7 +112,7 @@ impl Driver for LxcDriver {
         self.cgroups(&name)?;
         let mut spec = convert::container_spec(
             &def,
-            &self.settings(),
+            &self.config().settings,
             &|other| running_inits.get(other).copied(),
             image_root.as_ref(),
         )?;

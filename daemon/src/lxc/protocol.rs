@@ -44,7 +44,6 @@ pub struct RunFiles {
     pub socket: PathBuf,
     pub exit_record: PathBuf,
     pub log: PathBuf,
-    pub status: PathBuf,
 }
 
 impl RunFiles {
@@ -53,7 +52,6 @@ impl RunFiles {
             socket: run_dir.join(format!("{name}.sock")),
             exit_record: run_dir.join(format!("{name}.exit")),
             log: run_dir.join(format!("{name}.log")),
-            status: run_dir.join(format!("{name}.status")),
         }
     }
 }

@@ -40,14 +40,6 @@ pub use store::{
     OpenReport, Phase, Progress, Store, WritableInfo,
 };
 
-/// The SELinux label of `path` itself (`security.selinux`, not following
-/// a symlink), if it has one.
-pub fn selinux_label(path: &std::path::Path) -> Option<String> {
-    let value = sys::lgetxattr(path, std::ffi::OsStr::new("security.selinux")).ok()??;
-    let text = String::from_utf8(value).ok()?;
-    Some(text.trim_end_matches('\0').to_owned())
-}
-
 /// Writes the directory tree `dir` as a tarball (a root file system for
 /// [`Store::import_tarball`]); used to build fixtures and by tools.
 pub fn pack_dir(

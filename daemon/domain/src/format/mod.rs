@@ -89,29 +89,28 @@ impl Out {
         }
     }
 
-    /// `<name attrs/>`.
-    fn empty(&mut self, name: &str, attrs: &[(&str, String)]) {
+    /// An indented `<name attrs`, to be closed by the caller.
+    fn start_tag(&mut self, name: &str, attrs: &[(&str, String)]) {
         self.indent();
         self.buf.push('<');
         self.buf.push_str(name);
         self.attrs(attrs);
+    }
+
+    /// `<name attrs/>`.
+    fn empty(&mut self, name: &str, attrs: &[(&str, String)]) {
+        self.start_tag(name, attrs);
         self.buf.push_str("/>\n");
     }
 
     /// `<name attrs>text</name>`.
     fn leaf(&mut self, name: &str, attrs: &[(&str, String)], content: &str) {
-        self.indent();
-        self.buf.push('<');
-        self.buf.push_str(name);
-        self.attrs(attrs);
+        self.start_tag(name, attrs);
         let _ = writeln!(self.buf, ">{}</{name}>", text(content));
     }
 
     fn open(&mut self, name: &str, attrs: &[(&str, String)]) {
-        self.indent();
-        self.buf.push('<');
-        self.buf.push_str(name);
-        self.attrs(attrs);
+        self.start_tag(name, attrs);
         self.buf.push_str(">\n");
         self.depth += 1;
     }
