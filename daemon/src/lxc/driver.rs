@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use nix::unistd::Pid;
-use tokio::io::unix::AsyncFd;
 
 use super::instance::LxcConfig;
 use super::protocol::{
@@ -18,7 +17,7 @@ use super::protocol::{
 };
 use super::spec::ContainerSpec;
 use crate::persist::{self, PersistError};
-use crate::sys::process::{pidfd_open, reap_pidfd, start_time};
+use crate::sys::process::{pidfd_open, start_time};
 
 /// Why the driver could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -335,33 +334,6 @@ fn ask(
         }),
         reply => Ok((reply, fds)),
     }
-}
-
-/// Completes when the process behind `pidfd` has exited; reaps it if it
-/// is the daemon's child (a monitor adopted after a restart is not).
-pub async fn wait_exit(pidfd: OwnedFd) {
-    // SAFETY: an OwnedFd is a valid, open descriptor that keeps referring
-    // to the same pidfd for as long as the AsyncFd owns it.
-    match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
-        Ok(fd) => {
-            if let Ok(guard) = fd.readable().await {
-                drop(guard);
-            }
-            let _ = reap_pidfd(fd.get_ref().as_fd());
-        }
-        Err(_) => {
-            // Cannot watch it: treat as gone; the exit record tells the rest.
-        }
-    }
-}
-
-/// Whether the process `pid` started at `start` still runs; if so, a
-/// pidfd for it.
-pub fn find_process(pid: i32, start: u64) -> Option<OwnedFd> {
-    let pid = Pid::from_raw(pid);
-    let fd = pidfd_open(pid).ok()?;
-    // Check after opening the pidfd: then the pidfd refers to that process.
-    (start_time(pid) == Some(start)).then_some(fd)
 }
 
 #[cfg(test)]

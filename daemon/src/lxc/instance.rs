@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::convert::{self, ConvertError, ConvertSettings};
-use super::driver::{DriverError, LxcDriver, find_process, wait_exit};
+use super::driver::{DriverError, LxcDriver};
+use crate::sys::process::{find_process, wait_exit};
 use super::protocol::{self, InitExit, Reply, Requested};
 use super::spec::{ContainerSpec, RootFs};
 use crate::cgroup::{CgroupError, Cgroups};

@@ -14,14 +14,14 @@ use std::path::Path;
 
 use netlink_packet_core::Emitable;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE,
-    NLMSG_ERROR, NetlinkBuffer, NlasIterator,
+    NLM_F_ACK, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
+    NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NlasIterator, Parseable,
 };
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags,
-    LinkHeader, LinkInfo, LinkMessage, MacVlanMode,
+    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute,
+    LinkExtentMask, LinkFlags, LinkHeader, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -29,7 +29,8 @@ use netlink_packet_route::route::{
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::{
-    FoundLink, IpAddress, IpRoute, LinkChange, Links, Macvlan, MacvlanMode as Mode, Netns, Veth,
+    BridgeLink, FoundLink, HostLinks, HostRoute, IpAddress, IpRoute, LinkChange, Links, Macvlan,
+    MacvlanMode as Mode, Netns, Veth,
 };
 use crate::sys::Errno;
 use crate::sys::linux;
@@ -77,6 +78,9 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+/// Clock ticks of the bridge's timers (`USER_HZ`).
+const BRIDGE_TICKS_PER_SECOND: u32 = 100;
 
 /// One rtnetlink request: its message type and message. (Not
 /// `RouteNetlinkMessage`, whose serializer brings every rtnetlink family
@@ -386,6 +390,77 @@ pub fn change_link(index: u32, change: &LinkChange<'_>) -> Request {
     Request::Link(RTM_NEWLINK, message)
 }
 
+/// `RTM_NEWLINK` of a bridge (`ip link add NAME [address MAC] [mtu M]
+/// type bridge stp_state S forward_delay D`). The delay is set before STP
+/// in the same request: the kernel checks a delay against the STP state
+/// it has when the delay arrives.
+pub fn new_bridge(bridge: &BridgeLink<'_>) -> Request {
+    let mut message = LinkMessage::default();
+    message
+        .attributes
+        .push(LinkAttribute::IfName(bridge.name.to_owned()));
+    if let Some(mac) = bridge.mac {
+        message
+            .attributes
+            .push(LinkAttribute::Address(mac.to_vec()));
+    }
+    if let Some(mtu) = bridge.mtu {
+        message.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    let stp = if bridge.stp {
+        BridgeStpState::KernelStp
+    } else {
+        BridgeStpState::Disabled
+    };
+    message.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Bridge),
+        LinkInfo::Data(InfoData::Bridge(vec![
+            InfoBridge::ForwardDelay(bridge.forward_delay * BRIDGE_TICKS_PER_SECOND),
+            InfoBridge::StpState(stp),
+        ])),
+    ]));
+    Request::Link(RTM_NEWLINK, message)
+}
+
+/// `RTM_GETROUTE` dump of one family's routes.
+pub fn dump_routes(ipv6: bool) -> Request {
+    let mut message = RouteMessage::default();
+    message.header.address_family = if ipv6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    Request::Route(RTM_GETROUTE, message)
+}
+
+/// A unicast route of the main table from an `RTM_NEWROUTE` reply.
+fn host_route(payload: &[u8]) -> Option<HostRoute> {
+    let message = RouteMessage::parse(payload).ok()?;
+    let header = &message.header;
+    if header.table != RouteHeader::RT_TABLE_MAIN || header.kind != RouteType::Unicast {
+        return None;
+    }
+    let mut destination = None;
+    let mut oif = None;
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => destination = Some((*a).into()),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => destination = Some((*a).into()),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    let destination = destination.unwrap_or(match header.address_family {
+        AddressFamily::Inet6 => IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED),
+    });
+    Some(HostRoute {
+        destination,
+        prefix: header.destination_prefix_length,
+        oif,
+    })
+}
+
 /// `RTM_DELLINK`.
 pub fn delete_link(index: u32) -> Request {
     let mut message = LinkMessage::default();
@@ -498,6 +573,35 @@ impl Links for Netlink {
 
     fn delete(&self, index: u32) -> Result<(), LinkError> {
         self.request(delete_link(index), 0).map(drop)
+    }
+}
+
+impl HostLinks for Netlink {
+    fn create_bridge(&self, bridge: &BridgeLink<'_>) -> Result<u32, LinkError> {
+        let replies = self.request(new_bridge(bridge), CREATE | NLM_F_ECHO)?;
+        let echoed = replies
+            .iter()
+            .filter(|(kind, _)| *kind == RTM_NEWLINK)
+            .filter_map(|(_, payload)| found_link(payload).ok())
+            .find(|(name, _)| name == bridge.name)
+            .map(|(_, link)| link.index);
+        match echoed {
+            Some(index) => Ok(index),
+            // Kernels before 6.3 do not echo a new link.
+            None => self
+                .find(bridge.name)?
+                .map(|link| link.index)
+                .ok_or(LinkError::errno(Errno::ENODEV)),
+        }
+    }
+
+    fn routes(&self, ipv6: bool) -> Result<Vec<HostRoute>, LinkError> {
+        let replies = self.request(dump_routes(ipv6), NLM_F_DUMP)?;
+        Ok(replies
+            .iter()
+            .filter(|(kind, _)| *kind == RTM_NEWROUTE)
+            .filter_map(|(_, payload)| host_route(payload))
+            .collect())
     }
 }
 

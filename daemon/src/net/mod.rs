@@ -8,6 +8,7 @@
 //!   the plumbing is driven by a recording double in unit tests and by
 //!   [`Netlink`] for real.
 
+pub mod firewall;
 pub mod link;
 
 use std::net::IpAddr;
@@ -112,6 +113,26 @@ pub struct Macvlan<'a> {
     pub up: bool,
 }
 
+/// A bridge, as a virtual network's `<bridge>` and `<mac>` ask.
+#[derive(Debug, Clone, Copy)]
+pub struct BridgeLink<'a> {
+    pub name: &'a str,
+    pub mac: Option<[u8; 6]>,
+    pub stp: bool,
+    /// Forward delay in seconds.
+    pub forward_delay: u32,
+    pub mtu: Option<u32>,
+}
+
+/// A route of the main table, as a dump reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostRoute {
+    pub destination: IpAddr,
+    pub prefix: u8,
+    /// The index of the link it goes through, when it names one.
+    pub oif: Option<u32>,
+}
+
 /// Changes to one link; `None` leaves a property alone.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LinkChange<'a> {
@@ -138,4 +159,12 @@ pub trait Links {
     /// A route through the link `index`.
     fn add_route(&self, index: u32, route: &IpRoute) -> Result<(), LinkError>;
     fn delete(&self, index: u32) -> Result<(), LinkError>;
+}
+
+/// What a virtual network asks of the host beyond [`Links`].
+pub trait HostLinks: Links {
+    /// Makes a bridge, down; returns its index.
+    fn create_bridge(&self, bridge: &BridgeLink<'_>) -> Result<u32, LinkError>;
+    /// The unicast routes of the main table of one family.
+    fn routes(&self, ipv6: bool) -> Result<Vec<HostRoute>, LinkError>;
 }

@@ -1,13 +1,14 @@
 //! Process plumbing of the monitor and the daemon: ptys, pidfds, reaping,
 //! process identity. Raw calls live here, each with its safety argument.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,33 @@ pub fn start_time(pid: Pid) -> Option<u64> {
     // The command name may contain spaces and parentheses: skip past the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Completes when the process behind `pidfd` has exited; reaps it if it
+/// is the daemon's child (a monitor adopted after a restart is not).
+pub async fn wait_exit(pidfd: OwnedFd) {
+    // SAFETY: an OwnedFd is a valid, open descriptor that keeps referring
+    // to the same pidfd for as long as the AsyncFd owns it.
+    match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
+        Ok(fd) => {
+            if let Ok(guard) = fd.readable().await {
+                drop(guard);
+            }
+            let _ = reap_pidfd(fd.get_ref().as_fd());
+        }
+        Err(_) => {
+            // Cannot watch it: treat as gone; the exit record tells the rest.
+        }
+    }
+}
+
+/// Whether the process `pid` started at `start` still runs; if so, a
+/// pidfd for it.
+pub fn find_process(pid: i32, start: u64) -> Option<OwnedFd> {
+    let pid = Pid::from_raw(pid);
+    let fd = pidfd_open(pid).ok()?;
+    // Check after opening the pidfd: then the pidfd refers to that process.
+    (start_time(pid) == Some(start)).then_some(fd)
 }
 
 #[cfg(test)]
