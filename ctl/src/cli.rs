@@ -193,21 +193,45 @@ pub enum Command {
     Man,
 }
 
-/// Virtual networks (defined only: they cannot be started yet).
+/// Virtual networks: a bridge with NAT or routing, DHCP and DNS.
 #[derive(Debug, Subcommand)]
 pub enum NetCommand {
     /// Define (or update) a network from an XML file ('-' reads stdin).
     #[command(name = "net-define")]
     Define { file: PathBuf },
-    /// Remove a network's definition.
+    /// Create and start a transient network from an XML file ('-' reads
+    /// stdin); it is forgotten when destroyed.
+    #[command(name = "net-create")]
+    Create { file: PathBuf },
+    /// Remove a network's definition (an active network runs on until
+    /// destroyed).
     #[command(name = "net-undefine")]
     Undefine { network: String },
+    /// Start a defined network: bridge, firewall table, DHCP and DNS.
+    #[command(name = "net-start")]
+    Start { network: String },
+    /// Stop a network (refused while running domains use it).
+    #[command(name = "net-destroy")]
+    Destroy {
+        network: String,
+        /// Even with running domains on it: they lose their connection.
+        #[arg(long)]
+        force: bool,
+    },
     /// List networks (active ones; --all for every defined network).
     #[command(name = "net-list")]
     List {
-        /// Include inactive networks (for now, every network).
+        /// Include inactive networks.
         #[arg(long, short = 'a')]
         all: bool,
+    },
+    /// Show the DHCP leases a network has given.
+    #[command(name = "net-dhcp-leases")]
+    DhcpLeases {
+        network: String,
+        /// Only the lease of this MAC address.
+        #[arg(long)]
+        mac: Option<String>,
     },
     /// Show a network's identity, state and bridge.
     #[command(name = "net-info")]
@@ -215,8 +239,7 @@ pub enum NetCommand {
     /// Print a network's XML.
     #[command(name = "net-dumpxml")]
     Dumpxml { network: String },
-    /// Mark a network to start with the host (or unmark it); kept, but
-    /// networks cannot start yet.
+    /// Mark a network to start with the host (or unmark it).
     #[command(name = "net-autostart")]
     Autostart {
         network: String,

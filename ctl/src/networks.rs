@@ -1,6 +1,4 @@
-//! `lxvirt net-*`: virtual networks over D-Bus. Networks can be defined,
-//! listed, shown and undefined; they cannot be started yet, so every one
-//! is inactive.
+//! `lxvirt net-*`: virtual networks over D-Bus.
 
 use std::collections::HashMap;
 
@@ -24,6 +22,45 @@ pub async fn run(
             let path = manager.network_define_xml(&xml).await?;
             let name = network(connection, path).await?.name().await?;
             println!("Network '{name}' defined from {}", file.display());
+        }
+        NetCommand::Create { file } => {
+            let xml = read_input(&file)?;
+            let path = manager.network_create_xml(&xml).await?;
+            let name = network(connection, path).await?.name().await?;
+            println!("Network '{name}' created from {}", file.display());
+        }
+        NetCommand::Start { network } => {
+            let proxy = lookup(connection, manager, &network).await?;
+            proxy.start().await?;
+            println!("Network '{}' started", proxy.name().await?);
+        }
+        NetCommand::Destroy { network, force } => {
+            let proxy = lookup(connection, manager, &network).await?;
+            let name = proxy.name().await?;
+            proxy.destroy(u32::from(force)).await?;
+            println!("Network '{name}' destroyed");
+        }
+        NetCommand::DhcpLeases { network, mac } => {
+            let proxy = lookup(connection, manager, &network).await?;
+            let leases = proxy
+                .get_dhcp_leases(mac.as_deref().unwrap_or_default(), 0)
+                .await?;
+            let rows: Vec<output::LeaseRow> = leases
+                .into_iter()
+                .map(
+                    |(mac, ip, prefix, hostname, client_id, expiry)| output::LeaseRow {
+                        mac,
+                        address: format!("{ip}/{prefix}"),
+                        hostname,
+                        client_id,
+                        expiry,
+                    },
+                )
+                .collect();
+            match format {
+                Format::Text => print!("{}", output::leases_text(&rows)),
+                Format::Json => print_json(&rows)?,
+            }
         }
         NetCommand::Undefine { network } => {
             let proxy = lookup(connection, manager, &network).await?;

@@ -112,6 +112,55 @@ pub fn net_list_text(rows: &[NetworkRow]) -> String {
     })
 }
 
+/// One row of `lxvirt net-dhcp-leases`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseRow {
+    pub mac: String,
+    /// ADDRESS/PREFIX.
+    pub address: String,
+    pub hostname: String,
+    pub client_id: String,
+    /// Seconds since the epoch; 0: never.
+    pub expiry: u64,
+}
+
+pub fn leases_text(rows: &[LeaseRow]) -> String {
+    let headers = [
+        "MAC address",
+        "IP address",
+        "Hostname",
+        "Client ID",
+        "Expires",
+    ];
+    table_of(&headers, rows, |r| {
+        let or_dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        vec![
+            r.mac.clone(),
+            r.address.clone(),
+            or_dash(&r.hostname),
+            or_dash(&r.client_id),
+            if r.expiry == 0 {
+                "never".to_owned()
+            } else {
+                format!("in {}s", r.expiry.saturating_sub(now_secs()))
+            },
+        ]
+    })
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 pub fn net_info_text(row: &NetworkRow) -> String {
     fields_text(&[
         ("Name", row.name.clone()),

@@ -22,6 +22,7 @@ use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::convert::ConvertSettings;
 use crate::lxc::driver::LxcDriver;
 use crate::lxc::instance::LxcConfig;
+use crate::net::virtual_network::{self, HostNetworks};
 use crate::security::Security;
 use crate::security::detect::Detected;
 use crate::security::userns::{IdRange, IdRanges, UsernsError};
@@ -244,10 +245,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     });
     let drivers = Drivers::default().with(DomainType::Lxc, std::sync::Arc::new(lxc));
     let security = Security::detect(&config.security);
+    let network_dir = virtual_network::run_dir(&config.run_dir);
+    let network_driver =
+        HostNetworks::new(network_dir.clone()).map_err(|source| DaemonError::CreateDir {
+            path: network_dir,
+            source,
+        })?;
     let manager = Manager::new(
         store,
         loaded,
         (network_store, networks),
+        std::sync::Arc::new(network_driver),
         manager_config,
         drivers,
         security,

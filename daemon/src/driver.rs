@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::domain::{DomainDef, DomainType};
+use crate::domain::{DomainDef, DomainType, InterfaceSource};
 use crate::security::{FileLabeler, Prepared as PreparedLabels};
 use crate::storage::RootMount;
 
@@ -41,6 +41,32 @@ pub struct StartRequest {
     pub image_root: Option<RootMount>,
     /// Init pids of the running domains, by name (for sharing namespaces).
     pub running_inits: HashMap<String, i32>,
+    /// The active networks its `type='network'` interfaces use, by name.
+    pub networks: HashMap<String, NetworkPort>,
+}
+
+/// The definition a driver runs: each `type='network'` interface plugged
+/// into its network's bridge, as a `type='bridge'` one. One the core gave
+/// no port for stays as it is (the driver refuses it).
+pub fn plug_networks(def: &DomainDef, networks: &HashMap<String, NetworkPort>) -> DomainDef {
+    let mut plugged = def.clone();
+    for interface in &mut plugged.devices.interfaces {
+        if let InterfaceSource::Network { network, .. } = &interface.source
+            && let Some(port) = networks.get(network)
+        {
+            interface.source = InterfaceSource::Bridge {
+                bridge: port.bridge.clone(),
+            };
+        }
+    }
+    plugged
+}
+
+/// Where an interface on a virtual network plugs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPort {
+    /// The network's bridge.
+    pub bridge: String,
 }
 
 /// What the core remembers of a running instance, in its live status.

@@ -27,6 +27,8 @@ pub trait Manager {
     fn create_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
     #[zbus(name = "NetworkDefineXML")]
     fn network_define_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(name = "NetworkCreateXML")]
+    fn network_create_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
     fn list_networks(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
     fn network_lookup_by_name(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     #[zbus(name = "NetworkLookupByUUID")]
@@ -153,6 +155,16 @@ pub mod network {
         #[zbus(name = "GetXML")]
         fn get_xml(&self, flags: u32) -> zbus::Result<String>;
         fn undefine(&self) -> zbus::Result<()>;
+        fn start(&self) -> zbus::Result<()>;
+        fn destroy(&self, flags: u32) -> zbus::Result<()>;
+        /// (MAC, address, prefix, host name, client id, expiry).
+        #[zbus(name = "GetDHCPLeases")]
+        #[allow(clippy::type_complexity)]
+        fn get_dhcp_leases(
+            &self,
+            mac: &str,
+            flags: u32,
+        ) -> zbus::Result<Vec<(String, String, u8, String, String, u64)>>;
         #[zbus(signal)]
         fn lifecycle(&self, event: &str, detail: &str) -> zbus::Result<()>;
     }

@@ -532,6 +532,7 @@ async fn proxies_match_the_committed_contract() {
     call!(run, manager.get_capabilities());
     call!(run, manager.version());
     call!(run, manager.network_define_xml("<network/>"));
+    call!(run, manager.network_create_xml("<network/>"));
     call!(run, manager.list_networks());
     call!(run, manager.network_lookup_by_name("lan"));
     call!(
@@ -588,6 +589,9 @@ async fn proxies_match_the_committed_contract() {
     call!(run, network.bridge());
     call!(run, network.get_xml(0));
     call!(run, network.undefine());
+    call!(run, network.start());
+    call!(run, network.destroy(1));
+    call!(run, network.get_dhcp_leases("", 0));
 
     let progress = images.receive_progress().await.unwrap();
     let interface = images.inner().interface().to_string();

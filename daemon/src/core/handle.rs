@@ -186,4 +186,30 @@ impl ManagerHandle {
         self.ask(|reply| Command::NetworkGetXml { uuid, flags, reply })
             .await?
     }
+
+    /// Starts a defined network; returns once it serves.
+    pub async fn network_start(&self, uuid: Uuid) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::NetworkStart { uuid, reply })
+            .await?
+    }
+
+    /// Defines a transient network and starts it.
+    pub async fn network_create_xml(&self, xml: String) -> Result<(Uuid, Seq), CoreError> {
+        self.ask(|reply| Command::NetworkCreate { xml, reply })
+            .await?
+    }
+
+    /// Takes a network down; `force` even with running domains on it.
+    pub async fn network_destroy(&self, uuid: Uuid, force: bool) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::NetworkDestroy { uuid, force, reply })
+            .await?
+    }
+
+    pub async fn network_leases(
+        &self,
+        uuid: Uuid,
+    ) -> Result<Vec<crate::net::dnsmasq::Lease>, CoreError> {
+        self.ask(|reply| Command::NetworkLeases { uuid, reply })
+            .await?
+    }
 }

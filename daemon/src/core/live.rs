@@ -66,6 +66,44 @@ impl LiveStatus {
     }
 }
 
+/// What the daemon must remember about an active network
+/// (`RUN/network/NAME.status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    pub uuid: Uuid,
+    pub name: String,
+    /// Transient networks exist only here while they run.
+    pub persistent: bool,
+    /// The definition the network was started from, with its bridge.
+    pub live_xml: String,
+    /// Its dnsmasq: (pid, start time).
+    #[serde(default)]
+    pub dnsmasq: Option<(i32, u64)>,
+}
+
+impl Versioned for NetworkStatus {
+    const VERSION: u32 = 1;
+}
+
+impl NetworkStatus {
+    pub fn path(dir: &Path, name: &str) -> PathBuf {
+        dir.join(format!("{name}.status"))
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), PersistError> {
+        persist::write_versioned(
+            &Self::path(dir, &self.name),
+            self,
+            0o600,
+            Durability::Volatile,
+        )
+    }
+
+    pub fn load(path: &Path) -> Result<NetworkStatus, PersistError> {
+        persist::read_versioned(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

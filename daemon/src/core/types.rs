@@ -47,7 +47,7 @@ pub struct DomainSummary {
 pub struct NetworkSummary {
     pub uuid: Uuid,
     pub name: String,
-    /// Whether its bridge is up; always false until networks can start.
+    /// Whether it runs: its bridge, rules and DHCP/DNS server are up.
     pub active: bool,
     pub persistent: bool,
     pub autostart: bool,
@@ -183,6 +183,30 @@ pub enum CoreError {
     },
     #[error(transparent)]
     InvalidState(#[from] InvalidState),
+    #[error("network '{network}' {problem}")]
+    NetworkState {
+        network: String,
+        problem: &'static str,
+    },
+    #[error(
+        "network '{network}' is in use by running domains: {}; stop them first, or destroy it with --force (they lose their connection)",
+        domains.join(", ")
+    )]
+    NetworkInUse {
+        network: String,
+        domains: Vec<String>,
+    },
+    #[error(
+        "domain '{domain}': its interface #{index} uses network '{network}', which {problem}; start it with 'lxvirt net-start {network}'"
+    )]
+    NetworkUnavailable {
+        domain: String,
+        index: usize,
+        network: String,
+        problem: &'static str,
+    },
+    #[error(transparent)]
+    Network(#[from] crate::net::virtual_network::NetworkError),
 
     #[error(
         "domain '{0}' is transient; it cannot be undefined or marked for autostart, define it first"

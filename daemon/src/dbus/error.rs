@@ -52,9 +52,12 @@ impl From<CoreError> for Error {
             | CoreError::Blocked { .. }
             | CoreError::BridgeTaken { .. }
             | CoreError::SubnetOverlap { .. } => Error::AlreadyExists(message),
-            CoreError::InvalidState(_) | CoreError::NotPersistent(_) | CoreError::Busy { .. } => {
-                Error::InvalidState(message)
-            }
+            CoreError::InvalidState(_)
+            | CoreError::NotPersistent(_)
+            | CoreError::Busy { .. }
+            | CoreError::NetworkState { .. }
+            | CoreError::NetworkInUse { .. }
+            | CoreError::NetworkUnavailable { .. } => Error::InvalidState(message),
             CoreError::DriverUnavailable { .. } => Error::DriverUnavailable(message),
             CoreError::Driver(error) => match error.kind {
                 ErrorKind::NotSupported => Error::NotSupported(message),
@@ -75,6 +78,7 @@ impl From<CoreError> for Error {
             CoreError::Security(_)
             | CoreError::Userns(_)
             | CoreError::StartFailed { .. }
+            | CoreError::Network(_)
             | CoreError::Store { .. }
             | CoreError::ShuttingDown => Error::Failed(message),
         }

@@ -91,6 +91,24 @@ impl ManagerObject {
         Ok(network_path(summary.uuid))
     }
 
+    /// Creates and starts a transient network (forgotten when it is
+    /// destroyed); returns its object path once it serves.
+    #[zbus(name = "NetworkCreateXML")]
+    async fn network_create_xml(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        xml: String,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.shared
+            .authorizer
+            .check(connection, &header, "create networks")
+            .await?;
+        let (uuid, seq) = self.shared.handle.network_create_xml(xml).await?;
+        self.shared.published(seq).await;
+        Ok(network_path(uuid))
+    }
+
     /// Object paths of every network, sorted by name.
     async fn list_networks(&self) -> Result<Vec<OwnedObjectPath>, Error> {
         let list = self.shared.handle.list_networks().await?;

@@ -1,8 +1,7 @@
 //! `org.lxvirt.lxvirt1.Network`: one object per network.
 //!
 //! As for domains, properties are served from a summary the event adapter
-//! keeps current; methods go to the core. Networks cannot start yet, so
-//! `Active` is always false and there is no `Start` or `Destroy`.
+//! keeps current; methods go to the core.
 
 use uuid::Uuid;
 use zbus::message::Header;
@@ -13,6 +12,9 @@ use super::exported::{Changes, Exported, SharedSummary, set_property};
 use super::{NETWORK_INTERFACE, Shared, error::Error};
 use crate::core::{NetworkSummary, XmlFlags};
 use lxvirt_api::network_path;
+
+/// `Destroy` flag: even with running domains on the network.
+const NETWORK_DESTROY_FORCE: u32 = 1;
 
 /// A network's object.
 #[derive(Debug)]
@@ -79,7 +81,7 @@ impl NetworkObject {
         self.uuid.to_string()
     }
 
-    /// Whether its bridge is up; always false: networks cannot start yet.
+    /// Whether it runs: its bridge, rules and DHCP/DNS server are up.
     #[zbus(property)]
     fn active(&self) -> bool {
         self.summary.get().active
@@ -90,8 +92,8 @@ impl NetworkObject {
         self.summary.get().persistent
     }
 
-    /// Whether the network is marked to start with the host (kept, but
-    /// networks cannot start yet).
+    /// Whether the network starts with the host (before the autostart
+    /// domains).
     #[zbus(property)]
     fn autostart(&self) -> bool {
         self.summary.get().autostart
@@ -118,7 +120,8 @@ impl NetworkObject {
         self.summary.get().bridge
     }
 
-    /// The network's XML; flags as for a domain's (none changes it yet).
+    /// The network's XML: the live one while active, unless flags ask for
+    /// the persistent one (`INACTIVE`, 2).
     #[zbus(name = "GetXML")]
     async fn get_xml(&self, flags: u32) -> Result<String, Error> {
         Ok(self
@@ -128,7 +131,74 @@ impl NetworkObject {
             .await?)
     }
 
-    /// Removes the definition; the object goes away.
+    /// Brings the network up: bridge, addresses, firewall table, DHCP and
+    /// DNS; returns once it serves.
+    async fn start(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        let start = async {
+            let seq = self.shared.handle.network_start(self.uuid).await?;
+            Ok(((), seq))
+        };
+        (self.shared)
+            .mutate(connection, &header, "start networks", start)
+            .await
+    }
+
+    /// Takes the network down. Refused while running domains have ports
+    /// on it, unless flags has `FORCE` (1).
+    async fn destroy(
+        &self,
+        flags: u32,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        if flags & !NETWORK_DESTROY_FORCE != 0 {
+            return Err(crate::core::CoreError::InvalidFlags(flags).into());
+        }
+        let force = flags & NETWORK_DESTROY_FORCE != 0;
+        let destroy = async {
+            let seq = self.shared.handle.network_destroy(self.uuid, force).await?;
+            Ok(((), seq))
+        };
+        (self.shared)
+            .mutate(connection, &header, "destroy networks", destroy)
+            .await
+    }
+
+    /// The DHCP leases the network's server has given: (MAC, address,
+    /// prefix, host name, client id, expiry in seconds since the epoch, 0
+    /// for none), those of `mac` only when it is not empty.
+    #[zbus(name = "GetDHCPLeases")]
+    async fn get_dhcp_leases(
+        &self,
+        mac: String,
+        flags: u32,
+    ) -> Result<Vec<(String, String, u8, String, String, u64)>, Error> {
+        if flags != 0 {
+            return Err(crate::core::CoreError::InvalidFlags(flags).into());
+        }
+        let leases = self.shared.handle.network_leases(self.uuid).await?;
+        Ok(leases
+            .into_iter()
+            .filter(|l| mac.is_empty() || l.mac.eq_ignore_ascii_case(&mac))
+            .map(|l| {
+                (
+                    l.mac,
+                    l.ip.to_string(),
+                    l.prefix,
+                    l.hostname.unwrap_or_default(),
+                    l.client_id.unwrap_or_default(),
+                    l.expiry,
+                )
+            })
+            .collect())
+    }
+
+    /// Removes the definition; the object goes away (an active network
+    /// runs on, transient, until destroyed).
     async fn undefine(
         &self,
         #[zbus(header)] header: Header<'_>,

@@ -65,7 +65,7 @@ pub enum ConvertError {
         domain_type: &'static str,
     },
     #[error(
-        "domain '{domain}': <interface type='network'> (network '{network}'): virtual networks are not supported yet; use <interface type='bridge'> with a host bridge (see docs/networking.md)"
+        "domain '{domain}': <interface type='network'> (network '{network}'): the network is not active; start it with 'lxvirt net-start {network}'"
     )]
     VirtualNetwork { domain: String, network: String },
     #[error(
@@ -981,10 +981,7 @@ mod tests {
         let d = with_devices("<interface type='network'><source network='default'/></interface>");
         let err = container_spec(&d, &settings(), &none, None).unwrap_err();
         assert!(matches!(err, ConvertError::VirtualNetwork { .. }), "{err}");
-        assert!(
-            err.to_string().contains("use <interface type='bridge'>"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("net-start default"), "{err}");
 
         let xml = with_devices("<interface type='ethernet'/>")
             .to_xml()

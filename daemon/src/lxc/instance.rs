@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use super::convert::{self, ConvertError, ConvertSettings};
 use super::driver::{DriverError, LxcDriver};
-use crate::sys::process::{find_process, wait_exit};
 use super::protocol::{self, InitExit, Reply, Requested};
 use super::spec::{ContainerSpec, RootFs};
 use crate::cgroup::{CgroupError, Cgroups};
@@ -20,6 +19,7 @@ use crate::driver::{
 };
 use crate::error_chain::error_chain;
 use crate::security::relabel::{self, RelabelJob};
+use crate::sys::process::{find_process, wait_exit};
 
 /// What the LXC driver needs besides its monitors.
 #[derive(Debug, Clone)]
@@ -102,6 +102,7 @@ impl Driver for LxcDriver {
             content_label,
             image_root,
             running_inits,
+            networks,
         } = request;
         let name = def.name().to_owned();
         if def.devices.consoles.is_empty() {
@@ -112,7 +113,7 @@ impl Driver for LxcDriver {
         }
         self.cgroups(&name)?;
         let mut spec = convert::container_spec(
-            &def,
+            &crate::driver::plug_networks(&def, &networks),
             &self.config().settings,
             &|other| running_inits.get(other).copied(),
             image_root.as_ref(),

@@ -8,8 +8,10 @@
 //!   the plumbing is driven by a recording double in unit tests and by
 //!   [`Netlink`] for real.
 
+pub mod dnsmasq;
 pub mod firewall;
 pub mod link;
+pub mod virtual_network;
 
 use std::net::IpAddr;
 use std::os::fd::BorrowedFd;

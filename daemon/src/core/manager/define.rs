@@ -250,6 +250,28 @@ impl Manager {
             return;
         }
         let _ = std::fs::write(&marker, b"");
+        // Networks first: the domains' ports need them.
+        let networks = self.autostart_networks();
+        if networks.is_empty() {
+            return self.autostart_domains();
+        }
+        let mut waiting = Vec::new();
+        for uuid in networks {
+            let (reply, done) = tokio::sync::oneshot::channel();
+            self.start_network(uuid, Some(reply));
+            waiting.push(done);
+        }
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            for done in waiting {
+                // A failure was logged by the network's start.
+                let _ = done.await;
+            }
+            let _ = internal.send(super::Internal::AutostartDomains);
+        });
+    }
+
+    pub(super) fn autostart_domains(&mut self) {
         let mut todo: Vec<(String, Uuid)> = self
             .domains
             .values()

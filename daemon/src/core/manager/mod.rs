@@ -21,6 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +38,8 @@ use super::types::{
 use crate::domain::{DomainDef, NetworkDef, Userns, UsernsMode};
 use crate::driver::{BoxFuture, Driver, Drivers, Runtime, Started};
 use crate::error_chain::error_chain;
+use crate::net::dnsmasq::Lease;
+use crate::net::virtual_network::{NetworkDriver, NetworkError, NetworkRuntime};
 use crate::security::userns::IdRanges;
 use crate::security::{Security, SecurityReport};
 use crate::storage::{CommitReport, ImageId, RootMount};
@@ -174,6 +177,24 @@ pub enum Command {
         flags: XmlFlags,
         reply: Reply<String>,
     },
+    NetworkStart {
+        uuid: Uuid,
+        reply: Reply<Seq>,
+    },
+    /// Define a transient network and start it.
+    NetworkCreate {
+        xml: String,
+        reply: Reply<(Uuid, Seq)>,
+    },
+    NetworkDestroy {
+        uuid: Uuid,
+        force: bool,
+        reply: Reply<Seq>,
+    },
+    NetworkLeases {
+        uuid: Uuid,
+        reply: Reply<Vec<Lease>>,
+    },
 }
 
 /// Reports from the manager's own tasks.
@@ -208,6 +229,20 @@ enum Internal {
         result: Result<CommitReport, CoreError>,
         reply: Reply<CommitReport>,
     },
+    /// A network's start or takeover has finished.
+    NetworkStarted {
+        uuid: Uuid,
+        live: Box<NetworkDef>,
+        result: Result<NetworkRuntime, NetworkError>,
+        reply: Option<Reply<Seq>>,
+    },
+    NetworkStopped {
+        uuid: Uuid,
+        problems: Vec<NetworkError>,
+        reply: Reply<Seq>,
+    },
+    /// The autostart networks are up (or failed): the domains' turn.
+    AutostartDomains,
 }
 
 /// Settings of the manager.
@@ -239,6 +274,12 @@ pub struct Manager {
     blocked: HashMap<String, PathBuf>,
     /// Every network definition, with its own store.
     networks: Networks,
+    /// What starts and stops networks on the host.
+    network_driver: Arc<dyn NetworkDriver>,
+    /// Active networks' status files (`RUN/network`).
+    network_dir: PathBuf,
+    /// Networks found active at start-up, to take over once the task runs.
+    recovered_networks: Vec<(Uuid, NetworkDef, NetworkRuntime)>,
     events: mpsc::UnboundedSender<Event>,
     internal: mpsc::UnboundedSender<Internal>,
     internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
@@ -288,6 +329,7 @@ impl Manager {
         store: Store,
         loaded: Loaded,
         networks: (Store<NetworkDef>, Loaded<NetworkDef>),
+        network_driver: Arc<dyn NetworkDriver>,
         config: ManagerConfig,
         drivers: Drivers,
         security: Security,
@@ -295,6 +337,7 @@ impl Manager {
         events: mpsc::UnboundedSender<Event>,
     ) -> Manager {
         let (internal, internal_rx) = mpsc::unbounded_channel();
+        let network_dir = crate::net::virtual_network::run_dir(&config.run_dir);
         let mut manager = Manager {
             store,
             config,
@@ -305,6 +348,9 @@ impl Manager {
             names: HashMap::new(),
             blocked: loaded.blocked,
             networks: Networks::new(networks.0, networks.1),
+            network_driver,
+            network_dir,
+            recovered_networks: Vec::new(),
             events,
             internal,
             internal_rx: Some(internal_rx),
@@ -316,6 +362,7 @@ impl Manager {
             let entry = Entry::new(stored.def, true, stored.autostart);
             manager.insert(entry);
         }
+        manager.recovered_networks = manager.recover_networks();
         manager.recover();
         manager
     }
@@ -445,6 +492,8 @@ impl Manager {
         for driver in self.drivers.all() {
             driver.warm_up();
         }
+        let networks = std::mem::take(&mut self.recovered_networks);
+        self.reconnect_networks(networks);
         for Recovered(uuid, exited) in std::mem::take(&mut self.recovered) {
             let generation = self.domains.get(&uuid).map_or(0, |e| e.generation);
             self.watch(uuid, generation, exited);
@@ -509,6 +558,14 @@ impl Manager {
             Command::Autostart => self.autostart(),
             Command::Commit { uuid, name, reply } => self.commit(uuid, name, reply),
             Command::RemoveImage { reference, reply } => self.remove_image(reference, reply),
+            Command::NetworkStart { uuid, reply } => self.start_network(uuid, Some(reply)),
+            Command::NetworkCreate { xml, reply } => self.create_network(&xml, reply),
+            Command::NetworkDestroy { uuid, force, reply } => {
+                self.destroy_network(uuid, force, reply)
+            }
+            Command::NetworkLeases { uuid, reply } => {
+                let _ = reply.send(self.network_leases(uuid));
+            }
             Command::NetworkDefine { xml, reply } => {
                 let _ = reply.send(self.define_network(&xml));
             }
@@ -568,6 +625,18 @@ impl Manager {
                 }
                 let _ = reply.send(result);
             }
+            Internal::NetworkStarted {
+                uuid,
+                live,
+                result,
+                reply,
+            } => self.network_started(uuid, *live, result, reply),
+            Internal::NetworkStopped {
+                uuid,
+                problems,
+                reply,
+            } => self.network_stopped(uuid, problems, reply),
+            Internal::AutostartDomains => self.autostart_domains(),
         }
     }
 

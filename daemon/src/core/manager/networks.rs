@@ -1,8 +1,12 @@
-//! Network definitions: define, undefine, autostart, lookup, the XML.
+//! Networks: define, undefine, autostart, lookup, the XML, start and
+//! destroy, and the ports domains take on them.
 //!
-//! Networks are only defined for now: none is active, so none has a state
-//! to check. A define refuses what would clash with another defined
-//! network once both run: the same bridge, or overlapping subnets.
+//! A define refuses what would clash with another network once both run:
+//! the same bridge, or overlapping subnets. A network's start and destroy
+//! run on the network driver in a task of their own; meanwhile the network
+//! is busy and refuses other changes. An active network has its live
+//! definition (what it was started with) and a status file in the run
+//! directory, by which a restarted daemon takes it over again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,9 +15,15 @@ use uuid::Uuid;
 
 use super::Manager;
 use super::identity::Index;
+use super::{Internal, Reply};
+use crate::core::live::{LiveStatus, NetworkStatus};
 use crate::core::store::{Loaded, Store};
 use crate::core::types::{CoreError, EventKind, Lifecycle, Lookup, NetworkSummary, Seq, XmlFlags};
-use crate::domain::NetworkDef;
+use crate::domain::{InterfaceSource, NetworkDef};
+use crate::driver::NetworkPort;
+use crate::error_chain::error_chain;
+use crate::net::dnsmasq::Lease;
+use crate::net::virtual_network::{NetworkError, NetworkRuntime};
 
 /// The prefix of the bridge names the daemon picks.
 const BRIDGE_PREFIX: &str = "lxvirtbr";
@@ -24,6 +34,16 @@ pub(super) struct NetworkEntry {
     /// Its bridge name is always set (given, or picked at define time).
     def: NetworkDef,
     autostart: bool,
+    persistent: bool,
+    /// What it runs with, while active.
+    active: Option<ActiveNetwork>,
+    /// A start or destroy is under way.
+    busy: Option<&'static str>,
+}
+
+#[derive(Debug)]
+struct ActiveNetwork {
+    live: NetworkDef,
 }
 
 impl NetworkEntry {
@@ -31,18 +51,33 @@ impl NetworkEntry {
         self.def.name()
     }
 
+    /// The bridge it runs on, or would.
     fn bridge(&self) -> &str {
-        self.def.bridge.name.as_deref().unwrap_or_default()
+        self.live_def().bridge.name.as_deref().unwrap_or_default()
+    }
+
+    fn live_def(&self) -> &NetworkDef {
+        self.active.as_ref().map_or(&self.def, |a| &a.live)
     }
 
     fn summary(&self) -> NetworkSummary {
         NetworkSummary {
             uuid: self.def.uuid,
             name: self.name().to_owned(),
-            active: false,
-            persistent: true,
+            active: self.active.is_some(),
+            persistent: self.persistent,
             autostart: self.autostart,
             bridge: self.bridge().to_owned(),
+        }
+    }
+
+    fn refuse_if_busy(&self) -> Result<(), CoreError> {
+        match self.busy {
+            Some(operation) => Err(CoreError::NetworkState {
+                network: self.name().to_owned(),
+                problem: operation,
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -70,6 +105,9 @@ impl Networks {
             let entry = NetworkEntry {
                 def: stored.def,
                 autostart: stored.autostart,
+                persistent: true,
+                active: None,
+                busy: None,
             };
             match entry.def.bridge.name {
                 Some(_) => networks.insert(entry),
@@ -133,11 +171,13 @@ impl Networks {
             .unwrap_or_default()
     }
 
-    /// Refuses a definition whose bridge or subnets another network has.
+    /// Refuses a definition whose bridge or subnets another network has
+    /// (defined, or running with them).
     fn check_clashes(&self, def: &NetworkDef) -> Result<(), CoreError> {
         let bridge = def.bridge.name.as_deref().unwrap_or_default();
         for other in self.others(def.uuid) {
-            if other.bridge() == bridge {
+            let other_bridges = [other.def.bridge.name.as_deref(), Some(other.bridge())];
+            if other_bridges.contains(&Some(bridge)) {
                 return Err(CoreError::BridgeTaken {
                     network: def.name().to_owned(),
                     bridge: bridge.to_owned(),
@@ -150,6 +190,7 @@ impl Networks {
                     .def
                     .ips
                     .iter()
+                    .chain(other.active.iter().flat_map(|a| a.live.ips.iter()))
                     .map(|i| i.subnet())
                     .find(|s| s.overlaps(&subnet))
                 {
@@ -199,18 +240,45 @@ impl Manager {
         networks.store.save(&def).map_err(store_error(&name))?;
         let updated = existing.is_some();
         let uuid = def.uuid;
-        self.networks.insert(NetworkEntry { def, autostart });
+        // An active network keeps running with what it started with.
+        let (active, busy) = match existing.and_then(|u| self.networks.by_uuid.remove(&u)) {
+            Some(previous) => (previous.active, previous.busy),
+            None => (None, None),
+        };
+        self.networks.insert(NetworkEntry {
+            def,
+            autostart,
+            persistent: true,
+            active,
+            busy,
+        });
         tracing::info!(network = %name, updated, "defined");
         let seq = self.publish_network(uuid, Some(Lifecycle::Defined { updated }));
         Ok((self.networks.get(&Lookup::Uuid(uuid))?.summary(), seq))
     }
 
+    /// An active network goes on running, transient, until destroyed.
     pub(super) fn undefine_network(&mut self, uuid: Uuid) -> Result<Seq, CoreError> {
-        let name = self.networks.get_mut(uuid)?.name().to_owned();
+        let entry = self.networks.get_mut(uuid)?;
+        entry.refuse_if_busy()?;
+        if !entry.persistent {
+            return Err(CoreError::NetworkState {
+                network: entry.name().to_owned(),
+                problem: "is transient: it goes away when destroyed",
+            });
+        }
+        let name = entry.name().to_owned();
         self.networks
             .store
             .remove(&name)
             .map_err(store_error(&name))?;
+        let entry = self.networks.get_mut(uuid)?;
+        if entry.active.is_some() {
+            entry.persistent = false;
+            entry.autostart = false;
+            tracing::info!(network = %name, "undefined; runs on until destroyed");
+            return Ok(self.publish_network(uuid, Some(Lifecycle::Undefined)));
+        }
         self.networks.by_uuid.remove(&uuid);
         self.networks.names.remove(&name);
         tracing::info!(network = %name, "undefined");
@@ -226,6 +294,12 @@ impl Manager {
         enabled: bool,
     ) -> Result<Seq, CoreError> {
         let entry = self.networks.get_mut(uuid)?;
+        if !entry.persistent {
+            return Err(CoreError::NetworkState {
+                network: entry.name().to_owned(),
+                problem: "is transient: define it to start it automatically",
+            });
+        }
         if entry.autostart == enabled {
             return Ok(self.seq);
         }
@@ -242,13 +316,17 @@ impl Manager {
         self.networks.get(lookup).map(NetworkEntry::summary)
     }
 
-    /// The definition; no flag changes it yet (a network is never active),
-    /// but unknown ones are refused as for domains.
+    /// The live definition of an active network, else the persistent one;
+    /// `INACTIVE` asks for the persistent one (the next start's).
     pub(super) fn network_xml(&self, uuid: Uuid, flags: XmlFlags) -> Result<String, CoreError> {
         if flags.0 & !XmlFlags::ALL != 0 {
             return Err(CoreError::InvalidFlags(flags.0));
         }
-        Ok(self.networks.get(&Lookup::Uuid(uuid))?.def.to_xml())
+        let entry = self.networks.get(&Lookup::Uuid(uuid))?;
+        if flags.0 & XmlFlags::INACTIVE != 0 {
+            return Ok(entry.def.to_xml());
+        }
+        Ok(entry.live_def().to_xml())
     }
 
     fn publish_network(&mut self, uuid: Uuid, lifecycle: Option<Lifecycle>) -> Seq {
@@ -259,5 +337,364 @@ impl Manager {
             }
             None => self.seq,
         }
+    }
+}
+
+impl Manager {
+    /// Starts a defined network.
+    pub(super) fn start_network(&mut self, uuid: Uuid, reply: Option<Reply<Seq>>) {
+        let result = (|| {
+            let entry = self.networks.get_mut(uuid)?;
+            entry.refuse_if_busy()?;
+            if entry.active.is_some() {
+                return Err(CoreError::NetworkState {
+                    network: entry.name().to_owned(),
+                    problem: "is already active",
+                });
+            }
+            entry.busy = Some("is starting");
+            Ok(entry.def.clone())
+        })();
+        match result {
+            Ok(live) => self.spawn_network_start(uuid, live, None, reply),
+            Err(error) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+
+    /// Defines a transient network from `xml` and starts it.
+    pub(super) fn create_network(&mut self, xml: &str, reply: Reply<(Uuid, Seq)>) {
+        let created = (|| {
+            let mut def = NetworkDef::from_xml(xml).map_err(CoreError::InvalidNetworkXml)?;
+            let name = def.name().to_owned();
+            if self
+                .networks
+                .index()
+                .claim(xml, &name, &mut def.uuid)?
+                .is_some()
+            {
+                return Err(CoreError::NameTaken {
+                    kind: "network",
+                    name,
+                    existing: def.uuid,
+                });
+            }
+            if def.bridge.name.is_none() {
+                def.bridge.name = Some(self.networks.free_bridge());
+            }
+            self.networks.check_clashes(&def)?;
+            Ok(def)
+        })();
+        match created {
+            Ok(def) => {
+                let uuid = def.uuid;
+                self.networks.insert(NetworkEntry {
+                    def: def.clone(),
+                    autostart: false,
+                    persistent: false,
+                    active: None,
+                    busy: Some("is starting"),
+                });
+                let (started, done) = tokio::sync::oneshot::channel();
+                self.spawn_network_start(uuid, def, None, Some(started));
+                tokio::spawn(async move {
+                    let result = done.await.unwrap_or(Err(CoreError::ShuttingDown));
+                    let _ = reply.send(result.map(|seq| (uuid, seq)));
+                });
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    /// Runs the driver's start (or reconnect, with the runtime found) and
+    /// reports back.
+    fn spawn_network_start(
+        &mut self,
+        uuid: Uuid,
+        live: NetworkDef,
+        reconnect: Option<NetworkRuntime>,
+        reply: Option<Reply<Seq>>,
+    ) {
+        let driver = self.network_driver.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = match reconnect {
+                Some(runtime) => driver.reconnect(live.clone(), runtime).await,
+                None => driver.start(live.clone()).await,
+            };
+            let _ = internal.send(Internal::NetworkStarted {
+                uuid,
+                live: Box::new(live),
+                result,
+                reply,
+            });
+        });
+    }
+
+    pub(super) fn network_started(
+        &mut self,
+        uuid: Uuid,
+        live: NetworkDef,
+        result: Result<NetworkRuntime, NetworkError>,
+        reply: Option<Reply<Seq>>,
+    ) {
+        let dir = self.network_dir.clone();
+        let Ok(entry) = self.networks.get_mut(uuid) else {
+            return;
+        };
+        entry.busy = None;
+        let name = entry.name().to_owned();
+        let outcome = match result {
+            Ok(runtime) => {
+                let status = NetworkStatus {
+                    uuid,
+                    name: name.clone(),
+                    persistent: entry.persistent,
+                    live_xml: live.to_xml(),
+                    dnsmasq: runtime.dnsmasq,
+                };
+                // The directory is the network driver's; a test driver may
+                // not have made it.
+                let _ = std::fs::create_dir_all(&dir);
+                if let Err(error) = status.save(&dir) {
+                    tracing::warn!(network = %name, error = %error_chain(&error), "cannot record the network's live status");
+                }
+                entry.active = Some(ActiveNetwork { live });
+                tracing::info!(network = %name, "started");
+                Ok(self.publish_network(uuid, Some(Lifecycle::Started)))
+            }
+            Err(error) => {
+                tracing::warn!(network = %name, error = %error_chain(&error), "cannot start");
+                if entry.active.take().is_some() {
+                    // A takeover that failed: it is down now.
+                    let _ = std::fs::remove_file(NetworkStatus::path(&dir, &name));
+                }
+                if !entry.persistent {
+                    self.networks.names.remove(&name);
+                    self.networks.by_uuid.remove(&uuid);
+                }
+                Err(CoreError::Network(error))
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// The running domains with a port on the network `name`.
+    fn domains_on_network(&self, name: &str) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .domains
+            .values()
+            .filter(|e| e.runtime.is_some())
+            .filter(|e| {
+                e.live_def().devices.interfaces.iter().any(|i| {
+                    matches!(&i.source, InterfaceSource::Network { network, .. } if network == name)
+                })
+            })
+            .map(|e| e.name().to_owned())
+            .collect();
+        users.sort();
+        users
+    }
+
+    /// Takes an active network down; refused while running domains use
+    /// it, unless `force`.
+    pub(super) fn destroy_network(&mut self, uuid: Uuid, force: bool, reply: Reply<Seq>) {
+        let checked = (|| {
+            let entry = self.networks.get(&Lookup::Uuid(uuid))?;
+            entry.refuse_if_busy()?;
+            let Some(active) = &entry.active else {
+                return Err(CoreError::NetworkState {
+                    network: entry.name().to_owned(),
+                    problem: "is not active",
+                });
+            };
+            let users = self.domains_on_network(entry.name());
+            if !users.is_empty() && !force {
+                return Err(CoreError::NetworkInUse {
+                    network: entry.name().to_owned(),
+                    domains: users,
+                });
+            }
+            Ok(active.live.clone())
+        })();
+        let live = match checked {
+            Ok(live) => live,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        if let Ok(entry) = self.networks.get_mut(uuid) {
+            entry.busy = Some("is being destroyed");
+        }
+        let driver = self.network_driver.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let problems = driver.stop(live).await;
+            let _ = internal.send(Internal::NetworkStopped {
+                uuid,
+                problems,
+                reply,
+            });
+        });
+    }
+
+    pub(super) fn network_stopped(
+        &mut self,
+        uuid: Uuid,
+        problems: Vec<NetworkError>,
+        reply: Reply<Seq>,
+    ) {
+        let dir = self.network_dir.clone();
+        let Ok(entry) = self.networks.get_mut(uuid) else {
+            return;
+        };
+        let name = entry.name().to_owned();
+        for problem in &problems {
+            // It is down as far as it could be taken down; what is left
+            // is the administrator's to remove, and logged here.
+            tracing::warn!(network = %name, error = %error_chain(problem), "left behind when destroyed");
+        }
+        entry.busy = None;
+        entry.active = None;
+        let _ = std::fs::remove_file(NetworkStatus::path(&dir, &name));
+        tracing::info!(network = %name, "destroyed");
+        let seq = if entry.persistent {
+            self.publish_network(
+                uuid,
+                Some(Lifecycle::Stopped(
+                    crate::core::lifecycle::Reason::Destroyed,
+                )),
+            )
+        } else {
+            self.networks.names.remove(&name);
+            self.networks.by_uuid.remove(&uuid);
+            self.publish(EventKind::NetworkRemoved {
+                uuid,
+                lifecycle: Lifecycle::Stopped(crate::core::lifecycle::Reason::Destroyed),
+            })
+        };
+        let _ = reply.send(Ok(seq));
+    }
+
+    pub(super) fn network_leases(&self, uuid: Uuid) -> Result<Vec<Lease>, CoreError> {
+        let entry = self.networks.get(&Lookup::Uuid(uuid))?;
+        match &entry.active {
+            Some(active) => Ok(self.network_driver.leases(&active.live)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The networks a domain's `type='network'` interfaces use, each with
+    /// its bridge; refused if one is not active. The ports get their
+    /// names in the network's DNS.
+    pub(super) fn network_ports(
+        &self,
+        def: &crate::domain::DomainDef,
+    ) -> Result<HashMap<String, NetworkPort>, CoreError> {
+        let mut ports = HashMap::new();
+        for (index, interface) in def.devices.interfaces.iter().enumerate() {
+            let InterfaceSource::Network { network, .. } = &interface.source else {
+                continue;
+            };
+            let unavailable = |problem| CoreError::NetworkUnavailable {
+                domain: def.name().to_owned(),
+                index: index + 1,
+                network: network.clone(),
+                problem,
+            };
+            let entry = self
+                .networks
+                .get(&Lookup::Name(network.clone()))
+                .map_err(|_| unavailable("is not defined"))?;
+            if entry.active.is_none() || entry.busy.is_some() {
+                return Err(unavailable("is not active"));
+            }
+            if let Some(mac) = interface.mac {
+                self.network_driver
+                    .add_port(network, &mac.to_string(), def.name());
+            }
+            ports.insert(
+                network.clone(),
+                NetworkPort {
+                    bridge: entry.bridge().to_owned(),
+                },
+            );
+        }
+        Ok(ports)
+    }
+
+    /// Finds the networks that were active before this daemon started and
+    /// takes them over (in `run`, once the task runs).
+    pub(super) fn recover_networks(&mut self) -> Vec<(Uuid, NetworkDef, NetworkRuntime)> {
+        let mut found = Vec::new();
+        for path in LiveStatus::scan(&self.network_dir) {
+            let status = match NetworkStatus::load(&path) {
+                Ok(status) => status,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), error = %error_chain(&error), "ignoring a network status file");
+                    continue;
+                }
+            };
+            let live = match NetworkDef::from_xml(&status.live_xml) {
+                Ok(def) => def,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), error = %error, "ignoring a network status file with an unreadable definition");
+                    continue;
+                }
+            };
+            if !self.networks.by_uuid.contains_key(&status.uuid) {
+                self.networks.insert(NetworkEntry {
+                    def: live.clone(),
+                    autostart: false,
+                    persistent: false,
+                    active: None,
+                    busy: None,
+                });
+            }
+            let Ok(entry) = self.networks.get_mut(status.uuid) else {
+                continue;
+            };
+            let runtime = NetworkRuntime {
+                dnsmasq: status.dnsmasq,
+            };
+            // Active from now on: domains recovered with it keep their
+            // ports, and its takeover fixes what is missing.
+            entry.active = Some(ActiveNetwork { live: live.clone() });
+            entry.busy = Some("is being taken over after a daemon restart");
+            found.push((status.uuid, live, runtime));
+        }
+        found
+    }
+
+    pub(super) fn reconnect_networks(&mut self, found: Vec<(Uuid, NetworkDef, NetworkRuntime)>) {
+        for (uuid, live, runtime) in found {
+            self.spawn_network_start(uuid, live, Some(runtime), None);
+        }
+    }
+
+    /// The autostart networks that are not active, by name.
+    pub(super) fn autostart_networks(&mut self) -> Vec<Uuid> {
+        let mut todo: Vec<(String, Uuid)> = self
+            .networks
+            .by_uuid
+            .values()
+            .filter(|e| e.autostart && e.active.is_none() && e.busy.is_none())
+            .map(|e| (e.name().to_owned(), e.def.uuid))
+            .collect();
+        todo.sort();
+        todo.into_iter()
+            .map(|(name, uuid)| {
+                tracing::info!(network = %name, "autostarting");
+                uuid
+            })
+            .collect()
     }
 }

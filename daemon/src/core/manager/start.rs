@@ -172,6 +172,7 @@ impl Manager {
         let mut live = def;
         live.clear_live_labels();
         self.resolve_userns(uuid, &mut live)?;
+        let networks = self.network_ports(&live)?;
         let labels = self.security.prepare(&live)?;
         live.seclabel = Some(labels.seclabel.clone());
         let name = live.name().to_owned();
@@ -187,6 +188,7 @@ impl Manager {
                 .map(|h| h.base.content.clone()),
             image_root,
             running_inits,
+            networks,
         };
         let work: BoxFuture<Result<Started, crate::driver::Error>> = match driver.start(request) {
             Ok(work) => work,

@@ -13,11 +13,14 @@ use crate::core::images::ImageStore;
 use crate::core::lifecycle::{Reason, State};
 use crate::core::store::Store;
 use crate::core::types::{CoreError, Event, EventKind, Lifecycle, Lookup, UndefineFlags, XmlFlags};
+use crate::domain::NetworkDef;
 use crate::domain::{DomainType, UsernsMode};
 use crate::driver::{
     self, BoxFuture, DomainStats, Driver, Drivers, Ended, ErrorKind, Exit, Request, Response,
     Runtime, StartRequest, Started,
 };
+use crate::net::dnsmasq::Lease;
+use crate::net::virtual_network::{NetworkDriver, NetworkError, NetworkRuntime};
 use crate::security::userns::{IdRange, IdRanges};
 use crate::security::{HostSelinux, NoneDriver, Security};
 use crate::storage::BackendKind;
@@ -237,10 +240,67 @@ impl Driver for TestDriver {
     }
 }
 
+/// A network driver that brings nothing up: it logs what it is asked,
+/// and fails the starts of networks named `broken`.
+#[derive(Debug, Clone, Default)]
+struct TestNetworks(Arc<Mutex<Vec<String>>>);
+
+impl TestNetworks {
+    fn log(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl NetworkDriver for TestNetworks {
+    fn start(&self, def: NetworkDef) -> BoxFuture<Result<NetworkRuntime, NetworkError>> {
+        self.0.lock().unwrap().push(format!("start {}", def.name()));
+        Box::pin(async move {
+            if def.name() == "broken" {
+                return Err(NetworkError::BridgeExists {
+                    network: def.name().to_owned(),
+                    bridge: "taken0".into(),
+                });
+            }
+            Ok(NetworkRuntime::default())
+        })
+    }
+
+    fn reconnect(
+        &self,
+        def: NetworkDef,
+        runtime: NetworkRuntime,
+    ) -> BoxFuture<Result<NetworkRuntime, NetworkError>> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("reconnect {}", def.name()));
+        Box::pin(async move { Ok(runtime) })
+    }
+
+    fn stop(&self, def: NetworkDef) -> BoxFuture<Vec<NetworkError>> {
+        self.0.lock().unwrap().push(format!("stop {}", def.name()));
+        Box::pin(async { Vec::new() })
+    }
+
+    fn leases(&self, _def: &NetworkDef) -> Vec<Lease> {
+        Vec::new()
+    }
+
+    fn add_port(&self, network: &str, mac: &str, name: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("port {network} {mac} {name}"));
+    }
+
+    fn remove_port(&self, _network: &str, _mac: &str) {}
+}
+
 /// A manager on temporary directories with the test driver.
 struct Harness {
     dir: tempfile::TempDir,
     driver: TestDriver,
+    networks: TestNetworks,
     handle: ManagerHandle,
     events: mpsc::UnboundedReceiver<Event>,
     task: tokio::task::JoinHandle<()>,
@@ -253,9 +313,19 @@ impl Harness {
     }
 
     fn on(dir: tempfile::TempDir, driver: TestDriver) -> Harness {
+        Harness::with_networks(dir, driver, TestNetworks::default())
+    }
+
+    fn with_networks(
+        dir: tempfile::TempDir,
+        driver: TestDriver,
+        networks: TestNetworks,
+    ) -> Harness {
+        let network_driver = networks.clone();
         let store = Store::open(&dir.path().join("config")).unwrap();
         let loaded = store.load().unwrap();
         let network_store = Store::open(&dir.path().join("config")).unwrap();
+        let networks_log = networks;
         let networks = network_store.load().unwrap();
         let run_dir = dir.path().join("run");
         std::fs::create_dir_all(&run_dir).unwrap();
@@ -277,6 +347,7 @@ impl Harness {
             store,
             loaded,
             (network_store, networks),
+            Arc::new(network_driver),
             config,
             drivers,
             security,
@@ -287,6 +358,7 @@ impl Harness {
         Harness {
             dir,
             driver,
+            networks: networks_log,
             handle,
             events,
             task,
@@ -297,7 +369,7 @@ impl Harness {
     /// driver's instances live on.
     fn restart(self) -> Harness {
         self.task.abort();
-        Harness::on(self.dir, self.driver)
+        Harness::with_networks(self.dir, self.driver, self.networks)
     }
 
     async fn define(&self, name: &str, extra: &str) -> Uuid {
@@ -1091,4 +1163,129 @@ async fn a_network_whose_file_is_bad_stays_blocked() {
         .unwrap();
     assert_eq!(old.bridge, "lxvirtbr0");
     assert_eq!(h.handle.list_networks().await.unwrap().len(), 1);
+}
+
+const NAT: &str = "<network><name>lan</name><forward mode='nat'/><ip address='10.251.9.1' prefix='24'/></network>";
+
+fn on_lan(mac: &str) -> String {
+    format!(
+        "<devices><interface type='network'><source network='lan'/><mac address='{mac}'/></interface></devices>"
+    )
+}
+
+/// A domain with a port on `lan` (its own `<devices>`, so not through
+/// `domain_xml`).
+async fn define_on_lan(h: &Harness, name: &str) -> Uuid {
+    let xml = format!(
+        "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+         <os><type>exe</type><init>/bin/sh</init></os>{}</domain>",
+        on_lan("52:54:00:00:00:01").replace("</devices>", "<console type='pty'/></devices>")
+    );
+    h.handle.define_xml(xml).await.unwrap().0.uuid
+}
+
+#[tokio::test]
+async fn a_domain_on_a_network_starts_only_while_the_network_is_active() {
+    let h = Harness::new();
+    let (net, _) = h.handle.network_define_xml(NAT.into()).await.unwrap();
+    let uuid = define_on_lan(&h, "web").await;
+    let refused = h.handle.start(uuid).await.unwrap_err();
+    assert!(
+        matches!(&refused, CoreError::NetworkUnavailable { network, index: 1, .. } if network == "lan"),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("lxvirt net-start lan"),
+        "{refused}"
+    );
+    assert!(h.driver.log().is_empty(), "nothing reached the driver");
+
+    h.handle.network_start(net.uuid).await.unwrap();
+    let active = h
+        .handle
+        .network_lookup(Lookup::Uuid(net.uuid))
+        .await
+        .unwrap();
+    assert!(active.active);
+    h.handle.start(uuid).await.unwrap();
+    assert_eq!(h.driver.log(), ["start web"]);
+    assert!(
+        h.networks
+            .log()
+            .contains(&"port lan 52:54:00:00:00:01 web".to_owned()),
+        "{:?}",
+        h.networks.log()
+    );
+
+    // In use: destroy refused naming the domain, unless forced.
+    let in_use = h.handle.network_destroy(net.uuid, false).await.unwrap_err();
+    assert!(
+        matches!(&in_use, CoreError::NetworkInUse { domains, .. } if domains == &["web".to_owned()]),
+        "{in_use}"
+    );
+    h.handle.destroy(uuid).await.unwrap();
+    h.handle.network_destroy(net.uuid, false).await.unwrap();
+    let inactive = h
+        .handle
+        .network_lookup(Lookup::Uuid(net.uuid))
+        .await
+        .unwrap();
+    assert!(!inactive.active && inactive.persistent);
+    assert_eq!(h.networks.log().last().unwrap(), "stop lan");
+}
+
+#[tokio::test]
+async fn a_transient_network_goes_away_when_destroyed_and_a_failed_one_at_once() {
+    let h = Harness::new();
+    let (uuid, _) = h.handle.network_create_xml(NAT.into()).await.unwrap();
+    let summary = h.handle.network_lookup(Lookup::Uuid(uuid)).await.unwrap();
+    assert!(summary.active && !summary.persistent);
+    let again = h.handle.network_start(uuid).await.unwrap_err();
+    assert!(again.to_string().contains("already active"), "{again}");
+    h.handle.network_destroy(uuid, false).await.unwrap();
+    assert!(h.handle.network_lookup(Lookup::Uuid(uuid)).await.is_err());
+
+    let broken = NAT.replace("<name>lan</name>", "<name>broken</name>");
+    let error = h.handle.network_create_xml(broken).await.unwrap_err();
+    assert!(matches!(error, CoreError::Network(_)), "{error}");
+    assert!(
+        h.handle
+            .network_lookup(Lookup::Name("broken".into()))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_daemon_takes_its_active_networks_over() {
+    let h = Harness::new();
+    let (net, _) = h.handle.network_define_xml(NAT.into()).await.unwrap();
+    h.handle.network_start(net.uuid).await.unwrap();
+    let h = h.restart();
+    let mut active = false;
+    for _ in 0..500 {
+        if h.networks.log().contains(&"reconnect lan".to_owned()) {
+            active = h
+                .handle
+                .network_lookup(Lookup::Uuid(net.uuid))
+                .await
+                .unwrap()
+                .active;
+            if active {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(active, "{:?}", h.networks.log());
+    assert_eq!(
+        h.networks
+            .log()
+            .iter()
+            .filter(|l| l.starts_with("start"))
+            .count(),
+        1,
+        "taken over, not started again: {:?}",
+        h.networks.log()
+    );
 }
