@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod net;
+
 /// The repository's top directory.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -529,6 +531,42 @@ pub fn kill_leftover_containers(run_dir: &Path) {
     }
 }
 
+/// Takes down the networks a test left active under the daemon whose run
+/// directory is `run_dir` (networks outlive their daemon by design): their
+/// dnsmasq, bridge and nftables table.
+pub fn remove_leftover_networks(run_dir: &Path) {
+    let dir = run_dir.join("network");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "status") {
+            continue;
+        }
+        let Ok(status) = lxvirtd::core::live::NetworkStatus::load(&path) else {
+            continue;
+        };
+        if let Some((pid, start)) = status.dnsmasq
+            && lxvirtd::sys::process::start_time(nix::unistd::Pid::from_raw(pid)) == Some(start)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Ok(def) = lxvirtd::domain::NetworkDef::from_xml(&status.live_xml)
+            && let Some(bridge) = def.bridge.name
+        {
+            let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        }
+        let table = format!("lxvirt-{}", status.name);
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &table])
+            .output();
+    }
+}
+
 /// Compiles a small C program with `cc -static` (probes that run inside a
 /// busybox root, where there is no libc). Returns false, after saying why,
 /// when the toolchain is missing; under CI that is a failure instead.
@@ -629,6 +667,7 @@ impl Drop for DaemonEnv {
     fn drop(&mut self) {
         let _ = self.daemon.kill();
         kill_leftover_containers(&self.run_dir());
+        remove_leftover_networks(&self.run_dir());
     }
 }
 

@@ -11,107 +11,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lxvirt_tests::ContainerEnv;
-use lxvirtd::dbus::proxy::DomainProxy;
-
-/// Busybox applets these tests use inside, beyond the common ones.
-const NET_APPLETS: [&str; 3] = ["ip", "ping", "nc"];
-
-/// Host devices a test made; deleted on drop (a veth takes its peer, a
-/// bridge releases its ports).
-struct HostDevices(Vec<String>);
-
-impl HostDevices {
-    fn new() -> HostDevices {
-        HostDevices(Vec::new())
-    }
-
-    /// `ip link add NAME ARGS…`, then up.
-    fn add(&mut self, name: &str, args: &[&str]) {
-        let _ = ip(&["link", "del", name]);
-        let mut all = vec!["link", "add", name];
-        all.extend_from_slice(args);
-        let out = ip(&all);
-        assert!(out.0, "ip link add {name}: {}", out.1);
-        self.0.push(name.to_owned());
-        set_up(name);
-    }
-}
-
-impl Drop for HostDevices {
-    fn drop(&mut self) {
-        for name in self.0.iter().rev() {
-            let _ = ip(&["link", "del", name]);
-        }
-    }
-}
-
-fn set_up(name: &str) {
-    let out = ip(&["link", "set", name, "up"]);
-    assert!(out.0, "ip link set {name} up: {}", out.1);
-}
-
-/// `ip ARGS…` on the host: (success, stdout and stderr).
-fn ip(args: &[&str]) -> (bool, String) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn host_link_exists(name: &str) -> bool {
-    ip(&["-o", "link", "show", "dev", name]).0
-}
-
-/// The names of the bridge's ports on the host.
-fn bridge_ports(bridge: &str) -> Vec<String> {
-    let (_, text) = ip(&["-o", "link", "show", "master", bridge]);
-    text.lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
-        .collect()
-}
-
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn env() -> Option<ContainerEnv> {
-    let env = ContainerEnv::new().await?;
-    for applet in NET_APPLETS {
-        let _ = std::os::unix::fs::symlink("busybox", env.rootfs().join("bin").join(applet));
-    }
-    Some(env)
-}
-
-/// A busybox domain that sleeps, with `devices` before its console.
-fn xml(env: &ContainerEnv, name: &str, devices: &str) -> String {
-    env.busybox_xml(name, "sleep 1000", "").replace(
-        "<console type='pty'/>",
-        &format!("{devices}<console type='pty'/>"),
-    )
-}
-
-async fn define(env: &ContainerEnv, xml: &str) -> DomainProxy<'static> {
-    let manager = env.manager().await.unwrap();
-    env.domain(manager.define_xml(xml).await.unwrap())
-        .await
-        .unwrap()
-}
-
-/// Runs `argv` inside; panics with its output unless it succeeds.
-async fn inside(env: &ContainerEnv, domain: &DomainProxy<'_>, argv: &[&str]) -> String {
-    let (code, out) = env.enter(domain, argv).await;
-    assert_eq!(code, 0, "{argv:?} inside: {out}");
-    out
-}
+use lxvirt_tests::net::{
+    HostDevices, bridge_ports, define, env, eventually, host_link_exists, inside, ip, set_up, xml,
+};
 
 #[tokio::test]
 async fn containers_on_a_host_bridge_ping_each_other() {
@@ -197,7 +101,7 @@ async fn an_ethernet_interface_reaches_its_host_end() {
     eth.start().await.unwrap();
     // The host end is the test's now: an address of its own on it.
     let mut devices = HostDevices::new();
-    devices.0.push("lxvtc2".into());
+    devices.adopt("lxvtc2");
     let (ok, out) = ip(&["addr", "add", "10.251.2.1/24", "dev", "lxvtc2"]);
     assert!(ok, "{out}");
     assert!(ip(&["-o", "link", "show", "lxvtc2"]).1.contains("UP"));
@@ -324,7 +228,8 @@ async fn a_bad_source_refuses_the_start_clearly_and_leaves_nothing() {
     .await;
     let err = network.start().await.unwrap_err().to_string();
     assert!(
-        err.contains("NotSupported") && err.contains("virtual networks are not supported yet"),
+        err.contains("InvalidState")
+            && err.contains("interface #1 uses network 'default', which is not defined"),
         "{err}"
     );
 }

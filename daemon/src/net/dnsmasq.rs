@@ -156,6 +156,10 @@ pub fn config(def: &NetworkDef, bridge: &str, files: &Files, user: &str) -> Stri
         }
     }
     if leases > 0 {
+        // dnsmasq would ping an address before offering it and hold the
+        // offer ~3 s for the answer; the subnet is the network's own and
+        // its leases are dnsmasq's, so a container gets its address at once.
+        line(&mut c, "no-ping");
         line(&mut c, "dhcp-no-override");
         line(&mut c, "dhcp-authoritative");
         let _ = writeln!(c, "dhcp-lease-max={}", leases.min(u128::from(u32::MAX)));

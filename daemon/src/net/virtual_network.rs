@@ -375,7 +375,7 @@ fn make(
         .create_bridge(&BridgeLink {
             name: bridge,
             mac: def.mac.map(|m| m.0),
-            stp: def.bridge.stp,
+            stp: kernel_stp(def),
             forward_delay: def.bridge.delay,
             mtu: def.mtu.map(u32::from),
         })
@@ -393,6 +393,19 @@ fn make(
         .map(Some)
         .map_err(Into::into)
 }
+
+/// Whether the bridge runs the kernel's STP. With STP on, the kernel
+/// clamps the forward delay to at least 2 s and holds each new port for
+/// twice that before it forwards: a container would start without a
+/// network for 4 s. A virtual network's bridge has no uplink, so no loop
+/// can form through it; STP runs only when `<bridge delay>` asks for the
+/// delay it implies anyway.
+fn kernel_stp(def: &NetworkDef) -> bool {
+    def.bridge.stp && def.bridge.delay >= MIN_STP_FORWARD_DELAY
+}
+
+/// The kernel's smallest forward delay with STP on, seconds.
+const MIN_STP_FORWARD_DELAY: u32 = 2;
 
 /// The bridge's addresses, and up.
 fn configure_bridge(def: &NetworkDef, netlink: &Netlink, index: u32) -> Result<(), NetworkError> {

@@ -1,0 +1,114 @@
+//! Helpers of the networking tests: host devices the tests make (named
+//! `lxvt…`, removed on drop), `ip` on the host, busybox containers with
+//! interfaces. Packets only go between namespaces the tests make.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lxvirtd::dbus::proxy::DomainProxy;
+
+use crate::ContainerEnv;
+
+/// Busybox applets these tests use inside, beyond the common ones.
+pub const NET_APPLETS: [&str; 5] = ["ip", "ping", "nc", "udhcpc", "nslookup"];
+
+/// Host devices a test made; deleted on drop (a veth takes its peer, a
+/// bridge releases its ports).
+#[derive(Debug, Default)]
+pub struct HostDevices(Vec<String>);
+
+impl HostDevices {
+    pub fn new() -> HostDevices {
+        HostDevices(Vec::new())
+    }
+
+    /// `ip link add NAME ARGS…`, then up.
+    /// Deletes `name` on drop (a device a container made, say).
+    pub fn adopt(&mut self, name: &str) {
+        self.0.push(name.to_owned());
+    }
+
+    pub fn add(&mut self, name: &str, args: &[&str]) {
+        let _ = ip(&["link", "del", name]);
+        let mut all = vec!["link", "add", name];
+        all.extend_from_slice(args);
+        let out = ip(&all);
+        assert!(out.0, "ip link add {name}: {}", out.1);
+        self.0.push(name.to_owned());
+        set_up(name);
+    }
+}
+
+impl Drop for HostDevices {
+    fn drop(&mut self) {
+        for name in self.0.iter().rev() {
+            let _ = ip(&["link", "del", name]);
+        }
+    }
+}
+
+pub fn set_up(name: &str) {
+    let out = ip(&["link", "set", name, "up"]);
+    assert!(out.0, "ip link set {name} up: {}", out.1);
+}
+
+/// `ip ARGS…` on the host: (success, stdout and stderr).
+pub fn ip(args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+pub fn host_link_exists(name: &str) -> bool {
+    ip(&["-o", "link", "show", "dev", name]).0
+}
+
+/// The names of the bridge's ports on the host.
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let (_, text) = ip(&["-o", "link", "show", "master", bridge]);
+    text.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn env() -> Option<ContainerEnv> {
+    let env = ContainerEnv::new().await?;
+    for applet in NET_APPLETS {
+        let _ = std::os::unix::fs::symlink("busybox", env.rootfs().join("bin").join(applet));
+    }
+    Some(env)
+}
+
+/// A busybox domain that sleeps, with `devices` before its console.
+pub fn xml(env: &ContainerEnv, name: &str, devices: &str) -> String {
+    env.busybox_xml(name, "sleep 1000", "").replace(
+        "<console type='pty'/>",
+        &format!("{devices}<console type='pty'/>"),
+    )
+}
+
+pub async fn define(env: &ContainerEnv, xml: &str) -> DomainProxy<'static> {
+    let manager = env.manager().await.unwrap();
+    env.domain(manager.define_xml(xml).await.unwrap())
+        .await
+        .unwrap()
+}
+
+/// Runs `argv` inside; panics with its output unless it succeeds.
+pub async fn inside(env: &ContainerEnv, domain: &DomainProxy<'_>, argv: &[&str]) -> String {
+    let (code, out) = env.enter(domain, argv).await;
+    assert_eq!(code, 0, "{argv:?} inside: {out}");
+    out
+}

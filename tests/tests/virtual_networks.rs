@@ -1,0 +1,387 @@
+//! Virtual networks with real packets: a NAT network's bridge, its
+//! nftables table and dnsmasq, containers that take DHCP leases, resolve
+//! each other's names and reach a stand-in "outside" host through NAT;
+//! an isolated network that reaches nothing; a daemon killed meanwhile.
+//! Needs root.
+//!
+//! Packets only go between namespaces the tests make: the "outside" host
+//! is a network namespace of the test's own, joined to the host by a veth
+//! the test made and named in `<forward dev>`; addresses are in
+//! 10.251.0.0/16 and nothing is routed to the host's uplink (a network's
+//! rules only forward to its `<forward dev>`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::net::{IpAddr, TcpListener};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use lxvirt_tests::ContainerEnv;
+use lxvirt_tests::net::{HostDevices, define, env, eventually, host_link_exists, inside, ip, xml};
+use lxvirtd::dbus::proxy::{DomainProxy, NetworkProxy};
+
+/// A network namespace standing in for the world outside, joined to the
+/// host by the veth `host_end` (10.251.N.1 on the host, .2 inside).
+struct Outside {
+    netns: String,
+    _devices: HostDevices,
+}
+
+impl Outside {
+    fn new(tag: &str, host_end: &str, subnet: u8) -> Outside {
+        let netns = format!("lxvt-{tag}-{}", std::process::id());
+        let _ = ip(&["netns", "del", &netns]);
+        assert!(ip(&["netns", "add", &netns]).0);
+        let mut devices = HostDevices::new();
+        let peer = format!("{host_end}p");
+        devices.add(
+            host_end,
+            &["type", "veth", "peer", "name", &peer, "netns", &netns],
+        );
+        let host_address = format!("10.251.{subnet}.1/24");
+        assert!(ip(&["addr", "add", &host_address, "dev", host_end]).0);
+        let inside_address = format!("10.251.{subnet}.2/24");
+        for args in [
+            vec!["addr", "add", inside_address.as_str(), "dev", peer.as_str()],
+            vec!["link", "set", peer.as_str(), "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut all = vec!["-n", netns.as_str()];
+            all.extend(args);
+            let out = ip(&all);
+            assert!(out.0, "ip {all:?}: {}", out.1);
+        }
+        Outside {
+            netns,
+            _devices: devices,
+        }
+    }
+
+    /// The outside routes `subnet` back through the host (as an upstream
+    /// router of a routed network must).
+    fn route(&self, subnet: &str, via: &str) {
+        let out = ip(&["-n", &self.netns, "route", "add", subnet, "via", via]);
+        assert!(out.0, "{}", out.1);
+    }
+
+    /// A TCP server at `address:port` inside; sends back the address each
+    /// client connected from (as the outside sees it) on the channel.
+    fn serve(&self, address: &str, port: u16) -> mpsc::Receiver<IpAddr> {
+        let path = format!("/run/netns/{}", self.netns);
+        let address = address.to_owned();
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let netns = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let listener = TcpListener::bind((address.as_str(), port)).unwrap();
+            ready_tx.send(()).unwrap();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let peer = stream.peer_addr().unwrap().ip();
+                let _ = std::io::Write::write_all(&mut stream, b"hello from outside\n");
+                if tx.send(peer).is_err() {
+                    return;
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        rx
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.netns]);
+    }
+}
+
+/// A udhcpc script: the lease's address and default route on the
+/// interface (busybox ships none; Debian's looks for it in /etc).
+const UDHCPC_SCRIPT: &str = "#!/bin/sh\n\
+case \"$1\" in\n\
+  bound|renew)\n\
+    ip addr flush dev \"$interface\"\n\
+    ip addr add \"$ip/$mask\" dev \"$interface\"\n\
+    [ -n \"$router\" ] && ip route replace default via \"${router%% *}\" dev \"$interface\"\n\
+    ;;\n\
+esac\n\
+exit 0\n";
+
+fn install_udhcpc_script(env: &ContainerEnv) {
+    let dir = env.rootfs().join("usr/share/udhcpc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("default.script");
+    std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// Asks for a lease on eth0; returns the address it got.
+async fn dhcp(env: &ContainerEnv, domain: &DomainProxy<'_>) -> String {
+    let (_, said) = env
+        .enter(
+            domain,
+            &[
+                "sh",
+                "-c",
+                "udhcpc -i eth0 -n -q -t 10 -T 1 -s /usr/share/udhcpc/default.script 2>&1",
+            ],
+        )
+        .await;
+    let out = inside(
+        env,
+        domain,
+        &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
+    )
+    .await;
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address on eth0: {out}; udhcpc said: {said}"))
+        .to_owned()
+}
+
+async fn network(env: &ContainerEnv, xml: &str) -> NetworkProxy<'static> {
+    let manager = env.manager().await.unwrap();
+    let path = manager.network_define_xml(xml).await.unwrap();
+    NetworkProxy::builder(&env.connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn nft_table_exists(name: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn on_network(network: &str) -> String {
+    format!("<interface type='network'><source network='{network}'/></interface>")
+}
+
+#[tokio::test]
+async fn a_nat_network_serves_dhcp_and_dns_and_masquerades_to_the_outside() {
+    let Some(env) = env().await else { return };
+    install_udhcpc_script(&env);
+    let outside = Outside::new("nat", "lxvtout1", 201);
+    let server = outside.serve("10.251.201.2", 7070);
+    let net = network(
+        &env,
+        "<network><name>lxvtnat</name><bridge name='lxvtbr61'/>\
+         <forward mode='nat' dev='lxvtout1'/>\
+         <ip address='10.251.61.1' prefix='24'><dhcp><range start='10.251.61.100' end='10.251.61.150'/></dhcp></ip>\
+         </network>",
+    )
+    .await;
+    net.start().await.unwrap();
+    assert!(net.active().await.unwrap());
+    assert!(host_link_exists("lxvtbr61"));
+    assert!(nft_table_exists("lxvirt-lxvtnat"));
+
+    let a = define(&env, &xml(&env, "vneta", &on_network("lxvtnat"))).await;
+    let b = define(&env, &xml(&env, "vnetb", &on_network("lxvtnat"))).await;
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let address_a = dhcp(&env, &a).await;
+    let address_b = dhcp(&env, &b).await;
+    for address in [&address_a, &address_b] {
+        assert!(address.starts_with("10.251.61."), "{address}");
+    }
+    assert_ne!(address_a, address_b);
+
+    // The siblings reach and resolve each other through the network's DNS.
+    inside(&env, &a, &["ping", "-c", "1", "-W", "2", &address_b]).await;
+    let answer = inside(&env, &a, &["nslookup", "vnetb", "10.251.61.1"]).await;
+    assert!(answer.contains(&address_b), "{answer}");
+
+    // The outside host sees the host's address on its side: masquerade.
+    let reply = inside(&env, &a, &["nc", "-w", "3", "10.251.201.2", "7070"]).await;
+    assert!(reply.contains("hello from outside"), "{reply}");
+    let seen = server.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(seen.to_string(), "10.251.201.1");
+
+    // The leases name both containers.
+    let leases = net.get_dhcp_leases("", 0).await.unwrap();
+    let mut names: Vec<&str> = leases.iter().map(|l| l.3.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["vneta", "vnetb"], "{leases:?}");
+    assert!(leases.iter().all(|l| l.2 == 24), "{leases:?}");
+
+    // Destroy is refused while they run, and names them.
+    let refused = net.destroy(0).await.unwrap_err().to_string();
+    assert!(refused.contains("vneta, vnetb"), "{refused}");
+    a.destroy().await.unwrap();
+    b.destroy().await.unwrap();
+    let pid_file = env.run_dir().join("network/lxvtnat.pid");
+    let dnsmasq: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    net.destroy(0).await.unwrap();
+    assert!(!net.active().await.unwrap());
+    assert!(!host_link_exists("lxvtbr61"));
+    assert!(!nft_table_exists("lxvirt-lxvtnat"));
+    eventually("dnsmasq to exit", || {
+        !std::path::Path::new(&format!("/proc/{dnsmasq}")).exists()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_isolated_network_reaches_nothing_outside_and_no_other_network() {
+    let Some(env) = env().await else { return };
+    let outside = Outside::new("iso", "lxvtout2", 202);
+    let _server = outside.serve("10.251.202.2", 7071);
+    outside.route("10.251.63.0/24", "10.251.202.1");
+    let isolated = network(
+        &env,
+        "<network><name>lxvtiso</name><bridge name='lxvtbr62'/>\
+         <ip address='10.251.62.1' prefix='24'/></network>",
+    )
+    .await;
+    let routed = network(
+        &env,
+        "<network><name>lxvtrt</name><bridge name='lxvtbr63'/><forward mode='route' dev='lxvtout2'/>\
+         <ip address='10.251.63.1' prefix='24'/></network>",
+    )
+    .await;
+    isolated.start().await.unwrap();
+    routed.start().await.unwrap();
+    let interface = |network: &str, address: &str| {
+        format!(
+            "<interface type='network'><source network='{network}'/>\
+             <ip address='{address}' prefix='24'/><route address='0.0.0.0' prefix='0' gateway='{}.1'/></interface>",
+            address.rsplit_once('.').unwrap().0
+        )
+    };
+    let alone = define(
+        &env,
+        &xml(&env, "viso", &interface("lxvtiso", "10.251.62.2")),
+    )
+    .await;
+    let other = define(&env, &xml(&env, "vrt", &interface("lxvtrt", "10.251.63.2"))).await;
+    alone.start().await.unwrap();
+    other.start().await.unwrap();
+    // Its own bridge answers…
+    inside(&env, &alone, &["ping", "-c", "1", "-W", "2", "10.251.62.1"]).await;
+    // …but nothing is forwarded: not the outside, not the other network.
+    for target in ["10.251.202.2", "10.251.63.2"] {
+        let (code, out) = env
+            .enter(&alone, &["ping", "-c", "1", "-W", "1", target])
+            .await;
+        assert_ne!(code, 0, "the isolated container reached {target}: {out}");
+        let (code, out) = env
+            .enter(&other, &["ping", "-c", "1", "-W", "1", "10.251.62.2"])
+            .await;
+        assert_ne!(
+            code, 0,
+            "the routed container reached the isolated one: {out}"
+        );
+    }
+    // The routed network reaches the outside from its own address.
+    inside(
+        &env,
+        &other,
+        &["ping", "-c", "1", "-W", "2", "10.251.202.2"],
+    )
+    .await;
+    alone.destroy().await.unwrap();
+    other.destroy().await.unwrap();
+    isolated.destroy(0).await.unwrap();
+    routed.destroy(0).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_subnet_the_host_routes_elsewhere_is_refused_naming_the_route() {
+    let Some(env) = env().await else { return };
+    let _outside = Outside::new("ovl", "lxvtout3", 203);
+    let clash = network(
+        &env,
+        "<network><name>lxvtovl</name><bridge name='lxvtbr64'/>\
+         <ip address='10.251.203.129' prefix='25'/></network>",
+    )
+    .await;
+    let error = clash.start().await.unwrap_err().to_string();
+    assert!(
+        error.contains("10.251.203.128/25")
+            && error.contains("10.251.203.0/24")
+            && error.contains("lxvtout3"),
+        "{error}"
+    );
+    assert!(!clash.active().await.unwrap());
+    assert!(!host_link_exists("lxvtbr64"), "nothing left behind");
+    assert!(!nft_table_exists("lxvirt-lxvtovl"));
+}
+
+#[tokio::test]
+async fn a_killed_daemon_leaves_the_network_serving_and_takes_it_over() {
+    let Some(mut env) = env().await else { return };
+    install_udhcpc_script(&env);
+    let net = network(
+        &env,
+        "<network><name>lxvtkill</name><bridge name='lxvtbr65'/>\
+         <ip address='10.251.65.1' prefix='24'><dhcp><range start='10.251.65.100' end='10.251.65.150'/></dhcp></ip>\
+         </network>",
+    )
+    .await;
+    net.start().await.unwrap();
+    let a = define(&env, &xml(&env, "vkilla", &on_network("lxvtkill"))).await;
+    let b = define(&env, &xml(&env, "vkillb", &on_network("lxvtkill"))).await;
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    dhcp(&env, &a).await;
+    let address_b = dhcp(&env, &b).await;
+    let pid_file = env.run_dir().join("network/lxvtkill.pid");
+    let dnsmasq = std::fs::read_to_string(&pid_file).unwrap();
+
+    // Traffic between the two goes on while no daemon runs: a ping from
+    // inside, started before the kill, loses nothing.
+    let pinger = {
+        let a = a.clone();
+        let address_b = address_b.clone();
+        tokio::spawn(async move {
+            lxvirt_tests::enter_capture(
+                &a,
+                &["ping", "-c", "20", "-i", "0.1", "-W", "1", &address_b],
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.crash_and_restart().await.unwrap();
+    let (code, out) = pinger.await.unwrap().unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 0% packet loss"), "{out}");
+
+    let manager = env.manager().await.unwrap();
+    let path = manager.network_lookup_by_name("lxvtkill").await.unwrap();
+    let net = NetworkProxy::builder(&env.connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap();
+    assert!(net.active().await.unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        dnsmasq,
+        "the same dnsmasq serves"
+    );
+    // It still gives leases after the restart.
+    let a = env
+        .domain(manager.lookup_by_name("vkilla").await.unwrap())
+        .await
+        .unwrap();
+    let address_a = dhcp(&env, &a).await;
+    assert!(address_a.starts_with("10.251.65."), "{address_a}");
+    let refused = net.destroy(0).await.unwrap_err().to_string();
+    assert!(refused.contains("vkilla, vkillb"), "{refused}");
+    net.destroy(1).await.unwrap();
+    assert!(!host_link_exists("lxvtbr65"));
+}
