@@ -176,6 +176,8 @@ pub enum Command {
     Capabilities,
     #[command(flatten)]
     Net(NetCommand),
+    #[command(flatten)]
+    DomIf(DomIfCommand),
     /// Manage images: the root filesystems domains start from.
     Image {
         #[command(subcommand)]
@@ -191,6 +193,41 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Man,
+}
+
+/// A running domain's network interfaces.
+#[derive(Debug, Subcommand)]
+pub enum DomIfCommand {
+    /// List a domain's interfaces: host-side name, type, source, MAC.
+    Domiflist {
+        domain: String,
+        /// The persistent definition's interfaces.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Show a running domain's interface addresses.
+    Domifaddr {
+        domain: String,
+        /// Only this interface (name or MAC).
+        #[arg(long)]
+        interface: Option<String>,
+        /// Where they come from: the DHCP leases of its networks, or the
+        /// container's own view.
+        #[arg(long, value_enum, default_value_t = AddressSourceArg::Lease)]
+        source: AddressSourceArg,
+    },
+    /// Show an interface's traffic counters, from the domain's side.
+    Domifstat {
+        domain: String,
+        /// Its name inside, its host-side name or its MAC.
+        interface: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AddressSourceArg {
+    Lease,
+    Agent,
 }
 
 /// Virtual networks: a bridge with NAT or routing, DHCP and DNS.

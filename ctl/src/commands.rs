@@ -258,6 +258,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Net(command) => {
             crate::networks::run(&connection, &manager, cli.output, command).await?
         }
+        Command::DomIf(command) => {
+            crate::interfaces::run(&connection, &manager, cli.output, command).await?
+        }
         Command::Image { command } => crate::images::run(&connection, cli.output, command).await?,
         Command::Commit {
             domain: name,
@@ -303,7 +306,7 @@ async fn domain(
 }
 
 /// Finds a domain by name, or by uuid when no domain has that name.
-async fn lookup(
+pub(crate) async fn lookup(
     connection: &zbus::Connection,
     manager: &ManagerProxy<'_>,
     name_or_uuid: &str,

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod images;
+mod interfaces;
 mod networks;
 mod output;
 mod terminal;

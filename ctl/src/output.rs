@@ -112,6 +112,78 @@ pub fn net_list_text(rows: &[NetworkRow]) -> String {
     })
 }
 
+/// One row of `lxvirt domiflist`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceRow {
+    /// The host-side name (live definitions name every veth end).
+    pub interface: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The network, bridge or device it is on.
+    pub source: String,
+    /// Its name inside, when the definition gives one.
+    pub guest: String,
+    pub mac: String,
+}
+
+pub fn domiflist_text(rows: &[InterfaceRow]) -> String {
+    let headers = ["Interface", "Type", "Source", "Guest", "MAC"];
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    table_of(&headers, rows, |r| {
+        vec![
+            dash(&r.interface),
+            r.kind.clone(),
+            dash(&r.source),
+            dash(&r.guest),
+            dash(&r.mac),
+        ]
+    })
+}
+
+/// One row of `lxvirt domifaddr`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceAddressRow {
+    pub name: String,
+    pub mac: String,
+    /// ADDRESS/PREFIX.
+    pub addresses: Vec<String>,
+}
+
+pub fn domifaddr_text(rows: &[InterfaceAddressRow]) -> String {
+    let headers = ["Name", "MAC address", "Protocol", "Address"];
+    let mut body = Vec::new();
+    for row in rows {
+        if row.addresses.is_empty() {
+            body.push(vec![
+                row.name.clone(),
+                row.mac.clone(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for (i, address) in row.addresses.iter().enumerate() {
+            let protocol = if address.contains(':') {
+                "ipv6"
+            } else {
+                "ipv4"
+            };
+            let (name, mac) = if i == 0 {
+                (row.name.clone(), row.mac.clone())
+            } else {
+                ("-".into(), "-".into())
+            };
+            body.push(vec![name, mac, protocol.into(), address.clone()]);
+        }
+    }
+    table(&headers, &body)
+}
+
 /// One row of `lxvirt net-dhcp-leases`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseRow {

@@ -126,6 +126,32 @@ pub enum Request {
         stdio: [OwnedFd; 3],
     },
     Stats,
+    /// The instance's network interfaces as it sees them.
+    Interfaces,
+}
+
+/// A network interface as the instance sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestInterface {
+    pub name: String,
+    pub mac: Option<String>,
+    /// Addresses with their prefixes (not loopback's).
+    pub addresses: Vec<(std::net::IpAddr, u8)>,
+    /// Counters from the instance's side.
+    pub counters: InterfaceCounters,
+}
+
+/// Traffic counters of one interface, from the instance's side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// A driver's answer to a [`Request`].
@@ -139,6 +165,7 @@ pub enum Response {
         exit: OwnedFd,
     },
     Stats(DomainStats),
+    Interfaces(Vec<GuestInterface>),
 }
 
 /// How an instance ended, as its driver found out.

@@ -213,6 +213,59 @@ async fn a_nat_network_serves_dhcp_and_dns_and_masquerades_to_the_outside() {
     assert_eq!(names, ["vneta", "vnetb"], "{leases:?}");
     assert!(leases.iter().all(|l| l.2 == 24), "{leases:?}");
 
+    // The live XML names the host end; the persistent one does not.
+    let live = a.get_xml(0).await.unwrap();
+    let host_end = live
+        .split("<target dev='")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no <target dev> in the live XML: {live}"))
+        .to_owned();
+    assert!(
+        host_end.starts_with("lxv") && host_link_exists(&host_end),
+        "{host_end}"
+    );
+    assert!(!a.get_xml(2).await.unwrap().contains("<target dev="));
+
+    // What virsh users read: domiflist, domifaddr (leases and the
+    // container's view), domifstat.
+    let cli = |args: &[&str]| {
+        let out = lxvirt_tests::lxvirt(&env.bus.address, args).unwrap();
+        assert!(out.status.success(), "lxvirt {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let list = cli(&["domiflist", "vneta"]);
+    assert!(
+        list.contains(&host_end) && list.contains("network") && list.contains("lxvtnat"),
+        "{list}"
+    );
+    let by_lease = cli(&["domifaddr", "vneta"]);
+    assert!(
+        by_lease.contains(&format!("{address_a}/24")) && by_lease.contains(&host_end),
+        "{by_lease}"
+    );
+    let inside_view = cli(&["domifaddr", "vneta", "--source", "agent"]);
+    assert!(
+        inside_view.contains("eth0") && inside_view.contains(&format!("{address_a}/24")),
+        "{inside_view}"
+    );
+    let stats = cli(&["domifstat", "vneta", "eth0"]);
+    let rx_packets: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("eth0 rx_packets "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rx_packets > 0, "{stats}");
+    let by_host_end = cli(&["domifstat", "vneta", &host_end]);
+    assert!(by_host_end.contains("tx_bytes"), "{by_host_end}");
+    let unknown = lxvirt_tests::lxvirt(&env.bus.address, &["domifstat", "vneta", "nope0"]).unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no interface 'nope0'"),
+        "{unknown:?}"
+    );
+
     // Destroy is refused while they run, and names them.
     let refused = net.destroy(0).await.unwrap_err().to_string();
     assert!(refused.contains("vneta, vnetb"), "{refused}");

@@ -120,6 +120,20 @@ pub trait Domain {
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<(u32, zbus::OwnedFd)>;
     fn get_stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
+    /// (name, MAC, [(address, prefix)]) per interface; source 0 leases,
+    /// 1 the container's own view.
+    #[allow(clippy::type_complexity)]
+    fn get_interface_addresses(
+        &self,
+        source: u32,
+        flags: u32,
+    ) -> zbus::Result<Vec<(String, String, Vec<(String, u8)>)>>;
+    /// rx bytes, packets, errors, drops, then tx.
+    #[allow(clippy::type_complexity)]
+    fn get_interface_stats(
+        &self,
+        device: &str,
+    ) -> zbus::Result<(u64, u64, u64, u64, u64, u64, u64, u64)>;
     fn undefine(&self, flags: u32) -> zbus::Result<()>;
     fn commit(&self, name: &str, flags: u32) -> zbus::Result<String>;
     #[zbus(signal)]

@@ -212,4 +212,30 @@ impl ManagerHandle {
         self.ask(|reply| Command::NetworkLeases { uuid, reply })
             .await?
     }
+
+    pub async fn interface_addresses(
+        &self,
+        uuid: Uuid,
+        source: crate::core::types::AddressSource,
+    ) -> Result<Vec<crate::core::types::InterfaceAddresses>, CoreError> {
+        self.ask(|reply| Command::InterfaceAddresses {
+            uuid,
+            source,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn interface_stats(
+        &self,
+        uuid: Uuid,
+        device: String,
+    ) -> Result<crate::driver::InterfaceCounters, CoreError> {
+        self.ask(|reply| Command::InterfaceStats {
+            uuid,
+            device,
+            reply,
+        })
+        .await?
+    }
 }

@@ -55,6 +55,24 @@ pub struct NetworkSummary {
     pub bridge: String,
 }
 
+/// Where interface addresses come from (libvirt's numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressSource {
+    /// The DHCP leases of the domain's networks.
+    Lease,
+    /// The instance's own view (a container's namespace; a VM's agent).
+    Agent,
+}
+
+/// The addresses of one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceAddresses {
+    /// Its name: inside for `Agent`, host side for `Lease`.
+    pub name: String,
+    pub mac: String,
+    pub addresses: Vec<(std::net::IpAddr, u8)>,
+}
+
 /// A lifecycle event, as published in the Domain's lifecycle signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
@@ -183,6 +201,15 @@ pub enum CoreError {
     },
     #[error(transparent)]
     InvalidState(#[from] InvalidState),
+    #[error("domain '{domain}' is not running: cannot {operation}; start it first")]
+    NotRunning {
+        domain: String,
+        operation: &'static str,
+    },
+    #[error(
+        "domain '{domain}' has no interface '{device}'; see 'lxvirt domiflist {domain}' (a name inside, a host-side name or a MAC)"
+    )]
+    NoSuchInterface { domain: String, device: String },
     #[error("network '{network}' {problem}")]
     NetworkState {
         network: String,

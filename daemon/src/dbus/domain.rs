@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::exported::{Changes, Exported, SharedSummary, set_property};
 use super::{DOMAIN_INTERFACE, Shared, domain_path, error::Error};
+use crate::core::types::{AddressSource, CoreError};
 use crate::core::{DomainSummary, UndefineFlags, XmlFlags};
 
 /// Grace period of `Shutdown(0)` and `Reboot(0)`, as Docker and Podman use.
@@ -399,6 +400,68 @@ impl DomainObject {
         put("cpu.time", stats.cpu_time_ns);
         put("pids.current", stats.pids);
         Ok(map)
+    }
+
+    /// Addresses of the running domain's interfaces: (name, MAC,
+    /// [(address, prefix)]). `source` 0: the DHCP leases of its networks
+    /// (host-side names); 1: as the container sees them (names inside).
+    async fn get_interface_addresses(
+        &self,
+        source: u32,
+        flags: u32,
+    ) -> Result<Vec<(String, String, Vec<(String, u8)>)>, Error> {
+        if flags != 0 {
+            return Err(CoreError::InvalidFlags(flags).into());
+        }
+        let source = match source {
+            0 => AddressSource::Lease,
+            1 => AddressSource::Agent,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown address source {other}: 0 (leases) or 1 (the container's own view)"
+                )));
+            }
+        };
+        let list = self
+            .shared
+            .handle
+            .interface_addresses(self.uuid, source)
+            .await?;
+        Ok(list
+            .into_iter()
+            .map(|i| {
+                let addresses = i
+                    .addresses
+                    .into_iter()
+                    .map(|(a, p)| (a.to_string(), p))
+                    .collect();
+                (i.name, i.mac, addresses)
+            })
+            .collect())
+    }
+
+    /// Traffic counters of one interface (its name inside, host-side name
+    /// or MAC), from the domain's side: rx bytes, packets, errors, drops,
+    /// then the same for tx.
+    async fn get_interface_stats(
+        &self,
+        device: String,
+    ) -> Result<(u64, u64, u64, u64, u64, u64, u64, u64), Error> {
+        let c = self
+            .shared
+            .handle
+            .interface_stats(self.uuid, device)
+            .await?;
+        Ok((
+            c.rx_bytes,
+            c.rx_packets,
+            c.rx_errors,
+            c.rx_dropped,
+            c.tx_bytes,
+            c.tx_packets,
+            c.tx_errors,
+            c.tx_dropped,
+        ))
     }
 
     /// Removes the persistent definition; a running domain becomes

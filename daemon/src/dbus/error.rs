@@ -56,6 +56,7 @@ impl From<CoreError> for Error {
             | CoreError::NotPersistent(_)
             | CoreError::Busy { .. }
             | CoreError::NetworkState { .. }
+            | CoreError::NotRunning { .. }
             | CoreError::NetworkInUse { .. }
             | CoreError::NetworkUnavailable { .. } => Error::InvalidState(message),
             CoreError::DriverUnavailable { .. } => Error::DriverUnavailable(message),
@@ -70,7 +71,9 @@ impl From<CoreError> for Error {
             CoreError::Security(error) if error.is_unavailable() => {
                 Error::SecurityUnavailable(message)
             }
-            CoreError::InvalidFlags(_) => Error::InvalidArgument(message),
+            CoreError::InvalidFlags(_) | CoreError::NoSuchInterface { .. } => {
+                Error::InvalidArgument(message)
+            }
             CoreError::StorageUnavailable(_) => Error::StorageUnavailable(message),
             CoreError::Storage(error) | CoreError::DomainStorage { source: error, .. } => {
                 storage(&error, message)

@@ -224,6 +224,18 @@ impl Driver for LxcDriver {
                         _ => Err(failed(&name, "the monitor gave no exit channel")),
                     }
                 }
+                Request::Interfaces => {
+                    let pid = runtime.init_pid;
+                    tokio::task::spawn_blocking(move || {
+                        crate::net::guest::interfaces(pid)
+                            .map(Response::Interfaces)
+                            .map_err(|e| {
+                                failed(&name, &format!("cannot read its network interfaces: {e}"))
+                            })
+                    })
+                    .await
+                    .map_err(|join| Error::failed(join.to_string()))?
+                }
                 Request::Stats => {
                     let cgroups = driver.cgroups(&name)?;
                     tokio::task::spawn_blocking(move || {

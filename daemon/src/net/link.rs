@@ -77,6 +77,7 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 /// Clock ticks of the bridge's timers (`USER_HZ`).
@@ -420,6 +421,87 @@ pub fn new_bridge(bridge: &BridgeLink<'_>) -> Request {
         ])),
     ]));
     Request::Link(RTM_NEWLINK, message)
+}
+
+/// A link of a dump: index, name, MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedLink {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// `RTM_GETLINK` dump of every link, without statistics.
+pub fn dump_links() -> Request {
+    let mut message = LinkMessage::default();
+    message
+        .attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    Request::Link(RTM_GETLINK, message)
+}
+
+/// `RTM_GETADDR` dump of every address.
+pub fn dump_addresses() -> Request {
+    Request::Address(RTM_GETADDR, AddressMessage::default())
+}
+
+fn dumped_link(payload: &[u8]) -> Option<DumpedLink> {
+    let message = LinkMessage::parse(payload).ok()?;
+    let mut name = String::new();
+    let mut mac = None;
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(n) => name = n.clone(),
+            LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            _ => {}
+        }
+    }
+    Some(DumpedLink {
+        index: message.header.index,
+        name,
+        mac,
+    })
+}
+
+/// An address of a dump: (link index, address, prefix).
+fn dumped_address(payload: &[u8]) -> Option<(u32, IpAddr, u8)> {
+    let message = AddressMessage::parse(payload).ok()?;
+    let mut address = None;
+    let mut local = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Address(a) => address = Some(*a),
+            AddressAttribute::Local(a) => local = Some(*a),
+            _ => {}
+        }
+    }
+    Some((
+        message.header.index,
+        local.or(address)?,
+        message.header.prefix_len,
+    ))
+}
+
+impl Netlink {
+    /// Every link of the namespace.
+    pub fn links(&self) -> Result<Vec<DumpedLink>, LinkError> {
+        let replies = self.request(dump_links(), NLM_F_DUMP)?;
+        Ok(replies
+            .iter()
+            .filter(|(kind, _)| *kind == RTM_NEWLINK)
+            .filter_map(|(_, payload)| dumped_link(payload))
+            .collect())
+    }
+
+    /// Every address of the namespace: (link index, address, prefix).
+    pub fn addresses(&self) -> Result<Vec<(u32, IpAddr, u8)>, LinkError> {
+        let replies = self.request(dump_addresses(), NLM_F_DUMP)?;
+        Ok(replies
+            .iter()
+            .filter(|(kind, _)| *kind == RTM_NEWADDR)
+            .filter_map(|(_, payload)| dumped_address(payload))
+            .collect())
+    }
 }
 
 /// `RTM_GETROUTE` dump of one family's routes.

@@ -10,6 +10,7 @@
 
 pub mod dnsmasq;
 pub mod firewall;
+pub mod guest;
 pub mod link;
 pub mod virtual_network;
 

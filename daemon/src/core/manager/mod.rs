@@ -32,8 +32,8 @@ use super::lifecycle::{Reason, Report, State};
 use super::live::LiveStatus;
 use super::store::{Loaded, Store};
 use super::types::{
-    CoreError, DomainStats, DomainSummary, Event, EventKind, Lifecycle, Lookup, NetworkSummary,
-    Seq, UndefineFlags, XmlFlags,
+    AddressSource, CoreError, DomainStats, DomainSummary, Event, EventKind, InterfaceAddresses,
+    Lifecycle, Lookup, NetworkSummary, Seq, UndefineFlags, XmlFlags,
 };
 use crate::domain::{DomainDef, NetworkDef, Userns, UsernsMode};
 use crate::driver::{BoxFuture, Driver, Drivers, Runtime, Started};
@@ -126,6 +126,16 @@ pub enum Command {
     GetStats {
         uuid: Uuid,
         reply: Reply<DomainStats>,
+    },
+    InterfaceAddresses {
+        uuid: Uuid,
+        source: AddressSource,
+        reply: Reply<Vec<InterfaceAddresses>>,
+    },
+    InterfaceStats {
+        uuid: Uuid,
+        device: String,
+        reply: Reply<crate::driver::InterfaceCounters>,
     },
     Lookup {
         lookup: Lookup,
@@ -545,6 +555,16 @@ impl Manager {
                 reply,
             } => self.enter(uuid, argv, env, cwd, noseclabel, stdio, reply),
             Command::GetStats { uuid, reply } => self.stats(uuid, reply),
+            Command::InterfaceAddresses {
+                uuid,
+                source,
+                reply,
+            } => self.interface_addresses(uuid, source, reply),
+            Command::InterfaceStats {
+                uuid,
+                device,
+                reply,
+            } => self.interface_stats(uuid, device, reply),
             Command::Lookup { lookup, reply } => {
                 let default_userns = self.config.default_userns;
                 let _ = reply.send(self.lookup(&lookup).map(|e| e.summary(default_userns)));

@@ -592,6 +592,17 @@ impl Manager {
         }
     }
 
+    /// The leases of an active network, by name (none if it is not).
+    pub(super) fn network_leases_by_name(&self, network: &str) -> Vec<Lease> {
+        match self.networks.get(&Lookup::Name(network.to_owned())) {
+            Ok(NetworkEntry {
+                active: Some(active),
+                ..
+            }) => self.network_driver.leases(&active.live),
+            _ => Vec::new(),
+        }
+    }
+
     /// The networks a domain's `type='network'` interfaces use, each with
     /// its bridge; refused if one is not active. The ports get their
     /// names in the network's DNS.

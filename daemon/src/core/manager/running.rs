@@ -1,5 +1,5 @@
 //! Requests to a running instance through its driver: freeze and thaw,
-//! consoles, enter, statistics.
+//! consoles, enter, statistics, its interfaces' addresses and counters.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -9,8 +9,11 @@ use uuid::Uuid;
 use super::{Internal, Manager, Reply};
 use crate::core::lifecycle::{Operation, Reason, Report};
 use crate::core::live::LiveStatus;
-use crate::core::types::{CoreError, DomainStats, Lifecycle, Lookup, Seq};
-use crate::driver::{self, Request, Response};
+use crate::core::types::{
+    AddressSource, CoreError, DomainStats, InterfaceAddresses, Lifecycle, Lookup, Seq,
+};
+use crate::domain::InterfaceSource;
+use crate::driver::{self, BoxFuture, GuestInterface, InterfaceCounters, Request, Response};
 use crate::error_chain::error_chain;
 
 impl Manager {
@@ -187,6 +190,155 @@ impl Manager {
                 other => Err(unexpected(other)),
             }));
         });
+    }
+}
+
+impl Manager {
+    /// The running instance's interfaces as it sees them.
+    fn guest_interfaces(
+        &mut self,
+        uuid: Uuid,
+    ) -> Result<BoxFuture<Result<Vec<GuestInterface>, CoreError>>, CoreError> {
+        let entry = self.entry_mut(uuid)?;
+        let Some(runtime) = entry.runtime.clone() else {
+            return Err(CoreError::NotRunning {
+                domain: entry.name().to_owned(),
+                operation: "read its interfaces",
+            });
+        };
+        let name = entry.name().to_owned();
+        let work = self
+            .driver_of(uuid)?
+            .request(&name, &runtime, Request::Interfaces);
+        Ok(Box::pin(async move {
+            match work.await.map_err(CoreError::Driver)? {
+                Response::Interfaces(list) => Ok(list),
+                other => Err(unexpected(other)),
+            }
+        }))
+    }
+
+    /// Addresses of a running domain's interfaces: from the DHCP leases
+    /// of its networks (by MAC), or as the instance sees them (`agent`).
+    pub(super) fn interface_addresses(
+        &mut self,
+        uuid: Uuid,
+        source: AddressSource,
+        reply: Reply<Vec<InterfaceAddresses>>,
+    ) {
+        if source == AddressSource::Lease {
+            let _ = reply.send(self.lease_addresses(uuid));
+            return;
+        }
+        match self.guest_interfaces(uuid) {
+            Ok(work) => {
+                tokio::spawn(async move {
+                    let result = work.await.map(|list| {
+                        list.into_iter()
+                            .map(|i| InterfaceAddresses {
+                                name: i.name,
+                                mac: i.mac.unwrap_or_default(),
+                                addresses: i.addresses,
+                            })
+                            .collect()
+                    });
+                    let _ = reply.send(result);
+                });
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn lease_addresses(&mut self, uuid: Uuid) -> Result<Vec<InterfaceAddresses>, CoreError> {
+        let entry = self.entry_mut(uuid)?;
+        if entry.runtime.is_none() {
+            return Err(CoreError::NotRunning {
+                domain: entry.name().to_owned(),
+                operation: "read its interfaces",
+            });
+        }
+        let interfaces: Vec<(String, String, String)> = entry
+            .live_def()
+            .devices
+            .interfaces
+            .iter()
+            .filter_map(|i| match (&i.source, i.mac) {
+                (InterfaceSource::Network { network, .. }, Some(mac)) => Some((
+                    network.clone(),
+                    mac.to_string(),
+                    i.target_dev.clone().unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let mut list = Vec::new();
+        for (network, mac, name) in interfaces {
+            let leases = self.network_leases_by_name(&network);
+            let addresses: Vec<_> = leases
+                .iter()
+                .filter(|l| l.mac.eq_ignore_ascii_case(&mac))
+                .map(|l| (l.ip, l.prefix))
+                .collect();
+            list.push(InterfaceAddresses {
+                name,
+                mac,
+                addresses,
+            });
+        }
+        Ok(list)
+    }
+
+    /// Traffic counters of one interface of a running domain, from its
+    /// side; `device` is its name inside, its host-side name or its MAC.
+    pub(super) fn interface_stats(
+        &mut self,
+        uuid: Uuid,
+        device: String,
+        reply: Reply<InterfaceCounters>,
+    ) {
+        let domain = match self.entry_mut(uuid) {
+            Ok(entry) => entry.name().to_owned(),
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        // A host-side name or a MAC: the MAC finds it inside.
+        let mac = self.entry_mut(uuid).ok().and_then(|entry| {
+            entry
+                .live_def()
+                .devices
+                .interfaces
+                .iter()
+                .find(|i| {
+                    i.target_dev.as_deref() == Some(device.as_str())
+                        || i.mac
+                            .is_some_and(|m| m.to_string().eq_ignore_ascii_case(&device))
+                })
+                .and_then(|i| i.mac)
+                .map(|m| m.to_string())
+        });
+        match self.guest_interfaces(uuid) {
+            Ok(work) => {
+                tokio::spawn(async move {
+                    let result = work.await.and_then(|list| {
+                        list.into_iter()
+                            .find(|i| {
+                                i.name == device
+                                    || (mac.is_some() && i.mac.as_deref() == mac.as_deref())
+                            })
+                            .map(|i| i.counters)
+                            .ok_or(CoreError::NoSuchInterface { domain, device })
+                    });
+                    let _ = reply.send(result);
+                });
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
     }
 }
 

@@ -171,6 +171,7 @@ impl Manager {
         // Fresh labels and ids for this instance.
         let mut live = def;
         live.clear_live_labels();
+        name_host_ends(&mut live);
         self.resolve_userns(uuid, &mut live)?;
         let networks = self.network_ports(&live)?;
         let labels = self.security.prepare(&live)?;
@@ -320,5 +321,22 @@ impl Manager {
             exited.await;
             let _ = internal.send(Internal::Exited { uuid, generation });
         });
+    }
+}
+
+/// Gives each interface with a host end (a veth) and no `<target dev>`
+/// a name for this run: `lxv` and 8 random hex digits, unique among the
+/// host's interfaces with overwhelming odds (a clash fails the start
+/// with "exists already"). It shows in the live XML only, as libvirt's
+/// `vnetN` does.
+fn name_host_ends(live: &mut crate::domain::DomainDef) {
+    for interface in &mut live.devices.interfaces {
+        let has_host_end = !matches!(
+            interface.source,
+            crate::domain::InterfaceSource::Direct { .. }
+        );
+        if has_host_end && interface.target_dev.is_none() {
+            interface.target_dev = Some(format!("lxv{:08x}", rand::random::<u32>()));
+        }
     }
 }

@@ -178,6 +178,7 @@ impl Driver for TestDriver {
             Request::Console { .. } => "console",
             Request::Enter { .. } => "enter",
             Request::Stats => "stats",
+            Request::Interfaces => "interfaces",
         };
         world.log.push(format!("{verb} {name}"));
         let result = if !world.running.contains_key(name) {
@@ -211,6 +212,15 @@ impl Driver for TestDriver {
                         exit: f.into(),
                     })
                     .map_err(|e| driver::Error::failed(e.to_string())),
+                Request::Interfaces => Ok(Response::Interfaces(vec![driver::GuestInterface {
+                    name: "eth0".into(),
+                    mac: Some("52:54:00:00:00:01".into()),
+                    addresses: vec![("10.251.9.7".parse().unwrap(), 24)],
+                    counters: driver::InterfaceCounters {
+                        rx_packets: 3,
+                        ..Default::default()
+                    },
+                }])),
                 Request::Stats => Ok(Response::Stats(DomainStats {
                     memory_bytes: Some(4096),
                     ..DomainStats::default()
@@ -1287,5 +1297,44 @@ async fn a_restarted_daemon_takes_its_active_networks_over() {
         1,
         "taken over, not started again: {:?}",
         h.networks.log()
+    );
+}
+
+#[tokio::test]
+async fn interface_counters_are_found_by_inside_name_host_name_or_mac() {
+    let h = Harness::new();
+    let xml = domain_xml("web", "").replace(
+        "<console type='pty'/>",
+        "<interface type='ethernet'><mac address='52:54:00:00:00:01'/><target dev='lxvtweb0'/></interface><console type='pty'/>",
+    );
+    let uuid = h.handle.define_xml(xml).await.unwrap().0.uuid;
+    let early = h
+        .handle
+        .interface_stats(uuid, "eth0".into())
+        .await
+        .unwrap_err();
+    assert!(matches!(early, CoreError::NotRunning { .. }), "{early}");
+    h.handle.start(uuid).await.unwrap();
+    for device in ["eth0", "lxvtweb0", "52:54:00:00:00:01"] {
+        let counters = h.handle.interface_stats(uuid, device.into()).await.unwrap();
+        assert_eq!(counters.rx_packets, 3, "{device}");
+    }
+    let unknown = h
+        .handle
+        .interface_stats(uuid, "eth9".into())
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("no interface 'eth9'"),
+        "{unknown}"
+    );
+    let agent = h
+        .handle
+        .interface_addresses(uuid, crate::core::types::AddressSource::Agent)
+        .await
+        .unwrap();
+    assert_eq!(
+        agent[0].addresses,
+        vec![("10.251.9.7".parse().unwrap(), 24)]
     );
 }
