@@ -438,3 +438,148 @@ async fn a_killed_daemon_leaves_the_network_serving_and_takes_it_over() {
     net.destroy(1).await.unwrap();
     assert!(!host_link_exists("lxvtbr65"));
 }
+
+/// The host-side name the live XML gives the first interface.
+async fn host_end(domain: &DomainProxy<'_>) -> String {
+    let live = domain.get_xml(0).await.unwrap();
+    live.split("<target dev='")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no <target dev> in the live XML: {live}"))
+        .to_owned()
+}
+
+fn dnsmasq_of(env: &ContainerEnv, network: &str) -> Option<i32> {
+    std::fs::read_to_string(env.run_dir().join(format!("network/{network}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn process_exists(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test]
+async fn cycles_and_a_daemon_kill_leave_no_link_rule_or_dnsmasq_behind() {
+    let Some(mut env) = env().await else { return };
+    let net = network(
+        &env,
+        "<network><name>lxvtcyc</name><bridge name='lxvtbr66'/><forward mode='nat'/>\
+         <ip address='10.251.66.1' prefix='24'><dhcp><range start='10.251.66.100' end='10.251.66.199'/></dhcp></ip>\
+         </network>",
+    )
+    .await;
+    // Networks themselves: each start makes a bridge, a table and a
+    // dnsmasq; each destroy takes all three away.
+    let mut servers = Vec::new();
+    for _ in 0..10 {
+        net.start().await.unwrap();
+        servers.extend(dnsmasq_of(&env, "lxvtcyc"));
+        net.destroy(0).await.unwrap();
+        assert!(!host_link_exists("lxvtbr66"));
+        assert!(!nft_table_exists("lxvirt-lxvtcyc"));
+    }
+    assert_eq!(servers.len(), 10);
+    eventually("every dnsmasq to exit", || {
+        servers.iter().all(|pid| !process_exists(*pid))
+    })
+    .await;
+
+    // A container on it, started and destroyed 300 times.
+    net.start().await.unwrap();
+    let cycler = define(&env, &xml(&env, "vcycle", &on_network("lxvtcyc"))).await;
+    let mut ends = Vec::new();
+    for _ in 0..300 {
+        cycler.start().await.unwrap();
+        ends.push(host_end(&cycler).await);
+        cycler.destroy().await.unwrap();
+    }
+    let left: Vec<&String> = ends.iter().filter(|n| host_link_exists(n)).collect();
+    assert!(
+        left.is_empty(),
+        "{} of 300 host ends left: {left:?}",
+        left.len()
+    );
+
+    // The daemon is killed with a container on the network; the new one
+    // takes both over, and destroying them leaves nothing.
+    cycler.start().await.unwrap();
+    let end = host_end(&cycler).await;
+    let server = dnsmasq_of(&env, "lxvtcyc").unwrap();
+    env.crash_and_restart().await.unwrap();
+    let manager = env.manager().await.unwrap();
+    let cycler = env
+        .domain(manager.lookup_by_name("vcycle").await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(cycler.state().await.unwrap(), "running");
+    cycler.destroy().await.unwrap();
+    let path = manager.network_lookup_by_name("lxvtcyc").await.unwrap();
+    let net = NetworkProxy::builder(&env.connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap();
+    net.destroy(0).await.unwrap();
+    assert!(!host_link_exists(&end));
+    assert!(!host_link_exists("lxvtbr66"));
+    assert!(!nft_table_exists("lxvirt-lxvtcyc"));
+    eventually("dnsmasq to exit", || !process_exists(server)).await;
+}
+
+#[tokio::test]
+async fn an_autostart_network_comes_up_before_the_autostart_domains_on_it() {
+    let Some(mut env) = env().await else { return };
+    let net = network(
+        &env,
+        "<network><name>lxvtauto</name><bridge name='lxvtbr67'/>\
+         <ip address='10.251.67.1' prefix='24'/></network>",
+    )
+    .await;
+    net.set_autostart(true).await.unwrap();
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "vauto",
+            "<interface type='network'><source network='lxvtauto'/><ip address='10.251.67.2' prefix='24'/></interface>",
+        ),
+    )
+    .await;
+    domain.set_autostart(true).await.unwrap();
+    // A new boot: the daemon starts on an empty run directory.
+    std::fs::remove_file(env.run_dir().join("autostarted")).ok();
+    env.crash_and_restart().await.unwrap();
+    let manager = env.manager().await.unwrap();
+    let domain = env
+        .domain(manager.lookup_by_name("vauto").await.unwrap())
+        .await
+        .unwrap();
+    let mut state = String::new();
+    for _ in 0..200 {
+        state = domain.state().await.unwrap();
+        if state == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(state, "running");
+    inside(
+        &env,
+        &domain,
+        &["ping", "-c", "1", "-W", "2", "10.251.67.1"],
+    )
+    .await;
+    domain.destroy().await.unwrap();
+    let path = manager.network_lookup_by_name("lxvtauto").await.unwrap();
+    NetworkProxy::builder(&env.connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap()
+        .destroy(0)
+        .await
+        .unwrap();
+}
