@@ -66,6 +66,8 @@ pub struct Config {
     pub userns_range: IdRange,
     /// How domains without `<idmap>` or `<lxvirt:userns>` run.
     pub default_userns: UsernsMode,
+    /// Define the `default` network at the first start (no networks yet).
+    pub default_network: bool,
 }
 
 impl Default for Config {
@@ -85,6 +87,39 @@ impl Default for Config {
             dm: ThinConfig::default(),
             userns_range: IdRange::DEFAULT,
             default_userns: UsernsMode::Auto,
+            default_network: true,
+        }
+    }
+}
+
+/// Defines the `default` network of a fresh host, marked to autostart;
+/// a host where that cannot be done just has none (and is told why).
+fn define_default_network(store: &Store<NetworkDef>) {
+    use crate::net::{HostLinks, Netlink};
+    let routes = Netlink::open().and_then(|netlink| netlink.routes(false));
+    let def = match routes {
+        Ok(routes) => crate::net::default_network::definition(&routes),
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot read the host's routes: no default network");
+            return;
+        }
+    };
+    let Some(mut def) = def else {
+        tracing::warn!(
+            "the host routes every subnet of 192.168.122.0/24 to 192.168.254.0/24: no default network"
+        );
+        return;
+    };
+    def.bridge.name = Some("lxvirtbr0".into());
+    let saved = store
+        .save(&def)
+        .and_then(|()| store.set_autostart(def.name(), true));
+    match saved {
+        Ok(()) => {
+            tracing::info!(network = def.name(), subnet = %def.ips[0].subnet(), "defined the default network")
+        }
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "cannot define the default network")
         }
     }
 }
@@ -185,7 +220,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for problem in &loaded.problems {
         tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a domain definition");
     }
+    let first_start = !config.config_dir.join("networks").exists();
     let network_store = Store::<NetworkDef>::open(&config.config_dir)?;
+    if first_start && config.default_network {
+        define_default_network(&network_store);
+    }
     let networks = network_store.load()?;
     for problem in &networks.problems {
         tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a network definition");

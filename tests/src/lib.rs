@@ -217,6 +217,9 @@ impl TestDaemon {
             format!("--run-dir={}", root.join("run").display()),
             format!("--state-dir={}", root.join("lib").display()),
             format!("--default-partition={}", Self::partition_of(root).display()),
+            // Test daemons share the host's network namespace: a default
+            // network each would clash. The test of it asks for one.
+            "--default-network=false".into(),
         ]
     }
 
@@ -706,6 +709,11 @@ impl ContainerEnv {
 
     /// `None` (skipped, or failed under CI) without root.
     pub async fn new() -> Option<ContainerEnv> {
+        Self::with_daemon_args(&[]).await
+    }
+
+    /// As [`ContainerEnv::new`], the daemon given `extra` arguments.
+    pub async fn with_daemon_args(extra: &[&str]) -> Option<ContainerEnv> {
         if !root_or_skip() {
             return None;
         }
@@ -714,7 +722,7 @@ impl ContainerEnv {
         busybox_root(&rootfs);
         fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
             .unwrap_or_else(|e| panic!("{e}"));
-        let env = DaemonEnv::start_in(dir, &[])
+        let env = DaemonEnv::start_in(dir, extra)
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
         Some(ContainerEnv { env })

@@ -84,7 +84,12 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 pub async fn env() -> Option<ContainerEnv> {
-    let env = ContainerEnv::new().await?;
+    env_with(&[]).await
+}
+
+/// As [`env`], the daemon given `extra` arguments.
+pub async fn env_with(extra: &[&str]) -> Option<ContainerEnv> {
+    let env = ContainerEnv::with_daemon_args(extra).await?;
     for applet in NET_APPLETS {
         let _ = std::os::unix::fs::symlink("busybox", env.rootfs().join("bin").join(applet));
     }

@@ -19,7 +19,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use lxvirt_tests::ContainerEnv;
-use lxvirt_tests::net::{HostDevices, define, env, eventually, host_link_exists, inside, ip, xml};
+use lxvirt_tests::net::{
+    HostDevices, define, env, env_with, eventually, host_link_exists, inside, ip, xml,
+};
 use lxvirtd::dbus::proxy::{DomainProxy, NetworkProxy};
 
 /// A network namespace standing in for the world outside, joined to the
@@ -582,4 +584,62 @@ async fn an_autostart_network_comes_up_before_the_autostart_domains_on_it() {
         .destroy(0)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_default_network_of_a_fresh_host_serves_containers_out_of_the_box() {
+    let Some(env) = env_with(&["--default-network=true"]).await else {
+        return;
+    };
+    install_udhcpc_script(&env);
+    let manager = env.manager().await.unwrap();
+    let path = manager.network_lookup_by_name("default").await.unwrap();
+    let net = NetworkProxy::builder(&env.connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap();
+    assert!(net.autostart().await.unwrap());
+    let mut active = false;
+    for _ in 0..200 {
+        active = net.active().await.unwrap();
+        if active {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(active, "the default network never came up");
+    let definition = net.get_xml(0).await.unwrap();
+    let prefix = definition
+        .split(" address='")
+        .nth(1)
+        .and_then(|rest| rest.split_once("1'"))
+        .map(|(p, _)| p.to_owned())
+        .unwrap_or_else(|| panic!("{definition}"));
+    assert!(prefix.starts_with("192.168."), "{definition}");
+
+    let outside = Outside::new("dflt", "lxvtout4", 204);
+    let server = outside.serve("10.251.204.2", 7074);
+    let a = define(&env, &xml(&env, "vdefa", &on_network("default"))).await;
+    let b = define(&env, &xml(&env, "vdefb", &on_network("default"))).await;
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let address_a = dhcp(&env, &a).await;
+    let address_b = dhcp(&env, &b).await;
+    assert!(address_a.starts_with(&prefix) && address_b.starts_with(&prefix));
+    let gateway = format!("{prefix}1");
+    let answer = inside(&env, &a, &["nslookup", "vdefb", &gateway]).await;
+    assert!(answer.contains(&address_b), "{answer}");
+    let reply = inside(&env, &a, &["nc", "-w", "3", "10.251.204.2", "7074"]).await;
+    assert!(reply.contains("hello from outside"), "{reply}");
+    assert_eq!(
+        server
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .to_string(),
+        "10.251.204.1"
+    );
+    a.destroy().await.unwrap();
+    b.destroy().await.unwrap();
+    net.destroy(0).await.unwrap();
 }

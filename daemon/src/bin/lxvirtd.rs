@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Manages Linux containers (and KVM guests) defined by domain XML, over D-Bus.
 #[derive(Debug, Parser)]
-#[command(name = "lxvirtd", version)]
+#[command(name = "lxvirtd", version, args_override_self = true)]
 struct Args {
     /// Serve on this D-Bus address instead of the system bus.
     #[arg(long, value_name = "ADDR", env = "LXVIRTD_BUS_ADDRESS")]
@@ -65,6 +65,10 @@ struct Args {
     /// inside is host root (libvirt's default).
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_userns_mode)]
     default_userns: UsernsMode,
+    /// Define the `default` network (NAT, DHCP, DNS, started with the
+    /// host) at the first start, when there are no networks yet.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    default_network: bool,
     /// The host ids handed out to user namespaces, START:COUNT, in blocks
     /// of 65536 per container.
     #[arg(long, value_name = "START:COUNT", default_value = "1000000:1000000000")]
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         pids_max: Some(args.pids_max).filter(|n| *n > 0),
         default_partition: args.default_partition,
         default_userns: args.default_userns,
+        default_network: args.default_network,
         userns_range: args.userns_range,
         storage_backend: args.storage_backend,
         dm: ThinConfig {

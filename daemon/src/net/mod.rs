@@ -8,6 +8,7 @@
 //!   the plumbing is driven by a recording double in unit tests and by
 //!   [`Netlink`] for real.
 
+pub mod default_network;
 pub mod dnsmasq;
 pub mod firewall;
 pub mod guest;
