@@ -12,6 +12,9 @@
 //! right after it is destroyed (while the kernel tears its network
 //! namespace down).
 //!
+//! `lxvirt-bench networks [RUNS]` measures virtual networks (see
+//! `networks`).
+//!
 //! `lxvirt-bench images [RUNS]` measures the image store instead: start
 //! from a 1 GiB image against a 1 MiB one, commit time against the size of
 //! the change, import throughput.
@@ -134,6 +137,13 @@ fn monitor_pid(run_dir: &Path, name: &str) -> Option<u32> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("networks") {
+        if !nix::unistd::Uid::effective().is_root() {
+            bail!("lxvirt-bench needs root (it starts real containers)");
+        }
+        let runs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
+        return networks::bench(runs).await;
+    }
     if args.get(1).map(String::as_str) == Some("images") {
         if !nix::unistd::Uid::effective().is_root() {
             bail!("lxvirt-bench needs root (it starts real containers)");
@@ -317,6 +327,9 @@ async fn main() -> Result<()> {
     );
     Ok(())
 }
+
+#[path = "../bench/networks.rs"]
+mod networks;
 
 /// The image store's figures.
 mod images {

@@ -1,0 +1,310 @@
+//! `lxvirt-bench networks [RUNS]`: what virtual networks cost, each beside
+//! its floor made by hand with `ip`:
+//! - a container start with one `type='network'` interface against one
+//!   without, and a veth pair plus bridge port made by hand;
+//! - a network's start (bridge, nftables table, dnsmasq) and destroy;
+//! - TCP throughput (iperf3, 3 s) container → container over the
+//!   network's bridge and container → host, against two namespaces on a
+//!   bridge made by hand.
+//!
+//! Addresses are in 10.251.210.0/24 (the network) and 10.251.211.0/24
+//! (the hand-made path); no packet leaves namespaces the bench made.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use lxvirt_tests::{DaemonEnv, busybox_root, enter_capture};
+use lxvirtd::dbus::proxy::{DomainProxy, NetworkProxy};
+
+use super::{median, ms, percentile};
+
+const NETWORK: &str = "<network><name>lxvtbench</name><bridge name='lxvtbrb0'/><forward mode='nat'/>\
+     <ip address='10.251.210.1' prefix='24'><dhcp><range start='10.251.210.100' end='10.251.210.199'/></dhcp></ip>\
+     </network>";
+
+/// `ip ARGS…`, failing on failure.
+fn ip(args: &[&str]) -> Result<()> {
+    let status = Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("ip {}: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The hand-made path: namespaces `lxvtbA`/`lxvtbB` and a bridge
+/// `lxvtbrh0`, each namespace on it through a veth; removed on drop.
+struct HandMade;
+
+impl HandMade {
+    fn create() -> Result<HandMade> {
+        let made = HandMade;
+        ip(&["link", "add", "lxvtbrh0", "type", "bridge"])?;
+        ip(&["addr", "add", "10.251.211.1/24", "dev", "lxvtbrh0"])?;
+        ip(&["link", "set", "lxvtbrh0", "up"])?;
+        for (ns, host, address) in [
+            ("lxvtbA", "lxvtbha", "10.251.211.2/24"),
+            ("lxvtbB", "lxvtbhb", "10.251.211.3/24"),
+        ] {
+            ip(&["netns", "add", ns])?;
+            ip(&[
+                "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ])?;
+            ip(&["link", "set", host, "master", "lxvtbrh0", "up"])?;
+            ip(&["-n", ns, "addr", "add", address, "dev", "eth0"])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(made)
+    }
+}
+
+impl Drop for HandMade {
+    fn drop(&mut self) {
+        for args in [
+            &["netns", "del", "lxvtbA"][..],
+            &["netns", "del", "lxvtbB"][..],
+            &["link", "del", "lxvtbrh0"][..],
+        ] {
+            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// A veth pair with one end in a namespace and the other a bridge port,
+/// made and removed by hand with `ip`: the floor of an interface.
+fn hand_made_port(runs: usize) -> Result<Vec<f64>> {
+    ip(&["netns", "add", "lxvtbP"])?;
+    let mut times = Vec::with_capacity(runs);
+    let result = (|| {
+        for _ in 0..runs {
+            let begin = Instant::now();
+            ip(&[
+                "link", "add", "lxvtbp0", "type", "veth", "peer", "name", "eth0", "netns", "lxvtbP",
+            ])?;
+            ip(&["link", "set", "lxvtbp0", "master", "lxvtbrb0", "up"])?;
+            ip(&[
+                "-n",
+                "lxvtbP",
+                "addr",
+                "add",
+                "10.251.210.250/24",
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", "lxvtbP", "link", "set", "eth0", "up"])?;
+            times.push(ms(begin.elapsed()));
+            ip(&["link", "del", "lxvtbp0"])?;
+        }
+        Ok(())
+    })();
+    let _ = Command::new("ip").args(["netns", "del", "lxvtbP"]).status();
+    result.map(|()| times)
+}
+
+/// iperf3 for 3 s from `client` (a command prefix) to `server`; Gbit/s
+/// received.
+fn iperf3(client: &[&str], server: &str) -> Result<f64> {
+    let mut argv: Vec<&str> = client.to_vec();
+    argv.extend(["/usr/bin/iperf3", "-c", server, "-t", "3", "-J"]);
+    let out = Command::new(argv[0]).args(&argv[1..]).output()?;
+    gbits(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn gbits(json: &str) -> Result<f64> {
+    let value: serde_json::Value = serde_json::from_str(json).context("iperf3 gave no JSON")?;
+    value["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .with_context(|| format!("no throughput in iperf3's answer: {json}"))
+}
+
+/// `iperf3 -s` in the background (`-1`: one test), with a command prefix.
+fn iperf3_server(prefix: &[&str], bind: &str) -> Result<std::process::Child> {
+    let mut argv: Vec<&str> = prefix.to_vec();
+    argv.extend(["/usr/bin/iperf3", "-s", "-1", "-B", bind]);
+    let child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    Ok(child)
+}
+
+pub async fn bench(runs: usize) -> Result<()> {
+    let env = DaemonEnv::start(&[]).await?;
+    let rootfs = env.dir.path().join("rootfs");
+    busybox_root(&rootfs);
+    let manager = env.manager().await?;
+    let network = NetworkProxy::builder(&env.connection)
+        .path(manager.network_define_xml(NETWORK).await?)
+        .build()
+        .await?;
+
+    // A network's start and destroy.
+    let mut net_start = Vec::new();
+    let mut net_destroy = Vec::new();
+    for _ in 0..runs.min(30) {
+        let begin = Instant::now();
+        network.start().await?;
+        net_start.push(ms(begin.elapsed()));
+        let begin = Instant::now();
+        network.destroy(0).await?;
+        net_destroy.push(ms(begin.elapsed()));
+    }
+    network.start().await?;
+
+    let busybox = |name: &str, devices: &str| {
+        format!(
+            "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+             <os><type>exe</type><init>/bin/sleep</init><initarg>1000</initarg></os><features><privnet/></features>\
+             <devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
+             {devices}<console type='pty'/></devices></domain>",
+            root = rootfs.display()
+        )
+    };
+    let port = "<interface type='network'><source network='lxvtbench'/><ip address='10.251.210.2' prefix='24'/></interface>";
+    let mut domains = Vec::new();
+    for (name, devices) in [("bench-plain", ""), ("bench-port", port)] {
+        let domain = env
+            .domain(manager.define_xml(&busybox(name, devices)).await?)
+            .await?;
+        for _ in 0..5 {
+            domain.start().await?;
+            domain.destroy().await?;
+        }
+        domains.push(domain);
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); domains.len()];
+    for _ in 0..runs {
+        for (domain, starts) in domains.iter().zip(times.iter_mut()) {
+            let begin = Instant::now();
+            domain.start().await?;
+            starts.push(ms(begin.elapsed()));
+            domain.destroy().await?;
+        }
+    }
+    let mut by_hand = hand_made_port(runs)?;
+
+    // Throughput: containers on the host's root (iperf3 is there).
+    let on_host_root = |name: &str, address: &str| {
+        format!(
+            "<domain type='lxc'><name>{name}</name><memory unit='MiB'>256</memory>\
+             <os><type>exe</type><init>/bin/sleep</init><initarg>1000</initarg></os>\
+             <devices><interface type='network'><source network='lxvtbench'/><ip address='{address}' prefix='24'/></interface>\
+             <console type='pty'/></devices></domain>"
+        )
+    };
+    let server = env
+        .domain(
+            manager
+                .define_xml(&on_host_root("bench-srv", "10.251.210.10"))
+                .await?,
+        )
+        .await?;
+    let client = env
+        .domain(
+            manager
+                .define_xml(&on_host_root("bench-cli", "10.251.210.11"))
+                .await?,
+        )
+        .await?;
+    server.start().await?;
+    client.start().await?;
+    let container_to_container = container_iperf3(&server, &client, "10.251.210.10").await?;
+    let mut host_server = iperf3_server(&[], "10.251.210.1")?;
+    let container_to_host = container_client(&client, "10.251.210.1").await?;
+    let _ = host_server.wait();
+    server.destroy().await?;
+    client.destroy().await?;
+    network.destroy(0).await?;
+
+    let hand = HandMade::create()?;
+    let mut srv = iperf3_server(&["ip", "netns", "exec", "lxvtbA"], "10.251.211.2")?;
+    let hand_pair = iperf3(&["ip", "netns", "exec", "lxvtbB"], "10.251.211.2")?;
+    let _ = srv.wait();
+    let mut srv = iperf3_server(&[], "10.251.211.1")?;
+    let hand_host = iperf3(&["ip", "netns", "exec", "lxvtbB"], "10.251.211.1")?;
+    let _ = srv.wait();
+    drop(hand);
+
+    let [plain, with_port] = &mut times[..] else {
+        bail!("two modes");
+    };
+    println!(
+        "lxvirt-bench networks: {runs} runs (network start: {} runs)",
+        net_start.len()
+    );
+    println!();
+    println!("| measure | median | p90 |");
+    println!("| --- | --- | --- |");
+    let row = |label: &str, v: &mut Vec<f64>| {
+        println!(
+            "| {label} | {:.2} ms | {:.2} ms |",
+            median(v),
+            percentile(v, 0.9)
+        );
+    };
+    row("lxvirt start, no interface (private netns)", plain);
+    row(
+        "lxvirt start, one <interface type='network'> (address)",
+        with_port,
+    );
+    row(
+        "floor: veth pair + bridge port + address by hand (4 × ip)",
+        &mut by_hand,
+    );
+    row(
+        "network start: bridge, nftables table, dnsmasq (Start → serving)",
+        &mut net_start,
+    );
+    row("network destroy", &mut net_destroy);
+    println!();
+    println!(
+        "one type='network' interface adds {:.2} ms to a start (median against median)",
+        median(&mut with_port.clone()) - median(&mut plain.clone())
+    );
+    println!();
+    println!("| TCP throughput, iperf3 3 s | lxvirt | by hand | ratio |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| container → container over the bridge | {container_to_container:.2} Gbit/s | {hand_pair:.2} Gbit/s | {:.0} % |",
+        100.0 * container_to_container / hand_pair
+    );
+    println!(
+        "| container → host (the bridge's address) | {container_to_host:.2} Gbit/s | {hand_host:.2} Gbit/s | {:.0} % |",
+        100.0 * container_to_host / hand_host
+    );
+    Ok(())
+}
+
+/// iperf3 server inside `server`, client inside `client`.
+async fn container_iperf3(
+    server: &DomainProxy<'static>,
+    client: &DomainProxy<'_>,
+    address: &str,
+) -> Result<f64> {
+    let serving = {
+        let server = server.clone();
+        let address = address.to_owned();
+        tokio::spawn(async move {
+            enter_capture(&server, &["/usr/bin/iperf3", "-s", "-1", "-B", &address]).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let gbit = container_client(client, address).await;
+    let _ = serving.await;
+    gbit
+}
+
+async fn container_client(client: &DomainProxy<'_>, address: &str) -> Result<f64> {
+    let (code, out) =
+        enter_capture(client, &["/usr/bin/iperf3", "-c", address, "-t", "3", "-J"]).await?;
+    if code != 0 {
+        bail!("iperf3 inside failed ({code}): {out}");
+    }
+    gbits(&out)
+}
