@@ -222,6 +222,70 @@ pub enum DomIfCommand {
         /// Its name inside, its host-side name or its MAC.
         interface: String,
     },
+    /// Attach a device from an XML file ('-' reads stdin): <interface>.
+    #[command(name = "attach-device")]
+    AttachDevice {
+        domain: String,
+        file: PathBuf,
+        #[command(flatten)]
+        affect: Affect,
+    },
+    /// Detach the device an XML file describes (an <interface>, by <mac>).
+    #[command(name = "detach-device")]
+    DetachDevice {
+        domain: String,
+        file: PathBuf,
+        #[command(flatten)]
+        affect: Affect,
+    },
+    /// Attach a network interface: TYPE network|bridge|ethernet|direct,
+    /// SOURCE the network, bridge or host device (none for ethernet).
+    #[command(name = "attach-interface")]
+    AttachInterface {
+        domain: String,
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        source: Option<String>,
+        #[arg(long)]
+        mac: Option<String>,
+        /// The host-side name.
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        affect: Affect,
+    },
+    /// Detach a network interface of TYPE: the one with --mac, or the
+    /// only one of that type.
+    #[command(name = "detach-interface")]
+    DetachInterface {
+        domain: String,
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        #[arg(long)]
+        mac: Option<String>,
+        #[command(flatten)]
+        affect: Affect,
+    },
+}
+
+/// What a device change affects (virsh's --live, --config, --current).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Affect {
+    /// The running domain.
+    #[arg(long)]
+    pub live: bool,
+    /// The persistent definition.
+    #[arg(long)]
+    pub config: bool,
+    /// The running domain if it runs, else the definition (the default).
+    #[arg(long, conflicts_with_all = ["live", "config"])]
+    pub current: bool,
+}
+
+impl Affect {
+    pub fn flags(self) -> u32 {
+        u32::from(self.live) | (u32::from(self.config) << 1)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -5,7 +5,7 @@ use lxvirt_api::proxy::ManagerProxy;
 use lxvirt_domain::{DomainDef, InterfaceSource};
 
 use crate::cli::{AddressSourceArg, DomIfCommand, Format};
-use crate::commands::{EXIT_FAILURE, Failure, Result, lookup, print_json};
+use crate::commands::{EXIT_FAILURE, Failure, Result, lookup, print_json, read_input};
 use crate::output::{self, InterfaceAddressRow, InterfaceRow};
 
 pub async fn run(
@@ -62,6 +62,94 @@ pub async fn run(
                 Format::Text => print!("{}", output::domifaddr_text(&rows)),
                 Format::Json => print_json(&rows)?,
             }
+        }
+        DomIfCommand::AttachDevice {
+            domain,
+            file,
+            affect,
+        } => {
+            let proxy = lookup(connection, manager, &domain).await?;
+            proxy
+                .attach_device(&read_input(&file)?, affect.flags())
+                .await?;
+            println!("Device attached successfully");
+        }
+        DomIfCommand::DetachDevice {
+            domain,
+            file,
+            affect,
+        } => {
+            let proxy = lookup(connection, manager, &domain).await?;
+            proxy
+                .detach_device(&read_input(&file)?, affect.flags())
+                .await?;
+            println!("Device detached successfully");
+        }
+        DomIfCommand::AttachInterface {
+            domain,
+            kind,
+            source,
+            mac,
+            target,
+            affect,
+        } => {
+            let xml = interface_xml(&kind, source.as_deref(), mac.as_deref(), target.as_deref())?;
+            let proxy = lookup(connection, manager, &domain).await?;
+            proxy.attach_device(&xml, affect.flags()).await?;
+            println!("Interface attached successfully");
+        }
+        DomIfCommand::DetachInterface {
+            domain,
+            kind,
+            mac,
+            affect,
+        } => {
+            let proxy = lookup(connection, manager, &domain).await?;
+            let mac = match mac {
+                Some(mac) => mac,
+                None => {
+                    // The only interface of that type, in what the change affects.
+                    let flags = if affect.config && !affect.live {
+                        XmlFlags::INACTIVE
+                    } else {
+                        0
+                    };
+                    let def = DomainDef::from_xml(&proxy.get_xml(flags).await?).map_err(|e| {
+                        Failure::new(
+                            EXIT_FAILURE,
+                            format!("the daemon sent XML this client cannot read: {e}"),
+                        )
+                    })?;
+                    let macs: Vec<String> = def
+                        .devices
+                        .interfaces
+                        .iter()
+                        .filter(|i| i.source.type_str() == kind)
+                        .filter_map(|i| i.mac.map(|m| m.to_string()))
+                        .collect();
+                    match &macs[..] {
+                        [one] => one.clone(),
+                        [] => {
+                            return Err(Failure::new(
+                                EXIT_FAILURE,
+                                format!("domain '{domain}' has no interface of type '{kind}'"),
+                            ));
+                        }
+                        _ => {
+                            return Err(Failure::new(
+                                EXIT_FAILURE,
+                                format!(
+                                    "domain '{domain}' has {} interfaces of type '{kind}'; name one with --mac",
+                                    macs.len()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            };
+            let xml = format!("<interface type='{kind}'><mac address='{mac}'/></interface>");
+            proxy.detach_device(&xml, affect.flags()).await?;
+            println!("Interface detached successfully");
         }
         DomIfCommand::Domifstat { domain, interface } => {
             let proxy = lookup(connection, manager, &domain).await?;
@@ -127,4 +215,83 @@ fn interface_rows(def: &DomainDef) -> Vec<InterfaceRow> {
         }
     }
     rows
+}
+
+/// The `<interface>` `attach-interface` asks for.
+fn interface_xml(
+    kind: &str,
+    source: Option<&str>,
+    mac: Option<&str>,
+    target: Option<&str>,
+) -> Result<String> {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('\'', "&apos;")
+            .replace('<', "&lt;")
+    };
+    let source = match (kind, source) {
+        ("network", Some(s)) => format!("<source network='{}'/>", escape(s)),
+        ("bridge", Some(s)) => format!("<source bridge='{}'/>", escape(s)),
+        ("direct", Some(s)) => format!("<source dev='{}'/>", escape(s)),
+        ("ethernet", None) => String::new(),
+        ("network" | "bridge" | "direct", None) => {
+            return Err(Failure::new(
+                EXIT_FAILURE,
+                format!(
+                    "an interface of type '{kind}' needs a SOURCE (the network, bridge or host device)"
+                ),
+            ));
+        }
+        ("ethernet", Some(_)) => {
+            return Err(Failure::new(
+                EXIT_FAILURE,
+                "an ethernet interface takes no SOURCE",
+            ));
+        }
+        _ => {
+            return Err(Failure::new(
+                EXIT_FAILURE,
+                format!("unknown interface type '{kind}': network, bridge, ethernet or direct"),
+            ));
+        }
+    };
+    let mut xml = format!("<interface type='{kind}'>{source}");
+    if let Some(mac) = mac {
+        xml.push_str(&format!("<mac address='{}'/>", escape(mac)));
+    }
+    if let Some(target) = target {
+        xml.push_str(&format!("<target dev='{}'/>", escape(target)));
+    }
+    xml.push_str("</interface>");
+    Ok(xml)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::interface_xml;
+
+    #[test]
+    fn attach_interface_builds_the_xml_virsh_would() {
+        assert_eq!(
+            interface_xml("network", Some("default"), Some("52:54:00:00:00:01"), None).unwrap(),
+            "<interface type='network'><source network='default'/><mac address='52:54:00:00:00:01'/></interface>"
+        );
+        assert_eq!(
+            interface_xml("ethernet", None, None, Some("web0")).unwrap(),
+            "<interface type='ethernet'><target dev='web0'/></interface>"
+        );
+        assert!(
+            interface_xml("bridge", None, None, None)
+                .unwrap_err()
+                .message
+                .contains("needs a SOURCE")
+        );
+        assert!(
+            interface_xml("vhostuser", Some("x"), None, None)
+                .unwrap_err()
+                .message
+                .contains("unknown")
+        );
+    }
 }

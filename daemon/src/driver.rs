@@ -128,6 +128,18 @@ pub enum Request {
     Stats,
     /// The instance's network interfaces as it sees them.
     Interfaces,
+    /// Plug an interface into the running instance (its MAC and host-side
+    /// name are set); `port` is where a `type='network'` one plugs in.
+    AttachInterface {
+        /// The running definition, without the interface.
+        live: Box<DomainDef>,
+        interface: Box<crate::domain::Interface>,
+        port: Option<NetworkPort>,
+    },
+    /// Unplug an interface the instance has (as its live definition says).
+    DetachInterface {
+        interface: Box<crate::domain::Interface>,
+    },
 }
 
 /// A network interface as the instance sees it.
@@ -166,6 +178,10 @@ pub enum Response {
     },
     Stats(DomainStats),
     Interfaces(Vec<GuestInterface>),
+    /// An interface was plugged in under this name inside.
+    Attached {
+        guest_name: String,
+    },
 }
 
 /// How an instance ended, as its driver found out.

@@ -643,3 +643,114 @@ async fn the_default_network_of_a_fresh_host_serves_containers_out_of_the_box() 
     b.destroy().await.unwrap();
     net.destroy(0).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_interface_is_plugged_into_and_out_of_a_running_container() {
+    let Some(env) = env().await else { return };
+    let net = network(
+        &env,
+        "<network><name>lxvthot</name><bridge name='lxvtbr68'/>\
+         <ip address='10.251.68.1' prefix='24'/></network>",
+    )
+    .await;
+    net.start().await.unwrap();
+    let xml = env.busybox_xml("vhot", "sleep 1000", "<features><privnet/></features>");
+    let domain = define(&env, &xml).await;
+    domain.start().await.unwrap();
+    let (code, _) = env
+        .enter(&domain, &["ping", "-c", "1", "-W", "1", "10.251.68.1"])
+        .await;
+    assert_ne!(code, 0, "no interface yet");
+
+    // Live: the running container gets it, up and addressed, at once.
+    domain
+        .attach_device(
+            "<interface type='network'><source network='lxvthot'/><mac address='52:54:00:68:00:05'/>\
+             <ip address='10.251.68.5' prefix='24'/></interface>",
+            1,
+        )
+        .await
+        .unwrap();
+    inside(
+        &env,
+        &domain,
+        &["ping", "-c", "1", "-W", "2", "10.251.68.1"],
+    )
+    .await;
+    let live = domain.get_xml(0).await.unwrap();
+    assert!(
+        live.contains("52:54:00:68:00:05") && live.contains("<guest dev='eth0'/>"),
+        "{live}"
+    );
+    assert!(
+        !domain
+            .get_xml(2)
+            .await
+            .unwrap()
+            .contains("52:54:00:68:00:05")
+    );
+    let end = host_end(&domain).await;
+    assert!(host_link_exists(&end));
+
+    // The CLI: a second one, then both out again.
+    let cli = |args: &[&str]| {
+        let out = lxvirt_tests::lxvirt(&env.bus.address, args).unwrap();
+        assert!(out.status.success(), "lxvirt {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&[
+        "attach-interface",
+        "vhot",
+        "network",
+        "lxvthot",
+        "--mac",
+        "52:54:00:68:00:06",
+        "--live",
+    ]);
+    let links = inside(&env, &domain, &["ip", "-o", "link"]).await;
+    assert!(links.contains("eth1"), "{links}");
+    let list = cli(&["domiflist", "vhot"]);
+    assert!(list.contains("52:54:00:68:00:06"), "{list}");
+    let ambiguous =
+        lxvirt_tests::lxvirt(&env.bus.address, &["detach-interface", "vhot", "network"]).unwrap();
+    assert!(!ambiguous.status.success());
+    assert!(
+        String::from_utf8_lossy(&ambiguous.stderr).contains("name one with --mac"),
+        "{ambiguous:?}"
+    );
+    cli(&[
+        "detach-interface",
+        "vhot",
+        "network",
+        "--mac",
+        "52:54:00:68:00:06",
+    ]);
+    cli(&["detach-interface", "vhot", "network"]);
+    let links = inside(&env, &domain, &["ip", "-o", "link"]).await;
+    assert!(
+        !links.contains("eth0") && !links.contains("eth1"),
+        "{links}"
+    );
+    eventually("the host end to go", || !host_link_exists(&end)).await;
+    assert!(!domain.get_xml(0).await.unwrap().contains("<interface"));
+
+    // Config: kept in the definition, there at the next start.
+    domain
+        .attach_device(
+            "<interface type='network'><source network='lxvthot'/><ip address='10.251.68.7' prefix='24'/></interface>",
+            2,
+        )
+        .await
+        .unwrap();
+    assert!(!domain.get_xml(0).await.unwrap().contains("10.251.68.7"));
+    domain.destroy().await.unwrap();
+    domain.start().await.unwrap();
+    inside(
+        &env,
+        &domain,
+        &["ping", "-c", "1", "-W", "2", "10.251.68.1"],
+    )
+    .await;
+    domain.destroy().await.unwrap();
+    net.destroy(0).await.unwrap();
+}

@@ -32,3 +32,16 @@ impl UndefineFlags {
         self.0 & Self::KEEP_WRITABLE_LAYER != 0
     }
 }
+
+/// Flags of `AttachDevice` and `DetachDevice`: what they change, as
+/// libvirt's `AFFECT_*`. None (`CURRENT`) means the running instance if
+/// the domain runs, else its persistent definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AffectFlags(pub u32);
+
+impl AffectFlags {
+    pub const CURRENT: u32 = 0;
+    pub const LIVE: u32 = 1;
+    pub const CONFIG: u32 = 2;
+    pub const ALL: u32 = Self::LIVE | Self::CONFIG;
+}

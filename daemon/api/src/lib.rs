@@ -23,7 +23,7 @@ use uuid::Uuid;
 use zbus::{ObjectPath, OwnedObjectPath};
 
 pub use error::Error;
-pub use flags::{UndefineFlags, XmlFlags};
+pub use flags::{AffectFlags, UndefineFlags, XmlFlags};
 pub use images::ImageRecord;
 
 /// The well-known bus name.

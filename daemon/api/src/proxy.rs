@@ -120,6 +120,8 @@ pub trait Domain {
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<(u32, zbus::OwnedFd)>;
     fn get_stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
+    fn attach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
+    fn detach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
     /// (name, MAC, [(address, prefix)]) per interface; source 0 leases,
     /// 1 the container's own view.
     #[allow(clippy::type_complexity)]

@@ -566,6 +566,8 @@ async fn proxies_match_the_committed_contract() {
     call!(run, domain.host_ids());
     call!(run, domain.get_xml(0));
     call!(run, domain.get_interface_addresses(0, 0));
+    call!(run, domain.attach_device("<interface/>", 0));
+    call!(run, domain.detach_device("<interface/>", 0));
     call!(run, domain.get_interface_stats("eth0"));
     call!(run, domain.start());
     call!(run, domain.shutdown(0));

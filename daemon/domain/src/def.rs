@@ -916,3 +916,17 @@ pub struct Seccomp {
     /// (`<lxvirt:deny syscall='NAME'/>`); known on this host, no repeats.
     pub deny: Vec<String>,
 }
+
+/// A single device, as attached to or detached from a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceDef {
+    Interface(Interface),
+}
+
+impl DeviceDef {
+    /// Parses one device element of a domain of type `kind`.
+    pub fn from_xml(kind: DomainType, text: &str) -> Result<DeviceDef, crate::DomainError> {
+        let root = crate::xml::parse_str(text)?;
+        crate::parse::parse_device(kind, &root)
+    }
+}

@@ -1563,3 +1563,21 @@ fn lxvirt_userns_is_checked() {
     );
     assert!(e.to_string().contains("remove one"), "{e}");
 }
+
+#[test]
+fn one_interface_parses_as_a_device_and_other_elements_are_refused() {
+    let device = DeviceDef::from_xml(
+        DomainType::Lxc,
+        "<interface type='network'><source network='default'/><mac address='52:54:00:01:02:03'/></interface>",
+    )
+    .unwrap();
+    let DeviceDef::Interface(iface) = device;
+    assert_eq!(iface.mac.unwrap().to_string(), "52:54:00:01:02:03");
+    let refused = DeviceDef::from_xml(DomainType::Lxc, "<disk type='block'/>").unwrap_err();
+    assert!(
+        refused.to_string().contains("only <interface>"),
+        "{refused}"
+    );
+    let bad = DeviceDef::from_xml(DomainType::Lxc, "<interface type='bogus'/>").unwrap_err();
+    assert!(bad.to_string().contains("bogus"), "{bad}");
+}

@@ -238,4 +238,23 @@ impl ManagerHandle {
         })
         .await?
     }
+
+    /// Attaches or detaches a device (`xml`), live, in the definition or
+    /// both as `flags` say.
+    pub async fn change_device(
+        &self,
+        uuid: Uuid,
+        change: crate::core::manager::DeviceChange,
+        xml: String,
+        flags: crate::core::types::AffectFlags,
+    ) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::ChangeDevice {
+            uuid,
+            change,
+            xml,
+            flags,
+            reply,
+        })
+        .await?
+    }
 }

@@ -115,10 +115,12 @@ pub enum Operation {
     /// The core's own start of an instance that rebooted (a reboot asked,
     /// or an `on_*` restart action); clients cannot ask for it.
     Restart,
+    /// Attach a device to, or detach one from, the running instance.
+    ChangeDevices,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 13] = [
         Operation::Start,
         Operation::Shutdown,
         Operation::Destroy,
@@ -131,6 +133,7 @@ impl Operation {
         Operation::Enter,
         Operation::Commit,
         Operation::Restart,
+        Operation::ChangeDevices,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -146,6 +149,7 @@ impl Operation {
             Operation::OpenConsole => "open a console of",
             Operation::Enter => "enter",
             Operation::Commit => "commit",
+            Operation::ChangeDevices => "change the devices of",
             Operation::Restart => "restart",
         }
     }
@@ -202,6 +206,9 @@ fn hint(state: State, operation: Operation) -> &'static str {
             "start it first"
         }
         (S::Shutoff, O::OpenConsole) => "start it first",
+        (S::Shutoff | S::Crashed, O::ChangeDevices) => {
+            "start it first, or change its definition only (--config)"
+        }
         (S::Paused, O::Shutdown | O::Reboot | O::Enter) => "resume it first",
         (S::Paused, O::Suspend) => "it is already paused",
         (S::Running, O::Resume) => "it is not paused",
@@ -221,14 +228,17 @@ pub enum InFlight {
     Reboot,
     /// The writable layer is being copied into an image.
     Commit,
+    /// A device is being attached to or detached from the instance.
+    Devices,
 }
 
 impl InFlight {
-    pub const ALL: [InFlight; 4] = [
+    pub const ALL: [InFlight; 5] = [
         InFlight::Start { restart: false },
         InFlight::Start { restart: true },
         InFlight::Reboot,
         InFlight::Commit,
+        InFlight::Devices,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -236,6 +246,7 @@ impl InFlight {
             InFlight::Start { .. } => "start",
             InFlight::Reboot => "reboot",
             InFlight::Commit => "commit",
+            InFlight::Devices => "device change",
         }
     }
 }
@@ -296,10 +307,12 @@ pub enum Report {
     Frozen,
     Thawed,
     Committed,
+    /// A device change finished (done or failed).
+    DevicesChanged,
 }
 
 impl Report {
-    pub const ALL: [Report; 8] = [
+    pub const ALL: [Report; 9] = [
         Report::Launched,
         Report::LaunchFailed,
         Report::Exited(Ending::Shutoff),
@@ -308,6 +321,7 @@ impl Report {
         Report::Frozen,
         Report::Thawed,
         Report::Committed,
+        Report::DevicesChanged,
     ];
 }
 
@@ -348,6 +362,11 @@ pub fn request(name: &str, status: Status, operation: Operation) -> Result<Statu
         (Some(F::Reboot), O::Shutdown | O::Destroy) => None,
         (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter) => Some(F::Reboot),
         (Some(F::Reboot), _) => return Err(busy(F::Reboot)),
+        // A stop wins over a device change: the device goes with the instance.
+        (Some(F::Devices), O::Shutdown | O::Destroy) => None,
+        (Some(F::Devices), O::OpenConsole | O::Enter) => Some(F::Devices),
+        (Some(F::Devices), _) => return Err(busy(F::Devices)),
+        (None, O::ChangeDevices) => Some(F::Devices),
         (None, O::Start) => Some(F::Start { restart: false }),
         (None, O::Restart) => Some(F::Start { restart: true }),
         (None, O::Reboot) => Some(F::Reboot),
@@ -360,7 +379,7 @@ pub fn request(name: &str, status: Status, operation: Operation) -> Result<Statu
         (S::Running | S::Paused | S::Crashed, O::Destroy) => true,
         (S::Paused, O::Resume) => true,
         (_, O::Define | O::Undefine) => true,
-        (S::Running | S::Paused, O::OpenConsole) => true,
+        (S::Running | S::Paused, O::OpenConsole | O::ChangeDevices) => true,
         // The layer is copied while nothing in the container can change it.
         (S::Shutoff | S::Paused, O::Commit) => true,
         _ => false,
@@ -396,6 +415,9 @@ pub fn report(status: Status, report: Report) -> Option<Status> {
         (S::Running, None, Report::Frozen) => Some(Status::idle(S::Paused)),
         (S::Paused, None, Report::Thawed) => Some(Status::idle(S::Running)),
         (state, Some(F::Commit), Report::Committed) => Some(Status::idle(state)),
+        (state @ (S::Running | S::Paused), Some(F::Devices), Report::DevicesChanged) => {
+            Some(Status::idle(state))
+        }
         _ => None,
     }
 }
@@ -437,8 +459,8 @@ mod tests {
 
     /// What the table must say for an idle domain, every state against
     /// every operation, written out.
-    fn idle_row(state: State) -> [Want; 12] {
-        // start shutdown destroy reboot suspend resume define undefine console enter commit restart
+    fn idle_row(state: State) -> [Want; 13] {
+        // start shutdown destroy reboot suspend resume define undefine console enter commit restart devices
         match state {
             S::Shutoff => [
                 To(S::Shutoff, START),
@@ -453,6 +475,7 @@ mod tests {
                 Invalid,
                 To(S::Shutoff, Some(F::Commit)),
                 To(S::Shutoff, RESTART),
+                Invalid,
             ],
             S::Running => [
                 Invalid,
@@ -467,6 +490,7 @@ mod tests {
                 To(S::Running, None),
                 Invalid,
                 Invalid,
+                To(S::Running, Some(F::Devices)),
             ],
             S::Paused => [
                 Invalid,
@@ -481,6 +505,7 @@ mod tests {
                 Invalid,
                 To(S::Paused, Some(F::Commit)),
                 Invalid,
+                To(S::Paused, Some(F::Devices)),
             ],
             S::Crashed => [
                 Invalid,
@@ -491,6 +516,7 @@ mod tests {
                 Invalid,
                 To(S::Crashed, None),
                 To(S::Crashed, None),
+                Invalid,
                 Invalid,
                 Invalid,
                 Invalid,
@@ -518,6 +544,9 @@ mod tests {
             (Some(F::Reboot), O::Shutdown | O::Destroy) => keep(idle, None),
             (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter) => keep(idle, Some(F::Reboot)),
             (Some(F::Reboot), _) => Busy,
+            (Some(F::Devices), O::Shutdown | O::Destroy) => keep(idle, None),
+            (Some(F::Devices), O::OpenConsole | O::Enter) => keep(idle, Some(F::Devices)),
+            (Some(F::Devices), _) => Busy,
         }
     }
 
@@ -550,7 +579,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 20 * 12);
+        assert_eq!(checked, 24 * 13);
     }
 
     /// The whole report matrix: every status against every report.
@@ -576,6 +605,9 @@ mod tests {
                     (S::Running, None, R::Frozen) => Some(st(S::Paused, None)),
                     (S::Paused, None, R::Thawed) => Some(st(S::Running, None)),
                     (s, Some(F::Commit), R::Committed) => Some(st(s, None)),
+                    (s @ (S::Running | S::Paused), Some(F::Devices), R::DevicesChanged) => {
+                        Some(st(s, None))
+                    }
                     _ => None,
                 };
                 assert_eq!(report(status, r), want, "{status:?} × {r:?}");

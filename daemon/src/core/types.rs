@@ -11,7 +11,7 @@ use super::store::StoreError;
 use crate::domain::{DomainError, DomainType};
 
 /// The flag words of `GetXML` and `Undefine`, part of the D-Bus contract.
-pub use lxvirt_api::{UndefineFlags, XmlFlags};
+pub use lxvirt_api::{AffectFlags, UndefineFlags, XmlFlags};
 
 /// Sequence number of an [`Event`]; replies to mutating commands carry the
 /// number of the last event they caused, so a front end can wait until it
@@ -210,6 +210,12 @@ pub enum CoreError {
         "domain '{domain}' has no interface '{device}'; see 'lxvirt domiflist {domain}' (a name inside, a host-side name or a MAC)"
     )]
     NoSuchInterface { domain: String, device: String },
+    #[error("domain '{domain}': cannot change the {which} definition's devices: {problem}")]
+    DeviceRefused {
+        domain: String,
+        which: &'static str,
+        problem: String,
+    },
     #[error("network '{network}' {problem}")]
     NetworkState {
         network: String,

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::exported::{Changes, Exported, SharedSummary, set_property};
 use super::{DOMAIN_INTERFACE, Shared, domain_path, error::Error};
-use crate::core::types::{AddressSource, CoreError};
+use crate::core::manager::DeviceChange;
+use crate::core::types::{AddressSource, AffectFlags, CoreError};
 use crate::core::{DomainSummary, UndefineFlags, XmlFlags};
 
 /// Grace period of `Shutdown(0)` and `Reboot(0)`, as Docker and Podman use.
@@ -63,6 +64,29 @@ fn pid_of(summary: &DomainSummary) -> u32 {
         .init_pid
         .and_then(|p| u32::try_from(p).ok())
         .unwrap_or(0)
+}
+
+impl DomainObject {
+    async fn change_device(
+        &self,
+        header: &Header<'_>,
+        connection: &Connection,
+        change: DeviceChange,
+        xml: String,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let work = async {
+            let seq = self
+                .shared
+                .handle
+                .change_device(self.uuid, change, xml, AffectFlags(flags))
+                .await?;
+            Ok(((), seq))
+        };
+        (self.shared)
+            .mutate(connection, header, "change devices", work)
+            .await
+    }
 }
 
 impl Exported for DomainObject {
@@ -400,6 +424,34 @@ impl DomainObject {
         put("cpu.time", stats.cpu_time_ns);
         put("pids.current", stats.pids);
         Ok(map)
+    }
+
+    /// Attaches a device (its XML; `<interface>` for now). Flags: 0 the
+    /// running instance if the domain runs, else its definition; 1 the
+    /// running instance; 2 the persistent definition; 3 both.
+    async fn attach_device(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        xml: String,
+        flags: u32,
+    ) -> Result<(), Error> {
+        self.change_device(&header, connection, DeviceChange::Attach, xml, flags)
+            .await
+    }
+
+    /// Detaches a device the domain has (an `<interface>`, named by its
+    /// `<mac>`, else its `<target dev>`, else its type and source when
+    /// only one matches). Flags as for `AttachDevice`.
+    async fn detach_device(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        xml: String,
+        flags: u32,
+    ) -> Result<(), Error> {
+        self.change_device(&header, connection, DeviceChange::Detach, xml, flags)
+            .await
     }
 
     /// Addresses of the running domain's interfaces: (name, MAC,

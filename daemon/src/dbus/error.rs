@@ -71,9 +71,9 @@ impl From<CoreError> for Error {
             CoreError::Security(error) if error.is_unavailable() => {
                 Error::SecurityUnavailable(message)
             }
-            CoreError::InvalidFlags(_) | CoreError::NoSuchInterface { .. } => {
-                Error::InvalidArgument(message)
-            }
+            CoreError::InvalidFlags(_)
+            | CoreError::NoSuchInterface { .. }
+            | CoreError::DeviceRefused { .. } => Error::InvalidArgument(message),
             CoreError::StorageUnavailable(_) => Error::StorageUnavailable(message),
             CoreError::Storage(error) | CoreError::DomainStorage { source: error, .. } => {
                 storage(&error, message)

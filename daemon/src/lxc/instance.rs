@@ -224,6 +224,47 @@ impl Driver for LxcDriver {
                         _ => Err(failed(&name, "the monitor gave no exit channel")),
                     }
                 }
+                Request::AttachInterface {
+                    live,
+                    interface,
+                    port,
+                } => {
+                    let settings = driver.config().settings.clone();
+                    let pid = runtime.init_pid;
+                    tokio::task::spawn_blocking(move || {
+                        crate::lxc::hotplug::attach(
+                            &live,
+                            &interface,
+                            port.as_ref(),
+                            pid,
+                            &settings,
+                        )
+                        .map(|guest_name| Response::Attached { guest_name })
+                        .map_err(|e| {
+                            failed(
+                                &name,
+                                &format!("cannot attach the interface: {}", error_chain(&e)),
+                            )
+                        })
+                    })
+                    .await
+                    .map_err(|join| Error::failed(join.to_string()))?
+                }
+                Request::DetachInterface { interface } => {
+                    let pid = runtime.init_pid;
+                    tokio::task::spawn_blocking(move || {
+                        crate::lxc::hotplug::detach(&interface, pid)
+                            .map(|()| Response::Done)
+                            .map_err(|e| {
+                                failed(
+                                    &name,
+                                    &format!("cannot detach the interface: {}", error_chain(&e)),
+                                )
+                            })
+                    })
+                    .await
+                    .map_err(|join| Error::failed(join.to_string()))?
+                }
                 Request::Interfaces => {
                     let pid = runtime.init_pid;
                     tokio::task::spawn_blocking(move || {

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod driver;
 pub mod enter;
+pub mod hotplug;
 pub mod instance;
 pub mod launch;
 pub mod monitor;

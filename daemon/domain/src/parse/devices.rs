@@ -15,6 +15,25 @@ use super::addresses::{
 };
 use super::helpers::*;
 
+/// One device of a domain of type `kind`, as `AttachDevice` and
+/// `DetachDevice` take it. Only interfaces can be attached for now.
+pub fn parse_device(kind: DomainType, el: &Element) -> Result<DeviceDef> {
+    let ctx = Ctx { kind };
+    match el.name.as_str() {
+        "interface" if el.namespace.is_none() => {
+            let iface = parse_interface(ctx, el)?;
+            InterfaceNames::default().check(el, &iface)?;
+            Ok(DeviceDef::Interface(iface))
+        }
+        _ => Err(DomainError::invalid(
+            el.pos,
+            &el.qname,
+            format!("<{}> cannot be attached or detached", el.qname),
+            "only <interface> devices can be attached to or detached from a domain for now",
+        )),
+    }
+}
+
 pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
     check_attrs(el, &[])?;
     check_children(

@@ -8,6 +8,7 @@
 
 mod addresses;
 mod devices;
+pub use devices::parse_device;
 mod helpers;
 mod network;
 mod security;

@@ -289,7 +289,7 @@ impl Manager {
 
 impl Manager {
     /// The MAC addresses of every other domain's interfaces.
-    fn macs_in_use(&self, except: Uuid) -> HashSet<MacAddr> {
+    pub(super) fn macs_in_use(&self, except: Uuid) -> HashSet<MacAddr> {
         self.domains
             .values()
             .filter(|e| e.def.uuid != except)

@@ -45,6 +45,7 @@ use crate::security::{Security, SecurityReport};
 use crate::storage::{CommitReport, ImageId, RootMount};
 
 mod define;
+mod devices;
 mod entry;
 mod identity;
 mod image_ops;
@@ -55,6 +56,7 @@ mod stop;
 #[cfg(test)]
 mod tests;
 
+pub use devices::Change as DeviceChange;
 use entry::Entry;
 use identity::Index;
 use networks::Networks;
@@ -187,6 +189,14 @@ pub enum Command {
         flags: XmlFlags,
         reply: Reply<String>,
     },
+    /// Attach (or detach) a device: live, config or both.
+    ChangeDevice {
+        uuid: Uuid,
+        change: devices::Change,
+        xml: String,
+        flags: crate::core::types::AffectFlags,
+        reply: Reply<Seq>,
+    },
     NetworkStart {
         uuid: Uuid,
         reply: Reply<Seq>,
@@ -253,6 +263,8 @@ enum Internal {
     },
     /// The autostart networks are up (or failed): the domains' turn.
     AutostartDomains,
+    /// A live device change has finished.
+    DeviceChanged(Box<devices::LiveChange>),
 }
 
 /// Settings of the manager.
@@ -578,6 +590,13 @@ impl Manager {
             Command::Autostart => self.autostart(),
             Command::Commit { uuid, name, reply } => self.commit(uuid, name, reply),
             Command::RemoveImage { reference, reply } => self.remove_image(reference, reply),
+            Command::ChangeDevice {
+                uuid,
+                change,
+                xml,
+                flags,
+                reply,
+            } => self.change_device(uuid, change, &xml, flags, reply),
             Command::NetworkStart { uuid, reply } => self.start_network(uuid, Some(reply)),
             Command::NetworkCreate { xml, reply } => self.create_network(&xml, reply),
             Command::NetworkDestroy { uuid, force, reply } => {
@@ -657,6 +676,7 @@ impl Manager {
                 reply,
             } => self.network_stopped(uuid, problems, reply),
             Internal::AutostartDomains => self.autostart_domains(),
+            Internal::DeviceChanged(done) => self.device_changed(*done),
         }
     }
 

@@ -343,7 +343,7 @@ impl Manager {
 }
 
 /// A driver answered a request with the answer to another: a bug in it.
-fn unexpected(response: Response) -> CoreError {
+pub(super) fn unexpected(response: Response) -> CoreError {
     CoreError::Driver(driver::Error::failed(format!(
         "the driver gave an unexpected answer ({response:?}); this is a bug in lxvirtd"
     )))

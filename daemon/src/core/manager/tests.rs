@@ -179,6 +179,8 @@ impl Driver for TestDriver {
             Request::Enter { .. } => "enter",
             Request::Stats => "stats",
             Request::Interfaces => "interfaces",
+            Request::AttachInterface { .. } => "attach",
+            Request::DetachInterface { .. } => "detach",
         };
         world.log.push(format!("{verb} {name}"));
         let result = if !world.running.contains_key(name) {
@@ -212,6 +214,10 @@ impl Driver for TestDriver {
                         exit: f.into(),
                     })
                     .map_err(|e| driver::Error::failed(e.to_string())),
+                Request::AttachInterface { .. } => Ok(Response::Attached {
+                    guest_name: "eth1".into(),
+                }),
+                Request::DetachInterface { .. } => Ok(Response::Done),
                 Request::Interfaces => Ok(Response::Interfaces(vec![driver::GuestInterface {
                     name: "eth0".into(),
                     mac: Some("52:54:00:00:00:01".into()),
@@ -1336,5 +1342,97 @@ async fn interface_counters_are_found_by_inside_name_host_name_or_mac() {
     assert_eq!(
         agent[0].addresses,
         vec![("10.251.9.7".parse().unwrap(), 24)]
+    );
+}
+
+#[tokio::test]
+async fn interfaces_attach_and_detach_live_config_or_both() {
+    use crate::core::manager::DeviceChange;
+    use crate::core::types::AffectFlags;
+    let h = Harness::new();
+    let uuid = h.define("web", "").await;
+    let nic = "<interface type='ethernet'><mac address='52:54:00:00:00:09'/></interface>";
+    // Not running: CURRENT is the definition; LIVE is refused.
+    let refused = h
+        .handle
+        .change_device(
+            uuid,
+            DeviceChange::Attach,
+            nic.into(),
+            AffectFlags(AffectFlags::LIVE),
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("start it first"), "{refused}");
+    h.handle
+        .change_device(uuid, DeviceChange::Attach, nic.into(), AffectFlags(0))
+        .await
+        .unwrap();
+    let config = h
+        .handle
+        .get_xml(uuid, XmlFlags(XmlFlags::INACTIVE))
+        .await
+        .unwrap();
+    assert!(config.contains("52:54:00:00:00:09"), "{config}");
+    let twice = h
+        .handle
+        .change_device(uuid, DeviceChange::Attach, nic.into(), AffectFlags(0))
+        .await
+        .unwrap_err();
+    assert!(
+        twice.to_string().contains("MAC 52:54:00:00:00:09 already"),
+        "{twice}"
+    );
+
+    // Running: CURRENT is live only; the live XML has it with the name the
+    // driver gave and a host-side name; the definition is unchanged.
+    h.handle.start(uuid).await.unwrap();
+    let second = "<interface type='ethernet'><mac address='52:54:00:00:00:0a'/></interface>";
+    h.handle
+        .change_device(uuid, DeviceChange::Attach, second.into(), AffectFlags(0))
+        .await
+        .unwrap();
+    let live = h.handle.get_xml(uuid, XmlFlags(0)).await.unwrap();
+    assert!(
+        live.contains("52:54:00:00:00:0a") && live.contains("<guest dev='eth1'/>"),
+        "{live}"
+    );
+    assert!(live.matches("<target dev='lxv").count() >= 1, "{live}");
+    let config = h
+        .handle
+        .get_xml(uuid, XmlFlags(XmlFlags::INACTIVE))
+        .await
+        .unwrap();
+    assert!(!config.contains("52:54:00:00:00:0a"), "{config}");
+    // Both: detached from the instance and the definition.
+    h.handle
+        .change_device(
+            uuid,
+            DeviceChange::Detach,
+            nic.into(),
+            AffectFlags(AffectFlags::LIVE | AffectFlags::CONFIG),
+        )
+        .await
+        .unwrap();
+    let live = h.handle.get_xml(uuid, XmlFlags(0)).await.unwrap();
+    let config = h
+        .handle
+        .get_xml(uuid, XmlFlags(XmlFlags::INACTIVE))
+        .await
+        .unwrap();
+    assert!(!live.contains("52:54:00:00:00:09") && !config.contains("52:54:00:00:00:09"));
+    let log = h.driver.log();
+    assert!(
+        log.contains(&"attach web".to_owned()) && log.contains(&"detach web".to_owned()),
+        "{log:?}"
+    );
+    let missing = h
+        .handle
+        .change_device(uuid, DeviceChange::Detach, nic.into(), AffectFlags(0))
+        .await
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("no such interface"),
+        "{missing}"
     );
 }

@@ -1,0 +1,424 @@
+//! Devices attached to and detached from a domain: the running instance
+//! (live, through its driver), the persistent definition (config), or
+//! both, as libvirt's `AFFECT_*` flags say. Interfaces only, for now.
+//!
+//! A live change is in flight in the lifecycle table (`Devices`) until the
+//! driver answers: meanwhile other changes are busy, and a stop wins.
+//! The persistent definition is checked before the live change and saved
+//! after it succeeded, so a refusal changes neither.
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use super::define::fill_macs;
+use super::{Internal, Manager, Reply};
+use crate::core::lifecycle::{Operation, Report};
+use crate::core::live::LiveStatus;
+use crate::core::types::{AffectFlags, CoreError, Seq};
+use crate::domain::{DeviceDef, DomainDef, Interface, InterfaceSource, MacAddr};
+use crate::driver::{Request, Response};
+use crate::error_chain::error_chain;
+
+/// Attach or detach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Attach,
+    Detach,
+}
+
+impl Change {
+    fn verb(self) -> &'static str {
+        match self {
+            Change::Attach => "attach",
+            Change::Detach => "detach",
+        }
+    }
+}
+
+/// A finished live change, back on the manager's task.
+#[derive(Debug)]
+pub(super) struct LiveChange {
+    pub uuid: Uuid,
+    pub generation: u64,
+    pub change: Change,
+    /// The interface as the live definition gets (or loses) it.
+    pub interface: Box<Interface>,
+    /// The persistent definition to save once the live change is done.
+    pub config: Option<Box<DomainDef>>,
+    pub result: Result<Response, CoreError>,
+    pub reply: Reply<Seq>,
+}
+
+impl Manager {
+    pub(super) fn change_device(
+        &mut self,
+        uuid: Uuid,
+        change: Change,
+        xml: &str,
+        flags: AffectFlags,
+        reply: Reply<Seq>,
+    ) {
+        if let Err(error) = self.try_change_device(uuid, change, xml, flags, reply) {
+            // `try_change_device` gave the reply back with its refusal.
+            let (error, reply) = *error;
+            let _ = reply.send(Err(error));
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn try_change_device(
+        &mut self,
+        uuid: Uuid,
+        change: Change,
+        xml: &str,
+        flags: AffectFlags,
+        reply: Reply<Seq>,
+    ) -> Result<(), Box<(CoreError, Reply<Seq>)>> {
+        macro_rules! refuse {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(error) => return Err(Box::new((error.into(), reply))),
+                }
+            };
+        }
+        if flags.0 & !AffectFlags::ALL != 0 {
+            return Err(Box::new((CoreError::InvalidFlags(flags.0), reply)));
+        }
+        let taken = self.macs_in_use(uuid);
+        let entry = refuse!(self.entry_mut(uuid));
+        let name = entry.name().to_owned();
+        let mut interface = refuse!(parse(entry.def.domain_type, change, xml));
+        let running = entry.runtime.is_some();
+        let (live, config) = match flags.0 {
+            AffectFlags::CURRENT => (running, !running),
+            f => (f & AffectFlags::LIVE != 0, f & AffectFlags::CONFIG != 0),
+        };
+        if config && !entry.persistent {
+            return Err(Box::new((CoreError::NotPersistent(name), reply)));
+        }
+        if live {
+            refuse!(entry.check(Operation::ChangeDevices));
+        }
+        if change == Change::Attach && interface.mac.is_none() {
+            // One MAC for both the live and the persistent interface.
+            let mut one = DomainDef::clone(&entry.def);
+            one.devices.interfaces = vec![interface.clone()];
+            fill_macs(
+                &mut one,
+                None,
+                &taken_with(&taken, entry.live_def(), &entry.def),
+            );
+            interface = one.devices.interfaces.remove(0);
+        }
+        // The persistent definition as it will be, checked now.
+        let new_config = if config {
+            let mut def = entry.def.clone();
+            refuse!(apply(&mut def, change, &interface, &name, "persistent"));
+            refuse!(recheck(&def, &name));
+            Some(Box::new(def))
+        } else {
+            None
+        };
+        if !live {
+            let Some(def) = new_config else {
+                return Err(Box::new((CoreError::InvalidFlags(flags.0), reply)));
+            };
+            refuse!(self.save_config(uuid, *def));
+            tracing::info!(domain = %name, change = change.verb(), "device changed in the definition");
+            let seq = self.publish_change(uuid, None);
+            let _ = reply.send(Ok(seq));
+            return Ok(());
+        }
+        // The live interface: the one the instance has, for a detach.
+        let live_def = entry.live_def().clone();
+        let request = match change {
+            Change::Attach => {
+                let mut probe = live_def.clone();
+                refuse!(apply(&mut probe, change, &interface, &name, "running"));
+                if interface.target_dev.is_none()
+                    && !matches!(interface.source, InterfaceSource::Direct { .. })
+                {
+                    interface.target_dev = Some(format!("lxv{:08x}", rand::random::<u32>()));
+                }
+                let mut one = live_def.clone();
+                one.devices.interfaces = vec![interface.clone()];
+                let mut ports = refuse!(self.network_ports(&one));
+                let port = match &interface.source {
+                    InterfaceSource::Network { network, .. } => ports.remove(network),
+                    _ => None,
+                };
+                Request::AttachInterface {
+                    live: Box::new(live_def.clone()),
+                    interface: Box::new(interface.clone()),
+                    port,
+                }
+            }
+            Change::Detach => {
+                let found = refuse!(find(&live_def, &interface, &name, "running"));
+                interface = live_def.devices.interfaces[found].clone();
+                Request::DetachInterface {
+                    interface: Box::new(interface.clone()),
+                }
+            }
+        };
+        let driver = refuse!(self.driver_of(uuid));
+        let entry = refuse!(self.entry_mut(uuid));
+        refuse!(entry.request(Operation::ChangeDevices));
+        let Some(runtime) = entry.runtime.clone() else {
+            return Err(Box::new((
+                CoreError::NotRunning {
+                    domain: name,
+                    operation: "change its devices",
+                },
+                reply,
+            )));
+        };
+        let generation = entry.generation;
+        let work = driver.request(&name, &runtime, request);
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = work.await.map_err(CoreError::Driver);
+            let _ = internal.send(Internal::DeviceChanged(Box::new(LiveChange {
+                uuid,
+                generation,
+                change,
+                interface: Box::new(interface),
+                config: new_config,
+                result,
+                reply,
+            })));
+        });
+        Ok(())
+    }
+
+    pub(super) fn device_changed(&mut self, done: LiveChange) {
+        let LiveChange {
+            uuid,
+            generation,
+            change,
+            mut interface,
+            config,
+            result,
+            reply,
+        } = done;
+        let run_dir = self.config.run_dir.clone();
+        let Ok(entry) = self.entry_mut(uuid) else {
+            let _ = reply.send(Err(CoreError::StoppedMeanwhile {
+                domain: uuid.to_string(),
+            }));
+            return;
+        };
+        let name = entry.name().to_owned();
+        let current = entry.generation == generation && entry.report(Report::DevicesChanged);
+        if !current {
+            let _ = reply.send(Err(CoreError::StoppedMeanwhile { domain: name }));
+            return;
+        }
+        match result {
+            Ok(Response::Attached { guest_name }) if change == Change::Attach => {
+                interface.guest_dev = Some(guest_name);
+            }
+            Ok(Response::Done) if change == Change::Detach => {}
+            Ok(other) => {
+                let _ = reply.send(Err(super::running::unexpected(other)));
+                return;
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        }
+        let mut live = entry.live_def().clone();
+        // Checked before the driver was asked; nothing else changed it since.
+        let _ = apply(&mut live, change, &interface, &name, "running");
+        if let (Change::Detach, InterfaceSource::Network { network, .. }, Some(mac)) =
+            (change, &interface.source, interface.mac)
+        {
+            self.network_driver.remove_port(network, &mac.to_string());
+        }
+        let entry = match self.entry_mut(uuid) {
+            Ok(entry) => entry,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let live_xml = live.to_live_xml();
+        entry.live = Some(live);
+        record_live_xml(&run_dir, &name, live_xml);
+        tracing::info!(domain = %name, change = change.verb(), "device changed in the running instance");
+        if let Some(def) = config
+            && let Err(error) = self.save_config(uuid, *def)
+        {
+            // The instance has it; the definition could not be written.
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let seq = self.publish_change(uuid, None);
+        let _ = reply.send(Ok(seq));
+    }
+
+    fn save_config(&mut self, uuid: Uuid, def: DomainDef) -> Result<(), CoreError> {
+        self.store.save(&def).map_err(|source| CoreError::Store {
+            kind: "domain",
+            name: def.name().to_owned(),
+            source,
+        })?;
+        let entry = self.entry_mut(uuid)?;
+        entry.def = def;
+        Ok(())
+    }
+}
+
+/// The interface `xml` describes. A detach needs only what names one: an
+/// `<interface>` with its `<mac>` (as virsh's detach-interface sends) is
+/// enough, though its other children may be missing.
+fn parse(
+    kind: crate::domain::DomainType,
+    change: Change,
+    xml: &str,
+) -> Result<Interface, CoreError> {
+    let full = DeviceDef::from_xml(kind, xml).map_err(CoreError::InvalidXml);
+    match (full, change) {
+        (Ok(DeviceDef::Interface(interface)), _) => Ok(interface),
+        (Err(error), Change::Attach) => Err(error),
+        (Err(error), Change::Detach) => {
+            let mac = crate::domain::xml::parse_str(xml).ok().and_then(|root| {
+                (root.name == "interface")
+                    .then(|| {
+                        root.element("mac")
+                            .and_then(|m| m.attr("address"))
+                            .map(str::to_owned)
+                    })
+                    .flatten()
+            });
+            match mac.and_then(|m| MacAddr::parse(&m).ok()) {
+                Some(mac) => Ok(Interface {
+                    source: InterfaceSource::Ethernet {
+                        ips: Vec::new(),
+                        routes: Vec::new(),
+                    },
+                    mac: Some(mac),
+                    target_dev: None,
+                    guest_dev: None,
+                    model: None,
+                    ips: Vec::new(),
+                    routes: Vec::new(),
+                    mtu: None,
+                    link_state: None,
+                    bandwidth: None,
+                    vlan: None,
+                }),
+                None => Err(error),
+            }
+        }
+    }
+}
+
+/// The MACs no new interface of this domain may take.
+fn taken_with(others: &HashSet<MacAddr>, live: &DomainDef, def: &DomainDef) -> HashSet<MacAddr> {
+    others
+        .iter()
+        .copied()
+        .chain(
+            [live, def]
+                .into_iter()
+                .flat_map(|d| d.devices.interfaces.iter().filter_map(|i| i.mac)),
+        )
+        .collect()
+}
+
+/// Adds `interface` to `def`, or removes the one it names.
+fn apply(
+    def: &mut DomainDef,
+    change: Change,
+    interface: &Interface,
+    domain: &str,
+    which: &'static str,
+) -> Result<(), CoreError> {
+    match change {
+        Change::Attach => {
+            if let Some(mac) = interface.mac
+                && def.devices.interfaces.iter().any(|i| i.mac == Some(mac))
+            {
+                return Err(CoreError::DeviceRefused {
+                    domain: domain.to_owned(),
+                    which,
+                    problem: format!(
+                        "it has an interface with MAC {mac} already; give another <mac> or none"
+                    ),
+                });
+            }
+            def.devices.interfaces.push(interface.clone());
+        }
+        Change::Detach => {
+            let index = find(def, interface, domain, which)?;
+            def.devices.interfaces.remove(index);
+        }
+    }
+    Ok(())
+}
+
+/// The interface of `def` that `wanted` names: by MAC, else by host-side
+/// name, else the only one of that type and source.
+fn find(
+    def: &DomainDef,
+    wanted: &Interface,
+    domain: &str,
+    which: &'static str,
+) -> Result<usize, CoreError> {
+    let interfaces = &def.devices.interfaces;
+    let matches: Vec<usize> = interfaces
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| match (wanted.mac, &wanted.target_dev) {
+            (Some(mac), _) => i.mac == Some(mac),
+            (None, Some(dev)) => i.target_dev.as_ref() == Some(dev),
+            (None, None) => i.source == wanted.source,
+        })
+        .map(|(index, _)| index)
+        .collect();
+    match matches[..] {
+        [index] => Ok(index),
+        [] => Err(CoreError::DeviceRefused {
+            domain: domain.to_owned(),
+            which,
+            problem: "it has no such interface; see 'lxvirt domiflist' and name it by <mac>".into(),
+        }),
+        _ => Err(CoreError::DeviceRefused {
+            domain: domain.to_owned(),
+            which,
+            problem: format!(
+                "{} interfaces match; name the one to detach by its <mac>",
+                matches.len()
+            ),
+        }),
+    }
+}
+
+/// The whole definition, checked as a define would check it (names used
+/// twice, a guest name equal to a host device's…).
+fn recheck(def: &DomainDef, domain: &str) -> Result<(), CoreError> {
+    DomainDef::from_xml(&def.to_xml())
+        .map(drop)
+        .map_err(|error| CoreError::DeviceRefused {
+            domain: domain.to_owned(),
+            which: "persistent",
+            problem: error.to_string(),
+        })
+}
+
+/// The live status file gets the new live definition, so a restarted
+/// daemon knows the instance's devices.
+fn record_live_xml(run_dir: &std::path::Path, name: &str, live_xml: String) {
+    let path = LiveStatus::path(run_dir, name);
+    let saved = LiveStatus::load(&path).and_then(|mut status| {
+        status.live_xml = live_xml;
+        status.save(run_dir)
+    });
+    if let Err(error) = saved {
+        tracing::warn!(domain = %name, error = %error_chain(&error), "cannot record the device change in the live status");
+    }
+}

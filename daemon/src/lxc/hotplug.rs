@@ -1,0 +1,103 @@
+//! Interfaces plugged into and out of a running container, from the
+//! daemon: it opens the container's network namespace through
+//! `/proc/INIT/ns/net` and speaks rtnetlink there, as the monitor does at
+//! start. The plumbing is the start's own (one interface's spec, made by
+//! the same conversion). Nothing needs undoing when the container ends:
+//! a veth pair and a macvlan go with the namespace.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use crate::domain::{DomainDef, Interface};
+use crate::driver::NetworkPort;
+use crate::lxc::convert::{self, ConvertSettings};
+use crate::lxc::network::{NetworkError, plumb};
+use crate::net::{LinkError, Links, Netlink, Netns};
+use crate::sys::linux;
+
+/// Why an interface could not be plugged in or out.
+#[derive(Debug, thiserror::Error)]
+pub enum HotplugError {
+    #[error("cannot open the container's network namespace: {0}")]
+    Namespace(crate::sys::Errno),
+    #[error(transparent)]
+    Netlink(#[from] LinkError),
+    #[error(transparent)]
+    Convert(#[from] convert::ConvertError),
+    #[error(transparent)]
+    Plumb(#[from] NetworkError),
+    #[error("the container has no interface with MAC {0}")]
+    NotFound(String),
+}
+
+/// The first `ethN` no interface of the namespace has.
+fn free_guest_name(inside: &Netlink) -> Result<String, LinkError> {
+    let names: Vec<String> = inside.links()?.into_iter().map(|l| l.name).collect();
+    Ok((0u32..)
+        .map(|n| format!("eth{n}"))
+        .find(|name| !names.contains(name))
+        .unwrap_or_default())
+}
+
+/// Plugs `interface` into the container whose init is `init_pid`, whose
+/// running definition is `live`; returns its name inside.
+pub fn attach(
+    live: &DomainDef,
+    interface: &Interface,
+    port: Option<&NetworkPort>,
+    init_pid: i32,
+    settings: &ConvertSettings,
+) -> Result<String, HotplugError> {
+    let netns = linux::open_namespace(Path::new(&format!("/proc/{init_pid}/ns/net")))
+        .map_err(HotplugError::Namespace)?;
+    let own =
+        linux::open_namespace(Path::new("/proc/self/ns/net")).map_err(HotplugError::Namespace)?;
+    let inside = Netlink::open_in(netns.as_fd())?;
+    let host = Netlink::open()?;
+    let mut one = live.clone();
+    let mut interface = interface.clone();
+    if interface.guest_dev.is_none() {
+        interface.guest_dev = Some(free_guest_name(&inside)?);
+    }
+    let guest_name = interface.guest_dev.clone().unwrap_or_default();
+    one.devices.interfaces = vec![interface];
+    one.devices.hostdevs.clear();
+    let networks = port
+        .map(|p| {
+            let network = match &one.devices.interfaces[0].source {
+                crate::domain::InterfaceSource::Network { network, .. } => network.clone(),
+                _ => String::new(),
+            };
+            [(network, p.clone())].into_iter().collect()
+        })
+        .unwrap_or_default();
+    let one = crate::driver::plug_networks(&one, &networks);
+    // The start's own conversion, for this one interface.
+    let spec = convert::container_spec(&one, settings, &|_| None, None)?;
+    plumb(
+        &spec,
+        &host,
+        &inside,
+        Netns::Fd(netns.as_fd()),
+        Netns::Fd(own.as_fd()),
+    )?;
+    Ok(guest_name)
+}
+
+/// Unplugs `interface` (found inside by its MAC): deleting the container's
+/// end takes a veth's host end with it.
+pub fn detach(interface: &Interface, init_pid: i32) -> Result<(), HotplugError> {
+    let netns = linux::open_namespace(Path::new(&format!("/proc/{init_pid}/ns/net")))
+        .map_err(HotplugError::Namespace)?;
+    let inside = Netlink::open_in(netns.as_fd())?;
+    let mac = interface.mac.map(|m| m.0);
+    let found = inside
+        .links()?
+        .into_iter()
+        .find(|l| mac.is_some() && l.mac == mac)
+        .ok_or_else(|| {
+            HotplugError::NotFound(interface.mac.map(|m| m.to_string()).unwrap_or_default())
+        })?;
+    inside.delete(found.index)?;
+    Ok(())
+}
