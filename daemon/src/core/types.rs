@@ -229,14 +229,13 @@ pub enum CoreError {
         network: String,
         domains: Vec<String>,
     },
-    #[error(
-        "domain '{domain}': its interface #{index} uses network '{network}', which {problem}; start it with 'lxvirt net-start {network}'"
-    )]
+    #[error("domain '{domain}': its interface #{index} uses network '{network}', which {problem}")]
     NetworkUnavailable {
         domain: String,
         index: usize,
         network: String,
-        problem: &'static str,
+        /// What is wrong and what to do.
+        problem: String,
     },
     #[error(transparent)]
     Network(#[from] crate::net::virtual_network::NetworkError),

@@ -214,7 +214,8 @@ impl NetworkObject {
     }
 
     /// A lifecycle event: `defined` (`added`, `updated`), `undefined`
-    /// (`removed`).
+    /// (`removed`), `started` (`booted`, also after a daemon restart took
+    /// it over), `stopped` (`destroyed`).
     #[zbus(signal)]
     pub(crate) async fn lifecycle(
         emitter: &SignalEmitter<'_>,

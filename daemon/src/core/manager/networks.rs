@@ -469,7 +469,7 @@ impl Manager {
                 Ok(self.publish_network(uuid, Some(Lifecycle::Started)))
             }
             Err(error) => {
-                tracing::warn!(network = %name, error = %error_chain(&error), "cannot start");
+                tracing::error!(network = %name, error = %error_chain(&error), "cannot start");
                 if entry.active.take().is_some() {
                     // A takeover that failed: it is down now.
                     let _ = std::fs::remove_file(NetworkStatus::path(&dir, &name));
@@ -615,7 +615,7 @@ impl Manager {
             let InterfaceSource::Network { network, .. } = &interface.source else {
                 continue;
             };
-            let unavailable = |problem| CoreError::NetworkUnavailable {
+            let unavailable = |problem: String| CoreError::NetworkUnavailable {
                 domain: def.name().to_owned(),
                 index: index + 1,
                 network: network.clone(),
@@ -624,9 +624,16 @@ impl Manager {
             let entry = self
                 .networks
                 .get(&Lookup::Name(network.clone()))
-                .map_err(|_| unavailable("is not defined"))?;
+                .map_err(|_| {
+                    unavailable(
+                        "is not defined; define it with 'lxvirt net-define' (see 'lxvirt net-list --all')"
+                            .into(),
+                    )
+                })?;
             if entry.active.is_none() || entry.busy.is_some() {
-                return Err(unavailable("is not active"));
+                return Err(unavailable(format!(
+                    "is not active; start it with 'lxvirt net-start {network}'"
+                )));
             }
             if let Some(mac) = interface.mac {
                 self.network_driver
