@@ -396,6 +396,7 @@ fn plumb_into(
                 let macvlan = Macvlan {
                     name: guest,
                     lower: lower.index,
+                    mtu: None,
                     mode: *mode,
                     mac: Some(interface.mac),
                     netns: Some(container),
@@ -428,6 +429,7 @@ fn make_veth(
 ) -> Result<(), NetworkError> {
     let veth = Veth {
         name: host_name,
+        mtu: None,
         master,
         up: true,
         peer_name: &interface.guest_name,
@@ -663,6 +665,7 @@ mod tests {
 
     use super::*;
     use crate::lxc::spec::InterfaceSpec;
+    use crate::net::{BridgeVlan, Ifb, RateLimit};
 
     /// Links of one namespace, shared by the double of each side so that
     /// moves and veth peers land on the other; every call is logged.
@@ -689,6 +692,7 @@ mod tests {
             let link = FoundLink {
                 index: self.next_index,
                 kind: kind.map(str::to_owned),
+                ..FoundLink::default()
             };
             self.links.insert((ns, name.to_owned()), link);
             self.next_index
@@ -770,6 +774,46 @@ mod tests {
                 world.links.insert((self.other, name), link);
             }
             Ok(())
+        }
+
+        fn create_ifb(&self, ifb: &Ifb<'_>) -> Result<u32, LinkError> {
+            self.call(format!("ifb {} alias={:?}", ifb.name, ifb.alias))?;
+            let mut world = self.world.borrow_mut();
+            let index = world.add(self.ns, ifb.name, Some("ifb"));
+            if let Some(link) = world.links.get_mut(&(self.ns, ifb.name.to_owned())) {
+                link.alias = Some(ifb.alias.to_owned());
+            }
+            Ok(index)
+        }
+
+        fn add_bridge_vlans(&self, port: u32, vlans: &[BridgeVlan]) -> Result<(), LinkError> {
+            let vlans: Vec<String> = vlans
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{}{}{}",
+                        v.vid,
+                        if v.pvid { " pvid" } else { "" },
+                        if v.untagged { " untagged" } else { "" }
+                    )
+                })
+                .collect();
+            self.call(format!("vlans {port} [{}]", vlans.join(", ")))
+        }
+
+        fn delete_bridge_vlan(&self, port: u32, vid: u16) -> Result<(), LinkError> {
+            self.call(format!("vlan delete {port} {vid}"))
+        }
+
+        fn limit_egress(&self, index: u32, limit: &RateLimit) -> Result<(), LinkError> {
+            self.call(format!(
+                "tbf {index} rate={} burst={} peak={:?}/{} queue={}",
+                limit.rate, limit.burst, limit.peak, limit.peak_burst, limit.queue
+            ))
+        }
+
+        fn redirect_ingress(&self, index: u32, to: u32) -> Result<(), LinkError> {
+            self.call(format!("redirect {index} to {to}"))
         }
 
         fn add_address(&self, index: u32, address: &IpAddress) -> Result<(), LinkError> {
