@@ -387,3 +387,173 @@ async fn fifty_cycles_leave_no_links() {
     let left: Vec<&String> = seen.iter().filter(|n| host_link_exists(n)).collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The flags of a link as `ip -o link show` prints them (`<…,UP,…>`).
+fn link_flags(line: &str) -> Vec<String> {
+    line.split('<')
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The MTU in an `ip -o link show` line.
+fn link_mtu(line: &str) -> Option<u32> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "mtu")?;
+    words.next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn mtu_and_link_state_reach_both_ends() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    devices.add("lxvtbr10", &["type", "bridge"]);
+    devices.add("lxvtm10a", &["type", "veth", "peer", "name", "lxvtm10b"]);
+    set_up("lxvtm10b");
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "netmtu",
+            "<interface type='ethernet'><target dev='lxvtc10'/><guest dev='down0'/>\
+             <ip address='10.251.10.2' prefix='24'/><link state='down'/><mtu size='1400'/></interface>\
+             <interface type='bridge'><source bridge='lxvtbr10'/><target dev='lxvtc10b'/><guest dev='jumbo0'/>\
+             <link state='up'/><mtu size='9000'/></interface>\
+             <interface type='direct'><source dev='lxvtm10a' mode='bridge'/><guest dev='mv0'/><mtu size='1400'/></interface>",
+        ),
+    )
+    .await;
+    domain.start().await.unwrap();
+
+    // Inside: the MTUs as the kernel has them; down0 left down.
+    for (name, mtu) in [("down0", "1400"), ("jumbo0", "9000"), ("mv0", "1400")] {
+        let path = format!("/sys/class/net/{name}/mtu");
+        let seen = inside(&env, &domain, &["cat", &path]).await;
+        assert_eq!(seen.trim(), mtu, "{name}");
+    }
+    let down = inside(&env, &domain, &["ip", "-o", "link", "show", "down0"]).await;
+    assert!(!link_flags(&down).contains(&"UP".into()), "{down}");
+    let addresses = inside(&env, &domain, &["ip", "-o", "addr", "show", "dev", "down0"]).await;
+    assert!(
+        addresses.contains("10.251.10.2/24"),
+        "addressed all the same: {addresses}"
+    );
+    let jumbo = inside(&env, &domain, &["ip", "-o", "link", "show", "jumbo0"]).await;
+    assert!(link_flags(&jumbo).contains(&"UP".into()), "{jumbo}");
+    let mv = inside(&env, &domain, &["ip", "-o", "link", "show", "mv0"]).await;
+    assert!(link_flags(&mv).contains(&"UP".into()), "{mv}");
+
+    // The host ends: the same MTUs, the down link's end down too.
+    let (_, host_end) = ip(&["-o", "link", "show", "lxvtc10"]);
+    assert_eq!(link_mtu(&host_end), Some(1400), "{host_end}");
+    assert!(!link_flags(&host_end).contains(&"UP".into()), "{host_end}");
+    let (_, host_end) = ip(&["-o", "link", "show", "lxvtc10b"]);
+    assert_eq!(link_mtu(&host_end), Some(9000), "{host_end}");
+    assert!(link_flags(&host_end).contains(&"UP".into()), "{host_end}");
+    domain.destroy().await.unwrap();
+    assert!(!host_link_exists("lxvtc10") && !host_link_exists("lxvtc10b"));
+}
+
+#[tokio::test]
+async fn an_ethernet_host_end_gets_its_address_and_routes() {
+    let Some(env) = env().await else { return };
+    // libvirt's point-to-point pair: each side the other's peer; the host
+    // routes a further subnet through the container.
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "nethostside",
+            "<interface type='ethernet'><source><ip address='10.251.11.1' prefix='32' peer='10.251.11.2'/>\
+             <route address='10.251.12.0' prefix='24' gateway='10.251.11.2'/></source>\
+             <target dev='lxvtc11'/><ip address='10.251.11.2' prefix='32' peer='10.251.11.1'/>\
+             <ip address='10.251.12.1' prefix='24'/></interface>",
+        ),
+    )
+    .await;
+    domain.start().await.unwrap();
+    let (_, addresses) = ip(&["-o", "addr", "show", "dev", "lxvtc11"]);
+    assert!(
+        addresses.contains("inet 10.251.11.1 peer 10.251.11.2/32"),
+        "{addresses}"
+    );
+    let (_, routes) = ip(&["route", "show", "10.251.12.0/24"]);
+    assert!(
+        routes.contains("10.251.12.0/24 via 10.251.11.2 dev lxvtc11"),
+        "{routes}"
+    );
+    // Across the pair both ways, the host's way through its route.
+    inside(
+        &env,
+        &domain,
+        &["ping", "-c", "1", "-W", "5", "10.251.11.1"],
+    )
+    .await;
+    let out = Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "5", "10.251.12.1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    domain.destroy().await.unwrap();
+    assert!(!host_link_exists("lxvtc11"));
+    let (_, routes) = ip(&["route", "show", "10.251.12.0/24"]);
+    assert_eq!(routes.trim(), "", "the route went with the host end");
+}
+
+#[tokio::test]
+async fn a_host_interface_gets_its_addresses_and_routes_inside() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    devices.add("lxvtifb12", &["type", "ifb"]);
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "nethostdevip",
+            "<hostdev mode='capabilities' type='net'><source><interface>lxvtifb12</interface></source>\
+             <ip address='10.251.13.2' prefix='24'/><route address='192.168.213.0' gateway='10.251.13.1'/></hostdev>",
+        ),
+    )
+    .await;
+    domain.start().await.unwrap();
+    let link = inside(&env, &domain, &["ip", "-o", "link", "show", "lxvtifb12"]).await;
+    assert!(link_flags(&link).contains(&"UP".into()), "{link}");
+    let addresses = inside(
+        &env,
+        &domain,
+        &["ip", "-o", "addr", "show", "dev", "lxvtifb12"],
+    )
+    .await;
+    assert!(addresses.contains("10.251.13.2/24"), "{addresses}");
+    let routes = inside(&env, &domain, &["ip", "route"]).await;
+    assert!(
+        routes.contains("192.168.213.0/24 via 10.251.13.1 dev lxvtifb12"),
+        "{routes}"
+    );
+    domain.destroy().await.unwrap();
+    // Back on the host without what the container had on it.
+    let (back, link) = ip(&["-o", "link", "show", "lxvtifb12"]);
+    assert!(back, "{link}");
+    let (_, addresses) = ip(&["-o", "addr", "show", "dev", "lxvtifb12"]);
+    assert!(!addresses.contains("10.251.13.2"), "{addresses}");
+    let (_, routes) = ip(&["route", "show", "192.168.213.0/24"]);
+    assert_eq!(routes.trim(), "");
+    let qdiscs = tc(&["qdisc", "show", "dev", "lxvtifb12"]);
+    assert!(
+        !qdiscs.contains("tbf") && !qdiscs.contains("ingress"),
+        "{qdiscs}"
+    );
+}
+
+/// `tc ARGS…` on the host: its output.
+fn tc(args: &[&str]) -> String {
+    let out = Command::new("tc").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

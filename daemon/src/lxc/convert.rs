@@ -9,8 +9,8 @@ use crate::cgroup::{BlkioDeviceLimit, CgroupSpec, DeviceRule};
 
 use crate::domain::{
     Capability, CapsPolicy, DirectMode, DomainDef, FsDriverType, FsSource, Hostdev, IdRef,
-    ImageFormat, InterfaceSource, NsShare, NsShareType, SeccompMode, SeccompMount, Userns,
-    UsernsMode,
+    ImageFormat, Interface, InterfaceSource, IpConfig, LinkState, NsShare, NsShareType, Route,
+    SeccompMode, SeccompMount, Userns, UsernsMode,
 };
 use crate::net::{IpAddress, IpRoute, MacvlanMode};
 
@@ -18,8 +18,9 @@ use crate::domain::addr::natural_prefix;
 use crate::storage::RootMount;
 
 use super::spec::{
-    ContainerSpec, DeviceKind, DeviceNode, IdMapping, IdSpec, InitSpec, InterfaceKind,
-    InterfaceSpec, MountSource, MountSpec, Namespaces, NsChoice, RootFs, SPEC_VERSION, SeccompSpec,
+    ContainerSpec, DeviceKind, DeviceNode, HostInterfaceSpec, IdMapping, IdSpec, InitSpec,
+    InterfaceKind, InterfaceSpec, MountSource, MountSpec, Namespaces, NsChoice, RootFs,
+    SPEC_VERSION, SeccompSpec,
 };
 
 /// Why a definition cannot become a container on this host.
@@ -79,6 +80,16 @@ pub enum ConvertError {
         domain: String,
         name: String,
         what: &'static str,
+    },
+    /// A setting of one interface that cannot be applied as written.
+    #[error("domain '{domain}': {interface}: {element} {problem}; {fix}")]
+    InterfaceSetting {
+        domain: String,
+        /// `<interface type='…'> #N (…)`.
+        interface: String,
+        element: String,
+        problem: &'static str,
+        fix: String,
     },
 }
 
@@ -224,12 +235,20 @@ pub fn container_spec(
     let share = |which: &'static str, share: &Option<NsShare>, default: NsChoice| {
         share_choice(&name, which, share.as_ref(), running_init).map(|c| c.unwrap_or(default))
     };
-    let host_interfaces: Vec<String> = def
+    let host_interfaces: Vec<HostInterfaceSpec> = def
         .devices
         .hostdevs
         .iter()
         .filter_map(|h| match h {
-            Hostdev::Net { interface, .. } => Some(interface.clone()),
+            Hostdev::Net {
+                interface,
+                ips,
+                routes,
+            } => Some(HostInterfaceSpec {
+                name: interface.clone(),
+                addresses: addresses(ips),
+                routes: ip_routes(routes),
+            }),
             _ => None,
         })
         .collect();
@@ -395,22 +414,26 @@ pub fn container_spec(
 /// The container's interfaces: each with its host end's name (`<target
 /// dev>`, else a generated `lxvXXXXXXXX`), its MAC (`<mac>`, else a
 /// generated `52:54:00:…`), its name inside (`<guest dev>`, else the
-/// first free `ethN`), addresses and routes. `hostdevs` are the names of
-/// the host interfaces moved in, which the names inside must not repeat.
+/// first free `ethN`), addresses and routes, MTU and link state.
+/// `hostdevs` are the host interfaces moved in, whose names the names
+/// inside must not repeat.
 ///
 /// The generated host names and MACs are not written back to the
 /// definition: the core keeps the live definition, and this conversion
 /// does not reach it.
-fn interfaces(def: &DomainDef, hostdevs: &[String]) -> Result<Vec<InterfaceSpec>, ConvertError> {
+fn interfaces(
+    def: &DomainDef,
+    hostdevs: &[HostInterfaceSpec],
+) -> Result<Vec<InterfaceSpec>, ConvertError> {
     let domain = def.name.to_string();
     let duplicate = |name: &str, what| ConvertError::InterfaceName {
         domain: domain.clone(),
         name: name.to_owned(),
         what,
     };
-    let mut inside: Vec<String> = hostdevs.to_vec();
-    for (i, name) in hostdevs.iter().enumerate() {
-        if hostdevs[..i].contains(name) {
+    let mut inside: Vec<String> = hostdevs.iter().map(|h| h.name.clone()).collect();
+    for (i, name) in inside.iter().enumerate() {
+        if inside[..i].contains(name) {
             return Err(duplicate(name, "two <hostdev type='net'>"));
         }
     }
@@ -425,6 +448,14 @@ fn interfaces(def: &DomainDef, hostdevs: &[String]) -> Result<Vec<InterfaceSpec>
     let mut host_names: Vec<String> = Vec::new();
     let mut specs = Vec::new();
     for (index, interface) in def.devices.interfaces.iter().enumerate() {
+        let refuse =
+            |element: String, problem: &'static str, fix: String| ConvertError::InterfaceSetting {
+                domain: domain.clone(),
+                interface: interface_label(index, interface),
+                element,
+                problem,
+                fix,
+            };
         let mut host_name = || -> Result<String, ConvertError> {
             let name = interface
                 .target_dev
@@ -436,6 +467,7 @@ fn interfaces(def: &DomainDef, hostdevs: &[String]) -> Result<Vec<InterfaceSpec>
             host_names.push(name.clone());
             Ok(name)
         };
+        let link_down = interface.link_state == Some(LinkState::Down);
         let kind = match &interface.source {
             InterfaceSource::Network { network, .. } => {
                 return Err(ConvertError::VirtualNetwork {
@@ -447,9 +479,20 @@ fn interfaces(def: &DomainDef, hostdevs: &[String]) -> Result<Vec<InterfaceSpec>
                 bridge: bridge.clone(),
                 host_name: host_name()?,
             },
-            InterfaceSource::Ethernet { .. } => InterfaceKind::Ethernet {
-                host_name: host_name()?,
-            },
+            InterfaceSource::Ethernet { ips, routes } => {
+                if link_down && !routes.is_empty() {
+                    return Err(refuse(
+                        "<route> under <source>".into(),
+                        "cannot go through a host end that <link state='down'> leaves down",
+                        "remove those routes or <link state='down'>".into(),
+                    ));
+                }
+                InterfaceKind::Ethernet {
+                    host_name: host_name()?,
+                    addresses: addresses(ips),
+                    routes: ip_routes(routes),
+                }
+            }
             InterfaceSource::Direct { dev, mode } => InterfaceKind::Direct {
                 dev: dev.clone(),
                 mode: match mode {
@@ -460,6 +503,13 @@ fn interfaces(def: &DomainDef, hostdevs: &[String]) -> Result<Vec<InterfaceSpec>
                 },
             },
         };
+        if link_down && !interface.routes.is_empty() {
+            return Err(refuse(
+                "<route>".into(),
+                "cannot go through a link that <link state='down'> leaves down (the kernel refuses routes through a device that is down)",
+                "remove the routes, or <link state='down'>".into(),
+            ));
+        }
         let guest_name = match &interface.guest_dev {
             Some(name) => name.clone(),
             None => {
@@ -476,29 +526,61 @@ fn interfaces(def: &DomainDef, hostdevs: &[String]) -> Result<Vec<InterfaceSpec>
             kind,
             mac: interface.mac.map(|m| m.0).unwrap_or_else(generated_mac),
             guest_name,
-            addresses: interface
-                .ips
-                .iter()
-                .map(|ip| IpAddress {
-                    address: ip.address,
-                    prefix: ip.prefix.unwrap_or_else(|| natural_prefix(ip.address)),
-                    peer: ip.peer,
-                })
-                .collect(),
-            routes: interface
-                .routes
-                .iter()
-                .map(|route| IpRoute {
-                    destination: route.address,
-                    prefix: route
-                        .prefix
-                        .unwrap_or_else(|| natural_prefix(route.address)),
-                    gateway: Some(route.gateway),
-                })
-                .collect(),
+            addresses: addresses(&interface.ips),
+            routes: ip_routes(&interface.routes),
+            mtu: interface.mtu.map(u32::from),
+            link_down,
         });
     }
     Ok(specs)
+}
+
+/// How an interface is named in refusals: `<interface type='…'> #N` and
+/// its source or host end.
+fn interface_label(index: usize, interface: &Interface) -> String {
+    let head = format!(
+        "<interface type='{}'> #{}",
+        interface.source.type_str(),
+        index + 1
+    );
+    let source = match &interface.source {
+        InterfaceSource::Network { network, .. } => Some(format!("network '{network}'")),
+        InterfaceSource::Bridge { bridge } => Some(format!("bridge '{bridge}'")),
+        InterfaceSource::Direct { dev, .. } => Some(format!("device '{dev}'")),
+        InterfaceSource::Ethernet { .. } => interface
+            .target_dev
+            .as_ref()
+            .map(|t| format!("host end '{t}'")),
+    };
+    match source {
+        Some(source) => format!("{head} ({source})"),
+        None => head,
+    }
+}
+
+/// `<ip>`s with libvirt's natural prefix where there is none.
+fn addresses(ips: &[IpConfig]) -> Vec<IpAddress> {
+    ips.iter()
+        .map(|ip| IpAddress {
+            address: ip.address,
+            prefix: ip.prefix.unwrap_or_else(|| natural_prefix(ip.address)),
+            peer: ip.peer,
+        })
+        .collect()
+}
+
+/// `<route>`s likewise.
+fn ip_routes(routes: &[Route]) -> Vec<IpRoute> {
+    routes
+        .iter()
+        .map(|route| IpRoute {
+            destination: route.address,
+            prefix: route
+                .prefix
+                .unwrap_or_else(|| natural_prefix(route.address)),
+            gateway: Some(route.gateway),
+        })
+        .collect()
 }
 
 /// The first network setting the definition asks for that this driver
@@ -506,41 +588,11 @@ fn interfaces(def: &DomainDef, hostdevs: &[String]) -> Result<Vec<InterfaceSpec>
 fn not_applied_yet(def: &DomainDef) -> Result<(), (&'static str, String)> {
     for (index, interface) in def.devices.interfaces.iter().enumerate() {
         let what = |setting: &str| format!("{setting} of interface #{}", index + 1);
-        if let InterfaceSource::Ethernet { ips, routes } = &interface.source
-            && (!ips.is_empty() || !routes.is_empty())
-        {
-            return Err((
-                "the <ip> and <route> under <source> (host side)",
-                what("host-side addresses and routes"),
-            ));
-        }
-        if interface.mtu.is_some() {
-            return Err(("<mtu>", what("the MTU")));
-        }
-        if interface.link_state.is_some() {
-            return Err(("<link state>", what("the link state")));
-        }
         if interface.bandwidth.is_some() {
             return Err(("<bandwidth>", what("bandwidth limits")));
         }
         if interface.vlan.is_some() {
             return Err(("<vlan>", what("VLAN tags")));
-        }
-    }
-    for hostdev in &def.devices.hostdevs {
-        if let Hostdev::Net {
-            interface,
-            ips,
-            routes,
-        } = hostdev
-            && (!ips.is_empty() || !routes.is_empty())
-        {
-            return Err((
-                "the <ip> and <route> of the <hostdev type='net'>",
-                format!(
-                    "addresses and routes on host interface {interface} (configure it inside the container)"
-                ),
-            ));
         }
     }
     Ok(())
@@ -905,7 +957,7 @@ mod tests {
             NsChoice::New,
             "interfaces imply a netns"
         );
-        assert_eq!(spec.host_interfaces, vec!["eth1".to_owned()]);
+        assert_eq!(spec.host_interfaces[0].name, "eth1");
         let [bridge, ethernet, direct] = &spec.interfaces[..] else {
             panic!("{:?}", spec.interfaces);
         };
@@ -913,7 +965,7 @@ mod tests {
             bridge.kind,
             InterfaceKind::Bridge {
                 bridge: "br0".into(),
-                host_name: "web0".into()
+                host_name: "web0".into(),
             }
         );
         assert_eq!(bridge.mac, [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]);
@@ -949,24 +1001,104 @@ mod tests {
     }
 
     #[test]
+    fn mtu_link_state_and_addresses_of_both_sides_reach_the_spec() {
+        let d = with_devices(
+            "<interface type='bridge'><source bridge='br0'/><mtu size='9000'/><link state='down'/></interface>\
+             <interface type='ethernet'><source><ip address='10.251.40.1' prefix='32' peer='10.251.40.2'/>\
+             <route address='10.251.41.0' prefix='24' gateway='10.251.40.2'/></source>\
+             <ip address='10.251.40.2' prefix='32' peer='10.251.40.1'/><link state='up'/></interface>\
+             <interface type='direct'><source dev='lxvtlo0'/><mtu size='1400'/></interface>\
+             <hostdev mode='capabilities' type='net'><source><interface>lxvtifb9</interface></source>\
+             <ip address='10.251.42.2' prefix='24'/><route address='192.168.43.0' gateway='10.251.42.1'/></hostdev>",
+        );
+        let spec = container_spec(&d, &settings(), &none, None).unwrap();
+        let [bridge, ethernet, direct] = &spec.interfaces[..] else {
+            panic!("{:?}", spec.interfaces);
+        };
+        assert_eq!((bridge.mtu, bridge.link_down), (Some(9000), true));
+        assert_eq!((ethernet.mtu, ethernet.link_down), (None, false));
+        assert_eq!((direct.mtu, direct.link_down), (Some(1400), false));
+        let InterfaceKind::Ethernet {
+            addresses, routes, ..
+        } = &ethernet.kind
+        else {
+            panic!("{:?}", ethernet.kind);
+        };
+        assert_eq!(
+            addresses,
+            &[IpAddress {
+                address: "10.251.40.1".parse().unwrap(),
+                prefix: 32,
+                peer: Some("10.251.40.2".parse().unwrap()),
+            }]
+        );
+        assert_eq!(
+            routes,
+            &[IpRoute {
+                destination: "10.251.41.0".parse().unwrap(),
+                prefix: 24,
+                gateway: Some("10.251.40.2".parse().unwrap()),
+            }]
+        );
+        assert_eq!(
+            ethernet.addresses[0].peer,
+            Some("10.251.40.1".parse().unwrap())
+        );
+        assert_eq!(
+            spec.host_interfaces,
+            [HostInterfaceSpec {
+                name: "lxvtifb9".into(),
+                addresses: vec![IpAddress {
+                    address: "10.251.42.2".parse().unwrap(),
+                    prefix: 24,
+                    peer: None,
+                }],
+                routes: vec![IpRoute {
+                    destination: "192.168.43.0".parse().unwrap(),
+                    prefix: 24,
+                    gateway: Some("10.251.42.1".parse().unwrap()),
+                }],
+            }]
+        );
+    }
+
+    #[test]
+    fn settings_that_cannot_apply_are_refused_naming_the_interface_and_the_fix() {
+        let refused = |d: &DomainDef| {
+            let err = container_spec(d, &settings(), &none, None).unwrap_err();
+            assert!(
+                matches!(err, ConvertError::InterfaceSetting { .. }),
+                "{err}"
+            );
+            err.to_string()
+        };
+        for (devices, message) in [
+            (
+                "<interface type='bridge'><source bridge='br0'/><ip address='10.0.0.2' prefix='24'/>\
+                 <route address='0.0.0.0' gateway='10.0.0.1'/><link state='down'/></interface>",
+                "domain 'web_1': <interface type='bridge'> #1 (bridge 'br0'): <route> cannot go through a link that <link state='down'> leaves down (the kernel refuses routes through a device that is down); remove the routes, or <link state='down'>",
+            ),
+            (
+                "<interface type='ethernet'><source><ip address='10.0.0.1' prefix='24'/>\
+                 <route address='10.1.0.0' prefix='16' gateway='10.0.0.2'/></source><target dev='lxvtc9'/><link state='down'/></interface>",
+                "domain 'web_1': <interface type='ethernet'> #1 (host end 'lxvtc9'): <route> under <source> cannot go through a host end that <link state='down'> leaves down; remove those routes or <link state='down'>",
+            ),
+        ] {
+            let err = refused(&with_devices(devices));
+            assert!(err.contains(message), "{devices}: {err}");
+        }
+    }
+
+    #[test]
     fn settings_not_applied_yet_are_refused_not_ignored() {
         for (device, element) in [
             (
-                "<interface type='bridge'><source bridge='br0'/><mtu size='9000'/></interface>",
-                "<mtu>",
+                "<interface type='bridge'><source bridge='br0'/><bandwidth><inbound average='100'/></bandwidth></interface>",
+                "<bandwidth>",
             ),
             (
-                "<interface type='bridge'><source bridge='br0'/><link state='down'/></interface>",
-                "<link state>",
-            ),
-            (
-                "<interface type='ethernet'><source><ip address='10.0.0.1' prefix='24'/></source></interface>",
-                "host side",
-            ),
-            (
-                "<hostdev mode='capabilities' type='net'><source><interface>eth9</interface></source>\
-                 <ip address='10.0.0.2' prefix='24'/></hostdev>",
-                "<hostdev type='net'>",
+                "<interface type='bridge'><source bridge='br0'/><vlan><tag id='10'/></vlan></interface>",
+                "<vlan>",
             ),
         ] {
             let d = with_devices(device);

@@ -85,7 +85,7 @@ impl Device {
     fn of(interface: &InterfaceSpec) -> Device {
         let source = match &interface.kind {
             InterfaceKind::Bridge { bridge, .. } => Some(format!("bridge '{bridge}'")),
-            InterfaceKind::Ethernet { host_name } => Some(format!("host end '{host_name}'")),
+            InterfaceKind::Ethernet { host_name, .. } => Some(format!("host end '{host_name}'")),
             InterfaceKind::Direct { dev, mode } => {
                 Some(format!("device '{dev}', mode '{}'", mode.as_str()))
             }
@@ -119,6 +119,8 @@ pub enum NetStep {
     CreateMacvlan {
         dev: String,
         mode: MacvlanMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtu: Option<u32>,
     },
     FindInside {
         name: String,
@@ -126,14 +128,17 @@ pub enum NetStep {
     SetUp {
         name: String,
     },
-
     AddAddress {
         name: String,
         address: IpAddress,
+        #[serde(default)]
+        side: Side,
     },
     AddRoute {
         name: String,
         route: IpRoute,
+        #[serde(default)]
+        side: Side,
     },
     FindHostdev {
         name: String,
@@ -231,7 +236,14 @@ impl NetworkError {
             NetStep::CreateVeth { host_name } => {
                 format!("cannot create the veth pair with host end '{host_name}'")
             }
-            NetStep::CreateMacvlan { dev, mode } => format!(
+            NetStep::CreateMacvlan {
+                dev,
+                mtu: Some(mtu),
+                ..
+            } if errno == Some(Errno::EINVAL) => format!(
+                "cannot create a macvlan with MTU {mtu} on host device '{dev}': a macvlan's MTU may not exceed its device's; lower <mtu size> or raise the MTU of '{dev}'"
+            ),
+            NetStep::CreateMacvlan { dev, mode, .. } => format!(
                 "cannot create a macvlan in mode '{}' on host device '{dev}'{}",
                 mode.as_str(),
                 if *mode == MacvlanMode::Passthrough {
@@ -243,24 +255,56 @@ impl NetworkError {
             NetStep::FindInside { name } => {
                 format!("'{name}' is missing inside the container after its creation")
             }
-
             NetStep::SetUp { name } => format!("cannot bring '{name}' up inside the container"),
-            NetStep::AddAddress { name, address } if errno == Some(Errno::EEXIST) => format!(
-                "address {}/{} is given twice on '{name}'; remove the duplicate <ip>",
-                address.address, address.prefix
+            NetStep::AddAddress {
+                name,
+                address,
+                side,
+            } if errno == Some(Errno::EEXIST) => format!(
+                "address {}/{} is given twice on '{name}'; remove the duplicate {}",
+                address.address,
+                address.prefix,
+                side.ip_element()
             ),
-            NetStep::AddAddress { name, address } => format!(
-                "cannot add address {}/{} to '{name}'; check <ip>",
-                address.address, address.prefix
+            NetStep::AddAddress {
+                name,
+                address,
+                side,
+            } => format!(
+                "cannot add address {}/{} to '{name}'; check {}",
+                address.address,
+                address.prefix,
+                side.ip_element()
             ),
-            NetStep::AddRoute { name, route } if errno == Some(Errno::ENETUNREACH) => format!(
-                "cannot add the route {route} on '{name}': the gateway is not in a subnet of the interface; add an <ip> in the gateway's subnet or change <route gateway>"
-            ),
-            NetStep::AddRoute { name, route } if errno == Some(Errno::EEXIST) => format!(
+            NetStep::AddRoute { name, route, side } if errno == Some(Errno::ENETUNREACH) => {
+                format!(
+                    "cannot add the route {route} on '{name}': the gateway is not in a subnet of the interface; add {} in the gateway's subnet or change <route gateway>",
+                    match side {
+                        Side::Inside => "an <ip>",
+                        Side::Host => "an <ip> under <source>",
+                    }
+                )
+            }
+            NetStep::AddRoute {
+                name,
+                route,
+                side: Side::Inside,
+            } if errno == Some(Errno::EEXIST) => format!(
                 "the route {route} on '{name}' is given twice (or another <interface> has it); remove the duplicate <route>"
             ),
-            NetStep::AddRoute { name, route } => {
-                format!("cannot add the route {route} on '{name}'; check <route>")
+            NetStep::AddRoute {
+                name,
+                route,
+                side: Side::Host,
+            } if errno == Some(Errno::EEXIST) => format!(
+                "the host has a route to {} already, so it cannot go through '{name}'; remove the duplicate <route> under <source>, or the host's own route",
+                route.destination
+            ),
+            NetStep::AddRoute { name, route, side } => {
+                format!(
+                    "cannot add the route {route} on '{name}'; check {}",
+                    side.route_element()
+                )
             }
             NetStep::FindHostdev { name } if errno.is_none() => format!(
                 "host interface '{name}' does not exist; change <source><interface> of the <hostdev>"
@@ -330,7 +374,8 @@ fn plumb_into(
     inside: &impl Links,
     container: Netns<'_>,
 ) -> Result<(), NetworkError> {
-    for name in &spec.host_interfaces {
+    for moved in &spec.host_interfaces {
+        let name = &moved.name;
         let device = Device::Hostdev { name: name.clone() };
         let step = || NetStep::FindHostdev { name: name.clone() };
         let found = host
@@ -352,10 +397,17 @@ fn plumb_into(
         if let Some(moved) = plumbed.moved.last_mut() {
             moved.inside = Some(index);
         }
+        // The move leaves it down; its routes need it up.
+        if !moved.addresses.is_empty() || !moved.routes.is_empty() {
+            set_up(inside, &device, name, index)?;
+            add_addresses(inside, &device, Side::Inside, name, index, &moved.addresses)?;
+            add_routes(inside, &device, Side::Inside, name, index, &moved.routes)?;
+        }
     }
     for interface in &spec.interfaces {
         let device = Device::of(interface);
         let guest = &interface.guest_name;
+        let up = !interface.link_down;
         match &interface.kind {
             InterfaceKind::Bridge { bridge, host_name } => {
                 let step = || NetStep::FindBridge {
@@ -379,13 +431,20 @@ fn plumb_into(
                     &device,
                     host_name,
                     Some(found.index),
+                    up,
                     container,
                 )?;
             }
-            InterfaceKind::Ethernet { host_name } => {
-                make_veth(
-                    plumbed, host, interface, &device, host_name, None, container,
+            InterfaceKind::Ethernet {
+                host_name,
+                addresses,
+                routes,
+            } => {
+                let host_index = make_veth(
+                    plumbed, host, interface, &device, host_name, None, up, container,
                 )?;
+                add_addresses(host, &device, Side::Host, host_name, host_index, addresses)?;
+                add_routes(host, &device, Side::Host, host_name, host_index, routes)?;
             }
             InterfaceKind::Direct { dev, mode } => {
                 let step = || NetStep::FindDevice { dev: dev.clone() };
@@ -396,16 +455,17 @@ fn plumb_into(
                 let macvlan = Macvlan {
                     name: guest,
                     lower: lower.index,
-                    mtu: None,
+                    mtu: interface.mtu,
                     mode: *mode,
                     mac: Some(interface.mac),
                     netns: Some(container),
-                    up: true,
+                    up,
                 };
                 host.create_macvlan(&macvlan).map_err(|e| {
                     let step = NetStep::CreateMacvlan {
                         dev: dev.clone(),
                         mode: *mode,
+                        mtu: interface.mtu,
                     };
                     NetworkError::new(&device, step, Some(e))
                 })?;
@@ -416,8 +476,10 @@ fn plumb_into(
     Ok(())
 }
 
-/// A veth pair: the host end (up, on `master` if any), the peer made in
-/// the container under its name and MAC. Records the host end.
+/// A veth pair: the host end (with the MTU, up if `up`, on `master` if
+/// any), the peer made in the container under its name, MAC and MTU.
+/// Records the host end and returns its index.
+#[allow(clippy::too_many_arguments)]
 fn make_veth(
     plumbed: &mut Plumbed,
     host: &impl Links,
@@ -425,13 +487,14 @@ fn make_veth(
     device: &Device,
     host_name: &str,
     master: Option<u32>,
+    up: bool,
     container: Netns<'_>,
-) -> Result<(), NetworkError> {
+) -> Result<u32, NetworkError> {
     let veth = Veth {
         name: host_name,
-        mtu: None,
+        mtu: interface.mtu,
         master,
-        up: true,
+        up,
         peer_name: &interface.guest_name,
         peer_mac: Some(interface.mac),
         peer_netns: Some(container),
@@ -462,7 +525,7 @@ fn make_veth(
     plumbed
         .host_ends
         .push((index, host_name.to_owned(), device.clone()));
-    Ok(())
+    Ok(index)
 }
 
 fn find_inside(inside: &impl Links, device: &Device, name: &str) -> Result<u32, NetworkError> {
@@ -476,9 +539,97 @@ fn find_inside(inside: &impl Links, device: &Device, name: &str) -> Result<u32, 
         .ok_or_else(|| NetworkError::new(device, step(), None))
 }
 
-/// Inside the container: up (a macvlan is made up; a veth's peer cannot
-/// be), then the addresses, then the routes (a gateway must be in a
-/// subnet of the interface's addresses).
+fn set_up(
+    inside: &impl Links,
+    device: &Device,
+    name: &str,
+    index: u32,
+) -> Result<(), NetworkError> {
+    let up = LinkChange {
+        up: Some(true),
+        ..LinkChange::default()
+    };
+    inside.change(index, &up).map_err(|e| {
+        let step = NetStep::SetUp {
+            name: name.to_owned(),
+        };
+        NetworkError::new(device, step, Some(e))
+    })
+}
+
+/// Which side of an interface an address or route is for: inside the
+/// container (`<ip>`, `<route>`) or on the host end (under `<source>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    #[default]
+    Inside,
+    Host,
+}
+
+impl Side {
+    fn ip_element(self) -> &'static str {
+        match self {
+            Side::Inside => "<ip>",
+            Side::Host => "<ip> under <source>",
+        }
+    }
+
+    fn route_element(self) -> &'static str {
+        match self {
+            Side::Inside => "<route>",
+            Side::Host => "<route> under <source>",
+        }
+    }
+}
+
+fn add_addresses(
+    links: &impl Links,
+    device: &Device,
+    side: Side,
+    name: &str,
+    index: u32,
+    addresses: &[IpAddress],
+) -> Result<(), NetworkError> {
+    for address in addresses {
+        links.add_address(index, address).map_err(|e| {
+            let step = NetStep::AddAddress {
+                name: name.to_owned(),
+                address: *address,
+                side,
+            };
+            NetworkError::new(device, step, Some(e))
+        })?;
+    }
+    Ok(())
+}
+
+/// Routes through the link (a gateway must be in a subnet of its
+/// addresses).
+fn add_routes(
+    links: &impl Links,
+    device: &Device,
+    side: Side,
+    name: &str,
+    index: u32,
+    routes: &[IpRoute],
+) -> Result<(), NetworkError> {
+    for route in routes {
+        links.add_route(index, route).map_err(|e| {
+            let step = NetStep::AddRoute {
+                name: name.to_owned(),
+                route: *route,
+                side,
+            };
+            NetworkError::new(device, step, Some(e))
+        })?;
+    }
+    Ok(())
+}
+
+/// Inside the container: up unless the link is to stay down (a macvlan
+/// is made up; a veth's peer cannot be), then the addresses, then the
+/// routes.
 fn configure_inside(
     inside: &impl Links,
     interface: &InterfaceSpec,
@@ -486,34 +637,18 @@ fn configure_inside(
 ) -> Result<(), NetworkError> {
     let name = &interface.guest_name;
     let index = find_inside(inside, device, name)?;
-    if interface.kind.host_name().is_some() {
-        let up = LinkChange {
-            up: Some(true),
-            ..LinkChange::default()
-        };
-        inside.change(index, &up).map_err(|e| {
-            NetworkError::new(device, NetStep::SetUp { name: name.clone() }, Some(e))
-        })?;
+    if interface.kind.host_name().is_some() && !interface.link_down {
+        set_up(inside, device, name, index)?;
     }
-    for address in &interface.addresses {
-        inside.add_address(index, address).map_err(|e| {
-            let step = NetStep::AddAddress {
-                name: name.clone(),
-                address: *address,
-            };
-            NetworkError::new(device, step, Some(e))
-        })?;
-    }
-    for route in &interface.routes {
-        inside.add_route(index, route).map_err(|e| {
-            let step = NetStep::AddRoute {
-                name: name.clone(),
-                route: *route,
-            };
-            NetworkError::new(device, step, Some(e))
-        })?;
-    }
-    Ok(())
+    add_addresses(
+        inside,
+        device,
+        Side::Inside,
+        name,
+        index,
+        &interface.addresses,
+    )?;
+    add_routes(inside, device, Side::Inside, name, index, &interface.routes)
 }
 
 /// Moves the host interfaces back to `host_ns` under their host names and
@@ -664,7 +799,7 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::lxc::spec::InterfaceSpec;
+    use crate::lxc::spec::{HostInterfaceSpec, InterfaceSpec};
     use crate::net::{BridgeVlan, Ifb, RateLimit};
 
     /// Links of one namespace, shared by the double of each side so that
@@ -678,6 +813,8 @@ mod tests {
         log: Vec<String>,
         /// The call (by its log line's start) that fails, and how.
         fail: Option<(String, Errno)>,
+        /// The kernel's message with that failure.
+        fail_message: Option<String>,
     }
 
     struct Side {
@@ -714,7 +851,7 @@ mod tests {
             match &world.fail {
                 Some((prefix, errno)) if line.starts_with(prefix.as_str()) => Err(LinkError {
                     errno: *errno,
-                    message: None,
+                    message: world.fail_message.clone(),
                 }),
                 _ => Ok(()),
             }
@@ -733,8 +870,8 @@ mod tests {
 
         fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError> {
             self.call(format!(
-                "veth {} master={:?} up={} peer={} mac={:02x?}",
-                veth.name, veth.master, veth.up, veth.peer_name, veth.peer_mac
+                "veth {} mtu={:?} master={:?} up={} peer={} mac={:02x?}",
+                veth.name, veth.mtu, veth.master, veth.up, veth.peer_name, veth.peer_mac
             ))?;
             let peer_ns = self.target(veth.peer_netns);
             let mut world = self.world.borrow_mut();
@@ -746,9 +883,10 @@ mod tests {
 
         fn create_macvlan(&self, macvlan: &Macvlan<'_>) -> Result<(), LinkError> {
             self.call(format!(
-                "macvlan {} lower={} mode={} up={}",
+                "macvlan {} lower={} mtu={:?} mode={} up={}",
                 macvlan.name,
                 macvlan.lower,
+                macvlan.mtu,
                 macvlan.mode.as_str(),
                 macvlan.up
             ))?;
@@ -880,6 +1018,8 @@ mod tests {
                 prefix: 0,
                 gateway: Some(format!("10.251.{index}.1").parse().unwrap()),
             }],
+            mtu: None,
+            link_down: false,
         }
     }
 
@@ -896,7 +1036,14 @@ mod tests {
         });
         let mut spec: ContainerSpec = serde_json::from_value(json).unwrap();
         spec.interfaces = interfaces;
-        spec.host_interfaces = hostdevs.iter().map(|h| h.to_string()).collect();
+        spec.host_interfaces = hostdevs
+            .iter()
+            .map(|h| HostInterfaceSpec {
+                name: h.to_string(),
+                addresses: Vec::new(),
+                routes: Vec::new(),
+            })
+            .collect();
         spec
     }
 
@@ -927,6 +1074,14 @@ mod tests {
         }
     }
 
+    fn ethernet(host_name: &str) -> InterfaceKind {
+        InterfaceKind::Ethernet {
+            host_name: host_name.into(),
+            addresses: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
     #[test]
     fn every_kind_is_made_then_configured_inside_and_undone() {
         let (host, inside, world) = world();
@@ -934,13 +1089,7 @@ mod tests {
         let spec = spec(
             vec![
                 interface(0, bridge("br0", "lxv0"), "eth0"),
-                interface(
-                    1,
-                    InterfaceKind::Ethernet {
-                        host_name: "lxv1".into(),
-                    },
-                    "eth1",
-                ),
+                interface(1, ethernet("lxv1"), "eth1"),
                 interface(
                     2,
                     InterfaceKind::Direct {
@@ -958,15 +1107,15 @@ mod tests {
             log,
             [
                 "host: change 3 name=None up=None move=true",
-                "host: veth lxv0 master=Some(1) up=true peer=eth0 mac=Some([52, 54, 00, 00, 00, 00])",
+                "host: veth lxv0 mtu=None master=Some(1) up=true peer=eth0 mac=Some([52, 54, 00, 00, 00, 00])",
                 "inside: change 6 name=None up=Some(true) move=false",
                 "inside: address 6 10.251.0.2/24",
                 "inside: route 6 0.0.0.0/0 via 10.251.0.1",
-                "host: veth lxv1 master=None up=true peer=eth1 mac=Some([52, 54, 00, 00, 00, 01])",
+                "host: veth lxv1 mtu=None master=None up=true peer=eth1 mac=Some([52, 54, 00, 00, 00, 01])",
                 "inside: change 8 name=None up=Some(true) move=false",
                 "inside: address 8 10.251.1.2/24",
                 "inside: route 8 0.0.0.0/0 via 10.251.1.1",
-                "host: macvlan eth2 lower=2 mode=bridge up=true",
+                "host: macvlan eth2 lower=2 mtu=None mode=bridge up=true",
                 "inside: address 9 10.251.2.2/24",
                 "inside: route 9 0.0.0.0/0 via 10.251.2.1",
             ]
@@ -1003,13 +1152,7 @@ mod tests {
         let (host, inside, world) = world();
         let spec = spec(
             vec![
-                interface(
-                    0,
-                    InterfaceKind::Ethernet {
-                        host_name: "lxv0".into(),
-                    },
-                    "eth0",
-                ),
+                interface(0, ethernet("lxv0"), "eth0"),
                 interface(1, bridge("nobr", "lxv1"), "eth1"),
             ],
             &["lxvtifb"],
@@ -1079,6 +1222,135 @@ mod tests {
             err.to_string(),
             "<hostdev type='net'> 'gone0': host interface 'gone0' does not exist; change <source><interface> of the <hostdev>"
         );
+    }
+
+    fn direct(dev: &str) -> InterfaceKind {
+        InterfaceKind::Direct {
+            dev: dev.into(),
+            mode: MacvlanMode::Bridge,
+        }
+    }
+
+    const MAC0: &str = "mac=Some([52, 54, 00, 00, 00, 00])";
+
+    #[test]
+    fn mtu_and_link_state_reach_both_ends() {
+        let (host, inside, world) = self::world();
+        let mut down = interface(0, bridge("br0", "lxv0"), "eth0");
+        down.mtu = Some(9000);
+        down.link_down = true;
+        down.routes.clear();
+        let mut up = interface(1, ethernet("lxv1"), "eth1");
+        up.mtu = Some(1400);
+        let mut macvlan = interface(2, direct("eth9"), "eth2");
+        macvlan.mtu = Some(1400);
+        macvlan.link_down = true;
+        macvlan.routes.clear();
+        plumb_here(&self::spec(vec![down, up, macvlan], &[]), &host, &inside).unwrap();
+        assert_eq!(
+            world.borrow().log,
+            [
+                format!("host: veth lxv0 mtu=Some(9000) master=Some(1) up=false peer=eth0 {MAC0}"),
+                // Left down inside: addresses only.
+                "inside: address 6 10.251.0.2/24".into(),
+                "host: veth lxv1 mtu=Some(1400) master=None up=true peer=eth1 mac=Some([52, 54, 00, 00, 00, 01])".into(),
+                "inside: change 8 name=None up=Some(true) move=false".into(),
+                "inside: address 8 10.251.1.2/24".into(),
+                "inside: route 8 0.0.0.0/0 via 10.251.1.1".into(),
+                "host: macvlan eth2 lower=2 mtu=Some(1400) mode=bridge up=false".into(),
+                "inside: address 9 10.251.2.2/24".into(),
+            ]
+        );
+
+        // A macvlan's MTU above its device's.
+        let (host, inside, world) = self::world();
+        world.borrow_mut().fail = Some(("host: macvlan".into(), Errno::EINVAL));
+        let mut macvlan = interface(0, direct("eth9"), "eth0");
+        macvlan.mtu = Some(9000);
+        let err = plumb_here(&self::spec(vec![macvlan], &[]), &host, &inside).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<interface type='direct'> #1 (device 'eth9', mode 'bridge'): cannot create a macvlan with MTU 9000 on host device 'eth9': a macvlan's MTU may not exceed its device's; lower <mtu size> or raise the MTU of 'eth9'"
+        );
+    }
+
+    fn host_side() -> InterfaceKind {
+        InterfaceKind::Ethernet {
+            host_name: "lxv0".into(),
+            addresses: vec![IpAddress {
+                address: "10.251.40.1".parse().unwrap(),
+                prefix: 32,
+                peer: Some("10.251.40.2".parse().unwrap()),
+            }],
+            routes: vec![IpRoute {
+                destination: "10.251.41.0".parse().unwrap(),
+                prefix: 24,
+                gateway: Some("10.251.40.2".parse().unwrap()),
+            }],
+        }
+    }
+
+    #[test]
+    fn host_side_addresses_go_on_the_host_end_and_hostdevs_get_theirs_inside() {
+        let (host, inside, world) = self::world();
+        let mut spec = self::spec(vec![interface(0, host_side(), "eth0")], &["lxvtifb"]);
+        spec.host_interfaces[0].addresses = vec![IpAddress {
+            address: "10.251.42.2".parse().unwrap(),
+            prefix: 24,
+            peer: None,
+        }];
+        spec.host_interfaces[0].routes = vec![IpRoute {
+            destination: "192.168.43.0".parse().unwrap(),
+            prefix: 24,
+            gateway: Some("10.251.42.1".parse().unwrap()),
+        }];
+        let plumbed = plumb_here(&spec, &host, &inside).unwrap();
+        assert_eq!(
+            world.borrow().log,
+            [
+                "host: change 3 name=None up=None move=true".to_owned(),
+                // The move leaves it down: up before its routes.
+                "inside: change 3 name=None up=Some(true) move=false".into(),
+                "inside: address 3 10.251.42.2/24".into(),
+                "inside: route 3 192.168.43.0/24 via 10.251.42.1".into(),
+                format!("host: veth lxv0 mtu=None master=None up=true peer=eth0 {MAC0}"),
+                "host: address 5 10.251.40.1/32".into(),
+                "host: route 5 10.251.41.0/24 via 10.251.40.2".into(),
+                "inside: change 6 name=None up=Some(true) move=false".into(),
+                "inside: address 6 10.251.0.2/24".into(),
+                "inside: route 6 0.0.0.0/0 via 10.251.0.1".into(),
+            ]
+        );
+        // The host end's addresses and routes go with it; the kernel
+        // flushes the moved interface's as it leaves the namespace.
+        world.borrow_mut().log.clear();
+        let ns = netns();
+        assert_eq!(unplumb(plumbed, &host, &inside, Netns::Fd(ns.as_fd())), []);
+        assert_eq!(
+            world.borrow().log,
+            [
+                "inside: change 3 name=Some(\"lxvtifb\") up=None move=true",
+                "host: delete 5",
+            ]
+        );
+
+        for (errno, message) in [
+            (
+                Errno::ENETUNREACH,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): cannot add the route 10.251.41.0/24 via 10.251.40.2 on 'lxv0': the gateway is not in a subnet of the interface; add an <ip> under <source> in the gateway's subnet or change <route gateway>",
+            ),
+            (
+                Errno::EEXIST,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): the host has a route to 10.251.41.0 already, so it cannot go through 'lxv0'; remove the duplicate <route> under <source>, or the host's own route",
+            ),
+        ] {
+            let (host, inside, world) = self::world();
+            world.borrow_mut().fail = Some(("host: route".into(), errno));
+            let spec = self::spec(vec![interface(0, host_side(), "eth0")], &[]);
+            let err = plumb_here(&spec, &host, &inside).unwrap_err();
+            assert_eq!(err.to_string(), message);
+            assert!(world.borrow().log.ends_with(&["host: delete 5".to_owned()]));
+        }
     }
 
     #[test]
