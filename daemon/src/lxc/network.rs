@@ -2,18 +2,24 @@
 //! clone and its release, and undone when the container ends.
 //!
 //! The monitor does it all itself, single-threaded and with rtnetlink
-//! (no `ip`): host root has `CAP_NET_ADMIN` over every network
+//! (no `ip`, no `tc`): host root has `CAP_NET_ADMIN` over every network
 //! namespace, the container's (owned by its user namespace) included, and
 //! a netlink socket opened inside that namespace (the monitor joins it
 //! for the `socket` call only) configures it from outside.
 //!
 //! ```text
 //! host namespace (monitor)                  container namespace
-//! <hostdev type='net'> NAME ── moved in ───► NAME (down, as the move leaves it)
-//! bridge/ethernet: veth HOST_END ◄─ pair ──► GUEST_NAME (made here: MAC)
-//!   (on the bridge for 'bridge'; up)          up, addresses, routes
-//! direct: on host device DEV ─ macvlan ────► GUEST_NAME (made here: MAC, up)
-//!                                             addresses, routes
+//! <hostdev type='net'> NAME ── moved in ───► NAME (down, as the move leaves
+//!                                             it; up with addresses, routes)
+//! bridge/ethernet: veth HOST_END ◄─ pair ──► GUEST_NAME (made here: MAC, MTU)
+//!   MTU; up unless <link state='down'>       up unless down; addresses, routes
+//!   'bridge': on the bridge, in its VLANs
+//!   'ethernet': <source> addresses, routes
+//!   <bandwidth>: tbf on its egress (inbound);
+//!   its ingress redirected to an ifb
+//!   lxvqXXXXXXXX with tbf (outbound)
+//! direct: on host device DEV ─ macvlan ────► GUEST_NAME (made here: MAC, MTU,
+//!                                             up unless down); addresses, routes
 //! ```
 //!
 //! The container ends of veths and macvlans are created in the
@@ -22,12 +28,16 @@
 //!
 //! When the container ends (or its start fails half way), [`unplumb`]
 //! moves every `<hostdev type='net'>` back to the host under its host
-//! name (a virtual device would otherwise die with the namespace) and
-//! deletes the host ends of the veths (their peers go with them), before
-//! the monitor lets go of the namespace. If the monitor itself is killed,
-//! the namespace dies with the container's last process and takes the
-//! veth pairs and macvlans along; a virtual `<hostdev>` device dies with
-//! it (a physical one returns to the host by itself).
+//! name (a virtual device would otherwise die with the namespace; the
+//! kernel flushes its addresses and routes as it leaves), deletes the
+//! host ends of the veths (their peers, addresses, routes and qdiscs go
+//! with them) and then the ifb devices, before the monitor lets go of the
+//! namespace. If the monitor itself is killed, the namespace dies with the
+//! container's last process and takes the veth pairs and macvlans along;
+//! a virtual `<hostdev>` device dies with it (a physical one returns to
+//! the host by itself); an ifb device stays on the host, and the
+//! interface's next start replaces it (its name is the interface's own,
+//! its alias names the domain).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -37,8 +47,8 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{ContainerSpec, InterfaceKind, InterfaceSpec};
 use crate::net::{
-    FoundLink, IpAddress, IpRoute, LinkChange, LinkError, Links, Macvlan, MacvlanMode, Netlink,
-    Netns, Veth,
+    BridgeSettings, BridgeVlan, FoundLink, Ifb, IpAddress, IpRoute, LinkChange, LinkError, Links,
+    Macvlan, MacvlanMode, Netlink, Netns, Veth,
 };
 use crate::sys::Errno;
 use crate::sys::linux;
@@ -128,6 +138,9 @@ pub enum NetStep {
     SetUp {
         name: String,
     },
+    HostUp {
+        host_name: String,
+    },
     AddAddress {
         name: String,
         address: IpAddress,
@@ -139,6 +152,27 @@ pub enum NetStep {
         route: IpRoute,
         #[serde(default)]
         side: Side,
+    },
+    VlanFilteringOff {
+        bridge: String,
+    },
+    BridgeVlans {
+        bridge: String,
+        host_name: String,
+    },
+    Shape {
+        name: String,
+        direction: Direction,
+    },
+    CreateIfb {
+        name: String,
+    },
+    IfbNameTaken {
+        name: String,
+    },
+    Redirect {
+        host_name: String,
+        ifb: String,
     },
     FindHostdev {
         name: String,
@@ -152,6 +186,28 @@ pub enum NetStep {
     DeleteHostEnd {
         host_name: String,
     },
+    DeleteIfb {
+        name: String,
+    },
+}
+
+/// Which traffic a [`NetStep::Shape`] limits: towards the container or
+/// from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    /// Its element in `<bandwidth>`.
+    fn element(self) -> &'static str {
+        match self {
+            Direction::Inbound => "<inbound>",
+            Direction::Outbound => "<outbound>",
+        }
+    }
 }
 
 /// Why a container's network could not be set up (or undone). Crosses
@@ -256,6 +312,7 @@ impl NetworkError {
                 format!("'{name}' is missing inside the container after its creation")
             }
             NetStep::SetUp { name } => format!("cannot bring '{name}' up inside the container"),
+            NetStep::HostUp { host_name } => format!("cannot bring the host end '{host_name}' up"),
             NetStep::AddAddress {
                 name,
                 address,
@@ -306,6 +363,43 @@ impl NetworkError {
                     side.route_element()
                 )
             }
+            NetStep::VlanFilteringOff { bridge } => format!(
+                "bridge '{bridge}' does not filter VLANs, so <vlan> cannot be applied; turn filtering on (ip link set {bridge} type bridge vlan_filtering 1) or remove <vlan>"
+            ),
+            NetStep::BridgeVlans { bridge, host_name } => format!(
+                "cannot make port '{host_name}' of bridge '{bridge}' a member of its VLANs; check <vlan>"
+            ),
+            NetStep::Shape { name, direction }
+                if errno == Some(Errno::ENOENT) || errno == Some(Errno::EOPNOTSUPP) =>
+            {
+                format!(
+                    "cannot shape the traffic of '{name}' for {}: this kernel has no tbf qdisc (CONFIG_NET_SCH_TBF, module sch_tbf); load it or remove <bandwidth>",
+                    direction.element()
+                )
+            }
+            NetStep::Shape { name, direction } => format!(
+                "cannot shape the traffic of '{name}' with a tbf qdisc for {}; check <bandwidth>",
+                direction.element()
+            ),
+            NetStep::CreateIfb { name } if errno == Some(Errno::EOPNOTSUPP) => format!(
+                "cannot create the ifb device '{name}' that <outbound> shaping goes through: this kernel has no ifb devices (CONFIG_IFB, module ifb); load it or remove <outbound>"
+            ),
+            NetStep::CreateIfb { name } => format!(
+                "cannot create the ifb device '{name}' that <outbound> shaping goes through"
+            ),
+            NetStep::IfbNameTaken { name } => format!(
+                "the host has a device named '{name}' that is not this interface's; <outbound> shaping needs that name for its ifb device: rename or remove that device"
+            ),
+            NetStep::Redirect { host_name, ifb }
+                if errno == Some(Errno::ENOENT) || errno == Some(Errno::EOPNOTSUPP) =>
+            {
+                format!(
+                    "cannot redirect what arrives on '{host_name}' to '{ifb}' for <outbound> shaping: this kernel lacks the ingress qdisc, the u32 filter or the mirred action (modules sch_ingress, cls_u32, act_mirred); load them or remove <outbound>"
+                )
+            }
+            NetStep::Redirect { host_name, ifb } => format!(
+                "cannot redirect what arrives on '{host_name}' to '{ifb}' for <outbound> shaping"
+            ),
             NetStep::FindHostdev { name } if errno.is_none() => format!(
                 "host interface '{name}' does not exist; change <source><interface> of the <hostdev>"
             ),
@@ -325,6 +419,7 @@ impl NetworkError {
             NetStep::DeleteHostEnd { host_name } => {
                 format!("cannot delete the veth host end '{host_name}'")
             }
+            NetStep::DeleteIfb { name } => format!("cannot delete the ifb device '{name}'"),
         }
     }
 }
@@ -343,6 +438,8 @@ struct Moved {
 pub struct Plumbed {
     /// Host ends of veth pairs: their index on the host, name and device.
     host_ends: Vec<(u32, String, Device)>,
+    /// ifb devices of outbound shaping, likewise.
+    ifbs: Vec<(u32, String, Device)>,
     moved: Vec<Moved>,
 }
 
@@ -409,7 +506,11 @@ fn plumb_into(
         let guest = &interface.guest_name;
         let up = !interface.link_down;
         match &interface.kind {
-            InterfaceKind::Bridge { bridge, host_name } => {
+            InterfaceKind::Bridge {
+                bridge,
+                host_name,
+                vlans,
+            } => {
                 let step = || NetStep::FindBridge {
                     bridge: bridge.clone(),
                 };
@@ -424,16 +525,34 @@ fn plumb_into(
                     };
                     return Err(NetworkError::new(&device, step, None));
                 }
-                make_veth(
+                let settings = found.bridge.unwrap_or_default();
+                if !vlans.is_empty() && !settings.vlan_filtering {
+                    let step = NetStep::VlanFilteringOff {
+                        bridge: bridge.clone(),
+                    };
+                    return Err(NetworkError::new(&device, step, None));
+                }
+                // With VLANs the port comes up once it is in them only,
+                // not in the bridge's default VLAN meanwhile.
+                let host_index = make_veth(
                     plumbed,
                     host,
                     interface,
                     &device,
                     host_name,
                     Some(found.index),
-                    up,
+                    up && vlans.is_empty(),
                     container,
                 )?;
+                if !vlans.is_empty() {
+                    join_vlans(
+                        host, &device, bridge, host_name, host_index, vlans, settings,
+                    )?;
+                    if up {
+                        set_host_end_up(host, &device, host_name, host_index)?;
+                    }
+                }
+                shape(plumbed, host, interface, &device, host_name, host_index)?;
             }
             InterfaceKind::Ethernet {
                 host_name,
@@ -445,6 +564,7 @@ fn plumb_into(
                 )?;
                 add_addresses(host, &device, Side::Host, host_name, host_index, addresses)?;
                 add_routes(host, &device, Side::Host, host_name, host_index, routes)?;
+                shape(plumbed, host, interface, &device, host_name, host_index)?;
             }
             InterfaceKind::Direct { dev, mode } => {
                 let step = || NetStep::FindDevice { dev: dev.clone() };
@@ -525,6 +645,132 @@ fn make_veth(
     plumbed
         .host_ends
         .push((index, host_name.to_owned(), device.clone()));
+    Ok(index)
+}
+
+fn set_host_end_up(
+    host: &impl Links,
+    device: &Device,
+    host_name: &str,
+    index: u32,
+) -> Result<(), NetworkError> {
+    let up = LinkChange {
+        up: Some(true),
+        ..LinkChange::default()
+    };
+    host.change(index, &up).map_err(|e| {
+        let step = NetStep::HostUp {
+            host_name: host_name.to_owned(),
+        };
+        NetworkError::new(device, step, Some(e))
+    })
+}
+
+/// Makes the bridge port a member of `vlans` and of no other: it joined
+/// the bridge's default VLAN (`default_pvid`) as it was enslaved, and
+/// leaves it unless it is one of them.
+fn join_vlans(
+    host: &impl Links,
+    device: &Device,
+    bridge: &str,
+    host_name: &str,
+    port: u32,
+    vlans: &[BridgeVlan],
+    settings: BridgeSettings,
+) -> Result<(), NetworkError> {
+    let failed = |e| {
+        let step = NetStep::BridgeVlans {
+            bridge: bridge.to_owned(),
+            host_name: host_name.to_owned(),
+        };
+        NetworkError::new(device, step, Some(e))
+    };
+    host.add_bridge_vlans(port, vlans).map_err(failed)?;
+    let default = settings.default_pvid;
+    if default != 0 && !vlans.iter().any(|v| v.vid == default) {
+        host.delete_bridge_vlan(port, default).map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// `<bandwidth>` on the host end of a veth: its egress (the container's
+/// inbound traffic) through a token bucket; its ingress (the outbound)
+/// redirected to an ifb device whose egress has the other bucket.
+fn shape(
+    plumbed: &mut Plumbed,
+    host: &impl Links,
+    interface: &InterfaceSpec,
+    device: &Device,
+    host_name: &str,
+    host_index: u32,
+) -> Result<(), NetworkError> {
+    let Some(bandwidth) = &interface.bandwidth else {
+        return Ok(());
+    };
+    let shape_step = |name: &str, direction| NetStep::Shape {
+        name: name.to_owned(),
+        direction,
+    };
+    if let Some(limit) = &bandwidth.inbound {
+        host.limit_egress(host_index, limit).map_err(|e| {
+            NetworkError::new(device, shape_step(host_name, Direction::Inbound), Some(e))
+        })?;
+    }
+    if let Some(outbound) = &bandwidth.outbound {
+        let ifb = make_ifb(plumbed, host, device, &outbound.ifb, &outbound.alias)?;
+        host.limit_egress(ifb, &outbound.limit).map_err(|e| {
+            NetworkError::new(
+                device,
+                shape_step(&outbound.ifb, Direction::Outbound),
+                Some(e),
+            )
+        })?;
+        host.redirect_ingress(host_index, ifb).map_err(|e| {
+            let step = NetStep::Redirect {
+                host_name: host_name.to_owned(),
+                ifb: outbound.ifb.clone(),
+            };
+            NetworkError::new(device, step, Some(e))
+        })?;
+    }
+    Ok(())
+}
+
+/// The ifb device `name`, up; records it and returns its index. One of
+/// that name and `alias` is this interface's from a start whose monitor
+/// was killed: it is replaced. Any other of that name is not touched.
+fn make_ifb(
+    plumbed: &mut Plumbed,
+    host: &impl Links,
+    device: &Device,
+    name: &str,
+    alias: &str,
+) -> Result<u32, NetworkError> {
+    let step = || NetStep::CreateIfb {
+        name: name.to_owned(),
+    };
+    match host
+        .find(name)
+        .map_err(|e| NetworkError::new(device, step(), Some(e)))?
+    {
+        None => {}
+        Some(left)
+            if left.kind.as_deref() == Some("ifb") && left.alias.as_deref() == Some(alias) =>
+        {
+            host.delete(left.index)
+                .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
+        }
+        Some(_) => {
+            let taken = NetStep::IfbNameTaken {
+                name: name.to_owned(),
+            };
+            return Err(NetworkError::new(device, taken, None));
+        }
+    }
+    let index = host
+        .create_ifb(&Ifb { name, alias })
+        .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
+    plumbed.ifbs.push((index, name.to_owned(), device.clone()));
     Ok(index)
 }
 
@@ -695,10 +941,19 @@ pub fn unplumb(
             errors.push(NetworkError::new(&device, step(), Some(e)));
         }
     }
-    for (index, name, device) in plumbed.host_ends {
-        let step = || NetStep::DeleteHostEnd {
+    // The host ends (their peers and qdiscs go with them), then the ifb
+    // devices their ingress was redirected to.
+    let host_ends = plumbed.host_ends.into_iter().map(|(index, name, device)| {
+        let step = NetStep::DeleteHostEnd {
             host_name: name.clone(),
         };
+        (index, name, device, step)
+    });
+    let ifbs = plumbed.ifbs.into_iter().map(|(index, name, device)| {
+        let step = NetStep::DeleteIfb { name: name.clone() };
+        (index, name, device, step)
+    });
+    for (index, name, device, step) in host_ends.chain(ifbs) {
         // Gone already when the container deleted its end.
         let result = match host.find(&name) {
             Ok(Some(found)) if found.index == index => host.delete(index),
@@ -708,7 +963,7 @@ pub fn unplumb(
         match result {
             Ok(()) => {}
             Err(e) if e.errno == Errno::ENODEV => {}
-            Err(e) => errors.push(NetworkError::new(&device, step(), Some(e))),
+            Err(e) => errors.push(NetworkError::new(&device, step, Some(e))),
         }
     }
     errors
@@ -799,8 +1054,8 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::lxc::spec::{HostInterfaceSpec, InterfaceSpec};
-    use crate::net::{BridgeVlan, Ifb, RateLimit};
+    use crate::lxc::spec::{BandwidthSpec, HostInterfaceSpec, InterfaceSpec, OutboundSpec};
+    use crate::net::{BridgeSettings, RateLimit};
 
     /// Links of one namespace, shared by the double of each side so that
     /// moves and veth peers land on the other; every call is logged.
@@ -1020,6 +1275,7 @@ mod tests {
             }],
             mtu: None,
             link_down: false,
+            bandwidth: None,
         }
     }
 
@@ -1071,6 +1327,7 @@ mod tests {
         InterfaceKind::Bridge {
             bridge: bridge.into(),
             host_name: host_name.into(),
+            vlans: Vec::new(),
         }
     }
 
@@ -1351,6 +1608,227 @@ mod tests {
             assert_eq!(err.to_string(), message);
             assert!(world.borrow().log.ends_with(&["host: delete 5".to_owned()]));
         }
+    }
+
+    fn shaped(index: usize, kind: InterfaceKind) -> InterfaceSpec {
+        let limit = |rate: u64| RateLimit {
+            rate,
+            burst: 65_536,
+            peak: None,
+            peak_burst: 1518,
+            queue: 100_000,
+        };
+        let mut shaped = interface(index, kind, &format!("eth{index}"));
+        shaped.bandwidth = Some(BandwidthSpec {
+            inbound: Some(limit(2_048_000)),
+            outbound: Some(OutboundSpec {
+                ifb: "lxvq0001".into(),
+                alias: "lxvirt: test".into(),
+                limit: limit(1_024_000),
+            }),
+        });
+        shaped
+    }
+
+    #[test]
+    fn bandwidth_shapes_the_host_end_and_an_ifb_that_go_at_the_end() {
+        let (host, inside, world) = self::world();
+        let spec = self::spec(vec![shaped(0, bridge("br0", "lxv0"))], &[]);
+        let plumbed = plumb_here(&spec, &host, &inside).unwrap();
+        let log = std::mem::take(&mut world.borrow_mut().log);
+        assert_eq!(
+            log[1..5],
+            [
+                "host: tbf 5 rate=2048000 burst=65536 peak=None/1518 queue=100000",
+                "host: ifb lxvq0001 alias=\"lxvirt: test\"",
+                "host: tbf 7 rate=1024000 burst=65536 peak=None/1518 queue=100000",
+                "host: redirect 5 to 7",
+            ]
+        );
+        let ns = netns();
+        assert_eq!(unplumb(plumbed, &host, &inside, Netns::Fd(ns.as_fd())), []);
+        assert_eq!(world.borrow().log, ["host: delete 5", "host: delete 7"]);
+        assert!(
+            !world
+                .borrow()
+                .links
+                .contains_key(&("host", "lxvq0001".into()))
+        );
+
+        // One left by a killed monitor (its name and alias) is replaced;
+        // another device of that name is not touched.
+        let (host, inside, world) = self::world();
+        world.borrow_mut().add("host", "lxvq0001", Some("ifb"));
+        if let Some(left) = world
+            .borrow_mut()
+            .links
+            .get_mut(&("host", "lxvq0001".into()))
+        {
+            left.alias = Some("lxvirt: test".into());
+        }
+        let spec = self::spec(vec![shaped(0, bridge("br0", "lxv0"))], &[]);
+        plumb_here(&spec, &host, &inside).unwrap();
+        let log = world.borrow().log.clone();
+        assert_eq!(
+            log[2..4],
+            [
+                "host: delete 5",
+                "host: ifb lxvq0001 alias=\"lxvirt: test\""
+            ]
+        );
+        for alias in [None, Some("someone else's")] {
+            let (host, inside, world) = self::world();
+            world.borrow_mut().add("host", "lxvq0001", Some("ifb"));
+            if let Some(other) = world
+                .borrow_mut()
+                .links
+                .get_mut(&("host", "lxvq0001".into()))
+            {
+                other.alias = alias.map(str::to_owned);
+            }
+            let err = plumb_here(&spec, &host, &inside).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "<interface type='bridge'> #1 (bridge 'br0'): the host has a device named 'lxvq0001' that is not this interface's; <outbound> shaping needs that name for its ifb device: rename or remove that device"
+            );
+            let world = world.borrow();
+            assert!(world.links.contains_key(&("host", "lxvq0001".into())));
+            assert!(
+                world.log.ends_with(&["host: delete 6".to_owned()]),
+                "{:?}",
+                world.log
+            );
+        }
+
+        // A failure after the ifb was made takes it along; a kernel
+        // without the pieces is named.
+        for (fail, errno, message) in [
+            (
+                "host: redirect",
+                Errno::EPERM,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): cannot redirect what arrives on 'lxv0' to 'lxvq0001' for <outbound> shaping (the kernel says: refused): EPERM: Operation not permitted",
+            ),
+            (
+                "host: redirect",
+                Errno::ENOENT,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): cannot redirect what arrives on 'lxv0' to 'lxvq0001' for <outbound> shaping: this kernel lacks the ingress qdisc, the u32 filter or the mirred action (modules sch_ingress, cls_u32, act_mirred); load them or remove <outbound> (the kernel says: refused): ENOENT: No such file or directory",
+            ),
+            (
+                "host: tbf 7",
+                Errno::ENOENT,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): cannot shape the traffic of 'lxvq0001' for <outbound>: this kernel has no tbf qdisc (CONFIG_NET_SCH_TBF, module sch_tbf); load it or remove <bandwidth> (the kernel says: refused): ENOENT: No such file or directory",
+            ),
+        ] {
+            let (host, inside, world) = self::world();
+            world.borrow_mut().fail = Some((fail.into(), errno));
+            world.borrow_mut().fail_message = Some("refused".into());
+            let spec = self::spec(vec![shaped(0, ethernet("lxv0"))], &[]);
+            let err = plumb_here(&spec, &host, &inside).unwrap_err();
+            assert_eq!(crate::error_chain::error_chain(&err), message);
+            let world = world.borrow();
+            assert!(
+                world
+                    .log
+                    .ends_with(&["host: delete 5".to_owned(), "host: delete 7".to_owned()]),
+                "{:?}",
+                world.log
+            );
+            assert!(
+                world
+                    .links
+                    .keys()
+                    .all(|(_, n)| n != "lxvq0001" && n != "lxv0")
+            );
+        }
+    }
+
+    fn vlan(vid: u16, pvid: bool, untagged: bool) -> BridgeVlan {
+        BridgeVlan {
+            vid,
+            pvid,
+            untagged,
+        }
+    }
+
+    /// A world with `brv`, a bridge that filters VLANs (index 5).
+    fn vlan_world() -> (Side, Side, Rc<RefCell<World>>) {
+        let (host, inside, world) = self::world();
+        world.borrow_mut().add("host", "brv", Some("bridge"));
+        if let Some(brv) = world.borrow_mut().links.get_mut(&("host", "brv".into())) {
+            brv.bridge = Some(BridgeSettings {
+                vlan_filtering: true,
+                default_pvid: 1,
+            });
+        }
+        (host, inside, world)
+    }
+
+    fn on_vlans(vlans: Vec<BridgeVlan>, bridge: &str) -> InterfaceSpec {
+        let kind = InterfaceKind::Bridge {
+            bridge: bridge.into(),
+            host_name: "lxv0".into(),
+            vlans,
+        };
+        interface(0, kind, "eth0")
+    }
+
+    #[test]
+    fn vlans_make_the_port_a_member_before_it_comes_up() {
+        let (host, inside, world) = self::vlan_world();
+        let spec = self::spec(vec![on_vlans(vec![vlan(10, true, true)], "brv")], &[]);
+        plumb_here(&spec, &host, &inside).unwrap();
+        assert_eq!(
+            world.borrow().log[..5],
+            [
+                format!("host: veth lxv0 mtu=None master=Some(5) up=false peer=eth0 {MAC0}"),
+                "host: vlans 6 [10 pvid untagged]".into(),
+                // Out of the bridge's default VLAN.
+                "host: vlan delete 6 1".into(),
+                "host: change 6 name=None up=Some(true) move=false".into(),
+                "inside: change 7 name=None up=Some(true) move=false".into(),
+            ]
+        );
+
+        // A trunk with the default VLAN among its own keeps it; a link
+        // left down leaves the host end down.
+        let (host, inside, world) = self::vlan_world();
+        let mut trunk = on_vlans(vec![vlan(1, true, false), vlan(20, false, false)], "brv");
+        trunk.link_down = true;
+        trunk.routes.clear();
+        plumb_here(&spec_of(trunk), &host, &inside).unwrap();
+        assert_eq!(
+            world.borrow().log,
+            [
+                format!("host: veth lxv0 mtu=None master=Some(5) up=false peer=eth0 {MAC0}"),
+                "host: vlans 6 [1 pvid, 20]".into(),
+                "inside: address 7 10.251.0.2/24".into(),
+            ]
+        );
+
+        // A bridge that does not filter: refused before anything is made.
+        let (host, inside, world) = self::vlan_world();
+        let spec = self::spec(vec![on_vlans(vec![vlan(10, true, true)], "br0")], &[]);
+        let err = plumb_here(&spec, &host, &inside).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<interface type='bridge'> #1 (bridge 'br0'): bridge 'br0' does not filter VLANs, so <vlan> cannot be applied; turn filtering on (ip link set br0 type bridge vlan_filtering 1) or remove <vlan>"
+        );
+        assert_eq!(world.borrow().log, Vec::<String>::new());
+
+        // A refused membership undoes the veth.
+        let (host, inside, world) = self::vlan_world();
+        world.borrow_mut().fail = Some(("host: vlan delete".into(), Errno::EPERM));
+        let spec = self::spec(vec![on_vlans(vec![vlan(10, true, true)], "brv")], &[]);
+        let err = plumb_here(&spec, &host, &inside).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<interface type='bridge'> #1 (bridge 'brv'): cannot make port 'lxv0' of bridge 'brv' a member of its VLANs; check <vlan>"
+        );
+        assert!(world.borrow().log.ends_with(&["host: delete 6".to_owned()]));
+    }
+
+    fn spec_of(interface: InterfaceSpec) -> ContainerSpec {
+        spec(vec![interface], &[])
     }
 
     #[test]

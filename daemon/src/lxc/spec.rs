@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cgroup::CgroupSpec;
-use crate::net::{IpAddress, IpRoute, MacvlanMode};
+use crate::net::{BridgeVlan, IpAddress, IpRoute, MacvlanMode, RateLimit};
 
 /// Format version of [`ContainerSpec`]; a monitor refuses other versions.
 /// 2: network interfaces (a monitor of version 1 would ignore them).
-/// 3: their MTU, link state and host-side addresses, and the addresses of
-/// host interfaces moved in (a monitor of version 2 would ignore them, or
-/// read no moved interface at all).
+/// 3: their MTU, link state, bandwidth, VLANs and host-side addresses, and
+/// the addresses of host interfaces moved in (a monitor of version 2
+/// would ignore them, or read no moved interface at all).
 pub const SPEC_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +100,35 @@ pub struct InterfaceSpec {
     /// veth) is left down.
     #[serde(default)]
     pub link_down: bool,
+    /// Traffic shaping on the host end of a veth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<BandwidthSpec>,
+}
+
+/// `<bandwidth>` as token buckets on the host end of a veth, whose egress
+/// is the container's inbound traffic and whose ingress its outbound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthSpec {
+    /// On the host end's egress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<RateLimit>,
+    /// On the egress of an ifb device that the host end's ingress is
+    /// redirected to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<OutboundSpec>,
+}
+
+/// Outbound shaping: the ifb device's name and alias, and the limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundSpec {
+    /// The same for every start of the domain's interface, so that a
+    /// device left by a killed monitor is found (and replaced) by the
+    /// next start.
+    pub ifb: String,
+    /// Names the domain and the interface; a device of `ifb`'s name is
+    /// replaced only when it has this alias.
+    pub alias: String,
+    pub limit: RateLimit,
 }
 
 /// How an interface connects to the host.
@@ -107,8 +136,14 @@ pub struct InterfaceSpec {
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum InterfaceKind {
     /// A veth pair whose host end `host_name` is attached to `bridge`
-    /// (`type='bridge'`).
-    Bridge { bridge: String, host_name: String },
+    /// (`type='bridge'`), a member of `vlans` if any (the bridge must
+    /// filter VLANs) and of no other.
+    Bridge {
+        bridge: String,
+        host_name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        vlans: Vec<BridgeVlan>,
+    },
     /// A veth pair whose host end `host_name` is brought up, with the
     /// host-side addresses and routes (`type='ethernet'`).
     Ethernet {
