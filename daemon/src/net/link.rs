@@ -1256,20 +1256,22 @@ mod tests {
     }
 
     /// A veth `name` (MTU 1400) with its peer `name`c, on `master` if any;
-    /// returns the index of `name`.
+    /// returns the index of `name` (looked up before Linux 6.3, which
+    /// does not echo it).
     fn test_veth(host: &Netlink, name: &str, master: Option<u32>) -> u32 {
         let peer = format!("{name}c");
-        host.create_veth(&Veth {
-            name,
-            mtu: Some(1400),
-            master,
-            up: true,
-            peer_name: &peer,
-            peer_mac: None,
-            peer_netns: None,
-        })
-        .unwrap()
-        .unwrap()
+        let echoed = host
+            .create_veth(&Veth {
+                name,
+                mtu: Some(1400),
+                master,
+                up: true,
+                peer_name: &peer,
+                peer_mac: None,
+                peer_netns: None,
+            })
+            .unwrap();
+        echoed.unwrap_or_else(|| host.find(name).unwrap().unwrap().index)
     }
 
     /// An ifb, token buckets and the ingress redirect against the real
@@ -1408,8 +1410,6 @@ mod tests {
             );
             assert_eq!(vlans[1]["vlan"], 20);
             assert!(vlans[1].get("flags").is_none(), "{shown}");
-            let err = host.delete_bridge_vlan(port, 1).unwrap_err();
-            assert_eq!(err.errno, Errno::ENOENT, "{err:?}");
         });
     }
 }
