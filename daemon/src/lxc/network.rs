@@ -534,16 +534,12 @@ fn plumb_into(
                 }
                 // With VLANs the port comes up once it is in them only,
                 // not in the bridge's default VLAN meanwhile.
-                let host_index = make_veth(
-                    plumbed,
-                    host,
-                    interface,
-                    &device,
-                    host_name,
-                    Some(found.index),
-                    up && vlans.is_empty(),
-                    container,
-                )?;
+                let end = HostEnd {
+                    name: host_name,
+                    master: Some(found.index),
+                    up: up && vlans.is_empty(),
+                };
+                let host_index = make_veth(plumbed, host, interface, &device, end, container)?;
                 if !vlans.is_empty() {
                     join_vlans(
                         host, &device, bridge, host_name, host_index, vlans, settings,
@@ -559,9 +555,12 @@ fn plumb_into(
                 addresses,
                 routes,
             } => {
-                let host_index = make_veth(
-                    plumbed, host, interface, &device, host_name, None, up, container,
-                )?;
+                let end = HostEnd {
+                    name: host_name,
+                    master: None,
+                    up,
+                };
+                let host_index = make_veth(plumbed, host, interface, &device, end, container)?;
                 add_addresses(host, &device, Side::Host, host_name, host_index, addresses)?;
                 add_routes(host, &device, Side::Host, host_name, host_index, routes)?;
                 shape(plumbed, host, interface, &device, host_name, host_index)?;
@@ -596,20 +595,30 @@ fn plumb_into(
     Ok(())
 }
 
-/// A veth pair: the host end (with the MTU, up if `up`, on `master` if
-/// any), the peer made in the container under its name, MAC and MTU.
-/// Records the host end and returns its index.
-#[allow(clippy::too_many_arguments)]
+/// The host end of a veth to make.
+struct HostEnd<'a> {
+    name: &'a str,
+    /// The bridge to put it on.
+    master: Option<u32>,
+    up: bool,
+}
+
+/// A veth pair: the host end (with the MTU, up if it says so, on its
+/// bridge if any), the peer made in the container under its name, MAC
+/// and MTU. Records the host end and returns its index.
 fn make_veth(
     plumbed: &mut Plumbed,
     host: &impl Links,
     interface: &InterfaceSpec,
     device: &Device,
-    host_name: &str,
-    master: Option<u32>,
-    up: bool,
+    end: HostEnd<'_>,
     container: Netns<'_>,
 ) -> Result<u32, NetworkError> {
+    let HostEnd {
+        name: host_name,
+        master,
+        up,
+    } = end;
     let veth = Veth {
         name: host_name,
         mtu: interface.mtu,
