@@ -1,16 +1,25 @@
 //! Container networking with real packets: `<interface>` of type bridge,
-//! ethernet and direct, and `<hostdev type='net'>`, through the real
-//! daemon. Needs root.
+//! ethernet and direct with their MTU, link state, host-side addresses,
+//! bandwidth limits and VLANs, and `<hostdev type='net'>`, through the
+//! real daemon. Needs root.
 //!
-//! Packets only go between namespaces the tests make: the test bridges,
-//! veths and ifb devices are the tests' own (named `lxvt…`, removed by a
-//! guard even when a test fails), their addresses in 10.251.0.0/16, and
-//! nothing is routed to the host's uplink. The kernel these run on has no
-//! dummy driver: an ifb device is the stand-alone virtual device, and a
-//! veth end (its peer up) the macvlan's lower device.
+//! Packets only go between namespaces the tests make (and the host ends
+//! in the host's): the test bridges, veths and ifb devices are the tests'
+//! own (named `lxvt…`, removed by a guard even when a test fails), their
+//! addresses in 10.251.0.0/16, and nothing is routed to the host's
+//! uplink. The kernel these run on has no dummy driver: an ifb device is
+//! the stand-alone virtual device, and a veth end (its peer up) the
+//! macvlan's lower device. It has no bridge VLAN filtering either: that
+//! test says it skips, and the VM suite (`tests/vm/guest/net-suite`, a
+//! Debian kernel) runs it. Bandwidth is measured with the host's iperf3,
+//! its `/usr` mounted into the busybox root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+use std::process::Command;
+
+use lxvirt_tests::ContainerEnv;
+use lxvirtd::dbus::proxy::DomainProxy;
 use std::time::{Duration, Instant};
 
 use lxvirt_tests::net::{
@@ -291,4 +300,443 @@ async fn fifty_cycles_leave_no_links() {
     }
     let left: Vec<&String> = seen.iter().filter(|n| host_link_exists(n)).collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The flags of a link as `ip -o link show` prints them (`<…,UP,…>`).
+fn link_flags(line: &str) -> Vec<String> {
+    line.split('<')
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The MTU in an `ip -o link show` line.
+fn link_mtu(line: &str) -> Option<u32> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "mtu")?;
+    words.next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn mtu_and_link_state_reach_both_ends() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    devices.add("lxvtbr10", &["type", "bridge"]);
+    devices.add("lxvtm10a", &["type", "veth", "peer", "name", "lxvtm10b"]);
+    set_up("lxvtm10b");
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "netmtu",
+            "<interface type='ethernet'><target dev='lxvtc10'/><guest dev='down0'/>\
+             <ip address='10.251.10.2' prefix='24'/><link state='down'/><mtu size='1400'/></interface>\
+             <interface type='bridge'><source bridge='lxvtbr10'/><target dev='lxvtc10b'/><guest dev='jumbo0'/>\
+             <link state='up'/><mtu size='9000'/></interface>\
+             <interface type='direct'><source dev='lxvtm10a' mode='bridge'/><guest dev='mv0'/><mtu size='1400'/></interface>",
+        ),
+    )
+    .await;
+    domain.start().await.unwrap();
+
+    // Inside: the MTUs as the kernel has them; down0 left down.
+    for (name, mtu) in [("down0", "1400"), ("jumbo0", "9000"), ("mv0", "1400")] {
+        let path = format!("/sys/class/net/{name}/mtu");
+        let seen = inside(&env, &domain, &["cat", &path]).await;
+        assert_eq!(seen.trim(), mtu, "{name}");
+    }
+    let down = inside(&env, &domain, &["ip", "-o", "link", "show", "down0"]).await;
+    assert!(!link_flags(&down).contains(&"UP".into()), "{down}");
+    let addresses = inside(&env, &domain, &["ip", "-o", "addr", "show", "dev", "down0"]).await;
+    assert!(
+        addresses.contains("10.251.10.2/24"),
+        "addressed all the same: {addresses}"
+    );
+    let jumbo = inside(&env, &domain, &["ip", "-o", "link", "show", "jumbo0"]).await;
+    assert!(link_flags(&jumbo).contains(&"UP".into()), "{jumbo}");
+    let mv = inside(&env, &domain, &["ip", "-o", "link", "show", "mv0"]).await;
+    assert!(link_flags(&mv).contains(&"UP".into()), "{mv}");
+
+    // The host ends: the same MTUs, the down link's end down too.
+    let (_, host_end) = ip(&["-o", "link", "show", "lxvtc10"]);
+    assert_eq!(link_mtu(&host_end), Some(1400), "{host_end}");
+    assert!(!link_flags(&host_end).contains(&"UP".into()), "{host_end}");
+    let (_, host_end) = ip(&["-o", "link", "show", "lxvtc10b"]);
+    assert_eq!(link_mtu(&host_end), Some(9000), "{host_end}");
+    assert!(link_flags(&host_end).contains(&"UP".into()), "{host_end}");
+    domain.destroy().await.unwrap();
+    assert!(!host_link_exists("lxvtc10") && !host_link_exists("lxvtc10b"));
+}
+
+#[tokio::test]
+async fn an_ethernet_host_end_gets_its_address_and_routes() {
+    let Some(env) = env().await else { return };
+    // libvirt's point-to-point pair: each side the other's peer; the host
+    // routes a further subnet through the container.
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "nethostside",
+            "<interface type='ethernet'><source><ip address='10.251.11.1' prefix='32' peer='10.251.11.2'/>\
+             <route address='10.251.12.0' prefix='24' gateway='10.251.11.2'/></source>\
+             <target dev='lxvtc11'/><ip address='10.251.11.2' prefix='32' peer='10.251.11.1'/>\
+             <ip address='10.251.12.1' prefix='24'/></interface>",
+        ),
+    )
+    .await;
+    domain.start().await.unwrap();
+    let (_, addresses) = ip(&["-o", "addr", "show", "dev", "lxvtc11"]);
+    assert!(
+        addresses.contains("inet 10.251.11.1 peer 10.251.11.2/32"),
+        "{addresses}"
+    );
+    let (_, routes) = ip(&["route", "show", "10.251.12.0/24"]);
+    assert!(
+        routes.contains("10.251.12.0/24 via 10.251.11.2 dev lxvtc11"),
+        "{routes}"
+    );
+    // Across the pair both ways, the host's way through its route.
+    inside(
+        &env,
+        &domain,
+        &["ping", "-c", "1", "-W", "5", "10.251.11.1"],
+    )
+    .await;
+    let out = Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "5", "10.251.12.1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    domain.destroy().await.unwrap();
+    assert!(!host_link_exists("lxvtc11"));
+    let (_, routes) = ip(&["route", "show", "10.251.12.0/24"]);
+    assert_eq!(routes.trim(), "", "the route went with the host end");
+}
+
+#[tokio::test]
+async fn a_host_interface_gets_its_addresses_and_routes_inside() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    devices.add("lxvtifb12", &["type", "ifb"]);
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "nethostdevip",
+            "<hostdev mode='capabilities' type='net'><source><interface>lxvtifb12</interface></source>\
+             <ip address='10.251.13.2' prefix='24'/><route address='192.168.213.0' gateway='10.251.13.1'/></hostdev>",
+        ),
+    )
+    .await;
+    domain.start().await.unwrap();
+    let link = inside(&env, &domain, &["ip", "-o", "link", "show", "lxvtifb12"]).await;
+    assert!(link_flags(&link).contains(&"UP".into()), "{link}");
+    let addresses = inside(
+        &env,
+        &domain,
+        &["ip", "-o", "addr", "show", "dev", "lxvtifb12"],
+    )
+    .await;
+    assert!(addresses.contains("10.251.13.2/24"), "{addresses}");
+    let routes = inside(&env, &domain, &["ip", "route"]).await;
+    assert!(
+        routes.contains("192.168.213.0/24 via 10.251.13.1 dev lxvtifb12"),
+        "{routes}"
+    );
+    domain.destroy().await.unwrap();
+    // Back on the host without what the container had on it.
+    let (back, link) = ip(&["-o", "link", "show", "lxvtifb12"]);
+    assert!(back, "{link}");
+    let (_, addresses) = ip(&["-o", "addr", "show", "dev", "lxvtifb12"]);
+    assert!(!addresses.contains("10.251.13.2"), "{addresses}");
+    let (_, routes) = ip(&["route", "show", "192.168.213.0/24"]);
+    assert_eq!(routes.trim(), "");
+    let qdiscs = tc(&["qdisc", "show", "dev", "lxvtifb12"]);
+    assert!(
+        !qdiscs.contains("tbf") && !qdiscs.contains("ingress"),
+        "{qdiscs}"
+    );
+}
+
+/// `tc ARGS…` on the host: its output.
+fn tc(args: &[&str]) -> String {
+    let out = Command::new("tc").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Makes `name` a bridge that filters VLANs; false (after saying why)
+/// when the kernel has no VLAN filtering, unless `LXVIRT_VLAN_TESTS` is
+/// set (the VM suite, whose kernel has it).
+fn vlan_filtering_bridge(devices: &mut HostDevices, name: &str) -> bool {
+    let _ = ip(&["link", "del", name]);
+    let (ok, out) = ip(&["link", "add", name, "type", "bridge", "vlan_filtering", "1"]);
+    if !ok && out.contains("Operation not supported") {
+        assert!(
+            std::env::var_os("LXVIRT_VLAN_TESTS").is_none(),
+            "LXVIRT_VLAN_TESTS is set but this kernel has no bridge VLAN filtering"
+        );
+        println!(
+            "skipped: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING); tests/vm/run tests/vm/guest/net-suite runs this test"
+        );
+        return false;
+    }
+    assert!(ok, "{out}");
+    devices.adopt(name);
+    set_up(name);
+    true
+}
+
+#[tokio::test]
+async fn vlans_on_a_filtering_bridge_keep_containers_apart() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    // A bridge that does not filter: the start is refused, saying how.
+    devices.add("lxvtbr15", &["type", "bridge"]);
+    let plain = define(
+        &env,
+        &xml(
+            &env,
+            "netvlanplain",
+            "<interface type='bridge'><source bridge='lxvtbr15'/><target dev='lxvtc15'/><vlan><tag id='10'/></vlan></interface>",
+        ),
+    )
+    .await;
+    let err = plain.start().await.unwrap_err().to_string();
+    assert!(
+        err.contains("domain 'netvlanplain'")
+            && err.contains("<interface type='bridge'> #1 (bridge 'lxvtbr15')")
+            && err.contains("bridge 'lxvtbr15' does not filter VLANs")
+            && err.contains("ip link set lxvtbr15 type bridge vlan_filtering 1"),
+        "{err}"
+    );
+    assert!(!host_link_exists("lxvtc15"));
+
+    if !vlan_filtering_bridge(&mut devices, "lxvtbr14") {
+        return;
+    }
+    let on_vlan = |tag: &str, address: &str, host_end: &str| {
+        format!(
+            "<interface type='bridge'><source bridge='lxvtbr14'/><target dev='{host_end}'/>\
+             <ip address='{address}' prefix='24'/><vlan><tag id='{tag}'/></vlan></interface>"
+        )
+    };
+    let a = define(
+        &env,
+        &xml(&env, "netvlana", &on_vlan("10", "10.251.14.2", "lxvtc14a")),
+    )
+    .await;
+    let b = define(
+        &env,
+        &xml(&env, "netvlanb", &on_vlan("10", "10.251.14.3", "lxvtc14b")),
+    )
+    .await;
+    let c = define(
+        &env,
+        &xml(&env, "netvlanc", &on_vlan("20", "10.251.14.4", "lxvtc14c")),
+    )
+    .await;
+    for domain in [&a, &b, &c] {
+        domain.start().await.unwrap();
+    }
+    // Access ports: each in its VLAN only, untagged, as its PVID.
+    let out = Command::new("bridge")
+        .args(["-j", "vlan", "show", "dev", "lxvtc14a"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown[0]["vlans"],
+        serde_json::json!([{"vlan": 10, "flags": ["PVID", "Egress Untagged"]}]),
+        "{shown}"
+    );
+    inside(&env, &a, &["ping", "-c", "1", "-W", "5", "10.251.14.3"]).await;
+    inside(&env, &b, &["ping", "-c", "1", "-W", "5", "10.251.14.2"]).await;
+    for (from, to) in [(&a, "10.251.14.4"), (&c, "10.251.14.3")] {
+        let (code, out) = env.enter(from, &["ping", "-c", "1", "-W", "1", to]).await;
+        assert_ne!(code, 0, "VLAN 20 is another network: {out}");
+    }
+    for domain in [&a, &b, &c] {
+        domain.destroy().await.unwrap();
+    }
+    assert_eq!(bridge_ports("lxvtbr14"), Vec::<String>::new());
+}
+
+/// Makes the host's `/usr` (iperf3 and its libraries) visible in the
+/// busybox root: the merged-/usr links, and a read-only mount to add to
+/// a domain's devices.
+fn with_host_usr(env: &ContainerEnv) -> &'static str {
+    let root = env.rootfs();
+    let _ = std::fs::create_dir_all(root.join("usr"));
+    let _ = std::os::unix::fs::symlink("usr/lib", root.join("lib"));
+    let _ = std::os::unix::fs::symlink("usr/lib64", root.join("lib64"));
+    assert!(
+        std::path::Path::new("/usr/bin/iperf3").exists(),
+        "/usr/bin/iperf3 is missing: install iperf3 (.ci/install-deps does)"
+    );
+    "<filesystem type='mount'><source dir='/usr'/><target dir='/usr'/><readonly/></filesystem>"
+}
+
+/// Bytes a second that arrived in an iperf3 run from `client` to the
+/// server at `server` (`reverse`: from the server to `client`), over 3 s.
+async fn iperf3(env: &ContainerEnv, client: &DomainProxy<'_>, server: &str, reverse: bool) -> f64 {
+    let mut argv = vec!["/usr/bin/iperf3", "-c", server, "-t", "3", "-J"];
+    if reverse {
+        argv.push("-R");
+    }
+    // The server may still be starting, or not yet listening again
+    // after the previous run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out) = env.enter(client, &argv).await;
+        let received = serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|report| report["end"]["sum_received"]["bits_per_second"].as_f64());
+        match received {
+            Some(bits) if code == 0 => return bits / 8.0,
+            _ => assert!(Instant::now() < deadline, "{argv:?}: {out}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn bandwidth_limits_hold_both_ways() {
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    devices.add("lxvtbr16", &["type", "bridge"]);
+    let usr = with_host_usr(&env);
+    // Different rates each way, so that a swapped direction shows.
+    let limited = define(
+        &env,
+        &xml(
+            &env,
+            "netbwa",
+            &format!(
+                "{usr}<interface type='bridge'><source bridge='lxvtbr16'/><target dev='lxvtc16'/>\
+                 <ip address='10.251.16.2' prefix='24'/>\
+                 <bandwidth><inbound average='2048'/><outbound average='1024'/></bandwidth></interface>"
+            ),
+        ),
+    )
+    .await;
+    let server = define(
+        &env,
+        &env.busybox_xml("netbwb", "/usr/bin/iperf3 -s", "").replace(
+            "<console type='pty'/>",
+            &format!(
+                "{usr}<interface type='bridge'><source bridge='lxvtbr16'/>\
+                 <ip address='10.251.16.3' prefix='24'/></interface><console type='pty'/>"
+            ),
+        ),
+    )
+    .await;
+    limited.start().await.unwrap();
+    server.start().await.unwrap();
+    let qdiscs = tc(&["qdisc", "show", "dev", "lxvtc16"]);
+    assert!(
+        qdiscs.contains("qdisc tbf 1: root") && qdiscs.contains("qdisc ingress ffff:"),
+        "{qdiscs}"
+    );
+    let ifbs = DomainIfbs::of(&limited).await;
+    let names = ifbs.list();
+    assert!(
+        names.len() == 1 && names[0].starts_with("lxvq"),
+        "one ifb for the outbound limit: {names:?}"
+    );
+    let qdiscs = tc(&["qdisc", "show", "dev", &names[0]]);
+    assert!(qdiscs.contains("qdisc tbf 1: root"), "{qdiscs}");
+
+    // kB/s of 1000 bytes; the kernel counts whole frames, iperf3 the
+    // payload (about 95 % of a frame).
+    for (reverse, limit) in [(false, 1_024_000.0), (true, 2_048_000.0)] {
+        let rate = iperf3(&env, &limited, "10.251.16.3", reverse).await;
+        let direction = if reverse { "inbound" } else { "outbound" };
+        println!("{direction}: {rate:.0} bytes/s against a limit of {limit:.0}");
+        assert!(
+            (rate - limit).abs() <= limit * 0.2,
+            "{direction}: {rate:.0} bytes/s, limit {limit:.0}"
+        );
+    }
+    limited.destroy().await.unwrap();
+    server.destroy().await.unwrap();
+    assert!(!host_link_exists("lxvtc16"));
+    assert_eq!(ifbs.list(), Vec::<String>::new(), "the ifb went too");
+}
+
+/// The ifb devices of a domain's outbound shaping, found by their alias
+/// (which names the domain's UUID); deleted on drop, should a failing
+/// test leave them (the harness kills the monitors of what is left).
+struct DomainIfbs(String);
+
+impl DomainIfbs {
+    async fn of(domain: &DomainProxy<'_>) -> DomainIfbs {
+        DomainIfbs(domain.uuid().await.unwrap())
+    }
+
+    fn list(&self) -> Vec<String> {
+        let (_, text) = ip(&["-j", "link", "show", "type", "ifb"]);
+        let links: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+        links
+            .iter()
+            .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.contains(&self.0)))
+            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for DomainIfbs {
+    fn drop(&mut self) {
+        for name in self.list() {
+            let _ = ip(&["link", "del", &name]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_ifb_left_by_a_killed_monitor_is_replaced_at_the_next_start() {
+    let Some(env) = env().await else { return };
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "netbwkill",
+            "<interface type='ethernet'><target dev='lxvtc17'/>\
+             <bandwidth><outbound average='1000'/></bandwidth></interface>",
+        ),
+    )
+    .await;
+    domain.start().await.unwrap();
+    let ifbs = DomainIfbs::of(&domain).await;
+    let names = ifbs.list();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let status =
+        lxvirtd::core::live::LiveStatus::load(&env.run_dir().join("netbwkill.status")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(status.monitor_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("the veth to go with the namespace", || {
+        !host_link_exists("lxvtc17")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while domain.state().await.unwrap() != "shutoff" {
+        assert!(Instant::now() < deadline, "the domain did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The ifb lived in the host's namespace: nothing could delete it.
+    assert_eq!(ifbs.list(), names, "left behind");
+    domain.start().await.unwrap();
+    assert_eq!(ifbs.list(), names, "replaced under its name");
+    domain.destroy().await.unwrap();
+    assert_eq!(ifbs.list(), Vec::<String>::new());
 }

@@ -34,9 +34,15 @@ kernel_version() { ls "$KROOT/lib/modules" 2>/dev/null | sort -V | tail -1; }
 
 log() { printf '%s %s\n' "[vm $(date +%T)]" "$*" >&2; }
 
-# The daemon crate's unit-test binary (the dm suite runs it in the guest),
-# built if needed; empty when cargo cannot say.
+# The daemon crate's unit-test binary (the dm and net suites run it in the
+# guest), built if needed; empty when cargo cannot say.
 dm_test_binary() {
   (cd "$REPO" && cargo test -p lxvirtd --lib --locked --no-run --message-format=json 2>/dev/null) \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+}
+
+# The networking integration-test binary (the net suite runs it), likewise.
+net_test_binary() {
+  (cd "$REPO" && cargo test -p lxvirt-tests --test networking --locked --no-run --message-format=json 2>/dev/null) \
+    | grep '"name":"networking"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
 }

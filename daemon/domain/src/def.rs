@@ -654,21 +654,21 @@ keyword_enum! {
 /// Smallest accepted `<mtu size=>`: the least IPv4 needs.
 pub const MIN_MTU: u16 = 68;
 
-/// Largest value accepted for a bandwidth attribute (KiB/s or KiB).
+/// Largest value accepted for a bandwidth attribute (kB/s or KiB).
 pub const MAX_BANDWIDTH: u64 = u32::MAX as u64;
 
 /// One direction of `<bandwidth>`: `<inbound>` or `<outbound>`. Rates are
-/// in KiB/s and `burst` in KiB, libvirt's units, as written; every value
-/// is 1..=[`MAX_BANDWIDTH`].
+/// in kB/s (1000 bytes a second) and `burst` in KiB, libvirt's units (tc's
+/// `kbps` and `kb`), as written; every value is 1..=[`MAX_BANDWIDTH`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BandwidthRate {
-    /// Average rate, KiB/s. Required unless `floor` is given.
+    /// Average rate, kB/s. Required unless `floor` is given.
     pub average: Option<u64>,
-    /// Highest rate, KiB/s; at least `average`, and only with it.
+    /// Highest rate, kB/s; at least `average`, and only with it.
     pub peak: Option<u64>,
     /// How much may be sent at `peak`, KiB; only with `average`.
     pub burst: Option<u64>,
-    /// Guaranteed rate, KiB/s: `<inbound>` of `type='network'` interfaces
+    /// Guaranteed rate, kB/s: `<inbound>` of `type='network'` interfaces
     /// only.
     pub floor: Option<u64>,
 }
@@ -730,8 +730,8 @@ pub struct Interface {
     pub routes: Vec<Route>,
     /// `<mtu size=>`, [`MIN_MTU`]..=65535.
     pub mtu: Option<u16>,
-    /// `<link state=>`; `None`: libvirt's default (for a container: the
-    /// guest side comes up when it has an address).
+    /// `<link state=>`; `None`: up (lxvirt's LXC driver brings every
+    /// interface up; libvirt's only those with an address).
     pub link_state: Option<LinkState>,
     /// Not on `direct` interfaces of containers (nothing on the host side
     /// to shape).

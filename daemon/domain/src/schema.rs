@@ -1111,7 +1111,7 @@ fn describe_datatype(define: Option<&str>, datatype: &str) -> String {
         Some("ip-address") => "an IPv4 or IPv6 address",
         Some("ip-prefix") => "a prefix length from 0 to 128",
         Some("mtu-size") => "an MTU from 68 to 65535",
-        Some("bandwidth-value") => "a whole number from 1 (KiB/s, or KiB for burst)",
+        Some("bandwidth-value") => "a whole number from 1 (kB/s, or KiB for burst)",
         Some("vlan-id") => "a VLAN id from 0 to 4095",
         Some("device-name") => "a device name such as eth0 or vda",
         Some("object-name") => "a network name",

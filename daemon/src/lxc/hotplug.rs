@@ -28,6 +28,10 @@ pub enum HotplugError {
     Plumb(#[from] NetworkError),
     #[error("the container has no interface with MAC {0}")]
     NotFound(String),
+    #[error(
+        "<bandwidth> on a hot-plugged interface is not supported yet (its shaping device would outlive the container); attach it with --config and restart the domain, or remove <bandwidth>"
+    )]
+    Bandwidth,
 }
 
 /// The first `ethN` no interface of the namespace has.
@@ -48,6 +52,9 @@ pub fn attach(
     init_pid: i32,
     settings: &ConvertSettings,
 ) -> Result<String, HotplugError> {
+    if interface.bandwidth.is_some() {
+        return Err(HotplugError::Bandwidth);
+    }
     let netns = linux::open_namespace(Path::new(&format!("/proc/{init_pid}/ns/net")))
         .map_err(HotplugError::Namespace)?;
     let own =

@@ -42,6 +42,7 @@ impl From<ConvertError> for Error {
     fn from(error: ConvertError) -> Self {
         let kind = match &error {
             ConvertError::NotSupported { .. }
+            | ConvertError::InterfaceSetting { .. }
             | ConvertError::VirtualNetwork { .. }
             | ConvertError::SharedNetwork { .. } => ErrorKind::NotSupported,
             ConvertError::NotContainer { .. } => ErrorKind::Unavailable,

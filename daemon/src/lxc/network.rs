@@ -2,18 +2,24 @@
 //! clone and its release, and undone when the container ends.
 //!
 //! The monitor does it all itself, single-threaded and with rtnetlink
-//! (no `ip`): host root has `CAP_NET_ADMIN` over every network
+//! (no `ip`, no `tc`): host root has `CAP_NET_ADMIN` over every network
 //! namespace, the container's (owned by its user namespace) included, and
 //! a netlink socket opened inside that namespace (the monitor joins it
 //! for the `socket` call only) configures it from outside.
 //!
 //! ```text
 //! host namespace (monitor)                  container namespace
-//! <hostdev type='net'> NAME ── moved in ───► NAME (down, as the move leaves it)
-//! bridge/ethernet: veth HOST_END ◄─ pair ──► GUEST_NAME (made here: MAC)
-//!   (on the bridge for 'bridge'; up)          up, addresses, routes
-//! direct: on host device DEV ─ macvlan ────► GUEST_NAME (made here: MAC, up)
-//!                                             addresses, routes
+//! <hostdev type='net'> NAME ── moved in ───► NAME (down, as the move leaves
+//!                                             it; up with addresses, routes)
+//! bridge/ethernet: veth HOST_END ◄─ pair ──► GUEST_NAME (made here: MAC, MTU)
+//!   MTU; up unless <link state='down'>       up unless down; addresses, routes
+//!   'bridge': on the bridge, in its VLANs
+//!   'ethernet': <source> addresses, routes
+//!   <bandwidth>: tbf on its egress (inbound);
+//!   its ingress redirected to an ifb
+//!   lxvqXXXXXXXX with tbf (outbound)
+//! direct: on host device DEV ─ macvlan ────► GUEST_NAME (made here: MAC, MTU,
+//!                                             up unless down); addresses, routes
 //! ```
 //!
 //! The container ends of veths and macvlans are created in the
@@ -22,12 +28,16 @@
 //!
 //! When the container ends (or its start fails half way), [`unplumb`]
 //! moves every `<hostdev type='net'>` back to the host under its host
-//! name (a virtual device would otherwise die with the namespace) and
-//! deletes the host ends of the veths (their peers go with them), before
-//! the monitor lets go of the namespace. If the monitor itself is killed,
-//! the namespace dies with the container's last process and takes the
-//! veth pairs and macvlans along; a virtual `<hostdev>` device dies with
-//! it (a physical one returns to the host by itself).
+//! name (a virtual device would otherwise die with the namespace; the
+//! kernel flushes its addresses and routes as it leaves), deletes the
+//! host ends of the veths (their peers, addresses, routes and qdiscs go
+//! with them) and then the ifb devices, before the monitor lets go of the
+//! namespace. If the monitor itself is killed, the namespace dies with the
+//! container's last process and takes the veth pairs and macvlans along;
+//! a virtual `<hostdev>` device dies with it (a physical one returns to
+//! the host by itself); an ifb device stays on the host, and the
+//! interface's next start replaces it (its name is the interface's own,
+//! its alias names the domain).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -37,8 +47,8 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{ContainerSpec, InterfaceKind, InterfaceSpec};
 use crate::net::{
-    FoundLink, IpAddress, IpRoute, LinkChange, LinkError, Links, Macvlan, MacvlanMode, Netlink,
-    Netns, Veth,
+    BridgeSettings, BridgeVlan, FoundLink, Ifb, IpAddress, IpRoute, LinkChange, LinkError, Links,
+    Macvlan, MacvlanMode, Netlink, Netns, Veth,
 };
 use crate::sys::Errno;
 use crate::sys::linux;
@@ -85,7 +95,7 @@ impl Device {
     fn of(interface: &InterfaceSpec) -> Device {
         let source = match &interface.kind {
             InterfaceKind::Bridge { bridge, .. } => Some(format!("bridge '{bridge}'")),
-            InterfaceKind::Ethernet { host_name } => Some(format!("host end '{host_name}'")),
+            InterfaceKind::Ethernet { host_name, .. } => Some(format!("host end '{host_name}'")),
             InterfaceKind::Direct { dev, mode } => {
                 Some(format!("device '{dev}', mode '{}'", mode.as_str()))
             }
@@ -119,6 +129,8 @@ pub enum NetStep {
     CreateMacvlan {
         dev: String,
         mode: MacvlanMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtu: Option<u32>,
     },
     FindInside {
         name: String,
@@ -126,14 +138,41 @@ pub enum NetStep {
     SetUp {
         name: String,
     },
-
+    HostUp {
+        host_name: String,
+    },
     AddAddress {
         name: String,
         address: IpAddress,
+        #[serde(default)]
+        side: Side,
     },
     AddRoute {
         name: String,
         route: IpRoute,
+        #[serde(default)]
+        side: Side,
+    },
+    VlanFilteringOff {
+        bridge: String,
+    },
+    BridgeVlans {
+        bridge: String,
+        host_name: String,
+    },
+    Shape {
+        name: String,
+        direction: Direction,
+    },
+    CreateIfb {
+        name: String,
+    },
+    IfbNameTaken {
+        name: String,
+    },
+    Redirect {
+        host_name: String,
+        ifb: String,
     },
     FindHostdev {
         name: String,
@@ -147,6 +186,28 @@ pub enum NetStep {
     DeleteHostEnd {
         host_name: String,
     },
+    DeleteIfb {
+        name: String,
+    },
+}
+
+/// Which traffic a [`NetStep::Shape`] limits: towards the container or
+/// from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    /// Its element in `<bandwidth>`.
+    fn element(self) -> &'static str {
+        match self {
+            Direction::Inbound => "<inbound>",
+            Direction::Outbound => "<outbound>",
+        }
+    }
 }
 
 /// Why a container's network could not be set up (or undone). Crosses
@@ -231,7 +292,14 @@ impl NetworkError {
             NetStep::CreateVeth { host_name } => {
                 format!("cannot create the veth pair with host end '{host_name}'")
             }
-            NetStep::CreateMacvlan { dev, mode } => format!(
+            NetStep::CreateMacvlan {
+                dev,
+                mtu: Some(mtu),
+                ..
+            } if errno == Some(Errno::EINVAL) => format!(
+                "cannot create a macvlan with MTU {mtu} on host device '{dev}': a macvlan's MTU may not exceed its device's; lower <mtu size> or raise the MTU of '{dev}'"
+            ),
+            NetStep::CreateMacvlan { dev, mode, .. } => format!(
                 "cannot create a macvlan in mode '{}' on host device '{dev}'{}",
                 mode.as_str(),
                 if *mode == MacvlanMode::Passthrough {
@@ -243,25 +311,95 @@ impl NetworkError {
             NetStep::FindInside { name } => {
                 format!("'{name}' is missing inside the container after its creation")
             }
-
             NetStep::SetUp { name } => format!("cannot bring '{name}' up inside the container"),
-            NetStep::AddAddress { name, address } if errno == Some(Errno::EEXIST) => format!(
-                "address {}/{} is given twice on '{name}'; remove the duplicate <ip>",
-                address.address, address.prefix
+            NetStep::HostUp { host_name } => format!("cannot bring the host end '{host_name}' up"),
+            NetStep::AddAddress {
+                name,
+                address,
+                side,
+            } if errno == Some(Errno::EEXIST) => format!(
+                "address {}/{} is given twice on '{name}'; remove the duplicate {}",
+                address.address,
+                address.prefix,
+                side.ip_element()
             ),
-            NetStep::AddAddress { name, address } => format!(
-                "cannot add address {}/{} to '{name}'; check <ip>",
-                address.address, address.prefix
+            NetStep::AddAddress {
+                name,
+                address,
+                side,
+            } => format!(
+                "cannot add address {}/{} to '{name}'; check {}",
+                address.address,
+                address.prefix,
+                side.ip_element()
             ),
-            NetStep::AddRoute { name, route } if errno == Some(Errno::ENETUNREACH) => format!(
-                "cannot add the route {route} on '{name}': the gateway is not in a subnet of the interface; add an <ip> in the gateway's subnet or change <route gateway>"
-            ),
-            NetStep::AddRoute { name, route } if errno == Some(Errno::EEXIST) => format!(
+            NetStep::AddRoute { name, route, side } if errno == Some(Errno::ENETUNREACH) => {
+                format!(
+                    "cannot add the route {route} on '{name}': the gateway is not in a subnet of the interface; add {} in the gateway's subnet or change <route gateway>",
+                    match side {
+                        Side::Inside => "an <ip>",
+                        Side::Host => "an <ip> under <source>",
+                    }
+                )
+            }
+            NetStep::AddRoute {
+                name,
+                route,
+                side: Side::Inside,
+            } if errno == Some(Errno::EEXIST) => format!(
                 "the route {route} on '{name}' is given twice (or another <interface> has it); remove the duplicate <route>"
             ),
-            NetStep::AddRoute { name, route } => {
-                format!("cannot add the route {route} on '{name}'; check <route>")
+            NetStep::AddRoute {
+                name,
+                route,
+                side: Side::Host,
+            } if errno == Some(Errno::EEXIST) => format!(
+                "the host has a route to {} already, so it cannot go through '{name}'; remove the duplicate <route> under <source>, or the host's own route",
+                route.destination
+            ),
+            NetStep::AddRoute { name, route, side } => {
+                format!(
+                    "cannot add the route {route} on '{name}'; check {}",
+                    side.route_element()
+                )
             }
+            NetStep::VlanFilteringOff { bridge } => format!(
+                "bridge '{bridge}' does not filter VLANs, so <vlan> cannot be applied; turn filtering on (ip link set {bridge} type bridge vlan_filtering 1) or remove <vlan>"
+            ),
+            NetStep::BridgeVlans { bridge, host_name } => format!(
+                "cannot make port '{host_name}' of bridge '{bridge}' a member of its VLANs; check <vlan>"
+            ),
+            NetStep::Shape { name, direction }
+                if errno == Some(Errno::ENOENT) || errno == Some(Errno::EOPNOTSUPP) =>
+            {
+                format!(
+                    "cannot shape the traffic of '{name}' for {}: this kernel has no tbf qdisc (CONFIG_NET_SCH_TBF, module sch_tbf); load it or remove <bandwidth>",
+                    direction.element()
+                )
+            }
+            NetStep::Shape { name, direction } => format!(
+                "cannot shape the traffic of '{name}' with a tbf qdisc for {}; check <bandwidth>",
+                direction.element()
+            ),
+            NetStep::CreateIfb { name } if errno == Some(Errno::EOPNOTSUPP) => format!(
+                "cannot create the ifb device '{name}' that <outbound> shaping goes through: this kernel has no ifb devices (CONFIG_IFB, module ifb); load it or remove <outbound>"
+            ),
+            NetStep::CreateIfb { name } => format!(
+                "cannot create the ifb device '{name}' that <outbound> shaping goes through"
+            ),
+            NetStep::IfbNameTaken { name } => format!(
+                "the host has a device named '{name}' that is not this interface's; <outbound> shaping needs that name for its ifb device: rename or remove that device"
+            ),
+            NetStep::Redirect { host_name, ifb }
+                if errno == Some(Errno::ENOENT) || errno == Some(Errno::EOPNOTSUPP) =>
+            {
+                format!(
+                    "cannot redirect what arrives on '{host_name}' to '{ifb}' for <outbound> shaping: this kernel lacks the ingress qdisc, the u32 filter or the mirred action (modules sch_ingress, cls_u32, act_mirred); load them or remove <outbound>"
+                )
+            }
+            NetStep::Redirect { host_name, ifb } => format!(
+                "cannot redirect what arrives on '{host_name}' to '{ifb}' for <outbound> shaping"
+            ),
             NetStep::FindHostdev { name } if errno.is_none() => format!(
                 "host interface '{name}' does not exist; change <source><interface> of the <hostdev>"
             ),
@@ -281,6 +419,7 @@ impl NetworkError {
             NetStep::DeleteHostEnd { host_name } => {
                 format!("cannot delete the veth host end '{host_name}'")
             }
+            NetStep::DeleteIfb { name } => format!("cannot delete the ifb device '{name}'"),
         }
     }
 }
@@ -299,6 +438,8 @@ struct Moved {
 pub struct Plumbed {
     /// Host ends of veth pairs: their index on the host, name and device.
     host_ends: Vec<(u32, String, Device)>,
+    /// ifb devices of outbound shaping, likewise.
+    ifbs: Vec<(u32, String, Device)>,
     moved: Vec<Moved>,
 }
 
@@ -330,7 +471,8 @@ fn plumb_into(
     inside: &impl Links,
     container: Netns<'_>,
 ) -> Result<(), NetworkError> {
-    for name in &spec.host_interfaces {
+    for moved in &spec.host_interfaces {
+        let name = &moved.name;
         let device = Device::Hostdev { name: name.clone() };
         let step = || NetStep::FindHostdev { name: name.clone() };
         let found = host
@@ -352,12 +494,23 @@ fn plumb_into(
         if let Some(moved) = plumbed.moved.last_mut() {
             moved.inside = Some(index);
         }
+        // The move leaves it down; its routes need it up.
+        if !moved.addresses.is_empty() || !moved.routes.is_empty() {
+            set_up(inside, &device, name, index)?;
+            add_addresses(inside, &device, Side::Inside, name, index, &moved.addresses)?;
+            add_routes(inside, &device, Side::Inside, name, index, &moved.routes)?;
+        }
     }
     for interface in &spec.interfaces {
         let device = Device::of(interface);
         let guest = &interface.guest_name;
+        let up = !interface.link_down;
         match &interface.kind {
-            InterfaceKind::Bridge { bridge, host_name } => {
+            InterfaceKind::Bridge {
+                bridge,
+                host_name,
+                vlans,
+            } => {
                 let step = || NetStep::FindBridge {
                     bridge: bridge.clone(),
                 };
@@ -372,20 +525,45 @@ fn plumb_into(
                     };
                     return Err(NetworkError::new(&device, step, None));
                 }
-                make_veth(
-                    plumbed,
-                    host,
-                    interface,
-                    &device,
-                    host_name,
-                    Some(found.index),
-                    container,
-                )?;
+                let settings = found.bridge.unwrap_or_default();
+                if !vlans.is_empty() && !settings.vlan_filtering {
+                    let step = NetStep::VlanFilteringOff {
+                        bridge: bridge.clone(),
+                    };
+                    return Err(NetworkError::new(&device, step, None));
+                }
+                // With VLANs the port comes up once it is in them only,
+                // not in the bridge's default VLAN meanwhile.
+                let end = HostEnd {
+                    name: host_name,
+                    master: Some(found.index),
+                    up: up && vlans.is_empty(),
+                };
+                let host_index = make_veth(plumbed, host, interface, &device, end, container)?;
+                if !vlans.is_empty() {
+                    join_vlans(
+                        host, &device, bridge, host_name, host_index, vlans, settings,
+                    )?;
+                    if up {
+                        set_host_end_up(host, &device, host_name, host_index)?;
+                    }
+                }
+                shape(plumbed, host, interface, &device, host_name, host_index)?;
             }
-            InterfaceKind::Ethernet { host_name } => {
-                make_veth(
-                    plumbed, host, interface, &device, host_name, None, container,
-                )?;
+            InterfaceKind::Ethernet {
+                host_name,
+                addresses,
+                routes,
+            } => {
+                let end = HostEnd {
+                    name: host_name,
+                    master: None,
+                    up,
+                };
+                let host_index = make_veth(plumbed, host, interface, &device, end, container)?;
+                add_addresses(host, &device, Side::Host, host_name, host_index, addresses)?;
+                add_routes(host, &device, Side::Host, host_name, host_index, routes)?;
+                shape(plumbed, host, interface, &device, host_name, host_index)?;
             }
             InterfaceKind::Direct { dev, mode } => {
                 let step = || NetStep::FindDevice { dev: dev.clone() };
@@ -396,15 +574,17 @@ fn plumb_into(
                 let macvlan = Macvlan {
                     name: guest,
                     lower: lower.index,
+                    mtu: interface.mtu,
                     mode: *mode,
                     mac: Some(interface.mac),
                     netns: Some(container),
-                    up: true,
+                    up,
                 };
                 host.create_macvlan(&macvlan).map_err(|e| {
                     let step = NetStep::CreateMacvlan {
                         dev: dev.clone(),
                         mode: *mode,
+                        mtu: interface.mtu,
                     };
                     NetworkError::new(&device, step, Some(e))
                 })?;
@@ -415,21 +595,35 @@ fn plumb_into(
     Ok(())
 }
 
-/// A veth pair: the host end (up, on `master` if any), the peer made in
-/// the container under its name and MAC. Records the host end.
+/// The host end of a veth to make.
+struct HostEnd<'a> {
+    name: &'a str,
+    /// The bridge to put it on.
+    master: Option<u32>,
+    up: bool,
+}
+
+/// A veth pair: the host end (with the MTU, up if it says so, on its
+/// bridge if any), the peer made in the container under its name, MAC
+/// and MTU. Records the host end and returns its index.
 fn make_veth(
     plumbed: &mut Plumbed,
     host: &impl Links,
     interface: &InterfaceSpec,
     device: &Device,
-    host_name: &str,
-    master: Option<u32>,
+    end: HostEnd<'_>,
     container: Netns<'_>,
-) -> Result<(), NetworkError> {
-    let veth = Veth {
+) -> Result<u32, NetworkError> {
+    let HostEnd {
         name: host_name,
         master,
-        up: true,
+        up,
+    } = end;
+    let veth = Veth {
+        name: host_name,
+        mtu: interface.mtu,
+        master,
+        up,
         peer_name: &interface.guest_name,
         peer_mac: Some(interface.mac),
         peer_netns: Some(container),
@@ -460,7 +654,133 @@ fn make_veth(
     plumbed
         .host_ends
         .push((index, host_name.to_owned(), device.clone()));
+    Ok(index)
+}
+
+fn set_host_end_up(
+    host: &impl Links,
+    device: &Device,
+    host_name: &str,
+    index: u32,
+) -> Result<(), NetworkError> {
+    let up = LinkChange {
+        up: Some(true),
+        ..LinkChange::default()
+    };
+    host.change(index, &up).map_err(|e| {
+        let step = NetStep::HostUp {
+            host_name: host_name.to_owned(),
+        };
+        NetworkError::new(device, step, Some(e))
+    })
+}
+
+/// Makes the bridge port a member of `vlans` and of no other: it joined
+/// the bridge's default VLAN (`default_pvid`) as it was enslaved, and
+/// leaves it unless it is one of them.
+fn join_vlans(
+    host: &impl Links,
+    device: &Device,
+    bridge: &str,
+    host_name: &str,
+    port: u32,
+    vlans: &[BridgeVlan],
+    settings: BridgeSettings,
+) -> Result<(), NetworkError> {
+    let failed = |e| {
+        let step = NetStep::BridgeVlans {
+            bridge: bridge.to_owned(),
+            host_name: host_name.to_owned(),
+        };
+        NetworkError::new(device, step, Some(e))
+    };
+    host.add_bridge_vlans(port, vlans).map_err(failed)?;
+    let default = settings.default_pvid;
+    if default != 0 && !vlans.iter().any(|v| v.vid == default) {
+        host.delete_bridge_vlan(port, default).map_err(failed)?;
+    }
     Ok(())
+}
+
+/// `<bandwidth>` on the host end of a veth: its egress (the container's
+/// inbound traffic) through a token bucket; its ingress (the outbound)
+/// redirected to an ifb device whose egress has the other bucket.
+fn shape(
+    plumbed: &mut Plumbed,
+    host: &impl Links,
+    interface: &InterfaceSpec,
+    device: &Device,
+    host_name: &str,
+    host_index: u32,
+) -> Result<(), NetworkError> {
+    let Some(bandwidth) = &interface.bandwidth else {
+        return Ok(());
+    };
+    let shape_step = |name: &str, direction| NetStep::Shape {
+        name: name.to_owned(),
+        direction,
+    };
+    if let Some(limit) = &bandwidth.inbound {
+        host.limit_egress(host_index, limit).map_err(|e| {
+            NetworkError::new(device, shape_step(host_name, Direction::Inbound), Some(e))
+        })?;
+    }
+    if let Some(outbound) = &bandwidth.outbound {
+        let ifb = make_ifb(plumbed, host, device, &outbound.ifb, &outbound.alias)?;
+        host.limit_egress(ifb, &outbound.limit).map_err(|e| {
+            NetworkError::new(
+                device,
+                shape_step(&outbound.ifb, Direction::Outbound),
+                Some(e),
+            )
+        })?;
+        host.redirect_ingress(host_index, ifb).map_err(|e| {
+            let step = NetStep::Redirect {
+                host_name: host_name.to_owned(),
+                ifb: outbound.ifb.clone(),
+            };
+            NetworkError::new(device, step, Some(e))
+        })?;
+    }
+    Ok(())
+}
+
+/// The ifb device `name`, up; records it and returns its index. One of
+/// that name and `alias` is this interface's from a start whose monitor
+/// was killed: it is replaced. Any other of that name is not touched.
+fn make_ifb(
+    plumbed: &mut Plumbed,
+    host: &impl Links,
+    device: &Device,
+    name: &str,
+    alias: &str,
+) -> Result<u32, NetworkError> {
+    let step = || NetStep::CreateIfb {
+        name: name.to_owned(),
+    };
+    match host
+        .find(name)
+        .map_err(|e| NetworkError::new(device, step(), Some(e)))?
+    {
+        None => {}
+        Some(left)
+            if left.kind.as_deref() == Some("ifb") && left.alias.as_deref() == Some(alias) =>
+        {
+            host.delete(left.index)
+                .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
+        }
+        Some(_) => {
+            let taken = NetStep::IfbNameTaken {
+                name: name.to_owned(),
+            };
+            return Err(NetworkError::new(device, taken, None));
+        }
+    }
+    let index = host
+        .create_ifb(&Ifb { name, alias })
+        .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
+    plumbed.ifbs.push((index, name.to_owned(), device.clone()));
+    Ok(index)
 }
 
 fn find_inside(inside: &impl Links, device: &Device, name: &str) -> Result<u32, NetworkError> {
@@ -474,9 +794,97 @@ fn find_inside(inside: &impl Links, device: &Device, name: &str) -> Result<u32, 
         .ok_or_else(|| NetworkError::new(device, step(), None))
 }
 
-/// Inside the container: up (a macvlan is made up; a veth's peer cannot
-/// be), then the addresses, then the routes (a gateway must be in a
-/// subnet of the interface's addresses).
+fn set_up(
+    inside: &impl Links,
+    device: &Device,
+    name: &str,
+    index: u32,
+) -> Result<(), NetworkError> {
+    let up = LinkChange {
+        up: Some(true),
+        ..LinkChange::default()
+    };
+    inside.change(index, &up).map_err(|e| {
+        let step = NetStep::SetUp {
+            name: name.to_owned(),
+        };
+        NetworkError::new(device, step, Some(e))
+    })
+}
+
+/// Which side of an interface an address or route is for: inside the
+/// container (`<ip>`, `<route>`) or on the host end (under `<source>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    #[default]
+    Inside,
+    Host,
+}
+
+impl Side {
+    fn ip_element(self) -> &'static str {
+        match self {
+            Side::Inside => "<ip>",
+            Side::Host => "<ip> under <source>",
+        }
+    }
+
+    fn route_element(self) -> &'static str {
+        match self {
+            Side::Inside => "<route>",
+            Side::Host => "<route> under <source>",
+        }
+    }
+}
+
+fn add_addresses(
+    links: &impl Links,
+    device: &Device,
+    side: Side,
+    name: &str,
+    index: u32,
+    addresses: &[IpAddress],
+) -> Result<(), NetworkError> {
+    for address in addresses {
+        links.add_address(index, address).map_err(|e| {
+            let step = NetStep::AddAddress {
+                name: name.to_owned(),
+                address: *address,
+                side,
+            };
+            NetworkError::new(device, step, Some(e))
+        })?;
+    }
+    Ok(())
+}
+
+/// Routes through the link (a gateway must be in a subnet of its
+/// addresses).
+fn add_routes(
+    links: &impl Links,
+    device: &Device,
+    side: Side,
+    name: &str,
+    index: u32,
+    routes: &[IpRoute],
+) -> Result<(), NetworkError> {
+    for route in routes {
+        links.add_route(index, route).map_err(|e| {
+            let step = NetStep::AddRoute {
+                name: name.to_owned(),
+                route: *route,
+                side,
+            };
+            NetworkError::new(device, step, Some(e))
+        })?;
+    }
+    Ok(())
+}
+
+/// Inside the container: up unless the link is to stay down (a macvlan
+/// is made up; a veth's peer cannot be), then the addresses, then the
+/// routes.
 fn configure_inside(
     inside: &impl Links,
     interface: &InterfaceSpec,
@@ -484,34 +892,18 @@ fn configure_inside(
 ) -> Result<(), NetworkError> {
     let name = &interface.guest_name;
     let index = find_inside(inside, device, name)?;
-    if interface.kind.host_name().is_some() {
-        let up = LinkChange {
-            up: Some(true),
-            ..LinkChange::default()
-        };
-        inside.change(index, &up).map_err(|e| {
-            NetworkError::new(device, NetStep::SetUp { name: name.clone() }, Some(e))
-        })?;
+    if interface.kind.host_name().is_some() && !interface.link_down {
+        set_up(inside, device, name, index)?;
     }
-    for address in &interface.addresses {
-        inside.add_address(index, address).map_err(|e| {
-            let step = NetStep::AddAddress {
-                name: name.clone(),
-                address: *address,
-            };
-            NetworkError::new(device, step, Some(e))
-        })?;
-    }
-    for route in &interface.routes {
-        inside.add_route(index, route).map_err(|e| {
-            let step = NetStep::AddRoute {
-                name: name.clone(),
-                route: *route,
-            };
-            NetworkError::new(device, step, Some(e))
-        })?;
-    }
-    Ok(())
+    add_addresses(
+        inside,
+        device,
+        Side::Inside,
+        name,
+        index,
+        &interface.addresses,
+    )?;
+    add_routes(inside, device, Side::Inside, name, index, &interface.routes)
 }
 
 /// Moves the host interfaces back to `host_ns` under their host names and
@@ -558,10 +950,19 @@ pub fn unplumb(
             errors.push(NetworkError::new(&device, step(), Some(e)));
         }
     }
-    for (index, name, device) in plumbed.host_ends {
-        let step = || NetStep::DeleteHostEnd {
+    // The host ends (their peers and qdiscs go with them), then the ifb
+    // devices their ingress was redirected to.
+    let host_ends = plumbed.host_ends.into_iter().map(|(index, name, device)| {
+        let step = NetStep::DeleteHostEnd {
             host_name: name.clone(),
         };
+        (index, name, device, step)
+    });
+    let ifbs = plumbed.ifbs.into_iter().map(|(index, name, device)| {
+        let step = NetStep::DeleteIfb { name: name.clone() };
+        (index, name, device, step)
+    });
+    for (index, name, device, step) in host_ends.chain(ifbs) {
         // Gone already when the container deleted its end.
         let result = match host.find(&name) {
             Ok(Some(found)) if found.index == index => host.delete(index),
@@ -571,7 +972,7 @@ pub fn unplumb(
         match result {
             Ok(()) => {}
             Err(e) if e.errno == Errno::ENODEV => {}
-            Err(e) => errors.push(NetworkError::new(&device, step(), Some(e))),
+            Err(e) => errors.push(NetworkError::new(&device, step, Some(e))),
         }
     }
     errors
@@ -662,7 +1063,8 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::lxc::spec::InterfaceSpec;
+    use crate::lxc::spec::{BandwidthSpec, HostInterfaceSpec, InterfaceSpec, OutboundSpec};
+    use crate::net::{BridgeSettings, RateLimit};
 
     /// Links of one namespace, shared by the double of each side so that
     /// moves and veth peers land on the other; every call is logged.
@@ -675,6 +1077,8 @@ mod tests {
         log: Vec<String>,
         /// The call (by its log line's start) that fails, and how.
         fail: Option<(String, Errno)>,
+        /// The kernel's message with that failure.
+        fail_message: Option<String>,
     }
 
     struct Side {
@@ -689,6 +1093,7 @@ mod tests {
             let link = FoundLink {
                 index: self.next_index,
                 kind: kind.map(str::to_owned),
+                ..FoundLink::default()
             };
             self.links.insert((ns, name.to_owned()), link);
             self.next_index
@@ -710,7 +1115,7 @@ mod tests {
             match &world.fail {
                 Some((prefix, errno)) if line.starts_with(prefix.as_str()) => Err(LinkError {
                     errno: *errno,
-                    message: None,
+                    message: world.fail_message.clone(),
                 }),
                 _ => Ok(()),
             }
@@ -729,8 +1134,8 @@ mod tests {
 
         fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError> {
             self.call(format!(
-                "veth {} master={:?} up={} peer={} mac={:02x?}",
-                veth.name, veth.master, veth.up, veth.peer_name, veth.peer_mac
+                "veth {} mtu={:?} master={:?} up={} peer={} mac={:02x?}",
+                veth.name, veth.mtu, veth.master, veth.up, veth.peer_name, veth.peer_mac
             ))?;
             let peer_ns = self.target(veth.peer_netns);
             let mut world = self.world.borrow_mut();
@@ -742,9 +1147,10 @@ mod tests {
 
         fn create_macvlan(&self, macvlan: &Macvlan<'_>) -> Result<(), LinkError> {
             self.call(format!(
-                "macvlan {} lower={} mode={} up={}",
+                "macvlan {} lower={} mtu={:?} mode={} up={}",
                 macvlan.name,
                 macvlan.lower,
+                macvlan.mtu,
                 macvlan.mode.as_str(),
                 macvlan.up
             ))?;
@@ -770,6 +1176,46 @@ mod tests {
                 world.links.insert((self.other, name), link);
             }
             Ok(())
+        }
+
+        fn create_ifb(&self, ifb: &Ifb<'_>) -> Result<u32, LinkError> {
+            self.call(format!("ifb {} alias={:?}", ifb.name, ifb.alias))?;
+            let mut world = self.world.borrow_mut();
+            let index = world.add(self.ns, ifb.name, Some("ifb"));
+            if let Some(link) = world.links.get_mut(&(self.ns, ifb.name.to_owned())) {
+                link.alias = Some(ifb.alias.to_owned());
+            }
+            Ok(index)
+        }
+
+        fn add_bridge_vlans(&self, port: u32, vlans: &[BridgeVlan]) -> Result<(), LinkError> {
+            let vlans: Vec<String> = vlans
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{}{}{}",
+                        v.vid,
+                        if v.pvid { " pvid" } else { "" },
+                        if v.untagged { " untagged" } else { "" }
+                    )
+                })
+                .collect();
+            self.call(format!("vlans {port} [{}]", vlans.join(", ")))
+        }
+
+        fn delete_bridge_vlan(&self, port: u32, vid: u16) -> Result<(), LinkError> {
+            self.call(format!("vlan delete {port} {vid}"))
+        }
+
+        fn limit_egress(&self, index: u32, limit: &RateLimit) -> Result<(), LinkError> {
+            self.call(format!(
+                "tbf {index} rate={} burst={} peak={:?}/{} queue={}",
+                limit.rate, limit.burst, limit.peak, limit.peak_burst, limit.queue
+            ))
+        }
+
+        fn redirect_ingress(&self, index: u32, to: u32) -> Result<(), LinkError> {
+            self.call(format!("redirect {index} to {to}"))
         }
 
         fn add_address(&self, index: u32, address: &IpAddress) -> Result<(), LinkError> {
@@ -836,6 +1282,9 @@ mod tests {
                 prefix: 0,
                 gateway: Some(format!("10.251.{index}.1").parse().unwrap()),
             }],
+            mtu: None,
+            link_down: false,
+            bandwidth: None,
         }
     }
 
@@ -852,7 +1301,14 @@ mod tests {
         });
         let mut spec: ContainerSpec = serde_json::from_value(json).unwrap();
         spec.interfaces = interfaces;
-        spec.host_interfaces = hostdevs.iter().map(|h| h.to_string()).collect();
+        spec.host_interfaces = hostdevs
+            .iter()
+            .map(|h| HostInterfaceSpec {
+                name: h.to_string(),
+                addresses: Vec::new(),
+                routes: Vec::new(),
+            })
+            .collect();
         spec
     }
 
@@ -880,6 +1336,15 @@ mod tests {
         InterfaceKind::Bridge {
             bridge: bridge.into(),
             host_name: host_name.into(),
+            vlans: Vec::new(),
+        }
+    }
+
+    fn ethernet(host_name: &str) -> InterfaceKind {
+        InterfaceKind::Ethernet {
+            host_name: host_name.into(),
+            addresses: Vec::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -890,13 +1355,7 @@ mod tests {
         let spec = spec(
             vec![
                 interface(0, bridge("br0", "lxv0"), "eth0"),
-                interface(
-                    1,
-                    InterfaceKind::Ethernet {
-                        host_name: "lxv1".into(),
-                    },
-                    "eth1",
-                ),
+                interface(1, ethernet("lxv1"), "eth1"),
                 interface(
                     2,
                     InterfaceKind::Direct {
@@ -914,15 +1373,15 @@ mod tests {
             log,
             [
                 "host: change 3 name=None up=None move=true",
-                "host: veth lxv0 master=Some(1) up=true peer=eth0 mac=Some([52, 54, 00, 00, 00, 00])",
+                "host: veth lxv0 mtu=None master=Some(1) up=true peer=eth0 mac=Some([52, 54, 00, 00, 00, 00])",
                 "inside: change 6 name=None up=Some(true) move=false",
                 "inside: address 6 10.251.0.2/24",
                 "inside: route 6 0.0.0.0/0 via 10.251.0.1",
-                "host: veth lxv1 master=None up=true peer=eth1 mac=Some([52, 54, 00, 00, 00, 01])",
+                "host: veth lxv1 mtu=None master=None up=true peer=eth1 mac=Some([52, 54, 00, 00, 00, 01])",
                 "inside: change 8 name=None up=Some(true) move=false",
                 "inside: address 8 10.251.1.2/24",
                 "inside: route 8 0.0.0.0/0 via 10.251.1.1",
-                "host: macvlan eth2 lower=2 mode=bridge up=true",
+                "host: macvlan eth2 lower=2 mtu=None mode=bridge up=true",
                 "inside: address 9 10.251.2.2/24",
                 "inside: route 9 0.0.0.0/0 via 10.251.2.1",
             ]
@@ -959,13 +1418,7 @@ mod tests {
         let (host, inside, world) = world();
         let spec = spec(
             vec![
-                interface(
-                    0,
-                    InterfaceKind::Ethernet {
-                        host_name: "lxv0".into(),
-                    },
-                    "eth0",
-                ),
+                interface(0, ethernet("lxv0"), "eth0"),
                 interface(1, bridge("nobr", "lxv1"), "eth1"),
             ],
             &["lxvtifb"],
@@ -1035,6 +1488,356 @@ mod tests {
             err.to_string(),
             "<hostdev type='net'> 'gone0': host interface 'gone0' does not exist; change <source><interface> of the <hostdev>"
         );
+    }
+
+    fn direct(dev: &str) -> InterfaceKind {
+        InterfaceKind::Direct {
+            dev: dev.into(),
+            mode: MacvlanMode::Bridge,
+        }
+    }
+
+    const MAC0: &str = "mac=Some([52, 54, 00, 00, 00, 00])";
+
+    #[test]
+    fn mtu_and_link_state_reach_both_ends() {
+        let (host, inside, world) = self::world();
+        let mut down = interface(0, bridge("br0", "lxv0"), "eth0");
+        down.mtu = Some(9000);
+        down.link_down = true;
+        down.routes.clear();
+        let mut up = interface(1, ethernet("lxv1"), "eth1");
+        up.mtu = Some(1400);
+        let mut macvlan = interface(2, direct("eth9"), "eth2");
+        macvlan.mtu = Some(1400);
+        macvlan.link_down = true;
+        macvlan.routes.clear();
+        plumb_here(&self::spec(vec![down, up, macvlan], &[]), &host, &inside).unwrap();
+        assert_eq!(
+            world.borrow().log,
+            [
+                format!("host: veth lxv0 mtu=Some(9000) master=Some(1) up=false peer=eth0 {MAC0}"),
+                // Left down inside: addresses only.
+                "inside: address 6 10.251.0.2/24".into(),
+                "host: veth lxv1 mtu=Some(1400) master=None up=true peer=eth1 mac=Some([52, 54, 00, 00, 00, 01])".into(),
+                "inside: change 8 name=None up=Some(true) move=false".into(),
+                "inside: address 8 10.251.1.2/24".into(),
+                "inside: route 8 0.0.0.0/0 via 10.251.1.1".into(),
+                "host: macvlan eth2 lower=2 mtu=Some(1400) mode=bridge up=false".into(),
+                "inside: address 9 10.251.2.2/24".into(),
+            ]
+        );
+
+        // A macvlan's MTU above its device's.
+        let (host, inside, world) = self::world();
+        world.borrow_mut().fail = Some(("host: macvlan".into(), Errno::EINVAL));
+        let mut macvlan = interface(0, direct("eth9"), "eth0");
+        macvlan.mtu = Some(9000);
+        let err = plumb_here(&self::spec(vec![macvlan], &[]), &host, &inside).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<interface type='direct'> #1 (device 'eth9', mode 'bridge'): cannot create a macvlan with MTU 9000 on host device 'eth9': a macvlan's MTU may not exceed its device's; lower <mtu size> or raise the MTU of 'eth9'"
+        );
+    }
+
+    fn host_side() -> InterfaceKind {
+        InterfaceKind::Ethernet {
+            host_name: "lxv0".into(),
+            addresses: vec![IpAddress {
+                address: "10.251.40.1".parse().unwrap(),
+                prefix: 32,
+                peer: Some("10.251.40.2".parse().unwrap()),
+            }],
+            routes: vec![IpRoute {
+                destination: "10.251.41.0".parse().unwrap(),
+                prefix: 24,
+                gateway: Some("10.251.40.2".parse().unwrap()),
+            }],
+        }
+    }
+
+    #[test]
+    fn host_side_addresses_go_on_the_host_end_and_hostdevs_get_theirs_inside() {
+        let (host, inside, world) = self::world();
+        let mut spec = self::spec(vec![interface(0, host_side(), "eth0")], &["lxvtifb"]);
+        spec.host_interfaces[0].addresses = vec![IpAddress {
+            address: "10.251.42.2".parse().unwrap(),
+            prefix: 24,
+            peer: None,
+        }];
+        spec.host_interfaces[0].routes = vec![IpRoute {
+            destination: "192.168.43.0".parse().unwrap(),
+            prefix: 24,
+            gateway: Some("10.251.42.1".parse().unwrap()),
+        }];
+        let plumbed = plumb_here(&spec, &host, &inside).unwrap();
+        assert_eq!(
+            world.borrow().log,
+            [
+                "host: change 3 name=None up=None move=true".to_owned(),
+                // The move leaves it down: up before its routes.
+                "inside: change 3 name=None up=Some(true) move=false".into(),
+                "inside: address 3 10.251.42.2/24".into(),
+                "inside: route 3 192.168.43.0/24 via 10.251.42.1".into(),
+                format!("host: veth lxv0 mtu=None master=None up=true peer=eth0 {MAC0}"),
+                "host: address 5 10.251.40.1/32".into(),
+                "host: route 5 10.251.41.0/24 via 10.251.40.2".into(),
+                "inside: change 6 name=None up=Some(true) move=false".into(),
+                "inside: address 6 10.251.0.2/24".into(),
+                "inside: route 6 0.0.0.0/0 via 10.251.0.1".into(),
+            ]
+        );
+        // The host end's addresses and routes go with it; the kernel
+        // flushes the moved interface's as it leaves the namespace.
+        world.borrow_mut().log.clear();
+        let ns = netns();
+        assert_eq!(unplumb(plumbed, &host, &inside, Netns::Fd(ns.as_fd())), []);
+        assert_eq!(
+            world.borrow().log,
+            [
+                "inside: change 3 name=Some(\"lxvtifb\") up=None move=true",
+                "host: delete 5",
+            ]
+        );
+
+        for (errno, message) in [
+            (
+                Errno::ENETUNREACH,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): cannot add the route 10.251.41.0/24 via 10.251.40.2 on 'lxv0': the gateway is not in a subnet of the interface; add an <ip> under <source> in the gateway's subnet or change <route gateway>",
+            ),
+            (
+                Errno::EEXIST,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): the host has a route to 10.251.41.0 already, so it cannot go through 'lxv0'; remove the duplicate <route> under <source>, or the host's own route",
+            ),
+        ] {
+            let (host, inside, world) = self::world();
+            world.borrow_mut().fail = Some(("host: route".into(), errno));
+            let spec = self::spec(vec![interface(0, host_side(), "eth0")], &[]);
+            let err = plumb_here(&spec, &host, &inside).unwrap_err();
+            assert_eq!(err.to_string(), message);
+            assert!(world.borrow().log.ends_with(&["host: delete 5".to_owned()]));
+        }
+    }
+
+    fn shaped(index: usize, kind: InterfaceKind) -> InterfaceSpec {
+        let limit = |rate: u64| RateLimit {
+            rate,
+            burst: 65_536,
+            peak: None,
+            peak_burst: 1518,
+            queue: 100_000,
+        };
+        let mut shaped = interface(index, kind, &format!("eth{index}"));
+        shaped.bandwidth = Some(BandwidthSpec {
+            inbound: Some(limit(2_048_000)),
+            outbound: Some(OutboundSpec {
+                ifb: "lxvq0001".into(),
+                alias: "lxvirt: test".into(),
+                limit: limit(1_024_000),
+            }),
+        });
+        shaped
+    }
+
+    #[test]
+    fn bandwidth_shapes_the_host_end_and_an_ifb_that_go_at_the_end() {
+        let (host, inside, world) = self::world();
+        let spec = self::spec(vec![shaped(0, bridge("br0", "lxv0"))], &[]);
+        let plumbed = plumb_here(&spec, &host, &inside).unwrap();
+        let log = std::mem::take(&mut world.borrow_mut().log);
+        assert_eq!(
+            log[1..5],
+            [
+                "host: tbf 5 rate=2048000 burst=65536 peak=None/1518 queue=100000",
+                "host: ifb lxvq0001 alias=\"lxvirt: test\"",
+                "host: tbf 7 rate=1024000 burst=65536 peak=None/1518 queue=100000",
+                "host: redirect 5 to 7",
+            ]
+        );
+        let ns = netns();
+        assert_eq!(unplumb(plumbed, &host, &inside, Netns::Fd(ns.as_fd())), []);
+        assert_eq!(world.borrow().log, ["host: delete 5", "host: delete 7"]);
+        assert!(
+            !world
+                .borrow()
+                .links
+                .contains_key(&("host", "lxvq0001".into()))
+        );
+
+        // One left by a killed monitor (its name and alias) is replaced;
+        // another device of that name is not touched.
+        let (host, inside, world) = self::world();
+        world.borrow_mut().add("host", "lxvq0001", Some("ifb"));
+        if let Some(left) = world
+            .borrow_mut()
+            .links
+            .get_mut(&("host", "lxvq0001".into()))
+        {
+            left.alias = Some("lxvirt: test".into());
+        }
+        let spec = self::spec(vec![shaped(0, bridge("br0", "lxv0"))], &[]);
+        plumb_here(&spec, &host, &inside).unwrap();
+        let log = world.borrow().log.clone();
+        assert_eq!(
+            log[2..4],
+            [
+                "host: delete 5",
+                "host: ifb lxvq0001 alias=\"lxvirt: test\""
+            ]
+        );
+        for alias in [None, Some("someone else's")] {
+            let (host, inside, world) = self::world();
+            world.borrow_mut().add("host", "lxvq0001", Some("ifb"));
+            if let Some(other) = world
+                .borrow_mut()
+                .links
+                .get_mut(&("host", "lxvq0001".into()))
+            {
+                other.alias = alias.map(str::to_owned);
+            }
+            let err = plumb_here(&spec, &host, &inside).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "<interface type='bridge'> #1 (bridge 'br0'): the host has a device named 'lxvq0001' that is not this interface's; <outbound> shaping needs that name for its ifb device: rename or remove that device"
+            );
+            let world = world.borrow();
+            assert!(world.links.contains_key(&("host", "lxvq0001".into())));
+            assert!(
+                world.log.ends_with(&["host: delete 6".to_owned()]),
+                "{:?}",
+                world.log
+            );
+        }
+
+        // A failure after the ifb was made takes it along; a kernel
+        // without the pieces is named.
+        for (fail, errno, message) in [
+            (
+                "host: redirect",
+                Errno::EPERM,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): cannot redirect what arrives on 'lxv0' to 'lxvq0001' for <outbound> shaping (the kernel says: refused): EPERM: Operation not permitted",
+            ),
+            (
+                "host: redirect",
+                Errno::ENOENT,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): cannot redirect what arrives on 'lxv0' to 'lxvq0001' for <outbound> shaping: this kernel lacks the ingress qdisc, the u32 filter or the mirred action (modules sch_ingress, cls_u32, act_mirred); load them or remove <outbound> (the kernel says: refused): ENOENT: No such file or directory",
+            ),
+            (
+                "host: tbf 7",
+                Errno::ENOENT,
+                "<interface type='ethernet'> #1 (host end 'lxv0'): cannot shape the traffic of 'lxvq0001' for <outbound>: this kernel has no tbf qdisc (CONFIG_NET_SCH_TBF, module sch_tbf); load it or remove <bandwidth> (the kernel says: refused): ENOENT: No such file or directory",
+            ),
+        ] {
+            let (host, inside, world) = self::world();
+            world.borrow_mut().fail = Some((fail.into(), errno));
+            world.borrow_mut().fail_message = Some("refused".into());
+            let spec = self::spec(vec![shaped(0, ethernet("lxv0"))], &[]);
+            let err = plumb_here(&spec, &host, &inside).unwrap_err();
+            assert_eq!(crate::error_chain::error_chain(&err), message);
+            let world = world.borrow();
+            assert!(
+                world
+                    .log
+                    .ends_with(&["host: delete 5".to_owned(), "host: delete 7".to_owned()]),
+                "{:?}",
+                world.log
+            );
+            assert!(
+                world
+                    .links
+                    .keys()
+                    .all(|(_, n)| n != "lxvq0001" && n != "lxv0")
+            );
+        }
+    }
+
+    fn vlan(vid: u16, pvid: bool, untagged: bool) -> BridgeVlan {
+        BridgeVlan {
+            vid,
+            pvid,
+            untagged,
+        }
+    }
+
+    /// A world with `brv`, a bridge that filters VLANs (index 5).
+    fn vlan_world() -> (Side, Side, Rc<RefCell<World>>) {
+        let (host, inside, world) = self::world();
+        world.borrow_mut().add("host", "brv", Some("bridge"));
+        if let Some(brv) = world.borrow_mut().links.get_mut(&("host", "brv".into())) {
+            brv.bridge = Some(BridgeSettings {
+                vlan_filtering: true,
+                default_pvid: 1,
+            });
+        }
+        (host, inside, world)
+    }
+
+    fn on_vlans(vlans: Vec<BridgeVlan>, bridge: &str) -> InterfaceSpec {
+        let kind = InterfaceKind::Bridge {
+            bridge: bridge.into(),
+            host_name: "lxv0".into(),
+            vlans,
+        };
+        interface(0, kind, "eth0")
+    }
+
+    #[test]
+    fn vlans_make_the_port_a_member_before_it_comes_up() {
+        let (host, inside, world) = self::vlan_world();
+        let spec = self::spec(vec![on_vlans(vec![vlan(10, true, true)], "brv")], &[]);
+        plumb_here(&spec, &host, &inside).unwrap();
+        assert_eq!(
+            world.borrow().log[..5],
+            [
+                format!("host: veth lxv0 mtu=None master=Some(5) up=false peer=eth0 {MAC0}"),
+                "host: vlans 6 [10 pvid untagged]".into(),
+                // Out of the bridge's default VLAN.
+                "host: vlan delete 6 1".into(),
+                "host: change 6 name=None up=Some(true) move=false".into(),
+                "inside: change 7 name=None up=Some(true) move=false".into(),
+            ]
+        );
+
+        // A trunk with the default VLAN among its own keeps it; a link
+        // left down leaves the host end down.
+        let (host, inside, world) = self::vlan_world();
+        let mut trunk = on_vlans(vec![vlan(1, true, false), vlan(20, false, false)], "brv");
+        trunk.link_down = true;
+        trunk.routes.clear();
+        plumb_here(&spec_of(trunk), &host, &inside).unwrap();
+        assert_eq!(
+            world.borrow().log,
+            [
+                format!("host: veth lxv0 mtu=None master=Some(5) up=false peer=eth0 {MAC0}"),
+                "host: vlans 6 [1 pvid, 20]".into(),
+                "inside: address 7 10.251.0.2/24".into(),
+            ]
+        );
+
+        // A bridge that does not filter: refused before anything is made.
+        let (host, inside, world) = self::vlan_world();
+        let spec = self::spec(vec![on_vlans(vec![vlan(10, true, true)], "br0")], &[]);
+        let err = plumb_here(&spec, &host, &inside).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<interface type='bridge'> #1 (bridge 'br0'): bridge 'br0' does not filter VLANs, so <vlan> cannot be applied; turn filtering on (ip link set br0 type bridge vlan_filtering 1) or remove <vlan>"
+        );
+        assert_eq!(world.borrow().log, Vec::<String>::new());
+
+        // A refused membership undoes the veth.
+        let (host, inside, world) = self::vlan_world();
+        world.borrow_mut().fail = Some(("host: vlan delete".into(), Errno::EPERM));
+        let spec = self::spec(vec![on_vlans(vec![vlan(10, true, true)], "brv")], &[]);
+        let err = plumb_here(&spec, &host, &inside).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<interface type='bridge'> #1 (bridge 'brv'): cannot make port 'lxv0' of bridge 'brv' a member of its VLANs; check <vlan>"
+        );
+        assert!(world.borrow().log.ends_with(&["host: delete 6".to_owned()]));
+    }
+
+    fn spec_of(interface: InterfaceSpec) -> ContainerSpec {
+        spec(vec![interface], &[])
     }
 
     #[test]

@@ -11,11 +11,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cgroup::CgroupSpec;
-use crate::net::{IpAddress, IpRoute, MacvlanMode};
+use crate::net::{BridgeVlan, IpAddress, IpRoute, MacvlanMode, RateLimit};
 
 /// Format version of [`ContainerSpec`]; a monitor refuses other versions.
 /// 2: network interfaces (a monitor of version 1 would ignore them).
-pub const SPEC_VERSION: u32 = 2;
+/// 3: their MTU, link state, bandwidth, VLANs and host-side addresses, and
+/// the addresses of host interfaces moved in (a monitor of version 2
+/// would ignore them, or read no moved interface at all).
+pub const SPEC_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -61,7 +64,20 @@ pub struct ContainerSpec {
     /// Host interfaces moved into the container (`<hostdev type='net'>`)
     /// and back to the host when it ends.
     #[serde(default)]
-    pub host_interfaces: Vec<String>,
+    pub host_interfaces: Vec<HostInterfaceSpec>,
+}
+
+/// A host interface moved into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInterfaceSpec {
+    /// Its name on the host, which it keeps inside.
+    pub name: String,
+    /// Set inside after the move (which leaves it down and without
+    /// addresses); with any, it is brought up first.
+    #[serde(default)]
+    pub addresses: Vec<IpAddress>,
+    #[serde(default)]
+    pub routes: Vec<IpRoute>,
 }
 
 /// One `<interface>` of the container.
@@ -77,6 +93,42 @@ pub struct InterfaceSpec {
     pub guest_name: String,
     pub addresses: Vec<IpAddress>,
     pub routes: Vec<IpRoute>,
+    /// The MTU of the container end (and of the host end of a veth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// `<link state='down'>`: the container end (and the host end of a
+    /// veth) is left down.
+    #[serde(default)]
+    pub link_down: bool,
+    /// Traffic shaping on the host end of a veth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<BandwidthSpec>,
+}
+
+/// `<bandwidth>` as token buckets on the host end of a veth, whose egress
+/// is the container's inbound traffic and whose ingress its outbound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthSpec {
+    /// On the host end's egress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<RateLimit>,
+    /// On the egress of an ifb device that the host end's ingress is
+    /// redirected to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<OutboundSpec>,
+}
+
+/// Outbound shaping: the ifb device's name and alias, and the limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundSpec {
+    /// The same for every start of the domain's interface, so that a
+    /// device left by a killed monitor is found (and replaced) by the
+    /// next start.
+    pub ifb: String,
+    /// Names the domain and the interface; a device of `ifb`'s name is
+    /// replaced only when it has this alias.
+    pub alias: String,
+    pub limit: RateLimit,
 }
 
 /// How an interface connects to the host.
@@ -84,11 +136,23 @@ pub struct InterfaceSpec {
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum InterfaceKind {
     /// A veth pair whose host end `host_name` is attached to `bridge`
-    /// (`type='bridge'`).
-    Bridge { bridge: String, host_name: String },
-    /// A veth pair whose host end `host_name` is only brought up
-    /// (`type='ethernet'`).
-    Ethernet { host_name: String },
+    /// (`type='bridge'`), a member of `vlans` if any (the bridge must
+    /// filter VLANs) and of no other.
+    Bridge {
+        bridge: String,
+        host_name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        vlans: Vec<BridgeVlan>,
+    },
+    /// A veth pair whose host end `host_name` is brought up, with the
+    /// host-side addresses and routes (`type='ethernet'`).
+    Ethernet {
+        host_name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        addresses: Vec<IpAddress>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        routes: Vec<IpRoute>,
+    },
     /// A macvlan on the host device `dev` (`type='direct'`), made in the
     /// container's namespace.
     Direct { dev: String, mode: MacvlanMode },
@@ -107,7 +171,7 @@ impl InterfaceKind {
     /// The veth's host end, if it has one.
     pub fn host_name(&self) -> Option<&str> {
         match self {
-            InterfaceKind::Bridge { host_name, .. } | InterfaceKind::Ethernet { host_name } => {
+            InterfaceKind::Bridge { host_name, .. } | InterfaceKind::Ethernet { host_name, .. } => {
                 Some(host_name)
             }
             InterfaceKind::Direct { .. } => None,

@@ -1,9 +1,13 @@
-//! Network mechanisms: links, addresses and routes, made with rtnetlink
-//! from Rust (no `ip` process anywhere).
+//! Network mechanisms: links, addresses, routes, bridge VLANs and traffic
+//! shaping, made with rtnetlink from Rust (no `ip` or `tc` process
+//! anywhere).
 //!
 //! - [`link`]: the message builders and [`Netlink`], a synchronous
 //!   rtnetlink client bound to one network namespace (no async runtime:
 //!   the per-container monitor uses it).
+//! - [`tc`]: the traffic control messages (a token bucket qdisc, an
+//!   ingress qdisc with a redirecting filter), whose options
+//!   netlink-packet-route does not all have.
 //! - [`Links`]: what the container plumbing asks of the kernel, so that
 //!   the plumbing is driven by a recording double in unit tests and by
 //!   [`Netlink`] for real.
@@ -13,6 +17,7 @@ pub mod dnsmasq;
 pub mod firewall;
 pub mod guest;
 pub mod link;
+pub mod tc;
 pub mod virtual_network;
 
 use std::net::IpAddr;
@@ -82,18 +87,69 @@ impl std::fmt::Display for IpRoute {
 }
 
 /// A link found by name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FoundLink {
     pub index: u32,
     /// `IFLA_INFO_KIND` (`bridge`, `veth`, `dummy`…); `None` for a device
     /// without one (a physical NIC).
     pub kind: Option<String>,
+    /// `IFLA_IFALIAS`, the free text `ip link set NAME alias TEXT` sets.
+    pub alias: Option<String>,
+    /// A bridge's VLAN settings.
+    pub bridge: Option<BridgeSettings>,
+}
+
+/// What a bridge does with VLANs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeSettings {
+    /// `vlan_filtering`: ports only pass the VLANs they are members of.
+    pub vlan_filtering: bool,
+    /// The VLAN a new port joins as its PVID, untagged (0: none).
+    pub default_pvid: u16,
+}
+
+/// A bridge port's membership in one VLAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeVlan {
+    pub vid: u16,
+    /// Untagged frames arriving on the port belong to this VLAN.
+    pub pvid: bool,
+    /// Frames of this VLAN leave the port without their tag.
+    pub untagged: bool,
+}
+
+/// A token bucket (the `tbf` qdisc) on a link's egress, in bytes as the
+/// kernel counts them (whole Ethernet frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Average rate, bytes per second.
+    pub rate: u64,
+    /// The bucket: how much may leave at once above the average.
+    pub burst: u32,
+    /// Highest rate, bytes per second, above `rate`; with its own bucket
+    /// of `peak_burst` bytes (one frame: the rate holds packet by packet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<u64>,
+    pub peak_burst: u32,
+    /// Bytes that may wait in the queue before packets are dropped.
+    pub queue: u32,
+}
+
+/// An ifb device: what is redirected to it passes its egress qdisc and
+/// goes on where it was going.
+#[derive(Debug, Clone, Copy)]
+pub struct Ifb<'a> {
+    pub name: &'a str,
+    /// `IFLA_IFALIAS`: whose it is, for whoever finds it.
+    pub alias: &'a str,
 }
 
 /// A veth pair: one end here, the peer (with its name and MAC) in `netns`.
 #[derive(Debug, Clone, Copy)]
 pub struct Veth<'a> {
     pub name: &'a str,
+    /// The MTU of both ends.
+    pub mtu: Option<u32>,
     /// Enslave this end to the bridge with this index.
     pub master: Option<u32>,
     /// Bring this end up.
@@ -110,6 +166,8 @@ pub struct Veth<'a> {
 pub struct Macvlan<'a> {
     pub name: &'a str,
     pub lower: u32,
+    /// At most the lower device's.
+    pub mtu: Option<u32>,
     pub mode: MacvlanMode,
     pub mac: Option<[u8; 6]>,
     pub netns: Option<Netns<'a>>,
@@ -158,11 +216,24 @@ pub trait Links {
     /// (it echoes the new link since Linux 6.3), else `None`.
     fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError>;
     fn create_macvlan(&self, macvlan: &Macvlan<'_>) -> Result<(), LinkError>;
+    /// An ifb device, up, with its alias; returns its index.
+    fn create_ifb(&self, ifb: &Ifb<'_>) -> Result<u32, LinkError>;
     fn change(&self, index: u32, change: &LinkChange<'_>) -> Result<(), LinkError>;
     fn add_address(&self, index: u32, address: &IpAddress) -> Result<(), LinkError>;
     /// A route through the link `index`.
     fn add_route(&self, index: u32, route: &IpRoute) -> Result<(), LinkError>;
     fn delete(&self, index: u32) -> Result<(), LinkError>;
+    /// Makes the bridge port `port` a member of `vlans` (or changes its
+    /// membership's flags).
+    fn add_bridge_vlans(&self, port: u32, vlans: &[BridgeVlan]) -> Result<(), LinkError>;
+    /// Ends the bridge port's membership in VLAN `vid`.
+    fn delete_bridge_vlan(&self, port: u32, vid: u16) -> Result<(), LinkError>;
+    /// Shapes the egress of link `index` to `limit` (its root qdisc).
+    fn limit_egress(&self, index: u32, limit: &RateLimit) -> Result<(), LinkError>;
+    /// Sends everything arriving on link `index` through the egress of
+    /// link `to` first (an ingress qdisc and a match-all filter whose
+    /// action redirects to `to`, an ifb device).
+    fn redirect_ingress(&self, index: u32, to: u32) -> Result<(), LinkError>;
 }
 
 /// What a virtual network asks of the host beyond [`Links`].

@@ -808,9 +808,9 @@ fn parse_rate(el: &Element, floor_allowed: bool) -> Result<BandwidthRate> {
                 &el.qname,
                 "attribute 'average'",
                 if inbound {
-                    "add average='1000' (KiB/s), or floor= on a type='network' interface"
+                    "add average='1000' (kB/s), or floor= on a type='network' interface"
                 } else {
-                    "add average='1000' (KiB/s)"
+                    "add average='1000' (kB/s)"
                 },
             ));
         }
@@ -819,7 +819,7 @@ fn parse_rate(el: &Element, floor_allowed: bool) -> Result<BandwidthRate> {
                 el.pos,
                 &el.qname,
                 "attribute 'average', which peak= and burst= need",
-                "add average='1000' (KiB/s)",
+                "add average='1000' (kB/s)",
             ));
         }
         Some(average) if rate.peak.is_some_and(|p| p < average) => {
@@ -828,7 +828,7 @@ fn parse_rate(el: &Element, floor_allowed: bool) -> Result<BandwidthRate> {
                 pos,
                 &el.qname,
                 "peak is below average",
-                "make peak at least average (both in KiB/s), or leave peak out",
+                "make peak at least average (both in kB/s), or leave peak out",
             ));
         }
         _ => {}
