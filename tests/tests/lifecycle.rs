@@ -756,20 +756,24 @@ async fn failed_starts_say_why_and_leave_nothing() {
     let err = noroot.start().await.unwrap_err();
     assert!(err.to_string().contains("/nonexistent/root"), "{err}");
 
-    // Virtual networks are not there yet: refused before anything starts
-    // (host bridges are: see networking.rs).
+    // A network that is not defined: refused before anything starts.
     let xml = env.xml("net", "sleep 1", "").replace(
         "<console type='pty'/>",
         "<interface type='network'><source network='default'/></interface><console type='pty'/>",
     );
     let path = env.manager().await.define_xml(&xml).await.unwrap();
     let err = env.domain(path).await.start().await.unwrap_err();
-    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NotSupported");
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidState");
+    assert!(
+        err.to_string().contains("'default', which is not defined"),
+        "{err}"
+    );
 
     let leftovers: Vec<_> = fs::read_dir(env.run_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| !n.ends_with(".log") && n != "lxvirtd.lock" && n != "autostarted")
+        .filter(|n| !(n == "network" && empty_dir(&env.run_dir().join(n))))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -803,4 +807,9 @@ async fn autostart_starts_marked_domains_once_per_boot() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(auto.state().await.unwrap(), "shutoff");
+}
+
+/// The daemon's directory of network files, with no network active.
+fn empty_dir(path: &std::path::Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }

@@ -754,3 +754,90 @@ async fn an_interface_is_plugged_into_and_out_of_a_running_container() {
     domain.destroy().await.unwrap();
     net.destroy(0).await.unwrap();
 }
+
+/// `ip -batch -` of `lines`; panics on failure.
+fn ip_batch(lines: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip -batch failed");
+}
+
+#[tokio::test]
+async fn a_network_goes_past_the_ports_one_bridge_can_hold() {
+    let Some(env) = env().await else { return };
+    let net = network(
+        &env,
+        "<network><name>lxvtfull</name><bridge name='lxvtbr69'/>\
+         <ip address='10.251.69.1' prefix='24'/></network>",
+    )
+    .await;
+    net.start().await.unwrap();
+    // The bridge filled by hand to lxvirt's limit per bridge (the kernel's
+    // is 1,024) with veths of the test's own.
+    let filler: String = (0..lxvirtd::net::virtual_network::PORTS_PER_BRIDGE)
+        .map(|i| format!("link add lxvtf{i} type veth peer name lxvtg{i}\nlink set lxvtf{i} master lxvtbr69\n"))
+        .collect();
+    struct Filler;
+    impl Drop for Filler {
+        fn drop(&mut self) {
+            let lines: String = (0..lxvirtd::net::virtual_network::PORTS_PER_BRIDGE)
+                .map(|i| format!("link del lxvtf{i}\n"))
+                .collect();
+            let _ = Command::new("ip")
+                .args(["-force", "-batch", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .map(|mut c| {
+                    use std::io::Write;
+                    let _ = c.stdin.take().map(|mut s| s.write_all(lines.as_bytes()));
+                    let _ = c.wait();
+                });
+        }
+    }
+    let _filler = Filler;
+    ip_batch(&filler);
+
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "vfull",
+            "<interface type='network'><source network='lxvtfull'/><ip address='10.251.69.2' prefix='24'/></interface>",
+        ),
+    )
+    .await;
+    domain.start().await.unwrap();
+    // Its port is on a second-level bridge chained to the network's, and
+    // it reaches the network's address through it.
+    let end = host_end(&domain).await;
+    let (_, master) = ip(&["-o", "link", "show", "dev", &end]);
+    let second = master
+        .split(" master ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{master}"))
+        .to_owned();
+    assert!(second.starts_with("lxvs"), "{master}");
+    inside(
+        &env,
+        &domain,
+        &["ping", "-c", "1", "-W", "2", "10.251.69.1"],
+    )
+    .await;
+    domain.destroy().await.unwrap();
+    net.destroy(0).await.unwrap();
+    assert!(
+        !host_link_exists(&second),
+        "the second-level bridge goes with the network"
+    );
+}

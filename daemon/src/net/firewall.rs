@@ -76,18 +76,23 @@ pub fn apply(table: &str, transaction: &Value) -> Result<(), FirewallError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(FirewallError::Spawn)?;
+    // A write error (nft died before it read everything) shows as its
+    // exit status below, with what it said.
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(transaction.to_string().as_bytes())
-            .map_err(FirewallError::Spawn)?;
+        let _ = stdin.write_all(transaction.to_string().as_bytes());
     }
     let output = child.wait_with_output().map_err(FirewallError::Spawn)?;
     if output.status.success() {
         return Ok(());
     }
+    let said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
     Err(FirewallError::Refused {
         table: table.to_owned(),
-        message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        message: if said.is_empty() {
+            format!("nft ended with {} and said nothing", output.status)
+        } else {
+            said
+        },
     })
 }
 

@@ -49,6 +49,10 @@ pub enum NetworkError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "network {network}: all of its {ports} ports are taken; put the next domains on another network"
+    )]
+    Full { network: String, ports: usize },
     #[error(transparent)]
     Firewall(#[from] FirewallError),
     #[error(transparent)]
@@ -84,6 +88,10 @@ pub trait NetworkDriver: Send + Sync + std::fmt::Debug {
     fn stop(&self, def: NetworkDef) -> BoxFuture<Vec<NetworkError>>;
     /// The DHCP leases it has given.
     fn leases(&self, def: &NetworkDef) -> Vec<Lease>;
+    /// The bridge a new port of the active network `def` plugs into.
+    fn port_bridge(&self, def: &NetworkDef) -> Result<String, NetworkError> {
+        Ok(bridge_of(def).to_owned())
+    }
     /// A container's port joins the network: its MAC gets its name.
     fn add_port(&self, network: &str, mac: &str, name: &str);
     fn remove_port(&self, network: &str, mac: &str);
@@ -253,6 +261,29 @@ impl NetworkDriver for HostNetworks {
             tokio::task::spawn_blocking(move || bring_down(&def, &files))
                 .await
                 .unwrap_or_default()
+        })
+    }
+
+    /// The network's bridge while it has room; past [`PORTS_PER_BRIDGE`]
+    /// ports, a second-level bridge chained to it (made when first needed).
+    fn port_bridge(&self, def: &NetworkDef) -> Result<String, NetworkError> {
+        let main = bridge_of(def);
+        if port_count(main) < PORTS_PER_BRIDGE {
+            return Ok(main.to_owned());
+        }
+        for n in 1..MAX_OVERFLOW_BRIDGES {
+            let (bridge, _, _) = overflow_names(main, n);
+            if !Path::new("/sys/class/net").join(&bridge).exists() {
+                make_overflow_bridge(def, n)?;
+                return Ok(bridge);
+            }
+            if port_count(&bridge) < PORTS_PER_BRIDGE {
+                return Ok(bridge);
+            }
+        }
+        Err(NetworkError::Full {
+            network: def.name().to_owned(),
+            ports: PORTS_PER_BRIDGE * MAX_OVERFLOW_BRIDGES,
         })
     }
 
@@ -525,6 +556,109 @@ fn reconnect(
     }
 }
 
+/// A Linux bridge takes at most 1,024 ports (port numbers have 10 bits).
+/// A network has room for more through second-level bridges: each is a
+/// port of the network's bridge (through a veth pair) and takes up to this
+/// many ports of its own. Frames between the levels are plain bridging;
+/// routing, the firewall table and dnsmasq stay on the network's bridge.
+pub const PORTS_PER_BRIDGE: usize = 1000;
+
+/// Second-level bridges a network may have: room for ~63,000 ports.
+const MAX_OVERFLOW_BRIDGES: usize = 64;
+
+/// The ports of a bridge (`/sys/class/net/BR/brif`).
+fn port_count(bridge: &str) -> usize {
+    std::fs::read_dir(Path::new("/sys/class/net").join(bridge).join("brif"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+/// Names of the second-level bridge `n` of the network bridge `main` and
+/// of the veth pair that chains it (its end on `main`, its end on the
+/// second-level bridge): `lxvs`/`lxvu`/`lxvd`, a hash of `main` and `n`,
+/// short enough for any bridge name (15 bytes at most).
+fn overflow_names(main: &str, n: usize) -> (String, String, String) {
+    // FNV-1a, 24 bits: stable across runs and versions.
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in main.bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    let tag = format!("{:06x}{n}", hash & 0x00ff_ffff);
+    (
+        format!("lxvs{tag}"),
+        format!("lxvu{tag}"),
+        format!("lxvd{tag}"),
+    )
+}
+
+/// Makes the second-level bridge `n` of a network and chains it to the
+/// network's bridge.
+fn make_overflow_bridge(def: &NetworkDef, n: usize) -> Result<(), NetworkError> {
+    let main = bridge_of(def);
+    let (bridge, up_end, down_end) = overflow_names(main, n);
+    let network = def.name();
+    let link_error = |step: String| {
+        move |source| NetworkError::Link {
+            network: network.to_owned(),
+            step,
+            source,
+        }
+    };
+    let netlink = Netlink::open().map_err(link_error("opening rtnetlink".into()))?;
+    let main_index = netlink
+        .find(main)
+        .map_err(link_error(format!("looking up {main}")))?
+        .map(|l| l.index)
+        .ok_or_else(|| NetworkError::BridgeExists {
+            network: network.to_owned(),
+            bridge: main.to_owned(),
+        })?;
+    let index = netlink
+        .create_bridge(&BridgeLink {
+            name: &bridge,
+            mac: None,
+            stp: false,
+            forward_delay: 0,
+            mtu: def.mtu.map(u32::from),
+        })
+        .map_err(link_error(format!("creating bridge {bridge}")))?;
+    let chained = netlink
+        .create_veth(&crate::net::Veth {
+            name: &up_end,
+            master: Some(main_index),
+            up: true,
+            peer_name: &down_end,
+            peer_mac: None,
+            peer_netns: None,
+            mtu: def.mtu.map(u32::from),
+        })
+        .map_err(link_error(format!("chaining {bridge} to {main}")))
+        .and_then(|_| {
+            let down = netlink
+                .find(&down_end)
+                .map_err(link_error(format!("looking up {down_end}")))?
+                .map(|l| l.index)
+                .unwrap_or_default();
+            for (link, master) in [(down, Some(index)), (index, None)] {
+                netlink
+                    .change(
+                        link,
+                        &LinkChange {
+                            master,
+                            up: Some(true),
+                            ..LinkChange::default()
+                        },
+                    )
+                    .map_err(link_error(format!("bringing {bridge} up")))?;
+            }
+            Ok(())
+        });
+    if chained.is_err() {
+        let _ = netlink.delete(index);
+    }
+    chained
+}
+
 /// Removes the table, the bridge and dnsmasq's files (dnsmasq itself is
 /// stopped by the caller first).
 fn bring_down(def: &NetworkDef, files: &Files) -> Vec<NetworkError> {
@@ -535,6 +669,21 @@ fn bring_down(def: &NetworkDef, files: &Files) -> Vec<NetworkError> {
         errors.push(error.into());
     }
     let bridge = bridge_of(def);
+    if let Ok(netlink) = Netlink::open() {
+        for n in 1..MAX_OVERFLOW_BRIDGES {
+            let (second, up_end, _) = overflow_names(bridge, n);
+            let mut found = false;
+            for name in [up_end, second] {
+                if let Ok(Some(link)) = netlink.find(&name) {
+                    found = true;
+                    let _ = netlink.delete(link.index);
+                }
+            }
+            if !found {
+                break;
+            }
+        }
+    }
     match Netlink::open() {
         Ok(netlink) => match netlink.find(bridge) {
             Ok(Some(link)) if link.kind.as_deref() == Some("bridge") => {

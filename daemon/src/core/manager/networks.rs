@@ -639,12 +639,15 @@ impl Manager {
                 self.network_driver
                     .add_port(network, &mac.to_string(), def.name());
             }
-            ports.insert(
-                network.clone(),
-                NetworkPort {
-                    bridge: entry.bridge().to_owned(),
-                },
-            );
+            if ports.contains_key(network) {
+                continue;
+            }
+            let active = entry.active.as_ref().map_or(&entry.def, |a| &a.live);
+            let bridge = self
+                .network_driver
+                .port_bridge(active)
+                .map_err(CoreError::Network)?;
+            ports.insert(network.clone(), NetworkPort { bridge });
         }
         Ok(ports)
     }
