@@ -197,6 +197,15 @@ async fn a_nat_network_serves_dhcp_and_dns_and_masquerades_to_the_outside() {
     }
     assert_ne!(address_a, address_b);
 
+    // It sees its own interface and loopback, none of the host's.
+    let links = inside(&env, &a, &["ip", "-o", "link"]).await;
+    let names: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .collect();
+    assert_eq!(names, ["lo", "eth0"], "{links}");
+
     // The siblings reach and resolve each other through the network's DNS.
     inside(&env, &a, &["ping", "-c", "1", "-W", "2", &address_b]).await;
     let answer = inside(&env, &a, &["nslookup", "vnetb", "10.251.61.1"]).await;

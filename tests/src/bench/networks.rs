@@ -326,3 +326,107 @@ async fn container_client(client: &DomainProxy<'_>, address: &str) -> Result<f64
     }
     gbits(&out)
 }
+
+/// `lxvirt-bench networks-ports [COUNT]`: COUNT containers (1,000 by
+/// default) with one `type='network'` interface each on one network, past
+/// the 1,024 ports a Linux bridge holds: start and destroy times as the
+/// network fills, the second-level bridges it took, and a ping from the
+/// last container to the network's address.
+pub async fn ports(count: usize) -> Result<()> {
+    let env = DaemonEnv::start(&[]).await?;
+    let rootfs = env.dir.path().join("rootfs");
+    busybox_root(&rootfs);
+    let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin/ping"));
+    let manager = env.manager().await?;
+    let network = NetworkProxy::builder(&env.connection)
+        .path(
+            manager
+                .network_define_xml(
+                    "<network><name>lxvtmany</name><bridge name='lxvtbrm0'/>\
+                     <ip address='10.251.128.1' prefix='17'/></network>",
+                )
+                .await?,
+        )
+        .build()
+        .await?;
+    network.start().await?;
+    let mut domains = Vec::with_capacity(count);
+    let mut starts = Vec::with_capacity(count);
+    let begin_all = Instant::now();
+    for i in 0..count {
+        let address = format!("10.251.{}.{}", 128 + i / 250, 2 + i % 250);
+        let xml = format!(
+            "<domain type='lxc'><name>many{i}</name><memory unit='MiB'>16</memory>\
+             <os><type>exe</type><init>/bin/sleep</init><initarg>100000</initarg></os>\
+             <devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
+             <interface type='network'><source network='lxvtmany'/><ip address='{address}' prefix='17'/></interface>\
+             <console type='pty'/></devices></domain>",
+            root = rootfs.display()
+        );
+        let domain = env.domain(manager.define_xml(&xml).await?).await?;
+        let begin = Instant::now();
+        domain.start().await?;
+        starts.push(ms(begin.elapsed()));
+        domains.push(domain);
+    }
+    let start_all = begin_all.elapsed();
+    let seconds: Vec<String> = std::fs::read_dir("/sys/class/net")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("lxvs"))
+        .collect();
+    let last = domains.last().context("no domains")?;
+    let (code, out) = enter_capture(last, &["ping", "-c", "1", "-W", "2", "10.251.128.1"]).await?;
+    let mut destroys = Vec::with_capacity(count);
+    let begin_all = Instant::now();
+    for domain in &domains {
+        let begin = Instant::now();
+        domain.destroy().await?;
+        destroys.push(ms(begin.elapsed()));
+    }
+    let destroy_all = begin_all.elapsed();
+    network.destroy(0).await?;
+    let head = count.min(100);
+    println!(
+        "lxvirt-bench networks-ports: {count} containers on one network, started one after another"
+    );
+    println!();
+    println!("| measure | median | p90 |");
+    println!("| --- | --- | --- |");
+    let row = |label: &str, v: &mut [f64]| {
+        println!(
+            "| {label} | {:.2} ms | {:.2} ms |",
+            median(v),
+            percentile(v, 0.9)
+        );
+    };
+    row(
+        &format!("start, first {head}"),
+        &mut starts[..head].to_vec(),
+    );
+    row(
+        &format!("start, last {head}"),
+        &mut starts[count - head..].to_vec(),
+    );
+    row(
+        &format!("destroy, first {head}"),
+        &mut destroys[..head].to_vec(),
+    );
+    row(
+        &format!("destroy, last {head}"),
+        &mut destroys[count - head..].to_vec(),
+    );
+    println!();
+    println!(
+        "all started in {:.1} s, all destroyed in {:.1} s; second-level bridges: {} ({}); ping from the last container to the network's address: {}",
+        start_all.as_secs_f64(),
+        destroy_all.as_secs_f64(),
+        seconds.len(),
+        seconds.join(", "),
+        if code == 0 { "answered" } else { "no answer" }
+    );
+    if code != 0 {
+        bail!("the last container cannot reach the network: {out}");
+    }
+    Ok(())
+}

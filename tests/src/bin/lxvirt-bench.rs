@@ -137,6 +137,13 @@ fn monitor_pid(run_dir: &Path, name: &str) -> Option<u32> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("networks-ports") {
+        if !nix::unistd::Uid::effective().is_root() {
+            bail!("lxvirt-bench needs root (it starts real containers)");
+        }
+        let count = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        return networks::ports(count).await;
+    }
     if args.get(1).map(String::as_str) == Some("networks") {
         if !nix::unistd::Uid::effective().is_root() {
             bail!("lxvirt-bench needs root (it starts real containers)");
