@@ -357,7 +357,11 @@ fn plumb_into(
         let device = Device::of(interface);
         let guest = &interface.guest_name;
         match &interface.kind {
-            InterfaceKind::Bridge { bridge, host_name } => {
+            InterfaceKind::Bridge {
+                bridge,
+                host_name,
+                port_group,
+            } => {
                 let step = || NetStep::FindBridge {
                     bridge: bridge.clone(),
                 };
@@ -378,13 +382,19 @@ fn plumb_into(
                     interface,
                     &device,
                     host_name,
-                    Some(found.index),
+                    (Some(found.index), *port_group),
                     container,
                 )?;
             }
             InterfaceKind::Ethernet { host_name } => {
                 make_veth(
-                    plumbed, host, interface, &device, host_name, None, container,
+                    plumbed,
+                    host,
+                    interface,
+                    &device,
+                    host_name,
+                    (None, None),
+                    container,
                 )?;
             }
             InterfaceKind::Direct { dev, mode } => {
@@ -415,21 +425,23 @@ fn plumb_into(
     Ok(())
 }
 
-/// A veth pair: the host end (up, on `master` if any), the peer made in
-/// the container under its name and MAC. Records the host end.
+/// A veth pair: the host end (up, in `group` and on `master` if any),
+/// the peer made in the container under its name and MAC. Records the
+/// host end.
 fn make_veth(
     plumbed: &mut Plumbed,
     host: &impl Links,
     interface: &InterfaceSpec,
     device: &Device,
     host_name: &str,
-    master: Option<u32>,
+    (master, group): (Option<u32>, Option<u32>),
     container: Netns<'_>,
 ) -> Result<(), NetworkError> {
     let veth = Veth {
         name: host_name,
         master,
         up: true,
+        group,
         peer_name: &interface.guest_name,
         peer_mac: Some(interface.mac),
         peer_netns: Some(container),
@@ -728,9 +740,15 @@ mod tests {
         }
 
         fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError> {
+            let group = veth.group.map(|g| format!(" group={g:#x}"));
             self.call(format!(
-                "veth {} master={:?} up={} peer={} mac={:02x?}",
-                veth.name, veth.master, veth.up, veth.peer_name, veth.peer_mac
+                "veth {}{} master={:?} up={} peer={} mac={:02x?}",
+                veth.name,
+                group.unwrap_or_default(),
+                veth.master,
+                veth.up,
+                veth.peer_name,
+                veth.peer_mac
             ))?;
             let peer_ns = self.target(veth.peer_netns);
             let mut world = self.world.borrow_mut();
@@ -880,6 +898,7 @@ mod tests {
         InterfaceKind::Bridge {
             bridge: bridge.into(),
             host_name: host_name.into(),
+            port_group: None,
         }
     }
 
@@ -887,9 +906,15 @@ mod tests {
     fn every_kind_is_made_then_configured_inside_and_undone() {
         let (host, inside, world) = world();
         let ns = netns();
+        // The first as a virtual network's port: made in its group.
+        let port = InterfaceKind::Bridge {
+            bridge: "br0".into(),
+            host_name: "lxv0".into(),
+            port_group: Some(0x4000_0001),
+        };
         let spec = spec(
             vec![
-                interface(0, bridge("br0", "lxv0"), "eth0"),
+                interface(0, port, "eth0"),
                 interface(
                     1,
                     InterfaceKind::Ethernet {
@@ -914,7 +939,7 @@ mod tests {
             log,
             [
                 "host: change 3 name=None up=None move=true",
-                "host: veth lxv0 master=Some(1) up=true peer=eth0 mac=Some([52, 54, 00, 00, 00, 00])",
+                "host: veth lxv0 group=0x40000001 master=Some(1) up=true peer=eth0 mac=Some([52, 54, 00, 00, 00, 00])",
                 "inside: change 6 name=None up=Some(true) move=false",
                 "inside: address 6 10.251.0.2/24",
                 "inside: route 6 0.0.0.0/0 via 10.251.0.1",

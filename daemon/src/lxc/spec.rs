@@ -84,8 +84,16 @@ pub struct InterfaceSpec {
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum InterfaceKind {
     /// A veth pair whose host end `host_name` is attached to `bridge`
-    /// (`type='bridge'`).
-    Bridge { bridge: String, host_name: String },
+    /// (`type='bridge'`, and `type='network'` plugged into its network's
+    /// bridge).
+    Bridge {
+        bridge: String,
+        host_name: String,
+        /// The device group the host end is made in: a virtual network's
+        /// port filter matches its ports by it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port_group: Option<u32>,
+    },
     /// A veth pair whose host end `host_name` is only brought up
     /// (`type='ethernet'`).
     Ethernet { host_name: String },

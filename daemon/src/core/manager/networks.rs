@@ -643,6 +643,7 @@ impl Manager {
                 network.clone(),
                 NetworkPort {
                     bridge: entry.bridge().to_owned(),
+                    group: None,
                 },
             );
         }
