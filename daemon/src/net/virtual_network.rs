@@ -271,13 +271,15 @@ impl NetworkDriver for HostNetworks {
     }
 
     fn add_port(&self, network: &str, mac: &str, name: &str) {
-        if let Err(error) = dnsmasq::add_port(&self.files(network), mac, name) {
+        if let Err(error) = dnsmasq::add_port(&self.files(network), mac, None, name) {
             tracing::warn!(network, mac, error = %error, "cannot give a port its name in DNS");
         }
     }
 
     fn remove_port(&self, network: &str, mac: &str) {
-        dnsmasq::remove_port(&self.files(network), mac);
+        if dnsmasq::remove_port(&self.files(network), mac) {
+            dnsmasq::reload(&self.files(network));
+        }
     }
 }
 
