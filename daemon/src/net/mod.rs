@@ -13,6 +13,7 @@ pub mod dnsmasq;
 pub mod firewall;
 pub mod guest;
 pub mod link;
+pub mod port_filter;
 pub mod ports;
 pub mod virtual_network;
 

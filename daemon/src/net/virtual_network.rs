@@ -16,6 +16,7 @@ use crate::domain::addr::Subnet;
 use crate::driver::BoxFuture;
 use crate::net::dnsmasq::{self, DnsmasqError, Files, Lease, Running};
 use crate::net::firewall::{self, FirewallError};
+use crate::net::port_filter::port_group;
 use crate::net::{BridgeLink, HostLinks, IpAddress, LinkChange, LinkError, Links, Netlink};
 use crate::sys::process::{pidfd_kill, wait_exit};
 
@@ -386,7 +387,7 @@ fn make(
     enable_forwarding(def)?;
     firewall::apply(
         &firewall::table_name(network),
-        &firewall::ruleset(def, bridge),
+        &firewall::ruleset(def, bridge, port_group(index), &[]),
     )?;
     if !dnsmasq::needed(def) {
         return Ok(None);
@@ -498,7 +499,7 @@ fn reconnect(
             enable_forwarding(def)?;
             firewall::apply(
                 &firewall::table_name(network),
-                &firewall::ruleset(def, bridge),
+                &firewall::ruleset(def, bridge, port_group(link.index), &[]),
             )?;
             if !dnsmasq::needed(def) {
                 return Ok(None);
