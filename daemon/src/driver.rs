@@ -67,6 +67,10 @@ pub fn plug_networks(def: &DomainDef, networks: &HashMap<String, NetworkPort>) -
 pub struct NetworkPort {
     /// The network's bridge.
     pub bridge: String,
+    /// The device group its host end is made in, when the network filters
+    /// its ports (by that group: a port it does not know yet passes
+    /// nothing).
+    pub group: Option<u32>,
 }
 
 /// What the core remembers of a running instance, in its live status.

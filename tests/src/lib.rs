@@ -536,7 +536,7 @@ pub fn kill_leftover_containers(run_dir: &Path) {
 
 /// Takes down the networks a test left active under the daemon whose run
 /// directory is `run_dir` (networks outlive their daemon by design): their
-/// dnsmasq, bridge and nftables table.
+/// dnsmasq, bridge and nftables tables.
 pub fn remove_leftover_networks(run_dir: &Path) {
     let dir = run_dir.join("network");
     let Ok(entries) = fs::read_dir(&dir) else {
@@ -564,9 +564,11 @@ pub fn remove_leftover_networks(run_dir: &Path) {
             let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         }
         let table = format!("lxvirt-{}", status.name);
-        let _ = Command::new("nft")
-            .args(["delete", "table", "inet", &table])
-            .output();
+        for family in ["inet", "bridge"] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", family, &table])
+                .output();
+        }
     }
 }
 

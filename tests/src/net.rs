@@ -12,7 +12,7 @@ use lxvirtd::dbus::proxy::DomainProxy;
 use crate::ContainerEnv;
 
 /// Busybox applets these tests use inside, beyond the common ones.
-pub const NET_APPLETS: [&str; 5] = ["ip", "ping", "nc", "udhcpc", "nslookup"];
+pub const NET_APPLETS: [&str; 6] = ["ip", "ping", "nc", "udhcpc", "nslookup", "arping"];
 
 /// Host devices a test made; deleted on drop (a veth takes its peer, a
 /// bridge releases its ports).

@@ -156,11 +156,78 @@ async fn network(env: &ContainerEnv, xml: &str) -> NetworkProxy<'static> {
         .unwrap()
 }
 
+/// Whether the network's table exists in the `inet` family and in the
+/// `bridge` one (its port filter), which come and go together.
 fn nft_table_exists(name: &str) -> bool {
-    Command::new("nft")
-        .args(["list", "table", "inet", name])
+    let exists = |family: &str| {
+        Command::new("nft")
+            .args(["list", "table", family, name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let (inet, bridge) = (exists("inet"), exists("bridge"));
+    assert_eq!(inet, bridge, "table {name}: inet {inet}, bridge {bridge}");
+    inet
+}
+
+/// The network's port filter as nft lists it.
+fn port_filter(network: &str) -> serde_json::Value {
+    let out = Command::new("nft")
+        .args([
+            "-j",
+            "list",
+            "table",
+            "bridge",
+            &format!("lxvirt-{network}"),
+        ])
         .output()
-        .is_ok_and(|o| o.status.success())
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Packets dropped by the rules of `chain` that look `set` up.
+fn drops(network: &str, chain: &str, set: &str) -> u64 {
+    let listed = port_filter(network);
+    listed["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item.get("rule"))
+        .filter(|rule| {
+            rule["chain"] == chain && rule["expr"].to_string().contains(&format!("\"@{set}\""))
+        })
+        .flat_map(|rule| rule["expr"].as_array().unwrap().iter())
+        .filter_map(|expr| expr["counter"]["packets"].as_u64())
+        .sum()
+}
+
+/// The elements of one set of the port filter, as JSON text.
+fn elements(network: &str, set: &str) -> Vec<String> {
+    let listed = port_filter(network);
+    listed["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item.get("set"))
+        .filter(|s| s["name"] == set)
+        .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// The address lxvirt assigned to the port of `mac` (its record,
+/// `RUN/network/NAME.ports/MAC`).
+fn pinned(env: &ContainerEnv, network: &str, mac: &str) -> String {
+    let path = env
+        .run_dir()
+        .join(format!("network/{network}.ports/{}", mac.replace(':', "-")));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    record["pinned"]
+        .as_str()
+        .unwrap_or_else(|| panic!("nothing pinned: {text}"))
+        .to_owned()
 }
 
 fn on_network(network: &str) -> String {
@@ -400,13 +467,14 @@ async fn a_killed_daemon_leaves_the_network_serving_and_takes_it_over() {
     let b = define(&env, &xml(&env, "vkillb", &on_network("lxvtkill"))).await;
     a.start().await.unwrap();
     b.start().await.unwrap();
-    dhcp(&env, &a).await;
+    let first_a = dhcp(&env, &a).await;
     let address_b = dhcp(&env, &b).await;
     let pid_file = env.run_dir().join("network/lxvtkill.pid");
     let dnsmasq = std::fs::read_to_string(&pid_file).unwrap();
 
     // Traffic between the two goes on while no daemon runs: a ping from
-    // inside, started before the kill, loses nothing.
+    // inside, started before the kill, loses nothing (the new daemon
+    // replaces the port filter with the recorded ports in it).
     let pinger = {
         let a = a.clone();
         let address_b = address_b.clone();
@@ -437,13 +505,15 @@ async fn a_killed_daemon_leaves_the_network_serving_and_takes_it_over() {
         dnsmasq,
         "the same dnsmasq serves"
     );
-    // It still gives leases after the restart.
+    // It still gives leases after the restart, the same address as
+    // before (the assignments are rebuilt from the port records).
     let a = env
         .domain(manager.lookup_by_name("vkilla").await.unwrap())
         .await
         .unwrap();
     let address_a = dhcp(&env, &a).await;
-    assert!(address_a.starts_with("10.251.65."), "{address_a}");
+    assert_eq!(address_a, first_a);
+    inside(&env, &a, &["ping", "-c", "1", "-W", "2", &address_b]).await;
     let refused = net.destroy(0).await.unwrap_err().to_string();
     assert!(refused.contains("vkilla, vkillb"), "{refused}");
     net.destroy(1).await.unwrap();
@@ -742,6 +812,10 @@ async fn an_interface_is_plugged_into_and_out_of_a_running_container() {
     );
     eventually("the host end to go", || !host_link_exists(&end)).await;
     assert!(!domain.get_xml(0).await.unwrap().contains("<interface"));
+    eventually("the detached ports to leave the filter", || {
+        elements("lxvthot", "allowed-mac").is_empty()
+    })
+    .await;
 
     // Config: kept in the definition, there at the next start.
     domain
@@ -849,4 +923,224 @@ async fn a_network_goes_past_the_ports_one_bridge_can_hold() {
         !host_link_exists(&second),
         "the second-level bridge goes with the network"
     );
+}
+
+/// A network namespace of the test's own, joined to the host by the veth
+/// `host_end` (up, attached to nothing), with `address` on the far end.
+struct Stranger {
+    netns: String,
+    _devices: HostDevices,
+}
+
+impl Stranger {
+    fn new(host_end: &str, address: &str) -> Stranger {
+        let netns = format!("lxvt-{host_end}-{}", std::process::id());
+        let _ = ip(&["netns", "del", &netns]);
+        assert!(ip(&["netns", "add", &netns]).0);
+        let mut devices = HostDevices::new();
+        devices.add(
+            host_end,
+            &["type", "veth", "peer", "name", "eth0", "netns", &netns],
+        );
+        for args in [
+            vec!["addr", "add", address, "dev", "eth0"],
+            vec!["link", "set", "eth0", "up"],
+        ] {
+            let mut all = vec!["-n", netns.as_str()];
+            all.extend(args);
+            let out = ip(&all);
+            assert!(out.0, "ip {all:?}: {}", out.1);
+        }
+        Stranger {
+            netns,
+            _devices: devices,
+        }
+    }
+
+    /// Whether a ping from inside gets an answer.
+    fn pings(&self, target: &str) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "busybox",
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                target,
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.netns]);
+    }
+}
+
+/// Runs a shell script inside: (exit code, output).
+async fn sh(env: &ContainerEnv, domain: &DomainProxy<'_>, script: &str) -> (i32, String) {
+    env.enter(domain, &["sh", "-c", &format!("{script} 2>&1")])
+        .await
+}
+
+/// Runs a shell script inside; panics with its output unless it succeeds.
+async fn sh_ok(env: &ContainerEnv, domain: &DomainProxy<'_>, script: &str) {
+    let (code, out) = sh(env, domain, script).await;
+    assert_eq!(code, 0, "{script}: {out}");
+}
+
+#[tokio::test]
+async fn a_container_cannot_take_another_ports_mac_or_address() {
+    let Some(env) = env().await else { return };
+    install_udhcpc_script(&env);
+    let net = network(
+        &env,
+        "<network><name>lxvtspf</name><bridge name='lxvtbr69'/>\
+         <ip address='10.251.69.1' prefix='24'><dhcp><range start='10.251.69.100' end='10.251.69.150'/></dhcp></ip>\
+         </network>",
+    )
+    .await;
+    net.start().await.unwrap();
+    assert!(nft_table_exists("lxvirt-lxvtspf"));
+    let port = |mac: &str| {
+        format!(
+            "<interface type='network'><source network='lxvtspf'/><mac address='{mac}'/></interface>"
+        )
+    };
+    let (mac_a, mac_b) = ("52:54:00:69:00:0a", "52:54:00:69:00:0b");
+    let a = define(&env, &xml(&env, "vspfa", &port(mac_a))).await;
+    let b = define(&env, &xml(&env, "vspfb", &port(mac_b))).await;
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+
+    // lxvirt assigned each the lowest free address, and DHCP hands out
+    // exactly that one.
+    let pinned_a = pinned(&env, "lxvtspf", mac_a);
+    let pinned_b = pinned(&env, "lxvtspf", mac_b);
+    assert_eq!(
+        [pinned_a.as_str(), pinned_b.as_str()],
+        ["10.251.69.100", "10.251.69.101"]
+    );
+    let address_a = dhcp(&env, &a).await;
+    let address_b = dhcp(&env, &b).await;
+    assert_eq!([&address_a, &address_b], [&pinned_a, &pinned_b]);
+    sh_ok(&env, &a, &format!("ping -c 1 -W 2 {address_b}")).await;
+    sh_ok(&env, &b, "ping -c 1 -W 2 10.251.69.1").await;
+
+    // A device on the bridge in the network's port group that lxvirt
+    // did not plug passes nothing: the filter goes by the group, so a
+    // port is held from its first frame, before its elements are in.
+    let end_a = host_end(&a).await;
+    let shown = ip(&["-o", "link", "show", "dev", &end_a]).1;
+    let group = shown
+        .split_whitespace()
+        .skip_while(|w| *w != "group")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no group: {shown}"))
+        .to_owned();
+    assert!(group.parse::<u32>().is_ok_and(|g| g >= 1 << 30), "{shown}");
+    let stranger = Stranger::new("lxvtspfx", "10.251.69.200/24");
+    for args in [
+        vec!["link", "set", "lxvtspfx", "group", group.as_str()],
+        vec!["link", "set", "lxvtspfx", "master", "lxvtbr69"],
+    ] {
+        let out = ip(&args);
+        assert!(out.0, "ip {args:?}: {}", out.1);
+    }
+    assert!(
+        !stranger.pings("10.251.69.1"),
+        "a stranger in the port group passed"
+    );
+    // Out of the group it is an ordinary bridge port, not filtered.
+    assert!(ip(&["link", "set", "lxvtspfx", "group", "default"]).0);
+    // (Its failed neighbour entry for the bridge may take a moment.)
+    eventually("the stranger out of the group to reach the bridge", || {
+        stranger.pings("10.251.69.1")
+    })
+    .await;
+    drop(stranger);
+
+    // Another MAC on A's eth0: nothing it sends passes.
+    let before = drops("lxvtspf", "port", "allowed-mac");
+    sh_ok(&env, &a, "ip link set eth0 address 52:54:00:69:00:0c").await;
+    let (code, out) = sh(&env, &a, &format!("ping -c 1 -W 1 {address_b}")).await;
+    assert_ne!(code, 0, "A reached B from another MAC: {out}");
+    let after = drops("lxvtspf", "port", "allowed-mac");
+    assert!(after > before, "{before} → {after}");
+    sh_ok(&env, &a, &format!("ip link set eth0 address {mac_a}")).await;
+
+    // B's address as a second one on A: neither IPv4 nor ARP from it
+    // passes, and the host goes on knowing B's address by B's MAC. (An
+    // echo from B's address gets no answer either way, as the host sends
+    // it to B: the counters tell.) A's entry for the bridge is made fresh
+    // first, so that the echo leaves without an ARP request before it.
+    sh_ok(&env, &a, &format!("ip addr add {address_b}/32 dev eth0")).await;
+    sh_ok(&env, &a, "ping -c 1 -W 2 10.251.69.1").await;
+    let before = drops("lxvtspf", "ipv4-from-port", "checked-ipv4");
+    let (code, out) = sh(
+        &env,
+        &a,
+        &format!("ping -c 1 -W 1 -I {address_b} 10.251.69.1"),
+    )
+    .await;
+    assert_ne!(code, 0, "the bridge answered A as B: {out}");
+    let after = drops("lxvtspf", "ipv4-from-port", "checked-ipv4");
+    assert!(after > before, "{before} → {after}");
+    // The host's entry for B ages past the neighbour lock time (1 s), so a
+    // gratuitous ARP that got through would put A's MAC in it.
+    sh_ok(&env, &b, "ping -c 1 -W 2 10.251.69.1").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = drops("lxvtspf", "arp-from-port", "checked-ipv4");
+    let (_, out) = sh(
+        &env,
+        &a,
+        &format!("arping -U -c 2 -w 1 -I eth0 {address_b}"),
+    )
+    .await;
+    let after = drops("lxvtspf", "arp-from-port", "checked-ipv4");
+    assert!(
+        after > before,
+        "no gratuitous ARP dropped ({before} → {after}): {out}"
+    );
+    let neighbour = ip(&["neigh", "show", &address_b, "dev", "lxvtbr69"]).1;
+    assert!(
+        neighbour.contains(mac_b),
+        "B's address now names: {neighbour}"
+    );
+    sh_ok(&env, &b, "ping -c 1 -W 2 10.251.69.1").await;
+
+    // A as it was: all fine again.
+    sh_ok(&env, &a, &format!("ip addr del {address_b}/32 dev eth0")).await;
+    sh_ok(&env, &a, &format!("ping -c 1 -W 2 {address_b}")).await;
+    sh_ok(&env, &a, "ping -c 1 -W 2 10.251.69.1").await;
+
+    // Ports leave the filter with their domains; the tables go with the
+    // network, and nothing of it is left in the ruleset.
+    assert!(
+        elements("lxvtspf", "allowed-mac")
+            .iter()
+            .any(|e| e.contains(&end_a))
+    );
+    a.destroy().await.unwrap();
+    b.destroy().await.unwrap();
+    eventually("the ports' elements to go", || {
+        elements("lxvtspf", "allowed-mac").is_empty()
+            && elements("lxvtspf", "allowed-ipv4").is_empty()
+            && elements("lxvtspf", "held-ipv4").is_empty()
+    })
+    .await;
+    net.destroy(0).await.unwrap();
+    assert!(!nft_table_exists("lxvirt-lxvtspf"));
+    let ruleset = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    let ruleset = String::from_utf8_lossy(&ruleset.stdout);
+    assert!(!ruleset.contains("lxvirt-lxvtspf"), "{ruleset}");
 }

@@ -237,6 +237,14 @@ pub enum CoreError {
         /// What is wrong and what to do.
         problem: String,
     },
+    #[error("domain '{domain}': its interface #{index} cannot join network '{network}'")]
+    PortRefused {
+        domain: String,
+        index: usize,
+        network: String,
+        #[source]
+        source: Box<crate::net::virtual_network::NetworkError>,
+    },
     #[error(transparent)]
     Network(#[from] crate::net::virtual_network::NetworkError),
 

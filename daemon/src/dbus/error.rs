@@ -82,6 +82,7 @@ impl From<CoreError> for Error {
             | CoreError::Userns(_)
             | CoreError::StartFailed { .. }
             | CoreError::Network(_)
+            | CoreError::PortRefused { .. }
             | CoreError::Store { .. }
             | CoreError::ShuttingDown => Error::Failed(message),
         }

@@ -2,6 +2,7 @@
 //! (namespaces, filesystems, init environment, capability policy, cgroup
 //! limits) resolved against the host.
 
+use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use crate::domain::{
 use crate::net::{BridgeVlan, IpAddress, IpRoute, MacvlanMode, RateLimit};
 
 use crate::domain::addr::natural_prefix;
+use crate::driver::NetworkPort;
 use crate::storage::RootMount;
 
 use super::spec::{
@@ -213,6 +215,30 @@ fn image_rootfs(
 /// prepared root of a domain whose root is an image (`<filesystem
 /// type='volume'>`): its writable layer on the image's layers, made by
 /// [`crate::storage::Store::prepare`] before the conversion.
+/// Puts the host end of each `type='network'` interface of `def` in its
+/// network's port group. `spec` is `def` converted after
+/// [`crate::driver::plug_networks`] with the same `networks`, so its
+/// interfaces are `def`'s, by position.
+pub fn set_port_groups(
+    spec: &mut ContainerSpec,
+    def: &DomainDef,
+    networks: &HashMap<String, NetworkPort>,
+) {
+    for interface in &mut spec.interfaces {
+        let InterfaceKind::Bridge { port_group, .. } = &mut interface.kind else {
+            continue;
+        };
+        if let Some(InterfaceSource::Network { network, .. }) = def
+            .devices
+            .interfaces
+            .get(interface.index)
+            .map(|i| &i.source)
+        {
+            *port_group = networks.get(network).and_then(|port| port.group);
+        }
+    }
+}
+
 pub fn container_spec(
     def: &DomainDef,
     settings: &ConvertSettings,
@@ -478,6 +504,7 @@ fn interfaces(
                 bridge: bridge.clone(),
                 host_name: host_name()?,
                 vlans: bridge_vlans(interface, &refuse)?,
+                port_group: None,
             },
             InterfaceSource::Ethernet { ips, routes } => {
                 if link_down && !routes.is_empty() {
@@ -1067,6 +1094,37 @@ mod tests {
     }
 
     #[test]
+    fn a_virtual_network_port_is_made_in_its_network_group_and_a_plain_bridge_port_is_not() {
+        let d = with_devices(
+            "<interface type='bridge'><source bridge='br0'/></interface>\
+             <interface type='network'><source network='lab'/></interface>\
+             <interface type='network'><source network='open'/></interface>",
+        );
+        let networks: HashMap<String, NetworkPort> = [("lab", Some(0x4000_0009)), ("open", None)]
+            .into_iter()
+            .map(|(name, group)| {
+                let port = NetworkPort {
+                    bridge: format!("{name}br"),
+                    group,
+                };
+                (name.to_owned(), port)
+            })
+            .collect();
+        let plugged = crate::driver::plug_networks(&d, &networks);
+        let mut spec = container_spec(&plugged, &settings(), &none, None).unwrap();
+        set_port_groups(&mut spec, &d, &networks);
+        let groups: Vec<Option<u32>> = spec
+            .interfaces
+            .iter()
+            .map(|i| match &i.kind {
+                InterfaceKind::Bridge { port_group, .. } => *port_group,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(groups, [None, Some(0x4000_0009), None]);
+    }
+
+    #[test]
     fn interfaces_become_links_with_names_macs_addresses_and_routes() {
         let d = with_devices(
             "<interface type='bridge'><source bridge='br0'/><mac address='52:54:00:aa:bb:cc'/>\
@@ -1093,6 +1151,7 @@ mod tests {
                 bridge: "br0".into(),
                 host_name: "web0".into(),
                 vlans: Vec::new(),
+                port_group: None,
             }
         );
         assert_eq!(bridge.mac, [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]);

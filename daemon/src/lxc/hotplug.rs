@@ -78,9 +78,10 @@ pub fn attach(
             [(network, p.clone())].into_iter().collect()
         })
         .unwrap_or_default();
-    let one = crate::driver::plug_networks(&one, &networks);
+    let plugged = crate::driver::plug_networks(&one, &networks);
     // The start's own conversion, for this one interface.
-    let spec = convert::container_spec(&one, settings, &|_| None, None)?;
+    let mut spec = convert::container_spec(&plugged, settings, &|_| None, None)?;
+    convert::set_port_groups(&mut spec, &one, &networks);
     plumb(
         &spec,
         &host,

@@ -119,6 +119,7 @@ impl Driver for LxcDriver {
             &|other| running_inits.get(other).copied(),
             image_root.as_ref(),
         )?;
+        convert::set_port_groups(&mut spec, &def, &networks);
         spec.security = labels.spec;
         let relabel = labeler.and_then(|labeler| {
             relabel_jobs(&spec, content_label.as_deref()).map(|jobs| (jobs, labeler))

@@ -510,6 +510,7 @@ fn plumb_into(
                 bridge,
                 host_name,
                 vlans,
+                port_group,
             } => {
                 let step = || NetStep::FindBridge {
                     bridge: bridge.clone(),
@@ -538,6 +539,7 @@ fn plumb_into(
                     name: host_name,
                     master: Some(found.index),
                     up: up && vlans.is_empty(),
+                    group: *port_group,
                 };
                 let host_index = make_veth(plumbed, host, interface, &device, end, container)?;
                 if !vlans.is_empty() {
@@ -559,6 +561,7 @@ fn plumb_into(
                     name: host_name,
                     master: None,
                     up,
+                    group: None,
                 };
                 let host_index = make_veth(plumbed, host, interface, &device, end, container)?;
                 add_addresses(host, &device, Side::Host, host_name, host_index, addresses)?;
@@ -601,6 +604,9 @@ struct HostEnd<'a> {
     /// The bridge to put it on.
     master: Option<u32>,
     up: bool,
+    /// The device group to make it in (a virtual network's port filter
+    /// matches its ports by it).
+    group: Option<u32>,
 }
 
 /// A veth pair: the host end (with the MTU, up if it says so, on its
@@ -618,12 +624,14 @@ fn make_veth(
         name: host_name,
         master,
         up,
+        group,
     } = end;
     let veth = Veth {
         name: host_name,
         mtu: interface.mtu,
         master,
         up,
+        group,
         peer_name: &interface.guest_name,
         peer_mac: Some(interface.mac),
         peer_netns: Some(container),
@@ -1133,9 +1141,16 @@ mod tests {
         }
 
         fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError> {
+            let group = veth.group.map(|g| format!(" group={g:#x}"));
             self.call(format!(
-                "veth {} mtu={:?} master={:?} up={} peer={} mac={:02x?}",
-                veth.name, veth.mtu, veth.master, veth.up, veth.peer_name, veth.peer_mac
+                "veth {} mtu={:?}{} master={:?} up={} peer={} mac={:02x?}",
+                veth.name,
+                veth.mtu,
+                group.unwrap_or_default(),
+                veth.master,
+                veth.up,
+                veth.peer_name,
+                veth.peer_mac
             ))?;
             let peer_ns = self.target(veth.peer_netns);
             let mut world = self.world.borrow_mut();
@@ -1337,6 +1352,7 @@ mod tests {
             bridge: bridge.into(),
             host_name: host_name.into(),
             vlans: Vec::new(),
+            port_group: None,
         }
     }
 
@@ -1352,9 +1368,16 @@ mod tests {
     fn every_kind_is_made_then_configured_inside_and_undone() {
         let (host, inside, world) = world();
         let ns = netns();
+        // The first as a virtual network's port: made in its group.
+        let port = InterfaceKind::Bridge {
+            bridge: "br0".into(),
+            host_name: "lxv0".into(),
+            vlans: Vec::new(),
+            port_group: Some(0x4000_0001),
+        };
         let spec = spec(
             vec![
-                interface(0, bridge("br0", "lxv0"), "eth0"),
+                interface(0, port, "eth0"),
                 interface(1, ethernet("lxv1"), "eth1"),
                 interface(
                     2,
@@ -1373,7 +1396,7 @@ mod tests {
             log,
             [
                 "host: change 3 name=None up=None move=true",
-                "host: veth lxv0 mtu=None master=Some(1) up=true peer=eth0 mac=Some([52, 54, 00, 00, 00, 00])",
+                "host: veth lxv0 mtu=None group=0x40000001 master=Some(1) up=true peer=eth0 mac=Some([52, 54, 00, 00, 00, 00])",
                 "inside: change 6 name=None up=Some(true) move=false",
                 "inside: address 6 10.251.0.2/24",
                 "inside: route 6 0.0.0.0/0 via 10.251.0.1",
@@ -1777,6 +1800,7 @@ mod tests {
             bridge: bridge.into(),
             host_name: "lxv0".into(),
             vlans,
+            port_group: None,
         };
         interface(0, kind, "eth0")
     }

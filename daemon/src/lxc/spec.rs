@@ -136,13 +136,18 @@ pub struct OutboundSpec {
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum InterfaceKind {
     /// A veth pair whose host end `host_name` is attached to `bridge`
-    /// (`type='bridge'`), a member of `vlans` if any (the bridge must
-    /// filter VLANs) and of no other.
+    /// (`type='bridge'`, and `type='network'` plugged into its network's
+    /// bridge), a member of `vlans` if any (the bridge must filter VLANs)
+    /// and of no other.
     Bridge {
         bridge: String,
         host_name: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         vlans: Vec<BridgeVlan>,
+        /// The device group the host end is made in: a virtual network's
+        /// port filter matches its ports by it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port_group: Option<u32>,
     },
     /// A veth pair whose host end `host_name` is brought up, with the
     /// host-side addresses and routes (`type='ethernet'`).

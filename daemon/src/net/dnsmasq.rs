@@ -3,15 +3,18 @@
 //! One dnsmasq per active network that serves DHCP or DNS, with every file
 //! of it in the network's run directory: `NAME.conf` (written by lxvirtd
 //! at each start), `NAME.pid`, `NAME.leases` (dnsmasq's own lease file)
-//! and `NAME.hosts/` (one file per container port, `MAC,NAME`, which
-//! dnsmasq watches with inotify: a container's name resolves as soon as it
-//! asks for a lease, whatever its DHCP client sends). dnsmasq daemonizes
+//! and `NAME.hosts/` (one file per container port, `MAC,IP,NAME` or
+//! `MAC,NAME`, which dnsmasq watches with inotify: the container gets the
+//! address lxvirt assigned it, and its name resolves as soon as it asks
+//! for a lease, whatever its DHCP client sends). dnsmasq reads new files
+//! by itself but keeps the records of deleted ones until a SIGHUP, which
+//! [`reload`] sends. dnsmasq daemonizes
 //! and reports its start-up errors through its exit status, so a start
 //! either serves or says why; it is found again after a daemon restart by
 //! its pid file and its command line.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -265,14 +268,42 @@ pub fn find_by_pid(pid: i32, start_time: u64) -> Option<Running> {
     })
 }
 
-/// A container's port: dnsmasq gives its MAC the container's name.
-pub fn add_port(files: &Files, mac: &str, name: &str) -> std::io::Result<()> {
+/// A container's port: dnsmasq gives its MAC the container's name and,
+/// when lxvirt pinned one, that address (dnsmasq's `dhcp-host` format).
+pub fn add_port(
+    files: &Files,
+    mac: &str,
+    address: Option<Ipv4Addr>,
+    name: &str,
+) -> std::io::Result<()> {
     let path = files.hosts.join("ports").join(mac.replace(':', "-"));
-    crate::persist::replace_file(&path, format!("{mac},{name}\n").as_bytes(), 0o644)
+    crate::persist::replace_file(&path, port_line(mac, address, name).as_bytes(), 0o644)
 }
 
-pub fn remove_port(files: &Files, mac: &str) {
-    let _ = std::fs::remove_file(files.hosts.join("ports").join(mac.replace(':', "-")));
+/// The `dhcp-host` line of a port.
+pub fn port_line(mac: &str, address: Option<Ipv4Addr>, name: &str) -> String {
+    match address {
+        Some(address) => format!("{mac},{address},{name}\n"),
+        None => format!("{mac},{name}\n"),
+    }
+}
+
+/// Makes the running dnsmasq, if any, read its host files again: it
+/// forgets the records of ports whose files are gone (else it would go
+/// on pinning a departed MAC's address, and refuse to pin that address
+/// for another MAC).
+pub fn reload(files: &Files) {
+    if let Some(running) = find(files) {
+        let _ = crate::sys::process::pidfd_kill(
+            std::os::fd::AsFd::as_fd(&running.pidfd),
+            nix::sys::signal::Signal::SIGHUP,
+        );
+    }
+}
+
+/// Removes a port's file; whether there was one.
+pub fn remove_port(files: &Files, mac: &str) -> bool {
+    std::fs::remove_file(files.hosts.join("ports").join(mac.replace(':', "-"))).is_ok()
 }
 
 /// Removes every file of the network's dnsmasq.
@@ -385,6 +416,20 @@ mod tests {
         let conf = config(&with_dhcp, "b", &files(), "nobody");
         assert!(conf.lines().any(|l| l == "port=0"), "{conf}");
         assert!(!conf.contains("addn-hosts"), "{conf}");
+    }
+
+    #[test]
+    fn a_port_line_pins_the_address_lxvirt_assigned() {
+        let pinned = port_line(
+            "52:54:00:00:00:01",
+            Some(Ipv4Addr::new(10, 251, 9, 100)),
+            "web",
+        );
+        assert_eq!(pinned, "52:54:00:00:00:01,10.251.9.100,web\n");
+        assert_eq!(
+            port_line("52:54:00:00:00:01", None, "web"),
+            "52:54:00:00:00:01,web\n"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! lxvirt's own nftables tables: one per active virtual network.
+//! lxvirt's own nftables tables: two per active virtual network.
 //!
-//! A network's rules live in a table of its own, `inet lxvirt-NAME`, so a
-//! start replaces them in one transaction and a destroy removes them with
-//! the table; lxvirt never reads or changes any other table. The rules are
+//! A network's routing rules live in a table of its own, `inet
+//! lxvirt-NAME`, and its port filter in `bridge lxvirt-NAME`
+//! ([`super::port_filter`]), so a start replaces both in one transaction
+//! and a destroy removes them with the tables; lxvirt never reads or
+//! changes any other table. The rules are
 //! built as libnftables JSON (a pure function, unit-tested) and applied by
 //! `nft -j -f -`: a network starts rarely, so a process is cheap here, and
 //! the JSON schema is nftables' stable interface.
@@ -21,6 +23,8 @@ use serde_json::{Value, json};
 use crate::domain::NetworkDef;
 use crate::domain::addr::Subnet;
 use crate::domain::network::ForwardMode;
+use crate::net::port_filter;
+use crate::net::ports::PortRecord;
 
 /// Why the rules could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -36,16 +40,15 @@ pub fn table_name(network: &str) -> String {
     format!("lxvirt-{network}")
 }
 
-/// The transaction that (re)creates the network's table with its rules,
-/// or removes it when the network needs none (`open` mode).
-pub fn ruleset(def: &NetworkDef, bridge: &str) -> Value {
+/// The transaction that (re)creates the network's tables with their
+/// rules, the port filter holding `ports` already (made in `port_group`),
+/// or removes them when the network needs none (`open` mode).
+pub fn ruleset(def: &NetworkDef, bridge: &str, port_group: u32, ports: &[PortRecord]) -> Value {
     let table = table_name(def.name());
-    let mut commands = replace_table(&table);
     let Some(rules) = rules(def, bridge) else {
-        // `add` then `delete` leaves no table, whether it was there or not.
-        commands.truncate(2);
-        return json!({ "nftables": commands });
+        return removal(def.name());
     };
+    let mut commands = replace_table("inet", &table);
     commands.push(chain(&table, "forward", "filter", "forward", 0));
     for expr in rules.forward {
         commands.push(rule(&table, "forward", expr));
@@ -56,15 +59,36 @@ pub fn ruleset(def: &NetworkDef, bridge: &str) -> Value {
             commands.push(rule(&table, "postrouting", expr));
         }
     }
+    commands.extend(replace_table(port_filter::FAMILY, &table));
+    commands.extend(port_filter::table(def, &table, port_group, ports));
     json!({ "nftables": commands })
 }
 
-/// The transaction that removes the network's table, if it is there.
+/// The transaction that removes the network's tables, if they are there.
 pub fn removal(network: &str) -> Value {
     let table = table_name(network);
-    let mut commands = replace_table(&table);
-    commands.truncate(2);
+    let mut commands = Vec::new();
+    for family in ["inet", port_filter::FAMILY] {
+        // `add` then `delete` leaves no table, whether it was there or not.
+        commands.extend(replace_table(family, &table).into_iter().take(2));
+    }
     json!({ "nftables": commands })
+}
+
+/// A transaction of `commands`.
+pub fn transaction(commands: Vec<Value>) -> Value {
+    json!({ "nftables": commands })
+}
+
+/// The commands of a transaction.
+pub fn commands(transaction: Value) -> Vec<Value> {
+    match transaction {
+        Value::Object(mut object) => match object.remove("nftables") {
+            Some(Value::Array(commands)) => commands,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
 }
 
 /// Applies a transaction: all of it, or nothing.
@@ -108,8 +132,8 @@ pub fn exists(network: &str) -> bool {
 
 /// `add table`, `delete table`, `add table`: the table exists and is
 /// empty, whatever was there before, in the same transaction as the rules.
-fn replace_table(table: &str) -> Vec<Value> {
-    let spec = json!({ "table": { "family": "inet", "name": table } });
+fn replace_table(family: &str, table: &str) -> Vec<Value> {
+    let spec = json!({ "table": { "family": family, "name": table } });
     vec![
         json!({ "add": spec }),
         json!({ "delete": spec }),
@@ -302,7 +326,7 @@ mod tests {
             "<network><name>default</name><forward mode='nat' dev='lxvtout0'/>\
              <ip address='10.251.9.1' prefix='24'/></network>",
         );
-        let t = ruleset(&def, "lxvirtbr0");
+        let t = ruleset(&def, "lxvirtbr0", port_filter::port_group(7), &[]);
         let commands = t["nftables"].as_array().unwrap();
         assert_eq!(commands[0]["add"]["table"]["name"], "lxvirt-default");
         assert_eq!(commands[1]["delete"]["table"]["name"], "lxvirt-default");
@@ -331,7 +355,10 @@ mod tests {
             "<network><name>n</name><forward mode='nat'><nat><address start='10.251.8.5' end='10.251.8.6'/>\
              <port start='2000' end='3000'/></nat></forward><ip address='10.251.9.1' prefix='24'/></network>",
         );
-        let post = chain_rules(&ruleset(&def, "br"), "postrouting");
+        let post = chain_rules(
+            &ruleset(&def, "br", port_filter::port_group(7), &[]),
+            "postrouting",
+        );
         assert_eq!(post.len(), 4, "{post:?}");
         let ported = post[2].to_string();
         assert!(
@@ -349,7 +376,7 @@ mod tests {
     fn an_isolated_network_forwards_nothing_and_an_open_one_has_no_table() {
         let isolated =
             network("<network><name>iso</name><ip address='10.251.9.1' prefix='24'/></network>");
-        let t = ruleset(&isolated, "br");
+        let t = ruleset(&isolated, "br", port_filter::port_group(7), &[]);
         let forward = chain_rules(&t, "forward");
         assert_eq!(forward.len(), 3, "{forward:?}");
         assert!(chain_rules(&t, "postrouting").is_empty());
@@ -357,12 +384,33 @@ mod tests {
         let open = network(
             "<network><name>o</name><forward mode='open'/><ip address='10.251.9.1' prefix='24'/></network>",
         );
-        let t = ruleset(&open, "br");
-        assert_eq!(
-            t["nftables"].as_array().unwrap().len(),
-            2,
-            "add + delete: {t}"
-        );
+        let t = ruleset(&open, "br", port_filter::port_group(7), &[]);
+        let commands = t["nftables"].as_array().unwrap();
+        assert_eq!(commands.len(), 4, "add + delete of both tables: {t}");
+        assert_eq!(commands[3]["delete"]["table"]["family"], "bridge");
+        assert_eq!(removal("o"), t);
+    }
+
+    #[test]
+    fn one_transaction_replaces_the_routing_table_and_the_port_filter() {
+        let def =
+            network("<network><name>lab</name><ip address='10.251.9.1' prefix='24'/></network>");
+        let t = ruleset(&def, "br", port_filter::port_group(7), &[]);
+        let tables: Vec<(String, String)> = t["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| {
+                let (verb, body) = c.as_object()?.iter().next()?;
+                let table = body.get("table")?;
+                Some((verb.clone(), table["family"].as_str()?.to_owned()))
+            })
+            .collect();
+        let expected = ["add", "delete", "add"].map(|v| (v.to_owned(), "inet".to_owned()));
+        assert_eq!(tables[..3], expected);
+        let bridge: Vec<_> = tables.iter().filter(|(_, f)| f == "bridge").collect();
+        assert_eq!(bridge.len(), 3, "{tables:?}");
+        assert!(t.to_string().contains(r#""hook":"prerouting""#));
     }
 
     #[test]
@@ -370,7 +418,7 @@ mod tests {
         let def = network(
             "<network><name>six</name><forward mode='nat'/><ip family='ipv6' address='fd00:251::1' prefix='64'/></network>",
         );
-        let t = ruleset(&def, "br");
+        let t = ruleset(&def, "br", port_filter::port_group(7), &[]);
         assert!(chain_rules(&t, "postrouting").is_empty());
         let forward = serde_json::to_string(&chain_rules(&t, "forward")).unwrap();
         assert!(forward.contains(r#""protocol":"ip6""#), "{forward}");

@@ -332,8 +332,9 @@ pub fn get_link(name: &str) -> Request {
     Request::Link(RTM_GETLINK, message)
 }
 
-/// `RTM_NEWLINK` of a veth pair (`ip link add NAME [mtu N] [master M] [up]
-/// type veth peer name PEER [mtu N] [address MAC] [netns NS]`). The peer is created
+/// `RTM_NEWLINK` of a veth pair (`ip link add NAME [mtu N] [group G]
+/// [master M] [up] type veth peer name PEER [mtu N] [address MAC] [netns
+/// NS]`). The peer is created
 /// in its namespace directly, under its final name.
 pub fn new_veth(veth: &Veth<'_>) -> Request {
     let mut peer = LinkMessage::default();
@@ -354,6 +355,9 @@ pub fn new_veth(veth: &Veth<'_>) -> Request {
         .push(LinkAttribute::IfName(veth.name.to_owned()));
     if let Some(mtu) = veth.mtu {
         message.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(group) = veth.group {
+        message.attributes.push(LinkAttribute::Group(group));
     }
     if let Some(master) = veth.master {
         message.attributes.push(LinkAttribute::Controller(master));
@@ -879,6 +883,7 @@ mod tests {
             mtu: Some(1400),
             master: Some(7),
             up: true,
+            group: Some(0x4000_0007),
             peer_name: "eth0",
             peer_mac: Some([0x52, 0x54, 0, 1, 2, 3]),
             peer_netns: Some(Netns::Pid(1234)),
@@ -899,6 +904,7 @@ mod tests {
         assert_eq!(name(&find(&attrs, 3)), "lxv0");
         assert_eq!(find(&attrs, 10), 7u32.to_ne_bytes(), "IFLA_MASTER");
         assert_eq!(find(&attrs, 4), 1400u32.to_ne_bytes(), "IFLA_MTU");
+        assert_eq!(find(&attrs, 27), 0x4000_0007u32.to_ne_bytes(), "IFLA_GROUP");
         let info = find(&attrs, IFLA_LINKINFO);
         let info = nested(&info);
         assert_eq!(name(&find(&info, IFLA_INFO_KIND)), "veth");
@@ -1234,6 +1240,7 @@ mod tests {
                 mtu: None,
                 master: None,
                 up: true,
+                group: None,
                 peer_name: "lxvtd0p",
                 peer_mac: None,
                 peer_netns: None,
@@ -1250,6 +1257,7 @@ mod tests {
                 mtu: None,
                 master: Some(bridge.index),
                 up: true,
+                group: Some(0x4000_0063),
                 peer_name: "eth0",
                 peer_mac: Some(mac),
                 peer_netns: Some(Netns::Fd(container.as_fd())),
@@ -1264,9 +1272,10 @@ mod tests {
                 Some(host_end.index),
                 "the kernel echoes the new link"
             );
+            let shown = ip_in(host_ns.as_fd(), &["-o", "link", "show", "lxvth0"]);
             assert!(
-                ip_in(host_ns.as_fd(), &["-o", "link", "show", "lxvth0"])
-                    .contains("master lxvtbr0")
+                shown.contains("master lxvtbr0") && shown.contains("group 1073741923"),
+                "{shown}"
             );
 
             let inside = Netlink::open_in(container.as_fd()).unwrap();
@@ -1452,6 +1461,7 @@ mod tests {
                 mtu: Some(1400),
                 master,
                 up: true,
+                group: None,
                 peer_name: &peer,
                 peer_mac: None,
                 peer_netns: None,

@@ -17,6 +17,8 @@ pub mod dnsmasq;
 pub mod firewall;
 pub mod guest;
 pub mod link;
+pub mod port_filter;
+pub mod ports;
 pub mod tc;
 pub mod virtual_network;
 
@@ -154,6 +156,10 @@ pub struct Veth<'a> {
     pub master: Option<u32>,
     /// Bring this end up.
     pub up: bool,
+    /// The device group of this end (`IFLA_GROUP`), set as it is made,
+    /// before it joins `master`: a virtual network's filter drops what
+    /// its ports' group sends until it knows the port.
+    pub group: Option<u32>,
     /// The peer's name. It cannot be brought up as it is made (the kernel
     /// refuses it with `ENOTCONN`: the pair is not linked yet).
     pub peer_name: &'a str,

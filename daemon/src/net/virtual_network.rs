@@ -1,21 +1,37 @@
 //! A virtual network on the host: its bridge with its addresses, its
-//! nftables table and its dnsmasq, brought up and down as one.
+//! nftables tables and its dnsmasq, brought up and down as one, and the
+//! ports containers take on it.
 //!
-//! [`HostNetworks`] is the [`NetworkDriver`] the daemon runs: each
-//! operation runs on a blocking thread (netlink, `nft` and dnsmasq are
-//! synchronous and short), and a started dnsmasq is watched by a task
-//! that starts it again when it dies, until the network is destroyed.
+//! [`HostNetworks`] is the [`NetworkDriver`] the daemon runs: each start,
+//! takeover and destroy runs on a blocking thread (netlink, `nft` and
+//! dnsmasq are synchronous and short), and a started dnsmasq is watched by
+//! a task that starts it again when it dies, until the network is
+//! destroyed.
+//!
+//! Ports join and leave on the caller's task and cost no process there:
+//! the port's address and record are settled in memory and in files, and
+//! its elements of the port filter ([`crate::net::port_filter`]) go to a
+//! worker task of the network, which applies queued changes in order (in
+//! one `nft` transaction when several wait). The network's table
+//! replacements at a start or takeover go through the same queue, so they
+//! never overtake a port's change nor lose one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::domain::NetworkDef;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
 use crate::domain::addr::Subnet;
+use crate::domain::{MacAddr, NetworkDef};
 use crate::driver::BoxFuture;
+use crate::error_chain::error_chain;
 use crate::net::dnsmasq::{self, DnsmasqError, Files, Lease, Running};
 use crate::net::firewall::{self, FirewallError};
+use crate::net::port_filter;
+use crate::net::ports::{self, PortError, PortRecord, PortRequest, PortTable};
 use crate::net::{BridgeLink, HostLinks, IpAddress, LinkChange, LinkError, Links, Netlink};
 use crate::sys::process::{pidfd_kill, wait_exit};
 
@@ -57,6 +73,12 @@ pub enum NetworkError {
     Firewall(#[from] FirewallError),
     #[error(transparent)]
     Dnsmasq(#[from] DnsmasqError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error(
+        "network {network} is not running in this daemon; start it with 'lxvirt net-start {network}'"
+    )]
+    NotRunning { network: String },
     #[error("network {network}: {what}: {source}")]
     Io {
         network: String,
@@ -92,9 +114,22 @@ pub trait NetworkDriver: Send + Sync + std::fmt::Debug {
     fn port_bridge(&self, def: &NetworkDef) -> Result<String, NetworkError> {
         Ok(bridge_of(def).to_owned())
     }
-    /// A container's port joins the network: its MAC gets its name.
-    fn add_port(&self, network: &str, mac: &str, name: &str);
-    fn remove_port(&self, network: &str, mac: &str);
+    /// A container's port joins the network: its IPv4 addresses are
+    /// settled ([`crate::net::ports`]), its MAC gets its name and pinned
+    /// address in DHCP, and its elements of the port filter are added in
+    /// the background. Cheap: it starts no process and waits for none.
+    fn add_port(&self, port: PortRequest) -> Result<Plugged, NetworkError>;
+    /// The port of `mac` that `domain` has leaves the network; nothing for
+    /// a port it does not know. As cheap as [`NetworkDriver::add_port`].
+    fn remove_port(&self, network: &str, mac: MacAddr, domain: &str);
+}
+
+/// A port that joined its network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Plugged {
+    /// The device group to make its host end in; `None` when the network
+    /// filters nothing (`open`).
+    pub group: Option<u32>,
 }
 
 /// Host networks: bridges, nftables tables, dnsmasq.
@@ -111,7 +146,38 @@ struct Inner {
     user: String,
     /// The watchers of running dnsmasqs, by network.
     watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The ports of the active networks, by network.
+    ports: Mutex<HashMap<String, NetworkPorts>>,
 }
+
+/// The ports of one active network, and the worker that applies their
+/// changes to its port filter.
+#[derive(Debug)]
+struct NetworkPorts {
+    /// The live definition, once its start or takeover ran in this daemon
+    /// (a port can leave before that, after a daemon restart).
+    def: Option<NetworkDef>,
+    /// The device group of its ports; `None` for an `open` network.
+    group: Option<u32>,
+    table: PortTable,
+    jobs: mpsc::UnboundedSender<Job>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+/// A change for a network's worker.
+#[derive(Debug)]
+enum Job {
+    /// An nft transaction; `done` hears how it went.
+    Nft {
+        commands: Vec<Value>,
+        done: Option<oneshot::Sender<Result<(), FirewallError>>>,
+    },
+    /// dnsmasq reads its host files again.
+    Reload,
+}
+
+/// How long a destroy waits for the port filter's queued changes.
+const WORKER_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long a dnsmasq that died waits before it is started again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -136,12 +202,86 @@ impl HostNetworks {
                 dir,
                 user: user.to_owned(),
                 watchers: Mutex::new(HashMap::new()),
+                ports: Mutex::new(HashMap::new()),
             }),
         })
     }
 
     fn files(&self, network: &str) -> Files {
         Files::new(&self.inner.dir, network)
+    }
+
+    /// `RUN/network/NAME.ports`: the records of its ports.
+    fn records(&self, network: &str) -> PathBuf {
+        records_dir(&self.inner.dir, network)
+    }
+
+    fn port_tables(&self) -> MutexGuard<'_, HashMap<String, NetworkPorts>> {
+        // A panic while the lock was held leaves the tables as they were
+        // between two changes: still usable.
+        self.inner
+            .ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The ports of `network`, loaded from their records (with a worker of
+    /// their own) the first time they are needed.
+    fn ports_of<'a>(
+        &self,
+        tables: &'a mut HashMap<String, NetworkPorts>,
+        network: &str,
+    ) -> &'a mut NetworkPorts {
+        tables.entry(network.to_owned()).or_insert_with(|| {
+            let (table, problems) = PortTable::load(&self.records(network));
+            for problem in problems {
+                tracing::warn!(network, error = %error_chain(&problem), "ignoring a port record");
+            }
+            let (jobs, queue) = mpsc::unbounded_channel();
+            let worker = tokio::spawn(run_jobs(network.to_owned(), self.files(network), queue));
+            NetworkPorts {
+                def: None,
+                group: None,
+                table,
+                jobs,
+                worker,
+            }
+        })
+    }
+
+    /// Drops the ports of `network` once their queued changes are done.
+    async fn forget_ports(&self, network: &str) {
+        let ports = self.port_tables().remove(network);
+        if let Some(NetworkPorts { jobs, worker, .. }) = ports {
+            drop(jobs);
+            let _ = tokio::time::timeout(WORKER_DRAIN, worker).await;
+        }
+    }
+
+    /// Replaces the network's tables through its worker, with the ports
+    /// it has (none at a start; those recorded at a takeover); blocks
+    /// until it is done. For the start's blocking thread.
+    fn replace_tables(&self, def: &NetworkDef, bridge_index: u32) -> Result<(), FirewallError> {
+        let group = port_filter::port_group(bridge_index);
+        let (done, result) = oneshot::channel();
+        {
+            let mut tables = self.port_tables();
+            let ports = self.ports_of(&mut tables, def.name());
+            ports.def = Some(def.clone());
+            ports.group = ports::filtered(def).then_some(group);
+            let recorded: Vec<PortRecord> = ports.table.ports().cloned().collect();
+            let ruleset = firewall::ruleset(def, bridge_of(def), group, &recorded);
+            let job = Job::Nft {
+                commands: firewall::commands(ruleset),
+                done: Some(done),
+            };
+            if ports.jobs.send(job).is_err() {
+                return Err(worker_gone());
+            }
+        }
+        result
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(worker_gone()))
     }
 
     /// Watches `running`; when it dies, starts it again.
@@ -196,16 +336,33 @@ impl NetworkDriver for HostNetworks {
     fn start(&self, def: NetworkDef) -> BoxFuture<Result<NetworkRuntime, NetworkError>> {
         let this = self.clone();
         Box::pin(async move {
-            let files = this.files(def.name());
+            let name = def.name().to_owned();
+            // A network that starts has no ports yet, whatever was recorded.
+            this.forget_ports(&name).await;
+            let _ = std::fs::remove_dir_all(this.records(&name));
+            let files = this.files(&name);
+            let records = this.records(&name);
             let user = this.inner.user.clone();
             let def2 = def.clone();
-            let started = tokio::task::spawn_blocking(move || bring_up(&def2, &files, &user))
-                .await
-                .map_err(|e| NetworkError::Io {
-                    network: def.name().to_owned(),
-                    what: "the start thread",
-                    source: std::io::Error::other(e),
-                })??;
+            let tables = this.clone();
+            let started = tokio::task::spawn_blocking(move || {
+                let replace = |index| tables.replace_tables(&def2, index);
+                bring_up(&def2, &files, &records, &user, &replace)
+            })
+            .await
+            .map_err(|e| NetworkError::Io {
+                network: name.clone(),
+                what: "the start thread",
+                source: std::io::Error::other(e),
+            })
+            .and_then(|started| started);
+            let started = match started {
+                Ok(started) => started,
+                Err(error) => {
+                    this.forget_ports(&name).await;
+                    return Err(error);
+                }
+            };
             let runtime = NetworkRuntime {
                 dnsmasq: started.as_ref().map(|r| (r.pid, r.start_time)),
             };
@@ -223,17 +380,30 @@ impl NetworkDriver for HostNetworks {
     ) -> BoxFuture<Result<NetworkRuntime, NetworkError>> {
         let this = self.clone();
         Box::pin(async move {
-            let files = this.files(def.name());
+            let name = def.name().to_owned();
+            let files = this.files(&name);
+            let records = this.records(&name);
             let user = this.inner.user.clone();
             let def2 = def.clone();
-            let found =
-                tokio::task::spawn_blocking(move || reconnect(&def2, runtime, &files, &user))
-                    .await
-                    .map_err(|e| NetworkError::Io {
-                        network: def.name().to_owned(),
-                        what: "the reconnect thread",
-                        source: std::io::Error::other(e),
-                    })??;
+            let tables = this.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                let replace = |index| tables.replace_tables(&def2, index);
+                reconnect(&def2, runtime, &files, &records, &user, &replace)
+            })
+            .await
+            .map_err(|e| NetworkError::Io {
+                network: name.clone(),
+                what: "the reconnect thread",
+                source: std::io::Error::other(e),
+            })
+            .and_then(|found| found);
+            let found = match found {
+                Ok(found) => found,
+                Err(error) => {
+                    this.forget_ports(&name).await;
+                    return Err(error);
+                }
+            };
             let runtime = NetworkRuntime {
                 dnsmasq: found.as_ref().map(|r| (r.pid, r.start_time)),
             };
@@ -248,7 +418,9 @@ impl NetworkDriver for HostNetworks {
         let this = self.clone();
         Box::pin(async move {
             this.unwatch(def.name());
+            this.forget_ports(def.name()).await;
             let files = this.files(def.name());
+            let records = this.records(def.name());
             let running = dnsmasq::find(&files);
             if let Some(running) = running {
                 let _ = pidfd_kill(
@@ -258,7 +430,7 @@ impl NetworkDriver for HostNetworks {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(2), wait_exit(running.pidfd)).await;
             }
-            tokio::task::spawn_blocking(move || bring_down(&def, &files))
+            tokio::task::spawn_blocking(move || bring_down(&def, &files, &records))
                 .await
                 .unwrap_or_default()
         })
@@ -301,15 +473,174 @@ impl NetworkDriver for HostNetworks {
         leases
     }
 
-    fn add_port(&self, network: &str, mac: &str, name: &str) {
-        if let Err(error) = dnsmasq::add_port(&self.files(network), mac, name) {
-            tracing::warn!(network, mac, error = %error, "cannot give a port its name in DNS");
+    fn add_port(&self, request: PortRequest) -> Result<Plugged, NetworkError> {
+        let network = request.network.clone();
+        let mac = request.mac;
+        let files = self.files(&network);
+        let records = self.records(&network);
+        let leases = dnsmasq::leases(&files);
+        let mut tables = self.port_tables();
+        let not_running = || NetworkError::NotRunning {
+            network: network.clone(),
+        };
+        let ports = tables.get_mut(&network).ok_or_else(not_running)?;
+        let def = ports.def.clone().ok_or_else(not_running)?;
+        let group = ports.group.filter(|_| ports::filtered(&def));
+        // The same domain's earlier port of this MAC goes first (another
+        // domain's is refused by the plug).
+        let earlier = ports
+            .table
+            .get(mac)
+            .is_some_and(|old| old.domain == request.domain);
+        if let Some(old) = earlier.then(|| ports.table.unplug(mac)).flatten()
+            && old.group.is_some()
+        {
+            let commands = port_filter::unplug(&firewall::table_name(&network), &old);
+            let _ = ports.jobs.send(Job::Nft {
+                commands,
+                done: None,
+            });
         }
+        let record = ports
+            .table
+            .plug(&def, &request, group, &leases, now_secs())?;
+        let undo = |ports: &mut NetworkPorts| {
+            ports.table.unplug(mac);
+            let _ = std::fs::remove_file(ports::record_path(&records, mac));
+        };
+        if let Err(error) = ports.table.save(&records, &network, mac) {
+            undo(ports);
+            return Err(error.into());
+        }
+        if dnsmasq::needed(&def)
+            && let Err(source) =
+                dnsmasq::add_port(&files, &mac.to_string(), record.pinned, &request.domain)
+        {
+            undo(ports);
+            return Err(NetworkError::Io {
+                network,
+                what: "writing the port's DHCP host file",
+                source,
+            });
+        }
+        if group.is_some() {
+            let commands = port_filter::plug(&firewall::table_name(&network), &record);
+            let _ = ports.jobs.send(Job::Nft {
+                commands,
+                done: None,
+            });
+        }
+        tracing::debug!(network = %network, domain = %request.domain, port = %request.port, mac = %mac, address = ?record.pinned, "port plugged");
+        Ok(Plugged { group })
     }
 
-    fn remove_port(&self, network: &str, mac: &str) {
-        dnsmasq::remove_port(&self.files(network), mac);
+    fn remove_port(&self, network: &str, mac: MacAddr, domain: &str) {
+        let records = self.records(network);
+        let files = self.files(network);
+        let mut tables = self.port_tables();
+        if !tables.contains_key(network) && !ports::record_path(&records, mac).exists() {
+            // A port lxvirtd plugged before it kept records, or none.
+            if dnsmasq::remove_port(&files, &mac.to_string()) {
+                dnsmasq::reload(&files);
+            }
+            return;
+        }
+        // After a daemon restart a port may leave before its network is
+        // taken over: its record is loaded for that.
+        let ports = self.ports_of(&mut tables, network);
+        // Only the domain's own: another domain's start refused for the
+        // same MAC takes nothing away.
+        if ports.table.get(mac).is_none_or(|r| r.domain != domain) {
+            return;
+        }
+        let Some(record) = ports.table.unplug(mac) else {
+            return;
+        };
+        let _ = std::fs::remove_file(ports::record_path(&records, mac));
+        dnsmasq::remove_port(&files, &mac.to_string());
+        if record.group.is_some() {
+            let commands = port_filter::unplug(&firewall::table_name(network), &record);
+            let _ = ports.jobs.send(Job::Nft {
+                commands,
+                done: None,
+            });
+        }
+        let _ = ports.jobs.send(Job::Reload);
+        tracing::debug!(network, domain, port = %record.port, mac = %mac, "port unplugged");
     }
+}
+
+/// Applies a network's queued changes in order; what waits is applied in
+/// one transaction (each on its own when that one is refused). Ends when
+/// the network's ports are dropped and the queue is empty.
+async fn run_jobs(network: String, files: Files, mut queue: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while let Ok(job) = queue.try_recv() {
+            batch.push(job);
+        }
+        let network = network.clone();
+        let files = files.clone();
+        let _ = tokio::task::spawn_blocking(move || apply_jobs(&network, &files, batch)).await;
+    }
+}
+
+fn apply_jobs(network: &str, files: &Files, batch: Vec<Job>) {
+    let table = firewall::table_name(network);
+    let mut reload = false;
+    let mut transactions = Vec::new();
+    for job in batch {
+        match job {
+            Job::Nft { commands, done } => transactions.push((commands, done)),
+            Job::Reload => reload = true,
+        }
+    }
+    if !transactions.is_empty() {
+        let all: Vec<Value> = transactions
+            .iter()
+            .flat_map(|(commands, _)| commands.iter().cloned())
+            .collect();
+        let together = firewall::apply(&table, &firewall::transaction(all));
+        for (commands, done) in transactions {
+            let result = match &together {
+                Ok(()) => Ok(()),
+                Err(_) => firewall::apply(&table, &firewall::transaction(commands)),
+            };
+            match (done, result) {
+                (Some(done), result) => {
+                    let _ = done.send(result);
+                }
+                (None, Err(error)) => {
+                    // A port the filter does not know passes nothing; one
+                    // it still knows keeps its elements until the network
+                    // stops.
+                    tracing::warn!(network, error = %error_chain(&error), "cannot change the port filter");
+                }
+                (None, Ok(())) => {}
+            }
+        }
+    }
+    if reload {
+        dnsmasq::reload(files);
+    }
+}
+
+fn worker_gone() -> FirewallError {
+    FirewallError::Spawn(std::io::Error::other(
+        "the network's port filter worker is gone",
+    ))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The directory of the port records of `network` in `dir`.
+fn records_dir(dir: &Path, network: &str) -> PathBuf {
+    dir.join(format!("{network}.ports"))
 }
 
 /// Refuses a subnet the host already routes elsewhere (a route of the
@@ -354,8 +685,17 @@ fn check_host_routes(
     Ok(())
 }
 
+/// Replaces the network's nftables tables, given its bridge's index.
+type ReplaceTables<'a> = dyn Fn(u32) -> Result<(), FirewallError> + 'a;
+
 /// Brings a network up from nothing; on failure removes what it made.
-fn bring_up(def: &NetworkDef, files: &Files, user: &str) -> Result<Option<Running>, NetworkError> {
+fn bring_up(
+    def: &NetworkDef,
+    files: &Files,
+    records: &Path,
+    user: &str,
+    replace_tables: &ReplaceTables<'_>,
+) -> Result<Option<Running>, NetworkError> {
     let network = def.name().to_owned();
     let bridge = bridge_of(def);
     let netlink = Netlink::open().map_err(|source| NetworkError::Link {
@@ -378,9 +718,9 @@ fn bring_up(def: &NetworkDef, files: &Files, user: &str) -> Result<Option<Runnin
         });
     }
     check_host_routes(def, &netlink, None)?;
-    let result = make(def, files, user, &netlink);
+    let result = make(def, files, user, &netlink, replace_tables);
     if result.is_err() {
-        for error in bring_down(def, files) {
+        for error in bring_down(def, files, records) {
             tracing::debug!(network = %network, error = %error, "undoing a failed start");
         }
     }
@@ -392,6 +732,7 @@ fn make(
     files: &Files,
     user: &str,
     netlink: &Netlink,
+    replace_tables: &ReplaceTables<'_>,
 ) -> Result<Option<Running>, NetworkError> {
     let network = def.name();
     let bridge = bridge_of(def);
@@ -413,10 +754,7 @@ fn make(
         .map_err(link_error(format!("creating bridge {bridge}")))?;
     configure_bridge(def, netlink, index)?;
     enable_forwarding(def)?;
-    firewall::apply(
-        &firewall::table_name(network),
-        &firewall::ruleset(def, bridge),
-    )?;
+    replace_tables(index)?;
     if !dnsmasq::needed(def) {
         return Ok(None);
     }
@@ -501,13 +839,15 @@ fn enable_forwarding(def: &NetworkDef) -> Result<(), NetworkError> {
 }
 
 /// Takes over a running network: the bridge (made again if gone), its
-/// addresses, the table (replaced: same rules), dnsmasq (kept if it still
-/// runs, else started).
+/// addresses, the tables (replaced: same rules, and the recorded ports'
+/// elements), dnsmasq (kept if it still runs, else started).
 fn reconnect(
     def: &NetworkDef,
     runtime: NetworkRuntime,
     files: &Files,
+    records: &Path,
     user: &str,
+    replace_tables: &ReplaceTables<'_>,
 ) -> Result<Option<Running>, NetworkError> {
     let network = def.name();
     let bridge = bridge_of(def);
@@ -525,10 +865,7 @@ fn reconnect(
         Some(link) if link.kind.as_deref() == Some("bridge") => {
             configure_bridge(def, &netlink, link.index)?;
             enable_forwarding(def)?;
-            firewall::apply(
-                &firewall::table_name(network),
-                &firewall::ruleset(def, bridge),
-            )?;
+            replace_tables(link.index)?;
             if !dnsmasq::needed(def) {
                 return Ok(None);
             }
@@ -551,7 +888,7 @@ fn reconnect(
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            bring_up(def, files, user)
+            bring_up(def, files, records, user, replace_tables)
         }
     }
 }
@@ -631,6 +968,7 @@ fn make_overflow_bridge(def: &NetworkDef, n: usize) -> Result<(), NetworkError> 
             peer_mac: None,
             peer_netns: None,
             mtu: def.mtu.map(u32::from),
+            group: None,
         })
         .map_err(link_error(format!("chaining {bridge} to {main}")))
         .and_then(|_| {
@@ -659,9 +997,9 @@ fn make_overflow_bridge(def: &NetworkDef, n: usize) -> Result<(), NetworkError> 
     chained
 }
 
-/// Removes the table, the bridge and dnsmasq's files (dnsmasq itself is
-/// stopped by the caller first).
-fn bring_down(def: &NetworkDef, files: &Files) -> Vec<NetworkError> {
+/// Removes the tables, the bridge, dnsmasq's files and the port records
+/// (dnsmasq itself is stopped by the caller first).
+fn bring_down(def: &NetworkDef, files: &Files, records: &Path) -> Vec<NetworkError> {
     let mut errors = Vec::new();
     let network = def.name();
     if let Err(error) = firewall::apply(&firewall::table_name(network), &firewall::removal(network))
@@ -709,6 +1047,7 @@ fn bring_down(def: &NetworkDef, files: &Files) -> Vec<NetworkError> {
         }),
     }
     dnsmasq::remove_files(files);
+    let _ = std::fs::remove_dir_all(records);
     errors
 }
 

@@ -40,6 +40,8 @@ impl Change {
 #[derive(Debug)]
 pub(super) struct LiveChange {
     pub uuid: Uuid,
+    /// The domain's name when the change began.
+    pub domain: String,
     pub generation: u64,
     pub change: Change,
     /// The interface as the live definition gets (or loses) it.
@@ -131,8 +133,18 @@ impl Manager {
             let _ = reply.send(Ok(seq));
             return Ok(());
         }
+        if entry.runtime.is_none() {
+            return Err(Box::new((
+                CoreError::NotRunning {
+                    domain: name,
+                    operation: "change its devices",
+                },
+                reply,
+            )));
+        }
         // The live interface: the one the instance has, for a detach.
         let live_def = entry.live_def().clone();
+        let driver = refuse!(self.driver_of(uuid));
         let request = match change {
             Change::Attach => {
                 let mut probe = live_def.clone();
@@ -163,25 +175,29 @@ impl Manager {
                 }
             }
         };
-        let driver = refuse!(self.driver_of(uuid));
-        let entry = refuse!(self.entry_mut(uuid));
-        refuse!(entry.request(Operation::ChangeDevices));
-        let Some(runtime) = entry.runtime.clone() else {
-            return Err(Box::new((
-                CoreError::NotRunning {
-                    domain: name,
-                    operation: "change its devices",
-                },
-                reply,
-            )));
+        // Checked above; the port just joined leaves again if it fails.
+        let begun = self.entry_mut(uuid).and_then(|entry| {
+            entry.request(Operation::ChangeDevices)?;
+            let runtime = entry.runtime.clone().ok_or(CoreError::NotRunning {
+                domain: name.clone(),
+                operation: "change its devices",
+            })?;
+            Ok((runtime, entry.generation))
+        });
+        let (runtime, generation) = match begun {
+            Ok(begun) => begun,
+            Err(error) => {
+                self.release_attached(&name, change, &interface);
+                return Err(Box::new((error, reply)));
+            }
         };
-        let generation = entry.generation;
         let work = driver.request(&name, &runtime, request);
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let result = work.await.map_err(CoreError::Driver);
             let _ = internal.send(Internal::DeviceChanged(Box::new(LiveChange {
                 uuid,
+                domain: name,
                 generation,
                 change,
                 interface: Box::new(interface),
@@ -196,6 +212,7 @@ impl Manager {
     pub(super) fn device_changed(&mut self, done: LiveChange) {
         let LiveChange {
             uuid,
+            domain,
             generation,
             change,
             mut interface,
@@ -205,6 +222,7 @@ impl Manager {
         } = done;
         let run_dir = self.config.run_dir.clone();
         let Ok(entry) = self.entry_mut(uuid) else {
+            self.release_attached(&domain, change, &interface);
             let _ = reply.send(Err(CoreError::StoppedMeanwhile {
                 domain: uuid.to_string(),
             }));
@@ -213,6 +231,7 @@ impl Manager {
         let name = entry.name().to_owned();
         let current = entry.generation == generation && entry.report(Report::DevicesChanged);
         if !current {
+            self.release_attached(&name, change, &interface);
             let _ = reply.send(Err(CoreError::StoppedMeanwhile { domain: name }));
             return;
         }
@@ -222,10 +241,12 @@ impl Manager {
             }
             Ok(Response::Done) if change == Change::Detach => {}
             Ok(other) => {
+                self.release_attached(&name, change, &interface);
                 let _ = reply.send(Err(super::running::unexpected(other)));
                 return;
             }
             Err(error) => {
+                self.release_attached(&name, change, &interface);
                 let _ = reply.send(Err(error));
                 return;
             }
@@ -236,7 +257,7 @@ impl Manager {
         if let (Change::Detach, InterfaceSource::Network { network, .. }, Some(mac)) =
             (change, &interface.source, interface.mac)
         {
-            self.network_driver.remove_port(network, &mac.to_string());
+            self.network_driver.remove_port(network, mac, &name);
         }
         let entry = match self.entry_mut(uuid) {
             Ok(entry) => entry,
@@ -258,6 +279,17 @@ impl Manager {
         }
         let seq = self.publish_change(uuid, None);
         let _ = reply.send(Ok(seq));
+    }
+
+    /// An attach of `domain`'s that did not happen: its port leaves the
+    /// network again.
+    fn release_attached(&self, domain: &str, change: Change, interface: &Interface) {
+        if change == Change::Attach
+            && let (InterfaceSource::Network { network, .. }, Some(mac)) =
+                (&interface.source, interface.mac)
+        {
+            self.network_driver.remove_port(network, mac, domain);
+        }
     }
 
     fn save_config(&mut self, uuid: Uuid, def: DomainDef) -> Result<(), CoreError> {

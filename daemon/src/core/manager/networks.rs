@@ -9,6 +9,7 @@
 //! directory, by which a restarted daemon takes it over again.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use uuid::Uuid;
@@ -23,6 +24,7 @@ use crate::domain::{InterfaceSource, NetworkDef};
 use crate::driver::NetworkPort;
 use crate::error_chain::error_chain;
 use crate::net::dnsmasq::Lease;
+use crate::net::ports::PortRequest;
 use crate::net::virtual_network::{NetworkError, NetworkRuntime};
 
 /// The prefix of the bridge names the daemon picks.
@@ -604,52 +606,109 @@ impl Manager {
     }
 
     /// The networks a domain's `type='network'` interfaces use, each with
-    /// its bridge; refused if one is not active. The ports get their
-    /// names in the network's DNS.
+    /// its bridge; refused if one is not active. Each interface's port
+    /// joins its network (its address settled, its name in the network's
+    /// DNS, its filter elements on their way): the host ends must have
+    /// their names already. All of them or none.
     pub(super) fn network_ports(
         &self,
         def: &crate::domain::DomainDef,
     ) -> Result<HashMap<String, NetworkPort>, CoreError> {
         let mut ports = HashMap::new();
-        for (index, interface) in def.devices.interfaces.iter().enumerate() {
-            let InterfaceSource::Network { network, .. } = &interface.source else {
-                continue;
-            };
-            let unavailable = |problem: String| CoreError::NetworkUnavailable {
-                domain: def.name().to_owned(),
-                index: index + 1,
-                network: network.clone(),
-                problem,
-            };
-            let entry = self
-                .networks
-                .get(&Lookup::Name(network.clone()))
-                .map_err(|_| {
-                    unavailable(
-                        "is not defined; define it with 'lxvirt net-define' (see 'lxvirt net-list --all')"
+        let mut joined = Vec::new();
+        let result = (|| {
+            for (index, interface) in def.devices.interfaces.iter().enumerate() {
+                let InterfaceSource::Network { network, .. } = &interface.source else {
+                    continue;
+                };
+                let unavailable = |problem: String| CoreError::NetworkUnavailable {
+                    domain: def.name().to_owned(),
+                    index: index + 1,
+                    network: network.clone(),
+                    problem,
+                };
+                let entry = self
+                    .networks
+                    .get(&Lookup::Name(network.clone()))
+                    .map_err(|_| {
+                        unavailable(
+                            "is not defined; define it with 'lxvirt net-define' (see 'lxvirt net-list --all')"
+                                .into(),
+                        )
+                    })?;
+                if entry.active.is_none() || entry.busy.is_some() {
+                    return Err(unavailable(format!(
+                        "is not active; start it with 'lxvirt net-start {network}'"
+                    )));
+                }
+                // Both are filled in before: at define (the MAC) and per
+                // start or attach (the host end).
+                let (Some(mac), Some(port)) = (interface.mac, interface.target_dev.clone()) else {
+                    return Err(unavailable(
+                        "cannot take a port without a MAC and a host-side name (a bug in lxvirtd)"
                             .into(),
-                    )
+                    ));
+                };
+                let request = PortRequest {
+                    network: network.clone(),
+                    mac,
+                    port,
+                    domain: def.name().to_owned(),
+                    ipv4: interface
+                        .ips
+                        .iter()
+                        .filter_map(|ip| match ip.address {
+                            IpAddr::V4(v4) => Some(v4),
+                            IpAddr::V6(_) => None,
+                        })
+                        .collect(),
+                };
+                let plugged = self.network_driver.add_port(request).map_err(|source| {
+                    CoreError::PortRefused {
+                        domain: def.name().to_owned(),
+                        index: index + 1,
+                        network: network.clone(),
+                        source: Box::new(source),
+                    }
                 })?;
-            if entry.active.is_none() || entry.busy.is_some() {
-                return Err(unavailable(format!(
-                    "is not active; start it with 'lxvirt net-start {network}'"
-                )));
+                joined.push((network.clone(), mac));
+                if ports.contains_key(network) {
+                    continue;
+                }
+                let active = entry.active.as_ref().map_or(&entry.def, |a| &a.live);
+                let bridge = self
+                    .network_driver
+                    .port_bridge(active)
+                    .map_err(CoreError::Network)?;
+                ports.insert(
+                    network.clone(),
+                    NetworkPort {
+                        bridge,
+                        group: plugged.group,
+                    },
+                );
             }
-            if let Some(mac) = interface.mac {
-                self.network_driver
-                    .add_port(network, &mac.to_string(), def.name());
+            Ok(())
+        })();
+        if let Err(error) = result {
+            for (network, mac) in joined {
+                self.network_driver.remove_port(&network, mac, def.name());
             }
-            if ports.contains_key(network) {
-                continue;
-            }
-            let active = entry.active.as_ref().map_or(&entry.def, |a| &a.live);
-            let bridge = self
-                .network_driver
-                .port_bridge(active)
-                .map_err(CoreError::Network)?;
-            ports.insert(network.clone(), NetworkPort { bridge });
+            return Err(error);
         }
         Ok(ports)
+    }
+
+    /// The ports of `def`'s `type='network'` interfaces leave their
+    /// networks (nothing for those that had none).
+    pub(super) fn release_ports(&self, def: &crate::domain::DomainDef) {
+        for interface in &def.devices.interfaces {
+            if let (InterfaceSource::Network { network, .. }, Some(mac)) =
+                (&interface.source, interface.mac)
+            {
+                self.network_driver.remove_port(network, mac, def.name());
+            }
+        }
     }
 
     /// Finds the networks that were active before this daemon started and

@@ -173,8 +173,17 @@ impl Manager {
         live.clear_live_labels();
         name_host_ends(&mut live);
         self.resolve_userns(uuid, &mut live)?;
+        // The ports join now, their filter elements on the way while the
+        // driver starts the instance (a port passes nothing until its
+        // elements are in).
         let networks = self.network_ports(&live)?;
-        let labels = self.security.prepare(&live)?;
+        let labels = match self.security.prepare(&live) {
+            Ok(labels) => labels,
+            Err(error) => {
+                self.release_ports(&live);
+                return Err(error.into());
+            }
+        };
         live.seclabel = Some(labels.seclabel.clone());
         let name = live.name().to_owned();
         let request = StartRequest {
@@ -195,6 +204,7 @@ impl Manager {
             Ok(work) => work,
             Err(error) => {
                 self.security.release(&name);
+                self.release_ports(&live);
                 return Err(error.into());
             }
         };
@@ -287,11 +297,14 @@ impl Manager {
         };
         entry.report(Report::LaunchFailed);
         entry.reason = Reason::Failed;
-        entry.live = None;
+        let live = entry.live.take();
         let waiters = std::mem::take(&mut entry.start_waiters);
         let name = entry.name().to_owned();
         let transient = !entry.persistent;
         tracing::error!(domain = %name, error = %error_chain(&error), "start failed");
+        if let Some(live) = live {
+            self.release_ports(&live);
+        }
         self.security.release(&name);
         if let Ok(driver) = self.driver_of(uuid) {
             driver.release(&name);

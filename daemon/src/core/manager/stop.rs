@@ -129,22 +129,10 @@ impl Manager {
         }
         tracing::info!(domain = %name, reason = %reason, ending = ?ending, "stopped");
         entry.runtime = None;
-        // Its names leave the networks' DNS with it.
-        let ports: Vec<(String, String)> = entry
-            .live_def()
-            .devices
-            .interfaces
-            .iter()
-            .filter_map(|i| match (&i.source, i.mac) {
-                (crate::domain::InterfaceSource::Network { network, .. }, Some(mac)) => {
-                    Some((network.clone(), mac.to_string()))
-                }
-                _ => None,
-            })
-            .collect();
-        for (network, mac) in ports {
-            self.network_driver.remove_port(&network, &mac);
-        }
+        // Its ports leave their networks with it: names, addresses and
+        // filter elements.
+        let live = entry.live_def().clone();
+        self.release_ports(&live);
         // The pair is free for the next start; files keep their labels.
         self.security.release(&name);
         match ending {

@@ -13,14 +13,15 @@ use crate::core::images::ImageStore;
 use crate::core::lifecycle::{Reason, State};
 use crate::core::store::Store;
 use crate::core::types::{CoreError, Event, EventKind, Lifecycle, Lookup, UndefineFlags, XmlFlags};
-use crate::domain::NetworkDef;
 use crate::domain::{DomainType, UsernsMode};
+use crate::domain::{MacAddr, NetworkDef};
 use crate::driver::{
     self, BoxFuture, DomainStats, Driver, Drivers, Ended, ErrorKind, Exit, Request, Response,
     Runtime, StartRequest, Started,
 };
 use crate::net::dnsmasq::Lease;
-use crate::net::virtual_network::{NetworkDriver, NetworkError, NetworkRuntime};
+use crate::net::ports::{PortError, PortRequest};
+use crate::net::virtual_network::{NetworkDriver, NetworkError, NetworkRuntime, Plugged};
 use crate::security::userns::{IdRange, IdRanges};
 use crate::security::{HostSelinux, NoneDriver, Security};
 use crate::storage::BackendKind;
@@ -53,6 +54,8 @@ struct World {
     started_defs: HashMap<String, crate::domain::DomainDef>,
     /// The init pids each start was given, by name.
     started_inits: HashMap<String, HashMap<String, i32>>,
+    /// The network ports each start was given, by name.
+    started_ports: HashMap<String, HashMap<String, driver::NetworkPort>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,6 +123,7 @@ impl Driver for TestDriver {
         world
             .started_inits
             .insert(name.clone(), request.running_inits);
+        world.started_ports.insert(name.clone(), request.networks);
         let hold = world.hold.remove(&name);
         let fail = world.fail.contains(&name);
         let this = self.clone();
@@ -302,14 +306,29 @@ impl NetworkDriver for TestNetworks {
         Vec::new()
     }
 
-    fn add_port(&self, network: &str, mac: &str, name: &str) {
+    fn add_port(&self, port: PortRequest) -> Result<Plugged, NetworkError> {
+        self.0.lock().unwrap().push(format!(
+            "port {} {} {} {}",
+            port.network, port.mac, port.domain, port.port
+        ));
+        // A full range, for the MAC that asks for it.
+        if port.mac.0[5] == 0xee {
+            return Err(NetworkError::Port(PortError::Exhausted {
+                network: port.network,
+                ranges: "10.251.9.2-10.251.9.3".into(),
+            }));
+        }
+        Ok(Plugged {
+            group: Some(0x4000_0001),
+        })
+    }
+
+    fn remove_port(&self, network: &str, mac: MacAddr, domain: &str) {
         self.0
             .lock()
             .unwrap()
-            .push(format!("port {network} {mac} {name}"));
+            .push(format!("unport {network} {mac} {domain}"));
     }
-
-    fn remove_port(&self, _network: &str, _mac: &str) {}
 }
 
 /// A manager on temporary directories with the test driver.
@@ -1192,12 +1211,71 @@ fn on_lan(mac: &str) -> String {
 /// A domain with a port on `lan` (its own `<devices>`, so not through
 /// `domain_xml`).
 async fn define_on_lan(h: &Harness, name: &str) -> Uuid {
+    define_on_lan_with(h, name, "52:54:00:00:00:01").await
+}
+
+async fn define_on_lan_with(h: &Harness, name: &str, mac: &str) -> Uuid {
     let xml = format!(
         "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
          <os><type>exe</type><init>/bin/sh</init></os>{}</domain>",
-        on_lan("52:54:00:00:00:01").replace("</devices>", "<console type='pty'/></devices>")
+        on_lan(mac).replace("</devices>", "<console type='pty'/></devices>")
     );
     h.handle.define_xml(xml).await.unwrap().0.uuid
+}
+
+#[tokio::test]
+async fn a_port_joins_with_its_host_end_and_leaves_when_the_start_fails_or_the_domain_stops() {
+    let h = Harness::new();
+    let (net, _) = h.handle.network_define_xml(NAT.into()).await.unwrap();
+    h.handle.network_start(net.uuid).await.unwrap();
+    let uuid = define_on_lan(&h, "web").await;
+    let last = |h: &Harness| h.networks.log().last().cloned().unwrap_or_default();
+
+    // Refused by the driver, or failed by it later: the port leaves.
+    h.driver.world().refuse.insert("web".into());
+    h.handle.start(uuid).await.unwrap_err();
+    assert_eq!(last(&h), "unport lan 52:54:00:00:00:01 web");
+    h.driver.world().refuse.clear();
+    h.driver.world().fail.insert("web".into());
+    h.handle.start(uuid).await.unwrap_err();
+    assert_eq!(last(&h), "unport lan 52:54:00:00:00:01 web");
+    h.driver.world().fail.clear();
+
+    // Started: the port is named after the live host end, and the
+    // driver makes that end in the network's port group.
+    h.handle.start(uuid).await.unwrap();
+    let plugged = last(&h);
+    assert!(
+        plugged.starts_with("port lan 52:54:00:00:00:01 web lxv"),
+        "{plugged}"
+    );
+    let live = h.handle.get_xml(uuid, XmlFlags(0)).await.unwrap();
+    let end = plugged.rsplit(' ').next().unwrap();
+    assert!(live.contains(&format!("<target dev='{end}'/>")), "{live}");
+    let port = h.driver.world().started_ports["web"]["lan"].clone();
+    assert_eq!(port.group, Some(0x4000_0001));
+    h.handle.destroy(uuid).await.unwrap();
+    assert_eq!(last(&h), "unport lan 52:54:00:00:00:01 web");
+}
+
+#[tokio::test]
+async fn a_network_that_cannot_take_a_port_refuses_the_start_and_names_itself() {
+    let h = Harness::new();
+    let (net, _) = h.handle.network_define_xml(NAT.into()).await.unwrap();
+    h.handle.network_start(net.uuid).await.unwrap();
+    let uuid = define_on_lan_with(&h, "web", "52:54:00:00:00:ee").await;
+    let refused = h.handle.start(uuid).await.unwrap_err();
+    assert!(
+        matches!(&refused, CoreError::PortRefused { network, index: 1, .. } if network == "lan"),
+        "{refused}"
+    );
+    let chain = crate::error_chain::error_chain(&refused);
+    assert!(
+        chain.contains("its interface #1 cannot join network 'lan'")
+            && chain.contains("network lan: no free address left"),
+        "{chain}"
+    );
+    assert!(h.driver.log().is_empty(), "nothing reached the driver");
 }
 
 #[tokio::test]
@@ -1228,7 +1306,8 @@ async fn a_domain_on_a_network_starts_only_while_the_network_is_active() {
     assert!(
         h.networks
             .log()
-            .contains(&"port lan 52:54:00:00:00:01 web".to_owned()),
+            .iter()
+            .any(|l| l.starts_with("port lan 52:54:00:00:00:01 web lxv")),
         "{:?}",
         h.networks.log()
     );
