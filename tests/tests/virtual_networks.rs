@@ -383,7 +383,14 @@ async fn an_isolated_network_reaches_nothing_outside_and_no_other_network() {
          <ip address='10.251.63.1' prefix='24'/></network>",
     )
     .await;
+    let isolated2 = network(
+        &env,
+        "<network><name>lxvtiso2</name><bridge name='lxvtbr70'/>\
+         <ip address='10.251.70.1' prefix='24'/></network>",
+    )
+    .await;
     isolated.start().await.unwrap();
+    isolated2.start().await.unwrap();
     routed.start().await.unwrap();
     let interface = |network: &str, address: &str| {
         format!(
@@ -398,8 +405,25 @@ async fn an_isolated_network_reaches_nothing_outside_and_no_other_network() {
     )
     .await;
     let other = define(&env, &xml(&env, "vrt", &interface("lxvtrt", "10.251.63.2"))).await;
+    let alone2 = define(
+        &env,
+        &xml(&env, "viso2", &interface("lxvtiso2", "10.251.70.2")),
+    )
+    .await;
     alone.start().await.unwrap();
     other.start().await.unwrap();
+    alone2.start().await.unwrap();
+    // Two isolated networks: neither container reaches the other.
+    for (from, to) in [(&alone, "10.251.70.2"), (&alone2, "10.251.62.2")] {
+        let (code, out) = env.enter(from, &["ping", "-c", "1", "-W", "1", to]).await;
+        assert_ne!(code, 0, "an isolated container reached {to}: {out}");
+    }
+    inside(
+        &env,
+        &alone2,
+        &["ping", "-c", "1", "-W", "2", "10.251.70.1"],
+    )
+    .await;
     // Its own bridge answers…
     inside(&env, &alone, &["ping", "-c", "1", "-W", "2", "10.251.62.1"]).await;
     // …but nothing is forwarded: not the outside, not the other network.
@@ -424,8 +448,10 @@ async fn an_isolated_network_reaches_nothing_outside_and_no_other_network() {
     )
     .await;
     alone.destroy().await.unwrap();
+    alone2.destroy().await.unwrap();
     other.destroy().await.unwrap();
     isolated.destroy(0).await.unwrap();
+    isolated2.destroy(0).await.unwrap();
     routed.destroy(0).await.unwrap();
 }
 
@@ -1143,4 +1169,35 @@ async fn a_container_cannot_take_another_ports_mac_or_address() {
         .unwrap();
     let ruleset = String::from_utf8_lossy(&ruleset.stdout);
     assert!(!ruleset.contains("lxvirt-lxvtspf"), "{ruleset}");
+}
+
+#[tokio::test]
+async fn a_dnsmasq_that_dies_is_started_again() {
+    let Some(env) = env().await else { return };
+    install_udhcpc_script(&env);
+    let net = network(
+        &env,
+        "<network><name>lxvtdns</name><bridge name='lxvtbr71'/>\
+         <ip address='10.251.71.1' prefix='24'><dhcp><range start='10.251.71.100' end='10.251.71.150'/></dhcp></ip>\
+         </network>",
+    )
+    .await;
+    net.start().await.unwrap();
+    let first = dnsmasq_of(&env, "lxvtdns").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("a new dnsmasq", || {
+        dnsmasq_of(&env, "lxvtdns").is_some_and(|pid| pid != first && process_exists(pid))
+    })
+    .await;
+    // It serves: a container gets a lease from it.
+    let domain = define(&env, &xml(&env, "vdns", &on_network("lxvtdns"))).await;
+    domain.start().await.unwrap();
+    let address = dhcp(&env, &domain).await;
+    assert!(address.starts_with("10.251.71."), "{address}");
+    domain.destroy().await.unwrap();
+    net.destroy(0).await.unwrap();
 }
