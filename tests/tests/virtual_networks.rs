@@ -292,13 +292,7 @@ async fn a_nat_network_serves_dhcp_and_dns_and_masquerades_to_the_outside() {
     assert!(leases.iter().all(|l| l.2 == 24), "{leases:?}");
 
     // The live XML names the host end; the persistent one does not.
-    let live = a.get_xml(0).await.unwrap();
-    let host_end = live
-        .split("<target dev='")
-        .nth(1)
-        .and_then(|rest| rest.split('\'').next())
-        .unwrap_or_else(|| panic!("no <target dev> in the live XML: {live}"))
-        .to_owned();
+    let host_end = host_end(&a).await;
     assert!(
         host_end.starts_with("lxv") && host_link_exists(&host_end),
         "{host_end}"

@@ -120,16 +120,6 @@ pub fn apply(table: &str, transaction: &Value) -> Result<(), FirewallError> {
     })
 }
 
-/// Whether the network's table exists.
-pub fn exists(network: &str) -> bool {
-    Command::new("nft")
-        .args(["list", "table", "inet", &table_name(network)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// `add table`, `delete table`, `add table`: the table exists and is
 /// empty, whatever was there before, in the same transaction as the rules.
 fn replace_table(family: &str, table: &str) -> Vec<Value> {

@@ -1007,39 +1007,40 @@ fn bring_down(def: &NetworkDef, files: &Files, records: &Path) -> Vec<NetworkErr
         errors.push(error.into());
     }
     let bridge = bridge_of(def);
-    if let Ok(netlink) = Netlink::open() {
-        for n in 1..MAX_OVERFLOW_BRIDGES {
-            let (second, up_end, _) = overflow_names(bridge, n);
-            let mut found = false;
-            for name in [up_end, second] {
-                if let Ok(Some(link)) = netlink.find(&name) {
-                    found = true;
-                    let _ = netlink.delete(link.index);
+    match Netlink::open() {
+        Ok(netlink) => {
+            // Second-level bridges first (with the veths that chain them).
+            for n in 1..MAX_OVERFLOW_BRIDGES {
+                let (second, up_end, _) = overflow_names(bridge, n);
+                let mut found = false;
+                for name in [up_end, second] {
+                    if let Ok(Some(link)) = netlink.find(&name) {
+                        found = true;
+                        let _ = netlink.delete(link.index);
+                    }
+                }
+                if !found {
+                    break;
                 }
             }
-            if !found {
-                break;
+            match netlink.find(bridge) {
+                Ok(Some(link)) if link.kind.as_deref() == Some("bridge") => {
+                    if let Err(source) = netlink.delete(link.index) {
+                        errors.push(NetworkError::Link {
+                            network: network.to_owned(),
+                            step: format!("deleting {bridge}"),
+                            source,
+                        });
+                    }
+                }
+                Ok(_) => {}
+                Err(source) => errors.push(NetworkError::Link {
+                    network: network.to_owned(),
+                    step: format!("looking up {bridge}"),
+                    source,
+                }),
             }
         }
-    }
-    match Netlink::open() {
-        Ok(netlink) => match netlink.find(bridge) {
-            Ok(Some(link)) if link.kind.as_deref() == Some("bridge") => {
-                if let Err(source) = netlink.delete(link.index) {
-                    errors.push(NetworkError::Link {
-                        network: network.to_owned(),
-                        step: format!("deleting {bridge}"),
-                        source,
-                    });
-                }
-            }
-            Ok(_) => {}
-            Err(source) => errors.push(NetworkError::Link {
-                network: network.to_owned(),
-                step: format!("looking up {bridge}"),
-                source,
-            }),
-        },
         Err(source) => errors.push(NetworkError::Link {
             network: network.to_owned(),
             step: "opening rtnetlink".into(),

@@ -149,11 +149,7 @@ impl Manager {
             Change::Attach => {
                 let mut probe = live_def.clone();
                 refuse!(apply(&mut probe, change, &interface, &name, "running"));
-                if interface.target_dev.is_none()
-                    && !matches!(interface.source, InterfaceSource::Direct { .. })
-                {
-                    interface.target_dev = Some(format!("lxv{:08x}", rand::random::<u32>()));
-                }
+                super::start::name_host_end(&mut interface);
                 let mut one = live_def.clone();
                 one.devices.interfaces = vec![interface.clone()];
                 let mut ports = refuse!(self.network_ports(&one));

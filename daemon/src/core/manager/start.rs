@@ -343,13 +343,16 @@ impl Manager {
 /// with "exists already"). It shows in the live XML only, as libvirt's
 /// `vnetN` does.
 fn name_host_ends(live: &mut crate::domain::DomainDef) {
-    for interface in &mut live.devices.interfaces {
-        let has_host_end = !matches!(
-            interface.source,
-            crate::domain::InterfaceSource::Direct { .. }
-        );
-        if has_host_end && interface.target_dev.is_none() {
-            interface.target_dev = Some(format!("lxv{:08x}", rand::random::<u32>()));
-        }
+    live.devices.interfaces.iter_mut().for_each(name_host_end);
+}
+
+/// [`name_host_ends`] for one interface (a hot-plugged one too).
+pub(super) fn name_host_end(interface: &mut crate::domain::Interface) {
+    let has_host_end = !matches!(
+        interface.source,
+        crate::domain::InterfaceSource::Direct { .. }
+    );
+    if has_host_end && interface.target_dev.is_none() {
+        interface.target_dev = Some(format!("lxv{:08x}", rand::random::<u32>()));
     }
 }
