@@ -56,7 +56,7 @@ impl LinkError {
         }
     }
 
-    fn io(error: std::io::Error) -> LinkError {
+    pub(super) fn io(error: std::io::Error) -> LinkError {
         LinkError::errno(linux::io_errno(error))
     }
 }
@@ -114,14 +114,7 @@ pub struct Netlink {
 impl Netlink {
     /// A client in the caller's network namespace.
     pub fn open() -> Result<Netlink, LinkError> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(LinkError::io)?;
-        socket.bind_auto().map_err(LinkError::io)?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(LinkError::io)?;
-        // Both are optional: without them errors carry no message.
-        let _ = socket.set_ext_ack(true);
-        let _ = socket.set_cap_ack(true);
+        let socket = open_socket(NETLINK_ROUTE)?;
         Ok(Netlink {
             socket,
             sequence: Cell::new(0),
@@ -191,6 +184,20 @@ impl Netlink {
     }
 }
 
+/// A netlink socket of `protocol`, bound and talking to the kernel, with
+/// extended acknowledgements asked for.
+pub(super) fn open_socket(protocol: isize) -> Result<Socket, LinkError> {
+    let mut socket = Socket::new(protocol).map_err(LinkError::io)?;
+    socket.bind_auto().map_err(LinkError::io)?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(LinkError::io)?;
+    // Both are optional: without them errors carry no message.
+    let _ = socket.set_ext_ack(true);
+    let _ = socket.set_cap_ack(true);
+    Ok(socket)
+}
+
 fn bad_reply(what: &str) -> LinkError {
     LinkError {
         errno: Errno::EBADMSG,
@@ -219,7 +226,7 @@ pub fn serialize(message: Request, flags: u16, sequence: u32) -> Vec<u8> {
 
 /// The outcome an `NLMSG_ERROR` payload carries: 0 is an acknowledgement,
 /// a negative errno a refusal, with the extended message if any.
-fn ack_result(flags: u16, payload: &[u8]) -> Result<(), LinkError> {
+pub(super) fn ack_result(flags: u16, payload: &[u8]) -> Result<(), LinkError> {
     let Some(code) = payload.get(..4) else {
         return Err(bad_reply("an error message without a code"));
     };

@@ -17,6 +17,7 @@ pub mod dnsmasq;
 pub mod firewall;
 pub mod guest;
 pub mod link;
+pub mod nft;
 pub mod port_filter;
 pub mod ports;
 pub mod tc;

@@ -35,7 +35,8 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
-use crate::domain::NetworkDef;
+use crate::domain::{MacAddr, NetworkDef};
+use crate::net::nft::{ElementChange, Key, Verb};
 use crate::net::ports::{PortRecord, static_ipv4};
 
 /// nftables' family of the table.
@@ -215,30 +216,35 @@ fn source_checks(add: &mut impl FnMut(&str, Vec<Value>), chain: &str, mac: Value
     add(chain, dropped(lookup("==", vec![ip], RESERVED)));
 }
 
-/// The transaction that adds the elements of a port that joins.
-pub fn plug(table: &str, port: &PortRecord) -> Vec<Value> {
-    elements(port)
+/// The changes that add the elements of a port that joins.
+pub fn plug(port: &PortRecord) -> Vec<ElementChange> {
+    keys(port)
         .into_iter()
-        .map(|(set, elem)| element("add", table, set, elem))
-        .collect()
-}
-
-/// The transaction that removes the elements of a port that left: each
-/// added, then deleted, so that the transaction also holds when one of
-/// them is missing already (nftables refuses to delete a missing element).
-pub fn unplug(table: &str, port: &PortRecord) -> Vec<Value> {
-    elements(port)
-        .into_iter()
-        .flat_map(|(set, elem)| {
-            [
-                element("add", table, set, elem.clone()),
-                element("delete", table, set, elem),
-            ]
+        .map(|(set, key)| ElementChange {
+            verb: Verb::Add,
+            set,
+            key,
         })
         .collect()
 }
 
-/// The elements of one port, with their sets.
+/// The changes that remove the elements of a port that left: each added,
+/// then deleted, so that the batch also holds when one of them is missing
+/// already (nftables refuses to delete a missing element).
+pub fn unplug(port: &PortRecord) -> Vec<ElementChange> {
+    plug(port)
+        .into_iter()
+        .flat_map(|added| {
+            let deleted = ElementChange {
+                verb: Verb::Delete,
+                ..added.clone()
+            };
+            [added, deleted]
+        })
+        .collect()
+}
+
+/// The elements of one port, with their sets, as `nft` reads them.
 fn elements(port: &PortRecord) -> Vec<(&'static str, Value)> {
     let mut elements = vec![(MACS, json!({ "concat": [port.port, port.mac] }))];
     if let Some(addresses) = &port.ipv4 {
@@ -250,6 +256,24 @@ fn elements(port: &PortRecord) -> Vec<(&'static str, Value)> {
         }
     }
     elements
+}
+
+/// The same elements as set keys, as the kernel compares them. A record
+/// with a bad MAC (not lxvirtd's) has none: its port passes nothing.
+fn keys(port: &PortRecord) -> Vec<(&'static str, Vec<u8>)> {
+    let Some(MacAddr(mac)) = port.mac() else {
+        return Vec::new();
+    };
+    let mut keys = vec![(MACS, Key::new().ifname(&port.port).ether(mac).bytes())];
+    if let Some(addresses) = &port.ipv4 {
+        keys.push((CHECKED, Key::new().ifname(&port.port).bytes()));
+        for &address in addresses {
+            let key = Key::new().ifname(&port.port).ether(mac).ipv4(address);
+            keys.push((IPV4, key.bytes()));
+            keys.push((HELD, Key::new().ipv4(address).bytes()));
+        }
+    }
+    keys
 }
 
 fn element(verb: &str, table: &str, set: &str, elem: Value) -> Value {
@@ -304,6 +328,7 @@ fn dropped(condition: Value) -> Vec<Value> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::net::nft;
 
     fn network() -> NetworkDef {
         NetworkDef::from_xml(
@@ -385,47 +410,58 @@ mod tests {
 
     #[test]
     fn a_port_with_known_addresses_gets_all_its_elements() {
-        let commands = plug("lxvirt-lab", &port(Some(&["10.251.9.100", "10.251.9.9"])));
-        assert_eq!(commands.len(), 6, "{commands:#?}");
-        let added: Vec<(&Value, &Value)> = commands
-            .iter()
-            .map(|c| {
-                (
-                    &c["add"]["element"]["name"],
-                    &c["add"]["element"]["elem"][0],
-                )
-            })
-            .collect();
+        let record = port(Some(&["10.251.9.100", "10.251.9.9"]));
+        let changes = plug(&record);
+        assert_eq!(changes.len(), 6, "{changes:#?}");
+        assert!(changes.iter().all(|c| c.verb == Verb::Add));
+        let sets: Vec<&str> = changes.iter().map(|c| c.set).collect();
         assert_eq!(
-            added[0],
-            (
-                &json!("allowed-mac"),
-                &json!({ "concat": ["lxv0001", "52:54:00:00:00:01"] })
-            )
+            sets,
+            [MACS, CHECKED, IPV4, HELD, IPV4, HELD],
+            "the same sets, in the same order, as the table's own elements"
         );
-        assert_eq!(added[1], (&json!("checked-ipv4"), &json!("lxv0001")));
+        let mac = [0x52, 0x54, 0, 0, 0, 1];
+        let name = Key::new().ifname("lxv0001").bytes();
         assert_eq!(
-            added[2],
-            (
-                &json!("allowed-ipv4"),
-                &json!({ "concat": ["lxv0001", "52:54:00:00:00:01", "10.251.9.100"] })
-            )
+            changes[0].key,
+            Key::new().ifname("lxv0001").ether(mac).bytes()
         );
-        assert_eq!(added[3], (&json!("held-ipv4"), &json!("10.251.9.100")));
+        assert_eq!(changes[1].key, name);
+        let address = Ipv4Addr::new(10, 251, 9, 100);
+        assert_eq!(
+            changes[2].key,
+            Key::new()
+                .ifname("lxv0001")
+                .ether(mac)
+                .ipv4(address)
+                .bytes()
+        );
+        assert_eq!(changes[3].key, address.octets());
+        // The elements the table carries for a port plugged already.
+        let json_sets: Vec<&str> = elements(&record).iter().map(|(set, _)| *set).collect();
+        assert_eq!(sets, json_sets);
         // Unplugged: each one added, then deleted.
-        let removal = unplug("lxvirt-lab", &port(Some(&["10.251.9.100", "10.251.9.9"])));
+        let removal = unplug(&record);
         assert_eq!(removal.len(), 12, "{removal:#?}");
         for pair in removal.chunks(2) {
-            assert_eq!(pair[0]["add"]["element"], pair[1]["delete"]["element"]);
+            assert_eq!((pair[0].verb, pair[1].verb), (Verb::Add, Verb::Delete));
+            assert_eq!((pair[0].set, &pair[0].key), (pair[1].set, &pair[1].key));
         }
-        assert_eq!(removal[1]["delete"]["element"]["name"], "allowed-mac");
+        assert_eq!(removal[1].set, MACS);
     }
 
     #[test]
     fn a_port_whose_addresses_are_unknown_is_held_to_its_mac_only() {
-        let commands = plug("lxvirt-lab", &port(None));
-        assert_eq!(commands.len(), 1);
-        assert_eq!(commands[0]["add"]["element"]["name"], "allowed-mac");
+        let changes = plug(&port(None));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].set, MACS);
+    }
+
+    #[test]
+    fn a_record_with_a_bad_mac_gets_no_element() {
+        let mut record = port(Some(&["10.251.9.100"]));
+        record.mac = "not a mac".into();
+        assert!(plug(&record).is_empty());
     }
 
     #[test]
@@ -441,5 +477,97 @@ mod tests {
             .filter(|c| c["add"]["element"].is_object())
             .count();
         assert_eq!(elements, 4);
+    }
+
+    /// The elements of every set of the table, as `nft` lists them.
+    fn listed(table: &str) -> Vec<(String, Value)> {
+        let output = std::process::Command::new("nft")
+            .args(["-j", "list", "table", FAMILY, table])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let listing: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let mut elements = Vec::new();
+        for item in listing["nftables"].as_array().unwrap() {
+            let set = &item["set"];
+            for elem in set["elem"].as_array().into_iter().flatten() {
+                let name = set["name"].as_str().unwrap().to_owned();
+                if name != RESERVED {
+                    elements.push((name, elem.clone()));
+                }
+            }
+        }
+        elements.sort_by_key(|(set, elem)| (set.clone(), elem.to_string()));
+        elements
+    }
+
+    fn expected(records: &[&PortRecord]) -> Vec<(String, Value)> {
+        let mut elements: Vec<(String, Value)> = records
+            .iter()
+            .flat_map(|r| elements(r))
+            .map(|(set, elem)| (set.to_owned(), elem))
+            .collect();
+        elements.sort_by_key(|(set, elem)| (set.clone(), elem.to_string()));
+        elements.dedup();
+        elements
+    }
+
+    /// The keys sent over netlink are the elements `nft` writes and
+    /// reads: added, listed, and taken back from a table filled by `nft`.
+    #[test]
+    fn netlink_changes_meet_the_elements_nft_makes() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let name = "lxvirt-lab";
+            let first = port(Some(&["10.251.9.100", "10.251.9.101"]));
+            let mut second = port(None);
+            second.port = "lxv0002".into();
+            second.mac = "52:54:00:00:00:02".into();
+            let mut commands =
+                vec![json!({ "add": { "table": { "family": FAMILY, "name": name } } })];
+            commands.extend(table(
+                &network(),
+                name,
+                port_group(3),
+                std::slice::from_ref(&first),
+            ));
+            crate::net::firewall::apply(name, &crate::net::firewall::transaction(commands))
+                .unwrap();
+            assert_eq!(listed(name), expected(&[&first]));
+
+            nft::apply(nft::Family::Bridge, name, &plug(&second)).unwrap();
+            assert_eq!(listed(name), expected(&[&first, &second]));
+            // Added again: no error, nothing doubled.
+            nft::apply(nft::Family::Bridge, name, &plug(&second)).unwrap();
+            assert_eq!(listed(name), expected(&[&first, &second]));
+
+            nft::apply(nft::Family::Bridge, name, &unplug(&first)).unwrap();
+            assert_eq!(listed(name), expected(&[&second]));
+            // Gone already: the unplug holds all the same.
+            nft::apply(nft::Family::Bridge, name, &unplug(&first)).unwrap();
+            assert_eq!(listed(name), expected(&[&second]));
+
+            // A lone delete of a missing element is refused, and nothing
+            // of its batch is applied.
+            let mut changes = plug(&first);
+            changes.push(ElementChange {
+                verb: Verb::Delete,
+                set: HELD,
+                key: Key::new().ipv4(Ipv4Addr::new(10, 9, 9, 9)).bytes(),
+            });
+            let error = nft::apply(nft::Family::Bridge, name, &changes).unwrap_err();
+            assert_eq!(error.source.errno, crate::sys::Errno::ENOENT, "{error}");
+            assert!(error.to_string().contains("bridge lxvirt-lab"), "{error}");
+            assert_eq!(listed(name), expected(&[&second]));
+
+            let error = nft::apply(nft::Family::Bridge, "lxvirt-none", &plug(&first)).unwrap_err();
+            assert_eq!(error.source.errno, crate::sys::Errno::ENOENT, "{error}");
+        })
+        .join()
+        .unwrap();
     }
 }

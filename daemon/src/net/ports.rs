@@ -307,6 +307,15 @@ impl PortTable {
         self.plugged.values()
     }
 
+    /// How many ports are plugged.
+    pub fn len(&self) -> usize {
+        self.plugged.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plugged.is_empty()
+    }
+
     pub fn get(&self, mac: MacAddr) -> Option<&PortRecord> {
         self.plugged.get(&mac)
     }

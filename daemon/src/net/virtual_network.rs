@@ -8,13 +8,14 @@
 //! a task that starts it again when it dies, until the network is
 //! destroyed.
 //!
-//! Ports join and leave on the caller's task and cost no process there:
-//! the port's address and record are settled in memory and in files, and
-//! its elements of the port filter ([`crate::net::port_filter`]) go to a
+//! Ports join and leave on the caller's task and cost no process: the
+//! port's address and record are settled in memory and in files, and its
+//! elements of the port filter ([`crate::net::port_filter`]) go to a
 //! worker task of the network, which applies queued changes in order (in
-//! one `nft` transaction when several wait). The network's table
-//! replacements at a start or takeover go through the same queue, so they
-//! never overtake a port's change nor lose one.
+//! one nf_tables netlink batch when several wait, [`crate::net::nft`]).
+//! The network's table replacements at a start or takeover (an `nft`
+//! transaction) go through the same queue, so they never overtake a
+//! port's change nor lose one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use crate::driver::BoxFuture;
 use crate::error_chain::error_chain;
 use crate::net::dnsmasq::{self, DnsmasqError, Files, Lease, Running};
 use crate::net::firewall::{self, FirewallError};
+use crate::net::nft::{self, ElementChange};
 use crate::net::port_filter;
 use crate::net::ports::{self, PortError, PortRecord, PortRequest, PortTable};
 use crate::net::{BridgeLink, HostLinks, IpAddress, LinkChange, LinkError, Links, Netlink};
@@ -148,6 +150,8 @@ struct Inner {
     watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The ports of the active networks, by network.
     ports: Mutex<HashMap<String, NetworkPorts>>,
+    /// The host's `net.core.netdev_max_backlog` as last read or set.
+    backlog: std::sync::atomic::AtomicUsize,
 }
 
 /// The ports of one active network, and the worker that applies their
@@ -172,8 +176,18 @@ enum Job {
         commands: Vec<Value>,
         done: Option<oneshot::Sender<Result<(), FirewallError>>>,
     },
+    /// Changes to the port filter's set elements (over netlink).
+    Elements(Vec<ElementChange>),
     /// dnsmasq reads its host files again.
     Reload,
+}
+
+const NETDEV_MAX_BACKLOG: &str = "/proc/sys/net/core/netdev_max_backlog";
+
+/// The backlog a network of `ports` ports needs: a flood to every port,
+/// with room for what else the CPU has queued.
+fn flood_backlog(ports: usize) -> usize {
+    ports + ports / 4 + 64
 }
 
 /// How long a destroy waits for the port filter's queued changes.
@@ -203,6 +217,7 @@ impl HostNetworks {
                 user: user.to_owned(),
                 watchers: Mutex::new(HashMap::new()),
                 ports: Mutex::new(HashMap::new()),
+                backlog: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -282,6 +297,48 @@ impl HostNetworks {
         result
             .blocking_recv()
             .unwrap_or_else(|_| Err(worker_gone()))
+    }
+
+    /// Raises the host's `net.core.netdev_max_backlog` when a network's
+    /// ports come near it. A broadcast (ARP, DHCP) on a bridge is queued
+    /// once per port at once on the CPU that floods it; past the backlog,
+    /// the last ports' copies and the replies they cause are dropped, and
+    /// a network of ~1,000 containers loses its last ones' ARP (the
+    /// kernel's default is 1,000). Never lowered; a value the
+    /// administrator set higher stays.
+    fn make_room_for_floods(&self, network: &str, ports: usize) {
+        use std::sync::atomic::Ordering;
+        let known = self.inner.backlog.load(Ordering::Relaxed);
+        let needed = flood_backlog(ports);
+        if known >= needed {
+            return;
+        }
+        let current = std::fs::read_to_string(NETDEV_MAX_BACKLOG)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if current >= needed {
+            self.inner.backlog.store(current, Ordering::Relaxed);
+            return;
+        }
+        let raised = needed.max(current) * 2;
+        match std::fs::write(NETDEV_MAX_BACKLOG, raised.to_string()) {
+            Ok(()) => {
+                self.inner.backlog.store(raised, Ordering::Relaxed);
+                tracing::info!(
+                    network,
+                    ports,
+                    from = current,
+                    to = raised,
+                    "raised net.core.netdev_max_backlog: a broadcast on the network is queued once per port"
+                );
+            }
+            Err(error) => {
+                // Warned once per threshold: the next check reads again.
+                self.inner.backlog.store(needed, Ordering::Relaxed);
+                tracing::warn!(network, ports, backlog = current, error = %error, "cannot raise net.core.netdev_max_backlog; broadcasts to the network's last ports may be dropped (raise it by hand)");
+            }
+        }
     }
 
     /// Watches `running`; when it dies, starts it again.
@@ -495,11 +552,7 @@ impl NetworkDriver for HostNetworks {
         if let Some(old) = earlier.then(|| ports.table.unplug(mac)).flatten()
             && old.group.is_some()
         {
-            let commands = port_filter::unplug(&firewall::table_name(&network), &old);
-            let _ = ports.jobs.send(Job::Nft {
-                commands,
-                done: None,
-            });
+            let _ = ports.jobs.send(Job::Elements(port_filter::unplug(&old)));
         }
         let record = ports
             .table
@@ -524,12 +577,11 @@ impl NetworkDriver for HostNetworks {
             });
         }
         if group.is_some() {
-            let commands = port_filter::plug(&firewall::table_name(&network), &record);
-            let _ = ports.jobs.send(Job::Nft {
-                commands,
-                done: None,
-            });
+            let _ = ports.jobs.send(Job::Elements(port_filter::plug(&record)));
         }
+        let count = ports.table.len();
+        drop(tables);
+        self.make_room_for_floods(&network, count);
         tracing::debug!(network = %network, domain = %request.domain, port = %request.port, mac = %mac, address = ?record.pinned, "port plugged");
         Ok(Plugged { group })
     }
@@ -559,11 +611,7 @@ impl NetworkDriver for HostNetworks {
         let _ = std::fs::remove_file(ports::record_path(&records, mac));
         dnsmasq::remove_port(&files, &mac.to_string());
         if record.group.is_some() {
-            let commands = port_filter::unplug(&firewall::table_name(network), &record);
-            let _ = ports.jobs.send(Job::Nft {
-                commands,
-                done: None,
-            });
+            let _ = ports.jobs.send(Job::Elements(port_filter::unplug(&record)));
         }
         let _ = ports.jobs.send(Job::Reload);
         tracing::debug!(network, domain, port = %record.port, mac = %mac, "port unplugged");
@@ -589,39 +637,68 @@ fn apply_jobs(network: &str, files: &Files, batch: Vec<Job>) {
     let table = firewall::table_name(network);
     let mut reload = false;
     let mut transactions = Vec::new();
+    let mut elements = Vec::new();
     for job in batch {
         match job {
-            Job::Nft { commands, done } => transactions.push((commands, done)),
+            Job::Nft { commands, done } => {
+                // Element changes queued before a table's replacement go
+                // first: the replacement carries every port's elements.
+                apply_elements(network, &table, std::mem::take(&mut elements));
+                transactions.push((commands, done));
+            }
+            Job::Elements(changes) => {
+                apply_nft(network, &table, std::mem::take(&mut transactions));
+                elements.extend(changes);
+            }
             Job::Reload => reload = true,
         }
     }
-    if !transactions.is_empty() {
-        let all: Vec<Value> = transactions
-            .iter()
-            .flat_map(|(commands, _)| commands.iter().cloned())
-            .collect();
-        let together = firewall::apply(&table, &firewall::transaction(all));
-        for (commands, done) in transactions {
-            let result = match &together {
-                Ok(()) => Ok(()),
-                Err(_) => firewall::apply(&table, &firewall::transaction(commands)),
-            };
-            match (done, result) {
-                (Some(done), result) => {
-                    let _ = done.send(result);
-                }
-                (None, Err(error)) => {
-                    // A port the filter does not know passes nothing; one
-                    // it still knows keeps its elements until the network
-                    // stops.
-                    tracing::warn!(network, error = %error_chain(&error), "cannot change the port filter");
-                }
-                (None, Ok(())) => {}
-            }
-        }
-    }
+    apply_nft(network, &table, transactions);
+    apply_elements(network, &table, elements);
     if reload {
         dnsmasq::reload(files);
+    }
+}
+
+/// An nft transaction and who hears how it went.
+type NftJob = (
+    Vec<Value>,
+    Option<oneshot::Sender<Result<(), FirewallError>>>,
+);
+
+/// nft transactions in one go (each on its own when that is refused).
+fn apply_nft(network: &str, table: &str, transactions: Vec<NftJob>) {
+    if transactions.is_empty() {
+        return;
+    }
+    let all: Vec<Value> = transactions
+        .iter()
+        .flat_map(|(commands, _)| commands.iter().cloned())
+        .collect();
+    let together = firewall::apply(table, &firewall::transaction(all));
+    for (commands, done) in transactions {
+        let result = match &together {
+            Ok(()) => Ok(()),
+            Err(_) => firewall::apply(table, &firewall::transaction(commands)),
+        };
+        match (done, result) {
+            (Some(done), result) => {
+                let _ = done.send(result);
+            }
+            (None, Err(error)) => {
+                tracing::warn!(network, error = %error_chain(&error), "cannot change the network's tables");
+            }
+            (None, Ok(())) => {}
+        }
+    }
+}
+
+/// Element changes of the port filter in one netlink batch.
+fn apply_elements(network: &str, table: &str, changes: Vec<ElementChange>) {
+    if let Err(error) = nft::apply(nft::Family::Bridge, table, &changes) {
+        // A port the filter does not know passes nothing; one it still
+        // knows keeps its elements until the network stops.
+        tracing::warn!(network, error = %error_chain(&error), "cannot change the port filter");
     }
 }
 
@@ -1071,4 +1148,39 @@ fn link_name(index: u32) -> String {
             || index.to_string(),
             |e| e.file_name().to_string_lossy().into_owned(),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's default backlog (1,000) is raised while a network is
+    /// still well below it, and each raise leaves room for the next 60 %.
+    #[test]
+    fn the_backlog_is_raised_before_a_flood_fills_it() {
+        let kernel_default = 1000;
+        let first = (1..=kernel_default)
+            .find(|&ports| flood_backlog(ports) > kernel_default)
+            .unwrap_or(usize::MAX);
+        assert!(first <= 800, "raised only at {first} ports");
+        for ports in [1, 1000, 5000, 63_000] {
+            assert!(flood_backlog(ports) > ports + 32, "{ports}");
+        }
+    }
+
+    #[test]
+    fn overflow_names_fit_an_interface_name_and_differ_by_level() {
+        let (bridge, up, down) = overflow_names("a-very-long-bridge-name", 63);
+        for name in [&bridge, &up, &down] {
+            assert!(name.len() <= 15, "{name}");
+        }
+        assert_ne!(
+            overflow_names("lxvtbr0", 1).0,
+            overflow_names("lxvtbr0", 2).0
+        );
+        assert_ne!(
+            overflow_names("lxvtbr0", 1).0,
+            overflow_names("lxvtbr1", 1).0
+        );
+    }
 }
