@@ -71,6 +71,9 @@ pub struct NetworkPort {
     /// its ports (by that group: a port it does not know yet passes
     /// nothing).
     pub group: Option<u32>,
+    /// The network has IPv6 addresses: its ports get IPv6 link-local
+    /// addresses and autoconfiguration (without, they get none).
+    pub ipv6: bool,
 }
 
 /// What the core remembers of a running instance, in its live status.

@@ -1195,3 +1195,77 @@ async fn a_dnsmasq_that_dies_is_started_again() {
     domain.destroy().await.unwrap();
     net.destroy(0).await.unwrap();
 }
+
+/// The IPv6 addresses of link `dev` as `ip -6 -o addr` prints them, from
+/// inside a container or (with `None`) on the host.
+async fn ipv6_addresses(env: &ContainerEnv, domain: Option<&DomainProxy<'_>>, dev: &str) -> String {
+    match domain {
+        Some(domain) => {
+            sh(env, domain, &format!("ip -6 -o addr show dev {dev}"))
+                .await
+                .1
+        }
+        None => ip(&["-6", "-o", "addr", "show", "dev", dev]).1,
+    }
+}
+
+/// A port on a network without IPv6 keeps quiet: no link-local address
+/// inside (its autoconfiguration would multicast to every other port of
+/// the network) unless its interface has an IPv6 address of its own, and
+/// no host end of a bridge port has one; a network with IPv6 gives its
+/// ports their link-local addresses.
+#[tokio::test]
+async fn ports_of_a_network_without_ipv6_send_no_ipv6_autoconfiguration() {
+    let Some(env) = env().await else { return };
+    let four = network(
+        &env,
+        "<network><name>lxvtfour</name><bridge name='lxvtbr74'/>\
+         <ip address='10.251.74.1' prefix='24'/></network>",
+    )
+    .await;
+    let six = network(
+        &env,
+        "<network><name>lxvtsix</name><bridge name='lxvtbr76'/>\
+         <ip address='10.251.76.1' prefix='24'/><ip family='ipv6' address='fd00:251:76::1' prefix='64'/></network>",
+    )
+    .await;
+    four.start().await.unwrap();
+    six.start().await.unwrap();
+    let quiet = define(&env, &xml(&env, "vquiet", &on_network("lxvtfour"))).await;
+    let own = define(
+        &env,
+        &xml(
+            &env,
+            "vown",
+            "<interface type='network'><source network='lxvtfour'/>\
+             <ip address='fd00:251:74::2' prefix='64'/></interface>",
+        ),
+    )
+    .await;
+    let dual = define(&env, &xml(&env, "vdual", &on_network("lxvtsix"))).await;
+    for domain in [&quiet, &own, &dual] {
+        domain.start().await.unwrap();
+    }
+    // Link-local addresses come once the link has a carrier; give the
+    // kernel a moment to make them where it will.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inside = ipv6_addresses(&env, Some(&quiet), "eth0").await;
+    assert!(!inside.contains("fe80"), "{inside}");
+    let inside = ipv6_addresses(&env, Some(&own), "eth0").await;
+    assert!(
+        inside.contains("fe80") && inside.contains("fd00:251:74::2"),
+        "{inside}"
+    );
+    let inside = ipv6_addresses(&env, Some(&dual), "eth0").await;
+    assert!(inside.contains("fe80"), "{inside}");
+    for domain in [&quiet, &own, &dual] {
+        let end = host_end(domain).await;
+        let host = ipv6_addresses(&env, None, &end).await;
+        assert!(!host.contains("fe80"), "host end {end}: {host}");
+    }
+    for domain in [&quiet, &own, &dual] {
+        domain.destroy().await.unwrap();
+    }
+    four.destroy(0).await.unwrap();
+    six.destroy(0).await.unwrap();
+}

@@ -216,9 +216,12 @@ fn image_rootfs(
 /// type='volume'>`): its writable layer on the image's layers, made by
 /// [`crate::storage::Store::prepare`] before the conversion.
 /// Puts the host end of each `type='network'` interface of `def` in its
-/// network's port group. `spec` is `def` converted after
-/// [`crate::driver::plug_networks`] with the same `networks`, so its
-/// interfaces are `def`'s, by position.
+/// network's port group, and keeps the container end without IPv6
+/// link-local address on a network without IPv6 unless the interface has
+/// an IPv6 address of its own (as Docker does: on a network of a thousand
+/// ports, every port's autoconfiguration multicasts reach all the others).
+/// `spec` is `def` converted after [`crate::driver::plug_networks`] with
+/// the same `networks`, so its interfaces are `def`'s, by position.
 pub fn set_port_groups(
     spec: &mut ContainerSpec,
     def: &DomainDef,
@@ -233,8 +236,14 @@ pub fn set_port_groups(
             .interfaces
             .get(interface.index)
             .map(|i| &i.source)
+            && let Some(port) = networks.get(network)
         {
-            *port_group = networks.get(network).and_then(|port| port.group);
+            *port_group = port.group;
+            interface.quiet_ipv6 = !port.ipv6
+                && !interface
+                    .addresses
+                    .iter()
+                    .any(|address| address.address.is_ipv6());
         }
     }
 }
@@ -595,6 +604,7 @@ fn interfaces(
             mtu,
             link_down,
             bandwidth,
+            quiet_ipv6: false,
         });
     }
     Ok(specs)
@@ -1098,18 +1108,25 @@ mod tests {
         let d = with_devices(
             "<interface type='bridge'><source bridge='br0'/></interface>\
              <interface type='network'><source network='lab'/></interface>\
-             <interface type='network'><source network='open'/></interface>",
+             <interface type='network'><source network='open'/></interface>\
+             <interface type='network'><source network='lab'/><ip address='fd00::2' prefix='64'/></interface>\
+             <interface type='network'><source network='six'/></interface>",
         );
-        let networks: HashMap<String, NetworkPort> = [("lab", Some(0x4000_0009)), ("open", None)]
-            .into_iter()
-            .map(|(name, group)| {
-                let port = NetworkPort {
-                    bridge: format!("{name}br"),
-                    group,
-                };
-                (name.to_owned(), port)
-            })
-            .collect();
+        let networks: HashMap<String, NetworkPort> = [
+            ("lab", Some(0x4000_0009), false),
+            ("open", None, false),
+            ("six", None, true),
+        ]
+        .into_iter()
+        .map(|(name, group, ipv6)| {
+            let port = NetworkPort {
+                bridge: format!("{name}br"),
+                group,
+                ipv6,
+            };
+            (name.to_owned(), port)
+        })
+        .collect();
         let plugged = crate::driver::plug_networks(&d, &networks);
         let mut spec = container_spec(&plugged, &settings(), &none, None).unwrap();
         set_port_groups(&mut spec, &d, &networks);
@@ -1121,7 +1138,15 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(groups, [None, Some(0x4000_0009), None]);
+        assert_eq!(
+            groups,
+            [None, Some(0x4000_0009), None, Some(0x4000_0009), None]
+        );
+        // Quiet inside: on a network without IPv6, unless the interface
+        // has an IPv6 address of its own; a plain bridge's is the
+        // administrator's business.
+        let quiet: Vec<bool> = spec.interfaces.iter().map(|i| i.quiet_ipv6).collect();
+        assert_eq!(quiet, [false, true, true, false, false]);
     }
 
     #[test]

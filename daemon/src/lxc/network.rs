@@ -141,6 +141,11 @@ pub enum NetStep {
     HostUp {
         host_name: String,
     },
+    /// Keeping a link without IPv6 link-local address.
+    QuietIpv6 {
+        name: String,
+        side: Side,
+    },
     AddAddress {
         name: String,
         address: IpAddress,
@@ -313,6 +318,13 @@ impl NetworkError {
             }
             NetStep::SetUp { name } => format!("cannot bring '{name}' up inside the container"),
             NetStep::HostUp { host_name } => format!("cannot bring the host end '{host_name}' up"),
+            NetStep::QuietIpv6 { name, side } => format!(
+                "cannot turn IPv6 address generation off on {} '{name}'",
+                match side {
+                    Side::Inside => "the container's",
+                    Side::Host => "the host end",
+                }
+            ),
             NetStep::AddAddress {
                 name,
                 address,
@@ -542,6 +554,7 @@ fn plumb_into(
                     group: *port_group,
                 };
                 let host_index = make_veth(plumbed, host, interface, &device, end, container)?;
+                quiet_ipv6(host, &device, Side::Host, host_name, host_index)?;
                 if !vlans.is_empty() {
                     join_vlans(
                         host, &device, bridge, host_name, host_index, vlans, settings,
@@ -802,6 +815,29 @@ fn find_inside(inside: &impl Links, device: &Device, name: &str) -> Result<u32, 
         .ok_or_else(|| NetworkError::new(device, step(), None))
 }
 
+/// Turns IPv6 link-local address generation off on `name`, before it has
+/// a carrier: a bridge port needs no address of its own, and a container
+/// port on a network without IPv6 would only multicast to every other.
+fn quiet_ipv6(
+    links: &impl Links,
+    device: &Device,
+    side: Side,
+    name: &str,
+    index: u32,
+) -> Result<(), NetworkError> {
+    let change = LinkChange {
+        ipv6_link_local: Some(false),
+        ..LinkChange::default()
+    };
+    links.change(index, &change).map_err(|e| {
+        let step = NetStep::QuietIpv6 {
+            name: name.to_owned(),
+            side,
+        };
+        NetworkError::new(device, step, Some(e))
+    })
+}
+
 fn set_up(
     inside: &impl Links,
     device: &Device,
@@ -900,6 +936,9 @@ fn configure_inside(
 ) -> Result<(), NetworkError> {
     let name = &interface.guest_name;
     let index = find_inside(inside, device, name)?;
+    if interface.quiet_ipv6 {
+        quiet_ipv6(inside, device, Side::Inside, name, index)?;
+    }
     if interface.kind.host_name().is_some() && !interface.link_down {
         set_up(inside, device, name, index)?;
     }
@@ -1177,6 +1216,9 @@ mod tests {
         }
 
         fn change(&self, index: u32, change: &LinkChange<'_>) -> Result<(), LinkError> {
+            if let Some(link_local) = change.ipv6_link_local {
+                return self.call(format!("ipv6 link-local {index} {link_local}"));
+            }
             self.call(format!(
                 "change {index} name={:?} up={:?} move={}",
                 change.name,
@@ -1299,6 +1341,7 @@ mod tests {
             }],
             mtu: None,
             link_down: false,
+            quiet_ipv6: false,
             bandwidth: None,
         }
     }
@@ -1397,6 +1440,7 @@ mod tests {
             [
                 "host: change 3 name=None up=None move=true",
                 "host: veth lxv0 mtu=None group=0x40000001 master=Some(1) up=true peer=eth0 mac=Some([52, 54, 00, 00, 00, 00])",
+                "host: ipv6 link-local 5 false",
                 "inside: change 6 name=None up=Some(true) move=false",
                 "inside: address 6 10.251.0.2/24",
                 "inside: route 6 0.0.0.0/0 via 10.251.0.1",
@@ -1540,6 +1584,7 @@ mod tests {
             world.borrow().log,
             [
                 format!("host: veth lxv0 mtu=Some(9000) master=Some(1) up=false peer=eth0 {MAC0}"),
+                "host: ipv6 link-local 5 false".into(),
                 // Left down inside: addresses only.
                 "inside: address 6 10.251.0.2/24".into(),
                 "host: veth lxv1 mtu=Some(1400) master=None up=true peer=eth1 mac=Some([52, 54, 00, 00, 00, 01])".into(),
@@ -1669,7 +1714,7 @@ mod tests {
         let plumbed = plumb_here(&spec, &host, &inside).unwrap();
         let log = std::mem::take(&mut world.borrow_mut().log);
         assert_eq!(
-            log[1..5],
+            log[2..6],
             [
                 "host: tbf 5 rate=2048000 burst=65536 peak=None/1518 queue=100000",
                 "host: ifb lxvq0001 alias=\"lxvirt: test\"",
@@ -1702,7 +1747,7 @@ mod tests {
         plumb_here(&spec, &host, &inside).unwrap();
         let log = world.borrow().log.clone();
         assert_eq!(
-            log[2..4],
+            log[3..5],
             [
                 "host: delete 5",
                 "host: ifb lxvq0001 alias=\"lxvirt: test\""
@@ -1811,9 +1856,10 @@ mod tests {
         let spec = self::spec(vec![on_vlans(vec![vlan(10, true, true)], "brv")], &[]);
         plumb_here(&spec, &host, &inside).unwrap();
         assert_eq!(
-            world.borrow().log[..5],
+            world.borrow().log[..6],
             [
                 format!("host: veth lxv0 mtu=None master=Some(5) up=false peer=eth0 {MAC0}"),
+                "host: ipv6 link-local 6 false".into(),
                 "host: vlans 6 [10 pvid untagged]".into(),
                 // Out of the bridge's default VLAN.
                 "host: vlan delete 6 1".into(),
@@ -1833,6 +1879,7 @@ mod tests {
             world.borrow().log,
             [
                 format!("host: veth lxv0 mtu=None master=Some(5) up=false peer=eth0 {MAC0}"),
+                "host: ipv6 link-local 6 false".into(),
                 "host: vlans 6 [1 pvid, 20]".into(),
                 "inside: address 7 10.251.0.2/24".into(),
             ]

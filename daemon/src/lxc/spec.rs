@@ -103,6 +103,11 @@ pub struct InterfaceSpec {
     /// Traffic shaping on the host end of a veth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<BandwidthSpec>,
+    /// No IPv6 link-local address inside: a port on a virtual network
+    /// without IPv6, whose autoconfiguration multicasts would reach every
+    /// other port of the network for nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiet_ipv6: bool,
 }
 
 /// `<bandwidth>` as token buckets on the host end of a veth, whose egress

@@ -20,9 +20,9 @@ use netlink_packet_core::{
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecBridge, BridgeStpState, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoData,
-    InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkHeader,
-    LinkInfo, LinkMessage, MacVlanMode,
+    AfSpecBridge, AfSpecInet6, AfSpecUnspec, BridgeStpState, BridgeVlanInfo, BridgeVlanInfoFlags,
+    In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute,
+    LinkExtentMask, LinkFlags, LinkHeader, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -500,6 +500,18 @@ pub fn change_link(index: u32, change: &LinkChange<'_>) -> Request {
     }
     if let Some(up) = change.up {
         up_header(&mut message.header, up);
+    }
+    if let Some(link_local) = change.ipv6_link_local {
+        let mode = if link_local {
+            In6AddrGenMode::Eui64
+        } else {
+            In6AddrGenMode::None
+        };
+        message
+            .attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(mode)],
+            )]));
     }
     Request::Link(RTM_NEWLINK, message)
 }

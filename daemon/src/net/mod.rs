@@ -212,6 +212,11 @@ pub struct LinkChange<'a> {
     pub up: Option<bool>,
     /// Move it to another network namespace.
     pub netns: Option<Netns<'a>>,
+    /// `Some(false)`: no IPv6 link-local address is generated (nor the
+    /// duplicate address detection, router solicitations and multicast
+    /// listener reports that come with it) once it has a carrier; set
+    /// before it has one.
+    pub ipv6_link_local: Option<bool>,
 }
 
 /// The link operations the container plumbing uses, each in the network

@@ -685,6 +685,7 @@ impl Manager {
                     NetworkPort {
                         bridge,
                         group: plugged.group,
+                        ipv6: active.ips.iter().any(|ip| ip.address.is_ipv6()),
                     },
                 );
             }
