@@ -39,7 +39,7 @@
 //!   every [`Qmp`] clone ends the connection and the events.
 //!
 //! Why a client of our own rather than the `qapi` crate: the driver needs
-//! a dozen commands and five events, not all of QAPI. `qapi` (0.15) puts
+//! a dozen commands and six events, not all of QAPI. `qapi` (0.15) puts
 //! its async tokio support behind features of its own (`async-tokio-net`,
 //! `async-tokio-spawn`, …; none are on by default), and its QMP types
 //! (`qapi-qmp`) are generated at build time by `qapi-codegen` from a copy
@@ -797,8 +797,8 @@ mod tests {
     use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
     use super::{
-        BalloonInfo, BlockCounters, Event, EventKind, Events, Message, Qmp, QmpError, RunState,
-        ShutdownCause, Timestamp, lock, parse_message,
+        BalloonInfo, BlockCounters, Event, EventKind, Events, MAX_LINE, Message, Qmp, QmpError,
+        RunState, ShutdownCause, Timestamp, lock, parse_message,
     };
 
     const GREETING: &str = r#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian 1:7.2+dfsg-7+deb12u18+b3"}, "capabilities": ["oob"]}}"#;
@@ -1079,6 +1079,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_line_over_the_limit_ends_the_connection() {
+        let (qmp, mut events, mut peer) = connected().await;
+        let serve = async {
+            peer.expect("query-status").await;
+            // Never ends: the client stops reading at the limit.
+            let long = vec![b' '; MAX_LINE + 1];
+            let _ = peer.writer.write_all(&long).await;
+        };
+        let (result, ()) = within(async { tokio::join!(qmp.query_status(), serve) }).await;
+        match result.unwrap_err() {
+            QmpError::Protocol { reason } => assert!(reason.contains("longer than"), "{reason}"),
+            error => panic!("{error:?}"),
+        }
+        assert!(within(events.recv()).await.is_none());
+    }
+
+    #[tokio::test]
     async fn a_command_given_up_is_forgotten_and_its_late_reply_dropped() {
         let (qmp, _events, mut peer) = connected().await;
         let given_up =
@@ -1224,6 +1241,7 @@ mod tests {
             .arg(format!("unix:{},server=on,wait=off", socket.display()))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("qemu.log")).unwrap())
             .spawn();
         let mut child = match spawned {
             Ok(child) => QemuChild(child),
@@ -1240,6 +1258,10 @@ mod tests {
                 match Qmp::connect(&socket).await {
                     Ok(connected) => return connected,
                     Err(QmpError::Connect { .. }) => {
+                        if let Some(status) = child.0.try_wait().unwrap() {
+                            let log = std::fs::read_to_string(dir.path().join("qemu.log"));
+                            panic!("qemu-system-x86_64 exited ({status}) before its QMP socket was there: {log:?}");
+                        }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Err(error) => panic!("{error}"),
