@@ -317,7 +317,8 @@ pub struct Events {
 }
 
 impl Events {
-    /// The next event; `None` when the connection is closed.
+    /// The next event; `None` when the connection is closed. Cancel-safe:
+    /// an event is not lost when a `select!` takes another branch.
     pub async fn recv(&mut self) -> Option<Event> {
         self.rx.recv().await
     }
