@@ -4,7 +4,8 @@
 //!   the crate `lxvirt_domain`.
 //! - [`core`]: the lifecycle core — the single owner of domain state, the
 //!   transition table and the persistent store.
-//! - [`driver`]: the seam between the core and the drivers ([`lxc`]).
+//! - [`driver`]: the seam between the core and the drivers ([`lxc`];
+//!   [`qemu`], whose QMP client is there, is being written).
 //! - [`dbus`]: the D-Bus adapter and the client proxies.
 //! - [`host`]: what the host supports.
 //! - [`security`]: sVirt, the SELinux labels of containers.
@@ -23,6 +24,7 @@ pub mod host;
 pub mod lxc;
 pub mod net;
 pub mod persist;
+pub mod qemu;
 pub mod seccomp;
 pub mod security;
 pub mod storage;

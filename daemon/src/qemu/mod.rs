@@ -1,0 +1,4 @@
+//! The QEMU/KVM driver: runs `qemu-system-*` guests and talks to them
+//! over QMP ([`qmp`]).
+
+pub mod qmp;
