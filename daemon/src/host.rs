@@ -42,6 +42,8 @@ pub struct HostCapabilities {
     /// The image store's backend, and why it is unusable if it is.
     pub storage_in_use: (BackendKind, Option<String>),
     pub kvm_device: bool,
+    /// Why `/dev/kvm` cannot run a stock guest here; `None` if it can.
+    pub kvm_unusable: Option<String>,
 }
 
 const NAMESPACES: [&str; 8] = ["mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"];
@@ -65,6 +67,7 @@ impl HostCapabilities {
             storage: crate::storage::backend::probe_all(),
             storage_in_use: (BackendKind::Overlay, None),
             kvm_device: paths.dev.join("kvm").exists(),
+            kvm_unusable: crate::qemu::host::kvm_unavailable(paths),
         }
     }
 
@@ -139,11 +142,15 @@ impl HostCapabilities {
         writeln!(x, "  </guest>")?;
         writeln!(x, "  <guest>")?;
         writeln!(x, "    <os_type>hvm</os_type>")?;
-        writeln!(
+        write!(
             x,
-            "    <domain type='kvm' available='no' reason='the KVM driver is not built yet' device='{}'/>",
+            "    <domain type='kvm' available='no' reason='the KVM driver is not built yet' device='{}'",
             yes_no(self.kvm_device)
         )?;
+        match &self.kvm_unusable {
+            None => writeln!(x, " usable='yes'/>")?,
+            Some(why) => writeln!(x, " usable='no' why='{}'/>", esc(why))?,
+        }
         writeln!(x, "  </guest>")?;
         writeln!(x, "</capabilities>")
     }
@@ -302,6 +309,7 @@ mod tests {
             ],
             storage_in_use: (BackendKind::Overlay, None),
             kvm_device: true,
+            kvm_unusable: Some("this host's /dev/kvm is PVM".into()),
         }
     }
 
@@ -390,6 +398,13 @@ mod tests {
         assert_eq!(backends[1].attr("name"), Some("devicemapper"));
         assert_eq!(backends[1].attr("available"), Some("no"));
         assert_eq!(backends[1].attr("reason"), Some("no <device-mapper>"));
+        let kvm = root
+            .elements()
+            .flat_map(|guest| guest.elements())
+            .find(|d| d.attr("type") == Some("kvm"))
+            .unwrap();
+        assert_eq!(kvm.attr("usable"), Some("no"));
+        assert_eq!(kvm.attr("why"), Some("this host's /dev/kvm is PVM"));
     }
 
     /// On a kernel without device-mapper (these machines), the real probe

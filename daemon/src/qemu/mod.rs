@@ -1,4 +1,5 @@
 //! The QEMU/KVM driver: runs `qemu-system-*` guests and talks to them
 //! over QMP ([`qmp`]).
 
+pub mod host;
 pub mod qmp;
