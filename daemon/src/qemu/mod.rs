@@ -2,4 +2,5 @@
 //! over QMP ([`qmp`]).
 
 pub mod host;
+pub mod process;
 pub mod qmp;

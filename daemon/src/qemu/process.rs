@@ -1,0 +1,362 @@
+//! Starting a qemu process the way the QEMU driver runs every guest:
+//! daemonized (so it outlives lxvirtd, which finds it again through its
+//! pidfile and QMP socket), as an unprivileged uid, in the domain's
+//! cgroups from its first instruction, with its output in a log file.
+//!
+//! `-daemonize` makes qemu fork once it has set itself up: the process
+//! lxvirtd started exits 0 when the guest's qemu is ready (or non-zero,
+//! with the reason on stderr, when it is not), and the pidfile holds the
+//! pid of the one that stays. That one is no child of lxvirtd, so it
+//! survives the daemon's death and restarts as containers' monitors do.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::unistd::Pid;
+
+/// How to start one qemu.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// `qemu-system-x86_64` or the `<emulator>` of the definition.
+    pub emulator: PathBuf,
+    /// Everything after the program name; `-daemonize` and `-pidfile` are
+    /// added here.
+    pub args: Vec<OsString>,
+    /// Who qemu runs as (its supplementary groups are dropped).
+    pub uid: u32,
+    pub gid: u32,
+    /// The `cgroup.procs` of the domain's cgroup in each hierarchy: qemu
+    /// joins them before it runs, so every thread it makes is inside.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Written by qemu (so in a directory its uid may write).
+    pub pidfile: PathBuf,
+    /// qemu's stdout and stderr, appended.
+    pub log: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot open qemu's log {path}: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run {emulator}: {source}")]
+    Spawn {
+        emulator: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("qemu failed to start ({status}): {said}")]
+    Failed { status: String, said: String },
+    #[error("qemu started but its pidfile {path} {problem}")]
+    Pidfile { path: PathBuf, problem: String },
+}
+
+/// Starts qemu and waits until it has daemonized; returns the pid of the
+/// qemu that runs the guest.
+pub fn launch(launch: &Launch) -> Result<Pid, ProcessError> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&launch.log)
+        .map_err(|source| ProcessError::Log {
+            path: launch.log.clone(),
+            source,
+        })?;
+    let stderr = log.try_clone().map_err(|source| ProcessError::Log {
+        path: launch.log.clone(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(&launch.pidfile);
+    let mut command = Command::new(&launch.emulator);
+    command
+        .args(&launch.args)
+        .arg("-daemonize")
+        .arg("-pidfile")
+        .arg(&launch.pidfile)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr);
+    let procs: Vec<std::ffi::CString> = launch
+        .cgroup_procs
+        .iter()
+        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok())
+        .collect();
+    let (uid, gid) = (launch.uid, launch.gid);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe calls (open, write, close, setgroups,
+    // setgid, setuid) on memory prepared before the fork. The cgroups are
+    // joined as root, then privileges dropped (std's own uid() would drop
+    // them before this runs).
+    unsafe {
+        command.pre_exec(move || {
+            for path in &procs {
+                join_cgroup(path)?;
+            }
+            drop_privileges(uid, gid)
+        });
+    }
+    let started = std::time::Instant::now();
+    let status = command.status().map_err(|source| ProcessError::Spawn {
+        emulator: launch.emulator.clone(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(ProcessError::Failed {
+            status: status.to_string(),
+            said: last_lines(&launch.log, 5),
+        });
+    }
+    let pid = read_pidfile(&launch.pidfile)?;
+    tracing::debug!(
+        pid = pid.as_raw(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "qemu daemonized"
+    );
+    Ok(pid)
+}
+
+/// Moves the calling process into the cgroup whose `cgroup.procs` is
+/// `procs` ("0" names the writer), with raw calls only: it runs between
+/// fork and exec.
+fn join_cgroup(procs: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated path prepared before the fork; open returns
+    // a new descriptor or -1.
+    let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened; the buffer is a static one byte long.
+    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    if written != 1 {
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Becomes `uid`:`gid` with no supplementary group, between fork and exec.
+fn drop_privileges(uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: plain system calls on values; a null list with size 0 drops
+    // every supplementary group. The order matters: groups and gid while
+    // still root, the uid last.
+    let failed = unsafe {
+        libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+    };
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The pid in a pidfile qemu wrote.
+pub fn read_pidfile(path: &Path) -> Result<Pid, ProcessError> {
+    let problem = |problem: String| ProcessError::Pidfile {
+        path: path.to_owned(),
+        problem,
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| problem(format!("cannot be read: {e}")))?;
+    text.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|pid| *pid > 0)
+        .map(Pid::from_raw)
+        .ok_or_else(|| problem(format!("holds no pid: {:?}", text.trim())))
+}
+
+/// The last `n` lines of `path`, for a refusal.
+fn last_lines(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
+/// Makes `dir` (and its parents) for a guest's files, owned by `uid`:`gid`
+/// with mode 0700, so that its qemu can write its pidfile and sockets
+/// there and nobody else can reach them.
+pub fn guest_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::qemu::qmp::{Qmp, RunState};
+
+    const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+    const NOBODY: u32 = 65534;
+
+    fn qemu_missing() -> bool {
+        if Path::new(QEMU).exists() && nix::unistd::geteuid().is_root() {
+            return false;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the qemu tests as root with qemu installed"
+        );
+        println!("skipped: needs root and {QEMU}");
+        true
+    }
+
+    /// Kills the qemu of a test on every path.
+    struct Guard(Pid);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    fn status_uid(pid: Pid) -> u32 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn qemu_daemonizes_as_its_uid_in_its_cgroup_and_answers_qmp() {
+        if qemu_missing() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("guest");
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        guest_dir(&dir, NOBODY, NOBODY).unwrap();
+        // A cgroup of the test's own on the cgroup2 mount, if writable.
+        let cgroup = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .iter()
+            .map(Path::new)
+            .find(|root| root.join("cgroup.procs").exists())
+            .map(|root| root.join(format!("lxvirt-test-qemu-{}", std::process::id())))
+            .filter(|path| std::fs::create_dir(path).is_ok());
+        let qmp = dir.join("qmp.sock");
+        let launch = Launch {
+            emulator: QEMU.into(),
+            args: [
+                "-S",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-machine",
+                "none",
+                "-qmp",
+            ]
+            .iter()
+            .map(OsString::from)
+            .chain([format!("unix:{},server=on,wait=off", qmp.display()).into()])
+            .collect(),
+            uid: NOBODY,
+            gid: NOBODY,
+            cgroup_procs: cgroup.iter().map(|c| c.join("cgroup.procs")).collect(),
+            pidfile: dir.join("qemu.pid"),
+            log: dir.join("qemu.log"),
+        };
+        let pid = launch_checked(&launch);
+        let guard = Guard(pid);
+        // Not our child: it outlives whoever started it.
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: i32 = ppid
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_ne!(ppid, std::process::id() as i32);
+        assert_eq!(status_uid(pid), NOBODY);
+        if let Some(cgroup) = &cgroup {
+            let members = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+            assert!(members.lines().any(|l| l == pid.to_string()), "{members}");
+        }
+        let (client, _events) = Qmp::connect(&qmp).await.unwrap();
+        assert_eq!(client.query_status().await.unwrap(), RunState::Prelaunch);
+        client.quit().await.unwrap();
+        // Gone: reaped by init, not by us.
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(guard);
+        if let Some(cgroup) = &cgroup {
+            std::fs::remove_dir(cgroup).unwrap();
+        }
+    }
+
+    fn launch_checked(launch: &Launch) -> Pid {
+        match self::launch(launch) {
+            Ok(pid) => pid,
+            Err(e) => panic!("{e}; log: {}", last_lines(&launch.log, 20)),
+        }
+    }
+
+    #[test]
+    fn a_qemu_that_refuses_its_arguments_says_why() {
+        if qemu_missing() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let launch = Launch {
+            emulator: QEMU.into(),
+            args: ["-machine", "no-such-machine", "-display", "none"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+            uid: 0,
+            gid: 0,
+            cgroup_procs: Vec::new(),
+            pidfile: tmp.path().join("qemu.pid"),
+            log: tmp.path().join("qemu.log"),
+        };
+        let error = launch_checked_err(&launch);
+        assert!(error.contains("unsupported machine type"), "{error}");
+    }
+
+    fn launch_checked_err(launch: &Launch) -> String {
+        match self::launch(launch) {
+            Ok(pid) => {
+                let _guard = Guard(pid);
+                panic!("started");
+            }
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_pidfile_without_a_pid_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("pid");
+        std::fs::write(&path, "garbage\n").unwrap();
+        assert!(
+            read_pidfile(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("holds no pid")
+        );
+        std::fs::write(&path, "4242\n").unwrap();
+        assert_eq!(read_pidfile(&path).unwrap(), Pid::from_raw(4242));
+        assert!(read_pidfile(&tmp.path().join("none")).is_err());
+    }
+}
