@@ -118,6 +118,7 @@ fn arb_common() -> impl Strategy<
                 count,
                 placement,
                 cpuset,
+                current: None,
             }),
     )
 }
@@ -145,7 +146,11 @@ fn arb_clock(names: Vec<TimerName>) -> impl Strategy<Value = Clock> {
             timers: names
                 .into_iter()
                 .zip(present)
-                .map(|(name, present)| Timer { name, present })
+                .map(|(name, present)| Timer {
+                    name,
+                    present,
+                    tickpolicy: None,
+                })
                 .collect(),
         })
 }
@@ -489,6 +494,7 @@ fn arb_interface(lxc: bool) -> BoxedStrategy<Interface> {
                         link_state,
                         bandwidth,
                         vlan,
+                        kept: Vec::new(),
                     },
                 )
         })
@@ -585,6 +591,7 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                     target_dev,
                     target_bus,
                     readonly: false,
+                    kept: Vec::new(),
                 }),
             0..3,
         ),
@@ -607,6 +614,7 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                         port,
                     })
                     .collect(),
+                kept: Vec::new(),
             },
         )
 }
@@ -824,6 +832,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 lxc_namespace,
                 seccomp,
                 userns,
+                kept: Vec::new(),
             },
         )
 }
@@ -837,8 +846,17 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
             (
                 option::of(Just(DiskDriverName::Qemu)),
                 option::of(select(ImageFormat::ALL.to_vec())),
+                option::of(select(DiskCache::ALL.to_vec())),
+                option::of(select(DiskIo::ALL.to_vec())),
+                option::of(select(DiskDiscard::ALL.to_vec())),
             )
-                .prop_map(|(name, format)| DiskDriver { name, format }),
+                .prop_map(|(name, format, cache, io, discard)| DiskDriver {
+                    name,
+                    format,
+                    cache,
+                    io,
+                    discard,
+                }),
         ),
         "[sv]d[a-z]",
         option::of(select(DiskBus::ALL.to_vec())),
@@ -861,6 +879,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     target_dev,
                     target_bus,
                     readonly,
+                    kept: Vec::new(),
                 }
             },
         );
@@ -874,20 +893,36 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
             select(vec![ConsoleTargetType::Serial, ConsoleTargetType::Virtio]),
             16,
         ),
+        vec(
+            (
+                option::of(select(SerialTargetType::ALL.to_vec())),
+                option::of(select(SerialModel::ALL.to_vec())),
+            ),
+            16,
+        ),
     )
         .prop_map(
-            |(emulator, disks, interfaces, serials, consoles, types)| Devices {
+            |(emulator, disks, interfaces, serials, consoles, types, serial_targets)| Devices {
                 emulator,
                 filesystems: Vec::new(),
                 disks: unique_disks(disks),
                 interfaces: unique_interfaces(interfaces),
                 hostdevs: Vec::new(),
-                serials: serials.into_iter().map(|port| Serial { port }).collect(),
+                serials: serials
+                    .into_iter()
+                    .zip(serial_targets)
+                    .map(|(port, (target_type, model))| Serial {
+                        port,
+                        target_type,
+                        model,
+                    })
+                    .collect(),
                 consoles: consoles
                     .into_iter()
                     .zip(types)
                     .map(|(port, target_type)| Console { target_type, port })
                     .collect(),
+                kept: Vec::new(),
             },
         )
 }
@@ -900,9 +935,12 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         option::of(arb_path()),
         option::of(arb_text()),
         subsequence(BootDev::ALL.to_vec(), 0..=BootDev::ALL.len()).prop_shuffle(),
+        option::of(select(Firmware::ALL.to_vec())),
     )
-        .prop_map(|(arch, machine, kernel, initrd, cmdline, boot)| {
+        .prop_map(|(arch, machine, kernel, initrd, cmdline, boot, firmware)| {
             Os::Hvm(HvmOs {
+                firmware,
+                kept: Vec::new(),
                 arch,
                 machine,
                 kernel,
@@ -920,49 +958,61 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         arb_lifecycle(),
         arb_vm_devices(),
         arb_seclabel(),
+        (
+            option::of(1u32..=64),
+            vec(option::of(select(TickPolicy::ALL.to_vec())), 8),
+        ),
     )
         .prop_map(
             |(
-                (name, uuid, title, description, metadata, (memory, current_memory), vcpu),
+                (name, uuid, title, description, metadata, (memory, current_memory), mut vcpu),
                 domain_type,
                 os,
                 (acpi, apic, pae),
-                clock,
+                mut clock,
                 (on_poweroff, on_reboot, on_crash),
                 devices,
                 seclabel,
-            )| DomainDef {
-                domain_type,
-                name,
-                uuid,
-                title,
-                description,
-                metadata,
-                memory,
-                current_memory,
-                memtune: None,
-                vcpu,
-                cputune: None,
-                numatune: None,
-                blkiotune: None,
-                partition: None,
-                os,
-                idmap: None,
-                features: Features {
-                    acpi,
-                    apic,
-                    pae,
-                    ..Features::default()
-                },
-                clock,
-                on_poweroff,
-                on_reboot,
-                on_crash,
-                devices,
-                seclabel,
-                lxc_namespace: None,
-                seccomp: None,
-                userns: None,
+                (current, tickpolicies),
+            )| {
+                vcpu.current = current.map(|c| c.min(vcpu.count));
+                for (t, p) in clock.timers.iter_mut().zip(tickpolicies) {
+                    t.tickpolicy = p;
+                }
+                DomainDef {
+                    domain_type,
+                    name,
+                    uuid,
+                    title,
+                    description,
+                    metadata,
+                    memory,
+                    current_memory,
+                    memtune: None,
+                    vcpu,
+                    cputune: None,
+                    numatune: None,
+                    blkiotune: None,
+                    partition: None,
+                    os,
+                    idmap: None,
+                    features: Features {
+                        acpi,
+                        apic,
+                        pae,
+                        ..Features::default()
+                    },
+                    clock,
+                    on_poweroff,
+                    on_reboot,
+                    on_crash,
+                    devices,
+                    seclabel,
+                    lxc_namespace: None,
+                    seccomp: None,
+                    userns: None,
+                    kept: Vec::new(),
+                }
             },
         )
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::cpuset::CpuSet;
+pub use super::kept::KeptElement;
 use super::values::{Capability, DomainName, IdRef, MacAddr, keyword_enum};
 
 /// The namespace of libvirt's LXC extension elements (`<lxc:namespace>`).
@@ -81,9 +82,48 @@ pub struct DomainDef {
     /// `<lxvirt:userns>`; `None`: the daemon's default (an allocated range
     /// unless the daemon is configured otherwise), or `<idmap>` when given.
     pub userns: Option<Userns>,
+    /// Kept children of `<domain>` (virtual machines: `<cpu>`, `<pm>`,
+    /// `<memoryBacking>`, …), in document order.
+    pub kept: Vec<KeptElement>,
 }
 
 impl DomainDef {
+    /// What in this virtual machine's definition lxvirt keeps but does not
+    /// model, so that a driver cannot act on it: every kept element except
+    /// placement and naming hints (`<address>`, `<alias>`), as a start tag
+    /// that names it with the element it sits in, such as
+    /// `<devices><sound model='ich9'>`. A driver refuses to start a domain
+    /// while this list has something it cannot run, naming the element;
+    /// the definition keeps it either way. Empty for containers, which
+    /// keep nothing.
+    pub fn unsupported_for_vm(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut add = |parent: &str, kept: &[KeptElement]| {
+            for k in kept {
+                let hint = super::kept::CONTEXTS
+                    .iter()
+                    .flat_map(|(_, specs)| specs.iter())
+                    .any(|s| s.hint && s.name == k.name);
+                if !hint {
+                    out.push(format!("{parent}{k}"));
+                }
+            }
+        };
+        add("", &self.kept);
+        if let Os::Hvm(os) = &self.os {
+            add("<os>", &os.kept);
+        }
+        add("<features>", &self.features.kept);
+        add("<devices>", &self.devices.kept);
+        for d in &self.devices.disks {
+            add(&format!("<disk dev='{}'>", d.target_dev), &d.kept);
+        }
+        for (n, i) in self.devices.interfaces.iter().enumerate() {
+            add(&format!("<interface index='{n}'>"), &i.kept);
+        }
+        out
+    }
+
     /// The name as a string.
     pub fn name(&self) -> &str {
         self.name.as_str()
@@ -199,6 +239,9 @@ pub struct Vcpu {
     pub placement: VcpuPlacement,
     /// Host CPUs the domain may run on.
     pub cpuset: Option<CpuSet>,
+    /// vCPUs online at start (virtual machines), at most `count`; `None`:
+    /// all of them.
+    pub current: Option<u32>,
 }
 
 impl Default for Vcpu {
@@ -207,6 +250,7 @@ impl Default for Vcpu {
             count: 1,
             placement: VcpuPlacement::Static,
             cpuset: None,
+            current: None,
         }
     }
 }
@@ -295,15 +339,26 @@ keyword_enum! {
     }
 }
 
+keyword_enum! {
+    /// `<os firmware=>`: which firmware the hypervisor picks for the guest.
+    pub enum Firmware {
+        Bios = "bios",
+        Efi = "efi",
+    }
+}
+
 /// `<os>` of a virtual machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HvmOs {
+    pub firmware: Option<Firmware>,
     pub arch: Option<String>,
     pub machine: Option<String>,
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub boot: Vec<BootDev>,
+    /// Kept children: `<loader>`, `<nvram>`, `<bootmenu>`, `<smbios>`, …
+    pub kept: Vec<KeptElement>,
 }
 
 /// `<idmap>`: user namespace mappings, each list sorted by `start`.
@@ -350,6 +405,9 @@ pub struct Features {
     pub acpi: bool,
     pub apic: bool,
     pub pae: bool,
+    /// Kept children (virtual machines): `<hyperv>`, `<vmport>`, `<smm>`,
+    /// `<ioapic>`, …
+    pub kept: Vec<KeptElement>,
 }
 
 impl Features {
@@ -372,6 +430,17 @@ keyword_enum! {
         Pit = "pit",
         Tsc = "tsc",
         Kvmclock = "kvmclock",
+        Hypervclock = "hypervclock",
+    }
+}
+
+keyword_enum! {
+    /// `<timer tickpolicy=>`: what to do with ticks the guest missed.
+    pub enum TickPolicy {
+        Delay = "delay",
+        Catchup = "catchup",
+        Merge = "merge",
+        Discard = "discard",
     }
 }
 
@@ -396,6 +465,8 @@ impl Default for Clock {
 pub struct Timer {
     pub name: TimerName,
     pub present: Option<bool>,
+    /// Virtual machines only.
+    pub tickpolicy: Option<TickPolicy>,
 }
 
 keyword_enum! {
@@ -425,6 +496,9 @@ pub struct Devices {
     /// Virtual machines only.
     pub serials: Vec<Serial>,
     pub consoles: Vec<Console>,
+    /// Kept devices (virtual machines): controllers, input, graphics,
+    /// video, sound, channels, … in document order.
+    pub kept: Vec<KeptElement>,
 }
 
 keyword_enum! {
@@ -546,11 +620,43 @@ pub enum DiskSource {
     Block(Option<PathBuf>),
 }
 
+keyword_enum! {
+    /// `<disk><driver cache=>`: the host page cache mode.
+    pub enum DiskCache {
+        Default = "default",
+        None = "none",
+        Writethrough = "writethrough",
+        Writeback = "writeback",
+        Directsync = "directsync",
+        Unsafe = "unsafe",
+    }
+}
+
+keyword_enum! {
+    /// `<disk><driver io=>`: how the host submits I/O.
+    pub enum DiskIo {
+        Threads = "threads",
+        Native = "native",
+        IoUring = "io_uring",
+    }
+}
+
+keyword_enum! {
+    /// `<disk><driver discard=>`: whether guest discards reach the image.
+    pub enum DiskDiscard {
+        Unmap = "unmap",
+        Ignore = "ignore",
+    }
+}
+
 /// `<disk><driver>` (virtual machines).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DiskDriver {
     pub name: Option<DiskDriverName>,
     pub format: Option<ImageFormat>,
+    pub cache: Option<DiskCache>,
+    pub io: Option<DiskIo>,
+    pub discard: Option<DiskDiscard>,
 }
 
 /// `<disk>`.
@@ -563,6 +669,9 @@ pub struct Disk {
     pub target_dev: String,
     pub target_bus: Option<DiskBus>,
     pub readonly: bool,
+    /// Kept children (virtual machines): `<address>`, `<alias>`, `<boot>`,
+    /// `<serial>`, `<shareable/>`, `<transient/>`, `<backingStore>`, …
+    pub kept: Vec<KeptElement>,
 }
 
 keyword_enum! {
@@ -738,6 +847,9 @@ pub struct Interface {
     pub bandwidth: Option<Bandwidth>,
     /// Not on `ethernet` interfaces (no switch port to tag).
     pub vlan: Option<Vlan>,
+    /// Kept children (virtual machines): `<address>`, `<alias>`, `<boot>`,
+    /// `<driver>`, `<rom>`, …
+    pub kept: Vec<KeptElement>,
 }
 
 /// A USB device selected by vendor and product id.
@@ -792,10 +904,32 @@ pub struct Console {
     pub port: u32,
 }
 
+keyword_enum! {
+    /// `<serial><target type=>`: how the port attaches to the guest.
+    pub enum SerialTargetType {
+        IsaSerial = "isa-serial",
+        UsbSerial = "usb-serial",
+        PciSerial = "pci-serial",
+        IsaDebug = "isa-debug",
+    }
+}
+
+keyword_enum! {
+    /// `<serial><target><model name=>`: the emulated device.
+    pub enum SerialModel {
+        IsaSerial = "isa-serial",
+        UsbSerial = "usb-serial",
+        PciSerial = "pci-serial",
+        IsaDebugcon = "isa-debugcon",
+    }
+}
+
 /// `<serial type='pty'>` (virtual machines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Serial {
     pub port: u32,
+    pub target_type: Option<SerialTargetType>,
+    pub model: Option<SerialModel>,
 }
 
 keyword_enum! {

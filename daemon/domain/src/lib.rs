@@ -15,6 +15,7 @@ mod def;
 mod document;
 mod error;
 mod format;
+mod kept;
 pub mod network;
 mod parse;
 pub mod schema;
@@ -37,6 +38,9 @@ mod test_support;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod vm_tests;
 
 pub use cpuset::CpuSet;
 pub use def::*;

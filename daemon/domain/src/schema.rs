@@ -1608,6 +1608,8 @@ mod tests {
     /// The values the schema allows at `path` for attribute `attr` (or for
     /// the text, when `None`), over all alternatives.
     fn schema_values(path: &[(&str, &str)], attr: Option<&str>) -> BTreeSet<String> {
+        // A container's <filesystem> is typed, a VM's kept with more values.
+        let domain_type = (path.get(2) == Some(&("", "filesystem"))).then_some("lxc");
         let kind = if path.first() == Some(&("", "network")) {
             DocumentKind::Network
         } else {
@@ -1619,7 +1621,7 @@ mod tests {
             .map(|(ns, local)| ((!ns.is_empty()).then(|| ns.to_string()), local.to_string()))
             .collect();
         let mut values = BTreeSet::new();
-        for v in compiled.hints.variants(None, &key) {
+        for v in compiled.hints.variants(domain_type, &key) {
             let expect = match attr {
                 Some(a) => v.attributes.get(a),
                 None => v.text.as_ref(),
@@ -1670,6 +1672,37 @@ mod tests {
                 p(&["domain", "clock", "timer"]),
                 Some("name"),
                 TimerName::NAMES,
+            ),
+            (
+                p(&["domain", "clock", "timer"]),
+                Some("tickpolicy"),
+                TickPolicy::NAMES,
+            ),
+            (p(&["domain", "os"]), Some("firmware"), Firmware::NAMES),
+            (
+                p(&["domain", "devices", "disk", "driver"]),
+                Some("cache"),
+                DiskCache::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "disk", "driver"]),
+                Some("io"),
+                DiskIo::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "disk", "driver"]),
+                Some("discard"),
+                DiskDiscard::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "serial", "target"]),
+                Some("type"),
+                SerialTargetType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "serial", "target", "model"]),
+                Some("name"),
+                SerialModel::NAMES,
             ),
             (p(&["domain", "on_poweroff"]), None, LifecycleAction::NAMES),
             (p(&["domain", "on_reboot"]), None, LifecycleAction::NAMES),

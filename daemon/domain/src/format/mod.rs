@@ -173,6 +173,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     if let Some(c) = &def.vcpu.cpuset {
         vcpu.push(a("cpuset", c));
     }
+    if let Some(c) = def.vcpu.current {
+        vcpu.push(a("current", c));
+    }
     o.leaf("vcpu", &vcpu, &def.vcpu.count.to_string());
     if let Some(c) = &def.cputune {
         o.open("cputune", &[]);
@@ -218,6 +221,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
         o.close("idmap");
     }
     format_features(&mut o, &def.features);
+    for k in &def.kept {
+        format_kept(&mut o, k);
+    }
     let clock = [a("offset", def.clock.offset)];
     if def.clock.timers.is_empty() {
         o.empty("clock", &clock);
@@ -227,6 +233,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
             let mut attrs = vec![a("name", t.name)];
             if let Some(p) = t.present {
                 attrs.push(a("present", if p { "yes" } else { "no" }));
+            }
+            if let Some(p) = t.tickpolicy {
+                attrs.push(a("tickpolicy", p));
             }
             o.empty("timer", &attrs);
         }
@@ -315,7 +324,12 @@ fn format_blkiotune(o: &mut Out, b: &BlkioTune) {
 }
 
 fn format_os(o: &mut Out, os: &Os) {
-    o.open("os", &[]);
+    match os {
+        Os::Hvm(HvmOs {
+            firmware: Some(f), ..
+        }) => o.open("os", &[a("firmware", f)]),
+        _ => o.open("os", &[]),
+    }
     match os {
         Os::Exe(e) => {
             let mut t = Vec::new();
@@ -364,6 +378,9 @@ fn format_os(o: &mut Out, os: &Os) {
             for b in &h.boot {
                 o.empty("boot", &[a("dev", b)]);
             }
+            for k in &h.kept {
+                format_kept(o, k);
+            }
         }
     }
     o.close("os");
@@ -396,6 +413,9 @@ fn format_features(o: &mut Out, f: &Features) {
             o.close("capabilities");
         }
     }
+    for k in &f.kept {
+        format_kept(o, k);
+    }
     o.close("features");
 }
 
@@ -422,13 +442,28 @@ fn format_devices(o: &mut Out, d: &Devices) {
     }
     for s in &d.serials {
         o.open("serial", &[a("type", "pty")]);
-        o.empty("target", &[a("port", s.port)]);
+        let mut target = Vec::new();
+        if let Some(t) = s.target_type {
+            target.push(a("type", t));
+        }
+        target.push(a("port", s.port));
+        match s.model {
+            None => o.empty("target", &target),
+            Some(m) => {
+                o.open("target", &target);
+                o.empty("model", &[a("name", m)]);
+                o.close("target");
+            }
+        }
         o.close("serial");
     }
     for c in &d.consoles {
         o.open("console", &[a("type", "pty")]);
         o.empty("target", &[a("type", c.target_type), a("port", c.port)]);
         o.close("console");
+    }
+    for k in &d.kept {
+        format_kept(o, k);
     }
     o.close("devices");
 }
@@ -482,6 +517,15 @@ fn format_disk(o: &mut Out, d: &Disk) {
         if let Some(f) = drv.format {
             attrs.push(a("type", f));
         }
+        if let Some(c) = drv.cache {
+            attrs.push(a("cache", c));
+        }
+        if let Some(i) = drv.io {
+            attrs.push(a("io", i));
+        }
+        if let Some(d) = drv.discard {
+            attrs.push(a("discard", d));
+        }
         o.empty("driver", &attrs);
     }
     if let Some(p) = src {
@@ -494,6 +538,9 @@ fn format_disk(o: &mut Out, d: &Disk) {
     o.empty("target", &target);
     if d.readonly {
         o.empty("readonly", &[]);
+    }
+    for k in &d.kept {
+        format_kept(o, k);
     }
     o.close("disk");
 }
@@ -576,6 +623,9 @@ fn format_interface(o: &mut Out, i: &Interface) {
     }
     if let Some(m) = i.mtu {
         o.empty("mtu", &[a("size", m)]);
+    }
+    for k in &i.kept {
+        format_kept(o, k);
     }
     o.close("interface");
 }
@@ -671,5 +721,26 @@ fn format_seclabel(o: &mut Out, s: &SecLabel, opts: FormatOptions) {
             o.leaf(name, &[], value);
         }
         o.close("seclabel");
+    }
+}
+
+/// A kept element in canonical form: attributes in the table's order,
+/// text trimmed, children in document order.
+fn format_kept(o: &mut Out, k: &KeptElement) {
+    let attrs: Vec<(&str, String)> = k
+        .attributes
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
+    match (&k.text, k.children.is_empty()) {
+        (Some(t), _) => o.leaf(&k.name, &attrs, t),
+        (None, true) => o.empty(&k.name, &attrs),
+        (None, false) => {
+            o.open(&k.name, &attrs);
+            for c in &k.children {
+                format_kept(o, c);
+            }
+            o.close(&k.name);
+        }
     }
 }

@@ -10,6 +10,7 @@ mod addresses;
 mod devices;
 pub use devices::parse_device;
 mod helpers;
+mod kept;
 mod network;
 mod security;
 pub use network::parse_network;
@@ -148,7 +149,10 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
             return Err(foreign(root, child, ns));
         }
     }
+    let (plain, kept) = kept::split_kept(ctx, &plain, super::kept::ROOT, &["cputune"])?;
     check_children(&plain, ROOT_CHILDREN, &[])?;
+    // From here on, the typed children only.
+    let root = &plain;
 
     let name = object_name(root, "domain", "my-domain", DomainName::new)?;
     let uuid = uuid_or_new(root, "domain")?;
@@ -227,7 +231,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     })?;
     let vcpu = match root.element("vcpu") {
         None => Vcpu::default(),
-        Some(el) => parse_vcpu(el)?,
+        Some(el) => parse_vcpu(ctx, el)?,
     };
     let cputune = opt(root, "cputune", |el| {
         ctx.lxc_only(el)?;
@@ -242,7 +246,6 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         parse_blkiotune(el)
     })?;
     let partition = opt(root, "resource", |el| {
-        ctx.lxc_only(el)?;
         check_attrs(el, &[])?;
         check_children(el, &["partition"], &[])?;
         let p = req_child(el, "partition", "add <partition>/machine</partition>")?;
@@ -314,6 +317,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         lxc_namespace,
         seccomp,
         userns: userns.map(|(u, _)| u),
+        kept,
     })
 }
 
@@ -395,8 +399,12 @@ fn parse_memtune(el: &Element) -> Result<MemTune> {
     Ok(tune)
 }
 
-fn parse_vcpu(el: &Element) -> Result<Vcpu> {
-    check_attrs(el, &["placement", "cpuset"])?;
+fn parse_vcpu(ctx: Ctx, el: &Element) -> Result<Vcpu> {
+    if ctx.lxc() {
+        check_attrs(el, &["placement", "cpuset"])?;
+    } else {
+        check_attrs(el, &["placement", "cpuset", "current"])?;
+    }
     let count = number(
         el.pos,
         "vcpu",
@@ -411,10 +419,22 @@ fn parse_vcpu(el: &Element) -> Result<Vcpu> {
         None => None,
         Some(a) => Some(cpu_list(el, a)?),
     };
+    let current = match el.attribute("current") {
+        None => None,
+        Some(a) => Some(number(
+            a.pos,
+            "vcpu",
+            "current vCPU count",
+            &a.value,
+            1,
+            count,
+        )?),
+    };
     Ok(Vcpu {
         count,
         placement,
         cpuset,
+        current,
     })
 }
 
@@ -558,7 +578,9 @@ fn token(el: &Element, a: &xml::Attribute, extra: &[char]) -> Result<String> {
 }
 
 fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
-    check_attrs(el, &[])?;
+    let (el, kept) = kept::split_kept(ctx, el, super::kept::OS, &[])?;
+    let el = &el;
+    check_attrs(el, if ctx.lxc() { &[] } else { &["firmware"] })?;
     check_children(
         el,
         &[
@@ -733,6 +755,8 @@ fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
             boot.push(dev);
         }
         Ok(Os::Hvm(HvmOs {
+            firmware: attr_keyword(el, "firmware", Firmware::parse, Firmware::NAMES)?,
+            kept,
             arch,
             machine,
             kernel: opt(el, "kernel", text_path)?,
@@ -829,9 +853,14 @@ fn parse_idmap(el: &Element) -> Result<IdMap> {
 }
 
 fn parse_features(ctx: Ctx, el: &Element) -> Result<Features> {
+    let (el, kept) = kept::split_kept(ctx, el, super::kept::FEATURES, &[])?;
+    let el = &el;
     check_attrs(el, &[])?;
     check_children(el, &["privnet", "capabilities", "acpi", "apic", "pae"], &[])?;
-    let mut f = Features::default();
+    let mut f = Features {
+        kept,
+        ..Features::default()
+    };
     for child in el.elements() {
         match child.name.as_str() {
             "privnet" => {
@@ -896,7 +925,11 @@ fn parse_clock(ctx: Ctx, el: &Element) -> Result<Clock> {
         .unwrap_or(ClockOffset::Utc);
     let mut timers: Vec<Timer> = Vec::new();
     for t in el.elements_named("timer") {
-        check_attrs(t, &["name", "present"])?;
+        if ctx.lxc() {
+            check_attrs(t, &["name", "present"])?;
+        } else {
+            check_attrs(t, &["name", "present", "tickpolicy"])?;
+        }
         check_children(t, &[], &[])?;
         let a = req_attr(t, "name", "add name='rtc'")?;
         let allowed: &[&str] = if ctx.lxc() {
@@ -923,6 +956,7 @@ fn parse_clock(ctx: Ctx, el: &Element) -> Result<Clock> {
         timers.push(Timer {
             name,
             present: attr_yes_no(t, "present")?,
+            tickpolicy: attr_keyword(t, "tickpolicy", TickPolicy::parse, TickPolicy::NAMES)?,
         });
     }
     Ok(Clock { offset, timers })

@@ -338,6 +338,7 @@ fn parse(
                     link_state: None,
                     bandwidth: None,
                     vlan: None,
+                    kept: Vec::new(),
                 }),
                 None => Err(error),
             }

@@ -1,0 +1,222 @@
+//! Virtual machine documents: libvirt's x86 vocabulary, typed and kept.
+
+use std::collections::BTreeSet;
+
+use crate::test_support::{self, examples_dir};
+use crate::xml::{self, Element};
+use crate::*;
+
+fn ok(doc: &str) -> DomainDef {
+    test_support::ok(doc)
+}
+
+fn fails(doc: &str, needle: &str) -> DomainError {
+    test_support::fails::<DomainDef>(doc, needle)
+}
+
+fn export() -> String {
+    std::fs::read_to_string(examples_dir().join("kvm-libvirt-export.xml")).unwrap()
+}
+
+/// A kvm domain with `devices` inside `<devices>`.
+fn vm_with(root: &str, devices: &str) -> String {
+    format!(
+        "<domain type='kvm'><name>vm</name><memory unit='GiB'>1</memory>\
+         <os><type arch='x86_64' machine='q35'>hvm</type></os>{root}\
+         <devices>{devices}</devices></domain>"
+    )
+}
+
+/// An lxc domain with `os`, `root` and `devices` additions.
+fn lxc_with(os: &str, root: &str, devices: &str) -> String {
+    format!(
+        "<domain type='lxc'><name>c</name><memory unit='MiB'>64</memory>\
+         <os><type>exe</type><init>/sbin/init</init>{os}</os>{root}\
+         <devices><console type='pty'/>{devices}</devices></domain>"
+    )
+}
+
+/// Every element path with each of its attribute names, outside
+/// `<metadata>` (kept verbatim, checked elsewhere).
+fn shape(el: &Element, path: &str, out: &mut BTreeSet<String>) {
+    let here = format!("{path}/{}", el.name);
+    out.insert(here.clone());
+    for a in &el.attributes {
+        if !a.qname.starts_with("xmlns") {
+            out.insert(format!("{here}@{}", a.name));
+        }
+    }
+    if el.name == "metadata" {
+        return;
+    }
+    for c in el.elements() {
+        shape(c, &here, out);
+    }
+}
+
+#[test]
+fn libvirt_export_defines_and_keeps_everything() {
+    let text = export();
+    let def = ok(&text);
+    let once = def.to_xml();
+    let twice = DomainDef::from_xml(&once).unwrap().to_xml();
+    assert_eq!(once, twice, "formatting is not a fixed point");
+    assert_eq!(DomainDef::from_xml(&once).unwrap(), def);
+
+    let mut before = BTreeSet::new();
+    shape(&xml::parse_str(&text).unwrap(), "", &mut before);
+    let mut after = BTreeSet::new();
+    shape(&xml::parse_str(&once).unwrap(), "", &mut after);
+    let lost: Vec<&String> = before.difference(&after).collect();
+    assert!(lost.is_empty(), "lost on format: {lost:?}\n{once}");
+
+    // Typed where the QEMU driver will act on it.
+    let Os::Hvm(os) = &def.os else {
+        panic!("not hvm")
+    };
+    assert_eq!(os.firmware, Some(Firmware::Efi));
+    assert_eq!(def.vcpu.current, Some(2));
+    assert_eq!(def.partition(), std::path::Path::new("/machine"));
+    let vda = &def.devices.disks[0];
+    let drv = vda.driver.unwrap();
+    assert_eq!(drv.cache, Some(DiskCache::None));
+    assert_eq!(drv.io, Some(DiskIo::Native));
+    assert_eq!(drv.discard, Some(DiskDiscard::Unmap));
+    assert_eq!(def.devices.interfaces[0].model, Some(NicModel::Virtio));
+    assert_eq!(
+        def.devices.serials[0].target_type,
+        Some(SerialTargetType::IsaSerial)
+    );
+    assert_eq!(def.clock.timers[0].tickpolicy, Some(TickPolicy::Catchup));
+    // Kept, and found again by name.
+    let balloon = def
+        .devices
+        .kept
+        .iter()
+        .find(|k| k.name == "memballoon")
+        .unwrap();
+    assert_eq!(balloon.attr("model"), Some("virtio"));
+    assert_eq!(
+        balloon.child("stats").and_then(|s| s.attr("period")),
+        Some("5")
+    );
+    let backing = vda.kept.iter().find(|k| k.name == "backingStore").unwrap();
+    assert!(backing.child("backingStore").is_some(), "nested chain kept");
+}
+
+#[test]
+fn unsupported_for_vm_names_kept_elements_but_not_hints() {
+    let def = ok(&export());
+    let list = def.unsupported_for_vm();
+    for want in [
+        "<devices><sound model='ich9'>",
+        "<devices><controller type='pci' model='pcie-root-port'>",
+        "<cpu mode='host-passthrough'>",
+        "<os><loader type='pflash'>",
+        "<features><smm>",
+        "<disk dev='vda'><backingStore type='file'>",
+    ] {
+        assert!(list.iter().any(|s| s == want), "{want} missing: {list:?}");
+    }
+    assert!(
+        !list
+            .iter()
+            .any(|s| s.contains("<address") || s.contains("<alias")),
+        "{list:?}"
+    );
+    // A plain VM has nothing kept.
+    assert!(ok(&vm_with("", "")).unsupported_for_vm().is_empty());
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_element() {
+    fails(
+        &vm_with(
+            "",
+            "<disk type='file'><source file='/i'/><target dev='vda' bus='floppy'/></disk>",
+        ),
+        "bus 'floppy'",
+    );
+    let e = fails(&vm_with("", "<sound model='ich10'/>"), "model 'ich10'");
+    assert!(e.to_string().contains("<sound>"), "{e}");
+    let e = fails(
+        &vm_with(
+            "",
+            "<video><model type='virtio'/><address type='pci' slot='0x20'/></video>",
+        ),
+        "slot '0x20'",
+    );
+    assert!(e.to_string().contains("<address>"), "{e}");
+    // A misspelled attribute or child inside a kept element.
+    fails(
+        &vm_with("", "<memballoon modle='virtio'/>"),
+        "unknown attribute 'modle'",
+    );
+    fails(
+        &vm_with("", "<controller type='usb'><adress/></controller>"),
+        "adress",
+    );
+    fails(&vm_with("", "<controller type='floppy'/>"), "type 'floppy'");
+    fails(
+        &vm_with(
+            "",
+            "<rng model='virtio'><backend model='random'>urandom</backend></rng>",
+        ),
+        "<backend>",
+    );
+    fails(&vm_with("<cpu mode='host'/>", ""), "mode 'host'");
+    fails(
+        &vm_with(
+            "",
+            "<serial type='pty'><target type='isa-serial'><model name='16550'/></target></serial>",
+        ),
+        "serial model '16550'",
+    );
+    fails(
+        &vm_with(
+            "",
+            "<disk type='file'><driver cache='fast'/><source file='/i'/><target dev='vda'/></disk>",
+        ),
+        "cache 'fast'",
+    );
+    fails(&vm_with("<vcpu current='3'>2</vcpu>", ""), "out of range");
+    fails(&vm_with("<pm><suspend-to-ram/></pm>", ""), "suspend-to-ram");
+}
+
+#[test]
+fn lxc_domains_refuse_vm_only_elements() {
+    let need = "not supported in a lxc domain";
+    fails(&lxc_with("", "<cpu mode='host-passthrough'/>", ""), "<cpu>");
+    fails(&lxc_with("", "<pm/>", ""), need);
+    fails(&lxc_with("<loader>/fw</loader>", "", ""), need);
+    fails(
+        &lxc_with("", "<features><vmport state='off'/></features>", ""),
+        need,
+    );
+    fails(&lxc_with("", "", "<controller type='usb'/>"), need);
+    fails(&lxc_with("", "", "<memballoon model='none'/>"), need);
+    fails(&lxc_with("", "<vcpu current='1'>2</vcpu>", ""), "current");
+    fails(
+        &lxc_with(
+            "",
+            "<clock><timer name='rtc' tickpolicy='catchup'/></clock>",
+            "",
+        ),
+        "tickpolicy",
+    );
+}
+
+#[test]
+fn kept_elements_are_canonical() {
+    // Attributes come back in the table's order, text trimmed.
+    let def = ok(&vm_with(
+        "",
+        "<rng model='virtio'><rate period='1000' bytes='10'/><backend model='random'>\n /dev/urandom \n</backend></rng>",
+    ));
+    let xml = def.to_xml();
+    assert!(xml.contains("<rate bytes='10' period='1000'/>"), "{xml}");
+    assert!(
+        xml.contains("<backend model='random'>/dev/urandom</backend>"),
+        "{xml}"
+    );
+}
