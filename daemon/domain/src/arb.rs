@@ -832,6 +832,8 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 lxc_namespace,
                 seccomp,
                 userns,
+                cpu: None,
+                pm: None,
                 kept: Vec::new(),
             },
         )
@@ -936,19 +938,117 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         option::of(arb_text()),
         subsequence(BootDev::ALL.to_vec(), 0..=BootDev::ALL.len()).prop_shuffle(),
         option::of(select(Firmware::ALL.to_vec())),
+        (
+            option::of(
+                (
+                    option::of(arb_path()),
+                    option::of(any::<bool>()),
+                    option::of(select(LoaderType::ALL.to_vec())),
+                    option::of(any::<bool>()),
+                )
+                    .prop_map(|(path, readonly, loader_type, secure)| Loader {
+                        path,
+                        readonly,
+                        loader_type,
+                        secure,
+                    }),
+            ),
+            option::of(
+                (option::of(arb_path()), option::of(arb_path()))
+                    .prop_map(|(path, template)| Nvram { path, template }),
+            ),
+            option::of(
+                (option::of(any::<bool>()), option::of(0u32..=65535))
+                    .prop_map(|(enable, timeout)| BootMenu { enable, timeout }),
+            ),
+            option::of(select(SmbiosMode::ALL.to_vec())),
+        ),
     )
-        .prop_map(|(arch, machine, kernel, initrd, cmdline, boot, firmware)| {
-            Os::Hvm(HvmOs {
-                firmware,
-                kept: Vec::new(),
+        .prop_map(
+            |(
                 arch,
                 machine,
                 kernel,
                 initrd,
                 cmdline,
                 boot,
-            })
-        });
+                firmware,
+                (loader, nvram, bootmenu, smbios),
+            )| {
+                Os::Hvm(HvmOs {
+                    firmware,
+                    loader,
+                    nvram,
+                    bootmenu,
+                    smbios,
+                    kept: Vec::new(),
+                    arch,
+                    machine,
+                    kernel,
+                    initrd,
+                    cmdline,
+                    boot,
+                })
+            },
+        );
+    let cpu = (
+        option::of(select(CpuMode::ALL.to_vec())),
+        option::of(select(CpuMatch::ALL.to_vec())),
+        option::of(select(CpuCheck::ALL.to_vec())),
+        option::of(any::<bool>()),
+        option::of(
+            (
+                option::of("[A-Z][a-z0-9-]{0,12}"),
+                option::of(select(CpuFallback::ALL.to_vec())),
+            )
+                .prop_map(|(name, fallback)| CpuModel { name, fallback }),
+        ),
+        option::of(
+            (
+                option::of(1u32..=4096),
+                option::of(1u32..=4096),
+                option::of(1u32..=4096),
+                option::of(1u32..=4096),
+            )
+                .prop_map(|(sockets, dies, cores, threads)| CpuTopology {
+                    sockets,
+                    dies,
+                    cores,
+                    threads,
+                }),
+        ),
+        btree_map(
+            "[a-z][a-z0-9_.-]{0,10}",
+            option::of(select(CpuFeaturePolicy::ALL.to_vec())),
+            0..3,
+        ),
+    )
+        .prop_map(
+            |(mode, match_mode, check, migratable, model, topology, features)| Cpu {
+                mode,
+                match_mode,
+                check,
+                migratable,
+                model,
+                topology,
+                features: features
+                    .into_iter()
+                    .map(|(name, policy)| CpuFeature { policy, name })
+                    .collect(),
+                kept: Vec::new(),
+            },
+        );
+    let pm = (option::of(any::<bool>()), option::of(any::<bool>())).prop_map(
+        |(suspend_to_mem, suspend_to_disk)| Pm {
+            suspend_to_mem,
+            suspend_to_disk,
+        },
+    );
+    let vm_features = (
+        option::of(any::<bool>()),
+        option::of(any::<bool>()),
+        option::of(select(IoapicDriver::ALL.to_vec())),
+    );
     (
         arb_common(),
         select(vec![DomainType::Kvm, DomainType::Qemu]),
@@ -961,6 +1061,9 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         (
             option::of(1u32..=64),
             vec(option::of(select(TickPolicy::ALL.to_vec())), 8),
+            option::of(cpu),
+            option::of(pm),
+            vm_features,
         ),
     )
         .prop_map(
@@ -973,7 +1076,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 (on_poweroff, on_reboot, on_crash),
                 devices,
                 seclabel,
-                (current, tickpolicies),
+                (current, tickpolicies, cpu, pm, (vmport, smm, ioapic)),
             )| {
                 vcpu.current = current.map(|c| c.min(vcpu.count));
                 for (t, p) in clock.timers.iter_mut().zip(tickpolicies) {
@@ -1000,6 +1103,9 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                         acpi,
                         apic,
                         pae,
+                        vmport,
+                        smm,
+                        ioapic,
                         ..Features::default()
                     },
                     clock,
@@ -1011,6 +1117,8 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                     lxc_namespace: None,
                     seccomp: None,
                     userns: None,
+                    cpu,
+                    pm,
                     kept: Vec::new(),
                 }
             },

@@ -82,8 +82,12 @@ pub struct DomainDef {
     /// `<lxvirt:userns>`; `None`: the daemon's default (an allocated range
     /// unless the daemon is configured otherwise), or `<idmap>` when given.
     pub userns: Option<Userns>,
-    /// Kept children of `<domain>` (virtual machines: `<cpu>`, `<pm>`,
-    /// `<memoryBacking>`, …), in document order.
+    /// `<cpu>` (virtual machines).
+    pub cpu: Option<Cpu>,
+    /// `<pm>` (virtual machines).
+    pub pm: Option<Pm>,
+    /// Kept children of `<domain>` (virtual machines: `<memoryBacking>`,
+    /// `<sysinfo>`, …), in document order.
     pub kept: Vec<KeptElement>,
 }
 
@@ -114,6 +118,9 @@ impl DomainDef {
             add("<os>", &os.kept);
         }
         add("<features>", &self.features.kept);
+        if let Some(cpu) = &self.cpu {
+            add("<cpu>", &cpu.kept);
+        }
         add("<devices>", &self.devices.kept);
         for d in &self.devices.disks {
             add(&format!("<disk dev='{}'>", d.target_dev), &d.kept);
@@ -357,8 +364,149 @@ pub struct HvmOs {
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub boot: Vec<BootDev>,
-    /// Kept children: `<loader>`, `<nvram>`, `<bootmenu>`, `<smbios>`, …
+    pub loader: Option<Loader>,
+    pub nvram: Option<Nvram>,
+    pub bootmenu: Option<BootMenu>,
+    /// `<smbios mode=>`.
+    pub smbios: Option<SmbiosMode>,
+    /// Kept children: `<bios>`, `<firmware>`, `<acpi>`.
     pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    /// `<loader type=>`.
+    pub enum LoaderType {
+        Rom = "rom",
+        Pflash = "pflash",
+    }
+}
+
+/// `<os><loader>`: the firmware image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loader {
+    /// `None`: the hypervisor's choice (with `<os firmware=>`).
+    pub path: Option<PathBuf>,
+    pub readonly: Option<bool>,
+    pub loader_type: Option<LoaderType>,
+    /// Secure boot (needs `<smm state='on'/>`).
+    pub secure: Option<bool>,
+}
+
+/// `<os><nvram>`: the guest's UEFI variable store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nvram {
+    /// `None`: the hypervisor's choice.
+    pub path: Option<PathBuf>,
+    /// The file a new store is copied from.
+    pub template: Option<PathBuf>,
+}
+
+/// `<os><bootmenu>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootMenu {
+    pub enable: Option<bool>,
+    /// Milliseconds, 0..=65535.
+    pub timeout: Option<u32>,
+}
+
+keyword_enum! {
+    /// `<smbios mode=>`: where the guest's SMBIOS tables come from.
+    pub enum SmbiosMode {
+        Emulate = "emulate",
+        Host = "host",
+        Sysinfo = "sysinfo",
+    }
+}
+
+keyword_enum! {
+    pub enum CpuMode {
+        Custom = "custom",
+        HostModel = "host-model",
+        HostPassthrough = "host-passthrough",
+        Maximum = "maximum",
+    }
+}
+
+keyword_enum! {
+    pub enum CpuMatch {
+        Minimum = "minimum",
+        Exact = "exact",
+        Strict = "strict",
+    }
+}
+
+keyword_enum! {
+    pub enum CpuCheck {
+        None = "none",
+        Partial = "partial",
+        Full = "full",
+    }
+}
+
+keyword_enum! {
+    /// `<cpu><model fallback=>`: whether a close model may replace it.
+    pub enum CpuFallback {
+        Allow = "allow",
+        Forbid = "forbid",
+    }
+}
+
+keyword_enum! {
+    pub enum CpuFeaturePolicy {
+        Force = "force",
+        Require = "require",
+        Optional = "optional",
+        Disable = "disable",
+        Forbid = "forbid",
+    }
+}
+
+/// `<cpu><model>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuModel {
+    /// A CPU model name such as `Skylake-Client`; `None` with only
+    /// `fallback` given.
+    pub name: Option<String>,
+    pub fallback: Option<CpuFallback>,
+}
+
+/// `<cpu><topology>`: each count 1..=4096 when given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTopology {
+    pub sockets: Option<u32>,
+    pub dies: Option<u32>,
+    pub cores: Option<u32>,
+    pub threads: Option<u32>,
+}
+
+/// `<cpu><feature>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuFeature {
+    /// `None`: `require`, libvirt's default.
+    pub policy: Option<CpuFeaturePolicy>,
+    pub name: String,
+}
+
+/// `<cpu>` of a virtual machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cpu {
+    pub mode: Option<CpuMode>,
+    pub match_mode: Option<CpuMatch>,
+    pub check: Option<CpuCheck>,
+    pub migratable: Option<bool>,
+    pub model: Option<CpuModel>,
+    pub topology: Option<CpuTopology>,
+    /// In document order; names distinct.
+    pub features: Vec<CpuFeature>,
+    /// Kept children: `<vendor>`, `<cache>`, `<maxphysaddr>`, `<numa>`.
+    pub kept: Vec<KeptElement>,
+}
+
+/// `<pm>`: which sleep states the guest's firmware offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pm {
+    pub suspend_to_mem: Option<bool>,
+    pub suspend_to_disk: Option<bool>,
 }
 
 /// `<idmap>`: user namespace mappings, each list sorted by `start`.
@@ -405,9 +553,22 @@ pub struct Features {
     pub acpi: bool,
     pub apic: bool,
     pub pae: bool,
-    /// Kept children (virtual machines): `<hyperv>`, `<vmport>`, `<smm>`,
-    /// `<ioapic>`, …
+    /// `<vmport state=>` (virtual machines).
+    pub vmport: Option<bool>,
+    /// `<smm state=>` (virtual machines; secure boot needs it on).
+    pub smm: Option<bool>,
+    /// `<ioapic driver=>` (virtual machines).
+    pub ioapic: Option<IoapicDriver>,
+    /// Kept children (virtual machines): `<hyperv>`, `<kvm>`, `<pmu>`, …
     pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    /// `<ioapic driver=>`: who emulates the I/O APIC.
+    pub enum IoapicDriver {
+        Kvm = "kvm",
+        Qemu = "qemu",
+    }
 }
 
 impl Features {

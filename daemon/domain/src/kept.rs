@@ -21,6 +21,11 @@
 
 use std::fmt;
 
+use super::def::{
+    CpuCheck, CpuFallback, CpuFeaturePolicy, CpuMatch, CpuMode, IoapicDriver, LoaderType,
+    SmbiosMode,
+};
+
 /// An element kept as written (canonical form): a name, attributes in the
 /// table's order, text or children.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,10 +236,7 @@ static DEVICE_DRIVER: Spec = el(
 static CPU_MODEL: Spec = el(
     "model",
     "cpu-model",
-    &[
-        ("fallback", OneOf(&["allow", "forbid"])),
-        ("vendor_id", Text),
-    ],
+    &[("fallback", OneOf(CpuFallback::NAMES))],
     Body::Text(Text),
 );
 static CPU_TOPOLOGY: Spec = el(
@@ -243,7 +245,6 @@ static CPU_TOPOLOGY: Spec = el(
     &[
         ("sockets", Uint),
         ("dies", Uint),
-        ("clusters", Uint),
         ("cores", Uint),
         ("threads", Uint),
     ],
@@ -252,13 +253,7 @@ static CPU_TOPOLOGY: Spec = el(
 static CPU_FEATURE: Spec = el(
     "feature",
     "cpu-feature",
-    &[
-        (
-            "policy",
-            OneOf(&["force", "require", "optional", "disable", "forbid"]),
-        ),
-        ("name", Text),
-    ],
+    &[("policy", OneOf(CpuFeaturePolicy::NAMES)), ("name", Text)],
     Empty,
 );
 static CPU_CACHE: Spec = el(
@@ -313,12 +308,9 @@ static CPU: Spec = el(
     "cpu",
     "cpu",
     &[
-        (
-            "mode",
-            OneOf(&["custom", "host-model", "host-passthrough", "maximum"]),
-        ),
-        ("match", OneOf(&["minimum", "exact", "strict"])),
-        ("check", OneOf(&["none", "partial", "full"])),
+        ("mode", OneOf(CpuMode::NAMES)),
+        ("match", OneOf(CpuMatch::NAMES)),
+        ("check", OneOf(CpuCheck::NAMES)),
         ("migratable", OnOff),
     ],
     Children(&[
@@ -547,23 +539,12 @@ static LOADER: Spec = el(
     "os-loader",
     &[
         ("readonly", YesNo),
-        ("type", OneOf(&["rom", "pflash"])),
+        ("type", OneOf(LoaderType::NAMES)),
         ("secure", YesNo),
-        ("stateless", YesNo),
-        ("format", OneOf(&["raw", "qcow2"])),
     ],
     Body::Text(Path),
 );
-static NVRAM: Spec = el(
-    "nvram",
-    "os-nvram",
-    &[
-        ("template", Path),
-        ("format", OneOf(&["raw", "qcow2"])),
-        ("templateFormat", OneOf(&["raw", "qcow2"])),
-    ],
-    Body::Text(Path),
-);
+static NVRAM: Spec = el("nvram", "os-nvram", &[("template", Path)], Body::Text(Path));
 static BOOTMENU: Spec = el(
     "bootmenu",
     "os-bootmenu",
@@ -573,7 +554,7 @@ static BOOTMENU: Spec = el(
 static SMBIOS: Spec = el(
     "smbios",
     "os-smbios",
-    &[("mode", OneOf(&["emulate", "host", "sysinfo"]))],
+    &[("mode", OneOf(SmbiosMode::NAMES))],
     Empty,
 );
 static BIOS: Spec = el(
@@ -696,12 +677,11 @@ static KVM: Spec = el(
         &KVM_DIRTY,
     ]),
 );
-static TSEG: Spec = el("tseg", "smm-tseg", &[("unit", Text)], Body::Text(Uint));
-static SMM: Spec = el("smm", "smm", &[("state", OnOff)], Children(&[&TSEG]));
+static SMM: Spec = state("smm", "smm");
 static IOAPIC: Spec = el(
     "ioapic",
     "ioapic",
-    &[("driver", OneOf(&["kvm", "qemu"]))],
+    &[("driver", OneOf(IoapicDriver::NAMES))],
     Empty,
 );
 static VMPORT: Spec = state("vmport", "vmport");

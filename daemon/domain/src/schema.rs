@@ -1680,6 +1680,34 @@ mod tests {
             ),
             (p(&["domain", "os"]), Some("firmware"), Firmware::NAMES),
             (
+                p(&["domain", "os", "loader"]),
+                Some("type"),
+                LoaderType::NAMES,
+            ),
+            (
+                p(&["domain", "os", "smbios"]),
+                Some("mode"),
+                SmbiosMode::NAMES,
+            ),
+            (
+                p(&["domain", "features", "ioapic"]),
+                Some("driver"),
+                IoapicDriver::NAMES,
+            ),
+            (p(&["domain", "cpu"]), Some("mode"), CpuMode::NAMES),
+            (p(&["domain", "cpu"]), Some("match"), CpuMatch::NAMES),
+            (p(&["domain", "cpu"]), Some("check"), CpuCheck::NAMES),
+            (
+                p(&["domain", "cpu", "model"]),
+                Some("fallback"),
+                CpuFallback::NAMES,
+            ),
+            (
+                p(&["domain", "cpu", "feature"]),
+                Some("policy"),
+                CpuFeaturePolicy::NAMES,
+            ),
+            (
                 p(&["domain", "devices", "disk", "driver"]),
                 Some("cache"),
                 DiskCache::NAMES,

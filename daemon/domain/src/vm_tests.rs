@@ -88,6 +88,31 @@ fn libvirt_export_defines_and_keeps_everything() {
         Some(SerialTargetType::IsaSerial)
     );
     assert_eq!(def.clock.timers[0].tickpolicy, Some(TickPolicy::Catchup));
+    let loader = os.loader.as_ref().unwrap();
+    assert_eq!(loader.loader_type, Some(LoaderType::Pflash));
+    assert_eq!(loader.secure, Some(true));
+    assert_eq!(
+        os.nvram.as_ref().unwrap().template.as_deref(),
+        Some(std::path::Path::new(
+            "/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd"
+        ))
+    );
+    assert_eq!(os.bootmenu.unwrap().timeout, Some(3000));
+    assert_eq!(os.smbios, Some(SmbiosMode::Emulate));
+    assert_eq!(def.features.smm, Some(true));
+    assert_eq!(def.features.vmport, Some(false));
+    assert_eq!(def.features.ioapic, Some(IoapicDriver::Kvm));
+    let cpu = def.cpu.as_ref().unwrap();
+    assert_eq!(cpu.mode, Some(CpuMode::HostPassthrough));
+    assert_eq!(cpu.topology.unwrap().threads, Some(2));
+    assert_eq!(
+        cpu.features,
+        vec![CpuFeature {
+            policy: Some(CpuFeaturePolicy::Disable),
+            name: "vmx".into()
+        }]
+    );
+    assert_eq!(def.pm.unwrap().suspend_to_mem, Some(false));
     // Kept, and found again by name.
     let balloon = def
         .devices
@@ -111,12 +136,16 @@ fn unsupported_for_vm_names_kept_elements_but_not_hints() {
     for want in [
         "<devices><sound model='ich9'>",
         "<devices><controller type='pci' model='pcie-root-port'>",
-        "<cpu mode='host-passthrough'>",
-        "<os><loader type='pflash'>",
-        "<features><smm>",
+        "<os><firmware>",
         "<disk dev='vda'><backingStore type='file'>",
     ] {
         assert!(list.iter().any(|s| s == want), "{want} missing: {list:?}");
+    }
+    // Typed elements are the driver's to run, not listed.
+    for typed in [
+        "<cpu", "<pm", "<loader", "<nvram", "<smm", "<ioapic", "<vmport",
+    ] {
+        assert!(!list.iter().any(|s| s.contains(typed)), "{typed}: {list:?}");
     }
     assert!(
         !list
@@ -181,6 +210,27 @@ fn bad_values_are_refused_naming_the_element() {
     );
     fails(&vm_with("<vcpu current='3'>2</vcpu>", ""), "out of range");
     fails(&vm_with("<pm><suspend-to-ram/></pm>", ""), "suspend-to-ram");
+    fails(
+        &vm_with("<cpu><topology sockets='0'/></cpu>", ""),
+        "sockets 0 is out of range",
+    );
+    fails(
+        &vm_with("<cpu><feature name='vmx'/><feature name='vmx'/></cpu>", ""),
+        "more than once",
+    );
+    fails(&vm_with("<cpu/><cpu/>", ""), "more than once");
+    fails(
+        &vm_with("", "").replace("<type arch", "<loader type='flash'/><type arch"),
+        "type 'flash'",
+    );
+    fails(
+        &vm_with("", "").replace("<type arch", "<bootmenu timeout='70000'/><type arch"),
+        "timeout 70000 is out of range",
+    );
+    fails(
+        &vm_with("<features><ioapic/></features>", ""),
+        "attribute 'driver'",
+    );
 }
 
 #[test]

@@ -221,6 +221,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
         o.close("idmap");
     }
     format_features(&mut o, &def.features);
+    if let Some(c) = &def.cpu {
+        format_cpu(&mut o, c);
+    }
     for k in &def.kept {
         format_kept(&mut o, k);
     }
@@ -244,6 +247,23 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     o.leaf("on_poweroff", &[], def.on_poweroff.as_str());
     o.leaf("on_reboot", &[], def.on_reboot.as_str());
     o.leaf("on_crash", &[], def.on_crash.as_str());
+    if let Some(pm) = &def.pm {
+        let states = [
+            ("suspend-to-mem", pm.suspend_to_mem),
+            ("suspend-to-disk", pm.suspend_to_disk),
+        ];
+        if states.iter().all(|(_, s)| s.is_none()) {
+            o.empty("pm", &[]);
+        } else {
+            o.open("pm", &[]);
+            for (name, state) in states {
+                if let Some(s) = state {
+                    o.empty(name, &[a("enabled", yes_no(s))]);
+                }
+            }
+            o.close("pm");
+        }
+    }
     format_devices(&mut o, &def.devices);
     if let Some(s) = &def.seclabel {
         format_seclabel(&mut o, s, opts);
@@ -366,6 +386,32 @@ fn format_os(o: &mut Out, os: &Os) {
                 t.push(a("machine", m));
             }
             o.leaf("type", &t, "hvm");
+            if let Some(l) = &h.loader {
+                let mut attrs = Vec::new();
+                if let Some(r) = l.readonly {
+                    attrs.push(a("readonly", yes_no(r)));
+                }
+                if let Some(t) = l.loader_type {
+                    attrs.push(a("type", t));
+                }
+                if let Some(s) = l.secure {
+                    attrs.push(a("secure", yes_no(s)));
+                }
+                match &l.path {
+                    Some(p) => o.leaf("loader", &attrs, &path(p)),
+                    None => o.empty("loader", &attrs),
+                }
+            }
+            if let Some(n) = &h.nvram {
+                let mut attrs = Vec::new();
+                if let Some(t) = &n.template {
+                    attrs.push(a("template", path(t)));
+                }
+                match &n.path {
+                    Some(p) => o.leaf("nvram", &attrs, &path(p)),
+                    None => o.empty("nvram", &attrs),
+                }
+            }
             if let Some(k) = &h.kernel {
                 o.leaf("kernel", &[], &path(k));
             }
@@ -377,6 +423,19 @@ fn format_os(o: &mut Out, os: &Os) {
             }
             for b in &h.boot {
                 o.empty("boot", &[a("dev", b)]);
+            }
+            if let Some(m) = &h.bootmenu {
+                let mut attrs = Vec::new();
+                if let Some(e) = m.enable {
+                    attrs.push(a("enable", yes_no(e)));
+                }
+                if let Some(t) = m.timeout {
+                    attrs.push(a("timeout", t));
+                }
+                o.empty("bootmenu", &attrs);
+            }
+            if let Some(m) = h.smbios {
+                o.empty("smbios", &[a("mode", m)]);
             }
             for k in &h.kept {
                 format_kept(o, k);
@@ -412,6 +471,14 @@ fn format_features(o: &mut Out, f: &Features) {
             }
             o.close("capabilities");
         }
+    }
+    for (name, state) in [("vmport", f.vmport), ("smm", f.smm)] {
+        if let Some(s) = state {
+            o.empty(name, &[a("state", if s { "on" } else { "off" })]);
+        }
+    }
+    if let Some(d) = f.ioapic {
+        o.empty("ioapic", &[a("driver", d)]);
     }
     for k in &f.kept {
         format_kept(o, k);
@@ -743,4 +810,62 @@ fn format_kept(o: &mut Out, k: &KeptElement) {
             o.close(&k.name);
         }
     }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn format_cpu(o: &mut Out, c: &Cpu) {
+    let mut attrs = Vec::new();
+    if let Some(m) = c.mode {
+        attrs.push(a("mode", m));
+    }
+    if let Some(m) = c.match_mode {
+        attrs.push(a("match", m));
+    }
+    if let Some(ch) = c.check {
+        attrs.push(a("check", ch));
+    }
+    if let Some(m) = c.migratable {
+        attrs.push(a("migratable", if m { "on" } else { "off" }));
+    }
+    if c.model.is_none() && c.topology.is_none() && c.features.is_empty() && c.kept.is_empty() {
+        o.empty("cpu", &attrs);
+        return;
+    }
+    o.open("cpu", &attrs);
+    if let Some(m) = &c.model {
+        let fallback: Vec<(&str, String)> = m.fallback.iter().map(|f| a("fallback", f)).collect();
+        match &m.name {
+            Some(n) => o.leaf("model", &fallback, n),
+            None => o.empty("model", &fallback),
+        }
+    }
+    if let Some(t) = &c.topology {
+        let mut attrs = Vec::new();
+        for (name, v) in [
+            ("sockets", t.sockets),
+            ("dies", t.dies),
+            ("cores", t.cores),
+            ("threads", t.threads),
+        ] {
+            if let Some(v) = v {
+                attrs.push(a(name, v));
+            }
+        }
+        o.empty("topology", &attrs);
+    }
+    for f in &c.features {
+        let mut attrs = Vec::new();
+        if let Some(p) = f.policy {
+            attrs.push(a("policy", p));
+        }
+        attrs.push(a("name", &f.name));
+        o.empty("feature", &attrs);
+    }
+    for k in &c.kept {
+        format_kept(o, k);
+    }
+    o.close("cpu");
 }

@@ -13,6 +13,7 @@ mod helpers;
 mod kept;
 mod network;
 mod security;
+mod vm;
 pub use network::parse_network;
 pub use security::is_context;
 
@@ -149,7 +150,8 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
             return Err(foreign(root, child, ns));
         }
     }
-    let (plain, kept) = kept::split_kept(ctx, &plain, super::kept::ROOT, &["cputune"])?;
+    let (plain, mut kept) = kept::split_kept(ctx, &plain, super::kept::ROOT, &["cputune"])?;
+    let (cpu, pm) = vm::root_fields(&mut kept, root)?;
     check_children(&plain, ROOT_CHILDREN, &[])?;
     // From here on, the typed children only.
     let root = &plain;
@@ -317,6 +319,8 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         lxc_namespace,
         seccomp,
         userns: userns.map(|(u, _)| u),
+        cpu,
+        pm,
         kept,
     })
 }
@@ -578,6 +582,7 @@ fn token(el: &Element, a: &xml::Attribute, extra: &[char]) -> Result<String> {
 }
 
 fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
+    let full = el;
     let (el, kept) = kept::split_kept(ctx, el, super::kept::OS, &[])?;
     let el = &el;
     check_attrs(el, if ctx.lxc() { &[] } else { &["firmware"] })?;
@@ -754,7 +759,7 @@ fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
             }
             boot.push(dev);
         }
-        Ok(Os::Hvm(HvmOs {
+        let mut os = HvmOs {
             firmware: attr_keyword(el, "firmware", Firmware::parse, Firmware::NAMES)?,
             kept,
             arch,
@@ -763,7 +768,13 @@ fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
             initrd: opt(el, "initrd", text_path)?,
             cmdline,
             boot,
-        }))
+            loader: None,
+            nvram: None,
+            bootmenu: None,
+            smbios: None,
+        };
+        vm::os_fields(&mut os, full)?;
+        Ok(Os::Hvm(os))
     }
 }
 
@@ -853,6 +864,7 @@ fn parse_idmap(el: &Element) -> Result<IdMap> {
 }
 
 fn parse_features(ctx: Ctx, el: &Element) -> Result<Features> {
+    let full = el;
     let (el, kept) = kept::split_kept(ctx, el, super::kept::FEATURES, &[])?;
     let el = &el;
     check_attrs(el, &[])?;
@@ -861,6 +873,7 @@ fn parse_features(ctx: Ctx, el: &Element) -> Result<Features> {
         kept,
         ..Features::default()
     };
+    vm::feature_fields(&mut f, full)?;
     for child in el.elements() {
         match child.name.as_str() {
             "privnet" => {
