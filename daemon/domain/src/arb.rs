@@ -494,6 +494,9 @@ fn arb_interface(lxc: bool) -> BoxedStrategy<Interface> {
                         link_state,
                         bandwidth,
                         vlan,
+                        boot_order: None,
+                        address: None,
+                        alias: None,
                         kept: Vec::new(),
                     },
                 )
@@ -591,6 +594,12 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                     target_dev,
                     target_bus,
                     readonly: false,
+                    boot_order: None,
+                    serial: None,
+                    shareable: false,
+                    transient: false,
+                    address: None,
+                    alias: None,
                     kept: Vec::new(),
                 }),
             0..3,
@@ -839,6 +848,40 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
         )
 }
 
+/// A PCI or drive address.
+fn arb_address() -> impl Strategy<Value = DeviceAddress> {
+    prop_oneof![
+        (
+            0u64..=0xffff,
+            0u64..=0xff,
+            0u64..=0x1f,
+            0u64..=7,
+            option::of(any::<bool>())
+        )
+            .prop_map(
+                |(domain, bus, slot, function, multifunction)| DeviceAddress {
+                    address_type: Some(AddressType::Pci),
+                    domain: Some(domain),
+                    bus: Some(bus),
+                    slot: Some(slot),
+                    function: Some(function),
+                    multifunction,
+                    ..DeviceAddress::default()
+                }
+            ),
+        (0u64..4, 0u64..4, 0u64..4, 0u64..4).prop_map(|(controller, bus, target, unit)| {
+            DeviceAddress {
+                address_type: Some(AddressType::Drive),
+                controller: Some(controller),
+                bus: Some(bus),
+                target: Some(target),
+                unit: Some(unit),
+                ..DeviceAddress::default()
+            }
+        }),
+    ]
+}
+
 fn arb_vm_devices() -> impl Strategy<Value = Devices> {
     let disk = (
         any::<bool>(),
@@ -863,9 +906,25 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
         "[sv]d[a-z]",
         option::of(select(DiskBus::ALL.to_vec())),
         any::<bool>(),
+        (
+            option::of("[A-Za-z0-9-]{1,12}"),
+            any::<bool>(),
+            any::<bool>(),
+            option::of(arb_address()),
+            option::of("[a-z][a-z0-9-]{0,8}"),
+        ),
     )
         .prop_map(
-            |(file, device, path, driver, target_dev, target_bus, readonly)| {
+            |(
+                file,
+                device,
+                path,
+                driver,
+                target_dev,
+                target_bus,
+                readonly,
+                (serial, shareable, transient, address, alias),
+            )| {
                 let path = match (device, path) {
                     (DiskDevice::Disk, None) => Some(PathBuf::from("/var/lib/img")),
                     (_, p) => p,
@@ -881,6 +940,12 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     target_dev,
                     target_bus,
                     readonly,
+                    boot_order: None,
+                    serial,
+                    shareable,
+                    transient,
+                    address,
+                    alias,
                     kept: Vec::new(),
                 }
             },

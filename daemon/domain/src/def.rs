@@ -830,9 +830,60 @@ pub struct Disk {
     pub target_dev: String,
     pub target_bus: Option<DiskBus>,
     pub readonly: bool,
-    /// Kept children (virtual machines): `<address>`, `<alias>`, `<boot>`,
-    /// `<serial>`, `<shareable/>`, `<transient/>`, `<backingStore>`, …
+    /// Virtual machines: `<boot order=>`, 1 or more, unique among devices.
+    pub boot_order: Option<u32>,
+    /// Virtual machines: `<serial>`, the serial number the guest sees.
+    pub serial: Option<String>,
+    /// Virtual machines: `<shareable/>`.
+    pub shareable: bool,
+    /// Virtual machines: `<transient/>`, writes go to a discarded overlay.
+    pub transient: bool,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children (virtual machines): `<backingStore>`, `<iotune>`, …
     pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    /// `<address type=>`: the bus a device sits on.
+    pub enum AddressType {
+        Pci = "pci",
+        Drive = "drive",
+        VirtioSerial = "virtio-serial",
+        Ccid = "ccid",
+        Usb = "usb",
+        Isa = "isa",
+        Dimm = "dimm",
+        Unassigned = "unassigned",
+    }
+}
+
+/// `<address>` of a VM device: where the guest sees it. Which attributes
+/// apply depends on the type (PCI: domain, bus, slot, function; drive:
+/// controller, bus, target, unit; …); the parser checks their ranges
+/// only, as the bus a device sits on is the driver's to judge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceAddress {
+    pub address_type: Option<AddressType>,
+    /// 0..=0xffff.
+    pub domain: Option<u64>,
+    /// 0..=0xff.
+    pub bus: Option<u64>,
+    /// 0..=0x1f.
+    pub slot: Option<u64>,
+    /// 0..=7.
+    pub function: Option<u64>,
+    pub multifunction: Option<bool>,
+    pub controller: Option<u64>,
+    pub target: Option<u64>,
+    pub unit: Option<u64>,
+    /// A USB port path such as `1.2`, or a virtio-serial port number.
+    pub port: Option<String>,
+    pub reg: Option<u64>,
+    pub iobase: Option<u64>,
+    pub irq: Option<u64>,
+    pub base: Option<u64>,
+    pub slots: Option<u64>,
 }
 
 keyword_enum! {
@@ -1008,8 +1059,11 @@ pub struct Interface {
     pub bandwidth: Option<Bandwidth>,
     /// Not on `ethernet` interfaces (no switch port to tag).
     pub vlan: Option<Vlan>,
-    /// Kept children (virtual machines): `<address>`, `<alias>`, `<boot>`,
-    /// `<driver>`, `<rom>`, …
+    /// Virtual machines: `<boot order=>`.
+    pub boot_order: Option<u32>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children (virtual machines): `<driver>`, `<rom>`, …
     pub kept: Vec<KeptElement>,
 }
 

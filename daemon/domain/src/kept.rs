@@ -742,12 +742,7 @@ static DISK_WWN: Spec = el("wwn", "disk-wwn", &[], Body::Text(Text));
 static DISK_VENDOR: Spec = el("vendor", "disk-vendor", &[], Body::Text(Text));
 static DISK_PRODUCT: Spec = el("product", "disk-product", &[], Body::Text(Text));
 static SHAREABLE: Spec = el("shareable", "disk-shareable", &[], Empty);
-static TRANSIENT: Spec = el(
-    "transient",
-    "disk-transient",
-    &[("shareBacking", YesNo)],
-    Empty,
-);
+static TRANSIENT: Spec = el("transient", "disk-transient", &[], Empty);
 static BLOCKIO: Spec = el(
     "blockio",
     "disk-blockio",

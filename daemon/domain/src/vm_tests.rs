@@ -113,6 +113,21 @@ fn libvirt_export_defines_and_keeps_everything() {
         }]
     );
     assert_eq!(def.pm.unwrap().suspend_to_mem, Some(false));
+    assert_eq!(vda.boot_order, Some(1));
+    assert_eq!(
+        vda.address,
+        Some(DeviceAddress {
+            address_type: Some(AddressType::Pci),
+            domain: Some(0),
+            bus: Some(4),
+            slot: Some(0),
+            function: Some(0),
+            ..DeviceAddress::default()
+        })
+    );
+    let vdb = &def.devices.disks[2];
+    assert!(vdb.shareable);
+    assert_eq!(vdb.serial.as_deref(), Some("shared-0001"));
     // Kept, and found again by name.
     let balloon = def
         .devices
@@ -168,14 +183,13 @@ fn bad_values_are_refused_naming_the_element() {
     );
     let e = fails(&vm_with("", "<sound model='ich10'/>"), "model 'ich10'");
     assert!(e.to_string().contains("<sound>"), "{e}");
-    let e = fails(
-        &vm_with(
-            "",
-            "<video><model type='virtio'/><address type='pci' slot='0x20'/></video>",
-        ),
-        "slot '0x20'",
-    );
-    assert!(e.to_string().contains("<address>"), "{e}");
+    for device in [
+        "<video><model type='virtio'/><address type='pci' slot='0x20'/></video>",
+        "<disk type='file'><source file='/i'/><target dev='vda'/><address type='pci' slot='0x20'/></disk>",
+    ] {
+        let e = fails(&vm_with("", device), "slot '0x20'");
+        assert!(e.to_string().contains("<address>"), "{e}");
+    }
     // A misspelled attribute or child inside a kept element.
     fails(
         &vm_with("", "<memballoon modle='virtio'/>"),
@@ -219,6 +233,20 @@ fn bad_values_are_refused_naming_the_element() {
         "more than once",
     );
     fails(&vm_with("<cpu/><cpu/>", ""), "more than once");
+    let disk = |order: u32, dev: &str| {
+        format!(
+            "<disk type='file'><source file='/i'/><target dev='{dev}'/><boot order='{order}'/></disk>"
+        )
+    };
+    fails(
+        &vm_with("", &format!("{}{}", disk(1, "vda"), disk(1, "vdb"))),
+        "more than once",
+    );
+    fails(&vm_with("", &disk(0, "vda")), "order 0 is out of range");
+    fails(
+        &vm_with("", &disk(1, "vda")).replace("hvm</type>", "hvm</type><boot dev='hd'/>"),
+        "both set the boot order",
+    );
     fails(
         &vm_with("", "").replace("<type arch", "<loader type='flash'/><type arch"),
         "type 'flash'",

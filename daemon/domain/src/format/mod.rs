@@ -606,6 +606,16 @@ fn format_disk(o: &mut Out, d: &Disk) {
     if d.readonly {
         o.empty("readonly", &[]);
     }
+    if d.shareable {
+        o.empty("shareable", &[]);
+    }
+    if d.transient {
+        o.empty("transient", &[]);
+    }
+    if let Some(s) = &d.serial {
+        o.leaf("serial", &[], s);
+    }
+    format_common(o, d.boot_order, &d.alias, &d.address);
     for k in &d.kept {
         format_kept(o, k);
     }
@@ -691,6 +701,7 @@ fn format_interface(o: &mut Out, i: &Interface) {
     if let Some(m) = i.mtu {
         o.empty("mtu", &[a("size", m)]);
     }
+    format_common(o, i.boot_order, &i.alias, &i.address);
     for k in &i.kept {
         format_kept(o, k);
     }
@@ -868,4 +879,65 @@ fn format_cpu(o: &mut Out, c: &Cpu) {
         format_kept(o, k);
     }
     o.close("cpu");
+}
+
+/// `<boot order>`, `<alias>` and `<address>` of a VM device.
+fn format_common(
+    o: &mut Out,
+    boot: Option<u32>,
+    alias: &Option<String>,
+    address: &Option<DeviceAddress>,
+) {
+    if let Some(b) = boot {
+        o.empty("boot", &[a("order", b)]);
+    }
+    if let Some(n) = alias {
+        o.empty("alias", &[a("name", n)]);
+    }
+    if let Some(ad) = address {
+        format_address(o, ad);
+    }
+}
+
+/// `<address>`: PCI numbers in hex as libvirt writes them, register and
+/// I/O numbers in hex, the rest in decimal.
+fn format_address(o: &mut Out, ad: &DeviceAddress) {
+    let pci = ad.address_type == Some(AddressType::Pci);
+    let mut attrs = Vec::new();
+    if let Some(t) = ad.address_type {
+        attrs.push(a("type", t));
+    }
+    let n = |v: Option<u64>, width: Option<usize>| {
+        v.map(|v| match width {
+            Some(w) => format!("{v:#0width$x}", width = w + 2),
+            None => v.to_string(),
+        })
+    };
+    let pci_hex = |w: usize| pci.then_some(w);
+    let fields = [
+        ("domain", n(ad.domain, pci_hex(4))),
+        ("bus", n(ad.bus, pci_hex(2))),
+        ("slot", n(ad.slot, pci_hex(2))),
+        ("function", n(ad.function, pci_hex(1))),
+        (
+            "multifunction",
+            ad.multifunction
+                .map(|m| if m { "on" } else { "off" }.to_owned()),
+        ),
+        ("controller", n(ad.controller, None)),
+        ("target", n(ad.target, None)),
+        ("unit", n(ad.unit, None)),
+        ("port", ad.port.clone()),
+        ("reg", n(ad.reg, Some(1))),
+        ("iobase", n(ad.iobase, Some(1))),
+        ("irq", n(ad.irq, Some(1))),
+        ("base", n(ad.base, Some(1))),
+        ("slots", n(ad.slots, None)),
+    ];
+    for (name, v) in fields {
+        if let Some(v) = v {
+            attrs.push((name, v));
+        }
+    }
+    o.empty("address", &attrs);
 }

@@ -16,6 +16,7 @@ use super::addresses::{
 };
 use super::helpers::*;
 use super::kept::split_kept;
+use super::vm;
 
 /// One device of a domain of type `kind`, as `AttachDevice` and
 /// `DetachDevice` take it. Only interfaces can be attached for now.
@@ -65,6 +66,15 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
     let mut serial_ports = PortAssigner::default();
     let mut consoles = Vec::new();
     let mut serials = Vec::new();
+    let mut boot_orders: HashSet<u32> = HashSet::new();
+    let mut boot_order = |child: &Element, order: Option<u32>| match order {
+        Some(o) if !boot_orders.insert(o) => Err(DomainError::duplicate(
+            child.element("boot").map_or(child.pos, |b| b.pos),
+            "devices",
+            format!("<boot order='{o}'>"),
+        )),
+        _ => Ok(()),
+    };
     for child in el.elements() {
         match child.name.as_str() {
             "filesystem" => {
@@ -75,6 +85,7 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             }
             "disk" => {
                 let disk = parse_disk(ctx, child)?;
+                boot_order(child, disk.boot_order)?;
                 if !disk_targets.insert(disk.target_dev.clone()) {
                     return Err(DomainError::duplicate(
                         child.pos,
@@ -87,6 +98,7 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             "interface" => {
                 let iface = parse_interface(ctx, child)?;
                 interface_names.check(child, &iface)?;
+                boot_order(child, iface.boot_order)?;
                 d.interfaces.push(iface);
             }
             "hostdev" => {
@@ -428,8 +440,11 @@ fn parse_fs_driver(d: &Element) -> Result<FsDriver> {
 }
 
 fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
-    let (el, kept) = split_kept(ctx, el, kept::DISK, &[])?;
+    let full = el;
+    let (el, mut kept) = split_kept(ctx, el, kept::DISK, &[])?;
     let el = &el;
+    let common = vm::common(&mut kept, full)?;
+    let (serial, shareable, transient) = vm::disk_fields(&mut kept, full)?;
     check_attrs(el, &["type", "device"])?;
     check_children(el, &["driver", "source", "target", "readonly"], &[])?;
     let t = req_attr(el, "type", "add type='block'")?;
@@ -532,13 +547,21 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         target_dev: dev.value.clone(),
         target_bus: attr_keyword(target, "bus", DiskBus::parse, DiskBus::NAMES)?,
         readonly,
+        boot_order: common.boot_order,
+        serial,
+        shareable,
+        transient,
+        address: common.address,
+        alias: common.alias,
         kept,
     })
 }
 
 fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
-    let (el, kept) = split_kept(ctx, el, kept::INTERFACE, &[])?;
+    let full = el;
+    let (el, mut kept) = split_kept(ctx, el, kept::INTERFACE, &[])?;
     let el = &el;
+    let common = vm::common(&mut kept, full)?;
     check_attrs(el, &["type"])?;
     check_children(
         el,
@@ -716,6 +739,9 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
         link_state,
         bandwidth,
         vlan,
+        boot_order: common.boot_order,
+        address: common.address,
+        alias: common.alias,
         kept,
     })
 }

@@ -291,6 +291,19 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         Some(el) => devices::parse_devices(ctx, el)?,
     };
     let seclabel = opt(root, "seclabel", security::parse_seclabel)?;
+    if let Os::Hvm(h) = &os
+        && !h.boot.is_empty()
+        && (devices.disks.iter().any(|d| d.boot_order.is_some())
+            || devices.interfaces.iter().any(|i| i.boot_order.is_some()))
+    {
+        let pos = os_el.element("boot").map_or(os_el.pos, |b| b.pos);
+        return Err(DomainError::invalid(
+            pos,
+            "boot",
+            "<os><boot dev=…> and the devices' <boot order=…> both set the boot order",
+            "keep one: remove the <boot dev=…> elements of <os>, or the devices' <boot order=…>",
+        ));
+    }
 
     Ok(DomainDef {
         domain_type: kind,

@@ -224,3 +224,67 @@ pub(super) fn root_fields(
     }
     Ok((Some(cpu), pm))
 }
+
+/// `<address>`, from its kept form (the table has checked every value).
+fn address(k: &KeptElement) -> DeviceAddress {
+    let n = |name: &str| k.attr(name).and_then(hex_or_dec);
+    DeviceAddress {
+        address_type: kw(k.attr("type"), AddressType::parse),
+        domain: n("domain"),
+        bus: n("bus"),
+        slot: n("slot"),
+        function: n("function"),
+        multifunction: on(k, "multifunction"),
+        controller: n("controller"),
+        target: n("target"),
+        unit: n("unit"),
+        port: k.attr("port").map(str::to_owned),
+        reg: n("reg"),
+        iobase: n("iobase"),
+        irq: n("irq"),
+        base: n("base"),
+        slots: n("slots"),
+    }
+}
+
+/// What most VM devices may carry: `<address>`, `<alias name>` and
+/// `<boot order>`, taken out of the device's kept children.
+pub(super) struct Common {
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    pub boot_order: Option<u32>,
+}
+
+/// Largest `<boot order=>`.
+const MAX_BOOT_ORDER: u32 = 65535;
+
+pub(super) fn common(kept: &mut Vec<KeptElement>, el: &Element) -> Result<Common> {
+    let address = take(kept, "address", el)?.map(|k| address(&k));
+    let alias = take(kept, "alias", el)?.and_then(|k| k.attr("name").map(str::to_owned));
+    let boot_order = match take(kept, "boot", el)? {
+        None => None,
+        Some(k) => {
+            let pos = pos_of(el, "boot");
+            let v = k.attr("order").ok_or_else(|| {
+                DomainError::missing(pos, "boot", "attribute 'order'", "add order='1'")
+            })?;
+            Some(number(pos, "boot", "order", v, 1u32, MAX_BOOT_ORDER)?)
+        }
+    };
+    Ok(Common {
+        address,
+        alias,
+        boot_order,
+    })
+}
+
+/// `<serial>`, `<shareable/>`, `<transient/>` of a disk.
+pub(super) fn disk_fields(
+    kept: &mut Vec<KeptElement>,
+    el: &Element,
+) -> Result<(Option<String>, bool, bool)> {
+    let serial = take(kept, "serial", el)?.and_then(|k| k.text);
+    let shareable = take(kept, "shareable", el)?.is_some();
+    let transient = take(kept, "transient", el)?.is_some();
+    Ok((serial, shareable, transient))
+}
