@@ -623,7 +623,7 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                         port,
                     })
                     .collect(),
-                kept: Vec::new(),
+                ..Devices::default()
             },
         )
 }
@@ -967,9 +967,66 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
             ),
             16,
         ),
+        (
+            option::of(
+                (
+                    select(MemballoonModel::ALL.to_vec()),
+                    option::of(any::<bool>()),
+                    option::of(0u32..=3600),
+                    option::of(arb_address()),
+                )
+                    .prop_map(|(model, autodeflate, stats_period, address)| {
+                        Memballoon {
+                            model,
+                            autodeflate,
+                            free_page_reporting: None,
+                            stats_period,
+                            address,
+                            alias: None,
+                            kept: Vec::new(),
+                        }
+                    }),
+            ),
+            vec(
+                (
+                    select(WatchdogModel::ALL.to_vec()),
+                    option::of(select(WatchdogAction::ALL.to_vec())),
+                )
+                    .prop_map(|(model, action)| Watchdog {
+                        model,
+                        action,
+                        address: None,
+                        alias: None,
+                    }),
+                0..2,
+            ),
+            vec(
+                (
+                    select(InputType::ALL.to_vec()),
+                    option::of(select(InputBus::ALL.to_vec())),
+                )
+                    .prop_map(|(input_type, bus)| Input {
+                        input_type,
+                        bus,
+                        address: None,
+                        alias: None,
+                        kept: Vec::new(),
+                    }),
+                0..3,
+            ),
+        ),
     )
         .prop_map(
-            |(emulator, disks, interfaces, serials, consoles, types, serial_targets)| Devices {
+            |(
+                emulator,
+                disks,
+                interfaces,
+                serials,
+                consoles,
+                types,
+                serial_targets,
+                (memballoon, watchdogs, inputs),
+            )| Devices {
                 emulator,
                 filesystems: Vec::new(),
                 disks: unique_disks(disks),
@@ -989,7 +1046,10 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     .zip(types)
                     .map(|(port, target_type)| Console { target_type, port })
                     .collect(),
-                kept: Vec::new(),
+                memballoon,
+                watchdogs,
+                inputs,
+                ..Devices::default()
             },
         )
 }

@@ -657,8 +657,20 @@ pub struct Devices {
     /// Virtual machines only.
     pub serials: Vec<Serial>,
     pub consoles: Vec<Console>,
-    /// Kept devices (virtual machines): controllers, input, graphics,
-    /// video, sound, channels, … in document order.
+    /// Virtual machines only, from here to `kept`.
+    pub controllers: Vec<Controller>,
+    pub inputs: Vec<Input>,
+    pub graphics: Vec<Graphics>,
+    pub videos: Vec<Video>,
+    pub sounds: Vec<Sound>,
+    pub audios: Vec<Audio>,
+    pub channels: Vec<Channel>,
+    pub rngs: Vec<Rng>,
+    pub memballoon: Option<Memballoon>,
+    pub watchdogs: Vec<Watchdog>,
+    pub panics: Vec<Panic>,
+    /// Kept devices (virtual machines): `<tpm>`, `<smartcard>`, `<hostdev>`,
+    /// … in document order.
     pub kept: Vec<KeptElement>,
 }
 
@@ -1278,4 +1290,387 @@ impl DeviceDef {
         let root = crate::xml::parse_str(text)?;
         crate::parse::parse_device(kind, &root)
     }
+}
+
+keyword_enum! {
+    pub enum ControllerType {
+        Pci = "pci",
+        Usb = "usb",
+        Sata = "sata",
+        Ide = "ide",
+        Fdc = "fdc",
+        Scsi = "scsi",
+        VirtioSerial = "virtio-serial",
+        Ccid = "ccid",
+        Isa = "isa",
+    }
+}
+
+/// `<controller><target>` (PCI controllers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControllerTarget {
+    pub chassis_nr: Option<u32>,
+    pub chassis: Option<u32>,
+    /// 0..=0xff.
+    pub port: Option<u32>,
+    pub bus_nr: Option<u32>,
+    pub index: Option<u32>,
+    pub hotplug: Option<bool>,
+}
+
+/// `<controller>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controller {
+    pub controller_type: ControllerType,
+    pub index: Option<u32>,
+    /// Such as `pcie-root-port`, `qemu-xhci`, `virtio-scsi`: many, and
+    /// the emulator's to judge.
+    pub model: Option<String>,
+    pub ports: Option<u32>,
+    pub vectors: Option<u32>,
+    /// `<model name=>`: the emulated device of a PCI controller.
+    pub model_name: Option<String>,
+    pub target: Option<ControllerTarget>,
+    /// `<driver queues=>`.
+    pub queues: Option<u32>,
+    /// `<driver iothread=>`.
+    pub iothread: Option<u32>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<master>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum InputType {
+        Tablet = "tablet",
+        Mouse = "mouse",
+        Keyboard = "keyboard",
+        Passthrough = "passthrough",
+        Evdev = "evdev",
+    }
+}
+
+keyword_enum! {
+    pub enum InputBus {
+        Usb = "usb",
+        Ps2 = "ps2",
+        Virtio = "virtio",
+        Xen = "xen",
+        None = "none",
+    }
+}
+
+/// `<input>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub input_type: InputType,
+    pub bus: Option<InputBus>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<source>`, `<driver>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum GraphicsType {
+        Vnc = "vnc",
+        Spice = "spice",
+        Sdl = "sdl",
+        Rdp = "rdp",
+        Desktop = "desktop",
+        EglHeadless = "egl-headless",
+        Dbus = "dbus",
+    }
+}
+
+keyword_enum! {
+    pub enum ListenType {
+        Address = "address",
+        Network = "network",
+        Socket = "socket",
+        None = "none",
+    }
+}
+
+/// `<graphics><listen>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphicsListen {
+    pub listen_type: Option<ListenType>,
+    pub address: Option<String>,
+    pub network: Option<String>,
+    pub socket: Option<PathBuf>,
+}
+
+/// `<graphics>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graphics {
+    pub graphics_type: GraphicsType,
+    /// A TCP port, or -1: chosen at start.
+    pub port: Option<i32>,
+    pub autoport: Option<bool>,
+    pub websocket: Option<i32>,
+    /// The listen address (the old form of `<listen type='address'>`).
+    pub listen: Option<String>,
+    /// A UNIX socket (VNC).
+    pub socket: Option<PathBuf>,
+    pub passwd: Option<String>,
+    pub keymap: Option<String>,
+    pub tls_port: Option<i32>,
+    pub listens: Vec<GraphicsListen>,
+    /// Kept children: `<image>`, `<gl>`, `<audio>`, …
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum VideoModelType {
+        Vga = "vga",
+        Cirrus = "cirrus",
+        Vmvga = "vmvga",
+        Qxl = "qxl",
+        Virtio = "virtio",
+        Bochs = "bochs",
+        Ramfb = "ramfb",
+        None = "none",
+    }
+}
+
+/// `<video><model>`; sizes in KiB as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoModel {
+    pub model_type: VideoModelType,
+    pub vram: Option<u64>,
+    pub ram: Option<u64>,
+    pub vgamem: Option<u64>,
+    pub vram64: Option<u64>,
+    pub heads: Option<u32>,
+    pub primary: Option<bool>,
+    /// Kept children: `<acceleration>`, `<resolution>`.
+    pub kept: Vec<KeptElement>,
+}
+
+/// `<video>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Video {
+    pub model: Option<VideoModel>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<driver>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum SoundModel {
+        Sb16 = "sb16",
+        Es1370 = "es1370",
+        Pcspk = "pcspk",
+        Ac97 = "ac97",
+        Ich6 = "ich6",
+        Ich7 = "ich7",
+        Ich9 = "ich9",
+        Usb = "usb",
+        Virtio = "virtio",
+    }
+}
+
+keyword_enum! {
+    pub enum SoundCodecType {
+        Duplex = "duplex",
+        Micro = "micro",
+        Output = "output",
+    }
+}
+
+/// `<sound>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sound {
+    pub model: SoundModel,
+    pub codecs: Vec<SoundCodecType>,
+    /// `<audio id=>`: the `<audio>` backend it plays through.
+    pub audio: Option<u32>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+}
+
+keyword_enum! {
+    pub enum AudioType {
+        None = "none",
+        Alsa = "alsa",
+        Coreaudio = "coreaudio",
+        Dbus = "dbus",
+        Jack = "jack",
+        Oss = "oss",
+        Pulseaudio = "pulseaudio",
+        Sdl = "sdl",
+        Spice = "spice",
+        File = "file",
+        Pipewire = "pipewire",
+    }
+}
+
+/// `<audio>`: a host audio backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audio {
+    /// 1 or more, unique.
+    pub id: u32,
+    pub audio_type: AudioType,
+    pub timer_period: Option<u32>,
+    /// Kept children: `<input>`, `<output>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum ChannelType {
+        Unix = "unix",
+        Pty = "pty",
+        Spicevmc = "spicevmc",
+        Spiceport = "spiceport",
+        QemuVdagent = "qemu-vdagent",
+        Pipe = "pipe",
+        File = "file",
+        Null = "null",
+    }
+}
+
+keyword_enum! {
+    pub enum ChannelSourceMode {
+        Bind = "bind",
+        Connect = "connect",
+    }
+}
+
+keyword_enum! {
+    pub enum ChannelTargetType {
+        Virtio = "virtio",
+        Guestfwd = "guestfwd",
+    }
+}
+
+keyword_enum! {
+    pub enum ChannelState {
+        Connected = "connected",
+        Disconnected = "disconnected",
+    }
+}
+
+/// `<channel>`: a host-guest channel such as the guest agent's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub channel_type: ChannelType,
+    pub source_mode: Option<ChannelSourceMode>,
+    /// `None` for a unix channel: a socket path chosen at start.
+    pub source_path: Option<PathBuf>,
+    /// `<source channel=>` of a spiceport.
+    pub source_channel: Option<String>,
+    pub target_type: Option<ChannelTargetType>,
+    /// Such as `org.qemu.guest_agent.0`.
+    pub target_name: Option<String>,
+    /// Live only in libvirt; kept as given.
+    pub target_state: Option<ChannelState>,
+    /// guestfwd: the guest-side address and port.
+    pub target_address: Option<String>,
+    pub target_port: Option<String>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+}
+
+keyword_enum! {
+    /// Models of virtio devices (`rng`).
+    pub enum VirtioModel {
+        Virtio = "virtio",
+        VirtioTransitional = "virtio-transitional",
+        VirtioNonTransitional = "virtio-non-transitional",
+    }
+}
+
+keyword_enum! {
+    pub enum RngBackendModel {
+        Random = "random",
+        Builtin = "builtin",
+    }
+}
+
+/// `<rng>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rng {
+    pub model: VirtioModel,
+    pub backend: Option<RngBackendModel>,
+    /// A `random` backend's device, such as `/dev/urandom`.
+    pub backend_path: Option<PathBuf>,
+    /// `<rate bytes=>`: at most this many bytes per period.
+    pub rate_bytes: Option<u64>,
+    /// `<rate period=>`, milliseconds.
+    pub rate_period: Option<u64>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<driver>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum MemballoonModel {
+        Virtio = "virtio",
+        VirtioTransitional = "virtio-transitional",
+        VirtioNonTransitional = "virtio-non-transitional",
+        None = "none",
+    }
+}
+
+/// `<memballoon>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memballoon {
+    pub model: MemballoonModel,
+    pub autodeflate: Option<bool>,
+    pub free_page_reporting: Option<bool>,
+    /// `<stats period=>`, seconds.
+    pub stats_period: Option<u32>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<driver>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum WatchdogModel {
+        I6300esb = "i6300esb",
+        Ib700 = "ib700",
+        Itco = "itco",
+    }
+}
+
+keyword_enum! {
+    pub enum WatchdogAction {
+        Reset = "reset",
+        Shutdown = "shutdown",
+        Poweroff = "poweroff",
+        Pause = "pause",
+        None = "none",
+        Dump = "dump",
+        InjectNmi = "inject-nmi",
+    }
+}
+
+/// `<watchdog>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watchdog {
+    pub model: WatchdogModel,
+    pub action: Option<WatchdogAction>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+}
+
+keyword_enum! {
+    pub enum PanicModel {
+        Isa = "isa",
+        Hyperv = "hyperv",
+        Pvpanic = "pvpanic",
+    }
+}
+
+/// `<panic>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panic {
+    pub model: Option<PanicModel>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
 }

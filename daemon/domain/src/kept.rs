@@ -22,8 +22,10 @@
 use std::fmt;
 
 use super::def::{
-    CpuCheck, CpuFallback, CpuFeaturePolicy, CpuMatch, CpuMode, IoapicDriver, LoaderType,
-    SmbiosMode,
+    AudioType, ChannelSourceMode, ChannelState, ChannelTargetType, ChannelType, ControllerType,
+    CpuCheck, CpuFallback, CpuFeaturePolicy, CpuMatch, CpuMode, GraphicsType, InputBus, InputType,
+    IoapicDriver, ListenType, LoaderType, MemballoonModel, PanicModel, RngBackendModel, SmbiosMode,
+    SoundCodecType, SoundModel, VideoModelType, VirtioModel, WatchdogAction, WatchdogModel,
 };
 
 /// An element kept as written (canonical form): a name, attributes in the
@@ -891,7 +893,6 @@ pub(crate) static INTERFACE: &[&Spec] = &[
 // ---------------------------------------------------------------------
 
 static CTRL_MODEL: Spec = el("model", "controller-model", &[("name", Text)], Empty);
-static CTRL_NODE: Spec = number("node", "controller-target-node");
 static CTRL_TARGET: Spec = el(
     "target",
     "controller-target",
@@ -902,23 +903,13 @@ static CTRL_TARGET: Spec = el(
         ("busNr", Uint),
         ("index", Uint),
         ("hotplug", OnOff),
-        ("memReserve", Uint),
     ],
-    Children(&[&CTRL_NODE]),
+    Empty,
 );
 static CTRL_DRIVER: Spec = el(
     "driver",
     "controller-driver",
-    &[
-        ("queues", Uint),
-        ("iothread", Uint),
-        ("cmd_per_lun", Uint),
-        ("max_sectors", Uint),
-        ("ioeventfd", OnOff),
-        ("iommu", OnOff),
-        ("ats", OnOff),
-        ("packed", OnOff),
-    ],
+    &[("queues", Uint), ("iothread", Uint)],
     Empty,
 );
 static CTRL_MASTER: Spec = el("master", "controller-master", &[("startport", Uint)], Empty);
@@ -926,20 +917,7 @@ static CONTROLLER: Spec = el(
     "controller",
     "controller",
     &[
-        (
-            "type",
-            OneOf(&[
-                "pci",
-                "usb",
-                "sata",
-                "ide",
-                "fdc",
-                "scsi",
-                "virtio-serial",
-                "ccid",
-                "isa",
-            ]),
-        ),
+        ("type", OneOf(ControllerType::NAMES)),
         ("index", Uint),
         ("model", Text),
         ("ports", Uint),
@@ -971,12 +949,8 @@ static INPUT: Spec = el(
     "input",
     "input",
     &[
-        (
-            "type",
-            OneOf(&["tablet", "mouse", "keyboard", "passthrough", "evdev"]),
-        ),
-        ("bus", OneOf(&["usb", "ps2", "virtio", "xen", "none"])),
-        ("model", Text),
+        ("type", OneOf(InputType::NAMES)),
+        ("bus", OneOf(InputBus::NAMES)),
     ],
     Children(&[&INPUT_SOURCE, &DEVICE_DRIVER, &ADDRESS, &ALIAS]),
 );
@@ -985,7 +959,7 @@ static GFX_LISTEN: Spec = el(
     "listen",
     "graphics-listen",
     &[
-        ("type", OneOf(&["address", "network", "socket", "none"])),
+        ("type", OneOf(ListenType::NAMES)),
         ("address", Text),
         ("network", Text),
         ("socket", Path),
@@ -1040,33 +1014,15 @@ static GRAPHICS: Spec = el(
     "graphics",
     "graphics",
     &[
-        (
-            "type",
-            OneOf(&[
-                "vnc",
-                "spice",
-                "sdl",
-                "rdp",
-                "desktop",
-                "egl-headless",
-                "dbus",
-            ]),
-        ),
+        ("type", OneOf(GraphicsType::NAMES)),
         ("port", Text),
         ("autoport", YesNo),
         ("websocket", Text),
         ("listen", Text),
         ("socket", Path),
         ("passwd", Text),
-        ("passwdValidTo", Text),
         ("keymap", Text),
-        ("sharePolicy", Text),
         ("tlsPort", Text),
-        ("defaultMode", OneOf(&["any", "secure", "insecure"])),
-        ("connected", Text),
-        ("display", Text),
-        ("xauth", Text),
-        ("fullscreen", YesNo),
     ],
     Children(&[
         &GFX_LISTEN,
@@ -1100,19 +1056,13 @@ static VIDEO_MODEL: Spec = el(
     "model",
     "video-model",
     &[
-        (
-            "type",
-            OneOf(&[
-                "vga", "cirrus", "vmvga", "qxl", "virtio", "bochs", "ramfb", "none",
-            ]),
-        ),
+        ("type", OneOf(VideoModelType::NAMES)),
         ("vram", Uint),
         ("ram", Uint),
         ("vgamem", Uint),
         ("vram64", Uint),
         ("heads", Uint),
         ("primary", YesNo),
-        ("blob", OnOff),
     ],
     Children(&[&VIDEO_ACCEL, &VIDEO_RESOLUTION]),
 );
@@ -1138,18 +1088,13 @@ static VIDEO: Spec = el(
 static SOUND_CODEC: Spec = el(
     "codec",
     "sound-codec",
-    &[("type", OneOf(&["duplex", "micro", "output"]))],
+    &[("type", OneOf(SoundCodecType::NAMES))],
     Empty,
 );
 static SOUND: Spec = el(
     "sound",
     "sound",
-    &[(
-        "model",
-        OneOf(&[
-            "sb16", "es1370", "pcspk", "ac97", "ich6", "ich7", "ich9", "usb", "virtio",
-        ]),
-    )],
+    &[("model", OneOf(SoundModel::NAMES))],
     Children(&[&SOUND_CODEC, &AUDIO_REF, &ADDRESS, &ALIAS]),
 );
 
@@ -1186,25 +1131,8 @@ static AUDIO: Spec = el(
     "audio",
     &[
         ("id", Uint),
-        (
-            "type",
-            OneOf(&[
-                "none",
-                "alsa",
-                "coreaudio",
-                "dbus",
-                "jack",
-                "oss",
-                "pulseaudio",
-                "sdl",
-                "spice",
-                "file",
-                "pipewire",
-            ]),
-        ),
+        ("type", OneOf(AudioType::NAMES)),
         ("timerPeriod", Uint),
-        ("path", Path),
-        ("serverName", Text),
     ],
     Children(&[&AUDIO_INPUT, &AUDIO_OUTPUT]),
 );
@@ -1213,11 +1141,9 @@ static CHANNEL_SOURCE: Spec = el(
     "source",
     "channel-source",
     &[
-        ("mode", OneOf(&["bind", "connect"])),
+        ("mode", OneOf(ChannelSourceMode::NAMES)),
         ("path", Path),
         ("channel", Text),
-        ("host", Text),
-        ("service", Text),
     ],
     Empty,
 );
@@ -1225,9 +1151,9 @@ static CHANNEL_TARGET: Spec = el(
     "target",
     "channel-target",
     &[
-        ("type", OneOf(&["virtio", "guestfwd", "xen"])),
+        ("type", OneOf(ChannelTargetType::NAMES)),
         ("name", Text),
-        ("state", OneOf(&["connected", "disconnected"])),
+        ("state", OneOf(ChannelState::NAMES)),
         ("address", Text),
         ("port", Text),
     ],
@@ -1236,28 +1162,14 @@ static CHANNEL_TARGET: Spec = el(
 static CHANNEL: Spec = el(
     "channel",
     "channel",
-    &[(
-        "type",
-        OneOf(&[
-            "unix",
-            "pty",
-            "spicevmc",
-            "spiceport",
-            "qemu-vdagent",
-            "pipe",
-            "file",
-            "tcp",
-            "udp",
-            "null",
-        ]),
-    )],
+    &[("type", OneOf(ChannelType::NAMES))],
     Children(&[&CHANNEL_SOURCE, &CHANNEL_TARGET, &ADDRESS, &ALIAS]),
 );
 
 static RNG_BACKEND: Spec = el(
     "backend",
     "rng-backend",
-    &[("model", OneOf(&["random", "builtin"]))],
+    &[("model", OneOf(RngBackendModel::NAMES))],
     Body::Text(Path),
 );
 static RNG_RATE: Spec = el(
@@ -1269,10 +1181,7 @@ static RNG_RATE: Spec = el(
 static RNG: Spec = el(
     "rng",
     "rng",
-    &[(
-        "model",
-        OneOf(&["virtio", "virtio-transitional", "virtio-non-transitional"]),
-    )],
+    &[("model", OneOf(VirtioModel::NAMES))],
     Children(&[&RNG_BACKEND, &RNG_RATE, &DEVICE_DRIVER, &ADDRESS, &ALIAS]),
 );
 
@@ -1281,15 +1190,7 @@ static MEMBALLOON: Spec = el(
     "memballoon",
     "memballoon",
     &[
-        (
-            "model",
-            OneOf(&[
-                "virtio",
-                "virtio-transitional",
-                "virtio-non-transitional",
-                "none",
-            ]),
-        ),
+        ("model", OneOf(MemballoonModel::NAMES)),
         ("autodeflate", OnOff),
         ("freePageReporting", OnOff),
     ],
@@ -1300,19 +1201,8 @@ static WATCHDOG: Spec = el(
     "watchdog",
     "watchdog",
     &[
-        ("model", OneOf(&["i6300esb", "ib700", "itco"])),
-        (
-            "action",
-            OneOf(&[
-                "reset",
-                "shutdown",
-                "poweroff",
-                "pause",
-                "none",
-                "dump",
-                "inject-nmi",
-            ]),
-        ),
+        ("model", OneOf(WatchdogModel::NAMES)),
+        ("action", OneOf(WatchdogAction::NAMES)),
     ],
     Children(&[&ADDRESS, &ALIAS]),
 );
@@ -1320,7 +1210,7 @@ static WATCHDOG: Spec = el(
 static PANIC: Spec = el(
     "panic",
     "panic",
-    &[("model", OneOf(&["isa", "hyperv", "pvpanic"]))],
+    &[("model", OneOf(PanicModel::NAMES))],
     Children(&[&ADDRESS, &ALIAS]),
 );
 
@@ -1331,6 +1221,18 @@ static SC_CERT: Spec = el(
     Body::Text(Text),
 );
 static SC_DB: Spec = el("database", "smartcard-database", &[], Body::Text(Path));
+/// The `<source>` of a character device that is not a typed channel.
+static CHARDEV_SOURCE: Spec = el(
+    "source",
+    "chardev-source",
+    &[
+        ("mode", OneOf(&["bind", "connect"])),
+        ("path", Path),
+        ("host", Text),
+        ("service", Text),
+    ],
+    Empty,
+);
 static SMARTCARD: Spec = el(
     "smartcard",
     "smartcard",
@@ -1338,7 +1240,7 @@ static SMARTCARD: Spec = el(
         ("mode", OneOf(&["host", "host-certificates", "passthrough"])),
         ("type", OneOf(&["spicevmc", "tcp", "unix"])),
     ],
-    Children(&[&SC_CERT, &SC_DB, &CHANNEL_SOURCE, &ADDRESS, &ALIAS]),
+    Children(&[&SC_CERT, &SC_DB, &CHARDEV_SOURCE, &ADDRESS, &ALIAS]),
 );
 
 static REDIRDEV: Spec = el(
@@ -1348,7 +1250,7 @@ static REDIRDEV: Spec = el(
         ("bus", OneOf(&["usb"])),
         ("type", OneOf(&["spicevmc", "tcp"])),
     ],
-    Children(&[&CHANNEL_SOURCE, &BOOT_ORDER, &ADDRESS, &ALIAS]),
+    Children(&[&CHARDEV_SOURCE, &BOOT_ORDER, &ADDRESS, &ALIAS]),
 );
 static USBDEV: Spec = el(
     "usbdev",

@@ -1694,6 +1694,76 @@ mod tests {
                 Some("driver"),
                 IoapicDriver::NAMES,
             ),
+            (
+                p(&["domain", "devices", "controller"]),
+                Some("type"),
+                ControllerType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "input"]),
+                Some("type"),
+                InputType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "input"]),
+                Some("bus"),
+                InputBus::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "graphics"]),
+                Some("type"),
+                GraphicsType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "sound"]),
+                Some("model"),
+                SoundModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "audio"]),
+                Some("type"),
+                AudioType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "channel"]),
+                Some("type"),
+                ChannelType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "rng"]),
+                Some("model"),
+                VirtioModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "memballoon"]),
+                Some("model"),
+                MemballoonModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "watchdog"]),
+                Some("model"),
+                WatchdogModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "watchdog"]),
+                Some("action"),
+                WatchdogAction::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "panic"]),
+                Some("model"),
+                PanicModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "video", "model"]),
+                Some("type"),
+                VideoModelType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "graphics", "listen"]),
+                Some("type"),
+                ListenType::NAMES,
+            ),
             (p(&["domain", "cpu"]), Some("mode"), CpuMode::NAMES),
             (p(&["domain", "cpu"]), Some("match"), CpuMatch::NAMES),
             (p(&["domain", "cpu"]), Some("check"), CpuCheck::NAMES),

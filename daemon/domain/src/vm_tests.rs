@@ -128,18 +128,37 @@ fn libvirt_export_defines_and_keeps_everything() {
     let vdb = &def.devices.disks[2];
     assert!(vdb.shareable);
     assert_eq!(vdb.serial.as_deref(), Some("shared-0001"));
-    // Kept, and found again by name.
-    let balloon = def
-        .devices
-        .kept
-        .iter()
-        .find(|k| k.name == "memballoon")
-        .unwrap();
-    assert_eq!(balloon.attr("model"), Some("virtio"));
+    let balloon = def.devices.memballoon.as_ref().unwrap();
+    assert_eq!(balloon.model, MemballoonModel::Virtio);
+    assert_eq!(balloon.stats_period, Some(5));
+    assert_eq!(def.devices.controllers.len(), 8);
+    let port = &def.devices.controllers[2];
+    assert_eq!(port.model.as_deref(), Some("pcie-root-port"));
+    assert_eq!(port.target.unwrap().port, Some(0x10));
+    assert_eq!(def.devices.inputs.len(), 3);
     assert_eq!(
-        balloon.child("stats").and_then(|s| s.attr("period")),
-        Some("5")
+        def.devices.graphics[0].listens[0].listen_type,
+        Some(ListenType::Address)
     );
+    assert_eq!(def.devices.graphics[0].port, Some(-1));
+    assert_eq!(def.devices.sounds[0].model, SoundModel::Ich9);
+    assert_eq!(def.devices.audios[0].audio_type, AudioType::None);
+    assert_eq!(
+        def.devices.channels[0].target_name.as_deref(),
+        Some("org.qemu.guest_agent.0")
+    );
+    let rng = &def.devices.rngs[0];
+    assert_eq!(
+        rng.backend_path.as_deref(),
+        Some(std::path::Path::new("/dev/urandom"))
+    );
+    assert_eq!(
+        def.devices.videos[0].model.as_ref().unwrap().model_type,
+        VideoModelType::Virtio
+    );
+    assert_eq!(def.devices.watchdogs[0].action, Some(WatchdogAction::Reset));
+    assert_eq!(def.devices.panics[0].model, Some(PanicModel::Pvpanic));
+    // Kept, and found again by name.
     let backing = vda.kept.iter().find(|k| k.name == "backingStore").unwrap();
     assert!(backing.child("backingStore").is_some(), "nested chain kept");
 }
@@ -148,14 +167,24 @@ fn libvirt_export_defines_and_keeps_everything() {
 fn unsupported_for_vm_names_kept_elements_but_not_hints() {
     let def = ok(&export());
     let list = def.unsupported_for_vm();
-    for want in [
-        "<devices><sound model='ich9'>",
-        "<devices><controller type='pci' model='pcie-root-port'>",
-        "<os><firmware>",
-        "<disk dev='vda'><backingStore type='file'>",
-    ] {
-        assert!(list.iter().any(|s| s == want), "{want} missing: {list:?}");
-    }
+    assert_eq!(
+        list,
+        vec![
+            "<os><firmware>".to_owned(),
+            "<disk dev='vda'><backingStore type='file'>".to_owned(),
+        ]
+    );
+    let def = ok(&vm_with(
+        "<memoryBacking><hugepages/></memoryBacking>",
+        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/><alias name='tpm0'/></tpm>",
+    ));
+    assert_eq!(
+        def.unsupported_for_vm(),
+        vec![
+            "<memoryBacking>".to_owned(),
+            "<devices><tpm model='tpm-crb'>".to_owned()
+        ]
+    );
     // Typed elements are the driver's to run, not listed.
     for typed in [
         "<cpu", "<pm", "<loader", "<nvram", "<smm", "<ioapic", "<vmport",
@@ -233,6 +262,31 @@ fn bad_values_are_refused_naming_the_element() {
         "more than once",
     );
     fails(&vm_with("<cpu/><cpu/>", ""), "more than once");
+    fails(
+        &vm_with("", "<graphics type='vnc' port='70000'/>"),
+        "port '70000' is not a port",
+    );
+    fails(&vm_with("", "<controller index='0'/>"), "attribute 'type'");
+    fails(
+        &vm_with("", "<audio id='1' type='none'/><audio id='1' type='none'/>"),
+        "more than once",
+    );
+    fails(
+        &vm_with("", "<memballoon model='none'/><memballoon model='none'/>"),
+        "more than once",
+    );
+    fails(
+        &vm_with("", "<input type='tablet' bus='pci'/>"),
+        "bus 'pci'",
+    );
+    fails(
+        &vm_with("", "<video><model type='std'/></video>"),
+        "type 'std'",
+    );
+    fails(
+        &vm_with("", "<watchdog model='i6300esb' action='explode'/>"),
+        "action 'explode'",
+    );
     let disk = |order: u32, dev: &str| {
         format!(
             "<disk type='file'><source file='/i'/><target dev='{dev}'/><boot order='{order}'/></disk>"

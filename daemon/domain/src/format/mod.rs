@@ -529,6 +529,7 @@ fn format_devices(o: &mut Out, d: &Devices) {
         o.empty("target", &[a("type", c.target_type), a("port", c.port)]);
         o.close("console");
     }
+    format_vm_devices(o, d);
     for k in &d.kept {
         format_kept(o, k);
     }
@@ -940,4 +941,223 @@ fn format_address(o: &mut Out, ad: &DeviceAddress) {
         }
     }
     o.empty("address", &attrs);
+}
+
+/// Writes `<name attrs>` with `children` inside, or empty without any.
+fn element_with(
+    o: &mut Out,
+    name: &str,
+    attrs: &[(&str, String)],
+    children: impl FnOnce(&mut Out),
+) {
+    let mut inner = Out {
+        buf: String::new(),
+        depth: o.depth + 1,
+    };
+    children(&mut inner);
+    if inner.buf.is_empty() {
+        o.empty(name, attrs);
+    } else {
+        o.start_tag(name, attrs);
+        o.buf.push_str(">\n");
+        o.buf.push_str(&inner.buf);
+        o.indent();
+        let _ = writeln!(o.buf, "</{name}>");
+    }
+}
+
+/// Pushes `(name, value)` when the value is there.
+fn opt_attr<'n>(attrs: &mut Vec<(&'n str, String)>, name: &'n str, value: Option<impl ToString>) {
+    if let Some(v) = value {
+        attrs.push((name, v.to_string()));
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// The typed VM devices, kind by kind.
+fn format_vm_devices(o: &mut Out, d: &Devices) {
+    for c in &d.controllers {
+        let mut attrs = vec![a("type", c.controller_type)];
+        opt_attr(&mut attrs, "index", c.index);
+        opt_attr(&mut attrs, "model", c.model.as_ref());
+        opt_attr(&mut attrs, "ports", c.ports);
+        opt_attr(&mut attrs, "vectors", c.vectors);
+        element_with(o, "controller", &attrs, |o| {
+            if let Some(m) = &c.model_name {
+                o.empty("model", &[a("name", m)]);
+            }
+            if let Some(t) = &c.target {
+                let mut ta = Vec::new();
+                opt_attr(&mut ta, "chassisNr", t.chassis_nr);
+                opt_attr(&mut ta, "chassis", t.chassis);
+                opt_attr(&mut ta, "port", t.port.map(|p| format!("{p:#x}")));
+                opt_attr(&mut ta, "busNr", t.bus_nr);
+                opt_attr(&mut ta, "index", t.index);
+                opt_attr(&mut ta, "hotplug", t.hotplug.map(on_off));
+                o.empty("target", &ta);
+            }
+            if c.queues.is_some() || c.iothread.is_some() {
+                let mut da = Vec::new();
+                opt_attr(&mut da, "queues", c.queues);
+                opt_attr(&mut da, "iothread", c.iothread);
+                o.empty("driver", &da);
+            }
+            device_tail(o, &c.alias, &c.address, &c.kept);
+        });
+    }
+    for i in &d.inputs {
+        let mut attrs = vec![a("type", i.input_type)];
+        opt_attr(&mut attrs, "bus", i.bus);
+        element_with(o, "input", &attrs, |o| {
+            device_tail(o, &i.alias, &i.address, &i.kept)
+        });
+    }
+    for g in &d.graphics {
+        let mut attrs = vec![a("type", g.graphics_type)];
+        opt_attr(&mut attrs, "port", g.port);
+        opt_attr(&mut attrs, "autoport", g.autoport.map(yes_no));
+        opt_attr(&mut attrs, "websocket", g.websocket);
+        opt_attr(&mut attrs, "listen", g.listen.as_ref());
+        opt_attr(&mut attrs, "socket", g.socket.as_deref().map(path));
+        opt_attr(&mut attrs, "passwd", g.passwd.as_ref());
+        opt_attr(&mut attrs, "keymap", g.keymap.as_ref());
+        opt_attr(&mut attrs, "tlsPort", g.tls_port);
+        element_with(o, "graphics", &attrs, |o| {
+            for l in &g.listens {
+                let mut la = Vec::new();
+                opt_attr(&mut la, "type", l.listen_type);
+                opt_attr(&mut la, "address", l.address.as_ref());
+                opt_attr(&mut la, "network", l.network.as_ref());
+                opt_attr(&mut la, "socket", l.socket.as_deref().map(path));
+                o.empty("listen", &la);
+            }
+            for k in &g.kept {
+                format_kept(o, k);
+            }
+        });
+    }
+    for v in &d.videos {
+        element_with(o, "video", &[], |o| {
+            if let Some(m) = &v.model {
+                let mut ma = vec![a("type", m.model_type)];
+                opt_attr(&mut ma, "vram", m.vram);
+                opt_attr(&mut ma, "ram", m.ram);
+                opt_attr(&mut ma, "vgamem", m.vgamem);
+                opt_attr(&mut ma, "vram64", m.vram64);
+                opt_attr(&mut ma, "heads", m.heads);
+                opt_attr(&mut ma, "primary", m.primary.map(yes_no));
+                element_with(o, "model", &ma, |o| {
+                    for k in &m.kept {
+                        format_kept(o, k);
+                    }
+                });
+            }
+            device_tail(o, &v.alias, &v.address, &v.kept);
+        });
+    }
+    for s in &d.sounds {
+        element_with(o, "sound", &[a("model", s.model)], |o| {
+            for c in &s.codecs {
+                o.empty("codec", &[a("type", c)]);
+            }
+            if let Some(id) = s.audio {
+                o.empty("audio", &[a("id", id)]);
+            }
+            device_tail(o, &s.alias, &s.address, &[]);
+        });
+    }
+    for au in &d.audios {
+        let mut attrs = vec![a("id", au.id), a("type", au.audio_type)];
+        opt_attr(&mut attrs, "timerPeriod", au.timer_period);
+        element_with(o, "audio", &attrs, |o| {
+            for k in &au.kept {
+                format_kept(o, k);
+            }
+        });
+    }
+    for c in &d.channels {
+        element_with(o, "channel", &[a("type", c.channel_type)], |o| {
+            let mut sa = Vec::new();
+            opt_attr(&mut sa, "mode", c.source_mode);
+            opt_attr(&mut sa, "path", c.source_path.as_deref().map(path));
+            opt_attr(&mut sa, "channel", c.source_channel.as_ref());
+            if !sa.is_empty() {
+                o.empty("source", &sa);
+            }
+            let mut ta = Vec::new();
+            opt_attr(&mut ta, "type", c.target_type);
+            opt_attr(&mut ta, "name", c.target_name.as_ref());
+            opt_attr(&mut ta, "state", c.target_state);
+            opt_attr(&mut ta, "address", c.target_address.as_ref());
+            opt_attr(&mut ta, "port", c.target_port.as_ref());
+            if !ta.is_empty() {
+                o.empty("target", &ta);
+            }
+            device_tail(o, &c.alias, &c.address, &[]);
+        });
+    }
+    for r in &d.rngs {
+        element_with(o, "rng", &[a("model", r.model)], |o| {
+            if r.backend.is_some() || r.backend_path.is_some() {
+                let mut ba = Vec::new();
+                opt_attr(&mut ba, "model", r.backend);
+                match &r.backend_path {
+                    Some(p) => o.leaf("backend", &ba, &path(p)),
+                    None => o.empty("backend", &ba),
+                }
+            }
+            if r.rate_bytes.is_some() || r.rate_period.is_some() {
+                let mut ra = Vec::new();
+                opt_attr(&mut ra, "bytes", r.rate_bytes);
+                opt_attr(&mut ra, "period", r.rate_period);
+                o.empty("rate", &ra);
+            }
+            device_tail(o, &r.alias, &r.address, &r.kept);
+        });
+    }
+    if let Some(m) = &d.memballoon {
+        let mut attrs = vec![a("model", m.model)];
+        opt_attr(&mut attrs, "autodeflate", m.autodeflate.map(on_off));
+        opt_attr(
+            &mut attrs,
+            "freePageReporting",
+            m.free_page_reporting.map(on_off),
+        );
+        element_with(o, "memballoon", &attrs, |o| {
+            if let Some(p) = m.stats_period {
+                o.empty("stats", &[a("period", p)]);
+            }
+            device_tail(o, &m.alias, &m.address, &m.kept);
+        });
+    }
+    for w in &d.watchdogs {
+        let mut attrs = vec![a("model", w.model)];
+        opt_attr(&mut attrs, "action", w.action);
+        element_with(o, "watchdog", &attrs, |o| {
+            device_tail(o, &w.alias, &w.address, &[])
+        });
+    }
+    for p in &d.panics {
+        let mut attrs = Vec::new();
+        opt_attr(&mut attrs, "model", p.model);
+        element_with(o, "panic", &attrs, |o| {
+            device_tail(o, &p.alias, &p.address, &[])
+        });
+    }
+}
+
+/// A device's kept children, `<alias>` and `<address>`, in that order.
+fn device_tail(
+    o: &mut Out,
+    alias: &Option<String>,
+    address: &Option<DeviceAddress>,
+    kept: &[KeptElement],
+) {
+    for k in kept {
+        format_kept(o, k);
+    }
+    format_common(o, None, alias, address);
 }

@@ -38,6 +38,7 @@ pub fn parse_device(kind: DomainType, el: &Element) -> Result<DeviceDef> {
 }
 
 pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
+    let full = el;
     let (el, kept) = split_kept(ctx, el, kept::DEVICES, &["filesystem", "hostdev"])?;
     let el = &el;
     check_attrs(el, &[])?;
@@ -58,6 +59,7 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
         kept,
         ..Devices::default()
     };
+    vm::device_fields(&mut d, full)?;
     let mut fs_targets: HashSet<PathBuf> = HashSet::new();
     let mut disk_targets: HashSet<String> = HashSet::new();
     let mut interface_names = InterfaceNames::default();

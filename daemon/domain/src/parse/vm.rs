@@ -288,3 +288,316 @@ pub(super) fn disk_fields(
     let transient = take(kept, "transient", el)?.is_some();
     Ok((serial, shareable, transient))
 }
+
+/// A number the table has checked to be decimal, as u32 in `min..=max`.
+fn u32_attr(el: &Element, k: &KeptElement, attr: &str, min: u32, max: u32) -> Result<Option<u32>> {
+    k.attr(attr)
+        .map(|v| number(pos_of(el, &k.name), &k.name, attr, v, min, max))
+        .transpose()
+}
+
+fn u64_attr(k: &KeptElement, attr: &str) -> Option<u64> {
+    k.attr(attr).and_then(hex_or_dec)
+}
+
+/// A TCP port, or -1 for one chosen at start.
+fn port_attr(el: &Element, k: &KeptElement, attr: &str) -> Result<Option<i32>> {
+    let Some(v) = k.attr(attr) else {
+        return Ok(None);
+    };
+    match v.parse::<i32>() {
+        Ok(p) if (-1..=65535).contains(&p) => Ok(Some(p)),
+        _ => Err(DomainError::invalid(
+            pos_of(el, &k.name),
+            &k.name,
+            format!("{attr} '{v}' is not a port"),
+            "give a TCP port from 0 to 65535, or -1 to have one chosen at start",
+        )),
+    }
+}
+
+/// A required keyword attribute the table has checked.
+fn req_kw<T>(
+    el: &Element,
+    k: &KeptElement,
+    attr: &str,
+    parse: fn(&str) -> Option<T>,
+    example: &str,
+) -> Result<T> {
+    kw(k.attr(attr), parse).ok_or_else(|| {
+        DomainError::missing(
+            pos_of(el, &k.name),
+            &k.name,
+            format!("attribute '{attr}'"),
+            format!("add {attr}='{example}'"),
+        )
+    })
+}
+
+/// The devices of the kept vocabulary that have typed fields.
+const TYPED_DEVICES: &[&str] = &[
+    "controller",
+    "input",
+    "graphics",
+    "video",
+    "sound",
+    "audio",
+    "channel",
+    "rng",
+    "memballoon",
+    "watchdog",
+    "panic",
+];
+
+/// Turns the kept devices that have typed fields into them; the rest stay
+/// kept. `el` is `<devices>`, for positions.
+pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
+    let mut audio_ids = std::collections::HashSet::new();
+    for mut k in std::mem::take(&mut d.kept) {
+        if !TYPED_DEVICES.contains(&k.name.as_str()) {
+            d.kept.push(k);
+            continue;
+        }
+        let c = common(&mut k.children, el)?;
+        match k.name.as_str() {
+            "controller" => {
+                let mut model_name = None;
+                let mut target = None;
+                let (mut queues, mut iothread) = (None, None);
+                let mut kept = Vec::new();
+                for ch in std::mem::take(&mut k.children) {
+                    match ch.name.as_str() {
+                        "model" => model_name = ch.attr("name").map(str::to_owned),
+                        "target" => {
+                            target = Some(ControllerTarget {
+                                chassis_nr: u32_attr(el, &ch, "chassisNr", 0, u32::MAX)?,
+                                chassis: u32_attr(el, &ch, "chassis", 0, u32::MAX)?,
+                                port: ch.attr("port").and_then(hex_or_dec).map(|p| p as u32),
+                                bus_nr: u32_attr(el, &ch, "busNr", 0, u32::MAX)?,
+                                index: u32_attr(el, &ch, "index", 0, u32::MAX)?,
+                                hotplug: on(&ch, "hotplug"),
+                            })
+                        }
+                        "driver" => {
+                            queues = u32_attr(el, &ch, "queues", 1, u32::MAX)?;
+                            iothread = u32_attr(el, &ch, "iothread", 1, u32::MAX)?;
+                        }
+                        _ => kept.push(ch),
+                    }
+                }
+                d.controllers.push(Controller {
+                    controller_type: req_kw(el, &k, "type", ControllerType::parse, "pci")?,
+                    index: u32_attr(el, &k, "index", 0, u32::MAX)?,
+                    model: k.attr("model").map(str::to_owned),
+                    ports: u32_attr(el, &k, "ports", 1, u32::MAX)?,
+                    vectors: u32_attr(el, &k, "vectors", 1, u32::MAX)?,
+                    model_name,
+                    target,
+                    queues,
+                    iothread,
+                    address: c.address,
+                    alias: c.alias,
+                    kept,
+                });
+            }
+            "input" => d.inputs.push(Input {
+                input_type: req_kw(el, &k, "type", InputType::parse, "tablet")?,
+                bus: kw(k.attr("bus"), InputBus::parse),
+                address: c.address,
+                alias: c.alias,
+                kept: k.children,
+            }),
+            "graphics" => {
+                let mut listens = Vec::new();
+                let mut kept = Vec::new();
+                for ch in std::mem::take(&mut k.children) {
+                    if ch.name == "listen" {
+                        listens.push(GraphicsListen {
+                            listen_type: kw(ch.attr("type"), ListenType::parse),
+                            address: ch.attr("address").map(str::to_owned),
+                            network: ch.attr("network").map(str::to_owned),
+                            socket: path(el, "graphics", ch.attr("socket"))?,
+                        });
+                    } else {
+                        kept.push(ch);
+                    }
+                }
+                d.graphics.push(Graphics {
+                    graphics_type: req_kw(el, &k, "type", GraphicsType::parse, "vnc")?,
+                    port: port_attr(el, &k, "port")?,
+                    autoport: yes(&k, "autoport"),
+                    websocket: port_attr(el, &k, "websocket")?,
+                    listen: k.attr("listen").map(str::to_owned),
+                    socket: path(el, "graphics", k.attr("socket"))?,
+                    passwd: k.attr("passwd").map(str::to_owned),
+                    keymap: k.attr("keymap").map(str::to_owned),
+                    tls_port: port_attr(el, &k, "tlsPort")?,
+                    listens,
+                    kept,
+                });
+            }
+            "video" => {
+                let mut model = None;
+                let mut kept = Vec::new();
+                for ch in std::mem::take(&mut k.children) {
+                    if ch.name == "model" {
+                        if model.is_some() {
+                            return Err(DomainError::duplicate(
+                                pos_of(el, "video"),
+                                "video",
+                                "<model>",
+                            ));
+                        }
+                        model = Some(VideoModel {
+                            model_type: req_kw(el, &ch, "type", VideoModelType::parse, "virtio")?,
+                            vram: u64_attr(&ch, "vram"),
+                            ram: u64_attr(&ch, "ram"),
+                            vgamem: u64_attr(&ch, "vgamem"),
+                            vram64: u64_attr(&ch, "vram64"),
+                            heads: u32_attr(el, &ch, "heads", 1, 64)?,
+                            primary: yes(&ch, "primary"),
+                            kept: ch.children,
+                        });
+                    } else {
+                        kept.push(ch);
+                    }
+                }
+                d.videos.push(Video {
+                    model,
+                    address: c.address,
+                    alias: c.alias,
+                    kept,
+                });
+            }
+            "sound" => {
+                let codecs = k
+                    .children
+                    .iter()
+                    .filter(|ch| ch.name == "codec")
+                    .filter_map(|ch| kw(ch.attr("type"), SoundCodecType::parse))
+                    .collect();
+                let audio = match k.children.iter().find(|ch| ch.name == "audio") {
+                    None => None,
+                    Some(a) => u32_attr(el, a, "id", 1, u32::MAX)?,
+                };
+                d.sounds.push(Sound {
+                    model: req_kw(el, &k, "model", SoundModel::parse, "ich9")?,
+                    codecs,
+                    audio,
+                    address: c.address,
+                    alias: c.alias,
+                });
+            }
+            "audio" => {
+                let id = u32_attr(el, &k, "id", 1, u32::MAX)?.ok_or_else(|| {
+                    DomainError::missing(
+                        pos_of(el, "audio"),
+                        "audio",
+                        "attribute 'id'",
+                        "add id='1'",
+                    )
+                })?;
+                if !audio_ids.insert(id) {
+                    return Err(DomainError::duplicate(
+                        pos_of(el, "audio"),
+                        "devices",
+                        format!("<audio id='{id}'>"),
+                    ));
+                }
+                d.audios.push(Audio {
+                    id,
+                    audio_type: req_kw(el, &k, "type", AudioType::parse, "none")?,
+                    timer_period: u32_attr(el, &k, "timerPeriod", 1, u32::MAX)?,
+                    kept: k.children,
+                });
+            }
+            "channel" => {
+                let source = k.child("source");
+                let target = k.child("target");
+                let t = |attr: &str| target.and_then(|t| t.attr(attr)).map(str::to_owned);
+                d.channels.push(Channel {
+                    channel_type: req_kw(el, &k, "type", ChannelType::parse, "unix")?,
+                    source_mode: kw(
+                        source.and_then(|s| s.attr("mode")),
+                        ChannelSourceMode::parse,
+                    ),
+                    source_path: path(el, "channel", source.and_then(|s| s.attr("path")))?,
+                    source_channel: source.and_then(|s| s.attr("channel")).map(str::to_owned),
+                    target_type: kw(
+                        target.and_then(|t| t.attr("type")),
+                        ChannelTargetType::parse,
+                    ),
+                    target_name: t("name"),
+                    target_state: kw(target.and_then(|t| t.attr("state")), ChannelState::parse),
+                    target_address: t("address"),
+                    target_port: t("port"),
+                    address: c.address,
+                    alias: c.alias,
+                });
+            }
+            "rng" => {
+                let backend = k.child("backend");
+                let rate = k.child("rate");
+                let model = req_kw(el, &k, "model", VirtioModel::parse, "virtio")?;
+                let rng = Rng {
+                    model,
+                    backend: kw(
+                        backend.and_then(|b| b.attr("model")),
+                        RngBackendModel::parse,
+                    ),
+                    backend_path: path(el, "backend", backend.and_then(|b| b.text.as_deref()))?,
+                    rate_bytes: rate.and_then(|r| u64_attr(r, "bytes")),
+                    rate_period: rate.and_then(|r| u64_attr(r, "period")),
+                    address: c.address,
+                    alias: c.alias,
+                    kept: Vec::new(),
+                };
+                let kept = k
+                    .children
+                    .into_iter()
+                    .filter(|ch| ch.name != "backend" && ch.name != "rate")
+                    .collect();
+                d.rngs.push(Rng { kept, ..rng });
+            }
+            "memballoon" => {
+                if d.memballoon.is_some() {
+                    return Err(DomainError::duplicate(
+                        pos_of(el, "memballoon"),
+                        "devices",
+                        "<memballoon>",
+                    ));
+                }
+                let stats_period = match k.child("stats") {
+                    None => None,
+                    Some(s) => u32_attr(el, s, "period", 0, u32::MAX)?,
+                };
+                d.memballoon = Some(Memballoon {
+                    model: req_kw(el, &k, "model", MemballoonModel::parse, "virtio")?,
+                    autodeflate: on(&k, "autodeflate"),
+                    free_page_reporting: on(&k, "freePageReporting"),
+                    stats_period,
+                    address: c.address,
+                    alias: c.alias,
+                    kept: k
+                        .children
+                        .into_iter()
+                        .filter(|ch| ch.name != "stats")
+                        .collect(),
+                });
+            }
+            "watchdog" => d.watchdogs.push(Watchdog {
+                model: req_kw(el, &k, "model", WatchdogModel::parse, "itco")?,
+                action: kw(k.attr("action"), WatchdogAction::parse),
+                address: c.address,
+                alias: c.alias,
+            }),
+            "panic" => d.panics.push(Panic {
+                model: kw(k.attr("model"), PanicModel::parse),
+                address: c.address,
+                alias: c.alias,
+            }),
+            _ => d.kept.push(k),
+        }
+    }
+    Ok(())
+}
