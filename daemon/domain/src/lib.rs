@@ -3,7 +3,9 @@
 //! [`xml`] reads bytes into a position-carrying tree and refuses hostile
 //! input; `parse` turns that tree into a validated [`DomainDef`]; `format`
 //! writes a definition back as canonical XML; [`schema`] validates a tree
-//! against the RELAX NG schema.
+//! against the RELAX NG schema. `kept` holds the table of libvirt's VM
+//! elements that are accepted and stored without typed fields
+//! ([`KeptElement`]; [`DomainDef::unsupported_for_vm`] lists them).
 //!
 //! A crate of its own, below the daemon: the `lxvirt` client checks and
 //! edits definitions with it without building the daemon (device-mapper

@@ -54,21 +54,41 @@ fn shape(el: &Element, path: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-#[test]
-fn libvirt_export_defines_and_keeps_everything() {
-    let text = export();
-    let def = ok(&text);
+/// Defines `text`, checks that formatting is a fixed point and that no
+/// element or attribute is lost on the way.
+fn round_trip_keeps_everything(text: &str) -> DomainDef {
+    let def = ok(text);
     let once = def.to_xml();
     let twice = DomainDef::from_xml(&once).unwrap().to_xml();
     assert_eq!(once, twice, "formatting is not a fixed point");
     assert_eq!(DomainDef::from_xml(&once).unwrap(), def);
 
     let mut before = BTreeSet::new();
-    shape(&xml::parse_str(&text).unwrap(), "", &mut before);
+    shape(&xml::parse_str(text).unwrap(), "", &mut before);
     let mut after = BTreeSet::new();
     shape(&xml::parse_str(&once).unwrap(), "", &mut after);
     let lost: Vec<&String> = before.difference(&after).collect();
     assert!(lost.is_empty(), "lost on format: {lost:?}\n{once}");
+    def
+}
+
+#[test]
+fn vm_examples_keep_everything() {
+    let mut seen = 0;
+    for file in test_support::xml_files(&examples_dir()) {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("kvm-") || name.starts_with("qemu-") {
+            round_trip_keeps_everything(&std::fs::read_to_string(&file).unwrap());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "VM examples missing");
+}
+
+#[test]
+fn libvirt_export_defines_and_keeps_everything() {
+    let text = export();
+    let def = round_trip_keeps_everything(&text);
 
     // Typed where the QEMU driver will act on it.
     let Os::Hvm(os) = &def.os else {
