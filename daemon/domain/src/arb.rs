@@ -600,6 +600,7 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                     transient: false,
                     address: None,
                     alias: None,
+                    backing_store: None,
                     kept: Vec::new(),
                 }),
             0..3,
@@ -848,6 +849,44 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
         )
 }
 
+/// A backing chain of up to three images, ended or not by an empty one.
+fn arb_backing_store() -> impl Strategy<Value = BackingStore> {
+    let leaf = prop_oneof![
+        Just(BackingStore::default()),
+        (
+            any::<bool>(),
+            option::of(arb_path()),
+            option::of(select(ImageFormat::ALL.to_vec()))
+        )
+            .prop_map(|(file, p, format)| BackingStore {
+                source: Some(if file {
+                    DiskSource::File(p)
+                } else {
+                    DiskSource::Block(p)
+                }),
+                format,
+                backing: None,
+            }),
+    ];
+    leaf.prop_recursive(2, 3, 1, |inner| {
+        (
+            any::<bool>(),
+            option::of(arb_path()),
+            option::of(select(ImageFormat::ALL.to_vec())),
+            inner,
+        )
+            .prop_map(|(file, p, format, below)| BackingStore {
+                source: Some(if file {
+                    DiskSource::File(p)
+                } else {
+                    DiskSource::Block(p)
+                }),
+                format,
+                backing: Some(Box::new(below)),
+            })
+    })
+}
+
 /// A PCI or drive address.
 fn arb_address() -> impl Strategy<Value = DeviceAddress> {
     prop_oneof![
@@ -912,6 +951,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
             any::<bool>(),
             option::of(arb_address()),
             option::of("[a-z][a-z0-9-]{0,8}"),
+            option::of(arb_backing_store()),
         ),
     )
         .prop_map(
@@ -923,7 +963,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                 target_dev,
                 target_bus,
                 readonly,
-                (serial, shareable, transient, address, alias),
+                (serial, shareable, transient, address, alias, backing_store),
             )| {
                 let path = match (device, path) {
                     (DiskDevice::Disk, None) => Some(PathBuf::from("/var/lib/img")),
@@ -946,6 +986,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     transient,
                     address,
                     alias,
+                    backing_store,
                     kept: Vec::new(),
                 }
             },

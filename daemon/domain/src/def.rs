@@ -852,8 +852,21 @@ pub struct Disk {
     pub transient: bool,
     pub address: Option<DeviceAddress>,
     pub alias: Option<String>,
-    /// Kept children (virtual machines): `<backingStore>`, `<iotune>`, …
+    /// Virtual machines: the image chain under the disk's image.
+    pub backing_store: Option<BackingStore>,
+    /// Kept children (virtual machines): `<iotune>`, `<encryption>`, …
     pub kept: Vec<KeptElement>,
+}
+
+/// `<backingStore>`: one image of a disk's backing chain. An empty
+/// `<backingStore/>` (no source, no format, nothing under it) says the
+/// chain ends here; without the element the chain is probed at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackingStore {
+    /// `type='file'` or `'block'` with `<source file|dev>`.
+    pub source: Option<DiskSource>,
+    pub format: Option<ImageFormat>,
+    pub backing: Option<Box<BackingStore>>,
 }
 
 keyword_enum! {

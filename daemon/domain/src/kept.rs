@@ -23,9 +23,10 @@ use std::fmt;
 
 use super::def::{
     AudioType, ChannelSourceMode, ChannelState, ChannelTargetType, ChannelType, ControllerType,
-    CpuCheck, CpuFallback, CpuFeaturePolicy, CpuMatch, CpuMode, GraphicsType, InputBus, InputType,
-    IoapicDriver, ListenType, LoaderType, MemballoonModel, PanicModel, RngBackendModel, SmbiosMode,
-    SoundCodecType, SoundModel, VideoModelType, VirtioModel, WatchdogAction, WatchdogModel,
+    CpuCheck, CpuFallback, CpuFeaturePolicy, CpuMatch, CpuMode, GraphicsType, ImageFormat,
+    InputBus, InputType, IoapicDriver, ListenType, LoaderType, MemballoonModel, PanicModel,
+    RngBackendModel, SmbiosMode, SoundCodecType, SoundModel, VideoModelType, VirtioModel,
+    WatchdogAction, WatchdogModel,
 };
 
 /// An element kept as written (canonical form): a name, attributes in the
@@ -725,18 +726,23 @@ pub(crate) static FEATURES: &[&Spec] = &[
 // <disk> and <interface> children
 // ---------------------------------------------------------------------
 
-static BS_FORMAT: Spec = el("format", "backing-format", &[("type", Text)], Empty);
+static BS_FORMAT: Spec = el(
+    "format",
+    "backing-format",
+    &[("type", OneOf(ImageFormat::NAMES))],
+    Empty,
+);
 static BS_SOURCE: Spec = el(
     "source",
     "backing-source",
-    &[("file", Path), ("dev", Path), ("index", Uint)],
+    &[("file", Path), ("dev", Path)],
     Empty,
 );
 /// `<backingStore>`: the chain of images under a disk's image, nested.
 static BACKING_STORE: Spec = el(
     "backingStore",
     "backing-store",
-    &[("type", OneOf(&["file", "block"])), ("index", Uint)],
+    &[("type", OneOf(&["file", "block"]))],
     Children(&[&BS_FORMAT, &BS_SOURCE, &BACKING_STORE]),
 );
 static DISK_SERIAL: Spec = el("serial", "disk-serial", &[], Body::Text(Text));

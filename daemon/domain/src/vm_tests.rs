@@ -179,21 +179,23 @@ fn libvirt_export_defines_and_keeps_everything() {
     assert_eq!(def.devices.watchdogs[0].action, Some(WatchdogAction::Reset));
     assert_eq!(def.devices.panics[0].model, Some(PanicModel::Pvpanic));
     // Kept, and found again by name.
-    let backing = vda.kept.iter().find(|k| k.name == "backingStore").unwrap();
-    assert!(backing.child("backingStore").is_some(), "nested chain kept");
+    let backing = vda.backing_store.as_ref().unwrap();
+    assert_eq!(
+        backing.source,
+        Some(DiskSource::File(Some(
+            "/var/lib/libvirt/images/fedora-40-base.qcow2".into()
+        )))
+    );
+    assert_eq!(backing.format, Some(ImageFormat::Qcow2));
+    // The chain ends with an empty <backingStore/>.
+    assert_eq!(backing.backing.as_deref(), Some(&BackingStore::default()));
 }
 
 #[test]
 fn unsupported_for_vm_names_kept_elements_but_not_hints() {
     let def = ok(&export());
     let list = def.unsupported_for_vm();
-    assert_eq!(
-        list,
-        vec![
-            "<os><firmware>".to_owned(),
-            "<disk dev='vda'><backingStore type='file'>".to_owned(),
-        ]
-    );
+    assert_eq!(list, vec!["<os><firmware>".to_owned()]);
     let def = ok(&vm_with(
         "<memoryBacking><hugepages/></memoryBacking>",
         "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/><alias name='tpm0'/></tpm>",
@@ -282,6 +284,22 @@ fn bad_values_are_refused_naming_the_element() {
         "more than once",
     );
     fails(&vm_with("<cpu/><cpu/>", ""), "more than once");
+    fails(
+        &vm_with(
+            "",
+            "<disk type='file'><source file='/i'/><target dev='vda'/>\
+             <backingStore><source file='/b'/></backingStore></disk>",
+        ),
+        "attribute 'type'",
+    );
+    fails(
+        &vm_with(
+            "",
+            "<disk type='file'><source file='/i'/><target dev='vda'/>\
+             <backingStore type='block'><source file='/b'/></backingStore></disk>",
+        ),
+        "<source dev=",
+    );
     fails(
         &vm_with("", "<graphics type='vnc' port='70000'/>"),
         "port '70000' is not a port",

@@ -599,6 +599,9 @@ fn format_disk(o: &mut Out, d: &Disk) {
     if let Some(p) = src {
         o.empty("source", &[a(src_attr, path(p))]);
     }
+    if let Some(b) = &d.backing_store {
+        format_backing_store(o, b);
+    }
     let mut target = vec![a("dev", &d.target_dev)];
     if let Some(b) = d.target_bus {
         target.push(a("bus", b));
@@ -1160,4 +1163,29 @@ fn device_tail(
         format_kept(o, k);
     }
     format_common(o, None, alias, address);
+}
+
+fn format_backing_store(o: &mut Out, b: &BackingStore) {
+    let (attrs, source) = match &b.source {
+        None => (Vec::new(), None),
+        Some(DiskSource::File(p)) => (
+            vec![a("type", "file")],
+            p.as_ref().map(|p| a("file", path(p))),
+        ),
+        Some(DiskSource::Block(p)) => (
+            vec![a("type", "block")],
+            p.as_ref().map(|p| a("dev", path(p))),
+        ),
+    };
+    element_with(o, "backingStore", &attrs, |o| {
+        if let Some(f) = b.format {
+            o.empty("format", &[a("type", f)]);
+        }
+        if let Some(s) = source {
+            o.empty("source", &[s]);
+        }
+        if let Some(inner) = &b.backing {
+            format_backing_store(o, inner);
+        }
+    });
 }

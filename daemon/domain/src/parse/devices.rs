@@ -446,7 +446,7 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
     let (el, mut kept) = split_kept(ctx, el, kept::DISK, &[])?;
     let el = &el;
     let common = vm::common(&mut kept, full)?;
-    let (serial, shareable, transient) = vm::disk_fields(&mut kept, full)?;
+    let extra = vm::disk_fields(&mut kept, full)?;
     check_attrs(el, &["type", "device"])?;
     check_children(el, &["driver", "source", "target", "readonly"], &[])?;
     let t = req_attr(el, "type", "add type='block'")?;
@@ -550,9 +550,10 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         target_bus: attr_keyword(target, "bus", DiskBus::parse, DiskBus::NAMES)?,
         readonly,
         boot_order: common.boot_order,
-        serial,
-        shareable,
-        transient,
+        serial: extra.serial,
+        shareable: extra.shareable,
+        transient: extra.transient,
+        backing_store: extra.backing_store,
         address: common.address,
         alias: common.alias,
         kept,

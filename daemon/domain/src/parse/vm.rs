@@ -278,15 +278,71 @@ pub(super) fn common(kept: &mut Vec<KeptElement>, el: &Element) -> Result<Common
     })
 }
 
-/// `<serial>`, `<shareable/>`, `<transient/>` of a disk.
-pub(super) fn disk_fields(
-    kept: &mut Vec<KeptElement>,
-    el: &Element,
-) -> Result<(Option<String>, bool, bool)> {
-    let serial = take(kept, "serial", el)?.and_then(|k| k.text);
-    let shareable = take(kept, "shareable", el)?.is_some();
-    let transient = take(kept, "transient", el)?.is_some();
-    Ok((serial, shareable, transient))
+/// The typed children of a disk besides its source and target.
+pub(super) struct DiskFields {
+    pub serial: Option<String>,
+    pub shareable: bool,
+    pub transient: bool,
+    pub backing_store: Option<BackingStore>,
+}
+
+/// `<serial>`, `<shareable/>`, `<transient/>`, `<backingStore>` of a disk.
+pub(super) fn disk_fields(kept: &mut Vec<KeptElement>, el: &Element) -> Result<DiskFields> {
+    Ok(DiskFields {
+        serial: take(kept, "serial", el)?.and_then(|k| k.text),
+        shareable: take(kept, "shareable", el)?.is_some(),
+        transient: take(kept, "transient", el)?.is_some(),
+        backing_store: take(kept, "backingStore", el)?
+            .map(|k| backing_store(k, el))
+            .transpose()?,
+    })
+}
+
+/// One `<backingStore>` and, nested, those under it.
+fn backing_store(mut k: KeptElement, el: &Element) -> Result<BackingStore> {
+    let format =
+        take(&mut k.children, "format", el)?.and_then(|f| kw(f.attr("type"), ImageFormat::parse));
+    let source = take(&mut k.children, "source", el)?;
+    let backing = take(&mut k.children, "backingStore", el)?
+        .map(|b| backing_store(b, el).map(Box::new))
+        .transpose()?;
+    let pos = pos_of(el, "backingStore");
+    let source = match (k.attr("type"), source) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(DomainError::missing(
+                pos,
+                "backingStore",
+                "attribute 'type'",
+                "add type='file' (or 'block') to say what the <source> is",
+            ));
+        }
+        (Some(t), s) => {
+            let attr = if t == "block" { "dev" } else { "file" };
+            if let Some(other) = s
+                .as_ref()
+                .and_then(|s| s.attributes.iter().find(|(n, _)| n != attr))
+            {
+                return Err(DomainError::invalid(
+                    pos,
+                    "backingStore",
+                    format!("a type='{t}' backing store's <source> has {}=", other.0),
+                    format!("write <source {attr}='…'/>"),
+                ));
+            }
+            let p = path(el, "backingStore", s.as_ref().and_then(|s| s.attr(attr)))?;
+            Some(if t == "block" {
+                DiskSource::Block(p)
+            } else {
+                DiskSource::File(p)
+            })
+        }
+    };
+    Ok(BackingStore {
+        source,
+        format,
+        backing,
+    })
 }
 
 /// A number the table has checked to be decimal, as u32 in `min..=max`.
