@@ -1080,6 +1080,8 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                         port,
                         target_type,
                         model,
+                        address: None,
+                        alias: None,
                     })
                     .collect(),
                 consoles: consoles

@@ -1165,11 +1165,14 @@ keyword_enum! {
 }
 
 /// `<serial type='pty'>` (virtual machines).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Serial {
     pub port: u32,
     pub target_type: Option<SerialTargetType>,
     pub model: Option<SerialModel>,
+    /// USB and PCI serial ports sit at an address.
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
 }
 
 keyword_enum! {

@@ -894,6 +894,9 @@ pub(crate) static INTERFACE: &[&Spec] = &[
     &NET_BACKEND,
 ];
 
+/// Kept children of a VM's `<serial>`.
+pub(crate) static SERIAL: &[&Spec] = &[&ADDRESS, &ALIAS];
+
 // ---------------------------------------------------------------------
 // <devices>
 // ---------------------------------------------------------------------
@@ -1589,6 +1592,7 @@ pub(crate) static CONTEXTS: &[(&str, &[&Spec])] = &[
     ("kept-device", DEVICES),
     ("kept-disk-child", DISK),
     ("kept-interface-child", INTERFACE),
+    ("kept-serial-child", SERIAL),
 ];
 
 /// The schema text for the kept vocabulary: one define per context (a

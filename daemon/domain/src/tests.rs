@@ -1364,7 +1364,9 @@ fn kvm_domains_are_stored_and_checked() {
         vec![Serial {
             port: 0,
             target_type: None,
-            model: None
+            model: None,
+            address: None,
+            alias: None,
         }]
     );
     assert_fixed_point(&d);

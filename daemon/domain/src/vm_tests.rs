@@ -390,3 +390,24 @@ fn kept_elements_are_canonical() {
         "{xml}"
     );
 }
+
+#[test]
+fn serial_ports_take_an_address_and_alias() {
+    let def = ok(&vm_with(
+        "",
+        "<serial type='pty'><alias name='ua-serial'/><target type='usb-serial' port='1'>\
+         <model name='usb-serial'/></target><address type='usb' bus='0' port='4'/></serial>",
+    ));
+    let serial = &def.devices.serials[0];
+    assert_eq!(serial.alias.as_deref(), Some("ua-serial"));
+    assert_eq!(
+        serial.address.as_ref().and_then(|a| a.port.as_deref()),
+        Some("4")
+    );
+    let xml = def.to_xml();
+    assert_eq!(DomainDef::from_xml(&xml).unwrap(), def);
+    fails(
+        &lxc_with("", "", "<serial type='pty'><alias name='s'/></serial>"),
+        "not supported in a lxc domain",
+    );
+}

@@ -522,6 +522,7 @@ fn format_devices(o: &mut Out, d: &Devices) {
                 o.close("target");
             }
         }
+        format_common(o, None, &s.alias, &s.address);
         o.close("serial");
     }
     for c in &d.consoles {

@@ -119,8 +119,10 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             }
             "serial" => {
                 ctx.vm_only(child)?;
-                let (target, port) = parse_chardev(child, &["type", "port"])?;
-                serials.push((serial_target(target)?, port));
+                let (rest, mut kept) = split_kept(ctx, child, kept::SERIAL, &[])?;
+                let common = vm::common(&mut kept, child)?;
+                let (target, port) = parse_chardev(&rest, &["type", "port"])?;
+                serials.push((serial_target(target)?, port, common));
                 serial_ports.reserve(child, port)?;
             }
             "console" => {
@@ -131,11 +133,13 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             _ => {} // emulator, handled above
         }
     }
-    for ((target_type, model), port) in serials {
+    for ((target_type, model), port, common) in serials {
         d.serials.push(Serial {
             port: serial_ports.assign(port),
             target_type,
             model,
+            address: common.address,
+            alias: common.alias,
         });
     }
     for (target_type, port) in consoles {
