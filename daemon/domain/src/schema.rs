@@ -1164,6 +1164,8 @@ mod tests {
     const INVALID_EXAMPLES: &[(&str, Option<u32>)] = &[
         ("bad-idmap.xml", Some(9)),
         ("dynamic-norelabel.xml", Some(12)),
+        ("kvm-misspelled-kept.xml", Some(9)),
+        ("kvm-pci-slot.xml", None),
         ("missing-init.xml", Some(5)),
         ("network-nat-in-route.xml", Some(5)),
         ("network-range-outside.xml", None),
