@@ -89,11 +89,17 @@ fn check_value(pos: Pos, element: &str, what: &str, value: &str, v: Value) -> Re
         Value::Uint => number(pos, element, what, value, 0u64, u64::MAX).map(|_| ()),
         Value::Hex(max) => match hex_or_dec(value) {
             Some(n) if n <= max => Ok(()),
-            _ => Err(DomainError::invalid(
+            Some(_) => Err(DomainError::invalid(
                 pos,
                 element,
-                format!("{what} '{value}' is not a number up to {max:#x}"),
-                "write it in decimal or as 0x hex, within range",
+                format!("{what} '{value}' is out of range"),
+                format!("use a number from 0 to {max:#x}"),
+            )),
+            None => Err(DomainError::invalid(
+                pos,
+                element,
+                format!("{what} '{value}' is not a number"),
+                format!("write a number from 0 to {max:#x}, in decimal or as 0x hex"),
             )),
         },
         Value::YesNo => keyword(pos, element, what, value, yes_no, &["yes", "no"]).map(|_| ()),
