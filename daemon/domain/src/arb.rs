@@ -887,6 +887,104 @@ fn arb_backing_store() -> impl Strategy<Value = BackingStore> {
     })
 }
 
+/// A kept element written out by hand.
+fn kept_element(
+    name: &str,
+    attributes: &[(&str, &str)],
+    text: Option<&str>,
+    children: Vec<KeptElement>,
+) -> KeptElement {
+    KeptElement {
+        name: name.to_owned(),
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        text: text.map(str::to_owned),
+        children,
+    }
+}
+
+/// Kept children of `<domain>`, attributes in the table's order.
+fn kept_samples() -> Vec<KeptElement> {
+    vec![
+        kept_element(
+            "memoryBacking",
+            &[],
+            None,
+            vec![kept_element(
+                "hugepages",
+                &[],
+                None,
+                vec![kept_element(
+                    "page",
+                    &[("size", "2048"), ("unit", "KiB")],
+                    None,
+                    Vec::new(),
+                )],
+            )],
+        ),
+        kept_element("iothreads", &[], Some("2"), Vec::new()),
+        kept_element(
+            "sysinfo",
+            &[("type", "smbios")],
+            None,
+            vec![kept_element(
+                "system",
+                &[],
+                None,
+                vec![kept_element(
+                    "entry",
+                    &[("name", "serial")],
+                    Some("a & <b>"),
+                    Vec::new(),
+                )],
+            )],
+        ),
+    ]
+}
+
+/// Kept devices.
+fn kept_device_samples() -> Vec<KeptElement> {
+    vec![
+        kept_element(
+            "tpm",
+            &[("model", "tpm-crb")],
+            None,
+            vec![kept_element(
+                "backend",
+                &[("type", "emulator"), ("version", "2.0")],
+                None,
+                Vec::new(),
+            )],
+        ),
+        kept_element(
+            "hostdev",
+            &[("mode", "subsystem"), ("type", "pci"), ("managed", "yes")],
+            None,
+            vec![
+                kept_element(
+                    "source",
+                    &[],
+                    None,
+                    vec![kept_element(
+                        "address",
+                        &[
+                            ("domain", "0x0000"),
+                            ("bus", "0x06"),
+                            ("slot", "0x00"),
+                            ("function", "0x0"),
+                        ],
+                        None,
+                        Vec::new(),
+                    )],
+                ),
+                kept_element("alias", &[("name", "ua-gpu")], None, Vec::new()),
+            ],
+        ),
+    ]
+}
+
 /// A PCI or drive address.
 fn arb_address() -> impl Strategy<Value = DeviceAddress> {
     prop_oneof![
@@ -1232,6 +1330,10 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
             option::of(cpu),
             option::of(pm),
             vm_features,
+            (
+                subsequence(kept_samples(), 0..=3),
+                subsequence(kept_device_samples(), 0..=2),
+            ),
         ),
     )
         .prop_map(
@@ -1242,10 +1344,11 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 (acpi, apic, pae),
                 mut clock,
                 (on_poweroff, on_reboot, on_crash),
-                devices,
+                mut devices,
                 seclabel,
-                (current, tickpolicies, cpu, pm, (vmport, smm, ioapic)),
+                (current, tickpolicies, cpu, pm, (vmport, smm, ioapic), (kept, kept_devices)),
             )| {
+                devices.kept = kept_devices;
                 vcpu.current = current.map(|c| c.min(vcpu.count));
                 for (t, p) in clock.timers.iter_mut().zip(tickpolicies) {
                     t.tickpolicy = p;
@@ -1287,7 +1390,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                     userns: None,
                     cpu,
                     pm,
-                    kept: Vec::new(),
+                    kept,
                 }
             },
         )
