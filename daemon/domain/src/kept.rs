@@ -16,6 +16,12 @@
 //! `xml-schemas/domain.rng`) is generated from this table, so the two
 //! cannot disagree (the test `kept_schema_is_current` checks it).
 //!
+//! The table also describes elements that do have typed fields (`<cpu>`,
+//! `<controller>`, `<address>`, …): the parser checks them against it
+//! first and then reads them into the model (`parse/vm.rs`), so the schema
+//! and the checks of names and keywords live in one place. Promoting an
+//! element from kept to typed changes the model, not the table.
+//!
 //! Facts about which elements and attributes libvirt has carry over from
 //! its documentation; the table and its wording are lxvirt's own.
 
