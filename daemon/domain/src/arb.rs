@@ -620,6 +620,8 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                 consoles: ports
                     .into_iter()
                     .map(|port| Console {
+                        address: None,
+                        alias: None,
                         target_type: ConsoleTargetType::Lxc,
                         port,
                     })
@@ -1185,7 +1187,12 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                 consoles: consoles
                     .into_iter()
                     .zip(types)
-                    .map(|(port, target_type)| Console { target_type, port })
+                    .map(|(port, target_type)| Console {
+                        target_type,
+                        port,
+                        address: None,
+                        alias: None,
+                    })
                     .collect(),
                 memballoon,
                 watchdogs,

@@ -1137,11 +1137,15 @@ keyword_enum! {
 }
 
 /// `<console type='pty'>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Console {
     pub target_type: ConsoleTargetType,
     /// Assigned in document order when not given.
     pub port: u32,
+    /// Virtual machines: a virtio console sits on a virtio-serial port.
+    pub address: Option<DeviceAddress>,
+    /// Virtual machines.
+    pub alias: Option<String>,
 }
 
 keyword_enum! {

@@ -900,8 +900,9 @@ pub(crate) static INTERFACE: &[&Spec] = &[
     &NET_BACKEND,
 ];
 
-/// Kept children of a VM's `<serial>`.
-pub(crate) static SERIAL: &[&Spec] = &[&ADDRESS, &ALIAS];
+/// Kept children of a VM's `<serial>` and `<console>` (read into typed
+/// fields).
+pub(crate) static CHARDEV: &[&Spec] = &[&ADDRESS, &ALIAS];
 
 // ---------------------------------------------------------------------
 // <devices>
@@ -1598,7 +1599,7 @@ pub(crate) static CONTEXTS: &[(&str, &[&Spec])] = &[
     ("kept-device", DEVICES),
     ("kept-disk-child", DISK),
     ("kept-interface-child", INTERFACE),
-    ("kept-serial-child", SERIAL),
+    ("kept-chardev-child", CHARDEV),
 ];
 
 /// The schema text for the kept vocabulary: one define per context (a

@@ -163,7 +163,9 @@ fn base_document_parses_with_defaults() {
         d.devices.consoles,
         vec![Console {
             target_type: ConsoleTargetType::Lxc,
-            port: 0
+            port: 0,
+            address: None,
+            alias: None,
         }]
     );
     assert_eq!(d.uuid.get_version_num(), 4);

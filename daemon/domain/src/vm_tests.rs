@@ -392,7 +392,7 @@ fn kept_elements_are_canonical() {
 }
 
 #[test]
-fn serial_ports_take_an_address_and_alias() {
+fn serial_ports_and_consoles_take_an_address_and_alias() {
     let def = ok(&vm_with(
         "",
         "<serial type='pty'><alias name='ua-serial'/><target type='usb-serial' port='1'>\
@@ -410,4 +410,16 @@ fn serial_ports_take_an_address_and_alias() {
         &lxc_with("", "", "<serial type='pty'><alias name='s'/></serial>"),
         "not supported in a lxc domain",
     );
+    let def = ok(&vm_with(
+        "",
+        "<console type='pty'><target type='virtio' port='1'/><alias name='ua-con'/>\
+         <address type='virtio-serial' controller='0' bus='0' port='2'/></console>",
+    ));
+    assert_eq!(def.devices.consoles[0].alias.as_deref(), Some("ua-con"));
+    assert_eq!(DomainDef::from_xml(&def.to_xml()).unwrap(), def);
+    let lxc = lxc_with("", "", "").replace(
+        "<console type='pty'/>",
+        "<console type='pty'><alias name='c'/></console>",
+    );
+    fails(&lxc, "not supported in a lxc domain");
 }

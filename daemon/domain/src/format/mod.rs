@@ -528,6 +528,7 @@ fn format_devices(o: &mut Out, d: &Devices) {
     for c in &d.consoles {
         o.open("console", &[a("type", "pty")]);
         o.empty("target", &[a("type", c.target_type), a("port", c.port)]);
+        format_common(o, None, &c.alias, &c.address);
         o.close("console");
     }
     format_vm_devices(o, d);

@@ -119,15 +119,17 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             }
             "serial" => {
                 ctx.vm_only(child)?;
-                let (rest, mut kept) = split_kept(ctx, child, kept::SERIAL, &[])?;
+                let (rest, mut kept) = split_kept(ctx, child, kept::CHARDEV, &[])?;
                 let common = vm::common(&mut kept, child)?;
                 let (target, port) = parse_chardev(&rest, &["type", "port"])?;
                 serials.push((serial_target(target)?, port, common));
                 serial_ports.reserve(child, port)?;
             }
             "console" => {
-                let (target_type, port) = parse_console(ctx, child)?;
-                consoles.push((target_type, port));
+                let (rest, mut kept) = split_kept(ctx, child, kept::CHARDEV, &[])?;
+                let common = vm::common(&mut kept, child)?;
+                let (target_type, port) = parse_console(ctx, &rest)?;
+                consoles.push((target_type, port, common));
                 console_ports.reserve(child, port)?;
             }
             _ => {} // emulator, handled above
@@ -142,10 +144,12 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             alias: common.alias,
         });
     }
-    for (target_type, port) in consoles {
+    for (target_type, port, common) in consoles {
         d.consoles.push(Console {
             target_type,
             port: console_ports.assign(port),
+            address: common.address,
+            alias: common.alias,
         });
     }
     Ok(d)
