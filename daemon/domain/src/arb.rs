@@ -118,6 +118,7 @@ fn arb_common() -> impl Strategy<
                 count,
                 placement,
                 cpuset,
+                current: None,
             }),
     )
 }
@@ -145,7 +146,11 @@ fn arb_clock(names: Vec<TimerName>) -> impl Strategy<Value = Clock> {
             timers: names
                 .into_iter()
                 .zip(present)
-                .map(|(name, present)| Timer { name, present })
+                .map(|(name, present)| Timer {
+                    name,
+                    present,
+                    tickpolicy: None,
+                })
                 .collect(),
         })
 }
@@ -489,6 +494,10 @@ fn arb_interface(lxc: bool) -> BoxedStrategy<Interface> {
                         link_state,
                         bandwidth,
                         vlan,
+                        boot_order: None,
+                        address: None,
+                        alias: None,
+                        kept: Vec::new(),
                     },
                 )
         })
@@ -585,6 +594,14 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                     target_dev,
                     target_bus,
                     readonly: false,
+                    boot_order: None,
+                    serial: None,
+                    shareable: false,
+                    transient: false,
+                    address: None,
+                    alias: None,
+                    backing_store: None,
+                    kept: Vec::new(),
                 }),
             0..3,
         ),
@@ -603,10 +620,13 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                 consoles: ports
                     .into_iter()
                     .map(|port| Console {
+                        address: None,
+                        alias: None,
                         target_type: ConsoleTargetType::Lxc,
                         port,
                     })
                     .collect(),
+                ..Devices::default()
             },
         )
 }
@@ -824,8 +844,181 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 lxc_namespace,
                 seccomp,
                 userns,
+                cpu: None,
+                pm: None,
+                kept: Vec::new(),
             },
         )
+}
+
+/// A backing chain of up to three images, ended or not by an empty one.
+fn arb_backing_store() -> impl Strategy<Value = BackingStore> {
+    let leaf = prop_oneof![
+        Just(BackingStore::default()),
+        (
+            any::<bool>(),
+            option::of(arb_path()),
+            option::of(select(ImageFormat::ALL.to_vec()))
+        )
+            .prop_map(|(file, p, format)| BackingStore {
+                source: Some(if file {
+                    DiskSource::File(p)
+                } else {
+                    DiskSource::Block(p)
+                }),
+                format,
+                backing: None,
+            }),
+    ];
+    leaf.prop_recursive(2, 3, 1, |inner| {
+        (
+            any::<bool>(),
+            option::of(arb_path()),
+            option::of(select(ImageFormat::ALL.to_vec())),
+            inner,
+        )
+            .prop_map(|(file, p, format, below)| BackingStore {
+                source: Some(if file {
+                    DiskSource::File(p)
+                } else {
+                    DiskSource::Block(p)
+                }),
+                format,
+                backing: Some(Box::new(below)),
+            })
+    })
+}
+
+/// A kept element written out by hand.
+fn kept_element(
+    name: &str,
+    attributes: &[(&str, &str)],
+    text: Option<&str>,
+    children: Vec<KeptElement>,
+) -> KeptElement {
+    KeptElement {
+        name: name.to_owned(),
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        text: text.map(str::to_owned),
+        children,
+    }
+}
+
+/// Kept children of `<domain>`, attributes in the table's order.
+fn kept_samples() -> Vec<KeptElement> {
+    vec![
+        kept_element(
+            "memoryBacking",
+            &[],
+            None,
+            vec![kept_element(
+                "hugepages",
+                &[],
+                None,
+                vec![kept_element(
+                    "page",
+                    &[("size", "2048"), ("unit", "KiB")],
+                    None,
+                    Vec::new(),
+                )],
+            )],
+        ),
+        kept_element("iothreads", &[], Some("2"), Vec::new()),
+        kept_element(
+            "sysinfo",
+            &[("type", "smbios")],
+            None,
+            vec![kept_element(
+                "system",
+                &[],
+                None,
+                vec![kept_element(
+                    "entry",
+                    &[("name", "serial")],
+                    Some("a & <b>"),
+                    Vec::new(),
+                )],
+            )],
+        ),
+    ]
+}
+
+/// Kept devices.
+fn kept_device_samples() -> Vec<KeptElement> {
+    vec![
+        kept_element(
+            "tpm",
+            &[("model", "tpm-crb")],
+            None,
+            vec![kept_element(
+                "backend",
+                &[("type", "emulator"), ("version", "2.0")],
+                None,
+                Vec::new(),
+            )],
+        ),
+        kept_element(
+            "hostdev",
+            &[("mode", "subsystem"), ("type", "pci"), ("managed", "yes")],
+            None,
+            vec![
+                kept_element(
+                    "source",
+                    &[],
+                    None,
+                    vec![kept_element(
+                        "address",
+                        &[
+                            ("domain", "0x0000"),
+                            ("bus", "0x06"),
+                            ("slot", "0x00"),
+                            ("function", "0x0"),
+                        ],
+                        None,
+                        Vec::new(),
+                    )],
+                ),
+                kept_element("alias", &[("name", "ua-gpu")], None, Vec::new()),
+            ],
+        ),
+    ]
+}
+
+/// A PCI or drive address.
+fn arb_address() -> impl Strategy<Value = DeviceAddress> {
+    prop_oneof![
+        (
+            0u64..=0xffff,
+            0u64..=0xff,
+            0u64..=0x1f,
+            0u64..=7,
+            option::of(any::<bool>())
+        )
+            .prop_map(
+                |(domain, bus, slot, function, multifunction)| DeviceAddress {
+                    address_type: Some(AddressType::Pci),
+                    domain: Some(domain),
+                    bus: Some(bus),
+                    slot: Some(slot),
+                    function: Some(function),
+                    multifunction,
+                    ..DeviceAddress::default()
+                }
+            ),
+        (0u64..4, 0u64..4, 0u64..4, 0u64..4).prop_map(|(controller, bus, target, unit)| {
+            DeviceAddress {
+                address_type: Some(AddressType::Drive),
+                controller: Some(controller),
+                bus: Some(bus),
+                target: Some(target),
+                unit: Some(unit),
+                ..DeviceAddress::default()
+            }
+        }),
+    ]
 }
 
 fn arb_vm_devices() -> impl Strategy<Value = Devices> {
@@ -837,15 +1030,41 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
             (
                 option::of(Just(DiskDriverName::Qemu)),
                 option::of(select(ImageFormat::ALL.to_vec())),
+                option::of(select(DiskCache::ALL.to_vec())),
+                option::of(select(DiskIo::ALL.to_vec())),
+                option::of(select(DiskDiscard::ALL.to_vec())),
             )
-                .prop_map(|(name, format)| DiskDriver { name, format }),
+                .prop_map(|(name, format, cache, io, discard)| DiskDriver {
+                    name,
+                    format,
+                    cache,
+                    io,
+                    discard,
+                }),
         ),
         "[sv]d[a-z]",
         option::of(select(DiskBus::ALL.to_vec())),
         any::<bool>(),
+        (
+            option::of("[A-Za-z0-9-]{1,12}"),
+            any::<bool>(),
+            any::<bool>(),
+            option::of(arb_address()),
+            option::of("[a-z][a-z0-9-]{0,8}"),
+            option::of(arb_backing_store()),
+        ),
     )
         .prop_map(
-            |(file, device, path, driver, target_dev, target_bus, readonly)| {
+            |(
+                file,
+                device,
+                path,
+                driver,
+                target_dev,
+                target_bus,
+                readonly,
+                (serial, shareable, transient, address, alias, backing_store),
+            )| {
                 let path = match (device, path) {
                     (DiskDevice::Disk, None) => Some(PathBuf::from("/var/lib/img")),
                     (_, p) => p,
@@ -861,6 +1080,14 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     target_dev,
                     target_bus,
                     readonly,
+                    boot_order: None,
+                    serial,
+                    shareable,
+                    transient,
+                    address,
+                    alias,
+                    backing_store,
+                    kept: Vec::new(),
                 }
             },
         );
@@ -874,20 +1101,103 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
             select(vec![ConsoleTargetType::Serial, ConsoleTargetType::Virtio]),
             16,
         ),
+        vec(
+            (
+                option::of(select(SerialTargetType::ALL.to_vec())),
+                option::of(select(SerialModel::ALL.to_vec())),
+            ),
+            16,
+        ),
+        (
+            option::of(
+                (
+                    select(MemballoonModel::ALL.to_vec()),
+                    option::of(any::<bool>()),
+                    option::of(0u32..=3600),
+                    option::of(arb_address()),
+                )
+                    .prop_map(|(model, autodeflate, stats_period, address)| {
+                        Memballoon {
+                            model,
+                            autodeflate,
+                            free_page_reporting: None,
+                            stats_period,
+                            address,
+                            alias: None,
+                            kept: Vec::new(),
+                        }
+                    }),
+            ),
+            vec(
+                (
+                    select(WatchdogModel::ALL.to_vec()),
+                    option::of(select(WatchdogAction::ALL.to_vec())),
+                )
+                    .prop_map(|(model, action)| Watchdog {
+                        model,
+                        action,
+                        address: None,
+                        alias: None,
+                    }),
+                0..2,
+            ),
+            vec(
+                (
+                    select(InputType::ALL.to_vec()),
+                    option::of(select(InputBus::ALL.to_vec())),
+                )
+                    .prop_map(|(input_type, bus)| Input {
+                        input_type,
+                        bus,
+                        address: None,
+                        alias: None,
+                        kept: Vec::new(),
+                    }),
+                0..3,
+            ),
+        ),
     )
         .prop_map(
-            |(emulator, disks, interfaces, serials, consoles, types)| Devices {
+            |(
+                emulator,
+                disks,
+                interfaces,
+                serials,
+                consoles,
+                types,
+                serial_targets,
+                (memballoon, watchdogs, inputs),
+            )| Devices {
                 emulator,
                 filesystems: Vec::new(),
                 disks: unique_disks(disks),
                 interfaces: unique_interfaces(interfaces),
                 hostdevs: Vec::new(),
-                serials: serials.into_iter().map(|port| Serial { port }).collect(),
+                serials: serials
+                    .into_iter()
+                    .zip(serial_targets)
+                    .map(|(port, (target_type, model))| Serial {
+                        port,
+                        target_type,
+                        model,
+                        address: None,
+                        alias: None,
+                    })
+                    .collect(),
                 consoles: consoles
                     .into_iter()
                     .zip(types)
-                    .map(|(port, target_type)| Console { target_type, port })
+                    .map(|(port, target_type)| Console {
+                        target_type,
+                        port,
+                        address: None,
+                        alias: None,
+                    })
                     .collect(),
+                memballoon,
+                watchdogs,
+                inputs,
+                ..Devices::default()
             },
         )
 }
@@ -900,17 +1210,118 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         option::of(arb_path()),
         option::of(arb_text()),
         subsequence(BootDev::ALL.to_vec(), 0..=BootDev::ALL.len()).prop_shuffle(),
+        option::of(select(Firmware::ALL.to_vec())),
+        (
+            option::of(
+                (
+                    option::of(arb_path()),
+                    option::of(any::<bool>()),
+                    option::of(select(LoaderType::ALL.to_vec())),
+                    option::of(any::<bool>()),
+                )
+                    .prop_map(|(path, readonly, loader_type, secure)| Loader {
+                        path,
+                        readonly,
+                        loader_type,
+                        secure,
+                    }),
+            ),
+            option::of(
+                (option::of(arb_path()), option::of(arb_path()))
+                    .prop_map(|(path, template)| Nvram { path, template }),
+            ),
+            option::of(
+                (option::of(any::<bool>()), option::of(0u32..=65535))
+                    .prop_map(|(enable, timeout)| BootMenu { enable, timeout }),
+            ),
+            option::of(select(SmbiosMode::ALL.to_vec())),
+        ),
     )
-        .prop_map(|(arch, machine, kernel, initrd, cmdline, boot)| {
-            Os::Hvm(HvmOs {
+        .prop_map(
+            |(
                 arch,
                 machine,
                 kernel,
                 initrd,
                 cmdline,
                 boot,
-            })
-        });
+                firmware,
+                (loader, nvram, bootmenu, smbios),
+            )| {
+                Os::Hvm(HvmOs {
+                    firmware,
+                    loader,
+                    nvram,
+                    bootmenu,
+                    smbios,
+                    kept: Vec::new(),
+                    arch,
+                    machine,
+                    kernel,
+                    initrd,
+                    cmdline,
+                    boot,
+                })
+            },
+        );
+    let cpu = (
+        option::of(select(CpuMode::ALL.to_vec())),
+        option::of(select(CpuMatch::ALL.to_vec())),
+        option::of(select(CpuCheck::ALL.to_vec())),
+        option::of(any::<bool>()),
+        option::of(
+            (
+                option::of("[A-Z][a-z0-9-]{0,12}"),
+                option::of(select(CpuFallback::ALL.to_vec())),
+            )
+                .prop_map(|(name, fallback)| CpuModel { name, fallback }),
+        ),
+        option::of(
+            (
+                option::of(1u32..=4096),
+                option::of(1u32..=4096),
+                option::of(1u32..=4096),
+                option::of(1u32..=4096),
+            )
+                .prop_map(|(sockets, dies, cores, threads)| CpuTopology {
+                    sockets,
+                    dies,
+                    cores,
+                    threads,
+                }),
+        ),
+        btree_map(
+            "[a-z][a-z0-9_.-]{0,10}",
+            option::of(select(CpuFeaturePolicy::ALL.to_vec())),
+            0..3,
+        ),
+    )
+        .prop_map(
+            |(mode, match_mode, check, migratable, model, topology, features)| Cpu {
+                mode,
+                match_mode,
+                check,
+                migratable,
+                model,
+                topology,
+                features: features
+                    .into_iter()
+                    .map(|(name, policy)| CpuFeature { policy, name })
+                    .collect(),
+                kept: Vec::new(),
+            },
+        );
+    let pm = (option::of(any::<bool>()), option::of(any::<bool>())).prop_map(
+        |(suspend_to_mem, suspend_to_disk)| Pm {
+            suspend_to_mem,
+            suspend_to_disk,
+        },
+    );
+    let vm_features = (
+        option::of(any::<bool>()),
+        option::of(any::<bool>()),
+        option::of(select(IoapicDriver::ALL.to_vec())),
+    );
     (
         arb_common(),
         select(vec![DomainType::Kvm, DomainType::Qemu]),
@@ -920,49 +1331,74 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         arb_lifecycle(),
         arb_vm_devices(),
         arb_seclabel(),
+        (
+            option::of(1u32..=64),
+            vec(option::of(select(TickPolicy::ALL.to_vec())), 8),
+            option::of(cpu),
+            option::of(pm),
+            vm_features,
+            (
+                subsequence(kept_samples(), 0..=3),
+                subsequence(kept_device_samples(), 0..=2),
+            ),
+        ),
     )
         .prop_map(
             |(
-                (name, uuid, title, description, metadata, (memory, current_memory), vcpu),
+                (name, uuid, title, description, metadata, (memory, current_memory), mut vcpu),
                 domain_type,
                 os,
                 (acpi, apic, pae),
-                clock,
+                mut clock,
                 (on_poweroff, on_reboot, on_crash),
-                devices,
+                mut devices,
                 seclabel,
-            )| DomainDef {
-                domain_type,
-                name,
-                uuid,
-                title,
-                description,
-                metadata,
-                memory,
-                current_memory,
-                memtune: None,
-                vcpu,
-                cputune: None,
-                numatune: None,
-                blkiotune: None,
-                partition: None,
-                os,
-                idmap: None,
-                features: Features {
-                    acpi,
-                    apic,
-                    pae,
-                    ..Features::default()
-                },
-                clock,
-                on_poweroff,
-                on_reboot,
-                on_crash,
-                devices,
-                seclabel,
-                lxc_namespace: None,
-                seccomp: None,
-                userns: None,
+                (current, tickpolicies, cpu, pm, (vmport, smm, ioapic), (kept, kept_devices)),
+            )| {
+                devices.kept = kept_devices;
+                vcpu.current = current.map(|c| c.min(vcpu.count));
+                for (t, p) in clock.timers.iter_mut().zip(tickpolicies) {
+                    t.tickpolicy = p;
+                }
+                DomainDef {
+                    domain_type,
+                    name,
+                    uuid,
+                    title,
+                    description,
+                    metadata,
+                    memory,
+                    current_memory,
+                    memtune: None,
+                    vcpu,
+                    cputune: None,
+                    numatune: None,
+                    blkiotune: None,
+                    partition: None,
+                    os,
+                    idmap: None,
+                    features: Features {
+                        acpi,
+                        apic,
+                        pae,
+                        vmport,
+                        smm,
+                        ioapic,
+                        ..Features::default()
+                    },
+                    clock,
+                    on_poweroff,
+                    on_reboot,
+                    on_crash,
+                    devices,
+                    seclabel,
+                    lxc_namespace: None,
+                    seccomp: None,
+                    userns: None,
+                    cpu,
+                    pm,
+                    kept,
+                }
             },
         )
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::cpuset::CpuSet;
+pub use super::kept::KeptElement;
 use super::values::{Capability, DomainName, IdRef, MacAddr, keyword_enum};
 
 /// The namespace of libvirt's LXC extension elements (`<lxc:namespace>`).
@@ -81,9 +82,55 @@ pub struct DomainDef {
     /// `<lxvirt:userns>`; `None`: the daemon's default (an allocated range
     /// unless the daemon is configured otherwise), or `<idmap>` when given.
     pub userns: Option<Userns>,
+    /// `<cpu>` (virtual machines).
+    pub cpu: Option<Cpu>,
+    /// `<pm>` (virtual machines).
+    pub pm: Option<Pm>,
+    /// Kept children of `<domain>` (virtual machines: `<memoryBacking>`,
+    /// `<sysinfo>`, …), in document order.
+    pub kept: Vec<KeptElement>,
 }
 
 impl DomainDef {
+    /// What in this virtual machine's definition lxvirt keeps but does not
+    /// model, so that a driver cannot act on it: every kept element except
+    /// placement and naming hints (`<address>`, `<alias>`), as a start tag
+    /// that names it with the element it sits in, such as
+    /// `<devices><sound model='ich9'>`. A driver refuses to start a domain
+    /// while this list has something it cannot run, naming the element;
+    /// the definition keeps it either way. Empty for containers, which
+    /// keep nothing.
+    pub fn unsupported_for_vm(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut add = |parent: &str, kept: &[KeptElement]| {
+            for k in kept {
+                let hint = super::kept::CONTEXTS
+                    .iter()
+                    .flat_map(|(_, specs)| specs.iter())
+                    .any(|s| s.hint && s.name == k.name);
+                if !hint {
+                    out.push(format!("{parent}{k}"));
+                }
+            }
+        };
+        add("", &self.kept);
+        if let Os::Hvm(os) = &self.os {
+            add("<os>", &os.kept);
+        }
+        add("<features>", &self.features.kept);
+        if let Some(cpu) = &self.cpu {
+            add("<cpu>", &cpu.kept);
+        }
+        add("<devices>", &self.devices.kept);
+        for d in &self.devices.disks {
+            add(&format!("<disk dev='{}'>", d.target_dev), &d.kept);
+        }
+        for (n, i) in self.devices.interfaces.iter().enumerate() {
+            add(&format!("<interface index='{n}'>"), &i.kept);
+        }
+        out
+    }
+
     /// The name as a string.
     pub fn name(&self) -> &str {
         self.name.as_str()
@@ -199,6 +246,9 @@ pub struct Vcpu {
     pub placement: VcpuPlacement,
     /// Host CPUs the domain may run on.
     pub cpuset: Option<CpuSet>,
+    /// vCPUs online at start (virtual machines), at most `count`; `None`:
+    /// all of them.
+    pub current: Option<u32>,
 }
 
 impl Default for Vcpu {
@@ -207,6 +257,7 @@ impl Default for Vcpu {
             count: 1,
             placement: VcpuPlacement::Static,
             cpuset: None,
+            current: None,
         }
     }
 }
@@ -295,15 +346,167 @@ keyword_enum! {
     }
 }
 
+keyword_enum! {
+    /// `<os firmware=>`: which firmware the hypervisor picks for the guest.
+    pub enum Firmware {
+        Bios = "bios",
+        Efi = "efi",
+    }
+}
+
 /// `<os>` of a virtual machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HvmOs {
+    pub firmware: Option<Firmware>,
     pub arch: Option<String>,
     pub machine: Option<String>,
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub boot: Vec<BootDev>,
+    pub loader: Option<Loader>,
+    pub nvram: Option<Nvram>,
+    pub bootmenu: Option<BootMenu>,
+    /// `<smbios mode=>`.
+    pub smbios: Option<SmbiosMode>,
+    /// Kept children: `<bios>`, `<firmware>`, `<acpi>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    /// `<loader type=>`.
+    pub enum LoaderType {
+        Rom = "rom",
+        Pflash = "pflash",
+    }
+}
+
+/// `<os><loader>`: the firmware image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loader {
+    /// `None`: the hypervisor's choice (with `<os firmware=>`).
+    pub path: Option<PathBuf>,
+    pub readonly: Option<bool>,
+    pub loader_type: Option<LoaderType>,
+    /// Secure boot (needs `<smm state='on'/>`).
+    pub secure: Option<bool>,
+}
+
+/// `<os><nvram>`: the guest's UEFI variable store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nvram {
+    /// `None`: the hypervisor's choice.
+    pub path: Option<PathBuf>,
+    /// The file a new store is copied from.
+    pub template: Option<PathBuf>,
+}
+
+/// `<os><bootmenu>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootMenu {
+    pub enable: Option<bool>,
+    /// Milliseconds, 0..=65535.
+    pub timeout: Option<u32>,
+}
+
+keyword_enum! {
+    /// `<smbios mode=>`: where the guest's SMBIOS tables come from.
+    pub enum SmbiosMode {
+        Emulate = "emulate",
+        Host = "host",
+        Sysinfo = "sysinfo",
+    }
+}
+
+keyword_enum! {
+    pub enum CpuMode {
+        Custom = "custom",
+        HostModel = "host-model",
+        HostPassthrough = "host-passthrough",
+        Maximum = "maximum",
+    }
+}
+
+keyword_enum! {
+    pub enum CpuMatch {
+        Minimum = "minimum",
+        Exact = "exact",
+        Strict = "strict",
+    }
+}
+
+keyword_enum! {
+    pub enum CpuCheck {
+        None = "none",
+        Partial = "partial",
+        Full = "full",
+    }
+}
+
+keyword_enum! {
+    /// `<cpu><model fallback=>`: whether a close model may replace it.
+    pub enum CpuFallback {
+        Allow = "allow",
+        Forbid = "forbid",
+    }
+}
+
+keyword_enum! {
+    pub enum CpuFeaturePolicy {
+        Force = "force",
+        Require = "require",
+        Optional = "optional",
+        Disable = "disable",
+        Forbid = "forbid",
+    }
+}
+
+/// `<cpu><model>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuModel {
+    /// A CPU model name such as `Skylake-Client`; `None` with only
+    /// `fallback` given.
+    pub name: Option<String>,
+    pub fallback: Option<CpuFallback>,
+}
+
+/// `<cpu><topology>`: each count 1..=4096 when given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTopology {
+    pub sockets: Option<u32>,
+    pub dies: Option<u32>,
+    pub cores: Option<u32>,
+    pub threads: Option<u32>,
+}
+
+/// `<cpu><feature>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuFeature {
+    /// `None`: `require`, libvirt's default.
+    pub policy: Option<CpuFeaturePolicy>,
+    pub name: String,
+}
+
+/// `<cpu>` of a virtual machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cpu {
+    pub mode: Option<CpuMode>,
+    pub match_mode: Option<CpuMatch>,
+    pub check: Option<CpuCheck>,
+    pub migratable: Option<bool>,
+    pub model: Option<CpuModel>,
+    pub topology: Option<CpuTopology>,
+    /// In document order; names distinct.
+    pub features: Vec<CpuFeature>,
+    /// Kept children: `<vendor>`, `<cache>`, `<maxphysaddr>`, `<numa>`.
+    pub kept: Vec<KeptElement>,
+}
+
+/// `<pm>`: which sleep states the guest's firmware offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pm {
+    pub suspend_to_mem: Option<bool>,
+    pub suspend_to_disk: Option<bool>,
 }
 
 /// `<idmap>`: user namespace mappings, each list sorted by `start`.
@@ -350,6 +553,22 @@ pub struct Features {
     pub acpi: bool,
     pub apic: bool,
     pub pae: bool,
+    /// `<vmport state=>` (virtual machines).
+    pub vmport: Option<bool>,
+    /// `<smm state=>` (virtual machines; secure boot needs it on).
+    pub smm: Option<bool>,
+    /// `<ioapic driver=>` (virtual machines).
+    pub ioapic: Option<IoapicDriver>,
+    /// Kept children (virtual machines): `<hyperv>`, `<kvm>`, `<pmu>`, …
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    /// `<ioapic driver=>`: who emulates the I/O APIC.
+    pub enum IoapicDriver {
+        Kvm = "kvm",
+        Qemu = "qemu",
+    }
 }
 
 impl Features {
@@ -372,6 +591,17 @@ keyword_enum! {
         Pit = "pit",
         Tsc = "tsc",
         Kvmclock = "kvmclock",
+        Hypervclock = "hypervclock",
+    }
+}
+
+keyword_enum! {
+    /// `<timer tickpolicy=>`: what to do with ticks the guest missed.
+    pub enum TickPolicy {
+        Delay = "delay",
+        Catchup = "catchup",
+        Merge = "merge",
+        Discard = "discard",
     }
 }
 
@@ -396,6 +626,8 @@ impl Default for Clock {
 pub struct Timer {
     pub name: TimerName,
     pub present: Option<bool>,
+    /// Virtual machines only.
+    pub tickpolicy: Option<TickPolicy>,
 }
 
 keyword_enum! {
@@ -425,6 +657,21 @@ pub struct Devices {
     /// Virtual machines only.
     pub serials: Vec<Serial>,
     pub consoles: Vec<Console>,
+    /// Virtual machines only, from here to `kept`.
+    pub controllers: Vec<Controller>,
+    pub inputs: Vec<Input>,
+    pub graphics: Vec<Graphics>,
+    pub videos: Vec<Video>,
+    pub sounds: Vec<Sound>,
+    pub audios: Vec<Audio>,
+    pub channels: Vec<Channel>,
+    pub rngs: Vec<Rng>,
+    pub memballoon: Option<Memballoon>,
+    pub watchdogs: Vec<Watchdog>,
+    pub panics: Vec<Panic>,
+    /// Kept devices (virtual machines): `<tpm>`, `<smartcard>`, `<hostdev>`,
+    /// … in document order.
+    pub kept: Vec<KeptElement>,
 }
 
 keyword_enum! {
@@ -546,11 +793,43 @@ pub enum DiskSource {
     Block(Option<PathBuf>),
 }
 
+keyword_enum! {
+    /// `<disk><driver cache=>`: the host page cache mode.
+    pub enum DiskCache {
+        Default = "default",
+        None = "none",
+        Writethrough = "writethrough",
+        Writeback = "writeback",
+        Directsync = "directsync",
+        Unsafe = "unsafe",
+    }
+}
+
+keyword_enum! {
+    /// `<disk><driver io=>`: how the host submits I/O.
+    pub enum DiskIo {
+        Threads = "threads",
+        Native = "native",
+        IoUring = "io_uring",
+    }
+}
+
+keyword_enum! {
+    /// `<disk><driver discard=>`: whether guest discards reach the image.
+    pub enum DiskDiscard {
+        Unmap = "unmap",
+        Ignore = "ignore",
+    }
+}
+
 /// `<disk><driver>` (virtual machines).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DiskDriver {
     pub name: Option<DiskDriverName>,
     pub format: Option<ImageFormat>,
+    pub cache: Option<DiskCache>,
+    pub io: Option<DiskIo>,
+    pub discard: Option<DiskDiscard>,
 }
 
 /// `<disk>`.
@@ -563,6 +842,73 @@ pub struct Disk {
     pub target_dev: String,
     pub target_bus: Option<DiskBus>,
     pub readonly: bool,
+    /// Virtual machines: `<boot order=>`, 1 or more, unique among devices.
+    pub boot_order: Option<u32>,
+    /// Virtual machines: `<serial>`, the serial number the guest sees.
+    pub serial: Option<String>,
+    /// Virtual machines: `<shareable/>`.
+    pub shareable: bool,
+    /// Virtual machines: `<transient/>`, writes go to a discarded overlay.
+    pub transient: bool,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Virtual machines: the image chain under the disk's image.
+    pub backing_store: Option<BackingStore>,
+    /// Kept children (virtual machines): `<iotune>`, `<encryption>`, …
+    pub kept: Vec<KeptElement>,
+}
+
+/// `<backingStore>`: one image of a disk's backing chain. An empty
+/// `<backingStore/>` (no source, no format, nothing under it) says the
+/// chain ends here; without the element the chain is probed at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackingStore {
+    /// `type='file'` or `'block'` with `<source file|dev>`.
+    pub source: Option<DiskSource>,
+    pub format: Option<ImageFormat>,
+    pub backing: Option<Box<BackingStore>>,
+}
+
+keyword_enum! {
+    /// `<address type=>`: the bus a device sits on.
+    pub enum AddressType {
+        Pci = "pci",
+        Drive = "drive",
+        VirtioSerial = "virtio-serial",
+        Ccid = "ccid",
+        Usb = "usb",
+        Isa = "isa",
+        Dimm = "dimm",
+        Unassigned = "unassigned",
+    }
+}
+
+/// `<address>` of a VM device: where the guest sees it. Which attributes
+/// apply depends on the type (PCI: domain, bus, slot, function; drive:
+/// controller, bus, target, unit; …); the parser checks their ranges
+/// only, as the bus a device sits on is the driver's to judge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceAddress {
+    pub address_type: Option<AddressType>,
+    /// 0..=0xffff.
+    pub domain: Option<u64>,
+    /// 0..=0xff.
+    pub bus: Option<u64>,
+    /// 0..=0x1f.
+    pub slot: Option<u64>,
+    /// 0..=7.
+    pub function: Option<u64>,
+    pub multifunction: Option<bool>,
+    pub controller: Option<u64>,
+    pub target: Option<u64>,
+    pub unit: Option<u64>,
+    /// A USB port path such as `1.2`, or a virtio-serial port number.
+    pub port: Option<String>,
+    pub reg: Option<u64>,
+    pub iobase: Option<u64>,
+    pub irq: Option<u64>,
+    pub base: Option<u64>,
+    pub slots: Option<u64>,
 }
 
 keyword_enum! {
@@ -738,6 +1084,12 @@ pub struct Interface {
     pub bandwidth: Option<Bandwidth>,
     /// Not on `ethernet` interfaces (no switch port to tag).
     pub vlan: Option<Vlan>,
+    /// Virtual machines: `<boot order=>`.
+    pub boot_order: Option<u32>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children (virtual machines): `<driver>`, `<rom>`, …
+    pub kept: Vec<KeptElement>,
 }
 
 /// A USB device selected by vendor and product id.
@@ -785,17 +1137,46 @@ keyword_enum! {
 }
 
 /// `<console type='pty'>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Console {
     pub target_type: ConsoleTargetType,
     /// Assigned in document order when not given.
     pub port: u32,
+    /// Virtual machines: a virtio console sits on a virtio-serial port.
+    pub address: Option<DeviceAddress>,
+    /// Virtual machines.
+    pub alias: Option<String>,
+}
+
+keyword_enum! {
+    /// `<serial><target type=>`: how the port attaches to the guest.
+    pub enum SerialTargetType {
+        IsaSerial = "isa-serial",
+        UsbSerial = "usb-serial",
+        PciSerial = "pci-serial",
+        IsaDebug = "isa-debug",
+    }
+}
+
+keyword_enum! {
+    /// `<serial><target><model name=>`: the emulated device.
+    pub enum SerialModel {
+        IsaSerial = "isa-serial",
+        UsbSerial = "usb-serial",
+        PciSerial = "pci-serial",
+        IsaDebugcon = "isa-debugcon",
+    }
 }
 
 /// `<serial type='pty'>` (virtual machines).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Serial {
     pub port: u32,
+    pub target_type: Option<SerialTargetType>,
+    pub model: Option<SerialModel>,
+    /// USB and PCI serial ports sit at an address.
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
 }
 
 keyword_enum! {
@@ -929,4 +1310,387 @@ impl DeviceDef {
         let root = crate::xml::parse_str(text)?;
         crate::parse::parse_device(kind, &root)
     }
+}
+
+keyword_enum! {
+    pub enum ControllerType {
+        Pci = "pci",
+        Usb = "usb",
+        Sata = "sata",
+        Ide = "ide",
+        Fdc = "fdc",
+        Scsi = "scsi",
+        VirtioSerial = "virtio-serial",
+        Ccid = "ccid",
+        Isa = "isa",
+    }
+}
+
+/// `<controller><target>` (PCI controllers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControllerTarget {
+    pub chassis_nr: Option<u32>,
+    pub chassis: Option<u32>,
+    /// 0..=0xff.
+    pub port: Option<u32>,
+    pub bus_nr: Option<u32>,
+    pub index: Option<u32>,
+    pub hotplug: Option<bool>,
+}
+
+/// `<controller>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controller {
+    pub controller_type: ControllerType,
+    pub index: Option<u32>,
+    /// Such as `pcie-root-port`, `qemu-xhci`, `virtio-scsi`: many, and
+    /// the emulator's to judge.
+    pub model: Option<String>,
+    pub ports: Option<u32>,
+    pub vectors: Option<u32>,
+    /// `<model name=>`: the emulated device of a PCI controller.
+    pub model_name: Option<String>,
+    pub target: Option<ControllerTarget>,
+    /// `<driver queues=>`.
+    pub queues: Option<u32>,
+    /// `<driver iothread=>`.
+    pub iothread: Option<u32>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<master>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum InputType {
+        Tablet = "tablet",
+        Mouse = "mouse",
+        Keyboard = "keyboard",
+        Passthrough = "passthrough",
+        Evdev = "evdev",
+    }
+}
+
+keyword_enum! {
+    pub enum InputBus {
+        Usb = "usb",
+        Ps2 = "ps2",
+        Virtio = "virtio",
+        Xen = "xen",
+        None = "none",
+    }
+}
+
+/// `<input>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub input_type: InputType,
+    pub bus: Option<InputBus>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<source>`, `<driver>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum GraphicsType {
+        Vnc = "vnc",
+        Spice = "spice",
+        Sdl = "sdl",
+        Rdp = "rdp",
+        Desktop = "desktop",
+        EglHeadless = "egl-headless",
+        Dbus = "dbus",
+    }
+}
+
+keyword_enum! {
+    pub enum ListenType {
+        Address = "address",
+        Network = "network",
+        Socket = "socket",
+        None = "none",
+    }
+}
+
+/// `<graphics><listen>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphicsListen {
+    pub listen_type: Option<ListenType>,
+    pub address: Option<String>,
+    pub network: Option<String>,
+    pub socket: Option<PathBuf>,
+}
+
+/// `<graphics>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graphics {
+    pub graphics_type: GraphicsType,
+    /// A TCP port, or -1: chosen at start.
+    pub port: Option<i32>,
+    pub autoport: Option<bool>,
+    pub websocket: Option<i32>,
+    /// The listen address (the old form of `<listen type='address'>`).
+    pub listen: Option<String>,
+    /// A UNIX socket (VNC).
+    pub socket: Option<PathBuf>,
+    pub passwd: Option<String>,
+    pub keymap: Option<String>,
+    pub tls_port: Option<i32>,
+    pub listens: Vec<GraphicsListen>,
+    /// Kept children: `<image>`, `<gl>`, `<audio>`, …
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum VideoModelType {
+        Vga = "vga",
+        Cirrus = "cirrus",
+        Vmvga = "vmvga",
+        Qxl = "qxl",
+        Virtio = "virtio",
+        Bochs = "bochs",
+        Ramfb = "ramfb",
+        None = "none",
+    }
+}
+
+/// `<video><model>`; sizes in KiB as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoModel {
+    pub model_type: VideoModelType,
+    pub vram: Option<u64>,
+    pub ram: Option<u64>,
+    pub vgamem: Option<u64>,
+    pub vram64: Option<u64>,
+    pub heads: Option<u32>,
+    pub primary: Option<bool>,
+    /// Kept children: `<acceleration>`, `<resolution>`.
+    pub kept: Vec<KeptElement>,
+}
+
+/// `<video>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Video {
+    pub model: Option<VideoModel>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<driver>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum SoundModel {
+        Sb16 = "sb16",
+        Es1370 = "es1370",
+        Pcspk = "pcspk",
+        Ac97 = "ac97",
+        Ich6 = "ich6",
+        Ich7 = "ich7",
+        Ich9 = "ich9",
+        Usb = "usb",
+        Virtio = "virtio",
+    }
+}
+
+keyword_enum! {
+    pub enum SoundCodecType {
+        Duplex = "duplex",
+        Micro = "micro",
+        Output = "output",
+    }
+}
+
+/// `<sound>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sound {
+    pub model: SoundModel,
+    pub codecs: Vec<SoundCodecType>,
+    /// `<audio id=>`: the `<audio>` backend it plays through.
+    pub audio: Option<u32>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+}
+
+keyword_enum! {
+    pub enum AudioType {
+        None = "none",
+        Alsa = "alsa",
+        Coreaudio = "coreaudio",
+        Dbus = "dbus",
+        Jack = "jack",
+        Oss = "oss",
+        Pulseaudio = "pulseaudio",
+        Sdl = "sdl",
+        Spice = "spice",
+        File = "file",
+        Pipewire = "pipewire",
+    }
+}
+
+/// `<audio>`: a host audio backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audio {
+    /// 1 or more, unique.
+    pub id: u32,
+    pub audio_type: AudioType,
+    pub timer_period: Option<u32>,
+    /// Kept children: `<input>`, `<output>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum ChannelType {
+        Unix = "unix",
+        Pty = "pty",
+        Spicevmc = "spicevmc",
+        Spiceport = "spiceport",
+        QemuVdagent = "qemu-vdagent",
+        Pipe = "pipe",
+        File = "file",
+        Null = "null",
+    }
+}
+
+keyword_enum! {
+    pub enum ChannelSourceMode {
+        Bind = "bind",
+        Connect = "connect",
+    }
+}
+
+keyword_enum! {
+    pub enum ChannelTargetType {
+        Virtio = "virtio",
+        Guestfwd = "guestfwd",
+    }
+}
+
+keyword_enum! {
+    pub enum ChannelState {
+        Connected = "connected",
+        Disconnected = "disconnected",
+    }
+}
+
+/// `<channel>`: a host-guest channel such as the guest agent's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub channel_type: ChannelType,
+    pub source_mode: Option<ChannelSourceMode>,
+    /// `None` for a unix channel: a socket path chosen at start.
+    pub source_path: Option<PathBuf>,
+    /// `<source channel=>` of a spiceport.
+    pub source_channel: Option<String>,
+    pub target_type: Option<ChannelTargetType>,
+    /// Such as `org.qemu.guest_agent.0`.
+    pub target_name: Option<String>,
+    /// Live only in libvirt; kept as given.
+    pub target_state: Option<ChannelState>,
+    /// guestfwd: the guest-side address and port.
+    pub target_address: Option<String>,
+    pub target_port: Option<String>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+}
+
+keyword_enum! {
+    /// Models of virtio devices (`rng`).
+    pub enum VirtioModel {
+        Virtio = "virtio",
+        VirtioTransitional = "virtio-transitional",
+        VirtioNonTransitional = "virtio-non-transitional",
+    }
+}
+
+keyword_enum! {
+    pub enum RngBackendModel {
+        Random = "random",
+        Builtin = "builtin",
+    }
+}
+
+/// `<rng>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rng {
+    pub model: VirtioModel,
+    pub backend: Option<RngBackendModel>,
+    /// A `random` backend's device, such as `/dev/urandom`.
+    pub backend_path: Option<PathBuf>,
+    /// `<rate bytes=>`: at most this many bytes per period.
+    pub rate_bytes: Option<u64>,
+    /// `<rate period=>`, milliseconds.
+    pub rate_period: Option<u64>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<driver>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum MemballoonModel {
+        Virtio = "virtio",
+        VirtioTransitional = "virtio-transitional",
+        VirtioNonTransitional = "virtio-non-transitional",
+        None = "none",
+    }
+}
+
+/// `<memballoon>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memballoon {
+    pub model: MemballoonModel,
+    pub autodeflate: Option<bool>,
+    pub free_page_reporting: Option<bool>,
+    /// `<stats period=>`, seconds.
+    pub stats_period: Option<u32>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+    /// Kept children: `<driver>`.
+    pub kept: Vec<KeptElement>,
+}
+
+keyword_enum! {
+    pub enum WatchdogModel {
+        I6300esb = "i6300esb",
+        Ib700 = "ib700",
+        Itco = "itco",
+    }
+}
+
+keyword_enum! {
+    pub enum WatchdogAction {
+        Reset = "reset",
+        Shutdown = "shutdown",
+        Poweroff = "poweroff",
+        Pause = "pause",
+        None = "none",
+        Dump = "dump",
+        InjectNmi = "inject-nmi",
+    }
+}
+
+/// `<watchdog>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watchdog {
+    pub model: WatchdogModel,
+    pub action: Option<WatchdogAction>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
+}
+
+keyword_enum! {
+    pub enum PanicModel {
+        Isa = "isa",
+        Hyperv = "hyperv",
+        Pvpanic = "pvpanic",
+    }
+}
+
+/// `<panic>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panic {
+    pub model: Option<PanicModel>,
+    pub address: Option<DeviceAddress>,
+    pub alias: Option<String>,
 }

@@ -3,7 +3,9 @@
 //! [`xml`] reads bytes into a position-carrying tree and refuses hostile
 //! input; `parse` turns that tree into a validated [`DomainDef`]; `format`
 //! writes a definition back as canonical XML; [`schema`] validates a tree
-//! against the RELAX NG schema.
+//! against the RELAX NG schema. `kept` holds the table of libvirt's VM
+//! elements that are accepted and stored without typed fields
+//! ([`KeptElement`]; [`DomainDef::unsupported_for_vm`] lists them).
 //!
 //! A crate of its own, below the daemon: the `lxvirt` client checks and
 //! edits definitions with it without building the daemon (device-mapper
@@ -15,6 +17,7 @@ mod def;
 mod document;
 mod error;
 mod format;
+mod kept;
 pub mod network;
 mod parse;
 pub mod schema;
@@ -37,6 +40,9 @@ mod test_support;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod vm_tests;
 
 pub use cpuset::CpuSet;
 pub use def::*;

@@ -1164,6 +1164,8 @@ mod tests {
     const INVALID_EXAMPLES: &[(&str, Option<u32>)] = &[
         ("bad-idmap.xml", Some(9)),
         ("dynamic-norelabel.xml", Some(12)),
+        ("kvm-misspelled-kept.xml", Some(9)),
+        ("kvm-pci-slot.xml", None),
         ("missing-init.xml", Some(5)),
         ("network-nat-in-route.xml", Some(5)),
         ("network-range-outside.xml", None),
@@ -1608,6 +1610,8 @@ mod tests {
     /// The values the schema allows at `path` for attribute `attr` (or for
     /// the text, when `None`), over all alternatives.
     fn schema_values(path: &[(&str, &str)], attr: Option<&str>) -> BTreeSet<String> {
+        // A container's <filesystem> is typed, a VM's kept with more values.
+        let domain_type = (path.get(2) == Some(&("", "filesystem"))).then_some("lxc");
         let kind = if path.first() == Some(&("", "network")) {
             DocumentKind::Network
         } else {
@@ -1619,7 +1623,7 @@ mod tests {
             .map(|(ns, local)| ((!ns.is_empty()).then(|| ns.to_string()), local.to_string()))
             .collect();
         let mut values = BTreeSet::new();
-        for v in compiled.hints.variants(None, &key) {
+        for v in compiled.hints.variants(domain_type, &key) {
             let expect = match attr {
                 Some(a) => v.attributes.get(a),
                 None => v.text.as_ref(),
@@ -1670,6 +1674,135 @@ mod tests {
                 p(&["domain", "clock", "timer"]),
                 Some("name"),
                 TimerName::NAMES,
+            ),
+            (
+                p(&["domain", "clock", "timer"]),
+                Some("tickpolicy"),
+                TickPolicy::NAMES,
+            ),
+            (p(&["domain", "os"]), Some("firmware"), Firmware::NAMES),
+            (
+                p(&["domain", "os", "loader"]),
+                Some("type"),
+                LoaderType::NAMES,
+            ),
+            (
+                p(&["domain", "os", "smbios"]),
+                Some("mode"),
+                SmbiosMode::NAMES,
+            ),
+            (
+                p(&["domain", "features", "ioapic"]),
+                Some("driver"),
+                IoapicDriver::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "controller"]),
+                Some("type"),
+                ControllerType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "input"]),
+                Some("type"),
+                InputType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "input"]),
+                Some("bus"),
+                InputBus::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "graphics"]),
+                Some("type"),
+                GraphicsType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "sound"]),
+                Some("model"),
+                SoundModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "audio"]),
+                Some("type"),
+                AudioType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "channel"]),
+                Some("type"),
+                ChannelType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "rng"]),
+                Some("model"),
+                VirtioModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "memballoon"]),
+                Some("model"),
+                MemballoonModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "watchdog"]),
+                Some("model"),
+                WatchdogModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "watchdog"]),
+                Some("action"),
+                WatchdogAction::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "panic"]),
+                Some("model"),
+                PanicModel::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "video", "model"]),
+                Some("type"),
+                VideoModelType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "graphics", "listen"]),
+                Some("type"),
+                ListenType::NAMES,
+            ),
+            (p(&["domain", "cpu"]), Some("mode"), CpuMode::NAMES),
+            (p(&["domain", "cpu"]), Some("match"), CpuMatch::NAMES),
+            (p(&["domain", "cpu"]), Some("check"), CpuCheck::NAMES),
+            (
+                p(&["domain", "cpu", "model"]),
+                Some("fallback"),
+                CpuFallback::NAMES,
+            ),
+            (
+                p(&["domain", "cpu", "feature"]),
+                Some("policy"),
+                CpuFeaturePolicy::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "disk", "driver"]),
+                Some("cache"),
+                DiskCache::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "disk", "driver"]),
+                Some("io"),
+                DiskIo::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "disk", "driver"]),
+                Some("discard"),
+                DiskDiscard::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "serial", "target"]),
+                Some("type"),
+                SerialTargetType::NAMES,
+            ),
+            (
+                p(&["domain", "devices", "serial", "target", "model"]),
+                Some("name"),
+                SerialModel::NAMES,
             ),
             (p(&["domain", "on_poweroff"]), None, LifecycleAction::NAMES),
             (p(&["domain", "on_reboot"]), None, LifecycleAction::NAMES),

@@ -163,7 +163,9 @@ fn base_document_parses_with_defaults() {
         d.devices.consoles,
         vec![Console {
             target_type: ConsoleTargetType::Lxc,
-            port: 0
+            port: 0,
+            address: None,
+            alias: None,
         }]
     );
     assert_eq!(d.uuid.get_version_num(), 4);
@@ -1316,13 +1318,18 @@ fn kvm_domains_are_stored_and_checked() {
         "more than once",
     );
     fails(&kroot("<idmap/>"), "not supported in a kvm domain");
-    fails(&kroot("<cputune/>"), "not supported in a kvm domain");
+    // A VM's <cputune> is kept (see vm_tests.rs), by its own vocabulary.
+    fails(&kroot("<cputune><weight/></cputune>"), "weight");
     fails(
         &kroot("<features><privnet/></features>"),
         "not supported in a kvm domain",
     );
-    fails(&kdev("<filesystem/>"), "not supported in a kvm domain");
-    fails(&kdev("<hostdev/>"), "not supported in a kvm domain");
+    // A VM's <filesystem> and <hostdev> are kept, not typed.
+    fails(&kdev("<filesystem><dir/></filesystem>"), "dir");
+    fails(
+        &kdev("<hostdev mode='capabilities'/>"),
+        "mode 'capabilities'",
+    );
     fails(
         &kdev("<console><target type='lxc'/></console>"),
         "does not fit a kvm domain",
@@ -1354,7 +1361,16 @@ fn kvm_domains_are_stored_and_checked() {
          <serial/><console><target type='virtio'/></console>",
     ));
     assert_eq!(d.devices.disks[0].source, DiskSource::File(None));
-    assert_eq!(d.devices.serials, vec![Serial { port: 0 }]);
+    assert_eq!(
+        d.devices.serials,
+        vec![Serial {
+            port: 0,
+            target_type: None,
+            model: None,
+            address: None,
+            alias: None,
+        }]
+    );
     assert_fixed_point(&d);
 }
 

@@ -173,6 +173,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     if let Some(c) = &def.vcpu.cpuset {
         vcpu.push(a("cpuset", c));
     }
+    if let Some(c) = def.vcpu.current {
+        vcpu.push(a("current", c));
+    }
     o.leaf("vcpu", &vcpu, &def.vcpu.count.to_string());
     if let Some(c) = &def.cputune {
         o.open("cputune", &[]);
@@ -218,6 +221,12 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
         o.close("idmap");
     }
     format_features(&mut o, &def.features);
+    if let Some(c) = &def.cpu {
+        format_cpu(&mut o, c);
+    }
+    for k in &def.kept {
+        format_kept(&mut o, k);
+    }
     let clock = [a("offset", def.clock.offset)];
     if def.clock.timers.is_empty() {
         o.empty("clock", &clock);
@@ -228,6 +237,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
             if let Some(p) = t.present {
                 attrs.push(a("present", if p { "yes" } else { "no" }));
             }
+            if let Some(p) = t.tickpolicy {
+                attrs.push(a("tickpolicy", p));
+            }
             o.empty("timer", &attrs);
         }
         o.close("clock");
@@ -235,6 +247,23 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     o.leaf("on_poweroff", &[], def.on_poweroff.as_str());
     o.leaf("on_reboot", &[], def.on_reboot.as_str());
     o.leaf("on_crash", &[], def.on_crash.as_str());
+    if let Some(pm) = &def.pm {
+        let states = [
+            ("suspend-to-mem", pm.suspend_to_mem),
+            ("suspend-to-disk", pm.suspend_to_disk),
+        ];
+        if states.iter().all(|(_, s)| s.is_none()) {
+            o.empty("pm", &[]);
+        } else {
+            o.open("pm", &[]);
+            for (name, state) in states {
+                if let Some(s) = state {
+                    o.empty(name, &[a("enabled", yes_no(s))]);
+                }
+            }
+            o.close("pm");
+        }
+    }
     format_devices(&mut o, &def.devices);
     if let Some(s) = &def.seclabel {
         format_seclabel(&mut o, s, opts);
@@ -315,7 +344,12 @@ fn format_blkiotune(o: &mut Out, b: &BlkioTune) {
 }
 
 fn format_os(o: &mut Out, os: &Os) {
-    o.open("os", &[]);
+    match os {
+        Os::Hvm(HvmOs {
+            firmware: Some(f), ..
+        }) => o.open("os", &[a("firmware", f)]),
+        _ => o.open("os", &[]),
+    }
     match os {
         Os::Exe(e) => {
             let mut t = Vec::new();
@@ -352,6 +386,32 @@ fn format_os(o: &mut Out, os: &Os) {
                 t.push(a("machine", m));
             }
             o.leaf("type", &t, "hvm");
+            if let Some(l) = &h.loader {
+                let mut attrs = Vec::new();
+                if let Some(r) = l.readonly {
+                    attrs.push(a("readonly", yes_no(r)));
+                }
+                if let Some(t) = l.loader_type {
+                    attrs.push(a("type", t));
+                }
+                if let Some(s) = l.secure {
+                    attrs.push(a("secure", yes_no(s)));
+                }
+                match &l.path {
+                    Some(p) => o.leaf("loader", &attrs, &path(p)),
+                    None => o.empty("loader", &attrs),
+                }
+            }
+            if let Some(n) = &h.nvram {
+                let mut attrs = Vec::new();
+                if let Some(t) = &n.template {
+                    attrs.push(a("template", path(t)));
+                }
+                match &n.path {
+                    Some(p) => o.leaf("nvram", &attrs, &path(p)),
+                    None => o.empty("nvram", &attrs),
+                }
+            }
             if let Some(k) = &h.kernel {
                 o.leaf("kernel", &[], &path(k));
             }
@@ -363,6 +423,22 @@ fn format_os(o: &mut Out, os: &Os) {
             }
             for b in &h.boot {
                 o.empty("boot", &[a("dev", b)]);
+            }
+            if let Some(m) = &h.bootmenu {
+                let mut attrs = Vec::new();
+                if let Some(e) = m.enable {
+                    attrs.push(a("enable", yes_no(e)));
+                }
+                if let Some(t) = m.timeout {
+                    attrs.push(a("timeout", t));
+                }
+                o.empty("bootmenu", &attrs);
+            }
+            if let Some(m) = h.smbios {
+                o.empty("smbios", &[a("mode", m)]);
+            }
+            for k in &h.kept {
+                format_kept(o, k);
             }
         }
     }
@@ -396,6 +472,17 @@ fn format_features(o: &mut Out, f: &Features) {
             o.close("capabilities");
         }
     }
+    for (name, state) in [("vmport", f.vmport), ("smm", f.smm)] {
+        if let Some(s) = state {
+            o.empty(name, &[a("state", if s { "on" } else { "off" })]);
+        }
+    }
+    if let Some(d) = f.ioapic {
+        o.empty("ioapic", &[a("driver", d)]);
+    }
+    for k in &f.kept {
+        format_kept(o, k);
+    }
     o.close("features");
 }
 
@@ -422,13 +509,31 @@ fn format_devices(o: &mut Out, d: &Devices) {
     }
     for s in &d.serials {
         o.open("serial", &[a("type", "pty")]);
-        o.empty("target", &[a("port", s.port)]);
+        let mut target = Vec::new();
+        if let Some(t) = s.target_type {
+            target.push(a("type", t));
+        }
+        target.push(a("port", s.port));
+        match s.model {
+            None => o.empty("target", &target),
+            Some(m) => {
+                o.open("target", &target);
+                o.empty("model", &[a("name", m)]);
+                o.close("target");
+            }
+        }
+        format_common(o, None, &s.alias, &s.address);
         o.close("serial");
     }
     for c in &d.consoles {
         o.open("console", &[a("type", "pty")]);
         o.empty("target", &[a("type", c.target_type), a("port", c.port)]);
+        format_common(o, None, &c.alias, &c.address);
         o.close("console");
+    }
+    format_vm_devices(o, d);
+    for k in &d.kept {
+        format_kept(o, k);
     }
     o.close("devices");
 }
@@ -482,10 +587,22 @@ fn format_disk(o: &mut Out, d: &Disk) {
         if let Some(f) = drv.format {
             attrs.push(a("type", f));
         }
+        if let Some(c) = drv.cache {
+            attrs.push(a("cache", c));
+        }
+        if let Some(i) = drv.io {
+            attrs.push(a("io", i));
+        }
+        if let Some(d) = drv.discard {
+            attrs.push(a("discard", d));
+        }
         o.empty("driver", &attrs);
     }
     if let Some(p) = src {
         o.empty("source", &[a(src_attr, path(p))]);
+    }
+    if let Some(b) = &d.backing_store {
+        format_backing_store(o, b);
     }
     let mut target = vec![a("dev", &d.target_dev)];
     if let Some(b) = d.target_bus {
@@ -494,6 +611,19 @@ fn format_disk(o: &mut Out, d: &Disk) {
     o.empty("target", &target);
     if d.readonly {
         o.empty("readonly", &[]);
+    }
+    if d.shareable {
+        o.empty("shareable", &[]);
+    }
+    if d.transient {
+        o.empty("transient", &[]);
+    }
+    if let Some(s) = &d.serial {
+        o.leaf("serial", &[], s);
+    }
+    format_common(o, d.boot_order, &d.alias, &d.address);
+    for k in &d.kept {
+        format_kept(o, k);
     }
     o.close("disk");
 }
@@ -576,6 +706,10 @@ fn format_interface(o: &mut Out, i: &Interface) {
     }
     if let Some(m) = i.mtu {
         o.empty("mtu", &[a("size", m)]);
+    }
+    format_common(o, i.boot_order, &i.alias, &i.address);
+    for k in &i.kept {
+        format_kept(o, k);
     }
     o.close("interface");
 }
@@ -672,4 +806,388 @@ fn format_seclabel(o: &mut Out, s: &SecLabel, opts: FormatOptions) {
         }
         o.close("seclabel");
     }
+}
+
+/// A kept element in canonical form: attributes in the table's order,
+/// text trimmed, children in document order.
+fn format_kept(o: &mut Out, k: &KeptElement) {
+    let attrs: Vec<(&str, String)> = k
+        .attributes
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
+    match (&k.text, k.children.is_empty()) {
+        (Some(t), _) => o.leaf(&k.name, &attrs, t),
+        (None, true) => o.empty(&k.name, &attrs),
+        (None, false) => {
+            o.open(&k.name, &attrs);
+            for c in &k.children {
+                format_kept(o, c);
+            }
+            o.close(&k.name);
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn format_cpu(o: &mut Out, c: &Cpu) {
+    let mut attrs = Vec::new();
+    if let Some(m) = c.mode {
+        attrs.push(a("mode", m));
+    }
+    if let Some(m) = c.match_mode {
+        attrs.push(a("match", m));
+    }
+    if let Some(ch) = c.check {
+        attrs.push(a("check", ch));
+    }
+    if let Some(m) = c.migratable {
+        attrs.push(a("migratable", if m { "on" } else { "off" }));
+    }
+    if c.model.is_none() && c.topology.is_none() && c.features.is_empty() && c.kept.is_empty() {
+        o.empty("cpu", &attrs);
+        return;
+    }
+    o.open("cpu", &attrs);
+    if let Some(m) = &c.model {
+        let fallback: Vec<(&str, String)> = m.fallback.iter().map(|f| a("fallback", f)).collect();
+        match &m.name {
+            Some(n) => o.leaf("model", &fallback, n),
+            None => o.empty("model", &fallback),
+        }
+    }
+    if let Some(t) = &c.topology {
+        let mut attrs = Vec::new();
+        for (name, v) in [
+            ("sockets", t.sockets),
+            ("dies", t.dies),
+            ("cores", t.cores),
+            ("threads", t.threads),
+        ] {
+            if let Some(v) = v {
+                attrs.push(a(name, v));
+            }
+        }
+        o.empty("topology", &attrs);
+    }
+    for f in &c.features {
+        let mut attrs = Vec::new();
+        if let Some(p) = f.policy {
+            attrs.push(a("policy", p));
+        }
+        attrs.push(a("name", &f.name));
+        o.empty("feature", &attrs);
+    }
+    for k in &c.kept {
+        format_kept(o, k);
+    }
+    o.close("cpu");
+}
+
+/// `<boot order>`, `<alias>` and `<address>` of a VM device.
+fn format_common(
+    o: &mut Out,
+    boot: Option<u32>,
+    alias: &Option<String>,
+    address: &Option<DeviceAddress>,
+) {
+    if let Some(b) = boot {
+        o.empty("boot", &[a("order", b)]);
+    }
+    if let Some(n) = alias {
+        o.empty("alias", &[a("name", n)]);
+    }
+    if let Some(ad) = address {
+        format_address(o, ad);
+    }
+}
+
+/// `<address>`: PCI numbers in hex as libvirt writes them, register and
+/// I/O numbers in hex, the rest in decimal.
+fn format_address(o: &mut Out, ad: &DeviceAddress) {
+    let pci = ad.address_type == Some(AddressType::Pci);
+    let mut attrs = Vec::new();
+    if let Some(t) = ad.address_type {
+        attrs.push(a("type", t));
+    }
+    let n = |v: Option<u64>, width: Option<usize>| {
+        v.map(|v| match width {
+            Some(w) => format!("{v:#0width$x}", width = w + 2),
+            None => v.to_string(),
+        })
+    };
+    let pci_hex = |w: usize| pci.then_some(w);
+    let fields = [
+        ("domain", n(ad.domain, pci_hex(4))),
+        ("bus", n(ad.bus, pci_hex(2))),
+        ("slot", n(ad.slot, pci_hex(2))),
+        ("function", n(ad.function, pci_hex(1))),
+        (
+            "multifunction",
+            ad.multifunction
+                .map(|m| if m { "on" } else { "off" }.to_owned()),
+        ),
+        ("controller", n(ad.controller, None)),
+        ("target", n(ad.target, None)),
+        ("unit", n(ad.unit, None)),
+        ("port", ad.port.clone()),
+        ("reg", n(ad.reg, Some(1))),
+        ("iobase", n(ad.iobase, Some(1))),
+        ("irq", n(ad.irq, Some(1))),
+        ("base", n(ad.base, Some(1))),
+        ("slots", n(ad.slots, None)),
+    ];
+    for (name, v) in fields {
+        if let Some(v) = v {
+            attrs.push((name, v));
+        }
+    }
+    o.empty("address", &attrs);
+}
+
+/// Writes `<name attrs>` with `children` inside, or empty without any.
+fn element_with(
+    o: &mut Out,
+    name: &str,
+    attrs: &[(&str, String)],
+    children: impl FnOnce(&mut Out),
+) {
+    let mut inner = Out {
+        buf: String::new(),
+        depth: o.depth + 1,
+    };
+    children(&mut inner);
+    if inner.buf.is_empty() {
+        o.empty(name, attrs);
+    } else {
+        o.start_tag(name, attrs);
+        o.buf.push_str(">\n");
+        o.buf.push_str(&inner.buf);
+        o.indent();
+        let _ = writeln!(o.buf, "</{name}>");
+    }
+}
+
+/// Pushes `(name, value)` when the value is there.
+fn opt_attr<'n>(attrs: &mut Vec<(&'n str, String)>, name: &'n str, value: Option<impl ToString>) {
+    if let Some(v) = value {
+        attrs.push((name, v.to_string()));
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// The typed VM devices, kind by kind.
+fn format_vm_devices(o: &mut Out, d: &Devices) {
+    for c in &d.controllers {
+        let mut attrs = vec![a("type", c.controller_type)];
+        opt_attr(&mut attrs, "index", c.index);
+        opt_attr(&mut attrs, "model", c.model.as_ref());
+        opt_attr(&mut attrs, "ports", c.ports);
+        opt_attr(&mut attrs, "vectors", c.vectors);
+        element_with(o, "controller", &attrs, |o| {
+            if let Some(m) = &c.model_name {
+                o.empty("model", &[a("name", m)]);
+            }
+            if let Some(t) = &c.target {
+                let mut ta = Vec::new();
+                opt_attr(&mut ta, "chassisNr", t.chassis_nr);
+                opt_attr(&mut ta, "chassis", t.chassis);
+                opt_attr(&mut ta, "port", t.port.map(|p| format!("{p:#x}")));
+                opt_attr(&mut ta, "busNr", t.bus_nr);
+                opt_attr(&mut ta, "index", t.index);
+                opt_attr(&mut ta, "hotplug", t.hotplug.map(on_off));
+                o.empty("target", &ta);
+            }
+            if c.queues.is_some() || c.iothread.is_some() {
+                let mut da = Vec::new();
+                opt_attr(&mut da, "queues", c.queues);
+                opt_attr(&mut da, "iothread", c.iothread);
+                o.empty("driver", &da);
+            }
+            device_tail(o, &c.alias, &c.address, &c.kept);
+        });
+    }
+    for i in &d.inputs {
+        let mut attrs = vec![a("type", i.input_type)];
+        opt_attr(&mut attrs, "bus", i.bus);
+        element_with(o, "input", &attrs, |o| {
+            device_tail(o, &i.alias, &i.address, &i.kept)
+        });
+    }
+    for g in &d.graphics {
+        let mut attrs = vec![a("type", g.graphics_type)];
+        opt_attr(&mut attrs, "port", g.port);
+        opt_attr(&mut attrs, "autoport", g.autoport.map(yes_no));
+        opt_attr(&mut attrs, "websocket", g.websocket);
+        opt_attr(&mut attrs, "listen", g.listen.as_ref());
+        opt_attr(&mut attrs, "socket", g.socket.as_deref().map(path));
+        opt_attr(&mut attrs, "passwd", g.passwd.as_ref());
+        opt_attr(&mut attrs, "keymap", g.keymap.as_ref());
+        opt_attr(&mut attrs, "tlsPort", g.tls_port);
+        element_with(o, "graphics", &attrs, |o| {
+            for l in &g.listens {
+                let mut la = Vec::new();
+                opt_attr(&mut la, "type", l.listen_type);
+                opt_attr(&mut la, "address", l.address.as_ref());
+                opt_attr(&mut la, "network", l.network.as_ref());
+                opt_attr(&mut la, "socket", l.socket.as_deref().map(path));
+                o.empty("listen", &la);
+            }
+            for k in &g.kept {
+                format_kept(o, k);
+            }
+        });
+    }
+    for v in &d.videos {
+        element_with(o, "video", &[], |o| {
+            if let Some(m) = &v.model {
+                let mut ma = vec![a("type", m.model_type)];
+                opt_attr(&mut ma, "vram", m.vram);
+                opt_attr(&mut ma, "ram", m.ram);
+                opt_attr(&mut ma, "vgamem", m.vgamem);
+                opt_attr(&mut ma, "vram64", m.vram64);
+                opt_attr(&mut ma, "heads", m.heads);
+                opt_attr(&mut ma, "primary", m.primary.map(yes_no));
+                element_with(o, "model", &ma, |o| {
+                    for k in &m.kept {
+                        format_kept(o, k);
+                    }
+                });
+            }
+            device_tail(o, &v.alias, &v.address, &v.kept);
+        });
+    }
+    for s in &d.sounds {
+        element_with(o, "sound", &[a("model", s.model)], |o| {
+            for c in &s.codecs {
+                o.empty("codec", &[a("type", c)]);
+            }
+            if let Some(id) = s.audio {
+                o.empty("audio", &[a("id", id)]);
+            }
+            device_tail(o, &s.alias, &s.address, &[]);
+        });
+    }
+    for au in &d.audios {
+        let mut attrs = vec![a("id", au.id), a("type", au.audio_type)];
+        opt_attr(&mut attrs, "timerPeriod", au.timer_period);
+        element_with(o, "audio", &attrs, |o| {
+            for k in &au.kept {
+                format_kept(o, k);
+            }
+        });
+    }
+    for c in &d.channels {
+        element_with(o, "channel", &[a("type", c.channel_type)], |o| {
+            let mut sa = Vec::new();
+            opt_attr(&mut sa, "mode", c.source_mode);
+            opt_attr(&mut sa, "path", c.source_path.as_deref().map(path));
+            opt_attr(&mut sa, "channel", c.source_channel.as_ref());
+            if !sa.is_empty() {
+                o.empty("source", &sa);
+            }
+            let mut ta = Vec::new();
+            opt_attr(&mut ta, "type", c.target_type);
+            opt_attr(&mut ta, "name", c.target_name.as_ref());
+            opt_attr(&mut ta, "state", c.target_state);
+            opt_attr(&mut ta, "address", c.target_address.as_ref());
+            opt_attr(&mut ta, "port", c.target_port.as_ref());
+            if !ta.is_empty() {
+                o.empty("target", &ta);
+            }
+            device_tail(o, &c.alias, &c.address, &[]);
+        });
+    }
+    for r in &d.rngs {
+        element_with(o, "rng", &[a("model", r.model)], |o| {
+            if r.backend.is_some() || r.backend_path.is_some() {
+                let mut ba = Vec::new();
+                opt_attr(&mut ba, "model", r.backend);
+                match &r.backend_path {
+                    Some(p) => o.leaf("backend", &ba, &path(p)),
+                    None => o.empty("backend", &ba),
+                }
+            }
+            if r.rate_bytes.is_some() || r.rate_period.is_some() {
+                let mut ra = Vec::new();
+                opt_attr(&mut ra, "bytes", r.rate_bytes);
+                opt_attr(&mut ra, "period", r.rate_period);
+                o.empty("rate", &ra);
+            }
+            device_tail(o, &r.alias, &r.address, &r.kept);
+        });
+    }
+    if let Some(m) = &d.memballoon {
+        let mut attrs = vec![a("model", m.model)];
+        opt_attr(&mut attrs, "autodeflate", m.autodeflate.map(on_off));
+        opt_attr(
+            &mut attrs,
+            "freePageReporting",
+            m.free_page_reporting.map(on_off),
+        );
+        element_with(o, "memballoon", &attrs, |o| {
+            if let Some(p) = m.stats_period {
+                o.empty("stats", &[a("period", p)]);
+            }
+            device_tail(o, &m.alias, &m.address, &m.kept);
+        });
+    }
+    for w in &d.watchdogs {
+        let mut attrs = vec![a("model", w.model)];
+        opt_attr(&mut attrs, "action", w.action);
+        element_with(o, "watchdog", &attrs, |o| {
+            device_tail(o, &w.alias, &w.address, &[])
+        });
+    }
+    for p in &d.panics {
+        let mut attrs = Vec::new();
+        opt_attr(&mut attrs, "model", p.model);
+        element_with(o, "panic", &attrs, |o| {
+            device_tail(o, &p.alias, &p.address, &[])
+        });
+    }
+}
+
+/// A device's kept children, `<alias>` and `<address>`, in that order.
+fn device_tail(
+    o: &mut Out,
+    alias: &Option<String>,
+    address: &Option<DeviceAddress>,
+    kept: &[KeptElement],
+) {
+    for k in kept {
+        format_kept(o, k);
+    }
+    format_common(o, None, alias, address);
+}
+
+fn format_backing_store(o: &mut Out, b: &BackingStore) {
+    let (attrs, source) = match &b.source {
+        None => (Vec::new(), None),
+        Some(DiskSource::File(p)) => (
+            vec![a("type", "file")],
+            p.as_ref().map(|p| a("file", path(p))),
+        ),
+        Some(DiskSource::Block(p)) => (
+            vec![a("type", "block")],
+            p.as_ref().map(|p| a("dev", path(p))),
+        ),
+    };
+    element_with(o, "backingStore", &attrs, |o| {
+        if let Some(f) = b.format {
+            o.empty("format", &[a("type", f)]);
+        }
+        if let Some(s) = source {
+            o.empty("source", &[s]);
+        }
+        if let Some(inner) = &b.backing {
+            format_backing_store(o, inner);
+        }
+    });
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::super::addr;
 use super::super::def::*;
 use super::super::error::DomainError;
+use super::super::kept;
 use super::super::values::{DomainName, MacAddr, check_ifname, check_name};
 use super::super::xml::{Attribute, Element};
 use super::Ctx;
@@ -14,6 +15,8 @@ use super::addresses::{
     same_family,
 };
 use super::helpers::*;
+use super::kept::split_kept;
+use super::vm;
 
 /// One device of a domain of type `kind`, as `AttachDevice` and
 /// `DetachDevice` take it. Only interfaces can be attached for now.
@@ -35,6 +38,9 @@ pub fn parse_device(kind: DomainType, el: &Element) -> Result<DeviceDef> {
 }
 
 pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
+    let full = el;
+    let (el, kept) = split_kept(ctx, el, kept::DEVICES, &["filesystem", "hostdev"])?;
+    let el = &el;
     check_attrs(el, &[])?;
     check_children(
         el,
@@ -50,8 +56,10 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
     )?;
     let mut d = Devices {
         emulator: el.element("emulator").map(text_path).transpose()?,
+        kept,
         ..Devices::default()
     };
+    vm::device_fields(&mut d, full)?;
     let mut fs_targets: HashSet<PathBuf> = HashSet::new();
     let mut disk_targets: HashSet<String> = HashSet::new();
     let mut interface_names = InterfaceNames::default();
@@ -60,6 +68,15 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
     let mut serial_ports = PortAssigner::default();
     let mut consoles = Vec::new();
     let mut serials = Vec::new();
+    let mut boot_orders: HashSet<u32> = HashSet::new();
+    let mut boot_order = |child: &Element, order: Option<u32>| match order {
+        Some(o) if !boot_orders.insert(o) => Err(DomainError::duplicate(
+            child.element("boot").map_or(child.pos, |b| b.pos),
+            "devices",
+            format!("<boot order='{o}'>"),
+        )),
+        _ => Ok(()),
+    };
     for child in el.elements() {
         match child.name.as_str() {
             "filesystem" => {
@@ -70,6 +87,7 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             }
             "disk" => {
                 let disk = parse_disk(ctx, child)?;
+                boot_order(child, disk.boot_order)?;
                 if !disk_targets.insert(disk.target_dev.clone()) {
                     return Err(DomainError::duplicate(
                         child.pos,
@@ -82,6 +100,7 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             "interface" => {
                 let iface = parse_interface(ctx, child)?;
                 interface_names.check(child, &iface)?;
+                boot_order(child, iface.boot_order)?;
                 d.interfaces.push(iface);
             }
             "hostdev" => {
@@ -100,27 +119,37 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             }
             "serial" => {
                 ctx.vm_only(child)?;
-                let (_, port) = parse_chardev(child, &["port"])?;
-                serials.push(port);
+                let (rest, mut kept) = split_kept(ctx, child, kept::CHARDEV, &[])?;
+                let common = vm::common(&mut kept, child)?;
+                let (target, port) = parse_chardev(&rest, &["type", "port"])?;
+                serials.push((serial_target(target)?, port, common));
                 serial_ports.reserve(child, port)?;
             }
             "console" => {
-                let (target_type, port) = parse_console(ctx, child)?;
-                consoles.push((target_type, port));
+                let (rest, mut kept) = split_kept(ctx, child, kept::CHARDEV, &[])?;
+                let common = vm::common(&mut kept, child)?;
+                let (target_type, port) = parse_console(ctx, &rest)?;
+                consoles.push((target_type, port, common));
                 console_ports.reserve(child, port)?;
             }
             _ => {} // emulator, handled above
         }
     }
-    for port in serials {
+    for ((target_type, model), port, common) in serials {
         d.serials.push(Serial {
             port: serial_ports.assign(port),
+            target_type,
+            model,
+            address: common.address,
+            alias: common.alias,
         });
     }
-    for (target_type, port) in consoles {
+    for (target_type, port, common) in consoles {
         d.consoles.push(Console {
             target_type,
             port: console_ports.assign(port),
+            address: common.address,
+            alias: common.alias,
         });
     }
     Ok(d)
@@ -421,6 +450,11 @@ fn parse_fs_driver(d: &Element) -> Result<FsDriver> {
 }
 
 fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
+    let full = el;
+    let (el, mut kept) = split_kept(ctx, el, kept::DISK, &[])?;
+    let el = &el;
+    let common = vm::common(&mut kept, full)?;
+    let extra = vm::disk_fields(&mut kept, full)?;
     check_attrs(el, &["type", "device"])?;
     check_children(el, &["driver", "source", "target", "readonly"], &[])?;
     let t = req_attr(el, "type", "add type='block'")?;
@@ -457,11 +491,14 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         None => None,
         Some(d) => {
             ctx.vm_only(d)?;
-            check_attrs(d, &["name", "type"])?;
+            check_attrs(d, &["name", "type", "cache", "io", "discard"])?;
             check_children(d, &[], &[])?;
             Some(DiskDriver {
                 name: attr_keyword(d, "name", DiskDriverName::parse, DiskDriverName::NAMES)?,
                 format: attr_keyword(d, "type", ImageFormat::parse, ImageFormat::NAMES)?,
+                cache: attr_keyword(d, "cache", DiskCache::parse, DiskCache::NAMES)?,
+                io: attr_keyword(d, "io", DiskIo::parse, DiskIo::NAMES)?,
+                discard: attr_keyword(d, "discard", DiskDiscard::parse, DiskDiscard::NAMES)?,
             })
         }
     };
@@ -520,10 +557,22 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         target_dev: dev.value.clone(),
         target_bus: attr_keyword(target, "bus", DiskBus::parse, DiskBus::NAMES)?,
         readonly,
+        boot_order: common.boot_order,
+        serial: extra.serial,
+        shareable: extra.shareable,
+        transient: extra.transient,
+        backing_store: extra.backing_store,
+        address: common.address,
+        alias: common.alias,
+        kept,
     })
 }
 
 fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
+    let full = el;
+    let (el, mut kept) = split_kept(ctx, el, kept::INTERFACE, &[])?;
+    let el = &el;
+    let common = vm::common(&mut kept, full)?;
     check_attrs(el, &["type"])?;
     check_children(
         el,
@@ -701,6 +750,10 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
         link_state,
         bandwidth,
         vlan,
+        boot_order: common.boot_order,
+        address: common.address,
+        alias: common.alias,
+        kept,
     })
 }
 
@@ -1037,16 +1090,7 @@ fn parse_hostdev(el: &Element) -> Result<Hostdev> {
 
 /// A number written in decimal or as 0x hex, at most `max`.
 fn parse_hex_or_dec(el: &Element, a: &Attribute, max: u64) -> Result<u64> {
-    let v = a.value.trim();
-    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            u64::from_str_radix(hex, 16).ok()
-        }
-        Some(_) => None,
-        None if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
-        None => None,
-    };
-    match parsed {
+    match hex_or_dec(a.value.trim()) {
         Some(n) if n <= max => Ok(n),
         _ => Err(DomainError::invalid(
             a.pos,
@@ -1079,7 +1123,9 @@ fn parse_chardev<'a>(
     let mut port = None;
     if let Some(t) = target {
         check_attrs(t, target_attrs)?;
-        check_children(t, &[], &[])?;
+        // A serial port's target may name the emulated device.
+        let children: &[&str] = if el.name == "serial" { &["model"] } else { &[] };
+        check_children(t, children, &[])?;
         port = t
             .attribute("port")
             .map(|a| number(a.pos, "target", "port", &a.value, 0u32, 4095))
@@ -1122,4 +1168,31 @@ fn parse_console(ctx: Ctx, el: &Element) -> Result<(ConsoleTargetType, Option<u3
         ));
     }
     Ok((tt, port))
+}
+
+/// The `type` and `<model name=>` of a serial port's `<target>`.
+fn serial_target(
+    target: Option<&Element>,
+) -> Result<(Option<SerialTargetType>, Option<SerialModel>)> {
+    let Some(t) = target else {
+        return Ok((None, None));
+    };
+    let target_type = attr_keyword(t, "type", SerialTargetType::parse, SerialTargetType::NAMES)?;
+    let model = match t.element("model") {
+        None => None,
+        Some(m) => {
+            check_attrs(m, &["name"])?;
+            check_children(m, &[], &[])?;
+            let a = req_attr(m, "name", "add name='isa-serial'")?;
+            Some(keyword(
+                a.pos,
+                "model",
+                "serial model",
+                &a.value,
+                SerialModel::parse,
+                SerialModel::NAMES,
+            )?)
+        }
+    };
+    Ok((target_type, model))
 }

@@ -382,3 +382,15 @@ pub(super) fn uuid_or_new(root: &Element, what: &str) -> Result<Uuid> {
         )),
     }
 }
+
+/// A whole number written in decimal or as `0x` hex.
+pub(super) fn hex_or_dec(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u64::from_str_radix(hex, 16).ok()
+        }
+        Some(_) => None,
+        None if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
+        None => None,
+    }
+}

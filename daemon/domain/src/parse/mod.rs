@@ -10,8 +10,10 @@ mod addresses;
 mod devices;
 pub use devices::parse_device;
 mod helpers;
+mod kept;
 mod network;
 mod security;
+mod vm;
 pub use network::parse_network;
 pub use security::is_context;
 
@@ -148,7 +150,11 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
             return Err(foreign(root, child, ns));
         }
     }
+    let (plain, mut kept) = kept::split_kept(ctx, &plain, super::kept::ROOT, &["cputune"])?;
+    let (cpu, pm) = vm::root_fields(&mut kept, root)?;
     check_children(&plain, ROOT_CHILDREN, &[])?;
+    // From here on, the typed children only.
+    let root = &plain;
 
     let name = object_name(root, "domain", "my-domain", DomainName::new)?;
     let uuid = uuid_or_new(root, "domain")?;
@@ -227,7 +233,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     })?;
     let vcpu = match root.element("vcpu") {
         None => Vcpu::default(),
-        Some(el) => parse_vcpu(el)?,
+        Some(el) => parse_vcpu(ctx, el)?,
     };
     let cputune = opt(root, "cputune", |el| {
         ctx.lxc_only(el)?;
@@ -242,7 +248,6 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         parse_blkiotune(el)
     })?;
     let partition = opt(root, "resource", |el| {
-        ctx.lxc_only(el)?;
         check_attrs(el, &[])?;
         check_children(el, &["partition"], &[])?;
         let p = req_child(el, "partition", "add <partition>/machine</partition>")?;
@@ -286,6 +291,19 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         Some(el) => devices::parse_devices(ctx, el)?,
     };
     let seclabel = opt(root, "seclabel", security::parse_seclabel)?;
+    if let Os::Hvm(h) = &os
+        && !h.boot.is_empty()
+        && (devices.disks.iter().any(|d| d.boot_order.is_some())
+            || devices.interfaces.iter().any(|i| i.boot_order.is_some()))
+    {
+        let pos = os_el.element("boot").map_or(os_el.pos, |b| b.pos);
+        return Err(DomainError::invalid(
+            pos,
+            "boot",
+            "<os><boot dev=…> and the devices' <boot order=…> both set the boot order",
+            "keep one: remove the <boot dev=…> elements of <os>, or the devices' <boot order=…>",
+        ));
+    }
 
     Ok(DomainDef {
         domain_type: kind,
@@ -314,6 +332,9 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         lxc_namespace,
         seccomp,
         userns: userns.map(|(u, _)| u),
+        cpu,
+        pm,
+        kept,
     })
 }
 
@@ -395,8 +416,12 @@ fn parse_memtune(el: &Element) -> Result<MemTune> {
     Ok(tune)
 }
 
-fn parse_vcpu(el: &Element) -> Result<Vcpu> {
-    check_attrs(el, &["placement", "cpuset"])?;
+fn parse_vcpu(ctx: Ctx, el: &Element) -> Result<Vcpu> {
+    if ctx.lxc() {
+        check_attrs(el, &["placement", "cpuset"])?;
+    } else {
+        check_attrs(el, &["placement", "cpuset", "current"])?;
+    }
     let count = number(
         el.pos,
         "vcpu",
@@ -411,10 +436,22 @@ fn parse_vcpu(el: &Element) -> Result<Vcpu> {
         None => None,
         Some(a) => Some(cpu_list(el, a)?),
     };
+    let current = match el.attribute("current") {
+        None => None,
+        Some(a) => Some(number(
+            a.pos,
+            "vcpu",
+            "current vCPU count",
+            &a.value,
+            1,
+            count,
+        )?),
+    };
     Ok(Vcpu {
         count,
         placement,
         cpuset,
+        current,
     })
 }
 
@@ -558,7 +595,10 @@ fn token(el: &Element, a: &xml::Attribute, extra: &[char]) -> Result<String> {
 }
 
 fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
-    check_attrs(el, &[])?;
+    let full = el;
+    let (el, kept) = kept::split_kept(ctx, el, super::kept::OS, &[])?;
+    let el = &el;
+    check_attrs(el, if ctx.lxc() { &[] } else { &["firmware"] })?;
     check_children(
         el,
         &[
@@ -732,14 +772,22 @@ fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
             }
             boot.push(dev);
         }
-        Ok(Os::Hvm(HvmOs {
+        let mut os = HvmOs {
+            firmware: attr_keyword(el, "firmware", Firmware::parse, Firmware::NAMES)?,
+            kept,
             arch,
             machine,
             kernel: opt(el, "kernel", text_path)?,
             initrd: opt(el, "initrd", text_path)?,
             cmdline,
             boot,
-        }))
+            loader: None,
+            nvram: None,
+            bootmenu: None,
+            smbios: None,
+        };
+        vm::os_fields(&mut os, full)?;
+        Ok(Os::Hvm(os))
     }
 }
 
@@ -829,9 +877,16 @@ fn parse_idmap(el: &Element) -> Result<IdMap> {
 }
 
 fn parse_features(ctx: Ctx, el: &Element) -> Result<Features> {
+    let full = el;
+    let (el, kept) = kept::split_kept(ctx, el, super::kept::FEATURES, &[])?;
+    let el = &el;
     check_attrs(el, &[])?;
     check_children(el, &["privnet", "capabilities", "acpi", "apic", "pae"], &[])?;
-    let mut f = Features::default();
+    let mut f = Features {
+        kept,
+        ..Features::default()
+    };
+    vm::feature_fields(&mut f, full)?;
     for child in el.elements() {
         match child.name.as_str() {
             "privnet" => {
@@ -896,7 +951,11 @@ fn parse_clock(ctx: Ctx, el: &Element) -> Result<Clock> {
         .unwrap_or(ClockOffset::Utc);
     let mut timers: Vec<Timer> = Vec::new();
     for t in el.elements_named("timer") {
-        check_attrs(t, &["name", "present"])?;
+        if ctx.lxc() {
+            check_attrs(t, &["name", "present"])?;
+        } else {
+            check_attrs(t, &["name", "present", "tickpolicy"])?;
+        }
         check_children(t, &[], &[])?;
         let a = req_attr(t, "name", "add name='rtc'")?;
         let allowed: &[&str] = if ctx.lxc() {
@@ -923,6 +982,7 @@ fn parse_clock(ctx: Ctx, el: &Element) -> Result<Clock> {
         timers.push(Timer {
             name,
             present: attr_yes_no(t, "present")?,
+            tickpolicy: attr_keyword(t, "tickpolicy", TickPolicy::parse, TickPolicy::NAMES)?,
         });
     }
     Ok(Clock { offset, timers })

@@ -338,6 +338,10 @@ fn parse(
                     link_state: None,
                     bandwidth: None,
                     vlan: None,
+                    boot_order: None,
+                    address: None,
+                    alias: None,
+                    kept: Vec::new(),
                 }),
                 None => Err(error),
             }
