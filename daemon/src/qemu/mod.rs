@@ -1,6 +1,7 @@
 //! The QEMU/KVM driver: runs `qemu-system-*` guests and talks to them
 //! over QMP ([`qmp`]).
 
+pub mod command;
 pub mod host;
 pub mod process;
 pub mod qmp;

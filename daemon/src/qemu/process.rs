@@ -8,6 +8,10 @@
 //! with the reason on stderr, when it is not), and the pidfile holds the
 //! pid of the one that stays. That one is no child of lxvirtd, so it
 //! survives the daemon's death and restarts as containers' monitors do.
+//! Because qemu forks and calls `setsid` after its seccomp filter is in
+//! place, `-daemonize` rules out `-sandbox spawn=deny,elevateprivileges=deny`
+//! (qemu dies of SIGSYS): the next step is to daemonize from here (fork,
+//! `setsid`, exec; ready when the QMP socket answers) so both can be on.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;

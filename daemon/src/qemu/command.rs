@@ -1,0 +1,479 @@
+//! A virtual machine's definition as a qemu command line: pure, so every
+//! element's translation is unit-tested without running anything.
+//!
+//! The guest starts paused (`-S`): the driver sets up what needs QMP and
+//! then sends `cont`. qemu gets no defaults (`-nodefaults`,
+//! `-no-user-config`): every device comes from the definition. The
+//! guest's power-off stops qemu without ending it (`-no-shutdown`), so
+//! the driver reads the `SHUTDOWN` event, applies `on_poweroff` and then
+//! quits it; `on_reboot='destroy'` turns a guest's reboot into a
+//! power-off (`-no-reboot`). qemu's own seccomp filter is on, with
+//! obsolete calls and resource control denied (not yet `spawn` and
+//! `elevateprivileges`, which `-daemonize` needs; see [`super::process`]).
+//!
+//! This slice translates the machine, CPUs, memory, firmware boot order,
+//! direct kernel boot, the clock and serial consoles. Devices of the
+//! definition it cannot translate yet are refused by name
+//! ([`CommandError::NotSupported`]); the next slices add disks,
+//! interfaces and the rest.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::domain::{
+    BootDev, ClockOffset, CpuMode, DomainDef, DomainType, HvmOs, LifecycleAction, Os,
+};
+
+/// How this host runs guests, decided by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    /// Software emulation: `type='qemu'`, or no usable KVM.
+    Tcg,
+}
+
+/// What the command line needs besides the definition.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub accel: Accel,
+    /// The QMP socket qemu listens on.
+    pub qmp: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error(
+        "domain '{domain}': {element} cannot run yet ({why}); remove it to start the domain (the definition keeps it)"
+    )]
+    NotSupported {
+        domain: String,
+        element: String,
+        why: &'static str,
+    },
+    #[error("domain '{domain}' is a container (type='lxc'), not a virtual machine")]
+    NotVm { domain: String },
+}
+
+/// The machine type when `<type machine=>` names none: libvirt's default
+/// for new x86 guests.
+const DEFAULT_MACHINE: &str = "q35";
+
+/// The arguments after the program name (`-daemonize` and `-pidfile` are
+/// the launcher's).
+pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString>, CommandError> {
+    let name = def.name();
+    let Os::Hvm(os) = &def.os else {
+        return Err(CommandError::NotVm {
+            domain: name.to_owned(),
+        });
+    };
+    if def.domain_type == DomainType::Lxc {
+        return Err(CommandError::NotVm {
+            domain: name.to_owned(),
+        });
+    }
+    refuse_untranslated(def)?;
+    let mut args = Args::default();
+    args.push2("-name", format!("guest={},debug-threads=on", name));
+    args.push2("-uuid", def.uuid.to_string());
+    args.push2("-machine", machine(def, os, settings.accel));
+    if let Some(cpu) = cpu_model(def, settings.accel) {
+        args.push2("-cpu", cpu);
+    }
+    args.push2("-m", format!("size={}k", def.memory.div_ceil(1024)));
+    args.push2("-smp", smp(def));
+    args.push2("-rtc", rtc(def));
+    boot(&mut args, os);
+    serials(&mut args, def);
+    args.push("-nodefaults");
+    args.push("-no-user-config");
+    args.push2("-display", "none");
+    args.push("-no-shutdown");
+    if def.on_reboot == LifecycleAction::Destroy {
+        args.push("-no-reboot");
+    }
+    args.push2(
+        "-qmp",
+        format!("unix:{},server=on,wait=off", escape_commas(&settings.qmp)),
+    );
+    // `spawn=deny` and `elevateprivileges=deny` kill a qemu that
+    // daemonizes itself (its fork and setsid come after the filter): they
+    // wait for the launcher to daemonize qemu instead.
+    args.push2("-sandbox", "on,obsolete=deny,resourcecontrol=deny");
+    args.push2("-msg", "timestamp=on");
+    args.push("-S");
+    Ok(args.0)
+}
+
+/// Refuses what this slice cannot translate, naming the first element.
+fn refuse_untranslated(def: &DomainDef) -> Result<(), CommandError> {
+    let refuse = |element: String, why: &'static str| CommandError::NotSupported {
+        domain: def.name().to_owned(),
+        element,
+        why,
+    };
+    if let Some(element) = def.unsupported_for_vm().into_iter().next() {
+        return Err(refuse(element, "lxvirt keeps it but does not run it"));
+    }
+    let devices = &def.devices;
+    let pending = [
+        (!devices.disks.is_empty(), "<disk>"),
+        (!devices.interfaces.is_empty(), "<interface>"),
+        (!devices.filesystems.is_empty(), "<filesystem>"),
+        (!devices.hostdevs.is_empty(), "<hostdev>"),
+        (!devices.graphics.is_empty(), "<graphics>"),
+        (!devices.videos.is_empty(), "<video>"),
+        (!devices.inputs.is_empty(), "<input>"),
+        (!devices.sounds.is_empty(), "<sound>"),
+        (!devices.channels.is_empty(), "<channel>"),
+        (!devices.rngs.is_empty(), "<rng>"),
+        (!devices.watchdogs.is_empty(), "<watchdog>"),
+        (!devices.panics.is_empty(), "<panic>"),
+        (!devices.controllers.is_empty(), "<controller>"),
+        (devices.memballoon.is_some(), "<memballoon>"),
+        (os_of(def).is_some_and(|os| os.loader.is_some()), "<loader>"),
+    ];
+    if let Some((_, element)) = pending.iter().find(|(present, _)| *present) {
+        return Err(refuse(
+            format!("<devices>{element}"),
+            "the QEMU driver translates it in a later version",
+        ));
+    }
+    Ok(())
+}
+
+fn os_of(def: &DomainDef) -> Option<&HvmOs> {
+    match &def.os {
+        Os::Hvm(os) => Some(os),
+        Os::Exe(_) => None,
+    }
+}
+
+/// `-machine TYPE,accel=…` with the features that are machine options.
+fn machine(def: &DomainDef, os: &HvmOs, accel: Accel) -> String {
+    let mut machine = os
+        .machine
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MACHINE.to_owned());
+    machine.push_str(match accel {
+        Accel::Kvm => ",accel=kvm",
+        Accel::Tcg => ",accel=tcg",
+    });
+    if !def.features.acpi {
+        machine.push_str(",acpi=off");
+    }
+    if let Some(vmport) = def.features.vmport {
+        machine.push_str(if vmport { ",vmport=on" } else { ",vmport=off" });
+    }
+    if let Some(smm) = def.features.smm {
+        machine.push_str(if smm { ",smm=on" } else { ",smm=off" });
+    }
+    machine
+}
+
+/// `-cpu`: the host's CPU where KVM runs it, QEMU's richest model under
+/// TCG (which cannot pass the host's through), a named model as given.
+fn cpu_model(def: &DomainDef, accel: Accel) -> Option<String> {
+    let cpu = def.cpu.as_ref()?;
+    let model = match (cpu.mode, accel) {
+        (Some(CpuMode::HostPassthrough | CpuMode::HostModel), Accel::Kvm) => "host".to_owned(),
+        (Some(CpuMode::HostPassthrough | CpuMode::HostModel | CpuMode::Maximum), Accel::Tcg)
+        | (Some(CpuMode::Maximum), Accel::Kvm) => "max".to_owned(),
+        (Some(CpuMode::Custom) | None, _) => cpu.model.as_ref()?.name.clone()?,
+    };
+    Some(model)
+}
+
+/// `-smp`: vCPUs online at start, the maximum, and the topology.
+fn smp(def: &DomainDef) -> String {
+    let vcpu = &def.vcpu;
+    let mut smp = format!(
+        "cpus={},maxcpus={}",
+        vcpu.current.unwrap_or(vcpu.count),
+        vcpu.count
+    );
+    if let Some(topology) = def.cpu.as_ref().and_then(|c| c.topology.as_ref()) {
+        for (key, value) in [
+            ("sockets", topology.sockets),
+            ("dies", topology.dies),
+            ("cores", topology.cores),
+            ("threads", topology.threads),
+        ] {
+            if let Some(value) = value {
+                smp.push_str(&format!(",{key}={value}"));
+            }
+        }
+    }
+    smp
+}
+
+fn rtc(def: &DomainDef) -> &'static str {
+    match def.clock.offset {
+        ClockOffset::Utc => "base=utc",
+        ClockOffset::Localtime => "base=localtime",
+    }
+}
+
+/// A kernel given: qemu loads it (with its initrd and command line) and
+/// the firmware's boot order does not matter; otherwise `<boot dev>` in
+/// document order.
+fn boot(args: &mut Args, os: &HvmOs) {
+    if let Some(kernel) = &os.kernel {
+        args.push2("-kernel", kernel.as_os_str());
+        if let Some(initrd) = &os.initrd {
+            args.push2("-initrd", initrd.as_os_str());
+        }
+        if let Some(cmdline) = &os.cmdline {
+            args.push2("-append", cmdline.as_str());
+        }
+        return;
+    }
+    let order: String = os
+        .boot
+        .iter()
+        .map(|dev| match dev {
+            BootDev::Hd => 'c',
+            BootDev::Cdrom => 'd',
+            BootDev::Network => 'n',
+            BootDev::Fd => 'a',
+        })
+        .collect();
+    if !order.is_empty() {
+        args.push2("-boot", format!("order={order}"));
+    }
+}
+
+/// Each `<serial type='pty'>` an ISA serial port on a pty of its own; a
+/// `<console>` alone gets the serial port 0 it stands for (as libvirt
+/// adds one).
+fn serials(args: &mut Args, def: &DomainDef) {
+    let mut ports: Vec<u32> = def.devices.serials.iter().map(|s| s.port).collect();
+    if ports.is_empty() && !def.devices.consoles.is_empty() {
+        ports.push(0);
+    }
+    for port in ports {
+        args.push2("-chardev", format!("pty,id=charserial{port}"));
+        args.push2(
+            "-device",
+            format!("isa-serial,chardev=charserial{port},id=serial{port},index={port}"),
+        );
+    }
+}
+
+/// qemu's option syntax doubles a comma inside a value.
+fn escape_commas(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+#[derive(Debug, Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn push(&mut self, arg: impl Into<OsString>) {
+        self.0.push(arg.into());
+    }
+
+    fn push2(&mut self, option: &str, value: impl Into<OsString>) {
+        self.push(option);
+        self.push(value);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn settings(accel: Accel) -> Settings {
+        Settings {
+            accel,
+            qmp: "/run/lxvirt/qemu/vm,1/qmp.sock".into(),
+        }
+    }
+
+    fn vm(body: &str) -> DomainDef {
+        DomainDef::from_xml(&format!(
+            "<domain type='qemu'><name>vm1</name><uuid>ad4f5061-7283-4945-b067-cd3e4f506172</uuid>\
+             <memory unit='MiB'>256</memory>{body}</domain>"
+        ))
+        .unwrap()
+    }
+
+    fn line(def: &DomainDef, accel: Accel) -> Vec<String> {
+        command_line(def, &settings(accel))
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    /// The value after `option`, which must appear once.
+    fn value<'a>(args: &'a [String], option: &str) -> &'a str {
+        let at: Vec<usize> = (0..args.len()).filter(|&i| args[i] == option).collect();
+        assert_eq!(at.len(), 1, "{option} in {args:?}");
+        &args[at[0] + 1]
+    }
+
+    const DIRECT: &str = "<vcpu>2</vcpu><os><type arch='x86_64' machine='q35'>hvm</type>\
+        <kernel>/boot/vmlinuz</kernel><initrd>/boot/initrd.img</initrd>\
+        <cmdline>console=ttyS0 quiet</cmdline></os><features><acpi/><apic/></features>\
+        <devices><serial type='pty'><target port='0'/></serial>\
+        <console type='pty'><target type='serial' port='0'/></console></devices>";
+
+    #[test]
+    fn a_direct_kernel_guest_starts_paused_with_its_kernel_and_serial_console() {
+        let args = line(&vm(DIRECT), Accel::Tcg);
+        assert_eq!(value(&args, "-name"), "guest=vm1,debug-threads=on");
+        assert_eq!(
+            value(&args, "-uuid"),
+            "ad4f5061-7283-4945-b067-cd3e4f506172"
+        );
+        assert_eq!(value(&args, "-machine"), "q35,accel=tcg");
+        assert_eq!(value(&args, "-m"), "size=262144k");
+        assert_eq!(value(&args, "-smp"), "cpus=2,maxcpus=2");
+        assert_eq!(value(&args, "-kernel"), "/boot/vmlinuz");
+        assert_eq!(value(&args, "-initrd"), "/boot/initrd.img");
+        assert_eq!(value(&args, "-append"), "console=ttyS0 quiet");
+        assert_eq!(value(&args, "-chardev"), "pty,id=charserial0");
+        assert_eq!(
+            value(&args, "-device"),
+            "isa-serial,chardev=charserial0,id=serial0,index=0"
+        );
+        assert_eq!(
+            value(&args, "-qmp"),
+            "unix:/run/lxvirt/qemu/vm,,1/qmp.sock,server=on,wait=off"
+        );
+        assert!(value(&args, "-sandbox").starts_with("on,"));
+        for flag in ["-S", "-nodefaults", "-no-user-config", "-no-shutdown"] {
+            assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+        }
+        // on_reboot defaults to restart: qemu resets the guest itself.
+        assert!(!args.iter().any(|a| a == "-no-reboot"));
+        assert!(!args.iter().any(|a| a == "-boot"));
+        assert!(!args.iter().any(|a| a == "-cpu"));
+    }
+
+    #[test]
+    fn kvm_cpu_modes_topology_and_machine_features() {
+        let def = vm(
+            "<vcpu current='2'>4</vcpu><os><type machine='pc'>hvm</type><boot dev='cdrom'/><boot dev='hd'/></os>\
+             <features><vmport state='off'/><smm state='on'/></features>\
+             <cpu mode='host-passthrough'><topology sockets='1' dies='1' cores='2' threads='2'/></cpu>\
+             <clock offset='localtime'/><on_reboot>destroy</on_reboot>",
+        );
+        let args = line(&def, Accel::Kvm);
+        assert_eq!(
+            value(&args, "-machine"),
+            "pc,accel=kvm,acpi=off,vmport=off,smm=on"
+        );
+        assert_eq!(value(&args, "-cpu"), "host");
+        assert_eq!(
+            value(&args, "-smp"),
+            "cpus=2,maxcpus=4,sockets=1,dies=1,cores=2,threads=2"
+        );
+        assert_eq!(value(&args, "-boot"), "order=dc");
+        assert_eq!(value(&args, "-rtc"), "base=localtime");
+        assert!(args.iter().any(|a| a == "-no-reboot"));
+        // Under TCG the host's CPU cannot be passed through.
+        assert_eq!(value(&line(&def, Accel::Tcg), "-cpu"), "max");
+        let custom = vm("<vcpu>1</vcpu><os><type>hvm</type></os>\
+             <cpu mode='custom'><model fallback='allow'>Skylake-Client</model></cpu>");
+        assert_eq!(value(&line(&custom, Accel::Kvm), "-cpu"), "Skylake-Client");
+    }
+
+    #[test]
+    fn a_console_alone_gets_its_serial_port() {
+        let def = vm("<vcpu>1</vcpu><os><type>hvm</type></os>\
+             <devices><console type='pty'><target type='serial' port='0'/></console></devices>");
+        let args = line(&def, Accel::Tcg);
+        assert_eq!(value(&args, "-chardev"), "pty,id=charserial0");
+    }
+
+    #[test]
+    fn what_cannot_run_yet_is_refused_by_name() {
+        let def = vm("<vcpu>1</vcpu><os><type>hvm</type></os><devices>\
+             <disk type='file' device='disk'><source file='/var/lib/vm.img'/><target dev='vda' bus='virtio'/></disk>\
+             </devices>");
+        let error = command_line(&def, &settings(Accel::Tcg)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "domain 'vm1': <devices><disk> cannot run yet (the QEMU driver translates it in a later version); remove it to start the domain (the definition keeps it)"
+        );
+        let kept = vm(
+            "<vcpu>1</vcpu><os><type>hvm</type></os><devices><tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm></devices>",
+        );
+        let error = command_line(&kept, &settings(Accel::Tcg)).unwrap_err();
+        assert!(
+            error.to_string().contains("<tpm model='tpm-crb'>")
+                && error.to_string().contains("keeps it but does not run it"),
+            "{error}"
+        );
+        let container = DomainDef::from_xml(
+            "<domain type='lxc'><name>c</name><memory unit='MiB'>64</memory><os><type>exe</type><init>/bin/sh</init></os></domain>",
+        )
+        .unwrap();
+        assert!(matches!(
+            command_line(&container, &settings(Accel::Tcg)),
+            Err(CommandError::NotVm { .. })
+        ));
+    }
+
+    /// qemu itself takes the line: it starts, answers QMP in `prelaunch`
+    /// and has the serial console on a pty.
+    #[tokio::test]
+    async fn qemu_accepts_the_line() {
+        const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+        if !Path::new(QEMU).exists() || !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the qemu tests as root with qemu installed"
+            );
+            println!("skipped: needs root and {QEMU}");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let qmp = tmp.path().join("qmp.sock");
+        let def = vm(
+            "<vcpu current='1'>2</vcpu><os><type machine='q35'>hvm</type><boot dev='hd'/></os>\
+             <features><acpi/><apic/><vmport state='off'/></features>\
+             <cpu mode='maximum'><topology sockets='1' dies='1' cores='2' threads='1'/></cpu>\
+             <devices><serial type='pty'><target port='0'/></serial></devices>",
+        );
+        let launch = crate::qemu::process::Launch {
+            emulator: QEMU.into(),
+            args: command_line(
+                &def,
+                &Settings {
+                    accel: Accel::Tcg,
+                    qmp: qmp.clone(),
+                },
+            )
+            .unwrap(),
+            uid: 0,
+            gid: 0,
+            cgroup_procs: Vec::new(),
+            pidfile: tmp.path().join("qemu.pid"),
+            log: tmp.path().join("qemu.log"),
+        };
+        let pid = match crate::qemu::process::launch(&launch) {
+            Ok(pid) => pid,
+            Err(e) => panic!("{e}"),
+        };
+        struct Kill(nix::unistd::Pid);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let _kill = Kill(pid);
+        let (client, _events) = crate::qemu::qmp::Qmp::connect(&qmp).await.unwrap();
+        assert_eq!(
+            client.query_status().await.unwrap(),
+            crate::qemu::qmp::RunState::Prelaunch
+        );
+        let chardevs = client.query_chardev().await.unwrap();
+        let serial = chardevs.iter().find(|c| c.label == "charserial0").unwrap();
+        assert!(serial.pty_path().is_some(), "{chardevs:?}");
+        client.quit().await.unwrap();
+    }
+}
