@@ -7,9 +7,9 @@
 //! guest's power-off stops qemu without ending it (`-no-shutdown`), so
 //! the driver reads the `SHUTDOWN` event, applies `on_poweroff` and then
 //! quits it; `on_reboot='destroy'` turns a guest's reboot into a
-//! power-off (`-no-reboot`). qemu's own seccomp filter is on, with
-//! obsolete calls and resource control denied (not yet `spawn` and
-//! `elevateprivileges`, which `-daemonize` needs; see [`super::process`]).
+//! power-off (`-no-reboot`). qemu's own seccomp filter is on with every
+//! group of calls a guest never needs denied (which is why the launcher,
+//! [`super::process`], daemonizes qemu rather than `-daemonize`).
 //!
 //! This slice translates the machine, CPUs, memory, firmware boot order,
 //! direct kernel boot, the clock and serial consoles. Devices of the
@@ -96,10 +96,10 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
         "-qmp",
         format!("unix:{},server=on,wait=off", escape_commas(&settings.qmp)),
     );
-    // `spawn=deny` and `elevateprivileges=deny` kill a qemu that
-    // daemonizes itself (its fork and setsid come after the filter): they
-    // wait for the launcher to daemonize qemu instead.
-    args.push2("-sandbox", "on,obsolete=deny,resourcecontrol=deny");
+    args.push2(
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    );
     args.push2("-msg", "timestamp=on");
     args.push("-S");
     Ok(args.0)
@@ -455,14 +455,16 @@ mod tests {
             pidfile: tmp.path().join("qemu.pid"),
             log: tmp.path().join("qemu.log"),
         };
-        let pid = match crate::qemu::process::launch(&launch) {
+        let pid = match crate::qemu::process::launch(&launch, &qmp) {
             Ok(pid) => pid,
             Err(e) => panic!("{e}"),
         };
         struct Kill(nix::unistd::Pid);
         impl Drop for Kill {
             fn drop(&mut self) {
-                let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+                if nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                    let _ = nix::sys::wait::waitpid(self.0, None);
+                }
             }
         }
         let _kill = Kill(pid);

@@ -1,17 +1,14 @@
-//! Starting a qemu process the way the QEMU driver runs every guest:
-//! daemonized (so it outlives lxvirtd, which finds it again through its
-//! pidfile and QMP socket), as an unprivileged uid, in the domain's
-//! cgroups from its first instruction, with its output in a log file.
+//! Starting a qemu process the way the QEMU driver runs every guest: in
+//! a session of its own (so it outlives lxvirtd, which finds it again
+//! through its pidfile and QMP socket, as containers' monitors do), as an
+//! unprivileged uid, in the domain's cgroups from its first instruction,
+//! with its output in a log file.
 //!
-//! `-daemonize` makes qemu fork once it has set itself up: the process
-//! lxvirtd started exits 0 when the guest's qemu is ready (or non-zero,
-//! with the reason on stderr, when it is not), and the pidfile holds the
-//! pid of the one that stays. That one is no child of lxvirtd, so it
-//! survives the daemon's death and restarts as containers' monitors do.
-//! Because qemu forks and calls `setsid` after its seccomp filter is in
-//! place, `-daemonize` rules out `-sandbox spawn=deny,elevateprivileges=deny`
-//! (qemu dies of SIGSYS): the next step is to daemonize from here (fork,
-//! `setsid`, exec; ready when the QMP socket answers) so both can be on.
+//! lxvirtd daemonizes qemu itself rather than passing `-daemonize`: qemu
+//! would fork and call `setsid` after its seccomp filter is in place,
+//! which rules out `-sandbox spawn=deny,elevateprivileges=deny` (it dies
+//! of SIGSYS). qemu is ready when its QMP socket takes a connection; if it
+//! exits first, its log says why.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -27,8 +24,7 @@ use nix::unistd::Pid;
 pub struct Launch {
     /// `qemu-system-x86_64` or the `<emulator>` of the definition.
     pub emulator: PathBuf,
-    /// Everything after the program name; `-daemonize` and `-pidfile` are
-    /// added here.
+    /// Everything after the program name; `-pidfile` is added here.
     pub args: Vec<OsString>,
     /// Who qemu runs as (its supplementary groups are dropped).
     pub uid: u32,
@@ -62,9 +58,13 @@ pub enum ProcessError {
     Pidfile { path: PathBuf, problem: String },
 }
 
-/// Starts qemu and waits until it has daemonized; returns the pid of the
-/// qemu that runs the guest.
-pub fn launch(launch: &Launch) -> Result<Pid, ProcessError> {
+/// How long qemu may take to open its QMP socket.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Starts qemu and waits until its QMP socket `qmp` takes connections;
+/// returns its pid. qemu is a child of the caller, who reaps it (a pidfd
+/// does); after a restart of lxvirtd, init does.
+pub fn launch(launch: &Launch, qmp: &Path) -> Result<Pid, ProcessError> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -79,10 +79,10 @@ pub fn launch(launch: &Launch) -> Result<Pid, ProcessError> {
         source,
     })?;
     let _ = std::fs::remove_file(&launch.pidfile);
+    let _ = std::fs::remove_file(qmp);
     let mut command = Command::new(&launch.emulator);
     command
         .args(&launch.args)
-        .arg("-daemonize")
         .arg("-pidfile")
         .arg(&launch.pidfile)
         .stdin(Stdio::null())
@@ -95,34 +95,55 @@ pub fn launch(launch: &Launch) -> Result<Pid, ProcessError> {
         .collect();
     let (uid, gid) = (launch.uid, launch.gid);
     // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe calls (open, write, close, setgroups,
-    // setgid, setuid) on memory prepared before the fork. The cgroups are
-    // joined as root, then privileges dropped (std's own uid() would drop
-    // them before this runs).
+    // makes async-signal-safe calls (open, write, close, setsid,
+    // setgroups, setgid, setuid) on memory prepared before the fork. The
+    // cgroups are joined as root, then privileges dropped (std's own uid()
+    // would drop them before this runs).
     unsafe {
         command.pre_exec(move || {
             for path in &procs {
                 join_cgroup(path)?;
             }
+            // A session of its own: no signal for lxvirtd's process group
+            // or terminal reaches it.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             drop_privileges(uid, gid)
         });
     }
     let started = std::time::Instant::now();
-    let status = command.status().map_err(|source| ProcessError::Spawn {
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
         emulator: launch.emulator.clone(),
         source,
     })?;
-    if !status.success() {
-        return Err(ProcessError::Failed {
-            status: status.to_string(),
-            said: last_lines(&launch.log, 5),
-        });
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        if std::os::unix::net::UnixStream::connect(qmp).is_ok() {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(ProcessError::Failed {
+                status: status.to_string(),
+                said: last_lines(&launch.log, 5),
+            });
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ProcessError::Failed {
+                status: format!("no QMP socket after {} s", READY_TIMEOUT.as_secs()),
+                said: last_lines(&launch.log, 5),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
-    let pid = read_pidfile(&launch.pidfile)?;
     tracing::debug!(
         pid = pid.as_raw(),
         elapsed_us = started.elapsed().as_micros() as u64,
-        "qemu daemonized"
+        "qemu ready"
     );
     Ok(pid)
 }
@@ -217,11 +238,13 @@ mod tests {
         true
     }
 
-    /// Kills the qemu of a test on every path.
+    /// Kills (and reaps) the qemu of a test on every path.
     struct Guard(Pid);
     impl Drop for Guard {
         fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+            if nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                let _ = nix::sys::wait::waitpid(self.0, None);
+            }
         }
     }
 
@@ -274,20 +297,18 @@ mod tests {
             pidfile: dir.join("qemu.pid"),
             log: dir.join("qemu.log"),
         };
-        let pid = launch_checked(&launch);
+        let pid = launch_checked(&launch, &qmp);
         let guard = Guard(pid);
-        // Not our child: it outlives whoever started it.
-        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let ppid: i32 = ppid
+        // A session of its own (field 6 of stat), its pid in its pidfile.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
             .rsplit(')')
             .next()
             .unwrap()
             .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_ne!(ppid, std::process::id() as i32);
+            .collect();
+        assert_eq!(fields[3], pid.to_string(), "session of {pid}: {stat}");
+        assert_eq!(read_pidfile(&launch.pidfile).unwrap(), pid);
         assert_eq!(status_uid(pid), NOBODY);
         if let Some(cgroup) = &cgroup {
             let members = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
@@ -296,21 +317,19 @@ mod tests {
         let (client, _events) = Qmp::connect(&qmp).await.unwrap();
         assert_eq!(client.query_status().await.unwrap(), RunState::Prelaunch);
         client.quit().await.unwrap();
-        // Gone: reaped by init, not by us.
-        for _ in 0..100 {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        // The caller's child: reaped here, as the driver's pidfd does.
+        assert_eq!(
+            nix::sys::wait::waitpid(pid, None).unwrap(),
+            nix::sys::wait::WaitStatus::Exited(pid, 0)
+        );
         drop(guard);
         if let Some(cgroup) = &cgroup {
             std::fs::remove_dir(cgroup).unwrap();
         }
     }
 
-    fn launch_checked(launch: &Launch) -> Pid {
-        match self::launch(launch) {
+    fn launch_checked(launch: &Launch, qmp: &Path) -> Pid {
+        match self::launch(launch, qmp) {
             Ok(pid) => pid,
             Err(e) => panic!("{e}; log: {}", last_lines(&launch.log, 20)),
         }
@@ -334,12 +353,12 @@ mod tests {
             pidfile: tmp.path().join("qemu.pid"),
             log: tmp.path().join("qemu.log"),
         };
-        let error = launch_checked_err(&launch);
+        let error = launch_checked_err(&launch, &tmp.path().join("qmp.sock"));
         assert!(error.contains("unsupported machine type"), "{error}");
     }
 
-    fn launch_checked_err(launch: &Launch) -> String {
-        match self::launch(launch) {
+    fn launch_checked_err(launch: &Launch, qmp: &Path) -> String {
+        match self::launch(launch, qmp) {
             Ok(pid) => {
                 let _guard = Guard(pid);
                 panic!("started");
