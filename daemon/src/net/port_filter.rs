@@ -244,36 +244,69 @@ pub fn unplug(port: &PortRecord) -> Vec<ElementChange> {
         .collect()
 }
 
-/// The elements of one port, with their sets, as `nft` reads them.
-fn elements(port: &PortRecord) -> Vec<(&'static str, Value)> {
-    let mut elements = vec![(MACS, json!({ "concat": [port.port, port.mac] }))];
-    if let Some(addresses) = &port.ipv4 {
-        elements.push((CHECKED, json!(port.port)));
-        for address in addresses {
-            let address = address.to_string();
-            elements.push((IPV4, json!({ "concat": [port.port, port.mac, address] })));
-            elements.push((HELD, json!(address)));
-        }
-    }
-    elements
+/// A part of a set element: sets of several parts concatenate them.
+#[derive(Debug, Clone, Copy)]
+enum Part<'a> {
+    Port(&'a str),
+    Mac(MacAddr),
+    Ipv4(Ipv4Addr),
 }
 
-/// The same elements as set keys, as the kernel compares them. A record
-/// with a bad MAC (not lxvirtd's) has none: its port passes nothing.
-fn keys(port: &PortRecord) -> Vec<(&'static str, Vec<u8>)> {
-    let Some(MacAddr(mac)) = port.mac() else {
+/// The elements of one port, with their sets: one list, rendered for
+/// `nft` ([`elements`]) and for netlink ([`keys`]). A record with a bad
+/// MAC (not lxvirtd's) has none: its port passes nothing.
+fn entries(port: &PortRecord) -> Vec<(&'static str, Vec<Part<'_>>)> {
+    let Some(mac) = port.mac() else {
         return Vec::new();
     };
-    let mut keys = vec![(MACS, Key::new().ifname(&port.port).ether(mac).bytes())];
+    let name = Part::Port(&port.port);
+    let mut entries = vec![(MACS, vec![name, Part::Mac(mac)])];
     if let Some(addresses) = &port.ipv4 {
-        keys.push((CHECKED, Key::new().ifname(&port.port).bytes()));
+        entries.push((CHECKED, vec![name]));
         for &address in addresses {
-            let key = Key::new().ifname(&port.port).ether(mac).ipv4(address);
-            keys.push((IPV4, key.bytes()));
-            keys.push((HELD, Key::new().ipv4(address).bytes()));
+            entries.push((IPV4, vec![name, Part::Mac(mac), Part::Ipv4(address)]));
+            entries.push((HELD, vec![Part::Ipv4(address)]));
         }
     }
-    keys
+    entries
+}
+
+/// The elements of one port, with their sets, as `nft` reads them.
+fn elements(port: &PortRecord) -> Vec<(&'static str, Value)> {
+    entries(port)
+        .into_iter()
+        .map(|(set, parts)| {
+            let mut values: Vec<Value> = parts
+                .iter()
+                .map(|part| match part {
+                    Part::Port(name) => json!(name),
+                    Part::Mac(mac) => json!(mac.to_string()),
+                    Part::Ipv4(address) => json!(address.to_string()),
+                })
+                .collect();
+            let value = if values.len() == 1 {
+                values.remove(0)
+            } else {
+                json!({ "concat": values })
+            };
+            (set, value)
+        })
+        .collect()
+}
+
+/// The same elements as set keys, as the kernel compares them.
+fn keys(port: &PortRecord) -> Vec<(&'static str, Vec<u8>)> {
+    entries(port)
+        .into_iter()
+        .map(|(set, parts)| {
+            let key = parts.iter().fold(Key::new(), |key, part| match *part {
+                Part::Port(name) => key.ifname(name),
+                Part::Mac(MacAddr(mac)) => key.ether(mac),
+                Part::Ipv4(address) => key.ipv4(address),
+            });
+            (set, key.bytes())
+        })
+        .collect()
 }
 
 fn element(verb: &str, table: &str, set: &str, elem: Value) -> Value {

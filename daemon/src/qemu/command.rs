@@ -422,13 +422,8 @@ mod tests {
     /// and has the serial console on a pty.
     #[tokio::test]
     async fn qemu_accepts_the_line() {
-        const QEMU: &str = "/usr/bin/qemu-system-x86_64";
-        if !Path::new(QEMU).exists() || !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the qemu tests as root with qemu installed"
-            );
-            println!("skipped: needs root and {QEMU}");
+        use crate::qemu::process::test_support::{Guard, QEMU, qemu_missing};
+        if qemu_missing() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -459,15 +454,7 @@ mod tests {
             Ok(pid) => pid,
             Err(e) => panic!("{e}"),
         };
-        struct Kill(nix::unistd::Pid);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                if nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL).is_ok() {
-                    let _ = nix::sys::wait::waitpid(self.0, None);
-                }
-            }
-        }
-        let _kill = Kill(pid);
+        let _guard = Guard(pid);
         let (client, _events) = crate::qemu::qmp::Qmp::connect(&qmp).await.unwrap();
         assert_eq!(
             client.query_status().await.unwrap(),

@@ -217,16 +217,17 @@ pub fn guest_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
 }
 
+/// What the tests that run a real qemu share.
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use crate::qemu::qmp::{Qmp, RunState};
+pub(crate) mod test_support {
+    use std::path::Path;
 
-    const QEMU: &str = "/usr/bin/qemu-system-x86_64";
-    const NOBODY: u32 = 65534;
+    use nix::unistd::Pid;
 
-    fn qemu_missing() -> bool {
+    pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+
+    /// Whether the test cannot run here (said, and a failure under CI).
+    pub fn qemu_missing() -> bool {
         if Path::new(QEMU).exists() && nix::unistd::geteuid().is_root() {
             return false;
         }
@@ -239,7 +240,8 @@ mod tests {
     }
 
     /// Kills (and reaps) the qemu of a test on every path.
-    struct Guard(Pid);
+    pub struct Guard(pub Pid);
+
     impl Drop for Guard {
         fn drop(&mut self) {
             if nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL).is_ok() {
@@ -247,6 +249,16 @@ mod tests {
             }
         }
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::test_support::{Guard, QEMU, qemu_missing};
+    use super::*;
+    use crate::qemu::qmp::{Qmp, RunState};
+
+    const NOBODY: u32 = 65534;
 
     fn status_uid(pid: Pid) -> u32 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
