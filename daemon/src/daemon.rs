@@ -23,6 +23,7 @@ use crate::lxc::convert::ConvertSettings;
 use crate::lxc::driver::LxcDriver;
 use crate::lxc::instance::LxcConfig;
 use crate::net::virtual_network::{self, HostNetworks};
+use crate::qemu::instance::{QemuConfig, QemuDriver};
 use crate::security::Security;
 use crate::security::detect::Detected;
 use crate::security::userns::{IdRange, IdRanges, UsernsError};
@@ -280,9 +281,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             pids_max: config.pids_max,
             default_partition: config.default_partition.clone(),
         },
-        cgroups,
+        cgroups: cgroups.clone(),
     });
-    let drivers = Drivers::default().with(DomainType::Lxc, std::sync::Arc::new(lxc));
+    let qemu = std::sync::Arc::new(QemuDriver::new(QemuConfig {
+        run_dir: config.run_dir.clone(),
+        emulator: QemuConfig::DEFAULT_EMULATOR.into(),
+        default_partition: config.default_partition.clone(),
+        pids_max: config.pids_max,
+        cgroups,
+        kvm_unavailable: crate::qemu::host::kvm_unavailable(&config.host),
+    }));
+    let drivers = Drivers::default()
+        .with(DomainType::Lxc, std::sync::Arc::new(lxc))
+        .with(DomainType::Kvm, qemu.clone())
+        .with(DomainType::Qemu, qemu);
     let security = Security::detect(&config.security);
     let network_dir = virtual_network::run_dir(&config.run_dir);
     let network_driver =

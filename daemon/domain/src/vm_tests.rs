@@ -423,3 +423,25 @@ fn serial_ports_and_consoles_take_an_address_and_alias() {
     );
     fails(&lxc, "not supported in a lxc domain");
 }
+
+/// A VM's live definition records the host ids its qemu runs as; no
+/// other user namespace mode applies to a VM.
+#[test]
+fn a_vm_takes_lxvirt_userns_auto_only() {
+    let ns = "xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'";
+    let with = |userns: &str| {
+        vm_with(userns, "").replace("<domain type='kvm'>", &format!("<domain type='kvm' {ns}>"))
+    };
+    let live = ok(&with(
+        "<lxvirt:userns mode='auto' target='1065536' count='65536'/>",
+    ));
+    assert_eq!(
+        live.userns.and_then(|u| u.allocated),
+        Some((1_065_536, 65_536))
+    );
+    assert!(live.to_live_xml().contains("target='1065536'"));
+    fails(
+        &with("<lxvirt:userns mode='host'/>"),
+        "always runs as host ids lxvirt allocates",
+    );
+}

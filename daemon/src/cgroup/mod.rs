@@ -13,6 +13,7 @@
 //! [`ContainerCgroup::devices_enforced`] false and the daemon says so.
 
 mod container;
+pub mod domain;
 mod error;
 mod fs;
 mod hierarchy;

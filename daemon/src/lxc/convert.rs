@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::cgroup::{BlkioDeviceLimit, CgroupSpec, DeviceRule};
+use crate::cgroup::{CgroupSpec, DeviceRule};
 
 use crate::domain::{
     BandwidthRate, Capability, CapsPolicy, DirectMode, DomainDef, FsDriverType, FsSource, Hostdev,
@@ -887,40 +887,24 @@ fn device_node(
 
 /// Devices every container may use: null, zero, full, random, urandom,
 /// tty, console, ptmx, and the pty slaves.
-fn base_device_rules() -> Vec<DeviceRule> {
-    let char_dev = |major, minor: Option<u32>| DeviceRule {
-        kind: 'c',
-        major: Some(major),
-        minor,
-        access: "rwm".into(),
-    };
-    vec![
-        char_dev(1, Some(3)),
-        char_dev(1, Some(5)),
-        char_dev(1, Some(7)),
-        char_dev(1, Some(8)),
-        char_dev(1, Some(9)),
-        char_dev(5, Some(0)),
-        char_dev(5, Some(1)),
-        char_dev(5, Some(2)),
-        char_dev(136, None),
-    ]
-}
-
 fn cgroup_spec(
     def: &DomainDef,
     settings: &ConvertSettings,
     devices: &[DeviceNode],
 ) -> Result<CgroupSpec, ConvertError> {
-    let partition = def
-        .partition
-        .clone()
-        .unwrap_or_else(|| settings.default_partition.clone());
-    let partition = partition.strip_prefix("/").unwrap_or(&partition).to_owned();
-    let memtune = def.memtune.clone().unwrap_or_default();
-    let cputune = def.cputune.clone().unwrap_or_default();
-    let mut rules = base_device_rules();
-    rules.extend(devices.iter().map(|d| DeviceRule {
+    let mut spec = crate::cgroup::domain::tuning(
+        def,
+        &settings.default_partition,
+        settings.pids_max,
+        |path| {
+            device_node(def.name(), "<blkiotune><device>", path, path.to_owned())
+                .map(|node| (node.major, node.minor))
+        },
+    )?;
+    // A container's <memory> is all it may use.
+    spec.memory_limit.get_or_insert(def.memory);
+    spec.devices = crate::cgroup::domain::base_device_rules();
+    spec.devices.extend(devices.iter().map(|d| DeviceRule {
         kind: match d.kind {
             DeviceKind::Char => 'c',
             DeviceKind::Block => 'b',
@@ -929,43 +913,7 @@ fn cgroup_spec(
         minor: Some(d.minor),
         access: if d.mode & 0o222 == 0 { "rm" } else { "rwm" }.into(),
     }));
-    let mut blkio_devices = Vec::new();
-    let mut blkio_weight = None;
-    if let Some(blkio) = &def.blkiotune {
-        blkio_weight = blkio.weight;
-        for device in &blkio.devices {
-            let node = device_node(
-                def.name.as_ref(),
-                "<blkiotune><device>",
-                &device.path,
-                device.path.clone(),
-            )?;
-            blkio_devices.push(BlkioDeviceLimit {
-                major: node.major,
-                minor: node.minor,
-                weight: device.weight,
-                read_bytes_sec: device.read_bytes_sec,
-                write_bytes_sec: device.write_bytes_sec,
-                read_iops_sec: device.read_iops_sec,
-                write_iops_sec: device.write_iops_sec,
-            });
-        }
-    }
-    Ok(CgroupSpec {
-        path: partition.join(format!("lxvirt-{}", def.name)),
-        memory_limit: Some(memtune.hard_limit.unwrap_or(def.memory)),
-        memory_soft_limit: memtune.soft_limit,
-        memory_swap_limit: memtune.swap_hard_limit,
-        cpu_shares: cputune.shares,
-        cpu_period: cputune.period,
-        cpu_quota: cputune.quota,
-        cpuset_cpus: def.vcpu.cpuset.as_ref().map(ToString::to_string),
-        cpuset_mems: def.numatune.as_ref().map(|n| n.nodeset.to_string()),
-        blkio_weight,
-        blkio_devices,
-        pids_max: settings.pids_max,
-        devices: rules,
-    })
+    Ok(spec)
 }
 
 #[cfg(test)]

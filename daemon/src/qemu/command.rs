@@ -38,6 +38,10 @@ pub struct Settings {
     pub accel: Accel,
     /// The QMP socket qemu listens on.
     pub qmp: PathBuf,
+    /// Where qemu keeps a copy of each serial port's output
+    /// (`serialN.log`), written whether or not a console is attached;
+    /// `None` keeps none.
+    pub serial_logs: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +88,7 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
     args.push2("-smp", smp(def));
     args.push2("-rtc", rtc(def));
     boot(&mut args, os);
-    serials(&mut args, def);
+    serials(&mut args, def, settings.serial_logs.as_deref());
     args.push("-nodefaults");
     args.push("-no-user-config");
     args.push2("-display", "none");
@@ -245,14 +249,21 @@ fn boot(args: &mut Args, os: &HvmOs) {
 
 /// Each `<serial type='pty'>` an ISA serial port on a pty of its own; a
 /// `<console>` alone gets the serial port 0 it stands for (as libvirt
-/// adds one).
-fn serials(args: &mut Args, def: &DomainDef) {
+/// adds one). A pty drops what is written while nobody holds it, so the
+/// log is how a boot's first lines are kept.
+fn serials(args: &mut Args, def: &DomainDef, logs: Option<&Path>) {
     let mut ports: Vec<u32> = def.devices.serials.iter().map(|s| s.port).collect();
     if ports.is_empty() && !def.devices.consoles.is_empty() {
         ports.push(0);
     }
     for port in ports {
-        args.push2("-chardev", format!("pty,id=charserial{port}"));
+        let log = logs.map_or(String::new(), |dir| {
+            format!(
+                ",logfile={}",
+                escape_commas(&dir.join(format!("serial{port}.log")))
+            )
+        });
+        args.push2("-chardev", format!("pty,id=charserial{port}{log}"));
         args.push2(
             "-device",
             format!("isa-serial,chardev=charserial{port},id=serial{port},index={port}"),
@@ -288,6 +299,7 @@ mod tests {
         Settings {
             accel,
             qmp: "/run/lxvirt/qemu/vm,1/qmp.sock".into(),
+            serial_logs: None,
         }
     }
 
@@ -441,6 +453,7 @@ mod tests {
                 &Settings {
                     accel: Accel::Tcg,
                     qmp: qmp.clone(),
+                    serial_logs: Some(tmp.path().to_owned()),
                 },
             )
             .unwrap(),
@@ -463,6 +476,7 @@ mod tests {
         let chardevs = client.query_chardev().await.unwrap();
         let serial = chardevs.iter().find(|c| c.label == "charserial0").unwrap();
         assert!(serial.pty_path().is_some(), "{chardevs:?}");
+        assert!(tmp.path().join("serial0.log").exists());
         client.quit().await.unwrap();
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod command;
 pub mod host;
+pub mod instance;
 pub mod process;
 pub mod qmp;

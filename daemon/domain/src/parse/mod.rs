@@ -137,7 +137,6 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
             }
             seccomp = Some(security::parse_seccomp(child)?);
         } else if ns == LXVIRT_NAMESPACE_URI && child.name == "userns" {
-            ctx.lxc_only(child)?;
             if userns.is_some() {
                 return Err(DomainError::duplicate(
                     child.pos,
@@ -145,7 +144,18 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
                     "<lxvirt:userns>",
                 ));
             }
-            userns = Some((security::parse_userns(child)?, child.pos));
+            let parsed = security::parse_userns(child)?;
+            // A VM's qemu always runs as the first id of a block lxvirt
+            // allocates; its live definition says which.
+            if !ctx.lxc() && parsed.mode != UsernsMode::Auto {
+                return Err(DomainError::invalid(
+                    child.pos,
+                    &child.qname,
+                    "a virtual machine's qemu always runs as host ids lxvirt allocates",
+                    "use mode='auto' or remove the element",
+                ));
+            }
+            userns = Some((parsed, child.pos));
         } else {
             return Err(foreign(root, child, ns));
         }

@@ -142,16 +142,23 @@ impl Manager {
     /// How the instance about to start maps its ids, written into its live
     /// definition: `<idmap>` as given; else the domain's `<lxvirt:userns>`
     /// or the daemon's default, with the domain's block of host ids for
-    /// mode='auto' (kept while a persistent domain is defined).
+    /// mode='auto' (kept while a persistent domain is defined). A virtual
+    /// machine always gets a block: its qemu runs as the block's first id,
+    /// a uid no other domain has.
     pub(super) fn resolve_userns(
         &mut self,
         uuid: Uuid,
         def: &mut DomainDef,
     ) -> Result<(), CoreError> {
-        if def.domain_type != DomainType::Lxc || def.idmap.is_some() {
+        let vm = def.domain_type != DomainType::Lxc;
+        if !vm && def.idmap.is_some() {
             return Ok(());
         }
-        let mode = def.userns.map_or(self.config.default_userns, |u| u.mode);
+        let mode = if vm {
+            UsernsMode::Auto
+        } else {
+            def.userns.map_or(self.config.default_userns, |u| u.mode)
+        };
         let allocated = match mode {
             UsernsMode::Host => None,
             UsernsMode::Auto => {

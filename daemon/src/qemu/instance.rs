@@ -1,0 +1,913 @@
+//! The QEMU driver behind the core's seam ([`crate::driver::Driver`]).
+//!
+//! A start turns the definition into a command line ([`super::command`]),
+//! makes the domain's cgroup, and starts qemu paused as the domain's own
+//! uid ([`super::process`]); once QMP answers, the driver keeps one
+//! connection to it, watches its events and sends `cont`. The core
+//! watches the qemu process itself: when it is gone, so is the VM.
+//!
+//! Why a VM ended is written to an exit record beside its files as soon
+//! as the driver knows it — the core asked (shutdown, destroy), or the
+//! guest powered off, rebooted with `on_reboot='destroy'`, or panicked —
+//! so that a daemon restarted in between still reads it. qemu runs with
+//! `-no-shutdown`: a guest's power-off leaves qemu stopped rather than
+//! gone, and the driver quits it once the reason is recorded (also when
+//! the power-off happened while no lxvirtd ran: the state QMP reports at
+//! reconnection says so). A qemu that ends with no reason recorded
+//! crashed.
+//!
+//! Files, in the run directory: `qemu/NAME/` (mode 0700, owned by the
+//! VM's uid: QMP socket, pidfile, serial logs), and root's `qemu/NAME.log`
+//! (qemu's own output) and `qemu/NAME.exit`.
+//!
+//! Each VM's qemu runs as the first id of the block of host ids the core's
+//! allocator gives the domain (the block a container's user namespace
+//! would map): a uid of its own, never shared with another VM or a
+//! container, so one VM's qemu cannot open another's files even without
+//! SELinux. libvirt's single `libvirt-qemu` user gives no such separation.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use super::command::{self, Accel, CommandError, Settings};
+use super::process::{self, Launch, ProcessError};
+use super::qmp::{EventKind, Events, Qmp, QmpError, RunState, ShutdownCause};
+use crate::cgroup::{CgroupError, CgroupSpec, Cgroups, DeviceRule};
+use crate::domain::{DomainDef, DomainType, Os};
+use crate::driver::{
+    BoxFuture, DomainStats, Driver, Ended, Error, ErrorKind, Exit, Request, Response, Runtime,
+    StartRequest, Started,
+};
+use crate::error_chain::error_chain;
+use crate::persist::{self, Durability, Versioned};
+use crate::sys::process::{find_process, pidfd_kill, pidfd_open, start_time, wait_exit};
+
+/// What the QEMU driver needs.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// The daemon's run directory; guests' files go under `qemu/`.
+    pub run_dir: PathBuf,
+    /// The emulator when a definition names no `<emulator>`.
+    pub emulator: PathBuf,
+    /// The partition of a domain that names none.
+    pub default_partition: PathBuf,
+    pub pids_max: Option<u64>,
+    /// `None` when the host has no usable hierarchy: starts are refused.
+    pub cgroups: Option<Arc<Cgroups>>,
+    /// Why `type='kvm'` cannot run here; `None` when it can.
+    pub kvm_unavailable: Option<String>,
+}
+
+impl QemuConfig {
+    /// Debian's emulator for x86 guests.
+    pub const DEFAULT_EMULATOR: &str = "/usr/bin/qemu-system-x86_64";
+}
+
+/// How long qemu has to exit after SIGTERM before it gets SIGKILL (as
+/// libvirt waits).
+const TERM_GRACE: Duration = Duration::from_secs(10);
+
+/// How long QMP may take to answer a command the driver sends.
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the QEMU driver could not do what was asked; each names the domain.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error("domain '{domain}': KVM is not usable on this host: {why}")]
+    KvmUnavailable { domain: String, why: String },
+    #[error(
+        "domain '{domain}': this host has no usable cgroup hierarchy; mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup"
+    )]
+    NoCgroups { domain: String },
+    #[error(
+        "domain '{domain}': SELinux labels for virtual machines are not applied yet; start it with <seclabel type='none'/> or on a host without SELinux"
+    )]
+    NoVmLabels { domain: String },
+    #[error("domain '{domain}': no host ids were allocated for its qemu (an lxvirtd bug)")]
+    NoIds { domain: String },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("domain '{domain}': {element} {path}: {source}; fix the path")]
+    MissingFile {
+        domain: String,
+        element: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "domain '{domain}': <memory> of {asked} KiB is more than this host's {host} KiB; lower it"
+    )]
+    TooMuchMemory {
+        domain: String,
+        asked: u64,
+        host: u64,
+    },
+    #[error("domain '{domain}': cannot prepare {path}")]
+    Files {
+        domain: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("domain '{domain}': cannot make its cgroup")]
+    Cgroup {
+        domain: String,
+        #[source]
+        source: CgroupError,
+    },
+    #[error("domain '{domain}': cannot start qemu (see {log})")]
+    Launch {
+        domain: String,
+        log: PathBuf,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("domain '{domain}': qemu does not answer on QMP")]
+    Qmp {
+        domain: String,
+        #[source]
+        source: QmpError,
+    },
+    #[error("domain '{domain}': qemu did not answer QMP within {} s", QMP_TIMEOUT.as_secs())]
+    QmpTimeout { domain: String },
+    #[error("domain '{domain}': its qemu is gone")]
+    Gone { domain: String },
+    #[error("domain '{domain}': it has no serial console {index}")]
+    NoConsole { domain: String, index: u32 },
+    #[error("domain '{domain}': cannot open its console {path}")]
+    OpenConsole {
+        domain: String,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("domain '{domain}': {what} is not supported for virtual machines yet")]
+    NotSupported { domain: String, what: &'static str },
+}
+
+impl From<QemuError> for Error {
+    fn from(error: QemuError) -> Error {
+        let kind = match &error {
+            QemuError::KvmUnavailable { .. } => ErrorKind::Unavailable,
+            QemuError::NoVmLabels { .. } => ErrorKind::SecurityUnavailable,
+            QemuError::Command(CommandError::NotSupported { .. })
+            | QemuError::NotSupported { .. } => ErrorKind::NotSupported,
+            QemuError::Command(CommandError::NotVm { .. }) => ErrorKind::Unavailable,
+            _ => ErrorKind::Failed,
+        };
+        Error::new(kind, error)
+    }
+}
+
+/// Why a VM ended, as far as the driver knows; written as it learns it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct ExitRecord {
+    requested: Option<Requested>,
+    guest: Option<GuestEnd>,
+}
+
+impl Versioned for ExitRecord {
+    const VERSION: u32 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Requested {
+    Shutdown,
+    Destroy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum GuestEnd {
+    PoweredOff,
+    /// It rebooted and qemu was told not to reset it (`on_reboot`
+    /// other than restart).
+    Rebooted,
+    Panicked,
+}
+
+impl ExitRecord {
+    fn exit(self) -> Exit {
+        match (self.requested, self.guest) {
+            (Some(Requested::Destroy), _) => Exit::Destroyed,
+            (Some(Requested::Shutdown), _) => Exit::Shutdown,
+            (None, Some(GuestEnd::PoweredOff)) => Exit::PoweredOff,
+            (None, Some(GuestEnd::Rebooted)) => Exit::Rebooted,
+            (None, Some(GuestEnd::Panicked)) => Exit::Crashed,
+            // qemu ended by itself, or someone killed it.
+            (None, None) => Exit::Crashed,
+        }
+    }
+}
+
+/// A VM's files.
+#[derive(Debug, Clone)]
+struct Files {
+    /// Owned by the VM's uid.
+    dir: PathBuf,
+    qmp: PathBuf,
+    pidfile: PathBuf,
+    /// root's: qemu's stdout and stderr.
+    log: PathBuf,
+    exit: PathBuf,
+}
+
+impl Files {
+    fn new(run_dir: &Path, name: &str) -> Files {
+        let base = run_dir.join("qemu");
+        let dir = base.join(name);
+        Files {
+            qmp: dir.join("qmp.sock"),
+            pidfile: dir.join("qemu.pid"),
+            dir,
+            log: base.join(format!("{name}.log")),
+            exit: base.join(format!("{name}.exit")),
+        }
+    }
+}
+
+/// The driver's side of one running VM: its QMP connection (made once,
+/// at start or at the first need after a daemon restart) and what it
+/// knows of its end.
+#[derive(Debug)]
+struct Link {
+    name: String,
+    files: Files,
+    qmp: OnceCell<Qmp>,
+    record: Mutex<ExitRecord>,
+}
+
+impl Link {
+    fn new(name: &str, files: Files, record: ExitRecord) -> Link {
+        Link {
+            name: name.to_owned(),
+            files,
+            qmp: OnceCell::new(),
+            record: Mutex::new(record),
+        }
+    }
+
+    /// Records what the driver learnt, durably before acting on it.
+    fn note(&self, change: impl FnOnce(&mut ExitRecord)) {
+        let mut record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut record);
+        if let Err(error) =
+            persist::write_versioned(&self.files.exit, &*record, 0o600, Durability::Durable)
+        {
+            tracing::warn!(domain = %self.name, error = %error_chain(&error), "cannot record how the VM ends");
+        }
+    }
+
+    /// The QMP connection, made on first use; its events go to a task
+    /// that acts on them.
+    async fn qmp(self: &Arc<Link>) -> Result<Qmp, QemuError> {
+        let link = Arc::clone(self);
+        self.qmp
+            .get_or_try_init(|| async move {
+                let connect = Qmp::connect(&link.files.qmp);
+                let (qmp, events) = tokio::time::timeout(QMP_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| QemuError::QmpTimeout {
+                        domain: link.name.clone(),
+                    })?
+                    .map_err(|source| QemuError::Qmp {
+                        domain: link.name.clone(),
+                        source,
+                    })?;
+                tokio::spawn(Arc::clone(&link).watch(qmp.clone(), events));
+                Ok(qmp)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Acts on qemu's events until it closes the connection: a guest that
+    /// powered off (or rebooted under `-no-reboot`, or panicked) has its
+    /// end recorded and its qemu told to quit.
+    async fn watch(self: Arc<Link>, qmp: Qmp, mut events: Events) {
+        // What happened while nobody listened (a restarted daemon).
+        match qmp.query_status().await {
+            Ok(RunState::Shutdown) => self.guest_ended(&qmp, GuestEnd::PoweredOff).await,
+            Ok(RunState::GuestPanicked) => self.guest_ended(&qmp, GuestEnd::Panicked).await,
+            _ => {}
+        }
+        while let Some(event) = events.recv().await {
+            let end = match event.kind() {
+                EventKind::Shutdown {
+                    guest: true,
+                    reason,
+                } => Some(match reason {
+                    ShutdownCause::GuestReset => GuestEnd::Rebooted,
+                    ShutdownCause::GuestPanic => GuestEnd::Panicked,
+                    _ => GuestEnd::PoweredOff,
+                }),
+                EventKind::GuestPanicked { .. } => Some(GuestEnd::Panicked),
+                EventKind::Reset { guest: true, .. } => {
+                    tracing::info!(domain = %self.name, "the guest rebooted");
+                    None
+                }
+                _ => None,
+            };
+            if let Some(end) = end {
+                self.guest_ended(&qmp, end).await;
+            }
+        }
+    }
+
+    async fn guest_ended(&self, qmp: &Qmp, end: GuestEnd) {
+        tracing::info!(domain = %self.name, end = ?end, "the guest ended");
+        self.note(|record| {
+            record.guest.get_or_insert(end);
+        });
+        // The connection closing (qemu exiting) is the answer.
+        let _ = tokio::time::timeout(QMP_TIMEOUT, qmp.quit()).await;
+    }
+}
+
+/// The QEMU driver.
+#[derive(Debug, Clone)]
+pub struct QemuDriver {
+    config: Arc<QemuConfig>,
+    links: Arc<Mutex<HashMap<String, Arc<Link>>>>,
+}
+
+impl QemuDriver {
+    pub fn new(config: QemuConfig) -> QemuDriver {
+        QemuDriver {
+            config: Arc::new(config),
+            links: Arc::default(),
+        }
+    }
+
+    fn files(&self, name: &str) -> Files {
+        Files::new(&self.config.run_dir, name)
+    }
+
+    /// The link to a running VM, made (with the record an earlier daemon
+    /// left) when this daemon has none yet.
+    fn link(&self, name: &str) -> Arc<Link> {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(links.entry(name.to_owned()).or_insert_with(|| {
+            let files = self.files(name);
+            let record = persist::read_versioned_if_present(&files.exit)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            Arc::new(Link::new(name, files, record))
+        }))
+    }
+
+    fn drop_link(&self, name: &str) {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+
+    /// Everything of a start decided on the core's task: checks and the
+    /// command line.
+    fn plan(&self, request: &StartRequest) -> Result<Plan, QemuError> {
+        let def = &request.def;
+        let domain = def.name().to_owned();
+        let accel = match def.domain_type {
+            DomainType::Kvm => {
+                if let Some(why) = &self.config.kvm_unavailable {
+                    return Err(QemuError::KvmUnavailable {
+                        domain,
+                        why: why.clone(),
+                    });
+                }
+                Accel::Kvm
+            }
+            _ => Accel::Tcg,
+        };
+        let cgroups = self
+            .config
+            .cgroups
+            .clone()
+            .ok_or_else(|| QemuError::NoCgroups {
+                domain: domain.clone(),
+            })?;
+        if request.labels.spec.is_some() {
+            return Err(QemuError::NoVmLabels { domain });
+        }
+        if !request.networks.is_empty() || !def.devices.interfaces.is_empty() {
+            return Err(QemuError::NotSupported {
+                domain,
+                what: "<interface>",
+            });
+        }
+        let (uid, _) = def
+            .userns
+            .and_then(|u| u.allocated)
+            .ok_or_else(|| QemuError::NoIds {
+                domain: domain.clone(),
+            })?;
+        check_files(def)?;
+        check_memory(def)?;
+        let files = self.files(&domain);
+        let args = command::command_line(
+            def,
+            &Settings {
+                accel,
+                qmp: files.qmp.clone(),
+                serial_logs: Some(files.dir.clone()),
+            },
+        )?;
+        let mut cgroup = crate::cgroup::domain::tuning(
+            def,
+            &self.config.default_partition,
+            self.config.pids_max,
+            |path| device_numbers(&domain, path),
+        )?;
+        cgroup.devices = device_rules(accel);
+        Ok(Plan {
+            domain,
+            files,
+            launch_emulator: def
+                .devices
+                .emulator
+                .clone()
+                .unwrap_or_else(|| self.config.emulator.clone()),
+            args,
+            uid,
+            cgroups,
+            cgroup,
+        })
+    }
+}
+
+/// A start, decided.
+struct Plan {
+    domain: String,
+    files: Files,
+    launch_emulator: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    uid: u32,
+    cgroups: Arc<Cgroups>,
+    cgroup: CgroupSpec,
+}
+
+/// The files a guest boots from must be there (qemu would say so too,
+/// but after a cgroup and a process were made for nothing).
+fn check_files(def: &DomainDef) -> Result<(), QemuError> {
+    let Os::Hvm(os) = &def.os else {
+        return Ok(());
+    };
+    let files = [
+        ("<os><kernel>", os.kernel.as_ref()),
+        ("<os><initrd>", os.initrd.as_ref()),
+    ];
+    for (element, path) in files {
+        if let Some(path) = path
+            && let Err(source) = std::fs::metadata(path)
+        {
+            return Err(QemuError::MissingFile {
+                domain: def.name().to_owned(),
+                element,
+                path: path.clone(),
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A guest may not be given more memory than the host has.
+fn check_memory(def: &DomainDef) -> Result<(), QemuError> {
+    let asked = def.memory.div_ceil(1024);
+    let host = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+    match host {
+        Some(host) if asked > host => Err(QemuError::TooMuchMemory {
+            domain: def.name().to_owned(),
+            asked,
+            host,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn device_numbers(domain: &str, path: &Path) -> Result<(u32, u32), QemuError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).map_err(|source| QemuError::MissingFile {
+        domain: domain.to_owned(),
+        element: "<blkiotune><device>",
+        path: path.to_owned(),
+        source,
+    })?;
+    let rdev = meta.rdev();
+    Ok((
+        nix::sys::stat::major(rdev) as u32,
+        nix::sys::stat::minor(rdev) as u32,
+    ))
+}
+
+/// What qemu may open: the base devices, and /dev/kvm when it uses KVM.
+fn device_rules(accel: Accel) -> Vec<DeviceRule> {
+    let mut rules = crate::cgroup::domain::base_device_rules();
+    if accel == Accel::Kvm {
+        rules.push(DeviceRule {
+            kind: 'c',
+            major: Some(10),
+            minor: Some(232),
+            access: "rwm".into(),
+        });
+    }
+    rules
+}
+
+/// Starts qemu for `plan` and lets the guest run; on error nothing of it
+/// is left.
+async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
+    let Plan {
+        domain,
+        files,
+        launch_emulator,
+        args,
+        uid,
+        cgroups,
+        cgroup,
+    } = plan;
+    let prepared = {
+        let (name, files, cgroups, cgroup) = (
+            domain.clone(),
+            files.clone(),
+            Arc::clone(&cgroups),
+            cgroup.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            launch(&name, &files, launch_emulator, args, uid, &cgroups, &cgroup)
+        })
+        .await
+        .map_err(|_| QemuError::Gone {
+            domain: domain.clone(),
+        })?
+    };
+    let (pid, pidfd) = prepared?;
+    let link = driver.link(&domain);
+    let running = async {
+        let qmp = link.qmp().await?;
+        tokio::time::timeout(QMP_TIMEOUT, qmp.cont())
+            .await
+            .map_err(|_| QemuError::QmpTimeout {
+                domain: domain.clone(),
+            })?
+            .map_err(|source| QemuError::Qmp {
+                domain: domain.clone(),
+                source,
+            })
+    };
+    if let Err(error) = running.await {
+        let _ = pidfd_kill(pidfd.as_fd(), Signal::SIGKILL);
+        wait_exit(pidfd).await;
+        driver.drop_link(&domain);
+        remove_cgroup(&cgroups, &cgroup.path);
+        return Err(error);
+    }
+    Ok(Started {
+        runtime: Runtime {
+            init_pid: pid.as_raw(),
+            monitor_pid: pid.as_raw(),
+            monitor_start_time: start_time(pid).unwrap_or(0),
+            started_at: 0,
+            cgroup_path: cgroup.path.clone(),
+            memory_limit: cgroup.memory_limit,
+        },
+        exited: Box::pin(wait_exit(pidfd)),
+    })
+}
+
+/// The blocking part of a start: files, cgroup, qemu up and paused.
+fn launch(
+    domain: &str,
+    files: &Files,
+    emulator: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    uid: u32,
+    cgroups: &Cgroups,
+    spec: &CgroupSpec,
+) -> Result<(Pid, OwnedFd), QemuError> {
+    let files_error = |path: &Path| {
+        let domain = domain.to_owned();
+        let path = path.to_owned();
+        move |source| QemuError::Files {
+            domain,
+            path,
+            source,
+        }
+    };
+    // A previous run's sockets and logs go: the uid may differ.
+    match std::fs::remove_dir_all(&files.dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(files_error(&files.dir)(e));
+        }
+        _ => {}
+    }
+    let _ = std::fs::remove_file(&files.exit);
+    if let Some(base) = files.dir.parent() {
+        std::fs::create_dir_all(base).map_err(files_error(base))?;
+    }
+    process::guest_dir(&files.dir, uid, uid).map_err(files_error(&files.dir))?;
+    // A cgroup left by a VM whose end nobody collected goes first.
+    if let Ok(stale) = cgroups.open(&spec.path)
+        && stale.exists()
+    {
+        let _ = stale.kill_all();
+        let _ = stale.remove();
+    }
+    let cgroup = cgroups.create(spec).map_err(|source| QemuError::Cgroup {
+        domain: domain.to_owned(),
+        source,
+    })?;
+    let launch = Launch {
+        emulator,
+        args,
+        uid,
+        gid: uid,
+        cgroup_procs: cgroup
+            .paths()
+            .iter()
+            .map(|p| p.join("cgroup.procs"))
+            .collect(),
+        pidfile: files.pidfile.clone(),
+        log: files.log.clone(),
+    };
+    let started = process::launch(&launch, &files.qmp).and_then(|pid| {
+        pidfd_open(pid)
+            .map(|fd| (pid, fd))
+            .map_err(|e| ProcessError::Failed {
+                status: "gone at once".into(),
+                said: e.to_string(),
+            })
+    });
+    started.map_err(|source| {
+        let _ = cgroup.kill_all();
+        let _ = cgroup.remove();
+        QemuError::Launch {
+            domain: domain.to_owned(),
+            log: files.log.clone(),
+            source,
+        }
+    })
+}
+
+fn remove_cgroup(cgroups: &Cgroups, path: &Path) -> Option<String> {
+    let cgroup = cgroups.open(path).ok()?;
+    if !cgroup.exists() {
+        return None;
+    }
+    let _ = cgroup.kill_all();
+    cgroup
+        .remove()
+        .err()
+        .map(|e| format!("cannot remove the VM's cgroup: {}", error_chain(&e)))
+}
+
+impl Driver for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn start(&self, request: StartRequest) -> Result<BoxFuture<Result<Started, Error>>, Error> {
+        let plan = self.plan(&request)?;
+        let driver = self.clone();
+        Ok(Box::pin(async move {
+            start(driver, plan).await.map_err(Error::from)
+        }))
+    }
+
+    fn reconnect(&self, name: &str, runtime: &Runtime) -> Option<BoxFuture<()>> {
+        let pidfd = find_process(runtime.monitor_pid, runtime.monitor_start_time)?;
+        // Listen again at once: a guest that powered off meanwhile waits
+        // in qemu for its end to be recorded.
+        let link = self.link(name);
+        tokio::spawn(async move {
+            if let Err(error) = link.qmp().await {
+                tracing::warn!(domain = %link.name, error = %error_chain(&error), "cannot reach qemu again");
+            }
+        });
+        Some(Box::pin(wait_exit(pidfd)))
+    }
+
+    fn request(
+        &self,
+        name: &str,
+        runtime: &Runtime,
+        request: Request,
+    ) -> BoxFuture<Result<Response, Error>> {
+        let driver = self.clone();
+        let link = self.link(name);
+        let runtime = runtime.clone();
+        Box::pin(async move {
+            driver
+                .handle(&link, &runtime, request)
+                .await
+                .map_err(Error::from)
+        })
+    }
+
+    fn collect_exit(&self, name: &str, runtime: &Runtime) -> Ended {
+        let files = self.files(name);
+        let mut problems = Vec::new();
+        let record = match persist::read_versioned_if_present::<ExitRecord>(&files.exit) {
+            Ok(record) => record.unwrap_or_default(),
+            Err(error) => {
+                problems.push(error_chain(&error));
+                ExitRecord::default()
+            }
+        };
+        if let Some(cgroups) = &self.config.cgroups
+            && let Some(problem) = remove_cgroup(cgroups, &runtime.cgroup_path)
+        {
+            problems.push(problem);
+        }
+        self.drop_link(name);
+        self.release(name);
+        Ended {
+            exit: record.exit(),
+            problems,
+        }
+    }
+
+    fn release(&self, name: &str) {
+        let files = self.files(name);
+        let _ = std::fs::remove_file(&files.exit);
+        let _ = std::fs::remove_file(&files.qmp);
+        let _ = std::fs::remove_file(&files.pidfile);
+    }
+
+    fn forget(&self, name: &str) {
+        let files = self.files(name);
+        let _ = std::fs::remove_dir_all(&files.dir);
+        let _ = std::fs::remove_file(&files.log);
+    }
+}
+
+impl QemuDriver {
+    async fn handle(
+        &self,
+        link: &Arc<Link>,
+        runtime: &Runtime,
+        request: Request,
+    ) -> Result<Response, QemuError> {
+        let domain = link.name.clone();
+        let qmp_error = |source| QemuError::Qmp {
+            domain: domain.clone(),
+            source,
+        };
+        let timeout = |domain: &str| QemuError::QmpTimeout {
+            domain: domain.to_owned(),
+        };
+        match request {
+            Request::Shutdown { grace } => {
+                link.note(|r| r.requested = Some(Requested::Shutdown));
+                let qmp = link.qmp().await?;
+                tokio::time::timeout(QMP_TIMEOUT, qmp.system_powerdown())
+                    .await
+                    .map_err(|_| timeout(&domain))?
+                    .map_err(qmp_error)?;
+                self.terminate_after(&domain, runtime, grace)?;
+                Ok(Response::Done)
+            }
+            Request::Destroy => {
+                link.note(|r| r.requested = Some(Requested::Destroy));
+                self.terminate_after(&domain, runtime, Duration::ZERO)?;
+                Ok(Response::Done)
+            }
+            Request::Freeze | Request::Thaw => {
+                let qmp = link.qmp().await?;
+                let answer = if matches!(request, Request::Freeze) {
+                    tokio::time::timeout(QMP_TIMEOUT, qmp.stop()).await
+                } else {
+                    tokio::time::timeout(QMP_TIMEOUT, qmp.cont()).await
+                };
+                answer.map_err(|_| timeout(&domain))?.map_err(qmp_error)?;
+                Ok(Response::Done)
+            }
+            Request::Console { index } => {
+                let qmp = link.qmp().await?;
+                let chardevs = tokio::time::timeout(QMP_TIMEOUT, qmp.query_chardev())
+                    .await
+                    .map_err(|_| timeout(&domain))?
+                    .map_err(qmp_error)?;
+                let label = format!("charserial{index}");
+                let path = chardevs
+                    .iter()
+                    .find(|c| c.label == label)
+                    .and_then(|c| c.pty_path())
+                    .ok_or_else(|| QemuError::NoConsole {
+                        domain: domain.clone(),
+                        index,
+                    })?
+                    .to_owned();
+                let fd = nix::fcntl::open(
+                    &path,
+                    nix::fcntl::OFlag::O_RDWR
+                        | nix::fcntl::OFlag::O_NOCTTY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|source| QemuError::OpenConsole {
+                    domain: domain.clone(),
+                    path,
+                    source,
+                })?;
+                Ok(Response::Console(fd))
+            }
+            Request::Stats => {
+                let cgroups = self.config.cgroups.clone();
+                let runtime = runtime.clone();
+                let stats = tokio::task::spawn_blocking(move || {
+                    cgroups.and_then(|c| c.open(&runtime.cgroup_path).ok().map(|c| c.stats()))
+                })
+                .await
+                .ok()
+                .flatten();
+                Ok(Response::Stats(DomainStats {
+                    memory_bytes: stats.as_ref().and_then(|s| s.memory_bytes),
+                    memory_limit: runtime.memory_limit,
+                    cpu_time_ns: stats.as_ref().and_then(|s| s.cpu_time_ns),
+                    pids: stats.as_ref().and_then(|s| s.pids),
+                }))
+            }
+            Request::Enter { .. } => Err(QemuError::NotSupported {
+                domain,
+                what: "enter (it needs the guest agent channel)",
+            }),
+            Request::Interfaces => Err(QemuError::NotSupported {
+                domain,
+                what: "reading the guest's interfaces",
+            }),
+            Request::AttachInterface { .. } | Request::DetachInterface { .. } => {
+                Err(QemuError::NotSupported {
+                    domain,
+                    what: "interface hotplug",
+                })
+            }
+        }
+    }
+
+    /// SIGTERM to qemu after `grace` if it still runs, SIGKILL after
+    /// [`TERM_GRACE`] more; in the background, the core watches the exit.
+    fn terminate_after(
+        &self,
+        domain: &str,
+        runtime: &Runtime,
+        grace: Duration,
+    ) -> Result<(), QemuError> {
+        let pidfd =
+            find_process(runtime.monitor_pid, runtime.monitor_start_time).ok_or_else(|| {
+                QemuError::Gone {
+                    domain: domain.to_owned(),
+                }
+            })?;
+        let domain = domain.to_owned();
+        tokio::spawn(async move {
+            let exited = wait_exit_ref(&pidfd);
+            tokio::pin!(exited);
+            if tokio::time::timeout(grace, &mut exited).await.is_ok() {
+                return;
+            }
+            tracing::debug!(domain = %domain, "SIGTERM to qemu");
+            let _ = pidfd_kill(pidfd.as_fd(), Signal::SIGTERM);
+            if tokio::time::timeout(TERM_GRACE, &mut exited).await.is_ok() {
+                return;
+            }
+            tracing::warn!(domain = %domain, "qemu ignored SIGTERM; SIGKILL");
+            let _ = pidfd_kill(pidfd.as_fd(), Signal::SIGKILL);
+        });
+        Ok(())
+    }
+}
+
+/// Completes when the process behind `pidfd` has exited, without reaping
+/// it (the core's watch does).
+async fn wait_exit_ref(pidfd: &OwnedFd) {
+    let Ok(fd) = pidfd.try_clone() else { return };
+    // SAFETY: the clone is a valid, open pidfd that the AsyncFd owns for
+    // as long as it is registered.
+    let Ok(fd) = (unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }) else {
+        return;
+    };
+    if let Ok(guard) = fd.readable().await {
+        drop(guard);
+    }
+}
