@@ -74,8 +74,8 @@ async fn then_reboot_runs_init_again() {
     )
     .await
     .unwrap();
-    // A reboot shows as the marker again (QEMU sends a RESET event for
-    // the kernel's reset and more for the firmware's: count markers).
+    // A reboot shows as the marker again (QEMU may send several RESET
+    // events for one reboot: count markers, not events).
     vm.wait_line("lxvirt-guest: up", BOOT_TIMEOUT)
         .await
         .unwrap();
