@@ -1,6 +1,7 @@
 //! The QEMU driver tests' guest (tests/vm/mkguest) in a bare QEMU under
 //! TCG, without lxvirt: it prints its marker, powers off when told to or
-//! on the ACPI power button, and its panic reaches QEMU's pvpanic device.
+//! on the ACPI power button, reboots, reports the address DHCP gave it
+//! and its disk's first line, and its panic reaches QEMU's pvpanic devices.
 //! Each test is one boot of ~2-3 s; cargo runs them side by side.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
@@ -59,6 +60,46 @@ async fn the_power_button_powers_it_off() {
     .unwrap();
     let status = vm.wait_exit(AFTER_MARKER).await.unwrap();
     assert!(status.success(), "qemu: {status}");
+}
+
+#[tokio::test]
+async fn it_reports_its_dhcp_address_and_its_disk() {
+    let Some(guest) = test_guest() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    let mut content = b"lxvirt test disk\nsecond line\n".to_vec();
+    content.resize(1 << 20, 0);
+    std::fs::write(&disk, content).unwrap();
+    // QEMU's user network hands out 10.0.2.15/24 by DHCP.
+    let drive = format!("file={},format=raw,if=none,id=disk0", disk.display());
+    let mut vm = BootedGuest::boot(
+        &guest,
+        "lxvirt.udhcpc=1 lxvirt.disk=vda lxvirt.marker=GUEST-DEVICES lxvirt.then=poweroff",
+        &[
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=disk0",
+        ],
+    )
+    .await
+    .unwrap();
+    vm.wait_line("GUEST-DEVICES", BOOT_TIMEOUT).await.unwrap();
+    let transcript = vm.transcript();
+    for line in [
+        "lxvirt-guest: eth0 dhcp 10.0.2.15/24",
+        "lxvirt-guest: vda lxvirt test disk",
+    ] {
+        assert!(
+            transcript.lines().any(|l| l == line),
+            "{line:?}:\n{transcript}"
+        );
+    }
+    vm.wait_exit(AFTER_MARKER).await.unwrap();
 }
 
 #[tokio::test]
