@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod guest;
 pub mod net;
 
 /// The repository's top directory.

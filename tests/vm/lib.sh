@@ -6,6 +6,11 @@ REPO=$(cd "$VM_DIR/../.." && pwd)
 WORK=${LXVIRT_VM_WORK:-/var/tmp/lxvirt-vm}
 KROOT=$WORK/kernel                   # the linux-image .deb, unpacked (not installed)
 INITRD=$WORK/initrd.cpio.gz
+# The QEMU driver tests' guest (tests/vm/mkguest): its initramfs, the
+# uncompressed kernel it boots fastest from, and its base command line.
+GUEST_INITRD=$WORK/guest-initrd.cpio.gz
+GUEST_KERNEL=$WORK/guest-vmlinux
+GUEST_CMDLINE=$WORK/guest.cmdline
 SEROOT=$WORK/selinux-root            # a copy of the stock policy store with lxvirt's modules linked in
 POLICY_BIN=$SEROOT/etc/selinux/default/policy/policy.33
 # Where lxvirtd, lxvirt and lxvirt-monitor are (the workspace's target/debug by default).
@@ -17,6 +22,7 @@ VM_PACKAGES=(
   busybox-static         # the initrd's only program, and the containers' root filesystems
   kmod                   # modprobe --show-depends, depmod for the unpacked kernel
   cpio                   # the initrd archive
+  xz-utils               # the test guest's uncompressed kernel (mkguest --vmlinux)
   selinux-policy-default # Debian's refpolicy (MCS): the guest's base policy
   selinux-policy-dev     # /usr/share/selinux/devel/Makefile to build policy/
   selinux-utils          # load_policy, setenforce, getenforce, runcon (guest)
