@@ -97,25 +97,25 @@ pub enum Command {
     Start { domain: String },
     /// Create and start a transient domain from an XML file (forgotten when it stops).
     Create { file: PathBuf },
-    /// Ask a domain to stop: SIGTERM to init, SIGKILL after the grace period.
+    /// Ask a domain to stop: SIGTERM to a container's init, the ACPI power button to a VM; killed after the grace period.
     Shutdown {
         domain: String,
-        /// Seconds before the container is killed (default 10).
+        /// Seconds before the domain is killed (default 10).
         #[arg(long, default_value_t = 10)]
         grace: u32,
     },
-    /// Stop a domain at once: SIGKILL to every process.
+    /// Stop a domain at once: SIGKILL to every process of a container, SIGTERM then SIGKILL to a VM's qemu.
     Destroy { domain: String },
     /// Stop a domain as shutdown does and start it again.
     Reboot {
         domain: String,
-        /// Seconds before the container is killed (default 10).
+        /// Seconds before the domain is killed (default 10).
         #[arg(long, default_value_t = 10)]
         grace: u32,
     },
-    /// Freeze every process of a domain.
+    /// Pause a domain: freeze a container's processes, stop a VM's CPUs.
     Suspend { domain: String },
-    /// Thaw a suspended domain.
+    /// Let a suspended domain run again.
     Resume { domain: String },
     /// Attach to a domain's console (Ctrl-] detaches).
     Console {

@@ -153,12 +153,14 @@ fn os_of(def: &DomainDef) -> Option<&HvmOs> {
     }
 }
 
+/// The machine type qemu is asked for.
+pub fn machine_type(os: &HvmOs) -> &str {
+    os.machine.as_deref().unwrap_or(DEFAULT_MACHINE)
+}
+
 /// `-machine TYPE,accel=…` with the features that are machine options.
 fn machine(def: &DomainDef, os: &HvmOs, accel: Accel) -> String {
-    let mut machine = os
-        .machine
-        .clone()
-        .unwrap_or_else(|| DEFAULT_MACHINE.to_owned());
+    let mut machine = machine_type(os).to_owned();
     machine.push_str(match accel {
         Accel::Kvm => ",accel=kvm",
         Accel::Tcg => ",accel=tcg",

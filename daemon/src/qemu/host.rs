@@ -131,3 +131,45 @@ mod tests {
         println!("KVM here: {verdict:?}");
     }
 }
+
+/// The machine types `emulator` offers (`-machine help`), aliases
+/// included.
+pub fn machine_types(emulator: &Path) -> std::io::Result<Vec<String>> {
+    let output = std::process::Command::new(emulator)
+        .args(["-machine", "help"])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if !output.status.success() {
+        return Err(std::io::Error::other(format!(
+            "{} -machine help: {}",
+            emulator.display(),
+            output.status
+        )));
+    }
+    Ok(parse_machine_help(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The first word of each line after the heading.
+fn parse_machine_help(text: &str) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("Supported machines"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod machine_tests {
+    use super::parse_machine_help;
+
+    #[test]
+    fn machine_help_lists_types_and_aliases() {
+        let text = "Supported machines are:\n\
+                    microvm              microvm (i386)\n\
+                    pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)\n\
+                    q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)\n\
+                    none                 empty machine\n";
+        assert_eq!(parse_machine_help(text), ["microvm", "pc", "q35", "none"]);
+    }
+}

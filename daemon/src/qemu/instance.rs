@@ -95,7 +95,7 @@ pub enum QemuError {
     NoIds { domain: String },
     #[error(transparent)]
     Command(#[from] CommandError),
-    #[error("domain '{domain}': {element} {path}: {source}; fix the path")]
+    #[error("domain '{domain}': cannot use {element} {path}; fix the path")]
     MissingFile {
         domain: String,
         element: &'static str,
@@ -139,6 +139,20 @@ pub enum QemuError {
     },
     #[error("domain '{domain}': qemu did not answer QMP within {} s", QMP_TIMEOUT.as_secs())]
     QmpTimeout { domain: String },
+    #[error(
+        "domain '{domain}': {emulator} has no machine type '{machine}'; use one that `{emulator} -machine help` lists, such as q35 or pc"
+    )]
+    UnknownMachine {
+        domain: String,
+        emulator: PathBuf,
+        machine: String,
+    },
+    #[error("domain '{domain}': an internal task failed")]
+    Task {
+        domain: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("domain '{domain}': its qemu is gone")]
     Gone { domain: String },
     #[error("domain '{domain}': it has no serial console {index}")]
@@ -160,7 +174,8 @@ impl From<QemuError> for Error {
             QemuError::KvmUnavailable { .. } => ErrorKind::Unavailable,
             QemuError::NoVmLabels { .. } => ErrorKind::SecurityUnavailable,
             QemuError::Command(CommandError::NotSupported { .. })
-            | QemuError::NotSupported { .. } => ErrorKind::NotSupported,
+            | QemuError::NotSupported { .. }
+            | QemuError::UnknownMachine { .. } => ErrorKind::NotSupported,
             QemuError::Command(CommandError::NotVm { .. }) => ErrorKind::Unavailable,
             _ => ErrorKind::Failed,
         };
@@ -339,6 +354,8 @@ impl Link {
 pub struct QemuDriver {
     config: Arc<QemuConfig>,
     links: Arc<Mutex<HashMap<String, Arc<Link>>>>,
+    /// The machine types of each emulator used, asked once.
+    machines: Arc<Mutex<HashMap<PathBuf, Arc<Vec<String>>>>>,
 }
 
 impl QemuDriver {
@@ -346,6 +363,7 @@ impl QemuDriver {
         QemuDriver {
             config: Arc::new(config),
             links: Arc::default(),
+            machines: Arc::default(),
         }
     }
 
@@ -365,6 +383,43 @@ impl QemuDriver {
                 .unwrap_or_default();
             Arc::new(Link::new(name, files, record))
         }))
+    }
+
+    /// Refuses a machine type the emulator does not have, before anything
+    /// is made for it (qemu's own message would not name it). When the
+    /// emulator cannot be asked, qemu's start says what is wrong.
+    fn check_machine(&self, plan: &Plan) -> Result<(), QemuError> {
+        let known = {
+            let cached = self
+                .machines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&plan.emulator)
+                .cloned();
+            match cached {
+                Some(known) => known,
+                None => match super::host::machine_types(&plan.emulator) {
+                    Ok(types) => {
+                        let types = Arc::new(types);
+                        self.machines
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(plan.emulator.clone(), Arc::clone(&types));
+                        types
+                    }
+                    Err(_) => return Ok(()),
+                },
+            }
+        };
+        if known.contains(&plan.machine) {
+            Ok(())
+        } else {
+            Err(QemuError::UnknownMachine {
+                domain: plan.domain.clone(),
+                emulator: plan.emulator.clone(),
+                machine: plan.machine.clone(),
+            })
+        }
     }
 
     fn drop_link(&self, name: &str) {
@@ -416,6 +471,10 @@ impl QemuDriver {
         check_files(def)?;
         check_memory(def)?;
         let files = self.files(&domain);
+        let machine = match &def.os {
+            Os::Hvm(os) => command::machine_type(os).to_owned(),
+            Os::Exe(_) => String::new(),
+        };
         let args = command::command_line(
             def,
             &Settings {
@@ -434,11 +493,12 @@ impl QemuDriver {
         Ok(Plan {
             domain,
             files,
-            launch_emulator: def
+            emulator: def
                 .devices
                 .emulator
                 .clone()
                 .unwrap_or_else(|| self.config.emulator.clone()),
+            machine,
             args,
             uid,
             cgroups,
@@ -451,7 +511,8 @@ impl QemuDriver {
 struct Plan {
     domain: String,
     files: Files,
-    launch_emulator: PathBuf,
+    emulator: PathBuf,
+    machine: String,
     args: Vec<std::ffi::OsString>,
     uid: u32,
     cgroups: Arc<Cgroups>,
@@ -535,10 +596,20 @@ fn device_rules(accel: Accel) -> Vec<DeviceRule> {
 /// Starts qemu for `plan` and lets the guest run; on error nothing of it
 /// is left.
 async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
+    let checker = driver.clone();
+    let name = plan.domain.clone();
+    let task_failed = |source| QemuError::Task {
+        domain: name.clone(),
+        source,
+    };
+    let plan = tokio::task::spawn_blocking(move || checker.check_machine(&plan).map(|()| plan))
+        .await
+        .map_err(task_failed)??;
     let Plan {
         domain,
         files,
-        launch_emulator,
+        emulator,
+        machine: _,
         args,
         uid,
         cgroups,
@@ -552,12 +623,10 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
             cgroup.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            launch(&name, &files, launch_emulator, args, uid, &cgroups, &cgroup)
+            launch(&name, &files, emulator, args, uid, &cgroups, &cgroup)
         })
         .await
-        .map_err(|_| QemuError::Gone {
-            domain: domain.clone(),
-        })?
+        .map_err(task_failed)?
     };
     let (pid, pidfd) = prepared?;
     let link = driver.link(&domain);

@@ -40,13 +40,13 @@ pub struct Launch {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("cannot open qemu's log {path}: {source}")]
+    #[error("cannot open qemu's log {path}")]
     Log {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot run {emulator}: {source}")]
+    #[error("cannot run {emulator}")]
     Spawn {
         emulator: PathBuf,
         #[source]

@@ -1,0 +1,345 @@
+//! The QEMU driver end to end: `type='qemu'` domains boot Debian's kernel
+//! with the test guest (tests/vm/mkguest) under TCG through the real
+//! lxvirtd and CLI, and are managed with the commands that manage
+//! containers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lxvirt_tests::guest::{TestGuest, test_guest};
+use lxvirt_tests::{TestBus, TestDaemon, lxvirt, root_or_skip};
+use serde_json::Value;
+
+/// How long a boot under TCG may take to reach its marker (~2 s here).
+const BOOT: Duration = Duration::from_secs(90);
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    bus: TestBus,
+    daemon: TestDaemon,
+    guest: TestGuest,
+}
+
+impl Env {
+    async fn new() -> Option<Env> {
+        if !root_or_skip() {
+            return None;
+        }
+        let guest = test_guest()?;
+        let tmp = lxvirt_tests::shared_tempdir().unwrap();
+        let root = tmp.path().to_owned();
+        let bus = TestBus::start().unwrap();
+        let daemon = TestDaemon::start(&bus, &root).await.unwrap();
+        Some(Env {
+            _tmp: tmp,
+            root,
+            bus,
+            daemon,
+            guest,
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        lxvirt(&self.bus.address, args).unwrap()
+    }
+
+    /// Runs the CLI and insists it succeeds; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "lxvirt {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI and insists it fails; its stderr.
+    fn refused(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "lxvirt {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn info(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["-o", "json", "dominfo", name])).unwrap()
+    }
+
+    fn state(&self, name: &str) -> (String, String) {
+        let info = self.info(name);
+        (
+            info["state"].as_str().unwrap_or_default().to_owned(),
+            info["state_reason"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// Waits until `name` is in `state`; its reason.
+    fn wait_state(&self, name: &str, state: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (now, reason) = self.state(name);
+            if now == state {
+                return reason;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is still {now} ({reason}) after {within:?}; console: {}",
+                self.console_log(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn guest_dir(&self, name: &str) -> PathBuf {
+        self.root.join("run/qemu").join(name)
+    }
+
+    fn console_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.guest_dir(name).join("serial0.log")).unwrap_or_default()
+    }
+
+    /// Waits until the console shows `word` on a line of its own, `count`
+    /// times.
+    fn wait_console(&self, name: &str, word: &str, count: usize) {
+        let deadline = Instant::now() + BOOT;
+        loop {
+            let log = self.console_log(name);
+            if log.lines().filter(|l| l.trim_end() == word).count() >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no '{word}' (x{count}) on the console after {BOOT:?}: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Defines a VM booting the test guest with `cmdline` added.
+    fn define(&self, name: &str, cmdline: &str, root_extra: &str, devices: &str) -> PathBuf {
+        let xml = vm_xml(&self.guest, name, cmdline, root_extra, devices);
+        let path = self.root.join(format!("{name}.xml"));
+        std::fs::write(&path, xml).unwrap();
+        self.ok(&["define", path.to_str().unwrap()]);
+        path
+    }
+
+    /// Defines a VM booting the test guest, with `from` changed to `to`
+    /// in its XML.
+    fn define_changed(&self, name: &str, from: &str, to: &str) {
+        let xml = vm_xml(&self.guest, name, "", "", "");
+        assert!(xml.contains(from), "{from}");
+        let path = self.root.join(format!("{name}.xml"));
+        std::fs::write(&path, xml.replace(from, to)).unwrap();
+        self.ok(&["define", path.to_str().unwrap()]);
+    }
+
+    /// The qemu of a running domain.
+    fn qemu_pid(&self, name: &str) -> i32 {
+        self.info(name)["pid"]
+            .as_i64()
+            .expect("a running domain's pid") as i32
+    }
+
+    /// Nothing of a stopped VM is left: no qemu, cgroup or socket.
+    fn assert_clean(&self, name: &str, pid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "qemu {pid} is still there"
+        );
+        assert!(!self.daemon.cgroup_dir("pids", name).exists());
+        assert!(!self.guest_dir(name).join("qmp.sock").exists());
+        assert!(
+            !self
+                .root
+                .join("run/qemu")
+                .join(format!("{name}.exit"))
+                .exists()
+        );
+    }
+}
+
+fn vm_xml(guest: &TestGuest, name: &str, cmdline: &str, root_extra: &str, devices: &str) -> String {
+    format!(
+        "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>192</memory>\n  <vcpu>1</vcpu>\n  \
+         <os>\n    <type arch='x86_64' machine='q35'>hvm</type>\n    <kernel>{kernel}</kernel>\n    \
+         <initrd>{initrd}</initrd>\n    <cmdline>{base} {cmdline}</cmdline>\n  </os>\n  \
+         <features><acpi/><apic/></features>\n  {root_extra}\n  \
+         <devices>\n    <console type='pty'/>\n    {devices}\n  </devices>\n</domain>\n",
+        kernel = guest.kernel.display(),
+        initrd = guest.initrd.display(),
+        base = guest.cmdline_base,
+    )
+}
+
+fn status_uid(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A VM boots to its marker and the container commands manage it: it runs
+/// as a uid of its own in its cgroup, suspends and resumes, shows its
+/// statistics, and the power button (shutdown) powers it off with nothing
+/// left behind.
+#[tokio::test]
+async fn a_vm_boots_to_its_marker_and_shuts_down_on_the_power_button() {
+    let Some(env) = Env::new().await else { return };
+    env.define("vm1", "lxvirt.marker=READY-vm1", "", "");
+    env.ok(&["start", "vm1"]);
+    let pid = env.qemu_pid("vm1");
+    env.wait_console("vm1", "READY-vm1", 1);
+
+    // Its own uid: the first of the host ids allocated to it.
+    let info = env.info("vm1");
+    let first_id = info["host_ids"][0].as_u64().expect("host ids") as u32;
+    assert_eq!(status_uid(pid), first_id);
+    assert!(first_id >= 1_000_000, "{info}");
+    let procs =
+        std::fs::read_to_string(env.daemon.cgroup_dir("pids", "vm1").join("cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|p| p == pid.to_string()), "{procs}");
+    assert!(
+        info["stats"]["cpu.time"].as_u64().unwrap_or(0) > 0,
+        "{info}"
+    );
+
+    env.ok(&["suspend", "vm1"]);
+    assert_eq!(env.state("vm1").0, "paused");
+    env.ok(&["resume", "vm1"]);
+    assert_eq!(env.state("vm1").0, "running");
+
+    env.ok(&["shutdown", "vm1"]);
+    let reason = env.wait_state("vm1", "shutoff", Duration::from_secs(60));
+    assert_eq!(reason, "shutdown");
+    assert!(
+        env.console_log("vm1")
+            .contains("lxvirt-guest: power button"),
+        "the guest did not see the power button: {}",
+        env.console_log("vm1")
+    );
+    env.assert_clean("vm1", pid);
+}
+
+/// lxvirtd killed with -9 leaves the VM running; the next lxvirtd finds it
+/// and can stop it.
+#[tokio::test]
+async fn a_vm_outlives_a_killed_daemon_and_is_managed_again() {
+    let Some(mut env) = Env::new().await else {
+        return;
+    };
+    env.define("vm2", "lxvirt.marker=READY-vm2", "", "");
+    env.ok(&["start", "vm2"]);
+    let pid = env.qemu_pid("vm2");
+    env.daemon.kill().unwrap();
+    env.daemon = TestDaemon::start(&env.bus, &env.root).await.unwrap();
+    assert_eq!(env.state("vm2").0, "running");
+    assert_eq!(env.qemu_pid("vm2"), pid);
+    // The events still reach the new daemon: the guest runs on to its
+    // marker, and pauses on request.
+    env.wait_console("vm2", "READY-vm2", 1);
+    env.ok(&["suspend", "vm2"]);
+    assert_eq!(env.state("vm2").0, "paused");
+    env.ok(&["destroy", "vm2"]);
+    assert_eq!(
+        env.wait_state("vm2", "shutoff", Duration::from_secs(20)),
+        "destroyed"
+    );
+    env.assert_clean("vm2", pid);
+}
+
+/// What the guest does by itself decides the state, with `on_*` applied:
+/// a power-off, a reboot with on_reboot='destroy', a panic reported by
+/// pvpanic with on_crash='destroy'.
+#[tokio::test]
+async fn the_guest_powering_off_rebooting_or_panicking_applies_on_actions() {
+    let Some(env) = Env::new().await else { return };
+    let cases = [
+        ("off", "lxvirt.then=poweroff", "", "", "shutdown"),
+        (
+            "boot",
+            "lxvirt.then=reboot",
+            "<on_reboot>destroy</on_reboot>",
+            "",
+            "shutdown",
+        ),
+        (
+            "panic",
+            "lxvirt.then=panic",
+            "<on_crash>destroy</on_crash>",
+            "<panic model='isa'/>",
+            "crashed",
+        ),
+    ];
+    for (name, cmdline, root_extra, devices, _) in &cases {
+        env.define(
+            name,
+            &format!("lxvirt.marker=READY-{name} {cmdline}"),
+            root_extra,
+            devices,
+        );
+        env.ok(&["start", name]);
+    }
+    for (name, _, _, _, reason) in &cases {
+        let got = env.wait_state(name, "shutoff", BOOT);
+        assert_eq!(&got, reason, "{name}: {}", env.console_log(name));
+        assert!(env.console_log(name).contains(&format!("READY-{name}")));
+    }
+}
+
+/// Bad input is refused with the element named, and nothing is started.
+#[tokio::test]
+async fn bad_vm_definitions_are_refused_and_leave_nothing() {
+    let Some(env) = Env::new().await else { return };
+    // A kernel that is not there.
+    let kernel = env.guest.kernel.to_str().unwrap();
+    env.define_changed("nokernel", kernel, "/nonexistent/vmlinuz");
+    let error = env.refused(&["start", "nokernel"]);
+    assert!(
+        error.contains("<os><kernel>") && error.contains("/nonexistent/vmlinuz"),
+        "{error}"
+    );
+    assert_eq!(env.state("nokernel").0, "shutoff");
+
+    // More memory than the host has.
+    env.define_changed(
+        "huge",
+        "<memory unit='MiB'>192</memory>",
+        "<memory unit='TiB'>64</memory>",
+    );
+    let error = env.refused(&["start", "huge"]);
+    assert!(
+        error.contains("<memory>") && error.contains("lower it"),
+        "{error}"
+    );
+
+    // A machine type qemu does not have: named, nothing is left.
+    env.define_changed("machine", "machine='q35'", "machine='pc-q35-0.1'");
+    let error = env.refused(&["start", "machine"]);
+    assert!(error.contains("no machine type 'pc-q35-0.1'"), "{error}");
+    assert!(!env.daemon.cgroup_dir("pids", "machine").exists());
+
+    // type='kvm' where KVM cannot run a stock guest (this machine kind).
+    if let Some(why) = kvm_unusable_here() {
+        env.define_changed("kvm", "<domain type='qemu'>", "<domain type='kvm'>");
+        let error = env.refused(&["start", "kvm"]);
+        assert!(error.contains("KVM is not usable"), "{error} ({why})");
+    }
+    let qemus = std::process::Command::new("pgrep")
+        .args(["-f", &format!("{}/run/qemu", env.root.display())])
+        .output()
+        .unwrap();
+    assert!(qemus.stdout.is_empty(), "a qemu was left running");
+}
+
+/// Why this host's KVM cannot boot a stock guest, as lxvirtd probes it.
+fn kvm_unusable_here() -> Option<String> {
+    lxvirtd::qemu::host::kvm_unavailable(&lxvirtd::host::HostPaths::default())
+}
