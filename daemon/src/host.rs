@@ -213,16 +213,27 @@ impl HostCapabilities {
                     esc(&host.range.sensitivity),
                     host.range.categories_text()
                 )?;
-                for (kind, label) in [
-                    ("process", &host.base.process),
-                    ("file", &host.base.file),
-                    ("content", &host.base.content),
+                // As libvirt's capabilities, by the domain type they are for.
+                let kinds =
+                    |base: &crate::security::BaseLabels, process: &String| -> [(&str, String); 3] {
+                        [
+                            ("process", process.clone()),
+                            ("file", base.file.clone()),
+                            ("content", base.content.clone()),
+                        ]
+                    };
+                for (domain_type, labels) in [
+                    ("lxc", kinds(&host.base, &host.base.process)),
+                    ("kvm", kinds(&host.vm_base, &host.vm_base.process)),
+                    ("qemu", kinds(&host.vm_base, &host.vm_tcg_process)),
                 ] {
-                    writeln!(
-                        x,
-                        "        <baselabel kind='{kind}'>{}</baselabel>",
-                        esc(label)
-                    )?;
+                    for (kind, label) in labels {
+                        writeln!(
+                            x,
+                            "        <baselabel type='{domain_type}' kind='{kind}'>{}</baselabel>",
+                            esc(&label)
+                        )?;
+                    }
                 }
                 if let Some(path) = &host.lxc_contexts {
                     writeln!(
@@ -462,6 +473,8 @@ mod tests {
                     range: CategoryRange::from_context(context).unwrap(),
                     lxc_contexts: Some("/etc/selinux/default/contexts/lxc_contexts".into()),
                     base: BaseLabels::default(),
+                    vm_base: BaseLabels::vm_defaults(),
+                    vm_tcg_process: crate::security::detect::DEFAULT_VM_TCG_PROCESS_LABEL.into(),
                 }),
                 mode: Some(Mode::Enforcing),
                 default_confinement: true,
@@ -478,7 +491,7 @@ mod tests {
         assert_eq!(selinux.element("context").unwrap().text(), context);
         assert_eq!(selinux.element("categories").unwrap().text(), "c0.c1023");
         assert!(xml.contains(
-            "<baselabel kind='process'>system_u:system_r:svirt_lxc_net_t:s0</baselabel>"
+            "<baselabel type='lxc' kind='process'>system_u:system_r:svirt_lxc_net_t:s0</baselabel>"
         ));
         assert!(xml.contains("<secmodel model='none' available='yes' default='no'/>"));
     }

@@ -464,6 +464,7 @@ mod tests {
             cgroup_procs: Vec::new(),
             pidfile: tmp.path().join("qemu.pid"),
             log: tmp.path().join("qemu.log"),
+            exec_label: None,
         };
         let pid = match crate::qemu::process::launch(&launch, &qmp) {
             Ok(pid) => pid,

@@ -48,6 +48,7 @@ use crate::driver::{
 };
 use crate::error_chain::error_chain;
 use crate::persist::{self, Durability, Versioned};
+use crate::security::FileLabeler;
 use crate::sys::process::{find_process, pidfd_kill, pidfd_open, start_time, wait_exit};
 
 /// What the QEMU driver needs.
@@ -87,10 +88,16 @@ pub enum QemuError {
         "domain '{domain}': this host has no usable cgroup hierarchy; mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup"
     )]
     NoCgroups { domain: String },
-    #[error(
-        "domain '{domain}': SELinux labels for virtual machines are not applied yet; start it with <seclabel type='none'/> or on a host without SELinux"
-    )]
-    NoVmLabels { domain: String },
+    #[error("domain '{domain}': it has SELinux labels but the host cannot set file labels")]
+    NoLabeler { domain: String },
+    #[error("domain '{domain}': cannot label {path} {label}")]
+    Label {
+        domain: String,
+        path: PathBuf,
+        label: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("domain '{domain}': no host ids were allocated for its qemu (an lxvirtd bug)")]
     NoIds { domain: String },
     #[error(transparent)]
@@ -172,7 +179,7 @@ impl From<QemuError> for Error {
     fn from(error: QemuError) -> Error {
         let kind = match &error {
             QemuError::KvmUnavailable { .. } => ErrorKind::Unavailable,
-            QemuError::NoVmLabels { .. } => ErrorKind::SecurityUnavailable,
+            QemuError::NoLabeler { .. } => ErrorKind::SecurityUnavailable,
             QemuError::Command(CommandError::NotSupported { .. })
             | QemuError::NotSupported { .. }
             | QemuError::UnknownMachine { .. } => ErrorKind::NotSupported,
@@ -257,15 +264,18 @@ impl Files {
 #[derive(Debug)]
 struct Link {
     name: String,
+    /// qemu's pid: its SELinux context labels the QMP connection.
+    pid: i32,
     files: Files,
     qmp: OnceCell<Qmp>,
     record: Mutex<ExitRecord>,
 }
 
 impl Link {
-    fn new(name: &str, files: Files, record: ExitRecord) -> Link {
+    fn new(name: &str, pid: i32, files: Files, record: ExitRecord) -> Link {
         Link {
             name: name.to_owned(),
+            pid,
             files,
             qmp: OnceCell::new(),
             record: Mutex::new(record),
@@ -289,7 +299,16 @@ impl Link {
         let link = Arc::clone(self);
         self.qmp
             .get_or_try_init(|| async move {
-                let connect = Qmp::connect(&link.files.qmp);
+                let connect = async {
+                    let stream =
+                        connect_as_qemu(&link.files.qmp, link.pid)
+                            .await
+                            .map_err(|source| QmpError::Connect {
+                                path: link.files.qmp.clone(),
+                                source,
+                            })?;
+                    Qmp::handshake(stream).await
+                };
                 let (qmp, events) = tokio::time::timeout(QMP_TIMEOUT, connect)
                     .await
                     .map_err(|_| QemuError::QmpTimeout {
@@ -371,9 +390,9 @@ impl QemuDriver {
         Files::new(&self.config.run_dir, name)
     }
 
-    /// The link to a running VM, made (with the record an earlier daemon
-    /// left) when this daemon has none yet.
-    fn link(&self, name: &str) -> Arc<Link> {
+    /// The link to the running VM whose qemu is `pid`, made (with the
+    /// record an earlier daemon left) when this daemon has none yet.
+    fn link(&self, name: &str, pid: i32) -> Arc<Link> {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(links.entry(name.to_owned()).or_insert_with(|| {
             let files = self.files(name);
@@ -381,7 +400,7 @@ impl QemuDriver {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            Arc::new(Link::new(name, files, record))
+            Arc::new(Link::new(name, pid, files, record))
         }))
     }
 
@@ -453,9 +472,17 @@ impl QemuDriver {
             .ok_or_else(|| QemuError::NoCgroups {
                 domain: domain.clone(),
             })?;
-        if request.labels.spec.is_some() {
-            return Err(QemuError::NoVmLabels { domain });
-        }
+        let labels = match (&request.labels.spec, request.labeler) {
+            (None, _) => None,
+            (Some(spec), Some(labeler)) => Some(VmLabels {
+                process: spec.process_label.clone(),
+                image: spec.image_label.clone(),
+                content: request.content_label.clone(),
+                labeler,
+                boot_files: boot_files(def),
+            }),
+            (Some(_), None) => return Err(QemuError::NoLabeler { domain }),
+        };
         if !request.networks.is_empty() || !def.devices.interfaces.is_empty() {
             return Err(QemuError::NotSupported {
                 domain,
@@ -503,6 +530,7 @@ impl QemuDriver {
             uid,
             cgroups,
             cgroup,
+            labels,
         })
     }
 }
@@ -517,6 +545,19 @@ struct Plan {
     uid: u32,
     cgroups: Arc<Cgroups>,
     cgroup: CgroupSpec,
+    labels: Option<VmLabels>,
+}
+
+/// The files qemu reads to boot, besides its disks.
+fn boot_files(def: &DomainDef) -> Vec<PathBuf> {
+    match &def.os {
+        Os::Hvm(os) => [&os.kernel, &os.initrd]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+        Os::Exe(_) => Vec::new(),
+    }
 }
 
 /// The files a guest boots from must be there (qemu would say so too,
@@ -596,40 +637,19 @@ fn device_rules(accel: Accel) -> Vec<DeviceRule> {
 /// Starts qemu for `plan` and lets the guest run; on error nothing of it
 /// is left.
 async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
+    let domain = plan.domain.clone();
     let checker = driver.clone();
-    let name = plan.domain.clone();
-    let task_failed = |source| QemuError::Task {
-        domain: name.clone(),
+    let (plan, (pid, pidfd)) = tokio::task::spawn_blocking(move || {
+        checker.check_machine(&plan)?;
+        let started = launch(&plan)?;
+        Ok::<_, QemuError>((plan, started))
+    })
+    .await
+    .map_err(|source| QemuError::Task {
+        domain: domain.clone(),
         source,
-    };
-    let plan = tokio::task::spawn_blocking(move || checker.check_machine(&plan).map(|()| plan))
-        .await
-        .map_err(task_failed)??;
-    let Plan {
-        domain,
-        files,
-        emulator,
-        machine: _,
-        args,
-        uid,
-        cgroups,
-        cgroup,
-    } = plan;
-    let prepared = {
-        let (name, files, cgroups, cgroup) = (
-            domain.clone(),
-            files.clone(),
-            Arc::clone(&cgroups),
-            cgroup.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            launch(&name, &files, emulator, args, uid, &cgroups, &cgroup)
-        })
-        .await
-        .map_err(task_failed)?
-    };
-    let (pid, pidfd) = prepared?;
-    let link = driver.link(&domain);
+    })??;
+    let link = driver.link(&domain, pid.as_raw());
     let running = async {
         let qmp = link.qmp().await?;
         tokio::time::timeout(QMP_TIMEOUT, qmp.cont())
@@ -646,7 +666,7 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
         let _ = pidfd_kill(pidfd.as_fd(), Signal::SIGKILL);
         wait_exit(pidfd).await;
         driver.drop_link(&domain);
-        remove_cgroup(&cgroups, &cgroup.path);
+        remove_cgroup(&plan.cgroups, &plan.cgroup.path);
         return Err(error);
     }
     Ok(Started {
@@ -655,23 +675,27 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
             monitor_pid: pid.as_raw(),
             monitor_start_time: start_time(pid).unwrap_or(0),
             started_at: 0,
-            cgroup_path: cgroup.path.clone(),
-            memory_limit: cgroup.memory_limit,
+            cgroup_path: plan.cgroup.path.clone(),
+            memory_limit: plan.cgroup.memory_limit,
         },
         exited: Box::pin(wait_exit(pidfd)),
     })
 }
 
-/// The blocking part of a start: files, cgroup, qemu up and paused.
-fn launch(
-    domain: &str,
-    files: &Files,
-    emulator: PathBuf,
-    args: Vec<std::ffi::OsString>,
-    uid: u32,
-    cgroups: &Cgroups,
-    spec: &CgroupSpec,
-) -> Result<(Pid, OwnedFd), QemuError> {
+/// The blocking part of a start: files (labelled), cgroup, qemu up and
+/// paused.
+fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
+    let Plan {
+        domain,
+        files,
+        emulator,
+        args,
+        uid,
+        cgroups,
+        cgroup: spec,
+        labels,
+        ..
+    } = plan;
     let files_error = |path: &Path| {
         let domain = domain.to_owned();
         let path = path.to_owned();
@@ -692,7 +716,10 @@ fn launch(
     if let Some(base) = files.dir.parent() {
         std::fs::create_dir_all(base).map_err(files_error(base))?;
     }
-    process::guest_dir(&files.dir, uid, uid).map_err(files_error(&files.dir))?;
+    process::guest_dir(&files.dir, *uid, *uid).map_err(files_error(&files.dir))?;
+    if let Some(labels) = labels {
+        labels.apply(domain, files)?;
+    }
     // A cgroup left by a VM whose end nobody collected goes first.
     if let Ok(stale) = cgroups.open(&spec.path)
         && stale.exists()
@@ -705,10 +732,10 @@ fn launch(
         source,
     })?;
     let launch = Launch {
-        emulator,
-        args,
-        uid,
-        gid: uid,
+        emulator: emulator.clone(),
+        args: args.clone(),
+        uid: *uid,
+        gid: *uid,
         cgroup_procs: cgroup
             .paths()
             .iter()
@@ -716,6 +743,7 @@ fn launch(
             .collect(),
         pidfile: files.pidfile.clone(),
         log: files.log.clone(),
+        exec_label: labels.as_ref().map(|l| l.process.clone()),
     };
     let started = process::launch(&launch, &files.qmp).and_then(|pid| {
         pidfd_open(pid)
@@ -734,6 +762,56 @@ fn launch(
             source,
         }
     })
+}
+
+/// A confined VM's labels and what they go on.
+#[derive(Debug, Clone)]
+struct VmLabels {
+    /// qemu's process context.
+    process: String,
+    /// Its own files' context (with its pair).
+    image: String,
+    /// Read-only content shared between VMs (kernels, initrds).
+    content: Option<String>,
+    labeler: FileLabeler,
+    /// Files qemu only reads: `<kernel>`, `<initrd>`.
+    boot_files: Vec<PathBuf>,
+}
+
+impl VmLabels {
+    /// Labels qemu's directory and log with its image label, and the
+    /// files it boots from with the shared content label (kept after the
+    /// VM stops, as image layers keep theirs: other VMs may use them).
+    fn apply(&self, domain: &str, files: &Files) -> Result<(), QemuError> {
+        let label = |path: &Path, label: &str| {
+            (self.labeler)(path, label).map_err(|source| QemuError::Label {
+                domain: domain.to_owned(),
+                path: path.to_owned(),
+                label: label.to_owned(),
+                source,
+            })
+        };
+        label(&files.dir, &self.image)?;
+        // qemu writes its output through descriptors lxvirtd opened.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&files.log)
+            .map_err(|source| QemuError::Files {
+                domain: domain.to_owned(),
+                path: files.log.clone(),
+                source,
+            })?;
+        label(&files.log, &self.image)?;
+        if let Some(content) = &self.content {
+            for file in &self.boot_files {
+                if crate::sys::linux::file_label(file).ok().as_deref() != Some(content.as_str()) {
+                    label(file, content)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn remove_cgroup(cgroups: &Cgroups, path: &Path) -> Option<String> {
@@ -765,7 +843,7 @@ impl Driver for QemuDriver {
         let pidfd = find_process(runtime.monitor_pid, runtime.monitor_start_time)?;
         // Listen again at once: a guest that powered off meanwhile waits
         // in qemu for its end to be recorded.
-        let link = self.link(name);
+        let link = self.link(name, runtime.monitor_pid);
         tokio::spawn(async move {
             if let Err(error) = link.qmp().await {
                 tracing::warn!(domain = %link.name, error = %error_chain(&error), "cannot reach qemu again");
@@ -781,7 +859,7 @@ impl Driver for QemuDriver {
         request: Request,
     ) -> BoxFuture<Result<Response, Error>> {
         let driver = self.clone();
-        let link = self.link(name);
+        let link = self.link(name, runtime.monitor_pid);
         let runtime = runtime.clone();
         Box::pin(async move {
             driver
@@ -963,6 +1041,30 @@ impl QemuDriver {
         });
         Ok(())
     }
+}
+
+/// Connects to qemu's QMP socket from a socket with qemu's own SELinux
+/// context (`setsockcreatecon`), as libvirt does: the kernel gives the
+/// server's end of a connection the client's level, and a confined qemu
+/// may not use a socket at lxvirtd's (all its categories). Without SELinux
+/// (no context to read) the socket is made as usual.
+async fn connect_as_qemu(path: &Path, pid: i32) -> std::io::Result<tokio::net::UnixStream> {
+    let path = path.to_owned();
+    let stream = tokio::task::spawn_blocking(move || {
+        let context = crate::sys::linux::process_label(pid).ok();
+        let _creating = match context.as_deref() {
+            Some(context) if !context.is_empty() => {
+                Some(crate::sys::linux::SocketCreateLabel::set(context)?)
+            }
+            _ => None,
+        };
+        let stream = std::os::unix::net::UnixStream::connect(&path)?;
+        stream.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(stream)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    tokio::net::UnixStream::from_std(stream)
 }
 
 /// Completes when the process behind `pidfd` has exited, without reaping

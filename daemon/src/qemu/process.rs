@@ -36,6 +36,8 @@ pub struct Launch {
     pub pidfile: PathBuf,
     /// qemu's stdout and stderr, appended.
     pub log: PathBuf,
+    /// The SELinux context qemu runs in (`setexeccon`), if confined.
+    pub exec_label: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,15 @@ pub fn launch(launch: &Launch, qmp: &Path) -> Result<Pid, ProcessError> {
         .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok())
         .collect();
     let (uid, gid) = (launch.uid, launch.gid);
+    let exec_label = launch
+        .exec_label
+        .as_ref()
+        .map(|l| std::ffi::CString::new(l.as_str()))
+        .transpose()
+        .map_err(|e| ProcessError::Spawn {
+            emulator: launch.emulator.clone(),
+            source: std::io::Error::other(e),
+        })?;
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe calls (open, write, close, setsid,
     // setgroups, setgid, setuid) on memory prepared before the fork. The
@@ -103,6 +114,9 @@ pub fn launch(launch: &Launch, qmp: &Path) -> Result<Pid, ProcessError> {
         command.pre_exec(move || {
             for path in &procs {
                 join_cgroup(path)?;
+            }
+            if let Some(label) = &exec_label {
+                set_exec_label(label)?;
             }
             // A session of its own: no signal for lxvirtd's process group
             // or terminal reaches it.
@@ -120,7 +134,7 @@ pub fn launch(launch: &Launch, qmp: &Path) -> Result<Pid, ProcessError> {
     let pid = Pid::from_raw(child.id() as i32);
     let mut pause = std::time::Duration::from_millis(1);
     loop {
-        if std::os::unix::net::UnixStream::connect(qmp).is_ok() {
+        if probe(qmp, launch.exec_label.as_deref()) {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -148,6 +162,20 @@ pub fn launch(launch: &Launch, qmp: &Path) -> Result<Pid, ProcessError> {
     Ok(pid)
 }
 
+/// Whether qemu takes connections on `qmp` yet. A confined qemu may only
+/// use a connection made at its own level, so the probe's socket gets
+/// qemu's context.
+fn probe(qmp: &Path, context: Option<&str>) -> bool {
+    let _creating = match context {
+        Some(context) => match crate::sys::linux::SocketCreateLabel::set(context) {
+            Ok(creating) => Some(creating),
+            Err(_) => return false,
+        },
+        None => None,
+    };
+    std::os::unix::net::UnixStream::connect(qmp).is_ok()
+}
+
 /// Moves the calling process into the cgroup whose `cgroup.procs` is
 /// `procs` ("0" names the writer), with raw calls only: it runs between
 /// fork and exec.
@@ -164,6 +192,29 @@ fn join_cgroup(procs: &std::ffi::CStr) -> std::io::Result<()> {
     // SAFETY: `fd` is ours and closed once.
     unsafe { libc::close(fd) };
     if written != 1 {
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Asks for `label` as the context of the next exec (`setexeccon`), with
+/// raw calls only: it runs between fork and exec. An empty write would
+/// reset it; the label is never empty.
+fn set_exec_label(label: &std::ffi::CStr) -> std::io::Result<()> {
+    const PATH: &std::ffi::CStr = c"/proc/thread-self/attr/exec";
+    // SAFETY: a static NUL-terminated path; open returns a new descriptor
+    // or -1.
+    let fd = unsafe { libc::open(PATH.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let bytes = label.to_bytes();
+    // SAFETY: `fd` was just opened; `bytes` is valid for its length.
+    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    if written != bytes.len() as isize {
         return Err(error);
     }
     Ok(())
@@ -308,6 +359,7 @@ mod tests {
             cgroup_procs: cgroup.iter().map(|c| c.join("cgroup.procs")).collect(),
             pidfile: dir.join("qemu.pid"),
             log: dir.join("qemu.log"),
+            exec_label: None,
         };
         let pid = launch_checked(&launch, &qmp);
         let guard = Guard(pid);
@@ -364,6 +416,7 @@ mod tests {
             cgroup_procs: Vec::new(),
             pidfile: tmp.path().join("qemu.pid"),
             log: tmp.path().join("qemu.log"),
+            exec_label: None,
         };
         let error = launch_checked_err(&launch, &tmp.path().join("qmp.sock"));
         assert!(error.contains("unsupported machine type"), "{error}");

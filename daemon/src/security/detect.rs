@@ -71,6 +71,28 @@ pub const DEFAULT_PROCESS_LABEL: &str = "system_u:system_r:svirt_lxc_net_t:s0";
 pub const DEFAULT_FILE_LABEL: &str = "system_u:object_r:svirt_sandbox_file_t:s0";
 pub const DEFAULT_CONTENT_LABEL: &str = "system_u:object_r:virt_var_lib_t:s0";
 
+/// The labels of virtual machines where the policy's
+/// `virtual_domain_context` or `virtual_image_context` lacks them.
+pub const DEFAULT_VM_PROCESS_LABEL: &str = "system_u:system_r:svirt_t:s0";
+pub const DEFAULT_VM_IMAGE_LABEL: &str = "system_u:object_r:svirt_image_t:s0";
+pub const DEFAULT_VM_CONTENT_LABEL: &str = "system_u:object_r:virt_content_t:s0";
+/// qemu's process context under TCG, which needs `execmem` (lxvirt's
+/// policy module declares it where the policy has none).
+pub const DEFAULT_VM_TCG_PROCESS_LABEL: &str = "system_u:system_r:svirt_tcg_t:s0";
+
+impl BaseLabels {
+    /// lxvirt's defaults for virtual machines: qemu's process context,
+    /// its disks' and files' context, read-only content's (kernels,
+    /// readonly disks).
+    pub fn vm_defaults() -> BaseLabels {
+        BaseLabels {
+            process: DEFAULT_VM_PROCESS_LABEL.into(),
+            file: DEFAULT_VM_IMAGE_LABEL.into(),
+            content: DEFAULT_VM_CONTENT_LABEL.into(),
+        }
+    }
+}
+
 impl Default for BaseLabels {
     fn default() -> Self {
         BaseLabels {
@@ -188,7 +210,15 @@ pub struct SelinuxHost {
     pub range: CategoryRange,
     /// The `lxc_contexts` file the base labels came from, if one was read.
     pub lxc_contexts: Option<PathBuf>,
+    /// Containers' base labels.
     pub base: BaseLabels,
+    /// Virtual machines' base labels, from the policy's
+    /// `virtual_domain_context` and `virtual_image_context` (as libvirt
+    /// reads them): qemu's process, its images, read-only content.
+    pub vm_base: BaseLabels,
+    /// qemu's process context for `type='qemu'` (TCG), from the second
+    /// line of `virtual_domain_context`.
+    pub vm_tcg_process: String,
 }
 
 /// The outcome of detection.
@@ -196,7 +226,7 @@ pub struct SelinuxHost {
 pub enum Detected {
     /// No SELinux here, and why (for the capabilities and error messages).
     Absent(String),
-    Selinux(SelinuxHost),
+    Selinux(Box<SelinuxHost>),
 }
 
 /// Detects SELinux; `defaults` fill in what `lxc_contexts` lacks. An error
@@ -244,7 +274,21 @@ pub fn detect(paths: &SelinuxPaths, defaults: &BaseLabels) -> Result<Detected, S
         }
         None => (None, defaults.clone()),
     };
-    Ok(Detected::Selinux(SelinuxHost {
+    let (vm_base, vm_tcg_process) = match &policy_type {
+        Some(policy) => {
+            let contexts = paths.etc_selinux.join(policy).join("contexts");
+            let read = |name: &str| fs::read_to_string(contexts.join(name)).unwrap_or_default();
+            parse_virtual_contexts(
+                &read("virtual_domain_context"),
+                &read("virtual_image_context"),
+            )
+        }
+        None => (
+            BaseLabels::vm_defaults(),
+            DEFAULT_VM_TCG_PROCESS_LABEL.to_owned(),
+        ),
+    };
+    Ok(Detected::Selinux(Box::new(SelinuxHost {
         mount,
         mode,
         policy_type,
@@ -252,7 +296,43 @@ pub fn detect(paths: &SelinuxPaths, defaults: &BaseLabels) -> Result<Detected, S
         range,
         lxc_contexts,
         base,
-    }))
+        vm_base,
+        vm_tcg_process,
+    })))
+}
+
+/// VMs' base labels from a policy's `virtual_domain_context` (the process
+/// context on its first line, the TCG one on its second) and
+/// `virtual_image_context` (images on the first line, read-only content
+/// on the second); what is missing or not a context comes from lxvirt's
+/// defaults. Returns the base labels and the TCG process context.
+pub fn parse_virtual_contexts(domain: &str, image: &str) -> (BaseLabels, String) {
+    let mut base = BaseLabels::vm_defaults();
+    let lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let valid = |l: &&String| crate::domain::is_context(l);
+    let domain = lines(domain);
+    if let Some(process) = domain.first().filter(valid) {
+        base.process = process.clone();
+    }
+    let tcg = domain
+        .get(1)
+        .filter(valid)
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_VM_TCG_PROCESS_LABEL.to_owned());
+    let image = lines(image);
+    if let Some(file) = image.first().filter(valid) {
+        base.file = file.clone();
+    }
+    if let Some(content) = image.get(1).filter(valid) {
+        base.content = content.clone();
+    }
+    (base, tcg)
 }
 
 /// `ETC_SELINUX/<policy>/contexts/lxc_contexts`, as libselinux builds it.
@@ -374,7 +454,7 @@ mod tests {
 
         fn host(&self) -> SelinuxHost {
             match self.detect().unwrap() {
-                Detected::Selinux(host) => host,
+                Detected::Selinux(host) => *host,
                 other => panic!("{other:?}"),
             }
         }
@@ -469,6 +549,22 @@ mod tests {
             content: "u:r:c:s0".into(),
         };
         assert_eq!(parse_lxc_contexts("", &defaults), defaults);
+        // Debian's files, then Fedora's (with a TCG domain), then odd ones.
+        let (vm, tcg) = parse_virtual_contexts(
+            "system_u:system_r:svirt_t:s0\n",
+            "system_u:object_r:svirt_image_t:s0\nsystem_u:object_r:virt_content_t:s0\n",
+        );
+        assert_eq!(vm, BaseLabels::vm_defaults());
+        assert_eq!(tcg, DEFAULT_VM_TCG_PROCESS_LABEL);
+        let (_, tcg) = parse_virtual_contexts(
+            "system_u:system_r:svirt_t:s0\nsystem_u:system_r:my_tcg_t:s0\n",
+            "",
+        );
+        assert_eq!(tcg, "system_u:system_r:my_tcg_t:s0");
+        let (vm, _) = parse_virtual_contexts("u:r:qemu_t:s0\n", "not a context\n");
+        assert_eq!(vm.process, "u:r:qemu_t:s0");
+        assert_eq!(vm.file, DEFAULT_VM_IMAGE_LABEL);
+        assert_eq!(vm.content, DEFAULT_VM_CONTENT_LABEL);
         let base = parse_lxc_contexts(
             "  process = u:r:mine:s0  \n#file = u:r:commented:s0\ncontent=\"bad label\"\nfile =\n",
             &defaults,

@@ -108,6 +108,28 @@ pub enum LabelRequest {
     Static { label: String },
 }
 
+/// What runs under the labels: the policy has base labels for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// A container's processes (`svirt_lxc_net_t`).
+    Container,
+    /// A virtual machine's qemu under KVM (`svirt_t`).
+    Vm,
+    /// A virtual machine's qemu under TCG (`svirt_tcg_t`): as `Vm`, and
+    /// it may make memory executable (its translated code).
+    TcgVm,
+}
+
+impl Workload {
+    pub fn of(def: &DomainDef) -> Workload {
+        match def.domain_type {
+            crate::domain::DomainType::Lxc => Workload::Container,
+            crate::domain::DomainType::Kvm => Workload::Vm,
+            crate::domain::DomainType::Qemu => Workload::TcgVm,
+        }
+    }
+}
+
 /// The labels of a running domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainLabels {
@@ -127,6 +149,7 @@ pub trait SecurityDriver: Send + std::fmt::Debug {
     fn generate(
         &mut self,
         domain: &str,
+        workload: Workload,
         request: &LabelRequest,
     ) -> Result<DomainLabels, SecurityError>;
     /// Records the labels of a domain found running (daemon restart).
@@ -149,6 +172,7 @@ impl SecurityDriver for NoneDriver {
     fn generate(
         &mut self,
         domain: &str,
+        _workload: Workload,
         _request: &LabelRequest,
     ) -> Result<DomainLabels, SecurityError> {
         Err(SecurityError::Unavailable {
@@ -311,9 +335,9 @@ impl Security {
             Ok(Detected::Selinux(host)) => {
                 let mode = Some(host.mode);
                 (
-                    Box::new(selinux::SelinuxDriver::new(host.clone())),
+                    Box::new(selinux::SelinuxDriver::new((*host).clone())),
                     HostSelinux::Ready,
-                    Some(host),
+                    Some(*host),
                     mode,
                 )
             }
@@ -378,6 +402,7 @@ impl Security {
     /// level is reserved for `def`'s name until [`Security::release`].
     pub fn prepare(&mut self, def: &DomainDef) -> Result<Prepared, SecurityError> {
         let name = def.name();
+        let workload = Workload::of(def);
         let sec = def.seclabel.as_ref();
         let plan = plan(
             name,
@@ -404,6 +429,7 @@ impl Security {
             Plan::Dynamic { baselabel } => {
                 let labels = self.driver.generate(
                     name,
+                    workload,
                     &LabelRequest::Dynamic {
                         baselabel: baselabel.clone(),
                     },
@@ -425,9 +451,9 @@ impl Security {
                 })
             }
             Plan::Static { label, relabel } => {
-                let labels = self
-                    .driver
-                    .generate(name, &LabelRequest::Static { label })?;
+                let labels =
+                    self.driver
+                        .generate(name, workload, &LabelRequest::Static { label })?;
                 Ok(Prepared {
                     seclabel: SecLabel {
                         label: Some(labels.process.clone()),

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 
 use super::detect::SelinuxHost;
 use super::mcs::{McsAllocator, level_of_context, with_level};
-use super::{DomainLabels, FileLabeler, LabelRequest, SecurityDriver, SecurityError};
+use super::{DomainLabels, FileLabeler, LabelRequest, SecurityDriver, SecurityError, Workload};
 use crate::domain::SecModel;
 
 #[derive(Debug)]
@@ -72,15 +72,22 @@ impl SecurityDriver for SelinuxDriver {
     fn generate(
         &mut self,
         domain: &str,
+        workload: Workload,
         request: &LabelRequest,
     ) -> Result<DomainLabels, SecurityError> {
+        // One allocator for containers and VMs: no two share a pair.
+        let (base, process) = match workload {
+            Workload::Container => (&self.host.base, &self.host.base.process),
+            Workload::Vm => (&self.host.vm_base, &self.host.vm_base.process),
+            Workload::TcgVm => (&self.host.vm_base, &self.host.vm_tcg_process),
+        };
         let labels = match request {
             LabelRequest::Dynamic { baselabel } => {
-                let base = baselabel.as_deref().unwrap_or(&self.host.base.process);
+                let process = baselabel.as_deref().unwrap_or(process);
                 let level = self.mcs.allocate(domain, &mut self.rng)?;
                 DomainLabels {
-                    process: with_level(base, &level),
-                    image: with_level(&self.host.base.file, &level),
+                    process: with_level(process, &level),
+                    image: with_level(&base.file, &level),
                     dynamic: true,
                 }
             }
@@ -88,9 +95,9 @@ impl SecurityDriver for SelinuxDriver {
                 let image = match level_of_context(label) {
                     Some(level) => {
                         self.mcs.reserve(domain, level, false)?;
-                        with_level(&self.host.base.file, level)
+                        with_level(&base.file, level)
                     }
-                    None => self.host.base.file.clone(),
+                    None => base.file.clone(),
                 };
                 DomainLabels {
                     process: label.clone(),

@@ -36,6 +36,8 @@ fn selinux_host(dir: &std::path::Path, range: &str) -> SelinuxHost {
         range: CategoryRange::from_context(&format!("u:r:t:{range}")).unwrap(),
         lxc_contexts: None,
         base: BaseLabels::default(),
+        vm_base: BaseLabels::vm_defaults(),
+        vm_tcg_process: detect::DEFAULT_VM_TCG_PROCESS_LABEL.into(),
     }
 }
 
@@ -357,7 +359,11 @@ fn labels_invalid_in_the_policy_are_refused_and_released() {
             StdRng::seed_from_u64(1),
         );
         let err = driver
-            .generate("web", &LabelRequest::Dynamic { baselabel: None })
+            .generate(
+                "web",
+                Workload::Container,
+                &LabelRequest::Dynamic { baselabel: None },
+            )
             .unwrap_err();
         let message = err.to_string();
         assert!(
@@ -377,13 +383,27 @@ fn labels_invalid_in_the_policy_are_refused_and_released() {
         selinux_host(dir.path(), "s0-s0:c0.c7"),
         StdRng::seed_from_u64(1),
     );
+    // Containers and VMs draw from one allocator.
     for i in 0..28 {
+        let workload = if i % 2 == 0 {
+            Workload::Container
+        } else {
+            Workload::Vm
+        };
         driver
-            .generate(&format!("d{i}"), &LabelRequest::Dynamic { baselabel: None })
+            .generate(
+                &format!("d{i}"),
+                workload,
+                &LabelRequest::Dynamic { baselabel: None },
+            )
             .unwrap();
     }
     let err = driver
-        .generate("late", &LabelRequest::Dynamic { baselabel: None })
+        .generate(
+            "late",
+            Workload::Vm,
+            &LabelRequest::Dynamic { baselabel: None },
+        )
         .unwrap_err();
     assert!(err.to_string().contains("c0.c7"), "{err}");
     assert_eq!(driver.allocator().len(), 28);
@@ -469,4 +489,62 @@ fn detect_on_this_kind_of_host_reports_why() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A VM's qemu and images get the VM base labels (qemu under TCG its own
+/// domain), with a pair no running container or VM has; a static VM
+/// label keeps its level for the image.
+#[test]
+fn vms_get_svirt_t_and_svirt_image_t_with_pairs_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut security = selinux(dir.path(), true);
+    let vm = |name: &str, seclabel: &str| {
+        let domain_type = if name == "vm2" { "qemu" } else { "kvm" };
+        DomainDef::from_xml(&format!(
+            "<domain type='{domain_type}'><name>{name}</name><memory unit='MiB'>64</memory>\
+             <os><type>hvm</type></os>{seclabel}</domain>"
+        ))
+        .unwrap()
+    };
+    let container = security.prepare(&named("c1", "")).unwrap().spec.unwrap();
+    let first = security.prepare(&vm("vm1", "")).unwrap().spec.unwrap();
+    let second = security.prepare(&vm("vm2", "")).unwrap().spec.unwrap();
+    assert!(
+        first
+            .process_label
+            .starts_with("system_u:system_r:svirt_t:s0:c"),
+        "{first:?}"
+    );
+    assert!(
+        first
+            .image_label
+            .starts_with("system_u:object_r:svirt_image_t:s0:c"),
+        "{first:?}"
+    );
+    assert_eq!(level(&first.process_label), level(&first.image_label));
+    assert!(
+        second
+            .process_label
+            .starts_with("system_u:system_r:svirt_tcg_t:s0:c"),
+        "{second:?}"
+    );
+    assert!(second.image_label.contains(":svirt_image_t:"));
+    let levels = [&container, &first, &second].map(|s| level(&s.process_label).to_owned());
+    assert_ne!(levels[0], levels[1]);
+    assert_ne!(levels[0], levels[2]);
+    assert_ne!(levels[1], levels[2]);
+    assert!(container.process_label.contains(":svirt_lxc_net_t:"));
+
+    let fixed = security
+        .prepare(&vm(
+            "vm3",
+            "<seclabel type='static' model='selinux'><label>system_u:system_r:svirt_t:s0:c5,c6</label></seclabel>",
+        ))
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(
+        fixed.image_label,
+        "system_u:object_r:svirt_image_t:s0:c5,c6"
+    );
 }

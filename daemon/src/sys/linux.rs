@@ -765,3 +765,42 @@ pub fn file_label(path: &Path) -> std::io::Result<String> {
     }
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
+
+/// The SELinux context of process `pid` (`/proc/PID/attr/current`),
+/// without the trailing NUL; an error where SELinux is not active.
+pub fn process_label(pid: i32) -> std::io::Result<String> {
+    if !Path::new("/sys/fs/selinux/enforce").exists() {
+        return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+    }
+    let bytes = std::fs::read(format!("/proc/{pid}/attr/current"))?;
+    Ok(String::from_utf8_lossy(&bytes)
+        .trim_end_matches(['\0', '\n'])
+        .to_owned())
+}
+
+/// While alive, sockets the calling thread creates get `context`
+/// (`setsockcreatecon`); dropping it restores the default. Keep it on one
+/// thread, without an await in between (a blocking task does).
+#[derive(Debug)]
+pub struct SocketCreateLabel(std::fs::File);
+
+impl SocketCreateLabel {
+    const PATH: &str = "/proc/thread-self/attr/sockcreate";
+
+    pub fn set(context: &str) -> std::io::Result<SocketCreateLabel> {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new().write(true).open(Self::PATH)?;
+        file.write_all(context.as_bytes())?;
+        Ok(SocketCreateLabel(file))
+    }
+}
+
+impl Drop for SocketCreateLabel {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: a write of zero bytes from a null pointer on our open
+        // descriptor: the kernel reads nothing, and an empty write is how
+        // the attribute is reset (std's write_all would skip it).
+        unsafe { libc::write(self.0.as_raw_fd(), std::ptr::null(), 0) };
+    }
+}

@@ -190,12 +190,14 @@ impl Manager {
             def: live.clone(),
             labels,
             labeler: self.security.file_labeler(),
-            content_label: self
-                .security
-                .report()
-                .host
-                .as_ref()
-                .map(|h| h.base.content.clone()),
+            content_label: self.security.report().host.as_ref().map(|h| {
+                match crate::security::Workload::of(&live) {
+                    crate::security::Workload::Container => h.base.content.clone(),
+                    crate::security::Workload::Vm | crate::security::Workload::TcgVm => {
+                        h.vm_base.content.clone()
+                    }
+                }
+            }),
             image_root,
             running_inits,
             networks,
