@@ -1,5 +1,7 @@
 //! A virtual machine's definition as a qemu command line: pure, so every
-//! element's translation is unit-tested without running anything.
+//! element's translation is unit-tested without running anything (no
+//! file is opened, no path checked: what the driver prepares, such as tap
+//! descriptors, sockets and overlay files, comes in [`Settings`]).
 //!
 //! The guest starts paused (`-S`): the driver sets up what needs QMP and
 //! then sends `cont`. qemu gets no defaults (`-nodefaults`,
@@ -7,22 +9,54 @@
 //! guest's power-off stops qemu without ending it (`-no-shutdown`), so
 //! the driver reads the `SHUTDOWN` event, applies `on_poweroff` and then
 //! quits it; `on_reboot='destroy'` turns a guest's reboot into a
-//! power-off (`-no-reboot`). qemu's own seccomp filter is on with every
-//! group of calls a guest never needs denied (which is why the launcher,
-//! [`super::process`], daemonizes qemu rather than `-daemonize`).
+//! power-off (`-no-reboot`); a guest's panic pauses it (`-action
+//! panic=pause`) so the driver reads `GUEST_PANICKED` and applies
+//! `on_crash`. qemu's own seccomp filter is on with every group of calls a
+//! guest never needs denied (which is why the launcher, [`super::process`],
+//! daemonizes qemu rather than `-daemonize`).
 //!
-//! This slice translates the machine, CPUs, memory, firmware boot order,
-//! direct kernel boot, the clock and serial consoles. Devices of the
-//! definition it cannot translate yet are refused by name
-//! ([`CommandError::NotSupported`]); the next slices add disks,
-//! interfaces and the rest.
+//! Translated: the machine, CPUs, memory, firmware (`<loader>` as ROM or
+//! pflash with `<nvram>`) and boot order, direct kernel boot, the clock,
+//! serial consoles, and these devices:
+//! - `<disk>` (file or block; raw or qcow2 with its `<backingStore>`
+//!   chain; on virtio, SATA, IDE or virtio-SCSI; a transient disk on an
+//!   overlay the driver made) — [`storage`];
+//! - `<interface>` of type network, bridge or ethernet, on a tap the
+//!   driver opened — [`net`];
+//! - `<controller>`, `<input>`, `<video>`, `<graphics type='vnc'>` (on a
+//!   local socket only), `<sound>` (Intel HDA, with no host audio),
+//!   `<channel type='unix'>` on virtio-serial, `<rng>`, `<memballoon>`,
+//!   `<watchdog>`, `<panic>` — [`devices`].
+//!
+//! Placement: a device's PCI, USB, virtio-serial or ISA `<address>` is
+//! ignored (qemu places devices on the root bus in order; guests do not
+//! care, except Windows' activation, which may notice a slot change), so
+//! PCI bridges and root ports are accepted and not created; a disk's
+//! `<address type='drive'>` is honoured, as it chooses the port a disk
+//! sits on. `<alias>` names a device's qemu id; devices without one get a
+//! stable id (see each module).
+//!
+//! Refused by name ([`CommandError::NotSupported`]), the definition keeping
+//! them: whatever [`DomainDef::unsupported_for_vm`] lists (`<hostdev>`,
+//! `<tpm>`, `<redirdev>`, `<smartcard>`, `<filesystem>`, …), `<graphics>`
+//! other than VNC, sound models other than ich6/ich9 and audio backends
+//! other than `none`, channels other than unix/virtio, `direct`
+//! interfaces, and every model or option the modules above do not list.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use crate::domain::{
-    BootDev, ClockOffset, CpuMode, DomainDef, DomainType, HvmOs, LifecycleAction, Os,
+    BootDev, ClockOffset, CpuMode, DomainDef, DomainType, HvmOs, KeptElement, LifecycleAction, Os,
 };
+
+mod devices;
+mod net;
+mod storage;
+
+pub use storage::{disk_device_id, disk_node_name};
 
 /// How this host runs guests, decided by the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +66,41 @@ pub enum Accel {
     Tcg,
 }
 
-/// What the command line needs besides the definition.
+/// What the command line needs besides the definition: what the driver
+/// prepared before start. The vectors are indexed like the definition's
+/// devices of that kind; a missing entry counts as `None`.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub accel: Accel,
     /// The QMP socket qemu listens on.
     pub qmp: PathBuf,
+    /// Per `<disk>`: the qcow2 overlay the driver created over the disk
+    /// (a `<transient/>` one needs one). The overlay is the disk's
+    /// writable top; the disk's own chain becomes its read-only backing.
+    pub disk_overlays: Vec<Option<PathBuf>>,
+    /// Per `<interface>`: the tap device the driver opened (and left open
+    /// across exec, not close-on-exec), which qemu takes as `fd=N`.
+    pub tap_fds: Vec<Option<RawFd>>,
+    /// Per `<channel>`: the unix socket qemu listens on for it (in the
+    /// domain's run directory).
+    pub channel_sockets: Vec<Option<PathBuf>>,
+    /// The unix socket of a `<graphics type='vnc'>` display; VNC never
+    /// listens on a network address.
+    pub vnc_socket: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Settings with nothing prepared besides the QMP socket.
+    pub fn new(accel: Accel, qmp: PathBuf) -> Settings {
+        Settings {
+            accel,
+            qmp,
+            disk_overlays: Vec::new(),
+            tap_fds: Vec::new(),
+            channel_sockets: Vec::new(),
+            vnc_socket: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +121,92 @@ pub enum CommandError {
 /// for new x86 guests.
 const DEFAULT_MACHINE: &str = "q35";
 
+/// The chipset a machine type emulates, for the buses it has built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chipset {
+    /// `q35`, `pc-q35-*`: AHCI (SATA) built in, no IDE.
+    Q35,
+    /// `pc`, `pc-i440fx-*`: IDE built in.
+    I440fx,
+    Other,
+}
+
+/// What the translation of one definition shares between devices.
+struct Ctx<'a> {
+    def: &'a DomainDef,
+    settings: &'a Settings,
+    chipset: Chipset,
+    /// Every device id given so far: qemu refuses a duplicate with an
+    /// error that names no element, so it is caught here.
+    ids: HashSet<String>,
+}
+
+impl Ctx<'_> {
+    fn refuse(&self, element: impl Into<String>, why: &'static str) -> CommandError {
+        CommandError::NotSupported {
+            domain: self.def.name().to_owned(),
+            element: element.into(),
+            why,
+        }
+    }
+
+    /// The qemu id of a device: its `<alias>`, else `generated`.
+    fn id(
+        &mut self,
+        alias: Option<&str>,
+        generated: String,
+        element: &str,
+    ) -> Result<String, CommandError> {
+        let id = match alias {
+            Some(alias) if !is_qemu_id(alias) => {
+                return Err(self.refuse(
+                    format!("{element} with <alias name='{alias}'>"),
+                    "a qemu id starts with a letter and has only letters, digits, '-', '.' and '_'",
+                ));
+            }
+            Some(alias) => alias.to_owned(),
+            None => generated,
+        };
+        if !self.ids.insert(id.clone()) {
+            return Err(self.refuse(
+                format!("{element} with id '{id}'"),
+                "another device has the same <alias> or generated id",
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Refuses a translated element's kept children: options lxvirt
+    /// stores but does not pass on.
+    fn refuse_kept(&self, element: &str, kept: &[KeptElement]) -> Result<(), CommandError> {
+        match kept.first() {
+            Some(child) => Err(self.refuse(
+                format!("{element}{child}"),
+                "lxvirt keeps it but does not run it",
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn is_qemu_id(id: &str) -> bool {
+    id.len() <= 128
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+fn chipset(machine: &str) -> Chipset {
+    if machine == "q35" || machine.starts_with("pc-q35") {
+        Chipset::Q35
+    } else if machine == "pc" || machine.starts_with("pc-i440fx") {
+        Chipset::I440fx
+    } else {
+        Chipset::Other
+    }
+}
+
 /// The arguments after the program name (`-daemonize` and `-pidfile` are
 /// the launcher's).
 pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString>, CommandError> {
@@ -72,11 +221,20 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
             domain: name.to_owned(),
         });
     }
-    refuse_untranslated(def)?;
+    let machine_type = os.machine.as_deref().unwrap_or(DEFAULT_MACHINE);
+    let mut ctx = Ctx {
+        def,
+        settings,
+        chipset: chipset(machine_type),
+        ids: HashSet::new(),
+    };
+    refuse_untranslated(&ctx, os)?;
     let mut args = Args::default();
     args.push2("-name", format!("guest={},debug-threads=on", name));
     args.push2("-uuid", def.uuid.to_string());
-    args.push2("-machine", machine(def, os, settings.accel));
+    let mut machine = machine(def, machine_type, settings.accel);
+    storage::firmware(&mut args, &mut machine, &ctx, os)?;
+    args.push2("-machine", machine);
     if let Some(cpu) = cpu_model(def, settings.accel) {
         args.push2("-cpu", cpu);
     }
@@ -85,6 +243,10 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
     args.push2("-rtc", rtc(def));
     boot(&mut args, os);
     serials(&mut args, def);
+    let buses = devices::controllers(&mut args, &mut ctx)?;
+    storage::disks(&mut args, &mut ctx, &buses)?;
+    net::interfaces(&mut args, &mut ctx)?;
+    devices::others(&mut args, &mut ctx, &buses)?;
     args.push("-nodefaults");
     args.push("-no-user-config");
     args.push2("-display", "none");
@@ -92,6 +254,10 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
     if def.on_reboot == LifecycleAction::Destroy {
         args.push("-no-reboot");
     }
+    // A panic pauses the guest rather than letting qemu act on it: the
+    // driver sees GUEST_PANICKED and applies <on_crash> itself, with the
+    // guest's memory still there for a dump.
+    args.push2("-action", "panic=pause");
     args.push2(
         "-qmp",
         format!("unix:{},server=on,wait=off", escape_commas(&settings.qmp)),
@@ -105,56 +271,35 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
     Ok(args.0)
 }
 
-/// Refuses what this slice cannot translate, naming the first element.
-fn refuse_untranslated(def: &DomainDef) -> Result<(), CommandError> {
-    let refuse = |element: String, why: &'static str| CommandError::NotSupported {
-        domain: def.name().to_owned(),
-        element,
-        why,
-    };
-    if let Some(element) = def.unsupported_for_vm().into_iter().next() {
-        return Err(refuse(element, "lxvirt keeps it but does not run it"));
+/// Refuses what lxvirt keeps but does not run, naming the first element.
+fn refuse_untranslated(ctx: &Ctx<'_>, os: &HvmOs) -> Result<(), CommandError> {
+    let explicit_loader = os.loader.as_ref().is_some_and(|l| l.path.is_some());
+    let first = ctx.def.unsupported_for_vm().into_iter().find(|element| {
+        // <firmware> features guide libvirt's choice of a firmware file;
+        // with the file named in <loader> there is nothing to choose.
+        !(explicit_loader && element == "<os><firmware>")
+    });
+    if let Some(element) = first {
+        return Err(ctx.refuse(element, "lxvirt keeps it but does not run it"));
     }
-    let devices = &def.devices;
-    let pending = [
-        (!devices.disks.is_empty(), "<disk>"),
-        (!devices.interfaces.is_empty(), "<interface>"),
-        (!devices.filesystems.is_empty(), "<filesystem>"),
-        (!devices.hostdevs.is_empty(), "<hostdev>"),
-        (!devices.graphics.is_empty(), "<graphics>"),
-        (!devices.videos.is_empty(), "<video>"),
-        (!devices.inputs.is_empty(), "<input>"),
-        (!devices.sounds.is_empty(), "<sound>"),
-        (!devices.channels.is_empty(), "<channel>"),
-        (!devices.rngs.is_empty(), "<rng>"),
-        (!devices.watchdogs.is_empty(), "<watchdog>"),
-        (!devices.panics.is_empty(), "<panic>"),
-        (!devices.controllers.is_empty(), "<controller>"),
-        (devices.memballoon.is_some(), "<memballoon>"),
-        (os_of(def).is_some_and(|os| os.loader.is_some()), "<loader>"),
-    ];
-    if let Some((_, element)) = pending.iter().find(|(present, _)| *present) {
-        return Err(refuse(
-            format!("<devices>{element}"),
-            "the QEMU driver translates it in a later version",
+    if !ctx.def.devices.filesystems.is_empty() {
+        return Err(ctx.refuse(
+            "<devices><filesystem>",
+            "the QEMU driver does not share host directories (virtiofs) yet",
+        ));
+    }
+    if !ctx.def.devices.hostdevs.is_empty() {
+        return Err(ctx.refuse(
+            "<devices><hostdev>",
+            "the QEMU driver does not pass host devices through yet",
         ));
     }
     Ok(())
 }
 
-fn os_of(def: &DomainDef) -> Option<&HvmOs> {
-    match &def.os {
-        Os::Hvm(os) => Some(os),
-        Os::Exe(_) => None,
-    }
-}
-
 /// `-machine TYPE,accel=…` with the features that are machine options.
-fn machine(def: &DomainDef, os: &HvmOs, accel: Accel) -> String {
-    let mut machine = os
-        .machine
-        .clone()
-        .unwrap_or_else(|| DEFAULT_MACHINE.to_owned());
+fn machine(def: &DomainDef, machine_type: &str, accel: Accel) -> String {
+    let mut machine = machine_type.to_owned();
     machine.push_str(match accel {
         Accel::Kvm => ",accel=kvm",
         Accel::Tcg => ",accel=tcg",
@@ -238,8 +383,20 @@ fn boot(args: &mut Args, os: &HvmOs) {
             BootDev::Fd => 'a',
         })
         .collect();
+    let mut boot = Vec::new();
     if !order.is_empty() {
-        args.push2("-boot", format!("order={order}"));
+        boot.push(format!("order={order}"));
+    }
+    if let Some(menu) = &os.bootmenu {
+        if let Some(enable) = menu.enable {
+            boot.push(format!("menu={}", on_off(enable)));
+        }
+        if let (Some(true), Some(timeout)) = (menu.enable, menu.timeout) {
+            boot.push(format!("splash-time={timeout}"));
+        }
+    }
+    if !boot.is_empty() {
+        args.push2("-boot", boot.join(","));
     }
 }
 
@@ -262,7 +419,16 @@ fn serials(args: &mut Args, def: &DomainDef) {
 
 /// qemu's option syntax doubles a comma inside a value.
 fn escape_commas(path: &Path) -> String {
-    path.display().to_string().replace(',', ",,")
+    escape(&path.display().to_string())
+}
+
+/// A value inside a `key=value,…` option.
+fn escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
 }
 
 #[derive(Debug, Default)]
@@ -284,11 +450,8 @@ impl Args {
 mod tests {
     use super::*;
 
-    fn settings(accel: Accel) -> Settings {
-        Settings {
-            accel,
-            qmp: "/run/lxvirt/qemu/vm,1/qmp.sock".into(),
-        }
+    pub(super) fn settings(accel: Accel) -> Settings {
+        Settings::new(accel, "/run/lxvirt/qemu/vm,1/qmp.sock".into())
     }
 
     fn vm(body: &str) -> DomainDef {
@@ -392,12 +555,11 @@ mod tests {
     #[test]
     fn what_cannot_run_yet_is_refused_by_name() {
         let def = vm("<vcpu>1</vcpu><os><type>hvm</type></os><devices>\
-             <disk type='file' device='disk'><source file='/var/lib/vm.img'/><target dev='vda' bus='virtio'/></disk>\
-             </devices>");
+             <graphics type='spice' autoport='yes'/></devices>");
         let error = command_line(&def, &settings(Accel::Tcg)).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "domain 'vm1': <devices><disk> cannot run yet (the QEMU driver translates it in a later version); remove it to start the domain (the definition keeps it)"
+            "domain 'vm1': <graphics type='spice'> cannot run yet (the QEMU driver serves VNC displays only); remove it to start the domain (the definition keeps it)"
         );
         let kept = vm(
             "<vcpu>1</vcpu><os><type>hvm</type></os><devices><tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm></devices>",
@@ -436,14 +598,7 @@ mod tests {
         );
         let launch = crate::qemu::process::Launch {
             emulator: QEMU.into(),
-            args: command_line(
-                &def,
-                &Settings {
-                    accel: Accel::Tcg,
-                    qmp: qmp.clone(),
-                },
-            )
-            .unwrap(),
+            args: command_line(&def, &Settings::new(Accel::Tcg, qmp.clone())).unwrap(),
             uid: 0,
             gid: 0,
             cgroup_procs: Vec::new(),
