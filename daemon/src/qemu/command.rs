@@ -450,6 +450,10 @@ impl Args {
 mod tests {
     use super::*;
 
+    /// Debian's ovmf.
+    const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
     pub(super) fn settings(accel: Accel) -> Settings {
         Settings::new(accel, "/run/lxvirt/qemu/vm,1/qmp.sock".into())
     }
@@ -580,44 +584,366 @@ mod tests {
         ));
     }
 
-    /// qemu itself takes the line: it starts, answers QMP in `prelaunch`
-    /// and has the serial console on a pty.
+    /// A tap device for a test, open (and inherited by children: not
+    /// close-on-exec) as long as it lives; the kernel removes it on close.
+    struct Tap(std::fs::File);
+
+    fn open_tap() -> Tap {
+        use std::os::fd::AsRawFd;
+        const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .unwrap();
+        // struct ifreq: a name (empty: the kernel picks tapN), then flags.
+        let mut ifreq = [0u8; 40];
+        let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as u16;
+        ifreq[16..18].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes a struct ifreq (40 bytes on
+        // x86_64), which `ifreq` is, alive for the call.
+        let done = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, ifreq.as_mut_ptr()) };
+        assert_eq!(done, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+        // SAFETY: clears the descriptor flags of a descriptor we own.
+        let done = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) };
+        assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
+        Tap(file)
+    }
+
+    fn qemu_img(args: &[&str]) {
+        let status = std::process::Command::new("qemu-img")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("qemu-img (Debian's qemu-utils)");
+        assert!(status.success(), "qemu-img {args:?}");
+    }
+
+    /// Starts qemu on the line of `def` and connects to its QMP socket.
+    async fn start(
+        def: &DomainDef,
+        settings: &Settings,
+        dir: &Path,
+    ) -> (
+        crate::qemu::process::test_support::Guard,
+        crate::qemu::qmp::Qmp,
+    ) {
+        use crate::qemu::process::test_support::{Guard, QEMU};
+        let launch = crate::qemu::process::Launch {
+            emulator: QEMU.into(),
+            args: command_line(def, settings).unwrap(),
+            uid: 0,
+            gid: 0,
+            cgroup_procs: Vec::new(),
+            pidfile: dir.join("qemu.pid"),
+            log: dir.join("qemu.log"),
+        };
+        let pid = match crate::qemu::process::launch(&launch, &settings.qmp) {
+            Ok(pid) => pid,
+            Err(e) => panic!("{e}\n{:?}", launch.args),
+        };
+        let guard = Guard(pid);
+        let (client, _events) = crate::qemu::qmp::Qmp::connect(&settings.qmp).await.unwrap();
+        (guard, client)
+    }
+
+    /// The devices with an id, by id, with their type.
+    async fn peripherals(
+        client: &crate::qemu::qmp::Qmp,
+    ) -> std::collections::BTreeMap<String, String> {
+        client
+            .qom_list("/machine/peripheral")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|p| {
+                let kind = p.kind.strip_prefix("child<")?.strip_suffix('>')?;
+                Some((p.name, kind.to_owned()))
+            })
+            .collect()
+    }
+
+    /// qemu itself takes the line: a q35 guest with UEFI flash, a disk on
+    /// a qcow2 chain, a transient disk, SATA and SCSI drives, two NICs on
+    /// taps and every other translated device starts, answers QMP in
+    /// `prelaunch` and shows what the definition asked for.
     #[tokio::test]
     async fn qemu_accepts_the_line() {
-        use crate::qemu::process::test_support::{Guard, QEMU, qemu_missing};
+        use crate::qemu::process::test_support::qemu_missing;
         if qemu_missing() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
-        let qmp = tmp.path().join("qmp.sock");
-        let def = vm(
-            "<vcpu current='1'>2</vcpu><os><type machine='q35'>hvm</type><boot dev='hd'/></os>\
+        let dir = tmp.path();
+        let p = |name: &str| dir.join(name).display().to_string();
+        qemu_img(&["create", "-q", "-f", "raw", &p("base.raw"), "1M"]);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            &p("base.raw"),
+            "-F",
+            "raw",
+            &p("mid.qcow2"),
+        ]);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            &p("mid.qcow2"),
+            "-F",
+            "qcow2",
+            &p("top.qcow2"),
+        ]);
+        for raw in ["plain.raw", "shared.raw", "cd.iso", "scsi.raw"] {
+            qemu_img(&["create", "-q", "-f", "raw", &p(raw), "1M"]);
+        }
+        // What the driver does for <transient/>.
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            &p("plain.raw"),
+            "-F",
+            "raw",
+            &p("overlay.qcow2"),
+        ]);
+        let ovmf = Path::new(OVMF_CODE).exists() && Path::new(OVMF_VARS).exists();
+        let firmware = if ovmf {
+            std::fs::copy(OVMF_VARS, dir.join("VARS.fd")).unwrap();
+            format!(
+                "<loader readonly='yes' type='pflash'>{OVMF_CODE}</loader><nvram>{}</nvram>",
+                p("VARS.fd")
+            )
+        } else {
+            println!("partly skipped: needs Debian's ovmf for the flash firmware");
+            String::new()
+        };
+        let def = vm(&format!(
+            "<vcpu current='1'>2</vcpu><os><type machine='q35'>hvm</type>{firmware}</os>\
              <features><acpi/><apic/><vmport state='off'/></features>\
              <cpu mode='maximum'><topology sockets='1' dies='1' cores='2' threads='1'/></cpu>\
-             <devices><serial type='pty'><target port='0'/></serial></devices>",
-        );
-        let launch = crate::qemu::process::Launch {
-            emulator: QEMU.into(),
-            args: command_line(&def, &Settings::new(Accel::Tcg, qmp.clone())).unwrap(),
-            uid: 0,
-            gid: 0,
-            cgroup_procs: Vec::new(),
-            pidfile: tmp.path().join("qemu.pid"),
-            log: tmp.path().join("qemu.log"),
-        };
-        let pid = match crate::qemu::process::launch(&launch, &qmp) {
-            Ok(pid) => pid,
-            Err(e) => panic!("{e}"),
-        };
-        let _guard = Guard(pid);
-        let (client, _events) = crate::qemu::qmp::Qmp::connect(&qmp).await.unwrap();
+             <devices>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='writeback' discard='unmap'/>\
+               <source file='{top}'/>\
+               <backingStore type='file'><format type='qcow2'/><source file='{mid}'/>\
+                 <backingStore type='file'><format type='raw'/><source file='{base}'/><backingStore/></backingStore>\
+               </backingStore>\
+               <target dev='vda' bus='virtio'/><boot order='1'/><serial>s,1</serial></disk>\
+             <disk type='file' device='disk'><driver type='raw'/><source file='{plain}'/>\
+               <target dev='vdb' bus='virtio'/><transient/></disk>\
+             <disk type='file' device='disk'><driver type='raw' cache='none' io='native'/><source file='{shared}'/>\
+               <target dev='vdc' bus='virtio'/><shareable/><alias name='ua-shared'/></disk>\
+             <disk type='file' device='cdrom'><driver type='raw'/><source file='{iso}'/>\
+               <target dev='sda' bus='sata'/><readonly/></disk>\
+             <disk type='file' device='cdrom'><target dev='sdb' bus='sata'/><readonly/></disk>\
+             <disk type='file' device='disk'><driver type='raw'/><source file='{scsi}'/>\
+               <target dev='sdc' bus='scsi'/><readonly/></disk>\
+             <controller type='usb' index='0' model='qemu-xhci' ports='15'/>\
+             <controller type='pci' index='0' model='pcie-root'/>\
+             <controller type='pci' index='1' model='pcie-root-port'/>\
+             <controller type='sata' index='0'/>\
+             <controller type='virtio-serial' index='0'/>\
+             <controller type='scsi' index='0' model='virtio-scsi'><driver queues='2'/></controller>\
+             <interface type='bridge'><mac address='52:54:00:aa:bb:01'/><source bridge='br0'/>\
+               <model type='virtio'/><mtu size='1400'/></interface>\
+             <interface type='network'><mac address='52:54:00:aa:bb:02'/><source network='default'/>\
+               <model type='e1000e'/><boot order='2'/></interface>\
+             <serial type='pty'><target port='0'/></serial>\
+             <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>\
+             <input type='tablet' bus='usb'/><input type='mouse' bus='ps2'/>\
+             <input type='keyboard' bus='virtio'/>\
+             <graphics type='vnc' port='-1' autoport='yes'><listen type='address'/></graphics>\
+             <sound model='ich9'/><audio id='1' type='none'/>\
+             <video><model type='virtio' heads='1' primary='yes'/></video>\
+             <watchdog model='i6300esb' action='poweroff'/><watchdog model='itco' action='poweroff'/>\
+             <memballoon model='virtio'><stats period='5'/></memballoon>\
+             <rng model='virtio'><backend model='random'>/dev/urandom</backend>\
+               <rate bytes='1024' period='1000'/></rng>\
+             <panic model='isa'/><panic model='pvpanic'/>\
+             </devices>",
+            top = p("top.qcow2"),
+            mid = p("mid.qcow2"),
+            base = p("base.raw"),
+            plain = p("plain.raw"),
+            shared = p("shared.raw"),
+            iso = p("cd.iso"),
+            scsi = p("scsi.raw"),
+        ));
+        let taps = [open_tap(), open_tap()];
+        let mut settings = Settings::new(Accel::Tcg, dir.join("qmp.sock"));
+        settings.disk_overlays = vec![None, Some(dir.join("overlay.qcow2"))];
+        settings.tap_fds = taps
+            .iter()
+            .map(|t| Some(std::os::fd::AsRawFd::as_raw_fd(&t.0)))
+            .collect();
+        settings.channel_sockets = vec![Some(dir.join("agent.sock"))];
+        settings.vnc_socket = Some(dir.join("vnc.sock"));
+        let (_guard, client) = start(&def, &settings, dir).await;
         assert_eq!(
             client.query_status().await.unwrap(),
             crate::qemu::qmp::RunState::Prelaunch
         );
+
+        let blocks = client.query_block().await.unwrap();
+        let block = |id: &str| {
+            blocks
+                .iter()
+                .find(|b| b.qdev.as_deref().is_some_and(|q| q.contains(id)))
+                .unwrap_or_else(|| panic!("{id} in {blocks:#?}"))
+        };
+        let vda = block("disk-vda").inserted.as_ref().unwrap();
+        assert_eq!(vda.node_name.as_deref(), Some("disk0"));
+        assert!(!vda.ro);
+        let chain: Vec<(&str, &str)> =
+            std::iter::successors(Some(&vda.image), |i| i.backing_image.as_deref())
+                .map(|i| (i.filename.as_str(), i.format.as_str()))
+                .collect();
+        assert_eq!(
+            chain,
+            [
+                (p("top.qcow2").as_str(), "qcow2"),
+                (p("mid.qcow2").as_str(), "qcow2"),
+                (p("base.raw").as_str(), "raw")
+            ]
+        );
+        let vdb = block("disk-vdb").inserted.as_ref().unwrap();
+        assert_eq!(vdb.node_name.as_deref(), Some("disk1-overlay"));
+        assert!(!vdb.ro);
+        assert_eq!(vdb.image.filename, p("overlay.qcow2"));
+        assert_eq!(
+            vdb.image.backing_image.as_ref().unwrap().filename,
+            p("plain.raw")
+        );
+        assert!(!block("ua-shared").inserted.as_ref().unwrap().ro);
+        let sda = block("disk-sda").inserted.as_ref().unwrap();
+        assert!(sda.ro);
+        assert_eq!(sda.image.filename, p("cd.iso"));
+        assert!(block("disk-sdb").inserted.is_none(), "an empty drive");
+        assert!(block("disk-sdc").inserted.as_ref().unwrap().ro);
+        if ovmf {
+            let code = blocks
+                .iter()
+                .filter_map(|b| b.inserted.as_ref())
+                .find(|i| i.node_name.as_deref() == Some("pflash0"))
+                .unwrap();
+            assert!(code.ro);
+            assert_eq!(code.image.filename, OVMF_CODE);
+            let vars = blocks
+                .iter()
+                .filter_map(|b| b.inserted.as_ref())
+                .find(|i| i.node_name.as_deref() == Some("pflash1"))
+                .unwrap();
+            assert!(!vars.ro);
+        }
+
+        let devices = peripherals(&client).await;
+        for (id, kind) in [
+            ("usb0", "qemu-xhci"),
+            ("scsi0", "virtio-scsi-pci"),
+            ("virtio-serial0", "virtio-serial-pci"),
+            ("disk-vda", "virtio-blk-pci"),
+            ("disk-sda", "ide-cd"),
+            ("disk-sdc", "scsi-hd"),
+            ("net0", "virtio-net-pci"),
+            ("net1", "e1000e"),
+            ("channel0", "virtserialport"),
+            ("input0", "usb-tablet"),
+            ("input2", "virtio-keyboard-pci"),
+            ("video0", "virtio-vga"),
+            ("sound0", "ich9-intel-hda"),
+            ("rng0", "virtio-rng-pci"),
+            ("balloon0", "virtio-balloon-pci"),
+            ("watchdog0", "i6300esb"),
+            ("panic0", "pvpanic"),
+            ("panic1", "pvpanic-pci"),
+        ] {
+            assert_eq!(
+                devices.get(id).map(String::as_str),
+                Some(kind),
+                "{id}: {devices:?}"
+            );
+        }
+        assert!(!devices.contains_key("input1"), "PS/2 is built in");
+
         let chardevs = client.query_chardev().await.unwrap();
         let serial = chardevs.iter().find(|c| c.label == "charserial0").unwrap();
         assert!(serial.pty_path().is_some(), "{chardevs:?}");
+        let agent = chardevs.iter().find(|c| c.label == "charchannel0").unwrap();
+        assert!(agent.filename.contains(&p("agent.sock")), "{agent:?}");
+        let vnc = client.query_vnc().await.unwrap();
+        assert!(vnc.enabled, "{vnc:?}");
+        assert_eq!(vnc.family.as_deref(), Some("unix"), "{vnc:?}");
+        assert!(client.query_balloon().await.unwrap().is_some());
         client.quit().await.unwrap();
+        drop(taps);
+    }
+
+    /// The i440fx side: IDE, SATA through an added AHCI, USB 2 with a
+    /// companion, cirrus, the ib700 watchdog, a ROM BIOS.
+    #[tokio::test]
+    async fn qemu_accepts_an_i440fx_line() {
+        use crate::qemu::process::test_support::qemu_missing;
+        if qemu_missing() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let p = |name: &str| dir.join(name).display().to_string();
+        for raw in ["ide.raw", "sata.raw"] {
+            qemu_img(&["create", "-q", "-f", "raw", &p(raw), "1M"]);
+        }
+        let def = vm(&format!(
+            "<vcpu>1</vcpu><os><type machine='pc'>hvm</type>\
+             <loader type='rom'>/usr/share/seabios/bios-256k.bin</loader>\
+             <boot dev='cdrom'/><boot dev='hd'/><bootmenu enable='yes' timeout='1000'/></os>\
+             <features><acpi/></features><devices>\
+             <disk type='file' device='disk'><source file='{ide}'/><target dev='hda' bus='ide'/></disk>\
+             <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><readonly/></disk>\
+             <disk type='file' device='disk'><source file='{sata}'/><target dev='sda' bus='sata'/></disk>\
+             <controller type='ide' index='0'/><controller type='pci' index='0' model='pci-root'/>\
+             <controller type='usb' index='0' model='ich9-ehci1'/>\
+             <controller type='usb' index='0' model='ich9-uhci1'><master startport='0'/></controller>\
+             <interface type='ethernet'><target dev='tap-x'/><model type='rtl8139'/></interface>\
+             <input type='tablet' bus='usb'/><input type='keyboard' bus='ps2'/>\
+             <video><model type='cirrus' vram='16384'/></video>\
+             <watchdog model='ib700' action='pause'/><panic/>\
+             <memballoon model='none'/></devices>",
+            ide = p("ide.raw"),
+            sata = p("sata.raw"),
+        ));
+        let tap = open_tap();
+        let mut settings = Settings::new(Accel::Tcg, dir.join("qmp.sock"));
+        settings.tap_fds = vec![Some(std::os::fd::AsRawFd::as_raw_fd(&tap.0))];
+        let (_guard, client) = start(&def, &settings, dir).await;
+        let devices = peripherals(&client).await;
+        for (id, kind) in [
+            ("disk-hda", "ide-hd"),
+            ("disk-hdc", "ide-cd"),
+            ("sata0", "ich9-ahci"),
+            ("disk-sda", "ide-hd"),
+            ("usb0", "ich9-usb-ehci1"),
+            ("usb0-uhci1", "ich9-usb-uhci1"),
+            ("net0", "rtl8139"),
+            ("input0", "usb-tablet"),
+            ("video0", "cirrus-vga"),
+            ("watchdog0", "ib700"),
+            ("panic0", "pvpanic"),
+        ] {
+            assert_eq!(
+                devices.get(id).map(String::as_str),
+                Some(kind),
+                "{id}: {devices:?}"
+            );
+        }
+        assert!(client.query_balloon().await.unwrap().is_none());
+        client.quit().await.unwrap();
+        drop(tap);
     }
 }
