@@ -458,7 +458,7 @@ mod tests {
         Settings::new(accel, "/run/lxvirt/qemu/vm,1/qmp.sock".into())
     }
 
-    fn vm(body: &str) -> DomainDef {
+    pub(super) fn vm(body: &str) -> DomainDef {
         DomainDef::from_xml(&format!(
             "<domain type='qemu'><name>vm1</name><uuid>ad4f5061-7283-4945-b067-cd3e4f506172</uuid>\
              <memory unit='MiB'>256</memory>{body}</domain>"
@@ -474,8 +474,37 @@ mod tests {
             .collect()
     }
 
+    /// The line for `def`, as strings.
+    pub(super) fn line_with(def: &DomainDef, settings: &Settings) -> Vec<String> {
+        command_line(def, settings)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    /// Every value after `option`, in order.
+    pub(super) fn values<'a>(args: &'a [String], option: &str) -> Vec<&'a str> {
+        (0..args.len().saturating_sub(1))
+            .filter(|&i| args[i] == option)
+            .map(|i| args[i + 1].as_str())
+            .collect()
+    }
+
+    /// Why `def` does not run with `settings`.
+    pub(super) fn refusal(def: &DomainDef, settings: &Settings) -> String {
+        command_line(def, settings).unwrap_err().to_string()
+    }
+
+    /// A VM with `devices` in `<devices>` on machine `machine`.
+    pub(super) fn with_devices(machine: &str, devices: &str) -> DomainDef {
+        vm(&format!(
+            "<vcpu>1</vcpu><os><type machine='{machine}'>hvm</type></os><devices>{devices}</devices>"
+        ))
+    }
+
     /// The value after `option`, which must appear once.
-    fn value<'a>(args: &'a [String], option: &str) -> &'a str {
+    pub(super) fn value<'a>(args: &'a [String], option: &str) -> &'a str {
         let at: Vec<usize> = (0..args.len()).filter(|&i| args[i] == option).collect();
         assert_eq!(at.len(), 1, "{option} in {args:?}");
         &args[at[0] + 1]
@@ -582,6 +611,125 @@ mod tests {
             command_line(&container, &settings(Accel::Tcg)),
             Err(CommandError::NotVm { .. })
         ));
+    }
+
+    fn example(name: &str) -> DomainDef {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../xml-schemas/examples")
+            .join(name);
+        DomainDef::from_xml(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// What the driver prepares for `def`: a tap per interface, a socket
+    /// per channel and for VNC, an overlay per transient disk.
+    fn prepared(def: &DomainDef) -> Settings {
+        let mut settings = settings(Accel::Kvm);
+        settings.tap_fds = (0..def.devices.interfaces.len())
+            .map(|i| Some(30 + i as i32))
+            .collect();
+        settings.channel_sockets = (0..def.devices.channels.len())
+            .map(|i| {
+                Some(PathBuf::from(format!(
+                    "/run/lxvirt/qemu/vm/channel{i}.sock"
+                )))
+            })
+            .collect();
+        settings.disk_overlays = def
+            .devices
+            .disks
+            .iter()
+            .map(|d| d.transient.then(|| PathBuf::from("/run/overlay.qcow2")))
+            .collect();
+        settings.vnc_socket = Some("/run/lxvirt/qemu/vm/vnc.sock".into());
+        settings
+    }
+
+    /// libvirt's export runs as it is (its `<firmware>` features only
+    /// guided libvirt's choice of the files its `<loader>` names).
+    #[test]
+    fn the_libvirt_export_runs() {
+        let def = example("kvm-libvirt-export.xml");
+        let args = line_with(&def, &prepared(&def));
+        assert!(
+            value(&args, "-machine").starts_with(
+                "pc-q35-8.2,accel=kvm,vmport=off,smm=on,pflash0=pflash0,pflash1=pflash1"
+            ),
+            "{args:?}"
+        );
+        let devices = values(&args, "-device");
+        for expected in [
+            "virtio-blk-pci,drive=disk0,id=disk-vda,bootindex=1,write-cache=on",
+            "ide-cd,bus=ide.0,drive=disk1,id=disk-sda",
+            "virtio-blk-pci,drive=disk2,id=disk-vdb,serial=shared-0001,share-rw=on,write-cache=on",
+            "virtio-net-pci,netdev=hostnet0,id=net0,mac=52:54:00:3e:8a:11",
+            "usb-tablet,bus=usb0.0,id=input0",
+            "virtio-vga,id=video0,max_outputs=1",
+            "ich9-intel-hda,id=sound0",
+            "virtio-balloon-pci,id=balloon0,guest-stats-polling-interval=5",
+            "virtio-rng-pci,rng=objrng0,id=rng0,max-bytes=1024,period=1000",
+            "pvpanic-pci,id=panic0",
+        ] {
+            assert!(devices.contains(&expected), "{expected} in {devices:?}");
+        }
+        assert_eq!(values(&args, "-action"), ["watchdog=reset", "panic=pause"]);
+    }
+
+    /// The i440fx example keeps what lxvirt does not run (`<bios>`, CPU
+    /// vendor and NUMA, a PCI host device, an interface's `<driver>`);
+    /// without those it runs.
+    #[test]
+    fn the_i440fx_example_runs_without_what_is_kept() {
+        let def = example("qemu-i440fx-bios.xml");
+        assert!(
+            refusal(&def, &prepared(&def)).contains("<os><bios> cannot run yet"),
+            "{}",
+            refusal(&def, &prepared(&def))
+        );
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../xml-schemas/examples/qemu-i440fx-bios.xml");
+        let mut text = std::fs::read_to_string(path).unwrap();
+        for kept in [
+            "<bios useserial='yes' rebootTimeout='0'/>",
+            "<vendor>AMD</vendor>",
+            "<driver name='qemu'/>",
+        ] {
+            text = text.replace(kept, "");
+        }
+        for (start, end) in [("<numa>", "</numa>"), ("<hostdev ", "</hostdev>")] {
+            let a = text.find(start).unwrap();
+            let b = text.find(end).unwrap() + end.len();
+            text.replace_range(a..b, "");
+        }
+        let def = DomainDef::from_xml(&text).unwrap();
+        let args = line_with(&def, &prepared(&def));
+        let devices = values(&args, "-device");
+        for expected in [
+            "ide-hd,bus=ide.0,unit=0,drive=disk0,id=disk-hda,write-cache=on",
+            "ich9-usb-ehci1,id=usb0",
+            "ich9-usb-uhci1,id=usb0-uhci1,masterbus=usb0.0,firstport=0",
+            "rtl8139,netdev=hostnet0,id=net0,mac=52:54:00:01:02:03",
+            "cirrus-vga,id=video0,vgamem_mb=16",
+            "pvpanic,id=panic0",
+        ] {
+            assert!(devices.contains(&expected), "{expected} in {devices:?}");
+        }
+        // The channel's alias names it; VNC's TCP listen is the socket.
+        assert!(devices.contains(&"virtserialport,bus=virtio-serial0.0,chardev=charchannel0,id=channel0,name=org.qemu.guest_agent.0"), "{devices:?}");
+        assert_eq!(value(&args, "-vnc"), "unix:/run/lxvirt/qemu/vm/vnc.sock");
+        assert_eq!(value(&args, "-boot"), "order=dc,menu=off");
+    }
+
+    /// The Windows example is refused: Hyper-V enlightenments, a TPM and
+    /// USB redirection are kept, not run; SPICE (its display, channel and
+    /// audio) and a SCSI controller's I/O thread are not translated.
+    #[test]
+    fn the_windows_example_is_refused_by_name() {
+        let def = example("kvm-windows-uefi.xml");
+        let error = refusal(&def, &prepared(&def));
+        assert!(
+            error.starts_with("domain 'win11': <features><hyperv mode='custom'> cannot run yet"),
+            "{error}"
+        );
     }
 
     /// A tap device for a test, open (and inherited by children: not
