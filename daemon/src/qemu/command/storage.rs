@@ -598,3 +598,291 @@ pub(super) fn firmware(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use serde_json::Value;
+
+    use super::super::tests::{line_with, refusal, settings, value, values, vm, with_devices};
+    use super::super::{Accel, Settings};
+
+    fn nodes(args: &[String]) -> Vec<Value> {
+        values(args, "-blockdev")
+            .into_iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+
+    fn node<'a>(nodes: &'a [Value], name: &str) -> &'a Value {
+        nodes
+            .iter()
+            .find(|n| n["node-name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {nodes:#?}"))
+    }
+
+    const CHAIN: &str = "<disk type='file' device='disk'>\
+        <driver name='qemu' type='qcow2' cache='none' io='native' discard='unmap'/>\
+        <source file='/img/top.qcow2'/>\
+        <backingStore type='file'><format type='qcow2'/><source file='/img/mid.qcow2'/>\
+          <backingStore type='block'><format type='raw'/><source dev='/dev/vg/base'/></backingStore>\
+        </backingStore>\
+        <target dev='vda' bus='virtio'/><boot order='2'/><serial>a,b</serial></disk>";
+
+    #[test]
+    fn a_backing_chain_is_a_node_graph_bottom_first() {
+        let args = line_with(&with_devices("q35", CHAIN), &settings(Accel::Kvm));
+        let nodes = nodes(&args);
+        let names: Vec<&str> = nodes
+            .iter()
+            .map(|n| n["node-name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "disk0-b2-file",
+                "disk0-b2",
+                "disk0-b1-file",
+                "disk0-b1",
+                "disk0-file",
+                "disk0"
+            ]
+        );
+        let base = node(&nodes, "disk0-b2-file");
+        assert_eq!(base["driver"], "host_device");
+        assert_eq!(base["filename"], "/dev/vg/base");
+        assert_eq!(base["aio"], "native");
+        assert_eq!(node(&nodes, "disk0-b2")["driver"], "raw");
+        assert!(node(&nodes, "disk0-b2").get("backing").is_none());
+        assert_eq!(node(&nodes, "disk0-b1")["backing"], "disk0-b2");
+        assert_eq!(node(&nodes, "disk0")["backing"], "disk0-b1");
+        assert_eq!(node(&nodes, "disk0")["driver"], "qcow2");
+        for n in &nodes {
+            let top = n["node-name"].as_str().unwrap().starts_with("disk0-b");
+            assert_eq!(n["read-only"], top, "{n}");
+            assert_eq!(n["cache"]["direct"], true, "{n}");
+            assert_eq!(n["discard"], "unmap", "{n}");
+        }
+        assert_eq!(
+            value(&args, "-device"),
+            "virtio-blk-pci,drive=disk0,id=disk-vda,serial=a,,b,bootindex=2,write-cache=on"
+        );
+    }
+
+    #[test]
+    fn the_chain_ends_where_the_definition_says() {
+        let open = "<disk type='file'><driver type='qcow2'/><source file='/a.qcow2'/>\
+            <target dev='vda'/></disk>";
+        let args = line_with(&with_devices("q35", open), &settings(Accel::Kvm));
+        // qemu follows the image's header.
+        assert!(node(&nodes(&args), "disk0").get("backing").is_none());
+        let closed = "<disk type='file'><driver type='qcow2'/><source file='/a.qcow2'/>\
+            <backingStore/><target dev='vda'/></disk>";
+        let args = line_with(&with_devices("q35", closed), &settings(Accel::Kvm));
+        assert_eq!(node(&nodes(&args), "disk0")["backing"], Value::Null);
+        // Without <driver type> an image is raw.
+        let raw = "<disk type='file'><source file='/a.img'/><target dev='vda'/></disk>";
+        let args = line_with(&with_devices("q35", raw), &settings(Accel::Kvm));
+        assert_eq!(node(&nodes(&args), "disk0")["driver"], "raw");
+    }
+
+    #[test]
+    fn a_transient_disk_writes_to_the_overlay_over_its_read_only_chain() {
+        let def = with_devices(
+            "q35",
+            "<disk type='file'><driver type='raw'/><source file='/a.img'/><target dev='vdb'/><transient/></disk>",
+        );
+        assert!(
+            refusal(&def, &settings(Accel::Kvm))
+                .contains("<disk> with target 'vdb' with <transient/> cannot run yet (the driver prepared no overlay for it)")
+        );
+        let mut with_overlay = settings(Accel::Kvm);
+        with_overlay.disk_overlays = vec![Some("/run/vm/vdb.qcow2".into())];
+        let args = line_with(&def, &with_overlay);
+        let nodes = nodes(&args);
+        assert_eq!(node(&nodes, "disk0")["read-only"], true);
+        let overlay = node(&nodes, "disk0-overlay");
+        assert_eq!(overlay["driver"], "qcow2");
+        assert_eq!(overlay["backing"], "disk0");
+        assert_eq!(overlay["read-only"], false);
+        assert_eq!(
+            node(&nodes, "disk0-overlay-file")["filename"],
+            "/run/vm/vdb.qcow2"
+        );
+        assert_eq!(
+            value(&args, "-device"),
+            "virtio-blk-pci,drive=disk0-overlay,id=disk-vdb"
+        );
+    }
+
+    #[test]
+    fn disks_sit_on_their_bus() {
+        let def = with_devices(
+            "pc-q35-7.2",
+            "<disk type='file' device='cdrom'><target dev='sdb' bus='sata'/><readonly/></disk>\
+             <disk type='file'><source file='/d.img'/><target dev='sdz' bus='sata'/>\
+               <address type='drive' controller='0' bus='0' target='0' unit='3'/></disk>\
+             <disk type='file'><source file='/s.img'/><target dev='sdc' bus='scsi'/>\
+               <shareable/><alias name='ua-s'/></disk>\
+             <disk type='block' device='cdrom'><source dev='/dev/sr0'/><target dev='sdd' bus='scsi'/></disk>",
+        );
+        let args = line_with(&def, &settings(Accel::Kvm));
+        assert_eq!(
+            values(&args, "-device"),
+            [
+                // Added: a SCSI disk needs a controller.
+                "virtio-scsi-pci,id=scsi0",
+                // An empty drive has no node.
+                "ide-cd,bus=ide.1,id=disk-sdb",
+                "ide-hd,bus=ide.3,drive=disk1,id=disk-sdz",
+                "scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun=2,drive=disk2,id=ua-s,share-rw=on",
+                "scsi-cd,bus=scsi0.0,channel=0,scsi-id=0,lun=3,drive=disk3,id=disk-sdd",
+            ]
+        );
+        assert_eq!(node(&nodes(&args), "disk3-file")["driver"], "host_cdrom");
+
+        let ide = vm(
+            "<vcpu>1</vcpu><os><type machine='pc'>hvm</type></os><devices>\
+             <disk type='file'><source file='/a.img'/><target dev='hda'/></disk>\
+             <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/></disk>\
+             <disk type='file'><source file='/b.img'/><target dev='sda' bus='sata'/></disk></devices>",
+        );
+        assert_eq!(
+            values(&line_with(&ide, &settings(Accel::Kvm)), "-device"),
+            [
+                "ich9-ahci,id=sata0",
+                "ide-hd,bus=ide.0,unit=0,drive=disk0,id=disk-hda",
+                "ide-cd,bus=ide.1,unit=0,id=disk-hdc",
+                "ide-hd,bus=sata0.0,drive=disk2,id=disk-sda",
+            ]
+        );
+    }
+
+    #[test]
+    fn disks_that_cannot_run_are_refused_naming_the_target() {
+        let s = settings(Accel::Kvm);
+        for (machine, disk, expected) in [
+            (
+                "q35",
+                "<disk type='file'><source file='/a'/><target dev='sda' bus='usb'/></disk>",
+                "<disk> with target 'sda' on bus 'usb' cannot run yet",
+            ),
+            (
+                "q35",
+                "<disk type='file'><source file='/a'/><target dev='xvda'/></disk>",
+                "<disk> with target 'xvda' cannot run yet (its target names no bus",
+            ),
+            (
+                "q35",
+                "<disk type='file'><source file='/a'/><target dev='hda' bus='ide'/></disk>",
+                "<disk> with target 'hda' on bus 'ide' cannot run yet (only the i440fx",
+            ),
+            (
+                "q35",
+                "<disk type='file' device='cdrom'><target dev='vdc' bus='virtio'/></disk>",
+                "<disk> with target 'vdc' on bus 'virtio'",
+            ),
+            (
+                "q35",
+                "<disk type='file'><source file='/a'/><target dev='sda' bus='sata'/><readonly/></disk>",
+                "<disk> with target 'sda' with <readonly/>",
+            ),
+            (
+                "q35",
+                "<disk type='file'><driver type='vmdk'/><source file='/a'/><target dev='vda'/></disk>",
+                "<disk> with target 'vda' in format 'vmdk'",
+            ),
+            (
+                "q35",
+                "<disk type='file'><driver type='raw' io='native'/><source file='/a'/><target dev='vda'/></disk>",
+                "<disk> with target 'vda' with <driver io='native'>",
+            ),
+            (
+                "q35",
+                "<disk type='file'><driver type='qcow2'/><source file='/a'/>\
+                 <backingStore type='file'><source file='/b'/></backingStore><target dev='vda'/></disk>",
+                "<disk> with target 'vda': <backingStore> of '/b'",
+            ),
+            (
+                "q35",
+                "<disk type='file'><driver type='qcow2'/><source file='/a'/>\
+                 <backingStore type='file'><format type='raw'/><source file='/b'/>\
+                 <backingStore type='file'><format type='raw'/><source file='/c'/></backingStore>\
+                 </backingStore><target dev='vda'/></disk>",
+                "<disk> with target 'vda': <backingStore> under '/b'",
+            ),
+            (
+                "q35",
+                "<disk type='file'><source file='/a'/><target dev='sda' bus='sata'/></disk>\
+                 <disk type='file'><source file='/b'/><target dev='sdb' bus='sata'/>\
+                 <address type='drive' controller='0' bus='0' target='0' unit='0'/></disk>",
+                "<disk> with target 'sdb' cannot run yet (another disk sits at the same place",
+            ),
+            (
+                "q35",
+                "<disk type='file'><source file='/a'/><target dev='vda'/><alias name='1bad'/></disk>",
+                "<disk> with target 'vda' with <alias name='1bad'>",
+            ),
+        ] {
+            let error = refusal(&with_devices(machine, disk), &s);
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    #[test]
+    fn flash_firmware_and_its_variable_store() {
+        let def = vm("<vcpu>1</vcpu><os><type machine='q35'>hvm</type>\
+             <loader readonly='yes' secure='yes' type='pflash'>/fw/CODE.secboot.fd</loader>\
+             <nvram template='/fw/VARS.fd'>/var/lib/vm/VARS.fd</nvram></os>");
+        let args = line_with(&def, &settings(Accel::Kvm));
+        assert_eq!(
+            value(&args, "-machine"),
+            "q35,accel=kvm,acpi=off,pflash0=pflash0,pflash1=pflash1,smm=on"
+        );
+        let nodes = nodes(&args);
+        assert_eq!(
+            node(&nodes, "pflash0-file")["filename"],
+            "/fw/CODE.secboot.fd"
+        );
+        assert_eq!(node(&nodes, "pflash0")["read-only"], true);
+        assert_eq!(
+            node(&nodes, "pflash1-file")["filename"],
+            "/var/lib/vm/VARS.fd"
+        );
+        assert_eq!(node(&nodes, "pflash1")["read-only"], false);
+        assert_eq!(
+            value(&args, "-global"),
+            "driver=cfi.pflash01,property=secure,value=on"
+        );
+
+        let rom = vm("<vcpu>1</vcpu><os><type machine='pc'>hvm</type>\
+             <loader type='rom'>/fw/bios.bin</loader></os>");
+        assert_eq!(
+            value(&line_with(&rom, &settings(Accel::Kvm)), "-bios"),
+            "/fw/bios.bin"
+        );
+
+        for (os, expected) in [
+            (
+                "<loader readonly='yes' type='pflash'>/fw/CODE.fd</loader>",
+                "<os><loader type='pflash' readonly='yes'> without <nvram>",
+            ),
+            (
+                "<loader readonly='yes' secure='yes' type='pflash'>/fw/C.fd</loader><nvram>/v.fd</nvram>",
+                "<os><loader secure='yes'> with <smm state='off'>",
+            ),
+        ] {
+            let def = vm(&format!(
+                "<vcpu>1</vcpu><os><type machine='q35'>hvm</type>{os}</os>\
+                 <features><smm state='off'/></features>"
+            ));
+            let error = refusal(&def, &settings(Accel::Kvm));
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        let efi = vm("<vcpu>1</vcpu><os firmware='efi'><type machine='q35'>hvm</type></os>");
+        assert!(
+            refusal(&efi, &Settings::new(Accel::Kvm, "/q".into()))
+                .contains("<os firmware='efi'> without <loader>")
+        );
+    }
+}
