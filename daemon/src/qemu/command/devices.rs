@@ -673,3 +673,302 @@ fn panics(args: &mut Args, ctx: &mut Ctx<'_>) -> Result<(), CommandError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::tests::{line_with, refusal, settings, value, values, with_devices};
+    use super::super::{Accel, Settings};
+
+    fn prepared() -> Settings {
+        let mut s = settings(Accel::Kvm);
+        s.channel_sockets = vec![Some("/run/vm/agent,0.sock".into())];
+        s.vnc_socket = Some("/run/vm/vnc.sock".into());
+        s
+    }
+
+    fn devices(machine: &str, xml: &str) -> Vec<String> {
+        let args = line_with(&with_devices(machine, xml), &prepared());
+        values(&args, "-device")
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn refused(machine: &str, xml: &str) -> String {
+        refusal(&with_devices(machine, xml), &prepared())
+    }
+
+    #[test]
+    fn controllers_make_the_buses_devices_name() {
+        assert_eq!(
+            devices(
+                "q35",
+                "<controller type='pci' index='0' model='pcie-root'/>\
+                 <controller type='pci' index='1' model='pcie-root-port'/>\
+                 <controller type='sata' index='0'/>\
+                 <controller type='usb' index='0' model='qemu-xhci' ports='15'/>\
+                 <controller type='scsi' index='0' model='virtio-scsi'><driver queues='4'/></controller>\
+                 <controller type='virtio-serial' index='0' ports='16'/>\
+                 <input type='tablet' bus='usb'/><input type='keyboard' bus='ps2'/>\
+                 <input type='mouse' bus='virtio'/>"
+            ),
+            [
+                "qemu-xhci,id=usb0,p2=15,p3=15",
+                "virtio-scsi-pci,id=scsi0,num_queues=4",
+                "virtio-serial-pci,id=virtio-serial0,max_ports=16",
+                "usb-tablet,bus=usb0.0,id=input0",
+                "virtio-mouse-pci,id=input2",
+            ]
+        );
+        // The companion comes after its master, whatever the order.
+        assert_eq!(
+            devices(
+                "pc",
+                "<controller type='usb' index='0' model='ich9-uhci2'/>\
+                 <controller type='usb' index='0' model='ich9-ehci1'/>\
+                 <controller type='ide' index='0'/>"
+            ),
+            [
+                "ich9-usb-ehci1,id=usb0",
+                "ich9-usb-uhci2,id=usb0-uhci2,masterbus=usb0.0,firstport=2",
+            ]
+        );
+        assert_eq!(
+            devices("pc", "<controller type='usb'/>"),
+            ["piix3-usb-uhci,id=usb0"]
+        );
+        for (machine, xml, expected) in [
+            (
+                "q35",
+                "<controller type='usb' index='0' model='ich9-uhci1'/>",
+                "<controller type='usb' index='0' model='ich9-uhci1'> cannot run yet (a UHCI companion",
+            ),
+            (
+                "q35",
+                "<controller type='usb' model='vt82c686b-uhci'/>",
+                "<controller type='usb' index='0' model='vt82c686b-uhci'>",
+            ),
+            (
+                "q35",
+                "<controller type='pci' index='1' model='pci-expander-bus'/>",
+                "<controller type='pci' index='1' model='pci-expander-bus'>",
+            ),
+            (
+                "q35",
+                "<controller type='scsi' model='lsilogic'/>",
+                "<controller type='scsi' index='0' model='lsilogic'>",
+            ),
+            (
+                "q35",
+                "<controller type='ide' index='0'/>",
+                "<controller type='ide' index='0'> cannot run yet",
+            ),
+            (
+                "q35",
+                "<controller type='usb' model='none'/><input type='tablet' bus='usb'/>",
+                "<input type='tablet' bus='usb'> cannot run yet (a USB input device needs a USB controller",
+            ),
+        ] {
+            let error = refused(machine, xml);
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    #[test]
+    fn video_cards_primary_first() {
+        assert_eq!(
+            devices(
+                "q35",
+                "<video><model type='qxl' ram='65536' vram='65536' vgamem='16384' heads='1'/></video>\
+                 <video><model type='virtio' heads='2'/></video><video><model type='none'/></video>"
+            ),
+            [
+                "qxl-vga,id=video0,ram_size=67108864,vram_size=67108864,vgamem_mb=16,max_outputs=1",
+                "virtio-gpu-pci,id=video1,max_outputs=2",
+            ]
+        );
+        assert_eq!(
+            devices("q35", "<video><model type='bochs'/></video>"),
+            ["bochs-display,id=video0"]
+        );
+        let error = refused(
+            "q35",
+            "<video><model type='virtio'/></video><video><model type='vga'/></video>",
+        );
+        assert!(
+            error.contains("<video><model type='vga'> (a second card)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn vnc_is_served_on_the_local_socket_only() {
+        let def = with_devices(
+            "q35",
+            "<graphics type='vnc' port='5901' listen='0.0.0.0' keymap='de'/>",
+        );
+        let args = line_with(&def, &prepared());
+        assert_eq!(value(&args, "-vnc"), "unix:/run/vm/vnc.sock");
+        assert!(refusal(&def, &settings(Accel::Kvm)).contains("the driver chose no socket for it"));
+        for (xml, expected) in [
+            ("<graphics type='spice'/>", "<graphics type='spice'>"),
+            ("<graphics type='sdl'/>", "<graphics type='sdl'>"),
+            (
+                "<graphics type='vnc' passwd='secret'/>",
+                "<graphics type='vnc'> with passwd",
+            ),
+        ] {
+            let error = refused("q35", xml);
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    #[test]
+    fn sound_plays_to_no_host_audio() {
+        let args = line_with(
+            &with_devices(
+                "q35",
+                "<sound model='ich9'><codec type='micro'/></sound><audio id='1' type='none'/>",
+            ),
+            &prepared(),
+        );
+        assert_eq!(value(&args, "-audiodev"), "none,id=audio1");
+        assert_eq!(
+            values(&args, "-device"),
+            [
+                "ich9-intel-hda,id=sound0",
+                "hda-micro,id=sound0-codec0,bus=sound0.0,cad=0,audiodev=audio1"
+            ]
+        );
+        assert_eq!(
+            value(
+                &line_with(&with_devices("pc", "<sound model='ich6'/>"), &prepared()),
+                "-audiodev"
+            ),
+            "none,id=audio0"
+        );
+        for (xml, expected) in [
+            ("<sound model='ac97'/>", "<sound model='ac97'>"),
+            (
+                "<sound model='ich9'/><audio id='1' type='pulseaudio'/>",
+                "<audio id='1' type='pulseaudio'>",
+            ),
+        ] {
+            let error = refused("q35", xml);
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_guest_agent_channel_is_a_port_on_a_socket() {
+        let args = line_with(
+            &with_devices(
+                "q35",
+                "<channel type='unix'><source mode='bind' path='/elsewhere.sock'/>\
+                 <target type='virtio' name='org.qemu.guest_agent.0'/></channel>",
+            ),
+            &prepared(),
+        );
+        assert_eq!(
+            value(&args, "-chardev"),
+            "socket,id=charchannel0,path=/run/vm/agent,,0.sock,server=on,wait=off"
+        );
+        assert_eq!(
+            values(&args, "-device"),
+            [
+                // Added: no virtio-serial controller was declared.
+                "virtio-serial-pci,id=virtio-serial0",
+                "virtserialport,bus=virtio-serial0.0,chardev=charchannel0,id=channel0,name=org.qemu.guest_agent.0",
+            ]
+        );
+        for (xml, expected) in [
+            (
+                "<channel type='pty'><target type='virtio' name='x'/></channel>",
+                "<channel type='pty'>",
+            ),
+            (
+                "<channel type='unix'><source mode='connect' path='/a'/><target type='virtio' name='x'/></channel>",
+                "<channel type='unix'> with <source mode='connect'>",
+            ),
+        ] {
+            let error = refused("q35", xml);
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        let error = refusal(
+            &with_devices(
+                "q35",
+                "<channel type='unix'><target type='virtio' name='x'/></channel>",
+            ),
+            &settings(Accel::Kvm),
+        );
+        assert!(
+            error.contains("the driver chose no socket for it"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn rng_balloon_watchdog_and_panic() {
+        let args = line_with(
+            &with_devices(
+                "q35",
+                "<rng model='virtio'><backend model='random'>/dev/random</backend><rate bytes='512'/></rng>\
+                 <memballoon model='virtio' autodeflate='on'><stats period='10'/></memballoon>\
+                 <watchdog model='itco' action='shutdown'/><watchdog model='i6300esb' action='shutdown'/>\
+                 <panic/><panic model='pvpanic'/>",
+            ),
+            &prepared(),
+        );
+        assert_eq!(
+            value(&args, "-object"),
+            "rng-random,id=objrng0,filename=/dev/random"
+        );
+        assert_eq!(value(&args, "-global"), "ICH9-LPC.noreboot=off");
+        assert_eq!(
+            values(&args, "-action"),
+            ["watchdog=shutdown", "panic=pause"]
+        );
+        assert_eq!(
+            values(&args, "-device"),
+            [
+                "virtio-rng-pci,rng=objrng0,id=rng0,max-bytes=512,period=1000",
+                "virtio-balloon-pci,id=balloon0,guest-stats-polling-interval=10,deflate-on-oom=on",
+                "i6300esb,id=watchdog1",
+                "pvpanic,id=panic0",
+                "pvpanic-pci,id=panic1",
+            ]
+        );
+        assert!(
+            devices("q35", "<memballoon model='none'/>").is_empty(),
+            "no balloon"
+        );
+        for (machine, xml, expected) in [
+            (
+                "q35",
+                "<rng model='virtio'><backend model='random'>/dev/sda</backend></rng>",
+                "<rng model='virtio'> with <backend model='random'>/dev/sda",
+            ),
+            (
+                "q35",
+                "<watchdog model='i6300esb' action='dump'/>",
+                "<watchdog model='i6300esb' action='dump'>",
+            ),
+            (
+                "q35",
+                "<watchdog model='i6300esb' action='reset'/><watchdog model='itco' action='pause'/>",
+                "<watchdog model='itco' action='pause'> cannot run yet (qemu has one action",
+            ),
+            ("pc", "<watchdog model='itco'/>", "<watchdog model='itco'>"),
+            ("q35", "<panic model='hyperv'/>", "<panic model='hyperv'>"),
+            (
+                "q35",
+                "<panic/><panic><alias name='panic0'/></panic>",
+                "<panic model='isa'> with id 'panic0' cannot run yet (another device has the same",
+            ),
+        ] {
+            let error = refused(machine, xml);
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+}

@@ -72,3 +72,73 @@ pub(super) fn interfaces(args: &mut Args, ctx: &mut Ctx<'_>) -> Result<(), Comma
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::tests::{line_with, refusal, settings, values, with_devices};
+    use super::super::{Accel, Settings};
+
+    fn taps(n: usize) -> Settings {
+        let mut s = settings(Accel::Kvm);
+        s.tap_fds = (0..n).map(|i| Some(20 + i as i32)).collect();
+        s
+    }
+
+    #[test]
+    fn interfaces_are_nics_on_the_driver_s_taps() {
+        let def = with_devices(
+            "q35",
+            "<interface type='network'><mac address='52:54:00:00:00:01'/><source network='default'/>\
+               <mtu size='1400'/><boot order='1'/></interface>\
+             <interface type='bridge'><source bridge='br0'/><model type='e1000'/><mtu size='1400'/>\
+               <alias name='ua-lan'/></interface>\
+             <interface type='ethernet'><target dev='tap7'/><model type='rtl8139'/></interface>",
+        );
+        let args = line_with(&def, &taps(3));
+        assert_eq!(
+            values(&args, "-netdev"),
+            [
+                "tap,id=hostnet0,fd=20",
+                "tap,id=hostnet1,fd=21",
+                "tap,id=hostnet2,fd=22"
+            ]
+        );
+        assert_eq!(
+            values(&args, "-device"),
+            [
+                // virtio by default; only virtio learns the MTU.
+                "virtio-net-pci,netdev=hostnet0,id=net0,mac=52:54:00:00:00:01,host_mtu=1400,bootindex=1",
+                "e1000,netdev=hostnet1,id=ua-lan",
+                "rtl8139,netdev=hostnet2,id=net2",
+            ]
+        );
+    }
+
+    #[test]
+    fn interfaces_without_a_tap_or_of_other_types_are_refused() {
+        let bridge = "<interface type='bridge'><source bridge='br0'/></interface>";
+        let error = refusal(&with_devices("q35", bridge), &taps(0));
+        assert!(
+            error.contains("<interface type='bridge'> (number 0) cannot run yet (the driver opened no tap device for it)"),
+            "{error}"
+        );
+        for (xml, expected) in [
+            (
+                "<interface type='direct'><source dev='eth0' mode='bridge'/></interface>",
+                "<interface type='direct'> (number 0) cannot run yet",
+            ),
+            (
+                "<interface type='ethernet'/>",
+                "<interface type='ethernet'> (number 0) without <target dev>",
+            ),
+            (
+                "<interface type='bridge'><source bridge='br0'/><link state='down'/></interface>",
+                "with <link state='down'>",
+            ),
+        ] {
+            let error = refusal(&with_devices("q35", xml), &taps(1));
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+}
