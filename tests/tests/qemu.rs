@@ -343,3 +343,73 @@ async fn bad_vm_definitions_are_refused_and_leave_nothing() {
 fn kvm_unusable_here() -> Option<String> {
     lxvirtd::qemu::host::kvm_unavailable(&lxvirtd::host::HostPaths::default())
 }
+
+/// Disks: a root-owned raw image and a transient one are given to the
+/// VM's uid while it runs (the transient one through a qcow2 overlay) and
+/// given back when it stops; the guest reads them; a second VM writing the
+/// same image is refused, naming the first.
+#[tokio::test]
+async fn disks_are_given_to_the_vm_and_back() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let Some(env) = Env::new().await else { return };
+    let image = env.root.join("data.raw");
+    let base = env.root.join("base.raw");
+    for (path, text) in [(&image, "data-disk-line"), (&base, "base-disk-line")] {
+        let mut bytes = format!("{text}\n").into_bytes();
+        bytes.resize(1 << 20, 0);
+        std::fs::write(path, bytes).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let disk = |file: &Path, dev: &str, extra: &str| {
+        format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+             <source file='{}'/><target dev='{dev}' bus='virtio'/>{extra}</disk>",
+            file.display()
+        )
+    };
+    let devices = format!(
+        "{}{}",
+        disk(&image, "vda", ""),
+        disk(&base, "vdb", "<transient/>")
+    );
+    env.define(
+        "disks",
+        "lxvirt.disk=vda lxvirt.marker=READY-disks",
+        "",
+        &devices,
+    );
+    env.ok(&["start", "disks"]);
+    env.wait_console("disks", "READY-disks", 1);
+    assert!(
+        env.console_log("disks")
+            .contains("lxvirt-guest: vda data-disk-line"),
+        "{}",
+        env.console_log("disks")
+    );
+    let uid = env.info("disks")["host_ids"][0].as_u64().unwrap() as u32;
+    assert_eq!(std::fs::metadata(&image).unwrap().uid(), uid);
+    // The base of the transient disk is only read: given too (others
+    // cannot read it), its overlay in the VM's directory.
+    assert_eq!(std::fs::metadata(&base).unwrap().uid(), uid);
+    assert!(env.guest_dir("disks").join("transient-1.qcow2").exists());
+
+    // Another VM writing the same image is refused, naming the holder.
+    env.define("other", "", "", &disk(&image, "vda", ""));
+    let error = env.refused(&["start", "other"]);
+    assert!(
+        error.contains("written by running domain 'disks'"),
+        "{error}"
+    );
+
+    let pid = env.qemu_pid("disks");
+    env.ok(&["destroy", "disks"]);
+    env.assert_clean("disks", pid);
+    for path in [&image, &base] {
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{}", path.display());
+    }
+    assert!(!env.guest_dir("disks").join("transient-1.qcow2").exists());
+    // Free again: the other VM starts.
+    env.ok(&["start", "other"]);
+    env.ok(&["destroy", "other"]);
+}

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::command::{self, Accel, CommandError, Settings};
+use super::disks;
 use super::process::{self, Launch, ProcessError};
 use super::qmp::{EventKind, Events, Qmp, QmpError, RunState, ShutdownCause};
 use crate::cgroup::{CgroupError, CgroupSpec, Cgroups, DeviceRule};
@@ -154,6 +155,20 @@ pub enum QemuError {
         emulator: PathBuf,
         machine: String,
     },
+    #[error(
+        "domain '{domain}': its disk {path} is written by running domain '{holder}'; add <shareable/> to both or stop '{holder}'"
+    )]
+    DiskInUse {
+        domain: String,
+        path: PathBuf,
+        holder: String,
+    },
+    #[error("domain '{domain}'")]
+    Disk {
+        domain: String,
+        #[source]
+        source: disks::DiskError,
+    },
     #[error("domain '{domain}': an internal task failed")]
     Task {
         domain: String,
@@ -184,6 +199,7 @@ impl From<QemuError> for Error {
             | QemuError::NotSupported { .. }
             | QemuError::UnknownMachine { .. } => ErrorKind::NotSupported,
             QemuError::Command(CommandError::NotVm { .. }) => ErrorKind::Unavailable,
+            QemuError::DiskInUse { .. } => ErrorKind::InvalidState,
             _ => ErrorKind::Failed,
         };
         Error::new(kind, error)
@@ -242,6 +258,8 @@ struct Files {
     /// root's: qemu's stdout and stderr.
     log: PathBuf,
     exit: PathBuf,
+    /// What its disk images were before it was given them.
+    disks: PathBuf,
 }
 
 impl Files {
@@ -254,6 +272,7 @@ impl Files {
             dir,
             log: base.join(format!("{name}.log")),
             exit: base.join(format!("{name}.exit")),
+            disks: base.join(format!("{name}.disks")),
         }
     }
 }
@@ -373,6 +392,8 @@ impl Link {
 pub struct QemuDriver {
     config: Arc<QemuConfig>,
     links: Arc<Mutex<HashMap<String, Arc<Link>>>>,
+    /// The writable, unshared disk images of running VMs, by VM.
+    in_use: Arc<Mutex<HashMap<PathBuf, String>>>,
     /// The machine types of each emulator used, asked once.
     machines: Arc<Mutex<HashMap<PathBuf, Arc<Vec<String>>>>>,
 }
@@ -382,6 +403,7 @@ impl QemuDriver {
         QemuDriver {
             config: Arc::new(config),
             links: Arc::default(),
+            in_use: Arc::default(),
             machines: Arc::default(),
         }
     }
@@ -400,6 +422,14 @@ impl QemuDriver {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
+            // An earlier daemon's VM: it still holds its disks.
+            let held = disks::exclusive_in(&files.disks);
+            if !held.is_empty() {
+                let mut in_use = self.in_use.lock().unwrap_or_else(PoisonError::into_inner);
+                for path in held {
+                    in_use.insert(path, name.to_owned());
+                }
+            }
             Arc::new(Link::new(name, pid, files, record))
         }))
     }
@@ -502,14 +532,42 @@ impl QemuDriver {
             Os::Hvm(os) => command::machine_type(os).to_owned(),
             Os::Exe(_) => String::new(),
         };
-        let args = command::command_line(
-            def,
-            &Settings {
-                accel,
-                qmp: files.qmp.clone(),
-                serial_logs: Some(files.dir.clone()),
-            },
-        )?;
+        let disk_files = disks::files_of(def);
+        self.check_exclusive(&domain, &disk_files)?;
+        let mut settings = Settings::new(accel, files.qmp.clone());
+        settings.serial_logs = Some(files.dir.clone());
+        settings.vnc_socket = Some(files.dir.join("vnc.sock"));
+        settings.channel_sockets = (0..def.devices.channels.len())
+            .map(|i| Some(files.dir.join(format!("channel{i}.sock"))))
+            .collect();
+        let mut overlays = Vec::new();
+        settings.disk_overlays =
+            def.devices
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(index, disk)| {
+                    let base = match &disk.source {
+                        crate::domain::DiskSource::File(p)
+                        | crate::domain::DiskSource::Block(p) => p.clone(),
+                    };
+                    let base = base.filter(|_| disk.transient)?;
+                    let overlay = disks::overlay_path(&files.dir, index);
+                    let format = disk
+                        .driver
+                        .as_ref()
+                        .and_then(|d| d.format)
+                        .unwrap_or(crate::domain::ImageFormat::Raw);
+                    overlays.push(Overlay {
+                        disk: disk.target_dev.clone(),
+                        base,
+                        format,
+                        path: overlay.clone(),
+                    });
+                    Some(overlay)
+                })
+                .collect();
+        let args = command::command_line(def, &settings)?;
         let mut cgroup = crate::cgroup::domain::tuning(
             def,
             &self.config.default_partition,
@@ -517,6 +575,16 @@ impl QemuDriver {
             |path| device_numbers(&domain, path),
         )?;
         cgroup.devices = device_rules(accel);
+        // Held from now (the core's task decides starts one at a time)
+        // until `release`, which a failed start gets too.
+        self.hold_disks(
+            &domain,
+            disk_files
+                .iter()
+                .filter(|f| f.writable && !f.shareable)
+                .map(|f| f.path.clone())
+                .collect(),
+        );
         Ok(Plan {
             domain,
             files,
@@ -531,8 +599,44 @@ impl QemuDriver {
             cgroups,
             cgroup,
             labels,
+            disk_files,
+            overlays,
         })
     }
+
+    /// Refuses a writable disk image another running VM writes (unless
+    /// both say `<shareable/>`).
+    fn check_exclusive(&self, domain: &str, files: &[disks::DiskFile]) -> Result<(), QemuError> {
+        let in_use = self.in_use.lock().unwrap_or_else(PoisonError::into_inner);
+        for file in files.iter().filter(|f| f.writable && !f.shareable) {
+            if let Some(holder) = in_use.get(&file.path).filter(|h| *h != domain) {
+                return Err(QemuError::DiskInUse {
+                    domain: domain.to_owned(),
+                    path: file.path.clone(),
+                    holder: holder.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records (or forgets) the images `domain` writes alone.
+    fn hold_disks(&self, domain: &str, paths: Vec<PathBuf>) {
+        let mut in_use = self.in_use.lock().unwrap_or_else(PoisonError::into_inner);
+        in_use.retain(|_, holder| holder != domain);
+        for path in paths {
+            in_use.insert(path, domain.to_owned());
+        }
+    }
+}
+
+/// A `<transient/>` disk's overlay, made before qemu starts.
+#[derive(Debug, Clone)]
+struct Overlay {
+    disk: String,
+    base: PathBuf,
+    format: crate::domain::ImageFormat,
+    path: PathBuf,
 }
 
 /// A start, decided.
@@ -546,6 +650,8 @@ struct Plan {
     cgroups: Arc<Cgroups>,
     cgroup: CgroupSpec,
     labels: Option<VmLabels>,
+    disk_files: Vec<disks::DiskFile>,
+    overlays: Vec<Overlay>,
 }
 
 /// The files qemu reads to boot, besides its disks.
@@ -720,6 +826,36 @@ fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
     if let Some(labels) = labels {
         labels.apply(domain, files)?;
     }
+    let disk_error = |source| QemuError::Disk {
+        domain: domain.to_owned(),
+        source,
+    };
+    for overlay in &plan.overlays {
+        disks::make_overlay(
+            &overlay.disk,
+            &overlay.base,
+            overlay.format,
+            &overlay.path,
+            *uid,
+        )
+        .map_err(disk_error)?;
+        if let Some(labels) = labels {
+            (labels.labeler)(&overlay.path, &labels.image).map_err(|source| QemuError::Label {
+                domain: domain.to_owned(),
+                path: overlay.path.clone(),
+                label: labels.image.clone(),
+                source,
+            })?;
+        }
+    }
+    let disk_labels = labels.as_ref().and_then(|l| {
+        Some(disks::DiskLabels {
+            image: l.image.clone(),
+            content: l.content.clone()?,
+            labeler: l.labeler,
+        })
+    });
+    disks::give(&plan.disk_files, *uid, disk_labels.as_ref(), &files.disks).map_err(disk_error)?;
     // A cgroup left by a VM whose end nobody collected goes first.
     if let Ok(stale) = cgroups.open(&spec.path)
         && stale.exists()
@@ -756,6 +892,7 @@ fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
     started.map_err(|source| {
         let _ = cgroup.kill_all();
         let _ = cgroup.remove();
+        disks::give_back(&files.disks);
         QemuError::Launch {
             domain: domain.to_owned(),
             log: files.log.clone(),
@@ -894,6 +1031,22 @@ impl Driver for QemuDriver {
 
     fn release(&self, name: &str) {
         let files = self.files(name);
+        for problem in disks::give_back(&files.disks) {
+            tracing::warn!(domain = %name, problem, "disk image not given back");
+        }
+        self.hold_disks(name, Vec::new());
+        // Transient disks' writes go with their overlays.
+        if let Ok(entries) = std::fs::read_dir(&files.dir) {
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("transient-")
+                {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         let _ = std::fs::remove_file(&files.exit);
         let _ = std::fs::remove_file(&files.qmp);
         let _ = std::fs::remove_file(&files.pidfile);

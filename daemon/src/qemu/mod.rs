@@ -2,6 +2,7 @@
 //! over QMP ([`qmp`]).
 
 pub mod command;
+pub mod disks;
 pub mod host;
 pub mod instance;
 pub mod process;

@@ -309,6 +309,60 @@ pub struct BlockCounters {
     pub flush_operations: u64,
 }
 
+/// A block device as `query-block` shows it: a device model and the
+/// node graph it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BlockInfo {
+    /// The device model's id or QOM path (a `-blockdev` has no drive id).
+    #[serde(default)]
+    pub qdev: Option<String>,
+    /// The medium; `None` for an empty drive.
+    #[serde(default)]
+    pub inserted: Option<BlockInserted>,
+}
+
+/// The medium of a block device (`query-block`'s `inserted`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BlockInserted {
+    /// The top node the device reads.
+    #[serde(rename = "node-name", default)]
+    pub node_name: Option<String>,
+    /// Read-only.
+    pub ro: bool,
+    pub image: ImageInfo,
+}
+
+/// One image of a chain, its backing image under it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ImageInfo {
+    pub filename: String,
+    /// `raw`, `qcow2`, …
+    pub format: String,
+    #[serde(rename = "backing-image", default)]
+    pub backing_image: Option<Box<ImageInfo>>,
+}
+
+/// The VNC server (`query-vnc`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct VncInfo {
+    pub enabled: bool,
+    /// `ipv4`, `ipv6`, `unix`, …
+    #[serde(default)]
+    pub family: Option<String>,
+    /// The address, or a unix socket's path.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// A property of a QOM object (`qom-list`); a device's children are
+/// `child<TYPE>` properties named by their id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct QomProperty {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
 /// The events of one connection, in the order QEMU sent them. `recv`
 /// yields `None` once the connection is closed and all were read.
 #[derive(Debug)]
@@ -597,6 +651,23 @@ impl Qmp {
     /// Counters of every block device.
     pub async fn query_blockstats(&self) -> Result<Vec<BlockStats>, QmpError> {
         self.call("query-blockstats", None).await
+    }
+
+    /// The block devices and what they read.
+    pub async fn query_block(&self) -> Result<Vec<BlockInfo>, QmpError> {
+        self.call("query-block", None).await
+    }
+
+    /// The VNC server's state and address.
+    pub async fn query_vnc(&self) -> Result<VncInfo, QmpError> {
+        self.call("query-vnc", None).await
+    }
+
+    /// The properties of the QOM object at `path` (such as
+    /// `/machine/peripheral`, whose children are the devices with an id).
+    pub async fn qom_list(&self, path: &str) -> Result<Vec<QomProperty>, QmpError> {
+        self.call("qom-list", Some(serde_json::json!({ "path": path })))
+            .await
     }
 
     /// Runs a human monitor (HMP) command and returns its output. For
