@@ -413,3 +413,93 @@ async fn disks_are_given_to_the_vm_and_back() {
     env.ok(&["start", "other"]);
     env.ok(&["destroy", "other"]);
 }
+
+/// A VM and a container on one lxvirt network exchange packets: the VM's
+/// tap is a port of the network's bridge (filtered like the container's
+/// veth), the guest gets its address from the network's DHCP, the
+/// container pings it. The tap goes with the VM.
+#[tokio::test]
+async fn a_vm_and_a_container_on_one_network_exchange_packets() {
+    let Some(env) = Env::new().await else { return };
+    let network = env.root.join("net.xml");
+    std::fs::write(
+        &network,
+        "<network><name>lxvtvmnet</name><bridge name='lxvtbr77'/>\
+         <ip address='10.251.77.1' prefix='24'><dhcp><range start='10.251.77.100' end='10.251.77.120'/></dhcp></ip></network>",
+    )
+    .unwrap();
+    env.ok(&["net-define", network.to_str().unwrap()]);
+    env.ok(&["net-start", "lxvtvmnet"]);
+
+    let rootfs = env.root.join("croot");
+    lxvirt_tests::busybox_root(&rootfs);
+    let container = env.root.join("c.xml");
+    std::fs::write(
+        &container,
+        format!(
+            "<domain type='lxc'><name>cnet</name><memory unit='MiB'>32</memory>\
+             <os><type>exe</type><init>/bin/sleep</init><initarg>1000000</initarg></os>\
+             <devices><filesystem type='mount'><source dir='{}'/><target dir='/'/></filesystem>\
+             <interface type='network'><source network='lxvtvmnet'/><ip address='10.251.77.2' prefix='24'/></interface>\
+             <console type='pty'/></devices></domain>",
+            rootfs.display()
+        ),
+    )
+    .unwrap();
+    env.ok(&["create", container.to_str().unwrap()]);
+
+    env.define(
+        "vmnet",
+        "lxvirt.udhcpc=1 lxvirt.marker=READY-vmnet",
+        "",
+        "<interface type='network'><source network='lxvtvmnet'/><model type='virtio'/></interface>",
+    );
+    env.ok(&["start", "vmnet"]);
+    env.wait_console("vmnet", "READY-vmnet", 1);
+    let console = env.console_log("vmnet");
+    let address = console
+        .lines()
+        .find_map(|l| l.strip_prefix("lxvirt-guest: eth0 dhcp "))
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("the guest got no lease: {console}"))
+        .to_owned();
+    assert!(address.starts_with("10.251.77."), "{address}");
+    let live = env.ok(&["dumpxml", "vmnet"]);
+    let tap = live
+        .split("<interface")
+        .nth(1)
+        .and_then(|i| i.split("<target dev='").nth(1))
+        .and_then(|t| t.split('\'').next())
+        .unwrap_or_else(|| panic!("no tap in the live XML: {live}"))
+        .to_owned();
+    assert!(
+        Path::new("/sys/class/net")
+            .join(&tap)
+            .join("brport")
+            .exists(),
+        "{tap}"
+    );
+    let out = env.ok(&[
+        "enter",
+        "cnet",
+        "--",
+        "/bin/busybox",
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "5",
+        &address,
+    ]);
+    assert!(out.contains(" 0% packet loss"), "{out}");
+
+    let pid = env.qemu_pid("vmnet");
+    env.ok(&["destroy", "vmnet"]);
+    env.assert_clean("vmnet", pid);
+    assert!(
+        !Path::new("/sys/class/net").join(&tap).exists(),
+        "the tap {tap} is left"
+    );
+    env.ok(&["destroy", "cnet"]);
+    env.ok(&["net-destroy", "lxvtvmnet"]);
+}

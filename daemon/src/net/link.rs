@@ -498,6 +498,9 @@ pub fn change_link(index: u32, change: &LinkChange<'_>) -> Request {
     if let Some(master) = change.master {
         message.attributes.push(LinkAttribute::Controller(master));
     }
+    if let Some(group) = change.group {
+        message.attributes.push(LinkAttribute::Group(group));
+    }
     if let Some(up) = change.up {
         up_header(&mut message.header, up);
     }

@@ -209,6 +209,9 @@ pub struct LinkChange<'a> {
     pub mac: Option<[u8; 6]>,
     /// The index of a bridge to enslave it to.
     pub master: Option<u32>,
+    /// Its device group (a virtual network's port filter knows its ports
+    /// by it).
+    pub group: Option<u32>,
     pub up: Option<bool>,
     /// Move it to another network namespace.
     pub netns: Option<Netns<'a>>,

@@ -803,6 +803,7 @@ mod tests {
             pidfile: dir.join("qemu.pid"),
             log: dir.join("qemu.log"),
             exec_label: None,
+            keep_fds: settings.tap_fds.iter().flatten().copied().collect(),
         };
         let pid = match crate::qemu::process::launch(&launch, &settings.qmp) {
             Ok(pid) => pid,

@@ -27,7 +27,7 @@
 //! SELinux. libvirt's single `libvirt-qemu` user gives no such separation.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -41,6 +41,7 @@ use super::command::{self, Accel, CommandError, Settings};
 use super::disks;
 use super::process::{self, Launch, ProcessError};
 use super::qmp::{EventKind, Events, Qmp, QmpError, RunState, ShutdownCause};
+use super::tap;
 use crate::cgroup::{CgroupError, CgroupSpec, Cgroups, DeviceRule};
 use crate::domain::{DomainDef, DomainType, Os};
 use crate::driver::{
@@ -168,6 +169,12 @@ pub enum QemuError {
         domain: String,
         #[source]
         source: disks::DiskError,
+    },
+    #[error("domain '{domain}'")]
+    Tap {
+        domain: String,
+        #[source]
+        source: tap::TapError,
     },
     #[error("domain '{domain}': an internal task failed")]
     Task {
@@ -513,12 +520,26 @@ impl QemuDriver {
             }),
             (Some(_), None) => return Err(QemuError::NoLabeler { domain }),
         };
-        if !request.networks.is_empty() || !def.devices.interfaces.is_empty() {
-            return Err(QemuError::NotSupported {
-                domain,
-                what: "<interface>",
-            });
-        }
+        // Each interface on a network is a port of its bridge.
+        let plugged = crate::driver::plug_networks(def, &request.networks);
+        let taps = plugged
+            .devices
+            .interfaces
+            .iter()
+            .zip(&def.devices.interfaces)
+            .map(|(interface, original)| {
+                let port = match &original.source {
+                    crate::domain::InterfaceSource::Network { network, .. } => {
+                        request.networks.get(network)
+                    }
+                    _ => None,
+                };
+                tap::plan(interface, port).map_err(|what| QemuError::NotSupported {
+                    domain: domain.clone(),
+                    what,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (uid, _) = def
             .userns
             .and_then(|u| u.allocated)
@@ -567,7 +588,10 @@ impl QemuDriver {
                     Some(overlay)
                 })
                 .collect();
-        let args = command::command_line(def, &settings)?;
+        // Checked now with stand-in descriptors; the line qemu gets is
+        // made with the taps' own.
+        settings.tap_fds = taps.iter().map(|_| Some(0)).collect();
+        command::command_line(&plugged, &settings)?;
         let mut cgroup = crate::cgroup::domain::tuning(
             def,
             &self.config.default_partition,
@@ -594,7 +618,9 @@ impl QemuDriver {
                 .clone()
                 .unwrap_or_else(|| self.config.emulator.clone()),
             machine,
-            args,
+            def: plugged,
+            settings,
+            taps,
             uid,
             cgroups,
             cgroup,
@@ -645,7 +671,10 @@ struct Plan {
     files: Files,
     emulator: PathBuf,
     machine: String,
-    args: Vec<std::ffi::OsString>,
+    /// The definition as qemu runs it (interfaces plugged).
+    def: DomainDef,
+    settings: Settings,
+    taps: Vec<tap::TapPlan>,
     uid: u32,
     cgroups: Arc<Cgroups>,
     cgroup: CgroupSpec,
@@ -795,7 +824,6 @@ fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
         domain,
         files,
         emulator,
-        args,
         uid,
         cgroups,
         cgroup: spec,
@@ -863,13 +891,17 @@ fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
         let _ = stale.kill_all();
         let _ = stale.remove();
     }
+    let taps = make_taps(domain, &plan.taps)?;
+    let mut settings = plan.settings.clone();
+    settings.tap_fds = taps.iter().map(|fd| Some(fd.as_raw_fd())).collect();
+    let args = command::command_line(&plan.def, &settings)?;
     let cgroup = cgroups.create(spec).map_err(|source| QemuError::Cgroup {
         domain: domain.to_owned(),
         source,
     })?;
     let launch = Launch {
         emulator: emulator.clone(),
-        args: args.clone(),
+        args,
         uid: *uid,
         gid: *uid,
         cgroup_procs: cgroup
@@ -880,6 +912,7 @@ fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
         pidfile: files.pidfile.clone(),
         log: files.log.clone(),
         exec_label: labels.as_ref().map(|l| l.process.clone()),
+        keep_fds: taps.iter().map(|fd| fd.as_raw_fd()).collect(),
     };
     let started = process::launch(&launch, &files.qmp).and_then(|pid| {
         pidfd_open(pid)
@@ -899,6 +932,29 @@ fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
             source,
         }
     })
+}
+
+/// The taps of a VM's interfaces, made and set up; none is left when
+/// one fails (they go with their descriptors).
+fn make_taps(domain: &str, plans: &[tap::TapPlan]) -> Result<Vec<OwnedFd>, QemuError> {
+    if plans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tap_error = |source| QemuError::Tap {
+        domain: domain.to_owned(),
+        source,
+    };
+    let links = crate::net::link::Netlink::open().map_err(|source| {
+        tap_error(tap::TapError::Netlink {
+            name: String::new(),
+            step: "cannot open a netlink socket",
+            source,
+        })
+    })?;
+    plans
+        .iter()
+        .map(|plan| tap::make(&links, plan).map_err(tap_error))
+        .collect()
 }
 
 /// A confined VM's labels and what they go on.

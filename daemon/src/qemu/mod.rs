@@ -7,3 +7,4 @@ pub mod host;
 pub mod instance;
 pub mod process;
 pub mod qmp;
+pub mod tap;

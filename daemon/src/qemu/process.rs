@@ -38,6 +38,9 @@ pub struct Launch {
     pub log: PathBuf,
     /// The SELinux context qemu runs in (`setexeccon`), if confined.
     pub exec_label: Option<String>,
+    /// Descriptors qemu inherits (taps), at the same numbers; lxvirtd's
+    /// copies stay close-on-exec for every other child.
+    pub keep_fds: Vec<std::os::fd::RawFd>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,7 @@ pub fn launch(launch: &Launch, qmp: &Path) -> Result<Pid, ProcessError> {
         .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok())
         .collect();
     let (uid, gid) = (launch.uid, launch.gid);
+    let keep_fds = launch.keep_fds.clone();
     let exec_label = launch
         .exec_label
         .as_ref()
@@ -117,6 +121,9 @@ pub fn launch(launch: &Launch, qmp: &Path) -> Result<Pid, ProcessError> {
             }
             if let Some(label) = &exec_label {
                 set_exec_label(label)?;
+            }
+            for fd in &keep_fds {
+                keep_open(*fd)?;
             }
             // A session of its own: no signal for lxvirtd's process group
             // or terminal reaches it.
@@ -216,6 +223,15 @@ fn set_exec_label(label: &std::ffi::CStr) -> std::io::Result<()> {
     unsafe { libc::close(fd) };
     if written != bytes.len() as isize {
         return Err(error);
+    }
+    Ok(())
+}
+
+/// Lets `fd` through the exec (clears `FD_CLOEXEC`), between fork and exec.
+fn keep_open(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor number; it touches no memory.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -360,6 +376,7 @@ mod tests {
             pidfile: dir.join("qemu.pid"),
             log: dir.join("qemu.log"),
             exec_label: None,
+            keep_fds: Vec::new(),
         };
         let pid = launch_checked(&launch, &qmp);
         let guard = Guard(pid);
@@ -417,6 +434,7 @@ mod tests {
             pidfile: tmp.path().join("qemu.pid"),
             log: tmp.path().join("qemu.log"),
             exec_label: None,
+            keep_fds: Vec::new(),
         };
         let error = launch_checked_err(&launch, &tmp.path().join("qmp.sock"));
         assert!(error.contains("unsupported machine type"), "{error}");

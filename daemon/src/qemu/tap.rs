@@ -1,0 +1,301 @@
+//! A VM's network interfaces on the host: a tap device each, made by
+//! lxvirtd and handed to qemu as a descriptor (qemu never needs
+//! `CAP_NET_ADMIN` nor `/dev/net/tun`).
+//!
+//! The tap is not persistent: it goes away with the last descriptor, that
+//! is when qemu exits, whatever way it ends. Its host side is set up as a
+//! container's veth host end is: named by the definition's `<target
+//! dev>` (the core names one when absent), put on its bridge (a network's
+//! port: in the network's device group, which the port filter knows),
+//! with no IPv6 of its own, up unless `<link state='down'>`. Its MAC is
+//! the guest's with the first byte `0xfe`, so that a bridge never takes
+//! the guest's address for its own.
+
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+use crate::domain::{Interface, InterfaceSource, LinkState};
+use crate::driver::NetworkPort;
+use crate::net::link::Netlink;
+use crate::net::{LinkChange, LinkError, Links as _};
+
+/// What one interface's tap is to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapPlan {
+    /// The host-side name.
+    pub name: String,
+    /// The bridge it joins, if any (`type='ethernet'` joins none).
+    pub bridge: Option<String>,
+    /// Its device group on a filtered network.
+    pub group: Option<u32>,
+    pub mac: [u8; 6],
+    pub up: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("interface {name}: cannot make its tap device")]
+    Open {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "interface {name}: the bridge {bridge} does not exist; create it or fix <source bridge>"
+    )]
+    NoBridge { name: String, bridge: String },
+    #[error("interface {name}: {step}")]
+    Netlink {
+        name: String,
+        step: &'static str,
+        #[source]
+        source: LinkError,
+    },
+}
+
+/// The tap of `interface` (already plugged: a `type='network'` one
+/// reads as its network's bridge), or why a VM cannot have it: the
+/// element that is not supported yet.
+pub fn plan(interface: &Interface, port: Option<&NetworkPort>) -> Result<TapPlan, &'static str> {
+    if interface.bandwidth.is_some() {
+        return Err("<interface><bandwidth>");
+    }
+    if interface.vlan.is_some() {
+        return Err("<interface><vlan>");
+    }
+    if !interface.ips.is_empty() || !interface.routes.is_empty() {
+        return Err("<interface><ip> or <route> (the guest sets its own)");
+    }
+    let bridge = match &interface.source {
+        InterfaceSource::Bridge { bridge } => Some(bridge.clone()),
+        InterfaceSource::Ethernet { ips, routes } if ips.is_empty() && routes.is_empty() => None,
+        InterfaceSource::Ethernet { .. } => return Err("<interface type='ethernet'><source><ip>"),
+        InterfaceSource::Network { .. } => {
+            return Err("<interface type='network'> of an inactive network");
+        }
+        InterfaceSource::Direct { .. } => return Err("<interface type='direct'>"),
+    };
+    let mut mac = interface
+        .mac
+        .map(|m| m.0)
+        .ok_or("<interface> without <mac>")?;
+    mac[0] = 0xfe;
+    Ok(TapPlan {
+        name: interface
+            .target_dev
+            .clone()
+            .ok_or("<interface> without <target dev>")?,
+        bridge,
+        group: port.and_then(|p| p.group),
+        mac,
+        up: interface.link_state != Some(LinkState::Down),
+    })
+}
+
+const TUN: &std::ffi::CStr = c"/dev/net/tun";
+/// `TUNSETIFF`: `_IOW('T', 202, int)`.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+/// `struct ifreq` as TUNSETIFF reads it: the name, then the flags.
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Makes the tap `plan.name` and sets it up; returns its descriptor
+/// (close-on-exec: the launcher keeps it open for qemu only).
+pub fn make(links: &Netlink, plan: &TapPlan) -> Result<OwnedFd, TapError> {
+    let fd = open(&plan.name).map_err(|source| TapError::Open {
+        name: plan.name.clone(),
+        source,
+    })?;
+    let netlink = |step, source| TapError::Netlink {
+        name: plan.name.clone(),
+        step,
+        source,
+    };
+    let found = links
+        .find(&plan.name)
+        .map_err(|e| netlink("cannot find the tap just made", e))?
+        .ok_or_else(|| TapError::Open {
+            name: plan.name.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+    let master = match &plan.bridge {
+        Some(bridge) => Some(
+            links
+                .find(bridge)
+                .map_err(|e| netlink("cannot look up its bridge", e))?
+                .ok_or_else(|| TapError::NoBridge {
+                    name: plan.name.clone(),
+                    bridge: bridge.clone(),
+                })?
+                .index,
+        ),
+        None => None,
+    };
+    // Group and addresses first: on a filtered network a port passes
+    // nothing it is not known for, from the moment it is on the bridge.
+    let quiet = LinkChange {
+        mac: Some(plan.mac),
+        group: plan.group,
+        ipv6_link_local: Some(false),
+        ..LinkChange::default()
+    };
+    links
+        .change(found.index, &quiet)
+        .map_err(|e| netlink("cannot set its address, group or IPv6 mode", e))?;
+    let plug = LinkChange {
+        master,
+        up: Some(plan.up),
+        ..LinkChange::default()
+    };
+    links
+        .change(found.index, &plug)
+        .map_err(|e| netlink("cannot put it on its bridge and up", e))?;
+    Ok(fd)
+}
+
+/// A new tap device `name` (`IFF_VNET_HDR`: virtio-net offloads).
+fn open(name: &str) -> std::io::Result<OwnedFd> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: a static NUL-terminated path; open returns a new descriptor
+    // or -1.
+    let raw = unsafe { libc::open(TUN.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just returned to us and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut request = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        _pad: [0; 22],
+    };
+    for (slot, byte) in request.name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    // SAFETY: TUNSETIFF reads (and may write back the name into) a struct
+    // ifreq, which `request` is laid out as and outlives the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut request) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::net::HostLinks as _;
+
+    fn interface(xml: &str) -> Interface {
+        let def = crate::domain::DomainDef::from_xml(&format!(
+            "<domain type='qemu'><name>vm</name><memory unit='MiB'>64</memory>\
+             <os><type>hvm</type></os><devices>{xml}</devices></domain>"
+        ))
+        .unwrap();
+        def.devices.interfaces[0].clone()
+    }
+
+    #[test]
+    fn taps_take_the_guest_mac_with_fe_and_refuse_what_a_vm_cannot_have() {
+        let plan = plan(
+            &interface(
+                "<interface type='bridge'><mac address='52:54:00:12:34:56'/><source bridge='br0'/>\
+                 <target dev='lxvtap0'/><link state='down'/></interface>",
+            ),
+            Some(&NetworkPort {
+                bridge: "br0".into(),
+                group: Some(7),
+                ipv6: false,
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            plan,
+            TapPlan {
+                name: "lxvtap0".into(),
+                bridge: Some("br0".into()),
+                group: Some(7),
+                mac: [0xfe, 0x54, 0, 0x12, 0x34, 0x56],
+                up: false,
+            }
+        );
+        let refused = |xml: &str| super::plan(&interface(xml), None).unwrap_err();
+        assert_eq!(
+            refused(
+                "<interface type='bridge'><mac address='52:54:00:12:34:56'/><source bridge='br0'/>\
+                 <target dev='t'/><bandwidth><inbound average='100'/></bandwidth></interface>"
+            ),
+            "<interface><bandwidth>"
+        );
+        assert_eq!(
+            refused(
+                "<interface type='direct'><mac address='52:54:00:12:34:56'/><source dev='eth0' mode='bridge'/></interface>"
+            ),
+            "<interface type='direct'>"
+        );
+    }
+
+    /// A real tap on a real bridge, in a network namespace of the test's
+    /// own: named, enslaved, grouped, with the given MAC; gone with its
+    /// descriptor.
+    #[test]
+    fn a_tap_is_made_on_its_bridge_and_goes_with_its_descriptor() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let links = Netlink::open().unwrap();
+            links
+                .create_bridge(&crate::net::BridgeLink {
+                    name: "lxvtbr9",
+                    mac: None,
+                    stp: false,
+                    forward_delay: 0,
+                    mtu: None,
+                })
+                .unwrap();
+            let plan = TapPlan {
+                name: "lxvtap9".into(),
+                bridge: Some("lxvtbr9".into()),
+                group: Some(0x4000_0009),
+                mac: [0xfe, 0x54, 0, 1, 2, 3],
+                up: true,
+            };
+            let fd = make(&links, &plan).unwrap();
+            let shown = std::process::Command::new("ip")
+                .args(["-d", "link", "show", "lxvtap9"])
+                .output()
+                .unwrap();
+            let shown = String::from_utf8_lossy(&shown.stdout);
+            assert!(shown.contains("master lxvtbr9"), "{shown}");
+            assert!(shown.contains("fe:54:00:01:02:03"), "{shown}");
+            assert!(shown.contains("group 1073741833"), "{shown}");
+            assert!(shown.contains("tun type tap"), "{shown}");
+            drop(fd);
+            assert!(links.find("lxvtap9").unwrap().is_none());
+            // No bridge: named in the error.
+            let error = make(
+                &links,
+                &TapPlan {
+                    bridge: Some("nobr".into()),
+                    ..plan
+                },
+            )
+            .unwrap_err();
+            assert!(error.to_string().contains("nobr"), "{error}");
+        })
+        .join()
+        .unwrap();
+    }
+}
