@@ -219,13 +219,17 @@ pub struct Ended {
     pub problems: Vec<String>,
 }
 
-/// Resource use of a running instance, from its cgroup.
+/// Resource use of a running instance, from its cgroup, and what else
+/// its driver counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainStats {
     pub memory_bytes: Option<u64>,
     pub memory_limit: Option<u64>,
     pub cpu_time_ns: Option<u64>,
     pub pids: Option<u64>,
+    /// Named counters of the driver's own (a VM's `balloon.current`,
+    /// `block.vda.rd.bytes`, `net.vnet0.rx.bytes`, …).
+    pub extra: Vec<(String, u64)>,
 }
 
 /// What kind of failure a driver met, for the core's typed errors: the

@@ -368,7 +368,7 @@ async fn disks_are_given_to_the_vm_and_back() {
         )
     };
     let devices = format!(
-        "{}{}",
+        "{}{}<memballoon model='virtio'/>",
         disk(&image, "vda", ""),
         disk(&base, "vdb", "<transient/>")
     );
@@ -392,6 +392,17 @@ async fn disks_are_given_to_the_vm_and_back() {
     // cannot read it), its overlay in the VM's directory.
     assert_eq!(std::fs::metadata(&base).unwrap().uid(), uid);
     assert!(env.guest_dir("disks").join("transient-1.qcow2").exists());
+    // qemu's counters: the guest read vda; the balloon's size.
+    let stats: Value = serde_json::from_str(&env.ok(&["-o", "json", "domstats", "disks"])).unwrap();
+    assert!(
+        stats["block.vda.rd.bytes"].as_u64().unwrap_or(0) > 0,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["balloon.current"].as_u64(),
+        Some(192 << 20),
+        "{stats}"
+    );
 
     // Another VM writing the same image is refused, naming the holder.
     env.define("other", "", "", &disk(&image, "vda", ""));
@@ -492,6 +503,11 @@ async fn a_vm_and_a_container_on_one_network_exchange_packets() {
         &address,
     ]);
     assert!(out.contains(" 0% packet loss"), "{out}");
+    let stats: Value = serde_json::from_str(&env.ok(&["-o", "json", "domstats", "vmnet"])).unwrap();
+    assert!(
+        stats[format!("net.{tap}.rx.packets")].as_u64().unwrap_or(0) >= 2,
+        "{stats}"
+    );
 
     let pid = env.qemu_pid("vmnet");
     env.ok(&["destroy", "vmnet"]);

@@ -406,8 +406,11 @@ impl DomainObject {
         Ok((u32::try_from(pid).unwrap_or(0), DbusFd::from(exit)))
     }
 
-    /// Resource use from the container's cgroup: `memory.current` and
-    /// `memory.limit` (bytes), `cpu.time` (ns), `pids.current`; only the
+    /// Resource use from the domain's cgroup: `memory.current` and
+    /// `memory.limit` (bytes), `cpu.time` (ns), `pids.current`; for a VM
+    /// also `balloon.current` (bytes the guest has), per disk
+    /// `block.DEV.{rd,wr}.{bytes,reqs}` and per interface
+    /// `net.TAP.{rx,tx}.{bytes,packets}` (the guest's view); only the
     /// figures the host provides, none when not running.
     async fn get_stats(&self) -> Result<HashMap<String, OwnedValue>, Error> {
         let stats = self.shared.handle.stats(self.uuid).await?;
@@ -423,6 +426,9 @@ impl DomainObject {
         put("memory.limit", stats.memory_limit);
         put("cpu.time", stats.cpu_time_ns);
         put("pids.current", stats.pids);
+        for (key, value) in &stats.extra {
+            put(key, Some(*value));
+        }
         Ok(map)
     }
 

@@ -288,6 +288,7 @@ impl Driver for LxcDriver {
                             memory_limit: runtime.memory_limit,
                             cpu_time_ns: stats.as_ref().and_then(|s| s.cpu_time_ns),
                             pids: stats.as_ref().and_then(|s| s.pids),
+                            extra: Vec::new(),
                         })
                     })
                     .await
