@@ -519,3 +519,135 @@ async fn a_vm_and_a_container_on_one_network_exchange_packets() {
     env.ok(&["destroy", "cnet"]);
     env.ok(&["net-destroy", "lxvtvmnet"]);
 }
+
+/// The serial console over D-Bus (`OpenConsole`) shows the guest as it
+/// runs: a guest that reboots itself is reset in place by qemu
+/// (`on_reboot='restart'`) and prints its marker again, the domain
+/// running throughout with the same qemu; `lxvirt reboot` powers it off
+/// through ACPI and starts it in a new qemu.
+#[tokio::test]
+async fn the_console_shows_a_guest_rebooting_and_reboot_restarts_it() {
+    use std::os::fd::{AsFd as _, OwnedFd};
+    let Some(env) = Env::new().await else { return };
+    env.define(
+        "loop",
+        "lxvirt.marker=READY-loop lxvirt.then=reboot",
+        "",
+        "",
+    );
+    env.ok(&["start", "loop"]);
+    let pid = env.qemu_pid("loop");
+    env.wait_console("loop", "READY-loop", 1);
+    let connection = env.bus.connect().await.unwrap();
+    let manager = lxvirtd::dbus::proxy::ManagerProxy::new(&connection)
+        .await
+        .unwrap();
+    let path = manager.lookup_by_name("loop").await.unwrap();
+    let domain = lxvirtd::dbus::proxy::DomainProxy::builder(&connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap();
+    let console: OwnedFd = domain.open_console("console0").await.unwrap().into();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + BOOT;
+        while !String::from_utf8_lossy(&seen).contains("READY-loop") && Instant::now() < deadline {
+            let mut fds = [nix::poll::PollFd::new(
+                console.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)).unwrap_or(0) == 0 {
+                continue;
+            }
+            let mut buffer = [0u8; 4096];
+            match nix::unistd::read(&console, &mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(seen.contains("READY-loop"), "the console showed: {seen}");
+    // It rebooted inside the same qemu.
+    assert_eq!(env.state("loop").0, "running");
+    assert_eq!(env.qemu_pid("loop"), pid);
+    env.ok(&["destroy", "loop"]);
+
+    env.define("again", "lxvirt.marker=READY-again", "", "");
+    env.ok(&["start", "again"]);
+    env.wait_console("again", "READY-again", 1);
+    let first = env.qemu_pid("again");
+    env.ok(&["reboot", "again"]);
+    let reason = env.wait_state("again", "running", Duration::from_secs(60));
+    let second = env.qemu_pid("again");
+    assert_ne!(first, second, "reboot kept the same qemu");
+    assert_eq!(reason, "rebooted");
+    env.wait_console("again", "READY-again", 1);
+    env.ok(&["destroy", "again"]);
+    env.assert_clean("again", second);
+}
+
+/// 100 starts and stops of a VM with a transient disk and an interface on
+/// a network leave no qemu, tap, cgroup, socket or overlay behind, and
+/// give its disk back each time.
+#[tokio::test]
+async fn a_hundred_cycles_leave_nothing_behind() {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(env) = Env::new().await else { return };
+    let network = env.root.join("net.xml");
+    std::fs::write(
+        &network,
+        "<network><name>lxvtcyc</name><bridge name='lxvtbr78'/>\
+         <ip address='10.251.78.1' prefix='24'/></network>",
+    )
+    .unwrap();
+    env.ok(&["net-define", network.to_str().unwrap()]);
+    env.ok(&["net-start", "lxvtcyc"]);
+    let image = env.root.join("cycle.raw");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    // Firmware with nothing to boot: the cycles measure lxvirt, not a boot.
+    let xml = format!(
+        "<domain type='qemu'><name>cycle</name><memory unit='MiB'>64</memory>\
+         <os><type machine='q35'>hvm</type><boot dev='hd'/></os><devices>\
+         <disk type='file' device='disk'><driver type='raw'/><source file='{}'/>\
+         <target dev='vda' bus='virtio'/><transient/></disk>\
+         <interface type='network'><source network='lxvtcyc'/></interface>\
+         <console type='pty'/></devices></domain>",
+        image.display()
+    );
+    let path = env.root.join("cycle.xml");
+    std::fs::write(&path, xml).unwrap();
+    env.ok(&["define", path.to_str().unwrap()]);
+    let taps = || -> Vec<String> {
+        std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("tun_flags").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("lxv"))
+            .collect()
+    };
+    let before = taps();
+    let began = Instant::now();
+    let mut last = 0;
+    for _ in 0..100 {
+        env.ok(&["start", "cycle"]);
+        last = env.qemu_pid("cycle");
+        env.ok(&["destroy", "cycle"]);
+    }
+    println!("100 start/destroy cycles in {:?}", began.elapsed());
+    env.assert_clean("cycle", last);
+    assert_eq!(taps(), before, "taps left behind");
+    assert_eq!(std::fs::metadata(&image).unwrap().uid(), 0);
+    let left: Vec<_> = std::fs::read_dir(env.guest_dir("cycle"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "serial0.log")
+        .collect();
+    assert!(left.is_empty(), "left in the VM's directory: {left:?}");
+    env.ok(&["net-destroy", "lxvtcyc"]);
+}
