@@ -284,6 +284,14 @@ fn user_namespace_text(row: &DomainRow) -> String {
     }
 }
 
+/// A VM's qemu runs as the first id of the domain's block.
+fn qemu_user_text(row: &DomainRow) -> String {
+    match row.host_ids {
+        Some((first, _)) => format!("uid {first} (its own)"),
+        None => "a uid of its own, allocated at start".to_owned(),
+    }
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -299,12 +307,27 @@ pub fn info_text(info: &DomainInfo) -> String {
         ("Persistent", yes_no(row.persistent).to_owned()),
         ("Autostart", yes_no(row.autostart).to_owned()),
     ];
+    let vm = row.domain_type != "lxc";
+    // What differs between the two kinds, in the same places.
+    fields.push((
+        "Kernel",
+        match row.domain_type.as_str() {
+            "lxc" => "shared with the host",
+            "kvm" => "its own, in qemu under KVM",
+            _ => "its own, in qemu under TCG (emulated CPU)",
+        }
+        .to_owned(),
+    ));
     if row.is_active() {
         fields.push(("Security label", label_or_dash(&row.security_label)));
     }
-    fields.push(("User namespace", user_namespace_text(row)));
+    if vm {
+        fields.push(("qemu runs as", qemu_user_text(row)));
+    } else {
+        fields.push(("User namespace", user_namespace_text(row)));
+    }
     if let Some(pid) = info.pid {
-        fields.push(("Init pid", pid.to_string()));
+        fields.push((if vm { "qemu pid" } else { "Init pid" }, pid.to_string()));
     }
     if let Some(start) = info.start_time {
         fields.push(("Started", format!("{start} (seconds since the epoch)")));
@@ -392,6 +415,40 @@ mod tests {
         info.row.user_namespace = "host".into();
         info.row.host_ids = None;
         assert!(info_text(&info).contains("User namespace: host (root inside is host root)\n"));
+        assert!(info_text(&info).contains("Kernel:         shared with the host\n"));
+    }
+
+    /// The same fields for a VM, with what differs: its own kernel, the
+    /// uid its qemu runs as, qemu's pid.
+    #[test]
+    fn info_of_a_vm_says_what_differs() {
+        let info = DomainInfo {
+            row: DomainRow {
+                name: "vm".into(),
+                uuid: "u".into(),
+                domain_type: "qemu".into(),
+                state: "running".into(),
+                state_reason: "booted".into(),
+                persistent: true,
+                autostart: false,
+                security_label: "system_u:system_r:svirt_tcg_t:s0:c1,c2".into(),
+                user_namespace: "auto".into(),
+                host_ids: Some((1_065_536, 65536)),
+            },
+            pid: Some(42),
+            start_time: None,
+            stats: Default::default(),
+        };
+        let text = info_text(&info);
+        for line in [
+            "Kernel:         its own, in qemu under TCG (emulated CPU)\n",
+            "qemu runs as:   uid 1065536 (its own)\n",
+            "qemu pid:       42\n",
+            "Security label: system_u:system_r:svirt_tcg_t:s0:c1,c2\n",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        assert!(!text.contains("User namespace"), "{text}");
     }
 
     #[test]
