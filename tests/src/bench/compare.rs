@@ -166,8 +166,8 @@ pub async fn bench(instances: usize, runs: usize) -> Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
         result = bench.run(instances, runs) => result,
-        _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted (SIGINT); cleaning up")),
-        _ = terminate.recv() => Err(anyhow::anyhow!("terminated (SIGTERM); cleaning up")),
+        _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated (SIGTERM)")),
     };
     let (container, vm) = result?;
     bench.report(instances, runs, &container, &vm);
@@ -363,14 +363,21 @@ impl Bench {
         for cycle in 0..MEMORY_CYCLES {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let before = mem_available().await?;
-            for (name, _) in &domains {
+            // A container's marker is read as soon as it starts (its loop
+            // ends after ~1.5 s); VMs boot side by side, each to its log.
+            for (name, domain) in &domains {
                 if kind == Kind::Vm {
                     let _ = fs::remove_file(self.serial_log(name));
                 }
                 self.cli(&["start", name])?;
+                if kind == Kind::Container {
+                    self.wait_marker(kind, name, domain).await?;
+                }
             }
             for (name, domain) in &domains {
-                self.wait_marker(kind, name, domain).await?;
+                if kind == Kind::Vm {
+                    self.wait_marker(kind, name, domain).await?;
+                }
             }
             tokio::time::sleep(SETTLE).await;
             let during = mem_available().await?;
