@@ -211,6 +211,8 @@ impl Bench {
         eprintln!("lxvirt-bench compare: {containers} containers measured");
         self.memory(Kind::Vm, instances, &mut vm).await?;
         eprintln!("lxvirt-bench compare: {instances} VMs measured");
+        // Every domain is shut off: nothing for the drop to destroy.
+        self.defined.clear();
         Ok((container, vm))
     }
 
@@ -408,7 +410,15 @@ impl Bench {
         domains: &[(String, DomainProxy<'static>)],
         figures: &mut Figures,
     ) -> Result<()> {
-        let cgroup = |controller: &str, name: &str| self.env.daemon.cgroup_dir(controller, name);
+        // A v1 controller's hierarchy, or the unified one (cgroup v2).
+        let cgroup = |controller: &str, name: &str| {
+            let v1 = self.env.daemon.cgroup_dir(controller, name);
+            if v1.exists() {
+                v1
+            } else {
+                self.env.daemon.cgroup_dir("", name)
+            }
+        };
         let cpu_before = domains
             .iter()
             .map(|(name, _)| cpu_ns(&cgroup("cpuacct", name)))
@@ -442,7 +452,9 @@ impl Bench {
             figures.guest_ram_kib.push(parts.guest_ram as f64);
             figures.code_buffer_kib.push(parts.code_buffer as f64);
             let memory = cgroup("memory", name);
-            if let Some(charge) = read_u64(&memory.join("memory.usage_in_bytes")) {
+            if let Some(charge) = read_u64(&memory.join("memory.usage_in_bytes"))
+                .or_else(|| read_u64(&memory.join("memory.current")))
+            {
                 figures.cgroup_kib.push(charge as f64 / 1024.0);
             }
             if let Some(kmem) = read_u64(&memory.join("memory.kmem.usage_in_bytes")) {
@@ -668,14 +680,20 @@ async fn mem_available() -> Result<f64> {
     Ok(sum / 5.0)
 }
 
-/// CPU time of a cgroup (cgroup v1 `cpuacct.usage`), ns.
+/// CPU time of a cgroup, ns: `cpuacct.usage` (v1) or `usage_usec` of
+/// `cpu.stat` (v2).
 fn cpu_ns(dir: &Path) -> Result<u64> {
-    let file = dir.join("cpuacct.usage");
+    if let Some(ns) = read_u64(&dir.join("cpuacct.usage")) {
+        return Ok(ns);
+    }
+    let file = dir.join("cpu.stat");
     fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?
-        .trim()
-        .parse()
-        .with_context(|| format!("{} holds no number", file.display()))
+        .with_context(|| format!("cannot read {} or cpuacct.usage", file.display()))?
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|us| us * 1000)
+        .with_context(|| format!("no usage_usec in {}", file.display()))
 }
 
 /// Every pid in the cgroup at `dir` and below it.
