@@ -15,6 +15,10 @@
 //! `lxvirt-bench networks [RUNS]` measures virtual networks (see
 //! `networks`).
 //!
+//! `lxvirt-bench compare [N [RUNS]]` runs one workload as a container and
+//! as a VM under TCG and compares start, stop, memory and density (see
+//! `compare`).
+//!
 //! `lxvirt-bench images [RUNS]` measures the image store instead: start
 //! from a 1 GiB image against a 1 MiB one, commit time against the size of
 //! the change, import throughput.
@@ -143,6 +147,14 @@ async fn main() -> Result<()> {
         }
         let count = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
         return networks::ports(count).await;
+    }
+    if args.get(1).map(String::as_str) == Some("compare") {
+        if !nix::unistd::Uid::effective().is_root() {
+            bail!("lxvirt-bench needs root (it starts real containers and VMs)");
+        }
+        let instances = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+        let runs = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5);
+        return compare::bench(instances, runs).await;
     }
     if args.get(1).map(String::as_str) == Some("networks") {
         if !nix::unistd::Uid::effective().is_root() {
@@ -337,6 +349,9 @@ async fn main() -> Result<()> {
 
 #[path = "../bench/networks.rs"]
 mod networks;
+
+#[path = "../bench/compare.rs"]
+mod compare;
 
 /// The image store's figures.
 mod images {
