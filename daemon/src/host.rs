@@ -44,6 +44,8 @@ pub struct HostCapabilities {
     pub kvm_device: bool,
     /// Why `/dev/kvm` cannot run a stock guest here; `None` if it can.
     pub kvm_unusable: Option<String>,
+    /// The emulator VMs run in, when it is installed.
+    pub emulator: Option<PathBuf>,
 }
 
 const NAMESPACES: [&str; 8] = ["mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"];
@@ -68,6 +70,10 @@ impl HostCapabilities {
             storage_in_use: (BackendKind::Overlay, None),
             kvm_device: paths.dev.join("kvm").exists(),
             kvm_unusable: crate::qemu::host::kvm_unavailable(paths),
+            emulator: Some(PathBuf::from(
+                crate::qemu::instance::QemuConfig::DEFAULT_EMULATOR,
+            ))
+            .filter(|e| e.exists()),
         }
     }
 
@@ -142,14 +148,42 @@ impl HostCapabilities {
         writeln!(x, "  </guest>")?;
         writeln!(x, "  <guest>")?;
         writeln!(x, "    <os_type>hvm</os_type>")?;
-        write!(
-            x,
-            "    <domain type='kvm' available='no' reason='the KVM driver is not built yet' device='{}'",
-            yes_no(self.kvm_device)
-        )?;
+        let no_emulator = format!(
+            "{} is not installed (Debian: apt install qemu-system-x86)",
+            crate::qemu::instance::QemuConfig::DEFAULT_EMULATOR
+        );
+        if let Some(emulator) = &self.emulator {
+            writeln!(
+                x,
+                "    <emulator>{}</emulator>",
+                esc(&emulator.display().to_string())
+            )?;
+        }
+        let kvm_reason = match (&self.emulator, &self.kvm_unusable) {
+            (None, _) => Some(no_emulator.as_str()),
+            (Some(_), Some(why)) => Some(why.as_str()),
+            (Some(_), None) => None,
+        };
+        match kvm_reason {
+            None => write!(x, "    <domain type='kvm' available='yes'")?,
+            Some(reason) => write!(
+                x,
+                "    <domain type='kvm' available='no' reason='{}'",
+                esc(reason)
+            )?,
+        }
+        write!(x, " device='{}'", yes_no(self.kvm_device))?;
         match &self.kvm_unusable {
             None => writeln!(x, " usable='yes'/>")?,
             Some(why) => writeln!(x, " usable='no' why='{}'/>", esc(why))?,
+        }
+        match &self.emulator {
+            Some(_) => writeln!(x, "    <domain type='qemu' available='yes'/>")?,
+            None => writeln!(
+                x,
+                "    <domain type='qemu' available='no' reason='{}'/>",
+                esc(&no_emulator)
+            )?,
         }
         writeln!(x, "  </guest>")?;
         writeln!(x, "</capabilities>")
@@ -321,6 +355,7 @@ mod tests {
             storage_in_use: (BackendKind::Overlay, None),
             kvm_device: true,
             kvm_unusable: Some("this host's /dev/kvm is PVM".into()),
+            emulator: Some("/usr/bin/qemu-system-x86_64".into()),
         }
     }
 
@@ -421,6 +456,40 @@ mod tests {
     /// On a kernel without device-mapper (these machines), the real probe
     /// lists the backend as unavailable with the reason and the fix; where
     /// device-mapper works (the nested VM), it says nothing false either.
+    /// The hvm guest: kvm unavailable with the probe's reason, qemu
+    /// available; without the emulator neither, saying what to install.
+    #[test]
+    fn vm_domain_types_say_whether_they_can_run() {
+        let mut caps = caps(Hierarchies::parse(HYBRID, Path::new("/")));
+        let xml = caps.to_xml();
+        assert!(
+            xml.contains("<emulator>/usr/bin/qemu-system-x86_64</emulator>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<domain type='kvm' available='no' reason='this host&apos;s /dev/kvm is PVM' device='yes' usable='no'"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<domain type='qemu' available='yes'/>"),
+            "{xml}"
+        );
+        caps.emulator = None;
+        let xml = caps.to_xml();
+        assert!(
+            xml.contains("<domain type='qemu' available='no' reason='/usr/bin/qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86)'/>"),
+            "{xml}"
+        );
+        caps.emulator = Some("/usr/bin/qemu-system-x86_64".into());
+        caps.kvm_unusable = None;
+        assert!(
+            caps.to_xml()
+                .contains("<domain type='kvm' available='yes' device='yes' usable='yes'/>")
+        );
+    }
+
     #[test]
     fn real_probe_lists_devicemapper_with_its_reason() {
         let caps = HostCapabilities::probe(

@@ -326,6 +326,18 @@ async fn bad_vm_definitions_are_refused_and_leave_nothing() {
     assert!(error.contains("no machine type 'pc-q35-0.1'"), "{error}");
     assert!(!env.daemon.cgroup_dir("pids", "machine").exists());
 
+    // An emulator that is not there.
+    env.define_changed(
+        "noemu",
+        "<devices>",
+        "<devices><emulator>/nonexistent/qemu-system-x86_64</emulator>",
+    );
+    let error = env.refused(&["start", "noemu"]);
+    assert!(
+        error.contains("/nonexistent/qemu-system-x86_64 is not installed"),
+        "{error}"
+    );
+
     // type='kvm' where KVM cannot run a stock guest (this machine kind).
     if let Some(why) = kvm_unusable_here() {
         env.define_changed("kvm", "<domain type='qemu'>", "<domain type='kvm'>");
@@ -375,7 +387,7 @@ async fn disks_are_given_to_the_vm_and_back() {
     env.define(
         "disks",
         "lxvirt.disk=vda lxvirt.marker=READY-disks",
-        "",
+        "<currentMemory unit='MiB'>160</currentMemory>",
         &devices,
     );
     env.ok(&["start", "disks"]);
@@ -392,15 +404,24 @@ async fn disks_are_given_to_the_vm_and_back() {
     // cannot read it), its overlay in the VM's directory.
     assert_eq!(std::fs::metadata(&base).unwrap().uid(), uid);
     assert!(env.guest_dir("disks").join("transient-1.qcow2").exists());
-    // qemu's counters: the guest read vda; the balloon's size.
-    let stats: Value = serde_json::from_str(&env.ok(&["-o", "json", "domstats", "disks"])).unwrap();
+    // qemu's counters: the guest read vda; its balloon leaves it
+    // <currentMemory> of its 192 MiB.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats: Value =
+            serde_json::from_str(&env.ok(&["-o", "json", "domstats", "disks"])).unwrap();
+        if stats["balloon.current"].as_u64() == Some(160 << 20) || Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         stats["block.vda.rd.bytes"].as_u64().unwrap_or(0) > 0,
         "{stats}"
     );
     assert_eq!(
         stats["balloon.current"].as_u64(),
-        Some(192 << 20),
+        Some(160 << 20),
         "{stats}"
     );
 

@@ -90,6 +90,10 @@ pub enum QemuError {
         "domain '{domain}': this host has no usable cgroup hierarchy; mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup"
     )]
     NoCgroups { domain: String },
+    #[error(
+        "domain '{domain}': its emulator {emulator} is not installed (Debian: apt install qemu-system-x86), or fix <emulator>"
+    )]
+    NoEmulator { domain: String, emulator: PathBuf },
     #[error("domain '{domain}': it has SELinux labels but the host cannot set file labels")]
     NoLabeler { domain: String },
     #[error("domain '{domain}': cannot label {path} {label}")]
@@ -200,7 +204,9 @@ pub enum QemuError {
 impl From<QemuError> for Error {
     fn from(error: QemuError) -> Error {
         let kind = match &error {
-            QemuError::KvmUnavailable { .. } => ErrorKind::Unavailable,
+            QemuError::KvmUnavailable { .. } | QemuError::NoEmulator { .. } => {
+                ErrorKind::Unavailable
+            }
             QemuError::NoLabeler { .. } => ErrorKind::SecurityUnavailable,
             QemuError::Command(CommandError::NotSupported { .. })
             | QemuError::NotSupported { .. }
@@ -546,6 +552,14 @@ impl QemuDriver {
             .ok_or_else(|| QemuError::NoIds {
                 domain: domain.clone(),
             })?;
+        let emulator = def
+            .devices
+            .emulator
+            .clone()
+            .unwrap_or_else(|| self.config.emulator.clone());
+        if !emulator.exists() {
+            return Err(QemuError::NoEmulator { domain, emulator });
+        }
         check_files(def)?;
         check_memory(def)?;
         let files = self.files(&domain);
@@ -612,11 +626,7 @@ impl QemuDriver {
         Ok(Plan {
             domain,
             files,
-            emulator: def
-                .devices
-                .emulator
-                .clone()
-                .unwrap_or_else(|| self.config.emulator.clone()),
+            emulator,
             machine,
             def: plugged,
             settings,
@@ -785,8 +795,22 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
         source,
     })??;
     let link = driver.link(&domain, pid.as_raw());
+    let has_balloon = plan
+        .def
+        .devices
+        .memballoon
+        .as_ref()
+        .is_some_and(|b| b.model != crate::domain::MemballoonModel::None);
+    let balloon = (has_balloon && plan.def.current_memory < plan.def.memory)
+        .then_some(plan.def.current_memory);
     let running = async {
         let qmp = link.qmp().await?;
+        // <currentMemory>: what the guest is left with from the start.
+        if let Some(bytes) = balloon
+            && let Err(error) = qmp.balloon(bytes).await
+        {
+            tracing::warn!(domain = %domain, error = %error_chain(&error), "cannot set <currentMemory> through the balloon");
+        }
         tokio::time::timeout(QMP_TIMEOUT, qmp.cont())
             .await
             .map_err(|_| QemuError::QmpTimeout {

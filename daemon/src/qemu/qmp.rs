@@ -648,6 +648,13 @@ impl Qmp {
         }
     }
 
+    /// Asks the guest's balloon to leave it `bytes` of memory.
+    pub async fn balloon(&self, bytes: u64) -> Result<(), QmpError> {
+        self.execute("balloon", Some(serde_json::json!({ "value": bytes })))
+            .await
+            .map(drop)
+    }
+
     /// Counters of every block device.
     pub async fn query_blockstats(&self) -> Result<Vec<BlockStats>, QmpError> {
         self.call("query-blockstats", None).await
