@@ -322,6 +322,13 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// core runs, and cheap to call again).
     fn warm_up(&self) {}
 
+    /// Why this host cannot run `def` with this driver at all (a `kvm`
+    /// domain without a usable KVM), asked before anything is reserved
+    /// for the start, so that this reason comes first.
+    fn unavailable(&self, _def: &DomainDef) -> Option<Error> {
+        None
+    }
+
     /// Checks and converts `request` on the core's task (cheap, no side
     /// effects): an error refuses the start before anything happened.
     /// The returned future does the work; its error means nothing of the

@@ -75,13 +75,17 @@ async fn define_list_info_dumpxml_autostart_undefine() {
             .success()
     );
 
-    let out = lxvirt(a, &["start", "vm-direct"]).unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).1.contains("kvm driver is not available"),
-        "{:?}",
-        text(&out)
-    );
+    // A kvm domain where KVM cannot run a stock guest (this machine
+    // kind): refused with the reason, before its network is looked at.
+    if lxvirtd::qemu::host::kvm_unavailable(&lxvirtd::host::HostPaths::default()).is_some() {
+        let out = lxvirt(a, &["start", "vm-direct"]).unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out).1.contains("KVM is not usable on this host"),
+            "{:?}",
+            text(&out)
+        );
+    }
 
     let out = lxvirt(a, &["undefine", "sys1"]).unwrap();
     assert!(out.status.success());

@@ -19,7 +19,7 @@ LXVIRT_BIN_DIR=${LXVIRT_BIN_DIR:-$REPO/target/debug}
 # What the VM stage needs on the host (Debian 12 package names).
 VM_PACKAGES=(
   qemu-system-x86        # qemu-system-x86_64 (TCG: the machine's /dev/kvm cannot run a stock kernel)
-  qemu-utils             # qemu-img: the disk chains of the real-qemu command-line tests
+  qemu-utils             # qemu-img: transient disks' overlays, the real-qemu command-line tests' disk chains
   ovmf                   # UEFI flash firmware (OVMF_CODE_4M.fd) for the same tests
   busybox-static         # the initrd's only program, and the containers' root filesystems
   kmod                   # modprobe --show-depends, depmod for the unpacked kernel

@@ -491,10 +491,9 @@ impl QemuDriver {
             .remove(name);
     }
 
-    /// Everything of a start decided on the core's task: checks and the
-    /// command line.
-    fn plan(&self, request: &StartRequest) -> Result<Plan, QemuError> {
-        let def = &request.def;
+    /// What this host lacks to run `def` at all: a usable KVM for
+    /// `type='kvm'`, the emulator. Returns the emulator and accelerator.
+    fn host_refuses(&self, def: &DomainDef) -> Result<(PathBuf, Accel), QemuError> {
         let domain = def.name().to_owned();
         let accel = match def.domain_type {
             DomainType::Kvm => {
@@ -508,6 +507,23 @@ impl QemuDriver {
             }
             _ => Accel::Tcg,
         };
+        let emulator = def
+            .devices
+            .emulator
+            .clone()
+            .unwrap_or_else(|| self.config.emulator.clone());
+        if !emulator.exists() {
+            return Err(QemuError::NoEmulator { domain, emulator });
+        }
+        Ok((emulator, accel))
+    }
+
+    /// Everything of a start decided on the core's task: checks and the
+    /// command line.
+    fn plan(&self, request: &StartRequest) -> Result<Plan, QemuError> {
+        let def = &request.def;
+        let domain = def.name().to_owned();
+        let (emulator, accel) = self.host_refuses(def)?;
         let cgroups = self
             .config
             .cgroups
@@ -552,14 +568,6 @@ impl QemuDriver {
             .ok_or_else(|| QemuError::NoIds {
                 domain: domain.clone(),
             })?;
-        let emulator = def
-            .devices
-            .emulator
-            .clone()
-            .unwrap_or_else(|| self.config.emulator.clone());
-        if !emulator.exists() {
-            return Err(QemuError::NoEmulator { domain, emulator });
-        }
         check_files(def)?;
         check_memory(def)?;
         let files = self.files(&domain);
@@ -1046,6 +1054,10 @@ fn remove_cgroup(cgroups: &Cgroups, path: &Path) -> Option<String> {
 impl Driver for QemuDriver {
     fn name(&self) -> &'static str {
         "qemu"
+    }
+
+    fn unavailable(&self, def: &DomainDef) -> Option<Error> {
+        self.host_refuses(def).err().map(Error::from)
     }
 
     fn start(&self, request: StartRequest) -> Result<BoxFuture<Result<Started, Error>>, Error> {

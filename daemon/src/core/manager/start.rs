@@ -150,6 +150,9 @@ impl Manager {
         image_root: Option<RootMount>,
     ) -> Result<(), CoreError> {
         let driver = self.driver_of(uuid)?;
+        if let Some(error) = driver.unavailable(&def) {
+            return Err(error.into());
+        }
         // Only the domains whose namespaces it shares: a start costs the
         // same with thousands of domains running as with ten.
         let running_inits: HashMap<String, i32> = def
