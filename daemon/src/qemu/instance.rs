@@ -34,22 +34,21 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 
 use super::command::{self, Accel, CommandError, Settings};
 use super::disks;
+use super::link::{ExitRecord, Files, Link, QMP_TIMEOUT, Requested};
 use super::process::{self, Launch, ProcessError};
-use super::qmp::{EventKind, Events, Qmp, QmpError, RunState, ShutdownCause};
+use super::qmp::QmpError;
 use super::tap;
 use crate::cgroup::{CgroupError, CgroupSpec, Cgroups, DeviceRule};
 use crate::domain::{DomainDef, DomainType, Os};
 use crate::driver::{
-    BoxFuture, DomainStats, Driver, Ended, Error, ErrorKind, Exit, Request, Response, Runtime,
+    BoxFuture, DomainStats, Driver, Ended, Error, ErrorKind, Request, Response, Runtime,
     StartRequest, Started,
 };
 use crate::error_chain::error_chain;
-use crate::persist::{self, Durability, Versioned};
+use crate::persist;
 use crate::security::FileLabeler;
 use crate::sys::process::{find_process, pidfd_kill, pidfd_open, start_time, wait_exit};
 
@@ -77,9 +76,6 @@ impl QemuConfig {
 /// How long qemu has to exit after SIGTERM before it gets SIGKILL (as
 /// libvirt waits).
 const TERM_GRACE: Duration = Duration::from_secs(10);
-
-/// How long QMP may take to answer a command the driver sends.
-const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the QEMU driver could not do what was asked; each names the domain.
 #[derive(Debug, thiserror::Error)]
@@ -216,187 +212,6 @@ impl From<QemuError> for Error {
             _ => ErrorKind::Failed,
         };
         Error::new(kind, error)
-    }
-}
-
-/// Why a VM ended, as far as the driver knows; written as it learns it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct ExitRecord {
-    requested: Option<Requested>,
-    guest: Option<GuestEnd>,
-}
-
-impl Versioned for ExitRecord {
-    const VERSION: u32 = 1;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Requested {
-    Shutdown,
-    Destroy,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum GuestEnd {
-    PoweredOff,
-    /// It rebooted and qemu was told not to reset it (`on_reboot`
-    /// other than restart).
-    Rebooted,
-    Panicked,
-}
-
-impl ExitRecord {
-    fn exit(self) -> Exit {
-        match (self.requested, self.guest) {
-            (Some(Requested::Destroy), _) => Exit::Destroyed,
-            (Some(Requested::Shutdown), _) => Exit::Shutdown,
-            (None, Some(GuestEnd::PoweredOff)) => Exit::PoweredOff,
-            (None, Some(GuestEnd::Rebooted)) => Exit::Rebooted,
-            (None, Some(GuestEnd::Panicked)) => Exit::Crashed,
-            // qemu ended by itself, or someone killed it.
-            (None, None) => Exit::Crashed,
-        }
-    }
-}
-
-/// A VM's files.
-#[derive(Debug, Clone)]
-struct Files {
-    /// Owned by the VM's uid.
-    dir: PathBuf,
-    qmp: PathBuf,
-    pidfile: PathBuf,
-    /// root's: qemu's stdout and stderr.
-    log: PathBuf,
-    exit: PathBuf,
-    /// What its disk images were before it was given them.
-    disks: PathBuf,
-}
-
-impl Files {
-    fn new(run_dir: &Path, name: &str) -> Files {
-        let base = run_dir.join("qemu");
-        let dir = base.join(name);
-        Files {
-            qmp: dir.join("qmp.sock"),
-            pidfile: dir.join("qemu.pid"),
-            dir,
-            log: base.join(format!("{name}.log")),
-            exit: base.join(format!("{name}.exit")),
-            disks: base.join(format!("{name}.disks")),
-        }
-    }
-}
-
-/// The driver's side of one running VM: its QMP connection (made once,
-/// at start or at the first need after a daemon restart) and what it
-/// knows of its end.
-#[derive(Debug)]
-struct Link {
-    name: String,
-    /// qemu's pid: its SELinux context labels the QMP connection.
-    pid: i32,
-    files: Files,
-    qmp: OnceCell<Qmp>,
-    record: Mutex<ExitRecord>,
-}
-
-impl Link {
-    fn new(name: &str, pid: i32, files: Files, record: ExitRecord) -> Link {
-        Link {
-            name: name.to_owned(),
-            pid,
-            files,
-            qmp: OnceCell::new(),
-            record: Mutex::new(record),
-        }
-    }
-
-    /// Records what the driver learnt, durably before acting on it.
-    fn note(&self, change: impl FnOnce(&mut ExitRecord)) {
-        let mut record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
-        change(&mut record);
-        if let Err(error) =
-            persist::write_versioned(&self.files.exit, &*record, 0o600, Durability::Durable)
-        {
-            tracing::warn!(domain = %self.name, error = %error_chain(&error), "cannot record how the VM ends");
-        }
-    }
-
-    /// The QMP connection, made on first use; its events go to a task
-    /// that acts on them.
-    async fn qmp(self: &Arc<Link>) -> Result<Qmp, QemuError> {
-        let link = Arc::clone(self);
-        self.qmp
-            .get_or_try_init(|| async move {
-                let connect = async {
-                    let stream =
-                        connect_as_qemu(&link.files.qmp, link.pid)
-                            .await
-                            .map_err(|source| QmpError::Connect {
-                                path: link.files.qmp.clone(),
-                                source,
-                            })?;
-                    Qmp::handshake(stream).await
-                };
-                let (qmp, events) = tokio::time::timeout(QMP_TIMEOUT, connect)
-                    .await
-                    .map_err(|_| QemuError::QmpTimeout {
-                        domain: link.name.clone(),
-                    })?
-                    .map_err(|source| QemuError::Qmp {
-                        domain: link.name.clone(),
-                        source,
-                    })?;
-                tokio::spawn(Arc::clone(&link).watch(qmp.clone(), events));
-                Ok(qmp)
-            })
-            .await
-            .cloned()
-    }
-
-    /// Acts on qemu's events until it closes the connection: a guest that
-    /// powered off (or rebooted under `-no-reboot`, or panicked) has its
-    /// end recorded and its qemu told to quit.
-    async fn watch(self: Arc<Link>, qmp: Qmp, mut events: Events) {
-        // What happened while nobody listened (a restarted daemon).
-        match qmp.query_status().await {
-            Ok(RunState::Shutdown) => self.guest_ended(&qmp, GuestEnd::PoweredOff).await,
-            Ok(RunState::GuestPanicked) => self.guest_ended(&qmp, GuestEnd::Panicked).await,
-            _ => {}
-        }
-        while let Some(event) = events.recv().await {
-            let end = match event.kind() {
-                EventKind::Shutdown {
-                    guest: true,
-                    reason,
-                } => Some(match reason {
-                    ShutdownCause::GuestReset => GuestEnd::Rebooted,
-                    ShutdownCause::GuestPanic => GuestEnd::Panicked,
-                    _ => GuestEnd::PoweredOff,
-                }),
-                EventKind::GuestPanicked { .. } => Some(GuestEnd::Panicked),
-                EventKind::Reset { guest: true, .. } => {
-                    tracing::info!(domain = %self.name, "the guest rebooted");
-                    None
-                }
-                _ => None,
-            };
-            if let Some(end) = end {
-                self.guest_ended(&qmp, end).await;
-            }
-        }
-    }
-
-    async fn guest_ended(&self, qmp: &Qmp, end: GuestEnd) {
-        tracing::info!(domain = %self.name, end = ?end, "the guest ended");
-        self.note(|record| {
-            record.guest.get_or_insert(end);
-        });
-        // The connection closing (qemu exiting) is the answer.
-        let _ = tokio::time::timeout(QMP_TIMEOUT, qmp.quit()).await;
     }
 }
 
@@ -1228,11 +1043,11 @@ impl QemuDriver {
                 let (stats, mut extra) = tokio::task::spawn_blocking(move || {
                     let stats =
                         cgroups.and_then(|c| c.open(&host.cgroup_path).ok().map(|c| c.stats()));
-                    (stats, tap_counters(host.monitor_pid))
+                    (stats, super::stats::tap_counters(host.monitor_pid))
                 })
                 .await
                 .unwrap_or_default();
-                extra.extend(qmp_counters(link).await);
+                extra.extend(super::stats::qmp_counters(link).await);
                 Ok(Response::Stats(DomainStats {
                     memory_bytes: stats.as_ref().and_then(|s| s.memory_bytes),
                     memory_limit: runtime.memory_limit,
@@ -1289,108 +1104,6 @@ impl QemuDriver {
         });
         Ok(())
     }
-}
-
-/// Connects to qemu's QMP socket from a socket with qemu's own SELinux
-/// context (`setsockcreatecon`), as libvirt does: the kernel gives the
-/// server's end of a connection the client's level, and a confined qemu
-/// may not use a socket at lxvirtd's (all its categories). Without SELinux
-/// (no context to read) the socket is made as usual.
-async fn connect_as_qemu(path: &Path, pid: i32) -> std::io::Result<tokio::net::UnixStream> {
-    let path = path.to_owned();
-    let stream = tokio::task::spawn_blocking(move || {
-        let context = crate::sys::linux::process_label(pid).ok();
-        let _creating = match context.as_deref() {
-            Some(context) if !context.is_empty() => {
-                Some(crate::sys::linux::SocketCreateLabel::set(context)?)
-            }
-            _ => None,
-        };
-        let stream = std::os::unix::net::UnixStream::connect(&path)?;
-        stream.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>(stream)
-    })
-    .await
-    .map_err(std::io::Error::other)??;
-    tokio::net::UnixStream::from_std(stream)
-}
-
-/// What qemu counts: the balloon, and each disk's traffic (named by its
-/// device: `disk-vda` reads as `vda`). Missing when QMP does not answer.
-async fn qmp_counters(link: &Arc<Link>) -> Vec<(String, u64)> {
-    let Ok(qmp) = link.qmp().await else {
-        return Vec::new();
-    };
-    let mut counters = Vec::new();
-    if let Ok(Ok(Some(balloon))) = tokio::time::timeout(QMP_TIMEOUT, qmp.query_balloon()).await {
-        counters.push(("balloon.current".to_owned(), balloon.actual));
-    }
-    if let Ok(Ok(blocks)) = tokio::time::timeout(QMP_TIMEOUT, qmp.query_blockstats()).await {
-        for block in blocks {
-            let Some(name) = block_name(&block) else {
-                continue;
-            };
-            let s = block.stats;
-            for (what, value) in [
-                ("rd.bytes", s.rd_bytes),
-                ("wr.bytes", s.wr_bytes),
-                ("rd.reqs", s.rd_operations),
-                ("wr.reqs", s.wr_operations),
-            ] {
-                counters.push((format!("block.{name}.{what}"), value));
-            }
-        }
-    }
-    counters
-}
-
-/// A disk's name in the statistics: its device id without the `disk-`
-/// the command line puts before the target (an `<alias>` as it is).
-fn block_name(block: &super::qmp::BlockStats) -> Option<String> {
-    let qdev = block.qdev.as_deref().filter(|q| !q.is_empty())?;
-    // A QOM path: /machine/peripheral/ID/virtio-backend.
-    let id = qdev
-        .strip_prefix("/machine/peripheral/")
-        .map_or(qdev, |rest| rest.split('/').next().unwrap_or(rest));
-    Some(id.strip_prefix("disk-").unwrap_or(id).to_owned())
-}
-
-/// Each tap qemu holds (its `/proc/PID/fdinfo` names them), counted from
-/// the guest's side: what the tap sends, the guest receives.
-fn tap_counters(qemu: i32) -> Vec<(String, u64)> {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{qemu}/fdinfo")) else {
-        return Vec::new();
-    };
-    let mut taps: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("iff:"))
-                .map(|name| name.trim().to_owned())
-        })
-        .collect();
-    taps.sort();
-    taps.dedup();
-    let read = |tap: &str, counter: &str| {
-        std::fs::read_to_string(format!("/sys/class/net/{tap}/statistics/{counter}"))
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    let mut counters = Vec::new();
-    for tap in &taps {
-        for (what, counter) in [
-            ("rx.bytes", "tx_bytes"),
-            ("rx.packets", "tx_packets"),
-            ("tx.bytes", "rx_bytes"),
-            ("tx.packets", "rx_packets"),
-        ] {
-            if let Some(value) = read(tap, counter) {
-                counters.push((format!("net.{tap}.{what}"), value));
-            }
-        }
-    }
-    counters
 }
 
 /// Completes when the process behind `pidfd` has exited, without reaping

@@ -5,6 +5,8 @@ pub mod command;
 pub mod disks;
 pub mod host;
 pub mod instance;
+mod link;
 pub mod process;
 pub mod qmp;
+mod stats;
 pub mod tap;

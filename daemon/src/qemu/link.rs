@@ -1,0 +1,276 @@
+//! The driver's side of one running VM: its files, what it knows of how
+//! the VM ended (recorded durably as it learns it), and its QMP
+//! connection, whose events decide that end.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use super::instance::QemuError;
+use super::qmp::{EventKind, Events, Qmp, QmpError, RunState, ShutdownCause};
+use crate::driver::Exit;
+use crate::error_chain::error_chain;
+use crate::persist::{self, Durability, Versioned};
+
+/// How long QMP may take to answer a command the driver sends.
+pub(super) const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a VM ended, as far as the driver knows; written as it learns it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ExitRecord {
+    pub(super) requested: Option<Requested>,
+    pub(super) guest: Option<GuestEnd>,
+}
+
+impl Versioned for ExitRecord {
+    const VERSION: u32 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum Requested {
+    Shutdown,
+    Destroy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum GuestEnd {
+    PoweredOff,
+    /// It rebooted and qemu was told not to reset it (`on_reboot`
+    /// other than restart).
+    Rebooted,
+    Panicked,
+}
+
+impl ExitRecord {
+    pub(super) fn exit(self) -> Exit {
+        match (self.requested, self.guest) {
+            (Some(Requested::Destroy), _) => Exit::Destroyed,
+            (Some(Requested::Shutdown), _) => Exit::Shutdown,
+            (None, Some(GuestEnd::PoweredOff)) => Exit::PoweredOff,
+            (None, Some(GuestEnd::Rebooted)) => Exit::Rebooted,
+            (None, Some(GuestEnd::Panicked)) => Exit::Crashed,
+            // qemu ended by itself, or someone killed it.
+            (None, None) => Exit::Crashed,
+        }
+    }
+}
+
+/// A VM's files.
+#[derive(Debug, Clone)]
+pub(super) struct Files {
+    /// Owned by the VM's uid.
+    pub(super) dir: PathBuf,
+    pub(super) qmp: PathBuf,
+    pub(super) pidfile: PathBuf,
+    /// root's: qemu's stdout and stderr.
+    pub(super) log: PathBuf,
+    pub(super) exit: PathBuf,
+    /// What its disk images were before it was given them.
+    pub(super) disks: PathBuf,
+}
+
+impl Files {
+    pub(super) fn new(run_dir: &Path, name: &str) -> Files {
+        let base = run_dir.join("qemu");
+        let dir = base.join(name);
+        Files {
+            qmp: dir.join("qmp.sock"),
+            pidfile: dir.join("qemu.pid"),
+            dir,
+            log: base.join(format!("{name}.log")),
+            exit: base.join(format!("{name}.exit")),
+            disks: base.join(format!("{name}.disks")),
+        }
+    }
+}
+
+/// The driver's side of one running VM: its QMP connection (made once,
+/// at start or at the first need after a daemon restart) and what it
+/// knows of its end.
+#[derive(Debug)]
+pub(super) struct Link {
+    pub(super) name: String,
+    /// qemu's pid: its SELinux context labels the QMP connection.
+    pub(super) pid: i32,
+    pub(super) files: Files,
+    pub(super) qmp: OnceCell<Qmp>,
+    pub(super) record: Mutex<ExitRecord>,
+}
+
+impl Link {
+    pub(super) fn new(name: &str, pid: i32, files: Files, record: ExitRecord) -> Link {
+        Link {
+            name: name.to_owned(),
+            pid,
+            files,
+            qmp: OnceCell::new(),
+            record: Mutex::new(record),
+        }
+    }
+
+    /// Records what the driver learnt, durably before acting on it.
+    pub(super) fn note(&self, change: impl FnOnce(&mut ExitRecord)) {
+        let mut record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut record);
+        if let Err(error) =
+            persist::write_versioned(&self.files.exit, &*record, 0o600, Durability::Durable)
+        {
+            tracing::warn!(domain = %self.name, error = %error_chain(&error), "cannot record how the VM ends");
+        }
+    }
+
+    /// The QMP connection, made on first use; its events go to a task
+    /// that acts on them.
+    pub(super) async fn qmp(self: &Arc<Link>) -> Result<Qmp, QemuError> {
+        let link = Arc::clone(self);
+        self.qmp
+            .get_or_try_init(|| async move {
+                let connect = async {
+                    let stream =
+                        connect_as_qemu(&link.files.qmp, link.pid)
+                            .await
+                            .map_err(|source| QmpError::Connect {
+                                path: link.files.qmp.clone(),
+                                source,
+                            })?;
+                    Qmp::handshake(stream).await
+                };
+                let (qmp, events) = tokio::time::timeout(QMP_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| QemuError::QmpTimeout {
+                        domain: link.name.clone(),
+                    })?
+                    .map_err(|source| QemuError::Qmp {
+                        domain: link.name.clone(),
+                        source,
+                    })?;
+                tokio::spawn(Arc::clone(&link).watch(qmp.clone(), events));
+                Ok(qmp)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Acts on qemu's events until it closes the connection: a guest that
+    /// powered off (or rebooted under `-no-reboot`, or panicked) has its
+    /// end recorded and its qemu told to quit.
+    pub(super) async fn watch(self: Arc<Link>, qmp: Qmp, mut events: Events) {
+        // What happened while nobody listened (a restarted daemon).
+        match qmp.query_status().await {
+            Ok(RunState::Shutdown) => self.guest_ended(&qmp, GuestEnd::PoweredOff).await,
+            Ok(RunState::GuestPanicked) => self.guest_ended(&qmp, GuestEnd::Panicked).await,
+            _ => {}
+        }
+        while let Some(event) = events.recv().await {
+            let end = match event.kind() {
+                EventKind::Shutdown {
+                    guest: true,
+                    reason,
+                } => Some(match reason {
+                    ShutdownCause::GuestReset => GuestEnd::Rebooted,
+                    ShutdownCause::GuestPanic => GuestEnd::Panicked,
+                    _ => GuestEnd::PoweredOff,
+                }),
+                EventKind::GuestPanicked { .. } => Some(GuestEnd::Panicked),
+                EventKind::Reset { guest: true, .. } => {
+                    tracing::info!(domain = %self.name, "the guest rebooted");
+                    None
+                }
+                _ => None,
+            };
+            if let Some(end) = end {
+                self.guest_ended(&qmp, end).await;
+            }
+        }
+    }
+
+    pub(super) async fn guest_ended(&self, qmp: &Qmp, end: GuestEnd) {
+        tracing::info!(domain = %self.name, end = ?end, "the guest ended");
+        self.note(|record| {
+            record.guest.get_or_insert(end);
+        });
+        // The connection closing (qemu exiting) is the answer.
+        let _ = tokio::time::timeout(QMP_TIMEOUT, qmp.quit()).await;
+    }
+}
+
+/// Connects to qemu's QMP socket from a socket with qemu's own SELinux
+/// context (`setsockcreatecon`), as libvirt does: the kernel gives the
+/// server's end of a connection the client's level, and a confined qemu
+/// may not use a socket at lxvirtd's (all its categories). Without SELinux
+/// (no context to read) the socket is made as usual.
+pub(super) async fn connect_as_qemu(
+    path: &Path,
+    pid: i32,
+) -> std::io::Result<tokio::net::UnixStream> {
+    let path = path.to_owned();
+    let stream = tokio::task::spawn_blocking(move || {
+        let context = crate::sys::linux::process_label(pid).ok();
+        let _creating = match context.as_deref() {
+            Some(context) if !context.is_empty() => {
+                Some(crate::sys::linux::SocketCreateLabel::set(context)?)
+            }
+            _ => None,
+        };
+        let stream = std::os::unix::net::UnixStream::connect(&path)?;
+        stream.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(stream)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    tokio::net::UnixStream::from_std(stream)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// What the core is told, from what the driver recorded: a request
+    /// wins over what the guest did meanwhile; nothing recorded is a
+    /// crash.
+    #[test]
+    fn exit_records_decide_the_end() {
+        let record = |requested, guest| ExitRecord { requested, guest };
+        let cases = [
+            (record(Some(Requested::Destroy), None), Exit::Destroyed),
+            (
+                record(Some(Requested::Shutdown), Some(GuestEnd::PoweredOff)),
+                Exit::Shutdown,
+            ),
+            (record(None, Some(GuestEnd::PoweredOff)), Exit::PoweredOff),
+            (record(None, Some(GuestEnd::Rebooted)), Exit::Rebooted),
+            (record(None, Some(GuestEnd::Panicked)), Exit::Crashed),
+            (record(None, None), Exit::Crashed),
+        ];
+        for (record, exit) in cases {
+            assert_eq!(record.exit(), exit, "{record:?}");
+        }
+    }
+
+    /// The record is a versioned file a restarted daemon reads back.
+    #[test]
+    fn the_exit_record_survives_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(dir.path(), "vm");
+        std::fs::create_dir_all(files.exit.parent().unwrap()).unwrap();
+        let link = Link::new("vm", 1, files.clone(), ExitRecord::default());
+        link.note(|r| r.guest = Some(GuestEnd::Panicked));
+        link.note(|r| r.requested = Some(Requested::Destroy));
+        let read: ExitRecord = persist::read_versioned(&files.exit).unwrap();
+        assert_eq!(
+            read,
+            ExitRecord {
+                requested: Some(Requested::Destroy),
+                guest: Some(GuestEnd::Panicked),
+            }
+        );
+        let text = std::fs::read_to_string(&files.exit).unwrap();
+        assert!(text.contains("\"panicked\""), "{text}");
+    }
+}
