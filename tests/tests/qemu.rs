@@ -193,7 +193,12 @@ fn status_uid(pid: i32) -> u32 {
 #[tokio::test]
 async fn a_vm_boots_to_its_marker_and_shuts_down_on_the_power_button() {
     let Some(env) = Env::new().await else { return };
-    env.define("vm1", "lxvirt.marker=READY-vm1", "", "");
+    env.define(
+        "vm1",
+        "lxvirt.marker=READY-vm1",
+        "<memtune><hard_limit unit='MiB'>768</hard_limit></memtune>",
+        "",
+    );
     env.ok(&["start", "vm1"]);
     let pid = env.qemu_pid("vm1");
     env.wait_console("vm1", "READY-vm1", 1);
@@ -210,6 +215,22 @@ async fn a_vm_boots_to_its_marker_and_shuts_down_on_the_power_button() {
         info["stats"]["cpu.time"].as_u64().unwrap_or(0) > 0,
         "{info}"
     );
+    // <memtune><hard_limit> bounds its qemu (not <memory>, the guest's).
+    assert_eq!(
+        info["stats"]["memory.limit"].as_u64(),
+        Some(768 << 20),
+        "{info}"
+    );
+    let limit = env
+        .daemon
+        .cgroup_dir("memory", "vm1")
+        .join("memory.limit_in_bytes");
+    if limit.exists() {
+        assert_eq!(
+            std::fs::read_to_string(limit).unwrap().trim(),
+            (768u64 << 20).to_string()
+        );
+    }
 
     env.ok(&["suspend", "vm1"]);
     assert_eq!(env.state("vm1").0, "paused");

@@ -445,3 +445,29 @@ fn a_vm_takes_lxvirt_userns_auto_only() {
         "always runs as host ids lxvirt allocates",
     );
 }
+
+/// `<memtune>`, `<numatune>` and `<blkiotune>` have the same shape for
+/// VMs as for containers in libvirt, and lxvirt takes them for both (the
+/// QEMU driver applies them to the VM's cgroup).
+#[test]
+fn a_vm_takes_memtune_numatune_and_blkiotune() {
+    let doc = vm_with(
+        "<memtune><hard_limit unit='MiB'>1536</hard_limit><soft_limit unit='MiB'>1024</soft_limit></memtune>\
+         <numatune><memory mode='strict' nodeset='0'/></numatune>\
+         <blkiotune><weight>500</weight></blkiotune>",
+        "",
+    );
+    let def = ok(&doc);
+    assert_eq!(
+        def.memtune.as_ref().and_then(|m| m.hard_limit),
+        Some(1536 << 20)
+    );
+    assert!(def.numatune.is_some());
+    assert_eq!(def.blkiotune.as_ref().and_then(|b| b.weight), Some(500));
+    let again = ok(&def.to_xml());
+    assert_eq!(again, def);
+    let text = def.to_xml();
+    for element in ["<memtune>", "<numatune>", "<blkiotune>"] {
+        assert!(text.contains(element), "{element}: {text}");
+    }
+}

@@ -237,10 +237,8 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         }
     };
 
-    let memtune = opt(root, "memtune", |el| {
-        ctx.lxc_only(el)?;
-        parse_memtune(el)
-    })?;
+    // The same element for containers and VMs (libvirt's shape).
+    let memtune = opt(root, "memtune", parse_memtune)?;
     let vcpu = match root.element("vcpu") {
         None => Vcpu::default(),
         Some(el) => parse_vcpu(ctx, el)?,
@@ -249,14 +247,10 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         ctx.lxc_only(el)?;
         parse_cputune(el)
     })?;
-    let numatune = opt(root, "numatune", |el| {
-        ctx.lxc_only(el)?;
-        parse_numatune(el)
-    })?;
-    let blkiotune = opt(root, "blkiotune", |el| {
-        ctx.lxc_only(el)?;
-        parse_blkiotune(el)
-    })?;
+    // The same element for containers and VMs (libvirt's shape).
+    let numatune = opt(root, "numatune", parse_numatune)?;
+    // The same element for containers and VMs (libvirt's shape).
+    let blkiotune = opt(root, "blkiotune", parse_blkiotune)?;
     let partition = opt(root, "resource", |el| {
         check_attrs(el, &[])?;
         check_children(el, &["partition"], &[])?;
