@@ -50,7 +50,7 @@ use crate::driver::{
 use crate::error_chain::error_chain;
 use crate::persist;
 use crate::security::FileLabeler;
-use crate::sys::process::{find_process, pidfd_kill, pidfd_open, start_time, wait_exit};
+use crate::sys::process::{exited, find_process, pidfd_kill, pidfd_open, start_time, wait_exit};
 
 /// What the QEMU driver needs.
 #[derive(Debug, Clone)]
@@ -1089,7 +1089,7 @@ impl QemuDriver {
             })?;
         let domain = domain.to_owned();
         tokio::spawn(async move {
-            let exited = wait_exit_ref(&pidfd);
+            let exited = exited(&pidfd);
             tokio::pin!(exited);
             if tokio::time::timeout(grace, &mut exited).await.is_ok() {
                 return;
@@ -1103,21 +1103,5 @@ impl QemuDriver {
             let _ = pidfd_kill(pidfd.as_fd(), Signal::SIGKILL);
         });
         Ok(())
-    }
-}
-
-/// Completes when the process behind `pidfd` has exited, without reaping
-/// it (the core's watch does).
-async fn wait_exit_ref(pidfd: &OwnedFd) {
-    let Ok(fd) = pidfd.try_clone() else { return };
-    // SAFETY: the clone is a valid, open pidfd that the AsyncFd owns for
-    // as long as it is registered.
-    let Ok(fd) = (unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    }) else {
-        return;
-    };
-    if let Ok(guard) = fd.readable().await {
-        drop(guard);
     }
 }

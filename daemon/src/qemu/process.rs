@@ -184,38 +184,27 @@ fn probe(qmp: &Path, context: Option<&str>) -> bool {
 }
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is
-/// `procs` ("0" names the writer), with raw calls only: it runs between
-/// fork and exec.
+/// `procs` ("0" names the writer), between fork and exec.
 fn join_cgroup(procs: &std::ffi::CStr) -> std::io::Result<()> {
-    // SAFETY: a NUL-terminated path prepared before the fork; open returns
-    // a new descriptor or -1.
-    let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened; the buffer is a static one byte long.
-    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-    let error = std::io::Error::last_os_error();
-    // SAFETY: `fd` is ours and closed once.
-    unsafe { libc::close(fd) };
-    if written != 1 {
-        return Err(error);
-    }
-    Ok(())
+    write_raw(procs, b"0")
 }
 
-/// Asks for `label` as the context of the next exec (`setexeccon`), with
-/// raw calls only: it runs between fork and exec. An empty write would
-/// reset it; the label is never empty.
+/// Asks for `label` as the context of the next exec (`setexeccon`),
+/// between fork and exec. An empty write would reset it; the label is
+/// never empty.
 fn set_exec_label(label: &std::ffi::CStr) -> std::io::Result<()> {
-    const PATH: &std::ffi::CStr = c"/proc/thread-self/attr/exec";
-    // SAFETY: a static NUL-terminated path; open returns a new descriptor
-    // or -1.
-    let fd = unsafe { libc::open(PATH.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    write_raw(c"/proc/thread-self/attr/exec", label.to_bytes())
+}
+
+/// Writes `bytes` to the file `path` in one write, with raw calls only
+/// (open, write, close): it runs between fork and exec.
+fn write_raw(path: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated path prepared before the fork; open returns
+    // a new descriptor or -1.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let bytes = label.to_bytes();
     // SAFETY: `fd` was just opened; `bytes` is valid for its length.
     let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
     let error = std::io::Error::last_os_error();

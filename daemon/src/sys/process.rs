@@ -113,18 +113,21 @@ pub fn start_time(pid: Pid) -> Option<u64> {
 /// Completes when the process behind `pidfd` has exited; reaps it if it
 /// is the daemon's child (a monitor adopted after a restart is not).
 pub async fn wait_exit(pidfd: OwnedFd) {
-    // SAFETY: an OwnedFd is a valid, open descriptor that keeps referring
+    exited(&pidfd).await;
+    let _ = reap_pidfd(pidfd.as_fd());
+}
+
+/// Completes when the process behind `pidfd` has exited, without reaping
+/// it (whoever holds the pidfd's owner does). When it cannot be watched,
+/// at once: the caller's exit record tells the rest.
+pub async fn exited(pidfd: &OwnedFd) {
+    let Ok(fd) = pidfd.try_clone() else { return };
+    // SAFETY: the clone is a valid, open descriptor that keeps referring
     // to the same pidfd for as long as the AsyncFd owns it.
-    match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
-        Ok(fd) => {
-            if let Ok(guard) = fd.readable().await {
-                drop(guard);
-            }
-            let _ = reap_pidfd(fd.get_ref().as_fd());
-        }
-        Err(_) => {
-            // Cannot watch it: treat as gone; the exit record tells the rest.
-        }
+    if let Ok(fd) = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        && let Ok(guard) = fd.readable().await
+    {
+        drop(guard);
     }
 }
 
