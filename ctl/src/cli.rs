@@ -76,6 +76,28 @@ pub enum ImageCommand {
     },
 }
 
+/// How `shutdown` and `reboot` ask a domain (virsh's `--mode` words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShutdownMode {
+    /// SIGTERM to a container's init.
+    Signal,
+    /// The ACPI power button of a VM.
+    Acpi,
+    /// The QEMU guest agent of a VM.
+    Agent,
+}
+
+impl ShutdownMode {
+    /// The mode's name on the bus.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownMode::Signal => "signal",
+            ShutdownMode::Acpi => "acpi",
+            ShutdownMode::Agent => "agent",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -103,6 +125,9 @@ pub enum Command {
         /// Seconds before the domain is killed (default 10).
         #[arg(long, default_value_t = 10)]
         grace: u32,
+        /// How to ask: signal (containers), acpi or agent (VMs); the domain's usual way by default.
+        #[arg(long, value_enum)]
+        mode: Option<ShutdownMode>,
     },
     /// Stop a domain at once: SIGKILL to every process of a container, SIGTERM then SIGKILL to a VM's qemu.
     Destroy { domain: String },
@@ -112,7 +137,12 @@ pub enum Command {
         /// Seconds before the domain is killed (default 10).
         #[arg(long, default_value_t = 10)]
         grace: u32,
+        /// How to ask: signal (containers), acpi or agent (VMs); the domain's usual way by default.
+        #[arg(long, value_enum)]
+        mode: Option<ShutdownMode>,
     },
+    /// Restart a domain at once without asking it: a VM's reset button, a container killed and started again.
+    Reset { domain: String },
     /// Pause a domain: freeze a container's processes, stop a VM's CPUs.
     Suspend { domain: String },
     /// Let a suspended domain run again.

@@ -143,10 +143,13 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Shutdown {
             domain: name,
             grace,
+            mode,
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             let name = proxy.name().await?;
-            proxy.shutdown(grace.max(1)).await?;
+            proxy
+                .shutdown(grace.max(1), mode.map_or("", |m| m.as_str()))
+                .await?;
             println!("Domain '{name}' is shut down");
         }
         Command::Destroy { domain: name } => {
@@ -158,10 +161,18 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Reboot {
             domain: name,
             grace,
+            mode,
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
-            proxy.reboot(grace.max(1)).await?;
+            proxy
+                .reboot(grace.max(1), mode.map_or("", |m| m.as_str()))
+                .await?;
             println!("Domain '{}' rebooted", proxy.name().await?);
+        }
+        Command::Reset { domain: name } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            proxy.reset().await?;
+            println!("Domain '{}' was reset", proxy.name().await?);
         }
         Command::Suspend { domain: name } => {
             let proxy = lookup(&connection, &manager, &name).await?;

@@ -109,15 +109,61 @@ impl fmt::Debug for Started {
     }
 }
 
+/// How a shutdown (or the stop of a reboot) asks the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShutdownMode {
+    /// The driver's usual way: a container's init gets SIGTERM, a VM the
+    /// ACPI power button.
+    #[default]
+    Default,
+    /// The ACPI power button (VMs).
+    PowerButton,
+    /// The QEMU guest agent's `guest-shutdown` (VMs with an agent channel).
+    Agent,
+    /// A signal to init (containers).
+    Signal,
+}
+
+impl ShutdownMode {
+    /// Every mode by its name (virsh's `--mode` words).
+    pub const NAMED: [(&'static str, ShutdownMode); 4] = [
+        ("default", ShutdownMode::Default),
+        ("acpi", ShutdownMode::PowerButton),
+        ("agent", ShutdownMode::Agent),
+        ("signal", ShutdownMode::Signal),
+    ];
+
+    /// The mode named `name` (empty: the default).
+    pub fn from_name(name: &str) -> Option<ShutdownMode> {
+        if name.is_empty() {
+            return Some(ShutdownMode::Default);
+        }
+        Self::NAMED
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, mode)| *mode)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMED
+            .iter()
+            .find(|(_, mode)| *mode == self)
+            .map_or("default", |(name, _)| name)
+    }
+}
+
 /// What a running instance is asked.
 #[derive(Debug)]
 pub enum Request {
-    /// Ask it to stop; forcibly after `grace`.
+    /// Ask it to stop (as `mode` says); forcibly after `grace`.
     Shutdown {
         grace: std::time::Duration,
+        mode: ShutdownMode,
     },
     /// Stop it now.
     Destroy,
+    /// Reset it in place (only to drivers whose `resets_in_place`).
+    Reset,
     Freeze,
     Thaw,
     /// A descriptor relayed to console `index`.
@@ -273,6 +319,22 @@ impl Error {
     pub fn failed(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Failed, message.into())
     }
+
+    /// A shutdown mode this kind of domain has no way to carry out.
+    pub fn mode_not_supported(
+        domain: &str,
+        mode: ShutdownMode,
+        kind: &'static str,
+        hint: &'static str,
+    ) -> Error {
+        Error::new(
+            ErrorKind::NotSupported,
+            format!(
+                "domain '{domain}': shutdown mode '{}' is not supported for {kind}; {hint}",
+                mode.as_str()
+            ),
+        )
+    }
 }
 
 impl fmt::Display for Error {
@@ -327,6 +389,16 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// for the start, so that this reason comes first.
     fn unavailable(&self, _def: &DomainDef) -> Option<Error> {
         None
+    }
+
+    /// Whether a running instance of `def` can be asked to shut down as
+    /// `mode` says; asked before the request, so a refusal changes nothing.
+    fn check_shutdown_mode(&self, def: &DomainDef, mode: ShutdownMode) -> Result<(), Error>;
+
+    /// Whether the driver resets an instance in place ([`Request::Reset`]);
+    /// otherwise the core resets it as an immediate stop and a restart.
+    fn resets_in_place(&self) -> bool {
+        false
     }
 
     /// Checks and converts `request` on the core's task (cheap, no side

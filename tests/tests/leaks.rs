@@ -174,7 +174,7 @@ async fn hundreds_of_cycles_leave_nothing_behind() {
             // Graceful shutdown.
             4 => {
                 polite.start().await.unwrap();
-                polite.shutdown(5).await.unwrap();
+                polite.shutdown(5, "").await.unwrap();
             }
             // A crash: init killed from the host.
             _ => {

@@ -414,7 +414,7 @@ async fn shutdown_reboot_and_lifecycle_actions() {
     stubborn.start().await.unwrap();
     let started = events.next().await.unwrap();
     assert_eq!(started.args().unwrap().event(), &"started");
-    stubborn.shutdown(1).await.unwrap();
+    stubborn.shutdown(1, "").await.unwrap();
     assert_eq!(stubborn.state().await.unwrap(), "shutoff");
     assert_eq!(stubborn.state_reason().await.unwrap(), "shutdown");
     let stopped = events.next().await.unwrap();
@@ -431,7 +431,7 @@ async fn shutdown_reboot_and_lifecycle_actions() {
         .await;
     polite.start().await.unwrap();
     let begin = Instant::now();
-    polite.shutdown(30).await.unwrap();
+    polite.shutdown(30, "").await.unwrap();
     assert!(begin.elapsed() < Duration::from_secs(20));
     assert_eq!(polite.state_reason().await.unwrap(), "shutdown");
 
@@ -467,7 +467,7 @@ async fn shutdown_reboot_and_lifecycle_actions() {
         "<memory unit='MiB'>128</memory>",
     );
     env.manager().await.define_xml(&bigger).await.unwrap();
-    rebooter.reboot(1).await.unwrap();
+    rebooter.reboot(1, "").await.unwrap();
     assert_eq!(rebooter.state().await.unwrap(), "running");
     assert_eq!(rebooter.state_reason().await.unwrap(), "rebooted");
     assert_ne!(rebooter.pid().await.unwrap(), first);
@@ -496,6 +496,28 @@ async fn shutdown_reboot_and_lifecycle_actions() {
             .unwrap()
             .contains("<memory unit='KiB'>131072</memory>")
     );
+
+    // reset: killed and started again at once, the live definition kept;
+    // a mode a container has no way to carry out is refused.
+    let before_reset = rebooter.pid().await.unwrap();
+    rebooter.reset().await.unwrap();
+    assert_eq!(rebooter.state().await.unwrap(), "running");
+    assert_eq!(rebooter.state_reason().await.unwrap(), "rebooted");
+    assert_ne!(rebooter.pid().await.unwrap(), before_reset);
+    assert_eq!(limit("rebooter"), (64u64 << 20).to_string());
+    let refused = rebooter.shutdown(1, "acpi").await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("shutdown mode 'acpi' is not supported for containers"),
+        "{refused}"
+    );
+    let refused = rebooter.shutdown(1, "halt").await.unwrap_err();
+    assert!(
+        refused.to_string().contains("unknown shutdown mode 'halt'"),
+        "{refused}"
+    );
+    assert_eq!(rebooter.state().await.unwrap(), "running");
 
     // reboot(2) inside the PID namespace restarts it (on_reboot='restart').
     let (_, _) = env.enter(&rebooter, &["reboot", "-f"]).await;

@@ -630,6 +630,33 @@ async fn the_console_shows_a_guest_rebooting_and_reboot_restarts_it() {
     env.wait_console("again", "READY-again", 1);
     env.ok(&["destroy", "again"]);
     env.assert_clean("again", second);
+
+    // reset: the machine restarts inside the same qemu, even when the
+    // guest's own reboot would power it off (on_reboot='destroy' runs
+    // qemu with -no-reboot, which makes every reset a shutdown).
+    env.define(
+        "button",
+        "lxvirt.marker=READY-button",
+        "<on_reboot>destroy</on_reboot>",
+        "",
+    );
+    env.ok(&["start", "button"]);
+    env.wait_console("button", "READY-button", 1);
+    let pid = env.qemu_pid("button");
+    env.ok(&["reset", "button"]);
+    env.wait_console("button", "READY-button", 2);
+    assert_eq!(env.state("button").0, "running");
+    assert_eq!(env.qemu_pid("button"), pid, "reset replaced qemu");
+    // A mode a VM has no way to carry out is refused, and nothing changes.
+    let refused = env.refused(&["shutdown", "button", "--mode", "signal"]);
+    assert!(
+        refused.contains("shutdown mode 'signal' is not supported for virtual machines"),
+        "{refused}"
+    );
+    assert_eq!(env.state("button").0, "running");
+    env.ok(&["shutdown", "button", "--mode", "acpi", "--grace", "60"]);
+    assert_eq!(env.state("button"), ("shutoff".into(), "shutdown".into()));
+    env.assert_clean("button", pid);
 }
 
 /// 100 starts and stops of a VM with a transient disk and an interface on

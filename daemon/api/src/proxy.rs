@@ -103,9 +103,10 @@ pub trait Domain {
     #[zbus(name = "GetXML")]
     fn get_xml(&self, flags: u32) -> zbus::Result<String>;
     fn start(&self) -> zbus::Result<()>;
-    fn shutdown(&self, grace_seconds: u32) -> zbus::Result<()>;
+    fn shutdown(&self, grace_seconds: u32, mode: &str) -> zbus::Result<()>;
     fn destroy(&self) -> zbus::Result<()>;
-    fn reboot(&self, grace_seconds: u32) -> zbus::Result<()>;
+    fn reboot(&self, grace_seconds: u32, mode: &str) -> zbus::Result<()>;
+    fn reset(&self) -> zbus::Result<()>;
     fn suspend(&self) -> zbus::Result<()>;
     fn resume(&self) -> zbus::Result<()>;
     fn open_console(&self, devname: &str) -> zbus::Result<zbus::OwnedFd>;

@@ -570,9 +570,10 @@ async fn proxies_match_the_committed_contract() {
     call!(run, domain.detach_device("<interface/>", 0));
     call!(run, domain.get_interface_stats("eth0"));
     call!(run, domain.start());
-    call!(run, domain.shutdown(0));
+    call!(run, domain.shutdown(0, ""));
     call!(run, domain.destroy());
-    call!(run, domain.reboot(0));
+    call!(run, domain.reboot(0, ""));
+    call!(run, domain.reset());
     call!(run, domain.suspend());
     call!(run, domain.resume());
     call!(run, domain.open_console(""));

@@ -11,6 +11,7 @@ use super::manager::{Command, ManagerHandle};
 use super::types::{
     CoreError, DomainStats, DomainSummary, Lookup, NetworkSummary, Seq, UndefineFlags, XmlFlags,
 };
+use crate::driver::ShutdownMode;
 
 impl ManagerHandle {
     async fn ask<T>(
@@ -52,10 +53,22 @@ impl ManagerHandle {
         self.ask(|reply| Command::Start { uuid, reply }).await?
     }
 
-    /// SIGTERM to init, SIGKILL after `grace`; returns once it stopped.
-    pub async fn shutdown(&self, uuid: Uuid, grace: Duration) -> Result<Seq, CoreError> {
-        self.ask(|reply| Command::Shutdown { uuid, grace, reply })
-            .await?
+    /// Asks the instance to stop as `mode` says (a container's init gets
+    /// SIGTERM, a VM the power button), forcibly after `grace`; returns
+    /// once it stopped.
+    pub async fn shutdown(
+        &self,
+        uuid: Uuid,
+        grace: Duration,
+        mode: ShutdownMode,
+    ) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Shutdown {
+            uuid,
+            grace,
+            mode,
+            reply,
+        })
+        .await?
     }
 
     /// SIGKILL to the container; returns once it stopped.
@@ -64,9 +77,25 @@ impl ManagerHandle {
     }
 
     /// Stops (as shutdown) and starts again; returns once it runs.
-    pub async fn reboot(&self, uuid: Uuid, grace: Duration) -> Result<Seq, CoreError> {
-        self.ask(|reply| Command::Reboot { uuid, grace, reply })
-            .await?
+    pub async fn reboot(
+        &self,
+        uuid: Uuid,
+        grace: Duration,
+        mode: ShutdownMode,
+    ) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Reboot {
+            uuid,
+            grace,
+            mode,
+            reply,
+        })
+        .await?
+    }
+
+    /// Resets the instance at once: a VM's machine in place, a container
+    /// killed and started again; returns once it runs again.
+    pub async fn reset(&self, uuid: Uuid) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Reset { uuid, reply }).await?
     }
 
     pub async fn suspend(&self, uuid: Uuid) -> Result<Seq, CoreError> {

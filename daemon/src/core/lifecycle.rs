@@ -117,10 +117,13 @@ pub enum Operation {
     Restart,
     /// Attach a device to, or detach one from, the running instance.
     ChangeDevices,
+    /// Restart the instance at once, without asking it: a VM's reset
+    /// button (its qemu stays), a container's init killed and started again.
+    Reset,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 13] = [
+    pub const ALL: [Operation; 14] = [
         Operation::Start,
         Operation::Shutdown,
         Operation::Destroy,
@@ -134,6 +137,7 @@ impl Operation {
         Operation::Commit,
         Operation::Restart,
         Operation::ChangeDevices,
+        Operation::Reset,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -151,6 +155,7 @@ impl Operation {
             Operation::Commit => "commit",
             Operation::ChangeDevices => "change the devices of",
             Operation::Restart => "restart",
+            Operation::Reset => "reset",
         }
     }
 }
@@ -201,8 +206,10 @@ fn hint(state: State, operation: Operation) -> &'static str {
     use State as S;
     match (state, operation) {
         (S::Running | S::Paused, O::Start) => "it is already started",
-        (S::Crashed, O::Start | O::Reboot) => "destroy it first to clean up the crashed container",
-        (S::Shutoff, O::Shutdown | O::Destroy | O::Reboot | O::Suspend | O::Enter) => {
+        (S::Crashed, O::Start | O::Reboot | O::Reset) => {
+            "destroy it first to clean up the crashed container"
+        }
+        (S::Shutoff, O::Shutdown | O::Destroy | O::Reboot | O::Reset | O::Suspend | O::Enter) => {
             "start it first"
         }
         (S::Shutoff, O::OpenConsole) => "start it first",
@@ -226,6 +233,9 @@ pub enum InFlight {
     Start { restart: bool },
     /// A reboot was asked: the instance starts again once it has stopped.
     Reboot,
+    /// A reset was asked: done when the driver reset the instance in place,
+    /// or, as a reboot, once it has stopped and started again.
+    Reset,
     /// The writable layer is being copied into an image.
     Commit,
     /// A device is being attached to or detached from the instance.
@@ -233,10 +243,11 @@ pub enum InFlight {
 }
 
 impl InFlight {
-    pub const ALL: [InFlight; 5] = [
+    pub const ALL: [InFlight; 6] = [
         InFlight::Start { restart: false },
         InFlight::Start { restart: true },
         InFlight::Reboot,
+        InFlight::Reset,
         InFlight::Commit,
         InFlight::Devices,
     ];
@@ -245,6 +256,7 @@ impl InFlight {
         match self {
             InFlight::Start { .. } => "start",
             InFlight::Reboot => "reboot",
+            InFlight::Reset => "reset",
             InFlight::Commit => "commit",
             InFlight::Devices => "device change",
         }
@@ -309,10 +321,12 @@ pub enum Report {
     Committed,
     /// A device change finished (done or failed).
     DevicesChanged,
+    /// The driver reset the instance in place (or failed to).
+    Reset,
 }
 
 impl Report {
-    pub const ALL: [Report; 9] = [
+    pub const ALL: [Report; 10] = [
         Report::Launched,
         Report::LaunchFailed,
         Report::Exited(Ending::Shutoff),
@@ -322,6 +336,7 @@ impl Report {
         Report::Thawed,
         Report::Committed,
         Report::DevicesChanged,
+        Report::Reset,
     ];
 }
 
@@ -362,6 +377,10 @@ pub fn request(name: &str, status: Status, operation: Operation) -> Result<Statu
         (Some(F::Reboot), O::Shutdown | O::Destroy) => None,
         (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter) => Some(F::Reboot),
         (Some(F::Reboot), _) => return Err(busy(F::Reboot)),
+        // As for a reboot: a stop wins over a reset.
+        (Some(F::Reset), O::Shutdown | O::Destroy) => None,
+        (Some(F::Reset), O::OpenConsole | O::Enter) => Some(F::Reset),
+        (Some(F::Reset), _) => return Err(busy(F::Reset)),
         // A stop wins over a device change: the device goes with the instance.
         (Some(F::Devices), O::Shutdown | O::Destroy) => None,
         (Some(F::Devices), O::OpenConsole | O::Enter) => Some(F::Devices),
@@ -370,6 +389,7 @@ pub fn request(name: &str, status: Status, operation: Operation) -> Result<Statu
         (None, O::Start) => Some(F::Start { restart: false }),
         (None, O::Restart) => Some(F::Start { restart: true }),
         (None, O::Reboot) => Some(F::Reboot),
+        (None, O::Reset) => Some(F::Reset),
         (None, O::Commit) => Some(F::Commit),
         (None, _) => None,
     };
@@ -377,6 +397,8 @@ pub fn request(name: &str, status: Status, operation: Operation) -> Result<Statu
         (S::Shutoff, O::Start | O::Restart) => true,
         (S::Running, O::Shutdown | O::Reboot | O::Suspend | O::Enter) => true,
         (S::Running | S::Paused | S::Crashed, O::Destroy) => true,
+        // The reset button works on a paused machine too.
+        (S::Running | S::Paused, O::Reset) => true,
         (S::Paused, O::Resume) => true,
         (_, O::Define | O::Undefine) => true,
         (S::Running | S::Paused, O::OpenConsole | O::ChangeDevices) => true,
@@ -416,6 +438,9 @@ pub fn report(status: Status, report: Report) -> Option<Status> {
         (S::Paused, None, Report::Thawed) => Some(Status::idle(S::Running)),
         (state, Some(F::Commit), Report::Committed) => Some(Status::idle(state)),
         (state @ (S::Running | S::Paused), Some(F::Devices), Report::DevicesChanged) => {
+            Some(Status::idle(state))
+        }
+        (state @ (S::Running | S::Paused), Some(F::Reset), Report::Reset) => {
             Some(Status::idle(state))
         }
         _ => None,
@@ -459,8 +484,8 @@ mod tests {
 
     /// What the table must say for an idle domain, every state against
     /// every operation, written out.
-    fn idle_row(state: State) -> [Want; 13] {
-        // start shutdown destroy reboot suspend resume define undefine console enter commit restart devices
+    fn idle_row(state: State) -> [Want; 14] {
+        // start shutdown destroy reboot suspend resume define undefine console enter commit restart devices reset
         match state {
             S::Shutoff => [
                 To(S::Shutoff, START),
@@ -475,6 +500,7 @@ mod tests {
                 Invalid,
                 To(S::Shutoff, Some(F::Commit)),
                 To(S::Shutoff, RESTART),
+                Invalid,
                 Invalid,
             ],
             S::Running => [
@@ -491,6 +517,7 @@ mod tests {
                 Invalid,
                 Invalid,
                 To(S::Running, Some(F::Devices)),
+                To(S::Running, Some(F::Reset)),
             ],
             S::Paused => [
                 Invalid,
@@ -506,6 +533,7 @@ mod tests {
                 To(S::Paused, Some(F::Commit)),
                 Invalid,
                 To(S::Paused, Some(F::Devices)),
+                To(S::Paused, Some(F::Reset)),
             ],
             S::Crashed => [
                 Invalid,
@@ -521,6 +549,7 @@ mod tests {
                 Invalid,
                 Invalid,
                 Invalid,
+                Invalid,
             ],
         }
     }
@@ -528,7 +557,8 @@ mod tests {
     /// With an operation in flight: define always passes and keeps it;
     /// undefine passes unless a commit runs; a start or commit makes
     /// everything else busy; a reboot lets shutdown and destroy win over
-    /// it, allows another reboot, consoles and enter, and nothing else.
+    /// it, allows another reboot, consoles and enter, and nothing else; a
+    /// reset the same, without another reset.
     fn want(status: Status, op: Operation) -> Want {
         let idle = idle_row(status.state)[O::ALL.iter().position(|o| *o == op).unwrap()];
         let keep = |w: Want, in_flight| match w {
@@ -544,6 +574,9 @@ mod tests {
             (Some(F::Reboot), O::Shutdown | O::Destroy) => keep(idle, None),
             (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter) => keep(idle, Some(F::Reboot)),
             (Some(F::Reboot), _) => Busy,
+            (Some(F::Reset), O::Shutdown | O::Destroy) => keep(idle, None),
+            (Some(F::Reset), O::OpenConsole | O::Enter) => keep(idle, Some(F::Reset)),
+            (Some(F::Reset), _) => Busy,
             (Some(F::Devices), O::Shutdown | O::Destroy) => keep(idle, None),
             (Some(F::Devices), O::OpenConsole | O::Enter) => keep(idle, Some(F::Devices)),
             (Some(F::Devices), _) => Busy,
@@ -579,7 +612,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 24 * 13);
+        assert_eq!(checked, 28 * 14);
     }
 
     /// The whole report matrix: every status against every report.
@@ -608,6 +641,7 @@ mod tests {
                     (s @ (S::Running | S::Paused), Some(F::Devices), R::DevicesChanged) => {
                         Some(st(s, None))
                     }
+                    (s @ (S::Running | S::Paused), Some(F::Reset), R::Reset) => Some(st(s, None)),
                     _ => None,
                 };
                 assert_eq!(report(status, r), want, "{status:?} × {r:?}");

@@ -83,6 +83,8 @@ pub enum Lifecycle {
     Started,
     /// Started again by a reboot (a request or init's own `reboot(2)`).
     Rebooted,
+    /// A VM's machine was reset in place (its qemu stays).
+    Reset,
     Stopped(Reason),
     Suspended,
     Resumed,
@@ -99,6 +101,7 @@ impl Lifecycle {
             Lifecycle::Undefined => ("undefined", "removed"),
             Lifecycle::Started => ("started", "booted"),
             Lifecycle::Rebooted => ("rebooted", "restarted"),
+            Lifecycle::Reset => ("rebooted", "reset"),
             Lifecycle::Stopped(reason) => ("stopped", reason.as_str()),
             Lifecycle::Suspended => ("suspended", "paused"),
             Lifecycle::Resumed => ("resumed", "unpaused"),

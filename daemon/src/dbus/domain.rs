@@ -19,6 +19,7 @@ use super::{DOMAIN_INTERFACE, Shared, domain_path, error::Error};
 use crate::core::manager::DeviceChange;
 use crate::core::types::{AddressSource, AffectFlags, CoreError};
 use crate::core::{DomainSummary, UndefineFlags, XmlFlags};
+use crate::driver::ShutdownMode;
 
 /// Grace period of `Shutdown(0)` and `Reboot(0)`, as Docker and Podman use.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -144,6 +145,16 @@ impl Exported for DomainObject {
 }
 
 /// `console0` (or empty) is console 0, `consoleN` console N.
+fn shutdown_mode(name: &str) -> Result<ShutdownMode, Error> {
+    ShutdownMode::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = ShutdownMode::NAMED.iter().map(|(n, _)| *n).collect();
+        Error::InvalidArgument(format!(
+            "unknown shutdown mode '{name}'; known: {}",
+            known.join(", ")
+        ))
+    })
+}
+
 fn console_index(devname: &str) -> Result<u32, Error> {
     if devname.is_empty() {
         return Ok(0);
@@ -268,20 +279,24 @@ impl DomainObject {
         Ok(())
     }
 
-    /// SIGTERM to init, SIGKILL to the container after `grace_seconds`
-    /// (0: 10 s); returns once it stopped.
+    /// Asks the domain to stop as `mode` says: "" or "default" (a
+    /// container's init gets SIGTERM, a VM the ACPI power button),
+    /// "signal" (containers), "acpi", "agent" (VMs); forcibly (SIGKILL)
+    /// after `grace_seconds` (0: 10 s). Returns once it stopped.
     async fn shutdown(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
         grace_seconds: u32,
+        mode: String,
     ) -> Result<(), Error> {
         self.authorize(connection, &header, "shut down domains")
             .await?;
+        let mode = shutdown_mode(&mode)?;
         let seq = self
             .shared
             .handle
-            .shutdown(self.uuid, grace(grace_seconds))
+            .shutdown(self.uuid, grace(grace_seconds), mode)
             .await?;
         self.shared.published(seq).await;
         Ok(())
@@ -300,21 +315,38 @@ impl DomainObject {
         Ok(())
     }
 
-    /// Stops the container as Shutdown does and starts it again with the
-    /// same definition; returns once it runs again.
+    /// Stops the domain as Shutdown does (the same modes) and starts it
+    /// again with the same definition; returns once it runs again.
     async fn reboot(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
         grace_seconds: u32,
+        mode: String,
     ) -> Result<(), Error> {
         self.authorize(connection, &header, "reboot domains")
             .await?;
+        let mode = shutdown_mode(&mode)?;
         let seq = self
             .shared
             .handle
-            .reboot(self.uuid, grace(grace_seconds))
+            .reboot(self.uuid, grace(grace_seconds), mode)
             .await?;
+        self.shared.published(seq).await;
+        Ok(())
+    }
+
+    /// Resets the domain at once, without asking it: a VM's machine is
+    /// reset in place (its qemu stays, paused if it was), a container's
+    /// processes are killed and it starts again with the same definition.
+    /// Returns once it runs again.
+    async fn reset(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.authorize(connection, &header, "reset domains").await?;
+        let seq = self.shared.handle.reset(self.uuid).await?;
         self.shared.published(seq).await;
         Ok(())
     }

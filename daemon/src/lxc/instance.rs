@@ -13,9 +13,10 @@ use super::driver::{DriverError, LxcDriver};
 use super::protocol::{self, InitExit, Reply, Requested};
 use super::spec::{ContainerSpec, RootFs};
 use crate::cgroup::{CgroupError, Cgroups};
+use crate::domain::DomainDef;
 use crate::driver::{
     BoxFuture, DomainStats, Driver, Ended, Error, ErrorKind, Exit, Request, Response, Runtime,
-    StartRequest, Started,
+    ShutdownMode, StartRequest, Started,
 };
 use crate::error_chain::error_chain;
 use crate::security::relabel::{self, RelabelJob};
@@ -160,6 +161,18 @@ impl Driver for LxcDriver {
         }))
     }
 
+    fn check_shutdown_mode(&self, def: &DomainDef, mode: ShutdownMode) -> Result<(), Error> {
+        match mode {
+            ShutdownMode::Default | ShutdownMode::Signal => Ok(()),
+            ShutdownMode::PowerButton | ShutdownMode::Agent => Err(Error::mode_not_supported(
+                def.name.as_ref(),
+                mode,
+                "containers",
+                "a container's init is asked with a signal (mode 'signal', the default)",
+            )),
+        }
+    }
+
     fn reconnect(&self, _name: &str, runtime: &Runtime) -> Option<BoxFuture<()>> {
         let pidfd = find_process(runtime.monitor_pid, runtime.monitor_start_time)?;
         Some(Box::pin(wait_exit(pidfd)))
@@ -176,8 +189,15 @@ impl Driver for LxcDriver {
         let runtime = runtime.clone();
         Box::pin(async move {
             match request {
-                Request::Shutdown { grace } => driver.stop(&name, &runtime, Some(grace)).await,
+                // Modes were checked before the request (check_shutdown_mode).
+                Request::Shutdown { grace, .. } => driver.stop(&name, &runtime, Some(grace)).await,
                 Request::Destroy => driver.stop(&name, &runtime, None).await,
+                Request::Reset => Err(Error::new(
+                    ErrorKind::NotSupported,
+                    format!(
+                        "domain '{name}': a container is reset by the core (stopped at once and started again)"
+                    ),
+                )),
                 Request::Freeze | Request::Thaw => {
                     let freeze = matches!(request, Request::Freeze);
                     let cgroups = driver.cgroups(&name)?;

@@ -45,7 +45,7 @@ use crate::cgroup::{CgroupError, CgroupSpec, Cgroups, DeviceRule};
 use crate::domain::{DomainDef, DomainType, Os};
 use crate::driver::{
     BoxFuture, DomainStats, Driver, Ended, Error, ErrorKind, Request, Response, Runtime,
-    StartRequest, Started,
+    ShutdownMode, StartRequest, Started,
 };
 use crate::error_chain::error_chain;
 use crate::persist;
@@ -634,15 +634,7 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
         {
             tracing::warn!(domain = %domain, error = %error_chain(&error), "cannot set <currentMemory> through the balloon");
         }
-        tokio::time::timeout(QMP_TIMEOUT, qmp.cont())
-            .await
-            .map_err(|_| QemuError::QmpTimeout {
-                domain: domain.clone(),
-            })?
-            .map_err(|source| QemuError::Qmp {
-                domain: domain.clone(),
-                source,
-            })
+        link.bounded(qmp.cont()).await
     };
     if let Err(error) = running.await {
         let _ = pidfd_kill(pidfd.as_fd(), Signal::SIGKILL);
@@ -875,6 +867,28 @@ impl Driver for QemuDriver {
         self.host_refuses(def).err().map(Error::from)
     }
 
+    fn check_shutdown_mode(&self, def: &DomainDef, mode: ShutdownMode) -> Result<(), Error> {
+        match mode {
+            ShutdownMode::Default | ShutdownMode::PowerButton => Ok(()),
+            ShutdownMode::Agent => Err(Error::mode_not_supported(
+                def.name.as_ref(),
+                mode,
+                "virtual machines yet",
+                "use mode 'acpi' (the power button, the default)",
+            )),
+            ShutdownMode::Signal => Err(Error::mode_not_supported(
+                def.name.as_ref(),
+                mode,
+                "virtual machines",
+                "a VM's kernel is asked through its ACPI power button (mode 'acpi', the default) or its guest agent (mode 'agent')",
+            )),
+        }
+    }
+
+    fn resets_in_place(&self) -> bool {
+        true
+    }
+
     fn start(&self, request: StartRequest) -> Result<BoxFuture<Result<Started, Error>>, Error> {
         let plan = self.plan(&request)?;
         let driver = self.clone();
@@ -974,21 +988,11 @@ impl QemuDriver {
         request: Request,
     ) -> Result<Response, QemuError> {
         let domain = link.name.clone();
-        let qmp_error = |source| QemuError::Qmp {
-            domain: domain.clone(),
-            source,
-        };
-        let timeout = |domain: &str| QemuError::QmpTimeout {
-            domain: domain.to_owned(),
-        };
         match request {
-            Request::Shutdown { grace } => {
+            Request::Shutdown { grace, .. } => {
                 link.note(|r| r.requested = Some(Requested::Shutdown));
                 let qmp = link.qmp().await?;
-                tokio::time::timeout(QMP_TIMEOUT, qmp.system_powerdown())
-                    .await
-                    .map_err(|_| timeout(&domain))?
-                    .map_err(qmp_error)?;
+                link.bounded(qmp.system_powerdown()).await?;
                 self.terminate_after(&domain, runtime, grace)?;
                 Ok(Response::Done)
             }
@@ -997,22 +1001,24 @@ impl QemuDriver {
                 self.terminate_after(&domain, runtime, Duration::ZERO)?;
                 Ok(Response::Done)
             }
+            Request::Reset => {
+                let reboot_is_shutdown = process::has_argument(link.pid, "-no-reboot");
+                link.reset_machine(reboot_is_shutdown).await?;
+                tracing::info!(domain = %domain, "reset");
+                Ok(Response::Done)
+            }
             Request::Freeze | Request::Thaw => {
                 let qmp = link.qmp().await?;
-                let answer = if matches!(request, Request::Freeze) {
-                    tokio::time::timeout(QMP_TIMEOUT, qmp.stop()).await
+                if matches!(request, Request::Freeze) {
+                    link.bounded(qmp.stop()).await?;
                 } else {
-                    tokio::time::timeout(QMP_TIMEOUT, qmp.cont()).await
-                };
-                answer.map_err(|_| timeout(&domain))?.map_err(qmp_error)?;
+                    link.bounded(qmp.cont()).await?;
+                }
                 Ok(Response::Done)
             }
             Request::Console { index } => {
                 let qmp = link.qmp().await?;
-                let chardevs = tokio::time::timeout(QMP_TIMEOUT, qmp.query_chardev())
-                    .await
-                    .map_err(|_| timeout(&domain))?
-                    .map_err(qmp_error)?;
+                let chardevs = link.bounded(qmp.query_chardev()).await?;
                 let label = format!("charserial{index}");
                 let path = chardevs
                     .iter()

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -100,6 +100,8 @@ pub(super) struct Link {
     pub(super) files: Files,
     pub(super) qmp: OnceCell<Qmp>,
     pub(super) record: Mutex<ExitRecord>,
+    /// When qemu last reported a reset of the machine.
+    last_reset: Mutex<Option<Instant>>,
 }
 
 impl Link {
@@ -110,7 +112,65 @@ impl Link {
             files,
             qmp: OnceCell::new(),
             record: Mutex::new(record),
+            last_reset: Mutex::new(None),
         }
+    }
+
+    /// A QMP command's answer within [`QMP_TIMEOUT`].
+    pub(super) async fn bounded<T>(
+        &self,
+        command: impl Future<Output = Result<T, QmpError>>,
+    ) -> Result<T, QemuError> {
+        tokio::time::timeout(QMP_TIMEOUT, command)
+            .await
+            .map_err(|_| QemuError::QmpTimeout {
+                domain: self.name.clone(),
+            })?
+            .map_err(|source| QemuError::Qmp {
+                domain: self.name.clone(),
+                source,
+            })
+    }
+
+    /// Resets the machine as its reset button does, also under
+    /// `-no-reboot` (`on_reboot` other than restart), where qemu makes
+    /// every reset request a shutdown: the reboot action is `reset` for
+    /// the moment. SeaBIOS, finding itself initialised already, resets the
+    /// machine once or twice more by itself within ~0.1 s; the action goes
+    /// back to `shutdown` only once the machine has run `QUIET` without a
+    /// reset (at most `SETTLE_LIMIT` after the request), so that those are
+    /// not taken for the guest's own reboot.
+    pub(super) async fn reset_machine(
+        self: &Arc<Link>,
+        reboot_is_shutdown: bool,
+    ) -> Result<(), QemuError> {
+        const QUIET: Duration = Duration::from_secs(1);
+        const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+        let qmp = self.qmp().await?;
+        if !reboot_is_shutdown {
+            return self.bounded(qmp.system_reset()).await;
+        }
+        self.bounded(qmp.set_reboot_action("reset")).await?;
+        let asked = Instant::now();
+        let reset = self.bounded(qmp.system_reset()).await;
+        if reset.is_ok() {
+            loop {
+                let since = self
+                    .last_reset
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .filter(|at| *at >= asked)
+                    .unwrap_or(asked);
+                let quiet_until = since + QUIET;
+                let now = Instant::now();
+                if now >= quiet_until || now >= asked + SETTLE_LIMIT {
+                    break;
+                }
+                tokio::time::sleep(quiet_until - now).await;
+            }
+        }
+        let restored = self.bounded(qmp.set_reboot_action("shutdown")).await;
+        reset.and(restored)
     }
 
     /// Records what the driver learnt, durably before acting on it.
@@ -177,8 +237,14 @@ impl Link {
                     _ => GuestEnd::PoweredOff,
                 }),
                 EventKind::GuestPanicked { .. } => Some(GuestEnd::Panicked),
-                EventKind::Reset { guest: true, .. } => {
-                    tracing::info!(domain = %self.name, "the guest rebooted");
+                EventKind::Reset { guest, .. } => {
+                    *self
+                        .last_reset
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                    if guest {
+                        tracing::info!(domain = %self.name, "the guest rebooted");
+                    }
                     None
                 }
                 _ => None,

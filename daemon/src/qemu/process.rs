@@ -257,6 +257,14 @@ pub fn read_pidfile(path: &Path) -> Result<Pid, ProcessError> {
         .ok_or_else(|| problem(format!("holds no pid: {:?}", text.trim())))
 }
 
+/// Whether the running process `pid` was started with `argument` (what
+/// qemu runs under, read back after a daemon restart as well).
+pub fn has_argument(pid: i32, argument: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|line| line.split(|b| *b == 0).any(|a| a == argument.as_bytes()))
+        .unwrap_or(false)
+}
+
 /// The last `n` lines of `path`, for a refusal.
 fn last_lines(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

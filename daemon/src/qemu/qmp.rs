@@ -624,6 +624,14 @@ impl Qmp {
         self.run("system_reset").await
     }
 
+    /// What QEMU does when the machine is reset: `reset` it, or
+    /// `shutdown` (as `-no-reboot` says).
+    pub async fn set_reboot_action(&self, action: &str) -> Result<(), QmpError> {
+        self.execute("set-action", Some(serde_json::json!({ "reboot": action })))
+            .await
+            .map(drop)
+    }
+
     /// Makes QEMU exit. QEMU may close the socket before its reply
     /// arrives, so a closed connection counts as done.
     pub async fn quit(&self) -> Result<(), QmpError> {

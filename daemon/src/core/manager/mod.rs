@@ -36,7 +36,7 @@ use super::types::{
     Lifecycle, Lookup, NetworkSummary, Seq, UndefineFlags, XmlFlags,
 };
 use crate::domain::{DomainDef, NetworkDef, Userns, UsernsMode};
-use crate::driver::{BoxFuture, Driver, Drivers, Runtime, Started};
+use crate::driver::{BoxFuture, Driver, Drivers, Runtime, ShutdownMode, Started};
 use crate::error_chain::error_chain;
 use crate::net::dnsmasq::Lease;
 use crate::net::virtual_network::{NetworkDriver, NetworkError, NetworkRuntime};
@@ -60,6 +60,7 @@ pub use devices::Change as DeviceChange;
 use entry::Entry;
 use identity::Index;
 use networks::Networks;
+use stop::Stop;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
@@ -92,6 +93,7 @@ pub enum Command {
     Shutdown {
         uuid: Uuid,
         grace: Duration,
+        mode: ShutdownMode,
         reply: Reply<Seq>,
     },
     Destroy {
@@ -101,6 +103,11 @@ pub enum Command {
     Reboot {
         uuid: Uuid,
         grace: Duration,
+        mode: ShutdownMode,
+        reply: Reply<Seq>,
+    },
+    Reset {
+        uuid: Uuid,
         reply: Reply<Seq>,
     },
     Suspend {
@@ -265,6 +272,13 @@ enum Internal {
     AutostartDomains,
     /// A live device change has finished.
     DeviceChanged(Box<devices::LiveChange>),
+    /// The driver has reset an instance in place (or failed to).
+    Reset {
+        uuid: Uuid,
+        generation: u64,
+        result: Result<(), CoreError>,
+        reply: Reply<Seq>,
+    },
 }
 
 /// Settings of the manager.
@@ -551,9 +565,20 @@ impl Manager {
             Command::Start { uuid, reply } => {
                 self.start(uuid, false, Some(reply));
             }
-            Command::Shutdown { uuid, grace, reply } => self.stop(uuid, Some(grace), false, reply),
-            Command::Destroy { uuid, reply } => self.stop(uuid, None, false, reply),
-            Command::Reboot { uuid, grace, reply } => self.stop(uuid, Some(grace), true, reply),
+            Command::Shutdown {
+                uuid,
+                grace,
+                mode,
+                reply,
+            } => self.stop(uuid, Stop::Shutdown { grace, mode }, reply),
+            Command::Destroy { uuid, reply } => self.stop(uuid, Stop::Destroy, reply),
+            Command::Reboot {
+                uuid,
+                grace,
+                mode,
+                reply,
+            } => self.stop(uuid, Stop::Reboot { grace, mode }, reply),
+            Command::Reset { uuid, reply } => self.reset(uuid, reply),
             Command::Suspend { uuid, reply } => self.freeze(uuid, true, reply),
             Command::Resume { uuid, reply } => self.freeze(uuid, false, reply),
             Command::OpenConsole { uuid, index, reply } => self.open_console(uuid, index, reply),
@@ -638,6 +663,12 @@ impl Manager {
                 result,
             } => self.launched(uuid, generation, result),
             Internal::Exited { uuid, generation } => self.exited(uuid, generation),
+            Internal::Reset {
+                uuid,
+                generation,
+                result,
+                reply,
+            } => self.was_reset(uuid, generation, result, reply),
             Internal::Frozen {
                 uuid,
                 generation,

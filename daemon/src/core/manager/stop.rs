@@ -5,28 +5,52 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Manager, Reply};
+use super::{Internal, Manager, Reply};
 use crate::core::lifecycle::{Ending, InFlight, Operation, Reason, Report, State};
 use crate::core::live::LiveStatus;
-use crate::core::types::{Lifecycle, Seq};
+use crate::core::types::{CoreError, Lifecycle, Lookup, Seq};
 use crate::domain::LifecycleAction;
-use crate::driver::{Exit, Request};
+use crate::driver::{Exit, Request, ShutdownMode};
 use crate::error_chain::error_chain;
 
+/// How an instance is to stop.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Stop {
+    /// Asked as `mode` says, forcibly after `grace`.
+    Shutdown {
+        grace: Duration,
+        mode: ShutdownMode,
+    },
+    Destroy,
+    /// As a shutdown, then started again.
+    Reboot {
+        grace: Duration,
+        mode: ShutdownMode,
+    },
+    /// Destroyed, then started again.
+    Reset,
+}
+
+impl Stop {
+    fn operation(self) -> Operation {
+        match self {
+            Stop::Shutdown { .. } => Operation::Shutdown,
+            Stop::Destroy => Operation::Destroy,
+            Stop::Reboot { .. } => Operation::Reboot,
+            Stop::Reset => Operation::Reset,
+        }
+    }
+
+    /// Whether the instance starts again: the caller waits for that.
+    fn restarts(self) -> bool {
+        matches!(self, Stop::Reboot { .. } | Stop::Reset)
+    }
+}
+
 impl Manager {
-    /// Shutdown (grace given), destroy (no grace), or reboot.
-    pub(super) fn stop(
-        &mut self,
-        uuid: Uuid,
-        grace: Option<Duration>,
-        reboot: bool,
-        reply: Reply<Seq>,
-    ) {
-        let operation = match (grace, reboot) {
-            (_, true) => Operation::Reboot,
-            (Some(_), false) => Operation::Shutdown,
-            (None, false) => Operation::Destroy,
-        };
+    /// Shutdown, destroy, reboot, or a reset done as an immediate stop and
+    /// a restart.
+    pub(super) fn stop(&mut self, uuid: Uuid, stop: Stop, reply: Reply<Seq>) {
         let driver = match self.driver_of(uuid) {
             Ok(driver) => driver,
             Err(error) => {
@@ -37,8 +61,15 @@ impl Manager {
         let Some(entry) = self.domains.get_mut(&uuid) else {
             return;
         };
+        if let Stop::Shutdown { mode, .. } | Stop::Reboot { mode, .. } = stop
+            && entry.state() == State::Running
+            && let Err(error) = driver.check_shutdown_mode(entry.live_def(), mode)
+        {
+            let _ = reply.send(Err(CoreError::Driver(error)));
+            return;
+        }
         let before = entry.status();
-        if let Err(error) = entry.request(operation) {
+        if let Err(error) = entry.request(stop.operation()) {
             let _ = reply.send(Err(error));
             return;
         }
@@ -51,7 +82,7 @@ impl Manager {
             let _ = reply.send(Ok(seq));
             return;
         }
-        if reboot {
+        if stop.restarts() {
             entry.start_waiters.push(reply);
             if before.in_flight == Some(InFlight::Reboot) {
                 // One reboot is under way already; this one waits for it.
@@ -63,9 +94,11 @@ impl Manager {
         let Some(runtime) = entry.runtime.clone() else {
             return;
         };
-        let request = match grace {
-            Some(grace) => Request::Shutdown { grace },
-            None => Request::Destroy,
+        let request = match stop {
+            Stop::Shutdown { grace, mode } | Stop::Reboot { grace, mode } => {
+                Request::Shutdown { grace, mode }
+            }
+            Stop::Destroy | Stop::Reset => Request::Destroy,
         };
         let work = driver.request(&name, &runtime, request);
         tokio::spawn(async move {
@@ -75,6 +108,58 @@ impl Manager {
                 tracing::error!(domain = %name, error = %error_chain(&error), "cannot stop the instance");
             }
         });
+    }
+
+    /// A reset: in place by drivers that can (a VM's qemu resets the
+    /// machine), else an immediate stop and a restart.
+    pub(super) fn reset(&mut self, uuid: Uuid, reply: Reply<Seq>) {
+        match self.driver_of(uuid) {
+            Ok(driver) if driver.resets_in_place() => {}
+            Ok(_) => return self.stop(uuid, Stop::Reset, reply),
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        }
+        let generation = self.domains.get(&uuid).map_or(0, |e| e.generation);
+        let internal = self.internal.clone();
+        self.ask_driver(uuid, Operation::Reset, Request::Reset, move |result| {
+            let _ = internal.send(Internal::Reset {
+                uuid,
+                generation,
+                result: result.map(drop),
+                reply,
+            });
+        });
+    }
+
+    pub(super) fn was_reset(
+        &mut self,
+        uuid: Uuid,
+        generation: u64,
+        result: Result<(), CoreError>,
+        reply: Reply<Seq>,
+    ) {
+        let Some(entry) = self.domains.get_mut(&uuid) else {
+            let _ = reply.send(Err(CoreError::NoSuchDomain(Lookup::Uuid(uuid))));
+            return;
+        };
+        // The same instance, still resetting: done either way. (Stopped
+        // meanwhile: its exit ended the reset.)
+        let current = entry.generation == generation && entry.report(Report::Reset);
+        if let Err(error) = result {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        if !current {
+            let _ = reply.send(Err(CoreError::StoppedMeanwhile {
+                domain: entry.name().to_owned(),
+            }));
+            return;
+        }
+        tracing::info!(domain = %entry.name(), "reset");
+        let seq = self.publish_change(uuid, Some(Lifecycle::Reset));
+        let _ = reply.send(Ok(seq));
     }
 
     /// The instance of `generation` is gone: find out how, then apply the
@@ -113,7 +198,10 @@ impl Manager {
             Exit::Crashed | Exit::Vanished => (Reason::Crashed, def.on_crash),
             Exit::Unknown => (Reason::Unknown, LifecycleAction::Destroy),
         };
-        let ending = if entry.status().in_flight == Some(InFlight::Reboot) {
+        let ending = if matches!(
+            entry.status().in_flight,
+            Some(InFlight::Reboot | InFlight::Reset)
+        ) {
             Ending::Restart
         } else {
             match action {

@@ -17,7 +17,7 @@ use crate::domain::{DomainType, UsernsMode};
 use crate::domain::{MacAddr, NetworkDef};
 use crate::driver::{
     self, BoxFuture, DomainStats, Driver, Drivers, Ended, ErrorKind, Exit, Request, Response,
-    Runtime, StartRequest, Started,
+    Runtime, ShutdownMode, StartRequest, Started,
 };
 use crate::net::dnsmasq::Lease;
 use crate::net::ports::{PortError, PortRequest};
@@ -56,6 +56,8 @@ struct World {
     started_inits: HashMap<String, HashMap<String, i32>>,
     /// The network ports each start was given, by name.
     started_ports: HashMap<String, HashMap<String, driver::NetworkPort>>,
+    /// The driver resets instances in place (as the QEMU driver does).
+    resets_in_place: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,6 +106,27 @@ fn exit_future(mut gone: watch::Receiver<bool>) -> BoxFuture<()> {
 impl Driver for TestDriver {
     fn name(&self) -> &'static str {
         "test"
+    }
+
+    /// Every mode but the agent's.
+    fn check_shutdown_mode(
+        &self,
+        def: &crate::domain::DomainDef,
+        mode: driver::ShutdownMode,
+    ) -> Result<(), driver::Error> {
+        if mode == driver::ShutdownMode::Agent {
+            return Err(driver::Error::mode_not_supported(
+                def.name(),
+                mode,
+                "test domains",
+                "use another",
+            ));
+        }
+        Ok(())
+    }
+
+    fn resets_in_place(&self) -> bool {
+        self.world().resets_in_place
     }
 
     fn start(
@@ -177,6 +200,7 @@ impl Driver for TestDriver {
         let verb = match &request {
             Request::Shutdown { .. } => "shutdown",
             Request::Destroy => "destroy",
+            Request::Reset => "reset",
             Request::Freeze => "freeze",
             Request::Thaw => "thaw",
             Request::Console { .. } => "console",
@@ -208,7 +232,7 @@ impl Driver for TestDriver {
                     }
                     Ok(Response::Done)
                 }
-                Request::Freeze | Request::Thaw => Ok(Response::Done),
+                Request::Freeze | Request::Thaw | Request::Reset => Ok(Response::Done),
                 Request::Console { .. } => std::fs::File::open("/dev/null")
                     .map(|f| Response::Console(f.into()))
                     .map_err(|e| driver::Error::failed(e.to_string())),
@@ -586,7 +610,7 @@ async fn a_transient_domain_goes_away_when_it_stops() {
     assert!(!summary.persistent);
     assert_eq!(summary.state, State::Running);
     h.handle
-        .shutdown(uuid, Duration::from_secs(1))
+        .shutdown(uuid, Duration::from_secs(1), ShutdownMode::Default)
         .await
         .unwrap();
     assert!(matches!(
@@ -613,7 +637,10 @@ async fn reboot_restarts_from_the_live_definition() {
         .define_xml(domain_xml("web", "<vcpu>3</vcpu>"))
         .await
         .unwrap();
-    h.handle.reboot(uuid, Duration::from_secs(1)).await.unwrap();
+    h.handle
+        .reboot(uuid, Duration::from_secs(1), ShutdownMode::Default)
+        .await
+        .unwrap();
     assert_eq!(h.state(uuid).await, (State::Running, Reason::Rebooted));
     assert_ne!(h.driver.init_pid("web"), first_pid);
     // The restart ran the instance's definition, not the updated one.
@@ -630,6 +657,78 @@ async fn reboot_restarts_from_the_live_definition() {
 }
 
 #[tokio::test]
+async fn a_reset_in_place_keeps_the_instance_and_a_reset_otherwise_restarts_it() {
+    let mut h = Harness::new();
+    let uuid = h.define("web", "<on_reboot>destroy</on_reboot>").await;
+    h.handle.start(uuid).await.unwrap();
+    let first_pid = h.driver.init_pid("web");
+
+    // A driver that resets in place: the same instance, a reset event.
+    h.driver.world().resets_in_place = true;
+    h.handle.reset(uuid).await.unwrap();
+    assert_eq!(h.driver.init_pid("web"), first_pid);
+    assert!(h.driver.log().contains(&"reset web".to_owned()));
+    assert_eq!(h.state(uuid).await.0, State::Running);
+    assert_eq!(h.lifecycles().last(), Some(&Lifecycle::Reset));
+    // Paused, the machine is reset and stays paused.
+    h.handle.suspend(uuid).await.unwrap();
+    h.handle.reset(uuid).await.unwrap();
+    assert_eq!(h.state(uuid).await.0, State::Paused);
+    h.handle.resume(uuid).await.unwrap();
+
+    // Otherwise the instance is destroyed and started again, whatever
+    // on_reboot says (a reset is not the guest's reboot).
+    h.driver.world().resets_in_place = false;
+    h.handle.reset(uuid).await.unwrap();
+    assert_eq!(h.state(uuid).await, (State::Running, Reason::Rebooted));
+    assert_ne!(h.driver.init_pid("web"), first_pid);
+    let log = h.driver.log();
+    assert_eq!(
+        log[log.len() - 3..],
+        ["destroy web", "exit web Destroyed", "start web"]
+    );
+
+    // Shut off: refused, saying what to do.
+    h.handle.destroy(uuid).await.unwrap();
+    let error = h.handle.reset(uuid).await.unwrap_err();
+    assert!(error.to_string().contains("start it first"), "{error}");
+}
+
+#[tokio::test]
+async fn a_shutdown_mode_the_driver_refuses_changes_nothing() {
+    let mut h = Harness::new();
+    let uuid = h.define("web", "").await;
+    h.handle.start(uuid).await.unwrap();
+    let before = h.driver.log().len();
+    let error = h
+        .handle
+        .shutdown(uuid, Duration::from_secs(1), ShutdownMode::Agent)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("shutdown mode 'agent' is not supported for test domains"),
+        "{error}"
+    );
+    let error = h
+        .handle
+        .reboot(uuid, Duration::from_secs(1), ShutdownMode::Agent)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CoreError::Driver(_)), "{error}");
+    assert_eq!(h.driver.log().len(), before);
+    assert_eq!(h.state(uuid).await, (State::Running, Reason::Booted));
+    // Nothing is left in flight: another mode goes through.
+    h.handle
+        .shutdown(uuid, Duration::from_secs(1), ShutdownMode::Signal)
+        .await
+        .unwrap();
+    assert_eq!(h.state(uuid).await, (State::Shutoff, Reason::Shutdown));
+    let _ = h.lifecycles();
+}
+
+#[tokio::test]
 async fn destroy_wins_over_a_reboot_in_flight() {
     let h = Harness::new();
     let uuid = h.define("web", "").await;
@@ -637,7 +736,11 @@ async fn destroy_wins_over_a_reboot_in_flight() {
     h.driver.world().ignore_shutdown.insert("web".into());
     let reboot = {
         let handle = h.handle.clone();
-        tokio::spawn(async move { handle.reboot(uuid, Duration::from_secs(60)).await })
+        tokio::spawn(async move {
+            handle
+                .reboot(uuid, Duration::from_secs(60), ShutdownMode::Default)
+                .await
+        })
     };
     while !h.driver.log().contains(&"shutdown web".to_owned()) {
         tokio::task::yield_now().await;
