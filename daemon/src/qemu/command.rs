@@ -15,8 +15,9 @@
 //! guest never needs denied (which is why the launcher, [`super::process`],
 //! daemonizes qemu rather than `-daemonize`).
 //!
-//! Translated: the machine, CPUs, memory, firmware (`<loader>` as ROM or
-//! pflash with `<nvram>`) and boot order, direct kernel boot, the clock,
+//! Translated: the machine, CPUs (with their features), memory, firmware
+//! (`<loader>` as ROM or pflash with `<nvram>`) and boot order, direct
+//! kernel boot, the clock with its timers,
 //! serial consoles, and these devices:
 //! - `<disk>` (file or block; raw or qcow2 with its `<backingStore>`
 //!   chain; on virtio, SATA, IDE or virtio-SCSI; a transient disk on an
@@ -49,7 +50,8 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use crate::domain::{
-    BootDev, ClockOffset, CpuMode, DomainDef, DomainType, HvmOs, KeptElement, LifecycleAction, Os,
+    BootDev, ClockOffset, CpuFeaturePolicy, CpuMode, DomainDef, DomainType, HvmOs, KeptElement,
+    LifecycleAction, Os, TickPolicy, TimerName,
 };
 
 mod devices;
@@ -237,15 +239,20 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
     let mut args = Args::default();
     args.push2("-name", format!("guest={},debug-threads=on", name));
     args.push2("-uuid", def.uuid.to_string());
+    let clock = clock(&ctx, settings.accel)?;
     let mut machine = machine(def, machine_type, settings.accel);
+    machine.push_str(&clock.machine);
     storage::firmware(&mut args, &mut machine, &ctx, os)?;
     args.push2("-machine", machine);
-    if let Some(cpu) = cpu_model(def, settings.accel) {
+    if let Some(cpu) = cpu_model(def, settings.accel, &clock.cpu) {
         args.push2("-cpu", cpu);
     }
     args.push2("-m", format!("size={}k", def.memory.div_ceil(1024)));
     args.push2("-smp", smp(def));
-    args.push2("-rtc", rtc(def));
+    args.push2("-rtc", clock.rtc);
+    for global in clock.globals {
+        args.push2("-global", global);
+    }
     boot(&mut args, os);
     serials(&mut args, def, settings.serial_logs.as_deref());
     let buses = devices::controllers(&mut args, &mut ctx)?;
@@ -327,16 +334,137 @@ fn machine(def: &DomainDef, machine_type: &str, accel: Accel) -> String {
 }
 
 /// `-cpu`: the host's CPU where KVM runs it, QEMU's richest model under
-/// TCG (which cannot pass the host's through), a named model as given.
-fn cpu_model(def: &DomainDef, accel: Accel) -> Option<String> {
-    let cpu = def.cpu.as_ref()?;
-    let model = match (cpu.mode, accel) {
+/// TCG (which cannot pass the host's through), a named model as given
+/// (qemu's default model when only features are given), then the
+/// `<feature>`s and what the clock's timers add (`clock_flags`). qemu
+/// takes libvirt's feature names (it reads `_` as `-`); one it does not
+/// know fails the start with qemu's own words.
+fn cpu_model(def: &DomainDef, accel: Accel, clock_flags: &[String]) -> Option<String> {
+    let cpu = def.cpu.as_ref();
+    let model = match (cpu.and_then(|c| c.mode), accel) {
         (Some(CpuMode::HostPassthrough | CpuMode::HostModel), Accel::Kvm) => "host".to_owned(),
         (Some(CpuMode::HostPassthrough | CpuMode::HostModel | CpuMode::Maximum), Accel::Tcg)
         | (Some(CpuMode::Maximum), Accel::Kvm) => "max".to_owned(),
-        (Some(CpuMode::Custom) | None, _) => cpu.model.as_ref()?.name.clone()?,
+        (Some(CpuMode::Custom) | None, _) => {
+            match cpu
+                .and_then(|c| c.model.as_ref())
+                .and_then(|m| m.name.clone())
+            {
+                Some(name) => name,
+                None if cpu.is_some_and(|c| !c.features.is_empty()) || !clock_flags.is_empty() => {
+                    DEFAULT_CPU_MODEL.to_owned()
+                }
+                None => return None,
+            }
+        }
     };
-    Some(model)
+    let mut line = model;
+    for feature in cpu.map_or(&[][..], |c| &c.features[..]) {
+        match feature.policy.unwrap_or(CpuFeaturePolicy::Require) {
+            CpuFeaturePolicy::Require | CpuFeaturePolicy::Force => {
+                line.push_str(&format!(",+{}", feature.name));
+            }
+            CpuFeaturePolicy::Disable | CpuFeaturePolicy::Forbid => {
+                line.push_str(&format!(",-{}", feature.name));
+            }
+            // "Use it if the host has it": qemu's model decides.
+            CpuFeaturePolicy::Optional => {}
+        }
+    }
+    for flag in clock_flags {
+        line.push(',');
+        line.push_str(flag);
+    }
+    Some(line)
+}
+
+/// qemu's own default x86 model, the base for features given alone.
+const DEFAULT_CPU_MODEL: &str = "qemu64";
+
+/// What `<clock>` and its `<timer>`s make of the command line.
+#[derive(Debug, Default)]
+struct ClockArgs {
+    /// `-rtc`.
+    rtc: String,
+    /// Appended to `-machine`.
+    machine: String,
+    /// Added to `-cpu`.
+    cpu: Vec<String>,
+    /// `-global` options.
+    globals: Vec<String>,
+}
+
+/// The clock as libvirt's QEMU driver runs it: the RTC's base and its
+/// catch-up (`driftfix=slew`), the PIT's lost-tick policy (KVM's in-kernel
+/// PIT; TCG's emulated one delivers ticks as it runs, which is `delay`),
+/// the HPET on or off, kvmclock as a CPU flag (KVM only: TCG has none).
+/// A combination qemu cannot do is refused naming the timer.
+fn clock(ctx: &Ctx<'_>, accel: Accel) -> Result<ClockArgs, CommandError> {
+    let def = ctx.def;
+    let mut clock = ClockArgs {
+        rtc: match def.clock.offset {
+            ClockOffset::Utc => "base=utc",
+            ClockOffset::Localtime => "base=localtime",
+        }
+        .to_owned(),
+        ..ClockArgs::default()
+    };
+    for timer in &def.clock.timers {
+        let element = || format!("<clock><timer name='{}'", timer.name.as_str());
+        match (timer.name, timer.present, timer.tickpolicy) {
+            (TimerName::Rtc, Some(false), _) | (TimerName::Pit, Some(false), _) => {
+                return Err(ctx.refuse(
+                    format!("{} present='no'>", element()),
+                    "every x86 machine qemu makes has it",
+                ));
+            }
+            (TimerName::Rtc, _, None | Some(TickPolicy::Delay)) => {}
+            (TimerName::Rtc, _, Some(TickPolicy::Catchup)) => clock.rtc.push_str(",driftfix=slew"),
+            (TimerName::Pit, _, None) => {}
+            (TimerName::Pit, _, Some(policy)) => match (accel, policy) {
+                (Accel::Tcg, TickPolicy::Delay) => {}
+                (Accel::Kvm, TickPolicy::Delay | TickPolicy::Discard) => clock
+                    .globals
+                    .push(format!("kvm-pit.lost_tick_policy={}", policy.as_str())),
+                (Accel::Kvm, TickPolicy::Catchup) => {
+                    clock.globals.push("kvm-pit.lost_tick_policy=slew".into())
+                }
+                _ => {
+                    return Err(ctx.refuse(
+                        format!("{} tickpolicy='{}'>", element(), policy.as_str()),
+                        "qemu's PIT cannot do it here",
+                    ));
+                }
+            },
+            (TimerName::Hpet, present, None) => match present {
+                Some(true) => clock.machine.push_str(",hpet=on"),
+                Some(false) => clock.machine.push_str(",hpet=off"),
+                None => {}
+            },
+            (TimerName::Kvmclock, present, None) => {
+                if accel == Accel::Kvm
+                    && let Some(present) = present
+                {
+                    clock.cpu.push(format!("kvmclock={}", on_off(present)));
+                }
+            }
+            (TimerName::Hypervclock, Some(false) | None, None) => {}
+            (TimerName::Hypervclock, Some(true), None) => {
+                return Err(ctx.refuse(
+                    format!("{} present='yes'>", element()),
+                    "it needs the Hyper-V enlightenments, not run yet",
+                ));
+            }
+            (TimerName::Tsc, _, None) => {}
+            (_, _, Some(policy)) => {
+                return Err(ctx.refuse(
+                    format!("{} tickpolicy='{}'>", element(), policy.as_str()),
+                    "only the RTC and the PIT take a tick policy",
+                ));
+            }
+        }
+    }
+    Ok(clock)
 }
 
 /// `-smp`: vCPUs online at start, the maximum, and the topology.
@@ -360,13 +488,6 @@ fn smp(def: &DomainDef) -> String {
         }
     }
     smp
-}
-
-fn rtc(def: &DomainDef) -> &'static str {
-    match def.clock.offset {
-        ClockOffset::Utc => "base=utc",
-        ClockOffset::Localtime => "base=localtime",
-    }
 }
 
 /// A kernel given: qemu loads it (with its initrd and command line) and
@@ -595,6 +716,79 @@ mod tests {
     }
 
     #[test]
+    fn cpu_features_are_added_to_the_model() {
+        let def = vm("<vcpu>1</vcpu><os><type>hvm</type></os>\
+             <cpu mode='custom'><model>Skylake-Client</model>\
+             <feature policy='require' name='vmx'/><feature name='pcid'/>\
+             <feature policy='disable' name='lahf_lm'/><feature policy='forbid' name='x2apic'/>\
+             <feature policy='force' name='invtsc'/><feature policy='optional' name='pdpe1gb'/></cpu>");
+        assert_eq!(
+            value(&line(&def, Accel::Kvm), "-cpu"),
+            "Skylake-Client,+vmx,+pcid,-lahf_lm,-x2apic,+invtsc"
+        );
+        // host-passthrough under TCG: the richest model, with the features.
+        let def = vm("<vcpu>1</vcpu><os><type>hvm</type></os>\
+             <cpu mode='host-passthrough'><feature policy='disable' name='vmx'/></cpu>");
+        assert_eq!(value(&line(&def, Accel::Tcg), "-cpu"), "max,-vmx");
+        // Features alone go on qemu's default model.
+        let def = vm("<vcpu>1</vcpu><os><type>hvm</type></os>\
+             <cpu><feature name='sse4.2'/></cpu>");
+        assert_eq!(value(&line(&def, Accel::Tcg), "-cpu"), "qemu64,+sse4.2");
+    }
+
+    #[test]
+    fn clock_timers_as_libvirt_exports_them() {
+        // What virsh dumpxml shows for an ordinary KVM guest.
+        let def = vm("<vcpu>1</vcpu><os><type>hvm</type></os>\
+             <clock offset='utc'><timer name='rtc' tickpolicy='catchup'/>\
+             <timer name='pit' tickpolicy='delay'/><timer name='hpet' present='no'/>\
+             <timer name='kvmclock' present='yes'/></clock>");
+        let kvm = line(&def, Accel::Kvm);
+        assert_eq!(value(&kvm, "-rtc"), "base=utc,driftfix=slew");
+        assert_eq!(value(&kvm, "-global"), "kvm-pit.lost_tick_policy=delay");
+        assert!(value(&kvm, "-machine").ends_with(",hpet=off"), "{kvm:?}");
+        assert_eq!(value(&kvm, "-cpu"), "qemu64,kvmclock=on");
+        // TCG: its emulated PIT delays by itself, and it has no kvmclock.
+        let tcg = line(&def, Accel::Tcg);
+        assert!(values(&tcg, "-global").is_empty(), "{tcg:?}");
+        assert!(values(&tcg, "-cpu").is_empty(), "{tcg:?}");
+        assert_eq!(value(&tcg, "-rtc"), "base=utc,driftfix=slew");
+        let def = vm("<vcpu>1</vcpu><os><type>hvm</type></os>\
+             <clock offset='utc'><timer name='pit' tickpolicy='catchup'/></clock>");
+        assert_eq!(
+            value(&line(&def, Accel::Kvm), "-global"),
+            "kvm-pit.lost_tick_policy=slew"
+        );
+        for (timer, named) in [
+            (
+                "<timer name='pit' tickpolicy='catchup'/>",
+                "<clock><timer name='pit' tickpolicy='catchup'>",
+            ),
+            (
+                "<timer name='rtc' tickpolicy='merge'/>",
+                "<clock><timer name='rtc' tickpolicy='merge'>",
+            ),
+            (
+                "<timer name='rtc' present='no'/>",
+                "<clock><timer name='rtc' present='no'>",
+            ),
+            (
+                "<timer name='hypervclock' present='yes'/>",
+                "<clock><timer name='hypervclock' present='yes'>",
+            ),
+        ] {
+            let def = vm(&format!(
+                "<vcpu>1</vcpu><os><type>hvm</type></os><clock offset='utc'>{timer}</clock>"
+            ));
+            let error = refusal(&def, &settings(Accel::Tcg));
+            assert!(
+                error.starts_with(&format!("domain 'vm1': {named} cannot run yet")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn a_console_alone_gets_its_serial_port() {
         let def = vm("<vcpu>1</vcpu><os><type>hvm</type></os>\
              <devices><console type='pty'><target type='serial' port='0'/></console></devices>");
@@ -669,7 +863,7 @@ mod tests {
         let args = line_with(&def, &prepared(&def));
         assert!(
             value(&args, "-machine").starts_with(
-                "pc-q35-8.2,accel=kvm,vmport=off,smm=on,pflash0=pflash0,pflash1=pflash1"
+                "pc-q35-8.2,accel=kvm,vmport=off,smm=on,hpet=off,pflash0=pflash0,pflash1=pflash1"
             ),
             "{args:?}"
         );
