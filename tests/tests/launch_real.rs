@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +31,7 @@ use lxvirtd::sys::linux::exit_now;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::ForkResult;
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::Pid;
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -184,19 +184,7 @@ fn in_monitor(f: impl FnOnce() -> Result<String, String>) -> Result<String, Stri
     }
 }
 
-/// A pty pair: the master and the slave's path. The slave fd is closed.
-fn pty(owner: Option<u32>) -> (OwnedFd, PathBuf) {
-    let pair = nix::pty::openpty(None, None).unwrap();
-    let slave = fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd())).unwrap();
-    if let Some(id) = owner {
-        nix::unistd::chown(&slave, Some(Uid::from_raw(id)), Some(Gid::from_raw(id))).unwrap();
-    }
-    drop(pair.slave);
-    (pair.master, slave)
-}
-
-fn start(spec: &ContainerSpec, slave: &Path) -> Result<Launched, LaunchError> {
-    let slaves = [slave.to_path_buf()];
+fn start(spec: &ContainerSpec) -> Result<Launched, LaunchError> {
     let mut placed = None;
     let mut place = |pid: Pid| {
         placed = Some(pid);
@@ -204,13 +192,28 @@ fn start(spec: &ContainerSpec, slave: &Path) -> Result<Launched, LaunchError> {
     };
     let launched = launch(LaunchContext {
         spec,
-        console_slaves: &slaves,
         place_in_cgroup: &mut place,
     });
     if let Ok(l) = &launched {
         assert_eq!(placed, Some(l.pid), "place_in_cgroup got init's pid");
+        assert_eq!(
+            l.consoles.len(),
+            spec.consoles as usize,
+            "a master per console"
+        );
     }
     launched
+}
+
+/// The master of console 0 (made blocking, for `read_console`).
+fn console(launched: &mut Launched) -> OwnedFd {
+    let master = launched.consoles.remove(0);
+    nix::fcntl::fcntl(
+        &master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .unwrap();
+    master
 }
 
 /// Everything init writes to its console until the last slave closes.
@@ -231,11 +234,10 @@ fn read_console(master: OwnedFd) -> String {
 
 /// Run a container to completion (in a forked monitor): its console
 /// output, then a line `exit=STATUS`.
-fn run(spec: &ContainerSpec, owner: Option<u32>) -> String {
+fn run(spec: &ContainerSpec) -> String {
     in_monitor(|| {
-        let (master, slave) = pty(owner);
-        let launched = start(spec, &slave).map_err(|e| format!("launch failed: {e}"))?;
-        let output = read_console(master);
+        let mut launched = start(spec).map_err(|e| format!("launch failed: {e}"))?;
+        let output = read_console(console(&mut launched));
         let status = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
         Ok(format!("{output}\nexit={}\n", exit_text(status)))
     })
@@ -284,7 +286,7 @@ fn busybox_container_without_user_namespace() {
     }
     let fx = Fixture::new();
     let spec = fx.spec("bb", CHECKS);
-    let out = run(&spec, None);
+    let out = run(&spec);
     assert_eq!(line_after(&out, "exit="), "0", "{out}");
     assert_eq!(line_after(&out, "pid="), "1", "{out}");
     assert_eq!(line_after(&out, "hostname="), "bb-host");
@@ -324,8 +326,7 @@ fn missing_init_is_reported_and_nothing_stays() {
     spec.init.path = "/nonexistent".into();
     spec.init.args = vec!["/nonexistent".into()];
     let out = in_monitor(|| {
-        let (_master, slave) = pty(None);
-        let err = match start(&spec, &slave) {
+        let err = match start(&spec) {
             Ok(_) => return Err("init /nonexistent was started".into()),
             Err(err) => err,
         };
@@ -357,12 +358,9 @@ fn missing_init_is_reported_and_nothing_stays() {
         target: "/nothere".into(),
         readonly: false,
     });
-    let err = in_monitor(|| {
-        let (_master, slave) = pty(None);
-        match start(&spec, &slave) {
-            Ok(_) => Ok("started".into()),
-            Err(e) => Err(e.to_string()),
-        }
+    let err = in_monitor(|| match start(&spec) {
+        Ok(_) => Ok("started".into()),
+        Err(e) => Err(e.to_string()),
     })
     .expect_err("the bind source is missing");
     assert!(err.contains("/nothere"), "{err}");
@@ -386,8 +384,7 @@ fn user_namespace_maps_root() {
         idmapped_root: false,
     });
     let out = in_monitor(|| {
-        let (master, slave) = pty(Some(100000));
-        let launched = start(&spec, &slave).map_err(|e| format!("launch failed: {e}"))?;
+        let mut launched = start(&spec).map_err(|e| format!("launch failed: {e}"))?;
         // Read on the host while init runs (or is a zombie, still ours).
         let status = fs::read_to_string(format!("/proc/{}/status", launched.pid))
             .map_err(|e| e.to_string())?;
@@ -398,7 +395,7 @@ fn user_namespace_maps_root() {
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
-        let output = read_console(master);
+        let output = read_console(console(&mut launched));
         let st = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
         Ok(format!(
             "hostuid={host_uid}\n{output}\nexit={}\n",
@@ -458,7 +455,7 @@ fn allocated_range_shows_the_root_idmapped_and_locks_the_masks() {
         gid: vec![(0, 200000, 65536)],
         idmapped_root: true,
     });
-    let out = run(&spec, Some(200000));
+    let out = run(&spec);
     assert_eq!(line_after(&out, "exit="), "0", "{out}");
     assert_eq!(line_after(&out, "uid="), "0", "{out}");
     // The image belongs to host root and was not chowned: the idmapped
@@ -502,7 +499,7 @@ fn host_root_runs_the_hosts_binaries() {
     let mut spec = fx.spec("hostroot", "echo ok; echo \"pid=$$\"");
     spec.root = RootFs::Host;
     spec.mounts.clear();
-    let out = run(&spec, None);
+    let out = run(&spec);
     assert_eq!(line_after(&out, "exit="), "0", "{out}");
     assert!(out.lines().any(|l| l == "ok"), "{out}");
     assert_eq!(line_after(&out, "pid="), "1");
@@ -519,7 +516,7 @@ fn init_user_from_the_containers_passwd() {
     let mut spec = fx.spec("user", "echo \"ids=$(id -u):$(id -g)\"");
     spec.init.user = Some(lxvirtd::lxc::spec::IdSpec::Name("user".into()));
     spec.no_new_privs = true;
-    let out = run(&spec, None);
+    let out = run(&spec);
     assert_eq!(line_after(&out, "exit="), "0", "{out}");
     assert_eq!(line_after(&out, "ids="), "1000:1000");
 }
@@ -535,8 +532,7 @@ fn sleeping_init_can_be_killed_from_the_host() {
     spec.init.path = "/bin/sleep".into();
     spec.init.args = vec!["sleep".into(), "30".into()];
     let out = in_monitor(|| {
-        let (_master, slave) = pty(None);
-        let launched = start(&spec, &slave).map_err(|e| e.to_string())?;
+        let launched = start(&spec).map_err(|e| e.to_string())?;
         let cmdline = fs::read(format!("/proc/{}/cmdline", launched.pid)).unwrap_or_default();
         let _ = kill(launched.pid, Signal::SIGKILL);
         let st = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
@@ -582,14 +578,13 @@ fn launch_latency() {
         gid: vec![(0, 200000, 65536)],
         idmapped_root: true,
     });
-    let measure = |spec: &ContainerSpec, owner: Option<u32>| -> (f64, f64) {
+    let measure = |spec: &ContainerSpec| -> (f64, f64) {
         let figures = in_monitor(|| {
-            let (_master, slave) = pty(owner);
             let mut exec = Vec::new();
             let mut total = Vec::new();
             for _ in 0..RUNS {
                 let t0 = Instant::now();
-                let launched = start(spec, &slave).map_err(|e| e.to_string())?;
+                let launched = start(spec).map_err(|e| e.to_string())?;
                 exec.push(t0.elapsed().as_secs_f64() * 1e3);
                 waitpid(launched.pid, None).map_err(|e| e.to_string())?;
                 total.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -600,8 +595,8 @@ fn launch_latency() {
         let (e, t) = figures.split_once(' ').unwrap();
         (e.parse().unwrap(), t.parse().unwrap())
     };
-    let (e, t) = measure(&spec, None);
-    let (ue, ut) = measure(&mapped, Some(200000));
+    let (e, t) = measure(&spec);
+    let (ue, ut) = measure(&mapped);
     let mut floor = Vec::new();
     for _ in 0..RUNS {
         let t0 = Instant::now();
@@ -676,7 +671,7 @@ fn image_file_root_on_a_loop_device() {
         readonly: true,
     };
     spec.mounts.truncate(1);
-    let out = run(&spec, None);
+    let out = run(&spec);
     assert_eq!(line_after(&out, "exit="), "0", "{out}");
     assert_eq!(line_after(&out, "root="), "ro");
     assert_eq!(line_after(&out, "fs="), "ext4");
@@ -696,12 +691,9 @@ fn image_file_root_on_a_loop_device() {
 
     // A failed start detaches it too.
     spec.init.path = "/nonexistent".into();
-    let err = in_monitor(|| {
-        let (_master, slave) = pty(None);
-        match start(&spec, &slave) {
-            Ok(_) => Ok("started".into()),
-            Err(e) => Err(e.to_string()),
-        }
+    let err = in_monitor(|| match start(&spec) {
+        Ok(_) => Ok("started".into()),
+        Err(e) => Err(e.to_string()),
     })
     .expect_err("init does not exist");
     assert!(err.contains("/nonexistent"), "{err}");
@@ -726,19 +718,17 @@ fn shared_network_namespace_of_another_container() {
     first.init.args = vec!["sleep".into(), "30".into()];
     first.mounts.clear();
     let out = in_monitor(|| {
-        let (_m1, s1) = pty(None);
-        let a = start(&first, &s1).map_err(|e| e.to_string())?;
+        let a = start(&first).map_err(|e| e.to_string())?;
         let a_net = fs::read_link(format!("/proc/{}/ns/net", a.pid)).map_err(|e| e.to_string())?;
         let own_net = fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
         let mut second = fx.spec("second", "echo \"net=$(readlink /proc/self/ns/net)\"");
         second.mounts.clear();
         second.namespaces.net = NsChoice::Pid(a.pid.as_raw());
-        let (m2, s2) = pty(None);
-        let result = start(&second, &s2);
+        let result = start(&second);
         let after = fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
         let text = match result {
-            Ok(b) => {
-                let output = read_console(m2);
+            Ok(mut b) => {
+                let output = read_console(console(&mut b));
                 let _ = waitpid(b.pid, None);
                 output
             }
@@ -793,7 +783,7 @@ fn mount_targets_cannot_escape_the_root_through_symlinks() {
             readonly: false,
         })
         .collect();
-    let out = run(&spec, None);
+    let out = run(&spec);
     assert_eq!(line_after(&out, "exit="), "0", "{out}");
     for link in ["abs", "rel"] {
         let name = format!("{probe}-{link}");

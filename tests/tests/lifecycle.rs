@@ -375,6 +375,26 @@ async fn console_round_trip_over_dbus() {
     );
     let (_, out) = env.enter(&shell, &["ls", "/dev/tty1"]).await;
     assert_eq!(out.trim(), "/dev/tty1");
+    // The consoles are ptys of the container's own devpts instance, not
+    // the host's: /dev/console is its /dev/pts/0, /dev/tty1 its /dev/pts/1.
+    let (_, out) = env
+        .enter(
+            &shell,
+            &[
+                "stat",
+                "-c",
+                "%t:%T",
+                "/dev/console",
+                "/dev/pts/0",
+                "/dev/tty1",
+                "/dev/pts/1",
+            ],
+        )
+        .await;
+    let numbers: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(numbers.len(), 4, "{out}");
+    assert_eq!(numbers[0], numbers[1], "{out}");
+    assert_eq!(numbers[2], numbers[3], "{out}");
     let second: OwnedFd = shell.open_console("console1").await.unwrap().into();
     drop(second);
     let fd: OwnedFd = shell.open_console("console0").await.unwrap().into();

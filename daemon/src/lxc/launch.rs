@@ -62,10 +62,6 @@ use crate::sys::{CloneFlags, Errno, Linux, Syscalls};
 /// What [`launch`] needs besides the spec.
 pub struct LaunchContext<'a> {
     pub spec: &'a ContainerSpec,
-    /// Host paths of the pty slaves created by the monitor, one per console
-    /// (console 0 first); already chowned to the container's mapped root
-    /// when there is a user namespace.
-    pub console_slaves: &'a [PathBuf],
     /// Called in the monitor (the parent) with the child's host pid after
     /// clone and before the child is released to set itself up: the
     /// monitor puts it into the container's cgroups there.
@@ -76,18 +72,19 @@ impl std::fmt::Debug for LaunchContext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LaunchContext")
             .field("spec", &self.spec.name)
-            .field("console_slaves", &self.console_slaves)
             .finish_non_exhaustive()
     }
 }
 
 /// A running init: its host pid (a child of the caller, to be reaped by
-/// it) and a pidfd for it, and the container's network devices, to tear
-/// down when it has ended.
+/// it) and a pidfd for it, the masters of its consoles (ptys of its own
+/// devpts instance, console 0 first), and the container's network
+/// devices, to tear down when it has ended.
 #[derive(Debug)]
 pub struct Launched {
     pub pid: Pid,
     pub pidfd: OwnedFd,
+    pub consoles: Vec<OwnedFd>,
     pub network: Option<ContainerNetwork>,
 }
 
@@ -317,7 +314,7 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         Ok(Forked::Child) => {
             drop(sync_w);
             drop(err_r);
-            child(spec, ctx.console_slaves, sync_r, err_w)
+            child(spec, sync_r, err_w)
         }
         Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
         Err(source) => {
@@ -353,11 +350,11 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         })
     };
     let started = match &spec.namespaces.user {
-        Some(_) => Mounter::start(spec, ctx.console_slaves, pid, set_up_network)
+        Some(_) => Mounter::start(spec, pid, set_up_network)
             .map(|(mounter, network)| (Some(mounter), network)),
         None => set_up_network().map(|network| (None, network)),
     };
-    let (mounter, network) = match started {
+    let (mut mounter, network) = match started {
         Ok(started) => started,
         Err(e) => {
             abandon(pid);
@@ -368,6 +365,19 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
     // already the send fails; its report, if any, is read below either way.
     let mounts: Vec<RawFd> = mounter.iter().map(|m| m.mnt.as_raw_fd()).collect();
     let _ = protocol::send(sync_w.as_fd(), &true, &mounts);
+    // Without a user namespace init makes its mounts, consoles included,
+    // and sends the consoles back; a child that failed sends nothing (its
+    // end closes) and reports on the error pipe.
+    let consoles = match mounter {
+        Some(ref mut mounter) => std::mem::take(&mut mounter.consoles),
+        None => loop {
+            match protocol::recv::<String>(sync_w.as_fd()) {
+                Err(ProtocolError::Io(Errno::EINTR)) => continue,
+                Ok((_, fds)) => break fds,
+                Err(_) => break Vec::new(),
+            }
+        },
+    };
     drop(sync_w);
 
     let mut report = Vec::new();
@@ -386,6 +396,7 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         return Ok(Launched {
             pid,
             pidfd,
+            consoles,
             network,
         });
     }
@@ -399,6 +410,8 @@ struct Mounter {
     /// Held to reap the process when the launch is done with it.
     _process: MounterProcess,
     mnt: OwnedFd,
+    /// The console masters it opened.
+    consoles: Vec<OwnedFd>,
 }
 
 /// The mounter process: let go (its hold pipe closed) and reaped on drop.
@@ -414,7 +427,6 @@ impl Mounter {
     /// own namespaces, while the mounter works.
     fn start<T>(
         spec: &ContainerSpec,
-        console_slaves: &[PathBuf],
         init: Pid,
         meanwhile: impl FnOnce() -> Result<T, LaunchError>,
     ) -> Result<(Mounter, T), LaunchError> {
@@ -443,14 +455,21 @@ impl Mounter {
                 return Err(e);
             }
         }
-        let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
+        // A socket, for the console masters that come with the report.
+        let (report_r, report_w) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(pipe_err)?;
         let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
         let forked = linux::clone_fork(CloneFlags::CLONE_NEWNS);
         let pid = match forked {
             Ok(Forked::Child) => {
                 drop(report_r);
                 drop(hold_w);
-                mounter(spec, console_slaves, userns, report_w, hold_r)
+                mounter(spec, userns, report_w, hold_r)
             }
             Ok(Forked::Parent { pid, .. }) => pid,
             Err(source) => {
@@ -466,15 +485,21 @@ impl Mounter {
         };
         joined.restore()?;
         let done = meanwhile()?;
-        let mut report = Vec::new();
-        File::from(report_r)
-            .read_to_end(&mut report)
-            .map_err(|source| LaunchError::Report {
-                source: linux::io_errno(source),
-            })?;
-        if report != [READY] {
-            return Err(setup_failure(&report));
-        }
+        let consoles = loop {
+            match protocol::recv::<MounterReport>(report_r.as_fd()) {
+                Err(ProtocolError::Io(Errno::EINTR)) => continue,
+                Ok((MounterReport::Ready, consoles)) => break consoles,
+                Ok((MounterReport::Failed(error), _)) => {
+                    return Err(LaunchError::Setup { error });
+                }
+                Err(ProtocolError::Io(source)) => return Err(LaunchError::Report { source }),
+                Err(other) => {
+                    return Err(LaunchError::BadReport {
+                        report: other.to_string(),
+                    });
+                }
+            }
+        };
         let mnt = linux::open_namespace(Path::new(&format!("/proc/{pid}/ns/mnt")))
             .map_err(ns_err("mount"))?;
         // The descriptor keeps the mount namespace: the mounter may exit.
@@ -483,6 +508,7 @@ impl Mounter {
             Mounter {
                 _process: process,
                 mnt,
+                consoles,
             },
             done,
         ))
@@ -497,30 +523,27 @@ impl Drop for MounterProcess {
     }
 }
 
-/// The mounter's "all mounts made" report (a JSON error otherwise).
-const READY: u8 = 0;
+/// The mounter's report; `Ready` comes with the console masters.
+#[derive(Debug, Serialize, Deserialize)]
+enum MounterReport {
+    Ready,
+    Failed(SetupError),
+}
 
 /// The mounter: make every mount, pivot, enter the user namespace, report
 /// and wait to be let go. Never returns.
-fn mounter(
-    spec: &ContainerSpec,
-    console_slaves: &[PathBuf],
-    userns: OwnedFd,
-    report_w: OwnedFd,
-    hold_r: OwnedFd,
-) -> ! {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        Setup::new(&Linux, spec, console_slaves)
-            .with_userns(userns.as_fd())
-            .make_mounts()
-    }));
-    let report = match outcome {
-        Ok(Ok(())) => vec![READY],
-        Ok(Err(error)) => serde_json::to_vec(&error).unwrap_or_default(),
-        Err(_) => serde_json::to_vec(&panicked()).unwrap_or_default(),
+fn mounter(spec: &ContainerSpec, userns: OwnedFd, report_w: OwnedFd, hold_r: OwnedFd) -> ! {
+    let setup = Setup::new(&Linux, spec).with_userns(userns.as_fd());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| setup.make_mounts()));
+    let (report, consoles) = match outcome {
+        Ok(Ok(())) => (MounterReport::Ready, setup.take_consoles()),
+        Ok(Err(error)) => (MounterReport::Failed(error), Vec::new()),
+        Err(_) => (MounterReport::Failed(panicked()), Vec::new()),
     };
-    write_all(report_w.as_fd(), &report);
+    let fds: Vec<RawFd> = consoles.iter().map(|fd| fd.as_raw_fd()).collect();
+    let _ = protocol::send(report_w.as_fd(), &report, &fds);
     drop(report_w);
+    drop(consoles);
     // Until the monitor holds the mount namespace (it closes the pipe):
     // a mount namespace without a process or a descriptor is freed.
     let mut byte = [0u8; 1];
@@ -570,7 +593,7 @@ fn write_id_maps(pid: Pid, map: &IdMapping) -> Result<(), LaunchError> {
 /// The cloned child: wait for the release, set the container up and exec
 /// init; on failure, report over `err_w` and `_exit(127)`. Never returns
 /// up the monitor's stack, not even on a panic.
-fn child(spec: &ContainerSpec, console_slaves: &[PathBuf], sync_r: OwnedFd, err_w: OwnedFd) -> ! {
+fn child(spec: &ContainerSpec, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let released = loop {
             match protocol::recv::<bool>(sync_r.as_fd()) {
@@ -579,16 +602,16 @@ fn child(spec: &ContainerSpec, console_slaves: &[PathBuf], sync_r: OwnedFd, err_
                 _ => break None,
             }
         };
-        drop(sync_r);
         let Some(mut fds) = released else {
             // The monitor failed or went away; it has no use for a report.
             linux::exit_now(1);
         };
-        let setup = Setup::new(&Linux, spec, console_slaves);
+        let setup = Setup::new(&Linux, spec);
         let mounts = fds.pop();
         let setup = match &mounts {
             Some(mnt) => setup.with_mounts(mnt.as_fd()),
-            None => setup,
+            // The consoles go back on the same socket (close-on-exec).
+            None => setup.with_console_sink(sync_r.as_fd()),
         };
         match setup.run() {
             Ok(never) => match never {},
@@ -704,7 +727,6 @@ mod tests {
         let mut place = |_: Pid| Ok(());
         let err = launch(LaunchContext {
             spec: &s,
-            console_slaves: &[],
             place_in_cgroup: &mut place,
         })
         .unwrap_err();

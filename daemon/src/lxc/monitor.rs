@@ -209,27 +209,6 @@ impl<'a> Monitor<'a> {
             .user
             .as_ref()
             .map(|m| (m.root_uid().unwrap_or(0), m.root_gid().unwrap_or(0)));
-        let mut consoles = Vec::new();
-        let mut slaves = Vec::new();
-        for _ in 0..spec.consoles {
-            let (master, slave) =
-                proc::open_pty().map_err(|e| MonitorError::system(MonitorStep::OpenPty, e))?;
-            if let Some((uid, gid)) = root_ids {
-                nix::unistd::chown(&slave, Some(uid.into()), Some(gid.into()))
-                    .map_err(|e| MonitorError::system_at(MonitorStep::ChownConsole, &slave, e))?;
-            }
-            nix::fcntl::fcntl(
-                &master,
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-            )
-            .map_err(|e| MonitorError::system(MonitorStep::SetUpConsole, e))?;
-            consoles.push(Console {
-                master,
-                client: None,
-                closed: false,
-            });
-            slaves.push(slave);
-        }
         let mut place = |pid: Pid| -> Result<(), CgroupError> {
             cgroup.add_process(pid.as_raw())?;
             if let Some((uid, gid)) = root_ids {
@@ -237,11 +216,18 @@ impl<'a> Monitor<'a> {
             }
             Ok(())
         };
-        let launched = launch::launch(LaunchContext {
+        let mut launched = launch::launch(LaunchContext {
             spec,
-            console_slaves: &slaves,
             place_in_cgroup: &mut place,
         })?;
+        let consoles = std::mem::take(&mut launched.consoles)
+            .into_iter()
+            .map(|master| Console {
+                master,
+                client: None,
+                closed: false,
+            })
+            .collect();
         Ok((launched, consoles))
     }
 

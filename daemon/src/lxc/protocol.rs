@@ -206,9 +206,6 @@ pub enum MonitorStep {
     SocketPath,
     BindSocket,
     ListenSocket,
-    OpenPty,
-    ChownConsole,
-    SetUpConsole,
     ConsoleChannel,
     ExitPipe,
     OpenNamespace,
@@ -229,11 +226,6 @@ impl MonitorStep {
             }
             MonitorStep::BindSocket => format!("cannot bind the monitor socket {path}"),
             MonitorStep::ListenSocket => format!("cannot listen on the monitor socket {path}"),
-            MonitorStep::OpenPty => "cannot open a console pty".into(),
-            MonitorStep::ChownConsole => {
-                format!("cannot hand console {path} to the container's root")
-            }
-            MonitorStep::SetUpConsole => "cannot set up a console".into(),
             MonitorStep::ConsoleChannel => "cannot create a console channel".into(),
             MonitorStep::ExitPipe => "cannot create the exit pipe of the command".into(),
             MonitorStep::OpenNamespace => {
@@ -445,9 +437,9 @@ mod tests {
                 "cannot bind the monitor socket /run/lxvirt/web.sock: EADDRINUSE: Address already in use",
             ),
             (
-                MonitorError::system(MonitorStep::OpenPty, Errno::EMFILE),
-                r#"{"kind":"system","step":"open_pty","errno":24}"#,
-                "cannot open a console pty: EMFILE: Too many open files",
+                MonitorError::system(MonitorStep::ConsoleChannel, Errno::EMFILE),
+                r#"{"kind":"system","step":"console_channel","errno":24}"#,
+                "cannot create a console channel: EMFILE: Too many open files",
             ),
             (
                 MonitorError::NoConsole { index: 7, count: 2 },

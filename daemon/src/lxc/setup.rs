@@ -7,10 +7,10 @@
 //! step becomes a [`SetupError`] naming the step, the path and the errno,
 //! which the child sends to the monitor (see `launch`).
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::convert::Infallible;
 use std::fmt;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -238,12 +238,19 @@ enum Create {
     File,
 }
 
+/// The message init (or the mounter) sends with the console masters.
+pub const CONSOLES_MESSAGE: &[u8] = b"\"consoles\"";
+
 /// The container setup for one spec, driven through a [`Syscalls`].
 #[derive(Debug)]
 pub struct Setup<'a, S: Syscalls + ?Sized> {
     sys: &'a S,
     spec: &'a ContainerSpec,
-    console_slaves: &'a [PathBuf],
+    /// The masters of the console ptys opened from the container's own
+    /// devpts instance, console 0 first, until they go to the monitor.
+    consoles: RefCell<Vec<OwnedFd>>,
+    /// Init's, without a user namespace: where the console masters go.
+    console_sink: Option<BorrowedFd<'a>>,
     /// The mounter's: the container's user namespace, joined once every
     /// mount is made.
     userns: Option<BorrowedFd<'a>>,
@@ -255,11 +262,12 @@ pub struct Setup<'a, S: Syscalls + ?Sized> {
 }
 
 impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
-    pub fn new(sys: &'a S, spec: &'a ContainerSpec, console_slaves: &'a [PathBuf]) -> Self {
+    pub fn new(sys: &'a S, spec: &'a ContainerSpec) -> Self {
         Setup {
             sys,
             spec,
-            console_slaves,
+            consoles: RefCell::new(Vec::new()),
+            console_sink: None,
             userns: None,
             mounts: None,
             root: staging_root(spec),
@@ -277,6 +285,19 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
     pub fn with_mounts(mut self, mounts: BorrowedFd<'a>) -> Self {
         self.mounts = Some(mounts);
         self
+    }
+
+    /// For init without a user namespace, which makes the mounts itself:
+    /// the socket its console masters go to the monitor on.
+    pub fn with_console_sink(mut self, sink: BorrowedFd<'a>) -> Self {
+        self.console_sink = Some(sink);
+        self
+    }
+
+    /// The console masters opened by the mounts (console 0 first); the
+    /// setup keeps none.
+    pub fn take_consoles(&self) -> Vec<OwnedFd> {
+        std::mem::take(&mut *self.consoles.borrow_mut())
     }
 
     /// The mounter's part (user namespace only): every mount, as host root
@@ -310,6 +331,15 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 .map_err(|e| SetupError::new(Step::LockMounts, None, e))?;
         } else {
             self.mount_all()?;
+            // The monitor waits for the consoles (none is a message too);
+            // init keeps no master of its own console.
+            let consoles = self.take_consoles();
+            let sink = self
+                .console_sink
+                .ok_or_else(|| SetupError::new(Step::Console, None, Errno::EBADF))?;
+            let borrowed: Vec<BorrowedFd<'_>> = consoles.iter().map(|fd| fd.as_fd()).collect();
+            sys.send_fds(sink, CONSOLES_MESSAGE, &borrowed)
+                .map_err(|e| SetupError::new(Step::Console, None, e))?;
         }
         // After the monitor placed us in the container's cgroups, so that
         // they are the root of the new cgroup namespace.
@@ -327,7 +357,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 err
             })?;
         }
-        if !self.console_slaves.is_empty() {
+        if self.spec.consoles > 0 {
             let console = Path::new("/dev/console");
             sys.setsid()
                 .and_then(|()| sys.console_stdio(console))
@@ -841,16 +871,29 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 .map_err(err_at(Step::Dev, name))?;
         }
 
-        for (n, slave) in self.console_slaves.iter().enumerate() {
+        // The consoles are ptys of the container's own devpts instance (as
+        // a login inside would open): they count against its limits, not
+        // the host's instance and the ptys it keeps in reserve.
+        for n in 0..self.spec.consoles {
             let name = if n == 0 {
                 "console".to_string()
             } else {
                 format!("tty{n}")
             };
             let path = dev.join(&name);
-            sys.create_file(&path, 0o600)
-                .and_then(|()| sys.mount(Some(slave), &path, None, MsFlags::MS_BIND, None))
+            let (master, number) = sys
+                .open_pty(&pts.join("ptmx"))
                 .map_err(err_at(Step::Console, &name))?;
+            let slave = pts.join(number.to_string());
+            // Made by host root: root inside owns it, as its login would.
+            if let Some((uid, gid)) = self.mapped_root() {
+                sys.chown(&slave, uid, gid)
+                    .map_err(err_at(Step::Console, &name))?;
+            }
+            sys.create_file(&path, 0o600)
+                .and_then(|()| sys.mount(Some(&slave), &path, None, MsFlags::MS_BIND, None))
+                .map_err(err_at(Step::Console, &name))?;
+            self.consoles.borrow_mut().push(master);
         }
         Ok(())
     }
@@ -1174,19 +1217,15 @@ mod tests {
         }
     }
 
-    fn slaves() -> Vec<PathBuf> {
-        vec!["/dev/pts/7".into(), "/dev/pts/8".into()]
-    }
-
     /// Run the setup against the double; the double's execve "fails" with
     /// an unknown errno, which is the end of a complete run.
     fn run(sys: &Recorder, spec: &ContainerSpec) -> SetupError {
-        let slaves = slaves();
-        // Any descriptor stands for the user namespace: the double does
-        // not use it.
-        let userns = std::fs::File::open("/dev/null").unwrap();
-        match Setup::new(sys, spec, &slaves)
-            .with_mounts(std::os::fd::AsFd::as_fd(&userns))
+        // Any descriptor stands for the mount namespace and the console
+        // sink: the double uses neither.
+        let any = std::fs::File::open("/dev/null").unwrap();
+        match Setup::new(sys, spec)
+            .with_mounts(std::os::fd::AsFd::as_fd(&any))
+            .with_console_sink(std::os::fd::AsFd::as_fd(&any))
             .run()
         {
             Ok(never) => match never {},
@@ -1196,9 +1235,8 @@ mod tests {
 
     /// The mounter's part, for a spec with a user namespace.
     fn make_mounts(sys: &Recorder, spec: &ContainerSpec) -> Result<(), SetupError> {
-        let slaves = slaves();
         let userns = std::fs::File::open("/dev/null").unwrap();
-        Setup::new(sys, spec, &slaves)
+        Setup::new(sys, spec)
             .with_userns(std::os::fd::AsFd::as_fd(&userns))
             .make_mounts()
     }
@@ -1226,7 +1264,9 @@ mod tests {
     #[test]
     fn dir_root_without_user_namespace() {
         let sys = Recorder::new().file("/proc/sys/kernel/cap_last_cap", "40\n");
-        run_ok(&sys, &spec());
+        let mut spec = spec();
+        spec.consoles = 2;
+        run_ok(&sys, &spec);
         let calls = sys.calls();
         assert_eq!(calls[0], "reset_signals");
         before(
@@ -1273,13 +1313,38 @@ mod tests {
         assert!(sys.has(&format!("mount shm {ROOT}/dev/shm type=tmpfs")));
         assert!(sys.has(&format!("symlink {ROOT}/dev/fd -> /proc/self/fd")));
         assert!(sys.has(&format!("symlink {ROOT}/dev/stderr -> /proc/self/fd/2")));
-        assert!(sys.has(&format!(
-            "mount /dev/pts/7 {ROOT}/dev/console type=- flags=MS_BIND"
-        )));
-        assert!(sys.has(&format!(
-            "mount /dev/pts/8 {ROOT}/dev/tty1 type=- flags=MS_BIND"
-        )));
-        before(&sys, "mount /dev/pts/8", &format!("chdir {ROOT}"));
+        // The consoles are ptys of the container's own devpts instance,
+        // sent to the monitor once the mounts are made, before anything
+        // else of the setup.
+        before(
+            &sys,
+            &format!("mount devpts {ROOT}/dev/pts"),
+            &format!("open_pty {ROOT}/dev/pts/ptmx -> 0"),
+        );
+        assert!(exact(
+            &sys,
+            &format!("mount {ROOT}/dev/pts/0 {ROOT}/dev/console type=- flags=MS_BIND data=-")
+        ));
+        assert!(exact(
+            &sys,
+            &format!("mount {ROOT}/dev/pts/1 {ROOT}/dev/tty1 type=- flags=MS_BIND data=-")
+        ));
+        assert!(!sys.has(&format!("chown {ROOT}/dev/pts/0")));
+        before(
+            &sys,
+            &format!("mount {ROOT}/dev/pts/1"),
+            &format!("chdir {ROOT}"),
+        );
+        before(
+            &sys,
+            "umount2 . MNT_DETACH",
+            "send_fds \"consoles\" with 2 fds",
+        );
+        before(
+            &sys,
+            "send_fds \"consoles\" with 2 fds",
+            "unshare CLONE_NEWCGROUP",
+        );
         before(&sys, &format!("chdir {ROOT}"), "pivot_root . .");
         before(&sys, "pivot_root . .", "umount2 . MNT_DETACH");
         before(&sys, "umount2 . MNT_DETACH", "sethostname web");
@@ -1358,6 +1423,19 @@ mod tests {
         assert!(sys.has("data=mode=755,size=65536,uid=100000,gid=100000"));
         // The tty group's host gid.
         assert!(sys.has("data=newinstance,ptmxmode=0666,mode=0620,gid=100005"));
+        // The console, from the container's devpts, owned by root inside;
+        // the mounter keeps the master for its report.
+        before(
+            &sys,
+            &format!("open_pty {ROOT}/dev/pts/ptmx -> 0"),
+            &format!("chown {ROOT}/dev/pts/0 100000:100000"),
+        );
+        before(
+            &sys,
+            &format!("chown {ROOT}/dev/pts/0 100000:100000"),
+            &format!("mount {ROOT}/dev/pts/0 {ROOT}/dev/console"),
+        );
+        assert!(!sys.has("send_fds"));
         // Then the user namespace, and a mount namespace it owns: the
         // kernel locks every mount made before.
         before(&sys, &format!("readonly {ROOT}/proc/sys"), "pivot_root");
@@ -1375,6 +1453,7 @@ mod tests {
         let sys = Recorder::new();
         run_ok(&sys, &s);
         assert!(!sys.has("mount "), "{:#?}", sys.calls());
+        assert!(!sys.has("open_pty") && !sys.has("send_fds"));
         before(&sys, "setresgid 0", "setresuid 0");
         before(&sys, "setresuid 0", "setns CLONE_NEWNS");
         // The cgroup namespace is owned by the user namespace.

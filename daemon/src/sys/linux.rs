@@ -404,6 +404,44 @@ impl Syscalls for Linux {
         nix::unistd::setsid().map(drop)
     }
 
+    fn open_pty(&self, ptmx: &Path) -> SysResult<(OwnedFd, u32)> {
+        let master = nix::fcntl::open(
+            ptmx,
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+            Mode::empty(),
+        )?;
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK reads one int through the pointer, which is
+        // valid for the call; it only acts on the open master `master`.
+        Errno::result(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })?;
+        let mut number: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes one unsigned int through the pointer,
+        // which is valid and exclusively ours for the call.
+        Errno::result(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number) })?;
+        Ok((master, number))
+    }
+
+    fn send_fds(
+        &self,
+        socket: BorrowedFd<'_>,
+        bytes: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> SysResult<()> {
+        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let iov = [std::io::IoSlice::new(bytes)];
+        let rights = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[nix::sys::socket::ControlMessage<'_>] =
+            if raw.is_empty() { &[] } else { &rights };
+        nix::sys::socket::sendmsg::<()>(
+            socket.as_raw_fd(),
+            &iov,
+            cmsgs,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .map(drop)
+    }
+
     fn console_stdio(&self, path: &Path) -> SysResult<()> {
         let fd = nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty())?;
         // SAFETY: TIOCSCTTY takes an int argument (0: do not steal) and

@@ -137,6 +137,18 @@ pub trait Syscalls {
     /// Open the terminal at `path`, make it the controlling terminal
     /// (`TIOCSCTTY`) and stdin, stdout and stderr.
     fn console_stdio(&self, path: &Path) -> SysResult<()>;
+    /// A new pty from the devpts instance whose multiplexer `ptmx` is,
+    /// unlocked: its master (close-on-exec, non-blocking, nobody's
+    /// controlling terminal) and the number of its slave in that instance.
+    fn open_pty(&self, ptmx: &Path) -> SysResult<(OwnedFd, u32)>;
+    /// One message of `bytes` with `fds` attached (`SCM_RIGHTS`) on the
+    /// connected socket `socket`.
+    fn send_fds(
+        &self,
+        socket: BorrowedFd<'_>,
+        bytes: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> SysResult<()>;
     /// Drop one capability from the bounding set (`PR_CAPBSET_DROP`).
     fn cap_bounding_drop(&self, cap: u8) -> SysResult<()>;
     /// Clear the ambient capability set.

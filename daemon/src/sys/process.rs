@@ -2,11 +2,8 @@
 //! process identity. Raw calls live here, each with its safety argument.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
@@ -15,16 +12,6 @@ use tokio::io::unix::AsyncFd;
 pub enum ExitStatus {
     Exited(i32),
     Signaled(i32),
-}
-
-/// A new pty from the host's devpts: the master (close-on-exec) and the
-/// path of its slave.
-pub fn open_pty() -> nix::Result<(OwnedFd, PathBuf)> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
-    grantpt(&master)?;
-    unlockpt(&master)?;
-    let slave = ptsname_r(&master)?;
-    Ok((master.into(), PathBuf::from(slave)))
 }
 
 /// Closes every descriptor from `first` up: a process started by another
@@ -162,12 +149,5 @@ mod tests {
         assert_eq!(reap_pidfd(fd.as_fd()), Ok(ExitStatus::Exited(7)));
         assert!(start_time(Pid::this()).is_some());
         assert!(start_time(pid).is_none(), "reaped");
-    }
-
-    #[test]
-    fn ptys_come_with_a_slave_path() {
-        let (_master, slave) = open_pty().unwrap();
-        assert!(slave.starts_with("/dev/pts/"));
-        assert!(slave.exists());
     }
 }

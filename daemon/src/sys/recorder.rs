@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -25,6 +25,7 @@ pub struct Recorder {
     /// Contents of files for `read_file`.
     files: HashMap<PathBuf, Vec<u8>>,
     loops: RefCell<u32>,
+    ptys: RefCell<u32>,
 }
 
 fn flag_names(flags: MsFlags) -> String {
@@ -263,6 +264,31 @@ impl Syscalls for Recorder {
 
     fn console_stdio(&self, path: &Path) -> SysResult<()> {
         self.log(format!("console_stdio {}", path.display()))
+    }
+
+    /// Pty n is the n-th opened (from 0); its master is /dev/null.
+    fn open_pty(&self, ptmx: &Path) -> SysResult<(OwnedFd, u32)> {
+        let number = {
+            let mut ptys = self.ptys.borrow_mut();
+            *ptys += 1;
+            *ptys - 1
+        };
+        self.log(format!("open_pty {} -> {number}", ptmx.display()))?;
+        let null = std::fs::File::open("/dev/null").map_err(|_| Errno::EIO)?;
+        Ok((null.into(), number))
+    }
+
+    fn send_fds(
+        &self,
+        _socket: BorrowedFd<'_>,
+        bytes: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> SysResult<()> {
+        self.log(format!(
+            "send_fds {} with {} fds",
+            String::from_utf8_lossy(bytes),
+            fds.len()
+        ))
     }
 
     fn cap_bounding_drop(&self, cap: u8) -> SysResult<()> {
