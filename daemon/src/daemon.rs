@@ -55,6 +55,8 @@ pub struct Config {
     pub monitor_exe: PathBuf,
     /// pids.max of each container.
     pub pids_max: Option<u64>,
+    /// The most lxvirtd may raise `kernel.pty.max` to for consoles.
+    pub pty_max_limit: u64,
     /// The cgroup partition of domains without `<resource><partition>`.
     pub default_partition: PathBuf,
     /// SELinux paths, default base labels, default confinement.
@@ -71,6 +73,10 @@ pub struct Config {
     pub default_network: bool,
 }
 
+/// How far lxvirtd raises `kernel.pty.max` by default: room for ~64,000
+/// consoles.
+pub const DEFAULT_PTY_MAX_LIMIT: u64 = 65536;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -82,6 +88,7 @@ impl Default for Config {
             host: HostPaths::default(),
             monitor_exe: LxcDriver::default_monitor_exe(),
             pids_max: Some(16384),
+            pty_max_limit: DEFAULT_PTY_MAX_LIMIT,
             default_partition: "/machine".into(),
             security: SecurityConfig::default(),
             storage_backend: BackendKind::Overlay,
@@ -282,6 +289,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             default_partition: config.default_partition.clone(),
         },
         cgroups: cgroups.clone(),
+        ptys: std::sync::Arc::new(crate::lxc::ptys::PtyPool::new(config.pty_max_limit)),
     });
     let qemu = std::sync::Arc::new(QemuDriver::new(QemuConfig {
         run_dir: config.run_dir.clone(),

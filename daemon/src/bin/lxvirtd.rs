@@ -76,6 +76,10 @@ struct Args {
     /// Most processes in one container (cgroup pids.max; 0 for no limit).
     #[arg(long, value_name = "N", default_value_t = 16384)]
     pids_max: u64,
+    /// How far lxvirtd may raise the host's kernel.pty.max (every console
+    /// is a pty) when containers come near it; 0: never raise it.
+    #[arg(long, value_name = "N", default_value_t = lxvirtd::daemon::DEFAULT_PTY_MAX_LIMIT)]
+    pty_max_limit: u64,
     /// The per-container monitor program (default: beside lxvirtd, else
     /// /usr/libexec/lxvirt/lxvirt-monitor).
     #[arg(long, value_name = "PATH")]
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
         state_dir: args.state_dir,
         admin_group: Some(args.admin_group).filter(|g| !g.is_empty()),
         pids_max: Some(args.pids_max).filter(|n| *n > 0),
+        pty_max_limit: args.pty_max_limit,
         default_partition: args.default_partition,
         default_userns: args.default_userns,
         default_network: args.default_network,

@@ -379,6 +379,7 @@ mod tests {
                 default_partition: "/machine".into(),
             },
             cgroups: None,
+            ptys: std::sync::Arc::new(crate::lxc::ptys::PtyPool::new(0)),
         });
         let path = driver.files("web").exit_record;
         assert!(driver.take_exit_record("web").unwrap().is_none());

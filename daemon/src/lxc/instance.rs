@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::convert::{self, ConvertError, ConvertSettings};
 use super::driver::{DriverError, LxcDriver};
 use super::protocol::{self, InitExit, Reply, Requested};
+use super::ptys::PtyPool;
 use super::spec::{ContainerSpec, RootFs};
 use crate::cgroup::{CgroupError, Cgroups};
 use crate::domain::DomainDef;
@@ -31,6 +32,8 @@ pub struct LxcConfig {
     pub settings: ConvertSettings,
     /// `None` when the host has no usable hierarchy: starts are refused.
     pub cgroups: Option<Arc<Cgroups>>,
+    /// The kernel's pty limit the consoles draw on.
+    pub ptys: Arc<PtyPool>,
 }
 
 impl From<DriverError> for Error {
@@ -127,6 +130,17 @@ impl Driver for LxcDriver {
         });
         let driver = self.clone();
         Ok(Box::pin(async move {
+            driver
+                .config()
+                .ptys
+                .make_room(&name, u64::from(spec.consoles))
+                .map_err(|e| {
+                    let kind = match e {
+                        super::ptys::PtyError::Exhausted { .. } => ErrorKind::Unavailable,
+                        _ => ErrorKind::Failed,
+                    };
+                    Error::new(kind, e)
+                })?;
             if let Some((jobs, labeler)) = relabel {
                 let domain = name.clone();
                 let count = tokio::task::spawn_blocking(move || {

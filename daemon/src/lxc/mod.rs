@@ -10,5 +10,6 @@ pub mod launch;
 pub mod monitor;
 pub mod network;
 pub mod protocol;
+pub mod ptys;
 pub mod setup;
 pub mod spec;
