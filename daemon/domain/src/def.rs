@@ -102,7 +102,7 @@ impl DomainDef {
     /// keep nothing.
     pub fn unsupported_for_vm(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut add = |parent: &str, kept: &[KeptElement]| {
+        let add = |out: &mut Vec<String>, parent: &str, kept: &[KeptElement]| {
             for k in kept {
                 let hint = super::kept::CONTEXTS
                     .iter()
@@ -113,20 +113,24 @@ impl DomainDef {
                 }
             }
         };
-        add("", &self.kept);
+        add(&mut out, "", &self.kept);
         if let Os::Hvm(os) = &self.os {
-            add("<os>", &os.kept);
+            add(&mut out, "<os>", &os.kept);
         }
-        add("<features>", &self.features.kept);
+        add(&mut out, "<features>", &self.features.kept);
         if let Some(cpu) = &self.cpu {
-            add("<cpu>", &cpu.kept);
+            add(&mut out, "<cpu>", &cpu.kept);
         }
-        add("<devices>", &self.devices.kept);
+        add(&mut out, "<devices>", &self.devices.kept);
         for d in &self.devices.disks {
-            add(&format!("<disk dev='{}'>", d.target_dev), &d.kept);
+            add(&mut out, &format!("<disk dev='{}'>", d.target_dev), &d.kept);
         }
         for (n, i) in self.devices.interfaces.iter().enumerate() {
-            add(&format!("<interface index='{n}'>"), &i.kept);
+            // A kept type is named before what it holds.
+            if let InterfaceSource::Kept(t) = i.source {
+                out.push(format!("<devices><interface type='{t}'>"));
+            }
+            add(&mut out, &format!("<interface index='{n}'>"), &i.kept);
         }
         out
     }
@@ -942,6 +946,27 @@ pub enum InterfaceSource {
     },
     /// macvlan/macvtap on a host device.
     Direct { dev: String, mode: DirectMode },
+    /// A type of libvirt's that lxvirt keeps but does not run (virtual
+    /// machines only): its `<source>`, if any, is among the interface's
+    /// kept children, and a driver refuses to start the domain.
+    Kept(KeptInterfaceType),
+}
+
+keyword_enum! {
+    /// `<interface type=>` values kept but not run (see
+    /// [`InterfaceSource::Kept`]).
+    pub enum KeptInterfaceType {
+        User = "user",
+        Vhostuser = "vhostuser",
+        Server = "server",
+        Client = "client",
+        Mcast = "mcast",
+        Udp = "udp",
+        Vdpa = "vdpa",
+        Hostdev = "hostdev",
+        Null = "null",
+        Vds = "vds",
+    }
 }
 
 impl InterfaceSource {
@@ -951,6 +976,7 @@ impl InterfaceSource {
             InterfaceSource::Bridge { .. } => "bridge",
             InterfaceSource::Ethernet { .. } => "ethernet",
             InterfaceSource::Direct { .. } => "direct",
+            InterfaceSource::Kept(t) => t.as_str(),
         }
     }
 }

@@ -883,9 +883,131 @@ static NET_ACPI: Spec = el("acpi", "net-acpi", &[("index", Uint)], Empty);
 static NET_BACKEND: Spec = el(
     "backend",
     "net-backend",
-    &[("tap", Path), ("vhost", Path)],
+    &[
+        ("type", OneOf(&["default", "passt"])),
+        ("tap", Path),
+        ("vhost", Path),
+        ("logFile", Path),
+    ],
     Empty,
 );
+static NET_SCRIPT: Spec = el("script", "net-script", &[("path", Path)], Empty);
+static NET_DOWNSCRIPT: Spec = el("downscript", "net-downscript", &[("path", Path)], Empty);
+static COALESCE_FRAMES: Spec = el("frames", "net-coalesce-frames", &[("max", Uint)], Empty);
+static COALESCE_RX: Spec = el("rx", "net-coalesce-rx", &[], Children(&[&COALESCE_FRAMES]));
+static NET_COALESCE: Spec = el("coalesce", "net-coalesce", &[], Children(&[&COALESCE_RX]));
+static NET_TEAMING: Spec = el(
+    "teaming",
+    "net-teaming",
+    &[
+        ("type", OneOf(&["persistent", "transient"])),
+        ("persistent", Text),
+    ],
+    Empty,
+);
+static NET_PORT: Spec = el("port", "net-port", &[("isolated", YesNo)], Empty);
+static VIRTUALPORT_PARAMS: Spec = el(
+    "parameters",
+    "net-virtualport-parameters",
+    &[
+        ("managerid", Uint),
+        ("typeid", Uint),
+        ("typeidversion", Uint),
+        ("instanceid", Text),
+        ("profileid", Text),
+        ("interfaceid", Text),
+    ],
+    Empty,
+);
+static NET_VIRTUALPORT: Spec = el(
+    "virtualport",
+    "net-virtualport",
+    &[(
+        "type",
+        OneOf(&["openvswitch", "802.1Qbg", "802.1Qbh", "midonet"]),
+    )],
+    Children(&[&VIRTUALPORT_PARAMS]),
+);
+
+// Interface types kept but not run (`user`, `vhostuser`, `mcast`, …):
+// their source, guest addresses and port forwards, read by the interface
+// parser itself, as their names clash with the typed ones.
+static NET_SOURCE_LOCAL: Spec = el(
+    "local",
+    "net-kept-source-local",
+    &[("address", Text), ("port", Uint)],
+    Empty,
+);
+static NET_SOURCE_RECONNECT: Spec = el(
+    "reconnect",
+    "net-kept-source-reconnect",
+    &[("enabled", YesNo), ("timeout", Uint)],
+    Empty,
+);
+pub(crate) static NET_KEPT_SOURCE: Spec = el(
+    "source",
+    "net-kept-source",
+    &[
+        ("type", OneOf(&["unix"])),
+        ("path", Path),
+        ("mode", OneOf(&["server", "client"])),
+        ("address", Text),
+        ("port", Uint),
+        ("dev", Text),
+        ("managed", YesNo),
+    ],
+    Children(&[&NET_SOURCE_LOCAL, &NET_SOURCE_RECONNECT, &ADDRESS]),
+);
+pub(crate) static NET_KEPT_IP: Spec = el(
+    "ip",
+    "net-kept-ip",
+    &[
+        ("address", Text),
+        ("family", OneOf(&["ipv4", "ipv6"])),
+        ("prefix", Uint),
+        ("peer", Text),
+    ],
+    Empty,
+);
+pub(crate) static NET_KEPT_ROUTE: Spec = el(
+    "route",
+    "net-kept-route",
+    &[
+        ("family", OneOf(&["ipv4", "ipv6"])),
+        ("address", Text),
+        ("prefix", Uint),
+        ("gateway", Text),
+        ("metric", Uint),
+    ],
+    Empty,
+);
+static PORT_RANGE: Spec = el(
+    "range",
+    "port-forward-range",
+    &[
+        ("start", Uint),
+        ("end", Uint),
+        ("to", Uint),
+        ("exclude", YesNo),
+    ],
+    Empty,
+);
+pub(crate) static PORT_FORWARD: Spec = el(
+    "portForward",
+    "port-forward",
+    &[
+        ("proto", OneOf(&["tcp", "udp"])),
+        ("address", Text),
+        ("dev", Text),
+    ],
+    Children(&[&PORT_RANGE]),
+);
+static INTERFACE_KEPT_TYPE: &[&Spec] = &[
+    &NET_KEPT_SOURCE,
+    &NET_KEPT_IP,
+    &NET_KEPT_ROUTE,
+    &PORT_FORWARD,
+];
 
 /// Kept children of a VM's `<interface>`.
 pub(crate) static INTERFACE: &[&Spec] = &[
@@ -898,6 +1020,12 @@ pub(crate) static INTERFACE: &[&Spec] = &[
     &NET_TUNE,
     &NET_ACPI,
     &NET_BACKEND,
+    &NET_SCRIPT,
+    &NET_DOWNSCRIPT,
+    &NET_COALESCE,
+    &NET_TEAMING,
+    &NET_PORT,
+    &NET_VIRTUALPORT,
 ];
 
 /// Kept children of a VM's `<serial>` and `<console>` (read into typed
@@ -1599,6 +1727,7 @@ pub(crate) static CONTEXTS: &[(&str, &[&Spec])] = &[
     ("kept-device", DEVICES),
     ("kept-disk-child", DISK),
     ("kept-interface-child", INTERFACE),
+    ("kept-interface-type-child", INTERFACE_KEPT_TYPE),
     ("kept-chardev-child", CHARDEV),
 ];
 

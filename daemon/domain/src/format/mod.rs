@@ -652,6 +652,8 @@ fn format_interface(o: &mut Out, i: &Interface) {
         InterfaceSource::Direct { dev, mode } => {
             o.empty("source", &[a("dev", dev), a("mode", mode)]);
         }
+        // The source is among the kept children.
+        InterfaceSource::Kept(_) => {}
     }
     if let Some(t) = &i.target_dev {
         o.empty("target", &[a("dev", t)]);

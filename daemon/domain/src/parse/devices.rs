@@ -15,7 +15,7 @@ use super::addresses::{
     same_family,
 };
 use super::helpers::*;
-use super::kept::split_kept;
+use super::kept::{parse_kept, split_kept};
 use super::vm;
 
 /// One device of a domain of type `kind`, as `AttachDevice` and
@@ -574,6 +574,23 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
     let el = &el;
     let common = vm::common(&mut kept, full)?;
     check_attrs(el, &["type"])?;
+    let t = req_attr(
+        el,
+        "type",
+        "add type='network' (or bridge, ethernet, direct)",
+    )?;
+    // A type libvirt has that lxvirt keeps but does not run: its source,
+    // addresses and port forwards are kept as written.
+    let kept_type = if ctx.lxc() {
+        None
+    } else {
+        KeptInterfaceType::parse(&t.value)
+    };
+    let repeated: &[&str] = if kept_type.is_some() {
+        &["ip", "route", "portForward"]
+    } else {
+        &["ip", "route"]
+    };
     check_children(
         el,
         &[
@@ -587,12 +604,7 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
             "bandwidth",
             "vlan",
         ],
-        &["ip", "route"],
-    )?;
-    let t = req_attr(
-        el,
-        "type",
-        "add type='network' (or bridge, ethernet, direct)",
+        repeated,
     )?;
     let source_el = el.element("source");
     let need_source = |example: &str| {
@@ -600,65 +612,80 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
             DomainError::missing(el.pos, "interface", "<source>", format!("add {example}"))
         })
     };
-    let source = match t.value.as_str() {
-        "network" => {
-            let s = need_source("<source network='default'/>")?;
-            check_attrs(s, &["network", "portgroup"])?;
-            check_children(s, &[], &[])?;
-            let object = |a: &Attribute, fix: &str| {
-                check_name(&a.value, 64).map_err(|e| {
-                    DomainError::invalid(
-                        a.pos,
-                        "source",
-                        format!("{} '{}': {e}", a.name, a.value),
-                        fix,
-                    )
-                })?;
-                Ok::<_, DomainError>(a.value.clone())
-            };
-            InterfaceSource::Network {
-                network: object(
-                    req_attr(s, "network", "add network='default'")?,
-                    "name an existing network",
-                )?,
-                portgroup: s
-                    .attribute("portgroup")
-                    .map(|a| object(a, "name a port group of the network"))
-                    .transpose()?,
+    let source = if let Some(kt) = kept_type {
+        if let Some(s) = source_el {
+            kept.push(parse_kept(s, &kept::NET_KEPT_SOURCE)?);
+        }
+        for child in el.elements() {
+            match child.name.as_str() {
+                "ip" => kept.push(parse_kept(child, &kept::NET_KEPT_IP)?),
+                "route" => kept.push(parse_kept(child, &kept::NET_KEPT_ROUTE)?),
+                "portForward" => kept.push(parse_kept(child, &kept::PORT_FORWARD)?),
+                _ => {}
             }
         }
-        "bridge" => InterfaceSource::Bridge {
-            bridge: ifname_child(need_source("<source bridge='br0'/>")?, "bridge")?,
-        },
-        "ethernet" => match source_el {
-            None => InterfaceSource::Ethernet {
-                ips: Vec::new(),
-                routes: Vec::new(),
+        InterfaceSource::Kept(kt)
+    } else {
+        match t.value.as_str() {
+            "network" => {
+                let s = need_source("<source network='default'/>")?;
+                check_attrs(s, &["network", "portgroup"])?;
+                check_children(s, &[], &[])?;
+                let object = |a: &Attribute, fix: &str| {
+                    check_name(&a.value, 64).map_err(|e| {
+                        DomainError::invalid(
+                            a.pos,
+                            "source",
+                            format!("{} '{}': {e}", a.name, a.value),
+                            fix,
+                        )
+                    })?;
+                    Ok::<_, DomainError>(a.value.clone())
+                };
+                InterfaceSource::Network {
+                    network: object(
+                        req_attr(s, "network", "add network='default'")?,
+                        "name an existing network",
+                    )?,
+                    portgroup: s
+                        .attribute("portgroup")
+                        .map(|a| object(a, "name a port group of the network"))
+                        .transpose()?,
+                }
+            }
+            "bridge" => InterfaceSource::Bridge {
+                bridge: ifname_child(need_source("<source bridge='br0'/>")?, "bridge")?,
             },
-            Some(s) => {
-                check_attrs(s, &[])?;
-                check_children(s, &[], &["ip", "route"])?;
-                let (ips, routes) = ips_and_routes(s)?;
-                InterfaceSource::Ethernet { ips, routes }
+            "ethernet" => match source_el {
+                None => InterfaceSource::Ethernet {
+                    ips: Vec::new(),
+                    routes: Vec::new(),
+                },
+                Some(s) => {
+                    check_attrs(s, &[])?;
+                    check_children(s, &[], &["ip", "route"])?;
+                    let (ips, routes) = ips_and_routes(s)?;
+                    InterfaceSource::Ethernet { ips, routes }
+                }
+            },
+            "direct" => {
+                let s = need_source("<source dev='eth0' mode='bridge'/>")?;
+                check_attrs(s, &["dev", "mode"])?;
+                check_children(s, &[], &[])?;
+                InterfaceSource::Direct {
+                    dev: ifname(s, req_attr(s, "dev", "add dev='eth0'")?)?,
+                    mode: attr_keyword(s, "mode", DirectMode::parse, DirectMode::NAMES)?
+                        .unwrap_or(DirectMode::Vepa),
+                }
             }
-        },
-        "direct" => {
-            let s = need_source("<source dev='eth0' mode='bridge'/>")?;
-            check_attrs(s, &["dev", "mode"])?;
-            check_children(s, &[], &[])?;
-            InterfaceSource::Direct {
-                dev: ifname(s, req_attr(s, "dev", "add dev='eth0'")?)?,
-                mode: attr_keyword(s, "mode", DirectMode::parse, DirectMode::NAMES)?
-                    .unwrap_or(DirectMode::Vepa),
+            other => {
+                return Err(DomainError::invalid(
+                    t.pos,
+                    "interface",
+                    format!("interface type '{other}' is not supported"),
+                    "use one of 'network', 'bridge', 'ethernet', 'direct'",
+                ));
             }
-        }
-        other => {
-            return Err(DomainError::invalid(
-                t.pos,
-                "interface",
-                format!("interface type '{other}' is not supported"),
-                "use one of 'network', 'bridge', 'ethernet', 'direct'",
-            ));
         }
     };
     let mac = el.element("mac").map(mac_element).transpose()?;
@@ -690,10 +717,14 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
             )?)
         }
     };
-    for child in el.elements_named("ip").chain(el.elements_named("route")) {
-        ctx.lxc_only(child)?;
-    }
-    let (ips, routes) = ips_and_routes(el)?;
+    let (ips, routes) = if kept_type.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        for child in el.elements_named("ip").chain(el.elements_named("route")) {
+            ctx.lxc_only(child)?;
+        }
+        ips_and_routes(el)?
+    };
     let link_state = match el.element("link") {
         None => None,
         Some(l) => {
