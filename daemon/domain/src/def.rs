@@ -123,7 +123,18 @@ impl DomainDef {
         }
         add(&mut out, "<devices>", &self.devices.kept);
         for d in &self.devices.disks {
-            add(&mut out, &format!("<disk dev='{}'>", d.target_dev), &d.kept);
+            let disk = format!("<disk dev='{}'>", d.target_dev);
+            // A kept type is named before what it holds; a kept file or
+            // block source is named by its <source> among the kept.
+            if let DiskSource::Kept(t) = d.source
+                && !matches!(t, KeptDiskType::File | KeptDiskType::Block)
+            {
+                out.push(format!("<devices><disk type='{t}'>"));
+            }
+            for (name, value) in &d.target_kept {
+                out.push(format!("{disk}<target {name}='{value}'>"));
+            }
+            add(&mut out, &disk, &d.kept);
         }
         for (n, i) in self.devices.interfaces.iter().enumerate() {
             // A kept type is named before what it holds.
@@ -767,6 +778,10 @@ keyword_enum! {
     pub enum DiskDevice {
         Disk = "disk",
         Cdrom = "cdrom",
+        /// Kept; the QEMU driver refuses it at start.
+        Floppy = "floppy",
+        /// A SCSI LUN passed through; kept, refused at start.
+        Lun = "lun",
     }
 }
 
@@ -795,6 +810,25 @@ pub enum DiskSource {
     File(Option<PathBuf>),
     /// `type='block'`; `None` for an empty CD-ROM drive.
     Block(Option<PathBuf>),
+    /// A disk lxvirt keeps but does not run (virtual machines only): a
+    /// type other than file and block, or a file or block source with
+    /// more than its path (`startupPolicy`, `<seclabel>`, `<slices>`, …).
+    /// The `<source>` is among the disk's kept children.
+    Kept(KeptDiskType),
+}
+
+keyword_enum! {
+    /// `<disk type=>` of a kept disk source ([`DiskSource::Kept`]).
+    pub enum KeptDiskType {
+        File = "file",
+        Block = "block",
+        Network = "network",
+        Volume = "volume",
+        Nvme = "nvme",
+        Dir = "dir",
+        Vhostuser = "vhostuser",
+        Vhostvdpa = "vhostvdpa",
+    }
 }
 
 keyword_enum! {
@@ -845,6 +879,9 @@ pub struct Disk {
     /// Device name in the guest (`vdb`, `sda`).
     pub target_dev: String,
     pub target_bus: Option<DiskBus>,
+    /// `<target>`'s other attributes (`tray`, `removable`,
+    /// `rotation_rate`), kept in the table's order; refused at start.
+    pub target_kept: Vec<(String, String)>,
     pub readonly: bool,
     /// Virtual machines: `<boot order=>`, 1 or more, unique among devices.
     pub boot_order: Option<u32>,

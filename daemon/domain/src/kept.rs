@@ -813,6 +813,207 @@ static ENCRYPTION: Spec = el(
     Children(&[&SECRET]),
 );
 
+static SOURCE_HOST: Spec = el(
+    "host",
+    "disk-source-host",
+    &[
+        ("name", Text),
+        ("port", Uint),
+        ("transport", OneOf(&["tcp", "unix", "rdma"])),
+        ("socket", Path),
+    ],
+    Empty,
+);
+static SOURCE_AUTH: Spec = el(
+    "auth",
+    "disk-source-auth",
+    &[("username", Text)],
+    Children(&[&SECRET]),
+);
+static SOURCE_SNAPSHOT: Spec = el("snapshot", "disk-source-snapshot", &[("name", Text)], Empty);
+static SOURCE_CONFIG: Spec = el("config", "disk-source-config", &[("file", Path)], Empty);
+static SOURCE_RECONNECT: Spec = el(
+    "reconnect",
+    "disk-source-reconnect",
+    &[("delay", Uint)],
+    Empty,
+);
+static SOURCE_INITIATOR_IQN: Spec = el("iqn", "disk-source-iqn", &[("name", Text)], Empty);
+static SOURCE_INITIATOR: Spec = el(
+    "initiator",
+    "disk-source-initiator",
+    &[],
+    Children(&[&SOURCE_INITIATOR_IQN]),
+);
+static SOURCE_COOKIE: Spec = el(
+    "cookie",
+    "disk-source-cookie",
+    &[("name", Text)],
+    Body::Text(Text),
+);
+static SOURCE_COOKIES: Spec = el(
+    "cookies",
+    "disk-source-cookies",
+    &[],
+    Children(&[&SOURCE_COOKIE]),
+);
+static SOURCE_SSL: Spec = el("ssl", "disk-source-ssl", &[("verify", YesNo)], Empty);
+static SOURCE_READAHEAD: Spec = el(
+    "readahead",
+    "disk-source-readahead",
+    &[("size", Uint)],
+    Empty,
+);
+static SOURCE_TIMEOUT: Spec = el(
+    "timeout",
+    "disk-source-timeout",
+    &[("seconds", Uint)],
+    Empty,
+);
+static SOURCE_IDENTITY: Spec = el(
+    "identity",
+    "disk-source-identity",
+    &[
+        ("user", Text),
+        ("group", Text),
+        ("username", Text),
+        ("keyfile", Path),
+        ("agentsock", Path),
+    ],
+    Empty,
+);
+static SOURCE_KNOWN_HOSTS: Spec = el(
+    "knownHosts",
+    "disk-source-known-hosts",
+    &[("path", Path)],
+    Empty,
+);
+static SEC_LABEL_CHILD: Spec = el("label", "disk-seclabel-label", &[], Body::Text(Text));
+static SOURCE_SECLABEL: Spec = el(
+    "seclabel",
+    "disk-source-seclabel",
+    &[("model", Text), ("relabel", YesNo), ("labelskip", YesNo)],
+    Children(&[&SEC_LABEL_CHILD]),
+);
+static SLICE: Spec = el(
+    "slice",
+    "disk-source-slice",
+    &[
+        ("type", OneOf(&["storage"])),
+        ("offset", Uint),
+        ("size", Uint),
+    ],
+    Empty,
+);
+static SLICES: Spec = el("slices", "disk-source-slices", &[], Children(&[&SLICE]));
+static RESERVATIONS_SOURCE: Spec = el(
+    "source",
+    "disk-reservations-source",
+    &[
+        ("type", OneOf(&["unix"])),
+        ("path", Path),
+        ("mode", OneOf(&["server", "client"])),
+    ],
+    Empty,
+);
+static RESERVATIONS: Spec = el(
+    "reservations",
+    "disk-source-reservations",
+    &[("managed", YesNo)],
+    Children(&[&RESERVATIONS_SOURCE]),
+);
+static DATA_STORE_FORMAT: Spec = el(
+    "format",
+    "disk-data-store-format",
+    &[("type", OneOf(ImageFormat::NAMES))],
+    Empty,
+);
+static DATA_STORE_SOURCE: Spec = el(
+    "source",
+    "disk-data-store-source",
+    &[("file", Path), ("dev", Path)],
+    Empty,
+);
+static DATA_STORE: Spec = el(
+    "dataStore",
+    "disk-source-data-store",
+    &[("type", OneOf(&["file", "block"]))],
+    Children(&[&DATA_STORE_FORMAT, &DATA_STORE_SOURCE]),
+);
+/// A disk's `<source>` kept as written ([`crate::DiskSource::Kept`]):
+/// network protocols, storage pool volumes, NVMe and vhost devices, and
+/// file or block sources with more than their path. Read by the disk
+/// parser itself, as its name clashes with the typed source.
+pub(crate) static DISK_KEPT_SOURCE: Spec = el(
+    "source",
+    "disk-kept-source",
+    &[
+        ("file", Path),
+        ("dev", Path),
+        ("dir", Path),
+        (
+            "protocol",
+            OneOf(&[
+                "nbd", "iscsi", "rbd", "sheepdog", "gluster", "vxhs", "nfs", "http", "https",
+                "ftp", "ftps", "tftp", "ssh",
+            ]),
+        ),
+        ("name", Text),
+        ("query", Text),
+        ("tls", YesNo),
+        ("tlsHostname", Text),
+        ("pool", Text),
+        ("volume", Text),
+        ("mode", OneOf(&["host", "direct"])),
+        ("type", OneOf(&["pci", "unix"])),
+        ("managed", YesNo),
+        ("namespace", Uint),
+        ("path", Path),
+        (
+            "startupPolicy",
+            OneOf(&["mandatory", "requisite", "optional"]),
+        ),
+        ("index", Uint),
+        ("fdgroup", Text),
+    ],
+    Children(&[
+        &SOURCE_HOST,
+        &SOURCE_AUTH,
+        &SOURCE_SNAPSHOT,
+        &SOURCE_CONFIG,
+        &SOURCE_RECONNECT,
+        &SOURCE_INITIATOR,
+        &SOURCE_COOKIES,
+        &SOURCE_SSL,
+        &SOURCE_READAHEAD,
+        &SOURCE_TIMEOUT,
+        &SOURCE_IDENTITY,
+        &SOURCE_KNOWN_HOSTS,
+        &SOURCE_SECLABEL,
+        &SLICES,
+        &RESERVATIONS,
+        &DATA_STORE,
+        &ENCRYPTION,
+        &ADDRESS,
+    ]),
+);
+static DISK_KEPT_TYPE: &[&Spec] = &[&DISK_KEPT_SOURCE];
+
+/// A VM disk's `<target>`: `dev` and `bus` are typed, the rest kept
+/// ([`crate::Disk::target_kept`]).
+pub(crate) static DISK_TARGET: Spec = el(
+    "target",
+    "disk-target",
+    &[
+        ("dev", Text),
+        ("bus", Text),
+        ("tray", OneOf(&["open", "closed"])),
+        ("removable", OnOff),
+        ("rotation_rate", Uint),
+    ],
+    Empty,
+);
+
 /// Kept children of a VM's `<disk>`.
 pub(crate) static DISK: &[&Spec] = &[
     &ADDRESS,
@@ -829,6 +1030,9 @@ pub(crate) static DISK: &[&Spec] = &[
     &DISK_WWN,
     &DISK_VENDOR,
     &DISK_PRODUCT,
+    // libvirt's older place for a network disk's credentials.
+    &SOURCE_AUTH,
+    &NET_ACPI,
 ];
 
 static ROM: Spec = el(
@@ -1728,6 +1932,7 @@ pub(crate) static CONTEXTS: &[(&str, &[&Spec])] = &[
     ("kept-disk-child", DISK),
     ("kept-interface-child", INTERFACE),
     ("kept-interface-type-child", INTERFACE_KEPT_TYPE),
+    ("kept-disk-type-child", DISK_KEPT_TYPE),
     ("kept-chardev-child", CHARDEV),
 ];
 

@@ -644,11 +644,27 @@ mod tests {
                 "<interface type='ethernet'><target dev='tap0'/><script path='/etc/qemu-ifup'/></interface>",
                 "<script>",
             ),
+            (
+                "<disk type='network'><source protocol='nbd' name='x'><host name='h'/></source><target dev='vda'/></disk>",
+                "<disk type='network'>",
+            ),
+            (
+                "<disk type='file' device='floppy'><source file='/f.img'/><target dev='fda' bus='fdc'/></disk>",
+                "'fda'",
+            ),
+            (
+                "<disk><source file='/d.img' startupPolicy='optional'/><target dev='vda'/></disk>",
+                "<disk dev='vda'><source>",
+            ),
+            (
+                "<disk type='file' device='cdrom'><target dev='sda' bus='sata' tray='open'/></disk>",
+                "<target tray='open'>",
+            ),
         ] {
             let def = with_devices("q35", devices);
             let error = refusal(&def, &settings(Accel::Kvm));
             assert!(
-                error.contains(named) && error.contains("keeps it but does not run it"),
+                error.contains(named) && error.contains("cannot run yet"),
                 "{devices}: {error}"
             );
         }

@@ -457,13 +457,27 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
     let extra = vm::disk_fields(&mut kept, full)?;
     check_attrs(el, &["type", "device"])?;
     check_children(el, &["driver", "source", "target", "readonly"], &[])?;
-    let t = req_attr(el, "type", "add type='block'")?;
-    let is_file = match t.value.as_str() {
+    // libvirt reads a VM's disk without a type as a file.
+    let (type_pos, type_value) = match el.attribute("type") {
+        Some(t) => (t.pos, t.value.as_str()),
+        None if !ctx.lxc() => (el.pos, "file"),
+        None => {
+            let t = req_attr(el, "type", "add type='block'")?;
+            (t.pos, t.value.as_str())
+        }
+    };
+    let kept_type = if ctx.lxc() {
+        None
+    } else {
+        KeptDiskType::parse(type_value)
+    };
+    let is_file = match type_value {
         "file" if !ctx.lxc() => true,
         "block" => false,
+        _ if kept_type.is_some() => false,
         other => {
             return Err(DomainError::invalid(
-                t.pos,
+                type_pos,
                 "disk",
                 format!(
                     "disk type '{other}' is not supported in a {} domain",
@@ -503,8 +517,29 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         }
     };
     let src_attr = if is_file { "file" } else { "dev" };
+    // A source with more than its path, or of a type lxvirt does not
+    // run, is kept as written.
+    let kept_source = match (kept_type, el.element("source")) {
+        (Some(KeptDiskType::File | KeptDiskType::Block), Some(s))
+            if s.attributes.iter().any(|a| a.name != src_attr) || s.elements().next().is_some() =>
+        {
+            Some(s)
+        }
+        (Some(KeptDiskType::File | KeptDiskType::Block), _) => None,
+        (Some(_), s) => s,
+        (None, _) => None,
+    };
+    let kept_source_type = match kept_type {
+        Some(KeptDiskType::File | KeptDiskType::Block) if kept_source.is_none() => None,
+        other => other,
+    };
+    if let Some(s) = kept_source {
+        kept.push(parse_kept(s, &kept::DISK_KEPT_SOURCE)?);
+    }
     let path = match el.element("source") {
-        None if device == DiskDevice::Cdrom => None,
+        _ if kept_source_type.is_some() => None,
+        // Removable media may be empty.
+        None if matches!(device, DiskDevice::Cdrom | DiskDevice::Floppy) => None,
         None => {
             return Err(DomainError::missing(
                 el.pos,
@@ -520,13 +555,23 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
             Some(attr_path(s, a)?)
         }
     };
-    let source = if is_file {
-        DiskSource::File(path)
-    } else {
-        DiskSource::Block(path)
+    let source = match kept_source_type {
+        Some(t) => DiskSource::Kept(t),
+        None if is_file => DiskSource::File(path),
+        None => DiskSource::Block(path),
     };
     let target = req_child(el, "target", "add <target dev='vdb' bus='virtio'/>")?;
-    check_attrs(target, &["dev", "bus"])?;
+    let target_kept = if ctx.lxc() {
+        check_attrs(target, &["dev", "bus"])?;
+        Vec::new()
+    } else {
+        // The table checks the names and values of the kept attributes.
+        parse_kept(target, &kept::DISK_TARGET)?
+            .attributes
+            .into_iter()
+            .filter(|(name, _)| name != "dev" && name != "bus")
+            .collect()
+    };
     check_children(target, &[], &[])?;
     let dev = req_attr(target, "dev", "add dev='vdb'")?;
     let dev_ok = dev.value.len() <= 32
@@ -556,6 +601,7 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         driver,
         target_dev: dev.value.clone(),
         target_bus: attr_keyword(target, "bus", DiskBus::parse, DiskBus::NAMES)?,
+        target_kept,
         readonly,
         boot_order: common.boot_order,
         serial: extra.serial,
