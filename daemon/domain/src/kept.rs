@@ -497,6 +497,29 @@ static IOTHREADPIN: Spec = el(
 static CT_SHARES: Spec = number("shares", "cputune-shares");
 static CT_PERIOD: Spec = number("period", "cputune-period");
 static CT_QUOTA: Spec = el("quota", "cputune-quota", &[], Body::Text(Text));
+static CT_GLOBAL_PERIOD: Spec = number("global_period", "cputune-global-period");
+static CT_GLOBAL_QUOTA: Spec = el(
+    "global_quota",
+    "cputune-global-quota",
+    &[],
+    Body::Text(Text),
+);
+static CT_IOTHREAD_PERIOD: Spec = number("iothread_period", "cputune-iothread-period");
+static CT_IOTHREAD_QUOTA: Spec = el(
+    "iothread_quota",
+    "cputune-iothread-quota",
+    &[],
+    Body::Text(Text),
+);
+const SCHED: &[(&str, Value)] = &[
+    ("vcpus", Text),
+    ("iothreads", Text),
+    ("scheduler", OneOf(&["batch", "idle", "fifo", "rr"])),
+    ("priority", Uint),
+];
+static VCPUSCHED: Spec = el("vcpusched", "cputune-vcpusched", SCHED, Empty);
+static IOTHREADSCHED: Spec = el("iothreadsched", "cputune-iothreadsched", SCHED, Empty);
+static EMULATORSCHED: Spec = el("emulatorsched", "cputune-emulatorsched", SCHED, Empty);
 static CT_EMU_PERIOD: Spec = number("emulator_period", "cputune-emulator-period");
 static CT_EMU_QUOTA: Spec = el(
     "emulator_quota",
@@ -519,6 +542,13 @@ static VM_CPUTUNE: Spec = el(
         &CT_QUOTA,
         &CT_EMU_PERIOD,
         &CT_EMU_QUOTA,
+        &CT_GLOBAL_PERIOD,
+        &CT_GLOBAL_QUOTA,
+        &CT_IOTHREAD_PERIOD,
+        &CT_IOTHREAD_QUOTA,
+        &VCPUSCHED,
+        &IOTHREADSCHED,
+        &EMULATORSCHED,
     ]),
 );
 
@@ -587,7 +617,7 @@ static FIRMWARE: Spec = el(
 static ACPI_TABLE: Spec = el(
     "table",
     "os-acpi-table",
-    &[("type", OneOf(&["slic", "msdm"]))],
+    &[("type", OneOf(&["raw", "rawset", "slic", "msdm"]))],
     Body::Text(Path),
 );
 static OS_ACPI: Spec = el("acpi", "os-acpi", &[], Children(&[&ACPI_TABLE]));
@@ -1640,7 +1670,11 @@ static TPM_BANKS: Spec = el(
 static TPM_SOURCE: Spec = el(
     "source",
     "tpm-source",
-    &[("type", Text), ("path", Path)],
+    &[
+        ("type", Text),
+        ("mode", OneOf(&["connect", "bind"])),
+        ("path", Path),
+    ],
     Empty,
 );
 static TPM_BACKEND: Spec = el(
@@ -1660,6 +1694,12 @@ static TPM: Spec = el(
     Children(&[&TPM_BACKEND, &ADDRESS, &ALIAS]),
 );
 
+static IOMMU_GRANULE: Spec = el(
+    "granule",
+    "iommu-granule",
+    &[("mode", OneOf(&["host", "4k", "8k", "16k", "64k"]))],
+    Empty,
+);
 static IOMMU_DRIVER: Spec = el(
     "driver",
     "iommu-driver",
@@ -1669,8 +1709,11 @@ static IOMMU_DRIVER: Spec = el(
         ("eim", OnOff),
         ("iotlb", OnOff),
         ("aw_bits", Uint),
+        ("dma_translation", OnOff),
+        ("xtsup", OnOff),
+        ("passthrough", OnOff),
     ],
-    Empty,
+    Children(&[&IOMMU_GRANULE]),
 );
 static IOMMU: Spec = el(
     "iommu",
@@ -1748,6 +1791,14 @@ static MEM_TARGET: Spec = el(
     "memory-target",
     &[("dynamicMemslots", YesNo)],
     Children(&[&MEM_SIZE, &MEM_NODE, &MEM_LABEL]),
+);
+static PSTORE_PATH: Spec = el("path", "pstore-path", &[], Body::Text(Path));
+/// `<pstore>`: a store for the guest kernel's panic logs (ACPI ERST).
+static PSTORE: Spec = el(
+    "pstore",
+    "pstore",
+    &[("backend", OneOf(&["acpi-erst"]))],
+    Children(&[&PSTORE_PATH, &MEM_SIZE, &ADDRESS, &ALIAS]),
 );
 static MEMORY_DEVICE: Spec = el(
     "memory",
@@ -1921,6 +1972,7 @@ pub(crate) static DEVICES: &[&Spec] = &[
     &VM_FILESYSTEM,
     &VM_HOSTDEV,
     &PARALLEL,
+    &PSTORE,
 ];
 
 /// Every context that keeps elements, with the name of its schema define.
