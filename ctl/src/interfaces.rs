@@ -193,6 +193,7 @@ fn interface_rows(def: &DomainDef) -> Vec<InterfaceRow> {
                 InterfaceSource::Bridge { bridge } => bridge.clone(),
                 InterfaceSource::Ethernet { .. } => String::new(),
                 InterfaceSource::Direct { dev, .. } => dev.clone(),
+                InterfaceSource::Kept(_) => String::new(),
             };
             InterfaceRow {
                 interface: i.target_dev.clone().unwrap_or_default(),

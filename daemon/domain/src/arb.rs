@@ -593,6 +593,7 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                     driver: None,
                     target_dev,
                     target_bus,
+                    target_kept: Vec::new(),
                     readonly: false,
                     boot_order: None,
                     serial: None,
@@ -1066,7 +1067,9 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                 (serial, shareable, transient, address, alias, backing_store),
             )| {
                 let path = match (device, path) {
-                    (DiskDevice::Disk, None) => Some(PathBuf::from("/var/lib/img")),
+                    (DiskDevice::Disk | DiskDevice::Lun, None) => {
+                        Some(PathBuf::from("/var/lib/img"))
+                    }
                     (_, p) => p,
                 };
                 Disk {
@@ -1079,6 +1082,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     driver,
                     target_dev,
                     target_bus,
+                    target_kept: Vec::new(),
                     readonly,
                     boot_order: None,
                     serial,

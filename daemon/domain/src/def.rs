@@ -102,7 +102,7 @@ impl DomainDef {
     /// keep nothing.
     pub fn unsupported_for_vm(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut add = |parent: &str, kept: &[KeptElement]| {
+        let add = |out: &mut Vec<String>, parent: &str, kept: &[KeptElement]| {
             for k in kept {
                 let hint = super::kept::CONTEXTS
                     .iter()
@@ -113,20 +113,35 @@ impl DomainDef {
                 }
             }
         };
-        add("", &self.kept);
+        add(&mut out, "", &self.kept);
         if let Os::Hvm(os) = &self.os {
-            add("<os>", &os.kept);
+            add(&mut out, "<os>", &os.kept);
         }
-        add("<features>", &self.features.kept);
+        add(&mut out, "<features>", &self.features.kept);
         if let Some(cpu) = &self.cpu {
-            add("<cpu>", &cpu.kept);
+            add(&mut out, "<cpu>", &cpu.kept);
         }
-        add("<devices>", &self.devices.kept);
+        add(&mut out, "<devices>", &self.devices.kept);
         for d in &self.devices.disks {
-            add(&format!("<disk dev='{}'>", d.target_dev), &d.kept);
+            let disk = format!("<disk dev='{}'>", d.target_dev);
+            // A kept type is named before what it holds; a kept file or
+            // block source is named by its <source> among the kept.
+            if let DiskSource::Kept(t) = d.source
+                && !matches!(t, KeptDiskType::File | KeptDiskType::Block)
+            {
+                out.push(format!("<devices><disk type='{t}'>"));
+            }
+            for (name, value) in &d.target_kept {
+                out.push(format!("{disk}<target {name}='{value}'>"));
+            }
+            add(&mut out, &disk, &d.kept);
         }
         for (n, i) in self.devices.interfaces.iter().enumerate() {
-            add(&format!("<interface index='{n}'>"), &i.kept);
+            // A kept type is named before what it holds.
+            if let InterfaceSource::Kept(t) = i.source {
+                out.push(format!("<devices><interface type='{t}'>"));
+            }
+            add(&mut out, &format!("<interface index='{n}'>"), &i.kept);
         }
         out
     }
@@ -763,6 +778,10 @@ keyword_enum! {
     pub enum DiskDevice {
         Disk = "disk",
         Cdrom = "cdrom",
+        /// Kept; the QEMU driver refuses it at start.
+        Floppy = "floppy",
+        /// A SCSI LUN passed through; kept, refused at start.
+        Lun = "lun",
     }
 }
 
@@ -791,6 +810,25 @@ pub enum DiskSource {
     File(Option<PathBuf>),
     /// `type='block'`; `None` for an empty CD-ROM drive.
     Block(Option<PathBuf>),
+    /// A disk lxvirt keeps but does not run (virtual machines only): a
+    /// type other than file and block, or a file or block source with
+    /// more than its path (`startupPolicy`, `<seclabel>`, `<slices>`, …).
+    /// The `<source>` is among the disk's kept children.
+    Kept(KeptDiskType),
+}
+
+keyword_enum! {
+    /// `<disk type=>` of a kept disk source ([`DiskSource::Kept`]).
+    pub enum KeptDiskType {
+        File = "file",
+        Block = "block",
+        Network = "network",
+        Volume = "volume",
+        Nvme = "nvme",
+        Dir = "dir",
+        Vhostuser = "vhostuser",
+        Vhostvdpa = "vhostvdpa",
+    }
 }
 
 keyword_enum! {
@@ -841,6 +879,9 @@ pub struct Disk {
     /// Device name in the guest (`vdb`, `sda`).
     pub target_dev: String,
     pub target_bus: Option<DiskBus>,
+    /// `<target>`'s other attributes (`tray`, `removable`,
+    /// `rotation_rate`), kept in the table's order; refused at start.
+    pub target_kept: Vec<(String, String)>,
     pub readonly: bool,
     /// Virtual machines: `<boot order=>`, 1 or more, unique among devices.
     pub boot_order: Option<u32>,
@@ -942,6 +983,27 @@ pub enum InterfaceSource {
     },
     /// macvlan/macvtap on a host device.
     Direct { dev: String, mode: DirectMode },
+    /// A type of libvirt's that lxvirt keeps but does not run (virtual
+    /// machines only): its `<source>`, if any, is among the interface's
+    /// kept children, and a driver refuses to start the domain.
+    Kept(KeptInterfaceType),
+}
+
+keyword_enum! {
+    /// `<interface type=>` values kept but not run (see
+    /// [`InterfaceSource::Kept`]).
+    pub enum KeptInterfaceType {
+        User = "user",
+        Vhostuser = "vhostuser",
+        Server = "server",
+        Client = "client",
+        Mcast = "mcast",
+        Udp = "udp",
+        Vdpa = "vdpa",
+        Hostdev = "hostdev",
+        Null = "null",
+        Vds = "vds",
+    }
 }
 
 impl InterfaceSource {
@@ -951,6 +1013,7 @@ impl InterfaceSource {
             InterfaceSource::Bridge { .. } => "bridge",
             InterfaceSource::Ethernet { .. } => "ethernet",
             InterfaceSource::Direct { .. } => "direct",
+            InterfaceSource::Kept(t) => t.as_str(),
         }
     }
 }

@@ -497,6 +497,29 @@ static IOTHREADPIN: Spec = el(
 static CT_SHARES: Spec = number("shares", "cputune-shares");
 static CT_PERIOD: Spec = number("period", "cputune-period");
 static CT_QUOTA: Spec = el("quota", "cputune-quota", &[], Body::Text(Text));
+static CT_GLOBAL_PERIOD: Spec = number("global_period", "cputune-global-period");
+static CT_GLOBAL_QUOTA: Spec = el(
+    "global_quota",
+    "cputune-global-quota",
+    &[],
+    Body::Text(Text),
+);
+static CT_IOTHREAD_PERIOD: Spec = number("iothread_period", "cputune-iothread-period");
+static CT_IOTHREAD_QUOTA: Spec = el(
+    "iothread_quota",
+    "cputune-iothread-quota",
+    &[],
+    Body::Text(Text),
+);
+const SCHED: &[(&str, Value)] = &[
+    ("vcpus", Text),
+    ("iothreads", Text),
+    ("scheduler", OneOf(&["batch", "idle", "fifo", "rr"])),
+    ("priority", Uint),
+];
+static VCPUSCHED: Spec = el("vcpusched", "cputune-vcpusched", SCHED, Empty);
+static IOTHREADSCHED: Spec = el("iothreadsched", "cputune-iothreadsched", SCHED, Empty);
+static EMULATORSCHED: Spec = el("emulatorsched", "cputune-emulatorsched", SCHED, Empty);
 static CT_EMU_PERIOD: Spec = number("emulator_period", "cputune-emulator-period");
 static CT_EMU_QUOTA: Spec = el(
     "emulator_quota",
@@ -519,6 +542,13 @@ static VM_CPUTUNE: Spec = el(
         &CT_QUOTA,
         &CT_EMU_PERIOD,
         &CT_EMU_QUOTA,
+        &CT_GLOBAL_PERIOD,
+        &CT_GLOBAL_QUOTA,
+        &CT_IOTHREAD_PERIOD,
+        &CT_IOTHREAD_QUOTA,
+        &VCPUSCHED,
+        &IOTHREADSCHED,
+        &EMULATORSCHED,
     ]),
 );
 
@@ -587,7 +617,7 @@ static FIRMWARE: Spec = el(
 static ACPI_TABLE: Spec = el(
     "table",
     "os-acpi-table",
-    &[("type", OneOf(&["slic", "msdm"]))],
+    &[("type", OneOf(&["raw", "rawset", "slic", "msdm"]))],
     Body::Text(Path),
 );
 static OS_ACPI: Spec = el("acpi", "os-acpi", &[], Children(&[&ACPI_TABLE]));
@@ -813,6 +843,207 @@ static ENCRYPTION: Spec = el(
     Children(&[&SECRET]),
 );
 
+static SOURCE_HOST: Spec = el(
+    "host",
+    "disk-source-host",
+    &[
+        ("name", Text),
+        ("port", Uint),
+        ("transport", OneOf(&["tcp", "unix", "rdma"])),
+        ("socket", Path),
+    ],
+    Empty,
+);
+static SOURCE_AUTH: Spec = el(
+    "auth",
+    "disk-source-auth",
+    &[("username", Text)],
+    Children(&[&SECRET]),
+);
+static SOURCE_SNAPSHOT: Spec = el("snapshot", "disk-source-snapshot", &[("name", Text)], Empty);
+static SOURCE_CONFIG: Spec = el("config", "disk-source-config", &[("file", Path)], Empty);
+static SOURCE_RECONNECT: Spec = el(
+    "reconnect",
+    "disk-source-reconnect",
+    &[("delay", Uint)],
+    Empty,
+);
+static SOURCE_INITIATOR_IQN: Spec = el("iqn", "disk-source-iqn", &[("name", Text)], Empty);
+static SOURCE_INITIATOR: Spec = el(
+    "initiator",
+    "disk-source-initiator",
+    &[],
+    Children(&[&SOURCE_INITIATOR_IQN]),
+);
+static SOURCE_COOKIE: Spec = el(
+    "cookie",
+    "disk-source-cookie",
+    &[("name", Text)],
+    Body::Text(Text),
+);
+static SOURCE_COOKIES: Spec = el(
+    "cookies",
+    "disk-source-cookies",
+    &[],
+    Children(&[&SOURCE_COOKIE]),
+);
+static SOURCE_SSL: Spec = el("ssl", "disk-source-ssl", &[("verify", YesNo)], Empty);
+static SOURCE_READAHEAD: Spec = el(
+    "readahead",
+    "disk-source-readahead",
+    &[("size", Uint)],
+    Empty,
+);
+static SOURCE_TIMEOUT: Spec = el(
+    "timeout",
+    "disk-source-timeout",
+    &[("seconds", Uint)],
+    Empty,
+);
+static SOURCE_IDENTITY: Spec = el(
+    "identity",
+    "disk-source-identity",
+    &[
+        ("user", Text),
+        ("group", Text),
+        ("username", Text),
+        ("keyfile", Path),
+        ("agentsock", Path),
+    ],
+    Empty,
+);
+static SOURCE_KNOWN_HOSTS: Spec = el(
+    "knownHosts",
+    "disk-source-known-hosts",
+    &[("path", Path)],
+    Empty,
+);
+static SEC_LABEL_CHILD: Spec = el("label", "disk-seclabel-label", &[], Body::Text(Text));
+static SOURCE_SECLABEL: Spec = el(
+    "seclabel",
+    "disk-source-seclabel",
+    &[("model", Text), ("relabel", YesNo), ("labelskip", YesNo)],
+    Children(&[&SEC_LABEL_CHILD]),
+);
+static SLICE: Spec = el(
+    "slice",
+    "disk-source-slice",
+    &[
+        ("type", OneOf(&["storage"])),
+        ("offset", Uint),
+        ("size", Uint),
+    ],
+    Empty,
+);
+static SLICES: Spec = el("slices", "disk-source-slices", &[], Children(&[&SLICE]));
+static RESERVATIONS_SOURCE: Spec = el(
+    "source",
+    "disk-reservations-source",
+    &[
+        ("type", OneOf(&["unix"])),
+        ("path", Path),
+        ("mode", OneOf(&["server", "client"])),
+    ],
+    Empty,
+);
+static RESERVATIONS: Spec = el(
+    "reservations",
+    "disk-source-reservations",
+    &[("managed", YesNo)],
+    Children(&[&RESERVATIONS_SOURCE]),
+);
+static DATA_STORE_FORMAT: Spec = el(
+    "format",
+    "disk-data-store-format",
+    &[("type", OneOf(ImageFormat::NAMES))],
+    Empty,
+);
+static DATA_STORE_SOURCE: Spec = el(
+    "source",
+    "disk-data-store-source",
+    &[("file", Path), ("dev", Path)],
+    Empty,
+);
+static DATA_STORE: Spec = el(
+    "dataStore",
+    "disk-source-data-store",
+    &[("type", OneOf(&["file", "block"]))],
+    Children(&[&DATA_STORE_FORMAT, &DATA_STORE_SOURCE]),
+);
+/// A disk's `<source>` kept as written ([`crate::DiskSource::Kept`]):
+/// network protocols, storage pool volumes, NVMe and vhost devices, and
+/// file or block sources with more than their path. Read by the disk
+/// parser itself, as its name clashes with the typed source.
+pub(crate) static DISK_KEPT_SOURCE: Spec = el(
+    "source",
+    "disk-kept-source",
+    &[
+        ("file", Path),
+        ("dev", Path),
+        ("dir", Path),
+        (
+            "protocol",
+            OneOf(&[
+                "nbd", "iscsi", "rbd", "sheepdog", "gluster", "vxhs", "nfs", "http", "https",
+                "ftp", "ftps", "tftp", "ssh",
+            ]),
+        ),
+        ("name", Text),
+        ("query", Text),
+        ("tls", YesNo),
+        ("tlsHostname", Text),
+        ("pool", Text),
+        ("volume", Text),
+        ("mode", OneOf(&["host", "direct"])),
+        ("type", OneOf(&["pci", "unix"])),
+        ("managed", YesNo),
+        ("namespace", Uint),
+        ("path", Path),
+        (
+            "startupPolicy",
+            OneOf(&["mandatory", "requisite", "optional"]),
+        ),
+        ("index", Uint),
+        ("fdgroup", Text),
+    ],
+    Children(&[
+        &SOURCE_HOST,
+        &SOURCE_AUTH,
+        &SOURCE_SNAPSHOT,
+        &SOURCE_CONFIG,
+        &SOURCE_RECONNECT,
+        &SOURCE_INITIATOR,
+        &SOURCE_COOKIES,
+        &SOURCE_SSL,
+        &SOURCE_READAHEAD,
+        &SOURCE_TIMEOUT,
+        &SOURCE_IDENTITY,
+        &SOURCE_KNOWN_HOSTS,
+        &SOURCE_SECLABEL,
+        &SLICES,
+        &RESERVATIONS,
+        &DATA_STORE,
+        &ENCRYPTION,
+        &ADDRESS,
+    ]),
+);
+static DISK_KEPT_TYPE: &[&Spec] = &[&DISK_KEPT_SOURCE];
+
+/// A VM disk's `<target>`: `dev` and `bus` are typed, the rest kept
+/// ([`crate::Disk::target_kept`]).
+pub(crate) static DISK_TARGET: Spec = el(
+    "target",
+    "disk-target",
+    &[
+        ("dev", Text),
+        ("bus", Text),
+        ("tray", OneOf(&["open", "closed"])),
+        ("removable", OnOff),
+        ("rotation_rate", Uint),
+    ],
+    Empty,
+);
+
 /// Kept children of a VM's `<disk>`.
 pub(crate) static DISK: &[&Spec] = &[
     &ADDRESS,
@@ -829,6 +1060,9 @@ pub(crate) static DISK: &[&Spec] = &[
     &DISK_WWN,
     &DISK_VENDOR,
     &DISK_PRODUCT,
+    // libvirt's older place for a network disk's credentials.
+    &SOURCE_AUTH,
+    &NET_ACPI,
 ];
 
 static ROM: Spec = el(
@@ -883,9 +1117,131 @@ static NET_ACPI: Spec = el("acpi", "net-acpi", &[("index", Uint)], Empty);
 static NET_BACKEND: Spec = el(
     "backend",
     "net-backend",
-    &[("tap", Path), ("vhost", Path)],
+    &[
+        ("type", OneOf(&["default", "passt"])),
+        ("tap", Path),
+        ("vhost", Path),
+        ("logFile", Path),
+    ],
     Empty,
 );
+static NET_SCRIPT: Spec = el("script", "net-script", &[("path", Path)], Empty);
+static NET_DOWNSCRIPT: Spec = el("downscript", "net-downscript", &[("path", Path)], Empty);
+static COALESCE_FRAMES: Spec = el("frames", "net-coalesce-frames", &[("max", Uint)], Empty);
+static COALESCE_RX: Spec = el("rx", "net-coalesce-rx", &[], Children(&[&COALESCE_FRAMES]));
+static NET_COALESCE: Spec = el("coalesce", "net-coalesce", &[], Children(&[&COALESCE_RX]));
+static NET_TEAMING: Spec = el(
+    "teaming",
+    "net-teaming",
+    &[
+        ("type", OneOf(&["persistent", "transient"])),
+        ("persistent", Text),
+    ],
+    Empty,
+);
+static NET_PORT: Spec = el("port", "net-port", &[("isolated", YesNo)], Empty);
+static VIRTUALPORT_PARAMS: Spec = el(
+    "parameters",
+    "net-virtualport-parameters",
+    &[
+        ("managerid", Uint),
+        ("typeid", Uint),
+        ("typeidversion", Uint),
+        ("instanceid", Text),
+        ("profileid", Text),
+        ("interfaceid", Text),
+    ],
+    Empty,
+);
+static NET_VIRTUALPORT: Spec = el(
+    "virtualport",
+    "net-virtualport",
+    &[(
+        "type",
+        OneOf(&["openvswitch", "802.1Qbg", "802.1Qbh", "midonet"]),
+    )],
+    Children(&[&VIRTUALPORT_PARAMS]),
+);
+
+// Interface types kept but not run (`user`, `vhostuser`, `mcast`, …):
+// their source, guest addresses and port forwards, read by the interface
+// parser itself, as their names clash with the typed ones.
+static NET_SOURCE_LOCAL: Spec = el(
+    "local",
+    "net-kept-source-local",
+    &[("address", Text), ("port", Uint)],
+    Empty,
+);
+static NET_SOURCE_RECONNECT: Spec = el(
+    "reconnect",
+    "net-kept-source-reconnect",
+    &[("enabled", YesNo), ("timeout", Uint)],
+    Empty,
+);
+pub(crate) static NET_KEPT_SOURCE: Spec = el(
+    "source",
+    "net-kept-source",
+    &[
+        ("type", OneOf(&["unix"])),
+        ("path", Path),
+        ("mode", OneOf(&["server", "client"])),
+        ("address", Text),
+        ("port", Uint),
+        ("dev", Text),
+        ("managed", YesNo),
+    ],
+    Children(&[&NET_SOURCE_LOCAL, &NET_SOURCE_RECONNECT, &ADDRESS]),
+);
+pub(crate) static NET_KEPT_IP: Spec = el(
+    "ip",
+    "net-kept-ip",
+    &[
+        ("address", Text),
+        ("family", OneOf(&["ipv4", "ipv6"])),
+        ("prefix", Uint),
+        ("peer", Text),
+    ],
+    Empty,
+);
+pub(crate) static NET_KEPT_ROUTE: Spec = el(
+    "route",
+    "net-kept-route",
+    &[
+        ("family", OneOf(&["ipv4", "ipv6"])),
+        ("address", Text),
+        ("prefix", Uint),
+        ("gateway", Text),
+        ("metric", Uint),
+    ],
+    Empty,
+);
+static PORT_RANGE: Spec = el(
+    "range",
+    "port-forward-range",
+    &[
+        ("start", Uint),
+        ("end", Uint),
+        ("to", Uint),
+        ("exclude", YesNo),
+    ],
+    Empty,
+);
+pub(crate) static PORT_FORWARD: Spec = el(
+    "portForward",
+    "port-forward",
+    &[
+        ("proto", OneOf(&["tcp", "udp"])),
+        ("address", Text),
+        ("dev", Text),
+    ],
+    Children(&[&PORT_RANGE]),
+);
+static INTERFACE_KEPT_TYPE: &[&Spec] = &[
+    &NET_KEPT_SOURCE,
+    &NET_KEPT_IP,
+    &NET_KEPT_ROUTE,
+    &PORT_FORWARD,
+];
 
 /// Kept children of a VM's `<interface>`.
 pub(crate) static INTERFACE: &[&Spec] = &[
@@ -898,6 +1254,12 @@ pub(crate) static INTERFACE: &[&Spec] = &[
     &NET_TUNE,
     &NET_ACPI,
     &NET_BACKEND,
+    &NET_SCRIPT,
+    &NET_DOWNSCRIPT,
+    &NET_COALESCE,
+    &NET_TEAMING,
+    &NET_PORT,
+    &NET_VIRTUALPORT,
 ];
 
 /// Kept children of a VM's `<serial>` and `<console>` (read into typed
@@ -1308,7 +1670,11 @@ static TPM_BANKS: Spec = el(
 static TPM_SOURCE: Spec = el(
     "source",
     "tpm-source",
-    &[("type", Text), ("path", Path)],
+    &[
+        ("type", Text),
+        ("mode", OneOf(&["connect", "bind"])),
+        ("path", Path),
+    ],
     Empty,
 );
 static TPM_BACKEND: Spec = el(
@@ -1328,6 +1694,12 @@ static TPM: Spec = el(
     Children(&[&TPM_BACKEND, &ADDRESS, &ALIAS]),
 );
 
+static IOMMU_GRANULE: Spec = el(
+    "granule",
+    "iommu-granule",
+    &[("mode", OneOf(&["host", "4k", "8k", "16k", "64k"]))],
+    Empty,
+);
 static IOMMU_DRIVER: Spec = el(
     "driver",
     "iommu-driver",
@@ -1337,8 +1709,11 @@ static IOMMU_DRIVER: Spec = el(
         ("eim", OnOff),
         ("iotlb", OnOff),
         ("aw_bits", Uint),
+        ("dma_translation", OnOff),
+        ("xtsup", OnOff),
+        ("passthrough", OnOff),
     ],
-    Empty,
+    Children(&[&IOMMU_GRANULE]),
 );
 static IOMMU: Spec = el(
     "iommu",
@@ -1416,6 +1791,14 @@ static MEM_TARGET: Spec = el(
     "memory-target",
     &[("dynamicMemslots", YesNo)],
     Children(&[&MEM_SIZE, &MEM_NODE, &MEM_LABEL]),
+);
+static PSTORE_PATH: Spec = el("path", "pstore-path", &[], Body::Text(Path));
+/// `<pstore>`: a store for the guest kernel's panic logs (ACPI ERST).
+static PSTORE: Spec = el(
+    "pstore",
+    "pstore",
+    &[("backend", OneOf(&["acpi-erst"]))],
+    Children(&[&PSTORE_PATH, &MEM_SIZE, &ADDRESS, &ALIAS]),
 );
 static MEMORY_DEVICE: Spec = el(
     "memory",
@@ -1589,6 +1972,7 @@ pub(crate) static DEVICES: &[&Spec] = &[
     &VM_FILESYSTEM,
     &VM_HOSTDEV,
     &PARALLEL,
+    &PSTORE,
 ];
 
 /// Every context that keeps elements, with the name of its schema define.
@@ -1599,6 +1983,8 @@ pub(crate) static CONTEXTS: &[(&str, &[&Spec])] = &[
     ("kept-device", DEVICES),
     ("kept-disk-child", DISK),
     ("kept-interface-child", INTERFACE),
+    ("kept-interface-type-child", INTERFACE_KEPT_TYPE),
+    ("kept-disk-type-child", DISK_KEPT_TYPE),
     ("kept-chardev-child", CHARDEV),
 ];
 

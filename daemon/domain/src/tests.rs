@@ -1339,8 +1339,8 @@ fn kvm_domains_are_stored_and_checked() {
         "missing <source>",
     );
     fails(
-        &kdev("<disk type='network'><target dev='vda'/></disk>"),
-        "disk type 'network'",
+        &kdev("<disk type='tape'><target dev='vda'/></disk>"),
+        "disk type 'tape'",
     );
     fails(
         &kdev("<interface type='network'><source network='n'/><guest dev='e'/></interface>"),

@@ -471,3 +471,29 @@ fn a_vm_takes_memtune_numatune_and_blkiotune() {
         assert!(text.contains(element), "{element}: {text}");
     }
 }
+
+/// Every document in the directory `LXVIRT_CORPUS` (libvirt's own test
+/// documents, which are not in this repository) that defines must round
+/// trip without losing an element or attribute. Run by hand:
+/// `LXVIRT_CORPUS=/tmp/libvirt-corpus cargo test -p lxvirt-domain corpus -- --ignored`.
+#[test]
+#[ignore = "needs LXVIRT_CORPUS"]
+fn corpus_keeps_everything() {
+    let dir = std::path::PathBuf::from(std::env::var_os("LXVIRT_CORPUS").unwrap());
+    let mut failed = Vec::new();
+    for file in test_support::xml_files(&dir) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if DomainDef::from_xml(&text).is_err() {
+            continue;
+        }
+        let result = std::panic::catch_unwind(|| round_trip_keeps_everything(&text));
+        if let Err(e) = result {
+            let msg = e
+                .downcast_ref::<String>()
+                .map(|s| s.lines().next().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            failed.push(format!("{}: {msg}", file.display()));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}

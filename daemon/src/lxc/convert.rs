@@ -529,6 +529,14 @@ fn interfaces(
                     routes: ip_routes(routes),
                 }
             }
+            // The parser keeps these for virtual machines only.
+            InterfaceSource::Kept(t) => {
+                return Err(refuse(
+                    format!("type='{t}'"),
+                    "is not an interface type of containers",
+                    "use type='network', 'bridge', 'ethernet' or 'direct'".into(),
+                ));
+            }
             InterfaceSource::Direct { dev, mode } => {
                 if interface.vlan.is_some() {
                     return Err(refuse(
@@ -622,6 +630,7 @@ fn interface_label(index: usize, interface: &Interface) -> String {
         InterfaceSource::Network { network, .. } => Some(format!("network '{network}'")),
         InterfaceSource::Bridge { bridge } => Some(format!("bridge '{bridge}'")),
         InterfaceSource::Direct { dev, .. } => Some(format!("device '{dev}'")),
+        InterfaceSource::Kept(_) => None,
         InterfaceSource::Ethernet { .. } => interface
             .target_dev
             .as_ref()

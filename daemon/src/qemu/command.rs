@@ -824,6 +824,48 @@ mod tests {
         ));
     }
 
+    /// Parts of libvirt's vocabulary that lxvirt keeps: each is refused at
+    /// start, naming the element.
+    #[test]
+    fn kept_vocabulary_is_refused_by_name() {
+        for (devices, named) in [
+            ("<interface type='user'/>", "<interface type='user'>"),
+            (
+                "<interface type='vhostuser'><source type='unix' path='/run/v.sock' mode='client'/></interface>",
+                "<interface type='vhostuser'>",
+            ),
+            (
+                "<interface type='ethernet'><target dev='tap0'/><script path='/etc/qemu-ifup'/></interface>",
+                "<script>",
+            ),
+            (
+                "<disk type='network'><source protocol='nbd' name='x'><host name='h'/></source><target dev='vda'/></disk>",
+                "<disk type='network'>",
+            ),
+            (
+                "<disk type='file' device='floppy'><source file='/f.img'/><target dev='fda' bus='fdc'/></disk>",
+                "'fda'",
+            ),
+            (
+                "<disk><source file='/d.img' startupPolicy='optional'/><target dev='vda'/></disk>",
+                "<disk dev='vda'><source>",
+            ),
+            (
+                "<disk type='file' device='cdrom'><target dev='sda' bus='sata' tray='open'/></disk>",
+                "<target tray='open'>",
+            ),
+        ] {
+            let def = with_devices("q35", devices);
+            let error = refusal(&def, &settings(Accel::Kvm));
+            assert!(
+                error.contains(named) && error.contains("cannot run yet"),
+                "{devices}: {error}"
+            );
+        }
+        let def = example("kvm-kept-vocabulary.xml");
+        assert!(refusal(&def, &prepared(&def)).contains("keeps it but does not run it"));
+    }
+
     fn example(name: &str) -> DomainDef {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../xml-schemas/examples")

@@ -65,6 +65,8 @@ pub fn files_of(def: &DomainDef) -> Vec<DiskFile> {
 fn source_path(source: &DiskSource) -> Option<&Path> {
     match source {
         DiskSource::File(p) | DiskSource::Block(p) => p.as_deref(),
+        // Not run: the command line refuses such a disk.
+        DiskSource::Kept(_) => None,
     }
 }
 

@@ -408,6 +408,7 @@ impl QemuDriver {
                     let base = match &disk.source {
                         crate::domain::DiskSource::File(p)
                         | crate::domain::DiskSource::Block(p) => p.clone(),
+                        crate::domain::DiskSource::Kept(_) => None,
                     };
                     let base = base.filter(|_| disk.transient)?;
                     let overlay = disks::overlay_path(&files.dir, index);

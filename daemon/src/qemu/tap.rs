@@ -73,6 +73,9 @@ pub fn plan(interface: &Interface, port: Option<&NetworkPort>) -> Result<TapPlan
             return Err("<interface type='network'> of an inactive network");
         }
         InterfaceSource::Direct { .. } => return Err("<interface type='direct'>"),
+        InterfaceSource::Kept(_) => {
+            return Err("<interface> of a type lxvirt keeps but does not run");
+        }
     };
     let mut mac = interface
         .mac

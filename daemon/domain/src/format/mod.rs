@@ -577,6 +577,8 @@ fn format_disk(o: &mut Out, d: &Disk) {
     let (kind, src_attr, src) = match &d.source {
         DiskSource::File(p) => ("file", "file", p),
         DiskSource::Block(p) => ("block", "dev", p),
+        // The source is among the kept children.
+        DiskSource::Kept(t) => (t.as_str(), "", &None),
     };
     o.open("disk", &[a("type", kind), a("device", d.device)]);
     if let Some(drv) = &d.driver {
@@ -607,6 +609,9 @@ fn format_disk(o: &mut Out, d: &Disk) {
     let mut target = vec![a("dev", &d.target_dev)];
     if let Some(b) = d.target_bus {
         target.push(a("bus", b));
+    }
+    for (name, value) in &d.target_kept {
+        target.push(a(name, value));
     }
     o.empty("target", &target);
     if d.readonly {
@@ -652,6 +657,8 @@ fn format_interface(o: &mut Out, i: &Interface) {
         InterfaceSource::Direct { dev, mode } => {
             o.empty("source", &[a("dev", dev), a("mode", mode)]);
         }
+        // The source is among the kept children.
+        InterfaceSource::Kept(_) => {}
     }
     if let Some(t) = &i.target_dev {
         o.empty("target", &[a("dev", t)]);
@@ -1178,6 +1185,8 @@ fn format_backing_store(o: &mut Out, b: &BackingStore) {
             vec![a("type", "block")],
             p.as_ref().map(|p| a("dev", path(p))),
         ),
+        // Backing stores are read from the kept table: file or block only.
+        Some(DiskSource::Kept(t)) => (vec![a("type", t)], None),
     };
     element_with(o, "backingStore", &attrs, |o| {
         if let Some(f) = b.format {

@@ -15,7 +15,7 @@ use super::addresses::{
     same_family,
 };
 use super::helpers::*;
-use super::kept::split_kept;
+use super::kept::{parse_kept, split_kept};
 use super::vm;
 
 /// One device of a domain of type `kind`, as `AttachDevice` and
@@ -457,13 +457,27 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
     let extra = vm::disk_fields(&mut kept, full)?;
     check_attrs(el, &["type", "device"])?;
     check_children(el, &["driver", "source", "target", "readonly"], &[])?;
-    let t = req_attr(el, "type", "add type='block'")?;
-    let is_file = match t.value.as_str() {
+    // libvirt reads a VM's disk without a type as a file.
+    let (type_pos, type_value) = match el.attribute("type") {
+        Some(t) => (t.pos, t.value.as_str()),
+        None if !ctx.lxc() => (el.pos, "file"),
+        None => {
+            let t = req_attr(el, "type", "add type='block'")?;
+            (t.pos, t.value.as_str())
+        }
+    };
+    let kept_type = if ctx.lxc() {
+        None
+    } else {
+        KeptDiskType::parse(type_value)
+    };
+    let is_file = match type_value {
         "file" if !ctx.lxc() => true,
         "block" => false,
+        _ if kept_type.is_some() => false,
         other => {
             return Err(DomainError::invalid(
-                t.pos,
+                type_pos,
                 "disk",
                 format!(
                     "disk type '{other}' is not supported in a {} domain",
@@ -503,8 +517,29 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         }
     };
     let src_attr = if is_file { "file" } else { "dev" };
+    // A source with more than its path, or of a type lxvirt does not
+    // run, is kept as written.
+    let kept_source = match (kept_type, el.element("source")) {
+        (Some(KeptDiskType::File | KeptDiskType::Block), Some(s))
+            if s.attributes.iter().any(|a| a.name != src_attr) || s.elements().next().is_some() =>
+        {
+            Some(s)
+        }
+        (Some(KeptDiskType::File | KeptDiskType::Block), _) => None,
+        (Some(_), s) => s,
+        (None, _) => None,
+    };
+    let kept_source_type = match kept_type {
+        Some(KeptDiskType::File | KeptDiskType::Block) if kept_source.is_none() => None,
+        other => other,
+    };
+    if let Some(s) = kept_source {
+        kept.push(parse_kept(s, &kept::DISK_KEPT_SOURCE)?);
+    }
     let path = match el.element("source") {
-        None if device == DiskDevice::Cdrom => None,
+        _ if kept_source_type.is_some() => None,
+        // Removable media may be empty.
+        None if matches!(device, DiskDevice::Cdrom | DiskDevice::Floppy) => None,
         None => {
             return Err(DomainError::missing(
                 el.pos,
@@ -520,13 +555,23 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
             Some(attr_path(s, a)?)
         }
     };
-    let source = if is_file {
-        DiskSource::File(path)
-    } else {
-        DiskSource::Block(path)
+    let source = match kept_source_type {
+        Some(t) => DiskSource::Kept(t),
+        None if is_file => DiskSource::File(path),
+        None => DiskSource::Block(path),
     };
     let target = req_child(el, "target", "add <target dev='vdb' bus='virtio'/>")?;
-    check_attrs(target, &["dev", "bus"])?;
+    let target_kept = if ctx.lxc() {
+        check_attrs(target, &["dev", "bus"])?;
+        Vec::new()
+    } else {
+        // The table checks the names and values of the kept attributes.
+        parse_kept(target, &kept::DISK_TARGET)?
+            .attributes
+            .into_iter()
+            .filter(|(name, _)| name != "dev" && name != "bus")
+            .collect()
+    };
     check_children(target, &[], &[])?;
     let dev = req_attr(target, "dev", "add dev='vdb'")?;
     let dev_ok = dev.value.len() <= 32
@@ -556,6 +601,7 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         driver,
         target_dev: dev.value.clone(),
         target_bus: attr_keyword(target, "bus", DiskBus::parse, DiskBus::NAMES)?,
+        target_kept,
         readonly,
         boot_order: common.boot_order,
         serial: extra.serial,
@@ -574,6 +620,23 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
     let el = &el;
     let common = vm::common(&mut kept, full)?;
     check_attrs(el, &["type"])?;
+    let t = req_attr(
+        el,
+        "type",
+        "add type='network' (or bridge, ethernet, direct)",
+    )?;
+    // A type libvirt has that lxvirt keeps but does not run: its source,
+    // addresses and port forwards are kept as written.
+    let kept_type = if ctx.lxc() {
+        None
+    } else {
+        KeptInterfaceType::parse(&t.value)
+    };
+    let repeated: &[&str] = if kept_type.is_some() {
+        &["ip", "route", "portForward"]
+    } else {
+        &["ip", "route"]
+    };
     check_children(
         el,
         &[
@@ -587,12 +650,7 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
             "bandwidth",
             "vlan",
         ],
-        &["ip", "route"],
-    )?;
-    let t = req_attr(
-        el,
-        "type",
-        "add type='network' (or bridge, ethernet, direct)",
+        repeated,
     )?;
     let source_el = el.element("source");
     let need_source = |example: &str| {
@@ -600,65 +658,80 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
             DomainError::missing(el.pos, "interface", "<source>", format!("add {example}"))
         })
     };
-    let source = match t.value.as_str() {
-        "network" => {
-            let s = need_source("<source network='default'/>")?;
-            check_attrs(s, &["network", "portgroup"])?;
-            check_children(s, &[], &[])?;
-            let object = |a: &Attribute, fix: &str| {
-                check_name(&a.value, 64).map_err(|e| {
-                    DomainError::invalid(
-                        a.pos,
-                        "source",
-                        format!("{} '{}': {e}", a.name, a.value),
-                        fix,
-                    )
-                })?;
-                Ok::<_, DomainError>(a.value.clone())
-            };
-            InterfaceSource::Network {
-                network: object(
-                    req_attr(s, "network", "add network='default'")?,
-                    "name an existing network",
-                )?,
-                portgroup: s
-                    .attribute("portgroup")
-                    .map(|a| object(a, "name a port group of the network"))
-                    .transpose()?,
+    let source = if let Some(kt) = kept_type {
+        if let Some(s) = source_el {
+            kept.push(parse_kept(s, &kept::NET_KEPT_SOURCE)?);
+        }
+        for child in el.elements() {
+            match child.name.as_str() {
+                "ip" => kept.push(parse_kept(child, &kept::NET_KEPT_IP)?),
+                "route" => kept.push(parse_kept(child, &kept::NET_KEPT_ROUTE)?),
+                "portForward" => kept.push(parse_kept(child, &kept::PORT_FORWARD)?),
+                _ => {}
             }
         }
-        "bridge" => InterfaceSource::Bridge {
-            bridge: ifname_child(need_source("<source bridge='br0'/>")?, "bridge")?,
-        },
-        "ethernet" => match source_el {
-            None => InterfaceSource::Ethernet {
-                ips: Vec::new(),
-                routes: Vec::new(),
+        InterfaceSource::Kept(kt)
+    } else {
+        match t.value.as_str() {
+            "network" => {
+                let s = need_source("<source network='default'/>")?;
+                check_attrs(s, &["network", "portgroup"])?;
+                check_children(s, &[], &[])?;
+                let object = |a: &Attribute, fix: &str| {
+                    check_name(&a.value, 64).map_err(|e| {
+                        DomainError::invalid(
+                            a.pos,
+                            "source",
+                            format!("{} '{}': {e}", a.name, a.value),
+                            fix,
+                        )
+                    })?;
+                    Ok::<_, DomainError>(a.value.clone())
+                };
+                InterfaceSource::Network {
+                    network: object(
+                        req_attr(s, "network", "add network='default'")?,
+                        "name an existing network",
+                    )?,
+                    portgroup: s
+                        .attribute("portgroup")
+                        .map(|a| object(a, "name a port group of the network"))
+                        .transpose()?,
+                }
+            }
+            "bridge" => InterfaceSource::Bridge {
+                bridge: ifname_child(need_source("<source bridge='br0'/>")?, "bridge")?,
             },
-            Some(s) => {
-                check_attrs(s, &[])?;
-                check_children(s, &[], &["ip", "route"])?;
-                let (ips, routes) = ips_and_routes(s)?;
-                InterfaceSource::Ethernet { ips, routes }
+            "ethernet" => match source_el {
+                None => InterfaceSource::Ethernet {
+                    ips: Vec::new(),
+                    routes: Vec::new(),
+                },
+                Some(s) => {
+                    check_attrs(s, &[])?;
+                    check_children(s, &[], &["ip", "route"])?;
+                    let (ips, routes) = ips_and_routes(s)?;
+                    InterfaceSource::Ethernet { ips, routes }
+                }
+            },
+            "direct" => {
+                let s = need_source("<source dev='eth0' mode='bridge'/>")?;
+                check_attrs(s, &["dev", "mode"])?;
+                check_children(s, &[], &[])?;
+                InterfaceSource::Direct {
+                    dev: ifname(s, req_attr(s, "dev", "add dev='eth0'")?)?,
+                    mode: attr_keyword(s, "mode", DirectMode::parse, DirectMode::NAMES)?
+                        .unwrap_or(DirectMode::Vepa),
+                }
             }
-        },
-        "direct" => {
-            let s = need_source("<source dev='eth0' mode='bridge'/>")?;
-            check_attrs(s, &["dev", "mode"])?;
-            check_children(s, &[], &[])?;
-            InterfaceSource::Direct {
-                dev: ifname(s, req_attr(s, "dev", "add dev='eth0'")?)?,
-                mode: attr_keyword(s, "mode", DirectMode::parse, DirectMode::NAMES)?
-                    .unwrap_or(DirectMode::Vepa),
+            other => {
+                return Err(DomainError::invalid(
+                    t.pos,
+                    "interface",
+                    format!("interface type '{other}' is not supported"),
+                    "use one of 'network', 'bridge', 'ethernet', 'direct'",
+                ));
             }
-        }
-        other => {
-            return Err(DomainError::invalid(
-                t.pos,
-                "interface",
-                format!("interface type '{other}' is not supported"),
-                "use one of 'network', 'bridge', 'ethernet', 'direct'",
-            ));
         }
     };
     let mac = el.element("mac").map(mac_element).transpose()?;
@@ -690,10 +763,14 @@ fn parse_interface(ctx: Ctx, el: &Element) -> Result<Interface> {
             )?)
         }
     };
-    for child in el.elements_named("ip").chain(el.elements_named("route")) {
-        ctx.lxc_only(child)?;
-    }
-    let (ips, routes) = ips_and_routes(el)?;
+    let (ips, routes) = if kept_type.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        for child in el.elements_named("ip").chain(el.elements_named("route")) {
+            ctx.lxc_only(child)?;
+        }
+        ips_and_routes(el)?
+    };
     let link_state = match el.element("link") {
         None => None,
         Some(l) => {

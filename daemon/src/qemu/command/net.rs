@@ -34,6 +34,9 @@ pub(super) fn interfaces(args: &mut Args, ctx: &mut Ctx<'_>) -> Result<(), Comma
             InterfaceSource::Direct { .. } => {
                 return Err(ctx.refuse(what, "the QEMU driver does not run macvtap interfaces yet"));
             }
+            InterfaceSource::Kept(_) => {
+                return Err(ctx.refuse(what, "lxvirt keeps it but does not run it"));
+            }
         }
         if interface.link_state == Some(LinkState::Down) {
             return Err(ctx.refuse(

@@ -201,6 +201,8 @@ fn path_of(source: &DiskSource) -> (Option<&Path>, bool) {
     match source {
         DiskSource::File(p) => (p.as_deref(), false),
         DiskSource::Block(p) => (p.as_deref(), true),
+        // disk_nodes refuses a kept source before it asks.
+        DiskSource::Kept(_) => (None, false),
     }
 }
 
@@ -263,6 +265,18 @@ fn disk_nodes(
     disk: &Disk,
     what: &str,
 ) -> Result<Option<String>, CommandError> {
+    if let DiskSource::Kept(t) = disk.source {
+        return Err(ctx.refuse(
+            format!("{what} with type='{t}' or a <source> of more than its path"),
+            "lxvirt keeps it but does not run it",
+        ));
+    }
+    if matches!(disk.device, DiskDevice::Floppy | DiskDevice::Lun) {
+        return Err(ctx.refuse(
+            format!("{what} with device='{}'", disk.device),
+            "the QEMU driver runs disks and CD-ROM drives only",
+        ));
+    }
     let cdrom = disk.device == DiskDevice::Cdrom;
     let driver = disk.driver.unwrap_or_default();
     let cache = driver.cache.map(cache_mode);
