@@ -1,6 +1,7 @@
 //! The QEMU/KVM driver: runs `qemu-system-*` guests and talks to them
-//! over QMP ([`qmp`]).
+//! over QMP ([`qmp`]), and to their guest agents ([`agent`]).
 
+pub mod agent;
 pub mod command;
 pub mod disks;
 pub mod host;
