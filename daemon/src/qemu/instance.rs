@@ -195,6 +195,30 @@ pub enum QemuError {
     },
     #[error("domain '{domain}': {what} is not supported for virtual machines yet")]
     NotSupported { domain: String, what: &'static str },
+    #[error(
+        "domain '{domain}' has no guest agent channel; add <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel> and run qemu-ga in the guest"
+    )]
+    NoAgentChannel { domain: String },
+    #[error(
+        "domain '{domain}': enter's option '{option}' is not supported for virtual machines: the guest agent's guest-exec has none (use sh -c)"
+    )]
+    EnterOption {
+        domain: String,
+        option: &'static str,
+    },
+    #[error(
+        "domain '{domain}': the command's stdin holds more than {} KiB, which the guest agent takes at once; pass a file inside the guest instead",
+        super::guest_exec::MAX_INPUT / 1024
+    )]
+    InputTooLarge { domain: String },
+    #[error("domain '{domain}': cannot read the command's stdin")]
+    Input {
+        domain: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Agent(#[from] super::agent::AgentError),
 }
 
 impl From<QemuError> for Error {
@@ -206,6 +230,8 @@ impl From<QemuError> for Error {
             QemuError::NoLabeler { .. } => ErrorKind::SecurityUnavailable,
             QemuError::Command(CommandError::NotSupported { .. })
             | QemuError::NotSupported { .. }
+            | QemuError::NoAgentChannel { .. }
+            | QemuError::EnterOption { .. }
             | QemuError::UnknownMachine { .. } => ErrorKind::NotSupported,
             QemuError::Command(CommandError::NotVm { .. }) => ErrorKind::Unavailable,
             QemuError::DiskInUse { .. } => ErrorKind::InvalidState,
@@ -395,8 +421,21 @@ impl QemuDriver {
         let mut settings = Settings::new(accel, files.qmp.clone());
         settings.serial_logs = Some(files.dir.clone());
         settings.vnc_socket = Some(files.dir.join("vnc.sock"));
+        // The guest agent's channel has a socket of a known name: the
+        // driver finds it from the name alone (after a daemon restart too).
+        let agent_channel = def
+            .devices
+            .channels
+            .iter()
+            .position(|c| c.target_name.as_deref() == Some(super::agent::CHANNEL_NAME));
         settings.channel_sockets = (0..def.devices.channels.len())
-            .map(|i| Some(files.dir.join(format!("channel{i}.sock"))))
+            .map(|i| {
+                Some(if Some(i) == agent_channel {
+                    files.agent.clone()
+                } else {
+                    files.dir.join(format!("channel{i}.sock"))
+                })
+            })
             .collect();
         let mut overlays = Vec::new();
         settings.disk_overlays =
@@ -956,6 +995,7 @@ impl Driver for QemuDriver {
         }
         let _ = std::fs::remove_file(&files.exit);
         let _ = std::fs::remove_file(&files.qmp);
+        let _ = std::fs::remove_file(&files.agent);
         let _ = std::fs::remove_file(&files.pidfile);
     }
 
@@ -1056,14 +1096,38 @@ impl QemuDriver {
                     extra,
                 }))
             }
-            Request::Enter { .. } => Err(QemuError::NotSupported {
-                domain,
-                what: "enter (it needs the guest agent channel)",
-            }),
-            Request::Interfaces => Err(QemuError::NotSupported {
-                domain,
-                what: "reading the guest's interfaces",
-            }),
+            Request::Enter {
+                argv,
+                env,
+                cwd,
+                // guest-exec runs the command in qemu-ga's own context: a
+                // VM's confinement is qemu's, on the host, and there is no
+                // label of lxvirt's inside the guest to leave.
+                noseclabel: _,
+                stdio,
+            } => {
+                let agent = link.agent().ok_or(QemuError::NoAgentChannel {
+                    domain: domain.clone(),
+                })?;
+                if cwd.is_some() {
+                    return Err(QemuError::EnterOption {
+                        domain,
+                        option: "cwd",
+                    });
+                }
+                let (pid, exit) =
+                    super::guest_exec::enter(&domain, agent, argv, env, stdio).await?;
+                Ok(Response::Entered { pid, exit })
+            }
+            Request::Interfaces => {
+                let agent = link.agent().ok_or(QemuError::NoAgentChannel {
+                    domain: domain.clone(),
+                })?;
+                let interfaces = agent.network_interfaces().await?;
+                Ok(Response::Interfaces(
+                    interfaces.into_iter().filter(|i| i.name != "lo").collect(),
+                ))
+            }
             Request::AttachInterface { .. } | Request::DetachInterface { .. } => {
                 Err(QemuError::NotSupported {
                     domain,

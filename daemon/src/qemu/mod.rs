@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod command;
 pub mod disks;
+mod guest_exec;
 pub mod host;
 pub mod instance;
 mod link;
