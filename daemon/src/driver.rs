@@ -224,7 +224,8 @@ pub struct InterfaceCounters {
 pub enum Response {
     Done,
     Console(OwnedFd),
-    /// The command runs as `pid` (a host pid); `exit` yields how it ended.
+    /// The command runs as `pid` (a host pid for a container, the guest's
+    /// pid for a VM); `exit` yields one [`EnterExit`] line when it ends.
     Entered {
         pid: i32,
         exit: OwnedFd,
@@ -235,6 +236,26 @@ pub enum Response {
     Attached {
         guest_name: String,
     },
+}
+
+/// How an entered command ended: the one JSON line a driver writes to the
+/// exit pipe of [`Response::Entered`] (`{"exited":{"code":0}}`,
+/// `{"signaled":{"signal":9}}`), which clients read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnterExit {
+    Exited { code: i32 },
+    Signaled { signal: i32 },
+}
+
+impl EnterExit {
+    /// The line written to the exit pipe, newline included.
+    pub fn line(&self) -> Vec<u8> {
+        // Two plain variants of integers: serializing cannot fail.
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
 }
 
 /// How an instance ended, as its driver found out.

@@ -204,6 +204,12 @@ impl BootedGuest {
         &self.qmp
     }
 
+    /// The temporary directory of this boot (QMP socket, QEMU's log), for
+    /// sockets of the test's own devices.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// The next QMP event that `wanted` accepts, skipping others.
     pub async fn wait_event(
         &mut self,

@@ -720,3 +720,143 @@ async fn a_hundred_cycles_leave_nothing_behind() {
     assert!(left.is_empty(), "left in the VM's directory: {left:?}");
     env.ok(&["net-destroy", "lxvtcyc"]);
 }
+
+/// The guest agent's channel, as libvirt's documents write it.
+const AGENT_CHANNEL: &str =
+    "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>";
+
+impl Env {
+    /// Runs the CLI with `input` on its stdin (a pipe).
+    fn run_with_input(&self, args: &[&str], input: &[u8]) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(lxvirt_tests::binary("lxvirt"))
+            .arg(format!("--connect={}", self.bus.address))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+/// A VM with the guest agent's channel whose guest runs qemu-ga
+/// (`lxvirt.agent=1`): `lxvirt enter` runs commands in the guest through
+/// guest-exec (output, exit status, stdin from a pipe), `--cwd` is
+/// refused by name, and `domifaddr --source agent` shows the address the
+/// guest set on eth0, without `lo`.
+#[tokio::test]
+async fn enter_and_addresses_go_through_the_guest_agent() {
+    let Some(env) = Env::new().await else { return };
+    env.define(
+        "vmga",
+        "lxvirt.agent=1 lxvirt.ip=192.0.2.9/24 lxvirt.marker=READY-vmga",
+        "",
+        &format!(
+            "{AGENT_CHANNEL}<interface type='ethernet'><mac address='52:54:00:aa:bb:09'/><model type='virtio'/></interface>"
+        ),
+    );
+    env.ok(&["start", "vmga"]);
+    env.wait_console("vmga", "READY-vmga", 1);
+    assert!(
+        env.console_log("vmga").contains("lxvirt-guest: agent up"),
+        "{}",
+        env.console_log("vmga")
+    );
+
+    let out = env.ok(&["enter", "vmga", "--", "/bin/echo", "hi"]);
+    assert_eq!(out, "hi\n");
+
+    let failed = env.run(&[
+        "enter",
+        "vmga",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo oops >&2; exit 7",
+    ]);
+    assert_eq!(failed.status.code(), Some(7), "{failed:?}");
+    assert_eq!(String::from_utf8_lossy(&failed.stderr), "oops\n");
+
+    let piped = env.run_with_input(&["enter", "vmga", "--", "cat"], b"through stdin\n");
+    assert!(piped.status.success(), "{piped:?}");
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "through stdin\n");
+
+    let error = env.refused(&["enter", "vmga", "--cwd", "/tmp", "--", "/bin/pwd"]);
+    assert!(error.contains("'cwd' is not supported"), "{error}");
+
+    let addresses: Value =
+        serde_json::from_str(&env.ok(&["-o", "json", "domifaddr", "vmga", "--source", "agent"]))
+            .unwrap();
+    let text = addresses.to_string();
+    assert!(text.contains("192.0.2.9"), "{text}");
+    assert!(text.contains("52:54:00:aa:bb:09"), "{text}");
+    assert!(!text.contains("127.0.0.1"), "{text}");
+
+    // shutdown --mode agent: the guest agent powers it off, not the
+    // power button.
+    let pid = env.qemu_pid("vmga");
+    env.ok(&["shutdown", "vmga", "--mode", "agent", "--grace", "120"]);
+    assert_eq!(env.state("vmga"), ("shutoff".into(), "shutdown".into()));
+    let console = env.console_log("vmga");
+    assert!(
+        console.contains("lxvirt-guest: agent shutdown poweroff"),
+        "{console}"
+    );
+    assert!(!console.contains("power button"), "{console}");
+    env.assert_clean("vmga", pid);
+    assert!(!env.guest_dir("vmga").join("agent.sock").exists());
+}
+
+/// Without the channel, enter and the agent's addresses are refused with
+/// what to add; with the channel but no qemu-ga in the guest, they fail
+/// after the agent's timeout with a question about qemu-ga, not a hang.
+#[tokio::test]
+async fn without_a_running_guest_agent_enter_is_refused_clearly() {
+    let Some(env) = Env::new().await else { return };
+    env.define("vmnoga", "lxvirt.marker=READY-vmnoga", "", "");
+    env.define(
+        "vmsilent",
+        "lxvirt.marker=READY-vmsilent",
+        "",
+        AGENT_CHANNEL,
+    );
+    env.ok(&["start", "vmnoga"]);
+    env.ok(&["start", "vmsilent"]);
+
+    let error = env.refused(&["enter", "vmnoga", "--", "/bin/echo", "hi"]);
+    assert!(
+        error.contains("has no guest agent channel")
+            && error.contains("name='org.qemu.guest_agent.0'"),
+        "{error}"
+    );
+    let error = env.refused(&["domifaddr", "vmnoga", "--source", "agent"]);
+    assert!(error.contains("has no guest agent channel"), "{error}");
+    // Nor can it be shut down through one; it keeps running.
+    let error = env.refused(&["shutdown", "vmnoga", "--mode", "agent"]);
+    assert!(error.contains("has no guest agent channel"), "{error}");
+    assert_eq!(env.state("vmnoga").0, "running");
+
+    env.wait_console("vmsilent", "READY-vmsilent", 1);
+    let asked = Instant::now();
+    let error = env.refused(&["enter", "vmsilent", "--", "/bin/echo", "hi"]);
+    assert!(
+        error.contains("does not answer") && error.contains("is qemu-ga running in the guest?"),
+        "{error}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        asked.elapsed()
+    );
+    let error = env.refused(&["domifaddr", "vmsilent", "--source", "agent"]);
+    assert!(
+        error.contains("is qemu-ga running in the guest?"),
+        "{error}"
+    );
+
+    env.ok(&["destroy", "vmnoga"]);
+    env.ok(&["destroy", "vmsilent"]);
+}

@@ -11,6 +11,7 @@ INITRD=$WORK/initrd.cpio.gz
 GUEST_INITRD=$WORK/guest-initrd.cpio.gz
 GUEST_KERNEL=$WORK/guest-vmlinux
 GUEST_CMDLINE=$WORK/guest.cmdline
+QGA_ROOT=$WORK/qemu-guest-agent     # the qemu-guest-agent .deb, unpacked (not installed): the guest's qemu-ga
 SEROOT=$WORK/selinux-root            # a copy of the stock policy store with lxvirt's modules linked in
 POLICY_BIN=$SEROOT/etc/selinux/default/policy/policy.33
 # Where lxvirtd, lxvirt and lxvirt-monitor are (the workspace's target/debug by default).
@@ -36,6 +37,9 @@ VM_PACKAGES=(
   coreutils              # chcon, runcon
   dmsetup                # the dm suite's look at what is left in the kernel
   xfsprogs               # the dm suite's xfs volumes (mkfs.xfs, xfs_admin)
+  # The test guest's qemu-ga (tests/vm/mkguest copies them from the host);
+  # qemu-system-x86 needs them too.
+  libglib2.0-0 libnuma1 liburing2 libudev1
 )
 
 kernel_version() { ls "$KROOT/lib/modules" 2>/dev/null | sort -V | tail -1; }

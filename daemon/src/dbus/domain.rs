@@ -396,6 +396,11 @@ impl DomainObject {
     /// the three descriptors as its stdin, stdout and stderr. Options:
     /// `cwd` (s), `noseclabel` (b). Returns the command's host pid and a
     /// pipe that yields one JSON line with its exit status when it ends.
+    /// A VM runs it through its guest agent (guest-exec; it needs the
+    /// org.qemu.guest_agent.0 channel): stdin is read to its end first
+    /// (at most 1 MiB, none from a terminal), the output is written when
+    /// the command ended, the pid is the command's pid in the guest,
+    /// `cwd` is not supported and `noseclabel` is ignored.
     #[allow(clippy::too_many_arguments)] // the D-Bus signature
     async fn enter(
         &self,
@@ -494,7 +499,8 @@ impl DomainObject {
 
     /// Addresses of the running domain's interfaces: (name, MAC,
     /// [(address, prefix)]). `source` 0: the DHCP leases of its networks
-    /// (host-side names); 1: as the container sees them (names inside).
+    /// (host-side names); 1: as the domain sees them (names inside; a
+    /// VM's from its guest agent).
     async fn get_interface_addresses(
         &self,
         source: u32,

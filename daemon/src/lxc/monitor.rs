@@ -607,10 +607,7 @@ fn report_entered_exit(entered: &Entered) {
         Ok(proc::ExitStatus::Signaled(signal)) => EnterExit::Signaled { signal },
         Err(_) => EnterExit::Signaled { signal: 9 },
     };
-    if let Ok(mut line) = serde_json::to_vec(&exit) {
-        line.push(b'\n');
-        let _ = nix::unistd::write(&entered.exit_pipe, &line);
-    }
+    let _ = nix::unistd::write(&entered.exit_pipe, &exit.line());
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP and returns a descriptor to read them.

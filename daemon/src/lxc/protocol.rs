@@ -252,13 +252,9 @@ pub mod errno_number {
     }
 }
 
-/// How an `enter`ed command ended, written to its exit pipe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnterExit {
-    Exited { code: i32 },
-    Signaled { signal: i32 },
-}
+/// How an `enter`ed command ended, written to its exit pipe; the seam's
+/// format, which the QEMU driver writes too.
+pub use crate::driver::EnterExit;
 
 /// How init ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -195,6 +195,30 @@ pub enum QemuError {
     },
     #[error("domain '{domain}': {what} is not supported for virtual machines yet")]
     NotSupported { domain: String, what: &'static str },
+    #[error(
+        "domain '{domain}' has no guest agent channel; add <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel> and run qemu-ga in the guest"
+    )]
+    NoAgentChannel { domain: String },
+    #[error(
+        "domain '{domain}': enter's option '{option}' is not supported for virtual machines: the guest agent's guest-exec has none (use sh -c)"
+    )]
+    EnterOption {
+        domain: String,
+        option: &'static str,
+    },
+    #[error(
+        "domain '{domain}': the command's stdin holds more than {} KiB, which the guest agent takes at once; pass a file inside the guest instead",
+        super::guest_exec::MAX_INPUT / 1024
+    )]
+    InputTooLarge { domain: String },
+    #[error("domain '{domain}': cannot read the command's stdin")]
+    Input {
+        domain: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Agent(#[from] super::agent::AgentError),
 }
 
 impl From<QemuError> for Error {
@@ -206,6 +230,8 @@ impl From<QemuError> for Error {
             QemuError::NoLabeler { .. } => ErrorKind::SecurityUnavailable,
             QemuError::Command(CommandError::NotSupported { .. })
             | QemuError::NotSupported { .. }
+            | QemuError::NoAgentChannel { .. }
+            | QemuError::EnterOption { .. }
             | QemuError::UnknownMachine { .. } => ErrorKind::NotSupported,
             QemuError::Command(CommandError::NotVm { .. }) => ErrorKind::Unavailable,
             QemuError::DiskInUse { .. } => ErrorKind::InvalidState,
@@ -395,8 +421,17 @@ impl QemuDriver {
         let mut settings = Settings::new(accel, files.qmp.clone());
         settings.serial_logs = Some(files.dir.clone());
         settings.vnc_socket = Some(files.dir.join("vnc.sock"));
+        // The guest agent's channel has a socket of a known name: the
+        // driver finds it from the name alone (after a daemon restart too).
+        let agent_channel = agent_channel(def);
         settings.channel_sockets = (0..def.devices.channels.len())
-            .map(|i| Some(files.dir.join(format!("channel{i}.sock"))))
+            .map(|i| {
+                Some(if Some(i) == agent_channel {
+                    files.agent.clone()
+                } else {
+                    files.dir.join(format!("channel{i}.sock"))
+                })
+            })
             .collect();
         let mut overlays = Vec::new();
         settings.disk_overlays =
@@ -859,6 +894,18 @@ fn remove_cgroup(cgroups: &Cgroups, path: &Path) -> Option<String> {
         .map(|e| format!("cannot remove the VM's cgroup: {}", error_chain(&e)))
 }
 
+/// Which `<channel>` is the QEMU guest agent's.
+fn agent_channel(def: &DomainDef) -> Option<usize> {
+    def.devices
+        .channels
+        .iter()
+        .position(|c| c.target_name.as_deref() == Some(super::agent::CHANNEL_NAME))
+}
+
+fn has_agent_channel(def: &DomainDef) -> bool {
+    agent_channel(def).is_some()
+}
+
 impl Driver for QemuDriver {
     fn name(&self) -> &'static str {
         "qemu"
@@ -871,12 +918,11 @@ impl Driver for QemuDriver {
     fn check_shutdown_mode(&self, def: &DomainDef, mode: ShutdownMode) -> Result<(), Error> {
         match mode {
             ShutdownMode::Default | ShutdownMode::PowerButton => Ok(()),
-            ShutdownMode::Agent => Err(Error::mode_not_supported(
-                def.name.as_ref(),
-                mode,
-                "virtual machines yet",
-                "use mode 'acpi' (the power button, the default)",
-            )),
+            ShutdownMode::Agent if has_agent_channel(def) => Ok(()),
+            ShutdownMode::Agent => Err(QemuError::NoAgentChannel {
+                domain: def.name().to_owned(),
+            }
+            .into()),
             ShutdownMode::Signal => Err(Error::mode_not_supported(
                 def.name.as_ref(),
                 mode,
@@ -971,6 +1017,7 @@ impl Driver for QemuDriver {
         }
         let _ = std::fs::remove_file(&files.exit);
         let _ = std::fs::remove_file(&files.qmp);
+        let _ = std::fs::remove_file(&files.agent);
         let _ = std::fs::remove_file(&files.pidfile);
     }
 
@@ -990,11 +1037,22 @@ impl QemuDriver {
     ) -> Result<Response, QemuError> {
         let domain = link.name.clone();
         match request {
-            Request::Shutdown { grace, .. } => {
+            Request::Shutdown { grace, mode } => {
                 link.note(|r| r.requested = Some(Requested::Shutdown));
-                let qmp = link.qmp().await?;
-                link.bounded(qmp.system_powerdown()).await?;
+                // Escalation is armed first: a guest that cannot be asked
+                // (an agent that does not answer) still stops in time.
                 self.terminate_after(&domain, runtime, grace)?;
+                if mode == ShutdownMode::Agent {
+                    let agent = link.agent().ok_or_else(|| QemuError::NoAgentChannel {
+                        domain: domain.clone(),
+                    })?;
+                    agent
+                        .shutdown(super::agent::ShutdownMode::Powerdown)
+                        .await?;
+                } else {
+                    let qmp = link.qmp().await?;
+                    link.bounded(qmp.system_powerdown()).await?;
+                }
                 Ok(Response::Done)
             }
             Request::Destroy => {
@@ -1063,14 +1121,38 @@ impl QemuDriver {
                     extra,
                 }))
             }
-            Request::Enter { .. } => Err(QemuError::NotSupported {
-                domain,
-                what: "enter (it needs the guest agent channel)",
-            }),
-            Request::Interfaces => Err(QemuError::NotSupported {
-                domain,
-                what: "reading the guest's interfaces",
-            }),
+            Request::Enter {
+                argv,
+                env,
+                cwd,
+                // guest-exec runs the command in qemu-ga's own context: a
+                // VM's confinement is qemu's, on the host, and there is no
+                // label of lxvirt's inside the guest to leave.
+                noseclabel: _,
+                stdio,
+            } => {
+                let agent = link.agent().ok_or(QemuError::NoAgentChannel {
+                    domain: domain.clone(),
+                })?;
+                if cwd.is_some() {
+                    return Err(QemuError::EnterOption {
+                        domain,
+                        option: "cwd",
+                    });
+                }
+                let (pid, exit) =
+                    super::guest_exec::enter(&domain, agent, argv, env, stdio).await?;
+                Ok(Response::Entered { pid, exit })
+            }
+            Request::Interfaces => {
+                let agent = link.agent().ok_or(QemuError::NoAgentChannel {
+                    domain: domain.clone(),
+                })?;
+                let interfaces = agent.network_interfaces().await?;
+                Ok(Response::Interfaces(
+                    interfaces.into_iter().filter(|i| i.name != "lo").collect(),
+                ))
+            }
             Request::AttachInterface { .. } | Request::DetachInterface { .. } => {
                 Err(QemuError::NotSupported {
                     domain,

@@ -1,14 +1,15 @@
 //! The driver's side of one running VM: its files, what it knows of how
-//! the VM ended (recorded durably as it learns it), and its QMP
-//! connection, whose events decide that end.
+//! the VM ended (recorded durably as it learns it), its QMP connection,
+//! whose events decide that end, and its guest agent client.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use super::agent::{Agent, Connector};
 use super::instance::QemuError;
 use super::qmp::{EventKind, Events, Qmp, QmpError, RunState, ShutdownCause};
 use crate::driver::Exit;
@@ -66,6 +67,10 @@ pub(super) struct Files {
     /// Owned by the VM's uid.
     pub(super) dir: PathBuf,
     pub(super) qmp: PathBuf,
+    /// The socket of the guest agent's channel (the first `<channel>`
+    /// named [`super::agent::CHANNEL_NAME`]): there while qemu runs when
+    /// the definition has one, which is how a restarted daemon knows.
+    pub(super) agent: PathBuf,
     pub(super) pidfile: PathBuf,
     /// root's: qemu's stdout and stderr.
     pub(super) log: PathBuf,
@@ -80,6 +85,7 @@ impl Files {
         let dir = base.join(name);
         Files {
             qmp: dir.join("qmp.sock"),
+            agent: dir.join("agent.sock"),
             pidfile: dir.join("qemu.pid"),
             dir,
             log: base.join(format!("{name}.log")),
@@ -90,8 +96,8 @@ impl Files {
 }
 
 /// The driver's side of one running VM: its QMP connection (made once,
-/// at start or at the first need after a daemon restart) and what it
-/// knows of its end.
+/// at start or at the first need after a daemon restart), its guest
+/// agent client (likewise) and what it knows of its end.
 #[derive(Debug)]
 pub(super) struct Link {
     pub(super) name: String,
@@ -99,6 +105,7 @@ pub(super) struct Link {
     pub(super) pid: i32,
     pub(super) files: Files,
     pub(super) qmp: OnceCell<Qmp>,
+    agent: OnceLock<Arc<Agent>>,
     pub(super) record: Mutex<ExitRecord>,
     /// When qemu last reported a reset of the machine.
     last_reset: Mutex<Option<Instant>>,
@@ -111,6 +118,7 @@ impl Link {
             pid,
             files,
             qmp: OnceCell::new(),
+            agent: OnceLock::new(),
             record: Mutex::new(record),
             last_reset: Mutex::new(None),
         }
@@ -214,6 +222,29 @@ impl Link {
             })
             .await
             .cloned()
+    }
+
+    /// The client of the guest agent, when the VM has its channel; it
+    /// connects at its first command, as QMP does.
+    pub(super) fn agent(&self) -> Option<Arc<Agent>> {
+        if let Some(agent) = self.agent.get() {
+            return Some(Arc::clone(agent));
+        }
+        // qemu made the socket as it started, if the definition has one.
+        std::fs::symlink_metadata(&self.files.agent).ok()?;
+        let (path, pid) = (self.files.agent.clone(), self.pid);
+        let connector: Connector = Arc::new(move || {
+            let path = path.clone();
+            Box::pin(async move { connect_as_qemu(&path, pid).await })
+        });
+        let agent = self.agent.get_or_init(|| {
+            Arc::new(Agent::with_connector(
+                &self.name,
+                &self.files.agent,
+                connector,
+            ))
+        });
+        Some(Arc::clone(agent))
     }
 
     /// Acts on qemu's events until it closes the connection: a guest that

@@ -1,8 +1,10 @@
 //! The QEMU/KVM driver: runs `qemu-system-*` guests and talks to them
-//! over QMP ([`qmp`]).
+//! over QMP ([`qmp`]), and to their guest agents ([`agent`]).
 
+pub mod agent;
 pub mod command;
 pub mod disks;
+mod guest_exec;
 pub mod host;
 pub mod instance;
 mod link;
