@@ -222,6 +222,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })?;
     }
     let _lock = InstanceLock::acquire(&config.run_dir)?;
+    match crate::sys::process::raise_nofile_limit() {
+        Ok((from, to)) if from < to => {
+            tracing::info!(
+                from,
+                to,
+                "raised the open files limit: a descriptor per running domain"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(error = %error, "cannot raise the open files limit"),
+    }
 
     let store = Store::open(&config.config_dir)?;
     let loaded = store.load()?;

@@ -288,6 +288,11 @@ impl TestDaemon {
         Ok(child.wait()?)
     }
 
+    /// The daemon's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the daemon with SIGKILL, as a crash would.
     pub fn kill(&mut self) -> Result<()> {
         let mut child = self.child.take().context("daemon already stopped")?;

@@ -14,6 +14,20 @@ pub enum ExitStatus {
     Signaled(i32),
 }
 
+/// Raises the soft limit of open descriptors to the hard one: lxvirtd
+/// holds a pidfd per running container (and systemd starts services with
+/// a soft limit of 1,024). What it starts inherits it (monitors, their
+/// containers, qemu), as a container inherits libvirtd's or Podman sets
+/// one of its own. Returns the limits before and after.
+pub fn raise_nofile_limit() -> nix::Result<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, hard))
+}
+
 /// Closes every descriptor from `first` up: a process started by another
 /// (the monitor by lxvirtd) must not keep descriptors it inherited by
 /// accident, such as a client's pipe the daemon held at that moment.

@@ -664,7 +664,7 @@ fn set_nonblocking(file: &fs::File) -> Result<()> {
 }
 
 /// The host's `MemAvailable`, bytes: the mean of 5 readings over 1 s.
-async fn mem_available() -> Result<f64> {
+pub(crate) async fn mem_available() -> Result<f64> {
     let mut sum = 0.0;
     for _ in 0..5 {
         let text = fs::read_to_string("/proc/meminfo")?;

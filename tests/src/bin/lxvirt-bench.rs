@@ -19,6 +19,10 @@
 //! as a VM under TCG and compares start, stop, memory and density (see
 //! `compare`).
 //!
+//! `lxvirt-bench density [N [CLIENTS]]` holds N containers and measures
+//! what grows with them beside the kernel's floor; `lxvirt-bench
+//! throughput [N]` starts per second with 1 to 64 clients (see `density`).
+//!
 //! `lxvirt-bench images [RUNS]` measures the image store instead: start
 //! from a 1 GiB image against a 1 MiB one, commit time against the size of
 //! the change, import throughput.
@@ -147,6 +151,17 @@ async fn main() -> Result<()> {
         }
         let count = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
         return networks::ports(count).await;
+    }
+    if let Some(mode @ ("density" | "throughput")) = args.get(1).map(String::as_str) {
+        if !nix::unistd::Uid::effective().is_root() {
+            bail!("lxvirt-bench needs root (it starts real containers)");
+        }
+        let count: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500);
+        if mode == "throughput" {
+            return density::throughput(count).await;
+        }
+        let clients = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
+        return density::bench(count, clients).await;
     }
     if args.get(1).map(String::as_str) == Some("compare") {
         if !nix::unistd::Uid::effective().is_root() {
@@ -352,6 +367,9 @@ mod networks;
 
 #[path = "../bench/compare.rs"]
 mod compare;
+
+#[path = "../bench/density.rs"]
+mod density;
 
 /// The image store's figures.
 mod images {

@@ -1,0 +1,385 @@
+//! `lxvirt-bench density N [CLIENTS]`: N running containers on one host,
+//! beside the kernel's floor measured in the same run, and what a user
+//! meets with them running.
+//!
+//! - The floor: N bare sleepers, each `unshare` of the namespaces a default
+//!   container has (user with root mapped, PID, mount, UTS, IPC, network,
+//!   cgroup) around `sleep`, started one after another; their cost is the
+//!   drop of the host's `MemAvailable` per instance. They are gone before
+//!   lxvirt's part starts.
+//! - lxvirt: N busybox `sleep` containers (`<privnet/>`, the default user
+//!   namespace) defined, then started by CLIENTS concurrent D-Bus clients
+//!   (each its own connection, taking the next name from a shared list):
+//!   the time to start all, each start's latency, the `MemAvailable` drop
+//!   per container, the monitors' PSS, the daemon's RSS; `lxvirt list`
+//!   through the CLI and `GetManagedObjects` with N running; one more
+//!   container's start and destroy with N running against none running;
+//!   the daemon killed with SIGKILL and started again until every
+//!   container is found running; every container destroyed by the same
+//!   clients; the daemon started again with N definitions, until it owns
+//!   its bus name.
+//!
+//! `lxvirt-bench throughput [N]`: starts per second of N containers with
+//! 1, 4, 16 and 64 concurrent clients (each batch destroyed after).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use lxvirt_tests::{TestBus, TestDaemon, busybox_root, shared_tempdir};
+use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
+
+use super::{median, ms, percentile, pss_kib, rss_kib};
+
+/// Time for memory figures to settle after a batch starts.
+const SETTLE: Duration = Duration::from_secs(3);
+
+fn container_xml(name: &str, rootfs: &std::path::Path) -> String {
+    format!(
+        "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+         <os><type>exe</type><init>/bin/sleep</init><initarg>100000</initarg></os>\
+         <features><privnet/></features>\
+         <devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
+         <console type='pty'/></devices></domain>",
+        root = rootfs.display()
+    )
+}
+
+/// The floor: `count` namespaced sleepers; (seconds to start them all,
+/// bytes of MemAvailable per sleeper).
+async fn floor(count: usize) -> Result<(f64, f64)> {
+    let before = super::compare::mem_available().await?;
+    let begin = Instant::now();
+    let mut sleepers: Vec<Child> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let child = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--pid",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--net",
+                "--cgroup",
+                "--fork",
+                "--kill-child",
+                "sleep",
+                "100000",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => sleepers.push(child),
+            Err(error) => {
+                stop_all(&mut sleepers);
+                return Err(error).context("cannot run unshare");
+            }
+        }
+    }
+    let started = begin.elapsed().as_secs_f64();
+    tokio::time::sleep(SETTLE).await;
+    let during = super::compare::mem_available().await?;
+    let alive = sleepers
+        .iter_mut()
+        .filter_map(|c| c.try_wait().ok())
+        .filter(Option::is_none)
+        .count();
+    stop_all(&mut sleepers);
+    if alive != count {
+        bail!("only {alive} of {count} unshare sleepers stayed up");
+    }
+    Ok((started, (before - during) / count as f64))
+}
+
+fn stop_all(sleepers: &mut [Child]) {
+    for child in sleepers.iter_mut() {
+        let _ = child.kill();
+    }
+    for child in sleepers.iter_mut() {
+        let _ = child.wait();
+    }
+}
+
+/// Runs `work` for every name with `clients` concurrent clients, each on a
+/// connection of its own; the latency of each call, ms.
+async fn with_clients<F, Fut>(
+    bus: &TestBus,
+    names: &[String],
+    clients: usize,
+    work: F,
+) -> Result<Vec<f64>>
+where
+    F: Fn(DomainProxy<'static>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = zbus::Result<()>> + Send,
+{
+    let names = Arc::new(names.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let connection = bus.connect().await?;
+        let (names, next, work) = (names.clone(), next.clone(), work.clone());
+        tasks.push(tokio::spawn(async move {
+            let manager = ManagerProxy::new(&connection).await?;
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(name) = names.get(i) else { break };
+                let path = manager.lookup_by_name(name).await?;
+                let domain = DomainProxy::builder(&connection)
+                    .path(path)
+                    .cache_properties(zbus::proxy::CacheProperties::No)
+                    .build()
+                    .await?;
+                let begin = Instant::now();
+                work(domain)
+                    .await
+                    .with_context(|| format!("domain {name}"))?;
+                latencies.push(ms(begin.elapsed()));
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(all)
+}
+
+/// How many domains are running, from one `GetManagedObjects`.
+async fn count_running(connection: &zbus::Connection) -> Result<usize> {
+    let objects = object_manager(connection)
+        .await?
+        .get_managed_objects()
+        .await?;
+    Ok(objects
+        .values()
+        .filter_map(|interfaces| interfaces.get("org.lxvirt.lxvirt1.Domain"))
+        .filter_map(|properties| properties.get("State"))
+        .filter(|state| state.to_string() == "\"running\"")
+        .count())
+}
+
+async fn object_manager(
+    connection: &zbus::Connection,
+) -> Result<zbus::fdo::ObjectManagerProxy<'static>> {
+    Ok(zbus::fdo::ObjectManagerProxy::builder(connection)
+        .destination(lxvirtd::dbus::BUS_NAME)
+        .path("/org/lxvirt/lxvirt1")
+        .build()
+        .await?)
+}
+
+/// Median wall time of `runs` calls of the CLI's `list`, ms.
+fn cli_list(address: &str, runs: usize) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let begin = Instant::now();
+        let out = lxvirt_tests::lxvirt(address, &["list", "--all"])?;
+        times.push(ms(begin.elapsed()));
+        if !out.status.success() {
+            bail!("lxvirt list: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(median(&mut times))
+}
+
+async fn managed_objects(connection: &zbus::Connection, runs: usize) -> Result<(f64, usize)> {
+    let proxy = object_manager(connection).await?;
+    let mut times = Vec::new();
+    let mut objects = 0;
+    for _ in 0..runs {
+        let begin = Instant::now();
+        objects = proxy.get_managed_objects().await?.len();
+        times.push(ms(begin.elapsed()));
+    }
+    Ok((median(&mut times), objects))
+}
+
+/// Start and destroy latency of one more container, ms (medians of `runs`).
+async fn one_more(domain: &DomainProxy<'_>, runs: usize) -> Result<(f64, f64)> {
+    let (mut starts, mut destroys) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let begin = Instant::now();
+        domain.start().await?;
+        starts.push(ms(begin.elapsed()));
+        let begin = Instant::now();
+        domain.destroy().await?;
+        destroys.push(ms(begin.elapsed()));
+    }
+    Ok((median(&mut starts), median(&mut destroys)))
+}
+
+pub async fn bench(count: usize, clients: usize) -> Result<()> {
+    println!(
+        "density: {count} containers (busybox sleep, <privnet/>, the default user namespace), {clients} clients"
+    );
+    let (floor_s, floor_bytes) = floor(count).await?;
+    println!(
+        "floor: {count} unshare sleepers started in {floor_s:.1} s, {:.0} KB each",
+        floor_bytes / 1000.0
+    );
+
+    let bus = TestBus::start()?;
+    let dir = shared_tempdir()?;
+    let rootfs = dir.path().join("rootfs");
+    busybox_root(&rootfs);
+    let mut daemon = TestDaemon::start(&bus, dir.path()).await?;
+    let connection = bus.connect().await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    let names: Vec<String> = (0..count).map(|i| format!("d{i:05}")).collect();
+    let begin = Instant::now();
+    for name in &names {
+        manager.define_xml(&container_xml(name, &rootfs)).await?;
+    }
+    let define_s = begin.elapsed().as_secs_f64();
+    let probe_path = manager.define_xml(&container_xml("probe", &rootfs)).await?;
+    let probe = DomainProxy::builder(&connection)
+        .path(probe_path)
+        .build()
+        .await?;
+    let (empty_start, empty_destroy) = one_more(&probe, 10).await?;
+
+    let before = super::compare::mem_available().await?;
+    let begin = Instant::now();
+    let mut starts = with_clients(&bus, &names, clients, |d| async move { d.start().await })
+        .await
+        .context("starting")?;
+    let start_s = begin.elapsed().as_secs_f64();
+    tokio::time::sleep(SETTLE).await;
+    let during = super::compare::mem_available().await?;
+    let running = count_running(&connection).await?;
+    if running != count {
+        bail!("{running} of {count} containers run");
+    }
+    let per_container = (before - during) / count as f64;
+    let run_dir = dir.path().join("run");
+    let mut monitor_pss: Vec<f64> = names
+        .iter()
+        .step_by((count / 20).max(1))
+        .filter_map(|n| super::monitor_pid(&run_dir, n))
+        .filter_map(pss_kib)
+        .map(|k| k as f64)
+        .collect();
+    let daemon_pid = daemon_pid(&daemon)?;
+    let daemon_rss = rss_kib(daemon_pid).unwrap_or(0) as f64 / 1024.0;
+    let list_ms = cli_list(&bus.address, 5)?;
+    let (objects_ms, objects) = managed_objects(&connection, 5).await?;
+    let (full_start, full_destroy) = one_more(&probe, 10).await?;
+
+    // kill -9, then until every container is found running again.
+    let begin = Instant::now();
+    daemon.kill()?;
+    daemon = TestDaemon::start(&bus, dir.path()).await?;
+    let connection = bus.connect().await?;
+    let ready_s = begin.elapsed().as_secs_f64();
+    let found = count_running(&connection).await?;
+    let found_s = begin.elapsed().as_secs_f64();
+    if found != count {
+        bail!("after the daemon's restart {found} of {count} containers were found running");
+    }
+
+    let begin = Instant::now();
+    let mut destroys = with_clients(&bus, &names, clients, |d| async move { d.destroy().await })
+        .await
+        .context("destroying")?;
+    let destroy_s = begin.elapsed().as_secs_f64();
+
+    // A daemon start with every definition to load.
+    daemon.stop()?;
+    let begin = Instant::now();
+    daemon = TestDaemon::start(&bus, dir.path()).await?;
+    let load_s = begin.elapsed().as_secs_f64();
+    drop(daemon);
+
+    println!();
+    println!("| figure | floor | lxvirt |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| start all, {clients} clients | {floor_s:.1} s ({:.2} ms each, one after another) | {start_s:.1} s ({:.2} ms each; a start's latency p50 {:.1} ms, p90 {:.1} ms) |",
+        floor_s * 1000.0 / count as f64,
+        start_s * 1000.0 / count as f64,
+        percentile(&mut starts, 0.5),
+        percentile(&mut starts, 0.9),
+    );
+    println!(
+        "| memory per instance (MemAvailable drop) | {:.0} KB | {:.0} KB |",
+        floor_bytes / 1000.0,
+        per_container / 1000.0
+    );
+    println!(
+        "| monitor PSS (median of {}) | – | {:.0} KiB |",
+        monitor_pss.len(),
+        median(&mut monitor_pss)
+    );
+    println!("| daemon RSS | – | {daemon_rss:.1} MiB |");
+    println!("| `lxvirt list --all` (CLI, median of 5) | – | {list_ms:.1} ms |");
+    println!("| GetManagedObjects ({objects} objects, median of 5) | – | {objects_ms:.1} ms |");
+    println!(
+        "| one more start / destroy, none running | – | {empty_start:.2} / {empty_destroy:.2} ms |"
+    );
+    println!(
+        "| one more start / destroy, {count} running | – | {full_start:.2} / {full_destroy:.2} ms |"
+    );
+    println!(
+        "| kill -9 → bus name again / every container found running | – | {ready_s:.2} s / {found_s:.2} s |"
+    );
+    println!(
+        "| destroy all, {clients} clients | – | {destroy_s:.1} s (p50 {:.1} ms) |",
+        percentile(&mut destroys, 0.5)
+    );
+    println!("| define all (one client) | – | {define_s:.1} s |");
+    println!(
+        "| daemon start with {} definitions, to its bus name | – | {load_s:.2} s |",
+        count + 1
+    );
+    Ok(())
+}
+
+fn daemon_pid(daemon: &TestDaemon) -> Result<u32> {
+    daemon.pid().context("the daemon is not running")
+}
+
+/// Starts per second of `count` containers with 1, 4, 16 and 64 clients.
+pub async fn throughput(count: usize) -> Result<()> {
+    let bus = TestBus::start()?;
+    let dir = shared_tempdir()?;
+    let rootfs = dir.path().join("rootfs");
+    busybox_root(&rootfs);
+    let _daemon = TestDaemon::start(&bus, dir.path()).await?;
+    let connection = bus.connect().await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    let names: Vec<String> = (0..count).map(|i| format!("t{i:05}")).collect();
+    for name in &names {
+        manager.define_xml(&container_xml(name, &rootfs)).await?;
+    }
+    println!("throughput: {count} containers started, then destroyed, by C concurrent clients");
+    println!();
+    println!("| clients | starts/s | start p50 / p90 | destroys/s | destroy p50 / p90 |");
+    println!("| --- | --- | --- | --- | --- |");
+    for clients in [1, 4, 16, 64] {
+        let begin = Instant::now();
+        let mut starts =
+            with_clients(&bus, &names, clients, |d| async move { d.start().await }).await?;
+        let start_s = begin.elapsed().as_secs_f64();
+        let begin = Instant::now();
+        let mut destroys =
+            with_clients(&bus, &names, clients, |d| async move { d.destroy().await }).await?;
+        let destroy_s = begin.elapsed().as_secs_f64();
+        println!(
+            "| {clients} | {:.0} | {:.1} / {:.1} ms | {:.0} | {:.1} / {:.1} ms |",
+            count as f64 / start_s,
+            percentile(&mut starts, 0.5),
+            percentile(&mut starts, 0.9),
+            count as f64 / destroy_s,
+            percentile(&mut destroys, 0.5),
+            percentile(&mut destroys, 0.9),
+        );
+    }
+    Ok(())
+}
