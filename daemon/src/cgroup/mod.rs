@@ -125,6 +125,9 @@ impl Cgroups<HostFs> {
     }
 }
 
+/// v1: a new child starts with its parent's cpuset values.
+const CLONE_CHILDREN: &str = "cgroup.clone_children";
+
 impl<F: CgroupFs + Clone> Cgroups<F> {
     pub fn with_fs(hierarchies: Hierarchies, fs: F) -> Cgroups<F> {
         Cgroups { hierarchies, fs }
@@ -225,7 +228,7 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             if dir.v2 {
                 self.enable_controllers(dir, relative)?;
             } else if dir.handles.contains(Controller::Cpuset) {
-                self.init_cpuset(spec, &created[first_new..])?;
+                self.init_cpuset(spec, &dir.mount, &created[first_new..])?;
             }
         }
         for write in writes {
@@ -260,43 +263,70 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
     }
 
     /// A new v1 cpuset cgroup has empty `cpuset.cpus` and `cpuset.mems`
-    /// and takes no task: copy the parent's into each new level (the
-    /// spec's own values go to the leaf later and are not copied).
-    fn init_cpuset(&self, spec: &CgroupSpec, new_levels: &[PathBuf]) -> Result<(), CgroupError> {
+    /// and takes no task: each new level gets its parent's (the spec's own
+    /// values go to the leaf later and are not copied). Writing them costs
+    /// the kernel a walk of every sibling and a rebuild of the scheduling
+    /// domains, which grows with the containers running; so each level
+    /// lxvirt makes, and the parent of the first new one, gets
+    /// `cgroup.clone_children`, and the kernel copies the values into a
+    /// new child itself: a container's start writes nothing here.
+    fn init_cpuset(
+        &self,
+        spec: &CgroupSpec,
+        mount: &Path,
+        new_levels: &[PathBuf],
+    ) -> Result<(), CgroupError> {
         let Some(parent) = new_levels.first().and_then(|p| p.parent()) else {
             return Ok(());
         };
-        let intermediate = new_levels.len() > 1;
-        for (file, from_spec) in [
-            ("cpuset.cpus", spec.cpuset_cpus.is_some()),
-            ("cpuset.mems", spec.cpuset_mems.is_some()),
-        ] {
-            if from_spec && !intermediate {
-                continue;
-            }
-            let from = parent.join(file);
-            let value = self.fs.read(&from).map_err(|source| CgroupError::Read {
-                path: from.clone(),
-                source,
-            })?;
-            let value = value.trim();
-            let count = if from_spec {
-                new_levels.len() - 1
-            } else {
-                new_levels.len()
-            };
-            for level in &new_levels[..count] {
-                let path = level.join(file);
-                self.fs
-                    .write(&path, value)
-                    .map_err(|source| CgroupError::Write {
-                        path,
-                        value: value.to_owned(),
+        // Every level was made before this: only the first one's parent
+        // could have had the flag when its child appeared.
+        let inherited = self
+            .fs
+            .read(&parent.join(CLONE_CHILDREN))
+            .is_ok_and(|v| v.trim() == "1");
+        let leaf = new_levels.len() - 1;
+        for (i, level) in new_levels.iter().enumerate() {
+            let above = level.parent().unwrap_or(parent);
+            if !(i == 0 && inherited) {
+                for (file, from_spec) in [
+                    ("cpuset.cpus", spec.cpuset_cpus.is_some()),
+                    ("cpuset.mems", spec.cpuset_mems.is_some()),
+                ] {
+                    if from_spec && i == leaf {
+                        continue;
+                    }
+                    let from = above.join(file);
+                    let value = self.fs.read(&from).map_err(|source| CgroupError::Read {
+                        path: from.clone(),
                         source,
                     })?;
+                    let path = level.join(file);
+                    self.fs
+                        .write(&path, value.trim())
+                        .map_err(|source| CgroupError::Write {
+                            path,
+                            value: value.trim().to_owned(),
+                            source,
+                        })?;
+                }
+            }
+            if i != leaf {
+                self.set_clone_children(level);
             }
         }
+        // The hierarchy's root is the host's: left as it is.
+        if !inherited && parent != mount {
+            self.set_clone_children(parent);
+        }
         Ok(())
+    }
+
+    /// Best effort: without it each start copies the values itself.
+    fn set_clone_children(&self, dir: &Path) {
+        if let Err(error) = self.fs.write(&dir.join(CLONE_CHILDREN), "1") {
+            tracing::debug!(dir = %dir.display(), error = %error, "cannot set cgroup.clone_children");
+        }
     }
 
     /// cgroup2 offers a child only the controllers its parent enables in

@@ -123,6 +123,13 @@ impl CgroupFs for FakeFs {
         for (name, content) in template {
             fs::write(path.join(name), content)?;
         }
+        // v1 cpuset: a parent with cgroup.clone_children gives its values.
+        let parent = path.parent().unwrap();
+        if fs::read_to_string(parent.join("cgroup.clone_children")).is_ok_and(|v| v.trim() == "1") {
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                fs::copy(parent.join(file), path.join(file))?;
+            }
+        }
         Ok(())
     }
 
@@ -203,10 +210,11 @@ enum Host {
     V2,
 }
 
-const V1_COMMON: [(&str, &str); 3] = [
+const V1_COMMON: [(&str, &str); 4] = [
     ("cgroup.procs", ""),
     ("tasks", ""),
     ("notify_on_release", "0"),
+    ("cgroup.clone_children", "0"),
 ];
 
 fn v1_template(controller: &str) -> Template {
@@ -635,16 +643,50 @@ fn v1_cpuset_levels_inherit_the_parents_cpus_and_mems() {
         assert_eq!(fake.get(&format!("{dir}/cpuset.cpus")), "0-3\n");
         assert_eq!(fake.get(&format!("{dir}/cpuset.mems")), "0\n");
     }
-    // A second container under the existing partition copies from it, and
-    // its own cpus come from the spec without a copy first.
+    // The partition lxvirt made gives its values to new children itself;
+    // the host's root is left alone.
+    assert_eq!(
+        fake.get("sys/fs/cgroup/cpuset/machine/cgroup.clone_children"),
+        "1\n"
+    );
+    assert_eq!(fake.get("sys/fs/cgroup/cpuset/cgroup.clone_children"), "0");
+    // So a second container's start writes none of the parent's values
+    // (each write costs the kernel a walk of the siblings), and its own
+    // cpus come from the spec.
     fake.clear_log();
     fake.put("sys/fs/cgroup/cpuset/machine/cpuset.cpus", "2-3\n");
     let mut b = spec("machine/b");
     b.cpuset_cpus = Some("3".into());
     cgroups.create(&b).unwrap();
     assert_eq!(fake.writes_to("machine/b/cpuset.cpus"), ["3"]);
-    assert_eq!(fake.writes_to("machine/b/cpuset.mems"), ["0"]);
+    assert!(fake.writes_to("machine/b/cpuset.mems").is_empty());
+    assert_eq!(
+        fake.get("sys/fs/cgroup/cpuset/machine/b/cpuset.mems"),
+        "0\n"
+    );
     assert!(fake.writes_to("machine/cpuset.cpus").is_empty());
+}
+
+#[test]
+fn a_partition_made_before_gets_clone_children_at_the_next_start() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    fs::create_dir_all(fake.path("sys/fs/cgroup/cpuset/machine")).unwrap();
+    fake.put("sys/fs/cgroup/cpuset/machine/cgroup.clone_children", "0");
+    fake.put("sys/fs/cgroup/cpuset/machine/cpuset.cpus", "1\n");
+    fake.put("sys/fs/cgroup/cpuset/machine/cpuset.mems", "0\n");
+    cgroups.create(&spec("machine/a")).unwrap();
+    assert_eq!(fake.writes_to("machine/a/cpuset.cpus"), ["1"]);
+    assert_eq!(
+        fake.get("sys/fs/cgroup/cpuset/machine/cgroup.clone_children"),
+        "1\n"
+    );
+    fake.clear_log();
+    cgroups.create(&spec("machine/b")).unwrap();
+    assert!(fake.writes_to("machine/b/cpuset.cpus").is_empty());
+    assert_eq!(
+        fake.get("sys/fs/cgroup/cpuset/machine/b/cpuset.cpus"),
+        "1\n"
+    );
 }
 
 #[test]
