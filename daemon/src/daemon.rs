@@ -57,6 +57,8 @@ pub struct Config {
     pub pids_max: Option<u64>,
     /// The most lxvirtd may raise `kernel.pty.max` to for consoles.
     pub pty_max_limit: u64,
+    /// Set `favordynmods` on the cgroup2 mount (see `cgroup::dynmods`).
+    pub cgroup_favor_dynmods: bool,
     /// The cgroup partition of domains without `<resource><partition>`.
     pub default_partition: PathBuf,
     /// SELinux paths, default base labels, default confinement.
@@ -89,6 +91,7 @@ impl Default for Config {
             monitor_exe: LxcDriver::default_monitor_exe(),
             pids_max: Some(16384),
             pty_max_limit: DEFAULT_PTY_MAX_LIMIT,
+            cgroup_favor_dynmods: true,
             default_partition: "/machine".into(),
             security: SecurityConfig::default(),
             storage_backend: BackendKind::Overlay,
@@ -285,6 +288,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         images: images.clone(),
         default_userns: config.default_userns,
     };
+    if config.cgroup_favor_dynmods {
+        match crate::cgroup::dynmods::favor_dynamic_changes() {
+            Ok(Some(mount)) => {
+                tracing::info!(mount = %mount.display(), "set favordynmods on the cgroup2 mount: moving a container's init into its cgroups no longer waits for an RCU grace period")
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot set favordynmods on the cgroup2 mount: each start waits for an RCU grace period")
+            }
+        }
+    }
     let cgroups = match Cgroups::detect() {
         Ok(cgroups) => Some(std::sync::Arc::new(cgroups)),
         Err(error) => {

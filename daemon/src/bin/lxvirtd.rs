@@ -80,6 +80,11 @@ struct Args {
     /// is a pty) when containers come near it; 0: never raise it.
     #[arg(long, value_name = "N", default_value_t = lxvirtd::daemon::DEFAULT_PTY_MAX_LIMIT)]
     pty_max_limit: u64,
+    /// Set favordynmods on the host's cgroup2 mount (keeping its other
+    /// options): moving a process into a cgroup then waits for no RCU
+    /// grace period, most of a start's time otherwise.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    cgroup_favordynmods: bool,
     /// The per-container monitor program (default: beside lxvirtd, else
     /// /usr/libexec/lxvirt/lxvirt-monitor).
     #[arg(long, value_name = "PATH")]
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
         admin_group: Some(args.admin_group).filter(|g| !g.is_empty()),
         pids_max: Some(args.pids_max).filter(|n| *n > 0),
         pty_max_limit: args.pty_max_limit,
+        cgroup_favor_dynmods: args.cgroup_favordynmods,
         default_partition: args.default_partition,
         default_userns: args.default_userns,
         default_network: args.default_network,

@@ -14,6 +14,7 @@
 
 mod container;
 pub mod domain;
+pub mod dynmods;
 mod error;
 mod fs;
 mod hierarchy;
