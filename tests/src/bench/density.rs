@@ -289,6 +289,26 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
         .await
         .context("destroying")?;
     let destroy_s = begin.elapsed().as_secs_f64();
+    let left = count_running(&connection).await?;
+    if left != 0 {
+        bail!("{left} containers still run after every destroy");
+    }
+    let partition = TestDaemon::partition_of(dir.path());
+    let relative = partition.strip_prefix("/").unwrap_or(&partition);
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
+        let cgroups = std::fs::read_dir(hierarchy.path().join(relative))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("lxvirt-"))
+            .count();
+        if cgroups != 0 {
+            bail!(
+                "{cgroups} container cgroups left in {} after every destroy",
+                hierarchy.path().display()
+            );
+        }
+    }
 
     // A daemon start with every definition to load.
     daemon.stop()?;
