@@ -123,13 +123,17 @@ fn arb_common() -> impl Strategy<
     )
 }
 
-fn arb_lifecycle() -> impl Strategy<Value = (LifecycleAction, LifecycleAction, LifecycleAction)> {
+/// `vm`: with `preserve-running`, which containers refuse.
+fn arb_lifecycle(
+    vm: bool,
+) -> impl Strategy<Value = (LifecycleAction, LifecycleAction, LifecycleAction)> {
     let plain = LifecycleAction::ALL[..4].to_vec();
-    (
-        select(plain.clone()),
-        select(plain),
-        select(LifecycleAction::ALL.to_vec()),
-    )
+    let crash = LifecycleAction::ALL
+        .iter()
+        .copied()
+        .filter(|a| vm || *a != LifecycleAction::PreserveRunning)
+        .collect::<Vec<_>>();
+    (select(plain.clone()), select(plain), select(crash))
 }
 
 fn arb_clock(names: Vec<TimerName>) -> impl Strategy<Value = Clock> {
@@ -799,7 +803,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
         arb_ids(),
         arb_features_lxc(),
         arb_clock(vec![TimerName::Rtc, TimerName::Hpet]),
-        arb_lifecycle(),
+        arb_lifecycle(false),
         arb_lxc_devices(),
         arb_seclabel(),
         arb_lxc_namespace(),
@@ -1041,6 +1045,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     cache,
                     io,
                     discard,
+                    ..DiskDriver::default()
                 }),
         ),
         "[sv]d[a-z]",
@@ -1286,10 +1291,12 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 option::of(1u32..=4096),
                 option::of(1u32..=4096),
                 option::of(1u32..=4096),
+                option::of(1u32..=4096),
             )
-                .prop_map(|(sockets, dies, cores, threads)| CpuTopology {
+                .prop_map(|(sockets, dies, clusters, cores, threads)| CpuTopology {
                     sockets,
                     dies,
+                    clusters,
                     cores,
                     threads,
                 }),
@@ -1332,7 +1339,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         os,
         (any::<bool>(), any::<bool>(), any::<bool>()),
         arb_clock(TimerName::ALL.to_vec()),
-        arb_lifecycle(),
+        arb_lifecycle(true),
         arb_vm_devices(),
         arb_seclabel(),
         (

@@ -490,6 +490,8 @@ pub struct CpuModel {
 pub struct CpuTopology {
     pub sockets: Option<u32>,
     pub dies: Option<u32>,
+    /// Groups of cores sharing a cache level, between dies and cores.
+    pub clusters: Option<u32>,
     pub cores: Option<u32>,
     pub threads: Option<u32>,
 }
@@ -658,6 +660,9 @@ keyword_enum! {
         CoredumpDestroy = "coredump-destroy",
         /// `on_crash` only.
         CoredumpRestart = "coredump-restart",
+        /// `on_crash` only, virtual machines: the guest keeps running
+        /// after it reported the crash (it may dump and reboot by itself).
+        PreserveRunning = "preserve-running",
     }
 }
 
@@ -861,13 +866,20 @@ keyword_enum! {
 }
 
 /// `<disk><driver>` (virtual machines).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiskDriver {
     pub name: Option<DiskDriverName>,
     pub format: Option<ImageFormat>,
     pub cache: Option<DiskCache>,
     pub io: Option<DiskIo>,
     pub discard: Option<DiskDiscard>,
+    /// virtio-blk request queues, 1 or more.
+    pub queues: Option<u32>,
+    /// The other attributes (`iothread`, `event_idx`, …), kept in the
+    /// table's order; refused at start.
+    pub kept_attrs: Vec<(String, String)>,
+    /// Kept children (`<metadata_cache>`); refused at start.
+    pub kept: Vec<KeptElement>,
 }
 
 /// `<disk>`.

@@ -29,10 +29,10 @@ use std::fmt;
 
 use super::def::{
     AudioType, ChannelSourceMode, ChannelState, ChannelTargetType, ChannelType, ControllerType,
-    CpuCheck, CpuFallback, CpuFeaturePolicy, CpuMatch, CpuMode, GraphicsType, ImageFormat,
-    InputBus, InputType, IoapicDriver, ListenType, LoaderType, MemballoonModel, PanicModel,
-    RngBackendModel, SmbiosMode, SoundCodecType, SoundModel, VideoModelType, VirtioModel,
-    WatchdogAction, WatchdogModel,
+    CpuCheck, CpuFallback, CpuFeaturePolicy, CpuMatch, CpuMode, DiskCache, DiskDiscard,
+    DiskDriverName, DiskIo, GraphicsType, ImageFormat, InputBus, InputType, IoapicDriver,
+    ListenType, LoaderType, MemballoonModel, PanicModel, RngBackendModel, SmbiosMode,
+    SoundCodecType, SoundModel, VideoModelType, VirtioModel, WatchdogAction, WatchdogModel,
 };
 
 /// An element kept as written (canonical form): a name, attributes in the
@@ -254,6 +254,7 @@ static CPU_TOPOLOGY: Spec = el(
     &[
         ("sockets", Uint),
         ("dies", Uint),
+        ("clusters", Uint),
         ("cores", Uint),
         ("threads", Uint),
     ],
@@ -552,7 +553,20 @@ static VM_CPUTUNE: Spec = el(
     ]),
 );
 
-/// Kept children of `<domain>` (virtual machines).
+const ID_RANGE: &[(&str, Value)] = &[("start", Uint), ("target", Uint), ("count", Uint)];
+static IDMAP_UID: Spec = el("uid", "idmap-uid", ID_RANGE, Empty);
+static IDMAP_GID: Spec = el("gid", "idmap-gid", ID_RANGE, Empty);
+/// `<idmap>` of a virtual machine or of its virtiofs `<filesystem>`; a
+/// container's is typed.
+static VM_IDMAP: Spec = el(
+    "idmap",
+    "vm-idmap",
+    &[],
+    Children(&[&IDMAP_UID, &IDMAP_GID]),
+);
+
+/// Kept children of `<domain>` (virtual machines). `cputune` and `idmap`
+/// are kept for virtual machines only: for containers they are typed.
 pub(crate) static ROOT: &[&Spec] = &[
     &CPU,
     &PM,
@@ -567,6 +581,7 @@ pub(crate) static ROOT: &[&Spec] = &[
     &GENID,
     &MAX_MEMORY,
     &VM_CPUTUNE,
+    &VM_IDMAP,
 ];
 
 // ---------------------------------------------------------------------
@@ -836,10 +851,13 @@ static SECRET: Spec = el(
 static ENCRYPTION: Spec = el(
     "encryption",
     "disk-encryption",
-    &[(
-        "format",
-        OneOf(&["default", "qcow", "luks", "luks2", "luks-any"]),
-    )],
+    &[
+        (
+            "format",
+            OneOf(&["default", "qcow", "luks", "luks2", "luks-any"]),
+        ),
+        ("engine", OneOf(&["default", "qemu", "librbd"])),
+    ],
     Children(&[&SECRET]),
 );
 
@@ -958,16 +976,26 @@ static DATA_STORE_FORMAT: Spec = el(
     &[("type", OneOf(ImageFormat::NAMES))],
     Empty,
 );
+/// A network disk's `protocol=`.
+const PROTOCOLS: &[&str] = &[
+    "nbd", "iscsi", "rbd", "sheepdog", "gluster", "vxhs", "nfs", "http", "https", "ftp", "ftps",
+    "tftp", "ssh",
+];
 static DATA_STORE_SOURCE: Spec = el(
     "source",
     "disk-data-store-source",
-    &[("file", Path), ("dev", Path)],
-    Empty,
+    &[
+        ("file", Path),
+        ("dev", Path),
+        ("protocol", OneOf(PROTOCOLS)),
+        ("name", Text),
+    ],
+    Children(&[&SOURCE_HOST, &SOURCE_AUTH]),
 );
 static DATA_STORE: Spec = el(
     "dataStore",
     "disk-source-data-store",
-    &[("type", OneOf(&["file", "block"]))],
+    &[("type", OneOf(&["file", "block", "network"]))],
     Children(&[&DATA_STORE_FORMAT, &DATA_STORE_SOURCE]),
 );
 /// A disk's `<source>` kept as written ([`crate::DiskSource::Kept`]):
@@ -981,13 +1009,7 @@ pub(crate) static DISK_KEPT_SOURCE: Spec = el(
         ("file", Path),
         ("dev", Path),
         ("dir", Path),
-        (
-            "protocol",
-            OneOf(&[
-                "nbd", "iscsi", "rbd", "sheepdog", "gluster", "vxhs", "nfs", "http", "https",
-                "ftp", "ftps", "tftp", "ssh",
-            ]),
-        ),
+        ("protocol", OneOf(PROTOCOLS)),
         ("name", Text),
         ("query", Text),
         ("tls", YesNo),
@@ -1028,6 +1050,49 @@ pub(crate) static DISK_KEPT_SOURCE: Spec = el(
     ]),
 );
 static DISK_KEPT_TYPE: &[&Spec] = &[&DISK_KEPT_SOURCE];
+
+static MAX_SIZE: Spec = el(
+    "max_size",
+    "disk-max-size",
+    &[("unit", Text)],
+    Body::Text(Uint),
+);
+static METADATA_CACHE: Spec = el(
+    "metadata_cache",
+    "disk-metadata-cache",
+    &[],
+    Children(&[&MAX_SIZE]),
+);
+const ERROR_POLICY: &[&str] = &["stop", "report", "ignore", "enospace"];
+/// A VM disk's `<driver>`: the attributes before `queues` are typed, as
+/// is `queues`; the rest are kept ([`crate::DiskDriver::kept_attrs`]).
+pub(crate) static DISK_DRIVER: Spec = el(
+    "driver",
+    "vm-disk-driver",
+    &[
+        ("name", OneOf(DiskDriverName::NAMES)),
+        ("type", OneOf(ImageFormat::NAMES)),
+        ("cache", OneOf(DiskCache::NAMES)),
+        ("io", OneOf(DiskIo::NAMES)),
+        ("discard", OneOf(DiskDiscard::NAMES)),
+        ("queues", Uint),
+        ("queue_size", Uint),
+        ("iothread", Uint),
+        ("event_idx", OnOff),
+        ("ioeventfd", OnOff),
+        ("copy_on_read", OnOff),
+        ("discard_no_unref", OnOff),
+        ("detect_zeroes", OneOf(&["off", "on", "unmap"])),
+        ("error_policy", OneOf(ERROR_POLICY)),
+        ("rerror_policy", OneOf(ERROR_POLICY)),
+        ("iommu", OnOff),
+        ("ats", OnOff),
+        ("packed", OnOff),
+        ("page_per_vq", OnOff),
+    ],
+    Children(&[&METADATA_CACHE]),
+);
+static DISK_DRIVER_CONTEXT: &[&Spec] = &[&DISK_DRIVER];
 
 /// A VM disk's `<target>`: `dev` and `bus` are typed, the rest kept
 /// ([`crate::Disk::target_kept`]).
@@ -1122,6 +1187,8 @@ static NET_BACKEND: Spec = el(
         ("tap", Path),
         ("vhost", Path),
         ("logFile", Path),
+        ("hostname", Text),
+        ("fqdn", Text),
     ],
     Empty,
 );
@@ -1460,7 +1527,7 @@ static VIDEO: Spec = el(
     "video",
     "video",
     &[],
-    Children(&[&VIDEO_MODEL, &VIDEO_DRIVER, &ADDRESS, &ALIAS]),
+    Children(&[&VIDEO_MODEL, &VIDEO_DRIVER, &NET_ACPI, &ADDRESS, &ALIAS]),
 );
 
 static SOUND_CODEC: Spec = el(
@@ -1487,6 +1554,7 @@ const AUDIO_STREAM: &[(&str, Value)] = &[
     ("fixedSettings", YesNo),
     ("voices", Uint),
     ("bufferLength", Uint),
+    ("bufferCount", Uint),
     ("dev", Text),
     ("name", Text),
 ];
@@ -1818,7 +1886,7 @@ static VMFS_DRIVER: Spec = el(
     "driver",
     "vm-filesystem-driver",
     &[
-        ("type", OneOf(&["path", "handle", "virtiofs"])),
+        ("type", OneOf(&["path", "handle", "virtiofs", "mtp"])),
         ("format", Text),
         ("wrpolicy", OneOf(&["immediate"])),
         ("queue", Uint),
@@ -1852,11 +1920,23 @@ static VMFS_LOCK: Spec = el(
     &[("posix", OnOff), ("flock", OnOff)],
     Empty,
 );
+static VMFS_SANDBOX: Spec = el(
+    "sandbox",
+    "vm-filesystem-sandbox",
+    &[("mode", OneOf(&["namespace", "chroot"]))],
+    Empty,
+);
+static VMFS_THREAD_POOL: Spec = el(
+    "thread_pool",
+    "vm-filesystem-thread-pool",
+    &[("size", Uint)],
+    Empty,
+);
 static VMFS_BINARY: Spec = el(
     "binary",
     "vm-filesystem-binary",
     &[("path", Path), ("xattr", OnOff)],
-    Children(&[&VMFS_CACHE, &VMFS_LOCK]),
+    Children(&[&VMFS_CACHE, &VMFS_LOCK, &VMFS_SANDBOX, &VMFS_THREAD_POOL]),
 );
 /// `<filesystem>` of a virtual machine (9p or virtiofs shares), kept;
 /// a container's `<filesystem>` is typed.
@@ -1877,6 +1957,7 @@ static VM_FILESYSTEM: Spec = el(
         &VMFS_SOURCE,
         &VMFS_TARGET,
         &VMFS_READONLY,
+        &VM_IDMAP,
         &ADDRESS,
         &ALIAS,
     ]),
@@ -1912,7 +1993,15 @@ static HOST_SOURCE: Spec = el(
 static HOST_DRIVER: Spec = el(
     "driver",
     "vm-hostdev-driver",
-    &[("name", OneOf(&["vfio", "kvm"]))],
+    &[("name", OneOf(&["vfio", "kvm"])), ("model", Text)],
+    Empty,
+);
+/// `<acpi>` of a host device: its ACPI index, or the NUMA nodes it
+/// serves as a generic initiator.
+static HOSTDEV_ACPI: Spec = el(
+    "acpi",
+    "hostdev-acpi",
+    &[("index", Uint), ("nodeset", Text)],
     Empty,
 );
 /// `<hostdev>` of a virtual machine (PCI and USB passthrough), kept; a
@@ -1933,6 +2022,7 @@ static VM_HOSTDEV: Spec = el(
         &HOST_DRIVER,
         &ROM,
         &BOOT_ORDER,
+        &HOSTDEV_ACPI,
         &ADDRESS,
         &ALIAS,
     ]),
@@ -1985,6 +2075,7 @@ pub(crate) static CONTEXTS: &[(&str, &[&Spec])] = &[
     ("kept-interface-child", INTERFACE),
     ("kept-interface-type-child", INTERFACE_KEPT_TYPE),
     ("kept-disk-type-child", DISK_KEPT_TYPE),
+    ("kept-disk-driver-element", DISK_DRIVER_CONTEXT),
     ("kept-chardev-child", CHARDEV),
 ];
 

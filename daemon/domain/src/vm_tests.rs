@@ -42,7 +42,9 @@ fn shape(el: &Element, path: &str, out: &mut BTreeSet<String>) {
     let here = format!("{path}/{}", el.name);
     out.insert(here.clone());
     for a in &el.attributes {
-        if !a.qname.starts_with("xmlns") {
+        // <domain id=> is a run's, ignored on define by design.
+        let run_id = here == "/domain" && a.name == "id";
+        if !a.qname.starts_with("xmlns") && !run_id {
             out.insert(format!("{here}@{}", a.name));
         }
     }
@@ -98,7 +100,7 @@ fn libvirt_export_defines_and_keeps_everything() {
     assert_eq!(def.vcpu.current, Some(2));
     assert_eq!(def.partition(), std::path::Path::new("/machine"));
     let vda = &def.devices.disks[0];
-    let drv = vda.driver.unwrap();
+    let drv = vda.driver.clone().unwrap();
     assert_eq!(drv.cache, Some(DiskCache::None));
     assert_eq!(drv.io, Some(DiskIo::Native));
     assert_eq!(drv.discard, Some(DiskDiscard::Unmap));

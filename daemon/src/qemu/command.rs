@@ -248,7 +248,7 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
         args.push2("-cpu", cpu);
     }
     args.push2("-m", format!("size={}k", def.memory.div_ceil(1024)));
-    args.push2("-smp", smp(def));
+    args.push2("-smp", smp(&ctx)?);
     args.push2("-rtc", clock.rtc);
     for global in clock.globals {
         args.push2("-global", global);
@@ -293,6 +293,14 @@ fn refuse_untranslated(ctx: &Ctx<'_>, os: &HvmOs) -> Result<(), CommandError> {
     });
     if let Some(element) = first {
         return Err(ctx.refuse(element, "lxvirt keeps it but does not run it"));
+    }
+    if ctx.def.on_crash == LifecycleAction::PreserveRunning {
+        // The driver pauses a panicked guest to apply <on_crash>; letting
+        // it run on needs another path through the panic handling.
+        return Err(ctx.refuse(
+            "<on_crash>preserve-running",
+            "the QEMU driver pauses a crashed guest; use preserve, destroy or restart",
+        ));
     }
     if !ctx.def.devices.filesystems.is_empty() {
         return Err(ctx.refuse(
@@ -468,17 +476,26 @@ fn clock(ctx: &Ctx<'_>, accel: Accel) -> Result<ClockArgs, CommandError> {
 }
 
 /// `-smp`: vCPUs online at start, the maximum, and the topology.
-fn smp(def: &DomainDef) -> String {
-    let vcpu = &def.vcpu;
+fn smp(ctx: &Ctx<'_>) -> Result<String, CommandError> {
+    let vcpu = &ctx.def.vcpu;
     let mut smp = format!(
         "cpus={},maxcpus={}",
         vcpu.current.unwrap_or(vcpu.count),
         vcpu.count
     );
-    if let Some(topology) = def.cpu.as_ref().and_then(|c| c.topology.as_ref()) {
+    if let Some(topology) = ctx.def.cpu.as_ref().and_then(|c| c.topology.as_ref()) {
+        // qemu 7.2 knows clusters on x86 only as one per die; more stop
+        // it with an error that names no element.
+        if let Some(clusters) = topology.clusters.filter(|&n| n > 1) {
+            return Err(ctx.refuse(
+                format!("<cpu><topology clusters='{clusters}'>"),
+                "qemu 7.2 has no CPU clusters on x86; use clusters='1' or leave it out",
+            ));
+        }
         for (key, value) in [
             ("sockets", topology.sockets),
             ("dies", topology.dies),
+            ("clusters", topology.clusters),
             ("cores", topology.cores),
             ("threads", topology.threads),
         ] {
@@ -487,7 +504,7 @@ fn smp(def: &DomainDef) -> String {
             }
         }
     }
-    smp
+    Ok(smp)
 }
 
 /// A kernel given: qemu loads it (with its initrd and command line) and
@@ -864,6 +881,81 @@ mod tests {
         }
         let def = example("kvm-kept-vocabulary.xml");
         assert!(refusal(&def, &prepared(&def)).contains("keeps it but does not run it"));
+    }
+
+    /// Vocabulary of newer libvirt releases: applied where qemu 7.2 has
+    /// it, refused by name where it has not.
+    #[test]
+    fn newer_libvirt_vocabulary_is_applied_or_refused_by_name() {
+        let topology = |clusters: u32| {
+            vm(&format!(
+                "<vcpu>4</vcpu><os><type machine='q35'>hvm</type></os>\
+                 <cpu><topology sockets='1' dies='1' clusters='{clusters}' cores='4' threads='1'/></cpu>"
+            ))
+        };
+        assert_eq!(
+            value(&line(&topology(1), Accel::Tcg), "-smp"),
+            "cpus=4,maxcpus=4,sockets=1,dies=1,clusters=1,cores=4,threads=1"
+        );
+        let error = refusal(&topology(2), &settings(Accel::Tcg));
+        assert!(error.contains("<cpu><topology clusters='2'>"), "{error}");
+
+        let disk = |driver: &str, bus: &str| {
+            with_devices(
+                "q35",
+                &format!(
+                    "<disk type='file'><driver type='raw' {driver}/><source file='/a.img'/>\
+                     <target dev='{}da' bus='{bus}'/></disk>",
+                    if bus == "virtio" { "v" } else { "s" }
+                ),
+            )
+        };
+        let args = line(&disk("queues='4'", "virtio"), Accel::Tcg);
+        assert!(
+            values(&args, "-device")
+                .iter()
+                .any(|d| d.starts_with("virtio-blk-pci,") && d.ends_with(",num-queues=4")),
+            "{args:?}"
+        );
+        for (def, named) in [
+            (disk("queues='4'", "sata"), "with <driver queues>"),
+            (disk("iothread='1'", "virtio"), "<driver iothread='1'>"),
+            (
+                disk("discard_no_unref='on'", "virtio"),
+                "<driver discard_no_unref='on'>",
+            ),
+            (
+                vm("<vcpu>1</vcpu><os><type machine='q35'>hvm</type></os>\
+                    <on_crash>preserve-running</on_crash>"),
+                "<on_crash>preserve-running",
+            ),
+            (
+                with_devices(
+                    "q35",
+                    "<video><model type='virtio'/><acpi index='2'/></video>",
+                ),
+                "<acpi>",
+            ),
+            (
+                with_devices(
+                    "q35",
+                    "<filesystem type='mount'><driver type='mtp'/><source dir='/srv'/>\
+                     <target dir='share'/></filesystem>",
+                ),
+                "<filesystem",
+            ),
+        ] {
+            let error = refusal(&def, &settings(Accel::Tcg));
+            assert!(error.contains(named), "{named}: {error}");
+        }
+        // <metadata_cache> is named by the driver holding it.
+        let def = with_devices(
+            "q35",
+            "<disk type='file'><driver type='qcow2'><metadata_cache><max_size unit='KiB'>64</max_size>\
+             </metadata_cache></driver><source file='/a.qcow2'/><target dev='vda' bus='virtio'/></disk>",
+        );
+        let error = refusal(&def, &settings(Accel::Tcg));
+        assert!(error.contains("<driver><metadata_cache>"), "{error}");
     }
 
     fn example(name: &str) -> DomainDef {

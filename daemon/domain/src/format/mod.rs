@@ -598,7 +598,21 @@ fn format_disk(o: &mut Out, d: &Disk) {
         if let Some(d) = drv.discard {
             attrs.push(a("discard", d));
         }
-        o.empty("driver", &attrs);
+        if let Some(q) = drv.queues {
+            attrs.push(a("queues", q));
+        }
+        for (name, value) in &drv.kept_attrs {
+            attrs.push(a(name, value));
+        }
+        if drv.kept.is_empty() {
+            o.empty("driver", &attrs);
+        } else {
+            o.open("driver", &attrs);
+            for k in &drv.kept {
+                format_kept(o, k);
+            }
+            o.close("driver");
+        }
     }
     if let Some(p) = src {
         o.empty("source", &[a(src_attr, path(p))]);
@@ -871,6 +885,7 @@ fn format_cpu(o: &mut Out, c: &Cpu) {
         for (name, v) in [
             ("sockets", t.sockets),
             ("dies", t.dies),
+            ("clusters", t.clusters),
             ("cores", t.cores),
             ("threads", t.threads),
         ] {

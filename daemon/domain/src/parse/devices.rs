@@ -505,14 +505,29 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         None => None,
         Some(d) => {
             ctx.vm_only(d)?;
-            check_attrs(d, &["name", "type", "cache", "io", "discard"])?;
-            check_children(d, &[], &[])?;
+            // The table checks every name and value; the typed ones are
+            // read from it, the rest stay as written.
+            let k = parse_kept(d, &kept::DISK_DRIVER)?;
+            let kw = |name: &str| k.attr(name);
+            let queues = d
+                .attribute("queues")
+                .map(|q| number(q.pos, "driver", "queues", q.value.trim(), 1u32, 1024))
+                .transpose()?;
+            const TYPED: &[&str] = &["name", "type", "cache", "io", "discard", "queues"];
             Some(DiskDriver {
-                name: attr_keyword(d, "name", DiskDriverName::parse, DiskDriverName::NAMES)?,
-                format: attr_keyword(d, "type", ImageFormat::parse, ImageFormat::NAMES)?,
-                cache: attr_keyword(d, "cache", DiskCache::parse, DiskCache::NAMES)?,
-                io: attr_keyword(d, "io", DiskIo::parse, DiskIo::NAMES)?,
-                discard: attr_keyword(d, "discard", DiskDiscard::parse, DiskDiscard::NAMES)?,
+                name: kw("name").and_then(DiskDriverName::parse),
+                format: kw("type").and_then(ImageFormat::parse),
+                cache: kw("cache").and_then(DiskCache::parse),
+                io: kw("io").and_then(DiskIo::parse),
+                discard: kw("discard").and_then(DiskDiscard::parse),
+                queues,
+                kept_attrs: k
+                    .attributes
+                    .iter()
+                    .filter(|(n, _)| !TYPED.contains(&n.as_str()))
+                    .cloned()
+                    .collect(),
+                kept: k.children,
             })
         }
     };

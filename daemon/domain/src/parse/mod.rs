@@ -91,7 +91,13 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
             "a domain document starts with <domain type='lxc'>",
         ));
     }
-    check_attrs(root, &["type"])?;
+    check_attrs(root, &["type", "id"])?;
+    // libvirt writes the running domain's id into what `virsh dumpxml`
+    // prints and ignores it on define, as lxvirt does: the id belongs to a
+    // run, not to the definition, so it is checked and not stored.
+    if let Some(id) = root.attribute("id") {
+        number(id.pos, "domain", "id", id.value.trim(), 0u32, u32::MAX)?;
+    }
     let type_attr = req_attr(root, "type", "add type='lxc' (or 'kvm', 'qemu')")?;
     let kind = keyword(
         type_attr.pos,
@@ -160,7 +166,8 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
             return Err(foreign(root, child, ns));
         }
     }
-    let (plain, mut kept) = kept::split_kept(ctx, &plain, super::kept::ROOT, &["cputune"])?;
+    let (plain, mut kept) =
+        kept::split_kept(ctx, &plain, super::kept::ROOT, &["cputune", "idmap"])?;
     let (cpu, pm) = vm::root_fields(&mut kept, root)?;
     check_children(&plain, ROOT_CHILDREN, &[])?;
     // From here on, the typed children only.
@@ -290,6 +297,15 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     let on_poweroff = lifecycle(root, "on_poweroff", LifecycleAction::Destroy)?;
     let on_reboot = lifecycle(root, "on_reboot", LifecycleAction::Restart)?;
     let on_crash = lifecycle(root, "on_crash", LifecycleAction::Destroy)?;
+    if ctx.lxc() && on_crash == LifecycleAction::PreserveRunning {
+        // A container's crash is its init's end: nothing is left running.
+        return Err(DomainError::invalid(
+            root.element("on_crash").map_or(root.pos, |e| e.pos),
+            "on_crash",
+            "'preserve-running' needs a guest that keeps running after a crash, which a container is not",
+            "use 'preserve' to keep the crashed container for inspection",
+        ));
+    }
     let devices = match root.element("devices") {
         None => Devices::default(),
         Some(el) => devices::parse_devices(ctx, el)?,

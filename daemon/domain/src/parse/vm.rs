@@ -194,6 +194,7 @@ pub(super) fn root_fields(
                 cpu.topology = Some(CpuTopology {
                     sockets: count(el, &c, "sockets", MAX_TOPOLOGY)?,
                     dies: count(el, &c, "dies", MAX_TOPOLOGY)?,
+                    clusters: count(el, &c, "clusters", MAX_TOPOLOGY)?,
                     cores: count(el, &c, "cores", MAX_TOPOLOGY)?,
                     threads: count(el, &c, "threads", MAX_TOPOLOGY)?,
                 });

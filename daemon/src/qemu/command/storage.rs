@@ -278,7 +278,7 @@ fn disk_nodes(
         ));
     }
     let cdrom = disk.device == DiskDevice::Cdrom;
-    let driver = disk.driver.unwrap_or_default();
+    let driver = disk.driver.clone().unwrap_or_default();
     let cache = driver.cache.map(cache_mode);
     if driver.io == Some(DiskIo::Native) && !cache.as_ref().is_some_and(|c| c.direct) {
         return Err(ctx.refuse(
@@ -493,6 +493,22 @@ pub(super) fn disks(args: &mut Args, ctx: &mut Ctx<'_>, buses: &Buses) -> Result
             ));
         }
         ctx.refuse_kept(&format!("{what}: "), &disk.kept)?;
+        if let Some(driver) = &disk.driver {
+            if let Some((name, value)) = driver.kept_attrs.first() {
+                return Err(ctx.refuse(
+                    format!("{what} with <driver {name}='{value}'>"),
+                    "lxvirt keeps it but does not run it",
+                ));
+            }
+            ctx.refuse_kept(&format!("{what}: <driver>"), &driver.kept)?;
+        }
+        let queues = disk.driver.as_ref().and_then(|d| d.queues);
+        if queues.is_some() && model != "virtio-blk-pci" {
+            return Err(ctx.refuse(
+                format!("{what} with <driver queues>"),
+                "request queues are a virtio disk's; use bus='virtio' or leave queues out",
+            ));
+        }
         let node = disk_nodes(args, ctx, index, disk, &what)?;
         let id = ctx.id(
             disk.alias.as_deref(),
@@ -515,8 +531,11 @@ pub(super) fn disks(args: &mut Args, ctx: &mut Ctx<'_>, buses: &Buses) -> Result
             // knowingly (a cluster file system).
             device.push_str(",share-rw=on");
         }
-        if let Some(cache) = disk.driver.and_then(|d| d.cache).map(cache_mode) {
+        if let Some(cache) = disk.driver.as_ref().and_then(|d| d.cache).map(cache_mode) {
             device.push_str(&format!(",write-cache={}", on_off(cache.write_cache)));
+        }
+        if let Some(queues) = queues {
+            device.push_str(&format!(",num-queues={queues}"));
         }
         args.push2("-device", device);
     }
