@@ -781,20 +781,20 @@ static BS_FORMAT: Spec = el(
     "format",
     "backing-format",
     &[("type", OneOf(ImageFormat::NAMES))],
-    Empty,
-);
-static BS_SOURCE: Spec = el(
-    "source",
-    "backing-source",
-    &[("file", Path), ("dev", Path)],
-    Empty,
+    Children(&[&METADATA_CACHE]),
 );
 /// `<backingStore>`: the chain of images under a disk's image, nested.
+/// Typed when each image is a plain file or block device
+/// ([`crate::BackingStore`]); kept as written otherwise (network images,
+/// slices, data stores, …).
 static BACKING_STORE: Spec = el(
     "backingStore",
     "backing-store",
-    &[("type", OneOf(&["file", "block"]))],
-    Children(&[&BS_FORMAT, &BS_SOURCE, &BACKING_STORE]),
+    &[(
+        "type",
+        OneOf(&["file", "block", "network", "volume", "nvme", "vhostuser"]),
+    )],
+    Children(&[&BS_FORMAT, &DISK_KEPT_SOURCE, &BACKING_STORE]),
 );
 static DISK_SERIAL: Spec = el("serial", "disk-serial", &[], Body::Text(Text));
 static DISK_WWN: Spec = el("wwn", "disk-wwn", &[], Body::Text(Text));
@@ -1854,11 +1854,32 @@ static MEM_SOURCE: Spec = el(
     &[],
     Children(&[&MEM_PAGESIZE, &MEM_NODEMASK, &MEM_PATH]),
 );
+static MEM_BLOCK: Spec = el("block", "memory-block", &[("unit", Text)], Body::Text(Uint));
+static MEM_REQUESTED: Spec = el(
+    "requested",
+    "memory-requested",
+    &[("unit", Text)],
+    Body::Text(Uint),
+);
+static MEM_CURRENT: Spec = el(
+    "current",
+    "memory-current",
+    &[("unit", Text)],
+    Body::Text(Uint),
+);
 static MEM_TARGET: Spec = el(
     "target",
     "memory-target",
     &[("dynamicMemslots", YesNo)],
-    Children(&[&MEM_SIZE, &MEM_NODE, &MEM_LABEL]),
+    Children(&[
+        &MEM_SIZE,
+        &MEM_NODE,
+        &MEM_LABEL,
+        &MEM_BLOCK,
+        &MEM_REQUESTED,
+        &MEM_CURRENT,
+        &ADDRESS,
+    ]),
 );
 static PSTORE_PATH: Spec = el("path", "pstore-path", &[], Body::Text(Path));
 /// `<pstore>`: a store for the guest kernel's panic logs (ACPI ERST).

@@ -499,3 +499,28 @@ fn corpus_keeps_everything() {
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
+
+/// A backing chain of plain files and block devices is typed; one with a
+/// network image (or slices, a data store, …) anywhere is kept whole.
+#[test]
+fn backing_chains_are_typed_or_kept_whole() {
+    let disk = |inner: &str| {
+        let def = round_trip_keeps_everything(&vm_with(
+            "",
+            &format!(
+                "<disk type='file'><driver type='qcow2'/><source file='/i.qcow2'/>\
+                 <backingStore type='file'><format type='qcow2'/><source file='/b.qcow2'/>\
+                 {inner}</backingStore><target dev='vda'/></disk>"
+            ),
+        ));
+        def.devices.disks[0].clone()
+    };
+    let plain = disk("<backingStore type='block'><source dev='/dev/b'/></backingStore>");
+    assert!(plain.backing_store.is_some() && plain.kept.is_empty());
+    let network = disk(
+        "<backingStore type='network'><source protocol='nbd' name='b'>\
+         <host name='h'/></source></backingStore>",
+    );
+    assert_eq!(network.backing_store, None);
+    assert_eq!(network.kept[0].name, "backingStore");
+}

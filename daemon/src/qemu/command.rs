@@ -948,6 +948,14 @@ mod tests {
             let error = refusal(&def, &settings(Accel::Tcg));
             assert!(error.contains(named), "{named}: {error}");
         }
+        let def = with_devices(
+            "q35",
+            "<disk type='file'><driver type='qcow2'/><source file='/a.qcow2'/>\
+             <backingStore type='network'><format type='raw'/><source protocol='nbd' name='b'>\
+             <host name='h'/></source></backingStore><target dev='vda' bus='virtio'/></disk>",
+        );
+        let error = refusal(&def, &settings(Accel::Tcg));
+        assert!(error.contains("<backingStore type='network'>"), "{error}");
         // <metadata_cache> is named by the driver holding it.
         let def = with_devices(
             "q35",

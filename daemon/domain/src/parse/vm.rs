@@ -289,14 +289,35 @@ pub(super) struct DiskFields {
 
 /// `<serial>`, `<shareable/>`, `<transient/>`, `<backingStore>` of a disk.
 pub(super) fn disk_fields(kept: &mut Vec<KeptElement>, el: &Element) -> Result<DiskFields> {
+    let backing_store = match take(kept, "backingStore", el)? {
+        Some(k) if plain_backing_store(&k) => Some(backing_store(k, el)?),
+        Some(k) => {
+            kept.push(k);
+            None
+        }
+        None => None,
+    };
     Ok(DiskFields {
         serial: take(kept, "serial", el)?.and_then(|k| k.text),
         shareable: take(kept, "shareable", el)?.is_some(),
         transient: take(kept, "transient", el)?.is_some(),
-        backing_store: take(kept, "backingStore", el)?
-            .map(|k| backing_store(k, el))
-            .transpose()?,
+        backing_store,
     })
+}
+
+/// Whether each image of the chain is a file or block device named by
+/// its path alone, with nothing but its format: what [`BackingStore`]
+/// holds. Another chain stays kept as written, whole.
+fn plain_backing_store(k: &KeptElement) -> bool {
+    let type_ok = matches!(k.attr("type"), None | Some("file" | "block"));
+    type_ok
+        && k.children.iter().all(|c| match c.name.as_str() {
+            "source" => {
+                c.children.is_empty() && c.attributes.iter().all(|(n, _)| n == "file" || n == "dev")
+            }
+            "format" => c.children.is_empty(),
+            _ => plain_backing_store(c),
+        })
 }
 
 /// One `<backingStore>` and, nested, those under it.
