@@ -154,6 +154,8 @@ fn arb_clock(names: Vec<TimerName>) -> impl Strategy<Value = Clock> {
                     name,
                     present,
                     tickpolicy: None,
+                    frequency: None,
+                    catchup: None,
                 })
                 .collect(),
         })
@@ -594,6 +596,7 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                 .prop_map(|(dev, target_dev, target_bus)| Disk {
                     source: DiskSource::Block(Some(dev)),
                     device: DiskDevice::Disk,
+                    model: None,
                     driver: None,
                     target_dev,
                     target_bus,
@@ -831,6 +834,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 metadata,
                 memory,
                 current_memory,
+                dump_core: None,
                 memtune,
                 vcpu,
                 cputune,
@@ -1084,6 +1088,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                         DiskSource::Block(path)
                     },
                     device,
+                    model: None,
                     driver,
                     target_dev,
                     target_bus,
@@ -1227,13 +1232,17 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                     option::of(any::<bool>()),
                     option::of(select(LoaderType::ALL.to_vec())),
                     option::of(any::<bool>()),
+                    option::of(any::<bool>()),
                 )
-                    .prop_map(|(path, readonly, loader_type, secure)| Loader {
-                        path,
-                        readonly,
-                        loader_type,
-                        secure,
-                    }),
+                    .prop_map(
+                        |(path, readonly, loader_type, secure, stateless)| Loader {
+                            path,
+                            readonly,
+                            loader_type,
+                            secure,
+                            stateless,
+                        },
+                    ),
             ),
             option::of(
                 (option::of(arb_path()), option::of(arb_path()))
@@ -1380,6 +1389,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                     metadata,
                     memory,
                     current_memory,
+                    dump_core: None,
                     memtune: None,
                     vcpu,
                     cputune: None,

@@ -56,6 +56,9 @@ pub struct DomainDef {
     pub metadata: Option<Metadata>,
     /// Maximum memory, bytes.
     pub memory: u64,
+    /// Virtual machines: `<memory dumpCore=>`, whether the guest's memory
+    /// goes into a core dump of its qemu.
+    pub dump_core: Option<bool>,
     /// Memory at start, bytes; equals `memory` when not given.
     pub current_memory: u64,
     pub memtune: Option<MemTune>,
@@ -405,6 +408,8 @@ pub struct Loader {
     pub loader_type: Option<LoaderType>,
     /// Secure boot (needs `<smm state='on'/>`).
     pub secure: Option<bool>,
+    /// `yes`: firmware that keeps no variables, so no `<nvram>`.
+    pub stateless: Option<bool>,
 }
 
 /// `<os><nvram>`: the guest's UEFI variable store.
@@ -569,11 +574,15 @@ pub struct Features {
     /// Virtual machines only.
     pub acpi: bool,
     pub apic: bool,
+    /// `<apic eoi=>`: KVM's paravirtual end of interrupt.
+    pub apic_eoi: Option<bool>,
     pub pae: bool,
     /// `<vmport state=>` (virtual machines).
     pub vmport: Option<bool>,
     /// `<smm state=>` (virtual machines; secure boot needs it on).
     pub smm: Option<bool>,
+    /// `<smm><tseg>`: the SMRAM's extended size, in MiB.
+    pub smm_tseg_mib: Option<u64>,
     /// `<ioapic driver=>` (virtual machines).
     pub ioapic: Option<IoapicDriver>,
     /// Kept children (virtual machines): `<hyperv>`, `<kvm>`, `<pmu>`, …
@@ -645,6 +654,18 @@ pub struct Timer {
     pub present: Option<bool>,
     /// Virtual machines only.
     pub tickpolicy: Option<TickPolicy>,
+    /// Virtual machines, `tsc`: the guest's TSC rate in Hz.
+    pub frequency: Option<u64>,
+    /// Virtual machines: `<catchup>`, how a catching-up timer does it.
+    pub catchup: Option<TimerCatchup>,
+}
+
+/// `<timer><catchup>`: thresholds and rates of tick catch-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerCatchup {
+    pub threshold: Option<u64>,
+    pub slew: Option<u64>,
+    pub limit: Option<u64>,
 }
 
 keyword_enum! {
@@ -887,6 +908,8 @@ pub struct DiskDriver {
 pub struct Disk {
     pub source: DiskSource,
     pub device: DiskDevice,
+    /// Virtual machines: `<disk model=>`, which virtio variant.
+    pub model: Option<VirtioModel>,
     pub driver: Option<DiskDriver>,
     /// Device name in the guest (`vdb`, `sda`).
     pub target_dev: String,
@@ -1061,6 +1084,9 @@ keyword_enum! {
         E1000 = "e1000",
         E1000e = "e1000e",
         Rtl8139 = "rtl8139",
+        VirtioTransitional = "virtio-transitional",
+        VirtioNonTransitional = "virtio-non-transitional",
+        UsbNet = "usb-net",
     }
 }
 
@@ -1411,6 +1437,8 @@ pub struct ControllerTarget {
     pub bus_nr: Option<u32>,
     pub index: Option<u32>,
     pub hotplug: Option<bool>,
+    /// `<node>`: the NUMA node an expander bus belongs to.
+    pub node: Option<u32>,
 }
 
 /// `<controller>`.
@@ -1512,6 +1540,8 @@ pub struct Graphics {
     pub passwd: Option<String>,
     pub keymap: Option<String>,
     pub tls_port: Option<i32>,
+    /// SPICE: `defaultMode=` of channels (`any`, `secure`, `insecure`).
+    pub default_mode: Option<String>,
     pub listens: Vec<GraphicsListen>,
     /// Kept children: `<image>`, `<gl>`, `<audio>`, …
     pub kept: Vec<KeptElement>,
@@ -1540,6 +1570,8 @@ pub struct VideoModel {
     pub vram64: Option<u64>,
     pub heads: Option<u32>,
     pub primary: Option<bool>,
+    /// virtio: guest memory shared with the display as blob resources.
+    pub blob: Option<bool>,
     /// Kept children: `<acceleration>`, `<resolution>`.
     pub kept: Vec<KeptElement>,
 }
@@ -1583,6 +1615,10 @@ pub struct Sound {
     pub codecs: Vec<SoundCodecType>,
     /// `<audio id=>`: the `<audio>` backend it plays through.
     pub audio: Option<u32>,
+    /// virtio: PCM streams, 1 or more.
+    pub streams: Option<u32>,
+    /// usb: 5.1 output rather than stereo.
+    pub multichannel: Option<bool>,
     pub address: Option<DeviceAddress>,
     pub alias: Option<String>,
 }

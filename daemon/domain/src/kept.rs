@@ -595,6 +595,7 @@ static LOADER: Spec = el(
         ("readonly", YesNo),
         ("type", OneOf(LoaderType::NAMES)),
         ("secure", YesNo),
+        ("stateless", YesNo),
     ],
     Body::Text(Path),
 );
@@ -731,7 +732,8 @@ static KVM: Spec = el(
         &KVM_DIRTY,
     ]),
 );
-static SMM: Spec = state("smm", "smm");
+static SMM_TSEG: Spec = el("tseg", "smm-tseg", &[("unit", Text)], Body::Text(Uint));
+static SMM: Spec = el("smm", "smm", &[("state", OnOff)], Children(&[&SMM_TSEG]));
 static IOAPIC: Spec = el(
     "ioapic",
     "ioapic",
@@ -1338,6 +1340,7 @@ pub(crate) static CHARDEV: &[&Spec] = &[&ADDRESS, &ALIAS];
 // ---------------------------------------------------------------------
 
 static CTRL_MODEL: Spec = el("model", "controller-model", &[("name", Text)], Empty);
+static CTRL_TARGET_NODE: Spec = number("node", "controller-target-node");
 static CTRL_TARGET: Spec = el(
     "target",
     "controller-target",
@@ -1349,7 +1352,7 @@ static CTRL_TARGET: Spec = el(
         ("index", Uint),
         ("hotplug", OnOff),
     ],
-    Empty,
+    Children(&[&CTRL_TARGET_NODE]),
 );
 static CTRL_DRIVER: Spec = el(
     "driver",
@@ -1468,6 +1471,7 @@ static GRAPHICS: Spec = el(
         ("passwd", Text),
         ("keymap", Text),
         ("tlsPort", Text),
+        ("defaultMode", OneOf(&["any", "secure", "insecure"])),
     ],
     Children(&[
         &GFX_LISTEN,
@@ -1508,6 +1512,7 @@ static VIDEO_MODEL: Spec = el(
         ("vram64", Uint),
         ("heads", Uint),
         ("primary", YesNo),
+        ("blob", OnOff),
     ],
     Children(&[&VIDEO_ACCEL, &VIDEO_RESOLUTION]),
 );
@@ -1539,7 +1544,11 @@ static SOUND_CODEC: Spec = el(
 static SOUND: Spec = el(
     "sound",
     "sound",
-    &[("model", OneOf(SoundModel::NAMES))],
+    &[
+        ("model", OneOf(SoundModel::NAMES)),
+        ("streams", Uint),
+        ("multichannel", YesNo),
+    ],
     Children(&[&SOUND_CODEC, &AUDIO_REF, &ADDRESS, &ALIAS]),
 );
 

@@ -244,7 +244,14 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
     machine.push_str(&clock.machine);
     storage::firmware(&mut args, &mut machine, &ctx, os)?;
     args.push2("-machine", machine);
-    if let Some(cpu) = cpu_model(def, settings.accel, &clock.cpu) {
+    let mut cpu_flags = clock.cpu.clone();
+    // Paravirtual EOI is KVM's; TCG's APIC has none to turn on or off.
+    if settings.accel == Accel::Kvm
+        && let Some(eoi) = def.features.apic_eoi
+    {
+        cpu_flags.push(format!("kvm-pv-eoi={}", on_off(eoi)));
+    }
+    if let Some(cpu) = cpu_model(def, settings.accel, &cpu_flags) {
         args.push2("-cpu", cpu);
     }
     args.push2("-m", format!("size={}k", def.memory.div_ceil(1024)));
@@ -252,6 +259,16 @@ pub fn command_line(def: &DomainDef, settings: &Settings) -> Result<Vec<OsString
     args.push2("-rtc", clock.rtc);
     for global in clock.globals {
         args.push2("-global", global);
+    }
+    if let Some(mib) = def.features.smm_tseg_mib {
+        // q35's MCH is where qemu sizes the extended TSEG.
+        if ctx.chipset != Chipset::Q35 {
+            return Err(ctx.refuse(
+                "<features><smm><tseg>",
+                "the TSEG size is a q35 machine's; use machine='q35' or remove <tseg>",
+            ));
+        }
+        args.push2("-global", format!("mch.extended-tseg-mbytes={mib}"));
     }
     boot(&mut args, os);
     serials(&mut args, def, settings.serial_logs.as_deref());
@@ -338,6 +355,13 @@ fn machine(def: &DomainDef, machine_type: &str, accel: Accel) -> String {
     if let Some(smm) = def.features.smm {
         machine.push_str(if smm { ",smm=on" } else { ",smm=off" });
     }
+    if let Some(dump) = def.dump_core {
+        machine.push_str(if dump {
+            ",dump-guest-core=on"
+        } else {
+            ",dump-guest-core=off"
+        });
+    }
     machine
 }
 
@@ -419,6 +443,22 @@ fn clock(ctx: &Ctx<'_>, accel: Accel) -> Result<ClockArgs, CommandError> {
     };
     for timer in &def.clock.timers {
         let element = || format!("<clock><timer name='{}'", timer.name.as_str());
+        if timer.catchup.is_some() {
+            return Err(ctx.refuse(
+                format!("{}><catchup>", element()),
+                "qemu takes no catch-up thresholds or rates; remove <catchup>",
+            ));
+        }
+        match (timer.name, timer.frequency, accel) {
+            (_, None, _) => {}
+            (TimerName::Tsc, Some(hz), Accel::Kvm) => clock.cpu.push(format!("tsc-frequency={hz}")),
+            (_, Some(hz), _) => {
+                return Err(ctx.refuse(
+                    format!("{} frequency='{hz}'>", element()),
+                    "KVM sets the rate of the TSC only; TCG's follows the host clock",
+                ));
+            }
+        }
         match (timer.name, timer.present, timer.tickpolicy) {
             (TimerName::Rtc, Some(false), _) | (TimerName::Pit, Some(false), _) => {
                 return Err(ctx.refuse(
@@ -964,6 +1004,89 @@ mod tests {
         );
         let error = refusal(&def, &settings(Accel::Tcg));
         assert!(error.contains("<driver><metadata_cache>"), "{error}");
+    }
+
+    /// Typed vocabulary of newer libvirt releases that qemu 7.2 runs.
+    #[test]
+    fn newer_machine_and_cpu_options_are_applied() {
+        let def = DomainDef::from_xml(
+            "<domain type='kvm'><name>vm1</name><memory dumpCore='off' unit='MiB'>256</memory>\
+             <vcpu>1</vcpu><os><type machine='q35'>hvm</type></os>\
+             <features><apic eoi='on'/><smm state='on'><tseg unit='MiB'>48</tseg></smm></features>\
+             <clock offset='utc'><timer name='tsc' frequency='2500000000'/></clock></domain>",
+        )
+        .unwrap();
+        let kvm = line(&def, Accel::Kvm);
+        assert_eq!(
+            value(&kvm, "-machine"),
+            "q35,accel=kvm,acpi=off,smm=on,dump-guest-core=off"
+        );
+        assert_eq!(
+            value(&kvm, "-cpu"),
+            "qemu64,tsc-frequency=2500000000,kvm-pv-eoi=on"
+        );
+        assert!(values(&kvm, "-global").contains(&"mch.extended-tseg-mbytes=48"));
+        // TCG has no paravirtual EOI, and its TSC follows the host.
+        let error = refusal(&def, &settings(Accel::Tcg));
+        assert!(
+            error.contains("<timer name='tsc' frequency='2500000000'>"),
+            "{error}"
+        );
+
+        let pc = vm("<vcpu>1</vcpu><os><type machine='pc'>hvm</type></os>\
+             <features><smm><tseg unit='MiB'>16</tseg></smm></features>");
+        assert!(refusal(&pc, &settings(Accel::Tcg)).contains("<smm><tseg>"));
+        let catchup = vm("<vcpu>1</vcpu><os><type machine='q35'>hvm</type></os>\
+             <clock offset='utc'><timer name='rtc' tickpolicy='catchup'><catchup slew='100'/></timer></clock>");
+        assert!(refusal(&catchup, &settings(Accel::Kvm)).contains("<timer name='rtc'><catchup>"));
+
+        let devices = with_devices(
+            "q35",
+            "<disk type='file' model='virtio-transitional'><source file='/a.img'/>\
+             <target dev='vda' bus='virtio'/></disk>",
+        );
+        let args = line(&devices, Accel::Tcg);
+        assert!(
+            values(&args, "-device")
+                .iter()
+                .any(|d| d.starts_with("virtio-blk-pci-transitional,")),
+            "{args:?}"
+        );
+        for (def, named) in [
+            (
+                with_devices(
+                    "q35",
+                    "<disk type='file' model='virtio'><source file='/a.img'/>\
+                     <target dev='sda' bus='sata'/></disk>",
+                ),
+                "with model='virtio'",
+            ),
+            (
+                with_devices("q35", "<video><model type='virtio' blob='on'/></video>"),
+                "blob='on'",
+            ),
+            (
+                with_devices("q35", "<sound model='ich9' streams='2'/>"),
+                "with streams or multichannel",
+            ),
+            (
+                with_devices(
+                    "q35",
+                    "<controller type='pci' model='pcie-root-port'><target><node>1</node></target></controller>",
+                ),
+                "<target><node>",
+            ),
+            (
+                with_devices(
+                    "q35",
+                    "<interface type='network'><source network='default'/><model type='usb-net'/></interface>",
+                ),
+                "<model type='usb-net'>",
+            ),
+        ] {
+            let error = refusal(&def, &prepared(&def));
+            assert!(error.contains(named), "{named}: {error}");
+        }
     }
 
     fn example(name: &str) -> DomainDef {

@@ -153,7 +153,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
         o.indent();
         let _ = writeln!(o.buf, "<metadata>{}</metadata>", m.as_str());
     }
-    o.size("memory", def.memory);
+    let mut memory = vec![a("unit", "KiB")];
+    opt_attr(&mut memory, "dumpCore", def.dump_core.map(on_off));
+    o.leaf("memory", &memory, &(def.memory / 1024).to_string());
     o.size("currentMemory", def.current_memory);
     if let Some(m) = &def.memtune {
         o.open("memtune", &[]);
@@ -240,7 +242,19 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
             if let Some(p) = t.tickpolicy {
                 attrs.push(a("tickpolicy", p));
             }
-            o.empty("timer", &attrs);
+            opt_attr(&mut attrs, "frequency", t.frequency);
+            match &t.catchup {
+                None => o.empty("timer", &attrs),
+                Some(c) => {
+                    o.open("timer", &attrs);
+                    let mut ca = Vec::new();
+                    opt_attr(&mut ca, "threshold", c.threshold);
+                    opt_attr(&mut ca, "slew", c.slew);
+                    opt_attr(&mut ca, "limit", c.limit);
+                    o.empty("catchup", &ca);
+                    o.close("timer");
+                }
+            }
         }
         o.close("clock");
     }
@@ -397,6 +411,7 @@ fn format_os(o: &mut Out, os: &Os) {
                 if let Some(s) = l.secure {
                     attrs.push(a("secure", yes_no(s)));
                 }
+                opt_attr(&mut attrs, "stateless", l.stateless.map(yes_no));
                 match &l.path {
                     Some(p) => o.leaf("loader", &attrs, &path(p)),
                     None => o.empty("loader", &attrs),
@@ -450,12 +465,15 @@ fn format_features(o: &mut Out, f: &Features) {
         return;
     }
     o.open("features", &[]);
-    for (flag, name) in [
-        (f.acpi, "acpi"),
-        (f.apic, "apic"),
-        (f.pae, "pae"),
-        (f.privnet, "privnet"),
-    ] {
+    if f.acpi {
+        o.empty("acpi", &[]);
+    }
+    if f.apic {
+        let mut attrs = Vec::new();
+        opt_attr(&mut attrs, "eoi", f.apic_eoi.map(on_off));
+        o.empty("apic", &attrs);
+    }
+    for (flag, name) in [(f.pae, "pae"), (f.privnet, "privnet")] {
         if flag {
             o.empty(name, &[]);
         }
@@ -472,9 +490,18 @@ fn format_features(o: &mut Out, f: &Features) {
             o.close("capabilities");
         }
     }
-    for (name, state) in [("vmport", f.vmport), ("smm", f.smm)] {
-        if let Some(s) = state {
-            o.empty(name, &[a("state", if s { "on" } else { "off" })]);
+    if let Some(s) = f.vmport {
+        o.empty("vmport", &[a("state", on_off(s))]);
+    }
+    if let Some(s) = f.smm {
+        let state = [a("state", on_off(s))];
+        match f.smm_tseg_mib {
+            None => o.empty("smm", &state),
+            Some(mib) => {
+                o.open("smm", &state);
+                o.leaf("tseg", &[a("unit", "MiB")], &mib.to_string());
+                o.close("smm");
+            }
         }
     }
     if let Some(d) = f.ioapic {
@@ -580,7 +607,9 @@ fn format_disk(o: &mut Out, d: &Disk) {
         // The source is among the kept children.
         DiskSource::Kept(t) => (t.as_str(), "", &None),
     };
-    o.open("disk", &[a("type", kind), a("device", d.device)]);
+    let mut attrs = vec![a("type", kind), a("device", d.device)];
+    opt_attr(&mut attrs, "model", d.model);
+    o.open("disk", &attrs);
     if let Some(drv) = &d.driver {
         let mut attrs = Vec::new();
         if let Some(n) = drv.name {
@@ -1024,7 +1053,14 @@ fn format_vm_devices(o: &mut Out, d: &Devices) {
                 opt_attr(&mut ta, "busNr", t.bus_nr);
                 opt_attr(&mut ta, "index", t.index);
                 opt_attr(&mut ta, "hotplug", t.hotplug.map(on_off));
-                o.empty("target", &ta);
+                match t.node {
+                    None => o.empty("target", &ta),
+                    Some(n) => {
+                        o.open("target", &ta);
+                        o.leaf("node", &[], &n.to_string());
+                        o.close("target");
+                    }
+                }
             }
             if c.queues.is_some() || c.iothread.is_some() {
                 let mut da = Vec::new();
@@ -1052,6 +1088,7 @@ fn format_vm_devices(o: &mut Out, d: &Devices) {
         opt_attr(&mut attrs, "passwd", g.passwd.as_ref());
         opt_attr(&mut attrs, "keymap", g.keymap.as_ref());
         opt_attr(&mut attrs, "tlsPort", g.tls_port);
+        opt_attr(&mut attrs, "defaultMode", g.default_mode.as_ref());
         element_with(o, "graphics", &attrs, |o| {
             for l in &g.listens {
                 let mut la = Vec::new();
@@ -1076,6 +1113,7 @@ fn format_vm_devices(o: &mut Out, d: &Devices) {
                 opt_attr(&mut ma, "vram64", m.vram64);
                 opt_attr(&mut ma, "heads", m.heads);
                 opt_attr(&mut ma, "primary", m.primary.map(yes_no));
+                opt_attr(&mut ma, "blob", m.blob.map(on_off));
                 element_with(o, "model", &ma, |o| {
                     for k in &m.kept {
                         format_kept(o, k);
@@ -1086,7 +1124,10 @@ fn format_vm_devices(o: &mut Out, d: &Devices) {
         });
     }
     for s in &d.sounds {
-        element_with(o, "sound", &[a("model", s.model)], |o| {
+        let mut attrs = vec![a("model", s.model)];
+        opt_attr(&mut attrs, "streams", s.streams);
+        opt_attr(&mut attrs, "multichannel", s.multichannel.map(yes_no));
+        element_with(o, "sound", &attrs, |o| {
             for c in &s.codecs {
                 o.empty("codec", &[a("type", c)]);
             }

@@ -455,7 +455,12 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
     let el = &el;
     let common = vm::common(&mut kept, full)?;
     let extra = vm::disk_fields(&mut kept, full)?;
-    check_attrs(el, &["type", "device"])?;
+    if ctx.lxc() {
+        check_attrs(el, &["type", "device"])?;
+    } else {
+        check_attrs(el, &["type", "device", "model"])?;
+    }
+    let model = attr_keyword(el, "model", VirtioModel::parse, VirtioModel::NAMES)?;
     check_children(el, &["driver", "source", "target", "readonly"], &[])?;
     // libvirt reads a VM's disk without a type as a file.
     let (type_pos, type_value) = match el.attribute("type") {
@@ -613,6 +618,7 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
     Ok(Disk {
         source,
         device,
+        model,
         driver,
         target_dev: dev.value.clone(),
         target_bus: attr_keyword(target, "bus", DiskBus::parse, DiskBus::NAMES)?,

@@ -207,7 +207,19 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     };
 
     let memory_el = req_child(root, "memory", "add <memory unit='MiB'>256</memory>")?;
-    let memory = size(memory_el, "unit")?;
+    let memory = if ctx.lxc() {
+        size(memory_el, "unit")?
+    } else {
+        check_attrs(memory_el, &["unit", "dumpCore"])?;
+        let value = text(memory_el)?;
+        size_value(
+            memory_el,
+            memory_el.pos,
+            &value,
+            memory_el.attribute("unit"),
+        )?
+    };
+    let dump_core = attr_on_off(memory_el, "dumpCore")?;
     if memory == 0 {
         return Err(DomainError::invalid(
             memory_el.pos,
@@ -334,6 +346,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         metadata,
         memory,
         current_memory,
+        dump_core,
         memtune,
         vcpu,
         cputune,
@@ -918,12 +931,18 @@ fn parse_features(ctx: Ctx, el: &Element) -> Result<Features> {
                 ctx.lxc_only(child)?;
                 f.capabilities = Some(parse_capabilities(child)?);
             }
+            "apic" => {
+                ctx.vm_only(child)?;
+                check_attrs(child, &["eoi"])?;
+                check_children(child, &[], &[])?;
+                f.apic = true;
+                f.apic_eoi = attr_on_off(child, "eoi")?;
+            }
             vm => {
                 ctx.vm_only(child)?;
                 check_flag(child)?;
                 match vm {
                     "acpi" => f.acpi = true,
-                    "apic" => f.apic = true,
                     _ => f.pae = true,
                 }
             }
@@ -973,10 +992,11 @@ fn parse_clock(ctx: Ctx, el: &Element) -> Result<Clock> {
     for t in el.elements_named("timer") {
         if ctx.lxc() {
             check_attrs(t, &["name", "present"])?;
+            check_children(t, &[], &[])?;
         } else {
-            check_attrs(t, &["name", "present", "tickpolicy"])?;
+            check_attrs(t, &["name", "present", "tickpolicy", "frequency"])?;
+            check_children(t, &["catchup"], &[])?;
         }
-        check_children(t, &[], &[])?;
         let a = req_attr(t, "name", "add name='rtc'")?;
         let allowed: &[&str] = if ctx.lxc() {
             &["rtc", "hpet"]
@@ -1003,6 +1023,27 @@ fn parse_clock(ctx: Ctx, el: &Element) -> Result<Clock> {
             name,
             present: attr_yes_no(t, "present")?,
             tickpolicy: attr_keyword(t, "tickpolicy", TickPolicy::parse, TickPolicy::NAMES)?,
+            frequency: t
+                .attribute("frequency")
+                .map(|f| number(f.pos, "timer", "frequency", f.value.trim(), 1u64, u64::MAX))
+                .transpose()?,
+            catchup: t
+                .element("catchup")
+                .map(|c| {
+                    check_attrs(c, &["threshold", "slew", "limit"])?;
+                    check_children(c, &[], &[])?;
+                    let n = |name: &str| {
+                        c.attribute(name)
+                            .map(|v| number(v.pos, "catchup", name, v.value.trim(), 0u64, u64::MAX))
+                            .transpose()
+                    };
+                    Ok::<_, DomainError>(TimerCatchup {
+                        threshold: n("threshold")?,
+                        slew: n("slew")?,
+                        limit: n("limit")?,
+                    })
+                })
+                .transpose()?,
         });
     }
     Ok(Clock { offset, timers })

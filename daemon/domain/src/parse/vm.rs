@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::super::def::*;
 use super::super::error::DomainError;
+use super::super::units::parse_size;
 use super::super::xml::Element;
 use super::helpers::*;
 
@@ -79,6 +80,7 @@ pub(super) fn os_fields(os: &mut HvmOs, el: &Element) -> Result<()> {
             readonly: yes(&k, "readonly"),
             loader_type: kw(k.attr("type"), LoaderType::parse),
             secure: yes(&k, "secure"),
+            stateless: yes(&k, "stateless"),
         });
     }
     if let Some(k) = take(&mut os.kept, "nvram", el)? {
@@ -126,8 +128,11 @@ pub(super) fn feature_fields(f: &mut Features, el: &Element) -> Result<()> {
     if let Some(k) = take(&mut f.kept, "vmport", el)? {
         f.vmport = Some(on(&k, "state").unwrap_or(true));
     }
-    if let Some(k) = take(&mut f.kept, "smm", el)? {
+    if let Some(mut k) = take(&mut f.kept, "smm", el)? {
         f.smm = Some(on(&k, "state").unwrap_or(true));
+        if let Some(t) = take(&mut k.children, "tseg", el)? {
+            f.smm_tseg_mib = Some(tseg_mib(el, &t)?);
+        }
     }
     if let Some(k) = take(&mut f.kept, "ioapic", el)? {
         f.ioapic = kw(k.attr("driver"), IoapicDriver::parse);
@@ -141,6 +146,33 @@ pub(super) fn feature_fields(f: &mut Features, el: &Element) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `<tseg>` in whole MiB (libvirt's default unit), as qemu takes it.
+fn tseg_mib(el: &Element, t: &KeptElement) -> Result<u64> {
+    const MIB: u64 = 1 << 20;
+    let pos = pos_of(el, "smm");
+    let text = t.text.as_deref().unwrap_or("0");
+    let bytes = parse_size(text, Some(t.attr("unit").unwrap_or("MiB"))).map_err(|_| {
+        DomainError::invalid(
+            pos,
+            "tseg",
+            format!(
+                "'{text}' with unit '{}' is not a size",
+                t.attr("unit").unwrap_or("MiB")
+            ),
+            "write a number of MiB, e.g. <tseg unit='MiB'>48</tseg>",
+        )
+    })?;
+    if bytes % MIB != 0 {
+        return Err(DomainError::invalid(
+            pos,
+            "tseg",
+            format!("{bytes} bytes is not a whole number of MiB"),
+            "give the size in whole MiB",
+        ));
+    }
+    Ok(bytes / MIB)
 }
 
 /// Most vCPUs of a topology level.
@@ -454,6 +486,23 @@ pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
                                 bus_nr: u32_attr(el, &ch, "busNr", 0, u32::MAX)?,
                                 index: u32_attr(el, &ch, "index", 0, u32::MAX)?,
                                 hotplug: on(&ch, "hotplug"),
+                                node: match take(&mut ch.children.clone(), "node", el)? {
+                                    None => None,
+                                    Some(n) => n
+                                        .text
+                                        .as_deref()
+                                        .map(|v| {
+                                            number(
+                                                pos_of(el, "node"),
+                                                "node",
+                                                "node",
+                                                v,
+                                                0u32,
+                                                u32::MAX,
+                                            )
+                                        })
+                                        .transpose()?,
+                                },
                             })
                         }
                         "driver" => {
@@ -510,6 +559,7 @@ pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
                     passwd: k.attr("passwd").map(str::to_owned),
                     keymap: k.attr("keymap").map(str::to_owned),
                     tls_port: port_attr(el, &k, "tlsPort")?,
+                    default_mode: k.attr("defaultMode").map(str::to_owned),
                     listens,
                     kept,
                 });
@@ -534,6 +584,7 @@ pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
                             vram64: u64_attr(&ch, "vram64"),
                             heads: u32_attr(el, &ch, "heads", 1, 64)?,
                             primary: yes(&ch, "primary"),
+                            blob: on(&ch, "blob"),
                             kept: ch.children,
                         });
                     } else {
@@ -562,6 +613,8 @@ pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
                     model: req_kw(el, &k, "model", SoundModel::parse, "ich9")?,
                     codecs,
                     audio,
+                    streams: u32_attr(el, &k, "streams", 1, u32::MAX)?,
+                    multichannel: yes(&k, "multichannel"),
                     address: c.address,
                     alias: c.alias,
                 });
