@@ -761,10 +761,12 @@ fn arb_lxc_tuning() -> impl Strategy<
                 quota,
             }),
     );
-    let numatune = option::of(
-        (select(NumaMode::ALL.to_vec()), arb_cpuset())
-            .prop_map(|(mode, nodeset)| NumaTune { mode, nodeset }),
-    );
+    let numatune = option::of((select(NumaMode::ALL.to_vec()), arb_cpuset()).prop_map(
+        |(mode, nodeset)| NumaTune {
+            memory: Some(NumaMemory { mode, nodeset }),
+            memnodes: Vec::new(),
+        },
+    ));
     let blkio = option::of(
         (
             option::of(100u32..=1000),

@@ -303,9 +303,28 @@ keyword_enum! {
     }
 }
 
-/// `<numatune><memory mode= nodeset=/>`.
+/// `<numatune>`: host NUMA nodes for the domain's memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NumaTune {
+    /// `<memory mode= nodeset=/>`: all of it; `None` when only
+    /// `<memnode>`s are given.
+    pub memory: Option<NumaMemory>,
+    /// Virtual machines: `<memnode>`, one guest NUMA cell's, cell ids
+    /// distinct.
+    pub memnodes: Vec<MemNode>,
+}
+
+/// `<numatune><memory>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaMemory {
+    pub mode: NumaMode,
+    pub nodeset: CpuSet,
+}
+
+/// `<numatune><memnode cellid= mode= nodeset=/>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemNode {
+    pub cellid: u32,
     pub mode: NumaMode,
     pub nodeset: CpuSet,
 }
@@ -1621,6 +1640,8 @@ pub struct Sound {
     pub multichannel: Option<bool>,
     pub address: Option<DeviceAddress>,
     pub alias: Option<String>,
+    /// Kept children: `<driver>`.
+    pub kept: Vec<KeptElement>,
 }
 
 keyword_enum! {

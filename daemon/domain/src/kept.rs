@@ -430,12 +430,23 @@ static LS_REDUCED: Spec = number("reducedPhysBits", "ls-reduced-phys-bits");
 static LS_POLICY: Spec = el("policy", "ls-policy", &[], Body::Text(Text));
 static LS_DHCERT: Spec = el("dhCert", "ls-dhcert", &[], Body::Text(Text));
 static LS_SESSION: Spec = el("session", "ls-session", &[], Body::Text(Text));
+static LS_WORKAROUNDS: Spec = el(
+    "guestVisibleWorkarounds",
+    "ls-guest-visible-workarounds",
+    &[],
+    Body::Text(Text),
+);
+static LS_ID_BLOCK: Spec = el("idBlock", "ls-id-block", &[], Body::Text(Text));
+static LS_ID_AUTH: Spec = el("idAuth", "ls-id-auth", &[], Body::Text(Text));
+static LS_HOST_DATA: Spec = el("hostData", "ls-host-data", &[], Body::Text(Text));
 static LAUNCH_SECURITY: Spec = el(
     "launchSecurity",
     "launch-security",
     &[
         ("type", OneOf(&["sev", "sev-snp", "s390-pv", "tdx"])),
         ("kernelHashes", YesNo),
+        ("authorKey", YesNo),
+        ("vcek", YesNo),
     ],
     Children(&[
         &LS_CBITPOS,
@@ -443,6 +454,10 @@ static LAUNCH_SECURITY: Spec = el(
         &LS_POLICY,
         &LS_DHCERT,
         &LS_SESSION,
+        &LS_WORKAROUNDS,
+        &LS_ID_BLOCK,
+        &LS_ID_AUTH,
+        &LS_HOST_DATA,
     ]),
 );
 
@@ -1549,7 +1564,7 @@ static SOUND: Spec = el(
         ("streams", Uint),
         ("multichannel", YesNo),
     ],
-    Children(&[&SOUND_CODEC, &AUDIO_REF, &ADDRESS, &ALIAS]),
+    Children(&[&SOUND_CODEC, &AUDIO_REF, &DEVICE_DRIVER, &ADDRESS, &ALIAS]),
 );
 
 static AUDIO_SETTINGS: Spec = el(
@@ -1980,6 +1995,7 @@ static VM_FILESYSTEM: Spec = el(
         ),
         ("accessmode", OneOf(&["passthrough", "mapped", "squash"])),
         ("multidevs", OneOf(&["default", "remap", "forbid", "warn"])),
+        ("model", OneOf(VirtioModel::NAMES)),
     ],
     Children(&[
         &VMFS_DRIVER,
@@ -2014,10 +2030,14 @@ static HOST_ADAPTER: Spec = el("adapter", "hostdev-adapter", &[("name", Text)], 
 static HOST_SOURCE: Spec = el(
     "source",
     "vm-hostdev-source",
-    &[(
-        "startupPolicy",
-        OneOf(&["mandatory", "requisite", "optional"]),
-    )],
+    &[
+        (
+            "startupPolicy",
+            OneOf(&["mandatory", "requisite", "optional"]),
+        ),
+        ("protocol", OneOf(&["vhost", "iscsi"])),
+        ("wwpn", Text),
+    ],
     Children(&[&HOST_ADDRESS, &HOST_VENDOR, &HOST_PRODUCT, &HOST_ADAPTER]),
 );
 static HOST_DRIVER: Spec = el(
@@ -2041,7 +2061,7 @@ static VM_HOSTDEV: Spec = el(
     "vm-hostdev",
     &[
         ("mode", OneOf(&["subsystem"])),
-        ("type", OneOf(&["pci", "usb", "scsi", "mdev"])),
+        ("type", OneOf(&["pci", "usb", "scsi", "scsi_host", "mdev"])),
         ("managed", YesNo),
         ("model", Text),
         ("display", OnOff),

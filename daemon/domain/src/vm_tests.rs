@@ -524,3 +524,32 @@ fn backing_chains_are_typed_or_kept_whole() {
     assert_eq!(network.backing_store, None);
     assert_eq!(network.kept[0].name, "backingStore");
 }
+
+/// `<numatune><memnode>` binds a VM's guest NUMA cell; containers have
+/// none, and a `<numatune>` names at least one placement.
+#[test]
+fn memnodes_are_a_vms() {
+    let def = round_trip_keeps_everything(&vm_with(
+        "<numatune><memnode cellid='0' mode='preferred' nodeset='3'/></numatune>",
+        "",
+    ));
+    let numatune = def.numatune.unwrap();
+    assert_eq!(numatune.memory, None);
+    assert_eq!(numatune.memnodes[0].mode, NumaMode::Preferred);
+    fails(
+        &vm_with(
+            "<numatune><memnode cellid='0' nodeset='0'/><memnode cellid='0' nodeset='1'/></numatune>",
+            "",
+        ),
+        "more than once",
+    );
+    fails(&vm_with("<numatune/>", ""), "<memory>");
+    fails(
+        &lxc_with(
+            "",
+            "<numatune><memnode cellid='0' nodeset='0'/></numatune>",
+            "",
+        ),
+        "not supported in a lxc domain",
+    );
+}

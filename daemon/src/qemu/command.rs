@@ -311,6 +311,17 @@ fn refuse_untranslated(ctx: &Ctx<'_>, os: &HvmOs) -> Result<(), CommandError> {
     if let Some(element) = first {
         return Err(ctx.refuse(element, "lxvirt keeps it but does not run it"));
     }
+    if ctx
+        .def
+        .numatune
+        .as_ref()
+        .is_some_and(|n| !n.memnodes.is_empty())
+    {
+        return Err(ctx.refuse(
+            "<numatune><memnode>",
+            "the QEMU driver binds no guest NUMA cell to host nodes yet",
+        ));
+    }
     if ctx.def.on_crash == LifecycleAction::PreserveRunning {
         // The driver pauses a panicked guest to apply <on_crash>; letting
         // it run on needs another path through the panic handling.
@@ -1068,6 +1079,17 @@ mod tests {
             (
                 with_devices("q35", "<sound model='ich9' streams='2'/>"),
                 "with streams or multichannel",
+            ),
+            (
+                with_devices("q35", "<sound model='ich9'><driver iommu='on'/></sound>"),
+                "<sound model='ich9'><driver>",
+            ),
+            (
+                vm(
+                    "<vcpu>1</vcpu><numatune><memnode cellid='0' nodeset='0'/></numatune>\
+                    <os><type machine='q35'>hvm</type></os>",
+                ),
+                "<numatune><memnode>",
             ),
             (
                 with_devices(

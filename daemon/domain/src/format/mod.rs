@@ -194,7 +194,19 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     }
     if let Some(n) = &def.numatune {
         o.open("numatune", &[]);
-        o.empty("memory", &[a("mode", n.mode), a("nodeset", &n.nodeset)]);
+        if let Some(m) = &n.memory {
+            o.empty("memory", &[a("mode", m.mode), a("nodeset", &m.nodeset)]);
+        }
+        for m in &n.memnodes {
+            o.empty(
+                "memnode",
+                &[
+                    a("cellid", m.cellid),
+                    a("mode", m.mode),
+                    a("nodeset", &m.nodeset),
+                ],
+            );
+        }
         o.close("numatune");
     }
     if let Some(b) = &def.blkiotune {
@@ -1134,7 +1146,7 @@ fn format_vm_devices(o: &mut Out, d: &Devices) {
             if let Some(id) = s.audio {
                 o.empty("audio", &[a("id", id)]);
             }
-            device_tail(o, &s.alias, &s.address, &[]);
+            device_tail(o, &s.alias, &s.address, &s.kept);
         });
     }
     for au in &d.audios {

@@ -267,7 +267,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         parse_cputune(el)
     })?;
     // The same element for containers and VMs (libvirt's shape).
-    let numatune = opt(root, "numatune", parse_numatune)?;
+    let numatune = opt(root, "numatune", |el| parse_numatune(ctx, el))?;
     // The same element for containers and VMs (libvirt's shape).
     let blkiotune = opt(root, "blkiotune", parse_blkiotune)?;
     let partition = opt(root, "resource", |el| {
@@ -547,16 +547,55 @@ fn parse_cputune(el: &Element) -> Result<CpuTune> {
     })
 }
 
-fn parse_numatune(el: &Element) -> Result<NumaTune> {
+fn parse_numatune(ctx: Ctx, el: &Element) -> Result<NumaTune> {
     check_attrs(el, &[])?;
-    check_children(el, &["memory"], &[])?;
-    let m = req_child(el, "memory", "add <memory mode='strict' nodeset='0'/>")?;
-    check_attrs(m, &["mode", "nodeset"])?;
-    check_children(m, &[], &[])?;
-    let mode =
-        attr_keyword(m, "mode", NumaMode::parse, NumaMode::NAMES)?.unwrap_or(NumaMode::Strict);
-    let nodeset = cpu_list(m, req_attr(m, "nodeset", "add nodeset='0'")?)?;
-    Ok(NumaTune { mode, nodeset })
+    check_children(el, &["memory"], &["memnode"])?;
+    let mut memnodes: Vec<MemNode> = Vec::new();
+    for n in el.elements_named("memnode") {
+        // Guest NUMA cells are a virtual machine's.
+        ctx.vm_only(n)?;
+        check_attrs(n, &["cellid", "mode", "nodeset"])?;
+        check_children(n, &[], &[])?;
+        let id = req_attr(n, "cellid", "add cellid='0'")?;
+        let cellid = number(id.pos, "memnode", "cellid", id.value.trim(), 0u32, u32::MAX)?;
+        if memnodes.iter().any(|m| m.cellid == cellid) {
+            return Err(DomainError::duplicate(
+                n.pos,
+                "numatune",
+                format!("<memnode cellid='{cellid}'>"),
+            ));
+        }
+        memnodes.push(MemNode {
+            cellid,
+            mode: numa_mode(n)?,
+            nodeset: cpu_list(n, req_attr(n, "nodeset", "add nodeset='0'")?)?,
+        });
+    }
+    let memory = match el.element("memory") {
+        None if memnodes.is_empty() => {
+            return Err(DomainError::missing(
+                el.pos,
+                "numatune",
+                "<memory>",
+                "add <memory mode='strict' nodeset='0'/>",
+            ));
+        }
+        None => None,
+        Some(m) => {
+            check_attrs(m, &["mode", "nodeset"])?;
+            check_children(m, &[], &[])?;
+            Some(NumaMemory {
+                mode: numa_mode(m)?,
+                nodeset: cpu_list(m, req_attr(m, "nodeset", "add nodeset='0'")?)?,
+            })
+        }
+    };
+    Ok(NumaTune { memory, memnodes })
+}
+
+/// `mode=` of `<memory>` or `<memnode>`; libvirt's default is strict.
+fn numa_mode(el: &Element) -> Result<NumaMode> {
+    Ok(attr_keyword(el, "mode", NumaMode::parse, NumaMode::NAMES)?.unwrap_or(NumaMode::Strict))
 }
 
 fn parse_blkiotune(el: &Element) -> Result<BlkioTune> {

@@ -617,6 +617,11 @@ pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
                     multichannel: yes(&k, "multichannel"),
                     address: c.address,
                     alias: c.alias,
+                    kept: k
+                        .children
+                        .into_iter()
+                        .filter(|ch| ch.name != "codec" && ch.name != "audio")
+                        .collect(),
                 });
             }
             "audio" => {

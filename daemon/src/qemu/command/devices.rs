@@ -457,6 +457,7 @@ fn sounds(args: &mut Args, ctx: &mut Ctx<'_>) -> Result<(), CommandError> {
             SoundModel::Ich9 => "ich9-intel-hda",
             _ => return Err(ctx.refuse(what, "the QEMU driver runs sound models ich6 and ich9")),
         };
+        ctx.refuse_kept(&what, &sound.kept)?;
         // Options of the virtio and usb models, which an HDA card lacks.
         if sound.streams.is_some() || sound.multichannel.is_some() {
             return Err(ctx.refuse(
