@@ -107,6 +107,10 @@ pub(crate) enum Body {
     /// Child elements of these kinds, each any number of times, in any
     /// order.
     Children(&'static [&'static Spec]),
+    /// Either text of this kind or child elements of these kinds: the
+    /// old and the new form of one element (`<nvram>PATH</nvram>` and
+    /// `<nvram type='file'><source file=…/></nvram>`).
+    TextOrChildren(Value, &'static [&'static Spec]),
 }
 
 /// One element of the kept vocabulary.
@@ -129,7 +133,7 @@ impl Spec {
     #[cfg(test)]
     pub(crate) fn children(&self) -> &'static [&'static Spec] {
         match self.body {
-            Body::Children(c) => c,
+            Body::Children(c) | Body::TextOrChildren(_, c) => c,
             _ => &[],
         }
     }
@@ -614,7 +618,20 @@ static LOADER: Spec = el(
     ],
     Body::Text(Path),
 );
-static NVRAM: Spec = el("nvram", "os-nvram", &[("template", Path)], Body::Text(Path));
+const FIRMWARE_FORMAT: &[&str] = &["raw", "qcow2"];
+/// `<nvram>`: typed as a path ([`crate::Nvram`]); with a type, a format or
+/// a `<source>` it is kept as written.
+static NVRAM: Spec = el(
+    "nvram",
+    "os-nvram",
+    &[
+        ("template", Path),
+        ("type", OneOf(&["file", "block", "network"])),
+        ("format", OneOf(FIRMWARE_FORMAT)),
+        ("templateFormat", OneOf(FIRMWARE_FORMAT)),
+    ],
+    Body::TextOrChildren(Path, &[&DISK_KEPT_SOURCE]),
+);
 static BOOTMENU: Spec = el(
     "bootmenu",
     "os-bootmenu",
@@ -2154,6 +2171,17 @@ pub(crate) fn schema_fragment() -> String {
         };
     }
 
+    /// `<zeroOrMore>` or `<oneOrMore>` of a choice of `children`.
+    fn repeat(out: &mut String, how: &str, children: &[&Spec], indent: &str) {
+        let _ = writeln!(out, "{indent}<{how}>");
+        let _ = writeln!(out, "{indent}  <choice>");
+        for c in children {
+            let _ = writeln!(out, "{indent}    <ref name=\"kept-{}\"/>", c.id);
+        }
+        let _ = writeln!(out, "{indent}  </choice>");
+        let _ = writeln!(out, "{indent}</{how}>");
+    }
+
     fn define(out: &mut String, spec: &'static Spec, done: &mut BTreeSet<&'static str>) {
         if !done.insert(spec.id) {
             return;
@@ -2180,14 +2208,13 @@ pub(crate) fn schema_fragment() -> String {
                 value(out, v, "        ");
                 let _ = writeln!(out, "      </choice>");
             }
-            Body::Children(children) => {
-                let _ = writeln!(out, "      <zeroOrMore>");
-                let _ = writeln!(out, "        <choice>");
-                for c in children {
-                    let _ = writeln!(out, "          <ref name=\"kept-{}\"/>", c.id);
-                }
-                let _ = writeln!(out, "        </choice>");
-                let _ = writeln!(out, "      </zeroOrMore>");
+            Body::Children(children) => repeat(out, "zeroOrMore", children, "      "),
+            Body::TextOrChildren(v, children) => {
+                let _ = writeln!(out, "      <choice>");
+                let _ = writeln!(out, "        <empty/>");
+                value(out, v, "        ");
+                repeat(out, "oneOrMore", children, "        ");
+                let _ = writeln!(out, "      </choice>");
             }
         }
         let _ = writeln!(out, "    </element>");

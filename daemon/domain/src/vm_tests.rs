@@ -553,3 +553,27 @@ fn memnodes_are_a_vms() {
         "not supported in a lxc domain",
     );
 }
+
+/// An `<nvram>` path is typed; one with a type and a `<source>` (libvirt's
+/// newer form, which may be a network image) is kept as written.
+#[test]
+fn nvram_is_typed_or_kept() {
+    let doc = |nvram: &str| {
+        format!(
+            "<domain type='kvm'><name>vm</name><memory unit='GiB'>1</memory>\
+             <os><type arch='x86_64' machine='q35'>hvm</type>{nvram}</os></domain>"
+        )
+    };
+    let os = |nvram: &str| {
+        let Os::Hvm(os) = round_trip_keeps_everything(&doc(nvram)).os else {
+            panic!("not hvm")
+        };
+        os
+    };
+    let typed = os("<nvram template='/t.fd'>/v.fd</nvram>");
+    assert!(typed.nvram.is_some() && typed.kept.is_empty());
+    let kept = os("<nvram type='file'><source file='/v.fd'/></nvram>");
+    assert_eq!(kept.nvram, None);
+    assert_eq!(kept.kept[0].name, "nvram");
+    fails(&doc("<nvram><target/></nvram>"), "target");
+}

@@ -1092,6 +1092,11 @@ mod tests {
                 "<numatune><memnode>",
             ),
             (
+                vm("<vcpu>1</vcpu><os><type machine='q35'>hvm</type>\
+                    <nvram type='network'><source protocol='nbd' name='vars'><host name='h'/></source></nvram></os>"),
+                "<os><nvram type='network'>",
+            ),
+            (
                 with_devices(
                     "q35",
                     "<controller type='pci' model='pcie-root-port'><target><node>1</node></target></controller>",

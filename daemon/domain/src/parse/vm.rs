@@ -83,11 +83,17 @@ pub(super) fn os_fields(os: &mut HvmOs, el: &Element) -> Result<()> {
             stateless: yes(&k, "stateless"),
         });
     }
-    if let Some(k) = take(&mut os.kept, "nvram", el)? {
-        os.nvram = Some(Nvram {
-            path: path(el, "nvram", k.text.as_deref())?,
-            template: path(el, "nvram", k.attr("template"))?,
-        });
+    match take(&mut os.kept, "nvram", el)? {
+        // A path and its template: typed. A type, format or <source>:
+        // kept whole, refused at start.
+        Some(k) if k.children.is_empty() && k.attributes.iter().all(|(n, _)| n == "template") => {
+            os.nvram = Some(Nvram {
+                path: path(el, "nvram", k.text.as_deref())?,
+                template: path(el, "nvram", k.attr("template"))?,
+            });
+        }
+        Some(k) => os.kept.push(k),
+        None => {}
     }
     if let Some(k) = take(&mut os.kept, "bootmenu", el)? {
         let timeout = k
