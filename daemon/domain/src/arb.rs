@@ -1044,13 +1044,15 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                 option::of(select(DiskCache::ALL.to_vec())),
                 option::of(select(DiskIo::ALL.to_vec())),
                 option::of(select(DiskDiscard::ALL.to_vec())),
+                option::of(1u32..=1024),
             )
-                .prop_map(|(name, format, cache, io, discard)| DiskDriver {
+                .prop_map(|(name, format, cache, io, discard, queues)| DiskDriver {
                     name,
                     format,
                     cache,
                     io,
                     discard,
+                    queues,
                     ..DiskDriver::default()
                 }),
         ),
@@ -1343,7 +1345,24 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         option::of(any::<bool>()),
         option::of(any::<bool>()),
         option::of(select(IoapicDriver::ALL.to_vec())),
+        // <apic eoi>, <smm><tseg> (MiB), <memory dumpCore>.
+        (
+            option::of(any::<bool>()),
+            option::of(1u64..=256),
+            option::of(any::<bool>()),
+        ),
     );
+    let catchup = (
+        option::of(0u64..=100_000),
+        option::of(0u64..=100_000),
+        option::of(0u64..=100_000),
+    )
+        .prop_map(|(threshold, slew, limit)| TimerCatchup {
+            threshold,
+            slew,
+            limit,
+        });
+    let timer_extras = vec((option::of(1u64..=10_000_000_000), option::of(catchup)), 8);
     (
         arb_common(),
         select(vec![DomainType::Kvm, DomainType::Qemu]),
@@ -1355,7 +1374,10 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         arb_seclabel(),
         (
             option::of(1u32..=64),
-            vec(option::of(select(TickPolicy::ALL.to_vec())), 8),
+            (
+                vec(option::of(select(TickPolicy::ALL.to_vec())), 8),
+                timer_extras,
+            ),
             option::of(cpu),
             option::of(pm),
             vm_features,
@@ -1375,12 +1397,23 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 (on_poweroff, on_reboot, on_crash),
                 mut devices,
                 seclabel,
-                (current, tickpolicies, cpu, pm, (vmport, smm, ioapic), (kept, kept_devices)),
+                (
+                    current,
+                    (tickpolicies, timer_extras),
+                    cpu,
+                    pm,
+                    (vmport, smm, ioapic, (apic_eoi, tseg, dump_core)),
+                    (kept, kept_devices),
+                ),
             )| {
                 devices.kept = kept_devices;
                 vcpu.current = current.map(|c| c.min(vcpu.count));
-                for (t, p) in clock.timers.iter_mut().zip(tickpolicies) {
+                for ((t, p), (frequency, catchup)) in
+                    clock.timers.iter_mut().zip(tickpolicies).zip(timer_extras)
+                {
                     t.tickpolicy = p;
+                    t.frequency = frequency;
+                    t.catchup = catchup;
                 }
                 DomainDef {
                     domain_type,
@@ -1391,7 +1424,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                     metadata,
                     memory,
                     current_memory,
-                    dump_core: None,
+                    dump_core,
                     memtune: None,
                     vcpu,
                     cputune: None,
@@ -1407,6 +1440,9 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                         vmport,
                         smm,
                         ioapic,
+                        // Both live inside their element.
+                        apic_eoi: apic_eoi.filter(|_| apic),
+                        smm_tseg_mib: tseg.filter(|_| smm.is_some()),
                         ..Features::default()
                     },
                     clock,

@@ -1017,6 +1017,47 @@ mod tests {
         assert!(error.contains("<driver><metadata_cache>"), "{error}");
     }
 
+    /// The example of newer vocabulary runs once what the driver refuses
+    /// is taken out, each refusal naming its element in turn.
+    #[test]
+    fn the_newer_vocabulary_example_is_refused_by_name_then_runs() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../xml-schemas/examples/kvm-newer-vocabulary.xml");
+        let mut text = std::fs::read_to_string(path).unwrap();
+        for (named, remove) in [
+            (
+                "<numatune><memnode>",
+                "<memnode cellid='0' mode='preferred' nodeset='0'/>",
+            ),
+            (
+                "<on_crash>preserve-running",
+                "<on_crash>preserve-running</on_crash>",
+            ),
+            (
+                "<timer name='rtc'><catchup>",
+                "<catchup threshold='10' slew='120' limit='10000'/>",
+            ),
+            ("<video><acpi>", "<acpi index='5'/>"),
+            ("blob='on'", " blob='on'"),
+            (
+                "<sound model='virtio'>",
+                "<sound model='virtio' streams='2'/>",
+            ),
+        ] {
+            let def = DomainDef::from_xml(&text).unwrap();
+            let error = refusal(&def, &prepared(&def));
+            assert!(error.contains(named), "{named}: {error}");
+            text = text.replace(remove, "");
+        }
+        let def = DomainDef::from_xml(&text).unwrap();
+        let args = line_with(&def, &prepared(&def));
+        assert_eq!(
+            value(&args, "-cpu"),
+            "host,tsc-frequency=3000000000,kvm-pv-eoi=on"
+        );
+        assert!(value(&args, "-smp").contains(",clusters=1,"));
+    }
+
     /// Typed vocabulary of newer libvirt releases that qemu 7.2 runs.
     #[test]
     fn newer_machine_and_cpu_options_are_applied() {
