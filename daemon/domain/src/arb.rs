@@ -628,6 +628,8 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                 consoles: ports
                     .into_iter()
                     .map(|port| Console {
+                        chardev_type: ChardevType::Pty,
+                        kept: Vec::new(),
                         address: None,
                         alias: None,
                         target_type: ConsoleTargetType::Lxc,
@@ -1195,6 +1197,8 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     .into_iter()
                     .zip(serial_targets)
                     .map(|(port, (target_type, model))| Serial {
+                        chardev_type: ChardevType::Pty,
+                        kept: Vec::new(),
                         port,
                         target_type,
                         model,
@@ -1206,6 +1210,8 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     .into_iter()
                     .zip(types)
                     .map(|(port, target_type)| Console {
+                        chardev_type: ChardevType::Pty,
+                        kept: Vec::new(),
                         target_type,
                         port,
                         address: None,

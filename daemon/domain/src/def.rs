@@ -1256,9 +1256,33 @@ keyword_enum! {
     }
 }
 
-/// `<console type='pty'>`.
+keyword_enum! {
+    /// `<serial type=>`, `<console type=>`: the host side of a character
+    /// device. Containers have `pty` only.
+    pub enum ChardevType {
+        Pty = "pty",
+        File = "file",
+        Unix = "unix",
+        Tcp = "tcp",
+        Udp = "udp",
+        Null = "null",
+        Stdio = "stdio",
+        Vc = "vc",
+        Dev = "dev",
+        Pipe = "pipe",
+        Spicevmc = "spicevmc",
+        Spiceport = "spiceport",
+        QemuVdagent = "qemu-vdagent",
+        Dbus = "dbus",
+        Nmdm = "nmdm",
+    }
+}
+
+/// `<console>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Console {
+    /// Virtual machines: other types than `pty` are kept, refused at start.
+    pub chardev_type: ChardevType,
     pub target_type: ConsoleTargetType,
     /// Assigned in document order when not given.
     pub port: u32,
@@ -1266,6 +1290,8 @@ pub struct Console {
     pub address: Option<DeviceAddress>,
     /// Virtual machines.
     pub alias: Option<String>,
+    /// Virtual machines: `<source>`, `<protocol>`, `<log>`.
+    pub kept: Vec<KeptElement>,
 }
 
 keyword_enum! {
@@ -1291,12 +1317,16 @@ keyword_enum! {
 /// `<serial type='pty'>` (virtual machines).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Serial {
+    /// Other types than `pty` are kept, refused at start.
+    pub chardev_type: ChardevType,
     pub port: u32,
     pub target_type: Option<SerialTargetType>,
     pub model: Option<SerialModel>,
     /// USB and PCI serial ports sit at an address.
     pub address: Option<DeviceAddress>,
     pub alias: Option<String>,
+    /// `<source>`, `<protocol>`, `<log>`.
+    pub kept: Vec<KeptElement>,
 }
 
 keyword_enum! {

@@ -1363,9 +1363,27 @@ pub(crate) static INTERFACE: &[&Spec] = &[
     &NET_VIRTUALPORT,
 ];
 
-/// Kept children of a VM's `<serial>` and `<console>` (read into typed
-/// fields).
-pub(crate) static CHARDEV: &[&Spec] = &[&ADDRESS, &ALIAS];
+static CHARDEV_PROTOCOL: Spec = el(
+    "protocol",
+    "chardev-protocol",
+    &[("type", OneOf(&["raw", "telnet", "telnets", "tls"]))],
+    Empty,
+);
+static CHARDEV_LOG: Spec = el(
+    "log",
+    "chardev-log",
+    &[("file", Path), ("append", OnOff)],
+    Empty,
+);
+/// Kept children of a VM's `<serial>` and `<console>` (`<address>` and
+/// `<alias>` are read into typed fields).
+pub(crate) static CHARDEV: &[&Spec] = &[
+    &CHARDEV_SOURCE,
+    &CHARDEV_PROTOCOL,
+    &CHARDEV_LOG,
+    &ADDRESS,
+    &ALIAS,
+];
 
 // ---------------------------------------------------------------------
 // <devices>
@@ -1708,7 +1726,8 @@ static SC_CERT: Spec = el(
     Body::Text(Text),
 );
 static SC_DB: Spec = el("database", "smartcard-database", &[], Body::Text(Path));
-/// The `<source>` of a character device that is not a typed channel.
+/// The `<source>` of a character device that is not a typed channel:
+/// smart cards, USB redirection, serial ports and consoles other than ptys.
 static CHARDEV_SOURCE: Spec = el(
     "source",
     "chardev-source",
@@ -1717,8 +1736,13 @@ static CHARDEV_SOURCE: Spec = el(
         ("path", Path),
         ("host", Text),
         ("service", Text),
+        ("channel", Text),
+        ("append", OnOff),
+        ("tls", YesNo),
+        ("master", Text),
+        ("slave", Text),
     ],
-    Empty,
+    Children(&[&NET_SOURCE_RECONNECT, &SOURCE_SECLABEL]),
 );
 static SMARTCARD: Spec = el(
     "smartcard",

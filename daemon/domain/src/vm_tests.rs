@@ -577,3 +577,26 @@ fn nvram_is_typed_or_kept() {
     assert_eq!(kept.kept[0].name, "nvram");
     fails(&doc("<nvram><target/></nvram>"), "target");
 }
+
+/// A VM's serial ports and consoles take libvirt's other chardev types,
+/// kept with their `<source>`, `<protocol>` and `<log>`; a container's
+/// console stays a pty.
+#[test]
+fn chardev_types_are_kept_for_vms() {
+    let def = round_trip_keeps_everything(&vm_with(
+        "",
+        "<serial type='tcp'><source mode='bind' host='127.0.0.1' service='4555'/>\
+         <protocol type='telnet'/><log file='/var/log/s.log' append='on'/>\
+         <target port='0'/></serial>\
+         <console type='spiceport'><source channel='org.qemu.console.serial.0'/>\
+         <target type='serial' port='0'/></console>",
+    ));
+    assert_eq!(def.devices.serials[0].chardev_type, ChardevType::Tcp);
+    assert_eq!(def.devices.serials[0].kept.len(), 3);
+    assert_eq!(def.devices.consoles[0].chardev_type, ChardevType::Spiceport);
+    fails(&vm_with("", "<serial type='telepathy'/>"), "telepathy");
+    fails(
+        &lxc_with("", "", "<console type='file'/>"),
+        "use type='pty'",
+    );
+}

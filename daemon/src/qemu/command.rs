@@ -50,8 +50,8 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use crate::domain::{
-    BootDev, ClockOffset, CpuFeaturePolicy, CpuMode, DomainDef, DomainType, HvmOs, KeptElement,
-    LifecycleAction, Os, TickPolicy, TimerName,
+    BootDev, ChardevType, ClockOffset, CpuFeaturePolicy, CpuMode, DomainDef, DomainType, HvmOs,
+    KeptElement, LifecycleAction, Os, TickPolicy, TimerName,
 };
 
 mod devices;
@@ -321,6 +321,24 @@ fn refuse_untranslated(ctx: &Ctx<'_>, os: &HvmOs) -> Result<(), CommandError> {
             "<numatune><memnode>",
             "the QEMU driver binds no guest NUMA cell to host nodes yet",
         ));
+    }
+    let devices = &ctx.def.devices;
+    let chardevs = devices
+        .serials
+        .iter()
+        .map(|s| ("serial", s.chardev_type, &s.kept))
+        .chain(
+            devices
+                .consoles
+                .iter()
+                .map(|c| ("console", c.chardev_type, &c.kept)),
+        );
+    for (name, chardev, kept) in chardevs {
+        let what = format!("<{name} type='{chardev}'>");
+        if chardev != ChardevType::Pty {
+            return Err(ctx.refuse(what, "the QEMU driver runs serial ports on ptys only"));
+        }
+        ctx.refuse_kept(&what, kept)?;
     }
     if ctx.def.on_crash == LifecycleAction::PreserveRunning {
         // The driver pauses a panicked guest to apply <on_crash>; letting
@@ -1131,6 +1149,20 @@ mod tests {
                     <os><type machine='q35'>hvm</type></os>",
                 ),
                 "<numatune><memnode>",
+            ),
+            (
+                with_devices(
+                    "q35",
+                    "<serial type='spiceport'><source channel='c'/><target port='0'/></serial>",
+                ),
+                "<serial type='spiceport'>",
+            ),
+            (
+                with_devices(
+                    "q35",
+                    "<serial type='pty'><log file='/var/log/s.log'/><target port='0'/></serial>",
+                ),
+                "<serial type='pty'><log>",
             ),
             (
                 vm("<vcpu>1</vcpu><os><type machine='q35'>hvm</type>\

@@ -547,7 +547,10 @@ fn format_devices(o: &mut Out, d: &Devices) {
         format_hostdev(o, h);
     }
     for s in &d.serials {
-        o.open("serial", &[a("type", "pty")]);
+        o.open("serial", &[a("type", s.chardev_type)]);
+        for k in &s.kept {
+            format_kept(o, k);
+        }
         let mut target = Vec::new();
         if let Some(t) = s.target_type {
             target.push(a("type", t));
@@ -565,7 +568,10 @@ fn format_devices(o: &mut Out, d: &Devices) {
         o.close("serial");
     }
     for c in &d.consoles {
-        o.open("console", &[a("type", "pty")]);
+        o.open("console", &[a("type", c.chardev_type)]);
+        for k in &c.kept {
+            format_kept(o, k);
+        }
         o.empty("target", &[a("type", c.target_type), a("port", c.port)]);
         format_common(o, None, &c.alias, &c.address);
         o.close("console");

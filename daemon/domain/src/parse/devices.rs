@@ -121,22 +121,24 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
                 ctx.vm_only(child)?;
                 let (rest, mut kept) = split_kept(ctx, child, kept::CHARDEV, &[])?;
                 let common = vm::common(&mut kept, child)?;
-                let (target, port) = parse_chardev(&rest, &["type", "port"])?;
-                serials.push((serial_target(target)?, port, common));
+                let (chardev, target, port) = parse_chardev(ctx, &rest, &["type", "port"])?;
+                serials.push((chardev, serial_target(target)?, port, common, kept));
                 serial_ports.reserve(child, port)?;
             }
             "console" => {
                 let (rest, mut kept) = split_kept(ctx, child, kept::CHARDEV, &[])?;
                 let common = vm::common(&mut kept, child)?;
-                let (target_type, port) = parse_console(ctx, &rest)?;
-                consoles.push((target_type, port, common));
+                let (chardev, target_type, port) = parse_console(ctx, &rest)?;
+                consoles.push((chardev, target_type, port, common, kept));
                 console_ports.reserve(child, port)?;
             }
             _ => {} // emulator, handled above
         }
     }
-    for ((target_type, model), port, common) in serials {
+    for (chardev_type, (target_type, model), port, common, kept) in serials {
         d.serials.push(Serial {
+            chardev_type,
+            kept,
             port: serial_ports.assign(port),
             target_type,
             model,
@@ -144,8 +146,10 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             alias: common.alias,
         });
     }
-    for (target_type, port, common) in consoles {
+    for (chardev_type, target_type, port, common, kept) in consoles {
         d.consoles.push(Console {
+            chardev_type,
+            kept,
             target_type,
             port: console_ports.assign(port),
             address: common.address,
@@ -1199,24 +1203,35 @@ fn parse_hex_or_dec(el: &Element, a: &Attribute, max: u64) -> Result<u64> {
     }
 }
 
-/// `<serial>`/`<console>` common part: `type='pty'` and an optional
-/// `<target port=>`; returns the target element and port.
+/// `<serial>`/`<console>` common part: `type` (`pty` for containers)
+/// and an optional `<target port=>`; returns the type, the target element
+/// and port.
 fn parse_chardev<'a>(
+    ctx: Ctx,
     el: &'a Element,
     target_attrs: &[&str],
-) -> Result<(Option<&'a Element>, Option<u32>)> {
+) -> Result<(ChardevType, Option<&'a Element>, Option<u32>)> {
     check_attrs(el, &["type"])?;
     check_children(el, &["target"], &[])?;
-    if let Some(t) = el.attribute("type")
-        && t.value != "pty"
-    {
-        return Err(DomainError::invalid(
+    let chardev = match el.attribute("type") {
+        None => ChardevType::Pty,
+        Some(t) if ctx.lxc() && t.value != "pty" => {
+            return Err(DomainError::invalid(
+                t.pos,
+                &el.qname,
+                format!("{} type '{}' is not supported", el.qname, t.value),
+                "use type='pty'",
+            ));
+        }
+        Some(t) => keyword(
             t.pos,
             &el.qname,
-            format!("{} type '{}' is not supported", el.qname, t.value),
-            "use type='pty'",
-        ));
-    }
+            "type",
+            &t.value,
+            ChardevType::parse,
+            ChardevType::NAMES,
+        )?,
+    };
     let target = el.element("target");
     let mut port = None;
     if let Some(t) = target {
@@ -1229,18 +1244,18 @@ fn parse_chardev<'a>(
             .map(|a| number(a.pos, "target", "port", &a.value, 0u32, 4095))
             .transpose()?;
     }
-    Ok((target, port))
+    Ok((chardev, target, port))
 }
 
-fn parse_console(ctx: Ctx, el: &Element) -> Result<(ConsoleTargetType, Option<u32>)> {
-    let (target, port) = parse_chardev(el, &["type", "port"])?;
+fn parse_console(ctx: Ctx, el: &Element) -> Result<(ChardevType, ConsoleTargetType, Option<u32>)> {
+    let (chardev, target, port) = parse_chardev(ctx, el, &["type", "port"])?;
     let default = if ctx.lxc() {
         ConsoleTargetType::Lxc
     } else {
         ConsoleTargetType::Serial
     };
     let Some(t) = target else {
-        return Ok((default, port));
+        return Ok((chardev, default, port));
     };
     let tt = attr_keyword(
         t,
@@ -1265,7 +1280,7 @@ fn parse_console(ctx: Ctx, el: &Element) -> Result<(ConsoleTargetType, Option<u3
             },
         ));
     }
-    Ok((tt, port))
+    Ok((chardev, tt, port))
 }
 
 /// The `type` and `<model name=>` of a serial port's `<target>`.
