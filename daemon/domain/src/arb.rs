@@ -123,13 +123,17 @@ fn arb_common() -> impl Strategy<
     )
 }
 
-fn arb_lifecycle() -> impl Strategy<Value = (LifecycleAction, LifecycleAction, LifecycleAction)> {
+/// `vm`: with `preserve-running`, which containers refuse.
+fn arb_lifecycle(
+    vm: bool,
+) -> impl Strategy<Value = (LifecycleAction, LifecycleAction, LifecycleAction)> {
     let plain = LifecycleAction::ALL[..4].to_vec();
-    (
-        select(plain.clone()),
-        select(plain),
-        select(LifecycleAction::ALL.to_vec()),
-    )
+    let crash = LifecycleAction::ALL
+        .iter()
+        .copied()
+        .filter(|a| vm || *a != LifecycleAction::PreserveRunning)
+        .collect::<Vec<_>>();
+    (select(plain.clone()), select(plain), select(crash))
 }
 
 fn arb_clock(names: Vec<TimerName>) -> impl Strategy<Value = Clock> {
@@ -150,6 +154,8 @@ fn arb_clock(names: Vec<TimerName>) -> impl Strategy<Value = Clock> {
                     name,
                     present,
                     tickpolicy: None,
+                    frequency: None,
+                    catchup: None,
                 })
                 .collect(),
         })
@@ -590,6 +596,7 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                 .prop_map(|(dev, target_dev, target_bus)| Disk {
                     source: DiskSource::Block(Some(dev)),
                     device: DiskDevice::Disk,
+                    model: None,
                     driver: None,
                     target_dev,
                     target_bus,
@@ -621,6 +628,8 @@ fn arb_lxc_devices() -> impl Strategy<Value = Devices> {
                 consoles: ports
                     .into_iter()
                     .map(|port| Console {
+                        chardev_type: ChardevType::Pty,
+                        kept: Vec::new(),
                         address: None,
                         alias: None,
                         target_type: ConsoleTargetType::Lxc,
@@ -754,10 +763,12 @@ fn arb_lxc_tuning() -> impl Strategy<
                 quota,
             }),
     );
-    let numatune = option::of(
-        (select(NumaMode::ALL.to_vec()), arb_cpuset())
-            .prop_map(|(mode, nodeset)| NumaTune { mode, nodeset }),
-    );
+    let numatune = option::of((select(NumaMode::ALL.to_vec()), arb_cpuset()).prop_map(
+        |(mode, nodeset)| NumaTune {
+            memory: Some(NumaMemory { mode, nodeset }),
+            memnodes: Vec::new(),
+        },
+    ));
     let blkio = option::of(
         (
             option::of(100u32..=1000),
@@ -799,7 +810,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
         arb_ids(),
         arb_features_lxc(),
         arb_clock(vec![TimerName::Rtc, TimerName::Hpet]),
-        arb_lifecycle(),
+        arb_lifecycle(false),
         arb_lxc_devices(),
         arb_seclabel(),
         arb_lxc_namespace(),
@@ -827,6 +838,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 metadata,
                 memory,
                 current_memory,
+                dump_core: None,
                 memtune,
                 vcpu,
                 cputune,
@@ -1034,13 +1046,16 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                 option::of(select(DiskCache::ALL.to_vec())),
                 option::of(select(DiskIo::ALL.to_vec())),
                 option::of(select(DiskDiscard::ALL.to_vec())),
+                option::of(1u32..=1024),
             )
-                .prop_map(|(name, format, cache, io, discard)| DiskDriver {
+                .prop_map(|(name, format, cache, io, discard, queues)| DiskDriver {
                     name,
                     format,
                     cache,
                     io,
                     discard,
+                    queues,
+                    ..DiskDriver::default()
                 }),
         ),
         "[sv]d[a-z]",
@@ -1079,6 +1094,7 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                         DiskSource::Block(path)
                     },
                     device,
+                    model: None,
                     driver,
                     target_dev,
                     target_bus,
@@ -1181,6 +1197,8 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     .into_iter()
                     .zip(serial_targets)
                     .map(|(port, (target_type, model))| Serial {
+                        chardev_type: ChardevType::Pty,
+                        kept: Vec::new(),
                         port,
                         target_type,
                         model,
@@ -1192,6 +1210,8 @@ fn arb_vm_devices() -> impl Strategy<Value = Devices> {
                     .into_iter()
                     .zip(types)
                     .map(|(port, target_type)| Console {
+                        chardev_type: ChardevType::Pty,
+                        kept: Vec::new(),
                         target_type,
                         port,
                         address: None,
@@ -1222,13 +1242,17 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                     option::of(any::<bool>()),
                     option::of(select(LoaderType::ALL.to_vec())),
                     option::of(any::<bool>()),
+                    option::of(any::<bool>()),
                 )
-                    .prop_map(|(path, readonly, loader_type, secure)| Loader {
-                        path,
-                        readonly,
-                        loader_type,
-                        secure,
-                    }),
+                    .prop_map(
+                        |(path, readonly, loader_type, secure, stateless)| Loader {
+                            path,
+                            readonly,
+                            loader_type,
+                            secure,
+                            stateless,
+                        },
+                    ),
             ),
             option::of(
                 (option::of(arb_path()), option::of(arb_path()))
@@ -1286,10 +1310,12 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 option::of(1u32..=4096),
                 option::of(1u32..=4096),
                 option::of(1u32..=4096),
+                option::of(1u32..=4096),
             )
-                .prop_map(|(sockets, dies, cores, threads)| CpuTopology {
+                .prop_map(|(sockets, dies, clusters, cores, threads)| CpuTopology {
                     sockets,
                     dies,
+                    clusters,
                     cores,
                     threads,
                 }),
@@ -1325,19 +1351,39 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
         option::of(any::<bool>()),
         option::of(any::<bool>()),
         option::of(select(IoapicDriver::ALL.to_vec())),
+        // <apic eoi>, <smm><tseg> (MiB), <memory dumpCore>.
+        (
+            option::of(any::<bool>()),
+            option::of(1u64..=256),
+            option::of(any::<bool>()),
+        ),
     );
+    let catchup = (
+        option::of(0u64..=100_000),
+        option::of(0u64..=100_000),
+        option::of(0u64..=100_000),
+    )
+        .prop_map(|(threshold, slew, limit)| TimerCatchup {
+            threshold,
+            slew,
+            limit,
+        });
+    let timer_extras = vec((option::of(1u64..=10_000_000_000), option::of(catchup)), 8);
     (
         arb_common(),
         select(vec![DomainType::Kvm, DomainType::Qemu]),
         os,
         (any::<bool>(), any::<bool>(), any::<bool>()),
         arb_clock(TimerName::ALL.to_vec()),
-        arb_lifecycle(),
+        arb_lifecycle(true),
         arb_vm_devices(),
         arb_seclabel(),
         (
             option::of(1u32..=64),
-            vec(option::of(select(TickPolicy::ALL.to_vec())), 8),
+            (
+                vec(option::of(select(TickPolicy::ALL.to_vec())), 8),
+                timer_extras,
+            ),
             option::of(cpu),
             option::of(pm),
             vm_features,
@@ -1357,12 +1403,23 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                 (on_poweroff, on_reboot, on_crash),
                 mut devices,
                 seclabel,
-                (current, tickpolicies, cpu, pm, (vmport, smm, ioapic), (kept, kept_devices)),
+                (
+                    current,
+                    (tickpolicies, timer_extras),
+                    cpu,
+                    pm,
+                    (vmport, smm, ioapic, (apic_eoi, tseg, dump_core)),
+                    (kept, kept_devices),
+                ),
             )| {
                 devices.kept = kept_devices;
                 vcpu.current = current.map(|c| c.min(vcpu.count));
-                for (t, p) in clock.timers.iter_mut().zip(tickpolicies) {
+                for ((t, p), (frequency, catchup)) in
+                    clock.timers.iter_mut().zip(tickpolicies).zip(timer_extras)
+                {
                     t.tickpolicy = p;
+                    t.frequency = frequency;
+                    t.catchup = catchup;
                 }
                 DomainDef {
                     domain_type,
@@ -1373,6 +1430,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                     metadata,
                     memory,
                     current_memory,
+                    dump_core,
                     memtune: None,
                     vcpu,
                     cputune: None,
@@ -1388,6 +1446,9 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                         vmport,
                         smm,
                         ioapic,
+                        // Both live inside their element.
+                        apic_eoi: apic_eoi.filter(|_| apic),
+                        smm_tseg_mib: tseg.filter(|_| smm.is_some()),
                         ..Features::default()
                     },
                     clock,

@@ -56,6 +56,9 @@ pub struct DomainDef {
     pub metadata: Option<Metadata>,
     /// Maximum memory, bytes.
     pub memory: u64,
+    /// Virtual machines: `<memory dumpCore=>`, whether the guest's memory
+    /// goes into a core dump of its qemu.
+    pub dump_core: Option<bool>,
     /// Memory at start, bytes; equals `memory` when not given.
     pub current_memory: u64,
     pub memtune: Option<MemTune>,
@@ -300,9 +303,28 @@ keyword_enum! {
     }
 }
 
-/// `<numatune><memory mode= nodeset=/>`.
+/// `<numatune>`: host NUMA nodes for the domain's memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NumaTune {
+    /// `<memory mode= nodeset=/>`: all of it; `None` when only
+    /// `<memnode>`s are given.
+    pub memory: Option<NumaMemory>,
+    /// Virtual machines: `<memnode>`, one guest NUMA cell's, cell ids
+    /// distinct.
+    pub memnodes: Vec<MemNode>,
+}
+
+/// `<numatune><memory>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaMemory {
+    pub mode: NumaMode,
+    pub nodeset: CpuSet,
+}
+
+/// `<numatune><memnode cellid= mode= nodeset=/>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemNode {
+    pub cellid: u32,
     pub mode: NumaMode,
     pub nodeset: CpuSet,
 }
@@ -405,6 +427,8 @@ pub struct Loader {
     pub loader_type: Option<LoaderType>,
     /// Secure boot (needs `<smm state='on'/>`).
     pub secure: Option<bool>,
+    /// `yes`: firmware that keeps no variables, so no `<nvram>`.
+    pub stateless: Option<bool>,
 }
 
 /// `<os><nvram>`: the guest's UEFI variable store.
@@ -490,6 +514,8 @@ pub struct CpuModel {
 pub struct CpuTopology {
     pub sockets: Option<u32>,
     pub dies: Option<u32>,
+    /// Groups of cores sharing a cache level, between dies and cores.
+    pub clusters: Option<u32>,
     pub cores: Option<u32>,
     pub threads: Option<u32>,
 }
@@ -567,11 +593,15 @@ pub struct Features {
     /// Virtual machines only.
     pub acpi: bool,
     pub apic: bool,
+    /// `<apic eoi=>`: KVM's paravirtual end of interrupt.
+    pub apic_eoi: Option<bool>,
     pub pae: bool,
     /// `<vmport state=>` (virtual machines).
     pub vmport: Option<bool>,
     /// `<smm state=>` (virtual machines; secure boot needs it on).
     pub smm: Option<bool>,
+    /// `<smm><tseg>`: the SMRAM's extended size, in MiB.
+    pub smm_tseg_mib: Option<u64>,
     /// `<ioapic driver=>` (virtual machines).
     pub ioapic: Option<IoapicDriver>,
     /// Kept children (virtual machines): `<hyperv>`, `<kvm>`, `<pmu>`, …
@@ -643,6 +673,18 @@ pub struct Timer {
     pub present: Option<bool>,
     /// Virtual machines only.
     pub tickpolicy: Option<TickPolicy>,
+    /// Virtual machines, `tsc`: the guest's TSC rate in Hz.
+    pub frequency: Option<u64>,
+    /// Virtual machines: `<catchup>`, how a catching-up timer does it.
+    pub catchup: Option<TimerCatchup>,
+}
+
+/// `<timer><catchup>`: thresholds and rates of tick catch-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerCatchup {
+    pub threshold: Option<u64>,
+    pub slew: Option<u64>,
+    pub limit: Option<u64>,
 }
 
 keyword_enum! {
@@ -658,6 +700,9 @@ keyword_enum! {
         CoredumpDestroy = "coredump-destroy",
         /// `on_crash` only.
         CoredumpRestart = "coredump-restart",
+        /// `on_crash` only, virtual machines: the guest keeps running
+        /// after it reported the crash (it may dump and reboot by itself).
+        PreserveRunning = "preserve-running",
     }
 }
 
@@ -861,13 +906,20 @@ keyword_enum! {
 }
 
 /// `<disk><driver>` (virtual machines).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiskDriver {
     pub name: Option<DiskDriverName>,
     pub format: Option<ImageFormat>,
     pub cache: Option<DiskCache>,
     pub io: Option<DiskIo>,
     pub discard: Option<DiskDiscard>,
+    /// virtio-blk request queues, 1 or more.
+    pub queues: Option<u32>,
+    /// The other attributes (`iothread`, `event_idx`, …), kept in the
+    /// table's order; refused at start.
+    pub kept_attrs: Vec<(String, String)>,
+    /// Kept children (`<metadata_cache>`); refused at start.
+    pub kept: Vec<KeptElement>,
 }
 
 /// `<disk>`.
@@ -875,6 +927,8 @@ pub struct DiskDriver {
 pub struct Disk {
     pub source: DiskSource,
     pub device: DiskDevice,
+    /// Virtual machines: `<disk model=>`, which virtio variant.
+    pub model: Option<VirtioModel>,
     pub driver: Option<DiskDriver>,
     /// Device name in the guest (`vdb`, `sda`).
     pub target_dev: String,
@@ -1049,6 +1103,9 @@ keyword_enum! {
         E1000 = "e1000",
         E1000e = "e1000e",
         Rtl8139 = "rtl8139",
+        VirtioTransitional = "virtio-transitional",
+        VirtioNonTransitional = "virtio-non-transitional",
+        UsbNet = "usb-net",
     }
 }
 
@@ -1199,9 +1256,33 @@ keyword_enum! {
     }
 }
 
-/// `<console type='pty'>`.
+keyword_enum! {
+    /// `<serial type=>`, `<console type=>`: the host side of a character
+    /// device. Containers have `pty` only.
+    pub enum ChardevType {
+        Pty = "pty",
+        File = "file",
+        Unix = "unix",
+        Tcp = "tcp",
+        Udp = "udp",
+        Null = "null",
+        Stdio = "stdio",
+        Vc = "vc",
+        Dev = "dev",
+        Pipe = "pipe",
+        Spicevmc = "spicevmc",
+        Spiceport = "spiceport",
+        QemuVdagent = "qemu-vdagent",
+        Dbus = "dbus",
+        Nmdm = "nmdm",
+    }
+}
+
+/// `<console>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Console {
+    /// Virtual machines: other types than `pty` are kept, refused at start.
+    pub chardev_type: ChardevType,
     pub target_type: ConsoleTargetType,
     /// Assigned in document order when not given.
     pub port: u32,
@@ -1209,6 +1290,8 @@ pub struct Console {
     pub address: Option<DeviceAddress>,
     /// Virtual machines.
     pub alias: Option<String>,
+    /// Virtual machines: `<source>`, `<protocol>`, `<log>`.
+    pub kept: Vec<KeptElement>,
 }
 
 keyword_enum! {
@@ -1234,12 +1317,16 @@ keyword_enum! {
 /// `<serial type='pty'>` (virtual machines).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Serial {
+    /// Other types than `pty` are kept, refused at start.
+    pub chardev_type: ChardevType,
     pub port: u32,
     pub target_type: Option<SerialTargetType>,
     pub model: Option<SerialModel>,
     /// USB and PCI serial ports sit at an address.
     pub address: Option<DeviceAddress>,
     pub alias: Option<String>,
+    /// `<source>`, `<protocol>`, `<log>`.
+    pub kept: Vec<KeptElement>,
 }
 
 keyword_enum! {
@@ -1399,6 +1486,8 @@ pub struct ControllerTarget {
     pub bus_nr: Option<u32>,
     pub index: Option<u32>,
     pub hotplug: Option<bool>,
+    /// `<node>`: the NUMA node an expander bus belongs to.
+    pub node: Option<u32>,
 }
 
 /// `<controller>`.
@@ -1500,6 +1589,8 @@ pub struct Graphics {
     pub passwd: Option<String>,
     pub keymap: Option<String>,
     pub tls_port: Option<i32>,
+    /// SPICE: `defaultMode=` of channels (`any`, `secure`, `insecure`).
+    pub default_mode: Option<String>,
     pub listens: Vec<GraphicsListen>,
     /// Kept children: `<image>`, `<gl>`, `<audio>`, …
     pub kept: Vec<KeptElement>,
@@ -1528,6 +1619,8 @@ pub struct VideoModel {
     pub vram64: Option<u64>,
     pub heads: Option<u32>,
     pub primary: Option<bool>,
+    /// virtio: guest memory shared with the display as blob resources.
+    pub blob: Option<bool>,
     /// Kept children: `<acceleration>`, `<resolution>`.
     pub kept: Vec<KeptElement>,
 }
@@ -1571,8 +1664,14 @@ pub struct Sound {
     pub codecs: Vec<SoundCodecType>,
     /// `<audio id=>`: the `<audio>` backend it plays through.
     pub audio: Option<u32>,
+    /// virtio: PCM streams, 1 or more.
+    pub streams: Option<u32>,
+    /// usb: 5.1 output rather than stereo.
+    pub multichannel: Option<bool>,
     pub address: Option<DeviceAddress>,
     pub alias: Option<String>,
+    /// Kept children: `<driver>`.
+    pub kept: Vec<KeptElement>,
 }
 
 keyword_enum! {

@@ -29,10 +29,10 @@ use std::fmt;
 
 use super::def::{
     AudioType, ChannelSourceMode, ChannelState, ChannelTargetType, ChannelType, ControllerType,
-    CpuCheck, CpuFallback, CpuFeaturePolicy, CpuMatch, CpuMode, GraphicsType, ImageFormat,
-    InputBus, InputType, IoapicDriver, ListenType, LoaderType, MemballoonModel, PanicModel,
-    RngBackendModel, SmbiosMode, SoundCodecType, SoundModel, VideoModelType, VirtioModel,
-    WatchdogAction, WatchdogModel,
+    CpuCheck, CpuFallback, CpuFeaturePolicy, CpuMatch, CpuMode, DiskCache, DiskDiscard,
+    DiskDriverName, DiskIo, GraphicsType, ImageFormat, InputBus, InputType, IoapicDriver,
+    ListenType, LoaderType, MemballoonModel, PanicModel, RngBackendModel, SmbiosMode,
+    SoundCodecType, SoundModel, VideoModelType, VirtioModel, WatchdogAction, WatchdogModel,
 };
 
 /// An element kept as written (canonical form): a name, attributes in the
@@ -107,6 +107,10 @@ pub(crate) enum Body {
     /// Child elements of these kinds, each any number of times, in any
     /// order.
     Children(&'static [&'static Spec]),
+    /// Either text of this kind or child elements of these kinds: the
+    /// old and the new form of one element (`<nvram>PATH</nvram>` and
+    /// `<nvram type='file'><source file=…/></nvram>`).
+    TextOrChildren(Value, &'static [&'static Spec]),
 }
 
 /// One element of the kept vocabulary.
@@ -129,7 +133,7 @@ impl Spec {
     #[cfg(test)]
     pub(crate) fn children(&self) -> &'static [&'static Spec] {
         match self.body {
-            Body::Children(c) => c,
+            Body::Children(c) | Body::TextOrChildren(_, c) => c,
             _ => &[],
         }
     }
@@ -254,6 +258,7 @@ static CPU_TOPOLOGY: Spec = el(
     &[
         ("sockets", Uint),
         ("dies", Uint),
+        ("clusters", Uint),
         ("cores", Uint),
         ("threads", Uint),
     ],
@@ -429,12 +434,23 @@ static LS_REDUCED: Spec = number("reducedPhysBits", "ls-reduced-phys-bits");
 static LS_POLICY: Spec = el("policy", "ls-policy", &[], Body::Text(Text));
 static LS_DHCERT: Spec = el("dhCert", "ls-dhcert", &[], Body::Text(Text));
 static LS_SESSION: Spec = el("session", "ls-session", &[], Body::Text(Text));
+static LS_WORKAROUNDS: Spec = el(
+    "guestVisibleWorkarounds",
+    "ls-guest-visible-workarounds",
+    &[],
+    Body::Text(Text),
+);
+static LS_ID_BLOCK: Spec = el("idBlock", "ls-id-block", &[], Body::Text(Text));
+static LS_ID_AUTH: Spec = el("idAuth", "ls-id-auth", &[], Body::Text(Text));
+static LS_HOST_DATA: Spec = el("hostData", "ls-host-data", &[], Body::Text(Text));
 static LAUNCH_SECURITY: Spec = el(
     "launchSecurity",
     "launch-security",
     &[
         ("type", OneOf(&["sev", "sev-snp", "s390-pv", "tdx"])),
         ("kernelHashes", YesNo),
+        ("authorKey", YesNo),
+        ("vcek", YesNo),
     ],
     Children(&[
         &LS_CBITPOS,
@@ -442,6 +458,10 @@ static LAUNCH_SECURITY: Spec = el(
         &LS_POLICY,
         &LS_DHCERT,
         &LS_SESSION,
+        &LS_WORKAROUNDS,
+        &LS_ID_BLOCK,
+        &LS_ID_AUTH,
+        &LS_HOST_DATA,
     ]),
 );
 
@@ -552,7 +572,20 @@ static VM_CPUTUNE: Spec = el(
     ]),
 );
 
-/// Kept children of `<domain>` (virtual machines).
+const ID_RANGE: &[(&str, Value)] = &[("start", Uint), ("target", Uint), ("count", Uint)];
+static IDMAP_UID: Spec = el("uid", "idmap-uid", ID_RANGE, Empty);
+static IDMAP_GID: Spec = el("gid", "idmap-gid", ID_RANGE, Empty);
+/// `<idmap>` of a virtual machine or of its virtiofs `<filesystem>`; a
+/// container's is typed.
+static VM_IDMAP: Spec = el(
+    "idmap",
+    "vm-idmap",
+    &[],
+    Children(&[&IDMAP_UID, &IDMAP_GID]),
+);
+
+/// Kept children of `<domain>` (virtual machines). `cputune` and `idmap`
+/// are kept for virtual machines only: for containers they are typed.
 pub(crate) static ROOT: &[&Spec] = &[
     &CPU,
     &PM,
@@ -567,6 +600,7 @@ pub(crate) static ROOT: &[&Spec] = &[
     &GENID,
     &MAX_MEMORY,
     &VM_CPUTUNE,
+    &VM_IDMAP,
 ];
 
 // ---------------------------------------------------------------------
@@ -580,10 +614,24 @@ static LOADER: Spec = el(
         ("readonly", YesNo),
         ("type", OneOf(LoaderType::NAMES)),
         ("secure", YesNo),
+        ("stateless", YesNo),
     ],
     Body::Text(Path),
 );
-static NVRAM: Spec = el("nvram", "os-nvram", &[("template", Path)], Body::Text(Path));
+const FIRMWARE_FORMAT: &[&str] = &["raw", "qcow2"];
+/// `<nvram>`: typed as a path ([`crate::Nvram`]); with a type, a format or
+/// a `<source>` it is kept as written.
+static NVRAM: Spec = el(
+    "nvram",
+    "os-nvram",
+    &[
+        ("template", Path),
+        ("type", OneOf(&["file", "block", "network"])),
+        ("format", OneOf(FIRMWARE_FORMAT)),
+        ("templateFormat", OneOf(FIRMWARE_FORMAT)),
+    ],
+    Body::TextOrChildren(Path, &[&DISK_KEPT_SOURCE]),
+);
 static BOOTMENU: Spec = el(
     "bootmenu",
     "os-bootmenu",
@@ -716,7 +764,8 @@ static KVM: Spec = el(
         &KVM_DIRTY,
     ]),
 );
-static SMM: Spec = state("smm", "smm");
+static SMM_TSEG: Spec = el("tseg", "smm-tseg", &[("unit", Text)], Body::Text(Uint));
+static SMM: Spec = el("smm", "smm", &[("state", OnOff)], Children(&[&SMM_TSEG]));
 static IOAPIC: Spec = el(
     "ioapic",
     "ioapic",
@@ -766,20 +815,20 @@ static BS_FORMAT: Spec = el(
     "format",
     "backing-format",
     &[("type", OneOf(ImageFormat::NAMES))],
-    Empty,
-);
-static BS_SOURCE: Spec = el(
-    "source",
-    "backing-source",
-    &[("file", Path), ("dev", Path)],
-    Empty,
+    Children(&[&METADATA_CACHE]),
 );
 /// `<backingStore>`: the chain of images under a disk's image, nested.
+/// Typed when each image is a plain file or block device
+/// ([`crate::BackingStore`]); kept as written otherwise (network images,
+/// slices, data stores, …).
 static BACKING_STORE: Spec = el(
     "backingStore",
     "backing-store",
-    &[("type", OneOf(&["file", "block"]))],
-    Children(&[&BS_FORMAT, &BS_SOURCE, &BACKING_STORE]),
+    &[(
+        "type",
+        OneOf(&["file", "block", "network", "volume", "nvme", "vhostuser"]),
+    )],
+    Children(&[&BS_FORMAT, &DISK_KEPT_SOURCE, &BACKING_STORE]),
 );
 static DISK_SERIAL: Spec = el("serial", "disk-serial", &[], Body::Text(Text));
 static DISK_WWN: Spec = el("wwn", "disk-wwn", &[], Body::Text(Text));
@@ -836,10 +885,13 @@ static SECRET: Spec = el(
 static ENCRYPTION: Spec = el(
     "encryption",
     "disk-encryption",
-    &[(
-        "format",
-        OneOf(&["default", "qcow", "luks", "luks2", "luks-any"]),
-    )],
+    &[
+        (
+            "format",
+            OneOf(&["default", "qcow", "luks", "luks2", "luks-any"]),
+        ),
+        ("engine", OneOf(&["default", "qemu", "librbd"])),
+    ],
     Children(&[&SECRET]),
 );
 
@@ -958,16 +1010,26 @@ static DATA_STORE_FORMAT: Spec = el(
     &[("type", OneOf(ImageFormat::NAMES))],
     Empty,
 );
+/// A network disk's `protocol=`.
+const PROTOCOLS: &[&str] = &[
+    "nbd", "iscsi", "rbd", "sheepdog", "gluster", "vxhs", "nfs", "http", "https", "ftp", "ftps",
+    "tftp", "ssh",
+];
 static DATA_STORE_SOURCE: Spec = el(
     "source",
     "disk-data-store-source",
-    &[("file", Path), ("dev", Path)],
-    Empty,
+    &[
+        ("file", Path),
+        ("dev", Path),
+        ("protocol", OneOf(PROTOCOLS)),
+        ("name", Text),
+    ],
+    Children(&[&SOURCE_HOST, &SOURCE_AUTH]),
 );
 static DATA_STORE: Spec = el(
     "dataStore",
     "disk-source-data-store",
-    &[("type", OneOf(&["file", "block"]))],
+    &[("type", OneOf(&["file", "block", "network"]))],
     Children(&[&DATA_STORE_FORMAT, &DATA_STORE_SOURCE]),
 );
 /// A disk's `<source>` kept as written ([`crate::DiskSource::Kept`]):
@@ -981,13 +1043,7 @@ pub(crate) static DISK_KEPT_SOURCE: Spec = el(
         ("file", Path),
         ("dev", Path),
         ("dir", Path),
-        (
-            "protocol",
-            OneOf(&[
-                "nbd", "iscsi", "rbd", "sheepdog", "gluster", "vxhs", "nfs", "http", "https",
-                "ftp", "ftps", "tftp", "ssh",
-            ]),
-        ),
+        ("protocol", OneOf(PROTOCOLS)),
         ("name", Text),
         ("query", Text),
         ("tls", YesNo),
@@ -1028,6 +1084,49 @@ pub(crate) static DISK_KEPT_SOURCE: Spec = el(
     ]),
 );
 static DISK_KEPT_TYPE: &[&Spec] = &[&DISK_KEPT_SOURCE];
+
+static MAX_SIZE: Spec = el(
+    "max_size",
+    "disk-max-size",
+    &[("unit", Text)],
+    Body::Text(Uint),
+);
+static METADATA_CACHE: Spec = el(
+    "metadata_cache",
+    "disk-metadata-cache",
+    &[],
+    Children(&[&MAX_SIZE]),
+);
+const ERROR_POLICY: &[&str] = &["stop", "report", "ignore", "enospace"];
+/// A VM disk's `<driver>`: the attributes before `queues` are typed, as
+/// is `queues`; the rest are kept ([`crate::DiskDriver::kept_attrs`]).
+pub(crate) static DISK_DRIVER: Spec = el(
+    "driver",
+    "vm-disk-driver",
+    &[
+        ("name", OneOf(DiskDriverName::NAMES)),
+        ("type", OneOf(ImageFormat::NAMES)),
+        ("cache", OneOf(DiskCache::NAMES)),
+        ("io", OneOf(DiskIo::NAMES)),
+        ("discard", OneOf(DiskDiscard::NAMES)),
+        ("queues", Uint),
+        ("queue_size", Uint),
+        ("iothread", Uint),
+        ("event_idx", OnOff),
+        ("ioeventfd", OnOff),
+        ("copy_on_read", OnOff),
+        ("discard_no_unref", OnOff),
+        ("detect_zeroes", OneOf(&["off", "on", "unmap"])),
+        ("error_policy", OneOf(ERROR_POLICY)),
+        ("rerror_policy", OneOf(ERROR_POLICY)),
+        ("iommu", OnOff),
+        ("ats", OnOff),
+        ("packed", OnOff),
+        ("page_per_vq", OnOff),
+    ],
+    Children(&[&METADATA_CACHE]),
+);
+static DISK_DRIVER_CONTEXT: &[&Spec] = &[&DISK_DRIVER];
 
 /// A VM disk's `<target>`: `dev` and `bus` are typed, the rest kept
 /// ([`crate::Disk::target_kept`]).
@@ -1122,6 +1221,8 @@ static NET_BACKEND: Spec = el(
         ("tap", Path),
         ("vhost", Path),
         ("logFile", Path),
+        ("hostname", Text),
+        ("fqdn", Text),
     ],
     Empty,
 );
@@ -1262,15 +1363,34 @@ pub(crate) static INTERFACE: &[&Spec] = &[
     &NET_VIRTUALPORT,
 ];
 
-/// Kept children of a VM's `<serial>` and `<console>` (read into typed
-/// fields).
-pub(crate) static CHARDEV: &[&Spec] = &[&ADDRESS, &ALIAS];
+static CHARDEV_PROTOCOL: Spec = el(
+    "protocol",
+    "chardev-protocol",
+    &[("type", OneOf(&["raw", "telnet", "telnets", "tls"]))],
+    Empty,
+);
+static CHARDEV_LOG: Spec = el(
+    "log",
+    "chardev-log",
+    &[("file", Path), ("append", OnOff)],
+    Empty,
+);
+/// Kept children of a VM's `<serial>` and `<console>` (`<address>` and
+/// `<alias>` are read into typed fields).
+pub(crate) static CHARDEV: &[&Spec] = &[
+    &CHARDEV_SOURCE,
+    &CHARDEV_PROTOCOL,
+    &CHARDEV_LOG,
+    &ADDRESS,
+    &ALIAS,
+];
 
 // ---------------------------------------------------------------------
 // <devices>
 // ---------------------------------------------------------------------
 
 static CTRL_MODEL: Spec = el("model", "controller-model", &[("name", Text)], Empty);
+static CTRL_TARGET_NODE: Spec = number("node", "controller-target-node");
 static CTRL_TARGET: Spec = el(
     "target",
     "controller-target",
@@ -1282,7 +1402,7 @@ static CTRL_TARGET: Spec = el(
         ("index", Uint),
         ("hotplug", OnOff),
     ],
-    Empty,
+    Children(&[&CTRL_TARGET_NODE]),
 );
 static CTRL_DRIVER: Spec = el(
     "driver",
@@ -1401,6 +1521,7 @@ static GRAPHICS: Spec = el(
         ("passwd", Text),
         ("keymap", Text),
         ("tlsPort", Text),
+        ("defaultMode", OneOf(&["any", "secure", "insecure"])),
     ],
     Children(&[
         &GFX_LISTEN,
@@ -1441,6 +1562,7 @@ static VIDEO_MODEL: Spec = el(
         ("vram64", Uint),
         ("heads", Uint),
         ("primary", YesNo),
+        ("blob", OnOff),
     ],
     Children(&[&VIDEO_ACCEL, &VIDEO_RESOLUTION]),
 );
@@ -1460,7 +1582,7 @@ static VIDEO: Spec = el(
     "video",
     "video",
     &[],
-    Children(&[&VIDEO_MODEL, &VIDEO_DRIVER, &ADDRESS, &ALIAS]),
+    Children(&[&VIDEO_MODEL, &VIDEO_DRIVER, &NET_ACPI, &ADDRESS, &ALIAS]),
 );
 
 static SOUND_CODEC: Spec = el(
@@ -1472,8 +1594,12 @@ static SOUND_CODEC: Spec = el(
 static SOUND: Spec = el(
     "sound",
     "sound",
-    &[("model", OneOf(SoundModel::NAMES))],
-    Children(&[&SOUND_CODEC, &AUDIO_REF, &ADDRESS, &ALIAS]),
+    &[
+        ("model", OneOf(SoundModel::NAMES)),
+        ("streams", Uint),
+        ("multichannel", YesNo),
+    ],
+    Children(&[&SOUND_CODEC, &AUDIO_REF, &DEVICE_DRIVER, &ADDRESS, &ALIAS]),
 );
 
 static AUDIO_SETTINGS: Spec = el(
@@ -1487,6 +1613,7 @@ const AUDIO_STREAM: &[(&str, Value)] = &[
     ("fixedSettings", YesNo),
     ("voices", Uint),
     ("bufferLength", Uint),
+    ("bufferCount", Uint),
     ("dev", Text),
     ("name", Text),
 ];
@@ -1599,7 +1726,8 @@ static SC_CERT: Spec = el(
     Body::Text(Text),
 );
 static SC_DB: Spec = el("database", "smartcard-database", &[], Body::Text(Path));
-/// The `<source>` of a character device that is not a typed channel.
+/// The `<source>` of a character device that is not a typed channel:
+/// smart cards, USB redirection, serial ports and consoles other than ptys.
 static CHARDEV_SOURCE: Spec = el(
     "source",
     "chardev-source",
@@ -1608,8 +1736,13 @@ static CHARDEV_SOURCE: Spec = el(
         ("path", Path),
         ("host", Text),
         ("service", Text),
+        ("channel", Text),
+        ("append", OnOff),
+        ("tls", YesNo),
+        ("master", Text),
+        ("slave", Text),
     ],
-    Empty,
+    Children(&[&NET_SOURCE_RECONNECT, &SOURCE_SECLABEL]),
 );
 static SMARTCARD: Spec = el(
     "smartcard",
@@ -1786,11 +1919,32 @@ static MEM_SOURCE: Spec = el(
     &[],
     Children(&[&MEM_PAGESIZE, &MEM_NODEMASK, &MEM_PATH]),
 );
+static MEM_BLOCK: Spec = el("block", "memory-block", &[("unit", Text)], Body::Text(Uint));
+static MEM_REQUESTED: Spec = el(
+    "requested",
+    "memory-requested",
+    &[("unit", Text)],
+    Body::Text(Uint),
+);
+static MEM_CURRENT: Spec = el(
+    "current",
+    "memory-current",
+    &[("unit", Text)],
+    Body::Text(Uint),
+);
 static MEM_TARGET: Spec = el(
     "target",
     "memory-target",
     &[("dynamicMemslots", YesNo)],
-    Children(&[&MEM_SIZE, &MEM_NODE, &MEM_LABEL]),
+    Children(&[
+        &MEM_SIZE,
+        &MEM_NODE,
+        &MEM_LABEL,
+        &MEM_BLOCK,
+        &MEM_REQUESTED,
+        &MEM_CURRENT,
+        &ADDRESS,
+    ]),
 );
 static PSTORE_PATH: Spec = el("path", "pstore-path", &[], Body::Text(Path));
 /// `<pstore>`: a store for the guest kernel's panic logs (ACPI ERST).
@@ -1818,7 +1972,7 @@ static VMFS_DRIVER: Spec = el(
     "driver",
     "vm-filesystem-driver",
     &[
-        ("type", OneOf(&["path", "handle", "virtiofs"])),
+        ("type", OneOf(&["path", "handle", "virtiofs", "mtp"])),
         ("format", Text),
         ("wrpolicy", OneOf(&["immediate"])),
         ("queue", Uint),
@@ -1852,11 +2006,23 @@ static VMFS_LOCK: Spec = el(
     &[("posix", OnOff), ("flock", OnOff)],
     Empty,
 );
+static VMFS_SANDBOX: Spec = el(
+    "sandbox",
+    "vm-filesystem-sandbox",
+    &[("mode", OneOf(&["namespace", "chroot"]))],
+    Empty,
+);
+static VMFS_THREAD_POOL: Spec = el(
+    "thread_pool",
+    "vm-filesystem-thread-pool",
+    &[("size", Uint)],
+    Empty,
+);
 static VMFS_BINARY: Spec = el(
     "binary",
     "vm-filesystem-binary",
     &[("path", Path), ("xattr", OnOff)],
-    Children(&[&VMFS_CACHE, &VMFS_LOCK]),
+    Children(&[&VMFS_CACHE, &VMFS_LOCK, &VMFS_SANDBOX, &VMFS_THREAD_POOL]),
 );
 /// `<filesystem>` of a virtual machine (9p or virtiofs shares), kept;
 /// a container's `<filesystem>` is typed.
@@ -1870,6 +2036,7 @@ static VM_FILESYSTEM: Spec = el(
         ),
         ("accessmode", OneOf(&["passthrough", "mapped", "squash"])),
         ("multidevs", OneOf(&["default", "remap", "forbid", "warn"])),
+        ("model", OneOf(VirtioModel::NAMES)),
     ],
     Children(&[
         &VMFS_DRIVER,
@@ -1877,6 +2044,7 @@ static VM_FILESYSTEM: Spec = el(
         &VMFS_SOURCE,
         &VMFS_TARGET,
         &VMFS_READONLY,
+        &VM_IDMAP,
         &ADDRESS,
         &ALIAS,
     ]),
@@ -1903,16 +2071,28 @@ static HOST_ADAPTER: Spec = el("adapter", "hostdev-adapter", &[("name", Text)], 
 static HOST_SOURCE: Spec = el(
     "source",
     "vm-hostdev-source",
-    &[(
-        "startupPolicy",
-        OneOf(&["mandatory", "requisite", "optional"]),
-    )],
+    &[
+        (
+            "startupPolicy",
+            OneOf(&["mandatory", "requisite", "optional"]),
+        ),
+        ("protocol", OneOf(&["vhost", "iscsi"])),
+        ("wwpn", Text),
+    ],
     Children(&[&HOST_ADDRESS, &HOST_VENDOR, &HOST_PRODUCT, &HOST_ADAPTER]),
 );
 static HOST_DRIVER: Spec = el(
     "driver",
     "vm-hostdev-driver",
-    &[("name", OneOf(&["vfio", "kvm"]))],
+    &[("name", OneOf(&["vfio", "kvm"])), ("model", Text)],
+    Empty,
+);
+/// `<acpi>` of a host device: its ACPI index, or the NUMA nodes it
+/// serves as a generic initiator.
+static HOSTDEV_ACPI: Spec = el(
+    "acpi",
+    "hostdev-acpi",
+    &[("index", Uint), ("nodeset", Text)],
     Empty,
 );
 /// `<hostdev>` of a virtual machine (PCI and USB passthrough), kept; a
@@ -1922,7 +2102,7 @@ static VM_HOSTDEV: Spec = el(
     "vm-hostdev",
     &[
         ("mode", OneOf(&["subsystem"])),
-        ("type", OneOf(&["pci", "usb", "scsi", "mdev"])),
+        ("type", OneOf(&["pci", "usb", "scsi", "scsi_host", "mdev"])),
         ("managed", YesNo),
         ("model", Text),
         ("display", OnOff),
@@ -1933,6 +2113,7 @@ static VM_HOSTDEV: Spec = el(
         &HOST_DRIVER,
         &ROM,
         &BOOT_ORDER,
+        &HOSTDEV_ACPI,
         &ADDRESS,
         &ALIAS,
     ]),
@@ -1985,6 +2166,7 @@ pub(crate) static CONTEXTS: &[(&str, &[&Spec])] = &[
     ("kept-interface-child", INTERFACE),
     ("kept-interface-type-child", INTERFACE_KEPT_TYPE),
     ("kept-disk-type-child", DISK_KEPT_TYPE),
+    ("kept-disk-driver-element", DISK_DRIVER_CONTEXT),
     ("kept-chardev-child", CHARDEV),
 ];
 
@@ -2013,6 +2195,17 @@ pub(crate) fn schema_fragment() -> String {
         };
     }
 
+    /// `<zeroOrMore>` or `<oneOrMore>` of a choice of `children`.
+    fn repeat(out: &mut String, how: &str, children: &[&Spec], indent: &str) {
+        let _ = writeln!(out, "{indent}<{how}>");
+        let _ = writeln!(out, "{indent}  <choice>");
+        for c in children {
+            let _ = writeln!(out, "{indent}    <ref name=\"kept-{}\"/>", c.id);
+        }
+        let _ = writeln!(out, "{indent}  </choice>");
+        let _ = writeln!(out, "{indent}</{how}>");
+    }
+
     fn define(out: &mut String, spec: &'static Spec, done: &mut BTreeSet<&'static str>) {
         if !done.insert(spec.id) {
             return;
@@ -2039,14 +2232,13 @@ pub(crate) fn schema_fragment() -> String {
                 value(out, v, "        ");
                 let _ = writeln!(out, "      </choice>");
             }
-            Body::Children(children) => {
-                let _ = writeln!(out, "      <zeroOrMore>");
-                let _ = writeln!(out, "        <choice>");
-                for c in children {
-                    let _ = writeln!(out, "          <ref name=\"kept-{}\"/>", c.id);
-                }
-                let _ = writeln!(out, "        </choice>");
-                let _ = writeln!(out, "      </zeroOrMore>");
+            Body::Children(children) => repeat(out, "zeroOrMore", children, "      "),
+            Body::TextOrChildren(v, children) => {
+                let _ = writeln!(out, "      <choice>");
+                let _ = writeln!(out, "        <empty/>");
+                value(out, v, "        ");
+                repeat(out, "oneOrMore", children, "        ");
+                let _ = writeln!(out, "      </choice>");
             }
         }
         let _ = writeln!(out, "    </element>");

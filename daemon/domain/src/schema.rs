@@ -1315,9 +1315,9 @@ mod tests {
             ),
             (
                 "lxc-element-in-kvm",
-                "<domain type='kvm'>\n <name>v</name><memory>1</memory><os><type>hvm</type></os>\n <idmap><uid start='0' target='1' count='1'/><gid start='0' target='1' count='1'/></idmap>\n</domain>".into(),
+                "<domain type='kvm'>\n <name>v</name><memory>1</memory><os><type>hvm</type></os>\n <features><privnet/></features>\n</domain>".into(),
                 3,
-                "<idmap> is not allowed in <domain type='kvm'>",
+                "<privnet> is not allowed in <features>",
             ),
             (
                 "bad-namespace-type",

@@ -42,7 +42,9 @@ fn shape(el: &Element, path: &str, out: &mut BTreeSet<String>) {
     let here = format!("{path}/{}", el.name);
     out.insert(here.clone());
     for a in &el.attributes {
-        if !a.qname.starts_with("xmlns") {
+        // <domain id=> is a run's, ignored on define by design.
+        let run_id = here == "/domain" && a.name == "id";
+        if !a.qname.starts_with("xmlns") && !run_id {
             out.insert(format!("{here}@{}", a.name));
         }
     }
@@ -98,7 +100,7 @@ fn libvirt_export_defines_and_keeps_everything() {
     assert_eq!(def.vcpu.current, Some(2));
     assert_eq!(def.partition(), std::path::Path::new("/machine"));
     let vda = &def.devices.disks[0];
-    let drv = vda.driver.unwrap();
+    let drv = vda.driver.clone().unwrap();
     assert_eq!(drv.cache, Some(DiskCache::None));
     assert_eq!(drv.io, Some(DiskIo::Native));
     assert_eq!(drv.discard, Some(DiskDiscard::Unmap));
@@ -496,4 +498,105 @@ fn corpus_keeps_everything() {
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// A backing chain of plain files and block devices is typed; one with a
+/// network image (or slices, a data store, …) anywhere is kept whole.
+#[test]
+fn backing_chains_are_typed_or_kept_whole() {
+    let disk = |inner: &str| {
+        let def = round_trip_keeps_everything(&vm_with(
+            "",
+            &format!(
+                "<disk type='file'><driver type='qcow2'/><source file='/i.qcow2'/>\
+                 <backingStore type='file'><format type='qcow2'/><source file='/b.qcow2'/>\
+                 {inner}</backingStore><target dev='vda'/></disk>"
+            ),
+        ));
+        def.devices.disks[0].clone()
+    };
+    let plain = disk("<backingStore type='block'><source dev='/dev/b'/></backingStore>");
+    assert!(plain.backing_store.is_some() && plain.kept.is_empty());
+    let network = disk(
+        "<backingStore type='network'><source protocol='nbd' name='b'>\
+         <host name='h'/></source></backingStore>",
+    );
+    assert_eq!(network.backing_store, None);
+    assert_eq!(network.kept[0].name, "backingStore");
+}
+
+/// `<numatune><memnode>` binds a VM's guest NUMA cell; containers have
+/// none, and a `<numatune>` names at least one placement.
+#[test]
+fn memnodes_are_a_vms() {
+    let def = round_trip_keeps_everything(&vm_with(
+        "<numatune><memnode cellid='0' mode='preferred' nodeset='3'/></numatune>",
+        "",
+    ));
+    let numatune = def.numatune.unwrap();
+    assert_eq!(numatune.memory, None);
+    assert_eq!(numatune.memnodes[0].mode, NumaMode::Preferred);
+    fails(
+        &vm_with(
+            "<numatune><memnode cellid='0' nodeset='0'/><memnode cellid='0' nodeset='1'/></numatune>",
+            "",
+        ),
+        "more than once",
+    );
+    fails(&vm_with("<numatune/>", ""), "<memory>");
+    fails(
+        &lxc_with(
+            "",
+            "<numatune><memnode cellid='0' nodeset='0'/></numatune>",
+            "",
+        ),
+        "not supported in a lxc domain",
+    );
+}
+
+/// An `<nvram>` path is typed; one with a type and a `<source>` (libvirt's
+/// newer form, which may be a network image) is kept as written.
+#[test]
+fn nvram_is_typed_or_kept() {
+    let doc = |nvram: &str| {
+        format!(
+            "<domain type='kvm'><name>vm</name><memory unit='GiB'>1</memory>\
+             <os><type arch='x86_64' machine='q35'>hvm</type>{nvram}</os></domain>"
+        )
+    };
+    let os = |nvram: &str| {
+        let Os::Hvm(os) = round_trip_keeps_everything(&doc(nvram)).os else {
+            panic!("not hvm")
+        };
+        os
+    };
+    let typed = os("<nvram template='/t.fd'>/v.fd</nvram>");
+    assert!(typed.nvram.is_some() && typed.kept.is_empty());
+    let kept = os("<nvram type='file'><source file='/v.fd'/></nvram>");
+    assert_eq!(kept.nvram, None);
+    assert_eq!(kept.kept[0].name, "nvram");
+    fails(&doc("<nvram><target/></nvram>"), "target");
+}
+
+/// A VM's serial ports and consoles take libvirt's other chardev types,
+/// kept with their `<source>`, `<protocol>` and `<log>`; a container's
+/// console stays a pty.
+#[test]
+fn chardev_types_are_kept_for_vms() {
+    let def = round_trip_keeps_everything(&vm_with(
+        "",
+        "<serial type='tcp'><source mode='bind' host='127.0.0.1' service='4555'/>\
+         <protocol type='telnet'/><log file='/var/log/s.log' append='on'/>\
+         <target port='0'/></serial>\
+         <console type='spiceport'><source channel='org.qemu.console.serial.0'/>\
+         <target type='serial' port='0'/></console>",
+    ));
+    assert_eq!(def.devices.serials[0].chardev_type, ChardevType::Tcp);
+    assert_eq!(def.devices.serials[0].kept.len(), 3);
+    assert_eq!(def.devices.consoles[0].chardev_type, ChardevType::Spiceport);
+    fails(&vm_with("", "<serial type='telepathy'/>"), "telepathy");
+    fails(
+        &lxc_with("", "", "<console type='file'/>"),
+        "use type='pty'",
+    );
 }

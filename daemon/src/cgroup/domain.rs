@@ -48,7 +48,11 @@ pub fn tuning<E>(
         cpu_period: cputune.period,
         cpu_quota: cputune.quota,
         cpuset_cpus: def.vcpu.cpuset.as_ref().map(ToString::to_string),
-        cpuset_mems: def.numatune.as_ref().map(|n| n.nodeset.to_string()),
+        cpuset_mems: def
+            .numatune
+            .as_ref()
+            .and_then(|n| n.memory.as_ref())
+            .map(|m| m.nodeset.to_string()),
         blkio_weight: def.blkiotune.as_ref().and_then(|b| b.weight),
         blkio_devices,
         pids_max,

@@ -153,7 +153,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
         o.indent();
         let _ = writeln!(o.buf, "<metadata>{}</metadata>", m.as_str());
     }
-    o.size("memory", def.memory);
+    let mut memory = vec![a("unit", "KiB")];
+    opt_attr(&mut memory, "dumpCore", def.dump_core.map(on_off));
+    o.leaf("memory", &memory, &(def.memory / 1024).to_string());
     o.size("currentMemory", def.current_memory);
     if let Some(m) = &def.memtune {
         o.open("memtune", &[]);
@@ -192,7 +194,19 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     }
     if let Some(n) = &def.numatune {
         o.open("numatune", &[]);
-        o.empty("memory", &[a("mode", n.mode), a("nodeset", &n.nodeset)]);
+        if let Some(m) = &n.memory {
+            o.empty("memory", &[a("mode", m.mode), a("nodeset", &m.nodeset)]);
+        }
+        for m in &n.memnodes {
+            o.empty(
+                "memnode",
+                &[
+                    a("cellid", m.cellid),
+                    a("mode", m.mode),
+                    a("nodeset", &m.nodeset),
+                ],
+            );
+        }
         o.close("numatune");
     }
     if let Some(b) = &def.blkiotune {
@@ -240,7 +254,19 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
             if let Some(p) = t.tickpolicy {
                 attrs.push(a("tickpolicy", p));
             }
-            o.empty("timer", &attrs);
+            opt_attr(&mut attrs, "frequency", t.frequency);
+            match &t.catchup {
+                None => o.empty("timer", &attrs),
+                Some(c) => {
+                    o.open("timer", &attrs);
+                    let mut ca = Vec::new();
+                    opt_attr(&mut ca, "threshold", c.threshold);
+                    opt_attr(&mut ca, "slew", c.slew);
+                    opt_attr(&mut ca, "limit", c.limit);
+                    o.empty("catchup", &ca);
+                    o.close("timer");
+                }
+            }
         }
         o.close("clock");
     }
@@ -397,6 +423,7 @@ fn format_os(o: &mut Out, os: &Os) {
                 if let Some(s) = l.secure {
                     attrs.push(a("secure", yes_no(s)));
                 }
+                opt_attr(&mut attrs, "stateless", l.stateless.map(yes_no));
                 match &l.path {
                     Some(p) => o.leaf("loader", &attrs, &path(p)),
                     None => o.empty("loader", &attrs),
@@ -450,12 +477,15 @@ fn format_features(o: &mut Out, f: &Features) {
         return;
     }
     o.open("features", &[]);
-    for (flag, name) in [
-        (f.acpi, "acpi"),
-        (f.apic, "apic"),
-        (f.pae, "pae"),
-        (f.privnet, "privnet"),
-    ] {
+    if f.acpi {
+        o.empty("acpi", &[]);
+    }
+    if f.apic {
+        let mut attrs = Vec::new();
+        opt_attr(&mut attrs, "eoi", f.apic_eoi.map(on_off));
+        o.empty("apic", &attrs);
+    }
+    for (flag, name) in [(f.pae, "pae"), (f.privnet, "privnet")] {
         if flag {
             o.empty(name, &[]);
         }
@@ -472,9 +502,18 @@ fn format_features(o: &mut Out, f: &Features) {
             o.close("capabilities");
         }
     }
-    for (name, state) in [("vmport", f.vmport), ("smm", f.smm)] {
-        if let Some(s) = state {
-            o.empty(name, &[a("state", if s { "on" } else { "off" })]);
+    if let Some(s) = f.vmport {
+        o.empty("vmport", &[a("state", on_off(s))]);
+    }
+    if let Some(s) = f.smm {
+        let state = [a("state", on_off(s))];
+        match f.smm_tseg_mib {
+            None => o.empty("smm", &state),
+            Some(mib) => {
+                o.open("smm", &state);
+                o.leaf("tseg", &[a("unit", "MiB")], &mib.to_string());
+                o.close("smm");
+            }
         }
     }
     if let Some(d) = f.ioapic {
@@ -508,7 +547,10 @@ fn format_devices(o: &mut Out, d: &Devices) {
         format_hostdev(o, h);
     }
     for s in &d.serials {
-        o.open("serial", &[a("type", "pty")]);
+        o.open("serial", &[a("type", s.chardev_type)]);
+        for k in &s.kept {
+            format_kept(o, k);
+        }
         let mut target = Vec::new();
         if let Some(t) = s.target_type {
             target.push(a("type", t));
@@ -526,7 +568,10 @@ fn format_devices(o: &mut Out, d: &Devices) {
         o.close("serial");
     }
     for c in &d.consoles {
-        o.open("console", &[a("type", "pty")]);
+        o.open("console", &[a("type", c.chardev_type)]);
+        for k in &c.kept {
+            format_kept(o, k);
+        }
         o.empty("target", &[a("type", c.target_type), a("port", c.port)]);
         format_common(o, None, &c.alias, &c.address);
         o.close("console");
@@ -580,7 +625,9 @@ fn format_disk(o: &mut Out, d: &Disk) {
         // The source is among the kept children.
         DiskSource::Kept(t) => (t.as_str(), "", &None),
     };
-    o.open("disk", &[a("type", kind), a("device", d.device)]);
+    let mut attrs = vec![a("type", kind), a("device", d.device)];
+    opt_attr(&mut attrs, "model", d.model);
+    o.open("disk", &attrs);
     if let Some(drv) = &d.driver {
         let mut attrs = Vec::new();
         if let Some(n) = drv.name {
@@ -598,7 +645,21 @@ fn format_disk(o: &mut Out, d: &Disk) {
         if let Some(d) = drv.discard {
             attrs.push(a("discard", d));
         }
-        o.empty("driver", &attrs);
+        if let Some(q) = drv.queues {
+            attrs.push(a("queues", q));
+        }
+        for (name, value) in &drv.kept_attrs {
+            attrs.push(a(name, value));
+        }
+        if drv.kept.is_empty() {
+            o.empty("driver", &attrs);
+        } else {
+            o.open("driver", &attrs);
+            for k in &drv.kept {
+                format_kept(o, k);
+            }
+            o.close("driver");
+        }
     }
     if let Some(p) = src {
         o.empty("source", &[a(src_attr, path(p))]);
@@ -871,6 +932,7 @@ fn format_cpu(o: &mut Out, c: &Cpu) {
         for (name, v) in [
             ("sockets", t.sockets),
             ("dies", t.dies),
+            ("clusters", t.clusters),
             ("cores", t.cores),
             ("threads", t.threads),
         ] {
@@ -1009,7 +1071,14 @@ fn format_vm_devices(o: &mut Out, d: &Devices) {
                 opt_attr(&mut ta, "busNr", t.bus_nr);
                 opt_attr(&mut ta, "index", t.index);
                 opt_attr(&mut ta, "hotplug", t.hotplug.map(on_off));
-                o.empty("target", &ta);
+                match t.node {
+                    None => o.empty("target", &ta),
+                    Some(n) => {
+                        o.open("target", &ta);
+                        o.leaf("node", &[], &n.to_string());
+                        o.close("target");
+                    }
+                }
             }
             if c.queues.is_some() || c.iothread.is_some() {
                 let mut da = Vec::new();
@@ -1037,6 +1106,7 @@ fn format_vm_devices(o: &mut Out, d: &Devices) {
         opt_attr(&mut attrs, "passwd", g.passwd.as_ref());
         opt_attr(&mut attrs, "keymap", g.keymap.as_ref());
         opt_attr(&mut attrs, "tlsPort", g.tls_port);
+        opt_attr(&mut attrs, "defaultMode", g.default_mode.as_ref());
         element_with(o, "graphics", &attrs, |o| {
             for l in &g.listens {
                 let mut la = Vec::new();
@@ -1061,6 +1131,7 @@ fn format_vm_devices(o: &mut Out, d: &Devices) {
                 opt_attr(&mut ma, "vram64", m.vram64);
                 opt_attr(&mut ma, "heads", m.heads);
                 opt_attr(&mut ma, "primary", m.primary.map(yes_no));
+                opt_attr(&mut ma, "blob", m.blob.map(on_off));
                 element_with(o, "model", &ma, |o| {
                     for k in &m.kept {
                         format_kept(o, k);
@@ -1071,14 +1142,17 @@ fn format_vm_devices(o: &mut Out, d: &Devices) {
         });
     }
     for s in &d.sounds {
-        element_with(o, "sound", &[a("model", s.model)], |o| {
+        let mut attrs = vec![a("model", s.model)];
+        opt_attr(&mut attrs, "streams", s.streams);
+        opt_attr(&mut attrs, "multichannel", s.multichannel.map(yes_no));
+        element_with(o, "sound", &attrs, |o| {
             for c in &s.codecs {
                 o.empty("codec", &[a("type", c)]);
             }
             if let Some(id) = s.audio {
                 o.empty("audio", &[a("id", id)]);
             }
-            device_tail(o, &s.alias, &s.address, &[]);
+            device_tail(o, &s.alias, &s.address, &s.kept);
         });
     }
     for au in &d.audios {

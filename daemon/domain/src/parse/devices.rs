@@ -121,22 +121,24 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
                 ctx.vm_only(child)?;
                 let (rest, mut kept) = split_kept(ctx, child, kept::CHARDEV, &[])?;
                 let common = vm::common(&mut kept, child)?;
-                let (target, port) = parse_chardev(&rest, &["type", "port"])?;
-                serials.push((serial_target(target)?, port, common));
+                let (chardev, target, port) = parse_chardev(ctx, &rest, &["type", "port"])?;
+                serials.push((chardev, serial_target(target)?, port, common, kept));
                 serial_ports.reserve(child, port)?;
             }
             "console" => {
                 let (rest, mut kept) = split_kept(ctx, child, kept::CHARDEV, &[])?;
                 let common = vm::common(&mut kept, child)?;
-                let (target_type, port) = parse_console(ctx, &rest)?;
-                consoles.push((target_type, port, common));
+                let (chardev, target_type, port) = parse_console(ctx, &rest)?;
+                consoles.push((chardev, target_type, port, common, kept));
                 console_ports.reserve(child, port)?;
             }
             _ => {} // emulator, handled above
         }
     }
-    for ((target_type, model), port, common) in serials {
+    for (chardev_type, (target_type, model), port, common, kept) in serials {
         d.serials.push(Serial {
+            chardev_type,
+            kept,
             port: serial_ports.assign(port),
             target_type,
             model,
@@ -144,8 +146,10 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             alias: common.alias,
         });
     }
-    for (target_type, port, common) in consoles {
+    for (chardev_type, target_type, port, common, kept) in consoles {
         d.consoles.push(Console {
+            chardev_type,
+            kept,
             target_type,
             port: console_ports.assign(port),
             address: common.address,
@@ -455,7 +459,12 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
     let el = &el;
     let common = vm::common(&mut kept, full)?;
     let extra = vm::disk_fields(&mut kept, full)?;
-    check_attrs(el, &["type", "device"])?;
+    if ctx.lxc() {
+        check_attrs(el, &["type", "device"])?;
+    } else {
+        check_attrs(el, &["type", "device", "model"])?;
+    }
+    let model = attr_keyword(el, "model", VirtioModel::parse, VirtioModel::NAMES)?;
     check_children(el, &["driver", "source", "target", "readonly"], &[])?;
     // libvirt reads a VM's disk without a type as a file.
     let (type_pos, type_value) = match el.attribute("type") {
@@ -505,14 +514,29 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
         None => None,
         Some(d) => {
             ctx.vm_only(d)?;
-            check_attrs(d, &["name", "type", "cache", "io", "discard"])?;
-            check_children(d, &[], &[])?;
+            // The table checks every name and value; the typed ones are
+            // read from it, the rest stay as written.
+            let k = parse_kept(d, &kept::DISK_DRIVER)?;
+            let kw = |name: &str| k.attr(name);
+            let queues = d
+                .attribute("queues")
+                .map(|q| number(q.pos, "driver", "queues", q.value.trim(), 1u32, 1024))
+                .transpose()?;
+            const TYPED: &[&str] = &["name", "type", "cache", "io", "discard", "queues"];
             Some(DiskDriver {
-                name: attr_keyword(d, "name", DiskDriverName::parse, DiskDriverName::NAMES)?,
-                format: attr_keyword(d, "type", ImageFormat::parse, ImageFormat::NAMES)?,
-                cache: attr_keyword(d, "cache", DiskCache::parse, DiskCache::NAMES)?,
-                io: attr_keyword(d, "io", DiskIo::parse, DiskIo::NAMES)?,
-                discard: attr_keyword(d, "discard", DiskDiscard::parse, DiskDiscard::NAMES)?,
+                name: kw("name").and_then(DiskDriverName::parse),
+                format: kw("type").and_then(ImageFormat::parse),
+                cache: kw("cache").and_then(DiskCache::parse),
+                io: kw("io").and_then(DiskIo::parse),
+                discard: kw("discard").and_then(DiskDiscard::parse),
+                queues,
+                kept_attrs: k
+                    .attributes
+                    .iter()
+                    .filter(|(n, _)| !TYPED.contains(&n.as_str()))
+                    .cloned()
+                    .collect(),
+                kept: k.children,
             })
         }
     };
@@ -598,6 +622,7 @@ fn parse_disk(ctx: Ctx, el: &Element) -> Result<Disk> {
     Ok(Disk {
         source,
         device,
+        model,
         driver,
         target_dev: dev.value.clone(),
         target_bus: attr_keyword(target, "bus", DiskBus::parse, DiskBus::NAMES)?,
@@ -1178,24 +1203,35 @@ fn parse_hex_or_dec(el: &Element, a: &Attribute, max: u64) -> Result<u64> {
     }
 }
 
-/// `<serial>`/`<console>` common part: `type='pty'` and an optional
-/// `<target port=>`; returns the target element and port.
+/// `<serial>`/`<console>` common part: `type` (`pty` for containers)
+/// and an optional `<target port=>`; returns the type, the target element
+/// and port.
 fn parse_chardev<'a>(
+    ctx: Ctx,
     el: &'a Element,
     target_attrs: &[&str],
-) -> Result<(Option<&'a Element>, Option<u32>)> {
+) -> Result<(ChardevType, Option<&'a Element>, Option<u32>)> {
     check_attrs(el, &["type"])?;
     check_children(el, &["target"], &[])?;
-    if let Some(t) = el.attribute("type")
-        && t.value != "pty"
-    {
-        return Err(DomainError::invalid(
+    let chardev = match el.attribute("type") {
+        None => ChardevType::Pty,
+        Some(t) if ctx.lxc() && t.value != "pty" => {
+            return Err(DomainError::invalid(
+                t.pos,
+                &el.qname,
+                format!("{} type '{}' is not supported", el.qname, t.value),
+                "use type='pty'",
+            ));
+        }
+        Some(t) => keyword(
             t.pos,
             &el.qname,
-            format!("{} type '{}' is not supported", el.qname, t.value),
-            "use type='pty'",
-        ));
-    }
+            "type",
+            &t.value,
+            ChardevType::parse,
+            ChardevType::NAMES,
+        )?,
+    };
     let target = el.element("target");
     let mut port = None;
     if let Some(t) = target {
@@ -1208,18 +1244,18 @@ fn parse_chardev<'a>(
             .map(|a| number(a.pos, "target", "port", &a.value, 0u32, 4095))
             .transpose()?;
     }
-    Ok((target, port))
+    Ok((chardev, target, port))
 }
 
-fn parse_console(ctx: Ctx, el: &Element) -> Result<(ConsoleTargetType, Option<u32>)> {
-    let (target, port) = parse_chardev(el, &["type", "port"])?;
+fn parse_console(ctx: Ctx, el: &Element) -> Result<(ChardevType, ConsoleTargetType, Option<u32>)> {
+    let (chardev, target, port) = parse_chardev(ctx, el, &["type", "port"])?;
     let default = if ctx.lxc() {
         ConsoleTargetType::Lxc
     } else {
         ConsoleTargetType::Serial
     };
     let Some(t) = target else {
-        return Ok((default, port));
+        return Ok((chardev, default, port));
     };
     let tt = attr_keyword(
         t,
@@ -1244,7 +1280,7 @@ fn parse_console(ctx: Ctx, el: &Element) -> Result<(ConsoleTargetType, Option<u3
             },
         ));
     }
-    Ok((tt, port))
+    Ok((chardev, tt, port))
 }
 
 /// The `type` and `<model name=>` of a serial port's `<target>`.

@@ -199,6 +199,11 @@ pub(super) fn attr_yes_no(el: &Element, name: &str) -> Result<Option<bool>> {
     attr_keyword(el, name, parse_yes_no, &["yes", "no"])
 }
 
+/// An `on`/`off` attribute, if present.
+pub(super) fn attr_on_off(el: &Element, name: &str) -> Result<Option<bool>> {
+    attr_keyword(el, name, parse_on_off, &["on", "off"])
+}
+
 fn parse_yes_no(s: &str) -> Option<bool> {
     match s {
         "yes" => Some(true),

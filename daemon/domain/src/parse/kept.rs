@@ -19,37 +19,52 @@ pub(super) fn parse_kept(el: &Element, spec: &'static Spec) -> Result<KeptElemen
             attributes.push(((*name).to_owned(), value));
         }
     }
-    let mut text = None;
-    let mut children = Vec::new();
-    match spec.body {
-        Body::Empty => check_children(el, &[], &[])?,
-        Body::Text(v) => {
-            let t = super::helpers::text(el)?;
-            printable(el, &t)?;
-            let t = t.trim();
-            if !t.is_empty() {
-                check_value(el.pos, &el.qname, "text", t, v)?;
-                text = Some(t.to_owned());
-            }
+    let (text, children) = match spec.body {
+        Body::Empty => {
+            check_children(el, &[], &[])?;
+            (None, Vec::new())
         }
-        Body::Children(specs) => {
-            let allowed: Vec<&str> = specs.iter().map(|s| s.name).collect();
-            check_children(el, &[], &allowed)?;
-            for node in &el.children {
-                if let Node::Element(child) = node
-                    && let Some(s) = kept::find(specs, &child.name)
-                {
-                    children.push(parse_kept(child, s)?);
-                }
-            }
+        Body::Text(v) => (kept_text(el, v)?, Vec::new()),
+        // The child elements decide which form it is.
+        Body::TextOrChildren(_, specs) if el.elements().next().is_some() => {
+            (None, kept_children(el, specs)?)
         }
-    }
+        Body::TextOrChildren(v, _) => (kept_text(el, v)?, Vec::new()),
+        Body::Children(specs) => (None, kept_children(el, specs)?),
+    };
     Ok(KeptElement {
         name: spec.name.to_owned(),
         attributes,
         text,
         children,
     })
+}
+
+/// The trimmed text of `el`, checked as `v`; `None` when empty.
+fn kept_text(el: &Element, v: Value) -> Result<Option<String>> {
+    let t = super::helpers::text(el)?;
+    printable(el, &t)?;
+    let t = t.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    check_value(el.pos, &el.qname, "text", t, v)?;
+    Ok(Some(t.to_owned()))
+}
+
+/// The children of `el`, each one of `specs`, in document order.
+fn kept_children(el: &Element, specs: &'static [&'static Spec]) -> Result<Vec<KeptElement>> {
+    let allowed: Vec<&str> = specs.iter().map(|s| s.name).collect();
+    check_children(el, &[], &allowed)?;
+    let mut children = Vec::new();
+    for node in &el.children {
+        if let Node::Element(child) = node
+            && let Some(s) = kept::find(specs, &child.name)
+        {
+            children.push(parse_kept(child, s)?);
+        }
+    }
+    Ok(children)
 }
 
 /// Removes from `el` the children that `specs` keeps and reads them, in

@@ -91,7 +91,13 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
             "a domain document starts with <domain type='lxc'>",
         ));
     }
-    check_attrs(root, &["type"])?;
+    check_attrs(root, &["type", "id"])?;
+    // libvirt writes the running domain's id into what `virsh dumpxml`
+    // prints and ignores it on define, as lxvirt does: the id belongs to a
+    // run, not to the definition, so it is checked and not stored.
+    if let Some(id) = root.attribute("id") {
+        number(id.pos, "domain", "id", id.value.trim(), 0u32, u32::MAX)?;
+    }
     let type_attr = req_attr(root, "type", "add type='lxc' (or 'kvm', 'qemu')")?;
     let kind = keyword(
         type_attr.pos,
@@ -160,7 +166,8 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
             return Err(foreign(root, child, ns));
         }
     }
-    let (plain, mut kept) = kept::split_kept(ctx, &plain, super::kept::ROOT, &["cputune"])?;
+    let (plain, mut kept) =
+        kept::split_kept(ctx, &plain, super::kept::ROOT, &["cputune", "idmap"])?;
     let (cpu, pm) = vm::root_fields(&mut kept, root)?;
     check_children(&plain, ROOT_CHILDREN, &[])?;
     // From here on, the typed children only.
@@ -200,7 +207,19 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     };
 
     let memory_el = req_child(root, "memory", "add <memory unit='MiB'>256</memory>")?;
-    let memory = size(memory_el, "unit")?;
+    let memory = if ctx.lxc() {
+        size(memory_el, "unit")?
+    } else {
+        check_attrs(memory_el, &["unit", "dumpCore"])?;
+        let value = text(memory_el)?;
+        size_value(
+            memory_el,
+            memory_el.pos,
+            &value,
+            memory_el.attribute("unit"),
+        )?
+    };
+    let dump_core = attr_on_off(memory_el, "dumpCore")?;
     if memory == 0 {
         return Err(DomainError::invalid(
             memory_el.pos,
@@ -248,7 +267,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         parse_cputune(el)
     })?;
     // The same element for containers and VMs (libvirt's shape).
-    let numatune = opt(root, "numatune", parse_numatune)?;
+    let numatune = opt(root, "numatune", |el| parse_numatune(ctx, el))?;
     // The same element for containers and VMs (libvirt's shape).
     let blkiotune = opt(root, "blkiotune", parse_blkiotune)?;
     let partition = opt(root, "resource", |el| {
@@ -290,6 +309,15 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     let on_poweroff = lifecycle(root, "on_poweroff", LifecycleAction::Destroy)?;
     let on_reboot = lifecycle(root, "on_reboot", LifecycleAction::Restart)?;
     let on_crash = lifecycle(root, "on_crash", LifecycleAction::Destroy)?;
+    if ctx.lxc() && on_crash == LifecycleAction::PreserveRunning {
+        // A container's crash is its init's end: nothing is left running.
+        return Err(DomainError::invalid(
+            root.element("on_crash").map_or(root.pos, |e| e.pos),
+            "on_crash",
+            "'preserve-running' needs a guest that keeps running after a crash, which a container is not",
+            "use 'preserve' to keep the crashed container for inspection",
+        ));
+    }
     let devices = match root.element("devices") {
         None => Devices::default(),
         Some(el) => devices::parse_devices(ctx, el)?,
@@ -318,6 +346,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         metadata,
         memory,
         current_memory,
+        dump_core,
         memtune,
         vcpu,
         cputune,
@@ -518,16 +547,55 @@ fn parse_cputune(el: &Element) -> Result<CpuTune> {
     })
 }
 
-fn parse_numatune(el: &Element) -> Result<NumaTune> {
+fn parse_numatune(ctx: Ctx, el: &Element) -> Result<NumaTune> {
     check_attrs(el, &[])?;
-    check_children(el, &["memory"], &[])?;
-    let m = req_child(el, "memory", "add <memory mode='strict' nodeset='0'/>")?;
-    check_attrs(m, &["mode", "nodeset"])?;
-    check_children(m, &[], &[])?;
-    let mode =
-        attr_keyword(m, "mode", NumaMode::parse, NumaMode::NAMES)?.unwrap_or(NumaMode::Strict);
-    let nodeset = cpu_list(m, req_attr(m, "nodeset", "add nodeset='0'")?)?;
-    Ok(NumaTune { mode, nodeset })
+    check_children(el, &["memory"], &["memnode"])?;
+    let mut memnodes: Vec<MemNode> = Vec::new();
+    for n in el.elements_named("memnode") {
+        // Guest NUMA cells are a virtual machine's.
+        ctx.vm_only(n)?;
+        check_attrs(n, &["cellid", "mode", "nodeset"])?;
+        check_children(n, &[], &[])?;
+        let id = req_attr(n, "cellid", "add cellid='0'")?;
+        let cellid = number(id.pos, "memnode", "cellid", id.value.trim(), 0u32, u32::MAX)?;
+        if memnodes.iter().any(|m| m.cellid == cellid) {
+            return Err(DomainError::duplicate(
+                n.pos,
+                "numatune",
+                format!("<memnode cellid='{cellid}'>"),
+            ));
+        }
+        memnodes.push(MemNode {
+            cellid,
+            mode: numa_mode(n)?,
+            nodeset: cpu_list(n, req_attr(n, "nodeset", "add nodeset='0'")?)?,
+        });
+    }
+    let memory = match el.element("memory") {
+        None if memnodes.is_empty() => {
+            return Err(DomainError::missing(
+                el.pos,
+                "numatune",
+                "<memory>",
+                "add <memory mode='strict' nodeset='0'/>",
+            ));
+        }
+        None => None,
+        Some(m) => {
+            check_attrs(m, &["mode", "nodeset"])?;
+            check_children(m, &[], &[])?;
+            Some(NumaMemory {
+                mode: numa_mode(m)?,
+                nodeset: cpu_list(m, req_attr(m, "nodeset", "add nodeset='0'")?)?,
+            })
+        }
+    };
+    Ok(NumaTune { memory, memnodes })
+}
+
+/// `mode=` of `<memory>` or `<memnode>`; libvirt's default is strict.
+fn numa_mode(el: &Element) -> Result<NumaMode> {
+    Ok(attr_keyword(el, "mode", NumaMode::parse, NumaMode::NAMES)?.unwrap_or(NumaMode::Strict))
 }
 
 fn parse_blkiotune(el: &Element) -> Result<BlkioTune> {
@@ -902,12 +970,18 @@ fn parse_features(ctx: Ctx, el: &Element) -> Result<Features> {
                 ctx.lxc_only(child)?;
                 f.capabilities = Some(parse_capabilities(child)?);
             }
+            "apic" => {
+                ctx.vm_only(child)?;
+                check_attrs(child, &["eoi"])?;
+                check_children(child, &[], &[])?;
+                f.apic = true;
+                f.apic_eoi = attr_on_off(child, "eoi")?;
+            }
             vm => {
                 ctx.vm_only(child)?;
                 check_flag(child)?;
                 match vm {
                     "acpi" => f.acpi = true,
-                    "apic" => f.apic = true,
                     _ => f.pae = true,
                 }
             }
@@ -957,10 +1031,11 @@ fn parse_clock(ctx: Ctx, el: &Element) -> Result<Clock> {
     for t in el.elements_named("timer") {
         if ctx.lxc() {
             check_attrs(t, &["name", "present"])?;
+            check_children(t, &[], &[])?;
         } else {
-            check_attrs(t, &["name", "present", "tickpolicy"])?;
+            check_attrs(t, &["name", "present", "tickpolicy", "frequency"])?;
+            check_children(t, &["catchup"], &[])?;
         }
-        check_children(t, &[], &[])?;
         let a = req_attr(t, "name", "add name='rtc'")?;
         let allowed: &[&str] = if ctx.lxc() {
             &["rtc", "hpet"]
@@ -987,6 +1062,27 @@ fn parse_clock(ctx: Ctx, el: &Element) -> Result<Clock> {
             name,
             present: attr_yes_no(t, "present")?,
             tickpolicy: attr_keyword(t, "tickpolicy", TickPolicy::parse, TickPolicy::NAMES)?,
+            frequency: t
+                .attribute("frequency")
+                .map(|f| number(f.pos, "timer", "frequency", f.value.trim(), 1u64, u64::MAX))
+                .transpose()?,
+            catchup: t
+                .element("catchup")
+                .map(|c| {
+                    check_attrs(c, &["threshold", "slew", "limit"])?;
+                    check_children(c, &[], &[])?;
+                    let n = |name: &str| {
+                        c.attribute(name)
+                            .map(|v| number(v.pos, "catchup", name, v.value.trim(), 0u64, u64::MAX))
+                            .transpose()
+                    };
+                    Ok::<_, DomainError>(TimerCatchup {
+                        threshold: n("threshold")?,
+                        slew: n("slew")?,
+                        limit: n("limit")?,
+                    })
+                })
+                .transpose()?,
         });
     }
     Ok(Clock { offset, timers })

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::super::def::*;
 use super::super::error::DomainError;
+use super::super::units::parse_size;
 use super::super::xml::Element;
 use super::helpers::*;
 
@@ -79,13 +80,20 @@ pub(super) fn os_fields(os: &mut HvmOs, el: &Element) -> Result<()> {
             readonly: yes(&k, "readonly"),
             loader_type: kw(k.attr("type"), LoaderType::parse),
             secure: yes(&k, "secure"),
+            stateless: yes(&k, "stateless"),
         });
     }
-    if let Some(k) = take(&mut os.kept, "nvram", el)? {
-        os.nvram = Some(Nvram {
-            path: path(el, "nvram", k.text.as_deref())?,
-            template: path(el, "nvram", k.attr("template"))?,
-        });
+    match take(&mut os.kept, "nvram", el)? {
+        // A path and its template: typed. A type, format or <source>:
+        // kept whole, refused at start.
+        Some(k) if k.children.is_empty() && k.attributes.iter().all(|(n, _)| n == "template") => {
+            os.nvram = Some(Nvram {
+                path: path(el, "nvram", k.text.as_deref())?,
+                template: path(el, "nvram", k.attr("template"))?,
+            });
+        }
+        Some(k) => os.kept.push(k),
+        None => {}
     }
     if let Some(k) = take(&mut os.kept, "bootmenu", el)? {
         let timeout = k
@@ -126,8 +134,11 @@ pub(super) fn feature_fields(f: &mut Features, el: &Element) -> Result<()> {
     if let Some(k) = take(&mut f.kept, "vmport", el)? {
         f.vmport = Some(on(&k, "state").unwrap_or(true));
     }
-    if let Some(k) = take(&mut f.kept, "smm", el)? {
+    if let Some(mut k) = take(&mut f.kept, "smm", el)? {
         f.smm = Some(on(&k, "state").unwrap_or(true));
+        if let Some(t) = take(&mut k.children, "tseg", el)? {
+            f.smm_tseg_mib = Some(tseg_mib(el, &t)?);
+        }
     }
     if let Some(k) = take(&mut f.kept, "ioapic", el)? {
         f.ioapic = kw(k.attr("driver"), IoapicDriver::parse);
@@ -141,6 +152,33 @@ pub(super) fn feature_fields(f: &mut Features, el: &Element) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `<tseg>` in whole MiB (libvirt's default unit), as qemu takes it.
+fn tseg_mib(el: &Element, t: &KeptElement) -> Result<u64> {
+    const MIB: u64 = 1 << 20;
+    let pos = pos_of(el, "smm");
+    let text = t.text.as_deref().unwrap_or("0");
+    let bytes = parse_size(text, Some(t.attr("unit").unwrap_or("MiB"))).map_err(|_| {
+        DomainError::invalid(
+            pos,
+            "tseg",
+            format!(
+                "'{text}' with unit '{}' is not a size",
+                t.attr("unit").unwrap_or("MiB")
+            ),
+            "write a number of MiB, e.g. <tseg unit='MiB'>48</tseg>",
+        )
+    })?;
+    if bytes % MIB != 0 {
+        return Err(DomainError::invalid(
+            pos,
+            "tseg",
+            format!("{bytes} bytes is not a whole number of MiB"),
+            "give the size in whole MiB",
+        ));
+    }
+    Ok(bytes / MIB)
 }
 
 /// Most vCPUs of a topology level.
@@ -194,6 +232,7 @@ pub(super) fn root_fields(
                 cpu.topology = Some(CpuTopology {
                     sockets: count(el, &c, "sockets", MAX_TOPOLOGY)?,
                     dies: count(el, &c, "dies", MAX_TOPOLOGY)?,
+                    clusters: count(el, &c, "clusters", MAX_TOPOLOGY)?,
                     cores: count(el, &c, "cores", MAX_TOPOLOGY)?,
                     threads: count(el, &c, "threads", MAX_TOPOLOGY)?,
                 });
@@ -288,14 +327,35 @@ pub(super) struct DiskFields {
 
 /// `<serial>`, `<shareable/>`, `<transient/>`, `<backingStore>` of a disk.
 pub(super) fn disk_fields(kept: &mut Vec<KeptElement>, el: &Element) -> Result<DiskFields> {
+    let backing_store = match take(kept, "backingStore", el)? {
+        Some(k) if plain_backing_store(&k) => Some(backing_store(k, el)?),
+        Some(k) => {
+            kept.push(k);
+            None
+        }
+        None => None,
+    };
     Ok(DiskFields {
         serial: take(kept, "serial", el)?.and_then(|k| k.text),
         shareable: take(kept, "shareable", el)?.is_some(),
         transient: take(kept, "transient", el)?.is_some(),
-        backing_store: take(kept, "backingStore", el)?
-            .map(|k| backing_store(k, el))
-            .transpose()?,
+        backing_store,
     })
+}
+
+/// Whether each image of the chain is a file or block device named by
+/// its path alone, with nothing but its format: what [`BackingStore`]
+/// holds. Another chain stays kept as written, whole.
+fn plain_backing_store(k: &KeptElement) -> bool {
+    let type_ok = matches!(k.attr("type"), None | Some("file" | "block"));
+    type_ok
+        && k.children.iter().all(|c| match c.name.as_str() {
+            "source" => {
+                c.children.is_empty() && c.attributes.iter().all(|(n, _)| n == "file" || n == "dev")
+            }
+            "format" => c.children.is_empty(),
+            _ => plain_backing_store(c),
+        })
 }
 
 /// One `<backingStore>` and, nested, those under it.
@@ -432,6 +492,23 @@ pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
                                 bus_nr: u32_attr(el, &ch, "busNr", 0, u32::MAX)?,
                                 index: u32_attr(el, &ch, "index", 0, u32::MAX)?,
                                 hotplug: on(&ch, "hotplug"),
+                                node: match take(&mut ch.children.clone(), "node", el)? {
+                                    None => None,
+                                    Some(n) => n
+                                        .text
+                                        .as_deref()
+                                        .map(|v| {
+                                            number(
+                                                pos_of(el, "node"),
+                                                "node",
+                                                "node",
+                                                v,
+                                                0u32,
+                                                u32::MAX,
+                                            )
+                                        })
+                                        .transpose()?,
+                                },
                             })
                         }
                         "driver" => {
@@ -488,6 +565,7 @@ pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
                     passwd: k.attr("passwd").map(str::to_owned),
                     keymap: k.attr("keymap").map(str::to_owned),
                     tls_port: port_attr(el, &k, "tlsPort")?,
+                    default_mode: k.attr("defaultMode").map(str::to_owned),
                     listens,
                     kept,
                 });
@@ -512,6 +590,7 @@ pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
                             vram64: u64_attr(&ch, "vram64"),
                             heads: u32_attr(el, &ch, "heads", 1, 64)?,
                             primary: yes(&ch, "primary"),
+                            blob: on(&ch, "blob"),
                             kept: ch.children,
                         });
                     } else {
@@ -540,8 +619,15 @@ pub(super) fn device_fields(d: &mut Devices, el: &Element) -> Result<()> {
                     model: req_kw(el, &k, "model", SoundModel::parse, "ich9")?,
                     codecs,
                     audio,
+                    streams: u32_attr(el, &k, "streams", 1, u32::MAX)?,
+                    multichannel: yes(&k, "multichannel"),
                     address: c.address,
                     alias: c.alias,
+                    kept: k
+                        .children
+                        .into_iter()
+                        .filter(|ch| ch.name != "codec" && ch.name != "audio")
+                        .collect(),
                 });
             }
             "audio" => {

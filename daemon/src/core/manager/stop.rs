@@ -208,7 +208,10 @@ impl Manager {
                 LifecycleAction::Restart
                 | LifecycleAction::RenameRestart
                 | LifecycleAction::CoredumpRestart => Ending::Restart,
-                LifecycleAction::Preserve => Ending::Preserve,
+                // Refused at define for containers and at start for
+                // virtual machines; should a crashed guest end anyway, its
+                // remains are kept as for preserve.
+                LifecycleAction::Preserve | LifecycleAction::PreserveRunning => Ending::Preserve,
                 LifecycleAction::Destroy | LifecycleAction::CoredumpDestroy => Ending::Shutoff,
             }
         };

@@ -109,6 +109,12 @@ pub(super) fn controllers(args: &mut Args, ctx: &mut Ctx<'_>) -> Result<Buses, C
                 if model.is_some_and(|m| !PCI_MODELS.contains(&m)) {
                     return Err(ctx.refuse(what, "lxvirt does not know this PCI controller"));
                 }
+                if c.target.is_some_and(|t| t.node.is_some()) {
+                    return Err(ctx.refuse(
+                        format!("{what}<target><node>"),
+                        "a NUMA node belongs to an expander bus, which lxvirt does not run",
+                    ));
+                }
             }
             ControllerType::Usb => {
                 let default = if ctx.chipset == Chipset::Q35 {
@@ -314,6 +320,14 @@ fn videos(args: &mut Args, ctx: &mut Ctx<'_>) -> Result<(), CommandError> {
         let what = format!("<video><model type='{kind}'>");
         ctx.refuse_kept("<video>", &video.kept)?;
         ctx.refuse_kept(&what, &model.kept)?;
+        if model.blob == Some(true) {
+            // Blob resources need the guest's memory in a memfd backend,
+            // which the driver does not set up.
+            return Err(ctx.refuse(
+                format!("{what} with blob='on'"),
+                "blob resources need memfd guest memory, which the QEMU driver does not set up",
+            ));
+        }
         // The first card is the primary, the one that takes the legacy VGA
         // ports; only virtio and qxl have a model for secondary cards.
         let primary = index == 0;
@@ -443,6 +457,14 @@ fn sounds(args: &mut Args, ctx: &mut Ctx<'_>) -> Result<(), CommandError> {
             SoundModel::Ich9 => "ich9-intel-hda",
             _ => return Err(ctx.refuse(what, "the QEMU driver runs sound models ich6 and ich9")),
         };
+        ctx.refuse_kept(&what, &sound.kept)?;
+        // Options of the virtio and usb models, which an HDA card lacks.
+        if sound.streams.is_some() || sound.multichannel.is_some() {
+            return Err(ctx.refuse(
+                format!("{what} with streams or multichannel"),
+                "they belong to sound models virtio and usb; remove them",
+            ));
+        }
         let audio = match sound.audio {
             Some(id) if audios.contains(&id) => id,
             Some(_) => {

@@ -48,24 +48,30 @@ pub(super) fn interfaces(args: &mut Args, ctx: &mut Ctx<'_>) -> Result<(), Comma
             return Err(ctx.refuse(what, "the driver opened no tap device for it"));
         };
         let model = interface.model.unwrap_or(DEFAULT_MODEL);
+        let device_name = match model {
+            NicModel::Virtio => "virtio-net-pci",
+            NicModel::VirtioTransitional => "virtio-net-pci-transitional",
+            NicModel::VirtioNonTransitional => "virtio-net-pci-non-transitional",
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+            NicModel::Rtl8139 => "rtl8139",
+            NicModel::UsbNet => {
+                return Err(ctx.refuse(
+                    format!("{what} with <model type='usb-net'>"),
+                    "the QEMU driver puts network cards on PCI only; use virtio or e1000e",
+                ));
+            }
+        };
         let netdev = format!("hostnet{index}");
         let id = ctx.id(interface.alias.as_deref(), format!("net{index}"), &what)?;
         args.push2("-netdev", format!("tap,id={netdev},fd={fd}"));
-        let mut device = format!(
-            "{},netdev={netdev},id={id}",
-            match model {
-                NicModel::Virtio => "virtio-net-pci",
-                NicModel::E1000 => "e1000",
-                NicModel::E1000e => "e1000e",
-                NicModel::Rtl8139 => "rtl8139",
-            }
-        );
+        let mut device = format!("{device_name},netdev={netdev},id={id}");
         if let Some(mac) = &interface.mac {
             device.push_str(&format!(",mac={mac}"));
         }
         // Emulated cards learn nothing of the MTU; the tap's is the
         // driver's, and the guest's the guest's.
-        if let (Some(mtu), NicModel::Virtio) = (interface.mtu, model) {
+        if let (Some(mtu), true) = (interface.mtu, device_name.starts_with("virtio")) {
             device.push_str(&format!(",host_mtu={mtu}"));
         }
         if let Some(order) = interface.boot_order {

@@ -24,7 +24,7 @@ use super::devices::Buses;
 use super::{Args, Chipset, Ctx, escape, on_off};
 use crate::domain::{
     BackingStore, Disk, DiskBus, DiskCache, DiskDevice, DiskDiscard, DiskIo, DiskSource, HvmOs,
-    ImageFormat, LoaderType,
+    ImageFormat, LoaderType, VirtioModel,
 };
 use crate::qemu::command::CommandError;
 
@@ -278,7 +278,7 @@ fn disk_nodes(
         ));
     }
     let cdrom = disk.device == DiskDevice::Cdrom;
-    let driver = disk.driver.unwrap_or_default();
+    let driver = disk.driver.clone().unwrap_or_default();
     let cache = driver.cache.map(cache_mode);
     if driver.io == Some(DiskIo::Native) && !cache.as_ref().is_some_and(|c| c.direct) {
         return Err(ctx.refuse(
@@ -403,7 +403,14 @@ pub(super) fn disks(args: &mut Args, ctx: &mut Ctx<'_>, buses: &Buses) -> Result
                     "a CD-ROM drive sits on bus 'sata', 'scsi' or 'ide'",
                 ));
             }
-            DiskBus::Virtio => ("virtio-blk-pci", String::new()),
+            DiskBus::Virtio => (
+                match disk.model {
+                    None | Some(VirtioModel::Virtio) => "virtio-blk-pci",
+                    Some(VirtioModel::VirtioTransitional) => "virtio-blk-pci-transitional",
+                    Some(VirtioModel::VirtioNonTransitional) => "virtio-blk-pci-non-transitional",
+                },
+                String::new(),
+            ),
             DiskBus::Sata => {
                 let (controller, port) = match drive_address(disk) {
                     Some((controller, _, _, unit)) => (controller, unit),
@@ -493,6 +500,29 @@ pub(super) fn disks(args: &mut Args, ctx: &mut Ctx<'_>, buses: &Buses) -> Result
             ));
         }
         ctx.refuse_kept(&format!("{what}: "), &disk.kept)?;
+        if let Some(driver) = &disk.driver {
+            if let Some((name, value)) = driver.kept_attrs.first() {
+                return Err(ctx.refuse(
+                    format!("{what} with <driver {name}='{value}'>"),
+                    "lxvirt keeps it but does not run it",
+                ));
+            }
+            ctx.refuse_kept(&format!("{what}: <driver>"), &driver.kept)?;
+        }
+        let queues = disk.driver.as_ref().and_then(|d| d.queues);
+        let virtio = model.starts_with("virtio-blk");
+        if let (Some(m), false) = (disk.model, virtio) {
+            return Err(ctx.refuse(
+                format!("{what} with model='{m}'"),
+                "a disk's model is a virtio variant; use bus='virtio' or leave model out",
+            ));
+        }
+        if queues.is_some() && !virtio {
+            return Err(ctx.refuse(
+                format!("{what} with <driver queues>"),
+                "request queues are a virtio disk's; use bus='virtio' or leave queues out",
+            ));
+        }
         let node = disk_nodes(args, ctx, index, disk, &what)?;
         let id = ctx.id(
             disk.alias.as_deref(),
@@ -515,8 +545,11 @@ pub(super) fn disks(args: &mut Args, ctx: &mut Ctx<'_>, buses: &Buses) -> Result
             // knowingly (a cluster file system).
             device.push_str(",share-rw=on");
         }
-        if let Some(cache) = disk.driver.and_then(|d| d.cache).map(cache_mode) {
+        if let Some(cache) = disk.driver.as_ref().and_then(|d| d.cache).map(cache_mode) {
             device.push_str(&format!(",write-cache={}", on_off(cache.write_cache)));
+        }
+        if let Some(queues) = queues {
+            device.push_str(&format!(",num-queues={queues}"));
         }
         args.push2("-device", device);
     }
@@ -579,7 +612,14 @@ pub(super) fn firmware(
     };
     push_layer(args, &code, "pflash0", read_only, None, &options, false);
     machine.push_str(",pflash0=pflash0");
+    let stateless = loader.stateless == Some(true);
     match os.nvram.as_ref().and_then(|n| n.path.as_deref()) {
+        Some(_) if stateless => {
+            return Err(ctx.refuse(
+                "<os><loader stateless='yes'> with <nvram>",
+                "stateless firmware keeps no variables; remove <nvram> or stateless",
+            ));
+        }
         Some(vars) => {
             let vars = Layer {
                 path: vars,
@@ -589,7 +629,8 @@ pub(super) fn firmware(
             push_layer(args, &vars, "pflash1", false, None, &options, false);
             machine.push_str(",pflash1=pflash1");
         }
-        None if read_only => {
+        // Stateless firmware runs from its code alone.
+        None if read_only && !stateless => {
             return Err(ctx.refuse(
                 "<os><loader type='pflash' readonly='yes'> without <nvram>",
                 "read-only firmware code needs a variable store; add <nvram>PATH</nvram>",
