@@ -249,6 +249,11 @@ pub struct Setup<'a, S: Syscalls + ?Sized> {
     /// The masters of the console ptys opened from the container's own
     /// devpts instance, console 0 first, until they go to the monitor.
     consoles: RefCell<Vec<OwnedFd>>,
+    /// The host path of the first masked directory: its empty read-only
+    /// tmpfs is bound over every other one, so that masks cost one
+    /// superblock per container (each superblock costs the kernel
+    /// per-memory-cgroup state in every container of the host).
+    first_mask: RefCell<Option<PathBuf>>,
     /// Init's, without a user namespace: where the console masters go.
     console_sink: Option<BorrowedFd<'a>>,
     /// The mounter's: the container's user namespace, joined once every
@@ -267,6 +272,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             sys,
             spec,
             consoles: RefCell::new(Vec::new()),
+            first_mask: RefCell::new(None),
             console_sink: None,
             userns: None,
             mounts: None,
@@ -800,7 +806,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             &dev,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-            Some(&self.owned_by_root("mode=755,size=65536")),
+            Some(&self.owned_by_root("mode=755")),
         )
         .map_err(|e| SetupError::new(Step::Dev, Some(inside), e))?;
 
@@ -848,16 +854,14 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         sys.symlink(Path::new("pts/ptmx"), &dev.join("ptmx"))
             .map_err(err_at(Step::Dev, "ptmx"))?;
 
+        // A directory of /dev's tmpfs rather than a tmpfs of its own: one
+        // superblock less per container (see `first_mask`). Its pages are
+        // charged to the container's memory cgroup as before.
         let shm = dev.join("shm");
         sys.mkdir(&shm, 0o1777)
-            .and_then(|()| {
-                sys.mount(
-                    Some(Path::new("shm")),
-                    &shm,
-                    Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some(&self.owned_by_root("mode=1777")),
-                )
+            .and_then(|()| match self.mapped_root() {
+                Some((uid, gid)) => sys.chown(&shm, uid, gid),
+                None => Ok(()),
             })
             .map_err(err_at(Step::Dev, "shm"))?;
 
@@ -992,7 +996,8 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
     }
 
     /// Hide `inside`: /dev/null over a file, an empty read-only tmpfs over
-    /// a directory; skipped when the path does not exist.
+    /// a directory (one for all of them); skipped when the path does not
+    /// exist.
     fn mask_path(&self, inside: &Path) -> Result<(), SetupError> {
         let err = |e| SetupError::new(Step::MaskPath, Some(inside), e);
         let host = match self.sys.resolve_in_root(&self.root, inside) {
@@ -1001,13 +1006,28 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             Err(e) => return Err(err(e)),
         };
         match self.sys.file_kind(&host) {
-            Ok(FileKind::Dir) => self.sys.mount(
-                Some(Path::new("tmpfs")),
-                &host,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(&self.options("mode=555,size=4k")),
-            ),
+            Ok(FileKind::Dir) => {
+                let first = self.first_mask.borrow().clone();
+                match first {
+                    Some(first) => {
+                        self.sys
+                            .mount(Some(&first), &host, None, MsFlags::MS_BIND, None)
+                    }
+                    None => self
+                        .sys
+                        .mount(
+                            Some(Path::new("tmpfs")),
+                            &host,
+                            Some("tmpfs"),
+                            MsFlags::MS_RDONLY
+                                | MsFlags::MS_NOSUID
+                                | MsFlags::MS_NODEV
+                                | MsFlags::MS_NOEXEC,
+                            Some(&self.options("mode=555,size=4k")),
+                        )
+                        .map(|()| *self.first_mask.borrow_mut() = Some(host.clone())),
+                }
+            }
             Ok(_) => self.sys.mount(
                 Some(Path::new("/dev/null")),
                 &host,
@@ -1291,7 +1311,7 @@ mod tests {
             "mount sysfs {ROOT}/sys type=sysfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC"
         )));
         assert!(sys.has(&format!(
-            "mount devfs {ROOT}/dev type=tmpfs flags=MS_NOSUID|MS_STRICTATIME data=mode=755,size=65536"
+            "mount devfs {ROOT}/dev type=tmpfs flags=MS_NOSUID|MS_STRICTATIME data=mode=755"
         )));
         for (name, node) in [
             ("null", "c 1:3"),
@@ -1310,7 +1330,9 @@ mod tests {
             "mount devpts {ROOT}/dev/pts type=devpts flags=MS_NOSUID|MS_NOEXEC data=newinstance,ptmxmode=0666,mode=0620,gid=5"
         )));
         assert!(sys.has(&format!("symlink {ROOT}/dev/ptmx -> pts/ptmx")));
-        assert!(sys.has(&format!("mount shm {ROOT}/dev/shm type=tmpfs")));
+        // /dev/shm is a directory of /dev's tmpfs, not a superblock more.
+        assert!(exact(&sys, &format!("mkdir {ROOT}/dev/shm 1777")));
+        assert!(!sys.has("/dev/shm type="));
         assert!(sys.has(&format!("symlink {ROOT}/dev/fd -> /proc/self/fd")));
         assert!(sys.has(&format!("symlink {ROOT}/dev/stderr -> /proc/self/fd/2")));
         // The consoles are ptys of the container's own devpts instance,
@@ -1420,7 +1442,8 @@ mod tests {
         before(&sys, "mount - / type=- flags=MS_REC|MS_PRIVATE", "mknod");
         assert!(sys.has(&format!("chown {ROOT}/dev/null 100000:100000")));
         assert!(sys.has(&format!("chown {ROOT}/dev/disk/data 100000:100000")));
-        assert!(sys.has("data=mode=755,size=65536,uid=100000,gid=100000"));
+        assert!(sys.has("data=mode=755,uid=100000,gid=100000"));
+        assert!(sys.has(&format!("chown {ROOT}/dev/shm 100000:100000")));
         // The tty group's host gid.
         assert!(sys.has("data=newinstance,ptmxmode=0666,mode=0620,gid=100005"));
         // The console, from the container's devpts, owned by root inside;
@@ -1648,12 +1671,14 @@ mod tests {
         s.readonly_paths = vec!["/proc/sys".into(), "/proc/bus".into()];
         s.masked_paths = vec![
             "/proc/kcore".into(),
+            "/proc/scsi".into(),
             "/proc/acpi".into(),
             "/sys/firmware".into(),
+            "/sys/devices/virtual/powercap".into(),
         ];
         let sys = Recorder::new()
             .missing(format!("{ROOT}/proc/bus"))
-            .missing(format!("{ROOT}/sys/firmware"))
+            .missing(format!("{ROOT}/proc/scsi"))
             .kind(format!("{ROOT}/proc/kcore"), FileKind::File);
         run_ok(&sys, &s);
         before(
@@ -1670,10 +1695,31 @@ mod tests {
         assert!(sys.has(&format!(
             "mount /dev/null {ROOT}/proc/kcore type=- flags=MS_BIND"
         )));
-        assert!(sys.has(&format!(
-            "mount tmpfs {ROOT}/proc/acpi type=tmpfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC data=mode=555,size=4k"
-        )));
-        assert!(!sys.has("sys/firmware"));
+        // One empty read-only tmpfs, on the first masked directory that
+        // exists, bound over the others.
+        assert!(!sys.has("proc/scsi"));
+        assert!(exact(
+            &sys,
+            &format!(
+                "mount tmpfs {ROOT}/proc/acpi type=tmpfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC data=mode=555,size=4k"
+            )
+        ));
+        for dir in ["sys/firmware", "sys/devices/virtual/powercap"] {
+            assert!(
+                exact(
+                    &sys,
+                    &format!("mount {ROOT}/proc/acpi {ROOT}/{dir} type=- flags=MS_BIND data=-")
+                ),
+                "{dir}: {:#?}",
+                sys.calls()
+            );
+        }
+        let readonly_tmpfs = sys
+            .calls()
+            .iter()
+            .filter(|c| c.contains("type=tmpfs flags=MS_RDONLY"))
+            .count();
+        assert_eq!(readonly_tmpfs, 1);
         before(&sys, &format!("{ROOT}/proc/acpi"), "pivot_root");
     }
 
@@ -1705,11 +1751,10 @@ mod tests {
         let sys = Recorder::new();
         run_ok(&sys, &s);
         let ctx = "context=\"system_u:object_r:svirt_sandbox_file_t:s0:c1,c2\"";
-        assert!(sys.has(&format!("data=mode=755,size=65536,{ctx}")));
+        assert!(sys.has(&format!("data=mode=755,{ctx}")));
         assert!(sys.has(&format!(
             "data=newinstance,ptmxmode=0666,mode=0620,gid=5,{ctx}"
         )));
-        assert!(sys.has(&format!("data=mode=1777,{ctx}")));
         assert!(sys.has(&format!("data=size=4096,{ctx}")));
         before(
             &sys,
