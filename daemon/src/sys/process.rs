@@ -141,6 +141,17 @@ pub fn find_process(pid: i32, start: u64) -> Option<OwnedFd> {
     (start_time(pid) == Some(start)).then_some(fd)
 }
 
+/// Returns the allocator's free pages to the kernel (glibc keeps up to
+/// 128 KiB of freed heap by default, per process).
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no
+    // pointer is passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,16 +174,5 @@ mod tests {
         assert_eq!(reap_pidfd(fd.as_fd()), Ok(ExitStatus::Exited(7)));
         assert!(start_time(Pid::this()).is_some());
         assert!(start_time(pid).is_none(), "reaped");
-    }
-}
-
-/// Returns the allocator's free pages to the kernel (glibc keeps up to
-/// 128 KiB of freed heap by default, per process).
-pub fn release_free_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; no
-    // pointer is passed.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
