@@ -214,7 +214,7 @@ impl InstanceLock {
 }
 
 /// The id blocks of persistent domains, in the state directory.
-const USERNS_STATE: &str = "userns.json";
+const USERNS_STATE: &str = "userns";
 
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {

@@ -114,7 +114,20 @@ pub fn start_time(pid: Pid) -> Option<u64> {
 /// Completes when the process behind `pidfd` has exited; reaps it if it
 /// is the daemon's child (a monitor adopted after a restart is not).
 pub async fn wait_exit(pidfd: OwnedFd) {
-    exited(&pidfd).await;
+    // The pidfd itself is watched (no duplicate): the daemon holds one
+    // descriptor per running container, not two.
+    // SAFETY: the AsyncFd owns the pidfd, which stays open and refers to
+    // the same process until `into_inner` hands it back.
+    let pidfd =
+        match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
+            Ok(watched) => {
+                if let Ok(guard) = watched.readable().await {
+                    drop(guard);
+                }
+                watched.into_inner()
+            }
+            Err(_) => return,
+        };
     let _ = reap_pidfd(pidfd.as_fd());
 }
 

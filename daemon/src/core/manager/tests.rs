@@ -399,8 +399,7 @@ impl Harness {
             HostSelinux::Absent("unit tests".into()),
             false,
         );
-        let (ids, _) =
-            IdRanges::open(IdRange::DEFAULT, Some(&dir.path().join("userns.json"))).unwrap();
+        let (ids, _) = IdRanges::open(IdRange::DEFAULT, Some(&dir.path().join("userns"))).unwrap();
         let (events_tx, events) = mpsc::unbounded_channel();
         let manager = Manager::new(
             store,
