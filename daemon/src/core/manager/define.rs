@@ -39,7 +39,7 @@ impl Manager {
                 let entry = self.entry_mut(uuid)?;
                 if (entry.state().is_active() || entry.starting()) && entry.live.is_none() {
                     // The running instance keeps the definition it started with.
-                    entry.live = Some(std::mem::replace(&mut entry.def, def));
+                    entry.live = Some(Box::new(std::mem::replace(&mut entry.def, def)));
                 } else {
                     entry.def = def;
                 }
@@ -300,7 +300,7 @@ impl Manager {
         self.domains
             .values()
             .filter(|e| e.def.uuid != except)
-            .flat_map(|e| [Some(&e.def), e.live.as_ref()].into_iter().flatten())
+            .flat_map(|e| [Some(&e.def), e.live.as_deref()].into_iter().flatten())
             .flat_map(|def| def.devices.interfaces.iter().filter_map(|i| i.mac))
             .collect()
     }

@@ -263,7 +263,7 @@ impl Manager {
             }
         };
         let live_xml = live.to_live_xml();
-        entry.live = Some(live);
+        entry.live = Some(Box::new(live));
         record_live_xml(&run_dir, &name, live_xml);
         tracing::info!(domain = %name, change = change.verb(), "device changed in the running instance");
         if let Some(def) = config

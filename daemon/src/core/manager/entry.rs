@@ -16,7 +16,8 @@ pub(super) struct Entry {
     /// The persistent definition (for a transient domain: the one it was created from).
     pub(super) def: DomainDef,
     /// The definition the running instance uses, when it differs from `def`.
-    pub(super) live: Option<DomainDef>,
+    /// Boxed: most domains have none, and a definition is ~2 KiB.
+    pub(super) live: Option<Box<DomainDef>>,
     pub(super) persistent: bool,
     pub(super) autostart: bool,
     /// Changed only through the lifecycle table ([`Entry::request`],
@@ -85,7 +86,7 @@ impl Entry {
 
     /// The definition of the running instance.
     pub(super) fn live_def(&self) -> &DomainDef {
-        self.live.as_ref().unwrap_or(&self.def)
+        self.live.as_deref().unwrap_or(&self.def)
     }
 
     pub(super) fn status(&self) -> Status {

@@ -82,7 +82,7 @@ impl Manager {
         };
         let mut users: Vec<(String, String)> = Vec::new();
         for entry in self.domains.values() {
-            for def in [Some(&entry.def), entry.live.as_ref()]
+            for def in [Some(&entry.def), entry.live.as_deref()]
                 .into_iter()
                 .flatten()
             {

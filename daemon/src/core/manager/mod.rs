@@ -305,7 +305,9 @@ pub struct Manager {
     /// The id blocks of user namespaces; only the manager task assigns,
     /// reserves and releases them.
     id_ranges: IdRanges,
-    domains: HashMap<Uuid, Entry>,
+    /// Boxed: a table of 6,000 slots holds pointers, not 4 KiB entries
+    /// (and its growth copies pointers).
+    domains: HashMap<Uuid, Box<Entry>>,
     names: HashMap<String, Uuid>,
     blocked: HashMap<String, PathBuf>,
     /// Every network definition, with its own store.
@@ -410,7 +412,7 @@ impl Manager {
 
     fn insert(&mut self, entry: Entry) {
         self.names.insert(entry.name().to_owned(), entry.def.uuid);
-        self.domains.insert(entry.def.uuid, entry);
+        self.domains.insert(entry.def.uuid, Box::new(entry));
     }
 
     /// Finds the containers that ran before this daemon started: alive ones
@@ -457,7 +459,7 @@ impl Manager {
                 continue;
             };
             if entry.def != live_def {
-                entry.live = Some(live_def);
+                entry.live = Some(Box::new(live_def));
             }
             entry.generation += 1;
             let runtime = Runtime {
@@ -733,25 +735,27 @@ impl Manager {
     }
 
     /// The domains, for what they share with networks.
-    fn index(&self) -> Index<'_, Entry> {
+    fn index(&self) -> Index<'_, Box<Entry>> {
         Index {
             kind: "domain",
             by_uuid: &self.domains,
             names: &self.names,
             blocked: &self.blocked,
-            name_of: Entry::name,
+            name_of: |entry| entry.name(),
         }
     }
 
     fn lookup(&self, lookup: &Lookup) -> Result<&Entry, CoreError> {
         self.index()
             .find(lookup)
+            .map(|entry| &**entry)
             .ok_or_else(|| CoreError::NoSuchDomain(lookup.clone()))
     }
 
     fn entry_mut(&mut self, uuid: Uuid) -> Result<&mut Entry, CoreError> {
         self.domains
             .get_mut(&uuid)
+            .map(|entry| &mut **entry)
             .ok_or(CoreError::NoSuchDomain(Lookup::Uuid(uuid)))
     }
 
@@ -773,7 +777,7 @@ impl Manager {
     }
 }
 
-fn name_for_log(domains: &HashMap<Uuid, Entry>, uuid: Uuid) -> String {
+fn name_for_log(domains: &HashMap<Uuid, Box<Entry>>, uuid: Uuid) -> String {
     domains
         .get(&uuid)
         .map_or_else(|| uuid.to_string(), |e| e.name().to_owned())

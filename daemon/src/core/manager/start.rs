@@ -214,7 +214,7 @@ impl Manager {
             }
         };
         // The running instance's definition, with its labels.
-        self.entry_mut(uuid)?.live = Some(live);
+        self.entry_mut(uuid)?.live = Some(Box::new(live));
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let begin = std::time::Instant::now();
