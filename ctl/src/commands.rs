@@ -7,7 +7,9 @@ use std::path::Path;
 
 use clap::CommandFactory;
 use lxvirt_api::proxy::{DomainProxy, ManagerProxy};
-use lxvirt_api::{BUS_NAME, DOMAIN_INTERFACE, MANAGER_PATH, UndefineFlags, XmlFlags};
+use lxvirt_api::{
+    BUS_NAME, DOMAIN_INTERFACE, DomainSummaryRecord, MANAGER_PATH, UndefineFlags, XmlFlags,
+};
 use lxvirt_domain::{Document, DocumentKind, schema, xml};
 use zbus::OwnedObjectPath;
 
@@ -361,11 +363,36 @@ async fn row_of(proxy: &DomainProxy<'_>) -> Result<DomainRow> {
     })
 }
 
-/// Every domain with its summary, in one round trip (GetManagedObjects).
+/// Every domain with its summary, in one round trip: ListDomainSummaries,
+/// or GetManagedObjects from a daemon of an earlier version that lacks it.
 async fn list(connection: &zbus::Connection) -> Result<Vec<DomainRow>> {
-    let mut rows = managed(connection, DOMAIN_INTERFACE, row_from_properties).await?;
+    let manager = ManagerProxy::new(connection).await?;
+    let mut rows = match manager.list_domain_summaries().await {
+        Ok(records) => records.into_iter().map(row_from_record).collect(),
+        Err(zbus::Error::MethodError(name, _, _))
+            if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" =>
+        {
+            managed(connection, DOMAIN_INTERFACE, row_from_properties).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(rows)
+}
+
+fn row_from_record(record: DomainSummaryRecord) -> DomainRow {
+    DomainRow {
+        name: record.name,
+        uuid: record.uuid,
+        domain_type: record.domain_type,
+        state: record.state,
+        state_reason: record.state_reason,
+        persistent: record.persistent,
+        autostart: record.autostart,
+        security_label: record.security_label,
+        user_namespace: record.user_namespace,
+        host_ids: Some(record.host_ids).filter(|(_, count)| *count > 0),
+    }
 }
 
 /// Every object with `interface`, made into rows from its properties by

@@ -126,6 +126,24 @@ async fn define_list_lookup_getxml_undefine() {
     assert_eq!(manager.lookup_by_name("app").await.unwrap(), path);
     assert_eq!(manager.lookup_by_uuid(&uuid).await.unwrap(), path);
     assert_eq!(manager.list_domains().await.unwrap(), vec![path.clone()]);
+    // The same properties, one struct per domain.
+    let records = manager.list_domain_summaries().await.unwrap();
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record.path, path);
+    assert_eq!(record.uuid, uuid);
+    assert_eq!(record.name, "app");
+    assert_eq!(record.domain_type, "lxc");
+    assert_eq!(
+        (record.state.as_str(), record.state_reason.as_str()),
+        ("shutoff", "unknown")
+    );
+    assert!(record.persistent && !record.autostart);
+    assert_eq!(
+        (record.pid, record.start_time, record.host_ids),
+        (0, 0, (0, 0))
+    );
+    assert_eq!(record.user_namespace, app.user_namespace().await.unwrap());
 
     // The stored file is the canonical XML, and defining it again is a no-op update.
     let xml = app.get_xml(0).await.unwrap();

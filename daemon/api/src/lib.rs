@@ -18,6 +18,7 @@ mod error;
 mod flags;
 mod images;
 pub mod proxy;
+mod summary;
 
 use uuid::Uuid;
 use zbus::{ObjectPath, OwnedObjectPath};
@@ -25,6 +26,7 @@ use zbus::{ObjectPath, OwnedObjectPath};
 pub use error::Error;
 pub use flags::{AffectFlags, UndefineFlags, XmlFlags};
 pub use images::ImageRecord;
+pub use summary::DomainSummaryRecord;
 
 /// The well-known bus name.
 pub const BUS_NAME: &str = "org.lxvirt.lxvirt1";

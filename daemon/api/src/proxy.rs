@@ -19,6 +19,7 @@ pub trait Manager {
     #[zbus(name = "DefineXML")]
     fn define_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
     fn list_domains(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+    fn list_domain_summaries(&self) -> zbus::Result<Vec<crate::DomainSummaryRecord>>;
     fn lookup_by_name(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     #[zbus(name = "LookupByUUID")]
     fn lookup_by_uuid(&self, uuid: &str) -> zbus::Result<OwnedObjectPath>;

@@ -524,6 +524,7 @@ async fn proxies_match_the_committed_contract() {
     call!(run, manager.define_xml("<domain/>"));
     call!(run, manager.create_xml("<domain/>"));
     call!(run, manager.list_domains());
+    call!(run, manager.list_domain_summaries());
     call!(run, manager.lookup_by_name("web"));
     call!(
         run,

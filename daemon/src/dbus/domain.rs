@@ -12,6 +12,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, interface};
 use zbus::{OwnedFd as DbusFd, OwnedVariant as OwnedValue, Variant as Value};
 
+use lxvirt_api::DomainSummaryRecord;
 use uuid::Uuid;
 
 use super::exported::{Changes, Exported, SharedSummary, set_property};
@@ -65,6 +66,26 @@ fn pid_of(summary: &DomainSummary) -> u32 {
         .init_pid
         .and_then(|p| u32::try_from(p).ok())
         .unwrap_or(0)
+}
+
+/// A summary as `ListDomainSummaries` sends it: the values of the
+/// properties below.
+pub(crate) fn record_of(summary: DomainSummary) -> DomainSummaryRecord {
+    DomainSummaryRecord {
+        path: domain_path(summary.uuid),
+        uuid: summary.uuid.to_string(),
+        domain_type: summary.domain_type.as_str().to_owned(),
+        state: summary.state.as_str().to_owned(),
+        state_reason: summary.reason.as_str().to_owned(),
+        persistent: summary.persistent,
+        autostart: summary.autostart,
+        pid: pid_of(&summary),
+        start_time: summary.start_time.unwrap_or(0),
+        user_namespace: summary.user_namespace.to_owned(),
+        host_ids: summary.host_ids.unwrap_or((0, 0)),
+        security_label: summary.security_label.unwrap_or_default(),
+        name: summary.name,
+    }
 }
 
 impl DomainObject {

@@ -1,5 +1,6 @@
 //! `org.lxvirt.lxvirt1.Manager`.
 
+use lxvirt_api::DomainSummaryRecord;
 use uuid::Uuid;
 use zbus::OwnedObjectPath;
 use zbus::message::Header;
@@ -63,6 +64,13 @@ impl ManagerObject {
     async fn list_domains(&self) -> Result<Vec<OwnedObjectPath>, Error> {
         let list = self.shared.handle.list().await?;
         Ok(list.into_iter().map(|s| domain_path(s.uuid)).collect())
+    }
+
+    /// Every domain's properties, sorted by name: what `GetManagedObjects`
+    /// says of domains, in one struct each.
+    async fn list_domain_summaries(&self) -> Result<Vec<DomainSummaryRecord>, Error> {
+        let list = self.shared.handle.list().await?;
+        Ok(list.into_iter().map(super::domain::record_of).collect())
     }
 
     async fn lookup_by_name(&self, name: String) -> Result<OwnedObjectPath, Error> {
