@@ -279,7 +279,8 @@ impl<F: CgroupFs> ContainerCgroup<F> {
     /// [`CgroupError::Busy`].
     pub fn remove(&self) -> Result<(), CgroupError> {
         for dir in &self.dirs {
-            self.remove_tree(&dir.path)?;
+            let cpuset = !dir.v2 && dir.handles.contains(Controller::Cpuset);
+            self.remove_tree(&dir.path, cpuset)?;
         }
         Ok(())
     }
@@ -397,9 +398,28 @@ impl<F: CgroupFs> ContainerCgroup<F> {
         }
     }
 
-    fn remove_tree(&self, dir: &Path) -> Result<(), CgroupError> {
+    /// A v1 cpuset cgroup that balances load makes the kernel rebuild the
+    /// host's scheduling domains when it is removed (a walk of every
+    /// cpuset and task, under the cgroup lock every start and stop waits
+    /// for). Emptied of CPUs first, it can stop balancing without a
+    /// rebuild, and its removal costs nothing more. Best effort: a cgroup
+    /// that still has tasks refuses both, and its rmdir says why.
+    fn retire_cpuset(&self, dir: &Path) {
+        // A newline: an empty write leaves the CPUs as they are.
+        for (file, value) in [("cpuset.cpus", "\n"), ("cpuset.sched_load_balance", "0")] {
+            if let Err(error) = self.fs.write(&dir.join(file), value) {
+                tracing::debug!(dir = %dir.display(), file, error = %error, "cannot retire a cpuset cgroup");
+                return;
+            }
+        }
+    }
+
+    fn remove_tree(&self, dir: &Path, cpuset: bool) -> Result<(), CgroupError> {
         for child in self.subdirs(dir)? {
-            self.remove_tree(&child)?;
+            self.remove_tree(&child, cpuset)?;
+        }
+        if cpuset {
+            self.retire_cpuset(dir);
         }
         match self.fs.rmdir(dir) {
             Ok(()) => Ok(()),

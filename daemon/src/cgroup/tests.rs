@@ -232,7 +232,11 @@ fn v1_template(controller: &str) -> Template {
             ("cpu.cfs_quota_us", "-1"),
             ("cpuacct.usage", "123456789\n"),
         ][..],
-        "cpuset" => &[("cpuset.cpus", ""), ("cpuset.mems", "")][..],
+        "cpuset" => &[
+            ("cpuset.cpus", ""),
+            ("cpuset.mems", ""),
+            ("cpuset.sched_load_balance", "1"),
+        ][..],
         "memory" => &[
             ("memory.limit_in_bytes", "9223372036854771712"),
             ("memory.soft_limit_in_bytes", "9223372036854771712"),
@@ -1201,4 +1205,49 @@ fn open_finds_the_same_directories_as_create() {
     assert_eq!(created.paths(), opened.paths());
     assert!(opened.devices_enforced());
     assert!(opened.exists());
+}
+
+#[test]
+fn a_v1_cpuset_cgroup_is_emptied_and_stops_balancing_before_its_removal() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    let cg = cgroups.create(&spec("machine/web")).unwrap();
+    fs::create_dir(fake.path("sys/fs/cgroup/cpuset/machine/web/payload")).unwrap();
+    for file in ["cgroup.procs", "cpuset.cpus", "cpuset.sched_load_balance"] {
+        fake.put(
+            &format!("sys/fs/cgroup/cpuset/machine/web/payload/{file}"),
+            "",
+        );
+    }
+    fake.clear_log();
+    cg.remove().unwrap();
+    let log = fake.log();
+    let at = |op: &Op| {
+        log.iter()
+            .position(|o| o == op)
+            .unwrap_or_else(|| panic!("no {op:?}: {log:#?}"))
+    };
+    for dir in [
+        "sys/fs/cgroup/cpuset/machine/web/payload",
+        "sys/fs/cgroup/cpuset/machine/web",
+    ] {
+        // CPUs first (no scheduling-domain rebuild when balancing stops),
+        // then the flag, then the directory; the child before its parent.
+        let cpus = at(&Op::Write(format!("{dir}/cpuset.cpus"), "\n".into()));
+        let balance = at(&Op::Write(
+            format!("{dir}/cpuset.sched_load_balance"),
+            "0".into(),
+        ));
+        let rmdir = at(&Op::Rmdir(dir.into()));
+        assert!(cpus < balance && balance < rmdir, "{dir}: {log:#?}");
+    }
+    assert!(
+        at(&Op::Rmdir(
+            "sys/fs/cgroup/cpuset/machine/web/payload".into()
+        )) < at(&Op::Write(
+            "sys/fs/cgroup/cpuset/machine/web/cpuset.cpus".into(),
+            "\n".into()
+        ))
+    );
+    // Nothing of the kind in the other hierarchies.
+    assert!(!log.iter().any(|op| matches!(op, Op::Write(p, _) if p.contains("cpuset.") && !p.starts_with("sys/fs/cgroup/cpuset/"))));
 }
