@@ -264,6 +264,7 @@ async fn main() -> Result<()> {
     let (mut host_start_ms, mut host_destroy_ms) = times.remove(0);
     let (mut net_start_ms, mut net_destroy_ms) = times.remove(0);
     let (mut next_start_ms, _) = times.remove(0);
+    let user = as_a_user_meets_it(&bus.address, &modes[0], "bench", runs).await?;
 
     // Many containers at once: the monitor's memory.
     let mut names = Vec::new();
@@ -359,7 +360,145 @@ async fn main() -> Result<()> {
         percentile(&mut pss, 1.0),
         median(&mut rss)
     );
+    println!();
+    user.print();
     Ok(())
+}
+
+/// How long the host stays idle before each after-idle measure
+/// (`LXVIRT_BENCH_IDLE_MS`, default 2000).
+fn idle_pause() -> Duration {
+    std::env::var("LXVIRT_BENCH_IDLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(2), Duration::from_millis)
+}
+
+/// Start and destroy as a user meets them: through the `lxvirt` CLI (a
+/// process per command, its own bus connection) and through D-Bus, back to
+/// back and after the host has been idle, each beside the `unshare` floor
+/// measured the same way (the floor is a process too).
+struct UserFigures {
+    idle: Duration,
+    idle_floor: Vec<f64>,
+    idle_dbus_start: Vec<f64>,
+    idle_dbus_destroy: Vec<f64>,
+    idle_cli_start: Vec<f64>,
+    idle_cli_destroy: Vec<f64>,
+    floor: Vec<f64>,
+    cli_start: Vec<f64>,
+    cli_destroy: Vec<f64>,
+}
+
+/// Times one `lxvirt` command, which must succeed.
+fn timed_cli(address: &str, args: &[&str]) -> Result<f64> {
+    let begin = Instant::now();
+    let out = lxvirt_tests::lxvirt(address, args)?;
+    let elapsed = ms(begin.elapsed());
+    if !out.status.success() {
+        bail!(
+            "lxvirt {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(elapsed)
+}
+
+async fn as_a_user_meets_it(
+    address: &str,
+    domain: &DomainProxy<'_>,
+    name: &str,
+    runs: usize,
+) -> Result<UserFigures> {
+    let idle = idle_pause();
+    // Each round idles three times: a few rounds say enough.
+    let rounds = runs.clamp(1, 10);
+    let mut f = UserFigures {
+        idle,
+        idle_floor: Vec::new(),
+        idle_dbus_start: Vec::new(),
+        idle_dbus_destroy: Vec::new(),
+        idle_cli_start: Vec::new(),
+        idle_cli_destroy: Vec::new(),
+        floor: Vec::new(),
+        cli_start: Vec::new(),
+        cli_destroy: Vec::new(),
+    };
+    for _ in 0..rounds {
+        tokio::time::sleep(idle).await;
+        f.idle_floor.extend(floor(1, false)?);
+        tokio::time::sleep(idle).await;
+        let begin = Instant::now();
+        domain.start().await?;
+        f.idle_dbus_start.push(ms(begin.elapsed()));
+        let begin = Instant::now();
+        domain.destroy().await?;
+        f.idle_dbus_destroy.push(ms(begin.elapsed()));
+        tokio::time::sleep(idle).await;
+        f.idle_cli_start.push(timed_cli(address, &["start", name])?);
+        f.idle_cli_destroy
+            .push(timed_cli(address, &["destroy", name])?);
+    }
+    for _ in 0..runs {
+        f.floor.extend(floor(1, false)?);
+        f.cli_start.push(timed_cli(address, &["start", name])?);
+        f.cli_destroy.push(timed_cli(address, &["destroy", name])?);
+    }
+    Ok(f)
+}
+
+impl UserFigures {
+    fn print(&self) {
+        println!(
+            "as a user meets it: the lxvirt CLI and D-Bus, back to back and after {} ms idle (default mode)",
+            self.idle.as_millis()
+        );
+        println!();
+        println!("| measure | median | p90 | ratio to the floor measured the same way |");
+        println!("| --- | --- | --- | --- |");
+        let row = |label: &str, v: &[f64], floor: &[f64]| {
+            let (mut v, mut floor) = (v.to_vec(), floor.to_vec());
+            let m = median(&mut v);
+            println!(
+                "| {label} | {m:.2} ms | {:.2} ms | {:.2}× |",
+                percentile(&mut v, 0.9),
+                m / median(&mut floor)
+            );
+        };
+        row(
+            "floor (unshare … /bin/true), back to back",
+            &self.floor,
+            &self.floor,
+        );
+        row("`lxvirt start`, back to back", &self.cli_start, &self.floor);
+        row(
+            "`lxvirt destroy`, back to back",
+            &self.cli_destroy,
+            &self.floor,
+        );
+        row("floor after idle", &self.idle_floor, &self.idle_floor);
+        row(
+            "D-Bus Start after idle",
+            &self.idle_dbus_start,
+            &self.idle_floor,
+        );
+        row(
+            "D-Bus Destroy, after that start",
+            &self.idle_dbus_destroy,
+            &self.idle_floor,
+        );
+        row(
+            "`lxvirt start` after idle",
+            &self.idle_cli_start,
+            &self.idle_floor,
+        );
+        row(
+            "`lxvirt destroy`, after that start",
+            &self.idle_cli_destroy,
+            &self.idle_floor,
+        );
+    }
 }
 
 #[path = "../bench/networks.rs"]
