@@ -3,21 +3,19 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
-use nix::unistd::Pid;
 
 use super::instance::LxcConfig;
 use super::protocol::{
     self, ExitRecord, LaunchReport, MonitorError, ProtocolError, Reply, Request, RunFiles,
 };
+use super::spawner::{SpawnedMonitor, Spawner, spawn_monitor};
 use super::spec::ContainerSpec;
 use crate::persist::{self, PersistError};
-use crate::sys::process::{pidfd_open, start_time};
+use crate::sys::process::start_time;
 
 /// Why the driver could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -94,11 +92,7 @@ pub struct Started {
 /// A monitor started ahead of need, waiting for a spec on its stdin: a
 /// start then costs no exec. If the daemon goes away its stdin closes and
 /// it exits.
-#[derive(Debug)]
-struct Spare {
-    child: std::process::Child,
-    pidfd: OwnedFd,
-}
+type Spare = SpawnedMonitor;
 
 /// The LXC driver: starts monitors and talks to them (its side of the
 /// core's seam is in `instance.rs`).
@@ -106,14 +100,45 @@ struct Spare {
 pub struct LxcDriver {
     config: Arc<LxcConfig>,
     spare: Arc<Mutex<Option<Spare>>>,
+    /// `None`: its thread could not start; monitors come from the
+    /// daemon's own descriptor table.
+    spawner: Option<Arc<Spawner>>,
 }
 
 impl LxcDriver {
+    /// Call it before the daemon holds descriptors per container: the
+    /// spawner's table is a copy of the daemon's at this moment.
     pub fn new(config: LxcConfig) -> LxcDriver {
+        let spawner = Spawner::start(
+            config.monitor_exe.clone(),
+            config.settings.run_dir.clone(),
+        )
+        .map_err(|error| tracing::warn!(error = %error, "cannot start the monitor spawner; monitors start from the daemon's descriptor table"))
+        .ok()
+        .map(Arc::new);
         LxcDriver {
             config: Arc::new(config),
             spare: Arc::new(Mutex::new(None)),
+            spawner,
         }
+    }
+
+    /// A new monitor, from the spawner's small descriptor table if it
+    /// serves, else from the daemon's.
+    fn spawn_monitor(&self) -> Result<Spare, DriverError> {
+        let spawned = match &self.spawner {
+            Some(spawner) => match spawner.spawn() {
+                Ok(monitor) => Ok(monitor),
+                // The exec failed: the same would happen here.
+                Err(e) if e.raw_os_error().is_some() => Err(e),
+                Err(_) => spawn_monitor(self.monitor_exe(), self.run_dir()),
+            },
+            None => spawn_monitor(self.monitor_exe(), self.run_dir()),
+        };
+        spawned.map_err(|source| DriverError::SpawnMonitor {
+            path: self.monitor_exe().to_owned(),
+            source,
+        })
     }
 
     pub fn config(&self) -> &LxcConfig {
@@ -134,7 +159,7 @@ impl LxcDriver {
         tokio::task::spawn_blocking(move || {
             let mut slot = driver.spare.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
-                match spawn_monitor(driver.monitor_exe(), driver.run_dir()) {
+                match driver.spawn_monitor() {
                     Ok(spare) => *slot = Some(spare),
                     Err(error) => {
                         tracing::warn!(error = %crate::error_chain::error_chain(&error), "cannot start a spare monitor");
@@ -147,12 +172,12 @@ impl LxcDriver {
     /// The spare monitor if it is still alive, else a new one.
     fn take_monitor(&self) -> Result<Spare, DriverError> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(mut spare) = spare
-            && matches!(spare.child.try_wait(), Ok(None))
+        if let Some(spare) = spare
+            && is_alive(&spare.pidfd)
         {
             return Ok(spare);
         }
-        spawn_monitor(self.monitor_exe(), self.run_dir())
+        self.spawn_monitor()
     }
 
     /// The monitor program: beside the running executable, else the
@@ -228,23 +253,27 @@ impl LxcDriver {
 
 /// Starts a monitor that waits for its spec. It writes its own log
 /// (`NAME.log` in the run directory) once it knows its name.
-fn spawn_monitor(monitor_exe: &Path, run_dir: &Path) -> Result<Spare, DriverError> {
-    let spawn_error = |source| DriverError::SpawnMonitor {
-        path: monitor_exe.to_owned(),
-        source,
-    };
-    let child = Command::new(monitor_exe)
-        .arg(run_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        // Its own process group: signals meant for the daemon (a Ctrl-C on
-        // its terminal) must not reach monitors, which outlive it.
-        .process_group(0)
-        .spawn()
-        .map_err(spawn_error)?;
-    let pidfd = pidfd_open(Pid::from_raw(child.id() as i32)).map_err(|e| spawn_error(e.into()))?;
-    Ok(Spare { child, pidfd })
+/// Waits for the process behind `pidfd` to exit and reaps it.
+fn wait_exit_blocking(pidfd: &OwnedFd) -> nix::Result<()> {
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)?;
+    crate::sys::process::reap_pidfd(pidfd.as_fd()).map(drop)
+}
+
+/// Whether the process behind `pidfd` still runs (its pidfd is not yet
+/// readable).
+fn is_alive(pidfd: &OwnedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+        Ok(0)
+    )
 }
 
 /// Gives a waiting monitor its spec and reads its launch report.
@@ -254,16 +283,13 @@ fn hand_over(
     name: &str,
     spec: &[u8],
 ) -> Result<Started, DriverError> {
-    let monitor_pid = Pid::from_raw(monitor.child.id() as i32);
-    if let Some(mut stdin) = monitor.child.stdin.take() {
-        // A monitor that died early closes the pipe: its report (or its
-        // absence) below tells what happened.
-        let _ = std::io::Write::write_all(&mut stdin, spec);
-    }
+    let monitor_pid = monitor.pid;
+    // A monitor that died early closes the pipe: its report (or its
+    // absence) below tells what happened.
+    let _ = std::io::Write::write_all(&mut monitor.stdin, spec);
+    drop(monitor.stdin);
     let mut line = String::new();
-    if let Some(stdout) = monitor.child.stdout.take() {
-        let _ = BufReader::new(stdout).read_line(&mut line);
-    }
+    let _ = BufReader::new(monitor.stdout).read_line(&mut line);
     match serde_json::from_str::<LaunchReport>(&line) {
         Ok(LaunchReport::Started { init_pid }) => Ok(Started {
             init_pid,
@@ -272,14 +298,14 @@ fn hand_over(
             monitor_pidfd: monitor.pidfd,
         }),
         Ok(LaunchReport::Failed { error }) => {
-            let _ = monitor.child.wait();
+            let _ = wait_exit_blocking(&monitor.pidfd);
             Err(DriverError::LaunchFailed {
                 name: name.to_owned(),
                 error,
             })
         }
         Err(_) => {
-            let _ = monitor.child.wait();
+            let _ = wait_exit_blocking(&monitor.pidfd);
             let report = line.trim_end();
             if report.is_empty() {
                 Err(DriverError::MonitorDied {

@@ -12,4 +12,5 @@ pub mod network;
 pub mod protocol;
 pub mod ptys;
 pub mod setup;
+pub mod spawner;
 pub mod spec;

@@ -32,9 +32,19 @@ pub fn raise_nofile_limit() -> nix::Result<(u64, u64)> {
 /// (the monitor by lxvirtd) must not keep descriptors it inherited by
 /// accident, such as a client's pipe the daemon held at that moment.
 pub fn close_from(first: u32) -> nix::Result<()> {
-    // SAFETY: close_range only closes descriptors of this process; the
-    // caller owns none from `first` up (it runs before opening any).
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+    close_range(first, u32::MAX)
+}
+
+/// Closes the descriptors `first..=last` of this thread's table (none when
+/// `last < first`). The caller must own none of them: whatever referred
+/// to them stops working.
+pub fn close_range(first: u32, last: u32) -> nix::Result<()> {
+    if last < first {
+        return Ok(());
+    }
+    // SAFETY: close_range only closes descriptors of this thread's table,
+    // which the caller owns none of in that range.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
     if rc < 0 {
         return Err(Errno::last());
     }

@@ -1,0 +1,229 @@
+//! Monitors started from a thread with a descriptor table of its own.
+//!
+//! The daemon holds a pidfd per running container. Spawning a process
+//! copies the spawning thread's descriptor table into the child, and exec
+//! then closes every copy: with 6,000 containers running that is about a
+//! millisecond of each start, growing with the host. A thread that made
+//! its table private while the daemon had only a few descriptors, and kept
+//! none of them but its socket, spawns from a table of four instead.
+//!
+//! The daemon asks over a seqpacket socket and gets the monitor's pid, its
+//! stdin and stdout and a pidfd back as descriptors. The monitor is still
+//! the daemon's child (a thread's child belongs to its process), reaped
+//! through its pidfd as before. If the thread cannot serve, the driver
+//! spawns from the daemon's own table, as it did before.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::protocol;
+use crate::sys::process::pidfd_open;
+
+/// A monitor process, spawned and waiting for its spec on stdin.
+#[derive(Debug)]
+pub struct SpawnedMonitor {
+    pub pid: Pid,
+    pub stdin: File,
+    pub stdout: File,
+    pub pidfd: OwnedFd,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    /// With the monitor's stdin, stdout and pidfd, in that order.
+    Spawned {
+        pid: i32,
+    },
+    Failed {
+        errno: i32,
+    },
+}
+
+/// The daemon's end of the spawning thread.
+#[derive(Debug)]
+pub struct Spawner {
+    socket: Mutex<OwnedFd>,
+}
+
+impl Spawner {
+    /// Starts the thread; call it while the daemon has few descriptors.
+    pub fn start(monitor_exe: PathBuf, run_dir: PathBuf) -> io::Result<Spawner> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        std::thread::Builder::new()
+            .name("monitor-spawner".into())
+            .spawn(move || serve(theirs, &monitor_exe, &run_dir))?;
+        Ok(Spawner {
+            socket: Mutex::new(ours),
+        })
+    }
+
+    /// A new monitor. An error of the thread itself (it is gone) is
+    /// `ErrorKind::BrokenPipe`-like; the caller may spawn directly then.
+    pub fn spawn(&self) -> io::Result<SpawnedMonitor> {
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        protocol::send(socket.as_fd(), &(), &[]).map_err(io::Error::other)?;
+        let (reply, fds) = protocol::recv::<Reply>(socket.as_fd()).map_err(io::Error::other)?;
+        match reply {
+            Reply::Spawned { pid } => {
+                let [stdin, stdout, pidfd]: [OwnedFd; 3] = fds
+                    .try_into()
+                    .map_err(|_| io::Error::other("the spawner sent the wrong descriptors"))?;
+                Ok(SpawnedMonitor {
+                    pid: Pid::from_raw(pid),
+                    stdin: File::from(stdin),
+                    stdout: File::from(stdout),
+                    pidfd,
+                })
+            }
+            Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+/// Spawns a monitor from the calling thread's descriptor table.
+pub fn spawn_monitor(monitor_exe: &Path, run_dir: &Path) -> io::Result<SpawnedMonitor> {
+    let mut child = Command::new(monitor_exe)
+        .arg(run_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        // Its own process group: signals meant for the daemon (a Ctrl-C on
+        // its terminal) must not reach monitors, which outlive it.
+        .process_group(0)
+        .spawn()?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let pidfd = pidfd_open(pid)?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(io::Error::other("no pipes to the monitor"));
+    };
+    // Dropping the handle neither waits for nor kills the child: the
+    // pidfd reaps it.
+    drop(child);
+    Ok(SpawnedMonitor {
+        pid,
+        stdin: File::from(OwnedFd::from(stdin)),
+        stdout: File::from(OwnedFd::from(stdout)),
+        pidfd,
+    })
+}
+
+fn serve(socket: OwnedFd, monitor_exe: &Path, run_dir: &Path) {
+    if let Err(error) = private_table(socket.as_fd()) {
+        // Dropping the socket tells the driver to spawn by itself.
+        tracing::warn!(error = %error, "cannot give the monitor spawner a descriptor table of its own; monitors start from the daemon's");
+        return;
+    }
+    // Until the driver is gone (its end closes).
+    while protocol::recv::<()>(socket.as_fd()).is_ok() {
+        let sent = match spawn_monitor(monitor_exe, run_dir) {
+            Ok(monitor) => protocol::send(
+                socket.as_fd(),
+                &Reply::Spawned {
+                    pid: monitor.pid.as_raw(),
+                },
+                &[
+                    monitor.stdin.as_raw_fd(),
+                    monitor.stdout.as_raw_fd(),
+                    monitor.pidfd.as_raw_fd(),
+                ],
+            ),
+            Err(error) => protocol::send(
+                socket.as_fd(),
+                &Reply::Failed {
+                    errno: error.raw_os_error().unwrap_or(Errno::EIO as i32),
+                },
+                &[],
+            ),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+/// Makes this thread's descriptor table its own and closes every copied
+/// descriptor but stdio and `keep`.
+fn private_table(keep: BorrowedFd<'_>) -> nix::Result<()> {
+    nix::sched::unshare(CloneFlags::CLONE_FILES)?;
+    let keep = keep.as_raw_fd() as u32;
+    crate::sys::process::close_range(3, keep.saturating_sub(1))?;
+    crate::sys::process::close_range(keep + 1, u32::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A stand-in monitor: a shell that reports the descriptors it has.
+    fn script(dir: &Path) -> PathBuf {
+        let path = dir.join("monitor");
+        std::fs::write(
+            &path,
+            "#!/bin/sh\nread spec\necho \"$spec $1 $(ls /proc/self/fd | wc -l)\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn monitors_come_from_a_small_table_whatever_the_daemon_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let spawner = Spawner::start(script(dir.path()), "/run/x".into()).unwrap();
+        // The daemon opens many descriptors after the spawner started
+        // (without close-on-exec here, so that a child spawned from the
+        // daemon's table would show them).
+        let null = File::open("/dev/null").unwrap();
+        let held: Vec<OwnedFd> = (0..200).map(|_| nix::unistd::dup(&null).unwrap()).collect();
+        for _ in 0..2 {
+            let mut monitor = spawner.spawn().unwrap();
+            monitor.stdin.write_all(b"spec\n").unwrap();
+            drop(monitor.stdin);
+            let mut out = String::new();
+            monitor.stdout.read_to_string(&mut out).unwrap();
+            let fields: Vec<&str> = out.split_whitespace().collect();
+            assert_eq!(fields[..2], ["spec", "/run/x"], "{out}");
+            // stdin, stdout, stderr and ls's directory: none of the
+            // daemon's 200.
+            let count: usize = fields[2].parse().unwrap();
+            assert!(count <= 5, "{out}");
+            // The daemon's child, reaped through its pidfd once it exits.
+            let mut fds = [nix::poll::PollFd::new(
+                monitor.pidfd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16)).unwrap();
+            crate::sys::process::reap_pidfd(monitor.pidfd.as_fd()).unwrap();
+        }
+        drop(held);
+    }
+
+    #[test]
+    fn a_monitor_that_cannot_run_is_an_error_and_the_spawner_serves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let spawner = Spawner::start(dir.path().join("missing"), "/run/x".into()).unwrap();
+        let err = spawner.spawn().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        let err = spawner.spawn().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    }
+}
