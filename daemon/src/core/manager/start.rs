@@ -28,7 +28,12 @@ impl Manager {
             }
             Err(error) => {
                 let domain = super::name_for_log(&self.domains, uuid);
-                tracing::error!(domain = %domain, error = %error_chain(&error), restart, "start refused");
+                if restart {
+                    tracing::error!(domain = %domain, error = %error_chain(&error), "the start after a reboot was refused");
+                } else {
+                    // The client hears why; a busy host refuses many.
+                    tracing::info!(domain = %domain, error = %error_chain(&error), "start refused");
+                }
                 if restart {
                     // Those who asked for the reboot learn it failed.
                     let message = error_chain(&error);

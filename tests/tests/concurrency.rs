@@ -1,0 +1,197 @@
+//! Many clients at once against a real daemon (issue 12, part 3): every
+//! request is answered, refusals are typed, nothing is lost, one domain's
+//! requests keep their order, and the end state is what the answers said.
+
+use std::time::Duration;
+
+use lxvirt_tests::ContainerEnv;
+use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
+use zbus::fdo::ObjectManagerProxy;
+
+const CLIENTS: usize = 64;
+const DOMAINS: usize = 8;
+const OPS_PER_CLIENT: usize = 12;
+
+fn xml(name: &str, root: &std::path::Path) -> String {
+    format!(
+        "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+         <os><type>exe</type><init>/bin/sleep</init><initarg>1000</initarg></os>\
+         <features><privnet/></features>\
+         <devices><filesystem type='mount'><source dir='{}'/><target dir='/'/></filesystem>\
+         <console type='pty'/></devices></domain>",
+        root.display()
+    )
+}
+
+/// What a call came back with: `Ok`, or the typed error's name.
+fn outcome<T>(result: zbus::Result<T>) -> Result<(), String> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(zbus::Error::MethodError(name, detail, _)) => {
+            Err(format!("{name}: {}", detail.unwrap_or_default()))
+        }
+        Err(other) => Err(format!("untyped: {other}")),
+    }
+}
+
+/// A small deterministic generator: the same interleaving of requests at
+/// every run, whatever order the daemon answers them in.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % below
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_clients_get_answers_and_typed_refusals() {
+    let Some(env) = ContainerEnv::new().await else {
+        return;
+    };
+    let manager = env.manager().await.unwrap();
+    let mut paths = Vec::new();
+    for i in 0..DOMAINS {
+        paths.push(
+            manager
+                .define_xml(&xml(&format!("busy{i}"), &env.rootfs()))
+                .await
+                .unwrap(),
+        );
+    }
+
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let connection = env.bus.connect().await.unwrap();
+        let paths = paths.clone();
+        clients.push(tokio::spawn(async move {
+            let manager = ManagerProxy::new(&connection).await.unwrap();
+            let objects = ObjectManagerProxy::builder(&connection)
+                .destination("org.lxvirt.lxvirt1")
+                .path("/org/lxvirt/lxvirt1")
+                .build()
+                .await
+                .unwrap();
+            let mut random = Lcg(client as u64 + 1);
+            let mut outcomes = Vec::new();
+            for _ in 0..OPS_PER_CLIENT {
+                let path = paths[random.next(paths.len())].clone();
+                let domain = DomainProxy::builder(&connection)
+                    .path(path)
+                    .build()
+                    .await
+                    .unwrap();
+                let (op, result) = match random.next(6) {
+                    0 | 1 => ("start", outcome(domain.start().await)),
+                    2 => ("destroy", outcome(domain.destroy().await)),
+                    3 => ("shutdown", outcome(domain.shutdown(1, "").await)),
+                    4 => (
+                        "list",
+                        outcome(manager.list_domain_summaries().await.map(|l| {
+                            assert_eq!(l.len(), DOMAINS);
+                        })),
+                    ),
+                    _ => (
+                        "objects",
+                        outcome(
+                            objects
+                                .get_managed_objects()
+                                .await
+                                .map_err(zbus::Error::from)
+                                .map(|o| assert!(o.len() >= DOMAINS)),
+                        ),
+                    ),
+                };
+                outcomes.push((op, result));
+            }
+            outcomes
+        }));
+    }
+    // Nothing lost: every client has every answer well within the time.
+    let all = tokio::time::timeout(Duration::from_secs(180), futures_join(clients))
+        .await
+        .expect("every request of every client is answered");
+    let (mut answered, mut refused) = (0, 0);
+    for (op, result) in all.iter().flatten() {
+        answered += 1;
+        if let Err(error) = result {
+            refused += 1;
+            // Typed, and only what the interleaving can cause: a start of
+            // a running domain, a stop of a stopped one.
+            assert!(
+                error.starts_with("org.lxvirt.lxvirt1.Error.InvalidState: "),
+                "{op}: {error}"
+            );
+            assert!(
+                matches!(*op, "start" | "destroy" | "shutdown"),
+                "{op}: {error}"
+            );
+        }
+    }
+    assert_eq!(answered, CLIENTS * OPS_PER_CLIENT);
+    assert!(refused > 0, "the interleaving should cause refusals");
+
+    // The end state is what the daemon says it is.
+    for path in &paths {
+        let domain = env.domain(path.clone()).await.unwrap();
+        let state = domain.state().await.unwrap();
+        let pid = domain.pid().await.unwrap();
+        match state.as_str() {
+            "running" => assert!(
+                std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "running with init {pid} gone"
+            ),
+            "shutoff" => assert_eq!(pid, 0),
+            other => panic!("unexpected state {other}"),
+        }
+        if state == "running" {
+            domain.destroy().await.unwrap();
+        }
+    }
+}
+
+/// One client's requests to one domain, sent without waiting for the
+/// answers in between, are taken in the order sent: a destroy sent right
+/// after a start meets that start (done, or still in flight: a typed
+/// refusal that names it), never a domain the start has not reached yet.
+#[tokio::test]
+async fn one_clients_requests_to_a_domain_keep_their_order() {
+    let Some(env) = ContainerEnv::new().await else {
+        return;
+    };
+    let manager = env.manager().await.unwrap();
+    let path = manager
+        .define_xml(&xml("ordered", &env.rootfs()))
+        .await
+        .unwrap();
+    let domain = env.domain(path).await.unwrap();
+    for _ in 0..10 {
+        // Both on the wire before either is answered.
+        let (started, destroyed) = tokio::join!(domain.start(), domain.destroy());
+        started.unwrap();
+        match outcome(destroyed) {
+            Ok(()) => assert_eq!(domain.state().await.unwrap(), "shutoff"),
+            Err(error) => {
+                assert!(
+                    error.starts_with("org.lxvirt.lxvirt1.Error.InvalidState: ")
+                        && error.contains("another operation (start) is in progress"),
+                    "{error}"
+                );
+                assert_eq!(domain.state().await.unwrap(), "running");
+                domain.destroy().await.unwrap();
+            }
+        }
+    }
+}
+
+async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
