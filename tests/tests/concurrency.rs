@@ -2,6 +2,8 @@
 //! request is answered, refusals are typed, nothing is lost, one domain's
 //! requests keep their order, and the end state is what the answers said.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use std::time::Duration;
 
 use lxvirt_tests::ContainerEnv;
