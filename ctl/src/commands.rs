@@ -233,10 +233,17 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Dominfo { domain: name } => {
             let proxy = lookup(&connection, &manager, &name).await?;
+            let props = properties_of(&proxy).await?;
             let info = output::DomainInfo {
-                row: row_of(&proxy).await?,
-                pid: Some(proxy.pid().await?).filter(|p| *p != 0),
-                start_time: Some(proxy.start_time().await?).filter(|t| *t != 0),
+                row: row_from_properties(&props),
+                pid: props
+                    .get("Pid")
+                    .and_then(|v| u32::try_from(v.clone()).ok())
+                    .filter(|p| *p != 0),
+                start_time: props
+                    .get("StartTime")
+                    .and_then(|v| u64::try_from(v.clone()).ok())
+                    .filter(|t| *t != 0),
                 stats: stats_of(&proxy).await?,
             };
             match cli.output {
@@ -315,7 +322,13 @@ async fn domain(
     connection: &zbus::Connection,
     path: OwnedObjectPath,
 ) -> Result<DomainProxy<'static>> {
-    Ok(DomainProxy::builder(connection).path(path).build().await?)
+    // A command reads a property or two: a Get each is cheaper than the
+    // cache's match rule and GetAll (dominfo asks for all at once).
+    Ok(DomainProxy::builder(connection)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?)
 }
 
 /// Finds a domain by name, or by uuid when no domain has that name.
@@ -348,19 +361,16 @@ where
     }
 }
 
-async fn row_of(proxy: &DomainProxy<'_>) -> Result<DomainRow> {
-    Ok(DomainRow {
-        name: proxy.name().await?,
-        uuid: proxy.uuid().await?,
-        domain_type: proxy.type_().await?,
-        state: proxy.state().await?,
-        state_reason: proxy.state_reason().await?,
-        persistent: proxy.persistent().await?,
-        autostart: proxy.autostart().await?,
-        security_label: proxy.security_label().await?,
-        user_namespace: proxy.user_namespace().await?,
-        host_ids: Some(proxy.host_ids().await?).filter(|(_, count)| *count > 0),
-    })
+/// Every property of a domain in one round trip.
+async fn properties_of(proxy: &DomainProxy<'_>) -> Result<HashMap<String, zbus::OwnedVariant>> {
+    let properties = zbus::fdo::PropertiesProxy::builder(proxy.inner().connection())
+        .destination(BUS_NAME)
+        .path(proxy.inner().path().to_owned())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    let interface = zbus::names::InterfaceName::try_from(DOMAIN_INTERFACE)?;
+    Ok(properties.get_all(interface).await?)
 }
 
 /// Every domain with its summary, in one round trip: ListDomainSummaries,
