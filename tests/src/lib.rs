@@ -244,14 +244,27 @@ impl TestDaemon {
             .join(format!("lxvirt-{name}"))
     }
 
+    /// The partition's directory in every mounted cgroup hierarchy: each
+    /// v1 controller's and the cgroup2 one, whether cgroup2 is mounted
+    /// beside them (hybrid) or at `/sys/fs/cgroup` itself (pure v2, where
+    /// the entries of `/sys/fs/cgroup` are cgroups, not hierarchies).
+    pub fn partition_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+        let partition = Self::partition_of(root);
+        let relative = partition.strip_prefix("/").unwrap_or(&partition);
+        let hierarchies = lxvirtd::cgroup::Hierarchies::detect()?;
+        Ok(hierarchies
+            .v1
+            .iter()
+            .map(|h| &h.mount)
+            .chain(hierarchies.unified.iter().map(|h| &h.mount))
+            .map(|mount| mount.join(relative))
+            .collect())
+    }
+
     /// Removes the daemon's (empty) partition from every hierarchy.
     pub fn remove_partition(root: &Path) {
-        let partition = Self::partition_of(root);
-        let relative = partition.strip_prefix("/").unwrap_or(&partition).to_owned();
-        if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
-            for hierarchy in hierarchies.flatten() {
-                let _ = fs::remove_dir(hierarchy.path().join(&relative));
-            }
+        for dir in Self::partition_dirs(root).unwrap_or_default() {
+            let _ = fs::remove_dir(dir);
         }
     }
 

@@ -21,11 +21,8 @@ fn mount_count() -> usize {
 }
 
 fn lxvirt_cgroups(root: &Path) -> Vec<PathBuf> {
-    let partition = TestDaemon::partition_of(root);
-    let relative = partition.strip_prefix("/").unwrap().to_owned();
     let mut found = Vec::new();
-    for hierarchy in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let machine = hierarchy.path().join(&relative);
+    for machine in TestDaemon::partition_dirs(root).unwrap() {
         if let Ok(entries) = fs::read_dir(&machine) {
             found.extend(entries.flatten().map(|e| e.path()).filter(|p| {
                 p.file_name()

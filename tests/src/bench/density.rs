@@ -293,10 +293,8 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
     if left != 0 {
         bail!("{left} containers still run after every destroy");
     }
-    let partition = TestDaemon::partition_of(dir.path());
-    let relative = partition.strip_prefix("/").unwrap_or(&partition);
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
-        let cgroups = std::fs::read_dir(hierarchy.path().join(relative))
+    for partition in TestDaemon::partition_dirs(dir.path())? {
+        let cgroups = std::fs::read_dir(&partition)
             .into_iter()
             .flatten()
             .flatten()
@@ -305,7 +303,7 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
         if cgroups != 0 {
             bail!(
                 "{cgroups} container cgroups left in {} after every destroy",
-                hierarchy.path().display()
+                partition.display()
             );
         }
     }
