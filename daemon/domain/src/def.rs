@@ -734,6 +734,31 @@ pub struct Devices {
     pub kept: Vec<KeptElement>,
 }
 
+impl Devices {
+    /// Gives back the spare capacity of every list: a daemon holds two
+    /// definitions per running domain, thousands of them, and a list of
+    /// one device would otherwise keep room for four.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.filesystems.shrink_to_fit();
+        self.disks.shrink_to_fit();
+        self.interfaces.shrink_to_fit();
+        self.hostdevs.shrink_to_fit();
+        self.serials.shrink_to_fit();
+        self.consoles.shrink_to_fit();
+        self.controllers.shrink_to_fit();
+        self.inputs.shrink_to_fit();
+        self.graphics.shrink_to_fit();
+        self.videos.shrink_to_fit();
+        self.sounds.shrink_to_fit();
+        self.audios.shrink_to_fit();
+        self.channels.shrink_to_fit();
+        self.rngs.shrink_to_fit();
+        self.watchdogs.shrink_to_fit();
+        self.panics.shrink_to_fit();
+        self.kept.shrink_to_fit();
+    }
+}
+
 keyword_enum! {
     pub enum AccessMode {
         Passthrough = "passthrough",

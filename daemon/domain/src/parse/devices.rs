@@ -156,6 +156,7 @@ pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {
             alias: common.alias,
         });
     }
+    d.shrink_to_fit();
     Ok(d)
 }
 
