@@ -122,7 +122,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             // Read the name first: the object is gone after the call.
-            let name = proxy.name().await?;
+            let name = display_name(&proxy, &name).await?;
             let flags = if keep_writable_layer {
                 UndefineFlags::KEEP_WRITABLE_LAYER
             } else {
@@ -134,7 +134,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Start { domain: name } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             proxy.start().await?;
-            println!("Domain '{}' started", proxy.name().await?);
+            println!("Domain '{}' started", display_name(&proxy, &name).await?);
         }
         Command::Create { file } => {
             let xml = read_input(&file)?;
@@ -148,7 +148,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             mode,
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
-            let name = proxy.name().await?;
+            let name = display_name(&proxy, &name).await?;
             proxy
                 .shutdown(grace.max(1), mode.map_or("", |m| m.as_str()))
                 .await?;
@@ -156,7 +156,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Destroy { domain: name } => {
             let proxy = lookup(&connection, &manager, &name).await?;
-            let name = proxy.name().await?;
+            let name = display_name(&proxy, &name).await?;
             proxy.destroy().await?;
             println!("Domain '{name}' destroyed");
         }
@@ -169,22 +169,22 @@ pub async fn run(cli: Cli) -> Result<u8> {
             proxy
                 .reboot(grace.max(1), mode.map_or("", |m| m.as_str()))
                 .await?;
-            println!("Domain '{}' rebooted", proxy.name().await?);
+            println!("Domain '{}' rebooted", display_name(&proxy, &name).await?);
         }
         Command::Reset { domain: name } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             proxy.reset().await?;
-            println!("Domain '{}' was reset", proxy.name().await?);
+            println!("Domain '{}' was reset", display_name(&proxy, &name).await?);
         }
         Command::Suspend { domain: name } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             proxy.suspend().await?;
-            println!("Domain '{}' suspended", proxy.name().await?);
+            println!("Domain '{}' suspended", display_name(&proxy, &name).await?);
         }
         Command::Resume { domain: name } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             proxy.resume().await?;
-            println!("Domain '{}' resumed", proxy.name().await?);
+            println!("Domain '{}' resumed", display_name(&proxy, &name).await?);
         }
         Command::Console {
             domain: name,
@@ -192,7 +192,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             let fd = proxy.open_console(devname.as_deref().unwrap_or("")).await?;
-            let name = proxy.name().await?;
+            let name = display_name(&proxy, &name).await?;
             drop(proxy);
             return crate::terminal::attach(&name, fd.into())
                 .map(|()| EXIT_OK)
@@ -267,7 +267,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             proxy.set_autostart(!disable).await?;
-            let name = proxy.name().await?;
+            let name = display_name(&proxy, &name).await?;
             if disable {
                 println!("Domain '{name}' unmarked as autostarted");
             } else {
@@ -288,7 +288,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             let id = proxy.commit(&image, 0).await?;
-            let name = proxy.name().await?;
+            let name = display_name(&proxy, &name).await?;
             match cli.output {
                 Format::Text => println!("Domain '{name}' committed as image '{image}': {id}"),
                 Format::Json => print_json(&serde_json::json!({"id": id, "name": image}))?,
@@ -359,6 +359,15 @@ where
         Err(_) if uuid::Uuid::parse_str(name_or_uuid).is_ok() => Ok(by_uuid().await?),
         Err(by_name) => Err(by_name.into()),
     }
+}
+
+/// The domain's name for a message: the argument itself when it named the
+/// domain (a lookup by name is exact), else (a UUID) asked of the daemon.
+async fn display_name(proxy: &DomainProxy<'_>, given: &str) -> Result<String> {
+    if uuid::Uuid::parse_str(given).is_err() {
+        return Ok(given.to_owned());
+    }
+    Ok(proxy.name().await?)
 }
 
 /// Every property of a domain in one round trip.
