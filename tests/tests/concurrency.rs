@@ -1,6 +1,7 @@
 //! Many clients at once against a real daemon (issue 12, part 3): every
 //! request is answered, refusals are typed, nothing is lost, one domain's
-//! requests keep their order, and the end state is what the answers said.
+//! requests are taken one at a time, and the end state is what the
+//! answers said.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -156,36 +157,42 @@ async fn sixty_four_clients_get_answers_and_typed_refusals() {
     }
 }
 
-/// One client's requests to one domain, sent without waiting for the
-/// answers in between, are taken in the order sent: a destroy sent right
-/// after a start meets that start (done, or still in flight: a typed
-/// refusal that names it), never a domain the start has not reached yet.
+/// Requests to one domain are taken one at a time against the state the
+/// one before left: a start and a destroy sent together, without waiting
+/// for the first answer, end as one of the two orders would have ended,
+/// never as a mix. (Which order is not promised for calls a client has in
+/// flight at once: the D-Bus dispatcher handles each call in a task of its
+/// own, as libvirt's worker threads do; a client that waits for each
+/// answer gets its order.)
 #[tokio::test]
-async fn one_clients_requests_to_a_domain_keep_their_order() {
+async fn a_domains_requests_are_taken_one_at_a_time() {
     let Some(env) = ContainerEnv::new().await else {
         return;
     };
     let manager = env.manager().await.unwrap();
     let path = manager
-        .define_xml(&xml("ordered", &env.rootfs()))
+        .define_xml(&xml("serial", &env.rootfs()))
         .await
         .unwrap();
     let domain = env.domain(path).await.unwrap();
     for _ in 0..10 {
         // Both on the wire before either is answered.
         let (started, destroyed) = tokio::join!(domain.start(), domain.destroy());
-        started.unwrap();
-        match outcome(destroyed) {
-            Ok(()) => assert_eq!(domain.state().await.unwrap(), "shutoff"),
-            Err(error) => {
-                assert!(
-                    error.starts_with("org.lxvirt.lxvirt1.Error.InvalidState: ")
-                        && error.contains("another operation (start) is in progress"),
-                    "{error}"
-                );
-                assert_eq!(domain.state().await.unwrap(), "running");
-                domain.destroy().await.unwrap();
+        let state = domain.state().await.unwrap();
+        match (outcome(started), outcome(destroyed)) {
+            // Start, then destroy: done, or refused while the start ran.
+            (Ok(()), Ok(())) => assert_eq!(state, "shutoff"),
+            (Ok(()), Err(error)) if error.contains("another operation (start) is in progress") => {
+                assert_eq!(state, "running")
             }
+            // Destroy first, of a domain not running, then the start.
+            (Ok(()), Err(error)) if error.contains("it is shutoff") => {
+                assert_eq!(state, "running")
+            }
+            other => panic!("no order of the two gives {other:?} (state {state})"),
+        }
+        if state == "running" {
+            domain.destroy().await.unwrap();
         }
     }
 }
