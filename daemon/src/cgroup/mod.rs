@@ -224,12 +224,11 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         created: &mut Vec<PathBuf>,
     ) -> Result<(), CgroupError> {
         for dir in dirs {
-            let first_new = created.len();
             self.make_levels(dir, relative, created)?;
             if dir.v2 {
                 self.enable_controllers(dir, relative)?;
             } else if dir.handles.contains(Controller::Cpuset) {
-                self.init_cpuset(spec, &dir.mount, &created[first_new..])?;
+                self.init_cpuset(spec, &dir.mount, relative)?;
             }
         }
         for write in writes {
@@ -264,61 +263,66 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
     }
 
     /// A new v1 cpuset cgroup has empty `cpuset.cpus` and `cpuset.mems`
-    /// and takes no task: each new level gets its parent's (the spec's own
-    /// values go to the leaf later and are not copied). Writing them costs
-    /// the kernel a walk of every sibling and a rebuild of the scheduling
-    /// domains, which grows with the containers running; so each level
-    /// lxvirt makes, and the parent of the first new one, gets
-    /// `cgroup.clone_children`, and the kernel copies the values into a
-    /// new child itself: a container's start writes nothing here.
+    /// and takes no task until both are set. Writing them costs the kernel
+    /// a walk of every sibling and a rebuild of the scheduling domains,
+    /// which grows with the containers running; so the levels lxvirt makes
+    /// above the leaf get `cgroup.clone_children`, and the kernel copies
+    /// the values into each new child itself: a start reads them and
+    /// writes nothing. A level still empty (a level another start made a
+    /// moment ago and has not filled yet, when the first containers of a
+    /// fresh partition start together; a partition made before this) gets
+    /// its parent's values, top down: two starts write the same values,
+    /// so their race is harmless. The spec's own values go to the leaf
+    /// later. The hierarchy's root is the host's: left as it is.
     fn init_cpuset(
         &self,
         spec: &CgroupSpec,
         mount: &Path,
-        new_levels: &[PathBuf],
+        relative: &Path,
     ) -> Result<(), CgroupError> {
-        let Some(parent) = new_levels.first().and_then(|p| p.parent()) else {
-            return Ok(());
-        };
-        // Every level was made before this: only the first one's parent
-        // could have had the flag when its child appeared.
-        let inherited = self
-            .fs
-            .read(&parent.join(CLONE_CHILDREN))
-            .is_ok_and(|v| v.trim() == "1");
-        let leaf = new_levels.len() - 1;
-        for (i, level) in new_levels.iter().enumerate() {
-            let above = level.parent().unwrap_or(parent);
-            if !(i == 0 && inherited) {
-                for (file, from_spec) in [
-                    ("cpuset.cpus", spec.cpuset_cpus.is_some()),
-                    ("cpuset.mems", spec.cpuset_mems.is_some()),
-                ] {
-                    if from_spec && i == leaf {
-                        continue;
-                    }
-                    let from = above.join(file);
-                    let value = self.fs.read(&from).map_err(|source| CgroupError::Read {
-                        path: from.clone(),
+        let mut levels: Vec<PathBuf> = relative
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .map(|a| mount.join(a))
+            .collect();
+        levels.reverse();
+        let leaf = levels.len().saturating_sub(1);
+        let mut above = mount.to_path_buf();
+        for (i, level) in levels.iter().enumerate() {
+            for (file, from_spec) in [
+                ("cpuset.cpus", spec.cpuset_cpus.is_some()),
+                ("cpuset.mems", spec.cpuset_mems.is_some()),
+            ] {
+                if from_spec && i == leaf {
+                    continue;
+                }
+                let read = |path: PathBuf| {
+                    self.fs
+                        .read(&path)
+                        .map_err(|source| CgroupError::Read { path, source })
+                };
+                if !read(level.join(file))?.trim().is_empty() {
+                    continue;
+                }
+                let value = read(above.join(file))?;
+                let path = level.join(file);
+                self.fs
+                    .write(&path, value.trim())
+                    .map_err(|source| CgroupError::Write {
+                        path,
+                        value: value.trim().to_owned(),
                         source,
                     })?;
-                    let path = level.join(file);
-                    self.fs
-                        .write(&path, value.trim())
-                        .map_err(|source| CgroupError::Write {
-                            path,
-                            value: value.trim().to_owned(),
-                            source,
-                        })?;
-                }
             }
-            if i != leaf {
+            if i != leaf
+                && !self
+                    .fs
+                    .read(&level.join(CLONE_CHILDREN))
+                    .is_ok_and(|v| v.trim() == "1")
+            {
                 self.set_clone_children(level);
             }
-        }
-        // The hierarchy's root is the host's: left as it is.
-        if !inherited && parent != mount {
-            self.set_clone_children(parent);
+            above = level.clone();
         }
         Ok(())
     }

@@ -694,6 +694,25 @@ fn a_partition_made_before_gets_clone_children_at_the_next_start() {
 }
 
 #[test]
+fn a_partition_another_start_has_just_made_is_filled_before_the_leaf() {
+    // Two first starts in a fresh partition: the other one made `machine`
+    // (and set clone_children) but has not written its values yet, so our
+    // leaf is born empty too; init could not join it (ENOSPC).
+    let (cgroups, fake) = host(Host::Hybrid);
+    fs::create_dir_all(fake.path("sys/fs/cgroup/cpuset/machine")).unwrap();
+    fake.put("sys/fs/cgroup/cpuset/machine/cgroup.clone_children", "1\n");
+    fake.put("sys/fs/cgroup/cpuset/machine/cpuset.cpus", "");
+    fake.put("sys/fs/cgroup/cpuset/machine/cpuset.mems", "");
+    fake.put("sys/fs/cgroup/cpuset/machine/cgroup.procs", "");
+    cgroups.create(&spec("machine/a")).unwrap();
+    for level in ["machine", "machine/a"] {
+        let dir = format!("sys/fs/cgroup/cpuset/{level}");
+        assert_eq!(fake.get(&format!("{dir}/cpuset.cpus")), "0-3\n", "{level}");
+        assert_eq!(fake.get(&format!("{dir}/cpuset.mems")), "0\n", "{level}");
+    }
+}
+
+#[test]
 fn v2_create_applies_every_limit_to_v2_files() {
     let (cgroups, fake) = host(Host::V2);
     let cg = cgroups.create(&full_spec()).unwrap();
