@@ -338,6 +338,21 @@ impl Drop for TestDaemon {
     }
 }
 
+/// A busybox container (`rootfs` from [`busybox_root`]) whose init sleeps,
+/// with a network namespace of its own and the default user namespace:
+/// the container the density benchmark and the concurrency tests run by
+/// the thousand.
+pub fn sleeper_xml(name: &str, rootfs: &Path) -> String {
+    format!(
+        "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
+         <os><type>exe</type><init>/bin/sleep</init><initarg>100000</initarg></os>\
+         <features><privnet/></features>\
+         <devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
+         <console type='pty'/></devices></domain>",
+        root = rootfs.display()
+    )
+}
+
 /// Runs the `lxvirt` CLI against `address`.
 pub fn lxvirt(address: &str, args: &[&str]) -> Result<Output> {
     Ok(Command::new(binary("lxvirt"))

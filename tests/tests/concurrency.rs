@@ -7,24 +7,13 @@
 
 use std::time::Duration;
 
-use lxvirt_tests::ContainerEnv;
+use lxvirt_tests::{ContainerEnv, sleeper_xml};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
 use zbus::fdo::ObjectManagerProxy;
 
 const CLIENTS: usize = 64;
 const DOMAINS: usize = 8;
 const OPS_PER_CLIENT: usize = 12;
-
-fn xml(name: &str, root: &std::path::Path) -> String {
-    format!(
-        "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
-         <os><type>exe</type><init>/bin/sleep</init><initarg>1000</initarg></os>\
-         <features><privnet/></features>\
-         <devices><filesystem type='mount'><source dir='{}'/><target dir='/'/></filesystem>\
-         <console type='pty'/></devices></domain>",
-        root.display()
-    )
-}
 
 /// What a call came back with: `Ok`, or the typed error's name.
 fn outcome<T>(result: zbus::Result<T>) -> Result<(), String> {
@@ -61,7 +50,7 @@ async fn sixty_four_clients_get_answers_and_typed_refusals() {
     for i in 0..DOMAINS {
         paths.push(
             manager
-                .define_xml(&xml(&format!("busy{i}"), &env.rootfs()))
+                .define_xml(&sleeper_xml(&format!("busy{i}"), &env.rootfs()))
                 .await
                 .unwrap(),
         );
@@ -171,7 +160,7 @@ async fn a_domains_requests_are_taken_one_at_a_time() {
     };
     let manager = env.manager().await.unwrap();
     let path = manager
-        .define_xml(&xml("serial", &env.rootfs()))
+        .define_xml(&sleeper_xml("serial", &env.rootfs()))
         .await
         .unwrap();
     let domain = env.domain(path).await.unwrap();

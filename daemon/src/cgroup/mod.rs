@@ -287,6 +287,11 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             .collect();
         levels.reverse();
         let leaf = levels.len().saturating_sub(1);
+        let read = |path: PathBuf| {
+            self.fs
+                .read(&path)
+                .map_err(|source| CgroupError::Read { path, source })
+        };
         let mut above = mount.to_path_buf();
         for (i, level) in levels.iter().enumerate() {
             for (file, from_spec) in [
@@ -296,11 +301,6 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
                 if from_spec && i == leaf {
                     continue;
                 }
-                let read = |path: PathBuf| {
-                    self.fs
-                        .read(&path)
-                        .map_err(|source| CgroupError::Read { path, source })
-                };
                 if !read(level.join(file))?.trim().is_empty() {
                     continue;
                 }

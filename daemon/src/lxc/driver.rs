@@ -12,10 +12,10 @@ use super::instance::LxcConfig;
 use super::protocol::{
     self, ExitRecord, LaunchReport, MonitorError, ProtocolError, Reply, Request, RunFiles,
 };
-use super::spawner::{SpawnedMonitor, Spawner, spawn_monitor};
+use super::spawner::{SpawnedMonitor, Spawner, SpawnerError, spawn_monitor};
 use super::spec::ContainerSpec;
 use crate::persist::{self, PersistError};
-use crate::sys::process::start_time;
+use crate::sys::process::{is_alive, start_time, wait_exit_blocking};
 
 /// Why the driver could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -126,14 +126,13 @@ impl LxcDriver {
     /// A new monitor, from the spawner's small descriptor table if it
     /// serves, else from the daemon's.
     fn spawn_monitor(&self) -> Result<Spare, DriverError> {
-        let spawned = match &self.spawner {
-            Some(spawner) => match spawner.spawn() {
-                Ok(monitor) => Ok(monitor),
-                // The exec failed: the same would happen here.
-                Err(e) if e.raw_os_error().is_some() => Err(e),
-                Err(_) => spawn_monitor(self.monitor_exe(), self.run_dir()),
-            },
-            None => spawn_monitor(self.monitor_exe(), self.run_dir()),
+        let spawned = match self.spawner.as_deref().map(Spawner::spawn) {
+            Some(Ok(monitor)) => Ok(monitor),
+            // The same would happen here.
+            Some(Err(SpawnerError::Spawn(e))) => Err(e),
+            Some(Err(SpawnerError::Gone(_))) | None => {
+                spawn_monitor(self.monitor_exe(), self.run_dir())
+            }
         };
         spawned.map_err(|source| DriverError::SpawnMonitor {
             path: self.monitor_exe().to_owned(),
@@ -173,7 +172,7 @@ impl LxcDriver {
     fn take_monitor(&self) -> Result<Spare, DriverError> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(spare) = spare
-            && is_alive(&spare.pidfd)
+            && is_alive(spare.pidfd.as_fd())
         {
             return Ok(spare);
         }
@@ -251,31 +250,6 @@ impl LxcDriver {
     }
 }
 
-/// Starts a monitor that waits for its spec. It writes its own log
-/// (`NAME.log` in the run directory) once it knows its name.
-/// Waits for the process behind `pidfd` to exit and reaps it.
-fn wait_exit_blocking(pidfd: &OwnedFd) -> nix::Result<()> {
-    let mut fds = [nix::poll::PollFd::new(
-        pidfd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)?;
-    crate::sys::process::reap_pidfd(pidfd.as_fd()).map(drop)
-}
-
-/// Whether the process behind `pidfd` still runs (its pidfd is not yet
-/// readable).
-fn is_alive(pidfd: &OwnedFd) -> bool {
-    let mut fds = [nix::poll::PollFd::new(
-        pidfd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    matches!(
-        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
-        Ok(0)
-    )
-}
-
 /// Gives a waiting monitor its spec and reads its launch report.
 fn hand_over(
     mut monitor: Spare,
@@ -298,14 +272,14 @@ fn hand_over(
             monitor_pidfd: monitor.pidfd,
         }),
         Ok(LaunchReport::Failed { error }) => {
-            let _ = wait_exit_blocking(&monitor.pidfd);
+            let _ = wait_exit_blocking(monitor.pidfd.as_fd());
             Err(DriverError::LaunchFailed {
                 name: name.to_owned(),
                 error,
             })
         }
         Err(_) => {
-            let _ = wait_exit_blocking(&monitor.pidfd);
+            let _ = wait_exit_blocking(monitor.pidfd.as_fd());
             let report = line.trim_end();
             if report.is_empty() {
                 Err(DriverError::MonitorDied {

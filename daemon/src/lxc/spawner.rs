@@ -50,6 +50,17 @@ enum Reply {
     },
 }
 
+/// Why the spawner gave no monitor.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnerError {
+    /// The spawn failed (the monitor program is missing, …).
+    #[error(transparent)]
+    Spawn(std::io::Error),
+    /// The thread does not answer: spawn from another table.
+    #[error("the monitor spawner thread does not answer")]
+    Gone(#[source] std::io::Error),
+}
+
 /// The daemon's end of the spawning thread.
 #[derive(Debug)]
 pub struct Spawner {
@@ -73,17 +84,17 @@ impl Spawner {
         })
     }
 
-    /// A new monitor. An error of the thread itself (it is gone) is
-    /// `ErrorKind::BrokenPipe`-like; the caller may spawn directly then.
-    pub fn spawn(&self) -> io::Result<SpawnedMonitor> {
+    /// A new monitor.
+    pub fn spawn(&self) -> Result<SpawnedMonitor, SpawnerError> {
+        let gone = |e| SpawnerError::Gone(io::Error::other(e));
         let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
-        protocol::send(socket.as_fd(), &(), &[]).map_err(io::Error::other)?;
-        let (reply, fds) = protocol::recv::<Reply>(socket.as_fd()).map_err(io::Error::other)?;
+        protocol::send(socket.as_fd(), &(), &[]).map_err(gone)?;
+        let (reply, fds) = protocol::recv::<Reply>(socket.as_fd()).map_err(gone)?;
         match reply {
             Reply::Spawned { pid } => {
-                let [stdin, stdout, pidfd]: [OwnedFd; 3] = fds
-                    .try_into()
-                    .map_err(|_| io::Error::other("the spawner sent the wrong descriptors"))?;
+                let [stdin, stdout, pidfd]: [OwnedFd; 3] = fds.try_into().map_err(|_| {
+                    SpawnerError::Gone(io::Error::other("the spawner sent the wrong descriptors"))
+                })?;
                 Ok(SpawnedMonitor {
                     pid: Pid::from_raw(pid),
                     stdin: File::from(stdin),
@@ -91,12 +102,16 @@ impl Spawner {
                     pidfd,
                 })
             }
-            Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
+            Reply::Failed { errno } => {
+                Err(SpawnerError::Spawn(io::Error::from_raw_os_error(errno)))
+            }
         }
     }
 }
 
-/// Spawns a monitor from the calling thread's descriptor table.
+/// Spawns a monitor from the calling thread's descriptor table. It waits
+/// for its spec on stdin and writes its own log (`NAME.log` in the run
+/// directory) once it knows its name.
 pub fn spawn_monitor(monitor_exe: &Path, run_dir: &Path) -> io::Result<SpawnedMonitor> {
     let mut child = Command::new(monitor_exe)
         .arg(run_dir)
@@ -207,12 +222,7 @@ mod tests {
             let count: usize = fields[2].parse().unwrap();
             assert!(count <= 5, "{out}");
             // The daemon's child, reaped through its pidfd once it exits.
-            let mut fds = [nix::poll::PollFd::new(
-                monitor.pidfd.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16)).unwrap();
-            crate::sys::process::reap_pidfd(monitor.pidfd.as_fd()).unwrap();
+            crate::sys::process::wait_exit_blocking(monitor.pidfd.as_fd()).unwrap();
         }
         drop(held);
     }
@@ -221,9 +231,13 @@ mod tests {
     fn a_monitor_that_cannot_run_is_an_error_and_the_spawner_serves_on() {
         let dir = tempfile::tempdir().unwrap();
         let spawner = Spawner::start(dir.path().join("missing"), "/run/x".into()).unwrap();
-        let err = spawner.spawn().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-        let err = spawner.spawn().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        for _ in 0..2 {
+            match spawner.spawn().unwrap_err() {
+                SpawnerError::Spawn(err) => {
+                    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}")
+                }
+                other => panic!("{other}"),
+            }
+        }
     }
 }

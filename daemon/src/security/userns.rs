@@ -180,7 +180,7 @@ pub struct IdRanges {
 
 impl IdRanges {
     /// The allocator over `range`, with the persistent blocks recorded in
-    /// the directory `state` (created when first needed).
+    /// the directory `state` (created if missing).
     pub fn open(
         range: IdRange,
         state: Option<&Path>,
@@ -196,6 +196,14 @@ impl IdRanges {
         let Some(dir) = state else {
             return Ok((ranges, report));
         };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| UsernsError::StateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         let legacy = dir.with_extension("json");
         if let Some(table) = persist::read_versioned_if_present::<LegacyTable>(&legacy)
             .map_err(UsernsError::State)?
@@ -212,12 +220,7 @@ impl IdRanges {
             path: dir.to_owned(),
             source,
         };
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ranges, report)),
-            Err(e) => return Err(dir_error(e)),
-        };
-        for entry in entries {
+        for entry in std::fs::read_dir(dir).map_err(dir_error)? {
             let path = entry.map_err(dir_error)?.path();
             // Temporary files of an interrupted write, anything else.
             let Some(uuid) = path
@@ -374,17 +377,9 @@ impl IdRanges {
     }
 
     fn write_block(&self, uuid: &Uuid, name: &str, start: u32) -> Result<(), UsernsError> {
-        let (Some(dir), Some(path)) = (&self.state, self.block_path(uuid)) else {
+        let Some(path) = self.block_path(uuid) else {
             return Ok(());
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| UsernsError::StateDir {
-                path: dir.clone(),
-                source,
-            })?;
         let block = BlockFile {
             name: name.to_owned(),
             start,

@@ -4,6 +4,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
@@ -153,6 +154,21 @@ pub async fn exited(pidfd: &OwnedFd) {
     {
         drop(guard);
     }
+}
+
+/// Whether the process behind `pidfd` still runs (its pidfd is not yet
+/// readable).
+pub fn is_alive(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
+}
+
+/// Waits for the process behind `pidfd` to exit and reaps it (the
+/// blocking form of [`wait_exit`]).
+pub fn wait_exit_blocking(pidfd: BorrowedFd<'_>) -> nix::Result<ExitStatus> {
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::NONE)?;
+    reap_pidfd(pidfd)
 }
 
 /// Whether the process `pid` started at `start` still runs; if so, a

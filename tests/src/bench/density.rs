@@ -28,24 +28,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use lxvirt_tests::{TestBus, TestDaemon, busybox_root, shared_tempdir};
+use lxvirt_tests::{TestBus, TestDaemon, busybox_root, shared_tempdir, sleeper_xml};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
 
 use super::{median, ms, percentile, pss_kib, rss_kib};
 
 /// Time for memory figures to settle after a batch starts.
 const SETTLE: Duration = Duration::from_secs(3);
-
-fn container_xml(name: &str, rootfs: &std::path::Path) -> String {
-    format!(
-        "<domain type='lxc'><name>{name}</name><memory unit='MiB'>64</memory>\
-         <os><type>exe</type><init>/bin/sleep</init><initarg>100000</initarg></os>\
-         <features><privnet/></features>\
-         <devices><filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
-         <console type='pty'/></devices></domain>",
-        root = rootfs.display()
-    )
-}
 
 /// The floor: `count` namespaced sleepers; (seconds to start them all,
 /// bytes of MemAvailable per sleeper).
@@ -235,10 +224,10 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
     let names: Vec<String> = (0..count).map(|i| format!("d{i:05}")).collect();
     let begin = Instant::now();
     for name in &names {
-        manager.define_xml(&container_xml(name, &rootfs)).await?;
+        manager.define_xml(&sleeper_xml(name, &rootfs)).await?;
     }
     let define_s = begin.elapsed().as_secs_f64();
-    let probe_path = manager.define_xml(&container_xml("probe", &rootfs)).await?;
+    let probe_path = manager.define_xml(&sleeper_xml("probe", &rootfs)).await?;
     let probe = DomainProxy::builder(&connection)
         .path(probe_path)
         .build()
@@ -380,7 +369,7 @@ pub async fn throughput(count: usize) -> Result<()> {
     let manager = ManagerProxy::new(&connection).await?;
     let names: Vec<String> = (0..count).map(|i| format!("t{i:05}")).collect();
     for name in &names {
-        manager.define_xml(&container_xml(name, &rootfs)).await?;
+        manager.define_xml(&sleeper_xml(name, &rootfs)).await?;
     }
     println!("throughput: {count} containers started, then destroyed, by C concurrent clients");
     println!();

@@ -28,15 +28,10 @@ impl Manager {
             }
             Err(error) => {
                 let domain = super::name_for_log(&self.domains, uuid);
+                let message = error_chain(&error);
                 if restart {
-                    tracing::error!(domain = %domain, error = %error_chain(&error), "the start after a reboot was refused");
-                } else {
-                    // The client hears why; a busy host refuses many.
-                    tracing::info!(domain = %domain, error = %error_chain(&error), "start refused");
-                }
-                if restart {
+                    tracing::error!(domain = %domain, error = %message, "the start after a reboot was refused");
                     // Those who asked for the reboot learn it failed.
-                    let message = error_chain(&error);
                     for waiter in self
                         .domains
                         .get_mut(&uuid)
@@ -48,6 +43,9 @@ impl Manager {
                             message: message.clone(),
                         }));
                     }
+                } else {
+                    // The client hears why; a busy host refuses many.
+                    tracing::info!(domain = %domain, error = %message, "start refused");
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(error));
