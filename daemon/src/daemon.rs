@@ -165,6 +165,11 @@ pub enum DaemonError {
         #[source]
         source: zbus::Error,
     },
+    #[error(
+        "the bus closed lxvirtd's connection (the bus daemon stopped, or refused a message); \
+         containers keep running and lxvirtd finds them again when it is started"
+    )]
+    BusLost,
     #[error("cannot export objects on the bus")]
     Export(#[source] zbus::Error),
     #[error("cannot own bus name {name}")]
@@ -403,7 +408,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let _ = handle.autostart().await;
     let heap = tokio::spawn(release_free_heap_periodically());
 
-    shutdown.await;
+    let lost = tokio::select! {
+        () = shutdown => false,
+        () = connection.closed() => true,
+    };
+    if lost {
+        adapter.abort();
+        manager_task.abort();
+        heap.abort();
+        return Err(DaemonError::BusLost);
+    }
     tracing::info!("shutting down");
     // Releasing the name first tells clients at once that we are gone.
     let _ = connection.release_name(dbus::BUS_NAME).await;

@@ -297,6 +297,61 @@ async fn signals_announce_domains_and_changes() {
     announced.removed(&path).await;
 }
 
+/// The daemon writes `GetManagedObjects` from its own table of properties
+/// (not through each object's getters): both must give the same values, for
+/// a running domain, a defined one and a network.
+#[tokio::test]
+async fn managed_objects_match_each_objects_properties() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let rootfs = root.path().join("rootfs");
+    lxvirt_tests::busybox_root(&rootfs);
+    let running = manager
+        .define_xml(&lxvirt_tests::sleeper_xml("om-running", &rootfs))
+        .await
+        .unwrap();
+    domain(&connection, running.clone())
+        .await
+        .start()
+        .await
+        .unwrap();
+    let defined = manager.define_xml(APP).await.unwrap();
+    let network = manager.network_define_xml(LAN).await.unwrap();
+
+    let om = zbus::fdo::ObjectManagerProxy::builder(&connection)
+        .destination(lxvirtd::dbus::BUS_NAME)
+        .path(MANAGER_PATH)
+        .build()
+        .await
+        .unwrap();
+    let objects = om.get_managed_objects().await.unwrap();
+    assert_eq!(objects.len(), 3, "{objects:?}");
+    for (path, interface) in [
+        (&running, DOMAIN_INTERFACE),
+        (&defined, DOMAIN_INTERFACE),
+        (&network, NETWORK_INTERFACE),
+    ] {
+        let listed = &objects[path];
+        assert_eq!(listed.len(), 1, "{path}: {listed:?}");
+        let properties = zbus::fdo::PropertiesProxy::builder(&connection)
+            .destination(lxvirtd::dbus::BUS_NAME)
+            .path(path.clone())
+            .build()
+            .await
+            .unwrap();
+        let name = zbus::names::InterfaceName::try_from(interface).unwrap();
+        let got = properties.get_all(name).await.unwrap();
+        assert_eq!(listed[interface], got, "{path}");
+    }
+    let state = &objects[&running][DOMAIN_INTERFACE]["State"];
+    assert_eq!(String::try_from(state.clone()).unwrap(), "running");
+
+    domain(&connection, running).await.destroy().await.unwrap();
+}
+
 #[tokio::test]
 async fn introspection_matches_the_committed_contract() {
     let bus = TestBus::start().unwrap();
@@ -313,7 +368,7 @@ async fn introspection_matches_the_committed_contract() {
             .await
             .unwrap(),
     );
-    for object in [&path, &network] {
+    for object in [&path, &network, &collection_path().try_into().unwrap()] {
         live.extend(lxvirt_tests::interfaces_of(
             &lxvirt_tests::introspect(&connection, object.as_str())
                 .await
@@ -325,6 +380,7 @@ async fn introspection_matches_the_committed_contract() {
         IMAGES_INTERFACE,
         DOMAIN_INTERFACE,
         NETWORK_INTERFACE,
+        "org.lxvirt.lxvirt1.Collection",
     ] {
         assert_eq!(
             live.get(name),
@@ -333,6 +389,81 @@ async fn introspection_matches_the_committed_contract() {
         );
     }
     assert!(live.contains_key("org.freedesktop.DBus.ObjectManager"));
+}
+
+fn collection_path() -> String {
+    format!("{MANAGER_PATH}/domain")
+}
+
+/// The interfaces and the child nodes an `Introspect` reply names.
+fn interfaces_and_children(xml: &str) -> (usize, Vec<String>) {
+    let interfaces = xml.matches("<interface name=").count();
+    let children = xml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("<node name=\""))
+        .filter_map(|l| l.strip_suffix("\"/>"))
+        .map(str::to_owned)
+        .collect();
+    (interfaces, children)
+}
+
+/// Introspection of the nodes above the objects names their children
+/// without describing them (zbus's own answer describes the whole subtree:
+/// with thousands of domains, more than the bus accepts in one message), and
+/// stays so after the last domain is gone and a new one comes.
+#[tokio::test]
+async fn introspection_is_one_level_deep() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let connection = bus.connect().await.unwrap();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let introspect = |path: String| {
+        let connection = connection.clone();
+        async move {
+            let xml = lxvirt_tests::introspect(&connection, &path).await.unwrap();
+            interfaces_and_children(&xml)
+        }
+    };
+
+    let mut names = Vec::new();
+    for name in ["one", "two", "three"] {
+        let xml = APP.replace("<name>app</name>", &format!("<name>{name}</name>"));
+        let path = manager.define_xml(&xml).await.unwrap();
+        names.push(path.as_str().rsplit('/').next().unwrap().to_owned());
+    }
+    names.sort();
+    assert_eq!(introspect("/".into()).await, (3, vec!["org".to_owned()]));
+    assert_eq!(
+        introspect(MANAGER_PATH.into()).await,
+        (6, vec!["domain".to_owned(), "network".to_owned()])
+    );
+    assert_eq!(introspect(collection_path()).await, (4, names.clone()));
+
+    for name in ["one", "two", "three"] {
+        let path = manager.lookup_by_name(name).await.unwrap();
+        domain(&connection, path).await.undefine(0).await.unwrap();
+    }
+    assert_eq!(introspect(collection_path()).await, (4, vec![]));
+    let path = manager.define_xml(APP).await.unwrap();
+    let (interfaces, children) = introspect(collection_path()).await;
+    assert_eq!(interfaces, 4);
+    assert_eq!(children, [path.as_str().rsplit('/').next().unwrap()]);
+}
+
+/// A daemon the bus has dropped cannot be reached and must not pretend to
+/// run: it exits with an error (a service manager restarts it; containers
+/// keep running).
+#[tokio::test]
+async fn the_daemon_exits_when_the_bus_goes_away() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let mut daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    drop(bus);
+    let status = daemon
+        .wait_exit(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(!status.success(), "{status}");
 }
 
 #[tokio::test]

@@ -15,7 +15,8 @@ use zbus::{OwnedFd as DbusFd, OwnedVariant as OwnedValue, Variant as Value};
 use lxvirt_api::DomainSummaryRecord;
 use uuid::Uuid;
 
-use super::exported::{Changes, Exported, SharedSummary, set_property};
+use super::exported::{Exported, SharedSummary, set_property};
+use super::object_manager::Registered;
 use super::{DOMAIN_INTERFACE, Shared, domain_path, error::Error};
 use crate::core::manager::DeviceChange;
 use crate::core::types::{AddressSource, AffectFlags, CoreError};
@@ -34,11 +35,6 @@ pub struct DomainObject {
 }
 
 impl DomainObject {
-    /// A copy of the current summary.
-    pub(crate) fn summary(&self) -> DomainSummary {
-        self.summary.get()
-    }
-
     async fn authorize(
         &self,
         connection: &Connection,
@@ -135,25 +131,28 @@ impl Exported for DomainObject {
         self.summary.clone()
     }
 
-    /// The properties that differ between two summaries of one domain, by
-    /// name, with their new values: one `PropertiesChanged` carries them all.
-    fn changed_properties(
-        old: &DomainSummary,
-        new: &DomainSummary,
-    ) -> Vec<(&'static str, Value<'static>)> {
-        let mut changes = Changes::new(old, new);
-        changes.property("Persistent", |s| s.persistent);
-        changes.property("Autostart", |s| s.autostart);
-        changes.property("State", |s| s.state.as_str());
-        changes.property("StateReason", |s| s.reason.as_str());
-        changes.property("Pid", pid_of);
-        changes.property("StartTime", |s| s.start_time.unwrap_or(0));
-        changes.property("SecurityLabel", |s| {
-            s.security_label.clone().unwrap_or_default()
-        });
-        changes.property("UserNamespace", |s| s.user_namespace);
-        changes.property("HostIds", |s| s.host_ids.unwrap_or((0, 0)));
-        changes.into_vec()
+    fn registered(summary: SharedSummary<DomainSummary>) -> Registered {
+        Registered::Domain(summary)
+    }
+
+    fn properties(s: &DomainSummary) -> Vec<(&'static str, Value<'_>)> {
+        vec![
+            ("Name", s.name.as_str().into()),
+            ("UUID", s.uuid.to_string().into()),
+            ("Type", s.domain_type.as_str().into()),
+            ("Persistent", s.persistent.into()),
+            ("Autostart", s.autostart.into()),
+            ("State", s.state.as_str().into()),
+            ("StateReason", s.reason.as_str().into()),
+            ("Pid", pid_of(s).into()),
+            ("StartTime", s.start_time.unwrap_or(0).into()),
+            (
+                "SecurityLabel",
+                s.security_label.as_deref().unwrap_or("").into(),
+            ),
+            ("UserNamespace", s.user_namespace.into()),
+            ("HostIds", s.host_ids.unwrap_or((0, 0)).into()),
+        ]
     }
 
     fn lifecycle<'a>(
@@ -194,7 +193,7 @@ fn console_index(devname: &str) -> Result<u32, Error> {
 impl DomainObject {
     #[zbus(property(emits_changed_signal = "const"))]
     fn name(&self) -> String {
-        self.summary().name
+        self.summary.read(|s| s.name.clone())
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
@@ -205,17 +204,17 @@ impl DomainObject {
     /// The driver: `lxc`, `kvm` or `qemu`.
     #[zbus(property(emits_changed_signal = "const"))]
     fn type_(&self) -> String {
-        self.summary().domain_type.as_str().to_owned()
+        self.summary.read(|s| s.domain_type.as_str().to_owned())
     }
 
     #[zbus(property)]
     fn persistent(&self) -> bool {
-        self.summary().persistent
+        self.summary.read(|s| s.persistent)
     }
 
     #[zbus(property)]
     fn autostart(&self) -> bool {
-        self.summary().autostart
+        self.summary.read(|s| s.autostart)
     }
 
     #[zbus(property)]
@@ -234,32 +233,33 @@ impl DomainObject {
     /// `shutoff`, `running`, `paused` or `crashed`.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.summary().state.as_str().to_owned()
+        self.summary.read(|s| s.state.as_str().to_owned())
     }
 
     /// Why the domain is in its state (`booted`, `shutdown`, `destroyed`, …).
     #[zbus(property)]
     fn state_reason(&self) -> String {
-        self.summary().reason.as_str().to_owned()
+        self.summary.read(|s| s.reason.as_str().to_owned())
     }
 
     /// Host pid of the container's init; 0 when not running.
     #[zbus(property)]
     fn pid(&self) -> u32 {
-        pid_of(&self.summary())
+        self.summary.read(pid_of)
     }
 
     /// When the running instance started, seconds since the epoch; 0 when not running.
     #[zbus(property)]
     fn start_time(&self) -> u64 {
-        self.summary().start_time.unwrap_or(0)
+        self.summary.read(|s| s.start_time.unwrap_or(0))
     }
 
     /// The SELinux process label of the running instance (init's and
     /// entered processes' context); empty when unconfined or not running.
     #[zbus(property)]
     fn security_label(&self) -> String {
-        self.summary().security_label.unwrap_or_default()
+        self.summary
+            .read(|s| s.security_label.clone().unwrap_or_default())
     }
 
     /// How the domain's ids map: "auto" (a user namespace with host ids
@@ -268,14 +268,14 @@ impl DomainObject {
     /// instance's, else what its next start gets.
     #[zbus(property)]
     fn user_namespace(&self) -> String {
-        self.summary().user_namespace.to_owned()
+        self.summary.read(|s| s.user_namespace.to_owned())
     }
 
     /// The running instance's block of host ids: (first, count); (0, 0)
     /// when it is not running in mode "auto".
     #[zbus(property)]
     fn host_ids(&self) -> (u32, u32) {
-        self.summary().host_ids.unwrap_or((0, 0))
+        self.summary.read(|s| s.host_ids.unwrap_or((0, 0)))
     }
 
     /// The domain's XML; flags: 1 = secure, 2 = inactive (the persistent definition).

@@ -78,11 +78,7 @@ impl Adapter {
                 let changed = O::changed_properties(&old, &summary);
                 emit_changes(iface.signal_emitter(), O::INTERFACE, changed).await?;
             }
-            Err(_) => {
-                server
-                    .at(&path, O::new(summary, self.shared.clone()))
-                    .await?;
-            }
+            Err(_) => super::export::<O>(server, &self.shared, summary).await?,
         }
         if let Some(lifecycle) = lifecycle {
             emit_lifecycle::<O>(&self.connection, &path, lifecycle).await?;
@@ -94,6 +90,7 @@ impl Adapter {
     async fn removed<O: Exported>(&self, uuid: Uuid, lifecycle: Lifecycle) -> zbus::Result<()> {
         let path = O::path(uuid);
         emit_lifecycle::<O>(&self.connection, &path, lifecycle).await?;
+        self.shared.registry.remove(&path);
         self.connection
             .object_server()
             .remove::<O, _>(&path)

@@ -10,6 +10,7 @@ use zbus::message::Header;
 use zbus::object_server::{Interface, SignalEmitter};
 use zbus::{Connection, OwnedObjectPath, Variant as Value};
 
+use super::object_manager::Registered;
 use super::{Error, Shared};
 use crate::core::{CoreError, Seq};
 
@@ -41,6 +42,14 @@ impl<S: Clone> SharedSummary<S> {
         }
     }
 
+    /// What `read` makes of the current summary, without copying it.
+    pub(crate) fn read<T>(&self, read: impl FnOnce(&S) -> T) -> T {
+        match self.0.read() {
+            Ok(guard) => read(&guard),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
+    }
+
     /// Changes the summary in place.
     pub(crate) fn update<T>(&self, change: impl FnOnce(&mut S) -> T) -> T {
         match self.0.write() {
@@ -65,51 +74,32 @@ pub(crate) trait Exported: Interface + Sized {
     fn uuid_of(summary: &Self::Summary) -> Uuid;
     fn new(summary: Self::Summary, shared: Shared) -> Self;
     fn shared_summary(&self) -> SharedSummary<Self::Summary>;
+    /// The object as the object manager lists it.
+    fn registered(summary: SharedSummary<Self::Summary>) -> Registered;
+    /// Every property of the object, by name, with its value: the values
+    /// its getters return, for `GetManagedObjects` and `PropertiesChanged`.
+    fn properties(summary: &Self::Summary) -> Vec<(&'static str, Value<'_>)>;
+
     /// The properties that differ between two summaries of one object, by
     /// name, with their new values: one `PropertiesChanged` carries them.
     fn changed_properties(
         old: &Self::Summary,
         new: &Self::Summary,
-    ) -> Vec<(&'static str, Value<'static>)>;
+    ) -> Vec<(&'static str, Value<'static>)> {
+        Self::properties(new)
+            .into_iter()
+            .zip(Self::properties(old))
+            .filter(|((_, new), (_, old))| new != old)
+            // No property holds a descriptor, the one value that cannot be copied.
+            .filter_map(|((name, new), _)| Some((name, Value::from(new.try_to_owned().ok()?))))
+            .collect()
+    }
     /// Emits the object's `Lifecycle` signal.
     fn lifecycle<'a>(
         emitter: &'a SignalEmitter<'a>,
         event: &'a str,
         detail: &'a str,
     ) -> impl Future<Output = zbus::Result<()>> + Send + 'a;
-}
-
-/// The properties that differ between two summaries of one object, by
-/// name, with their new values, collected one property at a time.
-pub(crate) struct Changes<'s, S> {
-    old: &'s S,
-    new: &'s S,
-    changed: Vec<(&'static str, Value<'static>)>,
-}
-
-impl<'s, S> Changes<'s, S> {
-    pub(crate) fn new(old: &'s S, new: &'s S) -> Self {
-        Changes {
-            old,
-            new,
-            changed: Vec::new(),
-        }
-    }
-
-    /// Property `name`, whose value `value` reads from a summary.
-    pub(crate) fn property<T>(&mut self, name: &'static str, value: impl Fn(&S) -> T)
-    where
-        T: PartialEq + Into<Value<'static>>,
-    {
-        let new = value(self.new);
-        if value(self.old) != new {
-            self.changed.push((name, new.into()));
-        }
-    }
-
-    pub(crate) fn into_vec(self) -> Vec<(&'static str, Value<'static>)> {
-        self.changed
-    }
 }
 
 /// A property setter's call to the core: checks the caller (when the call

@@ -16,8 +16,10 @@ mod error;
 mod events;
 mod exported;
 mod images;
+mod introspect;
 mod manager;
 mod network;
+mod object_manager;
 
 use tokio::sync::{mpsc, watch};
 
@@ -35,6 +37,7 @@ pub use lxvirt_api::{
 };
 pub use manager::ManagerObject;
 pub use network::NetworkObject;
+use object_manager::{ObjectManager, Registry};
 
 use crate::core::{
     CoreError, DomainSummary, Event, ImageStore, ManagerHandle, NetworkSummary, Seq,
@@ -47,6 +50,8 @@ pub(crate) struct Shared {
     pub authorizer: Authorizer,
     /// Sequence number of the last core event the adapter has published.
     pub published: watch::Receiver<Seq>,
+    /// The objects the object manager lists.
+    pub registry: Registry,
 }
 
 impl Shared {
@@ -98,21 +103,17 @@ pub async fn serve(
         handle,
         authorizer,
         published,
+        registry: Registry::default(),
     };
     let server = connection.object_server();
+    introspect::install(server, &shared.registry).await?;
     // Domains and networks first, then the ObjectManager: it announces
     // them all at once.
     for summary in initial.domains {
-        let path = domain_path(summary.uuid);
-        server
-            .at(path, DomainObject::new(summary, shared.clone()))
-            .await?;
+        export::<DomainObject>(server, &shared, summary).await?;
     }
     for summary in initial.networks {
-        let path = network_path(summary.uuid);
-        server
-            .at(path, NetworkObject::new(summary, shared.clone()))
-            .await?;
+        export::<NetworkObject>(server, &shared, summary).await?;
     }
     server
         .at(
@@ -123,7 +124,28 @@ pub async fn serve(
     server
         .at(MANAGER_PATH, ImagesObject::new(shared.clone(), images))
         .await?;
-    server.at(MANAGER_PATH, zbus::fdo::ObjectManager).await?;
+    server
+        .at(MANAGER_PATH, ObjectManager::new(shared.registry.clone()))
+        .await?;
     let adapter = events::Adapter::new(connection.clone(), shared, published_tx);
     Ok(tokio::spawn(adapter.run(events)))
+}
+
+/// Exports an object for `summary` and lists it in the object manager
+/// (listed first: see `Registry`).
+pub(crate) async fn export<O: Exported>(
+    server: &zbus::ObjectServer,
+    shared: &Shared,
+    summary: O::Summary,
+) -> zbus::Result<()> {
+    let path = O::path(O::uuid_of(&summary));
+    let object = O::new(summary, shared.clone());
+    shared
+        .registry
+        .insert(path.clone(), O::registered(object.shared_summary()));
+    if let Err(error) = server.at(&path, object).await {
+        shared.registry.remove(&path);
+        return Err(error);
+    }
+    Ok(())
 }

@@ -8,7 +8,8 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, Variant as Value, interface};
 
-use super::exported::{Changes, Exported, SharedSummary, set_property};
+use super::exported::{Exported, SharedSummary, set_property};
+use super::object_manager::Registered;
 use super::{NETWORK_INTERFACE, Shared, error::Error};
 use crate::core::{NetworkSummary, XmlFlags};
 use lxvirt_api::network_path;
@@ -48,16 +49,19 @@ impl Exported for NetworkObject {
         self.summary.clone()
     }
 
-    fn changed_properties(
-        old: &NetworkSummary,
-        new: &NetworkSummary,
-    ) -> Vec<(&'static str, Value<'static>)> {
-        let mut changes = Changes::new(old, new);
-        changes.property("Active", |s| s.active);
-        changes.property("Persistent", |s| s.persistent);
-        changes.property("Autostart", |s| s.autostart);
-        changes.property("Bridge", |s| s.bridge.clone());
-        changes.into_vec()
+    fn registered(summary: SharedSummary<NetworkSummary>) -> Registered {
+        Registered::Network(summary)
+    }
+
+    fn properties(s: &NetworkSummary) -> Vec<(&'static str, Value<'_>)> {
+        vec![
+            ("Name", s.name.as_str().into()),
+            ("UUID", s.uuid.to_string().into()),
+            ("Active", s.active.into()),
+            ("Persistent", s.persistent.into()),
+            ("Autostart", s.autostart.into()),
+            ("Bridge", s.bridge.as_str().into()),
+        ]
     }
 
     fn lifecycle<'a>(
@@ -73,7 +77,7 @@ impl Exported for NetworkObject {
 impl NetworkObject {
     #[zbus(property(emits_changed_signal = "const"))]
     fn name(&self) -> String {
-        self.summary.get().name
+        self.summary.read(|s| s.name.clone())
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
@@ -84,19 +88,19 @@ impl NetworkObject {
     /// Whether it runs: its bridge, rules and DHCP/DNS server are up.
     #[zbus(property)]
     fn active(&self) -> bool {
-        self.summary.get().active
+        self.summary.read(|s| s.active)
     }
 
     #[zbus(property)]
     fn persistent(&self) -> bool {
-        self.summary.get().persistent
+        self.summary.read(|s| s.persistent)
     }
 
     /// Whether the network starts with the host (before the autostart
     /// domains).
     #[zbus(property)]
     fn autostart(&self) -> bool {
-        self.summary.get().autostart
+        self.summary.read(|s| s.autostart)
     }
 
     #[zbus(property)]
@@ -117,7 +121,7 @@ impl NetworkObject {
     /// one the daemon picked when it was defined.
     #[zbus(property)]
     fn bridge(&self) -> String {
-        self.summary.get().bridge
+        self.summary.read(|s| s.bridge.clone())
     }
 
     /// The network's XML: the live one while active, unless flags ask for

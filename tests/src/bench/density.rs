@@ -178,16 +178,45 @@ fn cli_list(address: &str, runs: usize) -> Result<f64> {
     Ok(median(&mut times))
 }
 
-async fn managed_objects(connection: &zbus::Connection, runs: usize) -> Result<(f64, usize)> {
+/// `GetManagedObjects` timings, ms (medians): the reply as it arrives,
+/// and decoded into zbus's maps of variants as a generic client does.
+pub struct ManagedObjectsTimes {
+    pub objects: usize,
+    pub reply_bytes: usize,
+    pub raw_ms: f64,
+    pub decoded_ms: f64,
+}
+
+pub async fn managed_objects(
+    connection: &zbus::Connection,
+    runs: usize,
+) -> Result<ManagedObjectsTimes> {
     let proxy = object_manager(connection).await?;
-    let mut times = Vec::new();
-    let mut objects = 0;
+    let (mut raw, mut decoded) = (Vec::new(), Vec::new());
+    let (mut objects, mut reply_bytes) = (0, 0);
     for _ in 0..runs {
         let begin = Instant::now();
+        let reply = connection
+            .call_method(
+                Some(lxvirtd::dbus::BUS_NAME),
+                lxvirtd::dbus::MANAGER_PATH,
+                Some("org.freedesktop.DBus.ObjectManager"),
+                "GetManagedObjects",
+                &(),
+            )
+            .await?;
+        raw.push(ms(begin.elapsed()));
+        reply_bytes = reply.data().len();
+        let begin = Instant::now();
         objects = proxy.get_managed_objects().await?.len();
-        times.push(ms(begin.elapsed()));
+        decoded.push(ms(begin.elapsed()));
     }
-    Ok((median(&mut times), objects))
+    Ok(ManagedObjectsTimes {
+        objects,
+        reply_bytes,
+        raw_ms: median(&mut raw),
+        decoded_ms: median(&mut decoded),
+    })
 }
 
 /// Start and destroy latency of one more container, ms (medians of `runs`).
@@ -262,7 +291,7 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(11)).await;
     let daemon_rss_settled = rss_kib(daemon_pid).unwrap_or(0) as f64 / 1024.0;
     let list_ms = cli_list(&bus.address, 5)?;
-    let (objects_ms, objects) = managed_objects(&connection, 5).await?;
+    let gmo = managed_objects(&connection, 5).await?;
     let (full_start, full_destroy) = one_more(&probe, 10).await?;
 
     // kill -9, then until every container is found running again.
@@ -332,7 +361,13 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
         "| daemon RSS, after the starts / 11 s later | – | {daemon_rss:.1} / {daemon_rss_settled:.1} MiB |"
     );
     println!("| `lxvirt list --all` (CLI, median of 5) | – | {list_ms:.1} ms |");
-    println!("| GetManagedObjects ({objects} objects, median of 5) | – | {objects_ms:.1} ms |");
+    println!(
+        "| GetManagedObjects ({} objects, {:.1} MB; median of 5): reply received / decoded into maps of variants | – | {:.1} / {:.1} ms |",
+        gmo.objects,
+        gmo.reply_bytes as f64 / 1e6,
+        gmo.raw_ms,
+        gmo.decoded_ms
+    );
     println!(
         "| one more start / destroy, none running | – | {empty_start:.2} / {empty_destroy:.2} ms |"
     );

@@ -23,6 +23,9 @@
 //! what grows with them beside the kernel's floor; `lxvirt-bench
 //! throughput [N]` starts per second with 1 to 64 clients (see `density`).
 //!
+//! `lxvirt-bench gmo ADDRESS [RUNS]` times `GetManagedObjects` against a
+//! daemon already running on the bus at ADDRESS.
+//!
 //! `lxvirt-bench images [RUNS]` measures the image store instead: start
 //! from a 1 GiB image against a 1 MiB one, commit time against the size of
 //! the change, import throughput.
@@ -151,6 +154,21 @@ async fn main() -> Result<()> {
         }
         let count = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
         return networks::ports(count).await;
+    }
+    if args.get(1).map(String::as_str) == Some("gmo") {
+        let address = args
+            .get(2)
+            .context("usage: lxvirt-bench gmo BUS-ADDRESS [RUNS]")?;
+        let runs = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5);
+        let connection = zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await?;
+        let t = density::managed_objects(&connection, runs).await?;
+        println!(
+            "GetManagedObjects: {} objects, {} bytes; reply received {:.1} ms, decoded {:.1} ms (medians of {runs})",
+            t.objects, t.reply_bytes, t.raw_ms, t.decoded_ms
+        );
+        return Ok(());
     }
     if let Some(mode @ ("density" | "throughput")) = args.get(1).map(String::as_str) {
         if !nix::unistd::Uid::effective().is_root() {
