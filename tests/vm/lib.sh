@@ -34,6 +34,9 @@ VM_PACKAGES=(
   semodule-utils         # semodule_package
   e2fsprogs              # chattr etc. for the guest's tools
   dbus-daemon            # the private bus in the guest
+  systemd                # the VM_INIT=systemd guest's PID 1 (guest/stage2-systemd)
+  dbus                   # its system bus (dbus.service)
+  systemd-container      # its systemd-machined (machinectl, machine.slice)
   coreutils              # chcon, runcon
   dmsetup                # the dm suite's look at what is left in the kernel
   xfsprogs               # the dm suite's xfs volumes (mkfs.xfs, xfs_admin)
