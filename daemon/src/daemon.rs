@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::mpsc;
@@ -28,6 +29,7 @@ use crate::security::Security;
 use crate::security::detect::Detected;
 use crate::security::userns::{IdRange, IdRanges, UsernsError};
 use crate::security::{HostSelinux, SecurityConfig};
+use crate::service::notify::Notifier;
 use crate::storage::BackendKind;
 use crate::storage::thin::ThinConfig;
 
@@ -73,6 +75,8 @@ pub struct Config {
     pub default_userns: UsernsMode,
     /// Define the `default` network at the first start (no networks yet).
     pub default_network: bool,
+    /// The service manager to tell of readiness, stopping and liveness.
+    pub notifier: Option<Arc<Notifier>>,
 }
 
 /// How far lxvirtd raises `kernel.pty.max` by default: room for ~64,000
@@ -99,6 +103,7 @@ impl Default for Config {
             userns_range: IdRange::DEFAULT,
             default_userns: UsernsMode::Auto,
             default_network: true,
+            notifier: None,
         }
     }
 }
@@ -405,6 +410,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         });
     }
     tracing::info!(name = dbus::BUS_NAME, "lxvirtd ready");
+    let watchdog = config.notifier.as_ref().map(|notifier| {
+        notify(
+            notifier,
+            Notifier::ready,
+            &format!("serving {}", dbus::BUS_NAME),
+        );
+        tokio::spawn(watchdog_pings(Arc::clone(notifier)))
+    });
     let _ = handle.autostart().await;
     let heap = tokio::spawn(release_free_heap_periodically());
 
@@ -412,6 +425,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         () = shutdown => false,
         () = connection.closed() => true,
     };
+    if let Some(notifier) = &config.notifier {
+        notify(
+            notifier,
+            Notifier::stopping,
+            "stopping; containers keep running",
+        );
+    }
+    if let Some(watchdog) = &watchdog {
+        watchdog.abort();
+    }
     if lost {
         adapter.abort();
         manager_task.abort();
@@ -428,6 +451,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     manager_task.abort();
     heap.abort();
     Ok(())
+}
+
+/// Sends a notification; a manager that stopped listening is only logged.
+fn notify(notifier: &Notifier, send: fn(&Notifier, &str) -> std::io::Result<()>, status: &str) {
+    if let Err(error) = send(notifier, status) {
+        tracing::warn!(%error, "cannot notify the service manager");
+    }
+}
+
+/// `WATCHDOG=1` at half the manager's timeout, from the runtime that
+/// serves the bus: a daemon whose runtime hangs stops pinging and is
+/// restarted.
+async fn watchdog_pings(notifier: Arc<Notifier>) {
+    let Some(every) = notifier.watchdog_every() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = notifier.notify("WATCHDOG=1") {
+            tracing::warn!(%error, "cannot ping the service manager's watchdog");
+        }
+    }
 }
 
 /// A reply listing 6,000 domains allocates tens of megabytes for a moment;

@@ -27,5 +27,6 @@ pub mod persist;
 pub mod qemu;
 pub mod seccomp;
 pub mod security;
+pub mod service;
 pub mod storage;
 pub mod sys;

@@ -1,15 +1,19 @@
 //! `lxvirtd`: the lxvirt system daemon.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use lxvirtd::daemon::{self, Bus, Config};
 use lxvirtd::domain::UsernsMode;
 use lxvirtd::security::detect::{DEFAULT_FILE_LABEL, DEFAULT_PROCESS_LABEL};
 use lxvirtd::security::userns::IdRange;
 use lxvirtd::security::{BaseLabels, SecurityConfig, SelinuxPaths};
+use lxvirtd::service::notify::{self, Notifier};
+use lxvirtd::service::settings;
 use lxvirtd::storage::BackendKind;
 use lxvirtd::storage::thin::{FsType, PoolSource, ThinConfig};
 use tracing_subscriber::EnvFilter;
@@ -18,6 +22,11 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "lxvirtd", version, args_override_self = true)]
 struct Args {
+    /// Settings file: `name = value` lines, names as the long options
+    /// below; options given here win over it. A missing default file is
+    /// no settings.
+    #[arg(long, value_name = "FILE", env = "LXVIRTD_CONFIG_FILE", default_value = DEFAULT_SETTINGS)]
+    config_file: PathBuf,
     /// Serve on this D-Bus address instead of the system bus.
     #[arg(long, value_name = "ADDR", env = "LXVIRTD_BUS_ADDRESS")]
     bus_address: Option<String>,
@@ -113,6 +122,64 @@ struct Args {
     log: String,
 }
 
+const DEFAULT_SETTINGS: &str = "/etc/lxvirt/lxvirtd.conf";
+
+/// The command line with the settings file's options put before the
+/// given ones (which therefore win).
+fn args_with_settings() -> Result<Args, String> {
+    let given: Vec<OsString> = std::env::args_os().collect();
+    let first = Args::parse_from(&given);
+    let required = first.config_file != Path::new(DEFAULT_SETTINGS);
+    let settings = settings::read(&first.config_file, required)
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+    if settings.is_empty() {
+        return Ok(first);
+    }
+    let command = Args::command();
+    let mut args: Vec<OsString> = given.iter().take(1).cloned().collect();
+    for setting in &settings {
+        let place = format!("{}:{}", first.config_file.display(), setting.line);
+        let known = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(setting.name.as_str()))
+            .filter(|_| setting.name != "config-file")
+            .ok_or_else(|| {
+                format!(
+                    "{place}: unknown setting '{}'; settings are the long options of `lxvirtd --help`",
+                    setting.name
+                )
+            })?;
+        if known.get_action().takes_values() {
+            args.push(format!("--{}={}", setting.name, setting.value).into());
+        } else {
+            match setting.value.as_str() {
+                "true" | "yes" => args.push(format!("--{}", setting.name).into()),
+                "false" | "no" => {}
+                other => {
+                    return Err(format!(
+                        "{place}: '{}' is true or false, not '{other}'",
+                        setting.name
+                    ));
+                }
+            }
+        }
+    }
+    args.extend(given.into_iter().skip(1));
+    Args::try_parse_from(args).map_err(|error| {
+        let message = error.render().to_string();
+        let message = message.lines().next().unwrap_or_default();
+        let message = message.strip_prefix("error: ").unwrap_or(message);
+        // A value the file gave is named with the file's line.
+        match settings
+            .iter()
+            .find(|s| message.contains(&format!("'--{} ", s.name)))
+        {
+            Some(s) => format!("{}:{}: {message}", first.config_file.display(), s.line),
+            None => message.to_owned(),
+        }
+    })
+}
+
 fn parse_userns_mode(text: &str) -> Result<UsernsMode, String> {
     UsernsMode::parse(text).ok_or_else(|| format!("'{text}' is not a mode; use 'auto' or 'host'"))
 }
@@ -122,7 +189,19 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match args_with_settings() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("lxvirtd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let notifier = Notifier::from_env(std::process::id());
+    for var in notify::ENV_VARS {
+        // SAFETY: no other thread runs yet (the runtime starts below), so
+        // nothing reads the environment while it changes.
+        unsafe { std::env::remove_var(var) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -169,6 +248,13 @@ fn main() -> ExitCode {
             },
             default_confinement: !args.no_default_confinement,
         },
+        notifier: match notifier {
+            Ok(notifier) => notifier.map(Arc::new),
+            Err(error) => {
+                tracing::warn!(%error, "NOTIFY_SOCKET is set but unusable: the service manager hears nothing");
+                None
+            }
+        },
         ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -207,5 +293,45 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// The example settings file names only real options, each with its
+    /// default value: it must not drift from `--help`.
+    #[test]
+    fn the_example_settings_are_the_options_with_their_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lxvirtd.conf");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = ") && !l.starts_with(' '))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let examples = settings::parse(&uncommented, &path).unwrap();
+        assert!(examples.len() >= 10, "{examples:?}");
+        let command = Args::command();
+        for example in examples {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(example.name.as_str()))
+                .unwrap_or_else(|| panic!("{}: no option --{}", example.line, example.name));
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            match (arg.get_action().takes_values(), default.as_slice()) {
+                (false, _) => assert_eq!(example.value, "false", "--{}", example.name),
+                (true, [default]) => assert_eq!(&example.value, default, "--{}", example.name),
+                // Options without a default show an example value.
+                (true, _) => {}
+            }
+        }
     }
 }

@@ -1,0 +1,4 @@
+//! Integration with the service manager (systemd) the daemon runs under.
+
+pub mod notify;
+pub mod settings;
