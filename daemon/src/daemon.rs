@@ -11,7 +11,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::mpsc;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
-use crate::cgroup::Cgroups;
+use crate::cgroup::{Cgroups, Layout};
 use crate::core::store::{Store, StoreError};
 use crate::core::{ImageStore, Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
@@ -30,6 +30,7 @@ use crate::security::detect::Detected;
 use crate::security::userns::{IdRange, IdRanges, UsernsError};
 use crate::security::{HostSelinux, SecurityConfig};
 use crate::service::notify::Notifier;
+use crate::service::systemd::{self, SystemdHost};
 use crate::storage::BackendKind;
 use crate::storage::thin::ThinConfig;
 
@@ -328,6 +329,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         cgroups: cgroups.clone(),
         ptys: std::sync::Arc::new(crate::lxc::ptys::PtyPool::new(config.pty_max_limit)),
+        systemd: systemd_host(cgroups.as_deref()).await.map(Arc::new),
     });
     let qemu = std::sync::Arc::new(QemuDriver::new(QemuConfig {
         run_dir: config.run_dir.clone(),
@@ -451,6 +453,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     manager_task.abort();
     heap.abort();
     Ok(())
+}
+
+/// systemd and machined, on a systemd host with the unified hierarchy:
+/// containers then get scopes of their own (`service::systemd`). Elsewhere,
+/// or when systemd cannot be reached, lxvirt makes its cgroups itself.
+async fn systemd_host(cgroups: Option<&Cgroups>) -> Option<SystemdHost> {
+    let unified = cgroups.is_some_and(|c| c.hierarchies().layout() == Layout::V2);
+    if !systemd::booted() || !unified {
+        return None;
+    }
+    match SystemdHost::connect().await {
+        Ok(host) => {
+            tracing::info!(
+                "systemd host: containers run in scopes under machine.slice, registered with machined"
+            );
+            Some(host)
+        }
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "systemd runs but cannot be reached: containers' cgroups are lxvirt's own, outside machine.slice");
+            None
+        }
+    }
 }
 
 /// Sends a notification; a manager that stopped listening is only logged.

@@ -56,6 +56,7 @@ pub fn tuning<E>(
         blkio_weight: def.blkiotune.as_ref().and_then(|b| b.weight),
         blkio_devices,
         pids_max,
+        delegated: None,
         devices: Vec::new(),
     })
 }

@@ -35,6 +35,12 @@ pub use hierarchy::{
 };
 pub use limits::shares_to_weight;
 
+/// The monitor's cgroup in a delegated subtree, beside the container's.
+pub const SUPERVISOR: &str = "supervisor";
+
+/// The container's cgroup in a delegated subtree.
+pub const PAYLOAD: &str = "payload";
+
 /// What a container's cgroup should look like; resolved by the daemon from
 /// `<memory>`, `<memtune>`, `<cputune>`, `<vcpu cpuset>`, `<numatune>`,
 /// `<blkiotune>`, `<resource>` and the devices the container may use.
@@ -62,6 +68,13 @@ pub struct CgroupSpec {
     pub blkio_devices: Vec<BlkioDeviceLimit>,
     /// Maximum number of tasks.
     pub pids_max: Option<u64>,
+    /// The delegated subtree the cgroup lies in (a systemd scope with
+    /// `Delegate=yes`, such as
+    /// `machine.slice/machine-lxvirt\x2dweb.scope`): it exists already,
+    /// and nothing above it is written (the service manager owns those
+    /// levels). `None`: lxvirt owns the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated: Option<PathBuf>,
     /// Device access allow-list; everything else is denied (an empty list
     /// denies every device). Enforced by the v1 devices controller; not
     /// enforced on cgroup2 yet (see [`ContainerCgroup::devices_enforced`]).
@@ -170,6 +183,32 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         ))
     }
 
+    /// Moves the calling process into `SUPERVISOR` below the delegated
+    /// subtree `delegated` (cgroup2), made if needed: a cgroup2 directory
+    /// that enables controllers for its children may hold no process
+    /// itself, and the monitor, which the service manager put at the top
+    /// of the scope, stays apart from the container it supervises.
+    pub fn enter_supervisor(&self, delegated: &Path) -> Result<(), CgroupError> {
+        let relative = relative_path(delegated)?;
+        let Some(unified) = &self.hierarchies.unified else {
+            return Err(CgroupError::NoHierarchy);
+        };
+        let path = unified.mount.join(relative).join(SUPERVISOR);
+        match self.fs.mkdir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(CgroupError::Create { path, source }),
+        }
+        let procs = path.join("cgroup.procs");
+        self.fs
+            .write(&procs, "0")
+            .map_err(|source| CgroupError::Write {
+                path: procs,
+                value: "0".to_owned(),
+                source,
+            })
+    }
+
     /// The existing cgroup at `path` (after a daemon restart); no I/O:
     /// [`ContainerCgroup::exists`] checks it is there.
     pub fn open(&self, path: &Path) -> Result<ContainerCgroup<F>, CgroupError> {
@@ -226,7 +265,7 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         for dir in dirs {
             self.make_levels(dir, relative, created)?;
             if dir.v2 {
-                self.enable_controllers(dir, relative)?;
+                self.enable_controllers(dir, relative, spec.delegated.as_deref())?;
             } else if dir.handles.contains(Controller::Cpuset) {
                 self.init_cpuset(spec, &dir.mount, relative)?;
             }
@@ -338,7 +377,12 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
     /// `cgroup.subtree_control`: enable every controller cgroup2 handles
     /// from the root down to the container's parent, so the container's
     /// limits, statistics and own sub-cgroups can use them.
-    fn enable_controllers(&self, dir: &Dir, relative: &Path) -> Result<(), CgroupError> {
+    fn enable_controllers(
+        &self,
+        dir: &Dir,
+        relative: &Path,
+        delegated: Option<&Path>,
+    ) -> Result<(), CgroupError> {
         let mut names: Vec<&str> = dir.handles.iter().filter_map(Controller::v2_name).collect();
         names.dedup();
         if names.is_empty() {
@@ -349,13 +393,21 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             .map(|n| format!("+{n}"))
             .collect::<Vec<_>>()
             .join(" ");
-        // The root, then each ancestor of the container's directory.
+        // The root, then each ancestor of the container's directory; in a
+        // delegated subtree, its top and what lies below it only.
         let mut level = dir.mount.clone();
         let mut ancestors = relative.components();
         ancestors.next_back();
+        let mut above = PathBuf::new();
         for component in std::iter::once(None).chain(ancestors.map(Some)) {
             if let Some(component) = component {
                 level.push(component);
+                above.push(component);
+            }
+            if let Some(delegated) = delegated
+                && !above.starts_with(delegated)
+            {
+                continue;
             }
             let path = level.join("cgroup.subtree_control");
             self.fs

@@ -404,6 +404,7 @@ fn full_spec() -> CgroupSpec {
             write_iops_sec: Some(200),
         }],
         pids_max: Some(100),
+        delegated: None,
         devices: vec![
             DeviceRule {
                 kind: 'c',
@@ -1269,4 +1270,53 @@ fn a_v1_cpuset_cgroup_is_emptied_and_stops_balancing_before_its_removal() {
     );
     // Nothing of the kind in the other hierarchies.
     assert!(!log.iter().any(|op| matches!(op, Op::Write(p, _) if p.contains("cpuset.") && !p.starts_with("sys/fs/cgroup/cpuset/"))));
+}
+
+/// In a scope systemd delegated, the container's cgroup goes below it and
+/// nothing above it is written: the root and the slice are systemd's.
+#[test]
+fn v2_delegated_subtree_writes_nothing_above_it() {
+    let (cgroups, fake) = host(Host::V2);
+    let scope = "machine.slice/machine-lxvirt\\x2dweb.scope";
+    for level in [
+        "sys/fs/cgroup/machine.slice",
+        &format!("sys/fs/cgroup/{scope}"),
+    ] {
+        fs::create_dir_all(fake.path(level)).unwrap();
+        fake.put(&format!("{level}/cgroup.subtree_control"), "");
+        fake.put(&format!("{level}/cgroup.procs"), "");
+    }
+    cgroups.enter_supervisor(Path::new(scope)).unwrap();
+    assert_eq!(
+        fake.writes_to(&format!("{scope}/supervisor/cgroup.procs")),
+        ["0"]
+    );
+
+    let spec = CgroupSpec {
+        path: Path::new(scope).join(PAYLOAD),
+        delegated: Some(scope.into()),
+        pids_max: Some(100),
+        ..CgroupSpec::default()
+    };
+    let cg = cgroups.create(&spec).unwrap();
+    assert!(
+        fake.writes_to("sys/fs/cgroup/cgroup.subtree_control")
+            .is_empty()
+    );
+    assert!(
+        fake.writes_to("machine.slice/cgroup.subtree_control")
+            .is_empty()
+    );
+    assert_eq!(
+        fake.writes_to(&format!("{scope}/cgroup.subtree_control")),
+        ["+cpu +cpuset +memory +io +pids"]
+    );
+    assert_eq!(
+        fake.get(&format!("sys/fs/cgroup/{scope}/payload/pids.max")),
+        "100\n"
+    );
+    assert_eq!(
+        cg.paths(),
+        [fake.path(&format!("sys/fs/cgroup/{scope}/payload"))]
+    );
 }

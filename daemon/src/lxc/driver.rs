@@ -15,6 +15,7 @@ use super::protocol::{
 use super::spawner::{SpawnedMonitor, Spawner, SpawnerError, spawn_monitor};
 use super::spec::ContainerSpec;
 use crate::persist::{self, PersistError};
+use crate::service::systemd;
 use crate::sys::process::{is_alive, start_time, wait_exit_blocking};
 
 /// Why the driver could not do what was asked.
@@ -39,6 +40,12 @@ pub enum DriverError {
         name: String,
         #[source]
         error: MonitorError,
+    },
+    #[error("domain '{name}': cannot give the container a scope of its own under machine.slice")]
+    Scope {
+        name: String,
+        #[source]
+        source: crate::service::systemd::SystemdError,
     },
     #[error("the monitor of domain '{name}' exited without a report; see {log}")]
     MonitorDied { name: String, log: PathBuf },
@@ -196,23 +203,39 @@ impl LxcDriver {
     }
 
     /// Starts the monitor with the spec on its stdin and waits for its
-    /// launch report.
-    pub async fn launch(&self, spec: &ContainerSpec) -> Result<Started, DriverError> {
+    /// launch report. On a systemd host the monitor is first put in a
+    /// scope of the container's own, and `spec`'s cgroup moves below it.
+    pub async fn launch(&self, spec: &mut ContainerSpec) -> Result<Started, DriverError> {
         let files = self.files(&spec.name);
-        let bytes = serde_json::to_vec(spec).map_err(|e| DriverError::SpawnMonitor {
+        let driver = self.clone();
+        let monitor = tokio::task::spawn_blocking(move || driver.take_monitor())
+            .await
+            .map_err(|e| DriverError::Join(e.to_string()))??;
+        self.prepare_spare();
+        if let Some(systemd) = &self.config.systemd {
+            // Dropping the monitor's stdin on error ends it.
+            let unit = systemd::scope_name(&spec.name);
+            let pid = u32::try_from(monitor.pid.as_raw()).unwrap_or_default();
+            let description = format!("lxvirt container {}", spec.name);
+            systemd
+                .start_scope(&unit, pid, &description)
+                .await
+                .map_err(|source| DriverError::Scope {
+                    name: spec.name.clone(),
+                    source,
+                })?;
+            let delegated = Path::new(systemd::MACHINE_SLICE).join(unit);
+            spec.cgroup.path = delegated.join(crate::cgroup::PAYLOAD);
+            spec.cgroup.delegated = Some(delegated);
+        }
+        let bytes = serde_json::to_vec(&*spec).map_err(|e| DriverError::SpawnMonitor {
             path: self.monitor_exe().to_owned(),
             source: std::io::Error::other(e),
         })?;
         let name = spec.name.clone();
-        let driver = self.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let monitor = driver.take_monitor()?;
-            hand_over(monitor, &files, &name, &bytes)
-        })
-        .await
-        .map_err(|e| DriverError::Join(e.to_string()))?;
-        self.prepare_spare();
-        result
+        tokio::task::spawn_blocking(move || hand_over(monitor, &files, &name, &bytes))
+            .await
+            .map_err(|e| DriverError::Join(e.to_string()))?
     }
 
     /// Sends one request to the monitor of `name` and returns its reply.
@@ -379,6 +402,7 @@ mod tests {
                 default_partition: "/machine".into(),
             },
             cgroups: None,
+            systemd: None,
             ptys: std::sync::Arc::new(crate::lxc::ptys::PtyPool::new(0)),
         });
         let path = driver.files("web").exit_record;

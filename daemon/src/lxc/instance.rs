@@ -21,6 +21,7 @@ use crate::driver::{
 };
 use crate::error_chain::error_chain;
 use crate::security::relabel::{self, RelabelJob};
+use crate::service::systemd::SystemdHost;
 use crate::sys::process::{find_process, wait_exit};
 
 /// What the LXC driver needs besides its monitors.
@@ -34,6 +35,9 @@ pub struct LxcConfig {
     pub cgroups: Option<Arc<Cgroups>>,
     /// The kernel's pty limit the consoles draw on.
     pub ptys: Arc<PtyPool>,
+    /// On a systemd host with the unified hierarchy: each container in a
+    /// delegated scope, registered with machined.
+    pub systemd: Option<Arc<SystemdHost>>,
 }
 
 impl From<DriverError> for Error {
@@ -160,7 +164,23 @@ impl Driver for LxcDriver {
                 })?;
                 tracing::debug!(domain = %name, files = count, "relabelled the container's files");
             }
-            let started = driver.launch(&spec).await?;
+            let mut spec = spec;
+            let started = driver.launch(&mut spec).await?;
+            if let Some(systemd) = &driver.config().systemd {
+                // machined shows a directory root; the others have none to show.
+                let root = match &spec.root {
+                    RootFs::Dir { path, .. } => path.display().to_string(),
+                    _ => String::new(),
+                };
+                let leader = u32::try_from(started.init_pid).unwrap_or_default();
+                let registered = systemd
+                    .register_machine(&name, spec.uuid, leader, &root)
+                    .await;
+                if let Err(error) = registered {
+                    // The container runs; only machinectl does not list it.
+                    tracing::warn!(domain = %name, error = %error_chain(&error), "cannot register the container with systemd-machined");
+                }
+            }
             Ok(Started {
                 runtime: Runtime {
                     init_pid: started.init_pid,

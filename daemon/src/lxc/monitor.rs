@@ -570,7 +570,12 @@ impl<'a> Monitor<'a> {
 
 /// Creates the container's cgroup; an empty one left by a monitor that
 /// died is removed first, a populated one is refused.
+/// In a delegated scope, the monitor first leaves the scope's top for a
+/// cgroup of its own beside the container's.
 fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgroup, MonitorError> {
+    if let Some(delegated) = &spec.cgroup.delegated {
+        cgroups.enter_supervisor(delegated).map_err(cgroup_error)?;
+    }
     match cgroups.create(&spec.cgroup) {
         Err(CgroupError::Exists { .. }) => {
             let stale = cgroups.open(&spec.cgroup.path).map_err(cgroup_error)?;
