@@ -30,6 +30,7 @@ use crate::security::detect::Detected;
 use crate::security::userns::{IdRange, IdRanges, UsernsError};
 use crate::security::{HostSelinux, SecurityConfig};
 use crate::service::notify::Notifier;
+use crate::service::polkit::Polkit;
 use crate::service::systemd::{self, SystemdHost};
 use crate::storage::BackendKind;
 use crate::storage::thin::ThinConfig;
@@ -313,6 +314,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
     }
+    // systemd, machined and polkit live there, whichever bus lxvirtd serves.
+    let system_bus = zbus::Connection::system().await.ok();
     let cgroups = match Cgroups::detect() {
         Ok(cgroups) => Some(std::sync::Arc::new(cgroups)),
         Err(error) => {
@@ -329,7 +332,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         cgroups: cgroups.clone(),
         ptys: std::sync::Arc::new(crate::lxc::ptys::PtyPool::new(config.pty_max_limit)),
-        systemd: systemd_host(cgroups.as_deref()).await.map(Arc::new),
+        systemd: systemd_host(system_bus.as_ref(), cgroups.as_deref())
+            .await
+            .map(Arc::new),
     });
     let qemu = std::sync::Arc::new(QemuDriver::new(QemuConfig {
         run_dir: config.run_dir.clone(),
@@ -391,7 +396,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let adapter = dbus::serve(
         &connection,
         handle.clone(),
-        Authorizer::new(config.admin_group.clone()),
+        Authorizer::new(config.admin_group.clone()).with_polkit(polkit(system_bus.as_ref()).await),
         initial,
         capabilities,
         images,
@@ -458,12 +463,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// systemd and machined, on a systemd host with the unified hierarchy:
 /// containers then get scopes of their own (`service::systemd`). Elsewhere,
 /// or when systemd cannot be reached, lxvirt makes its cgroups itself.
-async fn systemd_host(cgroups: Option<&Cgroups>) -> Option<SystemdHost> {
+async fn systemd_host(
+    system_bus: Option<&zbus::Connection>,
+    cgroups: Option<&Cgroups>,
+) -> Option<SystemdHost> {
     let unified = cgroups.is_some_and(|c| c.hierarchies().layout() == Layout::V2);
     if !systemd::booted() || !unified {
         return None;
     }
-    match SystemdHost::connect().await {
+    let Some(system_bus) = system_bus else {
+        tracing::warn!(
+            "systemd runs but the system bus cannot be reached: containers' cgroups are lxvirt's own, outside machine.slice"
+        );
+        return None;
+    };
+    match SystemdHost::connect(system_bus).await {
         Ok(host) => {
             tracing::info!(
                 "systemd host: containers run in scopes under machine.slice, registered with machined"
@@ -475,6 +489,15 @@ async fn systemd_host(cgroups: Option<&Cgroups>) -> Option<SystemdHost> {
             None
         }
     }
+}
+
+/// polkit's authority, asked about callers outside the admin group; where
+/// polkit is not running the group rule decides alone.
+async fn polkit(system_bus: Option<&zbus::Connection>) -> Option<Polkit> {
+    let polkit = Polkit::new(system_bus?).await;
+    polkit
+        .inspect_err(|error| tracing::warn!(error = %error_chain(error), "polkit cannot be asked: only root and the admin group may manage domains"))
+        .ok()
 }
 
 /// Sends a notification; a manager that stopped listening is only logged.

@@ -103,18 +103,17 @@ pub struct SystemdHost {
 }
 
 impl SystemdHost {
-    /// Connects to the system bus and subscribes to systemd's job signals.
-    pub async fn connect() -> Result<SystemdHost, SystemdError> {
-        let connection = zbus::Connection::system()
-            .await
-            .map_err(SystemdError::Connect)?;
-        let systemd = SystemdManagerProxy::builder(&connection)
+    /// systemd and machined on `system_bus`; subscribes to systemd's job
+    /// signals.
+    pub async fn connect(system_bus: &zbus::Connection) -> Result<SystemdHost, SystemdError> {
+        let connection = system_bus;
+        let systemd = SystemdManagerProxy::builder(connection)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await
             .map_err(SystemdError::Connect)?;
         systemd.subscribe().await.map_err(SystemdError::Connect)?;
-        let machines = MachineManagerProxy::builder(&connection)
+        let machines = MachineManagerProxy::builder(connection)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await
