@@ -1,4 +1,5 @@
 //! Integration with the service manager (systemd) the daemon runs under.
 
+pub mod journal;
 pub mod notify;
 pub mod settings;
