@@ -23,6 +23,7 @@ use crate::host::{HostCapabilities, HostPaths};
 use crate::lxc::convert::ConvertSettings;
 use crate::lxc::driver::LxcDriver;
 use crate::lxc::instance::LxcConfig;
+use crate::lxc::protocol::MonitorLog;
 use crate::net::virtual_network::{self, HostNetworks};
 use crate::qemu::instance::{QemuConfig, QemuDriver};
 use crate::security::Security;
@@ -57,6 +58,8 @@ pub struct Config {
     pub host: HostPaths,
     /// The per-container monitor program.
     pub monitor_exe: PathBuf,
+    /// Where monitors log: their file, or the journal as the daemon does.
+    pub monitor_log: MonitorLog,
     /// pids.max of each container.
     pub pids_max: Option<u64>,
     /// The most lxvirtd may raise `kernel.pty.max` to for consoles.
@@ -95,6 +98,7 @@ impl Default for Config {
             admin_group: Some("lxvirt".into()),
             host: HostPaths::default(),
             monitor_exe: LxcDriver::default_monitor_exe(),
+            monitor_log: MonitorLog::File,
             pids_max: Some(16384),
             pty_max_limit: DEFAULT_PTY_MAX_LIMIT,
             cgroup_favor_dynmods: true,
@@ -325,6 +329,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let lxc = LxcDriver::new(LxcConfig {
         monitor_exe: config.monitor_exe.clone(),
+        monitor_log: config.monitor_log,
         settings: ConvertSettings {
             run_dir: config.run_dir.clone(),
             pids_max: config.pids_max,

@@ -1,16 +1,21 @@
 //! `lxvirt-monitor`: the per-container monitor, started by lxvirtd.
 //!
-//! Usage: `lxvirt-monitor RUN-DIR`, the launch spec on stdin. lxvirtd starts
-//! one ahead of need; it waits for a spec, writes one launch report line to
-//! its stdout, then runs until the container's init is gone. It logs to
-//! `RUN-DIR/NAME.log`.
+//! Usage: `lxvirt-monitor RUN-DIR [--journal]`, the launch spec on stdin.
+//! lxvirtd starts one ahead of need; it waits for a spec, writes one launch
+//! report line to its stdout, then runs until the container's init is
+//! gone. It logs to `RUN-DIR/NAME.log`, or with `--journal` to the systemd
+//! journal (its stderr still goes to the file).
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 
+use lxvirtd::lxc::protocol::MonitorLog;
+
 fn main() {
     if std::env::args_os().nth(1).is_none() {
-        eprintln!("usage: lxvirt-monitor RUN-DIR < SPEC (started by lxvirtd, not by hand)");
+        eprintln!(
+            "usage: lxvirt-monitor RUN-DIR [--journal] < SPEC (started by lxvirtd, not by hand)"
+        );
         std::process::exit(2);
     }
     // Only stdin, stdout and stderr are meant for us.
@@ -42,6 +47,7 @@ fn main() {
     if let Ok(null) = File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdin(OwnedFd::from(null));
     }
-    let code = lxvirtd::lxc::monitor::run(spec, report);
+    let log = MonitorLog::from_args(std::env::args_os().skip(2));
+    let code = lxvirtd::lxc::monitor::run(spec, report, log);
     std::process::exit(code);
 }

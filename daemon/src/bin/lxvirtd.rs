@@ -9,14 +9,19 @@ use std::sync::Arc;
 use clap::{CommandFactory, Parser};
 use lxvirtd::daemon::{self, Bus, Config};
 use lxvirtd::domain::UsernsMode;
+use lxvirtd::error_chain::error_chain;
+use lxvirtd::lxc::protocol::MonitorLog;
 use lxvirtd::security::detect::{DEFAULT_FILE_LABEL, DEFAULT_PROCESS_LABEL};
 use lxvirtd::security::userns::IdRange;
 use lxvirtd::security::{BaseLabels, SecurityConfig, SelinuxPaths};
+use lxvirtd::service::journal::{self, Journal, JournalLayer, LogTarget};
 use lxvirtd::service::notify::{self, Notifier};
 use lxvirtd::service::settings;
 use lxvirtd::storage::BackendKind;
 use lxvirtd::storage::thin::{FsType, PoolSource, ThinConfig};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Manages Linux containers (and KVM guests) defined by domain XML, over D-Bus.
 #[derive(Debug, Parser)]
@@ -120,6 +125,11 @@ struct Args {
         default_value = "info"
     )]
     log: String,
+    /// Where log messages go: "journal" (systemd's, with structured
+    /// fields such as LXVIRT_DOMAIN; monitors log there too), "stderr", or
+    /// "auto": the journal when stderr is connected to it.
+    #[arg(long, value_name = "TARGET", default_value = "auto")]
+    log_target: LogTarget,
 }
 
 const DEFAULT_SETTINGS: &str = "/etc/lxvirt/lxvirtd.conf";
@@ -202,11 +212,7 @@ fn main() -> ExitCode {
         // nothing reads the environment while it changes.
         unsafe { std::env::remove_var(var) };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let monitor_log = start_logging(&args.log, args.log_target);
     let config = Config {
         bus: args.bus_address.map_or(Bus::System, Bus::Address),
         config_dir: args.config_dir,
@@ -236,6 +242,7 @@ fn main() -> ExitCode {
         monitor_exe: args
             .monitor
             .unwrap_or_else(lxvirtd::lxc::driver::LxcDriver::default_monitor_exe),
+        monitor_log,
         security: SecurityConfig {
             paths: SelinuxPaths {
                 etc_selinux: args.selinux_config_dir,
@@ -277,6 +284,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends log messages to the journal or to stderr; monitors log where the
+/// daemon does.
+fn start_logging(filter: &str, target: LogTarget) -> MonitorLog {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let unreachable = if target.wants_journal() {
+        match Journal::open(Path::new(journal::SOCKET)) {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(JournalLayer::new(journal, "lxvirtd"))
+                    .init();
+                return MonitorLog::Journal;
+            }
+            Err(error) => Some(error),
+        }
+    } else {
+        None
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    if let Some(error) = unreachable {
+        tracing::warn!(error = %error_chain(&error), "logging to stderr instead of the journal");
+    }
+    MonitorLog::File
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -12,7 +12,7 @@ use super::instance::LxcConfig;
 use super::protocol::{
     self, ExitRecord, LaunchReport, MonitorError, ProtocolError, Reply, Request, RunFiles,
 };
-use super::spawner::{SpawnedMonitor, Spawner, SpawnerError, spawn_monitor};
+use super::spawner::{MonitorCommand, SpawnedMonitor, Spawner, SpawnerError, spawn_monitor};
 use super::spec::ContainerSpec;
 use crate::persist::{self, PersistError};
 use crate::service::systemd;
@@ -86,6 +86,14 @@ pub enum DriverError {
     Join(String),
 }
 
+fn monitor_command(config: &LxcConfig) -> MonitorCommand {
+    MonitorCommand {
+        exe: config.monitor_exe.clone(),
+        run_dir: config.settings.run_dir.clone(),
+        log: config.monitor_log,
+    }
+}
+
 /// A container whose init runs under a monitor.
 #[derive(Debug)]
 pub struct Started {
@@ -116,10 +124,7 @@ impl LxcDriver {
     /// Call it before the daemon holds descriptors per container: the
     /// spawner's table is a copy of the daemon's at this moment.
     pub fn new(config: LxcConfig) -> LxcDriver {
-        let spawner = Spawner::start(
-            config.monitor_exe.clone(),
-            config.settings.run_dir.clone(),
-        )
+        let spawner = Spawner::start(monitor_command(&config))
         .map_err(|error| tracing::warn!(error = %error, "cannot start the monitor spawner; monitors start from the daemon's descriptor table"))
         .ok()
         .map(Arc::new);
@@ -138,7 +143,7 @@ impl LxcDriver {
             // The same would happen here.
             Some(Err(SpawnerError::Spawn(e))) => Err(e),
             Some(Err(SpawnerError::Gone(_))) | None => {
-                spawn_monitor(self.monitor_exe(), self.run_dir())
+                spawn_monitor(&monitor_command(&self.config))
             }
         };
         spawned.map_err(|source| DriverError::SpawnMonitor {
@@ -396,6 +401,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let driver = LxcDriver::new(crate::lxc::instance::LxcConfig {
             monitor_exe: "/nonexistent".into(),
+            monitor_log: crate::lxc::protocol::MonitorLog::File,
             settings: crate::lxc::convert::ConvertSettings {
                 run_dir: dir.path().to_owned(),
                 pids_max: None,

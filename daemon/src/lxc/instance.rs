@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::convert::{self, ConvertError, ConvertSettings};
 use super::driver::{DriverError, LxcDriver};
-use super::protocol::{self, InitExit, Reply, Requested};
+use super::protocol::{self, InitExit, MonitorLog, Reply, Requested};
 use super::ptys::PtyPool;
 use super::spec::{ContainerSpec, RootFs};
 use crate::cgroup::{CgroupError, Cgroups};
@@ -28,6 +28,8 @@ use crate::sys::process::{find_process, wait_exit};
 #[derive(Debug, Clone)]
 pub struct LxcConfig {
     pub monitor_exe: PathBuf,
+    /// Where monitors log.
+    pub monitor_log: MonitorLog,
     /// The run directory, pids.max and the default partition of every
     /// container.
     pub settings: ConvertSettings,

@@ -21,18 +21,20 @@ use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, listen, socket, socketpair,
 };
 use nix::unistd::Pid;
+use tracing::Level;
 
 use super::enter;
 use super::launch::{self, LaunchContext, LaunchError};
 use super::network::ContainerNetwork;
 use super::protocol::{
-    self, EnterExit, ExitRecord, InitExit, LaunchReport, MonitorError, MonitorStep, Reply, Request,
-    Requested, RunFiles,
+    self, EnterExit, ExitRecord, InitExit, LaunchReport, MonitorError, MonitorLog, MonitorStep,
+    Reply, Request, Requested, RunFiles,
 };
 use super::spec::{ContainerSpec, SPEC_VERSION};
 use crate::cgroup::{CgroupError, Cgroups, ContainerCgroup};
 use crate::error_chain::error_chain;
 use crate::persist::{self, Durability};
+use crate::service::journal::{self, Journal, ProcessLog};
 use crate::sys::linux::io_errno;
 use crate::sys::process as proc;
 
@@ -42,10 +44,13 @@ const HOST_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Bytes moved per read on a console.
 const CONSOLE_CHUNK: usize = 4096;
 
+/// The journal's name for monitors (`SYSLOG_IDENTIFIER`).
+const LOG_IDENTIFIER: &str = "lxvirt-monitor";
+
 /// Runs the monitor for the spec read from `spec_input` (the daemon's
-/// pipe); `report` receives the one [`LaunchReport`] line. Returns the
-/// process exit status.
-pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
+/// pipe); `report` receives the one [`LaunchReport`] line; it logs as
+/// `log` says. Returns the process exit status.
+pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) -> i32 {
     // Signals arrive through a descriptor in the event loop; the container
     // and entered commands reset their masks before they exec.
     let started = termination_signals().and_then(|signals| {
@@ -61,6 +66,7 @@ pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
     };
     let files = RunFiles::new(&spec.run_dir, &spec.name);
     log_to(&files.log);
+    start_logging(log, &spec);
     let mut monitor = match Monitor::start(&spec, &files, signals) {
         Ok(monitor) => monitor,
         Err(error) => {
@@ -82,12 +88,33 @@ pub fn run(spec_input: impl std::io::Read, mut report: File) -> i32 {
         monitor.kill_init();
     }
     drop(report);
+    tracing::info!(init_pid = monitor.init_pid.as_raw(), "container started");
     // The start's transient allocations (the spec, the setup) are free
     // now; a thousand monitors keep only what they use.
     crate::sys::process::release_free_heap();
     monitor.serve();
     monitor.finish();
     0
+}
+
+/// Sends log messages to stderr (the log file) or to the journal, each
+/// entry with the domain's name and UUID. Only events at info and above
+/// are formatted at all.
+fn start_logging(log: MonitorLog, spec: &ContainerSpec) {
+    let subscriber = match log {
+        MonitorLog::File => ProcessLog::stderr(LOG_IDENTIFIER, Level::INFO),
+        MonitorLog::Journal => match Journal::open(Path::new(journal::SOCKET)) {
+            Ok(journal) => ProcessLog::journal(journal, LOG_IDENTIFIER, Level::INFO)
+                .with_field("domain", &spec.name)
+                .with_field("uuid", spec.uuid),
+            Err(error) => {
+                eprintln!("{LOG_IDENTIFIER}: {}; logging here", error_chain(&error));
+                ProcessLog::stderr(LOG_IDENTIFIER, Level::INFO)
+            }
+        },
+    };
+    // Nothing was installed before: this process has one subscriber.
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 /// Sends stderr to the container's log file.
@@ -173,9 +200,8 @@ impl<'a> Monitor<'a> {
                 let _ = std::fs::remove_file(&files.socket);
             })?;
         if !cgroup.devices_enforced() {
-            eprintln!(
-                "warning: domain '{}': the device allow-list is not enforced (cgroup2 without a device program)",
-                spec.name
+            tracing::warn!(
+                "the device allow-list is not enforced (cgroup2 without a device program)"
             );
         }
         let result = Self::launch(spec, &cgroup);
@@ -340,6 +366,7 @@ impl<'a> Monitor<'a> {
     fn signal(&mut self) {
         while let Ok(Some(info)) = self.signals.read_signal() {
             if info.ssi_signo == Signal::SIGTERM as u32 {
+                tracing::info!("SIGTERM (host shutdown): shutting the container down");
                 self.handle(
                     Request::Shutdown {
                         grace_ms: HOST_SHUTDOWN_GRACE.as_millis() as u64,
@@ -551,19 +578,31 @@ impl<'a> Monitor<'a> {
         if let Err(e) = self.cgroup.remove() {
             cleanup_errors.push(error_chain(&e));
         }
+        for problem in &cleanup_errors {
+            tracing::warn!(problem = %problem, "cleanup after the container left something");
+        }
         let record = ExitRecord {
             init: self.init_exit.unwrap_or(InitExit::Signaled { signal: 9 }),
             requested: self.requested,
             cleanup_errors,
         };
-        // Nobody to tell if this fails: the daemon finds no record and
-        // takes the container for crashed.
-        let _ = persist::write_versioned(
+        match record.init {
+            InitExit::Exited { code } => {
+                tracing::info!(status = code, requested = ?record.requested, "container ended: init exited")
+            }
+            InitExit::Signaled { signal } => {
+                tracing::info!(signal, requested = ?record.requested, "container ended: init was killed")
+            }
+        }
+        // The daemon finds no record and takes the container for crashed.
+        if let Err(error) = persist::write_versioned(
             &self.files.exit_record,
             &record,
             0o600,
             Durability::Volatile,
-        );
+        ) {
+            tracing::warn!(error = %error_chain(&error), "cannot write the exit record");
+        }
         let _ = std::fs::remove_file(&self.files.socket);
     }
 }

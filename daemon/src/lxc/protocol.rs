@@ -56,6 +56,39 @@ impl RunFiles {
     }
 }
 
+/// Where a monitor's log messages go, chosen by the daemon and given on
+/// the monitor's command line. Its stderr goes to `NAME.log` either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MonitorLog {
+    /// `RUN-DIR/NAME.log`.
+    #[default]
+    File,
+    /// The journal, each entry with the domain's name and UUID
+    /// (`lxvirt-monitor RUN-DIR --journal`).
+    Journal,
+}
+
+impl MonitorLog {
+    const JOURNAL_FLAG: &'static str = "--journal";
+
+    /// The monitor's arguments after the run directory.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            MonitorLog::File => &[],
+            MonitorLog::Journal => &[Self::JOURNAL_FLAG],
+        }
+    }
+
+    /// The choice the arguments after the run directory make.
+    pub fn from_args<A: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = A>) -> MonitorLog {
+        if args.into_iter().any(|a| a.as_ref() == Self::JOURNAL_FLAG) {
+            MonitorLog::Journal
+        } else {
+            MonitorLog::File
+        }
+    }
+}
+
 /// The monitor's answer to "did the container start?".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -360,6 +393,18 @@ mod tests {
     use super::*;
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     use std::os::fd::AsFd;
+
+    #[test]
+    fn the_log_choice_survives_the_command_line() {
+        for log in [MonitorLog::File, MonitorLog::Journal] {
+            assert_eq!(MonitorLog::from_args(log.args()), log);
+        }
+        assert_eq!(
+            MonitorLog::from_args(["--other"]),
+            MonitorLog::File,
+            "an unknown argument is no choice"
+        );
+    }
 
     #[test]
     fn messages_and_descriptors_cross_a_seqpacket_pair() {

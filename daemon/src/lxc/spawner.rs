@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
@@ -27,8 +27,16 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::protocol;
+use super::protocol::{self, MonitorLog};
 use crate::sys::process::pidfd_open;
+
+/// How monitors are started: `EXE RUN-DIR [--journal]`.
+#[derive(Debug, Clone)]
+pub struct MonitorCommand {
+    pub exe: PathBuf,
+    pub run_dir: PathBuf,
+    pub log: MonitorLog,
+}
 
 /// A monitor process, spawned and waiting for its spec on stdin.
 #[derive(Debug)]
@@ -69,7 +77,7 @@ pub struct Spawner {
 
 impl Spawner {
     /// Starts the thread; call it while the daemon has few descriptors.
-    pub fn start(monitor_exe: PathBuf, run_dir: PathBuf) -> io::Result<Spawner> {
+    pub fn start(command: MonitorCommand) -> io::Result<Spawner> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -78,7 +86,7 @@ impl Spawner {
         )?;
         std::thread::Builder::new()
             .name("monitor-spawner".into())
-            .spawn(move || serve(theirs, &monitor_exe, &run_dir))?;
+            .spawn(move || serve(theirs, &command))?;
         Ok(Spawner {
             socket: Mutex::new(ours),
         })
@@ -112,9 +120,10 @@ impl Spawner {
 /// Spawns a monitor from the calling thread's descriptor table. It waits
 /// for its spec on stdin and writes its own log (`NAME.log` in the run
 /// directory) once it knows its name.
-pub fn spawn_monitor(monitor_exe: &Path, run_dir: &Path) -> io::Result<SpawnedMonitor> {
-    let mut child = Command::new(monitor_exe)
-        .arg(run_dir)
+pub fn spawn_monitor(command: &MonitorCommand) -> io::Result<SpawnedMonitor> {
+    let mut child = Command::new(&command.exe)
+        .arg(&command.run_dir)
+        .args(command.log.args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -138,7 +147,7 @@ pub fn spawn_monitor(monitor_exe: &Path, run_dir: &Path) -> io::Result<SpawnedMo
     })
 }
 
-fn serve(socket: OwnedFd, monitor_exe: &Path, run_dir: &Path) {
+fn serve(socket: OwnedFd, command: &MonitorCommand) {
     if let Err(error) = private_table(socket.as_fd()) {
         // Dropping the socket tells the driver to spawn by itself.
         tracing::warn!(error = %error, "cannot give the monitor spawner a descriptor table of its own; monitors start from the daemon's");
@@ -146,7 +155,7 @@ fn serve(socket: OwnedFd, monitor_exe: &Path, run_dir: &Path) {
     }
     // Until the driver is gone (its end closes).
     while protocol::recv::<()>(socket.as_fd()).is_ok() {
-        let sent = match spawn_monitor(monitor_exe, run_dir) {
+        let sent = match spawn_monitor(command) {
             Ok(monitor) => protocol::send(
                 socket.as_fd(),
                 &Reply::Spawned {
@@ -186,13 +195,14 @@ fn private_table(keep: BorrowedFd<'_>) -> nix::Result<()> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::path::Path;
 
     /// A stand-in monitor: a shell that reports the descriptors it has.
     fn script(dir: &Path) -> PathBuf {
         let path = dir.join("monitor");
         std::fs::write(
             &path,
-            "#!/bin/sh\nread spec\necho \"$spec $1 $(ls /proc/self/fd | wc -l)\"\n",
+            "#!/bin/sh\nread spec\necho \"$spec $1 ${2:--} $(ls /proc/self/fd | wc -l)\"\n",
         )
         .unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -200,10 +210,18 @@ mod tests {
         path
     }
 
+    fn command(exe: PathBuf, log: MonitorLog) -> MonitorCommand {
+        MonitorCommand {
+            exe,
+            run_dir: "/run/x".into(),
+            log,
+        }
+    }
+
     #[test]
     fn monitors_come_from_a_small_table_whatever_the_daemon_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let spawner = Spawner::start(script(dir.path()), "/run/x".into()).unwrap();
+        let spawner = Spawner::start(command(script(dir.path()), MonitorLog::Journal)).unwrap();
         // The daemon opens many descriptors after the spawner started
         // (without close-on-exec here, so that a child spawned from the
         // daemon's table would show them).
@@ -216,10 +234,10 @@ mod tests {
             let mut out = String::new();
             monitor.stdout.read_to_string(&mut out).unwrap();
             let fields: Vec<&str> = out.split_whitespace().collect();
-            assert_eq!(fields[..2], ["spec", "/run/x"], "{out}");
+            assert_eq!(fields[..3], ["spec", "/run/x", "--journal"], "{out}");
             // stdin, stdout, stderr and ls's directory: none of the
             // daemon's 200.
-            let count: usize = fields[2].parse().unwrap();
+            let count: usize = fields[3].parse().unwrap();
             assert!(count <= 5, "{out}");
             // The daemon's child, reaped through its pidfd once it exits.
             crate::sys::process::wait_exit_blocking(monitor.pidfd.as_fd()).unwrap();
@@ -230,7 +248,8 @@ mod tests {
     #[test]
     fn a_monitor_that_cannot_run_is_an_error_and_the_spawner_serves_on() {
         let dir = tempfile::tempdir().unwrap();
-        let spawner = Spawner::start(dir.path().join("missing"), "/run/x".into()).unwrap();
+        let spawner =
+            Spawner::start(command(dir.path().join("missing"), MonitorLog::File)).unwrap();
         for _ in 0..2 {
             match spawner.spawn().unwrap_err() {
                 SpawnerError::Spawn(err) => {

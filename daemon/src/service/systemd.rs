@@ -86,7 +86,7 @@ trait MachineManager {
         leader: u32,
         root_directory: &str,
         ifindices: &[i32],
-    ) -> zbus::Result<()>;
+    ) -> zbus::Result<OwnedObjectPath>;
 }
 
 /// Whether this host runs systemd as its service manager (what
@@ -194,6 +194,7 @@ impl SystemdHost {
                 &[],
             )
             .await
+            .map(drop)
             .map_err(|source| SystemdError::Register {
                 name: name.to_owned(),
                 source,

@@ -48,7 +48,7 @@ impl Manager {
             }
             None => self.insert(Entry::new(def, true, false)),
         }
-        tracing::info!(domain = %name_for_log(&self.domains, uuid), updated, "defined");
+        tracing::info!(domain = %name_for_log(&self.domains, uuid), %uuid, updated, "defined");
         let seq = self.publish_change(uuid, Some(Lifecycle::Defined { updated }));
         let summary = self
             .lookup(&Lookup::Uuid(uuid))?
@@ -121,7 +121,7 @@ impl Manager {
                 name: name.clone(),
                 source,
             })?;
-        tracing::info!(domain = %name, "undefined");
+        tracing::info!(domain = %name, %uuid, "undefined");
         let entry = self.entry_mut(uuid)?;
         if entry.state().is_active() || entry.starting() {
             // Transient now: its writable layer and ids go when it stops.
@@ -287,7 +287,7 @@ impl Manager {
             .collect();
         todo.sort();
         for (name, uuid) in todo {
-            tracing::info!(domain = %name, "autostarting");
+            tracing::info!(domain = %name, %uuid, "autostarting");
             // A refusal is logged by `start`.
             self.start(uuid, false, None);
         }

@@ -485,7 +485,7 @@ impl Manager {
                     };
                     entry.recovered(state);
                     entry.reason = reason;
-                    tracing::info!(domain = %status.name, pid = status.init_pid, "reconnected to a running instance");
+                    tracing::info!(domain = %status.name, uuid = %status.uuid, pid = status.init_pid, "reconnected to a running instance");
                     self.recovered.push(Recovered(status.uuid, exited));
                 }
                 None => {

@@ -75,7 +75,7 @@ impl Manager {
             (Reason::Unpaused, Lifecycle::Resumed)
         };
         entry.reason = reason;
-        tracing::info!(domain = %entry.name(), state = %entry.state(), "{}", if frozen { "suspended" } else { "resumed" });
+        tracing::info!(domain = %entry.name(), %uuid, state = %entry.state(), "{}", if frozen { "suspended" } else { "resumed" });
         let path = LiveStatus::path(&run_dir, entry.name());
         match LiveStatus::load(&path) {
             Ok(mut status) => {

@@ -30,7 +30,7 @@ impl Manager {
                 let domain = super::name_for_log(&self.domains, uuid);
                 let message = error_chain(&error);
                 if restart {
-                    tracing::error!(domain = %domain, error = %message, "the start after a reboot was refused");
+                    tracing::error!(domain = %domain, %uuid, error = %message, "the start after a reboot was refused");
                     // Those who asked for the reboot learn it failed.
                     for waiter in self
                         .domains
@@ -45,7 +45,7 @@ impl Manager {
                     }
                 } else {
                     // The client hears why; a busy host refuses many.
-                    tracing::info!(domain = %domain, error = %message, "start refused");
+                    tracing::info!(domain = %domain, %uuid, error = %message, "start refused");
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(error));
@@ -277,7 +277,7 @@ impl Manager {
             // The instance runs; only a daemon restart would lose it.
             tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot record the live status");
         }
-        tracing::info!(domain = %entry.name(), pid = runtime.init_pid, "started");
+        tracing::info!(domain = %entry.name(), %uuid, pid = runtime.init_pid, "started");
         entry.runtime = Some(runtime);
         entry.reason = if restart {
             Reason::Rebooted
@@ -309,7 +309,7 @@ impl Manager {
         let waiters = std::mem::take(&mut entry.start_waiters);
         let name = entry.name().to_owned();
         let transient = !entry.persistent;
-        tracing::error!(domain = %name, error = %error_chain(&error), "start failed");
+        tracing::error!(domain = %name, %uuid, error = %error_chain(&error), "start failed");
         if let Some(live) = live {
             self.release_ports(&live);
         }

@@ -105,7 +105,7 @@ impl Manager {
             if let Err(error) = work.await {
                 // The driver tried what it could; the instance's exit
                 // (watched separately) answers the waiters.
-                tracing::error!(domain = %name, error = %error_chain(&error), "cannot stop the instance");
+                tracing::error!(domain = %name, %uuid, error = %error_chain(&error), "cannot stop the instance");
             }
         });
     }
@@ -157,7 +157,7 @@ impl Manager {
             }));
             return;
         }
-        tracing::info!(domain = %entry.name(), "reset");
+        tracing::info!(domain = %entry.name(), %uuid, "reset");
         let seq = self.publish_change(uuid, Some(Lifecycle::Reset));
         let _ = reply.send(Ok(seq));
     }
@@ -180,10 +180,10 @@ impl Manager {
         let name = entry.name().to_owned();
         let ended = driver.collect_exit(&name, &runtime);
         for problem in &ended.problems {
-            tracing::warn!(domain = %name, problem = %problem, "cleanup after the instance left something");
+            tracing::warn!(domain = %name, %uuid, problem = %problem, "cleanup after the instance left something");
         }
         if ended.exit == Exit::Vanished {
-            tracing::warn!(domain = %name, "the instance's watcher vanished without an exit record");
+            tracing::warn!(domain = %name, %uuid, "the instance's watcher vanished without an exit record");
         }
         let _ = std::fs::remove_file(LiveStatus::path(&self.config.run_dir, &name));
         let Some(entry) = self.domains.get_mut(&uuid) else {
@@ -218,7 +218,7 @@ impl Manager {
         if !entry.report(Report::Exited(ending)) {
             return;
         }
-        tracing::info!(domain = %name, reason = %reason, ending = ?ending, "stopped");
+        tracing::info!(domain = %name, %uuid, reason = %reason, ending = ?ending, "stopped");
         entry.runtime = None;
         // Its ports leave their networks with it: names, addresses and
         // filter elements.
