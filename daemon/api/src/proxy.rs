@@ -6,6 +6,9 @@
 //! the contract must have a member here with the same signature, and
 //! every member here must be in the contract (the test reads the traits
 //! at the top level and in inline modules).
+//!
+//! Methods that change something allow interactive authorization: where
+//! polkit would ask the user (an agent runs in their session), it may.
 
 use zbus::OwnedObjectPath;
 use zbus::proxy;
@@ -16,7 +19,7 @@ use zbus::proxy;
     default_path = "/org/lxvirt/lxvirt1"
 )]
 pub trait Manager {
-    #[zbus(name = "DefineXML")]
+    #[zbus(allow_interactive_auth, name = "DefineXML")]
     fn define_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
     fn list_domains(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
     fn list_domain_summaries(&self) -> zbus::Result<Vec<crate::DomainSummaryRecord>>;
@@ -24,11 +27,11 @@ pub trait Manager {
     #[zbus(name = "LookupByUUID")]
     fn lookup_by_uuid(&self, uuid: &str) -> zbus::Result<OwnedObjectPath>;
     fn get_capabilities(&self) -> zbus::Result<String>;
-    #[zbus(name = "CreateXML")]
+    #[zbus(allow_interactive_auth, name = "CreateXML")]
     fn create_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
-    #[zbus(name = "NetworkDefineXML")]
+    #[zbus(allow_interactive_auth, name = "NetworkDefineXML")]
     fn network_define_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
-    #[zbus(name = "NetworkCreateXML")]
+    #[zbus(allow_interactive_auth, name = "NetworkCreateXML")]
     fn network_create_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;
     fn list_networks(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
     fn network_lookup_by_name(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
@@ -44,12 +47,13 @@ pub trait Manager {
     default_path = "/org/lxvirt/lxvirt1"
 )]
 pub trait Images {
+    #[zbus(allow_interactive_auth)]
     fn import_tarball(
         &self,
         tarball: zbus::Fd<'_>,
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<String>;
-    #[zbus(name = "ImportOCI")]
+    #[zbus(allow_interactive_auth, name = "ImportOCI")]
     fn import_oci(
         &self,
         layout: &str,
@@ -57,8 +61,11 @@ pub trait Images {
     ) -> zbus::Result<String>;
     fn list_images(&self) -> zbus::Result<Vec<crate::ImageRecord>>;
     fn inspect(&self, reference: &str) -> zbus::Result<crate::ImageRecord>;
+    #[zbus(allow_interactive_auth)]
     fn remove(&self, reference: &str) -> zbus::Result<Vec<String>>;
+    #[zbus(allow_interactive_auth)]
     fn tag(&self, reference: &str, name: &str) -> zbus::Result<String>;
+    #[zbus(allow_interactive_auth)]
     fn untag(&self, name: &str) -> zbus::Result<String>;
     fn export(
         &self,
@@ -103,15 +110,24 @@ pub trait Domain {
     fn host_ids(&self) -> zbus::Result<(u32, u32)>;
     #[zbus(name = "GetXML")]
     fn get_xml(&self, flags: u32) -> zbus::Result<String>;
+    #[zbus(allow_interactive_auth)]
     fn start(&self) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn shutdown(&self, grace_seconds: u32, mode: &str) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn destroy(&self) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn reboot(&self, grace_seconds: u32, mode: &str) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn reset(&self) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn suspend(&self) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn resume(&self) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn open_console(&self, devname: &str) -> zbus::Result<zbus::OwnedFd>;
     #[allow(clippy::too_many_arguments)]
+    #[zbus(allow_interactive_auth)]
     fn enter(
         &self,
         command: &[&str],
@@ -122,7 +138,9 @@ pub trait Domain {
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<(u32, zbus::OwnedFd)>;
     fn get_stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
+    #[zbus(allow_interactive_auth)]
     fn attach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn detach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
     /// (name, MAC, [(address, prefix)]) per interface; source 0 leases,
     /// 1 the container's own view.
@@ -138,7 +156,9 @@ pub trait Domain {
         &self,
         device: &str,
     ) -> zbus::Result<(u64, u64, u64, u64, u64, u64, u64, u64)>;
+    #[zbus(allow_interactive_auth)]
     fn undefine(&self, flags: u32) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn commit(&self, name: &str, flags: u32) -> zbus::Result<String>;
     #[zbus(signal)]
     fn lifecycle(&self, event: &str, detail: &str) -> zbus::Result<()>;
@@ -172,8 +192,11 @@ pub mod network {
         fn bridge(&self) -> zbus::Result<String>;
         #[zbus(name = "GetXML")]
         fn get_xml(&self, flags: u32) -> zbus::Result<String>;
+        #[zbus(allow_interactive_auth)]
         fn undefine(&self) -> zbus::Result<()>;
+        #[zbus(allow_interactive_auth)]
         fn start(&self) -> zbus::Result<()>;
+        #[zbus(allow_interactive_auth)]
         fn destroy(&self, flags: u32) -> zbus::Result<()>;
         /// (MAC, address, prefix, host name, client id, expiry).
         #[zbus(name = "GetDHCPLeases")]

@@ -73,6 +73,12 @@ impl Authorizer {
                 .contains(zbus::message::Flags::ALLOW_INTERACTIVE_AUTH);
             match polkit.check(subject, MANAGE_ACTION, interactive).await {
                 Ok(Decision::Allowed) => return Ok(()),
+                Ok(Decision::NeedsAuthentication) if interactive => {
+                    return Err(Error::AccessDenied(format!(
+                        "uid {uid} may {action} after authenticating ({MANAGE_ACTION}), \
+                         and no polkit agent asked; run one (pkttyagent) or ask an administrator"
+                    )));
+                }
                 Ok(Decision::NeedsAuthentication) => {
                     return Err(Error::AccessDenied(format!(
                         "uid {uid} may {action} after authenticating ({MANAGE_ACTION}); \
