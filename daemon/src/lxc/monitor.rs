@@ -172,12 +172,6 @@ impl<'a> Monitor<'a> {
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&files.socket);
             })?;
-        if !cgroup.devices_enforced() {
-            eprintln!(
-                "warning: domain '{}': the device allow-list is not enforced (cgroup2 without a device program)",
-                spec.name
-            );
-        }
         let result = Self::launch(spec, &cgroup);
         match result {
             Ok((launched, consoles)) => Ok(Monitor {
