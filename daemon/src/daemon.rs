@@ -327,7 +327,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             None
         }
     };
-    let lxc = LxcDriver::new(LxcConfig {
+    let lxc = Arc::new(LxcDriver::new(LxcConfig {
         monitor_exe: config.monitor_exe.clone(),
         monitor_log: config.monitor_log,
         settings: ConvertSettings {
@@ -340,7 +340,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         systemd: systemd_host(system_bus.as_ref(), cgroups.as_deref())
             .await
             .map(Arc::new),
-    });
+    }));
     let qemu = std::sync::Arc::new(QemuDriver::new(QemuConfig {
         run_dir: config.run_dir.clone(),
         emulator: QemuConfig::DEFAULT_EMULATOR.into(),
@@ -350,7 +350,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         kvm_unavailable: crate::qemu::host::kvm_unavailable(&config.host),
     }));
     let drivers = Drivers::default()
-        .with(DomainType::Lxc, std::sync::Arc::new(lxc))
+        .with(DomainType::Lxc, lxc.clone())
         .with(DomainType::Kvm, qemu.clone())
         .with(DomainType::Qemu, qemu);
     let security = Security::detect(&config.security);
@@ -375,6 +375,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         domains: manager.summaries(),
         networks: manager.network_summaries(),
     };
+    let removed = lxc.remove_stale_logs(initial.domains.iter().map(|d| d.name.as_str()));
+    if removed > 0 {
+        tracing::info!(removed, "removed the monitor logs of domains that are gone");
+    }
     let security = manager.security_report().clone();
     match &security.selinux {
         HostSelinux::Ready => tracing::info!(

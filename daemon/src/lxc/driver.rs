@@ -270,6 +270,26 @@ impl LxcDriver {
         })
     }
 
+    /// Removes the monitor logs (`RUN-DIR/NAME.log`) of domains not in
+    /// `known`, those that went while no daemon watched (undefine removes
+    /// a domain's log itself); returns how many.
+    pub fn remove_stale_logs<'a>(&self, known: impl Iterator<Item = &'a str>) -> usize {
+        let known: std::collections::HashSet<&str> = known.collect();
+        let Ok(entries) = std::fs::read_dir(self.run_dir()) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|entry| {
+                let file = entry.file_name();
+                let name = file.to_str().and_then(|f| f.strip_suffix(".log"));
+                name.is_some_and(|n| !known.contains(n))
+            })
+            .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
+            .count()
+    }
+
     /// Removes the per-container files of a stopped container.
     /// (The live status `NAME.status` is the core's, which removes it.)
     pub fn remove_files(&self, name: &str) {
@@ -396,21 +416,42 @@ mod tests {
         assert_eq!(error_chain(&err), "domain 'shell': no console 7; it has 2");
     }
 
-    #[test]
-    fn exit_records_are_taken_once_and_a_newer_format_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let driver = LxcDriver::new(crate::lxc::instance::LxcConfig {
+    fn driver_in(dir: &std::path::Path) -> LxcDriver {
+        LxcDriver::new(crate::lxc::instance::LxcConfig {
             monitor_exe: "/nonexistent".into(),
             monitor_log: crate::lxc::protocol::MonitorLog::File,
             settings: crate::lxc::convert::ConvertSettings {
-                run_dir: dir.path().to_owned(),
+                run_dir: dir.to_owned(),
                 pids_max: None,
                 default_partition: "/machine".into(),
             },
             cgroups: None,
             systemd: None,
             ptys: std::sync::Arc::new(crate::lxc::ptys::PtyPool::new(0)),
-        });
+        })
+    }
+
+    #[test]
+    fn the_logs_of_domains_that_are_gone_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["web.log", "gone.log", "web.status", "notes.txt"] {
+            std::fs::write(dir.path().join(file), "x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("networks.log")).unwrap();
+        let driver = driver_in(dir.path());
+        assert_eq!(driver.remove_stale_logs(["web", "db"].into_iter()), 1);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["networks.log", "notes.txt", "web.log", "web.status"]);
+    }
+
+    #[test]
+    fn exit_records_are_taken_once_and_a_newer_format_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = driver_in(dir.path());
         let path = driver.files("web").exit_record;
         assert!(driver.take_exit_record("web").unwrap().is_none());
 
