@@ -770,10 +770,12 @@ async fn an_interface_is_plugged_into_and_out_of_a_running_container() {
         )
         .await
         .unwrap();
+    // Up to three echoes: on a loaded machine the first one may go while
+    // the neighbour entry is being resolved (seen once in CI).
     inside(
         &env,
         &domain,
-        &["ping", "-c", "1", "-W", "2", "10.251.68.1"],
+        &["ping", "-c", "3", "-W", "2", "10.251.68.1"],
     )
     .await;
     let live = domain.get_xml(0).await.unwrap();
