@@ -448,25 +448,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "stopping; containers keep running",
         );
     }
-    if let Some(watchdog) = &watchdog {
-        watchdog.abort();
+    if !lost {
+        tracing::info!("shutting down");
+        // Releasing the name first tells clients at once that we are gone.
+        let _ = connection.release_name(dbus::BUS_NAME).await;
     }
-    if lost {
-        adapter.abort();
-        manager_task.abort();
-        heap.abort();
-        return Err(DaemonError::BusLost);
-    }
-    tracing::info!("shutting down");
-    // Releasing the name first tells clients at once that we are gone.
-    let _ = connection.release_name(dbus::BUS_NAME).await;
     // Containers keep running under their monitors; the next lxvirtd finds
     // them through their status files.
     drop(connection);
     adapter.abort();
     manager_task.abort();
     heap.abort();
-    Ok(())
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    if lost {
+        Err(DaemonError::BusLost)
+    } else {
+        Ok(())
+    }
 }
 
 /// systemd and machined, on a systemd host with the unified hierarchy:

@@ -430,6 +430,17 @@ pub async fn introspect(connection: &zbus::Connection, path: &str) -> Result<Str
 
 /// Each `<interface>` of an introspection document, normalised to one line
 /// per element (comments and whitespace dropped), keyed by interface name.
+/// Introspection XML without its DOCTYPE: the project's parser refuses
+/// DTDs by design.
+pub fn without_doctype(xml: &str) -> String {
+    xml.lines()
+        .filter(|l| {
+            !l.trim_start().starts_with("<!DOCTYPE") && !l.trim_start().starts_with("\"http")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn interfaces_of(xml: &str) -> std::collections::BTreeMap<String, String> {
     use lxvirtd::domain::xml::{Element, parse_str};
     fn flatten(element: &Element, depth: usize, out: &mut String) {
@@ -444,15 +455,7 @@ pub fn interfaces_of(xml: &str) -> std::collections::BTreeMap<String, String> {
         }
     }
     let mut map = std::collections::BTreeMap::new();
-    // Strip the DOCTYPE line: the project's parser refuses DTDs by design.
-    let body: String = xml
-        .lines()
-        .filter(|l| {
-            !l.trim_start().starts_with("<!DOCTYPE") && !l.trim_start().starts_with("\"http")
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let Ok(root) = parse_str(&body) else {
+    let Ok(root) = parse_str(&without_doctype(xml)) else {
         return map;
     };
     for interface in root.elements_named("interface") {
