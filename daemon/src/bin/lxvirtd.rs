@@ -130,6 +130,9 @@ struct Args {
     /// "auto": the journal when stderr is connected to it.
     #[arg(long, value_name = "TARGET", default_value = "auto")]
     log_target: LogTarget,
+    /// Print the man page (roff) and exit: the package build installs it.
+    #[arg(long, hide = true)]
+    man_page: bool,
 }
 
 const DEFAULT_SETTINGS: &str = "/etc/lxvirt/lxvirtd.conf";
@@ -139,6 +142,9 @@ const DEFAULT_SETTINGS: &str = "/etc/lxvirt/lxvirtd.conf";
 fn args_with_settings() -> Result<Args, String> {
     let given: Vec<OsString> = std::env::args_os().collect();
     let first = Args::parse_from(&given);
+    if first.man_page {
+        return Ok(first);
+    }
     let required = first.config_file != Path::new(DEFAULT_SETTINGS);
     let settings = settings::read(&first.config_file, required)
         .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
@@ -152,7 +158,7 @@ fn args_with_settings() -> Result<Args, String> {
         let known = command
             .get_arguments()
             .find(|a| a.get_long() == Some(setting.name.as_str()))
-            .filter(|_| setting.name != "config-file")
+            .filter(|a| setting.name != "config-file" && !a.is_hide_set())
             .ok_or_else(|| {
                 format!(
                     "{place}: unknown setting '{}'; settings are the long options of `lxvirtd --help`",
@@ -206,6 +212,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.man_page {
+        return print_man_page();
+    }
     let notifier = Notifier::from_env(std::process::id());
     for var in notify::ENV_VARS {
         // SAFETY: no other thread runs yet (the runtime starts below), so
@@ -313,6 +322,23 @@ fn start_logging(filter: &str, target: LogTarget) -> MonitorLog {
         tracing::warn!(error = %error_chain(&error), "logging to stderr instead of the journal");
     }
     MonitorLog::File
+}
+
+/// lxvirtd(8), from the options above.
+fn print_man_page() -> ExitCode {
+    use std::io::Write;
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(Args::command())
+        .section("8")
+        .render(&mut page)
+        .and_then(|()| std::io::stdout().write_all(&page));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lxvirtd: cannot write the man page: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
