@@ -34,7 +34,8 @@ BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 ZSHCOMPDIR ?= $(DATADIR)/zsh/vendor-completions
 FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 
-# The polkit action (#14): installed once the file exists.
+# The polkit action (org.lxvirt.lxvirt1.manage); installed only if present,
+# so that a tree without it still installs.
 POLKIT_ACTION := daemon/data/polkit/org.lxvirt.lxvirt1.policy
 
 # lxvirtd looks for the monitor beside itself, then here; elsewhere the
