@@ -275,7 +275,11 @@ fn a_create_the_kernel_refuses_leaves_nothing_behind() {
         Ok(_) => panic!("cpuset.cpus 4095 was accepted"),
         Err(err) => err,
     };
-    assert!(matches!(err, CgroupError::Write { .. }), "{err:?}");
+    assert!(
+        matches!(&err, CgroupError::Refused { value, .. } if value == "4095"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("<vcpu cpuset>"), "{err}");
     let cg = cgroups.open(&path).unwrap();
     for dir in cg.paths() {
         assert!(!dir.exists(), "{} left behind", dir.display());

@@ -43,6 +43,16 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    /// The kernel refused a limit's value (the file exists).
+    #[error("cannot apply {element}: writing '{value}' to {} failed{hint}", path.display())]
+    Refused {
+        element: &'static str,
+        path: PathBuf,
+        value: String,
+        hint: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,

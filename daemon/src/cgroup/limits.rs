@@ -33,7 +33,8 @@ pub(super) struct Write {
     pub files: &'static [&'static str],
     pub value: String,
     pub element: &'static str,
-    /// Added to the error when none of `files` exists.
+    /// Added to the error when none of `files` exists or the kernel
+    /// refuses the value.
     pub hint: &'static str,
 }
 
@@ -237,6 +238,10 @@ impl Plan<'_> {
 
     fn blkio(&mut self, spec: &CgroupSpec) -> Result<(), CgroupError> {
         const WEIGHT_HINT: &str = " (no I/O scheduler with weights: select bfq for the disk)";
+        // cgroup2 takes a device's weight only where a weight-based
+        // controller runs for it (EOPNOTSUPP otherwise).
+        const DEVICE_WEIGHT_HINT: &str = " (a weight for one disk needs bfq as its I/O scheduler, \
+             or on cgroup2 the io.cost controller enabled for it in /sys/fs/cgroup/io.cost.qos)";
         const V1_WEIGHT: &[&str] = &["blkio.weight", "blkio.bfq.weight"];
         const V1_WEIGHT_DEVICE: &[&str] = &["blkio.weight_device", "blkio.bfq.weight_device"];
         const V2_WEIGHT: &[&str] = &["io.weight", "io.bfq.weight"];
@@ -258,7 +263,7 @@ impl Plan<'_> {
             if let Some(weight) = device.weight {
                 let files = if v2 { V2_WEIGHT } else { V1_WEIGHT_DEVICE };
                 let value = format!("{id} {weight}");
-                self.push_hinted(dir, files, value, element::BLKIO_DEVICE, WEIGHT_HINT);
+                self.push_hinted(dir, files, value, element::BLKIO_DEVICE, DEVICE_WEIGHT_HINT);
             }
             if v2 {
                 let mut line = id.clone();

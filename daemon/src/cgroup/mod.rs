@@ -428,9 +428,11 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(source) => {
-                    return Err(CgroupError::Write {
+                    return Err(CgroupError::Refused {
+                        element: write.element,
                         path,
                         value: write.value.clone(),
+                        hint: write.hint,
                         source,
                     });
                 }

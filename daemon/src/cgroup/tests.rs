@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::cgroup::limits::element;
 
 /// One recorded operation, with paths relative to the fake root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -847,11 +848,33 @@ fn a_failing_write_removes_everything_created() {
     fake.fail_writes_to("pids.max");
     let err = cgroups.create(&full_spec()).unwrap_err();
     assert!(
-        matches!(&err, CgroupError::Write { path, value, .. } if path.ends_with("pids/machine/lxvirt-web/pids.max") && value == "100"),
+        matches!(&err, CgroupError::Refused { path, value, element, .. }
+            if path.ends_with("pids/machine/lxvirt-web/pids.max") && value == "100" && *element == element::PIDS),
         "{err:?}"
     );
     assert_nothing_left(&fake);
     assert!(!fake.exists("sys/fs/cgroup/memory/machine"));
+}
+
+/// On cgroup2 a disk's weight is refused (EOPNOTSUPP) unless bfq or
+/// io.cost runs for the disk: the error names the element and both ways.
+#[test]
+fn a_refused_device_weight_names_the_element_and_what_to_enable() {
+    let (cgroups, fake) = host(Host::V2);
+    fake.fail_writes_to("io.weight");
+    let spec = CgroupSpec {
+        blkio_weight: None,
+        ..full_spec()
+    };
+    let err = cgroups.create(&spec).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("cannot apply <blkiotune><device>: writing '8:0 300' to ")
+            && message.contains("bfq")
+            && message.contains("io.cost.qos"),
+        "{message}"
+    );
+    assert_nothing_left(&fake);
 }
 
 #[test]
