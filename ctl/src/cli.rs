@@ -180,6 +180,27 @@ pub enum Command {
     },
     /// Show a domain's identity, state and settings.
     Dominfo { domain: String },
+    /// Edit a domain's persistent XML in $VISUAL or $EDITOR, then define it
+    /// again (offers to edit again when it is refused).
+    Edit { domain: String },
+    /// Print lifecycle events of domains as they happen (the first one,
+    /// or all with --loop).
+    Event {
+        /// Only this domain's events.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Keep printing events until interrupted (or --timeout).
+        #[arg(long = "loop")]
+        keep_going: bool,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Prefix each event with the time it was received.
+        #[arg(long)]
+        timestamp: bool,
+    },
+    /// Print the versions of lxvirt and of the lxvirtd it talks to.
+    Version,
     /// Print a domain's XML.
     Dumpxml {
         domain: String,

@@ -105,11 +105,30 @@ pub async fn run(cli: Cli) -> Result<u8> {
             print_bytes(&page)?;
             return Ok(EXIT_OK);
         }
+        Command::Version => return version(cli.connect.as_deref(), cli.output).await,
         _ => {}
     }
     let connection = connect(cli.connect.as_deref()).await?;
     let manager = ManagerProxy::new(&connection).await?;
     match cli.command {
+        Command::Edit { domain: name } => {
+            return crate::edit::edit(&connection, &manager, &name).await;
+        }
+        Command::Event {
+            domain,
+            keep_going,
+            timeout,
+            timestamp,
+        } => {
+            let options = crate::events::EventOptions {
+                domain,
+                keep_going,
+                timeout,
+                timestamp,
+                format: cli.output,
+            };
+            return crate::events::event(&connection, &manager, options).await;
+        }
         Command::Define { file } => {
             let xml = read_input(&file)?;
             let path = manager.define_xml(&xml).await?;
@@ -294,7 +313,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 Format::Json => print_json(&serde_json::json!({"id": id, "name": image}))?,
             }
         }
-        Command::Validate { .. } | Command::Completions { .. } | Command::Man => {}
+        Command::Validate { .. }
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Version => {}
     }
     Ok(EXIT_OK)
 }
@@ -329,6 +351,39 @@ async fn domain(
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await?)
+}
+
+/// The name of the domain at `path`.
+pub(crate) async fn domain_name(
+    connection: &zbus::Connection,
+    path: OwnedObjectPath,
+) -> Result<String> {
+    Ok(domain(connection, path).await?.name().await?)
+}
+
+/// `lxvirt version`: the client's, then the daemon's (when it answers).
+async fn version(address: Option<&str>, format: Format) -> Result<u8> {
+    let client = env!("CARGO_PKG_VERSION");
+    let daemon = match connect(address).await {
+        Ok(connection) => ManagerProxy::new(&connection).await?.version().await,
+        Err(failure) => Err(zbus::Error::Failure(failure.message)),
+    };
+    match format {
+        Format::Text => {
+            println!("lxvirt (client): {client}");
+            if let Ok(daemon) = &daemon {
+                println!("lxvirtd (daemon): {daemon}");
+            }
+        }
+        Format::Json => print_json(&serde_json::json!({
+            "client": client,
+            "daemon": daemon.as_ref().ok(),
+        }))?,
+    }
+    daemon.map(|_| EXIT_OK).map_err(|e| match e {
+        zbus::Error::Failure(message) => Failure::new(EXIT_CONNECT, message),
+        other => Failure::from(other),
+    })
 }
 
 /// Finds a domain by name, or by uuid when no domain has that name.

@@ -2,6 +2,8 @@
 
 mod cli;
 mod commands;
+mod edit;
+mod events;
 mod images;
 mod interfaces;
 mod networks;

@@ -292,6 +292,88 @@ fn qemu_user_text(row: &DomainRow) -> String {
     }
 }
 
+/// Seconds since the epoch, now.
+pub fn unix_now() -> u64 {
+    unix_now_precise().as_secs()
+}
+
+/// Time since the epoch, now.
+pub fn unix_now_precise() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// `2026-12-05 01:15:18 UTC (3 min ago)`.
+pub fn started_text(start: u64, now: u64) -> String {
+    format!(
+        "{} ({})",
+        utc_text(start),
+        ago_text(now.saturating_sub(start))
+    )
+}
+
+/// A time as `YYYY-MM-DD HH:MM:SS UTC`: the same on every host, whatever
+/// its time zone, and sortable.
+pub fn utc_text(epoch_seconds: u64) -> String {
+    format!("{} UTC", date_and_time(epoch_seconds))
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm UTC`, for event time stamps.
+pub fn utc_text_millis(since_epoch: std::time::Duration) -> String {
+    format!(
+        "{}.{:03} UTC",
+        date_and_time(since_epoch.as_secs()),
+        since_epoch.subsec_millis()
+    )
+}
+
+fn date_and_time(epoch_seconds: u64) -> String {
+    let days = i64::try_from(epoch_seconds / 86_400).unwrap_or(i64::MAX / 2);
+    let (year, month, day) = civil_from_days(days);
+    let rest = epoch_seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day number (days since 1970-01-01),
+/// by Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // Both are in range by construction (1..=12, 1..=31).
+    (year, month as u32, day as u32)
+}
+
+/// How long ago, roughly: `12 s ago`, `3 min ago`, `2 h 5 min ago`, `4 days ago`.
+fn ago_text(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{seconds} s ago"),
+        60..=3599 => format!("{} min ago", seconds / 60),
+        3600..=86_399 => format!("{} h {} min ago", seconds / 3600, seconds / 60 % 60),
+        _ => {
+            let days = seconds / 86_400;
+            format!("{days} day{} ago", if days == 1 { "" } else { "s" })
+        }
+    }
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -330,7 +412,7 @@ pub fn info_text(info: &DomainInfo) -> String {
         fields.push((if vm { "qemu pid" } else { "Init pid" }, pid.to_string()));
     }
     if let Some(start) = info.start_time {
-        fields.push(("Started", format!("{start} (seconds since the epoch)")));
+        fields.push(("Started", started_text(start, unix_now())));
     }
     match (
         info.stats.get("memory.current"),
@@ -354,6 +436,30 @@ pub fn info_text(info: &DomainInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_utc_dates_and_how_long_ago() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        // The figure dominfo showed before: 1796433318.
+        assert_eq!(utc_text(1_796_433_318), "2026-12-05 01:15:18 UTC");
+        // A leap day, and the day after the last day of a century year.
+        assert_eq!(utc_text(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_text(4_107_542_400), "2100-03-01 00:00:00 UTC");
+        assert_eq!(
+            utc_text_millis(std::time::Duration::from_millis(1_796_433_318_042)),
+            "2026-12-05 01:15:18.042 UTC"
+        );
+        assert_eq!(
+            started_text(1_796_433_318, 1_796_433_318 + 185),
+            "2026-12-05 01:15:18 UTC (3 min ago)"
+        );
+        assert_eq!(ago_text(59), "59 s ago");
+        assert_eq!(ago_text(3600 + 5 * 60), "1 h 5 min ago");
+        assert_eq!(ago_text(86_400), "1 day ago");
+        assert_eq!(ago_text(3 * 86_400), "3 days ago");
+        // A start time ahead of this host's clock reads as now.
+        assert_eq!(started_text(100, 50), "1970-01-01 00:01:40 UTC (0 s ago)");
+    }
 
     #[test]
     fn list_and_info_show_the_label() {

@@ -364,3 +364,224 @@ fn completions_and_man_page_are_generated() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH lxvirt"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("net\\-list"));
 }
+
+/// `lxvirt` with an environment of the test's (the editor).
+fn lxvirt_with_env(address: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(lxvirt_tests::binary("lxvirt"));
+    command
+        .arg(format!("--connect={address}"))
+        .args(args)
+        .env_remove("VISUAL")
+        .stdin(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+/// Defines a sleeper container `name` on `dir`/rootfs.
+fn define_sleeper(address: &str, dir: &std::path::Path, name: &str) {
+    let xml = dir.join(format!("{name}.xml"));
+    fs::write(&xml, lxvirt_tests::sleeper_xml(name, &dir.join("rootfs"))).unwrap();
+    let out = lxvirt(address, &["define", xml.to_str().unwrap()]).unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+/// `YYYY-MM-DD HH:MM:SS` at the start of `text`.
+fn starts_with_utc_time(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() >= 19
+        && bytes[..19].iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            10 => *b == b' ',
+            13 | 16 => *b == b':',
+            _ => b.is_ascii_digit(),
+        })
+}
+
+#[tokio::test]
+async fn version_reports_client_and_daemon() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let out = lxvirt(&bus.address, &["version"]).unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!("lxvirt (client): {version}\nlxvirtd (daemon): {version}\n")
+    );
+    let out = lxvirt(&bus.address, &["-o", "json", "version"]).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["daemon"], version);
+    // No daemon: the client's version, and exit status 3 with the reason.
+    let out = lxvirt("unix:path=/nonexistent/bus", &["version"]).unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stdout, format!("lxvirt (client): {version}\n"));
+    assert!(stderr.contains("/nonexistent/bus"), "{stderr}");
+}
+
+#[tokio::test]
+async fn edit_redefines_keeps_a_refused_edit_and_leaves_the_definition() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let a = bus.address.as_str();
+    define_sleeper(a, root.path(), "ed");
+    let dump = || lxvirt(a, &["dumpxml", "--inactive", "ed"]).unwrap().stdout;
+    let before = dump();
+
+    // Unchanged: nothing defined.
+    let out = lxvirt_with_env(a, &["edit", "ed"], &[("EDITOR", "true")]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(text(&out).0, "Domain 'ed' XML configuration not changed.\n");
+
+    // A change, made by a scripted editor, is defined.
+    let editor = root.path().join("editor");
+    fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i -E \"s|<memory unit='KiB'>[0-9]+</memory>|<memory unit='MiB'>128</memory>|\" \"$1\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = lxvirt_with_env(a, &["edit", "ed"], &[("EDITOR", editor.to_str().unwrap())]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(text(&out).0, "Domain 'ed' XML configuration edited.\n");
+    let after = String::from_utf8(dump()).unwrap();
+    assert!(
+        after.contains("<memory unit='KiB'>131072</memory>"),
+        "{after}"
+    );
+
+    // Invalid XML: refused, the definition unchanged, the edit kept.
+    let edited = dump();
+    let out = lxvirt_with_env(
+        a,
+        &["edit", "ed"],
+        &[(
+            "VISUAL",
+            "sh -c 'echo \"<domain type=lxc><name>ed\" > \"$1\"' sh",
+        )],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(dump(), edited);
+    let kept = stderr
+        .split("your edit is kept in ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no kept file named in {stderr}"));
+    assert!(
+        fs::read_to_string(kept)
+            .unwrap()
+            .starts_with("<domain type=lxc><name>ed")
+    );
+    fs::remove_file(kept).unwrap();
+
+    // A failing editor defines nothing.
+    let out = lxvirt_with_env(a, &["edit", "ed"], &[("EDITOR", "false")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("the editor (false) failed"),
+        "{:?}",
+        text(&out)
+    );
+    assert_ne!(before, dump());
+    assert_eq!(dump(), edited);
+}
+
+#[tokio::test]
+async fn event_prints_lifecycle_events_and_dominfo_a_start_date() {
+    if !lxvirt_tests::root_or_skip() {
+        return;
+    }
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    lxvirt_tests::busybox_root(&root.path().join("rootfs"));
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let a = bus.address.as_str();
+    define_sleeper(a, root.path(), "ev");
+
+    // Nothing happens within the timeout: the loop says so.
+    let out = lxvirt(a, &["event", "--domain", "ev", "--timeout", "1"]).unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(text(&out).0, "event loop timed out\nevents received: 0\n");
+
+    let mut child = std::process::Command::new(lxvirt_tests::binary("lxvirt"))
+        .args([&format!("--connect={a}"), "event", "--loop", "--timestamp"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || {
+        lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap()
+    };
+    // Subscribed once an event of the probe domain arrives: define it
+    // until one does.
+    let mut first = None;
+    for _ in 0..100 {
+        define_sleeper(a, root.path(), "probe");
+        if let Ok(line) = lines.recv_timeout(std::time::Duration::from_millis(100)) {
+            first = Some(line);
+            break;
+        }
+    }
+    let first = first.expect("no event of the probe domain within 10 s");
+    assert!(first.contains("for domain 'probe': Defined"), "{first}");
+    while lines.try_recv().is_ok() {}
+
+    assert!(lxvirt(a, &["start", "ev"]).unwrap().status.success());
+    let started = next_line();
+    assert!(starts_with_utc_time(&started), "{started}");
+    assert!(
+        started.ends_with(" UTC: event 'lifecycle' for domain 'ev': Started Booted"),
+        "{started}"
+    );
+    let (info, _) = text(&lxvirt(a, &["dominfo", "ev"]).unwrap());
+    let started_at = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Started:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no Started line in\n{info}"));
+    assert!(
+        starts_with_utc_time(started_at)
+            && started_at.contains(" UTC (")
+            && started_at.ends_with(" s ago)"),
+        "{started_at}"
+    );
+    assert!(lxvirt(a, &["destroy", "ev"]).unwrap().status.success());
+    let stopped = next_line();
+    assert!(
+        stopped.ends_with("event 'lifecycle' for domain 'ev': Stopped Destroyed"),
+        "{stopped}"
+    );
+
+    // Ctrl-C ends the loop with the count.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(next_line(), "event loop interrupted");
+    let count = next_line();
+    let received: u32 = count
+        .strip_prefix("events received: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(received >= 3, "{count}");
+    assert!(child.wait().unwrap().success());
+}
