@@ -1,22 +1,32 @@
 //! Who may mutate: root, members of the configured group, and whoever
-//! polkit allows `org.lxvirt.lxvirt1.manage` (when polkit runs).
+//! polkit allows `org.lxvirt.lxvirt1.manage` (when polkit runs). Who may
+//! read: the same, and whoever polkit allows `org.lxvirt.lxvirt1.monitor`
+//! (by default everyone; without polkit, everyone).
 //!
 //! The bus policy lets every local user call lxvirtd (only root may own
-//! its name); this check decides, for every call that changes something,
-//! on any bus.
+//! its name); these checks decide, on any bus.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use nix::unistd::{Gid, Group, Uid, User};
 use zbus::message::Header;
-use zbus::names::BusName;
+use zbus::names::{BusName, OwnedUniqueName};
 
 use super::error::Error;
-use crate::service::polkit::{Decision, MANAGE_ACTION, Polkit, Subject};
+use crate::service::polkit::{Decision, MANAGE_ACTION, MONITOR_ACTION, Polkit, Subject};
 
-/// Decides whether a caller may call mutating methods.
+/// Bus connections allowed to read are remembered, up to this many
+/// (then forgotten all at once): a unique name is never reused on a bus,
+/// and reads are frequent (a property read each).
+const READERS_REMEMBERED: usize = 4096;
+
+/// Decides whether a caller may call mutating methods, or read.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
     group: Option<String>,
     polkit: Option<Polkit>,
+    readers: Arc<Mutex<HashSet<OwnedUniqueName>>>,
 }
 
 impl Authorizer {
@@ -25,7 +35,58 @@ impl Authorizer {
         Authorizer {
             group,
             polkit: None,
+            readers: Arc::default(),
         }
+    }
+
+    /// Checks that the sender of `header` may read: once per connection,
+    /// as libvirt asks once per client. Without a header (the daemon's own
+    /// use) or a sender (a peer-to-peer connection) it may.
+    pub async fn check_read(
+        &self,
+        connection: &zbus::Connection,
+        header: Option<&Header<'_>>,
+    ) -> Result<(), Error> {
+        let Some(sender) = header.and_then(|h| h.sender()) else {
+            return Ok(());
+        };
+        let Some(polkit) = &self.polkit else {
+            return Ok(());
+        };
+        if self.readers().contains(sender.as_str()) {
+            return Ok(());
+        }
+        let dbus = zbus::fdo::DBusProxy::new(connection).await?;
+        let uid = uid_of(&dbus, sender).await?;
+        if !self.allows(Uid::from_raw(uid)) {
+            let subject = subject_of(&dbus, sender, uid).await?;
+            match polkit.check(subject, MONITOR_ACTION, false).await {
+                Ok(Decision::Allowed) => {}
+                Ok(_) => {
+                    let group = self.group.as_deref().unwrap_or("(none)");
+                    return Err(Error::AccessDenied(format!(
+                        "uid {uid} may not read lxvirt's domains, networks and images: polkit \
+                         does not allow {MONITOR_ACTION} (root and members of group '{group}' may)"
+                    )));
+                }
+                // Reading stays open where polkit cannot decide.
+                Err(error) if error.is_absent() => {}
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_chain::error_chain(&error), "polkit could not decide on reading; allowed");
+                }
+            }
+        }
+        let mut readers = self.readers();
+        if readers.len() >= READERS_REMEMBERED {
+            readers.clear();
+        }
+        readers.insert(sender.to_owned().into());
+        Ok(())
+    }
+
+    fn readers(&self) -> std::sync::MutexGuard<'_, HashSet<OwnedUniqueName>> {
+        // A panic while holding it left a plain set: still usable.
+        self.readers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks `polkit` about callers that are neither root nor in the group.
@@ -46,27 +107,13 @@ impl Authorizer {
             return Ok(());
         };
         let dbus = zbus::fdo::DBusProxy::new(connection).await?;
-        let uid = dbus
-            .get_connection_unix_user(BusName::Unique(sender.to_owned()))
-            .await
-            .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?;
+        let uid = uid_of(&dbus, sender).await?;
         if self.allows(Uid::from_raw(uid)) {
             return Ok(());
         }
         let group = self.group.as_deref().unwrap_or("(none)");
         if let Some(polkit) = &self.polkit {
-            let pid = dbus
-                .get_connection_unix_process_id(BusName::Unique(sender.to_owned()))
-                .await
-                .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?;
-            let subject = Subject {
-                pid,
-                start_time: crate::sys::process::start_time(nix::unistd::Pid::from_raw(
-                    i32::try_from(pid).unwrap_or(-1),
-                ))
-                .unwrap_or(0),
-                uid,
-            };
+            let subject = subject_of(&dbus, sender, uid).await?;
             let interactive = header
                 .primary()
                 .flags()
@@ -117,6 +164,36 @@ impl Authorizer {
         };
         user.gid == group.gid || group.mem.contains(&user.name) || in_group(&user, group.gid)
     }
+}
+
+/// The uid of the process behind `sender`, from the bus.
+async fn uid_of(
+    dbus: &zbus::fdo::DBusProxy<'_>,
+    sender: &zbus::names::UniqueName<'_>,
+) -> Result<u32, Error> {
+    dbus.get_connection_unix_user(BusName::Unique(sender.to_owned()))
+        .await
+        .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))
+}
+
+/// polkit's subject for the process behind `sender`.
+async fn subject_of(
+    dbus: &zbus::fdo::DBusProxy<'_>,
+    sender: &zbus::names::UniqueName<'_>,
+    uid: u32,
+) -> Result<Subject, Error> {
+    let pid = dbus
+        .get_connection_unix_process_id(BusName::Unique(sender.to_owned()))
+        .await
+        .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?;
+    Ok(Subject {
+        pid,
+        start_time: crate::sys::process::start_time(nix::unistd::Pid::from_raw(
+            i32::try_from(pid).unwrap_or(-1),
+        ))
+        .unwrap_or(0),
+        uid,
+    })
 }
 
 fn in_group(user: &User, gid: Gid) -> bool {

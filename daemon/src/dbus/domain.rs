@@ -192,29 +192,54 @@ fn console_index(devname: &str) -> Result<u32, Error> {
 #[interface(name = "org.lxvirt.lxvirt1.Domain")]
 impl DomainObject {
     #[zbus(property(emits_changed_signal = "const"))]
-    fn name(&self) -> String {
-        self.summary.read(|s| s.name.clone())
+    async fn name(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.name.clone()))
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
-    fn uuid(&self) -> String {
-        self.uuid.to_string()
+    async fn uuid(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.uuid.to_string())
     }
 
     /// The driver: `lxc`, `kvm` or `qemu`.
     #[zbus(property(emits_changed_signal = "const"))]
-    fn type_(&self) -> String {
-        self.summary.read(|s| s.domain_type.as_str().to_owned())
+    async fn type_(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.domain_type.as_str().to_owned()))
     }
 
     #[zbus(property)]
-    fn persistent(&self) -> bool {
-        self.summary.read(|s| s.persistent)
+    async fn persistent(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<bool> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.persistent))
     }
 
     #[zbus(property)]
-    fn autostart(&self) -> bool {
-        self.summary.read(|s| s.autostart)
+    async fn autostart(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<bool> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.autostart))
     }
 
     #[zbus(property)]
@@ -232,34 +257,60 @@ impl DomainObject {
 
     /// `shutoff`, `running`, `paused` or `crashed`.
     #[zbus(property)]
-    fn state(&self) -> String {
-        self.summary.read(|s| s.state.as_str().to_owned())
+    async fn state(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.state.as_str().to_owned()))
     }
 
     /// Why the domain is in its state (`booted`, `shutdown`, `destroyed`, …).
     #[zbus(property)]
-    fn state_reason(&self) -> String {
-        self.summary.read(|s| s.reason.as_str().to_owned())
+    async fn state_reason(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.reason.as_str().to_owned()))
     }
 
     /// Host pid of the container's init; 0 when not running.
     #[zbus(property)]
-    fn pid(&self) -> u32 {
-        self.summary.read(pid_of)
+    async fn pid(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<u32> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(pid_of))
     }
 
     /// When the running instance started, seconds since the epoch; 0 when not running.
     #[zbus(property)]
-    fn start_time(&self) -> u64 {
-        self.summary.read(|s| s.start_time.unwrap_or(0))
+    async fn start_time(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<u64> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.start_time.unwrap_or(0)))
     }
 
     /// The SELinux process label of the running instance (init's and
     /// entered processes' context); empty when unconfined or not running.
     #[zbus(property)]
-    fn security_label(&self) -> String {
-        self.summary
-            .read(|s| s.security_label.clone().unwrap_or_default())
+    async fn security_label(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self
+            .summary
+            .read(|s| s.security_label.clone().unwrap_or_default()))
     }
 
     /// How the domain's ids map: "auto" (a user namespace with host ids
@@ -267,20 +318,36 @@ impl DomainObject {
     /// root) or "idmap" (the ranges of its <idmap>); the running
     /// instance's, else what its next start gets.
     #[zbus(property)]
-    fn user_namespace(&self) -> String {
-        self.summary.read(|s| s.user_namespace.to_owned())
+    async fn user_namespace(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.user_namespace.to_owned()))
     }
 
     /// The running instance's block of host ids: (first, count); (0, 0)
     /// when it is not running in mode "auto".
     #[zbus(property)]
-    fn host_ids(&self) -> (u32, u32) {
-        self.summary.read(|s| s.host_ids.unwrap_or((0, 0)))
+    async fn host_ids(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<(u32, u32)> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.host_ids.unwrap_or((0, 0))))
     }
 
     /// The domain's XML; flags: 1 = secure, 2 = inactive (the persistent definition).
     #[zbus(name = "GetXML")]
-    async fn get_xml(&self, flags: u32) -> Result<String, Error> {
+    async fn get_xml(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        flags: u32,
+    ) -> Result<String, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         Ok(self
             .shared
             .handle
@@ -470,7 +537,12 @@ impl DomainObject {
     /// `block.DEV.{rd,wr}.{bytes,reqs}` and per interface
     /// `net.TAP.{rx,tx}.{bytes,packets}` (the guest's view); only the
     /// figures the host provides, none when not running.
-    async fn get_stats(&self) -> Result<HashMap<String, OwnedValue>, Error> {
+    async fn get_stats(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<HashMap<String, OwnedValue>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let stats = self.shared.handle.stats(self.uuid).await?;
         let mut map = HashMap::new();
         let mut put = |key: &str, value: Option<u64>| {
@@ -524,9 +596,12 @@ impl DomainObject {
     /// VM's from its guest agent).
     async fn get_interface_addresses(
         &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
         source: u32,
         flags: u32,
     ) -> Result<Vec<(String, String, Vec<(String, u8)>)>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         if flags != 0 {
             return Err(CoreError::InvalidFlags(flags).into());
         }
@@ -562,8 +637,11 @@ impl DomainObject {
     /// then the same for tx.
     async fn get_interface_stats(
         &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
         device: String,
     ) -> Result<(u64, u64, u64, u64, u64, u64, u64, u64), Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let c = self
             .shared
             .handle

@@ -243,14 +243,25 @@ impl ImagesObject {
     }
 
     /// Every image, sorted by id.
-    async fn list_images(&self) -> Result<Vec<ImageRecord>, Error> {
+    async fn list_images(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<ImageRecord>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let store = self.store()?;
         let infos = Self::blocking(move || store.list()).await?;
         Ok(infos.into_iter().map(ImageRecord::from).collect())
     }
 
     /// One image, by name, id or unique id prefix.
-    async fn inspect(&self, reference: String) -> Result<ImageRecord, Error> {
+    async fn inspect(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        reference: String,
+    ) -> Result<ImageRecord, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let store = self.store()?;
         Self::blocking(move || store.inspect(&reference))
             .await

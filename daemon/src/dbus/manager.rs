@@ -61,25 +61,47 @@ impl ManagerObject {
     }
 
     /// Object paths of every domain, sorted by name.
-    async fn list_domains(&self) -> Result<Vec<OwnedObjectPath>, Error> {
+    async fn list_domains(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<OwnedObjectPath>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let list = self.shared.handle.list().await?;
         Ok(list.into_iter().map(|s| domain_path(s.uuid)).collect())
     }
 
     /// Every domain's properties, sorted by name: what `GetManagedObjects`
     /// says of domains, in one struct each.
-    async fn list_domain_summaries(&self) -> Result<Vec<DomainSummaryRecord>, Error> {
+    async fn list_domain_summaries(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<DomainSummaryRecord>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let list = self.shared.handle.list().await?;
         Ok(list.into_iter().map(super::domain::record_of).collect())
     }
 
-    async fn lookup_by_name(&self, name: String) -> Result<OwnedObjectPath, Error> {
+    async fn lookup_by_name(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let summary = self.shared.handle.lookup(Lookup::Name(name)).await?;
         Ok(domain_path(summary.uuid))
     }
 
     #[zbus(name = "LookupByUUID")]
-    async fn lookup_by_uuid(&self, uuid: String) -> Result<OwnedObjectPath, Error> {
+    async fn lookup_by_uuid(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        uuid: String,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let summary = self.shared.handle.lookup(parse_uuid(&uuid)?).await?;
         Ok(domain_path(summary.uuid))
     }
@@ -118,30 +140,53 @@ impl ManagerObject {
     }
 
     /// Object paths of every network, sorted by name.
-    async fn list_networks(&self) -> Result<Vec<OwnedObjectPath>, Error> {
+    async fn list_networks(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<OwnedObjectPath>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let list = self.shared.handle.list_networks().await?;
         Ok(list.into_iter().map(|s| network_path(s.uuid)).collect())
     }
 
-    async fn network_lookup_by_name(&self, name: String) -> Result<OwnedObjectPath, Error> {
+    async fn network_lookup_by_name(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let lookup = Lookup::Name(name);
         let summary = self.shared.handle.network_lookup(lookup).await?;
         Ok(network_path(summary.uuid))
     }
 
     #[zbus(name = "NetworkLookupByUUID")]
-    async fn network_lookup_by_uuid(&self, uuid: String) -> Result<OwnedObjectPath, Error> {
+    async fn network_lookup_by_uuid(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        uuid: String,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         let lookup = parse_uuid(&uuid)?;
         let summary = self.shared.handle.network_lookup(lookup).await?;
         Ok(network_path(summary.uuid))
     }
 
     /// An XML description of what this host supports.
-    async fn get_capabilities(&self) -> String {
-        self.capabilities_xml.clone()
+    async fn get_capabilities(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<String, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
+        Ok(self.capabilities_xml.clone())
     }
 
-    /// The daemon's version.
+    /// The daemon's version: anyone may read it (the bus's own clients
+    /// ask it to tell whom they talk to).
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()

@@ -63,6 +63,16 @@ impl Shared {
         let _ = rx.wait_for(|s| *s >= seq).await;
     }
 
+    /// A reading call or property: checks that the caller may read
+    /// (`header` is `None` when the daemon reads its own properties).
+    pub async fn may_read(
+        &self,
+        connection: &zbus::Connection,
+        header: Option<&zbus::message::Header<'_>>,
+    ) -> Result<(), Error> {
+        self.authorizer.check_read(connection, header).await
+    }
+
     /// A mutating call: checks the caller (`action` names what it may not
     /// do), runs `call` on the core, and answers once the events it caused
     /// are published.
@@ -125,7 +135,10 @@ pub async fn serve(
         .at(MANAGER_PATH, ImagesObject::new(shared.clone(), images))
         .await?;
     server
-        .at(MANAGER_PATH, ObjectManager::new(shared.registry.clone()))
+        .at(
+            MANAGER_PATH,
+            ObjectManager::new(shared.registry.clone(), shared.authorizer.clone()),
+        )
         .await?;
     let adapter = events::Adapter::new(connection.clone(), shared, published_tx);
     Ok(tokio::spawn(adapter.run(events)))

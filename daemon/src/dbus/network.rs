@@ -76,31 +76,56 @@ impl Exported for NetworkObject {
 #[interface(name = "org.lxvirt.lxvirt1.Network")]
 impl NetworkObject {
     #[zbus(property(emits_changed_signal = "const"))]
-    fn name(&self) -> String {
-        self.summary.read(|s| s.name.clone())
+    async fn name(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.name.clone()))
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
-    fn uuid(&self) -> String {
-        self.uuid.to_string()
+    async fn uuid(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.uuid.to_string())
     }
 
     /// Whether it runs: its bridge, rules and DHCP/DNS server are up.
     #[zbus(property)]
-    fn active(&self) -> bool {
-        self.summary.read(|s| s.active)
+    async fn active(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<bool> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.active))
     }
 
     #[zbus(property)]
-    fn persistent(&self) -> bool {
-        self.summary.read(|s| s.persistent)
+    async fn persistent(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<bool> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.persistent))
     }
 
     /// Whether the network starts with the host (before the autostart
     /// domains).
     #[zbus(property)]
-    fn autostart(&self) -> bool {
-        self.summary.read(|s| s.autostart)
+    async fn autostart(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<bool> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.autostart))
     }
 
     #[zbus(property)]
@@ -120,14 +145,25 @@ impl NetworkObject {
     /// The name of its bridge: the one `<bridge name=>` gives, else the
     /// one the daemon picked when it was defined.
     #[zbus(property)]
-    fn bridge(&self) -> String {
-        self.summary.read(|s| s.bridge.clone())
+    async fn bridge(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> zbus::fdo::Result<String> {
+        self.shared.may_read(connection, header.as_ref()).await?;
+        Ok(self.summary.read(|s| s.bridge.clone()))
     }
 
     /// The network's XML: the live one while active, unless flags ask for
     /// the persistent one (`INACTIVE`, 2).
     #[zbus(name = "GetXML")]
-    async fn get_xml(&self, flags: u32) -> Result<String, Error> {
+    async fn get_xml(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        flags: u32,
+    ) -> Result<String, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         Ok(self
             .shared
             .handle
@@ -178,9 +214,12 @@ impl NetworkObject {
     #[zbus(name = "GetDHCPLeases")]
     async fn get_dhcp_leases(
         &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
         mac: String,
         flags: u32,
     ) -> Result<Vec<(String, String, u8, String, String, u64)>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
         if flags != 0 {
             return Err(crate::core::CoreError::InvalidFlags(flags).into());
         }

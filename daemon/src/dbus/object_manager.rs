@@ -14,10 +14,13 @@ use std::sync::{Arc, RwLock};
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use zbus::fdo::ManagedObjects as ZbusManagedObjects;
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{OwnedObjectPath, Type, Variant as Value, interface};
+use zbus::{Connection, OwnedObjectPath, Type, Variant as Value, interface};
 
+use super::auth::Authorizer;
 use super::domain::DomainObject;
+use super::error::Error;
 use super::exported::{Exported, SharedSummary};
 use super::network::NetworkObject;
 use crate::core::{DomainSummary, NetworkSummary};
@@ -102,19 +105,30 @@ impl Registry {
 /// The object at the manager's path that lists the objects below it.
 pub(crate) struct ObjectManager {
     registry: Registry,
+    authorizer: Authorizer,
 }
 
 impl ObjectManager {
-    pub(crate) fn new(registry: Registry) -> Self {
-        ObjectManager { registry }
+    pub(crate) fn new(registry: Registry, authorizer: Authorizer) -> Self {
+        ObjectManager {
+            registry,
+            authorizer,
+        }
     }
 }
 
 #[interface(name = "org.freedesktop.DBus.ObjectManager")]
 impl ObjectManager {
     /// Every domain and network object with all its properties.
-    async fn get_managed_objects(&self) -> ManagedObjects {
-        self.registry.snapshot()
+    async fn get_managed_objects(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<ManagedObjects, Error> {
+        self.authorizer
+            .check_read(connection, Some(&header))
+            .await?;
+        Ok(self.registry.snapshot())
     }
 
     // zbus emits these itself as objects come and go below this one (with

@@ -12,6 +12,8 @@ use zbus::Variant as Value;
 
 /// The action of every call that changes something.
 pub const MANAGE_ACTION: &str = "org.lxvirt.lxvirt1.manage";
+/// The action of every call and property that only reads.
+pub const MONITOR_ACTION: &str = "org.lxvirt.lxvirt1.monitor";
 
 /// `CheckAuthorization` flag: polkit may ask the user (an agent prompts).
 const ALLOW_USER_INTERACTION: u32 = 1;
