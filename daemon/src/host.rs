@@ -216,10 +216,6 @@ impl HostCapabilities {
         for c in &controllers {
             writeln!(x, "      <controller name='{}'/>", esc(c))?;
         }
-        if layout == Layout::V2 {
-            // No eBPF device program yet: the allow-list is not enforced.
-            writeln!(x, "      <devices enforced='no'/>")?;
-        }
         writeln!(x, "    </cgroups>")
     }
 
@@ -403,7 +399,6 @@ mod tests {
         assert_eq!(
             cgroups_xml("34 33 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"),
             "    <cgroups layout='v2' mount='/sys/fs/cgroup'>
-      <devices enforced='no'/>
     </cgroups>
 "
         );

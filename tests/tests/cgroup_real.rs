@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lxvirtd::cgroup::{
@@ -29,6 +29,20 @@ fn host_cgroups() -> Option<Cgroups> {
         return None;
     }
     Some(cgroups)
+}
+
+/// The layer over this host's cgroup2 mount alone, as on a pure v2 host
+/// (on a hybrid host the v1 hierarchies are left out), or `None`
+/// (printed) when the test cannot run here.
+fn unified_only_cgroups() -> Option<Cgroups> {
+    let unified = host_cgroups()?.hierarchies().unified.clone();
+    if unified.is_none() {
+        eprintln!("skipped: no cgroup2 mount");
+    }
+    Some(Cgroups::new(Hierarchies {
+        v1: Vec::new(),
+        unified: Some(unified?),
+    }))
 }
 
 /// A partition and container path no other test or run uses.
@@ -169,14 +183,15 @@ fn limits_processes_freeze_kill_and_remove_on_the_real_kernel() {
             assert_eq!(read(&dir.join("cpu.shares")), "512");
         }
     }
-    if cg.devices_enforced() {
-        let (dir, _) = dir_for(&cgroups, &cg, Controller::Devices).unwrap();
+    assert!(cg.devices_enforced());
+    if let Some((dir, false)) = dir_for(&cgroups, &cg, Controller::Devices) {
         let list = read(&dir.join("devices.list"));
         let mut lines: Vec<&str> = list.lines().collect();
         lines.sort();
         assert_eq!(lines, ["c 1:3 rwm", "c 1:5 rwm"]);
     } else {
-        eprintln!("device allow-list not enforced (cgroup2 without eBPF)");
+        // cgroup2: a device program, which the test below checks.
+        eprintln!("device allow-list enforced by a cgroup2 device program");
     }
     for dir in cg.paths() {
         assert!(dir.is_dir(), "{}", dir.display());
@@ -296,17 +311,9 @@ fn a_create_the_kernel_refuses_leaves_nothing_behind() {
 /// left out so the unified one does everything.
 #[test]
 fn cgroup2_core_freezes_kills_and_tracks_processes() {
-    let Some(host) = host_cgroups() else {
+    let Some(cgroups) = unified_only_cgroups() else {
         return;
     };
-    let Some(unified) = host.hierarchies().unified.clone() else {
-        eprintln!("skipped: no cgroup2 mount");
-        return;
-    };
-    let cgroups = Cgroups::new(Hierarchies {
-        v1: Vec::new(),
-        unified: Some(unified),
-    });
     let path = unique_path("v2core");
     let mut guard = Cleanup::new(&cgroups, &path);
     let cg = cgroups
@@ -315,7 +322,8 @@ fn cgroup2_core_freezes_kills_and_tracks_processes() {
             ..CgroupSpec::default()
         })
         .unwrap();
-    assert!(!cg.devices_enforced());
+    // An empty allow-list: a device program denying every device.
+    assert!(cg.devices_enforced());
     assert_eq!(cg.paths().len(), 1);
     let pid = guard.spawn_sleep();
     cg.add_process(i32::try_from(pid).unwrap()).unwrap();
@@ -400,4 +408,61 @@ fn create_add_remove_timing() {
         median(&mut add),
         median(&mut remove),
     );
+}
+
+/// What a process in the device test's cgroup tries: write and read
+/// /dev/null (allowed), read /dev/zero and make a /dev/null node (denied).
+/// `$1` is the cgroup's `cgroup.procs`, `$2` a path for the node.
+const DEVICE_PROBE: &str = r#"
+echo $$ > "$1" || exit 90
+echo x > /dev/null || exit 91
+head -c 1 < /dev/null || exit 92
+if head -c 1 /dev/zero > /dev/null; then exit 93; fi
+if mknod "$2" c 1 3; then rm -f "$2"; exit 94; fi
+exit 0
+"#;
+
+/// The cgroup2 device program on the real kernel, on the unified mount
+/// alone (as on a pure v2 host; on the project's hybrid hosts the
+/// controller-less `/sys/fs/cgroup/unified`): a cgroup whose allow-list
+/// is only `c 1:3 rw` (/dev/null). A process that moves itself in opens
+/// /dev/null for writing and reading, and is refused /dev/zero and a
+/// mknod of /dev/null's numbers, with EPERM.
+#[test]
+fn cgroup2_device_program_allows_only_the_listed_devices() {
+    let Some(cgroups) = unified_only_cgroups() else {
+        return;
+    };
+    let path = unique_path("devices");
+    let _guard = Cleanup::new(&cgroups, &path);
+    let cg = cgroups
+        .create(&CgroupSpec {
+            path: path.clone(),
+            devices: vec![device('c', 1, 3, "rw")],
+            ..CgroupSpec::default()
+        })
+        .unwrap();
+    assert!(cg.devices_enforced());
+    // After a daemon restart, the kernel is asked.
+    assert!(cgroups.open(&path).unwrap().devices_enforced());
+
+    let procs = cg.paths()[0].join("cgroup.procs");
+    let node = std::env::temp_dir().join(format!("lxvirt-test-{}-null", std::process::id()));
+    let output = Command::new("sh")
+        .args(["-c", DEVICE_PROBE, "sh"])
+        .arg(&procs)
+        .arg(&node)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("probe: {:?}, stderr:\n{stderr}", output.status);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // Both refusals are the device cgroup's EPERM.
+    assert_eq!(
+        stderr.matches("Operation not permitted").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(!node.exists());
 }

@@ -82,9 +82,11 @@ impl<F: CgroupFs> ContainerCgroup<F> {
         self.dirs.iter().map(|d| d.path.clone()).collect()
     }
 
-    /// Whether the device allow-list is enforced. It is with a v1 devices
-    /// hierarchy; on cgroup2 it would take an eBPF program, which is not
-    /// loaded yet, so it is not: the daemon reports that to the user.
+    /// Whether the device allow-list is enforced: by a v1 devices
+    /// hierarchy, or by a device program on the cgroup2 directory. Always
+    /// true for a cgroup [`super::Cgroups::create`] made (it fails
+    /// otherwise); for one [`super::Cgroups::open`] found, what the kernel
+    /// says.
     pub fn devices_enforced(&self) -> bool {
         self.devices_enforced
     }

@@ -88,6 +88,15 @@ pub enum CgroupError {
         #[source]
         source: nix::errno::Errno,
     },
+    /// cgroup2: the device program could not be loaded or attached.
+    #[error("cannot enforce the device allow-list on cgroup {}: {hint}", path.display())]
+    DeviceProgram {
+        path: PathBuf,
+        /// What to do about it.
+        hint: &'static str,
+        #[source]
+        source: super::BpfError,
+    },
     #[error("cgroup {} still has processes; kill them and retry", path.display())]
     Busy { path: PathBuf },
     #[error("cannot remove cgroup {}", path.display())]

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::bpf::{self, BpfError};
+use super::bpf_devices::Insn;
+
 /// The file operations the cgroup layer needs.
 pub trait CgroupFs {
     /// Creates one directory (not its parents); `AlreadyExists` if it is there.
@@ -26,6 +29,11 @@ pub trait CgroupFs {
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
     /// Sends SIGKILL to a process.
     fn kill(&self, pid: i32) -> nix::Result<()>;
+    /// Loads `program` as a `BPF_PROG_TYPE_CGROUP_DEVICE` program and
+    /// attaches it to the cgroup2 directory `dir` (`BPF_F_ALLOW_MULTI`).
+    fn attach_device_program(&self, dir: &Path, program: &[Insn]) -> Result<(), BpfError>;
+    /// Whether a device program is attached to the cgroup2 directory `dir`.
+    fn has_device_program(&self, dir: &Path) -> Result<bool, BpfError>;
 }
 
 /// The real cgroup file systems.
@@ -68,5 +76,13 @@ impl CgroupFs for HostFs {
 
     fn kill(&self, pid: i32) -> nix::Result<()> {
         kill(Pid::from_raw(pid), Signal::SIGKILL)
+    }
+
+    fn attach_device_program(&self, dir: &Path, program: &[Insn]) -> Result<(), BpfError> {
+        bpf::attach_device_program(dir, program)
+    }
+
+    fn has_device_program(&self, dir: &Path) -> Result<bool, BpfError> {
+        Ok(bpf::device_programs(dir)? > 0)
     }
 }

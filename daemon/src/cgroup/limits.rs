@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::bpf_devices::{self, Insn};
 use super::hierarchy::Controller;
 use super::{CgroupError, CgroupSpec, DeviceRule, Dir};
 
@@ -38,10 +39,21 @@ pub(super) struct Write {
     pub hint: &'static str,
 }
 
-/// The writes applying `spec` to `dirs`, in order, and whether the device
-/// allow-list is enforced (a v1 devices hierarchy) or not (cgroup2, which
-/// needs an eBPF program this layer does not load yet).
-pub(super) fn plan(spec: &CgroupSpec, dirs: &[Dir]) -> Result<(Vec<Write>, bool), CgroupError> {
+/// What applies a [`CgroupSpec`]: writes to interface files, in order,
+/// and on cgroup2 the device program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Applied {
+    pub writes: Vec<Write>,
+    /// The device allow-list as a `BPF_CGROUP_DEVICE` program, and the
+    /// index of the (cgroup2) directory to attach it to; `None` where
+    /// the v1 devices controller enforces the list.
+    pub device_program: Option<(usize, Vec<Insn>)>,
+}
+
+/// What applies `spec` to `dirs`: every limit, and the device allow-list
+/// through the v1 devices controller if a v1 hierarchy has it, else
+/// through a device program on cgroup2.
+pub(super) fn plan(spec: &CgroupSpec, dirs: &[Dir]) -> Result<Applied, CgroupError> {
     let mut plan = Plan {
         dirs,
         writes: Vec::new(),
@@ -54,8 +66,11 @@ pub(super) fn plan(spec: &CgroupSpec, dirs: &[Dir]) -> Result<(Vec<Write>, bool)
         let (dir, _) = plan.handler(Controller::Pids, element::PIDS)?;
         plan.push(dir, &["pids.max"], max.to_string(), element::PIDS);
     }
-    let enforced = plan.devices(spec)?;
-    Ok((plan.writes, enforced))
+    let device_program = plan.devices(spec)?;
+    Ok(Applied {
+        writes: plan.writes,
+        device_program,
+    })
 }
 
 /// cgroup2's `cpu.weight` (1..10000) for v1 `cpu.shares` (2..262144),
@@ -298,9 +313,9 @@ impl Plan<'_> {
         Ok(())
     }
 
-    /// Deny everything, then allow each rule; `Ok(false)` when the
-    /// allow-list falls to cgroup2 and is not enforced.
-    fn devices(&mut self, spec: &CgroupSpec) -> Result<bool, CgroupError> {
+    /// On v1: deny everything, then allow each rule. On cgroup2: the
+    /// program enforcing the rules, and where it goes.
+    fn devices(&mut self, spec: &CgroupSpec) -> Result<Option<(usize, Vec<Insn>)>, CgroupError> {
         let lines = spec
             .devices
             .iter()
@@ -315,17 +330,15 @@ impl Plan<'_> {
             for line in lines {
                 self.push(dir, &["devices.allow"], line, element::DEVICES);
             }
-            return Ok(true);
+            return Ok(None);
         }
-        if self.dirs.iter().any(|d| d.v2) {
-            // cgroup2 controls devices with a BPF_CGROUP_DEVICE program;
-            // until one is loaded the list is not enforced and the caller
-            // reports it (ContainerCgroup::devices_enforced).
-            return Ok(false);
+        if let Some(dir) = self.dirs.iter().position(|d| d.v2) {
+            return Ok(Some((dir, bpf_devices::compile(&spec.devices))));
         }
         Err(CgroupError::Unsupported {
             element: element::DEVICES,
-            reason: "this host has no devices controller (mount its v1 hierarchy)".into(),
+            reason: "this host has no devices controller (mount its v1 hierarchy, or cgroup2)"
+                .into(),
         })
     }
 }

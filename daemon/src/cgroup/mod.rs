@@ -8,10 +8,12 @@
 //! and removes. Synchronous `std::fs` only: the single-threaded
 //! per-container monitor calls this without an async runtime.
 //!
-//! Known gap: on cgroup2 the device allow-list needs an eBPF program
-//! (`BPF_CGROUP_DEVICE`), which is not loaded yet; such a cgroup reports
-//! [`ContainerCgroup::devices_enforced`] false and the daemon says so.
+//! The device allow-list is enforced by the v1 devices controller where a
+//! v1 hierarchy has it, else by an eBPF program (`BPF_CGROUP_DEVICE`)
+//! attached to the container's cgroup2 directory ([`bpf_devices`]).
 
+mod bpf;
+pub mod bpf_devices;
 mod container;
 pub mod domain;
 pub mod dynmods;
@@ -27,6 +29,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use bpf::BpfError;
 pub use container::{CgroupStats, ContainerCgroup, FREEZE_TIMEOUT};
 pub use error::CgroupError;
 pub use fs::{CgroupFs, HostFs};
@@ -76,8 +79,8 @@ pub struct CgroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegated: Option<PathBuf>,
     /// Device access allow-list; everything else is denied (an empty list
-    /// denies every device). Enforced by the v1 devices controller; not
-    /// enforced on cgroup2 yet (see [`ContainerCgroup::devices_enforced`]).
+    /// denies every device). Enforced by the v1 devices controller, else
+    /// by a device program on cgroup2.
     pub devices: Vec<DeviceRule>,
 }
 
@@ -152,9 +155,10 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
     }
 
     /// Creates the container's cgroup (`spec.path`, parents too) in every
-    /// hierarchy and applies every limit of `spec`. A limit the host cannot
-    /// apply is an error, except the device allow-list on cgroup2 (see
-    /// [`ContainerCgroup::devices_enforced`]). On error nothing created is
+    /// hierarchy and applies every limit of `spec`, the device allow-list
+    /// too (on cgroup2 as an eBPF program attached to the container's
+    /// directory). A limit the host cannot apply is an error (a kernel
+    /// that refuses the device program too). On error nothing created is
     /// left behind. An existing cgroup at `spec.path` is an error
     /// ([`CgroupError::Exists`]): remove a stale one with
     /// [`Cgroups::open`] and [`ContainerCgroup::remove`] first.
@@ -164,9 +168,9 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         if dirs.is_empty() {
             return Err(CgroupError::NoHierarchy);
         }
-        let (writes, devices_enforced) = limits::plan(spec, &dirs)?;
+        let applied = limits::plan(spec, &dirs)?;
         let mut created = Vec::new();
-        let built = self.build(spec, &relative, &dirs, &writes, &mut created);
+        let built = self.build(spec, &relative, &dirs, &applied, &mut created);
         if let Err(e) = built {
             // Deepest first; a parent another container uses meanwhile
             // stays (EBUSY), which is right.
@@ -175,12 +179,7 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             }
             return Err(e);
         }
-        Ok(ContainerCgroup::new(
-            relative,
-            dirs,
-            devices_enforced,
-            self.fs.clone(),
-        ))
+        Ok(ContainerCgroup::new(relative, dirs, true, self.fs.clone()))
     }
 
     /// Moves the calling process into `SUPERVISOR` below the delegated
@@ -209,17 +208,27 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             })
     }
 
-    /// The existing cgroup at `path` (after a daemon restart); no I/O:
-    /// [`ContainerCgroup::exists`] checks it is there.
+    /// The existing cgroup at `path` (after a daemon restart);
+    /// [`ContainerCgroup::exists`] checks it is there. No I/O, but where
+    /// cgroup2 enforces the device allow-list: there the kernel is asked
+    /// whether a device program is attached to the directory (a cgroup
+    /// that is gone, or a failed query, counts as not enforced).
     pub fn open(&self, path: &Path) -> Result<ContainerCgroup<F>, CgroupError> {
         let relative = relative_path(path)?;
         let dirs = self.dirs(&relative);
         if dirs.is_empty() {
             return Err(CgroupError::NoHierarchy);
         }
-        let devices_enforced = dirs
+        let devices_enforced = if dirs
             .iter()
-            .any(|d| !d.v2 && d.handles.contains(Controller::Devices));
+            .any(|d| !d.v2 && d.handles.contains(Controller::Devices))
+        {
+            true
+        } else {
+            dirs.iter()
+                .find(|d| d.v2)
+                .is_some_and(|d| self.fs.has_device_program(&d.path).unwrap_or(false))
+        };
         Ok(ContainerCgroup::new(
             relative,
             dirs,
@@ -259,7 +268,7 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         spec: &CgroupSpec,
         relative: &Path,
         dirs: &[Dir],
-        writes: &[limits::Write],
+        applied: &limits::Applied,
         created: &mut Vec<PathBuf>,
     ) -> Result<(), CgroupError> {
         for dir in dirs {
@@ -270,8 +279,18 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
                 self.init_cpuset(spec, &dir.mount, relative)?;
             }
         }
-        for write in writes {
+        for write in &applied.writes {
             self.apply(&dirs[write.dir], write)?;
+        }
+        if let Some((dir, program)) = &applied.device_program {
+            let path = &dirs[*dir].path;
+            self.fs
+                .attach_device_program(path, program)
+                .map_err(|source| CgroupError::DeviceProgram {
+                    path: path.clone(),
+                    hint: source.hint(),
+                    source,
+                })?;
         }
         Ok(())
     }

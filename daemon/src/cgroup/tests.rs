@@ -20,6 +20,8 @@ enum Op {
     Write(String, String),
     Chown(String, u32, u32),
     Kill(i32),
+    /// A device program attached to a cgroup2 directory.
+    AttachDevices(String, Vec<bpf_devices::Insn>),
 }
 
 type Template = Vec<(&'static str, &'static str)>;
@@ -34,6 +36,8 @@ struct Kernel {
     fail_write: Mutex<Option<&'static str>>,
     /// The v1 freezer stays FREEZING.
     stuck_freezer: Mutex<bool>,
+    /// Attaching a device program fails with this errno.
+    fail_attach: Mutex<Option<i32>>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +88,17 @@ impl FakeFs {
 
     fn exists(&self, relative: &str) -> bool {
         self.path(relative).exists()
+    }
+
+    /// The device programs attached, by directory.
+    fn device_programs(&self) -> Vec<(String, Vec<bpf_devices::Insn>)> {
+        self.log()
+            .into_iter()
+            .filter_map(|op| match op {
+                Op::AttachDevices(path, program) => Some((path, program)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn fail_writes_to(&self, name: &'static str) {
@@ -198,7 +213,33 @@ impl CgroupFs for FakeFs {
         FakeFs::reap(self.0.root.path(), pid);
         Ok(())
     }
+
+    fn attach_device_program(
+        &self,
+        dir: &Path,
+        program: &[bpf_devices::Insn],
+    ) -> Result<(), BpfError> {
+        if !dir.is_dir() {
+            return Err(BpfError::Open(io::ErrorKind::NotFound.into()));
+        }
+        if let Some(errno) = *self.0.fail_attach.lock().unwrap() {
+            return Err(BpfError::Attach(io::Error::from_raw_os_error(errno)));
+        }
+        self.record(Op::AttachDevices(self.rel(dir), program.to_vec()));
+        // A file standing for the attachment, gone with the directory.
+        fs::write(dir.join(DEVICE_PROGRAM), "").map_err(BpfError::Attach)
+    }
+
+    fn has_device_program(&self, dir: &Path) -> Result<bool, BpfError> {
+        if !dir.is_dir() {
+            return Err(BpfError::Open(io::ErrorKind::NotFound.into()));
+        }
+        Ok(dir.join(DEVICE_PROGRAM).exists())
+    }
 }
+
+/// The fake kernel's mark of an attached device program.
+const DEVICE_PROGRAM: &str = ".device-program";
 
 /// Which hierarchies a fake host has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +248,8 @@ enum Host {
     Hybrid,
     /// v1 only, with cpu and cpuacct co-mounted and no freezer.
     V1NoFreezer,
+    /// v1 controllers without devices, and an empty cgroup2 mount.
+    HybridNoDevices,
     /// cgroup2 only, with every controller.
     V2,
 }
@@ -305,6 +348,7 @@ fn host(kind: Host) -> (Cgroups<FakeFs>, FakeFs) {
         Host::Hybrid => &[
             "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
         ],
+        Host::HybridNoDevices => &["cpu", "cpuacct", "memory", "freezer", "pids"],
         Host::V1NoFreezer => &[
             "cpu,cpuacct",
             "cpuset",
@@ -346,7 +390,7 @@ fn host(kind: Host) -> (Cgroups<FakeFs>, FakeFs) {
         fs::create_dir_all(root.path().join("sys/fs/cgroup/systemd")).unwrap();
     }
     let unified = match kind {
-        Host::Hybrid => Some(("sys/fs/cgroup/unified", "hugetlb\n", false)),
+        Host::Hybrid | Host::HybridNoDevices => Some(("sys/fs/cgroup/unified", "hugetlb\n", false)),
         Host::V1NoFreezer => None,
         Host::V2 => Some((
             "sys/fs/cgroup",
@@ -372,6 +416,7 @@ fn host(kind: Host) -> (Cgroups<FakeFs>, FakeFs) {
         log: Mutex::new(Vec::new()),
         fail_write: Mutex::new(None),
         stuck_freezer: Mutex::new(false),
+        fail_attach: Mutex::new(None),
     }));
     (Cgroups::with_fs(hierarchies, fake.clone()), fake)
 }
@@ -745,9 +790,13 @@ fn v2_create_applies_every_limit_to_v2_files() {
         fake.writes_to("lxvirt-web/cgroup.subtree_control")
             .is_empty()
     );
-    // The gap: no device controller on cgroup2 without eBPF.
-    assert!(!cg.devices_enforced());
+    // The device allow-list: a program on the container's directory.
+    assert!(cg.devices_enforced());
     assert!(fake.writes_to("devices.allow").is_empty());
+    let programs = fake.device_programs();
+    assert_eq!(programs.len(), 1);
+    assert_eq!(programs[0].0, "sys/fs/cgroup/machine/lxvirt-web");
+    assert_eq!(programs[0].1, bpf_devices::compile(&full_spec().devices));
     assert_eq!(cg.paths(), [fake.path("sys/fs/cgroup/machine/lxvirt-web")]);
 }
 
@@ -1248,6 +1297,90 @@ fn open_finds_the_same_directories_as_create() {
     assert_eq!(created.paths(), opened.paths());
     assert!(opened.devices_enforced());
     assert!(opened.exists());
+}
+
+#[test]
+fn hybrid_with_v1_devices_attaches_no_program() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    let cg = cgroups.create(&full_spec()).unwrap();
+    assert!(cg.devices_enforced());
+    assert!(fake.device_programs().is_empty());
+    assert_eq!(fake.writes_to("devices.deny"), ["a"]);
+}
+
+#[test]
+fn hybrid_without_v1_devices_attaches_the_program_to_the_unified_directory() {
+    let (cgroups, fake) = host(Host::HybridNoDevices);
+    let s = CgroupSpec {
+        memory_limit: Some(1 << 30),
+        pids_max: Some(100),
+        devices: full_spec().devices,
+        ..spec("machine/lxvirt-web")
+    };
+    let cg = cgroups.create(&s).unwrap();
+    assert_eq!(fake.writes_to("pids.max"), ["100"]);
+    assert!(cg.devices_enforced());
+    assert!(fake.writes_to("devices.allow").is_empty());
+    let programs = fake.device_programs();
+    assert_eq!(programs.len(), 1);
+    assert_eq!(programs[0].0, "sys/fs/cgroup/unified/machine/lxvirt-web");
+    assert_eq!(programs[0].1, bpf_devices::compile(&full_spec().devices));
+    // After everything else, before any process can move in.
+    assert!(matches!(fake.log().last(), Some(Op::AttachDevices(..))));
+}
+
+#[test]
+fn pure_v2_attaches_the_program_of_an_empty_list_too() {
+    let (cgroups, fake) = host(Host::V2);
+    cgroups.create(&spec("machine/web")).unwrap();
+    let programs = fake.device_programs();
+    assert_eq!(programs.len(), 1);
+    assert_eq!(programs[0].1, bpf_devices::compile(&[]));
+}
+
+#[test]
+fn a_kernel_refusing_the_device_program_fails_the_create_and_leaves_nothing() {
+    for (errno, hint) in [
+        (nix::libc::EPERM, "CAP_SYS_ADMIN"),
+        (nix::libc::EINVAL, "CONFIG_CGROUP_BPF"),
+    ] {
+        let (cgroups, fake) = host(Host::V2);
+        *fake.0.fail_attach.lock().unwrap() = Some(errno);
+        let err = cgroups.create(&spec("machine/web")).unwrap_err();
+        let CgroupError::DeviceProgram { path, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(path, &fake.path("sys/fs/cgroup/machine/web"));
+        let message = err.to_string();
+        assert!(
+            message.starts_with("cannot enforce the device allow-list on cgroup /")
+                && message.contains("machine/web")
+                && message.contains(hint),
+            "{message}"
+        );
+        assert!(!fake.exists("sys/fs/cgroup/machine/web"));
+        assert!(!fake.exists("sys/fs/cgroup/machine"));
+    }
+}
+
+#[test]
+fn open_asks_the_kernel_whether_cgroup2_enforces_the_devices() {
+    let enforced = |cgroups: &Cgroups<FakeFs>, path: &str| {
+        cgroups.open(Path::new(path)).unwrap().devices_enforced()
+    };
+    let (cgroups, fake) = host(Host::V2);
+    cgroups.create(&spec("machine/web")).unwrap();
+    assert!(enforced(&cgroups, "machine/web"));
+    // A cgroup without a program (made by an older lxvirtd), and one that
+    // is gone.
+    fs::remove_file(fake.path("sys/fs/cgroup/machine/web").join(DEVICE_PROGRAM)).unwrap();
+    assert!(!enforced(&cgroups, "machine/web"));
+    assert!(!enforced(&cgroups, "machine/gone"));
+    // With a v1 devices hierarchy, it decides: no question asked.
+    let (cgroups, _) = host(Host::HybridNoDevices);
+    assert!(!enforced(&cgroups, "machine/gone"));
+    let (cgroups, _) = host(Host::Hybrid);
+    assert!(enforced(&cgroups, "machine/gone"));
 }
 
 #[test]

@@ -199,11 +199,6 @@ impl<'a> Monitor<'a> {
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&files.socket);
             })?;
-        if !cgroup.devices_enforced() {
-            tracing::warn!(
-                "the device allow-list is not enforced (cgroup2 without a device program)"
-            );
-        }
         let result = Self::launch(spec, &cgroup);
         match result {
             Ok((launched, consoles)) => Ok(Monitor {
