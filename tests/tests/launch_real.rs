@@ -133,6 +133,7 @@ impl Fixture {
             run_dir: self.path("run"),
             interfaces: vec![],
             host_interfaces: vec![],
+            loop_devices: vec![],
         }
     }
 

@@ -855,3 +855,76 @@ async fn autostart_starts_marked_domains_once_per_boot() {
 fn empty_dir(path: &std::path::Path) -> bool {
     fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
+
+/// Without a user namespace the container's init mounts its root itself,
+/// inside its cgroup: the device allow-list must name the root's device (a
+/// block device given, or the loop device the monitor attaches for an
+/// image file), and nothing more of its kind.
+#[tokio::test]
+async fn image_file_and_block_roots_mount_under_the_device_allow_list() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    let image = env.dir.path().join("root.img");
+    let made = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(env.rootfs())
+        .arg(&image)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfs.ext4 -d failed");
+    let copy = env.dir.path().join("block.img");
+    fs::copy(&image, &copy).unwrap();
+    let losetup = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(losetup.status.success(), "{losetup:?}");
+    let block = String::from_utf8(losetup.stdout).unwrap().trim().to_owned();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+    let _detach = Detach(block.clone());
+
+    for (name, filesystem) in [
+        (
+            "fileroot",
+            format!(
+                "<filesystem type='file'><driver type='loop' format='raw'/><source file='{}'/><target dir='/'/></filesystem>",
+                image.display()
+            ),
+        ),
+        (
+            "blockroot",
+            format!(
+                "<filesystem type='block'><source dev='{block}'/><target dir='/'/></filesystem>"
+            ),
+        ),
+    ] {
+        let xml = format!(
+            "<domain type='lxc' xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'><name>{name}</name>\
+             <memory unit='MiB'>64</memory><os><type>exe</type><init>/bin/sleep</init><initarg>1000</initarg></os>\
+             <devices>{filesystem}<console type='pty'/></devices><lxvirt:userns mode='host'/></domain>"
+        );
+        let path = env.manager().await.define_xml(&xml).await.unwrap();
+        let domain = env.domain(path).await;
+        domain
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{name} did not start: {e}"));
+        let (code, out) = env
+            .enter(&domain, &["sh", "-c", "grep ' / ' /proc/mounts"])
+            .await;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(" / ext4 "), "{name}: {out}");
+        domain.destroy().await.unwrap();
+    }
+}

@@ -415,7 +415,10 @@ pub fn container_spec(
     let consoles = u32::try_from(def.devices.consoles.len())
         .unwrap_or(1)
         .max(1);
-    let cgroup = cgroup_spec(def, settings, &devices)?;
+    let mut cgroup = cgroup_spec(def, settings, &devices)?;
+    cgroup
+        .devices
+        .extend(filesystem_device_rules(&name, &root, &mounts)?);
     let seccomp = seccomp_spec(def, &namespaces);
 
     // An application container shares the host's files, setuid binaries
@@ -442,6 +445,7 @@ pub fn container_spec(
         run_dir: settings.run_dir.clone(),
         interfaces,
         host_interfaces,
+        loop_devices: Vec::new(),
     })
 }
 
@@ -894,6 +898,52 @@ fn device_node(
     })
 }
 
+/// Allow rules for the block devices the setup mounts (a block or
+/// thin-snapshot root, block filesystems): without a user namespace the
+/// container's init mounts them itself, inside its cgroup, where the
+/// allow-list applies to opening them. No `m`: nothing inside may make a
+/// node for them. (Loop devices of file-backed filesystems get theirs in
+/// the monitor, which attaches them.)
+fn filesystem_device_rules(
+    name: &str,
+    root: &RootFs,
+    mounts: &[MountSpec],
+) -> Result<Vec<DeviceRule>, ConvertError> {
+    let root = match root {
+        RootFs::Block { dev, readonly } => Some((dev, *readonly)),
+        _ => None,
+    };
+    let mounted = mounts.iter().filter_map(|m| match &m.source {
+        MountSource::Block(dev) => Some((dev, m.readonly)),
+        _ => None,
+    });
+    root.into_iter()
+        .chain(mounted)
+        .map(|(dev, readonly)| {
+            let node = device_node(name, "<filesystem type='block'>", dev, dev.clone())?;
+            if node.kind != DeviceKind::Block {
+                return Err(ConvertError::Device {
+                    domain: name.to_owned(),
+                    element: "<filesystem type='block'>",
+                    path: dev.clone(),
+                    source: None,
+                });
+            }
+            Ok(block_rule(node.major, node.minor, readonly))
+        })
+        .collect()
+}
+
+/// `b MAJ:MIN r` or `rw`.
+pub(crate) fn block_rule(major: u32, minor: u32, readonly: bool) -> DeviceRule {
+    DeviceRule {
+        kind: 'b',
+        major: Some(major),
+        minor: Some(minor),
+        access: if readonly { "r" } else { "rw" }.into(),
+    }
+}
+
 /// Devices every container may use: null, zero, full, random, urandom,
 /// tty, console, ptmx, and the pty slaves.
 fn cgroup_spec(
@@ -1050,6 +1100,40 @@ mod tests {
             MountSource::Tmpfs { size: 1024 * 1024 }
         );
         assert!(spec.mounts[1].readonly);
+    }
+
+    /// A block filesystem's device is allowed (read-only: `r`), without
+    /// `m`; a path that is no block device is refused at conversion.
+    #[test]
+    fn block_filesystems_are_in_the_device_allow_list() {
+        let none = |_: &str| None;
+        let Ok(meta) = std::fs::metadata("/dev/loop0") else {
+            return; // no loop device node here
+        };
+        let (major, minor) = (
+            nix::sys::stat::major(meta.rdev()) as u32,
+            nix::sys::stat::minor(meta.rdev()) as u32,
+        );
+        let d = with_devices(
+            "<filesystem type='block'><source dev='/dev/loop0'/><target dir='/data'/><readonly/></filesystem>",
+        );
+        let spec = container_spec(&d, &settings(), &none, None).unwrap();
+        assert!(
+            spec.cgroup
+                .devices
+                .contains(&block_rule(major, minor, true)),
+            "{:?}",
+            spec.cgroup.devices
+        );
+        assert_eq!(block_rule(major, minor, false).access, "rw");
+        let d = with_devices(
+            "<filesystem type='block'><source dev='/dev/null'/><target dir='/data'/></filesystem>",
+        );
+        let err = container_spec(&d, &settings(), &none, None).unwrap_err();
+        assert!(
+            err.to_string().contains("<filesystem type='block'>"),
+            "{err}"
+        );
     }
 
     fn with_devices(devices: &str) -> DomainDef {

@@ -660,6 +660,7 @@ mod tests {
             run_dir: "/run/lxvirt".into(),
             interfaces: vec![],
             host_interfaces: vec![],
+            loop_devices: vec![],
         }
     }
 

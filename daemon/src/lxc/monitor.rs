@@ -23,6 +23,7 @@ use nix::sys::socket::{
 use nix::unistd::Pid;
 use tracing::Level;
 
+use super::convert::block_rule;
 use super::enter;
 use super::launch::{self, LaunchContext, LaunchError};
 use super::network::ContainerNetwork;
@@ -30,13 +31,14 @@ use super::protocol::{
     self, EnterExit, ExitRecord, InitExit, LaunchReport, MonitorError, MonitorLog, MonitorStep,
     Reply, Request, Requested, RunFiles,
 };
-use super::spec::{ContainerSpec, SPEC_VERSION};
+use super::spec::{AttachedLoop, ContainerSpec, MountSource, RootFs, SPEC_VERSION};
 use crate::cgroup::{CgroupError, Cgroups, ContainerCgroup};
 use crate::error_chain::error_chain;
 use crate::persist::{self, Durability};
 use crate::service::journal::{self, Journal, ProcessLog};
 use crate::sys::linux::io_errno;
 use crate::sys::process as proc;
+use crate::sys::{Linux, LoopDevice, Syscalls};
 
 /// How long a container gets to shut down when its monitor is sent SIGTERM.
 const HOST_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -54,10 +56,11 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
     // Signals arrive through a descriptor in the event loop; the container
     // and entered commands reset their masks before they exec.
     let started = termination_signals().and_then(|signals| {
-        let spec = read_spec(spec_input)?;
-        Ok((signals, spec))
+        let mut spec = read_spec(spec_input)?;
+        let loops = attach_loop_devices(&mut spec)?;
+        Ok((signals, spec, loops))
     });
-    let (signals, spec) = match started {
+    let (signals, spec, loops) = match started {
         Ok(started) => started,
         Err(error) => {
             let _ = write_report(&mut report, &LaunchReport::Failed { error });
@@ -74,6 +77,8 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
             return 1;
         }
     };
+    // Mounted by now: each device goes when its mount does (autoclear).
+    drop(loops);
     if write_report(
         &mut report,
         &LaunchReport::Started {
@@ -606,6 +611,46 @@ impl<'a> Monitor<'a> {
 /// died is removed first, a populated one is refused.
 /// In a delegated scope, the monitor first leaves the scope's top for a
 /// cgroup of its own beside the container's.
+/// Attaches a loop device for each file-backed filesystem of `spec` (its
+/// root, its mounts), names it in `spec.loop_devices` for the setup, and
+/// allows it in the cgroup: the allow-list is fixed when the cgroup is
+/// made, before the setup, which mounts it from inside the cgroup when
+/// there is no user namespace (as libvirt's controller attaches loop
+/// devices before it sets up the cgroup). The handles hold the devices
+/// until the container runs; autoclear then ties each one to its mount.
+fn attach_loop_devices(spec: &mut ContainerSpec) -> Result<Vec<LoopDevice>, MonitorError> {
+    let root = match &spec.root {
+        RootFs::File { path, readonly } => Some((path.clone(), *readonly)),
+        _ => None,
+    };
+    let mounted = spec.mounts.iter().filter_map(|m| match &m.source {
+        MountSource::File(file) => Some((file.clone(), m.readonly)),
+        _ => None,
+    });
+    let files: Vec<(PathBuf, bool)> = root.into_iter().chain(mounted).collect();
+    let mut loops = Vec::with_capacity(files.len());
+    for (file, readonly) in files {
+        let failed = |errno| MonitorError::System {
+            step: MonitorStep::AttachLoop,
+            path: Some(file.clone()),
+            errno,
+        };
+        let device = Linux.loop_attach(&file, readonly).map_err(failed)?;
+        let rdev = nix::sys::stat::stat(&device.path).map_err(failed)?.st_rdev;
+        spec.cgroup.devices.push(block_rule(
+            nix::sys::stat::major(rdev) as u32,
+            nix::sys::stat::minor(rdev) as u32,
+            readonly,
+        ));
+        spec.loop_devices.push(AttachedLoop {
+            file,
+            device: device.path.clone(),
+        });
+        loops.push(device);
+    }
+    Ok(loops)
+}
+
 fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgroup, MonitorError> {
     if let Some(delegated) = &spec.cgroup.delegated {
         cgroups.enter_supervisor(delegated).map_err(cgroup_error)?;

@@ -243,6 +243,7 @@ pub enum MonitorStep {
     ExitPipe,
     OpenNamespace,
     Fork,
+    AttachLoop,
 }
 
 impl MonitorStep {
@@ -265,6 +266,10 @@ impl MonitorStep {
                 format!("cannot open the container's namespace {path}")
             }
             MonitorStep::Fork => "cannot fork the command".into(),
+            MonitorStep::AttachLoop => format!(
+                "cannot attach {path} to a loop device; check that it is a raw image file \
+                 and that the loop module is loaded"
+            ),
         }
     }
 }

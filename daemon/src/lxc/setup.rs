@@ -573,9 +573,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 self.idmap_in_place(root, dev)?;
             }
             RootFs::File { path, readonly } => {
-                let device = sys
-                    .loop_attach(path, *readonly)
-                    .map_err(|e| SetupError::new(Step::LoopDevice, Some(path), e))?;
+                let device = self.loop_device(path, *readonly)?;
                 self.mount_filesystem(&device.path, root, *readonly)
                     .map_err(|e| SetupError::new(Step::RootFs, Some(path), e))?;
                 // The mount holds the device now; autoclear detaches it
@@ -963,15 +961,31 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             }
             MountSource::File(file) => {
                 let host = self.ensure(target, Create::Dir).map_err(err)?;
-                let device = sys
-                    .loop_attach(file, mount.readonly)
-                    .map_err(|e| SetupError::new(Step::LoopDevice, Some(file), e))?;
+                let device = self.loop_device(file, mount.readonly)?;
                 self.mount_filesystem(&device.path, &host, mount.readonly)
                     .map_err(err)?;
                 drop(device);
                 Ok(())
             }
         }
+    }
+
+    /// The loop device for a raw image file: the one the monitor attached
+    /// (the allow-list names it), else one attached here.
+    fn loop_device(
+        &self,
+        file: &Path,
+        readonly: bool,
+    ) -> Result<crate::sys::LoopDevice, SetupError> {
+        if let Some(attached) = self.spec.loop_devices.iter().find(|l| l.file == file) {
+            return Ok(crate::sys::LoopDevice {
+                path: attached.device.clone(),
+                fd: None,
+            });
+        }
+        self.sys
+            .loop_attach(file, readonly)
+            .map_err(|e| SetupError::new(Step::LoopDevice, Some(file), e))
     }
 
     /// Bind `inside` onto itself and make it read-only; skipped when the
@@ -1226,6 +1240,7 @@ mod tests {
             run_dir: "/run/lxvirt".into(),
             interfaces: vec![],
             host_interfaces: vec![],
+            loop_devices: vec![],
         }
     }
 

@@ -65,6 +65,20 @@ pub struct ContainerSpec {
     /// and back to the host when it ends.
     #[serde(default)]
     pub host_interfaces: Vec<HostInterfaceSpec>,
+    /// The loop devices the monitor attached for the file-backed
+    /// filesystems (root and mounts) before it made the cgroup, so that
+    /// the device allow-list names them; the setup mounts these instead of
+    /// attaching its own. Empty in the daemon's spec.
+    #[serde(default)]
+    pub loop_devices: Vec<AttachedLoop>,
+}
+
+/// A raw image file and the loop device attached for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedLoop {
+    pub file: PathBuf,
+    /// `/dev/loopN`.
+    pub device: PathBuf,
 }
 
 /// A host interface moved into the container.
