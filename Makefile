@@ -83,6 +83,9 @@ install: all
 	sed -e 's|^ExecStart=/usr/sbin/lxvirtd|ExecStart=$(SBINDIR)/lxvirtd$(if $(MONITOR_OPTION), $(MONITOR_OPTION))|' \
 		daemon/data/systemd/lxvirtd.service > $(DESTDIR)$(SYSTEMDUNITDIR)/lxvirtd.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/lxvirtd.service
+	sed -e 's|^ExecStop=/usr/bin/lxvirt|ExecStop=$(BINDIR)/lxvirt|' \
+		daemon/data/systemd/lxvirt-guests.service > $(DESTDIR)$(SYSTEMDUNITDIR)/lxvirt-guests.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/lxvirt-guests.service
 	install -D -m 0644 daemon/data/systemd/org.lxvirt.lxvirt1.service $(DESTDIR)$(DBUSSERVICEDIR)/org.lxvirt.lxvirt1.service
 	install -D -m 0644 daemon/data/systemd/lxvirt.sysusers $(DESTDIR)$(SYSUSERSDIR)/lxvirt.conf
 	install -D -m 0644 daemon/data/systemd/lxvirt.tmpfiles $(DESTDIR)$(TMPFILESDIR)/lxvirt.conf
@@ -103,6 +106,7 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/lxvirtd $(DESTDIR)$(BINDIR)/lxvirt \
 		$(DESTDIR)$(LIBEXECDIR)/lxvirt/lxvirt-monitor \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/lxvirtd.service \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/lxvirt-guests.service \
 		$(DESTDIR)$(DBUSSERVICEDIR)/org.lxvirt.lxvirt1.service \
 		$(DESTDIR)$(SYSUSERSDIR)/lxvirt.conf $(DESTDIR)$(TMPFILESDIR)/lxvirt.conf \
 		$(DESTDIR)$(DBUSPOLICYDIR)/org.lxvirt.lxvirt1.conf \

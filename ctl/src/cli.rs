@@ -201,6 +201,20 @@ pub enum Command {
     },
     /// Print the versions of lxvirt and of the lxvirtd it talks to.
     Version,
+    /// Stop every active domain, as at host shutdown (lxvirt-guests.service
+    /// runs it): the options not given are lxvirtd's settings.
+    ShutdownAll {
+        /// shutdown (ask each, destroy what still runs at the time limit),
+        /// destroy, or keep.
+        #[arg(long, value_parser = ["shutdown", "destroy", "keep"])]
+        mode: Option<String>,
+        /// Seconds for all of them together.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u32>,
+        /// At most this many at a time (0: all at once).
+        #[arg(long, value_name = "N")]
+        parallel: Option<u32>,
+    },
     /// Print a domain's XML.
     Dumpxml {
         domain: String,

@@ -111,6 +111,47 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let connection = connect(cli.connect.as_deref()).await?;
     let manager = ManagerProxy::new(&connection).await?;
     match cli.command {
+        Command::ShutdownAll {
+            mode,
+            timeout,
+            parallel,
+        } => {
+            let mut options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+            if let Some(mode) = mode {
+                options.insert("mode", mode.into());
+            }
+            if let Some(timeout) = timeout {
+                options.insert("timeout", timeout.into());
+            }
+            if let Some(parallel) = parallel {
+                options.insert("parallel", parallel.into());
+            }
+            let outcomes = manager.shutdown_all(options).await?;
+            let failed = outcomes.iter().any(|(_, outcome, _)| outcome == "failed");
+            match cli.output {
+                Format::Text => {
+                    for (name, outcome, error) in &outcomes {
+                        match outcome.as_str() {
+                            "failed" => println!("Domain '{name}': failed: {error}"),
+                            "shutdown" => println!("Domain '{name}' is shut down"),
+                            "destroyed" => println!("Domain '{name}' destroyed"),
+                            "stopped" => println!("Domain '{name}' stopped"),
+                            "kept" => println!("Domain '{name}' left running"),
+                            other => println!("Domain '{name}': {other}"),
+                        }
+                    }
+                }
+                Format::Json => print_json(
+                    &outcomes
+                        .iter()
+                        .map(|(name, outcome, error)| {
+                            serde_json::json!({"name": name, "outcome": outcome, "error": error})
+                        })
+                        .collect::<Vec<_>>(),
+                )?,
+            }
+            return Ok(if failed { EXIT_FAILURE } else { EXIT_OK });
+        }
         Command::Edit { domain: name } => {
             return crate::edit::edit(&connection, &manager, &name).await;
         }

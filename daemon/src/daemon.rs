@@ -1,6 +1,7 @@
 //! The daemon as a library: everything `lxvirtd`'s main does, so that
 //! tests can run a real daemon in-process.
 
+use crate::core::host_shutdown::HostShutdownPolicy;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::os::unix::fs::OpenOptionsExt;
@@ -62,6 +63,8 @@ pub struct Config {
     pub monitor_log: MonitorLog,
     /// pids.max of each container.
     pub pids_max: Option<u64>,
+    /// What `ShutdownAll` does by default (at host shutdown).
+    pub host_shutdown: HostShutdownPolicy,
     /// The most lxvirtd may raise `kernel.pty.max` to for consoles.
     pub pty_max_limit: u64,
     /// Set `favordynmods` on the cgroup2 mount (see `cgroup::dynmods`).
@@ -100,6 +103,7 @@ impl Default for Config {
             monitor_exe: LxcDriver::default_monitor_exe(),
             monitor_log: MonitorLog::File,
             pids_max: Some(16384),
+            host_shutdown: HostShutdownPolicy::default(),
             pty_max_limit: DEFAULT_PTY_MAX_LIMIT,
             cgroup_favor_dynmods: true,
             default_partition: "/machine".into(),
@@ -407,7 +411,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         handle.clone(),
         Authorizer::new(config.admin_group.clone()).with_polkit(polkit(system_bus.as_ref()).await),
         initial,
-        capabilities,
+        dbus::ManagerSettings {
+            capabilities_xml: capabilities,
+            host_shutdown: config.host_shutdown,
+        },
         images,
         events_rx,
     )

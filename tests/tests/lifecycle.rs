@@ -928,3 +928,75 @@ async fn image_file_and_block_roots_mount_under_the_device_allow_list() {
         domain.destroy().await.unwrap();
     }
 }
+
+/// `lxvirt shutdown-all` (lxvirt-guests.service's stop, at host shutdown):
+/// every active domain asked at once, the ones still running at the time
+/// limit destroyed; `--mode destroy` and `--mode keep`.
+#[tokio::test]
+async fn shutdown_all_stops_every_domain_within_the_time_limit() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    let address = env.bus.address.clone();
+    let cli = |args: &[&str]| {
+        let out = lxvirt_tests::lxvirt(&address, args).unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let polite = "trap 'exit 0' TERM; sleep 1000 &amp; wait";
+    let a = env.define("polite-a", polite, "").await;
+    let b = env.define("polite-b", polite, "").await;
+    // PID 1 without a handler ignores SIGTERM.
+    let c = env.define("stubborn", "sleep 1000", "").await;
+    let idle = env.define("idle", polite, "").await;
+    for domain in [&a, &b, &c] {
+        domain.start().await.unwrap();
+    }
+    let started = Instant::now();
+    let (code, out) = cli(&["shutdown-all", "--timeout", "2"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out,
+        "Domain 'polite-a' is shut down\nDomain 'polite-b' is shut down\nDomain 'stubborn' destroyed\n"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // (The stubborn one was killed when its grace ended: a shutdown still.)
+    for (domain, reason) in [(&a, "shutdown"), (&b, "shutdown"), (&c, "shutdown")] {
+        eventually("the domains shut off", async || {
+            domain.state().await.unwrap() == "shutoff"
+                && domain.state_reason().await.unwrap() == reason
+        })
+        .await;
+    }
+    // A domain that was not running is not touched.
+    assert_eq!(idle.state_reason().await.unwrap(), "unknown");
+
+    a.start().await.unwrap();
+    let (code, out) = cli(&["shutdown-all", "--mode", "keep"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "Domain 'polite-a' left running\n")
+    );
+    assert_eq!(a.state().await.unwrap(), "running");
+    let (code, out) = cli(&["-o", "json", "shutdown-all", "--mode", "destroy"]);
+    assert_eq!(code, Some(0), "{out}");
+    let outcomes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outcomes[0]["name"], "polite-a");
+    assert_eq!(outcomes[0]["outcome"], "destroyed");
+    // (This proxy's cached properties follow the signals.)
+    eventually("polite-a destroyed", async || {
+        a.state_reason().await.unwrap() == "destroyed"
+    })
+    .await;
+    // Nothing running: nothing to say.
+    assert_eq!(cli(&["shutdown-all"]), (Some(0), String::new()));
+    let (code, _) = cli(&["shutdown-all", "--mode", "suspend"]);
+    assert_eq!(code, Some(2), "clap refuses an unknown mode");
+}

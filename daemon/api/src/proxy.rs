@@ -37,6 +37,12 @@ pub trait Manager {
     fn network_lookup_by_name(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     #[zbus(name = "NetworkLookupByUUID")]
     fn network_lookup_by_uuid(&self, uuid: &str) -> zbus::Result<OwnedObjectPath>;
+    /// (name, outcome, error) per active domain; see the contract.
+    #[zbus(allow_interactive_auth)]
+    fn shutdown_all(
+        &self,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
 }

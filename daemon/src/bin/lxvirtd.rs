@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
+use lxvirtd::core::host_shutdown::{HostShutdownMode, HostShutdownPolicy};
 use lxvirtd::daemon::{self, Bus, Config};
 use lxvirtd::domain::UsernsMode;
 use lxvirtd::error_chain::error_chain;
@@ -87,6 +88,17 @@ struct Args {
     /// of 65536 per container.
     #[arg(long, value_name = "START:COUNT", default_value = "1000000:1000000000")]
     userns_range: IdRange,
+    /// What `lxvirt shutdown-all` (lxvirt-guests.service, at host
+    /// shutdown) does with the active domains: "shutdown" (asked, in
+    /// parallel, destroyed at the time limit), "destroy", or "keep".
+    #[arg(long, value_name = "MODE", default_value = "shutdown", value_parser = parse_host_shutdown_mode)]
+    on_host_shutdown: HostShutdownMode,
+    /// The time limit of those shutdowns, for all of them together.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    host_shutdown_timeout: u64,
+    /// At most this many domains shutting down at a time (0: all at once).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    host_shutdown_parallel: usize,
     /// Most processes in one container (cgroup pids.max; 0 for no limit).
     #[arg(long, value_name = "N", default_value_t = 16384)]
     pids_max: u64,
@@ -196,6 +208,11 @@ fn args_with_settings() -> Result<Args, String> {
     })
 }
 
+fn parse_host_shutdown_mode(text: &str) -> Result<HostShutdownMode, String> {
+    HostShutdownMode::from_name(text)
+        .ok_or_else(|| format!("'{text}' is not a mode; use 'shutdown', 'destroy' or 'keep'"))
+}
+
 fn parse_userns_mode(text: &str) -> Result<UsernsMode, String> {
     UsernsMode::parse(text).ok_or_else(|| format!("'{text}' is not a mode; use 'auto' or 'host'"))
 }
@@ -229,6 +246,11 @@ fn main() -> ExitCode {
         state_dir: args.state_dir,
         admin_group: Some(args.admin_group).filter(|g| !g.is_empty()),
         pids_max: Some(args.pids_max).filter(|n| *n > 0),
+        host_shutdown: HostShutdownPolicy {
+            mode: args.on_host_shutdown,
+            timeout: std::time::Duration::from_secs(args.host_shutdown_timeout),
+            parallel: args.host_shutdown_parallel,
+        },
         pty_max_limit: args.pty_max_limit,
         cgroup_favor_dynmods: args.cgroup_favordynmods,
         default_partition: args.default_partition,

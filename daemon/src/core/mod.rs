@@ -7,6 +7,7 @@
 //! front ends turn into signals. Nothing else mutates domain state.
 
 mod handle;
+pub mod host_shutdown;
 pub mod images;
 pub mod lifecycle;
 pub mod live;

@@ -23,6 +23,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 use zbus::{OwnedFd as DbusFd, OwnedVariant as OwnedValue};
 
+use super::options::Options;
 use super::{MANAGER_PATH, Shared, error::Error};
 use crate::core::ImageStore;
 use crate::storage::{
@@ -132,42 +133,6 @@ fn phase_name(phase: Phase) -> String {
         Phase::Unpack { layer, layers } => format!("unpack {layer}/{layers}"),
         Phase::Copy => "copy".to_owned(),
         Phase::Export => "export".to_owned(),
-    }
-}
-
-/// The `a{sv}` options of a call: typed getters; unknown keys refused.
-struct Options(HashMap<String, OwnedValue>);
-
-impl Options {
-    fn new(options: HashMap<String, OwnedValue>, known: &[&str]) -> Result<Options, Error> {
-        if let Some(unknown) = options.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(Error::InvalidArgument(format!(
-                "unknown option '{unknown}'; known: {}",
-                known.join(", ")
-            )));
-        }
-        Ok(Options(options))
-    }
-
-    fn string(&self, key: &str) -> Result<Option<String>, Error> {
-        self.0
-            .get(key)
-            .map(|v| {
-                String::try_from(v.clone())
-                    .map_err(|_| Error::InvalidArgument(format!("option '{key}' must be a string")))
-            })
-            .transpose()
-    }
-
-    fn boolean(&self, key: &str) -> Result<bool, Error> {
-        self.0.get(key).map_or(Ok(false), |v| {
-            bool::try_from(v.clone())
-                .map_err(|_| Error::InvalidArgument(format!("option '{key}' must be a boolean")))
-        })
-    }
-
-    fn token(&self) -> Result<String, Error> {
-        Ok(self.string("token")?.unwrap_or_default())
     }
 }
 

@@ -6,23 +6,49 @@ use zbus::OwnedObjectPath;
 use zbus::message::Header;
 use zbus::{Connection, interface};
 
-use super::{Shared, domain_path, error::Error, network_path};
+use std::collections::HashMap;
+
+use zbus::OwnedVariant as OwnedValue;
+
+use super::options::Options;
+use super::{ManagerSettings, Shared, domain_path, error::Error, network_path};
 use crate::core::Lookup;
+use crate::core::host_shutdown::{self, HostShutdownMode, HostShutdownPolicy};
 
 /// The manager object at `/org/lxvirt/lxvirt1`.
 #[derive(Debug)]
 pub struct ManagerObject {
     shared: Shared,
-    capabilities_xml: String,
+    settings: ManagerSettings,
 }
 
 impl ManagerObject {
-    pub(crate) fn new(shared: Shared, capabilities_xml: String) -> Self {
-        ManagerObject {
-            shared,
-            capabilities_xml,
-        }
+    pub(crate) fn new(shared: Shared, settings: ManagerSettings) -> Self {
+        ManagerObject { shared, settings }
     }
+}
+
+/// `ShutdownAll`'s options over the daemon's settings.
+fn host_shutdown_policy(
+    defaults: HostShutdownPolicy,
+    options: HashMap<String, OwnedValue>,
+) -> Result<HostShutdownPolicy, Error> {
+    let options = Options::new(options, &["mode", "timeout", "parallel"])?;
+    let mut policy = defaults;
+    if let Some(mode) = options.string("mode")? {
+        policy.mode = HostShutdownMode::from_name(&mode).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "unknown mode '{mode}'; use shutdown, destroy or keep"
+            ))
+        })?;
+    }
+    if let Some(timeout) = options.unsigned("timeout")? {
+        policy.timeout = std::time::Duration::from_secs(u64::from(timeout.max(1)));
+    }
+    if let Some(parallel) = options.unsigned("parallel")? {
+        policy.parallel = parallel as usize;
+    }
+    Ok(policy)
 }
 
 #[interface(name = "org.lxvirt.lxvirt1.Manager")]
@@ -182,7 +208,41 @@ impl ManagerObject {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<String, Error> {
         self.shared.may_read(connection, Some(&header)).await?;
-        Ok(self.capabilities_xml.clone())
+        Ok(self.settings.capabilities_xml.clone())
+    }
+
+    /// Stops every active domain, as at host shutdown
+    /// (`lxvirt-guests.service`): options `mode` (s: `shutdown`, `destroy`
+    /// or `keep`), `timeout` (u: seconds for all of them; then the rest
+    /// are destroyed), `parallel` (u: at most this many at a time, 0 all);
+    /// absent ones are lxvirtd's settings. Returns (name, outcome, error)
+    /// per domain, outcome `shutdown`, `destroyed`, `stopped`, `kept` or
+    /// `failed`; answers once all have stopped.
+    async fn shutdown_all(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<(String, String, String)>, Error> {
+        let policy = host_shutdown_policy(self.settings.host_shutdown, options)?;
+        self.shared
+            .authorizer
+            .check(connection, &header, "shut down every domain")
+            .await?;
+        tracing::info!(
+            mode = policy.mode.as_str(),
+            timeout_s = policy.timeout.as_secs(),
+            parallel = policy.parallel,
+            "stopping every active domain"
+        );
+        let outcomes = host_shutdown::stop_all(&self.shared.handle, policy).await;
+        if let Some(seq) = outcomes.iter().filter_map(|o| o.seq).max() {
+            self.shared.published(seq).await;
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| (o.name, o.result.to_owned(), o.error))
+            .collect())
     }
 
     /// The daemon's version: anyone may read it (the bus's own clients

@@ -20,6 +20,7 @@ mod introspect;
 mod manager;
 mod network;
 mod object_manager;
+mod options;
 
 use tokio::sync::{mpsc, watch};
 
@@ -90,6 +91,14 @@ impl Shared {
     }
 }
 
+/// What the manager object serves besides the core: the host's
+/// capabilities and the daemon's `ShutdownAll` defaults.
+#[derive(Debug, Clone)]
+pub struct ManagerSettings {
+    pub capabilities_xml: String,
+    pub host_shutdown: crate::core::host_shutdown::HostShutdownPolicy,
+}
+
 /// The domains and networks the manager holds when the adapter starts.
 #[derive(Debug, Default)]
 pub struct Initial {
@@ -104,7 +113,7 @@ pub async fn serve(
     handle: ManagerHandle,
     authorizer: Authorizer,
     initial: Initial,
-    capabilities_xml: String,
+    settings: ManagerSettings,
     images: ImageStore,
     events: mpsc::UnboundedReceiver<Event>,
 ) -> zbus::Result<tokio::task::JoinHandle<()>> {
@@ -126,10 +135,7 @@ pub async fn serve(
         export::<NetworkObject>(server, &shared, summary).await?;
     }
     server
-        .at(
-            MANAGER_PATH,
-            ManagerObject::new(shared.clone(), capabilities_xml),
-        )
+        .at(MANAGER_PATH, ManagerObject::new(shared.clone(), settings))
         .await?;
     server
         .at(MANAGER_PATH, ImagesObject::new(shared.clone(), images))

@@ -16,6 +16,8 @@ use futures_util::StreamExt;
 use uuid::Uuid;
 use zbus::{OwnedObjectPath, Variant as Value};
 
+/// The unit that stops the domains at host shutdown.
+pub const GUESTS_UNIT: &str = "lxvirt-guests.service";
 /// The slice containers' scopes go in, as for systemd-nspawn and libvirt.
 pub const MACHINE_SLICE: &str = "machine.slice";
 
@@ -144,6 +146,11 @@ impl SystemdHost {
             ("TasksMax", Value::from(u64::MAX)),
             // A scope that failed is not kept around under its name.
             ("CollectMode", Value::from("inactive-or-failed")),
+            // Stopped after lxvirt-guests.service (stop order is the
+            // reverse of start order), whose stop shuts the domains down
+            // as the administrator configured: systemd's own stop of the
+            // scope must not race it.
+            ("Before", Value::from(vec![GUESTS_UNIT])),
         ];
         let job = self
             .systemd
