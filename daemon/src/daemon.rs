@@ -331,6 +331,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             None
         }
     };
+    let systemd = systemd_host(system_bus.as_ref(), cgroups.as_deref())
+        .await
+        .map(Arc::new);
     let lxc = Arc::new(LxcDriver::new(LxcConfig {
         monitor_exe: config.monitor_exe.clone(),
         monitor_log: config.monitor_log,
@@ -341,9 +344,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         cgroups: cgroups.clone(),
         ptys: std::sync::Arc::new(crate::lxc::ptys::PtyPool::new(config.pty_max_limit)),
-        systemd: systemd_host(system_bus.as_ref(), cgroups.as_deref())
-            .await
-            .map(Arc::new),
+        systemd: systemd.clone(),
     }));
     let qemu = std::sync::Arc::new(QemuDriver::new(QemuConfig {
         run_dir: config.run_dir.clone(),
@@ -352,6 +353,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         pids_max: config.pids_max,
         cgroups,
         kvm_unavailable: crate::qemu::host::kvm_unavailable(&config.host),
+        systemd,
     }));
     let drivers = Drivers::default()
         .with(DomainType::Lxc, lxc.clone())
@@ -477,7 +479,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 /// systemd and machined, on a systemd host with the unified hierarchy:
-/// containers then get scopes of their own (`service::systemd`). Elsewhere,
+/// containers and VMs then get scopes of their own (`service::systemd`). Elsewhere,
 /// or when systemd cannot be reached, lxvirt makes its cgroups itself.
 async fn systemd_host(
     system_bus: Option<&zbus::Connection>,
@@ -489,19 +491,19 @@ async fn systemd_host(
     }
     let Some(system_bus) = system_bus else {
         tracing::warn!(
-            "systemd runs but the system bus cannot be reached: containers' cgroups are lxvirt's own, outside machine.slice"
+            "systemd runs but the system bus cannot be reached: domains' cgroups are lxvirt's own, outside machine.slice"
         );
         return None;
     };
     match SystemdHost::connect(system_bus).await {
         Ok(host) => {
             tracing::info!(
-                "systemd host: containers run in scopes under machine.slice, registered with machined"
+                "systemd host: domains run in scopes under machine.slice, registered with machined"
             );
             Some(host)
         }
         Err(error) => {
-            tracing::warn!(error = %error_chain(&error), "systemd runs but cannot be reached: containers' cgroups are lxvirt's own, outside machine.slice");
+            tracing::warn!(error = %error_chain(&error), "systemd runs but cannot be reached: domains' cgroups are lxvirt's own, outside machine.slice");
             None
         }
     }

@@ -276,6 +276,29 @@ async fn a_vm_outlives_a_killed_daemon_and_is_managed_again() {
     env.assert_clean("vm2", pid);
 }
 
+/// qemu ended by a signal from the host: SIGTERM (what systemd sends when
+/// `machinectl terminate` stops the VM's scope) is a shutdown, qemu's
+/// `SHUTDOWN` event says `host-signal`; SIGKILL leaves no word and is a
+/// crash. Nothing is left either way.
+#[tokio::test]
+async fn qemu_ended_by_a_host_signal_is_shut_down_or_crashed() {
+    let Some(env) = Env::new().await else { return };
+    for (name, signal, reason) in [("term", "-TERM", "shutdown"), ("kill", "-KILL", "crashed")] {
+        env.define(name, &format!("lxvirt.marker=READY-{name}"), "", "");
+        env.ok(&["start", name]);
+        let pid = env.qemu_pid(name);
+        env.wait_console(name, &format!("READY-{name}"), 1);
+        let killed = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let got = env.wait_state(name, "shutoff", Duration::from_secs(30));
+        assert_eq!(got, reason, "{name}");
+        env.assert_clean(name, pid);
+    }
+}
+
 /// What the guest does by itself decides the state, with `on_*` applied:
 /// a power-off, a reboot with on_reboot='destroy', a panic reported by
 /// pvpanic with on_crash='destroy'.

@@ -182,12 +182,13 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         Ok(ContainerCgroup::new(relative, dirs, true, self.fs.clone()))
     }
 
-    /// Moves the calling process into `SUPERVISOR` below the delegated
-    /// subtree `delegated` (cgroup2), made if needed: a cgroup2 directory
-    /// that enables controllers for its children may hold no process
-    /// itself, and the monitor, which the service manager put at the top
-    /// of the scope, stays apart from the container it supervises.
-    pub fn enter_supervisor(&self, delegated: &Path) -> Result<(), CgroupError> {
+    /// Moves process `pid` (0: the calling one) into `SUPERVISOR` below
+    /// the delegated subtree `delegated` (cgroup2), made if needed: a
+    /// cgroup2 directory that enables controllers for its children may
+    /// hold no process itself, and the monitor, which the service manager
+    /// put at the top of the scope, stays apart from the container it
+    /// supervises.
+    pub fn enter_supervisor(&self, delegated: &Path, pid: u32) -> Result<(), CgroupError> {
         let relative = relative_path(delegated)?;
         let Some(unified) = &self.hierarchies.unified else {
             return Err(CgroupError::NoHierarchy);
@@ -199,13 +200,26 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             Err(source) => return Err(CgroupError::Create { path, source }),
         }
         let procs = path.join("cgroup.procs");
+        let value = pid.to_string();
         self.fs
-            .write(&procs, "0")
+            .write(&procs, &value)
             .map_err(|source| CgroupError::Write {
                 path: procs,
-                value: "0".to_owned(),
+                value,
                 source,
             })
+    }
+
+    /// Removes the empty `SUPERVISOR` below `delegated`, if any (best
+    /// effort: what is left goes with the scope).
+    pub fn remove_supervisor(&self, delegated: &Path) {
+        let (Ok(relative), Some(unified)) = (relative_path(delegated), &self.hierarchies.unified)
+        else {
+            return;
+        };
+        let _ = self
+            .fs
+            .rmdir(&unified.mount.join(relative).join(SUPERVISOR));
     }
 
     /// The existing cgroup at `path` (after a daemon restart);

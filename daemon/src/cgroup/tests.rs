@@ -1442,10 +1442,12 @@ fn v2_delegated_subtree_writes_nothing_above_it() {
         fake.put(&format!("{level}/cgroup.subtree_control"), "");
         fake.put(&format!("{level}/cgroup.procs"), "");
     }
-    cgroups.enter_supervisor(Path::new(scope)).unwrap();
+    cgroups.enter_supervisor(Path::new(scope), 0).unwrap();
+    // A VM's placeholder is moved there by pid.
+    cgroups.enter_supervisor(Path::new(scope), 4242).unwrap();
     assert_eq!(
         fake.writes_to(&format!("{scope}/supervisor/cgroup.procs")),
-        ["0"]
+        ["0", "4242"]
     );
 
     let spec = CgroupSpec {

@@ -15,7 +15,7 @@ use super::protocol::{
 use super::spawner::{MonitorCommand, SpawnedMonitor, Spawner, SpawnerError, spawn_monitor};
 use super::spec::ContainerSpec;
 use crate::persist::{self, PersistError};
-use crate::service::systemd;
+use crate::service::systemd::Placement;
 use crate::sys::process::{is_alive, start_time, wait_exit_blocking};
 
 /// Why the driver could not do what was asked.
@@ -208,30 +208,32 @@ impl LxcDriver {
     }
 
     /// Starts the monitor with the spec on its stdin and waits for its
-    /// launch report. On a systemd host the monitor is first put in a
-    /// scope of the container's own, and `spec`'s cgroup moves below it.
-    pub async fn launch(&self, spec: &mut ContainerSpec) -> Result<Started, DriverError> {
+    /// launch report. On a systemd host (`placement`) the monitor is first
+    /// put in the container's scope, and `spec`'s cgroup moves below it.
+    pub async fn launch(
+        &self,
+        spec: &mut ContainerSpec,
+        placement: Option<&Placement>,
+    ) -> Result<Started, DriverError> {
         let files = self.files(&spec.name);
         let driver = self.clone();
         let monitor = tokio::task::spawn_blocking(move || driver.take_monitor())
             .await
             .map_err(|e| DriverError::Join(e.to_string()))??;
         self.prepare_spare();
-        if let Some(systemd) = &self.config.systemd {
+        if let (Some(systemd), Some(placement)) = (&self.config.systemd, placement) {
             // Dropping the monitor's stdin on error ends it.
-            let unit = systemd::scope_name(&spec.name);
             let pid = u32::try_from(monitor.pid.as_raw()).unwrap_or_default();
             let description = format!("lxvirt container {}", spec.name);
             systemd
-                .start_scope(&unit, pid, &description)
+                .start_scope(placement, pid, &description)
                 .await
                 .map_err(|source| DriverError::Scope {
                     name: spec.name.clone(),
                     source,
                 })?;
-            let delegated = Path::new(systemd::MACHINE_SLICE).join(unit);
-            spec.cgroup.path = delegated.join(crate::cgroup::PAYLOAD);
-            spec.cgroup.delegated = Some(delegated);
+            spec.cgroup.path = placement.cgroup.join(crate::cgroup::PAYLOAD);
+            spec.cgroup.delegated = Some(placement.cgroup.clone());
         }
         let bytes = serde_json::to_vec(&*spec).map_err(|e| DriverError::SpawnMonitor {
             path: self.monitor_exe().to_owned(),

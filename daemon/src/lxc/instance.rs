@@ -12,7 +12,7 @@ use super::convert::{self, ConvertError, ConvertSettings};
 use super::driver::{DriverError, LxcDriver};
 use super::protocol::{self, InitExit, MonitorLog, Reply, Requested};
 use super::ptys::PtyPool;
-use super::spec::{ContainerSpec, RootFs};
+use super::spec::{ContainerSpec, InterfaceKind, RootFs};
 use crate::cgroup::{CgroupError, Cgroups};
 use crate::domain::DomainDef;
 use crate::driver::{
@@ -21,7 +21,7 @@ use crate::driver::{
 };
 use crate::error_chain::error_chain;
 use crate::security::relabel::{self, RelabelJob};
-use crate::service::systemd::SystemdHost;
+use crate::service::systemd::{self, Machine, MachineClass, SystemdHost};
 use crate::sys::process::{find_process, wait_exit};
 
 /// What the LXC driver needs besides its monitors.
@@ -131,6 +131,19 @@ impl Driver for LxcDriver {
         )?;
         convert::set_port_groups(&mut spec, &def, &networks);
         spec.security = labels.spec;
+        let placement = self
+            .config()
+            .systemd
+            .as_ref()
+            .map(|_| {
+                let partition = def
+                    .partition
+                    .as_deref()
+                    .unwrap_or(&self.config().settings.default_partition);
+                systemd::placement(&name, partition)
+            })
+            .transpose()
+            .map_err(|e| Error::new(ErrorKind::NotSupported, format!("domain '{name}': {e}")))?;
         let relabel = labeler.and_then(|labeler| {
             relabel_jobs(&spec, content_label.as_deref()).map(|jobs| (jobs, labeler))
         });
@@ -167,18 +180,28 @@ impl Driver for LxcDriver {
                 tracing::debug!(domain = %name, files = count, "relabelled the container's files");
             }
             let mut spec = spec;
-            let started = driver.launch(&mut spec).await?;
+            let started = driver.launch(&mut spec, placement.as_ref()).await?;
             if let Some(systemd) = &driver.config().systemd {
                 // machined shows a directory root; the others have none to show.
                 let root = match &spec.root {
                     RootFs::Dir { path, .. } => path.display().to_string(),
                     _ => String::new(),
                 };
-                let leader = u32::try_from(started.init_pid).unwrap_or_default();
-                let registered = systemd
-                    .register_machine(&name, spec.uuid, leader, &root)
-                    .await;
-                if let Err(error) = registered {
+                let ifindices =
+                    systemd::ifindices(spec.interfaces.iter().filter_map(|i| match &i.kind {
+                        InterfaceKind::Bridge { host_name, .. }
+                        | InterfaceKind::Ethernet { host_name, .. } => Some(host_name.as_str()),
+                        InterfaceKind::Direct { .. } => None,
+                    }));
+                let machine = Machine {
+                    name: &name,
+                    uuid: spec.uuid,
+                    class: MachineClass::Container,
+                    leader: u32::try_from(started.init_pid).unwrap_or_default(),
+                    root_directory: &root,
+                    ifindices: &ifindices,
+                };
+                if let Err(error) = systemd.register_machine(&machine).await {
                     // The container runs; only machinectl does not list it.
                     tracing::warn!(domain = %name, error = %error_chain(&error), "cannot register the container with systemd-machined");
                 }

@@ -653,7 +653,9 @@ fn attach_loop_devices(spec: &mut ContainerSpec) -> Result<Vec<LoopDevice>, Moni
 
 fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgroup, MonitorError> {
     if let Some(delegated) = &spec.cgroup.delegated {
-        cgroups.enter_supervisor(delegated).map_err(cgroup_error)?;
+        cgroups
+            .enter_supervisor(delegated, 0)
+            .map_err(cgroup_error)?;
     }
     match cgroups.create(&spec.cgroup) {
         Err(CgroupError::Exists { .. }) => {

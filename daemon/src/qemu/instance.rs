@@ -50,7 +50,12 @@ use crate::driver::{
 use crate::error_chain::error_chain;
 use crate::persist;
 use crate::security::FileLabeler;
-use crate::sys::process::{exited, find_process, pidfd_kill, pidfd_open, start_time, wait_exit};
+use crate::service::systemd::{
+    self, Machine, MachineClass, PartitionError, Placement, SystemdError, SystemdHost,
+};
+use crate::sys::process::{
+    Placeholder, exited, find_process, pidfd_kill, pidfd_open, start_time, wait_exit,
+};
 
 /// What the QEMU driver needs.
 #[derive(Debug, Clone)]
@@ -66,6 +71,9 @@ pub struct QemuConfig {
     pub cgroups: Option<Arc<Cgroups>>,
     /// Why `type='kvm'` cannot run here; `None` when it can.
     pub kvm_unavailable: Option<String>,
+    /// On a systemd host with the unified hierarchy: each VM in a
+    /// delegated scope, registered with machined as class `vm`.
+    pub systemd: Option<Arc<SystemdHost>>,
 }
 
 impl QemuConfig {
@@ -126,6 +134,17 @@ pub enum QemuError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("domain '{domain}': {source}")]
+    Partition {
+        domain: String,
+        source: PartitionError,
+    },
+    #[error("domain '{domain}': cannot start its systemd scope")]
+    Scope {
+        domain: String,
+        #[source]
+        source: ScopeError,
     },
     #[error("domain '{domain}': cannot make its cgroup")]
     Cgroup {
@@ -232,7 +251,8 @@ impl From<QemuError> for Error {
             | QemuError::NotSupported { .. }
             | QemuError::NoAgentChannel { .. }
             | QemuError::EnterOption { .. }
-            | QemuError::UnknownMachine { .. } => ErrorKind::NotSupported,
+            | QemuError::UnknownMachine { .. }
+            | QemuError::Partition { .. } => ErrorKind::NotSupported,
             QemuError::Command(CommandError::NotVm { .. }) => ErrorKind::Unavailable,
             QemuError::DiskInUse { .. } => ErrorKind::InvalidState,
             _ => ErrorKind::Failed,
@@ -472,6 +492,24 @@ impl QemuDriver {
             |path| device_numbers(&domain, path),
         )?;
         cgroup.devices = device_rules(accel);
+        let placement = match &self.config.systemd {
+            Some(_) => {
+                let partition = def
+                    .partition
+                    .as_deref()
+                    .unwrap_or(&self.config.default_partition);
+                let placement = systemd::placement(&domain, partition).map_err(|source| {
+                    QemuError::Partition {
+                        domain: domain.clone(),
+                        source,
+                    }
+                })?;
+                cgroup.path = placement.cgroup.join(crate::cgroup::PAYLOAD);
+                cgroup.delegated = Some(placement.cgroup.clone());
+                Some(placement)
+            }
+            None => None,
+        };
         // Held from now (the core's task decides starts one at a time)
         // until `release`, which a failed start gets too.
         self.hold_disks(
@@ -493,6 +531,7 @@ impl QemuDriver {
             uid,
             cgroups,
             cgroup,
+            placement,
             labels,
             disk_files,
             overlays,
@@ -547,6 +586,8 @@ struct Plan {
     uid: u32,
     cgroups: Arc<Cgroups>,
     cgroup: CgroupSpec,
+    /// Its scope, on a systemd host.
+    placement: Option<Placement>,
     labels: Option<VmLabels>,
     disk_files: Vec<disks::DiskFile>,
     overlays: Vec<Overlay>,
@@ -643,7 +684,18 @@ fn device_rules(accel: Accel) -> Vec<DeviceRule> {
 async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
     let domain = plan.domain.clone();
     let checker = driver.clone();
-    let (plan, (pid, pidfd)) = tokio::task::spawn_blocking(move || {
+    let scope = match (&driver.config.systemd, &plan.placement) {
+        (Some(systemd), Some(placement)) => Some(
+            hold_scope(systemd, &plan.cgroups, placement, &domain)
+                .await
+                .map_err(|source| QemuError::Scope {
+                    domain: domain.clone(),
+                    source,
+                })?,
+        ),
+        _ => None,
+    };
+    let launched = tokio::task::spawn_blocking(move || {
         checker.check_machine(&plan)?;
         let started = launch(&plan)?;
         Ok::<_, QemuError>((plan, started))
@@ -652,7 +704,27 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
     .map_err(|source| QemuError::Task {
         domain: domain.clone(),
         source,
-    })??;
+    });
+    // qemu is in the scope now (or nothing is): the placeholder goes.
+    if let Some(scope) = scope {
+        scope.release();
+    }
+    let (plan, (pid, pidfd)) = launched??;
+    if let Some(systemd) = &driver.config.systemd {
+        let ifindices = systemd::ifindices(plan.taps.iter().map(|t| t.name.as_str()));
+        let machine = Machine {
+            name: &domain,
+            uuid: plan.def.uuid,
+            class: MachineClass::Vm,
+            leader: pid.as_raw().unsigned_abs(),
+            root_directory: "",
+            ifindices: &ifindices,
+        };
+        if let Err(error) = systemd.register_machine(&machine).await {
+            // The VM runs; only machinectl does not list it.
+            tracing::warn!(domain = %domain, error = %error_chain(&error), "cannot register the VM with systemd-machined");
+        }
+    }
     let link = driver.link(&domain, pid.as_raw());
     let has_balloon = plan
         .def
@@ -690,6 +762,63 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
         },
         exited: Box::pin(wait_exit(pidfd)),
     })
+}
+
+/// How long a scope's placeholder may live unattended: far beyond a start.
+const PLACEHOLDER_LIFETIME_SECS: u32 = 120;
+
+/// Why a VM's scope could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("cannot fork a placeholder process for it")]
+    Placeholder(#[source] nix::Error),
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    #[error("cannot move its placeholder aside")]
+    Supervisor(#[source] CgroupError),
+}
+
+/// A VM's scope, started around a placeholder until qemu is in it.
+struct HeldScope {
+    placeholder: Placeholder,
+    cgroups: Arc<Cgroups>,
+    delegated: PathBuf,
+}
+
+impl HeldScope {
+    /// Kills the placeholder and removes its cgroup: the scope lives on
+    /// with qemu, or ends with nothing in it.
+    fn release(self) {
+        drop(self.placeholder);
+        self.cgroups.remove_supervisor(&self.delegated);
+    }
+}
+
+/// Starts the VM's scope around a placeholder (a scope starts with a
+/// process, and qemu must not run outside its cgroup) and moves the
+/// placeholder out of the scope's top, so that the VM's cgroup can take
+/// controllers below it.
+async fn hold_scope(
+    systemd: &SystemdHost,
+    cgroups: &Arc<Cgroups>,
+    placement: &Placement,
+    domain: &str,
+) -> Result<HeldScope, ScopeError> {
+    let placeholder =
+        Placeholder::spawn(PLACEHOLDER_LIFETIME_SECS).map_err(ScopeError::Placeholder)?;
+    let description = format!("lxvirt VM {domain}");
+    systemd
+        .start_scope(placement, placeholder.pid(), &description)
+        .await?;
+    let held = HeldScope {
+        placeholder,
+        cgroups: cgroups.clone(),
+        delegated: placement.cgroup.clone(),
+    };
+    cgroups
+        .enter_supervisor(&held.delegated, held.placeholder.pid())
+        .map_err(ScopeError::Supervisor)?;
+    Ok(held)
 }
 
 /// The blocking part of a start: files (labelled), cgroup, qemu up and

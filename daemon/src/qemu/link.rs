@@ -45,6 +45,9 @@ pub(super) enum GuestEnd {
     /// other than restart).
     Rebooted,
     Panicked,
+    /// qemu was told to quit by a signal from the host: systemd stopping
+    /// the VM's scope (`machinectl terminate`), or someone's SIGTERM.
+    HostSignal,
 }
 
 impl ExitRecord {
@@ -55,6 +58,8 @@ impl ExitRecord {
             (None, Some(GuestEnd::PoweredOff)) => Exit::PoweredOff,
             (None, Some(GuestEnd::Rebooted)) => Exit::Rebooted,
             (None, Some(GuestEnd::Panicked)) => Exit::Crashed,
+            // qemu shut the guest down as asked, as for a shutdown of ours.
+            (None, Some(GuestEnd::HostSignal)) => Exit::Shutdown,
             // qemu ended by itself, or someone killed it.
             (None, None) => Exit::Crashed,
         }
@@ -267,6 +272,10 @@ impl Link {
                     ShutdownCause::GuestPanic => GuestEnd::Panicked,
                     _ => GuestEnd::PoweredOff,
                 }),
+                EventKind::Shutdown {
+                    guest: false,
+                    reason: ShutdownCause::HostSignal,
+                } => Some(GuestEnd::HostSignal),
                 EventKind::GuestPanicked { .. } => Some(GuestEnd::Panicked),
                 EventKind::Reset { guest, .. } => {
                     *self
@@ -343,6 +352,11 @@ mod tests {
             (record(None, Some(GuestEnd::PoweredOff)), Exit::PoweredOff),
             (record(None, Some(GuestEnd::Rebooted)), Exit::Rebooted),
             (record(None, Some(GuestEnd::Panicked)), Exit::Crashed),
+            (record(None, Some(GuestEnd::HostSignal)), Exit::Shutdown),
+            (
+                record(Some(Requested::Destroy), Some(GuestEnd::HostSignal)),
+                Exit::Destroyed,
+            ),
             (record(None, None), Exit::Crashed),
         ];
         for (record, exit) in cases {

@@ -9,7 +9,15 @@
 //! itself to `SCOPE/supervisor` and puts the container in `SCOPE/payload`.
 //! The container's init is the machine's leader, so `machinectl shell`
 //! and `machinectl status` see the container, not its monitor.
+//!
+//! QEMU VMs get the same: a scope of their own, qemu in `SCOPE/payload`,
+//! registered as class `vm` with qemu as leader.
+//!
+//! A domain's `<resource><partition>` names its slice, as libvirt maps
+//! it: `/machine` is `machine.slice`, `/machine/web` is
+//! `machine-web.slice` inside it.
 
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -23,6 +31,8 @@ pub const MACHINE_SLICE: &str = "machine.slice";
 
 /// How long systemd gets to start a scope.
 const SCOPE_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest unit name systemd takes (its `UNIT_NAME_MAX` less the NUL).
+const UNIT_NAME_MAX: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -44,6 +54,84 @@ pub enum SystemdError {
         #[source]
         source: zbus::Error,
     },
+}
+
+/// A `<resource><partition>` that cannot be a slice.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error(
+        "<resource><partition>/</partition> would put the domain in systemd's root slice; name a partition below it, such as /machine"
+    )]
+    Root,
+    #[error(
+        "<resource><partition>{partition}</partition> makes unit {unit}, longer than the {UNIT_NAME_MAX} characters systemd takes; use a shorter partition"
+    )]
+    TooLong { partition: String, unit: String },
+}
+
+/// What a domain is to machined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineClass {
+    Container,
+    Vm,
+}
+
+impl MachineClass {
+    fn as_str(self) -> &'static str {
+        match self {
+            MachineClass::Container => "container",
+            MachineClass::Vm => "vm",
+        }
+    }
+}
+
+/// Where a domain runs on a systemd host: its scope, in the slice of its
+/// partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `machine-web.slice`
+    pub slice: String,
+    /// `machine-lxvirt\x2dNAME.scope`
+    pub scope: String,
+    /// The scope's cgroup below the hierarchy's root, through every slice
+    /// above it: `machine.slice/machine-web.slice/SCOPE`.
+    pub cgroup: PathBuf,
+}
+
+/// The placement of domain `name` in `partition` (absolute, normalized,
+/// as the parser leaves it): each component escaped as systemd escapes
+/// unit names, joined with `-` (which nests the slices).
+pub fn placement(name: &str, partition: &Path) -> Result<Placement, PartitionError> {
+    let parts: Vec<String> = partition
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(escape_unit_name(&part.to_string_lossy())),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        return Err(PartitionError::Root);
+    }
+    let mut cgroup = PathBuf::new();
+    for depth in 1..=parts.len() {
+        cgroup.push(format!("{}.slice", parts[..depth].join("-")));
+    }
+    let slice = format!("{}.slice", parts.join("-"));
+    let scope = scope_name(name);
+    for unit in [&slice, &scope] {
+        if unit.len() > UNIT_NAME_MAX {
+            return Err(PartitionError::TooLong {
+                partition: partition.display().to_string(),
+                unit: unit.clone(),
+            });
+        }
+    }
+    cgroup.push(&scope);
+    Ok(Placement {
+        slice,
+        scope,
+        cgroup,
+    })
 }
 
 #[zbus::proxy(
@@ -123,14 +211,15 @@ impl SystemdHost {
         Ok(SystemdHost { systemd, machines })
     }
 
-    /// Starts `unit`, a scope in `machine.slice` delegated to lxvirt,
-    /// around process `pid`; returns once systemd has put `pid` in it.
+    /// Starts the scope of `placement`, delegated to lxvirt, around
+    /// process `pid`; returns once systemd has put `pid` in it.
     pub async fn start_scope(
         &self,
-        unit: &str,
+        placement: &Placement,
         pid: u32,
         description: &str,
     ) -> Result<(), SystemdError> {
+        let unit = placement.scope.as_str();
         let mut removed = self.systemd.receive_job_removed().await.map_err(|source| {
             SystemdError::StartScope {
                 unit: unit.to_owned(),
@@ -139,7 +228,7 @@ impl SystemdHost {
         })?;
         let properties = [
             ("Description", Value::from(description)),
-            ("Slice", Value::from(MACHINE_SLICE)),
+            ("Slice", Value::from(placement.slice.as_str())),
             ("Delegate", Value::from(true)),
             ("PIDs", Value::from(vec![pid])),
             // lxvirt sets pids.max per container below the scope.
@@ -181,24 +270,27 @@ impl SystemdHost {
         }
     }
 
-    /// Registers a running container with systemd-machined: `leader` is
-    /// its init, in the scope started for it.
-    pub async fn register_machine(
-        &self,
-        name: &str,
-        uuid: Uuid,
-        leader: u32,
-        root_directory: &str,
-    ) -> Result<(), SystemdError> {
+    /// Registers a running domain with systemd-machined: `leader` is a
+    /// container's init or a VM's qemu, in the scope started for it;
+    /// `ifindices` are its interfaces' host ends (veths, taps).
+    pub async fn register_machine(&self, machine: &Machine<'_>) -> Result<(), SystemdError> {
+        let Machine {
+            name,
+            uuid,
+            class,
+            leader,
+            root_directory,
+            ifindices,
+        } = *machine;
         self.machines
             .register_machine_with_network(
                 name,
                 uuid.as_bytes(),
                 "lxvirt",
-                "container",
+                class.as_str(),
                 leader,
                 root_directory,
-                &[],
+                ifindices,
             )
             .await
             .map(drop)
@@ -209,7 +301,31 @@ impl SystemdHost {
     }
 }
 
-/// The scope of container `name`: `machine-lxvirt\x2dNAME.scope`, the name
+/// A running domain as machined is told of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine<'a> {
+    pub name: &'a str,
+    pub uuid: Uuid,
+    pub class: MachineClass,
+    pub leader: u32,
+    /// A container's root directory; empty when it has none to show.
+    pub root_directory: &'a str,
+    pub ifindices: &'a [i32],
+}
+
+/// The interface indices of the host-side `names` that exist (a name
+/// that is gone is left out: machined only shows them).
+pub fn ifindices<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<i32> {
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let path = Path::new("/sys/class/net").join(name).join("ifindex");
+            std::fs::read_to_string(path).ok()?.trim().parse().ok()
+        })
+        .collect()
+}
+
+/// The scope of domain `name`: `machine-lxvirt\x2dNAME.scope`, the name
 /// escaped as systemd escapes unit names.
 pub fn scope_name(name: &str) -> String {
     format!(
@@ -248,5 +364,33 @@ mod tests {
         );
         assert_eq!(escape_unit_name(".hidden"), "\\x2ehidden");
         assert_eq!(escape_unit_name("a b/é"), "a\\x20b\\x2f\\xc3\\xa9");
+    }
+
+    #[test]
+    fn partitions_map_to_nested_slices() {
+        let default = placement("web", Path::new("/machine")).unwrap();
+        assert_eq!(default.slice, MACHINE_SLICE);
+        assert_eq!(default.scope, "machine-lxvirt\\x2dweb.scope");
+        assert_eq!(
+            default.cgroup,
+            Path::new("machine.slice/machine-lxvirt\\x2dweb.scope")
+        );
+        let nested = placement("db", Path::new("/machine/prod/eu-west")).unwrap();
+        assert_eq!(nested.slice, "machine-prod-eu\\x2dwest.slice");
+        assert_eq!(
+            nested.cgroup,
+            Path::new(
+                "machine.slice/machine-prod.slice/machine-prod-eu\\x2dwest.slice/machine-lxvirt\\x2ddb.scope"
+            )
+        );
+        let other = placement("x", Path::new("/tenants")).unwrap();
+        assert_eq!(other.slice, "tenants.slice");
+        assert!(matches!(
+            placement("x", Path::new("/")),
+            Err(PartitionError::Root)
+        ));
+        let long = format!("/machine/{}", "p".repeat(250));
+        let error = placement("x", Path::new(&long)).unwrap_err();
+        assert!(error.to_string().contains("longer than the 255"), "{error}");
     }
 }

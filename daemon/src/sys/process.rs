@@ -171,6 +171,60 @@ pub fn wait_exit_blocking(pidfd: BorrowedFd<'_>) -> nix::Result<ExitStatus> {
     reap_pidfd(pidfd)
 }
 
+/// A child of this process that does nothing but hold a place: a systemd
+/// scope needs a process to start with, before the one it is for (qemu)
+/// exists. It keeps no descriptor of ours, ends with SIGTERM as systemd
+/// sends it, and ends of itself after `lifetime_secs` should nobody come
+/// back for it (a daemon killed meanwhile). Dropping it kills and reaps it.
+#[derive(Debug)]
+pub struct Placeholder {
+    pid: Pid,
+    pidfd: OwnedFd,
+}
+
+impl Placeholder {
+    pub fn spawn(lifetime_secs: u32) -> nix::Result<Placeholder> {
+        // SAFETY: fork in a multithreaded process; the child makes only
+        // async-signal-safe calls (sigprocmask, signal, prctl, close_range,
+        // alarm, pause, _exit) on its own stack, and never returns.
+        match unsafe { nix::unistd::fork() }? {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: as above; `set` and the name are on this stack.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGALRM] {
+                        libc::signal(signal, libc::SIG_DFL);
+                    }
+                    libc::prctl(libc::PR_SET_NAME, c"lxvirt-hold".as_ptr());
+                    libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+                    libc::alarm(lifetime_secs);
+                    loop {
+                        libc::pause();
+                    }
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                // It cannot end before its alarm: the pid is still its own.
+                let pidfd = pidfd_open(child)?;
+                Ok(Placeholder { pid: child, pidfd })
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw().unsigned_abs()
+    }
+}
+
+impl Drop for Placeholder {
+    fn drop(&mut self) {
+        let _ = pidfd_kill(self.pidfd.as_fd(), nix::sys::signal::Signal::SIGKILL);
+        let _ = wait_exit_blocking(self.pidfd.as_fd());
+    }
+}
+
 /// Whether the process `pid` started at `start` still runs; if so, a
 /// pidfd for it.
 pub fn find_process(pid: i32, start: u64) -> Option<OwnedFd> {
