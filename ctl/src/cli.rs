@@ -81,6 +81,10 @@ pub enum ImageCommand {
 pub enum ShutdownMode {
     /// SIGTERM to a container's init.
     Signal,
+    /// A runlevel request on a container's /run/initctl (sysvinit).
+    Initctl,
+    /// SIGRTMIN+3 to a container's init (systemd halts).
+    Systemd,
     /// The ACPI power button of a VM.
     Acpi,
     /// The QEMU guest agent of a VM.
@@ -92,6 +96,8 @@ impl ShutdownMode {
     pub fn as_str(self) -> &'static str {
         match self {
             ShutdownMode::Signal => "signal",
+            ShutdownMode::Initctl => "initctl",
+            ShutdownMode::Systemd => "systemd",
             ShutdownMode::Acpi => "acpi",
             ShutdownMode::Agent => "agent",
         }
@@ -119,13 +125,13 @@ pub enum Command {
     Start { domain: String },
     /// Create and start a transient domain from an XML file (forgotten when it stops).
     Create { file: PathBuf },
-    /// Ask a domain to stop: SIGTERM to a container's init, the ACPI power button to a VM; killed after the grace period.
+    /// Ask a domain to stop as its init wants it (SIGRTMIN+3 to systemd, /run/initctl for sysvinit, else SIGTERM), the ACPI power button to a VM; killed after the grace period.
     Shutdown {
         domain: String,
         /// Seconds before the domain is killed (default 10).
         #[arg(long, default_value_t = 10)]
         grace: u32,
-        /// How to ask: signal (containers), acpi or agent (VMs); the domain's usual way by default.
+        /// How to ask: signal, initctl or systemd (containers), acpi or agent (VMs); by default as the domain's init or VM wants it.
         #[arg(long, value_enum)]
         mode: Option<ShutdownMode>,
     },
@@ -137,7 +143,7 @@ pub enum Command {
         /// Seconds before the domain is killed (default 10).
         #[arg(long, default_value_t = 10)]
         grace: u32,
-        /// How to ask: signal (containers), acpi or agent (VMs); the domain's usual way by default.
+        /// How to ask: signal, initctl or systemd (containers), acpi or agent (VMs); by default as the domain's init or VM wants it.
         #[arg(long, value_enum)]
         mode: Option<ShutdownMode>,
     },
@@ -172,6 +178,16 @@ pub enum Command {
     },
     /// Show a running domain's resource use.
     Domstats { domain: String },
+    /// Send a signal to a process of a running container, by its pid inside (1 is init).
+    #[command(name = "send-process-signal")]
+    SendProcessSignal {
+        domain: String,
+        /// The process's pid as the container sees it.
+        #[arg(allow_negative_numbers = true)]
+        pid: i64,
+        /// A name or number as kill takes it: SIGTERM, term, 15, SIGRTMIN+3; 0 only checks the process exists.
+        signal: String,
+    },
     /// List domains (running ones; --all for every defined domain).
     List {
         /// Include inactive domains.

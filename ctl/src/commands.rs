@@ -268,6 +268,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let proxy = lookup(&connection, &manager, &name).await?;
             return enter(&proxy, command, env, cwd, noseclabel).await;
         }
+        Command::SendProcessSignal {
+            domain: name,
+            pid,
+            signal,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            proxy.send_process_signal(pid, &signal).await?;
+        }
         Command::Domstats { domain: name } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             let stats = stats_of(&proxy).await?;

@@ -112,25 +112,32 @@ impl fmt::Debug for Started {
 /// How a shutdown (or the stop of a reboot) asks the instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ShutdownMode {
-    /// The driver's usual way: a container's init gets SIGTERM, a VM the
-    /// ACPI power button.
+    /// The driver's usual way: a container's init as its kind wants it
+    /// (SIGRTMIN+3 for systemd, `/run/initctl` for sysvinit, else
+    /// SIGTERM), a VM the ACPI power button.
     #[default]
     Default,
     /// The ACPI power button (VMs).
     PowerButton,
     /// The QEMU guest agent's `guest-shutdown` (VMs with an agent channel).
     Agent,
-    /// A signal to init (containers).
+    /// SIGTERM to init (containers).
     Signal,
+    /// A runlevel 0 request on the container's `/run/initctl` (sysvinit).
+    Initctl,
+    /// SIGRTMIN+3 to init, which systemd takes as `halt` (containers).
+    Systemd,
 }
 
 impl ShutdownMode {
     /// Every mode by its name (virsh's `--mode` words).
-    pub const NAMED: [(&'static str, ShutdownMode); 4] = [
+    pub const NAMED: [(&'static str, ShutdownMode); 6] = [
         ("default", ShutdownMode::Default),
         ("acpi", ShutdownMode::PowerButton),
         ("agent", ShutdownMode::Agent),
         ("signal", ShutdownMode::Signal),
+        ("initctl", ShutdownMode::Initctl),
+        ("systemd", ShutdownMode::Systemd),
     ];
 
     /// The mode named `name` (empty: the default).
@@ -192,6 +199,12 @@ pub enum Request {
     /// Unplug an interface the instance has (as its live definition says).
     DetachInterface {
         interface: Box<crate::domain::Interface>,
+    },
+    /// Send `signal` to the process the instance numbers `pid` (in its own
+    /// pid namespace).
+    Signal {
+        pid: i64,
+        signal: i32,
     },
 }
 
@@ -312,6 +325,9 @@ pub enum ErrorKind {
     InvalidState,
     /// A security driver is needed and unavailable.
     SecurityUnavailable,
+    /// The request names something the instance does not have (a
+    /// process, a device).
+    InvalidArgument,
     /// Anything else: I/O, a process that died, a bug.
     Failed,
 }
@@ -414,7 +430,12 @@ pub trait Driver: Send + Sync + fmt::Debug {
 
     /// Whether a running instance of `def` can be asked to shut down as
     /// `mode` says; asked before the request, so a refusal changes nothing.
-    fn check_shutdown_mode(&self, def: &DomainDef, mode: ShutdownMode) -> Result<(), Error>;
+    fn check_shutdown_mode(
+        &self,
+        def: &DomainDef,
+        runtime: Option<&Runtime>,
+        mode: ShutdownMode,
+    ) -> Result<(), Error>;
 
     /// Whether the driver resets an instance in place ([`Request::Reset`]);
     /// otherwise the core resets it as an immediate stop and a restart.

@@ -218,7 +218,22 @@ async fn systemd_boots_to_multi_user_in_a_default_container() {
             "unexpected failed unit {failed}:\n{report}"
         );
     }
-    domain.destroy().await.unwrap();
+    // The default shutdown asks systemd as it wants (SIGRTMIN+3: halt);
+    // SIGTERM it would ignore, and be killed at the end of the grace
+    // period. It halts long before.
+    let asked = Instant::now();
+    domain.shutdown(120, "").await.unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "systemd did not halt: the shutdown took {took:?} of its 120 s grace"
+    );
+    let (state, reason) = (
+        domain.state().await.unwrap(),
+        domain.state_reason().await.unwrap(),
+    );
+    assert_eq!((state.as_str(), reason.as_str()), ("shutoff", "shutdown"));
+    println!("systemd halted in {took:?}");
 }
 
 /// Without a user namespace (`<lxvirt:userns mode='host'/>`, libvirt's

@@ -145,6 +145,8 @@ pub trait Domain {
     ) -> zbus::Result<(u32, zbus::OwnedFd)>;
     fn get_stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     #[zbus(allow_interactive_auth)]
+    fn send_process_signal(&self, pid: i64, signal: &str) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
     fn attach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
     #[zbus(allow_interactive_auth)]
     fn detach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;

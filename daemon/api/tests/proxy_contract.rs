@@ -525,6 +525,7 @@ async fn proxies_match_the_committed_contract() {
     call!(run, manager.create_xml("<domain/>"));
     call!(run, manager.list_domains());
     call!(run, manager.list_domain_summaries());
+    call!(run, manager.shutdown_all(HashMap::new()));
     call!(run, manager.lookup_by_name("web"));
     call!(
         run,
@@ -583,6 +584,7 @@ async fn proxies_match_the_committed_contract() {
         domain.enter(&["true"], &[], fd(), fd(), fd(), HashMap::new())
     );
     call!(run, domain.get_stats());
+    call!(run, domain.send_process_signal(1, "SIGTERM"));
     call!(run, domain.undefine(0));
     call!(run, domain.commit("snapshot", 0));
 

@@ -134,6 +134,17 @@ impl ManagerHandle {
         .await?
     }
 
+    /// Sends `signal` to the process numbered `pid` inside the domain.
+    pub async fn send_signal(&self, uuid: Uuid, pid: i64, signal: i32) -> Result<(), CoreError> {
+        self.ask(|reply| Command::SendSignal {
+            uuid,
+            pid,
+            signal,
+            reply,
+        })
+        .await?
+    }
+
     pub async fn stats(&self, uuid: Uuid) -> Result<DomainStats, CoreError> {
         self.ask(|reply| Command::GetStats { uuid, reply }).await?
     }

@@ -120,10 +120,13 @@ pub enum Operation {
     /// Restart the instance at once, without asking it: a VM's reset
     /// button (its qemu stays), a container's init killed and started again.
     Reset,
+    /// Send a signal to a process inside (a paused one gets it when it
+    /// runs again).
+    Signal,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 14] = [
+    pub const ALL: [Operation; 15] = [
         Operation::Start,
         Operation::Shutdown,
         Operation::Destroy,
@@ -138,6 +141,7 @@ impl Operation {
         Operation::Restart,
         Operation::ChangeDevices,
         Operation::Reset,
+        Operation::Signal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +160,7 @@ impl Operation {
             Operation::ChangeDevices => "change the devices of",
             Operation::Restart => "restart",
             Operation::Reset => "reset",
+            Operation::Signal => "send a signal into",
         }
     }
 }
@@ -212,7 +217,7 @@ fn hint(state: State, operation: Operation) -> &'static str {
         (S::Shutoff, O::Shutdown | O::Destroy | O::Reboot | O::Reset | O::Suspend | O::Enter) => {
             "start it first"
         }
-        (S::Shutoff, O::OpenConsole) => "start it first",
+        (S::Shutoff, O::OpenConsole | O::Signal) => "start it first",
         (S::Shutoff | S::Crashed, O::ChangeDevices) => {
             "start it first, or change its definition only (--config)"
         }
@@ -375,15 +380,15 @@ pub fn request(name: &str, status: Status, operation: Operation) -> Result<Statu
         (Some(f @ (F::Start { .. } | F::Commit)), _) => return Err(busy(f)),
         // A shutdown or destroy asked during a reboot wins over it.
         (Some(F::Reboot), O::Shutdown | O::Destroy) => None,
-        (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter) => Some(F::Reboot),
+        (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter | O::Signal) => Some(F::Reboot),
         (Some(F::Reboot), _) => return Err(busy(F::Reboot)),
         // As for a reboot: a stop wins over a reset.
         (Some(F::Reset), O::Shutdown | O::Destroy) => None,
-        (Some(F::Reset), O::OpenConsole | O::Enter) => Some(F::Reset),
+        (Some(F::Reset), O::OpenConsole | O::Enter | O::Signal) => Some(F::Reset),
         (Some(F::Reset), _) => return Err(busy(F::Reset)),
         // A stop wins over a device change: the device goes with the instance.
         (Some(F::Devices), O::Shutdown | O::Destroy) => None,
-        (Some(F::Devices), O::OpenConsole | O::Enter) => Some(F::Devices),
+        (Some(F::Devices), O::OpenConsole | O::Enter | O::Signal) => Some(F::Devices),
         (Some(F::Devices), _) => return Err(busy(F::Devices)),
         (None, O::ChangeDevices) => Some(F::Devices),
         (None, O::Start) => Some(F::Start { restart: false }),
@@ -401,7 +406,7 @@ pub fn request(name: &str, status: Status, operation: Operation) -> Result<Statu
         (S::Running | S::Paused, O::Reset) => true,
         (S::Paused, O::Resume) => true,
         (_, O::Define | O::Undefine) => true,
-        (S::Running | S::Paused, O::OpenConsole | O::ChangeDevices) => true,
+        (S::Running | S::Paused, O::OpenConsole | O::ChangeDevices | O::Signal) => true,
         // The layer is copied while nothing in the container can change it.
         (S::Shutoff | S::Paused, O::Commit) => true,
         _ => false,
@@ -484,8 +489,8 @@ mod tests {
 
     /// What the table must say for an idle domain, every state against
     /// every operation, written out.
-    fn idle_row(state: State) -> [Want; 14] {
-        // start shutdown destroy reboot suspend resume define undefine console enter commit restart devices reset
+    fn idle_row(state: State) -> [Want; 15] {
+        // start shutdown destroy reboot suspend resume define undefine console enter commit restart devices reset signal
         match state {
             S::Shutoff => [
                 To(S::Shutoff, START),
@@ -500,6 +505,7 @@ mod tests {
                 Invalid,
                 To(S::Shutoff, Some(F::Commit)),
                 To(S::Shutoff, RESTART),
+                Invalid,
                 Invalid,
                 Invalid,
             ],
@@ -518,6 +524,7 @@ mod tests {
                 Invalid,
                 To(S::Running, Some(F::Devices)),
                 To(S::Running, Some(F::Reset)),
+                To(S::Running, None),
             ],
             S::Paused => [
                 Invalid,
@@ -534,6 +541,7 @@ mod tests {
                 Invalid,
                 To(S::Paused, Some(F::Devices)),
                 To(S::Paused, Some(F::Reset)),
+                To(S::Paused, None),
             ],
             S::Crashed => [
                 Invalid,
@@ -544,6 +552,7 @@ mod tests {
                 Invalid,
                 To(S::Crashed, None),
                 To(S::Crashed, None),
+                Invalid,
                 Invalid,
                 Invalid,
                 Invalid,
@@ -572,13 +581,17 @@ mod tests {
             (f, O::Undefine) => keep(idle, f),
             (Some(F::Start { .. } | F::Commit), _) => Busy,
             (Some(F::Reboot), O::Shutdown | O::Destroy) => keep(idle, None),
-            (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter) => keep(idle, Some(F::Reboot)),
+            (Some(F::Reboot), O::Reboot | O::OpenConsole | O::Enter | O::Signal) => {
+                keep(idle, Some(F::Reboot))
+            }
             (Some(F::Reboot), _) => Busy,
             (Some(F::Reset), O::Shutdown | O::Destroy) => keep(idle, None),
-            (Some(F::Reset), O::OpenConsole | O::Enter) => keep(idle, Some(F::Reset)),
+            (Some(F::Reset), O::OpenConsole | O::Enter | O::Signal) => keep(idle, Some(F::Reset)),
             (Some(F::Reset), _) => Busy,
             (Some(F::Devices), O::Shutdown | O::Destroy) => keep(idle, None),
-            (Some(F::Devices), O::OpenConsole | O::Enter) => keep(idle, Some(F::Devices)),
+            (Some(F::Devices), O::OpenConsole | O::Enter | O::Signal) => {
+                keep(idle, Some(F::Devices))
+            }
             (Some(F::Devices), _) => Busy,
         }
     }
@@ -612,7 +625,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 28 * 14);
+        assert_eq!(checked, 28 * 15);
     }
 
     /// The whole report matrix: every status against every report.

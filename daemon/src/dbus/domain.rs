@@ -531,6 +531,32 @@ impl DomainObject {
         Ok((u32::try_from(pid).unwrap_or(0), DbusFd::from(exit)))
     }
 
+    /// Sends a signal to a process of a running (or paused) container:
+    /// `pid` as the container numbers it (1 is its init), `signal` by name
+    /// or number as kill takes it (`SIGTERM`, `term`, `15`, `SIGRTMIN+3`,
+    /// `0` to check the process exists). A process the container does not
+    /// have is InvalidArgument; a VM is NotSupported.
+    async fn send_process_signal(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        pid: i64,
+        signal: &str,
+    ) -> Result<(), Error> {
+        self.authorize(connection, &header, "send signals into domains")
+            .await?;
+        let number = crate::sys::process::signal_number(signal).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "unknown signal '{signal}'; name one as kill does (SIGTERM, term, 15, SIGRTMIN+3)"
+            ))
+        })?;
+        self.shared
+            .handle
+            .send_signal(self.uuid, pid, number)
+            .await?;
+        Ok(())
+    }
+
     /// Resource use from the domain's cgroup: `memory.current` and
     /// `memory.limit` (bytes), `cpu.time` (ns), `pids.current`; for a VM
     /// also `balloon.current` (bytes the guest has), per disk

@@ -66,6 +66,7 @@ impl From<CoreError> for Error {
                 ErrorKind::InvalidState => Error::InvalidState(message),
                 ErrorKind::SecurityUnavailable => Error::SecurityUnavailable(message),
                 ErrorKind::Failed => Error::Failed(message),
+                ErrorKind::InvalidArgument => Error::InvalidArgument(message),
             },
             CoreError::StoppedMeanwhile { .. } => Error::InvalidState(message),
             CoreError::Security(error) if error.is_unavailable() => {

@@ -220,14 +220,30 @@ impl Driver for LxcDriver {
         }))
     }
 
-    fn check_shutdown_mode(&self, def: &DomainDef, mode: ShutdownMode) -> Result<(), Error> {
+    fn check_shutdown_mode(
+        &self,
+        def: &DomainDef,
+        runtime: Option<&Runtime>,
+        mode: ShutdownMode,
+    ) -> Result<(), Error> {
         match mode {
-            ShutdownMode::Default | ShutdownMode::Signal => Ok(()),
+            ShutdownMode::Default | ShutdownMode::Signal | ShutdownMode::Systemd => Ok(()),
+            ShutdownMode::Initctl => match runtime {
+                Some(runtime) if !super::initctl::present(runtime.init_pid) => Err(Error::new(
+                    ErrorKind::NotSupported,
+                    format!(
+                        "domain '{}': {}",
+                        def.name(),
+                        super::initctl::InitctlError::NoFifo
+                    ),
+                )),
+                _ => Ok(()),
+            },
             ShutdownMode::PowerButton | ShutdownMode::Agent => Err(Error::mode_not_supported(
                 def.name.as_ref(),
                 mode,
                 "containers",
-                "a container's init is asked with a signal (mode 'signal', the default)",
+                "a container's init is asked with a signal (mode 'signal', or 'systemd' for SIGRTMIN+3) or through /run/initctl (mode 'initctl'); the default picks the one its init wants",
             )),
         }
     }
@@ -249,7 +265,9 @@ impl Driver for LxcDriver {
         Box::pin(async move {
             match request {
                 // Modes were checked before the request (check_shutdown_mode).
-                Request::Shutdown { grace, .. } => driver.stop(&name, &runtime, Some(grace)).await,
+                Request::Shutdown { grace, mode } => {
+                    driver.stop(&name, &runtime, Some((grace, mode))).await
+                }
                 Request::Destroy => driver.stop(&name, &runtime, None).await,
                 Request::Reset => Err(Error::new(
                     ErrorKind::NotSupported,
@@ -342,6 +360,31 @@ impl Driver for LxcDriver {
                                     &format!("cannot detach the interface: {}", error_chain(&e)),
                                 )
                             })
+                    })
+                    .await
+                    .map_err(|join| Error::failed(join.to_string()))?
+                }
+                Request::Signal { pid, signal } => {
+                    let cgroups = driver.cgroups(&name)?;
+                    tokio::task::spawn_blocking(move || {
+                        super::signal::send(
+                            &name,
+                            &cgroups,
+                            &runtime.cgroup_path,
+                            runtime.init_pid,
+                            pid,
+                            signal,
+                        )
+                        .map(|()| Response::Done)
+                        .map_err(|e| {
+                            let kind = match e {
+                                super::signal::SignalError::NoSuchProcess { .. } => {
+                                    ErrorKind::InvalidArgument
+                                }
+                                _ => ErrorKind::Failed,
+                            };
+                            Error::new(kind, e)
+                        })
                     })
                     .await
                     .map_err(|join| Error::failed(join.to_string()))?
@@ -440,19 +483,34 @@ impl LxcDriver {
         &self,
         name: &str,
         runtime: &Runtime,
-        grace: Option<Duration>,
+        shutdown: Option<(Duration, ShutdownMode)>,
     ) -> Result<Response, Error> {
-        let request = match grace {
-            Some(grace) => protocol::Request::Shutdown {
+        let request = match shutdown {
+            Some((grace, mode)) => protocol::Request::Shutdown {
                 grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                how: match mode {
+                    ShutdownMode::Signal => protocol::AskInit::Signal,
+                    ShutdownMode::Initctl => protocol::AskInit::Initctl,
+                    ShutdownMode::Systemd => protocol::AskInit::Systemd,
+                    // Refused before (check_shutdown_mode) but for Default.
+                    _ => protocol::AskInit::AsItWants,
+                },
             },
             None => protocol::Request::Destroy,
         };
-        if let Err(error) = self.ask(name, request, Vec::new()).await {
-            tracing::warn!(domain = %name, error = %error_chain(&error), "monitor unreachable, killing the container through its cgroup");
-            self.kill_cgroup(name, runtime)?;
+        match self.ask(name, request, Vec::new()).await {
+            Ok(_) => Ok(Response::Done),
+            // The monitor answered: init could not be asked as requested
+            // (no initctl FIFO); the container runs on.
+            Err(
+                error @ (DriverError::Refused { .. } | DriverError::RefusedByEarlierMonitor { .. }),
+            ) => Err(Error::new(ErrorKind::NotSupported, error)),
+            Err(error) => {
+                tracing::warn!(domain = %name, error = %error_chain(&error), "monitor unreachable, killing the container through its cgroup");
+                self.kill_cgroup(name, runtime)?;
+                Ok(Response::Done)
+            }
         }
-        Ok(Response::Done)
     }
 }
 

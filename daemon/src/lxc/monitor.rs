@@ -28,8 +28,8 @@ use super::enter;
 use super::launch::{self, LaunchContext, LaunchError};
 use super::network::ContainerNetwork;
 use super::protocol::{
-    self, EnterExit, ExitRecord, InitExit, LaunchReport, MonitorError, MonitorLog, MonitorStep,
-    Reply, Request, Requested, RunFiles,
+    self, AskInit, EnterExit, ExitRecord, InitExit, LaunchReport, MonitorError, MonitorLog,
+    MonitorStep, Reply, Request, Requested, RunFiles,
 };
 use super::spec::{AttachedLoop, ContainerSpec, MountSource, RootFs, SPEC_VERSION};
 use crate::cgroup::{CgroupError, Cgroups, ContainerCgroup};
@@ -370,6 +370,7 @@ impl<'a> Monitor<'a> {
                 self.handle(
                     Request::Shutdown {
                         grace_ms: HOST_SHUTDOWN_GRACE.as_millis() as u64,
+                        how: AskInit::AsItWants,
                     },
                     Vec::new(),
                 );
@@ -417,11 +418,11 @@ impl<'a> Monitor<'a> {
                 self.kill_all();
                 (Reply::Ok, Vec::new())
             }
-            Request::Shutdown { grace_ms } => {
+            Request::Shutdown { grace_ms, how } => {
+                self.ask_init_to_stop(how);
                 if self.requested.is_none() {
                     self.requested = Some(Requested::Shutdown);
                 }
-                let _ = proc::pidfd_kill(self.init_pidfd.as_fd(), Signal::SIGTERM);
                 let deadline = Instant::now() + Duration::from_millis(grace_ms);
                 self.kill_deadline = Some(match self.kill_deadline {
                     Some(earlier) => earlier.min(deadline),
@@ -436,6 +437,47 @@ impl<'a> Monitor<'a> {
                 cwd,
                 noseclabel,
             } => self.enter(argv, env, cwd, noseclabel, fds),
+        }
+    }
+
+    /// Asks init to stop as `how` says (as init wants it by default:
+    /// systemd halts on SIGRTMIN+3 and ignores SIGTERM, sysvinit halts on
+    /// a runlevel 0 request and ignores SIGTERM too). A FIFO nobody reads
+    /// (the daemon checked it was there) falls back to SIGTERM: the kill
+    /// at the end of the grace period stays the last word either way.
+    fn ask_init_to_stop(&self, how: AskInit) {
+        let how = match how {
+            AskInit::AsItWants => self.init_wants(),
+            other => other,
+        };
+        tracing::info!(how = ?how, "asking init to stop");
+        let signal = match how {
+            AskInit::Initctl => {
+                match super::initctl::request_runlevel(self.init_pid.as_raw(), b'0') {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(error = %error_chain(&error), "initctl failed, sending SIGTERM");
+                        libc::SIGTERM
+                    }
+                }
+            }
+            AskInit::Systemd => libc::SIGRTMIN() + 3,
+            AskInit::Signal | AskInit::AsItWants => libc::SIGTERM,
+        };
+        // Init already gone: the exit is on its way.
+        let _ = proc::pidfd_signal(self.init_pidfd.as_fd(), signal);
+    }
+
+    /// How init wants to be asked: by its name (`comm`; a container that
+    /// renames its init only changes how it is asked) and its FIFO.
+    fn init_wants(&self) -> AskInit {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.init_pid));
+        if comm.is_ok_and(|c| c.trim_end() == "systemd") {
+            AskInit::Systemd
+        } else if super::initctl::present(self.init_pid.as_raw()) {
+            AskInit::Initctl
+        } else {
+            AskInit::Signal
         }
     }
 

@@ -103,8 +103,14 @@ pub enum LaunchReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// SIGTERM to init, SIGKILL to the container after `grace_ms`.
-    Shutdown { grace_ms: u64 },
+    /// Ask init to stop (`how`), SIGKILL to the container after
+    /// `grace_ms`. (`how` is absent from an older daemon's request: it
+    /// asked with SIGTERM.)
+    Shutdown {
+        grace_ms: u64,
+        #[serde(default = "AskInit::older_daemon")]
+        how: AskInit,
+    },
     /// SIGKILL to every process of the container.
     Destroy,
     /// Attach to console `index`: the reply carries one end of a socket
@@ -302,6 +308,28 @@ pub enum InitExit {
     Signaled { signal: i32 },
 }
 
+/// How a shutdown asks init to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AskInit {
+    /// As init wants it: [`AskInit::Systemd`] when init is systemd,
+    /// [`AskInit::Initctl`] when the container has sysvinit's
+    /// `/run/initctl`, else [`AskInit::Signal`].
+    AsItWants,
+    /// SIGTERM.
+    Signal,
+    /// SIGRTMIN+3, systemd's `halt`.
+    Systemd,
+    /// A runlevel 0 request written to `/run/initctl`.
+    Initctl,
+}
+
+impl AskInit {
+    fn older_daemon() -> AskInit {
+        AskInit::Signal
+    }
+}
+
 /// What a client asked that ended the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -446,8 +474,20 @@ mod tests {
     #[test]
     fn wire_format_is_stable() {
         assert_eq!(
-            serde_json::to_string(&Request::Shutdown { grace_ms: 5000 }).unwrap(),
-            r#"{"op":"shutdown","grace_ms":5000}"#
+            serde_json::to_string(&Request::Shutdown {
+                grace_ms: 5000,
+                how: AskInit::Systemd
+            })
+            .unwrap(),
+            r#"{"op":"shutdown","grace_ms":5000,"how":"systemd"}"#
+        );
+        // An older daemon's request, to a monitor of this build.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"shutdown","grace_ms":5000}"#).unwrap(),
+            Request::Shutdown {
+                grace_ms: 5000,
+                how: AskInit::Signal
+            }
         );
         assert_eq!(
             serde_json::to_string(&LaunchReport::Started { init_pid: 7 }).unwrap(),

@@ -1044,7 +1044,12 @@ impl Driver for QemuDriver {
         self.host_refuses(def).err().map(Error::from)
     }
 
-    fn check_shutdown_mode(&self, def: &DomainDef, mode: ShutdownMode) -> Result<(), Error> {
+    fn check_shutdown_mode(
+        &self,
+        def: &DomainDef,
+        _runtime: Option<&Runtime>,
+        mode: ShutdownMode,
+    ) -> Result<(), Error> {
         match mode {
             ShutdownMode::Default | ShutdownMode::PowerButton => Ok(()),
             ShutdownMode::Agent if has_agent_channel(def) => Ok(()),
@@ -1052,12 +1057,14 @@ impl Driver for QemuDriver {
                 domain: def.name().to_owned(),
             }
             .into()),
-            ShutdownMode::Signal => Err(Error::mode_not_supported(
-                def.name.as_ref(),
-                mode,
-                "virtual machines",
-                "a VM's kernel is asked through its ACPI power button (mode 'acpi', the default) or its guest agent (mode 'agent')",
-            )),
+            ShutdownMode::Signal | ShutdownMode::Initctl | ShutdownMode::Systemd => {
+                Err(Error::mode_not_supported(
+                    def.name.as_ref(),
+                    mode,
+                    "virtual machines",
+                    "a VM's kernel is asked through its ACPI power button (mode 'acpi', the default) or its guest agent (mode 'agent')",
+                ))
+            }
         }
     }
 
@@ -1288,6 +1295,12 @@ impl QemuDriver {
                     what: "interface hotplug",
                 })
             }
+            // A VM's processes are its kernel's: only the guest can signal
+            // them (`lxvirt enter` through the guest agent runs kill).
+            Request::Signal { .. } => Err(QemuError::NotSupported {
+                domain,
+                what: "a signal to a process (use 'lxvirt enter VM -- kill' with the guest agent)",
+            }),
         }
     }
 

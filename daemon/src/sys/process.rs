@@ -68,6 +68,11 @@ pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
 /// Sends `signal` to the process behind `pidfd` (pidfd_send_signal(2)):
 /// never to another process that took its pid.
 pub fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    pidfd_signal(pidfd, signal as libc::c_int)
+}
+
+/// [`pidfd_kill`] with a signal number, real-time signals included.
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> nix::Result<()> {
     // SAFETY: the descriptor is valid for the call; a null siginfo asks
     // the kernel to fill in the sender as kill(2) does; no memory of ours
     // is written.
@@ -75,12 +80,45 @@ pub fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: nix::sys::signal::Signal) -> ni
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            signal as libc::c_int,
+            signal,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )
     };
     if rc < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// A signal by name or number, as `kill` takes it: `SIGTERM`, `TERM`,
+/// `term`, `15`, `SIGRTMIN+3`, `RTMAX-1`; `0` or `nop` is none (the
+/// process is only checked). `None` for anything else.
+pub fn signal_number(name: &str) -> Option<i32> {
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let name = name.trim();
+    if let Ok(number) = name.parse::<i32>() {
+        return (0..=rtmax).contains(&number).then_some(number);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset = |rest: &str, sign: i32| -> Option<i32> {
+        if rest.is_empty() {
+            return Some(0);
+        }
+        let digits = rest.strip_prefix(if sign > 0 { '+' } else { '-' })?;
+        digits.parse::<i32>().ok().map(|n| sign * n)
+    };
+    if bare == "NOP" {
+        return Some(0);
+    }
+    let realtime = if let Some(rest) = bare.strip_prefix("RTMIN") {
+        rtmin + offset(rest, 1)?
+    } else if let Some(rest) = bare.strip_prefix("RTMAX") {
+        rtmax + offset(rest, -1)?
+    } else {
+        return nix::sys::signal::Signal::iterator()
+            .find(|s| s.as_str().strip_prefix("SIG") == Some(bare))
+            .map(|s| s as i32);
+    };
+    (rtmin..=rtmax).contains(&realtime).then_some(realtime)
 }
 
 /// Reaps the child behind `pidfd` if it has exited (`EAGAIN` if not yet;
@@ -247,6 +285,31 @@ pub fn release_free_heap() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn signals_are_named_as_kill_names_them() {
+        use super::signal_number;
+        let rtmin = libc::SIGRTMIN();
+        for (name, want) in [
+            ("SIGTERM", Some(15)),
+            ("term", Some(15)),
+            ("Kill", Some(9)),
+            ("9", Some(9)),
+            ("0", Some(0)),
+            ("nop", Some(0)),
+            ("SIGRTMIN", Some(rtmin)),
+            ("SIGRTMIN+3", Some(rtmin + 3)),
+            ("rtmax-1", Some(libc::SIGRTMAX() - 1)),
+            ("SIGRTMIN+99", None),
+            ("SIGRTMIN3", None),
+            ("SIGFOO", None),
+            ("-1", None),
+            ("99", None),
+            ("", None),
+        ] {
+            assert_eq!(signal_number(name), want, "{name:?}");
+        }
+    }
+
     use super::*;
     use std::os::fd::AsFd;
 

@@ -132,6 +132,12 @@ pub enum Command {
         stdio: [OwnedFd; 3],
         reply: Reply<(i32, OwnedFd)>,
     },
+    SendSignal {
+        uuid: Uuid,
+        pid: i64,
+        signal: i32,
+        reply: Reply<()>,
+    },
     GetStats {
         uuid: Uuid,
         reply: Reply<DomainStats>,
@@ -594,6 +600,12 @@ impl Manager {
                 reply,
             } => self.enter(uuid, argv, env, cwd, noseclabel, stdio, reply),
             Command::GetStats { uuid, reply } => self.stats(uuid, reply),
+            Command::SendSignal {
+                uuid,
+                pid,
+                signal,
+                reply,
+            } => self.send_signal(uuid, pid, signal, reply),
             Command::InterfaceAddresses {
                 uuid,
                 source,

@@ -157,6 +157,16 @@ impl Manager {
         });
     }
 
+    pub(super) fn send_signal(&mut self, uuid: Uuid, pid: i64, signal: i32, reply: Reply<()>) {
+        let request = Request::Signal { pid, signal };
+        self.ask_driver(uuid, Operation::Signal, request, move |result| {
+            let _ = reply.send(result.and_then(|response| match response {
+                Response::Done => Ok(()),
+                other => Err(unexpected(other)),
+            }));
+        });
+    }
+
     pub(super) fn stats(&mut self, uuid: Uuid, reply: Reply<DomainStats>) {
         let entry = match self.entry_mut(uuid) {
             Ok(entry) => entry,

@@ -63,7 +63,8 @@ impl Manager {
         };
         if let Stop::Shutdown { mode, .. } | Stop::Reboot { mode, .. } = stop
             && entry.state() == State::Running
-            && let Err(error) = driver.check_shutdown_mode(entry.live_def(), mode)
+            && let Err(error) =
+                driver.check_shutdown_mode(entry.live_def(), entry.runtime.as_ref(), mode)
         {
             let _ = reply.send(Err(CoreError::Driver(error)));
             return;

@@ -112,6 +112,7 @@ impl Driver for TestDriver {
     fn check_shutdown_mode(
         &self,
         def: &crate::domain::DomainDef,
+        _runtime: Option<&Runtime>,
         mode: driver::ShutdownMode,
     ) -> Result<(), driver::Error> {
         if mode == driver::ShutdownMode::Agent {
@@ -209,6 +210,7 @@ impl Driver for TestDriver {
             Request::Interfaces => "interfaces",
             Request::AttachInterface { .. } => "attach",
             Request::DetachInterface { .. } => "detach",
+            Request::Signal { .. } => "signal",
         };
         world.log.push(format!("{verb} {name}"));
         let result = if !world.running.contains_key(name) {
@@ -246,6 +248,11 @@ impl Driver for TestDriver {
                     guest_name: "eth1".into(),
                 }),
                 Request::DetachInterface { .. } => Ok(Response::Done),
+                Request::Signal { pid: 1, .. } => Ok(Response::Done),
+                Request::Signal { pid, .. } => Err(driver::Error::new(
+                    driver::ErrorKind::InvalidArgument,
+                    format!("domain '{name}': no process {pid} runs inside it"),
+                )),
                 Request::Interfaces => Ok(Response::Interfaces(vec![driver::GuestInterface {
                     name: "eth0".into(),
                     mac: Some("52:54:00:00:00:01".into()),
@@ -1615,5 +1622,34 @@ async fn interfaces_attach_and_detach_live_config_or_both() {
     assert!(
         missing.to_string().contains("no such interface"),
         "{missing}"
+    );
+}
+
+#[tokio::test]
+async fn signals_go_to_running_or_paused_instances_through_the_table() {
+    let h = Harness::new();
+    let uuid = h.define("web", "").await;
+    let error = h.handle.send_signal(uuid, 1, 15).await.unwrap_err();
+    assert!(matches!(error, CoreError::InvalidState(_)), "{error}");
+    assert!(error.to_string().contains("start it first"), "{error}");
+    h.handle.start(uuid).await.unwrap();
+    h.handle.send_signal(uuid, 1, 15).await.unwrap();
+    // The driver's refusal comes back as it said it, with its kind.
+    let error = h.handle.send_signal(uuid, 2, 15).await.unwrap_err();
+    match &error {
+        CoreError::Driver(e) => assert_eq!(e.kind, crate::driver::ErrorKind::InvalidArgument),
+        other => panic!("{other}"),
+    }
+    assert!(error.to_string().contains("no process 2"), "{error}");
+    h.handle.suspend(uuid).await.unwrap();
+    h.handle.send_signal(uuid, 1, 0).await.unwrap();
+    assert!(
+        h.driver
+            .world()
+            .log
+            .iter()
+            .filter(|l| *l == "signal web")
+            .count()
+            == 3
     );
 }
