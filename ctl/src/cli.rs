@@ -178,6 +178,27 @@ pub enum Command {
     },
     /// Show a running domain's resource use.
     Domstats { domain: String },
+    /// Show or set a domain's memory limits (<memtune>, KiB): live, in the definition, or both.
+    Memtune {
+        domain: String,
+        #[arg(long, value_name = "KiB")]
+        hard_limit: Option<u64>,
+        #[arg(long, value_name = "KiB")]
+        soft_limit: Option<u64>,
+        #[arg(long, value_name = "KiB")]
+        swap_hard_limit: Option<u64>,
+        #[command(flatten)]
+        affect: Affect,
+    },
+    /// Show or set a domain's CPU scheduler parameters (<cputune>): --set cpu_shares=N, vcpu_period=µs, vcpu_quota=µs|-1.
+    Schedinfo {
+        domain: String,
+        /// PARAM=VALUE; repeat for several.
+        #[arg(long = "set", value_name = "PARAM=VALUE")]
+        set: Vec<String>,
+        #[command(flatten)]
+        affect: Affect,
+    },
     /// Send a signal to a process of a running container, by its pid inside (1 is init).
     #[command(name = "send-process-signal")]
     SendProcessSignal {

@@ -24,6 +24,8 @@ pub const EXIT_NO_SUCH_DOMAIN: u8 = 5;
 pub const EXIT_ACCESS_DENIED: u8 = 6;
 pub const EXIT_INVALID_STATE: u8 = 7;
 pub const EXIT_NO_SUCH_IMAGE: u8 = 8;
+/// Bad arguments (as clap exits for its own).
+pub const EXIT_USAGE: u8 = 2;
 
 /// A command that failed: one line for the user and the exit status.
 #[derive(Debug)]
@@ -267,6 +269,25 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
             return enter(&proxy, command, env, cwd, noseclabel).await;
+        }
+        Command::Memtune {
+            domain: name,
+            hard_limit,
+            soft_limit,
+            swap_hard_limit,
+            affect,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let values = [hard_limit, soft_limit, swap_hard_limit];
+            crate::tuning::memtune(&proxy, values, affect, cli.output).await?;
+        }
+        Command::Schedinfo {
+            domain: name,
+            set,
+            affect,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            crate::tuning::schedinfo(&proxy, &set, affect, cli.output).await?;
         }
         Command::SendProcessSignal {
             domain: name,
@@ -565,7 +586,10 @@ async fn enter(
     ];
     for var in extra_env {
         if !var.contains('=') {
-            return Err(Failure::new(2, format!("--env {var}: expected KEY=VALUE")));
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!("--env {var}: expected KEY=VALUE"),
+            ));
         }
         let key = var.split('=').next().unwrap_or_default().to_owned();
         env.retain(|e| !e.starts_with(&format!("{key}=")));

@@ -9,6 +9,7 @@ mod interfaces;
 mod networks;
 mod output;
 mod terminal;
+mod tuning;
 
 use std::process::ExitCode;
 

@@ -206,6 +206,12 @@ pub enum Request {
         pid: i64,
         signal: i32,
     },
+    /// Apply the tuning of `new` (its `<memtune>`, `<cputune>`) to the
+    /// running instance, which runs with `old`'s; all of it or none.
+    Tune {
+        old: Box<DomainDef>,
+        new: Box<DomainDef>,
+    },
 }
 
 /// A network interface as the instance sees it.

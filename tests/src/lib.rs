@@ -369,6 +369,18 @@ pub fn sleeper_xml(name: &str, rootfs: &Path) -> String {
     )
 }
 
+/// Runs `lxvirt` on the bus at `address`: whether it succeeded, and its
+/// stdout and stderr together (what a user reads).
+pub fn lxvirt_said(address: &str, args: &[&str]) -> (bool, String) {
+    let out = lxvirt(address, args).unwrap_or_else(|e| panic!("lxvirt {args:?}: {e:#}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Runs the `lxvirt` CLI against `address`.
 pub fn lxvirt(address: &str, args: &[&str]) -> Result<Output> {
     Ok(Command::new(binary("lxvirt"))

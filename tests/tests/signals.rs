@@ -16,16 +16,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lxvirt_tests::{ContainerEnv, lxvirt};
+use lxvirt_tests::{ContainerEnv, lxvirt_said};
 
 fn run(env: &ContainerEnv, args: &[&str]) -> (bool, String) {
-    let out = lxvirt(&env.bus.address, args).unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    lxvirt_said(&env.bus.address, args)
 }
 
 fn state(env: &ContainerEnv, name: &str) -> String {

@@ -147,6 +147,26 @@ pub trait Domain {
     #[zbus(allow_interactive_auth)]
     fn send_process_signal(&self, pid: i64, signal: &str) -> zbus::Result<()>;
     #[zbus(allow_interactive_auth)]
+    fn set_memory_parameters(
+        &self,
+        params: std::collections::HashMap<&str, zbus::Variant<'_>>,
+        flags: u32,
+    ) -> zbus::Result<()>;
+    fn get_memory_parameters(
+        &self,
+        flags: u32,
+    ) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
+    #[zbus(allow_interactive_auth)]
+    fn set_scheduler_parameters(
+        &self,
+        params: std::collections::HashMap<&str, zbus::Variant<'_>>,
+        flags: u32,
+    ) -> zbus::Result<()>;
+    fn get_scheduler_parameters(
+        &self,
+        flags: u32,
+    ) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
+    #[zbus(allow_interactive_auth)]
     fn attach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
     #[zbus(allow_interactive_auth)]
     fn detach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;

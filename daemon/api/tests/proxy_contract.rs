@@ -585,6 +585,10 @@ async fn proxies_match_the_committed_contract() {
     );
     call!(run, domain.get_stats());
     call!(run, domain.send_process_signal(1, "SIGTERM"));
+    call!(run, domain.set_memory_parameters(HashMap::new(), 0));
+    call!(run, domain.get_memory_parameters(0));
+    call!(run, domain.set_scheduler_parameters(HashMap::new(), 0));
+    call!(run, domain.get_scheduler_parameters(0));
     call!(run, domain.undefine(0));
     call!(run, domain.commit("snapshot", 0));
 

@@ -7,6 +7,10 @@ use std::time::Duration;
 /// What can go wrong creating, driving or removing a container's cgroup.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    #[error(
+        "{element} cannot be removed from a running domain's cgroup; set a value instead, or change the definition (--config) and restart it"
+    )]
+    CannotRemove { element: &'static str },
     #[error("this host has no cgroup hierarchy mounted; mount cgroup2 on /sys/fs/cgroup")]
     NoHierarchy,
     #[error(

@@ -222,6 +222,46 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             .rmdir(&unified.mount.join(relative).join(SUPERVISOR));
     }
 
+    /// Changes the limits of the existing cgroup at `new.path` from those
+    /// of `old` to those of `new` (a running domain's tuning): only the
+    /// interface files whose value changes are written, in the order a
+    /// start writes them. If the kernel refuses one, the files written
+    /// before it get their old values back: nothing is half applied. A
+    /// limit `old` has and `new` lacks is refused before anything is
+    /// written (what "no limit" is differs per file and version). The
+    /// device allow-list is not touched.
+    pub fn retune(&self, old: &CgroupSpec, new: &CgroupSpec) -> Result<(), CgroupError> {
+        let relative = relative_path(&new.path)?;
+        let dirs = self.dirs(&relative);
+        if dirs.is_empty() {
+            return Err(CgroupError::NoHierarchy);
+        }
+        let before = limits::plan(old, &dirs)?.writes;
+        let after = limits::plan(new, &dirs)?.writes;
+        let same_file = |a: &limits::Write, b: &limits::Write| a.dir == b.dir && a.files == b.files;
+        if let Some(gone) = before
+            .iter()
+            .find(|b| !after.iter().any(|a| same_file(a, b)))
+        {
+            return Err(CgroupError::CannotRemove {
+                element: gone.element,
+            });
+        }
+        let mut written: Vec<&limits::Write> = Vec::new();
+        for write in after.iter().filter(|w| !before.contains(w)) {
+            if let Err(error) = self.apply(&dirs[write.dir], write) {
+                for done in written.iter().rev() {
+                    if let Some(old) = before.iter().find(|b| same_file(b, done)) {
+                        let _ = self.apply(&dirs[old.dir], old);
+                    }
+                }
+                return Err(error);
+            }
+            written.push(write);
+        }
+        Ok(())
+    }
+
     /// The existing cgroup at `path` (after a daemon restart);
     /// [`ContainerCgroup::exists`] checks it is there. No I/O, but where
     /// cgroup2 enforces the device allow-list: there the kernel is asked

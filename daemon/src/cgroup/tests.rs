@@ -1478,3 +1478,46 @@ fn v2_delegated_subtree_writes_nothing_above_it() {
         [fake.path(&format!("sys/fs/cgroup/{scope}/payload"))]
     );
 }
+
+/// A running domain's tuning writes only what changes; a refused value
+/// puts back those written before it; a limit removed is refused first.
+#[test]
+fn retune_writes_the_changes_and_undoes_them_on_a_refusal() {
+    let (cgroups, fake) = host(Host::V2);
+    let mut old = spec("machine/web");
+    old.memory_limit = Some(1 << 20);
+    old.cpu_shares = Some(1024);
+    old.pids_max = Some(100);
+    cgroups.create(&old).unwrap();
+    let mut new = old.clone();
+    new.memory_limit = Some(2 << 20);
+    cgroups.retune(&old, &new).unwrap();
+    assert_eq!(fake.writes_to("memory.max"), ["1048576", "2097152"]);
+    assert_eq!(
+        fake.writes_to("cpu.weight").len(),
+        1,
+        "unchanged: not written"
+    );
+
+    let mut refused = new.clone();
+    refused.memory_limit = Some(4 << 20);
+    refused.cpu_shares = Some(512);
+    fake.fail_writes_to("cpu.weight");
+    let error = cgroups.retune(&new, &refused).unwrap_err();
+    assert!(error.to_string().contains("<cputune><shares>"), "{error}");
+    assert_eq!(
+        fake.writes_to("memory.max"),
+        ["1048576", "2097152", "4194304", "2097152"],
+        "the memory limit written before the refusal is put back"
+    );
+
+    let mut removed = new.clone();
+    removed.pids_max = None;
+    let before = fake.log().len();
+    let error = cgroups.retune(&new, &removed).unwrap_err();
+    assert!(
+        matches!(error, CgroupError::CannotRemove { element } if element.contains("pids.max")),
+        "{error}"
+    );
+    assert_eq!(fake.log().len(), before, "nothing written");
+}

@@ -134,6 +134,23 @@ impl ManagerHandle {
         .await?
     }
 
+    /// Changes the domain's tuning: its running instance, its persistent
+    /// definition or both, as `flags` say.
+    pub async fn tune(
+        &self,
+        uuid: Uuid,
+        tuning: crate::core::manager::Tuning,
+        flags: crate::core::types::AffectFlags,
+    ) -> Result<Seq, CoreError> {
+        self.ask(|reply| Command::Tune {
+            uuid,
+            tuning,
+            flags,
+            reply,
+        })
+        .await?
+    }
+
     /// Sends `signal` to the process numbered `pid` inside the domain.
     pub async fn send_signal(&self, uuid: Uuid, pid: i64, signal: i32) -> Result<(), CoreError> {
         self.ask(|reply| Command::SendSignal {

@@ -213,6 +213,13 @@ pub enum CoreError {
         "domain '{domain}' has no interface '{device}'; see 'lxvirt domiflist {domain}' (a name inside, a host-side name or a MAC)"
     )]
     NoSuchInterface { domain: String, device: String },
+    #[error("domain '{domain}': cannot change the {which} definition's {what}: {problem}")]
+    TuningRefused {
+        domain: String,
+        which: &'static str,
+        what: &'static str,
+        problem: String,
+    },
     #[error("domain '{domain}': cannot change the {which} definition's devices: {problem}")]
     DeviceRefused {
         domain: String,

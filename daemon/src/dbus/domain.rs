@@ -17,8 +17,9 @@ use uuid::Uuid;
 
 use super::exported::{Exported, SharedSummary, set_property};
 use super::object_manager::Registered;
+use super::options::Options;
 use super::{DOMAIN_INTERFACE, Shared, domain_path, error::Error};
-use crate::core::manager::DeviceChange;
+use crate::core::manager::{DeviceChange, MemoryParams, SchedulerParams, Tuning};
 use crate::core::types::{AddressSource, AffectFlags, CoreError};
 use crate::core::{DomainSummary, UndefineFlags, XmlFlags};
 use crate::driver::ShutdownMode;
@@ -84,7 +85,53 @@ pub(crate) fn record_of(summary: DomainSummary) -> DomainSummaryRecord {
     }
 }
 
+/// `<memtune>` parameters on the bus, in KiB as libvirt's.
+const MEMORY_PARAMETERS: [&str; 3] = ["hard_limit", "soft_limit", "swap_hard_limit"];
+/// `<cputune>` parameters on the bus, as libvirt's LXC driver names them.
+const SCHEDULER_PARAMETERS: [&str; 3] = ["cpu_shares", "vcpu_period", "vcpu_quota"];
+
+fn kib_to_bytes(key: &str, kib: Option<u64>) -> Result<Option<u64>, Error> {
+    kib.map(|k| {
+        k.checked_mul(1024)
+            .ok_or_else(|| Error::InvalidArgument(format!("'{key}' is too large")))
+    })
+    .transpose()
+}
+
 impl DomainObject {
+    async fn tune(
+        &self,
+        header: &Header<'_>,
+        connection: &Connection,
+        tuning: Tuning,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let work = async {
+            let seq = self
+                .shared
+                .handle
+                .tune(self.uuid, tuning, AffectFlags(flags))
+                .await?;
+            Ok(((), seq))
+        };
+        (self.shared)
+            .mutate(connection, header, "tune domains", work)
+            .await
+    }
+
+    /// The definition the flags name: the running instance's (0 when it
+    /// runs, 1) or the persistent one (2, or 0 when it does not run).
+    async fn tuned_def(&self, flags: u32) -> Result<crate::domain::DomainDef, Error> {
+        let xml_flags = if flags & AffectFlags::CONFIG != 0 {
+            XmlFlags(XmlFlags::INACTIVE)
+        } else {
+            XmlFlags(0)
+        };
+        let xml = self.shared.handle.get_xml(self.uuid, xml_flags).await?;
+        crate::domain::DomainDef::from_xml(&xml)
+            .map_err(|e| Error::Failed(format!("the domain's own XML does not read back: {e}")))
+    }
+
     async fn change_device(
         &self,
         header: &Header<'_>,
@@ -586,6 +633,92 @@ impl DomainObject {
             put(key, Some(*value));
         }
         Ok(map)
+    }
+
+    /// Sets `<memtune>` values (KiB, `t`): `hard_limit`, `soft_limit`,
+    /// `swap_hard_limit`; those not given stay. Flags as for
+    /// `AttachDevice`: the running instance (its cgroup at once), the
+    /// persistent definition, or both. All or nothing.
+    async fn set_memory_parameters(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        params: HashMap<String, OwnedValue>,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let params = Options::new(params, &MEMORY_PARAMETERS)?;
+        let tuning = Tuning::Memory(MemoryParams {
+            hard_limit: kib_to_bytes("hard_limit", params.u64("hard_limit")?)?,
+            soft_limit: kib_to_bytes("soft_limit", params.u64("soft_limit")?)?,
+            swap_hard_limit: kib_to_bytes("swap_hard_limit", params.u64("swap_hard_limit")?)?,
+        });
+        self.tune(&header, connection, tuning, flags).await
+    }
+
+    /// The `<memtune>` values (KiB) of the running instance or of the
+    /// persistent definition (flags as for `SetMemoryParameters`); a
+    /// value not set is absent (no limit, but a container's hard limit,
+    /// which is its `<memory>` then).
+    async fn get_memory_parameters(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        flags: u32,
+    ) -> Result<HashMap<String, OwnedValue>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
+        let memtune = self.tuned_def(flags).await?.memtune.unwrap_or_default();
+        Ok([
+            ("hard_limit", memtune.hard_limit),
+            ("soft_limit", memtune.soft_limit),
+            ("swap_hard_limit", memtune.swap_hard_limit),
+        ]
+        .into_iter()
+        .filter_map(|(key, bytes)| Some((key.to_owned(), OwnedValue::from(bytes? / 1024))))
+        .collect())
+    }
+
+    /// Sets `<cputune>` values: `cpu_shares` (`t`, 2–262144),
+    /// `vcpu_period` (`t`, µs, 1000–1000000), `vcpu_quota` (`x`, µs per
+    /// period, -1 unlimited); those not given stay. Flags as for
+    /// `SetMemoryParameters`.
+    async fn set_scheduler_parameters(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        params: HashMap<String, OwnedValue>,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let params = Options::new(params, &SCHEDULER_PARAMETERS)?;
+        let tuning = Tuning::Scheduler(SchedulerParams {
+            shares: params.u64("cpu_shares")?,
+            period: params.u64("vcpu_period")?,
+            quota: params.i64("vcpu_quota")?,
+        });
+        self.tune(&header, connection, tuning, flags).await
+    }
+
+    /// The `<cputune>` values of the running instance or of the
+    /// persistent definition; a value not set is absent (the kernel's
+    /// default).
+    async fn get_scheduler_parameters(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        flags: u32,
+    ) -> Result<HashMap<String, OwnedValue>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
+        let cputune = self.tuned_def(flags).await?.cputune.unwrap_or_default();
+        let mut params = HashMap::new();
+        if let Some(shares) = cputune.shares {
+            params.insert("cpu_shares".to_owned(), OwnedValue::from(shares));
+        }
+        if let Some(period) = cputune.period {
+            params.insert("vcpu_period".to_owned(), OwnedValue::from(period));
+        }
+        if let Some(quota) = cputune.quota {
+            params.insert("vcpu_quota".to_owned(), OwnedValue::from(quota));
+        }
+        Ok(params)
     }
 
     /// Attaches a device (its XML; `<interface>` for now). Flags: 0 the

@@ -74,7 +74,8 @@ impl From<CoreError> for Error {
             }
             CoreError::InvalidFlags(_)
             | CoreError::NoSuchInterface { .. }
-            | CoreError::DeviceRefused { .. } => Error::InvalidArgument(message),
+            | CoreError::DeviceRefused { .. }
+            | CoreError::TuningRefused { .. } => Error::InvalidArgument(message),
             CoreError::StorageUnavailable(_) => Error::StorageUnavailable(message),
             CoreError::Storage(error) | CoreError::DomainStorage { source: error, .. } => {
                 storage(&error, message)

@@ -53,6 +53,32 @@ impl Options {
             .transpose()
     }
 
+    /// A `t` value, or a `u` one (busctl and other clients pick either).
+    pub(super) fn u64(&self, key: &str) -> Result<Option<u64>, Error> {
+        self.0
+            .get(key)
+            .map(|v| {
+                u64::try_from(v.clone())
+                    .or_else(|_| u32::try_from(v.clone()).map(u64::from))
+                    .map_err(|_| {
+                        Error::InvalidArgument(format!("'{key}' must be an unsigned integer (t)"))
+                    })
+            })
+            .transpose()
+    }
+
+    /// An `x` value, or an `i` one.
+    pub(super) fn i64(&self, key: &str) -> Result<Option<i64>, Error> {
+        self.0
+            .get(key)
+            .map(|v| {
+                i64::try_from(v.clone())
+                    .or_else(|_| i32::try_from(v.clone()).map(i64::from))
+                    .map_err(|_| Error::InvalidArgument(format!("'{key}' must be an integer (x)")))
+            })
+            .transpose()
+    }
+
     pub(super) fn token(&self) -> Result<String, Error> {
         Ok(self.string("token")?.unwrap_or_default())
     }

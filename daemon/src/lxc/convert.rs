@@ -944,12 +944,10 @@ pub(crate) fn block_rule(major: u32, minor: u32, readonly: bool) -> DeviceRule {
     }
 }
 
-/// Devices every container may use: null, zero, full, random, urandom,
-/// tty, console, ptmx, and the pty slaves.
-fn cgroup_spec(
+/// The limits of a container's cgroup, without its device allow-list.
+pub fn tuning_spec(
     def: &DomainDef,
     settings: &ConvertSettings,
-    devices: &[DeviceNode],
 ) -> Result<CgroupSpec, ConvertError> {
     let mut spec = crate::cgroup::domain::tuning(
         def,
@@ -962,6 +960,17 @@ fn cgroup_spec(
     )?;
     // A container's <memory> is all it may use.
     spec.memory_limit.get_or_insert(def.memory);
+    Ok(spec)
+}
+
+/// Devices every container may use: null, zero, full, random, urandom,
+/// tty, console, ptmx, and the pty slaves.
+fn cgroup_spec(
+    def: &DomainDef,
+    settings: &ConvertSettings,
+    devices: &[DeviceNode],
+) -> Result<CgroupSpec, ConvertError> {
+    let mut spec = tuning_spec(def, settings)?;
     spec.devices = crate::cgroup::domain::base_device_rules();
     spec.devices.extend(devices.iter().map(|d| DeviceRule {
         kind: match d.kind {

@@ -389,6 +389,25 @@ impl Driver for LxcDriver {
                     .await
                     .map_err(|join| Error::failed(join.to_string()))?
                 }
+                Request::Tune { old, new } => {
+                    let cgroups = driver.cgroups(&name)?;
+                    let settings = driver.config().settings.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let spec = |def: &DomainDef| {
+                            convert::tuning_spec(def, &settings).map(|mut spec| {
+                                spec.path = runtime.cgroup_path.clone();
+                                spec
+                            })
+                        };
+                        let (old, new) = (spec(&old)?, spec(&new)?);
+                        cgroups
+                            .retune(&old, &new)
+                            .map(|()| Response::Done)
+                            .map_err(|e| cgroup_failed(&name, &e))
+                    })
+                    .await
+                    .map_err(|join| Error::failed(join.to_string()))?
+                }
                 Request::Interfaces => {
                     let pid = runtime.init_pid;
                     tokio::task::spawn_blocking(move || {

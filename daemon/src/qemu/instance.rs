@@ -1295,6 +1295,38 @@ impl QemuDriver {
                     what: "interface hotplug",
                 })
             }
+            Request::Tune { old, new } => {
+                let cgroups = self.config.cgroups.clone().ok_or(QemuError::NoCgroups {
+                    domain: domain.clone(),
+                })?;
+                let config = self.config.clone();
+                let path = runtime.cgroup_path.clone();
+                let task_domain = domain.clone();
+                tokio::task::spawn_blocking(move || {
+                    let spec = |def: &DomainDef| {
+                        crate::cgroup::domain::tuning(
+                            def,
+                            &config.default_partition,
+                            config.pids_max,
+                            |p| device_numbers(&domain, p),
+                        )
+                        .map(|mut spec| {
+                            spec.path = path.clone();
+                            spec
+                        })
+                    };
+                    let (old, new) = (spec(&old)?, spec(&new)?);
+                    cgroups
+                        .retune(&old, &new)
+                        .map(|()| Response::Done)
+                        .map_err(|source| QemuError::Cgroup { domain, source })
+                })
+                .await
+                .map_err(|source| QemuError::Task {
+                    domain: task_domain,
+                    source,
+                })?
+            }
             // A VM's processes are its kernel's: only the guest can signal
             // them (`lxvirt enter` through the guest agent runs kill).
             Request::Signal { .. } => Err(QemuError::NotSupported {

@@ -216,7 +216,6 @@ impl Manager {
             result,
             reply,
         } = done;
-        let run_dir = self.config.run_dir.clone();
         let Ok(entry) = self.entry_mut(uuid) else {
             self.release_attached(&domain, change, &interface);
             let _ = reply.send(Err(CoreError::StoppedMeanwhile {
@@ -255,6 +254,21 @@ impl Manager {
         {
             self.network_driver.remove_port(network, mac, &name);
         }
+        tracing::info!(domain = %name, change = change.verb(), "device changed in the running instance");
+        self.commit_live_change(uuid, live, config, reply);
+    }
+
+    /// The end of a live change the driver made: the instance's new live
+    /// definition (recorded for a restarted daemon), then the persistent
+    /// one if the change was asked of it too.
+    pub(super) fn commit_live_change(
+        &mut self,
+        uuid: Uuid,
+        live: DomainDef,
+        config: Option<Box<DomainDef>>,
+        reply: Reply<Seq>,
+    ) {
+        let run_dir = self.config.run_dir.clone();
         let entry = match self.entry_mut(uuid) {
             Ok(entry) => entry,
             Err(error) => {
@@ -262,10 +276,10 @@ impl Manager {
                 return;
             }
         };
+        let name = entry.name().to_owned();
         let live_xml = live.to_live_xml();
         entry.live = Some(Box::new(live));
         record_live_xml(&run_dir, &name, live_xml);
-        tracing::info!(domain = %name, change = change.verb(), "device changed in the running instance");
         if let Some(def) = config
             && let Err(error) = self.save_config(uuid, *def)
         {
@@ -288,7 +302,7 @@ impl Manager {
         }
     }
 
-    fn save_config(&mut self, uuid: Uuid, def: DomainDef) -> Result<(), CoreError> {
+    pub(super) fn save_config(&mut self, uuid: Uuid, def: DomainDef) -> Result<(), CoreError> {
         self.store.save(&def).map_err(|source| CoreError::Store {
             kind: "domain",
             name: def.name().to_owned(),

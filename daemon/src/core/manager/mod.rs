@@ -55,12 +55,14 @@ mod start;
 mod stop;
 #[cfg(test)]
 mod tests;
+mod tuning;
 
 pub use devices::Change as DeviceChange;
 use entry::Entry;
 use identity::Index;
 use networks::Networks;
 use stop::Stop;
+pub use tuning::{MemoryParams, SchedulerParams, Tuning};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
@@ -137,6 +139,12 @@ pub enum Command {
         pid: i64,
         signal: i32,
         reply: Reply<()>,
+    },
+    Tune {
+        uuid: Uuid,
+        tuning: Tuning,
+        flags: crate::core::types::AffectFlags,
+        reply: Reply<Seq>,
     },
     GetStats {
         uuid: Uuid,
@@ -278,6 +286,8 @@ enum Internal {
     AutostartDomains,
     /// A live device change has finished.
     DeviceChanged(Box<devices::LiveChange>),
+    /// A live tuning has finished.
+    Tuned(Box<tuning::Tuned>),
     /// The driver has reset an instance in place (or failed to).
     Reset {
         uuid: Uuid,
@@ -600,6 +610,12 @@ impl Manager {
                 reply,
             } => self.enter(uuid, argv, env, cwd, noseclabel, stdio, reply),
             Command::GetStats { uuid, reply } => self.stats(uuid, reply),
+            Command::Tune {
+                uuid,
+                tuning,
+                flags,
+                reply,
+            } => self.tune(uuid, tuning, flags, reply),
             Command::SendSignal {
                 uuid,
                 pid,
@@ -722,6 +738,7 @@ impl Manager {
             } => self.network_stopped(uuid, problems, reply),
             Internal::AutostartDomains => self.autostart_domains(),
             Internal::DeviceChanged(done) => self.device_changed(*done),
+            Internal::Tuned(done) => self.tuned(done),
         }
     }
 

@@ -211,6 +211,7 @@ impl Driver for TestDriver {
             Request::AttachInterface { .. } => "attach",
             Request::DetachInterface { .. } => "detach",
             Request::Signal { .. } => "signal",
+            Request::Tune { .. } => "tune",
         };
         world.log.push(format!("{verb} {name}"));
         let result = if !world.running.contains_key(name) {
@@ -249,6 +250,12 @@ impl Driver for TestDriver {
                 }),
                 Request::DetachInterface { .. } => Ok(Response::Done),
                 Request::Signal { pid: 1, .. } => Ok(Response::Done),
+                Request::Tune { new, .. } => match new.cputune.as_ref().and_then(|c| c.shares) {
+                    Some(2) => Err(driver::Error::failed(format!(
+                        "domain '{name}': the kernel refused cpu.shares 2"
+                    ))),
+                    _ => Ok(Response::Done),
+                },
                 Request::Signal { pid, .. } => Err(driver::Error::new(
                     driver::ErrorKind::InvalidArgument,
                     format!("domain '{name}': no process {pid} runs inside it"),
@@ -1652,4 +1659,73 @@ async fn signals_go_to_running_or_paused_instances_through_the_table() {
             .count()
             == 3
     );
+}
+
+#[tokio::test]
+async fn tuning_changes_the_instance_the_definition_or_both_and_a_refusal_nothing() {
+    use crate::core::manager::{SchedulerParams, Tuning};
+    use crate::core::types::AffectFlags;
+    let h = Harness::new();
+    let uuid = h.define("web", "").await;
+    let shares = |n| {
+        Tuning::Scheduler(SchedulerParams {
+            shares: Some(n),
+            ..SchedulerParams::default()
+        })
+    };
+    let xml = |flags| h.handle.get_xml(uuid, XmlFlags(flags));
+    // Shut off: the definition (current), never the instance.
+    let refused = h
+        .handle
+        .tune(uuid, shares(300), AffectFlags(AffectFlags::LIVE))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("start it first"), "{refused}");
+    h.handle
+        .tune(uuid, shares(300), AffectFlags(0))
+        .await
+        .unwrap();
+    assert!(xml(0).await.unwrap().contains("<shares>300</shares>"));
+    h.handle.start(uuid).await.unwrap();
+    // Running: the instance only, by default.
+    h.handle
+        .tune(uuid, shares(400), AffectFlags(0))
+        .await
+        .unwrap();
+    assert!(xml(0).await.unwrap().contains("<shares>400</shares>"));
+    let config = xml(XmlFlags::INACTIVE).await.unwrap();
+    assert!(config.contains("<shares>300</shares>"), "{config}");
+    // Both.
+    let both = AffectFlags(AffectFlags::LIVE | AffectFlags::CONFIG);
+    h.handle.tune(uuid, shares(500), both).await.unwrap();
+    assert!(xml(0).await.unwrap().contains("<shares>500</shares>"));
+    assert!(
+        xml(XmlFlags::INACTIVE)
+            .await
+            .unwrap()
+            .contains("<shares>500</shares>")
+    );
+    // The driver refuses (the fake refuses 2 shares): neither changes.
+    let error = h.handle.tune(uuid, shares(2), both).await.unwrap_err();
+    assert!(
+        error.to_string().contains("refused cpu.shares 2"),
+        "{error}"
+    );
+    assert!(xml(0).await.unwrap().contains("<shares>500</shares>"));
+    assert!(
+        xml(XmlFlags::INACTIVE)
+            .await
+            .unwrap()
+            .contains("<shares>500</shares>")
+    );
+    // Out of range for the definition: refused before the driver is asked.
+    let before = h.driver.world().log.len();
+    let error = h.handle.tune(uuid, shares(1), both).await.unwrap_err();
+    assert!(error.to_string().contains("<shares>"), "{error}");
+    assert_eq!(h.driver.world().log.len(), before);
+    // Another change may follow: the first is no longer in flight.
+    h.handle
+        .tune(uuid, shares(600), AffectFlags(0))
+        .await
+        .unwrap();
 }

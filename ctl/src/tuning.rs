@@ -1,0 +1,113 @@
+//! `lxvirt memtune` and `schedinfo`: a domain's memory limits and CPU
+//! scheduler parameters, shown or set (live, in the definition, or both),
+//! as virsh's verbs of those names.
+
+use std::collections::{BTreeMap, HashMap};
+
+use lxvirt_api::proxy::DomainProxy;
+use zbus::Variant;
+
+use crate::cli::{Affect, Format};
+use crate::commands::{EXIT_USAGE, Failure, Result, print_json};
+
+/// The memory parameters, in the order virsh prints them.
+const MEMORY: [&str; 3] = ["hard_limit", "soft_limit", "swap_hard_limit"];
+const SCHEDULER: [&str; 3] = ["cpu_shares", "vcpu_period", "vcpu_quota"];
+
+/// Sets the given values, or shows them all when none is given.
+pub async fn memtune(
+    proxy: &DomainProxy<'_>,
+    values: [Option<u64>; 3],
+    affect: Affect,
+    format: Format,
+) -> Result<()> {
+    let set: HashMap<&str, Variant<'_>> = MEMORY
+        .iter()
+        .zip(values)
+        .filter_map(|(key, value)| Some((*key, Variant::from(value?))))
+        .collect();
+    if !set.is_empty() {
+        return Ok(proxy.set_memory_parameters(set, affect.flags()).await?);
+    }
+    let got = proxy.get_memory_parameters(affect.flags()).await?;
+    let rows: BTreeMap<&str, Option<u64>> = MEMORY
+        .iter()
+        .map(|key| (*key, got.get(*key).and_then(|v| u64::try_from(v).ok())))
+        .collect();
+    match format {
+        Format::Json => print_json(&rows)?,
+        Format::Text => {
+            for key in MEMORY {
+                match rows[key] {
+                    Some(kib) => println!("{key:<15}: {kib}"),
+                    None => println!("{key:<15}: unlimited"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets `PARAM=VALUE`s, or shows every parameter when none is given.
+pub async fn schedinfo(
+    proxy: &DomainProxy<'_>,
+    set: &[String],
+    affect: Affect,
+    format: Format,
+) -> Result<()> {
+    if !set.is_empty() {
+        let mut params: HashMap<&str, Variant<'_>> = HashMap::new();
+        for assignment in set {
+            let (key, value) = parse_assignment(assignment)?;
+            params.insert(key, value);
+        }
+        return Ok(proxy
+            .set_scheduler_parameters(params, affect.flags())
+            .await?);
+    }
+    let got = proxy.get_scheduler_parameters(affect.flags()).await?;
+    let value = |key: &str| -> Option<i64> {
+        let v = got.get(key)?;
+        i64::try_from(v)
+            .ok()
+            .or_else(|| u64::try_from(v).ok().and_then(|u| i64::try_from(u).ok()))
+    };
+    let rows: BTreeMap<&str, Option<i64>> = SCHEDULER.iter().map(|k| (*k, value(k))).collect();
+    match format {
+        Format::Json => print_json(&rows)?,
+        Format::Text => {
+            println!("{:<15}: posix", "Scheduler");
+            for key in SCHEDULER {
+                match rows[key] {
+                    Some(v) => println!("{key:<15}: {v}"),
+                    None => println!("{key:<15}: default"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `cpu_shares=512` → the parameter and its value as the bus wants it.
+fn parse_assignment(text: &str) -> Result<(&'static str, Variant<'static>)> {
+    let usage = |why: String| Failure::new(EXIT_USAGE, why);
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| usage(format!("--set {text}: write PARAM=VALUE")))?;
+    let key = SCHEDULER
+        .iter()
+        .find(|k| **k == key.trim())
+        .ok_or_else(|| {
+            usage(format!(
+                "--set {text}: unknown parameter; known: {}",
+                SCHEDULER.join(", ")
+            ))
+        })?;
+    let bad = || usage(format!("--set {text}: '{value}' is not a number"));
+    let value = if *key == "vcpu_quota" {
+        Variant::from(value.trim().parse::<i64>().map_err(|_| bad())?)
+    } else {
+        Variant::from(value.trim().parse::<u64>().map_err(|_| bad())?)
+    };
+    Ok((key, value))
+}

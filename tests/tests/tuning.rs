@@ -1,0 +1,121 @@
+//! Live tuning through the CLI and a real daemon: `memtune` and
+//! `schedinfo` change a running container's cgroup at once (read back from
+//! the kernel's files), its live XML, and with --config its definition;
+//! the change outlives a daemon restart; a value the definition cannot
+//! take changes nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::fs;
+use std::path::Path;
+
+use lxvirt_tests::{ContainerEnv, lxvirt_said};
+
+fn run(env: &ContainerEnv, args: &[&str]) -> (bool, String) {
+    lxvirt_said(&env.bus.address, args)
+}
+
+fn ok(env: &ContainerEnv, args: &[&str]) -> String {
+    let (ok, out) = run(env, args);
+    assert!(ok, "lxvirt {args:?}: {out}");
+    out
+}
+
+/// The first of `files` below `dir` that exists, read (v1 or v2 names).
+fn read_cgroup(dir: &Path, files: &[&str]) -> String {
+    files
+        .iter()
+        .find_map(|f| fs::read_to_string(dir.join(f)).ok())
+        .unwrap_or_else(|| panic!("none of {files:?} in {}", dir.display()))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn memtune_and_schedinfo_change_the_running_cgroup_and_the_definition() {
+    let Some(mut env) = ContainerEnv::new().await else {
+        return;
+    };
+    env.start(
+        "tuned",
+        "sleep 100000",
+        "<memtune><hard_limit unit='MiB'>96</hard_limit></memtune>",
+    )
+    .await;
+    let memory = env.daemon.cgroup_dir("memory", "tuned");
+    let cpu = env.daemon.cgroup_dir("cpu", "tuned");
+    let limit = || read_cgroup(&memory, &["memory.limit_in_bytes", "memory.max"]);
+    assert_eq!(limit(), (96u64 << 20).to_string());
+
+    // The running instance (the default while it runs) only.
+    ok(&env, &["memtune", "tuned", "--hard-limit", "65536"]);
+    assert_eq!(limit(), (64u64 << 20).to_string());
+    let live = ok(&env, &["dumpxml", "tuned"]);
+    assert!(
+        live.contains("<hard_limit unit='KiB'>65536</hard_limit>"),
+        "{live}"
+    );
+    let config = ok(&env, &["dumpxml", "--inactive", "tuned"]);
+    assert!(
+        config.contains("<hard_limit unit='KiB'>98304</hard_limit>"),
+        "{config}"
+    );
+    let shown = ok(&env, &["memtune", "tuned"]);
+    assert!(shown.contains("hard_limit     : 65536"), "{shown}");
+    assert!(shown.contains("soft_limit     : unlimited"), "{shown}");
+
+    // Both, the scheduler's shares.
+    ok(
+        &env,
+        &[
+            "schedinfo",
+            "tuned",
+            "--set",
+            "cpu_shares=512",
+            "--live",
+            "--config",
+        ],
+    );
+    assert_eq!(read_cgroup(&cpu, &["cpu.shares"]), "512");
+    let config = ok(&env, &["dumpxml", "--inactive", "tuned"]);
+    assert!(config.contains("<shares>512</shares>"), "{config}");
+    let shown = ok(&env, &["schedinfo", "tuned"]);
+    assert!(shown.contains("cpu_shares     : 512"), "{shown}");
+
+    // A swap limit below the memory limit: refused, nothing changed.
+    let (refused, out) = run(&env, &["memtune", "tuned", "--swap-hard-limit", "1024"]);
+    assert!(!refused, "{out}");
+    assert!(out.contains("swap"), "{out}");
+    assert_eq!(limit(), (64u64 << 20).to_string());
+    let (refused, out) = run(&env, &["schedinfo", "tuned", "--set", "cpu_shares=1"]);
+    assert!(!refused && out.contains("<shares>"), "{out}");
+    assert_eq!(read_cgroup(&cpu, &["cpu.shares"]), "512");
+    let (refused, out) = run(&env, &["schedinfo", "tuned", "--set", "bogus=1"]);
+    assert!(!refused && out.contains("unknown parameter"), "{out}");
+
+    // The live values outlive the daemon.
+    env.crash_and_restart().await.unwrap();
+    let live = ok(&env, &["dumpxml", "tuned"]);
+    assert!(
+        live.contains("<hard_limit unit='KiB'>65536</hard_limit>"),
+        "{live}"
+    );
+    assert_eq!(limit(), (64u64 << 20).to_string());
+
+    // Stopped: --live is refused; the default is the definition.
+    ok(&env, &["destroy", "tuned"]);
+    let (refused, out) = run(
+        &env,
+        &["memtune", "tuned", "--hard-limit", "32768", "--live"],
+    );
+    assert!(!refused && out.contains("start it first"), "{out}");
+    ok(&env, &["memtune", "tuned", "--hard-limit", "32768"]);
+    let config = ok(&env, &["dumpxml", "--inactive", "tuned"]);
+    assert!(
+        config.contains("<hard_limit unit='KiB'>32768</hard_limit>"),
+        "{config}"
+    );
+    ok(&env, &["start", "tuned"]);
+    assert_eq!(limit(), (32u64 << 20).to_string());
+    ok(&env, &["destroy", "tuned"]);
+}
