@@ -361,6 +361,8 @@ const READ_METHODS: &[&str] = &[
     "org.lxvirt.lxvirt1.Images.Inspect",
     "org.lxvirt.lxvirt1.Domain.GetXML",
     "org.lxvirt.lxvirt1.Domain.GetStats",
+    "org.lxvirt.lxvirt1.Domain.GetMemoryParameters",
+    "org.lxvirt.lxvirt1.Domain.GetSchedulerParameters",
     "org.lxvirt.lxvirt1.Domain.GetInterfaceAddresses",
     "org.lxvirt.lxvirt1.Domain.GetInterfaceStats",
     "org.lxvirt.lxvirt1.Network.GetXML",
