@@ -199,6 +199,25 @@ pub enum Command {
         #[command(flatten)]
         affect: Affect,
     },
+    /// Show or set a domain's block I/O weights and limits (<blkiotune>); per device as PATH,VALUE[,PATH,VALUE…], 0 removes one.
+    Blkiotune {
+        domain: String,
+        /// 100–1000.
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long, value_name = "PATH,WEIGHT")]
+        device_weights: Option<String>,
+        #[arg(long, value_name = "PATH,BYTES")]
+        device_read_bytes_sec: Option<String>,
+        #[arg(long, value_name = "PATH,BYTES")]
+        device_write_bytes_sec: Option<String>,
+        #[arg(long, value_name = "PATH,IOPS")]
+        device_read_iops_sec: Option<String>,
+        #[arg(long, value_name = "PATH,IOPS")]
+        device_write_iops_sec: Option<String>,
+        #[command(flatten)]
+        affect: Affect,
+    },
     /// Send a signal to a process of a running container, by its pid inside (1 is init).
     #[command(name = "send-process-signal")]
     SendProcessSignal {

@@ -289,6 +289,26 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let proxy = lookup(&connection, &manager, &name).await?;
             crate::tuning::schedinfo(&proxy, &set, affect, cli.output).await?;
         }
+        Command::Blkiotune {
+            domain: name,
+            weight,
+            device_weights,
+            device_read_bytes_sec,
+            device_write_bytes_sec,
+            device_read_iops_sec,
+            device_write_iops_sec,
+            affect,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let devices = [
+                ("device_weight", device_weights),
+                ("device_read_bytes_sec", device_read_bytes_sec),
+                ("device_write_bytes_sec", device_write_bytes_sec),
+                ("device_read_iops_sec", device_read_iops_sec),
+                ("device_write_iops_sec", device_write_iops_sec),
+            ];
+            crate::tuning::blkiotune(&proxy, weight, devices, affect, cli.output).await?;
+        }
         Command::SendProcessSignal {
             domain: name,
             pid,

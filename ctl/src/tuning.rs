@@ -88,6 +88,64 @@ pub async fn schedinfo(
     Ok(())
 }
 
+/// The block I/O parameters, in the order virsh prints them.
+const BLKIO_DEVICES: [&str; 5] = [
+    "device_weight",
+    "device_read_bytes_sec",
+    "device_write_bytes_sec",
+    "device_read_iops_sec",
+    "device_write_iops_sec",
+];
+
+/// Sets the given values, or shows them all when none is given.
+pub async fn blkiotune(
+    proxy: &DomainProxy<'_>,
+    weight: Option<u32>,
+    devices: [(&'static str, Option<String>); 5],
+    affect: Affect,
+    format: Format,
+) -> Result<()> {
+    let mut set: HashMap<&str, Variant<'_>> = devices
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, Variant::from(value?))))
+        .collect();
+    if let Some(weight) = weight {
+        set.insert("weight", Variant::from(weight));
+    }
+    if !set.is_empty() {
+        return Ok(proxy.set_blkio_parameters(set, affect.flags()).await?);
+    }
+    let got = proxy.get_blkio_parameters(affect.flags()).await?;
+    let weight = got.get("weight").and_then(|v| u32::try_from(v).ok());
+    let text = |key: &str| got.get(key).and_then(|v| String::try_from(v.clone()).ok());
+    match format {
+        Format::Json => {
+            let rows: BTreeMap<&str, serde_json::Value> = std::iter::once((
+                "weight",
+                weight.map_or(serde_json::Value::Null, serde_json::Value::from),
+            ))
+            .chain(BLKIO_DEVICES.iter().map(|key| {
+                (
+                    *key,
+                    text(key).map_or(serde_json::Value::Null, serde_json::Value::from),
+                )
+            }))
+            .collect();
+            print_json(&rows)?;
+        }
+        Format::Text => {
+            match weight {
+                Some(w) => println!("{:<22}: {w}", "weight"),
+                None => println!("{:<22}: default", "weight"),
+            }
+            for key in BLKIO_DEVICES {
+                println!("{key:<22}: {}", text(key).unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `cpu_shares=512` → the parameter and its value as the bus wants it.
 fn parse_assignment(text: &str) -> Result<(&'static str, Variant<'static>)> {
     let usage = |why: String| Failure::new(EXIT_USAGE, why);

@@ -363,6 +363,7 @@ const READ_METHODS: &[&str] = &[
     "org.lxvirt.lxvirt1.Domain.GetStats",
     "org.lxvirt.lxvirt1.Domain.GetMemoryParameters",
     "org.lxvirt.lxvirt1.Domain.GetSchedulerParameters",
+    "org.lxvirt.lxvirt1.Domain.GetBlkioParameters",
     "org.lxvirt.lxvirt1.Domain.GetInterfaceAddresses",
     "org.lxvirt.lxvirt1.Domain.GetInterfaceStats",
     "org.lxvirt.lxvirt1.Network.GetXML",

@@ -119,3 +119,104 @@ async fn memtune_and_schedinfo_change_the_running_cgroup_and_the_definition() {
     assert_eq!(limit(), (32u64 << 20).to_string());
     ok(&env, &["destroy", "tuned"]);
 }
+
+/// A loop device over a small file, detached when dropped.
+struct Loop(String);
+
+impl Loop {
+    fn new(dir: &Path) -> Loop {
+        let file = dir.join("disk.img");
+        fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {out:?}");
+        Loop(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    }
+
+    fn major_minor(&self) -> String {
+        use std::os::unix::fs::MetadataExt as _;
+        let rdev = fs::metadata(&self.0).unwrap().rdev();
+        format!(
+            "{}:{}",
+            nix::sys::stat::major(rdev),
+            nix::sys::stat::minor(rdev)
+        )
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn blkiotune_throttles_a_running_container_per_device() {
+    let Some(env) = ContainerEnv::new().await else {
+        return;
+    };
+    let disk = Loop::new(env.dir.path());
+    env.start("io", "sleep 100000", "").await;
+    let blkio = env.daemon.cgroup_dir("blkio", "io");
+    let unified = env.daemon.cgroup_dir("unified", "io");
+    // v1's throttle file, or cgroup2's io.max.
+    let throttles = || {
+        fs::read_to_string(blkio.join("blkio.throttle.read_bps_device"))
+            .or_else(|_| fs::read_to_string(unified.join("io.max")))
+            .unwrap_or_default()
+    };
+    let pair = format!("{},1048576", disk.0);
+    ok(&env, &["blkiotune", "io", "--device-read-bytes-sec", &pair]);
+    let numbers = disk.major_minor();
+    let now = throttles();
+    assert!(
+        now.contains(&format!("{numbers} 1048576"))
+            || now.contains(&format!("{numbers} rbps=1048576")),
+        "{now}"
+    );
+    let shown = ok(&env, &["blkiotune", "io"]);
+    assert!(shown.contains(&pair), "{shown}");
+    let config = ok(&env, &["dumpxml", "--inactive", "io"]);
+    assert!(!config.contains("<read_bytes_sec>"), "live only: {config}");
+
+    // A limit cannot be taken off a running cgroup; the definition can.
+    let off = format!("{},0", disk.0);
+    let (refused, out) = run(&env, &["blkiotune", "io", "--device-read-bytes-sec", &off]);
+    assert!(!refused && out.contains("cannot be removed"), "{out}");
+    assert!(throttles().contains(&numbers), "{}", throttles());
+    ok(
+        &env,
+        &[
+            "blkiotune",
+            "io",
+            "--device-read-bytes-sec",
+            &pair,
+            "--config",
+        ],
+    );
+    let config = ok(&env, &["dumpxml", "--inactive", "io"]);
+    assert!(
+        config.contains("<read_bytes_sec>1048576</read_bytes_sec>"),
+        "{config}"
+    );
+    ok(
+        &env,
+        &[
+            "blkiotune",
+            "io",
+            "--device-read-bytes-sec",
+            &off,
+            "--config",
+        ],
+    );
+    let config = ok(&env, &["dumpxml", "--inactive", "io"]);
+    assert!(!config.contains("<blkiotune>"), "{config}");
+    let (refused, out) = run(&env, &["blkiotune", "io", "--device-weights", "/dev/null"]);
+    assert!(!refused && out.contains("PATH,VALUE"), "{out}");
+    ok(&env, &["destroy", "io"]);
+}

@@ -19,7 +19,9 @@ use super::exported::{Exported, SharedSummary, set_property};
 use super::object_manager::Registered;
 use super::options::Options;
 use super::{DOMAIN_INTERFACE, Shared, domain_path, error::Error};
-use crate::core::manager::{DeviceChange, MemoryParams, SchedulerParams, Tuning};
+use crate::core::manager::{
+    BlkioField, BlkioParams, DeviceChange, MemoryParams, SchedulerParams, Tuning,
+};
 use crate::core::types::{AddressSource, AffectFlags, CoreError};
 use crate::core::{DomainSummary, UndefineFlags, XmlFlags};
 use crate::driver::ShutdownMode;
@@ -89,6 +91,36 @@ pub(crate) fn record_of(summary: DomainSummary) -> DomainSummaryRecord {
 const MEMORY_PARAMETERS: [&str; 3] = ["hard_limit", "soft_limit", "swap_hard_limit"];
 /// `<cputune>` parameters on the bus, as libvirt's LXC driver names them.
 const SCHEDULER_PARAMETERS: [&str; 3] = ["cpu_shares", "vcpu_period", "vcpu_quota"];
+
+/// `<blkiotune>`'s per-device parameters on the bus, as libvirt names
+/// them: strings `PATH,VALUE[,PATH,VALUE…]`.
+const BLKIO_DEVICE_PARAMETERS: [(&str, BlkioField); 5] = [
+    ("device_weight", BlkioField::Weight),
+    ("device_read_bytes_sec", BlkioField::ReadBytesSec),
+    ("device_write_bytes_sec", BlkioField::WriteBytesSec),
+    ("device_read_iops_sec", BlkioField::ReadIopsSec),
+    ("device_write_iops_sec", BlkioField::WriteIopsSec),
+];
+
+/// `/dev/sda,500,/dev/sdb,300` → the pairs.
+fn device_values(key: &str, text: &str) -> Result<Vec<(PathBuf, u64)>, Error> {
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "'{key}' must be PATH,VALUE pairs separated by commas, such as /dev/sda,500"
+        ))
+    };
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    if text.trim().is_empty() || !parts.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    parts
+        .chunks_exact(2)
+        .map(|pair| {
+            let value = pair[1].parse::<u64>().map_err(|_| bad())?;
+            Ok((PathBuf::from(pair[0]), value))
+        })
+        .collect()
+}
 
 fn kib_to_bytes(key: &str, kib: Option<u64>) -> Result<Option<u64>, Error> {
     kib.map(|k| {
@@ -717,6 +749,78 @@ impl DomainObject {
         }
         if let Some(quota) = cputune.quota {
             params.insert("vcpu_quota".to_owned(), OwnedValue::from(quota));
+        }
+        Ok(params)
+    }
+
+    /// Sets `<blkiotune>` values: `weight` (`u`, 100–1000) and, per device,
+    /// `device_weight`, `device_read_bytes_sec`, `device_write_bytes_sec`,
+    /// `device_read_iops_sec`, `device_write_iops_sec` (`s`,
+    /// `PATH,VALUE[,PATH,VALUE…]`; 0 removes a value, from the definition
+    /// only). Flags as for `SetMemoryParameters`.
+    async fn set_blkio_parameters(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        params: HashMap<String, OwnedValue>,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let known: Vec<&str> = std::iter::once("weight")
+            .chain(BLKIO_DEVICE_PARAMETERS.iter().map(|(k, _)| *k))
+            .collect();
+        let params = Options::new(params, &known)?;
+        let weight = params
+            .u64("weight")?
+            .map(|w| u32::try_from(w).unwrap_or(u32::MAX));
+        let mut devices = Vec::new();
+        for (key, field) in BLKIO_DEVICE_PARAMETERS {
+            if let Some(text) = params.string(key)? {
+                for (path, value) in device_values(key, &text)? {
+                    devices.push((path, field, value));
+                }
+            }
+        }
+        let tuning = Tuning::Blkio(BlkioParams { weight, devices });
+        self.tune(&header, connection, tuning, flags).await
+    }
+
+    /// The `<blkiotune>` values, as `SetBlkioParameters` takes them; one
+    /// not set is absent.
+    async fn get_blkio_parameters(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        flags: u32,
+    ) -> Result<HashMap<String, OwnedValue>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
+        let blkio = self.tuned_def(flags).await?.blkiotune.unwrap_or_default();
+        let mut params = HashMap::new();
+        if let Some(weight) = blkio.weight {
+            params.insert("weight".to_owned(), OwnedValue::from(weight));
+        }
+        for (key, field) in BLKIO_DEVICE_PARAMETERS {
+            let pairs: Vec<String> = blkio
+                .devices
+                .iter()
+                .filter_map(|d| {
+                    let value = match field {
+                        BlkioField::Weight => d.weight.map(u64::from),
+                        BlkioField::ReadBytesSec => d.read_bytes_sec,
+                        BlkioField::WriteBytesSec => d.write_bytes_sec,
+                        BlkioField::ReadIopsSec => d.read_iops_sec,
+                        BlkioField::WriteIopsSec => d.write_iops_sec,
+                    }?;
+                    Some(format!("{},{value}", d.path.display()))
+                })
+                .collect();
+            if !pairs.is_empty() {
+                let joined = pairs.join(",");
+                params.insert(
+                    key.to_owned(),
+                    OwnedValue::try_from(Value::from(joined))
+                        .map_err(|e| Error::Failed(e.to_string()))?,
+                );
+            }
         }
         Ok(params)
     }

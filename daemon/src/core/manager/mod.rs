@@ -62,7 +62,7 @@ use entry::Entry;
 use identity::Index;
 use networks::Networks;
 use stop::Stop;
-pub use tuning::{MemoryParams, SchedulerParams, Tuning};
+pub use tuning::{BlkioField, BlkioParams, MemoryParams, SchedulerParams, Tuning};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
@@ -738,7 +738,7 @@ impl Manager {
             } => self.network_stopped(uuid, problems, reply),
             Internal::AutostartDomains => self.autostart_domains(),
             Internal::DeviceChanged(done) => self.device_changed(*done),
-            Internal::Tuned(done) => self.tuned(done),
+            Internal::Tuned(done) => self.tuned(*done),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Live tuning: the memory and CPU scheduler parameters of a domain — of
+//! Live tuning: the memory, CPU scheduler and block I/O parameters of a domain — of
 //! its running instance (its cgroup, through its driver), of its
 //! persistent definition, or both, as libvirt's `AFFECT_*` flags say.
 //!
@@ -7,6 +7,8 @@
 //! are checked whole (formatted and parsed again) before anything is
 //! written; the driver writes only the values that change and puts back
 //! the old ones if the kernel refuses one, so nothing is half applied.
+
+use std::path::PathBuf;
 
 use uuid::Uuid;
 
@@ -34,23 +36,43 @@ pub struct SchedulerParams {
     pub quota: Option<i64>,
 }
 
-/// A change of a domain's tuning.
+/// `<blkiotune>` values to set: the weight, and per device (by its path)
+/// the values given, 0 removing one; those not given stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlkioParams {
+    pub weight: Option<u32>,
+    pub devices: Vec<(PathBuf, BlkioField, u64)>,
+}
+
+/// A per-device value of `<blkiotune><device>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlkioField {
+    Weight,
+    ReadBytesSec,
+    WriteBytesSec,
+    ReadIopsSec,
+    WriteIopsSec,
+}
+
+/// A change of a domain's tuning.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tuning {
     Memory(MemoryParams),
     Scheduler(SchedulerParams),
+    Blkio(BlkioParams),
 }
 
 impl Tuning {
-    fn what(self) -> &'static str {
+    fn what(&self) -> &'static str {
         match self {
             Tuning::Memory(_) => "memory parameters",
             Tuning::Scheduler(_) => "scheduler parameters",
+            Tuning::Blkio(_) => "block I/O parameters",
         }
     }
 
     /// `def` with the new values.
-    pub fn apply(self, def: &mut DomainDef) {
+    pub fn apply(&self, def: &mut DomainDef) {
         match self {
             Tuning::Memory(params) => {
                 let memtune = def.memtune.get_or_insert_with(Default::default);
@@ -63,6 +85,48 @@ impl Tuning {
                 set(&mut cputune.shares, params.shares);
                 set(&mut cputune.period, params.period);
                 set(&mut cputune.quota, params.quota);
+            }
+            Tuning::Blkio(params) => {
+                let blkio = def.blkiotune.get_or_insert_with(Default::default);
+                set(&mut blkio.weight, params.weight);
+                for (path, field, value) in &params.devices {
+                    let index = match blkio.devices.iter().position(|d| d.path == *path) {
+                        Some(index) => index,
+                        None => {
+                            blkio.devices.push(crate::domain::BlkioDevice {
+                                path: path.clone(),
+                                weight: None,
+                                read_bytes_sec: None,
+                                write_bytes_sec: None,
+                                read_iops_sec: None,
+                                write_iops_sec: None,
+                            });
+                            blkio.devices.len() - 1
+                        }
+                    };
+                    let device = &mut blkio.devices[index];
+                    let value = (*value != 0).then_some(*value);
+                    match field {
+                        // Out of u32's range: the range check refuses it.
+                        BlkioField::Weight => {
+                            device.weight = value.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+                        }
+                        BlkioField::ReadBytesSec => device.read_bytes_sec = value,
+                        BlkioField::WriteBytesSec => device.write_bytes_sec = value,
+                        BlkioField::ReadIopsSec => device.read_iops_sec = value,
+                        BlkioField::WriteIopsSec => device.write_iops_sec = value,
+                    }
+                }
+                blkio.devices.retain(|d| {
+                    d.weight.is_some()
+                        || d.read_bytes_sec.is_some()
+                        || d.write_bytes_sec.is_some()
+                        || d.read_iops_sec.is_some()
+                        || d.write_iops_sec.is_some()
+                });
+                if blkio.weight.is_none() && blkio.devices.is_empty() {
+                    def.blkiotune = None;
+                }
             }
         }
     }
@@ -80,7 +144,8 @@ pub(super) struct Tuned {
     uuid: Uuid,
     domain: String,
     generation: u64,
-    tuning: Tuning,
+    /// What changed, for the log.
+    what: &'static str,
     /// The live definition the instance now runs with.
     live: Box<DomainDef>,
     /// The persistent definition to save once the live change is done.
@@ -111,7 +176,7 @@ impl Manager {
         flags: AffectFlags,
         reply: Reply<Seq>,
     ) {
-        match self.begin_tuning(uuid, tuning, flags) {
+        match self.begin_tuning(uuid, &tuning, flags) {
             Err(error) => {
                 let _ = reply.send(Err(error));
             }
@@ -137,7 +202,7 @@ impl Manager {
                         uuid,
                         domain,
                         generation,
-                        tuning,
+                        what: tuning.what(),
                         live,
                         config,
                         result,
@@ -151,7 +216,7 @@ impl Manager {
     fn begin_tuning(
         &mut self,
         uuid: Uuid,
-        tuning: Tuning,
+        tuning: &Tuning,
         flags: AffectFlags,
     ) -> Result<Begun, CoreError> {
         if flags.0 & !AffectFlags::ALL != 0 {
@@ -171,7 +236,7 @@ impl Manager {
         let new_config = if config {
             let mut def = entry.def.clone();
             tuning.apply(&mut def);
-            recheck(&def, &name, "persistent", tuning)?;
+            recheck(&def, &name, "persistent", tuning.what())?;
             Some(Box::new(def))
         } else {
             None
@@ -185,7 +250,7 @@ impl Manager {
         let old = entry.live_def().clone();
         let mut new = old.clone();
         tuning.apply(&mut new);
-        recheck(&new, &name, "running", tuning)?;
+        recheck(&new, &name, "running", tuning.what())?;
         entry.request(Operation::ChangeDevices)?;
         let runtime = entry.runtime.clone().ok_or(CoreError::NotRunning {
             domain: name.clone(),
@@ -205,17 +270,17 @@ impl Manager {
         })
     }
 
-    pub(super) fn tuned(&mut self, done: Box<Tuned>) {
+    pub(super) fn tuned(&mut self, done: Tuned) {
         let Tuned {
             uuid,
             domain,
             generation,
-            tuning,
+            what,
             live,
             config,
             result,
             reply,
-        } = *done;
+        } = done;
         let Ok(entry) = self.entry_mut(uuid) else {
             let _ = reply.send(Err(CoreError::StoppedMeanwhile { domain }));
             return;
@@ -229,7 +294,7 @@ impl Manager {
             let _ = reply.send(Err(error));
             return;
         }
-        tracing::info!(domain = %name, what = tuning.what(), "tuning changed in the running instance");
+        tracing::info!(domain = %name, what, "tuning changed in the running instance");
         self.commit_live_change(uuid, *live, config, reply);
     }
 }
@@ -240,14 +305,14 @@ fn recheck(
     def: &DomainDef,
     domain: &str,
     which: &'static str,
-    tuning: Tuning,
+    what: &'static str,
 ) -> Result<(), CoreError> {
     DomainDef::from_xml(&def.to_xml())
         .map(drop)
         .map_err(|error| CoreError::TuningRefused {
             domain: domain.to_owned(),
             which,
-            what: tuning.what(),
+            what,
             problem: error.to_string(),
         })
 }
