@@ -218,6 +218,18 @@ pub enum Command {
         #[command(flatten)]
         affect: Affect,
     },
+    /// Show or set the host NUMA nodes of a domain's memory (<numatune>); the mode only in the definition.
+    Numatune {
+        domain: String,
+        /// Host nodes, such as 0-1.
+        #[arg(long)]
+        nodeset: Option<String>,
+        /// strict, preferred, interleave or restrictive.
+        #[arg(long)]
+        mode: Option<String>,
+        #[command(flatten)]
+        affect: Affect,
+    },
     /// Send a signal to a process of a running container, by its pid inside (1 is init).
     #[command(name = "send-process-signal")]
     SendProcessSignal {

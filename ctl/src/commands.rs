@@ -309,6 +309,15 @@ pub async fn run(cli: Cli) -> Result<u8> {
             ];
             crate::tuning::blkiotune(&proxy, weight, devices, affect, cli.output).await?;
         }
+        Command::Numatune {
+            domain: name,
+            nodeset,
+            mode,
+            affect,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            crate::tuning::numatune(&proxy, nodeset, mode, affect, cli.output).await?;
+        }
         Command::SendProcessSignal {
             domain: name,
             pid,

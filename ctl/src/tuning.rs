@@ -146,6 +146,42 @@ pub async fn blkiotune(
     Ok(())
 }
 
+/// Sets the given values, or shows them when none is given.
+pub async fn numatune(
+    proxy: &DomainProxy<'_>,
+    nodeset: Option<String>,
+    mode: Option<String>,
+    affect: Affect,
+    format: Format,
+) -> Result<()> {
+    let set: HashMap<&str, Variant<'_>> = [("numa_nodeset", nodeset), ("numa_mode", mode)]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, Variant::from(value?))))
+        .collect();
+    if !set.is_empty() {
+        return Ok(proxy.set_numa_parameters(set, affect.flags()).await?);
+    }
+    let got = proxy.get_numa_parameters(affect.flags()).await?;
+    let rows: BTreeMap<&str, Option<String>> = ["numa_mode", "numa_nodeset"]
+        .into_iter()
+        .map(|key| {
+            (
+                key,
+                got.get(key).and_then(|v| String::try_from(v.clone()).ok()),
+            )
+        })
+        .collect();
+    match format {
+        Format::Json => print_json(&rows)?,
+        Format::Text => {
+            for (key, value) in &rows {
+                println!("{key:<15}: {}", value.as_deref().unwrap_or(""));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `cpu_shares=512` → the parameter and its value as the bus wants it.
 fn parse_assignment(text: &str) -> Result<(&'static str, Variant<'static>)> {
     let usage = |why: String| Failure::new(EXIT_USAGE, why);

@@ -220,3 +220,53 @@ async fn blkiotune_throttles_a_running_container_per_device() {
     assert!(!refused && out.contains("PATH,VALUE"), "{out}");
     ok(&env, &["destroy", "io"]);
 }
+
+#[tokio::test]
+async fn numatune_moves_a_running_containers_memory_nodes_and_not_its_policy() {
+    let Some(env) = ContainerEnv::new().await else {
+        return;
+    };
+    env.start("numa", "sleep 100000", "").await;
+    let cpuset = env.daemon.cgroup_dir("cpuset", "numa");
+    let mems = || read_cgroup(&cpuset, &["cpuset.mems"]);
+    ok(&env, &["numatune", "numa", "--nodeset", "0"]);
+    assert_eq!(mems(), "0");
+    let live = ok(&env, &["dumpxml", "numa"]);
+    assert!(
+        live.contains("<memory mode='strict' nodeset='0'/>"),
+        "{live}"
+    );
+    let shown = ok(&env, &["numatune", "numa"]);
+    assert!(shown.contains("numa_nodeset   : 0"), "{shown}");
+    // A node this host lacks: the kernel refuses, nothing changes.
+    let (refused, out) = run(&env, &["numatune", "numa", "--nodeset", "4095"]);
+    assert!(!refused, "{out}");
+    assert!(out.contains("<numatune><memory nodeset>"), "{out}");
+    assert_eq!(mems(), "0");
+    let live = ok(&env, &["dumpxml", "numa"]);
+    assert!(live.contains("nodeset='0'"), "{live}");
+    // The policy: the definition's only.
+    let (refused, out) = run(&env, &["numatune", "numa", "--mode", "interleave"]);
+    assert!(
+        !refused && out.contains("cannot change from 'strict'"),
+        "{out}"
+    );
+    ok(
+        &env,
+        &[
+            "numatune",
+            "numa",
+            "--nodeset",
+            "0",
+            "--mode",
+            "interleave",
+            "--config",
+        ],
+    );
+    let config = ok(&env, &["dumpxml", "--inactive", "numa"]);
+    assert!(
+        config.contains("<memory mode='interleave' nodeset='0'/>"),
+        "{config}"
+    );
+    ok(&env, &["destroy", "numa"]);
+}

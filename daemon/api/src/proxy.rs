@@ -177,6 +177,16 @@ pub trait Domain {
         flags: u32,
     ) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     #[zbus(allow_interactive_auth)]
+    fn set_numa_parameters(
+        &self,
+        params: std::collections::HashMap<&str, zbus::Variant<'_>>,
+        flags: u32,
+    ) -> zbus::Result<()>;
+    fn get_numa_parameters(
+        &self,
+        flags: u32,
+    ) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
+    #[zbus(allow_interactive_auth)]
     fn attach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
     #[zbus(allow_interactive_auth)]
     fn detach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;

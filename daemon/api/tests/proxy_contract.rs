@@ -591,6 +591,8 @@ async fn proxies_match_the_committed_contract() {
     call!(run, domain.get_scheduler_parameters(0));
     call!(run, domain.set_blkio_parameters(HashMap::new(), 0));
     call!(run, domain.get_blkio_parameters(0));
+    call!(run, domain.set_numa_parameters(HashMap::new(), 0));
+    call!(run, domain.get_numa_parameters(0));
     call!(run, domain.undefine(0));
     call!(run, domain.commit("snapshot", 0));
 

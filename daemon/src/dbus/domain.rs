@@ -20,7 +20,7 @@ use super::object_manager::Registered;
 use super::options::Options;
 use super::{DOMAIN_INTERFACE, Shared, domain_path, error::Error};
 use crate::core::manager::{
-    BlkioField, BlkioParams, DeviceChange, MemoryParams, SchedulerParams, Tuning,
+    BlkioField, BlkioParams, DeviceChange, MemoryParams, NumaParams, SchedulerParams, Tuning,
 };
 use crate::core::types::{AddressSource, AffectFlags, CoreError};
 use crate::core::{DomainSummary, UndefineFlags, XmlFlags};
@@ -821,6 +821,64 @@ impl DomainObject {
                         .map_err(|e| Error::Failed(e.to_string()))?,
                 );
             }
+        }
+        Ok(params)
+    }
+
+    /// Sets `<numatune><memory>`: `numa_nodeset` (`s`, host nodes such as
+    /// `0-1`; a running instance's `cpuset.mems` at once) and `numa_mode`
+    /// (`s`: strict, preferred, interleave, restrictive; the definition
+    /// only: a running instance's policy cannot change). Flags as for
+    /// `SetMemoryParameters`.
+    async fn set_numa_parameters(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        params: HashMap<String, OwnedValue>,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let params = Options::new(params, &["numa_nodeset", "numa_mode"])?;
+        let nodeset = params
+            .string("numa_nodeset")?
+            .map(|text| {
+                crate::domain::CpuSet::parse(&text)
+                    .map_err(|why| Error::InvalidArgument(format!("numa_nodeset '{text}': {why}")))
+            })
+            .transpose()?;
+        let mode = params
+            .string("numa_mode")?
+            .map(|text| {
+                crate::domain::NumaMode::parse(&text).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "numa_mode '{text}': use strict, preferred, interleave or restrictive"
+                    ))
+                })
+            })
+            .transpose()?;
+        let tuning = Tuning::Numa(NumaParams { nodeset, mode });
+        self.tune(&header, connection, tuning, flags).await
+    }
+
+    /// `numa_nodeset` and `numa_mode` as `SetNumaParameters` takes them;
+    /// absent when not set.
+    async fn get_numa_parameters(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        flags: u32,
+    ) -> Result<HashMap<String, OwnedValue>, Error> {
+        self.shared.may_read(connection, Some(&header)).await?;
+        let memory = self.tuned_def(flags).await?.numatune.and_then(|n| n.memory);
+        let mut params = HashMap::new();
+        if let Some(memory) = memory {
+            let text = |s: String| {
+                OwnedValue::try_from(Value::from(s)).map_err(|e| Error::Failed(e.to_string()))
+            };
+            params.insert("numa_nodeset".to_owned(), text(memory.nodeset.to_string())?);
+            params.insert(
+                "numa_mode".to_owned(),
+                text(memory.mode.as_str().to_owned())?,
+            );
         }
         Ok(params)
     }

@@ -62,7 +62,7 @@ use entry::Entry;
 use identity::Index;
 use networks::Networks;
 use stop::Stop;
-pub use tuning::{BlkioField, BlkioParams, MemoryParams, SchedulerParams, Tuning};
+pub use tuning::{BlkioField, BlkioParams, MemoryParams, NumaParams, SchedulerParams, Tuning};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 

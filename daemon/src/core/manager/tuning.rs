@@ -54,12 +54,22 @@ pub enum BlkioField {
     WriteIopsSec,
 }
 
+/// `<numatune><memory>` values to set: the host nodes the domain's
+/// memory comes from (`cpuset.mems`), and the policy, which a running
+/// instance cannot change (its pages are placed already).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NumaParams {
+    pub nodeset: Option<crate::domain::CpuSet>,
+    pub mode: Option<crate::domain::NumaMode>,
+}
+
 /// A change of a domain's tuning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tuning {
     Memory(MemoryParams),
     Scheduler(SchedulerParams),
     Blkio(BlkioParams),
+    Numa(NumaParams),
 }
 
 impl Tuning {
@@ -68,6 +78,7 @@ impl Tuning {
             Tuning::Memory(_) => "memory parameters",
             Tuning::Scheduler(_) => "scheduler parameters",
             Tuning::Blkio(_) => "block I/O parameters",
+            Tuning::Numa(_) => "NUMA parameters",
         }
     }
 
@@ -126,6 +137,27 @@ impl Tuning {
                 });
                 if blkio.weight.is_none() && blkio.devices.is_empty() {
                     def.blkiotune = None;
+                }
+            }
+            Tuning::Numa(params) => {
+                let numatune = def.numatune.get_or_insert_with(|| crate::domain::NumaTune {
+                    memory: None,
+                    memnodes: Vec::new(),
+                });
+                let memory = match (&mut numatune.memory, &params.nodeset) {
+                    (Some(memory), _) => memory,
+                    (None, Some(nodeset)) => numatune.memory.insert(crate::domain::NumaMemory {
+                        mode: crate::domain::NumaMode::Strict,
+                        nodeset: nodeset.clone(),
+                    }),
+                    // A mode without nodes: nothing to apply it to.
+                    (None, None) => return,
+                };
+                if let Some(nodeset) = &params.nodeset {
+                    memory.nodeset = nodeset.clone();
+                }
+                if let Some(mode) = params.mode {
+                    memory.mode = mode;
                 }
             }
         }
@@ -247,6 +279,29 @@ impl Manager {
                 .ok_or(CoreError::InvalidFlags(flags.0));
         }
         entry.check(Operation::ChangeDevices)?;
+        if let Tuning::Numa(NumaParams {
+            mode: Some(mode), ..
+        }) = tuning
+        {
+            let now = entry
+                .live_def()
+                .numatune
+                .as_ref()
+                .and_then(|n| n.memory.as_ref())
+                .map_or(crate::domain::NumaMode::Strict, |m| m.mode);
+            if *mode != now {
+                return Err(CoreError::TuningRefused {
+                    domain: name,
+                    which: "running",
+                    what: tuning.what(),
+                    problem: format!(
+                        "the memory policy of a running instance cannot change from '{}' to '{}'; change it in the definition (--config) and restart",
+                        now.as_str(),
+                        mode.as_str()
+                    ),
+                });
+            }
+        }
         let old = entry.live_def().clone();
         let mut new = old.clone();
         tuning.apply(&mut new);
