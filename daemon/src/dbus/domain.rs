@@ -122,6 +122,11 @@ fn device_values(key: &str, text: &str) -> Result<Vec<(PathBuf, u64)>, Error> {
         .collect()
 }
 
+/// A string as an `a{sv}` value.
+fn text_value(text: String) -> Result<OwnedValue, Error> {
+    OwnedValue::try_from(Value::from(text)).map_err(|e| Error::Failed(e.to_string()))
+}
+
 fn kib_to_bytes(key: &str, kib: Option<u64>) -> Result<Option<u64>, Error> {
     kib.map(|k| {
         k.checked_mul(1024)
@@ -151,9 +156,16 @@ impl DomainObject {
             .await
     }
 
-    /// The definition the flags name: the running instance's (0 when it
-    /// runs, 1) or the persistent one (2, or 0 when it does not run).
-    async fn tuned_def(&self, flags: u32) -> Result<crate::domain::DomainDef, Error> {
+    /// The definition the flags name, for a caller allowed to read: the
+    /// running instance's (0 when it runs, 1) or the persistent one (2, or
+    /// 0 when it does not run).
+    async fn tuned_def(
+        &self,
+        header: &Header<'_>,
+        connection: &Connection,
+        flags: u32,
+    ) -> Result<crate::domain::DomainDef, Error> {
+        self.shared.may_read(connection, Some(header)).await?;
         let xml_flags = if flags & AffectFlags::CONFIG != 0 {
             XmlFlags(XmlFlags::INACTIVE)
         } else {
@@ -697,8 +709,11 @@ impl DomainObject {
         #[zbus(connection)] connection: &Connection,
         flags: u32,
     ) -> Result<HashMap<String, OwnedValue>, Error> {
-        self.shared.may_read(connection, Some(&header)).await?;
-        let memtune = self.tuned_def(flags).await?.memtune.unwrap_or_default();
+        let memtune = self
+            .tuned_def(&header, connection, flags)
+            .await?
+            .memtune
+            .unwrap_or_default();
         Ok([
             ("hard_limit", memtune.hard_limit),
             ("soft_limit", memtune.soft_limit),
@@ -738,8 +753,11 @@ impl DomainObject {
         #[zbus(connection)] connection: &Connection,
         flags: u32,
     ) -> Result<HashMap<String, OwnedValue>, Error> {
-        self.shared.may_read(connection, Some(&header)).await?;
-        let cputune = self.tuned_def(flags).await?.cputune.unwrap_or_default();
+        let cputune = self
+            .tuned_def(&header, connection, flags)
+            .await?
+            .cputune
+            .unwrap_or_default();
         let mut params = HashMap::new();
         if let Some(shares) = cputune.shares {
             params.insert("cpu_shares".to_owned(), OwnedValue::from(shares));
@@ -792,8 +810,11 @@ impl DomainObject {
         #[zbus(connection)] connection: &Connection,
         flags: u32,
     ) -> Result<HashMap<String, OwnedValue>, Error> {
-        self.shared.may_read(connection, Some(&header)).await?;
-        let blkio = self.tuned_def(flags).await?.blkiotune.unwrap_or_default();
+        let blkio = self
+            .tuned_def(&header, connection, flags)
+            .await?
+            .blkiotune
+            .unwrap_or_default();
         let mut params = HashMap::new();
         if let Some(weight) = blkio.weight {
             params.insert("weight".to_owned(), OwnedValue::from(weight));
@@ -815,11 +836,7 @@ impl DomainObject {
                 .collect();
             if !pairs.is_empty() {
                 let joined = pairs.join(",");
-                params.insert(
-                    key.to_owned(),
-                    OwnedValue::try_from(Value::from(joined))
-                        .map_err(|e| Error::Failed(e.to_string()))?,
-                );
+                params.insert(key.to_owned(), text_value(joined)?);
             }
         }
         Ok(params)
@@ -867,17 +884,20 @@ impl DomainObject {
         #[zbus(connection)] connection: &Connection,
         flags: u32,
     ) -> Result<HashMap<String, OwnedValue>, Error> {
-        self.shared.may_read(connection, Some(&header)).await?;
-        let memory = self.tuned_def(flags).await?.numatune.and_then(|n| n.memory);
+        let memory = self
+            .tuned_def(&header, connection, flags)
+            .await?
+            .numatune
+            .and_then(|n| n.memory);
         let mut params = HashMap::new();
         if let Some(memory) = memory {
-            let text = |s: String| {
-                OwnedValue::try_from(Value::from(s)).map_err(|e| Error::Failed(e.to_string()))
-            };
-            params.insert("numa_nodeset".to_owned(), text(memory.nodeset.to_string())?);
+            params.insert(
+                "numa_nodeset".to_owned(),
+                text_value(memory.nodeset.to_string())?,
+            );
             params.insert(
                 "numa_mode".to_owned(),
-                text(memory.mode.as_str().to_owned())?,
+                text_value(memory.mode.as_str().into())?,
             );
         }
         Ok(params)

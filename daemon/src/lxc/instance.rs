@@ -517,19 +517,11 @@ impl LxcDriver {
             },
             None => protocol::Request::Destroy,
         };
-        match self.ask(name, request, Vec::new()).await {
-            Ok(_) => Ok(Response::Done),
-            // The monitor answered: init could not be asked as requested
-            // (no initctl FIFO); the container runs on.
-            Err(
-                error @ (DriverError::Refused { .. } | DriverError::RefusedByEarlierMonitor { .. }),
-            ) => Err(Error::new(ErrorKind::NotSupported, error)),
-            Err(error) => {
-                tracing::warn!(domain = %name, error = %error_chain(&error), "monitor unreachable, killing the container through its cgroup");
-                self.kill_cgroup(name, runtime)?;
-                Ok(Response::Done)
-            }
+        if let Err(error) = self.ask(name, request, Vec::new()).await {
+            tracing::warn!(domain = %name, error = %error_chain(&error), "monitor unreachable, killing the container through its cgroup");
+            self.kill_cgroup(name, runtime)?;
         }
+        Ok(Response::Done)
     }
 }
 
