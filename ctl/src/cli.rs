@@ -283,6 +283,12 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         parallel: Option<u32>,
     },
+    /// Bring the host in line with a directory of domain and network
+    /// documents (kept in git): define new ones, update changed ones, set
+    /// autostart (an entry in the 'autostart' directory beside a document).
+    /// Exit status 0: nothing changed; 9: something changed (with
+    /// --dry-run: would); other: an error, as for every command.
+    Apply(ApplyArgs),
     /// Print a domain's XML.
     Dumpxml {
         domain: String,
@@ -481,4 +487,30 @@ pub enum NetCommand {
         #[arg(long)]
         disable: bool,
     },
+}
+
+/// `lxvirt apply`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApplyArgs {
+    /// The directory: every *.xml below it.
+    pub dir: PathBuf,
+    /// Print the plan (and each change as a diff); change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Undefine the persistent domains and networks no document names.
+    #[arg(long)]
+    pub prune: bool,
+    /// Start what should autostart and does not run; stop what should
+    /// not and runs (and what --prune undefines).
+    #[arg(long)]
+    pub converge_state: bool,
+    /// Seconds a stop waits before it kills (default 60).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u32>,
+    /// At most this many starts or stops at a time (default 8).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<u32>,
+    /// Print each change as a diff when applying too.
+    #[arg(long)]
+    pub diff: bool,
 }

@@ -26,6 +26,8 @@ pub const EXIT_INVALID_STATE: u8 = 7;
 pub const EXIT_NO_SUCH_IMAGE: u8 = 8;
 /// Bad arguments (as clap exits for its own).
 pub const EXIT_USAGE: u8 = 2;
+/// `apply` changed something (with `--dry-run`: would).
+pub const EXIT_CHANGED: u8 = 9;
 
 /// A command that failed: one line for the user and the exit status.
 #[derive(Debug)]
@@ -157,6 +159,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Edit { domain: name } => {
             return crate::edit::edit(&connection, &manager, &name).await;
         }
+        Command::Apply(args) => return crate::apply::apply(&manager, &args, cli.output).await,
         Command::Event {
             domain,
             keep_going,
@@ -764,7 +767,7 @@ fn validate(files: &[std::path::PathBuf]) -> u8 {
 /// Schema violations and semantic errors of a document, each starting with
 /// `LINE:COL: ` where known. The root element says which kind of document
 /// it is (`<domain>` or `<network>`), and so which schema and parser apply.
-fn problems_of(bytes: &[u8]) -> Vec<String> {
+pub(crate) fn problems_of(bytes: &[u8]) -> Vec<String> {
     let root = match xml::parse_bytes(bytes) {
         Ok(root) => root,
         Err(e) => return vec![with_pos(e.pos(), &e.to_string())],

@@ -1,5 +1,6 @@
 //! `lxvirt`: the command-line client of lxvirtd.
 
+mod apply;
 mod cli;
 mod commands;
 mod edit;

@@ -354,6 +354,7 @@ const READ_METHODS: &[&str] = &[
     "org.lxvirt.lxvirt1.Manager.LookupByName",
     "org.lxvirt.lxvirt1.Manager.LookupByUUID",
     "org.lxvirt.lxvirt1.Manager.GetCapabilities",
+    "org.lxvirt.lxvirt1.Manager.PlanApply",
     "org.lxvirt.lxvirt1.Manager.ListNetworks",
     "org.lxvirt.lxvirt1.Manager.NetworkLookupByName",
     "org.lxvirt.lxvirt1.Manager.NetworkLookupByUUID",

@@ -26,7 +26,7 @@ use zbus::{ObjectPath, OwnedObjectPath};
 pub use error::Error;
 pub use flags::{AffectFlags, UndefineFlags, XmlFlags};
 pub use images::ImageRecord;
-pub use summary::DomainSummaryRecord;
+pub use summary::{ApplyStepRecord, DomainSummaryRecord};
 
 /// The well-known bus name.
 pub const BUS_NAME: &str = "org.lxvirt.lxvirt1";

@@ -43,6 +43,18 @@ pub trait Manager {
         &self,
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<Vec<(String, String, String)>>;
+    /// What `Apply` would change: documents are (origin, xml, autostart).
+    fn plan_apply(
+        &self,
+        documents: &[(&str, &str, bool)],
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<Vec<crate::ApplyStepRecord>>;
+    #[zbus(allow_interactive_auth)]
+    fn apply(
+        &self,
+        documents: &[(&str, &str, bool)],
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<Vec<crate::ApplyStepRecord>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
 }

@@ -26,3 +26,24 @@ pub struct DomainSummaryRecord {
     /// (first host id, count); (0, 0) without an allocated block.
     pub host_ids: (u32, u32),
 }
+
+/// One step of `PlanApply` or `Apply`: what changes (or would), in order.
+/// The struct's signature is part of the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ApplyStepRecord {
+    /// `domain` or `network`.
+    pub kind: String,
+    pub name: String,
+    /// `define`, `update`, `undefine`, `autostart`, `no-autostart`,
+    /// `start` or `stop`.
+    pub action: String,
+    /// The document it comes from (as the caller named it); empty for an
+    /// object no document names (a pruned one).
+    pub origin: String,
+    /// `planned` (PlanApply), `done`, `failed` or `skipped` (an earlier
+    /// step failed).
+    pub result: String,
+    /// For `define` and `update`: a unified diff of the canonical
+    /// definitions; for `failed`: the error.
+    pub detail: String,
+}

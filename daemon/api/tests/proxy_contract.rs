@@ -526,6 +526,14 @@ async fn proxies_match_the_committed_contract() {
     call!(run, manager.list_domains());
     call!(run, manager.list_domain_summaries());
     call!(run, manager.shutdown_all(HashMap::new()));
+    call!(
+        run,
+        manager.plan_apply(&[("web.xml", "<domain/>", true)], HashMap::new())
+    );
+    call!(
+        run,
+        manager.apply(&[("web.xml", "<domain/>", true)], HashMap::new())
+    );
     call!(run, manager.lookup_by_name("web"));
     call!(
         run,

@@ -30,6 +30,21 @@ impl ManagerHandle {
         self.ask(|reply| Command::Define { xml, reply }).await?
     }
 
+    /// The steps that would bring the host in line with `sources` (see
+    /// [`crate::core::apply`]); refused whole if any document is wrong.
+    pub async fn plan(
+        &self,
+        sources: Vec<crate::core::apply::Source>,
+        options: crate::core::apply::ApplyOptions,
+    ) -> Result<Vec<crate::core::apply::Step>, CoreError> {
+        self.ask(|reply| Command::Plan {
+            sources,
+            options,
+            reply,
+        })
+        .await?
+    }
+
     /// Creates and starts a transient domain; returns its uuid.
     pub async fn create_xml(&self, xml: String) -> Result<(Uuid, Seq), CoreError> {
         self.ask(|reply| Command::Create { xml, reply }).await?

@@ -6,6 +6,7 @@
 //! (the seam in [`crate::driver`]), and publishes [`Event`]s that the
 //! front ends turn into signals. Nothing else mutates domain state.
 
+pub mod apply;
 mod handle;
 pub mod host_shutdown;
 pub mod images;

@@ -302,6 +302,14 @@ pub enum CoreError {
     },
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    #[error(
+        "nothing was applied: {} refused:\n{}\nfix them and run again",
+        if .0.len() == 1 { "one document is".to_owned() } else { format!("{} documents are", .0.len()) },
+        .0.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n")
+    )]
+    ApplyRefused(Vec<super::manager::Refusal>),
+    #[error("the root element is <{root}>; lxvirt applies <domain> and <network> documents")]
+    NotADefinition { root: String },
     /// The image store cannot be used on this host.
     #[error(transparent)]
     StorageUnavailable(#[from] super::images::StorageUnavailable),

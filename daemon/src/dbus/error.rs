@@ -44,9 +44,10 @@ impl From<CoreError> for Error {
         match error {
             CoreError::NoSuchDomain(_) => Error::NoSuchDomain(message),
             CoreError::NoSuchNetwork(_) => Error::NoSuchNetwork(message),
-            CoreError::InvalidXml(_) | CoreError::InvalidNetworkXml(_) => {
-                Error::InvalidXml(message)
-            }
+            CoreError::InvalidXml(_)
+            | CoreError::InvalidNetworkXml(_)
+            | CoreError::NotADefinition { .. }
+            | CoreError::ApplyRefused(_) => Error::InvalidXml(message),
             CoreError::NameTaken { .. }
             | CoreError::UuidTaken { .. }
             | CoreError::Blocked { .. }

@@ -1,6 +1,6 @@
 //! `org.lxvirt.lxvirt1.Manager`.
 
-use lxvirt_api::DomainSummaryRecord;
+use lxvirt_api::{ApplyStepRecord, DomainSummaryRecord};
 use uuid::Uuid;
 use zbus::OwnedObjectPath;
 use zbus::message::Header;
@@ -13,6 +13,7 @@ use zbus::OwnedVariant as OwnedValue;
 use super::options::Options;
 use super::{ManagerSettings, Shared, domain_path, error::Error, network_path};
 use crate::core::Lookup;
+use crate::core::apply;
 use crate::core::host_shutdown::{self, HostShutdownMode, HostShutdownPolicy};
 
 /// The manager object at `/org/lxvirt/lxvirt1`.
@@ -245,11 +246,104 @@ impl ManagerObject {
             .collect())
     }
 
+    /// What `Apply` would change, without changing anything: the steps in
+    /// order, each `planned`. Documents are (origin, xml, autostart):
+    /// origin names the document in messages (a file name), autostart
+    /// says whether it should start with the host. Options as `Apply`'s.
+    /// Refused whole (InvalidXML, naming every wrong document) if any
+    /// document would not define.
+    async fn plan_apply(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        documents: Vec<(String, String, bool)>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<ApplyStepRecord>, Error> {
+        let (sources, options) = apply_arguments(documents, options)?;
+        self.shared.may_read(connection, Some(&header)).await?;
+        let steps = self.shared.handle.plan(sources, options).await?;
+        Ok(apply::planned(steps).iter().map(step_record).collect())
+    }
+
+    /// Brings the host in line with the documents: defines new domains and
+    /// networks, updates changed ones (a formatting change is no change),
+    /// sets autostart as each document says; with option `prune` (b)
+    /// undefines the persistent ones no document names; with
+    /// `converge_state` (b) starts what should autostart and stops what
+    /// should not (and what `prune` undefines), a stop waiting
+    /// `shutdown_timeout` (u, seconds, 60) before it kills, `parallel`
+    /// (u, 8) at a time. Nothing changes unless every document is right.
+    /// Returns every step with its result (`done`, `failed`, `skipped`
+    /// after a failure); an empty list: the host was in line.
+    async fn apply(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        documents: Vec<(String, String, bool)>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<ApplyStepRecord>, Error> {
+        let (sources, options) = apply_arguments(documents, options)?;
+        self.shared
+            .authorizer
+            .check(connection, &header, "apply definitions")
+            .await?;
+        let (outcomes, seq) = apply::apply(&self.shared.handle, sources, options).await?;
+        if let Some(seq) = seq {
+            self.shared.published(seq).await;
+        }
+        Ok(outcomes.iter().map(step_record).collect())
+    }
+
     /// The daemon's version: anyone may read it (the bus's own clients
     /// ask it to tell whom they talk to).
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()
+    }
+}
+
+/// `PlanApply`'s and `Apply`'s arguments.
+fn apply_arguments(
+    documents: Vec<(String, String, bool)>,
+    options: HashMap<String, OwnedValue>,
+) -> Result<(Vec<apply::Source>, apply::ApplyOptions), Error> {
+    let known = ["prune", "converge_state", "shutdown_timeout", "parallel"];
+    let given = Options::new(options, &known)?;
+    let mut options = apply::ApplyOptions {
+        prune: given.boolean("prune")?,
+        converge_state: given.boolean("converge_state")?,
+        ..apply::ApplyOptions::default()
+    };
+    if let Some(seconds) = given.unsigned("shutdown_timeout")? {
+        options.shutdown_timeout = std::time::Duration::from_secs(u64::from(seconds));
+    }
+    if let Some(parallel) = given.unsigned("parallel")? {
+        options.parallel = (parallel as usize).max(1);
+    }
+    let sources = documents
+        .into_iter()
+        .map(|(origin, xml, autostart)| apply::Source {
+            origin,
+            xml,
+            autostart,
+        })
+        .collect();
+    Ok((sources, options))
+}
+
+fn step_record(outcome: &apply::Outcome) -> ApplyStepRecord {
+    let step = &outcome.step;
+    let detail = match &outcome.result {
+        apply::StepResult::Failed(error) => error.clone(),
+        _ => step.diff.clone(),
+    };
+    ApplyStepRecord {
+        kind: step.kind.to_string(),
+        name: step.name.clone(),
+        action: step.action.as_str().to_owned(),
+        origin: step.origin.clone(),
+        result: outcome.result.as_str().to_owned(),
+        detail,
     }
 }
 

@@ -17,16 +17,24 @@ use crate::error_chain::error_chain;
 use crate::security::userns;
 
 impl Manager {
-    pub(super) fn define(&mut self, xml: &str) -> Result<(DomainSummary, Seq), CoreError> {
+    /// What `define` would store for `xml`: the definition with its uuid
+    /// and MACs filled in, and the domain it would update.
+    pub(super) fn prepare_define(&self, xml: &str) -> Result<(DomainDef, Option<Uuid>), CoreError> {
         let mut def = DomainDef::from_xml(xml)?;
         let name = def.name.to_string();
         let existing = self.index().claim(xml, &name, &mut def.uuid)?;
-        if let Some(entry) = existing.and_then(|u| self.domains.get(&u)) {
+        let previous = existing.and_then(|u| self.domains.get(&u));
+        if let Some(entry) = previous {
             entry.check(Operation::Define)?;
         }
-        let previous = existing.and_then(|u| self.domains.get(&u)).map(|e| &e.def);
         let macs = self.macs_in_use(def.uuid);
-        fill_macs(&mut def, previous, &macs);
+        fill_macs(&mut def, previous.map(|e| &e.def), &macs);
+        Ok((def, existing))
+    }
+
+    pub(super) fn define(&mut self, xml: &str) -> Result<(DomainSummary, Seq), CoreError> {
+        let (def, existing) = self.prepare_define(xml)?;
+        let name = def.name.to_string();
         self.store.save(&def).map_err(|source| CoreError::Store {
             kind: "domain",
             name: name.clone(),

@@ -50,6 +50,7 @@ mod entry;
 mod identity;
 mod image_ops;
 mod networks;
+mod plan;
 mod running;
 mod start;
 mod stop;
@@ -61,6 +62,7 @@ pub use devices::Change as DeviceChange;
 use entry::Entry;
 use identity::Index;
 use networks::Networks;
+pub use plan::Refusal;
 use stop::Stop;
 pub use tuning::{BlkioField, BlkioParams, MemoryParams, NumaParams, SchedulerParams, Tuning};
 
@@ -235,6 +237,12 @@ pub enum Command {
     NetworkLeases {
         uuid: Uuid,
         reply: Reply<Vec<Lease>>,
+    },
+    /// What an `apply` of these documents would change.
+    Plan {
+        sources: Vec<crate::core::apply::Source>,
+        options: crate::core::apply::ApplyOptions,
+        reply: Reply<Vec<crate::core::apply::Step>>,
     },
 }
 
@@ -568,6 +576,13 @@ impl Manager {
         match command {
             Command::Define { xml, reply } => {
                 let _ = reply.send(self.define(&xml));
+            }
+            Command::Plan {
+                sources,
+                options,
+                reply,
+            } => {
+                let _ = reply.send(self.plan(&sources, &options));
             }
             Command::Create { xml, reply } => self.create(&xml, reply),
             Command::Undefine { uuid, flags, reply } => {

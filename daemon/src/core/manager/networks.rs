@@ -175,37 +175,47 @@ impl Networks {
 
     /// Refuses a definition whose bridge or subnets another network has
     /// (defined, or running with them).
-    fn check_clashes(&self, def: &NetworkDef) -> Result<(), CoreError> {
-        let bridge = def.bridge.name.as_deref().unwrap_or_default();
+    pub(super) fn check_clashes(&self, def: &NetworkDef) -> Result<(), CoreError> {
         for other in self.others(def.uuid) {
-            let other_bridges = [other.def.bridge.name.as_deref(), Some(other.bridge())];
-            if other_bridges.contains(&Some(bridge)) {
-                return Err(CoreError::BridgeTaken {
-                    network: def.name().to_owned(),
-                    bridge: bridge.to_owned(),
-                    other: other.name().to_owned(),
-                });
-            }
-            for ip in &def.ips {
-                let subnet = ip.subnet();
-                if let Some(theirs) = other
-                    .def
-                    .ips
-                    .iter()
-                    .chain(other.active.iter().flat_map(|a| a.live.ips.iter()))
-                    .map(|i| i.subnet())
-                    .find(|s| s.overlaps(&subnet))
-                {
-                    return Err(CoreError::SubnetOverlap {
-                        network: def.name().to_owned(),
-                        subnet: subnet.to_string(),
-                        other: other.name().to_owned(),
-                        other_subnet: theirs.to_string(),
-                    });
-                }
-            }
+            let live = other.active.as_ref().map(|a| &a.live);
+            check_pair(def, &other.def, live)?;
         }
         Ok(())
+    }
+
+    /// What `define` would store for `xml`: the definition with its uuid
+    /// and bridge filled in, checked against the other networks, and the
+    /// network it would update.
+    pub(super) fn prepare(&self, xml: &str) -> Result<(NetworkDef, Option<Uuid>), CoreError> {
+        let mut def = NetworkDef::from_xml(xml).map_err(CoreError::InvalidNetworkXml)?;
+        let name = def.name().to_owned();
+        let existing = self.index().claim(xml, &name, &mut def.uuid)?;
+        let previous = existing.and_then(|u| self.by_uuid.get(&u));
+        if def.bridge.name.is_none() {
+            // The bridge it had, so that applying the same document again
+            // changes nothing; else a free one.
+            let kept = previous.map(|p| p.bridge().to_owned());
+            def.bridge.name = Some(kept.unwrap_or_else(|| self.free_bridge()));
+        }
+        self.check_clashes(&def)?;
+        Ok((def, existing))
+    }
+
+    /// Every network, as a plan sees it.
+    pub(super) fn held(&self) -> HashMap<Uuid, super::plan::Held> {
+        self.by_uuid
+            .iter()
+            .map(|(uuid, entry)| {
+                let held = super::plan::Held {
+                    name: entry.name().to_owned(),
+                    xml: entry.def.to_xml(),
+                    persistent: entry.persistent,
+                    autostart: entry.autostart,
+                    active: entry.active.is_some() || entry.busy == Some("is starting"),
+                };
+                (*uuid, held)
+            })
+            .collect()
     }
 
     /// Summaries of every network, by name.
@@ -214,6 +224,40 @@ impl Networks {
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
     }
+}
+
+/// Refuses `def` if it has the bridge or a subnet of `other` (the
+/// definition, and `live`, what it runs with).
+pub(super) fn check_pair(
+    def: &NetworkDef,
+    other: &NetworkDef,
+    live: Option<&NetworkDef>,
+) -> Result<(), CoreError> {
+    let bridge = def.bridge.name.as_deref().unwrap_or_default();
+    let theirs = || std::iter::once(other).chain(live);
+    if theirs().any(|d| d.bridge.name.as_deref() == Some(bridge)) {
+        return Err(CoreError::BridgeTaken {
+            network: def.name().to_owned(),
+            bridge: bridge.to_owned(),
+            other: other.name().to_owned(),
+        });
+    }
+    for ip in &def.ips {
+        let subnet = ip.subnet();
+        if let Some(other_subnet) = theirs()
+            .flat_map(|d| d.ips.iter())
+            .map(|i| i.subnet())
+            .find(|s| s.overlaps(&subnet))
+        {
+            return Err(CoreError::SubnetOverlap {
+                network: def.name().to_owned(),
+                subnet: subnet.to_string(),
+                other: other.name().to_owned(),
+                other_subnet: other_subnet.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn store_error(name: &str) -> impl FnOnce(crate::core::store::StoreError) -> CoreError + '_ {
@@ -226,18 +270,10 @@ fn store_error(name: &str) -> impl FnOnce(crate::core::store::StoreError) -> Cor
 
 impl Manager {
     pub(super) fn define_network(&mut self, xml: &str) -> Result<(NetworkSummary, Seq), CoreError> {
-        let mut def = NetworkDef::from_xml(xml).map_err(CoreError::InvalidNetworkXml)?;
+        let (def, existing) = self.networks.prepare(xml)?;
         let name = def.name().to_owned();
         let networks = &self.networks;
-        let existing = networks.index().claim(xml, &name, &mut def.uuid)?;
         let previous = existing.and_then(|u| networks.by_uuid.get(&u));
-        if def.bridge.name.is_none() {
-            // The bridge it had, so that applying the same document again
-            // changes nothing; else a free one.
-            let kept = previous.map(|p| p.bridge().to_owned());
-            def.bridge.name = Some(kept.unwrap_or_else(|| networks.free_bridge()));
-        }
-        networks.check_clashes(&def)?;
         let autostart = previous.is_some_and(|p| p.autostart);
         networks.store.save(&def).map_err(store_error(&name))?;
         let updated = existing.is_some();

@@ -1729,3 +1729,274 @@ async fn tuning_changes_the_instance_the_definition_or_both_and_a_refusal_nothin
         .await
         .unwrap();
 }
+
+mod apply {
+    use super::*;
+    use crate::core::apply::{self, Action, ApplyOptions, Source, StepResult};
+
+    fn source(origin: &str, xml: String, autostart: bool) -> Source {
+        Source {
+            origin: origin.to_owned(),
+            xml,
+            autostart,
+        }
+    }
+
+    fn lan() -> String {
+        network_xml("lan", "<ip address='10.77.0.1' prefix='24'/>")
+    }
+
+    /// Each step as "action kind name".
+    fn steps(outcomes: &[apply::Outcome]) -> Vec<String> {
+        outcomes
+            .iter()
+            .map(|o| format!("{} {} {}", o.step.action.as_str(), o.step.kind, o.step.name))
+            .collect()
+    }
+
+    async fn run(h: &Harness, sources: &[Source], options: ApplyOptions) -> Vec<apply::Outcome> {
+        let (outcomes, _) = apply::apply(&h.handle, sources.to_vec(), options)
+            .await
+            .unwrap();
+        for o in &outcomes {
+            assert_eq!(o.result, StepResult::Done, "{o:?}");
+        }
+        outcomes
+    }
+
+    #[tokio::test]
+    async fn apply_defines_in_order_and_a_second_run_changes_nothing() {
+        let h = Harness::new();
+        let sources = [
+            source("web.xml", domain_xml("web", ""), true),
+            source("db.xml", domain_xml("db", ""), false),
+            source("net/lan.xml", lan(), true),
+        ];
+        let options = ApplyOptions::default();
+        let plan = h.handle.plan(sources.to_vec(), options).await.unwrap();
+        let planned: Vec<String> = plan
+            .iter()
+            .map(|s| format!("{} {} {}", s.action.as_str(), s.kind, s.name))
+            .collect();
+        assert_eq!(
+            planned,
+            [
+                "define network lan",
+                "autostart network lan",
+                "define domain db",
+                "define domain web",
+                "autostart domain web",
+            ]
+        );
+        // A new definition's diff adds the canonical document.
+        assert!(plan[2].diff.starts_with("--- /dev/null\n+++ domain db\n"));
+        assert!(
+            plan[2].diff.contains("+  <name>db</name>"),
+            "{}",
+            plan[2].diff
+        );
+        assert!(
+            h.handle.list().await.unwrap().is_empty(),
+            "a plan changes nothing"
+        );
+
+        assert_eq!(steps(&run(&h, &sources, options).await), planned);
+        let web = h.handle.lookup(Lookup::Name("web".into())).await.unwrap();
+        assert!(web.autostart && web.persistent);
+        assert!(run(&h, &sources, options).await.is_empty(), "idempotent");
+
+        // Formatting is no change; a changed value is an update with a diff.
+        let reformatted = domain_xml("web", "").replace("><", ">\n  <");
+        let mut changed = sources.to_vec();
+        changed[0] = source("web.xml", reformatted, true);
+        assert!(
+            h.handle
+                .plan(changed.clone(), options)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        changed[1] = source("db.xml", domain_xml("db", "").replace("64", "128"), false);
+        let plan = h.handle.plan(changed.clone(), options).await.unwrap();
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].action, Action::Update);
+        assert!(
+            plan[0]
+                .diff
+                .contains("-  <memory unit='KiB'>65536</memory>\n-  <currentMemory"),
+            "{}",
+            plan[0].diff
+        );
+        // The uuid define gave it is kept: still the same domain.
+        let db = h.handle.lookup(Lookup::Name("db".into())).await.unwrap();
+        run(&h, &changed, options).await;
+        let after = h.handle.lookup(Lookup::Name("db".into())).await.unwrap();
+        assert_eq!(after.uuid, db.uuid);
+        let xml = h.handle.get_xml(db.uuid, XmlFlags(0)).await.unwrap();
+        assert!(xml.contains("131072"), "{xml}");
+    }
+
+    #[tokio::test]
+    async fn one_wrong_document_refuses_the_whole_run() {
+        let h = Harness::new();
+        h.define("kept", "").await;
+        let sources = [
+            source("a.xml", domain_xml("a", ""), false),
+            source("broken.xml", "<domain type='lxc'><name>b".into(), false),
+            source(
+                "noinit.xml",
+                domain_xml("c", "").replace("<init>/bin/sh</init>", ""),
+                false,
+            ),
+            source("other.xml", "<pool/>".into(), false),
+            source("again.xml", domain_xml("a", ""), false),
+        ];
+        let options = ApplyOptions {
+            prune: true,
+            ..ApplyOptions::default()
+        };
+        let error = apply::apply(&h.handle, sources.to_vec(), options)
+            .await
+            .unwrap_err();
+        let CoreError::ApplyRefused(refusals) = &error else {
+            panic!("{error:?}");
+        };
+        let origins: Vec<&str> = refusals.iter().map(|r| r.origin.as_str()).collect();
+        assert_eq!(
+            origins,
+            ["broken.xml", "noinit.xml", "other.xml", "again.xml"]
+        );
+        assert!(
+            refusals[3].problem.contains("also defined by a.xml"),
+            "{error}"
+        );
+        assert!(refusals[2].problem.contains("<pool>"), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("nothing was applied: 4 documents are refused"),
+            "{message}"
+        );
+        let names: Vec<String> = h
+            .handle
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, ["kept"], "nothing defined, nothing pruned");
+    }
+
+    #[tokio::test]
+    async fn prune_and_converge_state_follow_the_documents() {
+        let h = Harness::new();
+        let stale = h.define("stale", "").await;
+        h.handle.start(stale).await.unwrap();
+        let idle = h.define("idle", "").await;
+        let mut sources = vec![
+            source("web.xml", domain_xml("web", ""), true),
+            source("idle.xml", domain_xml("idle", ""), false),
+            source("lan.xml", lan(), true),
+        ];
+        // Without --prune nothing goes; without --converge-state nothing runs.
+        let plain = run(&h, &sources, ApplyOptions::default()).await;
+        assert_eq!(
+            steps(&plain),
+            [
+                "define network lan",
+                "autostart network lan",
+                "define domain web",
+                "autostart domain web",
+            ]
+        );
+        let web = h.handle.lookup(Lookup::Name("web".into())).await.unwrap();
+        assert_eq!(h.state(web.uuid).await.0, State::Shutoff);
+
+        let converge = ApplyOptions {
+            prune: true,
+            converge_state: true,
+            shutdown_timeout: Duration::from_secs(5),
+            ..ApplyOptions::default()
+        };
+        let done = run(&h, &sources, converge).await;
+        assert_eq!(
+            steps(&done),
+            [
+                "stop domain stale",
+                "undefine domain stale",
+                "start network lan",
+                "start domain web",
+            ]
+        );
+        assert_eq!(h.state(web.uuid).await.0, State::Running);
+        assert!(
+            h.handle.lookup(Lookup::Uuid(stale)).await.is_err(),
+            "stopped and undefined"
+        );
+        assert_eq!(h.state(idle).await.0, State::Shutoff);
+        assert!(run(&h, &sources, converge).await.is_empty(), "converged");
+
+        // web no longer autostarts: it is stopped.
+        sources[0].autostart = false;
+        let done = run(&h, &sources, converge).await;
+        assert_eq!(steps(&done), ["stop domain web", "no-autostart domain web"]);
+        assert_eq!(h.state(web.uuid).await.0, State::Shutoff);
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_ends_the_run_after_its_phase() {
+        let h = Harness::new();
+        h.driver.world().refuse.insert("a".into());
+        let sources = [
+            source("a.xml", domain_xml("a", ""), true),
+            source("b.xml", domain_xml("b", ""), true),
+            // The test network driver fails the start of "broken".
+            source("broken.xml", network_xml("broken", ""), true),
+        ];
+        let options = ApplyOptions {
+            converge_state: true,
+            ..ApplyOptions::default()
+        };
+        let (outcomes, _) = apply::apply(&h.handle, sources.to_vec(), options)
+            .await
+            .unwrap();
+        let results: Vec<String> = outcomes
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}: {}",
+                    steps(std::slice::from_ref(o))[0],
+                    o.result.as_str()
+                )
+            })
+            .collect();
+        assert_eq!(
+            results,
+            [
+                "define network broken: done",
+                "autostart network broken: done",
+                "define domain a: done",
+                "define domain b: done",
+                "autostart domain a: done",
+                "autostart domain b: done",
+                "start network broken: failed",
+                "start domain a: skipped",
+                "start domain b: skipped",
+            ]
+        );
+        let StepResult::Failed(error) = &outcomes[6].result else {
+            unreachable!()
+        };
+        assert!(error.contains("taken0"), "{error}");
+        assert_eq!(h.driver.starts(), 0);
+
+        // Both domain starts run side by side: one refused, one started.
+        let fixed = &sources[..2];
+        let (outcomes, _) = apply::apply(&h.handle, fixed.to_vec(), options)
+            .await
+            .unwrap();
+        let results: Vec<&str> = outcomes.iter().map(|o| o.result.as_str()).collect();
+        assert_eq!(steps(&outcomes), ["start domain a", "start domain b"]);
+        assert_eq!(results, ["failed", "done"]);
+    }
+}
