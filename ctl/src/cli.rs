@@ -160,6 +160,17 @@ pub enum Command {
         #[arg(long)]
         devname: Option<String>,
     },
+    /// Print a domain's console output, kept whether or not a console was
+    /// attached (a container's first console, a VM's first serial port).
+    Logs {
+        domain: String,
+        /// Go on printing new output until the domain stops.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only the last N lines of what was kept.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+    },
     /// Run a command inside a running domain, confined as the domain is.
     Enter {
         domain: String,

@@ -251,6 +251,23 @@ pub async fn run(cli: Cli) -> Result<u8> {
             proxy.resume().await?;
             println!("Domain '{}' resumed", display_name(&proxy, &name).await?);
         }
+        Command::Logs {
+            domain: name,
+            follow,
+            tail,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let mut options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+            options.insert("follow", follow.into());
+            if let Some(tail) = tail {
+                options.insert("tail", tail.into());
+            }
+            let fd: std::os::fd::OwnedFd = proxy.open_console_log(options).await?.into();
+            drop(proxy);
+            let mut log = std::fs::File::from(fd);
+            std::io::copy(&mut log, &mut std::io::stdout().lock())
+                .map_err(|e| Failure::new(EXIT_FAILURE, format!("logs: {e}")))?;
+        }
         Command::Console {
             domain: name,
             devname,

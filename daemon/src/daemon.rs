@@ -238,10 +238,18 @@ const HEAP_RELEASE_PERIOD: std::time::Duration = std::time::Duration::from_secs(
 
 /// The id blocks of persistent domains, in the state directory.
 const USERNS_STATE: &str = "userns";
+/// Below the state directory: the containers' console logs.
+const CONSOLE_LOGS: &str = "console";
 
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    for dir in [&config.config_dir, &config.run_dir, &config.state_dir] {
+    let console_logs = config.state_dir.join(CONSOLE_LOGS);
+    for dir in [
+        &config.config_dir,
+        &config.run_dir,
+        &config.state_dir,
+        &console_logs,
+    ] {
         fs::create_dir_all(dir).map_err(|source| DaemonError::CreateDir {
             path: dir.clone(),
             source,
@@ -341,6 +349,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             run_dir: config.run_dir.clone(),
             pids_max: config.pids_max,
             default_partition: config.default_partition.clone(),
+            console_log_dir: Some(console_logs),
         },
         cgroups: cgroups.clone(),
         ptys: std::sync::Arc::new(crate::lxc::ptys::PtyPool::new(config.pty_max_limit)),

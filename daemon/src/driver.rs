@@ -477,4 +477,10 @@ pub trait Driver: Send + Sync + fmt::Debug {
 
     /// Removes what the driver keeps of a domain that is undefined (logs).
     fn forget(&self, name: &str);
+
+    /// The files that keep the console's output of `name`, oldest first;
+    /// those that exist are what `logs` shows.
+    fn console_log_files(&self, _name: &str) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
 }

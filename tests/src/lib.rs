@@ -481,7 +481,8 @@ pub fn interfaces_of(xml: &str) -> std::collections::BTreeMap<String, String> {
 /// Applets linked into the busybox test root.
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "hostname", "cat", "ls", "id", "mount", "sleep", "ps", "readlink", "echo", "touch",
-    "grep", "wc", "test", "true", "stat", "tr", "cut", "reboot", "poweroff", "kill", "trap",
+    "grep", "wc", "test", "true", "stat", "tr", "cut", "reboot", "poweroff", "kill", "trap", "yes",
+    "head",
 ];
 
 /// Whether the test runs as root; prints why it skips otherwise. Under CI

@@ -134,6 +134,7 @@ impl Fixture {
             interfaces: vec![],
             host_interfaces: vec![],
             loop_devices: vec![],
+            console_log: None,
         }
     }
 

@@ -202,6 +202,9 @@ async fn a_vm_boots_to_its_marker_and_shuts_down_on_the_power_button() {
     env.ok(&["start", "vm1"]);
     let pid = env.qemu_pid("vm1");
     env.wait_console("vm1", "READY-vm1", 1);
+    // `logs` shows the serial port's output, as qemu keeps it.
+    let logs = env.ok(&["logs", "--tail", "50", "vm1"]);
+    assert!(logs.contains("READY-vm1"), "{logs}");
 
     // Its own uid: the first of the host ids allocated to it.
     let info = env.info("vm1");

@@ -144,6 +144,11 @@ pub trait Domain {
     fn resume(&self) -> zbus::Result<()>;
     #[zbus(allow_interactive_auth)]
     fn open_console(&self, devname: &str) -> zbus::Result<zbus::OwnedFd>;
+    #[zbus(allow_interactive_auth)]
+    fn open_console_log(
+        &self,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<zbus::OwnedFd>;
     #[allow(clippy::too_many_arguments)]
     #[zbus(allow_interactive_auth)]
     fn enter(

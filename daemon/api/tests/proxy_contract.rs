@@ -587,6 +587,7 @@ async fn proxies_match_the_committed_contract() {
     call!(run, domain.suspend());
     call!(run, domain.resume());
     call!(run, domain.open_console(""));
+    call!(run, domain.open_console_log(HashMap::new()));
     call!(
         run,
         domain.enter(&["true"], &[], fd(), fd(), fd(), HashMap::new())

@@ -45,6 +45,12 @@ impl ManagerHandle {
         .await?
     }
 
+    /// Where the domain's console output is kept (see [`crate::core::logs`]).
+    pub async fn console_log(&self, uuid: Uuid) -> Result<crate::core::logs::LogSource, CoreError> {
+        self.ask(|reply| Command::ConsoleLog { uuid, reply })
+            .await?
+    }
+
     /// Creates and starts a transient domain; returns its uuid.
     pub async fn create_xml(&self, xml: String) -> Result<(Uuid, Seq), CoreError> {
         self.ask(|reply| Command::Create { xml, reply }).await?

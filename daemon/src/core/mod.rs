@@ -12,6 +12,7 @@ pub mod host_shutdown;
 pub mod images;
 pub mod lifecycle;
 pub mod live;
+pub mod logs;
 pub mod manager;
 pub mod store;
 pub mod types;

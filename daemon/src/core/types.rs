@@ -308,6 +308,14 @@ pub enum CoreError {
         .0.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n")
     )]
     ApplyRefused(Vec<super::manager::Refusal>),
+    #[error("domain '{domain}': its driver keeps no console output")]
+    NoConsoleLog { domain: String },
+    #[error("domain '{domain}': cannot make the pipe for its log")]
+    LogPipe {
+        domain: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the root element is <{root}>; lxvirt applies <domain> and <network> documents")]
     NotADefinition { root: String },
     /// The image store cannot be used on this host.

@@ -571,6 +571,28 @@ impl DomainObject {
         Ok(DbusFd::from(fd))
     }
 
+    /// The console output the domain's driver keeps (a container's first
+    /// console, a VM's first serial port), whether or not a console was
+    /// attached: a pipe that yields what is kept, then with option `follow`
+    /// (b) what comes until the domain stops or the reader closes it;
+    /// option `tail` (u) keeps only the last lines of what was kept.
+    async fn open_console_log(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<DbusFd, Error> {
+        let options = Options::new(options, &["follow", "tail"])?;
+        let options = crate::core::logs::LogOptions {
+            follow: options.boolean("follow")?,
+            tail: options.unsigned("tail")?.map(|n| n as usize),
+        };
+        self.authorize(connection, &header, "read console logs")
+            .await?;
+        let fd = crate::core::logs::open(&self.shared.handle, self.uuid, options).await?;
+        Ok(DbusFd::from(fd))
+    }
+
     /// Runs `command` inside the container, confined as its init is, with
     /// the three descriptors as its stdin, stdout and stderr. Options:
     /// `cwd` (s), `noseclabel` (b). Returns the command's host pid and a

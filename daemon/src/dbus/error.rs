@@ -61,6 +61,7 @@ impl From<CoreError> for Error {
             | CoreError::NetworkInUse { .. }
             | CoreError::NetworkUnavailable { .. } => Error::InvalidState(message),
             CoreError::DriverUnavailable { .. } => Error::DriverUnavailable(message),
+            CoreError::NoConsoleLog { .. } => Error::NotSupported(message),
             CoreError::Driver(error) => match error.kind {
                 ErrorKind::NotSupported => Error::NotSupported(message),
                 ErrorKind::Unavailable => Error::DriverUnavailable(message),
@@ -87,6 +88,7 @@ impl From<CoreError> for Error {
             | CoreError::Network(_)
             | CoreError::PortRefused { .. }
             | CoreError::Store { .. }
+            | CoreError::LogPipe { .. }
             | CoreError::ShuttingDown => Error::Failed(message),
         }
     }

@@ -20,9 +20,9 @@ use crate::driver::NetworkPort;
 use crate::storage::RootMount;
 
 use super::spec::{
-    BandwidthSpec, ContainerSpec, DeviceKind, DeviceNode, HostInterfaceSpec, IdMapping, IdSpec,
-    InitSpec, InterfaceKind, InterfaceSpec, MountSource, MountSpec, Namespaces, NsChoice,
-    OutboundSpec, RootFs, SPEC_VERSION, SeccompSpec,
+    BandwidthSpec, ConsoleLogSpec, ContainerSpec, DeviceKind, DeviceNode, HostInterfaceSpec,
+    IdMapping, IdSpec, InitSpec, InterfaceKind, InterfaceSpec, MountSource, MountSpec, Namespaces,
+    NsChoice, OutboundSpec, RootFs, SPEC_VERSION, SeccompSpec,
 };
 
 /// Why a definition cannot become a container on this host.
@@ -104,6 +104,19 @@ pub struct ConvertSettings {
     pub pids_max: Option<u64>,
     /// The cgroup partition of domains without `<resource><partition>`.
     pub default_partition: PathBuf,
+    /// Where monitors keep the consoles' output (`NAME.log`); `None`
+    /// keeps none.
+    pub console_log_dir: Option<PathBuf>,
+}
+
+/// The size at which a console log is rotated (one older file is kept).
+pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
+
+impl ConvertSettings {
+    /// The console log of domain `name`, if logs are kept.
+    pub fn console_log(&self, name: &str) -> Option<PathBuf> {
+        (self.console_log_dir.as_ref()).map(|dir| dir.join(format!("{name}.log")))
+    }
 }
 
 /// Capabilities libvirt drops under the default policy.
@@ -446,6 +459,10 @@ pub fn container_spec(
         interfaces,
         host_interfaces,
         loop_devices: Vec::new(),
+        console_log: settings.console_log(&name).map(|path| ConsoleLogSpec {
+            path,
+            max_bytes: CONSOLE_LOG_MAX,
+        }),
     })
 }
 
@@ -1003,6 +1020,7 @@ mod tests {
             run_dir: "/run/lxvirt".into(),
             pids_max: Some(16384),
             default_partition: "/machine".into(),
+            console_log_dir: None,
         }
     }
 

@@ -13,7 +13,7 @@ use super::protocol::{
     self, ExitRecord, LaunchReport, MonitorError, ProtocolError, Reply, Request, RunFiles,
 };
 use super::spawner::{MonitorCommand, SpawnedMonitor, Spawner, SpawnerError, spawn_monitor};
-use super::spec::ContainerSpec;
+use super::spec::{ConsoleLogSpec, ContainerSpec};
 use crate::persist::{self, PersistError};
 use crate::service::systemd::Placement;
 use crate::sys::process::{is_alive, start_time, wait_exit_blocking};
@@ -272,24 +272,33 @@ impl LxcDriver {
         })
     }
 
-    /// Removes the monitor logs (`RUN-DIR/NAME.log`) of domains not in
-    /// `known`, those that went while no daemon watched (undefine removes
-    /// a domain's log itself); returns how many.
+    /// Removes the monitor logs (`RUN-DIR/NAME.log`) and console logs of
+    /// domains not in `known`, those that went while no daemon watched
+    /// (undefine removes a domain's logs itself); returns how many.
     pub fn remove_stale_logs<'a>(&self, known: impl Iterator<Item = &'a str>) -> usize {
         let known: std::collections::HashSet<&str> = known.collect();
-        let Ok(entries) = std::fs::read_dir(self.run_dir()) else {
-            return 0;
-        };
-        entries
-            .flatten()
+        let console_dir = self.config.settings.console_log_dir.as_deref();
+        let dirs = std::iter::once(self.run_dir()).chain(console_dir);
+        dirs.filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten())
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
             .filter(|entry| {
                 let file = entry.file_name();
-                let name = file.to_str().and_then(|f| f.strip_suffix(".log"));
+                let name = file
+                    .to_str()
+                    .and_then(|f| (f.strip_suffix(".log")).or_else(|| f.strip_suffix(".log.1")));
                 name.is_some_and(|n| !known.contains(n))
             })
             .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
             .count()
+    }
+
+    /// The console log files of `name`, oldest first.
+    pub fn console_logs(&self, name: &str) -> Vec<PathBuf> {
+        let Some(current) = self.config.settings.console_log(name) else {
+            return Vec::new();
+        };
+        vec![ConsoleLogSpec::previous(&current), current]
     }
 
     /// Removes the per-container files of a stopped container.
@@ -426,6 +435,7 @@ mod tests {
                 run_dir: dir.to_owned(),
                 pids_max: None,
                 default_partition: "/machine".into(),
+                console_log_dir: None,
             },
             cgroups: None,
             systemd: None,

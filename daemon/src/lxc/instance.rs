@@ -491,6 +491,13 @@ impl Driver for LxcDriver {
 
     fn forget(&self, name: &str) {
         let _ = std::fs::remove_file(self.files(name).log);
+        for log in self.console_logs(name) {
+            let _ = std::fs::remove_file(log);
+        }
+    }
+
+    fn console_log_files(&self, name: &str) -> Vec<PathBuf> {
+        self.console_logs(name)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The LXC driver: containers from domain definitions, each under a small
 //! per-container monitor process that survives daemon restarts.
 
+pub mod console_log;
 pub mod convert;
 pub mod driver;
 pub mod enter;

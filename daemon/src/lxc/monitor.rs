@@ -23,6 +23,7 @@ use nix::sys::socket::{
 use nix::unistd::Pid;
 use tracing::Level;
 
+use super::console_log::ConsoleLog;
 use super::convert::block_rule;
 use super::enter;
 use super::launch::{self, LaunchContext, LaunchError};
@@ -31,7 +32,7 @@ use super::protocol::{
     self, AskInit, EnterExit, ExitRecord, InitExit, LaunchReport, MonitorError, MonitorLog,
     MonitorStep, Reply, Request, Requested, RunFiles,
 };
-use super::spec::{AttachedLoop, ContainerSpec, MountSource, RootFs, SPEC_VERSION};
+use super::spec::{AttachedLoop, ConsoleLogSpec, ContainerSpec, MountSource, RootFs, SPEC_VERSION};
 use crate::cgroup::{CgroupError, Cgroups, ContainerCgroup};
 use crate::error_chain::error_chain;
 use crate::persist::{self, Durability};
@@ -150,6 +151,16 @@ fn read_spec(mut input: impl std::io::Read) -> Result<ContainerSpec, MonitorErro
     Ok(spec)
 }
 
+/// The console log, or none (logged) if it cannot be opened: the
+/// container runs either way.
+fn open_console_log(spec: &ConsoleLogSpec) -> Option<ConsoleLog> {
+    ConsoleLog::open(spec)
+        .inspect_err(|error| {
+            tracing::warn!(path = %spec.path.display(), error = %error, "cannot open the console log; none is kept");
+        })
+        .ok()
+}
+
 fn write_report(report: &mut File, message: &LaunchReport) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
     line.push(b'\n');
@@ -187,6 +198,8 @@ struct Monitor<'a> {
     init_exit: Option<InitExit>,
     /// The container's network devices, torn down once it has ended.
     network: Option<ContainerNetwork>,
+    /// Console 0's output, kept whether or not a client is attached.
+    console_log: Option<ConsoleLog>,
 }
 
 impl<'a> Monitor<'a> {
@@ -220,6 +233,7 @@ impl<'a> Monitor<'a> {
                 requested: None,
                 kill_deadline: None,
                 init_exit: None,
+                console_log: spec.console_log.as_ref().and_then(open_console_log),
             }),
             Err(error) => {
                 let _ = cgroup.remove();
@@ -517,8 +531,15 @@ impl<'a> Monitor<'a> {
                 {
                     console.client = None;
                 }
-                // Without a client the output is dropped, so the container
-                // never blocks on a full console.
+                // Without a client the output is dropped (but for the
+                // log), so the container never blocks on a full console.
+                if index == 0
+                    && let Some(log) = &mut self.console_log
+                    && let Err(error) = log.write(&buffer[..n])
+                {
+                    tracing::warn!(error = %error, "cannot write the console log; no longer kept");
+                    self.console_log = None;
+                }
             }
             Err(Errno::EAGAIN) => {}
             Err(_) => {

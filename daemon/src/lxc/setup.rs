@@ -1241,6 +1241,7 @@ mod tests {
             interfaces: vec![],
             host_interfaces: vec![],
             loop_devices: vec![],
+            console_log: None,
         }
     }
 

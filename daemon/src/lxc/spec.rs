@@ -71,6 +71,28 @@ pub struct ContainerSpec {
     /// attaching its own. Empty in the daemon's spec.
     #[serde(default)]
     pub loop_devices: Vec<AttachedLoop>,
+    /// Where the monitor keeps console 0's output, whether or not a client
+    /// is attached; `None` keeps none.
+    #[serde(default)]
+    pub console_log: Option<ConsoleLogSpec>,
+}
+
+/// The console's log file: appended to; at `max_bytes` it becomes
+/// `PATH.1` (replacing the one before) and a new file begins, so a domain's
+/// console output takes at most twice `max_bytes` on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleLogSpec {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+}
+
+impl ConsoleLogSpec {
+    /// The file the log was rotated into.
+    pub fn previous(path: &std::path::Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".1");
+        PathBuf::from(name)
+    }
 }
 
 /// A raw image file and the loop device attached for it.

@@ -1157,6 +1157,11 @@ impl Driver for QemuDriver {
         let _ = std::fs::remove_file(&files.pidfile);
     }
 
+    /// qemu's copy of the first serial port (neither capped nor rotated).
+    fn console_log_files(&self, name: &str) -> Vec<std::path::PathBuf> {
+        vec![self.files(name).dir.join("serial0.log")]
+    }
+
     fn forget(&self, name: &str) {
         let files = self.files(name);
         let _ = std::fs::remove_dir_all(&files.dir);

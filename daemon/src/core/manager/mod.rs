@@ -238,6 +238,11 @@ pub enum Command {
         uuid: Uuid,
         reply: Reply<Vec<Lease>>,
     },
+    /// Where the domain's console output is kept.
+    ConsoleLog {
+        uuid: Uuid,
+        reply: Reply<crate::core::logs::LogSource>,
+    },
     /// What an `apply` of these documents would change.
     Plan {
         sources: Vec<crate::core::apply::Source>,
@@ -577,6 +582,9 @@ impl Manager {
             Command::Define { xml, reply } => {
                 let _ = reply.send(self.define(&xml));
             }
+            Command::ConsoleLog { uuid, reply } => {
+                let _ = reply.send(self.console_log(uuid));
+            }
             Command::Plan {
                 sources,
                 options,
@@ -804,6 +812,13 @@ impl Manager {
     }
 
     /// The driver of a domain's type.
+    fn console_log(&self, uuid: Uuid) -> Result<crate::core::logs::LogSource, CoreError> {
+        let driver = self.driver_of(uuid)?;
+        let domain = self.lookup(&Lookup::Uuid(uuid))?.name().to_owned();
+        let files = driver.console_log_files(&domain);
+        Ok(crate::core::logs::LogSource { domain, files })
+    }
+
     fn driver_of(&self, uuid: Uuid) -> Result<std::sync::Arc<dyn Driver>, CoreError> {
         let entry = self
             .domains
