@@ -183,8 +183,24 @@ pub enum Command {
         /// Extra environment variables (KEY=VALUE).
         #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Give the command a terminal of the container's own (its
+        /// controlling terminal: job control, window size), relayed to
+        /// this one.
+        #[arg(long, short = 't')]
+        tty: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// An interactive login shell inside a running container, on a
+    /// terminal of its own (as 'enter -t DOMAIN -- /bin/sh -l').
+    Shell {
+        domain: String,
+        /// Extra environment variables (KEY=VALUE).
+        #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The shell or command to run instead of '/bin/sh -l'.
+        #[arg(last = true)]
         command: Vec<String>,
     },
     /// Show a running domain's resource use.

@@ -285,10 +285,36 @@ pub async fn run(cli: Cli) -> Result<u8> {
             noseclabel,
             cwd,
             env,
+            tty,
             command,
         } => {
             let proxy = lookup(&connection, &manager, &name).await?;
-            return enter(&proxy, command, env, cwd, noseclabel).await;
+            let how = EnterHow {
+                env,
+                cwd,
+                noseclabel,
+                tty,
+            };
+            return enter(&proxy, command, how).await;
+        }
+        Command::Shell {
+            domain: name,
+            env,
+            command,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let command = if command.is_empty() {
+                vec!["/bin/sh".to_owned(), "-l".to_owned()]
+            } else {
+                command
+            };
+            let how = EnterHow {
+                env,
+                cwd: None,
+                noseclabel: false,
+                tty: true,
+            };
+            return enter(&proxy, command, how).await;
         }
         Command::Memtune {
             domain: name,
@@ -619,13 +645,15 @@ async fn stats_of(proxy: &DomainProxy<'_>) -> Result<std::collections::BTreeMap<
 
 /// Runs a command in the domain with this process's stdio and exits with
 /// its status.
-async fn enter(
-    proxy: &DomainProxy<'_>,
-    command: Vec<String>,
-    extra_env: Vec<String>,
+/// How `enter` runs its command.
+struct EnterHow {
+    env: Vec<String>,
     cwd: Option<std::path::PathBuf>,
     noseclabel: bool,
-) -> Result<u8> {
+    tty: bool,
+}
+
+async fn enter(proxy: &DomainProxy<'_>, command: Vec<String>, how: EnterHow) -> Result<u8> {
     let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
@@ -633,7 +661,7 @@ async fn enter(
         "HOME=/root".to_owned(),
         "container=lxvirt".to_owned(),
     ];
-    for var in extra_env {
+    for var in how.env {
         if !var.contains('=') {
             return Err(Failure::new(
                 EXIT_USAGE,
@@ -645,26 +673,37 @@ async fn enter(
         env.push(var);
     }
     let mut options = HashMap::new();
-    options.insert("noseclabel", zbus::Variant::from(noseclabel));
-    let cwd_text = cwd.map(|c| c.display().to_string());
+    options.insert("noseclabel", zbus::Variant::from(how.noseclabel));
+    let cwd_text = how.cwd.map(|c| c.display().to_string());
     if let Some(cwd) = &cwd_text {
         options.insert("cwd", zbus::Variant::from(cwd.as_str()));
     }
     let argv: Vec<&str> = command.iter().map(String::as_str).collect();
     let envs: Vec<&str> = env.iter().map(String::as_str).collect();
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let (_pid, exit) = proxy
-        .enter(
-            &argv,
-            &envs,
-            zbus::Fd::from(&stdin),
-            zbus::Fd::from(&stdout),
-            zbus::Fd::from(&stderr),
-            options,
-        )
-        .await?;
+    let exit = if how.tty {
+        let (_pid, terminal, exit) = proxy.enter_terminal(&argv, &envs, options).await?;
+        let terminal: std::os::fd::OwnedFd = terminal.into();
+        tokio::task::spawn_blocking(move || crate::terminal::relay(terminal))
+            .await
+            .map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?
+            .map_err(|e| Failure::new(EXIT_FAILURE, format!("terminal: {e}")))?;
+        exit
+    } else {
+        let stdin = std::io::stdin();
+        let stdout = std::io::stdout();
+        let stderr = std::io::stderr();
+        let (_pid, exit) = proxy
+            .enter(
+                &argv,
+                &envs,
+                zbus::Fd::from(&stdin),
+                zbus::Fd::from(&stdout),
+                zbus::Fd::from(&stderr),
+                options,
+            )
+            .await?;
+        exit
+    };
     let exit: std::os::fd::OwnedFd = exit.into();
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();

@@ -183,7 +183,9 @@ pub enum Request {
         env: Vec<String>,
         cwd: Option<PathBuf>,
         noseclabel: bool,
-        stdio: [OwnedFd; 3],
+        /// stdin, stdout and stderr; `None`: a new terminal of the
+        /// instance's own, the command's controlling terminal.
+        stdio: Option<[OwnedFd; 3]>,
     },
     Stats,
     /// The instance's network interfaces as it sees them.
@@ -248,6 +250,8 @@ pub enum Response {
     Entered {
         pid: i32,
         exit: OwnedFd,
+        /// The terminal's master, when the request asked for one.
+        terminal: Option<OwnedFd>,
     },
     Stats(DomainStats),
     Interfaces(Vec<GuestInterface>),

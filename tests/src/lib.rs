@@ -482,7 +482,7 @@ pub fn interfaces_of(xml: &str) -> std::collections::BTreeMap<String, String> {
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "hostname", "cat", "ls", "id", "mount", "sleep", "ps", "readlink", "echo", "touch",
     "grep", "wc", "test", "true", "stat", "tr", "cut", "reboot", "poweroff", "kill", "trap", "yes",
-    "head",
+    "head", "tty", "stty",
 ];
 
 /// Whether the test runs as root; prints why it skips otherwise. Under CI

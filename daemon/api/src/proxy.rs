@@ -160,6 +160,14 @@ pub trait Domain {
         stderr: zbus::Fd<'_>,
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<(u32, zbus::OwnedFd)>;
+    /// (pid, the terminal's master, the exit pipe).
+    #[zbus(allow_interactive_auth)]
+    fn enter_terminal(
+        &self,
+        command: &[&str],
+        env: &[&str],
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<(u32, zbus::OwnedFd, zbus::OwnedFd)>;
     fn get_stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     #[zbus(allow_interactive_auth)]
     fn send_process_signal(&self, pid: i64, signal: &str) -> zbus::Result<()>;

@@ -592,6 +592,7 @@ async fn proxies_match_the_committed_contract() {
         run,
         domain.enter(&["true"], &[], fd(), fd(), fd(), HashMap::new())
     );
+    call!(run, domain.enter_terminal(&["sh"], &[], HashMap::new()));
     call!(run, domain.get_stats());
     call!(run, domain.send_process_signal(1, "SIGTERM"));
     call!(run, domain.set_memory_parameters(HashMap::new(), 0));

@@ -132,8 +132,8 @@ impl ManagerHandle {
             .await?
     }
 
-    /// Runs a command in the container; returns its host pid and a pipe
-    /// that yields its exit status.
+    /// Runs a command in the container with `stdio`, or a terminal of its
+    /// own when `None`.
     pub async fn enter(
         &self,
         uuid: Uuid,
@@ -141,8 +141,8 @@ impl ManagerHandle {
         env: Vec<String>,
         cwd: Option<PathBuf>,
         noseclabel: bool,
-        stdio: [OwnedFd; 3],
-    ) -> Result<(i32, OwnedFd), CoreError> {
+        stdio: Option<[OwnedFd; 3]>,
+    ) -> Result<crate::core::types::Entered, CoreError> {
         self.ask(|reply| Command::Enter {
             uuid,
             argv,

@@ -1,5 +1,6 @@
 //! What the core tells its front ends: summaries, events, errors.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use uuid::Uuid;
@@ -12,6 +13,17 @@ use crate::domain::{DomainError, DomainType};
 
 /// The flag words of `GetXML` and `Undefine`, part of the D-Bus contract.
 pub use lxvirt_api::{AffectFlags, UndefineFlags, XmlFlags};
+
+/// A command started inside a domain.
+#[derive(Debug)]
+pub struct Entered {
+    /// A host pid for a container, the guest's for a VM.
+    pub pid: i32,
+    /// Yields one JSON line with the exit status when it ends.
+    pub exit: OwnedFd,
+    /// The master of its terminal, when it was given one.
+    pub terminal: Option<OwnedFd>,
+}
 
 /// Sequence number of an [`Event`]; replies to mutating commands carry the
 /// number of the last event they caused, so a front end can wait until it

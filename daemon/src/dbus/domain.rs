@@ -614,34 +614,47 @@ impl DomainObject {
         stderr: DbusFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(u32, DbusFd), Error> {
+        let (cwd, noseclabel) = enter_options(options)?;
         self.authorize(connection, &header, "enter domains").await?;
-        let cwd = match options.get("cwd") {
-            Some(value) => Some(PathBuf::from(String::try_from(value.clone()).map_err(
-                |_| Error::InvalidArgument("option 'cwd' must be a string".into()),
-            )?)),
-            None => None,
-        };
-        let noseclabel = match options.get("noseclabel") {
-            Some(value) => bool::try_from(value.clone()).map_err(|_| {
-                Error::InvalidArgument("option 'noseclabel' must be a boolean".into())
-            })?,
-            None => false,
-        };
-        if let Some(unknown) = options
-            .keys()
-            .find(|k| !["cwd", "noseclabel"].contains(&k.as_str()))
-        {
-            return Err(Error::InvalidArgument(format!(
-                "unknown option '{unknown}'; known: cwd, noseclabel"
-            )));
-        }
         let stdio = [stdin.into(), stdout.into(), stderr.into()];
-        let (pid, exit) = self
+        let entered = self
             .shared
             .handle
-            .enter(self.uuid, command, env, cwd, noseclabel, stdio)
+            .enter(self.uuid, command, env, cwd, noseclabel, Some(stdio))
             .await?;
-        Ok((u32::try_from(pid).unwrap_or(0), DbusFd::from(exit)))
+        Ok((
+            u32::try_from(entered.pid).unwrap_or(0),
+            DbusFd::from(entered.exit),
+        ))
+    }
+
+    /// As `Enter`, the command on a new terminal of the container's own
+    /// (from its devpts), its controlling terminal: returns its host pid,
+    /// the terminal's master (read its output, write its input, set its
+    /// window size with TIOCSWINSZ) and the exit pipe. Not for VMs.
+    async fn enter_terminal(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        command: Vec<String>,
+        env: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(u32, DbusFd, DbusFd), Error> {
+        let (cwd, noseclabel) = enter_options(options)?;
+        self.authorize(connection, &header, "enter domains").await?;
+        let entered = self
+            .shared
+            .handle
+            .enter(self.uuid, command, env, cwd, noseclabel, None)
+            .await?;
+        let terminal = entered
+            .terminal
+            .ok_or_else(|| Error::Failed("the driver gave no terminal".into()))?;
+        Ok((
+            u32::try_from(entered.pid).unwrap_or(0),
+            DbusFd::from(terminal),
+            DbusFd::from(entered.exit),
+        ))
     }
 
     /// Sends a signal to a process of a running (or paused) container:
@@ -1075,4 +1088,11 @@ impl DomainObject {
         event: &str,
         detail: &str,
     ) -> zbus::Result<()>;
+}
+
+/// `Enter`'s and `EnterTerminal`'s options: `cwd` (s), `noseclabel` (b).
+fn enter_options(options: HashMap<String, OwnedValue>) -> Result<(Option<PathBuf>, bool), Error> {
+    let options = Options::new(options, &["cwd", "noseclabel"])?;
+    let cwd = options.string("cwd")?.map(PathBuf::from);
+    Ok((cwd, options.boolean("noseclabel")?))
 }

@@ -32,6 +32,9 @@ pub struct EnterCommand<'a> {
     pub env: Vec<String>,
     pub cwd: Option<PathBuf>,
     pub noseclabel: bool,
+    /// stdin is a terminal to make the command's controlling terminal (its
+    /// job control works then).
+    pub controlling_terminal: bool,
     /// stdin, stdout, stderr of the command.
     pub stdio: [OwnedFd; 3],
 }
@@ -157,6 +160,17 @@ fn exec(command: &EnterCommand<'_>, filter: Option<&[SockFilter]>) -> String {
         return format!("cannot set up stdio: {e}");
     }
     let _ = sys.setsid();
+    if command.controlling_terminal {
+        // SAFETY: TIOCSCTTY takes an int by value (0: do not steal a
+        // terminal another session has); stdin is the new pty's slave.
+        let taken = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+        if taken != 0 {
+            return format!(
+                "cannot make the terminal the controlling one: {}",
+                nix::errno::Errno::last()
+            );
+        }
+    }
     let spec = command.spec;
     if spec.namespaces.user.is_some() {
         // Root of the container, not the host's root (unmapped inside).

@@ -309,18 +309,30 @@ impl Driver for LxcDriver {
                     noseclabel,
                     stdio,
                 } => {
+                    let tty = stdio.is_none();
                     let request = protocol::Request::Enter {
                         argv,
                         env,
                         cwd,
                         noseclabel,
+                        tty,
                     };
-                    match driver.ask(&name, request, stdio.into()).await? {
-                        (Reply::Entered { pid }, mut fds) if !fds.is_empty() => {
-                            let exit = fds.remove(fds.len() - 1);
-                            Ok(Response::Entered { pid, exit })
+                    let fds = stdio.map(Vec::from).unwrap_or_default();
+                    match driver.ask(&name, request, fds).await? {
+                        (Reply::Entered { pid }, fds) if fds.len() == 1 + usize::from(tty) => {
+                            let mut fds = fds.into_iter();
+                            let exit =
+                                fds.next().ok_or_else(|| failed(&name, "no exit channel"))?;
+                            Ok(Response::Entered {
+                                pid,
+                                exit,
+                                terminal: fds.next(),
+                            })
                         }
-                        _ => Err(failed(&name, "the monitor gave no exit channel")),
+                        _ => Err(failed(
+                            &name,
+                            "the monitor gave no exit channel (or no terminal)",
+                        )),
                     }
                 }
                 Request::AttachInterface {

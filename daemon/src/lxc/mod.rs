@@ -17,3 +17,4 @@ pub mod setup;
 pub mod signal;
 pub mod spawner;
 pub mod spec;
+pub mod terminal;

@@ -450,7 +450,8 @@ impl<'a> Monitor<'a> {
                 env,
                 cwd,
                 noseclabel,
-            } => self.enter(argv, env, cwd, noseclabel, fds),
+                tty,
+            } => self.enter(argv, env, cwd, noseclabel, tty, fds),
         }
     }
 
@@ -569,17 +570,26 @@ impl<'a> Monitor<'a> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the request's fields
     fn enter(
         &mut self,
         argv: Vec<String>,
         env: Vec<String>,
         cwd: Option<PathBuf>,
         noseclabel: bool,
+        tty: bool,
         fds: Vec<OwnedFd>,
     ) -> (Reply, Vec<OwnedFd>) {
-        let [stdin, stdout, stderr]: [OwnedFd; 3] = match fds.try_into() {
-            Ok(fds) => fds,
-            Err(_) => return error_reply(MonitorError::NoStdio),
+        let (stdio, master) = if tty {
+            match self.open_terminal() {
+                Ok((master, stdio)) => (stdio, Some(master)),
+                Err(error) => return error_reply(error),
+            }
+        } else {
+            match fds.try_into() {
+                Ok(stdio) => (stdio, None),
+                Err(_) => return error_reply(MonitorError::NoStdio),
+            }
         };
         let (exit_read, exit_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
             Ok(pipe) => pipe,
@@ -593,7 +603,8 @@ impl<'a> Monitor<'a> {
             env,
             cwd,
             noseclabel,
-            stdio: [stdin, stdout, stderr],
+            controlling_terminal: tty,
+            stdio,
         };
         match enter::spawn(command) {
             Ok((pid, pidfd)) => {
@@ -601,10 +612,30 @@ impl<'a> Monitor<'a> {
                     pidfd,
                     exit_pipe: exit_write,
                 });
-                (Reply::Entered { pid: pid.as_raw() }, vec![exit_read])
+                let fds = std::iter::once(exit_read).chain(master).collect();
+                (Reply::Entered { pid: pid.as_raw() }, fds)
             }
             Err(error) => error_reply(error),
         }
+    }
+
+    /// A new pty of the container's own devpts instance, its slave owned
+    /// by root inside: the master, and the slave three times as stdio.
+    fn open_terminal(&self) -> Result<(OwnedFd, [OwnedFd; 3]), MonitorError> {
+        let owner = self
+            .spec
+            .namespaces
+            .user
+            .as_ref()
+            .map(|m| (m.root_uid().unwrap_or(0), m.root_gid().unwrap_or(0)));
+        let (master, slave) = super::terminal::open(self.init_pid.as_raw(), owner)
+            .map_err(|e| MonitorError::system(MonitorStep::Terminal, e))?;
+        let copy = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| MonitorError::system(MonitorStep::Terminal, io_errno(e)))
+        };
+        let stdio = [copy(&slave)?, copy(&slave)?, slave];
+        Ok((master, stdio))
     }
 
     /// SIGKILL to init (which takes its whole PID namespace along) and to

@@ -125,6 +125,11 @@ pub enum Request {
         cwd: Option<PathBuf>,
         /// Skip the container's SELinux process label.
         noseclabel: bool,
+        /// Give the command a terminal of the container's own devpts as
+        /// stdio and controlling terminal, instead of descriptors in the
+        /// message; the reply carries its master after the exit pipe.
+        #[serde(default)]
+        tty: bool,
     },
     /// Liveness and the pids the monitor knows.
     Status,
@@ -250,6 +255,7 @@ pub enum MonitorStep {
     OpenNamespace,
     Fork,
     AttachLoop,
+    Terminal,
 }
 
 impl MonitorStep {
@@ -272,6 +278,9 @@ impl MonitorStep {
                 format!("cannot open the container's namespace {path}")
             }
             MonitorStep::Fork => "cannot fork the command".into(),
+            MonitorStep::Terminal => "cannot open a terminal in the container's /dev/pts \
+                 (is /dev/pts the devpts lxvirt mounted?)"
+                .into(),
             MonitorStep::AttachLoop => format!(
                 "cannot attach {path} to a loop device; check that it is a raw image file \
                  and that the loop module is loaded"
@@ -454,6 +463,7 @@ mod tests {
             env: vec![],
             cwd: None,
             noseclabel: true,
+            tty: false,
         };
         send(a.as_fd(), &request, &[r.as_raw_fd(), w.as_raw_fd()]).unwrap();
         let (got, fds): (Request, _) = recv(b.as_fd()).unwrap();

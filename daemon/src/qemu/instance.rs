@@ -1281,9 +1281,20 @@ impl QemuDriver {
                         option: "cwd",
                     });
                 }
+                // guest-exec has no terminal to give.
+                let Some(stdio) = stdio else {
+                    return Err(QemuError::EnterOption {
+                        domain,
+                        option: "tty",
+                    });
+                };
                 let (pid, exit) =
                     super::guest_exec::enter(&domain, agent, argv, env, stdio).await?;
-                Ok(Response::Entered { pid, exit })
+                Ok(Response::Entered {
+                    pid,
+                    exit,
+                    terminal: None,
+                })
             }
             Request::Interfaces => {
                 let agent = link.agent().ok_or(QemuError::NoAgentChannel {

@@ -133,8 +133,8 @@ pub enum Command {
         env: Vec<String>,
         cwd: Option<PathBuf>,
         noseclabel: bool,
-        stdio: [OwnedFd; 3],
-        reply: Reply<(i32, OwnedFd)>,
+        stdio: Option<[OwnedFd; 3]>,
+        reply: Reply<crate::core::types::Entered>,
     },
     SendSignal {
         uuid: Uuid,

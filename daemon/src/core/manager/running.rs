@@ -139,8 +139,8 @@ impl Manager {
         env: Vec<String>,
         cwd: Option<PathBuf>,
         noseclabel: bool,
-        stdio: [OwnedFd; 3],
-        reply: Reply<(i32, OwnedFd)>,
+        stdio: Option<[OwnedFd; 3]>,
+        reply: Reply<crate::core::types::Entered>,
     ) {
         let request = Request::Enter {
             argv,
@@ -151,7 +151,15 @@ impl Manager {
         };
         self.ask_driver(uuid, Operation::Enter, request, move |result| {
             let _ = reply.send(result.and_then(|response| match response {
-                Response::Entered { pid, exit } => Ok((pid, exit)),
+                Response::Entered {
+                    pid,
+                    exit,
+                    terminal,
+                } => Ok(crate::core::types::Entered {
+                    pid,
+                    exit,
+                    terminal,
+                }),
                 other => Err(unexpected(other)),
             }));
         });

@@ -243,6 +243,7 @@ impl Driver for TestDriver {
                     .map(|f| Response::Entered {
                         pid: 4242,
                         exit: f.into(),
+                        terminal: None,
                     })
                     .map_err(|e| driver::Error::failed(e.to_string())),
                 Request::AttachInterface { .. } => Ok(Response::Attached {
@@ -826,19 +827,33 @@ async fn suspend_resume_and_requests_go_through_the_table() {
     assert_eq!(h.state(uuid).await, (State::Paused, Reason::User));
     let error = h
         .handle
-        .enter(uuid, vec!["true".into()], Vec::new(), None, false, stdio())
+        .enter(
+            uuid,
+            vec!["true".into()],
+            Vec::new(),
+            None,
+            false,
+            Some(stdio()),
+        )
         .await
         .unwrap_err();
     assert!(matches!(error, CoreError::InvalidState(_)), "{error}");
     h.handle.open_console(uuid, 0).await.unwrap();
     h.handle.resume(uuid).await.unwrap();
     assert_eq!(h.state(uuid).await, (State::Running, Reason::Unpaused));
-    let (pid, _) = h
+    let entered = h
         .handle
-        .enter(uuid, vec!["true".into()], Vec::new(), None, false, stdio())
+        .enter(
+            uuid,
+            vec!["true".into()],
+            Vec::new(),
+            None,
+            false,
+            Some(stdio()),
+        )
         .await
         .unwrap();
-    assert_eq!(pid, 4242);
+    assert_eq!(entered.pid, 4242);
     let stats = h.handle.stats(uuid).await.unwrap();
     assert_eq!(stats.memory_bytes, Some(4096));
     assert_eq!(stats.memory_limit, Some(64 << 20));
