@@ -378,7 +378,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             match cli.output {
                 Format::Text => {
                     for (key, value) in &stats {
-                        println!("{key:<16}{value}");
+                        println!("{key:<24}{value}");
                     }
                 }
                 Format::Json => print_json(&stats)?,
@@ -643,8 +643,6 @@ async fn stats_of(proxy: &DomainProxy<'_>) -> Result<std::collections::BTreeMap<
         .collect())
 }
 
-/// Runs a command in the domain with this process's stdio and exits with
-/// its status.
 /// How `enter` runs its command.
 struct EnterHow {
     env: Vec<String>,
@@ -653,6 +651,8 @@ struct EnterHow {
     tty: bool,
 }
 
+/// Runs a command in the domain, with this process's stdio or on a
+/// terminal of its own relayed to this one; exits with its status.
 async fn enter(proxy: &DomainProxy<'_>, command: Vec<String>, how: EnterHow) -> Result<u8> {
     let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
     let mut env = vec![

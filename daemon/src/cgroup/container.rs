@@ -27,7 +27,7 @@ const DELEGATED_FILES: [&str; 4] = [
 
 /// Usage figures of a container's cgroup; `None` where the host does not
 /// provide a figure or it cannot be read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupStats {
     /// Memory in use, bytes (v1 `memory.usage_in_bytes`, v2 `memory.current`).
     pub memory_bytes: Option<u64>,
@@ -37,6 +37,54 @@ pub struct CgroupStats {
     /// Tasks (`pids.current`, or the number of processes without the pids
     /// controller).
     pub pids: Option<u64>,
+    /// The details the host's files have, named as `domstats` shows them:
+    /// `memory.anon`, `.file`, `.shmem`, `.swap`, `.peak` (bytes);
+    /// `cpu.user`, `.system`, `cpu.throttled.time` (ns) and
+    /// `cpu.throttled.periods`; `block.rd.bytes`, `.wr.bytes`, `.rd.reqs`,
+    /// `.wr.reqs` (summed over the devices); `pids.max`.
+    pub details: Vec<(&'static str, u64)>,
+}
+
+// The details a container's statistics may have: memory by kind
+// (bytes), its peak and swap use, CPU time by mode and throttling (ns),
+// block I/O summed over the devices, and the task limit.
+
+/// Nanoseconds per USER_HZ tick, the unit of v1's `cpuacct.stat`.
+const NS_PER_TICK: u64 = 10_000_000;
+
+/// `KEY VALUE` lines (memory.stat, cpu.stat, cpuacct.stat).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// v1 `blkio.throttle.io_service*` (`MAJ:MIN Read N` lines, and `Total`):
+/// the sum of `op` over the devices.
+fn blkio_sum(text: &str, op: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_device, kind, value) = (fields.next()?, fields.next()?, fields.next()?);
+            (kind == op).then(|| value.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// v2 `io.stat` (`MAJ:MIN rbytes=N wbytes=N rios=N wios=N …`): the sum of
+/// `key` over the devices.
+fn io_stat_sum(text: &str, key: &str) -> u64 {
+    text.lines()
+        .flat_map(str::split_whitespace)
+        .filter_map(|field| {
+            field
+                .strip_prefix(key)?
+                .strip_prefix('=')?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// A container's cgroup: one directory in each hierarchy.
@@ -320,7 +368,99 @@ impl<F: CgroupFs> ContainerCgroup<F> {
             memory_bytes,
             cpu_time_ns,
             pids,
+            details: self.details(),
         }
+    }
+
+    /// What `stats` adds by name, from the files each hierarchy has.
+    fn details(&self) -> Vec<(&'static str, u64)> {
+        let read = |path: PathBuf| self.fs.read(&path).ok();
+        let number = |path: PathBuf| -> Option<u64> { read(path)?.trim().parse().ok() };
+        let mut details = Vec::new();
+        let mut put = |name: &'static str, value: Option<u64>| {
+            if let Some(value) = value {
+                details.push((name, value));
+            }
+        };
+        if let Some(d) = self.handler(Controller::Memory) {
+            let stat = read(d.path.join("memory.stat")).unwrap_or_default();
+            let key = |v1: &str, v2: &str| keyed(&stat, if d.v2 { v2 } else { v1 });
+            put("memory.anon", key("total_rss", "anon"));
+            put("memory.file", key("total_cache", "file"));
+            put("memory.shmem", key("total_shmem", "shmem"));
+            if d.v2 {
+                put("memory.swap", number(d.path.join("memory.swap.current")));
+                put("memory.peak", number(d.path.join("memory.peak")));
+            } else {
+                put("memory.swap", keyed(&stat, "total_swap"));
+                put(
+                    "memory.peak",
+                    number(d.path.join("memory.max_usage_in_bytes")),
+                );
+            }
+        }
+        let v2 = self.dirs.iter().find(|d| d.v2);
+        match (self.handler(Controller::Cpuacct), v2) {
+            (Some(d), _) if !d.v2 => {
+                let stat = read(d.path.join("cpuacct.stat")).unwrap_or_default();
+                let ticks = |key| keyed(&stat, key).and_then(|t| t.checked_mul(NS_PER_TICK));
+                put("cpu.user", ticks("user"));
+                put("cpu.system", ticks("system"));
+            }
+            (_, Some(d)) => {
+                let stat = read(d.path.join("cpu.stat")).unwrap_or_default();
+                let ns = |key| keyed(&stat, key).and_then(|us| us.checked_mul(1000));
+                put("cpu.user", ns("user_usec"));
+                put("cpu.system", ns("system_usec"));
+            }
+            _ => {}
+        }
+        if let Some(d) = self.handler(Controller::Cpu) {
+            let stat = read(d.path.join("cpu.stat")).unwrap_or_default();
+            put("cpu.throttled.periods", keyed(&stat, "nr_throttled"));
+            put(
+                "cpu.throttled.time",
+                if d.v2 {
+                    keyed(&stat, "throttled_usec").and_then(|us| us.checked_mul(1000))
+                } else {
+                    keyed(&stat, "throttled_time")
+                },
+            );
+        }
+        if let Some(d) = self.handler(Controller::Blkio) {
+            if d.v2 {
+                let stat = read(d.path.join("io.stat"));
+                let sum = |key| stat.as_deref().map(|s| io_stat_sum(s, key));
+                put("block.rd.bytes", sum("rbytes"));
+                put("block.wr.bytes", sum("wbytes"));
+                put("block.rd.reqs", sum("rios"));
+                put("block.wr.reqs", sum("wios"));
+            } else {
+                let bytes = read(d.path.join("blkio.throttle.io_service_bytes"));
+                let reqs = read(d.path.join("blkio.throttle.io_serviced"));
+                put(
+                    "block.rd.bytes",
+                    bytes.as_deref().map(|t| blkio_sum(t, "Read")),
+                );
+                put(
+                    "block.wr.bytes",
+                    bytes.as_deref().map(|t| blkio_sum(t, "Write")),
+                );
+                put(
+                    "block.rd.reqs",
+                    reqs.as_deref().map(|t| blkio_sum(t, "Read")),
+                );
+                put(
+                    "block.wr.reqs",
+                    reqs.as_deref().map(|t| blkio_sum(t, "Write")),
+                );
+            }
+        }
+        if let Some(d) = self.handler(Controller::Pids) {
+            // "max": no limit, nothing to show.
+            put("pids.max", number(d.path.join("pids.max")));
+        }
+        details
     }
 
     /// The directory whose `cgroup.procs` is read for the process list.

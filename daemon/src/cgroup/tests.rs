@@ -268,13 +268,19 @@ fn v1_template(controller: &str) -> Template {
             ("cpu.shares", "1024"),
             ("cpu.cfs_period_us", "100000"),
             ("cpu.cfs_quota_us", "-1"),
+            ("cpu.stat", "nr_periods 5\nnr_throttled 2\nthrottled_time 777\n"),
         ][..],
-        "cpuacct" => &[("cpuacct.usage", "123456789\n")][..],
+        "cpuacct" => &[
+            ("cpuacct.usage", "123456789\n"),
+            ("cpuacct.stat", "user 12\nsystem 3\n"),
+        ][..],
         "cpu,cpuacct" => &[
             ("cpu.shares", "1024"),
             ("cpu.cfs_period_us", "100000"),
             ("cpu.cfs_quota_us", "-1"),
+            ("cpu.stat", "nr_periods 5\nnr_throttled 2\nthrottled_time 777\n"),
             ("cpuacct.usage", "123456789\n"),
+            ("cpuacct.stat", "user 12\nsystem 3\n"),
         ][..],
         "cpuset" => &[
             ("cpuset.cpus", ""),
@@ -286,6 +292,11 @@ fn v1_template(controller: &str) -> Template {
             ("memory.soft_limit_in_bytes", "9223372036854771712"),
             ("memory.memsw.limit_in_bytes", "9223372036854771712"),
             ("memory.usage_in_bytes", "4096\n"),
+            (
+                "memory.stat",
+                "cache 1\nrss 2\ntotal_cache 4096\ntotal_rss 8192\ntotal_shmem 0\ntotal_swap 512\n",
+            ),
+            ("memory.max_usage_in_bytes", "65536\n"),
         ][..],
         "devices" => &[
             ("devices.allow", ""),
@@ -301,6 +312,11 @@ fn v1_template(controller: &str) -> Template {
             ("blkio.throttle.write_bps_device", ""),
             ("blkio.throttle.read_iops_device", ""),
             ("blkio.throttle.write_iops_device", ""),
+            (
+                "blkio.throttle.io_service_bytes",
+                "8:0 Read 100\n8:0 Write 50\n8:0 Sync 0\n8:0 Total 150\n8:16 Read 1\n8:16 Write 2\nTotal 153\n",
+            ),
+            ("blkio.throttle.io_serviced", "8:0 Read 3\n8:0 Write 4\nTotal 7\n"),
         ][..],
         "pids" => &[("pids.max", "max"), ("pids.current", "3\n")][..],
         _ => &[][..],
@@ -318,7 +334,7 @@ fn v2_template(controllers: bool) -> Template {
         ("cgroup.kill", ""),
         (
             "cpu.stat",
-            "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n",
+            "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\nnr_throttled 1\nthrottled_usec 4\n",
         ),
     ];
     if controllers {
@@ -327,6 +343,12 @@ fn v2_template(controllers: bool) -> Template {
             ("memory.low", "0"),
             ("memory.swap.max", "max"),
             ("memory.current", "8192\n"),
+            ("memory.stat", "anon 100\nfile 200\nkernel 50\nshmem 7\n"),
+            ("memory.swap.current", "0\n"),
+            (
+                "io.stat",
+                "8:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n253:0 rbytes=5 wbytes=0 rios=1 wios=0\n",
+            ),
             ("cpu.weight", "100"),
             ("cpu.max", "max 100000"),
             ("cpuset.cpus", ""),
@@ -1264,6 +1286,21 @@ fn stats_on_v1() {
             memory_bytes: Some(4096),
             cpu_time_ns: Some(123_456_789),
             pids: Some(3),
+            details: vec![
+                ("memory.anon", 8192),
+                ("memory.file", 4096),
+                ("memory.shmem", 0),
+                ("memory.swap", 512),
+                ("memory.peak", 65536),
+                ("cpu.user", 120_000_000),
+                ("cpu.system", 30_000_000),
+                ("cpu.throttled.periods", 2),
+                ("cpu.throttled.time", 777),
+                ("block.rd.bytes", 101),
+                ("block.wr.bytes", 52),
+                ("block.rd.reqs", 3),
+                ("block.wr.reqs", 4),
+            ],
         }
     );
 }
@@ -1278,6 +1315,20 @@ fn stats_on_v2() {
             memory_bytes: Some(8192),
             cpu_time_ns: Some(2_500_000),
             pids: Some(1),
+            details: vec![
+                ("memory.anon", 100),
+                ("memory.file", 200),
+                ("memory.shmem", 7),
+                ("memory.swap", 0),
+                ("cpu.user", 2_000_000),
+                ("cpu.system", 500_000),
+                ("cpu.throttled.periods", 1),
+                ("cpu.throttled.time", 4000),
+                ("block.rd.bytes", 15),
+                ("block.wr.bytes", 20),
+                ("block.rd.reqs", 2),
+                ("block.wr.reqs", 2),
+            ],
         }
     );
 }

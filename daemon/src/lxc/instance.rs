@@ -436,12 +436,18 @@ impl Driver for LxcDriver {
                     let cgroups = driver.cgroups(&name)?;
                     tokio::task::spawn_blocking(move || {
                         let stats = cgroups.open(&runtime.cgroup_path).map(|c| c.stats()).ok();
+                        let mut extra: Vec<(String, u64)> = stats
+                            .iter()
+                            .flat_map(|s| &s.details)
+                            .map(|(name, value)| ((*name).to_owned(), *value))
+                            .collect();
+                        extra.extend(interface_counters(runtime.init_pid));
                         Response::Stats(DomainStats {
                             memory_bytes: stats.as_ref().and_then(|s| s.memory_bytes),
                             memory_limit: runtime.memory_limit,
                             cpu_time_ns: stats.as_ref().and_then(|s| s.cpu_time_ns),
                             pids: stats.as_ref().and_then(|s| s.pids),
-                            extra: Vec::new(),
+                            extra,
                         })
                     })
                     .await
@@ -583,4 +589,37 @@ pub fn relabel_jobs(spec: &ContainerSpec, content_label: Option<&str>) -> Option
         _ => Vec::new(),
     };
     (!jobs.is_empty()).then_some(jobs)
+}
+
+/// `net.NAME.rx.bytes` and the rest for each interface of a container with
+/// a network namespace of its own (not loopback); none for one that shares
+/// the host's, whose interfaces are not its own.
+fn interface_counters(init_pid: i32) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |path: String| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
+    let theirs = ns(format!("/proc/{init_pid}/ns/net"));
+    if theirs.is_none() || theirs == ns("/proc/self/ns/net".to_owned()) {
+        return Vec::new();
+    }
+    let Ok(interfaces) = crate::net::guest::interfaces(init_pid) else {
+        return Vec::new();
+    };
+    interfaces
+        .into_iter()
+        .filter(|i| i.name != "lo")
+        .flat_map(|i| {
+            let c = i.counters;
+            [
+                ("rx.bytes", c.rx_bytes),
+                ("rx.packets", c.rx_packets),
+                ("rx.errors", c.rx_errors),
+                ("rx.dropped", c.rx_dropped),
+                ("tx.bytes", c.tx_bytes),
+                ("tx.packets", c.tx_packets),
+                ("tx.errors", c.tx_errors),
+                ("tx.dropped", c.tx_dropped),
+            ]
+            .map(|(counter, value)| (format!("net.{}.{counter}", i.name), value))
+        })
+        .collect()
 }
