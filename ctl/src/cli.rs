@@ -257,6 +257,33 @@ pub enum Command {
         #[command(flatten)]
         affect: Affect,
     },
+    /// Set the current memory (<currentMemory>): a container's memory
+    /// limit, a VM's balloon target; live, in the definition, or both.
+    Setmem {
+        domain: String,
+        /// KiB, or with a suffix: 512M, 2G (powers of 1024).
+        size: String,
+        #[command(flatten)]
+        affect: Affect,
+    },
+    /// Set the maximum memory (<memory>) in the definition (--config; a
+    /// running domain's cannot change).
+    Setmaxmem {
+        domain: String,
+        /// KiB, or with a suffix: 512M, 2G (powers of 1024).
+        size: String,
+        #[command(flatten)]
+        affect: Affect,
+    },
+    /// Show or set the host CPUs the domain runs on (<vcpu cpuset>, the
+    /// container's cpuset.cpus); 'none' removes the pinning.
+    Emulatorpin {
+        domain: String,
+        /// A CPU list such as 0-3,^2; absent: show it.
+        cpulist: Option<String>,
+        #[command(flatten)]
+        affect: Affect,
+    },
     /// Send a signal to a process of a running container, by its pid inside (1 is init).
     #[command(name = "send-process-signal")]
     SendProcessSignal {

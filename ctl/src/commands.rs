@@ -364,6 +364,41 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let proxy = lookup(&connection, &manager, &name).await?;
             crate::tuning::numatune(&proxy, nodeset, mode, affect, cli.output).await?;
         }
+        Command::Setmem {
+            domain: name,
+            size,
+            affect,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            crate::tuning::set_memory(&proxy, &size, affect, false).await?;
+        }
+        Command::Setmaxmem {
+            domain: name,
+            size,
+            affect,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            crate::tuning::set_memory(&proxy, &size, affect, true).await?;
+        }
+        Command::Emulatorpin {
+            domain: name,
+            cpulist,
+            affect,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            match cpulist.as_deref() {
+                Some("none") => proxy.pin_emulator("", affect.flags()).await?,
+                Some(list) => proxy.pin_emulator(list, affect.flags()).await?,
+                None => {
+                    let pinned = proxy.get_emulator_pin(affect.flags()).await?;
+                    match cli.output {
+                        Format::Json => print_json(&serde_json::json!({ "cpuset": pinned }))?,
+                        Format::Text if pinned.is_empty() => println!("cpuset: (all)"),
+                        Format::Text => println!("cpuset: {pinned}"),
+                    }
+                }
+            }
+        }
         Command::SendProcessSignal {
             domain: name,
             pid,

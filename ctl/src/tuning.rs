@@ -182,6 +182,48 @@ pub async fn numatune(
     Ok(())
 }
 
+/// `setmem` (`<currentMemory>`) or `setmaxmem` (`<memory>`, `maximum`).
+pub async fn set_memory(
+    proxy: &DomainProxy<'_>,
+    size: &str,
+    affect: Affect,
+    maximum: bool,
+) -> Result<()> {
+    let kib = parse_kib(size)?;
+    if maximum {
+        proxy.set_max_memory(kib, affect.flags()).await?;
+    } else {
+        proxy.set_memory(kib, affect.flags()).await?;
+    }
+    Ok(())
+}
+
+/// A size as virsh takes it: KiB, or a number with a suffix (K, M, G, T;
+/// powers of 1024, an optional trailing `iB`/`B`).
+fn parse_kib(text: &str) -> Result<u64> {
+    let bad = || {
+        Failure::new(
+            EXIT_USAGE,
+            format!("size '{text}': write KiB, or a number with K, M, G or T (512M)"),
+        )
+    };
+    let trimmed = text.trim();
+    let unit_at = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(unit_at);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let unit = unit.trim_end_matches("iB").trim_end_matches('B');
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "K" => 0,
+        "M" => 10,
+        "G" => 20,
+        "T" => 30,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(1 << shift).ok_or_else(bad)
+}
+
 /// `cpu_shares=512` → the parameter and its value as the bus wants it.
 fn parse_assignment(text: &str) -> Result<(&'static str, Variant<'static>)> {
     let usage = |why: String| Failure::new(EXIT_USAGE, why);
@@ -204,4 +246,21 @@ fn parse_assignment(text: &str) -> Result<(&'static str, Variant<'static>)> {
         Variant::from(value.trim().parse::<u64>().map_err(|_| bad())?)
     };
     Ok((key, value))
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_kib;
+
+    #[test]
+    fn sizes_are_kib_or_suffixed() {
+        assert_eq!(parse_kib("65536").unwrap(), 65536);
+        assert_eq!(parse_kib("512M").unwrap(), 512 * 1024);
+        assert_eq!(parse_kib("2GiB").unwrap(), 2 * 1024 * 1024);
+        assert_eq!(parse_kib("1g").unwrap(), 1024 * 1024);
+        assert_eq!(parse_kib("64K").unwrap(), 64);
+        for bad in ["", "M", "12Q", "-5", "1.5G"] {
+            assert!(parse_kib(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -366,6 +366,7 @@ const READ_METHODS: &[&str] = &[
     "org.lxvirt.lxvirt1.Domain.GetSchedulerParameters",
     "org.lxvirt.lxvirt1.Domain.GetBlkioParameters",
     "org.lxvirt.lxvirt1.Domain.GetNumaParameters",
+    "org.lxvirt.lxvirt1.Domain.GetEmulatorPin",
     "org.lxvirt.lxvirt1.Domain.GetInterfaceAddresses",
     "org.lxvirt.lxvirt1.Domain.GetInterfaceStats",
     "org.lxvirt.lxvirt1.Network.GetXML",

@@ -270,3 +270,68 @@ async fn numatune_moves_a_running_containers_memory_nodes_and_not_its_policy() {
     );
     ok(&env, &["destroy", "numa"]);
 }
+
+#[tokio::test]
+async fn setmem_setmaxmem_and_emulatorpin_change_a_running_container() {
+    let Some(env) = ContainerEnv::new().await else {
+        return;
+    };
+    env.start("mem", "sleep 100000", "").await;
+    let memory = env.daemon.cgroup_dir("memory", "mem");
+    let limit = || read_cgroup(&memory, &["memory.limit_in_bytes", "memory.max"]);
+    assert_eq!(limit(), (64u64 << 20).to_string());
+
+    // setmem: the running container's limit at once, and its live XML.
+    ok(&env, &["setmem", "mem", "48M"]);
+    assert_eq!(limit(), (48u64 << 20).to_string());
+    let live = ok(&env, &["dumpxml", "mem"]);
+    assert!(
+        live.contains("<currentMemory unit='KiB'>49152</currentMemory>"),
+        "{live}"
+    );
+    let config = ok(&env, &["dumpxml", "--inactive", "mem"]);
+    assert!(
+        config.contains("<currentMemory unit='KiB'>65536</currentMemory>"),
+        "{config}"
+    );
+    // Above the maximum: refused, nothing changes.
+    let (refused, out) = run(&env, &["setmem", "mem", "1G"]);
+    assert!(!refused && out.contains("currentMemory"), "{out}");
+    assert_eq!(limit(), (48u64 << 20).to_string());
+
+    // setmaxmem: the definition only.
+    let (refused, out) = run(&env, &["setmaxmem", "mem", "128M", "--live"]);
+    assert!(
+        !refused && out.contains("maximum memory cannot change"),
+        "{out}"
+    );
+    ok(&env, &["setmaxmem", "mem", "128M", "--config"]);
+    let config = ok(&env, &["dumpxml", "--inactive", "mem"]);
+    assert!(
+        config.contains("<memory unit='KiB'>131072</memory>"),
+        "{config}"
+    );
+    assert_eq!(limit(), (48u64 << 20).to_string());
+
+    // emulatorpin: cpuset.cpus at once; a CPU the host lacks is refused.
+    let cpuset = env.daemon.cgroup_dir("cpuset", "mem");
+    let cpus = || read_cgroup(&cpuset, &["cpuset.cpus"]);
+    ok(&env, &["emulatorpin", "mem", "0"]);
+    assert_eq!(cpus(), "0");
+    assert_eq!(ok(&env, &["emulatorpin", "mem"]).trim(), "cpuset: 0");
+    let (refused, out) = run(&env, &["emulatorpin", "mem", "4095"]);
+    assert!(!refused, "{out}");
+    assert_eq!(cpus(), "0");
+    let live = ok(&env, &["dumpxml", "mem"]);
+    assert!(live.contains("cpuset='0'"), "{live}");
+    // Unpinning a running cgroup: refused (set a list instead), unchanged.
+    let (unpinned, out) = run(&env, &["emulatorpin", "mem", "none"]);
+    assert!(!unpinned && out.contains("cannot be removed"), "{out}");
+    assert_eq!(cpus(), "0");
+    ok(&env, &["emulatorpin", "mem", "none", "--config"]);
+    assert_eq!(
+        ok(&env, &["emulatorpin", "mem", "--config"]).trim(),
+        "cpuset: (all)"
+    );
+    ok(&env, &["destroy", "mem"]);
+}

@@ -202,6 +202,13 @@ pub trait Domain {
         flags: u32,
     ) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     #[zbus(allow_interactive_auth)]
+    fn set_memory(&self, kib: u64, flags: u32) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
+    fn set_max_memory(&self, kib: u64, flags: u32) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
+    fn pin_emulator(&self, cpuset: &str, flags: u32) -> zbus::Result<()>;
+    fn get_emulator_pin(&self, flags: u32) -> zbus::Result<String>;
+    #[zbus(allow_interactive_auth)]
     fn set_numa_parameters(
         &self,
         params: std::collections::HashMap<&str, zbus::Variant<'_>>,

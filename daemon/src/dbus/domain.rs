@@ -877,6 +877,69 @@ impl DomainObject {
         Ok(params)
     }
 
+    /// Sets `<currentMemory>` (KiB): a container's memory limit at once
+    /// (unless `<memtune><hard_limit>` sets one), a VM's balloon target
+    /// (it needs a `<memballoon>`); at most `<memory>`. Flags as for
+    /// `SetMemoryParameters`.
+    async fn set_memory(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        kib: u64,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let tuning = Tuning::CurrentMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
+        self.tune(&header, connection, tuning, flags).await
+    }
+
+    /// Sets `<memory>` (KiB), the maximum, in the definition only (a
+    /// running instance's is refused, as libvirt does); `<currentMemory>`
+    /// is lowered to it when above.
+    async fn set_max_memory(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        kib: u64,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let tuning = Tuning::MaxMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
+        self.tune(&header, connection, tuning, flags).await
+    }
+
+    /// Pins the domain to host CPUs (`<vcpu cpuset>`, a running
+    /// instance's `cpuset.cpus` at once): a list such as `0-3,^2`; empty
+    /// removes the pinning. Flags as for `SetMemoryParameters`.
+    async fn pin_emulator(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        cpuset: String,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let cpuset = if cpuset.is_empty() {
+            None
+        } else {
+            Some(
+                crate::domain::CpuSet::parse(&cpuset)
+                    .map_err(|why| Error::InvalidArgument(format!("cpuset '{cpuset}': {why}")))?,
+            )
+        };
+        self.tune(&header, connection, Tuning::Cpuset(cpuset), flags)
+            .await
+    }
+
+    /// The host CPUs the domain is pinned to, as `PinEmulator` takes them;
+    /// empty when it is not pinned.
+    async fn get_emulator_pin(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        flags: u32,
+    ) -> Result<String, Error> {
+        let def = self.tuned_def(&header, connection, flags).await?;
+        Ok(def.vcpu.cpuset.map(|c| c.to_string()).unwrap_or_default())
+    }
+
     /// Sets `<numatune><memory>`: `numa_nodeset` (`s`, host nodes such as
     /// `0-1`; a running instance's `cpuset.mems` at once) and `numa_mode`
     /// (`s`: strict, preferred, interleave, restrictive; the definition

@@ -975,8 +975,9 @@ pub fn tuning_spec(
                 .map(|node| (node.major, node.minor))
         },
     )?;
-    // A container's <memory> is all it may use.
-    spec.memory_limit.get_or_insert(def.memory);
+    // A container's <currentMemory> (its <memory> unless set, or changed
+    // by setmem) is all it may use, as libvirt's LXC driver has it.
+    spec.memory_limit.get_or_insert(def.current_memory);
     Ok(spec)
 }
 

@@ -1312,6 +1312,19 @@ impl QemuDriver {
                 })
             }
             Request::Tune { old, new } => {
+                // <currentMemory> of a VM is what its balloon leaves it.
+                if old.current_memory != new.current_memory {
+                    let has_balloon = (new.devices.memballoon.as_ref())
+                        .is_some_and(|b| b.model != crate::domain::MemballoonModel::None);
+                    if !has_balloon {
+                        return Err(QemuError::NotSupported {
+                            domain,
+                            what: "a change of the current memory without a <memballoon>",
+                        });
+                    }
+                    let qmp = link.qmp().await?;
+                    link.bounded(qmp.balloon(new.current_memory)).await?;
+                }
                 let cgroups = self.config.cgroups.clone().ok_or(QemuError::NoCgroups {
                     domain: domain.clone(),
                 })?;

@@ -70,6 +70,14 @@ pub enum Tuning {
     Scheduler(SchedulerParams),
     Blkio(BlkioParams),
     Numa(NumaParams),
+    /// `<currentMemory>`, bytes: a container's memory limit (unless
+    /// `<memtune><hard_limit>` sets one), a VM's balloon target.
+    CurrentMemory(u64),
+    /// `<memory>`, bytes: the maximum, in the definition only.
+    MaxMemory(u64),
+    /// `<vcpu cpuset>`: the host CPUs the domain runs on (`cpuset.cpus`);
+    /// `None` removes the pinning.
+    Cpuset(Option<crate::domain::CpuSet>),
 }
 
 impl Tuning {
@@ -79,6 +87,9 @@ impl Tuning {
             Tuning::Scheduler(_) => "scheduler parameters",
             Tuning::Blkio(_) => "block I/O parameters",
             Tuning::Numa(_) => "NUMA parameters",
+            Tuning::CurrentMemory(_) => "current memory",
+            Tuning::MaxMemory(_) => "maximum memory",
+            Tuning::Cpuset(_) => "CPU set",
         }
     }
 
@@ -139,6 +150,12 @@ impl Tuning {
                     def.blkiotune = None;
                 }
             }
+            Tuning::CurrentMemory(bytes) => def.current_memory = *bytes,
+            Tuning::MaxMemory(bytes) => {
+                def.memory = *bytes;
+                def.current_memory = def.current_memory.min(*bytes);
+            }
+            Tuning::Cpuset(cpuset) => def.vcpu.cpuset = cpuset.clone(),
             Tuning::Numa(params) => {
                 let numatune = def.numatune.get_or_insert_with(|| crate::domain::NumaTune {
                     memory: None,
@@ -279,6 +296,14 @@ impl Manager {
                 .ok_or(CoreError::InvalidFlags(flags.0));
         }
         entry.check(Operation::ChangeDevices)?;
+        if let Tuning::MaxMemory(_) = tuning {
+            return Err(CoreError::TuningRefused {
+                domain: name,
+                which: "running",
+                what: tuning.what(),
+                problem: "a running instance's maximum memory cannot change; change it in the definition (--config) and restart, or change its current memory (setmem)".into(),
+            });
+        }
         if let Tuning::Numa(NumaParams {
             mode: Some(mode), ..
         }) = tuning
