@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCandidates;
 
 /// Manage lxvirt domains: Linux containers (and KVM guests) defined by domain XML.
 ///
@@ -56,15 +57,26 @@ pub enum ImageCommand {
     /// List images.
     List,
     /// Show an image: names, parent chain, sizes, users.
-    Inspect { image: String },
+    Inspect {
+        #[arg(add = ArgValueCandidates::new(crate::complete::images))]
+        image: String,
+    },
     /// Remove an image (refused while a domain or a child image uses it).
-    Rm { image: String },
+    Rm {
+        #[arg(add = ArgValueCandidates::new(crate::complete::images))]
+        image: String,
+    },
     /// Give an image a name.
-    Tag { image: String, name: String },
+    Tag {
+        #[arg(add = ArgValueCandidates::new(crate::complete::images))]
+        image: String,
+        name: String,
+    },
     /// Remove a name.
     Untag { name: String },
     /// Write an image as a tarball ('-' for stdout).
     Export {
+        #[arg(add = ArgValueCandidates::new(crate::complete::images))]
         image: String,
         file: PathBuf,
         /// Only the image's own layer (whiteouts as .wh. entries).
@@ -116,17 +128,22 @@ pub enum Command {
     Define { file: PathBuf },
     /// Remove a domain's persistent definition (and its writable layer).
     Undefine {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Keep the domain's writable layer (its changes to its image).
         #[arg(long)]
         keep_writable_layer: bool,
     },
     /// Start a defined domain.
-    Start { domain: String },
+    Start {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+    },
     /// Create and start a transient domain from an XML file (forgotten when it stops).
     Create { file: PathBuf },
     /// Ask a domain to stop as its init wants it (SIGRTMIN+3 to systemd, /run/initctl for sysvinit, else SIGTERM), the ACPI power button to a VM; killed after the grace period.
     Shutdown {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Seconds before the domain is killed (default 10).
         #[arg(long, default_value_t = 10)]
@@ -136,9 +153,13 @@ pub enum Command {
         mode: Option<ShutdownMode>,
     },
     /// Stop a domain at once: SIGKILL to every process of a container, SIGTERM then SIGKILL to a VM's qemu.
-    Destroy { domain: String },
+    Destroy {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+    },
     /// Stop a domain as shutdown does and start it again.
     Reboot {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Seconds before the domain is killed (default 10).
         #[arg(long, default_value_t = 10)]
@@ -148,13 +169,23 @@ pub enum Command {
         mode: Option<ShutdownMode>,
     },
     /// Restart a domain at once without asking it: a VM's reset button, a container killed and started again.
-    Reset { domain: String },
+    Reset {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+    },
     /// Pause a domain: freeze a container's processes, stop a VM's CPUs.
-    Suspend { domain: String },
+    Suspend {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+    },
     /// Let a suspended domain run again.
-    Resume { domain: String },
+    Resume {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+    },
     /// Attach to a domain's console (Ctrl-] detaches).
     Console {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Which console: console0 (default), console1, …
         #[arg(long)]
@@ -163,6 +194,7 @@ pub enum Command {
     /// Print a domain's console output, kept whether or not a console was
     /// attached (a container's first console, a VM's first serial port).
     Logs {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Go on printing new output until the domain stops.
         #[arg(long, short = 'f')]
@@ -173,6 +205,7 @@ pub enum Command {
     },
     /// Run a command inside a running domain, confined as the domain is.
     Enter {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Do not apply the domain's SELinux label to the command.
         #[arg(long)]
@@ -195,6 +228,7 @@ pub enum Command {
     /// An interactive login shell inside a running container, on a
     /// terminal of its own (as 'enter -t DOMAIN -- /bin/sh -l').
     Shell {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Extra environment variables (KEY=VALUE).
         #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
@@ -204,9 +238,13 @@ pub enum Command {
         command: Vec<String>,
     },
     /// Show a running domain's resource use.
-    Domstats { domain: String },
+    Domstats {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+    },
     /// Show or set a domain's memory limits (<memtune>, KiB): live, in the definition, or both.
     Memtune {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         #[arg(long, value_name = "KiB")]
         hard_limit: Option<u64>,
@@ -219,6 +257,7 @@ pub enum Command {
     },
     /// Show or set a domain's CPU scheduler parameters (<cputune>): --set cpu_shares=N, vcpu_period=µs, vcpu_quota=µs|-1.
     Schedinfo {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// PARAM=VALUE; repeat for several.
         #[arg(long = "set", value_name = "PARAM=VALUE")]
@@ -228,6 +267,7 @@ pub enum Command {
     },
     /// Show or set a domain's block I/O weights and limits (<blkiotune>); per device as PATH,VALUE[,PATH,VALUE…], 0 removes one.
     Blkiotune {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// 100–1000.
         #[arg(long)]
@@ -247,6 +287,7 @@ pub enum Command {
     },
     /// Show or set the host NUMA nodes of a domain's memory (<numatune>); the mode only in the definition.
     Numatune {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Host nodes, such as 0-1.
         #[arg(long)]
@@ -260,6 +301,7 @@ pub enum Command {
     /// Set the current memory (<currentMemory>): a container's memory
     /// limit, a VM's balloon target; live, in the definition, or both.
     Setmem {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// KiB, or with a suffix: 512M, 2G (powers of 1024).
         size: String,
@@ -269,6 +311,7 @@ pub enum Command {
     /// Set the maximum memory (<memory>) in the definition (--config; a
     /// running domain's cannot change).
     Setmaxmem {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// KiB, or with a suffix: 512M, 2G (powers of 1024).
         size: String,
@@ -278,6 +321,7 @@ pub enum Command {
     /// Show or set the host CPUs the domain runs on (<vcpu cpuset>, the
     /// container's cpuset.cpus); 'none' removes the pinning.
     Emulatorpin {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// A CPU list such as 0-3,^2; absent: show it.
         cpulist: Option<String>,
@@ -287,6 +331,7 @@ pub enum Command {
     /// Send a signal to a process of a running container, by its pid inside (1 is init).
     #[command(name = "send-process-signal")]
     SendProcessSignal {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// The process's pid as the container sees it.
         #[arg(allow_negative_numbers = true)]
@@ -301,10 +346,16 @@ pub enum Command {
         all: bool,
     },
     /// Show a domain's identity, state and settings.
-    Dominfo { domain: String },
+    Dominfo {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+    },
     /// Edit a domain's persistent XML in $VISUAL or $EDITOR, then define it
     /// again (offers to edit again when it is refused).
-    Edit { domain: String },
+    Edit {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+    },
     /// Print lifecycle events of domains as they happen (the first one,
     /// or all with --loop).
     Event {
@@ -345,6 +396,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Print a domain's XML.
     Dumpxml {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// The persistent definition rather than the live one.
         #[arg(long)]
@@ -360,6 +412,7 @@ pub enum Command {
     },
     /// Mark a domain to start when lxvirtd starts (or unmark it).
     Autostart {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Remove the mark.
         #[arg(long)]
@@ -378,8 +431,10 @@ pub enum Command {
     },
     /// Copy a shut off or paused domain's writable layer into a new image.
     Commit {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// The new image's name.
+        #[arg(add = ArgValueCandidates::new(crate::complete::images))]
         image: String,
     },
     /// Print a shell completion script.
@@ -393,6 +448,7 @@ pub enum Command {
 pub enum DomIfCommand {
     /// List a domain's interfaces: host-side name, type, source, MAC.
     Domiflist {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// The persistent definition's interfaces.
         #[arg(long)]
@@ -400,6 +456,7 @@ pub enum DomIfCommand {
     },
     /// Show a running domain's interface addresses.
     Domifaddr {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Only this interface (name or MAC).
         #[arg(long)]
@@ -411,6 +468,7 @@ pub enum DomIfCommand {
     },
     /// Show an interface's traffic counters, from the domain's side.
     Domifstat {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         /// Its name inside, its host-side name or its MAC.
         interface: String,
@@ -418,6 +476,7 @@ pub enum DomIfCommand {
     /// Attach a device from an XML file ('-' reads stdin): <interface>.
     #[command(name = "attach-device")]
     AttachDevice {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         file: PathBuf,
         #[command(flatten)]
@@ -426,6 +485,7 @@ pub enum DomIfCommand {
     /// Detach the device an XML file describes (an <interface>, by <mac>).
     #[command(name = "detach-device")]
     DetachDevice {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         file: PathBuf,
         #[command(flatten)]
@@ -435,6 +495,7 @@ pub enum DomIfCommand {
     /// SOURCE the network, bridge or host device (none for ethernet).
     #[command(name = "attach-interface")]
     AttachInterface {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         #[arg(value_name = "TYPE")]
         kind: String,
@@ -451,6 +512,7 @@ pub enum DomIfCommand {
     /// only one of that type.
     #[command(name = "detach-interface")]
     DetachInterface {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         #[arg(value_name = "TYPE")]
         kind: String,
@@ -500,13 +562,20 @@ pub enum NetCommand {
     /// Remove a network's definition (an active network runs on until
     /// destroyed).
     #[command(name = "net-undefine")]
-    Undefine { network: String },
+    Undefine {
+        #[arg(add = ArgValueCandidates::new(crate::complete::networks))]
+        network: String,
+    },
     /// Start a defined network: bridge, firewall table, DHCP and DNS.
     #[command(name = "net-start")]
-    Start { network: String },
+    Start {
+        #[arg(add = ArgValueCandidates::new(crate::complete::networks))]
+        network: String,
+    },
     /// Stop a network (refused while running domains use it).
     #[command(name = "net-destroy")]
     Destroy {
+        #[arg(add = ArgValueCandidates::new(crate::complete::networks))]
         network: String,
         /// Even with running domains on it: they lose their connection.
         #[arg(long)]
@@ -522,6 +591,7 @@ pub enum NetCommand {
     /// Show the DHCP leases a network has given.
     #[command(name = "net-dhcp-leases")]
     DhcpLeases {
+        #[arg(add = ArgValueCandidates::new(crate::complete::networks))]
         network: String,
         /// Only the lease of this MAC address.
         #[arg(long)]
@@ -529,13 +599,20 @@ pub enum NetCommand {
     },
     /// Show a network's identity, state and bridge.
     #[command(name = "net-info")]
-    Info { network: String },
+    Info {
+        #[arg(add = ArgValueCandidates::new(crate::complete::networks))]
+        network: String,
+    },
     /// Print a network's XML.
     #[command(name = "net-dumpxml")]
-    Dumpxml { network: String },
+    Dumpxml {
+        #[arg(add = ArgValueCandidates::new(crate::complete::networks))]
+        network: String,
+    },
     /// Mark a network to start with the host (or unmark it).
     #[command(name = "net-autostart")]
     Autostart {
+        #[arg(add = ArgValueCandidates::new(crate::complete::networks))]
         network: String,
         /// Remove the mark.
         #[arg(long)]

@@ -98,7 +98,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         // Offline commands first: they need no bus.
         Command::Validate { files } => return Ok(validate(&files)),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "lxvirt", &mut std::io::stdout());
+            let script = crate::complete::registration(&shell.to_string())
+                .map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
+            print_bytes(&script)?;
             return Ok(EXIT_OK);
         }
         Command::Man => {

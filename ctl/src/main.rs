@@ -3,6 +3,7 @@
 mod apply;
 mod cli;
 mod commands;
+mod complete;
 mod edit;
 mod events;
 mod images;
@@ -18,6 +19,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    // A shell asking for completions gets them, and nothing else runs.
+    complete::answer_if_asked();
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -355,14 +355,68 @@ fn unreachable_bus_is_exit_3_with_advice() {
 
 #[test]
 fn completions_and_man_page_are_generated() {
+    // The scripts call lxvirt back for the words.
     let out = lxvirt("unix:path=/nonexistent", &["completions", "bash"]).unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("dumpxml"));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("net-define"));
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("-F _clap_complete_lxvirt lxvirt"),
+        "{script}"
+    );
+    assert!(script.contains("COMPLETE=\"bash\""), "{script}");
+    let out = lxvirt("unix:path=/nonexistent", &["completions", "fish"]).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("COMPLETE=fish lxvirt --"));
     let out = lxvirt("unix:path=/nonexistent", &["man"]).unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH lxvirt"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("net\\-list"));
+}
+
+/// What `lxvirt` offers bash for the last of `words` (the command line
+/// being typed), on the bus at `address`.
+fn completions(address: &str, words: &[&str]) -> Vec<String> {
+    let index = words.len().to_string();
+    let out = std::process::Command::new(lxvirt_tests::binary("lxvirt"))
+        .arg("--")
+        .arg("lxvirt")
+        .args(words)
+        .env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", &index)
+        .env("_CLAP_IFS", "\n")
+        .env("LXVIRT_BUS_ADDRESS", address)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn completion_offers_commands_options_and_the_daemons_names() {
+    let bus = TestBus::start().unwrap();
+    let root = shared_tempdir().unwrap();
+    let _daemon = TestDaemon::start(&bus, root.path()).await.unwrap();
+    let a = bus.address.as_str();
+    define_sleeper(a, root.path(), "alpha");
+    define_sleeper(a, root.path(), "albert");
+    define_sleeper(a, root.path(), "beta");
+    assert!(completions(a, &["sta"]).contains(&"start".to_owned()));
+    // The names first (then the options, as clap offers them on nothing).
+    assert_eq!(
+        completions(a, &["start", ""])[..3],
+        ["albert", "alpha", "beta"]
+    );
+    assert_eq!(completions(a, &["dominfo", "al"]), ["albert", "alpha"]);
+    assert!(completions(a, &["shutdown", "--"]).contains(&"--mode".to_owned()));
+    // No daemon: no names, and no error in the shell's face.
+    let offline = completions("unix:path=/nonexistent", &["start", ""]);
+    assert!(offline.iter().all(|w| w.starts_with('-')), "{offline:?}");
 }
 
 /// `lxvirt` with an environment of the test's (the editor).
