@@ -328,6 +328,17 @@ pub enum Command {
         #[command(flatten)]
         affect: Affect,
     },
+    /// Show or set a container's task limit (<lxvirt:pids max>, its
+    /// pids.max); 'default' goes back to lxvirtd's pids-max setting.
+    #[command(name = "pids-limit")]
+    PidsLimit {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+        /// The most tasks, or 'default'; absent: show it.
+        max: Option<String>,
+        #[command(flatten)]
+        affect: Affect,
+    },
     /// Send a signal to a process of a running container, by its pid inside (1 is init).
     #[command(name = "send-process-signal")]
     SendProcessSignal {

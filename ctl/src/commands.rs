@@ -401,6 +401,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 }
             }
         }
+        Command::PidsLimit {
+            domain: name,
+            max,
+            affect,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            crate::tuning::pids_limit(&proxy, max.as_deref(), affect, cli.output).await?;
+        }
         Command::SendProcessSignal {
             domain: name,
             pid,

@@ -198,6 +198,34 @@ pub async fn set_memory(
     Ok(())
 }
 
+/// `pids-limit`: sets the limit (`default`: the daemon's), or shows it.
+pub async fn pids_limit(
+    proxy: &DomainProxy<'_>,
+    max: Option<&str>,
+    affect: Affect,
+    format: Format,
+) -> Result<()> {
+    let Some(max) = max else {
+        let limit = proxy.get_pids_limit(affect.flags()).await?;
+        match format {
+            Format::Json => print_json(&serde_json::json!({ "pids_max": limit }))?,
+            Format::Text if limit == 0 => println!("pids_max: (lxvirtd's setting)"),
+            Format::Text => println!("pids_max: {limit}"),
+        }
+        return Ok(());
+    };
+    let value = match max {
+        "default" => 0,
+        n => n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Failure::new(
+                EXIT_USAGE,
+                format!("pids-limit '{max}': give a number of tasks (1 or more) or 'default'"),
+            )
+        })?,
+    };
+    Ok(proxy.set_pids_limit(value, affect.flags()).await?)
+}
+
 /// A size as virsh takes it: KiB, or a number with a suffix (K, M, G, T;
 /// powers of 1024, an optional trailing `iB`/`B`).
 fn parse_kib(text: &str) -> Result<u64> {

@@ -367,6 +367,7 @@ const READ_METHODS: &[&str] = &[
     "org.lxvirt.lxvirt1.Domain.GetBlkioParameters",
     "org.lxvirt.lxvirt1.Domain.GetNumaParameters",
     "org.lxvirt.lxvirt1.Domain.GetEmulatorPin",
+    "org.lxvirt.lxvirt1.Domain.GetPidsLimit",
     "org.lxvirt.lxvirt1.Domain.GetInterfaceAddresses",
     "org.lxvirt.lxvirt1.Domain.GetInterfaceStats",
     "org.lxvirt.lxvirt1.Network.GetXML",

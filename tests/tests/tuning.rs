@@ -333,5 +333,15 @@ async fn setmem_setmaxmem_and_emulatorpin_change_a_running_container() {
         ok(&env, &["emulatorpin", "mem", "--config"]).trim(),
         "cpuset: (all)"
     );
+
+    // pids-limit: pids.max at once, the live XML, the definition's too.
+    let pids = env.daemon.cgroup_dir("pids", "mem");
+    ok(&env, &["pids-limit", "mem", "50", "--live", "--config"]);
+    assert_eq!(read_cgroup(&pids, &["pids.max"]), "50");
+    assert_eq!(ok(&env, &["pids-limit", "mem"]).trim(), "pids_max: 50");
+    let config = ok(&env, &["dumpxml", "--inactive", "mem"]);
+    assert!(config.contains("<lxvirt:pids max='50'/>"), "{config}");
+    let (refused, out) = run(&env, &["pids-limit", "mem", "0"]);
+    assert!(!refused && out.contains("1 or more"), "{out}");
     ok(&env, &["destroy", "mem"]);
 }

@@ -209,6 +209,9 @@ pub trait Domain {
     fn pin_emulator(&self, cpuset: &str, flags: u32) -> zbus::Result<()>;
     fn get_emulator_pin(&self, flags: u32) -> zbus::Result<String>;
     #[zbus(allow_interactive_auth)]
+    fn set_pids_limit(&self, max: u64, flags: u32) -> zbus::Result<()>;
+    fn get_pids_limit(&self, flags: u32) -> zbus::Result<u64>;
+    #[zbus(allow_interactive_auth)]
     fn set_numa_parameters(
         &self,
         params: std::collections::HashMap<&str, zbus::Variant<'_>>,

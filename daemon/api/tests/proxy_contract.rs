@@ -606,6 +606,8 @@ async fn proxies_match_the_committed_contract() {
     call!(run, domain.set_max_memory(65536, 0));
     call!(run, domain.pin_emulator("0", 0));
     call!(run, domain.get_emulator_pin(0));
+    call!(run, domain.set_pids_limit(100, 0));
+    call!(run, domain.get_pids_limit(0));
     call!(run, domain.get_numa_parameters(0));
     call!(run, domain.undefine(0));
     call!(run, domain.commit("snapshot", 0));

@@ -814,7 +814,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
         arb_lxc_devices(),
         arb_seclabel(),
         arb_lxc_namespace(),
-        arb_seccomp(),
+        (arb_seccomp(), option::of(1u64..=1_000_000)),
     )
         .prop_map(
             |(
@@ -828,7 +828,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 devices,
                 seclabel,
                 lxc_namespace,
-                seccomp,
+                (seccomp, pids_max),
             )| DomainDef {
                 domain_type: DomainType::Lxc,
                 name,
@@ -857,6 +857,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 lxc_namespace,
                 seccomp,
                 userns,
+                pids_max,
                 cpu: None,
                 pm: None,
                 kept: Vec::new(),
@@ -1460,6 +1461,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                     lxc_namespace: None,
                     seccomp: None,
                     userns: None,
+                    pids_max: None,
                     cpu,
                     pm,
                     kept,

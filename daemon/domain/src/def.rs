@@ -85,6 +85,9 @@ pub struct DomainDef {
     /// `<lxvirt:userns>`; `None`: the daemon's default (an allocated range
     /// unless the daemon is configured otherwise), or `<idmap>` when given.
     pub userns: Option<Userns>,
+    /// `<lxvirt:pids max='N'/>` (containers): at most this many tasks;
+    /// `None`: the daemon's `pids-max` setting.
+    pub pids_max: Option<u64>,
     /// `<cpu>` (virtual machines).
     pub cpu: Option<Cpu>,
     /// `<pm>` (virtual machines).

@@ -12,8 +12,9 @@ use crate::domain::DomainDef;
 /// `default_partition`), then `lxvirt-NAME`; with `<memtune>` soft and
 /// swap limits, `<cputune>`, the `<vcpu cpuset>`, `<numatune>`,
 /// `<blkiotune>` (each device's numbers from `device_numbers`, which
-/// names the device in its error) and `pids_max`. No hard memory limit
-/// and no device rule.
+/// names the device in its error) and the domain's `<lxvirt:pids max>`,
+/// else `pids_max` (the daemon's setting). No hard memory limit and no
+/// device rule.
 pub fn tuning<E>(
     def: &DomainDef,
     default_partition: &Path,
@@ -55,7 +56,7 @@ pub fn tuning<E>(
             .map(|m| m.nodeset.to_string()),
         blkio_weight: def.blkiotune.as_ref().and_then(|b| b.weight),
         blkio_devices,
-        pids_max,
+        pids_max: def.pids_max.or(pids_max),
         delegated: None,
         devices: Vec::new(),
     })

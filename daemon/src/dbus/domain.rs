@@ -136,24 +136,27 @@ fn kib_to_bytes(key: &str, kib: Option<u64>) -> Result<Option<u64>, Error> {
 }
 
 impl DomainObject {
+    /// Changes the domain's tuning for a caller allowed to: `tuning` is
+    /// the decoded request, whose error (a bad argument) is told only to
+    /// such a caller.
     async fn tune(
         &self,
         header: &Header<'_>,
         connection: &Connection,
-        tuning: Tuning,
+        tuning: Result<Tuning, Error>,
         flags: u32,
     ) -> Result<(), Error> {
-        let work = async {
-            let seq = self
-                .shared
-                .handle
-                .tune(self.uuid, tuning, AffectFlags(flags))
-                .await?;
-            Ok(((), seq))
-        };
-        (self.shared)
-            .mutate(connection, header, "tune domains", work)
-            .await
+        self.shared
+            .authorizer
+            .check(connection, header, "tune domains")
+            .await?;
+        let seq = self
+            .shared
+            .handle
+            .tune(self.uuid, tuning?, AffectFlags(flags))
+            .await?;
+        self.shared.published(seq).await;
+        Ok(())
     }
 
     /// The definition the flags name, for a caller allowed to read: the
@@ -731,7 +734,7 @@ impl DomainObject {
             soft_limit: kib_to_bytes("soft_limit", params.u64("soft_limit")?)?,
             swap_hard_limit: kib_to_bytes("swap_hard_limit", params.u64("swap_hard_limit")?)?,
         });
-        self.tune(&header, connection, tuning, flags).await
+        self.tune(&header, connection, Ok(tuning), flags).await
     }
 
     /// The `<memtune>` values (KiB) of the running instance or of the
@@ -776,7 +779,7 @@ impl DomainObject {
             period: params.u64("vcpu_period")?,
             quota: params.i64("vcpu_quota")?,
         });
-        self.tune(&header, connection, tuning, flags).await
+        self.tune(&header, connection, Ok(tuning), flags).await
     }
 
     /// The `<cputune>` values of the running instance or of the
@@ -834,7 +837,7 @@ impl DomainObject {
             }
         }
         let tuning = Tuning::Blkio(BlkioParams { weight, devices });
-        self.tune(&header, connection, tuning, flags).await
+        self.tune(&header, connection, Ok(tuning), flags).await
     }
 
     /// The `<blkiotune>` values, as `SetBlkioParameters` takes them; one
@@ -889,7 +892,7 @@ impl DomainObject {
         flags: u32,
     ) -> Result<(), Error> {
         let tuning = Tuning::CurrentMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
-        self.tune(&header, connection, tuning, flags).await
+        self.tune(&header, connection, Ok(tuning), flags).await
     }
 
     /// Sets `<memory>` (KiB), the maximum, in the definition only (a
@@ -903,7 +906,7 @@ impl DomainObject {
         flags: u32,
     ) -> Result<(), Error> {
         let tuning = Tuning::MaxMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
-        self.tune(&header, connection, tuning, flags).await
+        self.tune(&header, connection, Ok(tuning), flags).await
     }
 
     /// Pins the domain to host CPUs (`<vcpu cpuset>`, a running
@@ -916,16 +919,13 @@ impl DomainObject {
         cpuset: String,
         flags: u32,
     ) -> Result<(), Error> {
-        let cpuset = if cpuset.is_empty() {
-            None
-        } else {
-            Some(
-                crate::domain::CpuSet::parse(&cpuset)
-                    .map_err(|why| Error::InvalidArgument(format!("cpuset '{cpuset}': {why}")))?,
-            )
+        let tuning = match cpuset.as_str() {
+            "" => Ok(Tuning::Cpuset(None)),
+            text => crate::domain::CpuSet::parse(text)
+                .map(|set| Tuning::Cpuset(Some(set)))
+                .map_err(|why| Error::InvalidArgument(format!("cpuset '{text}': {why}"))),
         };
-        self.tune(&header, connection, Tuning::Cpuset(cpuset), flags)
-            .await
+        self.tune(&header, connection, tuning, flags).await
     }
 
     /// The host CPUs the domain is pinned to, as `PinEmulator` takes them;
@@ -938,6 +938,32 @@ impl DomainObject {
     ) -> Result<String, Error> {
         let def = self.tuned_def(&header, connection, flags).await?;
         Ok(def.vcpu.cpuset.map(|c| c.to_string()).unwrap_or_default())
+    }
+
+    /// Sets a container's task limit (`<lxvirt:pids max>`, a running
+    /// instance's `pids.max` at once); 0 goes back to the daemon's
+    /// `pids-max` setting. Flags as for `SetMemoryParameters`.
+    async fn set_pids_limit(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        max: u64,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let tuning = Tuning::Pids((max != 0).then_some(max));
+        self.tune(&header, connection, Ok(tuning), flags).await
+    }
+
+    /// The domain's own task limit; 0 when it has none (the daemon's
+    /// setting applies).
+    async fn get_pids_limit(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        flags: u32,
+    ) -> Result<u64, Error> {
+        let def = self.tuned_def(&header, connection, flags).await?;
+        Ok(def.pids_max.unwrap_or(0))
     }
 
     /// Sets `<numatune><memory>`: `numa_nodeset` (`s`, host nodes such as
@@ -971,7 +997,7 @@ impl DomainObject {
             })
             .transpose()?;
         let tuning = Tuning::Numa(NumaParams { nodeset, mode });
-        self.tune(&header, connection, tuning, flags).await
+        self.tune(&header, connection, Ok(tuning), flags).await
     }
 
     /// `numa_nodeset` and `numa_mode` as `SetNumaParameters` takes them;

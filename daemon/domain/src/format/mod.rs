@@ -137,7 +137,7 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     if def.lxc_namespace.is_some() {
         root.push(a("xmlns:lxc", LXC_NAMESPACE_URI));
     }
-    if def.seccomp.is_some() || def.userns.is_some() {
+    if def.seccomp.is_some() || def.userns.is_some() || def.pids_max.is_some() {
         root.push(a("xmlns:lxvirt", LXVIRT_NAMESPACE_URI));
     }
     o.open("domain", &root);
@@ -334,6 +334,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
             attrs.push(a("count", count));
         }
         o.empty("lxvirt:userns", &attrs);
+    }
+    if let Some(max) = def.pids_max {
+        o.empty("lxvirt:pids", &[a("max", max)]);
     }
     o.close("domain");
     o.buf

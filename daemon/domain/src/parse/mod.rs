@@ -115,6 +115,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     let mut lxc_ns_seen = false;
     let mut seccomp = None;
     let mut userns = None;
+    let mut pids_max = None;
     plain.children.retain(|n| match n {
         Node::Element(e) => e.namespace.is_none(),
         Node::Text(_) => true,
@@ -142,6 +143,12 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
                 ));
             }
             seccomp = Some(security::parse_seccomp(child)?);
+        } else if ns == LXVIRT_NAMESPACE_URI && child.name == "pids" {
+            ctx.lxc_only(child)?;
+            if pids_max.is_some() {
+                return Err(DomainError::duplicate(child.pos, "domain", "<lxvirt:pids>"));
+            }
+            pids_max = Some(security::parse_pids(child)?);
         } else if ns == LXVIRT_NAMESPACE_URI && child.name == "userns" {
             if userns.is_some() {
                 return Err(DomainError::duplicate(
@@ -365,6 +372,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         lxc_namespace,
         seccomp,
         userns: userns.map(|(u, _)| u),
+        pids_max,
         cpu,
         pm,
         kept,

@@ -226,6 +226,21 @@ pub(super) fn parse_lxc_namespace(el: &Element) -> Result<LxcNamespace> {
     Ok(ns)
 }
 
+/// `<lxvirt:pids max='N'/>`: the container's task limit, at least 1.
+pub(super) fn parse_pids(el: &Element) -> Result<u64> {
+    check_attrs(el, &["max"])?;
+    check_children(el, &[], &[])?;
+    let max = el.attribute("max").ok_or_else(|| {
+        DomainError::invalid(
+            el.pos,
+            &el.qname,
+            "missing attribute 'max'",
+            "add max='N', the most tasks the container may have (remove the element for the daemon's limit)",
+        )
+    })?;
+    number(max.pos, &el.qname, "max", &max.value, 1u64, u64::MAX)
+}
+
 /// `<lxvirt:userns mode='auto|host' [target='N' count='N']/>`; the block
 /// attributes appear in live definitions, with mode='auto' only.
 pub(super) fn parse_userns(el: &Element) -> Result<Userns> {

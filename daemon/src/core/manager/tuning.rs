@@ -78,6 +78,8 @@ pub enum Tuning {
     /// `<vcpu cpuset>`: the host CPUs the domain runs on (`cpuset.cpus`);
     /// `None` removes the pinning.
     Cpuset(Option<crate::domain::CpuSet>),
+    /// `<lxvirt:pids max>` (containers); `None`: the daemon's setting.
+    Pids(Option<u64>),
 }
 
 impl Tuning {
@@ -90,6 +92,7 @@ impl Tuning {
             Tuning::CurrentMemory(_) => "current memory",
             Tuning::MaxMemory(_) => "maximum memory",
             Tuning::Cpuset(_) => "CPU set",
+            Tuning::Pids(_) => "task limit",
         }
     }
 
@@ -156,6 +159,7 @@ impl Tuning {
                 def.current_memory = def.current_memory.min(*bytes);
             }
             Tuning::Cpuset(cpuset) => def.vcpu.cpuset = cpuset.clone(),
+            Tuning::Pids(max) => def.pids_max = *max,
             Tuning::Numa(params) => {
                 let numatune = def.numatune.get_or_insert_with(|| crate::domain::NumaTune {
                     memory: None,
