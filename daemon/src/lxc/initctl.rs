@@ -10,8 +10,10 @@
 use std::io::Write as _;
 use std::os::fd::AsFd as _;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{SFlag, fstat};
+
+use crate::sys::linux::open_in_root;
 
 /// Where sysvinit listens, newest first.
 const FIFOS: [&str; 2] = ["run/initctl", "dev/initctl"];
@@ -63,20 +65,13 @@ pub fn request_runlevel(init_pid: i32, runlevel: u8) -> Result<(), InitctlError>
 /// The FIFO at `path` in the container's root; `ENOENT` for a file that
 /// is not a FIFO. For writing, non-blocking: `ENXIO` when nobody reads.
 fn open(init_pid: i32, path: &str, write: bool) -> nix::Result<std::os::fd::OwnedFd> {
-    let root = nix::fcntl::open(
-        format!("/proc/{init_pid}/root").as_str(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
     let access = if write {
         OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY
     } else {
         OFlag::O_PATH
     };
-    let how = OpenHow::new()
-        .flags(access | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fifo = openat2(root.as_fd(), path, how)?;
+    let root = format!("/proc/{init_pid}/root");
+    let fifo = open_in_root(std::path::Path::new(&root), path, access)?;
     let kind = SFlag::from_bits_truncate(fstat(fifo.as_fd())?.st_mode) & SFlag::S_IFMT;
     if kind == SFlag::S_IFIFO {
         Ok(fifo)
@@ -100,6 +95,7 @@ fn runlevel_request(runlevel: u8) -> [u8; REQUEST_SIZE] {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use nix::sys::stat::Mode;
 
     #[test]
     fn the_request_is_sysvinits_layout() {

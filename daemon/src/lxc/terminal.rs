@@ -12,9 +12,11 @@
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{SFlag, fstat};
 use nix::sys::statfs::{DEVPTS_SUPER_MAGIC, fstatfs};
+
+use crate::sys::linux::open_in_root;
 
 /// Opens a pty in the devpts of the container whose init is `init_pid`;
 /// the slave goes to `owner` (host uid and gid of root inside) when the
@@ -25,15 +27,8 @@ pub fn open(init_pid: i32, owner: Option<(u32, u32)>) -> nix::Result<(OwnedFd, O
 
 /// As [`open`], in the root directory `root`.
 fn open_in(root: &str, owner: Option<(u32, u32)>) -> nix::Result<(OwnedFd, OwnedFd)> {
-    let root = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let master = openat2(root.as_fd(), "/dev/pts/ptmx", how)?;
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY;
+    let master = open_in_root(std::path::Path::new(root), "/dev/pts/ptmx", flags)?;
     let kind = SFlag::from_bits_truncate(fstat(master.as_fd())?.st_mode) & SFlag::S_IFMT;
     if kind != SFlag::S_IFCHR || fstatfs(master.as_fd())?.filesystem_type() != DEVPTS_SUPER_MAGIC {
         return Err(Errno::ENODEV);
@@ -62,6 +57,7 @@ fn open_in(root: &str, owner: Option<(u32, u32)>) -> nix::Result<(OwnedFd, Owned
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::stat::Mode;
 
     #[test]
     fn the_pty_comes_from_a_devpts_inside_the_root_only() {

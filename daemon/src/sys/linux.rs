@@ -30,6 +30,25 @@ fn cstr(path: &Path) -> SysResult<CString> {
 }
 
 /// The errno of an I/O error (EIO when it has none).
+/// Opens `path` (absolute, as seen inside) under the directory `root`
+/// as if `root` were `/` (a container's `/proc/INIT/root`): openat2(2)
+/// with `RESOLVE_IN_ROOT`, so neither a link the container planted nor
+/// `..` leads outside it, and no magic link is followed.
+pub fn open_in_root(root: &Path, path: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    let root = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = nix::fcntl::OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    nix::fcntl::openat2(root.as_fd(), path, how)
+}
+
 pub fn io_errno(err: std::io::Error) -> Errno {
     err.raw_os_error()
         .map(Errno::from_raw)
