@@ -585,11 +585,11 @@ fn with_host_usr(env: &ContainerEnv) -> &'static str {
 }
 
 /// Bytes a second that arrived in an iperf3 run from `client` to the
-/// server at `server` (`reverse`: from the server to `client`), over 3 s
-/// after a first second left out (TCP's slow start under a token bucket
-/// would otherwise weigh on a short run, more so on a loaded host).
+/// server at `server` (`reverse`: from the server to `client`), over 3 s.
+/// (Not with `--omit`: iperf3's receiver total then counts the bytes of
+/// the omitted second over the shorter time.)
 async fn iperf3(env: &ContainerEnv, client: &DomainProxy<'_>, server: &str, reverse: bool) -> f64 {
-    let mut argv = vec!["/usr/bin/iperf3", "-c", server, "-t", "3", "-O", "1", "-J"];
+    let mut argv = vec!["/usr/bin/iperf3", "-c", server, "-t", "3", "-J"];
     if reverse {
         argv.push("-R");
     }
@@ -657,15 +657,16 @@ async fn bandwidth_limits_hold_both_ways() {
     assert!(qdiscs.contains("qdisc tbf 1: root"), "{qdiscs}");
 
     // kB/s of 1000 bytes; the kernel counts whole frames, iperf3 the
-    // payload (about 95 % of a frame). The limit must hold (at most 10 %
-    // over); below it a loaded host may fall short, but not to half,
-    // which a swapped direction or a wrong unit would give.
+    // payload (about 95 % of a frame). The limit must hold (at most 15 %
+    // over, the bucket's burst included); below it a loaded host may fall
+    // short, but not to half, which a swapped direction or a wrong unit
+    // would give.
     for (reverse, limit) in [(false, 1_024_000.0), (true, 2_048_000.0)] {
         let rate = iperf3(&env, &limited, "10.251.16.3", reverse).await;
         let direction = if reverse { "inbound" } else { "outbound" };
         println!("{direction}: {rate:.0} bytes/s against a limit of {limit:.0}");
         assert!(
-            rate <= limit * 1.1 && rate >= limit * 0.65,
+            rate <= limit * 1.15 && rate >= limit * 0.65,
             "{direction}: {rate:.0} bytes/s, limit {limit:.0}"
         );
     }
