@@ -484,7 +484,9 @@ pub enum DomIfCommand {
         /// Its name inside, its host-side name or its MAC.
         interface: String,
     },
-    /// Attach a device from an XML file ('-' reads stdin): <interface>.
+    /// Attach a device from an XML file ('-' reads stdin): an <interface>,
+    /// a block <disk>, a <filesystem> (mount or bind), a <hostdev>
+    /// (storage or misc).
     #[command(name = "attach-device")]
     AttachDevice {
         #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
@@ -493,9 +495,22 @@ pub enum DomIfCommand {
         #[command(flatten)]
         affect: Affect,
     },
-    /// Detach the device an XML file describes (an <interface>, by <mac>).
+    /// Detach the device an XML file describes (an <interface> by its
+    /// <mac>, a <disk> by its target, a <filesystem> by its target
+    /// directory, a <hostdev> by its source).
     #[command(name = "detach-device")]
     DetachDevice {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+        file: PathBuf,
+        #[command(flatten)]
+        affect: Affect,
+    },
+    /// Replace a device with the one an XML file describes (named as
+    /// detach-device names it); a running container can change a disk's
+    /// or filesystem's <readonly/>.
+    #[command(name = "update-device")]
+    UpdateDevice {
         #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
         file: PathBuf,

@@ -64,26 +64,37 @@ pub async fn run(
             }
         }
         DomIfCommand::AttachDevice {
-            domain,
-            file,
-            affect,
-        } => {
-            let proxy = lookup(connection, manager, &domain).await?;
-            proxy
-                .attach_device(&read_input(&file)?, affect.flags())
-                .await?;
-            println!("Device attached successfully");
+            ref domain,
+            ref file,
+            ref affect,
         }
-        DomIfCommand::DetachDevice {
-            domain,
-            file,
-            affect,
+        | DomIfCommand::DetachDevice {
+            ref domain,
+            ref file,
+            ref affect,
+        }
+        | DomIfCommand::UpdateDevice {
+            ref domain,
+            ref file,
+            ref affect,
         } => {
-            let proxy = lookup(connection, manager, &domain).await?;
-            proxy
-                .detach_device(&read_input(&file)?, affect.flags())
-                .await?;
-            println!("Device detached successfully");
+            let proxy = lookup(connection, manager, domain).await?;
+            let xml = read_input(file)?;
+            let done = match command {
+                DomIfCommand::AttachDevice { .. } => {
+                    proxy.attach_device(&xml, affect.flags()).await?;
+                    "attached"
+                }
+                DomIfCommand::DetachDevice { .. } => {
+                    proxy.detach_device(&xml, affect.flags()).await?;
+                    "detached"
+                }
+                _ => {
+                    proxy.update_device(&xml, affect.flags()).await?;
+                    "updated"
+                }
+            };
+            println!("Device {done} successfully");
         }
         DomIfCommand::AttachInterface {
             domain,

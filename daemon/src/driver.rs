@@ -202,6 +202,27 @@ pub enum Request {
     DetachInterface {
         interface: Box<crate::domain::Interface>,
     },
+    /// Add a disk, filesystem or host device to the running instance,
+    /// whose live definition becomes `live` (which has it).
+    AttachDevice {
+        live: Box<DomainDef>,
+        device: Box<crate::domain::DeviceDef>,
+    },
+    /// Remove a disk, filesystem or host device (as the live definition
+    /// has it) from the running instance, whose live definition becomes
+    /// `live` (which lacks it).
+    DetachDevice {
+        live: Box<DomainDef>,
+        device: Box<crate::domain::DeviceDef>,
+    },
+    /// Change a disk, filesystem or host device of the running instance
+    /// from `old` to `new` (the same device, named alike); its live
+    /// definition becomes `live`.
+    UpdateDevice {
+        live: Box<DomainDef>,
+        old: Box<crate::domain::DeviceDef>,
+        new: Box<crate::domain::DeviceDef>,
+    },
     /// Send `signal` to the process the instance numbers `pid` (in its own
     /// pid namespace).
     Signal {

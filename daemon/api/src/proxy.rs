@@ -225,6 +225,8 @@ pub trait Domain {
     fn attach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
     #[zbus(allow_interactive_auth)]
     fn detach_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
+    fn update_device(&self, xml: &str, flags: u32) -> zbus::Result<()>;
     /// (name, MAC, [(address, prefix)]) per interface; source 0 leases,
     /// 1 the container's own view.
     #[allow(clippy::type_complexity)]

@@ -577,6 +577,7 @@ async fn proxies_match_the_committed_contract() {
     call!(run, domain.get_xml(0));
     call!(run, domain.get_interface_addresses(0, 0));
     call!(run, domain.attach_device("<interface/>", 0));
+    call!(run, domain.update_device("<disk/>", 0));
     call!(run, domain.detach_device("<interface/>", 0));
     call!(run, domain.get_interface_stats("eth0"));
     call!(run, domain.start());

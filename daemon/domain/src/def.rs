@@ -1476,10 +1476,13 @@ pub struct Seccomp {
     pub deny: Vec<String>,
 }
 
-/// A single device, as attached to or detached from a domain.
+/// A single device, as attached to, detached from or updated in a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceDef {
     Interface(Interface),
+    Disk(Disk),
+    Filesystem(Filesystem),
+    Hostdev(Hostdev),
 }
 
 impl DeviceDef {
@@ -1487,6 +1490,16 @@ impl DeviceDef {
     pub fn from_xml(kind: DomainType, text: &str) -> Result<DeviceDef, crate::DomainError> {
         let root = crate::xml::parse_str(text)?;
         crate::parse::parse_device(kind, &root)
+    }
+
+    /// The element's name, for messages.
+    pub fn element(&self) -> &'static str {
+        match self {
+            DeviceDef::Interface(_) => "interface",
+            DeviceDef::Disk(_) => "disk",
+            DeviceDef::Filesystem(_) => "filesystem",
+            DeviceDef::Hostdev(_) => "hostdev",
+        }
     }
 }
 

@@ -1587,17 +1587,55 @@ fn lxvirt_userns_is_checked() {
 }
 
 #[test]
-fn one_interface_parses_as_a_device_and_other_elements_are_refused() {
+fn devices_parse_one_by_one_and_other_elements_are_refused() {
     let device = DeviceDef::from_xml(
         DomainType::Lxc,
         "<interface type='network'><source network='default'/><mac address='52:54:00:01:02:03'/></interface>",
     )
     .unwrap();
-    let DeviceDef::Interface(iface) = device;
+    let DeviceDef::Interface(iface) = device else {
+        panic!("{device:?}")
+    };
     assert_eq!(iface.mac.unwrap().to_string(), "52:54:00:01:02:03");
-    let refused = DeviceDef::from_xml(DomainType::Lxc, "<disk type='block'/>").unwrap_err();
+    let disk = DeviceDef::from_xml(
+        DomainType::Lxc,
+        "<disk type='block' device='disk'><source dev='/dev/loop7'/><target dev='sdz'/><readonly/></disk>",
+    )
+    .unwrap();
     assert!(
-        refused.to_string().contains("only <interface>"),
+        matches!(&disk, DeviceDef::Disk(d) if d.target_dev == "sdz" && d.readonly),
+        "{disk:?}"
+    );
+    let fs = DeviceDef::from_xml(
+        DomainType::Lxc,
+        "<filesystem type='mount'><source dir='/srv'/><target dir='/mnt/srv'/></filesystem>",
+    )
+    .unwrap();
+    assert_eq!(fs.element(), "filesystem");
+    let hostdev = DeviceDef::from_xml(
+        DomainType::Lxc,
+        "<hostdev mode='capabilities' type='misc'><source><char>/dev/net/tun</char></source></hostdev>",
+    )
+    .unwrap();
+    assert!(matches!(hostdev, DeviceDef::Hostdev(Hostdev::Misc { .. })));
+
+    let root = DeviceDef::from_xml(
+        DomainType::Lxc,
+        "<filesystem type='mount'><source dir='/srv'/><target dir='/'/></filesystem>",
+    )
+    .unwrap_err();
+    assert!(root.to_string().contains("root filesystem"), "{root}");
+    let vm_fs = DeviceDef::from_xml(
+        DomainType::Kvm,
+        "<filesystem type='mount'><source dir='/srv'/><target dir='/mnt'/></filesystem>",
+    )
+    .unwrap_err();
+    assert!(vm_fs.to_string().contains("lxc"), "{vm_fs}");
+    let refused = DeviceDef::from_xml(DomainType::Lxc, "<console type='pty'/>").unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("<interface>, <disk>, <filesystem> or <hostdev>"),
         "{refused}"
     );
     let bad = DeviceDef::from_xml(DomainType::Lxc, "<interface type='bogus'/>").unwrap_err();

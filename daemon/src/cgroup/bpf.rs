@@ -19,6 +19,9 @@ use super::bpf_devices::Insn;
 
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_ATTACH: libc::c_int = 8;
+const BPF_PROG_DETACH: libc::c_int = 9;
+const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_PROG_QUERY: libc::c_int = 16;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
@@ -49,13 +52,17 @@ pub enum BpfError {
     Attach(#[source] io::Error),
     #[error("cannot ask the kernel for the cgroup's device programs")]
     Query(#[source] io::Error),
+    #[error("the kernel refused to detach the former device program")]
+    Detach(#[source] io::Error),
 }
 
 impl BpfError {
     /// The `errno` the kernel answered, if it did.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            BpfError::Open(e) | BpfError::Attach(e) | BpfError::Query(e) => e.raw_os_error(),
+            BpfError::Open(e) | BpfError::Attach(e) | BpfError::Query(e) | BpfError::Detach(e) => {
+                e.raw_os_error()
+            }
             BpfError::Load { source, .. } => source.raw_os_error(),
         }
     }
@@ -132,6 +139,25 @@ struct QueryAttr {
 /// commands write results to fields past the ones set here (`BPF_PROG_QUERY`
 /// writes `revision` at offset 56 on linux 6.6 and later), which must land
 /// in memory of this call.
+#[repr(C)]
+#[derive(Default)]
+struct GetFdAttr {
+    prog_id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// Where `name` sits in `struct bpf_prog_info`, and its length.
+const PROG_INFO_NAME: std::ops::Range<usize> = 64..80;
+
 #[repr(C)]
 struct Padded<T> {
     attr: T,
@@ -249,6 +275,64 @@ pub fn attach_device_program(dir: &Path, insns: &[Insn]) -> Result<(), BpfError>
     });
     bpf(BPF_PROG_ATTACH, &mut attr).map_err(BpfError::Attach)?;
     Ok(())
+}
+
+/// Replaces the device programs lxvirt attached to the cgroup2 directory
+/// `dir` with one made of `insns` (a running container's allow-list that
+/// changed). The new one is attached before the old ones go: programs
+/// of one cgroup must all allow an access, so meanwhile only what both
+/// lists allow is allowed, never more than either. Programs of other
+/// names (another manager's) stay.
+pub fn replace_device_program(dir: &Path, insns: &[Insn]) -> Result<(), BpfError> {
+    let cgroup = open_cgroup(dir)?;
+    let former = attached_programs(&cgroup)?;
+    attach_device_program(dir, insns)?;
+    for id in former {
+        let mut get = Padded::new(GetFdAttr {
+            prog_id: id,
+            ..GetFdAttr::default()
+        });
+        let program = match bpf(BPF_PROG_GET_FD_BY_ID, &mut get) {
+            Ok(fd) => own_fd(fd),
+            // Detached meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(BpfError::Query(e)),
+        };
+        let mut info = [0u8; 128];
+        let mut attr = Padded::new(InfoAttr {
+            bpf_fd: program.as_raw_fd() as u32,
+            info_len: info.len() as u32,
+            info: info.as_mut_ptr() as u64,
+        });
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(BpfError::Query)?;
+        let name = &info[PROG_INFO_NAME];
+        if !name.starts_with(NAME) {
+            continue;
+        }
+        let mut detach = Padded::new(AttachAttr {
+            target_fd: cgroup.as_raw_fd() as u32,
+            attach_bpf_fd: program.as_raw_fd() as u32,
+            attach_type: BPF_CGROUP_DEVICE,
+            ..AttachAttr::default()
+        });
+        bpf(BPF_PROG_DETACH, &mut detach).map_err(BpfError::Detach)?;
+    }
+    Ok(())
+}
+
+/// The ids of the device programs attached to the cgroup `cgroup` itself.
+fn attached_programs(cgroup: &File) -> Result<Vec<u32>, BpfError> {
+    let mut ids = [0u32; 64];
+    let mut attr = Padded::new(QueryAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: ids.len() as u32,
+        ..QueryAttr::default()
+    });
+    bpf(BPF_PROG_QUERY, &mut attr).map_err(BpfError::Query)?;
+    let count = (attr.attr.prog_cnt as usize).min(ids.len());
+    Ok(ids[..count].to_vec())
 }
 
 /// How many device programs are attached to the cgroup2 directory `dir`

@@ -32,6 +32,10 @@ pub trait CgroupFs {
     /// Loads `program` as a `BPF_PROG_TYPE_CGROUP_DEVICE` program and
     /// attaches it to the cgroup2 directory `dir` (`BPF_F_ALLOW_MULTI`).
     fn attach_device_program(&self, dir: &Path, program: &[Insn]) -> Result<(), BpfError>;
+    /// Replaces the device program lxvirt attached to the cgroup2
+    /// directory `dir` with `program` (a running container's allow-list
+    /// changed).
+    fn replace_device_program(&self, dir: &Path, program: &[Insn]) -> Result<(), BpfError>;
     /// Whether a device program is attached to the cgroup2 directory `dir`.
     fn has_device_program(&self, dir: &Path) -> Result<bool, BpfError>;
 }
@@ -80,6 +84,10 @@ impl CgroupFs for HostFs {
 
     fn attach_device_program(&self, dir: &Path, program: &[Insn]) -> Result<(), BpfError> {
         bpf::attach_device_program(dir, program)
+    }
+
+    fn replace_device_program(&self, dir: &Path, program: &[Insn]) -> Result<(), BpfError> {
+        bpf::replace_device_program(dir, program)
     }
 
     fn has_device_program(&self, dir: &Path) -> Result<bool, BpfError> {

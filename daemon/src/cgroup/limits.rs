@@ -344,7 +344,7 @@ impl Plan<'_> {
 }
 
 /// A rule as the v1 `devices.allow` file takes it: `c 1:3 rwm`, `a`.
-fn device_line(rule: &DeviceRule) -> Result<String, CgroupError> {
+pub(super) fn device_line(rule: &DeviceRule) -> Result<String, CgroupError> {
     let invalid = |reason: String| CgroupError::InvalidSpec {
         element: element::DEVICES,
         reason,

@@ -262,6 +262,75 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         Ok(())
     }
 
+    /// Changes the device allow-list of the running container whose cgroup
+    /// is at `path`: `allow` gives accesses, `deny` takes them away. On a
+    /// v1 devices hierarchy these are written to `devices.allow` (the
+    /// cgroup and every cgroup below it, which inherited the list when
+    /// made) and `devices.deny` (which reaches below by itself). On
+    /// cgroup2 the device program is made anew from `all`, the whole list
+    /// after the change; without it the change is refused.
+    pub fn change_devices(
+        &self,
+        path: &Path,
+        allow: &[DeviceRule],
+        deny: &[DeviceRule],
+        all: Option<&[DeviceRule]>,
+    ) -> Result<(), CgroupError> {
+        let relative = relative_path(path)?;
+        let dirs = self.dirs(&relative);
+        if let Some(dir) = dirs
+            .iter()
+            .find(|d| !d.v2 && d.handles.contains(Controller::Devices))
+        {
+            let write = |dir: &Path, file: &str, rule: &DeviceRule| {
+                let value = limits::device_line(rule)?;
+                let path = dir.join(file);
+                self.fs
+                    .write(&path, &value)
+                    .map_err(|source| CgroupError::Refused {
+                        element: limits::element::DEVICES,
+                        path,
+                        value,
+                        hint: "",
+                        source,
+                    })
+            };
+            for rule in deny {
+                write(&dir.path, "devices.deny", rule)?;
+            }
+            if !allow.is_empty() {
+                let mut below = vec![dir.path.clone()];
+                while let Some(cgroup) = below.pop() {
+                    for rule in allow {
+                        write(&cgroup, "devices.allow", rule)?;
+                    }
+                    below.extend(self.fs.subdirs(&cgroup).unwrap_or_default());
+                }
+            }
+            return Ok(());
+        }
+        let Some(dir) = dirs.iter().find(|d| d.v2) else {
+            return Err(CgroupError::NoHierarchy);
+        };
+        let Some(all) = all else {
+            return Err(CgroupError::Unsupported {
+                element: limits::element::DEVICES,
+                reason: "on cgroup2 the device program is made anew from the whole list, \
+                         which is not known for this container (the loop devices of its \
+                         file-backed filesystems); change the definition (--config) and restart it"
+                    .into(),
+            });
+        };
+        let program = bpf_devices::compile(all);
+        self.fs
+            .replace_device_program(&dir.path, &program)
+            .map_err(|source| CgroupError::DeviceProgram {
+                path: dir.path.clone(),
+                hint: source.hint(),
+                source,
+            })
+    }
+
     /// The existing cgroup at `path` (after a daemon restart);
     /// [`ContainerCgroup::exists`] checks it is there. No I/O, but where
     /// cgroup2 enforces the device allow-list: there the kernel is asked

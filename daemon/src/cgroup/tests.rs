@@ -22,6 +22,7 @@ enum Op {
     Kill(i32),
     /// A device program attached to a cgroup2 directory.
     AttachDevices(String, Vec<bpf_devices::Insn>),
+    ReplaceDevices(String, Vec<bpf_devices::Insn>),
 }
 
 type Template = Vec<(&'static str, &'static str)>;
@@ -228,6 +229,18 @@ impl CgroupFs for FakeFs {
         self.record(Op::AttachDevices(self.rel(dir), program.to_vec()));
         // A file standing for the attachment, gone with the directory.
         fs::write(dir.join(DEVICE_PROGRAM), "").map_err(BpfError::Attach)
+    }
+
+    fn replace_device_program(
+        &self,
+        dir: &Path,
+        program: &[bpf_devices::Insn],
+    ) -> Result<(), BpfError> {
+        if !dir.join(DEVICE_PROGRAM).exists() {
+            return Err(BpfError::Open(io::ErrorKind::NotFound.into()));
+        }
+        self.record(Op::ReplaceDevices(self.rel(dir), program.to_vec()));
+        Ok(())
     }
 
     fn has_device_program(&self, dir: &Path) -> Result<bool, BpfError> {
@@ -1378,6 +1391,62 @@ fn hybrid_without_v1_devices_attaches_the_program_to_the_unified_directory() {
     assert_eq!(programs[0].1, bpf_devices::compile(&full_spec().devices));
     // After everything else, before any process can move in.
     assert!(matches!(fake.log().last(), Some(Op::AttachDevices(..))));
+}
+
+#[test]
+fn a_running_containers_device_list_changes_by_allow_and_deny_or_a_new_program() {
+    let rule = |access: &str| DeviceRule {
+        kind: 'b',
+        major: Some(7),
+        minor: Some(3),
+        access: access.into(),
+    };
+    // v1: allow in the cgroup and the cgroups below it, deny in the cgroup.
+    let (cgroups, fake) = host(Host::Hybrid);
+    cgroups.create(&full_spec()).unwrap();
+    let path = full_spec().path;
+    let below = fake
+        .path("sys/fs/cgroup/devices")
+        .join(path.strip_prefix("/").unwrap())
+        .join("init.scope");
+    std::fs::create_dir(&below).unwrap();
+    std::fs::write(below.join("devices.allow"), "").unwrap();
+    cgroups
+        .change_devices(&path, &[rule("rwm")], &[], None)
+        .unwrap();
+    assert_eq!(
+        fake.writes_to("devices.allow")
+            .iter()
+            .filter(|w| *w == "b 7:3 rwm")
+            .count(),
+        2
+    );
+    cgroups
+        .change_devices(&path, &[], &[rule("w")], None)
+        .unwrap();
+    assert_eq!(fake.writes_to("devices.deny").last().unwrap(), "b 7:3 w");
+    assert!(
+        fake.log()
+            .iter()
+            .all(|op| !matches!(op, Op::ReplaceDevices(..)))
+    );
+
+    // cgroup2: the program is made anew from the whole list, which it needs.
+    let (cgroups, fake) = host(Host::V2);
+    cgroups.create(&spec("machine/web")).unwrap();
+    let all = vec![rule("rwm")];
+    cgroups
+        .change_devices(Path::new("/machine/web"), &[rule("rwm")], &[], Some(&all))
+        .unwrap();
+    assert!(matches!(
+        fake.log().last(),
+        Some(Op::ReplaceDevices(dir, program))
+            if dir == "sys/fs/cgroup/machine/web" && *program == bpf_devices::compile(&all)
+    ));
+    let unknown = cgroups
+        .change_devices(Path::new("/machine/web"), &[rule("rwm")], &[], None)
+        .unwrap_err();
+    assert!(unknown.to_string().contains("file-backed"), "{unknown}");
 }
 
 #[test]

@@ -1027,9 +1027,11 @@ impl DomainObject {
         Ok(params)
     }
 
-    /// Attaches a device (its XML; `<interface>` for now). Flags: 0 the
-    /// running instance if the domain runs, else its definition; 1 the
-    /// running instance; 2 the persistent definition; 3 both.
+    /// Attaches a device (its XML: an `<interface>`, a block `<disk>`, a
+    /// `<filesystem>` of type mount or bind, a storage or misc
+    /// `<hostdev>`). Flags: 0 the running instance if the domain runs,
+    /// else its definition; 1 the running instance; 2 the persistent
+    /// definition; 3 both.
     async fn attach_device(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -1041,9 +1043,11 @@ impl DomainObject {
             .await
     }
 
-    /// Detaches a device the domain has (an `<interface>`, named by its
+    /// Detaches a device the domain has: an `<interface>` named by its
     /// `<mac>`, else its `<target dev>`, else its type and source when
-    /// only one matches). Flags as for `AttachDevice`.
+    /// only one matches; a `<disk>` by its target, a `<filesystem>` by
+    /// its target directory, a `<hostdev>` by its source. Flags as for
+    /// `AttachDevice`.
     async fn detach_device(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -1052,6 +1056,22 @@ impl DomainObject {
         flags: u32,
     ) -> Result<(), Error> {
         self.change_device(&header, connection, DeviceChange::Detach, xml, flags)
+            .await
+    }
+
+    /// Replaces a device the domain has (named as `DetachDevice` names
+    /// it) with the one given. A running container can change the
+    /// `<readonly/>` of a disk or filesystem; anything else needs the
+    /// persistent definition only (flag 2) and a restart. Flags as for
+    /// `AttachDevice`.
+    async fn update_device(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        xml: String,
+        flags: u32,
+    ) -> Result<(), Error> {
+        self.change_device(&header, connection, DeviceChange::Update, xml, flags)
             .await
     }
 

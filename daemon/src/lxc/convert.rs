@@ -376,44 +376,7 @@ pub fn container_spec(
         }
     }
 
-    let mut devices = Vec::new();
-    for disk in &def.devices.disks {
-        if let crate::domain::DiskSource::Block(Some(dev)) = &disk.source {
-            let target = PathBuf::from("/dev").join(&disk.target_dev);
-            let mut node = device_node(&name, "<disk>", dev, target)?;
-            if disk.readonly {
-                // Read-only for the devices controller too (no 'w').
-                node.mode &= !0o222;
-            }
-            devices.push(node);
-        } else {
-            return Err(not_supported("the <disk>", "a file-backed <disk>".into()));
-        }
-    }
-    for hostdev in &def.devices.hostdevs {
-        match hostdev {
-            Hostdev::Storage { block } => devices.push(device_node(
-                &name,
-                "<hostdev type='storage'>",
-                block,
-                block.clone(),
-            )?),
-            Hostdev::Misc { char_dev } => devices.push(device_node(
-                &name,
-                "<hostdev type='misc'>",
-                char_dev,
-                char_dev.clone(),
-            )?),
-            // Moved in by the monitor (`host_interfaces`).
-            Hostdev::Net { .. } => {}
-            Hostdev::Usb { .. } => {
-                return Err(not_supported(
-                    "the <hostdev type='usb'>",
-                    "USB passthrough".into(),
-                ));
-            }
-        }
-    }
+    let devices = device_nodes(def)?;
 
     let init = InitSpec {
         path: os.init.clone(),
@@ -885,7 +848,107 @@ fn init_env(def: &DomainDef, cmdline: Option<&str>, initenv: &[(String, String)]
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-fn device_node(
+/// The device nodes a container of `def` gets in its /dev: its block
+/// disks (at `/dev/TARGET`, read-only ones without write permission) and
+/// its storage and misc host devices (at their host paths).
+pub fn device_nodes(def: &DomainDef) -> Result<Vec<DeviceNode>, ConvertError> {
+    let name = def.name();
+    let not_supported = |element: &'static str, what: String| ConvertError::NotSupported {
+        domain: name.to_owned(),
+        element,
+        what,
+    };
+    let mut devices = Vec::new();
+    for disk in &def.devices.disks {
+        devices.push(
+            disk_node(name, disk)
+                .ok_or_else(|| not_supported("the <disk>", "a file-backed <disk>".into()))??,
+        );
+    }
+    for hostdev in &def.devices.hostdevs {
+        match hostdev {
+            // Moved in by the monitor (`host_interfaces`).
+            Hostdev::Net { .. } => {}
+            Hostdev::Usb { .. } => {
+                return Err(not_supported(
+                    "the <hostdev type='usb'>",
+                    "USB passthrough".into(),
+                ));
+            }
+            other => devices.extend(hostdev_node(name, other)?),
+        }
+    }
+    Ok(devices)
+}
+
+/// The node of a block `<disk>` (`None` for another kind).
+pub fn disk_node(
+    domain: &str,
+    disk: &crate::domain::Disk,
+) -> Option<Result<DeviceNode, ConvertError>> {
+    let crate::domain::DiskSource::Block(Some(dev)) = &disk.source else {
+        return None;
+    };
+    let target = PathBuf::from("/dev").join(&disk.target_dev);
+    Some(device_node(domain, "<disk>", dev, target).map(|mut node| {
+        if disk.readonly {
+            // Read-only for the devices controller too (no 'w').
+            node.mode &= !0o222;
+        }
+        node
+    }))
+}
+
+/// The node of a storage or misc `<hostdev>` (`None` for another kind).
+pub fn hostdev_node(domain: &str, hostdev: &Hostdev) -> Result<Option<DeviceNode>, ConvertError> {
+    match hostdev {
+        Hostdev::Storage { block } => {
+            device_node(domain, "<hostdev type='storage'>", block, block.clone()).map(Some)
+        }
+        Hostdev::Misc { char_dev } => {
+            device_node(domain, "<hostdev type='misc'>", char_dev, char_dev.clone()).map(Some)
+        }
+        Hostdev::Net { .. } | Hostdev::Usb { .. } => Ok(None),
+    }
+}
+
+/// The allow rule of a node the container gets.
+pub fn node_rule(node: &DeviceNode) -> DeviceRule {
+    DeviceRule {
+        kind: match node.kind {
+            DeviceKind::Char => 'c',
+            DeviceKind::Block => 'b',
+        },
+        major: Some(node.major),
+        minor: Some(node.minor),
+        access: if node.mode & 0o222 == 0 { "rm" } else { "rwm" }.into(),
+    }
+}
+
+/// The whole device allow-list of a container of `def`, as its start
+/// makes it, for a running container's list that changes on cgroup2;
+/// `None` when the definition has file-backed filesystems, whose loop
+/// devices only the monitor knows.
+pub fn device_rules(def: &DomainDef) -> Result<Option<Vec<DeviceRule>>, ConvertError> {
+    let filesystems = &def.devices.filesystems;
+    if filesystems
+        .iter()
+        .any(|f| matches!(f.source, FsSource::File { .. }))
+    {
+        return Ok(None);
+    }
+    let mut rules = crate::cgroup::domain::base_device_rules();
+    rules.extend(device_nodes(def)?.iter().map(node_rule));
+    for fs in filesystems {
+        if let FsSource::Block { dev } = &fs.source {
+            let node = device_node(def.name(), "<filesystem type='block'>", dev, dev.clone())?;
+            rules.push(block_rule(node.major, node.minor, fs.readonly));
+        }
+    }
+    Ok(Some(rules))
+}
+
+pub fn device_node(
     domain: &str,
     element: &'static str,
     host_path: &Path,
@@ -990,15 +1053,7 @@ fn cgroup_spec(
 ) -> Result<CgroupSpec, ConvertError> {
     let mut spec = tuning_spec(def, settings)?;
     spec.devices = crate::cgroup::domain::base_device_rules();
-    spec.devices.extend(devices.iter().map(|d| DeviceRule {
-        kind: match d.kind {
-            DeviceKind::Char => 'c',
-            DeviceKind::Block => 'b',
-        },
-        major: Some(d.major),
-        minor: Some(d.minor),
-        access: if d.mode & 0o222 == 0 { "rm" } else { "rwm" }.into(),
-    }));
+    spec.devices.extend(devices.iter().map(node_rule));
     Ok(spec)
 }
 

@@ -75,6 +75,31 @@ fn cgroup_failed(domain: &str, error: &CgroupError) -> Error {
     failed(domain, &error_chain(error))
 }
 
+/// Runs a change of the running container's devices on a blocking thread.
+async fn live_device(
+    name: String,
+    runtime: Runtime,
+    cgroups: Arc<Cgroups>,
+    change: impl FnOnce(
+        &super::live_devices::Container<'_>,
+    ) -> Result<(), super::live_devices::LiveDeviceError>
+    + Send
+    + 'static,
+) -> Result<Response, Error> {
+    tokio::task::spawn_blocking(move || {
+        let container = super::live_devices::Container {
+            init_pid: runtime.init_pid,
+            cgroups: &cgroups,
+            cgroup_path: &runtime.cgroup_path,
+        };
+        change(&container)
+            .map(|()| Response::Done)
+            .map_err(|e| Error::new(e.kind(), format!("domain '{name}': {}", error_chain(&e))))
+    })
+    .await
+    .map_err(|join| Error::failed(join.to_string()))?
+}
+
 impl LxcDriver {
     fn cgroups(&self, domain: &str) -> Result<Arc<Cgroups>, Error> {
         self.config().cgroups.clone().ok_or_else(|| {
@@ -375,6 +400,27 @@ impl Driver for LxcDriver {
                     })
                     .await
                     .map_err(|join| Error::failed(join.to_string()))?
+                }
+                Request::AttachDevice { live, device } => {
+                    let cgroups = driver.cgroups(&name)?;
+                    live_device(name, runtime, cgroups, move |container| {
+                        super::live_devices::attach(container, &live, &device)
+                    })
+                    .await
+                }
+                Request::DetachDevice { live, device } => {
+                    let cgroups = driver.cgroups(&name)?;
+                    live_device(name, runtime, cgroups, move |container| {
+                        super::live_devices::detach(container, &live, &device)
+                    })
+                    .await
+                }
+                Request::UpdateDevice { live, old, new } => {
+                    let cgroups = driver.cgroups(&name)?;
+                    live_device(name, runtime, cgroups, move |container| {
+                        super::live_devices::update(container, &live, &old, &new)
+                    })
+                    .await
                 }
                 Request::Signal { pid, signal } => {
                     let cgroups = driver.cgroups(&name)?;

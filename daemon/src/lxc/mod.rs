@@ -9,6 +9,7 @@ pub mod hotplug;
 pub mod initctl;
 pub mod instance;
 pub mod launch;
+pub mod live_devices;
 pub mod monitor;
 pub mod network;
 pub mod protocol;

@@ -1311,6 +1311,12 @@ impl QemuDriver {
                     what: "interface hotplug",
                 })
             }
+            Request::AttachDevice { .. }
+            | Request::DetachDevice { .. }
+            | Request::UpdateDevice { .. } => Err(QemuError::NotSupported {
+                domain,
+                what: "hotplug of disks and host devices",
+            }),
             Request::Tune { old, new } => {
                 // <currentMemory> of a VM is what its balloon leaves it.
                 if old.current_memory != new.current_memory {

@@ -67,6 +67,7 @@ const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const OPEN_TREE_CLONE: libc::c_uint = 0x1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 /// `struct open_how` of openat2(2).
 #[repr(C)]
@@ -158,27 +159,8 @@ impl Syscalls for Linux {
 
     fn set_readonly(&self, target: &Path, recursive: bool) -> SysResult<()> {
         let path = cstr(target)?;
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
         let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
-        // SAFETY: `path` is a valid NUL-terminated string and `attr` a
-        // properly laid out `struct mount_attr` whose size is passed; both
-        // outlive the call, and the kernel only reads them.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                flags,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        Errno::result(rc).map(drop)
+        set_readonly_at(libc::AT_FDCWD, &path, flags, true)
     }
 
     fn idmap_bind(
@@ -763,6 +745,117 @@ pub fn open_namespace(path: &Path) -> SysResult<OwnedFd> {
 /// setns(2) of the calling thread into the namespace `fd` refers to.
 pub fn setns(fd: impl AsFd, nstype: CloneFlags) -> SysResult<()> {
     nix::sched::setns(fd, nstype)
+}
+
+/// Runs `work` on a thread of its own that has joined the mount namespace
+/// of process `pid` (its root and working directory become that
+/// namespace's root), and returns what it returns. Only that thread moves:
+/// it first stops sharing the process's root and working directory
+/// (`unshare(CLONE_FS)`, which setns(2) into a mount namespace requires of
+/// a multi-threaded process), and it ends with `work`.
+pub fn in_mount_namespace_of<T: Send, E: Send + From<Errno>>(
+    pid: i32,
+    work: impl FnOnce() -> Result<T, E> + Send,
+) -> Result<T, E> {
+    let namespace = open_namespace(Path::new(&format!("/proc/{pid}/ns/mnt")))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+                setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNS)?;
+                work()
+            })
+            .join()
+            .unwrap_or(Err(E::from(Errno::EIO)))
+    })
+}
+
+/// A detached copy of the mount tree at `path` (relative to `dir`, or
+/// `dir` itself when `path` is empty): open_tree(2) with
+/// `OPEN_TREE_CLONE | AT_RECURSIVE`, ready to be made read-only and moved.
+pub fn clone_tree(dir: BorrowedFd<'_>, path: &Path) -> SysResult<OwnedFd> {
+    let empty = path.as_os_str().is_empty();
+    let path = cstr(path)?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint
+        | if empty {
+            libc::AT_EMPTY_PATH as libc::c_uint
+        } else {
+            0
+        };
+    // SAFETY: `dir` is an open descriptor and `path` a NUL-terminated
+    // string, both outliving the call; the flags are plain integers.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), path.as_ptr(), flags) };
+    let tree = Errno::result(tree)?;
+    // SAFETY: open_tree(2) returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
+}
+
+/// Makes the mount `mount` refers to (a detached tree, or an open mount
+/// point) and every mount below it read-only or writable.
+pub fn set_tree_readonly(mount: BorrowedFd<'_>, readonly: bool) -> SysResult<()> {
+    set_readonly_at(
+        mount.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+        readonly,
+    )
+}
+
+/// mount_setattr(2) setting or clearing `MOUNT_ATTR_RDONLY`.
+fn set_readonly_at(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    readonly: bool,
+) -> SysResult<()> {
+    let (attr_set, attr_clr) = if readonly {
+        (MOUNT_ATTR_RDONLY, 0)
+    } else {
+        (0, MOUNT_ATTR_RDONLY)
+    };
+    let attr = MountAttr {
+        attr_set,
+        attr_clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a valid NUL-terminated string and `attr` a
+    // properly laid out `struct mount_attr` whose size is passed; both
+    // outlive the call, and the kernel only reads them. A bad `dir` is an
+    // error (EBADF), not undefined behaviour.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dir,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Mounts the detached tree `tree` on the directory or file `target`
+/// refers to, which must be in the caller's mount namespace:
+/// move_mount(2) between two descriptors.
+pub fn move_tree(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> SysResult<()> {
+    let empty = c"";
+    // SAFETY: both descriptors are open and `empty` a NUL-terminated
+    // string, all outliving the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    Errno::result(rc).map(drop)
 }
 
 /// The errno's symbolic name (`ENOENT`), for messages.

@@ -18,23 +18,50 @@ use super::helpers::*;
 use super::kept::{parse_kept, split_kept};
 use super::vm;
 
-/// One device of a domain of type `kind`, as `AttachDevice` and
-/// `DetachDevice` take it. Only interfaces can be attached for now.
+/// One device of a domain of type `kind`, as `AttachDevice`,
+/// `DetachDevice` and `UpdateDevice` take it: an interface, a disk, a
+/// filesystem (not the root) or a host device.
 pub fn parse_device(kind: DomainType, el: &Element) -> Result<DeviceDef> {
     let ctx = Ctx { kind };
+    if el.namespace.is_some() {
+        return Err(not_a_device(el));
+    }
     match el.name.as_str() {
-        "interface" if el.namespace.is_none() => {
+        "interface" => {
             let iface = parse_interface(ctx, el)?;
             InterfaceNames::default().check(el, &iface)?;
             Ok(DeviceDef::Interface(iface))
         }
-        _ => Err(DomainError::invalid(
-            el.pos,
-            &el.qname,
-            format!("<{}> cannot be attached or detached", el.qname),
-            "only <interface> devices can be attached to or detached from a domain for now",
-        )),
+        "disk" => Ok(DeviceDef::Disk(parse_disk(ctx, el)?)),
+        "filesystem" => {
+            ctx.lxc_only(el)?;
+            let fs = parse_filesystem(el)?;
+            if fs.target == Path::new("/") {
+                let pos = el.element("target").map_or(el.pos, |t| t.pos);
+                return Err(DomainError::invalid(
+                    pos,
+                    "filesystem",
+                    "the root filesystem cannot be attached, detached or updated",
+                    "change the root with 'lxvirt define' and restart the domain",
+                ));
+            }
+            Ok(DeviceDef::Filesystem(fs))
+        }
+        "hostdev" => {
+            ctx.lxc_only(el)?;
+            Ok(DeviceDef::Hostdev(parse_hostdev(el)?))
+        }
+        _ => Err(not_a_device(el)),
     }
+}
+
+fn not_a_device(el: &Element) -> DomainError {
+    DomainError::invalid(
+        el.pos,
+        &el.qname,
+        format!("<{}> cannot be attached, detached or updated", el.qname),
+        "give one <interface>, <disk>, <filesystem> or <hostdev> element",
+    )
 }
 
 pub(super) fn parse_devices(ctx: Ctx, el: &Element) -> Result<Devices> {

@@ -1,6 +1,7 @@
 //! Devices attached to and detached from a domain: the running instance
 //! (live, through its driver), the persistent definition (config), or
-//! both, as libvirt's `AFFECT_*` flags say. Interfaces only, for now.
+//! both, as libvirt's `AFFECT_*` flags say: interfaces, disks,
+//! filesystems and host devices, attached, detached or updated.
 //!
 //! A live change is in flight in the lifecycle table (`Devices`) until the
 //! driver answers: meanwhile other changes are busy, and a stop wins.
@@ -16,15 +17,18 @@ use super::{Internal, Manager, Reply};
 use crate::core::lifecycle::{Operation, Report};
 use crate::core::live::LiveStatus;
 use crate::core::types::{AffectFlags, CoreError, Seq};
-use crate::domain::{DeviceDef, DomainDef, Interface, InterfaceSource, MacAddr};
+use crate::domain::{DeviceDef, DomainDef, Hostdev, Interface, InterfaceSource, MacAddr};
 use crate::driver::{Request, Response};
 use crate::error_chain::error_chain;
 
-/// Attach or detach.
+/// Attach, detach or update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     Attach,
     Detach,
+    /// Replace a device the domain has (named as a detach names it) with
+    /// the one given.
+    Update,
 }
 
 impl Change {
@@ -32,6 +36,7 @@ impl Change {
         match self {
             Change::Attach => "attach",
             Change::Detach => "detach",
+            Change::Update => "update",
         }
     }
 }
@@ -44,8 +49,9 @@ pub(super) struct LiveChange {
     pub domain: String,
     pub generation: u64,
     pub change: Change,
-    /// The interface as the live definition gets (or loses) it.
-    pub interface: Box<Interface>,
+    /// The device as the live definition gets it (attach, update) or
+    /// loses it (detach).
+    pub device: Box<DeviceDef>,
     /// The persistent definition to save once the live change is done.
     pub config: Option<Box<DomainDef>>,
     pub result: Result<Response, CoreError>,
@@ -91,7 +97,7 @@ impl Manager {
         let taken = self.macs_in_use(uuid);
         let entry = refuse!(self.entry_mut(uuid));
         let name = entry.name().to_owned();
-        let mut interface = refuse!(parse(entry.def.domain_type, change, xml));
+        let mut device = refuse!(parse(entry.def.domain_type, change, xml));
         let running = entry.runtime.is_some();
         let (live, config) = match flags.0 {
             AffectFlags::CURRENT => (running, !running),
@@ -103,7 +109,9 @@ impl Manager {
         if live {
             refuse!(entry.check(Operation::ChangeDevices));
         }
-        if change == Change::Attach && interface.mac.is_none() {
+        if let (Change::Attach, DeviceDef::Interface(interface)) = (change, &mut device)
+            && interface.mac.is_none()
+        {
             // One MAC for both the live and the persistent interface.
             let mut one = DomainDef::clone(&entry.def);
             one.devices.interfaces = vec![interface.clone()];
@@ -112,12 +120,12 @@ impl Manager {
                 None,
                 &taken_with(&taken, entry.live_def(), &entry.def),
             );
-            interface = one.devices.interfaces.remove(0);
+            *interface = one.devices.interfaces.remove(0);
         }
         // The persistent definition as it will be, checked now.
         let new_config = if config {
             let mut def = entry.def.clone();
-            refuse!(apply(&mut def, change, &interface, &name, "persistent"));
+            refuse!(apply(&mut def, change, &device, &name, "persistent"));
             refuse!(recheck(&def, &name));
             Some(Box::new(def))
         } else {
@@ -142,14 +150,19 @@ impl Manager {
                 reply,
             )));
         }
-        // The live interface: the one the instance has, for a detach.
         let live_def = entry.live_def().clone();
         let driver = refuse!(self.driver_of(uuid));
-        let request = match change {
-            Change::Attach => {
+        let request = match (change, &mut device) {
+            (Change::Attach, DeviceDef::Interface(interface)) => {
                 let mut probe = live_def.clone();
-                refuse!(apply(&mut probe, change, &interface, &name, "running"));
-                super::start::name_host_end(&mut interface);
+                refuse!(apply(
+                    &mut probe,
+                    change,
+                    &DeviceDef::Interface(interface.clone()),
+                    &name,
+                    "running"
+                ));
+                super::start::name_host_end(interface);
                 let mut one = live_def.clone();
                 one.devices.interfaces = vec![interface.clone()];
                 let mut ports = refuse!(self.network_ports(&one));
@@ -158,16 +171,59 @@ impl Manager {
                     _ => None,
                 };
                 Request::AttachInterface {
-                    live: Box::new(live_def.clone()),
+                    live: Box::new(live_def),
                     interface: Box::new(interface.clone()),
                     port,
                 }
             }
-            Change::Detach => {
-                let found = refuse!(find(&live_def, &interface, &name, "running"));
-                interface = live_def.devices.interfaces[found].clone();
+            (Change::Detach, DeviceDef::Interface(_)) => {
+                let found = refuse!(find(&live_def, &device, &name, "running"));
+                let interface = live_def.devices.interfaces[found].clone();
+                device = DeviceDef::Interface(interface.clone());
                 Request::DetachInterface {
-                    interface: Box::new(interface.clone()),
+                    interface: Box::new(interface),
+                }
+            }
+            (Change::Update, DeviceDef::Interface(_)) => {
+                return Err(Box::new((
+                    CoreError::DeviceRefused {
+                        domain: name,
+                        which: "running",
+                        problem: "an interface of a running domain cannot be updated yet; \
+                                  detach it and attach the new one, or update the definition only \
+                                  (--config) and restart"
+                            .into(),
+                    },
+                    reply,
+                )));
+            }
+            (Change::Attach, _) => {
+                let mut new_live = live_def;
+                refuse!(apply(&mut new_live, change, &device, &name, "running"));
+                Request::AttachDevice {
+                    live: Box::new(new_live),
+                    device: Box::new(device.clone()),
+                }
+            }
+            (Change::Detach, _) => {
+                let found = refuse!(find(&live_def, &device, &name, "running"));
+                device = nth(&live_def, &device, found);
+                let mut new_live = live_def;
+                refuse!(apply(&mut new_live, change, &device, &name, "running"));
+                Request::DetachDevice {
+                    live: Box::new(new_live),
+                    device: Box::new(device.clone()),
+                }
+            }
+            (Change::Update, _) => {
+                let found = refuse!(find(&live_def, &device, &name, "running"));
+                let old = nth(&live_def, &device, found);
+                let mut new_live = live_def;
+                refuse!(apply(&mut new_live, change, &device, &name, "running"));
+                Request::UpdateDevice {
+                    live: Box::new(new_live),
+                    old: Box::new(old),
+                    new: Box::new(device.clone()),
                 }
             }
         };
@@ -183,7 +239,7 @@ impl Manager {
         let (runtime, generation) = match begun {
             Ok(begun) => begun,
             Err(error) => {
-                self.release_attached(&name, change, &interface);
+                self.release_attached(&name, change, &device);
                 return Err(Box::new((error, reply)));
             }
         };
@@ -196,7 +252,7 @@ impl Manager {
                 domain: name,
                 generation,
                 change,
-                interface: Box::new(interface),
+                device: Box::new(device),
                 config: new_config,
                 result,
                 reply,
@@ -211,13 +267,13 @@ impl Manager {
             domain,
             generation,
             change,
-            mut interface,
+            mut device,
             config,
             result,
             reply,
         } = done;
         let Ok(entry) = self.entry_mut(uuid) else {
-            self.release_attached(&domain, change, &interface);
+            self.release_attached(&domain, change, &device);
             let _ = reply.send(Err(CoreError::StoppedMeanwhile {
                 domain: uuid.to_string(),
             }));
@@ -226,31 +282,36 @@ impl Manager {
         let name = entry.name().to_owned();
         let current = entry.generation == generation && entry.report(Report::DevicesChanged);
         if !current {
-            self.release_attached(&name, change, &interface);
+            self.release_attached(&name, change, &device);
             let _ = reply.send(Err(CoreError::StoppedMeanwhile { domain: name }));
             return;
         }
-        match result {
-            Ok(Response::Attached { guest_name }) if change == Change::Attach => {
+        let attached_interface =
+            change == Change::Attach && matches!(*device, DeviceDef::Interface(_));
+        match (result, device.as_mut()) {
+            (Ok(Response::Attached { guest_name }), DeviceDef::Interface(interface))
+                if attached_interface =>
+            {
                 interface.guest_dev = Some(guest_name);
             }
-            Ok(Response::Done) if change == Change::Detach => {}
-            Ok(other) => {
-                self.release_attached(&name, change, &interface);
+            (Ok(Response::Done), _) if !attached_interface => {}
+            (Ok(other), _) => {
+                self.release_attached(&name, change, &device);
                 let _ = reply.send(Err(super::running::unexpected(other)));
                 return;
             }
-            Err(error) => {
-                self.release_attached(&name, change, &interface);
+            (Err(error), _) => {
+                self.release_attached(&name, change, &device);
                 let _ = reply.send(Err(error));
                 return;
             }
         }
         let mut live = entry.live_def().clone();
         // Checked before the driver was asked; nothing else changed it since.
-        let _ = apply(&mut live, change, &interface, &name, "running");
-        if let (Change::Detach, InterfaceSource::Network { network, .. }, Some(mac)) =
-            (change, &interface.source, interface.mac)
+        let _ = apply(&mut live, change, &device, &name, "running");
+        if let (Change::Detach, DeviceDef::Interface(interface)) = (change, device.as_ref())
+            && let (InterfaceSource::Network { network, .. }, Some(mac)) =
+                (&interface.source, interface.mac)
         {
             self.network_driver.remove_port(network, mac, &name);
         }
@@ -293,8 +354,9 @@ impl Manager {
 
     /// An attach of `domain`'s that did not happen: its port leaves the
     /// network again.
-    fn release_attached(&self, domain: &str, change: Change, interface: &Interface) {
+    fn release_attached(&self, domain: &str, change: Change, device: &DeviceDef) {
         if change == Change::Attach
+            && let DeviceDef::Interface(interface) = device
             && let (InterfaceSource::Network { network, .. }, Some(mac)) =
                 (&interface.source, interface.mac)
         {
@@ -314,18 +376,19 @@ impl Manager {
     }
 }
 
-/// The interface `xml` describes. A detach needs only what names one: an
-/// `<interface>` with its `<mac>` (as virsh's detach-interface sends) is
-/// enough, though its other children may be missing.
+/// The device `xml` describes. A detach needs only what names an
+/// interface: an `<interface>` with its `<mac>` (as virsh's
+/// detach-interface sends) is enough, though its other children may be
+/// missing.
 fn parse(
     kind: crate::domain::DomainType,
     change: Change,
     xml: &str,
-) -> Result<Interface, CoreError> {
+) -> Result<DeviceDef, CoreError> {
     let full = DeviceDef::from_xml(kind, xml).map_err(CoreError::InvalidXml);
     match (full, change) {
-        (Ok(DeviceDef::Interface(interface)), _) => Ok(interface),
-        (Err(error), Change::Attach) => Err(error),
+        (Ok(device), _) => Ok(device),
+        (Err(error), Change::Attach | Change::Update) => Err(error),
         (Err(error), Change::Detach) => {
             let mac = crate::domain::xml::parse_str(xml).ok().and_then(|root| {
                 (root.name == "interface")
@@ -337,7 +400,7 @@ fn parse(
                     .flatten()
             });
             match mac.and_then(|m| MacAddr::parse(&m).ok()) {
-                Some(mac) => Ok(Interface {
+                Some(mac) => Ok(DeviceDef::Interface(Interface {
                     source: InterfaceSource::Ethernet {
                         ips: Vec::new(),
                         routes: Vec::new(),
@@ -356,7 +419,7 @@ fn parse(
                     address: None,
                     alias: None,
                     kept: Vec::new(),
-                }),
+                })),
                 None => Err(error),
             }
         }
@@ -376,71 +439,157 @@ fn taken_with(others: &HashSet<MacAddr>, live: &DomainDef, def: &DomainDef) -> H
         .collect()
 }
 
-/// Adds `interface` to `def`, or removes the one it names.
+/// Adds `device` to `def`, removes the one it names, or replaces that one
+/// with it.
 fn apply(
     def: &mut DomainDef,
     change: Change,
-    interface: &Interface,
+    device: &DeviceDef,
     domain: &str,
     which: &'static str,
 ) -> Result<(), CoreError> {
+    let refused = |problem: String| CoreError::DeviceRefused {
+        domain: domain.to_owned(),
+        which,
+        problem,
+    };
     match change {
         Change::Attach => {
-            if let Some(mac) = interface.mac
+            if let DeviceDef::Interface(interface) = device
+                && let Some(mac) = interface.mac
                 && def.devices.interfaces.iter().any(|i| i.mac == Some(mac))
             {
-                return Err(CoreError::DeviceRefused {
-                    domain: domain.to_owned(),
-                    which,
-                    problem: format!(
-                        "it has an interface with MAC {mac} already; give another <mac> or none"
-                    ),
-                });
+                return Err(refused(format!(
+                    "it has an interface with MAC {mac} already; give another <mac> or none"
+                )));
             }
-            def.devices.interfaces.push(interface.clone());
+            if !matches!(device, DeviceDef::Interface(_)) && !matching(def, device).is_empty() {
+                return Err(refused(format!(
+                    "it has {} already; detach that one first, or update it",
+                    describe(device)
+                )));
+            }
+            match device.clone() {
+                DeviceDef::Interface(i) => def.devices.interfaces.push(i),
+                DeviceDef::Disk(d) => def.devices.disks.push(d),
+                DeviceDef::Filesystem(f) => def.devices.filesystems.push(f),
+                DeviceDef::Hostdev(h) => def.devices.hostdevs.push(h),
+            }
         }
         Change::Detach => {
-            let index = find(def, interface, domain, which)?;
-            def.devices.interfaces.remove(index);
+            let index = find(def, device, domain, which)?;
+            match device {
+                DeviceDef::Interface(_) => drop(def.devices.interfaces.remove(index)),
+                DeviceDef::Disk(_) => drop(def.devices.disks.remove(index)),
+                DeviceDef::Filesystem(_) => drop(def.devices.filesystems.remove(index)),
+                DeviceDef::Hostdev(_) => drop(def.devices.hostdevs.remove(index)),
+            }
+        }
+        Change::Update => {
+            let index = find(def, device, domain, which)?;
+            match device.clone() {
+                DeviceDef::Interface(i) => def.devices.interfaces[index] = i,
+                DeviceDef::Disk(d) => def.devices.disks[index] = d,
+                DeviceDef::Filesystem(f) => def.devices.filesystems[index] = f,
+                DeviceDef::Hostdev(h) => def.devices.hostdevs[index] = h,
+            }
         }
     }
     Ok(())
 }
 
-/// The interface of `def` that `wanted` names: by MAC, else by host-side
-/// name, else the only one of that type and source.
+/// The indices, in their list of `def`'s devices, of those `wanted` names:
+/// an interface by MAC, else by host-side name, else by type and source;
+/// a disk by its target device; a filesystem by its mount point; a host
+/// device by what it passes.
+fn matching(def: &DomainDef, wanted: &DeviceDef) -> Vec<usize> {
+    fn positions<T>(list: &[T], same: impl Fn(&T) -> bool) -> Vec<usize> {
+        list.iter()
+            .enumerate()
+            .filter(|(_, item)| same(item))
+            .map(|(index, _)| index)
+            .collect()
+    }
+    let devices = &def.devices;
+    match wanted {
+        DeviceDef::Interface(w) => {
+            positions(&devices.interfaces, |i| match (w.mac, &w.target_dev) {
+                (Some(mac), _) => i.mac == Some(mac),
+                (None, Some(dev)) => i.target_dev.as_ref() == Some(dev),
+                (None, None) => i.source == w.source,
+            })
+        }
+        DeviceDef::Disk(w) => positions(&devices.disks, |d| d.target_dev == w.target_dev),
+        DeviceDef::Filesystem(w) => positions(&devices.filesystems, |f| f.target == w.target),
+        DeviceDef::Hostdev(w) => positions(&devices.hostdevs, |h| match (h, w) {
+            (Hostdev::Storage { block: a }, Hostdev::Storage { block: b }) => a == b,
+            (Hostdev::Misc { char_dev: a }, Hostdev::Misc { char_dev: b }) => a == b,
+            (Hostdev::Net { interface: a, .. }, Hostdev::Net { interface: b, .. }) => a == b,
+            (a @ Hostdev::Usb { .. }, b) => a == b,
+            _ => false,
+        }),
+    }
+}
+
+/// The device `wanted` names, as `def` has it at `index`.
+fn nth(def: &DomainDef, wanted: &DeviceDef, index: usize) -> DeviceDef {
+    let devices = &def.devices;
+    match wanted {
+        DeviceDef::Interface(_) => DeviceDef::Interface(devices.interfaces[index].clone()),
+        DeviceDef::Disk(_) => DeviceDef::Disk(devices.disks[index].clone()),
+        DeviceDef::Filesystem(_) => DeviceDef::Filesystem(devices.filesystems[index].clone()),
+        DeviceDef::Hostdev(_) => DeviceDef::Hostdev(devices.hostdevs[index].clone()),
+    }
+}
+
+/// A device as messages name it.
+fn describe(device: &DeviceDef) -> String {
+    match device {
+        DeviceDef::Interface(i) => match i.mac {
+            Some(mac) => format!("an interface with MAC {mac}"),
+            None => "such an interface".into(),
+        },
+        DeviceDef::Disk(d) => format!("a <disk> with target '{}'", d.target_dev),
+        DeviceDef::Filesystem(f) => {
+            format!("a <filesystem> with target '{}'", f.target.display())
+        }
+        DeviceDef::Hostdev(h) => match h {
+            Hostdev::Storage { block } => format!("a <hostdev> of '{}'", block.display()),
+            Hostdev::Misc { char_dev } => format!("a <hostdev> of '{}'", char_dev.display()),
+            Hostdev::Net { interface, .. } => format!("a <hostdev> of interface '{interface}'"),
+            Hostdev::Usb { .. } => "that USB <hostdev>".into(),
+        },
+    }
+}
+
+/// The one device of `def` that `wanted` names.
 fn find(
     def: &DomainDef,
-    wanted: &Interface,
+    wanted: &DeviceDef,
     domain: &str,
     which: &'static str,
 ) -> Result<usize, CoreError> {
-    let interfaces = &def.devices.interfaces;
-    let matches: Vec<usize> = interfaces
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| match (wanted.mac, &wanted.target_dev) {
-            (Some(mac), _) => i.mac == Some(mac),
-            (None, Some(dev)) => i.target_dev.as_ref() == Some(dev),
-            (None, None) => i.source == wanted.source,
-        })
-        .map(|(index, _)| index)
-        .collect();
-    match matches[..] {
+    let refused = |problem: String| CoreError::DeviceRefused {
+        domain: domain.to_owned(),
+        which,
+        problem,
+    };
+    let interface = matches!(wanted, DeviceDef::Interface(_));
+    match matching(def, wanted)[..] {
         [index] => Ok(index),
-        [] => Err(CoreError::DeviceRefused {
-            domain: domain.to_owned(),
-            which,
-            problem: "it has no such interface; see 'lxvirt domiflist' and name it by <mac>".into(),
-        }),
-        _ => Err(CoreError::DeviceRefused {
-            domain: domain.to_owned(),
-            which,
-            problem: format!(
-                "{} interfaces match; name the one to detach by its <mac>",
-                matches.len()
-            ),
-        }),
+        [] if interface => Err(refused(
+            "it has no such interface; see 'lxvirt domiflist' and name it by <mac>".into(),
+        )),
+        [] => Err(refused(format!(
+            "it has no {}; see 'lxvirt dumpxml'",
+            describe(wanted)
+                .trim_start_matches("a ")
+                .trim_start_matches("that ")
+        ))),
+        ref matches => Err(refused(format!(
+            "{} interfaces match; name the one to detach by its <mac>",
+            matches.len()
+        ))),
     }
 }
 

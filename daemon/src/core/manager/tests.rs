@@ -210,6 +210,9 @@ impl Driver for TestDriver {
             Request::Interfaces => "interfaces",
             Request::AttachInterface { .. } => "attach",
             Request::DetachInterface { .. } => "detach",
+            Request::AttachDevice { .. } => "attach-device",
+            Request::DetachDevice { .. } => "detach-device",
+            Request::UpdateDevice { .. } => "update-device",
             Request::Signal { .. } => "signal",
             Request::Tune { .. } => "tune",
         };
@@ -250,6 +253,16 @@ impl Driver for TestDriver {
                     guest_name: "eth1".into(),
                 }),
                 Request::DetachInterface { .. } => Ok(Response::Done),
+                Request::AttachDevice { device, .. }
+                    if matches!(*device, crate::domain::DeviceDef::Hostdev(_)) =>
+                {
+                    Err(driver::Error::failed(format!(
+                        "domain '{name}': the fake driver refuses host devices"
+                    )))
+                }
+                Request::AttachDevice { .. }
+                | Request::DetachDevice { .. }
+                | Request::UpdateDevice { .. } => Ok(Response::Done),
                 Request::Signal { pid: 1, .. } => Ok(Response::Done),
                 Request::Tune { new, .. } => match new.cputune.as_ref().and_then(|c| c.shares) {
                     Some(2) => Err(driver::Error::failed(format!(
@@ -1645,6 +1658,106 @@ async fn interfaces_attach_and_detach_live_config_or_both() {
         missing.to_string().contains("no such interface"),
         "{missing}"
     );
+}
+
+#[tokio::test]
+async fn disks_filesystems_and_hostdevs_attach_detach_and_update() {
+    use crate::core::manager::DeviceChange;
+    use crate::core::types::AffectFlags;
+    let h = Harness::new();
+    let uuid = h.define("web", "").await;
+    let change = |change, xml: &str, flags| {
+        h.handle
+            .change_device(uuid, change, xml.to_owned(), AffectFlags(flags))
+    };
+    let fs = "<filesystem type='mount'><source dir='/srv/a'/><target dir='/mnt/a'/></filesystem>";
+    let fs_ro = "<filesystem type='mount'><source dir='/srv/a'/><target dir='/mnt/a'/><readonly/></filesystem>";
+    let disk =
+        "<disk type='block' device='disk'><source dev='/dev/loop7'/><target dev='sdz'/></disk>";
+    let live_xml = || h.handle.get_xml(uuid, XmlFlags(0));
+    let config_xml = || h.handle.get_xml(uuid, XmlFlags(XmlFlags::INACTIVE));
+
+    // Not running: the definition gets them.
+    change(DeviceChange::Attach, fs, 0).await.unwrap();
+    assert!(
+        config_xml()
+            .await
+            .unwrap()
+            .contains("<target dir='/mnt/a'/>")
+    );
+    let twice = change(DeviceChange::Attach, fs, 0).await.unwrap_err();
+    assert!(
+        twice
+            .to_string()
+            .contains("<filesystem> with target '/mnt/a' already"),
+        "{twice}"
+    );
+    change(DeviceChange::Update, fs_ro, 0).await.unwrap();
+    let config = config_xml().await.unwrap();
+    assert!(config.contains("<readonly/>"), "{config}");
+    change(DeviceChange::Detach, fs, 0).await.unwrap();
+    assert!(!config_xml().await.unwrap().contains("/mnt/a"));
+    let missing = change(DeviceChange::Update, fs, 0).await.unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .contains("no <filesystem> with target '/mnt/a'"),
+        "{missing}"
+    );
+
+    // Running: the driver is asked; the live XML follows, the definition
+    // only with the config flag.
+    h.handle.start(uuid).await.unwrap();
+    change(DeviceChange::Attach, disk, 0).await.unwrap();
+    change(
+        DeviceChange::Attach,
+        fs,
+        AffectFlags::LIVE | AffectFlags::CONFIG,
+    )
+    .await
+    .unwrap();
+    let live = live_xml().await.unwrap();
+    assert!(
+        live.contains("<target dev='sdz'/>") && live.contains("/mnt/a"),
+        "{live}"
+    );
+    let config = config_xml().await.unwrap();
+    assert!(
+        !config.contains("sdz") && config.contains("/mnt/a"),
+        "{config}"
+    );
+    change(DeviceChange::Update, fs_ro, 0).await.unwrap();
+    assert!(live_xml().await.unwrap().contains("<readonly/>"));
+    assert!(!config_xml().await.unwrap().contains("<readonly/>"));
+    change(DeviceChange::Detach, disk, 0).await.unwrap();
+    assert!(!live_xml().await.unwrap().contains("sdz"));
+    // The driver's refusal leaves both definitions as they were.
+    let hostdev = "<hostdev mode='capabilities' type='misc'><source><char>/dev/null</char></source></hostdev>";
+    let refused = change(
+        DeviceChange::Attach,
+        hostdev,
+        AffectFlags::LIVE | AffectFlags::CONFIG,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("refuses host devices"),
+        "{refused}"
+    );
+    assert!(!live_xml().await.unwrap().contains("hostdev"));
+    assert!(!config_xml().await.unwrap().contains("hostdev"));
+    // An interface of a running domain is not updated in place.
+    let nic = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/></interface>";
+    change(DeviceChange::Attach, nic, 0).await.unwrap();
+    let update = change(DeviceChange::Update, nic, 0).await.unwrap_err();
+    assert!(
+        update.to_string().contains("cannot be updated yet"),
+        "{update}"
+    );
+    let log = h.driver.log();
+    for verb in ["attach-device", "detach-device", "update-device"] {
+        assert!(log.contains(&format!("{verb} web")), "{verb}: {log:?}");
+    }
 }
 
 #[tokio::test]
