@@ -58,6 +58,11 @@ dm_test_binary() {
 
 # The networking integration-test binary (the net suite runs it), likewise.
 net_test_binary() {
-  (cd "$REPO" && cargo test -p lxvirt-tests --test networking --locked --no-run --message-format=json 2>/dev/null) \
-    | grep '"name":"networking"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+  integration_test_binary networking
+}
+
+# integration_test_binary NAME: the path of lxvirt-tests' test binary NAME.
+integration_test_binary() {
+  (cd "$REPO" && cargo test -p lxvirt-tests --test "$1" --locked --no-run --message-format=json 2>/dev/null) \
+    | grep "\"name\":\"$1\"" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
 }
