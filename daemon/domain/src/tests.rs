@@ -936,6 +936,13 @@ fn hostdevs_are_checked() {
         ),
         "interface name contains",
     );
+    // Found by the network_xml fuzz target: the schema refused it.
+    fails(
+        &devices(
+            "<hostdev mode='capabilities' type='net'><source><interface>l(x</interface></source></hostdev>",
+        ),
+        "use letters, digits and '_.@+-'",
+    );
     let net = |inner: &str| {
         devices(&format!(
             "<hostdev mode='capabilities' type='net'><source><interface>eth4</interface></source>{inner}</hostdev>"

@@ -141,11 +141,16 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err("'.' and '..' are not interface names".into());
     }
+    // What the kernel takes (no '/', ':' or space) and the schemas'
+    // device names allow: letters, digits and `_.@+-`, which every tool
+    // that handles the name (tc, nft, dnsmasq) takes as it is.
     if let Some(c) = name
         .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control() || !c.is_ascii())
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '+' | '-')))
     {
-        return Err(format!("the interface name contains {c:?}"));
+        return Err(format!(
+            "the interface name contains {c:?}; use letters, digits and '_.@+-'"
+        ));
     }
     Ok(())
 }
