@@ -20,6 +20,8 @@ pub mod dbus;
 pub use lxvirt_domain as domain;
 pub mod driver;
 pub mod error_chain;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod host;
 pub mod lxc;
 pub mod net;

@@ -250,6 +250,24 @@ pub fn read_versioned_if_present<T: Versioned>(path: &Path) -> Result<Option<T>,
     decode(path, &bytes).map(Some)
 }
 
+/// Fuzzing: reads `bytes` as a versioned file of `T`. It may be refused,
+/// never panic; what is read is written and read again.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_round_trip<T: Versioned>(bytes: &[u8]) {
+    let path = Path::new("fuzzed.json");
+    let Ok(value) = decode::<T>(path, bytes) else {
+        return;
+    };
+    let written = serde_json::to_vec(&Envelope {
+        version: T::VERSION,
+        value: &value,
+    })
+    .unwrap_or_else(|e| panic!("a value read cannot be written: {e}"));
+    if let Err(e) = decode::<T>(path, &written) {
+        panic!("a value read and written does not read back: {e}");
+    }
+}
+
 /// The value in the bytes of a versioned file; `path` is for the errors.
 fn decode<T: Versioned>(path: &Path, bytes: &[u8]) -> Result<T, PersistError> {
     let corrupt = |source| PersistError::Corrupt {

@@ -50,10 +50,11 @@ kernel_version() { ls "$KROOT/lib/modules" 2>/dev/null | sort -V | tail -1; }
 log() { printf '%s %s\n' "[vm $(date +%T)]" "$*" >&2; }
 
 # The daemon crate's unit-test binary (the dm and net suites run it in the
-# guest), built if needed; empty when cargo cannot say.
+# guest), built if needed; empty when cargo cannot say. Asked of the whole
+# workspace, as `cargo test --workspace` built it: a single package's build
+# unifies its dependencies' features differently and would build again.
 dm_test_binary() {
-  (cd "$REPO" && cargo test -p lxvirtd --lib --locked --no-run --message-format=json 2>/dev/null) \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+  workspace_test_binary lib lxvirtd
 }
 
 # The networking integration-test binary (the net suite runs it), likewise.
@@ -63,6 +64,13 @@ net_test_binary() {
 
 # integration_test_binary NAME: the path of lxvirt-tests' test binary NAME.
 integration_test_binary() {
-  (cd "$REPO" && cargo test -p lxvirt-tests --test "$1" --locked --no-run --message-format=json 2>/dev/null) \
-    | grep "\"name\":\"$1\"" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+  workspace_test_binary test "$1"
+}
+
+# workspace_test_binary KIND NAME: the test executable of the target NAME
+# of kind KIND (lib, test) in the workspace.
+workspace_test_binary() {
+  (cd "$REPO" && cargo test --workspace --locked --no-run --message-format=json 2>/dev/null) \
+    | grep -F "\"kind\":[\"$1\"]" | grep -F "\"name\":\"$2\"," \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
 }

@@ -30,6 +30,12 @@ impl Versioned for ExitRecord {
     const VERSION: u32 = 1;
 }
 
+/// Fuzzing: this module's state files read from `bytes`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_state_files(bytes: &[u8]) {
+    crate::persist::fuzz_round_trip::<ExitRecord>(bytes);
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(super) enum Requested {

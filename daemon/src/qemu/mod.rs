@@ -8,6 +8,8 @@ mod guest_exec;
 pub mod host;
 pub mod instance;
 mod link;
+#[cfg(feature = "fuzzing")]
+pub(crate) use link::fuzz_state_files;
 pub mod process;
 pub mod qmp;
 mod stats;

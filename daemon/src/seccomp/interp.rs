@@ -50,7 +50,9 @@ pub fn run(program: &[SockFilter], call: Call) -> Action {
             LD_W_ABS => {
                 let at = insn.k as usize;
                 assert!(at.is_multiple_of(4) && at + 4 <= data.len(), "load at {at}");
-                acc = u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+                let mut word = [0u8; 4];
+                word.copy_from_slice(&data[at..at + 4]);
+                acc = u32::from_le_bytes(word);
             }
             JMP_JEQ_K | JMP_JGE_K => {
                 let taken = if insn.code == JMP_JEQ_K {

@@ -12,7 +12,7 @@
 
 mod arch;
 mod bpf;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod interp;
 mod policy;
 #[cfg(test)]
@@ -66,6 +66,19 @@ pub enum Placement {
 /// Where to install the filter for a process that ends up with
 /// `no_new_privs` or not, as `uid` with the capabilities `kept` (bit N is
 /// capability N).
+/// The `AUDIT_ARCH_*` value of native syscalls on this architecture (0
+/// where lxvirt has no filter for it).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn native_audit_arch() -> u32 {
+    arch::AUDIT_ARCH.unwrap_or(0)
+}
+
+/// `__X32_SYSCALL_BIT` where the architecture has one.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn x32_syscall_bit() -> Option<u32> {
+    arch::X32_SYSCALL_BIT
+}
+
 pub fn placement(no_new_privs: bool, uid: u32, kept: u64) -> Placement {
     if no_new_privs || (uid == 0 && kept & (1 << CAP_SYS_ADMIN) != 0) {
         Placement::BeforeExec

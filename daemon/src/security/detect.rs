@@ -345,8 +345,13 @@ pub fn lxc_contexts_path(etc_selinux: &Path, policy_type: &str) -> PathBuf {
 
 /// `SELINUXTYPE` from an `/etc/selinux/config`.
 pub fn policy_type(config: &Path) -> Option<String> {
-    let text = fs::read_to_string(config).ok()?;
-    key_values(&text)
+    parse_policy_type(&fs::read_to_string(config).ok()?)
+}
+
+/// `SELINUXTYPE` from the text of an `/etc/selinux/config`: a name, not
+/// a path.
+pub fn parse_policy_type(text: &str) -> Option<String> {
+    key_values(text)
         .find(|(k, _)| *k == "SELINUXTYPE")
         .map(|(_, v)| v.to_owned())
         .filter(|v| !v.is_empty() && !v.contains('/'))

@@ -153,6 +153,13 @@ impl Versioned for LegacyTable {
     const VERSION: u32 = 1;
 }
 
+/// Fuzzing: this module's state files read from `bytes`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_state_files(bytes: &[u8]) {
+    crate::persist::fuzz_round_trip::<BlockFile>(bytes);
+    crate::persist::fuzz_round_trip::<LegacyTable>(bytes);
+}
+
 /// What loading the state found that the daemon should log.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LoadReport {

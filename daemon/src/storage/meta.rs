@@ -77,6 +77,15 @@ impl Versioned for ContainerMeta {
     const VERSION: u32 = FORMAT_VERSION;
 }
 
+/// Fuzzing: the image store's state files read from `bytes`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_state_files(bytes: &[u8]) {
+    crate::persist::fuzz_round_trip::<ImageMeta>(bytes);
+    crate::persist::fuzz_round_trip::<Tags>(bytes);
+    crate::persist::fuzz_round_trip::<ContainerMeta>(bytes);
+    crate::persist::fuzz_round_trip::<super::thin::ThinStateFile>(bytes);
+}
+
 /// Reads a state file of the store, refusing a newer format.
 pub fn read<T: Versioned>(path: &Path) -> Result<T> {
     Ok(persist::read_versioned(path)?)

@@ -17,6 +17,8 @@ mod extract;
 mod id;
 mod ids;
 mod meta;
+#[cfg(feature = "fuzzing")]
+pub(crate) use meta::fuzz_state_files;
 mod oci;
 mod pack;
 mod store;

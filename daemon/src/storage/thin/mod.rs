@@ -36,6 +36,9 @@ use super::id::{ImageId, sha256_hex};
 use fs::Mounted;
 use pool::Pool;
 use state::{StateFile, ThinState, Volume};
+/// The thin backend's state file, for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) type ThinStateFile = ThinState;
 
 /// Where the pool's blocks live.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,120 @@
+//! Entry points of the fuzz targets (`fuzz/`, cargo fuzz) into the
+//! daemon's parsers of outside input, with what each must hold. Built
+//! only with the `fuzzing` feature; each one takes the fuzzer's bytes and
+//! panics on a broken property.
+
+use crate::seccomp::interp::{Call, run};
+use crate::seccomp::{Action, PERSONALITIES, Policy};
+use crate::security::detect::{
+    BaseLabels, parse_lxc_contexts, parse_policy_type, parse_virtual_contexts,
+};
+
+/// Every versioned state file lxvirtd reads: corrupt, truncated, hostile
+/// or from another version, it is refused with an error or read, never a
+/// panic; what is read is written and read back.
+pub fn state_files(bytes: &[u8]) {
+    use crate::persist::fuzz_round_trip as round_trip;
+    round_trip::<crate::core::live::LiveStatus>(bytes);
+    round_trip::<crate::core::live::NetworkStatus>(bytes);
+    round_trip::<crate::lxc::protocol::ExitRecord>(bytes);
+    round_trip::<crate::net::ports::PortRecord>(bytes);
+    round_trip::<crate::qemu::disks::Given>(bytes);
+    crate::storage::fuzz_state_files(bytes);
+    crate::security::userns::fuzz_state_files(bytes);
+    crate::qemu::fuzz_state_files(bytes);
+}
+
+/// A message between the daemon and a monitor, as either side decodes
+/// it: any bytes give a message or an error.
+pub fn monitor_messages(bytes: &[u8]) {
+    use crate::lxc::protocol::{LaunchReport, Reply, Request};
+    let _ = serde_json::from_slice::<Request>(bytes);
+    let _ = serde_json::from_slice::<Reply>(bytes);
+    let _ = serde_json::from_slice::<LaunchReport>(bytes);
+    if let Ok(request) = serde_json::from_slice::<Request>(bytes) {
+        let written = serde_json::to_vec(&request).unwrap_or_default();
+        assert_eq!(
+            serde_json::from_slice::<Request>(&written).ok(),
+            Some(request),
+            "a request read and written does not read back"
+        );
+    }
+}
+
+/// SELinux's configuration files lxvirtd reads: `lxc_contexts`, the
+/// virtual domain and image contexts, `/etc/selinux/config`. Whatever the
+/// text, each label comes out a context, or the default.
+pub fn selinux_config(bytes: &[u8]) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let defaults = BaseLabels::default();
+    let base = parse_lxc_contexts(text, &defaults);
+    for label in [&base.process, &base.file, &base.content] {
+        assert!(crate::domain::is_context(label), "not a context: {label:?}");
+    }
+    let (split_at, _) = text.char_indices().nth(text.len() / 2).unwrap_or((0, ' '));
+    let (domain, image) = text.split_at(split_at);
+    let (vm, tcg) = parse_virtual_contexts(domain, image);
+    for label in [&vm.process, &vm.file, &vm.content, &tcg] {
+        assert!(crate::domain::is_context(label), "not a context: {label:?}");
+    }
+    if let Some(policy) = parse_policy_type(text) {
+        assert!(!policy.is_empty() && !policy.contains('/'), "{policy:?}");
+    }
+}
+
+/// The seccomp compiler: for a policy of random additions, the program
+/// the interpreter runs gives, for random calls, what the policy says
+/// (checked against the policy's own table, not the program's shape).
+pub fn seccomp(bytes: &[u8]) {
+    let mut words = bytes
+        .chunks(4)
+        .map(|c| c.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)));
+    let Some(head) = words.next() else {
+        return;
+    };
+    let deny_mount = head & 1 == 1;
+    let additions = ((head >> 1) % 48) as usize;
+    let names: Vec<String> = words
+        .by_ref()
+        .take(additions)
+        .filter_map(|w| crate::seccomp::syscall_name(w % 512))
+        .map(str::to_owned)
+        .collect();
+    let policy =
+        Policy::new(deny_mount, &names).unwrap_or_else(|e| panic!("known names refused: {e}"));
+    let program = policy
+        .program()
+        .unwrap_or_else(|e| panic!("a policy does not compile: {e}"));
+    let rules = policy.rules();
+    let native = crate::seccomp::native_audit_arch();
+    let personality = libc::SYS_personality as u32;
+    while let (Some(nr), Some(arg)) = (words.next(), words.next()) {
+        let arch = if nr & 0x8000_0000 != 0 && nr & 1 == 1 {
+            nr.rotate_left(7)
+        } else {
+            native
+        };
+        let nr = if nr & 0x4000 != 0 { nr } else { nr % 512 };
+        let mut call = Call::native(nr);
+        call.arch = arch;
+        call.args[0] = u64::from(arg) | (u64::from(nr) << 32);
+        let expected = if arch != native {
+            Action::KillProcess
+        } else if crate::seccomp::x32_syscall_bit().is_some_and(|bit| nr >= bit) {
+            Action::Errno(libc::ENOSYS as u16)
+        } else if let Some(action) = rules.get(&nr) {
+            *action
+        } else if nr == personality && !PERSONALITIES.contains(&arg) {
+            Action::Errno(libc::EPERM as u16)
+        } else {
+            Action::Allow
+        };
+        assert_eq!(
+            run(&program, call),
+            expected,
+            "syscall {nr}, arch {arch:#x}, arg {arg:#x}"
+        );
+    }
+}
