@@ -262,6 +262,17 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         Ok(())
     }
 
+    /// Whether a container's device allow-list is a cgroup2 device program
+    /// here (no v1 `devices` hierarchy): a change of it needs the whole
+    /// list ([`Cgroups::change_devices`]).
+    pub fn devices_by_program(&self) -> bool {
+        !self
+            .hierarchies
+            .v1
+            .iter()
+            .any(|h| h.known.contains(Controller::Devices))
+    }
+
     /// Changes the device allow-list of the running container whose cgroup
     /// is at `path`: `allow` gives accesses, `deny` takes them away. On a
     /// v1 devices hierarchy these are written to `devices.allow` (the

@@ -1403,6 +1403,7 @@ fn a_running_containers_device_list_changes_by_allow_and_deny_or_a_new_program()
     };
     // v1: allow in the cgroup and the cgroups below it, deny in the cgroup.
     let (cgroups, fake) = host(Host::Hybrid);
+    assert!(!cgroups.devices_by_program());
     cgroups.create(&full_spec()).unwrap();
     let path = full_spec().path;
     let below = fake
@@ -1433,6 +1434,7 @@ fn a_running_containers_device_list_changes_by_allow_and_deny_or_a_new_program()
 
     // cgroup2: the program is made anew from the whole list, which it needs.
     let (cgroups, fake) = host(Host::V2);
+    assert!(cgroups.devices_by_program());
     cgroups.create(&spec("machine/web")).unwrap();
     let all = vec![rule("rwm")];
     cgroups

@@ -78,6 +78,20 @@ pub struct Container<'a> {
     pub cgroup_path: &'a Path,
 }
 
+impl Container<'_> {
+    /// The whole allow-list of a container of `live`, where the host needs
+    /// it (cgroup2's program; a v1 list changes rule by rule, and needs
+    /// no look at the other devices' host nodes, some of which may be
+    /// gone).
+    fn whole_list(&self, live: &DomainDef) -> Result<Option<Vec<DeviceRule>>, LiveDeviceError> {
+        if self.cgroups.devices_by_program() {
+            Ok(convert::device_rules(live)?)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 const REATTACH: &str =
     "detach it and attach the new one, or change the definition (--config) and restart the domain";
 const AT_START: &str = "attach it with --config and restart the domain";
@@ -132,7 +146,7 @@ pub fn detach(
         .or_else(|| inside.map(|(kind, major, minor)| rule_of(kind, major, minor, "rwm")));
     if let Some(mut rule) = rule {
         rule.access = "rwm".into();
-        let all = convert::device_rules(live)?;
+        let all = container.whole_list(live)?;
         container
             .cgroups
             .change_devices(container.cgroup_path, &[], &[rule], all.as_deref())?;
@@ -163,7 +177,7 @@ pub fn update(
             }
             let node = disk_node(live, disk)?;
             let rule = convert::node_rule(&node);
-            let all = convert::device_rules(live)?;
+            let all = container.whole_list(live)?;
             let (allow, deny) = if disk.readonly {
                 (
                     Vec::new(),
@@ -258,7 +272,7 @@ fn attach_node(
     node: DeviceNode,
 ) -> Result<(), LiveDeviceError> {
     let rule = convert::node_rule(&node);
-    let all = convert::device_rules(live)?;
+    let all = container.whole_list(live)?;
     container.cgroups.change_devices(
         container.cgroup_path,
         std::slice::from_ref(&rule),
