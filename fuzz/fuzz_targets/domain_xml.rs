@@ -10,28 +10,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lxvirt_domain::{DocumentKind, DomainDef, schema};
+use lxvirt_domain::DomainDef;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(def) = DomainDef::from_xml(text) else {
-        return;
-    };
-    if let Err(errors) = schema::validate_str(DocumentKind::Domain, text) {
-        panic!("the parser accepted what the schema refuses: {errors}\n{text}");
-    }
-    let first = def.to_xml();
-    let again = DomainDef::from_xml(&first)
-        .unwrap_or_else(|e| panic!("the canonical form does not parse: {e}\n{first}"));
-    assert_eq!(again, def, "format → parse changed the definition\n{first}");
-    assert_eq!(
-        again.to_xml(),
-        first,
-        "the canonical form is not a fixed point"
-    );
-    if let Err(errors) = schema::validate_str(DocumentKind::Domain, &first) {
-        panic!("the schema refuses the canonical form: {errors}\n{first}");
-    }
-});
+fuzz_target!(|data: &[u8]| lxvirt_fuzz::check::<DomainDef>(data));

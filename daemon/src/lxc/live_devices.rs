@@ -486,9 +486,7 @@ fn mount(container: &Container<'_>, fs: &Filesystem) -> Result<(), LiveDeviceErr
             let is_dir = std::fs::metadata(dir)
                 .map_err(|e| source(linux::io_errno(e)))?
                 .is_dir();
-            let cwd = nix::fcntl::open(".", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(source)?;
-            let tree = linux::clone_tree(cwd.as_fd(), dir).map_err(source)?;
+            let tree = linux::clone_tree(AT_FDCWD, dir).map_err(source)?;
             linux::in_mount_namespace_of(container.init_pid, move || place(tree, is_dir))
         }
         FsSource::Bind { dir } => {
