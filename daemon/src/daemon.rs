@@ -411,6 +411,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         networks = initial.networks.len(),
         "loaded definitions"
     );
+    let tenants = manager.tenants();
     let (handle, manager_task) = manager.spawn();
 
     let connection = connect(&config.bus).await?;
@@ -420,7 +421,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let adapter = dbus::serve(
         &connection,
         handle.clone(),
-        Authorizer::new(config.admin_group.clone()).with_polkit(polkit(system_bus.as_ref()).await),
+        Authorizer::new(config.admin_group.clone())
+            .with_polkit(polkit(system_bus.as_ref()).await)
+            .with_tenants(tenants),
         initial,
         dbus::ManagerSettings {
             capabilities_xml: capabilities,

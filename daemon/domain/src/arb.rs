@@ -814,7 +814,11 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
         arb_lxc_devices(),
         arb_seclabel(),
         arb_lxc_namespace(),
-        (arb_seccomp(), option::of(1u64..=1_000_000)),
+        (
+            arb_seccomp(),
+            option::of(1u64..=1_000_000),
+            option::of(select(ApiAccess::ALL.to_vec())),
+        ),
     )
         .prop_map(
             |(
@@ -828,7 +832,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 devices,
                 seclabel,
                 lxc_namespace,
-                (seccomp, pids_max),
+                (seccomp, pids_max, api_access),
             )| DomainDef {
                 domain_type: DomainType::Lxc,
                 name,
@@ -858,6 +862,7 @@ fn arb_lxc_def() -> impl Strategy<Value = DomainDef> {
                 seccomp,
                 userns,
                 pids_max,
+                api_access,
                 cpu: None,
                 pm: None,
                 kept: Vec::new(),
@@ -1462,6 +1467,7 @@ fn arb_vm_def() -> impl Strategy<Value = DomainDef> {
                     seccomp: None,
                     userns: None,
                     pids_max: None,
+                    api_access: None,
                     cpu,
                     pm,
                     kept,

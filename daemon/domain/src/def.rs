@@ -88,6 +88,9 @@ pub struct DomainDef {
     /// `<lxvirt:pids max='N'/>` (containers): at most this many tasks;
     /// `None`: the daemon's `pids-max` setting.
     pub pids_max: Option<u64>,
+    /// `<lxvirt:api access='…'/>` (containers): whether processes inside
+    /// may call lxvirtd; `None`: they may not.
+    pub api_access: Option<ApiAccess>,
     /// `<cpu>` (virtual machines).
     pub cpu: Option<Cpu>,
     /// `<pm>` (virtual machines).
@@ -1454,6 +1457,19 @@ keyword_enum! {
         /// No user namespace: root inside is host root (libvirt's LXC
         /// default without `<idmap>`).
         Host = "host",
+    }
+}
+
+keyword_enum! {
+    /// What processes inside a container may ask of lxvirtd, whatever
+    /// their uid (`<lxvirt:api access='…'/>`).
+    pub enum ApiAccess {
+        /// Nothing: every call is refused (the default).
+        NoAccess = "none",
+        /// Reads only: lookups, lists, XML, stats, properties.
+        Read = "read",
+        /// Everything the caller's uid may do on the host.
+        Manage = "manage",
     }
 }
 

@@ -1594,6 +1594,33 @@ fn lxvirt_userns_is_checked() {
 }
 
 #[test]
+fn lxvirt_api_access_is_checked() {
+    const NS: &str = "xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'";
+    let with = |element: &str| {
+        root(&format!("  {element}"))
+            .replace("<domain type='lxc'>", &format!("<domain type='lxc' {NS}>"))
+    };
+    assert_eq!(ok(&root("")).api_access, None);
+    for access in ApiAccess::ALL {
+        let element = format!("<lxvirt:api access='{access}'/>");
+        let d = ok(&with(&element));
+        assert_eq!(d.api_access, Some(*access));
+        assert!(d.to_xml().contains(&element), "{}", d.to_xml());
+        assert_fixed_point(&d);
+    }
+    fails(&with("<lxvirt:api/>"), "add access='read'");
+    fails(
+        &with("<lxvirt:api access='all'/>"),
+        "access 'all' is not known",
+    );
+    fails(&with("<lxvirt:api access='read' extra='1'/>"), "extra");
+    fails(
+        &with("<lxvirt:api access='read'/><lxvirt:api access='manage'/>"),
+        "more than once",
+    );
+}
+
+#[test]
 fn devices_parse_one_by_one_and_other_elements_are_refused() {
     let device = DeviceDef::from_xml(
         DomainType::Lxc,

@@ -15,6 +15,7 @@ pub mod live;
 pub mod logs;
 pub mod manager;
 pub mod store;
+pub mod tenants;
 pub mod types;
 
 pub use images::{ImageStore, StorageUnavailable};

@@ -3,6 +3,11 @@
 //! read: the same, and whoever polkit allows `org.lxvirt.lxvirt1.monitor`
 //! (by default everyone; without polkit, everyone).
 //!
+//! Before any of that, a caller inside one of lxvirt's own containers is
+//! refused whatever its uid (its root may be host root, and the bus
+//! socket may be reachable from inside), unless the container's
+//! `<lxvirt:api access='read|manage'/>` lets it through.
+//!
 //! The bus policy lets every local user call lxvirtd (only root may own
 //! its name); these checks decide, on any bus.
 
@@ -14,6 +19,8 @@ use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
 
 use super::error::Error;
+use crate::core::tenants::Tenants;
+use crate::domain::ApiAccess;
 use crate::service::polkit::{Decision, MANAGE_ACTION, MONITOR_ACTION, Polkit, Subject};
 
 /// Bus connections allowed to read are remembered, up to this many
@@ -26,7 +33,15 @@ const READERS_REMEMBERED: usize = 4096;
 pub struct Authorizer {
     group: Option<String>,
     polkit: Option<Polkit>,
+    tenants: Tenants,
     readers: Arc<Mutex<HashSet<OwnedUniqueName>>>,
+}
+
+/// The process behind a bus connection, as the bus reports it.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    uid: u32,
+    pid: u32,
 }
 
 impl Authorizer {
@@ -35,8 +50,54 @@ impl Authorizer {
         Authorizer {
             group,
             polkit: None,
+            tenants: Tenants::default(),
             readers: Arc::default(),
         }
+    }
+
+    /// Refuses callers inside the running containers `tenants` lists
+    /// (the manager keeps it current), as their settings say.
+    pub fn with_tenants(mut self, tenants: Tenants) -> Authorizer {
+        self.tenants = tenants;
+        self
+    }
+
+    /// Refuses `caller` if it runs inside one of lxvirt's containers whose
+    /// `<lxvirt:api>` does not allow `wanted`. `Ok(true)`: it runs in the
+    /// daemon's own pid namespace (or no container runs), which it cannot
+    /// leave — a verdict to remember.
+    fn check_origin(&self, caller: Caller, wanted: ApiAccess, action: &str) -> Result<bool, Error> {
+        if self.tenants.is_empty() {
+            return Ok(true);
+        }
+        let namespaces = crate::sys::process::pid_namespaces(caller.pid).map_err(|e| {
+            Error::AccessDenied(format!(
+                "cannot tell where the caller (pid {pid}) runs: {e}; call again from a process that stays until the answer",
+                pid = caller.pid
+            ))
+        })?;
+        let Some(tenant) = self.tenants.find(&namespaces) else {
+            return Ok(namespaces.is_empty());
+        };
+        if tenant.access >= wanted {
+            return Ok(false);
+        }
+        let setting = match wanted {
+            ApiAccess::Manage => "<lxvirt:api access='manage'/>",
+            _ => "<lxvirt:api access='read'/> (or 'manage')",
+        };
+        Err(Error::AccessDenied(format!(
+            "the caller (pid {pid}, uid {uid}) runs inside container '{name}', which may not {action}: \
+             its definition allows {allowed}; a container calls lxvirtd only with {setting} in its definition",
+            pid = caller.pid,
+            uid = caller.uid,
+            name = tenant.name,
+            allowed = match tenant.access {
+                ApiAccess::NoAccess => "no calls",
+                ApiAccess::Read => "reads only",
+                ApiAccess::Manage => "every call",
+            },
+        )))
     }
 
     /// Checks that the sender of `header` may read: once per connection,
@@ -50,17 +111,29 @@ impl Authorizer {
         let Some(sender) = header.and_then(|h| h.sender()) else {
             return Ok(());
         };
-        let Some(polkit) = &self.polkit else {
+        if self.polkit.is_none() && self.tenants.is_empty() {
             return Ok(());
-        };
+        }
         if self.readers().contains(sender.as_str()) {
             return Ok(());
         }
         let dbus = zbus::fdo::DBusProxy::new(connection).await?;
-        let uid = uid_of(&dbus, sender).await?;
-        if !self.allows(Uid::from_raw(uid)) {
-            let subject = subject_of(&dbus, sender, uid).await?;
-            match polkit.check(subject, MONITOR_ACTION, false).await {
+        let caller = caller_of(&dbus, sender).await?;
+        // A caller in another pid namespace is checked at each new read:
+        // the container it runs in may have started a moment ago.
+        let remember = self.check_origin(
+            caller,
+            ApiAccess::Read,
+            "read lxvirt's domains, networks and images",
+        )?;
+        let uid = caller.uid;
+        if let Some(polkit) = &self.polkit
+            && !self.allows(Uid::from_raw(uid))
+        {
+            match polkit
+                .check(subject_of(caller), MONITOR_ACTION, false)
+                .await
+            {
                 Ok(Decision::Allowed) => {}
                 Ok(_) => {
                     let group = self.group.as_deref().unwrap_or("(none)");
@@ -75,6 +148,9 @@ impl Authorizer {
                     tracing::warn!(error = %crate::error_chain::error_chain(&error), "polkit could not decide on reading; allowed");
                 }
             }
+        }
+        if !remember {
+            return Ok(());
         }
         let mut readers = self.readers();
         if readers.len() >= READERS_REMEMBERED {
@@ -107,13 +183,15 @@ impl Authorizer {
             return Ok(());
         };
         let dbus = zbus::fdo::DBusProxy::new(connection).await?;
-        let uid = uid_of(&dbus, sender).await?;
+        let caller = caller_of(&dbus, sender).await?;
+        self.check_origin(caller, ApiAccess::Manage, action)?;
+        let uid = caller.uid;
         if self.allows(Uid::from_raw(uid)) {
             return Ok(());
         }
         let group = self.group.as_deref().unwrap_or("(none)");
         if let Some(polkit) = &self.polkit {
-            let subject = subject_of(&dbus, sender, uid).await?;
+            let subject = subject_of(caller);
             let interactive = header
                 .primary()
                 .flags()
@@ -166,34 +244,34 @@ impl Authorizer {
     }
 }
 
-/// The uid of the process behind `sender`, from the bus.
-async fn uid_of(
+/// The uid and pid of the process behind `sender`, from the bus (one
+/// round trip).
+async fn caller_of(
     dbus: &zbus::fdo::DBusProxy<'_>,
     sender: &zbus::names::UniqueName<'_>,
-) -> Result<u32, Error> {
-    dbus.get_connection_unix_user(BusName::Unique(sender.to_owned()))
-        .await
-        .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))
-}
-
-/// polkit's subject for the process behind `sender`.
-async fn subject_of(
-    dbus: &zbus::fdo::DBusProxy<'_>,
-    sender: &zbus::names::UniqueName<'_>,
-    uid: u32,
-) -> Result<Subject, Error> {
-    let pid = dbus
-        .get_connection_unix_process_id(BusName::Unique(sender.to_owned()))
+) -> Result<Caller, Error> {
+    let credentials = dbus
+        .get_connection_credentials(BusName::Unique(sender.to_owned()))
         .await
         .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?;
-    Ok(Subject {
-        pid,
+    match (credentials.unix_user_id(), credentials.process_id()) {
+        (Some(uid), Some(pid)) => Ok(Caller { uid, pid }),
+        _ => Err(Error::AccessDenied(
+            "cannot identify the caller: the bus did not report its uid and pid".into(),
+        )),
+    }
+}
+
+/// polkit's subject for `caller`.
+fn subject_of(caller: Caller) -> Subject {
+    Subject {
+        pid: caller.pid,
         start_time: crate::sys::process::start_time(nix::unistd::Pid::from_raw(
-            i32::try_from(pid).unwrap_or(-1),
+            i32::try_from(caller.pid).unwrap_or(-1),
         ))
         .unwrap_or(0),
-        uid,
-    })
+        uid: caller.uid,
+    }
 }
 
 fn in_group(user: &User, gid: Gid) -> bool {

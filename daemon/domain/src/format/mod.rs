@@ -137,7 +137,11 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     if def.lxc_namespace.is_some() {
         root.push(a("xmlns:lxc", LXC_NAMESPACE_URI));
     }
-    if def.seccomp.is_some() || def.userns.is_some() || def.pids_max.is_some() {
+    if def.seccomp.is_some()
+        || def.userns.is_some()
+        || def.pids_max.is_some()
+        || def.api_access.is_some()
+    {
         root.push(a("xmlns:lxvirt", LXVIRT_NAMESPACE_URI));
     }
     o.open("domain", &root);
@@ -337,6 +341,9 @@ pub fn format_domain(def: &DomainDef, opts: FormatOptions) -> String {
     }
     if let Some(max) = def.pids_max {
         o.empty("lxvirt:pids", &[a("max", max)]);
+    }
+    if let Some(access) = def.api_access {
+        o.empty("lxvirt:api", &[a("access", access)]);
     }
     o.close("domain");
     o.buf

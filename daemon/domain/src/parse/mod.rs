@@ -116,6 +116,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
     let mut seccomp = None;
     let mut userns = None;
     let mut pids_max = None;
+    let mut api_access = None;
     plain.children.retain(|n| match n {
         Node::Element(e) => e.namespace.is_none(),
         Node::Text(_) => true,
@@ -149,6 +150,12 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
                 return Err(DomainError::duplicate(child.pos, "domain", "<lxvirt:pids>"));
             }
             pids_max = Some(security::parse_pids(child)?);
+        } else if ns == LXVIRT_NAMESPACE_URI && child.name == "api" {
+            ctx.lxc_only(child)?;
+            if api_access.is_some() {
+                return Err(DomainError::duplicate(child.pos, "domain", "<lxvirt:api>"));
+            }
+            api_access = Some(security::parse_api(child)?);
         } else if ns == LXVIRT_NAMESPACE_URI && child.name == "userns" {
             if userns.is_some() {
                 return Err(DomainError::duplicate(
@@ -373,6 +380,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         seccomp,
         userns: userns.map(|(u, _)| u),
         pids_max,
+        api_access,
         cpu,
         pm,
         kept,

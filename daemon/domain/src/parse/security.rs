@@ -241,6 +241,20 @@ pub(super) fn parse_pids(el: &Element) -> Result<u64> {
     number(max.pos, &el.qname, "max", &max.value, 1u64, u64::MAX)
 }
 
+/// `<lxvirt:api access='none|read|manage'/>`.
+pub(super) fn parse_api(el: &Element) -> Result<ApiAccess> {
+    check_attrs(el, &["access"])?;
+    check_children(el, &[], &[])?;
+    attr_keyword(el, "access", ApiAccess::parse, ApiAccess::NAMES)?.ok_or_else(|| {
+        DomainError::invalid(
+            el.pos,
+            &el.qname,
+            "missing attribute 'access'",
+            "add access='read' or access='manage' (remove the element to refuse every call from inside)",
+        )
+    })
+}
+
 /// `<lxvirt:userns mode='auto|host' [target='N' count='N']/>`; the block
 /// attributes appear in live definitions, with mode='auto' only.
 pub(super) fn parse_userns(el: &Element) -> Result<Userns> {

@@ -3,8 +3,9 @@
 //! the requests waiting on it.
 
 use crate::core::lifecycle::{self, InFlight, Operation, Reason, Report, State, Status};
+use crate::core::tenants::{Tenant, Tenants};
 use crate::core::types::{CoreError, DomainSummary, Seq};
-use crate::domain::{DomainDef, UsernsMode};
+use crate::domain::{ApiAccess, DomainDef, DomainType, UsernsMode};
 use crate::driver::Runtime;
 use crate::security;
 
@@ -24,7 +25,10 @@ pub(super) struct Entry {
     /// [`Entry::report`]).
     status: Status,
     pub(super) reason: Reason,
+    /// Changed only with [`Entry::set_runtime`] and [`Entry::clear_runtime`].
     pub(super) runtime: Option<Runtime>,
+    /// The running container's pid namespace, as recorded in the tenants.
+    pid_namespace: Option<u64>,
     /// Bumped at each start, so reports about an older instance are ignored.
     pub(super) generation: u64,
     /// Replied when the running instance stops.
@@ -46,6 +50,7 @@ impl Entry {
             status: Status::SHUTOFF,
             reason: Reason::Unknown,
             runtime: None,
+            pid_namespace: None,
             generation: 0,
             stop_waiters: Vec::new(),
             start_waiters: Vec::new(),
@@ -77,6 +82,43 @@ impl Entry {
                 ids_def.userns.map_or(default_userns, |u| u.mode).as_str()
             },
             host_ids: ids_def.userns.and_then(|u| u.allocated).filter(|_| active),
+        }
+    }
+
+    /// Records the running instance; a container's pid namespace goes into
+    /// `tenants`, so that calls from inside it are recognised.
+    pub(super) fn set_runtime(&mut self, runtime: Runtime, tenants: &Tenants) {
+        self.clear_runtime(tenants);
+        if self.def.domain_type == DomainType::Lxc {
+            match u32::try_from(runtime.init_pid).map(crate::sys::process::pid_namespaces) {
+                Ok(Ok(namespaces)) => {
+                    if let Some(&namespace) = namespaces.first() {
+                        tenants.insert(
+                            namespace,
+                            Tenant {
+                                uuid: self.def.uuid,
+                                name: self.name().to_owned(),
+                                access: self.live_def().api_access.unwrap_or(ApiAccess::NoAccess),
+                            },
+                        );
+                        self.pid_namespace = Some(namespace);
+                    }
+                }
+                // Its init is gone already: the exit that follows clears it.
+                Ok(Err(error)) => {
+                    tracing::debug!(domain = %self.name(), pid = runtime.init_pid, error = %error, "cannot read the pid namespace of a container's init");
+                }
+                Err(_) => {}
+            }
+        }
+        self.runtime = Some(runtime);
+    }
+
+    /// The instance is gone.
+    pub(super) fn clear_runtime(&mut self, tenants: &Tenants) {
+        self.runtime = None;
+        if let Some(namespace) = self.pid_namespace.take() {
+            tenants.remove(namespace, self.def.uuid);
         }
     }
 

@@ -31,6 +31,7 @@ use super::images::ImageStore;
 use super::lifecycle::{Reason, Report, State};
 use super::live::LiveStatus;
 use super::store::{Loaded, Store};
+use super::tenants::Tenants;
 use super::types::{
     AddressSource, CoreError, DomainStats, DomainSummary, Event, EventKind, InterfaceAddresses,
     Lifecycle, Lookup, NetworkSummary, Seq, UndefineFlags, XmlFlags,
@@ -355,6 +356,8 @@ pub struct Manager {
     /// Domains whose writable layer is being removed: they cannot start
     /// until it is gone, or the start would reuse the layer going away.
     removing_layers: HashSet<String>,
+    /// Running containers by pid namespace, shared with the callers' check.
+    tenants: Tenants,
     seq: Seq,
 }
 
@@ -423,6 +426,7 @@ impl Manager {
             internal_rx: Some(internal_rx),
             recovered: Vec::new(),
             removing_layers: HashSet::new(),
+            tenants: Tenants::default(),
             seq: 0,
         };
         for stored in loaded.definitions {
@@ -432,6 +436,12 @@ impl Manager {
         manager.recovered_networks = manager.recover_networks();
         manager.recover();
         manager
+    }
+
+    /// The running containers by pid namespace, kept current by the task:
+    /// for the D-Bus adapter to tell callers inside them.
+    pub fn tenants(&self) -> Tenants {
+        self.tenants.clone()
     }
 
     /// What the security layer found on this host, for the capabilities.
@@ -504,7 +514,7 @@ impl Manager {
                 continue;
             };
             let exited = driver.reconnect(&status.name, &runtime);
-            entry.runtime = Some(runtime);
+            entry.set_runtime(runtime, &self.tenants);
             match exited {
                 Some(exited) => {
                     let (state, reason) = if status.paused {

@@ -278,7 +278,7 @@ impl Manager {
             tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot record the live status");
         }
         tracing::info!(domain = %entry.name(), %uuid, pid = runtime.init_pid, "started");
-        entry.runtime = Some(runtime);
+        entry.set_runtime(runtime, &self.tenants);
         entry.reason = if restart {
             Reason::Rebooted
         } else {

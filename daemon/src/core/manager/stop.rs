@@ -77,7 +77,7 @@ impl Manager {
         let name = entry.name().to_owned();
         if before.state == State::Crashed {
             // Preserved remains: the processes are gone already.
-            entry.runtime = None;
+            entry.clear_runtime(&self.tenants);
             driver.release(&name);
             let seq = self.finish_stopped(uuid, Reason::Destroyed);
             let _ = reply.send(Ok(seq));
@@ -220,7 +220,7 @@ impl Manager {
             return;
         }
         tracing::info!(domain = %name, %uuid, reason = %reason, ending = ?ending, "stopped");
-        entry.runtime = None;
+        entry.clear_runtime(&self.tenants);
         // Its ports leave their networks with it: names, addresses and
         // filter elements.
         let live = entry.live_def().clone();
