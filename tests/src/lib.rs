@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod guest;
+pub mod leaks;
 pub mod net;
 
 /// The repository's top directory.
@@ -88,10 +89,25 @@ impl TestBus {
         let socket = dir.path().join("bus");
         let config = dir.path().join("bus.conf");
         fs::write(&config, bus_config(&socket, policy))?;
+        let (child, address) = Self::spawn(dir.path())?;
+        Ok(TestBus {
+            child,
+            address,
+            _dir: dir,
+            _policy_dir: None,
+        })
+    }
+
+    /// Runs dbus-daemon with the configuration in `dir`; returns it and
+    /// the address it printed.
+    fn spawn(dir: &Path) -> Result<(Child, String)> {
         // Its complaints (no group 'lxvirt' here, fd limits) go to a file.
-        let log = fs::File::create(dir.path().join("dbus.log"))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("dbus.log"))?;
         let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
+            .arg(format!("--config-file={}", dir.join("bus.conf").display()))
             .arg("--nofork")
             .arg("--print-address=1")
             .stdout(Stdio::piped())
@@ -106,12 +122,19 @@ impl TestBus {
             let _ = child.kill();
             bail!("dbus-daemon printed no address");
         }
-        Ok(TestBus {
-            child,
-            address,
-            _dir: dir,
-            _policy_dir: None,
-        })
+        Ok((child, address))
+    }
+
+    /// Kills the bus (as a crash or `systemctl restart dbus` would) and
+    /// starts a new one on the same socket; every connection is lost.
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(self._dir.path().join("bus"));
+        let (child, address) = Self::spawn(self._dir.path())?;
+        self.child = child;
+        self.address = address;
+        Ok(())
     }
 
     pub async fn connect(&self) -> Result<zbus::Connection> {
@@ -496,6 +519,20 @@ pub fn root_or_skip() -> bool {
         println!("skipped: needs root");
         false
     }
+}
+
+/// `len` bytes no compression shrinks (xorshift from `seed`, not zero),
+/// to fill files and archives.
+pub fn incompressible_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
 }
 
 /// A root filesystem from Debian's busybox-static (`/bin/busybox`).

@@ -51,16 +51,7 @@ impl Env {
         let root = self.dir.path().join(format!("src-{name}"));
         busybox_root(&root);
         if extra_mib > 0 {
-            let mut state = 0x2545_f491_4f6c_dd1d_u64;
-            let data: Vec<u8> = (0..extra_mib << 20)
-                .map(|_| {
-                    // xorshift: cheap bytes gzip cannot shrink
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
+            let data = lxvirt_tests::incompressible_bytes(extra_mib << 20, 0x2545_f491_4f6c_dd1d);
             fs::write(root.join("data/blob"), data).unwrap();
         }
         let tarball = self.dir.path().join(format!("{name}.tar"));

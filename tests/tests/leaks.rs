@@ -5,90 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
+use lxvirt_tests::leaks::{
+    busy_monitors, daemon_pid, fd_count, lxvirt_cgroups, monitors_for, mount_count, settle,
+};
 use lxvirt_tests::{TestBus, TestDaemon, busybox_root, root_or_skip, shared_tempdir};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
 
 const CYCLES: usize = 300;
-
-fn mount_count() -> usize {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .count()
-}
-
-fn lxvirt_cgroups(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for machine in TestDaemon::partition_dirs(root).unwrap() {
-        if let Ok(entries) = fs::read_dir(&machine) {
-            found.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("lxvirt-leak"))
-            }));
-        }
-    }
-    found
-}
-
-/// Monitor processes of this daemon (one spare waits for the next start).
-fn monitors_for(run_dir: &Path) -> Vec<u32> {
-    let needle = run_dir.display().to_string();
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    c.contains("lxvirt-monitor") && c.contains(&needle)
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-/// Monitors that still have a container (a child process).
-fn busy_monitors(run_dir: &Path) -> usize {
-    monitors_for(run_dir)
-        .into_iter()
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-                .map(|c| !c.trim().is_empty())
-                .unwrap_or(false)
-        })
-        .count()
-}
-
-fn fd_count(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
-}
-
-fn daemon_pid(run_dir: &Path) -> u32 {
-    // The daemon is the process whose cmdline names the run dir and is not a monitor.
-    let needle = format!("--run-dir={}", run_dir.display());
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .find(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
-        .unwrap()
-}
-
-async fn settle(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test]
 async fn hundreds_of_cycles_leave_nothing_behind() {
@@ -212,9 +137,9 @@ async fn hundreds_of_cycles_leave_nothing_behind() {
 
     assert_eq!(mount_count(), mounts_before, "mounts leaked on the host");
     assert!(
-        lxvirt_cgroups(dir.path()).is_empty(),
+        lxvirt_cgroups(dir.path(), "lxvirt-leak").is_empty(),
         "cgroups leaked: {:?}",
-        lxvirt_cgroups(dir.path())
+        lxvirt_cgroups(dir.path(), "lxvirt-leak")
     );
     let files: Vec<String> = fs::read_dir(&run_dir)
         .unwrap()

@@ -496,16 +496,8 @@ fn figures() {
     let root = tmp.path().join("rootfs");
     busybox_root(&root);
     fs::create_dir_all(root.join("data")).unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for i in 0..100 {
-        let chunk: Vec<u8> = (0..1 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let chunk = lxvirt_tests::incompressible_bytes(1 << 20, 0x9e37_79b9_7f4a_7c15 + i);
         fs::write(root.join(format!("data/f{i:03}")), chunk).unwrap();
     }
     for c in [Compression::None, Compression::Gzip, Compression::Zstd] {

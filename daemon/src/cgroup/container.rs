@@ -323,6 +323,24 @@ impl<F: CgroupFs> ContainerCgroup<F> {
         result
     }
 
+    /// Kills every process (as [`ContainerCgroup::kill_all`]) and waits up
+    /// to `timeout` for them to be gone: `Ok(false)` if some are left.
+    /// SIGKILLed processes leave within milliseconds unless they sit in
+    /// uninterruptible sleep.
+    pub fn kill_and_wait(&self, timeout: Duration) -> Result<bool, CgroupError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_empty()? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            self.kill_all()?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Removes the cgroup (and any sub-cgroups the container made) from
     /// every hierarchy, deepest first; the partition above it stays.
     /// Removing a cgroup that is gone succeeds; one with processes left is

@@ -100,6 +100,10 @@ async fn live_device(
     .map_err(|join| Error::failed(join.to_string()))?
 }
 
+/// How long the processes of a container whose monitor vanished may take
+/// to die; the manager waits this long at most, in this rare case only.
+const VANISHED_KILL_WAIT: Duration = Duration::from_secs(2);
+
 impl LxcDriver {
     fn cgroups(&self, domain: &str) -> Result<Arc<Cgroups>, Error> {
         self.config().cgroups.clone().ok_or_else(|| {
@@ -531,10 +535,14 @@ impl Driver for LxcDriver {
             }
             Ok(None) => {
                 // The monitor could not clean up: what it held goes here.
+                // Its container outlives it (init was its child, now
+                // reparented): kill it, and wait the milliseconds its
+                // processes take to leave, or the cgroup cannot go (a
+                // restart on_crash would find it).
                 if let Some(cgroups) = &self.config().cgroups
                     && let Ok(cgroup) = cgroups.open(&runtime.cgroup_path)
                 {
-                    let _ = cgroup.kill_all();
+                    let _ = cgroup.kill_and_wait(VANISHED_KILL_WAIT);
                     if let Err(error) = cgroup.remove() {
                         problems.push(format!(
                             "cannot remove the cgroup of a vanished container: {}",

@@ -652,11 +652,7 @@ impl<'a> Monitor<'a> {
         // Processes that escaped init's PID namespace cannot exist, but
         // entered ones outlive a crashed init until the namespace is torn
         // down: wait a little for the cgroup to empty.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.cgroup.is_empty().unwrap_or(true) && Instant::now() < deadline {
-            let _ = self.cgroup.kill_all();
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let _ = self.cgroup.kill_and_wait(Duration::from_secs(5));
         // Entered commands died with the PID namespace; their waiting
         // parents exit right after: report each one's status.
         for entered in &self.entered {

@@ -177,7 +177,10 @@ pub enum StorageError {
         layout: PathBuf,
         problem: OciProblem,
     },
-    #[error("no space left on the device of {}; the partial result was removed", path.display())]
+    #[error(
+        "no space left on the device while writing {}; the partial result was removed: free some space and try again",
+        path.display()
+    )]
     NoSpace { path: PathBuf },
     #[error("{}", path.display())]
     Io {
