@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::cgroup::{Cgroups, Layout};
-use crate::core::store::{Store, StoreError};
+use crate::core::store::{LoadProblem, Store, StoreError};
 use crate::core::{ImageStore, Manager, ManagerConfig};
 use crate::dbus::{self, Authorizer};
 use crate::domain::UsernsMode;
@@ -271,7 +271,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let store = Store::open(&config.config_dir)?;
     let loaded = store.load()?;
     for problem in &loaded.problems {
-        tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a domain definition");
+        if matches!(problem, LoadProblem::Leftover { .. }) {
+            tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "an interrupted write left a file");
+        } else {
+            tracing::warn!(path = %problem.path().display(), problem = %error_chain(problem), "skipped a domain definition");
+        }
     }
     let first_start = !config.config_dir.join("networks").exists();
     let network_store = Store::<NetworkDef>::open(&config.config_dir)?;

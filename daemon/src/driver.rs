@@ -99,6 +99,11 @@ pub struct Started {
     pub runtime: Runtime,
     /// Completes when the instance is gone.
     pub exited: BoxFuture<()>,
+    /// Called once the core has recorded the instance (its live status
+    /// file), before the start is answered. Until then a driver may undo
+    /// the start should the daemon die: a start nobody recorded would run
+    /// unmanaged. Dropped uncalled (the start turned stale), it undoes it.
+    pub on_recorded: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl fmt::Debug for Started {

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+use lxvirt_tests::dbus_fuzz::READ_METHODS;
 use lxvirt_tests::{TestBus, TestDaemon, as_nobody, binary, repo_root, shared_tempdir};
 
 fn busctl(address: &str, args: &[&str]) -> Vec<String> {
@@ -346,33 +347,6 @@ async fn networks_may_be_read_by_anyone_and_changed_by_admins_only() {
         assert!(!root.path().join("etc/networks/autostart/lan").exists());
     }
 }
-
-/// The methods of the committed contract any local user may call.
-const READ_METHODS: &[&str] = &[
-    "org.lxvirt.lxvirt1.Manager.ListDomains",
-    "org.lxvirt.lxvirt1.Manager.ListDomainSummaries",
-    "org.lxvirt.lxvirt1.Manager.LookupByName",
-    "org.lxvirt.lxvirt1.Manager.LookupByUUID",
-    "org.lxvirt.lxvirt1.Manager.GetCapabilities",
-    "org.lxvirt.lxvirt1.Manager.PlanApply",
-    "org.lxvirt.lxvirt1.Manager.ListNetworks",
-    "org.lxvirt.lxvirt1.Manager.NetworkLookupByName",
-    "org.lxvirt.lxvirt1.Manager.NetworkLookupByUUID",
-    "org.lxvirt.lxvirt1.Images.ListImages",
-    "org.lxvirt.lxvirt1.Images.Inspect",
-    "org.lxvirt.lxvirt1.Domain.GetXML",
-    "org.lxvirt.lxvirt1.Domain.GetStats",
-    "org.lxvirt.lxvirt1.Domain.GetMemoryParameters",
-    "org.lxvirt.lxvirt1.Domain.GetSchedulerParameters",
-    "org.lxvirt.lxvirt1.Domain.GetBlkioParameters",
-    "org.lxvirt.lxvirt1.Domain.GetNumaParameters",
-    "org.lxvirt.lxvirt1.Domain.GetEmulatorPin",
-    "org.lxvirt.lxvirt1.Domain.GetPidsLimit",
-    "org.lxvirt.lxvirt1.Domain.GetInterfaceAddresses",
-    "org.lxvirt.lxvirt1.Domain.GetInterfaceStats",
-    "org.lxvirt.lxvirt1.Network.GetXML",
-    "org.lxvirt.lxvirt1.Network.GetDHCPLeases",
-];
 
 /// A busctl argument for each D-Bus type of `signature` (empty arrays,
 /// zeros, a string); `None` for a descriptor, which busctl cannot pass.

@@ -140,10 +140,19 @@ pub enum LoadProblem {
         other: String,
         other_path: PathBuf,
     },
+    /// A temporary file of a write that never finished (its call was
+    /// never answered): removed, as the definition beside it is whole.
     #[error(
-        "{path}: left over from an interrupted write; compare it with the definition beside it and remove it"
+        "{path}: left over from an interrupted write, whose call was never answered; {}",
+        match removal_error {
+            None => "removed".to_owned(),
+            Some(e) => format!("cannot remove it ({e}); remove it by hand"),
+        }
     )]
-    Leftover { path: PathBuf },
+    Leftover {
+        path: PathBuf,
+        removal_error: Option<String>,
+    },
 }
 
 impl LoadProblem {
@@ -153,7 +162,7 @@ impl LoadProblem {
             | LoadProblem::Invalid { path, .. }
             | LoadProblem::NameMismatch { path, .. }
             | LoadProblem::DuplicateUuid { path, .. }
-            | LoadProblem::Leftover { path } => path,
+            | LoadProblem::Leftover { path, .. } => path,
         }
     }
 }
@@ -247,7 +256,15 @@ impl<D: Definition> Store<D> {
                 continue;
             };
             if file_name.starts_with(TEMP_PREFIX) {
-                loaded.problems.push(LoadProblem::Leftover { path });
+                // The rename that commits a write never happened: the
+                // definition beside it is the old one, or none, as the
+                // unanswered caller may find. Left there, the file would
+                // also block a later write by a daemon with the same pid.
+                let removal_error = fs::remove_file(&path).err().map(|e| e.to_string());
+                loaded.problems.push(LoadProblem::Leftover {
+                    path,
+                    removal_error,
+                });
                 continue;
             }
             let Some(stem) = file_name.strip_suffix(".xml") else {
@@ -367,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_files_are_reported_skipped_and_kept() {
+    fn bad_files_are_reported_skipped_and_kept_and_leftovers_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store: Store = Store::open(dir.path()).unwrap();
         store.save(&def("good", U1)).unwrap();
@@ -390,7 +407,17 @@ mod tests {
         assert!(loaded.blocked.contains_key("other"));
         assert!(loaded.blocked.contains_key("good"));
         for problem in &loaded.problems {
-            assert!(problem.path().exists(), "{problem} deleted");
+            if let LoadProblem::Leftover {
+                path,
+                removal_error,
+            } = problem
+            {
+                assert_eq!(removal_error, &None);
+                assert!(!path.exists(), "a leftover temporary file is removed");
+                assert!(problem.to_string().ends_with("removed"), "{problem}");
+            } else {
+                assert!(problem.path().exists(), "{problem} deleted");
+            }
         }
         assert_eq!(fs::read(domains.join("torn.xml")).unwrap(), torn);
     }

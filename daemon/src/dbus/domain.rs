@@ -585,13 +585,13 @@ impl DomainObject {
         #[zbus(connection)] connection: &Connection,
         options: HashMap<String, OwnedValue>,
     ) -> Result<DbusFd, Error> {
+        self.authorize(connection, &header, "read console logs")
+            .await?;
         let options = Options::new(options, &["follow", "tail"])?;
         let options = crate::core::logs::LogOptions {
             follow: options.boolean("follow")?,
             tail: options.unsigned("tail")?.map(|n| n as usize),
         };
-        self.authorize(connection, &header, "read console logs")
-            .await?;
         let fd = crate::core::logs::open(&self.shared.handle, self.uuid, options).await?;
         Ok(DbusFd::from(fd))
     }
@@ -617,8 +617,9 @@ impl DomainObject {
         stderr: DbusFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(u32, DbusFd), Error> {
-        let (cwd, noseclabel) = enter_options(options)?;
+        // Who may call is checked first: a refusal says nothing of the arguments.
         self.authorize(connection, &header, "enter domains").await?;
+        let (cwd, noseclabel) = enter_options(options)?;
         let stdio = [stdin.into(), stdout.into(), stderr.into()];
         let entered = self
             .shared
@@ -643,8 +644,9 @@ impl DomainObject {
         env: Vec<String>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(u32, DbusFd, DbusFd), Error> {
-        let (cwd, noseclabel) = enter_options(options)?;
+        // Who may call is checked first: a refusal says nothing of the arguments.
         self.authorize(connection, &header, "enter domains").await?;
+        let (cwd, noseclabel) = enter_options(options)?;
         let entered = self
             .shared
             .handle
@@ -728,13 +730,16 @@ impl DomainObject {
         params: HashMap<String, OwnedValue>,
         flags: u32,
     ) -> Result<(), Error> {
-        let params = Options::new(params, &MEMORY_PARAMETERS)?;
-        let tuning = Tuning::Memory(MemoryParams {
-            hard_limit: kib_to_bytes("hard_limit", params.u64("hard_limit")?)?,
-            soft_limit: kib_to_bytes("soft_limit", params.u64("soft_limit")?)?,
-            swap_hard_limit: kib_to_bytes("swap_hard_limit", params.u64("swap_hard_limit")?)?,
-        });
-        self.tune(&header, connection, Ok(tuning), flags).await
+        let tuning = (|| -> Result<Tuning, Error> {
+            let params = Options::new(params, &MEMORY_PARAMETERS)?;
+            let tuning = Tuning::Memory(MemoryParams {
+                hard_limit: kib_to_bytes("hard_limit", params.u64("hard_limit")?)?,
+                soft_limit: kib_to_bytes("soft_limit", params.u64("soft_limit")?)?,
+                swap_hard_limit: kib_to_bytes("swap_hard_limit", params.u64("swap_hard_limit")?)?,
+            });
+            Ok(tuning)
+        })();
+        self.tune(&header, connection, tuning, flags).await
     }
 
     /// The `<memtune>` values (KiB) of the running instance or of the
@@ -773,13 +778,16 @@ impl DomainObject {
         params: HashMap<String, OwnedValue>,
         flags: u32,
     ) -> Result<(), Error> {
-        let params = Options::new(params, &SCHEDULER_PARAMETERS)?;
-        let tuning = Tuning::Scheduler(SchedulerParams {
-            shares: params.u64("cpu_shares")?,
-            period: params.u64("vcpu_period")?,
-            quota: params.i64("vcpu_quota")?,
-        });
-        self.tune(&header, connection, Ok(tuning), flags).await
+        let tuning = (|| -> Result<Tuning, Error> {
+            let params = Options::new(params, &SCHEDULER_PARAMETERS)?;
+            let tuning = Tuning::Scheduler(SchedulerParams {
+                shares: params.u64("cpu_shares")?,
+                period: params.u64("vcpu_period")?,
+                quota: params.i64("vcpu_quota")?,
+            });
+            Ok(tuning)
+        })();
+        self.tune(&header, connection, tuning, flags).await
     }
 
     /// The `<cputune>` values of the running instance or of the
@@ -821,23 +829,26 @@ impl DomainObject {
         params: HashMap<String, OwnedValue>,
         flags: u32,
     ) -> Result<(), Error> {
-        let known: Vec<&str> = std::iter::once("weight")
-            .chain(BLKIO_DEVICE_PARAMETERS.iter().map(|(k, _)| *k))
-            .collect();
-        let params = Options::new(params, &known)?;
-        let weight = params
-            .u64("weight")?
-            .map(|w| u32::try_from(w).unwrap_or(u32::MAX));
-        let mut devices = Vec::new();
-        for (key, field) in BLKIO_DEVICE_PARAMETERS {
-            if let Some(text) = params.string(key)? {
-                for (path, value) in device_values(key, &text)? {
-                    devices.push((path, field, value));
+        let tuning = (|| -> Result<Tuning, Error> {
+            let known: Vec<&str> = std::iter::once("weight")
+                .chain(BLKIO_DEVICE_PARAMETERS.iter().map(|(k, _)| *k))
+                .collect();
+            let params = Options::new(params, &known)?;
+            let weight = params
+                .u64("weight")?
+                .map(|w| u32::try_from(w).unwrap_or(u32::MAX));
+            let mut devices = Vec::new();
+            for (key, field) in BLKIO_DEVICE_PARAMETERS {
+                if let Some(text) = params.string(key)? {
+                    for (path, value) in device_values(key, &text)? {
+                        devices.push((path, field, value));
+                    }
                 }
             }
-        }
-        let tuning = Tuning::Blkio(BlkioParams { weight, devices });
-        self.tune(&header, connection, Ok(tuning), flags).await
+            let tuning = Tuning::Blkio(BlkioParams { weight, devices });
+            Ok(tuning)
+        })();
+        self.tune(&header, connection, tuning, flags).await
     }
 
     /// The `<blkiotune>` values, as `SetBlkioParameters` takes them; one
@@ -891,8 +902,11 @@ impl DomainObject {
         kib: u64,
         flags: u32,
     ) -> Result<(), Error> {
-        let tuning = Tuning::CurrentMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
-        self.tune(&header, connection, Ok(tuning), flags).await
+        let tuning = (|| -> Result<Tuning, Error> {
+            let tuning = Tuning::CurrentMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
+            Ok(tuning)
+        })();
+        self.tune(&header, connection, tuning, flags).await
     }
 
     /// Sets `<memory>` (KiB), the maximum, in the definition only (a
@@ -905,8 +919,11 @@ impl DomainObject {
         kib: u64,
         flags: u32,
     ) -> Result<(), Error> {
-        let tuning = Tuning::MaxMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
-        self.tune(&header, connection, Ok(tuning), flags).await
+        let tuning = (|| -> Result<Tuning, Error> {
+            let tuning = Tuning::MaxMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
+            Ok(tuning)
+        })();
+        self.tune(&header, connection, tuning, flags).await
     }
 
     /// Pins the domain to host CPUs (`<vcpu cpuset>`, a running
@@ -978,26 +995,30 @@ impl DomainObject {
         params: HashMap<String, OwnedValue>,
         flags: u32,
     ) -> Result<(), Error> {
-        let params = Options::new(params, &["numa_nodeset", "numa_mode"])?;
-        let nodeset = params
-            .string("numa_nodeset")?
-            .map(|text| {
-                crate::domain::CpuSet::parse(&text)
-                    .map_err(|why| Error::InvalidArgument(format!("numa_nodeset '{text}': {why}")))
-            })
-            .transpose()?;
-        let mode = params
-            .string("numa_mode")?
-            .map(|text| {
-                crate::domain::NumaMode::parse(&text).ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "numa_mode '{text}': use strict, preferred, interleave or restrictive"
-                    ))
+        let tuning = (|| -> Result<Tuning, Error> {
+            let params = Options::new(params, &["numa_nodeset", "numa_mode"])?;
+            let nodeset = params
+                .string("numa_nodeset")?
+                .map(|text| {
+                    crate::domain::CpuSet::parse(&text).map_err(|why| {
+                        Error::InvalidArgument(format!("numa_nodeset '{text}': {why}"))
+                    })
                 })
-            })
-            .transpose()?;
-        let tuning = Tuning::Numa(NumaParams { nodeset, mode });
-        self.tune(&header, connection, Ok(tuning), flags).await
+                .transpose()?;
+            let mode = params
+                .string("numa_mode")?
+                .map(|text| {
+                    crate::domain::NumaMode::parse(&text).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "numa_mode '{text}': use strict, preferred, interleave or restrictive"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let tuning = Tuning::Numa(NumaParams { nodeset, mode });
+            Ok(tuning)
+        })();
+        self.tune(&header, connection, tuning, flags).await
     }
 
     /// `numa_nodeset` and `numa_mode` as `SetNumaParameters` takes them;

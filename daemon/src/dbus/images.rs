@@ -160,8 +160,8 @@ impl ImagesObject {
         tarball: DbusFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<String, Error> {
-        let options = Options::new(options, &["name", "parent", "source", "token"])?;
         let store = self.admin(connection, &header, "import images").await?;
+        let options = Options::new(options, &["name", "parent", "source", "token"])?;
         let import = ImportOptions {
             name: options.string("name")?,
             parent: options.string("parent")?,
@@ -192,8 +192,8 @@ impl ImagesObject {
         layout: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<String, Error> {
-        let options = Options::new(options, &["reference", "name", "token"])?;
         let store = self.admin(connection, &header, "import images").await?;
+        let options = Options::new(options, &["reference", "name", "token"])?;
         let import = OciImportOptions {
             reference: options.string("reference")?,
             name: options.string("name")?,
@@ -291,8 +291,8 @@ impl ImagesObject {
     ) -> Result<u64, Error> {
         // Reading an image is not a change, but an export can write
         // gigabytes through the daemon: admins only, like imports.
-        let options = Options::new(options, &["layer_only", "compression", "token"])?;
         let store = self.admin(connection, &header, "export images").await?;
+        let options = Options::new(options, &["layer_only", "compression", "token"])?;
         let export = ExportOptions {
             layer_only: options.boolean("layer_only")?,
             compression: compression(options.string("compression")?.as_deref())?,

@@ -225,11 +225,11 @@ impl ManagerObject {
         #[zbus(connection)] connection: &Connection,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Vec<(String, String, String)>, Error> {
-        let policy = host_shutdown_policy(self.settings.host_shutdown, options)?;
         self.shared
             .authorizer
             .check(connection, &header, "shut down every domain")
             .await?;
+        let policy = host_shutdown_policy(self.settings.host_shutdown, options)?;
         tracing::info!(
             mode = policy.mode.as_str(),
             timeout_s = policy.timeout.as_secs(),
@@ -282,11 +282,11 @@ impl ManagerObject {
         documents: Vec<(String, String, bool)>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Vec<ApplyStepRecord>, Error> {
-        let (sources, options) = apply_arguments(documents, options)?;
         self.shared
             .authorizer
             .check(connection, &header, "apply definitions")
             .await?;
+        let (sources, options) = apply_arguments(documents, options)?;
         let (outcomes, seq) = apply::apply(&self.shared.handle, sources, options).await?;
         if let Some(seq) = seq {
             self.shared.published(seq).await;

@@ -195,11 +195,12 @@ impl NetworkObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
-        if flags & !NETWORK_DESTROY_FORCE != 0 {
-            return Err(crate::core::CoreError::InvalidFlags(flags).into());
-        }
         let force = flags & NETWORK_DESTROY_FORCE != 0;
+        // Checked once the caller may: a refusal says nothing of the flags.
         let destroy = async {
+            if flags & !NETWORK_DESTROY_FORCE != 0 {
+                return Err(crate::core::CoreError::InvalidFlags(flags));
+            }
             let seq = self.shared.handle.network_destroy(self.uuid, force).await?;
             Ok(((), seq))
         };

@@ -1,6 +1,7 @@
 //! The daemon's side of the LXC driver: start a monitor per container,
 //! talk to it, notice when it is gone.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -102,6 +103,24 @@ pub struct Started {
     /// With the pid, identifies the monitor across pid reuse.
     pub monitor_start_time: u64,
     pub monitor_pidfd: OwnedFd,
+    /// The monitor's stdin: [`StartRecorded::confirm`] tells it the start
+    /// is recorded; dropped unconfirmed, it undoes the start.
+    pub recorded: StartRecorded,
+}
+
+/// The daemon's side of a started monitor's wait for confirmation.
+#[derive(Debug)]
+pub struct StartRecorded(File);
+
+impl StartRecorded {
+    /// Tells the monitor the daemon has recorded its container. A monitor
+    /// that is gone meanwhile has nothing to be told.
+    pub fn confirm(mut self) {
+        let _ = std::io::Write::write_all(
+            &mut self.0,
+            format!("{}\n", protocol::START_RECORDED).as_bytes(),
+        );
+    }
 }
 
 /// A monitor started ahead of need, waiting for a spec on its stdin: a
@@ -318,9 +337,10 @@ fn hand_over(
 ) -> Result<Started, DriverError> {
     let monitor_pid = monitor.pid;
     // A monitor that died early closes the pipe: its report (or its
-    // absence) below tells what happened.
-    let _ = std::io::Write::write_all(&mut monitor.stdin, spec);
-    drop(monitor.stdin);
+    // absence) below tells what happened. The spec is one line (compact
+    // JSON escapes newlines); stdin stays open for the confirmation.
+    let _ = std::io::Write::write_all(&mut monitor.stdin, spec)
+        .and_then(|()| std::io::Write::write_all(&mut monitor.stdin, b"\n"));
     let mut line = String::new();
     let _ = BufReader::new(monitor.stdout).read_line(&mut line);
     match serde_json::from_str::<LaunchReport>(&line) {
@@ -329,6 +349,7 @@ fn hand_over(
             monitor_pid: monitor_pid.as_raw(),
             monitor_start_time: start_time(monitor_pid).unwrap_or(0),
             monitor_pidfd: monitor.pidfd,
+            recorded: StartRecorded(monitor.stdin),
         }),
         Ok(LaunchReport::Failed { error }) => {
             let _ = wait_exit_blocking(monitor.pidfd.as_fd());

@@ -245,6 +245,7 @@ impl Driver for LxcDriver {
                     memory_limit: spec.cgroup.memory_limit,
                 },
                 exited: Box::pin(wait_exit(started.monitor_pidfd)),
+                on_recorded: Some(Box::new(move || started.recorded.confirm())),
             })
         }))
     }

@@ -54,10 +54,11 @@ const LOG_IDENTIFIER: &str = "lxvirt-monitor";
 /// pipe); `report` receives the one [`LaunchReport`] line; it logs as
 /// `log` says. Returns the process exit status.
 pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) -> i32 {
+    let mut daemon = std::io::BufReader::new(spec_input);
     // Signals arrive through a descriptor in the event loop; the container
     // and entered commands reset their masks before they exec.
     let started = termination_signals().and_then(|signals| {
-        let mut spec = read_spec(spec_input)?;
+        let mut spec = read_spec(&mut daemon)?;
         let loops = attach_loop_devices(&mut spec)?;
         Ok((signals, spec, loops))
     });
@@ -80,20 +81,21 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
     };
     // Mounted by now: each device goes when its mount does (autoclear).
     drop(loops);
-    if write_report(
+    let reported = write_report(
         &mut report,
         &LaunchReport::Started {
             init_pid: monitor.init_pid.as_raw(),
         },
-    )
-    .is_err()
-    {
-        // The daemon is gone before it heard of the start; it will find the
-        // container through the status file it wrote... or not at all, since
-        // it never wrote one. Do not leave an orphan.
+    );
+    drop(report);
+    // The daemon records the container, then says so; if it dies first
+    // (its end of stdin closes) nobody will ever know of this container:
+    // do not leave it running unmanaged.
+    if reported.is_err() || !start_recorded(&mut daemon) {
+        tracing::warn!("the daemon did not record the start; stopping the container");
         monitor.kill_init();
     }
-    drop(report);
+    drop(daemon);
     tracing::info!(init_pid = monitor.init_pid.as_raw(), "container started");
     // The start's transient allocations (the spec, the setup) are free
     // now; a thousand monitors keep only what they use.
@@ -134,10 +136,11 @@ fn log_to(path: &Path) {
     }
 }
 
-fn read_spec(mut input: impl std::io::Read) -> Result<ContainerSpec, MonitorError> {
+/// The spec: the first line the daemon sends.
+fn read_spec(input: &mut impl std::io::BufRead) -> Result<ContainerSpec, MonitorError> {
     let mut bytes = Vec::new();
     input
-        .read_to_end(&mut bytes)
+        .read_until(b'\n', &mut bytes)
         .map_err(|e| MonitorError::system(MonitorStep::ReadSpec, io_errno(e)))?;
     let spec: ContainerSpec = serde_json::from_slice(&bytes).map_err(|e| MonitorError::Spec {
         reason: e.to_string(),
@@ -159,6 +162,14 @@ fn open_console_log(spec: &ConsoleLogSpec) -> Option<ConsoleLog> {
             tracing::warn!(path = %spec.path.display(), error = %error, "cannot open the console log; none is kept");
         })
         .ok()
+}
+
+/// Waits for the daemon's word that it recorded the start: `false` when
+/// its end closes first (it died, or dropped a start gone stale).
+fn start_recorded(daemon: &mut impl std::io::BufRead) -> bool {
+    let mut line = String::new();
+    matches!(daemon.read_line(&mut line), Ok(n) if n > 0)
+        && line.trim_end() == protocol::START_RECORDED
 }
 
 fn write_report(report: &mut File, message: &LaunchReport) -> std::io::Result<()> {

@@ -1,7 +1,12 @@
 //! What the daemon and a container's monitor say to each other.
 //!
-//! - At start, the monitor writes one [`LaunchReport`] line to the pipe it
-//!   was given, then closes it.
+//! - At start, the daemon writes the launch spec as one JSON line on the
+//!   monitor's stdin; the monitor writes one [`LaunchReport`] line to the
+//!   pipe it was given, then closes it. After a `Started` report it waits
+//!   for the daemon's [`START_RECORDED`] line on stdin, sent once the
+//!   daemon has recorded the container (its live status file): should the
+//!   daemon die before, stdin ends first and the monitor kills the
+//!   container, so that no start nobody recorded leaves one running.
 //! - While the container runs, the monitor answers [`Request`]s on a unix
 //!   `SOCK_SEQPACKET` socket (`NAME.sock` in the run directory): one JSON
 //!   message per packet, file descriptors alongside as `SCM_RIGHTS`.
@@ -32,6 +37,9 @@ use serde::{Deserialize, Serialize};
 use super::launch::LaunchError;
 use crate::persist::Versioned;
 use crate::sys::Errno;
+
+/// The line the daemon sends a monitor once it has recorded the start.
+pub const START_RECORDED: &str = "recorded";
 
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 64 * 1024;

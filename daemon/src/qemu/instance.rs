@@ -761,6 +761,9 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
             memory_limit: plan.cgroup.memory_limit,
         },
         exited: Box::pin(wait_exit(pidfd)),
+        // qemu has no pipe whose end would tell it the daemon died before
+        // recording it (docs/reliability.md lists the gap).
+        on_recorded: None,
     })
 }
 

@@ -125,7 +125,14 @@ pub struct WritableInfo {
     pub image: ImageId,
     pub created: u64,
     pub dir: PathBuf,
+    /// Kept for after its domain is gone (undefined with
+    /// `KEEP_WRITABLE_LAYER`): see [`Store::mark_writable_kept`].
+    pub kept: bool,
 }
+
+/// The file whose presence in a writable layer's directory keeps it when
+/// no domain has it.
+const KEPT_MARK: &str = "kept";
 
 /// What a commit did.
 #[derive(Debug, Clone, PartialEq)]
@@ -860,6 +867,7 @@ impl Store {
                 domain: meta.domain,
                 image: meta.image,
                 created: meta.created,
+                kept: entry.path().join(KEPT_MARK).exists(),
                 dir: entry.path(),
             });
         }
@@ -880,8 +888,32 @@ impl Store {
             domain: meta.domain,
             image: meta.image,
             created: meta.created,
+            kept: dir.join(KEPT_MARK).exists(),
             dir,
         }))
+    }
+
+    /// Says whether `domain`'s writable layer (if it has one) stays once
+    /// the domain is gone: set before an undefine that keeps it, cleared
+    /// before one that does not. A layer without a domain and without the
+    /// mark is one whose removal a killed daemon never finished
+    /// ([`Store::remove_writable`] removes it at the next start).
+    pub fn mark_writable_kept(&self, domain: &str, kept: bool) -> Result<()> {
+        check_domain_name(domain)?;
+        let dir = self.container_dir(domain);
+        if !dir.join("meta.json").exists() {
+            return Ok(());
+        }
+        let mark = dir.join(KEPT_MARK);
+        if kept {
+            persist::write_atomic(&mark, b"", 0o644).map_err(|e| StorageError::io(&mark, e))
+        } else {
+            match fs::remove_file(&mark) {
+                Ok(()) => fsync_dir(&dir),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(StorageError::io(&mark, e)),
+            }
+        }
     }
 
     /// The root mount of `domain` on `image`: creates its writable layer on

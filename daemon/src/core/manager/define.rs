@@ -122,6 +122,17 @@ impl Manager {
         }
         // The table refuses it while a commit reads the writable layer.
         entry.check(Operation::Undefine)?;
+        // Before the definition goes: a daemon killed in between leaves a
+        // layer whose mark says whether it was meant to stay.
+        if let Ok(images) = self.config.images.get() {
+            images
+                .mark_writable_kept(&name, flags.keep_writable_layer())
+                .map_err(|source| CoreError::DomainStorage {
+                    domain: name.clone(),
+                    action: "cannot record whether its writable layer stays".into(),
+                    source: Box::new(source),
+                })?;
+        }
         self.store
             .remove(&name)
             .map_err(|source| CoreError::Store {

@@ -538,6 +538,31 @@ impl Manager {
         }
     }
 
+    /// Removes the writable layers no domain has, defined or running, and
+    /// that were not kept on purpose: a daemon killed after answering an
+    /// undefine (or during a transient domain's stop) did not get to.
+    fn remove_orphaned_layers(&mut self) {
+        let Ok(images) = self.config.images.get() else {
+            return;
+        };
+        let layers = match images.writable_layers() {
+            Ok(layers) => layers,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "cannot list the writable layers");
+                return;
+            }
+        };
+        for layer in layers {
+            let domain = layer.domain;
+            if layer.kept || self.names.contains_key(&domain) || self.blocked.contains_key(&domain)
+            {
+                continue;
+            }
+            tracing::info!(domain = %domain, "removing a writable layer whose domain is gone");
+            self.remove_writable_layer(&domain);
+        }
+    }
+
     /// Summaries of every domain, for front ends that need the initial set.
     pub fn summaries(&self) -> Vec<DomainSummary> {
         let default_userns = self.config.default_userns;
@@ -575,6 +600,7 @@ impl Manager {
             let generation = self.domains.get(&uuid).map_or(0, |e| e.generation);
             self.watch(uuid, generation, exited);
         }
+        self.remove_orphaned_layers();
         loop {
             tokio::select! {
                 command = rx.recv() => match command {

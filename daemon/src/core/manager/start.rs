@@ -256,7 +256,11 @@ impl Manager {
         if !entry.report(Report::Launched) {
             return;
         }
-        let mut runtime = started.runtime;
+        let Started {
+            mut runtime,
+            exited,
+            on_recorded,
+        } = started;
         runtime.started_at = now_secs();
         let status = LiveStatus {
             uuid,
@@ -277,6 +281,11 @@ impl Manager {
             // The instance runs; only a daemon restart would lose it.
             tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot record the live status");
         }
+        // Recorded: the driver need not undo the start should the daemon
+        // die from here on (before any caller hears of it).
+        if let Some(on_recorded) = on_recorded {
+            on_recorded();
+        }
         tracing::info!(domain = %entry.name(), %uuid, pid = runtime.init_pid, "started");
         entry.set_runtime(runtime, &self.tenants);
         entry.reason = if restart {
@@ -285,7 +294,7 @@ impl Manager {
             Reason::Booted
         };
         let waiters = std::mem::take(&mut entry.start_waiters);
-        self.watch(uuid, generation, started.exited);
+        self.watch(uuid, generation, exited);
         let lifecycle = if restart {
             Lifecycle::Rebooted
         } else {

@@ -178,6 +178,7 @@ impl Driver for TestDriver {
                     memory_limit: None,
                 },
                 exited: exit_future(rx),
+                on_recorded: None,
             })
         }))
     }
