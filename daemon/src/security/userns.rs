@@ -229,7 +229,17 @@ impl IdRanges {
         };
         for entry in std::fs::read_dir(dir).map_err(dir_error)? {
             let path = entry.map_err(dir_error)?.path();
-            // Temporary files of an interrupted write, anything else.
+            // A temporary file of a write a killed daemon never finished:
+            // the block file beside it (or none) is what holds.
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(persist::TEMP_PREFIX))
+            {
+                std::fs::remove_file(&path).map_err(dir_error)?;
+                continue;
+            }
+            // Anything else that is not a block file is left alone.
             let Some(uuid) = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -309,6 +319,14 @@ impl IdRanges {
         self.forget(&uuid);
         self.hold(uuid, name.to_owned(), start, persistent);
         Ok(())
+    }
+
+    /// Every domain holding a block: (uuid, name).
+    pub fn holders(&self) -> Vec<(Uuid, String)> {
+        self.by_domain
+            .iter()
+            .map(|(uuid, a)| (*uuid, a.name.clone()))
+            .collect()
     }
 
     /// Give `uuid`'s block back (undefine; a transient domain's stop).
@@ -477,8 +495,14 @@ mod tests {
             files.sort();
             assert_eq!(files, [format!("{}.json", uuid(1))]);
         }
+        // A write a killed daemon never finished leaves a temporary file:
+        // removed, and the block beside it holds.
+        let leftover = state.join(format!(".tmp-{}.json-4242", uuid(1)));
+        std::fs::write(&leftover, b"{\"half").unwrap();
         let (mut r, report) = IdRanges::open(small(), Some(&state)).unwrap();
+        assert!(!leftover.exists());
         assert_eq!(report, LoadReport::default());
+        assert_eq!(r.holders(), [(uuid(1), "kept".to_owned())]);
         assert_eq!(r.assigned(&uuid(1)), Some(100_000));
         assert_eq!(r.assigned(&uuid(2)), None);
         assert_eq!(r.assigned(&uuid(3)), None);

@@ -435,7 +435,24 @@ impl Manager {
         }
         manager.recovered_networks = manager.recover_networks();
         manager.recover();
+        manager.release_orphaned_ids();
         manager
+    }
+
+    /// Gives back the id blocks of domains that are gone, neither defined
+    /// nor running: a daemon killed between removing a definition and
+    /// recording the release left them. A block whose domain's definition
+    /// could not be read stays (its files are owned by those ids).
+    fn release_orphaned_ids(&mut self) {
+        for (uuid, name) in self.id_ranges.holders() {
+            if self.domains.contains_key(&uuid) || self.blocked.contains_key(&name) {
+                continue;
+            }
+            tracing::info!(domain = %name, %uuid, "releasing the host ids of a domain that is gone");
+            if let Err(error) = self.id_ranges.release(&uuid) {
+                tracing::warn!(domain = %name, error = %error_chain(&error), "cannot record the release of its host ids");
+            }
+        }
     }
 
     /// The running containers by pid namespace, kept current by the task:
