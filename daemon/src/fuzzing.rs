@@ -24,6 +24,72 @@ pub fn state_files(bytes: &[u8]) {
     crate::qemu::fuzz_state_files(bytes);
 }
 
+/// An archive imported into a scratch store, as `ImportTarball` takes
+/// one from any caller allowed to import: refused with an error or
+/// imported, never a panic; nothing is written outside the store's
+/// directory (a canary beside it stays as it was); a refused archive
+/// leaves no image and no scratch directory; an imported one is listed
+/// with its layer.
+pub fn tar_import(bytes: &[u8]) {
+    use std::fs;
+
+    use crate::storage::{DevicePolicy, ImportOptions, Overlay, Store};
+
+    let Ok(scratch) = tempfile::tempdir() else {
+        return;
+    };
+    let top = scratch.path();
+    let canary = top.join("outside");
+    fs::create_dir(&canary).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(canary.join("file"), "canary").unwrap_or_else(|e| panic!("{e}"));
+    let filesystems = top.join("filesystems");
+    fs::write(&filesystems, "nodev\toverlay\n").unwrap_or_else(|e| panic!("{e}"));
+    let archive = top.join("archive");
+    fs::write(&archive, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let (store, _) = Store::open(&top.join("state"), Box::new(Overlay::new(filesystems)))
+        .unwrap_or_else(|e| panic!("a scratch store: {e}"));
+    let before = listing(top);
+    let options = ImportOptions {
+        name: Some("fuzzed".into()),
+        parent: None,
+        devices: DevicePolicy::Refuse,
+    };
+    let file = fs::File::open(&archive).unwrap_or_else(|e| panic!("{e}"));
+    let imported = store.import_tarball_file(file, &archive, &options, &mut |_| {});
+    assert_eq!(listing(top), before, "an import wrote beside the store");
+    assert_eq!(listing(&canary), ["file"], "an import wrote into the canary");
+    assert_eq!(
+        fs::read_to_string(canary.join("file")).ok().as_deref(),
+        Some("canary"),
+        "an import changed a file outside the store"
+    );
+    let images = store.list().unwrap_or_else(|e| panic!("the store after an import: {e}"));
+    let on_disk = listing(&top.join("state/images"));
+    match imported {
+        Ok(report) => {
+            assert!(images.iter().any(|i| i.id == report.id), "an imported image is not listed");
+            for image in &images {
+                let layer = top.join("state/images").join(image.id.as_str()).join("layer");
+                assert!(layer.is_dir(), "image {} is listed without its layer", image.id);
+            }
+        }
+        Err(_) => {
+            assert!(images.is_empty(), "a refused import left an image");
+            assert!(
+                on_disk.iter().all(|n| !n.to_string_lossy().starts_with(".tmp")),
+                "a refused import left scratch work: {on_disk:?}"
+            );
+        }
+    }
+}
+
 /// A message between the daemon and a monitor, as either side decodes
 /// it: any bytes give a message or an error.
 pub fn monitor_messages(bytes: &[u8]) {
