@@ -64,26 +64,44 @@ pub fn tar_import(bytes: &[u8]) {
     let file = fs::File::open(&archive).unwrap_or_else(|e| panic!("{e}"));
     let imported = store.import_tarball_file(file, &archive, &options, &mut |_| {});
     assert_eq!(listing(top), before, "an import wrote beside the store");
-    assert_eq!(listing(&canary), ["file"], "an import wrote into the canary");
+    assert_eq!(
+        listing(&canary),
+        ["file"],
+        "an import wrote into the canary"
+    );
     assert_eq!(
         fs::read_to_string(canary.join("file")).ok().as_deref(),
         Some("canary"),
         "an import changed a file outside the store"
     );
-    let images = store.list().unwrap_or_else(|e| panic!("the store after an import: {e}"));
+    let images = store
+        .list()
+        .unwrap_or_else(|e| panic!("the store after an import: {e}"));
     let on_disk = listing(&top.join("state/images"));
     match imported {
         Ok(report) => {
-            assert!(images.iter().any(|i| i.id == report.id), "an imported image is not listed");
+            assert!(
+                images.iter().any(|i| i.id == report.id),
+                "an imported image is not listed"
+            );
             for image in &images {
-                let layer = top.join("state/images").join(image.id.as_str()).join("layer");
-                assert!(layer.is_dir(), "image {} is listed without its layer", image.id);
+                let layer = top
+                    .join("state/images")
+                    .join(image.id.as_str())
+                    .join("layer");
+                assert!(
+                    layer.is_dir(),
+                    "image {} is listed without its layer",
+                    image.id
+                );
             }
         }
         Err(_) => {
             assert!(images.is_empty(), "a refused import left an image");
             assert!(
-                on_disk.iter().all(|n| !n.to_string_lossy().starts_with(".tmp")),
+                on_disk
+                    .iter()
+                    .all(|n| !n.to_string_lossy().starts_with(".tmp")),
                 "a refused import left scratch work: {on_disk:?}"
             );
         }

@@ -26,6 +26,10 @@
 //! `lxvirt-bench gmo ADDRESS [RUNS]` times `GetManagedObjects` against a
 //! daemon already running on the bus at ADDRESS.
 //!
+//! `lxvirt-bench soak [CYCLES [RESIDENT]]` cycles containers for a long
+//! while beside resident ones and readers, and prints the daemon's RSS and
+//! descriptor slope (see `soak`).
+//!
 //! `lxvirt-bench images [RUNS]` measures the image store instead: start
 //! from a 1 GiB image against a 1 MiB one, commit time against the size of
 //! the change, import throughput.
@@ -180,6 +184,14 @@ async fn main() -> Result<()> {
         }
         let clients = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
         return density::bench(count, clients).await;
+    }
+    if args.get(1).map(String::as_str) == Some("soak") {
+        if !nix::unistd::Uid::effective().is_root() {
+            bail!("lxvirt-bench needs root (it starts real containers)");
+        }
+        let cycles = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+        let resident = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(50);
+        return soak::bench(cycles, resident).await;
     }
     if args.get(1).map(String::as_str) == Some("compare") {
         if !nix::unistd::Uid::effective().is_root() {
@@ -527,6 +539,8 @@ mod compare;
 
 #[path = "../bench/density.rs"]
 mod density;
+#[path = "../bench/soak.rs"]
+mod soak;
 
 /// The image store's figures.
 mod images {
