@@ -343,5 +343,10 @@ async fn setmem_setmaxmem_and_emulatorpin_change_a_running_container() {
     assert!(config.contains("<lxvirt:pids max='50'/>"), "{config}");
     let (refused, out) = run(&env, &["pids-limit", "mem", "0"]);
     assert!(!refused && out.contains("1 or more"), "{out}");
+    // More than the kernel's pids: refused, nothing changed (the fuzzing
+    // client once stored such a limit, which every later start failed on).
+    let (refused, out) = run(&env, &["pids-limit", "mem", "4194305", "--config"]);
+    assert!(!refused && out.contains("at most 4194304 pids"), "{out}");
+    assert_eq!(ok(&env, &["pids-limit", "mem"]).trim(), "pids_max: 50");
     ok(&env, &["destroy", "mem"]);
 }

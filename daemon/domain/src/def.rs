@@ -44,6 +44,10 @@ impl DomainType {
     }
 }
 
+/// The highest task limit a cgroup takes: the kernel's most pids
+/// (`PID_MAX_LIMIT` on 64-bit); `pids.max` refuses more.
+pub const MAX_PIDS: u64 = 4_194_304;
+
 /// A complete domain definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainDef {
@@ -85,8 +89,8 @@ pub struct DomainDef {
     /// `<lxvirt:userns>`; `None`: the daemon's default (an allocated range
     /// unless the daemon is configured otherwise), or `<idmap>` when given.
     pub userns: Option<Userns>,
-    /// `<lxvirt:pids max='N'/>` (containers): at most this many tasks;
-    /// `None`: the daemon's `pids-max` setting.
+    /// `<lxvirt:pids max='N'/>` (containers): at most this many tasks,
+    /// 1 to [`MAX_PIDS`]; `None`: the daemon's `pids-max` setting.
     pub pids_max: Option<u64>,
     /// `<lxvirt:api access='…'/>` (containers): whether processes inside
     /// may call lxvirtd; `None`: they may not.

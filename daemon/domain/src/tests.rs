@@ -1594,6 +1594,22 @@ fn lxvirt_userns_is_checked() {
 }
 
 #[test]
+fn lxvirt_pids_is_bounded_by_the_kernel() {
+    const NS: &str = "xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'";
+    let with = |element: &str| {
+        root(&format!("  {element}"))
+            .replace("<domain type='lxc'>", &format!("<domain type='lxc' {NS}>"))
+    };
+    assert_eq!(
+        ok(&with("<lxvirt:pids max='4194304'/>")).pids_max,
+        Some(MAX_PIDS)
+    );
+    let e = fails(&with("<lxvirt:pids max='4194305'/>"), "max");
+    assert!(e.to_string().contains("4194304"), "{e}");
+    fails(&with("<lxvirt:pids max='0'/>"), "max");
+}
+
+#[test]
 fn lxvirt_api_access_is_checked() {
     const NS: &str = "xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'";
     let with = |element: &str| {

@@ -967,8 +967,17 @@ impl DomainObject {
         max: u64,
         flags: u32,
     ) -> Result<(), Error> {
-        let tuning = Tuning::Pids((max != 0).then_some(max));
-        self.tune(&header, connection, Ok(tuning), flags).await
+        let tuning = if max > crate::domain::MAX_PIDS {
+            Err(Error::InvalidArgument(format!(
+                "a task limit of {max} cannot be applied: the kernel has at most {} pids; \
+                 give 1 to {}, or 0 for the daemon's setting",
+                crate::domain::MAX_PIDS,
+                crate::domain::MAX_PIDS
+            )))
+        } else {
+            Ok(Tuning::Pids((max != 0).then_some(max)))
+        };
+        self.tune(&header, connection, tuning, flags).await
     }
 
     /// The domain's own task limit; 0 when it has none (the daemon's

@@ -238,7 +238,7 @@ pub(super) fn parse_pids(el: &Element) -> Result<u64> {
             "add max='N', the most tasks the container may have (remove the element for the daemon's limit)",
         )
     })?;
-    number(max.pos, &el.qname, "max", &max.value, 1u64, u64::MAX)
+    number(max.pos, &el.qname, "max", &max.value, 1u64, MAX_PIDS)
 }
 
 /// `<lxvirt:api access='none|read|manage'/>`.
