@@ -157,6 +157,19 @@ async fn every_method_with_generated_arguments_gets_a_typed_answer_and_changes_n
         .list_domains()
         .await
         .expect("the daemon still answers");
+    // Every container that runs is one the daemon knows as running.
+    let active = manager
+        .list_domain_summaries()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|d| d.state == "running" || d.state == "paused")
+        .count();
+    let run_dir = env.run_dir();
+    lxvirt_tests::leaks::settle("every container to be one the daemon knows", || {
+        lxvirt_tests::leaks::busy_monitors(&run_dir) == active
+    })
+    .await;
 
     let before = state(&env).await;
     let report = fuzz(&env, &tarball, calls / 2, seed + 1, true);
