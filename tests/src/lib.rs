@@ -650,6 +650,13 @@ pub fn kill_leftover_containers(run_dir: &Path) {
         if path.extension().is_some_and(|e| e == "status")
             && let Ok(status) = lxvirtd::core::live::LiveStatus::load(&path)
         {
+            // A paused container's processes die only once thawed: its
+            // whole cgroup is killed (and thawed) first.
+            if let Ok(cgroups) = lxvirtd::cgroup::Cgroups::detect()
+                && let Ok(cgroup) = cgroups.open(&status.cgroup_path)
+            {
+                let _ = cgroup.kill_all();
+            }
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(status.init_pid),
                 nix::sys::signal::Signal::SIGKILL,
