@@ -1,5 +1,6 @@
 //! What a container may leave behind on the host, counted: mounts, cgroups,
-//! monitor processes, the daemon's descriptors.
+//! monitor processes, the daemon's descriptors; and the process facts
+//! those checks read from /proc.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -8,6 +9,30 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::TestDaemon;
+
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The parent of process `pid` (field 4 of `/proc/PID/stat`).
+pub fn parent_of(pid: u32) -> u32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Resident set size of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
 
 /// Mounts in the caller's mount namespace (the host's).
 pub fn mount_count() -> usize {

@@ -12,22 +12,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lxvirt_tests::leaks::{busy_monitors, lxvirt_cgroups, mounts_below, settle};
+use lxvirt_tests::leaks::{alive, busy_monitors, lxvirt_cgroups, mounts_below, parent_of, settle};
 use lxvirt_tests::{ContainerEnv, DaemonEnv, TestDaemon, busybox_root, root_or_skip};
 use lxvirtd::dbus::proxy::{DomainProxy, ImagesProxy};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use zbus::Variant as Value;
-
-fn alive(pid: u32) -> bool {
-    kill(Pid::from_raw(pid as i32), None).is_ok()
-}
-
-fn parent_of(pid: u32) -> u32 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 async fn domain_named(env: &DaemonEnv, name: &str) -> DomainProxy<'static> {
     let manager = env.manager().await.unwrap();

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lxvirt_tests::ContainerEnv;
+use lxvirt_tests::leaks::{parent_of, rss_kib};
 use lxvirtd::dbus::proxy::{DomainProxy, ImagesProxy};
 use zbus::Variant as Value;
 
@@ -106,20 +107,6 @@ async fn fork_bombs_and_memory_hogs_stay_inside_their_limits() {
     neighbour.destroy().await.unwrap();
 }
 
-fn parent_of(pid: u32) -> u32 {
-    let stat = read(Path::new(&format!("/proc/{pid}/stat")));
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    read(Path::new(&format!("/proc/{pid}/status")))
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_console_flood_leaves_the_monitor_small_and_the_log_capped() {
     let Some(env) = env().await else { return };
@@ -128,7 +115,7 @@ async fn a_console_flood_leaves_the_monitor_small_and_the_log_capped() {
         .await;
     let monitor = parent_of(flood.pid().await.unwrap());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss = rss_kib(monitor);
+    let rss = rss_kib(monitor).unwrap();
     // The monitor moves the flood through fixed buffers into a log it
     // rotates at 1 MiB: nothing grows with what init writes.
     assert!(

@@ -732,12 +732,11 @@ impl DomainObject {
     ) -> Result<(), Error> {
         let tuning = (|| -> Result<Tuning, Error> {
             let params = Options::new(params, &MEMORY_PARAMETERS)?;
-            let tuning = Tuning::Memory(MemoryParams {
+            Ok(Tuning::Memory(MemoryParams {
                 hard_limit: kib_to_bytes("hard_limit", params.u64("hard_limit")?)?,
                 soft_limit: kib_to_bytes("soft_limit", params.u64("soft_limit")?)?,
                 swap_hard_limit: kib_to_bytes("swap_hard_limit", params.u64("swap_hard_limit")?)?,
-            });
-            Ok(tuning)
+            }))
         })();
         self.tune(&header, connection, tuning, flags).await
     }
@@ -780,12 +779,11 @@ impl DomainObject {
     ) -> Result<(), Error> {
         let tuning = (|| -> Result<Tuning, Error> {
             let params = Options::new(params, &SCHEDULER_PARAMETERS)?;
-            let tuning = Tuning::Scheduler(SchedulerParams {
+            Ok(Tuning::Scheduler(SchedulerParams {
                 shares: params.u64("cpu_shares")?,
                 period: params.u64("vcpu_period")?,
                 quota: params.i64("vcpu_quota")?,
-            });
-            Ok(tuning)
+            }))
         })();
         self.tune(&header, connection, tuning, flags).await
     }
@@ -845,8 +843,7 @@ impl DomainObject {
                     }
                 }
             }
-            let tuning = Tuning::Blkio(BlkioParams { weight, devices });
-            Ok(tuning)
+            Ok(Tuning::Blkio(BlkioParams { weight, devices }))
         })();
         self.tune(&header, connection, tuning, flags).await
     }
@@ -902,10 +899,8 @@ impl DomainObject {
         kib: u64,
         flags: u32,
     ) -> Result<(), Error> {
-        let tuning = (|| -> Result<Tuning, Error> {
-            let tuning = Tuning::CurrentMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
-            Ok(tuning)
-        })();
+        let tuning = kib_to_bytes("kib", Some(kib))
+            .map(|bytes| Tuning::CurrentMemory(bytes.unwrap_or_default()));
         self.tune(&header, connection, tuning, flags).await
     }
 
@@ -919,10 +914,8 @@ impl DomainObject {
         kib: u64,
         flags: u32,
     ) -> Result<(), Error> {
-        let tuning = (|| -> Result<Tuning, Error> {
-            let tuning = Tuning::MaxMemory(kib_to_bytes("kib", Some(kib))?.unwrap_or_default());
-            Ok(tuning)
-        })();
+        let tuning = kib_to_bytes("kib", Some(kib))
+            .map(|bytes| Tuning::MaxMemory(bytes.unwrap_or_default()));
         self.tune(&header, connection, tuning, flags).await
     }
 
@@ -1024,8 +1017,7 @@ impl DomainObject {
                     })
                 })
                 .transpose()?;
-            let tuning = Tuning::Numa(NumaParams { nodeset, mode });
-            Ok(tuning)
+            Ok(Tuning::Numa(NumaParams { nodeset, mode }))
         })();
         self.tune(&header, connection, tuning, flags).await
     }

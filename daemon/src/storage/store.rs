@@ -125,9 +125,14 @@ pub struct WritableInfo {
     pub image: ImageId,
     pub created: u64,
     pub dir: PathBuf,
+}
+
+impl WritableInfo {
     /// Kept for after its domain is gone (undefined with
     /// `KEEP_WRITABLE_LAYER`): see [`Store::mark_writable_kept`].
-    pub kept: bool,
+    pub fn is_kept(&self) -> bool {
+        self.dir.join(KEPT_MARK).exists()
+    }
 }
 
 /// The file whose presence in a writable layer's directory keeps it when
@@ -867,7 +872,6 @@ impl Store {
                 domain: meta.domain,
                 image: meta.image,
                 created: meta.created,
-                kept: entry.path().join(KEPT_MARK).exists(),
                 dir: entry.path(),
             });
         }
@@ -888,7 +892,6 @@ impl Store {
             domain: meta.domain,
             image: meta.image,
             created: meta.created,
-            kept: dir.join(KEPT_MARK).exists(),
             dir,
         }))
     }
@@ -897,7 +900,7 @@ impl Store {
     /// the domain is gone: set before an undefine that keeps it, cleared
     /// before one that does not. A layer without a domain and without the
     /// mark is one whose removal a killed daemon never finished
-    /// ([`Store::remove_writable`] removes it at the next start).
+    /// (the daemon removes it at its next start).
     pub fn mark_writable_kept(&self, domain: &str, kept: bool) -> Result<()> {
         check_domain_name(domain)?;
         let dir = self.container_dir(domain);

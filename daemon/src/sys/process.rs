@@ -283,6 +283,62 @@ pub fn release_free_heap() {
     }
 }
 
+/// The identity (inode number) of the namespace behind `fd`.
+fn namespace_inode(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    Ok(nix::sys::stat::fstat(fd)?.st_ino)
+}
+
+/// The pid namespace of `pid` (`/proc/PID/ns/pid`'s inode number): one
+/// `stat`.
+pub fn pid_namespace(pid: u32) -> std::io::Result<u64> {
+    Ok(nix::sys::stat::stat(format!("/proc/{pid}/ns/pid").as_str())?.st_ino)
+}
+
+/// The caller's own pid namespace, which never changes: read once.
+pub fn own_pid_namespace() -> std::io::Result<u64> {
+    static OWN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if let Some(own) = OWN.get() {
+        return Ok(*own);
+    }
+    let own = pid_namespace(std::process::id())?;
+    Ok(*OWN.get_or_init(|| own))
+}
+
+// `NS_GET_PARENT` (linux/nsfs.h): a descriptor of the parent of a pid or
+// user namespace.
+nix::ioctl_none!(ns_get_parent, 0xb7, 2);
+
+/// Deepest nesting of pid namespaces the kernel allows (`MAX_PID_NS_LEVEL`).
+const MAX_PID_NAMESPACE_DEPTH: usize = 32;
+
+/// The pid namespaces `pid` is in, innermost first, up to but not
+/// including the caller's own: empty when `pid` shares the caller's. A
+/// process cannot leave its pid namespace, nor can anything it starts,
+/// so this tells whether it runs inside a container whatever it does.
+pub fn pid_namespaces(pid: u32) -> std::io::Result<Vec<u64>> {
+    let own = own_pid_namespace()?;
+    let mut fd = OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/pid"))?);
+    let mut chain = Vec::new();
+    loop {
+        let inode = namespace_inode(fd.as_fd())?;
+        if inode == own || chain.len() > MAX_PID_NAMESPACE_DEPTH {
+            return Ok(chain);
+        }
+        chain.push(inode);
+        // SAFETY: `fd` is an open nsfs descriptor; the ioctl takes no
+        // argument and returns a new descriptor, which is owned below.
+        let parent = match unsafe { ns_get_parent(fd.as_raw_fd()) } {
+            Ok(parent) => parent,
+            // The parent lies outside the caller's namespace: it is not
+            // below the caller's own, so the chain ends here.
+            Err(Errno::EPERM) => return Ok(chain),
+            Err(errno) => return Err(errno.into()),
+        };
+        // SAFETY: NS_GET_PARENT returned a fresh descriptor nothing else owns.
+        fd = unsafe { OwnedFd::from_raw_fd(parent) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -330,45 +386,5 @@ mod tests {
         assert_eq!(reap_pidfd(fd.as_fd()), Ok(ExitStatus::Exited(7)));
         assert!(start_time(Pid::this()).is_some());
         assert!(start_time(pid).is_none(), "reaped");
-    }
-}
-
-/// The identity (inode number) of the namespace behind `fd`.
-fn namespace_inode(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
-    Ok(nix::sys::stat::fstat(fd)?.st_ino)
-}
-
-// `NS_GET_PARENT` (linux/nsfs.h): a descriptor of the parent of a pid or
-// user namespace.
-nix::ioctl_none!(ns_get_parent, 0xb7, 2);
-
-/// Deepest nesting of pid namespaces the kernel allows (`MAX_PID_NS_LEVEL`).
-const MAX_PID_NAMESPACE_DEPTH: usize = 32;
-
-/// The pid namespaces `pid` is in, innermost first, up to but not
-/// including the caller's own: empty when `pid` shares the caller's. A
-/// process cannot leave its pid namespace, nor can anything it starts,
-/// so this tells whether it runs inside a container whatever it does.
-pub fn pid_namespaces(pid: u32) -> std::io::Result<Vec<u64>> {
-    let own = namespace_inode(std::fs::File::open("/proc/self/ns/pid")?.as_fd())?;
-    let mut fd = OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/pid"))?);
-    let mut chain = Vec::new();
-    loop {
-        let inode = namespace_inode(fd.as_fd())?;
-        if inode == own || chain.len() > MAX_PID_NAMESPACE_DEPTH {
-            return Ok(chain);
-        }
-        chain.push(inode);
-        // SAFETY: `fd` is an open nsfs descriptor; the ioctl takes no
-        // argument and returns a new descriptor, which is owned below.
-        let parent = match unsafe { ns_get_parent(fd.as_raw_fd()) } {
-            Ok(parent) => parent,
-            // The parent lies outside the caller's namespace: it is not
-            // below the caller's own, so the chain ends here.
-            Err(Errno::EPERM) => return Ok(chain),
-            Err(errno) => return Err(errno.into()),
-        };
-        // SAFETY: NS_GET_PARENT returned a fresh descriptor nothing else owns.
-        fd = unsafe { OwnedFd::from_raw_fd(parent) };
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use lxvirt_tests::leaks::{busy_monitors, fd_count, lxvirt_cgroups};
+use lxvirt_tests::leaks::{busy_monitors, fd_count, lxvirt_cgroups, rss_kib};
 use lxvirt_tests::{TestBus, TestDaemon, busybox_root, shared_tempdir, sleeper_xml};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
 
@@ -44,15 +44,6 @@ fn slope(points: &[(f64, f64)]) -> f64 {
         (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
     });
     if den == 0.0 { 0.0 } else { num / den }
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
 }
 
 pub async fn bench(cycles: u64, resident: usize) -> Result<()> {
@@ -119,7 +110,7 @@ pub async fn bench(cycles: u64, resident: usize) -> Result<()> {
 
     let mut samples: Vec<(f64, f64, f64)> = Vec::new();
     let mut sample = |cycle: u64| -> Result<()> {
-        let rss = rss_kib(daemon_pid)? as f64;
+        let rss = rss_kib(daemon_pid).context("the daemon's VmRSS")? as f64;
         let fds = fd_count(daemon_pid) as f64;
         samples.push((cycle as f64, rss, fds));
         Ok(())

@@ -40,6 +40,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use lxvirt_tests::leaks::rss_kib;
 use lxvirt_tests::{TestBus, TestDaemon, busybox_root, shared_tempdir};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
 
@@ -133,14 +134,12 @@ fn pss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// Refuses to go on without root, saying why it needs it.
+fn need_root(why: &str) -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("lxvirt-bench needs root ({why})");
+    }
+    Ok(())
 }
 
 fn monitor_pid(run_dir: &Path, name: &str) -> Option<u32> {
@@ -153,9 +152,7 @@ fn monitor_pid(run_dir: &Path, name: &str) -> Option<u32> {
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("networks-ports") {
-        if !nix::unistd::Uid::effective().is_root() {
-            bail!("lxvirt-bench needs root (it starts real containers)");
-        }
+        need_root("it starts real containers")?;
         let count = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
         return networks::ports(count).await;
     }
@@ -175,9 +172,7 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     if let Some(mode @ ("density" | "throughput")) = args.get(1).map(String::as_str) {
-        if !nix::unistd::Uid::effective().is_root() {
-            bail!("lxvirt-bench needs root (it starts real containers)");
-        }
+        need_root("it starts real containers")?;
         let count: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500);
         if mode == "throughput" {
             return density::throughput(count).await;
@@ -186,40 +181,30 @@ async fn main() -> Result<()> {
         return density::bench(count, clients).await;
     }
     if args.get(1).map(String::as_str) == Some("soak") {
-        if !nix::unistd::Uid::effective().is_root() {
-            bail!("lxvirt-bench needs root (it starts real containers)");
-        }
+        need_root("it starts real containers")?;
         let cycles = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
         let resident = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(50);
         return soak::bench(cycles, resident).await;
     }
     if args.get(1).map(String::as_str) == Some("compare") {
-        if !nix::unistd::Uid::effective().is_root() {
-            bail!("lxvirt-bench needs root (it starts real containers and VMs)");
-        }
+        need_root("it starts real containers and VMs")?;
         let instances = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
         let runs = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5);
         return compare::bench(instances, runs).await;
     }
     if args.get(1).map(String::as_str) == Some("networks") {
-        if !nix::unistd::Uid::effective().is_root() {
-            bail!("lxvirt-bench needs root (it starts real containers)");
-        }
+        need_root("it starts real containers")?;
         let runs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
         return networks::bench(runs).await;
     }
     if args.get(1).map(String::as_str) == Some("images") {
-        if !nix::unistd::Uid::effective().is_root() {
-            bail!("lxvirt-bench needs root (it starts real containers)");
-        }
+        need_root("it starts real containers")?;
         let runs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30);
         return images::bench(runs).await;
     }
     let runs: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100);
     let resident: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
-    if !nix::unistd::Uid::effective().is_root() {
-        bail!("lxvirt-bench needs root (it starts real containers)");
-    }
+    need_root("it starts real containers")?;
 
     let bus = TestBus::start()?;
     let dir = shared_tempdir()?;

@@ -90,25 +90,23 @@ impl Entry {
     pub(super) fn set_runtime(&mut self, runtime: Runtime, tenants: &Tenants) {
         self.clear_runtime(tenants);
         if self.def.domain_type == DomainType::Lxc {
-            match u32::try_from(runtime.init_pid).map(crate::sys::process::pid_namespaces) {
-                Ok(Ok(namespaces)) => {
-                    if let Some(&namespace) = namespaces.first() {
-                        tenants.insert(
-                            namespace,
-                            Tenant {
-                                uuid: self.def.uuid,
-                                name: self.name().to_owned(),
-                                access: self.live_def().api_access.unwrap_or(ApiAccess::NoAccess),
-                            },
-                        );
-                        self.pid_namespace = Some(namespace);
-                    }
+            match container_namespace(runtime.init_pid) {
+                Ok(Some(namespace)) => {
+                    tenants.insert(
+                        namespace,
+                        Tenant {
+                            uuid: self.def.uuid,
+                            name: self.name().to_owned(),
+                            access: self.live_def().api_access.unwrap_or(ApiAccess::NoAccess),
+                        },
+                    );
+                    self.pid_namespace = Some(namespace);
                 }
+                Ok(None) => {}
                 // Its init is gone already: the exit that follows clears it.
-                Ok(Err(error)) => {
+                Err(error) => {
                     tracing::debug!(domain = %self.name(), pid = runtime.init_pid, error = %error, "cannot read the pid namespace of a container's init");
                 }
-                Err(_) => {}
             }
         }
         self.runtime = Some(runtime);
@@ -175,4 +173,14 @@ impl Entry {
     pub(super) fn recovered(&mut self, state: State) {
         self.status = Status::idle(state);
     }
+}
+
+/// The pid namespace a container's init runs in; `None` when it is the
+/// daemon's own (a pid that is not a container's).
+fn container_namespace(init_pid: i32) -> std::io::Result<Option<u64>> {
+    use crate::sys::process::{own_pid_namespace, pid_namespace};
+    let pid =
+        u32::try_from(init_pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    let namespace = pid_namespace(pid)?;
+    Ok((namespace != own_pid_namespace()?).then_some(namespace))
 }

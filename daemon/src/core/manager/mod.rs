@@ -570,13 +570,15 @@ impl Manager {
             }
         };
         for layer in layers {
-            let domain = layer.domain;
-            if layer.kept || self.names.contains_key(&domain) || self.blocked.contains_key(&domain)
+            let domain = &layer.domain;
+            if self.names.contains_key(domain)
+                || self.blocked.contains_key(domain)
+                || layer.is_kept()
             {
                 continue;
             }
             tracing::info!(domain = %domain, "removing a writable layer whose domain is gone");
-            self.remove_writable_layer(&domain);
+            self.remove_writable_layer(domain);
         }
     }
 
