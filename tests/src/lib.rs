@@ -15,6 +15,7 @@ pub mod dbus_fuzz;
 pub mod guest;
 pub mod leaks;
 pub mod net;
+pub mod storm;
 
 /// The repository's top directory.
 pub fn repo_root() -> PathBuf {

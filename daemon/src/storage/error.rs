@@ -240,6 +240,23 @@ impl StorageError {
         }
     }
 
+    /// Whether the request was refused as it stood (a name taken, a layer
+    /// missing, a state not allowing it) rather than the host failing it:
+    /// the caller is told, the administrator need not be.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StorageError::NoSuchImage(_)
+                | StorageError::AmbiguousImage { .. }
+                | StorageError::ImageInUse { .. }
+                | StorageError::TagExists { .. }
+                | StorageError::NoWritableLayer(_)
+                | StorageError::WritableLayerMismatch { .. }
+                | StorageError::InvalidName { .. }
+                | StorageError::InvalidDomain { .. }
+        )
+    }
+
     /// An errno from a `*at` call on `path`.
     pub(crate) fn errno(path: impl Into<PathBuf>, errno: nix::errno::Errno) -> StorageError {
         StorageError::io(path, io::Error::from_raw_os_error(errno as i32))

@@ -48,19 +48,23 @@ impl Manager {
             .map(|(base, count)| IdShift { base, count });
         let internal = self.internal.clone();
         tokio::task::spawn_blocking(move || {
-            let result = store
-                .commit_from(&domain, &name, shift, &mut |_| {})
-                .map_err(|source| CoreError::DomainStorage {
-                    action: format!("cannot commit its writable layer as image '{name}'"),
-                    domain: domain.clone(),
-                    source: Box::new(source),
-                });
+            let result = store.commit_from(&domain, &name, shift, &mut |_| {});
             match &result {
                 Ok(report) => {
                     tracing::info!(domain = %domain, image = %report.id, name = %name, bytes = report.size, seconds = report.seconds, "committed")
                 }
-                Err(error) => tracing::error!(error = %error_chain(error), "commit failed"),
+                Err(error) if error.is_refusal() => {
+                    tracing::debug!(domain = %domain, name = %name, error = %error, "commit refused")
+                }
+                Err(error) => {
+                    tracing::error!(domain = %domain, name = %name, error = %error_chain(error), "commit failed")
+                }
             }
+            let result = result.map_err(|source| CoreError::DomainStorage {
+                action: format!("cannot commit its writable layer as image '{name}'"),
+                domain: domain.clone(),
+                source: Box::new(source),
+            });
             let _ = internal.send(Internal::Committed {
                 uuid,
                 result,
