@@ -184,9 +184,11 @@ impl Journal {
             .unwrap_or_else(|e| panic!("cannot write the journal: {e}"));
     }
 
-    /// An image the storm's set-up made and was answered for.
+    /// An image the storm's set-up asked for and was answered.
     pub fn image_done(&self, name: &str) {
-        self.record(Phase::Done, &Change::Image(name.to_owned()));
+        let change = Change::Image(name.to_owned());
+        self.record(Phase::Ask, &change);
+        self.record(Phase::Done, &change);
     }
 }
 
