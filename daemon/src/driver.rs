@@ -489,6 +489,16 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// with its exit future when it still runs.
     fn reconnect(&self, name: &str, runtime: &Runtime) -> Option<BoxFuture<()>>;
 
+    /// Called once at start-up, after the core reconnected to every
+    /// instance it has a record of (`recorded`, by name): ends whatever
+    /// else of this driver's still runs — a start the last daemon died
+    /// before recording, never answered — so that nothing runs unmanaged.
+    /// Returns the names ended. Drivers whose instances end by themselves
+    /// without a record (a container's monitor) need nothing here.
+    fn end_unrecorded(&self, _recorded: &std::collections::HashSet<String>) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Carries a request to the running instance `name`.
     fn request(
         &self,

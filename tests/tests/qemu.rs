@@ -279,6 +279,31 @@ async fn a_vm_outlives_a_killed_daemon_and_is_managed_again() {
     env.assert_clean("vm2", pid);
 }
 
+/// A VM whose start the daemon never recorded — killed after qemu's
+/// launch, before the live status was written; here the status file is
+/// removed to stand for that — does not run on unmanaged: the next daemon
+/// ends it at start-up and releases its cgroup and files, and the domain
+/// starts again.
+#[tokio::test]
+async fn a_vm_the_daemon_never_recorded_is_ended_by_the_next_one() {
+    let Some(mut env) = Env::new().await else {
+        return;
+    };
+    env.define("vm3", "lxvirt.marker=READY-vm3", "", "");
+    env.ok(&["start", "vm3"]);
+    let pid = env.qemu_pid("vm3");
+    env.daemon.kill().unwrap();
+    std::fs::remove_file(env.root.join("run/vm3.status")).unwrap();
+    env.daemon = TestDaemon::start(&env.bus, &env.root).await.unwrap();
+    assert_eq!(env.state("vm3").0, "shutoff");
+    env.assert_clean("vm3", pid);
+    env.ok(&["start", "vm3"]);
+    let pid = env.qemu_pid("vm3");
+    env.ok(&["destroy", "vm3"]);
+    env.wait_state("vm3", "shutoff", Duration::from_secs(20));
+    env.assert_clean("vm3", pid);
+}
+
 /// qemu ended by a signal from the host: SIGTERM (what systemd sends when
 /// `machinectl terminate` stops the VM's scope) is a shutdown, qemu's
 /// `SHUTDOWN` event says `host-signal`; SIGKILL leaves no word and is a

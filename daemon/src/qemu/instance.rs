@@ -26,12 +26,13 @@
 //! container, so one VM's qemu cannot open another's files even without
 //! SELinux. libvirt's single `libvirt-qemu` user gives no such separation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -762,7 +763,7 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
         },
         exited: Box::pin(wait_exit(pidfd)),
         // qemu has no pipe whose end would tell it the daemon died before
-        // recording it (docs/reliability.md lists the gap).
+        // recording it: the next daemon ends it (`end_unrecorded`).
         on_recorded: None,
     })
 }
@@ -1026,6 +1027,31 @@ fn remove_cgroup(cgroups: &Cgroups, path: &Path) -> Option<String> {
         .map(|e| format!("cannot remove the VM's cgroup: {}", error_chain(&e)))
 }
 
+/// The qemu that wrote `pidfile` and still runs (a pidfile whose pid a
+/// process of another command line took is not it), with a pidfd.
+fn running_qemu(pidfile: &Path) -> Option<(Pid, OwnedFd)> {
+    let pid = process::read_pidfile(pidfile).ok()?;
+    let pidfd = pidfd_open(pid).ok()?;
+    // Checked after the pidfd is open: the pid cannot change hands since.
+    process::has_argument(pid.as_raw(), &pidfile.to_string_lossy()).then_some((pid, pidfd))
+}
+
+/// The cgroup (`machine/lxvirt-NAME`) lxvirt placed `pid` in, as /proc
+/// shows it; `None` when it sits elsewhere (a systemd scope, which ends
+/// with its last process).
+fn cgroup_of(pid: Pid, name: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let leaf = format!("lxvirt-{name}");
+    text.lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .find(|path| {
+            Path::new(path)
+                .file_name()
+                .is_some_and(|f| f == leaf.as_str())
+        })
+        .map(|path| PathBuf::from(path.trim_start_matches('/')))
+}
+
 /// Which `<channel>` is the QEMU guest agent's.
 fn agent_channel(def: &DomainDef) -> Option<usize> {
     def.devices
@@ -1094,6 +1120,36 @@ impl Driver for QemuDriver {
             }
         });
         Some(Box::pin(wait_exit(pidfd)))
+    }
+
+    fn end_unrecorded(&self, recorded: &HashSet<String>) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.config.run_dir.join("qemu")) else {
+            return Vec::new();
+        };
+        let mut ended = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if recorded.contains(&name) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let files = self.files(&name);
+            let Some((pid, pidfd)) = running_qemu(&files.pidfile) else {
+                continue;
+            };
+            let cgroup = cgroup_of(pid, &name);
+            let _ = pidfd_kill(pidfd.as_fd(), Signal::SIGKILL);
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(5000u16));
+            if let (Some(cgroups), Some(path)) = (&self.config.cgroups, cgroup)
+                && let Ok(cgroup) = cgroups.open(&path)
+            {
+                let _ = cgroup.kill_and_wait(Duration::from_secs(5));
+                let _ = cgroup.remove();
+            }
+            self.release(&name);
+            ended.push(name);
+        }
+        ended
     }
 
     fn request(

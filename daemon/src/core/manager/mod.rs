@@ -474,6 +474,7 @@ impl Manager {
     /// Finds the containers that ran before this daemon started: alive ones
     /// are running again, gone ones get their exit applied.
     fn recover(&mut self) {
+        let mut recorded = HashSet::new();
         for path in LiveStatus::scan(&self.config.run_dir) {
             let status = match LiveStatus::load(&path) {
                 Ok(status) => status,
@@ -482,6 +483,7 @@ impl Manager {
                     continue;
                 }
             };
+            recorded.insert(status.name.clone());
             let live_def = match DomainDef::from_xml(&status.live_xml) {
                 Ok(def) => def,
                 Err(error) => {
@@ -551,6 +553,11 @@ impl Manager {
                     let generation = entry.generation;
                     let _ = self.internal.send(Internal::Exited { uuid, generation });
                 }
+            }
+        }
+        for driver in self.drivers.all() {
+            for name in driver.end_unrecorded(&recorded) {
+                tracing::warn!(domain = %name, "ended an instance whose start the last daemon never recorded nor answered");
             }
         }
     }
