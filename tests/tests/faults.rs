@@ -1,8 +1,9 @@
 //! Faults injected on a running host: the bus daemon killed and restarted,
 //! a container's monitor killed with SIGKILL, the configuration and state
-//! directories full (ENOSPC, on small tmpfs mounts). Containers keep
-//! running or are cleaned up, nothing is torn, the daemon keeps serving or
-//! exits so that its service manager restarts it. Needs root.
+//! directories full (ENOSPC, on small tmpfs mounts), the run directory full
+//! at a start. Containers keep running or are cleaned up, nothing is torn,
+//! the daemon keeps serving or exits so that its service manager restarts
+//! it. Needs root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -277,4 +278,45 @@ async fn a_full_disk_fails_define_and_import_cleanly_and_the_daemon_keeps_servin
     kept.destroy().await.unwrap();
     drop(env);
     drop((config, state));
+}
+
+/// A start whose live status cannot be written (the run directory full)
+/// fails and is undone: a container nobody recorded would run on where a
+/// restarted daemon could not find it.
+#[tokio::test]
+async fn a_start_that_cannot_be_recorded_fails_and_leaves_nothing_running() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = lxvirt_tests::shared_tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_root(&rootfs);
+    let run = SmallFs::mount(&dir.path().join("run"), "4m");
+    let env = DaemonEnv::start_in(dir, &[]).await.unwrap();
+    let manager = env.manager().await.unwrap();
+    let path = manager
+        .define_xml(&sleeper("unrecorded", &rootfs))
+        .await
+        .unwrap();
+    let domain = env.domain(path).await.unwrap();
+    let filler = run.fill(0);
+    let error = domain.start().await.unwrap_err().to_string();
+    println!("a start with a full run directory: {error}");
+    assert!(
+        error.contains("'unrecorded'") && error.contains("cannot be recorded"),
+        "{error}"
+    );
+    assert!(error.to_lowercase().contains("no space left on"), "{error}");
+    assert_eq!(domain.state().await.unwrap(), "shutoff");
+    settle("the unrecorded container still runs", || {
+        lxvirt_cgroups(env.dir.path(), "lxvirt-unrecorded").is_empty()
+            && busy_monitors(&env.run_dir()) == 0
+    })
+    .await;
+    fs::remove_file(filler).unwrap();
+    domain.start().await.expect("a start once there is space");
+    assert_eq!(domain.state().await.unwrap(), "running");
+    domain.destroy().await.unwrap();
+    drop(env);
+    drop(run);
 }

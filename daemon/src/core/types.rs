@@ -297,6 +297,16 @@ pub enum CoreError {
     StartFailed { domain: String, message: String },
     #[error("domain '{domain}' stopped while the request was carried out")]
     StoppedMeanwhile { domain: String },
+    /// A started instance whose live status could not be written: undone,
+    /// since a restarted daemon would not have found it.
+    #[error(
+        "domain '{domain}': the instance started but cannot be recorded in the run directory, so it was stopped again; make room in the run directory and start it again"
+    )]
+    LiveStatus {
+        domain: String,
+        #[source]
+        source: crate::persist::PersistError,
+    },
     /// The security driver refused or failed (the message names the domain).
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),

@@ -85,6 +85,7 @@ impl From<CoreError> for Error {
             CoreError::Security(_)
             | CoreError::Userns(_)
             | CoreError::StartFailed { .. }
+            | CoreError::LiveStatus { .. }
             | CoreError::Network(_)
             | CoreError::PortRefused { .. }
             | CoreError::Store { .. }

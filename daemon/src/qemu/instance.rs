@@ -752,6 +752,7 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
         remove_cgroup(&plan.cgroups, &plan.cgroup.path);
         return Err(error);
     }
+    let unrecorded = UnrecordedVm(pidfd.try_clone().ok());
     Ok(Started {
         runtime: Runtime {
             init_pid: pid.as_raw(),
@@ -762,10 +763,31 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
             memory_limit: plan.cgroup.memory_limit,
         },
         exited: Box::pin(wait_exit(pidfd)),
-        // qemu has no pipe whose end would tell it the daemon died before
-        // recording it: the next daemon ends it (`end_unrecorded`).
-        on_recorded: None,
+        // Should the daemon die before recording it, qemu has no pipe
+        // whose end would tell it: the next daemon ends it
+        // (`end_unrecorded`).
+        on_recorded: Some(Box::new(move || unrecorded.recorded())),
     })
+}
+
+/// A started qemu until the core has recorded it: dropped unrecorded (a
+/// start gone stale, a live status that could not be written) it kills
+/// qemu, as a container's monitor ends its container when its stdin
+/// closes before the confirmation.
+struct UnrecordedVm(Option<OwnedFd>);
+
+impl UnrecordedVm {
+    fn recorded(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for UnrecordedVm {
+    fn drop(&mut self) {
+        if let Some(pidfd) = self.0.take() {
+            let _ = pidfd_kill(pidfd.as_fd(), Signal::SIGKILL);
+        }
+    }
 }
 
 /// How long a scope's placeholder may live unattended: far beyond a start.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::{Internal, Manager, Reply, now_secs};
-use crate::core::lifecycle::{InFlight, Operation, Reason, Report};
+use crate::core::lifecycle::{self, InFlight, Operation, Reason, Report};
 use crate::core::live::LiveStatus;
 use crate::core::types::{CoreError, Lifecycle, Seq};
 use crate::domain::{DomainDef, NsShareType};
@@ -253,14 +253,19 @@ impl Manager {
             entry.status().in_flight,
             Some(InFlight::Start { restart: true })
         );
-        if !entry.report(Report::Launched) {
-            return;
-        }
         let Started {
             mut runtime,
             exited,
             on_recorded,
         } = started;
+        if lifecycle::report(entry.status(), Report::Launched).is_none() {
+            // Stale: undone (dropping `on_recorded` does); its end is
+            // still waited for, so that it is reaped.
+            entry.report(Report::Launched);
+            drop(on_recorded);
+            tokio::spawn(exited);
+            return;
+        }
         runtime.started_at = now_secs();
         let status = LiveStatus {
             uuid,
@@ -277,10 +282,15 @@ impl Manager {
             paused: false,
             rebooted: restart,
         };
-        if let Err(error) = status.save(&run_dir) {
-            // The instance runs; only a daemon restart would lose it.
-            tracing::warn!(domain = %entry.name(), error = %error_chain(&error), "cannot record the live status");
+        if let Err(source) = status.save(&run_dir) {
+            // A daemon restart would not find it: undone (dropping
+            // `on_recorded` does), the start fails.
+            drop(on_recorded);
+            tokio::spawn(exited);
+            let domain = entry.name().to_owned();
+            return self.start_failed(uuid, CoreError::LiveStatus { domain, source });
         }
+        entry.report(Report::Launched);
         // Recorded: the driver need not undo the start should the daemon
         // die from here on (before any caller hears of it).
         if let Some(on_recorded) = on_recorded {
