@@ -589,6 +589,19 @@ pub fn busybox_root(dir: &Path) {
     }
 }
 
+/// A busybox root in `dir/rootfs` ([`busybox_root`]) and an uncompressed
+/// tarball of it in `dir/small.tar`, to import as an image.
+pub fn busybox_root_and_tarball(dir: &Path) -> (PathBuf, PathBuf) {
+    let rootfs = dir.join("rootfs");
+    busybox_root(&rootfs);
+    let tarball = dir.join("small.tar");
+    let mut file =
+        fs::File::create(&tarball).unwrap_or_else(|e| panic!("{}: {e}", tarball.display()));
+    lxvirtd::storage::pack_dir(&rootfs, lxvirtd::storage::Compression::None, &mut file)
+        .unwrap_or_else(|e| panic!("{}: {e}", tarball.display()));
+    (rootfs, tarball)
+}
+
 /// Runs a command inside a running domain through `Domain.Enter`, with
 /// stdin from /dev/null and stdout captured; returns (exit code, stdout).
 /// The exit code is -1 when the command was killed.

@@ -21,9 +21,10 @@ use lxvirt_tests::storm::{
     BASE_IMAGE, CLIENTS, ImageLedger, Slot, Storm, Tally, by_client, check_definitions_and_images,
     client, domain, fresh_slots,
 };
-use lxvirt_tests::{DaemonEnv, Rng, TestDaemon, busybox_root, root_or_skip, shared_tempdir};
+use lxvirt_tests::{
+    DaemonEnv, Rng, TestDaemon, busybox_root_and_tarball, root_or_skip, shared_tempdir,
+};
 use lxvirtd::dbus::proxy::ImagesProxy;
-use lxvirtd::storage::{Compression, pack_dir};
 use zbus::Variant as Value;
 
 /// Checks the daemon's state against what the clients were told, after a
@@ -97,15 +98,7 @@ async fn killed_daemons_lose_nothing_answered_and_leave_nothing_behind() {
     let mut rng = Rng::new(seed);
 
     let dir = shared_tempdir().unwrap();
-    let rootfs = dir.path().join("rootfs");
-    busybox_root(&rootfs);
-    let tarball = dir.path().join("small.tar");
-    pack_dir(
-        &rootfs,
-        Compression::None,
-        &mut fs::File::create(&tarball).unwrap(),
-    )
-    .unwrap();
+    let (rootfs, tarball) = busybox_root_and_tarball(dir.path());
     let mut env = DaemonEnv::start_in(dir, &[]).await.unwrap();
     let mounts = mounts_below(env.dir.path());
     {

@@ -31,6 +31,12 @@ fn storage(error: &StorageError, message: String) -> Error {
     }
 }
 
+/// The D-Bus error for an image store error met while doing `what`
+/// ("cannot import image 'web'"): the message says what, then why.
+pub(crate) fn storage_while(what: &str, error: &StorageError) -> Error {
+    storage(error, format!("{what}: {}", error_chain(error)))
+}
+
 impl From<StorageError> for Error {
     fn from(error: StorageError) -> Self {
         let message = error_chain(&error);

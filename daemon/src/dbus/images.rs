@@ -23,6 +23,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 use zbus::{OwnedFd as DbusFd, OwnedVariant as OwnedValue};
 
+use super::error::storage_while;
 use super::options::Options;
 use super::{MANAGER_PATH, Shared, error::Error};
 use crate::core::ImageStore;
@@ -91,6 +92,7 @@ impl ImagesObject {
     async fn run<T: Send + 'static>(
         connection: &Connection,
         token: String,
+        what: String,
         work: impl FnOnce(&mut dyn FnMut(Progress)) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, Error> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
@@ -112,8 +114,8 @@ impl ImagesObject {
             .await;
         }
         job.await
-            .map_err(|e| Error::Failed(format!("the image job failed: {e}")))?
-            .map_err(Error::from)
+            .map_err(|e| Error::Failed(format!("{what}: the image job failed: {e}")))?
+            .map_err(|e| storage_while(&what, &e))
     }
 
     /// Runs quick store work (metadata) on a blocking thread.
@@ -172,8 +174,12 @@ impl ImagesObject {
                 .string("source")?
                 .unwrap_or_else(|| "(descriptor)".into()),
         );
+        let what = match &import.name {
+            Some(name) => format!("cannot import image '{name}'"),
+            None => "cannot import the tarball".to_owned(),
+        };
         let file = File::from(std::os::fd::OwnedFd::from(tarball));
-        let report = Self::run(connection, options.token()?, move |progress| {
+        let report = Self::run(connection, options.token()?, what, move |progress| {
             store.import_tarball_file(file, &source, &import, progress)
         })
         .await?;
@@ -199,8 +205,12 @@ impl ImagesObject {
             name: options.string("name")?,
             devices: DevicePolicy::Refuse,
         };
+        let what = match &import.name {
+            Some(name) => format!("cannot import the OCI layout {layout} as image '{name}'"),
+            None => format!("cannot import the OCI layout {layout}"),
+        };
         let layout = PathBuf::from(layout);
-        let report = Self::run(connection, options.token()?, move |progress| {
+        let report = Self::run(connection, options.token()?, what, move |progress| {
             store.import_oci(&layout, &import, progress)
         })
         .await?;
@@ -297,8 +307,9 @@ impl ImagesObject {
             layer_only: options.boolean("layer_only")?,
             compression: compression(options.string("compression")?.as_deref())?,
         };
+        let what = format!("cannot export image '{reference}'");
         let mut file = File::from(std::os::fd::OwnedFd::from(out));
-        let stats = Self::run(connection, options.token()?, move |progress| {
+        let stats = Self::run(connection, options.token()?, what, move |progress| {
             store.export(&reference, export, &mut file, progress)
         })
         .await?;

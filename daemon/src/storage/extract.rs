@@ -161,6 +161,8 @@ fn parse_mtime(text: &str) -> Option<(i64, i64)> {
 /// The layer being written, and a cache of the last parent directory.
 struct Layer<'a> {
     root: OwnedFd,
+    /// Where `root` is, for errors.
+    dir: &'a Path,
     archive: &'a Path,
     opts: ExtractOptions,
     cache: Option<(PathBuf, OwnedFd)>,
@@ -180,9 +182,10 @@ impl Layer<'_> {
         }
     }
 
-    /// An error writing `rel` in the layer.
+    /// An error writing `rel` in the layer: the path written names it (the
+    /// device it is on failed or is full, not the archive).
     fn write_error(&self, rel: &Path, errno: Errno) -> StorageError {
-        StorageError::errno(self.archive.join(rel), errno)
+        StorageError::errno(self.dir.join(rel), errno)
     }
 
     /// The owner (when owners are kept) and the mtime of the entry `name`
@@ -268,7 +271,7 @@ impl Layer<'_> {
         if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
             self.cache = None;
             std::fs::remove_dir_all(sys::proc_path(dir.as_fd(), name))
-                .map_err(|e| StorageError::io(self.archive.join(rel), e))?;
+                .map_err(|e| StorageError::io(self.dir.join(rel), e))?;
         } else {
             unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir)
                 .map_err(|e| self.write_error(rel, e))?;
@@ -379,7 +382,7 @@ impl Layer<'_> {
                         break;
                     }
                     file.write_all(&self.buf[..n])
-                        .map_err(|e| StorageError::io(self.archive.join(&rel), e))?;
+                        .map_err(|e| StorageError::io(self.dir.join(&rel), e))?;
                     written += n as u64;
                 }
                 self.stats.size += written;
@@ -571,6 +574,7 @@ pub fn extract(
         .into();
     let mut hashing = HashingReader::new(reader);
     let mut state = Layer {
+        dir: layer,
         root,
         archive,
         opts,

@@ -28,9 +28,8 @@ use lxvirt_tests::storm::{
     BASE_IMAGE, Def, ImageLedger, Journal, Slot, Storm, by_client, check_definitions_and_images,
     client, domain, fresh_slots, replay,
 };
-use lxvirt_tests::{Rng, TestBus, TestDaemon, busybox_root};
+use lxvirt_tests::{Rng, TestBus, TestDaemon, busybox_root_and_tarball};
 use lxvirtd::dbus::proxy::{ImagesProxy, ManagerProxy};
-use lxvirtd::storage::{Compression, pack_dir};
 use zbus::Variant as Value;
 
 /// What the host watches the console for before it cuts.
@@ -81,7 +80,7 @@ async fn run() -> Result<()> {
         patience: Duration::from_secs(600),
     };
     if args.round == 0 {
-        prepare_sources(&storm)?;
+        prepare_sources(&args.root);
     }
     let bus = TestBus::start()?;
     let started = Instant::now();
@@ -159,14 +158,11 @@ async fn run() -> Result<()> {
     }
 }
 
-/// The busybox root and its tarball, on the disk, made durable.
-fn prepare_sources(storm: &Storm) -> Result<()> {
-    busybox_root(&storm.rootfs);
-    let mut tarball = fs::File::create(&storm.tarball)?;
-    pack_dir(&storm.rootfs, Compression::None, &mut tarball)?;
-    tarball.sync_all()?;
+/// The busybox root and its tarball (`rootfs/`, `small.tar`), on the
+/// disk, made durable.
+fn prepare_sources(root: &Path) {
+    busybox_root_and_tarball(root);
     nix::unistd::sync();
-    Ok(())
 }
 
 /// Every defined domain starts and is destroyed again: what the cut left
