@@ -31,12 +31,127 @@ pub fn state_files(bytes: &[u8]) {
 /// leaves no image and no scratch directory; an imported one is listed
 /// with its layer.
 pub fn tar_import(bytes: &[u8]) {
+    use crate::storage::{DevicePolicy, ImportOptions};
+
+    let _ = scratch_import(|store, top| {
+        let archive = top.join("archive");
+        std::fs::write(&archive, bytes).unwrap_or_else(|e| panic!("{e}"));
+        let options = ImportOptions {
+            name: Some("fuzzed".into()),
+            parent: None,
+            devices: DevicePolicy::Refuse,
+        };
+        let file = std::fs::File::open(&archive).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .import_tarball_file(file, &archive, &options, &mut |_| {})
+            .map(|report| report.id)
+    });
+}
+
+/// Between the parts of an [`oci_import`] input.
+pub const OCI_PART_SEPARATOR: &[u8] = b"\n--\n";
+
+/// An OCI image layout imported into a scratch store, as `ImportOCI`
+/// takes one: with the same properties as [`tar_import`]. The input is up
+/// to four parts split by [`OCI_PART_SEPARATOR`]: `index.json`, then three
+/// blobs (a manifest, a config, a layer, say), each stored under its own
+/// digest. In a part, `@N` stands for the sha256 of a later part N and
+/// `#N` for its size, so that the fuzzer reaches past the digest checks.
+pub fn oci_import(bytes: &[u8]) {
+    let _ = oci_layout_import(bytes);
+}
+
+/// [`oci_import`], with the import's result (`None`: no scratch directory).
+fn oci_layout_import(bytes: &[u8]) -> Option<crate::storage::Result<crate::storage::ImageId>> {
+    use crate::storage::{DevicePolicy, OciImportOptions, sha256_hex};
+
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut rest = bytes;
+    while parts.len() < 3 {
+        let Some(at) = rest
+            .windows(OCI_PART_SEPARATOR.len())
+            .position(|w| w == OCI_PART_SEPARATOR)
+        else {
+            break;
+        };
+        parts.push(rest[..at].to_vec());
+        rest = &rest[at + OCI_PART_SEPARATOR.len()..];
+    }
+    parts.push(rest.to_vec());
+    // Resolved from the last part to the first: a part's tokens name the
+    // parts after it (the index names the manifest, which names the config
+    // and the layer), whose final bytes are known by then.
+    let mut resolved: Vec<Vec<u8>> = vec![Vec::new(); parts.len()];
+    let mut digests: Vec<String> = vec![String::new(); parts.len()];
+    for n in (0..parts.len()).rev() {
+        let part = &parts[n];
+        let mut out = Vec::with_capacity(part.len());
+        let mut i = 0;
+        while i < part.len() {
+            let later = part
+                .get(i + 1)
+                .and_then(|d| (*d as char).to_digit(10))
+                .map(|m| m as usize)
+                .filter(|m| *m > n && *m < parts.len());
+            match (part[i], later) {
+                (b'@', Some(m)) => out.extend_from_slice(digests[m].as_bytes()),
+                (b'#', Some(m)) => out.extend_from_slice(resolved[m].len().to_string().as_bytes()),
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                    continue;
+                }
+            }
+            i += 2;
+        }
+        digests[n] = sha256_hex(&out);
+        resolved[n] = out;
+    }
+    scratch_import(|store, top| {
+        let layout = top.join("layout");
+        let blobs = layout.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            layout.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for (n, part) in resolved.iter().enumerate() {
+            let path = if n == 0 {
+                layout.join("index.json")
+            } else {
+                blobs.join(&digests[n])
+            };
+            std::fs::write(path, part).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let options = OciImportOptions {
+            reference: None,
+            name: Some("fuzzed".into()),
+            devices: DevicePolicy::Refuse,
+        };
+        store
+            .import_oci(&layout, &options, &mut |_| {})
+            .map(|report| report.id)
+    })
+}
+
+/// Runs `import` against a scratch store beside a canary directory and
+/// checks what [`tar_import`] promises: nothing written beside the store,
+/// nothing left of a refused import, an imported image listed with its
+/// layer. `import` gets the store and the scratch directory, where it may
+/// put its input first.
+fn scratch_import(
+    import: impl FnOnce(
+        &crate::storage::Store,
+        &std::path::Path,
+    ) -> crate::storage::Result<crate::storage::ImageId>,
+) -> Option<crate::storage::Result<crate::storage::ImageId>> {
     use std::fs;
 
-    use crate::storage::{DevicePolicy, ImportOptions, Overlay, Store};
+    use crate::storage::{Overlay, Store};
 
     let Ok(scratch) = tempfile::tempdir() else {
-        return;
+        return None;
     };
     let top = scratch.path();
     let canary = top.join("outside");
@@ -44,8 +159,6 @@ pub fn tar_import(bytes: &[u8]) {
     fs::write(canary.join("file"), "canary").unwrap_or_else(|e| panic!("{e}"));
     let filesystems = top.join("filesystems");
     fs::write(&filesystems, "nodev\toverlay\n").unwrap_or_else(|e| panic!("{e}"));
-    let archive = top.join("archive");
-    fs::write(&archive, bytes).unwrap_or_else(|e| panic!("{e}"));
     let listing = |dir: &std::path::Path| {
         let mut names: Vec<_> = fs::read_dir(dir)
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -55,14 +168,9 @@ pub fn tar_import(bytes: &[u8]) {
     };
     let (store, _) = Store::open(&top.join("state"), Box::new(Overlay::new(filesystems)))
         .unwrap_or_else(|e| panic!("a scratch store: {e}"));
+    let input = tempfile::tempdir_in(top).unwrap_or_else(|e| panic!("{e}"));
     let before = listing(top);
-    let options = ImportOptions {
-        name: Some("fuzzed".into()),
-        parent: None,
-        devices: DevicePolicy::Refuse,
-    };
-    let file = fs::File::open(&archive).unwrap_or_else(|e| panic!("{e}"));
-    let imported = store.import_tarball_file(file, &archive, &options, &mut |_| {});
+    let imported = import(&store, input.path());
     assert_eq!(listing(top), before, "an import wrote beside the store");
     assert_eq!(
         listing(&canary),
@@ -78,10 +186,10 @@ pub fn tar_import(bytes: &[u8]) {
         .list()
         .unwrap_or_else(|e| panic!("the store after an import: {e}"));
     let on_disk = listing(&top.join("state/images"));
-    match imported {
-        Ok(report) => {
+    match &imported {
+        Ok(id) => {
             assert!(
-                images.iter().any(|i| i.id == report.id),
+                images.iter().any(|i| i.id == *id),
                 "an imported image is not listed"
             );
             for image in &images {
@@ -106,6 +214,7 @@ pub fn tar_import(bytes: &[u8]) {
             );
         }
     }
+    Some(imported)
 }
 
 /// A message between the daemon and a monitor, as either side decodes
@@ -200,5 +309,37 @@ pub fn seccomp(bytes: &[u8]) {
             expected,
             "syscall {nr}, arch {arch:#x}, arg {arg:#x}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed(target: &str, name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target)
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The layout the target builds from its input is one the store takes:
+    /// the fuzzer starts past the digest checks, not stuck before them.
+    #[test]
+    fn the_oci_target_imports_its_valid_seeds_and_refuses_its_broken_ones() {
+        for name in ["valid", "gzip-layer", "whiteouts"] {
+            let result = oci_layout_import(&seed("oci_import", name)).expect("a scratch directory");
+            assert!(result.is_ok(), "{name}: {result:?}");
+        }
+        for name in [
+            "wrong-digest",
+            "diff-id-mismatch",
+            "path-in-digest",
+            "escape",
+        ] {
+            let result = oci_layout_import(&seed("oci_import", name)).expect("a scratch directory");
+            assert!(result.is_err(), "{name} was imported");
+        }
     }
 }

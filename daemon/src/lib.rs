@@ -20,7 +20,7 @@ pub mod dbus;
 pub use lxvirt_domain as domain;
 pub mod driver;
 pub mod error_chain;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod host;
 pub mod lxc;

@@ -252,7 +252,7 @@ pub fn read_versioned_if_present<T: Versioned>(path: &Path) -> Result<Option<T>,
 
 /// Fuzzing: reads `bytes` as a versioned file of `T`. It may be refused,
 /// never panic; what is read is written and read again.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_round_trip<T: Versioned>(bytes: &[u8]) {
     let path = Path::new("fuzzed.json");
     let Ok(value) = decode::<T>(path, bytes) else {

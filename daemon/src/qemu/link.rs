@@ -31,7 +31,7 @@ impl Versioned for ExitRecord {
 }
 
 /// Fuzzing: this module's state files read from `bytes`.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz_state_files(bytes: &[u8]) {
     crate::persist::fuzz_round_trip::<ExitRecord>(bytes);
 }

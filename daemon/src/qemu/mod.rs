@@ -8,7 +8,7 @@ mod guest_exec;
 pub mod host;
 pub mod instance;
 mod link;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use link::fuzz_state_files;
 pub mod process;
 pub mod qmp;

@@ -68,13 +68,13 @@ pub enum Placement {
 /// capability N).
 /// The `AUDIT_ARCH_*` value of native syscalls on this architecture (0
 /// where lxvirt has no filter for it).
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn native_audit_arch() -> u32 {
     arch::AUDIT_ARCH.unwrap_or(0)
 }
 
 /// `__X32_SYSCALL_BIT` where the architecture has one.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn x32_syscall_bit() -> Option<u32> {
     arch::X32_SYSCALL_BIT
 }

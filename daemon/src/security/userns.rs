@@ -154,7 +154,7 @@ impl Versioned for LegacyTable {
 }
 
 /// Fuzzing: this module's state files read from `bytes`.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz_state_files(bytes: &[u8]) {
     crate::persist::fuzz_round_trip::<BlockFile>(bytes);
     crate::persist::fuzz_round_trip::<LegacyTable>(bytes);

@@ -78,7 +78,7 @@ impl Versioned for ContainerMeta {
 }
 
 /// Fuzzing: the image store's state files read from `bytes`.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz_state_files(bytes: &[u8]) {
     crate::persist::fuzz_round_trip::<ImageMeta>(bytes);
     crate::persist::fuzz_round_trip::<Tags>(bytes);

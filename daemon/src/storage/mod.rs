@@ -17,7 +17,7 @@ mod extract;
 mod id;
 mod ids;
 mod meta;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use meta::fuzz_state_files;
 mod oci;
 mod pack;

@@ -37,7 +37,7 @@ use fs::Mounted;
 use pool::Pool;
 use state::{StateFile, ThinState, Volume};
 /// The thin backend's state file, for the fuzz targets.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) type ThinStateFile = ThinState;
 
 /// Where the pool's blocks live.
