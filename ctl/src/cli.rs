@@ -484,6 +484,31 @@ pub enum DomIfCommand {
         /// Its name inside, its host-side name or its MAC.
         interface: String,
     },
+    /// Set an interface's link up or down (its <link state>): on the
+    /// running domain, or in the definition with --config.
+    #[command(name = "domif-setlink")]
+    DomifSetlink {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+        /// Its host-side name (target dev) or its MAC.
+        interface: String,
+        #[arg(value_enum)]
+        state: LinkStateArg,
+        /// Change the persistent definition instead.
+        #[arg(long)]
+        config: bool,
+    },
+    /// Show an interface's link state: of the running domain, or of the
+    /// definition with --config.
+    #[command(name = "domif-getlink")]
+    DomifGetlink {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+        /// Its host-side name (target dev) or its MAC.
+        interface: String,
+        #[arg(long)]
+        config: bool,
+    },
     /// Attach a device from an XML file ('-' reads stdin): an <interface>,
     /// a block <disk>, a <filesystem> (mount or bind), a <hostdev>
     /// (storage or misc).
@@ -567,6 +592,12 @@ impl Affect {
     pub fn flags(self) -> u32 {
         u32::from(self.live) | (u32::from(self.config) << 1)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LinkStateArg {
+    Up,
+    Down,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

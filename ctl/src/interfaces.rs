@@ -1,10 +1,10 @@
 //! `lxvirt domiflist`, `domifaddr`, `domifstat`: a domain's interfaces.
 
-use lxvirt_api::XmlFlags;
-use lxvirt_api::proxy::ManagerProxy;
-use lxvirt_domain::{DomainDef, InterfaceSource};
+use lxvirt_api::proxy::{DomainProxy, ManagerProxy};
+use lxvirt_api::{AffectFlags, XmlFlags};
+use lxvirt_domain::{DomainDef, Interface, InterfaceSource, LinkState};
 
-use crate::cli::{AddressSourceArg, DomIfCommand, Format};
+use crate::cli::{AddressSourceArg, DomIfCommand, Format, LinkStateArg};
 use crate::commands::{EXIT_FAILURE, Failure, Result, lookup, print_json, read_input};
 use crate::output::{self, InterfaceAddressRow, InterfaceRow};
 
@@ -17,13 +17,7 @@ pub async fn run(
     match command {
         DomIfCommand::Domiflist { domain, inactive } => {
             let proxy = lookup(connection, manager, &domain).await?;
-            let flags = if inactive { XmlFlags::INACTIVE } else { 0 };
-            let def = DomainDef::from_xml(&proxy.get_xml(flags).await?).map_err(|e| {
-                Failure::new(
-                    EXIT_FAILURE,
-                    format!("the daemon sent XML this client cannot read: {e}"),
-                )
-            })?;
+            let def = definition(&proxy, inactive).await?;
             let rows = interface_rows(&def);
             match format {
                 Format::Text => print!("{}", output::domiflist_text(&rows)),
@@ -120,17 +114,7 @@ pub async fn run(
                 Some(mac) => mac,
                 None => {
                     // The only interface of that type, in what the change affects.
-                    let flags = if affect.config && !affect.live {
-                        XmlFlags::INACTIVE
-                    } else {
-                        0
-                    };
-                    let def = DomainDef::from_xml(&proxy.get_xml(flags).await?).map_err(|e| {
-                        Failure::new(
-                            EXIT_FAILURE,
-                            format!("the daemon sent XML this client cannot read: {e}"),
-                        )
-                    })?;
+                    let def = definition(&proxy, affect.config && !affect.live).await?;
                     let macs: Vec<String> = def
                         .devices
                         .interfaces
@@ -162,6 +146,43 @@ pub async fn run(
             proxy.detach_device(&xml, affect.flags()).await?;
             println!("Interface detached successfully");
         }
+        DomIfCommand::DomifSetlink {
+            domain,
+            interface,
+            state,
+            config,
+        } => {
+            let (proxy, mut iface) =
+                interface_of(connection, manager, &domain, &interface, config).await?;
+            iface.link_state = Some(match state {
+                LinkStateArg::Up => LinkState::Up,
+                LinkStateArg::Down => LinkState::Down,
+            });
+            let affect = if config {
+                AffectFlags::CONFIG
+            } else {
+                AffectFlags::LIVE
+            };
+            proxy.update_device(&iface.to_xml(), affect).await?;
+            println!("Device updated successfully");
+        }
+        DomIfCommand::DomifGetlink {
+            domain,
+            interface,
+            config,
+        } => {
+            let (_, iface) = interface_of(connection, manager, &domain, &interface, config).await?;
+            let state = match iface.link_state {
+                Some(LinkState::Down) => "down",
+                _ => "up",
+            };
+            match format {
+                Format::Text => println!("{interface} {state}"),
+                Format::Json => {
+                    print_json(&serde_json::json!({ "interface": interface, "state": state }))?
+                }
+            }
+        }
         DomIfCommand::Domifstat { domain, interface } => {
             let proxy = lookup(connection, manager, &domain).await?;
             let (rx_bytes, rx_packets, rx_errs, rx_drop, tx_bytes, tx_packets, tx_errs, tx_drop) =
@@ -191,6 +212,45 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The running domain's definition, or the persistent one with
+/// `inactive`.
+async fn definition(proxy: &DomainProxy<'_>, inactive: bool) -> Result<DomainDef> {
+    let flags = if inactive { XmlFlags::INACTIVE } else { 0 };
+    DomainDef::from_xml(&proxy.get_xml(flags).await?).map_err(|e| {
+        Failure::new(
+            EXIT_FAILURE,
+            format!("the daemon sent XML this client cannot read: {e}"),
+        )
+    })
+}
+
+/// The domain, and its interface `wanted` names (its host-side name or its
+/// MAC) as the running domain has it, or its definition with `inactive`.
+async fn interface_of<'c>(
+    connection: &'c zbus::Connection,
+    manager: &ManagerProxy<'_>,
+    domain: &str,
+    wanted: &str,
+    inactive: bool,
+) -> Result<(DomainProxy<'c>, Interface)> {
+    let proxy = lookup(connection, manager, domain).await?;
+    let def = definition(&proxy, inactive).await?;
+    let found = def.devices.interfaces.into_iter().find(|i| {
+        i.target_dev.as_deref() == Some(wanted)
+            || i.mac
+                .is_some_and(|m| m.to_string().eq_ignore_ascii_case(wanted))
+    });
+    let iface = found.ok_or_else(|| {
+        Failure::new(
+            EXIT_FAILURE,
+            format!(
+                "domain '{domain}' has no interface '{wanted}'; name it by its host-side name or MAC (lxvirt domiflist {domain})"
+            ),
+        )
+    })?;
+    Ok((proxy, iface))
 }
 
 fn interface_rows(def: &DomainDef) -> Vec<InterfaceRow> {

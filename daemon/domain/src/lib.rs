@@ -90,3 +90,11 @@ impl DomainDef {
         format::format_domain(self, options)
     }
 }
+
+impl Interface {
+    /// The `<interface>` element alone, as `AttachDevice` and
+    /// `UpdateDevice` take it ([`DeviceDef::from_xml`] reads it back).
+    pub fn to_xml(&self) -> String {
+        format::format_interface_element(self)
+    }
+}

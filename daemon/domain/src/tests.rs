@@ -1483,6 +1483,14 @@ proptest! {
     }
 
     #[test]
+    fn generated_interfaces_round_trip_alone(def in arb_domain_def()) {
+        for iface in &def.devices.interfaces {
+            let back = DeviceDef::from_xml(def.domain_type, &iface.to_xml());
+            prop_assert_eq!(back.ok(), Some(DeviceDef::Interface(iface.clone())));
+        }
+    }
+
+    #[test]
     fn arbitrary_text_never_panics(s in "\\PC{0,200}") {
         let _ = DomainDef::from_xml(&s);
         let _ = DomainDef::from_xml(&format!("<domain type='lxc'>{s}</domain>"));
@@ -1634,6 +1642,26 @@ fn lxvirt_api_access_is_checked() {
         &with("<lxvirt:api access='read'/><lxvirt:api access='manage'/>"),
         "more than once",
     );
+}
+
+/// Every interface of the examples, formatted alone, reads back as itself.
+#[test]
+fn an_interface_alone_round_trips() {
+    let mut seen = 0;
+    for path in xml_files(&examples_dir()) {
+        if is_network_example(&path) {
+            continue;
+        }
+        let def = DomainDef::from_xml(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for iface in &def.devices.interfaces {
+            let xml = iface.to_xml();
+            let back = DeviceDef::from_xml(def.domain_type, &xml)
+                .unwrap_or_else(|e| panic!("{}: {xml}: {e}", path.display()));
+            assert_eq!(back, DeviceDef::Interface(iface.clone()), "{xml}");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "only {seen} interfaces in the examples");
 }
 
 #[test]

@@ -8,11 +8,11 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use crate::domain::{DomainDef, Interface};
+use crate::domain::{DomainDef, Interface, InterfaceSource, LinkState};
 use crate::driver::NetworkPort;
 use crate::lxc::convert::{self, ConvertSettings};
 use crate::lxc::network::{NetworkError, plumb};
-use crate::net::{LinkError, Links, Netlink, Netns};
+use crate::net::{LinkChange, LinkError, Links, Netlink, Netns};
 use crate::sys::linux;
 
 /// Why an interface could not be plugged in or out.
@@ -95,6 +95,36 @@ pub fn attach(
 /// Unplugs `interface` (found inside by its MAC): deleting the container's
 /// end takes a veth's host end with it.
 pub fn detach(interface: &Interface, init_pid: i32) -> Result<(), HotplugError> {
+    let (inside, index) = find_inside(interface, init_pid)?;
+    inside.delete(index)?;
+    Ok(())
+}
+
+/// Sets the running `interface`'s link up or down as its `<link state>`
+/// says (up when absent), inside and, for a veth, on its host end, as a
+/// start leaves them. A macvlan's host side is its parent device, which
+/// is not the container's to change.
+pub fn set_link_state(interface: &Interface, init_pid: i32) -> Result<(), HotplugError> {
+    let change = LinkChange {
+        up: Some(interface.link_state != Some(LinkState::Down)),
+        ..LinkChange::default()
+    };
+    let (inside, index) = find_inside(interface, init_pid)?;
+    inside.change(index, &change)?;
+    if !matches!(interface.source, InterfaceSource::Direct { .. })
+        && let Some(host_name) = &interface.target_dev
+    {
+        let host = Netlink::open()?;
+        if let Some(link) = host.find(host_name)? {
+            host.change(link.index, &change)?;
+        }
+    }
+    Ok(())
+}
+
+/// The container's network namespace, and the index there of the link
+/// with `interface`'s MAC.
+fn find_inside(interface: &Interface, init_pid: i32) -> Result<(Netlink, u32), HotplugError> {
     let netns = linux::open_namespace(Path::new(&format!("/proc/{init_pid}/ns/net")))
         .map_err(HotplugError::Namespace)?;
     let inside = Netlink::open_in(netns.as_fd())?;
@@ -106,6 +136,5 @@ pub fn detach(interface: &Interface, init_pid: i32) -> Result<(), HotplugError> 
         .ok_or_else(|| {
             HotplugError::NotFound(interface.mac.map(|m| m.to_string()).unwrap_or_default())
         })?;
-    inside.delete(found.index)?;
-    Ok(())
+    Ok((inside, found.index))
 }

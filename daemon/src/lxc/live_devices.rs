@@ -49,6 +49,8 @@ pub enum LiveDeviceError {
     Source { path: PathBuf, errno: Errno },
     #[error("cannot reach the container's mount namespace: {}", linux::errno_desc(*.0))]
     Namespace(Errno),
+    #[error("cannot change the interface's link state: {0}")]
+    Link(#[from] super::hotplug::HotplugError),
 }
 
 impl From<Errno> for LiveDeviceError {
@@ -216,6 +218,10 @@ pub fn update(
                     .map_err(|errno| inside("remount", &target, errno))
             })
         }
+        // The core let only <link state> differ.
+        (DeviceDef::Interface(_), DeviceDef::Interface(interface)) => Ok(
+            super::hotplug::set_link_state(interface, container.init_pid)?,
+        ),
         _ if old == new => Ok(()),
         _ => Err(not_live(new, "changed", REATTACH)),
     }

@@ -704,6 +704,13 @@ fn format_disk(o: &mut Out, d: &Disk) {
     o.close("disk");
 }
 
+/// One `<interface>` element, as a device document.
+pub fn format_interface_element(i: &Interface) -> String {
+    let mut o = Out::new();
+    format_interface(&mut o, i);
+    o.buf
+}
+
 fn format_interface(o: &mut Out, i: &Interface) {
     o.open("interface", &[a("type", i.source.type_str())]);
     if let Some(m) = &i.mac {

@@ -184,18 +184,19 @@ impl Manager {
                     interface: Box::new(interface),
                 }
             }
-            (Change::Update, DeviceDef::Interface(_)) => {
-                return Err(Box::new((
-                    CoreError::DeviceRefused {
-                        domain: name,
-                        which: "running",
-                        problem: "an interface of a running domain cannot be updated yet; \
-                                  detach it and attach the new one, or update the definition only \
-                                  (--config) and restart"
-                            .into(),
-                    },
-                    reply,
-                )));
+            (Change::Update, DeviceDef::Interface(interface)) => {
+                let wanted = DeviceDef::Interface(interface.clone());
+                let found = refuse!(find(&live_def, &wanted, &name, "running"));
+                let old = live_def.devices.interfaces[found].clone();
+                // Completed in place: `device` is what the definition gets.
+                refuse!(live_interface_update(&old, interface, &name));
+                let mut new_live = live_def;
+                new_live.devices.interfaces[found] = interface.clone();
+                Request::UpdateDevice {
+                    live: Box::new(new_live),
+                    old: Box::new(DeviceDef::Interface(old)),
+                    new: Box::new(DeviceDef::Interface(interface.clone())),
+                }
             }
             (Change::Attach, _) => {
                 let mut new_live = live_def;
@@ -496,6 +497,64 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// Checks `new`, an update of the running interface `old`, for what can
+/// change live — its `<link state>` — and completes it with what the
+/// start generated and a caller need not repeat (MAC, host-side and guest
+/// names).
+fn live_interface_update(
+    old: &Interface,
+    new: &mut Interface,
+    domain: &str,
+) -> Result<(), CoreError> {
+    new.mac = new.mac.or(old.mac);
+    if new.target_dev.is_none() {
+        new.target_dev.clone_from(&old.target_dev);
+    }
+    if new.guest_dev.is_none() {
+        new.guest_dev.clone_from(&old.guest_dev);
+    }
+    let unchanged_but_link = Interface {
+        link_state: new.link_state,
+        ..old.clone()
+    };
+    if unchanged_but_link == *new {
+        return Ok(());
+    }
+    let changed = interface_changes(old, new).join(", ");
+    Err(CoreError::DeviceRefused {
+        domain: domain.to_owned(),
+        which: "running",
+        problem: format!(
+            "only <link state> of a running domain's interface changes live, and {changed} changed; \
+             detach it and attach the new one, or update the definition only (--config) and restart"
+        ),
+    })
+}
+
+/// The elements of an interface that differ between `old` and `new`, as
+/// a refusal names them.
+fn interface_changes(old: &Interface, new: &Interface) -> Vec<&'static str> {
+    [
+        (old.source != new.source, "<source>"),
+        (old.mac != new.mac, "<mac>"),
+        (old.target_dev != new.target_dev, "<target dev>"),
+        (old.guest_dev != new.guest_dev, "<guest dev>"),
+        (old.model != new.model, "<model>"),
+        (old.ips != new.ips, "<ip>"),
+        (old.routes != new.routes, "<route>"),
+        (old.mtu != new.mtu, "<mtu>"),
+        (old.bandwidth != new.bandwidth, "<bandwidth>"),
+        (old.vlan != new.vlan, "<vlan>"),
+        (old.boot_order != new.boot_order, "<boot>"),
+        (old.address != new.address, "<address>"),
+        (old.alias != new.alias, "<alias>"),
+        (old.kept != new.kept, "elements lxvirt keeps as written"),
+    ]
+    .into_iter()
+    .filter_map(|(changed, element)| changed.then_some(element))
+    .collect()
 }
 
 /// The indices, in their list of `def`'s devices, of those `wanted` names:

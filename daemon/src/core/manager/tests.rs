@@ -1747,14 +1747,21 @@ async fn disks_filesystems_and_hostdevs_attach_detach_and_update() {
     );
     assert!(!live_xml().await.unwrap().contains("hostdev"));
     assert!(!config_xml().await.unwrap().contains("hostdev"));
-    // An interface of a running domain is not updated in place.
+    // A running domain's interface changes only its link state in place
+    // (what the start generated may be left out); anything else is
+    // refused, naming it.
     let nic = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/></interface>";
     change(DeviceChange::Attach, nic, 0).await.unwrap();
-    let update = change(DeviceChange::Update, nic, 0).await.unwrap_err();
+    let down = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/><link state='down'/></interface>";
+    change(DeviceChange::Update, down, 0).await.unwrap();
+    assert!(live_xml().await.unwrap().contains("<link state='down'/>"));
+    let mtu = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/><mtu size='1400'/></interface>";
+    let update = change(DeviceChange::Update, mtu, 0).await.unwrap_err();
     assert!(
-        update.to_string().contains("cannot be updated yet"),
+        update.to_string().contains("only <link state>") && update.to_string().contains("<mtu>"),
         "{update}"
     );
+    assert!(!live_xml().await.unwrap().contains("<mtu"));
     let log = h.driver.log();
     for verb in ["attach-device", "detach-device", "update-device"] {
         assert!(log.contains(&format!("{verb} web")), "{verb}: {log:?}");
