@@ -480,6 +480,11 @@ impl Manager {
                 Ok(status) => status,
                 Err(error) => {
                     tracing::warn!(path = %path.display(), error = %error_chain(&error), "ignoring a live status file");
+                    // Unreadable is not unrecorded: what it records is not
+                    // ended as a start nobody answered.
+                    if let Some(name) = path.file_stem() {
+                        recorded.insert(name.to_string_lossy().into_owned());
+                    }
                     continue;
                 }
             };
