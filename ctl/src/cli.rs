@@ -509,6 +509,23 @@ pub enum DomIfCommand {
         #[arg(long)]
         config: bool,
     },
+    /// Show or change an interface's <bandwidth>: average, peak (kB/s)
+    /// and burst (KiB) each way, as virsh's domiftune; 0 ends a direction's
+    /// limit. Without --inbound or --outbound, prints the limits.
+    Domiftune {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+        /// Its host-side name (target dev) or its MAC.
+        interface: String,
+        /// Traffic towards the domain: AVERAGE[,PEAK[,BURST[,FLOOR]]].
+        #[arg(long, value_parser = parse_rate, value_name = "AVERAGE[,PEAK[,BURST[,FLOOR]]]")]
+        inbound: Option<RateArg>,
+        /// Traffic from the domain: AVERAGE[,PEAK[,BURST]].
+        #[arg(long, value_parser = parse_rate, value_name = "AVERAGE[,PEAK[,BURST]]")]
+        outbound: Option<RateArg>,
+        #[command(flatten)]
+        affect: Affect,
+    },
     /// Attach a device from an XML file ('-' reads stdin): an <interface>,
     /// a block <disk>, a <filesystem> (mount or bind), a <hostdev>
     /// (storage or misc).
@@ -591,6 +608,43 @@ pub struct Affect {
 impl Affect {
     pub fn flags(self) -> u32 {
         u32::from(self.live) | (u32::from(self.config) << 1)
+    }
+}
+
+/// One direction of `domiftune`: `None` ends its limit (an average of 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateArg(pub Option<lxvirt_domain::BandwidthRate>);
+
+/// `AVERAGE[,PEAK[,BURST[,FLOOR]]]`, each a whole number, empty for none
+/// but the average (`100,,64`).
+fn parse_rate(text: &str) -> Result<RateArg, String> {
+    let mut fields = [None; 4];
+    let parts: Vec<&str> = text.split(',').collect();
+    if parts.len() > 4 {
+        return Err("at most four numbers: AVERAGE,PEAK,BURST,FLOOR".into());
+    }
+    for (slot, part) in fields.iter_mut().zip(&parts) {
+        if part.is_empty() {
+            continue;
+        }
+        *slot = Some(
+            part.parse::<u64>()
+                .map_err(|_| format!("'{part}' is not a whole number"))?,
+        );
+    }
+    let [average, peak, burst, floor] = fields;
+    match average {
+        None => Err("the average comes first (0 ends the limit)".into()),
+        Some(0) if peak.is_some() || burst.is_some() || floor.is_some() => {
+            Err("an average of 0 ends the limit and takes nothing else".into())
+        }
+        Some(0) => Ok(RateArg(None)),
+        Some(average) => Ok(RateArg(Some(lxvirt_domain::BandwidthRate {
+            average: Some(average),
+            peak,
+            burst,
+            floor,
+        }))),
     }
 }
 

@@ -4,7 +4,7 @@ use lxvirt_api::proxy::{DomainProxy, ManagerProxy};
 use lxvirt_api::{AffectFlags, XmlFlags};
 use lxvirt_domain::{DomainDef, Interface, InterfaceSource, LinkState};
 
-use crate::cli::{AddressSourceArg, DomIfCommand, Format, LinkStateArg};
+use crate::cli::{AddressSourceArg, DomIfCommand, Format, LinkStateArg, RateArg};
 use crate::commands::{EXIT_FAILURE, Failure, Result, lookup, print_json, read_input};
 use crate::output::{self, InterfaceAddressRow, InterfaceRow};
 
@@ -166,6 +166,60 @@ pub async fn run(
             proxy.update_device(&iface.to_xml(), affect).await?;
             println!("Device updated successfully");
         }
+        DomIfCommand::Domiftune {
+            domain,
+            interface,
+            inbound,
+            outbound,
+            affect,
+        } => {
+            let proxy = lookup(connection, manager, &domain).await?;
+            let running = proxy.state().await? != "shutoff";
+            // --current: the running domain if it runs, else the definition.
+            let targets: Vec<u32> = match (affect.live, affect.config) {
+                (false, false) if running => vec![AffectFlags::LIVE],
+                (false, false) => vec![AffectFlags::CONFIG],
+                (live, config) => [
+                    live.then_some(AffectFlags::LIVE),
+                    config.then_some(AffectFlags::CONFIG),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            };
+            let showing = inbound.is_none() && outbound.is_none();
+            if showing && targets.len() > 1 {
+                return Err(Failure::new(
+                    EXIT_FAILURE,
+                    "show the limits of the running domain (--live) or of its definition (--config), not both",
+                ));
+            }
+            if outbound.is_some_and(|RateArg(rate)| rate.is_some_and(|r| r.floor.is_some())) {
+                return Err(Failure::new(
+                    EXIT_FAILURE,
+                    "--outbound takes AVERAGE[,PEAK[,BURST]]: a floor is inbound only",
+                ));
+            }
+            for flag in targets {
+                let def = definition(&proxy, flag == AffectFlags::CONFIG).await?;
+                let mut iface = find_interface(def, &domain, &interface)?;
+                let mut bandwidth = iface.bandwidth.unwrap_or_default();
+                if showing {
+                    let rows = bandwidth_rows(bandwidth);
+                    return print_figures(format, rows, |key, value| format!("{key:<16}: {value}"));
+                }
+                if let Some(RateArg(rate)) = inbound {
+                    bandwidth.inbound = rate;
+                }
+                if let Some(RateArg(rate)) = outbound {
+                    bandwidth.outbound = rate;
+                }
+                iface.bandwidth = (bandwidth.inbound.is_some() || bandwidth.outbound.is_some())
+                    .then_some(bandwidth);
+                proxy.update_device(&iface.to_xml(), flag).await?;
+            }
+            println!("Interface tuned successfully");
+        }
         DomIfCommand::DomifGetlink {
             domain,
             interface,
@@ -197,21 +251,50 @@ pub async fn run(
                 ("tx_errs", tx_errs),
                 ("tx_drop", tx_drop),
             ];
-            match format {
-                Format::Text => {
-                    for (key, value) in stats {
-                        println!("{interface} {key} {value}");
-                    }
-                }
-                Format::Json => print_json(
-                    &stats
-                        .into_iter()
-                        .collect::<std::collections::BTreeMap<_, _>>(),
-                )?,
-            }
+            print_figures(format, stats.to_vec(), |key, value| {
+                format!("{interface} {key} {value}")
+            })?;
         }
     }
     Ok(())
+}
+
+/// Named figures: a line each as `line` writes it, or one JSON object.
+fn print_figures(
+    format: Format,
+    figures: Vec<(&'static str, u64)>,
+    line: impl Fn(&str, u64) -> String,
+) -> Result<()> {
+    match format {
+        Format::Text => {
+            for (key, value) in figures {
+                println!("{}", line(key, value));
+            }
+        }
+        Format::Json => print_json(
+            &figures
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )?,
+    }
+    Ok(())
+}
+
+/// `domiftune`'s figures, as virsh names them (0 for none).
+fn bandwidth_rows(bandwidth: lxvirt_domain::Bandwidth) -> Vec<(&'static str, u64)> {
+    let (inbound, outbound) = (
+        bandwidth.inbound.unwrap_or_default(),
+        bandwidth.outbound.unwrap_or_default(),
+    );
+    vec![
+        ("inbound.average", inbound.average.unwrap_or(0)),
+        ("inbound.peak", inbound.peak.unwrap_or(0)),
+        ("inbound.burst", inbound.burst.unwrap_or(0)),
+        ("inbound.floor", inbound.floor.unwrap_or(0)),
+        ("outbound.average", outbound.average.unwrap_or(0)),
+        ("outbound.peak", outbound.peak.unwrap_or(0)),
+        ("outbound.burst", outbound.burst.unwrap_or(0)),
+    ]
 }
 
 /// The running domain's definition, or the persistent one with
@@ -237,20 +320,25 @@ async fn interface_of<'c>(
 ) -> Result<(DomainProxy<'c>, Interface)> {
     let proxy = lookup(connection, manager, domain).await?;
     let def = definition(&proxy, inactive).await?;
+    Ok((proxy, find_interface(def, domain, wanted)?))
+}
+
+/// The interface of `def` (of `domain`) that `wanted` names: its host-side
+/// name or its MAC.
+fn find_interface(def: DomainDef, domain: &str, wanted: &str) -> Result<Interface> {
     let found = def.devices.interfaces.into_iter().find(|i| {
         i.target_dev.as_deref() == Some(wanted)
             || i.mac
                 .is_some_and(|m| m.to_string().eq_ignore_ascii_case(wanted))
     });
-    let iface = found.ok_or_else(|| {
+    found.ok_or_else(|| {
         Failure::new(
             EXIT_FAILURE,
             format!(
                 "domain '{domain}' has no interface '{wanted}'; name it by its host-side name or MAC (lxvirt domiflist {domain})"
             ),
         )
-    })?;
-    Ok((proxy, iface))
+    })
 }
 
 fn interface_rows(def: &DomainDef) -> Vec<InterfaceRow> {

@@ -205,6 +205,8 @@ pub enum Request {
     },
     /// Unplug an interface the instance has (as its live definition says).
     DetachInterface {
+        /// The running definition, with the interface.
+        live: Box<DomainDef>,
         interface: Box<crate::domain::Interface>,
     },
     /// Add a disk, filesystem or host device to the running instance,
@@ -508,8 +510,9 @@ pub trait Driver: Send + Sync + fmt::Debug {
     ) -> BoxFuture<Result<Response, Error>>;
 
     /// After the exit future completed: how the instance ended, with
-    /// everything it held on the host released.
-    fn collect_exit(&self, name: &str, runtime: &Runtime) -> Ended;
+    /// everything it held on the host released; `live` is the definition
+    /// it ran with, devices plugged in meanwhile included.
+    fn collect_exit(&self, name: &str, runtime: &Runtime, live: &DomainDef) -> Ended;
 
     /// Removes the files of a start that failed or of an instance whose
     /// remains were destroyed.

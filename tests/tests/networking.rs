@@ -753,6 +753,117 @@ async fn bandwidth_limits_hold_both_ways() {
     assert_eq!(ifbs.list(), Vec::<String>::new(), "the ifb went too");
 }
 
+/// The rate (bytes a second) of the tbf root qdisc of host link `dev`,
+/// or `None` without one.
+fn tbf_rate(dev: &str) -> Option<u64> {
+    let text = tc(&["-j", "qdisc", "show", "dev", dev]);
+    let qdiscs: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+    qdiscs
+        .iter()
+        .find(|q| q["kind"] == "tbf" && q["root"] == true)
+        .and_then(|q| q["options"]["rate"].as_u64())
+}
+
+fn has_ingress(dev: &str) -> bool {
+    tc(&["qdisc", "show", "dev", dev]).contains("qdisc ingress ffff:")
+}
+
+#[tokio::test]
+async fn bandwidth_changes_live_and_on_hot_plugged_interfaces() {
+    const LIVE: u32 = 1;
+    let Some(env) = env().await else { return };
+    let mut devices = HostDevices::new();
+    devices.add("lxvtbr18", &["type", "bridge"]);
+    let domain = define(
+        &env,
+        &xml(
+            &env,
+            "netbwlive",
+            "<interface type='bridge'><source bridge='lxvtbr18'/><target dev='lxvtc18'/></interface>",
+        ),
+    )
+    .await;
+    domain.start().await.unwrap();
+    let ifbs = DomainIfbs::of(&domain).await;
+    assert_eq!(tbf_rate("lxvtc18"), None);
+    let cli = |args: &[&str]| lxvirt_tests::lxvirt_said(&env.bus.address, args);
+
+    // Both directions at once, through the CLI (virsh's domiftune).
+    let (ok, said) = cli(&[
+        "domiftune",
+        "netbwlive",
+        "lxvtc18",
+        "--inbound",
+        "2048",
+        "--outbound",
+        "1024,2048,32",
+    ]);
+    assert!(ok, "{said}");
+    assert_eq!(tbf_rate("lxvtc18"), Some(2_048_000));
+    let names = ifbs.list();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(tbf_rate(&names[0]), Some(1_024_000));
+    assert!(has_ingress("lxvtc18"));
+    let (ok, said) = cli(&["domiftune", "netbwlive", "lxvtc18"]);
+    assert!(ok, "{said}");
+    for line in [
+        "inbound.average : 2048",
+        "outbound.average: 1024",
+        "outbound.peak   : 2048",
+        "outbound.burst  : 32",
+    ] {
+        assert!(said.contains(line), "{line}: {said}");
+    }
+    // The definition is not touched without --config, and says so.
+    let (ok, said) = cli(&["domiftune", "netbwlive", "lxvtc18", "--config"]);
+    assert!(ok && said.contains("inbound.average : 0"), "{said}");
+
+    // A new outbound rate: the same ifb, a new bucket; inbound as it was.
+    let (ok, said) = cli(&["domiftune", "netbwlive", "lxvtc18", "--outbound", "4096"]);
+    assert!(ok, "{said}");
+    assert_eq!(ifbs.list(), names);
+    assert_eq!(tbf_rate(&names[0]), Some(4_096_000));
+    assert_eq!(tbf_rate("lxvtc18"), Some(2_048_000));
+    // Ending outbound takes the redirect and the ifb away.
+    let (ok, said) = cli(&["domiftune", "netbwlive", "lxvtc18", "--outbound", "0"]);
+    assert!(ok, "{said}");
+    assert_eq!(ifbs.list(), Vec::<String>::new());
+    assert!(!has_ingress("lxvtc18"));
+    assert_eq!(tbf_rate("lxvtc18"), Some(2_048_000));
+    let live = domain.get_xml(0).await.unwrap();
+    assert!(
+        live.contains("<inbound average='2048'/>") && !live.contains("<outbound"),
+        "{live}"
+    );
+    // Bad input is refused before anything changes.
+    let (ok, said) = cli(&["domiftune", "netbwlive", "lxvtc18", "--inbound", "0,5"]);
+    assert!(
+        !ok && said.contains("an average of 0 ends the limit"),
+        "{said}"
+    );
+    let (ok, said) = cli(&["domiftune", "netbwlive", "lxvtc99", "--inbound", "5"]);
+    assert!(!ok && said.contains("has no interface 'lxvtc99'"), "{said}");
+
+    // A hot-plugged interface with <bandwidth>: shaped as at a start; its
+    // ifb goes when it is detached.
+    let shaped = "<interface type='bridge'><source bridge='lxvtbr18'/><mac address='52:54:00:fb:18:02'/>\
+                  <target dev='lxvtc18b'/><bandwidth><inbound average='512'/><outbound average='256'/></bandwidth></interface>";
+    domain.attach_device(shaped, LIVE).await.unwrap();
+    assert_eq!(tbf_rate("lxvtc18b"), Some(512_000));
+    let plugged = ifbs.list();
+    assert_eq!(plugged.len(), 1, "{plugged:?}");
+    assert_eq!(tbf_rate(&plugged[0]), Some(256_000));
+    domain.detach_device(shaped, LIVE).await.unwrap();
+    assert!(!host_link_exists("lxvtc18b"));
+    assert_eq!(ifbs.list(), Vec::<String>::new(), "detached with its ifb");
+    // Plugged in again and left there: the container's end takes it.
+    domain.attach_device(shaped, LIVE).await.unwrap();
+    assert_eq!(ifbs.list().len(), 1);
+    domain.destroy().await.unwrap();
+    assert!(!host_link_exists("lxvtc18") && !host_link_exists("lxvtc18b"));
+    assert_eq!(ifbs.list(), Vec::<String>::new(), "the end took the ifb");
+}
+
 /// The ifb devices of a domain's outbound shaping, found by their alias
 /// (which names the domain's UUID); deleted on drop, should a failing
 /// test leave them (the harness kills the monitors of what is left).
@@ -783,7 +894,7 @@ impl Drop for DomainIfbs {
 }
 
 #[tokio::test]
-async fn an_ifb_left_by_a_killed_monitor_is_replaced_at_the_next_start() {
+async fn the_ifb_of_a_killed_monitor_is_deleted_when_the_daemon_finds_it_gone() {
     let Some(env) = env().await else { return };
     let domain = define(
         &env,
@@ -815,10 +926,11 @@ async fn an_ifb_left_by_a_killed_monitor_is_replaced_at_the_next_start() {
         assert!(Instant::now() < deadline, "the domain did not stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The ifb lived in the host's namespace: nothing could delete it.
-    assert_eq!(ifbs.list(), names, "left behind");
+    // The ifb lived in the host's namespace: the daemon deletes it once it
+    // finds the monitor gone.
+    assert_eq!(ifbs.list(), Vec::<String>::new(), "left behind");
     domain.start().await.unwrap();
-    assert_eq!(ifbs.list(), names, "replaced under its name");
+    assert_eq!(ifbs.list(), names, "made again under its name");
     domain.destroy().await.unwrap();
     assert_eq!(ifbs.list(), Vec::<String>::new());
 }

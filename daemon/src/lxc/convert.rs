@@ -555,26 +555,8 @@ fn interfaces(
             ));
         }
         let mtu = interface.mtu.map(u32::from);
-        let bandwidth = match &interface.bandwidth {
-            None => None,
-            Some(bandwidth) => {
-                if bandwidth.inbound.is_some_and(|r| r.floor.is_some()) {
-                    return Err(refuse(
-                        "<inbound floor=…>".into(),
-                        "needs the QoS of a virtual network, which lxvirt does not run yet",
-                        "remove floor=".into(),
-                    ));
-                }
-                let frame = mtu.unwrap_or(DEFAULT_MTU) + FRAME_OVERHEAD;
-                Some(BandwidthSpec {
-                    inbound: bandwidth.inbound.and_then(|r| rate_limit(&r, frame)),
-                    outbound: bandwidth
-                        .outbound
-                        .and_then(|r| rate_limit(&r, frame))
-                        .map(|limit| outbound(def, index, limit)),
-                })
-            }
-        };
+        let bandwidth = bandwidth_spec(def, index, interface, mtu)
+            .map_err(|(element, problem, fix)| refuse(element.into(), problem, fix.into()))?;
         let guest_name = match &interface.guest_dev {
             Some(name) => name.clone(),
             None => {
@@ -731,27 +713,103 @@ fn rate_limit(rate: &BandwidthRate, frame: u32) -> Option<RateLimit> {
     })
 }
 
-/// Outbound shaping of interface `index`: its ifb device's name is the
-/// same at every start of the domain (`lxvq` and 8 hex digits of a hash
-/// of the domain's UUID and the index), and its alias says whose it is.
-fn outbound(def: &DomainDef, index: usize, limit: RateLimit) -> OutboundSpec {
+/// `<bandwidth>` of `interface` (number `index` of `def`, of MTU `mtu`)
+/// as token buckets; a refusal as (element, problem, fix).
+fn bandwidth_spec(
+    def: &DomainDef,
+    index: usize,
+    interface: &Interface,
+    mtu: Option<u32>,
+) -> Result<Option<BandwidthSpec>, (&'static str, &'static str, &'static str)> {
+    let Some(bandwidth) = &interface.bandwidth else {
+        return Ok(None);
+    };
+    if bandwidth.inbound.is_some_and(|r| r.floor.is_some()) {
+        return Err((
+            "<inbound floor=…>",
+            "needs the QoS of a virtual network, which lxvirt does not run yet",
+            "remove floor=",
+        ));
+    }
+    let frame = mtu.unwrap_or(DEFAULT_MTU) + FRAME_OVERHEAD;
+    Ok(Some(BandwidthSpec {
+        inbound: bandwidth.inbound.and_then(|r| rate_limit(&r, frame)),
+        outbound: bandwidth
+            .outbound
+            .and_then(|r| rate_limit(&r, frame))
+            .map(|limit| {
+                let (ifb, alias) = ifb_name(def, index, interface);
+                OutboundSpec { ifb, alias, limit }
+            }),
+    }))
+}
+
+/// The token buckets of a running container's `interface` (number
+/// `index` of its live definition `def`), for a change of its
+/// `<bandwidth>` in place.
+pub fn live_bandwidth(
+    def: &DomainDef,
+    index: usize,
+    interface: &Interface,
+) -> Result<Option<BandwidthSpec>, ConvertError> {
+    bandwidth_spec(def, index, interface, interface.mtu.map(u32::from)).map_err(
+        |(element, problem, fix)| ConvertError::InterfaceSetting {
+            domain: def.name.to_string(),
+            interface: interface_label(index, interface),
+            element: element.into(),
+            problem,
+            fix: fix.into(),
+        },
+    )
+}
+
+/// The ifb device that shapes the outbound traffic of `interface`
+/// (number `index` of `def`), as (name, alias). The name is the same at
+/// every start (`lxvq` and 8 hex digits of a hash of the domain's UUID
+/// and the interface's MAC, which the core gives every interface, else
+/// its index), so that a device left by a killed monitor is found; the
+/// alias says whose it is, and only a device with it is ever deleted.
+pub fn ifb_name(def: &DomainDef, index: usize, interface: &Interface) -> (String, String) {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     hasher.update(def.uuid.as_bytes());
-    hasher.update((index as u64).to_le_bytes());
+    let which = match interface.mac {
+        Some(mac) => {
+            hasher.update(mac.0);
+            mac.to_string()
+        }
+        None => {
+            hasher.update((index as u64).to_le_bytes());
+            format!("#{}", index + 1)
+        }
+    };
     let digest = hasher.finalize();
-    OutboundSpec {
-        ifb: format!(
+    (
+        format!(
             "lxvq{:02x}{:02x}{:02x}{:02x}",
             digest[0], digest[1], digest[2], digest[3]
         ),
-        alias: format!(
-            "lxvirt: outbound shaping of domain {} interface #{}",
-            def.uuid,
-            index + 1
+        format!(
+            "lxvirt: outbound shaping of domain {} interface {which}",
+            def.uuid
         ),
-        limit,
-    }
+    )
+}
+
+/// The ifb devices that `def`'s interfaces shape their outbound traffic
+/// through, as (name, alias): what the host may hold for the container
+/// beyond its network namespace.
+pub fn ifb_names(def: &DomainDef) -> Vec<(String, String)> {
+    def.devices
+        .interfaces
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| {
+            i.bandwidth
+                .is_some_and(|b| b.outbound.is_some_and(|o| o.average.is_some()))
+        })
+        .map(|(index, interface)| ifb_name(def, index, interface))
+        .collect()
 }
 
 /// `lxv` and 8 random hex digits: unique among the host's interfaces with

@@ -2,8 +2,10 @@
 //! daemon: it opens the container's network namespace through
 //! `/proc/INIT/ns/net` and speaks rtnetlink there, as the monitor does at
 //! start. The plumbing is the start's own (one interface's spec, made by
-//! the same conversion). Nothing needs undoing when the container ends:
-//! a veth pair and a macvlan go with the namespace.
+//! the same conversion). A veth pair and a macvlan go with the namespace
+//! when the container ends; the one thing such an interface leaves on the
+//! host, the ifb device of its outbound shaping, is deleted at detach and
+//! by [`release_ifbs`] when the container ends.
 
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -11,7 +13,7 @@ use std::path::Path;
 use crate::domain::{DomainDef, Interface, InterfaceSource, LinkState};
 use crate::driver::NetworkPort;
 use crate::lxc::convert::{self, ConvertSettings};
-use crate::lxc::network::{NetworkError, plumb};
+use crate::lxc::network::{Device, NetworkError, delete_ifb, plumb, reshape};
 use crate::net::{LinkChange, LinkError, Links, Netlink, Netns};
 use crate::sys::linux;
 
@@ -29,9 +31,9 @@ pub enum HotplugError {
     #[error("the container has no interface with MAC {0}")]
     NotFound(String),
     #[error(
-        "<bandwidth> on a hot-plugged interface is not supported yet (its shaping device would outlive the container); attach it with --config and restart the domain, or remove <bandwidth>"
+        "<bandwidth> cannot be applied to a container's 'direct' interface: its device is inside the container and leaves nothing on the host to shape; use a 'bridge' or 'ethernet' interface, or remove <bandwidth>"
     )]
-    Bandwidth,
+    DirectBandwidth,
 }
 
 /// The first `ethN` no interface of the namespace has.
@@ -52,9 +54,6 @@ pub fn attach(
     init_pid: i32,
     settings: &ConvertSettings,
 ) -> Result<String, HotplugError> {
-    if interface.bandwidth.is_some() {
-        return Err(HotplugError::Bandwidth);
-    }
     let netns = linux::open_namespace(Path::new(&format!("/proc/{init_pid}/ns/net")))
         .map_err(HotplugError::Namespace)?;
     let own =
@@ -92,12 +91,102 @@ pub fn attach(
     Ok(guest_name)
 }
 
-/// Unplugs `interface` (found inside by its MAC): deleting the container's
-/// end takes a veth's host end with it.
-pub fn detach(interface: &Interface, init_pid: i32) -> Result<(), HotplugError> {
+/// Unplugs `interface` (found inside by its MAC) of the container whose
+/// running definition is `live`: deleting the container's end takes a
+/// veth's host end with it, and then its ifb device goes.
+pub fn detach(live: &DomainDef, interface: &Interface, init_pid: i32) -> Result<(), HotplugError> {
     let (inside, index) = find_inside(interface, init_pid)?;
     inside.delete(index)?;
+    if interface.bandwidth.is_some_and(|b| b.outbound.is_some()) {
+        let host = Netlink::open()?;
+        let position = position(live, interface);
+        let (name, alias) = convert::ifb_name(live, position, interface);
+        delete_ifb(&host, &device(position, interface), &name, &alias)?;
+    }
     Ok(())
+}
+
+/// Deletes the ifb devices that `live`'s interfaces shaped their outbound
+/// traffic through, once the container is gone: a monitor deletes those
+/// of the start itself, but not those of interfaces plugged in later, nor
+/// anything when it was killed. Returns what could not be deleted.
+pub fn release_ifbs(live: &DomainDef) -> Vec<String> {
+    let names = convert::ifb_names(live);
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let host = match Netlink::open() {
+        Ok(host) => host,
+        Err(e) => return vec![format!("cannot delete its ifb devices: {e}")],
+    };
+    names
+        .iter()
+        .filter_map(|(name, alias)| {
+            delete_ifb(&host, &Device::Namespace, name, alias)
+                .err()
+                .map(|e| crate::error_chain::error_chain(&e))
+        })
+        .collect()
+}
+
+/// Changes the running `old` interface of the container whose running
+/// definition (with `new` in its place) is `live` to `new`: its `<link
+/// state>` and its `<bandwidth>`, the only parts that change live (the
+/// core let nothing else differ).
+pub fn update(
+    live: &DomainDef,
+    old: &Interface,
+    new: &Interface,
+    init_pid: i32,
+) -> Result<(), HotplugError> {
+    if old.link_state != new.link_state {
+        set_link_state(new, init_pid)?;
+    }
+    if old.bandwidth == new.bandwidth {
+        return Ok(());
+    }
+    if matches!(new.source, InterfaceSource::Direct { .. }) {
+        return Err(HotplugError::DirectBandwidth);
+    }
+    let position = position(live, new);
+    let mut before = live.clone();
+    if let Some(slot) = before.devices.interfaces.get_mut(position) {
+        *slot = old.clone();
+    }
+    let old_spec = convert::live_bandwidth(&before, position, old)?;
+    let new_spec = convert::live_bandwidth(live, position, new)?;
+    let host_name = new.target_dev.clone().unwrap_or_default();
+    let host = Netlink::open()?;
+    reshape(
+        &host,
+        &device(position, new),
+        &host_name,
+        old_spec.as_ref(),
+        new_spec.as_ref(),
+    )?;
+    Ok(())
+}
+
+/// Where `interface` (by its MAC) is in `live`'s interfaces (0 when it is
+/// not there, which only names it in messages).
+fn position(live: &DomainDef, interface: &Interface) -> usize {
+    live.devices
+        .interfaces
+        .iter()
+        .position(|i| i.mac.is_some() && i.mac == interface.mac)
+        .unwrap_or(0)
+}
+
+/// How a refusal names interface number `index`.
+fn device(index: usize, interface: &Interface) -> Device {
+    Device::Interface {
+        index,
+        type_name: interface.source.type_str().to_owned(),
+        source: interface
+            .target_dev
+            .as_ref()
+            .map(|t| format!("host end '{t}'")),
+    }
 }
 
 /// Sets the running `interface`'s link up or down as its `<link state>`

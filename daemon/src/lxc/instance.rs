@@ -391,10 +391,10 @@ impl Driver for LxcDriver {
                     .await
                     .map_err(|join| Error::failed(join.to_string()))?
                 }
-                Request::DetachInterface { interface } => {
+                Request::DetachInterface { live, interface } => {
                     let pid = runtime.init_pid;
                     tokio::task::spawn_blocking(move || {
-                        crate::lxc::hotplug::detach(&interface, pid)
+                        crate::lxc::hotplug::detach(&live, &interface, pid)
                             .map(|()| Response::Done)
                             .map_err(|e| {
                                 failed(
@@ -508,7 +508,7 @@ impl Driver for LxcDriver {
         })
     }
 
-    fn collect_exit(&self, name: &str, runtime: &Runtime) -> Ended {
+    fn collect_exit(&self, name: &str, runtime: &Runtime, live: &DomainDef) -> Ended {
         let mut problems = Vec::new();
         let exit = match self.take_exit_record(name) {
             // The monitor ended and cleaned up, but what it wrote cannot
@@ -554,6 +554,10 @@ impl Driver for LxcDriver {
                 Exit::Vanished
             }
         };
+        // The host's side of interfaces that the namespace did not take
+        // with it: a few lookups, a deletion only when the monitor could
+        // not make it (killed) or never knew the device (plugged in later).
+        problems.extend(crate::lxc::hotplug::release_ifbs(live));
         self.remove_files(name);
         Ended { exit, problems }
     }

@@ -218,10 +218,13 @@ pub fn update(
                     .map_err(|errno| inside("remount", &target, errno))
             })
         }
-        // The core let only <link state> differ.
-        (DeviceDef::Interface(_), DeviceDef::Interface(interface)) => Ok(
-            super::hotplug::set_link_state(interface, container.init_pid)?,
-        ),
+        // The core let only <link state> and <bandwidth> differ.
+        (DeviceDef::Interface(old), DeviceDef::Interface(interface)) => Ok(super::hotplug::update(
+            live,
+            old,
+            interface,
+            container.init_pid,
+        )?),
         _ if old == new => Ok(()),
         _ => Err(not_live(new, "changed", REATTACH)),
     }

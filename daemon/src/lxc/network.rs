@@ -45,7 +45,7 @@ use std::path::Path;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::spec::{ContainerSpec, InterfaceKind, InterfaceSpec};
+use super::spec::{BandwidthSpec, ContainerSpec, InterfaceKind, InterfaceSpec, OutboundSpec};
 use crate::net::{
     BridgeSettings, BridgeVlan, FoundLink, Ifb, IpAddress, IpRoute, LinkChange, LinkError, Links,
     Macvlan, MacvlanMode, Netlink, Netns, Veth,
@@ -193,6 +193,15 @@ pub enum NetStep {
     },
     DeleteIfb {
         name: String,
+    },
+    /// Finding a running interface's host end, to change it.
+    FindHostEnd {
+        host_name: String,
+    },
+    /// Ending one direction's shaping on a running interface.
+    EndShaping {
+        name: String,
+        direction: Direction,
     },
 }
 
@@ -432,6 +441,16 @@ impl NetworkError {
                 format!("cannot delete the veth host end '{host_name}'")
             }
             NetStep::DeleteIfb { name } => format!("cannot delete the ifb device '{name}'"),
+            NetStep::FindHostEnd { host_name } if errno.is_none() => format!(
+                "its host end '{host_name}' is gone from the host (deleted by hand?); restart the domain to make it again"
+            ),
+            NetStep::FindHostEnd { host_name } => {
+                format!("cannot look up its host end '{host_name}'")
+            }
+            NetStep::EndShaping { name, direction } => format!(
+                "cannot end the shaping of '{name}' for {}",
+                direction.element()
+            ),
         }
     }
 }
@@ -764,6 +783,140 @@ fn shape(
         })?;
     }
     Ok(())
+}
+
+/// Changes the shaping of a running veth, whose host end is `host_name`,
+/// from `old` to `new`, to what [`shape`] makes of `new` at a start:
+/// only the direction that changed is touched, so the other keeps its
+/// bucket. Ending the outbound shaping deletes its ifb device.
+pub fn reshape(
+    host: &impl Links,
+    device: &Device,
+    host_name: &str,
+    old: Option<&BandwidthSpec>,
+    new: Option<&BandwidthSpec>,
+) -> Result<(), NetworkError> {
+    let find_step = || NetStep::FindHostEnd {
+        host_name: host_name.to_owned(),
+    };
+    let host_index = host
+        .find(host_name)
+        .map_err(|e| NetworkError::new(device, find_step(), Some(e)))?
+        .ok_or_else(|| NetworkError::new(device, find_step(), None))?
+        .index;
+    let inbound = |b: Option<&BandwidthSpec>| b.and_then(|b| b.inbound);
+    let (old_in, new_in) = (inbound(old), inbound(new));
+    if old_in != new_in {
+        host.reshape_egress(host_index, new_in.as_ref())
+            .map_err(|e| {
+                let step = match new_in {
+                    Some(_) => NetStep::Shape {
+                        name: host_name.to_owned(),
+                        direction: Direction::Inbound,
+                    },
+                    None => NetStep::EndShaping {
+                        name: host_name.to_owned(),
+                        direction: Direction::Inbound,
+                    },
+                };
+                NetworkError::new(device, step, Some(e))
+            })?;
+    }
+    let outbound = |b: Option<&BandwidthSpec>| b.and_then(|b| b.outbound.clone());
+    let (old_out, new_out) = (outbound(old), outbound(new));
+    if old_out == new_out {
+        return Ok(());
+    }
+    let ours = |spec: &OutboundSpec| -> Result<Option<u32>, NetworkError> {
+        let step = || NetStep::CreateIfb {
+            name: spec.ifb.clone(),
+        };
+        Ok(host
+            .find(&spec.ifb)
+            .map_err(|e| NetworkError::new(device, step(), Some(e)))?
+            .filter(|l| l.kind.as_deref() == Some("ifb") && l.alias.as_deref() == Some(&spec.alias))
+            .map(|l| l.index))
+    };
+    // The same device (its name follows the domain and the MAC): a new
+    // bucket in place.
+    if let (Some(old_out), Some(new_out)) = (&old_out, &new_out)
+        && old_out.ifb == new_out.ifb
+        && let Some(ifb) = ours(new_out)?
+    {
+        return host.reshape_egress(ifb, Some(&new_out.limit)).map_err(|e| {
+            let step = NetStep::Shape {
+                name: new_out.ifb.clone(),
+                direction: Direction::Outbound,
+            };
+            NetworkError::new(device, step, Some(e))
+        });
+    }
+    if let Some(old_out) = &old_out {
+        host.end_redirect(host_index).map_err(|e| {
+            let step = NetStep::EndShaping {
+                name: host_name.to_owned(),
+                direction: Direction::Outbound,
+            };
+            NetworkError::new(device, step, Some(e))
+        })?;
+        delete_ifb(host, device, &old_out.ifb, &old_out.alias)?;
+    }
+    let Some(new_out) = new_out else {
+        return Ok(());
+    };
+    let mut made = Plumbed::default();
+    let shaped = make_ifb(&mut made, host, device, &new_out.ifb, &new_out.alias).and_then(|ifb| {
+        host.limit_egress(ifb, &new_out.limit).map_err(|e| {
+            let step = NetStep::Shape {
+                name: new_out.ifb.clone(),
+                direction: Direction::Outbound,
+            };
+            NetworkError::new(device, step, Some(e))
+        })?;
+        host.redirect_ingress(host_index, ifb).map_err(|e| {
+            let step = NetStep::Redirect {
+                host_name: host_name.to_owned(),
+                ifb: new_out.ifb.clone(),
+            };
+            NetworkError::new(device, step, Some(e))
+        })
+    });
+    if shaped.is_err() {
+        let _ = host.end_redirect(host_index);
+        for (index, _, _) in made.ifbs {
+            let _ = host.delete(index);
+        }
+    }
+    shaped
+}
+
+/// Deletes the ifb device `name` if it is the one `alias` names (another
+/// of that name is not lxvirt's to delete); gone already is fine.
+pub fn delete_ifb(
+    host: &impl Links,
+    device: &Device,
+    name: &str,
+    alias: &str,
+) -> Result<(), NetworkError> {
+    let step = || NetStep::DeleteIfb {
+        name: name.to_owned(),
+    };
+    let found = host
+        .find(name)
+        .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
+    match found {
+        Some(link)
+            if link.kind.as_deref() == Some("ifb") && link.alias.as_deref() == Some(alias) =>
+        {
+            match host.delete(link.index) {
+                Err(e) if e.errno != Errno::ENODEV => {
+                    Err(NetworkError::new(device, step(), Some(e)))
+                }
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The ifb device `name`, up; records it and returns its index. One of
@@ -1110,7 +1263,7 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::lxc::spec::{BandwidthSpec, HostInterfaceSpec, InterfaceSpec, OutboundSpec};
+    use crate::lxc::spec::{HostInterfaceSpec, InterfaceSpec};
     use crate::net::{BridgeSettings, RateLimit};
 
     /// Links of one namespace, shared by the double of each side so that
@@ -1273,6 +1426,17 @@ mod tests {
 
         fn redirect_ingress(&self, index: u32, to: u32) -> Result<(), LinkError> {
             self.call(format!("redirect {index} to {to}"))
+        }
+
+        fn reshape_egress(&self, index: u32, limit: Option<&RateLimit>) -> Result<(), LinkError> {
+            match limit {
+                Some(limit) => self.call(format!("tbf replace {index} rate={}", limit.rate)),
+                None => self.call(format!("tbf delete {index}")),
+            }
+        }
+
+        fn end_redirect(&self, index: u32) -> Result<(), LinkError> {
+            self.call(format!("end redirect {index}"))
         }
 
         fn add_address(&self, index: u32, address: &IpAddress) -> Result<(), LinkError> {
@@ -1705,6 +1869,66 @@ mod tests {
             }),
         });
         shaped
+    }
+
+    #[test]
+    fn a_running_interfaces_shaping_changes_one_direction_at_a_time() {
+        let (host, _inside, world) = self::world();
+        let end = world.borrow_mut().add("host", "lxv0", Some("veth"));
+        let full = shaped(0, bridge("br0", "lxv0")).bandwidth.unwrap();
+        let device = Device::Namespace;
+        let take = || std::mem::take(&mut world.borrow_mut().log);
+        // None to both: the host end's bucket, an ifb with its bucket and
+        // the redirect, as at a start.
+        reshape(&host, &device, "lxv0", None, Some(&full)).unwrap();
+        let ifb = end + 1;
+        assert_eq!(
+            take(),
+            [
+                format!("host: tbf replace {end} rate=2048000"),
+                "host: ifb lxvq0001 alias=\"lxvirt: test\"".to_owned(),
+                format!("host: tbf {ifb} rate=1024000 burst=65536 peak=None/1518 queue=100000"),
+                format!("host: redirect {end} to {ifb}"),
+            ]
+        );
+        // A new outbound rate: the ifb's bucket in place, nothing else.
+        let mut faster = full.clone();
+        if let Some(out) = faster.outbound.as_mut() {
+            out.limit.rate = 4_096_000;
+        }
+        reshape(&host, &device, "lxv0", Some(&full), Some(&faster)).unwrap();
+        assert_eq!(take(), [format!("host: tbf replace {ifb} rate=4096000")]);
+        // Outbound ended: the redirect and the ifb go; inbound untouched.
+        let inbound_only = BandwidthSpec {
+            outbound: None,
+            ..faster.clone()
+        };
+        reshape(&host, &device, "lxv0", Some(&faster), Some(&inbound_only)).unwrap();
+        assert_eq!(
+            take(),
+            [
+                format!("host: end redirect {end}"),
+                format!("host: delete {ifb}")
+            ]
+        );
+        // All of it ended.
+        reshape(&host, &device, "lxv0", Some(&inbound_only), None).unwrap();
+        assert_eq!(take(), [format!("host: tbf delete {end}")]);
+        // A host end that is gone is named.
+        let gone = reshape(&host, &device, "lxv9", None, Some(&full)).unwrap_err();
+        assert!(
+            gone.to_string().contains("its host end 'lxv9' is gone"),
+            "{gone}"
+        );
+        // An ifb of that name that is not the interface's stays.
+        world.borrow_mut().add("host", "lxvq0001", Some("ifb"));
+        delete_ifb(&host, &device, "lxvq0001", "lxvirt: test").unwrap();
+        assert!(
+            world
+                .borrow()
+                .links
+                .contains_key(&("host", "lxvq0001".into()))
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use netlink_packet_core::Emitable;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
-    NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NlasIterator, Parseable,
+    NLM_F_ACK, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NlasIterator, Parseable,
 };
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -30,7 +30,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::tc::TcMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use super::tc::{new_ingress, new_redirect_filter, new_tbf};
+use super::tc::{delete_ingress, delete_root, new_ingress, new_redirect_filter, new_tbf};
 use super::{
     BridgeLink, BridgeSettings, BridgeVlan, FoundLink, HostLinks, HostRoute, Ifb, IpAddress,
     IpRoute, LinkChange, Links, Macvlan, MacvlanMode as Mode, Netns, RateLimit, Veth,
@@ -824,6 +824,27 @@ impl Links for Netlink {
         self.request(new_ingress(index), CREATE)?;
         self.request(new_redirect_filter(index, to), CREATE)
             .map(drop)
+    }
+
+    fn reshape_egress(&self, index: u32, limit: Option<&RateLimit>) -> Result<(), LinkError> {
+        match limit {
+            Some(limit) => self
+                .request(new_tbf(index, limit), NLM_F_CREATE | NLM_F_REPLACE)
+                .map(drop),
+            // None there already: the kernel says ENOENT (or EINVAL for
+            // a link that never had a qdisc of its own).
+            None => match self.request(delete_root(index), 0) {
+                Err(e) if e.errno == Errno::ENOENT || e.errno == Errno::EINVAL => Ok(()),
+                result => result.map(drop),
+            },
+        }
+    }
+
+    fn end_redirect(&self, index: u32) -> Result<(), LinkError> {
+        match self.request(delete_ingress(index), 0) {
+            Err(e) if e.errno == Errno::ENOENT || e.errno == Errno::EINVAL => Ok(()),
+            result => result.map(drop),
+        }
     }
 }
 

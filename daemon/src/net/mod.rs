@@ -245,6 +245,11 @@ pub trait Links {
     fn delete_bridge_vlan(&self, port: u32, vid: u16) -> Result<(), LinkError>;
     /// Shapes the egress of link `index` to `limit` (its root qdisc).
     fn limit_egress(&self, index: u32, limit: &RateLimit) -> Result<(), LinkError>;
+    /// Replaces the shaping of link `index`'s egress with `limit`, or
+    /// ends it (`None`: the link's default root qdisc comes back).
+    fn reshape_egress(&self, index: u32, limit: Option<&RateLimit>) -> Result<(), LinkError>;
+    /// Ends what [`Links::redirect_ingress`] made on link `index`.
+    fn end_redirect(&self, index: u32) -> Result<(), LinkError>;
     /// Sends everything arriving on link `index` through the egress of
     /// link `to` first (an ingress qdisc and a match-all filter whose
     /// action redirects to `to`, an ifb device).

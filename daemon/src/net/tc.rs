@@ -24,6 +24,7 @@ use super::link::Request;
 
 /// rtnetlink message types.
 pub(super) const RTM_NEWQDISC: u16 = 36;
+pub(super) const RTM_DELQDISC: u16 = 37;
 pub(super) const RTM_NEWTFILTER: u16 = 44;
 
 /// `TCA_TBF_*` attributes of the `tbf` options.
@@ -104,6 +105,23 @@ pub fn new_tbf(index: u32, limit: &RateLimit) -> Request {
         .attributes
         .push(TcAttribute::Options(tbf_options(limit)));
     Request::Tc(RTM_NEWQDISC, message)
+}
+
+/// `RTM_DELQDISC` of link `index`'s root qdisc (`tc qdisc del dev INDEX
+/// root`): the link's default comes back.
+pub fn delete_root(index: u32) -> Request {
+    let mut message = TcMessage::with_index(index as i32);
+    message.header.parent = TcHandle::ROOT;
+    Request::Tc(RTM_DELQDISC, message)
+}
+
+/// `RTM_DELQDISC` of link `index`'s ingress qdisc, its filters with it
+/// (`tc qdisc del dev INDEX ingress`).
+pub fn delete_ingress(index: u32) -> Request {
+    let mut message = TcMessage::with_index(index as i32);
+    message.header.handle = INGRESS_HANDLE;
+    message.header.parent = TcHandle::INGRESS;
+    Request::Tc(RTM_DELQDISC, message)
 }
 
 /// `RTM_NEWQDISC` of the ingress qdisc (`tc qdisc add dev INDEX ingress`).
@@ -196,6 +214,20 @@ mod tests {
 
     fn u32_at(bytes: &[u8], at: usize) -> u32 {
         u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn deletions_name_the_root_or_the_ingress_qdisc_of_the_link() {
+        let (kind, header, attrs) = parts(delete_root(7));
+        assert_eq!(kind, RTM_DELQDISC);
+        assert_eq!(u32_at(&header, 4), 7, "ifindex");
+        assert_eq!(u32_at(&header, 8), 0, "no handle");
+        assert_eq!(u32_at(&header, 12), 0xffff_ffff, "parent: root");
+        assert!(attrs.is_empty());
+        let (kind, header, _) = parts(delete_ingress(7));
+        assert_eq!(kind, RTM_DELQDISC);
+        assert_eq!(u32_at(&header, 8), 0xffff_0000, "handle ffff:");
+        assert_eq!(u32_at(&header, 12), 0xffff_fff1, "parent: ingress");
     }
 
     fn text(value: &[u8]) -> &str {

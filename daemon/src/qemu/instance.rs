@@ -1191,7 +1191,7 @@ impl Driver for QemuDriver {
         })
     }
 
-    fn collect_exit(&self, name: &str, runtime: &Runtime) -> Ended {
+    fn collect_exit(&self, name: &str, runtime: &Runtime, _live: &DomainDef) -> Ended {
         let files = self.files(name);
         let mut problems = Vec::new();
         let record = match persist::read_versioned_if_present::<ExitRecord>(&files.exit) {

@@ -181,6 +181,7 @@ impl Manager {
                 let interface = live_def.devices.interfaces[found].clone();
                 device = DeviceDef::Interface(interface.clone());
                 Request::DetachInterface {
+                    live: Box::new(live_def),
                     interface: Box::new(interface),
                 }
             }
@@ -500,7 +501,7 @@ fn apply(
 }
 
 /// Checks `new`, an update of the running interface `old`, for what can
-/// change live — its `<link state>` — and completes it with what the
+/// change live — its `<link state>` and `<bandwidth>` — and completes it with what the
 /// start generated and a caller need not repeat (MAC, host-side and guest
 /// names).
 fn live_interface_update(
@@ -515,19 +516,24 @@ fn live_interface_update(
     if new.guest_dev.is_none() {
         new.guest_dev.clone_from(&old.guest_dev);
     }
-    let unchanged_but_link = Interface {
+    let unchanged_but_live = Interface {
         link_state: new.link_state,
+        bandwidth: new.bandwidth,
         ..old.clone()
     };
-    if unchanged_but_link == *new {
+    if unchanged_but_live == *new {
         return Ok(());
     }
-    let changed = interface_changes(old, new).join(", ");
+    let changed = interface_changes(old, new)
+        .into_iter()
+        .filter(|element| *element != "<bandwidth>")
+        .collect::<Vec<_>>()
+        .join(", ");
     Err(CoreError::DeviceRefused {
         domain: domain.to_owned(),
         which: "running",
         problem: format!(
-            "only <link state> of a running domain's interface changes live, and {changed} changed; \
+            "only <link state> and <bandwidth> of a running domain's interface change live, and {changed} changed; \
              detach it and attach the new one, or update the definition only (--config) and restart"
         ),
     })

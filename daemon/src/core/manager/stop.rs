@@ -179,7 +179,7 @@ impl Manager {
             return;
         };
         let name = entry.name().to_owned();
-        let ended = driver.collect_exit(&name, &runtime);
+        let ended = driver.collect_exit(&name, &runtime, entry.live_def());
         for problem in &ended.problems {
             tracing::warn!(domain = %name, %uuid, problem = %problem, "cleanup after the instance left something");
         }

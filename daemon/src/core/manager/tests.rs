@@ -293,7 +293,12 @@ impl Driver for TestDriver {
         Box::pin(async move { result })
     }
 
-    fn collect_exit(&self, name: &str, _runtime: &Runtime) -> Ended {
+    fn collect_exit(
+        &self,
+        name: &str,
+        _runtime: &Runtime,
+        _live: &crate::domain::DomainDef,
+    ) -> Ended {
         let mut world = self.world();
         world.running.remove(name);
         let exit = world.exits.remove(name).unwrap_or(Exit::Vanished);
@@ -1747,7 +1752,8 @@ async fn disks_filesystems_and_hostdevs_attach_detach_and_update() {
     );
     assert!(!live_xml().await.unwrap().contains("hostdev"));
     assert!(!config_xml().await.unwrap().contains("hostdev"));
-    // A running domain's interface changes only its link state in place
+    // A running domain's interface changes only its link state and
+    // bandwidth in place
     // (what the start generated may be left out); anything else is
     // refused, naming it.
     let nic = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/></interface>";
@@ -1755,10 +1761,18 @@ async fn disks_filesystems_and_hostdevs_attach_detach_and_update() {
     let down = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/><link state='down'/></interface>";
     change(DeviceChange::Update, down, 0).await.unwrap();
     assert!(live_xml().await.unwrap().contains("<link state='down'/>"));
+    // <bandwidth> changes live too.
+    let shaped = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/><link state='down'/>\
+                  <bandwidth><inbound average='100'/></bandwidth></interface>";
+    change(DeviceChange::Update, shaped, 0).await.unwrap();
+    let live = live_xml().await.unwrap();
+    assert!(live.contains("<inbound average='100'/>"), "{live}");
+    assert!(!config_xml().await.unwrap().contains("<bandwidth>"));
     let mtu = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/><mtu size='1400'/></interface>";
     let update = change(DeviceChange::Update, mtu, 0).await.unwrap_err();
+    let update = update.to_string();
     assert!(
-        update.to_string().contains("only <link state>") && update.to_string().contains("<mtu>"),
+        update.contains("only <link state> and <bandwidth>") && update.contains("<mtu> changed"),
         "{update}"
     );
     assert!(!live_xml().await.unwrap().contains("<mtu"));
