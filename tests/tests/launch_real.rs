@@ -253,6 +253,18 @@ fn exit_text(status: WaitStatus) -> String {
     }
 }
 
+/// Masked directories are one empty, read-only directory of the
+/// container's `/dev` tmpfs (every superblock costs the kernel state in
+/// every memory cgroup of the host), which nothing can write to.
+fn masks_cost_no_superblock(out: &str) {
+    let devs: Vec<&str> = line_after(out, "maskdevs=").split_whitespace().collect();
+    assert!(
+        devs.len() == 3 && devs.iter().all(|d| *d == devs[2]),
+        "/proc/acpi, /sys/firmware and /dev on one superblock: {out}"
+    );
+    assert_eq!(line_after(out, "maskwrite="), "no", "{out}");
+}
+
 fn line_after<'a>(output: &'a str, key: &str) -> &'a str {
     output
         .lines()
@@ -270,6 +282,8 @@ test -e /proc/kcore && ! test -c /proc/kcore && echo "kcore=visible" || echo "kc
 test -c /proc/keys && echo "keys=masked" || echo "keys=visible"
 echo "acpi=$(ls -A /proc/acpi | wc -l)"
 echo "firmware=$(ls -A /sys/firmware | wc -l)"
+echo "maskdevs=$(stat -c %d /proc/acpi) $(stat -c %d /sys/firmware) $(stat -c %d /dev)"
+mkdir /proc/acpi/x 2>/dev/null && echo "maskwrite=yes" || echo "maskwrite=no"
 echo "dev=$(ls /dev | grep -v '^tty[0-9]' | tr '\n' ' ')"
 echo "devpts=$(ls -d /dev/pts/ptmx)"
 test -t 0 && test -t 1 && echo "console=tty" || echo "console=notty"
@@ -300,6 +314,7 @@ fn busybox_container_without_user_namespace() {
     assert_eq!(line_after(&out, "keys="), "masked");
     assert_eq!(line_after(&out, "acpi="), "0");
     assert_eq!(line_after(&out, "firmware="), "0");
+    masks_cost_no_superblock(&out);
     let dev: Vec<&str> = line_after(&out, "dev=").split_whitespace().collect();
     for node in [
         "console", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
@@ -424,6 +439,7 @@ fn user_namespace_maps_root() {
     assert_eq!(line_after(&out, "kcore="), "hidden");
     assert_eq!(line_after(&out, "keys="), "masked");
     assert_eq!(line_after(&out, "firmware="), "0");
+    masks_cost_no_superblock(&out);
     assert_eq!(line_after(&out, "console="), "tty");
     assert_eq!(line_after(&out, "data="), "ro");
     assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());

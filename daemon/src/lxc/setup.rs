@@ -249,11 +249,16 @@ pub struct Setup<'a, S: Syscalls + ?Sized> {
     /// The masters of the console ptys opened from the container's own
     /// devpts instance, console 0 first, until they go to the monitor.
     consoles: RefCell<Vec<OwnedFd>>,
-    /// The host path of the first masked directory: its empty read-only
-    /// tmpfs is bound over every other one, so that masks cost one
-    /// superblock per container (each superblock costs the kernel
-    /// per-memory-cgroup state in every container of the host).
+    /// The host path of the first masked directory, whose empty read-only
+    /// mount is bound over every other one.
     first_mask: RefCell<Option<PathBuf>>,
+    /// What masks directories: the empty directory `/dev/pts` of the
+    /// container's `/dev` tmpfs, under its devpts mount, as a detached
+    /// read-only mount. Nobody can reach it to write to it, and it costs
+    /// no superblock of its own (each superblock costs the kernel
+    /// per-memory-cgroup state in every container of the host); without
+    /// it (a kernel before 5.12), masks get an empty tmpfs.
+    empty_dir: RefCell<Option<OwnedFd>>,
     /// Init's, without a user namespace: where the console masters go.
     console_sink: Option<BorrowedFd<'a>>,
     /// The mounter's: the container's user namespace, joined once every
@@ -273,6 +278,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             spec,
             consoles: RefCell::new(Vec::new()),
             first_mask: RefCell::new(None),
+            empty_dir: RefCell::new(None),
             console_sink: None,
             userns: None,
             mounts: None,
@@ -829,6 +835,9 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         let pts = dev.join("pts");
         sys.mkdir(&pts, 0o755)
             .map_err(err_at(Step::Devpts, "pts"))?;
+        // Taken before devpts covers it; a kernel that cannot leaves the
+        // masks to a tmpfs.
+        *self.empty_dir.borrow_mut() = sys.detach_readonly(&pts).ok();
         let mut options = String::from("newinstance,ptmxmode=0666,mode=0620");
         // devpts takes the host's gid of the container's tty group (the
         // mount is made from the host's user namespace).
@@ -1009,9 +1018,9 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             .map_err(err)
     }
 
-    /// Hide `inside`: /dev/null over a file, an empty read-only tmpfs over
-    /// a directory (one for all of them); skipped when the path does not
-    /// exist.
+    /// Hide `inside`: /dev/null over a file, an empty read-only directory
+    /// over a directory (one mount for all of them, see `empty_dir`);
+    /// skipped when the path does not exist.
     fn mask_path(&self, inside: &Path) -> Result<(), SetupError> {
         let err = |e| SetupError::new(Step::MaskPath, Some(inside), e);
         let host = match self.sys.resolve_in_root(&self.root, inside) {
@@ -1027,6 +1036,10 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                         self.sys
                             .mount(Some(&first), &host, None, MsFlags::MS_BIND, None)
                     }
+                    None if let Some(empty) = self.empty_dir.take() => self
+                        .sys
+                        .attach_tree(empty.as_fd(), &host)
+                        .map(|()| *self.first_mask.borrow_mut() = Some(host.clone())),
                     None => self
                         .sys
                         .mount(
@@ -1711,15 +1724,16 @@ mod tests {
         assert!(sys.has(&format!(
             "mount /dev/null {ROOT}/proc/kcore type=- flags=MS_BIND"
         )));
-        // One empty read-only tmpfs, on the first masked directory that
-        // exists, bound over the others.
+        // The empty directory under devpts, detached read-only before
+        // devpts covers it, on the first masked directory that exists and
+        // bound from there over the others: no superblock of its own.
         assert!(!sys.has("proc/scsi"));
-        assert!(exact(
+        before(
             &sys,
-            &format!(
-                "mount tmpfs {ROOT}/proc/acpi type=tmpfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC data=mode=555,size=4k"
-            )
-        ));
+            &format!("detach_readonly {ROOT}/dev/pts"),
+            &format!("mount devpts {ROOT}/dev/pts"),
+        );
+        assert!(exact(&sys, &format!("attach_tree {ROOT}/proc/acpi")));
         for dir in ["sys/firmware", "sys/devices/virtual/powercap"] {
             assert!(
                 exact(
@@ -1730,13 +1744,27 @@ mod tests {
                 sys.calls()
             );
         }
-        let readonly_tmpfs = sys
-            .calls()
-            .iter()
-            .filter(|c| c.contains("type=tmpfs flags=MS_RDONLY"))
-            .count();
-        assert_eq!(readonly_tmpfs, 1);
+        assert!(!sys.has("type=tmpfs flags=MS_RDONLY"), "{:#?}", sys.calls());
         before(&sys, &format!("{ROOT}/proc/acpi"), "pivot_root");
+
+        // A kernel without open_tree or mount_setattr: one empty read-only
+        // tmpfs instead.
+        let sys = Recorder::new()
+            .fail("detach_readonly", Errno::ENOSYS)
+            .missing(format!("{ROOT}/proc/scsi"))
+            .kind(format!("{ROOT}/proc/kcore"), FileKind::File);
+        run_ok(&sys, &s);
+        assert!(exact(
+            &sys,
+            &format!(
+                "mount tmpfs {ROOT}/proc/acpi type=tmpfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC data=mode=555,size=4k"
+            )
+        ));
+        assert!(exact(
+            &sys,
+            &format!("mount {ROOT}/proc/acpi {ROOT}/sys/firmware type=- flags=MS_BIND data=-")
+        ));
+        assert!(!sys.has("attach_tree"));
     }
 
     #[test]

@@ -64,6 +64,9 @@ struct MountAttr {
     userns_fd: u64,
 }
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const OPEN_TREE_CLONE: libc::c_uint = 0x1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
@@ -215,6 +218,62 @@ impl Syscalls for Linux {
                 libc::SYS_move_mount,
                 tree.as_raw_fd(),
                 empty.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    fn detach_readonly(&self, source: &Path) -> SysResult<OwnedFd> {
+        let source = cstr(source)?;
+        // SAFETY: `source` is a valid NUL-terminated string that outlives
+        // the call; the flags are plain integers.
+        let tree = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                source.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            )
+        };
+        let tree = Errno::result(tree)?;
+        // SAFETY: open_tree(2) returned a new descriptor that nothing else
+        // owns.
+        let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: `tree` is an open detached mount, the empty path a
+        // NUL-terminated string and `attr` a properly laid out `struct
+        // mount_attr` whose size is passed; all outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        Errno::result(rc)?;
+        Ok(tree)
+    }
+
+    fn attach_tree(&self, tree: BorrowedFd<'_>, target: &Path) -> SysResult<()> {
+        let target = cstr(target)?;
+        // SAFETY: `tree` is an open detached mount; the empty path and
+        // `target` are NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
                 libc::AT_FDCWD,
                 target.as_ptr(),
                 MOVE_MOUNT_F_EMPTY_PATH,

@@ -86,6 +86,13 @@ pub trait Syscalls {
         userns: BorrowedFd<'_>,
         recursive: bool,
     ) -> SysResult<()>;
+    /// A detached copy of the mount at the directory `source` (just that
+    /// directory and what is below it on the same mount), read-only,
+    /// nosuid, nodev and noexec: open_tree(2) and mount_setattr(2). It
+    /// keeps that directory even once something is mounted over it.
+    fn detach_readonly(&self, source: &Path) -> SysResult<OwnedFd>;
+    /// Mounts the detached tree `tree` at `target`: move_mount(2).
+    fn attach_tree(&self, tree: BorrowedFd<'_>, target: &Path) -> SysResult<()>;
     /// setns(2) of the calling thread into the namespace `ns`.
     fn setns(&self, ns: BorrowedFd<'_>, kind: CloneFlags) -> SysResult<()>;
     /// pivot_root(2).

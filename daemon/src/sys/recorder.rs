@@ -155,6 +155,16 @@ impl Syscalls for Recorder {
         ))
     }
 
+    fn detach_readonly(&self, source: &Path) -> SysResult<OwnedFd> {
+        self.log(format!("detach_readonly {}", source.display()))?;
+        let null = std::fs::File::open("/dev/null").map_err(|_| Errno::EIO)?;
+        Ok(null.into())
+    }
+
+    fn attach_tree(&self, _tree: BorrowedFd<'_>, target: &Path) -> SysResult<()> {
+        self.log(format!("attach_tree {}", target.display()))
+    }
+
     fn setns(&self, _ns: BorrowedFd<'_>, kind: CloneFlags) -> SysResult<()> {
         let names: Vec<&str> = kind.iter_names().map(|(n, _)| n).collect();
         self.log(format!("setns {}", names.join("|")))
