@@ -535,7 +535,14 @@ impl NetworkDriver for HostNetworks {
         let mac = request.mac;
         let files = self.files(&network);
         let records = self.records(&network);
-        let leases = dnsmasq::leases(&files);
+        // Only an address the network assigns must keep clear of leases;
+        // a port with addresses of its own needs no read of the file,
+        // which grows with the network.
+        let leases = if request.ipv4.is_empty() {
+            dnsmasq::leases(&files)
+        } else {
+            Vec::new()
+        };
         let mut tables = self.port_tables();
         let not_running = || NetworkError::NotRunning {
             network: network.clone(),
