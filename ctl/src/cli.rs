@@ -355,6 +355,9 @@ pub enum Command {
         /// Include inactive domains.
         #[arg(long, short = 'a')]
         all: bool,
+        /// Only the names, one a line (for scripts).
+        #[arg(long)]
+        name: bool,
     },
     /// Show a domain's identity, state and settings.
     Dominfo {

@@ -429,13 +429,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 Format::Json => print_json(&stats)?,
             }
         }
-        Command::List { all } => {
+        Command::List { all, name } => {
             let rows: Vec<DomainRow> = list(&connection)
                 .await?
                 .into_iter()
                 .filter(|r| all || r.is_active())
                 .collect();
             match cli.output {
+                Format::Text if name => rows.iter().for_each(|r| println!("{}", r.name)),
                 Format::Text => print!("{}", output::list_text(&rows)),
                 Format::Json => print_json(&rows)?,
             }

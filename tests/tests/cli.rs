@@ -34,6 +34,16 @@ async fn define_list_info_dumpxml_autostart_undefine() {
     // Without --all only active domains are listed: none yet.
     let (stdout, _) = text(&lxvirt(a, &["list"]).unwrap());
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    // --name: the names alone, one a line, for scripts.
+    let (stdout, _) = text(&lxvirt(a, &["list", "--all", "--name"]).unwrap());
+    let names: Vec<&str> = stdout.lines().collect();
+    assert_eq!(names.len(), example_files().len(), "{stdout}");
+    assert!(
+        names.contains(&"sys1") && !stdout.contains("Name"),
+        "{stdout}"
+    );
+    let (stdout, _) = text(&lxvirt(a, &["list", "--name"]).unwrap());
+    assert_eq!(stdout, "");
 
     let out = lxvirt(a, &["--output", "json", "list", "--all"]).unwrap();
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
