@@ -221,6 +221,10 @@ fn parse_size(text: &str) -> Result<u64, String> {
     lxvirtd::storage::thin::parse_size(text)
 }
 
+/// The allocator's arenas: one per runtime worker; the blocking threads
+/// share them (docs/benchmarks.md, "Density").
+const HEAP_ARENAS: i32 = 2;
+
 fn main() -> ExitCode {
     let args = match args_with_settings() {
         Ok(args) => args,
@@ -295,6 +299,7 @@ fn main() -> ExitCode {
         },
         ..Config::default()
     };
+    lxvirtd::sys::process::limit_heap_arenas(HEAP_ARENAS);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -272,6 +272,24 @@ pub fn find_process(pid: i32, start: u64) -> Option<OwnedFd> {
     (start_time(pid) == Some(start)).then_some(fd)
 }
 
+/// Caps the allocator's arenas at `count`. glibc gives threads arenas of
+/// their own, up to 8 per CPU; the daemon's short bursts of allocation
+/// (thousands of starts, a list of thousands of domains) from tokio's
+/// workers and blocking threads then leave free memory scattered over all
+/// of them, which RSS keeps. Call before any thread is made. An
+/// administrator's `MALLOC_ARENA_MAX` wins.
+pub fn limit_heap_arenas(count: i32) {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called from main
+    // before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, count);
+    }
+}
+
 /// Returns the allocator's free pages to the kernel (glibc keeps up to
 /// 128 KiB of freed heap by default, per process).
 pub fn release_free_heap() {
