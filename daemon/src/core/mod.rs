@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod logs;
 pub mod manager;
+pub(crate) mod parallel;
 pub mod store;
 pub mod tenants;
 pub mod types;

@@ -19,7 +19,7 @@ use crate::persist::{self, TEMP_PREFIX};
 
 /// A kind of definition the store keeps: a document with a name and a
 /// uuid, read and written as canonical XML.
-pub trait Definition: Sized {
+pub trait Definition: Sized + Send {
     /// What it is called in messages (`domain`).
     const KIND: &'static str;
     /// Its directory below the config directory.
@@ -239,6 +239,18 @@ impl<D: Definition> Store<D> {
         self.autostart_dir.join(name)
     }
 
+    /// The names marked for autostart: one directory read rather than a
+    /// lookup per definition.
+    fn autostart_names(&self) -> std::collections::HashSet<String> {
+        fs::read_dir(&self.autostart_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Reads every definition. Never fails as a whole: each bad file becomes
     /// a [`LoadProblem`] and is left untouched.
     pub fn load(&self) -> Result<Loaded<D>, StoreError> {
@@ -251,6 +263,7 @@ impl<D: Definition> Store<D> {
         // Deterministic order: the first file wins a uuid conflict.
         paths.sort();
         let mut by_uuid: HashMap<Uuid, (String, PathBuf)> = HashMap::new();
+        let mut definitions = Vec::new();
         for path in paths {
             let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
@@ -271,7 +284,17 @@ impl<D: Definition> Store<D> {
                 continue;
             };
             let stem = stem.to_owned();
-            match self.load_one(&path, &stem) {
+            definitions.push((path, stem));
+        }
+        // Read and parsed on every CPU (thousands of them at start-up),
+        // then taken in order.
+        let read = crate::core::parallel::map(definitions, |(path, stem)| {
+            let def = self.load_one(&path, &stem);
+            (path, stem, def)
+        });
+        let autostart = self.autostart_names();
+        for (path, stem, def) in read {
+            match def {
                 Ok(def) => {
                     if let Some((other, other_path)) = by_uuid.get(&def.uuid()) {
                         loaded.blocked.insert(stem, path.clone());
@@ -284,8 +307,8 @@ impl<D: Definition> Store<D> {
                         });
                         continue;
                     }
-                    by_uuid.insert(def.uuid(), (stem.clone(), path));
-                    let autostart = self.autostart_path(&stem).exists();
+                    let autostart = autostart.contains(stem.as_str());
+                    by_uuid.insert(def.uuid(), (stem, path));
                     loaded.definitions.push(Stored { def, autostart });
                 }
                 Err(problem) => {

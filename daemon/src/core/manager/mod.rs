@@ -475,8 +475,18 @@ impl Manager {
     /// are running again, gone ones get their exit applied.
     fn recover(&mut self) {
         let mut recorded = HashSet::new();
-        for path in LiveStatus::scan(&self.config.run_dir) {
-            let status = match LiveStatus::load(&path) {
+        // Read and parsed on every CPU (thousands of them after a daemon
+        // restart), then taken in order.
+        let read = crate::core::parallel::map(LiveStatus::scan(&self.config.run_dir), |path| {
+            let status = LiveStatus::load(&path);
+            let live_def = status
+                .as_ref()
+                .ok()
+                .map(|status| DomainDef::from_xml(&status.live_xml));
+            (path, status, live_def)
+        });
+        for (path, status, live_def) in read {
+            let status = match status {
                 Ok(status) => status,
                 Err(error) => {
                     tracing::warn!(path = %path.display(), error = %error_chain(&error), "ignoring a live status file");
@@ -489,9 +499,10 @@ impl Manager {
                 }
             };
             recorded.insert(status.name.clone());
-            let live_def = match DomainDef::from_xml(&status.live_xml) {
-                Ok(def) => def,
-                Err(error) => {
+            let live_def = match live_def {
+                Some(Ok(def)) => def,
+                None => continue,
+                Some(Err(error)) => {
                     tracing::warn!(path = %path.display(), error = %error, "ignoring a live status file with an unreadable definition");
                     continue;
                 }
