@@ -35,6 +35,12 @@ use super::{median, ms, percentile, pss_kib, rss_kib};
 
 /// Time for memory figures to settle after a batch starts.
 const SETTLE: Duration = Duration::from_secs(3);
+/// The filesystems a container mounts of its own (proc, sysfs, the /dev
+/// tmpfs, devpts; its IPC namespace's mqueue is the kernel's, mounted or
+/// not): each superblock costs the kernel shrinker state in every memory
+/// cgroup of the host, so their number is part of the per-container cost;
+/// more fails the run (the CI's density smoke too).
+const SUPERBLOCKS_BUDGET: usize = 4;
 
 /// The floor: `count` namespaced sleepers; (seconds to start them all,
 /// bytes of MemAvailable per sleeper).
@@ -284,6 +290,15 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
         .filter_map(pss_kib)
         .map(|k| k as f64)
         .collect();
+    let superblocks =
+        lxvirtd::core::live::LiveStatus::load(&run_dir.join(format!("{}.status", names[0])))
+            .map(|status| own_superblocks(status.init_pid))
+            .context("reading a container's mounts")??;
+    if superblocks > SUPERBLOCKS_BUDGET {
+        bail!(
+            "a container mounts {superblocks} filesystems of its own, more than the {SUPERBLOCKS_BUDGET} budgeted"
+        );
+    }
     let daemon_pid = daemon_pid(&daemon)?;
     let daemon_rss = rss_kib(daemon_pid).unwrap_or(0) as f64 / 1024.0;
     // And once the daemon has returned what the burst of starts left in
@@ -352,6 +367,7 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
         floor_bytes / 1000.0,
         per_container / 1000.0
     );
+    println!("| filesystems of its own (superblocks) | – | {superblocks} |");
     println!(
         "| monitor PSS (median of {}) | – | {:.0} KiB |",
         monitor_pss.len(),
@@ -387,6 +403,23 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
         count + 1
     );
     Ok(())
+}
+
+/// How many filesystems the process `pid` sees that the host's mount
+/// namespace has none of (by device number).
+fn own_superblocks(pid: i32) -> Result<usize> {
+    let devices = |mountinfo: &str| -> std::collections::HashSet<String> {
+        mountinfo
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(2).map(str::to_owned))
+            .collect()
+    };
+    let host = devices(&std::fs::read_to_string("/proc/self/mountinfo")?);
+    let inside = devices(
+        &std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .with_context(|| format!("the mounts of pid {pid}"))?,
+    );
+    Ok(inside.difference(&host).count())
 }
 
 fn daemon_pid(daemon: &TestDaemon) -> Result<u32> {
