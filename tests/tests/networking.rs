@@ -429,6 +429,22 @@ async fn mtu_and_link_state_reach_both_ends() {
     );
     let seen = inside(&env, &domain, &["cat", "/sys/class/net/mv0/mtu"]).await;
     assert_eq!(seen.trim(), "1400");
+    // A macvlan leaves nothing on the host to shape: the parser says so.
+    let error = domain
+        .update_device(
+            &mv_xml.replace(
+                "<mtu size='1400'/>",
+                "<mtu size='1400'/><link state='down'/><bandwidth><inbound average='100'/></bandwidth>",
+            ),
+            LIVE,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("InvalidXml") && error.contains("'direct' interface cannot be shaped"),
+        "{error}"
+    );
     // The same through the CLI (virsh's domif-setlink and domif-getlink);
     // the definition keeps its own state.
     let cli = |args: &[&str]| lxvirt_tests::lxvirt_said(&env.bus.address, args);
@@ -835,6 +851,33 @@ async fn bandwidth_changes_live_and_on_hot_plugged_interfaces() {
         live.contains("<inbound average='2048'/>") && !live.contains("<outbound"),
         "{live}"
     );
+    assert!(!domain.get_xml(2).await.unwrap().contains("<bandwidth>"));
+    // --config changes the definition alone; --live --config both.
+    let (ok, said) = cli(&[
+        "domiftune",
+        "netbwlive",
+        "lxvtc18",
+        "--inbound",
+        "300",
+        "--config",
+    ]);
+    assert!(ok, "{said}");
+    assert_eq!(tbf_rate("lxvtc18"), Some(2_048_000));
+    let config = domain.get_xml(2).await.unwrap();
+    assert!(config.contains("<inbound average='300'/>"), "{config}");
+    let (ok, said) = cli(&[
+        "domiftune",
+        "netbwlive",
+        "lxvtc18",
+        "--inbound",
+        "400",
+        "--live",
+        "--config",
+    ]);
+    assert!(ok, "{said}");
+    assert_eq!(tbf_rate("lxvtc18"), Some(400_000));
+    let config = domain.get_xml(2).await.unwrap();
+    assert!(config.contains("<inbound average='400'/>"), "{config}");
     // Bad input is refused before anything changes.
     let (ok, said) = cli(&["domiftune", "netbwlive", "lxvtc18", "--inbound", "0,5"]);
     assert!(
