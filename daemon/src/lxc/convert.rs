@@ -804,12 +804,17 @@ pub fn ifb_names(def: &DomainDef) -> Vec<(String, String)> {
         .interfaces
         .iter()
         .enumerate()
-        .filter(|(_, i)| {
-            i.bandwidth
-                .is_some_and(|b| b.outbound.is_some_and(|o| o.average.is_some()))
-        })
+        .filter(|(_, interface)| has_ifb(interface))
         .map(|(index, interface)| ifb_name(def, index, interface))
         .collect()
+}
+
+/// Whether `interface`'s outbound traffic goes through an ifb device: an
+/// `<outbound>` with an average (a floor alone shapes nothing).
+pub fn has_ifb(interface: &Interface) -> bool {
+    interface
+        .bandwidth
+        .is_some_and(|b| b.outbound.is_some_and(|o| o.average.is_some()))
 }
 
 /// `lxv` and 8 random hex digits: unique among the host's interfaces with

@@ -30,10 +30,6 @@ pub enum HotplugError {
     Plumb(#[from] NetworkError),
     #[error("the container has no interface with MAC {0}")]
     NotFound(String),
-    #[error(
-        "<bandwidth> cannot be applied to a container's 'direct' interface: its device is inside the container and leaves nothing on the host to shape; use a 'bridge' or 'ethernet' interface, or remove <bandwidth>"
-    )]
-    DirectBandwidth,
 }
 
 /// The first `ethN` no interface of the namespace has.
@@ -97,7 +93,7 @@ pub fn attach(
 pub fn detach(live: &DomainDef, interface: &Interface, init_pid: i32) -> Result<(), HotplugError> {
     let (inside, index) = find_inside(interface, init_pid)?;
     inside.delete(index)?;
-    if interface.bandwidth.is_some_and(|b| b.outbound.is_some()) {
+    if convert::has_ifb(interface) {
         let host = Netlink::open()?;
         let position = position(live, interface);
         let (name, alias) = convert::ifb_name(live, position, interface);
@@ -145,15 +141,10 @@ pub fn update(
     if old.bandwidth == new.bandwidth {
         return Ok(());
     }
-    if matches!(new.source, InterfaceSource::Direct { .. }) {
-        return Err(HotplugError::DirectBandwidth);
-    }
+    // The parser refuses <bandwidth> on a 'direct' interface, and the
+    // core a change of MAC: both specs name the same ifb.
     let position = position(live, new);
-    let mut before = live.clone();
-    if let Some(slot) = before.devices.interfaces.get_mut(position) {
-        *slot = old.clone();
-    }
-    let old_spec = convert::live_bandwidth(&before, position, old)?;
+    let old_spec = convert::live_bandwidth(live, position, old)?;
     let new_spec = convert::live_bandwidth(live, position, new)?;
     let host_name = new.target_dev.clone().unwrap_or_default();
     let host = Netlink::open()?;

@@ -766,23 +766,43 @@ fn shape(
         })?;
     }
     if let Some(outbound) = &bandwidth.outbound {
-        let ifb = make_ifb(plumbed, host, device, &outbound.ifb, &outbound.alias)?;
-        host.limit_egress(ifb, &outbound.limit).map_err(|e| {
-            NetworkError::new(
-                device,
-                shape_step(&outbound.ifb, Direction::Outbound),
-                Some(e),
-            )
-        })?;
-        host.redirect_ingress(host_index, ifb).map_err(|e| {
-            let step = NetStep::Redirect {
-                host_name: host_name.to_owned(),
-                ifb: outbound.ifb.clone(),
-            };
-            NetworkError::new(device, step, Some(e))
-        })?;
+        shape_outbound(plumbed, host, device, host_name, host_index, outbound)?;
     }
     Ok(())
+}
+
+/// Outbound shaping of the host end `host_name` (`host_index`): its ifb
+/// device (recorded in `plumbed`) with the token bucket, and the host
+/// end's ingress redirected to it.
+fn shape_outbound(
+    plumbed: &mut Plumbed,
+    host: &impl Links,
+    device: &Device,
+    host_name: &str,
+    host_index: u32,
+    outbound: &OutboundSpec,
+) -> Result<(), NetworkError> {
+    let ifb = make_ifb(plumbed, host, device, &outbound.ifb, &outbound.alias)?;
+    host.limit_egress(ifb, &outbound.limit).map_err(|e| {
+        let step = NetStep::Shape {
+            name: outbound.ifb.clone(),
+            direction: Direction::Outbound,
+        };
+        NetworkError::new(device, step, Some(e))
+    })?;
+    host.redirect_ingress(host_index, ifb).map_err(|e| {
+        let step = NetStep::Redirect {
+            host_name: host_name.to_owned(),
+            ifb: outbound.ifb.clone(),
+        };
+        NetworkError::new(device, step, Some(e))
+    })
+}
+
+/// Whether `link` is the ifb device whose alias is `alias`: only such a
+/// device is lxvirt's to replace or delete.
+fn is_ifb_of(link: &FoundLink, alias: &str) -> bool {
+    link.kind.as_deref() == Some("ifb") && link.alias.as_deref() == Some(alias)
 }
 
 /// Changes the shaping of a running veth, whose host end is `host_name`,
@@ -834,7 +854,7 @@ pub fn reshape(
         Ok(host
             .find(&spec.ifb)
             .map_err(|e| NetworkError::new(device, step(), Some(e)))?
-            .filter(|l| l.kind.as_deref() == Some("ifb") && l.alias.as_deref() == Some(&spec.alias))
+            .filter(|l| is_ifb_of(l, &spec.alias))
             .map(|l| l.index))
     };
     // The same device (its name follows the domain and the MAC): a new
@@ -865,22 +885,7 @@ pub fn reshape(
         return Ok(());
     };
     let mut made = Plumbed::default();
-    let shaped = make_ifb(&mut made, host, device, &new_out.ifb, &new_out.alias).and_then(|ifb| {
-        host.limit_egress(ifb, &new_out.limit).map_err(|e| {
-            let step = NetStep::Shape {
-                name: new_out.ifb.clone(),
-                direction: Direction::Outbound,
-            };
-            NetworkError::new(device, step, Some(e))
-        })?;
-        host.redirect_ingress(host_index, ifb).map_err(|e| {
-            let step = NetStep::Redirect {
-                host_name: host_name.to_owned(),
-                ifb: new_out.ifb.clone(),
-            };
-            NetworkError::new(device, step, Some(e))
-        })
-    });
+    let shaped = shape_outbound(&mut made, host, device, host_name, host_index, &new_out);
     if shaped.is_err() {
         let _ = host.end_redirect(host_index);
         for (index, _, _) in made.ifbs {
@@ -905,16 +910,10 @@ pub fn delete_ifb(
         .find(name)
         .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
     match found {
-        Some(link)
-            if link.kind.as_deref() == Some("ifb") && link.alias.as_deref() == Some(alias) =>
-        {
-            match host.delete(link.index) {
-                Err(e) if e.errno != Errno::ENODEV => {
-                    Err(NetworkError::new(device, step(), Some(e)))
-                }
-                _ => Ok(()),
-            }
-        }
+        Some(link) if is_ifb_of(&link, alias) => match host.delete(link.index) {
+            Err(e) if e.errno != Errno::ENODEV => Err(NetworkError::new(device, step(), Some(e))),
+            _ => Ok(()),
+        },
         _ => Ok(()),
     }
 }
@@ -937,9 +936,7 @@ fn make_ifb(
         .map_err(|e| NetworkError::new(device, step(), Some(e)))?
     {
         None => {}
-        Some(left)
-            if left.kind.as_deref() == Some("ifb") && left.alias.as_deref() == Some(alias) =>
-        {
+        Some(left) if is_ifb_of(&left, alias) => {
             host.delete(left.index)
                 .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
         }

@@ -742,6 +742,17 @@ pub fn new_route(index: u32, route: &IpRoute) -> Request {
 /// Flags of a request that creates something that must not exist yet.
 const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
 
+impl Netlink {
+    /// An `RTM_DELQDISC`; none there already is fine (the kernel says
+    /// ENOENT, or EINVAL for a link that never had a qdisc of its own).
+    fn delete_qdisc(&self, request: Request) -> Result<(), LinkError> {
+        match self.request(request, 0) {
+            Err(e) if e.errno == Errno::ENOENT || e.errno == Errno::EINVAL => Ok(()),
+            result => result.map(drop),
+        }
+    }
+}
+
 impl Links for Netlink {
     fn find(&self, name: &str) -> Result<Option<FoundLink>, LinkError> {
         match self.request(get_link(name), 0) {
@@ -833,18 +844,12 @@ impl Links for Netlink {
                 .map(drop),
             // None there already: the kernel says ENOENT (or EINVAL for
             // a link that never had a qdisc of its own).
-            None => match self.request(delete_root(index), 0) {
-                Err(e) if e.errno == Errno::ENOENT || e.errno == Errno::EINVAL => Ok(()),
-                result => result.map(drop),
-            },
+            None => self.delete_qdisc(delete_root(index)),
         }
     }
 
     fn end_redirect(&self, index: u32) -> Result<(), LinkError> {
-        match self.request(delete_ingress(index), 0) {
-            Err(e) if e.errno == Errno::ENOENT || e.errno == Errno::EINVAL => Ok(()),
-            result => result.map(drop),
-        }
+        self.delete_qdisc(delete_ingress(index))
     }
 }
 

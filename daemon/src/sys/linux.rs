@@ -173,95 +173,26 @@ impl Syscalls for Linux {
         userns: BorrowedFd<'_>,
         recursive: bool,
     ) -> SysResult<()> {
-        let source = cstr(source)?;
-        let target = cstr(target)?;
-        let recursive = if recursive { libc::AT_RECURSIVE } else { 0 };
-        // SAFETY: `source` is a valid NUL-terminated string that outlives
-        // the call; the flags are plain integers.
-        let tree = unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                source.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | recursive as libc::c_uint,
-            )
-        };
-        let tree = Errno::result(tree)?;
-        // SAFETY: open_tree(2) returned a new file descriptor that nothing
-        // else owns.
-        let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+        let tree = detached_copy(source, recursive)?;
         let attr = MountAttr {
             attr_set: MOUNT_ATTR_IDMAP,
             attr_clr: 0,
             propagation: 0,
             userns_fd: userns.as_raw_fd() as u64,
         };
-        let empty = c"";
-        // SAFETY: `tree` is an open mount fd, `empty` a NUL-terminated
-        // string and `attr` a properly laid out `struct mount_attr` whose
-        // size is passed; all outlive the call and are only read.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_EMPTY_PATH | recursive,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        Errno::result(rc)?;
-        // SAFETY: `tree` is an open detached mount, `empty` and `target`
-        // valid NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        Errno::result(rc).map(drop)
+        set_tree_attr(tree.as_fd(), &attr, recursive)?;
+        self.attach_tree(tree.as_fd(), target)
     }
 
     fn detach_readonly(&self, source: &Path) -> SysResult<OwnedFd> {
-        let source = cstr(source)?;
-        // SAFETY: `source` is a valid NUL-terminated string that outlives
-        // the call; the flags are plain integers.
-        let tree = unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                source.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-            )
-        };
-        let tree = Errno::result(tree)?;
-        // SAFETY: open_tree(2) returned a new descriptor that nothing else
-        // owns.
-        let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+        let tree = detached_copy(source, false)?;
         let attr = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
             attr_clr: 0,
             propagation: 0,
             userns_fd: 0,
         };
-        // SAFETY: `tree` is an open detached mount, the empty path a
-        // NUL-terminated string and `attr` a properly laid out `struct
-        // mount_attr` whose size is passed; all outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        Errno::result(rc)?;
+        set_tree_attr(tree.as_fd(), &attr, false)?;
         Ok(tree)
     }
 
@@ -827,6 +758,47 @@ pub fn in_mount_namespace_of<T: Send, E: Send + From<Errno>>(
             .join()
             .unwrap_or(Err(E::from(Errno::EIO)))
     })
+}
+
+/// A detached copy of the mount at `source` (and, `recursive`, of those
+/// below it): open_tree(2) with `OPEN_TREE_CLONE`.
+fn detached_copy(source: &Path, recursive: bool) -> SysResult<OwnedFd> {
+    let source = cstr(source)?;
+    let recursive = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: `source` is a valid NUL-terminated string that outlives the
+    // call; the flags are plain integers.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | recursive as libc::c_uint,
+        )
+    };
+    let tree = Errno::result(tree)?;
+    // SAFETY: open_tree(2) returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
+}
+
+/// mount_setattr(2) of `attr` on the mount `tree` refers to (and,
+/// `recursive`, on those below it).
+fn set_tree_attr(tree: BorrowedFd<'_>, attr: &MountAttr, recursive: bool) -> SysResult<()> {
+    let recursive = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: `tree` is an open mount descriptor, the empty path a
+    // NUL-terminated string and `attr` a properly laid out `struct
+    // mount_attr` whose size is passed; all outlive the call and are only
+    // read.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | recursive,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(rc).map(drop)
 }
 
 /// A detached copy of the mount tree at `path` (relative to `dir`, or
