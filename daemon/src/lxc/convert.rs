@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use crate::cgroup::{CgroupSpec, DeviceRule};
 
 use crate::domain::{
-    BandwidthRate, Capability, CapsPolicy, DirectMode, DomainDef, FsDriverType, FsSource, Hostdev,
-    IdRef, ImageFormat, Interface, InterfaceSource, IpConfig, LinkState, NativeMode, NsShare,
-    NsShareType, Route, SeccompMode, SeccompMount, Userns, UsernsMode,
+    Capability, CapsPolicy, DirectMode, DomainDef, FsDriverType, FsSource, Hostdev, IdRef,
+    ImageFormat, Interface, InterfaceSource, IpConfig, LinkState, NativeMode, NsShare, NsShareType,
+    Route, SeccompMode, SeccompMount, Userns, UsernsMode,
 };
-use crate::net::{BridgeVlan, IpAddress, IpRoute, MacvlanMode, RateLimit};
+use crate::net::shaping;
+use crate::net::{BridgeVlan, IpAddress, IpRoute, MacvlanMode};
 
 use crate::domain::addr::natural_prefix;
 use crate::driver::NetworkPort;
@@ -22,7 +23,7 @@ use crate::storage::RootMount;
 use super::spec::{
     BandwidthSpec, ConsoleLogSpec, ContainerSpec, DeviceKind, DeviceNode, HostInterfaceSpec,
     IdMapping, IdSpec, InitSpec, InterfaceKind, InterfaceSpec, MountSource, MountSpec, Namespaces,
-    NsChoice, OutboundSpec, RootFs, SPEC_VERSION, SeccompSpec,
+    NsChoice, RootFs, SPEC_VERSION, SeccompSpec,
 };
 
 /// Why a definition cannot become a container on this host.
@@ -555,8 +556,8 @@ fn interfaces(
             ));
         }
         let mtu = interface.mtu.map(u32::from);
-        let bandwidth = bandwidth_spec(def, index, interface, mtu)
-            .map_err(|(element, problem, fix)| refuse(element.into(), problem, fix.into()))?;
+        let bandwidth = shaping::spec(def, index, interface)
+            .map_err(|r| refuse(r.element.into(), r.problem, r.fix.into()))?;
         let guest_name = match &interface.guest_dev {
             Some(name) => name.clone(),
             None => {
@@ -671,79 +672,6 @@ fn bridge_vlans(
     Ok(vlans)
 }
 
-/// A veth's MTU unless `<mtu>` says otherwise.
-const DEFAULT_MTU: u32 = 1500;
-/// What a frame adds to the MTU: the Ethernet header and a VLAN tag.
-const FRAME_OVERHEAD: u32 = 18;
-/// The bucket without `burst=`, at least: big enough for a whole
-/// segmentation-offload packet (64 KiB), so that the kernel need not cut
-/// them up to pass them.
-const DEFAULT_BURST: u64 = 64 * 1024;
-
-/// One direction of `<bandwidth>` as a token bucket, in libvirt's units:
-/// `average` and `peak` in kilobytes (1000 bytes) per second, `burst` in
-/// kibibytes (the units tc gives them when libvirt writes `kbps` and
-/// `kb`). `None` without `average` (a `floor` alone).
-///
-/// - The bucket is `burst`, else 10 ms at the average rate or
-///   [`DEFAULT_BURST`], whichever is more; never less than one frame of
-///   `frame` bytes, which could otherwise never pass.
-/// - `peak` above the average gets a bucket of one frame, so that the
-///   rate holds packet by packet; equal to it, it changes nothing.
-/// - Up to 50 ms of traffic at the average rate, on top of the bucket, may
-///   wait in the queue before packets are dropped.
-fn rate_limit(rate: &BandwidthRate, frame: u32) -> Option<RateLimit> {
-    let average = rate.average? * 1000;
-    let burst = rate
-        .burst
-        .map(|kib| kib * 1024)
-        .unwrap_or_else(|| DEFAULT_BURST.max(average / 100))
-        .max(u64::from(frame));
-    let burst = u32::try_from(burst).unwrap_or(u32::MAX);
-    let queue = u64::from(burst) + average / 20;
-    Some(RateLimit {
-        rate: average,
-        burst,
-        peak: rate
-            .peak
-            .map(|peak| peak * 1000)
-            .filter(|&peak| peak > average),
-        peak_burst: frame,
-        queue: u32::try_from(queue).unwrap_or(u32::MAX),
-    })
-}
-
-/// `<bandwidth>` of `interface` (number `index` of `def`, of MTU `mtu`)
-/// as token buckets; a refusal as (element, problem, fix).
-fn bandwidth_spec(
-    def: &DomainDef,
-    index: usize,
-    interface: &Interface,
-    mtu: Option<u32>,
-) -> Result<Option<BandwidthSpec>, (&'static str, &'static str, &'static str)> {
-    let Some(bandwidth) = &interface.bandwidth else {
-        return Ok(None);
-    };
-    if bandwidth.inbound.is_some_and(|r| r.floor.is_some()) {
-        return Err((
-            "<inbound floor=…>",
-            "needs the QoS of a virtual network, which lxvirt does not run yet",
-            "remove floor=",
-        ));
-    }
-    let frame = mtu.unwrap_or(DEFAULT_MTU) + FRAME_OVERHEAD;
-    Ok(Some(BandwidthSpec {
-        inbound: bandwidth.inbound.and_then(|r| rate_limit(&r, frame)),
-        outbound: bandwidth
-            .outbound
-            .and_then(|r| rate_limit(&r, frame))
-            .map(|limit| {
-                let (ifb, alias) = ifb_name(def, index, interface);
-                OutboundSpec { ifb, alias, limit }
-            }),
-    }))
-}
-
 /// The token buckets of a running container's `interface` (number
 /// `index` of its live definition `def`), for a change of its
 /// `<bandwidth>` in place.
@@ -752,69 +680,13 @@ pub fn live_bandwidth(
     index: usize,
     interface: &Interface,
 ) -> Result<Option<BandwidthSpec>, ConvertError> {
-    bandwidth_spec(def, index, interface, interface.mtu.map(u32::from)).map_err(
-        |(element, problem, fix)| ConvertError::InterfaceSetting {
-            domain: def.name.to_string(),
-            interface: interface_label(index, interface),
-            element: element.into(),
-            problem,
-            fix: fix.into(),
-        },
-    )
-}
-
-/// The ifb device that shapes the outbound traffic of `interface`
-/// (number `index` of `def`), as (name, alias). The name is the same at
-/// every start (`lxvq` and 8 hex digits of a hash of the domain's UUID
-/// and the interface's MAC, which the core gives every interface, else
-/// its index), so that a device left by a killed monitor is found; the
-/// alias says whose it is, and only a device with it is ever deleted.
-pub fn ifb_name(def: &DomainDef, index: usize, interface: &Interface) -> (String, String) {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(def.uuid.as_bytes());
-    let which = match interface.mac {
-        Some(mac) => {
-            hasher.update(mac.0);
-            mac.to_string()
-        }
-        None => {
-            hasher.update((index as u64).to_le_bytes());
-            format!("#{}", index + 1)
-        }
-    };
-    let digest = hasher.finalize();
-    (
-        format!(
-            "lxvq{:02x}{:02x}{:02x}{:02x}",
-            digest[0], digest[1], digest[2], digest[3]
-        ),
-        format!(
-            "lxvirt: outbound shaping of domain {} interface {which}",
-            def.uuid
-        ),
-    )
-}
-
-/// The ifb devices that `def`'s interfaces shape their outbound traffic
-/// through, as (name, alias): what the host may hold for the container
-/// beyond its network namespace.
-pub fn ifb_names(def: &DomainDef) -> Vec<(String, String)> {
-    def.devices
-        .interfaces
-        .iter()
-        .enumerate()
-        .filter(|(_, interface)| has_ifb(interface))
-        .map(|(index, interface)| ifb_name(def, index, interface))
-        .collect()
-}
-
-/// Whether `interface`'s outbound traffic goes through an ifb device: an
-/// `<outbound>` with an average (a floor alone shapes nothing).
-pub fn has_ifb(interface: &Interface) -> bool {
-    interface
-        .bandwidth
-        .is_some_and(|b| b.outbound.is_some_and(|o| o.average.is_some()))
+    shaping::spec(def, index, interface).map_err(|refusal| ConvertError::InterfaceSetting {
+        domain: def.name.to_string(),
+        interface: interface_label(index, interface),
+        element: refusal.element.into(),
+        problem: refusal.problem,
+        fix: refusal.fix.into(),
+    })
 }
 
 /// `lxv` and 8 random hex digits: unique among the host's interfaces with
@@ -1123,6 +995,7 @@ fn cgroup_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::RateLimit;
 
     fn def(extra: &str) -> DomainDef {
         DomainDef::from_xml(&format!(

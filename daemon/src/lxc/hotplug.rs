@@ -5,7 +5,7 @@
 //! the same conversion). A veth pair and a macvlan go with the namespace
 //! when the container ends; the one thing such an interface leaves on the
 //! host, the ifb device of its outbound shaping, is deleted at detach and
-//! by [`release_ifbs`] when the container ends.
+//! by [`shaping::release_ifbs`] when the container ends.
 
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -14,6 +14,7 @@ use crate::domain::{DomainDef, Interface, InterfaceSource, LinkState};
 use crate::driver::NetworkPort;
 use crate::lxc::convert::{self, ConvertSettings};
 use crate::lxc::network::{Device, NetworkError, delete_ifb, plumb, reshape};
+use crate::net::shaping;
 use crate::net::{LinkChange, LinkError, Links, Netlink, Netns};
 use crate::sys::linux;
 
@@ -93,36 +94,13 @@ pub fn attach(
 pub fn detach(live: &DomainDef, interface: &Interface, init_pid: i32) -> Result<(), HotplugError> {
     let (inside, index) = find_inside(interface, init_pid)?;
     inside.delete(index)?;
-    if convert::has_ifb(interface) {
+    if shaping::has_ifb(interface) {
         let host = Netlink::open()?;
         let position = position(live, interface);
-        let (name, alias) = convert::ifb_name(live, position, interface);
+        let (name, alias) = shaping::ifb_name(live, position, interface);
         delete_ifb(&host, &device(position, interface), &name, &alias)?;
     }
     Ok(())
-}
-
-/// Deletes the ifb devices that `live`'s interfaces shaped their outbound
-/// traffic through, once the container is gone: a monitor deletes those
-/// of the start itself, but not those of interfaces plugged in later, nor
-/// anything when it was killed. Returns what could not be deleted.
-pub fn release_ifbs(live: &DomainDef) -> Vec<String> {
-    let names = convert::ifb_names(live);
-    if names.is_empty() {
-        return Vec::new();
-    }
-    let host = match Netlink::open() {
-        Ok(host) => host,
-        Err(e) => return vec![format!("cannot delete its ifb devices: {e}")],
-    };
-    names
-        .iter()
-        .filter_map(|(name, alias)| {
-            delete_ifb(&host, &Device::Namespace, name, alias)
-                .err()
-                .map(|e| crate::error_chain::error_chain(&e))
-        })
-        .collect()
 }
 
 /// Changes the running `old` interface of the container whose running

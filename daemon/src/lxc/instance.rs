@@ -557,7 +557,7 @@ impl Driver for LxcDriver {
         // The host's side of interfaces that the namespace did not take
         // with it: a few lookups, a deletion only when the monitor could
         // not make it (killed) or never knew the device (plugged in later).
-        problems.extend(crate::lxc::hotplug::release_ifbs(live));
+        problems.extend(crate::net::shaping::release_ifbs(live));
         self.remove_files(name);
         Ended { exit, problems }
     }

@@ -45,9 +45,11 @@ use std::path::Path;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::spec::{BandwidthSpec, ContainerSpec, InterfaceKind, InterfaceSpec, OutboundSpec};
+use super::spec::{ContainerSpec, InterfaceKind, InterfaceSpec};
+pub use crate::net::shaping::Direction;
+use crate::net::shaping::{self, BandwidthSpec, ShapeError, ShapeStep};
 use crate::net::{
-    BridgeSettings, BridgeVlan, FoundLink, Ifb, IpAddress, IpRoute, LinkChange, LinkError, Links,
+    BridgeSettings, BridgeVlan, FoundLink, IpAddress, IpRoute, LinkChange, LinkError, Links,
     Macvlan, MacvlanMode, Netlink, Netns, Veth,
 };
 use crate::sys::Errno;
@@ -205,25 +207,6 @@ pub enum NetStep {
     },
 }
 
-/// Which traffic a [`NetStep::Shape`] limits: towards the container or
-/// from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
-
-impl Direction {
-    /// Its element in `<bandwidth>`.
-    fn element(self) -> &'static str {
-        match self {
-            Direction::Inbound => "<inbound>",
-            Direction::Outbound => "<outbound>",
-        }
-    }
-}
-
 /// Why a container's network could not be set up (or undone). Crosses
 /// from the monitor to the daemon as JSON; the daemon names the domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -271,6 +254,11 @@ impl NetworkError {
             errno,
             detail,
         }
+    }
+
+    /// A shaping step of `device` that failed.
+    fn shaping(device: &Device, error: ShapeError) -> NetworkError {
+        NetworkError::new(device, NetStep::from(error.step), error.source)
     }
 
     fn kernel_says(&self) -> String {
@@ -390,37 +378,6 @@ impl NetworkError {
             NetStep::BridgeVlans { bridge, host_name } => format!(
                 "cannot make port '{host_name}' of bridge '{bridge}' a member of its VLANs; check <vlan>"
             ),
-            NetStep::Shape { name, direction }
-                if errno == Some(Errno::ENOENT) || errno == Some(Errno::EOPNOTSUPP) =>
-            {
-                format!(
-                    "cannot shape the traffic of '{name}' for {}: this kernel has no tbf qdisc (CONFIG_NET_SCH_TBF, module sch_tbf); load it or remove <bandwidth>",
-                    direction.element()
-                )
-            }
-            NetStep::Shape { name, direction } => format!(
-                "cannot shape the traffic of '{name}' with a tbf qdisc for {}; check <bandwidth>",
-                direction.element()
-            ),
-            NetStep::CreateIfb { name } if errno == Some(Errno::EOPNOTSUPP) => format!(
-                "cannot create the ifb device '{name}' that <outbound> shaping goes through: this kernel has no ifb devices (CONFIG_IFB, module ifb); load it or remove <outbound>"
-            ),
-            NetStep::CreateIfb { name } => format!(
-                "cannot create the ifb device '{name}' that <outbound> shaping goes through"
-            ),
-            NetStep::IfbNameTaken { name } => format!(
-                "the host has a device named '{name}' that is not this interface's; <outbound> shaping needs that name for its ifb device: rename or remove that device"
-            ),
-            NetStep::Redirect { host_name, ifb }
-                if errno == Some(Errno::ENOENT) || errno == Some(Errno::EOPNOTSUPP) =>
-            {
-                format!(
-                    "cannot redirect what arrives on '{host_name}' to '{ifb}' for <outbound> shaping: this kernel lacks the ingress qdisc, the u32 filter or the mirred action (modules sch_ingress, cls_u32, act_mirred); load them or remove <outbound>"
-                )
-            }
-            NetStep::Redirect { host_name, ifb } => format!(
-                "cannot redirect what arrives on '{host_name}' to '{ifb}' for <outbound> shaping"
-            ),
             NetStep::FindHostdev { name } if errno.is_none() => format!(
                 "host interface '{name}' does not exist; change <source><interface> of the <hostdev>"
             ),
@@ -440,17 +397,49 @@ impl NetworkError {
             NetStep::DeleteHostEnd { host_name } => {
                 format!("cannot delete the veth host end '{host_name}'")
             }
-            NetStep::DeleteIfb { name } => format!("cannot delete the ifb device '{name}'"),
-            NetStep::FindHostEnd { host_name } if errno.is_none() => format!(
-                "its host end '{host_name}' is gone from the host (deleted by hand?); restart the domain to make it again"
-            ),
-            NetStep::FindHostEnd { host_name } => {
-                format!("cannot look up its host end '{host_name}'")
+            // Shaping's own words, for a veth's host end as for a tap.
+            NetStep::Shape { name, direction } => ShapeStep::Shape {
+                name: name.clone(),
+                direction: *direction,
             }
-            NetStep::EndShaping { name, direction } => format!(
-                "cannot end the shaping of '{name}' for {}",
-                direction.element()
-            ),
+            .problem(errno),
+            NetStep::CreateIfb { name } => {
+                ShapeStep::CreateIfb { name: name.clone() }.problem(errno)
+            }
+            NetStep::IfbNameTaken { name } => {
+                ShapeStep::IfbNameTaken { name: name.clone() }.problem(errno)
+            }
+            NetStep::Redirect { host_name, ifb } => ShapeStep::Redirect {
+                host_name: host_name.clone(),
+                ifb: ifb.clone(),
+            }
+            .problem(errno),
+            NetStep::DeleteIfb { name } => {
+                ShapeStep::DeleteIfb { name: name.clone() }.problem(errno)
+            }
+            NetStep::FindHostEnd { host_name } => ShapeStep::FindHostEnd {
+                host_name: host_name.clone(),
+            }
+            .problem(errno),
+            NetStep::EndShaping { name, direction } => ShapeStep::EndShaping {
+                name: name.clone(),
+                direction: *direction,
+            }
+            .problem(errno),
+        }
+    }
+}
+
+impl From<ShapeStep> for NetStep {
+    fn from(step: ShapeStep) -> NetStep {
+        match step {
+            ShapeStep::Shape { name, direction } => NetStep::Shape { name, direction },
+            ShapeStep::CreateIfb { name } => NetStep::CreateIfb { name },
+            ShapeStep::IfbNameTaken { name } => NetStep::IfbNameTaken { name },
+            ShapeStep::Redirect { host_name, ifb } => NetStep::Redirect { host_name, ifb },
+            ShapeStep::DeleteIfb { name } => NetStep::DeleteIfb { name },
+            ShapeStep::FindHostEnd { host_name } => NetStep::FindHostEnd { host_name },
+            ShapeStep::EndShaping { name, direction } => NetStep::EndShaping { name, direction },
         }
     }
 }
@@ -742,9 +731,8 @@ fn join_vlans(
     Ok(())
 }
 
-/// `<bandwidth>` on the host end of a veth: its egress (the container's
-/// inbound traffic) through a token bucket; its ingress (the outbound)
-/// redirected to an ifb device whose egress has the other bucket.
+/// `<bandwidth>` on the host end of a veth (see [`shaping`]); the ifb
+/// devices it makes are recorded in `plumbed`.
 fn shape(
     plumbed: &mut Plumbed,
     host: &impl Links,
@@ -756,59 +744,19 @@ fn shape(
     let Some(bandwidth) = &interface.bandwidth else {
         return Ok(());
     };
-    let shape_step = |name: &str, direction| NetStep::Shape {
-        name: name.to_owned(),
-        direction,
-    };
-    if let Some(limit) = &bandwidth.inbound {
-        host.limit_egress(host_index, limit).map_err(|e| {
-            NetworkError::new(device, shape_step(host_name, Direction::Inbound), Some(e))
-        })?;
-    }
+    let mut made = Vec::new();
+    let shaped = shaping::shape(host, host_name, host_index, bandwidth, &mut made);
     if let Some(outbound) = &bandwidth.outbound {
-        shape_outbound(plumbed, host, device, host_name, host_index, outbound)?;
+        plumbed.ifbs.extend(
+            made.into_iter()
+                .map(|index| (index, outbound.ifb.clone(), device.clone())),
+        );
     }
-    Ok(())
-}
-
-/// Outbound shaping of the host end `host_name` (`host_index`): its ifb
-/// device (recorded in `plumbed`) with the token bucket, and the host
-/// end's ingress redirected to it.
-fn shape_outbound(
-    plumbed: &mut Plumbed,
-    host: &impl Links,
-    device: &Device,
-    host_name: &str,
-    host_index: u32,
-    outbound: &OutboundSpec,
-) -> Result<(), NetworkError> {
-    let ifb = make_ifb(plumbed, host, device, &outbound.ifb, &outbound.alias)?;
-    host.limit_egress(ifb, &outbound.limit).map_err(|e| {
-        let step = NetStep::Shape {
-            name: outbound.ifb.clone(),
-            direction: Direction::Outbound,
-        };
-        NetworkError::new(device, step, Some(e))
-    })?;
-    host.redirect_ingress(host_index, ifb).map_err(|e| {
-        let step = NetStep::Redirect {
-            host_name: host_name.to_owned(),
-            ifb: outbound.ifb.clone(),
-        };
-        NetworkError::new(device, step, Some(e))
-    })
-}
-
-/// Whether `link` is the ifb device whose alias is `alias`: only such a
-/// device is lxvirt's to replace or delete.
-fn is_ifb_of(link: &FoundLink, alias: &str) -> bool {
-    link.kind.as_deref() == Some("ifb") && link.alias.as_deref() == Some(alias)
+    shaped.map_err(|e| NetworkError::shaping(device, e))
 }
 
 /// Changes the shaping of a running veth, whose host end is `host_name`,
-/// from `old` to `new`, to what [`shape`] makes of `new` at a start:
-/// only the direction that changed is touched, so the other keeps its
-/// bucket. Ending the outbound shaping deletes its ifb device.
+/// from `old` to `new` ([`shaping::reshape`]).
 pub fn reshape(
     host: &impl Links,
     device: &Device,
@@ -816,142 +764,18 @@ pub fn reshape(
     old: Option<&BandwidthSpec>,
     new: Option<&BandwidthSpec>,
 ) -> Result<(), NetworkError> {
-    let find_step = || NetStep::FindHostEnd {
-        host_name: host_name.to_owned(),
-    };
-    let host_index = host
-        .find(host_name)
-        .map_err(|e| NetworkError::new(device, find_step(), Some(e)))?
-        .ok_or_else(|| NetworkError::new(device, find_step(), None))?
-        .index;
-    let inbound = |b: Option<&BandwidthSpec>| b.and_then(|b| b.inbound);
-    let (old_in, new_in) = (inbound(old), inbound(new));
-    if old_in != new_in {
-        host.reshape_egress(host_index, new_in.as_ref())
-            .map_err(|e| {
-                let step = match new_in {
-                    Some(_) => NetStep::Shape {
-                        name: host_name.to_owned(),
-                        direction: Direction::Inbound,
-                    },
-                    None => NetStep::EndShaping {
-                        name: host_name.to_owned(),
-                        direction: Direction::Inbound,
-                    },
-                };
-                NetworkError::new(device, step, Some(e))
-            })?;
-    }
-    let outbound = |b: Option<&BandwidthSpec>| b.and_then(|b| b.outbound.clone());
-    let (old_out, new_out) = (outbound(old), outbound(new));
-    if old_out == new_out {
-        return Ok(());
-    }
-    let ours = |spec: &OutboundSpec| -> Result<Option<u32>, NetworkError> {
-        let step = || NetStep::CreateIfb {
-            name: spec.ifb.clone(),
-        };
-        Ok(host
-            .find(&spec.ifb)
-            .map_err(|e| NetworkError::new(device, step(), Some(e)))?
-            .filter(|l| is_ifb_of(l, &spec.alias))
-            .map(|l| l.index))
-    };
-    // The same device (its name follows the domain and the MAC): a new
-    // bucket in place.
-    if let (Some(old_out), Some(new_out)) = (&old_out, &new_out)
-        && old_out.ifb == new_out.ifb
-        && let Some(ifb) = ours(new_out)?
-    {
-        return host.reshape_egress(ifb, Some(&new_out.limit)).map_err(|e| {
-            let step = NetStep::Shape {
-                name: new_out.ifb.clone(),
-                direction: Direction::Outbound,
-            };
-            NetworkError::new(device, step, Some(e))
-        });
-    }
-    if let Some(old_out) = &old_out {
-        host.end_redirect(host_index).map_err(|e| {
-            let step = NetStep::EndShaping {
-                name: host_name.to_owned(),
-                direction: Direction::Outbound,
-            };
-            NetworkError::new(device, step, Some(e))
-        })?;
-        delete_ifb(host, device, &old_out.ifb, &old_out.alias)?;
-    }
-    let Some(new_out) = new_out else {
-        return Ok(());
-    };
-    let mut made = Plumbed::default();
-    let shaped = shape_outbound(&mut made, host, device, host_name, host_index, &new_out);
-    if shaped.is_err() {
-        let _ = host.end_redirect(host_index);
-        for (index, _, _) in made.ifbs {
-            let _ = host.delete(index);
-        }
-    }
-    shaped
+    shaping::reshape(host, host_name, old, new).map_err(|e| NetworkError::shaping(device, e))
 }
 
-/// Deletes the ifb device `name` if it is the one `alias` names (another
-/// of that name is not lxvirt's to delete); gone already is fine.
+/// Deletes the ifb device `name` if it is the one `alias` names
+/// ([`shaping::delete_ifb`]).
 pub fn delete_ifb(
     host: &impl Links,
     device: &Device,
     name: &str,
     alias: &str,
 ) -> Result<(), NetworkError> {
-    let step = || NetStep::DeleteIfb {
-        name: name.to_owned(),
-    };
-    let found = host
-        .find(name)
-        .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
-    match found {
-        Some(link) if is_ifb_of(&link, alias) => match host.delete(link.index) {
-            Err(e) if e.errno != Errno::ENODEV => Err(NetworkError::new(device, step(), Some(e))),
-            _ => Ok(()),
-        },
-        _ => Ok(()),
-    }
-}
-
-/// The ifb device `name`, up; records it and returns its index. One of
-/// that name and `alias` is this interface's from a start whose monitor
-/// was killed: it is replaced. Any other of that name is not touched.
-fn make_ifb(
-    plumbed: &mut Plumbed,
-    host: &impl Links,
-    device: &Device,
-    name: &str,
-    alias: &str,
-) -> Result<u32, NetworkError> {
-    let step = || NetStep::CreateIfb {
-        name: name.to_owned(),
-    };
-    match host
-        .find(name)
-        .map_err(|e| NetworkError::new(device, step(), Some(e)))?
-    {
-        None => {}
-        Some(left) if is_ifb_of(&left, alias) => {
-            host.delete(left.index)
-                .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
-        }
-        Some(_) => {
-            let taken = NetStep::IfbNameTaken {
-                name: name.to_owned(),
-            };
-            return Err(NetworkError::new(device, taken, None));
-        }
-    }
-    let index = host
-        .create_ifb(&Ifb { name, alias })
-        .map_err(|e| NetworkError::new(device, step(), Some(e)))?;
-    plumbed.ifbs.push((index, name.to_owned(), device.clone()));
-    Ok(index)
+    shaping::delete_ifb(host, name, alias).map_err(|e| NetworkError::shaping(device, e))
 }
 
 fn find_inside(inside: &impl Links, device: &Device, name: &str) -> Result<u32, NetworkError> {
@@ -1260,8 +1084,8 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::lxc::spec::{HostInterfaceSpec, InterfaceSpec};
-    use crate::net::{BridgeSettings, RateLimit};
+    use crate::lxc::spec::{HostInterfaceSpec, InterfaceSpec, OutboundSpec};
+    use crate::net::{BridgeSettings, FoundLink, Ifb, RateLimit};
 
     /// Links of one namespace, shared by the double of each side so that
     /// moves and veth peers land on the other; every call is logged.

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cgroup::CgroupSpec;
-use crate::net::{BridgeVlan, IpAddress, IpRoute, MacvlanMode, RateLimit};
+pub use crate::net::shaping::{BandwidthSpec, OutboundSpec};
+use crate::net::{BridgeVlan, IpAddress, IpRoute, MacvlanMode};
 
 /// Format version of [`ContainerSpec`]; a monitor refuses other versions.
 /// 2: network interfaces (a monitor of version 1 would ignore them).
@@ -144,32 +145,6 @@ pub struct InterfaceSpec {
     /// other port of the network for nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quiet_ipv6: bool,
-}
-
-/// `<bandwidth>` as token buckets on the host end of a veth, whose egress
-/// is the container's inbound traffic and whose ingress its outbound.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BandwidthSpec {
-    /// On the host end's egress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inbound: Option<RateLimit>,
-    /// On the egress of an ifb device that the host end's ingress is
-    /// redirected to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outbound: Option<OutboundSpec>,
-}
-
-/// Outbound shaping: the ifb device's name and alias, and the limit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboundSpec {
-    /// The same for every start of the domain's interface, so that a
-    /// device left by a killed monitor is found (and replaced) by the
-    /// next start.
-    pub ifb: String,
-    /// Names the domain and the interface; a device of `ifb`'s name is
-    /// replaced only when it has this alias.
-    pub alias: String,
-    pub limit: RateLimit,
 }
 
 /// How an interface connects to the host.

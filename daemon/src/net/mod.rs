@@ -20,6 +20,7 @@ pub mod link;
 pub mod nft;
 pub mod port_filter;
 pub mod ports;
+pub mod shaping;
 pub mod tc;
 pub mod virtual_network;
 
