@@ -117,3 +117,34 @@ pub async fn inside(env: &ContainerEnv, domain: &DomainProxy<'_>, argv: &[&str])
     assert_eq!(code, 0, "{argv:?} inside: {out}");
     out
 }
+
+/// The ifb devices of a domain's outbound shaping, found by their alias
+/// (which names the domain's UUID); deleted on drop, should a failing
+/// test leave them.
+#[derive(Debug)]
+pub struct DomainIfbs(String);
+
+impl DomainIfbs {
+    /// Those of the domain whose UUID is `uuid`.
+    pub fn of(uuid: &str) -> DomainIfbs {
+        DomainIfbs(uuid.to_owned())
+    }
+
+    pub fn list(&self) -> Vec<String> {
+        let (_, text) = ip(&["-j", "link", "show", "type", "ifb"]);
+        let links: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+        links
+            .iter()
+            .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.contains(&self.0)))
+            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for DomainIfbs {
+    fn drop(&mut self) {
+        for name in self.list() {
+            let _ = ip(&["link", "del", &name]);
+        }
+    }
+}

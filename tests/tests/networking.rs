@@ -23,7 +23,8 @@ use lxvirtd::dbus::proxy::DomainProxy;
 use std::time::{Duration, Instant};
 
 use lxvirt_tests::net::{
-    HostDevices, bridge_ports, define, env, eventually, host_link_exists, inside, ip, set_up, xml,
+    DomainIfbs, HostDevices, bridge_ports, define, env, eventually, host_link_exists, inside, ip,
+    set_up, xml,
 };
 
 #[tokio::test]
@@ -740,7 +741,7 @@ async fn bandwidth_limits_hold_both_ways() {
         qdiscs.contains("qdisc tbf 1: root") && qdiscs.contains("qdisc ingress ffff:"),
         "{qdiscs}"
     );
-    let ifbs = DomainIfbs::of(&limited).await;
+    let ifbs = DomainIfbs::of(&limited.uuid().await.unwrap());
     let names = ifbs.list();
     assert!(
         names.len() == 1 && names[0].starts_with("lxvq"),
@@ -800,7 +801,7 @@ async fn bandwidth_changes_live_and_on_hot_plugged_interfaces() {
     )
     .await;
     domain.start().await.unwrap();
-    let ifbs = DomainIfbs::of(&domain).await;
+    let ifbs = DomainIfbs::of(&domain.uuid().await.unwrap());
     assert_eq!(tbf_rate("lxvtc18"), None);
     let cli = |args: &[&str]| lxvirt_tests::lxvirt_said(&env.bus.address, args);
 
@@ -907,35 +908,6 @@ async fn bandwidth_changes_live_and_on_hot_plugged_interfaces() {
     assert_eq!(ifbs.list(), Vec::<String>::new(), "the end took the ifb");
 }
 
-/// The ifb devices of a domain's outbound shaping, found by their alias
-/// (which names the domain's UUID); deleted on drop, should a failing
-/// test leave them (the harness kills the monitors of what is left).
-struct DomainIfbs(String);
-
-impl DomainIfbs {
-    async fn of(domain: &DomainProxy<'_>) -> DomainIfbs {
-        DomainIfbs(domain.uuid().await.unwrap())
-    }
-
-    fn list(&self) -> Vec<String> {
-        let (_, text) = ip(&["-j", "link", "show", "type", "ifb"]);
-        let links: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
-        links
-            .iter()
-            .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.contains(&self.0)))
-            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
-            .collect()
-    }
-}
-
-impl Drop for DomainIfbs {
-    fn drop(&mut self) {
-        for name in self.list() {
-            let _ = ip(&["link", "del", &name]);
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_ifb_of_a_killed_monitor_is_deleted_when_the_daemon_finds_it_gone() {
     let Some(env) = env().await else { return };
@@ -950,7 +922,7 @@ async fn the_ifb_of_a_killed_monitor_is_deleted_when_the_daemon_finds_it_gone() 
     )
     .await;
     domain.start().await.unwrap();
-    let ifbs = DomainIfbs::of(&domain).await;
+    let ifbs = DomainIfbs::of(&domain.uuid().await.unwrap());
     let names = ifbs.list();
     assert_eq!(names.len(), 1, "{names:?}");
     let status =

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lxvirt_tests::guest::{TestGuest, test_guest};
+use lxvirt_tests::net::DomainIfbs;
 use lxvirt_tests::{TestBus, TestDaemon, lxvirt, root_or_skip};
 use serde_json::Value;
 
@@ -521,7 +522,10 @@ async fn disks_are_given_to_the_vm_and_back() {
 /// A VM and a container on one lxvirt network exchange packets: the VM's
 /// tap is a port of the network's bridge (filtered like the container's
 /// veth), the guest gets its address from the network's DHCP, the
-/// container pings it. The tap goes with the VM.
+/// container pings it. The tap is shaped by `<bandwidth>` as a
+/// container's veth is (its own bucket, an ifb with the other), and the
+/// traffic passes both. The tap goes with the VM, the ifb with the VM's
+/// end, by destroy or by kill -9 of qemu.
 #[tokio::test]
 async fn a_vm_and_a_container_on_one_network_exchange_packets() {
     let Some(env) = Env::new().await else { return };
@@ -556,8 +560,10 @@ async fn a_vm_and_a_container_on_one_network_exchange_packets() {
         "vmnet",
         "lxvirt.udhcpc=1 lxvirt.marker=READY-vmnet",
         "",
-        "<interface type='network'><source network='lxvtvmnet'/><model type='virtio'/></interface>",
+        "<interface type='network'><source network='lxvtvmnet'/><model type='virtio'/>\
+         <bandwidth><inbound average='1000'/><outbound average='500' burst='32'/></bandwidth></interface>",
     );
+    let ifbs = DomainIfbs::of(env.info("vmnet")["uuid"].as_str().unwrap());
     env.ok(&["start", "vmnet"]);
     env.wait_console("vmnet", "READY-vmnet", 1);
     let console = env.console_log("vmnet");
@@ -601,6 +607,19 @@ async fn a_vm_and_a_container_on_one_network_exchange_packets() {
         stats[format!("net.{tap}.rx.packets")].as_u64().unwrap_or(0) >= 2,
         "{stats}"
     );
+    // The pings went to the guest through the tap's bucket, the replies
+    // through the ifb's.
+    let ifb = match ifbs.list().as_slice() {
+        [ifb] => ifb.clone(),
+        other => panic!("one ifb expected for the shaped tap: {other:?}"),
+    };
+    let tap_tbf = tbf_of(&tap);
+    assert_eq!(tap_tbf["options"]["rate"], 1_000_000, "{tap_tbf}");
+    assert!(tap_tbf["packets"].as_u64().unwrap_or(0) >= 2, "{tap_tbf}");
+    let ifb_tbf = tbf_of(&ifb);
+    assert_eq!(ifb_tbf["options"]["rate"], 500_000, "{ifb_tbf}");
+    assert_eq!(ifb_tbf["options"]["burst"], 32 * 1024, "{ifb_tbf}");
+    assert!(ifb_tbf["packets"].as_u64().unwrap_or(0) >= 2, "{ifb_tbf}");
 
     let pid = env.qemu_pid("vmnet");
     env.ok(&["destroy", "vmnet"]);
@@ -609,6 +628,18 @@ async fn a_vm_and_a_container_on_one_network_exchange_packets() {
         !Path::new("/sys/class/net").join(&tap).exists(),
         "the tap {tap} is left"
     );
+    assert_eq!(ifbs.list(), Vec::<String>::new(), "destroy took the ifb");
+    // qemu killed: the daemon deletes the ifb as it collects the end.
+    env.ok(&["start", "vmnet"]);
+    assert_eq!(ifbs.list().len(), 1);
+    let pid = env.qemu_pid("vmnet");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    env.wait_state("vmnet", "shutoff", Duration::from_secs(30));
+    assert_eq!(ifbs.list(), Vec::<String>::new(), "the end took the ifb");
     env.ok(&["destroy", "cnet"]);
     env.ok(&["net-destroy", "lxvtvmnet"]);
 }
@@ -926,4 +957,17 @@ async fn without_a_running_guest_agent_enter_is_refused_clearly() {
 
     env.ok(&["destroy", "vmnoga"]);
     env.ok(&["destroy", "vmsilent"]);
+}
+
+/// The tbf qdisc of `dev`, with its counters (`tc -s -j`).
+fn tbf_of(dev: &str) -> Value {
+    let out = std::process::Command::new("tc")
+        .args(["-s", "-j", "qdisc", "show", "dev", dev])
+        .output()
+        .unwrap();
+    let qdiscs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    qdiscs
+        .into_iter()
+        .find(|q| q["kind"] == "tbf")
+        .unwrap_or_else(|| panic!("no tbf on {dev}: {}", String::from_utf8_lossy(&out.stdout)))
 }

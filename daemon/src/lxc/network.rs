@@ -258,7 +258,7 @@ impl NetworkError {
 
     /// A shaping step of `device` that failed.
     fn shaping(device: &Device, error: ShapeError) -> NetworkError {
-        NetworkError::new(device, NetStep::from(error.step), error.source)
+        NetworkError::new(device, NetStep::from(error.step), error.kernel)
     }
 
     fn kernel_says(&self) -> String {

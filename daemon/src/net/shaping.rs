@@ -272,14 +272,36 @@ impl ShapeStep {
     }
 }
 
-/// A shaping step that failed, with the kernel's refusal if it was one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{}", step.problem(source.as_ref().map(|e| e.errno)), kernel_says(source.as_ref()))]
+/// A shaping step that failed, with the kernel's refusal if it was one
+/// (`None`: a refusal of lxvirt's own). Its cause is the errno; its own
+/// words carry the kernel's extended message, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShapeError {
     pub step: ShapeStep,
-    pub source: Option<LinkError>,
+    pub kernel: Option<LinkError>,
 }
 
+impl std::fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kernel = self.kernel.as_ref();
+        write!(
+            f,
+            "{}{}",
+            self.step.problem(kernel.map(|e| e.errno)),
+            kernel_says(kernel)
+        )
+    }
+}
+
+impl std::error::Error for ShapeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.kernel
+            .as_ref()
+            .map(|e| &e.errno as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// What the kernel's extended message does not say already.
 fn kernel_says(error: Option<&LinkError>) -> String {
     match error.and_then(|e| e.message.as_deref()) {
         Some(message) => format!(" (the kernel says: {message})"),
@@ -290,7 +312,7 @@ fn kernel_says(error: Option<&LinkError>) -> String {
 fn failed(step: ShapeStep) -> impl FnOnce(LinkError) -> ShapeError {
     move |e| ShapeError {
         step,
-        source: Some(e),
+        kernel: Some(e),
     }
 }
 
@@ -363,7 +385,7 @@ fn make_ifb(host: &impl Links, name: &str, alias: &str) -> Result<u32, ShapeErro
                 step: ShapeStep::IfbNameTaken {
                     name: name.to_owned(),
                 },
-                source: None,
+                kernel: None,
             });
         }
     }
@@ -389,7 +411,7 @@ pub fn reshape(
         .map_err(failed(find_step()))?
         .ok_or_else(|| ShapeError {
             step: find_step(),
-            source: None,
+            kernel: None,
         })?
         .index;
     let inbound = |b: Option<&BandwidthSpec>| b.and_then(|b| b.inbound);
@@ -487,6 +509,6 @@ pub fn release_ifbs(live: &DomainDef) -> Vec<String> {
     names
         .iter()
         .filter_map(|(name, alias)| delete_ifb(&host, name, alias).err())
-        .map(|e| e.to_string())
+        .map(|e| crate::error_chain::error_chain(&e))
         .collect()
 }

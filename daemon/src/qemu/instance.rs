@@ -406,19 +406,19 @@ impl QemuDriver {
         };
         // Each interface on a network is a port of its bridge.
         let plugged = crate::driver::plug_networks(def, &request.networks);
-        let taps = plugged
+        let taps = def
             .devices
             .interfaces
             .iter()
-            .zip(&def.devices.interfaces)
-            .map(|(interface, original)| {
+            .enumerate()
+            .map(|(index, original)| {
                 let port = match &original.source {
                     crate::domain::InterfaceSource::Network { network, .. } => {
                         request.networks.get(network)
                     }
                     _ => None,
                 };
-                tap::plan(interface, port).map_err(|what| QemuError::NotSupported {
+                tap::plan(&plugged, index, port).map_err(|what| QemuError::NotSupported {
                     domain: domain.clone(),
                     what,
                 })
@@ -750,6 +750,7 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
         wait_exit(pidfd).await;
         driver.drop_link(&domain);
         remove_cgroup(&plan.cgroups, &plan.cgroup.path);
+        release_shaping(&domain, &plan.def);
         return Err(error);
     }
     let unrecorded = UnrecordedVm(pidfd.try_clone().ok());
@@ -853,7 +854,6 @@ fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
     let Plan {
         domain,
         files,
-        emulator,
         uid,
         cgroups,
         cgroup: spec,
@@ -921,7 +921,25 @@ fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
         let _ = stale.kill_all();
         let _ = stale.remove();
     }
-    let taps = make_taps(domain, &plan.taps)?;
+    let taps = make_taps(domain, &plan.taps).and_then(|taps| run_qemu(plan, &taps));
+    if taps.is_err() {
+        release_shaping(domain, &plan.def);
+    }
+    taps
+}
+
+/// qemu started on the taps `taps` (the rest of [`launch`]).
+fn run_qemu(plan: &Plan, taps: &[OwnedFd]) -> Result<(Pid, OwnedFd), QemuError> {
+    let Plan {
+        domain,
+        files,
+        emulator,
+        uid,
+        cgroups,
+        cgroup: spec,
+        labels,
+        ..
+    } = plan;
     let mut settings = plan.settings.clone();
     settings.tap_fds = taps.iter().map(|fd| Some(fd.as_raw_fd())).collect();
     let args = command::command_line(&plan.def, &settings)?;
@@ -964,8 +982,17 @@ fn launch(plan: &Plan) -> Result<(Pid, OwnedFd), QemuError> {
     })
 }
 
-/// The taps of a VM's interfaces, made and set up; none is left when
-/// one fails (they go with their descriptors).
+/// Deletes the ifb devices of `def`'s shaped interfaces (they outlive
+/// the taps), logging what cannot be.
+fn release_shaping(domain: &str, def: &DomainDef) {
+    for problem in crate::net::shaping::release_ifbs(def) {
+        tracing::warn!(domain = %domain, problem, "ifb device not deleted");
+    }
+}
+
+/// The taps of a VM's interfaces, made and set up; no tap is left when
+/// one fails (they go with their descriptors), the ifb devices of their
+/// shaping are ([`release_shaping`]).
 fn make_taps(domain: &str, plans: &[tap::TapPlan]) -> Result<Vec<OwnedFd>, QemuError> {
     if plans.is_empty() {
         return Ok(Vec::new());
@@ -1191,7 +1218,7 @@ impl Driver for QemuDriver {
         })
     }
 
-    fn collect_exit(&self, name: &str, runtime: &Runtime, _live: &DomainDef) -> Ended {
+    fn collect_exit(&self, name: &str, runtime: &Runtime, live: &DomainDef) -> Ended {
         let files = self.files(name);
         let mut problems = Vec::new();
         let record = match persist::read_versioned_if_present::<ExitRecord>(&files.exit) {
@@ -1206,6 +1233,7 @@ impl Driver for QemuDriver {
         {
             problems.push(problem);
         }
+        problems.extend(crate::net::shaping::release_ifbs(live));
         self.drop_link(name);
         self.release(name);
         Ended {

@@ -9,13 +9,17 @@
 //! port: in the network's device group, which the port filter knows),
 //! with no IPv6 of its own, up unless `<link state='down'>`. Its MAC is
 //! the guest's with the first byte `0xfe`, so that a bridge never takes
-//! the guest's address for its own.
+//! the guest's address for its own. `<bandwidth>` shapes it as it shapes
+//! a veth's host end ([`crate::net::shaping`]), before it joins its
+//! bridge; the ifb device of `<outbound>` outlives the tap, and goes when
+//! the daemon collects the VM's end.
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-use crate::domain::{Interface, InterfaceSource, LinkState};
+use crate::domain::{DomainDef, InterfaceSource, LinkState};
 use crate::driver::NetworkPort;
 use crate::net::link::Netlink;
+use crate::net::shaping::{self, BandwidthSpec, ShapeError};
 use crate::net::{LinkChange, LinkError, Links as _};
 
 /// What one interface's tap is to be.
@@ -29,6 +33,8 @@ pub struct TapPlan {
     pub group: Option<u32>,
     pub mac: [u8; 6],
     pub up: bool,
+    /// Its `<bandwidth>` as token buckets.
+    pub bandwidth: Option<BandwidthSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +49,12 @@ pub enum TapError {
         "interface {name}: the bridge {bridge} does not exist; create it or fix <source bridge>"
     )]
     NoBridge { name: String, bridge: String },
+    #[error("interface {name}")]
+    Shape {
+        name: String,
+        #[source]
+        source: Box<ShapeError>,
+    },
     #[error("interface {name}: {step}")]
     Netlink {
         name: String,
@@ -52,13 +64,17 @@ pub enum TapError {
     },
 }
 
-/// The tap of `interface` (already plugged: a `type='network'` one
-/// reads as its network's bridge), or why a VM cannot have it: the
-/// element that is not supported yet.
-pub fn plan(interface: &Interface, port: Option<&NetworkPort>) -> Result<TapPlan, &'static str> {
-    if interface.bandwidth.is_some() {
-        return Err("<interface><bandwidth>");
-    }
+/// The tap of interface number `index` of `def` (plugged: a
+/// `type='network'` one reads as its network's bridge), or why a VM
+/// cannot have it: the element that is not supported yet.
+pub fn plan(
+    def: &DomainDef,
+    index: usize,
+    port: Option<&NetworkPort>,
+) -> Result<TapPlan, &'static str> {
+    let Some(interface) = def.devices.interfaces.get(index) else {
+        return Err("<interface> that is not there");
+    };
     if interface.vlan.is_some() {
         return Err("<interface><vlan>");
     }
@@ -91,6 +107,7 @@ pub fn plan(interface: &Interface, port: Option<&NetworkPort>) -> Result<TapPlan
         group: port.and_then(|p| p.group),
         mac,
         up: interface.link_state != Some(LinkState::Down),
+        bandwidth: shaping::spec(def, index, interface).map_err(|refusal| refusal.element)?,
     })
 }
 
@@ -110,7 +127,9 @@ struct IfReq {
 }
 
 /// Makes the tap `plan.name` and sets it up; returns its descriptor
-/// (close-on-exec: the launcher keeps it open for qemu only).
+/// (close-on-exec: the launcher keeps it open for qemu only). An ifb
+/// device of its shaping stays when anything fails later: the caller
+/// deletes them by name ([`shaping::release_ifbs`]).
 pub fn make(links: &Netlink, plan: &TapPlan) -> Result<OwnedFd, TapError> {
     let fd = open(&plan.name).map_err(|source| TapError::Open {
         name: plan.name.clone(),
@@ -152,6 +171,15 @@ pub fn make(links: &Netlink, plan: &TapPlan) -> Result<OwnedFd, TapError> {
     links
         .change(found.index, &quiet)
         .map_err(|e| netlink("cannot set its address, group or IPv6 mode", e))?;
+    if let Some(bandwidth) = &plan.bandwidth {
+        let mut made = Vec::new();
+        shaping::shape(links, &plan.name, found.index, bandwidth, &mut made).map_err(|source| {
+            TapError::Shape {
+                name: plan.name.clone(),
+                source: Box::new(source),
+            }
+        })?;
+    }
     let plug = LinkChange {
         master,
         up: Some(plan.up),
@@ -199,22 +227,22 @@ mod tests {
     use super::*;
     use crate::net::HostLinks as _;
 
-    fn interface(xml: &str) -> Interface {
-        let def = crate::domain::DomainDef::from_xml(&format!(
+    fn vm(xml: &str) -> DomainDef {
+        DomainDef::from_xml(&format!(
             "<domain type='qemu'><name>vm</name><memory unit='MiB'>64</memory>\
              <os><type>hvm</type></os><devices>{xml}</devices></domain>"
         ))
-        .unwrap();
-        def.devices.interfaces[0].clone()
+        .unwrap()
     }
 
     #[test]
     fn taps_take_the_guest_mac_with_fe_and_refuse_what_a_vm_cannot_have() {
         let plan = plan(
-            &interface(
+            &vm(
                 "<interface type='bridge'><mac address='52:54:00:12:34:56'/><source bridge='br0'/>\
                  <target dev='lxvtap0'/><link state='down'/></interface>",
             ),
+            0,
             Some(&NetworkPort {
                 bridge: "br0".into(),
                 group: Some(7),
@@ -230,16 +258,26 @@ mod tests {
                 group: Some(7),
                 mac: [0xfe, 0x54, 0, 0x12, 0x34, 0x56],
                 up: false,
+                bandwidth: None,
             }
         );
-        let refused = |xml: &str| super::plan(&interface(xml), None).unwrap_err();
-        assert_eq!(
-            refused(
-                "<interface type='bridge'><mac address='52:54:00:12:34:56'/><source bridge='br0'/>\
-                 <target dev='t'/><bandwidth><inbound average='100'/></bandwidth></interface>"
-            ),
-            "<interface><bandwidth>"
+        // <bandwidth> as a container's: the same buckets, the same ifb.
+        let shaped = vm(
+            "<interface type='bridge'><mac address='52:54:00:12:34:56'/><source bridge='br0'/>\
+             <target dev='t'/><bandwidth><inbound average='100'/><outbound average='200' burst='64'/></bandwidth></interface>",
         );
+        let bandwidth = super::plan(&shaped, 0, None).unwrap().bandwidth.unwrap();
+        assert_eq!(bandwidth.inbound.map(|l| l.rate), Some(100_000));
+        let outbound = bandwidth.outbound.unwrap();
+        assert_eq!(
+            (outbound.limit.rate, outbound.limit.burst),
+            (200_000, 65_536)
+        );
+        assert_eq!(
+            (outbound.ifb, outbound.alias),
+            shaping::ifb_name(&shaped, 0, &shaped.devices.interfaces[0])
+        );
+        let refused = |xml: &str| super::plan(&vm(xml), 0, None).unwrap_err();
         assert_eq!(
             refused(
                 "<interface type='direct'><mac address='52:54:00:12:34:56'/><source dev='eth0' mode='bridge'/></interface>"
@@ -274,6 +312,7 @@ mod tests {
                 group: Some(0x4000_0009),
                 mac: [0xfe, 0x54, 0, 1, 2, 3],
                 up: true,
+                bandwidth: None,
             };
             let fd = make(&links, &plan).unwrap();
             let shown = std::process::Command::new("ip")
@@ -297,6 +336,58 @@ mod tests {
             )
             .unwrap_err();
             assert!(error.to_string().contains("nobr"), "{error}");
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// `<bandwidth>` on a real tap, in a network namespace of the test's
+    /// own: its egress through the inbound bucket, its ingress redirected
+    /// to an ifb device with the outbound one; the ifb outlives the tap
+    /// and goes at release.
+    #[test]
+    fn a_shaped_tap_has_its_buckets_and_its_ifb_goes_at_release() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let links = Netlink::open().unwrap();
+            let def = vm(
+                "<interface type='ethernet'><mac address='52:54:00:12:34:57'/><target dev='lxvtap8'/>\
+                 <bandwidth><inbound average='1000'/><outbound average='2000'/></bandwidth></interface>",
+            );
+            let plan = plan(&def, 0, None).unwrap();
+            let fd = match make(&links, &plan) {
+                Ok(fd) => fd,
+                // A kernel without tbf or ifb: said so, nothing to test.
+                Err(error) if error.to_string().contains("this kernel") => return,
+                Err(error) => panic!("{error}"),
+            };
+            let qdiscs = |dev: &str| {
+                let out = std::process::Command::new("tc")
+                    .args(["-j", "qdisc", "show", "dev", dev])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let tap = qdiscs("lxvtap8");
+            assert!(tap.contains("\"kind\":\"tbf\""), "{tap}");
+            assert!(tap.contains("\"rate\":1000000"), "{tap}");
+            assert!(tap.contains("\"kind\":\"ingress\""), "{tap}");
+            let (ifb, alias) = shaping::ifb_name(&def, 0, &def.devices.interfaces[0]);
+            let found = links.find(&ifb).unwrap().unwrap();
+            assert_eq!(
+                (found.kind.as_deref(), found.alias.as_deref()),
+                (Some("ifb"), Some(alias.as_str()))
+            );
+            let shaped = qdiscs(&ifb);
+            assert!(shaped.contains("\"rate\":2000000"), "{shaped}");
+            drop(fd);
+            assert!(links.find("lxvtap8").unwrap().is_none());
+            assert!(links.find(&ifb).unwrap().is_some(), "the ifb outlives the tap");
+            assert_eq!(shaping::release_ifbs(&def), Vec::<String>::new());
+            assert!(links.find(&ifb).unwrap().is_none());
         })
         .join()
         .unwrap();
