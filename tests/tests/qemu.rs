@@ -558,10 +558,12 @@ async fn a_vm_and_a_container_on_one_network_exchange_packets() {
 
     env.define(
         "vmnet",
-        "lxvirt.udhcpc=1 lxvirt.marker=READY-vmnet",
+        "lxvirt.udhcpc=1 lxvirt.agent=1 lxvirt.marker=READY-vmnet",
         "",
-        "<interface type='network'><source network='lxvtvmnet'/><model type='virtio'/>\
-         <bandwidth><inbound average='1000'/><outbound average='500' burst='32'/></bandwidth></interface>",
+        &format!(
+            "{AGENT_CHANNEL}<interface type='network'><source network='lxvtvmnet'/><model type='virtio'/>\
+             <bandwidth><inbound average='1000'/><outbound average='500' burst='32'/></bandwidth></interface>"
+        ),
     );
     let ifbs = DomainIfbs::of(env.info("vmnet")["uuid"].as_str().unwrap());
     env.ok(&["start", "vmnet"]);
@@ -589,18 +591,21 @@ async fn a_vm_and_a_container_on_one_network_exchange_packets() {
             .exists(),
         "{tap}"
     );
-    let out = env.ok(&[
-        "enter",
-        "cnet",
-        "--",
-        "/bin/busybox",
-        "ping",
-        "-c",
-        "2",
-        "-W",
-        "5",
-        &address,
-    ]);
+    let ping = |count: &str| {
+        env.run(&[
+            "enter",
+            "cnet",
+            "--",
+            "/bin/busybox",
+            "ping",
+            "-c",
+            count,
+            "-W",
+            "2",
+            &address,
+        ])
+    };
+    let out = String::from_utf8_lossy(&ping("2").stdout).into_owned();
     assert!(out.contains(" 0% packet loss"), "{out}");
     let stats: Value = serde_json::from_str(&env.ok(&["-o", "json", "domstats", "vmnet"])).unwrap();
     assert!(
@@ -620,6 +625,47 @@ async fn a_vm_and_a_container_on_one_network_exchange_packets() {
     assert_eq!(ifb_tbf["options"]["rate"], 500_000, "{ifb_tbf}");
     assert_eq!(ifb_tbf["options"]["burst"], 32 * 1024, "{ifb_tbf}");
     assert!(ifb_tbf["packets"].as_u64().unwrap_or(0) >= 2, "{ifb_tbf}");
+    // Live: a new inbound rate replaces the tap's bucket alone; an ended
+    // outbound limit takes the ifb, a new one makes it again.
+    env.ok(&["domiftune", "vmnet", &tap, "--inbound", "2000", "--live"]);
+    assert_eq!(tbf_of(&tap)["options"]["rate"], 2_000_000);
+    assert_eq!(ifbs.list(), std::slice::from_ref(&ifb));
+    env.ok(&["domiftune", "vmnet", &tap, "--outbound", "0", "--live"]);
+    assert_eq!(ifbs.list(), Vec::<String>::new());
+    env.ok(&["domiftune", "vmnet", &tap, "--outbound", "700", "--live"]);
+    assert_eq!(ifbs.list(), std::slice::from_ref(&ifb));
+    assert_eq!(tbf_of(&ifb)["options"]["rate"], 700_000);
+    let live = env.ok(&["dumpxml", "vmnet"]);
+    assert!(live.contains("<outbound average='700'/>"), "{live}");
+    // The link down: the guest loses its carrier (qemu's set_link, seen
+    // through the guest agent), the tap goes down; nothing passes. Up
+    // again, the pings do.
+    let carrier = || {
+        env.ok(&[
+            "enter",
+            "vmnet",
+            "--",
+            "/bin/cat",
+            "/sys/class/net/eth0/carrier",
+        ])
+    };
+    assert_eq!(carrier().trim(), "1");
+    env.ok(&["domif-setlink", "vmnet", &tap, "down"]);
+    assert_eq!(carrier().trim(), "0");
+    let down = ping("1");
+    assert!(!down.status.success(), "a ping passed a link that is down");
+    let operstate =
+        std::fs::read_to_string(Path::new("/sys/class/net").join(&tap).join("operstate"));
+    assert_eq!(operstate.unwrap_or_default().trim(), "down");
+    env.ok(&["domif-setlink", "vmnet", &tap, "up"]);
+    assert_eq!(carrier().trim(), "1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ping("1").status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "no ping passes after the link came up"
+        );
+    }
 
     let pid = env.qemu_pid("vmnet");
     env.ok(&["destroy", "vmnet"]);
@@ -629,9 +675,22 @@ async fn a_vm_and_a_container_on_one_network_exchange_packets() {
         "the tap {tap} is left"
     );
     assert_eq!(ifbs.list(), Vec::<String>::new(), "destroy took the ifb");
-    // qemu killed: the daemon deletes the ifb as it collects the end.
+    // Started with <link state='down'> (set over QMP before the guest
+    // runs); then qemu killed: the daemon deletes the ifb as it collects
+    // the end.
+    let mac = live
+        .split("<mac address='")
+        .nth(1)
+        .and_then(|m| m.split('\'').next())
+        .unwrap()
+        .to_owned();
+    env.ok(&["domif-setlink", "vmnet", &mac, "down", "--config"]);
     env.ok(&["start", "vmnet"]);
     assert_eq!(ifbs.list().len(), 1);
+    let live = env.ok(&["dumpxml", "vmnet"]);
+    assert!(live.contains("<link state='down'/>"), "{live}");
+    env.wait_console("vmnet", "READY-vmnet", 1);
+    assert_eq!(carrier().trim(), "0", "started with its link down");
     let pid = env.qemu_pid("vmnet");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),

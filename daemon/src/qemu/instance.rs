@@ -43,7 +43,7 @@ use super::process::{self, Launch, ProcessError};
 use super::qmp::QmpError;
 use super::tap;
 use crate::cgroup::{CgroupError, CgroupSpec, Cgroups, DeviceRule};
-use crate::domain::{DomainDef, DomainType, Os};
+use crate::domain::{DeviceDef, DomainDef, DomainType, Os};
 use crate::driver::{
     BoxFuture, DomainStats, Driver, Ended, Error, ErrorKind, Request, Response, Runtime,
     ShutdownMode, StartRequest, Started,
@@ -239,6 +239,13 @@ pub enum QemuError {
     },
     #[error(transparent)]
     Agent(#[from] super::agent::AgentError),
+    #[error("domain '{domain}': interface {interface} cannot change live")]
+    InterfaceUpdate {
+        domain: String,
+        interface: String,
+        #[source]
+        source: tap::UpdateError,
+    },
 }
 
 impl From<QemuError> for Error {
@@ -256,6 +263,10 @@ impl From<QemuError> for Error {
             | QemuError::Partition { .. } => ErrorKind::NotSupported,
             QemuError::Command(CommandError::NotVm { .. }) => ErrorKind::Unavailable,
             QemuError::DiskInUse { .. } => ErrorKind::InvalidState,
+            QemuError::InterfaceUpdate {
+                source: tap::UpdateError::Refused(_),
+                ..
+            } => ErrorKind::NotSupported,
             _ => ErrorKind::Failed,
         };
         Error::new(kind, error)
@@ -735,8 +746,16 @@ async fn start(driver: QemuDriver, plan: Plan) -> Result<Started, QemuError> {
         .is_some_and(|b| b.model != crate::domain::MemballoonModel::None);
     let balloon = (has_balloon && plan.def.current_memory < plan.def.memory)
         .then_some(plan.def.current_memory);
+    let links_down: Vec<String> = (plan.def.devices.interfaces.iter().enumerate())
+        .filter(|(_, i)| i.link_state == Some(crate::domain::LinkState::Down))
+        .map(|(index, i)| tap::nic_id(i, index))
+        .collect();
     let running = async {
         let qmp = link.qmp().await?;
+        // <link state='down'>: no carrier from the guest's first moment.
+        for id in &links_down {
+            link.bounded(qmp.set_link(id, false)).await?;
+        }
         // <currentMemory>: what the guest is left with from the start.
         if let Some(bytes) = balloon
             && let Err(error) = qmp.balloon(bytes).await
@@ -1279,6 +1298,46 @@ impl Driver for QemuDriver {
 }
 
 impl QemuDriver {
+    /// Changes the running VM's interface `old` to `new` (the core let
+    /// only its `<link state>` and `<bandwidth>` differ); `live` is the
+    /// live definition with `new` in its place. The guest's carrier is
+    /// qemu's (`set_link`), the tap's link and shaping the host's.
+    async fn update_interface(
+        &self,
+        link: &Arc<Link>,
+        domain: &str,
+        live: DomainDef,
+        old: crate::domain::Interface,
+        new: crate::domain::Interface,
+    ) -> Result<Response, QemuError> {
+        let index = (live.devices.interfaces.iter())
+            .position(|i| i.mac.is_some() && i.mac == new.mac)
+            .unwrap_or(0);
+        let failed = |source| QemuError::InterfaceUpdate {
+            domain: domain.to_owned(),
+            interface: new
+                .target_dev
+                .clone()
+                .unwrap_or_else(|| format!("#{}", index + 1)),
+            source,
+        };
+        if old.link_state != new.link_state {
+            let qmp = link.qmp().await?;
+            let up = new.link_state != Some(crate::domain::LinkState::Down);
+            link.bounded(qmp.set_link(&tap::nic_id(&new, index), up))
+                .await?;
+        }
+        let (task_old, task_new) = (old.clone(), new.clone());
+        tokio::task::spawn_blocking(move || tap::update(&live, index, &task_old, &task_new))
+            .await
+            .map_err(|source| QemuError::Task {
+                domain: domain.to_owned(),
+                source,
+            })?
+            .map_err(failed)?;
+        Ok(Response::Done)
+    }
+
     async fn handle(
         &self,
         link: &Arc<Link>,
@@ -1420,12 +1479,21 @@ impl QemuDriver {
                     what: "interface hotplug",
                 })
             }
-            Request::AttachDevice { .. }
-            | Request::DetachDevice { .. }
-            | Request::UpdateDevice { .. } => Err(QemuError::NotSupported {
-                domain,
-                what: "hotplug of disks and host devices",
-            }),
+            Request::UpdateDevice { live, old, new } => {
+                let (DeviceDef::Interface(old), DeviceDef::Interface(new)) = (*old, *new) else {
+                    return Err(QemuError::NotSupported {
+                        domain,
+                        what: "a live change of disks and host devices",
+                    });
+                };
+                self.update_interface(link, &domain, *live, old, new).await
+            }
+            Request::AttachDevice { .. } | Request::DetachDevice { .. } => {
+                Err(QemuError::NotSupported {
+                    domain,
+                    what: "hotplug of disks and host devices",
+                })
+            }
             Request::Tune { old, new } => {
                 // <currentMemory> of a VM is what its balloon leaves it.
                 if old.current_memory != new.current_memory {

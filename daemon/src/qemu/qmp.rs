@@ -663,6 +663,17 @@ impl Qmp {
             .map(drop)
     }
 
+    /// Sets the link of the NIC (or netdev) `id` up or down, as the guest
+    /// sees its carrier.
+    pub async fn set_link(&self, id: &str, up: bool) -> Result<(), QmpError> {
+        self.execute(
+            "set_link",
+            Some(serde_json::json!({ "name": id, "up": up })),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Counters of every block device.
     pub async fn query_blockstats(&self) -> Result<Vec<BlockStats>, QmpError> {
         self.call("query-blockstats", None).await
@@ -1257,6 +1268,12 @@ mod tests {
         );
         let (result, ()) = within(async { tokio::join!(qmp.query_balloon(), serve) }).await;
         assert_eq!(result.unwrap(), None);
+
+        let serve = peer.answer("set_link", json!({}));
+        let (result, arguments) =
+            within(async { tokio::join!(qmp.set_link("net1", false), serve) }).await;
+        result.unwrap();
+        assert_eq!(arguments, json!({"name": "net1", "up": false}));
 
         let stats = json!([{
             "device": "", "node-name": "disk0", "qdev": "/machine/peripheral/vda/virtio-backend",

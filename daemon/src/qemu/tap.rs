@@ -16,7 +16,7 @@
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-use crate::domain::{DomainDef, InterfaceSource, LinkState};
+use crate::domain::{DomainDef, Interface, InterfaceSource, LinkState};
 use crate::driver::NetworkPort;
 use crate::net::link::Netlink;
 use crate::net::shaping::{self, BandwidthSpec, ShapeError};
@@ -189,6 +189,75 @@ pub fn make(links: &Netlink, plan: &TapPlan) -> Result<OwnedFd, TapError> {
         .change(found.index, &plug)
         .map_err(|e| netlink("cannot put it on its bridge and up", e))?;
     Ok(fd)
+}
+
+/// The id qemu knows interface number `index` by (`set_link` takes it):
+/// its `<alias>`, else `net{index}`, as the command line names it.
+pub fn nic_id(interface: &Interface, index: usize) -> String {
+    interface
+        .alias
+        .clone()
+        .unwrap_or_else(|| format!("net{index}"))
+}
+
+/// Changes the running tap of `old` (number `index` of the VM's live
+/// definition `live`, in which `new` took its place) to `new`: the tap's
+/// own link up or down, as at a start, and its `<bandwidth>` in place
+/// ([`shaping::reshape`]). What the guest sees of the link is qemu's
+/// (`set_link`), the caller's part.
+pub fn update(
+    live: &DomainDef,
+    index: usize,
+    old: &Interface,
+    new: &Interface,
+) -> Result<(), UpdateError> {
+    let name = new.target_dev.clone().unwrap_or_default();
+    let netlink = |step, source| {
+        UpdateError::Tap(TapError::Netlink {
+            name: name.clone(),
+            step,
+            source,
+        })
+    };
+    let links = Netlink::open().map_err(|e| netlink("cannot open a netlink socket", e))?;
+    if old.link_state != new.link_state {
+        let found = links
+            .find(&name)
+            .map_err(|e| netlink("cannot look up the tap", e))?
+            .ok_or_else(|| {
+                UpdateError::Tap(TapError::Open {
+                    name: name.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                })
+            })?;
+        let change = LinkChange {
+            up: Some(new.link_state != Some(LinkState::Down)),
+            ..LinkChange::default()
+        };
+        links
+            .change(found.index, &change)
+            .map_err(|e| netlink("cannot set it up or down", e))?;
+    }
+    if old.bandwidth != new.bandwidth {
+        let spec = |interface| shaping::spec(live, index, interface).map_err(UpdateError::Refused);
+        let (old_spec, new_spec) = (spec(old)?, spec(new)?);
+        shaping::reshape(&links, &name, old_spec.as_ref(), new_spec.as_ref()).map_err(|e| {
+            UpdateError::Tap(TapError::Shape {
+                name: name.clone(),
+                source: Box::new(e),
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// Why a running tap could not change.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Tap(TapError),
+    #[error("{} {}; {}", .0.element, .0.problem, .0.fix)]
+    Refused(shaping::Refusal),
 }
 
 /// A new tap device `name` (`IFF_VNET_HDR`: virtio-net offloads).

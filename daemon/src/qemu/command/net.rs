@@ -6,10 +6,12 @@
 //! virtio back end needs a `/dev/vhost-net` descriptor the driver does not
 //! pass yet). What lives on the host side of the tap, `<bandwidth>`,
 //! `<vlan>` and the tap's own MTU, is the driver's. Ids: the netdev is
-//! `hostnet{N}`, the device its `<alias>` or `net{N}`.
+//! `hostnet{N}`, the device its `<alias>` or `net{N}`. qemu starts every
+//! link up: the driver sets `<link state='down'>` over QMP before the
+//! guest runs.
 
 use super::{Args, Ctx};
-use crate::domain::{InterfaceSource, LinkState, NicModel};
+use crate::domain::{InterfaceSource, NicModel};
 use crate::qemu::command::CommandError;
 
 /// The model of an interface without `<model type=>`: virtio. libvirt
@@ -37,12 +39,6 @@ pub(super) fn interfaces(args: &mut Args, ctx: &mut Ctx<'_>) -> Result<(), Comma
             InterfaceSource::Kept(_) => {
                 return Err(ctx.refuse(what, "lxvirt keeps it but does not run it"));
             }
-        }
-        if interface.link_state == Some(LinkState::Down) {
-            return Err(ctx.refuse(
-                format!("{what} with <link state='down'>"),
-                "qemu starts every link up",
-            ));
         }
         let Some(fd) = ctx.settings.tap_fds.get(index).copied().flatten() else {
             return Err(ctx.refuse(what, "the driver opened no tap device for it"));
@@ -140,10 +136,6 @@ mod tests {
             (
                 "<interface type='ethernet'/>",
                 "<interface type='ethernet'> (number 0) without <target dev>",
-            ),
-            (
-                "<interface type='bridge'><source bridge='br0'/><link state='down'/></interface>",
-                "with <link state='down'>",
             ),
         ] {
             let error = refusal(&with_devices("q35", xml), &taps(1));
