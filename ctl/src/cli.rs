@@ -364,6 +364,22 @@ pub enum Command {
         #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
         domain: String,
     },
+    /// Print a domain's state (running, paused, shutoff…), with --reason
+    /// why it is in it.
+    Domstate {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+        /// Also print the reason: "running (booted)".
+        #[arg(long)]
+        reason: bool,
+    },
+    /// Print a domain's UUID.
+    Domuuid {
+        #[arg(add = ArgValueCandidates::new(crate::complete::domains))]
+        domain: String,
+    },
+    /// Print the name of the domain with this UUID.
+    Domname { uuid: String },
     /// Edit a domain's persistent XML in $VISUAL or $EDITOR, then define it
     /// again (offers to edit again when it is refused).
     Edit {

@@ -461,6 +461,26 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 Format::Json => print_json(&info)?,
             }
         }
+        Command::Domstate {
+            domain: name,
+            reason,
+        } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            let (state, why) = (proxy.state().await?, proxy.state_reason().await?);
+            match cli.output {
+                Format::Json => print_json(&serde_json::json!({ "state": state, "reason": why }))?,
+                Format::Text if reason => println!("{state} ({why})"),
+                Format::Text => println!("{state}"),
+            }
+        }
+        Command::Domuuid { domain: name } => {
+            let proxy = lookup(&connection, &manager, &name).await?;
+            println!("{}", proxy.uuid().await?);
+        }
+        Command::Domname { uuid } => {
+            let path = manager.lookup_by_uuid(&uuid).await?;
+            println!("{}", domain(&connection, path).await?.name().await?);
+        }
         Command::Dumpxml {
             domain: name,
             inactive,

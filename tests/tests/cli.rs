@@ -58,6 +58,36 @@ async fn define_list_info_dumpxml_autostart_undefine() {
     let uuid = info["uuid"].as_str().unwrap().to_owned();
     let (stdout, _) = text(&lxvirt(a, &["dominfo", &uuid]).unwrap());
     assert!(stdout.contains("sys1"), "{stdout}");
+    // virsh's one-answer commands, for scripts.
+    assert_eq!(
+        text(&lxvirt(a, &["domuuid", "sys1"]).unwrap()).0,
+        format!("{uuid}\n")
+    );
+    assert_eq!(text(&lxvirt(a, &["domname", &uuid]).unwrap()).0, "sys1\n");
+    assert_eq!(
+        text(&lxvirt(a, &["domstate", "sys1"]).unwrap()).0,
+        "shutoff\n"
+    );
+    let (reason, _) = text(&lxvirt(a, &["domstate", "--reason", &uuid]).unwrap());
+    assert!(
+        reason.starts_with("shutoff (") && reason.ends_with(")\n"),
+        "{reason}"
+    );
+    let state: serde_json::Value = serde_json::from_slice(
+        &lxvirt(a, &["-o", "json", "domstate", "sys1"])
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(state["state"], "shutoff");
+    for args in [
+        &["domstate", "nosuch"][..],
+        &["domuuid", "nosuch"],
+        &["domname", "00000000-0000-0000-0000-000000000001"],
+    ] {
+        let out = lxvirt(a, args).unwrap();
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {:?}", text(&out));
+    }
 
     let out = lxvirt(a, &["dumpxml", "sys1"]).unwrap();
     let dumped = root.path().join("sys1.xml");
@@ -614,6 +644,8 @@ async fn event_prints_lifecycle_events_and_dominfo_a_start_date() {
         started.ends_with(" UTC: event 'lifecycle' for domain 'ev': Started Booted"),
         "{started}"
     );
+    let (state, _) = text(&lxvirt(a, &["domstate", "--reason", "ev"]).unwrap());
+    assert_eq!(state, "running (booted)\n");
     let (info, _) = text(&lxvirt(a, &["dominfo", "ev"]).unwrap());
     let started_at = info
         .lines()

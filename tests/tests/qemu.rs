@@ -24,6 +24,16 @@ struct Env {
     guest: TestGuest,
 }
 
+/// What a failing test left (VMs, their containers' peers, networks) goes
+/// with it: a VM outlives its daemon by design.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        lxvirt_tests::kill_leftover_containers(&self.root.join("run"));
+        lxvirt_tests::remove_leftover_networks(&self.root.join("run"));
+    }
+}
+
 impl Env {
     async fn new() -> Option<Env> {
         if !root_or_skip() {
