@@ -24,7 +24,7 @@
 //! Each plugged port has a record, `RUN/network/NAME.ports/MAC`, from
 //! which a restarted daemon rebuilds the table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
@@ -207,11 +207,17 @@ pub fn assign(
         .iter()
         .filter(|l| l.expiry == 0 || l.expiry > holders.now)
         .collect();
-    let leased_to_another = |address: Ipv4Addr| {
-        live_leases
-            .iter()
-            .any(|l| l.ip == IpAddr::V4(address) && !l.mac.eq_ignore_ascii_case(&mac_text))
-    };
+    // Sets, not scans: the search below may try as many addresses as the
+    // network has ports, and each must cost O(1).
+    let leased_to_others: HashSet<Ipv4Addr> = live_leases
+        .iter()
+        .filter(|l| !l.mac.eq_ignore_ascii_case(&mac_text))
+        .filter_map(|l| match l.ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let leased_to_another = |address: Ipv4Addr| leased_to_others.contains(&address);
     let held_by_another = |address: Ipv4Addr| {
         holders
             .ports
@@ -236,15 +242,15 @@ pub fn assign(
     {
         return Ok(Some(address));
     }
-    let fixed = static_ipv4(def);
+    let fixed: HashSet<Ipv4Addr> = static_ipv4(def).into_iter().collect();
+    let remembered_by_others: HashSet<Ipv4Addr> = (holders.remembered.iter())
+        .filter(|(other, _)| **other != mac)
+        .map(|(_, held)| *held)
+        .collect();
     let free = |address: Ipv4Addr, keep_remembered: bool| {
         !fixed.contains(&address)
             && usable(address)
-            && !(keep_remembered
-                && holders
-                    .remembered
-                    .iter()
-                    .any(|(other, held)| *held == address && *other != mac))
+            && !(keep_remembered && remembered_by_others.contains(&address))
     };
     for keep_remembered in [true, false] {
         for (start, end) in &ranges {
