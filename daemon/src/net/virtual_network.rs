@@ -164,8 +164,69 @@ struct NetworkPorts {
     /// The device group of its ports; `None` for an `open` network.
     group: Option<u32>,
     table: PortTable,
+    /// How full its bridges are.
+    room: BridgeRoom,
     jobs: mpsc::UnboundedSender<Job>,
     worker: tokio::task::JoinHandle<()>,
+}
+
+/// How many ports each bridge of a network (level 0 its own, then its
+/// second-level bridges) has at most: as last counted in sysfs, plus the
+/// ports handed out since (those that left are not subtracted). Counting
+/// lists every port of the bridge (~0.5 ms at 1,000, on the path of every
+/// start), so a bridge is counted when first used, and again only when
+/// its estimate comes near the limit, then at most every
+/// [`RECOUNT_EVERY`] choices.
+#[derive(Debug, Default)]
+struct BridgeRoom {
+    levels: Vec<Option<BridgeEstimate>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BridgeEstimate {
+    ports: usize,
+    /// Choices left before the next count, once near the limit.
+    recount_in: usize,
+}
+
+/// How near [`PORTS_PER_BRIDGE`] an estimate must come to be counted
+/// again.
+const RECOUNT_MARGIN: usize = 64;
+/// How many choices a bridge near its limit is taken at its estimate
+/// between two counts.
+const RECOUNT_EVERY: usize = 64;
+
+impl BridgeRoom {
+    /// Whether the bridge of `level` (which exists) takes one more port,
+    /// `count` telling how many it has; if so, the port is counted.
+    fn take(&mut self, level: usize, mut count: impl FnMut() -> usize) -> bool {
+        if self.levels.len() <= level {
+            self.levels.resize(level + 1, None);
+        }
+        let near = |ports: usize| ports + RECOUNT_MARGIN >= PORTS_PER_BRIDGE;
+        // Once near the limit, the next count waits RECOUNT_EVERY choices;
+        // a bridge that comes near it is counted at once.
+        let counted = |ports: usize| BridgeEstimate {
+            ports,
+            recount_in: if near(ports) { RECOUNT_EVERY } else { 0 },
+        };
+        let estimate = match &mut self.levels[level] {
+            Some(estimate) if near(estimate.ports) && estimate.recount_in == 0 => {
+                *estimate = counted(count());
+                estimate
+            }
+            Some(estimate) => {
+                estimate.recount_in = estimate.recount_in.saturating_sub(1);
+                estimate
+            }
+            slot @ None => slot.insert(counted(count())),
+        };
+        if estimate.ports >= PORTS_PER_BRIDGE {
+            return false;
+        }
+        estimate.ports += 1;
+        true
+    }
 }
 
 /// A change for a network's worker.
@@ -258,6 +319,7 @@ impl HostNetworks {
                 def: None,
                 group: None,
                 table,
+                room: BridgeRoom::default(),
                 jobs,
                 worker,
             }
@@ -495,18 +557,24 @@ impl NetworkDriver for HostNetworks {
 
     /// The network's bridge while it has room; past [`PORTS_PER_BRIDGE`]
     /// ports, a second-level bridge chained to it (made when first needed).
+    /// How full each is comes from the network's [`BridgeRoom`].
     fn port_bridge(&self, def: &NetworkDef) -> Result<String, NetworkError> {
         let main = bridge_of(def);
-        if port_count(main) < PORTS_PER_BRIDGE {
-            return Ok(main.to_owned());
-        }
-        for n in 1..MAX_OVERFLOW_BRIDGES {
-            let (bridge, _, _) = overflow_names(main, n);
-            if !Path::new("/sys/class/net").join(&bridge).exists() {
-                make_overflow_bridge(def, n)?;
-                return Ok(bridge);
+        let mut tables = self.port_tables();
+        let Some(ports) = tables.get_mut(def.name()) else {
+            return Err(NetworkError::NotRunning {
+                network: def.name().to_owned(),
+            });
+        };
+        for level in 0..MAX_OVERFLOW_BRIDGES {
+            let bridge = match level {
+                0 => main.to_owned(),
+                n => overflow_names(main, n).0,
+            };
+            if level > 0 && !Path::new("/sys/class/net").join(&bridge).exists() {
+                make_overflow_bridge(def, level)?;
             }
-            if port_count(&bridge) < PORTS_PER_BRIDGE {
+            if ports.room.take(level, || port_count(&bridge)) {
                 return Ok(bridge);
             }
         }
@@ -548,8 +616,8 @@ impl NetworkDriver for HostNetworks {
             network: network.clone(),
         };
         let ports = tables.get_mut(&network).ok_or_else(not_running)?;
-        let def = ports.def.clone().ok_or_else(not_running)?;
-        let group = ports.group.filter(|_| ports::filtered(&def));
+        let def = ports.def.as_ref().ok_or_else(not_running)?;
+        let group = ports.group.filter(|_| ports::filtered(def));
         // The same domain's earlier port of this MAC goes first (another
         // domain's is refused by the plug).
         let earlier = ports
@@ -563,7 +631,8 @@ impl NetworkDriver for HostNetworks {
         }
         let record = ports
             .table
-            .plug(&def, &request, group, &leases, now_secs())?;
+            .plug(def, &request, group, &leases, now_secs())?;
+        let dhcp = dnsmasq::needed(def);
         let undo = |ports: &mut NetworkPorts| {
             ports.table.unplug(mac);
             let _ = std::fs::remove_file(ports::record_path(&records, mac));
@@ -572,7 +641,7 @@ impl NetworkDriver for HostNetworks {
             undo(ports);
             return Err(error.into());
         }
-        if dnsmasq::needed(&def)
+        if dhcp
             && let Err(source) =
                 dnsmasq::add_port(&files, &mac.to_string(), record.pinned, &request.domain)
         {
@@ -1160,6 +1229,49 @@ fn link_name(index: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bridge_is_counted_once_and_again_only_near_its_limit() {
+        let mut room = BridgeRoom::default();
+        let counted = std::cell::Cell::new(0);
+        let count = |ports: usize| {
+            counted.set(counted.get() + 1);
+            ports
+        };
+        // Counted when first used (10 ports), then taken at its estimate.
+        assert!(room.take(0, || count(10)));
+        for _ in 0..(PORTS_PER_BRIDGE - RECOUNT_MARGIN - 11) {
+            assert!(room.take(0, || count(10)));
+        }
+        assert_eq!(counted.get(), 1);
+        // Near the limit: counted again at once (the ports that left show:
+        // 10 run), then only every RECOUNT_EVERY choices.
+        assert!(room.take(0, || count(10)));
+        assert_eq!(counted.get(), 2);
+        for _ in 0..RECOUNT_EVERY {
+            assert!(room.take(0, || count(999)));
+        }
+        assert_eq!(counted.get(), 2, "no count between two");
+        // A count that finds it full refuses; the next level is counted
+        // on its own.
+        for _ in 0..(PORTS_PER_BRIDGE - 10 - RECOUNT_MARGIN) {
+            room.take(0, || count(PORTS_PER_BRIDGE));
+        }
+        assert!(!room.take(0, || count(PORTS_PER_BRIDGE)));
+        let before = counted.get();
+        assert!(room.take(2, || count(1)));
+        assert_eq!(counted.get(), before + 1);
+        // Full bridges are not counted at every choice either.
+        let full_counts = counted.get();
+        for _ in 0..RECOUNT_EVERY / 2 {
+            assert!(!room.take(0, || count(PORTS_PER_BRIDGE)));
+        }
+        assert!(
+            counted.get() <= full_counts + 1,
+            "{} counts",
+            counted.get() - full_counts
+        );
+    }
 
     /// The kernel's default backlog (1,000) is raised while a network is
     /// still well below it, and each raise leaves room for the next 60 %.
