@@ -11,7 +11,7 @@
 //! The bus policy lets every local user call lxvirtd (only root may own
 //! its name); these checks decide, on any bus.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use nix::unistd::{Gid, Group, Uid, User};
@@ -28,6 +28,12 @@ use crate::service::polkit::{Decision, MANAGE_ACTION, MONITOR_ACTION, Polkit, Su
 /// and reads are frequent (a property read each).
 const READERS_REMEMBERED: usize = 4096;
 
+/// The processes behind bus connections are remembered, up to this many
+/// (then forgotten all at once): a connection's uid and pid are those of
+/// its process when it connected and never change, and asking the bus is
+/// a round trip on the path of every call.
+const CALLERS_REMEMBERED: usize = 4096;
+
 /// Decides whether a caller may call mutating methods, or read.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
@@ -35,6 +41,7 @@ pub struct Authorizer {
     polkit: Option<Polkit>,
     tenants: Tenants,
     readers: Arc<Mutex<HashSet<OwnedUniqueName>>>,
+    callers: Arc<Mutex<HashMap<OwnedUniqueName, Caller>>>,
 }
 
 /// The process behind a bus connection, as the bus reports it.
@@ -52,6 +59,7 @@ impl Authorizer {
             polkit: None,
             tenants: Tenants::default(),
             readers: Arc::default(),
+            callers: Arc::default(),
         }
     }
 
@@ -117,8 +125,7 @@ impl Authorizer {
         if self.readers().contains(sender.as_str()) {
             return Ok(());
         }
-        let dbus = zbus::fdo::DBusProxy::new(connection).await?;
-        let caller = caller_of(&dbus, sender).await?;
+        let caller = self.caller(connection, sender).await?;
         // A caller in another pid namespace is checked at each new read:
         // the container it runs in may have started a moment ago.
         let remember = self.check_origin(
@@ -160,6 +167,31 @@ impl Authorizer {
         Ok(())
     }
 
+    /// The process behind `sender`: remembered, else asked of the bus.
+    async fn caller(
+        &self,
+        connection: &zbus::Connection,
+        sender: &zbus::names::UniqueName<'_>,
+    ) -> Result<Caller, Error> {
+        let remembered = self.callers().get(sender.as_str()).copied();
+        if let Some(caller) = remembered {
+            return Ok(caller);
+        }
+        let dbus = zbus::fdo::DBusProxy::new(connection).await?;
+        let caller = caller_of(&dbus, sender).await?;
+        let mut callers = self.callers();
+        if callers.len() >= CALLERS_REMEMBERED {
+            callers.clear();
+        }
+        callers.insert(sender.to_owned().into(), caller);
+        Ok(caller)
+    }
+
+    fn callers(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedUniqueName, Caller>> {
+        // A panic while holding it left a plain map: still usable.
+        self.callers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn readers(&self) -> std::sync::MutexGuard<'_, HashSet<OwnedUniqueName>> {
         // A panic while holding it left a plain set: still usable.
         self.readers.lock().unwrap_or_else(|p| p.into_inner())
@@ -182,8 +214,7 @@ impl Authorizer {
             // A peer-to-peer connection: whoever could open the socket is trusted.
             return Ok(());
         };
-        let dbus = zbus::fdo::DBusProxy::new(connection).await?;
-        let caller = caller_of(&dbus, sender).await?;
+        let caller = self.caller(connection, sender).await?;
         self.check_origin(caller, ApiAccess::Manage, action)?;
         let uid = caller.uid;
         if self.allows(Uid::from_raw(uid)) {
