@@ -278,6 +278,10 @@ pub fn assign(
 pub struct PortTable {
     plugged: BTreeMap<MacAddr, PortRecord>,
     remembered: HashMap<MacAddr, Ipv4Addr>,
+    /// The plugged ports' known addresses, with their MACs: kept with
+    /// `plugged`, so that a plug looks an address up instead of going
+    /// through every port.
+    addresses: HashMap<Ipv4Addr, MacAddr>,
 }
 
 impl PortTable {
@@ -299,6 +303,7 @@ impl PortTable {
             match persist::read_versioned::<PortRecord>(&path) {
                 Ok(record) => {
                     if let Some(mac) = record.mac() {
+                        table.index(mac, &record);
                         table.plugged.insert(mac, record);
                     }
                 }
@@ -347,21 +352,10 @@ impl PortTable {
                 holder: other.domain.clone(),
             });
         }
-        let held: HashMap<Ipv4Addr, MacAddr> = self
-            .plugged
-            .iter()
-            .filter(|(mac, _)| **mac != request.mac)
-            .flat_map(|(mac, record)| {
-                record
-                    .ipv4
-                    .iter()
-                    .flatten()
-                    .map(move |address| (*address, *mac))
-            })
-            .collect();
+        let held = &self.addresses;
         let (ipv4, pinned) = if request.ipv4.is_empty() {
             let holders = Holders {
-                ports: &held,
+                ports: held,
                 remembered: &self.remembered,
                 leases,
                 now,
@@ -377,7 +371,10 @@ impl PortTable {
                         address: *address,
                     });
                 }
-                if let Some(holder) = held.get(address).and_then(|mac| self.plugged.get(mac)) {
+                let holder = (held.get(address))
+                    .filter(|holder| **holder != request.mac)
+                    .and_then(|mac| self.plugged.get(mac));
+                if let Some(holder) = holder {
                     return Err(PortError::AddressTaken {
                         network: network.to_owned(),
                         address: *address,
@@ -395,14 +392,34 @@ impl PortTable {
             pinned,
             group,
         };
-        self.plugged.insert(request.mac, record.clone());
+        if let Some(old) = self.plugged.insert(request.mac, record.clone()) {
+            self.unindex(request.mac, &old);
+        }
+        self.index(request.mac, &record);
         Ok(record)
+    }
+
+    /// Adds `record`'s addresses to the index, as `mac`'s.
+    fn index(&mut self, mac: MacAddr, record: &PortRecord) {
+        for address in record.ipv4.iter().flatten() {
+            self.addresses.insert(*address, mac);
+        }
+    }
+
+    /// Takes `record`'s addresses out of the index where `mac` holds them.
+    fn unindex(&mut self, mac: MacAddr, record: &PortRecord) {
+        for address in record.ipv4.iter().flatten() {
+            if self.addresses.get(address) == Some(&mac) {
+                self.addresses.remove(address);
+            }
+        }
     }
 
     /// Unplugs the port of `mac`; its pinned address stays remembered for
     /// the MAC while the network runs.
     pub fn unplug(&mut self, mac: MacAddr) -> Option<PortRecord> {
         let record = self.plugged.remove(&mac)?;
+        self.unindex(mac, &record);
         if let Some(address) = record.pinned {
             self.remembered.insert(mac, address);
         }
@@ -496,6 +513,48 @@ mod tests {
             .plug(&def, &request(1, "a", &[]), None, &[], 0)
             .unwrap();
         assert_eq!(pinned(&again), "10.251.9.100", "stable for the MAC");
+    }
+
+    #[test]
+    fn an_address_is_held_while_its_port_has_it_and_free_once_it_has_not() {
+        let def = network(RANGE);
+        let mut table = PortTable::default();
+        table
+            .plug(&def, &request(1, "a", &["10.251.9.5"]), None, &[], 0)
+            .unwrap();
+        let taken = table
+            .plug(&def, &request(2, "b", &["10.251.9.5"]), None, &[], 0)
+            .unwrap_err();
+        assert!(
+            matches!(taken, PortError::AddressTaken { ref holder, .. } if holder == "a"),
+            "{taken:?}"
+        );
+        // The same port plugged again with its own address is no clash.
+        table
+            .plug(&def, &request(1, "a", &["10.251.9.5"]), None, &[], 0)
+            .unwrap();
+        // Plugged again with another address: the first is free.
+        table
+            .plug(&def, &request(1, "a", &["10.251.9.6"]), None, &[], 0)
+            .unwrap();
+        table
+            .plug(&def, &request(2, "b", &["10.251.9.5"]), None, &[], 0)
+            .unwrap();
+        // Gone: its address is free; assignment skips the addresses held.
+        table.unplug(mac(1)).unwrap();
+        table
+            .plug(
+                &def,
+                &request(3, "c", &["10.251.9.6", "10.251.9.100"]),
+                None,
+                &[],
+                0,
+            )
+            .unwrap();
+        let d = table
+            .plug(&def, &request(4, "d", &[]), None, &[], 0)
+            .unwrap();
+        assert_eq!(pinned(&d), "10.251.9.101");
     }
 
     #[test]
