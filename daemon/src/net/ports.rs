@@ -18,6 +18,10 @@
 //!    not leased to another MAC; when every address is so, the ones only
 //!    remembered for MACs that left are taken back.
 //!
+//! An address is remembered for the last MAC that left with it only, so
+//! the memory of a network is bounded by its ranges, whatever comes and
+//! goes (transient domains get a new MAC at every start).
+//!
 //! dnsmasq refuses to hand out a configured address that is leased to
 //! another MAC, which is why leases count as taken.
 //!
@@ -165,6 +169,8 @@ pub struct Holders<'a> {
     pub ports: &'a HashMap<Ipv4Addr, MacAddr>,
     /// What MACs that left had, while the network ran.
     pub remembered: &'a HashMap<MacAddr, Ipv4Addr>,
+    /// The same, by address.
+    pub remembered_at: &'a HashMap<Ipv4Addr, MacAddr>,
     /// dnsmasq's leases.
     pub leases: &'a [Lease],
     /// Seconds since the epoch, to tell expired leases.
@@ -243,14 +249,13 @@ pub fn assign(
         return Ok(Some(address));
     }
     let fixed: HashSet<Ipv4Addr> = static_ipv4(def).into_iter().collect();
-    let remembered_by_others: HashSet<Ipv4Addr> = (holders.remembered.iter())
-        .filter(|(other, _)| **other != mac)
-        .map(|(_, held)| *held)
-        .collect();
+    let remembered_by_another = |address: Ipv4Addr| {
+        (holders.remembered_at.get(&address)).is_some_and(|other| *other != mac)
+    };
     let free = |address: Ipv4Addr, keep_remembered: bool| {
         !fixed.contains(&address)
             && usable(address)
-            && !(keep_remembered && remembered_by_others.contains(&address))
+            && !(keep_remembered && remembered_by_another(address))
     };
     for keep_remembered in [true, false] {
         for (start, end) in &ranges {
@@ -278,6 +283,8 @@ pub fn assign(
 pub struct PortTable {
     plugged: BTreeMap<MacAddr, PortRecord>,
     remembered: HashMap<MacAddr, Ipv4Addr>,
+    /// `remembered` by address: one MAC each.
+    remembered_at: HashMap<Ipv4Addr, MacAddr>,
     /// The plugged ports' known addresses, with their MACs: kept with
     /// `plugged`, so that a plug looks an address up instead of going
     /// through every port.
@@ -357,6 +364,7 @@ impl PortTable {
             let holders = Holders {
                 ports: held,
                 remembered: &self.remembered,
+                remembered_at: &self.remembered_at,
                 leases,
                 now,
             };
@@ -421,7 +429,18 @@ impl PortTable {
         let record = self.plugged.remove(&mac)?;
         self.unindex(mac, &record);
         if let Some(address) = record.pinned {
-            self.remembered.insert(mac, address);
+            // The MAC that left with it before forgets it: it was taken.
+            if let Some(before) = self.remembered_at.insert(address, mac)
+                && before != mac
+            {
+                self.remembered.remove(&before);
+            }
+            if let Some(other) = self.remembered.insert(mac, address)
+                && other != address
+                && self.remembered_at.get(&other) == Some(&mac)
+            {
+                self.remembered_at.remove(&other);
+            }
         }
         Some(record)
     }
@@ -555,6 +574,28 @@ mod tests {
             .plug(&def, &request(4, "d", &[]), None, &[], 0)
             .unwrap();
         assert_eq!(pinned(&d), "10.251.9.101");
+    }
+
+    #[test]
+    fn what_is_remembered_is_bounded_by_the_range_not_by_the_macs_that_came() {
+        let def = network(RANGE);
+        let mut table = PortTable::default();
+        // 200 ports come and go, each with a MAC of its own (transient
+        // domains): one address is remembered for one MAC at most.
+        for n in 0..200u8 {
+            let record = table
+                .plug(&def, &request(n, "t", &[]), None, &[], 0)
+                .unwrap();
+            assert!(record.pinned.is_some());
+            table.unplug(mac(n)).unwrap();
+        }
+        assert!(table.remembered.len() <= 4, "{}", table.remembered.len());
+        assert_eq!(table.remembered.len(), table.remembered_at.len());
+        // The last MAC to leave with an address gets it back.
+        let back = table
+            .plug(&def, &request(199, "t", &[]), None, &[], 0)
+            .unwrap();
+        assert_eq!(back.pinned, table.remembered.get(&mac(199)).copied());
     }
 
     #[test]
