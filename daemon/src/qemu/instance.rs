@@ -1321,20 +1321,36 @@ impl QemuDriver {
                 .unwrap_or_else(|| format!("#{}", index + 1)),
             source,
         };
-        if old.link_state != new.link_state {
-            let qmp = link.qmp().await?;
-            let up = new.link_state != Some(crate::domain::LinkState::Down);
-            link.bounded(qmp.set_link(&tap::nic_id(&new, index), up))
-                .await?;
-        }
-        let (task_old, task_new) = (old.clone(), new.clone());
-        tokio::task::spawn_blocking(move || tap::update(&live, index, &task_old, &task_new))
-            .await
-            .map_err(|source| QemuError::Task {
-                domain: domain.to_owned(),
-                source,
-            })?
+        // The host's side first: what QMP refuses after it is undone, so
+        // that a failed change leaves the interface as it was.
+        let change_tap = |from: crate::domain::Interface, to: crate::domain::Interface| {
+            let live = live.clone();
+            async move {
+                tokio::task::spawn_blocking(move || tap::update(&live, index, &from, &to))
+                    .await
+                    .map_err(|source| QemuError::Task {
+                        domain: domain.to_owned(),
+                        source,
+                    })
+            }
+        };
+        change_tap(old.clone(), new.clone())
+            .await?
             .map_err(failed)?;
+        if old.link_state != new.link_state {
+            let up = new.link_state != Some(crate::domain::LinkState::Down);
+            let carrier = async {
+                let qmp = link.qmp().await?;
+                link.bounded(qmp.set_link(&tap::nic_id(&new, index), up))
+                    .await
+            };
+            if let Err(error) = carrier.await {
+                if let Ok(Err(undo)) = change_tap(new.clone(), old.clone()).await {
+                    tracing::warn!(domain = %domain, error = %error_chain(&undo), "cannot undo the tap's change");
+                }
+                return Err(error);
+            }
+        }
         Ok(Response::Done)
     }
 

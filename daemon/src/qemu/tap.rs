@@ -225,10 +225,11 @@ pub fn update(
             .find(&name)
             .map_err(|e| netlink("cannot look up the tap", e))?
             .ok_or_else(|| {
-                UpdateError::Tap(TapError::Open {
-                    name: name.clone(),
-                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                })
+                let gone = LinkError {
+                    errno: crate::sys::Errno::ENODEV,
+                    message: None,
+                };
+                netlink("its tap is gone from the host (deleted by hand?)", gone)
             })?;
         let change = LinkChange {
             up: Some(new.link_state != Some(LinkState::Down)),
