@@ -242,7 +242,12 @@ pub fn set_port_groups(
     networks: &HashMap<String, NetworkPort>,
 ) {
     for interface in &mut spec.interfaces {
-        let InterfaceKind::Bridge { port_group, .. } = &mut interface.kind else {
+        let InterfaceKind::Bridge {
+            port_group,
+            network_bridge,
+            ..
+        } = &mut interface.kind
+        else {
             continue;
         };
         if let Some(InterfaceSource::Network { network, .. }) = def
@@ -253,6 +258,7 @@ pub fn set_port_groups(
             && let Some(port) = networks.get(network)
         {
             *port_group = port.group;
+            *network_bridge = true;
             interface.quiet_ipv6 = !port.ipv6
                 && !interface
                     .addresses
@@ -499,6 +505,7 @@ fn interfaces(
                 host_name: host_name()?,
                 vlans: bridge_vlans(interface, &refuse)?,
                 port_group: None,
+                network_bridge: false,
             },
             InterfaceSource::Ethernet { ips, routes } => {
                 if link_down && !routes.is_empty() {
@@ -1190,17 +1197,28 @@ mod tests {
         let plugged = crate::driver::plug_networks(&d, &networks);
         let mut spec = container_spec(&plugged, &settings(), &none, None).unwrap();
         set_port_groups(&mut spec, &d, &networks);
-        let groups: Vec<Option<u32>> = spec
+        let groups: Vec<(Option<u32>, bool)> = spec
             .interfaces
             .iter()
             .map(|i| match &i.kind {
-                InterfaceKind::Bridge { port_group, .. } => *port_group,
+                InterfaceKind::Bridge {
+                    port_group,
+                    network_bridge,
+                    ..
+                } => (*port_group, *network_bridge),
                 other => panic!("{other:?}"),
             })
             .collect();
+        // A network's bridge is known to be one, an open network's too.
         assert_eq!(
             groups,
-            [None, Some(0x4000_0009), None, Some(0x4000_0009), None]
+            [
+                (None, false),
+                (Some(0x4000_0009), true),
+                (None, true),
+                (Some(0x4000_0009), true),
+                (None, true)
+            ]
         );
         // Quiet inside: on a network without IPv6, unless the interface
         // has an IPv6 address of its own; a plain bridge's is the
@@ -1237,6 +1255,7 @@ mod tests {
                 host_name: "web0".into(),
                 vlans: Vec::new(),
                 port_group: None,
+                network_bridge: false,
             }
         );
         assert_eq!(bridge.mac, [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]);

@@ -50,7 +50,7 @@ pub use crate::net::shaping::Direction;
 use crate::net::shaping::{self, BandwidthSpec, ShapeError, ShapeStep};
 use crate::net::{
     BridgeSettings, BridgeVlan, FoundLink, IpAddress, IpRoute, LinkChange, LinkError, Links,
-    Macvlan, MacvlanMode, Netlink, Netns, Veth,
+    Macvlan, MacvlanMode, Netlink, Netns, Veth, VethIndexes,
 };
 use crate::sys::Errno;
 use crate::sys::linux;
@@ -525,28 +525,23 @@ fn plumb_into(
         let device = Device::of(interface);
         let guest = &interface.guest_name;
         let up = !interface.link_down;
+        // The index of the device inside, when its making said it.
+        let mut peer = None;
         match &interface.kind {
             InterfaceKind::Bridge {
                 bridge,
                 host_name,
                 vlans,
                 port_group,
+                network_bridge,
             } => {
-                let step = || NetStep::FindBridge {
-                    bridge: bridge.clone(),
+                let (master, settings) = if *network_bridge && vlans.is_empty() {
+                    (network_bridge_index(host, &device, bridge)?, None)
+                } else {
+                    let (index, settings) = checked_bridge(host, &device, bridge)?;
+                    (index, Some(settings))
                 };
-                let found = host
-                    .find(bridge)
-                    .map_err(|e| NetworkError::new(&device, step(), Some(e)))?
-                    .ok_or_else(|| NetworkError::new(&device, step(), None))?;
-                if found.kind.as_deref() != Some("bridge") {
-                    let step = NetStep::NotABridge {
-                        bridge: bridge.clone(),
-                        kind: found.kind,
-                    };
-                    return Err(NetworkError::new(&device, step, None));
-                }
-                let settings = found.bridge.unwrap_or_default();
+                let settings = settings.unwrap_or_default();
                 if !vlans.is_empty() && !settings.vlan_filtering {
                     let step = NetStep::VlanFilteringOff {
                         bridge: bridge.clone(),
@@ -557,11 +552,13 @@ fn plumb_into(
                 // not in the bridge's default VLAN meanwhile.
                 let end = HostEnd {
                     name: host_name,
-                    master: Some(found.index),
+                    master: Some(master),
                     up: up && vlans.is_empty(),
                     group: *port_group,
                 };
-                let host_index = make_veth(plumbed, host, interface, &device, end, container)?;
+                let made = make_veth(plumbed, host, interface, &device, end, container)?;
+                let host_index = made.index;
+                peer = made.peer;
                 quiet_ipv6(host, &device, Side::Host, host_name, host_index)?;
                 if !vlans.is_empty() {
                     join_vlans(
@@ -584,7 +581,9 @@ fn plumb_into(
                     up,
                     group: None,
                 };
-                let host_index = make_veth(plumbed, host, interface, &device, end, container)?;
+                let made = make_veth(plumbed, host, interface, &device, end, container)?;
+                let host_index = made.index;
+                peer = made.peer;
                 add_addresses(host, &device, Side::Host, host_name, host_index, addresses)?;
                 add_routes(host, &device, Side::Host, host_name, host_index, routes)?;
                 shape(plumbed, host, interface, &device, host_name, host_index)?;
@@ -614,9 +613,47 @@ fn plumb_into(
                 })?;
             }
         }
-        configure_inside(inside, interface, &device)?;
+        configure_inside(inside, interface, &device, peer)?;
     }
     Ok(())
+}
+
+/// The index of a virtual network's bridge: lxvirtd made it, so it is
+/// one, and nothing else of it is needed.
+fn network_bridge_index(
+    host: &impl Links,
+    device: &Device,
+    bridge: &str,
+) -> Result<u32, NetworkError> {
+    let step = || NetStep::FindBridge {
+        bridge: bridge.to_owned(),
+    };
+    host.index_of(bridge)
+        .map_err(|e| NetworkError::new(device, step(), Some(e)))?
+        .ok_or_else(|| NetworkError::new(device, step(), None))
+}
+
+/// The index and VLAN settings of the bridge `bridge`, which must be one.
+fn checked_bridge(
+    host: &impl Links,
+    device: &Device,
+    bridge: &str,
+) -> Result<(u32, BridgeSettings), NetworkError> {
+    let step = || NetStep::FindBridge {
+        bridge: bridge.to_owned(),
+    };
+    let found = host
+        .find(bridge)
+        .map_err(|e| NetworkError::new(device, step(), Some(e)))?
+        .ok_or_else(|| NetworkError::new(device, step(), None))?;
+    if found.kind.as_deref() != Some("bridge") {
+        let step = NetStep::NotABridge {
+            bridge: bridge.to_owned(),
+            kind: found.kind,
+        };
+        return Err(NetworkError::new(device, step, None));
+    }
+    Ok((found.index, found.bridge.unwrap_or_default()))
 }
 
 /// The host end of a veth to make.
@@ -632,7 +669,7 @@ struct HostEnd<'a> {
 
 /// A veth pair: the host end (with the MTU, up if it says so, on its
 /// bridge if any), the peer made in the container under its name, MAC
-/// and MTU. Records the host end and returns its index.
+/// and MTU. Records the host end and returns the indexes.
 fn make_veth(
     plumbed: &mut Plumbed,
     host: &impl Links,
@@ -640,7 +677,7 @@ fn make_veth(
     device: &Device,
     end: HostEnd<'_>,
     container: Netns<'_>,
-) -> Result<u32, NetworkError> {
+) -> Result<VethIndexes, NetworkError> {
     let HostEnd {
         name: host_name,
         master,
@@ -665,10 +702,11 @@ fn make_veth(
         .map_err(|e| NetworkError::new(device, create_step(), Some(e)))?;
     // Its index, to delete this very link at the end (not a namesake):
     // from the kernel's echo, or asked for on a kernel without one.
-    let index = match echoed {
-        Some(index) => index,
-        None => {
-            host.find(host_name)
+    let made = match echoed {
+        Some(made) => made,
+        None => VethIndexes {
+            index: host
+                .index_of(host_name)
                 .map_err(|e| NetworkError::new(device, create_step(), Some(e)))?
                 .ok_or_else(|| {
                     let gone = LinkError {
@@ -676,14 +714,14 @@ fn make_veth(
                         message: None,
                     };
                     NetworkError::new(device, create_step(), Some(gone))
-                })?
-                .index
-        }
+                })?,
+            peer: None,
+        },
     };
     plumbed
         .host_ends
-        .push((index, host_name.to_owned(), device.clone()));
-    Ok(index)
+        .push((made.index, host_name.to_owned(), device.clone()));
+    Ok(made)
 }
 
 fn set_host_end_up(
@@ -902,14 +940,18 @@ fn add_routes(
 
 /// Inside the container: up unless the link is to stay down (a macvlan
 /// is made up; a veth's peer cannot be), then the addresses, then the
-/// routes.
+/// routes. `known`: its index, when its making said it.
 fn configure_inside(
     inside: &impl Links,
     interface: &InterfaceSpec,
     device: &Device,
+    known: Option<u32>,
 ) -> Result<(), NetworkError> {
     let name = &interface.guest_name;
-    let index = find_inside(inside, device, name)?;
+    let index = match known {
+        Some(index) => index,
+        None => find_inside(inside, device, name)?,
+    };
     if interface.quiet_ipv6 {
         quiet_ipv6(inside, device, Side::Inside, name, index)?;
     }
@@ -1100,6 +1142,9 @@ mod tests {
         fail: Option<(String, Errno)>,
         /// The kernel's message with that failure.
         fail_message: Option<String>,
+        /// The lookups by name, in order: `NS: find NAME` (the whole
+        /// link) or `NS: index NAME`.
+        lookups: Vec<String>,
     }
 
     struct Side {
@@ -1149,11 +1194,21 @@ mod tests {
 
     impl Links for Side {
         fn find(&self, name: &str) -> Result<Option<FoundLink>, LinkError> {
-            let world = self.world.borrow();
+            let mut world = self.world.borrow_mut();
+            world.lookups.push(format!("{}: find {name}", self.ns));
             Ok(world.links.get(&(self.ns, name.to_owned())).cloned())
         }
 
-        fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError> {
+        fn index_of(&self, name: &str) -> Result<Option<u32>, LinkError> {
+            let mut world = self.world.borrow_mut();
+            world.lookups.push(format!("{}: index {name}", self.ns));
+            Ok(world
+                .links
+                .get(&(self.ns, name.to_owned()))
+                .map(|link| link.index))
+        }
+
+        fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<VethIndexes>, LinkError> {
             let group = veth.group.map(|g| format!(" group={g:#x}"));
             self.call(format!(
                 "veth {} mtu={:?}{} master={:?} up={} peer={} mac={:02x?}",
@@ -1170,7 +1225,10 @@ mod tests {
             let end = world.add(self.ns, veth.name, Some("veth"));
             let peer = world.add(peer_ns, veth.peer_name, Some("veth"));
             world.peers.push((end, peer));
-            Ok(Some(end))
+            Ok(Some(VethIndexes {
+                index: end,
+                peer: Some(peer),
+            }))
         }
 
         fn create_macvlan(&self, macvlan: &Macvlan<'_>) -> Result<(), LinkError> {
@@ -1381,6 +1439,7 @@ mod tests {
             host_name: host_name.into(),
             vlans: Vec::new(),
             port_group: None,
+            network_bridge: false,
         }
     }
 
@@ -1402,6 +1461,7 @@ mod tests {
             host_name: "lxv0".into(),
             vlans: Vec::new(),
             port_group: Some(0x4000_0001),
+            network_bridge: true,
         };
         let spec = spec(
             vec![
@@ -1445,6 +1505,18 @@ mod tests {
                 .map(|(i, n, _)| (*i, n.as_str()))
                 .collect::<Vec<_>>(),
             [(5, "lxv0"), (7, "lxv1")]
+        );
+        // The network's bridge by its index alone, the veths' peers by
+        // the indexes their making gave: the others are looked up whole.
+        assert_eq!(
+            world.borrow().lookups,
+            [
+                "host: find lxvtifb",
+                "inside: find lxvtifb",
+                "host: index br0",
+                "host: find eth9",
+                "inside: find eth2",
+            ]
         );
 
         let errors = unplumb(plumbed, &host, &inside, Netns::Fd(ns.as_fd()));
@@ -1891,6 +1963,7 @@ mod tests {
             host_name: "lxv0".into(),
             vlans,
             port_group: None,
+            network_bridge: false,
         };
         interface(0, kind, "eth0")
     }

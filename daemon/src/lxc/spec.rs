@@ -164,6 +164,10 @@ pub enum InterfaceKind {
         /// port filter matches its ports by it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port_group: Option<u32>,
+        /// The bridge is a virtual network's, made by lxvirtd: known to
+        /// be a bridge, so only its index is looked up.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        network_bridge: bool,
     },
     /// A veth pair whose host end `host_name` is brought up, with the
     /// host-side addresses and routes (`type='ethernet'`).

@@ -169,6 +169,16 @@ pub struct Veth<'a> {
     pub peer_netns: Option<Netns<'a>>,
 }
 
+/// The indexes of a veth pair just made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VethIndexes {
+    /// The end made in the caller's namespace.
+    pub index: u32,
+    /// The peer's, in its own namespace; `None` when the kernel's echo
+    /// did not say it.
+    pub peer: Option<u32>,
+}
+
 /// A macvlan on the device `lower` (an index here), made in `netns`.
 #[derive(Debug, Clone, Copy)]
 pub struct Macvlan<'a> {
@@ -228,9 +238,12 @@ pub struct LinkChange<'a> {
 pub trait Links {
     /// The link named `name`, or `None`.
     fn find(&self, name: &str) -> Result<Option<FoundLink>, LinkError>;
-    /// Returns the index of the end made here when the kernel says it
-    /// (it echoes the new link since Linux 6.3), else `None`.
-    fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<u32>, LinkError>;
+    /// The index of the link named `name`, or `None`: what
+    /// [`Links::find`] says without the rest, at a fraction of its cost.
+    fn index_of(&self, name: &str) -> Result<Option<u32>, LinkError>;
+    /// Returns the indexes of both ends when the kernel says them (it
+    /// echoes the new link since Linux 6.3), else `None`.
+    fn create_veth(&self, veth: &Veth<'_>) -> Result<Option<VethIndexes>, LinkError>;
     fn create_macvlan(&self, macvlan: &Macvlan<'_>) -> Result<(), LinkError>;
     /// An ifb device, up, with its alias; returns its index.
     fn create_ifb(&self, ifb: &Ifb<'_>) -> Result<u32, LinkError>;

@@ -727,6 +727,31 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// The index of the network interface `name` in the network namespace of
+/// `socket` (any socket: a netlink one serves), `None` when there is none:
+/// `SIOCGIFINDEX`, which reads one field where an `RTM_GETLINK` reply
+/// carries the whole device.
+pub fn interface_index(socket: BorrowedFd<'_>, name: &str) -> SysResult<Option<u32>> {
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= request.ifr_name.len() || name.contains('\0') {
+        return Ok(None);
+    }
+    for (dst, src) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: `request` is a valid ifreq with a NUL-terminated name (the
+    // rest of the array is zero) that outlives the call; SIOCGIFINDEX
+    // writes the index into it.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFINDEX, &mut request) };
+    match Errno::result(rc) {
+        // SAFETY: the ioctl succeeded, so it initialised the index member.
+        Ok(_) => Ok(Some(unsafe { request.ifr_ifru.ifru_ifindex } as u32)),
+        Err(Errno::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Open a namespace file (`/proc/PID/ns/net`, `/run/netns/NAME`).
 pub fn open_namespace(path: &Path) -> SysResult<OwnedFd> {
     nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
