@@ -526,8 +526,7 @@ fn plumb_into(
         let guest = &interface.guest_name;
         let up = !interface.link_down;
         // The index of the device inside, when its making said it.
-        let mut peer = None;
-        match &interface.kind {
+        let peer = match &interface.kind {
             InterfaceKind::Bridge {
                 bridge,
                 host_name,
@@ -536,12 +535,11 @@ fn plumb_into(
                 network_bridge,
             } => {
                 let (master, settings) = if *network_bridge && vlans.is_empty() {
-                    (network_bridge_index(host, &device, bridge)?, None)
+                    let index = network_bridge_index(host, &device, bridge)?;
+                    (index, BridgeSettings::default())
                 } else {
-                    let (index, settings) = checked_bridge(host, &device, bridge)?;
-                    (index, Some(settings))
+                    checked_bridge(host, &device, bridge)?
                 };
-                let settings = settings.unwrap_or_default();
                 if !vlans.is_empty() && !settings.vlan_filtering {
                     let step = NetStep::VlanFilteringOff {
                         bridge: bridge.clone(),
@@ -558,7 +556,6 @@ fn plumb_into(
                 };
                 let made = make_veth(plumbed, host, interface, &device, end, container)?;
                 let host_index = made.index;
-                peer = made.peer;
                 quiet_ipv6(host, &device, Side::Host, host_name, host_index)?;
                 if !vlans.is_empty() {
                     join_vlans(
@@ -569,6 +566,7 @@ fn plumb_into(
                     }
                 }
                 shape(plumbed, host, interface, &device, host_name, host_index)?;
+                made.peer
             }
             InterfaceKind::Ethernet {
                 host_name,
@@ -583,10 +581,10 @@ fn plumb_into(
                 };
                 let made = make_veth(plumbed, host, interface, &device, end, container)?;
                 let host_index = made.index;
-                peer = made.peer;
                 add_addresses(host, &device, Side::Host, host_name, host_index, addresses)?;
                 add_routes(host, &device, Side::Host, host_name, host_index, routes)?;
                 shape(plumbed, host, interface, &device, host_name, host_index)?;
+                made.peer
             }
             InterfaceKind::Direct { dev, mode } => {
                 let step = || NetStep::FindDevice { dev: dev.clone() };
@@ -611,8 +609,9 @@ fn plumb_into(
                     };
                     NetworkError::new(&device, step, Some(e))
                 })?;
+                None
             }
-        }
+        };
         configure_inside(inside, interface, &device, peer)?;
     }
     Ok(())
