@@ -33,6 +33,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// Import a root-filesystem tarball (plain, gzip, zstd; '-' reads stdin).
     Import {
@@ -123,6 +124,7 @@ pub enum Format {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Define (or update) a persistent domain from an XML file ('-' reads stdin).
     Define { file: PathBuf },
@@ -475,6 +477,7 @@ pub enum Command {
 
 /// A running domain's network interfaces.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum DomIfCommand {
     /// List a domain's interfaces: host-side name, type, source, MAC.
     Domiflist {
@@ -610,7 +613,10 @@ pub enum DomIfCommand {
     },
 }
 
-/// What a device change affects (virsh's --live, --config, --current).
+// What a device change affects (virsh's --live, --config, --current); a
+// plain comment, not a doc comment: a flattened struct's doc would become
+// the about of the subcommand it is built into (deferred, after the
+// subcommand's own).
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Affect {
     /// The running domain.
@@ -681,6 +687,7 @@ pub enum AddressSourceArg {
 
 /// Virtual networks: a bridge with NAT or routing, DHCP and DNS.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum NetCommand {
     /// Define (or update) a network from an XML file ('-' reads stdin).
     #[command(name = "net-define")]
@@ -750,7 +757,7 @@ pub enum NetCommand {
     },
 }
 
-/// `lxvirt apply`'s arguments.
+// `lxvirt apply`'s arguments (a plain comment: see `Affect`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApplyArgs {
     /// The directory: every *.xml below it.
@@ -774,4 +781,46 @@ pub struct ApplyArgs {
     /// Print each change as a diff when applying too.
     #[arg(long)]
     pub diff: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Subcommands are built only when used (`defer`), so a mistake in one
+    /// would show only when someone runs it: build them all here.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// Built late, a subcommand could take the about of a struct flattened
+    /// into it: each keeps its own, and no two share one.
+    #[test]
+    fn every_subcommand_keeps_its_own_about() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut check = |path: String, command: &clap::Command| {
+            let about = command
+                .get_about()
+                .unwrap_or_else(|| panic!("{path} has no about"))
+                .to_string();
+            if let Some(other) = seen.insert(about.clone(), path.clone()) {
+                panic!("{path} and {other} share the about {about:?}");
+            }
+        };
+        // clap's own `help` subcommands repeat the others' abouts.
+        let ours = |command: &&clap::Command| command.get_name() != "help";
+        for command in cli.get_subcommands().filter(ours) {
+            check(command.get_name().to_owned(), command);
+            for sub in command.get_subcommands().filter(ours) {
+                check(format!("{} {}", command.get_name(), sub.get_name()), sub);
+            }
+        }
+    }
 }
