@@ -199,9 +199,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
             println!("Domain '{name}' has been undefined");
         }
         Command::Start { domain: name } => {
-            let proxy = lookup(&connection, &manager, &name).await?;
-            proxy.start().await?;
-            println!("Domain '{}' started", display_name(&proxy, &name).await?);
+            let by_name = manager.start_domain(&name);
+            let name = change_state(&connection, &manager, &name, by_name, |d| async move {
+                d.start().await
+            })
+            .await?;
+            println!("Domain '{name}' started");
         }
         Command::Create { file } => {
             let xml = read_input(&file)?;
@@ -214,17 +217,20 @@ pub async fn run(cli: Cli) -> Result<u8> {
             grace,
             mode,
         } => {
-            let proxy = lookup(&connection, &manager, &name).await?;
-            let name = display_name(&proxy, &name).await?;
-            proxy
-                .shutdown(grace.max(1), mode.map_or("", |m| m.as_str()))
-                .await?;
+            let (grace, mode) = (grace.max(1), mode.map_or("", |m| m.as_str()));
+            let by_name = manager.shutdown_domain(&name, grace, mode);
+            let name = change_state(&connection, &manager, &name, by_name, |d| async move {
+                d.shutdown(grace, mode).await
+            })
+            .await?;
             println!("Domain '{name}' is shut down");
         }
         Command::Destroy { domain: name } => {
-            let proxy = lookup(&connection, &manager, &name).await?;
-            let name = display_name(&proxy, &name).await?;
-            proxy.destroy().await?;
+            let by_name = manager.destroy_domain(&name);
+            let name = change_state(&connection, &manager, &name, by_name, |d| async move {
+                d.destroy().await
+            })
+            .await?;
             println!("Domain '{name}' destroyed");
         }
         Command::Reboot {
@@ -232,26 +238,37 @@ pub async fn run(cli: Cli) -> Result<u8> {
             grace,
             mode,
         } => {
-            let proxy = lookup(&connection, &manager, &name).await?;
-            proxy
-                .reboot(grace.max(1), mode.map_or("", |m| m.as_str()))
-                .await?;
-            println!("Domain '{}' rebooted", display_name(&proxy, &name).await?);
+            let (grace, mode) = (grace.max(1), mode.map_or("", |m| m.as_str()));
+            let by_name = manager.reboot_domain(&name, grace, mode);
+            let name = change_state(&connection, &manager, &name, by_name, |d| async move {
+                d.reboot(grace, mode).await
+            })
+            .await?;
+            println!("Domain '{name}' rebooted");
         }
         Command::Reset { domain: name } => {
-            let proxy = lookup(&connection, &manager, &name).await?;
-            proxy.reset().await?;
-            println!("Domain '{}' was reset", display_name(&proxy, &name).await?);
+            let by_name = manager.reset_domain(&name);
+            let name = change_state(&connection, &manager, &name, by_name, |d| async move {
+                d.reset().await
+            })
+            .await?;
+            println!("Domain '{name}' was reset");
         }
         Command::Suspend { domain: name } => {
-            let proxy = lookup(&connection, &manager, &name).await?;
-            proxy.suspend().await?;
-            println!("Domain '{}' suspended", display_name(&proxy, &name).await?);
+            let by_name = manager.suspend_domain(&name);
+            let name = change_state(&connection, &manager, &name, by_name, |d| async move {
+                d.suspend().await
+            })
+            .await?;
+            println!("Domain '{name}' suspended");
         }
         Command::Resume { domain: name } => {
-            let proxy = lookup(&connection, &manager, &name).await?;
-            proxy.resume().await?;
-            println!("Domain '{}' resumed", display_name(&proxy, &name).await?);
+            let by_name = manager.resume_domain(&name);
+            let name = change_state(&connection, &manager, &name, by_name, |d| async move {
+                d.resume().await
+            })
+            .await?;
+            println!("Domain '{name}' resumed");
         }
         Command::Logs {
             domain: name,
@@ -608,6 +625,38 @@ pub(crate) async fn lookup(
     })
     .await?;
     domain(connection, path).await
+}
+
+/// A state change in one call to the manager by name (`by_name`:
+/// `StartDomain` …); when no domain has that name and `name_or_uuid` is a
+/// UUID, the domain it names is looked up and `on_object` asks its
+/// object. Returns the domain's name, for the message.
+async fn change_state<F, G>(
+    connection: &zbus::Connection,
+    manager: &ManagerProxy<'_>,
+    name_or_uuid: &str,
+    by_name: impl Future<Output = zbus::Result<()>>,
+    on_object: impl FnOnce(DomainProxy<'static>) -> G,
+) -> Result<String>
+where
+    G: Future<Output = zbus::Result<F>>,
+{
+    match by_name.await {
+        Ok(()) => Ok(name_or_uuid.to_owned()),
+        Err(error) if is_no_such_domain(&error) && uuid::Uuid::parse_str(name_or_uuid).is_ok() => {
+            let path = manager.lookup_by_uuid(name_or_uuid).await?;
+            let proxy = domain(connection, path).await?;
+            let name = proxy.name().await?;
+            on_object(proxy).await?;
+            Ok(name)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn is_no_such_domain(error: &zbus::Error) -> bool {
+    matches!(error, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.lxvirt.lxvirt1.Error.NoSuchDomain")
 }
 
 /// The path `by_name` finds, or, when that fails and `name_or_uuid` is a

@@ -84,6 +84,9 @@ async fn define_list_info_dumpxml_autostart_undefine() {
         &["domstate", "nosuch"][..],
         &["domuuid", "nosuch"],
         &["domname", "00000000-0000-0000-0000-000000000001"],
+        &["start", "nosuch"],
+        &["destroy", "00000000-0000-0000-0000-000000000001"],
+        &["shutdown", "nosuch"],
     ] {
         let out = lxvirt(a, args).unwrap();
         assert_eq!(out.status.code(), Some(5), "{args:?}: {:?}", text(&out));
@@ -664,6 +667,19 @@ async fn event_prints_lifecycle_events_and_dominfo_a_start_date() {
         stopped.ends_with("event 'lifecycle' for domain 'ev': Stopped Destroyed"),
         "{stopped}"
     );
+    // By UUID, the messages name the domain.
+    let (uuid, _) = text(&lxvirt(a, &["domuuid", "ev"]).unwrap());
+    let uuid = uuid.trim();
+    let out = lxvirt(a, &["start", uuid]).unwrap();
+    assert_eq!(text(&out).0, "Domain 'ev' started\n", "{:?}", text(&out));
+    let _ = next_line();
+    let out = lxvirt(a, &["destroy", uuid]).unwrap();
+    assert_eq!(text(&out).0, "Domain 'ev' destroyed\n", "{:?}", text(&out));
+    let _ = next_line();
+    // Refused by state, the message names it too.
+    let out = lxvirt(a, &["destroy", "ev"]).unwrap();
+    assert_eq!(out.status.code(), Some(7), "{:?}", text(&out));
+    assert!(text(&out).1.contains("'ev'"), "{:?}", text(&out));
 
     // Ctrl-C ends the loop with the count.
     nix::sys::signal::kill(

@@ -248,6 +248,59 @@ async fn a_container_is_isolated_and_limited() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// The manager's by-name methods change the named domain's state as its
+/// object's methods do, with the same typed refusals.
+#[tokio::test]
+async fn the_manager_changes_a_domain_state_by_name() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    let manager = env.manager().await;
+    let web = env
+        .define("web", "trap 'exit 0' TERM; sleep 1000 &amp; wait", "")
+        .await;
+
+    manager.start_domain("web").await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "running");
+    let first = web.pid().await.unwrap();
+    let err = manager.start_domain("web").await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidState");
+    manager.suspend_domain("web").await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "paused");
+    manager.resume_domain("web").await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "running");
+    manager.reset_domain("web").await.unwrap();
+    let reset = web.pid().await.unwrap();
+    assert_ne!(reset, first, "reset kept init");
+    manager.reboot_domain("web", 5, "").await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "running");
+    assert_ne!(web.pid().await.unwrap(), reset, "reboot kept init");
+    let err = manager
+        .shutdown_domain("web", 5, "no-such-mode")
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidArgument");
+    manager.shutdown_domain("web", 5, "signal").await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "shutoff");
+    assert_eq!(web.state_reason().await.unwrap(), "shutdown");
+    manager.start_domain("web").await.unwrap();
+    manager.destroy_domain("web").await.unwrap();
+    assert_eq!(web.state().await.unwrap(), "shutoff");
+    assert_eq!(web.state_reason().await.unwrap(), "destroyed");
+    let err = manager.destroy_domain("web").await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.InvalidState");
+
+    // A name no domain has, or a domain's UUID in place of its name.
+    let err = manager.start_domain("nope").await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchDomain");
+    assert!(err.to_string().contains("'nope'"), "{err}");
+    let uuid = web.uuid().await.unwrap();
+    let err = manager.start_domain(&uuid).await.unwrap_err();
+    assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchDomain");
+    assert_eq!(web.state().await.unwrap(), "shutoff");
+}
+
 #[tokio::test]
 async fn user_namespace_maps_root_and_owns_dev() {
     if !root_or_skip() {

@@ -26,6 +26,20 @@ pub trait Manager {
     fn lookup_by_name(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     #[zbus(name = "LookupByUUID")]
     fn lookup_by_uuid(&self, uuid: &str) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(allow_interactive_auth)]
+    fn start_domain(&self, name: &str) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
+    fn shutdown_domain(&self, name: &str, grace_seconds: u32, mode: &str) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
+    fn destroy_domain(&self, name: &str) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
+    fn reboot_domain(&self, name: &str, grace_seconds: u32, mode: &str) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
+    fn reset_domain(&self, name: &str) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
+    fn suspend_domain(&self, name: &str) -> zbus::Result<()>;
+    #[zbus(allow_interactive_auth)]
+    fn resume_domain(&self, name: &str) -> zbus::Result<()>;
     fn get_capabilities(&self) -> zbus::Result<String>;
     #[zbus(allow_interactive_auth, name = "CreateXML")]
     fn create_xml(&self, xml: &str) -> zbus::Result<OwnedObjectPath>;

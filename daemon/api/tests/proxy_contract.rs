@@ -539,6 +539,13 @@ async fn proxies_match_the_committed_contract() {
         run,
         manager.lookup_by_uuid("00000000-0000-0000-0000-000000000000")
     );
+    call!(run, manager.start_domain("web"));
+    call!(run, manager.shutdown_domain("web", 10, "signal"));
+    call!(run, manager.destroy_domain("web"));
+    call!(run, manager.reboot_domain("web", 10, ""));
+    call!(run, manager.reset_domain("web"));
+    call!(run, manager.suspend_domain("web"));
+    call!(run, manager.resume_domain("web"));
     call!(run, manager.get_capabilities());
     call!(run, manager.version());
     call!(run, manager.network_define_xml("<network/>"));

@@ -23,7 +23,7 @@ use crate::core::manager::{
     BlkioField, BlkioParams, DeviceChange, MemoryParams, NumaParams, SchedulerParams, Tuning,
 };
 use crate::core::types::{AddressSource, AffectFlags, CoreError};
-use crate::core::{DomainSummary, UndefineFlags, XmlFlags};
+use crate::core::{DomainSummary, Lookup, UndefineFlags, XmlFlags};
 use crate::driver::ShutdownMode;
 
 /// Grace period of `Shutdown(0)` and `Reboot(0)`, as Docker and Podman use.
@@ -259,6 +259,95 @@ impl Exported for DomainObject {
 }
 
 /// `console0` (or empty) is console 0, `consoleN` console N.
+/// A change of a domain's state, asked of its object or of the manager
+/// by the domain's name.
+pub(super) enum StateChange {
+    Start,
+    Shutdown { grace_seconds: u32, mode: String },
+    Destroy,
+    Reboot { grace_seconds: u32, mode: String },
+    Reset,
+    Suspend,
+    Resume,
+}
+
+impl StateChange {
+    /// What the caller asks, for a refusal: "uid 1000 may not start domains".
+    fn action(&self) -> &'static str {
+        match self {
+            StateChange::Start => "start domains",
+            StateChange::Shutdown { .. } => "shut down domains",
+            StateChange::Destroy => "destroy domains",
+            StateChange::Reboot { .. } => "reboot domains",
+            StateChange::Reset => "reset domains",
+            StateChange::Suspend => "suspend domains",
+            StateChange::Resume => "resume domains",
+        }
+    }
+}
+
+/// Who may make `change` is checked first (a refusal says nothing of the
+/// domain); `domain` then names the domain, and the change returns once
+/// its events are published.
+pub(super) async fn change_state(
+    shared: &Shared,
+    connection: &Connection,
+    header: &Header<'_>,
+    domain: impl Into<DomainRef>,
+    change: StateChange,
+) -> Result<(), Error> {
+    shared
+        .authorizer
+        .check(connection, header, change.action())
+        .await?;
+    let uuid = match domain.into() {
+        DomainRef::Uuid(uuid) => uuid,
+        DomainRef::Name(name) => shared.handle.lookup(Lookup::Name(name)).await?.uuid,
+    };
+    let handle = &shared.handle;
+    let seq = match change {
+        StateChange::Start => handle.start(uuid).await?,
+        StateChange::Shutdown {
+            grace_seconds,
+            mode,
+        } => {
+            let mode = shutdown_mode(&mode)?;
+            handle.shutdown(uuid, grace(grace_seconds), mode).await?
+        }
+        StateChange::Destroy => handle.destroy(uuid).await?,
+        StateChange::Reboot {
+            grace_seconds,
+            mode,
+        } => {
+            let mode = shutdown_mode(&mode)?;
+            handle.reboot(uuid, grace(grace_seconds), mode).await?
+        }
+        StateChange::Reset => handle.reset(uuid).await?,
+        StateChange::Suspend => handle.suspend(uuid).await?,
+        StateChange::Resume => handle.resume(uuid).await?,
+    };
+    shared.published(seq).await;
+    Ok(())
+}
+
+/// The domain a state change is for: its object's, or one named.
+pub(super) enum DomainRef {
+    Uuid(Uuid),
+    Name(String),
+}
+
+impl From<Uuid> for DomainRef {
+    fn from(uuid: Uuid) -> Self {
+        DomainRef::Uuid(uuid)
+    }
+}
+
+impl From<String> for DomainRef {
+    fn from(name: String) -> Self {
+        DomainRef::Name(name)
+    }
+}
+
 fn shutdown_mode(name: &str) -> Result<ShutdownMode, Error> {
     ShutdownMode::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = ShutdownMode::NAMED.iter().map(|(n, _)| *n).collect();
@@ -455,10 +544,14 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
-        self.authorize(connection, &header, "start domains").await?;
-        let seq = self.shared.handle.start(self.uuid).await?;
-        self.shared.published(seq).await;
-        Ok(())
+        change_state(
+            &self.shared,
+            connection,
+            &header,
+            self.uuid,
+            StateChange::Start,
+        )
+        .await
     }
 
     /// Asks the domain to stop as `mode` says: "" or "default" (a
@@ -472,16 +565,11 @@ impl DomainObject {
         grace_seconds: u32,
         mode: String,
     ) -> Result<(), Error> {
-        self.authorize(connection, &header, "shut down domains")
-            .await?;
-        let mode = shutdown_mode(&mode)?;
-        let seq = self
-            .shared
-            .handle
-            .shutdown(self.uuid, grace(grace_seconds), mode)
-            .await?;
-        self.shared.published(seq).await;
-        Ok(())
+        let change = StateChange::Shutdown {
+            grace_seconds,
+            mode,
+        };
+        change_state(&self.shared, connection, &header, self.uuid, change).await
     }
 
     /// SIGKILL to every process of the container; returns once it stopped.
@@ -490,11 +578,14 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
-        self.authorize(connection, &header, "destroy domains")
-            .await?;
-        let seq = self.shared.handle.destroy(self.uuid).await?;
-        self.shared.published(seq).await;
-        Ok(())
+        change_state(
+            &self.shared,
+            connection,
+            &header,
+            self.uuid,
+            StateChange::Destroy,
+        )
+        .await
     }
 
     /// Stops the domain as Shutdown does (the same modes) and starts it
@@ -506,16 +597,11 @@ impl DomainObject {
         grace_seconds: u32,
         mode: String,
     ) -> Result<(), Error> {
-        self.authorize(connection, &header, "reboot domains")
-            .await?;
-        let mode = shutdown_mode(&mode)?;
-        let seq = self
-            .shared
-            .handle
-            .reboot(self.uuid, grace(grace_seconds), mode)
-            .await?;
-        self.shared.published(seq).await;
-        Ok(())
+        let change = StateChange::Reboot {
+            grace_seconds,
+            mode,
+        };
+        change_state(&self.shared, connection, &header, self.uuid, change).await
     }
 
     /// Resets the domain at once, without asking it: a VM's machine is
@@ -527,10 +613,14 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
-        self.authorize(connection, &header, "reset domains").await?;
-        let seq = self.shared.handle.reset(self.uuid).await?;
-        self.shared.published(seq).await;
-        Ok(())
+        change_state(
+            &self.shared,
+            connection,
+            &header,
+            self.uuid,
+            StateChange::Reset,
+        )
+        .await
     }
 
     /// Freezes every process of the container.
@@ -539,11 +629,14 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
-        self.authorize(connection, &header, "suspend domains")
-            .await?;
-        let seq = self.shared.handle.suspend(self.uuid).await?;
-        self.shared.published(seq).await;
-        Ok(())
+        change_state(
+            &self.shared,
+            connection,
+            &header,
+            self.uuid,
+            StateChange::Suspend,
+        )
+        .await
     }
 
     /// Thaws a suspended container.
@@ -552,11 +645,14 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
-        self.authorize(connection, &header, "resume domains")
-            .await?;
-        let seq = self.shared.handle.resume(self.uuid).await?;
-        self.shared.published(seq).await;
-        Ok(())
+        change_state(
+            &self.shared,
+            connection,
+            &header,
+            self.uuid,
+            StateChange::Resume,
+        )
+        .await
     }
 
     /// A stream socket relayed to console `devname` (`console0`, `console1`,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use zbus::OwnedVariant as OwnedValue;
 
+use super::domain::{StateChange, change_state};
 use super::options::Options;
 use super::{ManagerSettings, Shared, domain_path, error::Error, network_path};
 use crate::core::Lookup;
@@ -119,6 +120,104 @@ impl ManagerObject {
         self.shared.may_read(connection, Some(&header)).await?;
         let summary = self.shared.handle.lookup(Lookup::Name(name)).await?;
         Ok(domain_path(summary.uuid))
+    }
+
+    /// `Domain.Start` of the domain named `name` (one call instead of a
+    /// lookup and a call, as systemd's `StartUnit`); `NoSuchDomain` when
+    /// no domain has that name.
+    async fn start_domain(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+    ) -> Result<(), Error> {
+        change_state(&self.shared, connection, &header, name, StateChange::Start).await
+    }
+
+    /// `Domain.Shutdown` of the domain named `name`.
+    async fn shutdown_domain(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+        grace_seconds: u32,
+        mode: String,
+    ) -> Result<(), Error> {
+        let change = StateChange::Shutdown {
+            grace_seconds,
+            mode,
+        };
+        change_state(&self.shared, connection, &header, name, change).await
+    }
+
+    /// `Domain.Destroy` of the domain named `name`.
+    async fn destroy_domain(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+    ) -> Result<(), Error> {
+        change_state(
+            &self.shared,
+            connection,
+            &header,
+            name,
+            StateChange::Destroy,
+        )
+        .await
+    }
+
+    /// `Domain.Reboot` of the domain named `name`.
+    async fn reboot_domain(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+        grace_seconds: u32,
+        mode: String,
+    ) -> Result<(), Error> {
+        let change = StateChange::Reboot {
+            grace_seconds,
+            mode,
+        };
+        change_state(&self.shared, connection, &header, name, change).await
+    }
+
+    /// `Domain.Reset` of the domain named `name`.
+    async fn reset_domain(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+    ) -> Result<(), Error> {
+        change_state(&self.shared, connection, &header, name, StateChange::Reset).await
+    }
+
+    /// `Domain.Suspend` of the domain named `name`.
+    async fn suspend_domain(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+    ) -> Result<(), Error> {
+        change_state(
+            &self.shared,
+            connection,
+            &header,
+            name,
+            StateChange::Suspend,
+        )
+        .await
+    }
+
+    /// `Domain.Resume` of the domain named `name`.
+    async fn resume_domain(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        name: String,
+    ) -> Result<(), Error> {
+        change_state(&self.shared, connection, &header, name, StateChange::Resume).await
     }
 
     #[zbus(name = "LookupByUUID")]
