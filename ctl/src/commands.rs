@@ -629,8 +629,9 @@ pub(crate) async fn lookup(
 
 /// A state change in one call to the manager by name (`by_name`:
 /// `StartDomain` …); when no domain has that name and `name_or_uuid` is a
-/// UUID, the domain it names is looked up and `on_object` asks its
-/// object. Returns the domain's name, for the message.
+/// UUID, or the daemon is older than those methods, the domain is looked
+/// up and `on_object` asks its object. Returns the domain's name, for
+/// the message.
 async fn change_state<F, G>(
     connection: &zbus::Connection,
     manager: &ManagerProxy<'_>,
@@ -643,10 +644,13 @@ where
 {
     match by_name.await {
         Ok(()) => Ok(name_or_uuid.to_owned()),
-        Err(error) if is_no_such_domain(&error) && uuid::Uuid::parse_str(name_or_uuid).is_ok() => {
-            let path = manager.lookup_by_uuid(name_or_uuid).await?;
-            let proxy = domain(connection, path).await?;
-            let name = proxy.name().await?;
+        Err(error)
+            if is_error(&error, "org.freedesktop.DBus.Error.UnknownMethod")
+                || (is_error(&error, "org.lxvirt.lxvirt1.Error.NoSuchDomain")
+                    && uuid::Uuid::parse_str(name_or_uuid).is_ok()) =>
+        {
+            let proxy = lookup(connection, manager, name_or_uuid).await?;
+            let name = display_name(&proxy, name_or_uuid).await?;
             on_object(proxy).await?;
             Ok(name)
         }
@@ -654,9 +658,13 @@ where
     }
 }
 
-fn is_no_such_domain(error: &zbus::Error) -> bool {
-    matches!(error, zbus::Error::MethodError(name, _, _)
-        if name.as_str() == "org.lxvirt.lxvirt1.Error.NoSuchDomain")
+/// Whether `error` is the D-Bus error `name`.
+fn is_error(error: &zbus::Error, name: &str) -> bool {
+    match error {
+        zbus::Error::MethodError(error_name, _, _) => error_name.as_str() == name,
+        zbus::Error::FDO(fdo) => zbus::DBusError::name(fdo.as_ref()).as_str() == name,
+        _ => false,
+    }
 }
 
 /// The path `by_name` finds, or, when that fails and `name_or_uuid` is a
@@ -982,4 +990,29 @@ fn print_bytes(bytes: &[u8]) -> Result<()> {
     std::io::stdout()
         .write_all(bytes)
         .map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_error;
+
+    #[test]
+    fn errors_are_told_by_name_however_zbus_carries_them() {
+        let unknown = "org.freedesktop.DBus.Error.UnknownMethod";
+        let method_error = zbus::Error::MethodError(
+            zbus::names::OwnedErrorName::try_from(unknown).unwrap(),
+            Some("Unknown method 'StartDomain'".into()),
+            zbus::message::Message::method_call("/", "Ping")
+                .build(&())
+                .unwrap(),
+        );
+        assert!(is_error(&method_error, unknown));
+        assert!(!is_error(
+            &method_error,
+            "org.lxvirt.lxvirt1.Error.NoSuchDomain"
+        ));
+        let fdo = zbus::Error::FDO(Box::new(zbus::fdo::Error::UnknownMethod("x".into())));
+        assert!(is_error(&fdo, unknown));
+        assert!(!is_error(&zbus::Error::InvalidReply, unknown));
+    }
 }

@@ -225,6 +225,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
 /// share them (docs/benchmarks.md, "Density").
 const HEAP_ARENAS: i32 = 2;
 
+/// How long an idle blocking thread waits for work before it ends.
+const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(300);
+
 fn main() -> ExitCode {
     let args = match args_with_settings() {
         Ok(args) => args,
@@ -302,6 +305,10 @@ fn main() -> ExitCode {
     lxvirtd::sys::process::limit_heap_arenas(HEAP_ARENAS);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // A start hands its blocking steps to this pool's threads; kept
+        // idle for minutes rather than tokio's 10 s, a start after a pause
+        // finds them instead of creating them (clone, a fresh stack).
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
         .enable_all()
         .build()
     {
