@@ -109,6 +109,22 @@ async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Waits until the init of `domain` catches SIGTERM (its shell ran
+/// `trap`): before that, PID 1 ignores it and a shutdown waits out its
+/// grace period.
+async fn handles_sigterm(domain: &DomainProxy<'_>) {
+    let pid = domain.pid().await.unwrap();
+    eventually("init catches SIGTERM", async || {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (nix::sys::signal::Signal::SIGTERM as u32 - 1)) != 0)
+    })
+    .await;
+}
+
 fn host_uid(pid: u32) -> u32 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -276,6 +292,7 @@ async fn the_manager_changes_a_domain_state_by_name() {
     manager.reboot_domain("web", 5, "").await.unwrap();
     assert_eq!(web.state().await.unwrap(), "running");
     assert_ne!(web.pid().await.unwrap(), reset, "reboot kept init");
+    handles_sigterm(&web).await;
     let err = manager
         .shutdown_domain("web", 5, "no-such-mode")
         .await
@@ -299,6 +316,54 @@ async fn the_manager_changes_a_domain_state_by_name() {
     let err = manager.start_domain(&uuid).await.unwrap_err();
     assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchDomain");
     assert_eq!(web.state().await.unwrap(), "shutoff");
+}
+
+/// A cgroup of the domain's name with processes in it (another instance
+/// outside lxvirtd's control) refuses the start, whichever step finds it
+/// (init and the mounter exist by then), and the start leaves nothing:
+/// no process, mount or cgroup of its own; the stranger's is untouched.
+#[tokio::test]
+async fn a_populated_cgroup_of_the_same_name_refuses_the_start_and_nothing_is_left() {
+    if !root_or_skip() {
+        return;
+    }
+    use lxvirt_tests::leaks;
+    let env = Env::new().await;
+    let squatter = env.define("squatter", "sleep 1000", "").await;
+    let stranger_dir = env.daemon.cgroup_dir("memory", "squatter");
+    fs::create_dir_all(&stranger_dir).unwrap();
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    fs::write(stranger_dir.join("cgroup.procs"), stranger.id().to_string()).unwrap();
+
+    let err = squatter.start().await.unwrap_err();
+    assert!(err.to_string().contains("still has processes"), "{err}");
+    assert_eq!(squatter.state().await.unwrap(), "shutoff");
+    let run_dir = env.run_dir();
+    leaks::settle("the failed start's processes ended", || {
+        leaks::monitors_for(&run_dir).len() <= 1 && leaks::busy_monitors(&run_dir) == 0
+    })
+    .await;
+    assert!(leaks::mounts_below(env.dir.path()).is_empty());
+    assert_eq!(
+        leaks::lxvirt_cgroups(env.dir.path(), "lxvirt-squatter"),
+        vec![stranger_dir.clone()]
+    );
+    assert_eq!(
+        fs::read_to_string(stranger_dir.join("cgroup.procs"))
+            .unwrap()
+            .trim(),
+        stranger.id().to_string()
+    );
+
+    // Once the stranger is gone, the domain starts.
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+    squatter.start().await.unwrap();
+    assert_eq!(squatter.state().await.unwrap(), "running");
+    squatter.destroy().await.unwrap();
 }
 
 #[tokio::test]
@@ -503,6 +568,7 @@ async fn shutdown_reboot_and_lifecycle_actions() {
         )
         .await;
     polite.start().await.unwrap();
+    handles_sigterm(&polite).await;
     let begin = Instant::now();
     polite.shutdown(30, "").await.unwrap();
     assert!(begin.elapsed() < Duration::from_secs(20));
@@ -1008,6 +1074,8 @@ async fn shutdown_all_stops_every_domain_within_the_time_limit() {
     for domain in [&a, &b, &c] {
         domain.start().await.unwrap();
     }
+    handles_sigterm(&a).await;
+    handles_sigterm(&b).await;
     let started = Instant::now();
     let (code, out) = cli(&["shutdown-all", "--timeout", "2"]);
     assert_eq!(code, Some(0), "{out}");

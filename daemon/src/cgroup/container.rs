@@ -18,12 +18,10 @@ pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The files of a container's own cgroup handed to its root by
 /// [`ContainerCgroup::chown`]: enough to move processes and create and
 /// manage sub-cgroups, but not the limit files, which stay the host's.
-const DELEGATED_FILES: [&str; 4] = [
-    "cgroup.procs",
-    "cgroup.threads",
-    "cgroup.subtree_control",
-    "tasks",
-];
+/// In a v1 hierarchy.
+const DELEGATED_FILES_V1: [&str; 2] = ["cgroup.procs", "tasks"];
+/// In the unified (cgroup2) hierarchy.
+const DELEGATED_FILES_V2: [&str; 3] = ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
 
 /// Usage figures of a container's cgroup; `None` where the host does not
 /// provide a figure or it cannot be read.
@@ -168,7 +166,13 @@ impl<F: CgroupFs> ContainerCgroup<F> {
                     path: dir.path.clone(),
                     source,
                 })?;
-            for file in DELEGATED_FILES {
+            // Only the files the version has: a start makes no failing calls.
+            let files: &[&str] = if dir.v2 {
+                &DELEGATED_FILES_V2
+            } else {
+                &DELEGATED_FILES_V1
+            };
+            for file in files {
                 let path = dir.path.join(file);
                 match self.fs.chown(&path, uid, gid) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {

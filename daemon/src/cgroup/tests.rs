@@ -202,10 +202,11 @@ impl CgroupFs for FakeFs {
     }
 
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        // Recorded whether or not the file exists: a test sees failing calls.
+        self.record(Op::Chown(self.rel(path), uid, gid));
         if !path.exists() {
             return Err(io::ErrorKind::NotFound.into());
         }
-        self.record(Op::Chown(self.rel(path), uid, gid));
         Ok(())
     }
 
@@ -1134,8 +1135,9 @@ fn chown_hands_over_the_directories_and_the_delegation_files_only() {
     );
     assert!(chowned.iter().all(|p| !p.contains("limit")));
     assert!(chowned.iter().all(|p| !p.ends_with("machine")));
-    // 8 v1 directories with procs and tasks, the unified one with 3 files.
-    assert_eq!(chowned.len(), 8 * 3 + 4);
+    // 8 v1 directories with procs and tasks, the unified one with 3
+    // files: no call for a file the version does not have.
+    assert_eq!(chowned.len(), 8 * 3 + 4, "{chowned:?}");
 }
 
 #[test]

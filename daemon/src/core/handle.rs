@@ -14,6 +14,13 @@ use super::types::{
 use crate::driver::ShutdownMode;
 
 impl ManagerHandle {
+    /// The sequence number of the last event the manager published: a
+    /// front end that waits for it before passing on a refusal shows the
+    /// state the refusal left (a failed start's `shutoff (failed)`).
+    pub fn last_event(&self) -> Seq {
+        self.last_seq.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,

@@ -305,29 +305,36 @@ pub(super) async fn change_state(
         DomainRef::Name(name) => shared.handle.lookup(Lookup::Name(name)).await?.uuid,
     };
     let handle = &shared.handle;
-    let seq = match change {
-        StateChange::Start => handle.start(uuid).await?,
+    let changed = match change {
+        StateChange::Start => handle.start(uuid).await,
         StateChange::Shutdown {
             grace_seconds,
             mode,
         } => {
             let mode = shutdown_mode(&mode)?;
-            handle.shutdown(uuid, grace(grace_seconds), mode).await?
+            handle.shutdown(uuid, grace(grace_seconds), mode).await
         }
-        StateChange::Destroy => handle.destroy(uuid).await?,
+        StateChange::Destroy => handle.destroy(uuid).await,
         StateChange::Reboot {
             grace_seconds,
             mode,
         } => {
             let mode = shutdown_mode(&mode)?;
-            handle.reboot(uuid, grace(grace_seconds), mode).await?
+            handle.reboot(uuid, grace(grace_seconds), mode).await
         }
-        StateChange::Reset => handle.reset(uuid).await?,
-        StateChange::Suspend => handle.suspend(uuid).await?,
-        StateChange::Resume => handle.resume(uuid).await?,
+        StateChange::Reset => handle.reset(uuid).await,
+        StateChange::Suspend => handle.suspend(uuid).await,
+        StateChange::Resume => handle.resume(uuid).await,
     };
+    // A refusal too waits for what the core published before it (a failed
+    // start leaves the domain `shutoff (failed)`): a caller reading the
+    // state after the error sees it.
+    let seq = changed
+        .as_ref()
+        .copied()
+        .unwrap_or_else(|_| handle.last_event());
     shared.published(seq).await;
-    Ok(())
+    changed.map(|_| ()).map_err(Error::from)
 }
 
 /// The domain a state change is for: its object's, or one named.

@@ -50,8 +50,6 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::cgroup::CgroupError;
-use crate::error_chain::error_chain;
 use crate::lxc::network::{ContainerNetwork, NetworkError};
 use crate::lxc::protocol::{self, ProtocolError, errno_number};
 use crate::lxc::setup::{self, Setup, SetupError, Step};
@@ -64,8 +62,10 @@ pub struct LaunchContext<'a> {
     pub spec: &'a ContainerSpec,
     /// Called in the monitor (the parent) with the child's host pid after
     /// clone and before the child is released to set itself up: the
-    /// monitor puts it into the container's cgroups there.
-    pub place_in_cgroup: &'a mut dyn FnMut(Pid) -> Result<(), CgroupError>,
+    /// monitor makes the container's cgroups and puts it into them there
+    /// (with a user namespace, while the mounter makes the mounts). The
+    /// error is the reason, for [`LaunchError::Cgroup`].
+    pub place_in_cgroup: &'a mut dyn FnMut(Pid) -> Result<(), String>,
 }
 
 impl std::fmt::Debug for LaunchContext<'_> {
@@ -335,24 +335,21 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         abandon(pid);
         return Err(e);
     }
-    if let Err(error) = (ctx.place_in_cgroup)(pid) {
-        abandon(pid);
-        return Err(LaunchError::Cgroup {
-            reason: error_chain(&error),
-        });
-    }
-    // In init's new network namespace, before init goes on: its devices
-    // (undone on drop if the launch fails from here on). With a user
-    // namespace, made while the mounter makes the mounts.
-    let set_up_network = || {
+    let place_in_cgroup = ctx.place_in_cgroup;
+    // Init's cgroups, then in init's new network namespace, before init
+    // goes on, its devices (undone on drop if the launch fails from here
+    // on). With a user namespace, both while the mounter makes the mounts,
+    // on another CPU.
+    let mut place_and_set_up_network = || {
+        place_in_cgroup(pid).map_err(|reason| LaunchError::Cgroup { reason })?;
         ContainerNetwork::set_up(spec, pid).map_err(|error| LaunchError::Network {
             error: Box::new(error),
         })
     };
     let started = match &spec.namespaces.user {
-        Some(_) => Mounter::start(spec, pid, set_up_network)
+        Some(_) => Mounter::start(spec, pid, place_and_set_up_network)
             .map(|(mounter, network)| (Some(mounter), network)),
-        None => set_up_network().map(|network| (None, network)),
+        None => place_and_set_up_network().map(|network| (None, network)),
     };
     let (mut mounter, network) = match started {
         Ok(started) => started,

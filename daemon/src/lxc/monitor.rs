@@ -55,6 +55,9 @@ const LOG_IDENTIFIER: &str = "lxvirt-monitor";
 /// `log` says. Returns the process exit status.
 pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) -> i32 {
     let mut daemon = std::io::BufReader::new(spec_input);
+    // A spare monitor finds the cgroup hierarchies while it waits for its
+    // spec, off the start's path.
+    let hierarchies = Cgroups::detect();
     // Signals arrive through a descriptor in the event loop; the container
     // and entered commands reset their masks before they exec.
     let started = termination_signals().and_then(|signals| {
@@ -72,7 +75,7 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
     let files = RunFiles::new(&spec.run_dir, &spec.name);
     log_to(&files.log);
     start_logging(log, &spec);
-    let mut monitor = match Monitor::start(&spec, &files, signals) {
+    let mut monitor = match Monitor::start(&spec, &files, signals, hierarchies) {
         Ok(monitor) => monitor,
         Err(error) => {
             let _ = write_report(&mut report, &LaunchReport::Failed { error });
@@ -218,19 +221,38 @@ impl<'a> Monitor<'a> {
         spec: &'a ContainerSpec,
         files: &'a RunFiles,
         signals: SignalFd,
+        hierarchies: Result<Cgroups, CgroupError>,
     ) -> Result<Monitor<'a>, MonitorError> {
         // A record from an earlier run must not be mistaken for this one's.
         let _ = std::fs::remove_file(&files.exit_record);
         let listener = listen_on(&files.socket)?;
-        let cgroup = Cgroups::detect()
+        let cgroups = hierarchies
             .map_err(cgroup_error)
-            .and_then(|cgroups| create_cgroup(&cgroups, spec))
+            .and_then(|cgroups| leave_delegated_top(&cgroups, spec).map(|()| cgroups))
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&files.socket);
             })?;
-        let result = Self::launch(spec, &cgroup);
+        // Made during the launch (see `launch`); the error that stopped
+        // it, if it was the making.
+        let mut made: Option<ContainerCgroup> = None;
+        let mut refused: Option<MonitorError> = None;
+        let result = Self::launch(spec, &cgroups, &mut made, &mut refused);
+        let result = match (result, made.take()) {
+            (Ok(launched), Some(cgroup)) => Ok((launched, cgroup)),
+            (Ok((launched, _)), None) => {
+                // Unreachable: init is placed before it is released.
+                let _ = proc::pidfd_kill(launched.pidfd.as_fd(), Signal::SIGKILL);
+                Err((
+                    MonitorError::Cgroup {
+                        reason: "init was released outside its cgroups".into(),
+                    },
+                    None,
+                ))
+            }
+            (Err(error), cgroup) => Err((refused.unwrap_or(error), cgroup)),
+        };
         match result {
-            Ok((launched, consoles)) => Ok(Monitor {
+            Ok(((launched, consoles), cgroup)) => Ok(Monitor {
                 spec,
                 files,
                 cgroup,
@@ -246,29 +268,46 @@ impl<'a> Monitor<'a> {
                 init_exit: None,
                 console_log: spec.console_log.as_ref().and_then(open_console_log),
             }),
-            Err(error) => {
-                let _ = cgroup.remove();
+            Err((error, cgroup)) => {
+                if let Some(cgroup) = cgroup {
+                    let _ = cgroup.remove();
+                }
                 let _ = std::fs::remove_file(&files.socket);
                 Err(error)
             }
         }
     }
 
+    /// Launches init; its cgroup is made once init is cloned (in `made`;
+    /// in `refused` the error when the making fails), so that with a user
+    /// namespace the monitor makes it while the mounter makes the mounts.
     fn launch(
         spec: &ContainerSpec,
-        cgroup: &ContainerCgroup,
+        cgroups: &Cgroups,
+        made: &mut Option<ContainerCgroup>,
+        refused: &mut Option<MonitorError>,
     ) -> Result<(launch::Launched, Vec<Console>), MonitorError> {
         let root_ids = spec
             .namespaces
             .user
             .as_ref()
             .map(|m| (m.root_uid().unwrap_or(0), m.root_gid().unwrap_or(0)));
-        let mut place = |pid: Pid| -> Result<(), CgroupError> {
-            cgroup.add_process(pid.as_raw())?;
-            if let Some((uid, gid)) = root_ids {
-                cgroup.chown(uid, gid)?;
-            }
-            Ok(())
+        let mut place = |pid: Pid| -> Result<(), String> {
+            let cgroup = match create_cgroup(cgroups, spec) {
+                Ok(cgroup) => made.insert(cgroup),
+                Err(error) => {
+                    let reason = error.to_string();
+                    *refused = Some(error);
+                    return Err(reason);
+                }
+            };
+            cgroup
+                .add_process(pid.as_raw())
+                .and_then(|()| match root_ids {
+                    Some((uid, gid)) => cgroup.chown(uid, gid),
+                    None => Ok(()),
+                })
+                .map_err(|error| error_chain(&error))
         };
         let mut launched = launch::launch(LaunchContext {
             spec,
@@ -708,10 +747,16 @@ impl<'a> Monitor<'a> {
     }
 }
 
-/// Creates the container's cgroup; an empty one left by a monitor that
-/// died is removed first, a populated one is refused.
-/// In a delegated scope, the monitor first leaves the scope's top for a
-/// cgroup of its own beside the container's.
+/// In a delegated scope, the monitor leaves the scope's top for a cgroup
+/// of its own beside the container's, before init is cloned (no process
+/// may stay in a cgroup v2 whose children have controllers).
+fn leave_delegated_top(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<(), MonitorError> {
+    match &spec.cgroup.delegated {
+        Some(delegated) => cgroups.enter_supervisor(delegated, 0).map_err(cgroup_error),
+        None => Ok(()),
+    }
+}
+
 /// Attaches a loop device for each file-backed filesystem of `spec` (its
 /// root, its mounts), names it in `spec.loop_devices` for the setup, and
 /// allows it in the cgroup: the allow-list is fixed when the cgroup is
@@ -752,12 +797,9 @@ fn attach_loop_devices(spec: &mut ContainerSpec) -> Result<Vec<LoopDevice>, Moni
     Ok(loops)
 }
 
+/// Creates the container's cgroup; an empty one left by a monitor that
+/// died is removed first, a populated one is refused.
 fn create_cgroup(cgroups: &Cgroups, spec: &ContainerSpec) -> Result<ContainerCgroup, MonitorError> {
-    if let Some(delegated) = &spec.cgroup.delegated {
-        cgroups
-            .enter_supervisor(delegated, 0)
-            .map_err(cgroup_error)?;
-    }
     match cgroups.create(&spec.cgroup) {
         Err(CgroupError::Exists { .. }) => {
             let stale = cgroups.open(&spec.cgroup.path).map_err(cgroup_error)?;

@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -359,6 +360,9 @@ pub struct Manager {
     /// Running containers by pid namespace, shared with the callers' check.
     tenants: Tenants,
     seq: Seq,
+    /// `seq`, for the handles: a refused command's caller waits until the
+    /// events published before the refusal are out.
+    last_seq: Arc<AtomicU64>,
 }
 
 /// An instance found running at start-up, with its exit future.
@@ -376,6 +380,7 @@ impl std::fmt::Debug for Recovered {
 #[derive(Debug, Clone)]
 pub struct ManagerHandle {
     pub(super) tx: mpsc::Sender<Command>,
+    pub(super) last_seq: Arc<AtomicU64>,
 }
 
 /// Commands waiting for the manager; bounded so that a flood of clients
@@ -428,6 +433,7 @@ impl Manager {
             removing_layers: HashSet::new(),
             tenants: Tenants::default(),
             seq: 0,
+            last_seq: Arc::new(AtomicU64::new(0)),
         };
         for stored in loaded.definitions {
             let entry = Entry::new(stored.def, true, stored.autostart);
@@ -625,8 +631,9 @@ impl Manager {
     /// Starts the manager task; it ends when every handle is dropped.
     pub fn spawn(self) -> (ManagerHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let last_seq = self.last_seq.clone();
         let task = tokio::spawn(self.run(rx));
-        (ManagerHandle { tx }, task)
+        (ManagerHandle { tx, last_seq }, task)
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -845,6 +852,7 @@ impl Manager {
 
     fn publish(&mut self, kind: EventKind) -> Seq {
         self.seq += 1;
+        self.last_seq.store(self.seq, Ordering::Release);
         // The receiver lives as long as the daemon; after it is gone nobody
         // is left to tell.
         let _ = self.events.send(Event {
