@@ -588,13 +588,14 @@ fn plumb_into(
             }
             InterfaceKind::Direct { dev, mode } => {
                 let step = || NetStep::FindDevice { dev: dev.clone() };
+                // Only its index is used: not the whole link's attributes.
                 let lower = host
-                    .find(dev)
+                    .index_of(dev)
                     .map_err(|e| NetworkError::new(&device, step(), Some(e)))?
                     .ok_or_else(|| NetworkError::new(&device, step(), None))?;
                 let macvlan = Macvlan {
                     name: guest,
-                    lower: lower.index,
+                    lower,
                     mtu: interface.mtu,
                     mode: *mode,
                     mac: Some(interface.mac),
@@ -1505,15 +1506,16 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(5, "lxv0"), (7, "lxv1")]
         );
-        // The network's bridge by its index alone, the veths' peers by
-        // the indexes their making gave: the others are looked up whole.
+        // The network's bridge and a macvlan's lower device by their
+        // index alone, the veths' peers by the indexes their making gave:
+        // the others are looked up whole.
         assert_eq!(
             world.borrow().lookups,
             [
                 "host: find lxvtifb",
                 "inside: find lxvtifb",
                 "host: index br0",
-                "host: find eth9",
+                "host: index eth9",
                 "inside: find eth2",
             ]
         );
