@@ -722,6 +722,26 @@ async fn transient_domains_are_forgotten_when_they_stop() {
     fleeting.destroy().await.unwrap();
     let err = manager.lookup_by_name("fleeting").await.unwrap_err();
     assert_eq!(error_name(&err), "org.lxvirt.lxvirt1.Error.NoSuchDomain");
+
+    // One whose start fails is gone, its object too, when the error comes.
+    let objects = zbus::fdo::ObjectManagerProxy::builder(&env.connection)
+        .destination(lxvirtd::dbus::BUS_NAME)
+        .path(lxvirtd::dbus::MANAGER_PATH)
+        .build()
+        .await
+        .unwrap();
+    for round in 0..5 {
+        let err = manager
+            .create_xml(
+                &env.xml("stillborn", "x", "")
+                    .replace("<init>/bin/sh</init>", "<init>/sbin/nonexistent</init>"),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("/sbin/nonexistent"), "{err}");
+        let listed = objects.get_managed_objects().await.unwrap();
+        assert_eq!(listed.len(), 0, "round {round}: {:?}", listed.keys());
+    }
 }
 
 /// The host ids of a running domain, from its D-Bus property and its live

@@ -83,9 +83,15 @@ impl ManagerObject {
             .authorizer
             .check(connection, &header, "create domains")
             .await?;
-        let (uuid, seq) = self.shared.handle.create_xml(xml).await?;
+        let created = self.shared.handle.create_xml(xml).await;
+        // A failed start has removed the transient domain: its removal is
+        // published before the caller hears of the failure.
+        let seq = match &created {
+            Ok((_, seq)) => *seq,
+            Err(_) => self.shared.handle.last_event(),
+        };
         self.shared.published(seq).await;
-        Ok(domain_path(uuid))
+        Ok(domain_path(created?.0))
     }
 
     /// Object paths of every domain, sorted by name.
