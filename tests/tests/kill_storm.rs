@@ -186,10 +186,19 @@ async fn killed_daemons_lose_nothing_answered_and_leave_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(mounts_below(env.dir.path()), mounts, "mounts left");
+    // Undefine removes a writable layer after it answers, off the
+    // manager's task: give the last removals their time.
     let layers = storm.storage().join("containers");
-    let left: Vec<_> = fs::read_dir(&layers)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let layers_left = || -> Vec<_> {
+        fs::read_dir(&layers)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let settled = Instant::now() + Duration::from_secs(10);
+    while !layers_left().is_empty() && Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = layers_left();
     assert!(left.is_empty(), "writable layers left: {left:?}");
     let statuses: Vec<_> = fs::read_dir(&run_dir)
         .unwrap()
