@@ -632,7 +632,7 @@ pub(crate) async fn lookup(
 /// UUID, or the daemon is older than those methods, the domain is looked
 /// up and `on_object` asks its object. Returns the domain's name, for
 /// the message.
-async fn change_state<F, G>(
+async fn change_state<G>(
     connection: &zbus::Connection,
     manager: &ManagerProxy<'_>,
     name_or_uuid: &str,
@@ -640,7 +640,7 @@ async fn change_state<F, G>(
     on_object: impl FnOnce(DomainProxy<'static>) -> G,
 ) -> Result<String>
 where
-    G: Future<Output = zbus::Result<F>>,
+    G: Future<Output = zbus::Result<()>>,
 {
     match by_name.await {
         Ok(()) => Ok(name_or_uuid.to_owned()),

@@ -258,7 +258,6 @@ impl Exported for DomainObject {
     }
 }
 
-/// `console0` (or empty) is console 0, `consoleN` console N.
 /// A change of a domain's state, asked of its object or of the manager
 /// by the domain's name.
 pub(super) enum StateChange {
@@ -355,6 +354,7 @@ impl From<String> for DomainRef {
     }
 }
 
+/// A shutdown mode by its D-Bus name; an unknown one names the known.
 fn shutdown_mode(name: &str) -> Result<ShutdownMode, Error> {
     ShutdownMode::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = ShutdownMode::NAMED.iter().map(|(n, _)| *n).collect();
@@ -365,6 +365,7 @@ fn shutdown_mode(name: &str) -> Result<ShutdownMode, Error> {
     })
 }
 
+/// `console0` (or empty) is console 0, `consoleN` console N.
 fn console_index(devname: &str) -> Result<u32, Error> {
     if devname.is_empty() {
         return Ok(0);
