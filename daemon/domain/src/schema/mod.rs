@@ -30,21 +30,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use relax_ng::{
     Content, DatatypeRegistry, ExpandedName, ResolveError, Schema, SchemaResolver, SchemaSource,
-    SchemaSyntax, ValidationError, ValidationErrorKind,
+    SchemaSyntax, ValidationError, ValidationErrorKind, XSD_DATATYPE_LIBRARY,
 };
 
 use super::document::DocumentKind;
 use super::xml;
 
+mod datatypes;
+
 /// The domain schema's text, as shipped in `xml-schemas/domain.rng`.
-pub const DOMAIN_SCHEMA: &str = include_str!("../../../xml-schemas/domain.rng");
+pub const DOMAIN_SCHEMA: &str = include_str!("../../../../xml-schemas/domain.rng");
 
 /// The network schema's text, as shipped in `xml-schemas/network.rng`.
-pub const NETWORK_SCHEMA: &str = include_str!("../../../xml-schemas/network.rng");
+pub const NETWORK_SCHEMA: &str = include_str!("../../../../xml-schemas/network.rng");
 
 /// The schema text of a kind of document.
 pub fn schema_text(kind: DocumentKind) -> &'static str {
@@ -107,7 +109,23 @@ pub enum SchemaError {
 struct Compiled {
     schema: Schema,
     registry: DatatypeRegistry,
-    hints: Hints,
+    /// The schema's text, read again for the [`Hints`].
+    text: &'static str,
+    /// Made when a document first fails validation: reading the schema
+    /// for them takes ~3 times as long as compiling it, and a valid
+    /// document never needs them.
+    hints: OnceLock<Hints>,
+}
+
+impl Compiled {
+    fn hints(&self) -> &Hints {
+        self.hints.get_or_init(|| {
+            // The text compiled, so it parses.
+            xml::parse_str(self.text)
+                .map(|rng| Hints::from_schema(&rng))
+                .unwrap_or_default()
+        })
+    }
 }
 
 static DOMAIN: LazyLock<Result<Compiled, String>> =
@@ -133,11 +151,12 @@ impl SchemaResolver for NoResolver {
     }
 }
 
-fn compile(text: &str, kind: DocumentKind) -> Result<Compiled, String> {
+fn compile(text: &'static str, kind: DocumentKind) -> Result<Compiled, String> {
     let uri = format!("lxvirt:xml-schemas/{kind}.rng");
     let source = SchemaSource::new(text, &uri, SchemaSyntax::Xml);
     let schema = Schema::compile(&source, &NoResolver).map_err(|e| e.to_string())?;
-    let registry = DatatypeRegistry::new();
+    let mut registry = DatatypeRegistry::builtin_only();
+    registry.register(XSD_DATATYPE_LIBRARY, datatypes::Datatypes::default());
     // Validating any document checks every datatype the schema uses
     // against the registry first; do it once here so a later validation
     // cannot fail for that reason.
@@ -145,12 +164,11 @@ fn compile(text: &str, kind: DocumentKind) -> Result<Compiled, String> {
     schema
         .validate(&registry, &Doc(&probe))
         .map_err(|e| e.to_string())?;
-    let rng = xml::parse_str(text).map_err(|e| e.to_string())?;
-    let hints = Hints::from_schema(&rng);
     Ok(Compiled {
         schema,
         registry,
-        hints,
+        text,
+        hints: OnceLock::new(),
     })
 }
 
@@ -177,7 +195,7 @@ pub fn validate(kind: DocumentKind, root: &xml::Element) -> Result<(), SchemaErr
         return Ok(());
     }
     let index = TreeIndex::new(root, kind);
-    let mut violations = explain(&errors, &index, &compiled.hints);
+    let mut violations = explain(&errors, &index, compiled.hints());
     violations.sort_by_key(|v| v.pos.map(|p| (p.line, p.column)));
     violations.dedup();
     Err(SchemaErrors { violations })
@@ -1548,7 +1566,7 @@ mod tests {
         for kind in DocumentKind::ALL {
             let compiled = compiled(kind).as_ref().unwrap();
             assert!(compiled.schema.compiled().has_start(), "{kind}");
-            assert!(!compiled.hints.paths.is_empty(), "{kind}");
+            assert!(!compiled.hints().paths.is_empty(), "{kind}");
         }
     }
 
@@ -1623,7 +1641,7 @@ mod tests {
             .map(|(ns, local)| ((!ns.is_empty()).then(|| ns.to_string()), local.to_string()))
             .collect();
         let mut values = BTreeSet::new();
-        for v in compiled.hints.variants(domain_type, &key) {
+        for v in compiled.hints().variants(domain_type, &key) {
             let expect = match attr {
                 Some(a) => v.attributes.get(a),
                 None => v.text.as_ref(),
@@ -1904,7 +1922,7 @@ mod tests {
         // Capability names are the children of <capabilities>.
         let compiled = compiled(DocumentKind::Domain).as_ref().unwrap();
         let mut children = BTreeSet::new();
-        for v in compiled.hints.variants(
+        for v in compiled.hints().variants(
             None,
             &[
                 (None, "domain".into()),
