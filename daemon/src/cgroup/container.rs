@@ -578,13 +578,36 @@ impl<F: CgroupFs> ContainerCgroup<F> {
         }
     }
 
+    /// Removes `dir` and the cgroups below it. The rmdir comes first and
+    /// the listing only when it is refused: most containers make no
+    /// cgroups of their own, and a listing takes the lock of the cgroup
+    /// file system that every other container's mkdir and rmdir takes
+    /// too (thousands of removals at once queued on it).
     fn remove_tree(&self, dir: &Path, cpuset: bool) -> Result<(), CgroupError> {
-        for child in self.subdirs(dir)? {
-            self.remove_tree(&child, cpuset)?;
-        }
         if cpuset {
             self.retire_cpuset(dir);
         }
+        let busy = match self.rmdir(dir) {
+            Err(CgroupError::Busy { path }) => path,
+            other => return other,
+        };
+        let children = self.subdirs(dir)?;
+        if children.is_empty() {
+            // Processes are left.
+            return Err(CgroupError::Busy { path: busy });
+        }
+        for child in children {
+            self.remove_tree(&child, cpuset)?;
+        }
+        if cpuset {
+            // Its children held CPUs it could not give up before.
+            self.retire_cpuset(dir);
+        }
+        self.rmdir(dir)
+    }
+
+    /// Removes one empty cgroup; one that is gone already is removed.
+    fn rmdir(&self, dir: &Path) -> Result<(), CgroupError> {
         match self.fs.rmdir(dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

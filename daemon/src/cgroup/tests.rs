@@ -17,6 +17,8 @@ use crate::cgroup::limits::element;
 enum Op {
     Mkdir(String),
     Rmdir(String),
+    /// The child directories of a directory listed.
+    List(String),
     Write(String, String),
     Chown(String, u32, u32),
     Kill(i32),
@@ -198,6 +200,7 @@ impl CgroupFs for FakeFs {
     }
 
     fn subdirs(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        self.record(Op::List(self.rel(path)));
         HostFs.subdirs(path)
     }
 
@@ -1282,6 +1285,40 @@ fn remove_takes_sub_cgroups_keeps_the_partition_and_is_idempotent() {
 }
 
 #[test]
+fn remove_lists_a_cgroup_only_when_its_rmdir_is_refused() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    let cg = cgroups.create(&spec("machine/web")).unwrap();
+    let nested = fake.path("sys/fs/cgroup/memory/machine/web/payload");
+    fs::create_dir(&nested).unwrap();
+    fs::write(nested.join("cgroup.procs"), "").unwrap();
+    cg.remove().unwrap();
+    let listed: Vec<String> = fake
+        .log()
+        .into_iter()
+        .filter_map(|op| match op {
+            Op::List(dir) => Some(dir),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(listed, ["sys/fs/cgroup/memory/machine/web"]);
+    assert!(!nested.exists());
+}
+
+#[test]
+fn remove_with_processes_left_in_a_sub_cgroup_is_busy_and_names_it() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    let cg = cgroups.create(&spec("machine/web")).unwrap();
+    let nested = fake.path("sys/fs/cgroup/pids/machine/web/payload");
+    fs::create_dir(&nested).unwrap();
+    fs::write(nested.join("cgroup.procs"), "10\n").unwrap();
+    let err = cg.remove().unwrap_err();
+    assert!(
+        matches!(&err, CgroupError::Busy { path } if path.ends_with("web/payload")),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn remove_with_processes_left_is_busy() {
     let (cgroups, _) = host(Host::Hybrid);
     let cg = cgroups.create(&spec("machine/web")).unwrap();
@@ -1540,13 +1577,20 @@ fn a_v1_cpuset_cgroup_is_emptied_and_stops_balancing_before_its_removal() {
         let rmdir = at(&Op::Rmdir(dir.into()));
         assert!(cpus < balance && balance < rmdir, "{dir}: {log:#?}");
     }
+    // The parent is tried first (its rmdir is refused while the child is
+    // there) and retired again once its child is gone.
+    let parent_cpus = Op::Write(
+        "sys/fs/cgroup/cpuset/machine/web/cpuset.cpus".into(),
+        "\n".into(),
+    );
+    let last_parent_cpus = log.iter().rposition(|o| *o == parent_cpus).unwrap();
+    let child_rmdir = at(&Op::Rmdir(
+        "sys/fs/cgroup/cpuset/machine/web/payload".into(),
+    ));
+    let parent_rmdir = at(&Op::Rmdir("sys/fs/cgroup/cpuset/machine/web".into()));
     assert!(
-        at(&Op::Rmdir(
-            "sys/fs/cgroup/cpuset/machine/web/payload".into()
-        )) < at(&Op::Write(
-            "sys/fs/cgroup/cpuset/machine/web/cpuset.cpus".into(),
-            "\n".into()
-        ))
+        child_rmdir < last_parent_cpus && last_parent_cpus < parent_rmdir,
+        "{log:#?}"
     );
     // Nothing of the kind in the other hierarchies.
     assert!(!log.iter().any(|op| matches!(op, Op::Write(p, _) if p.contains("cpuset.") && !p.starts_with("sys/fs/cgroup/cpuset/"))));
