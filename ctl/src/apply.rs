@@ -15,7 +15,8 @@ use lxvirt_api::proxy::ManagerProxy;
 
 use crate::cli::{ApplyArgs, Format};
 use crate::commands::{
-    EXIT_CHANGED, EXIT_FAILURE, EXIT_INVALID_XML, EXIT_OK, Failure, Result, print_json, problems_of,
+    EXIT_CHANGED, EXIT_FAILURE, EXIT_INVALID_XML, EXIT_OK, Failure, Result, print_json,
+    problems_of, problems_of_each,
 };
 
 /// The directory's name for the marks of what autostarts.
@@ -35,8 +36,11 @@ pub async fn apply(manager: &ManagerProxy<'_>, args: &ApplyArgs, format: Format)
     // Refused before the daemon is asked: every problem of every file.
     let problems: Vec<String> = documents
         .iter()
-        .flat_map(|d| {
+        .zip(problems_of_each(&documents, |d| {
             problems_of(d.xml.as_bytes())
+        }))
+        .flat_map(|(d, problems)| {
+            problems
                 .into_iter()
                 .map(move |p| format!("{}:{p}", d.origin))
         })
