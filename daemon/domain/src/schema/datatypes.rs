@@ -101,31 +101,33 @@ pub(super) struct Datatypes {
 }
 
 impl Datatypes {
-    /// The compiled form of a `pattern` facet, anchored at both ends as XSD
-    /// patterns are.
-    fn pattern(&self, pattern: &str) -> Result<Regex, String> {
-        let known = self
+    /// Whether `text` matches a `pattern` facet, anchored at both ends as
+    /// XSD patterns are. The compiled pattern is used in place, never
+    /// cloned: a clone starts with empty match caches.
+    fn pattern_matches(&self, pattern: &str, text: &str) -> Result<bool, String> {
+        let patterns = self
             .patterns
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(pattern)
-            .cloned();
-        if let Some(regex) = known {
-            return Ok(regex);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(regex) = patterns.get(pattern) {
+            return Ok(regex.is_match(text));
         }
+        drop(patterns);
         let regex = Regex::new(&format!("^(?:{pattern})$"))
             .map_err(|error| format!("invalid `pattern` facet: {error}"))?;
+        let found = regex.is_match(text);
         self.patterns
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(pattern.to_owned(), regex.clone());
-        Ok(regex)
+            .entry(pattern.to_owned())
+            .or_insert(regex);
+        Ok(found)
     }
 
     fn check_facet(&self, datatype: Datatype, name: &str, value: &str) -> Result<(), String> {
         let integer = matches!(datatype, Datatype::Integer { .. });
         match name {
-            "pattern" => self.pattern(value).map(drop),
+            "pattern" => self.pattern_matches(value, "").map(drop),
             "minLength" | "maxLength" if !integer => value
                 .parse::<usize>()
                 .map(drop)
@@ -172,8 +174,8 @@ impl DatatypeLibrary for Datatypes {
             .peekable();
         if patterns.peek().is_some()
             && !patterns.any(|(_, pattern)| {
-                self.pattern(pattern)
-                    .is_ok_and(|regex| regex.is_match(value.trim()))
+                self.pattern_matches(pattern, value.trim())
+                    .is_ok_and(|found| found)
             })
         {
             return false;
