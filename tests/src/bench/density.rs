@@ -8,7 +8,7 @@
 //!   drop of the host's `MemAvailable` per instance. They are gone before
 //!   lxvirt's part starts.
 //! - lxvirt: N busybox `sleep` containers (`<privnet/>`, the default user
-//!   namespace) defined, then started by CLIENTS concurrent D-Bus clients
+//!   namespace; the daemon's run directory on a tmpfs, as `/run` is) defined, then started by CLIENTS concurrent D-Bus clients
 //!   (each its own connection, taking the next name from a shared list):
 //!   the time to start all, each start's latency, the `MemAvailable` drop
 //!   per container, the monitors' PSS, the daemon's RSS; `lxvirt list`
@@ -22,6 +22,7 @@
 //! `lxvirt-bench throughput [N]`: starts per second of N containers with
 //! 1, 4, 16 and 64 concurrent clients (each batch destroyed after).
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +42,34 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// cgroup of the host, so their number is part of the per-container cost;
 /// more fails the run (the CI's density smoke too).
 const SUPERBLOCKS_BUDGET: usize = 4;
+
+/// The daemon's run directory on a tmpfs, as `/run` is on a host: every
+/// start and stop makes and removes files there (the monitor's socket,
+/// the live status, the exit record), and on the disk file system of the
+/// test's temporary directory its inode allocator would be measured too.
+struct RunTmpfs(PathBuf);
+
+impl RunTmpfs {
+    fn mount(dir: &Path) -> Result<Self> {
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run)?;
+        nix::mount::mount(
+            Some("tmpfs"),
+            &run,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .with_context(|| format!("mounting a tmpfs on {}", run.display()))?;
+        Ok(Self(run))
+    }
+}
+
+impl Drop for RunTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
 
 /// The floor: `count` namespaced sleepers; (seconds to start them all,
 /// bytes of MemAvailable per sleeper).
@@ -253,6 +282,8 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
     let dir = shared_tempdir()?;
     let rootfs = dir.path().join("rootfs");
     busybox_root(&rootfs);
+    // Dropped after the daemon, before the directory.
+    let _run = RunTmpfs::mount(dir.path())?;
     let mut daemon = TestDaemon::start(&bus, dir.path()).await?;
     let connection = bus.connect().await?;
     let manager = ManagerProxy::new(&connection).await?;
