@@ -324,6 +324,18 @@ fn bridge_mac_mtu_and_domain_are_checked() {
         &root("<domain name='a.b' localOnly='maybe'/>"),
         "use one of 'yes', 'no'",
     );
+    // Keywords lose white space as the schema's tokens do: ASCII only
+    // (fuzz/regressions/network_xml: a vertical tab after 'yes').
+    assert!(
+        ok(&root("<domain name='a.b' localOnly=' yes\t'/>"))
+            .domain
+            .unwrap()
+            .local_only
+    );
+    fails(
+        &root("<domain name='a.b' localOnly='yes\u{b}'/>"),
+        "use one of 'yes', 'no'",
+    );
 }
 
 #[test]

@@ -171,7 +171,9 @@ pub(super) fn keyword<T>(
     parse: fn(&str) -> Option<T>,
     names: &[&str],
 ) -> Result<T> {
-    parse(value.trim()).ok_or_else(|| {
+    // White space as the schema's `token` strips it: ASCII only (a
+    // vertical tab or a no-break space is part of the value).
+    parse(value.trim_matches(|c: char| c.is_ascii_whitespace())).ok_or_else(|| {
         DomainError::invalid(
             pos,
             element,
