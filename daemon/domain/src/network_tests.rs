@@ -334,7 +334,7 @@ fn bridge_mac_mtu_and_domain_are_checked() {
     );
     fails(
         &root("<domain name='a.b' localOnly='yes\u{b}'/>"),
-        "use one of 'yes', 'no'",
+        "localOnly 'yes\\u{b}' is not known",
     );
 }
 

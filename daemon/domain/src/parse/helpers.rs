@@ -177,7 +177,8 @@ pub(super) fn keyword<T>(
         DomainError::invalid(
             pos,
             element,
-            format!("{what} '{value}' is not known"),
+            // Escaped: a control character in it would be invisible.
+            format!("{what} '{}' is not known", value.escape_debug()),
             format!("use {}", one_of(names)),
         )
     })
