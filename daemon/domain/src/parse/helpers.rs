@@ -162,6 +162,13 @@ pub(super) fn req_child<'a>(el: &'a Element, name: &str, fix: &str) -> Result<&'
         .ok_or_else(|| DomainError::missing(el.pos, &el.qname, format!("<{name}>"), fix))
 }
 
+/// `value` without the white space at its ends that the schema's `token`
+/// type strips: ASCII only (a vertical tab or a no-break space is part of
+/// the value), so that the parser accepts no keyword the schema refuses.
+pub(super) fn trim_token(value: &str) -> &str {
+    value.trim_matches(|c: char| c.is_ascii_whitespace())
+}
+
 /// Parses a keyword with `parse`, naming the choices in the error.
 pub(super) fn keyword<T>(
     pos: Pos,
@@ -171,9 +178,7 @@ pub(super) fn keyword<T>(
     parse: fn(&str) -> Option<T>,
     names: &[&str],
 ) -> Result<T> {
-    // White space as the schema's `token` strips it: ASCII only (a
-    // vertical tab or a no-break space is part of the value).
-    parse(value.trim_matches(|c: char| c.is_ascii_whitespace())).ok_or_else(|| {
+    parse(trim_token(value)).ok_or_else(|| {
         DomainError::invalid(
             pos,
             element,

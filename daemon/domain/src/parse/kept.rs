@@ -14,11 +14,7 @@ pub(super) fn parse_kept(el: &Element, spec: &'static Spec) -> Result<KeptElemen
     let mut attributes = Vec::new();
     for (name, v) in spec.attrs {
         if let Some(a) = el.attribute(name) {
-            // As the schema's tokens: ASCII white space only.
-            let value = a
-                .value
-                .trim_matches(|c: char| c.is_ascii_whitespace())
-                .to_owned();
+            let value = trim_token(&a.value).to_owned();
             check_value(a.pos, &el.qname, name, &value, *v)?;
             attributes.push(((*name).to_owned(), value));
         }
@@ -48,7 +44,7 @@ pub(super) fn parse_kept(el: &Element, spec: &'static Spec) -> Result<KeptElemen
 fn kept_text(el: &Element, v: Value) -> Result<Option<String>> {
     let t = super::helpers::text(el)?;
     printable(el, &t)?;
-    let t = t.trim_matches(|c: char| c.is_ascii_whitespace());
+    let t = trim_token(&t);
     if t.is_empty() {
         return Ok(None);
     }

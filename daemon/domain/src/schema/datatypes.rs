@@ -52,10 +52,9 @@ impl Datatype {
             Self::Token => Some(Value::Text(
                 value.split_ascii_whitespace().collect::<Vec<_>>().join(" "),
             )),
-            Self::Integer { min, max } => {
-                { read_integer(value.trim()).filter(|n| (min..=max).contains(n)) }
-                    .map(Value::Integer)
-            }
+            Self::Integer { min, max } => read_integer(value.trim())
+                .filter(|n| (min..=max).contains(n))
+                .map(Value::Integer),
         }
     }
 }
@@ -101,33 +100,37 @@ pub(super) struct Datatypes {
 }
 
 impl Datatypes {
-    /// Whether `text` matches a `pattern` facet, anchored at both ends as
-    /// XSD patterns are. The compiled pattern is used in place, never
-    /// cloned: a clone starts with empty match caches.
-    fn pattern_matches(&self, pattern: &str, text: &str) -> Result<bool, String> {
+    /// Runs `use_it` on a `pattern` facet compiled (once), anchored at both
+    /// ends as XSD patterns are. The compiled pattern is used in place,
+    /// never cloned: a clone starts with empty match caches.
+    fn with_pattern<R>(
+        &self,
+        pattern: &str,
+        use_it: impl FnOnce(&Regex) -> R,
+    ) -> Result<R, String> {
         let patterns = self
             .patterns
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(regex) = patterns.get(pattern) {
-            return Ok(regex.is_match(text));
+            return Ok(use_it(regex));
         }
         drop(patterns);
         let regex = Regex::new(&format!("^(?:{pattern})$"))
             .map_err(|error| format!("invalid `pattern` facet: {error}"))?;
-        let found = regex.is_match(text);
+        let result = use_it(&regex);
         self.patterns
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .entry(pattern.to_owned())
             .or_insert(regex);
-        Ok(found)
+        Ok(result)
     }
 
     fn check_facet(&self, datatype: Datatype, name: &str, value: &str) -> Result<(), String> {
         let integer = matches!(datatype, Datatype::Integer { .. });
         match name {
-            "pattern" => self.pattern_matches(value, "").map(drop),
+            "pattern" => self.with_pattern(value, |_| ()),
             "minLength" | "maxLength" if !integer => value
                 .parse::<usize>()
                 .map(drop)
@@ -174,7 +177,7 @@ impl DatatypeLibrary for Datatypes {
             .peekable();
         if patterns.peek().is_some()
             && !patterns.any(|(_, pattern)| {
-                self.pattern_matches(pattern, value.trim())
+                self.with_pattern(pattern, |regex| regex.is_match(value.trim()))
                     .is_ok_and(|found| found)
             })
         {
