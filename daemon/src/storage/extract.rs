@@ -84,6 +84,8 @@ pub(crate) fn xattr_allowed(key: &[u8]) -> bool {
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// The largest copy buffer of a file's content.
+const COPY_BUFFER: usize = 256 << 10;
 
 /// Splits an archive path into its components, refusing absolute paths and
 /// `..`; `.` and empty components are dropped.
@@ -371,6 +373,15 @@ impl Layer<'_> {
                 self.clear(&dir, name, &rel)?;
                 let mut file = sys::create_file_at(dir.as_fd(), name)
                     .map_err(|e| self.write_error(&rel, e))?;
+                // The copy buffer grows to the largest file met, within
+                // COPY_BUFFER: most files are small, and a layer of small
+                // files should not pay for zeroing a large buffer.
+                let wanted = usize::try_from(entry.size())
+                    .unwrap_or(COPY_BUFFER)
+                    .clamp(1, COPY_BUFFER);
+                if self.buf.len() < wanted {
+                    self.buf.resize(wanted, 0);
+                }
                 let mut written = 0u64;
                 loop {
                     let n = match entry.read(&mut self.buf) {
@@ -581,7 +592,7 @@ pub fn extract(
         cache: None,
         dirs: Vec::new(),
         stats: ExtractStats::default(),
-        buf: vec![0u8; 256 * 1024],
+        buf: Vec::new(),
     };
     {
         let mut tar = tar::Archive::new(&mut hashing);

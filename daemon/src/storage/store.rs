@@ -59,6 +59,16 @@ pub struct Progress {
 /// How often progress is reported.
 pub(crate) const PROGRESS_STEP: u64 = 4 << 20;
 
+/// The read buffer of a layer of `len` bytes: large enough to read a big
+/// layer in few system calls, no larger than the layer itself, since a
+/// buffer above malloc's mmap threshold is mapped, faulted in and
+/// unmapped again at every import.
+fn layer_buffer(len: u64) -> usize {
+    const MIN: u64 = 8 << 10;
+    const MAX: u64 = 256 << 10;
+    len.clamp(MIN, MAX) as usize
+}
+
 /// Options of [`Store::import_tarball`].
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -483,7 +493,7 @@ impl Store {
         };
         let counting = CountingReader::new(file, PROGRESS_STEP, &mut report);
         let (stats, tmp) = self.unpack_layer(
-            BufReader::with_capacity(256 * 1024, counting),
+            BufReader::with_capacity(layer_buffer(total), counting),
             tarball,
             parent.is_some(),
             options.devices,
@@ -591,7 +601,7 @@ impl Store {
                 1,
             ));
             let (stats, tmp) = self.unpack_layer(
-                BufReader::with_capacity(256 * 1024, counting),
+                BufReader::with_capacity(layer_buffer(size), counting),
                 &blob_path,
                 i > 0,
                 options.devices,

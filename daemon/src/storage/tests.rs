@@ -880,6 +880,38 @@ fn progress_is_reported_in_steps() {
     let _ = Cursor::new(Vec::<u8>::new());
 }
 
+/// The copy buffer grows with the files met: each file's content comes
+/// out whole whatever the sizes before it (empty, small, one over the
+/// largest buffer, small again).
+#[test]
+fn files_of_every_size_come_out_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    let sizes = [0usize, 1, 5_000, 300_000, 700_001, 10, 0];
+    let content = |n: usize, seed: u32| -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    for (i, size) in sizes.iter().enumerate() {
+        file(&mut tar, &format!("f{i}"), &content(*size, i as u32), 0o644);
+    }
+    let path = write(tmp.path(), "sizes.tar", &tar.into_inner().unwrap());
+    let report = store
+        .import_tarball(&path, &ImportOptions::default(), &mut |_| {})
+        .unwrap();
+    let layer = store.layer_dir(&report.id);
+    for (i, size) in sizes.iter().enumerate() {
+        let found = fs::read(layer.join(format!("f{i}"))).unwrap();
+        assert!(
+            found == content(*size, i as u32),
+            "f{i}: {} bytes of {size}",
+            found.len()
+        );
+    }
+}
+
 /// Writes an OCI image layout with `layers` (uncompressed tars, bottom
 /// first, stored with `compression`) under the name `reference`.
 fn oci_layout(
