@@ -1269,6 +1269,13 @@ fn metadata_is_kept_verbatim_and_must_stand_alone() {
             .contains(&format!("<metadata>{content}</metadata>"))
     );
     assert_fixed_point(&d);
+    // After a byte order mark too (the domain_xml fuzzer's find).
+    let with_bom = ok(&format!(
+        "\u{feff}{}",
+        root(&format!("  <metadata>{content}</metadata>"))
+    ));
+    assert_eq!(with_bom.metadata, d.metadata);
+    assert_fixed_point(&with_bom);
     assert_eq!(ok(&root("  <metadata>  </metadata>")).metadata, None);
     fails(
         &root("  <metadata><plain/></metadata>"),

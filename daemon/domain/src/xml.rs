@@ -21,6 +21,17 @@ use quick_xml::reader::NsReader;
 
 /// Largest document accepted, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// The byte order mark a document may start with.
+const BOM: char = '\u{feff}';
+
+/// The length of `text`'s leading byte order mark, if any.
+fn bom_len(text: &str) -> usize {
+    if text.starts_with(BOM) {
+        BOM.len_utf8()
+    } else {
+        0
+    }
+}
 /// Deepest element nesting accepted. Domain documents need about six levels;
 /// `<metadata>` content gets the rest.
 pub const MAX_DEPTH: usize = 64;
@@ -136,7 +147,8 @@ pub struct LineIndex<'a> {
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
-        let mut line_starts = vec![0];
+        // A byte order mark takes no column: the first line starts after it.
+        let mut line_starts = vec![bom_len(text)];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         LineIndex {
             text,
@@ -146,7 +158,7 @@ impl<'a> LineIndex<'a> {
     }
 
     pub fn pos(&self, offset: usize) -> Pos {
-        let offset = offset.min(self.text.len());
+        let offset = offset.clamp(self.line_starts[0], self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
         let start = self.line_starts[line];
         let (last_offset, last_line, last_column) = self.cursor.get();
@@ -203,6 +215,11 @@ pub fn parse_str(text: &str) -> Result<Element, XmlError> {
     }
     let index = LineIndex::new(text);
     let mut reader = NsReader::from_str(text);
+    // The reader skips a leading byte order mark and counts its positions
+    // from after it; spans and positions here are offsets into `text`.
+    let skipped = bom_len(text);
+    let offset =
+        |position: u64| usize::try_from(position).map_or(usize::MAX, |p| p.saturating_add(skipped));
     let config = reader.config_mut();
     config.check_end_names = true;
     config.check_comments = true;
@@ -214,11 +231,11 @@ pub fn parse_str(text: &str) -> Result<Element, XmlError> {
     let mut root: Option<Element> = None;
 
     loop {
-        let event_start = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        let event_start = offset(reader.buffer_position());
         let (resolved, event) = match reader.read_resolved_event() {
             Ok(ev) => ev,
             Err(e) => {
-                let at = usize::try_from(reader.error_position()).unwrap_or(usize::MAX);
+                let at = offset(reader.error_position());
                 return Err(XmlError::Malformed {
                     pos: index.pos(at),
                     message: e.to_string(),
@@ -233,7 +250,7 @@ pub fn parse_str(text: &str) -> Result<Element, XmlError> {
                 return Err(XmlError::UnknownPrefix { pos, prefix });
             }
         };
-        let content_start = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        let content_start = offset(reader.buffer_position());
         match event {
             Event::Start(start) | Event::Empty(start) if root.is_some() && stack.is_empty() => {
                 let _ = start;
@@ -562,6 +579,39 @@ mod tests {
         let root = parse_str(doc).unwrap();
         let md = root.element("metadata").unwrap();
         assert_eq!(&doc[md.content_span.clone()], "<x:a xmlns:x='u'>1</x:a>");
+    }
+
+    /// A document may start with a byte order mark (the domain_xml
+    /// fuzzer's find: `<metadata>` was kept three bytes early, and its
+    /// canonical form did not parse).
+    #[test]
+    fn a_byte_order_mark_shifts_no_span_or_position() {
+        let doc =
+            "\u{feff}<d>\n<metadata><x:a xmlns:x='u'>1</x:a></metadata><e a='1' b='&bad;'/></d>";
+        let root = parse_str(doc).unwrap_err();
+        assert!(
+            matches!(root, XmlError::UnknownEntity { pos, .. } if pos == Pos { line: 2, column: 55 }),
+            "{root:?}"
+        );
+        let doc = "\u{feff}<d><metadata><x:a xmlns:x='u'>1</x:a></metadata><e b='2'/></d>";
+        let root = parse_str(doc).unwrap();
+        assert_eq!(root.pos, Pos { line: 1, column: 1 });
+        let md = root.element("metadata").unwrap();
+        assert_eq!(md.pos, Pos { line: 1, column: 4 });
+        assert_eq!(&doc[md.content_span.clone()], "<x:a xmlns:x='u'>1</x:a>");
+        let e = root.element("e").unwrap();
+        assert_eq!(
+            e.attributes[0].pos,
+            Pos {
+                line: 1,
+                column: 52
+            }
+        );
+        let error = parse_str("\u{feff}<d></e>").unwrap_err();
+        assert!(
+            matches!(error, XmlError::Malformed { pos, .. } if pos.line == 1 && pos.column > 3),
+            "{error:?}"
+        );
     }
 
     #[test]
