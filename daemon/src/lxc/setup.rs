@@ -639,7 +639,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
                 }
                 // Root inside owns the top of its writable layer.
                 if let Some((uid, gid)) = self.mapped_root() {
-                    self.sys.chown(upperdir, uid, gid).map_err(failed)?;
+                    self.sys.ensure_owner(upperdir, uid, gid).map_err(failed)?;
                 }
                 mapped
             }
@@ -1858,10 +1858,10 @@ mod tests {
             &format!("idmap_bind /s/images/b/layer {ROOT}/0 single"),
         );
         assert!(sys.has(&format!("idmap_bind /s/images/a/layer {ROOT}/1 single")));
-        assert!(sys.has("chown /s/containers/web/upper 100000:100000"));
+        assert!(sys.has("ensure_owner /s/containers/web/upper 100000:100000"));
         before(
             &sys,
-            "chown /s/containers/web/upper",
+            "ensure_owner /s/containers/web/upper",
             &format!(
                 "mount overlay {ROOT} type=overlay flags=0 data=lowerdir={ROOT}/0:{ROOT}/1,upperdir=/s/containers/web/upper,"
             ),

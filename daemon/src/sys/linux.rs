@@ -264,6 +264,14 @@ impl Syscalls for Linux {
         nix::unistd::chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
     }
 
+    fn ensure_owner(&self, path: &Path, uid: u32, gid: u32) -> SysResult<()> {
+        let found = nix::sys::stat::stat(path)?;
+        if (found.st_uid, found.st_gid) == (uid, gid) {
+            return Ok(());
+        }
+        self.chown(path, uid, gid)
+    }
+
     fn file_kind(&self, path: &Path) -> SysResult<FileKind> {
         let ft = std::fs::metadata(path).map_err(io_errno)?.file_type();
         Ok(if ft.is_dir() {
@@ -1008,5 +1016,51 @@ impl Drop for SocketCreateLabel {
         // descriptor: the kernel reads nothing, and an empty write is how
         // the attribute is reset (std's write_all would skip it).
         unsafe { libc::write(self.0.as_raw_fd(), std::ptr::null(), 0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A chown to the owner a file has already is skipped: its ctime (the
+    /// inode written) stays, where a plain chown moves it.
+    #[test]
+    fn ensure_owner_writes_the_inode_only_for_a_new_owner() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upper");
+        std::fs::create_dir(&path).unwrap();
+        let ctime = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        };
+        // Timestamps move by the clock tick: wait more than one between.
+        let tick = || std::thread::sleep(Duration::from_millis(20));
+
+        Linux.ensure_owner(&path, 100_000, 100_001).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (100_000, 100_001));
+        let changed = ctime(&path);
+        tick();
+        Linux.ensure_owner(&path, 100_000, 100_001).unwrap();
+        assert_eq!(ctime(&path), changed, "an unneeded chown wrote the inode");
+        tick();
+        Linux.chown(&path, 100_000, 100_001).unwrap();
+        assert_ne!(
+            ctime(&path),
+            changed,
+            "a chown left ctime: the test sees nothing"
+        );
+        assert_eq!(
+            Linux.ensure_owner(&dir.path().join("none"), 1, 1),
+            Err(Errno::ENOENT)
+        );
     }
 }

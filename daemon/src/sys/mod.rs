@@ -115,6 +115,10 @@ pub trait Syscalls {
     fn symlink(&self, target: &Path, link: &Path) -> SysResult<()>;
     /// chown(2).
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> SysResult<()>;
+    /// chown(2) unless `path` has that owner already: a chown writes the
+    /// inode (its ctime) even when nothing changes, which on a disk file
+    /// system waits for the journal.
+    fn ensure_owner(&self, path: &Path, uid: u32, gid: u32) -> SysResult<()>;
     /// stat(2), reduced to the file type.
     fn file_kind(&self, path: &Path) -> SysResult<FileKind>;
     /// Resolve `path` (absolute, as seen inside the container) under

@@ -218,6 +218,10 @@ impl Syscalls for Recorder {
         self.log(format!("chown {} {uid}:{gid}", path.display()))
     }
 
+    fn ensure_owner(&self, path: &Path, uid: u32, gid: u32) -> SysResult<()> {
+        self.log(format!("ensure_owner {} {uid}:{gid}", path.display()))
+    }
+
     fn file_kind(&self, path: &Path) -> SysResult<FileKind> {
         if !self.exists(path) {
             return Err(Errno::ENOENT);
