@@ -12,6 +12,13 @@
 //! the daemon's child (a thread's child belongs to its process), reaped
 //! through its pidfd as before. If the thread cannot serve, the driver
 //! spawns from the daemon's own table, as it did before.
+//!
+//! The thread runs at a lower priority than the daemon (`SPARE_NICE`
+//! more), and so do the monitors it spawns until their spec arrives: the
+//! next spare, spawned while a start is under way, gives way to that start
+//! on a busy CPU instead of taking it for its fork and exec. A monitor
+//! takes the daemon's priority back with its spec, which needs
+//! `CAP_SYS_NICE`; a daemon without it spawns at its own priority.
 
 use std::fs::File;
 use std::io;
@@ -147,12 +154,20 @@ pub fn spawn_monitor(command: &MonitorCommand) -> io::Result<SpawnedMonitor> {
     })
 }
 
+/// How much lower a spare monitor's priority is than the daemon's, in
+/// nice steps, until its spec arrives.
+const SPARE_NICE: i32 = 10;
+
+/// `CAP_SYS_NICE`.
+const CAP_SYS_NICE: u32 = 23;
+
 fn serve(socket: OwnedFd, command: &MonitorCommand) {
     if let Err(error) = private_table(socket.as_fd()) {
         // Dropping the socket tells the driver to spawn by itself.
         tracing::warn!(error = %error, "cannot give the monitor spawner a descriptor table of its own; monitors start from the daemon's");
         return;
     }
+    lower_priority();
     // Until the driver is gone (its end closes).
     while protocol::recv::<()>(socket.as_fd()).is_ok() {
         let sent = match spawn_monitor(command) {
@@ -181,6 +196,19 @@ fn serve(socket: OwnedFd, command: &MonitorCommand) {
     }
 }
 
+/// Lowers this thread's priority, which the monitors it spawns inherit,
+/// if they can raise theirs again (see the module's comment).
+fn lower_priority() {
+    use crate::sys::process::{has_effective_capability, nice_of, set_nice};
+    if !has_effective_capability(CAP_SYS_NICE) {
+        return;
+    }
+    let tid = nix::unistd::gettid().as_raw();
+    if let Ok(nice) = nice_of(tid) {
+        let _ = set_nice(tid, (nice + SPARE_NICE).min(19));
+    }
+}
+
 /// Makes this thread's descriptor table its own and closes every copied
 /// descriptor but stdio and `keep`.
 fn private_table(keep: BorrowedFd<'_>) -> nix::Result<()> {
@@ -197,17 +225,18 @@ mod tests {
     use std::io::{Read, Write};
     use std::path::Path;
 
-    /// A stand-in monitor: a shell that reports the descriptors it has.
-    fn script(dir: &Path) -> PathBuf {
+    /// A stand-in monitor: a shell that reads its spec, then runs `body`.
+    fn stand_in(dir: &Path, body: &str) -> PathBuf {
         let path = dir.join("monitor");
-        std::fs::write(
-            &path,
-            "#!/bin/sh\nread spec\necho \"$spec $1 ${2:--} $(ls /proc/self/fd | wc -l)\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, format!("#!/bin/sh\nread spec\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         path
+    }
+
+    /// One that reports the descriptors it has.
+    fn script(dir: &Path) -> PathBuf {
+        stand_in(dir, "echo \"$spec $1 ${2:--} $(ls /proc/self/fd | wc -l)\"")
     }
 
     fn command(exe: PathBuf, log: MonitorLog) -> MonitorCommand {
@@ -243,6 +272,30 @@ mod tests {
             crate::sys::process::wait_exit_blocking(monitor.pidfd.as_fd()).unwrap();
         }
         drop(held);
+    }
+
+    /// A spare starts below the daemon's priority when it can take the
+    /// daemon's back (as root), at the daemon's otherwise.
+    #[test]
+    fn monitors_start_below_the_daemons_priority_when_they_can_raise_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // Field 19 of /proc/PID/stat is the nice value; `$$` is the shell.
+        let path = stand_in(dir.path(), "cut -d' ' -f19 /proc/$$/stat");
+        let spawner = Spawner::start(command(path, MonitorLog::File)).unwrap();
+        let mut monitor = spawner.spawn().unwrap();
+        monitor.stdin.write_all(b"spec\n").unwrap();
+        drop(monitor.stdin);
+        let mut out = String::new();
+        monitor.stdout.read_to_string(&mut out).unwrap();
+        crate::sys::process::wait_exit_blocking(monitor.pidfd.as_fd()).unwrap();
+        let nice: i32 = out.trim().parse().unwrap();
+        let daemon = crate::sys::process::nice_of(std::process::id() as i32).unwrap();
+        let expected = if crate::sys::process::has_effective_capability(CAP_SYS_NICE) {
+            (daemon + SPARE_NICE).min(19)
+        } else {
+            daemon
+        };
+        assert_eq!(nice, expected, "daemon at {daemon}");
     }
 
     #[test]

@@ -290,6 +290,41 @@ pub fn limit_heap_arenas(count: i32) {
     }
 }
 
+/// Whether the calling thread holds capability number `cap` in its
+/// effective set.
+pub fn has_effective_capability(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|set| u64::from_str_radix(set.trim(), 16).ok())
+        })
+        .is_some_and(|set| cap < 64 && set & (1 << cap) != 0)
+}
+
+/// The nice value of thread `tid` (0: the calling thread; a process's id
+/// names its main thread).
+pub fn nice_of(tid: i32) -> nix::Result<i32> {
+    // SAFETY: getpriority(2) takes two integers and no pointer. The raw
+    // call returns 20 - nice (1 to 40), so a negative result is an error.
+    let raw = unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) };
+    if raw < 0 {
+        return Err(Errno::last());
+    }
+    Ok(20 - raw as i32)
+}
+
+/// Sets thread `tid`'s nice value (0: the calling thread); lowering it
+/// needs `CAP_SYS_NICE`.
+pub fn set_nice(tid: i32, nice: i32) -> nix::Result<()> {
+    let tid = libc::id_t::try_from(tid).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: setpriority(2) takes integers and no pointer.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
+    Errno::result(rc).map(drop)
+}
+
 /// Returns the allocator's free pages to the kernel (glibc keeps up to
 /// 128 KiB of freed heap by default, per process).
 pub fn release_free_heap() {
@@ -404,5 +439,31 @@ mod tests {
         assert_eq!(reap_pidfd(fd.as_fd()), Ok(ExitStatus::Exited(7)));
         assert!(start_time(Pid::this()).is_some());
         assert!(start_time(pid).is_none(), "reaped");
+    }
+
+    /// A thread's nice value is read and set on that thread alone.
+    #[test]
+    fn nice_values_are_per_thread() {
+        let before = nice_of(0).unwrap();
+        let lowered = std::thread::spawn(|| {
+            let own = nice_of(0).unwrap();
+            set_nice(0, (own + 3).min(19)).unwrap();
+            nice_of(nix::unistd::gettid().as_raw()).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, (before + 3).min(19));
+        assert_eq!(nice_of(0).unwrap(), before, "the caller's thread changed");
+        assert_eq!(set_nice(-5, 0), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn capabilities_are_read_from_the_effective_set() {
+        // CAP_CHOWN (0) is effective for root and for nobody else here.
+        assert_eq!(
+            has_effective_capability(0),
+            nix::unistd::geteuid().is_root()
+        );
+        assert!(!has_effective_capability(64));
     }
 }
