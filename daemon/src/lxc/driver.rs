@@ -199,15 +199,18 @@ impl LxcDriver {
         });
     }
 
-    /// The spare monitor if it is still alive, else a new one.
+    /// The spare monitor if it is still alive, else a new one; with the
+    /// daemon's priority (a spare waits below it).
     fn take_monitor(&self) -> Result<Spare, DriverError> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(spare) = spare
-            && is_alive(spare.pidfd.as_fd())
-        {
-            return Ok(spare);
+        let monitor = match spare {
+            Some(spare) if is_alive(spare.pidfd.as_fd()) => spare,
+            _ => self.spawn_monitor()?,
+        };
+        if let Err(error) = super::spawner::give_daemon_priority(monitor.pid) {
+            tracing::warn!(%error, pid = monitor.pid.as_raw(), "cannot give a spare monitor the daemon's priority; its container runs at the spare's");
         }
-        self.spawn_monitor()
+        Ok(monitor)
     }
 
     /// The monitor program: beside the running executable, else the

@@ -72,15 +72,9 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
             return 1;
         }
     };
-    // Before anything the container inherits: a spare waited at a lower
-    // priority than the daemon's (spawner.rs).
-    let priority = take_daemon_priority();
     let files = RunFiles::new(&spec.run_dir, &spec.name);
     log_to(&files.log);
     start_logging(log, &spec);
-    if let Err(error) = priority {
-        tracing::warn!(%error, "cannot take the daemon's priority back; the container runs at the spare monitor's");
-    }
     let mut monitor = match Monitor::start(&spec, &files, signals, hierarchies) {
         Ok(monitor) => monitor,
         Err(error) => {
@@ -112,18 +106,6 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
     monitor.serve();
     monitor.finish();
     0
-}
-
-/// Gives this monitor its daemon's nice value if its own is higher (a
-/// spare's is). The daemon is the parent: a process's id names its main
-/// thread, which has the daemon's priority.
-fn take_daemon_priority() -> nix::Result<()> {
-    use crate::sys::process::{nice_of, set_nice};
-    let daemon = nice_of(nix::unistd::getppid().as_raw())?;
-    if nice_of(0)? > daemon {
-        set_nice(0, daemon)?;
-    }
-    Ok(())
 }
 
 /// Sends log messages to stderr (the log file) or to the journal, each
@@ -907,33 +889,4 @@ fn write_all_nonblocking(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::sys::process::{nice_of, set_nice};
-
-    /// A monitor that waited below its daemon's priority takes the
-    /// daemon's back (as root: lowering a nice value needs
-    /// `CAP_SYS_NICE`); one at the daemon's stays.
-    #[test]
-    fn a_spare_takes_its_daemons_priority_with_its_spec() {
-        let parent = nice_of(nix::unistd::getppid().as_raw()).unwrap();
-        let (waited, now) = std::thread::spawn(move || {
-            set_nice(0, (parent + 4).min(19)).unwrap();
-            let waited = nice_of(0).unwrap();
-            let taken = take_daemon_priority();
-            (waited, taken.map(|()| nice_of(0).unwrap()))
-        })
-        .join()
-        .unwrap();
-        assert!(waited > parent || parent == 19);
-        if nix::unistd::geteuid().is_root() {
-            assert_eq!(now, Ok(parent));
-        } else {
-            assert_eq!(now, Err(Errno::EACCES));
-        }
-    }
 }

@@ -14,11 +14,12 @@
 //! spawns from the daemon's own table, as it did before.
 //!
 //! The thread runs at a lower priority than the daemon (`SPARE_NICE`
-//! more), and so do the monitors it spawns until their spec arrives: the
-//! next spare, spawned while a start is under way, gives way to that start
-//! on a busy CPU instead of taking it for its fork and exec. A monitor
-//! takes the daemon's priority back with its spec, which needs
-//! `CAP_SYS_NICE`; a daemon without it spawns at its own priority.
+//! more), and so do the monitors it spawns while they wait: the next
+//! spare, spawned while a start is under way, gives way to that start on
+//! a busy CPU instead of taking it for its fork and exec. The daemon gives
+//! a spare its own priority back before it sends the spec, so that the
+//! spare wakes at it; that needs `CAP_SYS_NICE`, and a daemon without it
+//! spawns at its own priority.
 
 use std::fs::File;
 use std::io;
@@ -196,6 +197,17 @@ fn serve(socket: OwnedFd, command: &MonitorCommand) {
     }
 }
 
+/// Gives monitor `pid` (a spare about to get its spec) the daemon's
+/// priority: the nice value of the daemon's main thread.
+pub fn give_daemon_priority(pid: Pid) -> nix::Result<()> {
+    use crate::sys::process::{nice_of, set_nice};
+    let daemon = nice_of(std::process::id() as i32)?;
+    if nice_of(pid.as_raw())? > daemon {
+        set_nice(pid.as_raw(), daemon)?;
+    }
+    Ok(())
+}
+
 /// Lowers this thread's priority, which the monitors it spawns inherit,
 /// if they can raise theirs again (see the module's comment).
 fn lower_priority() {
@@ -274,28 +286,31 @@ mod tests {
         drop(held);
     }
 
-    /// A spare starts below the daemon's priority when it can take the
-    /// daemon's back (as root), at the daemon's otherwise.
+    /// A spare waits below the daemon's priority when the daemon can
+    /// give it its own back (as root), at the daemon's otherwise; it has
+    /// the daemon's when it reads its spec.
     #[test]
-    fn monitors_start_below_the_daemons_priority_when_they_can_raise_it_again() {
+    fn spares_wait_below_the_daemons_priority_and_get_it_with_their_spec() {
         let dir = tempfile::tempdir().unwrap();
         // Field 19 of /proc/PID/stat is the nice value; `$$` is the shell.
         let path = stand_in(dir.path(), "cut -d' ' -f19 /proc/$$/stat");
         let spawner = Spawner::start(command(path, MonitorLog::File)).unwrap();
         let mut monitor = spawner.spawn().unwrap();
+        let nice = |pid: Pid| crate::sys::process::nice_of(pid.as_raw()).unwrap();
+        let daemon = nice(Pid::this());
+        let waiting = nice(monitor.pid);
+        if crate::sys::process::has_effective_capability(CAP_SYS_NICE) {
+            assert_eq!(waiting, (daemon + SPARE_NICE).min(19));
+        } else {
+            assert_eq!(waiting, daemon);
+        }
+        give_daemon_priority(monitor.pid).unwrap();
         monitor.stdin.write_all(b"spec\n").unwrap();
         drop(monitor.stdin);
         let mut out = String::new();
         monitor.stdout.read_to_string(&mut out).unwrap();
         crate::sys::process::wait_exit_blocking(monitor.pidfd.as_fd()).unwrap();
-        let nice: i32 = out.trim().parse().unwrap();
-        let daemon = crate::sys::process::nice_of(std::process::id() as i32).unwrap();
-        let expected = if crate::sys::process::has_effective_capability(CAP_SYS_NICE) {
-            (daemon + SPARE_NICE).min(19)
-        } else {
-            daemon
-        };
-        assert_eq!(nice, expected, "daemon at {daemon}");
+        assert_eq!(out.trim().parse::<i32>().unwrap(), daemon, "{out}");
     }
 
     #[test]
