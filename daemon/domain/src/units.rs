@@ -41,7 +41,10 @@ pub enum SizeError {
 pub fn parse_size(value: &str, unit: Option<&str>) -> Result<u64, SizeError> {
     let scale = match unit {
         None => KIB,
-        Some(u) => unit_scale(u.trim()).ok_or_else(|| SizeError::UnknownUnit(u.to_owned()))?,
+        // White space at the ends as the schema's token loses it: ASCII
+        // only.
+        Some(u) => unit_scale(u.trim_matches(|c: char| c.is_ascii_whitespace()))
+            .ok_or_else(|| SizeError::UnknownUnit(u.to_owned()))?,
     };
     let t = value.trim();
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
@@ -81,6 +84,26 @@ mod tests {
         assert_eq!(parse_size("1", Some("b")), Ok(1024));
         assert_eq!(parse_size("0", Some("b")), Ok(0));
         assert_eq!(parse_size(" 64 ", None), Ok(64 * 1024));
+    }
+
+    /// Unit names in any case, as libvirt reads them; white space at the
+    /// ends only as XML's token loses it (ASCII), so that no unit the
+    /// schema refuses is read.
+    #[test]
+    fn units_in_any_case_and_ascii_white_space_at_the_ends() {
+        assert_eq!(parse_size("1", Some("miB")), Ok(1 << 20));
+        assert_eq!(parse_size("1", Some("KIB")), Ok(1024));
+        assert_eq!(parse_size("1", Some("gb")), Ok(1_000_000_512));
+        assert_eq!(parse_size("4096", Some("Bytes")), Ok(4096));
+        assert_eq!(parse_size("4096", Some("BYTE")), Ok(4096));
+        assert_eq!(parse_size("1", Some(" KiB\n\t")), Ok(1024));
+        for odd in ["KiB\u{b}", "\u{a0}KiB", "Ki B"] {
+            assert_eq!(
+                parse_size("1", Some(odd)),
+                Err(SizeError::UnknownUnit(odd.into())),
+                "{odd:?}"
+            );
+        }
     }
 
     #[test]
