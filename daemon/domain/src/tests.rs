@@ -1259,6 +1259,38 @@ fn unknown_and_foreign_content_is_refused() {
     );
 }
 
+/// Element texts read as keywords lose white space at their ends as the
+/// schema's tokens do, ASCII only: a vertical tab or a no-break space is
+/// part of the value, which the parser and the schema then both refuse
+/// (the parser trimmed Unicode white space and read `exe<no-break
+/// space>` as `exe`).
+#[test]
+fn keyword_texts_keep_non_ascii_white_space() {
+    use crate::{DocumentKind, schema::validate_str};
+    let both_refuse = |doc: &str, needle: &str| {
+        fails(doc, needle);
+        assert!(validate_str(DocumentKind::Domain, doc).is_err(), "{doc}");
+    };
+    both_refuse(
+        &BASE.replace("<type>exe</type>", "<type>exe\u{a0}</type>"),
+        "'exe\u{a0}'",
+    );
+    both_refuse(
+        &BASE.replace("<type>exe</type>", "<type>\u{b}exe</type>"),
+        "'\u{b}exe'",
+    );
+    both_refuse(&root("<on_crash>destroy\u{b}</on_crash>"), "on_crash");
+    let d = ok(&root("<on_crash>\n  restart\t</on_crash>"));
+    assert_eq!(d.on_crash, LifecycleAction::Restart);
+    assert!(
+        validate_str(
+            DocumentKind::Domain,
+            &root("<on_crash>\n  restart\t</on_crash>")
+        )
+        .is_ok()
+    );
+}
+
 #[test]
 fn metadata_is_kept_verbatim_and_must_stand_alone() {
     let content = "<a:x xmlns:a='urn:a' a:k=\"v\">1 &amp; 2<!-- c --></a:x>";

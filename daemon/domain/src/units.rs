@@ -43,7 +43,7 @@ pub fn parse_size(value: &str, unit: Option<&str>) -> Result<u64, SizeError> {
         None => KIB,
         // White space at the ends as the schema's token loses it: ASCII
         // only.
-        Some(u) => unit_scale(u.trim_matches(|c: char| c.is_ascii_whitespace()))
+        Some(u) => unit_scale(crate::xml::trim_space(u))
             .ok_or_else(|| SizeError::UnknownUnit(u.to_owned()))?,
     };
     let t = value.trim();

@@ -24,6 +24,13 @@ pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// The byte order mark a document may start with.
 const BOM: char = '\u{feff}';
 
+/// `text` without white space at its ends as XML sees it (ASCII: a
+/// vertical tab or a no-break space stays), as the schema's `token` type
+/// strips it.
+pub(crate) fn trim_space(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_ascii_whitespace())
+}
+
 /// The length of `text`'s leading byte order mark, if any.
 fn bom_len(text: &str) -> usize {
     if text.starts_with(BOM) {

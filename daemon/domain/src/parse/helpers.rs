@@ -144,10 +144,11 @@ pub(super) fn text(el: &Element) -> Result<String> {
     Ok(el.text())
 }
 
-/// The text of a simple element with no attributes, trimmed.
+/// The text of a simple element with no attributes, without the white
+/// space at its ends that XML's types strip (ASCII only, as `trim_token`).
 pub(super) fn plain_text(el: &Element) -> Result<String> {
     check_attrs(el, &[])?;
-    Ok(text(el)?.trim().to_owned())
+    Ok(trim_token(&text(el)?).to_owned())
 }
 
 /// A required attribute.
@@ -166,7 +167,7 @@ pub(super) fn req_child<'a>(el: &'a Element, name: &str, fix: &str) -> Result<&'
 /// type strips: ASCII only (a vertical tab or a no-break space is part of
 /// the value), so that the parser accepts no keyword the schema refuses.
 pub(super) fn trim_token(value: &str) -> &str {
-    value.trim_matches(|c: char| c.is_ascii_whitespace())
+    crate::xml::trim_space(value)
 }
 
 /// Parses a keyword with `parse`, naming the choices in the error.

@@ -711,7 +711,7 @@ fn parse_os(ctx: Ctx, el: &Element) -> Result<Os> {
         },
     )?;
     check_attrs(type_el, &["arch", "machine"])?;
-    let os_type = text(type_el)?.trim().to_owned();
+    let os_type = trim_token(&text(type_el)?).to_owned();
     let arch = type_el
         .attribute("arch")
         .map(|a| token(type_el, a, &[]))

@@ -464,7 +464,7 @@ fn explain_one(
                 }
             }
             let text = element.text();
-            let text = text.trim();
+            let text = xml::trim_space(&text);
             let message = match expect.describe() {
                 Some(what) if any_text => {
                     format!("{} is not valid in {tag}; expected {what}", quote(text))
@@ -543,13 +543,27 @@ fn find_attribute<'e>(
     })
 }
 
+/// `text` in quotes, cut short, with characters that would not show
+/// (controls, white space but the space) escaped: a vertical tab or a
+/// no-break space is often why a value is refused.
 fn quote(text: &str) -> String {
-    if text.chars().count() > MAX_QUOTED_CHARS {
-        let cut: String = text.chars().take(MAX_QUOTED_CHARS).collect();
-        format!("'{cut}…'")
+    let shown: String = text
+        .chars()
+        .take(MAX_QUOTED_CHARS)
+        .map(|c| {
+            if c.is_control() || (c.is_whitespace() && c != ' ') {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    let more = if text.chars().count() > MAX_QUOTED_CHARS {
+        "…"
     } else {
-        format!("'{text}'")
-    }
+        ""
+    };
+    format!("'{shown}{more}'")
 }
 
 fn missing_message(missing: &[&Item]) -> String {
@@ -576,7 +590,7 @@ fn invalid_attribute_message(
         .filter(|v| {
             v.attributes
                 .get(local)
-                .is_some_and(|e| e.values.contains(value.trim()))
+                .is_some_and(|e| e.values.contains(xml::trim_space(value)))
         })
         .collect();
     let fits_with_others = best_variants(variants, element, Some(local), true);
@@ -584,7 +598,7 @@ fn invalid_attribute_message(
         && !fits_with_others.iter().any(|v| {
             v.attributes
                 .get(local)
-                .is_some_and(|e| e.values.contains(value.trim()))
+                .is_some_and(|e| e.values.contains(xml::trim_space(value)))
         })
     {
         let conflicts: Vec<String> = element
@@ -593,7 +607,7 @@ fn invalid_attribute_message(
             .filter(|a| !is_namespace_declaration(a) && a.namespace.is_none() && a.name != local)
             .filter(|a| {
                 accepting.iter().all(|v| match v.attributes.get(&a.name) {
-                    Some(e) => e.is_enumeration() && !e.values.contains(a.value.trim()),
+                    Some(e) => e.is_enumeration() && !e.values.contains(xml::trim_space(&a.value)),
                     None => true,
                 })
             })
@@ -673,7 +687,7 @@ fn best_variants<'v>(
             }
             match v.attributes.get(&a.name) {
                 None => misfits += 1,
-                Some(e) if e.is_enumeration() && !e.values.contains(a.value.trim()) => {
+                Some(e) if e.is_enumeration() && !e.values.contains(xml::trim_space(&a.value)) => {
                     misfits += 1;
                 }
                 Some(_) => {}
@@ -1211,6 +1225,12 @@ mod tests {
                 "<domain type='lxc'>\n <name>a</name><memory>1</memory>\n <os>\n<type>exe</type></os>\n</domain>".into(),
                 3,
                 "<init> is missing",
+            ),
+            (
+                "keyword-with-a-no-break-space",
+                lxc("  <on_crash>destroy\u{a0}</on_crash>\n"),
+                5,
+                "'destroy\\u{a0}' is not valid in <on_crash>; expected one of destroy",
             ),
             (
                 "bad-unit",
