@@ -595,10 +595,10 @@ mod tests {
     fn a_byte_order_mark_shifts_no_span_or_position() {
         let doc =
             "\u{feff}<d>\n<metadata><x:a xmlns:x='u'>1</x:a></metadata><e a='1' b='&bad;'/></d>";
-        let root = parse_str(doc).unwrap_err();
+        let error = parse_str(doc).unwrap_err();
         assert!(
-            matches!(root, XmlError::UnknownEntity { pos, .. } if pos == Pos { line: 2, column: 55 }),
-            "{root:?}"
+            matches!(error, XmlError::UnknownEntity { pos, .. } if pos == Pos { line: 2, column: 55 }),
+            "{error:?}"
         );
         let doc = "\u{feff}<d><metadata><x:a xmlns:x='u'>1</x:a></metadata><e b='2'/></d>";
         let root = parse_str(doc).unwrap();
