@@ -57,13 +57,15 @@ pub fn lxvirt_cgroups(root: &Path, prefix: &str) -> Vec<PathBuf> {
     found
 }
 
-/// Monitor processes of this daemon (one spare waits for the next start).
+/// Monitor processes of this daemon (one spare waits for the next start;
+/// the early init it made, a copy of it, is not counted).
 pub fn monitors_for(run_dir: &Path) -> Vec<u32> {
     let needle = run_dir.display().to_string();
     fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| !is_early_init(*pid))
         .filter(|pid| {
             fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| {
@@ -75,14 +77,23 @@ pub fn monitors_for(run_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Monitors that still have a container (a child process).
+/// Whether `pid` is a spare monitor's early init, waiting for a spec.
+pub fn is_early_init(pid: u32) -> bool {
+    let name = lxvirtd::lxc::launch::EARLY_INIT_NAME.to_string_lossy();
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == name)
+}
+
+/// Monitors that still have a container (a child process other than a
+/// spare's early init).
 pub fn busy_monitors(run_dir: &Path) -> usize {
     monitors_for(run_dir)
         .into_iter()
         .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-                .map(|c| !c.trim().is_empty())
-                .unwrap_or(false)
+            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).is_ok_and(|c| {
+                c.split_whitespace()
+                    .filter_map(|child| child.parse::<u32>().ok())
+                    .any(|child| !is_early_init(child))
+            })
         })
         .count()
 }

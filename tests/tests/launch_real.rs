@@ -22,12 +22,13 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use lxvirtd::cgroup::CgroupSpec;
-use lxvirtd::lxc::launch::{LaunchContext, LaunchError, Launched, launch};
+use lxvirtd::lxc::launch::{EarlyInit, LaunchContext, LaunchError, Launched, USUAL_FLAGS, launch};
 use lxvirtd::lxc::spec::{
     ContainerSpec, IdMapping, InitSpec, MountSource, MountSpec, Namespaces, NsChoice, RootFs,
     SPEC_VERSION,
 };
 use lxvirtd::sys::linux::exit_now;
+use lxvirtd::sys::process::{nice_of, set_nice};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::ForkResult;
@@ -187,6 +188,11 @@ fn in_monitor(f: impl FnOnce() -> Result<String, String>) -> Result<String, Stri
 }
 
 fn start(spec: &ContainerSpec) -> Result<Launched, LaunchError> {
+    start_with(spec, None)
+}
+
+/// `start`, with an init cloned ahead of the spec.
+fn start_with(spec: &ContainerSpec, early: Option<EarlyInit>) -> Result<Launched, LaunchError> {
     let mut placed = None;
     let mut place = |pid: Pid| {
         placed = Some(pid);
@@ -195,6 +201,7 @@ fn start(spec: &ContainerSpec) -> Result<Launched, LaunchError> {
     let launched = launch(LaunchContext {
         spec,
         place_in_cgroup: &mut place,
+        early,
     });
     if let Ok(l) = &launched {
         assert_eq!(placed, Some(l.pid), "place_in_cgroup got init's pid");
@@ -400,8 +407,57 @@ fn user_namespace_maps_root() {
         gid: vec![(0, 100000, 65536)],
         idmapped_root: false,
     });
-    let out = in_monitor(|| {
-        let mut launched = start(&spec).map_err(|e| format!("launch failed: {e}"))?;
+    // Cloned at the launch, and ahead of the spec, as a spare monitor does.
+    for early in [false, true] {
+        let out = in_monitor(|| userns_run(&spec, early)).unwrap_or_else(|e| panic!("{e}"));
+        let how = if early {
+            "an early init"
+        } else {
+            "a fresh clone"
+        };
+        assert_eq!(line_after(&out, "early="), early.to_string(), "{how}");
+        assert_eq!(
+            line_after(&out, "hostuid="),
+            "100000 100000 100000 100000",
+            "root inside is uid 100000 on the host ({how})"
+        );
+        assert_eq!(line_after(&out, "nice="), "0", "{how}");
+        assert_eq!(line_after(&out, "exit="), "0", "{how}: {out}");
+        assert_eq!(line_after(&out, "pid="), "1");
+        assert_eq!(line_after(&out, "uid="), "0");
+        assert_eq!(line_after(&out, "uidmap=").trim(), "0 100000 65536");
+        assert_eq!(line_after(&out, "gidmap=").trim(), "0 100000 65536");
+        assert_eq!(line_after(&out, "owner="), "0:0");
+        assert_eq!(line_after(&out, "devowner="), "0");
+        assert_eq!(line_after(&out, "ptsowner="), "0");
+        assert_eq!(line_after(&out, "hostname="), "userns-host");
+        assert_eq!(line_after(&out, "sys="), "ro");
+        assert_eq!(line_after(&out, "procsys="), "ro");
+        assert_eq!(line_after(&out, "kcore="), "hidden");
+        assert_eq!(line_after(&out, "keys="), "masked");
+        assert_eq!(line_after(&out, "firmware="), "0");
+        masks_cost_no_superblock(&out);
+        assert_eq!(line_after(&out, "console="), "tty");
+        assert_eq!(line_after(&out, "data="), "ro");
+        assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+    }
+}
+
+/// Runs `spec` in the monitor, its init cloned ahead of the spec at a
+/// lower priority (as a spare's is) when `early`: its output, the host's
+/// view of init's ids and priority, and whether the early init ran it.
+fn userns_run(spec: &ContainerSpec, early: bool) -> Result<String, String> {
+    let early = early
+        .then(|| {
+            set_nice(0, 5).map_err(|e| e.to_string())?;
+            let early = EarlyInit::clone(USUAL_FLAGS).map_err(|e| e.to_string())?;
+            set_nice(0, 0).map_err(|e| e.to_string())?;
+            Ok::<_, String>(early)
+        })
+        .transpose()?;
+    let early_pid = early.as_ref().and_then(EarlyInit::pid);
+    {
+        let mut launched = start_with(spec, early).map_err(|e| format!("launch failed: {e}"))?;
         // Read on the host while init runs (or is a zombie, still ours).
         let status = fs::read_to_string(format!("/proc/{}/status", launched.pid))
             .map_err(|e| e.to_string())?;
@@ -412,37 +468,80 @@ fn user_namespace_maps_root() {
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
+        let nice = nice_of(launched.pid.as_raw()).map_err(|e| e.to_string())?;
         let output = read_console(console(&mut launched));
         let st = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
         Ok(format!(
-            "hostuid={host_uid}\n{output}\nexit={}\n",
+            "hostuid={host_uid}\nnice={nice}\nearly={}\n{output}\nexit={}\n",
+            early_pid == Some(launched.pid),
             exit_text(st)
+        ))
+    }
+}
+
+/// An early init in namespaces the spec does not ask for is not used; it
+/// goes with the monitor's word, leaving no process; one given a spec whose
+/// init is missing reports it as a fresh clone does.
+#[test]
+fn early_init_unused_or_failing_leaves_nothing() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let spec = fx.spec("unfit", "echo ran");
+    let out = in_monitor(|| {
+        let early = EarlyInit::clone(USUAL_FLAGS).map_err(|e| e.to_string())?;
+        let early_pid = early.pid().ok_or("no pid")?;
+        if early.fits(&spec) {
+            return Err("an early init with a user namespace fits a spec without one".into());
+        }
+        drop(early);
+        let gone = fs::metadata(format!("/proc/{early_pid}")).is_err();
+        let output = run_launched(start(&spec).map_err(|e| e.to_string())?)?;
+        Ok(format!("gone={gone}\n{output}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(line_after(&out, "gone="), "true", "{out}");
+    assert!(out.contains("ran"), "{out}");
+
+    let mut spec = fx.spec("missing-early", "");
+    spec.init.path = "/nonexistent".into();
+    spec.init.args = vec!["/nonexistent".into()];
+    spec.namespaces.user = Some(IdMapping {
+        uid: vec![(0, 100000, 65536)],
+        gid: vec![(0, 100000, 65536)],
+        idmapped_root: false,
+    });
+    let out = in_monitor(|| {
+        let early = EarlyInit::clone(USUAL_FLAGS).map_err(|e| e.to_string())?;
+        if !early.fits(&spec) {
+            return Err("the early init does not fit".into());
+        }
+        let err = match start_with(&spec, Some(early)) {
+            Ok(_) => return Err("init /nonexistent was started".into()),
+            Err(err) => err,
+        };
+        let reaped = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG));
+        Ok(format!(
+            "message={err}\nreaped={}\n",
+            reaped == Err(nix::errno::Errno::ECHILD)
         ))
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        line_after(&out, "hostuid="),
-        "100000 100000 100000 100000",
-        "root inside is uid 100000 on the host"
+    assert!(
+        line_after(&out, "message=").contains("cannot execute init /nonexistent"),
+        "{out}"
     );
-    assert_eq!(line_after(&out, "exit="), "0", "{out}");
-    assert_eq!(line_after(&out, "pid="), "1");
-    assert_eq!(line_after(&out, "uid="), "0");
-    assert_eq!(line_after(&out, "uidmap=").trim(), "0 100000 65536");
-    assert_eq!(line_after(&out, "gidmap=").trim(), "0 100000 65536");
-    assert_eq!(line_after(&out, "owner="), "0:0");
-    assert_eq!(line_after(&out, "devowner="), "0");
-    assert_eq!(line_after(&out, "ptsowner="), "0");
-    assert_eq!(line_after(&out, "hostname="), "userns-host");
-    assert_eq!(line_after(&out, "sys="), "ro");
-    assert_eq!(line_after(&out, "procsys="), "ro");
-    assert_eq!(line_after(&out, "kcore="), "hidden");
-    assert_eq!(line_after(&out, "keys="), "masked");
-    assert_eq!(line_after(&out, "firmware="), "0");
-    masks_cost_no_superblock(&out);
-    assert_eq!(line_after(&out, "console="), "tty");
-    assert_eq!(line_after(&out, "data="), "ro");
+    assert_eq!(line_after(&out, "reaped="), "true", "{out}");
     assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
+}
+
+/// A launched container's console output until it ends, and its exit.
+fn run_launched(mut launched: Launched) -> Result<String, String> {
+    let output = read_console(console(&mut launched));
+    let status = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
+    Ok(format!("{output}\nexit={}\n", exit_text(status)))
 }
 
 /// What root inside tries against the locked mounts.

@@ -34,6 +34,12 @@
 //! Without a user namespace the init makes its mounts itself, and the
 //! monitor makes the network devices before it releases init.
 //!
+//! A spare monitor makes the first clone before its spec comes (an
+//! [`EarlyInit`], in the namespaces most containers have), so that a start
+//! does not wait for the kernel to create them; the early init reads the
+//! spec from a pipe, then waits for its release like any init. A spec
+//! asking for other namespaces gets a fresh clone.
+//!
 //! [`launch`] must run in a single-threaded process (the monitor): the
 //! child is a copy of the calling thread only and allocates.
 
@@ -66,6 +72,9 @@ pub struct LaunchContext<'a> {
     /// (with a user namespace, while the mounter makes the mounts). The
     /// error is the reason, for [`LaunchError::Cgroup`].
     pub place_in_cgroup: &'a mut dyn FnMut(Pid) -> Result<(), String>,
+    /// An init cloned while the monitor waited for the spec, used when
+    /// its namespaces are the spec's (else dropped: killed and reaped).
+    pub early: Option<EarlyInit>,
 }
 
 impl std::fmt::Debug for LaunchContext<'_> {
@@ -277,6 +286,210 @@ fn abandon(pid: Pid) {
     let _ = waitpid(pid, None);
 }
 
+/// A cloned init waiting for its release, and the monitor's ends of the
+/// launch's channels: the sync socket and the error pipe.
+#[derive(Debug)]
+struct Cloned {
+    pid: Pid,
+    pidfd: OwnedFd,
+    sync_w: OwnedFd,
+    err_r: OwnedFd,
+}
+
+/// Between the monitor and init: the sync socket (the release, the mount
+/// namespace to join, and without a user namespace the consoles back) and
+/// the error pipe (a setup report, or end of file at the exec).
+struct Channels {
+    sync_r: OwnedFd,
+    sync_w: OwnedFd,
+    err_r: OwnedFd,
+    err_w: OwnedFd,
+}
+
+impl Channels {
+    fn new() -> Result<Channels, LaunchError> {
+        let pipe_err = |source| LaunchError::Pipe { source };
+        let (sync_r, sync_w) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(pipe_err)?;
+        let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
+        Ok(Channels {
+            sync_r,
+            sync_w,
+            err_r,
+            err_w,
+        })
+    }
+}
+
+/// Clones init for `spec`, in the shared namespaces it joins.
+fn clone_init(spec: &ContainerSpec) -> Result<Cloned, LaunchError> {
+    let Channels {
+        sync_r,
+        sync_w,
+        err_r,
+        err_w,
+    } = Channels::new()?;
+    let joined = join_shared(spec)?;
+    let forked = linux::clone_fork(clone_flags(spec));
+    let (pid, pidfd) = match forked {
+        Ok(Forked::Child) => {
+            drop(sync_w);
+            drop(err_r);
+            child(spec, sync_r, err_w)
+        }
+        Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
+        Err(source) => {
+            joined.restore()?;
+            return Err(LaunchError::Clone { source });
+        }
+    };
+    drop(sync_r);
+    drop(err_w);
+    if let Err(e) = joined.restore() {
+        abandon(pid);
+        return Err(e);
+    }
+    Ok(Cloned {
+        pid,
+        pidfd,
+        sync_w,
+        err_r,
+    })
+}
+
+/// The namespaces of the usual container, which a spare monitor clones an
+/// [`EarlyInit`] into: a user namespace owning new PID, UTS, IPC and
+/// network namespaces (the default id mapping, with `<privnet/>` or an
+/// interface).
+pub const USUAL_FLAGS: CloneFlags = CloneFlags::CLONE_NEWUSER
+    .union(CloneFlags::CLONE_NEWPID)
+    .union(CloneFlags::CLONE_NEWUTS)
+    .union(CloneFlags::CLONE_NEWIPC)
+    .union(CloneFlags::CLONE_NEWNET);
+
+/// What an early init is called until its spec comes: a copy of the
+/// monitor, it would otherwise pass for one (the same command line).
+pub const EARLY_INIT_NAME: &std::ffi::CStr = c"lxvirt-early";
+
+/// A container's init cloned before its spec is known, so that creating
+/// its namespaces (a network namespace alone takes ~0.6 ms) is off the
+/// start's path: a spare monitor makes one while it waits. It waits for a
+/// spec on a pipe, then goes on as any init; dropped unused, it is killed
+/// and reaped.
+#[derive(Debug)]
+pub struct EarlyInit {
+    flags: CloneFlags,
+    spec_w: Option<OwnedFd>,
+    cloned: Option<Cloned>,
+}
+
+impl EarlyInit {
+    /// Clones an init into new namespaces of `flags` (no shared ones).
+    pub fn clone(flags: CloneFlags) -> Result<EarlyInit, LaunchError> {
+        let Channels {
+            sync_r,
+            sync_w,
+            err_r,
+            err_w,
+        } = Channels::new()?;
+        let (spec_r, spec_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| LaunchError::Pipe { source })?;
+        match linux::clone_fork(flags) {
+            Ok(Forked::Child) => {
+                drop(sync_w);
+                drop(err_r);
+                drop(spec_w);
+                early_child(spec_r, sync_r, err_w)
+            }
+            Ok(Forked::Parent { pid, pidfd }) => Ok(EarlyInit {
+                flags,
+                spec_w: Some(spec_w),
+                cloned: Some(Cloned {
+                    pid,
+                    pidfd,
+                    sync_w,
+                    err_r,
+                }),
+            }),
+            Err(source) => Err(LaunchError::Clone { source }),
+        }
+    }
+
+    /// Its host pid.
+    pub fn pid(&self) -> Option<Pid> {
+        self.cloned.as_ref().map(|cloned| cloned.pid)
+    }
+
+    /// Whether it is in the namespaces `spec` asks for.
+    pub fn fits(&self, spec: &ContainerSpec) -> bool {
+        clone_flags(spec) == self.flags
+    }
+
+    /// Gives it the caller's priority (it inherited the spare's, lower)
+    /// and `spec`; `None` when either fails (it is then dropped, and init
+    /// cloned afresh).
+    fn give(mut self, spec: &ContainerSpec) -> Option<Cloned> {
+        let pid = self.pid()?;
+        follow_priority(pid).ok()?;
+        let bytes = serde_json::to_vec(spec).ok()?;
+        // Ends of file on the pipe tells it the spec is whole.
+        let spec_w = File::from(self.spec_w.take()?);
+        std::io::Write::write_all(&mut &spec_w, &bytes).ok()?;
+        self.cloned.take()
+    }
+}
+
+impl Drop for EarlyInit {
+    fn drop(&mut self) {
+        if let Some(cloned) = self.cloned.take() {
+            abandon(cloned.pid);
+        }
+    }
+}
+
+/// Sets `pid`'s priority to the calling thread's.
+fn follow_priority(pid: Pid) -> nix::Result<()> {
+    use crate::sys::process::{nice_of, set_nice};
+    let own = nice_of(0)?;
+    if nice_of(pid.as_raw())? != own {
+        set_nice(pid.as_raw(), own)?;
+    }
+    Ok(())
+}
+
+/// The early init: wait for the spec, then go on as [`child`]. Reports a
+/// spec it cannot read; ends quietly when the pipe closes empty (the
+/// monitor went away or had no use for it).
+fn early_child(spec_r: OwnedFd, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
+    let _ = nix::sys::prctl::set_name(EARLY_INIT_NAME);
+    let read = std::panic::catch_unwind(|| {
+        let mut bytes = Vec::new();
+        match File::from(spec_r).read_to_end(&mut bytes) {
+            Ok(0) | Err(_) => linux::exit_now(1),
+            Ok(_) => serde_json::from_slice::<ContainerSpec>(&bytes).map_err(|e| SetupError {
+                step: Step::Release,
+                path: None,
+                errno: 0,
+                detail: Some(format!("cannot read the launch spec: {e}")),
+            }),
+        }
+    });
+    let error = match read {
+        Ok(Ok(spec)) => child(&spec, sync_r, err_w),
+        Ok(Err(error)) => error,
+        Err(_) => panicked(),
+    };
+    if let Ok(bytes) = serde_json::to_vec(&error) {
+        write_all(err_w.as_fd(), &bytes);
+    }
+    linux::exit_now(127)
+}
+
 /// Start the container's init. Returns once init has been executed, or
 /// with the reason it could not be, the child reaped.
 pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
@@ -298,36 +511,16 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
             });
         }
     }
-    let pipe_err = |source| LaunchError::Pipe { source };
-    let (sync_r, sync_w) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(pipe_err)?;
-    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
-
-    let joined = join_shared(spec)?;
-    let forked = linux::clone_fork(clone_flags(spec));
-    let (pid, pidfd) = match forked {
-        Ok(Forked::Child) => {
-            drop(sync_w);
-            drop(err_r);
-            child(spec, sync_r, err_w)
-        }
-        Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
-        Err(source) => {
-            joined.restore()?;
-            return Err(LaunchError::Clone { source });
-        }
+    let early = ctx.early.filter(|early| early.fits(spec));
+    let Cloned {
+        pid,
+        pidfd,
+        sync_w,
+        err_r,
+    } = match early.and_then(|early| early.give(spec)) {
+        Some(cloned) => cloned,
+        None => clone_init(spec)?,
     };
-    drop(sync_r);
-    drop(err_w);
-    if let Err(e) = joined.restore() {
-        abandon(pid);
-        return Err(e);
-    }
 
     if let Some(map) = &spec.namespaces.user
         && let Err(e) = write_id_maps(pid, map)
@@ -727,6 +920,7 @@ mod tests {
         let err = launch(LaunchContext {
             spec: &s,
             place_in_cgroup: &mut place,
+            early: None,
         })
         .unwrap_err();
         assert!(matches!(err, LaunchError::SpecVersion { .. }), "{err}");

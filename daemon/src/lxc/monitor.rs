@@ -26,7 +26,7 @@ use tracing::Level;
 use super::console_log::ConsoleLog;
 use super::convert::block_rule;
 use super::enter;
-use super::launch::{self, LaunchContext, LaunchError};
+use super::launch::{self, EarlyInit, LaunchContext, LaunchError};
 use super::network::ContainerNetwork;
 use super::protocol::{
     self, AskInit, EnterExit, ExitRecord, InitExit, LaunchReport, MonitorError, MonitorLog,
@@ -61,11 +61,14 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
     // Signals arrive through a descriptor in the event loop; the container
     // and entered commands reset their masks before they exec.
     let started = termination_signals().and_then(|signals| {
+        // And the usual container's namespaces, with an init in them. On
+        // a host that refuses them the launch's own clone says why.
+        let early = EarlyInit::clone(launch::USUAL_FLAGS).ok();
         let mut spec = read_spec(&mut daemon)?;
         let loops = attach_loop_devices(&mut spec)?;
-        Ok((signals, spec, loops))
+        Ok((signals, spec, loops, early))
     });
-    let (signals, spec, loops) = match started {
+    let (signals, spec, loops, early) = match started {
         Ok(started) => started,
         Err(error) => {
             let _ = write_report(&mut report, &LaunchReport::Failed { error });
@@ -75,7 +78,12 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
     let files = RunFiles::new(&spec.run_dir, &spec.name);
     log_to(&files.log);
     start_logging(log, &spec);
-    let mut monitor = match Monitor::start(&spec, &files, signals, hierarchies) {
+    // One that does not fit goes once the start is reported.
+    let (early, unfit) = match early {
+        Some(early) if early.fits(&spec) => (Some(early), None),
+        other => (None, other),
+    };
+    let mut monitor = match Monitor::start(&spec, &files, signals, hierarchies, early) {
         Ok(monitor) => monitor,
         Err(error) => {
             let _ = write_report(&mut report, &LaunchReport::Failed { error });
@@ -91,6 +99,7 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
         },
     );
     drop(report);
+    drop(unfit);
     // The daemon records the container, then says so; if it dies first
     // (its end of stdin closes) nobody will ever know of this container:
     // do not leave it running unmanaged.
@@ -222,6 +231,7 @@ impl<'a> Monitor<'a> {
         files: &'a RunFiles,
         signals: SignalFd,
         hierarchies: Result<Cgroups, CgroupError>,
+        early: Option<EarlyInit>,
     ) -> Result<Monitor<'a>, MonitorError> {
         // A record from an earlier run must not be mistaken for this one's.
         let _ = std::fs::remove_file(&files.exit_record);
@@ -236,7 +246,7 @@ impl<'a> Monitor<'a> {
         // it, if it was the making.
         let mut made: Option<ContainerCgroup> = None;
         let mut refused: Option<MonitorError> = None;
-        let result = Self::launch(spec, &cgroups, &mut made, &mut refused);
+        let result = Self::launch(spec, &cgroups, early, &mut made, &mut refused);
         let result = match (result, made.take()) {
             (Ok(launched), Some(cgroup)) => Ok((launched, cgroup)),
             (Ok((launched, _)), None) => {
@@ -284,6 +294,7 @@ impl<'a> Monitor<'a> {
     fn launch(
         spec: &ContainerSpec,
         cgroups: &Cgroups,
+        early: Option<EarlyInit>,
         made: &mut Option<ContainerCgroup>,
         refused: &mut Option<MonitorError>,
     ) -> Result<(launch::Launched, Vec<Console>), MonitorError> {
@@ -312,6 +323,7 @@ impl<'a> Monitor<'a> {
         let mut launched = launch::launch(LaunchContext {
             spec,
             place_in_cgroup: &mut place,
+            early,
         })?;
         let consoles = std::mem::take(&mut launched.consoles)
             .into_iter()
