@@ -83,6 +83,17 @@ pub fn is_early_init(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == name)
 }
 
+/// The early init a spare monitor of this daemon waits with, if any.
+pub fn spare_early_init(run_dir: &Path) -> Option<u32> {
+    monitors_for(run_dir).into_iter().find_map(|pid| {
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .filter_map(|child| child.parse::<u32>().ok())
+            .find(|child| is_early_init(*child))
+    })
+}
+
 /// Monitors that still have a container (a child process other than a
 /// spare's early init).
 pub fn busy_monitors(run_dir: &Path) -> usize {

@@ -391,6 +391,54 @@ async fn user_namespace_maps_root_and_owns_dev() {
     mapped.destroy().await.unwrap();
 }
 
+/// The spare's early init, once there is one.
+async fn spare_early_init(run_dir: &Path) -> u32 {
+    let mut found = None;
+    eventually("a spare monitor with an early init", async || {
+        found = lxvirt_tests::leaks::spare_early_init(run_dir);
+        found.is_some()
+    })
+    .await;
+    found.unwrap()
+}
+
+/// A spare monitor waits with an early init in the namespaces of the last
+/// start (the usual ones at first: a user namespace with new PID, UTS, IPC
+/// and network namespaces), which becomes the next container's init when
+/// those are its namespaces; one that does not fit is gone once the start
+/// is answered.
+#[tokio::test]
+async fn the_spares_early_init_becomes_the_next_containers_init() {
+    if !root_or_skip() {
+        return;
+    }
+    let env = Env::new().await;
+    let usual = env
+        .define("usual", "sleep 1000", "<features><privnet/></features>")
+        .await;
+    let early = spare_early_init(&env.run_dir()).await;
+    usual.start().await.unwrap();
+    assert_eq!(usual.pid().await.unwrap(), early, "the early init runs it");
+
+    // On the host's network: the next spare's early init does not fit.
+    let host_net = env.define("host-net", "sleep 1000", "").await;
+    let unfit = spare_early_init(&env.run_dir()).await;
+    host_net.start().await.unwrap();
+    assert_ne!(host_net.pid().await.unwrap(), unfit);
+    eventually("the unfit early init gone", async || {
+        !lxvirt_tests::leaks::is_early_init(unfit)
+    })
+    .await;
+    // The spare after it guessed from that start.
+    let again = env.define("host-net-2", "sleep 1000", "").await;
+    let early = spare_early_init(&env.run_dir()).await;
+    again.start().await.unwrap();
+    assert_eq!(again.pid().await.unwrap(), early, "the guess was right");
+    for domain in [&usual, &host_net, &again] {
+        domain.destroy().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn host_root_application_container() {
     if !root_or_skip() {

@@ -1,6 +1,8 @@
 //! `lxvirt-monitor`: the per-container monitor, started by lxvirtd.
 //!
-//! Usage: `lxvirt-monitor RUN-DIR [--journal]`, the launch spec on stdin.
+//! Usage: `lxvirt-monitor RUN-DIR [--journal] [--early-clone=FLAGS]`, the
+//! launch spec on stdin; a spare is asked to clone an early init into the
+//! namespaces of FLAGS (hexadecimal clone flags) while it waits.
 //! lxvirtd starts one ahead of need; it waits for a spec, writes one launch
 //! report line to its stdout, then runs until the container's init is
 //! gone. It logs to `RUN-DIR/NAME.log`, or with `--journal` to the systemd
@@ -48,6 +50,7 @@ fn main() {
         let _ = nix::unistd::dup2_stdin(OwnedFd::from(null));
     }
     let log = MonitorLog::from_args(std::env::args_os().skip(2));
-    let code = lxvirtd::lxc::monitor::run(spec, report, log);
+    let early = lxvirtd::lxc::protocol::early_clone_from_args(std::env::args_os().skip(2));
+    let code = lxvirtd::lxc::monitor::run(spec, report, log, early);
     std::process::exit(code);
 }

@@ -7,9 +7,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use nix::sched::CloneFlags;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 
 use super::instance::LxcConfig;
+use super::launch;
 use super::protocol::{
     self, ExitRecord, LaunchReport, MonitorError, ProtocolError, Reply, Request, RunFiles,
 };
@@ -134,6 +136,9 @@ type Spare = SpawnedMonitor;
 pub struct LxcDriver {
     config: Arc<LxcConfig>,
     spare: Arc<Mutex<Option<Spare>>>,
+    /// The namespaces of the next spare's early init: the last start's
+    /// (none when it could not use one), the usual ones at first.
+    next_early: Arc<Mutex<Option<CloneFlags>>>,
     /// `None`: its thread could not start; monitors come from the
     /// daemon's own descriptor table.
     spawner: Option<Arc<Spawner>>,
@@ -150,19 +155,23 @@ impl LxcDriver {
         LxcDriver {
             config: Arc::new(config),
             spare: Arc::new(Mutex::new(None)),
+            next_early: Arc::new(Mutex::new(Some(launch::USUAL_FLAGS))),
             spawner,
         }
     }
 
     /// A new monitor, from the spawner's small descriptor table if it
     /// serves, else from the daemon's.
-    fn spawn_monitor(&self) -> Result<Spare, DriverError> {
-        let spawned = match self.spawner.as_deref().map(Spawner::spawn) {
+    /// A spare (`early`: the namespaces of its early init) is spawned
+    /// ahead of need; a monitor needed now has none: its clone would come
+    /// no sooner.
+    fn spawn_monitor(&self, early: Option<CloneFlags>) -> Result<Spare, DriverError> {
+        let spawned = match self.spawner.as_deref().map(|s| s.spawn(early)) {
             Some(Ok(monitor)) => Ok(monitor),
             // The same would happen here.
             Some(Err(SpawnerError::Spawn(e))) => Err(e),
             Some(Err(SpawnerError::Gone(_))) | None => {
-                spawn_monitor(&monitor_command(&self.config))
+                spawn_monitor(&monitor_command(&self.config), early)
             }
         };
         spawned.map_err(|source| DriverError::SpawnMonitor {
@@ -189,7 +198,8 @@ impl LxcDriver {
         tokio::task::spawn_blocking(move || {
             let mut slot = driver.spare.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
-                match driver.spawn_monitor() {
+                let early = *driver.next_early.lock().unwrap_or_else(|p| p.into_inner());
+                match driver.spawn_monitor(early) {
                     Ok(spare) => *slot = Some(spare),
                     Err(error) => {
                         tracing::warn!(error = %crate::error_chain::error_chain(&error), "cannot start a spare monitor");
@@ -205,7 +215,7 @@ impl LxcDriver {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
         let monitor = match spare {
             Some(spare) if is_alive(spare.pidfd.as_fd()) => spare,
-            _ => self.spawn_monitor()?,
+            _ => self.spawn_monitor(None)?,
         };
         if let Err(error) = super::spawner::give_daemon_priority(monitor.pid) {
             tracing::warn!(%error, pid = monitor.pid.as_raw(), "cannot give a spare monitor the daemon's priority; its container runs at the spare's");
@@ -242,6 +252,8 @@ impl LxcDriver {
         let monitor = tokio::task::spawn_blocking(move || driver.take_monitor())
             .await
             .map_err(|e| DriverError::Join(e.to_string()))??;
+        // The next start likely asks for the namespaces this one does.
+        *self.next_early.lock().unwrap_or_else(|p| p.into_inner()) = launch::early_flags(spec);
         self.prepare_spare();
         if let (Some(systemd), Some(placement)) = (&self.config.systemd, placement) {
             // Dropping the monitor's stdin on error ends it.

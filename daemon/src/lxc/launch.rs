@@ -372,6 +372,18 @@ pub const USUAL_FLAGS: CloneFlags = CloneFlags::CLONE_NEWUSER
     .union(CloneFlags::CLONE_NEWIPC)
     .union(CloneFlags::CLONE_NEWNET);
 
+/// The namespaces of an early init `spec` could use: `None` when it can
+/// use none, as it joins shared namespaces (which the monitor does around
+/// the clone) or has no user namespace (its mount namespace is copied at
+/// the clone, and must be the host's of the launch).
+pub fn early_flags(spec: &ContainerSpec) -> Option<CloneFlags> {
+    let ns = &spec.namespaces;
+    let joins = [&ns.net, &ns.ipc, &ns.uts]
+        .into_iter()
+        .any(|choice| matches!(choice, NsChoice::Path(_) | NsChoice::Pid(_)));
+    (ns.user.is_some() && !joins).then(|| clone_flags(spec))
+}
+
 /// What an early init is called until its spec comes: a copy of the
 /// monitor, it would otherwise pass for one (the same command line).
 pub const EARLY_INIT_NAME: &std::ffi::CStr = c"lxvirt-early";
@@ -389,8 +401,14 @@ pub struct EarlyInit {
 }
 
 impl EarlyInit {
-    /// Clones an init into new namespaces of `flags` (no shared ones).
+    /// Clones an init into new namespaces of `flags`: a user namespace
+    /// and any of PID, UTS, IPC and network (`EINVAL` for other flags).
     pub fn clone(flags: CloneFlags) -> Result<EarlyInit, LaunchError> {
+        if !flags.contains(CloneFlags::CLONE_NEWUSER) || !USUAL_FLAGS.contains(flags) {
+            return Err(LaunchError::Clone {
+                source: Errno::EINVAL,
+            });
+        }
         let Channels {
             sync_r,
             sync_w,
@@ -427,7 +445,7 @@ impl EarlyInit {
 
     /// Whether it is in the namespaces `spec` asks for.
     pub fn fits(&self, spec: &ContainerSpec) -> bool {
-        clone_flags(spec) == self.flags
+        early_flags(spec) == Some(self.flags)
     }
 
     /// Gives it the caller's priority (it inherited the spare's, lower)
@@ -897,6 +915,54 @@ mod tests {
             clone_flags(&shared),
             CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID
         );
+    }
+
+    /// An early init serves a spec with a user namespace that joins no
+    /// shared namespace, in the namespaces the spec's clone would make.
+    #[test]
+    fn early_inits_serve_user_namespaces_that_join_nothing() {
+        let user = Some(IdMapping {
+            uid: vec![(0, 100000, 65536)],
+            gid: vec![(0, 100000, 65536)],
+            idmapped_root: true,
+        });
+        let with = |net: NsChoice, user: Option<IdMapping>| {
+            spec(Namespaces {
+                net,
+                ipc: NsChoice::New,
+                uts: NsChoice::New,
+                user,
+            })
+        };
+        assert_eq!(
+            early_flags(&with(NsChoice::New, user.clone())),
+            Some(USUAL_FLAGS)
+        );
+        assert_eq!(
+            early_flags(&with(NsChoice::Host, user.clone())),
+            Some(USUAL_FLAGS - CloneFlags::CLONE_NEWNET)
+        );
+        assert_eq!(early_flags(&with(NsChoice::Pid(7), user.clone())), None);
+        assert_eq!(
+            early_flags(&with(NsChoice::Path("/run/netns/a".into()), user)),
+            None
+        );
+        assert_eq!(early_flags(&with(NsChoice::New, None)), None);
+        // Only a user namespace and the ones it may own: no process made.
+        for flags in [
+            CloneFlags::CLONE_NEWPID,
+            CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS,
+        ] {
+            assert!(
+                matches!(
+                    EarlyInit::clone(flags),
+                    Err(LaunchError::Clone {
+                        source: Errno::EINVAL
+                    })
+                ),
+                "{flags:?}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
@@ -53,7 +54,12 @@ const LOG_IDENTIFIER: &str = "lxvirt-monitor";
 /// Runs the monitor for the spec read from `spec_input` (the daemon's
 /// pipe); `report` receives the one [`LaunchReport`] line; it logs as
 /// `log` says. Returns the process exit status.
-pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) -> i32 {
+pub fn run(
+    spec_input: impl std::io::Read,
+    mut report: File,
+    log: MonitorLog,
+    early: Option<CloneFlags>,
+) -> i32 {
     let mut daemon = std::io::BufReader::new(spec_input);
     // A spare monitor finds the cgroup hierarchies while it waits for its
     // spec, off the start's path.
@@ -61,9 +67,9 @@ pub fn run(spec_input: impl std::io::Read, mut report: File, log: MonitorLog) ->
     // Signals arrive through a descriptor in the event loop; the container
     // and entered commands reset their masks before they exec.
     let started = termination_signals().and_then(|signals| {
-        // And the usual container's namespaces, with an init in them. On
-        // a host that refuses them the launch's own clone says why.
-        let early = EarlyInit::clone(launch::USUAL_FLAGS).ok();
+        // A spare makes the namespaces it was asked for, with an init in
+        // them. On a host that refuses them the launch's clone says why.
+        let early = early.and_then(|flags| EarlyInit::clone(flags).ok());
         let mut spec = read_spec(&mut daemon)?;
         let loops = attach_loop_devices(&mut spec)?;
         Ok((signals, spec, loops, early))

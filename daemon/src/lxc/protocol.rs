@@ -97,6 +97,26 @@ impl MonitorLog {
     }
 }
 
+/// The argument that asks a spare monitor for an early init, in the
+/// namespaces of these clone flags (the daemon's guess: the last start's).
+pub const EARLY_CLONE_ARG: &str = "--early-clone=";
+
+/// `--early-clone=FLAGS`, the flags in hexadecimal.
+pub fn early_clone_arg(flags: nix::sched::CloneFlags) -> String {
+    format!("{EARLY_CLONE_ARG}{:x}", flags.bits())
+}
+
+/// The flags of an `--early-clone=` among the monitor's arguments.
+pub fn early_clone_from_args<A: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = A>,
+) -> Option<nix::sched::CloneFlags> {
+    args.into_iter().find_map(|arg| {
+        let hex = arg.as_ref().to_str()?.strip_prefix(EARLY_CLONE_ARG)?;
+        let bits = i32::from_str_radix(hex, 16).ok()?;
+        nix::sched::CloneFlags::from_bits(bits)
+    })
+}
+
 /// The monitor's answer to "did the container start?".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -454,6 +474,24 @@ mod tests {
             MonitorLog::File,
             "an unknown argument is no choice"
         );
+    }
+
+    #[test]
+    fn the_early_clone_flags_survive_the_command_line() {
+        let flags = crate::lxc::launch::USUAL_FLAGS;
+        let arg = early_clone_arg(flags);
+        assert_eq!(arg, "--early-clone=7c000000");
+        assert_eq!(
+            early_clone_from_args(["--journal", arg.as_str()]),
+            Some(flags)
+        );
+        for none in [
+            &["--journal"][..],
+            &["--early-clone=zz"],
+            &["--early-clone="],
+        ] {
+            assert_eq!(early_clone_from_args(none), None, "{none:?}");
+        }
     }
 
     #[test]

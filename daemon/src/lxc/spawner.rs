@@ -100,11 +100,13 @@ impl Spawner {
         })
     }
 
-    /// A new monitor.
-    pub fn spawn(&self) -> Result<SpawnedMonitor, SpawnerError> {
+    /// A new monitor; a spare, with an early init in the namespaces of
+    /// `early`.
+    pub fn spawn(&self, early: Option<CloneFlags>) -> Result<SpawnedMonitor, SpawnerError> {
         let gone = |e| SpawnerError::Gone(io::Error::other(e));
         let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
-        protocol::send(socket.as_fd(), &(), &[]).map_err(gone)?;
+        let early = early.map(|flags| flags.bits());
+        protocol::send(socket.as_fd(), &early, &[]).map_err(gone)?;
         let (reply, fds) = protocol::recv::<Reply>(socket.as_fd()).map_err(gone)?;
         match reply {
             Reply::Spawned { pid } => {
@@ -128,10 +130,14 @@ impl Spawner {
 /// Spawns a monitor from the calling thread's descriptor table. It waits
 /// for its spec on stdin and writes its own log (`NAME.log` in the run
 /// directory) once it knows its name.
-pub fn spawn_monitor(command: &MonitorCommand) -> io::Result<SpawnedMonitor> {
+pub fn spawn_monitor(
+    command: &MonitorCommand,
+    early: Option<CloneFlags>,
+) -> io::Result<SpawnedMonitor> {
     let mut child = Command::new(&command.exe)
         .arg(&command.run_dir)
         .args(command.log.args())
+        .args(early.map(protocol::early_clone_arg))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -170,8 +176,9 @@ fn serve(socket: OwnedFd, command: &MonitorCommand) {
     }
     lower_priority();
     // Until the driver is gone (its end closes).
-    while protocol::recv::<()>(socket.as_fd()).is_ok() {
-        let sent = match spawn_monitor(command) {
+    while let Ok((early, _)) = protocol::recv::<Option<i32>>(socket.as_fd()) {
+        let early = early.and_then(CloneFlags::from_bits);
+        let sent = match spawn_monitor(command, early) {
             Ok(monitor) => protocol::send(
                 socket.as_fd(),
                 &Reply::Spawned {
@@ -269,7 +276,7 @@ mod tests {
         let null = File::open("/dev/null").unwrap();
         let held: Vec<OwnedFd> = (0..200).map(|_| nix::unistd::dup(&null).unwrap()).collect();
         for _ in 0..2 {
-            let mut monitor = spawner.spawn().unwrap();
+            let mut monitor = spawner.spawn(None).unwrap();
             monitor.stdin.write_all(b"spec\n").unwrap();
             drop(monitor.stdin);
             let mut out = String::new();
@@ -295,7 +302,7 @@ mod tests {
         // Field 19 of /proc/PID/stat is the nice value; `$$` is the shell.
         let path = stand_in(dir.path(), "cut -d' ' -f19 /proc/$$/stat");
         let spawner = Spawner::start(command(path, MonitorLog::File)).unwrap();
-        let mut monitor = spawner.spawn().unwrap();
+        let mut monitor = spawner.spawn(None).unwrap();
         let nice = |pid: Pid| crate::sys::process::nice_of(pid.as_raw()).unwrap();
         let daemon = nice(Pid::this());
         let waiting = nice(monitor.pid);
@@ -313,13 +320,32 @@ mod tests {
         assert_eq!(out.trim().parse::<i32>().unwrap(), daemon, "{out}");
     }
 
+    /// A spare is asked for its early init on its command line; a monitor
+    /// needed at once is not.
+    #[test]
+    fn spares_are_asked_for_an_early_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let spawner = Spawner::start(command(script(dir.path()), MonitorLog::File)).unwrap();
+        for early in [Some(crate::lxc::launch::USUAL_FLAGS), None] {
+            let mut monitor = spawner.spawn(early).unwrap();
+            monitor.stdin.write_all(b"spec\n").unwrap();
+            drop(monitor.stdin);
+            let mut out = String::new();
+            monitor.stdout.read_to_string(&mut out).unwrap();
+            crate::sys::process::wait_exit_blocking(monitor.pidfd.as_fd()).unwrap();
+            let second = out.split_whitespace().nth(2).unwrap();
+            let args = [second];
+            assert_eq!(protocol::early_clone_from_args(args), early, "{out}");
+        }
+    }
+
     #[test]
     fn a_monitor_that_cannot_run_is_an_error_and_the_spawner_serves_on() {
         let dir = tempfile::tempdir().unwrap();
         let spawner =
             Spawner::start(command(dir.path().join("missing"), MonitorLog::File)).unwrap();
         for _ in 0..2 {
-            match spawner.spawn().unwrap_err() {
+            match spawner.spawn(None).unwrap_err() {
                 SpawnerError::Spawn(err) => {
                     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}")
                 }
