@@ -211,7 +211,18 @@ impl TestDaemon {
 
     /// As [`TestDaemon::start`], with more command-line arguments.
     pub async fn start_with(bus: &TestBus, root: &Path, extra: &[&str]) -> Result<TestDaemon> {
-        let child = Command::new(binary("lxvirtd"))
+        Self::start_exe(&binary("lxvirtd"), bus, root, extra).await
+    }
+
+    /// Starts the `lxvirtd` at `exe` (another build: its monitor is the
+    /// one beside it).
+    pub async fn start_exe(
+        exe: &Path,
+        bus: &TestBus,
+        root: &Path,
+        extra: &[&str],
+    ) -> Result<TestDaemon> {
+        let child = Command::new(exe)
             .args(Self::args(&bus.address, root))
             .args(extra)
             .env(

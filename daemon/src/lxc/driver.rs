@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sched::CloneFlags;
@@ -13,7 +14,8 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, soc
 use super::instance::LxcConfig;
 use super::launch;
 use super::protocol::{
-    self, ExitRecord, LaunchReport, MonitorError, ProtocolError, Reply, Request, RunFiles,
+    self, EARLY_REQUEST, ExitRecord, LaunchReport, MonitorError, ProtocolError, Reply, Request,
+    RunFiles,
 };
 use super::spawner::{MonitorCommand, SpawnedMonitor, Spawner, SpawnerError, spawn_monitor};
 use super::spec::{ConsoleLogSpec, ContainerSpec};
@@ -128,7 +130,65 @@ impl StartRecorded {
 /// A monitor started ahead of need, waiting for a spec on its stdin: a
 /// start then costs no exec. If the daemon goes away its stdin closes and
 /// it exits.
-type Spare = SpawnedMonitor;
+/// A spare monitor waiting in the slot.
+#[derive(Debug)]
+struct Spare {
+    monitor: SpawnedMonitor,
+    /// Spawned with the namespaces of an early init, which it makes when
+    /// asked: once no start is under way, as making namespaces beside a
+    /// start slows it (both take the same kernel locks).
+    early_due: bool,
+}
+
+impl Spare {
+    /// Asks for the early init, if it is due.
+    fn ask_for_early_init(&mut self) {
+        if std::mem::take(&mut self.early_due) {
+            // A spare that died is found when it is taken.
+            let line = format!("{EARLY_REQUEST}\n");
+            let _ = std::io::Write::write_all(&mut self.monitor.stdin, line.as_bytes());
+        }
+    }
+}
+
+/// A start under way; a moment after the last one ends, the spare is
+/// asked for its early init.
+struct Launching(LxcDriver);
+
+/// How long after the last start the spare makes its early init: past
+/// that start's reply (the kernel makes a network namespace in one
+/// stretch of ~0.6 ms a CPU gives to nothing else; on two CPUs, made at
+/// once, it delayed the reply by as much).
+const EARLY_INIT_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl Launching {
+    fn begin(driver: &LxcDriver) -> Launching {
+        driver.launching.fetch_add(1, Ordering::SeqCst);
+        Launching(driver.clone())
+    }
+}
+
+impl Drop for Launching {
+    fn drop(&mut self) {
+        if self.0.launching.fetch_sub(1, Ordering::SeqCst) == 1
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let driver = self.0.clone();
+            runtime.spawn(async move {
+                tokio::time::sleep(EARLY_INIT_DELAY).await;
+                if driver.launching.load(Ordering::SeqCst) == 0 {
+                    // The slot's lock is held while a spare is spawned.
+                    tokio::task::spawn_blocking(move || {
+                        let mut slot = driver.spare.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(spare) = slot.as_mut() {
+                            spare.ask_for_early_init();
+                        }
+                    });
+                }
+            });
+        }
+    }
+}
 
 /// The LXC driver: starts monitors and talks to them (its side of the
 /// core's seam is in `instance.rs`).
@@ -139,6 +199,8 @@ pub struct LxcDriver {
     /// The namespaces of the next spare's early init: the last start's
     /// (none when it could not use one), the usual ones at first.
     next_early: Arc<Mutex<Option<CloneFlags>>>,
+    /// Starts under way (see [`Spare::early_due`]).
+    launching: Arc<AtomicUsize>,
     /// `None`: its thread could not start; monitors come from the
     /// daemon's own descriptor table.
     spawner: Option<Arc<Spawner>>,
@@ -156,6 +218,7 @@ impl LxcDriver {
             config: Arc::new(config),
             spare: Arc::new(Mutex::new(None)),
             next_early: Arc::new(Mutex::new(Some(launch::USUAL_FLAGS))),
+            launching: Arc::new(AtomicUsize::new(0)),
             spawner,
         }
     }
@@ -165,7 +228,7 @@ impl LxcDriver {
     /// A spare (`early`: the namespaces of its early init) is spawned
     /// ahead of need; a monitor needed now has none: its clone would come
     /// no sooner.
-    fn spawn_monitor(&self, early: Option<CloneFlags>) -> Result<Spare, DriverError> {
+    fn spawn_monitor(&self, early: Option<CloneFlags>) -> Result<SpawnedMonitor, DriverError> {
         let spawned = match self.spawner.as_deref().map(|s| s.spawn(early)) {
             Some(Ok(monitor)) => Ok(monitor),
             // The same would happen here.
@@ -200,7 +263,16 @@ impl LxcDriver {
             if slot.is_none() {
                 let early = *driver.next_early.lock().unwrap_or_else(|p| p.into_inner());
                 match driver.spawn_monitor(early) {
-                    Ok(spare) => *slot = Some(spare),
+                    Ok(monitor) => {
+                        let mut spare = Spare {
+                            monitor,
+                            early_due: early.is_some(),
+                        };
+                        if driver.launching.load(Ordering::SeqCst) == 0 {
+                            spare.ask_for_early_init();
+                        }
+                        *slot = Some(spare);
+                    }
                     Err(error) => {
                         tracing::warn!(error = %crate::error_chain::error_chain(&error), "cannot start a spare monitor");
                     }
@@ -211,10 +283,10 @@ impl LxcDriver {
 
     /// The spare monitor if it is still alive, else a new one; with the
     /// daemon's priority (a spare waits below it).
-    fn take_monitor(&self) -> Result<Spare, DriverError> {
+    fn take_monitor(&self) -> Result<SpawnedMonitor, DriverError> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
         let monitor = match spare {
-            Some(spare) if is_alive(spare.pidfd.as_fd()) => spare,
+            Some(spare) if is_alive(spare.monitor.pidfd.as_fd()) => spare.monitor,
             _ => self.spawn_monitor(None)?,
         };
         if let Err(error) = super::spawner::give_daemon_priority(monitor.pid) {
@@ -248,6 +320,7 @@ impl LxcDriver {
         placement: Option<&Placement>,
     ) -> Result<Started, DriverError> {
         let files = self.files(&spec.name);
+        let _launching = Launching::begin(self);
         let driver = self.clone();
         let monitor = tokio::task::spawn_blocking(move || driver.take_monitor())
             .await
@@ -345,7 +418,7 @@ impl LxcDriver {
 
 /// Gives a waiting monitor its spec and reads its launch report.
 fn hand_over(
-    mut monitor: Spare,
+    mut monitor: SpawnedMonitor,
     files: &RunFiles,
     name: &str,
     spec: &[u8],

@@ -67,10 +67,17 @@ pub fn run(
     // Signals arrive through a descriptor in the event loop; the container
     // and entered commands reset their masks before they exec.
     let started = termination_signals().and_then(|signals| {
-        // A spare makes the namespaces it was asked for, with an init in
-        // them. On a host that refuses them the launch's clone says why.
-        let early = early.and_then(|flags| EarlyInit::clone(flags).ok());
-        let mut spec = read_spec(&mut daemon)?;
+        let mut line = read_line(&mut daemon)?;
+        // A spare asked for its early init makes it (on a host that
+        // refuses the namespaces the launch's own clone says why), then
+        // waits for its spec.
+        let mut made = None;
+        if line.strip_suffix(b"\n") == Some(protocol::EARLY_REQUEST.as_bytes()) {
+            made = early.and_then(|flags| EarlyInit::clone(flags).ok());
+            line = read_line(&mut daemon)?;
+        }
+        let early = made;
+        let mut spec = parse_spec(&line)?;
         let loops = attach_loop_devices(&mut spec)?;
         Ok((signals, spec, loops, early))
     });
@@ -154,13 +161,17 @@ fn log_to(path: &Path) {
     }
 }
 
-/// The spec: the first line the daemon sends.
-fn read_spec(input: &mut impl std::io::BufRead) -> Result<ContainerSpec, MonitorError> {
+/// A line from the daemon: an early init's request, or the spec.
+fn read_line(input: &mut impl std::io::BufRead) -> Result<Vec<u8>, MonitorError> {
     let mut bytes = Vec::new();
     input
         .read_until(b'\n', &mut bytes)
         .map_err(|e| MonitorError::system(MonitorStep::ReadSpec, io_errno(e)))?;
-    let spec: ContainerSpec = serde_json::from_slice(&bytes).map_err(|e| MonitorError::Spec {
+    Ok(bytes)
+}
+
+fn parse_spec(bytes: &[u8]) -> Result<ContainerSpec, MonitorError> {
+    let spec: ContainerSpec = serde_json::from_slice(bytes).map_err(|e| MonitorError::Spec {
         reason: e.to_string(),
     })?;
     if spec.version != SPEC_VERSION {

@@ -97,9 +97,13 @@ impl MonitorLog {
     }
 }
 
-/// The argument that asks a spare monitor for an early init, in the
-/// namespaces of these clone flags (the daemon's guess: the last start's).
+/// The argument that tells a spare monitor the namespaces of the early init
+/// it is to make when asked (the daemon's guess: the last start's).
 pub const EARLY_CLONE_ARG: &str = "--early-clone=";
+
+/// The line that asks a spare given `--early-clone` for its early init,
+/// before its spec: the daemon sends it once no start is under way.
+pub const EARLY_REQUEST: &str = "early";
 
 /// `--early-clone=FLAGS`, the flags in hexadecimal.
 pub fn early_clone_arg(flags: nix::sched::CloneFlags) -> String {

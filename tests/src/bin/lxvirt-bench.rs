@@ -30,6 +30,11 @@
 //! while beside resident ones and readers, and prints the daemon's RSS and
 //! descriptor slope (see `soak`).
 //!
+//! `lxvirt-bench paired OTHER-LXVIRTD [RUNS [PAUSE-MS]]` compares this
+//! build's D-Bus start with another build's (its `lxvirtd`; the monitor
+//! beside it), both running at once, starts alternating, each after a
+//! pause (see `paired`).
+//!
 //! `lxvirt-bench images [RUNS]` measures the image store instead: start
 //! from a 1 GiB image against a 1 MiB one, commit time against the size of
 //! the change, import throughput.
@@ -196,6 +201,15 @@ async fn main() -> Result<()> {
         need_root("it starts real containers")?;
         let runs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
         return networks::bench(runs).await;
+    }
+    if args.get(1).map(String::as_str) == Some("paired") {
+        need_root("it starts real containers")?;
+        let other = args
+            .get(2)
+            .context("usage: lxvirt-bench paired OTHER-LXVIRTD [RUNS [PAUSE-MS]]")?;
+        let runs = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(200);
+        let pause = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(100);
+        return paired::bench(Path::new(other), runs, Duration::from_millis(pause)).await;
     }
     if args.get(1).map(String::as_str) == Some("images") {
         need_root("it starts real containers")?;
@@ -524,6 +538,8 @@ mod compare;
 
 #[path = "../bench/density.rs"]
 mod density;
+#[path = "../bench/paired.rs"]
+mod paired;
 #[path = "../bench/soak.rs"]
 mod soak;
 
