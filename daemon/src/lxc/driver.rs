@@ -321,35 +321,52 @@ impl LxcDriver {
     ) -> Result<Started, DriverError> {
         let files = self.files(&spec.name);
         let _launching = Launching::begin(self);
+        // The next start likely asks for the namespaces this one does.
+        *self.next_early.lock().unwrap_or_else(|p| p.into_inner()) = launch::early_flags(spec);
+        let name = spec.name.clone();
         let driver = self.clone();
+        let (Some(systemd), Some(placement)) = (&self.config.systemd, placement) else {
+            // The spec is final: take the monitor and hand it over in one
+            // blocking step, not two.
+            let line = self.spec_line(spec)?;
+            return tokio::task::spawn_blocking(move || {
+                let monitor = driver.take_monitor()?;
+                driver.prepare_spare();
+                hand_over(monitor, &files, &name, &line)
+            })
+            .await
+            .map_err(|e| DriverError::Join(e.to_string()))?;
+        };
         let monitor = tokio::task::spawn_blocking(move || driver.take_monitor())
             .await
             .map_err(|e| DriverError::Join(e.to_string()))??;
-        // The next start likely asks for the namespaces this one does.
-        *self.next_early.lock().unwrap_or_else(|p| p.into_inner()) = launch::early_flags(spec);
         self.prepare_spare();
-        if let (Some(systemd), Some(placement)) = (&self.config.systemd, placement) {
-            // Dropping the monitor's stdin on error ends it.
-            let pid = u32::try_from(monitor.pid.as_raw()).unwrap_or_default();
-            let description = format!("lxvirt container {}", spec.name);
-            systemd
-                .start_scope(placement, pid, &description)
-                .await
-                .map_err(|source| DriverError::Scope {
-                    name: spec.name.clone(),
-                    source,
-                })?;
-            spec.cgroup.path = placement.cgroup.join(crate::cgroup::PAYLOAD);
-            spec.cgroup.delegated = Some(placement.cgroup.clone());
-        }
-        let bytes = serde_json::to_vec(&*spec).map_err(|e| DriverError::SpawnMonitor {
+        // Dropping the monitor's stdin on error ends it.
+        let pid = u32::try_from(monitor.pid.as_raw()).unwrap_or_default();
+        let description = format!("lxvirt container {name}");
+        systemd
+            .start_scope(placement, pid, &description)
+            .await
+            .map_err(|source| DriverError::Scope {
+                name: name.clone(),
+                source,
+            })?;
+        spec.cgroup.path = placement.cgroup.join(crate::cgroup::PAYLOAD);
+        spec.cgroup.delegated = Some(placement.cgroup.clone());
+        let line = self.spec_line(spec)?;
+        tokio::task::spawn_blocking(move || hand_over(monitor, &files, &name, &line))
+            .await
+            .map_err(|e| DriverError::Join(e.to_string()))?
+    }
+
+    /// The spec as the line a monitor reads.
+    fn spec_line(&self, spec: &ContainerSpec) -> Result<Vec<u8>, DriverError> {
+        let mut line = serde_json::to_vec(spec).map_err(|e| DriverError::SpawnMonitor {
             path: self.monitor_exe().to_owned(),
             source: std::io::Error::other(e),
         })?;
-        let name = spec.name.clone();
-        tokio::task::spawn_blocking(move || hand_over(monitor, &files, &name, &bytes))
-            .await
-            .map_err(|e| DriverError::Join(e.to_string()))?
+        line.push(b'\n');
+        Ok(line)
     }
 
     /// Sends one request to the monitor of `name` and returns its reply.
@@ -421,14 +438,14 @@ fn hand_over(
     mut monitor: SpawnedMonitor,
     files: &RunFiles,
     name: &str,
-    spec: &[u8],
+    spec_line: &[u8],
 ) -> Result<Started, DriverError> {
     let monitor_pid = monitor.pid;
     // A monitor that died early closes the pipe: its report (or its
     // absence) below tells what happened. The spec is one line (compact
-    // JSON escapes newlines); stdin stays open for the confirmation.
-    let _ = std::io::Write::write_all(&mut monitor.stdin, spec)
-        .and_then(|()| std::io::Write::write_all(&mut monitor.stdin, b"\n"));
+    // JSON escapes newlines), written at once so that the monitor wakes
+    // once; stdin stays open for the confirmation.
+    let _ = std::io::Write::write_all(&mut monitor.stdin, spec_line);
     let mut line = String::new();
     let _ = BufReader::new(monitor.stdout).read_line(&mut line);
     match serde_json::from_str::<LaunchReport>(&line) {
