@@ -364,6 +364,10 @@ fn os_is_checked() {
     );
     fails(&os("<inituser>+x</inituser>"), "+NUMBER");
     fails(
+        &os("<inituser>-web</inituser>"),
+        "not a valid user or group name",
+    );
+    fails(
         &os("<kernel>/boot/vmlinuz</kernel>"),
         "not supported in a lxc domain",
     );
