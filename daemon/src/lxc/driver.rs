@@ -127,10 +127,9 @@ impl StartRecorded {
     }
 }
 
-/// A monitor started ahead of need, waiting for a spec on its stdin: a
-/// start then costs no exec. If the daemon goes away its stdin closes and
-/// it exits.
-/// A spare monitor waiting in the slot.
+/// A monitor started ahead of need, waiting in the slot for a spec on its
+/// stdin: a start then costs no exec. If the daemon goes away its stdin
+/// closes and it exits.
 #[derive(Debug)]
 struct Spare {
     monitor: SpawnedMonitor,

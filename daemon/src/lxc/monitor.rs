@@ -71,12 +71,13 @@ pub fn run(
         // A spare asked for its early init makes it (on a host that
         // refuses the namespaces the launch's own clone says why), then
         // waits for its spec.
-        let mut made = None;
-        if line.strip_suffix(b"\n") == Some(protocol::EARLY_REQUEST.as_bytes()) {
-            made = early.and_then(|flags| EarlyInit::clone(flags).ok());
+        let early = if line.strip_suffix(b"\n") == Some(protocol::EARLY_REQUEST.as_bytes()) {
+            let made = early.and_then(|flags| EarlyInit::clone(flags).ok());
             line = read_line(&mut daemon)?;
-        }
-        let early = made;
+            made
+        } else {
+            None
+        };
         let mut spec = parse_spec(&line)?;
         let loops = attach_loop_devices(&mut spec)?;
         Ok((signals, spec, loops, early))
