@@ -1746,6 +1746,52 @@ mod tests {
         }
     }
 
+    /// Each example (domains and networks) with one attribute or one leaf
+    /// element taken out: what
+    /// the parser still accepts, the schema accepts. The fuzzer's oracle,
+    /// walked systematically over the shipped examples, finds an attribute
+    /// or element the parser treats as optional and the schema requires.
+    #[test]
+    fn dropping_one_attribute_or_leaf_keeps_the_schema_behind_the_parser() {
+        let attribute =
+            regex::Regex::new(r#"\s+[A-Za-z_][-\w.:]*\s*=\s*('[^']*'|"[^"]*")"#).unwrap();
+        let leaf = regex::Regex::new(r"<([\w:.-]+)(\s[^<>]*?)?(/>|>[^<]*</([\w:.-]+)>)").unwrap();
+        let mut tried = 0;
+        let mut failures = Vec::new();
+        for file in xml_files(&examples_dir()) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let kind = kind_of(&text);
+            let parses = |text: &str| match kind {
+                DocumentKind::Domain => crate::DomainDef::from_xml(text).is_ok(),
+                DocumentKind::Network => crate::NetworkDef::from_xml(text).is_ok(),
+            };
+            let mut spans: Vec<std::ops::Range<usize>> =
+                attribute.find_iter(&text).map(|m| m.range()).collect();
+            spans.extend(
+                leaf.captures_iter(&text)
+                    .filter(|c| c.get(4).is_none_or(|close| close.as_str() == &c[1]))
+                    .map(|c| c.get(0).unwrap().range()),
+            );
+            for span in spans {
+                let mut mutant = text.clone();
+                mutant.replace_range(span.clone(), "");
+                tried += 1;
+                if parses(&mutant)
+                    && let Err(e) = validate_str(kind, &mutant)
+                {
+                    failures.push(format!(
+                        "{} without `{}`: parsed, refused by the schema: {e}",
+                        file.display(),
+                        text[span].trim()
+                    ));
+                }
+            }
+        }
+        assert!(tried > 1000, "only {tried} mutants");
+        eprintln!("{tried} mutants");
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
     #[test]
     fn schemas_compile() {
         for kind in DocumentKind::ALL {
