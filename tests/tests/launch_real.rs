@@ -537,6 +537,37 @@ fn early_init_unused_or_failing_leaves_nothing() {
     assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
 }
 
+/// An early init in a network namespace of its own brings the loopback up
+/// while it waits for its spec (off the start's path); one sharing the
+/// host's network touches nothing.
+#[test]
+fn early_init_brings_the_loopback_up_before_its_spec() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    // The kernel gives a loopback 127.0.0.1 (a local route) when it goes up.
+    let loopback_up = |pid: Pid| {
+        fs::read_to_string(format!("/proc/{pid}/net/fib_trie"))
+            .map(|t| t.contains("127.0.0.1"))
+            .unwrap_or(false)
+    };
+    let out = in_monitor(|| {
+        let early = EarlyInit::clone(USUAL_FLAGS).map_err(|e| e.to_string())?;
+        let pid = early.pid().ok_or("no pid")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !loopback_up(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let up = loopback_up(pid);
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).map_err(|e| e.to_string())?;
+        Ok(format!("up={up}\ncomm={}\n", comm.trim()))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(line_after(&out, "up="), "true", "{out}");
+    assert_eq!(line_after(&out, "comm="), "lxvirt-early", "{out}");
+}
+
 /// A launched container's console output until it ends, and its exit.
 fn run_launched(mut launched: Launched) -> Result<String, String> {
     let output = read_console(console(&mut launched));

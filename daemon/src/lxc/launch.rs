@@ -422,7 +422,7 @@ impl EarlyInit {
                 drop(sync_w);
                 drop(err_r);
                 drop(spec_w);
-                early_child(spec_r, sync_r, err_w)
+                early_child(flags, spec_r, sync_r, err_w)
             }
             Ok(Forked::Parent { pid, pidfd }) => Ok(EarlyInit {
                 flags,
@@ -483,8 +483,17 @@ fn follow_priority(pid: Pid) -> nix::Result<()> {
 /// The early init: wait for the spec, then go on as [`child`]. Reports a
 /// spec it cannot read; ends quietly when the pipe closes empty (the
 /// monitor went away or had no use for it).
-fn early_child(spec_r: OwnedFd, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
+///
+/// In a network namespace of its own it first brings the loopback up, as
+/// every such container's setup does: that is off the start's path then
+/// (the kernel sets up loopback's addresses and routes, ~0.1 ms, and wakes
+/// a worker), and setup's own call finds it up. A failure here is left
+/// for setup to meet and report.
+fn early_child(flags: CloneFlags, spec_r: OwnedFd, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     let _ = nix::sys::prctl::set_name(EARLY_INIT_NAME);
+    if flags.contains(CloneFlags::CLONE_NEWNET) {
+        let _ = Linux.loopback_up();
+    }
     let read = std::panic::catch_unwind(|| {
         let mut bytes = Vec::new();
         match File::from(spec_r).read_to_end(&mut bytes) {
