@@ -707,11 +707,13 @@ async fn shutdown_reboot_and_lifecycle_actions() {
     assert_eq!(rebooter.state().await.unwrap(), "running");
 
     // reboot(2) inside the PID namespace restarts it (on_reboot='restart').
+    // The pid is read before: the restart may be over by the time the
+    // entered `reboot` is reported gone.
+    let before_reboot = rebooter.pid().await.unwrap();
     let (_, _) = env.enter(&rebooter, &["reboot", "-f"]).await;
-    let second = rebooter.pid().await.unwrap();
     eventually("the container to come back after reboot(2)", async || {
         let pid = rebooter.pid().await.unwrap();
-        pid != 0 && pid != second
+        pid != 0 && pid != before_reboot
     })
     .await;
     assert_eq!(rebooter.state().await.unwrap(), "running");
