@@ -538,8 +538,7 @@ fn early_init_unused_or_failing_leaves_nothing() {
 }
 
 /// An early init in a network namespace of its own brings the loopback up
-/// while it waits for its spec (off the start's path); one sharing the
-/// host's network touches nothing.
+/// while it waits for its spec (off the start's path).
 #[test]
 fn early_init_brings_the_loopback_up_before_its_spec() {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -555,8 +554,8 @@ fn early_init_brings_the_loopback_up_before_its_spec() {
     let out = in_monitor(|| {
         let early = EarlyInit::clone(USUAL_FLAGS).map_err(|e| e.to_string())?;
         let pid = early.pid().ok_or("no pid")?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !loopback_up(pid) && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !loopback_up(pid) && Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let up = loopback_up(pid);
