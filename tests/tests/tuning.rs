@@ -229,8 +229,18 @@ async fn numatune_moves_a_running_containers_memory_nodes_and_not_its_policy() {
     env.start("numa", "sleep 100000", "").await;
     let cpuset = env.daemon.cgroup_dir("cpuset", "numa");
     let mems = || read_cgroup(&cpuset, &["cpuset.mems"]);
+    // Unpinned, it has no cpuset cgroup of its own on v1 (it stays in the
+    // partition); pinned while it runs, it gets one and moves in.
+    let v1_cpuset_alone = lxvirtd::cgroup::Hierarchies::detect().is_ok_and(|h| {
+        h.v1.iter()
+            .any(|v| v.known.iter().eq([lxvirtd::cgroup::Controller::Cpuset]))
+    });
+    if v1_cpuset_alone {
+        assert!(!cpuset.exists(), "{}", cpuset.display());
+    }
     ok(&env, &["numatune", "numa", "--nodeset", "0"]);
     assert_eq!(mems(), "0");
+    assert!(!read_cgroup(&cpuset, &["cgroup.procs"]).is_empty());
     let live = ok(&env, &["dumpxml", "numa"]);
     assert!(
         live.contains("<memory mode='strict' nodeset='0'/>"),

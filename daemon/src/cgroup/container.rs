@@ -144,28 +144,70 @@ impl<F: CgroupFs> ContainerCgroup<F> {
             .is_some_and(|d| self.fs.read(&d.path.join("cgroup.procs")).is_ok())
     }
 
-    /// Moves a process (all its threads) into the cgroup, in every hierarchy.
+    /// Moves a process (all its threads) into the cgroup, in every hierarchy
+    /// (where the container's directory is not made, the level above it).
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
         let value = pid.to_string();
         for dir in &self.dirs {
-            let path = dir.path.join("cgroup.procs");
-            self.fs
-                .write(&path, &value)
-                .map_err(|source| CgroupError::AddProcess { pid, path, source })?;
+            let mut path = self.procs_file(dir);
+            let mut written = self.fs.write(&path, &value);
+            if dir.made.is_none()
+                && written
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+            {
+                path = dir.above().join("cgroup.procs");
+                written = self.fs.write(&path, &value);
+            }
+            written.map_err(|source| CgroupError::AddProcess { pid, path, source })?;
         }
         Ok(())
     }
 
+    /// The `cgroup.procs` file of each hierarchy a new process of the
+    /// container goes into (see [`ContainerCgroup::add_process`]).
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|dir| {
+                let path = self.procs_file(dir);
+                if dir.made.is_none() && self.fs.read(&path).is_err() {
+                    dir.above().join("cgroup.procs")
+                } else {
+                    path
+                }
+            })
+            .collect()
+    }
+
+    /// `dir`'s `cgroup.procs`, or the level above's where the directory is
+    /// known not to be made.
+    fn procs_file(&self, dir: &Dir) -> PathBuf {
+        match dir.made {
+            Some(false) => dir.above().join("cgroup.procs"),
+            _ => dir.path.join("cgroup.procs"),
+        }
+    }
+
     /// Hands the cgroup's directories, and the files needed to move
     /// processes and manage sub-cgroups, to the container's (mapped) root.
+    /// A directory not made (see [`ContainerCgroup::add_process`]) is
+    /// skipped: the level above is shared.
     pub fn chown(&self, uid: u32, gid: u32) -> Result<(), CgroupError> {
         for dir in &self.dirs {
-            self.fs
-                .chown(&dir.path, uid, gid)
-                .map_err(|source| CgroupError::Chown {
-                    path: dir.path.clone(),
-                    source,
-                })?;
+            if dir.made == Some(false) {
+                continue;
+            }
+            match self.fs.chown(&dir.path, uid, gid) {
+                Ok(()) => {}
+                Err(e) if dir.made.is_none() && e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(CgroupError::Chown {
+                        path: dir.path.clone(),
+                        source,
+                    });
+                }
+            }
             // Only the files the version has: a start makes no failing calls.
             let files: &[&str] = if dir.v2 {
                 &DELEGATED_FILES_V2
@@ -351,6 +393,12 @@ impl<F: CgroupFs> ContainerCgroup<F> {
     /// [`CgroupError::Busy`].
     pub fn remove(&self) -> Result<(), CgroupError> {
         for dir in &self.dirs {
+            if dir.made == Some(false) {
+                // There only if the container was pinned while it ran:
+                // rare enough to skip retiring it first.
+                self.rmdir(&dir.path)?;
+                continue;
+            }
             let cpuset = !dir.v2 && dir.handles.contains(Controller::Cpuset);
             self.remove_tree(&dir.path, cpuset)?;
         }
@@ -487,7 +535,10 @@ impl<F: CgroupFs> ContainerCgroup<F> {
 
     /// The directory whose `cgroup.procs` is read for the process list.
     fn tracking(&self) -> Option<&Dir> {
-        self.dirs.iter().find(|d| d.v2).or(self.dirs.first())
+        self.dirs
+            .iter()
+            .find(|d| d.v2)
+            .or_else(|| self.dirs.iter().find(|d| !d.lazy))
     }
 
     fn handler(&self, c: Controller) -> Option<&Dir> {

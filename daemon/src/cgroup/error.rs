@@ -103,6 +103,12 @@ pub enum CgroupError {
     },
     #[error("cgroup {} still has processes; kill them and retry", path.display())]
     Busy { path: PathBuf },
+    #[error(
+        "cannot move the container's processes into cgroup {}: they fork faster than \
+         they can be moved; retry",
+        path.display()
+    )]
+    MoveRacing { path: PathBuf },
     #[error("cannot remove cgroup {}", path.display())]
     Remove {
         path: PathBuf,

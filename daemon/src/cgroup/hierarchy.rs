@@ -83,6 +83,11 @@ impl fmt::Display for Controller {
 pub struct ControllerSet(u16);
 
 impl ControllerSet {
+    /// The set of `c` alone.
+    pub fn only(c: Controller) -> ControllerSet {
+        ControllerSet(c.bit())
+    }
+
     pub fn insert(&mut self, c: Controller) {
         self.0 |= c.bit();
     }

@@ -119,6 +119,25 @@ struct Dir {
     v2: bool,
     /// The controllers this hierarchy handles for the container.
     handles: ControllerSet,
+    /// A v1 hierarchy of cpuset alone: the container's directory in it is
+    /// made only when the container is pinned (`<vcpu cpuset>`,
+    /// `<numatune>`, at its start or live); until then its processes stay
+    /// in the level above, on the CPUs and memory nodes every unpinned
+    /// container shares. Making, changing or removing a cpuset cgroup
+    /// costs the kernel a walk of its siblings (every running container)
+    /// under the cgroup lock every start and stop takes.
+    lazy: bool,
+    /// Whether the directory is there: always for one that is not lazy;
+    /// for a lazy one, known to the start that made the cgroup (`None`:
+    /// unknown, as for a cgroup opened later or pinned while it runs).
+    made: Option<bool>,
+}
+
+impl Dir {
+    /// The level a lazy directory's processes stay in until it is made.
+    fn above(&self) -> &Path {
+        self.path.parent().unwrap_or(&self.mount)
+    }
 }
 
 /// The host's cgroup hierarchies, and the file-system seam to drive them.
@@ -145,6 +164,10 @@ impl Cgroups<HostFs> {
 /// v1: a new child starts with its parent's cpuset values.
 const CLONE_CHILDREN: &str = "cgroup.clone_children";
 
+/// Rounds of moving a container's processes into a cgroup made while it
+/// runs before giving up on one that forks faster than they move.
+const MOVE_ROUNDS: usize = 10;
+
 impl<F: CgroupFs + Clone> Cgroups<F> {
     pub fn with_fs(hierarchies: Hierarchies, fs: F) -> Cgroups<F> {
         Cgroups { hierarchies, fs }
@@ -168,7 +191,13 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         if dirs.is_empty() {
             return Err(CgroupError::NoHierarchy);
         }
+        let mut dirs = dirs;
         let applied = limits::plan(spec, &dirs)?;
+        for (i, dir) in dirs.iter_mut().enumerate() {
+            if dir.lazy {
+                dir.made = Some(applied.writes.iter().any(|w| w.dir == i));
+            }
+        }
         let mut created = Vec::new();
         let built = self.build(spec, &relative, &dirs, &applied, &mut created);
         if let Err(e) = built {
@@ -247,6 +276,22 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
                 element: gone.element,
             });
         }
+        // A lazy directory a new limit needs (a container pinned while it
+        // runs) is made first; its processes move in once it is set.
+        let mut made = Vec::new();
+        for write in after.iter().filter(|w| !before.contains(w)) {
+            let dir = &dirs[write.dir];
+            if dir.lazy && !made.contains(&write.dir) {
+                match self.make_lazy(dir, new, &relative) {
+                    Ok(true) => made.push(write.dir),
+                    Ok(false) => {}
+                    Err(error) => {
+                        self.unmake_lazy(&dirs, &made);
+                        return Err(error);
+                    }
+                }
+            }
+        }
         let mut written: Vec<&limits::Write> = Vec::new();
         for write in after.iter().filter(|w| !before.contains(w)) {
             if let Err(error) = self.apply(&dirs[write.dir], write) {
@@ -255,11 +300,96 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
                         let _ = self.apply(&dirs[old.dir], old);
                     }
                 }
+                self.unmake_lazy(&dirs, &made);
                 return Err(error);
             }
             written.push(write);
         }
+        for &i in &made {
+            if let Err(error) = self.move_in(&relative, &dirs, &dirs[i]) {
+                self.unmake_lazy(&dirs, &made);
+                return Err(error);
+            }
+        }
         Ok(())
+    }
+
+    /// Makes a lazy directory that is not there yet, with its parent's
+    /// values but those `spec` gives (see [`Cgroups::init_cpuset`]); one
+    /// made already (pinned at the start) is left as it is, and not
+    /// counted as made.
+    fn make_lazy(
+        &self,
+        dir: &Dir,
+        spec: &CgroupSpec,
+        relative: &Path,
+    ) -> Result<bool, CgroupError> {
+        match self.fs.mkdir(&dir.path) {
+            Ok(()) => self.init_cpuset(spec, &dir.mount, relative).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(CgroupError::Create {
+                path: dir.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Undoes [`Cgroups::make_lazy`] after a failed change: the processes
+    /// moved in go back to the level above, and the directory goes.
+    fn unmake_lazy(&self, dirs: &[Dir], made: &[usize]) {
+        for dir in made.iter().map(|&i| &dirs[i]) {
+            let above = dir.above().join("cgroup.procs");
+            for pid in self
+                .fs
+                .read(&dir.path.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = self.fs.write(&above, pid);
+            }
+            let _ = self.fs.rmdir(&dir.path);
+        }
+    }
+
+    /// Moves the container's processes (listed by the hierarchy that
+    /// tracks them) into the lazy directory just made, in rounds until a
+    /// round finds every one there: a process forked meanwhile is listed
+    /// by the next round.
+    fn move_in(&self, relative: &Path, dirs: &[Dir], dir: &Dir) -> Result<(), CgroupError> {
+        let container =
+            ContainerCgroup::new(relative.to_owned(), dirs.to_vec(), true, self.fs.clone());
+        let procs = dir.path.join("cgroup.procs");
+        for _ in 0..MOVE_ROUNDS {
+            let inside = self.fs.read(&procs).map_err(|source| CgroupError::Read {
+                path: procs.clone(),
+                source,
+            })?;
+            let outside: Vec<i32> = container
+                .procs()?
+                .into_iter()
+                .filter(|pid| !inside.lines().any(|line| line == pid.to_string()))
+                .collect();
+            if outside.is_empty() {
+                return Ok(());
+            }
+            for pid in outside {
+                match self.fs.write(&procs, &pid.to_string()) {
+                    Ok(()) => {}
+                    // Gone meanwhile.
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
+                    Err(source) => {
+                        return Err(CgroupError::AddProcess {
+                            pid,
+                            path: procs,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        Err(CgroupError::MoveRacing {
+            path: dir.path.clone(),
+        })
     }
 
     /// Whether a container's device allow-list is a cgroup2 device program
@@ -384,6 +514,8 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
                 path: h.mount.join(relative),
                 v2: false,
                 handles: h.known,
+                lazy: h.known == ControllerSet::only(Controller::Cpuset),
+                made: (h.known != ControllerSet::only(Controller::Cpuset)).then_some(true),
             })
             .collect();
         if let Some(unified) = &self.hierarchies.unified {
@@ -392,6 +524,8 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
                 path: unified.mount.join(relative),
                 v2: true,
                 handles: self.hierarchies.v2_controllers(),
+                lazy: false,
+                made: Some(true),
             });
         }
         dirs
@@ -406,7 +540,13 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         created: &mut Vec<PathBuf>,
     ) -> Result<(), CgroupError> {
         for dir in dirs {
-            self.make_levels(dir, relative, created)?;
+            if dir.made == Some(false) {
+                let above = relative.parent().unwrap_or(Path::new(""));
+                self.make_levels(dir, above, created, false)?;
+                self.init_cpuset(spec, &dir.mount, above)?;
+                continue;
+            }
+            self.make_levels(dir, relative, created, true)?;
             if dir.v2 {
                 self.enable_controllers(dir, relative, spec.delegated.as_deref())?;
             } else if dir.handles.contains(Controller::Cpuset) {
@@ -430,12 +570,13 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
     }
 
     /// mkdir each level of `relative` below the mount, recording the new
-    /// ones; the last level must be new.
+    /// ones; the last level must be new if `leaf`.
     fn make_levels(
         &self,
         dir: &Dir,
         relative: &Path,
         created: &mut Vec<PathBuf>,
+        leaf: bool,
     ) -> Result<(), CgroupError> {
         let mut path = dir.mount.clone();
         let mut levels = relative.components().peekable();
@@ -444,7 +585,7 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             match self.fs.mkdir(&path) {
                 Ok(()) => created.push(path.clone()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if levels.peek().is_none() {
+                    if leaf && levels.peek().is_none() {
                         return Err(CgroupError::Exists { path });
                     }
                 }

@@ -467,6 +467,14 @@ fn spec(path: &str) -> CgroupSpec {
     }
 }
 
+/// A spec pinned to memory node 0 (its CPUs are the partition's).
+fn pinned(path: &str) -> CgroupSpec {
+    CgroupSpec {
+        cpuset_mems: Some("0".into()),
+        ..spec(path)
+    }
+}
+
 fn full_spec() -> CgroupSpec {
     CgroupSpec {
         path: "/machine/lxvirt-web".into(),
@@ -727,7 +735,7 @@ fn hybrid_create_applies_every_limit_to_v1_files() {
 #[test]
 fn v1_cpuset_levels_inherit_the_parents_cpus_and_mems() {
     let (cgroups, fake) = host(Host::Hybrid);
-    cgroups.create(&spec("machine/a")).unwrap();
+    cgroups.create(&pinned("machine/a")).unwrap();
     for level in ["machine", "machine/a"] {
         let dir = format!("sys/fs/cgroup/cpuset/{level}");
         assert_eq!(fake.get(&format!("{dir}/cpuset.cpus")), "0-3\n");
@@ -764,14 +772,14 @@ fn a_partition_made_before_gets_clone_children_at_the_next_start() {
     fake.put("sys/fs/cgroup/cpuset/machine/cgroup.clone_children", "0");
     fake.put("sys/fs/cgroup/cpuset/machine/cpuset.cpus", "1\n");
     fake.put("sys/fs/cgroup/cpuset/machine/cpuset.mems", "0\n");
-    cgroups.create(&spec("machine/a")).unwrap();
+    cgroups.create(&pinned("machine/a")).unwrap();
     assert_eq!(fake.writes_to("machine/a/cpuset.cpus"), ["1"]);
     assert_eq!(
         fake.get("sys/fs/cgroup/cpuset/machine/cgroup.clone_children"),
         "1\n"
     );
     fake.clear_log();
-    cgroups.create(&spec("machine/b")).unwrap();
+    cgroups.create(&pinned("machine/b")).unwrap();
     assert!(fake.writes_to("machine/b/cpuset.cpus").is_empty());
     assert_eq!(
         fake.get("sys/fs/cgroup/cpuset/machine/b/cpuset.cpus"),
@@ -790,7 +798,7 @@ fn a_partition_another_start_has_just_made_is_filled_before_the_leaf() {
     fake.put("sys/fs/cgroup/cpuset/machine/cpuset.cpus", "");
     fake.put("sys/fs/cgroup/cpuset/machine/cpuset.mems", "");
     fake.put("sys/fs/cgroup/cpuset/machine/cgroup.procs", "");
-    cgroups.create(&spec("machine/a")).unwrap();
+    cgroups.create(&pinned("machine/a")).unwrap();
     for level in ["machine", "machine/a"] {
         let dir = format!("sys/fs/cgroup/cpuset/{level}");
         assert_eq!(fake.get(&format!("{dir}/cpuset.cpus")), "0-3\n", "{level}");
@@ -1088,12 +1096,13 @@ fn processes_go_into_every_hierarchy_and_are_listed_with_sub_cgroups() {
     let (cgroups, fake) = host(Host::Hybrid);
     let cg = cgroups.create(&spec("machine/web")).unwrap();
     cg.add_process(4242).unwrap();
-    for path in cg.paths() {
-        assert_eq!(
-            fs::read_to_string(path.join("cgroup.procs")).unwrap(),
-            "4242\n"
-        );
+    let files = cg.procs_files();
+    assert_eq!(files.len(), 9);
+    for path in &files {
+        assert_eq!(fs::read_to_string(path).unwrap(), "4242\n", "{path:?}");
     }
+    // Unpinned: the cpuset partition's, not a cgroup of its own.
+    assert!(files.contains(&fake.path("sys/fs/cgroup/cpuset/machine/cgroup.procs")));
     // A sub-cgroup the container made itself.
     fake.put(
         "sys/fs/cgroup/unified/machine/web/cgroup.events",
@@ -1138,9 +1147,11 @@ fn chown_hands_over_the_directories_and_the_delegation_files_only() {
     );
     assert!(chowned.iter().all(|p| !p.contains("limit")));
     assert!(chowned.iter().all(|p| !p.ends_with("machine")));
-    // 8 v1 directories with procs and tasks, the unified one with 3
-    // files: no call for a file the version does not have.
-    assert_eq!(chowned.len(), 8 * 3 + 4, "{chowned:?}");
+    // 7 v1 directories with procs and tasks (cpuset has none: the
+    // container is not pinned), the unified one with 3 files: no call for
+    // a file the version does not have, or a directory not made.
+    assert!(chowned.iter().all(|p| !p.contains("/cpuset/")));
+    assert_eq!(chowned.len(), 7 * 3 + 4, "{chowned:?}");
 }
 
 #[test]
@@ -1547,7 +1558,7 @@ fn open_asks_the_kernel_whether_cgroup2_enforces_the_devices() {
 #[test]
 fn a_v1_cpuset_cgroup_is_emptied_and_stops_balancing_before_its_removal() {
     let (cgroups, fake) = host(Host::Hybrid);
-    let cg = cgroups.create(&spec("machine/web")).unwrap();
+    let cg = cgroups.create(&pinned("machine/web")).unwrap();
     fs::create_dir(fake.path("sys/fs/cgroup/cpuset/machine/web/payload")).unwrap();
     for file in ["cgroup.procs", "cpuset.cpus", "cpuset.sched_load_balance"] {
         fake.put(
@@ -1594,6 +1605,102 @@ fn a_v1_cpuset_cgroup_is_emptied_and_stops_balancing_before_its_removal() {
     );
     // Nothing of the kind in the other hierarchies.
     assert!(!log.iter().any(|op| matches!(op, Op::Write(p, _) if p.contains("cpuset.") && !p.starts_with("sys/fs/cgroup/cpuset/"))));
+}
+
+#[test]
+fn an_unpinned_container_stays_in_the_cpuset_partition() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    let cg = cgroups.create(&spec("machine/web")).unwrap();
+    // Every other hierarchy has the container's directory; cpuset only
+    // the partition, filled so that a process may join it.
+    assert!(fake.exists("sys/fs/cgroup/memory/machine/web"));
+    assert!(!fake.exists("sys/fs/cgroup/cpuset/machine/web"));
+    assert_eq!(
+        fake.get("sys/fs/cgroup/cpuset/machine/cpuset.cpus"),
+        "0-3\n"
+    );
+    assert_eq!(fake.get("sys/fs/cgroup/cpuset/machine/cpuset.mems"), "0\n");
+    cg.add_process(4242).unwrap();
+    assert_eq!(
+        fake.get("sys/fs/cgroup/cpuset/machine/cgroup.procs"),
+        "4242\n"
+    );
+    // Opened later (a restarted daemon, `lxvirt enter`): the same.
+    let opened = cgroups.open(Path::new("machine/web")).unwrap();
+    opened.add_process(4243).unwrap();
+    assert_eq!(
+        fake.get("sys/fs/cgroup/cpuset/machine/cgroup.procs"),
+        "4242\n4243\n"
+    );
+    assert!(
+        opened
+            .procs_files()
+            .contains(&fake.path("sys/fs/cgroup/cpuset/machine/cgroup.procs"))
+    );
+    // Its removal leaves the partition and writes no cpuset file.
+    for pid in [4242, 4243] {
+        fake.kill(pid).unwrap();
+    }
+    fake.clear_log();
+    cg.remove().unwrap();
+    assert!(!fake.exists("sys/fs/cgroup/memory/machine/web"));
+    assert!(fake.exists("sys/fs/cgroup/cpuset/machine"));
+    assert!(
+        fake.writes_to("cpuset.cpus").is_empty(),
+        "{:#?}",
+        fake.log()
+    );
+}
+
+#[test]
+fn pinning_a_running_container_makes_its_cpuset_cgroup_and_moves_it_in() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    let old = spec("machine/web");
+    let cg = cgroups.create(&old).unwrap();
+    cg.add_process(4242).unwrap();
+    let new = CgroupSpec {
+        cpuset_cpus: Some("1".into()),
+        ..old.clone()
+    };
+    cgroups.retune(&old, &new).unwrap();
+    let leaf = |file: &str| fake.get(&format!("sys/fs/cgroup/cpuset/machine/web/{file}"));
+    assert_eq!(leaf("cpuset.cpus"), "1\n");
+    assert_eq!(leaf("cpuset.mems"), "0\n");
+    assert_eq!(leaf("cgroup.procs"), "4242\n");
+    // A process entering the container now joins the pinned cgroup.
+    cgroups
+        .open(Path::new("machine/web"))
+        .unwrap()
+        .add_process(77)
+        .unwrap();
+    assert_eq!(leaf("cgroup.procs"), "4242\n77\n");
+    // And the cgroup made at the start removes it at the end.
+    for pid in [4242, 77] {
+        fake.kill(pid).unwrap();
+    }
+    cg.remove().unwrap();
+    assert!(!fake.exists("sys/fs/cgroup/cpuset/machine/web"));
+    assert!(!fake.exists("sys/fs/cgroup/memory/machine/web"));
+}
+
+#[test]
+fn a_refused_pinning_of_a_running_container_leaves_it_where_it_was() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    let old = spec("machine/web");
+    let cg = cgroups.create(&old).unwrap();
+    cg.add_process(4242).unwrap();
+    fake.fail_writes_to("cpuset.cpus");
+    let new = CgroupSpec {
+        cpuset_cpus: Some("1".into()),
+        ..old.clone()
+    };
+    let err = cgroups.retune(&old, &new).unwrap_err();
+    assert!(err.to_string().contains("<vcpu cpuset>"), "{err}");
+    assert!(!fake.exists("sys/fs/cgroup/cpuset/machine/web"));
+    assert!(
+        fake.get("sys/fs/cgroup/cpuset/machine/cgroup.procs")
+            .contains("4242")
+    );
 }
 
 /// In a scope systemd delegated, the container's cgroup goes below it and

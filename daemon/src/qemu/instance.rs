@@ -971,11 +971,7 @@ fn run_qemu(plan: &Plan, taps: &[OwnedFd]) -> Result<(Pid, OwnedFd), QemuError> 
         args,
         uid: *uid,
         gid: *uid,
-        cgroup_procs: cgroup
-            .paths()
-            .iter()
-            .map(|p| p.join("cgroup.procs"))
-            .collect(),
+        cgroup_procs: cgroup.procs_files(),
         pidfile: files.pidfile.clone(),
         log: files.log.clone(),
         exec_label: labels.as_ref().map(|l| l.process.clone()),
