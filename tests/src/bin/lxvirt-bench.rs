@@ -185,6 +185,12 @@ async fn main() -> Result<()> {
         let clients = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
         return density::bench(count, clients).await;
     }
+    if args.get(1).map(String::as_str) == Some("mntns") {
+        need_root("it makes mount namespaces")?;
+        let runs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(300);
+        let idle = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+        return mntns::bench(runs, idle);
+    }
     if args.get(1).map(String::as_str) == Some("soak") {
         need_root("it starts real containers")?;
         let cycles = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
@@ -538,6 +544,8 @@ mod compare;
 
 #[path = "../bench/density.rs"]
 mod density;
+#[path = "../bench/mntns.rs"]
+mod mntns;
 #[path = "../bench/paired.rs"]
 mod paired;
 #[path = "../bench/soak.rs"]
