@@ -538,7 +538,7 @@ impl<F: CgroupFs> ContainerCgroup<F> {
         self.dirs
             .iter()
             .find(|d| d.v2)
-            .or_else(|| self.dirs.iter().find(|d| !d.lazy))
+            .or_else(|| self.dirs.iter().find(|d| !d.lazy()))
     }
 
     fn handler(&self, c: Controller) -> Option<&Dir> {

@@ -119,6 +119,14 @@ struct Dir {
     v2: bool,
     /// The controllers this hierarchy handles for the container.
     handles: ControllerSet,
+    /// Whether the directory is there: always for one that is not
+    /// [lazy](Dir::lazy); for a lazy one, known to the start that made the
+    /// cgroup (`None`: unknown, as for a cgroup opened later or pinned
+    /// while it runs).
+    made: Option<bool>,
+}
+
+impl Dir {
     /// A v1 hierarchy of cpuset alone: the container's directory in it is
     /// made only when the container is pinned (`<vcpu cpuset>`,
     /// `<numatune>`, at its start or live); until then its processes stay
@@ -126,14 +134,10 @@ struct Dir {
     /// container shares. Making, changing or removing a cpuset cgroup
     /// costs the kernel a walk of its siblings (every running container)
     /// under the cgroup lock every start and stop takes.
-    lazy: bool,
-    /// Whether the directory is there: always for one that is not lazy;
-    /// for a lazy one, known to the start that made the cgroup (`None`:
-    /// unknown, as for a cgroup opened later or pinned while it runs).
-    made: Option<bool>,
-}
+    fn lazy(&self) -> bool {
+        !self.v2 && self.handles == ControllerSet::only(Controller::Cpuset)
+    }
 
-impl Dir {
     /// The level a lazy directory's processes stay in until it is made.
     fn above(&self) -> &Path {
         self.path.parent().unwrap_or(&self.mount)
@@ -187,14 +191,13 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
     /// [`Cgroups::open`] and [`ContainerCgroup::remove`] first.
     pub fn create(&self, spec: &CgroupSpec) -> Result<ContainerCgroup<F>, CgroupError> {
         let relative = relative_path(&spec.path)?;
-        let dirs = self.dirs(&relative);
+        let mut dirs = self.dirs(&relative);
         if dirs.is_empty() {
             return Err(CgroupError::NoHierarchy);
         }
-        let mut dirs = dirs;
         let applied = limits::plan(spec, &dirs)?;
         for (i, dir) in dirs.iter_mut().enumerate() {
-            if dir.lazy {
+            if dir.lazy() {
                 dir.made = Some(applied.writes.iter().any(|w| w.dir == i));
             }
         }
@@ -281,7 +284,7 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
         let mut made = Vec::new();
         for write in after.iter().filter(|w| !before.contains(w)) {
             let dir = &dirs[write.dir];
-            if dir.lazy && !made.contains(&write.dir) {
+            if dir.lazy() && !made.contains(&write.dir) {
                 match self.make_lazy(dir, new, &relative) {
                     Ok(true) => made.push(write.dir),
                     Ok(false) => {}
@@ -360,14 +363,20 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             ContainerCgroup::new(relative.to_owned(), dirs.to_vec(), true, self.fs.clone());
         let procs = dir.path.join("cgroup.procs");
         for _ in 0..MOVE_ROUNDS {
-            let inside = self.fs.read(&procs).map_err(|source| CgroupError::Read {
-                path: procs.clone(),
-                source,
-            })?;
+            let inside: Vec<i32> = self
+                .fs
+                .read(&procs)
+                .map_err(|source| CgroupError::Read {
+                    path: procs.clone(),
+                    source,
+                })?
+                .lines()
+                .filter_map(|line| line.trim().parse().ok())
+                .collect();
             let outside: Vec<i32> = container
                 .procs()?
                 .into_iter()
-                .filter(|pid| !inside.lines().any(|line| line == pid.to_string()))
+                .filter(|pid| !inside.contains(pid))
                 .collect();
             if outside.is_empty() {
                 return Ok(());
@@ -509,13 +518,18 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
             .v1
             .iter()
             .filter(|h| !h.known.is_empty())
-            .map(|h| Dir {
-                mount: h.mount.clone(),
-                path: h.mount.join(relative),
-                v2: false,
-                handles: h.known,
-                lazy: h.known == ControllerSet::only(Controller::Cpuset),
-                made: (h.known != ControllerSet::only(Controller::Cpuset)).then_some(true),
+            .map(|h| {
+                let mut dir = Dir {
+                    mount: h.mount.clone(),
+                    path: h.mount.join(relative),
+                    v2: false,
+                    handles: h.known,
+                    made: Some(true),
+                };
+                if dir.lazy() {
+                    dir.made = None;
+                }
+                dir
             })
             .collect();
         if let Some(unified) = &self.hierarchies.unified {
@@ -524,7 +538,6 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
                 path: unified.mount.join(relative),
                 v2: true,
                 handles: self.hierarchies.v2_controllers(),
-                lazy: false,
                 made: Some(true),
             });
         }
