@@ -331,6 +331,16 @@ static void undo_masks(const char *prefix) {
     }
     if (unmasked) line(prefix, "umount_mask", "ok", unmasked);
     else line(prefix, "umount_mask", first ? ename(first) : "no-mask", NULL);
+    /* The root itself, to reach what it is stacked on: in a child, in a
+     * copy of the mount namespace (which keeps each mount's lock), so that
+     * a success detaches nobody else's root. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) < 0) line(prefix, "umount_root", ename(errno), "unshare");
+        else result(prefix, "umount_root", umount2("/", MNT_DETACH));
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
     /* A clone of /proc without its submounts reveals what they cover. */
     long fd = syscall(SYS_open_tree, AT_FDCWD, "/proc", OPEN_TREE_CLONE | O_CLOEXEC);
     result(prefix, "open_tree_proc_without_masks", fd);

@@ -4,10 +4,11 @@
 //! sysfs writes, remounts, fresh procfs/sysfs/cgroup mounts, cgroup
 //! `release_agent` and the root cgroup, host disk nodes, module loading and
 //! clock setting, host keys and kernel memory, host processes and network,
-//! a nested user namespace, a chroot breakout. Every attempt must fail,
-//! except the known gaps listed below, which must get through exactly as
-//! listed; and the host must be unchanged afterwards. Needs root and a
-//! static C toolchain; says so and returns otherwise (fails under CI).
+//! a nested user namespace, a chroot breakout, unmounting the root. Every
+//! attempt must fail, except the known gaps listed below, which must get
+//! through exactly as listed; and the host must be unchanged afterwards.
+//! Needs root and a static C toolchain; says so and returns otherwise
+//! (fails under CI).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -115,6 +116,7 @@ const ATTEMPTS: &[&str] = &[
     "mount_sysfs",
     "mount_sysfs_write",
     "umount_mask",
+    "umount_root",
     "open_tree_proc_without_masks",
     "cgroup1_mount_memory",
     "cgroup1_memory_release_agent",
@@ -277,6 +279,45 @@ fn shell_command(probe: &Path, report: &Path) -> String {
     )
 }
 
+/// How many mounts of the container's mount namespace its mount table
+/// does not show (`NS_MNT_GET_INFO`, Linux 6.12): one when its root is
+/// stacked on the daemon's template (lxc/mount_template.rs), the
+/// template's tmpfs; none when it was pivoted into.
+fn mounts_below_the_root(pid: impl std::fmt::Display) -> usize {
+    /// `struct mnt_ns_info`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct MntNsInfo {
+        size: u32,
+        nr_mounts: u32,
+        mnt_ns_id: u64,
+    }
+    /// `_IOR(0xb7, 10, struct mnt_ns_info)`.
+    const NS_MNT_GET_INFO: nix::libc::c_ulong = 0x8010_b70a;
+    let ns = fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let mut info = MntNsInfo {
+        size: 16,
+        ..MntNsInfo::default()
+    };
+    // SAFETY: the ioctl fills at most `size` bytes of `info`, a properly
+    // laid out `struct mnt_ns_info` that outlives the call.
+    let rc = unsafe {
+        nix::libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&ns),
+            NS_MNT_GET_INFO,
+            &mut info as *mut MntNsInfo,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "NS_MNT_GET_INFO: {}",
+        std::io::Error::last_os_error()
+    );
+    let table = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    info.nr_mounts as usize - table.lines().count()
+}
+
 /// Runs the probe as a child of init in a busybox container with `extra`
 /// in its definition; returns its report once the host is found unchanged.
 async fn probe_in_busybox(env: &ContainerEnv, name: &str, extra: &str) -> String {
@@ -284,6 +325,10 @@ async fn probe_in_busybox(env: &ContainerEnv, name: &str, extra: &str) -> String
     let script = shell_command(Path::new("/probe"), Path::new("/tmp/escape.report"));
     let domain = env.start(name, &script, extra).await;
     let pid = domain.pid().await.unwrap();
+    // The mounter of a container with a user namespace stacks its root
+    // on the template; init of one without pivots.
+    let on_template = !extra.contains("<lxvirt:userns mode='host'/>");
+    assert_eq!(mounts_below_the_root(pid), usize::from(on_template));
     let report = wait_for_file(
         &PathBuf::from(format!("/proc/{pid}/root/tmp/escape.report")),
         "\ndone\n",
@@ -404,6 +449,7 @@ async fn the_probe_sees_escapes_when_confinement_is_off() {
         "mount_procfs",
         "mount_sysfs",
         "umount_mask",
+        "umount_root",
         "open_tree_proc_without_masks",
         "settimeofday",
         "keyctl_user_keyring",

@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -193,6 +193,16 @@ fn start(spec: &ContainerSpec) -> Result<Launched, LaunchError> {
 
 /// `start`, with an init cloned ahead of the spec.
 fn start_with(spec: &ContainerSpec, early: Option<EarlyInit>) -> Result<Launched, LaunchError> {
+    start_on(spec, early, None)
+}
+
+/// `start_with`, the root stacked on a template mount namespace when one
+/// is given (user namespace only: the mounter does it).
+fn start_on(
+    spec: &ContainerSpec,
+    early: Option<EarlyInit>,
+    mount_template: Option<BorrowedFd<'_>>,
+) -> Result<Launched, LaunchError> {
     let mut placed = None;
     let mut place = |pid: Pid| {
         placed = Some(pid);
@@ -202,6 +212,7 @@ fn start_with(spec: &ContainerSpec, early: Option<EarlyInit>) -> Result<Launched
         spec,
         place_in_cgroup: &mut place,
         early,
+        mount_template,
     });
     if let Ok(l) = &launched {
         assert_eq!(placed, Some(l.pid), "place_in_cgroup got init's pid");
@@ -244,8 +255,14 @@ fn read_console(master: OwnedFd) -> String {
 /// Run a container to completion (in a forked monitor): its console
 /// output, then a line `exit=STATUS`.
 fn run(spec: &ContainerSpec) -> String {
+    run_on(spec, None)
+}
+
+/// `run`, the root stacked on `mount_template`'s root if given.
+fn run_on(spec: &ContainerSpec, mount_template: Option<BorrowedFd<'_>>) -> String {
     in_monitor(|| {
-        let mut launched = start(spec).map_err(|e| format!("launch failed: {e}"))?;
+        let mut launched =
+            start_on(spec, None, mount_template).map_err(|e| format!("launch failed: {e}"))?;
         let output = read_console(console(&mut launched));
         let status = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
         Ok(format!("{output}\nexit={}\n", exit_text(status)))
@@ -589,6 +606,16 @@ mount -t tmpfs tmpfs /tmp/p 2>/dev/null && echo "tmpfs=ok" || echo "tmpfs=denied
 hostname renamed 2>/dev/null && echo "sethostname=$(hostname)" || echo "sethostname=denied"
 "#;
 
+/// What root inside tries against the template its root is stacked on.
+const TEMPLATE_CHECKS: &str = r#"
+echo "root=$(ls -A / | tr '\n' ' ')"
+echo "dotdot=$(ls -A /.. | tr '\n' ' ')"
+umount -l / 2>/dev/null && echo "umountroot=ok" || echo "umountroot=denied"
+unshare -U -r true 2>/dev/null && echo "nesteduserns=ok" || echo "nesteduserns=denied"
+"#;
+
+/// The daemon's default: an allocated range, the root stacked on the
+/// template mount namespace; and the same without the template.
 #[test]
 fn allocated_range_shows_the_root_idmapped_and_locks_the_masks() {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -596,20 +623,34 @@ fn allocated_range_shows_the_root_idmapped_and_locks_the_masks() {
         return;
     }
     let fx = Fixture::new();
-    let mut spec = fx.spec("locked", &format!("{CHECKS}{LOCKED_CHECKS}"));
+    let template = lxvirtd::lxc::mount_template::make(&fx.path("run")).unwrap();
+    let mut spec = fx.spec(
+        "locked",
+        &format!("{CHECKS}{LOCKED_CHECKS}{TEMPLATE_CHECKS}"),
+    );
     spec.namespaces.user = Some(IdMapping {
         uid: vec![(0, 200000, 65536)],
         gid: vec![(0, 200000, 65536)],
         idmapped_root: true,
     });
+    let out = run_on(&spec, Some(template.as_fd()));
+    assert_locked_on_an_idmapped_root(&fx, &out);
+    drop(template);
+
+    // Pivoted into instead.
+    let _ = fs::remove_file(fx.path("rootfs/made-inside"));
     let out = run(&spec);
-    assert_eq!(line_after(&out, "exit="), "0", "{out}");
-    assert_eq!(line_after(&out, "uid="), "0", "{out}");
+    assert_locked_on_an_idmapped_root(&fx, &out);
+}
+
+fn assert_locked_on_an_idmapped_root(fx: &Fixture, out: &str) {
+    assert_eq!(line_after(out, "exit="), "0", "{out}");
+    assert_eq!(line_after(out, "uid="), "0", "{out}");
     // The image belongs to host root and was not chowned: the idmapped
     // mount shows it as root's inside, and what root inside writes is
     // host root's on disk.
-    assert_eq!(line_after(&out, "binowner="), "0:0", "{out}");
-    assert_eq!(line_after(&out, "madeinside="), "yes", "{out}");
+    assert_eq!(line_after(out, "binowner="), "0:0", "{out}");
+    assert_eq!(line_after(out, "madeinside="), "yes", "{out}");
     let made = fs::metadata(fx.path("rootfs/made-inside")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!((made.uid(), made.gid()), (0, 0));
@@ -625,14 +666,26 @@ fn allocated_range_shows_the_root_idmapped_and_locks_the_masks() {
         "freshproc=",
         "freshsys=",
     ] {
-        assert_eq!(line_after(&out, key), "denied", "{key}\n{out}");
+        assert_eq!(line_after(out, key), "denied", "{key}\n{out}");
     }
-    assert_eq!(line_after(&out, "procsys="), "ro");
-    assert_eq!(line_after(&out, "kcore="), "hidden");
+    assert_eq!(line_after(out, "procsys="), "ro");
+    assert_eq!(line_after(out, "kcore="), "hidden");
     // What a user namespace owns stays root's to change.
-    assert_eq!(line_after(&out, "tmpfs="), "ok", "{out}");
-    assert_eq!(line_after(&out, "sethostname="), "renamed", "{out}");
-    assert_eq!(line_after(&out, "scratch="), "hi", "{out}");
+    assert_eq!(line_after(out, "tmpfs="), "ok", "{out}");
+    assert_eq!(line_after(out, "sethostname="), "renamed", "{out}");
+    assert_eq!(line_after(out, "scratch="), "hi", "{out}");
+    // Nothing below the root shows (with a template: its empty tmpfs):
+    // `..` of the root is the root, the root cannot be unmounted; and a
+    // nested user namespace may be made (the root counts as the
+    // namespace's, not as a chroot).
+    assert_eq!(
+        line_after(out, "dotdot="),
+        line_after(out, "root="),
+        "{out}"
+    );
+    assert!(line_after(out, "root=").contains("bin "), "{out}");
+    assert_eq!(line_after(out, "umountroot="), "denied", "{out}");
+    assert_eq!(line_after(out, "nesteduserns="), "ok", "{out}");
     assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
 }
 

@@ -233,7 +233,9 @@ impl LxcDriver {
             // The same would happen here.
             Some(Err(SpawnerError::Spawn(e))) => Err(e),
             Some(Err(SpawnerError::Gone(_))) | None => {
-                spawn_monitor(&monitor_command(&self.config), early)
+                // Without the template: the daemon's table must not pass
+                // it to what else the daemon runs.
+                spawn_monitor(&monitor_command(&self.config), early, None)
             }
         };
         spawned.map_err(|source| DriverError::SpawnMonitor {

@@ -75,6 +75,10 @@ pub struct LaunchContext<'a> {
     /// An init cloned while the monitor waited for the spec, used when
     /// its namespaces are the spec's (else dropped: killed and reaped).
     pub early: Option<EarlyInit>,
+    /// The template mount namespace the mounter stacks the root on
+    /// (see [`mount_template`](crate::lxc::mount_template)); without it
+    /// the mounter pivots.
+    pub mount_template: Option<BorrowedFd<'a>>,
 }
 
 impl std::fmt::Debug for LaunchContext<'_> {
@@ -567,7 +571,7 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         })
     };
     let started = match &spec.namespaces.user {
-        Some(_) => Mounter::start(spec, pid, place_and_set_up_network)
+        Some(_) => Mounter::start(spec, pid, ctx.mount_template, place_and_set_up_network)
             .map(|(mounter, network)| (Some(mounter), network)),
         None => place_and_set_up_network().map(|network| (None, network)),
     };
@@ -645,6 +649,7 @@ impl Mounter {
     fn start<T>(
         spec: &ContainerSpec,
         init: Pid,
+        template: Option<BorrowedFd<'_>>,
         meanwhile: impl FnOnce() -> Result<T, LaunchError>,
     ) -> Result<(Mounter, T), LaunchError> {
         let pipe_err = |source| LaunchError::Pipe { source };
@@ -686,7 +691,7 @@ impl Mounter {
             Ok(Forked::Child) => {
                 drop(report_r);
                 drop(hold_w);
-                mounter(spec, userns, report_w, hold_r)
+                mounter(spec, userns, template, report_w, hold_r)
             }
             Ok(Forked::Parent { pid, .. }) => pid,
             Err(source) => {
@@ -747,10 +752,20 @@ enum MounterReport {
     Failed(SetupError),
 }
 
-/// The mounter: make every mount, pivot, enter the user namespace, report
-/// and wait to be let go. Never returns.
-fn mounter(spec: &ContainerSpec, userns: OwnedFd, report_w: OwnedFd, hold_r: OwnedFd) -> ! {
-    let setup = Setup::new(&Linux, spec).with_userns(userns.as_fd());
+/// The mounter: make every mount, make the root (stacked on `template`'s
+/// copy, else by pivot_root), enter the user namespace, report and wait
+/// to be let go. Never returns.
+fn mounter(
+    spec: &ContainerSpec,
+    userns: OwnedFd,
+    template: Option<BorrowedFd<'_>>,
+    report_w: OwnedFd,
+    hold_r: OwnedFd,
+) -> ! {
+    let mut setup = Setup::new(&Linux, spec).with_userns(userns.as_fd());
+    if let Some(template) = template {
+        setup = setup.with_template(template);
+    }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| setup.make_mounts()));
     let (report, consoles) = match outcome {
         Ok(Ok(())) => (MounterReport::Ready, setup.take_consoles()),
@@ -996,6 +1011,7 @@ mod tests {
             spec: &s,
             place_in_cgroup: &mut place,
             early: None,
+            mount_template: None,
         })
         .unwrap_err();
         assert!(matches!(err, LaunchError::SpecVersion { .. }), "{err}");

@@ -11,6 +11,7 @@ pub mod instance;
 pub mod launch;
 pub mod live_devices;
 pub mod monitor;
+pub mod mount_template;
 pub mod network;
 pub mod protocol;
 pub mod ptys;

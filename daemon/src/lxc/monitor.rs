@@ -53,12 +53,14 @@ const LOG_IDENTIFIER: &str = "lxvirt-monitor";
 
 /// Runs the monitor for the spec read from `spec_input` (the daemon's
 /// pipe); `report` receives the one [`LaunchReport`] line; it logs as
-/// `log` says. Returns the process exit status.
+/// `log` says; `mount_template` is the daemon's template mount namespace.
+/// Returns the process exit status.
 pub fn run(
     spec_input: impl std::io::Read,
     mut report: File,
     log: MonitorLog,
     early: Option<CloneFlags>,
+    mount_template: Option<OwnedFd>,
 ) -> i32 {
     let mut daemon = std::io::BufReader::new(spec_input);
     // A spare monitor finds the cgroup hierarchies while it waits for its
@@ -97,7 +99,17 @@ pub fn run(
         Some(early) if early.fits(&spec) => (Some(early), None),
         other => (None, other),
     };
-    let mut monitor = match Monitor::start(&spec, &files, signals, hierarchies, early) {
+    let started = Monitor::start(
+        &spec,
+        &files,
+        signals,
+        hierarchies,
+        early,
+        mount_template.as_ref().map(|fd| fd.as_fd()),
+    );
+    // Only the mounter needed it.
+    drop(mount_template);
+    let mut monitor = match started {
         Ok(monitor) => monitor,
         Err(error) => {
             let _ = write_report(&mut report, &LaunchReport::Failed { error });
@@ -250,6 +262,7 @@ impl<'a> Monitor<'a> {
         signals: SignalFd,
         hierarchies: Result<Cgroups, CgroupError>,
         early: Option<EarlyInit>,
+        mount_template: Option<BorrowedFd<'_>>,
     ) -> Result<Monitor<'a>, MonitorError> {
         // A record from an earlier run must not be mistaken for this one's.
         let _ = std::fs::remove_file(&files.exit_record);
@@ -264,7 +277,14 @@ impl<'a> Monitor<'a> {
         // it, if it was the making.
         let mut made: Option<ContainerCgroup> = None;
         let mut refused: Option<MonitorError> = None;
-        let result = Self::launch(spec, &cgroups, early, &mut made, &mut refused);
+        let result = Self::launch(
+            spec,
+            &cgroups,
+            early,
+            mount_template,
+            &mut made,
+            &mut refused,
+        );
         let result = match (result, made.take()) {
             (Ok(launched), Some(cgroup)) => Ok((launched, cgroup)),
             (Ok((launched, _)), None) => {
@@ -313,6 +333,7 @@ impl<'a> Monitor<'a> {
         spec: &ContainerSpec,
         cgroups: &Cgroups,
         early: Option<EarlyInit>,
+        mount_template: Option<BorrowedFd<'_>>,
         made: &mut Option<ContainerCgroup>,
         refused: &mut Option<MonitorError>,
     ) -> Result<(launch::Launched, Vec<Console>), MonitorError> {
@@ -342,6 +363,7 @@ impl<'a> Monitor<'a> {
             spec,
             place_in_cgroup: &mut place,
             early,
+            mount_template,
         })?;
         let consoles = std::mem::take(&mut launched.consoles)
             .into_iter()

@@ -121,6 +121,28 @@ pub fn early_clone_from_args<A: AsRef<std::ffi::OsStr>>(
     })
 }
 
+/// The argument that hands a monitor the daemon's template mount
+/// namespace: the number of a descriptor it inherits.
+pub const MOUNT_TEMPLATE_ARG: &str = "--mount-template=";
+
+/// `--mount-template=FD`.
+pub fn mount_template_arg(fd: std::os::fd::RawFd) -> String {
+    format!("{MOUNT_TEMPLATE_ARG}{fd}")
+}
+
+/// The descriptor of a `--mount-template=` among the monitor's arguments.
+pub fn mount_template_from_args<A: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = A>,
+) -> Option<std::os::fd::RawFd> {
+    args.into_iter().find_map(|arg| {
+        arg.as_ref()
+            .to_str()?
+            .strip_prefix(MOUNT_TEMPLATE_ARG)?
+            .parse()
+            .ok()
+    })
+}
+
 /// The monitor's answer to "did the container start?".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

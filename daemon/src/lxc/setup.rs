@@ -266,6 +266,14 @@ pub struct Setup<'a, S: Syscalls + ?Sized> {
     userns: Option<BorrowedFd<'a>>,
     /// Init's, in a user namespace: the mount namespace the mounter made.
     mounts: Option<BorrowedFd<'a>>,
+    /// The mounter's: the template mount namespace (see
+    /// [`mount_template`](crate::lxc::mount_template)) the container's
+    /// root is stacked on instead of pivoting into it.
+    template: Option<BorrowedFd<'a>>,
+    /// The mount namespaces the mounter left, held until it exits: the
+    /// last reference to a namespace tears its mounts down, with an RCU
+    /// grace period, and the mounter's exit is off the start's path.
+    left: RefCell<Vec<OwnedFd>>,
     /// The staging directory the new root is assembled at.
     root: PathBuf,
     block_types: OnceCell<Vec<String>>,
@@ -282,6 +290,8 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             console_sink: None,
             userns: None,
             mounts: None,
+            template: None,
+            left: RefCell::new(Vec::new()),
             root: staging_root(spec),
             block_types: OnceCell::new(),
         }
@@ -296,6 +306,12 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
     /// For init in a user namespace: the mounter's mount namespace.
     pub fn with_mounts(mut self, mounts: BorrowedFd<'a>) -> Self {
         self.mounts = Some(mounts);
+        self
+    }
+
+    /// For the mounter: the template mount namespace to stack the root on.
+    pub fn with_template(mut self, template: BorrowedFd<'a>) -> Self {
+        self.template = Some(template);
         self
     }
 
@@ -443,8 +459,18 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             .ok_or_else(|| SetupError::new(Step::UserNamespace, None, Errno::EBADF))?;
         sys.setns(userns, CloneFlags::CLONE_NEWUSER)
             .map_err(|e| SetupError::new(Step::UserNamespace, None, e))?;
+        self.hold_mount_namespace();
         sys.unshare(CloneFlags::CLONE_NEWNS)
             .map_err(|e| SetupError::new(Step::LockMounts, None, e))
+    }
+
+    /// Keeps the mount namespace about to be left until the mounter exits
+    /// (see `left`). Without the descriptor it is torn down on leaving:
+    /// slower, not wrong.
+    fn hold_mount_namespace(&self) {
+        if let Ok(held) = self.sys.hold_mount_namespace() {
+            self.left.borrow_mut().push(held);
+        }
     }
 
     /// The user namespace and its mapping when the root is shown through
@@ -1068,10 +1094,17 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         .map_err(err)
     }
 
-    /// Make the staging root `/`: pivot_root(".", ".") stacks the old root
-    /// on the new one, so no put_old directory is needed (the root may be
-    /// read-only), then the old root is detached.
+    /// Make the staging root `/`. With a template, a copy of the template
+    /// with the root stacked on its `/` (see `stack_on_template`); else
+    /// pivot_root(".", "."), which stacks the old root on the new one, so
+    /// no put_old directory is needed (the root may be read-only), then
+    /// the old root is detached.
     fn pivot(&self) -> Result<(), SetupError> {
+        if let Some(template) = self.template {
+            return self
+                .stack_on_template(template)
+                .map_err(|e| SetupError::new(Step::PivotRoot, Some(&self.root), e));
+        }
         let sys = self.sys;
         let dot = Path::new(".");
         sys.chdir(&self.root)
@@ -1079,6 +1112,29 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
             .and_then(|()| sys.umount2(dot, MntFlags::MNT_DETACH))
             .and_then(|()| sys.chdir(Path::new("/")))
             .map_err(|e| SetupError::new(Step::PivotRoot, Some(&self.root), e))
+    }
+
+    /// The root without pivot_root, which visits every task on the host
+    /// (milliseconds with thousands of containers running): the staging
+    /// tree is cloned detached, the template joined and copied (one mount
+    /// copied, not the host's table), the tree moved onto the copy's `/`
+    /// and made the root. A path that climbs to the template's root is
+    /// turned onto the mount stacked on it, so `..` from the root, or out
+    /// of a chroot below it, lands on the container's root again; and the
+    /// root counts as the namespace's (no chroot), so nested user
+    /// namespaces can be made inside.
+    fn stack_on_template(&self, template: BorrowedFd<'_>) -> Result<(), Errno> {
+        let sys = self.sys;
+        let tree = sys.clone_tree(&self.root)?;
+        self.hold_mount_namespace();
+        sys.setns(template, CloneFlags::CLONE_NEWNS)?;
+        sys.unshare(CloneFlags::CLONE_NEWNS)?;
+        sys.attach_tree(tree.as_fd(), Path::new("/"))?;
+        // `/` still names the template's root under the tree: the tree's
+        // own descriptor names its root.
+        sys.fchdir(tree.as_fd())?;
+        sys.chroot(Path::new("."))?;
+        sys.chdir(Path::new("/"))
     }
 
     /// Look `spec` up in a passwd- or group-format file of the container:
@@ -1511,6 +1567,69 @@ mod tests {
         // The cgroup namespace is owned by the user namespace.
         before(&sys, "setns CLONE_NEWNS", "unshare CLONE_NEWCGROUP");
         before(&sys, "unshare CLONE_NEWCGROUP", "sethostname");
+    }
+
+    #[test]
+    fn with_a_template_the_root_is_stacked_on_its_copy_instead_of_pivoted_into() {
+        let mut s = spec();
+        s.namespaces.user = Some(userns());
+        s.masked_paths = vec!["/proc/kcore".into()];
+        let sys = Recorder::new().kind(format!("{ROOT}/proc/kcore"), FileKind::File);
+        let userns = std::fs::File::open("/dev/null").unwrap();
+        let template = std::fs::File::open("/dev/null").unwrap();
+        Setup::new(&sys, &s)
+            .with_userns(std::os::fd::AsFd::as_fd(&userns))
+            .with_template(std::os::fd::AsFd::as_fd(&template))
+            .make_mounts()
+            .unwrap();
+        let calls = sys.calls();
+        let from = calls
+            .iter()
+            .position(|c| c == &format!("clone_tree {ROOT}"))
+            .unwrap_or_else(|| panic!("{calls:#?}"));
+        // Every mount is made in the first namespace and cloned with the
+        // tree; the first namespace is held, not torn down on leaving it.
+        before(
+            &sys,
+            &format!("mount /dev/null {ROOT}/proc/kcore"),
+            "clone_tree",
+        );
+        assert_eq!(
+            calls[from..],
+            [
+                format!("clone_tree {ROOT}"),
+                "hold_mount_namespace".into(),
+                "setns CLONE_NEWNS".into(),
+                "unshare CLONE_NEWNS".into(),
+                "attach_tree /".into(),
+                "fchdir".into(),
+                "chroot .".into(),
+                "chdir /".into(),
+                // Then locked as without a template, the copy held too.
+                "setns CLONE_NEWUSER".into(),
+                "hold_mount_namespace".into(),
+                "unshare CLONE_NEWNS".into(),
+            ],
+        );
+        assert!(!sys.has("pivot_root"));
+    }
+
+    #[test]
+    fn a_failing_template_step_names_the_root() {
+        let mut s = spec();
+        s.namespaces.user = Some(userns());
+        let sys = Recorder::new().fail("attach_tree", Errno::EPERM);
+        let userns = std::fs::File::open("/dev/null").unwrap();
+        let template = std::fs::File::open("/dev/null").unwrap();
+        let error = Setup::new(&sys, &s)
+            .with_userns(std::os::fd::AsFd::as_fd(&userns))
+            .with_template(std::os::fd::AsFd::as_fd(&template))
+            .make_mounts()
+            .unwrap_err();
+        assert_eq!(error.step, Step::PivotRoot);
+        assert_eq!(error.errno(), Some(Errno::EPERM));
+        assert!(error.to_string().contains(ROOT), "{error}");
+        assert!(!sys.has("setns CLONE_NEWUSER"));
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! through its pidfd as before. If the thread cannot serve, the driver
 //! spawns from the daemon's own table, as it did before.
 //!
+//! The thread's table also holds the template mount namespace (see
+//! [`mount_template`](super::mount_template)), made when the thread
+//! starts and inherited by every monitor it spawns: only monitors get it.
+//!
 //! The thread runs at a lower priority than the daemon (`SPARE_NICE`
 //! more), and so do the monitors it spawns while they wait: the next
 //! spare, spawned while a start is under way, gives way to that start on
@@ -129,15 +133,18 @@ impl Spawner {
 
 /// Spawns a monitor from the calling thread's descriptor table. It waits
 /// for its spec on stdin and writes its own log (`NAME.log` in the run
-/// directory) once it knows its name.
+/// directory) once it knows its name. `mount_template` must be
+/// inheritable (not close-on-exec) in the calling thread's table.
 pub fn spawn_monitor(
     command: &MonitorCommand,
     early: Option<CloneFlags>,
+    mount_template: Option<BorrowedFd<'_>>,
 ) -> io::Result<SpawnedMonitor> {
     let mut child = Command::new(&command.exe)
         .arg(&command.run_dir)
         .args(command.log.args())
         .args(early.map(protocol::early_clone_arg))
+        .args(mount_template.map(|fd| protocol::mount_template_arg(fd.as_raw_fd())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -174,11 +181,13 @@ fn serve(socket: OwnedFd, command: &MonitorCommand) {
         tracing::warn!(error = %error, "cannot give the monitor spawner a descriptor table of its own; monitors start from the daemon's");
         return;
     }
+    let mount_template = inheritable_mount_template(&command.run_dir);
     lower_priority();
     // Until the driver is gone (its end closes).
     while let Ok((early, _)) = protocol::recv::<Option<i32>>(socket.as_fd()) {
         let early = early.and_then(CloneFlags::from_bits);
-        let sent = match spawn_monitor(command, early) {
+        let template = mount_template.as_ref().map(|fd| fd.as_fd());
+        let sent = match spawn_monitor(command, early, template) {
             Ok(monitor) => protocol::send(
                 socket.as_fd(),
                 &Reply::Spawned {
@@ -202,6 +211,24 @@ fn serve(socket: OwnedFd, command: &MonitorCommand) {
             return;
         }
     }
+}
+
+/// The template mount namespace, inheritable in this thread's own table;
+/// `None` (monitors pivot into each root) if it cannot be made.
+fn inheritable_mount_template(run_dir: &std::path::Path) -> Option<OwnedFd> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let made = super::mount_template::make(run_dir).and_then(|fd| {
+        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map(|_| fd)
+            .map_err(|errno| super::mount_template::TemplateError {
+                step: "making it inheritable",
+                errno,
+            })
+    });
+    made.inspect_err(|error| {
+        tracing::warn!(%error, "containers' roots are made with pivot_root, slower with many running");
+    })
+    .ok()
 }
 
 /// Gives monitor `pid` (a spare about to get its spec) the daemon's
@@ -276,21 +303,53 @@ mod tests {
         let null = File::open("/dev/null").unwrap();
         let held: Vec<OwnedFd> = (0..200).map(|_| nix::unistd::dup(&null).unwrap()).collect();
         for _ in 0..2 {
-            let mut monitor = spawner.spawn(None).unwrap();
-            monitor.stdin.write_all(b"spec\n").unwrap();
-            drop(monitor.stdin);
-            let mut out = String::new();
-            monitor.stdout.read_to_string(&mut out).unwrap();
+            let out = spec_and_output(&spawner);
             let fields: Vec<&str> = out.split_whitespace().collect();
             assert_eq!(fields[..3], ["spec", "/run/x", "--journal"], "{out}");
             // stdin, stdout, stderr and ls's directory: none of the
             // daemon's 200.
             let count: usize = fields[3].parse().unwrap();
             assert!(count <= 5, "{out}");
-            // The daemon's child, reaped through its pidfd once it exits.
-            crate::sys::process::wait_exit_blocking(monitor.pidfd.as_fd()).unwrap();
         }
         drop(held);
+    }
+
+    /// A monitor's output once given its spec, the monitor reaped (the
+    /// daemon's child, through its pidfd).
+    fn spec_and_output(spawner: &Spawner) -> String {
+        let mut monitor = spawner.spawn(None).unwrap();
+        monitor.stdin.write_all(b"spec\n").unwrap();
+        drop(monitor.stdin);
+        let mut out = String::new();
+        monitor.stdout.read_to_string(&mut out).unwrap();
+        crate::sys::process::wait_exit_blocking(monitor.pidfd.as_fd()).unwrap();
+        out
+    }
+
+    /// As root, every monitor inherits a descriptor of the template mount
+    /// namespace (another one than its own) and is told its number.
+    #[test]
+    fn monitors_inherit_the_template_mount_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = stand_in(
+            dir.path(),
+            "for a in \"$@\"; do case $a in --mount-template=*) fd=${a#--mount-template=};; esac; done\n\
+             echo \"${fd:-none} $(readlink /proc/self/fd/${fd:-0}) $(readlink /proc/self/ns/mnt)\"",
+        );
+        let mut command = command(exe, MonitorLog::File);
+        command.run_dir = dir.path().to_owned();
+        let spawner = Spawner::start(command).unwrap();
+        for _ in 0..2 {
+            let out = spec_and_output(&spawner);
+            let fields: Vec<&str> = out.split_whitespace().collect();
+            if !nix::unistd::geteuid().is_root() {
+                assert_eq!(fields[0], "none", "{out}");
+                continue;
+            }
+            assert_ne!(fields[0], "none", "{out}");
+            assert!(fields[1].starts_with("mnt:["), "{out}");
+            assert_ne!(fields[1], fields[2], "{out}");
+        }
     }
 
     /// A spare waits below the daemon's priority when the daemon can

@@ -221,6 +221,22 @@ impl Syscalls for Linux {
         nix::unistd::pivot_root(new_root, put_old)
     }
 
+    fn clone_tree(&self, source: &Path) -> SysResult<OwnedFd> {
+        detached_copy(source, true)
+    }
+
+    fn hold_mount_namespace(&self) -> SysResult<OwnedFd> {
+        open_namespace(Path::new("/proc/thread-self/ns/mnt"))
+    }
+
+    fn fchdir(&self, dir: BorrowedFd<'_>) -> SysResult<()> {
+        nix::unistd::fchdir(dir)
+    }
+
+    fn chroot(&self, path: &Path) -> SysResult<()> {
+        nix::unistd::chroot(path)
+    }
+
     fn mkdir(&self, path: &Path, mode: u32) -> SysResult<()> {
         nix::unistd::mkdir(path, Mode::from_bits_truncate(mode))
     }

@@ -97,6 +97,17 @@ pub trait Syscalls {
     fn setns(&self, ns: BorrowedFd<'_>, kind: CloneFlags) -> SysResult<()>;
     /// pivot_root(2).
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()>;
+    /// A detached copy of the mount tree at `source` with every mount
+    /// below it: open_tree(2) with `OPEN_TREE_CLONE | AT_RECURSIVE`.
+    fn clone_tree(&self, source: &Path) -> SysResult<OwnedFd>;
+    /// A descriptor of the calling thread's mount namespace
+    /// (`/proc/thread-self/ns/mnt`), which keeps it alive after the thread
+    /// leaves it.
+    fn hold_mount_namespace(&self) -> SysResult<OwnedFd>;
+    /// fchdir(2).
+    fn fchdir(&self, dir: BorrowedFd<'_>) -> SysResult<()>;
+    /// chroot(2).
+    fn chroot(&self, path: &Path) -> SysResult<()>;
     /// mkdir(2); `EEXIST` when it exists.
     fn mkdir(&self, path: &Path, mode: u32) -> SysResult<()>;
     /// Create an empty regular file (a bind-mount target); `EEXIST` when

@@ -52,6 +52,39 @@ pub fn close_range(first: u32, last: u32) -> nix::Result<()> {
     Ok(())
 }
 
+/// Closes every descriptor from 3 up but `keep`, which is taken if it is
+/// a mount namespace's (the template a monitor inherits; close-on-exec
+/// from now on) and closed too if it is anything else.
+pub fn close_from_keeping_mount_namespace(keep: Option<i32>) -> nix::Result<Option<OwnedFd>> {
+    let Some(keep) = keep
+        .and_then(|fd| u32::try_from(fd).ok())
+        .filter(|fd| *fd >= 3)
+    else {
+        close_from(3)?;
+        return Ok(None);
+    };
+    close_range(3, keep - 1)?;
+    close_range(keep + 1, u32::MAX)?;
+    let fd = keep as i32;
+    // SAFETY: NS_GET_NSTYPE takes no argument and touches no memory of
+    // ours; on a descriptor that is not open or not a namespace it fails.
+    let kind = unsafe { libc::ioctl(fd, libc::NS_GET_NSTYPE) };
+    let is_mount_namespace = kind == libc::CLONE_NEWNS
+        && nix::fcntl::fcntl(
+            // SAFETY: `fd` is open (the ioctl answered) for this call.
+            unsafe { BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .is_ok();
+    if !is_mount_namespace {
+        close_range(keep, keep)?;
+        return Ok(None);
+    }
+    // SAFETY: the descriptor is open and nothing else in this process
+    // refers to it: it was inherited for the caller to own.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// A pidfd for `pid` (pidfd_open(2)); fails with `ESRCH` when it is gone.
 pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;

@@ -178,6 +178,26 @@ impl Syscalls for Recorder {
         ))
     }
 
+    fn clone_tree(&self, source: &Path) -> SysResult<OwnedFd> {
+        self.log(format!("clone_tree {}", source.display()))?;
+        let null = std::fs::File::open("/dev/null").map_err(|_| Errno::EIO)?;
+        Ok(null.into())
+    }
+
+    fn hold_mount_namespace(&self) -> SysResult<OwnedFd> {
+        self.log("hold_mount_namespace".into())?;
+        let null = std::fs::File::open("/dev/null").map_err(|_| Errno::EIO)?;
+        Ok(null.into())
+    }
+
+    fn fchdir(&self, _dir: BorrowedFd<'_>) -> SysResult<()> {
+        self.log("fchdir".into())
+    }
+
+    fn chroot(&self, path: &Path) -> SysResult<()> {
+        self.log(format!("chroot {}", path.display()))
+    }
+
     fn mkdir(&self, path: &Path, mode: u32) -> SysResult<()> {
         self.log(format!("mkdir {} {mode:o}", path.display()))?;
         self.create(path)
