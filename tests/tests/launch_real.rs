@@ -208,12 +208,17 @@ fn start_on(
         placed = Some(pid);
         Ok(())
     };
-    let launched = launch(LaunchContext {
+    let mut launched = launch(LaunchContext {
         spec,
         place_in_cgroup: &mut place,
         early,
         mount_template,
     });
+    if let Ok(l) = &mut launched {
+        // As the monitor does once it reported the start: init's exit
+        // would wait for it.
+        drop(l.mounter.take());
+    }
     if let Ok(l) = &launched {
         assert_eq!(placed, Some(l.pid), "place_in_cgroup got init's pid");
         assert_eq!(

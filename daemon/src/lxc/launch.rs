@@ -99,6 +99,12 @@ pub struct Launched {
     pub pidfd: OwnedFd,
     pub consoles: Vec<OwnedFd>,
     pub network: Option<ContainerNetwork>,
+    /// The mounter (user namespace only), exiting: its exit tears down
+    /// the mount namespaces it left, an RCU grace period each. Dropping
+    /// it waits for that and reaps it: do so once the start is reported,
+    /// and before waiting for init, whose exit waits until every process
+    /// of its PID namespace (the mounter's too) is reaped.
+    pub mounter: Option<MounterProcess>,
 }
 
 /// Why a container's init could not be started. Serializable: the monitor
@@ -603,10 +609,12 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
 
     let mut report = Vec::new();
     let read = File::from(err_r).read_to_end(&mut report);
-    // Reaped once init has exec'd: its exit (which tears its own mount
-    // namespace down) ran meanwhile.
-    drop(mounter);
+    // Its exit runs meanwhile; init has joined the namespace it made.
+    let mounter = mounter.map(|mounter| mounter.process);
     if let Err(source) = read {
+        // Reaped first: it is in init's PID namespace, whose init's exit
+        // waits until every process in it is reaped.
+        drop(mounter);
         abandon(pid);
         return Err(LaunchError::Report {
             source: linux::io_errno(source),
@@ -619,8 +627,10 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
             pidfd,
             consoles,
             network,
+            mounter,
         });
     }
+    drop(mounter);
     let _ = waitpid(pid, None);
     Err(setup_failure(&report))
 }
@@ -629,14 +639,15 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
 /// go, and its mount namespace (every mount locked) for init to join.
 struct Mounter {
     /// Held to reap the process when the launch is done with it.
-    _process: MounterProcess,
+    process: MounterProcess,
     mnt: OwnedFd,
     /// The console masters it opened.
     consoles: Vec<OwnedFd>,
 }
 
 /// The mounter process: let go (its hold pipe closed) and reaped on drop.
-struct MounterProcess {
+#[derive(Debug)]
+pub struct MounterProcess {
     pid: Pid,
     hold: Option<OwnedFd>,
 }
@@ -728,7 +739,7 @@ impl Mounter {
         drop(process.hold.take());
         Ok((
             Mounter {
-                _process: process,
+                process,
                 mnt,
                 consoles,
             },

@@ -125,6 +125,8 @@ pub fn run(
         },
     );
     drop(report);
+    // Reaped after the report: its exit's teardown is off the start's path.
+    drop(monitor.mounter.take());
     drop(unfit);
     // The daemon records the container, then says so; if it dies first
     // (its end of stdin closes) nobody will ever know of this container:
@@ -251,6 +253,8 @@ struct Monitor<'a> {
     init_exit: Option<InitExit>,
     /// The container's network devices, torn down once it has ended.
     network: Option<ContainerNetwork>,
+    /// The mounter until the start is reported (see `Launched`).
+    mounter: Option<launch::MounterProcess>,
     /// Console 0's output, kept whether or not a client is attached.
     console_log: Option<ConsoleLog>,
 }
@@ -307,6 +311,7 @@ impl<'a> Monitor<'a> {
                 init_pid: launched.pid,
                 init_pidfd: launched.pidfd,
                 network: launched.network,
+                mounter: launched.mounter,
                 listener,
                 signals,
                 consoles,

@@ -1,10 +1,12 @@
-//! `lxvirt-bench mntns [RUNS [IDLE]]`: an experiment for the next step of
-//! issue 12, not what lxvirt does yet. What giving a process a container
+//! `lxvirt-bench mntns [RUNS [IDLE]]`: what giving a process a container
 //! root costs two ways, RUNS times each, with IDLE idle processes on the
-//! host (the tasks `pivot_root` visits; a container has two):
+//! host (the tasks `pivot_root` visits; a container has two). The second
+//! is what lxvirt's mounter does (lxc/mount_template.rs); this measures
+//! the two bare, without the rest of a start:
 //!
-//! - today's way: a copy of the host's mount namespace (`unshare`), the
-//!   root bound, `pivot_root`, the old root detached;
+//! - pivoting (lxvirt without a template): a copy of the host's mount
+//!   namespace (`unshare`), the root bound, `pivot_root`, the old root
+//!   detached;
 //! - a template: a mount namespace made once whose root is an empty,
 //!   read-only tmpfs; per container the root is cloned detached
 //!   (`open_tree`), the template joined and copied (one mount), the root
@@ -128,7 +130,7 @@ fn template(dir: &Path) -> Result<(Pid, std::fs::File)> {
     Ok((holder, ns))
 }
 
-/// Today's way, in the calling (child) process.
+/// Pivoting, in the calling (child) process.
 fn classic(rootfs: &CString) -> i32 {
     // SAFETY: plain system calls on NUL-terminated strings.
     unsafe {
@@ -235,7 +237,7 @@ pub fn bench(runs: usize, idle: usize) -> Result<()> {
     println!("| --- | --- |");
     for (name, template) in [
         (
-            "today's: unshare, bind, pivot_root, detach the old root",
+            "pivoting: unshare, bind, pivot_root, detach the old root",
             false,
         ),
         (
