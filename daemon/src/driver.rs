@@ -484,7 +484,8 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// Checks and converts `request` on the core's task (cheap, no side
     /// effects): an error refuses the start before anything happened.
     /// The returned future does the work; its error means nothing of the
-    /// instance is left.
+    /// instance is left. The core may drop it unpolled (a start that fails
+    /// before its launch: the record of its id block).
     fn start(&self, request: StartRequest) -> Result<BoxFuture<Result<Started, Error>>, Error>;
 
     /// Finds an instance that ran before the daemon restarted: `Some`

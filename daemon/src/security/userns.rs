@@ -142,6 +142,27 @@ impl Versioned for BlockFile {
     const VERSION: u32 = 1;
 }
 
+/// The record of a persistent domain's new block, to write durably before
+/// the block is used.
+#[derive(Debug)]
+pub struct BlockRecord {
+    path: PathBuf,
+    block: BlockFile,
+}
+
+impl BlockRecord {
+    /// The file it goes to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes it (atomically, `fsync`ed).
+    pub fn write(&self) -> Result<(), UsernsError> {
+        persist::write_versioned(&self.path, &self.block, 0o600, Durability::Durable)
+            .map_err(UsernsError::State)
+    }
+}
+
 /// The single table of earlier versions (`userns.json` beside the
 /// directory), split into the directory when found.
 #[derive(Debug, Serialize, Deserialize)]
@@ -276,8 +297,28 @@ impl IdRanges {
     /// The block of `uuid` (its own if it has one), for a start. A
     /// persistent domain keeps it until [`release`](Self::release).
     pub fn assign(&mut self, uuid: Uuid, name: &str, persistent: bool) -> Result<u32, UsernsError> {
+        let (start, record) = self.assign_unrecorded(uuid, name, persistent)?;
+        if let Some(record) = record
+            && let Err(error) = record.write()
+        {
+            self.unrecorded(&uuid);
+            return Err(error);
+        }
+        Ok(start)
+    }
+
+    /// [`assign`](Self::assign), the new block of a persistent domain held
+    /// in memory only: the caller writes its record (an `fsync` or two, off
+    /// the task that owns the ranges) before the block is used, and calls
+    /// [`unrecorded`](Self::unrecorded) if that fails or does not happen.
+    pub fn assign_unrecorded(
+        &mut self,
+        uuid: Uuid,
+        name: &str,
+        persistent: bool,
+    ) -> Result<(u32, Option<BlockRecord>), UsernsError> {
         if let Some(existing) = self.by_domain.get(&uuid) {
-            return Ok(existing.start);
+            return Ok((existing.start, None));
         }
         let block = (self.free_from..self.range.blocks())
             .find(|b| self.overlapping(self.range.block_start(*b)).is_none())
@@ -286,12 +327,25 @@ impl IdRanges {
                 range: self.range,
             })?;
         let start = self.range.block_start(block);
-        if persistent {
-            self.write_block(&uuid, name, start)?;
-        }
+        let record = persistent
+            .then(|| self.block_path(&uuid))
+            .flatten()
+            .map(|path| BlockRecord {
+                path,
+                block: BlockFile {
+                    name: name.to_owned(),
+                    start,
+                },
+            });
         self.hold(uuid, name.to_owned(), start, persistent);
         self.free_from = block + 1;
-        Ok(start)
+        Ok((start, record))
+    }
+
+    /// Drops the hold of a block [`assign_unrecorded`](Self::assign_unrecorded)
+    /// gave, whose record was not written: the next start assigns again.
+    pub fn unrecorded(&mut self, uuid: &Uuid) {
+        self.forget(uuid);
     }
 
     /// Reserve the block a running container uses (from its live
@@ -405,12 +459,14 @@ impl IdRanges {
         let Some(path) = self.block_path(uuid) else {
             return Ok(());
         };
-        let block = BlockFile {
-            name: name.to_owned(),
-            start,
-        };
-        persist::write_versioned(&path, &block, 0o600, Durability::Durable)
-            .map_err(UsernsError::State)
+        BlockRecord {
+            path,
+            block: BlockFile {
+                name: name.to_owned(),
+                start,
+            },
+        }
+        .write()
     }
 
     fn remove_block(&self, uuid: &Uuid) -> Result<(), UsernsError> {
@@ -475,6 +531,36 @@ mod tests {
         // A released block is handed out again.
         r.release(&uuid(2)).unwrap();
         assert_eq!(r.assign(uuid(4), "d", true).unwrap(), 165_536);
+    }
+
+    /// A new persistent block is held at once and written only by its
+    /// record; a block whose record was not written goes back.
+    #[test]
+    fn an_unrecorded_block_is_held_until_written_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("userns");
+        let (mut r, _) = IdRanges::open(small(), Some(&state)).unwrap();
+        let (start, record) = r.assign_unrecorded(uuid(1), "a", true).unwrap();
+        let record = record.expect("a persistent block has a record");
+        assert_eq!(record.path(), state.join(format!("{}.json", uuid(1))));
+        assert!(!record.path().exists());
+        // Held: another domain gets the next block, the same one its own.
+        assert_eq!(r.assign(uuid(2), "b", false).unwrap(), 165_536);
+        assert_eq!(r.assign_unrecorded(uuid(1), "a", true).unwrap().0, start);
+        assert!(r.assign_unrecorded(uuid(1), "a", true).unwrap().1.is_none());
+        record.write().unwrap();
+        let (reopened, _) = IdRanges::open(small(), Some(&state)).unwrap();
+        assert_eq!(reopened.assigned(&uuid(1)), Some(start));
+        // Not written: dropped, and handed out again.
+        let (third, record) = r.assign_unrecorded(uuid(3), "c", true).unwrap();
+        assert!(record.is_some());
+        r.unrecorded(&uuid(3));
+        assert_eq!(r.assigned(&uuid(3)), None);
+        assert_eq!(r.assign(uuid(4), "d", false).unwrap(), third);
+        // A transient domain's block has no record.
+        r.release(&uuid(2)).unwrap();
+        let (_, record) = r.assign_unrecorded(uuid(5), "e", false).unwrap();
+        assert!(record.is_none());
     }
 
     #[test]

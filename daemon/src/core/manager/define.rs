@@ -14,7 +14,7 @@ use crate::core::types::{
 };
 use crate::domain::{DomainDef, DomainType, MacAddr, Userns, UsernsMode};
 use crate::error_chain::error_chain;
-use crate::security::userns;
+use crate::security::userns::{self, BlockRecord};
 
 impl Manager {
     /// What `define` would store for `xml`: the definition with its uuid
@@ -163,31 +163,35 @@ impl Manager {
     /// or the daemon's default, with the domain's block of host ids for
     /// mode='auto' (kept while a persistent domain is defined). A virtual
     /// machine always gets a block: its qemu runs as the block's first id,
-    /// a uid no other domain has.
+    /// a uid no other domain has. A persistent domain's new block comes
+    /// with its record, for the start to write off this task (see
+    /// [`IdRanges::assign_unrecorded`](crate::security::userns::IdRanges::assign_unrecorded)).
     pub(super) fn resolve_userns(
         &mut self,
         uuid: Uuid,
         def: &mut DomainDef,
-    ) -> Result<(), CoreError> {
+    ) -> Result<Option<BlockRecord>, CoreError> {
         let vm = def.domain_type != DomainType::Lxc;
         if !vm && def.idmap.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         let mode = if vm {
             UsernsMode::Auto
         } else {
             def.userns.map_or(self.config.default_userns, |u| u.mode)
         };
-        let allocated = match mode {
-            UsernsMode::Host => None,
+        let (allocated, record) = match mode {
+            UsernsMode::Host => (None, None),
             UsernsMode::Auto => {
                 let persistent = self.domains.get(&uuid).is_some_and(|e| e.persistent);
-                let start = self.id_ranges.assign(uuid, def.name(), persistent)?;
-                Some((start, userns::BLOCK))
+                let (start, record) =
+                    self.id_ranges
+                        .assign_unrecorded(uuid, def.name(), persistent)?;
+                (Some((start, userns::BLOCK)), record)
             }
         };
         def.userns = Some(Userns { mode, allocated });
-        Ok(())
+        Ok(record)
     }
 
     /// Whether a domain's id block outlives its instance.

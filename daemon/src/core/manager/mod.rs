@@ -261,6 +261,9 @@ enum Internal {
         generation: u64,
         result: Result<Started, CoreError>,
     },
+    /// A start's new id block could not be recorded: its hold goes (the
+    /// start fails with the reason).
+    BlockUnrecorded { uuid: Uuid },
     /// The instance of that generation is gone.
     Exited { uuid: Uuid, generation: u64 },
     Frozen {
@@ -800,6 +803,7 @@ impl Manager {
                 generation,
                 result,
             } => self.launched(uuid, generation, result),
+            Internal::BlockUnrecorded { uuid } => self.id_ranges.unrecorded(&uuid),
             Internal::Exited { uuid, generation } => self.exited(uuid, generation),
             Internal::Reset {
                 uuid,

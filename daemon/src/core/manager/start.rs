@@ -12,6 +12,8 @@ use crate::core::types::{CoreError, Lifecycle, Seq};
 use crate::domain::{DomainDef, NsShareType};
 use crate::driver::{BoxFuture, StartRequest, Started};
 use crate::error_chain::error_chain;
+use crate::persist::PersistError;
+use crate::security::userns::UsernsError;
 use crate::storage::RootMount;
 
 impl Manager {
@@ -178,14 +180,26 @@ impl Manager {
         let mut live = def;
         live.clear_live_labels();
         name_host_ends(&mut live);
-        self.resolve_userns(uuid, &mut live)?;
+        let record = self.resolve_userns(uuid, &mut live)?;
+        let unrecorded = |manager: &mut Self| {
+            if record.is_some() {
+                manager.id_ranges.unrecorded(&uuid);
+            }
+        };
         // The ports join now, their filter elements on the way while the
         // driver starts the instance (a port passes nothing until its
         // elements are in).
-        let networks = self.network_ports(&live)?;
+        let networks = match self.network_ports(&live) {
+            Ok(networks) => networks,
+            Err(error) => {
+                unrecorded(self);
+                return Err(error);
+            }
+        };
         let labels = match self.security.prepare(&live) {
             Ok(labels) => labels,
             Err(error) => {
+                unrecorded(self);
                 self.release_ports(&live);
                 return Err(error.into());
             }
@@ -211,6 +225,7 @@ impl Manager {
         let work: BoxFuture<Result<Started, crate::driver::Error>> = match driver.start(request) {
             Ok(work) => work,
             Err(error) => {
+                unrecorded(self);
                 self.security.release(&name);
                 self.release_ports(&live);
                 return Err(error.into());
@@ -221,7 +236,29 @@ impl Manager {
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let begin = std::time::Instant::now();
-            let result = work.await.map_err(CoreError::Driver);
+            // A new block's record first, on a blocking thread: its
+            // `fsync`s overlap other starts instead of holding the manager.
+            let recorded = match record {
+                None => Ok(()),
+                Some(record) => {
+                    let path = record.path().to_owned();
+                    tokio::task::spawn_blocking(move || record.write())
+                        .await
+                        .unwrap_or_else(|join| {
+                            Err(UsernsError::State(PersistError::Write {
+                                path,
+                                source: std::io::Error::other(join.to_string()),
+                            }))
+                        })
+                }
+            };
+            let result = match recorded {
+                Ok(()) => work.await.map_err(CoreError::Driver),
+                Err(error) => {
+                    let _ = internal.send(Internal::BlockUnrecorded { uuid });
+                    Err(error.into())
+                }
+            };
             tracing::debug!(domain = %name, elapsed_us = begin.elapsed().as_micros() as u64, "driver reported");
             let _ = internal.send(Internal::Launched {
                 uuid,

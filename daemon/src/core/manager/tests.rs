@@ -22,7 +22,7 @@ use crate::driver::{
 use crate::net::dnsmasq::Lease;
 use crate::net::ports::{PortError, PortRequest};
 use crate::net::virtual_network::{NetworkDriver, NetworkError, NetworkRuntime, Plugged};
-use crate::security::userns::{IdRange, IdRanges};
+use crate::security::userns::{IdRange, IdRanges, UsernsError};
 use crate::security::{HostSelinux, NoneDriver, Security};
 use crate::storage::BackendKind;
 
@@ -550,6 +550,37 @@ async fn start_and_destroy_publish_one_event_each() {
         h.driver.log(),
         ["start web", "destroy web", "exit web Destroyed"]
     );
+}
+
+/// A persistent domain's first start records its block of host ids (off
+/// the manager's task) before the driver's launch runs; a record that
+/// cannot be written fails the start, and nothing of the block stays held.
+#[tokio::test]
+async fn a_first_start_records_its_ids_before_the_launch_or_fails() {
+    let h = Harness::new();
+    let uuid = h.define("web", "").await;
+    let state = h.dir.path().join("userns");
+    // The state directory replaced by a file: the record cannot be made.
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::write(&state, "").unwrap();
+    let error = h.handle.start(uuid).await.unwrap_err();
+    assert!(
+        matches!(&error, CoreError::Userns(UsernsError::State(_))),
+        "{error:?}"
+    );
+    // Asked (the synchronous part) and released; the launch never ran.
+    assert_eq!(h.driver.log(), ["start web", "release web"]);
+    assert_eq!(h.driver.init_pid("web"), None);
+    assert_eq!(h.state(uuid).await.0, State::Shutoff);
+    // Back: the start records the same block (none stayed held) first.
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    h.handle.start(uuid).await.unwrap();
+    let record = std::fs::read_to_string(state.join(format!("{uuid}.json"))).unwrap();
+    let start = IdRange::DEFAULT.start;
+    assert!(record.contains(&format!("\"start\": {start}")), "{record}");
+    let summary = h.summary(uuid).await;
+    assert_eq!(summary.host_ids.map(|(first, _)| first), Some(start));
 }
 
 #[tokio::test]
