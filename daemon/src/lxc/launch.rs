@@ -9,7 +9,9 @@
 //! the host trusts, so a second, short-lived child, the *mounter*, cloned
 //! into a new mount namespace with host root's credentials and joined to
 //! the container's PID and network namespaces (for /proc and /sys), makes
-//! every mount, pivots, then joins the user namespace and unshares a mount
+//! every mount, stacks the root on a copy of the daemon's template mount
+//! namespace ([`mount_template`](crate::lxc::mount_template); without one
+//! it pivots), then joins the user namespace and unshares a mount
 //! namespace it owns: the kernel locks every mount of that copy (masks
 //! cannot be unmounted, read-only flags cannot be cleared). The container's
 //! init joins that mount namespace and goes on.
@@ -20,7 +22,7 @@
 //! write uid_map / gid_map
 //! place_in_cgroup(pid)
 //! setns(init's pid, net)
-//! clone3(NEWNS) ─────────────────────────────────────────► mounts, pivot_root,
+//! clone3(NEWNS) ─────────────────────────────────────────► mounts, the root,
 //! network devices (netlink; network.rs)                    setns(user),
 //! report: ready ◄───────────────────────────────────────── unshare(NEWNS)
 //! open its mount ns; let it go ──────────────────────────► exit
@@ -28,7 +30,7 @@
 //!                              console, ids, caps, label,
 //!                              execve(init)
 //! error pipe: EOF = exec'd ◄── (or a JSON SetupError)
-//! reap the mounter
+//! report the start; reap the mounter
 //! ```
 //!
 //! Without a user namespace the init makes its mounts itself, and the

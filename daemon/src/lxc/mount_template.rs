@@ -6,7 +6,7 @@
 //! CPU. Instead lxvirtd makes one mount namespace at start whose only
 //! mount is an empty, read-only tmpfs at its root; the mounter joins it,
 //! copies it (one mount, not the host's table), moves the container's
-//! tree onto its `/` and `chroot`s into the tree (`Setup::pivot`).
+//! tree onto its `/` and `chroot`s into the tree (`Setup::switch_root`).
 //!
 //! The tmpfs is never seen: a path that climbs to it is turned onto the
 //! tree stacked on it, `/proc/self/mountinfo` inside lists only what is

@@ -212,7 +212,7 @@ impl fmt::Display for SetupError {
 impl std::error::Error for SetupError {}
 
 /// The host directory where the container's root is assembled before
-/// pivot_root: `run_dir/NAME.root`.
+/// it becomes the container's root: `run_dir/NAME.root`.
 pub fn staging_root(spec: &ContainerSpec) -> PathBuf {
     spec.run_dir.join(format!("{}.root", spec.name))
 }
@@ -330,7 +330,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
 
     /// The mounter's part (user namespace only): every mount, as host root
     /// in a mount namespace of the host's user namespace (block devices,
-    /// idmapped mounts and masks all work), pivot_root, then into the
+    /// idmapped mounts and masks all work), the root, then into the
     /// container's user namespace and a mount namespace it owns.
     pub fn make_mounts(&self) -> Result<(), SetupError> {
         self.sys.umask(0);
@@ -418,7 +418,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         Err(SetupError::new(Step::Exec, Some(&init.path), errno))
     }
 
-    /// Every mount of the container, then pivot_root into its root.
+    /// Every mount of the container, then its root made the process's.
     fn mount_all(&self) -> Result<(), SetupError> {
         self.sys
             .mount(
@@ -444,7 +444,7 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         for path in &self.spec.masked_paths {
             self.mask_path(path)?;
         }
-        self.pivot()
+        self.switch_root()
     }
 
     /// Join the container's user namespace and leave every mount made so
@@ -1094,12 +1094,12 @@ impl<'a, S: Syscalls + ?Sized> Setup<'a, S> {
         .map_err(err)
     }
 
-    /// Make the staging root `/`. With a template, a copy of the template
-    /// with the root stacked on its `/` (see `stack_on_template`); else
-    /// pivot_root(".", "."), which stacks the old root on the new one, so
-    /// no put_old directory is needed (the root may be read-only), then
-    /// the old root is detached.
-    fn pivot(&self) -> Result<(), SetupError> {
+    /// Make the staging root the process's root. With a template, a copy
+    /// of the template with the root stacked on its `/` (see
+    /// `stack_on_template`); else pivot_root(".", "."), which stacks the
+    /// old root on the new one, so no put_old directory is needed (the
+    /// root may be read-only), then the old root is detached.
+    fn switch_root(&self) -> Result<(), SetupError> {
         if let Some(template) = self.template {
             return self
                 .stack_on_template(template)
