@@ -483,6 +483,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     drop(connection);
     adapter.abort();
     manager_task.abort();
+    // What no later daemon would know of until it looks for leftovers.
+    lxc.remove_retired_now().await;
     heap.abort();
     if let Some(watchdog) = watchdog {
         watchdog.abort();

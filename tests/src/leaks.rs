@@ -24,10 +24,15 @@ pub fn parent_of(pid: u32) -> u32 {
 
 /// Resident set size of process `pid`, in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A KiB figure of `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssFile`, …).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .split_whitespace()
         .next()?
         .parse()

@@ -297,9 +297,15 @@ impl TestDaemon {
             .collect())
     }
 
-    /// Removes the daemon's (empty) partition from every hierarchy.
+    /// Removes the daemon's (empty) partition from every hierarchy, with
+    /// the memory cgroups of ended containers a killed daemon left retired.
     pub fn remove_partition(root: &Path) {
         for dir in Self::partition_dirs(root).unwrap_or_default() {
+            for retired in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if lxvirtd::cgroup::retired::is_retired(&retired.path()) {
+                    let _ = fs::remove_dir(retired.path());
+                }
+            }
             let _ = fs::remove_dir(dir);
         }
     }

@@ -99,6 +99,11 @@ impl Drop for Cleanup {
                 _ => break,
             }
         }
+        if let Some(partition) = self.path.parent() {
+            for retired in self.cgroups.retired_in(partition) {
+                let _ = self.cgroups.remove_retired(&retired);
+            }
+        }
         for dir in cg.paths() {
             if let Some(partition) = dir.parent() {
                 let _ = fs::remove_dir(partition);
@@ -482,4 +487,52 @@ fn cgroup2_device_program_allows_only_the_listed_devices() {
         "{stderr}"
     );
     assert!(!node.exists());
+}
+
+/// A v1 memory cgroup is renamed beside itself at a container's end (the
+/// kernel allows it in v1 only) and removed later; on cgroup2 nothing is
+/// retired.
+#[test]
+fn a_memory_cgroup_retires_by_rename_and_goes_later_on_the_real_kernel() {
+    let Some(cgroups) = host_cgroups() else {
+        return;
+    };
+    let path = unique_path("retire");
+    let mut guard = Cleanup::new(&cgroups, &path);
+    let cg = cgroups
+        .create(&CgroupSpec {
+            path: path.clone(),
+            memory_limit: Some(64 << 20),
+            ..CgroupSpec::default()
+        })
+        .unwrap();
+    let pid = guard.spawn_sleep();
+    cg.add_process(i32::try_from(pid).unwrap()).unwrap();
+    cg.kill_all().unwrap();
+    guard.children[0].wait().unwrap();
+    guard.children.clear();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !cg.is_empty().unwrap() {
+        assert!(Instant::now() < deadline, "processes left after kill_all");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let retired = cg.remove_retiring_memory().unwrap();
+    for dir in cg.paths() {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    let partition = path.parent().unwrap();
+    let memory_v1 = cgroups.hierarchies().v1_hierarchy(Controller::Memory);
+    let Some(memory_v1) = memory_v1 else {
+        assert!(retired.is_empty(), "{retired:?}");
+        return;
+    };
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert_eq!(
+        retired[0].parent(),
+        Some(memory_v1.mount.join(partition).as_path())
+    );
+    assert!(retired[0].is_dir());
+    assert_eq!(cgroups.retired_in(partition), retired);
+    cgroups.remove_retired(&retired[0]).unwrap();
+    assert!(!retired[0].exists());
 }

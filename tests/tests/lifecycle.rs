@@ -366,6 +366,45 @@ async fn a_populated_cgroup_of_the_same_name_refuses_the_start_and_nothing_is_le
     squatter.destroy().await.unwrap();
 }
 
+/// A stopped container's v1 memory cgroup is renamed ("retired") and
+/// removed once stops pause; one a daemon left (killed) is removed by the
+/// next daemon's start.
+#[tokio::test]
+async fn retired_memory_cgroups_go_once_stops_pause_and_leftovers_at_start() {
+    if !root_or_skip() {
+        return;
+    }
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("skipped: no v1 memory hierarchy (cgroup2 removes memory cgroups at once)");
+        return;
+    }
+    use lxvirt_tests::leaks;
+    let mut env = Env::new().await;
+    let web = env.define("web", "sleep 1000", "").await;
+    for _ in 0..2 {
+        web.start().await.unwrap();
+        web.destroy().await.unwrap();
+        assert!(!env.daemon.cgroup_dir("memory", "web").exists());
+    }
+    eventually("the retired memory cgroups removed", async || {
+        leaks::lxvirt_cgroups(env.dir.path(), ".lxvirt-retired.").is_empty()
+    })
+    .await;
+
+    let leftover = env
+        .daemon
+        .cgroup_dir("memory", "web")
+        .with_file_name(".lxvirt-retired.1.2");
+    let stranger = leftover.with_file_name("not-retired");
+    fs::create_dir(&leftover).unwrap();
+    fs::create_dir(&stranger).unwrap();
+    env.daemon.kill().unwrap();
+    env.daemon = TestDaemon::start(&env.bus, env.dir.path()).await.unwrap();
+    eventually("the leftover removed", async || !leftover.exists()).await;
+    assert!(stranger.is_dir(), "a cgroup of another name stays");
+    fs::remove_dir(&stranger).unwrap();
+}
+
 #[tokio::test]
 async fn user_namespace_maps_root_and_owns_dev() {
     if !root_or_skip() {

@@ -393,16 +393,46 @@ impl<F: CgroupFs> ContainerCgroup<F> {
     /// [`CgroupError::Busy`].
     pub fn remove(&self) -> Result<(), CgroupError> {
         for dir in &self.dirs {
-            if dir.made == Some(false) {
-                // There only if the container was pinned while it ran:
-                // rare enough to skip retiring it first.
-                self.rmdir(&dir.path)?;
-                continue;
-            }
-            let cpuset = !dir.v2 && dir.handles.contains(Controller::Cpuset);
-            self.remove_tree(&dir.path, cpuset)?;
+            self.remove_dir(dir)?;
         }
         Ok(())
+    }
+
+    /// As [`remove`](Self::remove), but a v1 memory cgroup is renamed
+    /// beside itself (see [`retired`](super::retired)) instead of removed,
+    /// once every other hierarchy's directory is gone (so no process is
+    /// left in it); returns the new names, for
+    /// [`Cgroups::remove_retired`](super::Cgroups::remove_retired) later.
+    /// A rename that fails falls back to the removal.
+    pub fn remove_retiring_memory(&self) -> Result<Vec<PathBuf>, CgroupError> {
+        let (memory, others): (Vec<&Dir>, Vec<&Dir>) =
+            self.dirs.iter().partition(|dir| dir.retirable());
+        for dir in others {
+            self.remove_dir(dir)?;
+        }
+        let mut retired = Vec::new();
+        for dir in memory {
+            let to = super::retired::retired_name(&dir.path);
+            match self.fs.rename(&dir.path, &to) {
+                Ok(()) => retired.push(to),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::debug!(dir = %dir.path.display(), %error, "cannot retire a memory cgroup; removing it now");
+                    self.remove_dir(dir)?;
+                }
+            }
+        }
+        Ok(retired)
+    }
+
+    fn remove_dir(&self, dir: &Dir) -> Result<(), CgroupError> {
+        if dir.made == Some(false) {
+            // There only if the container was pinned while it ran: rare
+            // enough to skip retiring its cpuset first.
+            return self.rmdir(&dir.path);
+        }
+        let cpuset = !dir.v2 && dir.handles.contains(Controller::Cpuset);
+        self.remove_tree(&dir.path, cpuset)
     }
 
     /// Memory, CPU time and task count; cheap enough for every status query.

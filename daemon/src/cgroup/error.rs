@@ -109,6 +109,12 @@ pub enum CgroupError {
         path.display()
     )]
     MoveRacing { path: PathBuf },
+    #[error(
+        "{} is not a retired memory cgroup (a v1 memory cgroup named .lxvirt-retired.*); \
+         it is left alone",
+        path.display()
+    )]
+    NotRetired { path: PathBuf },
     #[error("cannot remove cgroup {}", path.display())]
     Remove {
         path: PathBuf,

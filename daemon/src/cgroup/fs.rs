@@ -20,6 +20,8 @@ pub trait CgroupFs {
     fn mkdir(&self, path: &Path) -> io::Result<()>;
     /// Removes one empty cgroup directory.
     fn rmdir(&self, path: &Path) -> io::Result<()>;
+    /// Renames a cgroup directory within its parent (v1 only).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Writes `value` with a single `write(2)` to an existing file; a
     /// missing file is `NotFound` (it is never created).
     fn write(&self, path: &Path, value: &str) -> io::Result<()>;
@@ -51,6 +53,10 @@ impl CgroupFs for HostFs {
 
     fn rmdir(&self, path: &Path) -> io::Result<()> {
         fs::remove_dir(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
     }
 
     fn write(&self, path: &Path, value: &str) -> io::Result<()> {

@@ -21,6 +21,7 @@ mod error;
 mod fs;
 mod hierarchy;
 mod limits;
+pub mod retired;
 #[cfg(test)]
 mod tests;
 
@@ -136,6 +137,12 @@ impl Dir {
     /// under the cgroup lock every start and stop takes.
     fn lazy(&self) -> bool {
         !self.v2 && self.handles == ControllerSet::only(Controller::Cpuset)
+    }
+
+    /// A v1 directory of the memory controller, which the container's end
+    /// retires rather than removes (see [`retired`]).
+    fn retirable(&self) -> bool {
+        !self.v2 && self.handles.contains(Controller::Memory) && self.made != Some(false)
     }
 
     /// The level a lazy directory's processes stay in until it is made.
@@ -479,6 +486,46 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
                 hint: source.hint(),
                 source,
             })
+    }
+
+    /// Removes a retired memory cgroup (see [`retired`]) and any cgroups
+    /// below it; one that is gone already is removed. Only a retired name
+    /// in a v1 hierarchy of the memory controller is taken.
+    pub fn remove_retired(&self, path: &Path) -> Result<(), CgroupError> {
+        let hierarchy = self.hierarchies.v1.iter().find(|h| {
+            h.known.contains(Controller::Memory) && path.starts_with(&h.mount) && path != h.mount
+        });
+        let (Some(hierarchy), true) = (hierarchy, retired::is_retired(path)) else {
+            return Err(CgroupError::NotRetired {
+                path: path.to_owned(),
+            });
+        };
+        let dir = Dir {
+            mount: hierarchy.mount.clone(),
+            path: path.to_owned(),
+            v2: false,
+            handles: hierarchy.known,
+            made: Some(true),
+        };
+        let relative = path.strip_prefix(&hierarchy.mount).unwrap_or(path);
+        ContainerCgroup::new(relative.to_owned(), vec![dir], true, self.fs.clone()).remove()
+    }
+
+    /// The retired memory cgroups in `partition` (relative to each
+    /// hierarchy's root), left by containers that ended while no daemon
+    /// removed them.
+    pub fn retired_in(&self, partition: &Path) -> Vec<PathBuf> {
+        let Ok(relative) = relative_path(partition) else {
+            return Vec::new();
+        };
+        self.hierarchies
+            .v1
+            .iter()
+            .filter(|h| h.known.contains(Controller::Memory))
+            .filter_map(|h| self.fs.subdirs(&h.mount.join(&relative)).ok())
+            .flatten()
+            .filter(|path| retired::is_retired(path))
+            .collect()
     }
 
     /// The existing cgroup at `path` (after a daemon restart);

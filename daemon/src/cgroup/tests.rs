@@ -17,6 +17,7 @@ use crate::cgroup::limits::element;
 enum Op {
     Mkdir(String),
     Rmdir(String),
+    Rename(String, String),
     /// The child directories of a directory listed.
     List(String),
     Write(String, String),
@@ -163,6 +164,12 @@ impl CgroupFs for FakeFs {
         }
         fs::remove_dir(path)?;
         self.record(Op::Rmdir(self.rel(path)));
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)?;
+        self.record(Op::Rename(self.rel(from), self.rel(to)));
         Ok(())
     }
 
@@ -1795,4 +1802,61 @@ fn retune_writes_the_changes_and_undoes_them_on_a_refusal() {
         "{error}"
     );
     assert_eq!(fake.log().len(), before, "nothing written");
+}
+
+#[test]
+fn a_containers_end_retires_its_v1_memory_cgroup_and_removes_the_rest() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    let cg = cgroups.create(&spec("machine/web")).unwrap();
+    fake.clear_log();
+    let retired = cg.remove_retiring_memory().unwrap();
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    let memory = fake.path("sys/fs/cgroup/memory/machine");
+    assert_eq!(retired[0].parent(), Some(memory.as_path()));
+    assert!(retired[0].is_dir());
+    for path in cg.paths() {
+        assert!(!path.exists(), "{}", path.display());
+    }
+    // The rename comes last: every other hierarchy's directory went first
+    // (so no process is left in it).
+    let log = fake.log();
+    assert!(
+        matches!(log.last(), Some(Op::Rename(from, _)) if from == "sys/fs/cgroup/memory/machine/web"),
+        "{log:?}"
+    );
+
+    // The daemon finds it in the partition, and removes only retired ones.
+    assert_eq!(cgroups.retired_in(Path::new("/machine")), retired);
+    let other = cgroups.create(&spec("machine/db")).unwrap();
+    let err = cgroups
+        .remove_retired(&fake.path("sys/fs/cgroup/memory/machine/db"))
+        .unwrap_err();
+    assert!(matches!(err, CgroupError::NotRetired { .. }), "{err}");
+    assert!(other.exists());
+    cgroups.remove_retired(&retired[0]).unwrap();
+    assert!(!retired[0].exists());
+    assert!(cgroups.retired_in(Path::new("/machine")).is_empty());
+    // Gone already: removed.
+    cgroups.remove_retired(&retired[0]).unwrap();
+}
+
+#[test]
+fn a_memory_cgroup_with_processes_left_is_not_retired() {
+    let (cgroups, fake) = host(Host::Hybrid);
+    let cg = cgroups.create(&spec("machine/web")).unwrap();
+    fake.put("sys/fs/cgroup/pids/machine/web/cgroup.procs", "10\n");
+    let err = cg.remove_retiring_memory().unwrap_err();
+    assert!(matches!(err, CgroupError::Busy { .. }), "{err}");
+    assert!(fake.path("sys/fs/cgroup/memory/machine/web").is_dir());
+    assert!(cgroups.retired_in(Path::new("/machine")).is_empty());
+}
+
+#[test]
+fn on_cgroup2_alone_nothing_is_retired() {
+    let (cgroups, _fake) = host(Host::V2);
+    let cg = cgroups.create(&spec("machine/web")).unwrap();
+    assert!(cg.remove_retiring_memory().unwrap().is_empty());
+    for path in cg.paths() {
+        assert!(!path.exists(), "{}", path.display());
+    }
 }

@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use nix::sched::CloneFlags;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
@@ -19,6 +20,7 @@ use super::protocol::{
 };
 use super::spawner::{MonitorCommand, SpawnedMonitor, Spawner, SpawnerError, spawn_monitor};
 use super::spec::{ConsoleLogSpec, ContainerSpec};
+use crate::cgroup::retired;
 use crate::persist::{self, PersistError};
 use crate::service::systemd::Placement;
 use crate::sys::process::{is_alive, start_time, wait_exit_blocking};
@@ -203,6 +205,8 @@ pub struct LxcDriver {
     /// `None`: its thread could not start; monitors come from the
     /// daemon's own descriptor table.
     spawner: Option<Arc<Spawner>>,
+    /// Memory cgroups of ended containers, removed once stops pause.
+    retired: Arc<Mutex<retired::Pending>>,
 }
 
 impl LxcDriver {
@@ -219,7 +223,72 @@ impl LxcDriver {
             next_early: Arc::new(Mutex::new(Some(launch::USUAL_FLAGS))),
             launching: Arc::new(AtomicUsize::new(0)),
             spawner,
+            retired: Arc::default(),
         }
+    }
+
+    /// Takes memory cgroups a container's end retired, and removes them
+    /// with the others once no container has ended for a moment (see
+    /// [`retired`]).
+    pub fn retire_cgroups(&self, paths: Vec<PathBuf>) {
+        let first = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(paths, Instant::now());
+        if first && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.clone().remove_retired_when_due());
+        }
+    }
+
+    async fn remove_retired_when_due(self) {
+        loop {
+            let due_in = self
+                .retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .due_in(Instant::now());
+            match due_in {
+                None => return,
+                Some(wait) if wait.is_zero() => break,
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+        self.remove_retired_now().await;
+    }
+
+    /// Removes the retired memory cgroups pending, due or not (the daemon
+    /// stops).
+    pub async fn remove_retired_now(&self) {
+        let paths = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(cgroups) = self.config.cgroups.clone().filter(|_| !paths.is_empty()) else {
+            return;
+        };
+        let removed = tokio::task::spawn_blocking(move || {
+            for path in paths {
+                if let Err(error) = cgroups.remove_retired(&path) {
+                    tracing::warn!(error = %crate::error_chain::error_chain(&error), "cannot remove the memory cgroup of a container that ended");
+                }
+            }
+        });
+        let _ = removed.await;
+    }
+
+    /// Retired memory cgroups in the default partition that no daemon
+    /// removed (it was stopped, or crashed, after containers ended).
+    pub fn retire_leftover_cgroups(&self) {
+        let Some(cgroups) = self.config.cgroups.clone() else {
+            return;
+        };
+        let driver = self.clone();
+        let partition = self.config.settings.default_partition.clone();
+        tokio::task::spawn_blocking(move || {
+            driver.retire_cgroups(cgroups.retired_in(&partition));
+        });
     }
 
     /// A new monitor, from the spawner's small descriptor table if it
@@ -606,6 +675,7 @@ mod tests {
                 init: InitExit::Exited { code: 0 },
                 requested: Some(Requested::Shutdown),
                 cleanup_errors: vec![],
+                retired_cgroups: vec![],
             })
         );
         assert!(!path.exists());

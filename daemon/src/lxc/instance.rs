@@ -132,6 +132,7 @@ impl Driver for LxcDriver {
 
     fn warm_up(&self) {
         self.prepare_spare();
+        self.retire_leftover_cgroups();
     }
 
     fn start(&self, request: StartRequest) -> Result<BoxFuture<Result<Started, Error>>, Error> {
@@ -519,6 +520,7 @@ impl Driver for LxcDriver {
             }
             Ok(Some(record)) => {
                 problems.extend(record.cleanup_errors);
+                self.retire_cgroups(record.retired_cgroups);
                 match (record.requested, record.init) {
                     (Some(Requested::Destroy), _) => Exit::Destroyed,
                     (Some(Requested::Shutdown), _) => Exit::Shutdown,

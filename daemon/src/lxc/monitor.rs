@@ -772,9 +772,13 @@ impl<'a> Monitor<'a> {
         if let Some(network) = self.network {
             cleanup_errors.extend(network.tear_down().iter().map(|e| error_chain(e)));
         }
-        if let Err(e) = self.cgroup.remove() {
-            cleanup_errors.push(error_chain(&e));
-        }
+        let retired_cgroups = match self.cgroup.remove_retiring_memory() {
+            Ok(retired) => retired,
+            Err(e) => {
+                cleanup_errors.push(error_chain(&e));
+                Vec::new()
+            }
+        };
         for problem in &cleanup_errors {
             tracing::warn!(problem = %problem, "cleanup after the container left something");
         }
@@ -782,6 +786,7 @@ impl<'a> Monitor<'a> {
             init: self.init_exit.unwrap_or(InitExit::Signaled { signal: 9 }),
             requested: self.requested,
             cleanup_errors,
+            retired_cgroups,
         };
         match record.init {
             InitExit::Exited { code } => {

@@ -408,6 +408,10 @@ pub struct ExitRecord {
     pub requested: Option<Requested>,
     /// Problems while cleaning up (a cgroup that would not go away, …).
     pub cleanup_errors: Vec<String>,
+    /// Memory cgroups renamed for the daemon to remove later (see
+    /// [`crate::cgroup::retired`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_cgroups: Vec<std::path::PathBuf>,
 }
 
 impl Versioned for ExitRecord {

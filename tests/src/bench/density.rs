@@ -338,6 +338,9 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
     // its allocator (it does every 10 s): what `ps` shows on a quiet host.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let daemon_rss_settled = rss_kib(daemon_pid).unwrap_or(0) as f64 / 1024.0;
+    let mib =
+        |field| lxvirt_tests::leaks::status_kib(daemon_pid, field).unwrap_or(0) as f64 / 1024.0;
+    let (daemon_anon, daemon_file) = (mib("RssAnon"), mib("RssFile"));
     let list_ms = cli_list(&bus.address, 5)?;
     let gmo = managed_objects(&connection, 5).await?;
     let (full_start, full_destroy) = one_more(&probe, 10).await?;
@@ -422,7 +425,7 @@ pub async fn bench(count: usize, clients: usize) -> Result<()> {
         median(&mut monitor_pss)
     );
     println!(
-        "| daemon RSS, after the starts / 11 s later | – | {daemon_rss:.1} / {daemon_rss_settled:.1} MiB |"
+        "| daemon RSS, after the starts / 11 s later (of which anonymous / file-backed) | – | {daemon_rss:.1} / {daemon_rss_settled:.1} MiB ({daemon_anon:.1} / {daemon_file:.1}) |"
     );
     println!("| `lxvirt list --all` (CLI, median of 5) | – | {list_ms:.1} ms |");
     println!(
