@@ -326,12 +326,12 @@ async fn interface_of<'c>(
 /// The interface of `def` (of `domain`) that `wanted` names: its host-side
 /// name or its MAC.
 fn find_interface(def: DomainDef, domain: &str, wanted: &str) -> Result<Interface> {
-    let found = def.devices.interfaces.into_iter().find(|i| {
+    let found = def.devices.interfaces.iter().find(|i| {
         i.target_dev.as_deref() == Some(wanted)
             || i.mac
                 .is_some_and(|m| m.to_string().eq_ignore_ascii_case(wanted))
     });
-    found.ok_or_else(|| {
+    found.cloned().ok_or_else(|| {
         Failure::new(
             EXIT_FAILURE,
             format!(

@@ -50,7 +50,11 @@ pub struct StartRequest {
 /// no port for stays as it is (the driver refuses it).
 pub fn plug_networks(def: &DomainDef, networks: &HashMap<String, NetworkPort>) -> DomainDef {
     let mut plugged = def.clone();
-    for interface in &mut plugged.devices.interfaces {
+    let plugs = |i: &crate::domain::Interface| matches!(&i.source, InterfaceSource::Network { network, .. } if networks.contains_key(network));
+    if !plugged.devices.interfaces.iter().any(plugs) {
+        return plugged;
+    }
+    for interface in &mut std::sync::Arc::make_mut(&mut plugged.devices).interfaces {
         if let InterfaceSource::Network { network, .. } = &interface.source
             && let Some(port) = networks.get(network)
         {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -80,7 +81,11 @@ pub struct DomainDef {
     pub on_poweroff: LifecycleAction,
     pub on_reboot: LifecycleAction,
     pub on_crash: LifecycleAction,
-    pub devices: Devices,
+    /// Shared by a definition and its copies until one of them changes a
+    /// device ([`Arc::make_mut`]): a running domain's live definition is
+    /// a copy of its definition, and with thousands running the devices
+    /// (~1 KiB each) were most of the difference.
+    pub devices: Arc<Devices>,
     pub seclabel: Option<SecLabel>,
     /// `<lxc:namespace>`: namespaces shared with other processes.
     pub lxc_namespace: Option<LxcNamespace>,

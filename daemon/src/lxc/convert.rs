@@ -1533,7 +1533,7 @@ mod tests {
         // definition reach the driver otherwise: floor= on a bridge, and
         // a direct interface's bandwidth.
         let mut d = with_devices("<interface type='bridge'><source bridge='br0'/></interface>");
-        d.devices.interfaces[0].bandwidth = Some(Bandwidth {
+        std::sync::Arc::make_mut(&mut d.devices).interfaces[0].bandwidth = Some(Bandwidth {
             inbound: Some(BandwidthRate {
                 average: Some(100),
                 floor: Some(50),
@@ -1546,7 +1546,7 @@ mod tests {
             "domain 'web_1': <interface type='bridge'> #1 (bridge 'br0'): <inbound floor=…> needs the QoS of a virtual network, which lxvirt does not run yet; remove floor="
         );
         let mut d = with_devices("<interface type='direct'><source dev='eth9'/></interface>");
-        d.devices.interfaces[0].bandwidth = Some(Bandwidth {
+        std::sync::Arc::make_mut(&mut d.devices).interfaces[0].bandwidth = Some(Bandwidth {
             inbound: None,
             outbound: Some(BandwidthRate {
                 average: Some(100),

@@ -63,8 +63,9 @@ pub fn attach(
         interface.guest_dev = Some(free_guest_name(&inside)?);
     }
     let guest_name = interface.guest_dev.clone().unwrap_or_default();
-    one.devices.interfaces = vec![interface];
-    one.devices.hostdevs.clear();
+    let devices = std::sync::Arc::make_mut(&mut one.devices);
+    devices.interfaces = vec![interface];
+    devices.hostdevs.clear();
     let networks = port
         .map(|p| {
             let network = match &one.devices.interfaces[0].source {

@@ -374,7 +374,7 @@ pub fn parse_domain(root: &Element, source: &str) -> Result<DomainDef> {
         on_poweroff,
         on_reboot,
         on_crash,
-        devices,
+        devices: std::sync::Arc::new(devices),
         seclabel,
         lxc_namespace,
         seccomp,

@@ -344,7 +344,11 @@ pub(super) fn fill_macs(
         .copied()
         .chain(def.devices.interfaces.iter().filter_map(|i| i.mac))
         .collect();
-    for (index, interface) in def.devices.interfaces.iter_mut().enumerate() {
+    if def.devices.interfaces.iter().all(|i| i.mac.is_some()) {
+        return;
+    }
+    let devices = std::sync::Arc::make_mut(&mut def.devices);
+    for (index, interface) in devices.interfaces.iter_mut().enumerate() {
         if interface.mac.is_some() {
             continue;
         }

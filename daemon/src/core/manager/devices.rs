@@ -9,6 +9,7 @@
 //! after it succeeded, so a refusal changes neither.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -114,13 +115,13 @@ impl Manager {
         {
             // One MAC for both the live and the persistent interface.
             let mut one = DomainDef::clone(&entry.def);
-            one.devices.interfaces = vec![interface.clone()];
+            Arc::make_mut(&mut one.devices).interfaces = vec![interface.clone()];
             fill_macs(
                 &mut one,
                 None,
                 &taken_with(&taken, entry.live_def(), &entry.def),
             );
-            *interface = one.devices.interfaces.remove(0);
+            *interface = Arc::make_mut(&mut one.devices).interfaces.remove(0);
         }
         // The persistent definition as it will be, checked now.
         let new_config = if config {
@@ -164,7 +165,7 @@ impl Manager {
                 ));
                 super::start::name_host_end(interface);
                 let mut one = live_def.clone();
-                one.devices.interfaces = vec![interface.clone()];
+                Arc::make_mut(&mut one.devices).interfaces = vec![interface.clone()];
                 let mut ports = refuse!(self.network_ports(&one));
                 let port = match &interface.source {
                     InterfaceSource::Network { network, .. } => ports.remove(network),
@@ -192,7 +193,7 @@ impl Manager {
                 // Completed in place: `device` is what the definition gets.
                 refuse!(live_interface_update(&old, interface, &name));
                 let mut new_live = live_def;
-                new_live.devices.interfaces[found] = interface.clone();
+                Arc::make_mut(&mut new_live.devices).interfaces[found] = interface.clone();
                 Request::UpdateDevice {
                     live: Box::new(new_live),
                     old: Box::new(DeviceDef::Interface(old)),
@@ -471,29 +472,32 @@ fn apply(
                     describe(device)
                 )));
             }
+            let devices = Arc::make_mut(&mut def.devices);
             match device.clone() {
-                DeviceDef::Interface(i) => def.devices.interfaces.push(i),
-                DeviceDef::Disk(d) => def.devices.disks.push(d),
-                DeviceDef::Filesystem(f) => def.devices.filesystems.push(f),
-                DeviceDef::Hostdev(h) => def.devices.hostdevs.push(h),
+                DeviceDef::Interface(i) => devices.interfaces.push(i),
+                DeviceDef::Disk(d) => devices.disks.push(d),
+                DeviceDef::Filesystem(f) => devices.filesystems.push(f),
+                DeviceDef::Hostdev(h) => devices.hostdevs.push(h),
             }
         }
         Change::Detach => {
             let index = find(def, device, domain, which)?;
+            let devices = Arc::make_mut(&mut def.devices);
             match device {
-                DeviceDef::Interface(_) => drop(def.devices.interfaces.remove(index)),
-                DeviceDef::Disk(_) => drop(def.devices.disks.remove(index)),
-                DeviceDef::Filesystem(_) => drop(def.devices.filesystems.remove(index)),
-                DeviceDef::Hostdev(_) => drop(def.devices.hostdevs.remove(index)),
+                DeviceDef::Interface(_) => drop(devices.interfaces.remove(index)),
+                DeviceDef::Disk(_) => drop(devices.disks.remove(index)),
+                DeviceDef::Filesystem(_) => drop(devices.filesystems.remove(index)),
+                DeviceDef::Hostdev(_) => drop(devices.hostdevs.remove(index)),
             }
         }
         Change::Update => {
             let index = find(def, device, domain, which)?;
+            let devices = Arc::make_mut(&mut def.devices);
             match device.clone() {
-                DeviceDef::Interface(i) => def.devices.interfaces[index] = i,
-                DeviceDef::Disk(d) => def.devices.disks[index] = d,
-                DeviceDef::Filesystem(f) => def.devices.filesystems[index] = f,
-                DeviceDef::Hostdev(h) => def.devices.hostdevs[index] = h,
+                DeviceDef::Interface(i) => devices.interfaces[index] = i,
+                DeviceDef::Disk(d) => devices.disks[index] = d,
+                DeviceDef::Filesystem(f) => devices.filesystems[index] = f,
+                DeviceDef::Hostdev(h) => devices.hostdevs[index] = h,
             }
         }
     }

@@ -407,16 +407,72 @@ impl Manager {
 /// with "exists already"). It shows in the live XML only, as libvirt's
 /// `vnetN` does.
 fn name_host_ends(live: &mut crate::domain::DomainDef) {
-    live.devices.interfaces.iter_mut().for_each(name_host_end);
+    if live.devices.interfaces.iter().any(needs_host_end_name) {
+        std::sync::Arc::make_mut(&mut live.devices)
+            .interfaces
+            .iter_mut()
+            .for_each(name_host_end);
+    }
 }
 
 /// [`name_host_ends`] for one interface (a hot-plugged one too).
 pub(super) fn name_host_end(interface: &mut crate::domain::Interface) {
+    if needs_host_end_name(interface) {
+        interface.target_dev = Some(format!("lxv{:08x}", rand::random::<u32>()));
+    }
+}
+
+/// An interface with a host end (a veth) and no `<target dev>`.
+fn needs_host_end_name(interface: &crate::domain::Interface) -> bool {
     let has_host_end = !matches!(
         interface.source,
         crate::domain::InterfaceSource::Direct { .. }
     );
-    if has_host_end && interface.target_dev.is_none() {
-        interface.target_dev = Some(format!("lxv{:08x}", rand::random::<u32>()));
+    has_host_end && interface.target_dev.is_none()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::name_host_ends;
+    use crate::domain::DomainDef;
+
+    fn def(devices: &str) -> DomainDef {
+        DomainDef::from_xml(&format!(
+            "<domain type='lxc'><name>web</name><memory unit='MiB'>64</memory>\
+             <os><type>exe</type><init>/bin/sh</init></os>\
+             <devices>{devices}<console type='pty'/></devices></domain>"
+        ))
+        .unwrap()
+    }
+
+    /// A running domain's live copy shares its definition's devices
+    /// until one of them changes: here until an interface gets the name
+    /// of its host end.
+    #[test]
+    fn a_live_copy_shares_the_devices_until_an_interface_is_named() {
+        let no_interface = def("");
+        let mut live = no_interface.clone();
+        name_host_ends(&mut live);
+        assert!(Arc::ptr_eq(&no_interface.devices, &live.devices));
+        let plugged = crate::driver::plug_networks(&live, &HashMap::new());
+        assert!(Arc::ptr_eq(&no_interface.devices, &plugged.devices));
+
+        let named =
+            def("<interface type='bridge'><source bridge='br0'/><target dev='web0'/></interface>");
+        let mut live = named.clone();
+        name_host_ends(&mut live);
+        assert!(Arc::ptr_eq(&named.devices, &live.devices));
+
+        let unnamed = def("<interface type='bridge'><source bridge='br0'/></interface>");
+        let mut live = unnamed.clone();
+        name_host_ends(&mut live);
+        assert!(!Arc::ptr_eq(&unnamed.devices, &live.devices));
+        let name = live.devices.interfaces[0].target_dev.as_deref().unwrap();
+        assert!(name.starts_with("lxv"), "{name}");
+        assert_eq!(unnamed.devices.interfaces[0].target_dev, None);
     }
 }
