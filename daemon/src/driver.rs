@@ -50,20 +50,28 @@ pub struct StartRequest {
 /// no port for stays as it is (the driver refuses it).
 pub fn plug_networks(def: &DomainDef, networks: &HashMap<String, NetworkPort>) -> DomainDef {
     let mut plugged = def.clone();
-    let plugs = |i: &crate::domain::Interface| matches!(&i.source, InterfaceSource::Network { network, .. } if networks.contains_key(network));
-    if !plugged.devices.interfaces.iter().any(plugs) {
-        return plugged;
-    }
-    for interface in &mut std::sync::Arc::make_mut(&mut plugged.devices).interfaces {
-        if let InterfaceSource::Network { network, .. } = &interface.source
-            && let Some(port) = networks.get(network)
-        {
-            interface.source = InterfaceSource::Bridge {
-                bridge: port.bridge.clone(),
-            };
-        }
-    }
+    plugged.change_interfaces(
+        |interface| port_of(interface, networks).is_some(),
+        |_, interface| {
+            if let Some(port) = port_of(interface, networks) {
+                interface.source = InterfaceSource::Bridge {
+                    bridge: port.bridge.clone(),
+                };
+            }
+        },
+    );
     plugged
+}
+
+/// The port of a `type='network'` interface among `networks`.
+fn port_of<'n>(
+    interface: &crate::domain::Interface,
+    networks: &'n HashMap<String, NetworkPort>,
+) -> Option<&'n NetworkPort> {
+    match &interface.source {
+        InterfaceSource::Network { network, .. } => networks.get(network),
+        _ => None,
+    }
 }
 
 /// Where an interface on a virtual network plugs in.

@@ -226,6 +226,25 @@ impl DomainDef {
         }
     }
 
+    /// Gives each interface `wanted` picks to `change`, with its index.
+    /// The devices, shared with other copies of this definition, are
+    /// copied only when one is picked.
+    pub fn change_interfaces(
+        &mut self,
+        wanted: impl Fn(&Interface) -> bool,
+        mut change: impl FnMut(usize, &mut Interface),
+    ) {
+        if !self.devices.interfaces.iter().any(&wanted) {
+            return;
+        }
+        let interfaces = &mut Arc::make_mut(&mut self.devices).interfaces;
+        for (index, interface) in interfaces.iter_mut().enumerate() {
+            if wanted(interface) {
+                change(index, interface);
+            }
+        }
+    }
+
     /// Drops the live labels, e.g. when the domain stops.
     pub fn clear_live_labels(&mut self) {
         if let Some(sec) = &mut self.seclabel {

@@ -492,9 +492,11 @@ impl<F: CgroupFs + Clone> Cgroups<F> {
     /// below it; one that is gone already is removed. Only a retired name
     /// in a v1 hierarchy of the memory controller is taken.
     pub fn remove_retired(&self, path: &Path) -> Result<(), CgroupError> {
-        let hierarchy = self.hierarchies.v1.iter().find(|h| {
-            h.known.contains(Controller::Memory) && path.starts_with(&h.mount) && path != h.mount
-        });
+        let hierarchy = self
+            .hierarchies
+            .v1
+            .iter()
+            .find(|h| h.known.contains(Controller::Memory) && path.starts_with(&h.mount));
         let (Some(hierarchy), true) = (hierarchy, retired::is_retired(path)) else {
             return Err(CgroupError::NotRetired {
                 path: path.to_owned(),

@@ -68,7 +68,6 @@ impl Pending {
     /// Adds cgroups retired at `now`; whether nothing was pending before
     /// (a removal must then be scheduled).
     pub fn add(&mut self, paths: impl IntoIterator<Item = PathBuf>, now: Instant) -> bool {
-        let was_empty = self.paths.is_empty();
         let before = self.paths.len();
         self.paths.extend(paths);
         if self.paths.len() == before {
@@ -76,7 +75,7 @@ impl Pending {
         }
         self.first.get_or_insert(now);
         self.last = Some(now);
-        was_empty
+        before == 0
     }
 
     /// How long from `now` until the pending cgroups are due for removal

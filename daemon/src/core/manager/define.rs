@@ -344,29 +344,25 @@ pub(super) fn fill_macs(
         .copied()
         .chain(def.devices.interfaces.iter().filter_map(|i| i.mac))
         .collect();
-    if def.devices.interfaces.iter().all(|i| i.mac.is_some()) {
-        return;
-    }
-    let devices = std::sync::Arc::make_mut(&mut def.devices);
-    for (index, interface) in devices.interfaces.iter_mut().enumerate() {
-        if interface.mac.is_some() {
-            continue;
-        }
-        let kept = previous
-            .and_then(|p| p.devices.interfaces.get(index))
-            .filter(|old| old.source.type_str() == interface.source.type_str())
-            .and_then(|old| old.mac)
-            .filter(|mac| !taken.contains(mac));
-        let mac = kept.unwrap_or_else(|| {
-            loop {
-                let tail: [u8; 3] = rand::random();
-                let mac = MacAddr([0x52, 0x54, 0x00, tail[0], tail[1], tail[2]]);
-                if !taken.contains(&mac) {
-                    break mac;
+    def.change_interfaces(
+        |interface| interface.mac.is_none(),
+        |index, interface| {
+            let kept = previous
+                .and_then(|p| p.devices.interfaces.get(index))
+                .filter(|old| old.source.type_str() == interface.source.type_str())
+                .and_then(|old| old.mac)
+                .filter(|mac| !taken.contains(mac));
+            let mac = kept.unwrap_or_else(|| {
+                loop {
+                    let tail: [u8; 3] = rand::random();
+                    let mac = MacAddr([0x52, 0x54, 0x00, tail[0], tail[1], tail[2]]);
+                    if !taken.contains(&mac) {
+                        break mac;
+                    }
                 }
-            }
-        });
-        taken.insert(mac);
-        interface.mac = Some(mac);
-    }
+            });
+            taken.insert(mac);
+            interface.mac = Some(mac);
+        },
+    );
 }

@@ -407,12 +407,7 @@ impl Manager {
 /// with "exists already"). It shows in the live XML only, as libvirt's
 /// `vnetN` does.
 fn name_host_ends(live: &mut crate::domain::DomainDef) {
-    if live.devices.interfaces.iter().any(needs_host_end_name) {
-        std::sync::Arc::make_mut(&mut live.devices)
-            .interfaces
-            .iter_mut()
-            .for_each(name_host_end);
-    }
+    live.change_interfaces(needs_host_end_name, |_, interface| name_host_end(interface));
 }
 
 /// [`name_host_ends`] for one interface (a hot-plugged one too).
