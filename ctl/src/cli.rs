@@ -24,6 +24,13 @@ pub struct Cli {
     )]
     pub connect: Option<String>,
 
+    /// lxvirtd's private socket (root only), for the commands it serves
+    /// there: start, shutdown, destroy, reboot, reset, suspend and resume
+    /// of a domain named by name; they skip the bus's hops (default:
+    /// /run/lxvirt/private, unless --connect is given; without it, the bus).
+    #[arg(long, global = true, value_name = "PATH", env = "LXVIRT_SOCKET")]
+    pub socket: Option<std::path::PathBuf>,
+
     /// Output format of listing and info commands.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,

@@ -114,7 +114,15 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Version => return version(cli.connect.as_deref(), cli.output).await,
         _ => {}
     }
-    let connection = connect(cli.connect.as_deref()).await?;
+    let private = if served_by_private_socket(&cli.command) {
+        private_connection(cli.socket.as_deref(), cli.connect.as_deref()).await?
+    } else {
+        None
+    };
+    let connection = match private {
+        Some(connection) => connection,
+        None => connect(cli.connect.as_deref()).await?,
+    };
     let manager = ManagerProxy::new(&connection).await?;
     match cli.command {
         Command::ShutdownAll {
@@ -547,6 +555,69 @@ pub async fn run(cli: Cli) -> Result<u8> {
         | Command::Version => {}
     }
     Ok(EXIT_OK)
+}
+
+/// The socket lxvirtd serves the manager on for root (its run directory's
+/// `private`).
+const PRIVATE_SOCKET: &str = "/run/lxvirt/private";
+
+/// Whether `command` is one the private socket serves: a state change of a
+/// domain given by name (by UUID it needs the domain's object, which only
+/// the bus has).
+fn served_by_private_socket(command: &Command) -> bool {
+    let name = match command {
+        Command::Start { domain }
+        | Command::Shutdown { domain, .. }
+        | Command::Destroy { domain }
+        | Command::Reboot { domain, .. }
+        | Command::Reset { domain }
+        | Command::Suspend { domain }
+        | Command::Resume { domain } => domain,
+        _ => return false,
+    };
+    uuid::Uuid::parse_str(name).is_err()
+}
+
+/// A peer-to-peer connection to lxvirtd's private socket: `socket`, else
+/// the default one when no bus address was given. `None` when the default
+/// socket cannot be used (not root, no daemon there): the bus then serves.
+async fn private_connection(
+    socket: Option<&Path>,
+    address: Option<&str>,
+) -> Result<Option<zbus::Connection>> {
+    let (path, chosen) = match (socket, address) {
+        (Some(path), _) => (path, true),
+        (None, None) => (Path::new(PRIVATE_SOCKET), false),
+        (None, Some(_)) => return Ok(None),
+    };
+    let stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(_) if !chosen => return Ok(None),
+        Err(e) => {
+            return Err(Failure::new(
+                EXIT_CONNECT,
+                format!(
+                    "cannot connect to lxvirtd's private socket {}: {e}; is lxvirtd running with that run directory, and are you root? (without --socket the bus serves)",
+                    path.display()
+                ),
+            ));
+        }
+    };
+    let built = zbus::connection::Builder::unix_stream(stream)
+        .p2p()
+        .build()
+        .await;
+    match built {
+        Ok(connection) => Ok(Some(connection)),
+        Err(_) if !chosen => Ok(None),
+        Err(e) => Err(Failure::new(
+            EXIT_CONNECT,
+            format!(
+                "cannot talk to lxvirtd on its private socket {}: {e}",
+                path.display()
+            ),
+        )),
+    }
 }
 
 async fn connect(address: Option<&str>) -> Result<zbus::Connection> {

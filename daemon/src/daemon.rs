@@ -438,6 +438,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     )
     .await
     .map_err(DaemonError::Export)?;
+    let private_path = config.run_dir.join(dbus::private::SOCKET_NAME);
+    let private = match dbus::private::bind(&private_path) {
+        Ok(listener) => Some(adapter.serve_private(listener)),
+        Err(error) => {
+            tracing::warn!(path = %private_path.display(), %error, "no private socket: clients call through the bus only");
+            None
+        }
+    };
     let reply = connection
         .request_name_with_flags(dbus::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
         .await
@@ -481,7 +489,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Containers keep running under their monitors; the next lxvirtd finds
     // them through their status files.
     drop(connection);
-    adapter.abort();
+    adapter.adapter.abort();
+    if let Some(private) = private {
+        private.abort();
+        // Nobody answers there any more: clients fall back to the bus at once.
+        let _ = std::fs::remove_file(&private_path);
+    }
     manager_task.abort();
     // What no later daemon would know of until it looks for leftovers.
     lxc.remove_retired_now().await;

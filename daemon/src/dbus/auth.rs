@@ -9,12 +9,15 @@
 //! `<lxvirt:api access='read|manage'/>` lets it through.
 //!
 //! The bus policy lets every local user call lxvirtd (only root may own
-//! its name); these checks decide, on any bus.
+//! its name); these checks decide, on any bus. A caller on the daemon's
+//! private socket (`private`) is checked the same way, by the uid and
+//! pid the socket reported when it connected.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use nix::unistd::{Gid, Group, Uid, User};
+use zbus::OwnedGuid;
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
 
@@ -42,6 +45,10 @@ pub struct Authorizer {
     tenants: Tenants,
     readers: Arc<Mutex<HashSet<OwnedUniqueName>>>,
     callers: Arc<Mutex<HashMap<OwnedUniqueName, Caller>>>,
+    /// The processes behind the private socket's connections, by the
+    /// GUID each connection was given when it was accepted (its messages
+    /// carry no sender to ask the bus about).
+    peers: Arc<Mutex<HashMap<OwnedGuid, Caller>>>,
 }
 
 /// The process behind a bus connection, as the bus reports it.
@@ -60,7 +67,43 @@ impl Authorizer {
             tenants: Tenants::default(),
             readers: Arc::default(),
             callers: Arc::default(),
+            peers: Arc::default(),
         }
+    }
+
+    /// Registers the process behind a private-socket connection, as the
+    /// socket reported it (`SO_PEERCRED`), until [`Authorizer::peer_gone`].
+    pub(crate) fn peer_connected(&self, guid: OwnedGuid, uid: u32, pid: u32) {
+        self.peers().insert(guid, Caller { uid, pid });
+    }
+
+    pub(crate) fn peer_gone(&self, guid: &OwnedGuid) {
+        self.peers().remove(guid);
+    }
+
+    /// How many private-socket connections are open.
+    pub(crate) fn peer_count(&self) -> usize {
+        self.peers().len()
+    }
+
+    /// The process behind a peer-to-peer `connection`: only connections
+    /// the private socket accepted have one.
+    fn peer(&self, connection: &zbus::Connection) -> Result<Caller, Error> {
+        self.peers()
+            .get(connection.server_guid())
+            .copied()
+            .ok_or_else(|| {
+                Error::AccessDenied(
+                    "a peer-to-peer caller lxvirtd did not accept on its private socket; \
+                     call through the bus"
+                        .into(),
+                )
+            })
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedGuid, Caller>> {
+        // A panic while holding it left a plain map: still usable.
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Refuses callers inside the running containers `tenants` lists
@@ -108,24 +151,25 @@ impl Authorizer {
         )))
     }
 
-    /// Checks that the sender of `header` may read: once per connection,
-    /// as libvirt asks once per client. Without a header (the daemon's own
-    /// use) or a sender (a peer-to-peer connection) it may.
+    /// Checks that the sender of `header` may read: once per bus
+    /// connection, as libvirt asks once per client. Without a header (the
+    /// daemon's own use) it may.
     pub async fn check_read(
         &self,
         connection: &zbus::Connection,
         header: Option<&Header<'_>>,
     ) -> Result<(), Error> {
-        let Some(sender) = header.and_then(|h| h.sender()) else {
+        let Some(header) = header else {
             return Ok(());
         };
         if self.polkit.is_none() && self.tenants.is_empty() {
             return Ok(());
         }
-        if self.readers().contains(sender.as_str()) {
+        let sender = header.sender();
+        if sender.is_some_and(|s| self.readers().contains(s.as_str())) {
             return Ok(());
         }
-        let caller = self.caller(connection, sender).await?;
+        let caller = self.caller_behind(connection, sender).await?;
         // A caller in another pid namespace is checked at each new read:
         // the container it runs in may have started a moment ago.
         let remember = self.check_origin(
@@ -156,15 +200,29 @@ impl Authorizer {
                 }
             }
         }
-        if !remember {
+        // A peer's check asks nobody: nothing to remember.
+        let (true, Some(sender)) = (remember, sender) else {
             return Ok(());
-        }
+        };
         let mut readers = self.readers();
         if readers.len() >= READERS_REMEMBERED {
             readers.clear();
         }
         readers.insert(sender.to_owned().into());
         Ok(())
+    }
+
+    /// The process behind a message: its bus sender's, or without one (a
+    /// peer-to-peer connection) the private socket's peer.
+    async fn caller_behind(
+        &self,
+        connection: &zbus::Connection,
+        sender: Option<&zbus::names::UniqueName<'_>>,
+    ) -> Result<Caller, Error> {
+        match sender {
+            Some(sender) => self.caller(connection, sender).await,
+            None => self.peer(connection),
+        }
     }
 
     /// The process behind `sender`: remembered, else asked of the bus.
@@ -203,18 +261,15 @@ impl Authorizer {
         self
     }
 
-    /// Checks the sender of `header`, asking the bus for its uid.
+    /// Checks the sender of `header`, asking the bus for its uid (or the
+    /// private socket's peer, as it connected).
     pub async fn check(
         &self,
         connection: &zbus::Connection,
         header: &Header<'_>,
         action: &str,
     ) -> Result<(), Error> {
-        let Some(sender) = header.sender() else {
-            // A peer-to-peer connection: whoever could open the socket is trusted.
-            return Ok(());
-        };
-        let caller = self.caller(connection, sender).await?;
+        let caller = self.caller_behind(connection, header.sender()).await?;
         self.check_origin(caller, ApiAccess::Manage, action)?;
         let uid = caller.uid;
         if self.allows(Uid::from_raw(uid)) {

@@ -21,6 +21,7 @@ mod manager;
 mod network;
 mod object_manager;
 mod options;
+pub mod private;
 
 use tokio::sync::{mpsc, watch};
 
@@ -106,6 +107,22 @@ pub struct Initial {
     pub networks: Vec<NetworkSummary>,
 }
 
+/// The adapter at work: the task applying core events, and what the
+/// private socket serves.
+#[derive(Debug)]
+pub struct Serving {
+    pub adapter: tokio::task::JoinHandle<()>,
+    served: private::Served,
+}
+
+impl Serving {
+    /// Serves the manager on `listener` too (see [`private`]), until the
+    /// returned task is aborted.
+    pub fn serve_private(&self, listener: tokio::net::UnixListener) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(private::accept(listener, self.served.clone()))
+    }
+}
+
 /// Exports the manager and the initial domains and networks on
 /// `connection`, then applies core events until the event channel closes.
 pub async fn serve(
@@ -116,7 +133,7 @@ pub async fn serve(
     settings: ManagerSettings,
     images: ImageStore,
     events: mpsc::UnboundedReceiver<Event>,
-) -> zbus::Result<tokio::task::JoinHandle<()>> {
+) -> zbus::Result<Serving> {
     let (published_tx, published) = watch::channel(0);
     let shared = Shared {
         handle,
@@ -134,6 +151,11 @@ pub async fn serve(
     for summary in initial.networks {
         export::<NetworkObject>(server, &shared, summary).await?;
     }
+    let served = private::Served {
+        shared: shared.clone(),
+        settings: settings.clone(),
+        images: images.clone(),
+    };
     server
         .at(MANAGER_PATH, ManagerObject::new(shared.clone(), settings))
         .await?;
@@ -147,7 +169,10 @@ pub async fn serve(
         )
         .await?;
     let adapter = events::Adapter::new(connection.clone(), shared, published_tx);
-    Ok(tokio::spawn(adapter.run(events)))
+    Ok(Serving {
+        adapter: tokio::spawn(adapter.run(events)),
+        served,
+    })
 }
 
 /// Exports an object for `summary` and lists it in the object manager

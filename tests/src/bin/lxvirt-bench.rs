@@ -299,7 +299,8 @@ async fn main() -> Result<()> {
     let (mut host_start_ms, mut host_destroy_ms) = times.remove(0);
     let (mut net_start_ms, mut net_destroy_ms) = times.remove(0);
     let (mut next_start_ms, _) = times.remove(0);
-    let user = as_a_user_meets_it(&bus.address, &modes[0], "bench", runs).await?;
+    let private_socket = run_dir.join("private");
+    let user = as_a_user_meets_it(&bus.address, &private_socket, &modes[0], "bench", runs).await?;
 
     // Many containers at once: the monitor's memory.
     let mut names = Vec::new();
@@ -410,9 +411,10 @@ fn idle_pause() -> Duration {
 }
 
 /// Start and destroy as a user meets them: through the `lxvirt` CLI (a
-/// process per command, its own bus connection) and through D-Bus, back to
-/// back and after the host has been idle, each beside the `unshare` floor
-/// measured the same way (the floor is a process too).
+/// process per command, its own bus connection or lxvirtd's private
+/// socket) and through D-Bus, back to back and after the host has been
+/// idle, each beside the `unshare` floor measured the same way (the floor
+/// is a process too).
 struct UserFigures {
     idle: Duration,
     idle_floor: Vec<f64>,
@@ -420,9 +422,12 @@ struct UserFigures {
     idle_dbus_destroy: Vec<f64>,
     idle_cli_start: Vec<f64>,
     idle_cli_destroy: Vec<f64>,
+    idle_private_start: Vec<f64>,
     floor: Vec<f64>,
     cli_start: Vec<f64>,
     cli_destroy: Vec<f64>,
+    private_start: Vec<f64>,
+    private_destroy: Vec<f64>,
 }
 
 /// Times one `lxvirt` command, which must succeed.
@@ -442,6 +447,7 @@ fn timed_cli(address: &str, args: &[&str]) -> Result<f64> {
 
 async fn as_a_user_meets_it(
     address: &str,
+    private_socket: &Path,
     domain: &DomainProxy<'_>,
     name: &str,
     runs: usize,
@@ -456,10 +462,15 @@ async fn as_a_user_meets_it(
         idle_dbus_destroy: Vec::new(),
         idle_cli_start: Vec::new(),
         idle_cli_destroy: Vec::new(),
+        idle_private_start: Vec::new(),
         floor: Vec::new(),
         cli_start: Vec::new(),
         cli_destroy: Vec::new(),
+        private_start: Vec::new(),
+        private_destroy: Vec::new(),
     };
+    // The same commands on lxvirtd's private socket (root's, no bus hops).
+    let socket = format!("--socket={}", private_socket.display());
     for _ in 0..rounds {
         tokio::time::sleep(idle).await;
         f.idle_floor.extend(floor(1, false)?);
@@ -474,11 +485,19 @@ async fn as_a_user_meets_it(
         f.idle_cli_start.push(timed_cli(address, &["start", name])?);
         f.idle_cli_destroy
             .push(timed_cli(address, &["destroy", name])?);
+        tokio::time::sleep(idle).await;
+        f.idle_private_start
+            .push(timed_cli(address, &[&socket, "start", name])?);
+        timed_cli(address, &[&socket, "destroy", name])?;
     }
     for _ in 0..runs {
         f.floor.extend(floor(1, false)?);
         f.cli_start.push(timed_cli(address, &["start", name])?);
         f.cli_destroy.push(timed_cli(address, &["destroy", name])?);
+        f.private_start
+            .push(timed_cli(address, &[&socket, "start", name])?);
+        f.private_destroy
+            .push(timed_cli(address, &[&socket, "destroy", name])?);
     }
     Ok(f)
 }
@@ -512,6 +531,16 @@ impl UserFigures {
             &self.cli_destroy,
             &self.floor,
         );
+        row(
+            "`lxvirt --socket start` (private socket), back to back",
+            &self.private_start,
+            &self.floor,
+        );
+        row(
+            "`lxvirt --socket destroy`, back to back",
+            &self.private_destroy,
+            &self.floor,
+        );
         row("floor after idle", &self.idle_floor, &self.idle_floor);
         row(
             "D-Bus Start after idle",
@@ -531,6 +560,11 @@ impl UserFigures {
         row(
             "`lxvirt destroy`, after that start",
             &self.idle_cli_destroy,
+            &self.idle_floor,
+        );
+        row(
+            "`lxvirt --socket start` (private socket) after idle",
+            &self.idle_private_start,
             &self.idle_floor,
         );
     }
