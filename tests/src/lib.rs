@@ -44,6 +44,13 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Whether `name` in a daemon's run directory is the daemon's own (its
+/// instance lock, its autostart mark, its private socket) or a log: what
+/// stays there with no domain running.
+pub fn daemon_run_file(name: &str) -> bool {
+    name.ends_with(".log") || ["lxvirtd.lock", "autostarted", "private"].contains(&name)
+}
+
 /// The bus policy file lxvirt installs.
 pub fn bus_policy_file() -> PathBuf {
     repo_root().join("daemon/data/org.lxvirt.lxvirt1.conf")

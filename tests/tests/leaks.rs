@@ -144,7 +144,7 @@ async fn hundreds_of_cycles_leave_nothing_behind() {
     let files: Vec<String> = fs::read_dir(&run_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.ends_with(".log") && n != "lxvirtd.lock" && n != "autostarted")
+        .filter(|n| !lxvirt_tests::daemon_run_file(n))
         // The directory of network files, empty with no network active.
         .filter(|n| {
             n != "network"

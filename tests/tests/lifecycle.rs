@@ -1042,7 +1042,7 @@ async fn failed_starts_say_why_and_leave_nothing() {
     let leftovers: Vec<_> = fs::read_dir(env.run_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.ends_with(".log") && n != "lxvirtd.lock" && n != "autostarted")
+        .filter(|n| !lxvirt_tests::daemon_run_file(n))
         .filter(|n| !(n == "network" && empty_dir(&env.run_dir().join(n))))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
