@@ -1,6 +1,7 @@
 //! Hostile tenants reaching for the daemon: a container whose root is host
 //! root (`<lxvirt:userns mode='host'/>`) and that can reach the bus socket
-//! (here bind-mounted in) calls lxvirtd with Debian's own `dbus-send`.
+//! or the daemon's private socket (here bind-mounted in) calls lxvirtd with
+//! Debian's own `dbus-send`.
 //! The daemon refuses it whatever its uid — also from a pid namespace
 //! nested inside — unless the definition's `<lxvirt:api access=…>` lets
 //! it read or manage. Needs root.
@@ -22,8 +23,9 @@ fn bus_dir(address: &str) -> PathBuf {
     Path::new(path).parent().unwrap().to_owned()
 }
 
-/// A sleeper with host ids, the host's /usr (for dbus-send and glibc) and
-/// the bus socket's directory at /bus.
+/// A sleeper with host ids, the host's /usr (for dbus-send and glibc), the
+/// bus socket's directory at /bus and the daemon's run directory (with its
+/// private socket) at /lxrun.
 fn xml(env: &ContainerEnv, name: &str, api: &str) -> String {
     format!(
         "<domain type='lxc' xmlns:lxvirt='https://lxvirt.org/schemas/domain/1'><name>{name}</name>\
@@ -33,16 +35,18 @@ fn xml(env: &ContainerEnv, name: &str, api: &str) -> String {
          <filesystem type='mount'><source dir='{root}'/><target dir='/'/></filesystem>\
          <filesystem type='mount'><source dir='/usr'/><target dir='/usr'/><readonly/></filesystem>\
          <filesystem type='mount'><source dir='{bus}'/><target dir='/bus'/></filesystem>\
+         <filesystem type='mount'><source dir='{run}'/><target dir='/lxrun'/></filesystem>\
          <console type='pty'/></devices></domain>",
         root = env.rootfs().display(),
         bus = bus_dir(&env.bus.address).display(),
+        run = env.run_dir().display(),
     )
 }
 
 async fn env() -> Option<ContainerEnv> {
     let env = ContainerEnv::new().await?;
     let root = env.rootfs();
-    for dir in ["usr", "bus"] {
+    for dir in ["usr", "bus", "lxrun"] {
         fs::create_dir_all(root.join(dir)).unwrap();
     }
     std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
@@ -50,10 +54,27 @@ async fn env() -> Option<ContainerEnv> {
     Some(env)
 }
 
+/// How a call from inside reaches lxvirtd.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Bus,
+    PrivateSocket,
+}
+
 /// Runs `dbus-send` inside `domain` (`nested`: in a pid namespace of its
 /// own below the container's); returns (exit code, stdout and stderr).
 async fn call_from_inside(
     domain: &DomainProxy<'_>,
+    nested: bool,
+    method: &str,
+    args: &[&str],
+) -> (i32, String) {
+    call_from_inside_via(domain, Via::Bus, nested, method, args).await
+}
+
+async fn call_from_inside_via(
+    domain: &DomainProxy<'_>,
+    via: Via,
     nested: bool,
     method: &str,
     args: &[&str],
@@ -65,7 +86,10 @@ async fn call_from_inside(
     argv.extend(
         [
             "/usr/bin/dbus-send",
-            "--bus=unix:path=/bus/bus",
+            match via {
+                Via::Bus => "--bus=unix:path=/bus/bus",
+                Via::PrivateSocket => "--peer=unix:path=/lxrun/private",
+            },
             "--print-reply",
             "--dest=org.lxvirt.lxvirt1",
             "/org/lxvirt/lxvirt1",
@@ -171,6 +195,61 @@ async fn a_container_with_host_root_is_refused_unless_its_definition_allows() {
     closed.destroy().await.unwrap();
     assert!(manager.list_domains().await.unwrap().len() >= 4);
     for domain in [&reader, &admin] {
+        domain.destroy().await.unwrap();
+    }
+}
+
+/// The private socket (root's, here bind-mounted into containers whose root
+/// is host root) checks its callers as the bus does: by the pid the socket
+/// reports.
+#[tokio::test]
+async fn a_container_reaching_the_private_socket_is_refused_the_same_way() {
+    let Some(env) = env().await else { return };
+    let manager = env.manager().await.unwrap();
+    let closed = env.define_and_start(&xml(&env, "closed", "")).await;
+    for nested in [false, true] {
+        let (code, out) =
+            call_from_inside_via(&closed, Via::PrivateSocket, nested, "ListDomains", &[]).await;
+        assert_ne!(code, 0, "a read from inside was answered: {out}");
+        assert!(
+            out.contains("AccessDenied") && out.contains("inside container 'closed'"),
+            "{out}"
+        );
+        let (code, out) = call_from_inside_via(
+            &closed,
+            Via::PrivateSocket,
+            nested,
+            "StartDomain",
+            &["string:closed"],
+        )
+        .await;
+        assert_ne!(code, 0, "a state change from inside was answered: {out}");
+        assert!(out.contains("inside container 'closed'"), "{out}");
+    }
+    let reader = env
+        .define_and_start(&xml(&env, "reader", "<lxvirt:api access='read'/>"))
+        .await;
+    let (code, out) =
+        call_from_inside_via(&reader, Via::PrivateSocket, false, "ListDomains", &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("/org/lxvirt/lxvirt1/domain/"), "{out}");
+    let (code, out) = call_from_inside_via(
+        &reader,
+        Via::PrivateSocket,
+        false,
+        "DestroyDomain",
+        &["string:closed"],
+    )
+    .await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("reads only"), "{out}");
+    assert_eq!(
+        manager.list_domains().await.unwrap().len(),
+        2,
+        "nothing changed"
+    );
+    for domain in [&closed, &reader] {
+        assert_eq!(domain.state().await.unwrap(), "running");
         domain.destroy().await.unwrap();
     }
 }
