@@ -25,8 +25,8 @@ pub struct Cli {
     pub connect: Option<String>,
 
     /// lxvirtd's private socket (root only), for the commands it serves
-    /// there: start, shutdown, destroy, reboot, reset, suspend and resume
-    /// of a domain named by name; they skip the bus's hops (default:
+    /// there: list, and start, shutdown, destroy, reboot, reset, suspend and
+    /// resume of a domain given by name; they skip the bus's hops (default:
     /// /run/lxvirt/private, unless --connect is given; without it, the bus).
     #[arg(long, global = true, value_name = "PATH", env = "LXVIRT_SOCKET")]
     pub socket: Option<std::path::PathBuf>,

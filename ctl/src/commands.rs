@@ -561,11 +561,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
 /// `private`).
 const PRIVATE_SOCKET: &str = "/run/lxvirt/private";
 
-/// Whether `command` is one the private socket serves: a state change of a
-/// domain given by name (by UUID it needs the domain's object, which only
-/// the bus has).
+/// Whether `command` is one the private socket serves: the list, and a
+/// state change of a domain given by name (by UUID it needs the domain's
+/// object, which only the bus has).
 fn served_by_private_socket(command: &Command) -> bool {
     let name = match command {
+        Command::List { .. } => return true,
         Command::Start { domain }
         | Command::Shutdown { domain, .. }
         | Command::Destroy { domain }
@@ -1089,7 +1090,33 @@ fn print_bytes(bytes: &[u8]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_error, problems_of_each};
+    use super::{Command, is_error, problems_of_each, served_by_private_socket};
+
+    #[test]
+    fn the_private_socket_serves_the_list_and_state_changes_by_name_only() {
+        let domain = || "web".to_owned();
+        assert!(served_by_private_socket(&Command::Start {
+            domain: domain()
+        }));
+        assert!(served_by_private_socket(&Command::Destroy {
+            domain: domain()
+        }));
+        assert!(served_by_private_socket(&Command::List {
+            all: true,
+            name: false
+        }));
+        // By UUID the CLI may need the domain's object: only the bus has it.
+        assert!(!served_by_private_socket(&Command::Start {
+            domain: "43fcf948-2a2d-4476-b2f2-d7391f1a8421".into()
+        }));
+        assert!(!served_by_private_socket(&Command::Dominfo {
+            domain: domain()
+        }));
+        assert!(!served_by_private_socket(&Command::Undefine {
+            domain: domain(),
+            keep_writable_layer: false
+        }));
+    }
 
     #[test]
     fn documents_checked_on_every_cpu_keep_their_order() {

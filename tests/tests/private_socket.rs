@@ -121,7 +121,7 @@ async fn a_killed_daemons_private_socket_is_replaced_at_its_next_start() {
 }
 
 #[tokio::test]
-async fn the_cli_changes_state_by_name_on_the_private_socket_without_the_bus() {
+async fn the_cli_lists_and_changes_state_by_name_on_the_private_socket_without_the_bus() {
     let Some(env) = ContainerEnv::new().await else {
         return;
     };
@@ -152,6 +152,12 @@ async fn the_cli_changes_state_by_name_on_the_private_socket_without_the_bus() {
             "after {verb}"
         );
     }
+    let list = lxvirt(nowhere, &[&socket, "list", "--all"]).unwrap();
+    assert!(
+        list.status.success() && String::from_utf8_lossy(&list.stdout).contains("cli-p2p"),
+        "lxvirt list on the private socket: {}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     // Typed refusals come through as on the bus.
     let unknown = lxvirt(nowhere, &[&socket, "start", "no-such-domain"]).unwrap();
     assert_eq!(unknown.status.code(), Some(5), "no such domain is exit 5");
