@@ -105,7 +105,7 @@ async fn root_starts_and_destroys_by_name_on_the_private_socket_and_nobody_else_
 }
 
 #[tokio::test]
-async fn a_killed_daemons_private_socket_is_replaced_at_its_next_start() {
+async fn the_private_socket_is_replaced_after_a_kill_and_removed_at_a_stop() {
     let Some(mut env) = ContainerEnv::new().await else {
         return;
     };
@@ -118,6 +118,10 @@ async fn a_killed_daemons_private_socket_is_replaced_at_its_next_start() {
     let connection = peer(&socket).await;
     let private = ManagerProxy::new(&connection).await.unwrap();
     assert!(!private.version().await.unwrap().is_empty());
+    // A daemon that stops removes it: clients go to the bus at once.
+    drop(connection);
+    assert!(env.daemon.stop().unwrap().success());
+    assert!(!socket.exists(), "the private socket outlived its daemon");
 }
 
 #[tokio::test]
