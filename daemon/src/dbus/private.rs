@@ -91,25 +91,24 @@ pub(crate) async fn accept(listener: tokio::net::UnixListener, served: Served) {
 
 /// Serves one connection until its peer closes it.
 async fn serve_peer(stream: tokio::net::UnixStream, uid: u32, pid: u32, served: Served) {
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "a private-socket connection cannot be handed over");
+            return;
+        }
+    };
     // The GUID names this connection to the authorizer: a peer's messages
     // carry no sender.
     let guid = Guid::generate();
     let owned = OwnedGuid::from(guid.clone());
-    let authorizer = served.shared.authorizer.clone();
-    authorizer.peer_connected(owned.clone(), uid, pid);
     let Served {
         shared,
         settings,
         images,
     } = served;
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "a private-socket connection cannot be handed over");
-            authorizer.peer_gone(&owned);
-            return;
-        }
-    };
+    let authorizer = shared.authorizer.clone();
+    authorizer.peer_connected(owned.clone(), uid, pid);
     let builder = zbus::connection::Builder::unix_stream(stream)
         .server(guid)
         .p2p()
