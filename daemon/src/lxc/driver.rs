@@ -54,6 +54,12 @@ pub enum DriverError {
         #[source]
         source: crate::service::systemd::SystemdError,
     },
+    #[error("domain '{name}': cannot wait for its monitor's report")]
+    ReportPipe {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the monitor of domain '{name}' exited without a report; see {log}")]
     MonitorDied { name: String, log: PathBuf },
     #[error(
@@ -152,14 +158,18 @@ impl Spare {
     }
 }
 
-/// A start under way; a moment after the last one ends, the spare is
-/// asked for its early init.
+/// A start under way. When the last one ends the next start's spare is
+/// spawned (a start that took the spare while others were under way
+/// spawned one at once), and a moment later a spare without its early
+/// init is asked for it.
 struct Launching(LxcDriver);
 
-/// How long after the last start the spare makes its early init: past
-/// that start's reply (the kernel makes a network namespace in one
-/// stretch of ~0.6 ms a CPU gives to nothing else; on two CPUs, made at
-/// once, it delayed the reply by as much).
+/// How long after the last start a spare that is waiting already makes
+/// its early init: past that start's reply (the kernel makes a network
+/// namespace in one stretch of ~0.6 ms a CPU gives to nothing else; on
+/// two CPUs, made at once, it delayed the reply by as much). A spare
+/// spawned when the start ended makes it at once: its exec outlasts the
+/// reply.
 const EARLY_INIT_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Launching {
@@ -174,6 +184,9 @@ impl Drop for Launching {
         if self.0.launching.fetch_sub(1, Ordering::SeqCst) == 1
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
+            // Not while the start ran: on a two-CPU host the spare's exec
+            // beside it slowed it by as much as the exec takes.
+            self.0.prepare_spare();
             let driver = self.0.clone();
             runtime.spawn(async move {
                 tokio::time::sleep(EARLY_INIT_DELAY).await;
@@ -351,6 +364,29 @@ impl LxcDriver {
         });
     }
 
+    /// Prepares the next spare now if other starts are under way (they
+    /// need it); else the last start does, when it ends (see
+    /// [`Launching`]).
+    fn prepare_spare_if_busy(&self) {
+        if self.launching.load(Ordering::SeqCst) > 1 {
+            self.prepare_spare();
+        }
+    }
+
+    /// The spare, if it is alive and its slot is not held (by a spare
+    /// being spawned), with the daemon's priority; without blocking.
+    fn take_waiting_spare(&self) -> Option<SpawnedMonitor> {
+        let spare = self.spare.try_lock().ok()?.take()?;
+        if !is_alive(spare.monitor.pidfd.as_fd()) {
+            return None;
+        }
+        let monitor = spare.monitor;
+        if let Err(error) = super::spawner::give_daemon_priority(monitor.pid) {
+            tracing::warn!(%error, pid = monitor.pid.as_raw(), "cannot give a spare monitor the daemon's priority; its container runs at the spare's");
+        }
+        Some(monitor)
+    }
+
     /// The spare monitor if it is still alive, else a new one; with the
     /// daemon's priority (a spare waits below it).
     fn take_monitor(&self) -> Result<SpawnedMonitor, DriverError> {
@@ -396,12 +432,19 @@ impl LxcDriver {
         let name = spec.name.clone();
         let driver = self.clone();
         let (Some(systemd), Some(placement)) = (&self.config.systemd, placement) else {
-            // The spec is final: take the monitor and hand it over in one
-            // blocking step, not two.
             let line = self.spec_line(spec)?;
+            // The usual case, a spare waiting in a free slot: handed over
+            // here and its report awaited on this task, with no blocking
+            // thread to wake on the way in and out.
+            if let Some(monitor) = self.take_waiting_spare() {
+                self.prepare_spare_if_busy();
+                return hand_over_async(monitor, &files, &name, &line).await;
+            }
+            // Else the spec is final: take the monitor (a spare being
+            // spawned, or a new one) and hand it over in one blocking step.
             return tokio::task::spawn_blocking(move || {
                 let monitor = driver.take_monitor()?;
-                driver.prepare_spare();
+                driver.prepare_spare_if_busy();
                 hand_over(monitor, &files, &name, &line)
             })
             .await
@@ -410,7 +453,7 @@ impl LxcDriver {
         let monitor = tokio::task::spawn_blocking(move || driver.take_monitor())
             .await
             .map_err(|e| DriverError::Join(e.to_string()))??;
-        self.prepare_spare();
+        self.prepare_spare_if_busy();
         // Dropping the monitor's stdin on error ends it.
         let pid = u32::try_from(monitor.pid.as_raw()).unwrap_or_default();
         let description = format!("lxvirt container {name}");
@@ -510,31 +553,88 @@ fn hand_over(
     name: &str,
     spec_line: &[u8],
 ) -> Result<Started, DriverError> {
-    let monitor_pid = monitor.pid;
-    // A monitor that died early closes the pipe: its report (or its
-    // absence) below tells what happened. The spec is one line (compact
-    // JSON escapes newlines), written at once so that the monitor wakes
-    // once; stdin stays open for the confirmation.
-    let _ = std::io::Write::write_all(&mut monitor.stdin, spec_line);
+    send_spec(&mut monitor.stdin, spec_line);
     let mut line = String::new();
     let _ = BufReader::new(monitor.stdout).read_line(&mut line);
-    match serde_json::from_str::<LaunchReport>(&line) {
+    let (pid, stdin, pidfd) = (monitor.pid, monitor.stdin, monitor.pidfd);
+    read_report(&line, pid, stdin, pidfd, files, name, |pidfd| {
+        let _ = wait_exit_blocking(pidfd.as_fd());
+    })
+}
+
+/// [`hand_over`] on the calling task: the report is awaited, not read on a
+/// blocking thread. (The spec line fits the empty pipe's buffer.)
+async fn hand_over_async(
+    monitor: SpawnedMonitor,
+    files: &RunFiles,
+    name: &str,
+    spec_line: &[u8],
+) -> Result<Started, DriverError> {
+    let (pid, stdin, pidfd) = (monitor.pid, monitor.stdin, monitor.pidfd);
+    let stdout = match tokio::net::unix::pipe::Receiver::from_file(monitor.stdout) {
+        Ok(stdout) => stdout,
+        Err(source) => {
+            // Its stdin closes unconfirmed: it ends, undoing nothing yet.
+            drop(stdin);
+            crate::sys::process::wait_exit(pidfd).await;
+            return Err(DriverError::ReportPipe {
+                name: name.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut stdin = stdin;
+    send_spec(&mut stdin, spec_line);
+    let mut line = String::new();
+    let _ =
+        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(stdout), &mut line)
+            .await;
+    let mut exited = None;
+    let result = read_report(&line, pid, stdin, pidfd, files, name, |pidfd| {
+        exited = Some(pidfd);
+    });
+    if let Some(pidfd) = exited {
+        crate::sys::process::wait_exit(pidfd).await;
+    }
+    result
+}
+
+/// Writes the spec to a monitor. One that died early closes the pipe: its
+/// report (or its absence) tells what happened. The spec is one line
+/// (compact JSON escapes newlines), written at once so that the monitor
+/// wakes once; stdin stays open for the confirmation.
+fn send_spec(stdin: &mut File, spec_line: &[u8]) {
+    let _ = std::io::Write::write_all(stdin, spec_line);
+}
+
+/// The start a monitor's report `line` tells of; on failure the monitor's
+/// exit is waited for (`reap`) before the error is returned.
+fn read_report(
+    line: &str,
+    monitor_pid: nix::unistd::Pid,
+    stdin: File,
+    pidfd: OwnedFd,
+    files: &RunFiles,
+    name: &str,
+    reap: impl FnOnce(OwnedFd),
+) -> Result<Started, DriverError> {
+    match serde_json::from_str::<LaunchReport>(line) {
         Ok(LaunchReport::Started { init_pid }) => Ok(Started {
             init_pid,
             monitor_pid: monitor_pid.as_raw(),
             monitor_start_time: start_time(monitor_pid).unwrap_or(0),
-            monitor_pidfd: monitor.pidfd,
-            recorded: StartRecorded(monitor.stdin),
+            monitor_pidfd: pidfd,
+            recorded: StartRecorded(stdin),
         }),
         Ok(LaunchReport::Failed { error }) => {
-            let _ = wait_exit_blocking(monitor.pidfd.as_fd());
+            reap(pidfd);
             Err(DriverError::LaunchFailed {
                 name: name.to_owned(),
                 error,
             })
         }
         Err(_) => {
-            let _ = wait_exit_blocking(monitor.pidfd.as_fd());
+            reap(pidfd);
             let report = line.trim_end();
             if report.is_empty() {
                 Err(DriverError::MonitorDied {

@@ -256,16 +256,23 @@ pub async fn managed_objects(
     })
 }
 
+/// One start and destroy of `domain`: each one's time, ms.
+pub async fn timed_cycle(domain: &DomainProxy<'_>) -> Result<(f64, f64)> {
+    let begin = Instant::now();
+    domain.start().await?;
+    let start = ms(begin.elapsed());
+    let begin = Instant::now();
+    domain.destroy().await?;
+    Ok((start, ms(begin.elapsed())))
+}
+
 /// Start and destroy latency of one more container, ms (medians of `runs`).
 async fn one_more(domain: &DomainProxy<'_>, runs: usize) -> Result<(f64, f64)> {
     let (mut starts, mut destroys) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let begin = Instant::now();
-        domain.start().await?;
-        starts.push(ms(begin.elapsed()));
-        let begin = Instant::now();
-        domain.destroy().await?;
-        destroys.push(ms(begin.elapsed()));
+        let (start, destroy) = timed_cycle(domain).await?;
+        starts.push(start);
+        destroys.push(destroy);
     }
     Ok((median(&mut starts), median(&mut destroys)))
 }

@@ -26,6 +26,11 @@
 //! `lxvirt-bench gmo ADDRESS [RUNS]` times `GetManagedObjects` against a
 //! daemon already running on the bus at ADDRESS.
 //!
+//! `lxvirt-bench loop ADDRESS NAME [RUNS [PAUSE-MS]]` starts and destroys
+//! the domain NAME of a daemon already running on the bus at ADDRESS,
+//! pausing PAUSE-MS (default 0) before each start, and prints every
+//! start's and destroy's time: a steady load to trace (`perf`) against.
+//!
 //! `lxvirt-bench soak [CYCLES [RESIDENT]]` cycles containers for a long
 //! while beside resident ones and readers, and prints the daemon's RSS and
 //! descriptor slope (see `soak`).
@@ -128,6 +133,30 @@ fn floor(runs: usize, userns: bool) -> Result<Vec<f64>> {
     Ok(times)
 }
 
+/// `lxvirt-bench loop`: RUNS starts and destroys of `name` on a running
+/// daemon, each start after `pause`; every time printed, then the medians.
+async fn start_loop(address: &str, name: &str, runs: usize, pause: Duration) -> Result<()> {
+    let connection = zbus::connection::Builder::address(address).build().await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    let path = manager.lookup_by_name(name).await?;
+    let domain = DomainProxy::builder(&connection).path(path).build().await?;
+    let (mut starts, mut destroys) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        tokio::time::sleep(pause).await;
+        let (start, destroy) = density::timed_cycle(&domain).await?;
+        println!("start {start:.3} ms, destroy {destroy:.3} ms");
+        starts.push(start);
+        destroys.push(destroy);
+    }
+    println!(
+        "{name}: {runs} runs after {} ms each: start median {:.3} ms, destroy median {:.3} ms",
+        pause.as_millis(),
+        median(&mut starts),
+        median(&mut destroys)
+    );
+    Ok(())
+}
+
 /// Proportional set size of a process, in KiB.
 fn pss_kib(pid: u32) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
@@ -175,6 +204,14 @@ async fn main() -> Result<()> {
             t.objects, t.reply_bytes, t.raw_ms, t.decoded_ms
         );
         return Ok(());
+    }
+    if args.get(1).map(String::as_str) == Some("loop") {
+        let (Some(address), Some(name)) = (args.get(2), args.get(3)) else {
+            bail!("usage: lxvirt-bench loop BUS-ADDRESS NAME [RUNS [PAUSE-MS]]");
+        };
+        let runs = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(100);
+        let pause = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0);
+        return start_loop(address, name, runs, Duration::from_millis(pause)).await;
     }
     if let Some(mode @ ("density" | "throughput")) = args.get(1).map(String::as_str) {
         need_root("it starts real containers")?;
