@@ -1026,6 +1026,22 @@ async fn failed_starts_say_why_and_leave_nothing() {
     let err = noroot.start().await.unwrap_err();
     assert!(err.to_string().contains("/nonexistent/root"), "{err}");
 
+    // A root without /proc: the container's id mapping cannot make it.
+    let bare = env.dir.path().join("bare-root");
+    lxvirt_tests::busybox_root(&bare);
+    fs::remove_dir(bare.join("proc")).unwrap();
+    let xml = env.xml("noproc", "sleep 1", "").replace(
+        &env.rootfs().display().to_string(),
+        &bare.display().to_string(),
+    );
+    let path = env.manager().await.define_xml(&xml).await.unwrap();
+    let err = env.domain(path).await.start().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the root has no /proc (or a directory above it)"),
+        "{err}"
+    );
+
     // A network that is not defined: refused before anything starts.
     let xml = env.xml("net", "sleep 1", "").replace(
         "<console type='pty'/>",

@@ -205,7 +205,36 @@ impl fmt::Display for SetupError {
         if let Some(errno) = self.errno() {
             write!(f, ": {} ({errno:?})", errno.desc())?;
         }
+        if self.is_unmakeable_mount_point() {
+            return write!(
+                f,
+                "; the root has no {path} (or a directory above it), and it cannot be made through the root's id mapping: create it in the root filesystem"
+            );
+        }
         write!(f, "{hint}")
+    }
+}
+
+impl SetupError {
+    /// A mount target missing from a root seen through an idmapped mount,
+    /// which could not be made there: the kernel refuses to create a file
+    /// whose owner the mapping cannot express (`EOVERFLOW`), and mounting
+    /// itself never fails so.
+    fn is_unmakeable_mount_point(&self) -> bool {
+        self.path.is_some()
+            && self.errno() == Some(Errno::EOVERFLOW)
+            && matches!(
+                self.step,
+                Step::Proc
+                    | Step::Sys
+                    | Step::Dev
+                    | Step::Devpts
+                    | Step::Mount
+                    | Step::DeviceNode
+                    | Step::Console
+                    | Step::ReadonlyPath
+                    | Step::MaskPath
+            )
     }
 }
 
@@ -2093,6 +2122,28 @@ mod tests {
             "cannot mount /data inside the container: Permission denied (EACCES); check its <filesystem> element"
         );
         assert!(!sys.has("pivot_root"), "nothing after the failure");
+    }
+
+    /// A root without /proc seen through an idmapped mount: the kernel
+    /// refuses the directory with EOVERFLOW, and the message says to make
+    /// it (not what EOVERFLOW means).
+    #[test]
+    fn a_mount_point_the_mapping_cannot_make_says_to_create_it() {
+        let sys = Recorder::new()
+            .missing(format!("{ROOT}/proc"))
+            .fail(&format!("mkdir {ROOT}/proc"), Errno::EOVERFLOW);
+        let err = run(&sys, &spec());
+        assert_eq!(
+            (err.step, err.errno()),
+            (Step::Proc, Some(Errno::EOVERFLOW))
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot mount /proc at /proc: Value too large for defined data type (EOVERFLOW); the root has no /proc (or a directory above it), and it cannot be made through the root's id mapping: create it in the root filesystem"
+        );
+        // Another step's EOVERFLOW keeps its own hint.
+        let other = SetupError::new(Step::Exec, Some(Path::new("/sbin/init")), Errno::EOVERFLOW);
+        assert!(!other.to_string().contains("create it"), "{other}");
     }
 
     #[test]
