@@ -376,29 +376,19 @@ impl LxcDriver {
     /// The spare, if it is alive and its slot is not held (by a spare
     /// being spawned), with the daemon's priority; without blocking.
     fn take_waiting_spare(&self) -> Option<SpawnedMonitor> {
-        let spare = self.spare.try_lock().ok()?.take()?;
-        if !is_alive(spare.monitor.pidfd.as_fd()) {
-            return None;
-        }
-        let monitor = spare.monitor;
-        if let Err(error) = super::spawner::give_daemon_priority(monitor.pid) {
-            tracing::warn!(%error, pid = monitor.pid.as_raw(), "cannot give a spare monitor the daemon's priority; its container runs at the spare's");
-        }
-        Some(monitor)
+        let spare = self.spare.try_lock().ok()?.take();
+        alive(spare).map(with_daemon_priority)
     }
 
     /// The spare monitor if it is still alive, else a new one; with the
     /// daemon's priority (a spare waits below it).
     fn take_monitor(&self) -> Result<SpawnedMonitor, DriverError> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let monitor = match spare {
-            Some(spare) if is_alive(spare.monitor.pidfd.as_fd()) => spare.monitor,
-            _ => self.spawn_monitor(None)?,
+        let monitor = match alive(spare) {
+            Some(monitor) => monitor,
+            None => self.spawn_monitor(None)?,
         };
-        if let Err(error) = super::spawner::give_daemon_priority(monitor.pid) {
-            tracing::warn!(%error, pid = monitor.pid.as_raw(), "cannot give a spare monitor the daemon's priority; its container runs at the spare's");
-        }
-        Ok(monitor)
+        Ok(with_daemon_priority(monitor))
     }
 
     /// The monitor program: beside the running executable, else the
@@ -562,6 +552,21 @@ fn hand_over(
     })
 }
 
+/// The spare's monitor if it still runs.
+fn alive(spare: Option<Spare>) -> Option<SpawnedMonitor> {
+    spare
+        .filter(|spare| is_alive(spare.monitor.pidfd.as_fd()))
+        .map(|spare| spare.monitor)
+}
+
+/// A monitor given the daemon's priority (a spare waits below it).
+fn with_daemon_priority(monitor: SpawnedMonitor) -> SpawnedMonitor {
+    if let Err(error) = super::spawner::give_daemon_priority(monitor.pid) {
+        tracing::warn!(%error, pid = monitor.pid.as_raw(), "cannot give a spare monitor the daemon's priority; its container runs at the spare's");
+    }
+    monitor
+}
+
 /// [`hand_over`] on the calling task: the report is awaited, not read on a
 /// blocking thread. (The spec line fits the empty pipe's buffer.)
 async fn hand_over_async(
@@ -570,7 +575,7 @@ async fn hand_over_async(
     name: &str,
     spec_line: &[u8],
 ) -> Result<Started, DriverError> {
-    let (pid, stdin, pidfd) = (monitor.pid, monitor.stdin, monitor.pidfd);
+    let (pid, mut stdin, pidfd) = (monitor.pid, monitor.stdin, monitor.pidfd);
     let stdout = match tokio::net::unix::pipe::Receiver::from_file(monitor.stdout) {
         Ok(stdout) => stdout,
         Err(source) => {
@@ -583,7 +588,6 @@ async fn hand_over_async(
             });
         }
     };
-    let mut stdin = stdin;
     send_spec(&mut stdin, spec_line);
     let mut line = String::new();
     let _ =
