@@ -64,6 +64,37 @@ pub fn shared_tempdir() -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// The daemon's run directory (`DIR/run`) on a tmpfs, as `/run` is on a
+/// host: every start and stop makes and removes files there (the
+/// monitor's socket, the live status, the exit record), and on the disk
+/// file system of a temporary directory its journal would be measured
+/// too (0.4–1.6 ms of a destroy on this machine's ext4). Unmounted,
+/// lazily, on drop: drop it after the daemon, before the directory.
+#[derive(Debug)]
+pub struct RunTmpfs(PathBuf);
+
+impl RunTmpfs {
+    pub fn mount(dir: &Path) -> Result<Self> {
+        let run = dir.join("run");
+        fs::create_dir_all(&run)?;
+        nix::mount::mount(
+            Some("tmpfs"),
+            &run,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .with_context(|| format!("mounting a tmpfs on {}", run.display()))?;
+        Ok(Self(run))
+    }
+}
+
+impl Drop for RunTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// A private `dbus-daemon` with system-bus defaults (deny by default) and
 /// lxvirt's policy file included.
 #[derive(Debug)]

@@ -24,14 +24,13 @@
 //! `lxvirt-bench throughput [N]`: starts per second of N containers with
 //! 1, 4, 16 and 64 concurrent clients (each batch destroyed after).
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use lxvirt_tests::{TestBus, TestDaemon, busybox_root, shared_tempdir, sleeper_xml};
+use lxvirt_tests::{RunTmpfs, TestBus, TestDaemon, busybox_root, shared_tempdir, sleeper_xml};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
 
 use super::{median, ms, percentile, pss_kib, rss_kib};
@@ -44,34 +43,6 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// cgroup of the host, so their number is part of the per-container cost;
 /// more fails the run (the CI's density smoke too).
 const SUPERBLOCKS_BUDGET: usize = 4;
-
-/// The daemon's run directory on a tmpfs, as `/run` is on a host: every
-/// start and stop makes and removes files there (the monitor's socket,
-/// the live status, the exit record), and on the disk file system of the
-/// test's temporary directory its inode allocator would be measured too.
-struct RunTmpfs(PathBuf);
-
-impl RunTmpfs {
-    fn mount(dir: &Path) -> Result<Self> {
-        let run = dir.join("run");
-        std::fs::create_dir_all(&run)?;
-        nix::mount::mount(
-            Some("tmpfs"),
-            &run,
-            Some("tmpfs"),
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-            Some("mode=0755"),
-        )
-        .with_context(|| format!("mounting a tmpfs on {}", run.display()))?;
-        Ok(Self(run))
-    }
-}
-
-impl Drop for RunTmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
 
 /// The floor: `count` namespaced sleepers; (seconds to start them all,
 /// bytes of MemAvailable per sleeper).
@@ -503,6 +474,8 @@ pub async fn throughput(count: usize) -> Result<()> {
     let dir = shared_tempdir()?;
     let rootfs = dir.path().join("rootfs");
     busybox_root(&rootfs);
+    // Dropped after the daemon, before the directory.
+    let _run = RunTmpfs::mount(dir.path())?;
     let _daemon = TestDaemon::start(&bus, dir.path()).await?;
     let connection = bus.connect().await?;
     let manager = ManagerProxy::new(&connection).await?;

@@ -10,18 +10,21 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use lxvirt_tests::{TestBus, TestDaemon, busybox_root, shared_tempdir};
+use lxvirt_tests::{RunTmpfs, TestBus, TestDaemon, busybox_root, shared_tempdir};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
 
 use super::{median, ms, percentile};
 
-/// One build's daemon, its bus and its container.
+/// One build's daemon, its bus and its container (dropped in this order:
+/// the daemon before its run directory's tmpfs, that before the
+/// directory).
 struct Side {
-    _bus: TestBus,
-    _dir: tempfile::TempDir,
-    _daemon: TestDaemon,
     domain: DomainProxy<'static>,
     starts: Vec<f64>,
+    _daemon: TestDaemon,
+    _run: RunTmpfs,
+    _dir: tempfile::TempDir,
+    _bus: TestBus,
 }
 
 impl Side {
@@ -30,6 +33,7 @@ impl Side {
         let dir = shared_tempdir()?;
         let rootfs = dir.path().join("rootfs");
         busybox_root(&rootfs);
+        let run = RunTmpfs::mount(dir.path())?;
         let daemon = TestDaemon::start_exe(exe, &bus, dir.path(), &[]).await?;
         let connection = bus.connect().await?;
         let manager = ManagerProxy::new(&connection).await?;
@@ -45,11 +49,12 @@ impl Side {
         let path = manager.define_xml(&xml).await?;
         let domain = DomainProxy::builder(&connection).path(path).build().await?;
         Ok(Side {
-            _bus: bus,
-            _dir: dir,
-            _daemon: daemon,
             domain,
             starts: Vec::new(),
+            _daemon: daemon,
+            _run: run,
+            _dir: dir,
+            _bus: bus,
         })
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Every figure is wall time of a complete call as a D-Bus client sees it:
 //! `Start()` returns once init has been executed, `Destroy()` once the
-//! container is gone and cleaned up.
+//! container is gone and cleaned up. The daemon's run directory is on a
+//! tmpfs, as `/run` is on a host (`RunTmpfs`).
 //!
 //! A third mode adds one `<interface type='bridge'>` on a bridge the bench
 //! makes (`lxvtbench0`, no address, removed at the end), so the cost of an
@@ -51,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use lxvirt_tests::leaks::rss_kib;
-use lxvirt_tests::{TestBus, TestDaemon, busybox_root, shared_tempdir};
+use lxvirt_tests::{RunTmpfs, TestBus, TestDaemon, busybox_root, shared_tempdir};
 use lxvirtd::dbus::proxy::{DomainProxy, ManagerProxy};
 
 /// The bench's own bridge, removed on drop (also when the bench fails).
@@ -267,6 +268,8 @@ async fn main() -> Result<()> {
     let dir = shared_tempdir()?;
     let rootfs = dir.path().join("rootfs");
     busybox_root(&rootfs);
+    // Dropped after the daemon, before the directory.
+    let _run = RunTmpfs::mount(dir.path())?;
     let run_dir = dir.path().join("run");
     let _daemon = TestDaemon::start(&bus, dir.path()).await?;
     let connection = bus.connect().await?;
