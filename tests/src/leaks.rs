@@ -63,14 +63,14 @@ pub fn lxvirt_cgroups(root: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 /// Monitor processes of this daemon (one spare waits for the next start;
-/// the early init it made, a copy of it, is not counted).
+/// the early init and mounter it made, copies of it, are not counted).
 pub fn monitors_for(run_dir: &Path) -> Vec<u32> {
     let needle = run_dir.display().to_string();
     fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| !is_early_init(*pid))
+        .filter(|pid| !is_early_process(*pid))
         .filter(|pid| {
             fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| {
@@ -84,7 +84,16 @@ pub fn monitors_for(run_dir: &Path) -> Vec<u32> {
 
 /// Whether `pid` is a spare monitor's early init, waiting for a spec.
 pub fn is_early_init(pid: u32) -> bool {
-    let name = lxvirtd::lxc::launch::EARLY_INIT_NAME.to_string_lossy();
+    has_name(pid, lxvirtd::lxc::launch::EARLY_INIT_NAME)
+}
+
+/// Whether `pid` is a spare monitor's early init or early mounter.
+pub fn is_early_process(pid: u32) -> bool {
+    is_early_init(pid) || has_name(pid, lxvirtd::lxc::launch::EARLY_MOUNTER_NAME)
+}
+
+fn has_name(pid: u32, name: &std::ffi::CStr) -> bool {
+    let name = name.to_string_lossy();
     fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == name)
 }
 
@@ -100,7 +109,7 @@ pub fn spare_early_init(run_dir: &Path) -> Option<u32> {
 }
 
 /// Monitors that still have a container (a child process other than a
-/// spare's early init).
+/// spare's early processes).
 pub fn busy_monitors(run_dir: &Path) -> usize {
     monitors_for(run_dir)
         .into_iter()
@@ -108,7 +117,7 @@ pub fn busy_monitors(run_dir: &Path) -> usize {
             fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).is_ok_and(|c| {
                 c.split_whitespace()
                     .filter_map(|child| child.parse::<u32>().ok())
-                    .any(|child| !is_early_init(child))
+                    .any(|child| !is_early_process(child))
             })
         })
         .count()

@@ -19,6 +19,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use lxvirtd::cgroup::CgroupSpec;
@@ -192,6 +193,9 @@ fn start(spec: &ContainerSpec) -> Result<Launched, LaunchError> {
 }
 
 /// `start`, with an init cloned ahead of the spec.
+/// The host pid of the last launch's mounter (0: none), in this process.
+static LAST_MOUNTER: AtomicI32 = AtomicI32::new(0);
+
 fn start_with(spec: &ContainerSpec, early: Option<EarlyInit>) -> Result<Launched, LaunchError> {
     start_on(spec, early, None)
 }
@@ -217,7 +221,12 @@ fn start_on(
     if let Ok(l) = &mut launched {
         // As the monitor does once it reported the start: init's exit
         // would wait for it.
-        drop(l.mounter.take());
+        let mounter = l.mounter.take();
+        LAST_MOUNTER.store(
+            mounter.as_ref().map_or(0, |m| m.pid().as_raw()),
+            Ordering::Relaxed,
+        );
+        drop(mounter);
     }
     if let Ok(l) = &launched {
         assert_eq!(placed, Some(l.pid), "place_in_cgroup got init's pid");
@@ -439,6 +448,11 @@ fn user_namespace_maps_root() {
         };
         assert_eq!(line_after(&out, "early="), early.to_string(), "{how}");
         assert_eq!(
+            line_after(&out, "early_mounter="),
+            early.to_string(),
+            "{how}"
+        );
+        assert_eq!(
             line_after(&out, "hostuid="),
             "100000 100000 100000 100000",
             "root inside is uid 100000 on the host ({how})"
@@ -472,14 +486,16 @@ fn userns_run(spec: &ContainerSpec, early: bool) -> Result<String, String> {
     let early = early
         .then(|| {
             set_nice(0, 5).map_err(|e| e.to_string())?;
-            let early = EarlyInit::clone(USUAL_FLAGS).map_err(|e| e.to_string())?;
+            let early = EarlyInit::clone(USUAL_FLAGS, None).map_err(|e| e.to_string())?;
             set_nice(0, 0).map_err(|e| e.to_string())?;
             Ok::<_, String>(early)
         })
         .transpose()?;
     let early_pid = early.as_ref().and_then(EarlyInit::pid);
+    let early_mounter = early.as_ref().and_then(EarlyInit::mounter_pid);
     {
         let mut launched = start_with(spec, early).map_err(|e| format!("launch failed: {e}"))?;
+        let mounter = Some(Pid::from_raw(LAST_MOUNTER.load(Ordering::Relaxed)));
         // Read on the host while init runs (or is a zombie, still ours).
         let status = fs::read_to_string(format!("/proc/{}/status", launched.pid))
             .map_err(|e| e.to_string())?;
@@ -494,8 +510,9 @@ fn userns_run(spec: &ContainerSpec, early: bool) -> Result<String, String> {
         let output = read_console(console(&mut launched));
         let st = waitpid(launched.pid, None).map_err(|e| e.to_string())?;
         Ok(format!(
-            "hostuid={host_uid}\nnice={nice}\nearly={}\n{output}\nexit={}\n",
+            "hostuid={host_uid}\nnice={nice}\nearly={}\nearly_mounter={}\n{output}\nexit={}\n",
             early_pid == Some(launched.pid),
+            early_mounter.is_some() && early_mounter == mounter,
             exit_text(st)
         ))
     }
@@ -513,7 +530,7 @@ fn early_init_unused_or_failing_leaves_nothing() {
     let fx = Fixture::new();
     let spec = fx.spec("unfit", "echo ran");
     let out = in_monitor(|| {
-        let early = EarlyInit::clone(USUAL_FLAGS).map_err(|e| e.to_string())?;
+        let early = EarlyInit::clone(USUAL_FLAGS, None).map_err(|e| e.to_string())?;
         let early_pid = early.pid().ok_or("no pid")?;
         if early.fits(&spec) {
             return Err("an early init with a user namespace fits a spec without one".into());
@@ -536,7 +553,7 @@ fn early_init_unused_or_failing_leaves_nothing() {
         idmapped_root: false,
     });
     let out = in_monitor(|| {
-        let early = EarlyInit::clone(USUAL_FLAGS).map_err(|e| e.to_string())?;
+        let early = EarlyInit::clone(USUAL_FLAGS, None).map_err(|e| e.to_string())?;
         if !early.fits(&spec) {
             return Err("the early init does not fit".into());
         }
@@ -559,6 +576,58 @@ fn early_init_unused_or_failing_leaves_nothing() {
     assert!(fx.host_mounts().is_empty(), "{:?}", fx.host_mounts());
 }
 
+/// An early init comes with its mounter, cloned while the spare waits: in
+/// init's PID and network namespaces but not its user namespace (it
+/// mounts as host root), in a mount namespace of its own, named as an
+/// early process. Both go when the early init is dropped unused.
+#[test]
+fn early_init_comes_with_its_mounter() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let ns = |pid: Pid, kind: &str| {
+        fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+            .map(|link| link.display().to_string())
+            .unwrap_or_else(|e| format!("unreadable: {e}"))
+    };
+    let out = in_monitor(|| {
+        let early = EarlyInit::clone(USUAL_FLAGS, None).map_err(|e| e.to_string())?;
+        let init = early.pid().ok_or("no pid")?;
+        let mounter = early.mounter_pid().ok_or("no early mounter")?;
+        let comm = || fs::read_to_string(format!("/proc/{mounter}/comm")).unwrap_or_default();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while comm().trim() != "lxvirt-early-mt" && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let own = Pid::this();
+        let out = format!(
+            "comm={}\npid={}\nnet={}\nuser={}\nmnt={}\n",
+            comm().trim(),
+            ns(mounter, "pid") == ns(init, "pid"),
+            ns(mounter, "net") == ns(init, "net"),
+            ns(mounter, "user") == ns(own, "user"),
+            ns(mounter, "mnt") != ns(own, "mnt"),
+        );
+        drop(early);
+        let gone = [init, mounter]
+            .iter()
+            .all(|pid| fs::metadata(format!("/proc/{pid}")).is_err());
+        Ok(format!("{out}gone={gone}\n"))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(line_after(&out, "comm="), "lxvirt-early-mt", "{out}");
+    for (key, what) in [
+        ("pid=", "init's PID namespace"),
+        ("net=", "init's network namespace"),
+        ("user=", "the host's user namespace"),
+        ("mnt=", "a mount namespace of its own"),
+    ] {
+        assert_eq!(line_after(&out, key), "true", "{what}: {out}");
+    }
+    assert_eq!(line_after(&out, "gone="), "true", "{out}");
+}
+
 /// An early init in a network namespace of its own brings the loopback up
 /// while it waits for its spec (off the start's path).
 #[test]
@@ -574,7 +643,7 @@ fn early_init_brings_the_loopback_up_before_its_spec() {
             .unwrap_or(false)
     };
     let out = in_monitor(|| {
-        let early = EarlyInit::clone(USUAL_FLAGS).map_err(|e| e.to_string())?;
+        let early = EarlyInit::clone(USUAL_FLAGS, None).map_err(|e| e.to_string())?;
         let pid = early.pid().ok_or("no pid")?;
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while !loopback_up(pid) && Instant::now() < deadline {

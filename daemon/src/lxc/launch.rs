@@ -38,9 +38,11 @@
 //!
 //! A spare monitor makes the first clone before its spec comes (an
 //! [`EarlyInit`], in the namespaces most containers have), so that a start
-//! does not wait for the kernel to create them; the early init reads the
-//! spec from a pipe, then waits for its release like any init. A spec
-//! asking for other namespaces gets a fresh clone.
+//! does not wait for the kernel to create them, and the mounter's clone
+//! with it (an [`EarlyMounter`]); each reads the spec when it comes
+//! ([`handoff`](crate::lxc::handoff)), the mounter once init's ids are
+//! mapped, then goes on as any init or mounter. A spec asking for other
+//! namespaces gets fresh clones.
 //!
 //! [`launch`] must run in a single-threaded process (the monitor): the
 //! child is a copy of the calling thread only and allocates.
@@ -58,6 +60,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::lxc::handoff::{SpecReceiver, SpecSender, spec_handoff};
 use crate::lxc::network::{ContainerNetwork, NetworkError};
 use crate::lxc::protocol::{self, ProtocolError, errno_number};
 use crate::lxc::setup::{self, Setup, SetupError, Step};
@@ -403,19 +406,28 @@ pub const EARLY_INIT_NAME: &std::ffi::CStr = c"lxvirt-early";
 /// A container's init cloned before its spec is known, so that creating
 /// its namespaces (a network namespace alone takes ~0.6 ms) is off the
 /// start's path: a spare monitor makes one while it waits. It waits for a
-/// spec on a pipe, then goes on as any init; dropped unused, it is killed
-/// and reaped.
+/// spec ([`handoff`]), then goes on as any init; dropped unused, it is
+/// killed and reaped.
 #[derive(Debug)]
 pub struct EarlyInit {
     flags: CloneFlags,
-    spec_w: Option<OwnedFd>,
+    spec: Option<SpecSender>,
     cloned: Option<Cloned>,
+    /// Its mounter, when one could be cloned.
+    mounter: Option<EarlyMounter>,
 }
 
 impl EarlyInit {
     /// Clones an init into new namespaces of `flags`: a user namespace
-    /// and any of PID, UTS, IPC and network (`EINVAL` for other flags).
-    pub fn clone(flags: CloneFlags) -> Result<EarlyInit, LaunchError> {
+    /// and any of PID, UTS, IPC and network (`EINVAL` for other flags),
+    /// and its mounter (which stacks the root on `template`, or pivots
+    /// without one; when it cannot be cloned, the launch clones one).
+    /// After [`LaunchError::RestoreNamespace`] the caller is left in
+    /// init's namespaces.
+    pub fn clone(
+        flags: CloneFlags,
+        template: Option<BorrowedFd<'_>>,
+    ) -> Result<EarlyInit, LaunchError> {
         if !flags.contains(CloneFlags::CLONE_NEWUSER) || !USUAL_FLAGS.contains(flags) {
             return Err(LaunchError::Clone {
                 source: Errno::EINVAL,
@@ -427,27 +439,53 @@ impl EarlyInit {
             err_r,
             err_w,
         } = Channels::new()?;
-        let (spec_r, spec_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| LaunchError::Pipe { source })?;
+        let (sender, receiver) = spec_handoff().map_err(|source| LaunchError::Pipe { source })?;
         match linux::clone_fork(flags) {
             Ok(Forked::Child) => {
                 drop(sync_w);
                 drop(err_r);
-                drop(spec_w);
-                early_child(flags, spec_r, sync_r, err_w)
+                drop(sender);
+                early_child(flags, receiver, sync_r, err_w)
             }
-            Ok(Forked::Parent { pid, pidfd }) => Ok(EarlyInit {
-                flags,
-                spec_w: Some(spec_w),
-                cloned: Some(Cloned {
-                    pid,
-                    pidfd,
-                    sync_w,
-                    err_r,
-                }),
-            }),
+            Ok(Forked::Parent { pid, pidfd }) => {
+                drop(receiver);
+                let mut early = EarlyInit {
+                    flags,
+                    spec: Some(sender),
+                    cloned: Some(Cloned {
+                        pid,
+                        pidfd,
+                        sync_w,
+                        err_r,
+                    }),
+                    mounter: None,
+                };
+                let init_ends = early.channel_ends();
+                early.mounter = match EarlyMounter::clone(pid, flags, template, init_ends) {
+                    Ok(mounter) => Some(mounter),
+                    Err(e @ LaunchError::RestoreNamespace { .. }) => return Err(e),
+                    // The launch clones one.
+                    Err(_) => None,
+                };
+                Ok(early)
+            }
             Err(source) => Err(LaunchError::Clone { source }),
         }
+    }
+
+    /// The monitor's ends of init's channels.
+    fn channel_ends(&self) -> Vec<RawFd> {
+        let spec = self.spec.iter().flat_map(SpecSender::raw_fds);
+        let channels = self
+            .cloned
+            .iter()
+            .flat_map(|c| [c.sync_w.as_raw_fd(), c.err_r.as_raw_fd()]);
+        spec.chain(channels).collect()
+    }
+
+    /// Its mounter's host pid, if it has one.
+    pub fn mounter_pid(&self) -> Option<Pid> {
+        self.mounter.as_ref().map(|m| m.child.process.pid)
     }
 
     /// Its host pid.
@@ -461,21 +499,22 @@ impl EarlyInit {
     }
 
     /// Gives it the caller's priority (it inherited the spare's, lower)
-    /// and `spec`; `None` when either fails (it is then dropped, and init
-    /// cloned afresh).
-    fn give(mut self, spec: &ContainerSpec) -> Option<Cloned> {
-        let pid = self.pid()?;
-        follow_priority(pid).ok()?;
-        let bytes = serde_json::to_vec(spec).ok()?;
-        // Ends of file on the pipe tells it the spec is whole.
-        let spec_w = File::from(self.spec_w.take()?);
-        std::io::Write::write_all(&mut &spec_w, &bytes).ok()?;
-        self.cloned.take()
+    /// and `spec` (serialized); `None` when either fails (it is then
+    /// dropped, and init cloned afresh). Its mounter comes with it, still
+    /// waiting for the spec.
+    fn give(mut self, spec: &[u8]) -> Option<(Cloned, Option<EarlyMounter>)> {
+        follow_priority(self.pid()?).ok()?;
+        self.spec.take()?.give(spec).ok()?;
+        let mounter = self.mounter.take();
+        Some((self.cloned.take()?, mounter))
     }
 }
 
 impl Drop for EarlyInit {
     fn drop(&mut self) {
+        // The mounter first: it is in init's PID namespace, whose init's
+        // exit waits until every process in it is reaped.
+        drop(self.mounter.take());
         if let Some(cloned) = self.cloned.take() {
             abandon(cloned.pid);
         }
@@ -493,30 +532,24 @@ fn follow_priority(pid: Pid) -> nix::Result<()> {
 }
 
 /// The early init: wait for the spec, then go on as [`child`]. Reports a
-/// spec it cannot read; ends quietly when the pipe closes empty (the
-/// monitor went away or had no use for it).
+/// spec it cannot read; ends quietly when the monitor goes away or has no
+/// use for it.
 ///
 /// In a network namespace of its own it first brings the loopback up, as
 /// every such container's setup does: that is off the start's path then
 /// (the kernel sets up loopback's addresses and routes, ~0.1 ms, and wakes
 /// a worker), and setup's own call finds it up. A failure here is left
 /// for setup to meet and report.
-fn early_child(flags: CloneFlags, spec_r: OwnedFd, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
+fn early_child(flags: CloneFlags, spec: SpecReceiver, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     let _ = nix::sys::prctl::set_name(EARLY_INIT_NAME);
     if flags.contains(CloneFlags::CLONE_NEWNET) {
         let _ = Linux.loopback_up();
     }
     let read = std::panic::catch_unwind(|| {
-        let mut bytes = Vec::new();
-        match File::from(spec_r).read_to_end(&mut bytes) {
-            Ok(0) | Err(_) => linux::exit_now(1),
-            Ok(_) => serde_json::from_slice::<ContainerSpec>(&bytes).map_err(|e| SetupError {
-                step: Step::Release,
-                path: None,
-                errno: 0,
-                detail: Some(format!("cannot read the launch spec: {e}")),
-            }),
-        }
+        let Some(bytes) = spec.wait() else {
+            linux::exit_now(1)
+        };
+        serde_json::from_slice::<ContainerSpec>(&bytes).map_err(|e| unreadable_spec(&e))
     });
     let error = match read {
         Ok(Ok(spec)) => child(&spec, sync_r, err_w),
@@ -527,6 +560,16 @@ fn early_child(flags: CloneFlags, spec_r: OwnedFd, sync_r: OwnedFd, err_w: Owned
         write_all(err_w.as_fd(), &bytes);
     }
     linux::exit_now(127)
+}
+
+/// An early process's spec did not parse.
+fn unreadable_spec(error: &serde_json::Error) -> SetupError {
+    SetupError {
+        step: Step::Release,
+        path: None,
+        errno: 0,
+        detail: Some(format!("cannot read the launch spec: {error}")),
+    }
 }
 
 /// Start the container's init. Returns once init has been executed, or
@@ -550,20 +593,33 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
             });
         }
     }
+    // Serialized once, for both early processes. Init gets it first, so
+    // that it reads it before the mounter gets the other CPU (measured:
+    // given after the cgroups instead, when the monitor waits anyway,
+    // each start took 0.2-0.5 ms longer).
     let early = ctx.early.filter(|early| early.fits(spec));
-    let Cloned {
-        pid,
-        pidfd,
-        sync_w,
-        err_r,
-    } = match early.and_then(|early| early.give(spec)) {
-        Some(cloned) => cloned,
-        None => clone_init(spec)?,
+    let bytes = match early {
+        Some(_) => serde_json::to_vec(spec).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let given = early.and_then(|early| early.give(&bytes));
+    let (
+        Cloned {
+            pid,
+            pidfd,
+            sync_w,
+            err_r,
+        },
+        early_mounter,
+    ) = match given {
+        Some(given) => given,
+        None => (clone_init(spec)?, None),
     };
 
     if let Some(map) = &spec.namespaces.user
         && let Err(e) = write_id_maps(pid, map)
     {
+        drop(early_mounter);
         abandon(pid);
         return Err(e);
     }
@@ -579,9 +635,19 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
         })
     };
     let started = match &spec.namespaces.user {
-        Some(_) => Mounter::start(spec, pid, ctx.mount_template, place_and_set_up_network)
-            .map(|(mounter, network)| (Some(mounter), network)),
-        None => place_and_set_up_network().map(|network| (None, network)),
+        Some(_) => Mounter::start(
+            spec,
+            pid,
+            ctx.mount_template,
+            early_mounter.map(|mounter| (mounter, bytes.as_slice())),
+            place_and_set_up_network,
+        )
+        .map(|(mounter, network)| (Some(mounter), network)),
+        None => {
+            // Unreachable: an early init has a user namespace.
+            drop(early_mounter);
+            place_and_set_up_network().map(|network| (None, network))
+        }
     };
     let (mut mounter, network) = match started {
         Ok(started) => started,
@@ -655,37 +721,66 @@ pub struct MounterProcess {
 }
 
 impl Mounter {
-    /// Clone the mounter into init's PID and network namespaces (so that
-    /// its /proc and /sys are the container's), let it make the mounts and
-    /// wait for its report; `meanwhile` runs in the monitor, back in its
-    /// own namespaces, while the mounter works.
+    /// Lets the mounter make the mounts — a spare's early one, given the
+    /// spec now, else one cloned here — and waits for its report;
+    /// `meanwhile` runs in the monitor, in its own namespaces, while the
+    /// mounter works.
     fn start<T>(
         spec: &ContainerSpec,
         init: Pid,
         template: Option<BorrowedFd<'_>>,
+        early: Option<(EarlyMounter, &[u8])>,
         meanwhile: impl FnOnce() -> Result<T, LaunchError>,
     ) -> Result<(Mounter, T), LaunchError> {
-        let pipe_err = |source| LaunchError::Pipe { source };
-        let ns_err = |kind: &'static str| {
-            move |source| LaunchError::UserNamespace {
-                namespace: kind.to_owned(),
-                source,
-            }
+        let child = match early.and_then(|(early, bytes)| early.give(bytes)) {
+            Some(child) => child,
+            None => MounterChild::clone(
+                init,
+                spec.namespaces.net == NsChoice::New,
+                |userns, report_w, hold_r| mounter(spec, userns, template, report_w, hold_r),
+            )?,
         };
+        let done = meanwhile()?;
+        Ok((child.ready()?, done))
+    }
+}
+
+/// A mounter cloned into init's PID namespace (and network namespace:
+/// its /proc and /sys are the container's), in a mount namespace of its
+/// own; its report comes on `report_r`.
+#[derive(Debug)]
+struct MounterChild {
+    process: MounterProcess,
+    report_r: OwnedFd,
+}
+
+impl MounterChild {
+    /// Clones the mounter into `init`'s namespaces (its network namespace
+    /// when `join_net`); the child runs `body` with the user namespace to
+    /// enter at the end, its end of the report socket and of the hold pipe
+    /// (it ends the process).
+    fn clone(
+        init: Pid,
+        join_net: bool,
+        body: impl FnOnce(OwnedFd, OwnedFd, OwnedFd),
+    ) -> Result<MounterChild, LaunchError> {
+        let pipe_err = |source| LaunchError::Pipe { source };
         let open = |kind: &'static str| {
             linux::open_namespace(Path::new(&format!("/proc/{init}/ns/{kind}")))
-                .map_err(ns_err(kind))
+                .map_err(user_namespace_error(kind))
         };
         let userns = open("user")?;
         let mut joined = Joined { saved: Vec::new() };
         let mut joins = vec![(CloneFlags::CLONE_NEWPID, "pid")];
-        if spec.namespaces.net == NsChoice::New {
+        if join_net {
             joins.push((CloneFlags::CLONE_NEWNET, "net"));
         }
         for (flag, kind) in joins {
-            if let Err(e) =
-                open(kind).and_then(|ns| joined.join(ns.as_fd(), flag, kind).map_err(ns_err(kind)))
-            {
+            if let Err(e) = open(kind).and_then(|ns| {
+                joined
+                    .join(ns.as_fd(), flag, kind)
+                    .map_err(user_namespace_error(kind))
+            }) {
                 joined.restore()?;
                 return Err(e);
             }
@@ -699,12 +794,13 @@ impl Mounter {
         )
         .map_err(pipe_err)?;
         let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
-        let forked = linux::clone_fork(CloneFlags::CLONE_NEWNS);
-        let pid = match forked {
+        let pid = match linux::clone_fork(CloneFlags::CLONE_NEWNS) {
             Ok(Forked::Child) => {
                 drop(report_r);
                 drop(hold_w);
-                mounter(spec, userns, template, report_w, hold_r)
+                body(userns, report_w, hold_r);
+                // Unreachable: the bodies end the process.
+                linux::exit_now(1)
             }
             Ok(Forked::Parent { pid, .. }) => pid,
             Err(source) => {
@@ -712,14 +808,24 @@ impl Mounter {
                 return Err(LaunchError::Clone { source });
             }
         };
-        drop(report_w);
-        drop(hold_r);
-        let mut process = MounterProcess {
+        let process = MounterProcess {
             pid,
             hold: Some(hold_w),
         };
-        joined.restore()?;
-        let done = meanwhile()?;
+        if let Err(e) = joined.restore() {
+            // An early one waits for a spec that will not come.
+            process.kill();
+            return Err(e);
+        }
+        Ok(MounterChild { process, report_r })
+    }
+
+    /// Waits for the mounter's report and takes its mount namespace.
+    fn ready(self) -> Result<Mounter, LaunchError> {
+        let MounterChild {
+            mut process,
+            report_r,
+        } = self;
         let consoles = loop {
             match protocol::recv::<MounterReport>(report_r.as_fd()) {
                 Err(ProtocolError::Io(Errno::EINTR)) => continue,
@@ -735,18 +841,110 @@ impl Mounter {
                 }
             }
         };
-        let mnt = linux::open_namespace(Path::new(&format!("/proc/{pid}/ns/mnt")))
-            .map_err(ns_err("mount"))?;
+        let mnt = linux::open_namespace(Path::new(&format!("/proc/{}/ns/mnt", process.pid)))
+            .map_err(user_namespace_error("mount"))?;
         // The descriptor keeps the mount namespace: the mounter may exit.
         drop(process.hold.take());
-        Ok((
-            Mounter {
-                process,
-                mnt,
-                consoles,
+        Ok(Mounter {
+            process,
+            mnt,
+            consoles,
+        })
+    }
+}
+
+fn user_namespace_error(kind: &'static str) -> impl Fn(Errno) -> LaunchError {
+    move |source| LaunchError::UserNamespace {
+        namespace: kind.to_owned(),
+        source,
+    }
+}
+
+/// A mounter cloned with an [`EarlyInit`], into its namespaces, before
+/// the spec is known: cloning it (joining init's namespaces, copying the
+/// monitor's mount table) is then off the start's path. It waits for the
+/// spec ([`handoff`]), given once init's ids are mapped (the idmapped
+/// root needs them); dropped unused, it ends on its own.
+#[derive(Debug)]
+pub struct EarlyMounter {
+    /// Declared first: dropped first, so that it ends before it is reaped.
+    spec: Option<SpecSender>,
+    child: MounterChild,
+}
+
+impl EarlyMounter {
+    /// Clones it for `init`, cloned with `flags`; `init_ends` are the
+    /// monitor's ends of init's channels, closed in the mounter (else
+    /// init would not learn that the monitor went away).
+    fn clone(
+        init: Pid,
+        flags: CloneFlags,
+        template: Option<BorrowedFd<'_>>,
+        init_ends: Vec<RawFd>,
+    ) -> Result<EarlyMounter, LaunchError> {
+        let (sender, receiver) = spec_handoff().map_err(|source| LaunchError::Pipe { source })?;
+        let own_ends = sender.raw_fds();
+        let child = MounterChild::clone(
+            init,
+            flags.contains(CloneFlags::CLONE_NEWNET),
+            |userns, report_w, hold_r| {
+                for fd in init_ends.into_iter().chain(own_ends) {
+                    let _ = nix::unistd::close(fd);
+                }
+                early_mounter(receiver, userns, template, report_w, hold_r)
             },
-            done,
-        ))
+        )?;
+        Ok(EarlyMounter {
+            spec: Some(sender),
+            child,
+        })
+    }
+
+    /// Gives it the caller's priority and `spec` (serialized); `None`
+    /// when either fails (it is then dropped, and a mounter cloned
+    /// afresh).
+    fn give(mut self, spec: &[u8]) -> Option<MounterChild> {
+        follow_priority(self.child.process.pid).ok()?;
+        self.spec.take()?.give(spec).ok()?;
+        Some(self.child)
+    }
+}
+
+/// What a spare's early mounter is called until its spec comes.
+pub const EARLY_MOUNTER_NAME: &std::ffi::CStr = c"lxvirt-early-mt";
+
+/// The early mounter: wait for the spec, then go on as [`mounter`]. Ends
+/// quietly when the monitor goes away or has no use for it.
+fn early_mounter(
+    spec: SpecReceiver,
+    userns: OwnedFd,
+    template: Option<BorrowedFd<'_>>,
+    report_w: OwnedFd,
+    hold_r: OwnedFd,
+) -> ! {
+    let _ = nix::sys::prctl::set_name(EARLY_MOUNTER_NAME);
+    let Some(bytes) = spec.wait() else {
+        linux::exit_now(1)
+    };
+    match serde_json::from_slice::<ContainerSpec>(&bytes) {
+        Ok(spec) => mounter(&spec, userns, template, report_w, hold_r),
+        Err(e) => {
+            let report = MounterReport::Failed(unreadable_spec(&e));
+            let _ = protocol::send(report_w.as_fd(), &report, &[]);
+            linux::exit_now(1)
+        }
+    }
+}
+
+impl MounterProcess {
+    /// Its host pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Kills and reaps it.
+    fn kill(self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
     }
 }
 
@@ -992,7 +1190,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    EarlyInit::clone(flags),
+                    EarlyInit::clone(flags, None),
                     Err(LaunchError::Clone {
                         source: Errno::EINVAL
                     })

@@ -5,6 +5,7 @@ pub mod console_log;
 pub mod convert;
 pub mod driver;
 pub mod enter;
+pub mod handoff;
 pub mod hotplug;
 pub mod initctl;
 pub mod instance;

@@ -74,7 +74,16 @@ pub fn run(
         // refuses the namespaces the launch's own clone says why), then
         // waits for its spec.
         let early = if line.strip_suffix(b"\n") == Some(protocol::EARLY_REQUEST.as_bytes()) {
-            let made = early.and_then(|flags| EarlyInit::clone(flags).ok());
+            let template = mount_template.as_ref().map(|fd| fd.as_fd());
+            let made = match early.map(|flags| EarlyInit::clone(flags, template)) {
+                Some(Ok(made)) => Some(made),
+                // Left in the early init's namespaces: no launch can
+                // follow.
+                Some(Err(error @ LaunchError::RestoreNamespace { .. })) => {
+                    return Err(error.into());
+                }
+                Some(Err(_)) | None => None,
+            };
             line = read_line(&mut daemon)?;
             made
         } else {
