@@ -1,28 +1,33 @@
 //! How a spare monitor gives its early processes (the early init and the
 //! early mounter, see [`launch`](crate::lxc::launch)) their spec: the
-//! bytes go into a memfd, then an eventfd carries their length.
+//! bytes go into a pipe nobody waits on, then an eventfd carries their
+//! length and wakes the early process.
 //!
-//! Not a pipe: a pipe's wake-up is a "sync" one, which tells the
-//! scheduler the writer is about to sleep, so the woken process is queued
-//! on the writer's CPU. The monitor does not sleep — it goes on making the
-//! container's cgroups — and the early process waited behind it (~0.9 ms
-//! measured) while the other CPU idled. An eventfd's wake-up lets the
-//! scheduler put it on an idle CPU at once. A pipe still tells the early
-//! process that the monitor went away (end of file) without a spec.
+//! Not woken by the pipe: a pipe's wake-up is a "sync" one, which tells
+//! the scheduler the writer is about to sleep, so the woken process is
+//! queued on the writer's CPU. The monitor does not sleep — it goes on
+//! making the container's cgroups — and the early process waited behind it
+//! (~0.9 ms measured) while the other CPU idled. An eventfd's wake-up lets
+//! the scheduler put it on an idle CPU at once. A second pipe tells the
+//! early process that the monitor went away (end of file) without a spec.
+//! (A memfd would hold any size of spec, but SELinux labels it `tmpfs_t`,
+//! which the policy's domains may not write; a pipe they may.)
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::memfd::{MFdFlags, memfd_create};
 
 /// The monitor's side.
 #[derive(Debug)]
 pub struct SpecSender {
+    /// Non-blocking: a spec larger than the pipe holds (64 KiB; specs are
+    /// a few) fails the hand-over instead of waiting for a reader that
+    /// reads only once told.
     spec: File,
     go: OwnedFd,
     /// Closed (dropped) when the monitor has no spec to give.
@@ -41,11 +46,12 @@ pub struct SpecReceiver {
 /// to the child of the next fork, which closes the sender's descriptors
 /// (see [`SpecSender::raw_fds`]); the parent drops the receiver.
 pub fn spec_handoff() -> Result<(SpecSender, SpecReceiver), Errno> {
-    let spec = File::from(memfd_create(c"lxvirt-spec", MFdFlags::MFD_CLOEXEC)?);
+    let (spec_r, spec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&spec_w, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     let go = OwnedFd::from(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?);
     let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let receiver = SpecReceiver {
-        spec: spec.try_clone().map_err(crate::sys::linux::io_errno)?,
+        spec: File::from(spec_r),
         go: go
             .as_fd()
             .try_clone_to_owned()
@@ -53,7 +59,7 @@ pub fn spec_handoff() -> Result<(SpecSender, SpecReceiver), Errno> {
         alive: alive_r,
     };
     let sender = SpecSender {
-        spec,
+        spec: File::from(spec_w),
         go,
         _alive: alive_w,
     };
@@ -77,7 +83,7 @@ impl SpecSender {
         if length == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
         }
-        self.spec.write_all_at(spec, 0)?;
+        (&self.spec).write_all(spec)?;
         nix::unistd::write(self.go.as_fd(), &length.to_ne_bytes())?;
         Ok(())
     }
@@ -106,7 +112,7 @@ impl SpecReceiver {
                 }
                 let length = usize::try_from(u64::from_ne_bytes(length)).ok()?;
                 let mut spec = vec![0u8; length];
-                self.spec.read_exact_at(&mut spec, 0).ok()?;
+                (&self.spec).read_exact(&mut spec).ok()?;
                 return Some(spec);
             }
             if fds[1].any().unwrap_or(false) {
@@ -124,9 +130,18 @@ mod tests {
     #[test]
     fn the_receiver_gets_the_bytes_given() {
         let (sender, receiver) = spec_handoff().unwrap();
-        let spec = vec![b'x'; 200_000];
+        let spec = vec![b'x'; 20_000];
         sender.give(&spec).unwrap();
         assert_eq!(receiver.wait(), Some(spec));
+    }
+
+    /// More than the pipe holds fails at once (the receiver reads only
+    /// once told), and the receiver then ends its wait.
+    #[test]
+    fn a_spec_larger_than_the_pipe_is_refused_without_waiting() {
+        let (sender, receiver) = spec_handoff().unwrap();
+        assert!(sender.give(&vec![b'x'; 1 << 20]).is_err());
+        assert_eq!(receiver.wait(), None);
     }
 
     #[test]
