@@ -31,7 +31,7 @@ pub struct SpecSender {
     spec: File,
     go: OwnedFd,
     /// Closed (dropped) when the monitor has no spec to give.
-    _alive: OwnedFd,
+    alive: OwnedFd,
 }
 
 /// The early process's side.
@@ -61,7 +61,7 @@ pub fn spec_handoff() -> Result<(SpecSender, SpecReceiver), Errno> {
     let sender = SpecSender {
         spec: File::from(spec_w),
         go,
-        _alive: alive_w,
+        alive: alive_w,
     };
     Ok((sender, receiver))
 }
@@ -73,7 +73,7 @@ impl SpecSender {
         [
             self.spec.as_raw_fd(),
             self.go.as_raw_fd(),
-            self._alive.as_raw_fd(),
+            self.alive.as_raw_fd(),
         ]
     }
 

@@ -643,11 +643,7 @@ pub fn launch(ctx: LaunchContext<'_>) -> Result<Launched, LaunchError> {
             place_and_set_up_network,
         )
         .map(|(mounter, network)| (Some(mounter), network)),
-        None => {
-            // Unreachable: an early init has a user namespace.
-            drop(early_mounter);
-            place_and_set_up_network().map(|network| (None, network))
-        }
+        None => place_and_set_up_network().map(|network| (None, network)),
     };
     let (mut mounter, network) = match started {
         Ok(started) => started,
