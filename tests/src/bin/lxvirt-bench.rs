@@ -101,35 +101,54 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Runs `command` as every timed command runs, the floor and the CLI
+/// alike: nothing on stdin, stdout to /dev/null (a terminal's reader is
+/// not the bench's to wake), stderr kept for the failure's message.
+/// Returns the milliseconds from spawn to reaped.
+fn timed(command: &mut Command) -> Result<f64> {
+    let begin = Instant::now();
+    let out = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("cannot run {:?}", command.get_program()))?;
+    let elapsed = ms(begin.elapsed());
+    if !out.status.success() {
+        bail!(
+            "{:?} {:?}: {}: {}",
+            command.get_program(),
+            command.get_args().collect::<Vec<_>>(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(elapsed)
+}
+
 /// `unshare` of the same namespaces running /bin/true: the kernel's floor;
 /// with `userns`, in a user namespace too (root mapped).
 fn floor(runs: usize, userns: bool) -> Result<Vec<f64>> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let begin = Instant::now();
-        let status = Command::new("unshare")
-            .args(if userns {
-                &["--user", "--map-root-user"][..]
-            } else {
-                &[][..]
-            })
-            .args([
-                "--pid",
-                "--mount",
-                "--uts",
-                "--ipc",
-                "--net",
-                "--fork",
-                "--mount-proc",
-                "/bin/true",
-            ])
-            .stdin(Stdio::null())
-            .status()
-            .context("cannot run unshare")?;
-        times.push(ms(begin.elapsed()));
-        if !status.success() {
-            bail!("unshare failed: {status}");
-        }
+        times.push(timed(
+            Command::new("unshare")
+                .args(if userns {
+                    &["--user", "--map-root-user"][..]
+                } else {
+                    &[][..]
+                })
+                .args([
+                    "--pid",
+                    "--mount",
+                    "--uts",
+                    "--ipc",
+                    "--net",
+                    "--fork",
+                    "--mount-proc",
+                    "/bin/true",
+                ]),
+        )?);
     }
     Ok(times)
 }
@@ -470,19 +489,14 @@ struct UserFigures {
     private_destroy: Vec<f64>,
 }
 
-/// Times one `lxvirt` command, which must succeed.
+/// Times one `lxvirt` command, which must succeed, spawned as the floor
+/// is ([`timed`]).
 fn timed_cli(address: &str, args: &[&str]) -> Result<f64> {
-    let begin = Instant::now();
-    let out = lxvirt_tests::lxvirt(address, args)?;
-    let elapsed = ms(begin.elapsed());
-    if !out.status.success() {
-        bail!(
-            "lxvirt {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(elapsed)
+    timed(
+        Command::new(lxvirt_tests::binary("lxvirt"))
+            .arg(format!("--connect={address}"))
+            .args(args),
+    )
 }
 
 async fn as_a_user_meets_it(
