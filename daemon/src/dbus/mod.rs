@@ -21,6 +21,7 @@ mod manager;
 mod network;
 mod object_manager;
 mod options;
+mod peer_socket;
 pub mod private;
 
 use tokio::sync::{mpsc, watch};

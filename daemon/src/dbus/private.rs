@@ -20,6 +20,7 @@ use std::time::Duration;
 use zbus::{Guid, OwnedGuid};
 
 use super::object_manager::ObjectManager;
+use super::peer_socket::PeerSocket;
 use super::{ImagesObject, MANAGER_PATH, ManagerObject, ManagerSettings, Shared};
 
 use crate::core::ImageStore;
@@ -91,13 +92,6 @@ pub(crate) async fn accept(listener: tokio::net::UnixListener, served: Served) {
 
 /// Serves one connection until its peer closes it.
 async fn serve_peer(stream: tokio::net::UnixStream, uid: u32, pid: u32, served: Served) {
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "a private-socket connection cannot be handed over");
-            return;
-        }
-    };
     // The GUID names this connection to the authorizer: a peer's messages
     // carry no sender.
     let guid = Guid::generate();
@@ -109,7 +103,7 @@ async fn serve_peer(stream: tokio::net::UnixStream, uid: u32, pid: u32, served: 
     } = served;
     let authorizer = shared.authorizer.clone();
     authorizer.peer_connected(owned.clone(), uid, pid);
-    let builder = zbus::connection::Builder::unix_stream(stream)
+    let builder = zbus::connection::Builder::socket(PeerSocket::new(stream, uid, pid))
         .server(guid)
         .p2p()
         .serve_at(MANAGER_PATH, ManagerObject::new(shared.clone(), settings))
