@@ -463,12 +463,33 @@ pub fn lxvirt_said(address: &str, args: &[&str]) -> (bool, String) {
 
 /// Runs the `lxvirt` CLI against `address`.
 pub fn lxvirt(address: &str, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(binary("lxvirt"))
-        .arg(format!("--connect={address}"))
+    Ok(lxvirt_command(address)
         .args(args)
         .stdin(Stdio::null())
         .output()?)
 }
+
+/// The `lxvirt` CLI, told to use the bus at `address`; the caller adds
+/// the command and how it runs.
+pub fn lxvirt_command(address: &str) -> Command {
+    let mut command = Command::new(binary("lxvirt"));
+    command.arg(format!("--connect={address}"));
+    command
+}
+
+/// `unshare`'s arguments for the kernel's floor a start is compared with:
+/// the namespaces of a container (no user namespace), `/proc` mounted,
+/// `/bin/true` run in them.
+pub const UNSHARE_FLOOR: [&str; 8] = [
+    "--pid",
+    "--mount",
+    "--uts",
+    "--ipc",
+    "--net",
+    "--fork",
+    "--mount-proc",
+    "/bin/true",
+];
 
 /// Runs a command as uid/gid 65534 (nobody) with no supplementary groups.
 pub fn as_nobody(program: &Path, args: &[&str]) -> Result<Output> {

@@ -875,16 +875,7 @@ fn launch_latency() {
     for _ in 0..RUNS {
         let t0 = Instant::now();
         let st = Command::new("unshare")
-            .args([
-                "--pid",
-                "--mount",
-                "--uts",
-                "--ipc",
-                "--net",
-                "--fork",
-                "--mount-proc",
-                "/bin/true",
-            ])
+            .args(lxvirt_tests::UNSHARE_FLOOR)
             .status()
             .unwrap();
         assert!(st.success());

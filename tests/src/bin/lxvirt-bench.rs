@@ -138,16 +138,7 @@ fn floor(runs: usize, userns: bool) -> Result<Vec<f64>> {
                 } else {
                     &[][..]
                 })
-                .args([
-                    "--pid",
-                    "--mount",
-                    "--uts",
-                    "--ipc",
-                    "--net",
-                    "--fork",
-                    "--mount-proc",
-                    "/bin/true",
-                ]),
+                .args(lxvirt_tests::UNSHARE_FLOOR),
         )?);
     }
     Ok(times)
@@ -492,11 +483,7 @@ struct UserFigures {
 /// Times one `lxvirt` command, which must succeed, spawned as the floor
 /// is ([`timed`]).
 fn timed_cli(address: &str, args: &[&str]) -> Result<f64> {
-    timed(
-        Command::new(lxvirt_tests::binary("lxvirt"))
-            .arg(format!("--connect={address}"))
-            .args(args),
-    )
+    timed(lxvirt_tests::lxvirt_command(address).args(args))
 }
 
 async fn as_a_user_meets_it(
